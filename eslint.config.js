@@ -1,0 +1,30 @@
+// @ts-check
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+import importX from 'eslint-plugin-import-x';
+
+/** Layers may only import inward: cli → agent → tasks/images/reconcile/prune → spec/engine → common. */
+const restrict = (patterns) => ({ 'no-restricted-imports': ['error', { patterns }] });
+
+export default tseslint.config(
+  { ignores: ['dist/**', 'node_modules/**', 'coverage/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    files: ['**/*.ts'],
+    plugins: { 'import-x': importX },
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      '@typescript-eslint/no-explicit-any': 'error',
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-floating-promises': 'error',
+      'import-x/no-cycle': 'error',
+    },
+  },
+  { files: ['src/**/*.ts'], ignores: ['src/engine/**'], rules: restrict([{ group: ['dockerode', 'docker-modem'], message: 'Only src/engine talks to the Docker API.' }]) },
+  { files: ['src/common/**/*.ts'], rules: restrict([{ group: ['../*/**', '!../common/**'], message: 'common/ depends on nothing.' }, { group: ['dockerode'], message: 'Only src/engine talks to the Docker API.' }]) },
+  { files: ['src/engine/**/*.ts', 'src/spec/**/*.ts'], rules: restrict([{ group: ['../tasks/**', '../images/**', '../reconcile/**', '../prune/**', '../state/**', '../agent/**', '../cli/**'], message: 'Dependencies point inward.' }]) },
+  { files: ['src/tasks/**/*.ts', 'src/images/**/*.ts', 'src/reconcile/**/*.ts', 'src/prune/**/*.ts', 'src/state/**/*.ts'], rules: restrict([{ group: ['../agent/**', '../cli/**'], message: 'Dependencies point inward.' }, { group: ['dockerode'], message: 'Only src/engine talks to the Docker API.' }]) },
+  { files: ['src/agent/**/*.ts'], rules: restrict([{ group: ['../cli/**'], message: 'Nothing imports cli.' }, { group: ['dockerode'], message: 'Only src/engine talks to the Docker API.' }]) },
+  { files: ['**/*.js'], ...tseslint.configs.disableTypeChecked },
+);

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Makes sure a Docker engine answers and the test image exists. Used by `npm test` and `npm run bench`.
+# Uses an engine that already answers; otherwise (as root on Debian) installs and starts one.
+set -euo pipefail
+
+IMAGE="berth-test/busybox:latest"
+DOCKER_BIN=$(command -v /usr/bin/docker || command -v docker || true)
+
+engine_answers() {
+  [ -n "$DOCKER_BIN" ] && timeout 10 "$DOCKER_BIN" version --format '{{.Server.APIVersion}}' >/dev/null 2>&1
+}
+
+log() { printf 'test-engine: %s\n' "$*" >&2; }
+
+if ! engine_answers; then
+  if [ -n "${DOCKER_HOST:-}" ]; then
+    echo "test-engine: DOCKER_HOST=$DOCKER_HOST is set but no Docker engine answers there." >&2
+    exit 1
+  fi
+  if [ "$(id -u)" != 0 ]; then
+    echo "test-engine: no Docker engine answers at /var/run/docker.sock; start one (or set DOCKER_HOST), or run as root on Debian so this script can install and start docker.io." >&2
+    exit 1
+  fi
+  need=()
+  command -v dockerd >/dev/null || need+=(docker.io)
+  [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx dd || need+=(busybox-static)
+  command -v docker-registry >/dev/null || need+=(docker-registry)
+  command -v htpasswd >/dev/null || need+=(apache2-utils)
+  command -v iptables >/dev/null || need+=(iptables)
+  if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+  DOCKER_BIN=/usr/bin/docker
+  if ! pgrep -x dockerd >/dev/null; then
+    # A session that stopped leaves a stale pid file behind; dockerd refuses to start while it exists.
+    rm -f /var/run/docker.pid
+    logfile=$(mktemp /tmp/dockerd.XXXXXX.log)
+    log "starting dockerd (log: $logfile)"
+    nohup dockerd --host unix:///var/run/docker.sock >"$logfile" 2>&1 &
+  fi
+  deadline=$((SECONDS + 60))
+  until engine_answers; do
+    if [ $SECONDS -ge $deadline ]; then
+      echo "test-engine: dockerd did not answer within 60 s; see ${logfile:-its log}." >&2
+      exit 1
+    fi
+    sleep 0.5
+  done
+fi
+
+# Debian's busybox-static gives a static /bin/busybox; it is needed to build the test image.
+if ! "$DOCKER_BIN" image inspect "$IMAGE" >/dev/null 2>&1; then
+  if ! { [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx dd; }; then
+    if [ "$(id -u)" = 0 ]; then
+      apt-get update -qq >/dev/null
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends busybox-static >/dev/null
+    else
+      echo "test-engine: the test image needs a static busybox at /bin/busybox (Debian package busybox-static)." >&2
+      exit 1
+    fi
+  fi
+  d=$(mktemp -d)
+  mkdir -p "$d/bin" "$d/tmp" "$d/proc" "$d/sys" "$d/dev" "$d/etc"
+  cp /bin/busybox "$d/bin/busybox"
+  for a in sh ls echo cat sleep true false head tail dd env yes wc tr id kill ps grep mount; do ln -s busybox "$d/bin/$a"; done
+  echo 'root:x:0:0:root:/root:/bin/sh' >"$d/etc/passwd"
+  echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >>"$d/etc/passwd"
+  echo 'root:x:0:' >"$d/etc/group"; echo 'nogroup:x:65534:' >>"$d/etc/group"
+  tar -C "$d" -c . | "$DOCKER_BIN" import --change 'ENV PATH=/bin' - "$IMAGE" >/dev/null
+  rm -rf "$d"
+  log "created $IMAGE"
+fi

@@ -1,0 +1,97 @@
+/**
+ * One registry of error codes. Every failure berth reports carries one of these codes; callers
+ * (the agent, the CLI, library users) map codes to statuses and exit codes, never message text.
+ */
+export const ERROR_CODES = {
+  BERTH_VALIDATION: 'The input (a task spec, an option, a flag) broke a rule; the message names the field and the rule.',
+  BERTH_CANCELLED: 'The caller aborted the operation through its AbortSignal.',
+  BERTH_ENGINE_NOT_FOUND: 'The engine has no such object (container, image, exec, network, volume).',
+  BERTH_ENGINE_CONFLICT: 'The engine refused because of a conflict (a name in use, an image in use, an operation already running).',
+  BERTH_ENGINE_NOT_MODIFIED: 'The engine had nothing to do (already started, already stopped).',
+  BERTH_ENGINE_BAD_REQUEST: 'The engine rejected the request as malformed or impossible.',
+  BERTH_ENGINE_UNAVAILABLE: 'The engine could not be reached: the socket was refused, reset or closed.',
+  BERTH_ENGINE_TIMEOUT: 'The engine did not answer within the call\'s deadline.',
+  BERTH_ENGINE_SERVER_ERROR: 'The engine answered with a server error (5xx); it may have acted before failing.',
+  BERTH_ENGINE_VERSION: 'The engine\'s API version is older than berth supports.',
+  BERTH_ENGINE_FORBIDDEN: 'The engine or a registry refused access (wrong or missing credentials).',
+  BERTH_NAME_CONFLICT: 'A container with the task\'s name exists and belongs to someone else.',
+  BERTH_TASK_STATE: 'The operation is not allowed in the task\'s current state.',
+  BERTH_IMAGE_NOT_FOUND: 'The image or its tag does not exist in the registry, or is missing locally with pull policy never.',
+  BERTH_IMAGE_ACCESS_DENIED: 'The registry refused the pull: the credentials are wrong or missing.',
+  BERTH_IMAGE_PULL_FAILED: 'The pull failed for a reason that may pass (network, engine).',
+  BERTH_IMAGE_PULL_STALLED: 'The pull made no progress within the activity timeout and was aborted.',
+  BERTH_INTERNAL: 'A bug in berth: an invariant did not hold.',
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** Codes whose operations may succeed when tried again. */
+const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  'BERTH_ENGINE_UNAVAILABLE',
+  'BERTH_ENGINE_TIMEOUT',
+  'BERTH_ENGINE_SERVER_ERROR',
+  'BERTH_IMAGE_PULL_FAILED',
+  'BERTH_IMAGE_PULL_STALLED',
+]);
+
+export interface BerthErrorOptions {
+  cause?: unknown;
+  /** Structured context: ids, names, fields. Never credentials. */
+  context?: Readonly<Record<string, unknown>>;
+  /** Overrides the code's default retryability. */
+  retryable?: boolean;
+}
+
+/** The base of every error berth throws. `code` is stable; `message` is for people. */
+export class BerthError extends Error {
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+  readonly context: Readonly<Record<string, unknown>>;
+
+  constructor(code: ErrorCode, message: string, options: BerthErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'BerthError';
+    this.code = code;
+    this.retryable = options.retryable ?? RETRYABLE.has(code);
+    this.context = Object.freeze({ ...(options.context ?? {}) });
+  }
+
+  toJSON(): { code: ErrorCode; message: string; retryable: boolean; context: Readonly<Record<string, unknown>> } {
+    return { code: this.code, message: this.message, retryable: this.retryable, context: this.context };
+  }
+}
+
+/** One problem with one field of some input. */
+export interface FieldIssue {
+  /** Dotted path of the field, e.g. `resources.memory`. */
+  field: string;
+  /** The rule it broke, in words. */
+  rule: string;
+}
+
+/** Bad input: names every field at fault and its rule. */
+export class ValidationError extends BerthError {
+  readonly issues: readonly FieldIssue[];
+
+  constructor(issues: readonly FieldIssue[], options: BerthErrorOptions = {}) {
+    super('BERTH_VALIDATION', issues.map((i) => `${i.field}: ${i.rule}`).join('; '), {
+      ...options,
+      context: { ...(options.context ?? {}), issues },
+    });
+    this.name = 'ValidationError';
+    this.issues = Object.freeze([...issues]);
+  }
+}
+
+export function isBerthError(error: unknown, code?: ErrorCode): error is BerthError {
+  return error instanceof BerthError && (code === undefined || error.code === code);
+}
+
+/** The error to throw when a caller's signal has aborted. */
+export function cancelledError(what: string, cause?: unknown): BerthError {
+  return new BerthError('BERTH_CANCELLED', `${what} was cancelled`, { cause });
+}
+
+export function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted) throw cancelledError(what, signal.reason);
+}

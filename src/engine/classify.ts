@@ -1,0 +1,92 @@
+import { BerthError, cancelledError, type ErrorCode } from '../common/errors.js';
+
+/** What a failed engine call is classified by: its HTTP status, or its socket error. Never message text. */
+interface EngineFailure {
+  statusCode?: number;
+  code?: string;
+  name?: string;
+  message?: string;
+  json?: unknown;
+}
+
+const UNAVAILABLE_SOCKET_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'EPIPE',
+  'ENOENT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  'ERR_STREAM_PREMATURE_CLOSE',
+  'UND_ERR_SOCKET',
+]);
+
+function codeForStatus(status: number): ErrorCode {
+  if (status === 304) return 'BERTH_ENGINE_NOT_MODIFIED';
+  if (status === 400) return 'BERTH_ENGINE_BAD_REQUEST';
+  if (status === 401 || status === 403) return 'BERTH_ENGINE_FORBIDDEN';
+  if (status === 404) return 'BERTH_ENGINE_NOT_FOUND';
+  if (status === 409) return 'BERTH_ENGINE_CONFLICT';
+  return 'BERTH_ENGINE_SERVER_ERROR';
+}
+
+/** The engine's own message, without dockerode's "(HTTP code 404) no such container - " wrapping. */
+export function engineMessage(failure: EngineFailure): string {
+  const json = failure.json;
+  if (json && typeof json === 'object' && 'message' in json && typeof json.message === 'string') {
+    return json.message.trim();
+  }
+  if (typeof json === 'string' && json.trim() !== '') {
+    try {
+      const parsed: unknown = JSON.parse(json);
+      if (parsed && typeof parsed === 'object' && 'message' in parsed && typeof parsed.message === 'string') {
+        return parsed.message.trim();
+      }
+    } catch {
+      return json.trim();
+    }
+  }
+  if (Buffer.isBuffer(json) && json.length > 0) return json.toString('utf8').trim();
+  return (failure.message ?? 'unknown engine failure').replace(/^\(HTTP code \d+\)[^-]*- /, '').trim();
+}
+
+export interface ClassifyContext {
+  /** The operation, for the message: "create container". */
+  operation: string;
+  /** The caller's own signal: its abort means cancelled, not timed out. */
+  callerSignal?: AbortSignal;
+  deadlineMs?: number;
+  context?: Record<string, unknown>;
+}
+
+/** Turns whatever dockerode threw into a BerthError with a stable code. The one place this happens. */
+export function classifyEngineError(error: unknown, ctx: ClassifyContext): BerthError {
+  if (error instanceof BerthError) return error;
+  const failure: EngineFailure = typeof error === 'object' && error !== null ? (error as EngineFailure) : { message: String(error) };
+  const context = { operation: ctx.operation, ...(ctx.context ?? {}) };
+  if (ctx.callerSignal?.aborted) return cancelledError(ctx.operation, error);
+  if (failure.name === 'AbortError' || failure.name === 'TimeoutError' || failure.code === 'ABORT_ERR') {
+    return new BerthError('BERTH_ENGINE_TIMEOUT', `${ctx.operation}: the engine did not answer within ${ctx.deadlineMs ?? '?'} ms`, {
+      cause: error,
+      context: { ...context, deadlineMs: ctx.deadlineMs },
+    });
+  }
+  if (typeof failure.statusCode === 'number') {
+    const code = codeForStatus(failure.statusCode);
+    return new BerthError(code, `${ctx.operation}: ${engineMessage(failure)}`, {
+      cause: error,
+      context: { ...context, statusCode: failure.statusCode },
+    });
+  }
+  if ((failure.code && UNAVAILABLE_SOCKET_CODES.has(failure.code)) || failure.message === 'socket hang up') {
+    return new BerthError('BERTH_ENGINE_UNAVAILABLE', `${ctx.operation}: the engine is unreachable (${failure.code ?? failure.message})`, {
+      cause: error,
+      context: { ...context, socketError: failure.code },
+    });
+  }
+  return new BerthError('BERTH_ENGINE_UNAVAILABLE', `${ctx.operation}: ${failure.message ?? 'engine call failed'}`, {
+    cause: error,
+    context,
+  });
+}

@@ -1,0 +1,588 @@
+import Dockerode from 'dockerode';
+import { Readable, type Duplex } from 'node:stream';
+import { BerthError } from '../common/errors.js';
+import { retry } from '../common/retry.js';
+import { classifyEngineError } from './classify.js';
+import { demultiplex, type DemuxedStreams } from './demux.js';
+import type {
+  ContainerCreateBody,
+  ContainerInspect,
+  ContainerListFilter,
+  ContainerStatus,
+  ContainerSummary,
+  EngineVersion,
+  ImageInspect,
+  ImageSummary,
+  RegistryAuth,
+  StatsSample,
+  WaitResult,
+} from './types.js';
+
+/** Default deadlines per kind of call, in milliseconds. Wait, stop and followed streams have none of their own. */
+export interface EngineDeadlines {
+  /** inspect, list, ping, version. Default 10 s. */
+  readMs: number;
+  /** create, start, kill, remove, pause, exec create. Default 30 s. */
+  writeMs: number;
+  /** Added to a stop's grace period. Default 30 s. */
+  stopExtraMs: number;
+}
+
+export const DEFAULT_DEADLINES: Readonly<EngineDeadlines> = Object.freeze({ readMs: 10_000, writeMs: 30_000, stopExtraMs: 30_000 });
+
+/** The oldest engine API berth supports. */
+export const MINIMUM_API_VERSION = '1.40';
+
+export interface EngineOptions {
+  /** Unix socket of the engine. Default /var/run/docker.sock. */
+  socketPath?: string;
+  /** TCP engine, e.g. from DOCKER_HOST=tcp://host:2375. */
+  host?: string;
+  port?: number;
+  deadlines?: Partial<EngineDeadlines>;
+  /** Attempts for idempotent reads on unavailable/timeout. Default 3. */
+  readAttempts?: number;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+  /** Overrides the default deadline of this kind of call. */
+  deadlineMs?: number;
+}
+
+export type StartOutcome = 'started' | 'already-running';
+
+export interface AttachedStreams extends DemuxedStreams {
+  /** Present when stdin was requested; end it to close the task's stdin. */
+  stdin?: NodeJS.WritableStream;
+  /** Closes the attach connection. */
+  close(): void;
+}
+
+export interface ExecOptions {
+  cmd: string[];
+  tty?: boolean;
+  stdin?: boolean;
+  env?: string[];
+  workdir?: string;
+  user?: string;
+}
+
+export interface ExecSession extends AttachedStreams {
+  id: string;
+  resize(size: { rows: number; columns: number }): Promise<void>;
+  /** Resolves with the exec's exit code once its output has ended. */
+  exitCode(): Promise<number>;
+}
+
+export interface LogsOptions extends CallOptions {
+  follow?: boolean;
+  /** Unix seconds (fractional allowed). */
+  since?: number;
+  timestamps?: boolean;
+  tty?: boolean;
+}
+
+function toDate(value: string | number | undefined): Date | undefined {
+  if (value === undefined || value === '' || value === '0001-01-01T00:00:00Z') return undefined;
+  return typeof value === 'number' ? new Date(value * 1000) : new Date(value);
+}
+
+function compareVersions(a: string, b: string): number {
+  const [aMajor = 0, aMinor = 0] = a.split('.').map(Number);
+  const [bMajor = 0, bMinor = 0] = b.split('.').map(Number);
+  return aMajor - bMajor || aMinor - bMinor;
+}
+
+/** Shape of the engine's container inspect JSON, for the fields berth reads. */
+interface RawInspect {
+  Id: string;
+  Name: string;
+  Created: string;
+  Config: { Image: string; Labels?: Record<string, string> | null; Tty?: boolean; OpenStdin?: boolean };
+  State: {
+    Status: ContainerStatus;
+    Running: boolean;
+    Paused: boolean;
+    ExitCode: number;
+    OOMKilled: boolean;
+    StartedAt?: string;
+    FinishedAt?: string;
+    Error?: string;
+  };
+  HostConfig: {
+    Memory?: number;
+    MemorySwap?: number;
+    MemoryReservation?: number;
+    CpuQuota?: number;
+    CpuPeriod?: number;
+    CpuShares?: number;
+    PidsLimit?: number | null;
+    NetworkMode?: string;
+    Privileged?: boolean;
+    CapAdd?: string[] | null;
+    CapDrop?: string[] | null;
+    LogConfig?: { Type: string; Config?: Record<string, string> };
+  };
+  Mounts?: Array<{ Type: string; Source: string; Destination: string; RW: boolean; Propagation: string }>;
+}
+
+function fromRawInspect(raw: RawInspect): ContainerInspect {
+  const host = raw.HostConfig;
+  return {
+    id: raw.Id,
+    name: raw.Name.replace(/^\//, ''),
+    image: raw.Config.Image,
+    labels: raw.Config.Labels ?? {},
+    createdAt: new Date(raw.Created),
+    status: raw.State.Status,
+    running: raw.State.Running,
+    paused: raw.State.Paused,
+    exitCode: raw.State.ExitCode,
+    oomKilled: raw.State.OOMKilled,
+    startedAt: toDate(raw.State.StartedAt),
+    finishedAt: toDate(raw.State.FinishedAt),
+    error: raw.State.Error ?? '',
+    tty: raw.Config.Tty ?? false,
+    openStdin: raw.Config.OpenStdin ?? false,
+    hostConfig: {
+      memoryBytes: host.Memory ?? 0,
+      memorySwapBytes: host.MemorySwap ?? 0,
+      memoryReservationBytes: host.MemoryReservation ?? 0,
+      cpuQuota: host.CpuQuota ?? 0,
+      cpuPeriod: host.CpuPeriod ?? 0,
+      cpuShares: host.CpuShares ?? 0,
+      pidsLimit: host.PidsLimit ?? 0,
+      networkMode: host.NetworkMode ?? '',
+      privileged: host.Privileged ?? false,
+      capAdd: host.CapAdd ?? [],
+      capDrop: host.CapDrop ?? [],
+      logType: host.LogConfig?.Type ?? '',
+      logConfig: host.LogConfig?.Config ?? {},
+    },
+    mounts: (raw.Mounts ?? []).map((m) => ({
+      type: m.Type,
+      source: m.Source,
+      destination: m.Destination,
+      readWrite: m.RW,
+      propagation: m.Propagation,
+    })),
+  };
+}
+
+interface RawStats {
+  read: string;
+  memory_stats?: { usage?: number; limit?: number; stats?: { cache?: number; inactive_file?: number } };
+  cpu_stats?: { cpu_usage?: { total_usage?: number }; system_cpu_usage?: number; online_cpus?: number };
+  precpu_stats?: { cpu_usage?: { total_usage?: number }; system_cpu_usage?: number };
+  pids_stats?: { current?: number };
+  networks?: Record<string, { rx_bytes: number; tx_bytes: number }>;
+}
+
+export function statsFromRaw(raw: RawStats): StatsSample {
+  const cpuDelta = (raw.cpu_stats?.cpu_usage?.total_usage ?? 0) - (raw.precpu_stats?.cpu_usage?.total_usage ?? 0);
+  const systemDelta = (raw.cpu_stats?.system_cpu_usage ?? 0) - (raw.precpu_stats?.system_cpu_usage ?? 0);
+  const cpus = raw.cpu_stats?.online_cpus ?? 1;
+  const cpuMilli = systemDelta > 0 && cpuDelta > 0 ? Math.round((cpuDelta / systemDelta) * cpus * 1000) : 0;
+  // Page cache is not the task's working set; the docker CLI subtracts it the same way.
+  const cache = raw.memory_stats?.stats?.inactive_file ?? raw.memory_stats?.stats?.cache ?? 0;
+  let rx = 0;
+  let tx = 0;
+  for (const net of Object.values(raw.networks ?? {})) {
+    rx += net.rx_bytes;
+    tx += net.tx_bytes;
+  }
+  return {
+    at: new Date(raw.read),
+    memoryBytes: Math.max(0, (raw.memory_stats?.usage ?? 0) - cache),
+    memoryLimitBytes: raw.memory_stats?.limit ?? 0,
+    cpuMilli,
+    pids: raw.pids_stats?.current ?? 0,
+    networkRxBytes: rx,
+    networkTxBytes: tx,
+  };
+}
+
+/**
+ * The Docker Engine port: the only code in berth that speaks the engine's API. Every call has a
+ * deadline and takes an AbortSignal; every failure is a BerthError classified by status or socket error.
+ */
+export class Engine {
+  readonly #docker: Dockerode;
+  readonly #deadlines: EngineDeadlines;
+  readonly #readAttempts: number;
+
+  constructor(options: EngineOptions = {}) {
+    this.#docker = options.host
+      ? new Dockerode({ host: options.host, port: options.port ?? 2375, protocol: 'http' })
+      : new Dockerode({ socketPath: options.socketPath ?? '/var/run/docker.sock' });
+    this.#deadlines = { ...DEFAULT_DEADLINES, ...(options.deadlines ?? {}) };
+    this.#readAttempts = options.readAttempts ?? 3;
+  }
+
+  get deadlines(): Readonly<EngineDeadlines> {
+    return this.#deadlines;
+  }
+
+  /** Runs one engine call with a deadline joined to the caller's signal, classifying its failure. */
+  async #call<T>(
+    operation: string,
+    deadlineMs: number | undefined,
+    options: CallOptions,
+    run: (signal: AbortSignal | undefined) => Promise<T>,
+    context?: Record<string, unknown>,
+  ): Promise<T> {
+    const deadline = options.deadlineMs ?? deadlineMs;
+    const signals = [options.signal, deadline === undefined ? undefined : AbortSignal.timeout(deadline)].filter(
+      (s): s is AbortSignal => s !== undefined,
+    );
+    const signal = signals.length === 0 ? undefined : signals.length === 1 ? signals[0] : AbortSignal.any(signals);
+    try {
+      // Racing the signal keeps the deadline even for the few dockerode calls that ignore abortSignal.
+      return await (signal ? raceAbort(run(signal), signal) : run(signal));
+    } catch (error) {
+      throw classifyEngineError(error, { operation, callerSignal: options.signal, deadlineMs: deadline, context });
+    }
+  }
+
+  /** An idempotent read: retried with backoff when the engine is unavailable or slow. */
+  #read<T>(operation: string, options: CallOptions, run: (signal: AbortSignal | undefined) => Promise<T>, context?: Record<string, unknown>): Promise<T> {
+    return retry(() => this.#call(operation, this.#deadlines.readMs, options, run, context), {
+      attempts: this.#readAttempts,
+      initialDelayMs: 100,
+      maxDelayMs: 1000,
+      signal: options.signal,
+      shouldRetry: (error) =>
+        error instanceof BerthError && (error.code === 'BERTH_ENGINE_UNAVAILABLE' || error.code === 'BERTH_ENGINE_TIMEOUT'),
+    });
+  }
+
+  async ping(options: CallOptions = {}): Promise<void> {
+    await this.#read('ping', options, (abortSignal) => (this.#docker as unknown as SignalledDocker).ping({ abortSignal }));
+  }
+
+  async version(options: CallOptions = {}): Promise<EngineVersion> {
+    const raw = await this.#read('version', options, (abortSignal) => (this.#docker as unknown as SignalledDocker).version({ abortSignal }));
+    return { apiVersion: raw.ApiVersion, version: raw.Version, os: raw.Os, arch: raw.Arch };
+  }
+
+  /** Checks that the engine answers and speaks at least the minimum API version. */
+  async checkCompatible(options: CallOptions = {}): Promise<EngineVersion> {
+    const version = await this.version(options);
+    if (compareVersions(version.apiVersion, MINIMUM_API_VERSION) < 0) {
+      throw new BerthError(
+        'BERTH_ENGINE_VERSION',
+        `the engine speaks API ${version.apiVersion} (Docker ${version.version}); berth needs API ${MINIMUM_API_VERSION} or newer`,
+        { context: { apiVersion: version.apiVersion, minimumApiVersion: MINIMUM_API_VERSION } },
+      );
+    }
+    return version;
+  }
+
+  async createContainer(name: string, body: ContainerCreateBody, options: CallOptions = {}): Promise<string> {
+    const created = await this.#call(
+      'create container',
+      this.#deadlines.writeMs,
+      options,
+      (abortSignal) => this.#docker.createContainer({ ...(body as unknown as Dockerode.ContainerCreateOptions), name, abortSignal }),
+      { name },
+    );
+    return created.id;
+  }
+
+  /** Starts a container; "already started" (304) is an outcome, not an error. */
+  async startContainer(id: string, options: CallOptions = {}): Promise<StartOutcome> {
+    try {
+      await this.#call('start container', this.#deadlines.writeMs, options, (abortSignal) => this.#docker.getContainer(id).start({ abortSignal }), { id });
+      return 'started';
+    } catch (error) {
+      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_MODIFIED') return 'already-running';
+      throw error;
+    }
+  }
+
+  async inspectContainer(idOrName: string, options: CallOptions = {}): Promise<ContainerInspect> {
+    const raw = await this.#read(
+      'inspect container',
+      options,
+      (abortSignal) => this.#docker.getContainer(idOrName).inspect({ abortSignal }) as unknown as Promise<RawInspect>,
+      { id: idOrName },
+    );
+    return fromRawInspect(raw);
+  }
+
+  async listContainers(filter: ContainerListFilter = {}, options: CallOptions = {}): Promise<ContainerSummary[]> {
+    const filters: Record<string, string[]> = {};
+    if (filter.labels?.length) filters.label = filter.labels;
+    if (filter.names?.length) filters.name = filter.names;
+    if (filter.status?.length) filters.status = filter.status;
+    const rows = await this.#read('list containers', options, (abortSignal) =>
+      this.#docker.listContainers({ all: filter.all ?? true, filters: JSON.stringify(filters), abortSignal }),
+    );
+    return rows.map((row) => ({
+      id: row.Id,
+      names: row.Names.map((n) => n.replace(/^\//, '')),
+      image: row.Image,
+      labels: row.Labels ?? {},
+      createdAt: new Date(row.Created * 1000),
+      state: row.State as ContainerStatus,
+      status: row.Status,
+    }));
+  }
+
+  /**
+   * Waits for the container to stop. No deadline of its own: a task may run for days. The condition
+   * "next-exit" is not used because berth may wait on a container that has already exited.
+   */
+  async waitContainer(id: string, options: CallOptions = {}): Promise<WaitResult> {
+    const raw = (await this.#call('wait container', undefined, options, (abortSignal) =>
+      this.#docker.getContainer(id).wait({ abortSignal }),
+    { id })) as { StatusCode: number; Error?: { Message?: string } | null };
+    return { exitCode: raw.StatusCode, error: raw.Error?.Message || undefined };
+  }
+
+  /** Stops with the container's stop signal, then SIGKILL after graceSec. Not-modified and not-found are success. */
+  async stopContainer(id: string, graceSec: number, options: CallOptions = {}): Promise<void> {
+    try {
+      await this.#call('stop container', graceSec * 1000 + this.#deadlines.stopExtraMs, options, (abortSignal) =>
+        this.#docker.getContainer(id).stop({ t: graceSec, abortSignal }),
+      { id });
+    } catch (error) {
+      if (error instanceof BerthError && (error.code === 'BERTH_ENGINE_NOT_MODIFIED' || error.code === 'BERTH_ENGINE_NOT_FOUND')) return;
+      throw error;
+    }
+  }
+
+  /** Sends a signal. A container that is not running or gone counts as done. */
+  async killContainer(id: string, signal = 'SIGKILL', options: CallOptions = {}): Promise<void> {
+    try {
+      await this.#call('kill container', this.#deadlines.writeMs, options, (abortSignal) =>
+        this.#docker.getContainer(id).kill({ signal, abortSignal }),
+      { id, signal });
+    } catch (error) {
+      if (error instanceof BerthError && (error.code === 'BERTH_ENGINE_NOT_FOUND' || error.code === 'BERTH_ENGINE_CONFLICT')) return;
+      throw error;
+    }
+  }
+
+  /** Force-removes a container and its anonymous volumes. Not-found is success. */
+  async removeContainer(id: string, options: CallOptions = {}): Promise<'removed' | 'absent'> {
+    try {
+      await this.#call('remove container', this.#deadlines.writeMs, options, (abortSignal) =>
+        this.#docker.getContainer(id).remove({ force: true, v: true, abortSignal }),
+      { id });
+      return 'removed';
+    } catch (error) {
+      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return 'absent';
+      // "removal already in progress" is the engine finishing what an earlier attempt asked for.
+      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_CONFLICT' && /already in progress/.test(error.message)) return 'removed';
+      throw error;
+    }
+  }
+
+  async pauseContainer(id: string, options: CallOptions = {}): Promise<void> {
+    await this.#call('pause container', this.#deadlines.writeMs, options, (abortSignal) => this.#docker.getContainer(id).pause({ abortSignal }), { id });
+  }
+
+  async unpauseContainer(id: string, options: CallOptions = {}): Promise<void> {
+    await this.#call('unpause container', this.#deadlines.writeMs, options, (abortSignal) => this.#docker.getContainer(id).unpause({ abortSignal }), { id });
+  }
+
+  /**
+   * Attaches to stdout/stderr (and stdin when asked). Done before start so no output is lost. The
+   * connection has no deadline once established; the signal closes it.
+   */
+  async attachContainer(id: string, options: CallOptions & { stdin?: boolean; tty?: boolean } = {}): Promise<AttachedStreams> {
+    const stream = (await this.#call('attach container', this.#deadlines.writeMs, options, (abortSignal) =>
+      this.#docker.getContainer(id).attach({
+        stream: true,
+        stdout: true,
+        stderr: true,
+        stdin: options.stdin ?? false,
+        hijack: options.stdin ?? false,
+        // The deadline covers connecting only: the stream itself lives as long as the task.
+        abortSignal: abortSignal === undefined ? undefined : options.signal,
+      }),
+    { id })) as unknown as Duplex;
+    return this.#splitOutput(stream, options.tty ?? false, options.stdin ?? false);
+  }
+
+  #splitOutput(stream: Duplex, tty: boolean, withStdin: boolean): AttachedStreams {
+    const close = (): void => void stream.destroy();
+    if (tty) {
+      // A TTY merges both streams into one raw byte stream with no frame headers.
+      const { stdout, stderr } = passthroughTty(stream);
+      return { stdout, stderr, stdin: withStdin ? stream : undefined, close };
+    }
+    const { stdout, stderr } = demultiplex(stream);
+    return { stdout, stderr, stdin: withStdin ? stream : undefined, close };
+  }
+
+  /** The engine's log of a container: used to recover output written while nobody was attached. */
+  async containerLogs(id: string, options: LogsOptions = {}): Promise<DemuxedStreams> {
+    const stream = (await this.#call('container logs', this.#deadlines.writeMs, options, (abortSignal) =>
+      this.#docker.getContainer(id).logs({
+        follow: (options.follow ?? false) as true,
+        stdout: true,
+        stderr: true,
+        since: options.since ?? 0,
+        timestamps: options.timestamps ?? false,
+        abortSignal: options.follow ? options.signal : abortSignal,
+      }),
+    { id })) as unknown as Readable;
+    return options.tty ? passthroughTty(stream) : demultiplex(stream);
+  }
+
+  /**
+   * Streams resource samples. The engine sends one a second; a consumer that reads slowly gets the
+   * newest sample, not a backlog (samples in between are dropped).
+   */
+  async *streamStats(id: string, options: CallOptions = {}): AsyncGenerator<StatsSample> {
+    const stream = (await this.#call('container stats', this.#deadlines.writeMs, options, (abortSignal) =>
+      this.#docker.getContainer(id).stats({ stream: true, ...signalOption(abortSignal === undefined ? undefined : options.signal) }),
+    { id })) as unknown as Readable;
+    let partial = '';
+    try {
+      for await (const chunk of stream) {
+        partial += (chunk as Buffer).toString('utf8');
+        const lines = partial.split('\n');
+        partial = lines.pop() ?? '';
+        const last = lines.filter((l) => l.trim() !== '').pop();
+        if (last === undefined) continue;
+        const raw = JSON.parse(last) as RawStats;
+        // An exited container's stats have an empty read time; the stream is over.
+        if (raw.read.startsWith('0001-')) return;
+        yield statsFromRaw(raw);
+      }
+    } catch (error) {
+      if (options.signal?.aborted) return;
+      throw classifyEngineError(error, { operation: 'container stats', callerSignal: options.signal, context: { id } });
+    } finally {
+      stream.destroy();
+    }
+  }
+
+  async exec(containerId: string, exec: ExecOptions, options: CallOptions = {}): Promise<ExecSession> {
+    const created = await this.#call('create exec', this.#deadlines.writeMs, options, (abortSignal) =>
+      this.#docker.getContainer(containerId).exec({
+        Cmd: exec.cmd,
+        Tty: exec.tty ?? false,
+        AttachStdin: exec.stdin ?? false,
+        AttachStdout: true,
+        AttachStderr: true,
+        Env: exec.env,
+        WorkingDir: exec.workdir,
+        User: exec.user,
+        abortSignal,
+      }),
+    { id: containerId });
+    const stream = (await this.#call('start exec', this.#deadlines.writeMs, options, (abortSignal) =>
+      created.start({ hijack: true, stdin: exec.stdin ?? false, Tty: exec.tty ?? false, abortSignal: abortSignal === undefined ? undefined : options.signal }),
+    { id: containerId, execId: created.id })) as unknown as Duplex;
+    const streams = this.#splitOutput(stream, exec.tty ?? false, exec.stdin ?? false);
+    const ended = new Promise<void>((resolve) => {
+      let open = 2;
+      const done = (): void => {
+        if (--open === 0) resolve();
+      };
+      streams.stdout.once('close', done);
+      streams.stderr.once('close', done);
+    });
+    return {
+      ...streams,
+      id: created.id,
+      resize: async ({ rows, columns }) => {
+        await this.#call('resize exec', this.#deadlines.writeMs, {}, (abortSignal) => created.resize({ h: rows, w: columns, ...signalOption(abortSignal) }), { execId: created.id });
+      },
+      exitCode: async () => {
+        await ended;
+        const info = await this.#read('inspect exec', {}, (abortSignal) => created.inspect({ abortSignal }), { execId: created.id });
+        return info.ExitCode ?? -1;
+      },
+    };
+  }
+
+  async inspectImage(ref: string, options: CallOptions = {}): Promise<ImageInspect> {
+    const raw = await this.#read('inspect image', options, (abortSignal) => this.#docker.getImage(ref).inspect(signalOption(abortSignal)), { image: ref });
+    return {
+      id: raw.Id,
+      repoTags: raw.RepoTags ?? [],
+      repoDigests: raw.RepoDigests ?? [],
+      sizeBytes: raw.Size,
+      createdAt: new Date(raw.Created),
+      labels: raw.Config?.Labels ?? {},
+    };
+  }
+
+  async listImages(filter: { labels?: string[]; reference?: string[] } = {}, options: CallOptions = {}): Promise<ImageSummary[]> {
+    const filters: Record<string, string[]> = {};
+    if (filter.labels?.length) filters.label = filter.labels;
+    if (filter.reference?.length) filters.reference = filter.reference;
+    const rows = await this.#read('list images', options, (abortSignal) => this.#docker.listImages({ filters: JSON.stringify(filters), abortSignal }));
+    return rows.map((row) => ({
+      id: row.Id,
+      repoTags: row.RepoTags ?? [],
+      sizeBytes: row.Size,
+      createdAt: new Date(row.Created * 1000),
+      labels: row.Labels ?? {},
+    }));
+  }
+
+  /** Removes an image. Not-found is success; a conflict (in use) is reported as 'in-use', not thrown. */
+  async removeImage(ref: string, options: CallOptions & { force?: boolean } = {}): Promise<'removed' | 'absent' | 'in-use'> {
+    try {
+      await this.#call('remove image', this.#deadlines.writeMs, options, (abortSignal) =>
+        this.#docker.getImage(ref).remove({ force: options.force ?? false, abortSignal }),
+      { image: ref });
+      return 'removed';
+    } catch (error) {
+      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return 'absent';
+      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_CONFLICT') return 'in-use';
+      throw error;
+    }
+  }
+
+  /**
+   * Starts a pull and returns the engine's raw JSON-lines progress stream. The caller owns the
+   * stream (and its activity timeout); errors inside the stream are classified by images/.
+   */
+  async openPull(fromImage: string, tag: string, auth: RegistryAuth | undefined, options: CallOptions = {}): Promise<Readable> {
+    return (await this.#call('pull image', this.#deadlines.writeMs, options, (abortSignal) =>
+      this.#docker.createImage(auth ?? {}, { fromImage, tag, abortSignal: abortSignal === undefined ? undefined : options.signal }),
+    { image: `${fromImage}:${tag}` })) as unknown as Readable;
+  }
+}
+
+/** The dockerode calls whose typings omit the options object they accept. */
+interface SignalledDocker {
+  ping(options: { abortSignal?: AbortSignal }): Promise<unknown>;
+  version(options: { abortSignal?: AbortSignal }): Promise<Dockerode.DockerVersion>;
+}
+
+/** @types/dockerode omits the abortSignal option that these dockerode calls accept. */
+function signalOption(abortSignal: AbortSignal | undefined): Record<string, never> {
+  return { abortSignal } as unknown as Record<string, never>;
+}
+
+function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
+/** For TTY sessions: everything arrives on stdout; stderr is an ended stream. */
+function passthroughTty(stream: Readable): DemuxedStreams {
+  return { stdout: stream, stderr: Readable.from([]) };
+}

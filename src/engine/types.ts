@@ -1,0 +1,177 @@
+/**
+ * berth's own view of the Docker Engine API objects it uses. Field names follow the engine's JSON,
+ * so the translation from a task spec is easy to check against the API reference; nothing here is
+ * a dockerode type.
+ */
+
+export interface MountBody {
+  Type: 'bind' | 'volume' | 'tmpfs';
+  Source?: string;
+  Target: string;
+  ReadOnly?: boolean;
+  BindOptions?: { Propagation: 'rprivate' | 'rslave' | 'rshared' };
+  VolumeOptions?: { NoCopy?: boolean; Labels?: Record<string, string> };
+  TmpfsOptions?: { SizeBytes?: number; Mode?: number };
+}
+
+export interface LogConfigBody {
+  Type: 'local' | 'json-file' | 'none';
+  Config: Record<string, string>;
+}
+
+export interface HostConfigBody {
+  Memory?: number;
+  MemorySwap?: number;
+  MemoryReservation?: number;
+  CpuQuota?: number;
+  CpuPeriod?: number;
+  CpuShares?: number;
+  PidsLimit?: number;
+  Mounts?: MountBody[];
+  NetworkMode?: string;
+  CapAdd?: string[];
+  CapDrop?: string[];
+  Privileged?: boolean;
+  LogConfig?: LogConfigBody;
+  /** Removal is berth's job: AutoRemove would race its wait and lose the exit code. */
+  AutoRemove?: false;
+}
+
+/** The body of POST /containers/create. */
+export interface ContainerCreateBody {
+  Image: string;
+  Cmd?: string[];
+  Entrypoint?: string[];
+  Env?: string[];
+  WorkingDir?: string;
+  User?: string;
+  Labels: Record<string, string>;
+  Tty: boolean;
+  OpenStdin: boolean;
+  /** With StdinOnce the container's stdin closes when berth's attach closes it. */
+  StdinOnce: boolean;
+  AttachStdin: boolean;
+  AttachStdout: boolean;
+  AttachStderr: boolean;
+  StopSignal?: string;
+  StopTimeout?: number;
+  NetworkDisabled?: boolean;
+  HostConfig: HostConfigBody;
+}
+
+export type ContainerStatus = 'created' | 'restarting' | 'running' | 'removing' | 'paused' | 'exited' | 'dead';
+
+/** The part of a container's inspect data berth uses. */
+export interface ContainerInspect {
+  id: string;
+  name: string;
+  image: string;
+  labels: Record<string, string>;
+  createdAt: Date;
+  status: ContainerStatus;
+  running: boolean;
+  paused: boolean;
+  exitCode: number;
+  oomKilled: boolean;
+  startedAt?: Date;
+  finishedAt?: Date;
+  /** The engine's error for the container (e.g. a failed start), or "". */
+  error: string;
+  tty: boolean;
+  openStdin: boolean;
+  hostConfig: {
+    memoryBytes: number;
+    memorySwapBytes: number;
+    memoryReservationBytes: number;
+    cpuQuota: number;
+    cpuPeriod: number;
+    cpuShares: number;
+    pidsLimit: number;
+    networkMode: string;
+    privileged: boolean;
+    capAdd: string[];
+    capDrop: string[];
+    logType: string;
+    logConfig: Record<string, string>;
+  };
+  mounts: Array<{ type: string; source: string; destination: string; readWrite: boolean; propagation: string }>;
+}
+
+/** One row of GET /containers/json. */
+export interface ContainerSummary {
+  id: string;
+  names: string[];
+  image: string;
+  labels: Record<string, string>;
+  createdAt: Date;
+  state: ContainerStatus;
+  status: string;
+}
+
+export interface ContainerListFilter {
+  /** Include stopped containers (default true). */
+  all?: boolean;
+  /** `key` or `key=value`, all must match (engine-side). */
+  labels?: string[];
+  names?: string[];
+  status?: ContainerStatus[];
+}
+
+export interface WaitResult {
+  exitCode: number;
+  /** The engine's error waiting on the container, if any. */
+  error?: string;
+}
+
+/** A sample of a running container's resource use, computed from the engine's stats. */
+export interface StatsSample {
+  at: Date;
+  memoryBytes: number;
+  memoryLimitBytes: number;
+  /** CPU use in milli-CPUs since the previous sample (1000 = one full core). */
+  cpuMilli: number;
+  pids: number;
+  networkRxBytes: number;
+  networkTxBytes: number;
+}
+
+export interface ImageInspect {
+  id: string;
+  repoTags: string[];
+  repoDigests: string[];
+  sizeBytes: number;
+  createdAt: Date;
+  labels: Record<string, string>;
+}
+
+export interface ImageSummary {
+  id: string;
+  repoTags: string[];
+  sizeBytes: number;
+  createdAt: Date;
+  labels: Record<string, string>;
+}
+
+/** Registry credentials as the engine takes them in X-Registry-Auth. */
+export interface RegistryAuth {
+  username?: string;
+  password?: string;
+  identitytoken?: string;
+  serveraddress: string;
+}
+
+/** One line of a pull's progress stream. */
+export interface PullProgressEvent {
+  /** Layer id, when the line is about a layer. */
+  layerId?: string;
+  status: string;
+  currentBytes?: number;
+  totalBytes?: number;
+}
+
+export interface EngineVersion {
+  apiVersion: string;
+  version: string;
+  os: string;
+  arch: string;
+}
