@@ -1,0 +1,281 @@
+import { Readable } from 'node:stream';
+import { z } from 'zod';
+import { ValidationError, type FieldIssue } from '../common/errors.js';
+import { LABEL_PREFIX } from '../common/labels.js';
+import { parseBytes, parseDurationMs } from '../common/units.js';
+
+const duration = (what: string) =>
+  z.union([z.string(), z.number()]).transform((value, ctx) => {
+    const ms = parseDurationMs(value);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: `must be a duration such as "30s", "1m30s" or a number of milliseconds (${what})` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const bytes = (minimum: number, what: string) =>
+  z.union([z.string(), z.number()]).transform((value, ctx) => {
+    const parsed = parseBytes(value);
+    if (parsed === undefined) {
+      ctx.addIssue({ code: 'custom', message: `must be a size such as "128m", "1g" or a number of bytes (${what})` });
+      return z.NEVER;
+    }
+    if (parsed < minimum) {
+      ctx.addIssue({ code: 'custom', message: `must be at least ${minimum} bytes (${what})` });
+      return z.NEVER;
+    }
+    return parsed;
+  });
+
+const absolutePath = z.string().regex(/^\//, 'must be an absolute path');
+const capability = z
+  .string()
+  .regex(/^(CAP_)?[A-Z_]+$|^ALL$/i, 'must be a capability name such as NET_ADMIN')
+  .transform((c) => c.toUpperCase().replace(/^CAP_/, ''));
+
+/** Where mounts below a bind propagate: named as Kubernetes does, mapped to Linux propagation modes. */
+export const PROPAGATION = { private: 'rprivate', 'host-to-task': 'rslave', bidirectional: 'rshared' } as const;
+export type Propagation = keyof typeof PROPAGATION;
+
+const bindMount = z
+  .object({
+    type: z.literal('bind'),
+    source: absolutePath,
+    target: absolutePath,
+    readOnly: z.boolean().default(false),
+    propagation: z.enum(['private', 'host-to-task', 'bidirectional']).default('private'),
+  })
+  .strict()
+  .refine((m) => !(m.propagation === 'bidirectional' && m.readOnly), {
+    // A bidirectional mount lets the task create mounts on the host; only sensible, and only allowed, read-write.
+    message: 'propagation "bidirectional" requires a read-write mount (readOnly: false)',
+    path: ['propagation'],
+  });
+
+const volumeMount = z
+  .object({
+    type: z.literal('volume'),
+    /** Named volume; omitted for an anonymous volume, removed with the container. */
+    source: z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/, 'must be a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)').optional(),
+    target: absolutePath,
+    readOnly: z.boolean().default(false),
+  })
+  .strict();
+
+const tmpfsMount = z
+  .object({
+    type: z.literal('tmpfs'),
+    target: absolutePath,
+    size: bytes(1, 'tmpfs size').optional(),
+  })
+  .strict();
+
+const mount = z.discriminatedUnion('type', [bindMount, volumeMount, tmpfsMount]);
+
+const stdinInput = z.union([
+  z.string(),
+  z.instanceof(Uint8Array),
+  z.custom<Readable>((value) => value instanceof Readable, { message: 'must be a string, bytes or a readable stream' }),
+]);
+
+/** A string map whose keys obey a rule; each bad key is reported as its own field. */
+const recordWithKeys = (isValidKey: (key: string) => boolean, rule: string) =>
+  z.record(z.string(), z.string()).superRefine((record, ctx) => {
+    for (const key of Object.keys(record)) {
+      if (!isValidKey(key)) ctx.addIssue({ code: 'custom', path: [key], message: rule });
+    }
+  });
+
+const envName = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/** The task spec as users write it. Everything but `image` is optional. */
+export const taskSpecSchema = z
+  .object({
+    image: z.string().regex(/^[^\s]+$/, 'must be a non-empty image reference without white space'),
+    /** Arguments to the image's entrypoint (the image's CMD when omitted). */
+    command: z.array(z.string()).optional(),
+    entrypoint: z.array(z.string()).optional(),
+    env: recordWithKeys(
+      (key) => envName.test(key),
+      'must be an environment variable name ([A-Za-z_][A-Za-z0-9_]*)',
+    ).default({}),
+    workdir: absolutePath.optional(),
+    user: z.string().regex(/^[a-zA-Z0-9_.-]+(:[a-zA-Z0-9_.-]+)?$/, 'must be user, uid, user:group or uid:gid').optional(),
+    labels: recordWithKeys(
+      (key) => key !== '' && !key.startsWith(LABEL_PREFIX),
+      `must be a non-empty label key outside berth's own prefix "${LABEL_PREFIX}"`,
+    ).default({}),
+    /** Input piped to the task's stdin, which is closed at its end. */
+    stdin: stdinInput.optional(),
+    tty: z.boolean().default(false),
+    resources: z
+      .object({
+        /** Hard memory limit; swap is disabled (memory-swap = memory). Minimum 6 MiB, the engine's own. */
+        memory: bytes(6 * 1024 * 1024, 'memory').optional(),
+        memoryReservation: bytes(1, 'memory reservation').optional(),
+        /** CPU in milli-CPUs: 500 = half a core. */
+        cpuMilli: z.number().int('must be a whole number of milli-CPUs').min(1, 'must be at least 1').max(1_024_000).optional(),
+        cpuShares: z.number().int().min(2, 'must be at least 2').max(262_144).optional(),
+        pidsLimit: z.number().int().min(1, 'must be at least 1').optional(),
+      })
+      .strict()
+      .refine((r) => r.memory === undefined || r.memoryReservation === undefined || r.memoryReservation <= r.memory, {
+        message: 'must not exceed resources.memory',
+        path: ['memoryReservation'],
+      })
+      .default({}),
+    mounts: z.array(mount).default([]),
+    network: z.enum(['none', 'bridge', 'host']).default('none'),
+    capAdd: z.array(capability).default([]),
+    capDrop: z.array(capability).default([]),
+    privileged: z.boolean().default(false),
+    log: z
+      .object({
+        driver: z.enum(['local', 'json-file', 'none']).default('local'),
+        maxSize: bytes(1024, 'log max size').default(1024 * 1024),
+        maxFiles: z.number().int().min(1).max(100).default(1),
+      })
+      .strict()
+      .default({ driver: 'local', maxSize: 1024 * 1024, maxFiles: 1 }),
+    /** Run time limit; when it passes the task is stopped and ends as timed-out. */
+    timeout: duration('timeout').optional(),
+    stopSignal: z.string().regex(/^(SIG)?[A-Z0-9+-]+$|^\d+$/, 'must be a signal such as SIGTERM or 15').default('SIGTERM'),
+    stopGracePeriod: duration('stop grace period').default(10_000),
+    /** When to pull the image: if-not-present (default), always, never. */
+    pull: z.enum(['if-not-present', 'always', 'never']).default('if-not-present'),
+  })
+  .strict();
+
+/** The task spec as users write it: sizes and durations may be strings. */
+export type TaskSpec = z.input<typeof taskSpecSchema>;
+
+export type MountSpec =
+  | { type: 'bind'; source: string; target: string; readOnly: boolean; propagation: Propagation }
+  | { type: 'volume'; source?: string; target: string; readOnly: boolean }
+  | { type: 'tmpfs'; target: string; sizeBytes?: number };
+
+/** A validated, defaulted, frozen spec with every size in bytes and every duration in milliseconds. */
+export interface ResolvedTaskSpec {
+  readonly image: string;
+  readonly command?: readonly string[];
+  readonly entrypoint?: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  readonly workdir?: string;
+  readonly user?: string;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly stdin?: string | Uint8Array | Readable;
+  readonly tty: boolean;
+  readonly resources: {
+    readonly memoryBytes?: number;
+    readonly memoryReservationBytes?: number;
+    readonly cpuMilli?: number;
+    readonly cpuShares?: number;
+    readonly pidsLimit?: number;
+  };
+  readonly mounts: readonly MountSpec[];
+  readonly network: 'none' | 'bridge' | 'host';
+  readonly capAdd: readonly string[];
+  readonly capDrop: readonly string[];
+  readonly privileged: boolean;
+  readonly log: { readonly driver: 'local' | 'json-file' | 'none'; readonly maxSizeBytes: number; readonly maxFiles: number };
+  readonly timeoutMs?: number;
+  readonly stopSignal: string;
+  readonly stopGraceMs: number;
+  readonly pull: 'if-not-present' | 'always' | 'never';
+}
+
+/** What the caller's driver permits; the spec is checked against it. */
+export interface SpecPolicy {
+  /** Whether `privileged: true` is accepted. Default false. */
+  allowPrivileged: boolean;
+  /** Host paths (prefixes) bind mounts may use; undefined allows any. */
+  allowedBindSources?: readonly string[];
+  /** Capabilities `capAdd` may name; undefined allows any. */
+  allowedCapabilities?: readonly string[];
+}
+
+export const DEFAULT_SPEC_POLICY: Readonly<SpecPolicy> = Object.freeze({ allowPrivileged: false });
+
+function fieldName(path: readonly PropertyKey[]): string {
+  return path.length === 0 ? '(spec)' : path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[');
+}
+
+function isUnder(path: string, prefix: string): boolean {
+  const base = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
+  return path === base || path.startsWith(`${base}/`);
+}
+
+/**
+ * Validates a task spec once, at the edge, into a frozen ResolvedTaskSpec. Throws a ValidationError
+ * naming every field at fault and its rule.
+ */
+export function resolveTaskSpec(input: unknown, policy: SpecPolicy = DEFAULT_SPEC_POLICY): ResolvedTaskSpec {
+  const parsed = taskSpecSchema.safeParse(input);
+  if (!parsed.success) {
+    const issues: FieldIssue[] = parsed.error.issues.map((issue) => ({
+      field: fieldName(issue.path),
+      rule: issue.code === 'unrecognized_keys' ? `unknown field(s): ${issue.keys.join(', ')}` : issue.message,
+    }));
+    throw new ValidationError(issues);
+  }
+  const spec = parsed.data;
+  const issues: FieldIssue[] = [];
+  if (spec.privileged && !policy.allowPrivileged) {
+    issues.push({ field: 'privileged', rule: 'privileged tasks are not allowed by this driver (allowPrivileged is off)' });
+  }
+  if (policy.allowedCapabilities) {
+    const allowed = new Set(policy.allowedCapabilities.map((c) => c.toUpperCase().replace(/^CAP_/, '')));
+    spec.capAdd.forEach((cap, i) => {
+      if (!allowed.has(cap)) issues.push({ field: `capAdd[${i}]`, rule: `capability ${cap} is not in the allowed list` });
+    });
+  }
+  if (policy.allowedBindSources) {
+    spec.mounts.forEach((m, i) => {
+      if (m.type === 'bind' && !policy.allowedBindSources!.some((prefix) => isUnder(m.source, prefix))) {
+        issues.push({ field: `mounts[${i}].source`, rule: `host path ${m.source} is not in the bind-mount allow-list` });
+      }
+    });
+  }
+  if (issues.length > 0) throw new ValidationError(issues);
+
+  const resolved: ResolvedTaskSpec = {
+    image: spec.image,
+    command: spec.command,
+    entrypoint: spec.entrypoint,
+    env: spec.env,
+    workdir: spec.workdir,
+    user: spec.user,
+    labels: spec.labels,
+    stdin: spec.stdin,
+    tty: spec.tty,
+    resources: {
+      memoryBytes: spec.resources.memory,
+      memoryReservationBytes: spec.resources.memoryReservation,
+      cpuMilli: spec.resources.cpuMilli,
+      cpuShares: spec.resources.cpuShares,
+      pidsLimit: spec.resources.pidsLimit,
+    },
+    mounts: spec.mounts.map((m): MountSpec =>
+      m.type === 'tmpfs' ? { type: 'tmpfs', target: m.target, sizeBytes: m.size } : m,
+    ),
+    network: spec.network,
+    capAdd: spec.capAdd,
+    capDrop: spec.capDrop,
+    privileged: spec.privileged,
+    log: { driver: spec.log.driver, maxSizeBytes: spec.log.maxSize, maxFiles: spec.log.maxFiles },
+    timeoutMs: spec.timeout,
+    stopSignal: spec.stopSignal,
+    stopGraceMs: spec.stopGracePeriod,
+    pull: spec.pull,
+  };
+  return deepFreeze(resolved);
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !(value instanceof Readable) && !(value instanceof Uint8Array)) {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,96 @@
+import { containerNameForTask, LABELS } from '../common/labels.js';
+import { formatBytesForEngine } from '../common/units.js';
+import type { ContainerCreateBody, HostConfigBody, LogConfigBody, MountBody } from '../engine/types.js';
+import { PROPAGATION, type MountSpec, type ResolvedTaskSpec } from './schema.js';
+
+/** The CFS period berth uses; quota = milli-CPUs × 100 over it, as Fn does. */
+export const CPU_PERIOD_US = 100_000;
+
+export interface TaskIdentity {
+  taskId: string;
+  /** The driver or agent that owns the container. */
+  ownerId: string;
+}
+
+export interface CreatePlan {
+  name: string;
+  body: ContainerCreateBody;
+}
+
+function toMount(mount: MountSpec): MountBody {
+  switch (mount.type) {
+    case 'bind':
+      return {
+        Type: 'bind',
+        Source: mount.source,
+        Target: mount.target,
+        ReadOnly: mount.readOnly,
+        BindOptions: { Propagation: PROPAGATION[mount.propagation] },
+      };
+    case 'volume':
+      return { Type: 'volume', Source: mount.source, Target: mount.target, ReadOnly: mount.readOnly };
+    case 'tmpfs':
+      return { Type: 'tmpfs', Target: mount.target, TmpfsOptions: mount.sizeBytes === undefined ? {} : { SizeBytes: mount.sizeBytes } };
+  }
+}
+
+function toLogConfig(log: ResolvedTaskSpec['log']): LogConfigBody {
+  if (log.driver === 'none') return { Type: 'none', Config: {} };
+  // The engine keeps its own copy of the output; berth reads attach, so the copy only needs a bound.
+  const config: Record<string, string> = { 'max-size': formatBytesForEngine(log.maxSizeBytes), 'max-file': String(log.maxFiles) };
+  // The local driver compresses rotated files by default, which the engine refuses with a single file.
+  if (log.driver === 'local' && log.maxFiles === 1) config.compress = 'false';
+  return { Type: log.driver, Config: config };
+}
+
+/** Translates a resolved spec into the engine's create request. Pure: no I/O, no clock, no environment. */
+export function toCreatePlan(spec: ResolvedTaskSpec, identity: TaskIdentity): CreatePlan {
+  const { resources } = spec;
+  const hostConfig: HostConfigBody = {
+    NetworkMode: spec.network,
+    Mounts: spec.mounts.map(toMount),
+    CapAdd: [...spec.capAdd],
+    CapDrop: [...spec.capDrop],
+    Privileged: spec.privileged,
+    LogConfig: toLogConfig(spec.log),
+    AutoRemove: false,
+  };
+  if (resources.memoryBytes !== undefined) {
+    hostConfig.Memory = resources.memoryBytes;
+    // Equal to the memory limit: no swap, so an over-limit task is OOM-killed rather than thrashing.
+    hostConfig.MemorySwap = resources.memoryBytes;
+  }
+  if (resources.memoryReservationBytes !== undefined) hostConfig.MemoryReservation = resources.memoryReservationBytes;
+  if (resources.cpuMilli !== undefined) {
+    hostConfig.CpuQuota = resources.cpuMilli * 100;
+    hostConfig.CpuPeriod = CPU_PERIOD_US;
+  }
+  if (resources.cpuShares !== undefined) hostConfig.CpuShares = resources.cpuShares;
+  if (resources.pidsLimit !== undefined) hostConfig.PidsLimit = resources.pidsLimit;
+
+  const hasStdin = spec.stdin !== undefined;
+  const body: ContainerCreateBody = {
+    Image: spec.image,
+    Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
+    Labels: {
+      ...spec.labels,
+      [LABELS.managed]: 'true',
+      [LABELS.taskId]: identity.taskId,
+      [LABELS.ownerId]: identity.ownerId,
+    },
+    Tty: spec.tty,
+    OpenStdin: hasStdin,
+    StdinOnce: hasStdin,
+    AttachStdin: hasStdin,
+    AttachStdout: true,
+    AttachStderr: true,
+    StopSignal: spec.stopSignal,
+    StopTimeout: Math.ceil(spec.stopGraceMs / 1000),
+    HostConfig: hostConfig,
+  };
+  if (spec.command !== undefined) body.Cmd = [...spec.command];
+  if (spec.entrypoint !== undefined) body.Entrypoint = [...spec.entrypoint];
+  if (spec.workdir !== undefined) body.WorkingDir = spec.workdir;
+  if (spec.user !== undefined) body.User = spec.user;
+  return { name: containerNameForTask(identity.taskId), body };
+}

@@ -1,0 +1,131 @@
+import { randomUUID } from 'node:crypto';
+import diagnostics from 'node:diagnostics_channel';
+import { cancelledError, isBerthError, ValidationError } from '../common/errors.js';
+import { silentLogger, type Logger } from '../common/logger.js';
+import { resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
+import { toCreatePlan, type TaskIdentity } from '../spec/translate.js';
+import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
+import { TaskHandle } from './handle.js';
+import type { PhaseChange } from './lifecycle.js';
+
+/** Published on every task phase change: `{ taskId, from, to }`. */
+export const TASK_PHASE_CHANNEL = diagnostics.channel('berth:task:phase');
+
+/** What the driver needs from an image coordinator: make the image present, and hold it for a task. */
+export interface ImageProvider {
+  acquire(image: string, holderId: string, options: { policy: ResolvedTaskSpec['pull']; signal?: AbortSignal }): Promise<unknown>;
+  release(holderId: string): void;
+}
+
+export interface TaskDriverOptions {
+  engine: ContainerEngine;
+  /** Written on every container as the owner label; the reconciler removes only its own owner's containers. Default "berth". */
+  ownerId?: string;
+  /** What specs may ask for. Default: nothing privileged, any bind source, any capability. */
+  policy?: Partial<SpecPolicy>;
+  /** Pulls and holds images; without one, images must already be present. */
+  images?: ImageProvider;
+  /** Retries of ambiguous engine failures (create, start, stop, remove, wait). Default 5 attempts from 100 ms. */
+  retry?: Partial<RetryPolicy>;
+  logger?: Logger;
+}
+
+export interface StartOptions {
+  /** Unique per task; names the container. Default: a random UUID. */
+  taskId?: string;
+  /** Aborting it stops the task (end state `cancelled`), or undoes a start still under way. */
+  signal?: AbortSignal;
+}
+
+const TASK_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
+
+/**
+ * Runs task specs as containers: validate, acquire the image, create (idempotently), attach, start.
+ * Every failure path removes what may have been created.
+ */
+export class TaskDriver {
+  readonly ownerId: string;
+  readonly #engine: ContainerEngine;
+  readonly #policy: SpecPolicy;
+  readonly #images: ImageProvider | undefined;
+  readonly #retry: RetryPolicy;
+  readonly #logger: Logger;
+
+  constructor(options: TaskDriverOptions) {
+    this.#engine = options.engine;
+    this.ownerId = options.ownerId ?? 'berth';
+    if (!TASK_ID.test(this.ownerId)) throw new ValidationError([{ field: 'ownerId', rule: `must match ${TASK_ID.source}` }]);
+    this.#policy = { allowPrivileged: false, ...options.policy };
+    this.#images = options.images;
+    this.#retry = { ...DEFAULT_RETRY_POLICY, ...options.retry };
+    this.#logger = options.logger ?? silentLogger;
+  }
+
+  /** Validates a spec against this driver's policy without touching the engine. */
+  resolve(spec: TaskSpec): ResolvedTaskSpec {
+    return resolveTaskSpec(spec, this.#policy);
+  }
+
+  /** Starts a task and returns its handle once the container runs. */
+  async start(spec: TaskSpec, options: StartOptions = {}): Promise<TaskHandle> {
+    const taskId = options.taskId ?? randomUUID();
+    if (!TASK_ID.test(taskId)) throw new ValidationError([{ field: 'taskId', rule: `must match ${TASK_ID.source}` }]);
+    const resolved = this.resolve(spec);
+    const { signal } = options;
+    if (signal?.aborted) throw cancelledError(`start of task ${taskId}`, signal.reason);
+    const identity: TaskIdentity = { taskId, ownerId: this.ownerId };
+    const plan = toCreatePlan(resolved, identity);
+    const log = this.#logger;
+
+    if (this.#images) await this.#images.acquire(resolved.image, taskId, { policy: resolved.pull, signal });
+    let containerId: string | undefined;
+    try {
+      const created = await createIdempotent(this.#engine, plan, identity, this.#retry, log, signal);
+      containerId = created.containerId;
+      if (created.adopted) log.info({ taskId, containerId }, 'adopted the container an earlier create made');
+      // Attach before start, so that not a byte of output is lost.
+      const streams = await this.#engine.attachContainer(containerId, { stdin: resolved.stdin !== undefined, tty: resolved.tty, signal });
+      const handle = new TaskHandle(
+        { taskId, containerId, spec: resolved, streams },
+        {
+          engine: this.#engine,
+          retryPolicy: this.#retry,
+          logger: log,
+          onPhase: (change) => this.#onPhase(change),
+          onDestroyed: (id) => this.#images?.release(id),
+        },
+      );
+      try {
+        await startIdempotent(this.#engine, containerId, this.#retry, log, signal);
+      } catch (error) {
+        streams.close();
+        throw error;
+      }
+      handle.markStarted();
+      if (signal) {
+        const onAbort = (): void => void handle.stop();
+        signal.addEventListener('abort', onAbort, { once: true });
+        void handle.wait().finally(() => signal.removeEventListener('abort', onAbort));
+      }
+      return handle;
+    } catch (error) {
+      await this.#undoStart(taskId, containerId ?? plan.name);
+      if (signal?.aborted && !isBerthError(error, 'BERTH_CANCELLED')) throw cancelledError(`start of task ${taskId}`, error);
+      throw error;
+    }
+  }
+
+  async #undoStart(taskId: string, containerIdOrName: string): Promise<void> {
+    this.#images?.release(taskId);
+    try {
+      await removeContainer(this.#engine, containerIdOrName, this.#retry);
+    } catch (error) {
+      this.#logger.error({ taskId, container: containerIdOrName, code: codeOf(error) }, 'could not remove the container of a failed start');
+    }
+  }
+
+  #onPhase(change: PhaseChange): void {
+    this.#logger.debug({ ...change }, 'task phase');
+    if (TASK_PHASE_CHANNEL.hasSubscribers) TASK_PHASE_CHANNEL.publish(change);
+  }
+}

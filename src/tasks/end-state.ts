@@ -1,0 +1,58 @@
+import type { BerthError } from '../common/errors.js';
+
+/** How a task ended. Every task reaches exactly one of these. */
+export type EndState =
+  | { kind: 'success'; exitCode: 0 }
+  | { kind: 'failed'; exitCode: number }
+  /** The kernel killed the task for exceeding its memory limit (the engine's OOMKilled flag). */
+  | { kind: 'oom'; exitCode: number; hint: string }
+  /** The run time limit passed; berth stopped the task. */
+  | { kind: 'timed-out'; exitCode: number; timeoutMs: number }
+  /** The caller aborted; berth stopped the task. */
+  | { kind: 'cancelled'; exitCode?: number }
+  /** The engine failed in a way that leaves the outcome unknown, or the container vanished. */
+  | { kind: 'lost'; reason: string; error?: BerthError };
+
+export type EndKind = EndState['kind'];
+
+export interface ExitFacts {
+  exitCode: number;
+  oomKilled: boolean;
+  /** Set when berth stopped the task because its run time limit passed. */
+  timedOutAfterMs?: number;
+  cancelled: boolean;
+  memoryLimitBytes?: number;
+}
+
+/**
+ * Classifies how a container ended. The caller's intent wins (cancelled), then the kernel's verdict
+ * (out of memory), then berth's own limit (timed out), then the exit code.
+ */
+export function classifyExit(facts: ExitFacts): EndState {
+  if (facts.cancelled) return { kind: 'cancelled', exitCode: facts.exitCode };
+  if (facts.oomKilled) {
+    const limit = facts.memoryLimitBytes ? ` of ${Math.round(facts.memoryLimitBytes / 1024 / 1024)} MiB` : '';
+    return { kind: 'oom', exitCode: facts.exitCode, hint: `the task ran out of memory: raise its memory limit${limit}` };
+  }
+  if (facts.timedOutAfterMs !== undefined) return { kind: 'timed-out', exitCode: facts.exitCode, timeoutMs: facts.timedOutAfterMs };
+  if (facts.exitCode === 0) return { kind: 'success', exitCode: 0 };
+  return { kind: 'failed', exitCode: facts.exitCode };
+}
+
+/** A one-line description of an end state, for people. */
+export function describeEndState(end: EndState): string {
+  switch (end.kind) {
+    case 'success':
+      return 'succeeded';
+    case 'failed':
+      return `failed with exit code ${end.exitCode}`;
+    case 'oom':
+      return `out of memory (exit code ${end.exitCode}): ${end.hint}`;
+    case 'timed-out':
+      return `timed out after ${end.timeoutMs} ms (exit code ${end.exitCode})`;
+    case 'cancelled':
+      return 'cancelled';
+    case 'lost':
+      return `lost: ${end.reason}`;
+  }
+}

@@ -1,0 +1,238 @@
+import { Readable } from 'node:stream';
+import { BerthError, isBerthError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { retry } from '../common/retry.js';
+import type { AttachedStreams, ExecOptions, ExecSession } from '../engine/engine.js';
+import type { StatsSample } from '../engine/types.js';
+import type { ResolvedTaskSpec } from '../spec/schema.js';
+import { codeOf, removeContainer, type ContainerEngine, type RetryPolicy } from './container-ops.js';
+import { classifyExit, type EndState } from './end-state.js';
+import { Lifecycle, type PhaseChange, type TaskPhase } from './lifecycle.js';
+
+/** Why berth itself stopped the task, which decides its end state. */
+type StopIntent = { kind: 'timeout'; afterMs: number } | { kind: 'cancel' };
+
+export interface HandleDeps {
+  engine: ContainerEngine;
+  retryPolicy: RetryPolicy;
+  logger: Logger;
+  onPhase: (change: PhaseChange) => void;
+  /** Called once when the handle is destroyed: releases the image, for one. */
+  onDestroyed: (taskId: string) => void;
+}
+
+/**
+ * A running (or finished) task. Read `stdout` and `stderr` (or the task blocks when its pipes fill,
+ * as a child process does), `wait()` for its end state, `stop()` or `destroy()` it. Disposable:
+ * `await using task = await driver.start(spec)` removes the container on scope exit.
+ */
+export class TaskHandle implements AsyncDisposable {
+  readonly taskId: string;
+  readonly containerId: string;
+  readonly spec: ResolvedTaskSpec;
+  /** The task's stdout (on a TTY: all of its output). */
+  readonly stdout: Readable;
+  /** The task's stderr (empty on a TTY). */
+  readonly stderr: Readable;
+
+  readonly #deps: HandleDeps;
+  readonly #lifecycle: Lifecycle;
+  readonly #streams: AttachedStreams;
+  #ended: Promise<EndState> | undefined;
+  #stopIntent: StopIntent | undefined;
+  #timeoutTimer: NodeJS.Timeout | undefined;
+  #destroying: Promise<void> | undefined;
+  #startedAt: Date | undefined;
+  #finishedAt: Date | undefined;
+
+  constructor(init: { taskId: string; containerId: string; spec: ResolvedTaskSpec; streams: AttachedStreams }, deps: HandleDeps) {
+    this.taskId = init.taskId;
+    this.containerId = init.containerId;
+    this.spec = init.spec;
+    this.#streams = init.streams;
+    this.stdout = init.streams.stdout;
+    this.stderr = init.streams.stderr;
+    this.#deps = deps;
+    this.#lifecycle = new Lifecycle(init.taskId, deps.onPhase);
+    this.#lifecycle.moveTo('created');
+  }
+
+  get phase(): TaskPhase {
+    return this.#lifecycle.phase;
+  }
+
+  get startedAt(): Date | undefined {
+    return this.#startedAt;
+  }
+
+  get finishedAt(): Date | undefined {
+    return this.#finishedAt;
+  }
+
+  /** @internal Called by the driver once the container is started. */
+  markStarted(): void {
+    this.#startedAt = new Date();
+    this.#lifecycle.moveTo('running');
+    this.#feedStdin();
+    if (this.spec.timeoutMs !== undefined) {
+      const afterMs = this.spec.timeoutMs;
+      this.#timeoutTimer = setTimeout(() => void this.#stopFor({ kind: 'timeout', afterMs }), afterMs);
+    }
+    this.#ended = this.#watch();
+    // The promise is also handed out by wait(); this keeps an unobserved end from being "unhandled".
+    this.#ended.catch(() => undefined);
+  }
+
+  /** Resolves with the task's one end state. Never rejects: engine trouble ends as `lost`. */
+  wait(): Promise<EndState> {
+    if (!this.#ended) return Promise.reject(new BerthError('BERTH_TASK_STATE', `task ${this.taskId} was never started`));
+    return this.#ended;
+  }
+
+  /**
+   * Stops the task with its stop signal, then SIGKILL after the grace period. The task ends as
+   * `cancelled`.
+   */
+  async stop(options: { graceMs?: number } = {}): Promise<void> {
+    await this.#stopFor({ kind: 'cancel' }, options.graceMs);
+  }
+
+  /** Removes the container and its anonymous volumes. Idempotent; stops a running task first (SIGKILL). */
+  destroy(): Promise<void> {
+    this.#destroying ??= this.#destroy();
+    return this.#destroying;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.destroy();
+  }
+
+  /** Runs a command inside the running task; with `tty` it supports resize and raw input. */
+  exec(options: ExecOptions, signal?: AbortSignal): Promise<ExecSession> {
+    this.#requirePhase('exec', 'running');
+    return this.#deps.engine.exec(this.containerId, options, { signal });
+  }
+
+  /** Resource samples while the task runs; a slow consumer gets the newest, not a backlog. */
+  stats(signal?: AbortSignal): AsyncGenerator<StatsSample> {
+    return this.#deps.engine.streamStats(this.containerId, { signal });
+  }
+
+  /** Freezes every process of the task (cgroup freezer); its run time limit keeps counting. */
+  async pause(): Promise<void> {
+    this.#requirePhase('pause', 'running');
+    await this.#deps.engine.pauseContainer(this.containerId);
+  }
+
+  async unpause(): Promise<void> {
+    this.#requirePhase('unpause', 'running');
+    await this.#deps.engine.unpauseContainer(this.containerId);
+  }
+
+  #requirePhase(operation: string, ...phases: TaskPhase[]): void {
+    if (!this.#lifecycle.is(...phases)) {
+      throw new BerthError('BERTH_TASK_STATE', `cannot ${operation} task ${this.taskId}: it is ${this.#lifecycle.phase}`, {
+        context: { taskId: this.taskId, phase: this.#lifecycle.phase },
+      });
+    }
+  }
+
+  #feedStdin(): void {
+    const stdin = this.#streams.stdin;
+    const input = this.spec.stdin;
+    if (!stdin || input === undefined) return;
+    if (input instanceof Readable) {
+      input.once('error', () => stdin.end());
+      input.pipe(stdin);
+    } else {
+      stdin.end(input);
+    }
+  }
+
+  async #stopFor(intent: StopIntent, graceMs = this.spec.stopGraceMs): Promise<void> {
+    if (!this.#lifecycle.is('running')) return;
+    this.#stopIntent ??= intent;
+    this.#lifecycle.moveTo('stopping');
+    clearTimeout(this.#timeoutTimer);
+    try {
+      await retry(() => this.#deps.engine.stopContainer(this.containerId, Math.ceil(graceMs / 1000)), {
+        ...this.#deps.retryPolicy,
+        shouldRetry: (error) => isBerthError(error) && error.retryable,
+      });
+    } catch (error) {
+      // wait() still decides the end state; a failed stop that leaves the task running ends as lost at worst.
+      this.#deps.logger.error({ taskId: this.taskId, code: codeOf(error) }, 'could not stop the task');
+    }
+  }
+
+  /** Waits for the container to stop and classifies how it ended; survives dropped connections. */
+  async #watch(): Promise<EndState> {
+    const { engine, retryPolicy } = this.#deps;
+    let exitCode: number;
+    try {
+      exitCode = await retry(
+        async () => {
+          try {
+            return (await engine.waitContainer(this.containerId)).exitCode;
+          } catch (error) {
+            if (!isBerthError(error) || !error.retryable) throw error;
+            // The wait connection broke; the container may have ended meanwhile.
+            const state = await engine.inspectContainer(this.containerId);
+            if (!state.running && !state.paused && state.status !== 'restarting') return state.exitCode;
+            throw error;
+          }
+        },
+        { ...retryPolicy, attempts: retryPolicy.attempts * 2, shouldRetry: (error) => isBerthError(error) && error.retryable },
+      );
+    } catch (error) {
+      // A task destroyed while running was cancelled by its owner, even if its wait saw the container vanish.
+      return this.#end(this.#stopIntent?.kind === 'cancel' ? { kind: 'cancelled' } : lostState(error));
+    }
+    let oomKilled = false;
+    // Only a task that failed or had a memory limit can have been OOM-killed; skip the inspect otherwise.
+    if (exitCode !== 0 || this.spec.resources.memoryBytes !== undefined) {
+      try {
+        oomKilled = (await engine.inspectContainer(this.containerId)).oomKilled;
+      } catch (error) {
+        if (!isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) this.#deps.logger.warn({ taskId: this.taskId, code: codeOf(error) }, 'could not read the OOM flag');
+      }
+    }
+    const intent = this.#stopIntent;
+    return this.#end(
+      classifyExit({
+        exitCode,
+        oomKilled,
+        cancelled: intent?.kind === 'cancel',
+        timedOutAfterMs: intent?.kind === 'timeout' ? intent.afterMs : undefined,
+        memoryLimitBytes: this.spec.resources.memoryBytes,
+      }),
+    );
+  }
+
+  #end(state: EndState): EndState {
+    clearTimeout(this.#timeoutTimer);
+    this.#finishedAt = new Date();
+    if (this.#lifecycle.is('running', 'stopping')) this.#lifecycle.moveTo('exited');
+    return state;
+  }
+
+  async #destroy(): Promise<void> {
+    clearTimeout(this.#timeoutTimer);
+    if (this.#lifecycle.is('running')) this.#stopIntent ??= { kind: 'cancel' };
+    try {
+      await removeContainer(this.#deps.engine, this.containerId, this.#deps.retryPolicy);
+    } finally {
+      this.#streams.close();
+    }
+    if (!this.#lifecycle.is('destroyed')) this.#lifecycle.moveTo('destroyed');
+    this.#deps.onDestroyed(this.taskId);
+  }
+}
+
+function lostState(error: unknown): EndState {
+  if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return { kind: 'lost', reason: 'the container vanished before its end was seen', error };
+  const berthError = isBerthError(error)
+    ? error
+    : new BerthError('BERTH_INTERNAL', `unexpected failure while waiting: ${String(error)}`, { cause: error });
+  return { kind: 'lost', reason: `the engine failed while waiting (${berthError.code}): ${berthError.message}`, error: berthError };
+}

@@ -1,0 +1,10 @@
+export { TaskDriver, TASK_PHASE_CHANNEL } from './driver.js';
+export type { TaskDriverOptions, StartOptions, ImageProvider } from './driver.js';
+export { TaskHandle } from './handle.js';
+export { runToEnd } from './run.js';
+export type { RunToEndOptions, RunResult } from './run.js';
+export { classifyExit, describeEndState } from './end-state.js';
+export type { EndState, EndKind, ExitFacts } from './end-state.js';
+export type { TaskPhase, PhaseChange } from './lifecycle.js';
+export { DEFAULT_RETRY_POLICY } from './container-ops.js';
+export type { RetryPolicy, ContainerEngine } from './container-ops.js';
