@@ -1,0 +1,82 @@
+import { ValidationError } from '../common/errors.js';
+import type { TaskSpec } from '../spec/schema.js';
+
+type MountInput = NonNullable<TaskSpec['mounts']>[number];
+
+/** Collects a repeatable flag's values. */
+export const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
+
+/** `-e KEY=VALUE`, or `-e KEY` to pass the variable from berth's own environment (as docker does). */
+export function parseEnvFlags(values: readonly string[], env: Readonly<Record<string, string | undefined>>): Record<string, string> {
+  const result: Record<string, string> = {};
+  for (const value of values) {
+    const eq = value.indexOf('=');
+    if (eq === -1) {
+      const inherited = env[value];
+      if (inherited !== undefined) result[value] = inherited;
+    } else {
+      result[value.slice(0, eq)] = value.slice(eq + 1);
+    }
+  }
+  return result;
+}
+
+/** `-l key=value` (or `-l key` for an empty value). */
+export function parseLabelFlags(values: readonly string[]): Record<string, string> {
+  const result: Record<string, string> = {};
+  for (const value of values) {
+    const eq = value.indexOf('=');
+    if (eq === -1) result[value] = '';
+    else result[value.slice(0, eq)] = value.slice(eq + 1);
+  }
+  return result;
+}
+
+/** `--cpus 0.5` → 500 milli-CPUs. */
+export function parseCpus(value: string): number {
+  const cpus = Number(value);
+  if (!/^\d*\.?\d+$/.test(value.trim()) || !Number.isFinite(cpus) || cpus <= 0) {
+    throw new ValidationError([{ field: '--cpus', rule: 'must be a positive decimal number of CPUs, such as 0.5 or 2' }]);
+  }
+  return Math.round(cpus * 1000);
+}
+
+const DOCKER_PROPAGATION: Readonly<Record<string, string>> = {
+  rprivate: 'private',
+  private: 'private',
+  rslave: 'host-to-task',
+  slave: 'host-to-task',
+  'host-to-task': 'host-to-task',
+  rshared: 'bidirectional',
+  shared: 'bidirectional',
+  bidirectional: 'bidirectional',
+};
+
+/**
+ * `--mount type=bind,source=/a,target=/b,readonly,propagation=host-to-task` in the docker CLI's
+ * syntax (src/dst/destination, ro/readonly, bind-propagation, tmpfs-size accepted too).
+ */
+export function parseMountFlag(value: string, index: number): MountInput {
+  const fields: Record<string, string> = {};
+  for (const part of value.split(',')) {
+    const eq = part.indexOf('=');
+    const key = (eq === -1 ? part : part.slice(0, eq)).trim().toLowerCase();
+    fields[key] = eq === -1 ? 'true' : part.slice(eq + 1).trim();
+  }
+  const field = `--mount[${index}]`;
+  const type = fields.type ?? 'volume';
+  const source = fields.source ?? fields.src;
+  const target = fields.target ?? fields.destination ?? fields.dst;
+  const readOnly = ['true', '1'].includes(fields.readonly ?? fields.ro ?? 'false');
+  if (target === undefined) throw new ValidationError([{ field, rule: 'needs target=/path' }]);
+  if (type === 'bind') {
+    const propagationFlag = fields.propagation ?? fields['bind-propagation'] ?? 'private';
+    const propagation = DOCKER_PROPAGATION[propagationFlag];
+    if (!propagation) throw new ValidationError([{ field, rule: 'propagation must be private, host-to-task or bidirectional (or rprivate, rslave, rshared)' }]);
+    if (source === undefined) throw new ValidationError([{ field, rule: 'a bind mount needs source=/host/path' }]);
+    return { type: 'bind', source, target, readOnly, propagation: propagation as 'private' | 'host-to-task' | 'bidirectional' };
+  }
+  if (type === 'volume') return { type: 'volume', source, target, readOnly };
+  if (type === 'tmpfs') return { type: 'tmpfs', target, size: fields['tmpfs-size'] ?? fields.size };
+  throw new ValidationError([{ field, rule: 'type must be bind, volume or tmpfs' }]);
+}

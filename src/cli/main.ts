@@ -1,0 +1,32 @@
+import { Command, CommanderError } from 'commander';
+import { isBerthError } from '../common/errors.js';
+import { EXIT, exitCodeForError } from './exit-codes.js';
+import { addRunCommand, type CliIo } from './run.js';
+
+/** Runs the berth CLI and resolves with its exit code. Writes to io; never calls process.exit. */
+export async function main(argv: readonly string[], io: CliIo): Promise<number> {
+  let exitCode = 0;
+  const program = new Command('berth')
+    .description('Run tasks in Docker containers without leaking anything')
+    .version('0.1.0')
+    .enablePositionalOptions()
+    .exitOverride()
+    .configureOutput({
+      writeOut: (text) => io.stdout.write(text),
+      writeErr: (text) => io.stderr.write(text),
+    });
+  addRunCommand(program, io, (code) => {
+    exitCode = code;
+  });
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return exitCode;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      // Help and version are successes; every other commander error is a usage error.
+      return error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help' ? 0 : EXIT.usage;
+    }
+    io.stderr.write(`berth: ${isBerthError(error) ? `${error.message} [${error.code}]` : String(error)}\n`);
+    return exitCodeForError(error);
+  }
+}

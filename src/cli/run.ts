@@ -1,0 +1,144 @@
+import type { Command } from 'commander';
+import type { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { Engine } from '../engine/engine.js';
+import { engineOptionsFromEnv } from '../engine/connect.js';
+import type { TaskSpec } from '../spec/schema.js';
+import { TaskDriver } from '../tasks/driver.js';
+import { describeEndState } from '../tasks/end-state.js';
+import { EXIT, exitCodeForEnd } from './exit-codes.js';
+import { collect, parseCpus, parseEnvFlags, parseLabelFlags, parseMountFlag } from './flags.js';
+
+export interface CliIo {
+  stdin: Readable;
+  stdout: Writable;
+  stderr: Writable;
+  env: Readonly<Record<string, string | undefined>>;
+  /** Registers a handler for Ctrl-C; returns its removal. */
+  onInterrupt: (handler: () => void) => () => void;
+}
+
+interface RunFlags {
+  memory?: string;
+  cpus?: string;
+  pidsLimit?: string;
+  env: string[];
+  workdir?: string;
+  user?: string;
+  label: string[];
+  mount: string[];
+  network?: string;
+  capAdd: string[];
+  capDrop: string[];
+  privileged?: boolean;
+  timeout?: string;
+  stopSignal?: string;
+  stopTimeout?: string;
+  logDriver?: string;
+  logMaxSize?: string;
+  entrypoint?: string;
+  interactive?: boolean;
+  tty?: boolean;
+  keep?: boolean;
+  name?: string;
+}
+
+/** Builds a task spec from `berth run` flags; the spec's own validation names any bad value. */
+export function specFromRunFlags(image: string, command: readonly string[], flags: RunFlags, io: Pick<CliIo, 'env' | 'stdin'>): TaskSpec {
+  const spec: TaskSpec = {
+    image,
+    env: parseEnvFlags(flags.env, io.env),
+    labels: parseLabelFlags(flags.label),
+    mounts: flags.mount.map(parseMountFlag),
+    capAdd: flags.capAdd,
+    capDrop: flags.capDrop,
+    resources: {},
+  };
+  if (command.length > 0) spec.command = [...command];
+  if (flags.entrypoint !== undefined) spec.entrypoint = flags.entrypoint === '' ? [] : [flags.entrypoint];
+  if (flags.workdir !== undefined) spec.workdir = flags.workdir;
+  if (flags.user !== undefined) spec.user = flags.user;
+  if (flags.memory !== undefined) spec.resources!.memory = flags.memory;
+  if (flags.cpus !== undefined) spec.resources!.cpuMilli = parseCpus(flags.cpus);
+  if (flags.pidsLimit !== undefined) spec.resources!.pidsLimit = Number(flags.pidsLimit);
+  if (flags.network !== undefined) spec.network = flags.network as TaskSpec['network'];
+  if (flags.privileged) spec.privileged = true;
+  if (flags.timeout !== undefined) spec.timeout = flags.timeout;
+  if (flags.stopSignal !== undefined) spec.stopSignal = flags.stopSignal;
+  if (flags.stopTimeout !== undefined) spec.stopGracePeriod = /^\d+$/.test(flags.stopTimeout) ? `${flags.stopTimeout}s` : flags.stopTimeout;
+  if (flags.logDriver !== undefined || flags.logMaxSize !== undefined) {
+    spec.log = { driver: (flags.logDriver ?? 'local') as 'local', ...(flags.logMaxSize ? { maxSize: flags.logMaxSize } : {}) };
+  }
+  if (flags.tty) spec.tty = true;
+  if (flags.interactive) spec.stdin = io.stdin;
+  return spec;
+}
+
+export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
+  program
+    .command('run')
+    .description('Run a task in a new container, stream its output, and exit with its exit code')
+    .argument('<image>', 'image to run')
+    .argument('[command...]', 'command and arguments (default: the image\'s)')
+    .passThroughOptions()
+    .option('-m, --memory <size>', 'memory limit, e.g. 128m or 1g (swap disabled)')
+    .option('--cpus <n>', 'CPUs, e.g. 0.5')
+    .option('--pids-limit <n>', 'maximum number of processes')
+    .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable; KEY alone passes berth\'s own)', collect, [])
+    .option('-w, --workdir <dir>', 'working directory inside the container')
+    .option('-u, --user <user>', 'user[:group] or uid[:gid]')
+    .option('-l, --label <key=value>', 'add a label (repeatable)', collect, [])
+    .option('--mount <spec>', 'type=bind|volume|tmpfs,source=…,target=…[,readonly][,propagation=private|host-to-task|bidirectional]', collect, [])
+    .option('--network <mode>', 'none (default), bridge or host')
+    .option('--cap-add <cap>', 'add a Linux capability (repeatable)', collect, [])
+    .option('--cap-drop <cap>', 'drop a Linux capability (repeatable)', collect, [])
+    .option('--privileged', 'give the task extended privileges')
+    .option('--timeout <duration>', 'run time limit, e.g. 30s; the task is stopped and berth exits 124')
+    .option('--stop-signal <signal>', 'signal that stops the task (default SIGTERM)')
+    .option('--stop-timeout <duration>', 'grace period before SIGKILL (default 10s)')
+    .option('--log-driver <driver>', 'the engine\'s own log: local (default), json-file or none')
+    .option('--log-max-size <size>', 'bound of the engine\'s own log (default 1m)')
+    .option('--entrypoint <cmd>', 'override the image\'s entrypoint')
+    .option('-i, --interactive', 'forward stdin to the task')
+    .option('-t, --tty', 'allocate a pseudo-TTY')
+    .option('--keep', 'keep the container after the task ends (default: removed)')
+    .option('--name <task-id>', 'task id (names the container berth-<task-id>)')
+    .action(async (image: string, command: string[], flags: RunFlags) => {
+      setExitCode(await runCommand(image, command, flags, io));
+    });
+}
+
+async function runCommand(image: string, command: string[], flags: RunFlags, io: CliIo): Promise<number> {
+  const spec = specFromRunFlags(image, command, flags, io);
+  const engine = new Engine(engineOptionsFromEnv(io.env));
+  // The person at the terminal is the caller: the CLI allows what they ask for explicitly.
+  const driver = new TaskDriver({ engine, ownerId: 'cli', policy: { allowPrivileged: true } });
+  driver.resolve(spec);
+  await engine.checkCompatible();
+
+  const abort = new AbortController();
+  let interrupts = 0;
+  const removeInterrupt = io.onInterrupt(() => {
+    interrupts++;
+    abort.abort();
+    if (interrupts > 1 && handle) void handle.destroy();
+  });
+  let handle: Awaited<ReturnType<TaskDriver['start']>> | undefined;
+  try {
+    handle = await driver.start(spec, { taskId: flags.name, signal: abort.signal });
+    const output = Promise.all([
+      pipeline(handle.stdout, io.stdout, { end: false }),
+      pipeline(handle.stderr, io.stderr, { end: false }),
+    ]);
+    const end = await handle.wait();
+    await output.catch(() => undefined);
+    if (end.kind !== 'success' && end.kind !== 'failed') io.stderr.write(`berth: task ${describeEndState(end)}\n`);
+    return exitCodeForEnd(end);
+  } finally {
+    removeInterrupt();
+    if (handle && !flags.keep) await handle.destroy();
+    if (abort.signal.aborted && !handle) io.stderr.write('berth: cancelled\n');
+  }
+}
+
+export { EXIT };

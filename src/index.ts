@@ -1,0 +1,22 @@
+/**
+ * berth: run tasks in Docker containers from Node.js, with clear end states and nothing leaked.
+ *
+ * ```ts
+ * import { Engine, TaskDriver, runToEnd } from 'berth';
+ * const driver = new TaskDriver({ engine: new Engine() });
+ * const { end } = await runToEnd(driver, { image: 'busybox', command: ['echo', 'hi'] }, { stdout: process.stdout });
+ * ```
+ */
+export { BerthError, ValidationError, ERROR_CODES, isBerthError } from './common/errors.js';
+export type { ErrorCode, FieldIssue } from './common/errors.js';
+export { LABELS, LABEL_PREFIX, containerNameForTask } from './common/labels.js';
+export type { Logger } from './common/logger.js';
+export { parseBytes, parseDurationMs } from './common/units.js';
+export { Engine, DEFAULT_DEADLINES, MINIMUM_API_VERSION } from './engine/engine.js';
+export type { EngineOptions, EngineDeadlines, CallOptions, ExecOptions, ExecSession } from './engine/engine.js';
+export { engineOptionsFromEnv } from './engine/connect.js';
+export type { StatsSample, ContainerInspect } from './engine/types.js';
+export { resolveTaskSpec, taskSpecSchema, toCreatePlan } from './spec/index.js';
+export type { TaskSpec, ResolvedTaskSpec, SpecPolicy, MountSpec } from './spec/index.js';
+export { TaskDriver, TaskHandle, runToEnd, classifyExit, describeEndState, TASK_PHASE_CHANNEL } from './tasks/index.js';
+export type { TaskDriverOptions, StartOptions, ImageProvider, RunToEndOptions, RunResult, EndState, EndKind, TaskPhase, PhaseChange } from './tasks/index.js';
