@@ -7,6 +7,8 @@ interface EngineFailure {
   name?: string;
   message?: string;
   json?: unknown;
+  /** dockerode's words for the status ("container already started"). */
+  reason?: string;
 }
 
 const UNAVAILABLE_SOCKET_CODES = new Set([
@@ -48,7 +50,11 @@ export function engineMessage(failure: EngineFailure): string {
     }
   }
   if (Buffer.isBuffer(json) && json.length > 0) return json.toString('utf8').trim();
-  return (failure.message ?? 'unknown engine failure').replace(/^\(HTTP code \d+\)[^-]*- /, '').trim();
+  const cleaned = (failure.message ?? '').replace(/^\(HTTP code \d+\)[^-]*- /, '').trim();
+  // A 304 has no body: the cleaned message is empty and dockerode's reason is all there is.
+  if (cleaned !== '') return cleaned;
+  if (typeof failure.reason === 'string' && failure.reason !== '') return failure.reason;
+  return failure.statusCode === undefined ? 'unknown engine failure' : `HTTP ${failure.statusCode}`;
 }
 
 export interface ClassifyContext {

@@ -42,6 +42,8 @@ export interface EngineOptions {
   deadlines?: Partial<EngineDeadlines>;
   /** Attempts for idempotent reads on unavailable/timeout. Default 3. */
   readAttempts?: number;
+  /** The oldest engine API version checkCompatible accepts. Default MINIMUM_API_VERSION. */
+  minimumApiVersion?: string;
 }
 
 export interface CallOptions {
@@ -211,6 +213,7 @@ export class Engine {
   readonly #docker: Dockerode;
   readonly #deadlines: EngineDeadlines;
   readonly #readAttempts: number;
+  readonly #minimumApiVersion: string;
 
   constructor(options: EngineOptions = {}) {
     this.#docker = options.host
@@ -218,6 +221,7 @@ export class Engine {
       : new Dockerode({ socketPath: options.socketPath ?? '/var/run/docker.sock' });
     this.#deadlines = { ...DEFAULT_DEADLINES, ...(options.deadlines ?? {}) };
     this.#readAttempts = options.readAttempts ?? 3;
+    this.#minimumApiVersion = options.minimumApiVersion ?? MINIMUM_API_VERSION;
   }
 
   get deadlines(): Readonly<EngineDeadlines> {
@@ -269,11 +273,12 @@ export class Engine {
   /** Checks that the engine answers and speaks at least the minimum API version. */
   async checkCompatible(options: CallOptions = {}): Promise<EngineVersion> {
     const version = await this.version(options);
-    if (compareVersions(version.apiVersion, MINIMUM_API_VERSION) < 0) {
+    const minimum = this.#minimumApiVersion;
+    if (compareVersions(version.apiVersion, minimum) < 0) {
       throw new BerthError(
         'BERTH_ENGINE_VERSION',
-        `the engine speaks API ${version.apiVersion} (Docker ${version.version}); berth needs API ${MINIMUM_API_VERSION} or newer`,
-        { context: { apiVersion: version.apiVersion, minimumApiVersion: MINIMUM_API_VERSION } },
+        `the engine speaks API ${version.apiVersion} (Docker ${version.version}); berth needs API ${minimum} or newer`,
+        { context: { apiVersion: version.apiVersion, minimumApiVersion: minimum } },
       );
     }
     return version;
@@ -422,7 +427,10 @@ export class Engine {
   async containerLogs(id: string, options: LogsOptions = {}): Promise<DemuxedStreams> {
     const stream = (await this.#call('container logs', this.#deadlines.writeMs, options, (abortSignal) =>
       this.#docker.getContainer(id).logs({
-        follow: (options.follow ?? false) as true,
+        // dockerode streams the answer only when `follow` is truthy; otherwise it buffers it and
+        // even JSON-parses it (a TTY log reading "42" would come back as a number). The string
+        // 'false' is truthy to dockerode and false to the engine, so the answer is always a stream.
+        follow: (options.follow ? true : 'false') as true,
         stdout: true,
         stderr: true,
         since: options.since ?? 0,
@@ -479,15 +487,12 @@ export class Engine {
     const stream = (await this.#call('start exec', this.#deadlines.writeMs, options, (abortSignal) =>
       created.start({ hijack: true, stdin: exec.stdin ?? false, Tty: exec.tty ?? false, abortSignal: abortSignal === undefined ? undefined : options.signal }),
     { id: containerId, execId: created.id })) as unknown as Duplex;
-    const streams = this.#splitOutput(stream, exec.tty ?? false, exec.stdin ?? false);
+    // The exec is over when the engine closes its connection, whether or not anyone reads the output.
     const ended = new Promise<void>((resolve) => {
-      let open = 2;
-      const done = (): void => {
-        if (--open === 0) resolve();
-      };
-      streams.stdout.once('close', done);
-      streams.stderr.once('close', done);
+      stream.once('end', resolve);
+      stream.once('close', resolve);
     });
+    const streams = this.#splitOutput(stream, exec.tty ?? false, exec.stdin ?? false);
     return {
       ...streams,
       id: created.id,

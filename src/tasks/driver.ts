@@ -109,18 +109,21 @@ export class TaskDriver {
       }
       return handle;
     } catch (error) {
-      await this.#undoStart(taskId, containerId ?? plan.name);
+      // Without a container id, createIdempotent has already removed what it may have made; removing
+      // by name here could delete a container that belongs to someone else.
+      await this.#undoStart(taskId, containerId);
       if (signal?.aborted && !isBerthError(error, 'BERTH_CANCELLED')) throw cancelledError(`start of task ${taskId}`, error);
       throw error;
     }
   }
 
-  async #undoStart(taskId: string, containerIdOrName: string): Promise<void> {
+  async #undoStart(taskId: string, containerId: string | undefined): Promise<void> {
     this.#images?.release(taskId);
+    if (containerId === undefined) return;
     try {
-      await removeContainer(this.#engine, containerIdOrName, this.#retry);
+      await removeContainer(this.#engine, containerId, this.#retry);
     } catch (error) {
-      this.#logger.error({ taskId, container: containerIdOrName, code: codeOf(error) }, 'could not remove the container of a failed start');
+      this.#logger.error({ taskId, containerId, code: codeOf(error) }, 'could not remove the container of a failed start');
     }
   }
 

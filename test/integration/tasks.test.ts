@@ -1,0 +1,231 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { isBerthError } from '../../src/common/errors.js';
+import { LABELS } from '../../src/common/labels.js';
+import { Engine } from '../../src/engine/engine.js';
+import type { TaskSpec } from '../../src/spec/schema.js';
+import { TaskDriver } from '../../src/tasks/driver.js';
+import { runToEnd } from '../../src/tasks/run.js';
+import { readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+
+const engine = new Engine();
+const run = testRun(engine);
+const driver = new TaskDriver({ engine, ownerId: `test-${run.id}` });
+const spec = (overrides: Partial<TaskSpec>): TaskSpec => ({ image: TEST_IMAGE, labels: { ...run.labels }, ...overrides });
+const taskId = (suffix: string): string => `${run.id}-${suffix}`;
+
+async function leftovers(): Promise<string[]> {
+  return (await engine.listContainers({ all: true, labels: [run.labelFilter] })).map((c) => c.names[0] ?? c.id);
+}
+
+describe('task lifecycle against the real engine', { skip: await requireEngine() }, () => {
+  after(() => run.cleanup());
+
+  test('a failing task reports its exit code and keeps stdout and stderr apart', async () => {
+    const handle = await driver.start(spec({ command: ['sh', '-c', 'echo to-out; echo to-err >&2; exit 3'] }));
+    const [stdout, stderr, end] = await Promise.all([readAll(handle.stdout), readAll(handle.stderr), handle.wait()]);
+    await handle.destroy();
+    assert.deepEqual(end, { kind: 'failed', exitCode: 3 });
+    assert.equal(stdout, 'to-out\n');
+    assert.equal(stderr, 'to-err\n');
+  });
+
+  test('a successful task ends as success and its container is removed', async () => {
+    const result = await runToEnd(driver, spec({ command: ['true'] }));
+    assert.deepEqual(result.end, { kind: 'success', exitCode: 0 });
+    await assert.rejects(engine.inspectContainer(result.containerId), (e: unknown) => isBerthError(e, 'BERTH_ENGINE_NOT_FOUND'));
+  });
+
+  test('stdin is piped to the task and closed at its end', async () => {
+    const handle = await driver.start(spec({ command: ['sh', '-c', 'wc -c; cat'], stdin: Readable.from(['line one\n', 'line two\n']) }));
+    const [stdout, end] = await Promise.all([readAll(handle.stdout), handle.wait()]);
+    await handle.destroy();
+    assert.equal(end.kind, 'success');
+    assert.equal(stdout.trim(), '18');
+  });
+
+  test('memory, cpu and pids limits appear in the container inspect data, with swap disabled', async () => {
+    const handle = await driver.start(spec({ command: ['sleep', '30'], resources: { memory: '48m', memoryReservation: '16m', cpuMilli: 250, pidsLimit: 32, cpuShares: 512 } }));
+    try {
+      const inspect = await engine.inspectContainer(handle.containerId);
+      assert.equal(inspect.hostConfig.memoryBytes, 48 * 1024 * 1024);
+      assert.equal(inspect.hostConfig.memorySwapBytes, 48 * 1024 * 1024);
+      assert.equal(inspect.hostConfig.memoryReservationBytes, 16 * 1024 * 1024);
+      assert.equal(inspect.hostConfig.cpuQuota, 25_000);
+      assert.equal(inspect.hostConfig.cpuPeriod, 100_000);
+      assert.equal(inspect.hostConfig.cpuShares, 512);
+      assert.equal(inspect.hostConfig.pidsLimit, 32);
+      assert.equal(inspect.hostConfig.networkMode, 'none');
+      assert.equal(inspect.hostConfig.logType, 'local');
+      assert.equal(inspect.hostConfig.logConfig['max-size'], '1m');
+      assert.equal(inspect.labels[LABELS.taskId], handle.taskId);
+      assert.equal(inspect.labels[LABELS.ownerId], driver.ownerId);
+      assert.equal(inspect.labels[LABELS.managed], 'true');
+      assert.equal(inspect.name, `berth-${handle.taskId}`);
+    } finally {
+      await handle.destroy();
+    }
+  });
+
+  test('a task over its memory limit ends as oom from the engine flag', async () => {
+    const result = await runToEnd(driver, spec({ command: ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'], resources: { memory: '32m' } }));
+    assert.equal(result.end.kind, 'oom');
+    assert.ok(result.end.kind === 'oom' && /memory limit of 32 MiB/.test(result.end.hint));
+  });
+
+  test('a task past its run time limit is stopped with its signal and ends as timed-out', async () => {
+    // The shell traps TERM and exits 42: proves the stop signal came first.
+    const result = await runToEnd(driver, spec({ command: ['sh', '-c', "trap 'exit 42' TERM; while true; do sleep 0.1; done"], timeout: '500ms', stopGracePeriod: '5s' }));
+    assert.deepEqual(result.end, { kind: 'timed-out', exitCode: 42, timeoutMs: 500 });
+  });
+
+  test('a task that ignores its stop signal is killed after the grace period', async () => {
+    const result = await runToEnd(driver, spec({ command: ['sh', '-c', "trap '' TERM; while true; do sleep 0.1; done"], timeout: '300ms', stopGracePeriod: '1s' }));
+    assert.equal(result.end.kind, 'timed-out');
+    assert.equal(result.end.kind === 'timed-out' && result.end.exitCode, 137);
+  });
+
+  test('aborting the signal cancels the task and runToEnd removes its container', async () => {
+    const controller = new AbortController();
+    const handle = await driver.start(spec({ command: ['sleep', '30'], stopGracePeriod: '1s' }), { taskId: taskId('cancel'), signal: controller.signal });
+    controller.abort();
+    const end = await handle.wait();
+    await handle.destroy();
+    assert.equal(end.kind, 'cancelled');
+    assert.deepEqual(await engine.listContainers({ labels: [`${LABELS.taskId}=${taskId('cancel')}`] }), []);
+  });
+
+  test('destroy of a running task removes it and is idempotent', async () => {
+    const handle = await driver.start(spec({ command: ['sleep', '30'] }));
+    await handle.destroy();
+    await handle.destroy();
+    assert.equal(handle.phase, 'destroyed');
+    assert.equal((await handle.wait()).kind, 'cancelled');
+    await assert.rejects(engine.inspectContainer(handle.containerId), (e: unknown) => isBerthError(e, 'BERTH_ENGINE_NOT_FOUND'));
+  });
+
+  test('adopts a container of the same task after a name conflict', async () => {
+    const id = taskId('adopt');
+    const first = await driver.start(spec({ command: ['sleep', '30'] }), { taskId: id });
+    try {
+      const second = await driver.start(spec({ command: ['sleep', '30'] }), { taskId: id });
+      assert.equal(second.containerId, first.containerId);
+    } finally {
+      await first.destroy();
+    }
+  });
+
+  test('refuses a name conflict with a container of another owner, and leaves it alone', async () => {
+    const id = taskId('foreign');
+    const foreignId = await engine.createContainer(`berth-${id}`, {
+      Image: TEST_IMAGE, Cmd: ['true'], Labels: { ...run.labels }, Tty: false, OpenStdin: false, StdinOnce: false,
+      AttachStdin: false, AttachStdout: false, AttachStderr: false, HostConfig: { NetworkMode: 'none' },
+    });
+    await assert.rejects(driver.start(spec({ command: ['true'] }), { taskId: id }), (e: unknown) => isBerthError(e, 'BERTH_NAME_CONFLICT'));
+    assert.equal((await engine.inspectContainer(foreignId)).id, foreignId);
+    await engine.removeContainer(foreignId);
+  });
+
+  test('bind mount propagation modes map to rprivate, rslave and rshared', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'berth-bind-'));
+    // rslave and rshared need a source on a shared mount (the host's / here is private): make one.
+    execFileSync('mount', ['--bind', dir, dir]);
+    execFileSync('mount', ['--make-shared', dir]);
+    try {
+      const handle = await driver.start(spec({
+        command: ['sleep', '30'],
+        mounts: [
+          { type: 'bind', source: dir, target: '/private', propagation: 'private', readOnly: true },
+          { type: 'bind', source: dir, target: '/slave', propagation: 'host-to-task' },
+          { type: 'bind', source: dir, target: '/shared', propagation: 'bidirectional' },
+          { type: 'tmpfs', target: '/scratch', size: '8m' },
+        ],
+      }));
+      try {
+        const mounts = Object.fromEntries((await engine.inspectContainer(handle.containerId)).mounts.map((m) => [m.destination, m]));
+        assert.equal(mounts['/private']?.propagation, 'rprivate');
+        assert.equal(mounts['/private']?.readWrite, false);
+        assert.equal(mounts['/slave']?.propagation, 'rslave');
+        assert.equal(mounts['/shared']?.propagation, 'rshared');
+        assert.equal(mounts['/shared']?.readWrite, true);
+        const exec = await handle.exec({ cmd: ['sh', '-c', 'grep " /scratch " /proc/mounts'] });
+        const [mountLine, code] = await Promise.all([readAll(exec.stdout), exec.exitCode()]);
+        assert.equal(code, 0);
+        assert.match(mountLine, /tmpfs \/scratch tmpfs .*size=8192k/);
+      } finally {
+        await handle.destroy();
+      }
+    } finally {
+      execFileSync('umount', [dir]);
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('exec, stats and pause work on a running task', async () => {
+    const handle = await driver.start(spec({ command: ['sleep', '30'], resources: { memory: '64m' } }));
+    try {
+      const exec = await handle.exec({ cmd: ['sh', '-c', 'echo inside; exit 5'] });
+      const [out, code] = await Promise.all([readAll(exec.stdout), exec.exitCode()]);
+      assert.equal(out, 'inside\n');
+      assert.equal(code, 5);
+      const controller = new AbortController();
+      for await (const sample of handle.stats(controller.signal)) {
+        assert.equal(sample.memoryLimitBytes, 64 * 1024 * 1024);
+        controller.abort();
+        break;
+      }
+      await handle.pause();
+      assert.equal((await engine.inspectContainer(handle.containerId)).paused, true);
+      await handle.unpause();
+      assert.equal((await engine.inspectContainer(handle.containerId)).paused, false);
+    } finally {
+      await handle.destroy();
+    }
+  });
+
+  test('every invalid field is rejected before anything is created', async () => {
+    const before = await leftovers();
+    const invalid: Array<[string, Partial<TaskSpec> & Record<string, unknown>]> = [
+      ['image', { image: '' }],
+      ['resources.memory', { resources: { memory: '1k' } }],
+      ['resources.cpuMilli', { resources: { cpuMilli: 0 } }],
+      ['resources.pidsLimit', { resources: { pidsLimit: 0 } }],
+      ['mounts[0].propagation', { mounts: [{ type: 'bind', source: '/tmp', target: '/x', readOnly: true, propagation: 'bidirectional' }] }],
+      ['mounts[0].source', { mounts: [{ type: 'bind', source: 'relative', target: '/x' }] }],
+      ['labels.io.berth.managed', { labels: { 'io.berth.managed': 'false' } }],
+      ['env.1BAD', { env: { '1BAD': 'x' } }],
+      ['network', { network: 'overlay' as 'none' }],
+      ['timeout', { timeout: 'soon' }],
+      ['privileged', { privileged: true }],
+      ['workdir', { workdir: 'relative' }],
+      ['bogus', { bogus: true }],
+    ];
+    for (const [field, overrides] of invalid) {
+      await assert.rejects(
+        driver.start(spec({ command: ['true'], ...overrides } as TaskSpec)),
+        (e: unknown) => isBerthError(e, 'BERTH_VALIDATION') && e.message.includes(field === 'bogus' ? 'bogus' : field),
+        `expected a validation error naming ${field}`,
+      );
+    }
+    assert.deepEqual(await leftovers(), before);
+  });
+
+  test('no test leaves a container behind', async () => {
+    assert.deepEqual(await leftovers(), []);
+  });
+});
+
+describe('engine version', { skip: await requireEngine() }, () => {
+  let version: Awaited<ReturnType<Engine['checkCompatible']>>;
+  before(async () => {
+    version = await engine.checkCompatible();
+  });
+  test('the engine speaks at least the minimum API version', () => {
+    assert.match(version.apiVersion, /^1\.\d+$/);
+  });
+});
