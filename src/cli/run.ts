@@ -137,6 +137,8 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
   } finally {
     removeInterrupt();
     if (handle && !flags.keep) await handle.destroy();
+    // A create that timed out may still land in a wedged engine: wait out the guard before exiting.
+    await driver.settled();
     if (abort.signal.aborted && !handle) io.stderr.write('berth: cancelled\n');
   }
 }

@@ -19,6 +19,7 @@ export type ContainerEngine = Pick<
   | 'exec'
   | 'pauseContainer'
   | 'unpauseContainer'
+  | 'deadlines'
 >;
 
 /** How hard berth tries when the engine fails in ways that may have left work done. */
@@ -48,6 +49,8 @@ export async function createIdempotent(
   policy: RetryPolicy,
   logger: Logger,
   signal?: AbortSignal,
+  /** Told when an attempt's request may still reach the engine later (it timed out or lost its connection). */
+  onRequestInFlight: () => void = () => undefined,
 ): Promise<{ containerId: string; adopted: boolean }> {
   try {
     return await retry(
@@ -55,6 +58,7 @@ export async function createIdempotent(
         try {
           return { containerId: await engine.createContainer(plan.name, plan.body, { signal }), adopted: false };
         } catch (error) {
+          if (isBerthError(error, 'BERTH_ENGINE_TIMEOUT') || isBerthError(error, 'BERTH_ENGINE_UNAVAILABLE')) onRequestInFlight();
           if (!isBerthError(error, 'BERTH_ENGINE_CONFLICT')) throw error;
           return { containerId: await adoptOwnContainer(engine, plan.name, identity, signal), adopted: true };
         }

@@ -6,6 +6,7 @@ import { resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec 
 import { toCreatePlan, type TaskIdentity } from '../spec/translate.js';
 import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
 import { TaskHandle } from './handle.js';
+import { LateCreateGuard } from './late-create.js';
 import type { PhaseChange } from './lifecycle.js';
 
 /** Published on every task phase change: `{ taskId, from, to }`. */
@@ -50,6 +51,7 @@ export class TaskDriver {
   readonly #images: ImageProvider | undefined;
   readonly #retry: RetryPolicy;
   readonly #logger: Logger;
+  readonly #lateCreates: LateCreateGuard;
 
   constructor(options: TaskDriverOptions) {
     this.#engine = options.engine;
@@ -59,6 +61,15 @@ export class TaskDriver {
     this.#images = options.images;
     this.#retry = { ...DEFAULT_RETRY_POLICY, ...options.retry };
     this.#logger = options.logger ?? silentLogger;
+    this.#lateCreates = new LateCreateGuard(this.#engine, this.#logger);
+  }
+
+  /**
+   * Resolves when background clean-up has finished: after a create timed out, the task's name is
+   * watched for a while (twice the engine's write deadline) in case the engine acts late.
+   */
+  settled(): Promise<void> {
+    return this.#lateCreates.settled();
   }
 
   /** Validates a spec against this driver's policy without touching the engine. */
@@ -79,8 +90,14 @@ export class TaskDriver {
 
     if (this.#images) await this.#images.acquire(resolved.image, taskId, { policy: resolved.pull, signal });
     let containerId: string | undefined;
+    let createMayArriveLate = false;
+    const guardLateCreate = (): void => {
+      if (createMayArriveLate) this.#lateCreates.watch(plan.name, identity, this.#engine.deadlines.writeMs * 2);
+    };
     try {
-      const created = await createIdempotent(this.#engine, plan, identity, this.#retry, log, signal);
+      const created = await createIdempotent(this.#engine, plan, identity, this.#retry, log, signal, () => {
+        createMayArriveLate = true;
+      });
       containerId = created.containerId;
       if (created.adopted) log.info({ taskId, containerId }, 'adopted the container an earlier create made');
       // Attach before start, so that not a byte of output is lost.
@@ -92,7 +109,10 @@ export class TaskDriver {
           retryPolicy: this.#retry,
           logger: log,
           onPhase: (change) => this.#onPhase(change),
-          onDestroyed: (id) => this.#images?.release(id),
+          onDestroyed: (id) => {
+            this.#images?.release(id);
+            guardLateCreate();
+          },
         },
       );
       try {
@@ -112,6 +132,7 @@ export class TaskDriver {
       // Without a container id, createIdempotent has already removed what it may have made; removing
       // by name here could delete a container that belongs to someone else.
       await this.#undoStart(taskId, containerId);
+      guardLateCreate();
       if (signal?.aborted && !isBerthError(error, 'BERTH_CANCELLED')) throw cancelledError(`start of task ${taskId}`, error);
       throw error;
     }
