@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import diagnostics from 'node:diagnostics_channel';
+import { Readable } from 'node:stream';
+import { containerNameForTask, LABELS } from '../common/labels.js';
+import type { AttachedStreams } from '../engine/engine.js';
 import { cancelledError, isBerthError, ValidationError } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
@@ -13,6 +16,10 @@ import type { PhaseChange } from './lifecycle.js';
 export const TASK_PHASE_CHANNEL = diagnostics.channel('berth:task:phase');
 
 /** What the driver needs from an image coordinator: make the image present, and hold it for a task. */
+function noStreams(): AttachedStreams {
+  return { stdout: Readable.from([]), stderr: Readable.from([]), close: () => undefined };
+}
+
 export interface ImageProvider {
   acquire(image: string, holderId: string, options: { policy: ResolvedTaskSpec['pull']; signal?: AbortSignal }): Promise<unknown>;
   release(holderId: string): void;
@@ -32,6 +39,13 @@ export interface TaskDriverOptions {
 }
 
 export interface StartOptions {
+  /**
+   * How the task's output is read. `attach` (default): `handle.stdout`/`stderr`, attached before
+   * start. `engine-log`: nothing is attached (but stdin, when the spec has one); the output is read
+   * from the engine's own log with timestamps (`engine.logEntries`), which lets a restarted reader
+   * resume exactly where it stopped.
+   */
+  output?: 'attach' | 'engine-log';
   /** Unique per task; names the container. Default: a random UUID. */
   taskId?: string;
   /** Aborting it stops the task (end state `cancelled`), or undoes a start still under way. */
@@ -101,20 +115,11 @@ export class TaskDriver {
       containerId = created.containerId;
       if (created.adopted) log.info({ taskId, containerId }, 'adopted the container an earlier create made');
       // Attach before start, so that not a byte of output is lost.
-      const streams = await this.#engine.attachContainer(containerId, { stdin: resolved.stdin !== undefined, tty: resolved.tty, signal });
-      const handle = new TaskHandle(
-        { taskId, containerId, spec: resolved, streams },
-        {
-          engine: this.#engine,
-          retryPolicy: this.#retry,
-          logger: log,
-          onPhase: (change) => this.#onPhase(change),
-          onDestroyed: (id) => {
-            this.#images?.release(id);
-            guardLateCreate();
-          },
-        },
-      );
+      const streams =
+        options.output === 'engine-log'
+          ? await this.#attachStdinOnly(containerId, resolved, signal)
+          : await this.#engine.attachContainer(containerId, { stdin: resolved.stdin !== undefined, tty: resolved.tty, signal });
+      const handle = this.#newHandle(taskId, containerId, resolved, streams, guardLateCreate);
       try {
         await startIdempotent(this.#engine, containerId, this.#retry, log, signal);
       } catch (error) {
@@ -136,6 +141,59 @@ export class TaskDriver {
       if (signal?.aborted && !isBerthError(error, 'BERTH_CANCELLED')) throw cancelledError(`start of task ${taskId}`, error);
       throw error;
     }
+  }
+
+  /**
+   * Finds the container of a task started earlier (by this process or one before it) and returns a
+   * handle to it: running, or already ended (its wait resolves at once with the engine's verdict).
+   * Resolves undefined when the container is gone, or is not this owner's. Output is not attached:
+   * read it from the engine's log (`engine.logEntries`) from where the previous reader stopped.
+   */
+  async recover(taskId: string, spec: TaskSpec): Promise<TaskHandle | undefined> {
+    // The spec passed the policy when it was submitted; a policy reloaded since must not orphan it.
+    const resolved = resolveTaskSpec(spec, { allowPrivileged: true });
+    let found;
+    try {
+      found = await this.#engine.inspectContainer(containerNameForTask(taskId));
+    } catch (error) {
+      if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return undefined;
+      throw error;
+    }
+    if (found.labels[LABELS.taskId] !== taskId || found.labels[LABELS.ownerId] !== this.ownerId) return undefined;
+    // The image is held again by the caller (which knows the holders it recorded); nothing to acquire.
+    const handle = this.#newHandle(taskId, found.id, resolved, noStreams(), () => undefined);
+    if (found.status === 'created') {
+      await startIdempotent(this.#engine, found.id, this.#retry, this.#logger);
+      handle.markStarted();
+    } else {
+      handle.markStarted(found.startedAt ?? new Date());
+    }
+    return handle;
+  }
+
+  #newHandle(taskId: string, containerId: string, spec: ResolvedTaskSpec, streams: AttachedStreams, afterDestroy: () => void): TaskHandle {
+    return new TaskHandle(
+      { taskId, containerId, spec, streams },
+      {
+        engine: this.#engine,
+        retryPolicy: this.#retry,
+        logger: this.#logger,
+        onPhase: (change) => this.#onPhase(change),
+        onDestroyed: (id) => {
+          this.#images?.release(id);
+          afterDestroy();
+        },
+      },
+    );
+  }
+
+  async #attachStdinOnly(containerId: string, spec: ResolvedTaskSpec, signal: AbortSignal | undefined): Promise<AttachedStreams> {
+    if (spec.stdin === undefined) return noStreams();
+    const attached = await this.#engine.attachContainer(containerId, { stdin: true, tty: spec.tty, signal });
+    // Output is read from the engine's log; the attach connection only carries stdin.
+    attached.stdout.resume();
+    attached.stderr.resume();
+    return { ...attached, stdout: Readable.from([]), stderr: Readable.from([]) };
   }
 
   async #undoStart(taskId: string, containerId: string | undefined): Promise<void> {

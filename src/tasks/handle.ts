@@ -69,14 +69,18 @@ export class TaskHandle implements AsyncDisposable {
     return this.#finishedAt;
   }
 
-  /** @internal Called by the driver once the container is started. */
-  markStarted(): void {
-    this.#startedAt = new Date();
+  /**
+   * @internal Called by the driver once the container is started, or found running or ended after a
+   * restart (then `startedAt` is the engine's, and the run time limit counts from it).
+   */
+  markStarted(startedAt = new Date()): void {
+    this.#startedAt = startedAt;
     this.#lifecycle.moveTo('running');
     this.#feedStdin();
     if (this.spec.timeoutMs !== undefined) {
       const afterMs = this.spec.timeoutMs;
-      this.#timeoutTimer = setTimeout(() => void this.#stopFor({ kind: 'timeout', afterMs }), afterMs);
+      const remainingMs = Math.max(0, afterMs - (Date.now() - startedAt.getTime()));
+      this.#timeoutTimer = setTimeout(() => void this.#stopFor({ kind: 'timeout', afterMs }), remainingMs);
     }
     this.#ended = this.#watch();
     // The promise is also handed out by wait(); this keeps an unobserved end from being "unhandled".
