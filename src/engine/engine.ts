@@ -425,19 +425,29 @@ export class Engine {
 
   /** The engine's log of a container: used to recover output written while nobody was attached. */
   async containerLogs(id: string, options: LogsOptions = {}): Promise<DemuxedStreams> {
-    const stream = (await this.#call('container logs', this.#deadlines.writeMs, options, (abortSignal) =>
-      this.#docker.getContainer(id).logs({
-        // dockerode streams the answer only when `follow` is truthy; otherwise it buffers it and
-        // even JSON-parses it (a TTY log reading "42" would come back as a number). The string
-        // 'false' is truthy to dockerode and false to the engine, so the answer is always a stream.
-        follow: (options.follow ? true : 'false') as true,
-        stdout: true,
-        stderr: true,
-        since: options.since ?? 0,
-        timestamps: options.timestamps ?? false,
-        abortSignal: options.follow ? options.signal : abortSignal,
+    const stream = await this.#call('container logs', this.#deadlines.writeMs, options, (abortSignal) =>
+      // Not dockerode's logs(): without follow it buffers the whole log and JSON-parses it (a TTY
+      // log reading "42" comes back as the number 42). Dialling as a stream keeps the raw bytes.
+      new Promise<Readable>((resolve, reject) => {
+        this.#docker.modem.dial(
+          {
+            path: `/containers/${id}/logs?`,
+            method: 'GET',
+            isStream: true,
+            abortSignal: options.follow ? options.signal : abortSignal,
+            statusCodes: { 200: true, 404: 'no such container', 500: 'server error' },
+            options: {
+              follow: options.follow ?? false,
+              stdout: true,
+              stderr: true,
+              since: options.since ?? 0,
+              timestamps: options.timestamps ?? false,
+            },
+          },
+          (error, result) => (error ? reject(error) : resolve(result as Readable)),
+        );
       }),
-    { id })) as unknown as Readable;
+    { id });
     return options.tty ? passthroughTty(stream) : demultiplex(stream);
   }
 
