@@ -4,6 +4,7 @@ import { BerthError } from '../common/errors.js';
 import { retry } from '../common/retry.js';
 import { classifyEngineError } from './classify.js';
 import { demultiplex, type DemuxedStreams } from './demux.js';
+import { compareLogTimestamps, parseLogFrames, sinceParameter, type LogEntry } from './log-entries.js';
 import type {
   ContainerCreateBody,
   ContainerInspect,
@@ -425,7 +426,33 @@ export class Engine {
 
   /** The engine's log of a container: used to recover output written while nobody was attached. */
   async containerLogs(id: string, options: LogsOptions = {}): Promise<DemuxedStreams> {
-    const stream = await this.#call('container logs', this.#deadlines.writeMs, options, (abortSignal) =>
+    const stream = await this.#openLogs(id, options);
+    return options.tty ? passthroughTty(stream) : demultiplex(stream);
+  }
+
+  /**
+   * The container's log as entries with the engine's timestamps, after `since` (an engine
+   * timestamp, exclusive at nanosecond precision), optionally following until the container stops.
+   * Requires a log driver that can be read back (local, json-file) and a container without a TTY.
+   */
+  async *logEntries(id: string, options: CallOptions & { since?: string; follow?: boolean } = {}): AsyncGenerator<LogEntry> {
+    const stream = await this.#openLogs(id, { ...options, since: options.since === undefined ? 0 : sinceParameter(options.since), timestamps: true });
+    try {
+      for await (const entry of parseLogFrames(stream)) {
+        // The engine's since is inclusive; berth's is exclusive, so a resumed reader sees no line twice.
+        if (options.since !== undefined && compareLogTimestamps(entry.timestamp, options.since) <= 0) continue;
+        yield entry;
+      }
+    } catch (error) {
+      if (options.signal?.aborted) return;
+      throw classifyEngineError(error, { operation: 'container logs', callerSignal: options.signal, context: { id } });
+    } finally {
+      stream.destroy();
+    }
+  }
+
+  #openLogs(id: string, options: Omit<LogsOptions, 'since'> & { since?: number | string }): Promise<Readable> {
+    return this.#call('container logs', this.#deadlines.writeMs, options, (abortSignal) =>
       // Not dockerode's logs(): without follow it buffers the whole log and JSON-parses it (a TTY
       // log reading "42" comes back as the number 42). Dialling as a stream keeps the raw bytes.
       new Promise<Readable>((resolve, reject) => {
@@ -448,7 +475,6 @@ export class Engine {
         );
       }),
     { id });
-    return options.tty ? passthroughTty(stream) : demultiplex(stream);
   }
 
   /**
