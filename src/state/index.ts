@@ -1,0 +1,21 @@
+export { openStore, Store, STORE_FILE_NAME } from './store.js';
+export type { StoreOptions } from './store.js';
+export { TaskRepository, TASK_STATES, UNENDED_STATES, isLegalTransition } from './tasks.js';
+export type {
+  InsertResult,
+  LogCursor,
+  NewTask,
+  Reservation,
+  StoredEndState,
+  StoredError,
+  StoredTaskSpec,
+  TaskFilter,
+  TaskRecord,
+  TaskState,
+  TaskTransition,
+} from './tasks.js';
+export { ImageHolderRepository } from './images.js';
+export type { ImageHolder } from './images.js';
+export { MetaRepository, META_KEYS } from './meta.js';
+export { MIGRATIONS, SCHEMA_VERSION, migrate } from './migrations.js';
+export type { Migration } from './migrations.js';

@@ -1,0 +1,98 @@
+import type Database from 'better-sqlite3';
+import { BerthError } from '../common/errors.js';
+
+/** One step of the schema, applied once, in order, inside the transaction that records it. */
+export interface Migration {
+  /** 1, 2, 3…: the schema version this step produces. Never renumber a released step. */
+  readonly version: number;
+  readonly name: string;
+  readonly up: (db: Database.Database) => void;
+}
+
+/**
+ * Every schema step, oldest first. Append only: a released migration is never edited, because a
+ * database that already ran it would not run the new text.
+ */
+export const MIGRATIONS: readonly Migration[] = Object.freeze([
+  {
+    version: 1,
+    name: 'tasks, image holders and meta',
+    up(db) {
+      db.exec(`
+        CREATE TABLE tasks (
+          -- seq orders submissions; AUTOINCREMENT never reuses a value, so the pending queue stays FIFO
+          -- even across deletions and restarts.
+          seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+          id               TEXT    NOT NULL UNIQUE,
+          spec             TEXT    NOT NULL,
+          state            TEXT    NOT NULL,
+          reservation      TEXT,
+          container_id     TEXT,
+          end_state        TEXT,
+          exit_code        INTEGER,
+          stdout_log_at    TEXT,
+          stderr_log_at    TEXT,
+          submitted_at_ms  INTEGER NOT NULL,
+          admitted_at_ms   INTEGER,
+          started_at_ms    INTEGER,
+          finished_at_ms   INTEGER,
+          updated_at_ms    INTEGER NOT NULL
+        );
+        CREATE INDEX tasks_by_state ON tasks (state, seq);
+
+        CREATE TABLE image_holders (
+          image_id  TEXT NOT NULL,
+          image_ref TEXT NOT NULL,
+          task_id   TEXT NOT NULL,
+          added_at_ms INTEGER NOT NULL,
+          -- A set: a task that acquires the same image twice (a retry, a recovery) holds it once.
+          PRIMARY KEY (image_id, task_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX image_holders_by_task ON image_holders (task_id);
+
+        CREATE TABLE meta (
+          key   TEXT PRIMARY KEY,
+          value TEXT NOT NULL
+        ) WITHOUT ROWID;
+      `);
+    },
+  },
+]);
+
+/** The newest schema version this build of berth knows. */
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+
+/**
+ * Brings the database to SCHEMA_VERSION. Runs under BEGIN IMMEDIATE so that two processes opening
+ * the same file at once cannot both apply a step; the second waits (busy timeout) and then finds
+ * nothing to do. Returns the versions applied (empty when the schema was current).
+ */
+export function migrate(db: Database.Database, location: string, nowMs: () => number = Date.now): number[] {
+  const run = db.transaction((): number[] => {
+    db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version       INTEGER PRIMARY KEY,
+      name          TEXT    NOT NULL,
+      applied_at_ms INTEGER NOT NULL
+    )`);
+    const current = db.pragma('user_version', { simple: true }) as number;
+    if (current > SCHEMA_VERSION) {
+      throw new BerthError(
+        'BERTH_VALIDATION',
+        `the state database ${location} has schema version ${current}, newer than this berth supports (${SCHEMA_VERSION}): upgrade berth`,
+        { context: { location, schemaVersion: current, supportedVersion: SCHEMA_VERSION } },
+      );
+    }
+    const applied: number[] = [];
+    const record = db.prepare('INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)');
+    for (const migration of MIGRATIONS) {
+      if (migration.version <= current) continue;
+      migration.up(db);
+      record.run(migration.version, migration.name, nowMs());
+      // user_version is the source of truth; schema_migrations is the human-readable history.
+      db.pragma(`user_version = ${migration.version}`);
+      applied.push(migration.version);
+    }
+    return applied;
+  });
+  return run.immediate();
+}

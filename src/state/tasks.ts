@@ -1,0 +1,392 @@
+import type Database from 'better-sqlite3';
+import { BerthError, ValidationError, type ErrorCode } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { compareLogTimestamps } from '../engine/log-entries.js';
+import type { TaskSpec } from '../spec/index.js';
+import type { EndState } from '../tasks/end-state.js';
+
+/**
+ * Where a task is in its life, as the store records it.
+ *
+ * - `pending`: submitted, waiting in the admission queue (FIFO by `seq`).
+ * - `starting`: admitted; the image is being pulled and the container created and started.
+ * - `running`: the container has started.
+ * - `stopping`: a stop was asked for; the stop signal is on its way.
+ * - `exited`: the task ended with a known end state (success, failed, oom, timed-out, cancelled).
+ * - `lost`: the task ended as lost: the engine could not say how it ended, or its container vanished.
+ * - `removed`: the task was removed; its container is removed or being removed. The record stays
+ *   for history and for its logs.
+ */
+export const TASK_STATES = ['pending', 'starting', 'running', 'stopping', 'exited', 'lost', 'removed'] as const;
+export type TaskState = (typeof TASK_STATES)[number];
+
+/** States of a task that has not ended: what recovery reloads on start. */
+export const UNENDED_STATES: readonly TaskState[] = Object.freeze(['pending', 'starting', 'running', 'stopping']);
+
+/**
+ * The legal moves. Anything else is refused with BERTH_TASK_STATE, so that a race (a stop that
+ * arrives after the task ended, a second end) cannot overwrite what is already recorded.
+ */
+const LEGAL_TRANSITIONS: Readonly<Record<TaskState, readonly TaskState[]>> = Object.freeze({
+  // A pending task may end without running: cancelled in the queue, or refused when it came to start.
+  pending: ['starting', 'exited'],
+  starting: ['running', 'stopping', 'exited', 'lost'],
+  running: ['stopping', 'exited', 'lost'],
+  stopping: ['exited', 'lost'],
+  exited: ['removed'],
+  lost: ['removed'],
+  removed: [],
+});
+
+/** Whether the store accepts a move from one state to another. */
+export function isLegalTransition(from: TaskState, to: TaskState): boolean {
+  return LEGAL_TRANSITIONS[from].includes(to);
+}
+
+/**
+ * The task spec as it is stored: the user's input (sizes and durations may still be strings), with
+ * stdin only as text, since a stream or bytes cannot be recorded and replayed.
+ */
+export type StoredTaskSpec = Omit<TaskSpec, 'stdin'> & { stdin?: string };
+
+/** A BerthError as JSON (its `toJSON()`), as a lost end state keeps it. */
+export interface StoredError {
+  code: ErrorCode;
+  message: string;
+  retryable: boolean;
+  context: Readonly<Record<string, unknown>>;
+}
+
+/** An EndState as it reads back from the store: a lost task's error is its JSON form. */
+export type StoredEndState = Exclude<EndState, { kind: 'lost' }> | { kind: 'lost'; reason: string; error?: StoredError };
+
+/** The share of the admission budget a task draws, fixed at submit so a reload does not change it. */
+export interface Reservation {
+  memoryBytes: number;
+  cpuMilli: number;
+}
+
+/** The last engine log timestamp berth has written to the task's files, per stream. */
+export interface LogCursor {
+  /** RFC 3339 in UTC with up to nine fractional digits, as the engine writes it. */
+  stdout?: string;
+  stderr?: string;
+}
+
+/** One task as the store records it. Every record is frozen. */
+export interface TaskRecord {
+  readonly id: string;
+  /** Submission order; the pending queue is ordered by it. */
+  readonly seq: number;
+  readonly spec: StoredTaskSpec;
+  readonly state: TaskState;
+  readonly reservation?: Reservation;
+  readonly containerId?: string;
+  /** Set when the state is `exited` or `lost` (and kept when `removed`). */
+  readonly endState?: StoredEndState;
+  /** The end state's exit code, when it has one. */
+  readonly exitCode?: number;
+  readonly logCursor: Readonly<LogCursor>;
+  readonly submittedAtMs: number;
+  /** When admission let it start (the move to `starting`). */
+  readonly admittedAtMs?: number;
+  /** When its container started (the move to `running`). */
+  readonly startedAtMs?: number;
+  /** When it ended (the move to `exited` or `lost`). */
+  readonly finishedAtMs?: number;
+  readonly updatedAtMs: number;
+}
+
+export interface NewTask {
+  /** The caller's id (unique). */
+  id: string;
+  spec: StoredTaskSpec;
+  reservation?: Reservation;
+}
+
+/**
+ * A change of state. `ended` records the end state and moves the task to `exited`, or to `lost`
+ * when the end state is lost.
+ */
+export type TaskTransition =
+  | { to: 'starting' }
+  | { to: 'running'; containerId?: string }
+  | { to: 'stopping' }
+  | { to: 'ended'; endState: EndState | StoredEndState }
+  | { to: 'removed' };
+
+export interface TaskFilter {
+  /** One state or any of several. */
+  state?: TaskState | readonly TaskState[];
+  /** Labels of the spec that must all match, docker style: `key` (present) or `key=value`. */
+  label?: string | readonly string[];
+  /** At most this many records. */
+  limit?: number;
+  /** Default `oldest-first` (submission order). */
+  order?: 'oldest-first' | 'newest-first';
+}
+
+export interface InsertResult {
+  /** False when a task with the id already existed; `task` is then the existing one, unchanged. */
+  inserted: boolean;
+  task: TaskRecord;
+}
+
+interface TaskRow {
+  seq: number;
+  id: string;
+  spec: string;
+  state: string;
+  reservation: string | null;
+  container_id: string | null;
+  end_state: string | null;
+  exit_code: number | null;
+  stdout_log_at: string | null;
+  stderr_log_at: string | null;
+  submitted_at_ms: number;
+  admitted_at_ms: number | null;
+  started_at_ms: number | null;
+  finished_at_ms: number | null;
+  updated_at_ms: number;
+}
+
+const LOG_TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+function toRecord(row: TaskRow): TaskRecord {
+  const record: TaskRecord = {
+    id: row.id,
+    seq: row.seq,
+    spec: JSON.parse(row.spec) as StoredTaskSpec,
+    state: row.state as TaskState,
+    ...(row.reservation === null ? {} : { reservation: JSON.parse(row.reservation) as Reservation }),
+    ...(row.container_id === null ? {} : { containerId: row.container_id }),
+    ...(row.end_state === null ? {} : { endState: JSON.parse(row.end_state) as StoredEndState }),
+    ...(row.exit_code === null ? {} : { exitCode: row.exit_code }),
+    logCursor: {
+      ...(row.stdout_log_at === null ? {} : { stdout: row.stdout_log_at }),
+      ...(row.stderr_log_at === null ? {} : { stderr: row.stderr_log_at }),
+    },
+    submittedAtMs: row.submitted_at_ms,
+    ...(row.admitted_at_ms === null ? {} : { admittedAtMs: row.admitted_at_ms }),
+    ...(row.started_at_ms === null ? {} : { startedAtMs: row.started_at_ms }),
+    ...(row.finished_at_ms === null ? {} : { finishedAtMs: row.finished_at_ms }),
+    updatedAtMs: row.updated_at_ms,
+  };
+  return deepFreeze(record);
+}
+
+function stateError(taskId: string, from: TaskState, to: TaskState): BerthError {
+  return new BerthError('BERTH_TASK_STATE', `task ${taskId} cannot move from ${from} to ${to}`, {
+    context: { taskId, state: from, requested: to },
+  });
+}
+
+function missingError(taskId: string): BerthError {
+  // Records are never deleted (removal is a state), so an unknown id here is the caller's bug.
+  return new BerthError('BERTH_INTERNAL', `task ${taskId} is not in the store`, { context: { taskId } });
+}
+
+/**
+ * The tasks table. Every write is one transaction. Write before acting: record `starting` before
+ * asking the engine to create, `stopping` before stop, `removed` before remove; so that a crash
+ * between the record and the engine's answer leaves a record that recovery can act on (the
+ * container's name derives from the task id, so even a container whose id was never recorded is
+ * found again).
+ */
+export class TaskRepository {
+  readonly #db: Database.Database;
+  readonly #nowMs: () => number;
+  readonly #logger: Logger;
+  readonly #select: Database.Statement<[string], TaskRow>;
+
+  constructor(db: Database.Database, nowMs: () => number, logger: Logger) {
+    this.#db = db;
+    this.#nowMs = nowMs;
+    this.#logger = logger;
+    this.#select = db.prepare<[string], TaskRow>('SELECT * FROM tasks WHERE id = ?');
+  }
+
+  /**
+   * Records a submitted task as `pending`, at the back of the queue. A task whose id exists is not
+   * touched: `inserted` is false and the existing record is returned (the API's 409).
+   */
+  insert(task: NewTask): InsertResult {
+    if (task.id === '') throw new ValidationError([{ field: 'id', rule: 'must be a non-empty task id' }]);
+    const run = this.#db.transaction((): InsertResult => {
+      const existing = this.#select.get(task.id);
+      if (existing) return { inserted: false, task: toRecord(existing) };
+      const now = this.#nowMs();
+      this.#db
+        .prepare(
+          `INSERT INTO tasks (id, spec, state, reservation, submitted_at_ms, updated_at_ms)
+           VALUES (?, ?, 'pending', ?, ?, ?)`,
+        )
+        .run(task.id, JSON.stringify(task.spec), task.reservation ? JSON.stringify(task.reservation) : null, now, now);
+      return { inserted: true, task: toRecord(this.#select.get(task.id)!) };
+    });
+    const result = run.immediate();
+    if (result.inserted) this.#logger.debug({ taskId: task.id, to: 'pending' }, 'task submitted');
+    return result;
+  }
+
+  get(taskId: string): TaskRecord | undefined {
+    const row = this.#select.get(taskId);
+    return row ? toRecord(row) : undefined;
+  }
+
+  list(filter: TaskFilter = {}): TaskRecord[] {
+    const where: string[] = [];
+    const params: Array<string | number> = [];
+    if (filter.state !== undefined) {
+      const states = typeof filter.state === 'string' ? [filter.state] : [...filter.state];
+      if (states.length === 0) return [];
+      where.push(`state IN (${states.map(() => '?').join(', ')})`);
+      params.push(...states);
+    }
+    const labels = filter.label === undefined ? [] : typeof filter.label === 'string' ? [filter.label] : [...filter.label];
+    for (const label of labels) {
+      const equals = label.indexOf('=');
+      const key = equals < 0 ? label : label.slice(0, equals);
+      // json_each rather than a JSON path: label keys have dots and may have quotes.
+      if (equals < 0) {
+        where.push(`EXISTS (SELECT 1 FROM json_each(tasks.spec, '$.labels') WHERE key = ?)`);
+        params.push(key);
+      } else {
+        where.push(`EXISTS (SELECT 1 FROM json_each(tasks.spec, '$.labels') WHERE key = ? AND value = ?)`);
+        params.push(key, label.slice(equals + 1));
+      }
+    }
+    let sql = 'SELECT * FROM tasks';
+    if (where.length > 0) sql += ` WHERE ${where.join(' AND ')}`;
+    sql += filter.order === 'newest-first' ? ' ORDER BY seq DESC' : ' ORDER BY seq ASC';
+    if (filter.limit !== undefined) {
+      if (!Number.isInteger(filter.limit) || filter.limit < 0) {
+        throw new ValidationError([{ field: 'limit', rule: 'must be a whole number, 0 or more' }]);
+      }
+      sql += ' LIMIT ?';
+      params.push(filter.limit);
+    }
+    return this.#db.prepare<Array<string | number>, TaskRow>(sql).all(...params).map(toRecord);
+  }
+
+  /** Every task that has not ended, in submission order: what recovery reloads. */
+  listUnended(): TaskRecord[] {
+    return this.list({ state: UNENDED_STATES });
+  }
+
+  /** The head of the pending queue (the oldest pending task), if any. */
+  nextPending(): TaskRecord | undefined {
+    return this.list({ state: 'pending', limit: 1 })[0];
+  }
+
+  /** How many tasks are in each state (for metrics). */
+  counts(): Record<TaskState, number> {
+    const counts = Object.fromEntries(TASK_STATES.map((s) => [s, 0])) as Record<TaskState, number>;
+    const rows = this.#db.prepare<[], { state: string; n: number }>('SELECT state, COUNT(*) AS n FROM tasks GROUP BY state').all();
+    for (const row of rows) counts[row.state as TaskState] = row.n;
+    return counts;
+  }
+
+  /**
+   * Moves a task to a new state in one transaction, refusing an illegal move with
+   * BERTH_TASK_STATE (context: taskId, state, requested). Returns the updated record.
+   */
+  update(taskId: string, transition: TaskTransition): TaskRecord {
+    const to: TaskState =
+      transition.to === 'ended' ? (transition.endState.kind === 'lost' ? 'lost' : 'exited') : transition.to;
+    const run = this.#db.transaction((): { from: TaskState; record: TaskRecord } => {
+      const row = this.#select.get(taskId);
+      if (!row) throw missingError(taskId);
+      const from = row.state as TaskState;
+      if (!isLegalTransition(from, to)) throw stateError(taskId, from, to);
+      const now = this.#nowMs();
+      const set: string[] = ['state = ?', 'updated_at_ms = ?'];
+      const params: Array<string | number | null> = [to, now];
+      switch (transition.to) {
+        case 'starting':
+          set.push('admitted_at_ms = ?');
+          params.push(now);
+          break;
+        case 'running':
+          set.push('started_at_ms = ?');
+          params.push(now);
+          if (transition.containerId !== undefined) {
+            set.push('container_id = ?');
+            params.push(transition.containerId);
+          }
+          break;
+        case 'ended': {
+          const end = transition.endState;
+          set.push('end_state = ?', 'exit_code = ?', 'finished_at_ms = ?');
+          // JSON.stringify turns a BerthError into its toJSON() form: code, message, retryable, context.
+          params.push(JSON.stringify(end), 'exitCode' in end && end.exitCode !== undefined ? end.exitCode : null, now);
+          break;
+        }
+        case 'stopping':
+        case 'removed':
+          break;
+      }
+      this.#db.prepare(`UPDATE tasks SET ${set.join(', ')} WHERE id = ?`).run(...params, taskId);
+      return { from, record: toRecord(this.#select.get(taskId)!) };
+    });
+    const { from, record } = run.immediate();
+    this.#logger.debug({ taskId, from, to, ...(record.endState ? { end: record.endState.kind } : {}) }, 'task state changed');
+    return record;
+  }
+
+  /**
+   * Records the container's id once create returns (the task is `starting`, `running` or
+   * `stopping`).
+   */
+  setContainerId(taskId: string, containerId: string): TaskRecord {
+    const run = this.#db.transaction((): TaskRecord => {
+      const row = this.#select.get(taskId);
+      if (!row) throw missingError(taskId);
+      const state = row.state as TaskState;
+      if (state !== 'starting' && state !== 'running' && state !== 'stopping') {
+        throw new BerthError('BERTH_TASK_STATE', `task ${taskId} is ${state}; a container id is recorded only while it starts or runs`, {
+          context: { taskId, state },
+        });
+      }
+      this.#db.prepare('UPDATE tasks SET container_id = ?, updated_at_ms = ? WHERE id = ?').run(containerId, this.#nowMs(), taskId);
+      return toRecord(this.#select.get(taskId)!);
+    });
+    return run.immediate();
+  }
+
+  /**
+   * Records how far the task's output has been written to its files, per stream. A cursor never
+   * moves backwards: an older timestamp than the recorded one is ignored, so that a late writer
+   * cannot make recovery fetch (and duplicate) lines already written. Allowed in any state, since
+   * output of a task that ended while the agent was down is fetched after the fact.
+   */
+  setLogCursor(taskId: string, cursor: LogCursor): TaskRecord {
+    const issues = (['stdout', 'stderr'] as const)
+      .filter((stream) => cursor[stream] !== undefined && !LOG_TIMESTAMP.test(cursor[stream]!))
+      .map((stream) => ({ field: `logCursor.${stream}`, rule: 'must be an RFC 3339 UTC timestamp such as 2024-05-01T10:00:00.123456789Z' }));
+    if (issues.length > 0) throw new ValidationError(issues);
+    const run = this.#db.transaction((): TaskRecord => {
+      const row = this.#select.get(taskId);
+      if (!row) throw missingError(taskId);
+      const later = (recorded: string | null, offered: string | undefined): string | null =>
+        offered === undefined || (recorded !== null && compareLogTimestamps(offered, recorded) <= 0) ? recorded : offered;
+      const stdout = later(row.stdout_log_at, cursor.stdout);
+      const stderr = later(row.stderr_log_at, cursor.stderr);
+      if (stdout !== row.stdout_log_at || stderr !== row.stderr_log_at) {
+        this.#db
+          .prepare('UPDATE tasks SET stdout_log_at = ?, stderr_log_at = ?, updated_at_ms = ? WHERE id = ?')
+          .run(stdout, stderr, this.#nowMs(), taskId);
+      }
+      return toRecord(this.#select.get(taskId)!);
+    });
+    return run.immediate();
+  }
+}
