@@ -38,7 +38,9 @@ export function parseCpus(value: string): number {
   if (!/^\d*\.?\d+$/.test(value.trim()) || !Number.isFinite(cpus) || cpus <= 0) {
     throw new ValidationError([{ field: '--cpus', rule: 'must be a positive decimal number of CPUs, such as 0.5 or 2' }]);
   }
-  return Math.round(cpus * 1000);
+  const milli = Math.round(cpus * 1000);
+  if (milli < 1) throw new ValidationError([{ field: '--cpus', rule: 'must be at least 0.001 (one milli-CPU)' }]);
+  return milli;
 }
 
 const DOCKER_PROPAGATION: Readonly<Record<string, string>> = {
@@ -52,22 +54,28 @@ const DOCKER_PROPAGATION: Readonly<Record<string, string>> = {
   bidirectional: 'bidirectional',
 };
 
+const MOUNT_KEYS = new Set(['type', 'source', 'src', 'target', 'destination', 'dst', 'readonly', 'ro', 'propagation', 'bind-propagation', 'tmpfs-size', 'size']);
+
 /**
  * `--mount type=bind,source=/a,target=/b,readonly,propagation=host-to-task` in the docker CLI's
  * syntax (src/dst/destination, ro/readonly, bind-propagation, tmpfs-size accepted too).
  */
 export function parseMountFlag(value: string, index: number): MountInput {
+  const field = `--mount[${index}]`;
   const fields: Record<string, string> = {};
   for (const part of value.split(',')) {
     const eq = part.indexOf('=');
     const key = (eq === -1 ? part : part.slice(0, eq)).trim().toLowerCase();
+    // A misspelt key (say "redonly") must not silently give a read-write mount.
+    if (!MOUNT_KEYS.has(key)) throw new ValidationError([{ field, rule: `unknown key "${key}" (known: ${[...MOUNT_KEYS].join(', ')})` }]);
     fields[key] = eq === -1 ? 'true' : part.slice(eq + 1).trim();
   }
-  const field = `--mount[${index}]`;
+  const readOnlyFlag = (fields.readonly ?? fields.ro ?? 'false').toLowerCase();
+  if (!['true', 'false', '1', '0'].includes(readOnlyFlag)) throw new ValidationError([{ field, rule: 'readonly must be true, false, 1 or 0' }]);
   const type = fields.type ?? 'volume';
   const source = fields.source ?? fields.src;
   const target = fields.target ?? fields.destination ?? fields.dst;
-  const readOnly = ['true', '1'].includes(fields.readonly ?? fields.ro ?? 'false');
+  const readOnly = readOnlyFlag === 'true' || readOnlyFlag === '1';
   if (target === undefined) throw new ValidationError([{ field, rule: 'needs target=/path' }]);
   if (type === 'bind') {
     const propagationFlag = fields.propagation ?? fields['bind-propagation'] ?? 'private';

@@ -1,3 +1,4 @@
+import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { ValidationError, type FieldIssue } from '../common/errors.js';
@@ -201,9 +202,11 @@ function fieldName(path: readonly PropertyKey[]): string {
   return path.length === 0 ? '(spec)' : path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[');
 }
 
-function isUnder(path: string, prefix: string): boolean {
-  const base = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
-  return path === base || path.startsWith(`${base}/`);
+/** Whether a host path lies under a prefix, after resolving . and .. so the prefix cannot be escaped. */
+function isUnder(hostPath: string, prefix: string): boolean {
+  const resolved = posix.normalize(hostPath);
+  const base = posix.normalize(prefix).replace(/\/$/, '');
+  return resolved === base || resolved.startsWith(`${base}/`);
 }
 
 /**
@@ -212,32 +215,17 @@ function isUnder(path: string, prefix: string): boolean {
  */
 export function resolveTaskSpec(input: unknown, policy: SpecPolicy = DEFAULT_SPEC_POLICY): ResolvedTaskSpec {
   const parsed = taskSpecSchema.safeParse(input);
+  // Policy is checked on the raw input too, so one answer names every problem, schema and policy alike.
+  const issues = policyIssues(input, policy);
   if (!parsed.success) {
-    const issues: FieldIssue[] = parsed.error.issues.map((issue) => ({
+    const schemaIssues: FieldIssue[] = parsed.error.issues.map((issue) => ({
       field: fieldName(issue.path),
       rule: issue.code === 'unrecognized_keys' ? `unknown field(s): ${issue.keys.join(', ')}` : issue.message,
     }));
-    throw new ValidationError(issues);
-  }
-  const spec = parsed.data;
-  const issues: FieldIssue[] = [];
-  if (spec.privileged && !policy.allowPrivileged) {
-    issues.push({ field: 'privileged', rule: 'privileged tasks are not allowed by this driver (allowPrivileged is off)' });
-  }
-  if (policy.allowedCapabilities) {
-    const allowed = new Set(policy.allowedCapabilities.map((c) => c.toUpperCase().replace(/^CAP_/, '')));
-    spec.capAdd.forEach((cap, i) => {
-      if (!allowed.has(cap)) issues.push({ field: `capAdd[${i}]`, rule: `capability ${cap} is not in the allowed list` });
-    });
-  }
-  if (policy.allowedBindSources) {
-    spec.mounts.forEach((m, i) => {
-      if (m.type === 'bind' && !policy.allowedBindSources!.some((prefix) => isUnder(m.source, prefix))) {
-        issues.push({ field: `mounts[${i}].source`, rule: `host path ${m.source} is not in the bind-mount allow-list` });
-      }
-    });
+    throw new ValidationError([...schemaIssues, ...issues.filter((p) => !schemaIssues.some((s) => s.field === p.field))]);
   }
   if (issues.length > 0) throw new ValidationError(issues);
+  const spec = parsed.data;
 
   const resolved: ResolvedTaskSpec = {
     image: spec.image,
@@ -270,6 +258,32 @@ export function resolveTaskSpec(input: unknown, policy: SpecPolicy = DEFAULT_SPE
     pull: spec.pull,
   };
   return deepFreeze(resolved);
+}
+
+/** What the driver's policy forbids in a spec, read defensively from input that may not have passed the schema. */
+function policyIssues(input: unknown, policy: SpecPolicy): FieldIssue[] {
+  const issues: FieldIssue[] = [];
+  if (typeof input !== 'object' || input === null) return issues;
+  const raw = input as { privileged?: unknown; capAdd?: unknown; mounts?: unknown };
+  if (raw.privileged === true && !policy.allowPrivileged) {
+    issues.push({ field: 'privileged', rule: 'privileged tasks are not allowed by this driver (allowPrivileged is off)' });
+  }
+  if (policy.allowedCapabilities && Array.isArray(raw.capAdd)) {
+    const normalize = (c: string): string => c.toUpperCase().replace(/^CAP_/, '');
+    const allowed = new Set(policy.allowedCapabilities.map(normalize));
+    raw.capAdd.forEach((cap: unknown, i) => {
+      if (typeof cap === 'string' && !allowed.has(normalize(cap))) issues.push({ field: `capAdd[${i}]`, rule: `capability ${normalize(cap)} is not in the allowed list` });
+    });
+  }
+  if (policy.allowedBindSources && Array.isArray(raw.mounts)) {
+    raw.mounts.forEach((m: unknown, i) => {
+      const mount = m as { type?: unknown; source?: unknown };
+      if (mount?.type === 'bind' && typeof mount.source === 'string' && !policy.allowedBindSources!.some((prefix) => isUnder(mount.source as string, prefix))) {
+        issues.push({ field: `mounts[${i}].source`, rule: `host path ${mount.source} is not in the bind-mount allow-list` });
+      }
+    });
+  }
+  return issues;
 }
 
 function deepFreeze<T>(value: T): T {
