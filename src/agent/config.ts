@@ -1,0 +1,581 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseDocument } from 'yaml';
+import { z } from 'zod';
+import { ValidationError, type FieldIssue } from '../common/errors.js';
+import { parseBytes, parseDurationMs } from '../common/units.js';
+
+/**
+ * The agent's configuration: from a YAML file, BERTH_* environment variables and flags, merged in
+ * that order of precedence (flags > environment > file > defaults), validated once, compiled into
+ * milliseconds and bytes, and frozen. Nothing here reads process.env or the host: the caller passes
+ * them in.
+ */
+
+/** A duration as users write it: "30s", "3m", "1h30m", or milliseconds. */
+export type DurationInput = string | number;
+/** A size as users write it: "128m", "1g", or bytes. */
+export type SizeInput = string | number;
+
+/** The configuration as users write it (file, flags). Every key is optional. */
+export interface AgentConfigInput {
+  /** Where the agent keeps its state and task logs. Default `~/.local/share/berth`, or `/var/lib/berth` as root. */
+  dataDir?: string;
+  /** The API's unix socket. Default `<dataDir>/agent.sock`. */
+  socketPath?: string;
+  /** Also listen on TCP, `host:port` (e.g. `127.0.0.1:7070`, `[::1]:7070`). Default: no TCP. */
+  listen?: string;
+  /** The agent's id, written on its containers. Default: generated at first start and stored. */
+  agentId?: string;
+  engine?: {
+    /** The engine as DOCKER_HOST spells it: `unix:///path` or `tcp://host:port`. */
+    host?: string;
+    /** The engine's unix socket. Default `/var/run/docker.sock` (or DOCKER_HOST). */
+    socket?: string;
+  };
+  policy?: {
+    /** Host path prefixes that bind mounts may use. Default none. */
+    allowedBindSources?: string[];
+    /** Whether privileged tasks are accepted. Default false. */
+    allowPrivileged?: boolean;
+    /** Capabilities that `capAdd` may name. Default none. */
+    allowedCapabilities?: string[];
+  };
+  defaults?: {
+    /** Limits of a task that sets none; also what it draws from the admission budget. */
+    resources?: {
+      /** Default "256m". */
+      memory?: SizeInput;
+      /** Default 1000 (one CPU). */
+      cpuMilli?: number;
+      /** Default 1024. */
+      pidsLimit?: number;
+    };
+  };
+  admission?: {
+    /** Memory that running tasks may reserve in all. Default: host memory less max(256 MiB, 10%). */
+    memory?: SizeInput;
+    /** CPU that running tasks may reserve in all. Default: host CPUs × 1000 less 100. */
+    cpuMilli?: number;
+    /** At most this many tasks starting or running at once. Default: no cap. */
+    maxConcurrent?: number;
+  };
+  images?: {
+    /** How long an image nobody holds is kept before removal. Default "3m". */
+    removeDelay?: DurationInput;
+    /** Whether unheld images are removed at all. Default true. */
+    cleanup?: boolean;
+    /** A pull that makes no progress for this long is aborted. Default "2m". */
+    pullActivityTimeout?: DurationInput;
+  };
+  logs?: {
+    /** A task's log file is rotated when it would grow past this. Default "10m". */
+    maxFileSize?: SizeInput;
+    /** Files kept per task, the current one included. Default 2. */
+    maxFiles?: number;
+  };
+  engineLog?: {
+    /** Cap on the engine's own copy of a task's output. Default "1m". */
+    maxSize?: SizeInput;
+  };
+  reconcile?: {
+    /** Whether dangling containers are removed. Default true. */
+    enabled?: boolean;
+    /** Time between reconciler runs. Default "5m". */
+    period?: DurationInput;
+    /** Containers younger than this are never touched (they may be being created). Default "5m". */
+    creationGrace?: DurationInput;
+    /** Log what would be removed, remove nothing. Default false. */
+    dryRun?: boolean;
+  };
+  prune?: {
+    /** "off" (default) or the interval between scheduled prunes, e.g. "24h". */
+    schedule?: DurationInput;
+    /** Prune images, least recently used first, until their total is under this size. Default: no budget. */
+    imageBudget?: SizeInput;
+    /** Image references a prune never removes. Default none. */
+    exemptImages?: string[];
+  };
+}
+
+/** The configuration the agent runs with: validated, defaulted, compiled, deep-frozen. */
+export interface AgentConfig {
+  readonly dataDir: string;
+  readonly socketPath: string;
+  readonly listen?: { readonly host: string; readonly port: number };
+  readonly agentId?: string;
+  /** Engine options (EngineOptions' connection fields): a unix socket, or a TCP host and port. */
+  readonly engine: { readonly socketPath?: string; readonly host?: string; readonly port?: number };
+  /** The SpecPolicy every submitted spec is checked against. */
+  readonly policy: {
+    readonly allowPrivileged: boolean;
+    readonly allowedBindSources: readonly string[];
+    readonly allowedCapabilities: readonly string[];
+  };
+  readonly defaults: {
+    readonly resources: { readonly memoryBytes: number; readonly cpuMilli: number; readonly pidsLimit: number };
+  };
+  readonly admission: { readonly memoryBytes: number; readonly cpuMilli: number; readonly maxConcurrent?: number };
+  readonly images: { readonly removeDelayMs: number; readonly cleanup: boolean; readonly pullActivityTimeoutMs: number };
+  readonly logs: { readonly maxFileBytes: number; readonly maxFiles: number };
+  readonly engineLog: { readonly maxSizeBytes: number };
+  readonly reconcile: { readonly enabled: boolean; readonly periodMs: number; readonly creationGraceMs: number; readonly dryRun: boolean };
+  /** `scheduleMs` undefined means scheduled prunes are off. */
+  readonly prune: { readonly scheduleMs?: number; readonly imageBudgetBytes?: number; readonly exemptImages: readonly string[] };
+  /** The file the configuration was read from, if any. */
+  readonly file?: string;
+}
+
+/** What the agent knows about its host, passed in so that defaults are computed without side effects. */
+export interface HostFacts {
+  /** The effective uid (0 is root). */
+  uid: number;
+  homedir: string;
+  totalMemoryBytes: number;
+  cpuCount: number;
+}
+
+export interface ConfigSources {
+  /** The YAML file; when undefined, `env.BERTH_CONFIG`; when neither, no file. A named file must exist. */
+  file?: string;
+  /** The environment (BERTH_*, DOCKER_HOST, XDG_DATA_HOME). Default none. */
+  env?: Readonly<Record<string, string | undefined>>;
+  /** Values from the command line; undefined values are ignored. */
+  flags?: AgentConfigInput;
+  host: HostFacts;
+}
+
+type LeafKind = 'string' | 'duration' | 'size' | 'boolean' | 'integer' | 'list';
+
+/** Every key, with how an environment variable's text is read for it. */
+const LEAVES: Readonly<Record<string, LeafKind>> = {
+  dataDir: 'string',
+  socketPath: 'string',
+  listen: 'string',
+  agentId: 'string',
+  'engine.host': 'string',
+  'engine.socket': 'string',
+  'policy.allowedBindSources': 'list',
+  'policy.allowPrivileged': 'boolean',
+  'policy.allowedCapabilities': 'list',
+  'defaults.resources.memory': 'size',
+  'defaults.resources.cpuMilli': 'integer',
+  'defaults.resources.pidsLimit': 'integer',
+  'admission.memory': 'size',
+  'admission.cpuMilli': 'integer',
+  'admission.maxConcurrent': 'integer',
+  'images.removeDelay': 'duration',
+  'images.cleanup': 'boolean',
+  'images.pullActivityTimeout': 'duration',
+  'logs.maxFileSize': 'size',
+  'logs.maxFiles': 'integer',
+  'engineLog.maxSize': 'size',
+  'reconcile.enabled': 'boolean',
+  'reconcile.period': 'duration',
+  'reconcile.creationGrace': 'duration',
+  'reconcile.dryRun': 'boolean',
+  'prune.schedule': 'duration',
+  'prune.imageBudget': 'size',
+  'prune.exemptImages': 'list',
+};
+
+/** `reconcile.creationGrace` → `BERTH_RECONCILE_CREATION_GRACE`. */
+export function envVarForKey(key: string): string {
+  return `BERTH_${key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').replace(/\./g, '_').toUpperCase()}`;
+}
+
+/** Every environment variable the configuration reads, by key (for help text and docs). */
+export const CONFIG_ENV_VARS: Readonly<Record<string, string>> = Object.freeze(
+  Object.fromEntries(Object.keys(LEAVES).map((key) => [key, envVarForKey(key)])),
+);
+
+/** Keys a running agent cannot change: a reload keeps their old values and reports them. */
+export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'agentId', 'engine']);
+
+const MiB = 1024 * 1024;
+
+/** `~/.local/share/berth` (honouring XDG_DATA_HOME), or `/var/lib/berth` as root. */
+export function defaultDataDir(host: Pick<HostFacts, 'uid' | 'homedir'>, env: Readonly<Record<string, string | undefined>> = {}): string {
+  if (host.uid === 0) return '/var/lib/berth';
+  const xdg = env.XDG_DATA_HOME;
+  return path.join(xdg && path.isAbsolute(xdg) ? xdg : path.join(host.homedir, '.local', 'share'), 'berth');
+}
+
+/**
+ * The admission budget when none is configured: the host less a headroom for the engine, the
+ * agent and the system, as Fn does. Memory keeps back max(256 MiB, 10%); CPU keeps back 100 milli-CPUs.
+ */
+export function defaultAdmissionBudget(host: Pick<HostFacts, 'totalMemoryBytes' | 'cpuCount'>): { memoryBytes: number; cpuMilli: number } {
+  const headroomBytes = Math.max(256 * MiB, Math.floor(host.totalMemoryBytes * 0.1));
+  return {
+    memoryBytes: Math.max(0, host.totalMemoryBytes - headroomBytes),
+    cpuMilli: Math.max(100, Math.floor(host.cpuCount * 1000) - 100),
+  };
+}
+
+function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | undefined>>): AgentConfigInput {
+  const budget = defaultAdmissionBudget(host);
+  return {
+    dataDir: defaultDataDir(host, env),
+    engine: { socket: '/var/run/docker.sock' },
+    policy: { allowedBindSources: [], allowPrivileged: false, allowedCapabilities: [] },
+    defaults: { resources: { memory: '256m', cpuMilli: 1000, pidsLimit: 1024 } },
+    admission: { memory: budget.memoryBytes, cpuMilli: budget.cpuMilli },
+    images: { removeDelay: '3m', cleanup: true, pullActivityTimeout: '2m' },
+    logs: { maxFileSize: '10m', maxFiles: 2 },
+    engineLog: { maxSize: '1m' },
+    reconcile: { enabled: true, period: '5m', creationGrace: '5m', dryRun: false },
+    prune: { schedule: 'off', exemptImages: [] },
+  };
+}
+
+// ---- leaves: each reports its own rule, in words, with the key's default as the example ----
+
+const issue = (ctx: z.RefinementCtx, message: string): never => {
+  ctx.addIssue({ code: 'custom', message });
+  return z.NEVER;
+};
+
+const duration = (example: string, minimumMs = 0) =>
+  z.unknown().transform((value, ctx): number => {
+    const ms = typeof value === 'string' || typeof value === 'number' ? parseDurationMs(value) : undefined;
+    if (ms === undefined) return issue(ctx, `must be a duration such as "${example}"`);
+    if (ms < minimumMs) return issue(ctx, `must be at least ${minimumMs} ms`);
+    return ms;
+  });
+
+const size = (example: string, minimumBytes = 0) =>
+  z.unknown().transform((value, ctx): number => {
+    const bytes = typeof value === 'string' || typeof value === 'number' ? parseBytes(value) : undefined;
+    if (bytes === undefined) return issue(ctx, `must be a size such as "${example}"`);
+    if (bytes < minimumBytes) return issue(ctx, `must be at least ${minimumBytes} bytes`);
+    return bytes;
+  });
+
+const boolean = () =>
+  z.unknown().transform((value, ctx): boolean => (typeof value === 'boolean' ? value : issue(ctx, 'must be true or false')));
+
+const integer = (minimum: number, maximum = Number.MAX_SAFE_INTEGER) =>
+  z.unknown().transform((value, ctx): number => {
+    if (typeof value !== 'number' || !Number.isInteger(value)) return issue(ctx, 'must be a whole number');
+    if (value < minimum || value > maximum) return issue(ctx, `must be between ${minimum} and ${maximum}`);
+    return value;
+  });
+
+const text = (pattern: RegExp, rule: string) =>
+  z.unknown().transform((value, ctx): string => (typeof value === 'string' && pattern.test(value) ? value : issue(ctx, rule)));
+
+const list = (pattern: RegExp, rule: string) =>
+  z.unknown().transform((value, ctx): string[] => {
+    if (!Array.isArray(value)) return issue(ctx, 'must be a list');
+    value.forEach((item, i) => {
+      if (typeof item !== 'string' || !pattern.test(item)) ctx.addIssue({ code: 'custom', path: [i], message: rule });
+    });
+    return value as string[];
+  });
+
+const section = <T extends z.ZodRawShape>(shape: T) => z.object(shape).strict();
+
+function buildSchema(host: HostFacts) {
+  const expandHome = (p: string): string => (p === '~' ? host.homedir : p.startsWith('~/') ? path.join(host.homedir, p.slice(2)) : p);
+  const absolutePath = (rule = 'must be an absolute path (or start with ~/)') =>
+    z.unknown().transform((value, ctx): string => {
+      if (typeof value !== 'string') return issue(ctx, rule);
+      const expanded = expandHome(value.trim());
+      return path.isAbsolute(expanded) ? path.normalize(expanded) : issue(ctx, rule);
+    });
+  const listen = z.unknown().transform((value, ctx): { host: string; port: number } => {
+    const match = typeof value === 'string' ? /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(value.trim()) : null;
+    const port = match ? Number(match[3]) : NaN;
+    if (!match || port > 65_535) return issue(ctx, 'must be host:port, such as "127.0.0.1:7070" or "[::1]:7070"');
+    return { host: (match[1] ?? match[2])!, port };
+  });
+  const engineHost = z.unknown().transform((value, ctx): { socketPath?: string; host?: string; port?: number } => {
+    const text = typeof value === 'string' ? value.trim() : '';
+    if (text.startsWith('unix:///')) return { socketPath: text.slice('unix://'.length) };
+    const tcp = /^(?:tcp|http):\/\/([^:/\s]+)(?::(\d{1,5}))?\/?$/.exec(text);
+    if (tcp && (tcp[2] === undefined || Number(tcp[2]) <= 65_535)) return { host: tcp[1]!, port: tcp[2] ? Number(tcp[2]) : 2375 };
+    return issue(ctx, 'must be unix:///path/to/socket or tcp://host:port');
+  });
+  const schedule = z.unknown().transform((value, ctx): number | undefined => {
+    if (value === 'off') return undefined;
+    const ms = typeof value === 'string' || typeof value === 'number' ? parseDurationMs(value) : undefined;
+    if (ms === undefined || ms < 60_000) return issue(ctx, 'must be "off" or a duration of at least 1m, such as "24h"');
+    return ms;
+  });
+  const capability = /^(CAP_)?[A-Z_]+$|^ALL$/i;
+
+  return section({
+    dataDir: absolutePath(),
+    socketPath: absolutePath().optional(),
+    listen: listen.optional(),
+    agentId: text(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/, 'must be 1 to 64 characters of [a-zA-Z0-9_.-], starting with a letter or digit').optional(),
+    engine: section({ host: engineHost.optional(), socket: absolutePath('must be an absolute path to the engine\'s socket').optional() }).refine(
+      (engine) => engine.host === undefined || engine.socket === undefined,
+      { message: 'set engine.host or engine.socket, not both', path: ['host'] },
+    ),
+    policy: section({
+      allowedBindSources: list(/^\//, 'must be an absolute host path'),
+      allowPrivileged: boolean(),
+      allowedCapabilities: list(capability, 'must be a capability name such as NET_ADMIN'),
+    }),
+    defaults: section({
+      resources: section({ memory: size('256m', 6 * MiB), cpuMilli: integer(1, 1_024_000), pidsLimit: integer(1) }),
+    }),
+    admission: section({ memory: size('16g', 6 * MiB), cpuMilli: integer(1), maxConcurrent: integer(1).optional() }),
+    images: section({ removeDelay: duration('3m'), cleanup: boolean(), pullActivityTimeout: duration('2m', 1000) }),
+    logs: section({ maxFileSize: size('10m', 4096), maxFiles: integer(1, 100) }),
+    engineLog: section({ maxSize: size('1m', 1024) }),
+    reconcile: section({ enabled: boolean(), period: duration('5m', 1000), creationGrace: duration('5m'), dryRun: boolean() }),
+    prune: section({ schedule, imageBudget: size('20g').optional(), exemptImages: list(/^\S+$/, 'must be an image reference') }),
+  });
+}
+
+// ---- sources and merging ----
+
+type Plain = Record<string, unknown>;
+const isPlain = (value: unknown): value is Plain => typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/** Which source set each key, so an error can say where the bad value came from. */
+type Origins = Map<string, string>;
+
+/**
+ * Merges `source` over `target`. Arrays and scalars replace; mappings merge key by key. engine.host
+ * and engine.socket are one choice: a source that sets either replaces both.
+ */
+function mergeInto(target: Plain, source: Plain, origin: string, origins: Origins, prefix = ''): void {
+  if (prefix === 'engine.' && (source.host !== undefined || source.socket !== undefined)) {
+    delete target.host;
+    delete target.socket;
+  }
+  for (const [key, value] of Object.entries(source)) {
+    if (value === undefined) continue;
+    const dotted = `${prefix}${key}`;
+    if (isPlain(value) && isPlain(target[key])) {
+      mergeInto(target[key] as Plain, value, origin, origins, `${dotted}.`);
+    } else {
+      target[key] = isPlain(value) ? structuredClone(value) : Array.isArray(value) ? [...value] : value;
+      origins.set(dotted, origin);
+    }
+  }
+}
+
+function envInput(env: Readonly<Record<string, string | undefined>>, origins: Map<string, string>): Plain {
+  const input: Plain = {};
+  const put = (key: string, value: unknown, variable: string): void => {
+    const parts = key.split('.');
+    let node = input;
+    for (const part of parts.slice(0, -1)) node = (node[part] ??= {}) as Plain;
+    node[parts[parts.length - 1]!] = value;
+    origins.set(key, variable);
+  };
+  const engineVars = env.BERTH_ENGINE_HOST !== undefined || env.BERTH_ENGINE_SOCKET !== undefined;
+  if (!engineVars && env.DOCKER_HOST?.trim()) put('engine.host', env.DOCKER_HOST.trim(), 'DOCKER_HOST');
+  for (const [key, kind] of Object.entries(LEAVES)) {
+    const variable = envVarForKey(key);
+    const raw = env[variable];
+    if (raw === undefined) continue;
+    put(key, coerce(raw, kind), variable);
+  }
+  return input;
+}
+
+/** Reads an environment variable's text as the key's kind; text that does not fit is left for the schema to report. */
+function coerce(raw: string, kind: LeafKind): unknown {
+  const value = raw.trim();
+  switch (kind) {
+    case 'boolean':
+      if (/^(true|1|yes|on)$/i.test(value)) return true;
+      if (/^(false|0|no|off)$/i.test(value)) return false;
+      return value;
+    case 'integer':
+      return /^-?\d+$/.test(value) ? Number(value) : value;
+    case 'list':
+      return value === '' ? [] : value.split(',').map((item) => item.trim());
+    default:
+      return value;
+  }
+}
+
+function readFileInput(file: string): Plain {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ValidationError([{ field: file, rule: `cannot be read: ${(error as Error).message}` }], { cause: error });
+  }
+  const doc = parseDocument(text, { uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw new ValidationError(doc.errors.map((e) => ({ field: file, rule: `is not valid YAML: ${e.message.split('\n')[0]}` })));
+  }
+  const value: unknown = doc.toJS();
+  if (value === null || value === undefined) return {};
+  if (!isPlain(value)) throw new ValidationError([{ field: file, rule: 'must be a YAML mapping of configuration keys' }]);
+  return value;
+}
+
+function issueField(pathParts: readonly PropertyKey[]): string {
+  return pathParts.length === 0 ? '(configuration)' : pathParts.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[');
+}
+
+function originOf(origins: Origins, field: string): string | undefined {
+  for (let key = field.replace(/\[\d+\]/g, ''); key !== ''; key = key.includes('.') ? key.slice(0, key.lastIndexOf('.')) : '') {
+    const origin = origins.get(key);
+    if (origin !== undefined) return origin;
+  }
+  return undefined;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const child of Object.values(value)) deepFreeze(child);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/**
+ * Loads, merges, validates and compiles the configuration once. Throws a ValidationError naming
+ * every bad key, its rule, and where the value came from (the file, the environment variable, or
+ * the flags).
+ */
+export function loadAgentConfig(sources: ConfigSources): AgentConfig {
+  const env = sources.env ?? {};
+  const file = sources.file ?? (env.BERTH_CONFIG?.trim() || undefined);
+  const origins: Origins = new Map();
+  const merged: Plain = {};
+  mergeInto(merged, defaultsInput(sources.host, env) as Plain, 'default', origins);
+  if (file !== undefined) mergeInto(merged, readFileInput(file), file, origins);
+  const envOrigins = new Map<string, string>();
+  mergeInto(merged, envInput(env, envOrigins), 'environment', origins);
+  for (const [key, variable] of envOrigins) origins.set(key, variable);
+  if (sources.flags) mergeInto(merged, sources.flags as Plain, 'flags', origins);
+
+  const parsed = buildSchema(sources.host).safeParse(merged);
+  if (!parsed.success) {
+    const issues: FieldIssue[] = parsed.error.issues.flatMap((i): FieldIssue[] => {
+      const keys = i.code === 'unrecognized_keys' ? i.keys.map((k) => issueField([...i.path, k])) : [issueField(i.path)];
+      return keys.map((field) => {
+        const rule =
+          i.code === 'unrecognized_keys' ? 'is not a configuration key' : i.code === 'invalid_type' && i.expected === 'object' ? 'must be a mapping of keys' : i.message;
+        const origin = originOf(origins, field);
+        return { field, rule: origin && origin !== 'default' ? `${rule} (from ${origin})` : rule };
+      });
+    });
+    throw new ValidationError(issues, { context: { file } });
+  }
+  const c = parsed.data;
+  const socketPath = c.socketPath ?? path.join(c.dataDir, 'agent.sock');
+  // sun_path holds 108 bytes with the terminating NUL; a longer path fails only at listen time.
+  if (Buffer.byteLength(socketPath) > 107) {
+    const origin = c.socketPath === undefined ? 'dataDir' : originOf(origins, 'socketPath');
+    throw new ValidationError(
+      [{ field: 'socketPath', rule: `${socketPath} is longer than a unix socket path may be (107 bytes); set a shorter socketPath or dataDir${origin && origin !== 'default' ? ` (from ${origin})` : ''}` }],
+      { context: { file } },
+    );
+  }
+  const config: AgentConfig = {
+    dataDir: c.dataDir,
+    socketPath,
+    ...(c.listen ? { listen: c.listen } : {}),
+    ...(c.agentId ? { agentId: c.agentId } : {}),
+    engine: c.engine.host ?? (c.engine.socket ? { socketPath: c.engine.socket } : { socketPath: '/var/run/docker.sock' }),
+    policy: {
+      allowPrivileged: c.policy.allowPrivileged,
+      allowedBindSources: c.policy.allowedBindSources.map((p) => path.normalize(p)),
+      allowedCapabilities: c.policy.allowedCapabilities.map((cap) => cap.toUpperCase().replace(/^CAP_/, '')),
+    },
+    defaults: {
+      resources: { memoryBytes: c.defaults.resources.memory, cpuMilli: c.defaults.resources.cpuMilli, pidsLimit: c.defaults.resources.pidsLimit },
+    },
+    admission: {
+      memoryBytes: c.admission.memory,
+      cpuMilli: c.admission.cpuMilli,
+      ...(c.admission.maxConcurrent !== undefined ? { maxConcurrent: c.admission.maxConcurrent } : {}),
+    },
+    images: { removeDelayMs: c.images.removeDelay, cleanup: c.images.cleanup, pullActivityTimeoutMs: c.images.pullActivityTimeout },
+    logs: { maxFileBytes: c.logs.maxFileSize, maxFiles: c.logs.maxFiles },
+    engineLog: { maxSizeBytes: c.engineLog.maxSize },
+    reconcile: { enabled: c.reconcile.enabled, periodMs: c.reconcile.period, creationGraceMs: c.reconcile.creationGrace, dryRun: c.reconcile.dryRun },
+    prune: {
+      ...(c.prune.schedule !== undefined ? { scheduleMs: c.prune.schedule } : {}),
+      ...(c.prune.imageBudget !== undefined ? { imageBudgetBytes: c.prune.imageBudget } : {}),
+      exemptImages: c.prune.exemptImages,
+    },
+    ...(file !== undefined ? { file } : {}),
+  };
+  return deepFreeze(config);
+}
+
+// ---- reload ----
+
+export type ReloadResult =
+  | {
+      ok: true;
+      config: AgentConfig;
+      previous: AgentConfig;
+      /** Dotted keys whose values changed and took effect. */
+      changed: string[];
+      /** Dotted keys that changed in the sources but keep their old values until a restart. */
+      needsRestart: string[];
+    }
+  | { ok: false; error: ValidationError; config: AgentConfig };
+
+function changedKeys(before: unknown, after: unknown, prefix = ''): string[] {
+  if (isPlain(before) && isPlain(after)) {
+    const keys = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort();
+    return keys.flatMap((key) => changedKeys(before[key], after[key], prefix === '' ? key : `${prefix}.${key}`));
+  }
+  return JSON.stringify(before) === JSON.stringify(after) ? [] : [prefix];
+}
+
+/**
+ * Holds the configuration as one immutable value and swaps it atomically (read-copy-update, as
+ * Moby's daemon does): an operation takes `current()` once when it starts and keeps that snapshot,
+ * so a request that races a reload still sees one consistent configuration.
+ */
+export class ConfigHolder {
+  readonly #sources: ConfigSources;
+  #current: AgentConfig;
+
+  /** Loads the configuration; throws the ValidationError if it is invalid. */
+  constructor(sources: ConfigSources) {
+    this.#sources = sources;
+    this.#current = loadAgentConfig(sources);
+  }
+
+  /** The configuration in force: a frozen snapshot that never changes under the caller. */
+  current(): AgentConfig {
+    return this.#current;
+  }
+
+  /**
+   * Re-reads the file (the environment and flags are those of the process, fixed at start),
+   * validates, and swaps. An invalid file is refused: the result carries the error (naming the
+   * keys) and the old configuration stays. Keys in RESTART_ONLY_KEYS keep their running values and
+   * are reported in `needsRestart`. Nothing is logged here: the caller logs the result once.
+   */
+  reload(): ReloadResult {
+    const previous = this.#current;
+    let loaded: AgentConfig;
+    try {
+      loaded = loadAgentConfig(this.#sources);
+    } catch (error) {
+      if (error instanceof ValidationError) return { ok: false, error, config: previous };
+      throw error;
+    }
+    const needsRestart = RESTART_ONLY_KEYS.flatMap((key) => changedKeys(previous[key as keyof AgentConfig], loaded[key as keyof AgentConfig], key)).sort();
+    // A running agent cannot move its database or its sockets: those keys keep their running values.
+    const next: Record<string, unknown> = { ...loaded };
+    for (const key of RESTART_ONLY_KEYS) {
+      const running = previous[key as keyof AgentConfig];
+      if (running === undefined) delete next[key];
+      else next[key] = running;
+    }
+    deepFreeze(next);
+    const config = next as unknown as AgentConfig;
+    const changed = changedKeys(previous, config);
+    this.#current = config;
+    return { ok: true, config, previous, changed, needsRestart };
+  }
+}

@@ -1,0 +1,352 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { isBerthError, ValidationError } from '../../../src/common/errors.js';
+import {
+  CONFIG_ENV_VARS,
+  ConfigHolder,
+  defaultAdmissionBudget,
+  envVarForKey,
+  loadAgentConfig,
+  type AgentConfigInput,
+  type HostFacts,
+} from '../../../src/agent/config.js';
+
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+const host: HostFacts = { uid: 1000, homedir: '/home/ada', totalMemoryBytes: 8 * GiB, cpuCount: 4 };
+
+let dir: string;
+let counter = 0;
+function yamlFile(text: string): string {
+  const file = path.join(dir, `config-${++counter}.yaml`);
+  writeFileSync(file, text);
+  return file;
+}
+
+before(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'berth-config-'));
+});
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Asserts that loading throws a ValidationError with an issue for `field` whose rule matches. */
+function assertIssue(load: () => unknown, field: string, rule: RegExp): void {
+  assert.throws(load, (error: unknown) => {
+    assert.ok(error instanceof ValidationError, `expected a ValidationError, got ${String(error)}`);
+    assert.ok(isBerthError(error, 'BERTH_VALIDATION'));
+    const found = error.issues.find((i) => i.field === field);
+    assert.ok(found, `no issue for ${field} in: ${error.message}`);
+    assert.match(found.rule, rule);
+    assert.ok(error.message.includes(`${field}: `), 'the message names the key');
+    return true;
+  });
+}
+
+describe('loadAgentConfig: defaults', () => {
+  it('works with no file, no environment and no flags', () => {
+    const config = loadAgentConfig({ host });
+    assert.equal(config.dataDir, '/home/ada/.local/share/berth');
+    assert.equal(config.socketPath, '/home/ada/.local/share/berth/agent.sock');
+    assert.equal(config.listen, undefined);
+    assert.equal(config.agentId, undefined);
+    assert.deepEqual(config.engine, { socketPath: '/var/run/docker.sock' });
+    assert.deepEqual(config.policy, { allowPrivileged: false, allowedBindSources: [], allowedCapabilities: [] });
+    assert.deepEqual(config.defaults.resources, { memoryBytes: 256 * MiB, cpuMilli: 1000, pidsLimit: 1024 });
+    assert.deepEqual(config.images, { removeDelayMs: 180_000, cleanup: true, pullActivityTimeoutMs: 120_000 });
+    assert.deepEqual(config.logs, { maxFileBytes: 10 * MiB, maxFiles: 2 });
+    assert.deepEqual(config.engineLog, { maxSizeBytes: MiB });
+    assert.deepEqual(config.reconcile, { enabled: true, periodMs: 300_000, creationGraceMs: 300_000, dryRun: false });
+    assert.deepEqual(config.prune, { exemptImages: [] });
+    assert.equal(config.file, undefined);
+  });
+
+  it('keeps state under /var/lib/berth as root, and under XDG_DATA_HOME when set', () => {
+    assert.equal(loadAgentConfig({ host: { ...host, uid: 0 } }).dataDir, '/var/lib/berth');
+    assert.equal(loadAgentConfig({ host, env: { XDG_DATA_HOME: '/data/xdg' } }).dataDir, '/data/xdg/berth');
+  });
+
+  it('derives the admission budget from the host less a headroom', () => {
+    const config = loadAgentConfig({ host });
+    // 8 GiB less max(256 MiB, 10%) = 8 GiB less 819.2 MiB; 4 CPUs less 100 milli-CPUs.
+    assert.equal(config.admission.memoryBytes, 8 * GiB - Math.floor(0.8 * GiB));
+    assert.equal(config.admission.cpuMilli, 3900);
+    assert.equal(config.admission.maxConcurrent, undefined);
+    // A small host keeps at least 256 MiB back and never goes below zero.
+    assert.deepEqual(defaultAdmissionBudget({ totalMemoryBytes: GiB, cpuCount: 1 }), { memoryBytes: 768 * MiB, cpuMilli: 900 });
+    assert.deepEqual(defaultAdmissionBudget({ totalMemoryBytes: 100 * MiB, cpuCount: 0.05 }), { memoryBytes: 0, cpuMilli: 100 });
+  });
+
+  it('is deeply frozen', () => {
+    const config = loadAgentConfig({ host });
+    assert.ok(Object.isFrozen(config));
+    assert.ok(Object.isFrozen(config.policy.allowedBindSources));
+    assert.ok(Object.isFrozen(config.reconcile));
+    assert.throws(() => {
+      (config.reconcile as { periodMs: number }).periodMs = 1;
+    }, TypeError);
+  });
+});
+
+describe('loadAgentConfig: sources and precedence', () => {
+  it('compiles durations and sizes from the file into milliseconds and bytes', () => {
+    const file = yamlFile(`
+dataDir: ~/berth-state
+listen: 127.0.0.1:7070
+agentId: host-7
+engine:
+  host: tcp://10.0.0.5:2376
+policy:
+  allowedBindSources: [/srv/data, /tmp/]
+  allowPrivileged: true
+  allowedCapabilities: [net_admin, CAP_SYS_PTRACE]
+defaults:
+  resources: { memory: 128m, cpuMilli: 500, pidsLimit: 64 }
+admission: { memory: 2g, cpuMilli: 2000, maxConcurrent: 8 }
+images: { removeDelay: 90s, cleanup: false, pullActivityTimeout: 1m30s }
+logs: { maxFileSize: 1m, maxFiles: 3 }
+engineLog: { maxSize: 512k }
+reconcile: { enabled: false, period: 1h, creationGrace: 10m, dryRun: true }
+prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
+`);
+    const config = loadAgentConfig({ file, host });
+    assert.equal(config.file, file);
+    assert.equal(config.dataDir, '/home/ada/berth-state');
+    assert.equal(config.socketPath, '/home/ada/berth-state/agent.sock');
+    assert.deepEqual(config.listen, { host: '127.0.0.1', port: 7070 });
+    assert.equal(config.agentId, 'host-7');
+    assert.deepEqual(config.engine, { host: '10.0.0.5', port: 2376 });
+    assert.deepEqual(config.policy, { allowPrivileged: true, allowedBindSources: ['/srv/data', '/tmp/'], allowedCapabilities: ['NET_ADMIN', 'SYS_PTRACE'] });
+    assert.deepEqual(config.defaults.resources, { memoryBytes: 128 * MiB, cpuMilli: 500, pidsLimit: 64 });
+    assert.deepEqual(config.admission, { memoryBytes: 2 * GiB, cpuMilli: 2000, maxConcurrent: 8 });
+    assert.deepEqual(config.images, { removeDelayMs: 90_000, cleanup: false, pullActivityTimeoutMs: 90_000 });
+    assert.deepEqual(config.logs, { maxFileBytes: MiB, maxFiles: 3 });
+    assert.deepEqual(config.engineLog, { maxSizeBytes: 512 * 1024 });
+    assert.deepEqual(config.reconcile, { enabled: false, periodMs: 3_600_000, creationGraceMs: 600_000, dryRun: true });
+    assert.deepEqual(config.prune, { scheduleMs: 86_400_000, imageBudgetBytes: 20 * GiB, exemptImages: ['busybox:latest'] });
+  });
+
+  it('takes flags over the environment over the file over the defaults', () => {
+    const file = yamlFile('reconcile: { period: 1m, creationGrace: 2m }\nlogs: { maxFiles: 5, maxFileSize: 2m }\n');
+    const env = { BERTH_RECONCILE_PERIOD: '3m', BERTH_LOGS_MAX_FILES: '7' };
+    const flags: AgentConfigInput = { reconcile: { period: '4m' } };
+    const config = loadAgentConfig({ file, env, flags, host });
+    assert.equal(config.reconcile.periodMs, 240_000, 'flag over environment');
+    assert.equal(config.logs.maxFiles, 7, 'environment over file');
+    assert.equal(config.reconcile.creationGraceMs, 120_000, 'file over default');
+    assert.equal(config.logs.maxFileBytes, 2 * MiB, 'file over default');
+    assert.equal(config.images.removeDelayMs, 180_000, 'default');
+  });
+
+  it('ignores flags left undefined (options not given on the command line)', () => {
+    const config = loadAgentConfig({ env: { BERTH_LISTEN: 'localhost:9000' }, flags: { listen: undefined, reconcile: { period: undefined } }, host });
+    assert.deepEqual(config.listen, { host: 'localhost', port: 9000 });
+    assert.equal(config.reconcile.periodMs, 300_000);
+  });
+
+  it('reads every key from its BERTH_* environment variable', () => {
+    const env: Record<string, string> = {
+      BERTH_DATA_DIR: '/srv/berth',
+      BERTH_SOCKET_PATH: '/run/berth.sock',
+      BERTH_LISTEN: '[::1]:7070',
+      BERTH_AGENT_ID: 'a1',
+      BERTH_ENGINE_SOCKET: '/run/docker.sock',
+      BERTH_POLICY_ALLOWED_BIND_SOURCES: '/srv, /data',
+      BERTH_POLICY_ALLOW_PRIVILEGED: 'yes',
+      BERTH_POLICY_ALLOWED_CAPABILITIES: 'NET_ADMIN',
+      BERTH_DEFAULTS_RESOURCES_MEMORY: '64m',
+      BERTH_DEFAULTS_RESOURCES_CPU_MILLI: '250',
+      BERTH_DEFAULTS_RESOURCES_PIDS_LIMIT: '32',
+      BERTH_ADMISSION_MEMORY: '1g',
+      BERTH_ADMISSION_CPU_MILLI: '1500',
+      BERTH_ADMISSION_MAX_CONCURRENT: '3',
+      BERTH_IMAGES_REMOVE_DELAY: '0s',
+      BERTH_IMAGES_CLEANUP: 'off',
+      BERTH_IMAGES_PULL_ACTIVITY_TIMEOUT: '30s',
+      BERTH_LOGS_MAX_FILE_SIZE: '100k',
+      BERTH_LOGS_MAX_FILES: '1',
+      BERTH_ENGINE_LOG_MAX_SIZE: '2m',
+      BERTH_RECONCILE_ENABLED: 'false',
+      BERTH_RECONCILE_PERIOD: '10m',
+      BERTH_RECONCILE_CREATION_GRACE: '1m',
+      BERTH_RECONCILE_DRY_RUN: '1',
+      BERTH_PRUNE_SCHEDULE: '12h',
+      BERTH_PRUNE_IMAGE_BUDGET: '5g',
+      BERTH_PRUNE_EXEMPT_IMAGES: 'a:1,b:2',
+    };
+    // BERTH_ENGINE_HOST is the alternative to BERTH_ENGINE_SOCKET, covered below.
+    assert.deepEqual(Object.values(CONFIG_ENV_VARS).filter((v) => v !== 'BERTH_ENGINE_HOST').sort(), Object.keys(env).sort(), 'the test covers every variable');
+    const config = loadAgentConfig({ env, host });
+    assert.deepEqual(config, {
+      dataDir: '/srv/berth',
+      socketPath: '/run/berth.sock',
+      listen: { host: '::1', port: 7070 },
+      agentId: 'a1',
+      engine: { socketPath: '/run/docker.sock' },
+      policy: { allowPrivileged: true, allowedBindSources: ['/srv', '/data'], allowedCapabilities: ['NET_ADMIN'] },
+      defaults: { resources: { memoryBytes: 64 * MiB, cpuMilli: 250, pidsLimit: 32 } },
+      admission: { memoryBytes: GiB, cpuMilli: 1500, maxConcurrent: 3 },
+      images: { removeDelayMs: 0, cleanup: false, pullActivityTimeoutMs: 30_000 },
+      logs: { maxFileBytes: 100 * 1024, maxFiles: 1 },
+      engineLog: { maxSizeBytes: 2 * MiB },
+      reconcile: { enabled: false, periodMs: 600_000, creationGraceMs: 60_000, dryRun: true },
+      prune: { scheduleMs: 43_200_000, imageBudgetBytes: 5 * GiB, exemptImages: ['a:1', 'b:2'] },
+    });
+  });
+
+  it('names environment variables after their keys', () => {
+    assert.equal(envVarForKey('reconcile.creationGrace'), 'BERTH_RECONCILE_CREATION_GRACE');
+    assert.equal(envVarForKey('dataDir'), 'BERTH_DATA_DIR');
+  });
+
+  it('reads the file named by BERTH_CONFIG', () => {
+    const file = yamlFile('logs:\n  maxFiles: 9\n');
+    assert.equal(loadAgentConfig({ env: { BERTH_CONFIG: file }, host }).logs.maxFiles, 9);
+  });
+
+  it('honours DOCKER_HOST below BERTH_ENGINE_*, and engine.host and engine.socket as one choice', () => {
+    assert.deepEqual(loadAgentConfig({ env: { DOCKER_HOST: 'unix:///custom/docker.sock' }, host }).engine, { socketPath: '/custom/docker.sock' });
+    assert.deepEqual(loadAgentConfig({ env: { DOCKER_HOST: 'tcp://engine:2375' }, host }).engine, { host: 'engine', port: 2375 });
+    assert.deepEqual(
+      loadAgentConfig({ env: { DOCKER_HOST: 'tcp://engine:2375', BERTH_ENGINE_SOCKET: '/run/d.sock' }, host }).engine,
+      { socketPath: '/run/d.sock' },
+    );
+    assert.deepEqual(loadAgentConfig({ env: { BERTH_ENGINE_HOST: 'tcp://e:1' }, host }).engine, { host: 'e', port: 1 });
+    // A file naming a TCP engine is overridden by a socket from the flags, not combined with it.
+    const file = yamlFile('engine:\n  host: tcp://far:2376\n');
+    assert.deepEqual(loadAgentConfig({ file, flags: { engine: { socket: '/near.sock' } }, host }).engine, { socketPath: '/near.sock' });
+  });
+
+  it('treats an empty file as no settings', () => {
+    assert.equal(loadAgentConfig({ file: yamlFile(''), host }).logs.maxFiles, 2);
+  });
+});
+
+describe('loadAgentConfig: bad values name their key', () => {
+  const load = (yaml: string) => () => loadAgentConfig({ file: yamlFile(yaml), host });
+
+  it('a bad duration', () => {
+    assertIssue(load('reconcile:\n  period: soon\n'), 'reconcile.period', /^must be a duration such as "5m" \(from .*\.yaml\)$/);
+  });
+  it('a duration under the minimum', () => {
+    assertIssue(load('reconcile:\n  period: 10ms\n'), 'reconcile.period', /at least 1000 ms/);
+  });
+  it('a bad size', () => {
+    assertIssue(load('logs:\n  maxFileSize: lots\n'), 'logs.maxFileSize', /must be a size such as "10m"/);
+    assertIssue(load('defaults:\n  resources:\n    memory: 1k\n'), 'defaults.resources.memory', /at least 6291456 bytes/);
+  });
+  it('a bad boolean', () => {
+    assertIssue(load('policy:\n  allowPrivileged: "yes please"\n'), 'policy.allowPrivileged', /must be true or false/);
+  });
+  it('a bad integer', () => {
+    assertIssue(load('admission:\n  maxConcurrent: 2.5\n'), 'admission.maxConcurrent', /whole number/);
+    assertIssue(load('logs:\n  maxFiles: 0\n'), 'logs.maxFiles', /between 1 and 100/);
+  });
+  it('a bad list item, by its index', () => {
+    assertIssue(load('policy:\n  allowedBindSources: [/ok, relative/path]\n'), 'policy.allowedBindSources[1]', /absolute host path/);
+    assertIssue(load('policy:\n  allowedCapabilities: "NET_ADMIN"\n'), 'policy.allowedCapabilities', /must be a list/);
+  });
+  it('a bad path, address, engine host, id and schedule', () => {
+    assertIssue(load('dataDir: relative/dir\n'), 'dataDir', /absolute path/);
+    assertIssue(load('listen: 7070\n'), 'listen', /host:port/);
+    assertIssue(load('listen: "localhost:99999"\n'), 'listen', /host:port/);
+    assertIssue(load('engine:\n  host: ftp://x\n'), 'engine.host', /unix:\/\/\/path\/to\/socket or tcp:\/\/host:port/);
+    assertIssue(load('agentId: "has space"\n'), 'agentId', /characters/);
+    assertIssue(load('prune:\n  schedule: sometimes\n'), 'prune.schedule', /"off" or a duration/);
+  });
+  it('engine.host and engine.socket set together', () => {
+    assertIssue(load('engine:\n  host: tcp://e:1\n  socket: /run/d.sock\n'), 'engine.host', /set engine\.host or engine\.socket, not both/);
+  });
+  it('an unknown key and a section that is not a mapping', () => {
+    assertIssue(load('reconcile:\n  perod: 5m\n'), 'reconcile.perod', /is not a configuration key/);
+    assertIssue(load('images: true\n'), 'images', /must be a mapping/);
+  });
+  it('a bad value from the environment names the variable', () => {
+    assertIssue(
+      () => loadAgentConfig({ env: { BERTH_RECONCILE_PERIOD: 'soon' }, host }),
+      'reconcile.period',
+      /must be a duration such as "5m" \(from BERTH_RECONCILE_PERIOD\)/,
+    );
+    assertIssue(() => loadAgentConfig({ env: { BERTH_LOGS_MAX_FILES: 'two' }, host }), 'logs.maxFiles', /whole number \(from BERTH_LOGS_MAX_FILES\)/);
+  });
+  it('a bad flag says it came from the flags', () => {
+    assertIssue(() => loadAgentConfig({ flags: { images: { removeDelay: 'later' } }, host }), 'images.removeDelay', /\(from flags\)$/);
+  });
+  it('reports every bad key at once', () => {
+    assert.throws(load('reconcile: { period: x, dryRun: 3 }\nlogs: { maxFiles: -1 }\n'), (error: unknown) => {
+      assert.ok(error instanceof ValidationError);
+      assert.deepEqual(error.issues.map((i) => i.field).sort(), ['logs.maxFiles', 'reconcile.dryRun', 'reconcile.period']);
+      return true;
+    });
+  });
+  it('a socket path too long for a unix socket', () => {
+    assertIssue(() => loadAgentConfig({ flags: { dataDir: `/${'d'.repeat(120)}` }, host }), 'socketPath', /longer than a unix socket path may be/);
+  });
+  it('a missing file, and a file that is not YAML, are named by their path', () => {
+    const missing = path.join(dir, 'absent.yaml');
+    assertIssue(() => loadAgentConfig({ file: missing, host }), missing, /cannot be read/);
+    const broken = yamlFile('reconcile: [unclosed\n');
+    assertIssue(() => loadAgentConfig({ file: broken, host }), broken, /is not valid YAML/);
+    const scalar = yamlFile('just text\n');
+    assertIssue(() => loadAgentConfig({ file: scalar, host }), scalar, /must be a YAML mapping/);
+  });
+});
+
+describe('ConfigHolder', () => {
+  it('reload swaps in a valid file while a snapshot taken before stays unchanged', () => {
+    const file = yamlFile('reconcile:\n  period: 5m\nlogs:\n  maxFiles: 2\n');
+    const holder = new ConfigHolder({ file, host });
+    const before = holder.current();
+    writeFileSync(file, 'reconcile:\n  period: 7m\nlogs:\n  maxFiles: 4\n');
+    const result = holder.reload();
+    assert.ok(result.ok);
+    assert.deepEqual(result.changed, ['logs.maxFiles', 'reconcile.periodMs']);
+    assert.deepEqual(result.needsRestart, []);
+    assert.equal(result.previous, before);
+    assert.equal(holder.current(), result.config);
+    assert.equal(holder.current().reconcile.periodMs, 420_000);
+    assert.equal(before.reconcile.periodMs, 300_000, 'the earlier snapshot is untouched');
+    assert.equal(before.logs.maxFiles, 2);
+    assert.ok(Object.isFrozen(holder.current().logs));
+  });
+
+  it('reload refuses an invalid file, naming the key, and keeps the old configuration', () => {
+    const file = yamlFile('reconcile:\n  period: 5m\n');
+    const holder = new ConfigHolder({ file, host });
+    const before = holder.current();
+    writeFileSync(file, 'reconcile:\n  period: whenever\n');
+    const result = holder.reload();
+    assert.equal(result.ok, false);
+    assert.ok(!result.ok);
+    assert.match(result.error.message, /^reconcile\.period: must be a duration such as "5m"/);
+    assert.equal(result.config, before);
+    assert.equal(holder.current(), before);
+  });
+
+  it('reload keeps keys that need a restart and reports them', () => {
+    const file = yamlFile('dataDir: /srv/one\nlogs:\n  maxFiles: 2\n');
+    const holder = new ConfigHolder({ file, host });
+    writeFileSync(file, 'dataDir: /srv/two\nlisten: 127.0.0.1:7000\nlogs:\n  maxFiles: 3\n');
+    const result = holder.reload();
+    assert.ok(result.ok);
+    assert.deepEqual(result.needsRestart, ['dataDir', 'listen', 'socketPath']);
+    assert.deepEqual(result.changed, ['logs.maxFiles']);
+    assert.equal(holder.current().dataDir, '/srv/one');
+    assert.equal(holder.current().socketPath, '/srv/one/agent.sock');
+    assert.equal(holder.current().listen, undefined);
+  });
+
+  it('reload with nothing changed reports no change', () => {
+    const holder = new ConfigHolder({ file: yamlFile('logs: { maxFiles: 2 }\n'), host });
+    const result = holder.reload();
+    assert.ok(result.ok);
+    assert.deepEqual(result.changed, []);
+  });
+
+  it('the constructor throws for an invalid configuration', () => {
+    assertIssue(() => new ConfigHolder({ env: { BERTH_LISTEN: 'nowhere' }, host }), 'listen', /^must be host:port.*\(from BERTH_LISTEN\)$/);
+  });
+});
