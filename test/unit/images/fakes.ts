@@ -1,0 +1,140 @@
+/**
+ * A narrow scripted fake of the engine port the image coordinator takes, and a manual clock. The
+ * coordination logic (sharing, cancellation, reference counts, delayed removal) is tested against
+ * these, where the real engine could not make the interleavings deterministic.
+ */
+import { PassThrough } from 'node:stream';
+import { BerthError } from '../../../src/common/errors.js';
+import type { CallOptions } from '../../../src/engine/engine.js';
+import type { ImageInspect, RegistryAuth } from '../../../src/engine/types.js';
+import type { Clock, TimerHandle } from '../../../src/images/clock.js';
+import type { ImageEngine } from '../../../src/images/coordinator.js';
+
+export interface ScriptedPull {
+  readonly fromImage: string;
+  readonly tag: string;
+  readonly auth: RegistryAuth | undefined;
+  readonly signal: AbortSignal | undefined;
+  readonly stream: PassThrough;
+  /** Writes a line of progress. */
+  progress(line: Record<string, unknown>): void;
+  /** Makes the image present under `name` as `imageId` and ends the stream as the engine does. */
+  complete(name: string, imageId: string): void;
+  /** Reports an in-stream error and ends the stream. */
+  failInStream(message: string): void;
+}
+
+type RemoveAnswer = 'removed' | 'absent' | 'in-use' | Error;
+
+export class FakeImageEngine implements ImageEngine {
+  /** Local name → image id. */
+  readonly names = new Map<string, string>();
+  readonly pulls: ScriptedPull[] = [];
+  readonly removals: string[] = [];
+  inspections = 0;
+  /** Answers for removeImage calls in order; when empty, the image's names are dropped and 'removed' is answered. */
+  readonly removeAnswers: RemoveAnswer[] = [];
+  /** When set, openPull rejects with this error instead of opening a stream. */
+  openError: ((attempt: number) => Error | undefined) | undefined;
+  readonly #pullWaiters: Array<() => void> = [];
+
+  openPull = async (fromImage: string, tag: string, auth: RegistryAuth | undefined, options: CallOptions = {}) => {
+    const error = this.openError?.(this.pulls.length + 1);
+    const stream = new PassThrough();
+    const pull: ScriptedPull = {
+      fromImage,
+      tag,
+      auth,
+      signal: options.signal,
+      stream,
+      progress: (line) => void stream.write(`${JSON.stringify(line)}\n`),
+      complete: (name, imageId) => {
+        this.names.set(name, imageId);
+        stream.end(`${JSON.stringify({ status: `Status: Downloaded newer image for ${name}` })}\n`);
+      },
+      failInStream: (message) => void stream.end(`${JSON.stringify({ error: message, errorDetail: { message } })}\n`),
+    };
+    this.pulls.push(pull);
+    for (const notify of this.#pullWaiters.splice(0)) notify();
+    if (error) throw error;
+    options.signal?.addEventListener('abort', () => stream.destroy(), { once: true });
+    return stream;
+  };
+
+  inspectImage = async (ref: string, _options: CallOptions = {}): Promise<ImageInspect> => {
+    this.inspections++;
+    await Promise.resolve();
+    const id = this.names.get(ref) ?? ([...this.names.values()].includes(ref) ? ref : undefined);
+    if (id === undefined) throw new BerthError('BERTH_ENGINE_NOT_FOUND', `inspect image: No such image: ${ref}`);
+    return { id, repoTags: [], repoDigests: [], sizeBytes: 1, createdAt: new Date(0), labels: {} };
+  };
+
+  removeImage = async (ref: string, _options: CallOptions & { force?: boolean } = {}): Promise<'removed' | 'absent' | 'in-use'> => {
+    this.removals.push(ref);
+    await Promise.resolve();
+    const answer = this.removeAnswers.shift();
+    if (answer instanceof Error) throw answer;
+    if (answer !== undefined) return answer;
+    const existed = this.names.delete(ref);
+    for (const [name, id] of this.names) if (id === ref) this.names.delete(name);
+    return existed ? 'removed' : 'absent';
+  };
+
+  /** Resolves once `count` pulls have been opened in all. */
+  async pullsOpened(count: number): Promise<void> {
+    while (this.pulls.length < count) await new Promise<void>((resolve) => this.#pullWaiters.push(resolve));
+  }
+}
+
+/** A clock whose time moves only when the test says so. */
+export class ManualClock implements Clock {
+  #now = 0;
+  #timers = new Map<number, { at: number; callback: () => void }>();
+  #nextId = 1;
+
+  now(): number {
+    return this.#now;
+  }
+
+  setTimeout(callback: () => void, delayMs: number): TimerHandle {
+    const id = this.#nextId++;
+    this.#timers.set(id, { at: this.#now + delayMs, callback });
+    return id;
+  }
+
+  clearTimeout(handle: TimerHandle): void {
+    this.#timers.delete(handle as number);
+  }
+
+  /** Timers pending now. */
+  get pending(): number {
+    return this.#timers.size;
+  }
+
+  /** Moves time forward, firing every timer that falls due, in order. */
+  advance(ms: number): void {
+    const target = this.#now + ms;
+    for (;;) {
+      const due = [...this.#timers.entries()].filter(([, t]) => t.at <= target).sort((a, b) => a[1].at - b[1].at)[0];
+      if (!due) break;
+      this.#timers.delete(due[0]);
+      this.#now = due[1].at;
+      due[1].callback();
+    }
+    this.#now = target;
+  }
+}
+
+/** Lets pending promise continuations and I/O callbacks run. */
+export function settle(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** Polls `condition` until it holds; fails after `timeoutMs` (a deadline, not a timing assertion). */
+export async function until(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await settle();
+  }
+}
