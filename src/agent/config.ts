@@ -46,7 +46,7 @@ export interface AgentConfigInput {
     resources?: {
       /** Default "256m". */
       memory?: SizeInput;
-      /** Default 1000 (one CPU). */
+      /** Default 250 (a quarter of a CPU): eight short tasks share two cores. */
       cpuMilli?: number;
       /** Default 1024. */
       pidsLimit?: number;
@@ -219,7 +219,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     dataDir: defaultDataDir(host, env),
     engine: { socket: '/var/run/docker.sock' },
     policy: { allowedBindSources: [], allowPrivileged: false, allowedCapabilities: [] },
-    defaults: { resources: { memory: '256m', cpuMilli: 1000, pidsLimit: 1024 } },
+    defaults: { resources: { memory: '256m', cpuMilli: 250, pidsLimit: 1024 } },
     admission: { memory: budget.memoryBytes, cpuMilli: budget.cpuMilli },
     images: { removeDelay: '3m', cleanup: true, pullActivityTimeout: '2m' },
     logs: { maxFileSize: '10m', maxFiles: 2 },

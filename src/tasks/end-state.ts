@@ -3,7 +3,8 @@ import type { BerthError } from '../common/errors.js';
 /** How a task ended. Every task reaches exactly one of these. */
 export type EndState =
   | { kind: 'success'; exitCode: 0 }
-  | { kind: 'failed'; exitCode: number }
+  /** `reason` is set when berth could not start the task at all (exit code 125, as docker run uses). */
+  | { kind: 'failed'; exitCode: number; reason?: string }
   /** The kernel killed the task for exceeding its memory limit (the engine's OOMKilled flag). */
   | { kind: 'oom'; exitCode: number; hint: string }
   /** The run time limit passed; berth stopped the task. */
@@ -45,7 +46,7 @@ export function describeEndState(end: EndState): string {
     case 'success':
       return 'succeeded';
     case 'failed':
-      return `failed with exit code ${end.exitCode}`;
+      return end.reason ? `failed to start: ${end.reason}` : `failed with exit code ${end.exitCode}`;
     case 'oom':
       return `out of memory (exit code ${end.exitCode}): ${end.hint}`;
     case 'timed-out':

@@ -55,7 +55,7 @@ describe('loadAgentConfig: defaults', () => {
     assert.equal(config.agentId, undefined);
     assert.deepEqual(config.engine, { socketPath: '/var/run/docker.sock' });
     assert.deepEqual(config.policy, { allowPrivileged: false, allowedBindSources: [], allowedCapabilities: [] });
-    assert.deepEqual(config.defaults.resources, { memoryBytes: 256 * MiB, cpuMilli: 1000, pidsLimit: 1024 });
+    assert.deepEqual(config.defaults.resources, { memoryBytes: 256 * MiB, cpuMilli: 250, pidsLimit: 1024 });
     assert.deepEqual(config.images, { removeDelayMs: 180_000, cleanup: true, pullActivityTimeoutMs: 120_000 });
     assert.deepEqual(config.logs, { maxFileBytes: 10 * MiB, maxFiles: 2 });
     assert.deepEqual(config.engineLog, { maxSizeBytes: MiB });

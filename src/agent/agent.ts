@@ -1,0 +1,185 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { isBerthError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { Engine } from '../engine/engine.js';
+import { ImageCoordinator, type ImageCoordinatorSnapshot } from '../images/index.js';
+import { META_KEYS } from '../state/meta.js';
+import { openStore, STORE_FILE_NAME, type Store } from '../state/store.js';
+import { TaskDriver, type ImageProvider } from '../tasks/driver.js';
+import { AdmissionController } from './admission.js';
+import { ConfigHolder, type AgentConfig, type ConfigSources, type ReloadResult } from './config.js';
+import { AgentEvents } from './events.js';
+import { TaskSupervisor } from './supervisor.js';
+import { TaskLogStore } from './task-logs.js';
+import type { StoredTaskSpec } from '../state/tasks.js';
+
+/** Everything a running agent is made of; the HTTP layer and tests reach the parts through it. */
+export interface AgentRuntime {
+  readonly agentId: string;
+  readonly config: ConfigHolder;
+  readonly store: Store;
+  readonly engine: Engine;
+  readonly images: ImageCoordinator;
+  readonly driver: TaskDriver;
+  readonly supervisor: TaskSupervisor;
+  readonly logs: TaskLogStore;
+  readonly admission: AdmissionController;
+  readonly events: AgentEvents;
+  readonly logger: Logger;
+  /** The bearer token every API request but health must carry. */
+  readonly token: string;
+  /** Whether the engine answered its last health check. */
+  engineHealthy(): Promise<boolean>;
+  imageSnapshot(): ImageCoordinatorSnapshot;
+  /** Re-reads the configuration (SIGHUP); an invalid file is refused and the old one stays. */
+  reload(): ReloadResult;
+  /** Stops taking work and closes the store; running containers keep running. */
+  close(): Promise<void>;
+}
+
+export const TOKEN_FILE_NAME = 'token';
+
+/** Reads the API token, creating it (mode 0600) at first start. */
+export async function ensureToken(dataDir: string): Promise<string> {
+  const file = path.join(dataDir, TOKEN_FILE_NAME);
+  try {
+    return (await readFile(file, 'utf8')).trim();
+  } catch {
+    const token = randomBytes(32).toString('base64url');
+    await writeFile(file, `${token}\n`, { mode: 0o600, flag: 'wx' }).catch(async (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST') throw error;
+    });
+    await chmod(file, 0o600);
+    return (await readFile(file, 'utf8')).trim();
+  }
+}
+
+/** Records image holders in the store as the driver acquires and releases them, so a restart rebuilds them exactly. */
+function durableImageProvider(images: ImageCoordinator, store: Store): ImageProvider {
+  return {
+    async acquire(image, holderId, options) {
+      const acquired = await images.acquire(image, holderId, options);
+      store.images.addHolder({ imageId: acquired.imageId, imageRef: image, taskId: holderId });
+      return acquired;
+    },
+    release(holderId) {
+      images.release(holderId);
+      store.images.removeTask(holderId);
+    },
+  };
+}
+
+/** Waits until the engine answers, logging once while it does not: the agent outlives a wedged engine. */
+async function waitForEngine(engine: Engine, logger: Logger, signal: AbortSignal): Promise<void> {
+  let warned = false;
+  while (!signal.aborted) {
+    try {
+      await engine.checkCompatible();
+      if (warned) logger.info({}, 'the engine answers again');
+      return;
+    } catch (error) {
+      if (isBerthError(error, 'BERTH_ENGINE_VERSION')) throw error;
+      if (!warned) logger.error({ code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'the engine does not answer; waiting for it');
+      warned = true;
+      await delay(1000, undefined, { signal }).catch(() => undefined);
+    }
+  }
+}
+
+/**
+ * Builds the agent's parts from its configuration, recovers the tasks of an earlier run, and
+ * returns the runtime. Serving HTTP is the caller's (see `serveAgent`).
+ */
+export async function createAgent(sources: ConfigSources, logger: Logger): Promise<AgentRuntime> {
+  const config = new ConfigHolder(sources);
+  const initial: AgentConfig = config.current();
+  await mkdir(initial.dataDir, { recursive: true, mode: 0o700 });
+  const store = openStore(path.join(initial.dataDir, STORE_FILE_NAME), { logger });
+  const agentId = initial.agentId ?? store.meta.ensure(META_KEYS.agentId, () => `agent-${randomUUID().slice(0, 8)}`);
+  const token = await ensureToken(initial.dataDir);
+  const engine = new Engine(initial.engine);
+  const events = new AgentEvents();
+  const images = new ImageCoordinator({
+    engine,
+    logger,
+    options: {
+      removeDelay: initial.images.removeDelayMs,
+      cleanup: initial.images.cleanup,
+      pullActivityTimeout: initial.images.pullActivityTimeoutMs,
+    },
+  });
+  images.on('pull-started', (e) => events.emit({ type: 'image.pull', phase: 'started', image: e.ref }));
+  images.on('pull-shared', (e) => events.emit({ type: 'image.pull', phase: 'shared', image: e.ref }));
+  images.on('pull-finished', (e) => events.emit({ type: 'image.pull', phase: e.error ? 'failed' : 'finished', image: e.ref, ...(e.imageId ? { imageId: e.imageId } : {}), ...(e.error ? { error: e.error.message } : {}) }));
+  images.on('image-removed', (e) => events.emit({ type: 'image.removed', imageId: e.imageId }));
+  // The agent checks each spec against the policy in force at submit; the driver re-resolves it as accepted.
+  const driver = new TaskDriver({ engine, ownerId: agentId, policy: { allowPrivileged: true }, images: durableImageProvider(images, store), logger });
+  const logs = new TaskLogStore(path.join(initial.dataDir, 'logs'), { maxFileBytes: initial.logs.maxFileBytes, maxFiles: initial.logs.maxFiles });
+  const admission = new AdmissionController(initial.admission);
+  const supervisor = new TaskSupervisor({
+    store,
+    driver,
+    engine,
+    logs,
+    admission,
+    events,
+    logger,
+    policy: () => config.current().policy,
+    defaultDemand: () => config.current().defaults.resources,
+    withDefaults: (spec) => withAgentDefaults(spec, config.current()),
+  });
+
+  const closing = new AbortController();
+  await waitForEngine(engine, logger, closing.signal);
+  // Image holders come back from the store, so nobody is counted twice after a restart.
+  for (const holder of store.images.holders()) images.restoreHolder(holder.imageId, holder.taskId, holder.imageRef);
+  const recovered = await supervisor.recover();
+  logger.info({ agentId, ...recovered }, 'recovered tasks');
+
+  return {
+    agentId,
+    config,
+    store,
+    engine,
+    images,
+    driver,
+    supervisor,
+    logs,
+    admission,
+    events,
+    logger,
+    token,
+    async engineHealthy() {
+      try {
+        await engine.ping({ deadlineMs: 2000 });
+        return true;
+      } catch {
+        return false;
+      }
+    },
+    imageSnapshot: () => images.snapshot(),
+    reload() {
+      const result = config.reload();
+      if (result.ok) supervisor.setBudget(result.config.admission);
+      return result;
+    },
+    async close() {
+      closing.abort();
+      await supervisor.shutdown();
+      store.close();
+    },
+  };
+}
+
+/** Gives a task without limits the agent's defaults, so it draws from the budget what it may use. */
+function withAgentDefaults(spec: StoredTaskSpec, config: AgentConfig): StoredTaskSpec {
+  const resources = { ...(spec.resources ?? {}) };
+  resources.memory ??= config.defaults.resources.memoryBytes;
+  resources.cpuMilli ??= config.defaults.resources.cpuMilli;
+  resources.pidsLimit ??= config.defaults.resources.pidsLimit;
+  const log = spec.log ?? { driver: 'local', maxSize: config.engineLog.maxSizeBytes };
+  return { ...spec, resources, log };
+}

@@ -1,0 +1,283 @@
+import { BerthError, isBerthError, ValidationError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { Engine } from '../engine/engine.js';
+import { compareLogTimestamps } from '../engine/log-entries.js';
+import { resolveTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
+import type { Store } from '../state/store.js';
+import type { LogCursor, StoredTaskSpec, TaskRecord, TaskState, TaskTransition } from '../state/tasks.js';
+import type { TaskDriver } from '../tasks/driver.js';
+import type { EndState } from '../tasks/end-state.js';
+import type { TaskHandle } from '../tasks/handle.js';
+import type { AgentEvents } from './events.js';
+import { resolveDemand, type AdmissionBudget, type AdmissionChange, type AdmissionController, type AdmissionEntry, type ResourceDemand } from './admission.js';
+import type { TaskLogStore } from './task-logs.js';
+
+export interface SupervisorDeps {
+  store: Store;
+  driver: TaskDriver;
+  engine: Pick<Engine, 'logEntries'>;
+  logs: TaskLogStore;
+  admission: AdmissionController;
+  /** The policy in force now: specs are checked against it at submit. */
+  policy: () => SpecPolicy;
+  /** What a task that sets no limits draws from the budget (the configured defaults, read at submit). */
+  defaultDemand: () => ResourceDemand;
+  events: AgentEvents;
+  logger: Logger;
+  /** Applies agent defaults (resources, engine log cap) to a submitted spec. */
+  withDefaults: (spec: StoredTaskSpec) => StoredTaskSpec;
+  /** Called when a task's end is recorded, e.g. for metrics. */
+  onEnded?: (record: TaskRecord) => void;
+}
+
+const ENDED: readonly TaskState[] = ['exited', 'lost', 'removed'];
+
+/**
+ * Runs the agent's tasks: every submitted task is recorded before the engine is asked to act, waits
+ * its turn in a first-in first-out queue until it fits the admission budget, runs, and has its end
+ * recorded. Output goes from the engine's log to the task's files, with a cursor so that a restarted
+ * agent resumes it without losing or doubling a line.
+ */
+export class TaskSupervisor {
+  readonly #deps: SupervisorDeps;
+  readonly #handles = new Map<string, TaskHandle>();
+  readonly #running = new Set<Promise<void>>();
+  #accepting = true;
+
+  constructor(deps: SupervisorDeps) {
+    this.#deps = deps;
+  }
+
+  /** Validates and records a task; it starts now if it fits the budget, or waits as pending. */
+  submit(input: { id: string; spec: unknown }): TaskRecord {
+    if (!this.#accepting) throw new BerthError('BERTH_TASK_STATE', 'the agent is shutting down and takes no new tasks');
+    const spec = this.#deps.withDefaults(checkAgentSpec(input.spec));
+    const resolved = resolveTaskSpec(spec, this.#deps.policy());
+    const reservation = resolveDemand(resolved.resources, this.#deps.defaultDemand());
+    this.#deps.admission.check(reservation);
+    const { inserted, task } = this.#deps.store.tasks.insert({ id: input.id, spec, reservation });
+    if (!inserted) {
+      throw new BerthError('BERTH_ENGINE_CONFLICT', `a task with id ${input.id} exists already`, { context: { taskId: input.id, conflict: 'task-id' }, retryable: false });
+    }
+    this.#announce(task);
+    if (this.#deps.admission.submit(task.id, reservation) === 'admitted') this.#startAdmitted([task.id]);
+    return this.#deps.store.tasks.get(task.id) ?? task;
+  }
+
+  /** Stops a task: a pending one ends as cancelled without running; a running one is stopped. */
+  async stop(taskId: string): Promise<TaskRecord> {
+    const record = this.#require(taskId);
+    if (record.state === 'pending') {
+      this.#finish(taskId, { kind: 'cancelled' });
+      return this.#require(taskId);
+    }
+    if (record.state === 'running' || record.state === 'starting') {
+      this.#record(taskId, { to: 'stopping' });
+      // A task still starting has no handle yet: #start stops it as soon as it has one.
+      await this.#handles.get(taskId)?.stop();
+    }
+    return this.#require(taskId);
+  }
+
+  /** Removes an ended task's record and output. A task that has not ended is refused (stop it first). */
+  async remove(taskId: string): Promise<void> {
+    const record = this.#require(taskId);
+    if (!ENDED.includes(record.state)) {
+      throw new BerthError('BERTH_TASK_STATE', `task ${taskId} is ${record.state}; stop it before removing it`, { context: { taskId, state: record.state } });
+    }
+    if (record.state !== 'removed') this.#record(taskId, { to: 'removed' });
+    await this.#deps.logs.remove(taskId);
+  }
+
+  /**
+   * Reloads every task that had not ended: a container still running is followed again, one that
+   * ended while the agent was down gets its real end state, one that is gone is recorded as lost,
+   * and pending tasks wait their turn again, in order.
+   */
+  async recover(): Promise<{ resumed: number; ended: number; lost: number; pending: number }> {
+    const counts = { resumed: 0, ended: 0, lost: 0, pending: 0 };
+    const unended = this.#deps.store.tasks.listUnended();
+    const entry = (record: TaskRecord): AdmissionEntry => ({ taskId: record.id, demand: record.reservation ?? this.#deps.defaultDemand() });
+    const pending = unended.filter((r) => r.state === 'pending');
+    counts.pending = pending.length;
+    // Tasks that were starting or running hold their share again; pending ones queue in submission order.
+    const change = this.#deps.admission.restore({ admitted: unended.filter((r) => r.state !== 'pending').map(entry), queued: pending.map(entry) });
+    for (const record of unended) {
+      if (record.state === 'pending') continue;
+      const handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec).catch((error: unknown) => {
+        this.#deps.logger.error({ taskId: record.id, code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'could not recover the task');
+        return undefined;
+      });
+      if (!handle) {
+        counts.lost++;
+        this.#finish(record.id, { kind: 'lost', reason: 'its container was gone when the agent restarted' });
+        continue;
+      }
+      if (record.state === 'starting') this.#record(record.id, { to: 'running', containerId: handle.containerId });
+      if (handle.phase === 'running') counts.resumed++;
+      else counts.ended++;
+      void this.#supervise(record.id, handle, await this.#cursorFor(record));
+    }
+    this.#applyChange(change);
+    return counts;
+  }
+
+  /** Applies a new admission budget (a configuration reload); queued tasks that now fit start. */
+  setBudget(budget: AdmissionBudget): void {
+    this.#applyChange(this.#deps.admission.setBudget(budget));
+  }
+
+  /** Stops taking work; running containers keep running, and a restarted agent picks them up. */
+  async shutdown(): Promise<void> {
+    this.#accepting = false;
+  }
+
+  /** Resolves when every supervised task has ended and its end is recorded (tests, benchmarks). */
+  async idle(): Promise<void> {
+    while (this.#running.size > 0) await Promise.all([...this.#running]);
+  }
+
+  isEnded(taskId: string): boolean {
+    const state = this.#deps.store.tasks.get(taskId)?.state;
+    return state === undefined || ENDED.includes(state);
+  }
+
+  /** Starts what admission let in; records the end of queued tasks that can no longer ever fit. */
+  #applyChange(change: AdmissionChange): void {
+    for (const { taskId, error } of change.refused) {
+      this.#finish(taskId, { kind: 'failed', exitCode: 125, reason: `${error.code}: ${error.message}` });
+    }
+    this.#startAdmitted(change.admitted);
+  }
+
+  #startAdmitted(taskIds: readonly string[]): void {
+    for (const taskId of taskIds) {
+      const record = this.#record(taskId, { to: 'starting' });
+      void this.#track(this.#start(record));
+    }
+  }
+
+  async #start(record: TaskRecord): Promise<void> {
+    let handle: TaskHandle;
+    try {
+      handle = await this.#deps.driver.start(record.spec as TaskSpec, { taskId: record.id, output: 'engine-log' });
+    } catch (error) {
+      const berthError = isBerthError(error) ? error : new BerthError('BERTH_INTERNAL', String(error), { cause: error });
+      this.#deps.logger.warn({ taskId: record.id, code: berthError.code }, 'task could not start');
+      this.#finish(record.id, { kind: 'failed', exitCode: 125, reason: `${berthError.code}: ${berthError.message}` });
+      return;
+    }
+    if (this.#require(record.id).state === 'stopping') {
+      this.#deps.store.tasks.setContainerId(record.id, handle.containerId);
+      void handle.stop();
+    } else {
+      this.#record(record.id, { to: 'running', containerId: handle.containerId });
+    }
+    await this.#supervise(record.id, handle, {});
+  }
+
+  /** Follows a running (or just ended) task: pumps its output, waits for its end, records it. */
+  #supervise(taskId: string, handle: TaskHandle, cursor: LogCursor): Promise<void> {
+    this.#handles.set(taskId, handle);
+    const work = (async () => {
+      const output = this.#pumpOutput(taskId, handle.containerId, cursor);
+      const end = await handle.wait();
+      // The followed log ends when the container stops; wait for the last lines before recording the end.
+      await output;
+      this.#finish(taskId, end);
+      await handle.destroy().catch((error: unknown) => {
+        this.#deps.logger.error({ taskId, code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'could not remove the container of an ended task');
+      });
+    })();
+    return this.#track(work);
+  }
+
+  async #pumpOutput(taskId: string, containerId: string, cursor: LogCursor): Promise<void> {
+    const last: LogCursor = { ...cursor };
+    const since = [last.stdout, last.stderr].filter((t): t is string => t !== undefined).sort(compareLogTimestamps)[0];
+    const saveEveryMs = 1000;
+    let savedAt = Date.now();
+    try {
+      for await (const entry of this.#deps.engine.logEntries(containerId, { follow: true, since })) {
+        const previous = last[entry.stream];
+        if (previous !== undefined && compareLogTimestamps(entry.timestamp, previous) <= 0) continue;
+        await this.#deps.logs.append(taskId, entry);
+        last[entry.stream] = entry.timestamp;
+        if (Date.now() - savedAt >= saveEveryMs) {
+          this.#deps.store.tasks.setLogCursor(taskId, last);
+          savedAt = Date.now();
+        }
+      }
+    } catch (error) {
+      this.#deps.logger.warn({ taskId, code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'reading the task output failed');
+    } finally {
+      if (last.stdout !== undefined || last.stderr !== undefined) this.#deps.store.tasks.setLogCursor(taskId, last);
+      await this.#deps.logs.end(taskId);
+    }
+  }
+
+  /** The cursor to resume from: the store's, or later lines the files already hold (written before a crash). */
+  async #cursorFor(record: TaskRecord): Promise<LogCursor> {
+    const cursor: LogCursor = { ...record.logCursor };
+    for await (const line of this.#deps.logs.read(record.id, { since: earliest(cursor) })) {
+      const known = cursor[line.stream];
+      if (known === undefined || compareLogTimestamps(line.timestamp, known) > 0) cursor[line.stream] = line.timestamp;
+    }
+    return cursor;
+  }
+
+  #finish(taskId: string, end: EndState): void {
+    try {
+      const record = this.#record(taskId, { to: 'ended', endState: end });
+      this.#deps.onEnded?.(record);
+    } catch (error) {
+      // Stopped while pending, or removed meanwhile: the first recorded end stands.
+      if (!isBerthError(error, 'BERTH_TASK_STATE')) throw error;
+    } finally {
+      this.#handles.delete(taskId);
+      if (this.#accepting) this.#applyChange(this.#deps.admission.release(taskId));
+    }
+  }
+
+  #record(taskId: string, transition: TaskTransition): TaskRecord {
+    const record = this.#deps.store.tasks.update(taskId, transition);
+    this.#announce(record);
+    return record;
+  }
+
+  #announce(record: TaskRecord): void {
+    this.#deps.events.emit({ type: 'task.state', taskId: record.id, state: record.state, ...(record.endState ? { endState: record.endState } : {}) });
+  }
+
+  #require(taskId: string): TaskRecord {
+    const record = this.#deps.store.tasks.get(taskId);
+    if (!record) throw new BerthError('BERTH_ENGINE_NOT_FOUND', `no task ${taskId}`, { context: { taskId, kind: 'task' } });
+    return record;
+  }
+
+  #track(work: Promise<void>): Promise<void> {
+    const tracked = work.catch((error: unknown) => {
+      this.#deps.logger.error({ code: isBerthError(error) ? error.code : 'UNKNOWN', error: String(error) }, 'task supervision failed');
+    });
+    this.#running.add(tracked);
+    void tracked.finally(() => this.#running.delete(tracked));
+    return tracked;
+  }
+}
+
+function earliest(cursor: LogCursor): string | undefined {
+  return [cursor.stdout, cursor.stderr].filter((t): t is string => t !== undefined).sort(compareLogTimestamps)[0];
+}
+
+/** What the agent cannot do that the library can: it reads output from the engine's log, and keeps stdin as text. */
+function checkAgentSpec(spec: unknown): StoredTaskSpec {
+  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new ValidationError([{ field: 'spec', rule: 'must be an object' }]);
+  const issues = [];
+  const raw = spec as Record<string, unknown>;
+  if (raw.tty === true) issues.push({ field: 'tty', rule: 'is not supported by the agent (it reads output from the engine log)' });
+  if (raw.stdin !== undefined && typeof raw.stdin !== 'string') issues.push({ field: 'stdin', rule: 'must be a string' });
+  const log = raw.log as { driver?: unknown } | undefined;
+  if (log?.driver === 'none') issues.push({ field: 'log.driver', rule: 'must be local or json-file: the agent reads output from the engine log' });
+  if (issues.length > 0) throw new ValidationError(issues);
+  return spec as StoredTaskSpec;
+}
