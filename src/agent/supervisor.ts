@@ -57,7 +57,7 @@ export class TaskSupervisor {
     this.#deps.admission.check(reservation);
     const { inserted, task } = this.#deps.store.tasks.insert({ id: input.id, spec, reservation });
     if (!inserted) {
-      throw new BerthError('BERTH_ENGINE_CONFLICT', `a task with id ${input.id} exists already`, { context: { taskId: input.id, conflict: 'task-id' }, retryable: false });
+      throw new BerthError('BERTH_TASK_EXISTS', `a task with id ${input.id} exists already`, { context: { taskId: input.id } });
     }
     this.#announce(task);
     if (this.#deps.admission.submit(task.id, reservation) === 'admitted') this.#startAdmitted([task.id]);
@@ -251,7 +251,7 @@ export class TaskSupervisor {
 
   #require(taskId: string): TaskRecord {
     const record = this.#deps.store.tasks.get(taskId);
-    if (!record) throw new BerthError('BERTH_ENGINE_NOT_FOUND', `no task ${taskId}`, { context: { taskId, kind: 'task' } });
+    if (!record) throw new BerthError('BERTH_TASK_NOT_FOUND', `no task ${taskId}`, { context: { taskId } });
     return record;
   }
 
