@@ -1,0 +1,217 @@
+import type { Writable } from 'node:stream';
+import { isBerthError } from '../common/errors.js';
+
+/**
+ * Terminal output of the client commands: aligned tables for people, one JSON document (or one
+ * JSON line per event) for scripts. Pure functions of their input and `nowMs`, so they are tested
+ * without a terminal or a clock.
+ */
+
+/** Columns are separated by at least this many spaces, as docker's tables are. */
+const COLUMN_GAP = 3;
+
+/**
+ * Renders rows under headers, each column as wide as its widest cell; the last column is not
+ * padded, so no line ends in spaces. An empty row list renders the header line alone.
+ */
+export function renderTable(headers: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
+  const widths = headers.map((header, column) => Math.max(header.length, ...rows.map((row) => (row[column] ?? '').length)));
+  const line = (cells: readonly string[]): string =>
+    headers
+      .map((_, column) => {
+        const cell = cells[column] ?? '';
+        return column === headers.length - 1 ? cell : cell.padEnd(widths[column]! + COLUMN_GAP);
+      })
+      .join('')
+      .trimEnd();
+  return [headers, ...rows].map(line).join('\n') + '\n';
+}
+
+/** Writes a value as pretty JSON (one document, for `--json`). */
+export function writeJson(stream: Writable, value: unknown): void {
+  stream.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** The first `length` characters of an id (docker's 12 by default); an absent id is empty. */
+export function shortId(id: string | undefined, length = 12): string {
+  if (id === undefined) return '';
+  const bare = id.startsWith('sha256:') ? id.slice('sha256:'.length) : id;
+  return bare.slice(0, length);
+}
+
+/** A time as milliseconds, from an ISO string or milliseconds; undefined when absent or unreadable. */
+export function toMs(time: string | number | undefined): number | undefined {
+  if (time === undefined) return undefined;
+  const ms = typeof time === 'number' ? time : Date.parse(time);
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+/** A span in words, rounded down to its largest unit: "Less than a second", "5 seconds", "3 minutes", "2 hours", "4 days". */
+export function humanDuration(ms: number): string {
+  const seconds = Math.floor(Math.max(0, ms) / 1000);
+  const plural = (n: number, unit: string): string => `${n} ${unit}${n === 1 ? '' : 's'}`;
+  if (seconds < 1) return 'Less than a second';
+  if (seconds < 60) return plural(seconds, 'second');
+  const minutes = Math.floor(seconds / 60);
+  if (minutes < 60) return plural(minutes, 'minute');
+  const hours = Math.floor(minutes / 60);
+  if (hours < 48) return plural(hours, 'hour');
+  return plural(Math.floor(hours / 24), 'day');
+}
+
+/** "5 seconds ago" (docker's CREATED column); empty when the time is unknown. */
+export function ago(time: string | number | undefined, nowMs: number): string {
+  const ms = toMs(time);
+  if (ms === undefined) return '';
+  const span = humanDuration(nowMs - ms);
+  return span === 'Less than a second' ? 'Less than a second ago' : `${span} ago`;
+}
+
+/** A size in binary units, as the configuration writes them: "512 B", "1.5 MiB". */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(1).replace(/\.0$/, '')} ${units[unit]}`;
+}
+
+/** The shape of a task that the table reads: a subset of the agent's TaskView. */
+export interface TaskRowInput {
+  id: string;
+  state: string;
+  spec: { image?: string; command?: readonly string[]; entrypoint?: readonly string[]; labels?: Readonly<Record<string, string>> };
+  endState?: { kind: string; exitCode?: number; reason?: string; signal?: string } | undefined;
+  exitCode?: number | undefined;
+  submittedAt: string | number;
+  startedAt?: string | number | undefined;
+  finishedAt?: string | number | undefined;
+}
+
+/** Long cells are cut with an ellipsis so that a table stays one line per task. */
+export function truncate(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, Math.max(0, max - 1))}…`;
+}
+
+/** The command as it would be typed, quoted where a word has spaces or quotes. */
+export function formatCommand(words: readonly string[] | undefined): string {
+  if (!words || words.length === 0) return '';
+  return words.map((word) => (/^[\w@%+=:,./-]+$/.test(word) ? word : `"${word.replace(/(["\\$`])/g, '\\$1')}"`)).join(' ');
+}
+
+/**
+ * A task's status in docker's words: "Pending", "Starting", "Up 5 seconds", "Stopping",
+ * "Exited (3) 2 seconds ago", "Out of memory (137) …", "Timed out …", "Cancelled …", "Lost …",
+ * "Removed".
+ */
+export function taskStatus(task: TaskRowInput, nowMs: number): string {
+  const endedAgo = task.finishedAt !== undefined ? ` ${ago(task.finishedAt, nowMs)}` : '';
+  switch (task.state) {
+    case 'pending':
+      return 'Pending';
+    case 'starting':
+      return 'Starting';
+    case 'running': {
+      const started = toMs(task.startedAt);
+      return started === undefined ? 'Up' : `Up ${humanDuration(nowMs - started)}`;
+    }
+    case 'stopping':
+      return 'Stopping';
+    case 'removed':
+      return 'Removed';
+    default: {
+      const exit = task.exitCode !== undefined ? ` (${task.exitCode})` : '';
+      switch (task.endState?.kind) {
+        case 'oom':
+          return `Out of memory${exit}${endedAgo}`;
+        case 'timed-out':
+          return `Timed out${exit}${endedAgo}`;
+        case 'cancelled':
+          return `Cancelled${exit}${endedAgo}`;
+        case 'lost':
+          return `Lost${endedAgo}`;
+        default:
+          return `Exited${exit}${endedAgo}`;
+      }
+    }
+  }
+}
+
+/** `berth ps`: TASK ID, IMAGE, COMMAND, STATUS, CREATED (docker ps's columns). */
+export function renderTaskTable(tasks: readonly TaskRowInput[], nowMs: number): string {
+  return renderTable(
+    ['TASK ID', 'IMAGE', 'COMMAND', 'STATUS', 'CREATED'],
+    tasks.map((task) => [
+      task.id,
+      task.spec.image ?? '',
+      truncate(formatCommand([...(task.spec.entrypoint ?? []), ...(task.spec.command ?? [])]), 30),
+      taskStatus(task, nowMs),
+      ago(task.submittedAt, nowMs),
+    ]),
+  );
+}
+
+/** The shape of an image that the table reads: the agent's image listing. */
+export interface ImageRowInput {
+  imageId: string;
+  refs: readonly string[];
+  holders: readonly string[];
+  removalDueAt?: string | number | undefined;
+}
+
+/** `berth images`: IMAGE ID, REFERENCES, HOLDERS, REMOVAL (when an unheld image goes). */
+export function renderImageTable(images: readonly ImageRowInput[], nowMs: number): string {
+  return renderTable(
+    ['IMAGE ID', 'REFERENCES', 'HOLDERS', 'REMOVAL'],
+    images.map((image) => {
+      const due = toMs(image.removalDueAt);
+      return [
+        shortId(image.imageId),
+        image.refs.join(', '),
+        image.holders.length === 0 ? '0' : `${image.holders.length} (${truncate(image.holders.join(', '), 40)})`,
+        due === undefined ? '' : due <= nowMs ? 'due now' : `in ${humanDuration(due - nowMs).toLowerCase()}`,
+      ];
+    }),
+  );
+}
+
+/** One agent event as a line for people: time, type, and what it is about. */
+export function formatEventLine(event: Readonly<Record<string, unknown>>): string {
+  const text = (value: unknown): string => (typeof value === 'string' || typeof value === 'number' ? String(value) : '');
+  const at = text(event.at);
+  const type = text(event.type);
+  let detail: string;
+  switch (type) {
+    case 'task.state': {
+      const end = event.endState as { kind?: string; exitCode?: number } | undefined;
+      const endText = end?.kind ? ` (${end.kind}${end.exitCode !== undefined ? ` ${end.exitCode}` : ''})` : '';
+      detail = `${text(event.taskId)} ${text(event.state)}${endText}`;
+      break;
+    }
+    case 'image.pull':
+      detail = `${text(event.image)} ${text(event.phase)}${event.imageId ? ` ${shortId(text(event.imageId))}` : ''}${event.error ? `: ${text(event.error)}` : ''}`;
+      break;
+    case 'image.removed':
+      detail = shortId(text(event.imageId));
+      break;
+    case 'container.reconciled':
+      detail = `${shortId(text(event.containerId))}${event.taskId ? ` (task ${text(event.taskId)})` : ''}${event.dryRun ? ' dry run' : ''}`;
+      break;
+    default: {
+      const rest = Object.entries(event).filter(([key]) => key !== 'at' && key !== 'type');
+      detail = rest.map(([key, value]) => `${key}=${typeof value === 'object' ? JSON.stringify(value) : String(value)}`).join(' ');
+    }
+  }
+  return [at, type, detail].filter((part) => part !== '').join('  ');
+}
+
+/** The one line a failed command prints: `berth: <message> [CODE]`. */
+export function errorLine(error: unknown): string {
+  if (isBerthError(error)) return `berth: ${error.message} [${error.code}]`;
+  const coded = error as { message?: unknown; code?: unknown } | null;
+  if (coded && typeof coded.message === 'string' && typeof coded.code === 'string') return `berth: ${coded.message} [${coded.code}]`;
+  return `berth: ${error instanceof Error ? error.message : String(error)}`;
+}
