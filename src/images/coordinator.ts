@@ -112,7 +112,8 @@ type RemovalOutcome = { kind: 'held' } | { kind: 'removed'; refs: string[] } | {
  * Makes images present and keeps track of who uses them (Nomad's image coordinator, in Node):
  *
  * - Concurrent acquires of one reference share one resolution: one inspect, at most one engine
- *   pull, one result (image id or error) for all of them.
+ *   pull, one result (image id or error) for all of them. An acquire whose signal aborts stops
+ *   waiting; the pull goes on for the others and is cancelled only when every acquire has gone.
  * - Every holder (a task id) holds the image it acquired; holders are a set, so acquiring twice
  *   counts once. When the last holder releases, removal is scheduled after `removeDelay` and
  *   cancelled by an acquire meanwhile. Removal untags the names berth acquired the image by (the

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import diagnostics from 'node:diagnostics_channel';
 import { describe, it } from 'node:test';
 import { BerthError, isBerthError } from '../../../src/common/errors.js';
 import { ImageCoordinator, type AcquireOptions } from '../../../src/images/coordinator.js';
@@ -35,6 +36,26 @@ describe('ImageCoordinator: shared pulls', () => {
     assert.equal(count('pull-shared'), 19);
     assert.equal(count('pull-finished'), 1);
     assert.equal(coordinator.holders(ID).length, 20);
+  });
+
+  it('publishes its events on the berth:images diagnostics channel too', async () => {
+    const { engine, coordinator } = setup();
+    const published: Array<{ type: string }> = [];
+    const listener = (message: unknown): void => void published.push(message as { type: string });
+    diagnostics.subscribe('berth:images', listener);
+    try {
+      const acquires = [coordinator.acquire(NAME, 'a'), coordinator.acquire(NAME, 'b')];
+      await engine.pullsOpened(1);
+      engine.pulls[0]!.complete(NAME, ID);
+      await Promise.all(acquires);
+    } finally {
+      diagnostics.unsubscribe('berth:images', listener);
+    }
+    assert.deepEqual(
+      published.map((m) => m.type),
+      ['pull-shared', 'pull-started', 'pull-progress', 'pull-finished'],
+    );
+    assert.deepEqual(published[0], { type: 'pull-shared', ref: NAME, holderId: 'b', waiters: 2 });
   });
 
   it('gives every waiter the same error when the shared pull fails', async () => {

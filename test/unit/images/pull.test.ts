@@ -34,6 +34,14 @@ describe('classifyPullFailure', () => {
     });
   }
 
+  it('classifies an in-stream failure of a layer download as retryable', async () => {
+    const engine = new FakeImageEngine();
+    const done = runPull(engine, REF, undefined, { activityTimeoutMs: 1000, clock: new ManualClock() });
+    await engine.pullsOpened(1);
+    engine.pulls[0]!.failInStream('read tcp 127.0.0.1:40000->127.0.0.1:5000: read: connection reset by peer');
+    await assert.rejects(done, (error: unknown) => isBerthError(error, 'BERTH_IMAGE_PULL_FAILED') && error.retryable && /connection reset/.test(error.message));
+  });
+
   it('passes a cancellation through untouched', () => {
     const cancelled = new BerthError('BERTH_CANCELLED', 'x');
     assert.equal(classifyPullFailure(cancelled, REF), cancelled);
