@@ -14,7 +14,8 @@ import { ConfigHolder, type AgentConfig, type ConfigSources, type ReloadResult }
 import { AgentEvents } from './events.js';
 import { TaskSupervisor } from './supervisor.js';
 import { TaskLogStore } from './task-logs.js';
-import type { StoredTaskSpec } from '../state/tasks.js';
+import { UNENDED_STATES, type StoredTaskSpec } from '../state/tasks.js';
+import type { TaskSpec } from '../spec/schema.js';
 
 /** Everything a running agent is made of; the HTTP layer and tests reach the parts through it. */
 export interface AgentRuntime {
@@ -116,7 +117,8 @@ export async function createAgent(sources: ConfigSources, logger: Logger): Promi
   images.on('pull-finished', (e) => events.emit({ type: 'image.pull', phase: e.error ? 'failed' : 'finished', image: e.ref, ...(e.imageId ? { imageId: e.imageId } : {}), ...(e.error ? { error: e.error.message } : {}) }));
   images.on('image-removed', (e) => events.emit({ type: 'image.removed', imageId: e.imageId }));
   // The agent checks each spec against the policy in force at submit; the driver re-resolves it as accepted.
-  const driver = new TaskDriver({ engine, ownerId: agentId, policy: { allowPrivileged: true }, images: durableImageProvider(images, store), logger });
+  const imageProvider = durableImageProvider(images, store);
+  const driver = new TaskDriver({ engine, ownerId: agentId, policy: { allowPrivileged: true }, images: imageProvider, logger });
   const logs = new TaskLogStore(path.join(initial.dataDir, 'logs'), { maxFileBytes: initial.logs.maxFileBytes, maxFiles: initial.logs.maxFiles });
   const admission = new AdmissionController(initial.admission);
   const supervisor = new TaskSupervisor({
@@ -130,12 +132,14 @@ export async function createAgent(sources: ConfigSources, logger: Logger): Promi
     policy: () => config.current().policy,
     defaultDemand: () => config.current().defaults.resources,
     withDefaults: (spec) => withAgentDefaults(spec, config.current()),
+    releaseImages: (taskId) => imageProvider.release(taskId),
   });
 
   const closing = new AbortController();
   await waitForEngine(engine, logger, closing.signal);
   // Image holders come back from the store, so nobody is counted twice after a restart.
   for (const holder of store.images.holders()) images.restoreHolder(holder.imageId, holder.taskId, holder.imageRef);
+  await finishInterruptedRemovals(store, driver, imageProvider, logger);
   const recovered = await supervisor.recover();
   logger.info({ agentId, ...recovered }, 'recovered tasks');
 
@@ -172,6 +176,28 @@ export async function createAgent(sources: ConfigSources, logger: Logger): Promi
       store.close();
     },
   };
+}
+
+/**
+ * A task holds its image until its container is removed, which comes after its end is recorded. A
+ * task that ended but still holds an image had its removal cut short (the agent died in between):
+ * remove its container now, which releases the image, or release it if the container is gone.
+ * Without this, such a holder would be restored on every start and keep the image forever.
+ */
+async function finishInterruptedRemovals(store: Store, driver: TaskDriver, imageProvider: ImageProvider, logger: Logger): Promise<void> {
+  const taskIds = new Set(store.images.holders().map((holder) => holder.taskId));
+  for (const taskId of taskIds) {
+    const record = store.tasks.get(taskId);
+    if (record && UNENDED_STATES.includes(record.state)) continue;
+    try {
+      const handle = record ? await driver.recover(taskId, record.spec as TaskSpec) : undefined;
+      if (handle) await handle.destroy();
+      else imageProvider.release(taskId);
+    } catch (error) {
+      // The holder stays recorded, so the next start tries again.
+      logger.error({ taskId, code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'could not remove the container of an ended task');
+    }
+  }
 }
 
 /** Gives a task without limits the agent's defaults, so it draws from the budget what it may use. */

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { BerthError, isBerthError, ValidationError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
@@ -28,6 +29,11 @@ export interface SupervisorDeps {
   withDefaults: (spec: StoredTaskSpec) => StoredTaskSpec;
   /** Called when a task's end is recorded, e.g. for metrics. */
   onEnded?: (record: TaskRecord) => void;
+  /**
+   * Releases the images a task holds. Called for a task found lost at recovery: it has no container
+   * and so no handle whose removal would release them.
+   */
+  releaseImages?: (taskId: string) => void;
 }
 
 const ENDED: readonly TaskState[] = ['exited', 'lost', 'removed'];
@@ -42,10 +48,14 @@ export class TaskSupervisor {
   readonly #deps: SupervisorDeps;
   readonly #handles = new Map<string, TaskHandle>();
   readonly #running = new Set<Promise<void>>();
+  /** Aborted at shutdown: output pumps and waits stop following, and record nothing more. */
+  readonly #closing = new AbortController();
   #accepting = true;
 
   constructor(deps: SupervisorDeps) {
     this.#deps = deps;
+    // Every running task listens on the one closing signal.
+    setMaxListeners(0, this.#closing.signal);
   }
 
   /** Validates and records a task; it starts now if it fits the budget, or waits as pending. */
@@ -111,6 +121,7 @@ export class TaskSupervisor {
       if (!handle) {
         counts.lost++;
         this.#finish(record.id, { kind: 'lost', reason: 'its container was gone when the agent restarted' });
+        this.#deps.releaseImages?.(record.id);
         continue;
       }
       if (record.state === 'starting') this.#record(record.id, { to: 'running', containerId: handle.containerId });
@@ -127,9 +138,18 @@ export class TaskSupervisor {
     this.#applyChange(this.#deps.admission.setBudget(budget));
   }
 
-  /** Stops taking work; running containers keep running, and a restarted agent picks them up. */
-  async shutdown(): Promise<void> {
+  /**
+   * Stops taking work; running containers keep running, and a restarted agent picks them up. Output
+   * pumps stop following and save their cursors, and no end is recorded after this, so the caller
+   * may close the store once this resolves. A start still under way (a pull) is waited for at most
+   * `graceMs`; whatever it would record is recovered by the next agent.
+   */
+  async shutdown(graceMs = 5000): Promise<void> {
     this.#accepting = false;
+    this.#closing.abort();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+    clearTimeout(timer);
   }
 
   /** Resolves when every supervised task has ended and its end is recorded (tests, benchmarks). */
@@ -181,9 +201,11 @@ export class TaskSupervisor {
     this.#handles.set(taskId, handle);
     const work = (async () => {
       const output = this.#pumpOutput(taskId, handle.containerId, cursor);
-      const end = await handle.wait();
+      const end = await untilAborted(handle.wait(), this.#closing.signal);
       // The followed log ends when the container stops; wait for the last lines before recording the end.
       await output;
+      // Shutting down: the container keeps running and the next agent records its end.
+      if (end === undefined) return;
       this.#finish(taskId, end);
       await handle.destroy().catch((error: unknown) => {
         this.#deps.logger.error({ taskId, code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'could not remove the container of an ended task');
@@ -198,7 +220,7 @@ export class TaskSupervisor {
     const saveEveryMs = 1000;
     let savedAt = Date.now();
     try {
-      for await (const entry of this.#deps.engine.logEntries(containerId, { follow: true, since })) {
+      for await (const entry of this.#deps.engine.logEntries(containerId, { follow: true, since, signal: this.#closing.signal })) {
         const previous = last[entry.stream];
         if (previous !== undefined && compareLogTimestamps(entry.timestamp, previous) <= 0) continue;
         await this.#deps.logs.append(taskId, entry);
@@ -209,7 +231,7 @@ export class TaskSupervisor {
         }
       }
     } catch (error) {
-      this.#deps.logger.warn({ taskId, code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'reading the task output failed');
+      if (!this.#closing.signal.aborted) this.#deps.logger.warn({ taskId, code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'reading the task output failed');
     } finally {
       if (last.stdout !== undefined || last.stderr !== undefined) this.#deps.store.tasks.setLogCursor(taskId, last);
       await this.#deps.logs.end(taskId);
@@ -263,6 +285,16 @@ export class TaskSupervisor {
     void tracked.finally(() => this.#running.delete(tracked));
     return tracked;
   }
+}
+
+/** The work's result, or undefined as soon as the signal aborts. */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+  if (signal.aborted) return Promise.resolve(undefined);
+  return new Promise<T | undefined>((resolve, reject) => {
+    const onAbort = (): void => resolve(undefined);
+    signal.addEventListener('abort', onAbort, { once: true });
+    void work.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
 }
 
 function earliest(cursor: LogCursor): string | undefined {
