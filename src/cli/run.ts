@@ -2,6 +2,8 @@ import type { Command } from 'commander';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Engine } from '../engine/engine.js';
+import { dockerConfigDirFromEnv, ImageCoordinator } from '../images/index.js';
+import { plainPullView, terminalPullView } from './progress.js';
 import { engineOptionsFromEnv } from '../engine/connect.js';
 import type { TaskSpec } from '../spec/schema.js';
 import { TaskDriver } from '../tasks/driver.js';
@@ -41,7 +43,11 @@ interface RunFlags {
   tty?: boolean;
   keep?: boolean;
   name?: string;
+  pull?: string;
 }
+
+/** `--pull` words, as the docker CLI spells them, to the spec's pull policy. */
+const PULL_FLAG: Readonly<Record<string, TaskSpec['pull']>> = { missing: 'if-not-present', always: 'always', never: 'never' };
 
 /** Builds a task spec from `berth run` flags; the spec's own validation names any bad value. */
 export function specFromRunFlags(image: string, command: readonly string[], flags: RunFlags, io: Pick<CliIo, 'env' | 'stdin'>): TaskSpec {
@@ -71,6 +77,7 @@ export function specFromRunFlags(image: string, command: readonly string[], flag
   }
   if (flags.tty) spec.tty = true;
   if (flags.interactive) spec.stdin = io.stdin;
+  if (flags.pull !== undefined) spec.pull = PULL_FLAG[flags.pull] ?? (flags.pull as TaskSpec['pull']);
   return spec;
 }
 
@@ -103,6 +110,7 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
     .option('-t, --tty', 'allocate a pseudo-TTY')
     .option('--keep', 'keep the container after the task ends (default: removed)')
     .option('--name <task-id>', 'task id (names the container berth-<task-id>)')
+    .option('--pull <policy>', 'pull the image: missing (default), always or never')
     .action(async (image: string, command: string[], flags: RunFlags) => {
       setExitCode(await runCommand(image, command, flags, io));
     });
@@ -111,8 +119,14 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
 async function runCommand(image: string, command: string[], flags: RunFlags, io: CliIo): Promise<number> {
   const spec = specFromRunFlags(image, command, flags, io);
   const engine = new Engine(engineOptionsFromEnv(io.env));
+  // A one-shot CLI does not count references or remove images: the next run may want the same one.
+  const images = new ImageCoordinator({ engine, options: { cleanup: false, dockerConfigDir: dockerConfigDirFromEnv(io.env) } });
+  const view = (io.stderr as Partial<NodeJS.WriteStream>).isTTY ? terminalPullView(io.stderr) : plainPullView(io.stderr);
+  images.on('pull-started', (e) => view.started(e));
+  images.on('pull-progress', (e) => view.progress(e));
+  images.on('pull-finished', (e) => view.finished(e));
   // The person at the terminal is the caller: the CLI allows what they ask for explicitly.
-  const driver = new TaskDriver({ engine, ownerId: 'cli', policy: { allowPrivileged: true } });
+  const driver = new TaskDriver({ engine, ownerId: 'cli', policy: { allowPrivileged: true }, images });
   driver.resolve(spec);
   await engine.checkCompatible();
 
@@ -139,6 +153,7 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
     if (handle && !flags.keep) await handle.destroy();
     // A create that timed out may still land in a wedged engine: wait out the guard before exiting.
     await driver.settled();
+    await images.close();
     if (abort.signal.aborted && !handle) io.stderr.write('berth: cancelled\n');
   }
 }
