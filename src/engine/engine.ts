@@ -12,10 +12,15 @@ import type {
   ContainerStatus,
   ContainerSummary,
   EngineVersion,
+  ImageDeleteOutcome,
   ImageInspect,
   ImageSummary,
+  NetworkInspect,
+  NetworkSummary,
   RegistryAuth,
+  RemovalOutcome,
   StatsSample,
+  VolumeSummary,
   WaitResult,
 } from './types.js';
 
@@ -323,7 +328,7 @@ export class Engine {
     if (filter.names?.length) filters.name = filter.names;
     if (filter.status?.length) filters.status = filter.status;
     const rows = await this.#read('list containers', options, (abortSignal) =>
-      this.#docker.listContainers({ all: filter.all ?? true, filters: JSON.stringify(filters), abortSignal }),
+      this.#docker.listContainers({ all: filter.all ?? true, filters: JSON.stringify(filters), abortSignal, ...(filter.withSize ? { size: true } : {}) }),
     );
     return rows.map((row) => ({
       id: row.Id,
@@ -333,6 +338,7 @@ export class Engine {
       createdAt: new Date(row.Created * 1000),
       state: row.State as ContainerStatus,
       status: row.Status,
+      ...(filter.withSize ? { sizeRwBytes: (row as { SizeRw?: number }).SizeRw ?? 0 } : {}),
     }));
   }
 
@@ -405,7 +411,8 @@ export class Engine {
         stdout: true,
         stderr: true,
         stdin: options.stdin ?? false,
-        hijack: options.stdin ?? false,
+        // Hijacked, the output arrives on the raw socket: Node's HTTP parser would copy every byte.
+        hijack: true,
         // The deadline covers connecting only: the stream itself lives as long as the task.
         abortSignal: abortSignal === undefined ? undefined : options.signal,
       }),
@@ -552,6 +559,7 @@ export class Engine {
       sizeBytes: raw.Size,
       createdAt: new Date(raw.Created),
       labels: raw.Config?.Labels ?? {},
+      lastTagTime: toDate((raw as { Metadata?: { LastTagTime?: string } }).Metadata?.LastTagTime),
     };
   }
 
@@ -584,6 +592,90 @@ export class Engine {
   }
 
   /**
+   * Removes an image or one of its names, without force, and reports what the engine did: the
+   * names it untagged and the image ids it deleted (an image goes with its last name). Not-found is
+   * `absent`; a conflict (a container uses it, or an id with several names) is `in-use`.
+   */
+  async deleteImage(ref: string, options: CallOptions = {}): Promise<ImageDeleteOutcome> {
+    try {
+      const raw = (await this.#call('remove image', this.#deadlines.writeMs, options, (abortSignal) =>
+        this.#docker.getImage(ref).remove({ abortSignal }),
+      { image: ref })) as Array<{ Untagged?: string; Deleted?: string }> | null;
+      const rows = Array.isArray(raw) ? raw : [];
+      return {
+        kind: 'removed',
+        untagged: rows.flatMap((row) => (row.Untagged ? [row.Untagged] : [])),
+        deleted: rows.flatMap((row) => (row.Deleted ? [row.Deleted] : [])),
+      };
+    } catch (error) {
+      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return { kind: 'absent' };
+      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_CONFLICT') return { kind: 'in-use' };
+      throw error;
+    }
+  }
+
+  /** Lists networks; `labels` (`key` or `key=value`, all must match) filter engine-side. */
+  async listNetworks(filter: { labels?: string[] } = {}, options: CallOptions = {}): Promise<NetworkSummary[]> {
+    const filters: Record<string, string[]> = {};
+    if (filter.labels?.length) filters.label = filter.labels;
+    const rows = await this.#read('list networks', options, (abortSignal) => this.#docker.listNetworks({ filters: JSON.stringify(filters), abortSignal } as Dockerode.NetworkListOptions));
+    return rows.map(networkFromRaw);
+  }
+
+  async inspectNetwork(id: string, options: CallOptions = {}): Promise<NetworkInspect> {
+    // No options object: dockerode would put it in the query string. The deadline still holds (raceAbort).
+    const raw = await this.#read('inspect network', options, () => this.#docker.getNetwork(id).inspect(), { network: id });
+    return { ...networkFromRaw(raw), containerIds: Object.keys(raw.Containers ?? {}) };
+  }
+
+  /**
+   * Removes a network. Not-found is `absent`; a refusal because endpoints are attached (or the
+   * network is one of the engine's predefined ones), 403 or 409 by status, is `in-use`.
+   */
+  async removeNetwork(id: string, options: CallOptions = {}): Promise<RemovalOutcome> {
+    try {
+      await this.#call('remove network', this.#deadlines.writeMs, options, (abortSignal) => this.#docker.getNetwork(id).remove({ abortSignal }), { network: id });
+      return 'removed';
+    } catch (error) {
+      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return 'absent';
+      if (error instanceof BerthError && (error.code === 'BERTH_ENGINE_CONFLICT' || error.code === 'BERTH_ENGINE_FORBIDDEN')) return 'in-use';
+      throw error;
+    }
+  }
+
+  /** Lists volumes; `labels` filter engine-side (all must match); `dangling` keeps those no container references. */
+  async listVolumes(filter: { labels?: string[]; dangling?: boolean } = {}, options: CallOptions = {}): Promise<VolumeSummary[]> {
+    const filters: Record<string, string[]> = {};
+    if (filter.labels?.length) filters.label = filter.labels;
+    if (filter.dangling !== undefined) filters.dangling = [String(filter.dangling)];
+    const raw = await this.#read('list volumes', options, (abortSignal) => this.#docker.listVolumes({ filters: JSON.stringify(filters), abortSignal } as Dockerode.VolumeListOptions));
+    return (raw.Volumes ?? []).map((volume) => {
+      const size = volume.UsageData?.Size;
+      const createdAt = toDate((volume as { CreatedAt?: string }).CreatedAt);
+      return {
+        name: volume.Name,
+        driver: volume.Driver,
+        labels: volume.Labels ?? {},
+        ...(createdAt ? { createdAt } : {}),
+        // The engine reports -1 when it has not computed the size.
+        ...(size !== undefined && size >= 0 ? { sizeBytes: size } : {}),
+      };
+    });
+  }
+
+  /** Removes a volume (not forced). Not-found is `absent`; in use by a container (409) is `in-use`. */
+  async removeVolume(name: string, options: CallOptions = {}): Promise<RemovalOutcome> {
+    try {
+      await this.#call('remove volume', this.#deadlines.writeMs, options, (abortSignal) => this.#docker.getVolume(name).remove({ abortSignal } as Dockerode.VolumeRemoveOptions), { volume: name });
+      return 'removed';
+    } catch (error) {
+      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return 'absent';
+      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_CONFLICT') return 'in-use';
+      throw error;
+    }
+  }
+
+  /**
    * Starts a pull and returns the engine's raw JSON-lines progress stream. The caller owns the
    * stream (and its activity timeout); errors inside the stream are classified by images/.
    */
@@ -592,6 +684,17 @@ export class Engine {
       this.#docker.createImage(auth ?? {}, { fromImage, tag, abortSignal: abortSignal === undefined ? undefined : options.signal }),
     { image: `${fromImage}:${tag}` })) as unknown as Readable;
   }
+}
+
+function networkFromRaw(raw: Dockerode.NetworkInspectInfo): NetworkSummary {
+  return {
+    id: raw.Id,
+    name: raw.Name,
+    driver: raw.Driver,
+    scope: raw.Scope,
+    labels: raw.Labels ?? {},
+    createdAt: new Date(raw.Created),
+  };
 }
 
 /** The dockerode calls whose typings omit the options object they accept. */

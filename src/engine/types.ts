@@ -106,6 +106,8 @@ export interface ContainerSummary {
   createdAt: Date;
   state: ContainerStatus;
   status: string;
+  /** Bytes in the container's writable layer (the engine's SizeRw); present only when listed with `withSize`. */
+  sizeRwBytes?: number;
 }
 
 export interface ContainerListFilter {
@@ -115,6 +117,11 @@ export interface ContainerListFilter {
   labels?: string[];
   names?: string[];
   status?: ContainerStatus[];
+  /**
+   * Ask the engine for each container's writable-layer size (`sizeRwBytes`). Costly: the engine
+   * walks every listed container's layer, so ask only for short, filtered lists. Default false.
+   */
+  withSize?: boolean;
 }
 
 export interface WaitResult {
@@ -142,6 +149,46 @@ export interface ImageInspect {
   sizeBytes: number;
   createdAt: Date;
   labels: Record<string, string>;
+  /** When the image was last tagged locally (tag, import, commit); undefined when the engine never recorded one. */
+  lastTagTime?: Date;
+}
+
+/** What DELETE /images/{name} did: the names it untagged and the image ids it deleted. */
+export type ImageDeleteOutcome =
+  | { kind: 'removed'; untagged: string[]; deleted: string[] }
+  /** No such image or name: nothing to do. */
+  | { kind: 'absent' }
+  /** The engine refused (409): a container uses it, or the name is one of several and removal by id was asked. */
+  | { kind: 'in-use' };
+
+/** The outcome of removing a network or a volume; not-found and in-use are outcomes, not errors. */
+export type RemovalOutcome = 'removed' | 'absent' | 'in-use';
+
+/** One row of GET /networks. The list does not say which containers are attached: inspect does. */
+export interface NetworkSummary {
+  id: string;
+  name: string;
+  driver: string;
+  scope: string;
+  labels: Record<string, string>;
+  createdAt: Date;
+}
+
+/** A network as GET /networks/{id} shows it, with the containers attached to it. */
+export interface NetworkInspect extends NetworkSummary {
+  /** Ids of the containers with an endpoint on the network. */
+  containerIds: string[];
+}
+
+/** One row of GET /volumes. */
+export interface VolumeSummary {
+  name: string;
+  driver: string;
+  labels: Record<string, string>;
+  /** Undefined when the driver does not report one. */
+  createdAt?: Date;
+  /** The engine's UsageData.Size when it reports one (GET /system/df does; a list usually does not). */
+  sizeBytes?: number;
 }
 
 export interface ImageSummary {
