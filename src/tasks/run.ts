@@ -7,7 +7,7 @@ import type { EndState } from './end-state.js';
 export interface RunToEndOptions {
   taskId?: string;
   signal?: AbortSignal;
-  /** Where the task's stdout goes; default: discarded. */
+  /** Where the task's stdout goes; default: discarded (and, with no stderr sink either, never attached). */
   stdout?: Writable;
   stderr?: Writable;
   /** Keep the container after the task ends. Default false: it is removed. */
@@ -22,7 +22,9 @@ export interface RunResult {
 
 /** Runs a task to its end: start, stream its output, wait, and (unless `keep`) remove its container. */
 export async function runToEnd(driver: TaskDriver, spec: TaskSpec, options: RunToEndOptions = {}): Promise<RunResult> {
-  const handle = await driver.start(spec, { taskId: options.taskId, signal: options.signal });
+  // Nobody reads the output and nothing is fed in: attaching would only cost the engine work at start.
+  const needsAttach = options.stdout !== undefined || options.stderr !== undefined || spec.stdin !== undefined || spec.tty === true;
+  const handle = await driver.start(spec, { taskId: options.taskId, signal: options.signal, output: needsAttach ? 'attach' : 'engine-log' });
   try {
     const drain = (source: Readable, sink: Writable | undefined): Promise<void> =>
       sink ? pipeline(source, sink, { end: false }) : finished(source.resume());
