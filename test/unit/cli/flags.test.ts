@@ -1,0 +1,419 @@
+import assert from 'node:assert/strict';
+import { PassThrough } from 'node:stream';
+import { describe, test } from 'node:test';
+import { ValidationError } from '../../../src/common/errors.js';
+import { collect, parseCpus, parseEnvFlags, parseLabelFlags, parseMountFlag } from '../../../src/cli/flags.js';
+import { specFromRunFlags } from '../../../src/cli/run.js';
+import { resolveTaskSpec } from '../../../src/spec/schema.js';
+
+type RunFlags = Parameters<typeof specFromRunFlags>[2];
+
+/** Asserts that `fn` throws a ValidationError with one issue on `field` whose rule matches `rule`. */
+function assertValidationError(fn: () => unknown, field: string, rule: RegExp): void {
+  assert.throws(fn, (error: unknown) => {
+    assert.ok(error instanceof ValidationError, `expected a ValidationError, got ${String(error)}`);
+    assert.equal(error.code, 'BERTH_VALIDATION');
+    assert.deepEqual(error.issues.map((i) => i.field), [field]);
+    assert.match(error.issues[0]!.rule, rule);
+    assert.ok(error.message.includes(field));
+    return true;
+  });
+}
+
+describe('collect', () => {
+  test('appends each repeated flag value in order', () => {
+    assert.deepEqual(collect('b', collect('a')), ['a', 'b']);
+  });
+
+  test('does not modify the previous list', () => {
+    const previous = ['a'];
+    collect('b', previous);
+    assert.deepEqual(previous, ['a']);
+  });
+});
+
+describe('parseEnvFlags', () => {
+  test('parses KEY=VALUE', () => {
+    assert.deepEqual(parseEnvFlags(['A=1', 'NAME=value'], {}), { A: '1', NAME: 'value' });
+  });
+
+  test('keeps everything after the first = as the value', () => {
+    assert.deepEqual(parseEnvFlags(['URL=a=b=c', 'Q=?x=1&y=2'], {}), { URL: 'a=b=c', Q: '?x=1&y=2' });
+  });
+
+  test('parses KEY= as an empty value', () => {
+    assert.deepEqual(parseEnvFlags(['EMPTY='], { EMPTY: 'from-env' }), { EMPTY: '' });
+  });
+
+  test('inherits a bare KEY from the given environment', () => {
+    assert.deepEqual(parseEnvFlags(['HOME'], { HOME: '/home/me', OTHER: 'x' }), { HOME: '/home/me' });
+  });
+
+  test('inherits an empty value from the given environment', () => {
+    assert.deepEqual(parseEnvFlags(['BLANK'], { BLANK: '' }), { BLANK: '' });
+  });
+
+  test('omits a bare KEY that is unset in the given environment', () => {
+    const env = parseEnvFlags(['MISSING', 'A=1'], { OTHER: 'x' });
+    assert.deepEqual(env, { A: '1' });
+    assert.equal(Object.hasOwn(env, 'MISSING'), false);
+  });
+
+  test('omits a bare KEY whose value in the environment is undefined', () => {
+    assert.deepEqual(parseEnvFlags(['UNDEF'], { UNDEF: undefined }), {});
+  });
+
+  test('lets a later value of the same key win', () => {
+    assert.deepEqual(parseEnvFlags(['A=1', 'A=2'], {}), { A: '2' });
+  });
+
+  test('returns an empty map for no flags', () => {
+    assert.deepEqual(parseEnvFlags([], { A: '1' }), {});
+  });
+});
+
+describe('parseLabelFlags', () => {
+  test('parses key=value', () => {
+    assert.deepEqual(parseLabelFlags(['team=infra', 'com.example.tier=gold']), { team: 'infra', 'com.example.tier': 'gold' });
+  });
+
+  test('parses a bare key as an empty value', () => {
+    assert.deepEqual(parseLabelFlags(['flag']), { flag: '' });
+  });
+
+  test('keeps everything after the first = as the value', () => {
+    assert.deepEqual(parseLabelFlags(['expr=a=b']), { expr: 'a=b' });
+  });
+
+  test('lets a later value of the same key win', () => {
+    assert.deepEqual(parseLabelFlags(['k=1', 'k=2']), { k: '2' });
+  });
+});
+
+describe('parseCpus', () => {
+  const valid: Array<[string, number]> = [
+    ['0.5', 500],
+    ['2', 2000],
+    ['1.25', 1250],
+    ['.5', 500],
+    ['0.001', 1],
+    ['16', 16_000],
+  ];
+  for (const [input, milli] of valid) {
+    test(`parses --cpus ${JSON.stringify(input)} as ${milli} milli-CPUs`, () => {
+      assert.equal(parseCpus(input), milli);
+    });
+  }
+
+  for (const input of ['abc', '0', '-1', '', '0.0', '1e3', '1,5', '2 cpus', 'Infinity']) {
+    test(`rejects --cpus ${JSON.stringify(input)} with a ValidationError naming --cpus`, () => {
+      assertValidationError(() => parseCpus(input), '--cpus', /positive decimal number of CPUs/);
+    });
+  }
+
+  test('rejects --cpus too small to be one milli-CPU with a ValidationError naming --cpus', () => {
+    assertValidationError(() => parseCpus('0.0001'), '--cpus', /.+/);
+  });
+});
+
+describe('parseMountFlag', () => {
+  test('parses a bind mount with type, source and target', () => {
+    assert.deepEqual(parseMountFlag('type=bind,source=/srv/data,target=/data', 0), {
+      type: 'bind',
+      source: '/srv/data',
+      target: '/data',
+      readOnly: false,
+      propagation: 'private',
+    });
+  });
+
+  test('accepts src and dst as docker does', () => {
+    assert.deepEqual(parseMountFlag('type=bind,src=/a,dst=/b', 0), {
+      type: 'bind',
+      source: '/a',
+      target: '/b',
+      readOnly: false,
+      propagation: 'private',
+    });
+  });
+
+  test('accepts destination for the target', () => {
+    const mount = parseMountFlag('type=bind,source=/a,destination=/b', 0);
+    assert.equal(mount.target, '/b');
+  });
+
+  test('makes the mount read-only with a bare readonly', () => {
+    const mount = parseMountFlag('type=bind,source=/a,target=/b,readonly', 0);
+    assert.equal(mount.type === 'bind' && mount.readOnly, true);
+  });
+
+  test('makes the mount read-only with a bare ro', () => {
+    const mount = parseMountFlag('type=bind,source=/a,target=/b,ro', 0);
+    assert.equal(mount.type === 'bind' && mount.readOnly, true);
+  });
+
+  test('makes the mount read-only with readonly=true and ro=1', () => {
+    const first = parseMountFlag('type=bind,source=/a,target=/b,readonly=true', 0);
+    const second = parseMountFlag('type=volume,target=/b,ro=1', 0);
+    assert.equal(first.type === 'bind' && first.readOnly, true);
+    assert.equal(second.type === 'volume' && second.readOnly, true);
+  });
+
+  test('keeps the mount read-write with readonly=false', () => {
+    const mount = parseMountFlag('type=bind,source=/a,target=/b,readonly=false', 0);
+    assert.equal(mount.type === 'bind' && mount.readOnly, false);
+  });
+
+  const propagations: Array<[string, string]> = [
+    ['bind-propagation=rslave', 'host-to-task'],
+    ['bind-propagation=rprivate', 'private'],
+    ['bind-propagation=rshared', 'bidirectional'],
+    ['propagation=bidirectional', 'bidirectional'],
+    ['propagation=host-to-task', 'host-to-task'],
+    ['propagation=private', 'private'],
+    ['bind-propagation=slave', 'host-to-task'],
+    ['bind-propagation=shared', 'bidirectional'],
+  ];
+  for (const [option, propagation] of propagations) {
+    test(`maps ${option} to propagation ${propagation}`, () => {
+      const mount = parseMountFlag(`type=bind,source=/a,target=/b,${option}`, 0);
+      assert.equal(mount.type === 'bind' && mount.propagation, propagation);
+    });
+  }
+
+  test('rejects an unknown propagation, naming --mount[i]', () => {
+    assertValidationError(() => parseMountFlag('type=bind,source=/a,target=/b,propagation=sideways', 2), '--mount[2]', /propagation must be/);
+  });
+
+  test('rejects a bind mount without a source, naming --mount[i]', () => {
+    assertValidationError(() => parseMountFlag('type=bind,target=/b', 1), '--mount[1]', /needs source/);
+  });
+
+  test('parses a named volume', () => {
+    assert.deepEqual(parseMountFlag('type=volume,source=cache,target=/cache', 0), {
+      type: 'volume',
+      source: 'cache',
+      target: '/cache',
+      readOnly: false,
+    });
+  });
+
+  test('defaults to an anonymous volume when type and source are omitted', () => {
+    const mount = parseMountFlag('target=/anon', 0);
+    assert.equal(mount.type, 'volume');
+    assert.equal(mount.target, '/anon');
+    assert.equal(mount.type === 'volume' ? mount.source : 'not a volume', undefined);
+  });
+
+  test('parses a tmpfs with tmpfs-size', () => {
+    assert.deepEqual(parseMountFlag('type=tmpfs,target=/scratch,tmpfs-size=64m', 0), { type: 'tmpfs', target: '/scratch', size: '64m' });
+  });
+
+  test('parses a tmpfs with size', () => {
+    const mount = parseMountFlag('type=tmpfs,dst=/scratch,size=1g', 0);
+    assert.equal(mount.type === 'tmpfs' && mount.size, '1g');
+  });
+
+  test('parses a tmpfs without a size', () => {
+    const mount = parseMountFlag('type=tmpfs,target=/scratch', 0);
+    assert.equal(mount.type, 'tmpfs');
+    assert.equal(mount.type === 'tmpfs' ? mount.size : 'not tmpfs', undefined);
+  });
+
+  test('accepts keys in any case and spaces around them', () => {
+    const mount = parseMountFlag('Type=bind, Source=/a , TARGET=/b', 0);
+    assert.deepEqual(mount, { type: 'bind', source: '/a', target: '/b', readOnly: false, propagation: 'private' });
+  });
+
+  test('keeps = inside a value', () => {
+    const mount = parseMountFlag('type=bind,source=/a=b,target=/c', 0);
+    assert.equal(mount.type === 'bind' && mount.source, '/a=b');
+  });
+
+  test('rejects a mount without a target, naming --mount[i]', () => {
+    assertValidationError(() => parseMountFlag('type=bind,source=/a', 3), '--mount[3]', /needs target/);
+  });
+
+  test('rejects an unknown type, naming --mount[i]', () => {
+    assertValidationError(() => parseMountFlag('type=npipe,source=/a,target=/b', 0), '--mount[0]', /type must be bind, volume or tmpfs/);
+  });
+
+  test('rejects an unknown key rather than ignoring it, naming --mount[i]', () => {
+    // A misspelt "readonly" silently gave a read-write mount; docker refuses unknown keys.
+    assertValidationError(() => parseMountFlag('type=bind,source=/a,target=/b,redonly', 0), '--mount[0]', /.+/);
+  });
+
+  test('rejects a readonly value that is not a boolean rather than mounting read-write, naming --mount[i]', () => {
+    assertValidationError(() => parseMountFlag('type=bind,source=/a,target=/b,readonly=yes', 0), '--mount[0]', /.+/);
+  });
+
+  test('gives mounts that resolve into the spec as written', () => {
+    const resolved = resolveTaskSpec({
+      image: 'a',
+      mounts: [
+        parseMountFlag('type=bind,src=/srv,dst=/data,ro,bind-propagation=rslave', 0),
+        parseMountFlag('type=tmpfs,target=/scratch,tmpfs-size=64m', 1),
+        parseMountFlag('type=volume,source=cache,target=/cache', 2),
+      ],
+    });
+    assert.deepEqual(resolved.mounts, [
+      { type: 'bind', source: '/srv', target: '/data', readOnly: true, propagation: 'host-to-task' },
+      { type: 'tmpfs', target: '/scratch', sizeBytes: 64 * 1024 * 1024 },
+      { type: 'volume', source: 'cache', target: '/cache', readOnly: false },
+    ]);
+  });
+});
+
+describe('specFromRunFlags', () => {
+  const noFlags = (): RunFlags => ({ env: [], label: [], mount: [], capAdd: [], capDrop: [] });
+  const io = () => ({ env: {} as Record<string, string | undefined>, stdin: new PassThrough() });
+
+  test('builds a minimal spec from the image alone', () => {
+    assert.deepEqual(specFromRunFlags('busybox', [], noFlags(), io()), {
+      image: 'busybox',
+      env: {},
+      labels: {},
+      mounts: [],
+      capAdd: [],
+      capDrop: [],
+      resources: {},
+    });
+  });
+
+  test('passes the command and its arguments', () => {
+    const command = ['sh', '-c', 'echo hi'];
+    const spec = specFromRunFlags('busybox', command, noFlags(), io());
+    assert.deepEqual(spec.command, ['sh', '-c', 'echo hi']);
+    assert.notEqual(spec.command, command);
+  });
+
+  test('turns --stop-timeout 5 into a grace period of 5s', () => {
+    const spec = specFromRunFlags('busybox', [], { ...noFlags(), stopTimeout: '5' }, io());
+    assert.equal(spec.stopGracePeriod, '5s');
+    assert.equal(resolveTaskSpec(spec).stopGraceMs, 5000);
+  });
+
+  test('passes a --stop-timeout with a unit through', () => {
+    assert.equal(specFromRunFlags('busybox', [], { ...noFlags(), stopTimeout: '1m30s' }, io()).stopGracePeriod, '1m30s');
+  });
+
+  test('turns --cpus into milli-CPUs and -m into the memory limit', () => {
+    const spec = specFromRunFlags('busybox', [], { ...noFlags(), cpus: '0.5', memory: '64m', pidsLimit: '64' }, io());
+    assert.deepEqual(spec.resources, { memory: '64m', cpuMilli: 500, pidsLimit: 64 });
+  });
+
+  test('throws a ValidationError naming --cpus for a bad --cpus', () => {
+    assertValidationError(() => specFromRunFlags('busybox', [], { ...noFlags(), cpus: 'abc' }, io()), '--cpus', /positive/);
+  });
+
+  test('sets stdin to the CLI’s stdin with -i', () => {
+    const cli = io();
+    const spec = specFromRunFlags('busybox', ['cat'], { ...noFlags(), interactive: true }, cli);
+    assert.equal(spec.stdin, cli.stdin);
+  });
+
+  test('leaves stdin unset without -i', () => {
+    const spec = specFromRunFlags('busybox', ['cat'], noFlags(), io());
+    assert.equal(Object.hasOwn(spec, 'stdin'), false);
+  });
+
+  test('passes env flags, inheriting bare keys from the CLI’s environment', () => {
+    const spec = specFromRunFlags(
+      'busybox',
+      [],
+      { ...noFlags(), env: ['A=1', 'HOME', 'UNSET'] },
+      { env: { HOME: '/home/me' }, stdin: new PassThrough() },
+    );
+    assert.deepEqual(spec.env, { A: '1', HOME: '/home/me' });
+  });
+
+  test('passes labels, capabilities and mounts', () => {
+    const spec = specFromRunFlags(
+      'busybox',
+      [],
+      {
+        ...noFlags(),
+        label: ['team=infra'],
+        capAdd: ['NET_ADMIN'],
+        capDrop: ['ALL'],
+        mount: ['type=tmpfs,target=/tmp', 'type=bind,source=/srv,target=/srv,readonly'],
+      },
+      io(),
+    );
+    assert.deepEqual(spec.labels, { team: 'infra' });
+    assert.deepEqual(spec.capAdd, ['NET_ADMIN']);
+    assert.deepEqual(spec.capDrop, ['ALL']);
+    assert.deepEqual(spec.mounts, [
+      { type: 'tmpfs', target: '/tmp', size: undefined },
+      { type: 'bind', source: '/srv', target: '/srv', readOnly: true, propagation: 'private' },
+    ]);
+  });
+
+  test('names the index of a bad --mount', () => {
+    assertValidationError(
+      () => specFromRunFlags('busybox', [], { ...noFlags(), mount: ['type=tmpfs,target=/ok', 'type=bind,source=/x'] }, io()),
+      '--mount[1]',
+      /needs target/,
+    );
+  });
+
+  test('passes workdir, user, network, privileged, timeout, stop signal and tty', () => {
+    const spec = specFromRunFlags(
+      'busybox',
+      [],
+      {
+        ...noFlags(),
+        workdir: '/tmp',
+        user: 'nobody',
+        network: 'bridge',
+        privileged: true,
+        timeout: '30s',
+        stopSignal: 'SIGINT',
+        tty: true,
+      },
+      io(),
+    );
+    assert.equal(spec.workdir, '/tmp');
+    assert.equal(spec.user, 'nobody');
+    assert.equal(spec.network, 'bridge');
+    assert.equal(spec.privileged, true);
+    assert.equal(spec.timeout, '30s');
+    assert.equal(spec.stopSignal, 'SIGINT');
+    assert.equal(spec.tty, true);
+  });
+
+  test('turns --entrypoint into a one-element entrypoint, and an empty one into an empty entrypoint', () => {
+    assert.deepEqual(specFromRunFlags('busybox', [], { ...noFlags(), entrypoint: '/bin/sh' }, io()).entrypoint, ['/bin/sh']);
+    assert.deepEqual(specFromRunFlags('busybox', [], { ...noFlags(), entrypoint: '' }, io()).entrypoint, []);
+  });
+
+  test('defaults the log driver to local when only --log-max-size is given', () => {
+    assert.deepEqual(specFromRunFlags('busybox', [], { ...noFlags(), logMaxSize: '5m' }, io()).log, { driver: 'local', maxSize: '5m' });
+  });
+
+  test('sets only the log driver when only --log-driver is given', () => {
+    assert.deepEqual(specFromRunFlags('busybox', [], { ...noFlags(), logDriver: 'json-file' }, io()).log, { driver: 'json-file' });
+  });
+
+  test('leaves the log unset without log flags', () => {
+    assert.equal(Object.hasOwn(specFromRunFlags('busybox', [], noFlags(), io()), 'log'), false);
+  });
+
+  test('builds a spec that resolves with every value in bytes and milliseconds', () => {
+    const cli = io();
+    const resolved = resolveTaskSpec(
+      specFromRunFlags(
+        'busybox',
+        ['cat'],
+        { ...noFlags(), memory: '32m', cpus: '1.5', stopTimeout: '5', timeout: '1m', interactive: true, logMaxSize: '2m' },
+        cli,
+      ),
+    );
+    assert.equal(resolved.resources.memoryBytes, 32 * 1024 * 1024);
+    assert.equal(resolved.resources.cpuMilli, 1500);
+    assert.equal(resolved.stopGraceMs, 5000);
+    assert.equal(resolved.timeoutMs, 60_000);
+    assert.equal(resolved.stdin, cli.stdin);
+    assert.deepEqual(resolved.log, { driver: 'local', maxSizeBytes: 2 * 1024 * 1024, maxFiles: 1 });
+  });
+});
