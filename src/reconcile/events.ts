@@ -1,0 +1,47 @@
+import diagnostics from 'node:diagnostics_channel';
+import type { BerthError } from '../common/errors.js';
+import type { DanglingContainer } from './decide.js';
+
+/** One dangling container the reconciler removed (never sent for a dry run). */
+export interface DanglingContainerRemovedEvent extends DanglingContainer {
+  /** The owner id the container carried: this reconciler's. */
+  ownerId: string;
+  removedAt: Date;
+}
+
+/** What one sweep did. */
+export interface SweepResult {
+  dryRun: boolean;
+  /** Dangling containers removed by this sweep. */
+  removed: DanglingContainer[];
+  /** In a dry run, the dangling containers a real sweep would remove; otherwise empty. */
+  wouldRemove: DanglingContainer[];
+  /** Dangling containers whose removal failed; the next sweep tries again. */
+  failed: Array<{ container: DanglingContainer; error: BerthError }>;
+  /** Dangling containers that were gone by the time of their removal (someone else removed them). */
+  alreadyGone: number;
+  /** Candidates spared because the driver or the agent tracks them. */
+  skippedTracked: number;
+  /** Candidates spared because they are younger than the creation grace period. */
+  skippedGrace: number;
+  /** Candidates the engine listed (berth's, this owner's, running). */
+  listed: number;
+  /** Whether the sweep was cut short (stop(), or the caller's signal) before every removal was tried. */
+  cancelled: boolean;
+  startedAt: Date;
+  durationMs: number;
+}
+
+/** What a scheduled sweep came to: the agent turns it into metrics. */
+export type ScheduledSweepOutcome =
+  | { kind: 'swept'; result: SweepResult }
+  /** The engine did not answer its health check: no sweep ran. */
+  | { kind: 'skipped'; reason: 'engine-unhealthy' }
+  /** The sweep itself failed (its list call). */
+  | { kind: 'failed'; error: BerthError };
+
+/**
+ * `node:diagnostics_channel` on which the reconciler publishes `{ type: 'removed', ...event }` and
+ * `{ type: 'sweep', outcome }`, for observers that hold no reference to it.
+ */
+export const RECONCILE_EVENTS_CHANNEL = diagnostics.channel('berth:reconcile');

@@ -1,0 +1,17 @@
+/** The dangling-container reconciler: removes running containers of this owner that nothing tracks. */
+export {
+  DanglingReconciler,
+  type DanglingReconcilerInit,
+  type ReconcileEngine,
+  type ReconcilerState,
+  type SweepOptions,
+} from './reconciler.js';
+export { createdAtUpperBoundMs, decideDangling, isTracked, type DanglingContainer, type DanglingDecision, type TrackedSnapshot } from './decide.js';
+export { RECONCILE_EVENTS_CHANNEL, type DanglingContainerRemovedEvent, type ScheduledSweepOutcome, type SweepResult } from './events.js';
+export {
+  MINIMUM_RECONCILE_PERIOD_MS,
+  resolveDanglingReconcilerOptions,
+  type DanglingReconcilerOptions,
+  type ResolvedDanglingReconcilerOptions,
+} from './options.js';
+export { systemReconcileClock, type ReconcileClock } from './clock.js';

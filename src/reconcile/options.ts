@@ -1,0 +1,82 @@
+import { z } from 'zod';
+import { ValidationError, type FieldIssue } from '../common/errors.js';
+import { parseDurationMs } from '../common/units.js';
+
+const DURATION_RULE = 'must be a duration such as "5m", "1m30s" or a number of milliseconds';
+
+const duration = (minimumMs: number) =>
+  z.union([z.string(), z.number()]).transform((value, ctx) => {
+    const ms = parseDurationMs(value);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: DURATION_RULE });
+      return z.NEVER;
+    }
+    if (ms < minimumMs) {
+      ctx.addIssue({ code: 'custom', message: `must be at least ${minimumMs} ms` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+/** The smallest period accepted: a sweep lists containers, and listing many times a second only loads the engine. */
+export const MINIMUM_RECONCILE_PERIOD_MS = 100;
+
+const schema = z
+  .object({
+    enabled: z.boolean().default(true),
+    period: duration(MINIMUM_RECONCILE_PERIOD_MS).default(300_000),
+    creationGrace: duration(0).default(300_000),
+    dryRun: z.boolean().default(false),
+    removeConcurrency: z.number().int('must be a whole number').min(1, 'must be at least 1').max(32, 'must be at most 32').default(4),
+  })
+  .strict();
+
+/** Options of the dangling-container reconciler as users write them; durations take `'5m'` or milliseconds. */
+export interface DanglingReconcilerOptions {
+  /** Whether `start()` schedules sweeps at all (`sweepOnce()` works either way). Default true. */
+  enabled?: boolean;
+  /** Time between the end of one sweep and the start of the next. Default `'5m'`; minimum 100 ms. */
+  period?: string | number;
+  /**
+   * A container younger than this is never removed: it may be one the driver is creating right
+   * now and has not registered yet. Default `'5m'`.
+   */
+  creationGrace?: string | number;
+  /** Report what would be removed (and log it from the scheduled sweeps), remove nothing. Default false. */
+  dryRun?: boolean;
+  /** Removals of one sweep in flight at once. Default 4; 1 to 32. */
+  removeConcurrency?: number;
+}
+
+/** The validated, defaulted, frozen options. */
+export interface ResolvedDanglingReconcilerOptions {
+  readonly enabled: boolean;
+  readonly periodMs: number;
+  readonly creationGraceMs: number;
+  readonly dryRun: boolean;
+  readonly removeConcurrency: number;
+}
+
+/**
+ * Validates the reconciler's options once: a ValidationError names every field at fault, under
+ * `fieldPrefix` (e.g. `reconcile.` in the agent's configuration).
+ */
+export function resolveDanglingReconcilerOptions(input: DanglingReconcilerOptions = {}, fieldPrefix = ''): ResolvedDanglingReconcilerOptions {
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) {
+    const issues: FieldIssue[] = parsed.error.issues.flatMap((issue) => {
+      if (issue.code === 'unrecognized_keys') return issue.keys.map((key) => ({ field: `${fieldPrefix}${key}`, rule: 'is not a known option' }));
+      const field = `${fieldPrefix}${issue.path.map(String).join('.')}`;
+      return [{ field, rule: issue.code === 'invalid_union' ? DURATION_RULE : issue.message }];
+    });
+    throw new ValidationError(issues);
+  }
+  const o = parsed.data;
+  return Object.freeze({
+    enabled: o.enabled,
+    periodMs: o.period,
+    creationGraceMs: o.creationGrace,
+    dryRun: o.dryRun,
+    removeConcurrency: o.removeConcurrency,
+  });
+}

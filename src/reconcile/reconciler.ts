@@ -1,0 +1,316 @@
+import { BerthError, cancelledError, ValidationError } from '../common/errors.js';
+import { LABELS } from '../common/labels.js';
+import { silentLogger, type Logger } from '../common/logger.js';
+import type { Engine } from '../engine/engine.js';
+import { systemReconcileClock, type ReconcileClock } from './clock.js';
+import { decideDangling, isTracked, type DanglingContainer, type TrackedSnapshot } from './decide.js';
+import { RECONCILE_EVENTS_CHANNEL, type DanglingContainerRemovedEvent, type ScheduledSweepOutcome, type SweepResult } from './events.js';
+import { resolveDanglingReconcilerOptions, type DanglingReconcilerOptions, type ResolvedDanglingReconcilerOptions } from './options.js';
+
+/** The engine calls the reconciler makes: a narrow port, so tests can script it. */
+export type ReconcileEngine = Pick<Engine, 'listContainers' | 'removeContainer' | 'ping'>;
+
+/** How long the default health check waits for the engine's ping. */
+const DEFAULT_HEALTH_CHECK_DEADLINE_MS = 5_000;
+
+export interface DanglingReconcilerInit {
+  engine: ReconcileEngine;
+  /** Only containers labelled with this owner id are ever considered: never another agent's. */
+  ownerId: string;
+  /**
+   * Ids of the containers the driver or agent tracks now (full ids, or 12-character short ids).
+   * Called at every sweep, and again before each removal. At least one of this and `trackedTaskIds` is required.
+   */
+  trackedContainerIds?: () => Iterable<string>;
+  /** Task ids with a live record: a container labelled with one of them is tracked. */
+  trackedTaskIds?: () => Iterable<string>;
+  /**
+   * Whether the engine answers, asked before every scheduled sweep; a sweep runs only when it
+   * does. Default: a ping with a 5 s deadline.
+   */
+  isEngineHealthy?: () => Promise<boolean>;
+  /** Validated once, here. */
+  options?: DanglingReconcilerOptions;
+  /** Default: silent. */
+  logger?: Logger;
+  /** Default: the system clock. */
+  clock?: ReconcileClock;
+  /** Called for each container removed (not in a dry run): the agent makes it an event and a metric. Must not throw. */
+  onRemoved?: (event: DanglingContainerRemovedEvent) => void;
+  /** Called after each scheduled sweep with its outcome, for metrics. Must not throw. */
+  onSweep?: (outcome: ScheduledSweepOutcome) => void;
+}
+
+export interface SweepOptions {
+  /** Stops the sweep: before the list, a BERTH_CANCELLED; during removals, no new removal starts. */
+  signal?: AbortSignal;
+  /** Overrides the configured dry run for this sweep. */
+  dryRun?: boolean;
+}
+
+/** idle → running → stopped; stopped is final (a new configuration makes a new reconciler). */
+export type ReconcilerState = 'idle' | 'running' | 'stopped';
+
+/**
+ * Removes dangling containers (Nomad's reconcile_dangling, in Node): running containers that carry
+ * berth's labels and this owner's id but that nothing tracks, once they are older than a creation
+ * grace period. An engine can start a container and still fail the API call (a wedged engine, a
+ * timeout): the driver then thinks the task failed while its container runs on, untracked.
+ *
+ * One sweep is one engine list call, filtered on the engine side by label and status, plus one
+ * force-removal per dangling container; foreign containers are never inspected or touched.
+ */
+export class DanglingReconciler {
+  readonly options: ResolvedDanglingReconcilerOptions;
+  readonly ownerId: string;
+  readonly #engine: ReconcileEngine;
+  readonly #trackedContainerIds: (() => Iterable<string>) | undefined;
+  readonly #trackedTaskIds: (() => Iterable<string>) | undefined;
+  readonly #isEngineHealthy: () => Promise<boolean>;
+  readonly #logger: Logger;
+  readonly #clock: ReconcileClock;
+  readonly #onRemoved: ((event: DanglingContainerRemovedEvent) => void) | undefined;
+  readonly #onSweep: ((outcome: ScheduledSweepOutcome) => void) | undefined;
+  /** Aborted by stop(): the scheduled sweep under way starts no new removal. */
+  readonly #stopping = new AbortController();
+  #state: ReconcilerState = 'idle';
+  #timer: unknown;
+  /** The sweep under way (or the last one); sweeps run one after another, never at once. */
+  #tail: Promise<unknown> = Promise.resolve();
+  #scheduled: Promise<unknown> | undefined;
+  /** Set while the engine fails: the failure is logged when this is set, and recovery when it is cleared. */
+  #engineFailure: { sinceMs: number; sweepsMissed: number } | undefined;
+  /** Containers whose removal failed and was logged: logged once each, not every period. */
+  readonly #loggedRemovalFailures = new Set<string>();
+
+  constructor(init: DanglingReconcilerInit) {
+    this.options = resolveDanglingReconcilerOptions(init.options);
+    const issues = [];
+    if (typeof init.ownerId !== 'string' || init.ownerId.trim() === '') issues.push({ field: 'ownerId', rule: 'must be a non-empty string' });
+    if (init.trackedContainerIds === undefined && init.trackedTaskIds === undefined) {
+      // Without a source of tracked containers every container of this owner would look dangling.
+      issues.push({ field: 'trackedContainerIds', rule: 'one of trackedContainerIds and trackedTaskIds is required' });
+    }
+    if (issues.length > 0) throw new ValidationError(issues);
+    this.ownerId = init.ownerId;
+    this.#engine = init.engine;
+    this.#trackedContainerIds = init.trackedContainerIds;
+    this.#trackedTaskIds = init.trackedTaskIds;
+    this.#isEngineHealthy = init.isEngineHealthy ?? (() => pingEngine(this.#engine));
+    this.#logger = init.logger ?? silentLogger;
+    this.#clock = init.clock ?? systemReconcileClock;
+    this.#onRemoved = init.onRemoved;
+    this.#onSweep = init.onSweep;
+  }
+
+  get state(): ReconcilerState {
+    return this.#state;
+  }
+
+  /** The engine-side label filter of a sweep: berth's, and this owner's. */
+  get labelFilter(): string[] {
+    return [`${LABELS.managed}=true`, `${LABELS.ownerId}=${this.ownerId}`];
+  }
+
+  /**
+   * Starts the periodic sweeps. The first waits max(period, creation grace), so that the agent's
+   * recovery re-attaches its tasks before anything of theirs can look dangling (as Nomad does);
+   * each next one starts a period after the previous ended. A no-op when not `enabled` or already
+   * running; refused once stopped.
+   */
+  start(): void {
+    if (this.#state === 'running') return;
+    if (this.#state === 'stopped') throw new BerthError('BERTH_INTERNAL', 'the dangling-container reconciler was stopped; make a new one');
+    if (!this.options.enabled) {
+      this.#logger.info({ ownerId: this.ownerId }, 'dangling-container reconciler disabled');
+      return;
+    }
+    this.#transition('running');
+    this.#schedule(Math.max(this.options.periodMs, this.options.creationGraceMs));
+  }
+
+  /** Stops the sweeps: no new one starts, the one under way starts no new removal, and this resolves when it has ended. */
+  async stop(): Promise<void> {
+    if (this.#state !== 'stopped') this.#transition('stopped');
+    this.#clock.clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#stopping.abort(cancelledError('dangling-container sweep: the reconciler stopped'));
+    await this.#scheduled;
+    await this.#tail.catch(() => undefined);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  /**
+   * One sweep: lists berth's running containers of this owner (one engine call), spares the tracked
+   * and the young, and force-removes the rest with their anonymous volumes (or, in a dry run, only
+   * reports them). Sweeps queue behind one under way. Rejects when the list fails (a BerthError
+   * from the engine) or BERTH_CANCELLED when `signal` aborts before the list; a removal that fails
+   * is reported in `failed`, and the sweep goes on.
+   */
+  sweepOnce(options: SweepOptions = {}): Promise<SweepResult> {
+    const run = this.#tail.catch(() => undefined).then(() => this.#sweep(options));
+    this.#tail = run;
+    return run;
+  }
+
+  /**
+   * What the timer runs, callable by hand: checks the engine's health, sweeps, logs what it did,
+   * and logs an engine failure once (and its recovery once), not every period. Never rejects.
+   */
+  async runScheduledSweep(): Promise<ScheduledSweepOutcome> {
+    let outcome: ScheduledSweepOutcome;
+    try {
+      const healthy = await this.#isEngineHealthy().catch(() => false);
+      outcome = healthy ? { kind: 'swept', result: await this.sweepOnce({ signal: this.#stopping.signal }) } : { kind: 'skipped', reason: 'engine-unhealthy' };
+    } catch (error) {
+      outcome = { kind: 'failed', error: asBerthError(error) };
+    }
+    if (!(outcome.kind === 'failed' && outcome.error.code === 'BERTH_CANCELLED' && this.#stopping.signal.aborted)) this.#report(outcome);
+    try {
+      this.#onSweep?.(outcome);
+    } catch (error) {
+      this.#logger.warn({ reason: messageOf(error) }, 'the onSweep callback threw; ignored');
+    }
+    if (RECONCILE_EVENTS_CHANNEL.hasSubscribers) RECONCILE_EVENTS_CHANNEL.publish({ type: 'sweep', outcome });
+    return outcome;
+  }
+
+  #schedule(delayMs: number): void {
+    this.#timer = this.#clock.setTimeout(() => {
+      this.#timer = undefined;
+      if (this.#state !== 'running') return;
+      const tick = this.runScheduledSweep().finally(() => {
+        this.#scheduled = undefined;
+        if (this.#state === 'running') this.#schedule(this.options.periodMs);
+      });
+      this.#scheduled = tick;
+    }, delayMs);
+  }
+
+  async #sweep(options: SweepOptions): Promise<SweepResult> {
+    const signal = options.signal;
+    const dryRun = options.dryRun ?? this.options.dryRun;
+    if (signal?.aborted) throw cancelledError('dangling-container sweep', signal.reason);
+    const startedAtMs = this.#clock.now();
+    const candidates = await this.#engine.listContainers({ all: false, labels: this.labelFilter, status: ['running'] }, { signal });
+    const decision = decideDangling(candidates, this.#tracked(), this.#clock.now(), this.options.creationGraceMs);
+    const result: SweepResult = {
+      dryRun,
+      removed: [],
+      wouldRemove: dryRun ? decision.dangling : [],
+      failed: [],
+      alreadyGone: 0,
+      skippedTracked: decision.skippedTracked,
+      skippedGrace: decision.skippedGrace,
+      listed: candidates.length,
+      cancelled: false,
+      startedAt: new Date(startedAtMs),
+      durationMs: 0,
+    };
+    if (!dryRun && decision.dangling.length > 0) {
+      const queue = [...decision.dangling];
+      const worker = async (): Promise<void> => {
+        for (let container = queue.shift(); container; container = queue.shift()) {
+          if (signal?.aborted) {
+            result.cancelled = true;
+            return;
+          }
+          await this.#remove(container, result);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(this.options.removeConcurrency, queue.length) }, worker));
+    }
+    result.durationMs = this.#clock.now() - startedAtMs;
+    return result;
+  }
+
+  async #remove(container: DanglingContainer, result: SweepResult): Promise<void> {
+    // Asked again just before removing: recovery may have re-attached the task since the list.
+    if (isTracked({ id: container.id, labels: container.taskId === undefined ? {} : { [LABELS.taskId]: container.taskId } }, this.#tracked())) {
+      result.skippedTracked++;
+      return;
+    }
+    try {
+      // Not the sweep's signal: once asked, a removal runs to its outcome (under its own deadline), so the result is known.
+      const outcome = await this.#engine.removeContainer(container.id);
+      if (outcome === 'absent') {
+        result.alreadyGone++;
+        return;
+      }
+      result.removed.push(container);
+      this.#loggedRemovalFailures.delete(container.id);
+      const event: DanglingContainerRemovedEvent = { ...container, ownerId: this.ownerId, removedAt: new Date(this.#clock.now()) };
+      try {
+        this.#onRemoved?.(event);
+      } catch (error) {
+        this.#logger.warn({ containerId: container.id, reason: messageOf(error) }, 'the onRemoved callback threw; ignored');
+      }
+      if (RECONCILE_EVENTS_CHANNEL.hasSubscribers) RECONCILE_EVENTS_CHANNEL.publish({ type: 'removed', ...event });
+    } catch (error) {
+      result.failed.push({ container, error: asBerthError(error) });
+    }
+  }
+
+  #tracked(): TrackedSnapshot {
+    return {
+      containerIds: new Set(this.#trackedContainerIds?.() ?? []),
+      taskIds: new Set(this.#trackedTaskIds?.() ?? []),
+    };
+  }
+
+  /** The scheduled path's logging: what was removed, and engine failures once per outage. */
+  #report(outcome: ScheduledSweepOutcome): void {
+    if (outcome.kind !== 'swept') {
+      if (this.#engineFailure) {
+        this.#engineFailure.sweepsMissed++;
+        return;
+      }
+      this.#engineFailure = { sinceMs: this.#clock.now(), sweepsMissed: 1 };
+      const meta = outcome.kind === 'failed' ? { code: outcome.error.code, reason: outcome.error.message } : { reason: 'the engine did not answer its health check' };
+      this.#logger.warn({ ...meta, ownerId: this.ownerId }, 'dangling-container sweeps paused: the engine is not answering (logged once until it recovers)');
+      return;
+    }
+    if (this.#engineFailure) {
+      const { sinceMs, sweepsMissed } = this.#engineFailure;
+      this.#engineFailure = undefined;
+      this.#logger.info({ downMs: this.#clock.now() - sinceMs, sweepsMissed, ownerId: this.ownerId }, 'dangling-container sweeps resumed: the engine answers again');
+    }
+    const { result } = outcome;
+    for (const container of result.removed) {
+      this.#logger.info({ containerId: container.id, name: container.name, taskId: container.taskId, ageMs: container.ageMs }, 'removed a dangling container');
+    }
+    for (const container of result.wouldRemove) {
+      this.#logger.info({ containerId: container.id, name: container.name, taskId: container.taskId, ageMs: container.ageMs }, 'dry run: would remove a dangling container');
+    }
+    for (const { container, error } of result.failed) {
+      if (this.#loggedRemovalFailures.has(container.id)) continue;
+      this.#loggedRemovalFailures.add(container.id);
+      this.#logger.warn({ containerId: container.id, code: error.code, reason: error.message }, 'could not remove a dangling container; will retry every sweep (logged once)');
+    }
+  }
+
+  #transition(to: ReconcilerState): void {
+    this.#logger.debug({ from: this.#state, to, ownerId: this.ownerId }, 'dangling-container reconciler state');
+    this.#state = to;
+  }
+}
+
+async function pingEngine(engine: ReconcileEngine): Promise<boolean> {
+  try {
+    await engine.ping({ deadlineMs: DEFAULT_HEALTH_CHECK_DEADLINE_MS });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function asBerthError(error: unknown): BerthError {
+  return error instanceof BerthError ? error : new BerthError('BERTH_INTERNAL', messageOf(error), { cause: error });
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
