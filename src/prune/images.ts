@@ -1,0 +1,138 @@
+/**
+ * The images berth may prune: those it pulled (the coordinator says which, and by which names),
+ * that no task holds, and that nobody else names. Pure helpers for exemption and least-recently-used
+ * selection, kept apart from the engine calls so that they can be tested on their own.
+ */
+import { ValidationError, type FieldIssue } from '../common/errors.js';
+import { parseImageReference } from '../images/reference.js';
+
+/** An image berth pulled, as its image coordinator knows it. */
+export interface BerthImage {
+  /** The engine's image id, `sha256:…`. */
+  imageId: string;
+  /** The local names berth acquired it by (`busybox:latest`, `repo@sha256:…`): what removal untags. */
+  refs: readonly string[];
+}
+
+/**
+ * Where the pruner learns which images are berth's and which are in use: a port over the image
+ * coordinator (its snapshot) and the agent's durable holders.
+ */
+export interface PruneImageSource {
+  /** Images berth pulled and may remove. Only these are ever considered. */
+  berthImages(): Iterable<BerthImage>;
+  /** Image ids some task holds now: never removed. */
+  heldImageIds(): Iterable<string>;
+  /**
+   * When the image was last used (its last acquire or release), for least-recently-used order.
+   * Optional; without an answer the image's last local tag time is used, then its creation time.
+   */
+  lastUsedAt?(imageId: string): number | Date | undefined;
+}
+
+/** What the pruner found out about one berth image (one inspect). */
+export interface BerthImageFacts {
+  imageId: string;
+  refs: string[];
+  sizeBytes: number;
+  createdAtMs: number;
+  lastUsedAtMs: number;
+  labels: Record<string, string>;
+  repoTags: string[];
+  repoDigests: string[];
+  /**
+   * Whether the engine knows the image by a name berth did not acquire it by: someone else uses it
+   * (tagged it, or pulled it under another name), so berth leaves it alone.
+   */
+  shared: boolean;
+}
+
+/** A name in the form the engine compares: `docker.io/library/busybox:latest`; unparsable text as it is. */
+export function canonicalImageName(text: string): string {
+  try {
+    return parseImageReference(text).canonical;
+  } catch {
+    return text;
+  }
+}
+
+/** Whether some name of the image is not one berth acquired it by. */
+export function isSharedImage(berthRefs: readonly string[], repoTags: readonly string[]): boolean {
+  const ours = new Set(berthRefs.map(canonicalImageName));
+  return repoTags.some((tag) => !ours.has(canonicalImageName(tag)));
+}
+
+/** Exempt images by reference (`busybox`, `busybox:1.36`, `repo@sha256:…`) or by image id (`sha256:…`). */
+export interface ExemptImages {
+  readonly names: ReadonlySet<string>;
+  readonly ids: ReadonlySet<string>;
+}
+
+const IMAGE_ID = /^sha256:[a-f0-9]{64}$/;
+
+/** Parses an exempt list once: every entry must be a valid reference or a full image id. */
+export function parseExemptImages(entries: readonly string[] | undefined, field = 'exempt'): ExemptImages {
+  const names = new Set<string>();
+  const ids = new Set<string>();
+  const issues: FieldIssue[] = [];
+  (entries ?? []).forEach((entry, index) => {
+    if (typeof entry !== 'string') {
+      issues.push({ field: `${field}[${index}]`, rule: 'must be an image reference or an image id' });
+      return;
+    }
+    if (IMAGE_ID.test(entry)) {
+      ids.add(entry);
+      return;
+    }
+    try {
+      names.add(parseImageReference(entry, `${field}[${index}]`).canonical);
+    } catch (error) {
+      if (error instanceof ValidationError) issues.push(...error.issues);
+      else throw error;
+    }
+  });
+  if (issues.length > 0) throw new ValidationError(issues);
+  return { names, ids };
+}
+
+/** Whether any name of the image (berth's, the engine's tags or digests) or its id is exempt. */
+export function isExemptImage(image: Pick<BerthImageFacts, 'imageId' | 'refs' | 'repoTags' | 'repoDigests'>, exempt: ExemptImages): boolean {
+  if (exempt.ids.has(image.imageId)) return true;
+  return [...image.refs, ...image.repoTags, ...image.repoDigests].some((name) => exempt.names.has(canonicalImageName(name)));
+}
+
+export interface BudgetCandidate {
+  imageId: string;
+  sizeBytes: number;
+  lastUsedAtMs: number;
+  exempt: boolean;
+}
+
+export interface BudgetSelection {
+  /** The size of every candidate, exempt ones included: the cache's size. */
+  totalBytes: number;
+  /** What to remove, least recently used first, to bring the total within the budget (or as near as exemptions allow). */
+  victims: BudgetCandidate[];
+  /** Every candidate that may go, least recently used first: where to go on when a victim turns out to be in use. */
+  order: BudgetCandidate[];
+}
+
+/**
+ * Fn's image cleaner: when the cache is over budget, the least recently used images go first.
+ * Exempt images count toward the cache's size but are never chosen. Ties go to the larger image,
+ * then by id, so the choice is stable.
+ */
+export function selectBudgetVictims(candidates: readonly BudgetCandidate[], budgetBytes: number): BudgetSelection {
+  const totalBytes = candidates.reduce((sum, c) => sum + c.sizeBytes, 0);
+  const order = candidates
+    .filter((c) => !c.exempt)
+    .sort((a, b) => a.lastUsedAtMs - b.lastUsedAtMs || b.sizeBytes - a.sizeBytes || (a.imageId < b.imageId ? -1 : a.imageId > b.imageId ? 1 : 0));
+  const victims: BudgetCandidate[] = [];
+  let remaining = totalBytes;
+  for (const candidate of order) {
+    if (remaining <= budgetBytes) break;
+    victims.push(candidate);
+    remaining -= candidate.sizeBytes;
+  }
+  return { totalBytes, victims, order };
+}

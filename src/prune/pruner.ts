@@ -1,0 +1,560 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import { BerthError, isBerthError, ValidationError } from '../common/errors.js';
+import { LABELS } from '../common/labels.js';
+import { silentLogger, type Logger } from '../common/logger.js';
+import type { Engine } from '../engine/engine.js';
+import type { ContainerSummary } from '../engine/types.js';
+import { engineLabelFilters, formatPruneFilters, matchesPruneFilters, parsePruneFilters, type PruneFilterInput, type PruneFilters } from './filters.js';
+import {
+  isExemptImage,
+  isSharedImage,
+  parseExemptImages,
+  selectBudgetVictims,
+  type BerthImageFacts,
+  type PruneImageSource,
+} from './images.js';
+import { resolvePrunerOptions, type PrunerOptions, type ResolvedPrunerOptions } from './options.js';
+import {
+  emptyPruneReport,
+  PRUNE_EVENTS_CHANNEL,
+  PRUNE_KINDS,
+  type ImageBudgetReport,
+  type PruneKind,
+  type PruneRemovedEvent,
+  type PruneReport,
+} from './report.js';
+
+/** The engine calls the pruner makes: a narrow port. */
+export type PruneEngine = Pick<
+  Engine,
+  | 'listContainers'
+  | 'inspectContainer'
+  | 'removeContainer'
+  | 'listNetworks'
+  | 'inspectNetwork'
+  | 'removeNetwork'
+  | 'listVolumes'
+  | 'removeVolume'
+  | 'inspectImage'
+  | 'deleteImage'
+>;
+
+/** Time as the pruner sees it: `until` durations count back from `now()`, and the image budget paces itself with `sleep`. */
+export interface PruneClock {
+  now(): number;
+  /** Resolves after `ms`, or early (without rejecting) when `signal` aborts. */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+export const systemPruneClock: PruneClock = Object.freeze({
+  now: () => Date.now(),
+  sleep: async (ms: number, signal?: AbortSignal) => {
+    try {
+      await delay(ms, undefined, { signal });
+    } catch {
+      // Aborted: the caller checks its signal.
+    }
+  },
+});
+
+export interface PrunerInit {
+  engine: PruneEngine;
+  /** Only objects labelled with berth's managed label and this owner id are ever considered. */
+  ownerId: string;
+  /** Whether a task's record is live (not ended): its containers are never pruned. A task id without a record is not live. */
+  isTaskLive: (taskId: string) => boolean;
+  /** Which images berth pulled and which are held. Without it, no image is ever pruned. */
+  images?: PruneImageSource;
+  /** Validated once, here. */
+  options?: PrunerOptions;
+  /** Default: silent. The pruner returns reports; it logs only at debug level. */
+  logger?: Logger;
+  /** Default: the system clock. */
+  clock?: PruneClock;
+  /** Called for each object removed (not in a dry run): the agent makes it an event and a metric. Must not throw. */
+  onRemoved?: (event: PruneRemovedEvent) => void;
+}
+
+export interface PruneOptions {
+  /** Moby's filters: `label=k`, `label=k=v`, `label!=k`, `label!=k=v`, `until=<time>`. Default: none. */
+  filters?: PruneFilterInput;
+  /** Report what would be removed; remove nothing. Default false. */
+  dryRun?: boolean;
+  /** Aborting stops the prune at the next object; it resolves with what it removed so far and `cancelled: true`. */
+  signal?: AbortSignal;
+  /** The kinds to prune. Default: all (containers, networks, volumes, images, in that order). */
+  kinds?: readonly PruneKind[];
+}
+
+export interface ImageBudgetOptions {
+  /** The size the images berth pulled and nobody holds may take, in bytes. */
+  budgetBytes: number;
+  /** Never removed: references (`busybox`, `registry/app:1`) or image ids (`sha256:…`). */
+  exempt?: readonly string[];
+  /** Report what would be removed; remove nothing. Default false. */
+  dryRun?: boolean;
+  /** Aborting stops at the next image; resolves with what was removed so far and `cancelled: true`. */
+  signal?: AbortSignal;
+}
+
+const OWN_STOPPED_STATES = ['created', 'exited', 'dead'] as const;
+
+/**
+ * Removes what berth created and nobody uses (Moby's prune, scoped to berth): stopped task
+ * containers whose task is not live (with their anonymous volumes), networks and dangling volumes
+ * labelled as berth's, and images berth pulled that no task holds and nobody else names. Removal
+ * is never forced past the engine's "in use": such objects are kept and reported.
+ *
+ * One prune (or budget enforcement) runs at a time: another call meanwhile rejects with
+ * BERTH_ENGINE_CONFLICT at once, rather than queueing.
+ */
+export class Pruner {
+  readonly options: ResolvedPrunerOptions;
+  readonly ownerId: string;
+  readonly #engine: PruneEngine;
+  readonly #isTaskLive: (taskId: string) => boolean;
+  readonly #images: PruneImageSource | undefined;
+  readonly #logger: Logger;
+  readonly #clock: PruneClock;
+  readonly #onRemoved: ((event: PruneRemovedEvent) => void) | undefined;
+  #running: 'prune' | 'image budget' | undefined;
+
+  constructor(init: PrunerInit) {
+    this.options = resolvePrunerOptions(init.options);
+    if (typeof init.ownerId !== 'string' || init.ownerId.trim() === '') throw new ValidationError([{ field: 'ownerId', rule: 'must be a non-empty string' }]);
+    this.ownerId = init.ownerId;
+    this.#engine = init.engine;
+    this.#isTaskLive = init.isTaskLive;
+    this.#images = init.images;
+    this.#logger = init.logger ?? silentLogger;
+    this.#clock = init.clock ?? systemPruneClock;
+    this.#onRemoved = init.onRemoved;
+  }
+
+  /** Whether a prune or a budget enforcement is under way. */
+  get isRunning(): boolean {
+    return this.#running !== undefined;
+  }
+
+  /** The engine-side labels every object berth prunes carries. */
+  get ownLabels(): string[] {
+    return [`${LABELS.managed}=true`, `${LABELS.ownerId}=${this.ownerId}`];
+  }
+
+  /**
+   * Prunes. Rejects with a ValidationError for bad filters or kinds, BERTH_ENGINE_CONFLICT when a
+   * prune is already running, or the engine's error when a list fails (its context carries
+   * `partialReport`, what was removed before). A failed removal is reported in `failed`, and the
+   * prune goes on.
+   */
+  prune(options: PruneOptions = {}): Promise<PruneReport> {
+    let filters: PruneFilters;
+    let kinds: ReadonlySet<PruneKind>;
+    try {
+      filters = parsePruneFilters(options.filters, this.#clock.now());
+      kinds = parseKinds(options.kinds);
+      this.#begin('prune');
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#prune(filters, kinds, options.dryRun ?? false, options.signal).finally(() => (this.#running = undefined));
+  }
+
+  /**
+   * Fn's image cleaner: when the images berth pulled and nobody holds take more than `budgetBytes`,
+   * removes the least recently used first until they fit, never a held or exempt one, at most
+   * `imageBudgetMaxRemovals` per call and `imageBudgetRemovalsPerSecond`. Images someone else names
+   * are not berth's to manage: they neither count nor go. Rejects like `prune()`.
+   */
+  enforceImageBudget(options: ImageBudgetOptions): Promise<ImageBudgetReport> {
+    let exempt: ReturnType<typeof parseExemptImages>;
+    try {
+      if (typeof options.budgetBytes !== 'number' || !Number.isSafeInteger(options.budgetBytes) || options.budgetBytes < 0) {
+        throw new ValidationError([{ field: 'budgetBytes', rule: 'must be a whole number of bytes, 0 or more' }]);
+      }
+      exempt = parseExemptImages(options.exempt);
+      this.#begin('image budget');
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#enforceBudget(options.budgetBytes, exempt, options.dryRun ?? false, options.signal).finally(() => (this.#running = undefined));
+  }
+
+  #begin(what: 'prune' | 'image budget'): void {
+    if (this.#running !== undefined) {
+      throw new BerthError('BERTH_ENGINE_CONFLICT', `cannot start a ${what}: a ${this.#running} is already running`, { context: { running: this.#running } });
+    }
+    this.#running = what;
+  }
+
+  async #prune(filters: PruneFilters, kinds: ReadonlySet<PruneKind>, dryRun: boolean, signal: AbortSignal | undefined): Promise<PruneReport> {
+    const startedAtMs = this.#clock.now();
+    const report = emptyPruneReport(dryRun, formatPruneFilters(filters), new Date(startedAtMs));
+    const run = { filters, dryRun, signal, report };
+    try {
+      for (const kind of PRUNE_KINDS) {
+        if (!kinds.has(kind)) continue;
+        if (this.#stopped(run)) break;
+        if (kind === 'containers') await this.#pruneContainers(run);
+        else if (kind === 'networks') await this.#pruneNetworks(run);
+        else if (kind === 'volumes') await this.#pruneVolumes(run);
+        else await this.#pruneImages(run);
+      }
+    } catch (error) {
+      if (signal?.aborted && isBerthError(error, 'BERTH_CANCELLED')) report.cancelled = true;
+      else {
+        report.durationMs = this.#clock.now() - startedAtMs;
+        throw partialFailure(error, report);
+      }
+    }
+    report.durationMs = this.#clock.now() - startedAtMs;
+    this.#logger.debug(
+      { dryRun, cancelled: report.cancelled, containers: report.containers.ids.length, networks: report.networks.ids.length, volumes: report.volumes.ids.length, images: report.images.ids.length },
+      'prune done',
+    );
+    return report;
+  }
+
+  /** Checks the signal between objects: an aborted prune stops at the next one. */
+  #stopped(run: { signal: AbortSignal | undefined; report: { cancelled: boolean } }): boolean {
+    if (run.signal?.aborted) run.report.cancelled = true;
+    return run.report.cancelled;
+  }
+
+  async #pruneContainers(run: PruneRun): Promise<void> {
+    const { filters, dryRun, signal, report } = run;
+    const rows = await this.#engine.listContainers(
+      { all: true, labels: [...this.ownLabels, ...engineLabelFilters(filters)], status: [...OWN_STOPPED_STATES], withSize: true },
+      { signal },
+    );
+    for (const row of rows) {
+      if (this.#stopped(run)) return;
+      if (!(await this.#containerMatches(row, filters, signal))) continue;
+      const taskId = row.labels[LABELS.taskId];
+      if (taskId !== undefined && this.#isTaskLive(taskId)) {
+        report.kept.push({ kind: 'containers', id: row.id, reason: 'live-task' });
+        continue;
+      }
+      const reclaimedBytes = row.sizeRwBytes ?? 0;
+      if (!dryRun) {
+        try {
+          // Forced only in the engine's sense (no stop first): the container is stopped already. Its anonymous volumes go with it.
+          if ((await this.#engine.removeContainer(row.id)) === 'absent') continue;
+        } catch (error) {
+          report.failed.push({ kind: 'containers', id: row.id, error: asBerthError(error) });
+          continue;
+        }
+        this.#emit({ kind: 'containers', id: row.id, reclaimedBytes, cause: 'prune' });
+      }
+      report.containers.ids.push(row.id);
+      report.containers.reclaimedBytes += reclaimedBytes;
+    }
+  }
+
+  /**
+   * The list reports creation in whole seconds; when an `until` cut-off falls inside that second,
+   * only the exact time (one inspect, of this berth container only) can tell which side it is on.
+   */
+  async #containerMatches(row: ContainerSummary, filters: PruneFilters, signal: AbortSignal | undefined): Promise<boolean> {
+    let createdAtMs = row.createdAt.getTime();
+    if (filters.untilMs !== undefined && Math.floor(filters.untilMs / 1000) * 1000 === createdAtMs) {
+      try {
+        createdAtMs = (await this.#engine.inspectContainer(row.id, { signal })).createdAt.getTime();
+      } catch (error) {
+        if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return false;
+        throw error;
+      }
+    }
+    return matchesPruneFilters(filters, { labels: row.labels, createdAtMs });
+  }
+
+  async #pruneNetworks(run: PruneRun): Promise<void> {
+    const { filters, dryRun, signal, report } = run;
+    const rows = await this.#engine.listNetworks({ labels: [...this.ownLabels, ...engineLabelFilters(filters)] }, { signal });
+    for (const row of rows) {
+      if (this.#stopped(run)) return;
+      if (!matchesPruneFilters(filters, { labels: row.labels, createdAtMs: row.createdAt.getTime() })) continue;
+      // The list does not say which containers are attached; a network with endpoints is in use.
+      let attached: number;
+      try {
+        attached = (await this.#engine.inspectNetwork(row.id, { signal })).containerIds.length;
+      } catch (error) {
+        if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) continue;
+        throw error;
+      }
+      if (attached > 0) {
+        report.kept.push({ kind: 'networks', id: row.id, reason: 'in-use' });
+        continue;
+      }
+      if (!dryRun) {
+        let outcome;
+        try {
+          outcome = await this.#engine.removeNetwork(row.id);
+        } catch (error) {
+          report.failed.push({ kind: 'networks', id: row.id, error: asBerthError(error) });
+          continue;
+        }
+        if (outcome === 'absent') continue;
+        if (outcome === 'in-use') {
+          report.kept.push({ kind: 'networks', id: row.id, reason: 'in-use' });
+          continue;
+        }
+        this.#emit({ kind: 'networks', id: row.id, reclaimedBytes: 0, cause: 'prune' });
+      }
+      report.networks.ids.push(row.id);
+    }
+  }
+
+  async #pruneVolumes(run: PruneRun): Promise<void> {
+    const { filters, dryRun, signal, report } = run;
+    const rows = await this.#engine.listVolumes({ labels: [...this.ownLabels, ...engineLabelFilters(filters)], dangling: true }, { signal });
+    for (const row of rows) {
+      if (this.#stopped(run)) return;
+      if (!matchesPruneFilters(filters, { labels: row.labels, createdAtMs: row.createdAt?.getTime() })) continue;
+      const reclaimedBytes = row.sizeBytes ?? 0;
+      if (!dryRun) {
+        let outcome;
+        try {
+          outcome = await this.#engine.removeVolume(row.name);
+        } catch (error) {
+          report.failed.push({ kind: 'volumes', id: row.name, error: asBerthError(error) });
+          continue;
+        }
+        if (outcome === 'absent') continue;
+        if (outcome === 'in-use') {
+          report.kept.push({ kind: 'volumes', id: row.name, reason: 'in-use' });
+          continue;
+        }
+        this.#emit({ kind: 'volumes', id: row.name, reclaimedBytes, cause: 'prune' });
+      }
+      report.volumes.ids.push(row.name);
+      report.volumes.reclaimedBytes += reclaimedBytes;
+    }
+  }
+
+  async #pruneImages(run: PruneRun): Promise<void> {
+    const { filters, dryRun, signal, report } = run;
+    if (!this.#images) return;
+    const held = new Set(this.#images.heldImageIds());
+    for (const image of mergeBerthImages(this.#images.berthImages())) {
+      if (this.#stopped(run)) return;
+      if (held.has(image.imageId)) {
+        report.kept.push({ kind: 'images', id: image.imageId, reason: 'held' });
+        continue;
+      }
+      const facts = await this.#imageFacts(image, signal);
+      if (!facts) continue;
+      if (!matchesPruneFilters(filters, { labels: facts.labels, createdAtMs: facts.createdAtMs })) continue;
+      if (facts.shared) {
+        report.kept.push({ kind: 'images', id: facts.imageId, reason: 'shared' });
+        continue;
+      }
+      if (dryRun) {
+        report.images.ids.push(facts.imageId);
+        report.images.untagged.push(...facts.refs);
+        report.images.reclaimedBytes += facts.sizeBytes;
+        continue;
+      }
+      const outcome = await this.#removeImage(facts, report.failed, 'prune');
+      report.images.untagged.push(...outcome.untagged);
+      if (outcome.inUse) report.kept.push({ kind: 'images', id: facts.imageId, reason: 'in-use' });
+      if (outcome.deleted) {
+        report.images.ids.push(facts.imageId);
+        report.images.reclaimedBytes += facts.sizeBytes;
+      }
+    }
+  }
+
+  async #enforceBudget(budgetBytes: number, exempt: ReturnType<typeof parseExemptImages>, dryRun: boolean, signal: AbortSignal | undefined): Promise<ImageBudgetReport> {
+    const report: ImageBudgetReport = {
+      budgetBytes,
+      unheldBytesBefore: 0,
+      unheldBytesAfter: 0,
+      removed: [],
+      untagged: [],
+      reclaimedBytes: 0,
+      withinBudget: true,
+      limitReached: false,
+      kept: [],
+      failed: [],
+      dryRun,
+      cancelled: false,
+    };
+    const images = this.#images;
+    if (!images) return report;
+    const held = new Set(images.heldImageIds());
+    const facts = new Map<string, BerthImageFacts>();
+    try {
+      for (const image of mergeBerthImages(images.berthImages())) {
+        if (this.#stopped({ signal, report })) break;
+        if (held.has(image.imageId)) continue;
+        const found = await this.#imageFacts(image, signal);
+        if (!found) continue;
+        if (found.shared) report.kept.push({ kind: 'images', id: found.imageId, reason: 'shared' });
+        else facts.set(found.imageId, found);
+      }
+    } catch (error) {
+      if (signal?.aborted && isBerthError(error, 'BERTH_CANCELLED')) report.cancelled = true;
+      else throw error;
+    }
+    const candidates = [...facts.values()].map((f) => ({ imageId: f.imageId, sizeBytes: f.sizeBytes, lastUsedAtMs: f.lastUsedAtMs, exempt: isExemptImage(f, exempt) }));
+    const selection = selectBudgetVictims(candidates, budgetBytes);
+    report.unheldBytesBefore = selection.totalBytes;
+    let remaining = selection.totalBytes;
+    if (!report.cancelled && remaining > budgetBytes) {
+      for (const candidate of candidates) if (candidate.exempt) report.kept.push({ kind: 'images', id: candidate.imageId, reason: 'exempt' });
+      let attempts = 0;
+      for (const victim of selection.order) {
+        if (remaining <= budgetBytes) break;
+        if (report.removed.length >= this.options.imageBudgetMaxRemovals) {
+          report.limitReached = true;
+          break;
+        }
+        // Paced: each removal makes the engine delete layers from disk, competing with running tasks.
+        if (attempts > 0 && !dryRun) await this.#clock.sleep(this.options.imageBudgetRemovalIntervalMs, signal);
+        if (this.#stopped({ signal, report })) break;
+        const image = facts.get(victim.imageId)!;
+        // Asked again just before removing: a task may have acquired it since.
+        if (new Set(images.heldImageIds()).has(image.imageId)) {
+          report.kept.push({ kind: 'images', id: image.imageId, reason: 'held' });
+          continue;
+        }
+        const removal = { imageId: image.imageId, refs: image.refs, sizeBytes: image.sizeBytes, lastUsedAt: new Date(image.lastUsedAtMs) };
+        if (dryRun) {
+          report.removed.push(removal);
+          report.untagged.push(...image.refs);
+          remaining -= image.sizeBytes;
+          continue;
+        }
+        attempts++;
+        const outcome = await this.#removeImage(image, report.failed, 'image-budget');
+        report.untagged.push(...outcome.untagged);
+        if (outcome.inUse) report.kept.push({ kind: 'images', id: image.imageId, reason: 'in-use' });
+        if (outcome.deleted || outcome.gone) {
+          remaining -= image.sizeBytes;
+          if (outcome.deleted) {
+            report.removed.push(removal);
+            report.reclaimedBytes += image.sizeBytes;
+          }
+        }
+      }
+    }
+    report.unheldBytesAfter = remaining;
+    report.withinBudget = remaining <= budgetBytes;
+    if (report.withinBudget) report.limitReached = false;
+    this.#logger.debug({ budgetBytes, before: report.unheldBytesBefore, after: remaining, removed: report.removed.length, dryRun }, 'image budget enforced');
+    return report;
+  }
+
+  /** One inspect of a berth image: its size, times, labels and other names. Undefined when it is gone. */
+  async #imageFacts(image: { imageId: string; refs: string[] }, signal: AbortSignal | undefined): Promise<BerthImageFacts | undefined> {
+    let inspected;
+    try {
+      inspected = await this.#engine.inspectImage(image.imageId, { signal });
+    } catch (error) {
+      if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return undefined;
+      throw error;
+    }
+    const reported = this.#images?.lastUsedAt?.(image.imageId);
+    const lastUsedAtMs =
+      reported instanceof Date ? reported.getTime() : typeof reported === 'number' ? reported : (inspected.lastTagTime ?? inspected.createdAt).getTime();
+    return {
+      imageId: inspected.id,
+      refs: image.refs,
+      sizeBytes: inspected.sizeBytes,
+      createdAtMs: inspected.createdAt.getTime(),
+      lastUsedAtMs,
+      labels: inspected.labels,
+      repoTags: inspected.repoTags,
+      repoDigests: inspected.repoDigests,
+      shared: isSharedImage(image.refs, inspected.repoTags),
+    };
+  }
+
+  /**
+   * Untags the names berth acquired the image by (the image goes with its last one), then removes
+   * by id what is left nameless. Never forced: "in use" (409) keeps the image.
+   */
+  async #removeImage(
+    image: BerthImageFacts,
+    failed: Array<{ kind: PruneKind; id: string; error: BerthError }>,
+    cause: PruneRemovedEvent['cause'],
+  ): Promise<{ untagged: string[]; deleted: boolean; gone: boolean; inUse: boolean }> {
+    const untagged: string[] = [];
+    let deleted = false;
+    let inUse = false;
+    let gone = false;
+    try {
+      for (const ref of image.refs) {
+        const outcome = await this.#engine.deleteImage(ref);
+        if (outcome.kind === 'in-use') {
+          inUse = true;
+          break;
+        }
+        if (outcome.kind === 'removed') {
+          untagged.push(...outcome.untagged);
+          if (outcome.deleted.includes(image.imageId)) deleted = true;
+        }
+      }
+      if (!deleted && !inUse) {
+        const outcome = await this.#engine.deleteImage(image.imageId);
+        if (outcome.kind === 'in-use') inUse = true;
+        else if (outcome.kind === 'absent') gone = true;
+        else {
+          untagged.push(...outcome.untagged);
+          deleted = outcome.deleted.includes(image.imageId);
+        }
+      }
+    } catch (error) {
+      failed.push({ kind: 'images', id: image.imageId, error: asBerthError(error) });
+    }
+    if (deleted || untagged.length > 0) {
+      this.#emit({ kind: 'images', id: image.imageId, reclaimedBytes: deleted ? image.sizeBytes : 0, untagged, cause });
+    }
+    return { untagged, deleted, gone, inUse };
+  }
+
+  #emit(event: PruneRemovedEvent): void {
+    try {
+      this.#onRemoved?.(event);
+    } catch (error) {
+      this.#logger.warn({ kind: event.kind, id: event.id, reason: error instanceof Error ? error.message : String(error) }, 'the onRemoved callback threw; ignored');
+    }
+    if (PRUNE_EVENTS_CHANNEL.hasSubscribers) PRUNE_EVENTS_CHANNEL.publish({ type: 'removed', ...event });
+  }
+}
+
+interface PruneRun {
+  filters: PruneFilters;
+  dryRun: boolean;
+  signal: AbortSignal | undefined;
+  report: PruneReport;
+}
+
+function parseKinds(kinds: readonly PruneKind[] | undefined): ReadonlySet<PruneKind> {
+  if (kinds === undefined) return new Set(PRUNE_KINDS);
+  const unknown = kinds.filter((kind) => !(PRUNE_KINDS as readonly string[]).includes(kind));
+  if (unknown.length > 0) throw new ValidationError([{ field: 'kinds', rule: `unknown kind ${unknown.map((k) => `"${k}"`).join(', ')}; accepted: ${PRUNE_KINDS.join(', ')}` }]);
+  return new Set(kinds);
+}
+
+/** The coordinator may list one image under several entries: one per image, with every name. */
+function mergeBerthImages(images: Iterable<{ imageId: string; refs: readonly string[] }>): Array<{ imageId: string; refs: string[] }> {
+  const merged = new Map<string, Set<string>>();
+  for (const image of images) {
+    const refs = merged.get(image.imageId) ?? new Set<string>();
+    for (const ref of image.refs) refs.add(ref);
+    merged.set(image.imageId, refs);
+  }
+  return [...merged].map(([imageId, refs]) => ({ imageId, refs: [...refs] }));
+}
+
+function asBerthError(error: unknown): BerthError {
+  return error instanceof BerthError ? error : new BerthError('BERTH_INTERNAL', error instanceof Error ? error.message : String(error), { cause: error });
+}
+
+/** An engine failure that stopped a prune, carrying what it had removed before. */
+function partialFailure(error: unknown, report: PruneReport): BerthError {
+  const cause = asBerthError(error);
+  return new BerthError(cause.code, `prune stopped: ${cause.message}`, { cause, retryable: cause.retryable, context: { ...cause.context, partialReport: report } });
+}

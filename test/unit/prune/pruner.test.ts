@@ -1,0 +1,296 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { BerthError, isBerthError } from '../../../src/common/errors.js';
+import { LABELS } from '../../../src/common/labels.js';
+import type { ContainerListFilter, ContainerSummary, ImageDeleteOutcome, ImageInspect } from '../../../src/engine/types.js';
+import type { PruneImageSource } from '../../../src/prune/images.js';
+import { Pruner, type PruneClock, type PruneEngine } from '../../../src/prune/pruner.js';
+
+const OWNER = 'agent-1';
+const NOW = Date.UTC(2024, 4, 2, 12);
+
+const id = (name: string): string => `sha256:${name.padEnd(64, '0')}`;
+
+function stopped(containerId: string, taskId: string, labels: Record<string, string> = {}): ContainerSummary {
+  return {
+    id: containerId,
+    names: [`berth-${taskId}`],
+    image: 'busybox',
+    labels: { [LABELS.managed]: 'true', [LABELS.ownerId]: OWNER, [LABELS.taskId]: taskId, ...labels },
+    createdAt: new Date(NOW - 3_600_000),
+    state: 'exited',
+    status: 'Exited (0)',
+    sizeRwBytes: 100,
+  };
+}
+
+/** A scripted engine: containers and images in memory, every call recorded. */
+class FakePruneEngine {
+  containers: ContainerSummary[] = [];
+  readonly images = new Map<string, { inspect: ImageInspect; inUse?: boolean }>();
+  readonly calls: string[] = [];
+  listFilters: ContainerListFilter[] = [];
+  /** When set, removeContainer waits on it. */
+  removeGate: Promise<void> | undefined;
+
+  image(name: string, sizeBytes: number, options: { tags?: string[]; inUse?: boolean } = {}): string {
+    const imageId = id(name);
+    this.images.set(imageId, {
+      inUse: options.inUse,
+      inspect: { id: imageId, repoTags: options.tags ?? [`${name}:1`], repoDigests: [], sizeBytes, createdAt: new Date(NOW - 86_400_000), labels: {} },
+    });
+    return imageId;
+  }
+
+  readonly port: PruneEngine = {
+    listContainers: async (filter = {}) => {
+      this.calls.push('list containers');
+      this.listFilters.push(filter);
+      return [...this.containers];
+    },
+    inspectContainer: async () => {
+      throw new Error('not scripted');
+    },
+    removeContainer: async (containerId) => {
+      this.calls.push(`remove ${containerId}`);
+      await this.removeGate;
+      this.containers = this.containers.filter((c) => c.id !== containerId);
+      return 'removed';
+    },
+    listNetworks: async () => [],
+    inspectNetwork: async () => {
+      throw new BerthError('BERTH_ENGINE_NOT_FOUND', 'no such network');
+    },
+    removeNetwork: async () => 'absent',
+    listVolumes: async () => [],
+    removeVolume: async () => 'absent',
+    inspectImage: async (ref) => {
+      const found = this.images.get(ref);
+      if (!found) throw new BerthError('BERTH_ENGINE_NOT_FOUND', 'no such image');
+      return found.inspect;
+    },
+    deleteImage: async (ref): Promise<ImageDeleteOutcome> => {
+      this.calls.push(`delete image ${ref}`);
+      for (const [imageId, image] of this.images) {
+        const tagged = image.inspect.repoTags.includes(ref);
+        if (!tagged && imageId !== ref) continue;
+        if (image.inUse) return { kind: 'in-use' };
+        image.inspect.repoTags = image.inspect.repoTags.filter((t) => t !== ref);
+        if (image.inspect.repoTags.length === 0 || imageId === ref) {
+          this.images.delete(imageId);
+          return { kind: 'removed', untagged: tagged ? [ref] : [], deleted: [imageId] };
+        }
+        return { kind: 'removed', untagged: [ref], deleted: [] };
+      }
+      return { kind: 'absent' };
+    },
+  };
+}
+
+function manualSleepClock(): PruneClock & { sleeps: number[] } {
+  const sleeps: number[] = [];
+  return { sleeps, now: () => NOW, sleep: async (ms) => void sleeps.push(ms) };
+}
+
+function imageSource(images: Array<{ imageId: string; refs: string[]; lastUsedAt: number }>, held: Set<string> = new Set()): PruneImageSource {
+  return {
+    berthImages: () => images.map(({ imageId, refs }) => ({ imageId, refs })),
+    heldImageIds: () => held,
+    lastUsedAt: (imageId) => images.find((i) => i.imageId === imageId)?.lastUsedAt,
+  };
+}
+
+describe('Pruner: one at a time', () => {
+  it('refuses a second prune while one runs with BERTH_ENGINE_CONFLICT, then accepts one after', async () => {
+    const engine = new FakePruneEngine();
+    engine.containers = [stopped('c1', 't1')];
+    let open!: () => void;
+    engine.removeGate = new Promise((resolve) => (open = resolve));
+    const pruner = new Pruner({ engine: engine.port, ownerId: OWNER, isTaskLive: () => false, clock: manualSleepClock() });
+    const first = pruner.prune();
+    assert.equal(pruner.isRunning, true);
+    await assert.rejects(pruner.prune(), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_CONFLICT') && error.retryable === false);
+    await assert.rejects(pruner.enforceImageBudget({ budgetBytes: 0 }), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_CONFLICT'));
+    open();
+    assert.deepEqual((await first).containers.ids, ['c1']);
+    assert.equal(pruner.isRunning, false);
+    assert.deepEqual((await pruner.prune()).containers.ids, []);
+  });
+
+  it('does not take the lock for filters it refuses', async () => {
+    const pruner = new Pruner({ engine: new FakePruneEngine().port, ownerId: OWNER, isTaskLive: () => false });
+    await assert.rejects(pruner.prune({ filters: ['nope=1'] }), (error: unknown) => isBerthError(error, 'BERTH_VALIDATION'));
+    await assert.rejects(pruner.prune({ kinds: ['boats' as never] }), /unknown kind "boats"/);
+    assert.equal(pruner.isRunning, false);
+  });
+});
+
+describe('Pruner: containers', () => {
+  it('lists stopped containers of this owner engine-side, with sizes, and spares live tasks', async () => {
+    const engine = new FakePruneEngine();
+    engine.containers = [stopped('ended', 'done'), stopped('live', 'running-task'), stopped('no-record', 'ghost')];
+    const pruner = new Pruner({ engine: engine.port, ownerId: OWNER, isTaskLive: (taskId) => taskId === 'running-task' });
+    const report = await pruner.prune({ kinds: ['containers'], filters: ['label=x'] });
+    assert.deepEqual(engine.listFilters[0], {
+      all: true,
+      labels: [`${LABELS.managed}=true`, `${LABELS.ownerId}=${OWNER}`, 'x'],
+      status: ['created', 'exited', 'dead'],
+      withSize: true,
+    });
+    // The fake engine ignores label filters; the pruner applies every filter itself as well.
+    assert.deepEqual(report.containers.ids, []);
+    const all = await pruner.prune({ kinds: ['containers'] });
+    assert.deepEqual(all.containers.ids, ['ended', 'no-record']);
+    assert.equal(all.containers.reclaimedBytes, 200);
+    assert.deepEqual(all.kept, [{ kind: 'containers', id: 'live', reason: 'live-task' }]);
+  });
+
+  it('stops at the next container when aborted and reports what it removed so far', async () => {
+    const engine = new FakePruneEngine();
+    engine.containers = ['a', 'b', 'c', 'd'].map((name) => stopped(name, name));
+    const controller = new AbortController();
+    const pruner = new Pruner({
+      engine: engine.port,
+      ownerId: OWNER,
+      isTaskLive: () => false,
+      onRemoved: (event) => {
+        if (event.id === 'b') controller.abort();
+      },
+    });
+    const report = await pruner.prune({ signal: controller.signal });
+    assert.equal(report.cancelled, true);
+    assert.deepEqual(report.containers.ids, ['a', 'b']);
+    assert.deepEqual(engine.containers.map((c) => c.id), ['c', 'd']);
+  });
+
+  it('removes nothing in a dry run and reports what it would', async () => {
+    const engine = new FakePruneEngine();
+    engine.containers = [stopped('a', 'a')];
+    const report = await new Pruner({ engine: engine.port, ownerId: OWNER, isTaskLive: () => false }).prune({ dryRun: true });
+    assert.deepEqual(report.containers.ids, ['a']);
+    assert.equal(engine.calls.filter((c) => c.startsWith('remove')).length, 0);
+  });
+
+  it('carries what it removed in the error when a later list fails', async () => {
+    const engine = new FakePruneEngine();
+    engine.containers = [stopped('a', 'a')];
+    engine.port.listNetworks = async () => {
+      throw new BerthError('BERTH_ENGINE_UNAVAILABLE', 'connect ECONNREFUSED');
+    };
+    const pruner = new Pruner({ engine: engine.port, ownerId: OWNER, isTaskLive: () => false });
+    await assert.rejects(pruner.prune(), (error: unknown) => {
+      assert.ok(isBerthError(error, 'BERTH_ENGINE_UNAVAILABLE'));
+      assert.deepEqual((error.context.partialReport as { containers: { ids: string[] } }).containers.ids, ['a']);
+      return true;
+    });
+    assert.equal(pruner.isRunning, false);
+  });
+});
+
+describe('Pruner: images', () => {
+  it('removes unheld berth images by untagging their names, never held, shared or in-use ones', async () => {
+    const engine = new FakePruneEngine();
+    const unheld = engine.image('unheld', 1000, { tags: ['unheld:1', 'unheld:2'] });
+    const held = engine.image('held', 1000);
+    const shared = engine.image('shared', 1000, { tags: ['shared:1', 'someone-else:1'] });
+    const busy = engine.image('busy', 1000, { inUse: true });
+    const source = imageSource(
+      [
+        { imageId: unheld, refs: ['unheld:1', 'unheld:2'], lastUsedAt: 1 },
+        { imageId: held, refs: ['held:1'], lastUsedAt: 1 },
+        { imageId: shared, refs: ['shared:1'], lastUsedAt: 1 },
+        { imageId: busy, refs: ['busy:1'], lastUsedAt: 1 },
+      ],
+      new Set([held]),
+    );
+    const report = await new Pruner({ engine: engine.port, ownerId: OWNER, isTaskLive: () => false, images: source }).prune({ kinds: ['images'] });
+    assert.deepEqual(report.images.ids, [unheld]);
+    assert.deepEqual(report.images.untagged, ['unheld:1', 'unheld:2']);
+    assert.equal(report.images.reclaimedBytes, 1000);
+    assert.deepEqual(
+      report.kept.map((k) => [k.id, k.reason]),
+      [
+        [held, 'held'],
+        [shared, 'shared'],
+        [busy, 'in-use'],
+      ],
+    );
+    assert.ok(engine.images.has(held) && engine.images.has(shared) && engine.images.has(busy));
+  });
+});
+
+describe('Pruner: image budget', () => {
+  function budgetSetup(options: { maxRemovals?: number } = {}) {
+    const engine = new FakePruneEngine();
+    const images = ['a', 'b', 'c', 'd'].map((name, i) => ({ imageId: engine.image(name, 100), refs: [`${name}:1`], lastUsedAt: i + 1 }));
+    const exempt = { imageId: engine.image('exempt', 100), refs: ['exempt:1'], lastUsedAt: 0 };
+    const held = { imageId: engine.image('held', 100), refs: ['held:1'], lastUsedAt: 0 };
+    const heldIds = new Set([held.imageId]);
+    const clock = manualSleepClock();
+    const pruner = new Pruner({
+      engine: engine.port,
+      ownerId: OWNER,
+      isTaskLive: () => false,
+      images: imageSource([...images, exempt, held], heldIds),
+      clock,
+      options: { imageBudgetMaxRemovals: options.maxRemovals ?? 10, imageBudgetRemovalsPerSecond: 4 },
+    });
+    return { engine, images, exempt, held, heldIds, clock, pruner };
+  }
+
+  it('removes least recently used unheld images until they fit, never a held or exempt one, paced', async () => {
+    const { images, engine, clock, pruner, exempt, held } = budgetSetup();
+    // Unheld: a, b, c, d and exempt, 100 bytes each: 500. A budget of 250 needs three to go.
+    const report = await pruner.enforceImageBudget({ budgetBytes: 250, exempt: ['exempt:1'] });
+    assert.deepEqual(report.removed.map((r) => r.imageId), [images[0]!.imageId, images[1]!.imageId, images[2]!.imageId]);
+    assert.deepEqual([report.unheldBytesBefore, report.unheldBytesAfter, report.reclaimedBytes, report.withinBudget], [500, 200, 300, true]);
+    assert.ok(engine.images.has(exempt.imageId) && engine.images.has(held.imageId) && engine.images.has(images[3]!.imageId));
+    assert.deepEqual(clock.sleeps, [250, 250], 'a pause of 1/rate between removals');
+  });
+
+  it('does nothing within the budget', async () => {
+    const { pruner, engine } = budgetSetup();
+    const report = await pruner.enforceImageBudget({ budgetBytes: 500 });
+    assert.deepEqual(report.removed, []);
+    assert.equal(engine.calls.filter((c) => c.startsWith('delete')).length, 0);
+  });
+
+  it('stops at the per-call limit and says so', async () => {
+    const { pruner } = budgetSetup({ maxRemovals: 1 });
+    const report = await pruner.enforceImageBudget({ budgetBytes: 0 });
+    assert.equal(report.removed.length, 1);
+    assert.equal(report.limitReached, true);
+    assert.equal(report.withinBudget, false);
+  });
+
+  it('goes on to the next image when one is in use', async () => {
+    const { pruner, engine, images } = budgetSetup();
+    engine.images.get(images[0]!.imageId)!.inUse = true;
+    const report = await pruner.enforceImageBudget({ budgetBytes: 400, exempt: ['exempt:1'] });
+    assert.deepEqual(report.removed.map((r) => r.imageId), [images[1]!.imageId]);
+    assert.deepEqual(
+      report.kept.filter((k) => k.reason !== 'exempt').map((k) => [k.id, k.reason]),
+      [[images[0]!.imageId, 'in-use']],
+    );
+  });
+
+  it('asks again whether an image is held just before removing it', async () => {
+    const { pruner, heldIds, images, engine } = budgetSetup();
+    let asked = 0;
+    const original = engine.port.deleteImage;
+    engine.port.deleteImage = async (ref, options) => {
+      // A task acquires b while a is being removed.
+      if (++asked === 1) heldIds.add(images[1]!.imageId);
+      return original(ref, options);
+    };
+    const report = await pruner.enforceImageBudget({ budgetBytes: 300, exempt: ['exempt:1'] });
+    assert.deepEqual(report.removed.map((r) => r.imageId), [images[0]!.imageId, images[2]!.imageId]);
+    assert.ok(report.kept.some((k) => k.id === images[1]!.imageId && k.reason === 'held'));
+  });
+
+  it('refuses a bad budget or exempt entry', async () => {
+    const { pruner } = budgetSetup();
+    await assert.rejects(pruner.enforceImageBudget({ budgetBytes: -1 }), /budgetBytes: must be a whole number of bytes/);
+    await assert.rejects(pruner.enforceImageBudget({ budgetBytes: 1, exempt: ['Not A Ref'] }), /exempt\[0\]/);
+  });
+});
