@@ -62,10 +62,30 @@ export function isSharedImage(berthRefs: readonly string[], repoTags: readonly s
   return repoTags.some((tag) => !ours.has(canonicalImageName(tag)));
 }
 
-/** Exempt images by reference (`busybox`, `busybox:1.36`, `repo@sha256:…`) or by image id (`sha256:…`). */
+/**
+ * Exempt images: by reference with a tag or digest (`busybox:1.36`, `repo@sha256:…`: that name), by
+ * repository alone (`busybox`, `registry:5000/team/app`: every tag of it) or by image id (`sha256:…`).
+ */
 export interface ExemptImages {
+  /** Canonical names with tag or digest. */
   readonly names: ReadonlySet<string>;
+  /** Canonical repositories (`docker.io/library/busybox`) whose every name is exempt. */
+  readonly repositories: ReadonlySet<string>;
   readonly ids: ReadonlySet<string>;
+}
+
+/** Whether the text names a tag or a digest, rather than a whole repository (a port's colon is not a tag's). */
+function hasTagOrDigest(text: string): boolean {
+  return text.includes('@') || text.slice(text.lastIndexOf('/') + 1).includes(':');
+}
+
+function repositoryOf(text: string): string | undefined {
+  try {
+    const ref = parseImageReference(text);
+    return `${ref.registry}/${ref.repository}`;
+  } catch {
+    return undefined;
+  }
 }
 
 const IMAGE_ID = /^sha256:[a-f0-9]{64}$/;
@@ -73,6 +93,7 @@ const IMAGE_ID = /^sha256:[a-f0-9]{64}$/;
 /** Parses an exempt list once: every entry must be a valid reference or a full image id. */
 export function parseExemptImages(entries: readonly string[] | undefined, field = 'exempt'): ExemptImages {
   const names = new Set<string>();
+  const repositories = new Set<string>();
   const ids = new Set<string>();
   const issues: FieldIssue[] = [];
   (entries ?? []).forEach((entry, index) => {
@@ -85,20 +106,26 @@ export function parseExemptImages(entries: readonly string[] | undefined, field 
       return;
     }
     try {
-      names.add(parseImageReference(entry, `${field}[${index}]`).canonical);
+      const ref = parseImageReference(entry, `${field}[${index}]`);
+      if (hasTagOrDigest(entry)) names.add(ref.canonical);
+      else repositories.add(`${ref.registry}/${ref.repository}`);
     } catch (error) {
       if (error instanceof ValidationError) issues.push(...error.issues);
       else throw error;
     }
   });
   if (issues.length > 0) throw new ValidationError(issues);
-  return { names, ids };
+  return { names, repositories, ids };
 }
 
 /** Whether any name of the image (berth's, the engine's tags or digests) or its id is exempt. */
 export function isExemptImage(image: Pick<BerthImageFacts, 'imageId' | 'refs' | 'repoTags' | 'repoDigests'>, exempt: ExemptImages): boolean {
   if (exempt.ids.has(image.imageId)) return true;
-  return [...image.refs, ...image.repoTags, ...image.repoDigests].some((name) => exempt.names.has(canonicalImageName(name)));
+  return [...image.refs, ...image.repoTags, ...image.repoDigests].some((name) => {
+    if (exempt.names.has(canonicalImageName(name))) return true;
+    const repository = exempt.repositories.size > 0 ? repositoryOf(name) : undefined;
+    return repository !== undefined && exempt.repositories.has(repository);
+  });
 }
 
 export interface BudgetCandidate {

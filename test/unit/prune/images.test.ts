@@ -21,13 +21,22 @@ describe('image names', () => {
 });
 
 describe('exempt images', () => {
+  const image = (refs: string[], repoTags: string[] = [], imageId = ID) => ({ imageId, refs, repoTags, repoDigests: [] });
+
   it('match by any name of the image or by its id', () => {
-    const exempt = parseExemptImages(['busybox', `sha256:${'c'.repeat(64)}`]);
-    const image = (refs: string[], repoTags: string[] = [], imageId = ID) => ({ imageId, refs, repoTags, repoDigests: [] });
+    const exempt = parseExemptImages(['busybox:latest', `sha256:${'c'.repeat(64)}`]);
     assert.equal(isExemptImage(image(['busybox:latest']), exempt), true);
     assert.equal(isExemptImage(image([], ['docker.io/library/busybox:latest']), exempt), true);
     assert.equal(isExemptImage(image(['busybox:1.36']), exempt), false);
     assert.equal(isExemptImage(image(['x:1'], [], `sha256:${'c'.repeat(64)}`), exempt), true);
+  });
+
+  it('a repository without tag or digest exempts every name in it', () => {
+    const exempt = parseExemptImages(['busybox', '127.0.0.1:5000/team/app']);
+    assert.equal(isExemptImage(image(['busybox:1.36']), exempt), true);
+    assert.equal(isExemptImage(image(['docker.io/library/busybox:latest']), exempt), true);
+    assert.equal(isExemptImage(image(['127.0.0.1:5000/team/app:7']), exempt), true);
+    assert.equal(isExemptImage(image(['127.0.0.1:5000/team/other:7', 'busyboxes:1']), exempt), false);
   });
 
   it('refuses an entry that is neither a reference nor an image id, naming it', () => {
