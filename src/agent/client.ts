@@ -1,0 +1,351 @@
+import { readFile } from 'node:fs/promises';
+import { Agent, request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import { homedir } from 'node:os';
+import path from 'node:path';
+import { BerthError, cancelledError, ERROR_CODES, ValidationError, type ErrorCode, type FieldIssue } from '../common/errors.js';
+import type { TaskSpec } from '../spec/schema.js';
+import type { StoredTaskSpec, TaskState } from '../state/tasks.js';
+import { TOKEN_FILE_NAME } from './agent.js';
+import { defaultDataDir, type HostFacts } from './config.js';
+import type { AgentEvent } from './events.js';
+import type { ErrorBody } from './http-errors.js';
+import type { HealthView, ImageView, TaskView } from './http-views.js';
+import type { LogRecord } from './task-logs.js';
+
+export type { HealthView, ImageView, TaskView } from './http-views.js';
+export type { LogRecord } from './task-logs.js';
+export type { AgentEvent } from './events.js';
+
+/** Where a client finds the agent. */
+export interface AgentClientOptions {
+  /**
+   * `unix:///path/to/agent.sock` or `http://host:port`. Default: the agent's default socket for
+   * this user, `unix://<default dataDir>/agent.sock` (see `resolveAgentAddress` for the full search).
+   */
+  host?: string;
+  /** The agent's bearer token (`<dataDir>/token`). */
+  token: string;
+  /** Deadline of each call but stop, followed logs and events, which may take as long as they take. Default 30 s. */
+  deadlineMs?: number;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+export interface ListFilter {
+  /** Tasks in any of these states. Default every state but `removed`. */
+  state?: TaskState | readonly TaskState[];
+  /** Spec labels that must all match: `key` or `key=value`. */
+  label?: string | readonly string[];
+  limit?: number;
+}
+
+export interface LogsOptions extends CallOptions {
+  /** Keep reading new lines until the task's output ends. Default false. */
+  follow?: boolean;
+  /** Only lines after this time (exclusive): RFC 3339, e.g. a record's `timestamp`. */
+  since?: string;
+  /** Only this stream. Default both. */
+  stream?: 'stdout' | 'stderr';
+}
+
+/** A live event stream: iterate it (once) for events; `close` ends it. */
+export interface EventSubscription extends AsyncIterable<AgentEvent> {
+  close(): void;
+}
+
+type Target = Pick<RequestOptions, 'socketPath' | 'host' | 'port'>;
+
+/** Parses `unix:///path` or `http://host:port` into node:http request options. */
+export function parseAgentHost(host: string): Target {
+  if (host.startsWith('unix://')) {
+    const socketPath = host.slice('unix://'.length);
+    if (path.isAbsolute(socketPath)) return { socketPath };
+  } else if (host.startsWith('http://')) {
+    const url = new URL(host);
+    if (url.pathname === '/' && url.search === '' && url.port !== '') {
+      return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port) };
+    }
+  }
+  throw new ValidationError([{ field: 'host', rule: `must be unix:///absolute/path or http://host:port, not ${JSON.stringify(host)}` }]);
+}
+
+function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.hasOwn(ERROR_CODES, code);
+}
+
+/** Splits a byte stream into lines (without their newline), as they arrive. */
+async function* lines(source: AsyncIterable<Buffer | string>): AsyncGenerator<string> {
+  let buffered = '';
+  for await (const chunk of source) {
+    buffered += typeof chunk === 'string' ? chunk : chunk.toString('utf8');
+    let newline: number;
+    while ((newline = buffered.indexOf('\n')) >= 0) {
+      yield buffered.slice(0, newline).replace(/\r$/, '');
+      buffered = buffered.slice(newline + 1);
+    }
+  }
+  if (buffered !== '') yield buffered;
+}
+
+/** The events of a `text/event-stream`: comments (heartbeats) are skipped; each `data` is one AgentEvent as JSON. */
+async function* serverSentEvents(source: AsyncIterable<Buffer | string>): AsyncGenerator<AgentEvent> {
+  let data: string[] = [];
+  for await (const line of lines(source)) {
+    if (line === '') {
+      if (data.length > 0) yield JSON.parse(data.join('\n')) as AgentEvent;
+      data = [];
+    } else if (line.startsWith('data:')) {
+      data.push(line.slice(5).replace(/^ /, ''));
+    }
+    // `event:` repeats the data's type; comments and other fields carry nothing berth needs.
+  }
+}
+
+/**
+ * A client of the agent's HTTP API, over its unix socket or TCP. Every method maps an error the
+ * API answers with to a BerthError with the code of the response body (a ValidationError, with
+ * its issues, for BERTH_VALIDATION), with `context.status` the HTTP status (401 for a wrong token,
+ * whose code is BERTH_VALIDATION naming `authorization`). An agent that does not answer is
+ * BERTH_ENGINE_UNAVAILABLE and a call past its deadline BERTH_ENGINE_TIMEOUT, with `context.agent`
+ * set to the address: for the client, the agent is the engine.
+ */
+export class AgentClient {
+  readonly host: string;
+  readonly #target: Target;
+  readonly #token: string;
+  readonly #deadlineMs: number;
+  readonly #agent = new Agent({ keepAlive: true });
+
+  private constructor(options: AgentClientOptions & { host: string }) {
+    this.host = options.host;
+    this.#target = parseAgentHost(options.host);
+    this.#token = options.token;
+    this.#deadlineMs = options.deadlineMs ?? 30_000;
+  }
+
+  static connect(options: AgentClientOptions): AgentClient {
+    const host = options.host ?? `unix://${path.join(defaultDataDir({ uid: process.getuid?.() ?? -1, homedir: homedir() }), 'agent.sock')}`;
+    return new AgentClient({ ...options, host });
+  }
+
+  /** Submits a task; resolves with it as recorded (pending, or starting when it fits the budget now). */
+  async submit(input: { id?: string; spec: TaskSpec | StoredTaskSpec }, options: CallOptions = {}): Promise<TaskView> {
+    return (await this.#json<{ task: TaskView }>('POST', '/v1/tasks', { ...options, body: input })).task;
+  }
+
+  async list(filter: ListFilter = {}, options: CallOptions = {}): Promise<TaskView[]> {
+    const query = new URLSearchParams();
+    for (const state of typeof filter.state === 'string' ? [filter.state] : (filter.state ?? [])) query.append('state', state);
+    for (const label of typeof filter.label === 'string' ? [filter.label] : (filter.label ?? [])) query.append('label', label);
+    if (filter.limit !== undefined) query.set('limit', String(filter.limit));
+    const search = query.size > 0 ? `?${query}` : '';
+    return (await this.#json<{ tasks: TaskView[] }>('GET', `/v1/tasks${search}`, options)).tasks;
+  }
+
+  async get(taskId: string, options: CallOptions = {}): Promise<TaskView> {
+    return (await this.#json<{ task: TaskView }>('GET', `/v1/tasks/${encodeURIComponent(taskId)}`, options)).task;
+  }
+
+  /** Stops a task. No deadline: a running task is given its stop grace period. */
+  async stop(taskId: string, options: CallOptions = {}): Promise<TaskView> {
+    return (await this.#json<{ task: TaskView }>('POST', `/v1/tasks/${encodeURIComponent(taskId)}/stop`, { ...options, deadlineMs: 0 })).task;
+  }
+
+  /** Removes an ended task and its output; a task that has not ended is refused (BERTH_TASK_STATE). */
+  async remove(taskId: string, options: CallOptions = {}): Promise<void> {
+    await this.#json<undefined>('DELETE', `/v1/tasks/${encodeURIComponent(taskId)}`, options);
+  }
+
+  /**
+   * A task's output records, oldest first; with `follow`, new ones as they come until the task's
+   * output ends. Breaking out of the loop, or the signal, ends the request.
+   */
+  async *logs(taskId: string, options: LogsOptions = {}): AsyncGenerator<LogRecord> {
+    const query = new URLSearchParams();
+    if (options.follow) query.set('follow', 'true');
+    if (options.since !== undefined) query.set('since', options.since);
+    if (options.stream !== undefined) query.set('stream', options.stream);
+    const search = query.size > 0 ? `?${query}` : '';
+    const response = await this.#send('GET', `/v1/tasks/${encodeURIComponent(taskId)}/logs${search}`, {
+      signal: options.signal,
+      deadlineMs: options.follow ? 0 : this.#deadlineMs,
+    });
+    await this.#throwIfFailed(response);
+    try {
+      for await (const line of this.#guard(lines(response), options.signal)) {
+        if (line !== '') yield JSON.parse(line) as LogRecord;
+      }
+    } finally {
+      response.destroy();
+    }
+  }
+
+  async images(options: CallOptions = {}): Promise<ImageView[]> {
+    return (await this.#json<{ images: ImageView[] }>('GET', '/v1/images', options)).images;
+  }
+
+  /**
+   * Subscribes to the agent's events. Resolves once the agent has subscribed, so that every event
+   * after that is delivered: subscribe, then act, then read.
+   */
+  async events(options: CallOptions = {}): Promise<EventSubscription> {
+    const response = await this.#send('GET', '/v1/events', { signal: options.signal, deadlineMs: 0 });
+    await this.#throwIfFailed(response);
+    const guard = this.#guard.bind(this);
+    return {
+      close: () => response.destroy(),
+      async *[Symbol.asyncIterator]() {
+        try {
+          yield* guard(serverSentEvents(response), options.signal, response);
+        } finally {
+          response.destroy();
+        }
+      },
+    };
+  }
+
+  /** The agent's health; an unavailable engine is a result (`engine: 'unavailable'`), not an error. */
+  async health(options: CallOptions = {}): Promise<HealthView> {
+    const response = await this.#send('GET', '/healthz', { ...options, deadlineMs: this.#deadlineMs });
+    if (response.statusCode === 503) {
+      const body = JSON.parse(await this.#read(response, options.signal)) as Partial<HealthView>;
+      if (body.engine === 'unavailable') return body as HealthView;
+    }
+    await this.#throwIfFailed(response);
+    return JSON.parse(await this.#read(response, options.signal)) as HealthView;
+  }
+
+  /** The Prometheus text of `/metrics`. */
+  async metrics(options: CallOptions = {}): Promise<string> {
+    const response = await this.#send('GET', '/metrics', { ...options, deadlineMs: this.#deadlineMs });
+    await this.#throwIfFailed(response);
+    return this.#read(response, options.signal);
+  }
+
+  /** The API's OpenAPI document. */
+  async openapi(options: CallOptions = {}): Promise<Record<string, unknown>> {
+    return this.#json<Record<string, unknown>>('GET', '/v1/openapi.json', options);
+  }
+
+  /** Closes the idle connections the client keeps for reuse. */
+  close(): void {
+    this.#agent.destroy();
+  }
+
+  async #json<T>(method: string, pathAndQuery: string, options: CallOptions & { body?: unknown; deadlineMs?: number }): Promise<T> {
+    const response = await this.#send(method, pathAndQuery, { ...options, deadlineMs: options.deadlineMs ?? this.#deadlineMs });
+    await this.#throwIfFailed(response);
+    const text = await this.#read(response, options.signal);
+    return (text === '' ? undefined : JSON.parse(text)) as T;
+  }
+
+  /** Sends a request; resolves with the response once its headers arrive. A deadline of 0 means none. */
+  #send(method: string, pathAndQuery: string, options: { body?: unknown; signal?: AbortSignal | undefined; deadlineMs: number }): Promise<IncomingMessage> {
+    if (options.signal?.aborted) return Promise.reject(cancelledError(`${method} ${pathAndQuery}`, options.signal.reason));
+    const deadline = options.deadlineMs > 0 ? AbortSignal.timeout(options.deadlineMs) : undefined;
+    const signals = [options.signal, deadline].filter((s): s is AbortSignal => s !== undefined);
+    const payload = options.body === undefined ? undefined : JSON.stringify(options.body);
+    const headers: Record<string, string> = { authorization: `Bearer ${this.#token}`, accept: 'application/json' };
+    if (payload !== undefined) {
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = String(Buffer.byteLength(payload));
+    }
+    return new Promise((resolve, reject) => {
+      const request = httpRequest(
+        { ...this.#target, method, path: pathAndQuery, headers, agent: this.#agent, ...(signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}) },
+        resolve,
+      );
+      request.once('error', (error) => reject(this.#transportError(error, `${method} ${pathAndQuery}`, options.signal, deadline, options.deadlineMs)));
+      request.end(payload);
+    });
+  }
+
+  #transportError(error: unknown, what: string, signal: AbortSignal | undefined, deadline: AbortSignal | undefined, deadlineMs: number): BerthError {
+    if (error instanceof BerthError) return error;
+    if (signal?.aborted) return cancelledError(what, signal.reason);
+    const context = { agent: this.host };
+    if (deadline?.aborted) return new BerthError('BERTH_ENGINE_TIMEOUT', `the agent at ${this.host} did not answer ${what} within ${deadlineMs} ms`, { cause: error, context });
+    const code = (error as NodeJS.ErrnoException).code ?? (error instanceof Error ? error.message : String(error));
+    return new BerthError('BERTH_ENGINE_UNAVAILABLE', `the agent at ${this.host} does not answer (${code}); is \`berth agent\` running?`, { cause: error, context });
+  }
+
+  /** Reads a response body to the end. */
+  async #read(response: IncomingMessage, signal: AbortSignal | undefined): Promise<string> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of this.#guard(response as AsyncIterable<Buffer>, signal, response)) chunks.push(chunk);
+    return Buffer.concat(chunks).toString('utf8');
+  }
+
+  /** Turns a response's error status into the BerthError of its body. */
+  async #throwIfFailed(response: IncomingMessage): Promise<void> {
+    const status = response.statusCode ?? 0;
+    if (status >= 200 && status < 300) return;
+    const text = await this.#read(response, undefined).catch(() => '');
+    let body: Partial<ErrorBody> | undefined;
+    try {
+      body = JSON.parse(text) as Partial<ErrorBody>;
+    } catch {
+      body = undefined;
+    }
+    const error = body?.error;
+    const context = { status, agent: this.host };
+    if (!error || !isErrorCode(error.code)) {
+      throw new BerthError('BERTH_INTERNAL', `the agent answered ${status}: ${error?.message ?? text.slice(0, 200)}`, { context });
+    }
+    if (error.code === 'BERTH_VALIDATION' && Array.isArray(error.issues) && error.issues.length > 0) {
+      throw new ValidationError(error.issues as FieldIssue[], { context });
+    }
+    throw new BerthError(error.code, error.message ?? `the agent answered ${status}`, { context });
+  }
+
+  /** Maps the errors of reading a response (the signal, a dropped connection) to BerthErrors. */
+  async *#guard<T>(source: AsyncIterable<T>, signal: AbortSignal | undefined, response?: IncomingMessage): AsyncGenerator<T> {
+    try {
+      yield* source;
+    } catch (error) {
+      if (signal?.aborted) throw cancelledError('reading from the agent', signal.reason);
+      throw this.#transportError(error, 'reading the response', undefined, undefined, 0);
+    } finally {
+      if (response && !response.complete) response.destroy();
+    }
+  }
+}
+
+/** The agent's address and token, as every command finds them. */
+export interface AgentAddress {
+  /** `unix:///path` or `http://host:port`. */
+  host: string;
+  token: string;
+  /** The data directory the default socket and token were looked for in. */
+  dataDir: string;
+}
+
+/**
+ * Finds the agent the way every command does. The host: flag `--host`, else `BERTH_HOST`, else
+ * `unix://` and the agent's socket (`BERTH_SOCKET_PATH`, else `<dataDir>/agent.sock`). The token:
+ * flag `--token`, else `BERTH_TOKEN`, else the file `<dataDir>/token`. The data directory:
+ * `BERTH_DATA_DIR`, else the agent's default for this user.
+ */
+export async function resolveAgentAddress(
+  env: Readonly<Record<string, string | undefined>>,
+  flags: { host?: string; token?: string },
+  user: Pick<HostFacts, 'uid' | 'homedir'>,
+): Promise<AgentAddress> {
+  const dataDir = env.BERTH_DATA_DIR?.trim() || defaultDataDir(user, env);
+  // The agent's default socket path (AgentConfig.socketPath).
+  const host = flags.host ?? (env.BERTH_HOST?.trim() || `unix://${env.BERTH_SOCKET_PATH?.trim() || path.join(dataDir, 'agent.sock')}`);
+  parseAgentHost(host);
+  let token = flags.token ?? (env.BERTH_TOKEN?.trim() || undefined);
+  if (token === undefined) {
+    const file = path.join(dataDir, TOKEN_FILE_NAME);
+    token = await readFile(file, 'utf8').then(
+      (text) => text.trim(),
+      (error: NodeJS.ErrnoException) => {
+        throw new ValidationError([{ field: 'token', rule: `give --token or BERTH_TOKEN, or make ${file} readable (${error.code ?? error.message})` }], { cause: error });
+      },
+    );
+  }
+  return { host, token, dataDir };
+}

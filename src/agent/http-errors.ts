@@ -1,0 +1,101 @@
+import { isBerthError, type ErrorCode, type FieldIssue } from '../common/errors.js';
+
+/** The body of every error response. */
+export interface ErrorBody {
+  error: { code: string; message: string; issues?: FieldIssue[] };
+}
+
+export interface ErrorResponse {
+  status: number;
+  body: ErrorBody;
+}
+
+/** Codes the API answers with a status other than 500. Everything else is the agent's failure. */
+const STATUS_BY_CODE: Readonly<Partial<Record<ErrorCode, number>>> = Object.freeze({
+  BERTH_VALIDATION: 400,
+  BERTH_ENGINE_NOT_FOUND: 404,
+  BERTH_TASK_NOT_FOUND: 404,
+  BERTH_ENGINE_CONFLICT: 409,
+  BERTH_NAME_CONFLICT: 409,
+  BERTH_TASK_EXISTS: 409,
+  BERTH_TASK_STATE: 409,
+  BERTH_ENGINE_UNAVAILABLE: 503,
+  BERTH_ENGINE_TIMEOUT: 503,
+});
+
+/** The HTTP status the API answers an error code with. */
+export function httpStatusFor(code: ErrorCode): number {
+  return STATUS_BY_CODE[code] ?? 500;
+}
+
+/** What fastify attaches to a request that failed its schema (ajv's errors). */
+interface SchemaFailure {
+  validation: ReadonlyArray<{ instancePath?: string; keyword?: string; params?: Record<string, unknown>; message?: string }>;
+  validationContext?: string;
+}
+
+function isSchemaFailure(error: unknown): error is SchemaFailure {
+  return typeof error === 'object' && error !== null && Array.isArray((error as { validation?: unknown }).validation);
+}
+
+/**
+ * The field an ajv error is about, as users name it: `spec`, `id`, `state`. Array indices are
+ * kept in a body (`mounts[0]`) and dropped in a query string, where a repeated parameter is one name.
+ */
+function fieldOf(failure: SchemaFailure['validation'][number], context: string | undefined): string {
+  const segments = (failure.instancePath ?? '').split('/').filter((s) => s !== '').map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'));
+  const extra = failure.params?.missingProperty ?? failure.params?.additionalProperty;
+  if (typeof extra === 'string') segments.push(extra);
+  let field = '';
+  for (const segment of segments) {
+    if (/^\d+$/.test(segment)) {
+      if (context !== 'querystring') field += `[${segment}]`;
+    } else {
+      field += field === '' ? segment : `.${segment}`;
+    }
+  }
+  return field === '' ? (context ?? 'body') : field;
+}
+
+function ruleOf(failure: SchemaFailure['validation'][number]): string {
+  switch (failure.keyword) {
+    case 'required':
+      return 'is required';
+    case 'additionalProperties':
+      return 'is not a known field';
+    case 'enum': {
+      const allowed = failure.params?.allowedValues;
+      return Array.isArray(allowed) ? `must be one of ${allowed.join(', ')}` : (failure.message ?? 'is not an allowed value');
+    }
+    default:
+      return failure.message ?? `breaks the ${failure.keyword ?? 'schema'} rule`;
+  }
+}
+
+/** The issues of a request that failed its schema, one per field. */
+export function schemaIssues(failure: SchemaFailure): FieldIssue[] {
+  return failure.validation.map((f) => ({ field: fieldOf(f, failure.validationContext), rule: ruleOf(f) }));
+}
+
+/**
+ * Maps anything a route or fastify threw to a status and body, in this one place: BerthErrors by
+ * their code, schema failures as BERTH_VALIDATION naming the field, fastify's own client errors
+ * (malformed JSON, a body too large, an unsupported media type) as BERTH_VALIDATION with their
+ * status, and everything else as BERTH_INTERNAL.
+ */
+export function toErrorResponse(error: unknown): ErrorResponse {
+  if (isBerthError(error)) {
+    const issues = error.code === 'BERTH_VALIDATION' ? (error.context.issues as FieldIssue[] | undefined) : undefined;
+    return { status: httpStatusFor(error.code), body: { error: { code: error.code, message: error.message, ...(issues ? { issues: [...issues] } : {}) } } };
+  }
+  if (isSchemaFailure(error)) {
+    const issues = schemaIssues(error);
+    return { status: 400, body: { error: { code: 'BERTH_VALIDATION', message: issues.map((i) => `${i.field}: ${i.rule}`).join('; '), issues } } };
+  }
+  const statusCode = (error as { statusCode?: unknown } | null)?.statusCode;
+  const message = error instanceof Error ? error.message : String(error);
+  if (typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500) {
+    return { status: statusCode, body: { error: { code: 'BERTH_VALIDATION', message, issues: [{ field: 'body', rule: message }] } } };
+  }
+  return { status: 500, body: { error: { code: 'BERTH_INTERNAL', message } } };
+}

@@ -1,0 +1,339 @@
+import { TASK_STATES } from '../state/tasks.js';
+
+/**
+ * The JSON schemas of the agent's HTTP API: fastify validates request bodies and query strings with
+ * them and serializes responses with them, and the OpenAPI document (`openapi.ts`) is built from the
+ * same objects, so the document cannot drift from what the server enforces.
+ */
+
+/** A JSON Schema (draft-07 keywords that OpenAPI 3.1 reads the same way). */
+export type JsonSchema = Readonly<Record<string, unknown>>;
+
+/** The task ids the driver accepts: container names derive from them. */
+export const TASK_ID_PATTERN = '^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$';
+
+const END_KINDS = ['success', 'failed', 'oom', 'timed-out', 'cancelled', 'lost'] as const;
+
+const isoTime: JsonSchema = { type: 'string', format: 'date-time' };
+
+/** One problem with one field: `{ field, rule }`. */
+export const fieldIssueSchema: JsonSchema = {
+  type: 'object',
+  required: ['field', 'rule'],
+  additionalProperties: false,
+  properties: {
+    field: { type: 'string', description: 'Dotted path of the field, e.g. `spec.resources.memory`.' },
+    rule: { type: 'string', description: 'The rule it broke, in words.' },
+  },
+};
+
+/** Every error response: `{ error: { code, message, issues? } }`. */
+export const errorBodySchema: JsonSchema = {
+  type: 'object',
+  required: ['error'],
+  additionalProperties: false,
+  properties: {
+    error: {
+      type: 'object',
+      required: ['code', 'message'],
+      additionalProperties: false,
+      properties: {
+        code: { type: 'string', description: 'A stable berth error code, e.g. `BERTH_VALIDATION`.' },
+        message: { type: 'string' },
+        issues: { type: 'array', items: fieldIssueSchema },
+      },
+    },
+  },
+};
+
+/** How a task ended, as the store records it; `kind` discriminates. */
+export const endStateSchema: JsonSchema = {
+  type: 'object',
+  required: ['kind'],
+  additionalProperties: true,
+  properties: {
+    kind: { type: 'string', enum: END_KINDS },
+    exitCode: { type: 'integer' },
+    reason: { type: 'string' },
+    hint: { type: 'string' },
+    timeoutMs: { type: 'integer' },
+  },
+};
+
+/** A task as the API shows it. */
+export const taskViewSchema: JsonSchema = {
+  type: 'object',
+  required: ['id', 'state', 'spec', 'submittedAt'],
+  additionalProperties: false,
+  properties: {
+    id: { type: 'string' },
+    state: { type: 'string', enum: TASK_STATES },
+    spec: { type: 'object', additionalProperties: true, description: 'The spec as submitted, with the agent\'s defaults applied.' },
+    containerId: { type: 'string' },
+    endState: endStateSchema,
+    exitCode: { type: 'integer' },
+    submittedAt: isoTime,
+    admittedAt: isoTime,
+    startedAt: isoTime,
+    finishedAt: isoTime,
+  },
+};
+
+export const taskEnvelopeSchema: JsonSchema = {
+  type: 'object',
+  required: ['task'],
+  additionalProperties: false,
+  properties: { task: taskViewSchema },
+};
+
+export const taskListSchema: JsonSchema = {
+  type: 'object',
+  required: ['tasks'],
+  additionalProperties: false,
+  properties: { tasks: { type: 'array', items: taskViewSchema } },
+};
+
+/** `POST /v1/tasks`. The spec is checked in full by the agent (the TaskSpec schema), which names the field at fault. */
+export const submitBodySchema: JsonSchema = {
+  type: 'object',
+  required: ['spec'],
+  additionalProperties: false,
+  properties: {
+    id: { type: 'string', pattern: TASK_ID_PATTERN, description: 'Default: a random UUID.' },
+    spec: { type: 'object', description: 'A task spec (see the TaskSpec schema).' },
+  },
+};
+
+export const taskIdParamsSchema: JsonSchema = {
+  type: 'object',
+  required: ['id'],
+  additionalProperties: false,
+  properties: { id: { type: 'string', minLength: 1, maxLength: 128 } },
+};
+
+const stateAlternatives = TASK_STATES.join('|');
+
+export const listQuerySchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    state: {
+      type: 'array',
+      items: { type: 'string', pattern: `^(${stateAlternatives})(,(${stateAlternatives}))*$` },
+      description: 'Tasks in any of these states; repeat it or separate states with commas.',
+    },
+    label: {
+      type: 'array',
+      items: { type: 'string', minLength: 1 },
+      description: 'Spec labels that must all match: `key` (present) or `key=value`; repeat it for several.',
+    },
+    limit: { type: 'integer', minimum: 0, maximum: 100_000 },
+  },
+};
+
+/** RFC 3339 with an offset and up to nine fractional digits. */
+export const RFC3339_PATTERN = '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,9})?(Z|z|[+-]\\d{2}:\\d{2})$';
+
+export const logsQuerySchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    follow: { type: 'boolean', default: false, description: 'Keep the response open and send new lines until the task\'s output ends.' },
+    since: { type: 'string', pattern: RFC3339_PATTERN, description: 'Only lines after this time (exclusive), RFC 3339, e.g. `2024-05-01T10:00:00.123456789Z`.' },
+    stream: { type: 'string', enum: ['stdout', 'stderr'], description: 'Only this stream. Default both.' },
+  },
+};
+
+/** One line of `application/x-ndjson` from the logs endpoint. */
+export const logRecordSchema: JsonSchema = {
+  type: 'object',
+  required: ['stream', 'timestamp', 'text'],
+  additionalProperties: false,
+  properties: {
+    stream: { type: 'string', enum: ['stdout', 'stderr'] },
+    timestamp: { type: 'string', description: 'The engine\'s timestamp, RFC 3339 in UTC with nanoseconds.' },
+    text: { type: 'string', description: 'The line as the task wrote it, its newline included.' },
+  },
+};
+
+export const imagesSchema: JsonSchema = {
+  type: 'object',
+  required: ['images'],
+  additionalProperties: false,
+  properties: {
+    images: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['imageId', 'refs', 'holders'],
+        additionalProperties: false,
+        properties: {
+          imageId: { type: 'string' },
+          refs: { type: 'array', items: { type: 'string' } },
+          holders: { type: 'array', items: { type: 'string' }, description: 'Ids of the tasks that hold the image.' },
+          removalDueAt: { ...isoTime, description: 'When the image will be removed, if nobody holds it.' },
+        },
+      },
+    },
+  },
+};
+
+export const healthSchema: JsonSchema = {
+  type: 'object',
+  required: ['agent', 'engine'],
+  additionalProperties: false,
+  properties: {
+    agent: { type: 'string', enum: ['ok'] },
+    engine: { type: 'string', enum: ['ok', 'unavailable'] },
+  },
+};
+
+/** The `data` of one server-sent event; its `event` field is the type. */
+export const agentEventSchema: JsonSchema = {
+  type: 'object',
+  required: ['type', 'at'],
+  additionalProperties: true,
+  properties: {
+    type: { type: 'string', enum: ['task.state', 'image.pull', 'image.removed', 'container.reconciled', 'prune'] },
+    at: isoTime,
+    taskId: { type: 'string' },
+    state: { type: 'string', enum: TASK_STATES },
+    endState: endStateSchema,
+    phase: { type: 'string', enum: ['started', 'shared', 'finished', 'failed'] },
+    image: { type: 'string' },
+    imageId: { type: 'string' },
+    containerId: { type: 'string' },
+    dryRun: { type: 'boolean' },
+  },
+};
+
+/** A response that is not one JSON document: documented in OpenAPI, written by the handler. */
+export interface StreamResponse {
+  contentType: string;
+  description: string;
+  /** The schema of each item (a line of NDJSON, an event's data), when there is one. */
+  itemSchema?: JsonSchema;
+}
+
+/** One route of the API: what fastify is given, and what the OpenAPI document says. */
+export interface ApiRoute {
+  method: 'GET' | 'POST' | 'DELETE';
+  /** fastify style: `/v1/tasks/:id`. */
+  url: string;
+  operationId: string;
+  summary: string;
+  /** Whether the route needs the bearer token. Every route but health does. */
+  isPublic?: boolean;
+  body?: JsonSchema;
+  querystring?: JsonSchema;
+  params?: JsonSchema;
+  /** JSON responses by status; fastify serializes with these. */
+  responses: Readonly<Record<number, { description: string; schema?: JsonSchema }>>;
+  /** The success response when it is a stream or text rather than JSON. */
+  stream?: StreamResponse & { status: number };
+}
+
+const errors = {
+  badRequest: { description: 'The request broke a rule; `issues` names the fields.', schema: errorBodySchema },
+  unauthorized: { description: 'No bearer token, or the wrong one.', schema: errorBodySchema },
+  notFound: { description: 'No task with that id.', schema: errorBodySchema },
+  conflict: { description: 'The task\'s state does not allow it, or the id is taken.', schema: errorBodySchema },
+  unavailable: { description: 'The engine does not answer.', schema: errorBodySchema },
+} as const;
+
+/** Every route, in the order the OpenAPI document lists them. */
+export const API_ROUTES: readonly ApiRoute[] = [
+  {
+    method: 'POST',
+    url: '/v1/tasks',
+    operationId: 'submitTask',
+    summary: 'Submit a task: it starts when it fits the admission budget, and waits as pending until then.',
+    body: submitBodySchema,
+    responses: { 201: { description: 'The task as recorded.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 409: { description: 'A task with this id exists.', schema: errorBodySchema } },
+  },
+  {
+    method: 'GET',
+    url: '/v1/tasks',
+    operationId: 'listTasks',
+    summary: 'List tasks, oldest first, filtered by state and spec labels.',
+    querystring: listQuerySchema,
+    responses: { 200: { description: 'The matching tasks.', schema: taskListSchema }, 400: errors.badRequest, 401: errors.unauthorized },
+  },
+  {
+    method: 'GET',
+    url: '/v1/tasks/:id',
+    operationId: 'getTask',
+    summary: 'One task.',
+    params: taskIdParamsSchema,
+    responses: { 200: { description: 'The task.', schema: taskEnvelopeSchema }, 401: errors.unauthorized, 404: errors.notFound },
+  },
+  {
+    method: 'POST',
+    url: '/v1/tasks/:id/stop',
+    operationId: 'stopTask',
+    summary: 'Stop a task: a pending one ends as cancelled without running; a running one is sent its stop signal.',
+    params: taskIdParamsSchema,
+    responses: { 200: { description: 'The task after the stop.', schema: taskEnvelopeSchema }, 401: errors.unauthorized, 404: errors.notFound, 503: errors.unavailable },
+  },
+  {
+    method: 'DELETE',
+    url: '/v1/tasks/:id',
+    operationId: 'removeTask',
+    summary: 'Remove an ended task and its stored output.',
+    params: taskIdParamsSchema,
+    responses: { 204: { description: 'Removed.' }, 401: errors.unauthorized, 404: errors.notFound, 409: { description: 'The task has not ended: stop it first.', schema: errorBodySchema } },
+  },
+  {
+    method: 'GET',
+    url: '/v1/tasks/:id/logs',
+    operationId: 'taskLogs',
+    summary: 'A task\'s output, one JSON object per line; with `follow`, streamed until its output ends.',
+    params: taskIdParamsSchema,
+    querystring: logsQuerySchema,
+    responses: { 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound },
+    stream: { status: 200, contentType: 'application/x-ndjson', description: 'One LogRecord per line, oldest first.', itemSchema: logRecordSchema },
+  },
+  {
+    method: 'GET',
+    url: '/v1/images',
+    operationId: 'listImages',
+    summary: 'The images the agent holds for its tasks, with their holders.',
+    responses: { 200: { description: 'The images.', schema: imagesSchema }, 401: errors.unauthorized },
+  },
+  {
+    method: 'GET',
+    url: '/v1/events',
+    operationId: 'events',
+    summary: 'Server-sent events: task state changes, pulls, image removals, reconciler removals, prunes.',
+    responses: { 401: errors.unauthorized },
+    stream: {
+      status: 200,
+      contentType: 'text/event-stream',
+      description: 'Each event is `event: <type>` and `data: <AgentEvent as JSON>`; a comment line every 15 s keeps the connection alive.',
+      itemSchema: agentEventSchema,
+    },
+  },
+  {
+    method: 'GET',
+    url: '/healthz',
+    operationId: 'health',
+    summary: 'Whether the agent and its engine answer. Needs no token.',
+    isPublic: true,
+    responses: { 200: { description: 'Both answer.', schema: healthSchema }, 503: { description: 'The engine does not answer.', schema: healthSchema } },
+  },
+  {
+    method: 'GET',
+    url: '/metrics',
+    operationId: 'metrics',
+    summary: 'Prometheus metrics.',
+    responses: { 401: errors.unauthorized },
+    stream: { status: 200, contentType: 'text/plain; version=0.0.4', description: 'The Prometheus text exposition format.' },
+  },
+  {
+    method: 'GET',
+    url: '/v1/openapi.json',
+    operationId: 'openapi',
+    summary: 'This document.',
+    responses: { 200: { description: 'An OpenAPI 3.1 document.', schema: { type: 'object', additionalProperties: true } }, 401: errors.unauthorized },
+  },
+];

@@ -1,0 +1,76 @@
+import { ValidationError } from '../common/errors.js';
+import type { ImageSnapshot } from '../images/index.js';
+import type { StoredEndState, StoredTaskSpec, TaskRecord, TaskState } from '../state/tasks.js';
+
+/**
+ * What the API shows and the client returns. Types only, so that the client does not load the
+ * server's code.
+ */
+
+/** A task as the API shows it: the store's record with ISO 8601 times. */
+export interface TaskView {
+  id: string;
+  state: TaskState;
+  spec: StoredTaskSpec;
+  containerId?: string;
+  endState?: StoredEndState;
+  exitCode?: number;
+  submittedAt: string;
+  admittedAt?: string;
+  startedAt?: string;
+  finishedAt?: string;
+}
+
+/** An image the agent holds for its tasks. */
+export interface ImageView {
+  imageId: string;
+  refs: string[];
+  /** Ids of the tasks that hold it. */
+  holders: string[];
+  /** When it will be removed (ISO 8601), if nobody holds it. */
+  removalDueAt?: string;
+}
+
+export interface HealthView {
+  agent: 'ok';
+  engine: 'ok' | 'unavailable';
+}
+
+const iso = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString());
+
+export function toTaskView(record: TaskRecord): TaskView {
+  const view: TaskView = { id: record.id, state: record.state, spec: record.spec, submittedAt: iso(record.submittedAtMs)! };
+  if (record.containerId !== undefined) view.containerId = record.containerId;
+  if (record.endState !== undefined) view.endState = record.endState;
+  if (record.exitCode !== undefined) view.exitCode = record.exitCode;
+  if (record.admittedAtMs !== undefined) view.admittedAt = iso(record.admittedAtMs);
+  if (record.startedAtMs !== undefined) view.startedAt = iso(record.startedAtMs);
+  if (record.finishedAtMs !== undefined) view.finishedAt = iso(record.finishedAtMs);
+  return view;
+}
+
+export function toImageView(image: ImageSnapshot): ImageView {
+  return {
+    imageId: image.imageId,
+    refs: [...image.refs],
+    holders: [...image.holders],
+    ...(image.removalDueAt ? { removalDueAt: image.removalDueAt.toISOString() } : {}),
+  };
+}
+
+const RFC3339 = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$/;
+
+/**
+ * An RFC 3339 time with any offset, as the engine writes its log timestamps: in UTC, with the
+ * fraction kept to the nanosecond (Date would round it to milliseconds), so that it compares
+ * correctly with `compareLogTimestamps`.
+ */
+export function toUtcLogTimestamp(text: string, field = 'since'): string {
+  const match = RFC3339.exec(text);
+  const ms = match ? Date.parse(`${match[1]}${match[3]!.toUpperCase()}`) : Number.NaN;
+  if (!match || Number.isNaN(ms)) {
+    throw new ValidationError([{ field, rule: 'must be an RFC 3339 time such as 2024-05-01T10:00:00.123456789Z' }]);
+  }
+  const seconds = new Date(ms).toISOString().slice(0, 19);
+  return match[2] === undefined ? `${seconds}Z` : `${seconds}.${match[2]}Z`;
+}

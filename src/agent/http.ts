@@ -1,0 +1,233 @@
+import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchema, type FastifyServerFactory } from 'fastify';
+import { BerthError, ValidationError } from '../common/errors.js';
+import type { TaskRecord, TaskState } from '../state/tasks.js';
+import type { AgentRuntime } from './agent.js';
+import { toErrorResponse, type ErrorBody } from './http-errors.js';
+import { API_ROUTES, type ApiRoute } from './http-schemas.js';
+import { agentEventStream, ndjsonStream } from './http-streams.js';
+import { toImageView, toTaskView, toUtcLogTimestamp } from './http-views.js';
+import type { LogRecord } from './task-logs.js';
+import { AgentMetrics } from './metrics.js';
+import { buildOpenApiDocument } from './openapi.js';
+
+export interface ServerOptions {
+  /** How often the event stream sends a keep-alive comment. Default 15 s. */
+  heartbeatMs?: number;
+  /** Largest request body accepted. Default 1 MiB. */
+  bodyLimitBytes?: number;
+  /** Whether `/metrics` includes Node's process metrics (memory, CPU, event loop). Default true. */
+  processMetrics?: boolean;
+  /** The version the OpenAPI document states. Default `0.0.0`. */
+  version?: string;
+  /** Creates the HTTP server fastify listens with; `serveAgent` uses it to serve one API on a second address. */
+  serverFactory?: FastifyServerFactory;
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Served without the bearer token (health). */
+    isPublic?: boolean;
+  }
+}
+
+/** Compares in constant time; hashing first makes the lengths equal, so the length leaks nothing either. */
+function tokenMatches(header: string | undefined, token: string): boolean {
+  if (header === undefined || !header.startsWith('Bearer ')) return false;
+  const digest = (text: string): Buffer => createHash('sha256').update(text).digest();
+  return timingSafeEqual(digest(header.slice('Bearer '.length).trim()), digest(token));
+}
+
+const UNAUTHORIZED: ErrorBody = {
+  error: {
+    code: 'BERTH_VALIDATION',
+    message: 'authorization: must be "Bearer <token>" with the agent\'s token (in <dataDir>/token)',
+    issues: [{ field: 'authorization', rule: 'must be "Bearer <token>" with the agent\'s token (in <dataDir>/token)' }],
+  },
+};
+
+/** A submitted spec's issues name fields inside the spec; in the request body they are under `spec`. */
+function scopeToSpec(error: unknown): unknown {
+  if (!(error instanceof ValidationError)) return error;
+  return new ValidationError(
+    error.issues.map((issue) => ({ field: issue.field === 'spec' ? 'spec' : `spec.${issue.field}`, rule: issue.rule })),
+    { cause: error },
+  );
+}
+
+async function* onlyStream(records: AsyncIterable<LogRecord>, stream: LogRecord['stream']): AsyncGenerator<LogRecord> {
+  for await (const record of records) if (record.stream === stream) yield record;
+}
+
+type Handler = (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
+
+/**
+ * The agent's HTTP API on fastify: the routes of `API_ROUTES`, each with the JSON schemas fastify
+ * validates and serializes with, a bearer token on every route but health, and errors mapped to
+ * statuses in one error handler (`toErrorResponse`). The caller listens (see `serveAgent`).
+ */
+export function buildServer(runtime: AgentRuntime, options: ServerOptions = {}): FastifyInstance {
+  const app = Fastify({
+    logger: false,
+    bodyLimit: options.bodyLimitBytes ?? 1024 * 1024,
+    // An unknown field is refused and named, not silently dropped.
+    ajv: { customOptions: { removeAdditional: false } },
+    ...(options.serverFactory ? { serverFactory: options.serverFactory } : {}),
+  });
+  const metrics = new AgentMetrics({
+    taskCounts: () => runtime.store.tasks.counts(),
+    task: (taskId) => runtime.store.tasks.get(taskId),
+    events: runtime.events,
+    images: runtime.images,
+    processMetrics: options.processMetrics ?? true,
+  });
+  const openApiDocument = buildOpenApiDocument({ version: options.version });
+  /** Ends every open stream, so that closing the server does not wait on followers. */
+  const openStreams = new Set<() => void>();
+
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.routeOptions.config.isPublic) return;
+    if (!tokenMatches(request.headers.authorization, runtime.token)) {
+      await reply.code(401).header('www-authenticate', 'Bearer').send(UNAUTHORIZED);
+      return reply;
+    }
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    runtime.logger.debug({ method: request.method, url: request.url, status: reply.statusCode, durationMs: Math.round(reply.elapsedTime) }, 'request');
+  });
+  app.addHook('preClose', async () => {
+    for (const end of [...openStreams]) end();
+  });
+  app.addHook('onClose', async () => metrics.close());
+
+  app.setErrorHandler(async (error, request, reply) => {
+    const { status, body } = toErrorResponse(error);
+    metrics.countError(body.error.code);
+    if (status >= 500) {
+      runtime.logger.error({ code: body.error.code, method: request.method, url: request.url, error: body.error.message }, 'request failed');
+    }
+    return reply.code(status).send(body);
+  });
+  app.setNotFoundHandler(async (request, reply) => {
+    const message = `no route ${request.method} ${request.url.split('?')[0]}`;
+    return reply.code(404).send({ error: { code: 'BERTH_VALIDATION', message, issues: [{ field: 'url', rule: 'names no route of the API' }] } } satisfies ErrorBody);
+  });
+
+  /** A task the API can show: a removed one is gone, as far as the API is concerned. */
+  const visibleTask = (taskId: string): TaskRecord => {
+    const record = runtime.store.tasks.get(taskId);
+    if (!record || record.state === 'removed') throw new BerthError('BERTH_TASK_NOT_FOUND', `no task ${taskId}`, { context: { taskId } });
+    return record;
+  };
+
+  /** Streams a body until it ends, the client goes away, or the server closes. */
+  const sendStream = (reply: FastifyReply, stream: Readable, end: () => void): FastifyReply => {
+    openStreams.add(end);
+    reply.raw.once('close', () => {
+      openStreams.delete(end);
+      end();
+    });
+    return reply.send(stream);
+  };
+
+  const handlers: Record<string, Handler> = {
+    async submitTask(request, reply) {
+      const body = request.body as { id?: string; spec: Record<string, unknown> };
+      let record: TaskRecord;
+      try {
+        record = runtime.supervisor.submit({ id: body.id ?? randomUUID(), spec: body.spec });
+      } catch (error) {
+        throw scopeToSpec(error);
+      }
+      return reply.code(201).send({ task: toTaskView(record) });
+    },
+
+    async listTasks(request) {
+      const query = request.query as { state?: string[]; label?: string[]; limit?: number };
+      const states = query.state?.flatMap((s) => s.split(',')) as TaskState[] | undefined;
+      const records = runtime.store.tasks.list({
+        // Removed tasks are listed only when asked for by state.
+        state: states ?? ['pending', 'starting', 'running', 'stopping', 'exited', 'lost'],
+        ...(query.label ? { label: query.label } : {}),
+        ...(query.limit !== undefined ? { limit: query.limit } : {}),
+      });
+      return { tasks: records.map(toTaskView) };
+    },
+
+    async getTask(request) {
+      return { task: toTaskView(visibleTask((request.params as { id: string }).id)) };
+    },
+
+    async stopTask(request) {
+      const { id } = request.params as { id: string };
+      visibleTask(id);
+      return { task: toTaskView(await runtime.supervisor.stop(id)) };
+    },
+
+    async removeTask(request, reply) {
+      const { id } = request.params as { id: string };
+      visibleTask(id);
+      await runtime.supervisor.remove(id);
+      return reply.code(204).send();
+    },
+
+    async taskLogs(request, reply) {
+      const { id } = request.params as { id: string };
+      const query = request.query as { follow: boolean; since?: string; stream?: LogRecord['stream'] };
+      visibleTask(id);
+      const since = query.since === undefined ? undefined : toUtcLogTimestamp(query.since);
+      // Aborts a follow waiting on new output when the client goes away or the server closes.
+      const abort = new AbortController();
+      const records = query.follow
+        ? runtime.logs.follow(id, { since, signal: abort.signal, isEnded: () => runtime.supervisor.isEnded(id) })
+        : runtime.logs.read(id, { since });
+      const stream = ndjsonStream(query.stream ? onlyStream(records, query.stream) : records);
+      reply.type('application/x-ndjson').header('cache-control', 'no-store');
+      return sendStream(reply, stream, () => abort.abort());
+    },
+
+    async listImages() {
+      return { images: runtime.imageSnapshot().images.map(toImageView) };
+    },
+
+    async events(_request, reply) {
+      const stream = agentEventStream({ events: runtime.events, heartbeatMs: options.heartbeatMs, logger: runtime.logger });
+      reply.type('text/event-stream').header('cache-control', 'no-store').header('x-accel-buffering', 'no');
+      // Ending the stream (rather than destroying it) lets the client read the events already sent.
+      return sendStream(reply, stream, () => stream.push(null));
+    },
+
+    async health(_request, reply) {
+      const engineOk = await runtime.engineHealthy();
+      return reply.code(engineOk ? 200 : 503).send({ agent: 'ok', engine: engineOk ? 'ok' : 'unavailable' });
+    },
+
+    async metrics(_request, reply) {
+      const text = await metrics.render();
+      return reply.type(metrics.contentType).send(text);
+    },
+
+    async openapi() {
+      return openApiDocument;
+    },
+  };
+
+  for (const route of API_ROUTES) {
+    const handler = handlers[route.operationId];
+    if (!handler) throw new BerthError('BERTH_INTERNAL', `no handler for the route ${route.operationId}`);
+    app.route({ method: route.method, url: route.url, schema: fastifySchema(route), config: { isPublic: route.isPublic ?? false }, handler });
+  }
+  return app;
+}
+
+function fastifySchema(route: ApiRoute): FastifySchema {
+  const response: Record<number, unknown> = {};
+  for (const [status, { schema }] of Object.entries(route.responses)) if (schema) response[Number(status)] = schema;
+  return {
+    ...(route.body ? { body: route.body } : {}),
+    ...(route.querystring ? { querystring: route.querystring } : {}),
+    ...(route.params ? { params: route.params } : {}),
+    response,
+  };
+}

@@ -1,0 +1,120 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ImageCoordinator } from '../images/index.js';
+import { TASK_STATES, type TaskRecord, type TaskState } from '../state/tasks.js';
+import type { AgentEvent, AgentEvents } from './events.js';
+
+/** What the metrics read and listen to: a narrow view of the agent runtime. */
+export interface MetricsSources {
+  /** How many tasks are in each state, read at every scrape (`store.tasks.counts`). */
+  taskCounts: () => Record<TaskState, number>;
+  /** A task's record, for its timestamps when its state changes (`store.tasks.get`). */
+  task: (taskId: string) => TaskRecord | undefined;
+  events: Pick<AgentEvents, 'subscribe'>;
+  images: Pick<ImageCoordinator, 'on' | 'off'>;
+  /** Whether to add Node's process metrics (memory, CPU, event loop). Default true. */
+  processMetrics?: boolean;
+}
+
+/** Bounds of the phase histogram, in seconds: from a cached image's start to an hour-long task. */
+const PHASE_BUCKETS_SECONDS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600];
+
+/** The codes `berth_engine_errors_total` counts: failures of the engine and of registries, not callers' mistakes. */
+export function isEngineErrorCode(code: string): boolean {
+  return code.startsWith('BERTH_ENGINE_') || code.startsWith('BERTH_IMAGE_');
+}
+
+/**
+ * The agent's Prometheus metrics, in a registry of their own (one per server, so that two agents in
+ * one process, as in tests, do not share counters):
+ *
+ * - `berth_tasks{state}`: tasks by state, read from the store at each scrape.
+ * - `berth_task_phase_seconds{phase}`: `submit_to_start` (queued and starting: admission, pull,
+ *   create) and `start_to_end` (running), from the records' timestamps as state changes arrive.
+ * - `berth_image_pulls_total{outcome}`: pulls that ended (pulled, failed or cancelled), retries
+ *   counted once.
+ * - `berth_image_pull_shared_total`: acquires that joined a pull or inspect already under way.
+ * - `berth_reconciler_removals_total`: dangling containers the reconciler removed (dry runs excluded).
+ * - `berth_engine_errors_total{code}`: engine and registry errors by code, as the API answered with
+ *   them, as image pulls and removals failed with them, and as lost tasks recorded them.
+ */
+export class AgentMetrics {
+  readonly registry = new Registry();
+  readonly #engineErrors: Counter<'code'>;
+  readonly #unsubscribe: Array<() => void> = [];
+
+  constructor(sources: MetricsSources) {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'berth_tasks',
+      help: 'Tasks by state.',
+      labelNames: ['state'] as const,
+      registers,
+      collect() {
+        const counts = sources.taskCounts();
+        for (const state of TASK_STATES) this.set({ state }, counts[state]);
+      },
+    });
+    const phases = new Histogram({
+      name: 'berth_task_phase_seconds',
+      help: 'Time tasks spent from submit to the start of their container (submit_to_start), and running (start_to_end).',
+      labelNames: ['phase'] as const,
+      buckets: PHASE_BUCKETS_SECONDS,
+      registers,
+    });
+    const pulls = new Counter({ name: 'berth_image_pulls_total', help: 'Image pulls that ended, by outcome.', labelNames: ['outcome'] as const, registers });
+    const shared = new Counter({ name: 'berth_image_pull_shared_total', help: 'Image acquires that shared a pull already under way.', registers });
+    const removals = new Counter({ name: 'berth_reconciler_removals_total', help: 'Dangling containers the reconciler removed.', registers });
+    this.#engineErrors = new Counter({ name: 'berth_engine_errors_total', help: 'Engine and registry errors, by code.', labelNames: ['code'] as const, registers });
+    if (sources.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+
+    const onEvent = (event: AgentEvent): void => {
+      if (event.type === 'container.reconciled') {
+        if (!event.dryRun) removals.inc();
+        return;
+      }
+      if (event.type !== 'task.state') return;
+      if (event.state !== 'running' && event.state !== 'exited' && event.state !== 'lost') return;
+      const record = sources.task(event.taskId);
+      if (!record?.startedAtMs) return;
+      if (event.state === 'running') phases.observe({ phase: 'submit_to_start' }, (record.startedAtMs - record.submittedAtMs) / 1000);
+      else if (record.finishedAtMs) phases.observe({ phase: 'start_to_end' }, (record.finishedAtMs - record.startedAtMs) / 1000);
+      const lostError = record.endState?.kind === 'lost' ? record.endState.error : undefined;
+      if (event.state === 'lost' && lostError) this.countError(lostError.code);
+    };
+    this.#unsubscribe.push(sources.events.subscribe(onEvent));
+
+    const onPullFinished = (e: { outcome: string; error?: { code: string } }): void => {
+      pulls.inc({ outcome: e.outcome });
+      if (e.error) this.countError(e.error.code);
+    };
+    const onPullShared = (): void => shared.inc();
+    const onRemovalFailed = (e: { error: { code: string } }): void => this.countError(e.error.code);
+    sources.images.on('pull-finished', onPullFinished);
+    sources.images.on('pull-shared', onPullShared);
+    sources.images.on('image-removal-failed', onRemovalFailed);
+    this.#unsubscribe.push(() => {
+      sources.images.off('pull-finished', onPullFinished);
+      sources.images.off('pull-shared', onPullShared);
+      sources.images.off('image-removal-failed', onRemovalFailed);
+    });
+  }
+
+  /** Counts an error by its code, when it is an engine or registry error (see `isEngineErrorCode`). */
+  countError(code: string): void {
+    if (isEngineErrorCode(code)) this.#engineErrors.inc({ code });
+  }
+
+  /** The Prometheus text exposition of every metric. */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** Stops listening to the agent's events. */
+  close(): void {
+    for (const unsubscribe of this.#unsubscribe.splice(0)) unsubscribe();
+  }
+}

@@ -1,0 +1,316 @@
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { describe, test } from 'node:test';
+import type { InjectOptions } from 'fastify';
+import { BerthError, ERROR_CODES, ValidationError, type ErrorCode } from '../../../src/common/errors.js';
+import type { Logger } from '../../../src/common/logger.js';
+import type { AgentRuntime } from '../../../src/agent/agent.js';
+import { AgentEvents } from '../../../src/agent/events.js';
+import { buildServer } from '../../../src/agent/http.js';
+import { httpStatusFor, toErrorResponse } from '../../../src/agent/http-errors.js';
+import { agentEventStream, formatServerSentEvent } from '../../../src/agent/http-streams.js';
+import { toTaskView, toUtcLogTimestamp } from '../../../src/agent/http-views.js';
+import { buildOpenApiDocument } from '../../../src/agent/openapi.js';
+import { API_ROUTES } from '../../../src/agent/http-schemas.js';
+import { parseAgentHost, resolveAgentAddress } from '../../../src/agent/client.js';
+import type { TaskFilter, TaskRecord } from '../../../src/state/tasks.js';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+const TOKEN = 'secret-token';
+
+function record(id: string, overrides: Partial<TaskRecord> = {}): TaskRecord {
+  return { id, seq: 1, spec: { image: 'busybox' }, state: 'running', logCursor: {}, submittedAtMs: Date.UTC(2024, 4, 1, 10), updatedAtMs: Date.UTC(2024, 4, 1, 10), ...overrides };
+}
+
+interface FakeOptions {
+  tasks?: TaskRecord[];
+  submit?: (input: { id: string; spec: unknown }) => TaskRecord;
+  stop?: (taskId: string) => Promise<TaskRecord>;
+  engineHealthy?: boolean;
+}
+
+/** A narrow scripted runtime: only what the routes under test touch. */
+function fakeRuntime(options: FakeOptions = {}) {
+  const logged: Array<{ level: string; meta: Record<string, unknown>; message: string }> = [];
+  const log = (level: string) => (meta: Record<string, unknown>, message: string) => void logged.push({ level, meta, message });
+  const logger: Logger = { debug: () => undefined, info: log('info'), warn: log('warn'), error: log('error') };
+  const tasks = new Map((options.tasks ?? []).map((t) => [t.id, t]));
+  const listCalls: TaskFilter[] = [];
+  const runtime = {
+    token: TOKEN,
+    logger,
+    events: new AgentEvents(),
+    images: new EventEmitter(),
+    store: {
+      tasks: {
+        get: (id: string) => tasks.get(id),
+        list: (filter: TaskFilter) => {
+          listCalls.push(filter);
+          return [...tasks.values()];
+        },
+        counts: () => ({ pending: 0, starting: 0, running: tasks.size, stopping: 0, exited: 0, lost: 0, removed: 0 }),
+      },
+    },
+    supervisor: {
+      submit: options.submit ?? ((input: { id: string }) => record(input.id, { state: 'pending' })),
+      stop: options.stop ?? (async (id: string) => tasks.get(id)!),
+      remove: async () => undefined,
+      isEnded: () => true,
+    },
+    imageSnapshot: () => ({ images: [{ imageId: 'sha256:abc', refs: ['busybox:latest'], holders: ['t1'], removalDueAt: new Date(Date.UTC(2024, 4, 1)) }], pulls: [] }),
+    engineHealthy: async () => options.engineHealthy ?? true,
+  };
+  const app = buildServer(runtime as unknown as AgentRuntime, { processMetrics: false });
+  return { app, logged, listCalls, runtime };
+}
+
+const auth = { authorization: `Bearer ${TOKEN}` };
+
+describe('error mapping', () => {
+  test('maps codes to statuses in one table', () => {
+    const expected: Partial<Record<ErrorCode, number>> = {
+      BERTH_VALIDATION: 400,
+      BERTH_ENGINE_NOT_FOUND: 404,
+      BERTH_TASK_NOT_FOUND: 404,
+      BERTH_ENGINE_CONFLICT: 409,
+      BERTH_TASK_STATE: 409,
+      BERTH_TASK_EXISTS: 409,
+      BERTH_ENGINE_UNAVAILABLE: 503,
+      BERTH_ENGINE_TIMEOUT: 503,
+      BERTH_INTERNAL: 500,
+      BERTH_IMAGE_PULL_FAILED: 500,
+    };
+    for (const [code, status] of Object.entries(expected)) assert.equal(httpStatusFor(code as ErrorCode), status, code);
+    for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) assert.ok([400, 404, 409, 500, 503].includes(httpStatusFor(code)));
+  });
+
+  test('a ValidationError keeps its issues; anything not a BerthError is BERTH_INTERNAL', () => {
+    const validation = toErrorResponse(new ValidationError([{ field: 'spec.image', rule: 'is required' }]));
+    assert.deepEqual(validation, { status: 400, body: { error: { code: 'BERTH_VALIDATION', message: 'spec.image: is required', issues: [{ field: 'spec.image', rule: 'is required' }] } } });
+    assert.deepEqual(toErrorResponse(new TypeError('boom')), { status: 500, body: { error: { code: 'BERTH_INTERNAL', message: 'boom' } } });
+  });
+
+  test('an engine error answers 503, is logged once and counted by code', async () => {
+    const { app, logged } = fakeRuntime({ tasks: [record('t1')], stop: async () => { throw new BerthError('BERTH_ENGINE_UNAVAILABLE', 'engine gone'); } });
+    const response = await app.inject({ method: 'POST', url: '/v1/tasks/t1/stop', headers: auth });
+    assert.equal(response.statusCode, 503);
+    assert.deepEqual(response.json(), { error: { code: 'BERTH_ENGINE_UNAVAILABLE', message: 'engine gone' } });
+    assert.equal(logged.filter((l) => l.level === 'error').length, 1);
+    const metrics = await app.inject({ method: 'GET', url: '/metrics', headers: auth });
+    assert.match(metrics.body, /^berth_engine_errors_total\{code="BERTH_ENGINE_UNAVAILABLE"\} 1$/m);
+    await app.close();
+  });
+
+  test('a bug answers 500 with BERTH_INTERNAL and is logged; a client error is not logged', async () => {
+    const { app, logged } = fakeRuntime({ tasks: [record('t1')], stop: async () => { throw new Error('invariant'); } });
+    const response = await app.inject({ method: 'POST', url: '/v1/tasks/t1/stop', headers: auth });
+    assert.equal(response.statusCode, 500);
+    assert.equal(response.json().error.code, 'BERTH_INTERNAL');
+    assert.equal(logged.length, 1);
+    const missing = await app.inject({ method: 'GET', url: '/v1/tasks/nope', headers: auth });
+    assert.equal(missing.statusCode, 404);
+    assert.equal(missing.json().error.code, 'BERTH_TASK_NOT_FOUND');
+    assert.equal(logged.length, 1);
+    await app.close();
+  });
+
+  test('a duplicate id answers 409 whichever code the supervisor uses', async () => {
+    for (const code of ['BERTH_TASK_EXISTS', 'BERTH_ENGINE_CONFLICT'] as const) {
+      const { app } = fakeRuntime({ submit: () => { throw new BerthError(code, 'taken', { context: { conflict: 'task-id' } }); } });
+      const response = await app.inject({ method: 'POST', url: '/v1/tasks', headers: auth, payload: { id: 'x', spec: {} } });
+      assert.equal(response.statusCode, 409, code);
+      await app.close();
+    }
+  });
+});
+
+describe('request validation', () => {
+  test('a spec the supervisor refuses names the field under spec', async () => {
+    const { app } = fakeRuntime({ submit: () => { throw new ValidationError([{ field: 'resources.memory', rule: 'must be a size' }, { field: 'spec', rule: 'must be an object' }]); } });
+    const response = await app.inject({ method: 'POST', url: '/v1/tasks', headers: auth, payload: { spec: { image: 'x' } } });
+    assert.equal(response.statusCode, 400);
+    assert.deepEqual(response.json().error.issues, [{ field: 'spec.resources.memory', rule: 'must be a size' }, { field: 'spec', rule: 'must be an object' }]);
+    await app.close();
+  });
+
+  test('schema failures name the field: missing, wrong type, unknown, bad query value', async () => {
+    const { app } = fakeRuntime();
+    const issues = async (request: InjectOptions) => {
+      const response = await app.inject(request);
+      assert.equal(response.statusCode, 400, response.body);
+      return response.json().error.issues as Array<{ field: string; rule: string }>;
+    };
+    assert.deepEqual(await issues({ method: 'POST', url: '/v1/tasks', headers: auth, payload: {} }), [{ field: 'spec', rule: 'is required' }]);
+    assert.deepEqual(await issues({ method: 'POST', url: '/v1/tasks', headers: auth, payload: { spec: 5 } }), [{ field: 'spec', rule: 'must be object' }]);
+    assert.deepEqual(await issues({ method: 'POST', url: '/v1/tasks', headers: auth, payload: { spec: {}, cmd: 'x' } }), [{ field: 'cmd', rule: 'is not a known field' }]);
+    assert.equal((await issues({ method: 'GET', url: '/v1/tasks?state=running,nope', headers: auth }))[0]!.field, 'state');
+    assert.equal((await issues({ method: 'GET', url: '/v1/tasks?limit=-1', headers: auth }))[0]!.field, 'limit');
+    assert.equal((await issues({ method: 'GET', url: '/v1/tasks/t1/logs?since=yesterday', headers: auth }))[0]!.field, 'since');
+    assert.equal((await issues({ method: 'GET', url: '/v1/tasks/t1/logs?stream=both', headers: auth }))[0]!.rule, 'must be one of stdout, stderr');
+    const badJson = await app.inject({ method: 'POST', url: '/v1/tasks', headers: { ...auth, 'content-type': 'application/json' }, payload: '{"spec":' });
+    assert.equal(badJson.statusCode, 400);
+    assert.equal(badJson.json().error.code, 'BERTH_VALIDATION');
+    await app.close();
+  });
+
+  test('states may repeat or be comma-separated; removed tasks are listed only when asked for', async () => {
+    const { app, listCalls } = fakeRuntime();
+    await app.inject({ method: 'GET', url: '/v1/tasks?state=running,pending&state=exited&label=a=b&limit=3', headers: auth });
+    await app.inject({ method: 'GET', url: '/v1/tasks', headers: auth });
+    assert.deepEqual(listCalls[0], { state: ['running', 'pending', 'exited'], label: ['a=b'], limit: 3 });
+    assert.ok(!(listCalls[1]!.state as string[]).includes('removed'));
+    await app.close();
+  });
+});
+
+describe('authorization', () => {
+  test('every route but health needs the bearer token', async () => {
+    const { app } = fakeRuntime();
+    for (const route of API_ROUTES) {
+      const url = route.url.replace(':id', 't1');
+      const none = await app.inject({ method: route.method, url });
+      const wrong = await app.inject({ method: route.method, url, headers: { authorization: 'Bearer nope' } });
+      const expected = route.isPublic ? 200 : 401;
+      assert.equal(none.statusCode, expected, `${route.method} ${url}`);
+      assert.equal(wrong.statusCode, expected, `${route.method} ${url}`);
+    }
+    await app.close();
+  });
+
+  test('unknown routes answer 404 naming the url', async () => {
+    const { app } = fakeRuntime();
+    const response = await app.inject({ method: 'GET', url: '/v2/nothing', headers: auth });
+    assert.equal(response.statusCode, 404);
+    assert.equal(response.json().error.issues[0].field, 'url');
+    await app.close();
+  });
+});
+
+describe('responses', () => {
+  test('health answers 503 when the engine does not', async () => {
+    const { app } = fakeRuntime({ engineHealthy: false });
+    const response = await app.inject({ method: 'GET', url: '/healthz' });
+    assert.equal(response.statusCode, 503);
+    assert.deepEqual(response.json(), { agent: 'ok', engine: 'unavailable' });
+    await app.close();
+  });
+
+  test('tasks show ISO times; images their holders and removal time', async () => {
+    const finished = record('t1', { state: 'exited', endState: { kind: 'failed', exitCode: 2 }, exitCode: 2, startedAtMs: Date.UTC(2024, 4, 1, 10, 0, 1), finishedAtMs: Date.UTC(2024, 4, 1, 10, 0, 3), containerId: 'c1' });
+    const { app } = fakeRuntime({ tasks: [finished] });
+    const task = (await app.inject({ method: 'GET', url: '/v1/tasks/t1', headers: auth })).json().task;
+    assert.deepEqual(task, toTaskView(finished));
+    assert.equal(task.startedAt, '2024-05-01T10:00:01.000Z');
+    assert.deepEqual((await app.inject({ method: 'GET', url: '/v1/images', headers: auth })).json(), {
+      images: [{ imageId: 'sha256:abc', refs: ['busybox:latest'], holders: ['t1'], removalDueAt: '2024-05-01T00:00:00.000Z' }],
+    });
+    await app.close();
+  });
+
+  test('metrics count pulls, shared pulls, reconciler removals and phases', async () => {
+    const { app, runtime } = fakeRuntime({ tasks: [record('t1', { startedAtMs: Date.UTC(2024, 4, 1, 10, 0, 2) })] });
+    runtime.images.emit('pull-finished', { ref: 'busybox', outcome: 'pulled', durationMs: 1, attempts: 1, waiters: 2 });
+    runtime.images.emit('pull-shared', { ref: 'busybox', holderId: 't2', waiters: 2 });
+    runtime.images.emit('pull-finished', { ref: 'nope', outcome: 'failed', durationMs: 1, attempts: 3, waiters: 1, error: { code: 'BERTH_IMAGE_NOT_FOUND', message: 'no' } });
+    runtime.events.emit({ type: 'container.reconciled', containerId: 'c', dryRun: false });
+    runtime.events.emit({ type: 'container.reconciled', containerId: 'c', dryRun: true });
+    runtime.events.emit({ type: 'task.state', taskId: 't1', state: 'running' });
+    const text = (await app.inject({ method: 'GET', url: '/metrics', headers: auth })).body;
+    assert.match(text, /^berth_tasks\{state="running"\} 1$/m);
+    assert.match(text, /^berth_image_pulls_total\{outcome="pulled"\} 1$/m);
+    assert.match(text, /^berth_image_pull_shared_total 1$/m);
+    assert.match(text, /^berth_reconciler_removals_total 1$/m);
+    assert.match(text, /^berth_engine_errors_total\{code="BERTH_IMAGE_NOT_FOUND"\} 1$/m);
+    assert.match(text, /^berth_task_phase_seconds_sum\{phase="submit_to_start"\} 2$/m);
+    await app.close();
+  });
+
+  test('two servers keep separate metrics', async () => {
+    const first = fakeRuntime();
+    const second = fakeRuntime();
+    first.runtime.events.emit({ type: 'container.reconciled', containerId: 'c', dryRun: false });
+    assert.match((await second.app.inject({ method: 'GET', url: '/metrics', headers: auth })).body, /^berth_reconciler_removals_total 0$/m);
+    await first.app.close();
+    await second.app.close();
+  });
+});
+
+describe('streams', () => {
+  test('an event is one server-sent event with its type and JSON data', () => {
+    const text = formatServerSentEvent({ type: 'image.removed', imageId: 'sha256:x', at: '2024-05-01T00:00:00.000Z' });
+    assert.equal(text, 'event: image.removed\ndata: {"type":"image.removed","imageId":"sha256:x","at":"2024-05-01T00:00:00.000Z"}\n\n');
+  });
+
+  test('the event stream sends heartbeats and unsubscribes when destroyed', async () => {
+    const events = new AgentEvents();
+    let subscribers = 0;
+    const counting = { subscribe: (listener: Parameters<AgentEvents['subscribe']>[0]) => { subscribers++; const off = events.subscribe(listener); return () => { subscribers--; off(); }; } };
+    const stream = agentEventStream({ events: counting, heartbeatMs: 5, logger: { debug() {}, info() {}, warn() {}, error() {} } });
+    const chunks: string[] = [];
+    for await (const chunk of stream) {
+      chunks.push(String(chunk));
+      if (chunks.join('').includes(': heartbeat')) break;
+    }
+    assert.ok(chunks.join('').startsWith(': connected\n\n'));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(subscribers, 0);
+  });
+
+  test('a slow event reader is disconnected rather than buffered without bound', () => {
+    const events = new AgentEvents();
+    const warned: string[] = [];
+    const stream = agentEventStream({ events, maxBufferedBytes: 1000, logger: { debug() {}, info() {}, warn: (_m, message) => void warned.push(message), error() {} } });
+    for (let i = 0; i < 100; i++) events.emit({ type: 'image.removed', imageId: `sha256:${i}` });
+    assert.ok(stream.destroyed);
+    assert.equal(warned.length, 1);
+  });
+});
+
+describe('since and addresses', () => {
+  test('since is turned into the engine\'s UTC form, nanoseconds kept', () => {
+    assert.equal(toUtcLogTimestamp('2024-05-01T12:00:00.123456789+02:00'), '2024-05-01T10:00:00.123456789Z');
+    assert.equal(toUtcLogTimestamp('2024-05-01T10:00:00Z'), '2024-05-01T10:00:00Z');
+    assert.throws(() => toUtcLogTimestamp('2024-13-01T10:00:00Z'), (e: unknown) => e instanceof ValidationError && e.issues[0]!.field === 'since');
+  });
+
+  test('agent hosts are unix sockets or http addresses', () => {
+    assert.deepEqual(parseAgentHost('unix:///run/berth/agent.sock'), { socketPath: '/run/berth/agent.sock' });
+    assert.deepEqual(parseAgentHost('http://127.0.0.1:7070'), { host: '127.0.0.1', port: 7070 });
+    assert.deepEqual(parseAgentHost('http://[::1]:7070'), { host: '::1', port: 7070 });
+    for (const bad of ['tcp://x:1', 'unix://relative', 'http://host', 'https://h:1']) assert.throws(() => parseAgentHost(bad), ValidationError, bad);
+  });
+
+  test('the address comes from flags, then the environment, then the data directory', async () => {
+    const home = await mkdtemp(path.join(tmpdir(), 'berth-addr-'));
+    try {
+      const user = { uid: 1000, homedir: home };
+      const dataDir = path.join(home, '.local', 'share', 'berth');
+      await assert.rejects(resolveAgentAddress({}, {}, user), (e: unknown) => e instanceof ValidationError && e.issues[0]!.field === 'token');
+      await import('node:fs/promises').then((fs) => fs.mkdir(dataDir, { recursive: true }));
+      await writeFile(path.join(dataDir, 'token'), 'from-file\n');
+      assert.deepEqual(await resolveAgentAddress({}, {}, user), { host: `unix://${dataDir}/agent.sock`, token: 'from-file', dataDir });
+      assert.deepEqual(await resolveAgentAddress({ BERTH_DATA_DIR: '/srv/berth', BERTH_TOKEN: 'env' }, {}, user), { host: 'unix:///srv/berth/agent.sock', token: 'env', dataDir: '/srv/berth' });
+      const env = { BERTH_HOST: 'http://10.0.0.1:7070', BERTH_TOKEN: 'env' };
+      assert.equal((await resolveAgentAddress(env, {}, user)).host, 'http://10.0.0.1:7070');
+      assert.deepEqual(await resolveAgentAddress(env, { host: 'unix:///tmp/a.sock', token: 'flag' }, user), { host: 'unix:///tmp/a.sock', token: 'flag', dataDir });
+    } finally {
+      await rm(home, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('OpenAPI', () => {
+  test('the document lists every route with the schemas the server validates with', () => {
+    const document = buildOpenApiDocument({ version: '1.2.3' }) as { paths: Record<string, Record<string, { requestBody?: unknown; security?: unknown[]; parameters?: Array<{ name: string }> }>>; components: { schemas: Record<string, { properties?: Record<string, unknown> }> } };
+    for (const route of API_ROUTES) {
+      const operation = document.paths[route.url.replace(':id', '{id}')]?.[route.method.toLowerCase()];
+      assert.ok(operation, `${route.method} ${route.url}`);
+    }
+    assert.deepEqual(document.paths['/healthz']!.get!.security, []);
+    assert.deepEqual(document.paths['/v1/tasks/{id}/logs']!.get!.parameters!.map((p) => p.name), ['id', 'follow', 'since', 'stream']);
+    assert.ok(document.components.schemas.TaskSpec!.properties!.image);
+    assert.doesNotThrow(() => JSON.parse(JSON.stringify(document)));
+  });
+});
