@@ -1,0 +1,193 @@
+/**
+ * `reconcile`: one sweep of the dangling-container reconciler on an engine holding 1000 foreign
+ * containers (created, not started: cheap) and 20 dangling berth containers running `sleep`.
+ * Through the fault proxy it counts the sweep's engine requests (target: 1 list + 20 removals, no
+ * inspect of anything) and times the sweep against one raw label-filtered list call with dockerode,
+ * in the same run and through the same proxy. Also reported: a dry-run sweep (list and decision
+ * only) against the raw list, and the real sweep against a raw list-and-remove of another 20.
+ *
+ * Runnable alone (`node --import tsx bench/reconcile.ts`) or from bench/run.ts, which passes its context.
+ */
+import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import Dockerode from 'dockerode';
+import { LABELS } from '../src/common/labels.js';
+import { Engine } from '../src/engine/engine.js';
+import type { ContainerCreateBody } from '../src/engine/types.js';
+import { DanglingReconciler } from '../src/reconcile/index.js';
+import { FaultProxy } from '../test/support/fault-proxy.js';
+
+/** The label bench/run.ts cleans up by (its BENCH_LABEL); every container here carries it. */
+const BENCH_LABEL = 'berth.bench.run';
+const BENCH_IMAGE = 'berth-test/busybox:latest';
+const FOREIGN_CONTAINERS = 1000;
+const DANGLING_CONTAINERS = 20;
+const CREATE_CONCURRENCY = 16;
+const RAW_LIST_ROUNDS = 5;
+
+/** What this case needs of bench/run.ts's context; without one it prints on its own. */
+interface ReconcileBenchContext {
+  runId: string;
+  scale: number;
+  emit(result: Record<string, unknown>): void;
+  progress(message: string): void;
+}
+
+function standaloneContext(): ReconcileBenchContext {
+  return {
+    runId: `${Date.now().toString(36)}-${randomUUID().slice(0, 8)}`,
+    scale: 1,
+    emit: (result) => void process.stdout.write(`${JSON.stringify(result)}\n`),
+    progress: (message) => void process.stderr.write(`bench: ${message}\n`),
+  };
+}
+
+/** Runs `work` over `items` with at most `concurrency` in flight; the first error is thrown once the rest have settled. */
+async function pool<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<unknown>): Promise<void> {
+  let next = 0;
+  let failure: { error: unknown } | undefined;
+  const worker = async (): Promise<void> => {
+    while (next < items.length && !failure) {
+      const item = items[next++]!;
+      try {
+        await work(item);
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+  if (failure) throw failure.error;
+}
+
+const elapsedMs = (startNs: bigint): number => Number(process.hrtime.bigint() - startNs) / 1e6;
+const round = (value: number, digits = 1): number => Number(value.toFixed(digits));
+const median = (values: readonly number[]): number => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+};
+
+function body(labels: Record<string, string>, cmd: string[]): ContainerCreateBody {
+  return {
+    Image: BENCH_IMAGE,
+    Cmd: cmd,
+    Labels: labels,
+    Tty: false,
+    OpenStdin: false,
+    StdinOnce: false,
+    AttachStdin: false,
+    AttachStdout: false,
+    AttachStderr: false,
+    HostConfig: { NetworkMode: 'none' },
+  };
+}
+
+/** Runs the case and prints one JSON line. */
+export async function benchReconcile(context?: ReconcileBenchContext): Promise<void> {
+  const ctx = context ?? standaloneContext();
+  const foreignCount = Math.max(10, Math.round(FOREIGN_CONTAINERS * ctx.scale));
+  const danglingCount = Math.max(2, Math.round(DANGLING_CONTAINERS * ctx.scale));
+  const benchLabels = { [BENCH_LABEL]: ctx.runId };
+  const ownerId = `bench-${ctx.runId}`;
+  const rawOwnerId = `bench-${ctx.runId}-raw`;
+  const berthLabels = (owner: string, i: number): Record<string, string> => ({
+    ...benchLabels,
+    [LABELS.managed]: 'true',
+    [LABELS.ownerId]: owner,
+    [LABELS.taskId]: `${owner}-task-${i}`,
+  });
+  const engine = new Engine();
+  const proxy = await FaultProxy.start();
+  const rawDocker = new Dockerode({ socketPath: proxy.socketPath });
+  const index = (count: number): number[] => Array.from({ length: count }, (_, i) => i);
+
+  try {
+    ctx.progress(`reconcile: creating ${foreignCount} foreign containers and ${2 * danglingCount} dangling berth containers`);
+    const createStarted = process.hrtime.bigint();
+    await pool(index(foreignCount), CREATE_CONCURRENCY, (i) => engine.createContainer(`bench-${ctx.runId}-foreign-${i}`, body(benchLabels, ['true'])));
+    // Two sets of dangling containers: one for berth's sweep, one for the raw list-and-remove it is compared with.
+    for (const owner of [ownerId, rawOwnerId]) {
+      await pool(index(danglingCount), CREATE_CONCURRENCY, async (i) => {
+        const id = await engine.createContainer(`bench-${ctx.runId}-${owner === ownerId ? 'dangling' : 'raw'}-${i}`, body(berthLabels(owner, i), ['sleep', '600']));
+        await engine.startContainer(id);
+      });
+    }
+    ctx.progress(`reconcile: created in ${round(elapsedMs(createStarted) / 1000)} s`);
+
+    const filters = (owner: string): string => JSON.stringify({ label: [`${LABELS.managed}=true`, `${LABELS.ownerId}=${owner}`], status: ['running'] });
+    // Warm both paths once, so neither pays for a cold engine cache.
+    await rawDocker.listContainers({ all: false, filters: filters(ownerId) });
+    const rawListMs: number[] = [];
+    for (let i = 0; i < RAW_LIST_ROUNDS; i++) {
+      const started = process.hrtime.bigint();
+      const rows = await rawDocker.listContainers({ all: false, filters: filters(ownerId) });
+      rawListMs.push(elapsedMs(started));
+      if (rows.length !== danglingCount) throw new Error(`bench reconcile: the raw list found ${rows.length} containers, not ${danglingCount}`);
+    }
+
+    const reconciler = new DanglingReconciler({
+      engine: new Engine({ socketPath: proxy.socketPath }),
+      ownerId,
+      trackedContainerIds: () => [],
+      options: { creationGrace: 0 },
+    });
+    const dryRunMs: number[] = [];
+    for (let i = 0; i < RAW_LIST_ROUNDS; i++) {
+      const started = process.hrtime.bigint();
+      const dry = await reconciler.sweepOnce({ dryRun: true });
+      dryRunMs.push(elapsedMs(started));
+      if (dry.wouldRemove.length !== danglingCount) throw new Error(`bench reconcile: the dry run found ${dry.wouldRemove.length} dangling containers, not ${danglingCount}`);
+    }
+
+    ctx.progress('reconcile: one sweep through the proxy');
+    proxy.clearLog();
+    const sweepStarted = process.hrtime.bigint();
+    const result = await reconciler.sweepOnce();
+    const sweepMs = elapsedMs(sweepStarted);
+    const listCalls = proxy.count('GET', /^\/containers\/json$/);
+    const removeCalls = proxy.count('DELETE', /^\/containers\/[^/]+$/);
+    const otherCalls = proxy.requests.length - listCalls - removeCalls;
+
+    // The same work done by hand with dockerode: one list, then force-removals with the sweep's concurrency.
+    const rawSweepStarted = process.hrtime.bigint();
+    const rawRows = await rawDocker.listContainers({ all: false, filters: filters(rawOwnerId) });
+    await pool(rawRows, reconciler.options.removeConcurrency, (row) => rawDocker.getContainer(row.Id).remove({ force: true, v: true }));
+    const rawSweepMs = elapsedMs(rawSweepStarted);
+
+    const rawListMedianMs = median(rawListMs);
+    const dryRunMedianMs = median(dryRunMs);
+    ctx.emit({
+      case: 'reconcile',
+      foreignContainers: foreignCount,
+      danglingContainers: danglingCount,
+      removed: result.removed.length,
+      listCalls,
+      removeCalls,
+      otherCalls,
+      sweepMs: round(sweepMs),
+      rawListMs: round(rawListMedianMs, 2),
+      ratio: round(sweepMs / rawListMedianMs, 3),
+      dryRunSweepMs: round(dryRunMedianMs, 2),
+      dryRunRatio: round(dryRunMedianMs / rawListMedianMs, 3),
+      rawSweepMs: round(rawSweepMs),
+      ratioToRawSweep: round(sweepMs / rawSweepMs, 3),
+      target: `1 list + ${danglingCount} removals, nothing else`,
+      pass: listCalls === 1 && removeCalls === danglingCount && otherCalls === 0 && result.removed.length === danglingCount,
+    });
+  } finally {
+    ctx.progress('reconcile: removing the bench containers');
+    const leftovers = await engine.listContainers({ all: true, labels: [`${BENCH_LABEL}=${ctx.runId}`] });
+    await pool(leftovers, CREATE_CONCURRENCY, (row) => engine.removeContainer(row.id)).catch((error: unknown) =>
+      ctx.progress(`reconcile: could not remove every bench container: ${String(error)}`),
+    );
+    await proxy.close();
+  }
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  benchReconcile().catch((error: unknown) => {
+    process.stderr.write(`bench reconcile: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exitCode = 1;
+  });
+}
