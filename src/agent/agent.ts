@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { isBerthError } from '../common/errors.js';
+import { isBerthError, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { Engine } from '../engine/engine.js';
 import { ImageCoordinator, type ImageCoordinatorSnapshot } from '../images/index.js';
@@ -32,6 +32,8 @@ export interface AgentRuntime {
   readonly logger: Logger;
   /** The bearer token every API request but health must carry. */
   readonly token: string;
+  /** Calls the listener with the code of every error the supervisor meets (metrics); returns the unsubscribe. */
+  onError(listener: (code: ErrorCode) => void): () => void;
   /** Whether the engine answered its last health check. */
   engineHealthy(): Promise<boolean>;
   imageSnapshot(): ImageCoordinatorSnapshot;
@@ -121,6 +123,7 @@ export async function createAgent(sources: ConfigSources, logger: Logger): Promi
   const driver = new TaskDriver({ engine, ownerId: agentId, policy: { allowPrivileged: true }, images: imageProvider, logger });
   const logs = new TaskLogStore(path.join(initial.dataDir, 'logs'), { maxFileBytes: initial.logs.maxFileBytes, maxFiles: initial.logs.maxFiles });
   const admission = new AdmissionController(initial.admission);
+  const errorListeners = new Set<(code: ErrorCode) => void>();
   const supervisor = new TaskSupervisor({
     store,
     driver,
@@ -132,6 +135,9 @@ export async function createAgent(sources: ConfigSources, logger: Logger): Promi
     policy: () => config.current().policy,
     defaultDemand: () => config.current().defaults.resources,
     withDefaults: (spec) => withAgentDefaults(spec, config.current()),
+    onError: (code) => {
+      for (const listener of errorListeners) listener(code);
+    },
     releaseImages: (taskId) => imageProvider.release(taskId),
   });
 
@@ -156,6 +162,10 @@ export async function createAgent(sources: ConfigSources, logger: Logger): Promi
     events,
     logger,
     token,
+    onError(listener) {
+      errorListeners.add(listener);
+      return () => errorListeners.delete(listener);
+    },
     async engineHealthy() {
       try {
         await engine.ping({ deadlineMs: 2000 });

@@ -80,6 +80,7 @@ export function buildServer(runtime: AgentRuntime, options: ServerOptions = {}):
     task: (taskId) => runtime.store.tasks.get(taskId),
     events: runtime.events,
     images: runtime.images,
+    supervisorErrors: (listener) => runtime.onError(listener),
     processMetrics: options.processMetrics ?? true,
   });
   const openApiDocument = buildOpenApiDocument({ version: options.version });

@@ -11,6 +11,8 @@ export interface MetricsSources {
   task: (taskId: string) => TaskRecord | undefined;
   events: Pick<AgentEvents, 'subscribe'>;
   images: Pick<ImageCoordinator, 'on' | 'off'>;
+  /** Subscribes to the codes of the errors the supervisor meets; returns the unsubscribe (`AgentRuntime.onError`). */
+  supervisorErrors?: (listener: (code: string) => void) => () => void;
   /** Whether to add Node's process metrics (memory, CPU, event loop). Default true. */
   processMetrics?: boolean;
 }
@@ -35,7 +37,9 @@ export function isEngineErrorCode(code: string): boolean {
  * - `berth_image_pull_shared_total`: acquires that joined a pull or inspect already under way.
  * - `berth_reconciler_removals_total`: dangling containers the reconciler removed (dry runs excluded).
  * - `berth_engine_errors_total{code}`: engine and registry errors by code, as the API answered with
- *   them, as image pulls and removals failed with them, and as lost tasks recorded them.
+ *   them (`countError`), as the supervisor met them (a start, its pull included, a recovery, a
+ *   container removal, reading output), as image removals failed with them, and as lost tasks
+ *   recorded them. A failed pull is counted once per task that waited on it, by the supervisor.
  */
 export class AgentMetrics {
   readonly registry = new Registry();
@@ -83,9 +87,10 @@ export class AgentMetrics {
     };
     this.#unsubscribe.push(sources.events.subscribe(onEvent));
 
-    const onPullFinished = (e: { outcome: string; error?: { code: string } }): void => {
+    if (sources.supervisorErrors) this.#unsubscribe.push(sources.supervisorErrors((code) => this.countError(code)));
+
+    const onPullFinished = (e: { outcome: string }): void => {
       pulls.inc({ outcome: e.outcome });
-      if (e.error) this.countError(e.error.code);
     };
     const onPullShared = (): void => shared.inc();
     const onRemovalFailed = (e: { error: { code: string } }): void => this.countError(e.error.code);

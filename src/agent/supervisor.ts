@@ -1,5 +1,5 @@
 import { setMaxListeners } from 'node:events';
-import { BerthError, isBerthError, ValidationError } from '../common/errors.js';
+import { BerthError, isBerthError, ValidationError, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
 import { compareLogTimestamps } from '../engine/log-entries.js';
@@ -29,6 +29,8 @@ export interface SupervisorDeps {
   withDefaults: (spec: StoredTaskSpec) => StoredTaskSpec;
   /** Called when a task's end is recorded, e.g. for metrics. */
   onEnded?: (record: TaskRecord) => void;
+  /** Called with the code of every error the supervisor meets and logs, e.g. for metrics. */
+  onError?: (code: ErrorCode) => void;
   /**
    * Releases the images a task holds. Called for a task found lost at recovery: it has no container
    * and so no handle whose removal would release them.
@@ -116,6 +118,7 @@ export class TaskSupervisor {
       if (record.state === 'pending') continue;
       const handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec).catch((error: unknown) => {
         this.#deps.logger.error({ taskId: record.id, code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'could not recover the task');
+        if (isBerthError(error)) this.#deps.onError?.(error.code);
         return undefined;
       });
       if (!handle) {
@@ -184,6 +187,7 @@ export class TaskSupervisor {
     } catch (error) {
       const berthError = isBerthError(error) ? error : new BerthError('BERTH_INTERNAL', String(error), { cause: error });
       this.#deps.logger.warn({ taskId: record.id, code: berthError.code }, 'task could not start');
+      this.#deps.onError?.(berthError.code);
       this.#finish(record.id, { kind: 'failed', exitCode: 125, reason: `${berthError.code}: ${berthError.message}` });
       return;
     }
@@ -200,6 +204,9 @@ export class TaskSupervisor {
   #supervise(taskId: string, handle: TaskHandle, cursor: LogCursor): Promise<void> {
     this.#handles.set(taskId, handle);
     const work = (async () => {
+      // Started as the agent shuts down (a start that was under way): the next agent follows it.
+      // Never hand the engine an aborted signal: a request created with one fails outside any listener.
+      if (this.#closing.signal.aborted) return;
       const output = this.#pumpOutput(taskId, handle.containerId, cursor);
       const end = await untilAborted(handle.wait(), this.#closing.signal);
       // The followed log ends when the container stops; wait for the last lines before recording the end.
@@ -209,6 +216,7 @@ export class TaskSupervisor {
       this.#finish(taskId, end);
       await handle.destroy().catch((error: unknown) => {
         this.#deps.logger.error({ taskId, code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'could not remove the container of an ended task');
+        if (isBerthError(error)) this.#deps.onError?.(error.code);
       });
     })();
     return this.#track(work);
@@ -231,7 +239,10 @@ export class TaskSupervisor {
         }
       }
     } catch (error) {
-      if (!this.#closing.signal.aborted) this.#deps.logger.warn({ taskId, code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'reading the task output failed');
+      if (!this.#closing.signal.aborted) {
+        this.#deps.logger.warn({ taskId, code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'reading the task output failed');
+        if (isBerthError(error)) this.#deps.onError?.(error.code);
+      }
     } finally {
       if (last.stdout !== undefined || last.stderr !== undefined) this.#deps.store.tasks.setLogCursor(taskId, last);
       await this.#deps.logs.end(taskId);

@@ -61,6 +61,11 @@ function fakeRuntime(options: FakeOptions = {}) {
     },
     imageSnapshot: () => ({ images: [{ imageId: 'sha256:abc', refs: ['busybox:latest'], holders: ['t1'], removalDueAt: new Date(Date.UTC(2024, 4, 1)) }], pulls: [] }),
     engineHealthy: async () => options.engineHealthy ?? true,
+    errorListeners: new Set<(code: string) => void>(),
+    onError(listener: (code: string) => void) {
+      this.errorListeners.add(listener);
+      return () => this.errorListeners.delete(listener);
+    },
   };
   const app = buildServer(runtime as unknown as AgentRuntime, { processMetrics: false });
   return { app, logged, listCalls, runtime };
@@ -209,11 +214,14 @@ describe('responses', () => {
     await app.close();
   });
 
-  test('metrics count pulls, shared pulls, reconciler removals and phases', async () => {
+  test('metrics count pulls, shared pulls, reconciler removals, phases and the supervisor\'s engine errors', async () => {
     const { app, runtime } = fakeRuntime({ tasks: [record('t1', { startedAtMs: Date.UTC(2024, 4, 1, 10, 0, 2) })] });
     runtime.images.emit('pull-finished', { ref: 'busybox', outcome: 'pulled', durationMs: 1, attempts: 1, waiters: 2 });
     runtime.images.emit('pull-shared', { ref: 'busybox', holderId: 't2', waiters: 2 });
     runtime.images.emit('pull-finished', { ref: 'nope', outcome: 'failed', durationMs: 1, attempts: 3, waiters: 1, error: { code: 'BERTH_IMAGE_NOT_FOUND', message: 'no' } });
+    // The supervisor reports the failed start of the task that waited on the pull: counted once.
+    for (const listener of runtime.errorListeners) listener('BERTH_IMAGE_NOT_FOUND');
+    for (const listener of runtime.errorListeners) listener('BERTH_VALIDATION');
     runtime.events.emit({ type: 'container.reconciled', containerId: 'c', dryRun: false });
     runtime.events.emit({ type: 'container.reconciled', containerId: 'c', dryRun: true });
     runtime.events.emit({ type: 'task.state', taskId: 't1', state: 'running' });
@@ -223,6 +231,7 @@ describe('responses', () => {
     assert.match(text, /^berth_image_pull_shared_total 1$/m);
     assert.match(text, /^berth_reconciler_removals_total 1$/m);
     assert.match(text, /^berth_engine_errors_total\{code="BERTH_IMAGE_NOT_FOUND"\} 1$/m);
+    assert.doesNotMatch(text, /BERTH_VALIDATION/);
     assert.match(text, /^berth_task_phase_seconds_sum\{phase="submit_to_start"\} 2$/m);
     await app.close();
   });
