@@ -102,7 +102,11 @@ export class TaskLogStore {
         last = record.timestamp;
         yield record;
       }
-      if (options.isEnded()) return;
+      if (options.isEnded()) {
+        // Lines may have landed between reading the files and this check: read on from the last one.
+        for await (const record of this.read(taskId, { since: last })) yield record;
+        return;
+      }
       for await (const [item] of live as AsyncIterable<[LogRecord | typeof ENDED]>) {
         if (item === ENDED) return;
         if (last !== undefined && compareLogTimestamps(item.timestamp, last) <= 0) continue;
