@@ -1,0 +1,101 @@
+import type { Writable } from 'node:stream';
+import { pino, type Level, type Logger as PinoLogger } from 'pino';
+import { isBerthError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import { createAgent, type AgentRuntime } from './agent.js';
+import type { ConfigSources, ReloadResult } from './config.js';
+import { serveAgent } from './serve.js';
+
+/** pino's levels that the agent accepts for `--log-level`. */
+export const LOG_LEVELS: readonly Level[] = Object.freeze(['trace', 'debug', 'info', 'warn', 'error', 'fatal']);
+
+/**
+ * The agent's structured log: one JSON object per line (pino) on `destination`, adapted to the
+ * library's Logger interface. Writes are synchronous when the destination is, so nothing logged
+ * before an exit is lost. Default level "info".
+ */
+export function createAgentLogger(destination: Writable, level: Level = 'info'): Logger & { readonly pino: PinoLogger } {
+  const log = pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, destination);
+  return {
+    pino: log,
+    debug: (meta, message) => log.debug(meta, message),
+    info: (meta, message) => log.info(meta, message),
+    warn: (meta, message) => log.warn(meta, message),
+    error: (meta, message) => log.error(meta, message),
+  };
+}
+
+/** A running agent: its parts, where it listens, and its two lifecycle operations. */
+export interface DaemonHandle {
+  readonly runtime: AgentRuntime;
+  /** The unix socket the API listens on. */
+  readonly socketPath: string;
+  /** The TCP address, when the configuration asks for one. */
+  readonly tcp?: { host: string; port: number } | undefined;
+  /**
+   * Re-reads the configuration file and swaps it atomically. Logs the keys that changed (and those
+   * that need a restart), or the error naming the bad keys, in which case the old configuration
+   * stays. Never throws for an invalid file.
+   */
+  reload(): ReloadResult;
+  /**
+   * Stops taking work, closes the API (its sockets), then the runtime (store). Running containers
+   * keep running: a restarted agent re-attaches them. Safe to call more than once.
+   */
+  shutdown(): Promise<void>;
+}
+
+/**
+ * Starts the agent: builds and recovers it (createAgent), serves its API (serveAgent), and returns a
+ * handle. Handles no process signal itself: the caller (the CLI's entry point) maps SIGHUP to
+ * `reload()` and SIGTERM/SIGINT to `shutdown()`. A configuration error throws a ValidationError
+ * naming the key, before anything listens.
+ */
+export async function runDaemon(sources: ConfigSources, logger: Logger): Promise<DaemonHandle> {
+  const runtime = await createAgent(sources, logger);
+  let server: Awaited<ReturnType<typeof serveAgent>>;
+  try {
+    server = await serveAgent(runtime);
+  } catch (error) {
+    // The runtime is up (its store is open): close it, or a failed listen leaves the store locked.
+    await runtime.close();
+    throw error;
+  }
+  const config = runtime.config.current();
+  logger.info(
+    { agentId: runtime.agentId, socketPath: server.socketPath, ...(server.tcp ? { tcp: `${server.tcp.host}:${server.tcp.port}` } : {}), dataDir: config.dataDir, ...(config.file ? { configFile: config.file } : {}) },
+    'agent started',
+  );
+
+  let shuttingDown: Promise<void> | undefined;
+  return {
+    runtime,
+    socketPath: server.socketPath,
+    tcp: server.tcp,
+    reload() {
+      const result = runtime.reload();
+      if (result.ok) {
+        logger.info({ changed: result.changed, ...(result.needsRestart.length > 0 ? { needsRestart: result.needsRestart } : {}) }, result.changed.length > 0 ? 'configuration reloaded' : 'configuration reloaded; nothing changed');
+      } else {
+        logger.error(
+          { code: result.error.code, keys: result.error.issues.map((issue) => issue.field), error: result.error.message },
+          `configuration not reloaded, the old one stays: ${result.error.message}`,
+        );
+      }
+      return result;
+    },
+    shutdown() {
+      shuttingDown ??= (async () => {
+        logger.info({}, 'shutting down: taking no new work; running containers keep running');
+        try {
+          await server.close();
+        } catch (error) {
+          logger.warn({ code: isBerthError(error) ? error.code : 'UNKNOWN', error: String(error) }, 'closing the API failed');
+        }
+        await runtime.close();
+        logger.info({}, 'agent stopped');
+      })();
+      return shuttingDown;
+    },
+  };
+}
