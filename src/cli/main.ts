@@ -1,7 +1,9 @@
 import { Command, CommanderError } from 'commander';
 import { isBerthError } from '../common/errors.js';
 import { EXIT, exitCodeForError } from './exit-codes.js';
+import { addAgentCommand } from './agent.js';
 import { addRunCommand, type CliIo } from './run.js';
+import { addTaskCommands, describeDetachOnRun, runDetached } from './tasks.js';
 
 /** Runs the berth CLI and resolves with its exit code. Writes to io; never calls process.exit. */
 export async function main(argv: readonly string[], io: CliIo): Promise<number> {
@@ -15,10 +17,17 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       writeOut: (text) => io.stdout.write(text),
       writeErr: (text) => io.stderr.write(text),
     });
-  addRunCommand(program, io, (code) => {
+  const setExitCode = (code: number): void => {
     exitCode = code;
-  });
+  };
+  addRunCommand(program, io, setExitCode);
+  describeDetachOnRun(program);
+  addAgentCommand(program, io, setExitCode);
+  addTaskCommands(program, io, setExitCode);
   try {
+    // `run --detach` is submit in run's clothes; anything else is parsed as usual.
+    const detached = await runDetached(argv, io);
+    if (detached !== undefined) return detached;
     await program.parseAsync(argv, { from: 'user' });
     return exitCode;
   } catch (error) {

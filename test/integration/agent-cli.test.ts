@@ -1,0 +1,452 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { Engine } from '../../src/engine/engine.js';
+import { LABELS } from '../../src/common/labels.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+
+/**
+ * The agent and the client commands end to end, as a user runs them: a real `berth agent` process
+ * on a temporary data directory, and the real CLI (`node bin/berth.js …`) finding it through
+ * BERTH_DATA_DIR, against the real engine.
+ */
+
+const BERTH = fileURLToPath(new URL('../../bin/berth.js', import.meta.url));
+const engine = new Engine();
+const run = testRun(engine);
+const RUN_LABEL = `berth-test.run=${run.id}`;
+
+/** The environment without any BERTH_* variable of the developer's, so that only the test's apply. */
+function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('BERTH_')) env[key] = value;
+  return { ...env, ...extra };
+}
+
+interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI against the agent of `dataDir` (BERTH_DATA_DIR), to its end. */
+async function berth(dataDir: string, args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  const child = spawn(process.execPath, [BERTH, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ BERTH_DATA_DIR: dataDir, ...env }) });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const [code] = (await once(child, 'close')) as [number | null];
+  return { code, stdout, stderr };
+}
+
+/** Runs the CLI and parses its --json output; fails with its stderr when it did not exit 0. */
+async function berthJson<T>(dataDir: string, args: string[]): Promise<T> {
+  const result = await berth(dataDir, [...args, '--json']);
+  assert.equal(result.code, 0, `berth ${args.join(' ')} failed: ${result.stderr}`);
+  return JSON.parse(result.stdout) as T;
+}
+
+/** GET on the agent's unix socket, with or without a token. */
+function httpGet(socketPath: string, urlPath: string, token?: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path: urlPath, headers: token ? { authorization: `Bearer ${token}` } : {} }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (d: string) => (body += d));
+      res.once('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.once('error', reject);
+    req.end();
+  });
+}
+
+interface RunningAgent {
+  readonly child: ChildProcess;
+  readonly dataDir: string;
+  readonly socketPath: string;
+  /** The JSON log lines the agent wrote so far. */
+  logLines(): Array<Record<string, unknown>>;
+  stderr(): string;
+  readonly exited: Promise<number | null>;
+  /** Sends a signal and waits for the exit; SIGKILL after 20 s. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+const agents: RunningAgent[] = [];
+
+/** Starts `berth agent` and waits (bounded) until its socket answers /healthz. */
+async function startAgent(dataDir: string, args: string[] = []): Promise<RunningAgent> {
+  const child = spawn(process.execPath, [BERTH, 'agent', '--data-dir', dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({}) });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  let exitCode: number | null | undefined;
+  const exited = once(child, 'exit').then(([code]) => (exitCode = code as number | null));
+  const socketPath = path.join(dataDir, 'agent.sock');
+  const agent: RunningAgent = {
+    child,
+    dataDir,
+    socketPath,
+    logLines: () =>
+      stdout
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as Record<string, unknown>),
+    stderr: () => stderr,
+    exited,
+    async stop(signal = 'SIGTERM') {
+      if (exitCode !== undefined) return exitCode;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      try {
+        return await exited;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
+  agents.push(agent);
+  await pollUntil(
+    'the agent to answer /healthz',
+    async () => {
+      if (exitCode !== undefined) throw new Error(`the agent exited with ${exitCode}: ${stderr}${stdout}`);
+      const health = await httpGet(socketPath, '/healthz').catch(() => undefined);
+      return health?.status === 200 ? true : undefined;
+    },
+    { timeoutMs: 60_000, intervalMs: 50 },
+  );
+  return agent;
+}
+
+/** Waits (bounded) for a log line of the agent that matches. */
+function waitForLog(agent: RunningAgent, what: string, match: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> {
+  return pollUntil(what, () => agent.logLines().find(match), { timeoutMs: 20_000, intervalMs: 25 });
+}
+
+interface TaskView {
+  id: string;
+  state: string;
+  spec: Record<string, unknown>;
+  containerId?: string;
+  endState?: { kind: string; exitCode?: number; reason?: string };
+  exitCode?: number;
+  submittedAt: string;
+  admittedAt?: string;
+  startedAt?: string;
+  finishedAt?: string;
+}
+
+const ENDED = ['exited', 'lost', 'removed'];
+
+async function waitForState(dataDir: string, taskId: string, states: readonly string[]): Promise<TaskView> {
+  return pollUntil(
+    `task ${taskId} to be ${states.join(' or ')}`,
+    async () => {
+      const task = await berthJson<TaskView>(dataDir, ['inspect', taskId]);
+      return states.includes(task.state) ? task : undefined;
+    },
+    { timeoutMs: 60_000, intervalMs: 100 },
+  );
+}
+
+/** Submits through the CLI with this run's label; resolves with the printed task id. */
+async function submit(dataDir: string, args: string[]): Promise<string> {
+  const result = await berth(dataDir, ['submit', '-l', RUN_LABEL, ...args]);
+  assert.equal(result.code, 0, result.stderr);
+  const id = result.stdout.trim();
+  assert.match(id, /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/);
+  return id;
+}
+
+const tempDirs: string[] = [];
+async function tempDir(prefix: string): Promise<string> {
+  // Short paths: a unix socket path is limited to 107 bytes.
+  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
+}
+
+async function writeConfig(file: string, yaml: string): Promise<void> {
+  await writeFile(file, yaml);
+}
+
+after(async () => {
+  await Promise.all(agents.map((agent) => agent.stop('SIGKILL')));
+  await run.cleanup();
+  await Promise.all(tempDirs.map((dir) => rm(dir, { recursive: true, force: true })));
+});
+
+const skip = await requireEngine();
+
+describe('berth agent with the client commands', { skip }, () => {
+  let agent: RunningAgent;
+  let dataDir: string;
+  let allowedDir: string;
+
+  before(async () => {
+    dataDir = await tempDir('berth-cli-');
+    allowedDir = await tempDir('berth-allowed-');
+    await writeFile(path.join(allowedDir, 'greeting'), 'hello from the host\n');
+    const config = path.join(dataDir, 'config.yaml');
+    await writeConfig(config, `policy:\n  allowedBindSources: [${JSON.stringify(allowedDir)}]\n`);
+    agent = await startAgent(dataDir, ['--config', config]);
+  });
+
+  test('submit prints the task id; ps, inspect and logs -f follow the task to its end', async () => {
+    const id = await submit(dataDir, [TEST_IMAGE, 'sh', '-c', 'for i in 1 2 3; do echo out $i; echo err $i >&2; sleep 0.2; done; exit 3']);
+    const listed = await berthJson<TaskView[]>(dataDir, ['ps']);
+    const mine = listed.find((t) => t.id === id);
+    // ps without -a lists tasks that have not ended; this one may have ended already on a slow host.
+    if (mine) assert.ok(['pending', 'starting', 'running', 'stopping'].includes(mine.state), mine.state);
+
+    const logs = await berth(dataDir, ['logs', '-f', id]);
+    assert.equal(logs.code, 0, logs.stderr);
+    assert.equal(logs.stdout, 'out 1\nout 2\nout 3\n');
+    assert.equal(logs.stderr, 'err 1\nerr 2\nerr 3\n');
+
+    const task = await waitForState(dataDir, id, ENDED);
+    assert.equal(task.state, 'exited');
+    assert.equal(task.exitCode, 3);
+    assert.deepEqual(task.endState, { kind: 'failed', exitCode: 3 });
+    assert.ok(task.containerId, 'inspect shows the container id');
+    assert.ok(task.startedAt && task.finishedAt && Date.parse(task.finishedAt) >= Date.parse(task.startedAt));
+    assert.deepEqual(task.spec.command, ['sh', '-c', 'for i in 1 2 3; do echo out $i; echo err $i >&2; sleep 0.2; done; exit 3']);
+
+    assert.ok(!(await berthJson<TaskView[]>(dataDir, ['ps'])).some((t) => t.id === id), 'ps without -a leaves out ended tasks');
+    assert.ok((await berthJson<TaskView[]>(dataDir, ['ps', '-a'])).some((t) => t.id === id), 'ps -a lists ended tasks');
+    const table = await berth(dataDir, ['ps', '-a', '--filter', `label=${RUN_LABEL}`]);
+    assert.equal(table.code, 0);
+    assert.match(table.stdout, /^TASK ID\s+IMAGE\s+COMMAND\s+STATUS\s+CREATED$/m);
+    assert.match(table.stdout, new RegExp(`^${id}\\s+${TEST_IMAGE}\\s+.*Exited \\(3\\)`, 'm'));
+    const byState = await berthJson<TaskView[]>(dataDir, ['ps', '--filter', 'state=exited', '--filter', `label=${RUN_LABEL}`]);
+    assert.ok(byState.some((t) => t.id === id) && byState.every((t) => t.state === 'exited'));
+
+    // Output stays readable after the container is gone, and --since skips what came before.
+    const again = await berth(dataDir, ['logs', '--json', id]);
+    const records = again.stdout.trim().split('\n').map((line) => JSON.parse(line) as { stream: string; timestamp: string; text: string });
+    assert.equal(records.length, 6);
+    const since = await berth(dataDir, ['logs', '--since', records[1]!.timestamp, id]);
+    const after = (stream: string): string => records.slice(2).filter((r) => r.stream === stream).map((r) => r.text).join('');
+    assert.equal(since.stdout, after('stdout'));
+    assert.equal(since.stderr, after('stderr'));
+  });
+
+  test('stop ends a running task as cancelled; rm refuses a task that has not ended, then removes it', async () => {
+    const id = await submit(dataDir, ['--stop-timeout', '1', TEST_IMAGE, 'sleep', '60']);
+    await waitForState(dataDir, id, ['running']);
+    const early = await berth(dataDir, ['rm', id]);
+    assert.equal(early.code, 1);
+    assert.match(early.stderr, /^berth: .*stop it before removing it \[BERTH_TASK_STATE\]$/m);
+
+    const stopped = await berth(dataDir, ['stop', id]);
+    assert.equal(stopped.code, 0, stopped.stderr);
+    assert.equal(stopped.stdout, `${id}\n`);
+    const task = await waitForState(dataDir, id, ENDED);
+    assert.equal(task.endState?.kind, 'cancelled');
+    await pollUntil('the container to be removed', async () => ((await engine.listContainers({ all: true, labels: [`${LABELS.taskId}=${id}`] })).length === 0 ? true : undefined));
+
+    const removed = await berth(dataDir, ['rm', id]);
+    assert.equal(removed.code, 0, removed.stderr);
+    const gone = await berth(dataDir, ['inspect', id]);
+    assert.equal(gone.code, 1);
+    assert.equal(gone.stderr, `berth: no task ${id} [BERTH_TASK_NOT_FOUND]\n`);
+    const unknown = await berth(dataDir, ['stop', 'no-such-task']);
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.stderr, /\[BERTH_TASK_NOT_FOUND\]/);
+  });
+
+  test('run --detach submits the task as submit does and prints its id', async () => {
+    const result = await berth(dataDir, ['run', '--detach', '-l', RUN_LABEL, '-e', 'WHO=detached', TEST_IMAGE, 'sh', '-c', 'echo hello $WHO']);
+    assert.equal(result.code, 0, result.stderr);
+    const id = result.stdout.trim();
+    const logs = await berth(dataDir, ['logs', '-f', id]);
+    assert.equal(logs.stdout, 'hello detached\n');
+    assert.equal((await waitForState(dataDir, id, ENDED)).exitCode, 0);
+  });
+
+  test('images lists the image with each running task as a holder, once, until it ends', async () => {
+    const id = await submit(dataDir, ['--stop-timeout', '1', TEST_IMAGE, 'sleep', '60']);
+    await waitForState(dataDir, id, ['running']);
+    type ImageView = { imageId: string; refs: string[]; holders: string[]; removalDueAt?: string };
+    const held = await berthJson<ImageView[]>(dataDir, ['images']);
+    const image = held.find((i) => i.holders.includes(id));
+    assert.ok(image, JSON.stringify(held));
+    assert.ok(image.refs.includes(TEST_IMAGE));
+    assert.equal(image.holders.filter((h) => h === id).length, 1);
+    assert.equal(image.removalDueAt, undefined);
+    const table = await berth(dataDir, ['images']);
+    assert.match(table.stdout, /^IMAGE ID\s+REFERENCES\s+HOLDERS\s+REMOVAL$/m);
+    assert.match(table.stdout, new RegExp(`^${image.imageId.replace('sha256:', '').slice(0, 12)}\\s+.*${TEST_IMAGE}`, 'm'));
+
+    assert.equal((await berth(dataDir, ['stop', id])).code, 0);
+    await waitForState(dataDir, id, ENDED);
+    await pollUntil('the task to release the image', async () => ((await berthJson<ImageView[]>(dataDir, ['images'])).some((i) => i.holders.includes(id)) ? undefined : true));
+  });
+
+  test('events --json prints each state change of a task as it happens, and Ctrl-C ends it with 0', async () => {
+    const child = spawn(process.execPath, [BERTH, 'events', '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ BERTH_DATA_DIR: dataDir }) });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const closed = once(child, 'close');
+    try {
+      // The command says when its subscription is in place: every event after that is printed.
+      await pollUntil('events to subscribe', () => (stderr.includes('listening for events') ? true : undefined), { timeoutMs: 30_000 });
+      const id = await submit(dataDir, [TEST_IMAGE, 'sh', '-c', 'exit 2']);
+      const events = await pollUntil(
+        'the task to end on the event stream',
+        () => {
+          const parsed = stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { type: string; taskId?: string; state?: string; endState?: { kind: string }; at: string });
+          const mine = parsed.filter((e) => e.type === 'task.state' && e.taskId === id);
+          return mine.some((e) => e.state === 'exited') ? mine : undefined;
+        },
+        { timeoutMs: 30_000 },
+      );
+      assert.deepEqual(events.map((e) => e.state), ['pending', 'starting', 'running', 'exited']);
+      assert.equal(events.at(-1)!.endState?.kind, 'failed');
+      assert.ok(events.every((e) => !Number.isNaN(Date.parse(e.at))));
+    } finally {
+      child.kill('SIGINT');
+      const [code] = (await closed) as [number | null];
+      assert.equal(code, 0, stderr);
+    }
+  });
+
+  test('the token is required: without it the CLI says where to put it, and the API answers 401', async () => {
+    const elsewhere = await tempDir('berth-notoken-');
+    const noToken = await berth(elsewhere, ['ps'], { BERTH_HOST: `unix://${agent.socketPath}` });
+    assert.equal(noToken.code, 2);
+    assert.match(noToken.stderr, /^berth: token: give --token or BERTH_TOKEN, or make .*\/token readable .*\[BERTH_VALIDATION\]$/m);
+
+    const wrong = await berth(dataDir, ['ps'], { BERTH_TOKEN: 'not-the-token' });
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.stderr, /^berth: authorization: .*token.*\[BERTH_VALIDATION\]$/m);
+
+    assert.equal((await httpGet(agent.socketPath, '/v1/tasks')).status, 401);
+    assert.equal((await httpGet(agent.socketPath, '/healthz')).status, 200, 'health needs no token');
+  });
+
+  test('an agent that does not answer exits 125', async () => {
+    const result = await berth(dataDir, ['ps'], { BERTH_HOST: `unix://${path.join(dataDir, 'nobody.sock')}`, BERTH_TOKEN: 'x' });
+    assert.equal(result.code, 125);
+    assert.match(result.stderr, /does not answer.*berth agent.*\[BERTH_ENGINE_UNAVAILABLE\]/);
+  });
+
+  test('a bind mount outside the allow-list is refused at submit naming the field; one inside it runs', async () => {
+    const refused = await berth(dataDir, ['submit', '-l', RUN_LABEL, '--mount', 'type=bind,source=/etc,target=/host-etc', TEST_IMAGE, 'true']);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /^berth: spec\.mounts\[0\]\.source: .*allow-list.*\[BERTH_VALIDATION\]$/m);
+    assert.equal(refused.stdout, '');
+
+    const id = await submit(dataDir, ['--mount', `type=bind,source=${allowedDir},target=/data,readonly`, TEST_IMAGE, 'cat', '/data/greeting']);
+    const logs = await berth(dataDir, ['logs', '-f', id]);
+    assert.equal(logs.stdout, 'hello from the host\n');
+    assert.equal((await waitForState(dataDir, id, ENDED)).exitCode, 0);
+  });
+
+  test('usage errors exit 2 before anything is sent', async () => {
+    const badFilter = await berth(dataDir, ['ps', '--filter', 'colour=red']);
+    assert.equal(badFilter.code, 2);
+    assert.match(badFilter.stderr, /--filter\[0\]: must be state=<state> or label=/);
+    const badMemory = await berth(dataDir, ['submit', '-l', RUN_LABEL, '-m', 'lots', TEST_IMAGE, 'true']);
+    assert.equal(badMemory.code, 2);
+    assert.match(badMemory.stderr, /resources\.memory/);
+    const missing = await berth(dataDir, ['inspect']);
+    assert.equal(missing.code, 2);
+  });
+});
+
+describe('SIGHUP reloads the configuration file', { skip }, () => {
+  test('a valid file takes effect and the changed keys are logged; an invalid one is refused naming the key, and the old one stays', async () => {
+    const dataDir = await tempDir('berth-hup-');
+    const dirA = await tempDir('berth-a-');
+    const dirB = await tempDir('berth-b-');
+    const config = path.join(dataDir, 'config.yaml');
+    await writeConfig(config, `policy:\n  allowedBindSources: [${JSON.stringify(dirA)}]\n`);
+    const agent = await startAgent(dataDir, ['--config', config]);
+    const bindB = ['submit', '-l', RUN_LABEL, '--mount', `type=bind,source=${dirB},target=/b`, TEST_IMAGE, 'true'];
+
+    const before = await berth(dataDir, bindB);
+    assert.equal(before.code, 2);
+    assert.match(before.stderr, /spec\.mounts\[0\]\.source/);
+
+    await writeConfig(config, `policy:\n  allowedBindSources: [${JSON.stringify(dirA)}, ${JSON.stringify(dirB)}]\nadmission:\n  maxConcurrent: 3\n`);
+    agent.child.kill('SIGHUP');
+    const reloaded = await waitForLog(agent, 'the reload to be logged', (line) => line.msg === 'configuration reloaded');
+    assert.deepEqual(reloaded.changed, ['admission.maxConcurrent', 'policy.allowedBindSources']);
+    const accepted = await berth(dataDir, bindB);
+    assert.equal(accepted.code, 0, accepted.stderr);
+
+    // Invalid: maxConcurrent below 1. The file also drops dirB, which must not take effect either.
+    await writeConfig(config, `policy:\n  allowedBindSources: [${JSON.stringify(dirA)}]\nadmission:\n  maxConcurrent: 0\n`);
+    agent.child.kill('SIGHUP');
+    const refused = await waitForLog(agent, 'the refused reload to be logged', (line) => typeof line.msg === 'string' && line.msg.startsWith('configuration not reloaded'));
+    assert.equal(refused.level, 50);
+    assert.deepEqual(refused.keys, ['admission.maxConcurrent']);
+    assert.match(String(refused.msg), /admission\.maxConcurrent: must be between 1 and/);
+    assert.equal((await httpGet(agent.socketPath, '/healthz')).status, 200, 'the agent keeps running');
+    const stillAccepted = await berth(dataDir, bindB);
+    assert.equal(stillAccepted.code, 0, `the old configuration stays: ${stillAccepted.stderr}`);
+
+    assert.equal(await agent.stop('SIGTERM'), 0, `SIGTERM shuts the agent down with 0: ${agent.stderr()}`);
+    assert.ok(agent.logLines().some((line) => line.msg === 'agent stopped'));
+  });
+});
+
+describe('admission', { skip }, () => {
+  let dataDir: string;
+
+  before(async () => {
+    dataDir = await tempDir('berth-adm-');
+    const config = path.join(dataDir, 'config.yaml');
+    await writeConfig(config, 'admission:\n  maxConcurrent: 1\n  memory: 1g\n');
+    await startAgent(dataDir, ['--config', config]);
+  });
+
+  test('with maxConcurrent 1, three tasks submitted at once wait as pending and run one at a time in submission order', async () => {
+    const label = `berth-test.admission=${run.id}`;
+    const submits = await Promise.all(
+      ['first', 'second', 'third'].map((name) => berth(dataDir, ['submit', '-l', RUN_LABEL, '-l', label, TEST_IMAGE, 'sh', '-c', `echo ${name}; sleep 1`])),
+    );
+    for (const result of submits) assert.equal(result.code, 0, result.stderr);
+    // ps lists in submission order, which is the order admission must keep.
+    const submitted = await berthJson<TaskView[]>(dataDir, ['ps', '-a', '--filter', `label=${label}`]);
+    assert.equal(submitted.length, 3);
+    assert.ok(submitted.filter((t) => ['starting', 'running', 'stopping'].includes(t.state)).length <= 1, JSON.stringify(submitted.map((t) => t.state)));
+    assert.ok(submitted.slice(1).some((t) => t.state === 'pending'), 'later tasks wait as pending');
+
+    const ended = await pollUntil(
+      'all three to end',
+      async () => {
+        const tasks = await berthJson<TaskView[]>(dataDir, ['ps', '-a', '--filter', `label=${label}`]);
+        return tasks.every((t) => ENDED.includes(t.state)) ? tasks : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 200 },
+    );
+    assert.deepEqual(ended.map((t) => t.id), submitted.map((t) => t.id));
+    assert.deepEqual(ended.map((t) => t.exitCode), [0, 0, 0]);
+    const ms = (time: string | undefined): number => Date.parse(time!);
+    for (let i = 1; i < ended.length; i++) {
+      const previous = ended[i - 1]!;
+      const task = ended[i]!;
+      assert.ok(ms(task.startedAt) > ms(previous.startedAt), `task ${i + 1} starts after task ${i}`);
+      assert.ok(ms(task.admittedAt) >= ms(previous.finishedAt), `task ${i + 1} is admitted only once task ${i} has finished`);
+      assert.ok(ms(task.startedAt) >= ms(previous.finishedAt), `task ${i + 1} starts only once task ${i} has finished`);
+    }
+  });
+
+  test('a task larger than the whole budget is refused at submit with the reason', async () => {
+    const result = await berth(dataDir, ['submit', '-l', RUN_LABEL, '-m', '2g', TEST_IMAGE, 'true']);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /^berth: spec\.resources\.memory: 2 GiB is more than the agent's whole memory budget of 1 GiB: the task could never start \[BERTH_VALIDATION\]$/m);
+    assert.equal(result.stdout, '');
+  });
+});
