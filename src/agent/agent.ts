@@ -12,6 +12,7 @@ import { TaskDriver, type ImageProvider } from '../tasks/driver.js';
 import { AdmissionController } from './admission.js';
 import { ConfigHolder, type AgentConfig, type ConfigSources, type ReloadResult } from './config.js';
 import { AgentEvents } from './events.js';
+import { AgentGarbage } from './garbage.js';
 import { TaskSupervisor } from './supervisor.js';
 import { TaskLogStore } from './task-logs.js';
 import { UNENDED_STATES, type StoredTaskSpec } from '../state/tasks.js';
@@ -26,6 +27,8 @@ export interface AgentRuntime {
   readonly images: ImageCoordinator;
   readonly driver: TaskDriver;
   readonly supervisor: TaskSupervisor;
+  /** The reconciler, prune and the image budget. */
+  readonly garbage: AgentGarbage;
   readonly logs: TaskLogStore;
   readonly admission: AdmissionController;
   readonly events: AgentEvents;
@@ -148,6 +151,9 @@ export async function createAgent(sources: ConfigSources, logger: Logger): Promi
   await finishInterruptedRemovals(store, driver, imageProvider, logger);
   const recovered = await supervisor.recover();
   logger.info({ agentId, ...recovered }, 'recovered tasks');
+  // After recovery, so the reconciler's first sweep sees every task re-attached.
+  const garbage = new AgentGarbage({ engine, store, images, events, logger, agentId, config: initial, current: () => config.current() });
+  garbage.start();
 
   return {
     agentId,
@@ -157,6 +163,7 @@ export async function createAgent(sources: ConfigSources, logger: Logger): Promi
     images,
     driver,
     supervisor,
+    garbage,
     logs,
     admission,
     events,
@@ -182,6 +189,7 @@ export async function createAgent(sources: ConfigSources, logger: Logger): Promi
     },
     async close() {
       closing.abort();
+      await garbage.close();
       await supervisor.shutdown();
       store.close();
     },

@@ -9,7 +9,7 @@ import { TOKEN_FILE_NAME } from './agent.js';
 import { defaultDataDir, type HostFacts } from './config.js';
 import type { AgentEvent } from './events.js';
 import type { ErrorBody } from './http-errors.js';
-import type { HealthView, ImageView, TaskView } from './http-views.js';
+import type { HealthView, ImageView, PruneView, TaskView } from './http-views.js';
 import type { LogRecord } from './task-logs.js';
 
 export type { HealthView, ImageView, TaskView } from './http-views.js';
@@ -180,6 +180,12 @@ export class AgentClient {
     } finally {
       response.destroy();
     }
+  }
+
+  /** Removes what berth created and nobody uses; only one prune runs at a time (409 otherwise). */
+  async prune(input: { filters?: string[]; dryRun?: boolean } = {}, options: CallOptions = {}): Promise<PruneView> {
+    // A prune may take a while; it has no deadline of its own, and aborting cancels it at the next object.
+    return this.#json<PruneView>('POST', '/v1/prune', { ...options, body: input, deadlineMs: 0 });
   }
 
   async images(options: CallOptions = {}): Promise<ImageView[]> {

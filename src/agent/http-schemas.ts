@@ -207,6 +207,40 @@ export const agentEventSchema: JsonSchema = {
   },
 };
 
+export const pruneBodySchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    filters: { type: 'array', items: { type: 'string' }, description: 'Moby\'s prune filters: label=k, label=k=v, label!=k, label!=k=v, until=<24h | RFC 3339 | Unix time>.' },
+    dryRun: { type: 'boolean', description: 'Report what would be removed; remove nothing.' },
+  },
+};
+
+const prunedKindSchema: JsonSchema = {
+  type: 'object',
+  required: ['ids', 'reclaimedBytes'],
+  additionalProperties: false,
+  properties: { ids: { type: 'array', items: { type: 'string' } }, reclaimedBytes: { type: 'integer' }, untagged: { type: 'array', items: { type: 'string' } } },
+};
+
+export const pruneReportSchema: JsonSchema = {
+  type: 'object',
+  required: ['containers', 'networks', 'volumes', 'images', 'kept', 'failed', 'dryRun', 'cancelled', 'filters'],
+  additionalProperties: false,
+  properties: {
+    containers: prunedKindSchema,
+    networks: prunedKindSchema,
+    volumes: prunedKindSchema,
+    images: prunedKindSchema,
+    kept: { type: 'array', items: { type: 'object', additionalProperties: true } },
+    failed: { type: 'array', items: { type: 'object', additionalProperties: true } },
+    dryRun: { type: 'boolean' },
+    cancelled: { type: 'boolean', description: 'The client went away before the prune was through: what it removed until then.' },
+    filters: { type: 'array', items: { type: 'string' } },
+    reclaimedBytes: { type: 'integer', description: 'Space freed in all kinds.' },
+  },
+};
+
 /** A response that is not one JSON document: documented in OpenAPI, written by the handler. */
 export interface StreamResponse {
   contentType: string;
@@ -311,6 +345,19 @@ export const API_ROUTES: readonly ApiRoute[] = [
       contentType: 'text/event-stream',
       description: 'Each event is `event: <type>` and `data: <AgentEvent as JSON>`; a comment line every 15 s keeps the connection alive.',
       itemSchema: agentEventSchema,
+    },
+  },
+  {
+    method: 'POST',
+    url: '/v1/prune',
+    operationId: 'prune',
+    summary: 'Remove what berth created and nobody uses: stopped task containers whose task ended, unheld images berth pulled, empty berth networks, their volumes. One prune at a time.',
+    body: pruneBodySchema,
+    responses: {
+      200: { description: 'What was removed (or would be, in a dry run), per kind, with the space reclaimed.', schema: pruneReportSchema },
+      400: errors.badRequest,
+      401: errors.unauthorized,
+      409: { description: 'A prune is running already.', schema: errorBodySchema },
     },
   },
   {

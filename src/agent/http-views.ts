@@ -1,3 +1,5 @@
+import type { PruneReport } from '../prune/index.js';
+import type { BerthError } from '../common/errors.js';
 import { ValidationError } from '../common/errors.js';
 import type { ImageSnapshot } from '../images/index.js';
 import type { StoredEndState, StoredTaskSpec, TaskRecord, TaskState } from '../state/tasks.js';
@@ -73,4 +75,34 @@ export function toUtcLogTimestamp(text: string, field = 'since'): string {
   }
   const seconds = new Date(ms).toISOString().slice(0, 19);
   return match[2] === undefined ? `${seconds}Z` : `${seconds}.${match[2]}Z`;
+}
+
+/** A prune report as the API sends it: failures as their error JSON, times as ISO strings. */
+export function toPruneView(report: PruneReport): PruneView {
+  const kinds = [report.containers, report.networks, report.volumes, report.images];
+  return {
+    containers: { ids: report.containers.ids, reclaimedBytes: report.containers.reclaimedBytes },
+    networks: { ids: report.networks.ids, reclaimedBytes: report.networks.reclaimedBytes },
+    volumes: { ids: report.volumes.ids, reclaimedBytes: report.volumes.reclaimedBytes },
+    images: { ids: report.images.ids, reclaimedBytes: report.images.reclaimedBytes, untagged: report.images.untagged },
+    kept: report.kept.map((kept) => ({ ...kept })),
+    failed: report.failed.map((failure) => ({ kind: failure.kind, id: failure.id, error: failure.error.toJSON() })),
+    dryRun: report.dryRun,
+    cancelled: report.cancelled,
+    filters: report.filters,
+    reclaimedBytes: kinds.reduce((sum, kind) => sum + kind.reclaimedBytes, 0),
+  };
+}
+
+export interface PruneView {
+  containers: { ids: string[]; reclaimedBytes: number };
+  networks: { ids: string[]; reclaimedBytes: number };
+  volumes: { ids: string[]; reclaimedBytes: number };
+  images: { ids: string[]; reclaimedBytes: number; untagged: string[] };
+  kept: Array<Record<string, unknown>>;
+  failed: Array<{ kind: string; id: string; error: ReturnType<BerthError['toJSON']> }>;
+  dryRun: boolean;
+  cancelled: boolean;
+  filters: string[];
+  reclaimedBytes: number;
 }

@@ -7,7 +7,7 @@ import type { AgentRuntime } from './agent.js';
 import { toErrorResponse, type ErrorBody } from './http-errors.js';
 import { API_ROUTES, type ApiRoute } from './http-schemas.js';
 import { agentEventStream, ndjsonStream } from './http-streams.js';
-import { toImageView, toTaskView, toUtcLogTimestamp } from './http-views.js';
+import { toImageView, toPruneView, toTaskView, toUtcLogTimestamp } from './http-views.js';
 import type { LogRecord } from './task-logs.js';
 import { AgentMetrics } from './metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
@@ -197,6 +197,17 @@ export function buildServer(runtime: AgentRuntime, options: ServerOptions = {}):
       reply.type('text/event-stream').header('cache-control', 'no-store').header('x-accel-buffering', 'no');
       // Ending the stream (rather than destroying it) lets the client read the events already sent.
       return sendStream(reply, stream, () => stream.push(null));
+    },
+
+    async prune(request, reply) {
+      const body = (request.body ?? {}) as { filters?: string[]; dryRun?: boolean };
+      // A client that goes away (the response closes before it was sent) cancels the prune at the next object.
+      const abort = new AbortController();
+      reply.raw.once('close', () => {
+        if (!reply.raw.writableEnded) abort.abort();
+      });
+      const report = await runtime.garbage.prune({ filters: body.filters ?? [], dryRun: body.dryRun ?? false, signal: abort.signal });
+      return toPruneView(report);
     },
 
     async health(_request, reply) {

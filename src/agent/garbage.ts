@@ -1,0 +1,150 @@
+import { isBerthError } from '../common/errors.js';
+import type { Logger } from '../common/logger.js';
+import type { Engine } from '../engine/engine.js';
+import type { ImageCoordinator } from '../images/index.js';
+import { Pruner, type ImageBudgetReport, type PruneOptions, type PruneReport } from '../prune/index.js';
+import { DanglingReconciler } from '../reconcile/index.js';
+import type { Store } from '../state/store.js';
+import { UNENDED_STATES } from '../state/tasks.js';
+import type { AgentConfig } from './config.js';
+import type { AgentEvents } from './events.js';
+
+export interface GarbageInit {
+  engine: Engine;
+  store: Store;
+  images: ImageCoordinator;
+  events: AgentEvents;
+  logger: Logger;
+  agentId: string;
+  /** The configuration at start: the reconciler's period and the prune schedule are fixed until a restart. */
+  config: AgentConfig;
+  /** The configuration in force now, for the image budget and exemptions. */
+  current: () => AgentConfig;
+}
+
+/**
+ * The agent's garbage collection: the dangling-container reconciler, prune on request or on a
+ * schedule, and the image cache budget. Between them, nothing berth created outlives its use.
+ */
+export class AgentGarbage {
+  readonly reconciler: DanglingReconciler;
+  readonly pruner: Pruner;
+  readonly #init: GarbageInit;
+  #scheduleTimer: NodeJS.Timeout | undefined;
+  #scheduled: Promise<void> | undefined;
+  #budgetTimer: NodeJS.Timeout | undefined;
+  #budgetCheck: Promise<void> | undefined;
+
+  constructor(init: GarbageInit) {
+    this.#init = init;
+    const { engine, store, images, events, logger, agentId, config } = init;
+    const liveTaskIds = (): string[] => store.tasks.list({ state: UNENDED_STATES }).map((task) => task.id);
+    this.reconciler = new DanglingReconciler({
+      engine,
+      ownerId: agentId,
+      trackedTaskIds: liveTaskIds,
+      options: {
+        enabled: config.reconcile.enabled,
+        period: config.reconcile.periodMs,
+        creationGrace: config.reconcile.creationGraceMs,
+        dryRun: config.reconcile.dryRun,
+      },
+      logger,
+      onRemoved: (event) => events.emit({ type: 'container.reconciled', containerId: event.id, ...(event.taskId ? { taskId: event.taskId } : {}), dryRun: false }),
+      onSweep: (outcome) => {
+        if (outcome.kind !== 'swept') return;
+        for (const container of outcome.result.wouldRemove) {
+          logger.info({ containerId: container.id, taskId: container.taskId }, 'dry run: the reconciler would remove this dangling container');
+          events.emit({ type: 'container.reconciled', containerId: container.id, ...(container.taskId ? { taskId: container.taskId } : {}), dryRun: true });
+        }
+      },
+    });
+    this.pruner = new Pruner({
+      engine,
+      ownerId: agentId,
+      isTaskLive: (taskId) => {
+        const state = store.tasks.get(taskId)?.state;
+        return state !== undefined && UNENDED_STATES.includes(state);
+      },
+      images: {
+        berthImages: () => images.snapshot().images.map((image) => ({ imageId: image.imageId, refs: image.refs })),
+        heldImageIds: () => images.snapshot().images.filter((image) => image.holders.length > 0).map((image) => image.imageId),
+      },
+      logger,
+    });
+  }
+
+  /** Starts the reconciler (its first sweep waits for recovery) and the prune schedule, if any. */
+  start(): void {
+    this.reconciler.start();
+    // New images grow the cache: check the budget shortly after each pull (coalesced).
+    this.#init.images.on('pull-finished', () => this.#scheduleBudgetCheck());
+    this.#scheduleBudgetCheck();
+    const scheduleMs = this.#init.config.prune.scheduleMs;
+    if (scheduleMs !== undefined) {
+      this.#scheduleTimer = setInterval(() => {
+        this.#scheduled ??= this.#scheduledPrune().finally(() => (this.#scheduled = undefined));
+      }, scheduleMs);
+      this.#scheduleTimer.unref();
+    }
+  }
+
+  /** A prune on request; a second one while one runs is refused (BERTH_ENGINE_CONFLICT). */
+  async prune(options: PruneOptions): Promise<PruneReport> {
+    const report = await this.pruner.prune(options);
+    if (!report.dryRun) this.#announce(report);
+    return report;
+  }
+
+  /** Removes least-recently-used unheld images while they exceed the configured budget. */
+  async enforceImageBudget(): Promise<ImageBudgetReport | undefined> {
+    const config = this.#init.current();
+    if (config.prune.imageBudgetBytes === undefined) return undefined;
+    return this.pruner.enforceImageBudget({ budgetBytes: config.prune.imageBudgetBytes, exempt: [...config.prune.exemptImages] });
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#scheduleTimer);
+    clearTimeout(this.#budgetTimer);
+    await this.reconciler.stop();
+    await Promise.all([this.#scheduled, this.#budgetCheck]);
+  }
+
+  #scheduleBudgetCheck(): void {
+    if (this.#init.current().prune.imageBudgetBytes === undefined || this.#budgetTimer) return;
+    this.#budgetTimer = setTimeout(() => {
+      this.#budgetTimer = undefined;
+      this.#budgetCheck ??= this.enforceImageBudget()
+        .then((report) => {
+          if (report && report.removed.length > 0) this.#init.logger.info({ removed: report.removed.length, reclaimedBytes: report.reclaimedBytes }, 'image budget enforced');
+        })
+        .catch((error: unknown) => {
+          if (!isBerthError(error, 'BERTH_ENGINE_CONFLICT')) this.#init.logger.warn({ code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'image budget check failed');
+        })
+        .finally(() => (this.#budgetCheck = undefined));
+    }, 1000);
+    this.#budgetTimer.unref();
+  }
+
+  async #scheduledPrune(): Promise<void> {
+    try {
+      const report = await this.prune({});
+      const budget = await this.enforceImageBudget();
+      this.#init.logger.info(
+        { containers: report.containers.ids.length, images: report.images.ids.length, networks: report.networks.ids.length, volumes: report.volumes.ids.length, budgetRemoved: budget?.removed.length ?? 0 },
+        'scheduled prune',
+      );
+    } catch (error) {
+      // A prune already running (on request) is not a failure of the schedule.
+      if (!isBerthError(error, 'BERTH_ENGINE_CONFLICT')) this.#init.logger.warn({ code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'scheduled prune failed');
+    }
+  }
+
+  #announce(report: PruneReport): void {
+    this.#init.events.emit({
+      type: 'prune',
+      removed: { containers: report.containers.ids.length, images: report.images.ids.length, networks: report.networks.ids.length, volumes: report.volumes.ids.length },
+      reclaimedBytes: report.containers.reclaimedBytes + report.images.reclaimedBytes + report.networks.reclaimedBytes + report.volumes.reclaimedBytes,
+    });
+  }
+}
