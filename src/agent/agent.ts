@@ -69,6 +69,8 @@ function durableImageProvider(images: ImageCoordinator, store: Store): ImageProv
     async acquire(image, holderId, options) {
       const acquired = await images.acquire(image, holderId, options);
       store.images.addHolder({ imageId: acquired.imageId, imageRef: image, taskId: holderId });
+      // Remembered across restarts: only images berth pulled are ever removed.
+      if (acquired.pulled) store.meta.set(pulledImageKey(acquired.imageId), image);
       return acquired;
     },
     release(holderId) {
@@ -76,6 +78,11 @@ function durableImageProvider(images: ImageCoordinator, store: Store): ImageProv
       store.images.removeTask(holderId);
     },
   };
+}
+
+/** The meta key that records that berth pulled an image (so it may remove it). */
+function pulledImageKey(imageId: string): string {
+  return `pulled-image:${imageId}`;
 }
 
 /** Waits until the engine answers, logging once while it does not: the agent outlives a wedged engine. */
@@ -147,7 +154,9 @@ export async function createAgent(sources: ConfigSources, logger: Logger): Promi
   const closing = new AbortController();
   await waitForEngine(engine, logger, closing.signal);
   // Image holders come back from the store, so nobody is counted twice after a restart.
-  for (const holder of store.images.holders()) images.restoreHolder(holder.imageId, holder.taskId, holder.imageRef);
+  for (const holder of store.images.holders()) {
+    images.restoreHolder(holder.imageId, holder.taskId, holder.imageRef, store.meta.get(pulledImageKey(holder.imageId)) !== undefined);
+  }
   await finishInterruptedRemovals(store, driver, imageProvider, logger);
   const recovered = await supervisor.recover();
   logger.info({ agentId, ...recovered }, 'recovered tasks');

@@ -67,7 +67,8 @@ export class AgentGarbage {
         return state !== undefined && UNENDED_STATES.includes(state);
       },
       images: {
-        berthImages: () => images.snapshot().images.map((image) => ({ imageId: image.imageId, refs: image.refs })),
+        // Only images berth pulled: one that was on the host before is someone else's.
+        berthImages: () => images.snapshot().images.filter((image) => image.pulledByBerth).map((image) => ({ imageId: image.imageId, refs: image.refs })),
         heldImageIds: () => images.snapshot().images.filter((image) => image.holders.length > 0).map((image) => image.imageId),
       },
       logger,

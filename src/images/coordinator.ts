@@ -48,6 +48,8 @@ export interface ImageSnapshot {
   /** The names berth acquired the image by, as the engine knows them: `busybox:latest`. */
   refs: string[];
   holders: string[];
+  /** Whether berth pulled it: only such images are ever removed. */
+  pulledByBerth: boolean;
   /** When the image will be removed, if nobody holds it and a removal is scheduled. */
   removalDueAt?: Date;
 }
@@ -104,6 +106,11 @@ interface ImageRecord {
   readonly refs: Set<string>;
   removal: { handle: TimerHandle; dueAt: number } | undefined;
   removing: boolean;
+  /**
+   * Whether berth pulled the image. Only such images are ever removed: an image that was on the
+   * host before berth needed it belongs to someone else, and nothing berth did not create is touched.
+   */
+  pulledByBerth: boolean;
 }
 
 type RemovalOutcome = { kind: 'held' } | { kind: 'removed'; refs: string[] } | { kind: 'in-use'; refs: string[] };
@@ -240,10 +247,10 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
    * untags later; without it the image is removed by id, which the engine refuses while other names
    * point to it.
    */
-  restoreHolder(imageId: string, holderId: string, ref?: string): void {
+  restoreHolder(imageId: string, holderId: string, ref?: string, pulledByBerth = false): void {
     checkHolderId(holderId);
     if (typeof imageId !== 'string' || imageId === '') throw new ValidationError([{ field: 'imageId', rule: 'must be a non-empty image id' }]);
-    this.#hold(imageId, holderId, ref === undefined ? undefined : parseImageReference(ref, 'ref'));
+    this.#hold(imageId, holderId, ref === undefined ? undefined : parseImageReference(ref, 'ref'), pulledByBerth);
   }
 
   /** The holders of an image, in the order they acquired it. */
@@ -257,6 +264,7 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
         imageId: record.imageId,
         refs: [...record.refs],
         holders: [...record.holders],
+        pulledByBerth: record.pulledByBerth,
         ...(record.removal ? { removalDueAt: new Date(record.removal.dueAt) } : {}),
       })),
       pulls: [...this.#resolutions.values()].map((r) => ({
@@ -402,7 +410,7 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
     const waiters = [...resolution.waiters].filter((w) => !w.settled);
     for (const waiter of waiters) {
       waiter.settled = true;
-      this.#hold(imageId, waiter.holderId, resolution.ref);
+      this.#hold(imageId, waiter.holderId, resolution.ref, pulled);
       waiter.resolve({ imageId, pulled });
     }
     if (pulled) {
@@ -449,13 +457,14 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
     if (this.#resolutions.get(resolution.key) === resolution) this.#resolutions.delete(resolution.key);
   }
 
-  #hold(imageId: string, holderId: string, ref: ImageReference | undefined): void {
+  #hold(imageId: string, holderId: string, ref: ImageReference | undefined, pulled = false): void {
     if (!this.options.cleanup) return;
     let record = this.#images.get(imageId);
     if (!record) {
-      record = { imageId, holders: new Set(), refs: new Set(), removal: undefined, removing: false };
+      record = { imageId, holders: new Set(), refs: new Set(), removal: undefined, removing: false, pulledByBerth: false };
       this.#images.set(imageId, record);
     }
+    record.pulledByBerth ||= pulled;
     record.holders.add(holderId);
     if (ref) record.refs.add(ref.localName);
     if (record.removal) {
@@ -469,6 +478,11 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
   }
 
   #scheduleRemoval(record: ImageRecord): void {
+    if (!record.pulledByBerth) {
+      // Not berth's to remove: forget it once nobody holds it.
+      if (record.holders.size === 0 && !record.removing) this.#images.delete(record.imageId);
+      return;
+    }
     if (record.removal || record.removing || this.#closing.signal.aborted) return;
     const delayMs = this.options.removeDelayMs;
     const handle = this.#clock.setTimeout(() => {

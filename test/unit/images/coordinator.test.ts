@@ -208,11 +208,32 @@ describe('ImageCoordinator: pull policy', () => {
   });
 });
 
+
+/** Acquires NAME for a holder by pulling it (only images berth pulled are ever removed). */
+async function pullIn(engine: FakeImageEngine, coordinator: ImageCoordinator, holderId: string): Promise<void> {
+  const before = engine.pulls.length;
+  const acquired = coordinator.acquire(NAME, holderId);
+  await until(() => engine.pulls.length > before, 'the pull');
+  engine.pulls.at(-1)!.complete(NAME, ID);
+  await acquired;
+}
+
 describe('ImageCoordinator: reference counts and removal', () => {
-  it('counts a holder that acquires twice once', async () => {
+  it('never removes an image that was present before berth acquired it', async () => {
     const { engine, coordinator, clock } = setup();
     engine.names.set(NAME, ID);
-    await coordinator.acquire(NAME, 'task-1');
+    await coordinator.acquire(NAME, 'a');
+    coordinator.release('a');
+    assert.equal(clock.pending, 0, 'no removal is scheduled');
+    clock.advance(3_600_000);
+    await settle();
+    assert.deepEqual(engine.removals, []);
+    assert.deepEqual(coordinator.snapshot().images, []);
+  });
+
+  it('counts a holder that acquires twice once', async () => {
+    const { engine, coordinator, clock } = setup();
+    await pullIn(engine, coordinator, 'task-1');
     await coordinator.acquire(NAME, 'task-1');
     assert.deepEqual(coordinator.holders(ID), ['task-1']);
     assert.deepEqual(coordinator.release('task-1'), [ID]);
@@ -222,8 +243,7 @@ describe('ImageCoordinator: reference counts and removal', () => {
 
   it('removes an image once, after the delay, when the last holder releases', async () => {
     const { engine, coordinator, clock, count, events } = setup();
-    engine.names.set(NAME, ID);
-    await coordinator.acquire(NAME, 'a');
+    await pullIn(engine, coordinator, 'a');
     await coordinator.acquire(NAME, 'b');
     coordinator.release('a');
     assert.equal(clock.pending, 0, 'b still holds it');
@@ -241,8 +261,7 @@ describe('ImageCoordinator: reference counts and removal', () => {
 
   it('cancels the removal when the image is acquired again within the delay', async () => {
     const { engine, coordinator, clock, count } = setup();
-    engine.names.set(NAME, ID);
-    await coordinator.acquire(NAME, 'a');
+    await pullIn(engine, coordinator, 'a');
     coordinator.release('a');
     clock.advance(60_000);
     await coordinator.acquire(NAME, 'b');
@@ -257,9 +276,8 @@ describe('ImageCoordinator: reference counts and removal', () => {
 
   it('keeps an image that something else uses, without an error', async () => {
     const { engine, coordinator, clock, count, events } = setup();
-    engine.names.set(NAME, ID);
     engine.removeAnswers.push('in-use');
-    await coordinator.acquire(NAME, 'a');
+    await pullIn(engine, coordinator, 'a');
     coordinator.release('a');
     clock.advance(180_000);
     await until(() => count('image-kept') === 1, 'the kept event');
@@ -270,9 +288,8 @@ describe('ImageCoordinator: reference counts and removal', () => {
 
   it('retries a removal that failed for a reason that may pass; not found means done', async () => {
     const { engine, coordinator, clock, count } = setup({ removeAttempts: 3 });
-    engine.names.set(NAME, ID);
     engine.removeAnswers.push(new BerthError('BERTH_ENGINE_UNAVAILABLE', 'remove image: unreachable'), 'absent');
-    await coordinator.acquire(NAME, 'a');
+    await pullIn(engine, coordinator, 'a');
     coordinator.release('a');
     clock.advance(180_000);
     await until(() => count('image-removed') === 1, 'the removal');
@@ -281,9 +298,8 @@ describe('ImageCoordinator: reference counts and removal', () => {
 
   it('reports a removal that keeps failing once, and forgets the image', async () => {
     const { engine, coordinator, clock, count } = setup({ removeAttempts: 2 });
-    engine.names.set(NAME, ID);
     engine.removeAnswers.push(new BerthError('BERTH_ENGINE_SERVER_ERROR', 'remove image: boom'), new BerthError('BERTH_ENGINE_SERVER_ERROR', 'remove image: boom'));
-    await coordinator.acquire(NAME, 'a');
+    await pullIn(engine, coordinator, 'a');
     coordinator.release('a');
     clock.advance(180_000);
     await until(() => count('image-removal-failed') === 1, 'the failure event');
@@ -293,8 +309,7 @@ describe('ImageCoordinator: reference counts and removal', () => {
 
   it('does not untag a name that now points to another image', async () => {
     const { engine, coordinator, clock, count, events } = setup();
-    engine.names.set(NAME, ID);
-    await coordinator.acquire(NAME, 'a');
+    await pullIn(engine, coordinator, 'a');
     coordinator.release('a');
     engine.names.set(NAME, 'sha256:other');
     clock.advance(180_000);
@@ -305,8 +320,7 @@ describe('ImageCoordinator: reference counts and removal', () => {
 
   it('makes an acquire that starts during a removal wait for it, then pull the image back', async () => {
     const { engine, coordinator, clock } = setup();
-    engine.names.set(NAME, ID);
-    await coordinator.acquire(NAME, 'a');
+    await pullIn(engine, coordinator, 'a');
     coordinator.release('a');
     let finishRemoval!: () => void;
     const removing = new Promise<void>((resolve) => (finishRemoval = resolve));
@@ -315,29 +329,28 @@ describe('ImageCoordinator: reference counts and removal', () => {
       await removing;
       return realRemove(ref, options);
     };
+    const inspectionsBefore = engine.inspections;
     clock.advance(180_000);
     await until(() => coordinator.snapshot().images[0]?.removalDueAt === undefined, 'the removal to start');
-    const inspectionsBefore = engine.inspections;
     const acquired = coordinator.acquire(NAME, 'b');
     await settle();
     await settle();
     // The removal's own inspect of the name ran; the acquire's has not: it waits for the removal.
     assert.equal(engine.inspections, inspectionsBefore + 1);
     finishRemoval();
-    await engine.pullsOpened(1);
-    engine.pulls[0]!.complete(NAME, ID);
+    await engine.pullsOpened(2);
+    engine.pulls[1]!.complete(NAME, ID);
     assert.equal((await acquired).imageId, ID);
     assert.deepEqual(coordinator.holders(ID), ['b']);
   });
 
   it('restores holders without counting twice', async () => {
     const { engine, coordinator, clock } = setup();
-    engine.names.set(NAME, ID);
-    coordinator.restoreHolder(ID, 'task-1', NAME);
-    coordinator.restoreHolder(ID, 'task-1', NAME);
-    await coordinator.acquire(NAME, 'task-1');
+    coordinator.restoreHolder(ID, 'task-1', NAME, true);
+    coordinator.restoreHolder(ID, 'task-1', NAME, true);
+    await pullIn(engine, coordinator, 'task-1');
     assert.deepEqual(coordinator.holders(ID), ['task-1']);
-    assert.deepEqual(coordinator.snapshot().images, [{ imageId: ID, refs: [NAME], holders: ['task-1'] }]);
+    assert.deepEqual(coordinator.snapshot().images, [{ imageId: ID, refs: [NAME], holders: ['task-1'], pulledByBerth: true }]);
     coordinator.release('task-1');
     clock.advance(180_000);
     await until(() => engine.removals.length === 1, 'the removal');
@@ -345,8 +358,7 @@ describe('ImageCoordinator: reference counts and removal', () => {
 
   it('neither counts nor removes anything with cleanup off', async () => {
     const { engine, coordinator, clock } = setup({ cleanup: false });
-    engine.names.set(NAME, ID);
-    await coordinator.acquire(NAME, 'a');
+    await pullIn(engine, coordinator, 'a');
     coordinator.restoreHolder(ID, 'b');
     assert.deepEqual(coordinator.holders(ID), []);
     assert.deepEqual(coordinator.release('a'), []);
@@ -356,14 +368,13 @@ describe('ImageCoordinator: reference counts and removal', () => {
 
   it('drops scheduled removals and cancels waiting acquires on close', async () => {
     const { engine, coordinator, clock } = setup();
-    engine.names.set(NAME, ID);
-    await coordinator.acquire(NAME, 'a');
+    await pullIn(engine, coordinator, 'a');
     coordinator.release('a');
     const waiting = coordinator.acquire('127.0.0.1:5000/other:1', 'b');
-    await engine.pullsOpened(1);
+    await engine.pullsOpened(2);
     await coordinator.close();
     await assert.rejects(waiting, (e: unknown) => isBerthError(e, 'BERTH_CANCELLED'));
-    assert.equal(engine.pulls[0]!.signal?.aborted, true);
+    assert.equal(engine.pulls[1]!.signal?.aborted, true);
     assert.equal(clock.pending, 0);
     await assert.rejects(coordinator.acquire(NAME, 'c'), (e: unknown) => isBerthError(e, 'BERTH_CANCELLED'));
   });
