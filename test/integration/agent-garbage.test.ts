@@ -12,22 +12,29 @@ import { AgentClient } from '../../src/agent/client.js';
 import type { AgentEvent } from '../../src/agent/events.js';
 import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testContainerBody, testRun } from '../support/engine.js';
-import { buildUniqueImage, removeRunImages } from '../support/registry.js';
+import { buildUniqueImage, pushImage, removeRunImages, requireRegistryTools, startTestRegistries, untag, type TestRegistries } from '../support/registry.js';
 
 const engine = new Engine();
 const run = testRun(engine);
 
-describe('the agent collects its garbage', { skip: await requireEngine() }, () => {
+describe('the agent collects its garbage', { skip: (await requireEngine()) || requireRegistryTools() }, () => {
+  let registries: TestRegistries;
   let dataDir: string;
   let runtime: AgentRuntime;
   let serving: ServingAgent;
   let client: AgentClient;
   const events: AgentEvent[] = [];
-  // An image only this run uses (its own id): pruning it can never touch the shared test image.
-  const image = `berth-test/gc-${run.id}:1`;
+  // An image only this run uses (its own id), which the agent pulls: only images berth pulled are pruned.
+  const local = `berth-test/gc-${run.id}:1`;
+  let image: string;
 
   before(async () => {
-    await buildUniqueImage(image, run.id, 64 * 1024);
+    registries = await startTestRegistries();
+    image = `${registries.plain.host}/berth-it/${run.id}/gc:1`;
+    await buildUniqueImage(local, run.id, 64 * 1024);
+    await pushImage(local, [image]);
+    // Gone from the engine entirely, so that the agent's pull is the only name it has.
+    await untag(engine, [image, local]);
     dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-gc-'));
     runtime = await createAgent(
       {
@@ -51,7 +58,9 @@ describe('the agent collects its garbage', { skip: await requireEngine() }, () =
     await serving.close();
     await runtime.close();
     await run.cleanup();
+    await untag(engine, [image]).catch(() => undefined);
     await removeRunImages(engine, run.id);
+    await registries.stop();
     await rm(dataDir, { recursive: true, force: true });
   });
 
