@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { isBerthError } from '../common/errors.js';
 import { EXIT, exitCodeForError } from './exit-codes.js';
 import { addAgentCommand } from './agent.js';
+import { addPruneCommand } from './prune.js';
 import { addRunCommand, type CliIo } from './run.js';
 import { addTaskCommands, describeDetachOnRun, runDetached } from './tasks.js';
 
@@ -24,6 +25,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   describeDetachOnRun(program);
   addAgentCommand(program, io, setExitCode);
   addTaskCommands(program, io, setExitCode);
+  addPruneCommand(program, io, setExitCode);
   try {
     // `run --detach` is submit in run's clothes; anything else is parsed as usual.
     const detached = await runDetached(argv, io);

@@ -20,7 +20,7 @@ import { addRunCommand, specFromRunFlags, type CliIo } from './run.js';
 /** Exit code when the agent answered with an error (not found, wrong state, wrong token). */
 export const EXIT_API_ERROR = 1;
 
-interface AgentFlags {
+export interface AgentFlags {
   host?: string;
   token?: string;
   json?: boolean;
@@ -46,7 +46,7 @@ async function connectClient(io: CliIo, flags: AgentFlags): Promise<AgentClient>
 }
 
 /** The options every client command has. */
-function agentCommand(program: Command, name: string, description: string): Command {
+export function agentCommand(program: Command, name: string, description: string): Command {
   return program
     .command(name)
     .description(description)
@@ -59,7 +59,7 @@ function agentCommand(program: Command, name: string, description: string): Comm
  * Runs one client command: connects, runs `body`, maps an error to one line on stderr and an exit
  * code. The client's idle connections are closed afterwards, so the process can exit.
  */
-async function withClient(io: CliIo, flags: AgentFlags, body: (client: AgentClient) => Promise<number>): Promise<number> {
+export async function withClient(io: CliIo, flags: AgentFlags, body: (client: AgentClient) => Promise<number>): Promise<number> {
   let client: AgentClient | undefined;
   try {
     client = await connectClient(io, flags);
