@@ -284,6 +284,7 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
       '/v1/events',
       '/v1/images',
       '/v1/openapi.json',
+      '/v1/prune',
       '/v1/tasks',
       '/v1/tasks/{id}',
       '/v1/tasks/{id}/logs',
