@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ValidationError, type FieldIssue } from '../common/errors.js';
+import { parseOptions } from '../common/validation.js';
 import { parseDurationMs } from '../common/units.js';
 
 const duration = (minimumMs: number) =>
@@ -82,17 +82,8 @@ export interface ResolvedImageCoordinatorOptions {
  * `fieldPrefix` (e.g. `images.` in the agent's configuration).
  */
 export function resolveImageCoordinatorOptions(input: ImageCoordinatorOptions = {}, fieldPrefix = ''): ResolvedImageCoordinatorOptions {
-  const parsed = schema.safeParse(input);
-  if (!parsed.success) {
-    const issues: FieldIssue[] = parsed.error.issues.flatMap((issue) => {
-      if (issue.code === 'unrecognized_keys') return issue.keys.map((key) => ({ field: `${fieldPrefix}${key}`, rule: 'is not a known option' }));
-      const field = `${fieldPrefix}${issue.path.map(String).join('.')}`;
-      const rule = issue.code === 'invalid_union' ? 'must be a duration such as "3m", "1m30s" or a number of milliseconds' : issue.message;
-      return [{ field, rule }];
-    });
-    throw new ValidationError(issues);
-  }
-  const o = parsed.data;
+  const data = parseOptions(schema, input, fieldPrefix);
+  const o = data;
   return Object.freeze({
     removeDelayMs: o.removeDelay,
     pullActivityTimeoutMs: o.pullActivityTimeout,

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ValidationError, type FieldIssue } from '../common/errors.js';
+import { parseOptions } from '../common/validation.js';
 
 const schema = z
   .object({
@@ -31,16 +31,9 @@ export interface ResolvedPrunerOptions {
 
 /** Validates the pruner's options once; a ValidationError names every field at fault, under `fieldPrefix`. */
 export function resolvePrunerOptions(input: PrunerOptions = {}, fieldPrefix = ''): ResolvedPrunerOptions {
-  const parsed = schema.safeParse(input);
-  if (!parsed.success) {
-    const issues: FieldIssue[] = parsed.error.issues.flatMap((issue) => {
-      if (issue.code === 'unrecognized_keys') return issue.keys.map((key) => ({ field: `${fieldPrefix}${key}`, rule: 'is not a known option' }));
-      return [{ field: `${fieldPrefix}${issue.path.map(String).join('.')}`, rule: issue.message }];
-    });
-    throw new ValidationError(issues);
-  }
+  const data = parseOptions(schema, input, fieldPrefix);
   return Object.freeze({
-    imageBudgetMaxRemovals: parsed.data.imageBudgetMaxRemovals,
-    imageBudgetRemovalIntervalMs: 1000 / parsed.data.imageBudgetRemovalsPerSecond,
+    imageBudgetMaxRemovals: data.imageBudgetMaxRemovals,
+    imageBudgetRemovalIntervalMs: 1000 / data.imageBudgetRemovalsPerSecond,
   });
 }

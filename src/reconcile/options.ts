@@ -1,8 +1,6 @@
 import { z } from 'zod';
-import { ValidationError, type FieldIssue } from '../common/errors.js';
+import { DURATION_RULE, parseOptions } from '../common/validation.js';
 import { parseDurationMs } from '../common/units.js';
-
-const DURATION_RULE = 'must be a duration such as "5m", "1m30s" or a number of milliseconds';
 
 const duration = (minimumMs: number) =>
   z.union([z.string(), z.number()]).transform((value, ctx) => {
@@ -62,16 +60,8 @@ export interface ResolvedDanglingReconcilerOptions {
  * `fieldPrefix` (e.g. `reconcile.` in the agent's configuration).
  */
 export function resolveDanglingReconcilerOptions(input: DanglingReconcilerOptions = {}, fieldPrefix = ''): ResolvedDanglingReconcilerOptions {
-  const parsed = schema.safeParse(input);
-  if (!parsed.success) {
-    const issues: FieldIssue[] = parsed.error.issues.flatMap((issue) => {
-      if (issue.code === 'unrecognized_keys') return issue.keys.map((key) => ({ field: `${fieldPrefix}${key}`, rule: 'is not a known option' }));
-      const field = `${fieldPrefix}${issue.path.map(String).join('.')}`;
-      return [{ field, rule: issue.code === 'invalid_union' ? DURATION_RULE : issue.message }];
-    });
-    throw new ValidationError(issues);
-  }
-  const o = parsed.data;
+  const data = parseOptions(schema, input, fieldPrefix);
+  const o = data;
   return Object.freeze({
     enabled: o.enabled,
     periodMs: o.period,
