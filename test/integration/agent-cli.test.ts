@@ -371,7 +371,7 @@ describe('SIGHUP reloads the configuration file', { skip }, () => {
     const dirB = await tempDir('berth-b-');
     const config = path.join(dataDir, 'config.yaml');
     await writeConfig(config, `policy:\n  allowedBindSources: [${JSON.stringify(dirA)}]\n`);
-    const agent = await startAgent(dataDir, ['--config', config]);
+    const agent = await startAgent(dataDir, ['--config', config, '--listen', '127.0.0.1:0']);
     const bindB = ['submit', '-l', RUN_LABEL, '--mount', `type=bind,source=${dirB},target=/b`, TEST_IMAGE, 'true'];
 
     const before = await berth(dataDir, bindB);
@@ -396,32 +396,59 @@ describe('SIGHUP reloads the configuration file', { skip }, () => {
     const stillAccepted = await berth(dataDir, bindB);
     assert.equal(stillAccepted.code, 0, `the old configuration stays: ${stillAccepted.stderr}`);
 
+    // The same agent over TCP: BERTH_HOST names it, the token still comes from the data directory.
+    const started = agent.logLines().find((line) => line.msg === 'agent started');
+    assert.match(String(started?.tcp), /^127\.0\.0\.1:\d+$/);
+    const overTcp = await berth(dataDir, ['ps', '-a', '--json'], { BERTH_HOST: `http://${String(started!.tcp)}` });
+    assert.equal(overTcp.code, 0, overTcp.stderr);
+    assert.equal((JSON.parse(overTcp.stdout) as TaskView[]).length, 2);
+
     assert.equal(await agent.stop('SIGTERM'), 0, `SIGTERM shuts the agent down with 0: ${agent.stderr()}`);
     assert.ok(agent.logLines().some((line) => line.msg === 'agent stopped'));
   });
 });
 
+describe('berth agent configuration errors', () => {
+  test('an invalid configuration file stops the agent before it listens, exit 2, naming the key and the file', async () => {
+    const dataDir = await tempDir('berth-badcfg-');
+    const config = path.join(dataDir, 'config.yaml');
+    await writeConfig(config, 'admission:\n  maxConcurent: 2\nlogs:\n  maxFiles: many\n');
+    const result = await berth(dataDir, ['agent', '--data-dir', dataDir, '--config', config]);
+    assert.equal(result.code, 2);
+    assert.match(result.stderr, /admission\.maxConcurent: is not a configuration key/);
+    assert.match(result.stderr, new RegExp(`logs\\.maxFiles: must be a whole number \\(from ${config.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\)`));
+    assert.match(result.stderr, /\[BERTH_VALIDATION\]$/m);
+  });
+});
+
 describe('admission', { skip }, () => {
   let dataDir: string;
+  /** Bind-mounted into the tasks: each waits for the file `open` in it, so the test decides when the first one ends. */
+  let gateDir: string;
 
   before(async () => {
     dataDir = await tempDir('berth-adm-');
+    gateDir = await tempDir('berth-gate-');
     const config = path.join(dataDir, 'config.yaml');
-    await writeConfig(config, 'admission:\n  maxConcurrent: 1\n  memory: 1g\n');
+    await writeConfig(config, `admission:\n  maxConcurrent: 1\n  memory: 1g\npolicy:\n  allowedBindSources: [${JSON.stringify(gateDir)}]\n`);
     await startAgent(dataDir, ['--config', config]);
   });
 
   test('with maxConcurrent 1, three tasks submitted at once wait as pending and run one at a time in submission order', async () => {
     const label = `berth-test.admission=${run.id}`;
+    const gate = `type=bind,source=${gateDir},target=/gate,readonly`;
+    const waitForGate = 'while [ ! -e /gate/open ]; do sleep 0.05; done; echo';
     const submits = await Promise.all(
-      ['first', 'second', 'third'].map((name) => berth(dataDir, ['submit', '-l', RUN_LABEL, '-l', label, TEST_IMAGE, 'sh', '-c', `echo ${name}; sleep 1`])),
+      ['first', 'second', 'third'].map((name) => berth(dataDir, ['submit', '-l', RUN_LABEL, '-l', label, '--mount', gate, TEST_IMAGE, 'sh', '-c', `${waitForGate} ${name}`])),
     );
     for (const result of submits) assert.equal(result.code, 0, result.stderr);
     // ps lists in submission order, which is the order admission must keep.
     const submitted = await berthJson<TaskView[]>(dataDir, ['ps', '-a', '--filter', `label=${label}`]);
     assert.equal(submitted.length, 3);
-    assert.ok(submitted.filter((t) => ['starting', 'running', 'stopping'].includes(t.state)).length <= 1, JSON.stringify(submitted.map((t) => t.state)));
-    assert.ok(submitted.slice(1).some((t) => t.state === 'pending'), 'later tasks wait as pending');
+    // The first holds the only slot until the gate opens; the two behind it wait, durably, as pending.
+    assert.ok(['starting', 'running'].includes(submitted[0]!.state), submitted[0]!.state);
+    assert.deepEqual(submitted.slice(1).map((t) => t.state), ['pending', 'pending']);
+    await writeFile(path.join(gateDir, 'open'), '');
 
     const ended = await pollUntil(
       'all three to end',

@@ -1,0 +1,320 @@
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, describe, test } from 'node:test';
+import { containerNameForTask } from '../../src/common/labels.js';
+import { Engine } from '../../src/engine/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+
+/**
+ * The agent survives its own crash: tasks submitted through the real CLI to a real agent process,
+ * the agent killed with SIGKILL while they run (some finish while it is down), and a new agent on
+ * the same data directory that must pick every task up with its real exit code, every line of its
+ * output exactly once, and exact image holders, leaving no container behind.
+ */
+
+const BERTH = fileURLToPath(new URL('../../bin/berth.js', import.meta.url));
+const engine = new Engine();
+const run = testRun(engine);
+const RUN_LABEL = `berth-test.run=${run.id}`;
+
+function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('BERTH_')) env[key] = value;
+  return { ...env, ...extra };
+}
+
+async function berth(dataDir: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [BERTH, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ BERTH_DATA_DIR: dataDir }) });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const [code] = (await once(child, 'close')) as [number | null];
+  return { code, stdout, stderr };
+}
+
+async function berthJson<T>(dataDir: string, args: string[]): Promise<T> {
+  const result = await berth(dataDir, [...args, '--json']);
+  assert.equal(result.code, 0, `berth ${args.join(' ')} failed: ${result.stderr}`);
+  return JSON.parse(result.stdout) as T;
+}
+
+function healthz(socketPath: string): Promise<number> {
+  return new Promise((resolve) => {
+    const req = request({ socketPath, path: '/healthz' }, (res) => {
+      res.resume();
+      res.once('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.once('error', () => resolve(0));
+    req.end();
+  });
+}
+
+interface RunningAgent {
+  readonly child: ChildProcess;
+  logLines(): Array<Record<string, unknown>>;
+  readonly exited: Promise<number | null>;
+}
+
+const agents: RunningAgent[] = [];
+
+async function startAgent(dataDir: string, config: string): Promise<RunningAgent> {
+  const child = spawn(process.execPath, [BERTH, 'agent', '--data-dir', dataDir, '--config', config], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({}) });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  let exitCode: number | null | undefined;
+  const exited = once(child, 'exit').then(([code]) => (exitCode = code as number | null));
+  const agent: RunningAgent = {
+    child,
+    exited,
+    logLines: () =>
+      stdout
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as Record<string, unknown>),
+  };
+  agents.push(agent);
+  await pollUntil(
+    'the agent to answer /healthz',
+    async () => {
+      if (exitCode !== undefined) throw new Error(`the agent exited with ${exitCode}: ${stderr}${stdout}`);
+      return (await healthz(path.join(dataDir, 'agent.sock'))) === 200 ? true : undefined;
+    },
+    { timeoutMs: 60_000, intervalMs: 50 },
+  );
+  return agent;
+}
+
+interface TaskView {
+  id: string;
+  state: string;
+  endState?: { kind: string; exitCode?: number };
+  exitCode?: number;
+}
+interface ImageView {
+  imageId: string;
+  refs: string[];
+  holders: string[];
+}
+interface LogRecord {
+  stream: 'stdout' | 'stderr';
+  timestamp: string;
+  text: string;
+}
+
+const tempDirs: string[] = [];
+
+after(async () => {
+  await Promise.all(
+    agents.map(async (agent) => {
+      if (agent.child.exitCode === null && agent.child.signalCode === null) agent.child.kill('SIGKILL');
+      await agent.exited;
+    }),
+  );
+  await run.cleanup();
+  await Promise.all(tempDirs.map((dir) => rm(dir, { recursive: true, force: true })));
+});
+
+async function tempDir(prefix: string): Promise<string> {
+  // Short paths: a unix socket path is limited to 107 bytes.
+  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
+}
+
+/**
+ * The tasks wait on files in a directory bind-mounted read-only at /gate, so that the test, not the
+ * host's speed, decides when each ends: `short` opens while the agent is down, `finish` once the
+ * second agent has taken over.
+ */
+const waitFor = (gate: string): string => `while [ ! -e /gate/${gate} ]; do sleep 0.05; done`;
+/** Numbered lines, one every 0.05 s, until the finish gate opens; then the count, so the test knows every line that was written. */
+const numberedUntilFinish = (body: string): string => `i=0; while [ ! -e /gate/finish ]; do i=$((i+1)); ${body}; sleep 0.05; done; echo "total $i"`;
+
+describe('recovery after the agent is killed with SIGKILL', { skip: await requireEngine() }, () => {
+  test('every task ends with its real exit code, every output line exactly once, exact image holders, no container left', async () => {
+    const dir = await tempDir('berth-rec-');
+    const gateDir = await tempDir('berth-gate-');
+    const config = path.join(dir, 'config.yaml');
+    await writeFile(config, `policy:\n  allowedBindSources: [${JSON.stringify(gateDir)}]\n`);
+    const first = await startAgent(dir, config);
+    const id = (name: string): string => `rec-${run.id}-${name}`;
+    const tasks: Record<string, { script: string; exitCode: number }> = {
+      // Ends before the crash.
+      quick: { script: 'echo quick; exit 4', exitCode: 4 },
+      // These end while the agent is down: their exit codes and last lines come from the engine.
+      short1: { script: `${waitFor('short')}; echo done 1; exit 3`, exitCode: 3 },
+      short2: { script: `echo start 2; ${waitFor('short')}; echo done 2 >&2; exit 5`, exitCode: 5 },
+      // These write before, during and after the crash.
+      long1: { script: `${numberedUntilFinish('echo "line $i"')}; exit 7`, exitCode: 7 },
+      long2: { script: `${numberedUntilFinish('echo "out $i"; echo "err $i" >&2')} >&2; exit 6`, exitCode: 6 },
+      // Its container is removed while the agent is down: it is recorded as lost, and lets go of the image.
+      gone: { script: `echo going; ${waitFor('never')}`, exitCode: -1 },
+    };
+    const names = Object.keys(tasks);
+    const submitted = await Promise.all(
+      names.map((name) =>
+        berth(dir, ['submit', '-l', RUN_LABEL, '--name', id(name), '--stop-timeout', '1', '--mount', `type=bind,source=${gateDir},target=/gate,readonly`, TEST_IMAGE, 'sh', '-c', tasks[name]!.script]),
+      ),
+    );
+    for (const result of submitted) assert.equal(result.code, 0, result.stderr);
+
+    const live = ['short1', 'short2', 'long1', 'long2', 'gone'].map(id);
+    let lastImages = '';
+    const holdersOfTestImage = async (): Promise<string[]> => {
+      const images = await berthJson<ImageView[]>(dir, ['images']);
+      lastImages = JSON.stringify(images);
+      const holders = images.filter((i) => i.refs.includes(TEST_IMAGE)).flatMap((i) => i.holders);
+      const ours = holders.filter((h) => h.startsWith(`rec-${run.id}-`));
+      assert.equal(new Set(ours).size, ours.length, `no task holds the image twice: ${ours.join(', ')}`);
+      return ours.sort();
+    };
+    const expectHolders = (what: string, expected: readonly string[]): Promise<unknown> =>
+      pollUntil(what, async () => ((await holdersOfTestImage()).join() === [...expected].sort().join() ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 }).catch(
+        (error: Error) => {
+          throw new Error(`${error.message}; the agent's images: ${lastImages}`);
+        },
+      );
+
+    // Before the crash: the quick task has ended (and released the image); the others run, each holding it once.
+    await pollUntil(
+      'the quick task to end and the others to run',
+      async () => {
+        const states = await berthJson<TaskView[]>(dir, ['ps', '-a', '--filter', `label=${RUN_LABEL}`]);
+        const byId = new Map(states.map((t) => [t.id, t.state]));
+        return byId.get(id('quick')) === 'exited' && live.every((t) => byId.get(t) === 'running') ? true : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 100 },
+    );
+    await expectHolders('holders to be the five running tasks', live);
+
+    first.child.kill('SIGKILL');
+    assert.equal(await first.exited, null, 'the agent died of SIGKILL');
+    for (const name of ['short1', 'short2', 'long1', 'long2', 'gone']) {
+      assert.equal((await engine.inspectContainer(containerNameForTask(id(name)))).status, 'running', `${name} was running when the agent died`);
+    }
+
+    // While the agent is down: the long tasks go on writing, the short ones end, and one container vanishes.
+    const engineLines = async (name: string): Promise<number> => {
+      let count = 0;
+      for await (const entry of engine.logEntries(containerNameForTask(id(name)))) if (entry.data.length > 0) count++;
+      return count;
+    };
+    const linesAtCrash = await engineLines('long1');
+    await pollUntil('long1 to write while the agent is down', async () => ((await engineLines('long1')) >= linesAtCrash + 10 ? true : undefined), { timeoutMs: 30_000, intervalMs: 100 });
+    await writeFile(path.join(gateDir, 'short'), '');
+    const engineExitCodes = new Map<string, number>();
+    await pollUntil(
+      'the short tasks to end in the engine',
+      async () => {
+        for (const name of ['short1', 'short2']) {
+          const container = await engine.inspectContainer(containerNameForTask(id(name)));
+          if (container.status === 'exited') engineExitCodes.set(name, container.exitCode);
+        }
+        return engineExitCodes.size === 2 ? true : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 100 },
+    );
+    assert.equal(engineExitCodes.get('short1'), 3);
+    assert.equal(engineExitCodes.get('short2'), 5);
+    assert.equal(await engine.removeContainer(containerNameForTask(id('gone'))), 'removed');
+
+    const second = await startAgent(dir, config);
+    const recovered = second.logLines().find((line) => line.msg === 'recovered tasks');
+    assert.ok(recovered, 'the agent logs what it recovered');
+    assert.equal(recovered.lost, 1);
+    assert.equal(recovered.pending, 0);
+    assert.equal(Number(recovered.resumed) + Number(recovered.ended), 4);
+
+    // The short tasks' ends are recorded and their containers removed, the lost one lets go: the long ones hold the image once each.
+    await expectHolders('holders to be the two long tasks', [id('long1'), id('long2')]);
+    for (const name of ['short1', 'short2']) {
+      const task = await berthJson<TaskView>(dir, ['inspect', id(name)]);
+      assert.equal(task.state, 'exited');
+      assert.equal(task.exitCode, engineExitCodes.get(name), `${name} ends with the exit code the engine saw`);
+    }
+    // The second agent follows the long tasks' output live before they end.
+    const linesAtRestart = await engineLines('long1');
+    await pollUntil(
+      'the second agent to store new lines of long1',
+      async () => {
+        const result = await berth(dir, ['logs', id('long1')]);
+        return result.stdout.split('\n').filter((l) => l !== '').length > linesAtRestart ? true : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 200 },
+    );
+    await writeFile(path.join(gateDir, 'finish'), '');
+
+    const ended = await pollUntil(
+      'every task to end',
+      async () => {
+        const states = await berthJson<TaskView[]>(dir, ['ps', '-a', '--filter', `label=${RUN_LABEL}`]);
+        return states.length === names.length && states.every((t) => t.state === 'exited' || t.state === 'lost') ? states : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 200 },
+    );
+    const lost = ended.find((t) => t.id === id('gone'))!;
+    assert.equal(lost.state, 'lost');
+    assert.equal(lost.endState?.kind, 'lost');
+    assert.equal(lost.exitCode, undefined);
+    for (const name of names.filter((n) => n !== 'gone')) {
+      const task = ended.find((t) => t.id === id(name))!;
+      assert.equal(task.exitCode, tasks[name]!.exitCode, `${name} ends with its real exit code`);
+      assert.deepEqual(task.endState, { kind: 'failed', exitCode: tasks[name]!.exitCode });
+    }
+
+    // Output: every line exactly once, in order, on its own stream, including what was written while the agent was down.
+    const output = async (name: string): Promise<{ stdout: string[]; stderr: string[] }> => {
+      const result = await berth(dir, ['logs', '--json', id(name)]);
+      assert.equal(result.code, 0, result.stderr);
+      const records = result.stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as LogRecord);
+      const timestamps = records.map((r) => `${r.stream} ${r.timestamp}`);
+      assert.equal(new Set(timestamps).size, timestamps.length, `${name}: no record twice`);
+      return {
+        stdout: records.filter((r) => r.stream === 'stdout').map((r) => r.text.trimEnd()),
+        stderr: records.filter((r) => r.stream === 'stderr').map((r) => r.text.trimEnd()),
+      };
+    };
+    /** `<prefix> 1` … `<prefix> n` then `total n`, where n is what the task says it wrote. */
+    const numberedLines = (lines: string[], prefix: string): string[] => {
+      const total = /^total (\d+)$/.exec(lines.at(-1) ?? '');
+      assert.ok(total, `the last line is the count: ${lines.at(-1)}`);
+      const n = Number(total[1]);
+      assert.ok(n > linesAtRestart, `${prefix}: lines were written before, during and after the crash (${n})`);
+      return [...Array.from({ length: n }, (_, i) => `${prefix} ${i + 1}`), `total ${n}`];
+    };
+    assert.deepEqual(await output('quick'), { stdout: ['quick'], stderr: [] });
+    assert.deepEqual(await output('gone'), { stdout: ['going'], stderr: [] });
+    assert.deepEqual(await output('short1'), { stdout: ['done 1'], stderr: [] });
+    assert.deepEqual(await output('short2'), { stdout: ['start 2'], stderr: ['done 2'] });
+    const long1 = await output('long1');
+    assert.deepEqual(long1.stdout, numberedLines(long1.stdout, 'line'));
+    assert.deepEqual(long1.stderr, []);
+    const long2 = await output('long2');
+    const long2Total = numberedLines(long2.stderr, 'err').length - 1;
+    assert.deepEqual(long2.stdout, Array.from({ length: long2Total }, (_, i) => `out ${i + 1}`));
+    assert.deepEqual(long2.stderr, numberedLines(long2.stderr, 'err'));
+    // The plain command splits the streams the same way.
+    const plain = await berth(dir, ['logs', id('long2')]);
+    assert.equal(plain.stdout, long2.stdout.map((l) => `${l}\n`).join(''));
+    assert.equal(plain.stderr, long2.stderr.map((l) => `${l}\n`).join(''));
+
+    // Once every task has ended, nobody holds the image and no container is left.
+    await expectHolders('every holder to be released', []);
+    await pollUntil('every container to be removed', async () => ((await engine.listContainers({ all: true, labels: [run.labelFilter] })).length === 0 ? true : undefined), {
+      timeoutMs: 30_000,
+      intervalMs: 100,
+    });
+
+    second.child.kill('SIGTERM');
+    assert.equal(await second.exited, 0);
+  });
+});
