@@ -408,6 +408,31 @@ describe('SIGHUP reloads the configuration file', { skip }, () => {
   });
 });
 
+describe('graceful shutdown', { skip }, () => {
+  test('SIGTERM exits 0 and leaves running tasks running; the next agent follows them to their end with all their output', async () => {
+    const dataDir = await tempDir('berth-term-');
+    const gateDir = await tempDir('berth-gate-');
+    const config = path.join(dataDir, 'config.yaml');
+    await writeConfig(config, `policy:\n  allowedBindSources: [${JSON.stringify(gateDir)}]\n`);
+    const first = await startAgent(dataDir, ['--config', config]);
+    const id = await submit(dataDir, ['--mount', `type=bind,source=${gateDir},target=/gate,readonly`, TEST_IMAGE, 'sh', '-c', 'echo before; while [ ! -e /gate/open ]; do sleep 0.05; done; echo after; exit 9']);
+    await pollUntil('the first line to be stored', async () => ((await berth(dataDir, ['logs', id])).stdout === 'before\n' ? true : undefined), { timeoutMs: 30_000, intervalMs: 100 });
+
+    assert.equal(await first.stop('SIGTERM'), 0, first.stderr());
+    assert.ok(first.logLines().some((line) => line.msg === 'agent stopped'));
+    assert.equal((await engine.inspectContainer(`berth-${id}`)).status, 'running', 'the task outlives the agent');
+
+    const second = await startAgent(dataDir, ['--config', config]);
+    assert.equal(second.logLines().find((line) => line.msg === 'recovered tasks')?.lost, 0);
+    await writeFile(path.join(gateDir, 'open'), '');
+    const logs = await berth(dataDir, ['logs', '-f', id]);
+    assert.equal(logs.stdout, 'before\nafter\n');
+    const task = await waitForState(dataDir, id, ENDED);
+    assert.equal(task.exitCode, 9);
+    await pollUntil('the container to be removed', async () => ((await engine.listContainers({ all: true, labels: [`${LABELS.taskId}=${id}`] })).length === 0 ? true : undefined));
+  });
+});
+
 describe('berth agent configuration errors', () => {
   test('an invalid configuration file stops the agent before it listens, exit 2, naming the key and the file', async () => {
     const dataDir = await tempDir('berth-badcfg-');
