@@ -130,6 +130,8 @@ export class TaskSupervisor {
       if (record.state === 'starting') this.#record(record.id, { to: 'running', containerId: handle.containerId });
       if (handle.phase === 'running') counts.resumed++;
       else counts.ended++;
+      // A stop asked for before the crash may not have reached the engine: ask again, so it ends as cancelled.
+      if (record.state === 'stopping') void handle.stop();
       void this.#supervise(record.id, handle, await this.#cursorFor(record));
     }
     this.#applyChange(change);

@@ -111,6 +111,8 @@ interface LogRecord {
 }
 
 const tempDirs: string[] = [];
+// Decided once, before any suite is declared: a top-level await between suites lets the runner finish the file early.
+const skip = await requireEngine();
 
 after(async () => {
   await Promise.all(
@@ -139,7 +141,7 @@ const waitFor = (gate: string): string => `while [ ! -e /gate/${gate} ]; do slee
 /** Numbered lines, one every 0.05 s, until the finish gate opens; then the count, so the test knows every line that was written. */
 const numberedUntilFinish = (body: string): string => `i=0; while [ ! -e /gate/finish ]; do i=$((i+1)); ${body}; sleep 0.05; done; echo "total $i"`;
 
-describe('recovery after the agent is killed with SIGKILL', { skip: await requireEngine() }, () => {
+describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
   test('every task ends with its real exit code, every output line exactly once, exact image holders, no container left', async () => {
     const dir = await tempDir('berth-rec-');
     const gateDir = await tempDir('berth-gate-');
@@ -316,5 +318,41 @@ describe('recovery after the agent is killed with SIGKILL', { skip: await requir
 
     second.child.kill('SIGTERM');
     assert.equal(await second.exited, 0);
+  });
+});
+
+describe('a stop cut short by a crash', { skip }, () => {
+  test('a task that was stopping when the agent died is stopped again by the next agent and ends as cancelled', async () => {
+    const dir = await tempDir('berth-stop-');
+    const config = path.join(dir, 'config.yaml');
+    await writeFile(config, '');
+    const first = await startAgent(dir, config);
+    const taskId = `rec-${run.id}-stopping`;
+    // The shell is PID 1 and ignores SIGTERM: only the SIGKILL after the grace period ends it.
+    const submitted = await berth(dir, ['submit', '-l', RUN_LABEL, '--name', taskId, '--stop-timeout', '3', TEST_IMAGE, 'sh', '-c', 'echo up; while true; do sleep 0.05; done']);
+    assert.equal(submitted.code, 0, submitted.stderr);
+    await pollUntil('the task to run', async () => ((await berthJson<TaskView>(dir, ['inspect', taskId])).state === 'running' ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
+
+    // `berth stop` waits out the grace period; the agent dies while the task is stopping.
+    const stopping = berth(dir, ['stop', taskId]);
+    await pollUntil('the task to be stopping', async () => ((await berthJson<TaskView>(dir, ['inspect', taskId])).state === 'stopping' ? true : undefined), { timeoutMs: 30_000, intervalMs: 50 });
+    first.child.kill('SIGKILL');
+    assert.equal(await first.exited, null);
+    assert.notEqual((await stopping).code, 0, 'the stop command loses its agent');
+
+    await startAgent(dir, config);
+    const task = await pollUntil(
+      'the task to end',
+      async () => {
+        const view = await berthJson<TaskView>(dir, ['inspect', taskId]);
+        return view.state === 'exited' || view.state === 'lost' ? view : undefined;
+      },
+      { timeoutMs: 60_000, intervalMs: 200 },
+    );
+    assert.equal(task.endState?.kind, 'cancelled', JSON.stringify(task));
+    await pollUntil('the container to be removed', async () => ((await engine.listContainers({ all: true, labels: [run.labelFilter] })).length === 0 ? true : undefined), {
+      timeoutMs: 30_000,
+      intervalMs: 100,
+    });
   });
 });
