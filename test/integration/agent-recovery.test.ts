@@ -7,9 +7,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
-import { containerNameForTask } from '../../src/common/labels.js';
+import { containerNameForTask, LABELS } from '../../src/common/labels.js';
+import { META_KEYS } from '../../src/state/meta.js';
+import { openStore, STORE_FILE_NAME } from '../../src/state/store.js';
 import { Engine } from '../../src/engine/engine.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, startTestContainer, TEST_IMAGE, testRun } from '../support/engine.js';
 
 /**
  * The agent survives its own crash: tasks submitted through the real CLI to a real agent process,
@@ -141,6 +143,30 @@ const waitFor = (gate: string): string => `while [ ! -e /gate/${gate} ]; do slee
 /** Numbered lines, one every 0.05 s, until the finish gate opens; then the count, so the test knows every line that was written. */
 const numberedUntilFinish = (body: string): string => `i=0; while [ ! -e /gate/finish ]; do i=$((i+1)); ${body}; sleep 0.05; done; echo "total $i"`;
 
+/**
+ * Puts the store and the engine in the state a crash leaves between recording a task's end and
+ * removing its container: the task has ended, but its exited container is still there and its image
+ * holder still recorded. The next agent must remove the container and release the image.
+ */
+async function simulateCutShortRemoval(dataDir: string, taskId: string): Promise<void> {
+  const store = openStore(path.join(dataDir, STORE_FILE_NAME));
+  try {
+    assert.equal(store.tasks.get(taskId)?.state, 'exited');
+    const imageId = (await engine.inspectImage(TEST_IMAGE)).id;
+    store.images.addHolder({ imageId, imageRef: TEST_IMAGE, taskId });
+    const ownerId = store.meta.get(META_KEYS.agentId);
+    assert.ok(ownerId);
+    const containerId = await startTestContainer(engine, run, {
+      cmd: ['true'],
+      name: containerNameForTask(taskId),
+      labels: { [LABELS.managed]: 'true', [LABELS.taskId]: taskId, [LABELS.ownerId]: ownerId },
+    });
+    await engine.waitContainer(containerId);
+  } finally {
+    store.close();
+  }
+}
+
 describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
   test('every task ends with its real exit code, every output line exactly once, exact image holders, no container left', async () => {
     const dir = await tempDir('berth-rec-');
@@ -228,6 +254,7 @@ describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
     assert.equal(engineExitCodes.get('short1'), 3);
     assert.equal(engineExitCodes.get('short2'), 5);
     assert.equal(await engine.removeContainer(containerNameForTask(id('gone'))), 'removed');
+    await simulateCutShortRemoval(dir, id('quick'));
 
     const second = await startAgent(dir, config);
     const recovered = second.logLines().find((line) => line.msg === 'recovered tasks');
@@ -236,7 +263,8 @@ describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
     assert.equal(recovered.pending, 0);
     assert.equal(Number(recovered.resumed) + Number(recovered.ended), 4);
 
-    // The short tasks' ends are recorded and their containers removed, the lost one lets go: the long ones hold the image once each.
+    // The short tasks' ends are recorded and their containers removed, the lost one lets go, and so
+    // does the quick one whose removal was cut short: the long ones hold the image once each.
     await expectHolders('holders to be the two long tasks', [id('long1'), id('long2')]);
     for (const name of ['short1', 'short2']) {
       const task = await berthJson<TaskView>(dir, ['inspect', id(name)]);
