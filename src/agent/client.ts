@@ -106,10 +106,9 @@ async function* serverSentEvents(source: AsyncIterable<Buffer | string>): AsyncG
 /**
  * A client of the agent's HTTP API, over its unix socket or TCP. Every method maps an error the
  * API answers with to a BerthError with the code of the response body (a ValidationError, with
- * its issues, for BERTH_VALIDATION), with `context.status` the HTTP status (401 for a wrong token,
- * whose code is BERTH_VALIDATION naming `authorization`). An agent that does not answer is
- * BERTH_ENGINE_UNAVAILABLE and a call past its deadline BERTH_ENGINE_TIMEOUT, with `context.agent`
- * set to the address: for the client, the agent is the engine.
+ * its issues, for BERTH_VALIDATION), with `context.status` the HTTP status (401 and
+ * BERTH_UNAUTHORIZED for a wrong token). An agent that does not answer is BERTH_AGENT_UNAVAILABLE
+ * and a call past its deadline BERTH_AGENT_TIMEOUT, with `context.agent` set to the address.
  */
 export class AgentClient {
   readonly host: string;
@@ -272,9 +271,9 @@ export class AgentClient {
     if (error instanceof BerthError) return error;
     if (signal?.aborted) return cancelledError(what, signal.reason);
     const context = { agent: this.host };
-    if (deadline?.aborted) return new BerthError('BERTH_ENGINE_TIMEOUT', `the agent at ${this.host} did not answer ${what} within ${deadlineMs} ms`, { cause: error, context });
+    if (deadline?.aborted) return new BerthError('BERTH_AGENT_TIMEOUT', `the agent at ${this.host} did not answer ${what} within ${deadlineMs} ms`, { cause: error, context });
     const code = (error as NodeJS.ErrnoException).code ?? (error instanceof Error ? error.message : String(error));
-    return new BerthError('BERTH_ENGINE_UNAVAILABLE', `the agent at ${this.host} does not answer (${code}); is \`berth agent\` running?`, { cause: error, context });
+    return new BerthError('BERTH_AGENT_UNAVAILABLE', `the agent at ${this.host} does not answer (${code}); is \`berth agent\` running?`, { cause: error, context });
   }
 
   /** Reads a response body to the end. */

@@ -90,7 +90,7 @@ export class AgentGarbage {
     }
   }
 
-  /** A prune on request; a second one while one runs is refused (BERTH_ENGINE_CONFLICT). */
+  /** A prune on request; a second one while one runs is refused (BERTH_PRUNE_RUNNING). */
   async prune(options: PruneOptions): Promise<PruneReport> {
     const report = await this.pruner.prune(options);
     if (!report.dryRun) this.#announce(report);
@@ -120,7 +120,7 @@ export class AgentGarbage {
           if (report && report.removed.length > 0) this.#init.logger.info({ removed: report.removed.length, reclaimedBytes: report.reclaimedBytes }, 'image budget enforced');
         })
         .catch((error: unknown) => {
-          if (!isBerthError(error, 'BERTH_ENGINE_CONFLICT')) this.#init.logger.warn({ code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'image budget check failed');
+          if (!isBerthError(error, 'BERTH_PRUNE_RUNNING')) this.#init.logger.warn({ code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'image budget check failed');
         })
         .finally(() => (this.#budgetCheck = undefined));
     }, 1000);
@@ -137,7 +137,7 @@ export class AgentGarbage {
       );
     } catch (error) {
       // A prune already running (on request) is not a failure of the schedule.
-      if (!isBerthError(error, 'BERTH_ENGINE_CONFLICT')) this.#init.logger.warn({ code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'scheduled prune failed');
+      if (!isBerthError(error, 'BERTH_PRUNE_RUNNING')) this.#init.logger.warn({ code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'scheduled prune failed');
     }
   }
 

@@ -19,8 +19,11 @@ const STATUS_BY_CODE: Readonly<Partial<Record<ErrorCode, number>>> = Object.free
   BERTH_NAME_CONFLICT: 409,
   BERTH_TASK_EXISTS: 409,
   BERTH_TASK_STATE: 409,
+  BERTH_PRUNE_RUNNING: 409,
+  BERTH_UNAUTHORIZED: 401,
   BERTH_ENGINE_UNAVAILABLE: 503,
   BERTH_ENGINE_TIMEOUT: 503,
+  BERTH_AGENT_UNAVAILABLE: 503,
 });
 
 /** The HTTP status the API answers an error code with. */

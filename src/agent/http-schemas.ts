@@ -272,7 +272,7 @@ const errors = {
   unauthorized: { description: 'No bearer token, or the wrong one.', schema: errorBodySchema },
   notFound: { description: 'No task with that id.', schema: errorBodySchema },
   conflict: { description: 'The task\'s state does not allow it, or the id is taken.', schema: errorBodySchema },
-  unavailable: { description: 'The engine does not answer.', schema: errorBodySchema },
+  unavailable: { description: 'The engine does not answer, or the agent is shutting down.', schema: errorBodySchema },
 } as const;
 
 /** Every route, in the order the OpenAPI document lists them. */
@@ -283,7 +283,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     operationId: 'submitTask',
     summary: 'Submit a task: it starts when it fits the admission budget, and waits as pending until then.',
     body: submitBodySchema,
-    responses: { 201: { description: 'The task as recorded.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 409: { description: 'A task with this id exists.', schema: errorBodySchema } },
+    responses: { 201: { description: 'The task as recorded.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 409: { description: 'A task with this id exists.', schema: errorBodySchema }, 503: errors.unavailable },
   },
   {
     method: 'GET',

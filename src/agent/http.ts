@@ -40,11 +40,7 @@ function tokenMatches(header: string | undefined, token: string): boolean {
 }
 
 const UNAUTHORIZED: ErrorBody = {
-  error: {
-    code: 'BERTH_VALIDATION',
-    message: 'authorization: must be "Bearer <token>" with the agent\'s token (in <dataDir>/token)',
-    issues: [{ field: 'authorization', rule: 'must be "Bearer <token>" with the agent\'s token (in <dataDir>/token)' }],
-  },
+  error: { code: 'BERTH_UNAUTHORIZED', message: 'the request needs "Authorization: Bearer <token>" with the agent\'s token (in <dataDir>/token)' },
 };
 
 /** A submitted spec's issues name fields inside the spec; in the request body they are under `spec`. */

@@ -62,7 +62,7 @@ export class TaskSupervisor {
 
   /** Validates and records a task; it starts now if it fits the budget, or waits as pending. */
   submit(input: { id: string; spec: unknown }): TaskRecord {
-    if (!this.#accepting) throw new BerthError('BERTH_TASK_STATE', 'the agent is shutting down and takes no new tasks');
+    if (!this.#accepting) throw new BerthError('BERTH_AGENT_UNAVAILABLE', 'the agent is shutting down and takes no new tasks');
     const spec = this.#deps.withDefaults(checkAgentSpec(input.spec));
     const resolved = resolveTaskSpec(spec, this.#deps.policy());
     const reservation = resolveDemand(resolved.resources, this.#deps.defaultDemand());

@@ -31,7 +31,7 @@ export function exitCodeForClientError(error: unknown): number {
   if (!isBerthError(error)) return EXIT.berthFailure;
   const status = error.context.status;
   // No HTTP status: the agent never answered (refused, reset, past the deadline).
-  if ((error.code === 'BERTH_ENGINE_UNAVAILABLE' || error.code === 'BERTH_ENGINE_TIMEOUT') && status === undefined) return EXIT.berthFailure;
+  if ((error.code === 'BERTH_AGENT_UNAVAILABLE' || error.code === 'BERTH_AGENT_TIMEOUT') && status === undefined) return EXIT.berthFailure;
   // A bad request (400) or a bad flag, caught before anything was sent: the caller's to fix.
   if (error.code === 'BERTH_VALIDATION' && (status === undefined || status === 400)) return EXIT.usage;
   return EXIT_API_ERROR;
@@ -66,6 +66,7 @@ export async function withClient(io: CliIo, flags: AgentFlags, body: (client: Ag
     return await body(client);
   } catch (error) {
     io.stderr.write(`${errorLine(error)}\n`);
+    if (isBerthError(error, 'BERTH_UNAUTHORIZED')) io.stderr.write('berth: pass the agent\'s token with --token or BERTH_TOKEN, or point BERTH_DATA_DIR at its data directory\n');
     return exitCodeForClientError(error);
   } finally {
     client?.close();

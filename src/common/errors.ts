@@ -22,6 +22,10 @@ export const ERROR_CODES = {
   BERTH_IMAGE_ACCESS_DENIED: 'The registry refused the pull: the credentials are wrong or missing.',
   BERTH_IMAGE_PULL_FAILED: 'The pull failed for a reason that may pass (network, engine).',
   BERTH_IMAGE_PULL_STALLED: 'The pull made no progress within the activity timeout and was aborted.',
+  BERTH_PRUNE_RUNNING: 'A prune (or an image budget check) is already running; prunes do not queue.',
+  BERTH_UNAUTHORIZED: 'The agent refused the request: the bearer token is missing or wrong.',
+  BERTH_AGENT_UNAVAILABLE: 'The agent could not be reached, or it is shutting down and takes no new work.',
+  BERTH_AGENT_TIMEOUT: 'The agent did not answer within the call\'s deadline.',
   BERTH_INTERNAL: 'A bug in berth: an invariant did not hold.',
 } as const;
 
@@ -34,6 +38,8 @@ const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'BERTH_ENGINE_SERVER_ERROR',
   'BERTH_IMAGE_PULL_FAILED',
   'BERTH_IMAGE_PULL_STALLED',
+  'BERTH_AGENT_UNAVAILABLE',
+  'BERTH_AGENT_TIMEOUT',
 ]);
 
 export interface BerthErrorOptions {

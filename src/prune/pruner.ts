@@ -106,7 +106,7 @@ const OWN_STOPPED_STATES = ['created', 'exited', 'dead'] as const;
  * is never forced past the engine's "in use": such objects are kept and reported.
  *
  * One prune (or budget enforcement) runs at a time: another call meanwhile rejects with
- * BERTH_ENGINE_CONFLICT at once, rather than queueing.
+ * BERTH_PRUNE_RUNNING at once, rather than queueing.
  */
 export class Pruner {
   readonly options: ResolvedPrunerOptions;
@@ -142,7 +142,7 @@ export class Pruner {
   }
 
   /**
-   * Prunes. Rejects with a ValidationError for bad filters or kinds, BERTH_ENGINE_CONFLICT when a
+   * Prunes. Rejects with a ValidationError for bad filters or kinds, BERTH_PRUNE_RUNNING when a
    * prune is already running, or the engine's error when a list fails (its context carries
    * `partialReport`, what was removed before). A failed removal is reported in `failed`, and the
    * prune goes on.
@@ -182,7 +182,7 @@ export class Pruner {
 
   #begin(what: 'prune' | 'image budget'): void {
     if (this.#running !== undefined) {
-      throw new BerthError('BERTH_ENGINE_CONFLICT', `cannot start a ${what}: a ${this.#running} is already running`, { context: { running: this.#running } });
+      throw new BerthError('BERTH_PRUNE_RUNNING', `cannot start a ${what}: a ${this.#running} is already running`, { context: { running: this.#running } });
     }
     this.#running = what;
   }

@@ -328,7 +328,8 @@ describe('berth agent with the client commands', { skip }, () => {
 
     const wrong = await berth(dataDir, ['ps'], { BERTH_TOKEN: 'not-the-token' });
     assert.equal(wrong.code, 1);
-    assert.match(wrong.stderr, /^berth: authorization: .*token.*\[BERTH_VALIDATION\]$/m);
+    assert.match(wrong.stderr, /^berth: the request needs .*token.*\[BERTH_UNAUTHORIZED\]$/m);
+    assert.match(wrong.stderr, /^berth: pass the agent's token with --token or BERTH_TOKEN/m);
 
     assert.equal((await httpGet(agent.socketPath, '/v1/tasks')).status, 401);
     assert.equal((await httpGet(agent.socketPath, '/healthz')).status, 200, 'health needs no token');
@@ -337,7 +338,7 @@ describe('berth agent with the client commands', { skip }, () => {
   test('an agent that does not answer exits 125', async () => {
     const result = await berth(dataDir, ['ps'], { BERTH_HOST: `unix://${path.join(dataDir, 'nobody.sock')}`, BERTH_TOKEN: 'x' });
     assert.equal(result.code, 125);
-    assert.match(result.stderr, /does not answer.*berth agent.*\[BERTH_ENGINE_UNAVAILABLE\]/);
+    assert.match(result.stderr, /does not answer.*berth agent.*\[BERTH_AGENT_UNAVAILABLE\]/);
   });
 
   test('a bind mount outside the allow-list is refused at submit naming the field; one inside it runs', async () => {

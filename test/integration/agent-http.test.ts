@@ -210,7 +210,7 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
     assert.equal(noToken.headers['www-authenticate'], 'Bearer');
     const wrong = AgentClient.connect({ host: `unix://${serving.socketPath}`, token: 'wrong' });
     try {
-      await rejectsWith(wrong.list(), 'BERTH_VALIDATION', 401);
+      await rejectsWith(wrong.list(), 'BERTH_UNAUTHORIZED', 401);
       assert.deepEqual(await wrong.health(), { agent: 'ok', engine: 'ok' });
     } finally {
       wrong.close();
@@ -313,6 +313,6 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
     })();
     await serving.close();
     await reading;
-    await assert.rejects(client.health(), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_UNAVAILABLE'));
+    await assert.rejects(client.health(), (error: unknown) => isBerthError(error, 'BERTH_AGENT_UNAVAILABLE'));
   });
 });

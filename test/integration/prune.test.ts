@@ -127,14 +127,14 @@ describe('prune against the real engine', { skip: await requireEngine() }, () =>
     assert.deepEqual([await exists(live), await exists(ended), await exists(foreign), await exists(otherOwner)], [true, false, true, true]);
   });
 
-  test('two prunes at once: one runs, the other gets BERTH_ENGINE_CONFLICT', async () => {
+  test('two prunes at once: one runs, the other gets BERTH_PRUNE_RUNNING', async () => {
     const owner = newOwner();
     const ids = [await stoppedBerthContainer(owner, 'c1'), await stoppedBerthContainer(owner, 'c2')];
     const p = pruner(owner);
     const [first, second] = await Promise.allSettled([p.prune(), p.prune()]);
     assert.equal(first.status, 'fulfilled');
     assert.equal(second.status, 'rejected');
-    assert.ok(isBerthError(second.reason, 'BERTH_ENGINE_CONFLICT'), String(second.reason));
+    assert.ok(isBerthError(second.reason, 'BERTH_PRUNE_RUNNING'), String(second.reason));
     assert.deepEqual(sorted(first.value.containers.ids), sorted(ids));
     // Once the first has finished, the next one runs.
     assert.deepEqual((await p.prune()).containers.ids, []);

@@ -29,6 +29,8 @@ describe('BerthError', () => {
   it('is retryable by default only for codes of failures that may pass', () => {
     const retryable = codes.filter((code) => new BerthError(code, 'x').retryable);
     assert.deepEqual(retryable.sort(), [
+      'BERTH_AGENT_TIMEOUT',
+      'BERTH_AGENT_UNAVAILABLE',
       'BERTH_ENGINE_SERVER_ERROR',
       'BERTH_ENGINE_TIMEOUT',
       'BERTH_ENGINE_UNAVAILABLE',

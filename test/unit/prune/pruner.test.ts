@@ -101,7 +101,7 @@ function imageSource(images: Array<{ imageId: string; refs: string[]; lastUsedAt
 }
 
 describe('Pruner: one at a time', () => {
-  it('refuses a second prune while one runs with BERTH_ENGINE_CONFLICT, then accepts one after', async () => {
+  it('refuses a second prune while one runs with BERTH_PRUNE_RUNNING, then accepts one after', async () => {
     const engine = new FakePruneEngine();
     engine.containers = [stopped('c1', 't1')];
     let open!: () => void;
@@ -109,8 +109,8 @@ describe('Pruner: one at a time', () => {
     const pruner = new Pruner({ engine: engine.port, ownerId: OWNER, isTaskLive: () => false, clock: manualSleepClock() });
     const first = pruner.prune();
     assert.equal(pruner.isRunning, true);
-    await assert.rejects(pruner.prune(), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_CONFLICT') && error.retryable === false);
-    await assert.rejects(pruner.enforceImageBudget({ budgetBytes: 0 }), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_CONFLICT'));
+    await assert.rejects(pruner.prune(), (error: unknown) => isBerthError(error, 'BERTH_PRUNE_RUNNING') && error.retryable === false);
+    await assert.rejects(pruner.enforceImageBudget({ budgetBytes: 0 }), (error: unknown) => isBerthError(error, 'BERTH_PRUNE_RUNNING'));
     open();
     assert.deepEqual((await first).containers.ids, ['c1']);
     assert.equal(pruner.isRunning, false);
