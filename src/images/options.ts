@@ -82,8 +82,7 @@ export interface ResolvedImageCoordinatorOptions {
  * `fieldPrefix` (e.g. `images.` in the agent's configuration).
  */
 export function resolveImageCoordinatorOptions(input: ImageCoordinatorOptions = {}, fieldPrefix = ''): ResolvedImageCoordinatorOptions {
-  const data = parseOptions(schema, input, fieldPrefix);
-  const o = data;
+  const o = parseOptions(schema, input, fieldPrefix);
   return Object.freeze({
     removeDelayMs: o.removeDelay,
     pullActivityTimeoutMs: o.pullActivityTimeout,

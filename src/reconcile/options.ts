@@ -60,8 +60,7 @@ export interface ResolvedDanglingReconcilerOptions {
  * `fieldPrefix` (e.g. `reconcile.` in the agent's configuration).
  */
 export function resolveDanglingReconcilerOptions(input: DanglingReconcilerOptions = {}, fieldPrefix = ''): ResolvedDanglingReconcilerOptions {
-  const data = parseOptions(schema, input, fieldPrefix);
-  const o = data;
+  const o = parseOptions(schema, input, fieldPrefix);
   return Object.freeze({
     enabled: o.enabled,
     periodMs: o.period,
