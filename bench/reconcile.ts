@@ -16,10 +16,8 @@ import { Engine } from '../src/engine/engine.js';
 import type { ContainerCreateBody } from '../src/engine/types.js';
 import { DanglingReconciler } from '../src/reconcile/index.js';
 import { FaultProxy } from '../test/support/fault-proxy.js';
+import { BENCH_IMAGE, BENCH_LABEL, elapsedMs, median, round, runPool } from './support.js';
 
-/** The label bench/run.ts cleans up by (its BENCH_LABEL); every container here carries it. */
-const BENCH_LABEL = 'berth.bench.run';
-const BENCH_IMAGE = 'berth-test/busybox:latest';
 const FOREIGN_CONTAINERS = 1000;
 const DANGLING_CONTAINERS = 20;
 const CREATE_CONCURRENCY = 16;
@@ -41,32 +39,6 @@ function standaloneContext(): ReconcileBenchContext {
     progress: (message) => void process.stderr.write(`bench: ${message}\n`),
   };
 }
-
-/** Runs `work` over `items` with at most `concurrency` in flight; the first error is thrown once the rest have settled. */
-async function pool<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<unknown>): Promise<void> {
-  let next = 0;
-  let failure: { error: unknown } | undefined;
-  const worker = async (): Promise<void> => {
-    while (next < items.length && !failure) {
-      const item = items[next++]!;
-      try {
-        await work(item);
-      } catch (error) {
-        failure ??= { error };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
-  if (failure) throw failure.error;
-}
-
-const elapsedMs = (startNs: bigint): number => Number(process.hrtime.bigint() - startNs) / 1e6;
-const round = (value: number, digits = 1): number => Number(value.toFixed(digits));
-const median = (values: readonly number[]): number => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
-};
 
 function body(labels: Record<string, string>, cmd: string[]): ContainerCreateBody {
   return {
@@ -105,10 +77,10 @@ export async function benchReconcile(context?: ReconcileBenchContext): Promise<v
   try {
     ctx.progress(`reconcile: creating ${foreignCount} foreign containers and ${2 * danglingCount} dangling berth containers`);
     const createStarted = process.hrtime.bigint();
-    await pool(index(foreignCount), CREATE_CONCURRENCY, (i) => engine.createContainer(`bench-${ctx.runId}-foreign-${i}`, body(benchLabels, ['true'])));
+    await runPool(index(foreignCount), CREATE_CONCURRENCY, (i) => engine.createContainer(`bench-${ctx.runId}-foreign-${i}`, body(benchLabels, ['true'])));
     // Two sets of dangling containers: one for berth's sweep, one for the raw list-and-remove it is compared with.
     for (const owner of [ownerId, rawOwnerId]) {
-      await pool(index(danglingCount), CREATE_CONCURRENCY, async (i) => {
+      await runPool(index(danglingCount), CREATE_CONCURRENCY, async (i) => {
         const id = await engine.createContainer(`bench-${ctx.runId}-${owner === ownerId ? 'dangling' : 'raw'}-${i}`, body(berthLabels(owner, i), ['sleep', '600']));
         await engine.startContainer(id);
       });
@@ -152,7 +124,7 @@ export async function benchReconcile(context?: ReconcileBenchContext): Promise<v
     // The same work done by hand with dockerode: one list, then force-removals with the sweep's concurrency.
     const rawSweepStarted = process.hrtime.bigint();
     const rawRows = await rawDocker.listContainers({ all: false, filters: filters(rawOwnerId) });
-    await pool(rawRows, reconciler.options.removeConcurrency, (row) => rawDocker.getContainer(row.Id).remove({ force: true, v: true }));
+    await runPool(rawRows, reconciler.options.removeConcurrency, (row) => rawDocker.getContainer(row.Id).remove({ force: true, v: true }));
     const rawSweepMs = elapsedMs(rawSweepStarted);
 
     const rawListMedianMs = median(rawListMs);
@@ -178,7 +150,7 @@ export async function benchReconcile(context?: ReconcileBenchContext): Promise<v
   } finally {
     ctx.progress('reconcile: removing the bench containers');
     const leftovers = await engine.listContainers({ all: true, labels: [`${BENCH_LABEL}=${ctx.runId}`] });
-    await pool(leftovers, CREATE_CONCURRENCY, (row) => engine.removeContainer(row.id)).catch((error: unknown) =>
+    await runPool(leftovers, CREATE_CONCURRENCY, (row) => engine.removeContainer(row.id)).catch((error: unknown) =>
       ctx.progress(`reconcile: could not remove every bench container: ${String(error)}`),
     );
     await proxy.close();

@@ -148,7 +148,7 @@ export class RssSampler {
  * and the first error is thrown only once the items under way have settled, so a clean-up that
  * follows does not race containers still being created.
  */
-export async function runPool<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
+export async function runPool<T>(items: readonly T[], concurrency: number, work: (item: T) => Promise<unknown>): Promise<void> {
   let next = 0;
   let failure: { error: unknown } | undefined;
   const worker = async (): Promise<void> => {

@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Engine } from '../../src/engine/engine.js';
 import { LABELS } from '../../src/common/labels.js';
+import { agentProcesses, berth, BERTH_BIN, berthJson, cleanEnv, httpGet, tempDirs, writeAgentConfig, type RunningAgent } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 
 /**
@@ -17,113 +15,11 @@ import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine
  * BERTH_DATA_DIR, against the real engine.
  */
 
-const BERTH = fileURLToPath(new URL('../../bin/berth.js', import.meta.url));
 const engine = new Engine();
 const run = testRun(engine);
-const RUN_LABEL = `berth-test.run=${run.id}`;
-
-/** The environment without any BERTH_* variable of the developer's, so that only the test's apply. */
-function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('BERTH_')) env[key] = value;
-  return { ...env, ...extra };
-}
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Runs the CLI against the agent of `dataDir` (BERTH_DATA_DIR), to its end. */
-async function berth(dataDir: string, args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  const child = spawn(process.execPath, [BERTH, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ BERTH_DATA_DIR: dataDir, ...env }) });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const [code] = (await once(child, 'close')) as [number | null];
-  return { code, stdout, stderr };
-}
-
-/** Runs the CLI and parses its --json output; fails with its stderr when it did not exit 0. */
-async function berthJson<T>(dataDir: string, args: string[]): Promise<T> {
-  const result = await berth(dataDir, [...args, '--json']);
-  assert.equal(result.code, 0, `berth ${args.join(' ')} failed: ${result.stderr}`);
-  return JSON.parse(result.stdout) as T;
-}
-
-/** GET on the agent's unix socket, with or without a token. */
-function httpGet(socketPath: string, urlPath: string, token?: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path: urlPath, headers: token ? { authorization: `Bearer ${token}` } : {} }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (d: string) => (body += d));
-      res.once('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.once('error', reject);
-    req.end();
-  });
-}
-
-interface RunningAgent {
-  readonly child: ChildProcess;
-  readonly dataDir: string;
-  readonly socketPath: string;
-  /** The JSON log lines the agent wrote so far. */
-  logLines(): Array<Record<string, unknown>>;
-  stderr(): string;
-  readonly exited: Promise<number | null>;
-  /** Sends a signal and waits for the exit; SIGKILL after 20 s. */
-  stop(signal?: NodeJS.Signals): Promise<number | null>;
-}
-
-const agents: RunningAgent[] = [];
-
-/** Starts `berth agent` and waits (bounded) until its socket answers /healthz. */
-async function startAgent(dataDir: string, args: string[] = []): Promise<RunningAgent> {
-  const child = spawn(process.execPath, [BERTH, 'agent', '--data-dir', dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({}) });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  let exitCode: number | null | undefined;
-  const exited = once(child, 'exit').then(([code]) => (exitCode = code as number | null));
-  const socketPath = path.join(dataDir, 'agent.sock');
-  const agent: RunningAgent = {
-    child,
-    dataDir,
-    socketPath,
-    logLines: () =>
-      stdout
-        .split('\n')
-        .filter((line) => line.startsWith('{'))
-        .map((line) => JSON.parse(line) as Record<string, unknown>),
-    stderr: () => stderr,
-    exited,
-    async stop(signal = 'SIGTERM') {
-      if (exitCode !== undefined) return exitCode;
-      child.kill(signal);
-      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-      try {
-        return await exited;
-      } finally {
-        clearTimeout(timer);
-      }
-    },
-  };
-  agents.push(agent);
-  await pollUntil(
-    'the agent to answer /healthz',
-    async () => {
-      if (exitCode !== undefined) throw new Error(`the agent exited with ${exitCode}: ${stderr}${stdout}`);
-      const health = await httpGet(socketPath, '/healthz').catch(() => undefined);
-      return health?.status === 200 ? true : undefined;
-    },
-    { timeoutMs: 60_000, intervalMs: 50 },
-  );
-  return agent;
-}
+const RUN_LABEL = run.labelFilter;
+const agents = agentProcesses();
+const dirs = tempDirs();
 
 /** Waits (bounded) for a log line of the agent that matches. */
 function waitForLog(agent: RunningAgent, what: string, match: (line: Record<string, unknown>) => boolean): Promise<Record<string, unknown>> {
@@ -165,22 +61,10 @@ async function submit(dataDir: string, args: string[]): Promise<string> {
   return id;
 }
 
-const tempDirs: string[] = [];
-async function tempDir(prefix: string): Promise<string> {
-  // Short paths: a unix socket path is limited to 107 bytes.
-  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
-  tempDirs.push(dir);
-  return dir;
-}
-
-async function writeConfig(file: string, yaml: string): Promise<void> {
-  await writeFile(file, yaml);
-}
-
 after(async () => {
-  await Promise.all(agents.map((agent) => agent.stop('SIGKILL')));
+  await agents.killAll();
   await run.cleanup();
-  await Promise.all(tempDirs.map((dir) => rm(dir, { recursive: true, force: true })));
+  await dirs.removeAll();
 });
 
 const skip = await requireEngine();
@@ -191,12 +75,11 @@ describe('berth agent with the client commands', { skip }, () => {
   let allowedDir: string;
 
   before(async () => {
-    dataDir = await tempDir('berth-cli-');
-    allowedDir = await tempDir('berth-allowed-');
+    dataDir = await dirs.make('berth-cli-');
+    allowedDir = await dirs.make('berth-allowed-');
     await writeFile(path.join(allowedDir, 'greeting'), 'hello from the host\n');
-    const config = path.join(dataDir, 'config.yaml');
-    await writeConfig(config, `policy:\n  allowedBindSources: [${JSON.stringify(allowedDir)}]\n`);
-    agent = await startAgent(dataDir, ['--config', config]);
+    const config = await writeAgentConfig(dataDir, `policy:\n  allowedBindSources: [${JSON.stringify(allowedDir)}]\n`);
+    agent = await agents.start(dataDir, ['--config', config]);
   });
 
   test('submit prints the task id; ps, inspect and logs -f follow the task to its end', async () => {
@@ -291,7 +174,7 @@ describe('berth agent with the client commands', { skip }, () => {
   });
 
   test('events --json prints each state change of a task as it happens, and Ctrl-C ends it with 0', async () => {
-    const child = spawn(process.execPath, [BERTH, 'events', '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ BERTH_DATA_DIR: dataDir }) });
+    const child = spawn(process.execPath, [BERTH_BIN, 'events', '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ BERTH_DATA_DIR: dataDir }) });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -321,7 +204,7 @@ describe('berth agent with the client commands', { skip }, () => {
   });
 
   test('the token is required: without it the CLI says where to put it, and the API answers 401', async () => {
-    const elsewhere = await tempDir('berth-notoken-');
+    const elsewhere = await dirs.make('berth-notoken-');
     const noToken = await berth(elsewhere, ['ps'], { BERTH_HOST: `unix://${agent.socketPath}` });
     assert.equal(noToken.code, 2);
     assert.match(noToken.stderr, /^berth: token: give --token or BERTH_TOKEN, or make .*\/token readable .*\[BERTH_VALIDATION\]$/m);
@@ -367,19 +250,18 @@ describe('berth agent with the client commands', { skip }, () => {
 
 describe('SIGHUP reloads the configuration file', { skip }, () => {
   test('a valid file takes effect and the changed keys are logged; an invalid one is refused naming the key, and the old one stays', async () => {
-    const dataDir = await tempDir('berth-hup-');
-    const dirA = await tempDir('berth-a-');
-    const dirB = await tempDir('berth-b-');
-    const config = path.join(dataDir, 'config.yaml');
-    await writeConfig(config, `policy:\n  allowedBindSources: [${JSON.stringify(dirA)}]\n`);
-    const agent = await startAgent(dataDir, ['--config', config, '--listen', '127.0.0.1:0']);
+    const dataDir = await dirs.make('berth-hup-');
+    const dirA = await dirs.make('berth-a-');
+    const dirB = await dirs.make('berth-b-');
+    const config = await writeAgentConfig(dataDir, `policy:\n  allowedBindSources: [${JSON.stringify(dirA)}]\n`);
+    const agent = await agents.start(dataDir, ['--config', config, '--listen', '127.0.0.1:0']);
     const bindB = ['submit', '-l', RUN_LABEL, '--mount', `type=bind,source=${dirB},target=/b`, TEST_IMAGE, 'true'];
 
     const before = await berth(dataDir, bindB);
     assert.equal(before.code, 2);
     assert.match(before.stderr, /spec\.mounts\[0\]\.source/);
 
-    await writeConfig(config, `policy:\n  allowedBindSources: [${JSON.stringify(dirA)}, ${JSON.stringify(dirB)}]\nadmission:\n  maxConcurrent: 3\n`);
+    await writeFile(config, `policy:\n  allowedBindSources: [${JSON.stringify(dirA)}, ${JSON.stringify(dirB)}]\nadmission:\n  maxConcurrent: 3\n`);
     agent.child.kill('SIGHUP');
     const reloaded = await waitForLog(agent, 'the reload to be logged', (line) => line.msg === 'configuration reloaded');
     assert.deepEqual(reloaded.changed, ['admission.maxConcurrent', 'policy.allowedBindSources']);
@@ -387,7 +269,7 @@ describe('SIGHUP reloads the configuration file', { skip }, () => {
     assert.equal(accepted.code, 0, accepted.stderr);
 
     // Invalid: maxConcurrent below 1. The file also drops dirB, which must not take effect either.
-    await writeConfig(config, `policy:\n  allowedBindSources: [${JSON.stringify(dirA)}]\nadmission:\n  maxConcurrent: 0\n`);
+    await writeFile(config, `policy:\n  allowedBindSources: [${JSON.stringify(dirA)}]\nadmission:\n  maxConcurrent: 0\n`);
     agent.child.kill('SIGHUP');
     const refused = await waitForLog(agent, 'the refused reload to be logged', (line) => typeof line.msg === 'string' && line.msg.startsWith('configuration not reloaded'));
     assert.equal(refused.level, 50);
@@ -411,11 +293,10 @@ describe('SIGHUP reloads the configuration file', { skip }, () => {
 
 describe('graceful shutdown', { skip }, () => {
   test('SIGTERM exits 0 and leaves running tasks running; the next agent follows them to their end with all their output', async () => {
-    const dataDir = await tempDir('berth-term-');
-    const gateDir = await tempDir('berth-gate-');
-    const config = path.join(dataDir, 'config.yaml');
-    await writeConfig(config, `policy:\n  allowedBindSources: [${JSON.stringify(gateDir)}]\n`);
-    const first = await startAgent(dataDir, ['--config', config]);
+    const dataDir = await dirs.make('berth-term-');
+    const gateDir = await dirs.make('berth-gate-');
+    const config = await writeAgentConfig(dataDir, `policy:\n  allowedBindSources: [${JSON.stringify(gateDir)}]\n`);
+    const first = await agents.start(dataDir, ['--config', config]);
     const id = await submit(dataDir, ['--mount', `type=bind,source=${gateDir},target=/gate,readonly`, TEST_IMAGE, 'sh', '-c', 'echo before; while [ ! -e /gate/open ]; do sleep 0.05; done; echo after; exit 9']);
     await pollUntil('the first line to be stored', async () => ((await berth(dataDir, ['logs', id])).stdout === 'before\n' ? true : undefined), { timeoutMs: 30_000, intervalMs: 100 });
 
@@ -423,7 +304,7 @@ describe('graceful shutdown', { skip }, () => {
     assert.ok(first.logLines().some((line) => line.msg === 'agent stopped'));
     assert.equal((await engine.inspectContainer(`berth-${id}`)).status, 'running', 'the task outlives the agent');
 
-    const second = await startAgent(dataDir, ['--config', config]);
+    const second = await agents.start(dataDir, ['--config', config]);
     assert.equal(second.logLines().find((line) => line.msg === 'recovered tasks')?.lost, 0);
     await writeFile(path.join(gateDir, 'open'), '');
     const logs = await berth(dataDir, ['logs', '-f', id]);
@@ -436,9 +317,8 @@ describe('graceful shutdown', { skip }, () => {
 
 describe('berth agent configuration errors', () => {
   test('an invalid configuration file stops the agent before it listens, exit 2, naming the key and the file', async () => {
-    const dataDir = await tempDir('berth-badcfg-');
-    const config = path.join(dataDir, 'config.yaml');
-    await writeConfig(config, 'admission:\n  maxConcurent: 2\nlogs:\n  maxFiles: many\n');
+    const dataDir = await dirs.make('berth-badcfg-');
+    const config = await writeAgentConfig(dataDir, 'admission:\n  maxConcurent: 2\nlogs:\n  maxFiles: many\n');
     const result = await berth(dataDir, ['agent', '--data-dir', dataDir, '--config', config]);
     assert.equal(result.code, 2);
     assert.match(result.stderr, /admission\.maxConcurent: is not a configuration key/);
@@ -453,11 +333,10 @@ describe('admission', { skip }, () => {
   let gateDir: string;
 
   before(async () => {
-    dataDir = await tempDir('berth-adm-');
-    gateDir = await tempDir('berth-gate-');
-    const config = path.join(dataDir, 'config.yaml');
-    await writeConfig(config, `admission:\n  maxConcurrent: 1\n  memory: 1g\npolicy:\n  allowedBindSources: [${JSON.stringify(gateDir)}]\n`);
-    await startAgent(dataDir, ['--config', config]);
+    dataDir = await dirs.make('berth-adm-');
+    gateDir = await dirs.make('berth-gate-');
+    const config = await writeAgentConfig(dataDir, `admission:\n  maxConcurrent: 1\n  memory: 1g\npolicy:\n  allowedBindSources: [${JSON.stringify(gateDir)}]\n`);
+    await agents.start(dataDir, ['--config', config]);
   });
 
   test('with maxConcurrent 1, three tasks submitted at once wait as pending and run one at a time in submission order', async () => {

@@ -2,9 +2,6 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
 import { LABELS } from '../../src/common/labels.js';
@@ -14,10 +11,10 @@ import { createAgent, type AgentRuntime } from '../../src/agent/agent.js';
 import { AgentClient } from '../../src/agent/client.js';
 import type { AgentEvent } from '../../src/agent/events.js';
 import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
+import { runBerth } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testContainerBody, testRun } from '../support/engine.js';
 import { buildUniqueImage, pushImage, removeRunImages, requireRegistryTools, startTestRegistries, untag, type TestRegistries } from '../support/registry.js';
 
-const BERTH = fileURLToPath(new URL('../../bin/berth.js', import.meta.url));
 const engine = new Engine();
 const run = testRun(engine);
 
@@ -111,25 +108,17 @@ describe('the agent collects its garbage', { skip: (await requireEngine()) || re
     const other = await engine.createContainer(run.name('cli-other'), testContainerBody(run, { cmd: ['true'], labels: { ...berthLabels(`${run.id}-cli-2`), team: 'red' } }));
     const env = { ...process.env, BERTH_HOST: `unix://${serving.socketPath}`, BERTH_TOKEN: runtime.token };
     // Not spawnSync: the agent runs in this process and must keep answering.
-    const cli = async (args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> => {
-      const child = spawn(process.execPath, [BERTH, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      const [status] = (await once(child, 'close')) as [number | null];
-      return { status, stdout, stderr };
-    };
+    const cli = (args: string[]) => runBerth(args, env);
     const dry = await cli(['prune', '--dry-run', '--filter', 'label=team=blue']);
-    assert.equal(dry.status, 0, dry.stderr);
+    assert.equal(dry.code, 0, dry.stderr);
     assert.match(dry.stdout, new RegExp(`Would remove container ${stale.slice(0, 12)}`));
     assert.match(dry.stdout, /Total reclaimed space/);
     const json = await cli(['prune', '--json', '--filter', 'label!=team=red']);
-    assert.equal(json.status, 0, json.stderr);
+    assert.equal(json.code, 0, json.stderr);
     assert.deepEqual((JSON.parse(json.stdout) as { containers: { ids: string[] } }).containers.ids, [stale]);
     assert.equal((await engine.inspectContainer(other)).id, other);
     const bad = await cli(['prune', '--filter', 'nonsense=1']);
-    assert.equal(bad.status, 2);
+    assert.equal(bad.code, 2);
     assert.match(bad.stderr, /label, label!, until/);
   });
 

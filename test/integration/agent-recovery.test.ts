@@ -1,16 +1,12 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import { containerNameForTask, LABELS } from '../../src/common/labels.js';
 import { META_KEYS } from '../../src/state/meta.js';
 import { openStore, STORE_FILE_NAME } from '../../src/state/store.js';
 import { Engine } from '../../src/engine/engine.js';
+import { agentProcesses, berth, berthJson, tempDirs, writeAgentConfig } from '../support/agent.js';
 import { pollUntil, requireEngine, startTestContainer, TEST_IMAGE, testRun } from '../support/engine.js';
 
 /**
@@ -20,80 +16,11 @@ import { pollUntil, requireEngine, startTestContainer, TEST_IMAGE, testRun } fro
  * output exactly once, and exact image holders, leaving no container behind.
  */
 
-const BERTH = fileURLToPath(new URL('../../bin/berth.js', import.meta.url));
 const engine = new Engine();
 const run = testRun(engine);
-const RUN_LABEL = `berth-test.run=${run.id}`;
-
-function cleanEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('BERTH_')) env[key] = value;
-  return { ...env, ...extra };
-}
-
-async function berth(dataDir: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BERTH, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ BERTH_DATA_DIR: dataDir }) });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const [code] = (await once(child, 'close')) as [number | null];
-  return { code, stdout, stderr };
-}
-
-async function berthJson<T>(dataDir: string, args: string[]): Promise<T> {
-  const result = await berth(dataDir, [...args, '--json']);
-  assert.equal(result.code, 0, `berth ${args.join(' ')} failed: ${result.stderr}`);
-  return JSON.parse(result.stdout) as T;
-}
-
-function healthz(socketPath: string): Promise<number> {
-  return new Promise((resolve) => {
-    const req = request({ socketPath, path: '/healthz' }, (res) => {
-      res.resume();
-      res.once('end', () => resolve(res.statusCode ?? 0));
-    });
-    req.once('error', () => resolve(0));
-    req.end();
-  });
-}
-
-interface RunningAgent {
-  readonly child: ChildProcess;
-  logLines(): Array<Record<string, unknown>>;
-  readonly exited: Promise<number | null>;
-}
-
-const agents: RunningAgent[] = [];
-
-async function startAgent(dataDir: string, config: string): Promise<RunningAgent> {
-  const child = spawn(process.execPath, [BERTH, 'agent', '--data-dir', dataDir, '--config', config], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({}) });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  let exitCode: number | null | undefined;
-  const exited = once(child, 'exit').then(([code]) => (exitCode = code as number | null));
-  const agent: RunningAgent = {
-    child,
-    exited,
-    logLines: () =>
-      stdout
-        .split('\n')
-        .filter((line) => line.startsWith('{'))
-        .map((line) => JSON.parse(line) as Record<string, unknown>),
-  };
-  agents.push(agent);
-  await pollUntil(
-    'the agent to answer /healthz',
-    async () => {
-      if (exitCode !== undefined) throw new Error(`the agent exited with ${exitCode}: ${stderr}${stdout}`);
-      return (await healthz(path.join(dataDir, 'agent.sock'))) === 200 ? true : undefined;
-    },
-    { timeoutMs: 60_000, intervalMs: 50 },
-  );
-  return agent;
-}
+const RUN_LABEL = run.labelFilter;
+const agents = agentProcesses();
+const dirs = tempDirs();
 
 interface TaskView {
   id: string;
@@ -112,27 +39,14 @@ interface LogRecord {
   text: string;
 }
 
-const tempDirs: string[] = [];
 // Decided once, before any suite is declared: a top-level await between suites lets the runner finish the file early.
 const skip = await requireEngine();
 
 after(async () => {
-  await Promise.all(
-    agents.map(async (agent) => {
-      if (agent.child.exitCode === null && agent.child.signalCode === null) agent.child.kill('SIGKILL');
-      await agent.exited;
-    }),
-  );
+  await agents.killAll();
   await run.cleanup();
-  await Promise.all(tempDirs.map((dir) => rm(dir, { recursive: true, force: true })));
+  await dirs.removeAll();
 });
-
-async function tempDir(prefix: string): Promise<string> {
-  // Short paths: a unix socket path is limited to 107 bytes.
-  const dir = await mkdtemp(path.join(os.tmpdir(), prefix));
-  tempDirs.push(dir);
-  return dir;
-}
 
 /**
  * The tasks wait on files in a directory bind-mounted read-only at /gate, so that the test, not the
@@ -169,11 +83,10 @@ async function simulateCutShortRemoval(dataDir: string, taskId: string): Promise
 
 describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
   test('every task ends with its real exit code, every output line exactly once, exact image holders, no container left', async () => {
-    const dir = await tempDir('berth-rec-');
-    const gateDir = await tempDir('berth-gate-');
-    const config = path.join(dir, 'config.yaml');
-    await writeFile(config, `policy:\n  allowedBindSources: [${JSON.stringify(gateDir)}]\n`);
-    const first = await startAgent(dir, config);
+    const dir = await dirs.make('berth-rec-');
+    const gateDir = await dirs.make('berth-gate-');
+    const config = await writeAgentConfig(dir, `policy:\n  allowedBindSources: [${JSON.stringify(gateDir)}]\n`);
+    const first = await agents.start(dir, ['--config', config]);
     const id = (name: string): string => `rec-${run.id}-${name}`;
     const tasks: Record<string, { script: string; exitCode: number }> = {
       // Ends before the crash.
@@ -256,7 +169,7 @@ describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
     assert.equal(await engine.removeContainer(containerNameForTask(id('gone'))), 'removed');
     await simulateCutShortRemoval(dir, id('quick'));
 
-    const second = await startAgent(dir, config);
+    const second = await agents.start(dir, ['--config', config]);
     const recovered = second.logLines().find((line) => line.msg === 'recovered tasks');
     assert.ok(recovered, 'the agent logs what it recovered');
     assert.equal(recovered.lost, 1);
@@ -351,10 +264,9 @@ describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
 
 describe('a stop cut short by a crash', { skip }, () => {
   test('a task that was stopping when the agent died is stopped again by the next agent and ends as cancelled', async () => {
-    const dir = await tempDir('berth-stop-');
-    const config = path.join(dir, 'config.yaml');
-    await writeFile(config, '');
-    const first = await startAgent(dir, config);
+    const dir = await dirs.make('berth-stop-');
+    const config = await writeAgentConfig(dir, '');
+    const first = await agents.start(dir, ['--config', config]);
     const taskId = `rec-${run.id}-stopping`;
     // The shell is PID 1 and ignores SIGTERM: only the SIGKILL after the grace period ends it.
     const submitted = await berth(dir, ['submit', '-l', RUN_LABEL, '--name', taskId, '--stop-timeout', '3', TEST_IMAGE, 'sh', '-c', 'echo up; while true; do sleep 0.05; done']);
@@ -368,7 +280,7 @@ describe('a stop cut short by a crash', { skip }, () => {
     assert.equal(await first.exited, null);
     assert.notEqual((await stopping).code, 0, 'the stop command loses its agent');
 
-    await startAgent(dir, config);
+    await agents.start(dir, ['--config', config]);
     const task = await pollUntil(
       'the task to end',
       async () => {

@@ -17,9 +17,9 @@ import type { ImageCoordinatorOptions } from '../../src/images/options.js';
 import type { PullProgress } from '../../src/images/pull.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import { runToEnd } from '../../src/tasks/run.js';
-import { requireEngine, testRun } from '../support/engine.js';
+import { createTestContainer, requireEngine, testRun } from '../support/engine.js';
 import { buildUniqueImage, pushImage, removeRunImages, requireRegistryTools, startTestRegistries, type TestRegistries } from '../support/registry.js';
-import { ManualClock, until } from '../unit/images/fakes.js';
+import { ManualClock, until } from '../support/time.js';
 
 const engine = new Engine();
 const run = testRun(engine);
@@ -168,18 +168,7 @@ describe('image coordinator against the real engine and registry', { skip }, () 
     const { coordinator: images, clock, count } = coordinator();
     const ref = plainRef('foreign');
     const { imageId } = await images.acquire(ref, 'holder');
-    const containerId = await engine.createContainer(run.name('foreign'), {
-      Image: ref,
-      Cmd: ['true'],
-      Labels: { ...run.labels },
-      Tty: false,
-      OpenStdin: false,
-      StdinOnce: false,
-      AttachStdin: false,
-      AttachStdout: false,
-      AttachStderr: false,
-      HostConfig: { NetworkMode: 'none' },
-    });
+    const containerId = await createTestContainer(engine, run, { name: run.name('foreign'), image: ref, cmd: ['true'] });
     images.release('holder');
     clock.advance(images.options.removeDelayMs);
     await until(() => count('image-kept') + count('image-removed') + count('image-removal-failed') === 1, 'the removal attempt', 30_000);

@@ -6,7 +6,8 @@ import { ImageCoordinator, type AcquireOptions } from '../../../src/images/coord
 import type { ImageCoordinatorEvents, ImageEventType } from '../../../src/images/events.js';
 import type { ImageCoordinatorOptions } from '../../../src/images/options.js';
 import type { PullProgress } from '../../../src/images/pull.js';
-import { FakeImageEngine, ManualClock, settle, until } from './fakes.js';
+import { ManualClock, settle, until } from '../../support/time.js';
+import { FakeImageEngine } from './fakes.js';
 
 const NAME = '127.0.0.1:5000/app:1';
 const ID = 'sha256:app1';

@@ -1,13 +1,12 @@
 /**
- * A narrow scripted fake of the engine port the image coordinator takes, and a manual clock. The
- * coordination logic (sharing, cancellation, reference counts, delayed removal) is tested against
- * these, where the real engine could not make the interleavings deterministic.
+ * A narrow scripted fake of the engine port the image coordinator takes. The coordination logic
+ * (sharing, cancellation, reference counts, delayed removal) is tested against it and the manual
+ * clock of test/support/time.ts, where the real engine could not make the interleavings deterministic.
  */
 import { PassThrough } from 'node:stream';
 import { BerthError } from '../../../src/common/errors.js';
 import type { CallOptions } from '../../../src/engine/engine.js';
 import type { ImageInspect, RegistryAuth } from '../../../src/engine/types.js';
-import type { Clock, TimerHandle } from '../../../src/images/clock.js';
 import type { ImageEngine } from '../../../src/images/coordinator.js';
 
 export interface ScriptedPull {
@@ -83,58 +82,5 @@ export class FakeImageEngine implements ImageEngine {
   /** Resolves once `count` pulls have been opened in all. */
   async pullsOpened(count: number): Promise<void> {
     while (this.pulls.length < count) await new Promise<void>((resolve) => this.#pullWaiters.push(resolve));
-  }
-}
-
-/** A clock whose time moves only when the test says so. */
-export class ManualClock implements Clock {
-  #now = 0;
-  #timers = new Map<number, { at: number; callback: () => void }>();
-  #nextId = 1;
-
-  now(): number {
-    return this.#now;
-  }
-
-  setTimeout(callback: () => void, delayMs: number): TimerHandle {
-    const id = this.#nextId++;
-    this.#timers.set(id, { at: this.#now + delayMs, callback });
-    return id;
-  }
-
-  clearTimeout(handle: TimerHandle): void {
-    this.#timers.delete(handle as number);
-  }
-
-  /** Timers pending now. */
-  get pending(): number {
-    return this.#timers.size;
-  }
-
-  /** Moves time forward, firing every timer that falls due, in order. */
-  advance(ms: number): void {
-    const target = this.#now + ms;
-    for (;;) {
-      const due = [...this.#timers.entries()].filter(([, t]) => t.at <= target).sort((a, b) => a[1].at - b[1].at)[0];
-      if (!due) break;
-      this.#timers.delete(due[0]);
-      this.#now = due[1].at;
-      due[1].callback();
-    }
-    this.#now = target;
-  }
-}
-
-/** Lets pending promise continuations and I/O callbacks run. */
-export function settle(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
-/** Polls `condition` until it holds; fails after `timeoutMs` (a deadline, not a timing assertion). */
-export async function until(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await settle();
   }
 }

@@ -4,7 +4,8 @@ import { BerthError, isBerthError } from '../../../src/common/errors.js';
 import { classifyEngineError } from '../../../src/engine/classify.js';
 import { classifyPullFailure, runPull, type PullProgress } from '../../../src/images/pull.js';
 import { parseImageReference } from '../../../src/images/reference.js';
-import { FakeImageEngine, ManualClock, settle, until } from './fakes.js';
+import { ManualClock, settle, until } from '../../support/time.js';
+import { FakeImageEngine } from './fakes.js';
 
 const REF = parseImageReference('127.0.0.1:5000/app:1');
 

@@ -1,14 +1,13 @@
 /**
- * A scripted fake of the reconciler's engine port, a manual clock and a counting logger: the
- * reconciler's decisions and timing are tested against these, where the real engine could not make
- * them deterministic.
+ * A scripted fake of the reconciler's engine port and a counting logger: the reconciler's decisions
+ * and timing are tested against these and the manual clock of test/support/time.ts, where the real
+ * engine could not make them deterministic.
  */
 import { BerthError } from '../../../src/common/errors.js';
 import { LABELS } from '../../../src/common/labels.js';
 import type { Logger } from '../../../src/common/logger.js';
 import type { CallOptions } from '../../../src/engine/engine.js';
 import type { ContainerListFilter, ContainerSummary } from '../../../src/engine/types.js';
-import type { ReconcileClock } from '../../../src/reconcile/clock.js';
 import type { ReconcileEngine } from '../../../src/reconcile/reconciler.js';
 
 export const OWNER = 'agent-1';
@@ -61,47 +60,11 @@ export class FakeReconcileEngine implements ReconcileEngine {
 
 export const unavailable = (): BerthError => new BerthError('BERTH_ENGINE_UNAVAILABLE', 'connect ECONNREFUSED');
 
-export class ManualClock implements ReconcileClock {
-  #now: number;
-  readonly #timers = new Map<number, { at: number; callback: () => void }>();
-  #nextId = 1;
-
-  constructor(startMs = 1_700_000_000_000) {
-    this.#now = startMs;
-  }
-
-  now(): number {
-    return this.#now;
-  }
-
-  setTimeout(callback: () => void, delayMs: number): unknown {
-    const id = this.#nextId++;
-    this.#timers.set(id, { at: this.#now + delayMs, callback });
-    return id;
-  }
-
-  clearTimeout(handle: unknown): void {
-    this.#timers.delete(handle as number);
-  }
-
-  /** Delays of the pending timers, from now. */
-  get pendingDelays(): number[] {
-    return [...this.#timers.values()].map((t) => t.at - this.#now);
-  }
-
-  /** Moves time forward, firing every timer that falls due, in order. */
-  advance(ms: number): void {
-    const target = this.#now + ms;
-    for (;;) {
-      const due = [...this.#timers.entries()].filter(([, t]) => t.at <= target).sort((a, b) => a[1].at - b[1].at)[0];
-      if (!due) break;
-      this.#timers.delete(due[0]);
-      this.#now = due[1].at;
-      due[1].callback();
-    }
-    this.#now = target;
-  }
-}
+/**
+ * Where the reconciler tests start their manual clock (test/support/time.ts): a real wall-clock time,
+ * so that containers created minutes before it have ordinary creation times.
+ */
+export const CLOCK_START_MS = 1_700_000_000_000;
 
 export interface LogLine {
   level: 'debug' | 'info' | 'warn' | 'error';
@@ -121,17 +84,4 @@ export function recordingLogger(): Logger & { lines: LogLine[]; count(level: Log
     warn: at('warn'),
     error: at('error'),
   };
-}
-
-/** Lets pending promise continuations run. */
-export function settle(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
-
-export async function until(condition: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await settle();
-  }
 }

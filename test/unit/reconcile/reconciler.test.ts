@@ -6,14 +6,15 @@ import { createdAtUpperBoundMs, decideDangling } from '../../../src/reconcile/de
 import type { ScheduledSweepOutcome } from '../../../src/reconcile/events.js';
 import { resolveDanglingReconcilerOptions } from '../../../src/reconcile/options.js';
 import { DanglingReconciler, type DanglingReconcilerInit } from '../../../src/reconcile/reconciler.js';
-import { berthContainer, FakeReconcileEngine, ManualClock, OWNER, recordingLogger, settle, unavailable, until } from './fakes.js';
+import { ManualClock, settle, until } from '../../support/time.js';
+import { berthContainer, CLOCK_START_MS, FakeReconcileEngine, OWNER, recordingLogger, unavailable } from './fakes.js';
 
 const SECOND = 1000;
 const MINUTE = 60 * SECOND;
 
 function setup(init: Partial<DanglingReconcilerInit> = {}) {
   const engine = new FakeReconcileEngine();
-  const clock = new ManualClock();
+  const clock = new ManualClock(CLOCK_START_MS);
   const logger = recordingLogger();
   const tracked = new Set<string>();
   const outcomes: ScheduledSweepOutcome[] = [];
@@ -125,7 +126,7 @@ describe('DanglingReconciler.sweepOnce', () => {
 
   it('asks again whether a container is tracked just before removing it', async () => {
     const engine = new FakeReconcileEngine();
-    const clock = new ManualClock();
+    const clock = new ManualClock(CLOCK_START_MS);
     engine.listAnswers = [[berthContainer('re-attached', clock.now() - 10 * MINUTE)]];
     let calls = 0;
     const reconciler = new DanglingReconciler({
@@ -160,7 +161,7 @@ describe('DanglingReconciler.sweepOnce', () => {
 
   it('tracks by task id when given live task ids', async () => {
     const engine = new FakeReconcileEngine();
-    const clock = new ManualClock();
+    const clock = new ManualClock(CLOCK_START_MS);
     const old = clock.now() - 10 * MINUTE;
     engine.listAnswers = [[berthContainer('x', old, { taskId: 'live' }), berthContainer('y', old, { taskId: 'ended' })]];
     const reconciler = new DanglingReconciler({ engine, ownerId: OWNER, clock, trackedTaskIds: () => ['live'] });
