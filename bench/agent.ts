@@ -24,7 +24,6 @@
  * Runnable alone (`node --import tsx bench/agent.ts`) or from bench/run.ts, which passes its context.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -37,7 +36,7 @@ import { AgentClient, type AgentEvent, type EventSubscription, type TaskView } f
 import { LABELS } from '../src/common/labels.js';
 import type { TaskSpec } from '../src/spec/index.js';
 import type { StoredEndState, TaskState } from '../src/state/tasks.js';
-import { BENCH_IMAGE, BENCH_LABEL, elapsedMs, MIB, pairedRatio, quantile, round, runPool } from './support.js';
+import { BENCH_IMAGE, BENCH_LABEL, elapsedMs, MIB, pairedRatio, quantile, round, runPool, standaloneContext } from './support.js';
 
 const CONCURRENCY = 8;
 const THROUGHPUT_TASKS = 200;
@@ -72,24 +71,6 @@ export interface AgentBenchContext {
   progress(message: string): void;
 }
 
-function standaloneContext(): AgentBenchContext {
-  // An interrupt stops the case, which then cleans up; a second one exits at once.
-  const interrupt = new AbortController();
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.on(signal, () => {
-      if (interrupt.signal.aborted) process.exit(130);
-      interrupt.abort(new Error(`interrupted by ${signal}`));
-    });
-  }
-  return {
-    runId: `${Date.now().toString(36)}-${randomUUID().slice(0, 8)}`,
-    // BENCH_N scales the counts as under bench/run.ts.
-    scale: Number(process.env.BENCH_N) > 0 ? Number(process.env.BENCH_N) : 1,
-    signal: interrupt.signal,
-    emit: (result) => void process.stdout.write(`${JSON.stringify(result)}\n`),
-    progress: (message) => void process.stderr.write(`bench: ${message}\n`),
-  };
-}
 
 const scaledCount = (ctx: AgentBenchContext, count: number, minimum: number): number => Math.max(minimum, Math.round(count * ctx.scale));
 
@@ -723,7 +704,7 @@ async function removeLabelled(docker: Dockerode, labels: readonly string[]): Pro
 
 /** Runs the case and prints its JSON lines. */
 export async function benchAgent(context?: AgentBenchContext): Promise<void> {
-  const ctx = context ?? standaloneContext();
+  const ctx: AgentBenchContext = context ?? standaloneContext();
   const docker = ctx.docker ?? new Dockerode({ socketPath: '/var/run/docker.sock' });
   const agentId = `bench-${ctx.runId}`;
   const benchLabels = { [BENCH_LABEL]: ctx.runId };

@@ -11,7 +11,7 @@ import Dockerode from 'dockerode';
 import { Engine } from '../src/engine/engine.js';
 import { ImageCoordinator } from '../src/images/index.js';
 import { buildUniqueImage, pushImage, removeRunImages, requireRegistryTools, startTestRegistries } from '../test/support/registry.js';
-import { elapsedMs, median, MIB, pairedRatio, round } from './support.js';
+import { elapsedMs, median, MIB, pairedRatio, round, standaloneContext } from './support.js';
 
 const CONCURRENT_ACQUIRES = 50;
 const TARGET_MANIFEST_REQUESTS = 1;
@@ -27,14 +27,6 @@ interface PullBenchContext {
   progress(message: string): void;
 }
 
-function standaloneContext(): PullBenchContext {
-  return {
-    runId: `${Date.now().toString(36)}-${Math.random().toString(16).slice(2, 10)}`,
-    scale: 1,
-    emit: (result) => void process.stdout.write(`${JSON.stringify(result)}\n`),
-    progress: (message) => void process.stderr.write(`bench: ${message}\n`),
-  };
-}
 
 /** Runs the case and prints one JSON line. */
 export async function benchPull(context?: PullBenchContext): Promise<void> {

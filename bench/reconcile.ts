@@ -8,7 +8,6 @@
  *
  * Runnable alone (`node --import tsx bench/reconcile.ts`) or from bench/run.ts, which passes its context.
  */
-import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import Dockerode from 'dockerode';
 import { LABELS } from '../src/common/labels.js';
@@ -16,7 +15,7 @@ import { Engine } from '../src/engine/engine.js';
 import type { ContainerCreateBody } from '../src/engine/types.js';
 import { DanglingReconciler } from '../src/reconcile/index.js';
 import { FaultProxy } from '../test/support/fault-proxy.js';
-import { BENCH_IMAGE, BENCH_LABEL, elapsedMs, median, round, runPool } from './support.js';
+import { BENCH_IMAGE, BENCH_LABEL, elapsedMs, median, round, runPool, standaloneContext } from './support.js';
 
 const FOREIGN_CONTAINERS = 1000;
 const DANGLING_CONTAINERS = 20;
@@ -31,14 +30,6 @@ interface ReconcileBenchContext {
   progress(message: string): void;
 }
 
-function standaloneContext(): ReconcileBenchContext {
-  return {
-    runId: `${Date.now().toString(36)}-${randomUUID().slice(0, 8)}`,
-    scale: 1,
-    emit: (result) => void process.stdout.write(`${JSON.stringify(result)}\n`),
-    progress: (message) => void process.stderr.write(`bench: ${message}\n`),
-  };
-}
 
 function body(labels: Record<string, string>, cmd: string[]): ContainerCreateBody {
   return {

@@ -59,6 +59,34 @@ export function createContext(scale: number, signal: AbortSignal): BenchContext 
   };
 }
 
+/** What a case run on its own (`node --import tsx bench/<case>.ts`) gets instead of bench/run.ts's context. */
+export interface StandaloneContext {
+  runId: string;
+  /** BENCH_N, as under bench/run.ts. */
+  scale: number;
+  /** Aborted on the first SIGINT/SIGTERM, so that the case cleans up; a second one exits at once. */
+  signal: AbortSignal;
+  emit(result: Record<string, unknown>): void;
+  progress(message: string): void;
+}
+
+export function standaloneContext(): StandaloneContext {
+  const interrupt = new AbortController();
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => {
+      if (interrupt.signal.aborted) process.exit(130);
+      interrupt.abort(new Error(`interrupted by ${signal}`));
+    });
+  }
+  return {
+    runId: `${Date.now().toString(36)}-${randomUUID().slice(0, 8)}`,
+    scale: Number(process.env.BENCH_N) > 0 ? Number(process.env.BENCH_N) : 1,
+    signal: interrupt.signal,
+    emit: (result) => void process.stdout.write(`${JSON.stringify(result)}\n`),
+    progress: (message) => void process.stderr.write(`bench: ${message}\n`),
+  };
+}
+
 /** Scales a default count by BENCH_N, never below `minimum`. */
 export function scaled(ctx: BenchContext, count: number, minimum = 1): number {
   return Math.max(minimum, Math.round(count * ctx.scale));
