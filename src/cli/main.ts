@@ -2,6 +2,7 @@ import { Command, CommanderError } from 'commander';
 import { isBerthError } from '../common/errors.js';
 import { EXIT, exitCodeForError } from './exit-codes.js';
 import { addAgentCommand } from './agent.js';
+import { addExecCommand } from './exec.js';
 import { addPruneCommand } from './prune.js';
 import { addRunCommand, type CliIo } from './run.js';
 import { addTaskCommands, describeDetachOnRun, runDetached } from './tasks.js';
@@ -23,6 +24,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   };
   addRunCommand(program, io, setExitCode);
   describeDetachOnRun(program);
+  addExecCommand(program, io, setExitCode);
   addAgentCommand(program, io, setExitCode);
   addTaskCommands(program, io, setExitCode);
   addPruneCommand(program, io, setExitCode);

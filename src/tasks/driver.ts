@@ -52,7 +52,8 @@ export interface StartOptions {
   signal?: AbortSignal;
 }
 
-const TASK_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
+/** What a task id (and an owner id) may be: it is part of a container name, `berth-<task id>`. */
+export const TASK_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 
 /**
  * Runs task specs as containers: validate, acquire the image, create (idempotently), attach, start.

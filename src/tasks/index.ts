@@ -1,6 +1,8 @@
 export { TaskDriver, TASK_PHASE_CHANNEL } from './driver.js';
 export type { TaskDriverOptions, StartOptions, ImageProvider } from './driver.js';
 export { TaskHandle } from './handle.js';
+export { execInTask, findRunningTaskContainer } from './exec.js';
+export type { TaskExecEngine } from './exec.js';
 export { runToEnd } from './run.js';
 export type { RunToEndOptions, RunResult } from './run.js';
 export { classifyExit, describeEndState } from './end-state.js';

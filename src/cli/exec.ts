@@ -1,0 +1,127 @@
+import type { Command } from 'commander';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { ValidationError, type FieldIssue } from '../common/errors.js';
+import { engineOptionsFromEnv } from '../engine/connect.js';
+import { Engine, type ExecOptions, type ExecSession } from '../engine/engine.js';
+import { execInTask } from '../tasks/exec.js';
+import { EXIT } from './exit-codes.js';
+import { collect, parseEnvFlags } from './flags.js';
+import type { CliIo } from './run.js';
+import { enterRawMode, followTerminalSize } from './terminal.js';
+
+/**
+ * `berth exec [options] <task-id> <command> [args...]`: runs a command inside the running container
+ * of a task, as `docker exec` does, straight through the engine (the container is found by its
+ * deterministic name, so it works for tasks of `berth run --name` and of an agent alike). It exits
+ * with the command's exit code; 125 when berth refuses (not berth's container, no container, not
+ * running) or the engine fails; 2 for a usage error; 130 on Ctrl-C.
+ */
+
+export interface ExecFlags {
+  interactive?: boolean;
+  tty?: boolean;
+  env: string[];
+  workdir?: string;
+  user?: string;
+}
+
+/**
+ * The exec options for `berth exec` flags. `-e KEY` passes berth's own value of KEY, as docker
+ * does. Every bad value is reported at once, naming its flag.
+ */
+export function execOptionsFromFlags(command: readonly string[], flags: ExecFlags, env: Readonly<Record<string, string | undefined>>): ExecOptions {
+  const issues: FieldIssue[] = [];
+  if (command.length === 0 || command[0] === '') issues.push({ field: 'command', rule: 'is required' });
+  for (const value of flags.env) {
+    if (value === '' || value.startsWith('=')) issues.push({ field: '--env', rule: `"${value}" needs a variable name: KEY=VALUE or KEY` });
+  }
+  if (flags.workdir !== undefined && !flags.workdir.startsWith('/')) issues.push({ field: '--workdir', rule: `"${flags.workdir}" must be an absolute path` });
+  if (flags.user !== undefined && flags.user.trim() === '') issues.push({ field: '--user', rule: 'must be a user, uid, user:group or uid:gid' });
+  if (issues.length > 0) throw new ValidationError(issues);
+  const options: ExecOptions = {
+    cmd: [...command],
+    tty: flags.tty ?? false,
+    stdin: flags.interactive ?? false,
+    env: Object.entries(parseEnvFlags(flags.env, env)).map(([key, value]) => `${key}=${value}`),
+  };
+  if (flags.workdir !== undefined) options.workdir = flags.workdir;
+  if (flags.user !== undefined) options.user = flags.user;
+  return options;
+}
+
+export function addExecCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
+  program
+    .command('exec')
+    .description('Run a command in the running container of a task, and exit with its exit code')
+    .argument('<task-id>', 'the task (its container is berth-<task-id>)')
+    .argument('<command...>', 'command and arguments')
+    // Options after the task id belong to the command: `berth exec t ls -l`.
+    .passThroughOptions()
+    .option('-i, --interactive', 'forward stdin to the command')
+    .option('-t, --tty', 'allocate a pseudo-TTY (stdin in raw mode with -i on a terminal)')
+    .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable; KEY alone passes berth\'s own)', collect, [])
+    .option('-w, --workdir <dir>', 'working directory inside the container (absolute)')
+    .option('-u, --user <user>', 'user[:group] or uid[:gid]')
+    .action(async (taskId: string, command: string[], flags: ExecFlags) => {
+      setExitCode(await execCommand(taskId, command, flags, io));
+    });
+}
+
+async function execCommand(taskId: string, command: string[], flags: ExecFlags, io: CliIo): Promise<number> {
+  const options = execOptionsFromFlags(command, flags, io.env);
+  const engine = new Engine(engineOptionsFromEnv(io.env));
+  const abort = new AbortController();
+  const interrupted = new Promise<'interrupted'>((resolve) => abort.signal.addEventListener('abort', () => resolve('interrupted'), { once: true }));
+  const removeInterrupt = io.onInterrupt(() => abort.abort());
+  let session: ExecSession | undefined;
+  let stopFollowingSize = (): void => undefined;
+  let stopForwarding = (): void => undefined;
+  let restoreTerminal = (): void => undefined;
+  try {
+    await engine.checkCompatible({ signal: abort.signal });
+    session = await execInTask(engine, taskId, options, abort.signal);
+    const started = session;
+    if (options.tty) stopFollowingSize = followTerminalSize(io.stdout, (size) => started.resize(size));
+    if (options.stdin && started.stdin) {
+      // As docker does: raw mode only when keys go somewhere. Without -i, a raw stdin would swallow Ctrl-C.
+      if (options.tty) restoreTerminal = enterRawMode(io.stdin);
+      stopForwarding = forwardStdin(io.stdin, started.stdin);
+    }
+    const output = Promise.all([pipeline(started.stdout, io.stdout, { end: false }), pipeline(started.stderr, io.stderr, { end: false })]);
+    output.catch(() => undefined);
+    const exited = started.exitCode();
+    // After Ctrl-C nobody awaits it; its failure then is no news.
+    exited.catch(() => undefined);
+    const outcome = await Promise.race([exited, interrupted]);
+    if (outcome === 'interrupted') return EXIT.interrupted;
+    // The exit code is known once the engine closed the connection; what it sent may still be on its way out.
+    await output.catch(() => undefined);
+    return outcome;
+  } catch (error) {
+    if (abort.signal.aborted) return EXIT.interrupted;
+    throw error;
+  } finally {
+    removeInterrupt();
+    stopFollowingSize();
+    stopForwarding();
+    restoreTerminal();
+    session?.close();
+  }
+}
+
+/**
+ * Pipes the user's stdin to the command; its end closes the command's stdin. Returns the function
+ * that stops forwarding and stops reading, so that a stdin nobody needs any more (a terminal, say)
+ * does not keep the process alive after the command ended.
+ */
+function forwardStdin(input: Readable, target: NodeJS.WritableStream): () => void {
+  const endTarget = (): void => void target.end();
+  input.once('error', endTarget);
+  input.pipe(target);
+  return () => {
+    input.off('error', endTarget);
+    input.unpipe(target);
+    input.pause();
+  };
+}
