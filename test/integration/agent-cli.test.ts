@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Engine } from '../../src/engine/engine.js';
 import { LABELS } from '../../src/common/labels.js';
-import { agentProcesses, berth, BERTH_BIN, berthJson, cleanEnv, httpGet, tempDirs, writeAgentConfig, type RunningAgent } from '../support/agent.js';
+import { agentProcesses, berth, BERTH_CLI, berthJson, cleanEnv, httpGet, tempDirs, writeAgentConfig, type RunningAgent } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 
 /**
@@ -174,7 +174,7 @@ describe('berth agent with the client commands', { skip }, () => {
   });
 
   test('events --json prints each state change of a task as it happens, and Ctrl-C ends it with 0', async () => {
-    const child = spawn(process.execPath, [BERTH_BIN, 'events', '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ BERTH_DATA_DIR: dataDir }) });
+    const child = spawn(process.execPath, [...BERTH_CLI, 'events', '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ BERTH_DATA_DIR: dataDir }) });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

@@ -7,6 +7,7 @@ import { containerNameForTask } from '../../src/common/labels.js';
 import { Engine } from '../../src/engine/engine.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
+import { BERTH_CLI } from '../support/agent.js';
 import { requireEngine, startTestContainer, TEST_IMAGE, testRun } from '../support/engine.js';
 
 /**
@@ -14,7 +15,6 @@ import { requireEngine, startTestContainer, TEST_IMAGE, testRun } from '../suppo
  * TaskDriver (as `berth run --name` and the agent make them) and a look-alike container that is not
  * berth's. The CLI runs from source, so the test exercises this checkout whether or not dist/ is built.
  */
-const ENTRY = fileURLToPath(new URL('../../src/cli/entry.ts', import.meta.url));
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const engine = new Engine();
 const run = testRun(engine);
@@ -27,7 +27,7 @@ interface CliResult {
 }
 
 function berth(args: string[], options: { input?: string; onStdout?: (text: string, pid: number) => void } = {}): Promise<CliResult> {
-  const child = spawn(process.execPath, ['--import', 'tsx', ENTRY, ...args], { cwd: REPO, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...BERTH_CLI, ...args], { cwd: REPO, stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => {

@@ -1,18 +1,17 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Engine } from '../../src/engine/engine.js';
+import { BERTH_CLI } from '../support/agent.js';
 import { requireEngine, testRun } from '../support/engine.js';
 import { pushImage, requireRegistryTools, startTestRegistries, untag, type TestRegistries } from '../support/registry.js';
 
-const BERTH = fileURLToPath(new URL('../../bin/berth.js', import.meta.url));
 const engine = new Engine();
 const run = testRun(engine);
 
 async function berth(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [BERTH, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...BERTH_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import { LABELS } from '../../src/common/labels.js';
 import { Engine } from '../../src/engine/engine.js';
+import { BERTH_CLI } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 
-const BERTH = fileURLToPath(new URL('../../bin/berth.js', import.meta.url));
 const engine = new Engine();
 const run = testRun(engine);
 
@@ -18,7 +19,7 @@ interface CliResult {
 }
 
 function berth(args: string[], options: { input?: string; onSpawn?: (pid: number) => void } = {}): Promise<CliResult> {
-  const child = spawn(process.execPath, [BERTH, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...BERTH_CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -86,7 +87,7 @@ describe('berth run (the CLI, as a user runs it)', { skip: await requireEngine()
   });
 
   test('an unreachable engine exits 125', async () => {
-    const child = spawn(process.execPath, [BERTH, ...runArgs(TEST_IMAGE, 'true')], { env: { ...process.env, DOCKER_HOST: 'unix:///nonexistent/docker.sock' } });
+    const child = spawn(process.execPath, [...BERTH_CLI, ...runArgs(TEST_IMAGE, 'true')], { env: { ...process.env, DOCKER_HOST: 'unix:///nonexistent/docker.sock' } });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     const [code] = await once(child, 'close');
@@ -115,5 +116,18 @@ describe('berth run (the CLI, as a user runs it)', { skip: await requireEngine()
     const kept = await engine.listContainers({ all: true, labels: [`${LABELS.taskId}=${taskId}`] });
     assert.equal(kept.length, 1);
     await engine.removeContainer(kept[0]!.id);
+  });
+});
+
+describe('bin/berth.js', () => {
+  test('runs the CLI (the build when there is one, else the source) and prints the package version', async () => {
+    const bin = new URL('../../bin/berth.js', import.meta.url);
+    const { version } = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    const child = spawn(process.execPath, [fileURLToPath(bin), '--version'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let stdout = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    const [code] = await once(child, 'close');
+    assert.equal(code, 0);
+    assert.equal(stdout.trim(), version);
   });
 });

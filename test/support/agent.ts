@@ -1,5 +1,5 @@
 /**
- * Fixtures for tests of the agent as a user runs it: the real CLI (`node bin/berth.js …`) run to its
+ * Fixtures for tests of the agent as a user runs it: the real CLI (from source, see BERTH_CLI) run to its
  * end, a real `berth agent` process on a temporary data directory, and short-lived temporary
  * directories. Builds on the engine fixtures (pollUntil) in ./engine.ts.
  */
@@ -13,8 +13,17 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { pollUntil } from './engine.js';
 
-/** The CLI's entry point, as a user runs it. */
-export const BERTH_BIN = fileURLToPath(new URL('../../bin/berth.js', import.meta.url));
+/**
+ * Node's arguments that run the CLI from its TypeScript source, as `node bin/berth.js` does in a
+ * checkout without a build. Not bin/berth.js itself: it prefers dist/ once a build exists (npm run
+ * bench makes one), and the tests would then test a stale build.
+ */
+export const BERTH_CLI: readonly string[] = Object.freeze([
+  // tsx resolved here, so that a child with another working directory finds it too.
+  '--import',
+  import.meta.resolve('tsx'),
+  fileURLToPath(new URL('../../src/cli/entry.ts', import.meta.url)),
+]);
 
 /** The environment without any BERTH_* variable of the developer's, so that only the test's apply. */
 export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
@@ -31,7 +40,7 @@ export interface CliResult {
 
 /** Runs the CLI with `args` in exactly the environment `env`, to its end, collecting its output. */
 export async function runBerth(args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
-  const child = spawn(process.execPath, [BERTH_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const child = spawn(process.execPath, [...BERTH_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -96,7 +105,7 @@ export function agentProcesses(): AgentProcesses {
   const agents: RunningAgent[] = [];
   return {
     async start(dataDir, args = []) {
-      const child = spawn(process.execPath, [BERTH_BIN, 'agent', '--data-dir', dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv() });
+      const child = spawn(process.execPath, [...BERTH_CLI, 'agent', '--data-dir', dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv() });
       let stdout = '';
       let stderr = '';
       child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));

@@ -205,6 +205,7 @@ export class FaultProxy {
   #nextRuleId = 1;
   #nextSeq = 1;
   #refuseAll = false;
+  #refused = 0;
   #closed = false;
 
   private constructor(server: net.Server, dir: string, socketPath: string, options: FaultProxyOptions) {
@@ -267,6 +268,11 @@ export class FaultProxy {
 
   set refuseAll(value: boolean) {
     this.#refuseAll = value;
+  }
+
+  /** Connections closed at once because of refuseAll (or a closed proxy), since the start. */
+  get refusedConnections(): number {
+    return this.#refused;
   }
 
   /** Destroys every open connection (client and engine side), e.g. to cut long-lived streams. */
@@ -334,6 +340,7 @@ export class FaultProxy {
   #onConnection(client: net.Socket): void {
     this.#track(client);
     if (this.#refuseAll || this.#closed) {
+      this.#refused++;
       client.destroy();
       return;
     }

@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { Logger } from '../../src/common/logger.js';
+import { createAgent, type AgentRuntime } from '../../src/agent/agent.js';
+import { AgentClient } from '../../src/agent/client.js';
+import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
+import { Engine } from '../../src/engine/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { FaultProxy } from '../support/fault-proxy.js';
+
+const engine = new Engine();
+const run = testRun(engine);
+
+/** Every log line as level and message, so a test can count what the agent said about an outage. */
+function recordingLogger(): Logger & { lines: Array<{ level: string; message: string; meta: Record<string, unknown> }> } {
+  const lines: Array<{ level: string; message: string; meta: Record<string, unknown> }> = [];
+  const at = (level: string) => (meta: Record<string, unknown>, message: string): void => void lines.push({ level, message, meta });
+  return { lines, debug: () => undefined, info: at('info'), warn: at('warn'), error: at('error') };
+}
+
+describe('the agent outlives an engine that stops answering', { skip: await requireEngine() }, () => {
+  let proxy: FaultProxy;
+  let dataDir: string;
+  let runtime: AgentRuntime;
+  let serving: ServingAgent;
+  let client: AgentClient;
+  const logger = recordingLogger();
+  const paused = (): number => logger.lines.filter((l) => /sweeps paused/.test(l.message)).length;
+
+  before(async () => {
+    proxy = await FaultProxy.start();
+    dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-outage-'));
+    runtime = await createAgent(
+      {
+        flags: {
+          dataDir,
+          socketPath: path.join(dataDir, 'agent.sock'),
+          engine: { socket: proxy.socketPath },
+          reconcile: { enabled: true, period: '1s', creationGrace: '1s' },
+        },
+        host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
+      },
+      logger,
+    );
+    serving = await serveAgent(runtime, { processMetrics: false });
+    client = AgentClient.connect({ host: `unix://${serving.socketPath}`, token: runtime.token });
+  });
+
+  after(async () => {
+    proxy.refuseAll = false;
+    await runtime.supervisor.idle();
+    await serving.close();
+    await runtime.close();
+    await proxy.close();
+    await run.cleanup();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  test('reconciler sweeps pause with one log line, the API keeps answering, and work resumes when the engine is back', async () => {
+    // The first sweep runs once recovery had its chance; from then on the engine is reached every period.
+    await pollUntil('a first reconciler sweep', () => (proxy.count('GET', /\/containers\/json/) > 0 ? true : undefined), { timeoutMs: 15_000 });
+
+    proxy.refuseAll = true;
+    proxy.dropOpenConnections();
+    const refusedAtStart = proxy.refusedConnections;
+    // Each paused sweep asks the engine again (its health check): many refusals mean many periods passed.
+    await pollUntil('sweeps to meet the unreachable engine', () => (proxy.refusedConnections - refusedAtStart >= 6 && paused() === 1 ? true : undefined), {
+      timeoutMs: 30_000,
+    });
+    assert.deepEqual(await client.health(), { agent: 'ok', engine: 'unavailable' });
+    assert.equal((await client.list()).length, 0, 'the API answers from the store while the engine is down');
+    assert.equal(paused(), 1, 'the outage is logged once, not every period');
+
+    proxy.refuseAll = false;
+    const resumed = await pollUntil('the sweeps to resume', () => logger.lines.find((l) => /sweeps resumed/.test(l.message)), { timeoutMs: 30_000 });
+    assert.ok(Number(resumed.meta.sweepsMissed) >= 2, `several sweeps were missed and counted: ${JSON.stringify(resumed.meta)}`);
+    assert.equal(paused(), 1);
+    assert.deepEqual(await client.health(), { agent: 'ok', engine: 'ok' });
+
+    const task = await client.submit({ spec: { image: TEST_IMAGE, command: ['sh', '-c', 'exit 7'], labels: { ...run.labels } } });
+    const ended = await pollUntil('the task to end', async () => {
+      const view = await client.get(task.id);
+      return view.state === 'exited' || view.state === 'removed' ? view : undefined;
+    }, { timeoutMs: 60_000 });
+    assert.equal(ended.exitCode, 7);
+  });
+});
