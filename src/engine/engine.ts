@@ -11,7 +11,9 @@ import type {
   ContainerListFilter,
   ContainerStatus,
   ContainerSummary,
+  ContainerEvent,
   EngineVersion,
+  HealthStatus,
   ImageDeleteOutcome,
   ImageInspect,
   ImageSummary,
@@ -83,6 +85,11 @@ export interface ExecSession extends AttachedStreams {
   exitCode(): Promise<number>;
 }
 
+/** A followed stream of a container's events; `close()` ends it (so does the call's signal). */
+export interface ContainerEventStream extends AsyncIterable<ContainerEvent> {
+  close(): void;
+}
+
 export interface LogsOptions extends CallOptions {
   follow?: boolean;
   /** Unix seconds (fractional allowed). */
@@ -107,7 +114,13 @@ interface RawInspect {
   Id: string;
   Name: string;
   Created: string;
-  Config: { Image: string; Labels?: Record<string, string> | null; Tty?: boolean; OpenStdin?: boolean };
+  Config: {
+    Image: string;
+    Labels?: Record<string, string> | null;
+    Tty?: boolean;
+    OpenStdin?: boolean;
+    Healthcheck?: { Test?: string[] | null; Interval?: number; Timeout?: number; StartPeriod?: number; Retries?: number } | null;
+  };
   State: {
     Status: ContainerStatus;
     Running: boolean;
@@ -117,6 +130,11 @@ interface RawInspect {
     StartedAt?: string;
     FinishedAt?: string;
     Error?: string;
+    Health?: {
+      Status: HealthStatus;
+      FailingStreak?: number;
+      Log?: Array<{ Start?: string; End?: string; ExitCode: number; Output?: string }> | null;
+    } | null;
   };
   HostConfig: {
     Memory?: number;
@@ -153,6 +171,7 @@ function fromRawInspect(raw: RawInspect): ContainerInspect {
     error: raw.State.Error ?? '',
     tty: raw.Config.Tty ?? false,
     openStdin: raw.Config.OpenStdin ?? false,
+    ...healthFromRaw(raw),
     hostConfig: {
       memoryBytes: host.Memory ?? 0,
       memorySwapBytes: host.MemorySwap ?? 0,
@@ -175,6 +194,38 @@ function fromRawInspect(raw: RawInspect): ContainerInspect {
       readWrite: m.RW,
       propagation: m.Propagation,
     })),
+  };
+}
+
+function healthFromRaw(raw: RawInspect): Pick<ContainerInspect, 'healthcheck' | 'health'> {
+  const check = raw.Config.Healthcheck;
+  const health = raw.State.Health;
+  return {
+    ...(check
+      ? {
+          healthcheck: {
+            test: check.Test ?? [],
+            intervalNs: check.Interval ?? 0,
+            timeoutNs: check.Timeout ?? 0,
+            startPeriodNs: check.StartPeriod ?? 0,
+            retries: check.Retries ?? 0,
+          },
+        }
+      : {}),
+    ...(health
+      ? {
+          health: {
+            status: health.Status,
+            failingStreak: health.FailingStreak ?? 0,
+            probes: (health.Log ?? []).map((probe) => ({
+              start: toDate(probe.Start),
+              end: toDate(probe.End),
+              exitCode: probe.ExitCode,
+              output: probe.Output ?? '',
+            })),
+          },
+        }
+      : {}),
   };
 }
 
@@ -511,6 +562,62 @@ export class Engine {
     } finally {
       stream.destroy();
     }
+  }
+
+  /**
+   * Follows one container's events (`die`, `health_status`, …) from now on; `actions` filter them
+   * engine-side (`health_status` matches every `health_status: <status>`). Resolves once the engine
+   * has answered. The engine subscribes just after answering, and a stream can break: callers that
+   * must not miss a change use events to wake up early and an inspect, on a timer too, as the truth.
+   * The deadline covers connecting only; the stream lives until `close()`, the caller's signal, or
+   * the engine ends it (a dropped connection ends it or fails it with a classified error).
+   */
+  async openContainerEvents(id: string, actions: readonly string[], options: CallOptions = {}): Promise<ContainerEventStream> {
+    // One controller for the connection: the deadline may abort it only until it is established.
+    const connection = new AbortController();
+    const onCallerAbort = (): void => connection.abort(options.signal?.reason);
+    if (options.signal?.aborted) onCallerAbort();
+    options.signal?.addEventListener('abort', onCallerAbort, { once: true });
+    const release = (): void => options.signal?.removeEventListener('abort', onCallerAbort);
+    let stream: Readable;
+    try {
+      stream = (await this.#call('container events', this.#deadlines.readMs, options, () =>
+        this.#docker.getEvents({
+          filters: JSON.stringify({ type: ['container'], container: [id], event: [...actions] }),
+          abortSignal: connection.signal,
+        } as Dockerode.GetEventsOptions),
+      { id })) as unknown as Readable;
+    } catch (error) {
+      // A connection that arrives after the deadline must not stay open.
+      connection.abort();
+      release();
+      throw error;
+    }
+    const close = (): void => {
+      release();
+      stream.destroy();
+    };
+    async function* events(): AsyncGenerator<ContainerEvent> {
+      let partial = '';
+      try {
+        for await (const chunk of stream) {
+          partial += (chunk as Buffer).toString('utf8');
+          const lines = partial.split('\n');
+          partial = lines.pop() ?? '';
+          for (const line of lines) {
+            if (line.trim() === '') continue;
+            const raw = JSON.parse(line) as { Action?: string; status?: string; timeNano?: number; time?: number };
+            yield { action: raw.Action ?? raw.status ?? '', at: new Date(raw.timeNano !== undefined ? raw.timeNano / 1e6 : (raw.time ?? 0) * 1000) };
+          }
+        }
+      } catch (error) {
+        if (options.signal?.aborted || stream.destroyed) return;
+        throw classifyEngineError(error, { operation: 'container events', callerSignal: options.signal, context: { id } });
+      } finally {
+        close();
+      }
+    }
+    return Object.assign(events(), { close });
   }
 
   async exec(containerId: string, exec: ExecOptions, options: CallOptions = {}): Promise<ExecSession> {

@@ -37,6 +37,19 @@ export interface HostConfigBody {
   AutoRemove?: false;
 }
 
+/**
+ * The engine's health check settings (Config.Healthcheck). Durations are nanoseconds; 0 or absent
+ * inherits the image's (or the engine's default). Test: [] inherits the image's command,
+ * ["NONE"] disables, ["CMD", argv…] runs argv directly, ["CMD-SHELL", line] runs /bin/sh -c line.
+ */
+export interface HealthcheckBody {
+  Test: string[];
+  Interval?: number;
+  Timeout?: number;
+  StartPeriod?: number;
+  Retries?: number;
+}
+
 /** The body of POST /containers/create. */
 export interface ContainerCreateBody {
   Image: string;
@@ -56,7 +69,20 @@ export interface ContainerCreateBody {
   StopSignal?: string;
   StopTimeout?: number;
   NetworkDisabled?: boolean;
+  Healthcheck?: HealthcheckBody;
   HostConfig: HostConfigBody;
+}
+
+/** A container's health as the engine reports it; `none` when its health check is disabled. */
+export type HealthStatus = 'starting' | 'healthy' | 'unhealthy' | 'none';
+
+/** One run of a container's health check, as the engine keeps the last few. */
+export interface HealthProbe {
+  start?: Date;
+  end?: Date;
+  exitCode: number;
+  /** What the check printed (the engine keeps up to 4 KiB). */
+  output: string;
 }
 
 export type ContainerStatus = 'created' | 'restarting' | 'running' | 'removing' | 'paused' | 'exited' | 'dead';
@@ -79,6 +105,13 @@ export interface ContainerInspect {
   error: string;
   tty: boolean;
   openStdin: boolean;
+  /**
+   * The health check as the engine stored it, the spec's merged with the image's (Config.Healthcheck);
+   * undefined when neither defines one. Durations in nanoseconds, 0 for the engine's default.
+   */
+  healthcheck?: { test: string[]; intervalNs: number; timeoutNs: number; startPeriodNs: number; retries: number };
+  /** The health check's state (State.Health); undefined while no check is configured or running. */
+  health?: { status: HealthStatus; failingStreak: number; probes: HealthProbe[] };
   hostConfig: {
     memoryBytes: number;
     memorySwapBytes: number;
@@ -122,6 +155,13 @@ export interface ContainerListFilter {
    * walks every listed container's layer, so ask only for short, filtered lists. Default false.
    */
   withSize?: boolean;
+}
+
+/** One event of a container, e.g. `die` or `health_status: healthy`. */
+export interface ContainerEvent {
+  /** The engine's action, e.g. `start`, `die`, `health_status: unhealthy`. */
+  action: string;
+  at: Date;
 }
 
 export interface WaitResult {

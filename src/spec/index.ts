@@ -1,4 +1,4 @@
-export { resolveTaskSpec, taskSpecSchema, DEFAULT_SPEC_POLICY, PROPAGATION } from './schema.js';
-export type { TaskSpec, ResolvedTaskSpec, MountSpec, Propagation, SpecPolicy } from './schema.js';
-export { toCreatePlan, CPU_PERIOD_US } from './translate.js';
+export { resolveTaskSpec, taskSpecSchema, DEFAULT_SPEC_POLICY, PROPAGATION, HEALTHCHECK_DEFAULTS, HEALTHCHECK_MINIMUM_MS, HEALTHCHECK_MAXIMUM_MS } from './schema.js';
+export type { TaskSpec, ResolvedTaskSpec, MountSpec, Propagation, SpecPolicy, ResolvedHealthcheck, HealthcheckTest } from './schema.js';
+export { toCreatePlan, toHealthcheck, CPU_PERIOD_US } from './translate.js';
 export type { CreatePlan, TaskIdentity } from './translate.js';

@@ -29,6 +29,79 @@ const bytes = (minimum: number, what: string) =>
     return parsed;
   });
 
+/**
+ * A duration within [minMs, maxMs], for values the engine takes in nanoseconds and checks itself:
+ * berth enforces the engine's own floor, so the engine never refuses a spec berth accepted.
+ */
+const boundedDuration = (what: string, minMs: number, maxMs: number, minText: string, maxText: string) =>
+  z.union([z.string(), z.number()]).transform((value, ctx) => {
+    const ms = parseDurationMs(value);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: `must be a duration such as "1s", "500ms" or a number of milliseconds (${what})` });
+      return z.NEVER;
+    }
+    if (ms < minMs) {
+      ctx.addIssue({ code: 'custom', message: `must be at least ${minText}` });
+      return z.NEVER;
+    }
+    if (ms > maxMs) {
+      ctx.addIssue({ code: 'custom', message: `must be at most ${maxText}` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+/** The engine's floor for a health check's interval, timeout and start period (Moby's MinimumDuration). */
+export const HEALTHCHECK_MINIMUM_MS = 1;
+/** berth's ceiling for them: a day, far below what nanoseconds in the engine's int64 can hold. */
+export const HEALTHCHECK_MAXIMUM_MS = 86_400_000;
+
+/** What a health check given with a command (or a shell line) gets for the settings it leaves out. */
+export const HEALTHCHECK_DEFAULTS = Object.freeze({
+  /** Between the end of one check and the start of the next. Short, since a caller may be waiting for health. */
+  intervalMs: 1000,
+  /** A check that runs longer fails. */
+  timeoutMs: 5000,
+  /** Consecutive failures (after the start period) that make the task unhealthy. */
+  retries: 3,
+});
+
+const healthDuration = (what: string) => boundedDuration(what, HEALTHCHECK_MINIMUM_MS, HEALTHCHECK_MAXIMUM_MS, '1ms', '24h');
+
+const HEALTHCHECK_SETTINGS = ['command', 'shell', 'interval', 'timeout', 'startPeriod', 'retries'] as const;
+
+/**
+ * A health check the engine runs in the task's container; `{ disabled: true }` switches off the
+ * image's own HEALTHCHECK. Defaults are applied when resolving, so that an unset field can be told
+ * from a defaulted one (an image's own check inherits its own settings).
+ */
+const healthcheck = z
+  .object({
+    /** Argv run directly in the container (the engine's CMD form, no shell). */
+    command: z
+      .array(z.string())
+      .refine((argv) => argv.length > 0 && argv[0]!.trim() !== '', 'must be a non-empty argv array, the program first')
+      .optional(),
+    /** A command line run by the container's /bin/sh -c (the engine's CMD-SHELL form). */
+    shell: z.string().regex(/\S/, 'must be a non-empty shell command').optional(),
+    interval: healthDuration('health check interval').optional(),
+    timeout: healthDuration('health check timeout').optional(),
+    startPeriod: healthDuration('health check start period').optional(),
+    retries: z.number().int('must be a whole number').min(1, 'must be at least 1').optional(),
+    /** Switches off the health check, the image's own included. */
+    disabled: z.boolean().optional(),
+  })
+  .strict()
+  .superRefine((check, ctx) => {
+    if (check.command !== undefined && check.shell !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['shell'], message: 'cannot be combined with command: give command (run without a shell) or shell (run by /bin/sh -c)' });
+    }
+    if (check.disabled === true) {
+      const given = HEALTHCHECK_SETTINGS.filter((key) => check[key] !== undefined);
+      if (given.length > 0) ctx.addIssue({ code: 'custom', path: ['disabled'], message: `cannot be combined with ${given.join(', ')}: a disabled health check has no settings` });
+    }
+  });
+
 const absolutePath = z.string().regex(/^\//, 'must be an absolute path');
 const capability = z
   .string()
@@ -145,6 +218,8 @@ export const taskSpecSchema = z
     stopGracePeriod: duration('stop grace period').default(10_000),
     /** When to pull the image: if-not-present (default), always, never. */
     pull: z.enum(['if-not-present', 'always', 'never']).default('if-not-present'),
+    /** A health check run by the engine; `{ disabled: true }` switches off the image's own. Default: the image's. */
+    healthcheck: healthcheck.optional(),
   })
   .strict();
 
@@ -155,6 +230,28 @@ export type MountSpec =
   | { type: 'bind'; source: string; target: string; readOnly: boolean; propagation: Propagation }
   | { type: 'volume'; source?: string; target: string; readOnly: boolean }
   | { type: 'tmpfs'; target: string; sizeBytes?: number };
+
+/** What a health check runs: argv directly, a shell line, or the image's own HEALTHCHECK command. */
+export type HealthcheckTest =
+  | { readonly kind: 'exec'; readonly command: readonly string[] }
+  | { readonly kind: 'shell'; readonly shell: string }
+  | { readonly kind: 'image' };
+
+/**
+ * A resolved health check. With a command or a shell line, the interval, timeout and retries are
+ * always set (HEALTHCHECK_DEFAULTS); with the image's own command, unset ones are the image's.
+ * An unset start period is none (or the image's own, as the engine merges it).
+ */
+export type ResolvedHealthcheck =
+  | { readonly disabled: true }
+  | {
+      readonly disabled: false;
+      readonly test: HealthcheckTest;
+      readonly intervalMs?: number;
+      readonly timeoutMs?: number;
+      readonly startPeriodMs?: number;
+      readonly retries?: number;
+    };
 
 /** A validated, defaulted, frozen spec with every size in bytes and every duration in milliseconds. */
 export interface ResolvedTaskSpec {
@@ -184,6 +281,8 @@ export interface ResolvedTaskSpec {
   readonly stopSignal: string;
   readonly stopGraceMs: number;
   readonly pull: 'if-not-present' | 'always' | 'never';
+  /** Undefined: whatever the image defines. */
+  readonly healthcheck?: ResolvedHealthcheck;
 }
 
 /** What the caller's driver permits; the spec is checked against it. */
@@ -256,8 +355,26 @@ export function resolveTaskSpec(input: unknown, policy: SpecPolicy = DEFAULT_SPE
     stopSignal: spec.stopSignal,
     stopGraceMs: spec.stopGracePeriod,
     pull: spec.pull,
+    healthcheck: resolveHealthcheck(spec.healthcheck),
   };
   return deepFreeze(resolved);
+}
+
+function resolveHealthcheck(check: z.output<typeof healthcheck> | undefined): ResolvedHealthcheck | undefined {
+  if (check === undefined) return undefined;
+  if (check.disabled === true) return { disabled: true };
+  const test: HealthcheckTest =
+    check.command !== undefined ? { kind: 'exec', command: check.command } : check.shell !== undefined ? { kind: 'shell', shell: check.shell } : { kind: 'image' };
+  // The image's own command keeps the image's own settings where the spec gives none, as docker run does.
+  const defaults: Partial<typeof HEALTHCHECK_DEFAULTS> = test.kind === 'image' ? {} : HEALTHCHECK_DEFAULTS;
+  return {
+    disabled: false,
+    test,
+    intervalMs: check.interval ?? defaults.intervalMs,
+    timeoutMs: check.timeout ?? defaults.timeoutMs,
+    startPeriodMs: check.startPeriod,
+    retries: check.retries ?? defaults.retries,
+  };
 }
 
 /** What the driver's policy forbids in a spec, read defensively from input that may not have passed the schema. */

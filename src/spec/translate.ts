@@ -1,7 +1,7 @@
 import { containerNameForTask, LABELS } from '../common/labels.js';
 import { formatBytesForEngine } from '../common/units.js';
-import type { ContainerCreateBody, HostConfigBody, LogConfigBody, MountBody } from '../engine/types.js';
-import { PROPAGATION, type MountSpec, type ResolvedTaskSpec } from './schema.js';
+import type { ContainerCreateBody, HealthcheckBody, HostConfigBody, LogConfigBody, MountBody } from '../engine/types.js';
+import { PROPAGATION, type MountSpec, type ResolvedHealthcheck, type ResolvedTaskSpec } from './schema.js';
 
 /** The CFS period berth uses; quota = milli-CPUs × 100 over it, as Fn does. */
 export const CPU_PERIOD_US = 100_000;
@@ -41,6 +41,30 @@ function toLogConfig(log: ResolvedTaskSpec['log']): LogConfigBody {
   // The local driver compresses rotated files by default, which the engine refuses with a single file.
   if (log.driver === 'local' && log.maxFiles === 1) config.compress = 'false';
   return { Type: log.driver, Config: config };
+}
+
+const NS_PER_MS = 1_000_000;
+
+/** Milliseconds (possibly fractional) to the engine's whole nanoseconds; undefined stays unset (the engine's 0: inherit). */
+function toNanoseconds(ms: number | undefined): number | undefined {
+  return ms === undefined ? undefined : Math.round(ms * NS_PER_MS);
+}
+
+/** The engine's Healthcheck: ["NONE"] disables, [] inherits the image's command, CMD runs argv, CMD-SHELL a shell line. */
+export function toHealthcheck(check: ResolvedHealthcheck): HealthcheckBody {
+  if (check.disabled) return { Test: ['NONE'] };
+  const { test } = check;
+  const body: HealthcheckBody = {
+    Test: test.kind === 'exec' ? ['CMD', ...test.command] : test.kind === 'shell' ? ['CMD-SHELL', test.shell] : [],
+  };
+  const interval = toNanoseconds(check.intervalMs);
+  const timeout = toNanoseconds(check.timeoutMs);
+  const startPeriod = toNanoseconds(check.startPeriodMs);
+  if (interval !== undefined) body.Interval = interval;
+  if (timeout !== undefined) body.Timeout = timeout;
+  if (startPeriod !== undefined) body.StartPeriod = startPeriod;
+  if (check.retries !== undefined) body.Retries = check.retries;
+  return body;
 }
 
 /** Translates a resolved spec into the engine's create request. Pure: no I/O, no clock, no environment. */
@@ -92,5 +116,6 @@ export function toCreatePlan(spec: ResolvedTaskSpec, identity: TaskIdentity): Cr
   if (spec.entrypoint !== undefined) body.Entrypoint = [...spec.entrypoint];
   if (spec.workdir !== undefined) body.WorkingDir = spec.workdir;
   if (spec.user !== undefined) body.User = spec.user;
+  if (spec.healthcheck !== undefined) body.Healthcheck = toHealthcheck(spec.healthcheck);
   return { name: containerNameForTask(identity.taskId), body };
 }

@@ -657,3 +657,119 @@ describe('resolveTaskSpec reports several errors at once', () => {
     assert.deepEqual(error.issues.map((i) => i.field).sort(), ['image', 'privileged']);
   });
 });
+
+describe('resolveTaskSpec health check', () => {
+  test('leaves the health check unset when the spec has none: the image decides', () => {
+    assert.equal(resolveTaskSpec({ image: 'a' }).healthcheck, undefined);
+  });
+
+  test('resolves a command with the documented defaults: 1 s interval, 5 s timeout, 3 retries, no start period', () => {
+    assert.deepEqual(resolveTaskSpec({ image: 'a', healthcheck: { command: ['cat', '/tmp/ready'] } }).healthcheck, {
+      disabled: false,
+      test: { kind: 'exec', command: ['cat', '/tmp/ready'] },
+      intervalMs: 1000,
+      timeoutMs: 5000,
+      startPeriodMs: undefined,
+      retries: 3,
+    });
+  });
+
+  test('parses every duration once, as the spec’s other durations are', () => {
+    const check = resolveTaskSpec({
+      image: 'a',
+      healthcheck: { shell: 'test -e /tmp/ready', interval: '500ms', timeout: '2s', startPeriod: '1m30s', retries: 5 },
+    }).healthcheck;
+    assert.deepEqual(check, {
+      disabled: false,
+      test: { kind: 'shell', shell: 'test -e /tmp/ready' },
+      intervalMs: 500,
+      timeoutMs: 2000,
+      startPeriodMs: 90_000,
+      retries: 5,
+    });
+  });
+
+  test('takes durations as numbers of milliseconds', () => {
+    const check = resolveTaskSpec({ image: 'a', healthcheck: { command: ['true'], interval: 250, timeout: 1, startPeriod: 86_400_000 } }).healthcheck;
+    assert.ok(check && !check.disabled);
+    assert.equal(check.intervalMs, 250);
+    assert.equal(check.timeoutMs, 1);
+    assert.equal(check.startPeriodMs, 86_400_000);
+  });
+
+  test('without a command or shell line, keeps the image’s own command and leaves unset settings to the image', () => {
+    assert.deepEqual(resolveTaskSpec({ image: 'a', healthcheck: { retries: 7 } }).healthcheck, {
+      disabled: false,
+      test: { kind: 'image' },
+      intervalMs: undefined,
+      timeoutMs: undefined,
+      startPeriodMs: undefined,
+      retries: 7,
+    });
+  });
+
+  test('resolves disabled: true to a disabled check, and disabled: false like no disabled field', () => {
+    assert.deepEqual(resolveTaskSpec({ image: 'a', healthcheck: { disabled: true } }).healthcheck, { disabled: true });
+    const enabled = resolveTaskSpec({ image: 'a', healthcheck: { disabled: false, command: ['true'] } }).healthcheck;
+    assert.equal(enabled?.disabled, false);
+  });
+
+  test('freezes the resolved health check', () => {
+    const check = resolveTaskSpec({ image: 'a', healthcheck: { command: ['true'] } }).healthcheck;
+    assert.ok(check && !check.disabled && Object.isFrozen(check) && Object.isFrozen(check.test));
+    assert.ok(check.test.kind === 'exec' && Object.isFrozen(check.test.command));
+  });
+
+  for (const field of ['interval', 'timeout', 'startPeriod'] as const) {
+    test(`rejects a ${field} below the engine’s 1ms minimum`, () => {
+      assertRejectsField({ image: 'a', healthcheck: { command: ['true'], [field]: 0 } }, `healthcheck.${field}`, /^must be at least 1ms$/);
+      assertRejectsField({ image: 'a', healthcheck: { command: ['true'], [field]: 0.5 } }, `healthcheck.${field}`, /^must be at least 1ms$/);
+      assertRejectsField({ image: 'a', healthcheck: { command: ['true'], [field]: '0s' } }, `healthcheck.${field}`, /^must be at least 1ms$/);
+    });
+
+    test(`rejects a ${field} above a day`, () => {
+      assertRejectsField({ image: 'a', healthcheck: { command: ['true'], [field]: '25h' } }, `healthcheck.${field}`, /^must be at most 24h$/);
+    });
+
+    test(`rejects a ${field} that is not a duration`, () => {
+      assertRejectsField({ image: 'a', healthcheck: { command: ['true'], [field]: 'soon' } }, `healthcheck.${field}`, /must be a duration/);
+      assertRejectsField({ image: 'a', healthcheck: { command: ['true'], [field]: -5 } }, `healthcheck.${field}`, /must be a duration/);
+    });
+  }
+
+  test('rejects retries below 1 or not whole', () => {
+    assertRejectsField({ image: 'a', healthcheck: { command: ['true'], retries: 0 } }, 'healthcheck.retries', /^must be at least 1$/);
+    assertRejectsField({ image: 'a', healthcheck: { command: ['true'], retries: 1.5 } }, 'healthcheck.retries', /^must be a whole number$/);
+    assertRejectsField({ image: 'a', healthcheck: { command: ['true'], retries: '3' } }, 'healthcheck.retries', /expected number/);
+  });
+
+  test('rejects an empty command, or one whose program is empty', () => {
+    assertRejectsField({ image: 'a', healthcheck: { command: [] } }, 'healthcheck.command', /non-empty argv array/);
+    assertRejectsField({ image: 'a', healthcheck: { command: [' ', 'x'] } }, 'healthcheck.command', /non-empty argv array/);
+  });
+
+  test('rejects a command given as a string', () => {
+    assertRejectsField({ image: 'a', healthcheck: { command: 'cat /tmp/ready' } }, 'healthcheck.command', /expected array/);
+  });
+
+  test('rejects a blank shell line', () => {
+    assertRejectsField({ image: 'a', healthcheck: { shell: '  ' } }, 'healthcheck.shell', /non-empty shell command/);
+  });
+
+  test('rejects a command and a shell line together', () => {
+    assertRejectsField({ image: 'a', healthcheck: { command: ['true'], shell: 'true' } }, 'healthcheck.shell', /cannot be combined with command/);
+  });
+
+  test('rejects disabled: true together with settings, naming them', () => {
+    assertRejectsField({ image: 'a', healthcheck: { disabled: true, shell: 'true', retries: 2 } }, 'healthcheck.disabled', /cannot be combined with shell, retries/);
+  });
+
+  test('rejects an unknown health check field, naming it', () => {
+    assertRejectsField({ image: 'a', healthcheck: { command: ['true'], test: ['CMD', 'true'] } }, 'healthcheck', /unknown field\(s\): test/);
+  });
+
+  test('names every bad health check field in one error', () => {
+    const error = rejectionOf({ image: 'a', healthcheck: { command: ['true'], interval: 0, retries: 0 } });
+    assert.deepEqual(error.issues.map((i) => i.field).sort(), ['healthcheck.interval', 'healthcheck.retries']);
+  });
+});

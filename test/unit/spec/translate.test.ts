@@ -353,3 +353,49 @@ describe('toCreatePlan is pure', () => {
     assert.deepEqual(resolved.command, ['run']);
   });
 });
+
+describe('toCreatePlan health check', () => {
+  test('sets no Healthcheck when the spec has none, so the image’s own applies', () => {
+    assert.equal(Object.hasOwn(plan({ image: 'a' }).body, 'Healthcheck'), false);
+  });
+
+  test('runs a command in the engine’s CMD form (exec, no shell), durations in nanoseconds', () => {
+    assert.deepEqual(plan({ image: 'a', healthcheck: { command: ['cat', '/tmp/ready'], interval: '500ms', timeout: '2s', startPeriod: '30s', retries: 4 } }).body.Healthcheck, {
+      Test: ['CMD', 'cat', '/tmp/ready'],
+      Interval: 500_000_000,
+      Timeout: 2_000_000_000,
+      StartPeriod: 30_000_000_000,
+      Retries: 4,
+    });
+  });
+
+  test('runs a shell line in the CMD-SHELL form', () => {
+    assert.deepEqual(plan({ image: 'a', healthcheck: { shell: 'test -e /tmp/ready || exit 1' } }).body.Healthcheck, {
+      Test: ['CMD-SHELL', 'test -e /tmp/ready || exit 1'],
+      Interval: 1_000_000_000,
+      Timeout: 5_000_000_000,
+      Retries: 3,
+    });
+  });
+
+  test('translates disabled to Test ["NONE"] and nothing else', () => {
+    assert.deepEqual(plan({ image: 'a', healthcheck: { disabled: true } }).body.Healthcheck, { Test: ['NONE'] });
+  });
+
+  test('keeps the image’s command (Test []) and sends only the settings given, the rest inherited', () => {
+    assert.deepEqual(plan({ image: 'a', healthcheck: { interval: '2s' } }).body.Healthcheck, { Test: [], Interval: 2_000_000_000 });
+  });
+
+  test('rounds fractional milliseconds to whole nanoseconds, never below the engine’s 1 ms', () => {
+    const check = plan({ image: 'a', healthcheck: { command: ['true'], interval: 1.0000004, timeout: 1.5 } }).body.Healthcheck!;
+    assert.equal(check.Interval, 1_000_000);
+    assert.equal(check.Timeout, 1_500_000);
+    assert.ok(Number.isSafeInteger(check.Interval) && Number.isSafeInteger(check.Timeout));
+  });
+
+  test('sends a day, the longest duration accepted, as an integer number of nanoseconds', () => {
+    const check = plan({ image: 'a', healthcheck: { command: ['true'], startPeriod: '24h' } }).body.Healthcheck!;
+    assert.equal(check.StartPeriod, 86_400_000_000_000);
+    assert.equal(JSON.stringify(check.StartPeriod), '86400000000000');
+  });
+});
