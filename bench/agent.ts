@@ -242,8 +242,8 @@ async function connectWhenReady(agent: AgentProcess, dataDir: string, signal: Ab
       const client = AgentClient.connect({ host: `unix://${agent.socketPath}`, token, deadlineMs: 5000 });
       try {
         const health = await client.health();
-        if (health.engine === 'ok') return AgentClient.connect({ host: `unix://${agent.socketPath}`, token });
-        lastError = new Error('the agent says the engine is unavailable');
+        if (health.engine === 'ok' && health.agent === 'ok') return AgentClient.connect({ host: `unix://${agent.socketPath}`, token });
+        lastError = new Error(`the agent is not ready: ${JSON.stringify(health)}`);
       } catch (error) {
         lastError = error;
       } finally {

@@ -42,6 +42,14 @@ export interface AgentRuntime {
   imageSnapshot(): ImageCoordinatorSnapshot;
   /** Re-reads the configuration (SIGHUP); an invalid file is refused and the old one stays. */
   reload(): ReloadResult;
+  /**
+   * Waits for the engine, then recovers the tasks of an earlier run and starts the garbage
+   * collection; until then the agent answers reads from its store and refuses work
+   * (BERTH_AGENT_UNAVAILABLE). Idempotent: every call gets the one start.
+   */
+  start(): Promise<void>;
+  /** Whether start has finished: recovery is done and the agent takes work. */
+  readonly started: boolean;
   /** Stops taking work and closes the store; running containers keep running. */
   close(): Promise<void>;
 }
@@ -107,6 +115,17 @@ async function waitForEngine(engine: Engine, logger: Logger, signal: AbortSignal
  * returns the runtime. Serving HTTP is the caller's (see `serveAgent`).
  */
 export async function createAgent(sources: ConfigSources, logger: Logger): Promise<AgentRuntime> {
+  const runtime = await buildAgent(sources, logger);
+  await runtime.start();
+  return runtime;
+}
+
+/**
+ * Builds the agent's parts (store, token, engine client, supervisor …) without waiting for the
+ * engine: the caller may serve the API first, so that health and reads answer while a wedged engine
+ * holds up recovery, then calls `start()`.
+ */
+export async function buildAgent(sources: ConfigSources, logger: Logger): Promise<AgentRuntime> {
   const config = new ConfigHolder(sources);
   const initial: AgentConfig = config.current();
   await mkdir(initial.dataDir, { recursive: true, mode: 0o700 });
@@ -152,17 +171,24 @@ export async function createAgent(sources: ConfigSources, logger: Logger): Promi
   });
 
   const closing = new AbortController();
-  await waitForEngine(engine, logger, closing.signal);
-  // Image holders come back from the store, so nobody is counted twice after a restart.
-  for (const holder of store.images.holders()) {
-    images.restoreHolder(holder.imageId, holder.taskId, holder.imageRef, store.meta.get(pulledImageKey(holder.imageId)) !== undefined);
-  }
-  await finishInterruptedRemovals(store, driver, imageProvider, logger);
-  const recovered = await supervisor.recover();
-  logger.info({ agentId, ...recovered }, 'recovered tasks');
-  // After recovery, so the reconciler's first sweep sees every task re-attached.
   const garbage = new AgentGarbage({ engine, store, images, events, logger, agentId, config: initial, current: () => config.current() });
-  garbage.start();
+  let started = false;
+  const start = async (): Promise<void> => {
+    await waitForEngine(engine, logger, closing.signal);
+    if (closing.signal.aborted) return;
+    // Image holders come back from the store, so nobody is counted twice after a restart.
+    for (const holder of store.images.holders()) {
+      images.restoreHolder(holder.imageId, holder.taskId, holder.imageRef, store.meta.get(pulledImageKey(holder.imageId)) !== undefined);
+    }
+    await finishInterruptedRemovals(store, driver, imageProvider, logger);
+    const recovered = await supervisor.recover();
+    logger.info({ agentId, ...recovered }, 'recovered tasks');
+    // After recovery, so the reconciler's first sweep sees every task re-attached.
+    if (closing.signal.aborted) return;
+    garbage.start();
+    started = true;
+  };
+  let starting: Promise<void> | undefined;
 
   return {
     agentId,
@@ -191,6 +217,10 @@ export async function createAgent(sources: ConfigSources, logger: Logger): Promi
       }
     },
     imageSnapshot: () => images.snapshot(),
+    start: () => (starting ??= start()),
+    get started() {
+      return started;
+    },
     reload() {
       const result = config.reload();
       if (result.ok) supervisor.setBudget(result.config.admission);
@@ -198,6 +228,8 @@ export async function createAgent(sources: ConfigSources, logger: Logger): Promi
     },
     async close() {
       closing.abort();
+      // A start under way finishes what it began (a recovery writes to the store) before the store closes.
+      await starting?.catch(() => undefined);
       await garbage.close();
       await supervisor.shutdown();
       store.close();

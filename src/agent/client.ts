@@ -211,12 +211,12 @@ export class AgentClient {
     };
   }
 
-  /** The agent's health; an unavailable engine is a result (`engine: 'unavailable'`), not an error. */
+  /** The agent's health; an unavailable engine or a starting agent is a result, not an error. */
   async health(options: CallOptions = {}): Promise<HealthView> {
     const response = await this.#send('GET', '/healthz', { ...options, deadlineMs: this.#deadlineMs });
     if (response.statusCode === 503) {
       const body = JSON.parse(await this.#read(response, options.signal)) as Partial<HealthView>;
-      if (body.engine === 'unavailable') return body as HealthView;
+      if (body.engine === 'unavailable' || body.agent === 'starting') return body as HealthView;
     }
     await this.#throwIfFailed(response);
     return JSON.parse(await this.#read(response, options.signal)) as HealthView;

@@ -2,7 +2,7 @@ import type { Writable } from 'node:stream';
 import { pino, type Level, type Logger as PinoLogger } from 'pino';
 import { isBerthError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { createAgent, type AgentRuntime } from './agent.js';
+import { buildAgent, type AgentRuntime } from './agent.js';
 import type { ConfigSources, ReloadResult } from './config.js';
 import { serveAgent } from './serve.js';
 
@@ -33,6 +33,12 @@ export interface DaemonHandle {
   /** The TCP address, when the configuration asks for one. */
   readonly tcp?: { host: string; port: number } | undefined;
   /**
+   * Resolves once the engine answered and the tasks of an earlier run are recovered; until then the
+   * API answers health and reads, and refuses work. Rejects if the agent cannot start (an engine too
+   * old for berth).
+   */
+  readonly ready: Promise<void>;
+  /**
    * Re-reads the configuration file and swaps it atomically. Logs the keys that changed (and those
    * that need a restart), or the error naming the bad keys, in which case the old configuration
    * stays. Never throws for an invalid file.
@@ -46,13 +52,14 @@ export interface DaemonHandle {
 }
 
 /**
- * Starts the agent: builds and recovers it (createAgent), serves its API (serveAgent), and returns a
- * handle. Handles no process signal itself: the caller (the CLI's entry point) maps SIGHUP to
- * `reload()` and SIGTERM/SIGINT to `shutdown()`. A configuration error throws a ValidationError
- * naming the key, before anything listens.
+ * Starts the agent: builds it (buildAgent), serves its API (serveAgent), and returns a handle while
+ * it waits for the engine and recovers (`ready`), so that health and reads answer even while a
+ * wedged engine holds up the start. Handles no process signal itself: the caller (the CLI's entry
+ * point) maps SIGHUP to `reload()` and SIGTERM/SIGINT to `shutdown()`. A configuration error throws
+ * a ValidationError naming the key, before anything listens.
  */
 export async function runDaemon(sources: ConfigSources, logger: Logger): Promise<DaemonHandle> {
-  const runtime = await createAgent(sources, logger);
+  const runtime = await buildAgent(sources, logger);
   let server: Awaited<ReturnType<typeof serveAgent>>;
   try {
     server = await serveAgent(runtime);
@@ -64,14 +71,18 @@ export async function runDaemon(sources: ConfigSources, logger: Logger): Promise
   const config = runtime.config.current();
   logger.info(
     { agentId: runtime.agentId, socketPath: server.socketPath, ...(server.tcp ? { tcp: `${server.tcp.host}:${server.tcp.port}` } : {}), dataDir: config.dataDir, ...(config.file ? { configFile: config.file } : {}) },
-    'agent started',
+    'agent listening',
   );
+  const ready = runtime.start().then(() => logger.info({ agentId: runtime.agentId }, 'agent started'));
+  // The caller awaits `ready`; this keeps an early failure from counting as unhandled meanwhile.
+  ready.catch(() => undefined);
 
   let shuttingDown: Promise<void> | undefined;
   return {
     runtime,
     socketPath: server.socketPath,
     tcp: server.tcp,
+    ready,
     reload() {
       const result = runtime.reload();
       if (result.ok) {

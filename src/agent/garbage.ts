@@ -1,4 +1,4 @@
-import { isBerthError } from '../common/errors.js';
+import { BerthError, isBerthError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
 import type { ImageCoordinator } from '../images/index.js';
@@ -33,6 +33,7 @@ export class AgentGarbage {
   #scheduleTimer: NodeJS.Timeout | undefined;
   #scheduled: Promise<void> | undefined;
   #budgetTimer: NodeJS.Timeout | undefined;
+  #started = false;
   #budgetCheck: Promise<void> | undefined;
 
   constructor(init: GarbageInit) {
@@ -77,6 +78,7 @@ export class AgentGarbage {
 
   /** Starts the reconciler (its first sweep waits for recovery) and the prune schedule, if any. */
   start(): void {
+    this.#started = true;
     this.reconciler.start();
     // New images grow the cache: check the budget shortly after each pull (coalesced).
     this.#init.images.on('pull-finished', () => this.#scheduleBudgetCheck());
@@ -92,6 +94,8 @@ export class AgentGarbage {
 
   /** A prune on request; a second one while one runs is refused (BERTH_PRUNE_RUNNING). */
   async prune(options: PruneOptions): Promise<PruneReport> {
+    // Before recovery the image holders are not restored yet: a prune could take a held image.
+    if (!this.#started) throw new BerthError('BERTH_AGENT_UNAVAILABLE', 'the agent is starting (recovering its tasks) and cannot prune yet; try again shortly');
     const report = await this.pruner.prune(options);
     if (!report.dryRun) this.#announce(report);
     return report;

@@ -183,7 +183,7 @@ export const healthSchema: JsonSchema = {
   required: ['agent', 'engine'],
   additionalProperties: false,
   properties: {
-    agent: { type: 'string', enum: ['ok'] },
+    agent: { type: 'string', enum: ['ok', 'starting'] },
     engine: { type: 'string', enum: ['ok', 'unavailable'] },
   },
 };
@@ -366,7 +366,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     operationId: 'health',
     summary: 'Whether the agent and its engine answer. Needs no token.',
     isPublic: true,
-    responses: { 200: { description: 'Both answer.', schema: healthSchema }, 503: { description: 'The engine does not answer.', schema: healthSchema } },
+    responses: { 200: { description: 'Both answer.', schema: healthSchema }, 503: { description: 'The engine does not answer, or the agent is still starting (recovering its tasks).', schema: healthSchema } },
   },
   {
     method: 'GET',

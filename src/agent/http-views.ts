@@ -34,7 +34,8 @@ export interface ImageView {
 }
 
 export interface HealthView {
-  agent: 'ok';
+  /** `starting` until the engine answered once and the tasks of an earlier run are recovered. */
+  agent: 'ok' | 'starting';
   engine: 'ok' | 'unavailable';
 }
 

@@ -208,7 +208,8 @@ export function buildServer(runtime: AgentRuntime, options: ServerOptions = {}):
 
     async health(_request, reply) {
       const engineOk = await runtime.engineHealthy();
-      return reply.code(engineOk ? 200 : 503).send({ agent: 'ok', engine: engineOk ? 'ok' : 'unavailable' });
+      const started = runtime.started;
+      return reply.code(engineOk && started ? 200 : 503).send({ agent: started ? 'ok' : 'starting', engine: engineOk ? 'ok' : 'unavailable' });
     },
 
     async metrics(_request, reply) {

@@ -52,7 +52,8 @@ export class TaskSupervisor {
   readonly #running = new Set<Promise<void>>();
   /** Aborted at shutdown: output pumps and waits stop following, and record nothing more. */
   readonly #closing = new AbortController();
-  #accepting = true;
+  /** Starting until recovery is done (nothing may run before recovered tasks hold their share), then open, then closed. */
+  #phase: 'starting' | 'open' | 'closed' = 'starting';
 
   constructor(deps: SupervisorDeps) {
     this.#deps = deps;
@@ -62,7 +63,7 @@ export class TaskSupervisor {
 
   /** Validates and records a task; it starts now if it fits the budget, or waits as pending. */
   submit(input: { id: string; spec: unknown }): TaskRecord {
-    if (!this.#accepting) throw new BerthError('BERTH_AGENT_UNAVAILABLE', 'the agent is shutting down and takes no new tasks');
+    this.#requireOpen();
     const spec = this.#deps.withDefaults(checkAgentSpec(input.spec));
     const resolved = resolveTaskSpec(spec, this.#deps.policy());
     const reservation = resolveDemand(resolved.resources, this.#deps.defaultDemand());
@@ -78,6 +79,7 @@ export class TaskSupervisor {
 
   /** Stops a task: a pending one ends as cancelled without running; a running one is stopped. */
   async stop(taskId: string): Promise<TaskRecord> {
+    this.#requireOpen();
     const record = this.#require(taskId);
     if (record.state === 'pending') {
       this.#finish(taskId, { kind: 'cancelled' });
@@ -93,6 +95,7 @@ export class TaskSupervisor {
 
   /** Removes an ended task's record and output. A task that has not ended is refused (stop it first). */
   async remove(taskId: string): Promise<void> {
+    this.#requireOpen();
     const record = this.#require(taskId);
     if (!ENDED.includes(record.state)) {
       throw new BerthError('BERTH_TASK_STATE', `task ${taskId} is ${record.state}; stop it before removing it`, { context: { taskId, state: record.state } });
@@ -134,8 +137,21 @@ export class TaskSupervisor {
       if (record.state === 'stopping') void handle.stop();
       void this.#supervise(record.id, handle, await this.#cursorFor(record));
     }
+    if (this.#phase === 'starting') this.#phase = 'open';
     this.#applyChange(change);
     return counts;
+  }
+
+  /** Whether the supervisor takes work: recovery is done and shutdown has not begun. */
+  get isOpen(): boolean {
+    return this.#phase === 'open';
+  }
+
+  #requireOpen(): void {
+    if (this.#phase === 'starting') {
+      throw new BerthError('BERTH_AGENT_UNAVAILABLE', 'the agent is starting (waiting for the engine, then recovering its tasks) and takes no work yet; try again shortly');
+    }
+    if (this.#phase === 'closed') throw new BerthError('BERTH_AGENT_UNAVAILABLE', 'the agent is shutting down and takes no new work');
   }
 
   /** Applies a new admission budget (a configuration reload); queued tasks that now fit start. */
@@ -150,7 +166,7 @@ export class TaskSupervisor {
    * `graceMs`; whatever it would record is recovered by the next agent.
    */
   async shutdown(graceMs = 5000): Promise<void> {
-    this.#accepting = false;
+    this.#phase = 'closed';
     this.#closing.abort();
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
@@ -270,7 +286,7 @@ export class TaskSupervisor {
       if (!isBerthError(error, 'BERTH_TASK_STATE')) throw error;
     } finally {
       this.#handles.delete(taskId);
-      if (this.#accepting) this.#applyChange(this.#deps.admission.release(taskId));
+      if (this.#phase !== 'closed') this.#applyChange(this.#deps.admission.release(taskId));
     }
   }
 

@@ -4,6 +4,7 @@ import { Option } from 'commander';
 import { createAgentLogger, LOG_LEVELS, runDaemon, type DaemonHandle } from '../agent/daemon.js';
 import type { AgentConfigInput, HostFacts } from '../agent/config.js';
 import type { CliIo } from './run.js';
+import { exitCodeForError } from './exit-codes.js';
 
 export type AgentSignal = 'SIGTERM' | 'SIGINT' | 'SIGHUP';
 
@@ -104,8 +105,18 @@ async function agentCommand(flags: AgentFlags, io: CliIo, proc: AgentProcess): P
       return 0;
     }
     daemon = first.handle;
-    await stopped;
+    // Listening now; the start goes on (waiting for the engine, recovering). A start that fails (an
+    // engine too old for berth) ends the agent, as a stop signal does.
+    const failedStart = daemon.ready.then(
+      () => new Promise<never>(() => undefined),
+      (error: unknown) => ({ error }),
+    );
+    const next = await Promise.race([stopped.then((signal) => ({ signal })), failedStart]);
     await daemon.shutdown();
+    if ('error' in next) {
+      proc.exitAfter(EXIT_GRACE_MS, exitCodeForError(next.error));
+      throw next.error;
+    }
     proc.exitAfter(EXIT_GRACE_MS, 0);
     return 0;
   } finally {

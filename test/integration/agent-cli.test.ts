@@ -280,7 +280,7 @@ describe('SIGHUP reloads the configuration file', { skip }, () => {
     assert.equal(stillAccepted.code, 0, `the old configuration stays: ${stillAccepted.stderr}`);
 
     // The same agent over TCP: BERTH_HOST names it, the token still comes from the data directory.
-    const started = agent.logLines().find((line) => line.msg === 'agent started');
+    const started = agent.logLines().find((line) => line.msg === 'agent listening');
     assert.match(String(started?.tcp), /^127\.0\.0\.1:\d+$/);
     const overTcp = await berth(dataDir, ['ps', '-a', '--json'], { BERTH_HOST: `http://${String(started!.tcp)}` });
     assert.equal(overTcp.code, 0, overTcp.stderr);

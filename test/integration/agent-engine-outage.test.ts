@@ -3,8 +3,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { isBerthError } from '../../src/common/errors.js';
 import type { Logger } from '../../src/common/logger.js';
-import { createAgent, type AgentRuntime } from '../../src/agent/agent.js';
+import { buildAgent, createAgent, type AgentRuntime } from '../../src/agent/agent.js';
 import { AgentClient } from '../../src/agent/client.js';
 import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
 import { Engine } from '../../src/engine/engine.js';
@@ -86,5 +87,80 @@ describe('the agent outlives an engine that stops answering', { skip: await requ
       return view.state === 'exited' || view.state === 'removed' ? view : undefined;
     }, { timeoutMs: 60_000 });
     assert.equal(ended.exitCode, 7);
+  });
+});
+
+describe('an agent started while the engine does not answer', { skip: await requireEngine() }, () => {
+  test('listens at once, answers health and reads, refuses work with 503 until the engine answers, then recovers and runs tasks', async () => {
+    const proxy = await FaultProxy.start();
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-wedged-start-'));
+    const logger = recordingLogger();
+    proxy.refuseAll = true;
+    const runtime = await buildAgent(
+      {
+        flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: proxy.socketPath } },
+        host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
+      },
+      logger,
+    );
+    const serving = await serveAgent(runtime, { processMetrics: false });
+    const client = AgentClient.connect({ host: `unix://${serving.socketPath}`, token: runtime.token });
+    const starting = runtime.start();
+    try {
+      // The start waits for the engine: several attempts, one log line.
+      await pollUntil('the start to meet the unreachable engine', () => (proxy.refusedConnections >= 3 ? true : undefined), { timeoutMs: 30_000 });
+      assert.equal(runtime.started, false);
+      assert.deepEqual(await client.health(), { agent: 'starting', engine: 'unavailable' });
+      assert.deepEqual(await client.list(), []);
+      const refusedWork = (error: unknown): boolean => isBerthError(error, 'BERTH_AGENT_UNAVAILABLE') && error.context.status === 503 && /starting/.test(error.message);
+      await assert.rejects(client.submit({ spec: { image: TEST_IMAGE, command: ['true'], labels: { ...run.labels } } }), refusedWork);
+      await assert.rejects(client.prune({ dryRun: true }), refusedWork);
+      assert.equal(logger.lines.filter((l) => /engine does not answer/.test(l.message)).length, 1);
+
+      proxy.refuseAll = false;
+      await starting;
+      assert.equal(runtime.started, true);
+      assert.ok(logger.lines.some((l) => l.message === 'recovered tasks'));
+      assert.deepEqual(await client.health(), { agent: 'ok', engine: 'ok' });
+      const task = await client.submit({ spec: { image: TEST_IMAGE, command: ['sh', '-c', 'exit 4'], labels: { ...run.labels } } });
+      const ended = await pollUntil('the task to end', async () => {
+        const view = await client.get(task.id);
+        return view.state === 'exited' || view.state === 'removed' ? view : undefined;
+      }, { timeoutMs: 60_000 });
+      assert.equal(ended.exitCode, 4);
+    } finally {
+      proxy.refuseAll = false;
+      await starting.catch(() => undefined);
+      client.close();
+      await runtime.supervisor.idle();
+      await serving.close();
+      await runtime.close();
+      await proxy.close();
+      await run.cleanup();
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test('a stop while the start waits for the engine ends the wait and closes cleanly', async () => {
+    const proxy = await FaultProxy.start();
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-wedged-stop-'));
+    proxy.refuseAll = true;
+    const runtime = await buildAgent(
+      {
+        flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: proxy.socketPath } },
+        host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
+      },
+      recordingLogger(),
+    );
+    const starting = runtime.start();
+    try {
+      await pollUntil('the start to meet the unreachable engine', () => (proxy.refusedConnections >= 1 ? true : undefined), { timeoutMs: 30_000 });
+      await runtime.close();
+      await starting;
+      assert.equal(runtime.started, false, 'nothing was recovered or started');
+    } finally {
+      await proxy.close();
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 });

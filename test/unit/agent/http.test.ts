@@ -29,6 +29,7 @@ interface FakeOptions {
   submit?: (input: { id: string; spec: unknown }) => TaskRecord;
   stop?: (taskId: string) => Promise<TaskRecord>;
   engineHealthy?: boolean;
+  started?: boolean;
 }
 
 /** A narrow scripted runtime: only what the routes under test touch. */
@@ -61,6 +62,7 @@ function fakeRuntime(options: FakeOptions = {}) {
     },
     imageSnapshot: () => ({ images: [{ imageId: 'sha256:abc', refs: ['busybox:latest'], holders: ['t1'], removalDueAt: new Date(Date.UTC(2024, 4, 1)) }], pulls: [] }),
     engineHealthy: async () => options.engineHealthy ?? true,
+    started: options.started ?? true,
     errorListeners: new Set<(code: string) => void>(),
     onError(listener: (code: string) => void) {
       this.errorListeners.add(listener);
@@ -206,6 +208,14 @@ describe('responses', () => {
     await app.close();
   });
 
+  test('health answers 503 while the agent is still starting (recovering its tasks)', async () => {
+    const { app } = fakeRuntime({ started: false });
+    const response = await app.inject({ method: 'GET', url: '/healthz' });
+    assert.equal(response.statusCode, 503);
+    assert.deepEqual(response.json(), { agent: 'starting', engine: 'ok' });
+    await app.close();
+  });
+
   test('tasks show ISO times; images their holders and removal time', async () => {
     const finished = record('t1', { state: 'exited', endState: { kind: 'failed', exitCode: 2 }, exitCode: 2, startedAtMs: Date.UTC(2024, 4, 1, 10, 0, 1), finishedAtMs: Date.UTC(2024, 4, 1, 10, 0, 3), containerId: 'c1' });
     const { app } = fakeRuntime({ tasks: [finished] });
@@ -262,9 +272,15 @@ describe('streams', () => {
     const counting = { subscribe: (listener: Parameters<AgentEvents['subscribe']>[0]) => { subscribers++; const off = events.subscribe(listener); return () => { subscribers--; off(); }; } };
     const stream = agentEventStream({ events: counting, heartbeatMs: 5, logger: { debug() {}, info() {}, warn() {}, error() {} } });
     const chunks: string[] = [];
-    for await (const chunk of stream) {
-      chunks.push(String(chunk));
-      if (chunks.join('').includes(': heartbeat')) break;
+    // The heartbeat timer is unref'd (it must not keep an agent alive): this deadline keeps the test's loop alive, and fails it if no heartbeat comes.
+    const deadline = setTimeout(() => stream.destroy(new Error('no heartbeat within 10 s')), 10_000);
+    try {
+      for await (const chunk of stream) {
+        chunks.push(String(chunk));
+        if (chunks.join('').includes(': heartbeat')) break;
+      }
+    } finally {
+      clearTimeout(deadline);
     }
     assert.ok(chunks.join('').startsWith(': connected\n\n'));
     await new Promise((resolve) => setImmediate(resolve));
