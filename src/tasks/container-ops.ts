@@ -19,6 +19,7 @@ export type ContainerEngine = Pick<
   | 'exec'
   | 'pauseContainer'
   | 'unpauseContainer'
+  | 'openContainerEvents'
   | 'deadlines'
 >;
 

@@ -50,6 +50,13 @@ export interface StartOptions {
   taskId?: string;
   /** Aborting it stops the task (end state `cancelled`), or undoes a start still under way. */
   signal?: AbortSignal;
+  /**
+   * Resolve only once the engine reports the task healthy (`handle.healthy()`), as a function call
+   * is served only by a healthy container. A task that is unhealthy, ends first or gives no verdict
+   * in time is destroyed and start rejects with BERTH_TASK_UNHEALTHY; one without a health check
+   * (neither its spec nor its image) is destroyed too, with BERTH_TASK_STATE. Default false.
+   */
+  waitHealthy?: boolean;
 }
 
 /** What a task id (and an owner id) may be: it is part of a container name, `berth-<task id>`. */
@@ -92,11 +99,14 @@ export class TaskDriver {
     return resolveTaskSpec(spec, this.#policy);
   }
 
-  /** Starts a task and returns its handle once the container runs. */
+  /** Starts a task and returns its handle once the container runs (and, with `waitHealthy`, is healthy). */
   async start(spec: TaskSpec, options: StartOptions = {}): Promise<TaskHandle> {
     const taskId = options.taskId ?? randomUUID();
     if (!TASK_ID.test(taskId)) throw new ValidationError([{ field: 'taskId', rule: `must match ${TASK_ID.source}` }]);
     const resolved = this.resolve(spec);
+    if (options.waitHealthy && resolved.healthcheck?.disabled) {
+      throw new ValidationError([{ field: 'waitHealthy', rule: 'needs a health check, and the spec disables it (healthcheck.disabled)' }]);
+    }
     const { signal } = options;
     if (signal?.aborted) throw cancelledError(`start of task ${taskId}`, signal.reason);
     const identity: TaskIdentity = { taskId, ownerId: this.ownerId };
@@ -105,6 +115,7 @@ export class TaskDriver {
 
     if (this.#images) await this.#images.acquire(resolved.image, taskId, { policy: resolved.pull, signal });
     let containerId: string | undefined;
+    let started: TaskHandle;
     let createMayArriveLate = false;
     const guardLateCreate = (): void => {
       if (createMayArriveLate) this.#lateCreates.watch(plan.name, identity, this.#engine.deadlines.writeMs * 2);
@@ -133,13 +144,30 @@ export class TaskDriver {
         signal.addEventListener('abort', onAbort, { once: true });
         void handle.wait().finally(() => signal.removeEventListener('abort', onAbort));
       }
-      return handle;
+      started = handle;
     } catch (error) {
       // Without a container id, createIdempotent has already removed what it may have made; removing
       // by name here could delete a container that belongs to someone else.
       await this.#undoStart(taskId, containerId);
       guardLateCreate();
       if (signal?.aborted && !isBerthError(error, 'BERTH_CANCELLED')) throw cancelledError(`start of task ${taskId}`, error);
+      throw error;
+    }
+    if (options.waitHealthy) await this.#awaitHealthyOrDestroy(started, signal);
+    return started;
+  }
+
+  /** Waits for a started task to be healthy; one that never is gets destroyed, for nobody else holds its handle. */
+  async #awaitHealthyOrDestroy(handle: TaskHandle, signal: AbortSignal | undefined): Promise<void> {
+    try {
+      await handle.healthy(signal);
+    } catch (error) {
+      try {
+        await handle.destroy();
+      } catch (destroyError) {
+        this.#logger.error({ taskId: handle.taskId, containerId: handle.containerId, code: codeOf(destroyError) }, 'could not remove the container of a task that never became healthy');
+      }
+      if (signal?.aborted && !isBerthError(error, 'BERTH_CANCELLED')) throw cancelledError(`start of task ${handle.taskId}`, error);
       throw error;
     }
   }

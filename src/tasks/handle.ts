@@ -7,6 +7,7 @@ import type { StatsSample } from '../engine/types.js';
 import type { ResolvedTaskSpec } from '../spec/schema.js';
 import { codeOf, removeContainer, type ContainerEngine, type RetryPolicy } from './container-ops.js';
 import { classifyExit, type EndState } from './end-state.js';
+import { awaitHealthy } from './health.js';
 import { Lifecycle, type PhaseChange, type TaskPhase } from './lifecycle.js';
 
 /** Why berth itself stopped the task, which decides its end state. */
@@ -91,6 +92,22 @@ export class TaskHandle implements AsyncDisposable {
   wait(): Promise<EndState> {
     if (!this.#ended) return Promise.reject(new BerthError('BERTH_TASK_STATE', `task ${this.taskId} was never started`));
     return this.#ended;
+  }
+
+  /**
+   * Resolves when the engine reports the task healthy (its spec's health check, or its image's own).
+   * Rejects with BERTH_TASK_UNHEALTHY when the check reports unhealthy, when the task ends first, or
+   * when no verdict comes within twice the longest the engine can take to give one (start period
+   * plus retries + 1 rounds of interval and timeout) plus 10 s; with BERTH_TASK_STATE when the task
+   * has no health check; with BERTH_CANCELLED when `signal` aborts (which stops the wait, not the task).
+   * The engine's health events wake the wait; its inspect data decides.
+   */
+  healthy(signal?: AbortSignal): Promise<void> {
+    if (!this.#ended) return Promise.reject(new BerthError('BERTH_TASK_STATE', `task ${this.taskId} was never started`));
+    if (this.spec.healthcheck?.disabled) {
+      return Promise.reject(new BerthError('BERTH_TASK_STATE', `task ${this.taskId} has no health check: its spec disables it`, { context: { taskId: this.taskId } }));
+    }
+    return awaitHealthy(this.#deps.engine, { taskId: this.taskId, containerId: this.containerId, ended: this.#ended, signal, logger: this.#deps.logger });
   }
 
   /**

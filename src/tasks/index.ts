@@ -4,6 +4,8 @@ export { TaskHandle } from './handle.js';
 export { execInTask, findRunningTaskContainer } from './exec.js';
 export type { TaskExecEngine } from './exec.js';
 export { runToEnd } from './run.js';
+export { awaitHealthy, healthVerdictDeadlineMs } from './health.js';
+export type { AwaitHealthyOptions, HealthEngine } from './health.js';
 export type { RunToEndOptions, RunResult } from './run.js';
 export { classifyExit, describeEndState } from './end-state.js';
 export type { EndState, EndKind, ExitFacts } from './end-state.js';
