@@ -88,3 +88,53 @@ export function parseMountFlag(value: string, index: number): MountInput {
   if (type === 'tmpfs') return { type: 'tmpfs', target, size: fields['tmpfs-size'] ?? fields.size };
   throw new ValidationError([{ field, rule: 'type must be bind, volume or tmpfs' }]);
 }
+
+/** `berth run`'s health check flags, as commander parses them (`--no-healthcheck` sets `healthcheck: false`). */
+export interface HealthFlags {
+  healthCmd?: string;
+  healthInterval?: string;
+  healthTimeout?: string;
+  healthStartPeriod?: string;
+  healthRetries?: string;
+  /** False with `--no-healthcheck`. */
+  healthcheck?: boolean;
+}
+
+const HEALTH_FLAG_NAMES: ReadonlyArray<[keyof HealthFlags, string]> = [
+  ['healthCmd', '--health-cmd'],
+  ['healthInterval', '--health-interval'],
+  ['healthTimeout', '--health-timeout'],
+  ['healthStartPeriod', '--health-start-period'],
+  ['healthRetries', '--health-retries'],
+];
+
+/** A duration flag needs its unit, as docker's do: a bare "5" could mean seconds or milliseconds. */
+function durationFlag(value: string, flag: string): string {
+  if (/^\s*\d+(\.\d+)?\s*$/.test(value)) throw new ValidationError([{ field: flag, rule: 'must be a duration with a unit, such as 30s, 1m30s or 500ms' }]);
+  return value;
+}
+
+/**
+ * `--health-cmd` (a shell line, run as the engine's CMD-SHELL, as docker run does), `--health-interval`,
+ * `--health-timeout`, `--health-start-period`, `--health-retries`, or `--no-healthcheck`, to the
+ * spec's `healthcheck`; undefined when none is given, so the image's own check applies. Settings
+ * without `--health-cmd` tune the image's own check. The spec's validation names any bad value.
+ */
+export function healthcheckFromFlags(flags: HealthFlags): TaskSpec['healthcheck'] {
+  const given = HEALTH_FLAG_NAMES.filter(([key]) => flags[key] !== undefined).map(([, name]) => name);
+  if (flags.healthcheck === false) {
+    if (given.length > 0) throw new ValidationError([{ field: '--no-healthcheck', rule: `cannot be combined with ${given.join(', ')}` }]);
+    return { disabled: true };
+  }
+  if (given.length === 0) return undefined;
+  const check: NonNullable<TaskSpec['healthcheck']> = {};
+  if (flags.healthCmd !== undefined) check.shell = flags.healthCmd;
+  if (flags.healthInterval !== undefined) check.interval = durationFlag(flags.healthInterval, '--health-interval');
+  if (flags.healthTimeout !== undefined) check.timeout = durationFlag(flags.healthTimeout, '--health-timeout');
+  if (flags.healthStartPeriod !== undefined) check.startPeriod = durationFlag(flags.healthStartPeriod, '--health-start-period');
+  if (flags.healthRetries !== undefined) {
+    if (!/^\s*\d+\s*$/.test(flags.healthRetries)) throw new ValidationError([{ field: '--health-retries', rule: 'must be a whole number of at least 1' }]);
+    check.retries = Number(flags.healthRetries);
+  }
+  return check;
+}

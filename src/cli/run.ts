@@ -9,7 +9,7 @@ import type { TaskSpec } from '../spec/schema.js';
 import { TaskDriver } from '../tasks/driver.js';
 import { describeEndState } from '../tasks/end-state.js';
 import { EXIT, exitCodeForEnd } from './exit-codes.js';
-import { collect, parseCpus, parseEnvFlags, parseLabelFlags, parseMountFlag } from './flags.js';
+import { collect, healthcheckFromFlags, parseCpus, parseEnvFlags, parseLabelFlags, parseMountFlag, type HealthFlags } from './flags.js';
 
 export interface CliIo {
   stdin: Readable;
@@ -20,7 +20,7 @@ export interface CliIo {
   onInterrupt: (handler: () => void) => () => void;
 }
 
-interface RunFlags {
+interface RunFlags extends HealthFlags {
   memory?: string;
   cpus?: string;
   pidsLimit?: string;
@@ -78,6 +78,8 @@ export function specFromRunFlags(image: string, command: readonly string[], flag
   if (flags.tty) spec.tty = true;
   if (flags.interactive) spec.stdin = io.stdin;
   if (flags.pull !== undefined) spec.pull = PULL_FLAG[flags.pull] ?? (flags.pull as TaskSpec['pull']);
+  const healthcheck = healthcheckFromFlags(flags);
+  if (healthcheck !== undefined) spec.healthcheck = healthcheck;
   return spec;
 }
 
@@ -111,6 +113,12 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
     .option('--keep', 'keep the container after the task ends (default: removed)')
     .option('--name <task-id>', 'task id (names the container berth-<task-id>)')
     .option('--pull <policy>', 'pull the image: missing (default), always or never')
+    .option('--health-cmd <command>', 'health check: a shell command run in the container (CMD-SHELL); exit 0 is healthy')
+    .option('--health-interval <duration>', 'time between health checks (default 1s with --health-cmd, else the image\'s)')
+    .option('--health-timeout <duration>', 'longest a health check may run (default 5s with --health-cmd, else the image\'s)')
+    .option('--health-start-period <duration>', 'start-up time in which failed checks do not count (default none)')
+    .option('--health-retries <n>', 'consecutive failures that make the task unhealthy (default 3 with --health-cmd, else the image\'s)')
+    .option('--no-healthcheck', 'disable any health check, the image\'s own HEALTHCHECK included')
     .action(async (image: string, command: string[], flags: RunFlags) => {
       setExitCode(await runCommand(image, command, flags, io));
     });

@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
 import { ValidationError } from '../../../src/common/errors.js';
-import { collect, parseCpus, parseEnvFlags, parseLabelFlags, parseMountFlag } from '../../../src/cli/flags.js';
-import { specFromRunFlags } from '../../../src/cli/run.js';
+import { Command } from 'commander';
+import { collect, healthcheckFromFlags, parseCpus, parseEnvFlags, parseLabelFlags, parseMountFlag } from '../../../src/cli/flags.js';
+import { addRunCommand, specFromRunFlags } from '../../../src/cli/run.js';
 import { resolveTaskSpec } from '../../../src/spec/schema.js';
 
 type RunFlags = Parameters<typeof specFromRunFlags>[2];
@@ -415,5 +416,84 @@ describe('specFromRunFlags', () => {
     assert.equal(resolved.timeoutMs, 60_000);
     assert.equal(resolved.stdin, cli.stdin);
     assert.deepEqual(resolved.log, { driver: 'local', maxSizeBytes: 2 * 1024 * 1024, maxFiles: 1 });
+  });
+});
+
+describe('health check flags', () => {
+  const noFlags = (): RunFlags => ({ env: [], label: [], mount: [], capAdd: [], capDrop: [] });
+  const io = () => ({ env: {} as Record<string, string | undefined>, stdin: new PassThrough() });
+
+  /** Parses argv with the real run command's options (its action replaced), as commander hands them over. */
+  async function parseRun(args: string[]): Promise<RunFlags> {
+    const program = new Command('berth').enablePositionalOptions().exitOverride().configureOutput({ writeOut: () => undefined, writeErr: () => undefined });
+    addRunCommand(program, { ...io(), stdout: new PassThrough(), stderr: new PassThrough(), onInterrupt: () => () => undefined }, () => undefined);
+    let captured: RunFlags | undefined;
+    program.commands.find((c) => c.name() === 'run')!.action((_image: string, _command: string[], flags: RunFlags) => {
+      captured = flags;
+    });
+    await program.parseAsync(['run', ...args, 'busybox', 'true'], { from: 'user' });
+    return captured!;
+  }
+
+  test('sets no health check without health flags, so the image’s own applies', async () => {
+    assert.equal(Object.hasOwn(specFromRunFlags('busybox', [], await parseRun([]), io()), 'healthcheck'), false);
+    assert.equal(healthcheckFromFlags({}), undefined);
+  });
+
+  test('--health-cmd is a shell line (the engine’s CMD-SHELL), with every setting passed on', async () => {
+    const flags = await parseRun(['--health-cmd', 'curl -f http://localhost/ || exit 1', '--health-interval', '2s', '--health-timeout', '500ms', '--health-start-period', '1m', '--health-retries', '5']);
+    const spec = specFromRunFlags('busybox', [], flags, io());
+    assert.deepEqual(spec.healthcheck, { shell: 'curl -f http://localhost/ || exit 1', interval: '2s', timeout: '500ms', startPeriod: '1m', retries: 5 });
+    assert.deepEqual(resolveTaskSpec(spec).healthcheck, {
+      disabled: false,
+      test: { kind: 'shell', shell: 'curl -f http://localhost/ || exit 1' },
+      intervalMs: 2000,
+      timeoutMs: 500,
+      startPeriodMs: 60_000,
+      retries: 5,
+    });
+  });
+
+  test('--health-cmd alone gets the spec’s defaults', async () => {
+    const spec = specFromRunFlags('busybox', [], await parseRun(['--health-cmd', 'true']), io());
+    assert.deepEqual(spec.healthcheck, { shell: 'true' });
+  });
+
+  test('settings without --health-cmd tune the image’s own check', () => {
+    assert.deepEqual(healthcheckFromFlags({ healthRetries: '2', healthInterval: '10s' }), { interval: '10s', retries: 2 });
+  });
+
+  test('--no-healthcheck disables the health check', async () => {
+    const flags = await parseRun(['--no-healthcheck']);
+    assert.equal(flags.healthcheck, false);
+    assert.deepEqual(specFromRunFlags('busybox', [], flags, io()).healthcheck, { disabled: true });
+  });
+
+  test('--no-healthcheck with a --health-* flag is refused, naming both', async () => {
+    const flags = await parseRun(['--no-healthcheck', '--health-cmd', 'true', '--health-retries', '2']);
+    assertValidationError(() => specFromRunFlags('busybox', [], flags, io()), '--no-healthcheck', /cannot be combined with --health-cmd, --health-retries/);
+  });
+
+  for (const flag of ['healthInterval', 'healthTimeout', 'healthStartPeriod'] as const) {
+    test(`a ${flag} without a unit is refused, naming the flag`, () => {
+      const name = `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+      assertValidationError(() => healthcheckFromFlags({ [flag]: '5' }), name, /with a unit/);
+    });
+  }
+
+  for (const retries of ['abc', '1.5', '-1', '']) {
+    test(`--health-retries ${JSON.stringify(retries)} is refused, naming the flag`, () => {
+      assertValidationError(() => healthcheckFromFlags({ healthRetries: retries }), '--health-retries', /whole number/);
+    });
+  }
+
+  test('values the spec refuses name the spec field and the rule', () => {
+    const spec = specFromRunFlags('busybox', [], { ...noFlags(), healthCmd: 'true', healthInterval: '0s', healthRetries: '0' }, io());
+    assert.throws(() => resolveTaskSpec(spec), (error: unknown) => {
+      assert.ok(error instanceof ValidationError);
+      assert.match(error.message, /healthcheck\.interval: must be at least 1ms/);
+      assert.match(error.message, /healthcheck\.retries: must be at least 1/);
+      return true;
+    });
   });
 });
