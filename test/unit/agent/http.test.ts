@@ -11,6 +11,7 @@ import { httpStatusFor, toErrorResponse } from '../../../src/agent/http-errors.j
 import { agentEventStream, formatServerSentEvent } from '../../../src/agent/http-streams.js';
 import { toTaskView, toUtcLogTimestamp } from '../../../src/agent/http-views.js';
 import { buildOpenApiDocument } from '../../../src/agent/openapi.js';
+import { resolveTaskSpec } from '../../../src/spec/schema.js';
 import { API_ROUTES } from '../../../src/agent/http-schemas.js';
 import { parseAgentHost, resolveAgentAddress } from '../../../src/agent/client.js';
 import type { TaskFilter, TaskRecord } from '../../../src/state/tasks.js';
@@ -163,6 +164,39 @@ describe('request validation', () => {
     assert.equal(badJson.statusCode, 400);
     assert.equal(badJson.json().error.code, 'BERTH_VALIDATION');
     await app.close();
+  });
+
+  test('a spec with a health check round-trips through submit, the task view and the spec schema unchanged', async () => {
+    const specs = [
+      { image: 'busybox', command: ['sleep', '60'], healthcheck: { command: ['cat', '/tmp/ready'], interval: '500ms', timeout: '2s', startPeriod: '10s', retries: 2 } },
+      { image: 'busybox', healthcheck: { shell: 'test -e /tmp/ready || exit 1', interval: 250 } },
+      { image: 'busybox', healthcheck: { disabled: true } },
+    ];
+    for (const [index, spec] of specs.entries()) {
+      const id = `hc${index}`;
+      let received: unknown;
+      const { app } = fakeRuntime({
+        submit: (input) => {
+          received = input.spec;
+          // As the supervisor does: the spec it is handed must still resolve.
+          resolveTaskSpec(input.spec);
+          return record(input.id, { state: 'pending', spec: input.spec as TaskRecord['spec'] });
+        },
+        tasks: [record(id, { spec: spec as TaskRecord['spec'] })],
+      });
+      const submitted = await app.inject({ method: 'POST', url: '/v1/tasks', headers: auth, payload: { id, spec } });
+      assert.equal(submitted.statusCode, 201, submitted.body);
+      assert.deepEqual(received, spec);
+      assert.deepEqual(submitted.json().task.spec, spec);
+      const read = await app.inject({ method: 'GET', url: `/v1/tasks/${id}`, headers: auth });
+      assert.deepEqual(read.json().task.spec, spec);
+      assert.deepEqual(resolveTaskSpec(read.json().task.spec).healthcheck, resolveTaskSpec(spec).healthcheck);
+      await app.close();
+    }
+    const document = buildOpenApiDocument() as { components: { schemas: { TaskSpec: { properties: Record<string, { properties?: Record<string, unknown>; additionalProperties?: unknown }> } } } };
+    const healthcheck = document.components.schemas.TaskSpec.properties.healthcheck!;
+    assert.deepEqual(Object.keys(healthcheck.properties ?? {}).sort(), ['command', 'disabled', 'interval', 'retries', 'shell', 'startPeriod', 'timeout']);
+    assert.equal(healthcheck.additionalProperties, false);
   });
 
   test('states may repeat or be comma-separated; removed tasks are listed only when asked for', async () => {

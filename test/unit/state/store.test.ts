@@ -99,6 +99,20 @@ describe('store.tasks', () => {
     assert.ok(Object.isFrozen(task) && Object.isFrozen(task.spec));
   });
 
+  it('keeps a spec with a health check as written, across a re-open', () => {
+    const file = freshFile();
+    const withCheck = { ...spec(), healthcheck: { command: ['cat', '/tmp/ready'], interval: '500ms', startPeriod: 10_000, retries: 2 } };
+    const first = openStore(file);
+    first.tasks.insert({ id: 'hc', spec: withCheck });
+    first.close();
+    const second = openStore(file);
+    try {
+      assert.deepEqual(second.tasks.get('hc')?.spec, withCheck);
+    } finally {
+      second.close();
+    }
+  });
+
   it('does not overwrite a task whose id exists: inserted is false and the first record is returned', () => {
     store.tasks.insert({ id: 'dup', spec: spec({ v: '1' }) });
     const second = store.tasks.insert({ id: 'dup', spec: spec({ v: '2' }) });
