@@ -53,7 +53,7 @@ const boundedDuration = (what: string, minMs: number, maxMs: number, minText: st
 
 /** The engine's floor for a health check's interval, timeout and start period (Moby's MinimumDuration). */
 export const HEALTHCHECK_MINIMUM_MS = 1;
-/** berth's ceiling for them: a day, far below what nanoseconds in the engine's int64 can hold. */
+/** berth's ceiling for them: a day, so that their nanoseconds stay exact in a JSON number (and far within the engine's int64). */
 export const HEALTHCHECK_MAXIMUM_MS = 86_400_000;
 
 /** What a health check given with a command (or a shell line) gets for the settings it leaves out. */
