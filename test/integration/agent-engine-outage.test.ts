@@ -7,6 +7,7 @@ import { isBerthError } from '../../src/common/errors.js';
 import type { Logger } from '../../src/common/logger.js';
 import { buildAgent, createAgent, type AgentRuntime } from '../../src/agent/agent.js';
 import { AgentClient } from '../../src/agent/client.js';
+import type { AgentConfigInput, ConfigSources } from '../../src/agent/config.js';
 import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
 import { Engine } from '../../src/engine/engine.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
@@ -22,6 +23,14 @@ function recordingLogger(): Logger & { lines: Array<{ level: string; message: st
   return { lines, debug: () => undefined, info: at('info'), warn: at('warn'), error: at('error') };
 }
 
+/** An agent on `dataDir` whose engine is reached through `proxy`. */
+function throughProxy(dataDir: string, proxy: FaultProxy, flags: Omit<AgentConfigInput, 'dataDir' | 'socketPath' | 'engine'> = {}): ConfigSources {
+  return {
+    flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: proxy.socketPath }, ...flags },
+    host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
+  };
+}
+
 describe('the agent outlives an engine that stops answering', { skip: await requireEngine() }, () => {
   let proxy: FaultProxy;
   let dataDir: string;
@@ -34,18 +43,7 @@ describe('the agent outlives an engine that stops answering', { skip: await requ
   before(async () => {
     proxy = await FaultProxy.start();
     dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-outage-'));
-    runtime = await createAgent(
-      {
-        flags: {
-          dataDir,
-          socketPath: path.join(dataDir, 'agent.sock'),
-          engine: { socket: proxy.socketPath },
-          reconcile: { enabled: true, period: '1s', creationGrace: '1s' },
-        },
-        host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
-      },
-      logger,
-    );
+    runtime = await createAgent(throughProxy(dataDir, proxy, { reconcile: { enabled: true, period: '1s', creationGrace: '1s' } }), logger);
     serving = await serveAgent(runtime, { processMetrics: false });
     client = AgentClient.connect({ host: `unix://${serving.socketPath}`, token: runtime.token });
   });
@@ -96,13 +94,7 @@ describe('an agent started while the engine does not answer', { skip: await requ
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-wedged-start-'));
     const logger = recordingLogger();
     proxy.refuseAll = true;
-    const runtime = await buildAgent(
-      {
-        flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: proxy.socketPath } },
-        host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
-      },
-      logger,
-    );
+    const runtime = await buildAgent(throughProxy(dataDir, proxy), logger);
     const serving = await serveAgent(runtime, { processMetrics: false });
     const client = AgentClient.connect({ host: `unix://${serving.socketPath}`, token: runtime.token });
     const starting = runtime.start();
@@ -145,13 +137,7 @@ describe('an agent started while the engine does not answer', { skip: await requ
     const proxy = await FaultProxy.start();
     const dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-wedged-stop-'));
     proxy.refuseAll = true;
-    const runtime = await buildAgent(
-      {
-        flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: proxy.socketPath } },
-        host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
-      },
-      recordingLogger(),
-    );
+    const runtime = await buildAgent(throughProxy(dataDir, proxy), recordingLogger());
     const starting = runtime.start();
     try {
       await pollUntil('the start to meet the unreachable engine', () => (proxy.refusedConnections >= 1 ? true : undefined), { timeoutMs: 30_000 });

@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { isBerthError, ValidationError } from '../../src/common/errors.js';
@@ -10,7 +8,7 @@ import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
-import { BERTH_CLI } from '../support/agent.js';
+import { runBerth, type CliResult } from '../support/agent.js';
 import { createTestContainer, pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { DOCKER_CLI } from '../support/registry.js';
 
@@ -230,21 +228,7 @@ describe('health checks against the real engine', { skip: await requireEngine() 
   });
 });
 
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-async function berth(args: string[]): Promise<CliResult> {
-  const child = spawn(process.execPath, [...BERTH_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const [code] = (await once(child, 'close')) as [number | null];
-  return { code, stdout, stderr };
-}
+const berth = (args: string[]): Promise<CliResult> => runBerth(args, process.env);
 
 describe('berth run health flags against the real engine', { skip: await requireEngine() }, () => {
   const cliRun = testRun(engine);

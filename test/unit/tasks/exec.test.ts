@@ -6,40 +6,11 @@ import { LABELS } from '../../../src/common/labels.js';
 import type { ExecOptions, ExecSession } from '../../../src/engine/engine.js';
 import type { ContainerInspect, ContainerStatus } from '../../../src/engine/types.js';
 import { execInTask, findRunningTaskContainer, type TaskExecEngine } from '../../../src/tasks/exec.js';
+import { inspectFixture } from '../../support/inspect.js';
 
 /** A container as inspect returns it, with only the fields exec looks at set meaningfully. */
 function container(status: ContainerStatus, labels: Record<string, string>): ContainerInspect {
-  return {
-    id: 'c0ffee',
-    name: 'berth-t1',
-    image: 'img',
-    labels,
-    createdAt: new Date(0),
-    status,
-    running: status === 'running' || status === 'paused',
-    paused: status === 'paused',
-    exitCode: 0,
-    oomKilled: false,
-    error: '',
-    tty: false,
-    openStdin: false,
-    hostConfig: {
-      memoryBytes: 0,
-      memorySwapBytes: 0,
-      memoryReservationBytes: 0,
-      cpuQuota: 0,
-      cpuPeriod: 0,
-      cpuShares: 0,
-      pidsLimit: 0,
-      networkMode: 'none',
-      privileged: false,
-      capAdd: [],
-      capDrop: [],
-      logType: 'local',
-      logConfig: {},
-    },
-    mounts: [],
-  };
+  return inspectFixture({ labels, status, running: status === 'running' || status === 'paused', paused: status === 'paused' });
 }
 
 const berthLabels = (taskId = 't1'): Record<string, string> => ({ [LABELS.managed]: 'true', [LABELS.taskId]: taskId, [LABELS.ownerId]: 'cli' });

@@ -5,6 +5,7 @@ import { silentLogger } from '../../../src/common/logger.js';
 import type { ContainerEventStream } from '../../../src/engine/engine.js';
 import type { ContainerEvent, ContainerInspect, HealthStatus } from '../../../src/engine/types.js';
 import type { EndState } from '../../../src/tasks/end-state.js';
+import { inspectFixture } from '../../support/inspect.js';
 import { awaitHealthy, healthPollMs, healthVerdictDeadlineMs, type AwaitHealthyOptions, type HealthEngine } from '../../../src/tasks/health.js';
 
 const SECOND_NS = 1_000_000_000;
@@ -12,40 +13,11 @@ const check = { test: ['CMD', 'cat', '/tmp/ready'], intervalNs: SECOND_NS, timeo
 
 /** A container as inspect returns it, with only the fields the health wait reads set meaningfully. */
 function container(health: HealthStatus | undefined, overrides: Partial<ContainerInspect> = {}): ContainerInspect {
-  return {
-    id: 'c0ffee',
-    name: 'berth-t1',
-    image: 'img',
-    labels: {},
-    createdAt: new Date(0),
-    status: 'running',
-    running: true,
-    paused: false,
-    exitCode: 0,
-    oomKilled: false,
-    error: '',
-    tty: false,
-    openStdin: false,
+  return inspectFixture({
     healthcheck: check,
     ...(health === undefined ? {} : { health: { status: health, failingStreak: health === 'unhealthy' ? 3 : 0, probes: [] } }),
-    hostConfig: {
-      memoryBytes: 0,
-      memorySwapBytes: 0,
-      memoryReservationBytes: 0,
-      cpuQuota: 0,
-      cpuPeriod: 0,
-      cpuShares: 0,
-      pidsLimit: 0,
-      networkMode: 'none',
-      privileged: false,
-      capAdd: [],
-      capDrop: [],
-      logType: 'local',
-      logConfig: {},
-    },
-    mounts: [],
     ...overrides,
-  };
+  });
 }
 
 /** An event stream the test pushes events into; it records whether it was closed. */
