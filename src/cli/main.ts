@@ -5,6 +5,7 @@ import { addAgentCommand } from './agent.js';
 import { addExecCommand } from './exec.js';
 import { addPruneCommand } from './prune.js';
 import { addRunCommand, type CliIo } from './run.js';
+import { addStatsCommand } from './stats.js';
 import { addTaskCommands, describeDetachOnRun, runDetached } from './tasks.js';
 
 /** Runs the berth CLI and resolves with its exit code. Writes to io; never calls process.exit. */
@@ -25,6 +26,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   addRunCommand(program, io, setExitCode);
   describeDetachOnRun(program);
   addExecCommand(program, io, setExitCode);
+  addStatsCommand(program, io, setExitCode);
   addAgentCommand(program, io, setExitCode);
   addTaskCommands(program, io, setExitCode);
   addPruneCommand(program, io, setExitCode);

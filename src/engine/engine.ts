@@ -231,35 +231,65 @@ function healthFromRaw(raw: RawInspect): Pick<ContainerInspect, 'healthcheck' | 
 
 interface RawStats {
   read: string;
-  memory_stats?: { usage?: number; limit?: number; stats?: { cache?: number; inactive_file?: number } };
-  cpu_stats?: { cpu_usage?: { total_usage?: number }; system_cpu_usage?: number; online_cpus?: number };
+  preread?: string;
+  memory_stats?: { usage?: number; limit?: number; stats?: { inactive_file?: number; total_inactive_file?: number } };
+  cpu_stats?: { cpu_usage?: { total_usage?: number; percpu_usage?: number[] | null }; system_cpu_usage?: number; online_cpus?: number };
   precpu_stats?: { cpu_usage?: { total_usage?: number }; system_cpu_usage?: number };
   pids_stats?: { current?: number };
   networks?: Record<string, { rx_bytes: number; tx_bytes: number }>;
+  blkio_stats?: { io_service_bytes_recursive?: Array<{ op?: string; value?: number }> | null };
+}
+
+/** The engine writes Go's zero time where it has no time ("0001-01-01T00:00:00Z"). */
+const isZeroTime = (time: string | undefined): boolean => time === undefined || time === '' || time.startsWith('0001-');
+
+/**
+ * The working set, as the docker CLI computes MEM USAGE: usage less the inactive page cache, which
+ * the kernel reclaims first (cgroup v1 reports it as total_inactive_file, v2 as inactive_file).
+ */
+function memoryWorkingSetBytes(memory: NonNullable<RawStats['memory_stats']>): number {
+  const usage = memory.usage ?? 0;
+  const cgroupV1Inactive = memory.stats?.total_inactive_file;
+  if (cgroupV1Inactive !== undefined && cgroupV1Inactive < usage) return usage - cgroupV1Inactive;
+  const inactive = memory.stats?.inactive_file ?? 0;
+  return inactive < usage ? usage - inactive : usage;
 }
 
 export function statsFromRaw(raw: RawStats): StatsSample {
   const cpuDelta = (raw.cpu_stats?.cpu_usage?.total_usage ?? 0) - (raw.precpu_stats?.cpu_usage?.total_usage ?? 0);
   const systemDelta = (raw.cpu_stats?.system_cpu_usage ?? 0) - (raw.precpu_stats?.system_cpu_usage ?? 0);
-  const cpus = raw.cpu_stats?.online_cpus ?? 1;
+  const cpus = raw.cpu_stats?.online_cpus || raw.cpu_stats?.cpu_usage?.percpu_usage?.length || 1;
   const cpuMilli = systemDelta > 0 && cpuDelta > 0 ? Math.round((cpuDelta / systemDelta) * cpus * 1000) : 0;
-  // Page cache is not the task's working set; the docker CLI subtracts it the same way.
-  const cache = raw.memory_stats?.stats?.inactive_file ?? raw.memory_stats?.stats?.cache ?? 0;
   let rx = 0;
   let tx = 0;
   for (const net of Object.values(raw.networks ?? {})) {
     rx += net.rx_bytes;
     tx += net.tx_bytes;
   }
-  return {
+  // cgroup v1 names the operations "Read"/"Write", v2 "read"/"write"; the docker CLI sums both.
+  let blockRead = 0;
+  let blockWrite = 0;
+  for (const entry of raw.blkio_stats?.io_service_bytes_recursive ?? []) {
+    const op = (entry.op ?? '').toLowerCase();
+    if (op === 'read') blockRead += entry.value ?? 0;
+    else if (op === 'write') blockWrite += entry.value ?? 0;
+  }
+  const sample: StatsSample = {
     at: new Date(raw.read),
-    memoryBytes: Math.max(0, (raw.memory_stats?.usage ?? 0) - cache),
+    memoryBytes: raw.memory_stats ? memoryWorkingSetBytes(raw.memory_stats) : 0,
     memoryLimitBytes: raw.memory_stats?.limit ?? 0,
     cpuMilli,
     pids: raw.pids_stats?.current ?? 0,
     networkRxBytes: rx,
     networkTxBytes: tx,
+    blockReadBytes: blockRead,
+    blockWriteBytes: blockWrite,
+    cpuDeltaNanos: cpuDelta,
+    systemCpuDeltaNanos: systemDelta,
+    onlineCpus: cpus,
   };
+  if (!isZeroTime(raw.preread)) sample.previousAt = new Date(raw.preread!);
+  return sample;
 }
 
 /**
@@ -553,7 +583,7 @@ export class Engine {
         if (last === undefined) continue;
         const raw = JSON.parse(last) as RawStats;
         // An exited container's stats have an empty read time; the stream is over.
-        if (raw.read.startsWith('0001-')) return;
+        if (isZeroTime(raw.read)) return;
         yield statsFromRaw(raw);
       }
     } catch (error) {

@@ -180,6 +180,24 @@ export interface StatsSample {
   pids: number;
   networkRxBytes: number;
   networkTxBytes: number;
+  /** Bytes read from block devices since the container started (every device, as the engine counts them). */
+  blockReadBytes: number;
+  /** Bytes written to block devices since the container started. */
+  blockWriteBytes: number;
+  /**
+   * CPU time the container used since the previous reading, in nanoseconds (all cores); with
+   * `systemCpuDeltaNanos` and `onlineCpus` it gives docker's CPU %.
+   */
+  cpuDeltaNanos: number;
+  /** CPU time the whole host spent since the previous reading, in nanoseconds (all cores). */
+  systemCpuDeltaNanos: number;
+  /** CPUs online on the host (the engine's count, else the per-CPU usage entries, else 1). */
+  onlineCpus: number;
+  /**
+   * When the engine took the previous reading. Absent on the first sample of a stream: the engine
+   * has no previous reading then, so its deltas count from zero and span the container's whole life.
+   */
+  previousAt?: Date;
 }
 
 export interface ImageInspect {

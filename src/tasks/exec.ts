@@ -15,9 +15,10 @@ export type TaskExecEngine = Pick<Engine, 'inspectContainer' | 'exec'>;
  *
  * Throws `BERTH_VALIDATION` for a malformed task id, `BERTH_TASK_NOT_FOUND` when no container has
  * the name, `BERTH_NAME_CONFLICT` when the container is not this task's berth container, and
- * `BERTH_TASK_STATE` when it is not running (created, paused, restarting, exited, dead).
+ * `BERTH_TASK_STATE` when it is not running (created, paused, restarting, exited, dead). `action`
+ * names what the caller wanted in that last message ("cannot exec in task …"); default `exec in`.
  */
-export async function findRunningTaskContainer(engine: Pick<Engine, 'inspectContainer'>, taskId: string, signal?: AbortSignal): Promise<ContainerInspect> {
+export async function findRunningTaskContainer(engine: Pick<Engine, 'inspectContainer'>, taskId: string, signal?: AbortSignal, action = 'exec in'): Promise<ContainerInspect> {
   if (!TASK_ID.test(taskId)) throw new ValidationError([{ field: 'task-id', rule: `must match ${TASK_ID.source}` }]);
   const name = containerNameForTask(taskId);
   let container: ContainerInspect;
@@ -36,7 +37,7 @@ export async function findRunningTaskContainer(engine: Pick<Engine, 'inspectCont
     });
   }
   if (container.status !== 'running') {
-    throw new BerthError('BERTH_TASK_STATE', `cannot exec in task ${taskId}: its container is ${container.status}, not running`, {
+    throw new BerthError('BERTH_TASK_STATE', `cannot ${action} task ${taskId}: its container is ${container.status}, not running`, {
       context: { taskId, name, containerId: container.id, status: container.status },
     });
   }

@@ -96,6 +96,11 @@ describe('findRunningTaskContainer', () => {
     });
   }
 
+  test('names what the caller wanted when the container is not running (exec by default)', async () => {
+    await assertRejectsWith(findRunningTaskContainer(fakeEngine([container('exited', berthLabels())]), 't1'), 'BERTH_TASK_STATE', /^cannot exec in task t1: /);
+    await assertRejectsWith(findRunningTaskContainer(fakeEngine([container('exited', berthLabels())]), 't1', undefined, 'read the stats of'), 'BERTH_TASK_STATE', /^cannot read the stats of task t1: /);
+  });
+
   test('refuses a malformed task id before asking the engine', async () => {
     const engine = fakeEngine([]);
     await assertRejectsWith(findRunningTaskContainer(engine, '../etc'), 'BERTH_VALIDATION', /task-id/);
