@@ -98,6 +98,21 @@ export interface LogsOptions extends CallOptions {
   tty?: boolean;
 }
 
+/**
+ * The complete, non-blank lines of a newline-delimited JSON stream (stats, events), one batch per
+ * chunk that completes at least one line, so a reader may take only the newest of a batch.
+ */
+async function* jsonLineBatches(stream: Readable): AsyncGenerator<string[]> {
+  let partial = '';
+  for await (const chunk of stream) {
+    partial += (chunk as Buffer).toString('utf8');
+    const lines = partial.split('\n');
+    partial = lines.pop() ?? '';
+    const complete = lines.filter((line) => line.trim() !== '');
+    if (complete.length > 0) yield complete;
+  }
+}
+
 function toDate(value: string | number | undefined): Date | undefined {
   if (value === undefined || value === '' || value === '0001-01-01T00:00:00Z') return undefined;
   return typeof value === 'number' ? new Date(value * 1000) : new Date(value);
@@ -573,15 +588,9 @@ export class Engine {
     const stream = (await this.#call('container stats', this.#deadlines.writeMs, options, (abortSignal) =>
       this.#docker.getContainer(id).stats({ stream: true, ...signalOption(abortSignal === undefined ? undefined : options.signal) }),
     { id })) as unknown as Readable;
-    let partial = '';
     try {
-      for await (const chunk of stream) {
-        partial += (chunk as Buffer).toString('utf8');
-        const lines = partial.split('\n');
-        partial = lines.pop() ?? '';
-        const last = lines.filter((l) => l.trim() !== '').pop();
-        if (last === undefined) continue;
-        const raw = JSON.parse(last) as RawStats;
+      for await (const lines of jsonLineBatches(stream)) {
+        const raw = JSON.parse(lines[lines.length - 1]!) as RawStats;
         // An exited container's stats have an empty read time; the stream is over.
         if (isZeroTime(raw.read)) return;
         yield statsFromRaw(raw);
@@ -628,14 +637,9 @@ export class Engine {
       stream.destroy();
     };
     async function* events(): AsyncGenerator<ContainerEvent> {
-      let partial = '';
       try {
-        for await (const chunk of stream) {
-          partial += (chunk as Buffer).toString('utf8');
-          const lines = partial.split('\n');
-          partial = lines.pop() ?? '';
+        for await (const lines of jsonLineBatches(stream)) {
           for (const line of lines) {
-            if (line.trim() === '') continue;
             const raw = JSON.parse(line) as { Action?: string; status?: string; timeNano?: number; time?: number };
             yield { action: raw.Action ?? raw.status ?? '', at: new Date(raw.timeNano !== undefined ? raw.timeNano / 1e6 : (raw.time ?? 0) * 1000) };
           }

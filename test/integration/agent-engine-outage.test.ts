@@ -31,6 +31,17 @@ function throughProxy(dataDir: string, proxy: FaultProxy, flags: Omit<AgentConfi
   };
 }
 
+/** Ends what a test made, in order: the agent's tasks, its API, the agent, the proxy, containers, files. */
+async function tearDown(parts: { runtime: AgentRuntime; serving: ServingAgent; proxy: FaultProxy; dataDir: string }): Promise<void> {
+  parts.proxy.refuseAll = false;
+  await parts.runtime.supervisor.idle();
+  await parts.serving.close();
+  await parts.runtime.close();
+  await parts.proxy.close();
+  await run.cleanup();
+  await rm(parts.dataDir, { recursive: true, force: true });
+}
+
 describe('the agent outlives an engine that stops answering', { skip: await requireEngine() }, () => {
   let proxy: FaultProxy;
   let dataDir: string;
@@ -48,15 +59,7 @@ describe('the agent outlives an engine that stops answering', { skip: await requ
     client = AgentClient.connect({ host: `unix://${serving.socketPath}`, token: runtime.token });
   });
 
-  after(async () => {
-    proxy.refuseAll = false;
-    await runtime.supervisor.idle();
-    await serving.close();
-    await runtime.close();
-    await proxy.close();
-    await run.cleanup();
-    await rm(dataDir, { recursive: true, force: true });
-  });
+  after(() => tearDown({ runtime, serving, proxy, dataDir }));
 
   test('reconciler sweeps pause with one log line, the API keeps answering, and work resumes when the engine is back', async () => {
     // The first sweep runs once recovery had its chance; from then on the engine is reached every period.
@@ -124,12 +127,7 @@ describe('an agent started while the engine does not answer', { skip: await requ
       proxy.refuseAll = false;
       await starting.catch(() => undefined);
       client.close();
-      await runtime.supervisor.idle();
-      await serving.close();
-      await runtime.close();
-      await proxy.close();
-      await run.cleanup();
-      await rm(dataDir, { recursive: true, force: true });
+      await tearDown({ runtime, serving, proxy, dataDir });
     }
   });
 
