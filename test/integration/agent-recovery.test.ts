@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { containerNameForTask, LABELS } from '../../src/common/labels.js';
 import { META_KEYS } from '../../src/state/meta.js';
 import { openStore, STORE_FILE_NAME } from '../../src/state/store.js';
 import { Engine } from '../../src/engine/engine.js';
-import { agentProcesses, berth, berthJson, tempDirs, writeAgentConfig } from '../support/agent.js';
+import { agentProcesses, berth, berthJson, httpGet, tempDirs, writeAgentConfig } from '../support/agent.js';
 import { pollUntil, requireEngine, startTestContainer, TEST_IMAGE, testRun } from '../support/engine.js';
 
 /**
@@ -269,13 +269,23 @@ describe('a stop cut short by a crash', { skip }, () => {
     const first = await agents.start(dir, ['--config', config]);
     const taskId = `rec-${run.id}-stopping`;
     // The shell is PID 1 and ignores SIGTERM: only the SIGKILL after the grace period ends it.
-    const submitted = await berth(dir, ['submit', '-l', RUN_LABEL, '--name', taskId, '--stop-timeout', '3', TEST_IMAGE, 'sh', '-c', 'echo up; while true; do sleep 0.05; done']);
+    const submitted = await berth(dir, ['submit', '-l', RUN_LABEL, '--name', taskId, '--stop-timeout', '8', TEST_IMAGE, 'sh', '-c', 'echo up; while true; do sleep 0.05; done']);
     assert.equal(submitted.code, 0, submitted.stderr);
     await pollUntil('the task to run', async () => ((await berthJson<TaskView>(dir, ['inspect', taskId])).state === 'running' ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
 
     // `berth stop` waits out the grace period; the agent dies while the task is stopping.
     const stopping = berth(dir, ['stop', taskId]);
-    await pollUntil('the task to be stopping', async () => ((await berthJson<TaskView>(dir, ['inspect', taskId])).state === 'stopping' ? true : undefined), { timeoutMs: 30_000, intervalMs: 50 });
+    // Polled over the agent's socket, not through a CLI process per poll: on a loaded host spawning
+    // the CLI can take longer than the grace period, and the stop would finish before the kill.
+    const token = (await readFile(path.join(dir, 'token'), 'utf8')).trim();
+    await pollUntil(
+      'the task to be stopping',
+      async () => {
+        const view = await httpGet(first.socketPath, `/v1/tasks/${taskId}`, token);
+        return (JSON.parse(view.body) as { task: TaskView }).task.state === 'stopping' ? true : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 20 },
+    );
     first.child.kill('SIGKILL');
     assert.equal(await first.exited, null);
     assert.notEqual((await stopping).code, 0, 'the stop command loses its agent');
