@@ -28,7 +28,9 @@ function ownerLabels(overrides: Partial<OwnerProcess> = {}): Record<string, stri
 
 /** What the judge sees on the fake host, with the owner in `ownerState` (absent when undefined). */
 function view(ownerState: { state: string; startTime: string } | undefined, init: Parameters<typeof fakeProc>[0] = {}): JudgeView {
-  const proc = fakeProc({ ...init, processes: { ...(ownerState ? { [OWNER_PID]: ownerState } : {}), ...(init.processes ?? {}) } });
+  const processes: Record<number, { state: string; startTime: string }> = { ...(init.processes ?? {}) };
+  if (ownerState) processes[OWNER_PID] = ownerState;
+  const proc = fakeProc({ ...init, processes });
   const host = readHostIdentity(proc);
   return { host, processesVisible: readProcessState(1, proc).kind === 'present', processState: (pid) => readProcessState(pid, proc) };
 }

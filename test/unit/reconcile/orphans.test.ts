@@ -162,11 +162,11 @@ describe('DanglingReconciler: orphans', () => {
     const { engine, clock, reconciler } = setup();
     const old = clock.now() - 10 * MINUTE;
     engine.listAnswers = [[], [cliContainer('stuck', old, owner(DEAD_PID)), cliContainer('gone', old, owner(DEAD_PID)), cliContainer('ok', old, owner(DEAD_PID))]];
-    engine.removeAnswers.set('stuck', new BerthError('BERTH_ENGINE_ERROR', 'driver failed'));
+    engine.removeAnswers.set('stuck', new BerthError('BERTH_ENGINE_SERVER_ERROR', 'driver failed'));
     engine.removeAnswers.set('gone', 'absent');
     const first = await reconciler.sweepOnce();
     assert.deepEqual(first.orphans.removed.map((c) => c.id), ['ok']);
-    assert.deepEqual(first.orphans.failed.map((f) => [f.container.id, f.error.code]), [['stuck', 'BERTH_ENGINE_ERROR']]);
+    assert.deepEqual(first.orphans.failed.map((f) => [f.container.id, f.error.code]), [['stuck', 'BERTH_ENGINE_SERVER_ERROR']]);
     assert.equal(first.orphans.alreadyGone, 1);
     engine.removeAnswers.delete('stuck');
     engine.listAnswers = [[], [cliContainer('stuck', old, owner(DEAD_PID))]];
