@@ -117,6 +117,11 @@ function hashHostId(kind: 'm' | 'h', value: string): string {
   return `${kind}${createHmac('sha256', HOST_ID_KEY).update(value).digest('hex').slice(0, 32)}`;
 }
 
+/** Whether a host id was made from a machine id (`m…`) rather than from a hostname (`h…`). */
+function isMachineIdHost(hostId: string): boolean {
+  return hostId.startsWith('m');
+}
+
 /** Reads a file for an identity: any failure means only "not available here". */
 function readQuietly(reader: ProcReader, read: (reader: ProcReader) => string | undefined): string | undefined {
   try {
@@ -219,8 +224,8 @@ export interface JudgeView {
 }
 
 /**
- * Whether the owner process a container's labels name is gone. Gone means: the same host, and
- * another boot; or the same boot and pid namespace, and the pid not running (absent or a zombie) or
+ * Whether the owner process a container's labels name is gone. Gone means: the same host (by its
+ * machine id), and another boot; or the same boot and pid namespace, and the pid not running (absent or a zombie) or
  * running with another start time. Anything that cannot be told from here is `unknown`, never gone.
  */
 export function judgeOwner(labels: Readonly<Record<string, string>>, view: JudgeView): OwnerVerdict {
@@ -229,7 +234,11 @@ export function judgeOwner(labels: Readonly<Record<string, string>>, view: Judge
   const { host } = view;
   if (host === undefined) return { kind: 'unknown', reason: 'host-unknown' };
   if (owner.hostId !== host.hostId) return { kind: 'unknown', reason: 'other-host' };
-  if (owner.bootId !== host.bootId) return { kind: 'gone', reason: 'rebooted' };
+  if (owner.bootId !== host.bootId) {
+    // A hostname is no proof of the same machine (two hosts may share one, and an engine may be
+    // remote): without a machine id, another boot may be another host that is up.
+    return isMachineIdHost(owner.hostId) ? { kind: 'gone', reason: 'rebooted' } : { kind: 'unknown', reason: 'other-host' };
+  }
   if (owner.pidNamespace !== host.pidNamespace) return { kind: 'unknown', reason: 'other-pid-namespace' };
   const state = view.processState(owner.pid);
   if (state.kind === 'unreadable') return { kind: 'unknown', reason: 'unreadable' };

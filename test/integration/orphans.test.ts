@@ -15,12 +15,14 @@ import type { PruneView } from '../../src/agent/http-views.js';
 import { createdAtUpperBoundMs } from '../../src/reconcile/decide.js';
 import type { OrphanedContainerRemovedEvent } from '../../src/reconcile/events.js';
 import { DanglingReconciler } from '../../src/reconcile/reconciler.js';
+import { TaskDriver } from '../../src/tasks/driver.js';
 import { agentProcesses, BERTH_CLI, berth, cleanEnv, tempDirs, writeAgentConfig } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 
 const engine = new Engine();
 const run = testRun(engine);
 const GRACE_MS = 2000;
+const OWNER_PROCESS_KEYS = [LABELS.ownerHost, LABELS.ownerBootId, LABELS.ownerPidNamespace, LABELS.ownerPid, LABELS.ownerStartTime];
 
 interface BerthRun {
   readonly child: ChildProcess;
@@ -103,6 +105,21 @@ describe('no orphans from berth run', { skip: await requireEngine() }, () => {
     await engine.removeContainer(live.containerId);
   });
 
+  test('a library driver labels its containers with its process by default, and not with ownerProcess: none', async () => {
+    const spec = { image: TEST_IMAGE, command: ['sleep', '300'], labels: { ...run.labels } };
+    const own = await new TaskDriver({ engine, ownerId: `test-${run.id}` }).start(spec, { taskId: `${run.id}-lib-self` });
+    const durable = await new TaskDriver({ engine, ownerId: `test-${run.id}`, ownerProcess: 'none' }).start(spec, { taskId: `${run.id}-lib-none` });
+    try {
+      const ownLabels = (await engine.inspectContainer(own.containerId)).labels;
+      assert.equal(ownLabels[LABELS.ownerPid], String(process.pid));
+      assert.equal(ownLabels[LABELS.ownerHost], readHostIdentity()!.hostId);
+      const durableLabels = (await engine.inspectContainer(durable.containerId)).labels;
+      for (const key of OWNER_PROCESS_KEYS) assert.equal(durableLabels[key], undefined, key);
+    } finally {
+      await Promise.all([own.destroy(), durable.destroy()]);
+    }
+  });
+
   test('the reconciler removes the container of a berth run killed with SIGKILL, and leaves a live run\'s alone', async () => {
     const [killed, live] = await Promise.all([startRun('reconcile-killed'), startRun('reconcile-live')]);
     const removed: OrphanedContainerRemovedEvent[] = [];
@@ -163,5 +180,18 @@ describe('no orphans from berth run', { skip: await requireEngine() }, () => {
     // Its owner gone, the live run's container goes too: what protected it was its owner, nothing else.
     await kill(live);
     assert.deepEqual((await prune()).containers.ids, [live.containerId]);
+
+    // The agent's own containers carry no owner process: they outlive the agent's process, which recovers them.
+    const submitted = await berth(dataDir, ['submit', '-l', run.labelFilter, '--stop-timeout', '1', TEST_IMAGE, 'sleep', '300']);
+    assert.equal(submitted.code, 0, submitted.stderr);
+    const taskId = submitted.stdout.trim();
+    const agentContainer = await pollUntil(
+      'the agent\'s task to run',
+      async () => (await engine.listContainers({ labels: [`${LABELS.taskId}=${taskId}`], status: ['running'] }))[0],
+      { timeoutMs: 30_000, intervalMs: 100 },
+    );
+    assert.notEqual(agentContainer.labels[LABELS.ownerId], 'cli');
+    for (const key of OWNER_PROCESS_KEYS) assert.equal(agentContainer.labels[key], undefined, key);
+    assert.equal((await berth(dataDir, ['stop', taskId])).code, 0);
   });
 });

@@ -116,6 +116,15 @@ describe('owner process: is the owner gone?', () => {
     assert.deepEqual(judgeOwner(ownerLabels({ bootId: 'an-earlier-boot' }), view(running)), { kind: 'gone', reason: 'rebooted' });
   });
 
+  it('a host known only by its hostname: another boot may be another machine of that name, so never judged gone', () => {
+    const byName = { machineId: null, hostname: 'ci' } as const;
+    const labels = ownerProcessLabels({ ...readHostIdentity(fakeProc(byName))!, bootId: 'another-boot', pid: OWNER_PID, startTime: OWNER_START });
+    assert.deepEqual(judgeOwner(labels, view(undefined, byName)), { kind: 'unknown', reason: 'other-host' });
+    // The same boot of that host: judged as any other.
+    const sameBoot = ownerProcessLabels({ ...readHostIdentity(fakeProc(byName))!, pid: OWNER_PID, startTime: OWNER_START });
+    assert.deepEqual(judgeOwner(sameBoot, view(undefined, byName)), { kind: 'gone', reason: 'exited' });
+  });
+
   it('never judged from another host, even with its pid running here or absent', () => {
     const otherHost = ownerLabels({ hostId: readHostIdentity(fakeProc({ machineId: 'another-machine' }))!.hostId });
     assert.deepEqual(judgeOwner(otherHost, view(undefined)), { kind: 'unknown', reason: 'other-host' });
