@@ -93,7 +93,8 @@ export async function benchReconcile(context?: ReconcileBenchContext): Promise<v
       engine: new Engine({ socketPath: proxy.socketPath }),
       ownerId,
       trackedContainerIds: () => [],
-      options: { creationGrace: 0 },
+      // The dangling pass alone, as the raw list it is measured against; and no orphan of anyone else removed.
+      options: { creationGrace: 0, orphans: false },
     });
     const dryRunMs: number[] = [];
     for (let i = 0; i < RAW_LIST_ROUNDS; i++) {

@@ -6,7 +6,18 @@ export type AgentEvent =
   | { type: 'task.state'; taskId: string; state: TaskState; endState?: StoredEndState; at: string }
   | { type: 'image.pull'; phase: 'started' | 'shared' | 'finished' | 'failed'; image: string; imageId?: string; error?: string; at: string }
   | { type: 'image.removed'; imageId: string; at: string }
-  | { type: 'container.reconciled'; containerId: string; taskId?: string; dryRun: boolean; at: string }
+  | {
+      type: 'container.reconciled';
+      containerId: string;
+      taskId?: string;
+      /** `dangling`: this agent's, untracked. `orphaned`: a short-lived owner's (`berth run`), whose owner process is gone. */
+      reason?: 'dangling' | 'orphaned';
+      /** For an orphan: the owner id it carried (`cli` for `berth run`) and its owner's pid. */
+      ownerId?: string;
+      ownerPid?: number;
+      dryRun: boolean;
+      at: string;
+    }
   | { type: 'prune'; removed: Record<string, number>; reclaimedBytes: number; at: string };
 
 /** Distributes agent events to subscribers (the SSE endpoint, metrics). */

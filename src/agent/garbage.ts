@@ -3,11 +3,24 @@ import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
 import type { ImageCoordinator } from '../images/index.js';
 import { Pruner, type ImageBudgetReport, type PruneOptions, type PruneReport } from '../prune/index.js';
-import { DanglingReconciler } from '../reconcile/index.js';
+import { DanglingReconciler, type OrphanedContainer } from '../reconcile/index.js';
 import type { Store } from '../state/store.js';
 import { UNENDED_STATES } from '../state/tasks.js';
 import type { AgentConfig } from './config.js';
-import type { AgentEvents } from './events.js';
+import type { AgentEvent, AgentEvents } from './events.js';
+
+/** The event of an orphan the reconciler removed (or, in a dry run, would remove). */
+function orphanEvent(container: OrphanedContainer, dryRun: boolean): Omit<Extract<AgentEvent, { type: 'container.reconciled' }>, 'at'> {
+  return {
+    type: 'container.reconciled',
+    containerId: container.id,
+    ...(container.taskId ? { taskId: container.taskId } : {}),
+    reason: 'orphaned',
+    ...(container.ownerId ? { ownerId: container.ownerId } : {}),
+    ownerPid: container.ownerPid,
+    dryRun,
+  };
+}
 
 export interface GarbageInit {
   engine: Engine;
@@ -49,15 +62,19 @@ export class AgentGarbage {
         period: config.reconcile.periodMs,
         creationGrace: config.reconcile.creationGraceMs,
         dryRun: config.reconcile.dryRun,
+        // One grace period for both: a container younger than it is never removed.
+        orphanGrace: config.reconcile.creationGraceMs,
       },
       logger,
-      onRemoved: (event) => events.emit({ type: 'container.reconciled', containerId: event.id, ...(event.taskId ? { taskId: event.taskId } : {}), dryRun: false }),
+      onRemoved: (event) => events.emit({ type: 'container.reconciled', containerId: event.id, ...(event.taskId ? { taskId: event.taskId } : {}), reason: 'dangling', dryRun: false }),
+      onOrphanRemoved: (event) => events.emit(orphanEvent(event, false)),
       onSweep: (outcome) => {
         if (outcome.kind !== 'swept') return;
         for (const container of outcome.result.wouldRemove) {
           logger.info({ containerId: container.id, taskId: container.taskId }, 'dry run: the reconciler would remove this dangling container');
-          events.emit({ type: 'container.reconciled', containerId: container.id, ...(container.taskId ? { taskId: container.taskId } : {}), dryRun: true });
+          events.emit({ type: 'container.reconciled', containerId: container.id, ...(container.taskId ? { taskId: container.taskId } : {}), reason: 'dangling', dryRun: true });
         }
+        for (const container of outcome.result.orphans.wouldRemove) events.emit(orphanEvent(container, true));
       },
     });
     this.pruner = new Pruner({
@@ -72,6 +89,7 @@ export class AgentGarbage {
         berthImages: () => images.snapshot().images.filter((image) => image.pulledByBerth).map((image) => ({ imageId: image.imageId, refs: image.refs })),
         heldImageIds: () => images.snapshot().images.filter((image) => image.holders.length > 0).map((image) => image.imageId),
       },
+      options: { orphanGrace: config.reconcile.creationGraceMs },
       logger,
     });
   }

@@ -36,6 +36,8 @@ export function isEngineErrorCode(code: string): boolean {
  *   counted once.
  * - `berth_image_pull_shared_total`: acquires that joined a pull or inspect already under way.
  * - `berth_reconciler_removals_total`: dangling containers the reconciler removed (dry runs excluded).
+ * - `berth_reconciler_orphan_removals_total`: containers of short-lived owners whose owner process
+ *   was gone, that the reconciler removed (dry runs excluded).
  * - `berth_engine_errors_total{code}`: engine and registry errors by code, as the API answered with
  *   them (`countError`), as the supervisor met them (a start, its pull included, a recovery, a
  *   container removal, reading output), as image removals failed with them, and as lost tasks
@@ -68,12 +70,17 @@ export class AgentMetrics {
     const pulls = new Counter({ name: 'berth_image_pulls_total', help: 'Image pulls that ended, by outcome.', labelNames: ['outcome'] as const, registers });
     const shared = new Counter({ name: 'berth_image_pull_shared_total', help: 'Image acquires that shared a pull already under way.', registers });
     const removals = new Counter({ name: 'berth_reconciler_removals_total', help: 'Dangling containers the reconciler removed.', registers });
+    const orphanRemovals = new Counter({
+      name: 'berth_reconciler_orphan_removals_total',
+      help: 'Containers of short-lived owners (berth run, library drivers) whose owner process was gone, that the reconciler removed.',
+      registers,
+    });
     this.#engineErrors = new Counter({ name: 'berth_engine_errors_total', help: 'Engine and registry errors, by code.', labelNames: ['code'] as const, registers });
     if (sources.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
 
     const onEvent = (event: AgentEvent): void => {
       if (event.type === 'container.reconciled') {
-        if (!event.dryRun) removals.inc();
+        if (!event.dryRun) (event.reason === 'orphaned' ? orphanRemovals : removals).inc();
         return;
       }
       if (event.type !== 'task.state') return;

@@ -134,7 +134,8 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
   images.on('pull-progress', (e) => view.progress(e));
   images.on('pull-finished', (e) => view.finished(e));
   // The person at the terminal is the caller: the CLI allows what they ask for explicitly.
-  const driver = new TaskDriver({ engine, ownerId: 'cli', policy: { allowPrivileged: true }, images });
+  // Owned by this process, so that a killed run's container is removed by the reconciler and prune; --keep asks for it to outlive the run.
+  const driver = new TaskDriver({ engine, ownerId: 'cli', ownerProcess: flags.keep ? 'none' : 'self', policy: { allowPrivileged: true }, images });
   driver.resolve(spec);
   await engine.checkCompatible();
 

@@ -1,10 +1,22 @@
 import { z } from 'zod';
-import { parseOptions } from '../common/validation.js';
+import { parseDurationMs } from '../common/units.js';
+import { DURATION_RULE, parseOptions } from '../common/validation.js';
+
+const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
+  const ms = parseDurationMs(value);
+  if (ms === undefined) {
+    ctx.addIssue({ code: 'custom', message: DURATION_RULE });
+    return z.NEVER;
+  }
+  return ms;
+});
 
 const schema = z
   .object({
     imageBudgetMaxRemovals: z.number().int('must be a whole number').min(1, 'must be at least 1').max(1000, 'must be at most 1000').default(10),
     imageBudgetRemovalsPerSecond: z.number().positive('must be more than 0').max(1000, 'must be at most 1000').default(2),
+    orphans: z.boolean().default(true),
+    orphanGrace: duration.default(300_000),
   })
   .strict();
 
@@ -20,6 +32,14 @@ export interface PrunerOptions {
    * the engine delete layers from disk, which competes with running tasks. Default 2.
    */
   imageBudgetRemovalsPerSecond?: number;
+  /**
+   * Whether a prune also removes orphans: containers of short-lived owners (`berth run`, library
+   * drivers; any owner id) on this host whose owner process is gone, running or not, that match the
+   * filters. Default true.
+   */
+  orphans?: boolean;
+  /** An orphan younger than this is kept (reason `grace`). Default `'5m'`, as the reconciler's creation grace; the agent passes its `reconcile.creationGrace`. */
+  orphanGrace?: string | number;
 }
 
 /** The validated, defaulted, frozen options. */
@@ -27,6 +47,8 @@ export interface ResolvedPrunerOptions {
   readonly imageBudgetMaxRemovals: number;
   /** The pause between two removals while enforcing the budget: 1000 / removals per second. */
   readonly imageBudgetRemovalIntervalMs: number;
+  readonly orphans: boolean;
+  readonly orphanGraceMs: number;
 }
 
 /** Validates the pruner's options once; a ValidationError names every field at fault, under `fieldPrefix`. */
@@ -35,5 +57,7 @@ export function resolvePrunerOptions(input: PrunerOptions = {}, fieldPrefix = ''
   return Object.freeze({
     imageBudgetMaxRemovals: data.imageBudgetMaxRemovals,
     imageBudgetRemovalIntervalMs: 1000 / data.imageBudgetRemovalsPerSecond,
+    orphans: data.orphans,
+    orphanGraceMs: data.orphanGrace,
   });
 }

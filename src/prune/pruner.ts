@@ -2,6 +2,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { BerthError, isBerthError, ValidationError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import { silentLogger, type Logger } from '../common/logger.js';
+import { ownerJudge } from '../common/owner-process.js';
 import type { Engine } from '../engine/engine.js';
 import type { ContainerSummary } from '../engine/types.js';
 import { engineLabelFilters, formatPruneFilters, matchesPruneFilters, parsePruneFilters, type PruneFilterInput, type PruneFilters } from './filters.js';
@@ -13,6 +14,7 @@ import {
   type BerthImageFacts,
   type PruneImageSource,
 } from './images.js';
+import { judgeOrphan, ORPHAN_CANDIDATE_LABELS, type OwnerJudge } from '../reconcile/orphans.js';
 import { resolvePrunerOptions, type PrunerOptions, type ResolvedPrunerOptions } from './options.js';
 import {
   emptyPruneReport,
@@ -63,6 +65,11 @@ export interface PrunerInit {
   ownerId: string;
   /** Whether a task's record is live (not ended): its containers are never pruned. A task id without a record is not live. */
   isTaskLive: (taskId: string) => boolean;
+  /**
+   * Makes the judge of owner processes for one prune (whether a container's owner process is gone).
+   * Default: `ownerJudge()` over this host's /proc.
+   */
+  ownerJudge?: () => OwnerJudge;
   /** Which images berth pulled and which are held. Without it, no image is ever pruned. */
   images?: PruneImageSource;
   /** Validated once, here. */
@@ -101,7 +108,9 @@ const OWN_STOPPED_STATES = ['created', 'exited', 'dead'] as const;
 
 /**
  * Removes what berth created and nobody uses (Moby's prune, scoped to berth): stopped task
- * containers whose task is not live (with their anonymous volumes), networks and dangling volumes
+ * containers whose task is not live (with their anonymous volumes), containers of any short-lived
+ * owner on this host whose owner process is gone (orphans, running or not, past the orphan grace
+ * period), networks and dangling volumes
  * labelled as berth's, and images berth pulled that no task holds and nobody else names. Removal
  * is never forced past the engine's "in use": such objects are kept and reported.
  *
@@ -117,6 +126,7 @@ export class Pruner {
   readonly #logger: Logger;
   readonly #clock: PruneClock;
   readonly #onRemoved: ((event: PruneRemovedEvent) => void) | undefined;
+  readonly #ownerJudge: () => OwnerJudge;
   #running: 'prune' | 'image budget' | undefined;
 
   constructor(init: PrunerInit) {
@@ -129,6 +139,7 @@ export class Pruner {
     this.#logger = init.logger ?? silentLogger;
     this.#clock = init.clock ?? systemPruneClock;
     this.#onRemoved = init.onRemoved;
+    this.#ownerJudge = init.ownerJudge ?? (() => ownerJudge());
   }
 
   /** Whether a prune or a budget enforcement is under way. */
@@ -245,6 +256,44 @@ export class Pruner {
           continue;
         }
         this.#emit({ kind: 'containers', id: row.id, reclaimedBytes, cause: 'prune' });
+      }
+      report.containers.ids.push(row.id);
+      report.containers.reclaimedBytes += reclaimedBytes;
+    }
+    if (this.options.orphans) await this.#pruneOrphans(run, new Set(rows.map((row) => row.id)));
+  }
+
+  /**
+   * Containers of short-lived owners (any owner id) whose owner process is gone: force-removed,
+   * running or not, once past the orphan grace period. A container whose owner runs is kept
+   * (`live-owner`); one whose owner cannot be judged from here (another host) is not berth's to
+   * judge, and is neither removed nor reported.
+   */
+  async #pruneOrphans(run: PruneRun, seen: ReadonlySet<string>): Promise<void> {
+    const { filters, dryRun, signal, report } = run;
+    const rows = await this.#engine.listContainers({ all: true, labels: [...ORPHAN_CANDIDATE_LABELS, ...engineLabelFilters(filters)], withSize: true }, { signal });
+    const judge = this.#ownerJudge();
+    for (const row of rows) {
+      if (this.#stopped(run)) return;
+      if (seen.has(row.id)) continue;
+      if (!(await this.#containerMatches(row, filters, signal))) continue;
+      const judgement = judgeOrphan(row, judge, this.#clock.now(), this.options.orphanGraceMs);
+      if (judgement.kind === 'unknown-owner') continue;
+      if (judgement.kind !== 'orphan') {
+        report.kept.push({ kind: 'containers', id: row.id, reason: judgement.kind === 'live-owner' ? 'live-owner' : 'grace' });
+        continue;
+      }
+      const reclaimedBytes = row.sizeRwBytes ?? 0;
+      if (!dryRun) {
+        try {
+          // Forced: an orphan may still run (a killed `berth run` leaves its task running).
+          if ((await this.#engine.removeContainer(row.id)) === 'absent') continue;
+        } catch (error) {
+          report.failed.push({ kind: 'containers', id: row.id, error: asBerthError(error) });
+          continue;
+        }
+        this.#emit({ kind: 'containers', id: row.id, reclaimedBytes, cause: 'prune' });
+        this.#logger.debug({ containerId: row.id, ownerId: judgement.container.ownerId, ownerPid: judgement.container.ownerPid, reason: judgement.container.reason }, 'pruned an orphaned container');
       }
       report.containers.ids.push(row.id);
       report.containers.reclaimedBytes += reclaimedBytes;

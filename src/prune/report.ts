@@ -29,6 +29,10 @@ export interface KeptObject {
   reason:
     /** A container whose task is live. */
     | 'live-task'
+    /** A container whose owner process (a `berth run`, a library driver) still runs. */
+    | 'live-owner'
+    /** A container whose owner process is gone, younger than the orphan grace period: a later prune removes it. */
+    | 'grace'
     /** The engine refused: a container uses the image, volume or network. */
     | 'in-use'
     /** A held image. */

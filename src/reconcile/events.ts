@@ -1,12 +1,38 @@
 import diagnostics from 'node:diagnostics_channel';
 import type { BerthError } from '../common/errors.js';
 import type { DanglingContainer } from './decide.js';
+import type { OrphanedContainer } from './orphans.js';
 
 /** One dangling container the reconciler removed (never sent for a dry run). */
 export interface DanglingContainerRemovedEvent extends DanglingContainer {
   /** The owner id the container carried: this reconciler's. */
   ownerId: string;
   removedAt: Date;
+}
+
+/** One orphan the reconciler removed: a container whose owner process is gone (never sent for a dry run). */
+export interface OrphanedContainerRemovedEvent extends OrphanedContainer {
+  removedAt: Date;
+}
+
+/** What one sweep did with orphans: containers of short-lived owners on this host (any owner id). */
+export interface OrphanSweepResult {
+  /** Orphans removed by this sweep. */
+  removed: OrphanedContainer[];
+  /** In a dry run, the orphans a real sweep would remove; otherwise empty. */
+  wouldRemove: OrphanedContainer[];
+  /** Orphans whose removal failed; the next sweep tries again. */
+  failed: Array<{ container: OrphanedContainer; error: BerthError }>;
+  /** Orphans that were gone by the time of their removal. */
+  alreadyGone: number;
+  /** Candidates spared because their owner process runs. */
+  skippedLiveOwner: number;
+  /** Candidates spared because their owner cannot be judged from here (another host or pid namespace, /proc hidden). */
+  skippedUnknownOwner: number;
+  /** Candidates whose owner is gone, spared because they are younger than the orphan grace period. */
+  skippedGrace: number;
+  /** Candidates the engine listed (berth's, with owner-process labels); 0 when orphans are off. */
+  listed: number;
 }
 
 /** What one sweep did. */
@@ -26,6 +52,8 @@ export interface SweepResult {
   skippedGrace: number;
   /** Candidates the engine listed (berth's, this owner's, running). */
   listed: number;
+  /** Orphans: what the sweep did with containers whose owner process is gone. */
+  orphans: OrphanSweepResult;
   /** Whether the sweep was cut short (stop(), or the caller's signal) before every removal was tried. */
   cancelled: boolean;
   startedAt: Date;
@@ -41,7 +69,8 @@ export type ScheduledSweepOutcome =
   | { kind: 'failed'; error: BerthError };
 
 /**
- * `node:diagnostics_channel` on which the reconciler publishes `{ type: 'removed', ...event }` and
- * `{ type: 'sweep', outcome }`, for observers that hold no reference to it.
+ * `node:diagnostics_channel` on which the reconciler publishes `{ type: 'removed', ...event }`,
+ * `{ type: 'orphan-removed', ...event }` and `{ type: 'sweep', outcome }`, for observers that hold
+ * no reference to it.
  */
 export const RECONCILE_EVENTS_CHANNEL = diagnostics.channel('berth:reconcile');

@@ -1,4 +1,4 @@
-/** The dangling-container reconciler: removes running containers of this owner that nothing tracks. */
+/** The dangling-container reconciler: removes running containers of this owner that nothing tracks, and orphans whose owner process is gone. */
 export {
   DanglingReconciler,
   type DanglingReconcilerInit,
@@ -7,7 +7,23 @@ export {
   type SweepOptions,
 } from './reconciler.js';
 export { createdAtUpperBoundMs, decideDangling, isTracked, type DanglingContainer, type DanglingDecision, type TrackedSnapshot } from './decide.js';
-export { RECONCILE_EVENTS_CHANNEL, type DanglingContainerRemovedEvent, type ScheduledSweepOutcome, type SweepResult } from './events.js';
+export {
+  RECONCILE_EVENTS_CHANNEL,
+  type DanglingContainerRemovedEvent,
+  type OrphanedContainerRemovedEvent,
+  type OrphanSweepResult,
+  type ScheduledSweepOutcome,
+  type SweepResult,
+} from './events.js';
+export {
+  decideOrphans,
+  judgeOrphan,
+  ORPHAN_CANDIDATE_LABELS,
+  type OrphanDecision,
+  type OrphanedContainer,
+  type OwnerJudge,
+  type OrphanJudgement,
+} from './orphans.js';
 export {
   MINIMUM_RECONCILE_PERIOD_MS,
   resolveDanglingReconcilerOptions,

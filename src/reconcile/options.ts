@@ -25,6 +25,8 @@ const schema = z
     period: duration(MINIMUM_RECONCILE_PERIOD_MS).default(300_000),
     creationGrace: duration(0).default(300_000),
     dryRun: z.boolean().default(false),
+    orphans: z.boolean().default(true),
+    orphanGrace: duration(0).optional(),
     removeConcurrency: z.number().int('must be a whole number').min(1, 'must be at least 1').max(32, 'must be at most 32').default(4),
   })
   .strict();
@@ -42,6 +44,16 @@ export interface DanglingReconcilerOptions {
   creationGrace?: string | number;
   /** Report what would be removed (and log it from the scheduled sweeps), remove nothing. Default false. */
   dryRun?: boolean;
+  /**
+   * Whether sweeps also remove orphans: containers of short-lived owners (`berth run`, library
+   * drivers; any owner id) on this host whose owner process is gone, running or not. Default true.
+   */
+  orphans?: boolean;
+  /**
+   * An orphan younger than this is left for a later sweep (a margin for whoever looks at what a
+   * crashed run left, and against misjudging a container made a moment ago). Default: `creationGrace`.
+   */
+  orphanGrace?: string | number;
   /** Removals of one sweep in flight at once. Default 4; 1 to 32. */
   removeConcurrency?: number;
 }
@@ -52,6 +64,8 @@ export interface ResolvedDanglingReconcilerOptions {
   readonly periodMs: number;
   readonly creationGraceMs: number;
   readonly dryRun: boolean;
+  readonly orphans: boolean;
+  readonly orphanGraceMs: number;
   readonly removeConcurrency: number;
 }
 
@@ -66,6 +80,8 @@ export function resolveDanglingReconcilerOptions(input: DanglingReconcilerOption
     periodMs: o.period,
     creationGraceMs: o.creationGrace,
     dryRun: o.dryRun,
+    orphans: o.orphans,
+    orphanGraceMs: o.orphanGrace ?? o.creationGrace,
     removeConcurrency: o.removeConcurrency,
   });
 }

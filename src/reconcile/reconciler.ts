@@ -1,10 +1,18 @@
 import { BerthError, cancelledError, ValidationError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import { silentLogger, type Logger } from '../common/logger.js';
+import { ownerJudge } from '../common/owner-process.js';
 import type { Engine } from '../engine/engine.js';
 import { systemReconcileClock, type ReconcileClock } from './clock.js';
 import { decideDangling, isTracked, type DanglingContainer, type TrackedSnapshot } from './decide.js';
-import { RECONCILE_EVENTS_CHANNEL, type DanglingContainerRemovedEvent, type ScheduledSweepOutcome, type SweepResult } from './events.js';
+import {
+  RECONCILE_EVENTS_CHANNEL,
+  type DanglingContainerRemovedEvent,
+  type OrphanedContainerRemovedEvent,
+  type ScheduledSweepOutcome,
+  type SweepResult,
+} from './events.js';
+import { decideOrphans, ORPHAN_CANDIDATE_LABELS, type OrphanedContainer, type OwnerJudge } from './orphans.js';
 import { resolveDanglingReconcilerOptions, type DanglingReconcilerOptions, type ResolvedDanglingReconcilerOptions } from './options.js';
 
 /** The engine calls the reconciler makes: a narrow port, so tests can script it. */
@@ -29,14 +37,26 @@ export interface DanglingReconcilerInit {
    * does. Default: a ping with a 5 s deadline.
    */
   isEngineHealthy?: () => Promise<boolean>;
+  /**
+   * Extra engine-side label filters (`key` or `key=value`): only containers that also carry these
+   * are ever considered, dangling or orphaned. For sharing an engine (tests do). Default none.
+   */
+  labels?: readonly string[];
+  /**
+   * Makes the judge of owner processes for one sweep (whether a container's owner process is gone).
+   * Default: `ownerJudge()` over this host's /proc.
+   */
+  ownerJudge?: () => OwnerJudge;
   /** Validated once, here. */
   options?: DanglingReconcilerOptions;
   /** Default: silent. */
   logger?: Logger;
   /** Default: the system clock. */
   clock?: ReconcileClock;
-  /** Called for each container removed (not in a dry run): the agent makes it an event and a metric. Must not throw. */
+  /** Called for each dangling container removed (not in a dry run): the agent makes it an event and a metric. Must not throw. */
   onRemoved?: (event: DanglingContainerRemovedEvent) => void;
+  /** Called for each orphan removed (not in a dry run): the agent makes it an event and a metric. Must not throw. */
+  onOrphanRemoved?: (event: OrphanedContainerRemovedEvent) => void;
   /** Called after each scheduled sweep with its outcome, for metrics. Must not throw. */
   onSweep?: (outcome: ScheduledSweepOutcome) => void;
 }
@@ -70,6 +90,9 @@ export class DanglingReconciler {
   readonly #logger: Logger;
   readonly #clock: ReconcileClock;
   readonly #onRemoved: ((event: DanglingContainerRemovedEvent) => void) | undefined;
+  readonly #onOrphanRemoved: ((event: OrphanedContainerRemovedEvent) => void) | undefined;
+  readonly #scopeLabels: readonly string[];
+  readonly #ownerJudge: () => OwnerJudge;
   readonly #onSweep: ((outcome: ScheduledSweepOutcome) => void) | undefined;
   /** Aborted by stop(): the scheduled sweep under way starts no new removal. */
   readonly #stopping = new AbortController();
@@ -100,6 +123,9 @@ export class DanglingReconciler {
     this.#logger = init.logger ?? silentLogger;
     this.#clock = init.clock ?? systemReconcileClock;
     this.#onRemoved = init.onRemoved;
+    this.#onOrphanRemoved = init.onOrphanRemoved;
+    this.#scopeLabels = Object.freeze([...(init.labels ?? [])]);
+    this.#ownerJudge = init.ownerJudge ?? (() => ownerJudge());
     this.#onSweep = init.onSweep;
   }
 
@@ -107,9 +133,14 @@ export class DanglingReconciler {
     return this.#state;
   }
 
-  /** The engine-side label filter of a sweep: berth's, and this owner's. */
+  /** The engine-side label filter of a sweep's dangling containers: berth's, this owner's, and the scope's. */
   get labelFilter(): string[] {
-    return [`${LABELS.managed}=true`, `${LABELS.ownerId}=${this.ownerId}`];
+    return [`${LABELS.managed}=true`, `${LABELS.ownerId}=${this.ownerId}`, ...this.#scopeLabels];
+  }
+
+  /** The engine-side label filter of a sweep's orphan candidates: berth's, with an owner process, and the scope's. */
+  get orphanLabelFilter(): string[] {
+    return [...ORPHAN_CANDIDATE_LABELS, ...this.#scopeLabels];
   }
 
   /**
@@ -197,6 +228,15 @@ export class DanglingReconciler {
     const startedAtMs = this.#clock.now();
     const candidates = await this.#engine.listContainers({ all: false, labels: this.labelFilter, status: ['running'] }, { signal });
     const decision = decideDangling(candidates, this.#tracked(), this.#clock.now(), this.options.creationGraceMs);
+    // Orphans are any owner's, running or stopped, and judged by their owner process alone: what this owner tracks says nothing of them.
+    const orphanCandidates = this.options.orphans ? await this.#engine.listContainers({ all: true, labels: this.orphanLabelFilter }, { signal }) : [];
+    const danglingIds = new Set(decision.dangling.map((container) => container.id));
+    const orphanDecision = decideOrphans(
+      orphanCandidates.filter((container) => !danglingIds.has(container.id)),
+      this.#ownerJudge(),
+      this.#clock.now(),
+      this.options.orphanGraceMs,
+    );
     const result: SweepResult = {
       dryRun,
       removed: [],
@@ -206,19 +246,32 @@ export class DanglingReconciler {
       skippedTracked: decision.skippedTracked,
       skippedGrace: decision.skippedGrace,
       listed: candidates.length,
+      orphans: {
+        removed: [],
+        wouldRemove: dryRun ? orphanDecision.orphans : [],
+        failed: [],
+        alreadyGone: 0,
+        skippedLiveOwner: orphanDecision.skippedLiveOwner,
+        skippedUnknownOwner: orphanDecision.skippedUnknownOwner,
+        skippedGrace: orphanDecision.skippedGrace,
+        listed: orphanCandidates.length,
+      },
       cancelled: false,
       startedAt: new Date(startedAtMs),
       durationMs: 0,
     };
-    if (!dryRun && decision.dangling.length > 0) {
-      const queue = [...decision.dangling];
+    if (!dryRun) {
+      const queue: Array<() => Promise<void>> = [
+        ...decision.dangling.map((container) => () => this.#remove(container, result)),
+        ...orphanDecision.orphans.map((container) => () => this.#removeOrphan(container, result)),
+      ];
       const worker = async (): Promise<void> => {
-        for (let container = queue.shift(); container; container = queue.shift()) {
+        for (let removal = queue.shift(); removal; removal = queue.shift()) {
           if (signal?.aborted) {
             result.cancelled = true;
             return;
           }
-          await this.#remove(container, result);
+          await removal();
         }
       };
       await Promise.all(Array.from({ length: Math.min(this.options.removeConcurrency, queue.length) }, worker));
@@ -251,6 +304,28 @@ export class DanglingReconciler {
       if (RECONCILE_EVENTS_CHANNEL.hasSubscribers) RECONCILE_EVENTS_CHANNEL.publish({ type: 'removed', ...event });
     } catch (error) {
       result.failed.push({ container, error: asBerthError(error) });
+    }
+  }
+
+  async #removeOrphan(container: OrphanedContainer, result: SweepResult): Promise<void> {
+    // No second look before removing: an owner process that is gone never comes back.
+    try {
+      // Not the sweep's signal: once asked, a removal runs to its outcome (under its own deadline), so the result is known.
+      if ((await this.#engine.removeContainer(container.id)) === 'absent') {
+        result.orphans.alreadyGone++;
+        return;
+      }
+      result.orphans.removed.push(container);
+      this.#loggedRemovalFailures.delete(container.id);
+      const event: OrphanedContainerRemovedEvent = { ...container, removedAt: new Date(this.#clock.now()) };
+      try {
+        this.#onOrphanRemoved?.(event);
+      } catch (error) {
+        this.#logger.warn({ containerId: container.id, reason: messageOf(error) }, 'the onOrphanRemoved callback threw; ignored');
+      }
+      if (RECONCILE_EVENTS_CHANNEL.hasSubscribers) RECONCILE_EVENTS_CHANNEL.publish({ type: 'orphan-removed', ...event });
+    } catch (error) {
+      result.orphans.failed.push({ container, error: asBerthError(error) });
     }
   }
 
@@ -290,6 +365,18 @@ export class DanglingReconciler {
       this.#loggedRemovalFailures.add(container.id);
       this.#logger.warn({ containerId: container.id, code: error.code, reason: error.message }, 'could not remove a dangling container; will retry every sweep (logged once)');
     }
+    const { orphans } = result;
+    for (const container of orphans.removed) {
+      this.#logger.info(orphanLogMeta(container), 'removed an orphaned container: its owner process is gone');
+    }
+    for (const container of orphans.wouldRemove) {
+      this.#logger.info(orphanLogMeta(container), 'dry run: would remove an orphaned container: its owner process is gone');
+    }
+    for (const { container, error } of orphans.failed) {
+      if (this.#loggedRemovalFailures.has(container.id)) continue;
+      this.#loggedRemovalFailures.add(container.id);
+      this.#logger.warn({ containerId: container.id, code: error.code, reason: error.message }, 'could not remove an orphaned container; will retry every sweep (logged once)');
+    }
   }
 
   #transition(to: ReconcilerState): void {
@@ -305,6 +392,19 @@ async function pingEngine(engine: ReconcileEngine): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+function orphanLogMeta(container: OrphanedContainer): Record<string, unknown> {
+  return {
+    containerId: container.id,
+    name: container.name,
+    taskId: container.taskId,
+    ownerId: container.ownerId,
+    ownerPid: container.ownerPid,
+    reason: container.reason,
+    state: container.state,
+    ageMs: container.ageMs,
+  };
 }
 
 function asBerthError(error: unknown): BerthError {

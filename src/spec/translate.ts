@@ -1,4 +1,5 @@
 import { containerNameForTask, LABELS } from '../common/labels.js';
+import { ownerProcessLabels, type OwnerProcess } from '../common/owner-process.js';
 import { formatBytesForEngine } from '../common/units.js';
 import type { ContainerCreateBody, HealthcheckBody, HostConfigBody, LogConfigBody, MountBody } from '../engine/types.js';
 import { PROPAGATION, type MountSpec, type ResolvedHealthcheck, type ResolvedTaskSpec } from './schema.js';
@@ -10,6 +11,12 @@ export interface TaskIdentity {
   taskId: string;
   /** The driver or agent that owns the container. */
   ownerId: string;
+  /**
+   * The process that owns the container, when the owner is short-lived (`berth run`, a library
+   * driver): written as the owner-process labels, so that the container can be removed once that
+   * process is gone. Absent for owners that outlive their process (the agent).
+   */
+  ownerProcess?: OwnerProcess;
 }
 
 export interface CreatePlan {
@@ -101,6 +108,7 @@ export function toCreatePlan(spec: ResolvedTaskSpec, identity: TaskIdentity): Cr
       [LABELS.managed]: 'true',
       [LABELS.taskId]: identity.taskId,
       [LABELS.ownerId]: identity.ownerId,
+      ...(identity.ownerProcess === undefined ? {} : ownerProcessLabels(identity.ownerProcess)),
     },
     Tty: spec.tty,
     OpenStdin: hasStdin,

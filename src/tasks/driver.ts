@@ -5,6 +5,7 @@ import { containerNameForTask, LABELS } from '../common/labels.js';
 import type { AttachedStreams } from '../engine/engine.js';
 import { cancelledError, isBerthError, ValidationError } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
+import { readOwnerProcess, type OwnerProcess } from '../common/owner-process.js';
 import { resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import { toCreatePlan, type TaskIdentity } from '../spec/translate.js';
 import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
@@ -29,6 +30,15 @@ export interface TaskDriverOptions {
   engine: ContainerEngine;
   /** Written on every container as the owner label; the reconciler removes only its own owner's containers. Default "berth". */
   ownerId?: string;
+  /**
+   * Whether containers carry this process as their owner (host, boot, pid namespace, pid, start
+   * time), so that the agent's reconciler and `berth prune` remove them once this process is gone
+   * (killed, crashed, or ended without destroying its tasks) and the grace period has passed.
+   * `'self'` (default) suits short-lived owners: `berth run`, a library driver in a job. `'none'`
+   * suits owners that outlive their process and take their containers back with `recover()` after a
+   * restart, as the agent does: their containers must not look orphaned while they are away.
+   */
+  ownerProcess?: 'self' | 'none';
   /** What specs may ask for. Default: nothing privileged, any bind source, any capability. */
   policy?: Partial<SpecPolicy>;
   /** Pulls and holds images; without one, images must already be present. */
@@ -74,16 +84,22 @@ export class TaskDriver {
   readonly #retry: RetryPolicy;
   readonly #logger: Logger;
   readonly #lateCreates: LateCreateGuard;
+  readonly #ownerProcess: OwnerProcess | undefined;
 
   constructor(options: TaskDriverOptions) {
     this.#engine = options.engine;
     this.ownerId = options.ownerId ?? 'berth';
     if (!TASK_ID.test(this.ownerId)) throw new ValidationError([{ field: 'ownerId', rule: `must match ${TASK_ID.source}` }]);
+    if (options.ownerProcess !== undefined && options.ownerProcess !== 'self' && options.ownerProcess !== 'none') {
+      throw new ValidationError([{ field: 'ownerProcess', rule: 'must be "self" or "none"' }]);
+    }
     this.#policy = { allowPrivileged: false, ...options.policy };
     this.#images = options.images;
     this.#retry = { ...DEFAULT_RETRY_POLICY, ...options.retry };
     this.#logger = options.logger ?? silentLogger;
     this.#lateCreates = new LateCreateGuard(this.#engine, this.#logger);
+    // Read once: this process's identity does not change. Undefined off Linux: then nothing is labelled.
+    this.#ownerProcess = options.ownerProcess === 'none' ? undefined : readOwnerProcess();
   }
 
   /**
@@ -109,7 +125,7 @@ export class TaskDriver {
     }
     const { signal } = options;
     if (signal?.aborted) throw cancelledError(`start of task ${taskId}`, signal.reason);
-    const identity: TaskIdentity = { taskId, ownerId: this.ownerId };
+    const identity: TaskIdentity = { taskId, ownerId: this.ownerId, ...(this.#ownerProcess ? { ownerProcess: this.#ownerProcess } : {}) };
     const plan = toCreatePlan(resolved, identity);
     const log = this.#logger;
 

@@ -73,7 +73,8 @@ describe('dangling-container reconciler against the real engine', { skip: await 
       engine: new Engine({ socketPath: proxy.socketPath }),
       ownerId: OWNER,
       trackedContainerIds: () => [ids.tracked],
-      options: { creationGrace: GRACE_MS, ...options },
+      // The dangling pass alone (orphans have test/integration/orphans.test.ts): one list per sweep, and no other run's orphan touched.
+      options: { creationGrace: GRACE_MS, orphans: false, ...options },
     });
 
   test('a dry run removes nothing and reports only the dangling container', async () => {
@@ -108,7 +109,8 @@ describe('dangling-container reconciler against the real engine', { skip: await 
       trackedContainerIds: () => [],
       logger,
       onSweep: (outcome) => outcomes.push(outcome),
-      options: { period: '100ms', creationGrace: 0 },
+      // Orphans off: with no grace, this reconciler would otherwise remove any orphan on the shared engine.
+      options: { period: '100ms', creationGrace: 0, orphans: false },
     });
     proxy.refuseAll = true;
     try {

@@ -262,7 +262,7 @@ describe('responses', () => {
     await app.close();
   });
 
-  test('metrics count pulls, shared pulls, reconciler removals, phases and the supervisor\'s engine errors', async () => {
+  test('metrics count pulls, shared pulls, reconciler removals (dangling and orphaned apart), phases and the supervisor\'s engine errors', async () => {
     const { app, runtime } = fakeRuntime({ tasks: [record('t1', { startedAtMs: Date.UTC(2024, 4, 1, 10, 0, 2) })] });
     runtime.images.emit('pull-finished', { ref: 'busybox', outcome: 'pulled', durationMs: 1, attempts: 1, waiters: 2 });
     runtime.images.emit('pull-shared', { ref: 'busybox', holderId: 't2', waiters: 2 });
@@ -272,12 +272,14 @@ describe('responses', () => {
     for (const listener of runtime.errorListeners) listener('BERTH_VALIDATION');
     runtime.events.emit({ type: 'container.reconciled', containerId: 'c', dryRun: false });
     runtime.events.emit({ type: 'container.reconciled', containerId: 'c', dryRun: true });
+    runtime.events.emit({ type: 'container.reconciled', containerId: 'o', reason: 'orphaned', ownerId: 'cli', ownerPid: 4242, dryRun: false });
     runtime.events.emit({ type: 'task.state', taskId: 't1', state: 'running' });
     const text = (await app.inject({ method: 'GET', url: '/metrics', headers: auth })).body;
     assert.match(text, /^berth_tasks\{state="running"\} 1$/m);
     assert.match(text, /^berth_image_pulls_total\{outcome="pulled"\} 1$/m);
     assert.match(text, /^berth_image_pull_shared_total 1$/m);
     assert.match(text, /^berth_reconciler_removals_total 1$/m);
+    assert.match(text, /^berth_reconciler_orphan_removals_total 1$/m);
     assert.match(text, /^berth_engine_errors_total\{code="BERTH_IMAGE_NOT_FOUND"\} 1$/m);
     assert.doesNotMatch(text, /BERTH_VALIDATION/);
     assert.match(text, /^berth_task_phase_seconds_sum\{phase="submit_to_start"\} 2$/m);

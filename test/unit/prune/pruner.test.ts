@@ -4,7 +4,9 @@ import { BerthError, isBerthError } from '../../../src/common/errors.js';
 import { LABELS } from '../../../src/common/labels.js';
 import type { ContainerListFilter, ContainerSummary, ImageDeleteOutcome, ImageInspect } from '../../../src/engine/types.js';
 import type { PruneImageSource } from '../../../src/prune/images.js';
-import { Pruner, type PruneClock, type PruneEngine } from '../../../src/prune/pruner.js';
+import { Pruner, type PruneClock, type PruneEngine, type PrunerInit } from '../../../src/prune/pruner.js';
+import { ownerJudge, ownerProcessLabels, readHostIdentity, type OwnerProcess } from '../../../src/common/owner-process.js';
+import { fakeProc } from '../../support/proc.js';
 
 const OWNER = 'agent-1';
 const NOW = Date.UTC(2024, 4, 2, 12);
@@ -184,6 +186,113 @@ describe('Pruner: containers', () => {
       return true;
     });
     assert.equal(pruner.isRunning, false);
+  });
+});
+
+/** A container of a `berth run` (owner id `cli`) whose owner process is `pid` on the fake host. */
+function orphanCandidate(containerId: string, pid: number, options: { state?: ContainerSummary['state']; ageMs?: number; labels?: Record<string, string>; owner?: Partial<OwnerProcess> } = {}): ContainerSummary {
+  const state = options.state ?? 'running';
+  const ownerLabels = ownerProcessLabels({ ...readHostIdentity(fakeProc())!, pid, startTime: '5000', ...options.owner });
+  return {
+    id: containerId,
+    names: [`berth-${containerId}`],
+    image: 'busybox',
+    labels: { [LABELS.managed]: 'true', [LABELS.ownerId]: 'cli', [LABELS.taskId]: containerId, ...ownerLabels, ...options.labels },
+    createdAt: new Date(NOW - (options.ageMs ?? 3_600_000)),
+    state,
+    status: state,
+    sizeRwBytes: 10,
+  };
+}
+
+/** The fake engine, answering lists as the engine does: by label (`key`, `key=value`) and status. */
+function filteringEngine(): FakePruneEngine {
+  const engine = new FakePruneEngine();
+  engine.port.listContainers = async (filter = {}) => {
+    engine.calls.push('list containers');
+    engine.listFilters.push(filter);
+    return engine.containers.filter(
+      (c) =>
+        (filter.labels ?? []).every((condition) => {
+          const [key, value] = condition.split(/=(.*)/s) as [string, string | undefined];
+          return Object.hasOwn(c.labels, key) && (value === undefined || c.labels[key] === value);
+        }) && (filter.status === undefined || filter.status.includes(c.state)),
+    );
+  };
+  return engine;
+}
+
+describe('Pruner: orphans', () => {
+  const LIVE = 100;
+  const DEAD = 200;
+  const orphanPruner = (engine: FakePruneEngine, init: Partial<PrunerInit> = {}): Pruner =>
+    new Pruner({
+      engine: engine.port,
+      ownerId: OWNER,
+      isTaskLive: () => false,
+      clock: manualSleepClock(),
+      ownerJudge: () => ownerJudge(fakeProc({ processes: { [LIVE]: { state: 'S', startTime: '5000' } } })),
+      options: { orphanGrace: '1m' },
+      ...init,
+    });
+
+  it('removes containers of any owner whose owner process is gone, running or not, and keeps a live owner\'s', async () => {
+    const engine = filteringEngine();
+    engine.containers = [
+      orphanCandidate('killed-run', DEAD),
+      orphanCandidate('ended-run', DEAD, { state: 'exited' }),
+      orphanCandidate('live-run', LIVE),
+      orphanCandidate('young', DEAD, { ageMs: 30_000 }),
+      orphanCandidate('other-host', DEAD, { owner: { hostId: 'm0123456789abcdef0123456789abcdef' } }),
+      stopped('own', 'own-task'),
+    ];
+    const report = await orphanPruner(engine).prune({ kinds: ['containers'] });
+    assert.deepEqual(engine.listFilters[1], { all: true, labels: [`${LABELS.managed}=true`, LABELS.ownerPid], withSize: true });
+    assert.deepEqual(report.containers.ids, ['own', 'killed-run', 'ended-run']);
+    assert.equal(report.containers.reclaimedBytes, 100 + 10 + 10);
+    assert.deepEqual(report.kept, [
+      { kind: 'containers', id: 'live-run', reason: 'live-owner' },
+      { kind: 'containers', id: 'young', reason: 'grace' },
+    ]);
+    assert.deepEqual(engine.containers.map((c) => c.id).sort(), ['live-run', 'other-host', 'young'], 'another host\'s container is not berth\'s to judge');
+  });
+
+  it('applies the filters to orphans: engine-side labels, label! and until', async () => {
+    const engine = filteringEngine();
+    engine.containers = [
+      orphanCandidate('blue', DEAD, { labels: { team: 'blue' } }),
+      orphanCandidate('red', DEAD, { labels: { team: 'red' } }),
+      orphanCandidate('blue-recent', DEAD, { labels: { team: 'blue' }, ageMs: 2 * 60_000 }),
+    ];
+    const pruner = orphanPruner(engine);
+    const blue = await pruner.prune({ kinds: ['containers'], filters: ['label=team=blue', 'until=10m'], dryRun: true });
+    assert.deepEqual(engine.listFilters[1]!.labels, [`${LABELS.managed}=true`, LABELS.ownerPid, 'team=blue']);
+    assert.deepEqual(blue.containers.ids, ['blue']);
+    const notRed = await pruner.prune({ kinds: ['containers'], filters: ['label!=team=red'], dryRun: true });
+    assert.deepEqual(notRed.containers.ids, ['blue', 'blue-recent']);
+    assert.equal(engine.calls.filter((c) => c.startsWith('remove')).length, 0, 'dry runs');
+  });
+
+  it('removes a container once when it is both this owner\'s stopped container and an orphan', async () => {
+    const engine = filteringEngine();
+    engine.containers = [orphanCandidate('both', DEAD, { state: 'exited', labels: { [LABELS.ownerId]: OWNER } })];
+    const removed: string[] = [];
+    const report = await orphanPruner(engine, { onRemoved: (event) => removed.push(event.id) }).prune({ kinds: ['containers'], dryRun: false });
+    assert.deepEqual([report.containers.ids, removed], [['both'], ['both']]);
+  });
+
+  it('with orphans off, lists only this owner\'s containers', async () => {
+    const engine = filteringEngine();
+    engine.containers = [orphanCandidate('killed-run', DEAD)];
+    const report = await orphanPruner(engine, { options: { orphans: false } }).prune({ kinds: ['containers'] });
+    assert.equal(engine.listFilters.length, 1);
+    assert.deepEqual(report.containers.ids, []);
+  });
+
+  it('defaults the orphan grace to 5 minutes, as the reconciler\'s creation grace', () => {
+    const pruner = new Pruner({ engine: new FakePruneEngine().port, ownerId: OWNER, isTaskLive: () => false });
+    assert.equal(pruner.options.orphanGraceMs, 300_000);
+    assert.equal(pruner.options.orphans, true);
   });
 });
 

@@ -28,14 +28,29 @@ function setup(init: Partial<DanglingReconcilerInit> = {}) {
     onSweep: (outcome) => outcomes.push(outcome),
     onRemoved: (event) => removedEvents.push(event.id),
     ...init,
-    options: { period: '5m', creationGrace: '2m', ...(init.options ?? {}) },
+    // Orphans have tests of their own (orphans.test.ts): here a sweep is the dangling pass alone.
+    options: { period: '5m', creationGrace: '2m', orphans: false, ...(init.options ?? {}) },
   });
   return { engine, clock, logger, tracked, outcomes, removedEvents, reconciler };
 }
 
 describe('reconciler options', () => {
-  it('defaults to a 5 minute period and grace, enabled, not a dry run', () => {
-    assert.deepEqual(resolveDanglingReconcilerOptions(), { enabled: true, periodMs: 300_000, creationGraceMs: 300_000, dryRun: false, removeConcurrency: 4 });
+  it('defaults to a 5 minute period and grace, enabled, not a dry run, removing orphans after the same grace', () => {
+    assert.deepEqual(resolveDanglingReconcilerOptions(), {
+      enabled: true,
+      periodMs: 300_000,
+      creationGraceMs: 300_000,
+      dryRun: false,
+      orphans: true,
+      orphanGraceMs: 300_000,
+      removeConcurrency: 4,
+    });
+  });
+
+  it('takes the orphan grace from the creation grace unless it is given', () => {
+    assert.equal(resolveDanglingReconcilerOptions({ creationGrace: '10s' }).orphanGraceMs, 10_000);
+    assert.equal(resolveDanglingReconcilerOptions({ creationGrace: '10s', orphanGrace: 0 }).orphanGraceMs, 0);
+    assert.throws(() => resolveDanglingReconcilerOptions({ orphanGrace: 'soon' }), /orphanGrace: must be a duration/);
   });
 
   it('parses "5m"-style durations once', () => {

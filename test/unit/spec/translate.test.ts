@@ -36,6 +36,23 @@ describe('toCreatePlan naming and labels', () => {
     });
   });
 
+  test('labels the container with its owner process when the owner is short-lived, and not otherwise', () => {
+    const ownerProcess = { hostId: 'm0123', bootId: 'boot-1', pidNamespace: '4026531836', pid: 4242, startTime: '987654' };
+    const { body } = toCreatePlan(resolveTaskSpec({ image: 'a', labels: { team: 'infra' } }), { ...identity, ownerProcess });
+    assert.deepEqual(body.Labels, {
+      team: 'infra',
+      'io.berth.managed': 'true',
+      'io.berth.task-id': 'task-42',
+      'io.berth.owner-id': 'runner-a',
+      'io.berth.owner-host': 'm0123',
+      'io.berth.owner-boot-id': 'boot-1',
+      'io.berth.owner-pid-ns': '4026531836',
+      'io.berth.owner-pid': '4242',
+      'io.berth.owner-start-time': '987654',
+    });
+    assert.equal(Object.keys(plan({ image: 'a' }).body.Labels ?? {}).filter((key) => key.startsWith('io.berth.owner-') && key !== 'io.berth.owner-id').length, 0);
+  });
+
   test('sets the image', () => {
     assert.equal(plan({ image: 'registry.local/app:1.2' }).body.Image, 'registry.local/app:1.2');
   });
