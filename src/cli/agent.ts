@@ -75,7 +75,7 @@ async function agentCommand(flags: AgentFlags, io: CliIo, proc: AgentProcess): P
       logger.info({ signal }, 'signal received');
       stopRequested(signal);
     }),
-    io.interrupts.leaving(() => (daemon ? 'the tasks that had not ended, still running (the next agent follows them)' : undefined)),
+    io.interrupts.leaving(() => (daemon ? 'its running tasks, which keep running (the next agent follows them)' : undefined)),
     proc.onReloadSignal(() => {
       logger.info({ signal: 'SIGHUP' }, 'signal received');
       // Before the agent is up there is nothing to reload: the configuration is being read now.

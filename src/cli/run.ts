@@ -151,17 +151,25 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
   const abort = new AbortController();
   let handle: TaskHandle | undefined;
   let removed = false;
-  // The first signal aborts the start, or stops the task (the driver stops it on abort); the
-  // cleanup in `finally` then removes the container. Its bound allows for the task's stop grace period.
+  // The first signal aborts the start, or stops the task; the cleanup in `finally` then removes
+  // the container. Its bound allows for the task's stop grace period.
   io.interrupts.extendBound(resolved.stopGraceMs);
-  const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
+  let markStopped: () => void = () => undefined;
+  const stoppedOnSignal = new Promise<void>((resolve) => (markStopped = resolve));
+  const removeInterrupt = io.interrupts.onInterrupt(() => {
+    // Stopped here rather than by the driver's abort listener, so that the cleanup knows when the
+    // stop is done even if the engine never reports the end (a wedged wait).
+    if (handle) void handle.stop().then(markStopped);
+    abort.abort();
+  });
   const removeLeaving = io.interrupts.leaving(() => {
     if (removed || flags.keep) return undefined;
     const which = handle ? `container ${containerName}` : `container ${containerName} (if the engine created it)`;
     return `${which}, for berth prune or an agent's reconciler to remove`;
   });
   try {
-    return await runTask(io, () => driver.start(spec, { taskId, signal: abort.signal }), (started) => (handle = started));
+    const started = (handle = await driver.start(spec, { taskId, signal: abort.signal }));
+    return await followTask(io, started, stoppedOnSignal);
   } catch (error) {
     const signal = io.interrupts.received;
     if (signal === undefined) throw error;
@@ -182,19 +190,21 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
   }
 }
 
-/** Starts the task, streams its output and resolves with the exit code its end calls for. */
-async function runTask(io: CliIo, start: () => Promise<TaskHandle>, onStarted: (handle: TaskHandle) => void): Promise<number> {
-  const handle = await start();
-  onStarted(handle);
+/**
+ * Streams the task's output and resolves with the exit code its end calls for; after a stop signal,
+ * with the signal's code once the task was stopped, whether or not the engine reported its end.
+ */
+async function followTask(io: CliIo, handle: TaskHandle, stoppedOnSignal: Promise<void>): Promise<number> {
   const output = Promise.all([
     pipeline(handle.stdout, io.stdout, { end: false }),
     pipeline(handle.stderr, io.stderr, { end: false }),
   ]);
-  const end = await handle.wait();
+  const end = await Promise.race([handle.wait(), stoppedOnSignal.then(() => undefined)]);
+  const signal = io.interrupts.received;
+  if (end === undefined) return exitCodeForSignal(signal ?? 'SIGINT');
   await output.catch(() => undefined);
   if (end.kind !== 'success' && end.kind !== 'failed') io.stderr.write(`berth: task ${describeEndState(end)}\n`);
   // Stopped because berth was asked to stop: the signal's code (130 for SIGINT, 143 for SIGTERM).
-  const signal = io.interrupts.received;
   if (end.kind === 'cancelled' && signal !== undefined) return exitCodeForSignal(signal);
   return exitCodeForEnd(end);
 }
