@@ -1,6 +1,5 @@
 import { isBerthError } from '../common/errors.js';
 import { cleanupBoundFromEnv, installInterrupts } from './interrupts.js';
-import { main } from './main.js';
 
 /** The process entry point: the only place the CLI touches process globals. */
 let boundMs: number;
@@ -18,6 +17,8 @@ const interrupts = installInterrupts(
   },
   { boundMs },
 );
+// Loaded after the handlers are in place: a signal while the CLI loads exits with 130/143 too.
+const { main } = await import('./main.js');
 const exitCode = await main(process.argv.slice(2), {
   stdin: process.stdin,
   stdout: process.stdout,
