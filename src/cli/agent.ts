@@ -4,31 +4,24 @@ import { Option } from 'commander';
 import { createAgentLogger, LOG_LEVELS, runDaemon, type DaemonHandle } from '../agent/daemon.js';
 import type { AgentConfigInput, HostFacts } from '../agent/config.js';
 import type { CliIo } from './run.js';
-import { exitCodeForError } from './exit-codes.js';
-
-export type AgentSignal = 'SIGTERM' | 'SIGINT' | 'SIGHUP';
+import type { StopSignal } from './interrupts.js';
 
 /**
- * What `berth agent` needs of its process: signals, the host's facts and a last-resort exit. The
- * agent's entry point is the only code that touches these; the daemon itself handles no signal.
+ * What `berth agent` needs of its process beyond the stop signals (SIGTERM and SIGINT come through
+ * CliIo's interrupts, as for every command): SIGHUP and the host's facts. The agent's entry point is
+ * the only code that touches these; the daemon itself handles no signal.
  */
 export interface AgentProcess {
-  /** Registers a handler for a signal; returns its removal. */
-  onSignal(signal: AgentSignal, handler: () => void): () => void;
+  /** Registers a handler for SIGHUP; returns its removal. */
+  onReloadSignal(handler: () => void): () => void;
   host(): HostFacts;
-  /**
-   * Ends the process with `code` after `graceMs` if it is still alive then. After a shutdown the
-   * engine's waits for still-running containers are the only thing left open: they are abandoned
-   * on purpose (the containers keep running and a restarted agent re-attaches them).
-   */
-  exitAfter(graceMs: number, code: number): void;
 }
 
 /** The real process. */
 export const nodeAgentProcess: AgentProcess = {
-  onSignal(signal, handler) {
-    process.on(signal, handler);
-    return () => process.off(signal, handler);
+  onReloadSignal(handler) {
+    process.on('SIGHUP', handler);
+    return () => process.off('SIGHUP', handler);
   },
   host: () => ({
     uid: process.getuid?.() ?? -1,
@@ -36,10 +29,6 @@ export const nodeAgentProcess: AgentProcess = {
     totalMemoryBytes: os.totalmem(),
     cpuCount: os.cpus().length,
   }),
-  exitAfter(graceMs, code) {
-    // unref: when nothing else is left the process ends on its own, sooner.
-    setTimeout(() => process.exit(code), graceMs).unref();
-  },
 };
 
 interface AgentFlags {
@@ -49,9 +38,6 @@ interface AgentFlags {
   socket?: string;
   logLevel: (typeof LOG_LEVELS)[number];
 }
-
-/** How long a shut-down agent waits for stdout to drain before it abandons the engine's waits. */
-const EXIT_GRACE_MS = 500;
 
 export function addAgentCommand(program: Command, io: CliIo, setExitCode: (code: number) => void, proc: AgentProcess = nodeAgentProcess): void {
   program
@@ -67,6 +53,12 @@ export function addAgentCommand(program: Command, io: CliIo, setExitCode: (code:
     });
 }
 
+/**
+ * Runs the agent until SIGTERM or SIGINT, then shuts it down and resolves with 0. The shutdown is
+ * the command's cleanup (see interrupts.ts): a second signal, or a shutdown that outlives the
+ * cleanup bound (a start stuck on an engine call that never answers, say), exits at once with
+ * 130/143. Running containers keep running either way; the next agent follows them.
+ */
 async function agentCommand(flags: AgentFlags, io: CliIo, proc: AgentProcess): Promise<number> {
   const logger = createAgentLogger(io.stdout, flags.logLevel);
   const configFlags: AgentConfigInput = {
@@ -76,19 +68,15 @@ async function agentCommand(flags: AgentFlags, io: CliIo, proc: AgentProcess): P
   };
 
   let daemon: DaemonHandle | undefined;
-  let stopRequested: (signal: AgentSignal) => void = () => undefined;
-  const stopped = new Promise<AgentSignal>((resolve) => (stopRequested = resolve));
-  let stopping = false;
-  const onStop = (signal: AgentSignal) => () => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal }, 'signal received');
-    stopRequested(signal);
-  };
+  let stopRequested: (signal: StopSignal) => void = () => undefined;
+  const stopped = new Promise<StopSignal>((resolve) => (stopRequested = resolve));
   const removers = [
-    proc.onSignal('SIGTERM', onStop('SIGTERM')),
-    proc.onSignal('SIGINT', onStop('SIGINT')),
-    proc.onSignal('SIGHUP', () => {
+    io.interrupts.onInterrupt((signal) => {
+      logger.info({ signal }, 'signal received');
+      stopRequested(signal);
+    }),
+    io.interrupts.leaving(() => (daemon ? 'its running tasks, which keep running (the next agent follows them)' : undefined)),
+    proc.onReloadSignal(() => {
       logger.info({ signal: 'SIGHUP' }, 'signal received');
       // Before the agent is up there is nothing to reload: the configuration is being read now.
       daemon?.reload();
@@ -98,10 +86,9 @@ async function agentCommand(flags: AgentFlags, io: CliIo, proc: AgentProcess): P
     const starting = runDaemon({ file: flags.config, env: io.env, flags: configFlags, host: proc.host() }, logger);
     const first = await Promise.race([starting.then((handle) => ({ handle })), stopped.then((signal) => ({ signal }))]);
     if ('signal' in first) {
-      // Stopped while starting (waiting for the engine, say): nothing runs yet that needs closing
-      // but what starting opened, so the agent finishes starting in the background and exits.
-      void starting.then((handle) => handle.shutdown()).catch(() => undefined);
-      proc.exitAfter(EXIT_GRACE_MS, 0);
+      // Stopped while starting: what starting opens (the store, the socket) is closed as it comes up.
+      const handle = await starting.catch(() => undefined);
+      await handle?.shutdown();
       return 0;
     }
     daemon = first.handle;
@@ -113,11 +100,7 @@ async function agentCommand(flags: AgentFlags, io: CliIo, proc: AgentProcess): P
     );
     const next = await Promise.race([stopped.then((signal) => ({ signal })), failedStart]);
     await daemon.shutdown();
-    if ('error' in next) {
-      proc.exitAfter(EXIT_GRACE_MS, exitCodeForError(next.error));
-      throw next.error;
-    }
-    proc.exitAfter(EXIT_GRACE_MS, 0);
+    if ('error' in next) throw next.error;
     return 0;
   } finally {
     for (const remove of removers) remove();

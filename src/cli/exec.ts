@@ -6,6 +6,7 @@ import { engineOptionsFromEnv } from '../engine/connect.js';
 import { Engine, type ExecOptions, type ExecSession } from '../engine/engine.js';
 import { execInTask } from '../tasks/exec.js';
 import { EXIT } from './exit-codes.js';
+import { exitCodeForSignal } from './interrupts.js';
 import { collect, parseEnvFlags } from './flags.js';
 import type { CliIo } from './run.js';
 import { enterRawMode, followTerminalSize } from './terminal.js';
@@ -15,7 +16,7 @@ import { enterRawMode, followTerminalSize } from './terminal.js';
  * of a task, as `docker exec` does, straight through the engine (the container is found by its
  * deterministic name, so it works for tasks of `berth run --name` and of an agent alike). It exits
  * with the command's exit code; 125 when berth refuses (not berth's container, no container, not
- * running) or the engine fails; 2 for a usage error; 130 on Ctrl-C.
+ * running) or the engine fails; 2 for a usage error; 130 on Ctrl-C, 143 on SIGTERM.
  */
 
 export interface ExecFlags {
@@ -73,7 +74,7 @@ async function execCommand(taskId: string, command: string[], flags: ExecFlags, 
   const engine = new Engine(engineOptionsFromEnv(io.env));
   const abort = new AbortController();
   const interrupted = new Promise<'interrupted'>((resolve) => abort.signal.addEventListener('abort', () => resolve('interrupted'), { once: true }));
-  const removeInterrupt = io.onInterrupt(() => abort.abort());
+  const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
   let session: ExecSession | undefined;
   let stopFollowingSize = (): void => undefined;
   let stopForwarding = (): void => undefined;
@@ -94,12 +95,12 @@ async function execCommand(taskId: string, command: string[], flags: ExecFlags, 
     // After Ctrl-C nobody awaits it; its failure then is no news.
     exited.catch(() => undefined);
     const outcome = await Promise.race([exited, interrupted]);
-    if (outcome === 'interrupted') return EXIT.interrupted;
+    if (outcome === 'interrupted') return interruptedExitCode(io);
     // The exit code is known once the engine closed the connection; what it sent may still be on its way out.
     await output.catch(() => undefined);
     return outcome;
   } catch (error) {
-    if (abort.signal.aborted) return EXIT.interrupted;
+    if (abort.signal.aborted) return interruptedExitCode(io);
     throw error;
   } finally {
     removeInterrupt();
@@ -108,6 +109,11 @@ async function execCommand(taskId: string, command: string[], flags: ExecFlags, 
     restoreTerminal();
     session?.close();
   }
+}
+
+/** 130 after SIGINT, 143 after SIGTERM: the command itself goes on in the container, as with docker exec. */
+function interruptedExitCode(io: CliIo): number {
+  return io.interrupts.received ? exitCodeForSignal(io.interrupts.received) : EXIT.interrupted;
 }
 
 /**

@@ -1,5 +1,8 @@
 import type { Command } from 'commander';
+import { randomUUID } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
+import { isBerthError } from '../common/errors.js';
+import { containerNameForTask } from '../common/labels.js';
 import { pipeline } from 'node:stream/promises';
 import { Engine } from '../engine/engine.js';
 import { dockerConfigDirFromEnv, ImageCoordinator } from '../images/index.js';
@@ -7,8 +10,11 @@ import { plainPullView, terminalPullView } from './progress.js';
 import { engineOptionsFromEnv } from '../engine/connect.js';
 import type { TaskSpec } from '../spec/schema.js';
 import { TaskDriver } from '../tasks/driver.js';
+import type { TaskHandle } from '../tasks/handle.js';
 import { describeEndState } from '../tasks/end-state.js';
 import { EXIT, exitCodeForEnd } from './exit-codes.js';
+import { exitCodeForSignal, type Interrupts } from './interrupts.js';
+import { errorLine } from './output.js';
 import { collect, healthcheckFromFlags, parseCpus, parseEnvFlags, parseLabelFlags, parseMountFlag, type HealthFlags } from './flags.js';
 
 export interface CliIo {
@@ -16,8 +22,8 @@ export interface CliIo {
   stdout: Writable;
   stderr: Writable;
   env: Readonly<Record<string, string | undefined>>;
-  /** Registers a handler for Ctrl-C; returns its removal. */
-  onInterrupt: (handler: () => void) => () => void;
+  /** The process's stop signals (SIGINT, SIGTERM): see interrupts.ts. */
+  interrupts: Interrupts;
 }
 
 interface RunFlags extends HealthFlags {
@@ -136,35 +142,72 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
   // The person at the terminal is the caller: the CLI allows what they ask for explicitly.
   // Owned by this process, so that a killed run's container is removed by the reconciler and prune; --keep asks for it to outlive the run.
   const driver = new TaskDriver({ engine, ownerId: 'cli', ownerProcess: flags.keep ? 'none' : 'self', policy: { allowPrivileged: true }, images });
-  driver.resolve(spec);
+  const resolved = driver.resolve(spec);
+  // Nothing is made before this answers: a signal meanwhile exits at once.
   await engine.checkCompatible();
 
+  // Chosen here, not by the driver, so that a forced exit can name the container it leaves behind.
+  const taskId = flags.name ?? randomUUID();
+  const containerName = containerNameForTask(taskId);
   const abort = new AbortController();
-  let interrupts = 0;
-  const removeInterrupt = io.onInterrupt(() => {
-    interrupts++;
+  let handle: TaskHandle | undefined;
+  let removed = false;
+  // The first signal aborts the start, or stops the task; the cleanup in `finally` then removes
+  // the container. Its bound allows for the task's stop grace period.
+  io.interrupts.extendBound(resolved.stopGraceMs);
+  let markStopped: () => void = () => undefined;
+  const stoppedOnSignal = new Promise<void>((resolve) => (markStopped = resolve));
+  const removeInterrupt = io.interrupts.onInterrupt(() => {
+    // Stopped here rather than by the driver's abort listener, so that the cleanup knows when the
+    // stop is done even if the engine never reports the end (a wedged wait).
+    if (handle) void handle.stop().then(markStopped);
     abort.abort();
-    if (interrupts > 1 && handle) void handle.destroy();
   });
-  let handle: Awaited<ReturnType<TaskDriver['start']>> | undefined;
+  const removeLeaving = io.interrupts.leaving(() => {
+    if (removed || flags.keep) return undefined;
+    const which = handle ? `container ${containerName}` : `container ${containerName} (if the engine created it)`;
+    return `${which}, for berth prune or an agent's reconciler to remove`;
+  });
   try {
-    handle = await driver.start(spec, { taskId: flags.name, signal: abort.signal });
-    const output = Promise.all([
-      pipeline(handle.stdout, io.stdout, { end: false }),
-      pipeline(handle.stderr, io.stderr, { end: false }),
-    ]);
-    const end = await handle.wait();
-    await output.catch(() => undefined);
-    if (end.kind !== 'success' && end.kind !== 'failed') io.stderr.write(`berth: task ${describeEndState(end)}\n`);
-    return exitCodeForEnd(end);
+    const started = (handle = await driver.start(spec, { taskId, signal: abort.signal }));
+    return await followTask(io, started, stoppedOnSignal);
+  } catch (error) {
+    const signal = io.interrupts.received;
+    if (signal === undefined) throw error;
+    io.stderr.write(isBerthError(error, 'BERTH_CANCELLED') ? 'berth: cancelled\n' : `${errorLine(error)}\n`);
+    return exitCodeForSignal(signal);
   } finally {
-    removeInterrupt();
-    if (handle && !flags.keep) await handle.destroy();
-    // A create that timed out may still land in a wedged engine: wait out the guard before exiting.
-    await driver.settled();
-    await images.close();
-    if (abort.signal.aborted && !handle) io.stderr.write('berth: cancelled\n');
+    try {
+      if (handle && !flags.keep) await handle.destroy();
+      if (handle) removed = true;
+      // A create that timed out may still land in a wedged engine: wait out the guard before exiting.
+      await driver.settled();
+      removed = true;
+      await images.close();
+    } finally {
+      removeLeaving();
+      removeInterrupt();
+    }
   }
+}
+
+/**
+ * Streams the task's output and resolves with the exit code its end calls for; after a stop signal,
+ * with the signal's code once the task was stopped, whether or not the engine reported its end.
+ */
+async function followTask(io: CliIo, handle: TaskHandle, stoppedOnSignal: Promise<void>): Promise<number> {
+  const output = Promise.all([
+    pipeline(handle.stdout, io.stdout, { end: false }),
+    pipeline(handle.stderr, io.stderr, { end: false }),
+  ]);
+  const end = await Promise.race([handle.wait(), stoppedOnSignal.then(() => undefined)]);
+  const signal = io.interrupts.received;
+  if (end === undefined) return exitCodeForSignal(signal ?? 'SIGINT');
+  await output.catch(() => undefined);
+  if (end.kind !== 'success' && end.kind !== 'failed') io.stderr.write(`berth: task ${describeEndState(end)}\n`);
+  // Stopped because berth was asked to stop: the signal's code (130 for SIGINT, 143 for SIGTERM).
+  if (end.kind === 'cancelled' && signal !== undefined) return exitCodeForSignal(signal);
+  return exitCodeForEnd(end);
 }
 
 export { EXIT };

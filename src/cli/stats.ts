@@ -7,6 +7,7 @@ import type { StatsSample } from '../engine/types.js';
 import { TASK_ID } from '../tasks/driver.js';
 import { findRunningTaskContainer } from '../tasks/exec.js';
 import { exitCodeForError } from './exit-codes.js';
+import { endedByUser } from './interrupts.js';
 import { errorLine } from './output.js';
 import type { CliIo } from './run.js';
 import { formatStatsLine, redrawFrame, renderStatsTable, STATS_HEADERS, statsCells, statsLineWidths, statsRecord } from './stats-format.js';
@@ -19,7 +20,7 @@ import { formatStatsLine, redrawFrame, renderStatsTable, STATS_HEADERS, statsCel
  * It streams until every task's container has stopped; on a terminal it redraws one table in place,
  * otherwise it prints a line per sample (`--json`: one JSON object per line). `--no-stream` prints
  * one sample per task. Exit codes: 0 when the streams ended, and on Ctrl-C — as current docker
- * stats does, since ending the display is how one leaves it, not a failure; 125 when berth refuses
+ * stats does, since ending the display is how one leaves it, not a failure; 143 on SIGTERM; 125 when berth refuses
  * a task (not berth's container, no container, not running: the same refusals as `berth exec`) or
  * the engine fails; 2 for a usage error.
  */
@@ -65,14 +66,14 @@ async function statsCommand(taskIds: string[], flags: StatsFlags, io: CliIo): Pr
   const engine = new Engine(engineOptionsFromEnv(io.env));
   const interrupt = new AbortController();
   const interrupted = new Promise<'interrupted'>((resolve) => interrupt.signal.addEventListener('abort', () => resolve('interrupted'), { once: true }));
-  const removeInterrupt = io.onInterrupt(() => interrupt.abort());
+  const removeInterrupt = io.interrupts.onInterrupt(() => interrupt.abort());
   // A reader that went away (`berth stats --json t | head -1`) ends the display as Ctrl-C does.
   const onOutputError = (): void => interrupt.abort();
   io.stdout.once('error', onOutputError);
   try {
     await engine.checkCompatible({ signal: interrupt.signal });
     const found = await Promise.allSettled(ids.map((taskId) => findRunningTaskContainer(engine, taskId, interrupt.signal, STATS_ACTION)));
-    if (interrupt.signal.aborted) return 0;
+    if (interrupt.signal.aborted) return endedByUser(io);
     const tasks: StatsTask[] = [];
     const refusals: unknown[] = [];
     found.forEach((result, index) => {
@@ -88,9 +89,9 @@ async function statsCommand(taskIds: string[], flags: StatsFlags, io: CliIo): Pr
     // After Ctrl-C nobody awaits it; its failure then is no news.
     work.catch(() => undefined);
     await Promise.race([work, interrupted]);
-    return 0;
+    return endedByUser(io);
   } catch (error) {
-    if (interrupt.signal.aborted) return 0;
+    if (interrupt.signal.aborted) return endedByUser(io);
     throw error;
   } finally {
     removeInterrupt();

@@ -5,6 +5,7 @@ import { isBerthError, ValidationError } from '../common/errors.js';
 import { AgentClient, resolveAgentAddress, type AgentEvent, type TaskView } from '../agent/client.js';
 import { TASK_STATES, type StoredTaskSpec, type TaskState } from '../state/tasks.js';
 import { EXIT } from './exit-codes.js';
+import { endedByUser } from './interrupts.js';
 import { errorLine, formatEventLine, renderImageTable, renderTaskTable, writeJson } from './output.js';
 import { addRunCommand, specFromRunFlags, type CliIo } from './run.js';
 
@@ -244,7 +245,7 @@ export function addTaskCommands(program: Command, io: CliIo, setExitCode: (code:
       run(() =>
         withClient(io, flags, async (client) => {
           const abort = new AbortController();
-          const removeInterrupt = io.onInterrupt(() => abort.abort());
+          const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
           try {
             for await (const record of client.logs(taskId, { follow: flags.follow ?? false, ...(flags.since !== undefined ? { since: flags.since } : {}), signal: abort.signal })) {
               if (flags.json) {
@@ -255,12 +256,12 @@ export function addTaskCommands(program: Command, io: CliIo, setExitCode: (code:
               }
             }
           } catch (error) {
-            // Ctrl-C ends a follow: that is how people stop one.
+            // Ctrl-C ends a follow (exit 0): that is how people stop one; SIGTERM exits 143.
             if (!abort.signal.aborted) throw error;
           } finally {
             removeInterrupt();
           }
-          return 0;
+          return endedByUser(io);
         }),
       ),
     );
@@ -298,7 +299,7 @@ export function addTaskCommands(program: Command, io: CliIo, setExitCode: (code:
       run(() =>
         withClient(io, flags, async (client) => {
           const abort = new AbortController();
-          const removeInterrupt = io.onInterrupt(() => abort.abort());
+          const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
           try {
             const subscription = await client.events({ signal: abort.signal });
             // Says when the subscription is in place: every event after this line is printed.
@@ -312,7 +313,7 @@ export function addTaskCommands(program: Command, io: CliIo, setExitCode: (code:
           } finally {
             removeInterrupt();
           }
-          return 0;
+          return endedByUser(io);
         }),
       ),
     );

@@ -4,6 +4,7 @@ import { describe, test } from 'node:test';
 import { ValidationError } from '../../../src/common/errors.js';
 import { Command } from 'commander';
 import { collect, healthcheckFromFlags, parseCpus, parseEnvFlags, parseLabelFlags, parseMountFlag } from '../../../src/cli/flags.js';
+import { NO_INTERRUPTS } from '../../../src/cli/interrupts.js';
 import { addRunCommand, specFromRunFlags } from '../../../src/cli/run.js';
 import { resolveTaskSpec } from '../../../src/spec/schema.js';
 
@@ -426,7 +427,7 @@ describe('health check flags', () => {
   /** Parses argv with the real run command's options (its action replaced), as commander hands them over. */
   async function parseRun(args: string[]): Promise<RunFlags> {
     const program = new Command('berth').enablePositionalOptions().exitOverride().configureOutput({ writeOut: () => undefined, writeErr: () => undefined });
-    addRunCommand(program, { ...io(), stdout: new PassThrough(), stderr: new PassThrough(), onInterrupt: () => () => undefined }, () => undefined);
+    addRunCommand(program, { ...io(), stdout: new PassThrough(), stderr: new PassThrough(), interrupts: NO_INTERRUPTS }, () => undefined);
     let captured: RunFlags | undefined;
     program.commands.find((c) => c.name() === 'run')!.action((_image: string, _command: string[], flags: RunFlags) => {
       captured = flags;
