@@ -10,6 +10,15 @@ import type { Logger } from '../common/logger.js';
 export const TRANSIENT_START_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(['BERTH_ENGINE_UNAVAILABLE', 'BERTH_ENGINE_TIMEOUT', 'BERTH_ENGINE_SERVER_ERROR']);
 
 /**
+ * Whether a start failed because of the engine, transiently: a transient code, or a pull that failed
+ * because the engine (not the registry) did not answer.
+ */
+export function isTransientStartError(error: BerthError): boolean {
+  if (TRANSIENT_START_CODES.has(error.code)) return true;
+  return error.code === 'BERTH_IMAGE_PULL_FAILED' && isBerthError(error.cause) && TRANSIENT_START_CODES.has(error.cause.code);
+}
+
+/**
  * Starts that fail with a transient code while the engine answers its ping are a problem of the
  * engine with this task (a port in use answers 500, for one), not an outage: after this many the
  * task fails, with the engine's error.
@@ -88,7 +97,7 @@ export class StartOutage {
    * retried when the engine answers.
    */
   async onStartFailed(task: { id: string; seq: number }, error: BerthError): Promise<StartVerdict> {
-    if (!TRANSIENT_START_CODES.has(error.code)) {
+    if (!isTransientStartError(error)) {
       this.#waiters.delete(task.id);
       return { action: 'fail', reason: `${error.code}: ${error.message}` };
     }

@@ -13,7 +13,7 @@ import type { AgentEvents } from './events.js';
 import { resolveDemand, type AdmissionBudget, type AdmissionChange, type AdmissionController, type AdmissionEntry, type ResourceDemand } from './admission.js';
 import type { TaskLogStore } from './task-logs.js';
 import { canonicalJson } from './canonical-json.js';
-import { asBerthError, StartOutage, TRANSIENT_START_CODES } from './start-outage.js';
+import { asBerthError, isTransientStartError, StartOutage } from './start-outage.js';
 
 export interface SupervisorDeps {
   store: Store;
@@ -170,7 +170,7 @@ export class TaskSupervisor {
         return undefined;
       });
       const neverCreated = record.state === 'starting' || (record.state === 'stopping' && record.containerId === undefined);
-      if (recoverError !== undefined && neverCreated && TRANSIENT_START_CODES.has(asBerthError(recoverError).code)) {
+      if (recoverError !== undefined && neverCreated && isTransientStartError(asBerthError(recoverError))) {
         counts.restarted++;
         toWait.push({ record, error: recoverError });
         continue;
@@ -299,7 +299,7 @@ export class TaskSupervisor {
   async #startFailed(record: TaskRecord, error: unknown): Promise<void> {
     const berthError = asBerthError(error);
     this.#deps.onError?.(berthError.code);
-    const transient = TRANSIENT_START_CODES.has(berthError.code);
+    const transient = isTransientStartError(berthError);
     // Shutting down: the task stays starting, and the next agent starts it.
     if (transient && this.#closing.signal.aborted) return;
     const verdict = await this.#outage.onStartFailed(record, berthError);

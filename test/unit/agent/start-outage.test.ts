@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { BerthError } from '../../../src/common/errors.js';
 import { silentLogger } from '../../../src/common/logger.js';
 import { canonicalJson } from '../../../src/agent/canonical-json.js';
-import { formatMs, MAX_ANSWERED_START_FAILURES, StartOutage } from '../../../src/agent/start-outage.js';
+import { formatMs, isTransientStartError, MAX_ANSWERED_START_FAILURES, StartOutage } from '../../../src/agent/start-outage.js';
 
 /** A scripted engine and clock around a StartOutage: the ping fails until `answers` is set. */
 function scripted(options: { limitMs?: number } = {}) {
@@ -160,3 +160,12 @@ test('formatMs names hours, minutes and seconds', () => {
 async function waitFor(condition: () => boolean): Promise<void> {
   while (!condition()) await new Promise((resolve) => setImmediate(resolve));
 }
+
+test('a pull that failed because the engine did not answer is transient; one the registry failed is not', () => {
+  const engineDown = new BerthError('BERTH_IMAGE_PULL_FAILED', 'pull failed', { cause: new BerthError('BERTH_ENGINE_UNAVAILABLE', 'connect ECONNREFUSED') });
+  const registryDown = new BerthError('BERTH_IMAGE_PULL_FAILED', 'pull failed: registry answered 502');
+  assert.equal(isTransientStartError(engineDown), true);
+  assert.equal(isTransientStartError(registryDown), false);
+  assert.equal(isTransientStartError(new BerthError('BERTH_ENGINE_SERVER_ERROR', '500')), true);
+  assert.equal(isTransientStartError(new BerthError('BERTH_ENGINE_CONFLICT', 'in use')), false);
+});
