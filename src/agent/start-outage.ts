@@ -126,7 +126,7 @@ export class StartOutage {
       this.#warned = true;
       this.#options.logger.warn({ taskId: task.id, code: error.code }, 'a task could not start because the engine does not answer; tasks wait and start when it answers again');
     }
-    this.#loop ??= this.#watch().finally(() => (this.#loop = undefined));
+    this.#ensureWatching();
     return { action: 'wait' };
   }
 
@@ -145,9 +145,18 @@ export class StartOutage {
     return true;
   }
 
-  /** Resolves when the watch loop has stopped (every waiting task was retried or ended, or shutdown). */
+  /** Resolves when no watch loop runs (every waiting task was retried or ended, or shutdown began). */
   async idle(): Promise<void> {
-    await this.#loop;
+    while (this.#loop) await this.#loop;
+  }
+
+  /** One watch loop runs while tasks wait; a task that starts waiting as the loop ends gets a new one. */
+  #ensureWatching(): void {
+    if (this.#loop || this.#options.signal.aborted) return;
+    this.#loop = this.#watch().finally(() => {
+      this.#loop = undefined;
+      if (this.waitingCount > 0) this.#ensureWatching();
+    });
   }
 
   async #answers(): Promise<boolean> {

@@ -244,7 +244,11 @@ export class TaskSupervisor {
 
   /** Resolves when every supervised task has ended and its end is recorded (tests, benchmarks). */
   async idle(): Promise<void> {
-    while (this.#running.size > 0) await Promise.all([...this.#running]);
+    // Tasks waiting for the engine to start them have not ended either (until shutdown, which ends the wait).
+    while (this.#running.size > 0 || this.#outage.waitingCount > 0) {
+      if (this.#closing.signal.aborted && this.#running.size === 0) return;
+      await Promise.all([...this.#running, this.#outage.idle()]);
+    }
   }
 
   isEnded(taskId: string): boolean {
