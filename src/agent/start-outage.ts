@@ -19,11 +19,20 @@ export function isTransientStartError(error: BerthError): boolean {
 }
 
 /**
- * Starts that fail with a transient code while the engine answers its ping are a problem of the
- * engine with this task (a port in use answers 500, for one), not an outage: after this many the
- * task fails, with the engine's error.
+ * A start that fails with a server error (5xx) while the engine answers its ping is a problem of
+ * the engine with this task (a port already allocated answers 500, for one), not an outage: after
+ * this many such failures the task fails, with the engine's error. A call that did not answer
+ * (timeout) or lost its connection counts as the outage it is, bounded by tasks.startOutageLimit only.
  */
 export const MAX_ANSWERED_START_FAILURES = 3;
+
+/** The longest pause between retries of a task the answering engine failed. */
+const MAX_RETRY_DELAY_MS = 30_000;
+
+/** The code that decides whether a failure was an answer (a 5xx) or an outage: a pull's is its cause's. */
+function engineCode(error: BerthError): ErrorCode {
+  return error.code === 'BERTH_IMAGE_PULL_FAILED' && isBerthError(error.cause) ? error.cause.code : error.code;
+}
 
 export interface StartOutageOptions {
   /** One ping, never retried, with a short deadline: does the engine answer now? */
@@ -53,7 +62,10 @@ interface Waiter {
   seq: number;
   /** When the task's first start attempt of this outage failed. */
   sinceMs: number;
+  /** Failures while the engine answered its ping: they space the retries out. */
   answeredFailures: number;
+  /** Of those, the server errors: MAX_ANSWERED_START_FAILURES of them fail the task. */
+  answeredServerErrors: number;
   lastError: BerthError;
   /** Retried no earlier than this (a backoff after a failure the answering engine gave). */
   retryAtMs: number;
@@ -93,8 +105,8 @@ export class StartOutage {
   /**
    * Decides what becomes of a task whose start failed: `fail` (with the end state's reason) for an
    * error that is not transient, for a task past the outage limit, or after
-   * MAX_ANSWERED_START_FAILURES failures while the engine answers; otherwise `wait`, and the task is
-   * retried when the engine answers.
+   * MAX_ANSWERED_START_FAILURES server errors while the engine answers its ping; otherwise `wait`,
+   * and the task is retried when the engine answers (with a growing pause when it answered all along).
    */
   async onStartFailed(task: { id: string; seq: number }, error: BerthError): Promise<StartVerdict> {
     if (!isTransientStartError(error)) {
@@ -102,7 +114,15 @@ export class StartOutage {
       return { action: 'fail', reason: `${error.code}: ${error.message}` };
     }
     const now = this.#now();
-    const waiter = this.#waiters.get(task.id) ?? { seq: task.seq, sinceMs: now, answeredFailures: 0, lastError: error, retryAtMs: 0, waiting: false };
+    const waiter = this.#waiters.get(task.id) ?? {
+      seq: task.seq,
+      sinceMs: now,
+      answeredFailures: 0,
+      answeredServerErrors: 0,
+      lastError: error,
+      retryAtMs: 0,
+      waiting: false,
+    };
     waiter.lastError = error;
     this.#waiters.set(task.id, waiter);
     const limit = this.#options.limitMs();
@@ -113,11 +133,11 @@ export class StartOutage {
     const answers = await this.#answers();
     if (answers) {
       waiter.answeredFailures++;
-      if (waiter.answeredFailures >= MAX_ANSWERED_START_FAILURES) {
+      if (engineCode(error) === 'BERTH_ENGINE_SERVER_ERROR' && ++waiter.answeredServerErrors >= MAX_ANSWERED_START_FAILURES) {
         this.#waiters.delete(task.id);
-        return { action: 'fail', reason: `${error.code}: ${error.message} (the engine answers; the start failed ${waiter.answeredFailures} times)` };
+        return { action: 'fail', reason: `${error.code}: ${error.message} (the engine answers; the start failed ${waiter.answeredServerErrors} times)` };
       }
-      waiter.retryAtMs = this.#now() + 1000 * 2 ** (waiter.answeredFailures - 1);
+      waiter.retryAtMs = this.#now() + Math.min(MAX_RETRY_DELAY_MS, 1000 * 2 ** (waiter.answeredFailures - 1));
     } else {
       waiter.retryAtMs = 0;
     }

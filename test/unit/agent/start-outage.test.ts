@@ -122,6 +122,23 @@ describe('StartOutage: a start that failed because the engine did not answer wai
     assert.deepEqual(verdict, { action: 'fail', reason: `BERTH_ENGINE_SERVER_ERROR: ${serverError.message} (the engine answers; the start failed ${MAX_ANSWERED_START_FAILURES} times)` });
   });
 
+  test('a call that did not answer while the engine answers its ping is an outage: the task keeps waiting, retried ever later', async (t) => {
+    const { state, outage, close, nextRetry } = scripted();
+    t.after(close);
+    state.answers = true;
+    for (let attempt = 1; attempt <= MAX_ANSWERED_START_FAILURES + 2; attempt++) {
+      assert.deepEqual(await outage.onStartFailed({ id: 't1', seq: 1 }, timeout()), { action: 'wait' }, `attempt ${attempt}`);
+    }
+    // Not retried before its pause has passed (the scripted clock stands still), then retried.
+    const retried = nextRetry();
+    await waitFor(() => state.pings > MAX_ANSWERED_START_FAILURES + 4);
+    assert.deepEqual(state.retried, []);
+    state.nowMs += 30_000;
+    await retried;
+    assert.deepEqual(state.retried, [['t1']]);
+    await outage.idle();
+  });
+
   test('a waiting task that is cancelled is not retried; one whose retry is under way cannot be cancelled here', async (t) => {
     const { state, outage, close, nextRetry } = scripted();
     t.after(close);
