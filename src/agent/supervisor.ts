@@ -78,7 +78,7 @@ export class TaskSupervisor {
       settled: () => deps.driver.settled(),
       limitMs: deps.startOutageLimitMs,
       retry: (taskIds) => this.#retryStarts(taskIds),
-      expire: (taskId, reason) => this.#finish(taskId, { kind: 'failed', exitCode: 125, reason }),
+      expire: (taskId, reason) => this.#endUnstarted(taskId, { kind: 'failed', exitCode: 125, reason }),
       signal: this.#closing.signal,
       logger: deps.logger,
     });
@@ -123,7 +123,7 @@ export class TaskSupervisor {
       this.#record(taskId, { to: 'stopping' });
       // Waiting for the engine to start it: it never ran, and ends now.
       if (this.#outage.cancel(taskId)) {
-        this.#finish(taskId, { kind: 'cancelled' });
+        this.#endUnstarted(taskId, { kind: 'cancelled' });
         return this.#require(taskId);
       }
       // A task still starting has no handle yet: #start stops it as soon as it has one.
@@ -186,8 +186,7 @@ export class TaskSupervisor {
           counts.restarted++;
           toStart.push(record);
         } else {
-          this.#finish(record.id, { kind: 'cancelled' });
-          this.#deps.releaseImages?.(record.id);
+          this.#endUnstarted(record.id, { kind: 'cancelled' });
         }
         continue;
       }
@@ -310,8 +309,7 @@ export class TaskSupervisor {
     const state = this.#deps.store.tasks.get(record.id)?.state;
     if (state === 'stopping') {
       // Stopped while its start was under way; it never ran.
-      this.#outage.forget(record.id);
-      this.#finish(record.id, transient ? { kind: 'cancelled' } : { kind: 'failed', exitCode: 125, reason: `${berthError.code}: ${berthError.message}` });
+      this.#endUnstarted(record.id, transient ? { kind: 'cancelled' } : { kind: 'failed', exitCode: 125, reason: `${berthError.code}: ${berthError.message}` });
       return;
     }
     if (state !== 'starting') {
@@ -323,7 +321,17 @@ export class TaskSupervisor {
       return;
     }
     this.#deps.logger.warn({ taskId: record.id, code: berthError.code }, 'task could not start');
-    this.#finish(record.id, { kind: 'failed', exitCode: 125, reason: verdict.reason });
+    this.#endUnstarted(record.id, { kind: 'failed', exitCode: 125, reason: verdict.reason });
+  }
+
+  /**
+   * Records the end of a task that never started. The images a previous agent recorded it as
+   * holding (restored at recovery) are released too: it has no container whose removal would.
+   */
+  #endUnstarted(taskId: string, end: EndState): void {
+    this.#outage.forget(taskId);
+    this.#finish(taskId, end);
+    this.#deps.releaseImages?.(taskId);
   }
 
   /** Starts again, in the order given, tasks that waited for the engine. */
@@ -331,8 +339,7 @@ export class TaskSupervisor {
     for (const taskId of taskIds) {
       const record = this.#deps.store.tasks.get(taskId);
       if (record?.state === 'stopping') {
-        this.#outage.forget(taskId);
-        this.#finish(taskId, { kind: 'cancelled' });
+        this.#endUnstarted(taskId, { kind: 'cancelled' });
       } else if (record?.state === 'starting') {
         void this.#track(this.#start(record, { mayHaveContainer: true }));
       } else {
