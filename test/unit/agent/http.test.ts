@@ -396,4 +396,15 @@ describe('OpenAPI', () => {
     assert.ok(document.components.schemas.TaskSpec!.properties!.image);
     assert.doesNotThrow(() => JSON.parse(JSON.stringify(document)));
   });
+
+  test('submit documents 201 for a new task, 200 for the same task again and 409 for another spec; health documents the engine\'s condition', () => {
+    type Responses = Record<string, { description: string; content?: { 'application/json': { schema: { properties?: Record<string, unknown> } } } }>;
+    const document = buildOpenApiDocument({}) as { paths: Record<string, Record<string, { responses: Responses }>> };
+    const submit = document.paths['/v1/tasks']!.post!.responses;
+    assert.deepEqual(Object.keys(submit).sort(), ['200', '201', '400', '401', '409', '503']);
+    assert.match(submit['200']!.description, /same spec/);
+    assert.match(submit['409']!.description, /another spec/);
+    const unhealthy = document.paths['/healthz']!.get!.responses['503']!;
+    assert.deepEqual(Object.keys(unhealthy.content!['application/json'].schema.properties!), ['agent', 'engine', 'engineError', 'tasksWaitingForEngine']);
+  });
 });
