@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { isBerthError, type ErrorCode } from '../common/errors.js';
+import { BerthError, isBerthError, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { Engine } from '../engine/engine.js';
 import { ImageCoordinator, type ImageCoordinatorSnapshot } from '../images/index.js';
@@ -37,8 +37,11 @@ export interface AgentRuntime {
   readonly token: string;
   /** Calls the listener with the code of every error the supervisor meets (metrics); returns the unsubscribe. */
   onError(listener: (code: ErrorCode) => void): () => void;
-  /** Whether the engine answered its last health check. */
-  engineHealthy(): Promise<boolean>;
+  /**
+   * Whether the engine answers one ping (never retried) within `health.engineTimeout`, and if not,
+   * why. Probes that arrive while a ping is under way share it, so a wedged engine is not flooded.
+   */
+  engineHealth(): Promise<EngineHealth>;
   imageSnapshot(): ImageCoordinatorSnapshot;
   /** Re-reads the configuration (SIGHUP); an invalid file is refused and the old one stays. */
   reload(): ReloadResult;
@@ -53,6 +56,9 @@ export interface AgentRuntime {
   /** Stops taking work and closes the store; running containers keep running. */
   close(): Promise<void>;
 }
+
+/** The engine's condition as health reports it. */
+export type EngineHealth = { ok: true } | { ok: false; code: ErrorCode; message: string };
 
 export const TOKEN_FILE_NAME = 'token';
 
@@ -132,7 +138,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
   const store = openStore(path.join(initial.dataDir, STORE_FILE_NAME), { logger });
   const agentId = initial.agentId ?? store.meta.ensure(META_KEYS.agentId, () => `agent-${randomUUID().slice(0, 8)}`);
   const token = await ensureToken(initial.dataDir);
-  const engine = new Engine(initial.engine);
+  const engine = new Engine({ ...initial.engine, deadlines: initial.engineDeadlines });
   const events = new AgentEvents();
   const images = new ImageCoordinator({
     engine,
@@ -169,7 +175,21 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
       for (const listener of errorListeners) listener(code);
     },
     releaseImages: (taskId) => imageProvider.release(taskId),
+    pingEngine: (signal) => engine.ping({ attempts: 1, deadlineMs: config.current().health.engineTimeoutMs, signal }),
+    startOutageLimitMs: () => config.current().tasks.startOutageLimitMs,
   });
+  let healthPing: Promise<EngineHealth> | undefined;
+  const engineHealth = (): Promise<EngineHealth> =>
+    (healthPing ??= engine
+      .ping({ attempts: 1, deadlineMs: config.current().health.engineTimeoutMs })
+      .then(
+        (): EngineHealth => ({ ok: true }),
+        (error: unknown): EngineHealth => {
+          const berthError = isBerthError(error) ? error : new BerthError('BERTH_INTERNAL', String(error), { cause: error });
+          return { ok: false, code: berthError.code, message: berthError.message };
+        },
+      )
+      .finally(() => (healthPing = undefined)));
 
   const closing = new AbortController();
   const garbage = new AgentGarbage({ engine, store, images, events, logger, agentId, config: initial, current: () => config.current() });
@@ -209,14 +229,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
       errorListeners.add(listener);
       return () => errorListeners.delete(listener);
     },
-    async engineHealthy() {
-      try {
-        await engine.ping({ deadlineMs: 2000 });
-        return true;
-      } catch {
-        return false;
-      }
-    },
+    engineHealth,
     imageSnapshot: () => images.snapshot(),
     start: () => (starting ??= start()),
     get started() {

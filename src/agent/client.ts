@@ -110,6 +110,12 @@ async function* serverSentEvents(source: AsyncIterable<Buffer | string>): AsyncG
  * BERTH_UNAUTHORIZED for a wrong token). An agent that does not answer is BERTH_AGENT_UNAVAILABLE
  * and a call past its deadline BERTH_AGENT_TIMEOUT, with `context.agent` set to the address.
  */
+/** What a submit did: `created` false when the same task (same id, same spec) was submitted before. */
+export interface SubmitOutcome {
+  task: TaskView;
+  created: boolean;
+}
+
 export class AgentClient {
   readonly host: string;
   readonly #target: Target;
@@ -129,9 +135,25 @@ export class AgentClient {
     return new AgentClient({ ...options, host });
   }
 
-  /** Submits a task; resolves with it as recorded (pending, or starting when it fits the budget now). */
+  /**
+   * Submits a task; resolves with it as recorded (pending, or starting when it fits the budget now).
+   * Idempotent by id: submitting the same id with the same spec again resolves with the existing
+   * task (see `submitTask` to tell the two apart); another spec under that id is BERTH_TASK_EXISTS.
+   */
   async submit(input: { id?: string; spec: TaskSpec | StoredTaskSpec }, options: CallOptions = {}): Promise<TaskView> {
-    return (await this.#json<{ task: TaskView }>('POST', '/v1/tasks', { ...options, body: input })).task;
+    return (await this.submitTask(input, options)).task;
+  }
+
+  /**
+   * Submits a task, and says whether this call created it (`created`, the API's 201) or found it
+   * submitted before with the same spec (the API's 200): a client that retries a submit whose answer
+   * it lost gets the task it made, not a second one.
+   */
+  async submitTask(input: { id?: string; spec: TaskSpec | StoredTaskSpec }, options: CallOptions = {}): Promise<SubmitOutcome> {
+    const response = await this.#send('POST', '/v1/tasks', { ...options, body: input, deadlineMs: this.#deadlineMs });
+    await this.#throwIfFailed(response);
+    const { task } = JSON.parse(await this.#read(response, options.signal)) as { task: TaskView };
+    return { task, created: response.statusCode === 201 };
   }
 
   async list(filter: ListFilter = {}, options: CallOptions = {}): Promise<TaskView[]> {

@@ -32,6 +32,25 @@ export interface AgentConfigInput {
     host?: string;
     /** The engine's unix socket. Default `/var/run/docker.sock` (or DOCKER_HOST). */
     socket?: string;
+    /** Deadline of one engine read (inspect, list, version). Default "10s". */
+    readTimeout?: DurationInput;
+    /** Deadline of one engine write (create, start, kill, remove). Default "30s". */
+    writeTimeout?: DurationInput;
+  };
+  health?: {
+    /**
+     * How long `/healthz` waits for the engine's answer to one ping (never retried) before it
+     * answers 503. Keep it below the probe's own timeout. Default "2s".
+     */
+    engineTimeout?: DurationInput;
+  };
+  tasks?: {
+    /**
+     * How long a task may wait to start while the engine does not answer (or answers with a
+     * transient error) before it ends as failed (exit 125); "off" waits for as long as it takes.
+     * Default "15m".
+     */
+    startOutageLimit?: DurationInput;
   };
   policy?: {
     /** Host path prefixes that bind mounts may use. Default none. */
@@ -106,6 +125,11 @@ export interface AgentConfig {
   readonly agentId?: string;
   /** Engine options (EngineOptions' connection fields): a unix socket, or a TCP host and port. */
   readonly engine: { readonly socketPath?: string; readonly host?: string; readonly port?: number };
+  /** Deadlines of one engine call (EngineOptions' deadlines). */
+  readonly engineDeadlines: { readonly readMs: number; readonly writeMs: number };
+  readonly health: { readonly engineTimeoutMs: number };
+  /** `startOutageLimitMs` undefined means a task waits for the engine without bound. */
+  readonly tasks: { readonly startOutageLimitMs?: number };
   /** The SpecPolicy every submitted spec is checked against. */
   readonly policy: {
     readonly allowPrivileged: boolean;
@@ -155,6 +179,10 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   agentId: 'string',
   'engine.host': 'string',
   'engine.socket': 'string',
+  'engine.readTimeout': 'duration',
+  'engine.writeTimeout': 'duration',
+  'health.engineTimeout': 'duration',
+  'tasks.startOutageLimit': 'duration',
   'policy.allowedBindSources': 'list',
   'policy.allowPrivileged': 'boolean',
   'policy.allowedCapabilities': 'list',
@@ -190,7 +218,7 @@ export const CONFIG_ENV_VARS: Readonly<Record<string, string>> = Object.freeze(
 );
 
 /** Keys a running agent cannot change: a reload keeps their old values and reports them. */
-export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'agentId', 'engine']);
+export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'agentId', 'engine', 'engineDeadlines']);
 
 const MiB = 1024 * 1024;
 
@@ -217,7 +245,9 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
   const budget = defaultAdmissionBudget(host);
   return {
     dataDir: defaultDataDir(host, env),
-    engine: { socket: '/var/run/docker.sock' },
+    engine: { socket: '/var/run/docker.sock', readTimeout: '10s', writeTimeout: '30s' },
+    health: { engineTimeout: '2s' },
+    tasks: { startOutageLimit: '15m' },
     policy: { allowedBindSources: [], allowPrivileged: false, allowedCapabilities: [] },
     defaults: { resources: { memory: '256m', cpuMilli: 250, pidsLimit: 1024 } },
     admission: { memory: budget.memoryBytes, cpuMilli: budget.cpuMilli },
@@ -304,16 +334,29 @@ function buildSchema(host: HostFacts) {
     return ms;
   });
   const capability = /^(CAP_)?[A-Z_]+$|^ALL$/i;
+  const outageLimit = z.unknown().transform((value, ctx): number | undefined => {
+    if (value === 'off') return undefined;
+    const ms = typeof value === 'string' || typeof value === 'number' ? parseDurationMs(value) : undefined;
+    if (ms === undefined || ms < 1000) return issue(ctx, 'must be "off" or a duration of at least 1s, such as "15m"');
+    return ms;
+  });
 
   return section({
     dataDir: absolutePath(),
     socketPath: absolutePath().optional(),
     listen: listen.optional(),
     agentId: text(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/, 'must be 1 to 64 characters of [a-zA-Z0-9_.-], starting with a letter or digit').optional(),
-    engine: section({ host: engineHost.optional(), socket: absolutePath('must be an absolute path to the engine\'s socket').optional() }).refine(
+    engine: section({
+      host: engineHost.optional(),
+      socket: absolutePath('must be an absolute path to the engine\'s socket').optional(),
+      readTimeout: duration('10s', 100),
+      writeTimeout: duration('30s', 100),
+    }).refine(
       (engine) => engine.host === undefined || engine.socket === undefined,
       { message: 'set engine.host or engine.socket, not both', path: ['host'] },
     ),
+    health: section({ engineTimeout: duration('2s', 100) }),
+    tasks: section({ startOutageLimit: outageLimit }),
     policy: section({
       allowedBindSources: list(/^\//, 'must be an absolute host path'),
       allowPrivileged: boolean(),
@@ -480,6 +523,9 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     ...(c.listen ? { listen: c.listen } : {}),
     ...(c.agentId ? { agentId: c.agentId } : {}),
     engine: c.engine.host ?? (c.engine.socket ? { socketPath: c.engine.socket } : { socketPath: '/var/run/docker.sock' }),
+    engineDeadlines: { readMs: c.engine.readTimeout, writeMs: c.engine.writeTimeout },
+    health: { engineTimeoutMs: c.health.engineTimeout },
+    tasks: { ...(c.tasks.startOutageLimit !== undefined ? { startOutageLimitMs: c.tasks.startOutageLimit } : {}) },
     policy: {
       allowPrivileged: c.policy.allowPrivileged,
       allowedBindSources: c.policy.allowedBindSources.map((p) => path.normalize(p)),

@@ -185,6 +185,14 @@ export const healthSchema: JsonSchema = {
   properties: {
     agent: { type: 'string', enum: ['ok', 'starting'] },
     engine: { type: 'string', enum: ['ok', 'unavailable'] },
+    engineError: {
+      type: 'object',
+      required: ['code', 'message'],
+      additionalProperties: false,
+      description: 'Why the engine is unavailable: BERTH_ENGINE_TIMEOUT when it did not answer one ping within health.engineTimeout (wedged, paused), BERTH_ENGINE_UNAVAILABLE when it refused the connection.',
+      properties: { code: { type: 'string' }, message: { type: 'string' } },
+    },
+    tasksWaitingForEngine: { type: 'integer', minimum: 1, description: 'Tasks whose start waits for the engine to answer again; absent when none.' },
   },
 };
 
@@ -281,9 +289,17 @@ export const API_ROUTES: readonly ApiRoute[] = [
     method: 'POST',
     url: '/v1/tasks',
     operationId: 'submitTask',
-    summary: 'Submit a task: it starts when it fits the admission budget, and waits as pending until then.',
+    summary:
+      'Submit a task: it starts when it fits the admission budget, and waits as pending until then. Idempotent by id: submitting the same id with the same spec again returns the task (200).',
     body: submitBodySchema,
-    responses: { 201: { description: 'The task as recorded.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 409: { description: 'A task with this id exists.', schema: errorBodySchema }, 503: errors.unavailable },
+    responses: {
+      200: { description: 'A task with this id and the same spec (after the agent\'s defaults, key order aside) exists: it is returned as it is now, and nothing is started again.', schema: taskEnvelopeSchema },
+      201: { description: 'The task as recorded.', schema: taskEnvelopeSchema },
+      400: errors.badRequest,
+      401: errors.unauthorized,
+      409: { description: 'A task with this id and another spec exists (BERTH_TASK_EXISTS).', schema: errorBodySchema },
+      503: errors.unavailable,
+    },
   },
   {
     method: 'GET',
@@ -366,7 +382,13 @@ export const API_ROUTES: readonly ApiRoute[] = [
     operationId: 'health',
     summary: 'Whether the agent and its engine answer. Needs no token.',
     isPublic: true,
-    responses: { 200: { description: 'Both answer.', schema: healthSchema }, 503: { description: 'The engine does not answer, or the agent is still starting (recovering its tasks).', schema: healthSchema } },
+    responses: {
+      200: { description: 'Both answer.', schema: healthSchema },
+      503: {
+        description: 'The engine does not answer one ping (never retried) within health.engineTimeout, or answers with an error (engineError says which), or the agent is still starting (recovering its tasks).',
+        schema: healthSchema,
+      },
+    },
   },
   {
     method: 'GET',

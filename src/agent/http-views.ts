@@ -36,7 +36,12 @@ export interface ImageView {
 export interface HealthView {
   /** `starting` until the engine answered once and the tasks of an earlier run are recovered. */
   agent: 'ok' | 'starting';
+  /** `unavailable`: the engine did not answer one ping within `health.engineTimeout`, or answered with an error. */
   engine: 'ok' | 'unavailable';
+  /** Why the engine is unavailable: BERTH_ENGINE_TIMEOUT (it does not answer: wedged, paused), BERTH_ENGINE_UNAVAILABLE (refused) … */
+  engineError?: { code: string; message: string };
+  /** Tasks whose start waits for the engine to answer again (absent when none). */
+  tasksWaitingForEngine?: number;
 }
 
 const iso = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString());

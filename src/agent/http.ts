@@ -3,11 +3,12 @@ import type { Readable } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchema, type FastifyServerFactory } from 'fastify';
 import { BerthError, ValidationError } from '../common/errors.js';
 import type { TaskRecord, TaskState } from '../state/tasks.js';
+import type { SubmitResult } from './supervisor.js';
 import type { AgentRuntime } from './agent.js';
 import { toErrorResponse, type ErrorBody } from './http-errors.js';
 import { API_ROUTES, type ApiRoute } from './http-schemas.js';
 import { agentEventStream, ndjsonStream } from './http-streams.js';
-import { toImageView, toPruneView, toTaskView, toUtcLogTimestamp } from './http-views.js';
+import { toImageView, toPruneView, toTaskView, toUtcLogTimestamp, type HealthView } from './http-views.js';
 import type { LogRecord } from './task-logs.js';
 import { AgentMetrics } from './metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
@@ -131,13 +132,14 @@ export function buildServer(runtime: AgentRuntime, options: ServerOptions = {}):
   const handlers: Record<string, Handler> = {
     async submitTask(request, reply) {
       const body = request.body as { id?: string; spec: Record<string, unknown> };
-      let record: TaskRecord;
+      let result: SubmitResult;
       try {
-        record = runtime.supervisor.submit({ id: body.id ?? randomUUID(), spec: body.spec });
+        result = runtime.supervisor.submit({ id: body.id ?? randomUUID(), spec: body.spec });
       } catch (error) {
         throw scopeToSpec(error);
       }
-      return reply.code(201).send({ task: toTaskView(record) });
+      // 200: the same task was submitted before (a retry); it is returned as it is now.
+      return reply.code(result.created ? 201 : 200).send({ task: toTaskView(result.task) });
     },
 
     async listTasks(request) {
@@ -207,9 +209,16 @@ export function buildServer(runtime: AgentRuntime, options: ServerOptions = {}):
     },
 
     async health(_request, reply) {
-      const engineOk = await runtime.engineHealthy();
+      const engine = await runtime.engineHealth();
       const started = runtime.started;
-      return reply.code(engineOk && started ? 200 : 503).send({ agent: started ? 'ok' : 'starting', engine: engineOk ? 'ok' : 'unavailable' });
+      const waiting = runtime.supervisor.tasksWaitingForEngine;
+      const body: HealthView = {
+        agent: started ? 'ok' : 'starting',
+        engine: engine.ok ? 'ok' : 'unavailable',
+        ...(engine.ok ? {} : { engineError: { code: engine.code, message: engine.message } }),
+        ...(waiting > 0 ? { tasksWaitingForEngine: waiting } : {}),
+      };
+      return reply.code(engine.ok && started ? 200 : 503).send(body);
     },
 
     async metrics(_request, reply) {

@@ -12,6 +12,8 @@ import type { TaskHandle } from '../tasks/handle.js';
 import type { AgentEvents } from './events.js';
 import { resolveDemand, type AdmissionBudget, type AdmissionChange, type AdmissionController, type AdmissionEntry, type ResourceDemand } from './admission.js';
 import type { TaskLogStore } from './task-logs.js';
+import { canonicalJson } from './canonical-json.js';
+import { asBerthError, isTransientStartError, StartOutage } from './start-outage.js';
 
 export interface SupervisorDeps {
   store: Store;
@@ -36,6 +38,16 @@ export interface SupervisorDeps {
    * and so no handle whose removal would release them.
    */
   releaseImages?: (taskId: string) => void;
+  /** One engine ping, never retried, with a short deadline: whether a task waiting for the engine may start. */
+  pingEngine: (signal: AbortSignal) => Promise<void>;
+  /** `tasks.startOutageLimit` in force: how long a task may wait for the engine to start; undefined is no bound. */
+  startOutageLimitMs: () => number | undefined;
+}
+
+/** The outcome of a submit: the task, and whether this submit created it (false: the same task was submitted before). */
+export interface SubmitResult {
+  task: TaskRecord;
+  created: boolean;
 }
 
 const ENDED: readonly TaskState[] = ['exited', 'lost', 'removed'];
@@ -54,27 +66,49 @@ export class TaskSupervisor {
   readonly #closing = new AbortController();
   /** Starting until recovery is done (nothing may run before recovered tasks hold their share), then open, then closed. */
   #phase: 'starting' | 'open' | 'closed' = 'starting';
+  /** Tasks whose start failed because the engine did not answer: they wait for it, holding their share. */
+  readonly #outage: StartOutage;
 
   constructor(deps: SupervisorDeps) {
     this.#deps = deps;
     // Every running task listens on the one closing signal.
     setMaxListeners(0, this.#closing.signal);
+    this.#outage = new StartOutage({
+      ping: deps.pingEngine,
+      settled: () => deps.driver.settled(),
+      limitMs: deps.startOutageLimitMs,
+      retry: (taskIds) => this.#retryStarts(taskIds),
+      expire: (taskId, reason) => this.#endUnstarted(taskId, { kind: 'failed', exitCode: 125, reason }),
+      signal: this.#closing.signal,
+      logger: deps.logger,
+    });
   }
 
-  /** Validates and records a task; it starts now if it fits the budget, or waits as pending. */
-  submit(input: { id: string; spec: unknown }): TaskRecord {
+  /** Tasks that could not start yet because the engine does not answer (for health). */
+  get tasksWaitingForEngine(): number {
+    return this.#outage.waitingCount;
+  }
+
+  /**
+   * Validates and records a task; it starts now if it fits the budget, or waits as pending.
+   * Idempotent: a task with this id and the same spec (compared after the agent's defaults are
+   * applied, key order aside) is returned as it is, with `created` false; one with another spec is
+   * refused (BERTH_TASK_EXISTS).
+   */
+  submit(input: { id: string; spec: unknown }): SubmitResult {
     this.#requireOpen();
     const spec = this.#deps.withDefaults(checkAgentSpec(input.spec));
+    // A client retrying a submit whose answer it lost (or that the agent died answering) gets the task it made.
+    const existing = this.#deps.store.tasks.get(input.id);
+    if (existing) return { task: sameSubmission(existing, spec), created: false };
     const resolved = resolveTaskSpec(spec, this.#deps.policy());
     const reservation = resolveDemand(resolved.resources, this.#deps.defaultDemand());
     this.#deps.admission.check(reservation);
     const { inserted, task } = this.#deps.store.tasks.insert({ id: input.id, spec, reservation });
-    if (!inserted) {
-      throw new BerthError('BERTH_TASK_EXISTS', `a task with id ${input.id} exists already`, { context: { taskId: input.id } });
-    }
+    if (!inserted) return { task: sameSubmission(task, spec), created: false };
     this.#announce(task);
     if (this.#deps.admission.submit(task.id, reservation) === 'admitted') this.#startAdmitted([task.id]);
-    return this.#deps.store.tasks.get(task.id) ?? task;
+    return { task: this.#deps.store.tasks.get(task.id) ?? task, created: true };
   }
 
   /** Stops a task: a pending one ends as cancelled without running; a running one is stopped. */
@@ -87,6 +121,11 @@ export class TaskSupervisor {
     }
     if (record.state === 'running' || record.state === 'starting') {
       this.#record(taskId, { to: 'stopping' });
+      // Waiting for the engine to start it: it never ran, and ends now.
+      if (this.#outage.cancel(taskId)) {
+        this.#endUnstarted(taskId, { kind: 'cancelled' });
+        return this.#require(taskId);
+      }
       // A task still starting has no handle yet: #start stops it as soon as it has one.
       await this.#handles.get(taskId)?.stop();
     }
@@ -107,10 +146,16 @@ export class TaskSupervisor {
   /**
    * Reloads every task that had not ended: a container still running is followed again, one that
    * ended while the agent was down gets its real end state, one that is gone is recorded as lost,
-   * and pending tasks wait their turn again, in order.
+   * and pending tasks wait their turn again, in order. A task that was starting and has no
+   * container (the agent died before its create reached the engine) is started now, holding the
+   * share it held; one that was being stopped before it had a container ends as cancelled.
    */
-  async recover(): Promise<{ resumed: number; ended: number; lost: number; pending: number }> {
-    const counts = { resumed: 0, ended: 0, lost: 0, pending: 0 };
+  async recover(): Promise<{ resumed: number; ended: number; lost: number; pending: number; restarted: number }> {
+    const counts = { resumed: 0, ended: 0, lost: 0, pending: 0, restarted: 0 };
+    /** Started once the supervisor is open, in submission order, before pending tasks that now fit. */
+    const toStart: TaskRecord[] = [];
+    /** Starting tasks the engine could not be asked about: they wait for it like a start that failed. */
+    const toWait: Array<{ record: TaskRecord; error: unknown }> = [];
     const unended = this.#deps.store.tasks.listUnended();
     const entry = (record: TaskRecord): AdmissionEntry => ({ taskId: record.id, demand: record.reservation ?? this.#deps.defaultDemand() });
     const pending = unended.filter((r) => r.state === 'pending');
@@ -119,11 +164,32 @@ export class TaskSupervisor {
     const change = this.#deps.admission.restore({ admitted: unended.filter((r) => r.state !== 'pending').map(entry), queued: pending.map(entry) });
     for (const record of unended) {
       if (record.state === 'pending') continue;
+      let recoverError: unknown;
       const handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec).catch((error: unknown) => {
-        this.#deps.logger.error({ taskId: record.id, code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'could not recover the task');
-        if (isBerthError(error)) this.#deps.onError?.(error.code);
+        recoverError = error;
         return undefined;
       });
+      const neverCreated = record.state === 'starting' || (record.state === 'stopping' && record.containerId === undefined);
+      if (recoverError !== undefined && neverCreated && isTransientStartError(asBerthError(recoverError))) {
+        counts.restarted++;
+        toWait.push({ record, error: recoverError });
+        continue;
+      }
+      if (recoverError !== undefined) {
+        this.#deps.logger.error({ taskId: record.id, code: isBerthError(recoverError) ? recoverError.code : 'UNKNOWN' }, 'could not recover the task');
+        if (isBerthError(recoverError)) this.#deps.onError?.(recoverError.code);
+      }
+      if (!handle && recoverError === undefined && neverCreated) {
+        // Its spec is stored and its container never existed: it never ran. A create that was in
+        // flight when the agent died may still land; the driver adopts it (same task, same owner).
+        if (record.state === 'starting') {
+          counts.restarted++;
+          toStart.push(record);
+        } else {
+          this.#endUnstarted(record.id, { kind: 'cancelled' });
+        }
+        continue;
+      }
       if (!handle) {
         counts.lost++;
         this.#finish(record.id, { kind: 'lost', reason: 'its container was gone when the agent restarted' });
@@ -138,6 +204,8 @@ export class TaskSupervisor {
       void this.#supervise(record.id, handle, await this.#cursorFor(record));
     }
     if (this.#phase === 'starting') this.#phase = 'open';
+    for (const record of toStart) void this.#track(this.#start(record));
+    for (const { record, error } of toWait) void this.#track(this.#startFailed(record, error));
     this.#applyChange(change);
     return counts;
   }
@@ -175,7 +243,11 @@ export class TaskSupervisor {
 
   /** Resolves when every supervised task has ended and its end is recorded (tests, benchmarks). */
   async idle(): Promise<void> {
-    while (this.#running.size > 0) await Promise.all([...this.#running]);
+    // Tasks waiting for the engine to start them have not ended either (until shutdown, which ends the wait).
+    while (this.#running.size > 0 || this.#outage.waitingCount > 0) {
+      if (this.#closing.signal.aborted && this.#running.size === 0) return;
+      await Promise.all([...this.#running, this.#outage.idle()]);
+    }
   }
 
   isEnded(taskId: string): boolean {
@@ -198,17 +270,21 @@ export class TaskSupervisor {
     }
   }
 
-  async #start(record: TaskRecord): Promise<void> {
-    let handle: TaskHandle;
+  /**
+   * Starts a task. `mayHaveContainer`: an earlier attempt may have left a container (its create or
+   * start reached the engine after it had given up): follow that one rather than create another,
+   * and never start a container that ran already.
+   */
+  async #start(record: TaskRecord, options: { mayHaveContainer?: boolean } = {}): Promise<void> {
+    let handle: TaskHandle | undefined;
     try {
-      handle = await this.#deps.driver.start(record.spec as TaskSpec, { taskId: record.id, output: 'engine-log' });
+      if (options.mayHaveContainer) handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec);
+      handle ??= await this.#deps.driver.start(record.spec as TaskSpec, { taskId: record.id, output: 'engine-log' });
     } catch (error) {
-      const berthError = isBerthError(error) ? error : new BerthError('BERTH_INTERNAL', String(error), { cause: error });
-      this.#deps.logger.warn({ taskId: record.id, code: berthError.code }, 'task could not start');
-      this.#deps.onError?.(berthError.code);
-      this.#finish(record.id, { kind: 'failed', exitCode: 125, reason: `${berthError.code}: ${berthError.message}` });
+      await this.#startFailed(record, error);
       return;
     }
+    this.#outage.forget(record.id);
     if (this.#require(record.id).state === 'stopping') {
       this.#deps.store.tasks.setContainerId(record.id, handle.containerId);
       void handle.stop();
@@ -216,6 +292,60 @@ export class TaskSupervisor {
       this.#record(record.id, { to: 'running', containerId: handle.containerId });
     }
     await this.#supervise(record.id, handle, {});
+  }
+
+  /**
+   * A start failed: an error that is not transient (or a task past tasks.startOutageLimit) ends the
+   * task as failed, exit 125; a transient one (the engine did not answer, or answered 5xx) leaves
+   * it starting, holding its share, and it is started again when the engine answers.
+   */
+  async #startFailed(record: TaskRecord, error: unknown): Promise<void> {
+    const berthError = asBerthError(error);
+    this.#deps.onError?.(berthError.code);
+    const transient = isTransientStartError(berthError);
+    // Shutting down: the task stays starting, and the next agent starts it.
+    if (transient && this.#closing.signal.aborted) return;
+    const verdict = await this.#outage.onStartFailed(record, berthError);
+    const state = this.#deps.store.tasks.get(record.id)?.state;
+    if (state === 'stopping') {
+      // Stopped while its start was under way; it never ran.
+      this.#endUnstarted(record.id, transient ? { kind: 'cancelled' } : { kind: 'failed', exitCode: 125, reason: `${berthError.code}: ${berthError.message}` });
+      return;
+    }
+    if (state !== 'starting') {
+      this.#outage.forget(record.id);
+      return;
+    }
+    if (verdict.action === 'wait') {
+      this.#deps.logger.info({ taskId: record.id, code: berthError.code }, 'task could not start yet; it waits for the engine');
+      return;
+    }
+    this.#deps.logger.warn({ taskId: record.id, code: berthError.code }, 'task could not start');
+    this.#endUnstarted(record.id, { kind: 'failed', exitCode: 125, reason: verdict.reason });
+  }
+
+  /**
+   * Records the end of a task that never started. The images a previous agent recorded it as
+   * holding (restored at recovery) are released too: it has no container whose removal would.
+   */
+  #endUnstarted(taskId: string, end: EndState): void {
+    this.#outage.forget(taskId);
+    this.#finish(taskId, end);
+    this.#deps.releaseImages?.(taskId);
+  }
+
+  /** Starts again, in the order given, tasks that waited for the engine. */
+  #retryStarts(taskIds: readonly string[]): void {
+    for (const taskId of taskIds) {
+      const record = this.#deps.store.tasks.get(taskId);
+      if (record?.state === 'stopping') {
+        this.#endUnstarted(taskId, { kind: 'cancelled' });
+      } else if (record?.state === 'starting') {
+        void this.#track(this.#start(record, { mayHaveContainer: true }));
+      } else {
+        this.#outage.forget(taskId);
+      }
+    }
   }
 
   /** Follows a running (or just ended) task: pumps its output, waits for its end, records it. */
@@ -328,6 +458,15 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T | und
 
 function earliest(cursor: LogCursor): string | undefined {
   return [cursor.stdout, cursor.stderr].filter((t): t is string => t !== undefined).sort(compareLogTimestamps)[0];
+}
+
+/**
+ * The recorded task when `spec` (with the agent's defaults applied) is the spec it was submitted
+ * with, key order aside; BERTH_TASK_EXISTS when it is another.
+ */
+function sameSubmission(existing: TaskRecord, spec: StoredTaskSpec): TaskRecord {
+  if (canonicalJson(existing.spec) === canonicalJson(spec)) return existing;
+  throw new BerthError('BERTH_TASK_EXISTS', `a task with id ${existing.id} exists already, with another spec`, { context: { taskId: existing.id } });
 }
 
 /** What the agent cannot do that the library can: it reads output from the engine's log, and keeps stdin as text. */

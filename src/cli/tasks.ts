@@ -89,7 +89,9 @@ async function submitTask(io: CliIo, image: string, command: string[], flags: Ru
   const spec = specFromRunFlags(image, command, { ...rest, interactive: false }, io) as StoredTaskSpec;
   if (interactive) spec.stdin = await readText(io.stdin);
   return withClient(io, flags, async (client) => {
-    const task = await client.submit({ ...(flags.name !== undefined ? { id: flags.name } : {}), spec });
+    const { task, created } = await client.submitTask({ ...(flags.name !== undefined ? { id: flags.name } : {}), spec });
+    // Submitting is idempotent: the same name and spec again is that task, not a second one.
+    if (!created) io.stderr.write(`task ${task.id} was submitted before with the same spec (it is ${task.state}); not submitted again\n`);
     if (flags.json) writeJson(io.stdout, task);
     else io.stdout.write(`${task.id}\n`);
     return 0;

@@ -16,7 +16,7 @@ export const ERROR_CODES = {
   BERTH_ENGINE_FORBIDDEN: 'The engine or a registry refused access (wrong or missing credentials).',
   BERTH_NAME_CONFLICT: 'A container with the task\'s name exists and belongs to someone else.',
   BERTH_TASK_STATE: 'The operation is not allowed in the task\'s current state.',
-  BERTH_TASK_EXISTS: 'A task with that id was submitted already.',
+  BERTH_TASK_EXISTS: 'A task with that id was submitted already, with another spec.',
   BERTH_TASK_UNHEALTHY: 'The task did not become healthy: its health check reported unhealthy, or the task ended (or gave no verdict in time) before it passed.',
   BERTH_TASK_NOT_FOUND: 'No task with that id: the agent has no record of it, or (for exec) the engine has no container of it.',
   BERTH_IMAGE_NOT_FOUND: 'The image or its tag does not exist in the registry, or is missing locally with pull policy never.',

@@ -60,6 +60,14 @@ export interface CallOptions {
   deadlineMs?: number;
 }
 
+export interface PingOptions extends CallOptions {
+  /**
+   * Attempts in all. Default: the engine's readAttempts (3). A health probe passes 1, so that it
+   * answers within its own deadline instead of retrying inside it.
+   */
+  attempts?: number;
+}
+
 export type StartOutcome = 'started' | 'already-running';
 
 export interface AttachedStreams extends DemuxedStreams {
@@ -352,9 +360,14 @@ export class Engine {
   }
 
   /** An idempotent read: retried with backoff when the engine is unavailable or slow. */
-  #read<T>(operation: string, options: CallOptions, run: (signal: AbortSignal | undefined) => Promise<T>, context?: Record<string, unknown>): Promise<T> {
+  #read<T>(
+    operation: string,
+    options: CallOptions & { attempts?: number },
+    run: (signal: AbortSignal | undefined) => Promise<T>,
+    context?: Record<string, unknown>,
+  ): Promise<T> {
     return retry(() => this.#call(operation, this.#deadlines.readMs, options, run, context), {
-      attempts: this.#readAttempts,
+      attempts: options.attempts ?? this.#readAttempts,
       initialDelayMs: 100,
       maxDelayMs: 1000,
       signal: options.signal,
@@ -363,7 +376,7 @@ export class Engine {
     });
   }
 
-  async ping(options: CallOptions = {}): Promise<void> {
+  async ping(options: PingOptions = {}): Promise<void> {
     await this.#read('ping', options, (abortSignal) => (this.#docker as unknown as SignalledDocker).ping({ abortSignal }));
   }
 

@@ -72,7 +72,8 @@ describe('the agent outlives an engine that stops answering', { skip: await requ
     await pollUntil('sweeps to meet the unreachable engine', () => (proxy.refusedConnections - refusedAtStart >= 6 && paused() === 1 ? true : undefined), {
       timeoutMs: 30_000,
     });
-    assert.deepEqual(await client.health(), { agent: 'ok', engine: 'unavailable' });
+    const down = await client.health();
+    assert.deepEqual({ agent: down.agent, engine: down.engine, code: down.engineError?.code }, { agent: 'ok', engine: 'unavailable', code: 'BERTH_ENGINE_UNAVAILABLE' });
     assert.equal((await client.list()).length, 0, 'the API answers from the store while the engine is down');
     assert.equal(paused(), 1, 'the outage is logged once, not every period');
 
@@ -105,7 +106,8 @@ describe('an agent started while the engine does not answer', { skip: await requ
       // The start waits for the engine: several attempts, one log line.
       await pollUntil('the start to meet the unreachable engine', () => (proxy.refusedConnections >= 3 ? true : undefined), { timeoutMs: 30_000 });
       assert.equal(runtime.started, false);
-      assert.deepEqual(await client.health(), { agent: 'starting', engine: 'unavailable' });
+      const down = await client.health();
+      assert.deepEqual({ agent: down.agent, engine: down.engine, code: down.engineError?.code }, { agent: 'starting', engine: 'unavailable', code: 'BERTH_ENGINE_UNAVAILABLE' });
       assert.deepEqual(await client.list(), []);
       const refusedWork = (error: unknown): boolean => isBerthError(error, 'BERTH_AGENT_UNAVAILABLE') && error.context.status === 503 && /starting/.test(error.message);
       await assert.rejects(client.submit({ spec: { image: TEST_IMAGE, command: ['true'], labels: { ...run.labels } } }), refusedWork);

@@ -172,10 +172,13 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
     assert.ok(!(await client.list({ label: run.labelFilter })).some((t) => t.id === id));
   });
 
-  test('a duplicate task id answers 409', async () => {
+  test('a task id submitted again answers 200 with the task for the same spec, and 409 for another', async () => {
     const id = taskId('dup');
-    await client.submit({ id, spec: spec(['true']) });
-    await rejectsWith(client.submit({ id, spec: spec(['true']) }), 'BERTH_TASK_EXISTS', 409);
+    const first = await client.submitTask({ id, spec: spec(['true']) });
+    assert.equal(first.created, true);
+    const again = await client.submitTask({ id, spec: spec(['true']) });
+    assert.deepEqual({ created: again.created, id: again.task.id, submittedAt: again.task.submittedAt }, { created: false, id, submittedAt: first.task.submittedAt });
+    await rejectsWith(client.submit({ id, spec: spec(['false']) }), 'BERTH_TASK_EXISTS', 409);
     await waitForTask(id, ended);
   });
 

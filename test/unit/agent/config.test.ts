@@ -54,6 +54,9 @@ describe('loadAgentConfig: defaults', () => {
     assert.equal(config.listen, undefined);
     assert.equal(config.agentId, undefined);
     assert.deepEqual(config.engine, { socketPath: '/var/run/docker.sock' });
+    assert.deepEqual(config.engineDeadlines, { readMs: 10_000, writeMs: 30_000 });
+    assert.deepEqual(config.health, { engineTimeoutMs: 2000 });
+    assert.deepEqual(config.tasks, { startOutageLimitMs: 900_000 });
     assert.deepEqual(config.policy, { allowPrivileged: false, allowedBindSources: [], allowedCapabilities: [] });
     assert.deepEqual(config.defaults.resources, { memoryBytes: 256 * MiB, cpuMilli: 250, pidsLimit: 1024 });
     assert.deepEqual(config.images, { removeDelayMs: 180_000, cleanup: true, pullActivityTimeoutMs: 120_000 });
@@ -154,6 +157,10 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       BERTH_LISTEN: '[::1]:7070',
       BERTH_AGENT_ID: 'a1',
       BERTH_ENGINE_SOCKET: '/run/docker.sock',
+      BERTH_ENGINE_READ_TIMEOUT: '3s',
+      BERTH_ENGINE_WRITE_TIMEOUT: '1m',
+      BERTH_HEALTH_ENGINE_TIMEOUT: '500ms',
+      BERTH_TASKS_START_OUTAGE_LIMIT: 'off',
       BERTH_POLICY_ALLOWED_BIND_SOURCES: '/srv, /data',
       BERTH_POLICY_ALLOW_PRIVILEGED: 'yes',
       BERTH_POLICY_ALLOWED_CAPABILITIES: 'NET_ADMIN',
@@ -186,6 +193,9 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       listen: { host: '::1', port: 7070 },
       agentId: 'a1',
       engine: { socketPath: '/run/docker.sock' },
+      engineDeadlines: { readMs: 3000, writeMs: 60_000 },
+      health: { engineTimeoutMs: 500 },
+      tasks: {},
       policy: { allowPrivileged: true, allowedBindSources: ['/srv', '/data'], allowedCapabilities: ['NET_ADMIN'] },
       defaults: { resources: { memoryBytes: 64 * MiB, cpuMilli: 250, pidsLimit: 32 } },
       admission: { memoryBytes: GiB, cpuMilli: 1500, maxConcurrent: 3 },
@@ -256,6 +266,18 @@ describe('loadAgentConfig: bad values name their key', () => {
     assertIssue(load('engine:\n  host: ftp://x\n'), 'engine.host', /unix:\/\/\/path\/to\/socket or tcp:\/\/host:port/);
     assertIssue(load('agentId: "has space"\n'), 'agentId', /characters/);
     assertIssue(load('prune:\n  schedule: sometimes\n'), 'prune.schedule', /"off" or a duration/);
+  });
+  it('a start outage limit that is neither "off" nor a duration of at least 1s, and engine deadlines under 100 ms', () => {
+    assertIssue(load('tasks:\n  startOutageLimit: never\n'), 'tasks.startOutageLimit', /"off" or a duration of at least 1s/);
+    assertIssue(load('tasks:\n  startOutageLimit: 10ms\n'), 'tasks.startOutageLimit', /"off" or a duration of at least 1s/);
+    assertIssue(load('engine:\n  writeTimeout: 5ms\n'), 'engine.writeTimeout', /at least 100 ms/);
+    assertIssue(load('health:\n  engineTimeout: soon\n'), 'health.engineTimeout', /duration such as "2s"/);
+  });
+  it('engine deadlines set beside a socket from another source keep the socket', () => {
+    const file = yamlFile('engine:\n  writeTimeout: 5s\n');
+    const config = loadAgentConfig({ file, flags: { engine: { socket: '/near.sock' } }, host });
+    assert.deepEqual(config.engine, { socketPath: '/near.sock' });
+    assert.deepEqual(config.engineDeadlines, { readMs: 10_000, writeMs: 5000 });
   });
   it('engine.host and engine.socket set together', () => {
     assertIssue(load('engine:\n  host: tcp://e:1\n  socket: /run/d.sock\n'), 'engine.host', /set engine\.host or engine\.socket, not both/);

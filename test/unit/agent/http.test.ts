@@ -4,7 +4,8 @@ import { describe, test } from 'node:test';
 import type { InjectOptions } from 'fastify';
 import { BerthError, ERROR_CODES, ValidationError, type ErrorCode } from '../../../src/common/errors.js';
 import type { Logger } from '../../../src/common/logger.js';
-import type { AgentRuntime } from '../../../src/agent/agent.js';
+import type { AgentRuntime, EngineHealth } from '../../../src/agent/agent.js';
+import type { SubmitResult } from '../../../src/agent/supervisor.js';
 import { AgentEvents } from '../../../src/agent/events.js';
 import { buildServer } from '../../../src/agent/http.js';
 import { httpStatusFor, toErrorResponse } from '../../../src/agent/http-errors.js';
@@ -27,10 +28,12 @@ function record(id: string, overrides: Partial<TaskRecord> = {}): TaskRecord {
 
 interface FakeOptions {
   tasks?: TaskRecord[];
-  submit?: (input: { id: string; spec: unknown }) => TaskRecord;
+  /** A record alone is a task this submit created (201). */
+  submit?: (input: { id: string; spec: unknown }) => TaskRecord | SubmitResult;
   stop?: (taskId: string) => Promise<TaskRecord>;
-  engineHealthy?: boolean;
+  engineHealth?: EngineHealth;
   started?: boolean;
+  tasksWaitingForEngine?: number;
 }
 
 /** A narrow scripted runtime: only what the routes under test touch. */
@@ -56,13 +59,17 @@ function fakeRuntime(options: FakeOptions = {}) {
       },
     },
     supervisor: {
-      submit: options.submit ?? ((input: { id: string }) => record(input.id, { state: 'pending' })),
+      submit: (input: { id: string; spec: unknown }): SubmitResult => {
+        const result = (options.submit ?? ((i: { id: string }) => record(i.id, { state: 'pending' })))(input);
+        return 'created' in result ? result : { task: result, created: true };
+      },
+      tasksWaitingForEngine: options.tasksWaitingForEngine ?? 0,
       stop: options.stop ?? (async (id: string) => tasks.get(id)!),
       remove: async () => undefined,
       isEnded: () => true,
     },
     imageSnapshot: () => ({ images: [{ imageId: 'sha256:abc', refs: ['busybox:latest'], holders: ['t1'], removalDueAt: new Date(Date.UTC(2024, 4, 1)) }], pulls: [] }),
-    engineHealthy: async () => options.engineHealthy ?? true,
+    engineHealth: async (): Promise<EngineHealth> => options.engineHealth ?? { ok: true },
     started: options.started ?? true,
     errorListeners: new Set<(code: string) => void>(),
     onError(listener: (code: string) => void) {
@@ -234,11 +241,24 @@ describe('authorization', () => {
 });
 
 describe('responses', () => {
-  test('health answers 503 when the engine does not', async () => {
-    const { app } = fakeRuntime({ engineHealthy: false });
+  test('health answers 503 when the engine does not, with the engine\'s condition and the tasks waiting for it', async () => {
+    const engineError = { code: 'BERTH_ENGINE_TIMEOUT', message: 'ping did not answer within 2000 ms' } as const;
+    const { app } = fakeRuntime({ engineHealth: { ok: false, ...engineError }, tasksWaitingForEngine: 2 });
     const response = await app.inject({ method: 'GET', url: '/healthz' });
     assert.equal(response.statusCode, 503);
-    assert.deepEqual(response.json(), { agent: 'ok', engine: 'unavailable' });
+    assert.deepEqual(response.json(), { agent: 'ok', engine: 'unavailable', engineError, tasksWaitingForEngine: 2 });
+    await app.close();
+  });
+
+  test('submit answers 201 for a task it created and 200 for the same task submitted again', async () => {
+    const existing = record('same', { state: 'running' });
+    const { app } = fakeRuntime({ submit: (input) => (input.id === 'same' ? { task: existing, created: false } : record(input.id, { state: 'pending' })) });
+    const created = await app.inject({ method: 'POST', url: '/v1/tasks', headers: auth, payload: { id: 'new', spec: { image: 'busybox' } } });
+    assert.equal(created.statusCode, 201, created.body);
+    assert.equal(created.json().task.state, 'pending');
+    const again = await app.inject({ method: 'POST', url: '/v1/tasks', headers: auth, payload: { id: 'same', spec: { image: 'busybox' } } });
+    assert.equal(again.statusCode, 200, again.body);
+    assert.deepEqual(again.json().task, toTaskView(existing));
     await app.close();
   });
 
@@ -377,5 +397,16 @@ describe('OpenAPI', () => {
     assert.deepEqual(document.paths['/v1/tasks/{id}/logs']!.get!.parameters!.map((p) => p.name), ['id', 'follow', 'since', 'stream']);
     assert.ok(document.components.schemas.TaskSpec!.properties!.image);
     assert.doesNotThrow(() => JSON.parse(JSON.stringify(document)));
+  });
+
+  test('submit documents 201 for a new task, 200 for the same task again and 409 for another spec; health documents the engine\'s condition', () => {
+    type Responses = Record<string, { description: string; content?: { 'application/json': { schema: { properties?: Record<string, unknown> } } } }>;
+    const document = buildOpenApiDocument({}) as { paths: Record<string, Record<string, { responses: Responses }>> };
+    const submit = document.paths['/v1/tasks']!.post!.responses;
+    assert.deepEqual(Object.keys(submit).sort(), ['200', '201', '400', '401', '409', '503']);
+    assert.match(submit['200']!.description, /same spec/);
+    assert.match(submit['409']!.description, /another spec/);
+    const unhealthy = document.paths['/healthz']!.get!.responses['503']!;
+    assert.deepEqual(Object.keys(unhealthy.content!['application/json'].schema.properties!), ['agent', 'engine', 'engineError', 'tasksWaitingForEngine']);
   });
 });
