@@ -149,7 +149,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
   images.on('image-removed', (e) => events.emit({ type: 'image.removed', imageId: e.imageId }));
   // The agent checks each spec against the policy in force at submit; the driver re-resolves it as accepted.
   const imageProvider = durableImageProvider(images, store);
-  const driver = new TaskDriver({ engine, ownerId: agentId, policy: { allowPrivileged: true }, images: imageProvider, logger });
+  const driver = new TaskDriver({ engine, ownerId: agentId, policy: { allowPrivileged: true }, images: imageProvider, logger, relistPeriodMs: initial.tasks.relistPeriodMs });
   const logs = new TaskLogStore(path.join(initial.dataDir, 'logs'), { maxFileBytes: initial.logs.maxFileBytes, maxFiles: initial.logs.maxFiles });
   const admission = new AdmissionController(initial.admission);
   const errorListeners = new Set<(code: ErrorCode) => void>();

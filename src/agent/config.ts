@@ -78,6 +78,10 @@ export interface AgentConfigInput {
     /** Cap on the engine's own copy of a task's output. Default "1m". */
     maxSize?: SizeInput;
   };
+  tasks?: {
+    /** How often the agent lists its running tasks' containers to notice ends a wait missed. Default "5s"; at least 100 ms. */
+    relistPeriod?: DurationInput;
+  };
   reconcile?: {
     /** Whether dangling containers are removed. Default true. */
     enabled?: boolean;
@@ -119,6 +123,7 @@ export interface AgentConfig {
   readonly images: { readonly removeDelayMs: number; readonly cleanup: boolean; readonly pullActivityTimeoutMs: number };
   readonly logs: { readonly maxFileBytes: number; readonly maxFiles: number };
   readonly engineLog: { readonly maxSizeBytes: number };
+  readonly tasks: { readonly relistPeriodMs: number };
   readonly reconcile: { readonly enabled: boolean; readonly periodMs: number; readonly creationGraceMs: number; readonly dryRun: boolean };
   /** `scheduleMs` undefined means scheduled prunes are off. */
   readonly prune: { readonly scheduleMs?: number; readonly imageBudgetBytes?: number; readonly exemptImages: readonly string[] };
@@ -170,6 +175,7 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'logs.maxFileSize': 'size',
   'logs.maxFiles': 'integer',
   'engineLog.maxSize': 'size',
+  'tasks.relistPeriod': 'duration',
   'reconcile.enabled': 'boolean',
   'reconcile.period': 'duration',
   'reconcile.creationGrace': 'duration',
@@ -190,7 +196,7 @@ export const CONFIG_ENV_VARS: Readonly<Record<string, string>> = Object.freeze(
 );
 
 /** Keys a running agent cannot change: a reload keeps their old values and reports them. */
-export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'agentId', 'engine']);
+export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'agentId', 'engine', 'tasks']);
 
 const MiB = 1024 * 1024;
 
@@ -224,6 +230,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     images: { removeDelay: '3m', cleanup: true, pullActivityTimeout: '2m' },
     logs: { maxFileSize: '10m', maxFiles: 2 },
     engineLog: { maxSize: '1m' },
+    tasks: { relistPeriod: '5s' },
     reconcile: { enabled: true, period: '5m', creationGrace: '5m', dryRun: false },
     prune: { schedule: 'off', exemptImages: [] },
   };
@@ -326,6 +333,7 @@ function buildSchema(host: HostFacts) {
     images: section({ removeDelay: duration('3m'), cleanup: boolean(), pullActivityTimeout: duration('2m', 1000) }),
     logs: section({ maxFileSize: size('10m', 4096), maxFiles: integer(1, 100) }),
     engineLog: section({ maxSize: size('1m', 1024) }),
+    tasks: section({ relistPeriod: duration('5s', 100) }),
     reconcile: section({ enabled: boolean(), period: duration('5m', 1000), creationGrace: duration('5m'), dryRun: boolean() }),
     prune: section({ schedule, imageBudget: size('20g').optional(), exemptImages: list(/^\S+$/, 'must be an image reference') }),
   });
@@ -496,6 +504,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     images: { removeDelayMs: c.images.removeDelay, cleanup: c.images.cleanup, pullActivityTimeoutMs: c.images.pullActivityTimeout },
     logs: { maxFileBytes: c.logs.maxFileSize, maxFiles: c.logs.maxFiles },
     engineLog: { maxSizeBytes: c.engineLog.maxSize },
+    tasks: { relistPeriodMs: c.tasks.relistPeriod },
     reconcile: { enabled: c.reconcile.enabled, periodMs: c.reconcile.period, creationGraceMs: c.reconcile.creationGrace, dryRun: c.reconcile.dryRun },
     prune: {
       ...(c.prune.schedule !== undefined ? { scheduleMs: c.prune.schedule } : {}),

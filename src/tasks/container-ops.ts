@@ -20,6 +20,8 @@ export type ContainerEngine = Pick<
   | 'pauseContainer'
   | 'unpauseContainer'
   | 'openContainerEvents'
+  | 'openLabelledContainerEvents'
+  | 'listContainers'
   | 'deadlines'
 >;
 

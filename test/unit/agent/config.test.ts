@@ -169,6 +169,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       BERTH_LOGS_MAX_FILE_SIZE: '100k',
       BERTH_LOGS_MAX_FILES: '1',
       BERTH_ENGINE_LOG_MAX_SIZE: '2m',
+      BERTH_TASKS_RELIST_PERIOD: '2s',
       BERTH_RECONCILE_ENABLED: 'false',
       BERTH_RECONCILE_PERIOD: '10m',
       BERTH_RECONCILE_CREATION_GRACE: '1m',
@@ -192,6 +193,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       images: { removeDelayMs: 0, cleanup: false, pullActivityTimeoutMs: 30_000 },
       logs: { maxFileBytes: 100 * 1024, maxFiles: 1 },
       engineLog: { maxSizeBytes: 2 * MiB },
+      tasks: { relistPeriodMs: 2000 },
       reconcile: { enabled: false, periodMs: 600_000, creationGraceMs: 60_000, dryRun: true },
       prune: { scheduleMs: 43_200_000, imageBudgetBytes: 5 * GiB, exemptImages: ['a:1', 'b:2'] },
     });
