@@ -88,6 +88,9 @@ export class EndWatch {
 
   /** Tells the watch what was seen elsewhere; it acts on it at once. */
   hint(hint: EndHint): void {
+    // The outage is timed from when it was seen, not from when the loop gets to it.
+    if (hint === 'engine-unreachable') this.#unreachable();
+    if (hint === 'engine-answered') this.#reachable();
     this.#pendingHints.add(hint);
     this.#wake?.();
   }
@@ -198,9 +201,7 @@ export class EndWatch {
             retryDue = undefined;
             continue;
           case 'hinted':
-            if (woke.hints.has('engine-unreachable')) this.#unreachable();
             if (woke.hints.has('engine-answered')) {
-              this.#reachable();
               // The engine is back: dial the broken wait now rather than after the backoff.
               if (retryDue) {
                 retryCancel?.abort();
