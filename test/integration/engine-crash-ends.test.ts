@@ -1,0 +1,104 @@
+/**
+ * The library sees every task's end across an engine crash: dockerd SIGKILLed while tasks run, then
+ * restarted. On an engine of this test's own (slot e1), so the shared one keeps serving.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Engine } from '../../src/engine/engine.js';
+import type { TaskSpec } from '../../src/spec/schema.js';
+import { TaskDriver } from '../../src/tasks/driver.js';
+import type { EndState } from '../../src/tasks/end-state.js';
+import type { TaskHandle } from '../../src/tasks/handle.js';
+import { TEST_IMAGE, testRun } from '../support/engine.js';
+import { FaultProxy } from '../support/fault-proxy.js';
+import { ownEngineUnavailable, startOwnEngine, type OwnEngine } from '../support/own-engine.js';
+
+function requireOwnEngine(): false | string {
+  const why = ownEngineUnavailable();
+  if (why && process.env.CI === 'true') throw new Error(`CI=true and ${why}`);
+  return why;
+}
+
+const WAIT_PATH = /^\/containers\/[^/]+\/wait$/;
+const NEVER_MS = 3_600_000;
+const RELIST_MS = 500;
+
+/** What the engine says about a container's end now: its exit code. */
+async function engineExitCode(engine: Engine, id: string): Promise<number> {
+  const state = await engine.inspectContainer(id);
+  assert.equal(state.running, false, `container ${id} has stopped`);
+  return state.exitCode;
+}
+
+function expectedEnd(exitCode: number): EndState {
+  return exitCode === 0 ? { kind: 'success', exitCode: 0 } : { kind: 'failed', exitCode };
+}
+
+describe('task ends across an engine killed with SIGKILL and restarted', { skip: requireOwnEngine() }, () => {
+  let own: OwnEngine;
+  let direct: Engine;
+  const run = testRun();
+  const spec = (command: string): TaskSpec => ({ image: TEST_IMAGE, labels: { ...run.labels }, network: 'none', command: ['sh', '-c', command] });
+
+  before(async () => {
+    own = await startOwnEngine('e1');
+    direct = new Engine({ socketPath: own.socketPath });
+  });
+  after(async () => {
+    await own?.destroy();
+  });
+
+  test('every handle\'s wait resolves with the engine\'s exit code and every container is removable', { timeout: 150_000 }, async () => {
+    const driver = new TaskDriver({ engine: direct, ownerId: `test-${run.id}`, relistPeriodMs: RELIST_MS });
+    const handles: TaskHandle[] = [
+      // Killed by the engine's restart (no live restore).
+      await driver.start(spec('sleep 600'), { output: 'engine-log' }),
+      await driver.start(spec('trap "exit 3" TERM; sleep 600 & wait'), { output: 'engine-log' }),
+      // Attached: its attach connection dies with the engine too.
+      await driver.start(spec('echo hello; sleep 600')),
+      // Ends by itself, about when the engine is killed.
+      await driver.start(spec('sleep 1; exit 7'), { output: 'engine-log' }),
+    ];
+    handles[2]!.stdout.resume();
+    handles[2]!.stderr.resume();
+
+    await own.kill();
+    await own.restart();
+
+    const ends = await Promise.all(handles.map((h) => h.wait()));
+    for (const [i, handle] of handles.entries()) {
+      assert.deepEqual(ends[i], expectedEnd(await engineExitCode(direct, handle.containerId)), `task ${i} ends with the engine's exit code`);
+    }
+    for (const handle of handles) await handle.destroy();
+    assert.deepEqual(await direct.listContainers({ all: true, labels: [run.labelFilter] }), [], 'every container was removed');
+  });
+
+  test('with every wait held after the crash, the relist ends each task right, and a container gone meanwhile as lost', { timeout: 150_000 }, async () => {
+    const proxy = await FaultProxy.start({ upstreamSocketPath: own.socketPath });
+    try {
+      const driver = new TaskDriver({ engine: new Engine({ socketPath: proxy.socketPath }), ownerId: `test-${run.id}`, relistPeriodMs: RELIST_MS });
+      const running = await driver.start(spec('sleep 600'), { output: 'engine-log' });
+      const removed = await driver.start(spec('sleep 600'), { output: 'engine-log' });
+      // From now on no wait answers, and no events stream opens: only the relist can tell.
+      const heldWaits = proxy.addRule({ method: 'POST', path: WAIT_PATH, fault: { kind: 'delay', delayMs: NEVER_MS } });
+      proxy.addRule({ method: 'GET', path: '/events', fault: { kind: 'drop' } });
+
+      await own.kill();
+      // berth sees nothing of the restarted engine until the container is gone.
+      proxy.refuseAll = true;
+      await own.restart();
+      await direct.removeContainer(removed.containerId);
+      proxy.refuseAll = false;
+
+      const [runningEnd, removedEnd] = await Promise.all([running.wait(), removed.wait()]);
+      assert.deepEqual(runningEnd, expectedEnd(await engineExitCode(direct, running.containerId)));
+      assert.equal(removedEnd.kind, 'lost');
+      assert.match(removedEnd.kind === 'lost' ? removedEnd.reason : '', /vanished/);
+      assert.ok(heldWaits.fired >= 1, 'waits were dialled again after the crash, and held');
+      for (const handle of [running, removed]) await handle.destroy();
+      assert.deepEqual(await direct.listContainers({ all: true, labels: [run.labelFilter] }), []);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
