@@ -139,16 +139,28 @@ export class TaskHandle implements AsyncDisposable {
 
   /**
    * Stops the task with its stop signal, then SIGKILL after the grace period. The task ends as
-   * `cancelled`.
+   * `cancelled`. Never hangs: each stop call has a deadline (the grace period plus the engine's
+   * `stopExtraMs`) and is retried a bounded number of times; a stop that still fails is logged, and
+   * `wait()` decides the end. `signal` cuts the stop short (a caller's own cleanup bound).
    */
-  async stop(options: { graceMs?: number } = {}): Promise<void> {
-    await this.#stopFor({ kind: 'cancel' }, options.graceMs);
+  async stop(options: { graceMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+    await this.#stopFor({ kind: 'cancel' }, options.graceMs, options.signal);
   }
 
-  /** Removes the container and its anonymous volumes. Idempotent; stops a running task first (SIGKILL). */
-  destroy(): Promise<void> {
-    this.#destroying ??= this.#destroy();
-    return this.#destroying;
+  /**
+   * Removes the container and its anonymous volumes. Idempotent; stops a running task first
+   * (SIGKILL). Never hangs: each remove has the engine's write deadline and is retried a bounded
+   * number of times, then rejects with the engine's classified error (BERTH_ENGINE_TIMEOUT or
+   * BERTH_ENGINE_UNAVAILABLE when the engine is wedged or gone); `signal` rejects it sooner with
+   * BERTH_CANCELLED. A destroy that failed may be called again.
+   */
+  destroy(options: { signal?: AbortSignal } = {}): Promise<void> {
+    const destroying = (this.#destroying ??= this.#destroy(options.signal));
+    // A failed destroy is not remembered: the next call tries again.
+    destroying.catch(() => {
+      if (this.#destroying === destroying) this.#destroying = undefined;
+    });
+    return destroying;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -197,14 +209,15 @@ export class TaskHandle implements AsyncDisposable {
     }
   }
 
-  async #stopFor(intent: StopIntent, graceMs = this.spec.stopGraceMs): Promise<void> {
+  async #stopFor(intent: StopIntent, graceMs = this.spec.stopGraceMs, signal?: AbortSignal): Promise<void> {
     if (!this.#lifecycle.is('running')) return;
     this.#stopIntent ??= intent;
     this.#lifecycle.moveTo('stopping');
     clearTimeout(this.#timeoutTimer);
     try {
-      await retry(() => this.#deps.engine.stopContainer(this.containerId, Math.ceil(graceMs / 1000)), {
+      await retry(() => this.#deps.engine.stopContainer(this.containerId, Math.ceil(graceMs / 1000), { signal }), {
         ...this.#deps.retryPolicy,
+        signal,
         shouldRetry: (error) => isBerthError(error) && error.retryable,
       });
     } catch (error) {
@@ -247,11 +260,11 @@ export class TaskHandle implements AsyncDisposable {
     return state;
   }
 
-  async #destroy(): Promise<void> {
+  async #destroy(signal: AbortSignal | undefined): Promise<void> {
     clearTimeout(this.#timeoutTimer);
     if (this.#lifecycle.is('running')) this.#stopIntent ??= { kind: 'cancel' };
     try {
-      await removeContainer(this.#deps.engine, this.containerId, this.#deps.retryPolicy);
+      await removeContainer(this.#deps.engine, this.containerId, this.#deps.retryPolicy, signal);
       // The container is gone: its watch must not wait for a wait that may never answer.
       this.#endWatch?.hint('relist-gone');
     } finally {

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { isBerthError } from '../../src/common/errors.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
@@ -88,6 +89,41 @@ describe('a task\'s end is seen when its wait connection fails or never answers'
     await pollUntil('the events stream to open', () => (proxy.count('GET', /^\/events$/) > 0 ? true : undefined), { timeoutMs: 10_000 });
     assert.deepEqual(await handle.wait(), { kind: 'failed', exitCode: 12 });
     assert.equal(proxy.count('GET', /^\/containers\/json$/), 0, 'no relist ran');
+    await handle.destroy();
+  });
+
+  test('destroy rejects with a classified error when the engine never answers the remove, and a later destroy succeeds', { timeout: 60_000 }, async () => {
+    const wedged = new TaskDriver({
+      engine: new Engine({ socketPath: proxy.socketPath, deadlines: { writeMs: 300 } }),
+      ownerId: `test-${run.id}`,
+      retry: { attempts: 2, initialDelayMs: 20, maxDelayMs: 50 },
+      relistPeriodMs: 300,
+    });
+    const handle = await wedged.start(spec('exit 0'), { output: 'engine-log' });
+    assert.deepEqual(await handle.wait(), { kind: 'success', exitCode: 0 });
+    const removes = proxy.addRule({ method: 'DELETE', path: /^\/containers\/[^/]+$/, fault: { kind: 'delay', delayMs: NEVER_MS } });
+    await assert.rejects(handle.destroy(), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_TIMEOUT') && error.retryable);
+    assert.equal(removes.fired, 2, 'each attempt met the wedged engine');
+    proxy.reset();
+    await handle.destroy();
+    assert.equal(handle.phase, 'destroyed');
+  });
+
+  test('stop returns when the engine never answers it, and the task still ends right once the engine acts', { timeout: 60_000 }, async () => {
+    const wedged = new TaskDriver({
+      engine: new Engine({ socketPath: proxy.socketPath, deadlines: { stopExtraMs: 300 } }),
+      ownerId: `test-${run.id}`,
+      retry: { attempts: 2, initialDelayMs: 20, maxDelayMs: 50 },
+      relistPeriodMs: 300,
+    });
+    const handle = await wedged.start(spec('sleep 600'), { output: 'engine-log' });
+    const stops = proxy.addRule({ method: 'POST', path: /^\/containers\/[^/]+\/stop$/, fault: { kind: 'delay', delayMs: NEVER_MS } });
+    await handle.stop({ graceMs: 0 });
+    assert.equal(stops.fired, 2);
+    assert.equal(handle.phase, 'stopping', 'the task has not ended: the engine never acted');
+    await direct.killContainer(handle.containerId);
+    const end = await handle.wait();
+    assert.equal(end.kind, 'cancelled');
     await handle.destroy();
   });
 });
