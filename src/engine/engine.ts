@@ -121,6 +121,18 @@ function connectionLost(what: string): Error {
 }
 
 /**
+ * A followed response (logs, stats, events) whose connection dies before its body ended fails with
+ * a connection error (classified as BERTH_ENGINE_UNAVAILABLE) rather than ending as if complete or
+ * never settling: Node reports the cut as 'aborted' on the response, which docker-modem ignores.
+ */
+function failWhenCut(response: Readable, what: string): Readable {
+  response.once('aborted', () => {
+    if (!response.destroyed) response.destroy(connectionLost(what));
+  });
+  return response;
+}
+
+/**
  * Reads a wait's JSON body to its end. Settles on every way the response can finish: its end, an
  * error, the connection's abort or close (which docker-modem leaves unheard), or the caller's signal.
  */
@@ -643,7 +655,7 @@ export class Engine {
               timestamps: options.timestamps ?? false,
             },
           },
-          (error, result) => (error ? reject(error) : resolve(result as Readable)),
+          (error, result) => (error ? reject(error) : resolve(failWhenCut(result as Readable, 'container logs'))),
         );
       }),
     { id });
@@ -654,9 +666,9 @@ export class Engine {
    * newest sample, not a backlog (samples in between are dropped).
    */
   async *streamStats(id: string, options: CallOptions = {}): AsyncGenerator<StatsSample> {
-    const stream = (await this.#call('container stats', this.#deadlines.writeMs, options, (abortSignal) =>
+    const stream = failWhenCut((await this.#call('container stats', this.#deadlines.writeMs, options, (abortSignal) =>
       this.#docker.getContainer(id).stats({ stream: true, ...signalOption(abortSignal === undefined ? undefined : options.signal) }),
-    { id })) as unknown as Readable;
+    { id })) as unknown as Readable, 'container stats');
     try {
       for await (const lines of jsonLineBatches(stream)) {
         const raw = JSON.parse(lines[lines.length - 1]!) as RawStats;
@@ -721,10 +733,7 @@ export class Engine {
       release();
       stream.destroy();
     };
-    // A connection that dies mid-stream: Node reports it as 'aborted' on the response; turn it into an error.
-    stream.once('aborted', () => {
-      if (!stream.destroyed) stream.destroy(connectionLost('container events'));
-    });
+    failWhenCut(stream, 'container events');
     async function* events(): AsyncGenerator<ContainerEvent> {
       try {
         for await (const lines of jsonLineBatches(stream)) {
