@@ -73,6 +73,8 @@ export class EndWatch {
   #wake: (() => void) | undefined;
   #hinted: Promise<Wake> | undefined;
   #unreachableSince: number | undefined;
+  /** Whether a broken wait waits for its backoff before it is dialled again. */
+  #inBackoff = false;
 
   constructor(containerId: string, engine: EndWatchEngine, options: EndWatchOptions) {
     this.#containerId = containerId;
@@ -88,9 +90,16 @@ export class EndWatch {
 
   /** Tells the watch what was seen elsewhere; it acts on it at once. */
   hint(hint: EndHint): void {
-    // The outage is timed from when it was seen, not from when the loop gets to it.
-    if (hint === 'engine-unreachable') this.#unreachable();
-    if (hint === 'engine-answered') this.#reachable();
+    // The outage is timed from when it was seen, not from when the loop gets to it. These two wake
+    // the loop only when it has something to do with them: each wake races the pending wait once more.
+    if (hint === 'engine-unreachable') {
+      this.#unreachable();
+      if (this.#options.lostAfterUnreachableMs === undefined) return;
+    }
+    if (hint === 'engine-answered') {
+      this.#reachable();
+      if (!this.#inBackoff) return;
+    }
     this.#pendingHints.add(hint);
     this.#wake?.();
   }
@@ -193,12 +202,14 @@ export class EndWatch {
             // The container may have ended while the connection was down.
             shouldInspect = true;
             retryCancel = new AbortController();
+            this.#inBackoff = true;
             retryDue = sleep(delayMs * (0.5 + Math.random() / 2), { kind: 'retry-due' } as Wake, { signal: retryCancel.signal }).catch(() => ({ kind: 'retry-due' }) as Wake);
             delayMs = Math.min(delayMs * 2, this.#options.retryMaxDelayMs);
             break;
           }
           case 'retry-due':
             retryDue = undefined;
+            this.#inBackoff = false;
             continue;
           case 'hinted':
             if (woke.hints.has('engine-answered')) {
@@ -206,6 +217,7 @@ export class EndWatch {
               if (retryDue) {
                 retryCancel?.abort();
                 retryDue = undefined;
+                this.#inBackoff = false;
                 delayMs = this.#options.retryInitialDelayMs;
               }
             }

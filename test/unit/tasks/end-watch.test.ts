@@ -181,4 +181,17 @@ describe('EndWatch', () => {
     wait.resolve({ exitCode: 5 });
     assert.deepEqual(await w.ended, { kind: 'stopped', exitCode: 5, seenBy: 'wait' });
   });
+
+  it('dials a broken wait again as soon as a relist finds the engine answering, without sitting out its backoff', async () => {
+    const engine = new ScriptedEngine();
+    const w = new EndWatch('c1', engine as unknown as EndWatchEngine, { taskId: 't1', retryInitialDelayMs: 3_600_000, retryMaxDelayMs: 3_600_000, logger: silentLogger });
+    engine.inspects.push(unavailable());
+    (await engine.waitDialled(1)).reject(unavailable());
+    while (engine.inspectCalls < 1) await new Promise((resolve) => setImmediate(resolve));
+    assert.ok(w.unreachableSince !== undefined, 'the outage is noted');
+    w.hint('engine-answered');
+    (await engine.waitDialled(2)).resolve({ exitCode: 1 });
+    assert.deepEqual(await w.ended, { kind: 'stopped', exitCode: 1, seenBy: 'wait' });
+    assert.equal(w.unreachableSince, undefined);
+  });
 });
