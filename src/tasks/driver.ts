@@ -119,10 +119,6 @@ export class TaskDriver {
     }
   }
 
-  /** How often the driver relists its owner's containers while tasks run. */
-  get relistPeriodMs(): number {
-    return this.#relistPeriodMs;
-  }
 
   /**
    * Resolves when background clean-up has finished: after a create timed out, the task's name is

@@ -107,11 +107,6 @@ export class TaskHandle implements AsyncDisposable {
     this.#endWatch?.hint(hint);
   }
 
-  /** Whether the task's end is known. */
-  get hasEnded(): boolean {
-    return this.#finishedAt !== undefined;
-  }
-
   /**
    * Resolves with the task's one end state. Never rejects: engine trouble that leaves the end unknown
    * ends as `lost`. An engine that is down or slow is waited out (see TaskDriverOptions.lostAfterUnreachableMs).

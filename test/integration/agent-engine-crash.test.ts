@@ -74,7 +74,7 @@ describe('the agent after its engine was killed with SIGKILL and restarted', { s
     await rm(dataDir, { recursive: true, force: true });
   });
 
-  test('every running task ends with its engine exit code, its container is removed, the budget is free and new tasks run', { timeout: 170_000 }, async () => {
+  test('every running task ends with its engine exit code, its container is removed, the budget is free and new tasks run', { timeout: 170_000 }, async (t) => {
     const tasks = [await submit('sleep 600'), await submit('trap "exit 3" TERM; sleep 600 & wait'), await submit('echo started; sleep 600')];
     await pollUntil('the tasks to run', async () => {
       const views = await Promise.all(tasks.map((t) => client.get(t.id)));
@@ -87,6 +87,7 @@ describe('the agent after its engine was killed with SIGKILL and restarted', { s
 
     await own.kill();
     await own.restart();
+    const answeredAt = Date.now();
     // What the engine recorded for each container, read before the agent removes it.
     const engineExitCodes = new Map<string, number>();
     await pollUntil('the engine to report each container stopped (or the agent to have removed it)', async () => {
@@ -98,6 +99,7 @@ describe('the agent after its engine was killed with SIGKILL and restarted', { s
       const views = await Promise.all(tasks.map((t) => client.get(t.id)));
       return views.every((v) => ENDED.includes(v.state)) ? true : undefined;
     }, { timeoutMs: 60_000, intervalMs: 50 });
+    t.diagnostic(`every task's end recorded ${Date.now() - answeredAt} ms after the engine answered again (relist period 500 ms)`);
 
     for (const [i, task] of tasks.entries()) {
       const view = await untilEnded(task.id);

@@ -48,7 +48,7 @@ describe('task ends across an engine killed with SIGKILL and restarted', { skip:
     await own?.destroy();
   });
 
-  test('every handle\'s wait resolves with the engine\'s exit code and every container is removable', { timeout: 150_000 }, async () => {
+  test('every handle\'s wait resolves with the engine\'s exit code and every container is removable', { timeout: 150_000 }, async (t) => {
     const driver = new TaskDriver({ engine: direct, ownerId: `test-${run.id}`, relistPeriodMs: RELIST_MS });
     const handles: TaskHandle[] = [
       // Killed by the engine's restart (no live restore).
@@ -64,8 +64,10 @@ describe('task ends across an engine killed with SIGKILL and restarted', { skip:
 
     await own.kill();
     await own.restart();
+    const answeredAt = Date.now();
 
     const ends = await Promise.all(handles.map((h) => h.wait()));
+    t.diagnostic(`every end seen ${Date.now() - answeredAt} ms after the engine answered again (relist period ${RELIST_MS} ms)`);
     for (const [i, handle] of handles.entries()) {
       assert.deepEqual(ends[i], expectedEnd(await engineExitCode(direct, handle.containerId)), `task ${i} ends with the engine's exit code`);
     }
@@ -73,7 +75,7 @@ describe('task ends across an engine killed with SIGKILL and restarted', { skip:
     assert.deepEqual(await direct.listContainers({ all: true, labels: [run.labelFilter] }), [], 'every container was removed');
   });
 
-  test('with every wait held after the crash, the relist ends each task right, and a container gone meanwhile as lost', { timeout: 150_000 }, async () => {
+  test('with every wait held after the crash, the relist ends each task right, and a container gone meanwhile as lost', { timeout: 150_000 }, async (t) => {
     const proxy = await FaultProxy.start({ upstreamSocketPath: own.socketPath });
     try {
       const driver = new TaskDriver({ engine: new Engine({ socketPath: proxy.socketPath }), ownerId: `test-${run.id}`, relistPeriodMs: RELIST_MS });
@@ -89,8 +91,10 @@ describe('task ends across an engine killed with SIGKILL and restarted', { skip:
       await own.restart();
       await direct.removeContainer(removed.containerId);
       proxy.refuseAll = false;
+      const answeredAt = Date.now();
 
       const [runningEnd, removedEnd] = await Promise.all([running.wait(), removed.wait()]);
+      t.diagnostic(`every end seen ${Date.now() - answeredAt} ms after the engine answered again, from the relist alone (period ${RELIST_MS} ms)`);
       assert.deepEqual(runningEnd, expectedEnd(await engineExitCode(direct, running.containerId)));
       assert.equal(removedEnd.kind, 'lost');
       assert.match(removedEnd.kind === 'lost' ? removedEnd.reason : '', /vanished/);
