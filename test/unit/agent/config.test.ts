@@ -236,6 +236,9 @@ describe('loadAgentConfig: bad values name their key', () => {
   it('a duration under the minimum', () => {
     assertIssue(load('reconcile:\n  period: 10ms\n'), 'reconcile.period', /at least 1000 ms/);
   });
+  it('a relist period under 100 ms', () => {
+    assertIssue(load('tasks:\n  relistPeriod: 10ms\n'), 'tasks.relistPeriod', /at least 100 ms/);
+  });
   it('a bad size', () => {
     assertIssue(load('logs:\n  maxFileSize: lots\n'), 'logs.maxFileSize', /must be a size such as "10m"/);
     assertIssue(load('defaults:\n  resources:\n    memory: 1k\n'), 'defaults.resources.memory', /at least 6291456 bytes/);
