@@ -1,15 +1,19 @@
 /**
  * The library sees every task's end across an engine crash: dockerd SIGKILLed while tasks run, then
- * restarted. On an engine of this test's own (slot e1), so the shared one keeps serving.
+ * restarted, or paused. On an engine of this test's own (slot e1), so the shared one keeps serving.
  */
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { EndState } from '../../src/tasks/end-state.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
-import { TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, TEST_IMAGE, testRun } from '../support/engine.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import { ownEngineUnavailable, startOwnEngine, type OwnEngine } from '../support/own-engine.js';
 
@@ -34,7 +38,7 @@ function expectedEnd(exitCode: number): EndState {
   return exitCode === 0 ? { kind: 'success', exitCode: 0 } : { kind: 'failed', exitCode };
 }
 
-describe('task ends across an engine killed with SIGKILL and restarted', { skip: requireOwnEngine() }, () => {
+describe('task ends across an engine killed with SIGKILL and restarted, or paused', { skip: requireOwnEngine() }, () => {
   let own: OwnEngine;
   let direct: Engine;
   const run = testRun();
@@ -105,6 +109,37 @@ describe('task ends across an engine killed with SIGKILL and restarted', { skip:
       assert.deepEqual(await direct.listContainers({ all: true, labels: [run.labelFilter] }), []);
     } finally {
       await proxy.close();
+    }
+  });
+
+  test('a task that ends while the engine is paused ends with its exit code once the engine resumes', { timeout: 150_000 }, async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'berth-pause-'));
+    try {
+      const relistFailures: string[] = [];
+      const logger = { debug: (_meta: Record<string, unknown>, message: string) => void (/relist/.test(message) && relistFailures.push(message)), info: () => undefined, warn: () => undefined, error: () => undefined };
+      const driver = new TaskDriver({ engine: direct, ownerId: `test-${run.id}`, relistPeriodMs: RELIST_MS, logger });
+      // The task exits when told to, and says so in a file the test can see while the engine answers nothing.
+      const handle = await driver.start(
+        {
+          ...spec('until [ -f /x/go ]; do sleep 0.05; done; touch /x/done; exit 5'),
+          mounts: [{ type: 'bind', source: dir, target: '/x' }],
+        },
+        { output: 'engine-log' },
+      );
+      own.pause();
+      try {
+        await writeFile(path.join(dir, 'go'), '');
+        await pollUntil('the task to finish while the engine is paused', () => (existsSync(path.join(dir, 'done')) ? true : undefined), { timeoutMs: 30_000 });
+        // Relists run into the paused engine meanwhile; an outage is not an end.
+        const failedBefore = relistFailures.length;
+        await pollUntil('a relist to meet the paused engine', () => (relistFailures.length > failedBefore ? true : undefined), { timeoutMs: 30_000 });
+      } finally {
+        own.resume();
+      }
+      assert.deepEqual(await handle.wait(), { kind: 'failed', exitCode: 5 });
+      await handle.destroy();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });
