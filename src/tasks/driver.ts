@@ -280,10 +280,13 @@ export class TaskDriver {
     const startedAt = Date.now();
     const period = this.#relistPeriodMs;
     try {
-      // Bounded by the period, so an engine that holds the call cannot delay the next relist.
+      // Bounded, so an engine that holds the call cannot stop the relists; a short period does not
+      // shorten the engine's own read deadline (a slow engine is not taken for an unreachable one).
+      // A paused engine answers a held call as soon as it resumes, which is the soonest possible.
+      const boundMs = Math.max(period, this.#engine.deadlines.readMs);
       const rows = await this.#engine.listContainers(
         { all: true, labels: [`${LABELS.managed}=true`, `${LABELS.ownerId}=${this.ownerId}`] },
-        { signal: AbortSignal.timeout(period), deadlineMs: period },
+        { signal: AbortSignal.timeout(boundMs), deadlineMs: boundMs },
       );
       for (const handle of this.#live.values()) {
         const verdict = listingVerdict(handle.containerId, rows);
