@@ -197,8 +197,10 @@ export class EndWatch {
             const error = woke.error;
             if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return { kind: 'lost', reason: 'the container vanished before its end was seen', error };
             if (!isBerthError(error) || !error.retryable) return { kind: 'lost', reason: lostReason(error), error: asBerthError(error) };
+            // Once per outage, not once per attempt: a long outage would otherwise fill the log.
+            if (this.#unreachableSince === undefined) logger.warn({ taskId, code: error.code }, 'the wait for the task broke; checking the container, then waiting again');
+            else logger.debug({ taskId, code: error.code }, 'the wait for the task broke again');
             if (isBerthError(error, 'BERTH_ENGINE_UNAVAILABLE') || isBerthError(error, 'BERTH_ENGINE_TIMEOUT')) this.#unreachable();
-            logger.warn({ taskId, code: error.code }, 'the wait for the task broke; checking the container, then waiting again');
             // The container may have ended while the connection was down.
             shouldInspect = true;
             retryCancel = new AbortController();

@@ -120,9 +120,15 @@ describe('EndWatch', () => {
     assert.equal(engine.waits.length, 1, 'the same wait served throughout');
   });
 
-  it('dials the wait again after its connection broke, for as long as the engine stays away', async () => {
+  it('dials the wait again after its connection broke, for as long as the engine stays away, and says so once', async () => {
     const engine = new ScriptedEngine();
-    const w = watch(engine);
+    const warnings: string[] = [];
+    const w = new EndWatch('c1', engine as unknown as EndWatchEngine, {
+      taskId: 't1',
+      retryInitialDelayMs: 1,
+      retryMaxDelayMs: 5,
+      logger: { ...silentLogger, warn: (_meta, message) => void warnings.push(message) },
+    });
     // Ten broken waits, each followed by an inspect the unreachable engine cannot answer.
     for (let n = 1; n <= 10; n++) {
       engine.inspects.push(unavailable());
@@ -130,6 +136,7 @@ describe('EndWatch', () => {
     }
     (await engine.waitDialled(11)).resolve({ exitCode: 137 });
     assert.deepEqual(await w.ended, { kind: 'stopped', exitCode: 137, seenBy: 'wait' });
+    assert.equal(warnings.length, 1, 'one warning for the whole outage');
   });
 
   it('ends as lost when the container is gone', async () => {
