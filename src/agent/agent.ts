@@ -156,7 +156,15 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
   // The agent checks each spec against the policy in force at submit; the driver re-resolves it as accepted.
   const imageProvider = durableImageProvider(images, store);
   // No owner-process labels: the agent's containers outlive its process (a restarted agent recovers them), and its reconciler tracks them by owner id.
-  const driver = new TaskDriver({ engine, ownerId: agentId, ownerProcess: 'none', policy: { allowPrivileged: true }, images: imageProvider, logger });
+  const driver = new TaskDriver({
+    engine,
+    ownerId: agentId,
+    ownerProcess: 'none',
+    policy: { allowPrivileged: true },
+    images: imageProvider,
+    logger,
+    relistPeriodMs: initial.tasks.relistPeriodMs,
+  });
   const logs = new TaskLogStore(path.join(initial.dataDir, 'logs'), { maxFileBytes: initial.logs.maxFileBytes, maxFiles: initial.logs.maxFiles });
   const admission = new AdmissionController(initial.admission);
   const errorListeners = new Set<(code: ErrorCode) => void>();

@@ -51,6 +51,8 @@ export interface AgentConfigInput {
      * Default "15m".
      */
     startOutageLimit?: DurationInput;
+    /** How often the agent lists its running tasks' containers to notice ends a wait missed. Default "5s"; at least 100 ms. */
+    relistPeriod?: DurationInput;
   };
   policy?: {
     /** Host path prefixes that bind mounts may use. Default none. */
@@ -129,7 +131,7 @@ export interface AgentConfig {
   readonly engineDeadlines: { readonly readMs: number; readonly writeMs: number };
   readonly health: { readonly engineTimeoutMs: number };
   /** `startOutageLimitMs` undefined means a task waits for the engine without bound. */
-  readonly tasks: { readonly startOutageLimitMs?: number };
+  readonly tasks: { readonly startOutageLimitMs?: number; readonly relistPeriodMs: number };
   /** The SpecPolicy every submitted spec is checked against. */
   readonly policy: {
     readonly allowPrivileged: boolean;
@@ -198,6 +200,7 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'logs.maxFileSize': 'size',
   'logs.maxFiles': 'integer',
   'engineLog.maxSize': 'size',
+  'tasks.relistPeriod': 'duration',
   'reconcile.enabled': 'boolean',
   'reconcile.period': 'duration',
   'reconcile.creationGrace': 'duration',
@@ -218,7 +221,7 @@ export const CONFIG_ENV_VARS: Readonly<Record<string, string>> = Object.freeze(
 );
 
 /** Keys a running agent cannot change: a reload keeps their old values and reports them. */
-export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'agentId', 'engine', 'engineDeadlines']);
+export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'agentId', 'engine', 'engineDeadlines', 'tasks']);
 
 const MiB = 1024 * 1024;
 
@@ -247,7 +250,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     dataDir: defaultDataDir(host, env),
     engine: { socket: '/var/run/docker.sock', readTimeout: '10s', writeTimeout: '30s' },
     health: { engineTimeout: '2s' },
-    tasks: { startOutageLimit: '15m' },
+    tasks: { startOutageLimit: '15m', relistPeriod: '5s' },
     policy: { allowedBindSources: [], allowPrivileged: false, allowedCapabilities: [] },
     defaults: { resources: { memory: '256m', cpuMilli: 250, pidsLimit: 1024 } },
     admission: { memory: budget.memoryBytes, cpuMilli: budget.cpuMilli },
@@ -356,7 +359,7 @@ function buildSchema(host: HostFacts) {
       { message: 'set engine.host or engine.socket, not both', path: ['host'] },
     ),
     health: section({ engineTimeout: duration('2s', 100) }),
-    tasks: section({ startOutageLimit: outageLimit }),
+    tasks: section({ startOutageLimit: outageLimit, relistPeriod: duration('5s', 100) }),
     policy: section({
       allowedBindSources: list(/^\//, 'must be an absolute host path'),
       allowPrivileged: boolean(),
@@ -525,7 +528,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     engine: c.engine.host ?? (c.engine.socket ? { socketPath: c.engine.socket } : { socketPath: '/var/run/docker.sock' }),
     engineDeadlines: { readMs: c.engine.readTimeout, writeMs: c.engine.writeTimeout },
     health: { engineTimeoutMs: c.health.engineTimeout },
-    tasks: { ...(c.tasks.startOutageLimit !== undefined ? { startOutageLimitMs: c.tasks.startOutageLimit } : {}) },
+    tasks: { relistPeriodMs: c.tasks.relistPeriod, ...(c.tasks.startOutageLimit !== undefined ? { startOutageLimitMs: c.tasks.startOutageLimit } : {}) },
     policy: {
       allowPrivileged: c.policy.allowPrivileged,
       allowedBindSources: c.policy.allowedBindSources.map((p) => path.normalize(p)),

@@ -75,6 +75,8 @@ export interface AttachedStreams extends DemuxedStreams {
   stdin?: NodeJS.WritableStream;
   /** Closes the attach connection. */
   close(): void;
+  /** Resolves when the attach connection has ended, for whatever reason (the container stopped, the engine went away). */
+  closed?: Promise<void>;
 }
 
 export interface ExecOptions {
@@ -119,6 +121,61 @@ async function* jsonLineBatches(stream: Readable): AsyncGenerator<string[]> {
     const complete = lines.filter((line) => line.trim() !== '');
     if (complete.length > 0) yield complete;
   }
+}
+
+/** Thrown when a followed response's connection ends before its body did; classified as unavailable. */
+function connectionLost(what: string): Error {
+  return Object.assign(new Error(`${what}: the connection to the engine closed before the answer was complete`), { code: 'ECONNRESET' });
+}
+
+/**
+ * A followed response (logs, stats, events) whose connection dies before its body ended fails with
+ * a connection error (classified as BERTH_ENGINE_UNAVAILABLE) rather than ending as if complete or
+ * never settling: Node reports the cut as 'aborted' on the response, which docker-modem ignores.
+ */
+function failWhenCut(response: Readable, what: string): Readable {
+  response.once('aborted', () => {
+    if (!response.destroyed) response.destroy(connectionLost(what));
+  });
+  return response;
+}
+
+/**
+ * Reads a wait's JSON body to its end. Settles on every way the response can finish: its end, an
+ * error, the connection's abort or close (which docker-modem leaves unheard), or the caller's signal.
+ */
+function readWaitBody(response: Readable, signal: AbortSignal | undefined): Promise<{ StatusCode: number; Error?: { Message?: string } | null }> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let settled = false;
+    const settle = (outcome: () => void): void => {
+      if (settled) return;
+      settled = true;
+      signal?.removeEventListener('abort', onAbort);
+      outcome();
+    };
+    const onAbort = (): void => {
+      settle(() => reject(signal?.reason));
+      response.destroy();
+    };
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    response.on('data', (chunk: Buffer) => chunks.push(chunk));
+    response.once('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8').trim();
+      try {
+        const parsed = JSON.parse(body) as { StatusCode?: unknown; Error?: { Message?: string } | null };
+        if (typeof parsed.StatusCode !== 'number') throw new Error('no StatusCode');
+        settle(() => resolve({ StatusCode: parsed.StatusCode as number, Error: parsed.Error }));
+      } catch {
+        // An empty or cut body: the engine went away while the container ran.
+        settle(() => reject(connectionLost('wait container')));
+      }
+    });
+    response.once('error', (error) => settle(() => reject(error)));
+    response.once('aborted', () => settle(() => reject(connectionLost('wait container'))));
+    response.once('close', () => settle(() => reject(connectionLost('wait container'))));
+  });
 }
 
 function toDate(value: string | number | undefined): Date | undefined {
@@ -454,11 +511,31 @@ export class Engine {
   /**
    * Waits for the container to stop. No deadline of its own: a task may run for days. The condition
    * "next-exit" is not used because berth may wait on a container that has already exited.
+   *
+   * The engine answers the headers at once and the body when the container stops. Dialled as a
+   * stream and read here, not through dockerode's wait(): docker-modem listens only for the body's
+   * data and end, so a connection that dies in between (the engine killed) would never settle. Here
+   * it rejects with a retryable BERTH_ENGINE_UNAVAILABLE, and the caller's signal closes it.
    */
   async waitContainer(id: string, options: CallOptions = {}): Promise<WaitResult> {
-    const raw = (await this.#call('wait container', undefined, options, (abortSignal) =>
-      this.#docker.getContainer(id).wait({ abortSignal }),
-    { id })) as { StatusCode: number; Error?: { Message?: string } | null };
+    const raw = await this.#call('wait container', options.deadlineMs, options, (abortSignal) =>
+      new Promise<{ StatusCode: number; Error?: { Message?: string } | null }>((resolve, reject) => {
+        this.#docker.modem.dial(
+          {
+            path: `/containers/${id}/wait?`,
+            method: 'POST',
+            isStream: true,
+            abortSignal,
+            statusCodes: { 200: true, 400: 'bad parameter', 404: 'no such container', 500: 'server error' },
+            options: {},
+          },
+          (error, result) => {
+            if (error) return reject(error);
+            readWaitBody(result as Readable, abortSignal).then(resolve, reject);
+          },
+        );
+      }),
+    { id });
     return { exitCode: raw.StatusCode, error: raw.Error?.Message || undefined };
   }
 
@@ -531,13 +608,17 @@ export class Engine {
 
   #splitOutput(stream: Duplex, tty: boolean, withStdin: boolean): AttachedStreams {
     const close = (): void => void stream.destroy();
+    const closed = new Promise<void>((resolve) => {
+      stream.once('end', resolve);
+      stream.once('close', resolve);
+    });
     if (tty) {
       // A TTY merges both streams into one raw byte stream with no frame headers.
       const { stdout, stderr } = passthroughTty(stream);
-      return { stdout, stderr, stdin: withStdin ? stream : undefined, close };
+      return { stdout, stderr, stdin: withStdin ? stream : undefined, close, closed };
     }
     const { stdout, stderr } = demultiplex(stream);
-    return { stdout, stderr, stdin: withStdin ? stream : undefined, close };
+    return { stdout, stderr, stdin: withStdin ? stream : undefined, close, closed };
   }
 
   /** The engine's log of a container: used to recover output written while nobody was attached. */
@@ -587,7 +668,7 @@ export class Engine {
               timestamps: options.timestamps ?? false,
             },
           },
-          (error, result) => (error ? reject(error) : resolve(result as Readable)),
+          (error, result) => (error ? reject(error) : resolve(failWhenCut(result as Readable, 'container logs'))),
         );
       }),
     { id });
@@ -598,9 +679,9 @@ export class Engine {
    * newest sample, not a backlog (samples in between are dropped).
    */
   async *streamStats(id: string, options: CallOptions = {}): AsyncGenerator<StatsSample> {
-    const stream = (await this.#call('container stats', this.#deadlines.writeMs, options, (abortSignal) =>
+    const stream = failWhenCut((await this.#call('container stats', this.#deadlines.writeMs, options, (abortSignal) =>
       this.#docker.getContainer(id).stats({ stream: true, ...signalOption(abortSignal === undefined ? undefined : options.signal) }),
-    { id })) as unknown as Readable;
+    { id })) as unknown as Readable, 'container stats');
     try {
       for await (const lines of jsonLineBatches(stream)) {
         const raw = JSON.parse(lines[lines.length - 1]!) as RawStats;
@@ -625,6 +706,20 @@ export class Engine {
    * the engine ends it (a dropped connection ends it or fails it with a classified error).
    */
   async openContainerEvents(id: string, actions: readonly string[], options: CallOptions = {}): Promise<ContainerEventStream> {
+    return this.#openEvents({ container: [id], event: [...actions] }, { id }, options);
+  }
+
+  /**
+   * Follows the events (`die`, `destroy`, …) of every container carrying all of `labels` (`key` or
+   * `key=value`), from now on: one connection for all of an owner's containers. Like
+   * openContainerEvents, a wake-up, not the truth, and it ends or fails (classified, retryable) when
+   * its connection dies, so the caller notices and opens it again once the engine answers.
+   */
+  async openLabelledContainerEvents(labels: readonly string[], actions: readonly string[], options: CallOptions = {}): Promise<ContainerEventStream> {
+    return this.#openEvents({ label: [...labels], event: [...actions] }, { labels }, options);
+  }
+
+  async #openEvents(filter: Record<string, string[]>, context: Record<string, unknown>, options: CallOptions): Promise<ContainerEventStream> {
     // One controller for the connection: the deadline may abort it only until it is established.
     const connection = new AbortController();
     const onCallerAbort = (): void => connection.abort(options.signal?.reason);
@@ -635,31 +730,38 @@ export class Engine {
     try {
       stream = (await this.#call('container events', this.#deadlines.readMs, options, () =>
         this.#docker.getEvents({
-          filters: JSON.stringify({ type: ['container'], container: [id], event: [...actions] }),
+          filters: JSON.stringify({ type: ['container'], ...filter }),
           abortSignal: connection.signal,
         } as Dockerode.GetEventsOptions),
-      { id })) as unknown as Readable;
+      context)) as unknown as Readable;
     } catch (error) {
       // A connection that arrives after the deadline must not stay open.
       connection.abort();
       release();
       throw error;
     }
+    let closedByCaller = false;
     const close = (): void => {
+      closedByCaller = true;
       release();
       stream.destroy();
     };
+    failWhenCut(stream, 'container events');
     async function* events(): AsyncGenerator<ContainerEvent> {
       try {
         for await (const lines of jsonLineBatches(stream)) {
           for (const line of lines) {
-            const raw = JSON.parse(line) as { Action?: string; status?: string; timeNano?: number; time?: number };
-            yield { action: raw.Action ?? raw.status ?? '', at: new Date(raw.timeNano !== undefined ? raw.timeNano / 1e6 : (raw.time ?? 0) * 1000) };
+            const raw = JSON.parse(line) as { Action?: string; status?: string; id?: string; Actor?: { ID?: string }; timeNano?: number; time?: number };
+            yield {
+              action: raw.Action ?? raw.status ?? '',
+              at: new Date(raw.timeNano !== undefined ? raw.timeNano / 1e6 : (raw.time ?? 0) * 1000),
+              containerId: raw.Actor?.ID ?? raw.id ?? '',
+            };
           }
         }
       } catch (error) {
-        if (options.signal?.aborted || stream.destroyed) return;
-        throw classifyEngineError(error, { operation: 'container events', callerSignal: options.signal, context: { id } });
+        if (options.signal?.aborted || closedByCaller) return;
+        throw classifyEngineError(error, { operation: 'container events', callerSignal: options.signal, context });
       } finally {
         close();
       }

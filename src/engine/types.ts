@@ -162,6 +162,8 @@ export interface ContainerEvent {
   /** The engine's action, e.g. `start`, `die`, `health_status: unhealthy`. */
   action: string;
   at: Date;
+  /** The container the event is about. */
+  containerId: string;
 }
 
 export interface WaitResult {

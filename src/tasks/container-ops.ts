@@ -20,6 +20,8 @@ export type ContainerEngine = Pick<
   | 'pauseContainer'
   | 'unpauseContainer'
   | 'openContainerEvents'
+  | 'openLabelledContainerEvents'
+  | 'listContainers'
   | 'deadlines'
 >;
 
@@ -118,9 +120,12 @@ export async function startIdempotent(engine: ContainerEngine, containerId: stri
   );
 }
 
-/** Force-removes a container with its anonymous volumes; not-found is success; transient failures are retried. */
-export async function removeContainer(engine: ContainerEngine, idOrName: string, policy: RetryPolicy): Promise<'removed' | 'absent'> {
-  return retry(() => engine.removeContainer(idOrName), { ...policy, shouldRetry: isAmbiguousFailure });
+/**
+ * Force-removes a container with its anonymous volumes; not-found is success; transient failures
+ * are retried. Each attempt has the engine's write deadline; `signal` ends the whole (BERTH_CANCELLED).
+ */
+export async function removeContainer(engine: ContainerEngine, idOrName: string, policy: RetryPolicy, signal?: AbortSignal): Promise<'removed' | 'absent'> {
+  return retry(() => engine.removeContainer(idOrName, { signal }), { ...policy, signal, shouldRetry: isAmbiguousFailure });
 }
 
 async function removeQuietly(engine: ContainerEngine, name: string, policy: RetryPolicy, logger: Logger, taskId: string): Promise<void> {

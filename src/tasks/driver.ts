@@ -2,13 +2,14 @@ import { randomUUID } from 'node:crypto';
 import diagnostics from 'node:diagnostics_channel';
 import { Readable } from 'node:stream';
 import { containerNameForTask, LABELS } from '../common/labels.js';
-import type { AttachedStreams } from '../engine/engine.js';
+import type { AttachedStreams, ContainerEventStream } from '../engine/engine.js';
 import { cancelledError, isBerthError, ValidationError } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { readOwnerProcess, type OwnerProcess } from '../common/owner-process.js';
 import { resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import { toCreatePlan, type TaskIdentity } from '../spec/translate.js';
 import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
+import { listingVerdict } from './end-watch.js';
 import { TaskHandle } from './handle.js';
 import { LateCreateGuard } from './late-create.js';
 import type { PhaseChange } from './lifecycle.js';
@@ -46,7 +47,26 @@ export interface TaskDriverOptions {
   /** Retries of ambiguous engine failures (create, start, stop, remove, wait). Default 5 attempts from 100 ms. */
   retry?: Partial<RetryPolicy>;
   logger?: Logger;
+  /**
+   * How often the driver lists its owner's containers, while any task runs, to notice ends that
+   * the wait missed (its connection died or stalls, the engine was restarted or paused). A task
+   * whose container stopped is ended within two periods of the engine answering again. Default
+   * 5000 ms; at least 100.
+   */
+  relistPeriodMs?: number;
+  /**
+   * End a running task as `lost` once the engine has been unreachable (or too slow to answer) this
+   * long without a break while berth waits for the task's end. Default: never: an engine outage is
+   * waited out, and the task ends with its real exit code once the engine answers again.
+   */
+  lostAfterUnreachableMs?: number;
 }
+
+/** Default TaskDriverOptions.relistPeriodMs. */
+export const DEFAULT_RELIST_PERIOD_MS = 5000;
+
+/** The engine events that may mean a tracked container ended. */
+const END_EVENTS = ['die', 'oom', 'destroy'] as const;
 
 export interface StartOptions {
   /**
@@ -85,6 +105,13 @@ export class TaskDriver {
   readonly #logger: Logger;
   readonly #lateCreates: LateCreateGuard;
   readonly #ownerProcess: OwnerProcess | undefined;
+  readonly #relistPeriodMs: number;
+  readonly #lostAfterUnreachableMs: number | undefined;
+  /** Started tasks whose end is not known yet: the relist and the events watch these. */
+  readonly #live = new Map<string, TaskHandle>();
+  #relistTimer: NodeJS.Timeout | undefined;
+  #events: ContainerEventStream | undefined;
+  #eventsOpening = false;
 
   constructor(options: TaskDriverOptions) {
     this.#engine = options.engine;
@@ -100,7 +127,14 @@ export class TaskDriver {
     this.#lateCreates = new LateCreateGuard(this.#engine, this.#logger);
     // Read once: this process's identity does not change. Undefined off Linux: then nothing is labelled.
     this.#ownerProcess = options.ownerProcess === 'none' ? undefined : readOwnerProcess();
+    this.#relistPeriodMs = options.relistPeriodMs ?? DEFAULT_RELIST_PERIOD_MS;
+    if (!Number.isFinite(this.#relistPeriodMs) || this.#relistPeriodMs < 100) throw new ValidationError([{ field: 'relistPeriodMs', rule: 'must be at least 100' }]);
+    this.#lostAfterUnreachableMs = options.lostAfterUnreachableMs;
+    if (this.#lostAfterUnreachableMs !== undefined && !(this.#lostAfterUnreachableMs > 0)) {
+      throw new ValidationError([{ field: 'lostAfterUnreachableMs', rule: 'must be positive' }]);
+    }
   }
+
 
   /**
    * Resolves when background clean-up has finished: after a create timed out, the task's name is
@@ -155,6 +189,7 @@ export class TaskDriver {
         throw error;
       }
       handle.markStarted();
+      this.#watchEnd(handle, streams);
       if (signal) {
         const onAbort = (): void => void handle.stop();
         signal.addEventListener('abort', onAbort, { once: true });
@@ -213,6 +248,7 @@ export class TaskDriver {
     } else {
       handle.markStarted(found.startedAt ?? new Date());
     }
+    this.#watchEnd(handle);
     return handle;
   }
 
@@ -223,6 +259,7 @@ export class TaskDriver {
         engine: this.#engine,
         retryPolicy: this.#retry,
         logger: this.#logger,
+        lostAfterUnreachableMs: this.#lostAfterUnreachableMs,
         onPhase: (change) => this.#onPhase(change),
         onDestroyed: (id) => {
           this.#images?.release(id);
@@ -230,6 +267,87 @@ export class TaskDriver {
         },
       },
     );
+  }
+
+  /**
+   * Cross-checks a started task's end: its attach connection's end, the owner's engine events and
+   * the periodic relist each make the handle ask the engine, so no single connection can hide an end.
+   */
+  #watchEnd(handle: TaskHandle, streams?: AttachedStreams): void {
+    this.#live.set(handle.containerId, handle);
+    void streams?.closed?.then(() => handle.hintEnd('attach-closed'));
+    void handle.wait().finally(() => {
+      this.#live.delete(handle.containerId);
+      if (this.#live.size === 0) this.#stopWatching();
+    });
+    this.#scheduleRelist(this.#relistPeriodMs);
+    this.#openEvents();
+  }
+
+  #scheduleRelist(delayMs: number): void {
+    if (this.#relistTimer !== undefined || this.#live.size === 0) return;
+    this.#relistTimer = setTimeout(() => void this.#relist(), delayMs);
+    // The relist serves the tasks' waits; it alone must not keep a process alive.
+    this.#relistTimer.unref();
+  }
+
+  /** Lists the owner's containers (as kubelet's PLEG relists) and tells each tracked task what the list shows. */
+  async #relist(): Promise<void> {
+    const startedAt = Date.now();
+    const period = this.#relistPeriodMs;
+    try {
+      // Bounded, so an engine that holds the call cannot stop the relists; a short period does not
+      // shorten the engine's own read deadline (a slow engine is not taken for an unreachable one).
+      // A paused engine answers a held call as soon as it resumes, which is the soonest possible.
+      const boundMs = Math.max(period, this.#engine.deadlines.readMs);
+      const rows = await this.#engine.listContainers(
+        { all: true, labels: [`${LABELS.managed}=true`, `${LABELS.ownerId}=${this.ownerId}`] },
+        { signal: AbortSignal.timeout(boundMs), deadlineMs: boundMs },
+      );
+      for (const handle of this.#live.values()) {
+        const verdict = listingVerdict(handle.containerId, rows);
+        handle.hintEnd(verdict === 'running' ? 'engine-answered' : verdict === 'stopped' ? 'relist-stopped' : 'relist-gone');
+      }
+      this.#openEvents();
+    } catch (error) {
+      this.#logger.debug({ code: codeOf(error) }, 'the relist of running tasks failed; trying again next period');
+      for (const handle of this.#live.values()) handle.hintEnd('engine-unreachable');
+    } finally {
+      this.#relistTimer = undefined;
+      this.#scheduleRelist(Math.max(0, period - (Date.now() - startedAt)));
+    }
+  }
+
+  /** Follows the owner's containers' end events; a stream that breaks is opened again after a relist that succeeds. */
+  #openEvents(): void {
+    if (this.#events || this.#eventsOpening || this.#live.size === 0) return;
+    this.#eventsOpening = true;
+    const labels = [`${LABELS.managed}=true`, `${LABELS.ownerId}=${this.ownerId}`];
+    void this.#engine
+      .openLabelledContainerEvents(labels, END_EVENTS)
+      .then(async (events) => {
+        this.#eventsOpening = false;
+        if (this.#live.size === 0) return events.close();
+        this.#events = events;
+        try {
+          for await (const event of events) this.#live.get(event.containerId)?.hintEnd('event');
+        } catch (error) {
+          this.#logger.debug({ code: codeOf(error) }, 'the engine events stream broke; the relist covers until it is open again');
+        } finally {
+          if (this.#events === events) this.#events = undefined;
+        }
+      })
+      .catch((error: unknown) => {
+        this.#eventsOpening = false;
+        this.#logger.debug({ code: codeOf(error) }, 'could not follow the engine events; the relist covers');
+      });
+  }
+
+  #stopWatching(): void {
+    clearTimeout(this.#relistTimer);
+    this.#relistTimer = undefined;
+    this.#events?.close();
+    this.#events = undefined;
   }
 
   async #attachStdinOnly(containerId: string, spec: ResolvedTaskSpec, signal: AbortSignal | undefined): Promise<AttachedStreams> {

@@ -7,6 +7,7 @@ import type { StatsSample } from '../engine/types.js';
 import type { ResolvedTaskSpec } from '../spec/schema.js';
 import { codeOf, removeContainer, type ContainerEngine, type RetryPolicy } from './container-ops.js';
 import { classifyExit, type EndState } from './end-state.js';
+import { EndWatch, type EndHint } from './end-watch.js';
 import { awaitHealthy } from './health.js';
 import { Lifecycle, type PhaseChange, type TaskPhase } from './lifecycle.js';
 
@@ -20,6 +21,8 @@ export interface HandleDeps {
   onPhase: (change: PhaseChange) => void;
   /** Called once when the handle is destroyed: releases the image, for one. */
   onDestroyed: (taskId: string) => void;
+  /** End the task as `lost` once the engine has been unreachable this long while waiting for its end. Default: never. */
+  lostAfterUnreachableMs?: number;
 }
 
 /**
@@ -40,6 +43,7 @@ export class TaskHandle implements AsyncDisposable {
   readonly #lifecycle: Lifecycle;
   readonly #streams: AttachedStreams;
   #ended: Promise<EndState> | undefined;
+  #endWatch: EndWatch | undefined;
   #stopIntent: StopIntent | undefined;
   #timeoutTimer: NodeJS.Timeout | undefined;
   #destroying: Promise<void> | undefined;
@@ -83,12 +87,30 @@ export class TaskHandle implements AsyncDisposable {
       const remainingMs = Math.max(0, afterMs - (Date.now() - startedAt.getTime()));
       this.#timeoutTimer = setTimeout(() => void this.#stopFor({ kind: 'timeout', afterMs }), remainingMs);
     }
-    this.#ended = this.#watch();
+    this.#endWatch = new EndWatch(this.containerId, this.#deps.engine, {
+      taskId: this.taskId,
+      retryInitialDelayMs: this.#deps.retryPolicy.initialDelayMs,
+      retryMaxDelayMs: this.#deps.retryPolicy.maxDelayMs,
+      lostAfterUnreachableMs: this.#deps.lostAfterUnreachableMs,
+      logger: this.#deps.logger,
+    });
+    this.#ended = this.#watch(this.#endWatch);
     // The promise is also handed out by wait(); this keeps an unobserved end from being "unhandled".
     this.#ended.catch(() => undefined);
   }
 
-  /** Resolves with the task's one end state. Never rejects: engine trouble ends as `lost`. */
+  /**
+   * @internal Evidence that the task may have ended, gathered by the driver (relist, events, attach
+   * end): the engine's inspect decides at once, without waiting for the wait.
+   */
+  hintEnd(hint: EndHint): void {
+    this.#endWatch?.hint(hint);
+  }
+
+  /**
+   * Resolves with the task's one end state. Never rejects: engine trouble that leaves the end unknown
+   * ends as `lost`. An engine that is down or slow is waited out (see TaskDriverOptions.lostAfterUnreachableMs).
+   */
   wait(): Promise<EndState> {
     if (!this.#ended) return Promise.reject(new BerthError('BERTH_TASK_STATE', `task ${this.taskId} was never started`));
     return this.#ended;
@@ -112,16 +134,28 @@ export class TaskHandle implements AsyncDisposable {
 
   /**
    * Stops the task with its stop signal, then SIGKILL after the grace period. The task ends as
-   * `cancelled`.
+   * `cancelled`. Never hangs: each stop call has a deadline (the grace period plus the engine's
+   * `stopExtraMs`) and is retried a bounded number of times; a stop that still fails is logged, and
+   * `wait()` decides the end. `signal` cuts the stop short (a caller's own cleanup bound).
    */
-  async stop(options: { graceMs?: number } = {}): Promise<void> {
-    await this.#stopFor({ kind: 'cancel' }, options.graceMs);
+  async stop(options: { graceMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+    await this.#stopFor({ kind: 'cancel' }, options.graceMs, options.signal);
   }
 
-  /** Removes the container and its anonymous volumes. Idempotent; stops a running task first (SIGKILL). */
-  destroy(): Promise<void> {
-    this.#destroying ??= this.#destroy();
-    return this.#destroying;
+  /**
+   * Removes the container and its anonymous volumes. Idempotent; stops a running task first
+   * (SIGKILL). Never hangs: each remove has the engine's write deadline and is retried a bounded
+   * number of times, then rejects with the engine's classified error (BERTH_ENGINE_TIMEOUT or
+   * BERTH_ENGINE_UNAVAILABLE when the engine is wedged or gone); `signal` rejects it sooner with
+   * BERTH_CANCELLED. A destroy that failed may be called again.
+   */
+  destroy(options: { signal?: AbortSignal } = {}): Promise<void> {
+    const destroying = (this.#destroying ??= this.#destroy(options.signal));
+    // A failed destroy is not remembered: the next call tries again.
+    destroying.catch(() => {
+      if (this.#destroying === destroying) this.#destroying = undefined;
+    });
+    return destroying;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -170,14 +204,15 @@ export class TaskHandle implements AsyncDisposable {
     }
   }
 
-  async #stopFor(intent: StopIntent, graceMs = this.spec.stopGraceMs): Promise<void> {
+  async #stopFor(intent: StopIntent, graceMs = this.spec.stopGraceMs, signal?: AbortSignal): Promise<void> {
     if (!this.#lifecycle.is('running')) return;
     this.#stopIntent ??= intent;
     this.#lifecycle.moveTo('stopping');
     clearTimeout(this.#timeoutTimer);
     try {
-      await retry(() => this.#deps.engine.stopContainer(this.containerId, Math.ceil(graceMs / 1000)), {
+      await retry(() => this.#deps.engine.stopContainer(this.containerId, Math.ceil(graceMs / 1000), { signal }), {
         ...this.#deps.retryPolicy,
+        signal,
         shouldRetry: (error) => isBerthError(error) && error.retryable,
       });
     } catch (error) {
@@ -186,34 +221,17 @@ export class TaskHandle implements AsyncDisposable {
     }
   }
 
-  /** Waits for the container to stop and classifies how it ended; survives dropped connections. */
-  async #watch(): Promise<EndState> {
-    const { engine, retryPolicy } = this.#deps;
-    let exitCode: number;
-    try {
-      exitCode = await retry(
-        async () => {
-          try {
-            return (await engine.waitContainer(this.containerId)).exitCode;
-          } catch (error) {
-            if (!isBerthError(error) || !error.retryable) throw error;
-            // The wait connection broke; the container may have ended meanwhile.
-            const state = await engine.inspectContainer(this.containerId);
-            if (!state.running && !state.paused && state.status !== 'restarting') return state.exitCode;
-            throw error;
-          }
-        },
-        { ...retryPolicy, attempts: retryPolicy.attempts * 2, shouldRetry: (error) => isBerthError(error) && error.retryable },
-      );
-    } catch (error) {
-      // A task destroyed while running was cancelled by its owner, even if its wait saw the container vanish.
-      return this.#end(this.#stopIntent?.kind === 'cancel' ? { kind: 'cancelled' } : lostState(error));
-    }
-    let oomKilled = false;
+  /** Waits for the container to stop and classifies how it ended; survives dropped connections and engine restarts. */
+  async #watch(watch: EndWatch): Promise<EndState> {
+    const facts = await watch.ended;
+    // A task destroyed while running was cancelled by its owner, even if its watch saw the container vanish.
+    if (facts.kind === 'lost') return this.#end(this.#stopIntent?.kind === 'cancel' ? { kind: 'cancelled' } : { kind: 'lost', reason: facts.reason, ...(facts.error ? { error: facts.error } : {}) });
+    const { exitCode } = facts;
+    let oomKilled = facts.oomKilled ?? false;
     // Only a task that failed or had a memory limit can have been OOM-killed; skip the inspect otherwise.
-    if (exitCode !== 0 || this.spec.resources.memoryBytes !== undefined) {
+    if (facts.oomKilled === undefined && (exitCode !== 0 || this.spec.resources.memoryBytes !== undefined)) {
       try {
-        oomKilled = (await engine.inspectContainer(this.containerId)).oomKilled;
+        oomKilled = (await this.#deps.engine.inspectContainer(this.containerId)).oomKilled;
       } catch (error) {
         if (!isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) this.#deps.logger.warn({ taskId: this.taskId, code: codeOf(error) }, 'could not read the OOM flag');
       }
@@ -237,23 +255,17 @@ export class TaskHandle implements AsyncDisposable {
     return state;
   }
 
-  async #destroy(): Promise<void> {
+  async #destroy(signal: AbortSignal | undefined): Promise<void> {
     clearTimeout(this.#timeoutTimer);
     if (this.#lifecycle.is('running')) this.#stopIntent ??= { kind: 'cancel' };
     try {
-      await removeContainer(this.#deps.engine, this.containerId, this.#deps.retryPolicy);
+      await removeContainer(this.#deps.engine, this.containerId, this.#deps.retryPolicy, signal);
+      // The container is gone: its watch must not wait for a wait that may never answer.
+      this.#endWatch?.hint('relist-gone');
     } finally {
       this.#streams.close();
     }
     if (!this.#lifecycle.is('destroyed')) this.#lifecycle.moveTo('destroyed');
     this.#deps.onDestroyed(this.taskId);
   }
-}
-
-function lostState(error: unknown): EndState {
-  if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return { kind: 'lost', reason: 'the container vanished before its end was seen', error };
-  const berthError = isBerthError(error)
-    ? error
-    : new BerthError('BERTH_INTERNAL', `unexpected failure while waiting: ${String(error)}`, { cause: error });
-  return { kind: 'lost', reason: `the engine failed while waiting (${berthError.code}): ${berthError.message}`, error: berthError };
 }

@@ -56,7 +56,7 @@ describe('loadAgentConfig: defaults', () => {
     assert.deepEqual(config.engine, { socketPath: '/var/run/docker.sock' });
     assert.deepEqual(config.engineDeadlines, { readMs: 10_000, writeMs: 30_000 });
     assert.deepEqual(config.health, { engineTimeoutMs: 2000 });
-    assert.deepEqual(config.tasks, { startOutageLimitMs: 900_000 });
+    assert.deepEqual(config.tasks, { startOutageLimitMs: 900_000, relistPeriodMs: 5000 });
     assert.deepEqual(config.policy, { allowPrivileged: false, allowedBindSources: [], allowedCapabilities: [] });
     assert.deepEqual(config.defaults.resources, { memoryBytes: 256 * MiB, cpuMilli: 250, pidsLimit: 1024 });
     assert.deepEqual(config.images, { removeDelayMs: 180_000, cleanup: true, pullActivityTimeoutMs: 120_000 });
@@ -176,6 +176,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       BERTH_LOGS_MAX_FILE_SIZE: '100k',
       BERTH_LOGS_MAX_FILES: '1',
       BERTH_ENGINE_LOG_MAX_SIZE: '2m',
+      BERTH_TASKS_RELIST_PERIOD: '2s',
       BERTH_RECONCILE_ENABLED: 'false',
       BERTH_RECONCILE_PERIOD: '10m',
       BERTH_RECONCILE_CREATION_GRACE: '1m',
@@ -195,7 +196,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       engine: { socketPath: '/run/docker.sock' },
       engineDeadlines: { readMs: 3000, writeMs: 60_000 },
       health: { engineTimeoutMs: 500 },
-      tasks: {},
+      tasks: { relistPeriodMs: 2000 },
       policy: { allowPrivileged: true, allowedBindSources: ['/srv', '/data'], allowedCapabilities: ['NET_ADMIN'] },
       defaults: { resources: { memoryBytes: 64 * MiB, cpuMilli: 250, pidsLimit: 32 } },
       admission: { memoryBytes: GiB, cpuMilli: 1500, maxConcurrent: 3 },
@@ -243,6 +244,9 @@ describe('loadAgentConfig: bad values name their key', () => {
   });
   it('a duration under the minimum', () => {
     assertIssue(load('reconcile:\n  period: 10ms\n'), 'reconcile.period', /at least 1000 ms/);
+  });
+  it('a relist period under 100 ms', () => {
+    assertIssue(load('tasks:\n  relistPeriod: 10ms\n'), 'tasks.relistPeriod', /at least 100 ms/);
   });
   it('a bad size', () => {
     assertIssue(load('logs:\n  maxFileSize: lots\n'), 'logs.maxFileSize', /must be a size such as "10m"/);

@@ -27,7 +27,7 @@ class ScriptedEvents implements ContainerEventStream {
   #notify: (() => void) | undefined;
 
   push(action: string): void {
-    this.#queue.push({ action, at: new Date() });
+    this.#queue.push({ action, at: new Date(), containerId: 'c1' });
     this.#notify?.();
   }
 
