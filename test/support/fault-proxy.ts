@@ -227,6 +227,8 @@ export class FaultProxy {
     this.socketPath = socketPath;
     this.upstreamSocketPath = options.upstreamSocketPath ?? '/var/run/docker.sock';
     this.#random = options.random ?? Math.random;
+    // Every delayed request listens for the proxy closing; a mix holds many at once.
+    this.#events.setMaxListeners(0);
     server.on('connection', (client) => this.#onConnection(client));
   }
 
