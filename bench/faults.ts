@@ -40,7 +40,7 @@ const LINES = 20;
 const CONCURRENCY = 4;
 const FAULT_RATE = 0.1;
 /** A run still going after this hangs: it is killed and counted. */
-const RUN_BOUND_MS = 180_000;
+const RUN_BOUND_MS = 120_000;
 /** After the last run ends, how long the agent has to remove the last containers before they count as leaked. */
 const REMOVAL_GRACE_MS = 30_000;
 const TARGET_P99_MS = 2 * DEFAULT_DEADLINES.writeMs;
