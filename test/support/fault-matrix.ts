@@ -14,6 +14,8 @@
  * so that the slices run in parallel and each file stays short.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -30,7 +32,8 @@ import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { EndState } from '../../src/tasks/end-state.js';
 import { runToEnd } from '../../src/tasks/run.js';
-import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun, type TestRun } from './engine.js';
+import { BERTH_CLI, cleanEnv } from './agent.js';
+import { pollUntil, readAll, requireEngine, TEST_IMAGE, TEST_RUN_LABEL, testRun, type TestRun } from './engine.js';
 import { FaultProxy, type Fault, type FaultRule } from './fault-proxy.js';
 import { buildUniqueImage, pushImage, removeRunImages, requireRegistryTools, startTestRegistries, untag, type TestRegistries } from './registry.js';
 
@@ -464,6 +467,60 @@ export async function describeAgentLogsMatrix(title: string): Promise<void> {
         const admission = runtime.admission.snapshot();
         assert.deepEqual({ tasks: admission.used.tasks, queued: admission.queued.length }, { tasks: 0, queued: 0 }, 'the budget is free');
       });
+    }
+  });
+}
+
+/** A `berth run` that has not exited after this hangs: it is killed (SIGKILL) and the case fails. */
+export const CLI_BOUND_MS = 150_000;
+
+/**
+ * Registers the matrix for `calls` made by `berth run` (the CLI from source, DOCKER_HOST on a proxy
+ * of the case's own, default deadlines): the process exits with the task's code, prints its output
+ * once, leaves no container and does not hang. Cases run `concurrency` at a time, each with its own
+ * proxy and label, so that one case's fault never reaches another's run.
+ */
+export async function describeCliMatrix(title: string, calls: readonly CallKind[], concurrency = 4): Promise<void> {
+  describe(title, { skip: await requireEngine(), concurrency }, () => {
+    const direct = new Engine();
+    const run = testRun(direct);
+    after(() => run.cleanup());
+    let caseCounter = 0;
+
+    for (const call of calls) {
+      for (const fault of FAULT_NAMES) {
+        const name = `berth run, ${call}: with ${FAULT_WORDS[fault]}, exits with the task's code, prints its output once, leaves nothing and does not hang`;
+        test(name, { timeout: CLI_BOUND_MS + 60_000 }, async () => {
+          const caseLabel = `${TEST_RUN_LABEL}.case=${++caseCounter}`;
+          const proxy = await FaultProxy.start();
+          try {
+            const rule = addRule(proxy, call, fault);
+            const args = ['run', '-l', `${TEST_RUN_LABEL}=${run.id}`, '-l', caseLabel, TEST_IMAGE, 'sh', '-c', `${printLines(LINE_COUNT)}; exit ${EXIT_CODE}`];
+            const child = spawn(process.execPath, [...BERTH_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ DOCKER_HOST: `unix://${proxy.socketPath}` }) });
+            let stdout = '';
+            let stderr = '';
+            child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+            child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+            let hung = false;
+            const timer = setTimeout(() => {
+              hung = true;
+              child.kill('SIGKILL');
+            }, CLI_BOUND_MS);
+            const [code] = (await once(child, 'close')) as [number | null];
+            clearTimeout(timer);
+            assert.equal(hung, false, `berth run did not exit within ${CLI_BOUND_MS / 1000} s (killed); stderr: ${stderr}`);
+            assert.equal(rule.fired, 1, `the fault was injected on a ${call} call (${rule.matched} such calls were made)`);
+            assert.equal(code, EXIT_CODE, `berth run exited ${code}; stderr: ${stderr}`);
+            assertOutputOnce(stdout, numberedLines(LINE_COUNT), 'the output of berth run');
+            const left = await direct.listContainers({ all: true, labels: [run.labelFilter, caseLabel] });
+            assert.deepEqual(left.map((c) => `${c.names[0] ?? c.id} (${c.state})`), [], 'no container of the run is left');
+          } finally {
+            await proxy.close();
+            const left = await direct.listContainers({ all: true, labels: [caseLabel] });
+            await Promise.all(left.map((c) => direct.removeContainer(c.id)));
+          }
+        });
+      }
     }
   });
 }
