@@ -10,8 +10,10 @@
  * them: stop through `handle.stop()`, kill through a stop of a task that ignores SIGTERM, exec
  * through `handle.exec`, events through a start that waits for health, pull through a registry
  * image with pull policy `always`, and the engine's log through the agent, which reads output from
- * it. The test files (test/integration/faults-matrix-*.test.ts) each register a slice of the table,
- * so that the slices run in parallel and each file stays short.
+ * it. The same task-path calls are also made by `berth run` processes (`describeCliMatrix`), which
+ * must exit with the task's code and never hang. The test files
+ * (test/integration/faults-matrix-*.test.ts) each register a slice of the table, so that the slices
+ * run in parallel and each file stays short.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
