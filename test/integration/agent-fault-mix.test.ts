@@ -16,7 +16,7 @@ import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine
 const TASKS = 200;
 const LINES = 10;
 /** Generous: the mix holds a few calls that never answer, each costing the agent's default deadline. */
-const BOUND_MS = 150_000;
+const BOUND_MS = 120_000;
 const SEED = Number(process.env.BERTH_MIX_SEED ?? Date.now() % 1_000_000);
 
 const direct = new Engine();
