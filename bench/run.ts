@@ -2,13 +2,15 @@
  * `npm run bench [case…]`: runs the selected cases (all by default) in sequence against the real
  * engine and prints one JSON line per result on stdout, nothing else; progress goes to stderr.
  * Cases, in the order they run: lifecycle, logs, pull (when bench/pull.ts is present), reconcile,
- * agent (a real `berth agent` process driven through its API).
+ * agent (a real `berth agent` process driven through its API), faults (berth run, the agent and the
+ * docker CLI under a mixed fault profile in front of the engine).
  *
  * Env BENCH_N scales every case's counts (default 1; e.g. BENCH_N=0.2 for a quick look). Every
  * container created carries a label unique to the run and is removed at the end, even on failure.
  */
 import { existsSync } from 'node:fs';
 import { benchAgent } from './agent.js';
+import { benchFaults } from './faults.js';
 import { benchLifecycle } from './lifecycle.js';
 import { benchLogs } from './logs.js';
 import { benchReconcile } from './reconcile.js';
@@ -52,6 +54,8 @@ async function main(): Promise<number> {
   cases.set('reconcile', benchReconcile);
   // A real agent process driven through its API: last, as it is the longest.
   cases.set('agent', benchAgent);
+  // Faults after the agent: berth run, an agent and the docker CLI behind fault proxies.
+  cases.set('faults', benchFaults);
 
   const selected = process.argv.slice(2);
   const unknown = selected.filter((name) => !cases.has(name));

@@ -19,12 +19,18 @@ import path from 'node:path';
 
 /** What a rule does to a request it matches. */
 export type Fault =
-  /** Forward, wait for the engine's full response (so the engine has acted), discard it and answer 500. */
-  | { kind: 'error500AfterForward' }
+  /**
+   * Forward, wait for the engine's full response (so the engine has acted), discard it and answer
+   * 500. With `at: 'head'`, act as soon as the engine's response head arrives: for a stream that does
+   * not end while the task runs (events, a followed log), the head is the sign the engine acted.
+   */
+  | { kind: 'error500AfterForward'; at?: 'end' | 'head' }
   /** Answer 500 without forwarding: the engine never sees the request. */
   | { kind: 'error500Before' }
-  /** Forward, wait for the engine's full response, then destroy the client's connection without answering. */
-  | { kind: 'dropAfterForward' }
+  /** Answer 503 without forwarding, as an engine (or a proxy in front of it) that is not ready does. */
+  | { kind: 'error503Before' }
+  /** Forward, wait for the engine's full response (or its head, `at: 'head'`), then destroy the client's connection without answering. */
+  | { kind: 'dropAfterForward'; at?: 'end' | 'head' }
   /** Destroy the client's connection without forwarding. */
   | { kind: 'drop' }
   /**
@@ -98,6 +104,13 @@ const HEAD_END = Buffer.from('\r\n\r\n');
 const INJECTED_BODY = JSON.stringify({ message: 'injected fault' });
 const INJECTED_500 =
   'HTTP/1.1 500 Internal Server Error\r\n' +
+  'Content-Type: application/json\r\n' +
+  `Content-Length: ${Buffer.byteLength(INJECTED_BODY)}\r\n` +
+  'Connection: close\r\n\r\n' +
+  INJECTED_BODY;
+
+const INJECTED_503 =
+  'HTTP/1.1 503 Service Unavailable\r\n' +
   'Content-Type: application/json\r\n' +
   `Content-Length: ${Buffer.byteLength(INJECTED_BODY)}\r\n` +
   'Connection: close\r\n\r\n' +
@@ -214,6 +227,8 @@ export class FaultProxy {
     this.socketPath = socketPath;
     this.upstreamSocketPath = options.upstreamSocketPath ?? '/var/run/docker.sock';
     this.#random = options.random ?? Math.random;
+    // Every delayed request listens for the proxy closing; a mix holds many at once.
+    this.#events.setMaxListeners(0);
     server.on('connection', (client) => this.#onConnection(client));
   }
 
@@ -401,6 +416,11 @@ export class FaultProxy {
       client.end(INJECTED_500);
       return;
     }
+    if (fault?.kind === 'error503Before') {
+      record.status = 503;
+      client.end(INJECTED_503);
+      return;
+    }
 
     let pending = bodyStart;
     if (fault?.kind === 'delay') {
@@ -461,6 +481,7 @@ export class FaultProxy {
     }
 
     const holdsResponse = fault?.kind === 'error500AfterForward' || fault?.kind === 'dropAfterForward';
+    const actsOnHead = holdsResponse && fault.at === 'head';
     const stallAfterBodyBytes = fault?.kind === 'stall' ? (fault.afterBodyBytes ?? 0) : undefined;
     let responseHead: Buffer | undefined = Buffer.alloc(0);
     let bodyBytesRelayed = 0;
@@ -506,7 +527,7 @@ export class FaultProxy {
         record.engineStatus = status;
         if (holdsResponse) {
           // An upgraded connection never ends on its own: its head is the whole answer.
-          if (status === 101) finishHeldResponse();
+          if (status === 101 || actsOnHead) finishHeldResponse();
           return;
         }
         record.status = status;

@@ -1,0 +1,134 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { buildAgent, type AgentRuntime } from '../../src/agent/agent.js';
+import { AgentClient, type TaskView } from '../../src/agent/client.js';
+import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
+import { silentLogger } from '../../src/common/logger.js';
+import { Engine } from '../../src/engine/engine.js';
+import { assertOutputOnce, finishesWithin, numberedLines, printLines } from '../support/fault-matrix.js';
+import { addMixedFaults, seededRandom } from '../support/fault-mix.js';
+import { FaultProxy } from '../support/fault-proxy.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+
+const TASKS = 200;
+const LINES = 10;
+/** Generous: the mix holds a few calls that never answer, each costing the agent's default deadline. */
+const BOUND_MS = 120_000;
+const SEED = Number(process.env.BERTH_MIX_SEED ?? Date.now() % 1_000_000);
+
+const direct = new Engine();
+const run = testRun(direct);
+const ENDED: ReadonlyArray<TaskView['state']> = ['exited', 'lost', 'removed'];
+const exitCodeOf = (i: number): number => i % 4;
+
+describe('the agent under a mix of engine faults', { skip: await requireEngine() }, () => {
+  let proxy: FaultProxy;
+  let dataDir: string;
+  let runtime: AgentRuntime;
+  let serving: ServingAgent;
+  let client: AgentClient;
+
+  before(async () => {
+    proxy = await FaultProxy.start({ random: seededRandom(SEED) });
+    dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-mix-'));
+    runtime = await buildAgent(
+      {
+        flags: {
+          dataDir,
+          socketPath: path.join(dataDir, 'agent.sock'),
+          engine: { socket: proxy.socketPath },
+          admission: { maxConcurrent: 16 },
+          defaults: { resources: { cpuMilli: 100, memory: '64m' } },
+        },
+        host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
+      },
+      silentLogger,
+    );
+    serving = await serveAgent(runtime, { processMetrics: false });
+    await runtime.start();
+    client = AgentClient.connect({ host: `unix://${serving.socketPath}`, token: runtime.token });
+  });
+
+  after(async () => {
+    proxy.reset();
+    client.close();
+    await finishesWithin('the agent to go idle', 30_000, runtime.supervisor.idle()).catch(() => undefined);
+    await serving.close();
+    await runtime.close();
+    await proxy.close();
+    await run.cleanup();
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  test(`${TASKS} tasks under about 10% of faults at once each end right, with output exactly once, nothing leaked and the budget free`, { timeout: BOUND_MS + 120_000 }, async () => {
+    const rules = addMixedFaults(proxy, { rate: 0.1, neverAnswering: 2 });
+    const ids = await Promise.all(
+      Array.from({ length: TASKS }, async (_, i) => {
+        const view = await client.submit({
+          id: `mix-${run.id}-${i}`,
+          spec: { image: TEST_IMAGE, labels: { ...run.labels }, command: ['sh', '-c', `${printLines(LINES)}; exit ${exitCodeOf(i)}`] },
+        });
+        return view.id;
+      }),
+    );
+
+    // Every problem is collected, a hang included, so that one failure shows all there is to see.
+    let views: TaskView[] = [];
+    const notEnded: string[] = [];
+    await pollUntil('every task to end', async () => {
+      views = await client.list({ label: run.labelFilter, limit: TASKS * 2 }).catch(() => views);
+      return views.length === TASKS && views.every((v) => ENDED.includes(v.state)) ? true : undefined;
+    }, { timeoutMs: BOUND_MS, intervalMs: 500 }).catch(() => {
+      for (const v of views) if (!ENDED.includes(v.state)) notEnded.push(`${v.id}: still ${v.state} after ${BOUND_MS / 1000} s`);
+    });
+    const idle = await finishesWithin('the agent to remove the containers of ended tasks', 20_000, runtime.supervisor.idle()).then(
+      () => 'idle',
+      (error: unknown) => String(error),
+    );
+    const fired = rules.reduce((n, r) => n + r.fired, 0);
+    assert.ok(fired >= TASKS / 10, `the mix injected faults (${fired})`);
+    const firstSubmit = Math.min(...views.map((v) => Date.parse(v.submittedAt)));
+    const lastEnd = Math.max(...views.flatMap((v) => (v.finishedAt ? [Date.parse(v.finishedAt)] : [])));
+
+    const wrongEnds: string[] = [];
+    const outputProblems: string[] = [];
+    const byId = new Map(views.map((v) => [v.id, v]));
+    for (const [i, id] of ids.entries()) {
+      const view = byId.get(id);
+      const code = exitCodeOf(i);
+      if (!view) {
+        wrongEnds.push(`${id}: not listed`);
+        continue;
+      }
+      const expectedKind = code === 0 ? 'success' : 'failed';
+      if (!ENDED.includes(view.state)) continue;
+      if (view.state !== 'exited' || view.endState?.kind !== expectedKind || view.exitCode !== code) {
+        wrongEnds.push(`${id}: ${view.state} ${JSON.stringify(view.endState)}, expected ${expectedKind} ${code}`);
+      }
+      let text = '';
+      for await (const record of client.logs(id)) text += `${record.text.replace(/\n$/, '')}\n`;
+      try {
+        assertOutputOnce(text, numberedLines(LINES), id);
+      } catch (error) {
+        outputProblems.push(error instanceof Error ? error.message.split('\n')[0]! : String(error));
+      }
+    }
+    const leaked = await direct.listContainers({ all: true, labels: [run.labelFilter] });
+    const admission = runtime.admission.snapshot();
+    assert.deepEqual(
+      {
+        notEnded,
+        idle,
+        wrongEnds,
+        outputProblems,
+        leaked: leaked.map((c) => `${c.names[0]} (${c.state})`),
+        budget: { tasks: admission.used.tasks, memoryBytes: admission.used.memoryBytes, cpuMilli: admission.used.cpuMilli, queued: admission.queued.length },
+      },
+      { notEnded: [], idle: 'idle', wrongEnds: [], outputProblems: [], leaked: [], budget: { tasks: 0, memoryBytes: 0, cpuMilli: 0, queued: 0 } },
+      `seed ${SEED}, ${fired} faults injected; the last recorded end came ${Math.round((lastEnd - firstSubmit) / 1000)} s after the first submit`,
+    );
+  });
+});

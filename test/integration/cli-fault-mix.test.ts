@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { after, before, describe, test } from 'node:test';
+import { Engine } from '../../src/engine/engine.js';
+import { BERTH_CLI, cleanEnv } from '../support/agent.js';
+import { assertOutputOnce, numberedLines, printLines } from '../support/fault-matrix.js';
+import { addMixedFaults, seededRandom } from '../support/fault-mix.js';
+import { FaultProxy } from '../support/fault-proxy.js';
+import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+
+const RUNS = 24;
+const CONCURRENCY = 4;
+const LINES = 10;
+/**
+ * A run that has not exited after this hangs: it is killed and counted as hung. Generous: a call
+ * that never answers costs the CLI its default engine deadline (30 s for a create) before a retry.
+ */
+const RUN_BOUND_MS = 120_000;
+const SEED = Number(process.env.BERTH_MIX_SEED ?? Date.now() % 1_000_000);
+
+const direct = new Engine();
+const run = testRun(direct);
+const exitCodeOf = (i: number): number => i % 4;
+
+interface RunOutcome {
+  index: number;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  hung: boolean;
+  stdout: string;
+  stderr: string;
+}
+
+/** `berth run` from source, on the proxy (DOCKER_HOST), killed when it outlives the bound. */
+async function berthRun(socketPath: string, index: number): Promise<RunOutcome> {
+  const args = ['run', '-l', `${Object.keys(run.labels)[0]}=${run.id}`, TEST_IMAGE, 'sh', '-c', `${printLines(LINES)}; exit ${exitCodeOf(index)}`];
+  const child = spawn(process.execPath, [...BERTH_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ DOCKER_HOST: `unix://${socketPath}` }) });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  let hung = false;
+  const timer = setTimeout(() => {
+    hung = true;
+    child.kill('SIGKILL');
+  }, RUN_BOUND_MS);
+  const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
+  clearTimeout(timer);
+  return { index, code, signal, hung, stdout, stderr };
+}
+
+describe('berth run under a mix of engine faults', { skip: await requireEngine() }, () => {
+  let proxy: FaultProxy;
+
+  before(async () => {
+    proxy = await FaultProxy.start({ random: seededRandom(SEED) });
+  });
+  after(async () => {
+    await proxy.close();
+    await run.cleanup();
+  });
+
+  test(`${RUNS} runs under about 10% of faults each exit with their task's code, print its output once, leave nothing and none hangs`, { timeout: RUN_BOUND_MS * 3 + 60_000 }, async () => {
+    const rules = addMixedFaults(proxy, { rate: 0.1, neverAnswering: 2 });
+    const outcomes: RunOutcome[] = [];
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: CONCURRENCY }, async () => {
+        while (next < RUNS) outcomes.push(await berthRun(proxy.socketPath, next++));
+      }),
+    );
+    const fired = rules.reduce((n, r) => n + r.fired, 0);
+    const problems: string[] = [];
+    for (const outcome of outcomes.sort((a, b) => a.index - b.index)) {
+      const tail = outcome.stderr.trim().split('\n').slice(-2).join(' | ');
+      if (outcome.hung) problems.push(`run ${outcome.index} hung (killed after ${RUN_BOUND_MS / 1000} s): ${tail}`);
+      else if (outcome.code !== exitCodeOf(outcome.index)) problems.push(`run ${outcome.index} exited ${outcome.code ?? outcome.signal}, expected ${exitCodeOf(outcome.index)}: ${tail}`);
+      try {
+        assertOutputOnce(outcome.stdout, numberedLines(LINES), `run ${outcome.index}`);
+      } catch (error) {
+        problems.push(error instanceof Error ? error.message.split('\n')[0]! : String(error));
+      }
+    }
+    const leaked = await direct.listContainers({ all: true, labels: [run.labelFilter] });
+    assert.deepEqual(
+      { problems, leaked: leaked.map((c) => `${c.names[0]} (${c.state})`) },
+      { problems: [], leaked: [] },
+      `seed ${SEED}, ${fired} faults injected`,
+    );
+    assert.ok(fired >= RUNS / 4, `the mix injected faults (${fired})`);
+  });
+});
