@@ -161,7 +161,7 @@ async function agentTasks(ctx: FaultsBenchContext, proxy: FaultProxy, count: num
     const submittedAt = Date.now();
     const ids = Array.from({ length: count }, (_, i) => {
       const spec = { image: BENCH_IMAGE, labels: { [BENCH_LABEL]: ctx.runId, [SIDE_LABEL]: 'agent' }, command: ['sh', '-c', script(i)] };
-      return runtime.supervisor.submit({ id: `bench-${ctx.runId}-faults-${i}`, spec }).id;
+      return runtime.supervisor.submit({ id: `bench-${ctx.runId}-faults-${i}`, spec }).task.id;
     });
     const deadline = submittedAt + RUN_BOUND_MS;
     while (Date.now() < deadline && ids.some((id) => !ended.has(id)) && !ctx.signal?.aborted) await delay(100);
