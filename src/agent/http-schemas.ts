@@ -76,6 +76,7 @@ export const taskViewSchema: JsonSchema = {
     admittedAt: isoTime,
     startedAt: isoTime,
     finishedAt: isoTime,
+    outputTruncated: { type: 'string', description: 'Why the task\'s output was cut (the data directory was full); absent while it is whole.' },
   },
 };
 
@@ -185,6 +186,7 @@ export const healthSchema: JsonSchema = {
   properties: {
     agent: { type: 'string', enum: ['ok', 'starting'] },
     engine: { type: 'string', enum: ['ok', 'unavailable'] },
+    disk: { type: 'string', enum: ['full'], description: 'Present when the data directory has less free space than the agent keeps free: new output is cut.' },
   },
 };
 

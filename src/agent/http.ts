@@ -207,9 +207,12 @@ export function buildServer(runtime: AgentRuntime, options: ServerOptions = {}):
     },
 
     async health(_request, reply) {
-      const engineOk = await runtime.engineHealthy();
+      const [engineOk, disk] = await Promise.all([runtime.engineHealthy(), runtime.logs.space.check()]);
       const started = runtime.started;
-      return reply.code(engineOk && started ? 200 : 503).send({ agent: started ? 'ok' : 'starting', engine: engineOk ? 'ok' : 'unavailable' });
+      // A full disk does not make the agent unhealthy (it keeps supervising and serving): it is reported.
+      return reply
+        .code(engineOk && started ? 200 : 503)
+        .send({ agent: started ? 'ok' : 'starting', engine: engineOk ? 'ok' : 'unavailable', ...(disk === 'full' ? { disk } : {}) });
     },
 
     async metrics(_request, reply) {

@@ -30,6 +30,8 @@ interface FakeOptions {
   submit?: (input: { id: string; spec: unknown }) => TaskRecord;
   stop?: (taskId: string) => Promise<TaskRecord>;
   engineHealthy?: boolean;
+  /** The data directory's condition, as the health check measures it. Default ok. */
+  disk?: 'ok' | 'full';
   started?: boolean;
 }
 
@@ -63,6 +65,7 @@ function fakeRuntime(options: FakeOptions = {}) {
     },
     imageSnapshot: () => ({ images: [{ imageId: 'sha256:abc', refs: ['busybox:latest'], holders: ['t1'], removalDueAt: new Date(Date.UTC(2024, 4, 1)) }], pulls: [] }),
     engineHealthy: async () => options.engineHealthy ?? true,
+    logs: { space: { check: async () => options.disk ?? 'ok' } },
     started: options.started ?? true,
     errorListeners: new Set<(code: string) => void>(),
     onError(listener: (code: string) => void) {
@@ -234,6 +237,14 @@ describe('authorization', () => {
 });
 
 describe('responses', () => {
+  test('health reports a full data directory and still answers 200: the agent keeps serving', async () => {
+    const { app } = fakeRuntime({ disk: 'full' });
+    const response = await app.inject({ method: 'GET', url: '/healthz' });
+    assert.equal(response.statusCode, 200);
+    assert.deepEqual(response.json(), { agent: 'ok', engine: 'ok', disk: 'full' });
+    await app.close();
+  });
+
   test('health answers 503 when the engine does not', async () => {
     const { app } = fakeRuntime({ engineHealthy: false });
     const response = await app.inject({ method: 'GET', url: '/healthz' });
