@@ -98,6 +98,55 @@ describe('agent output through a broken log stream', { skip: await requireEngine
     assert.equal(runtime.store.tasks.get(task.id)?.exitCode, 0);
     assert.deepEqual(await outputFaults(runtime, task.id, 400), { lost: [], repeated: [] });
   });
+
+  test('long lines, which the engine splits into parts sharing one timestamp, through a stream cut inside a line: every part exactly once', async () => {
+    const rule = proxy.addRule({ method: 'GET', path: new RegExp(`^/containers/${CONTAINER}/logs$`), fault: { kind: 'dropAfterBodyBytes', afterBodyBytes: 50_000 }, times: 2 });
+    const command = ['sh', '-c', 'i=1; while [ $i -le 20 ]; do printf "line-$i-"; head -c 40000 /dev/zero | tr "\\0" x; echo; i=$((i+1)); done'];
+    const task = runtime.supervisor.submit({ id: `long-lines-${run.id}`, spec: { image: TEST_IMAGE, command, labels: { ...run.labels } } });
+    await untilEnded(runtime, task.id);
+    rule.remove();
+    assert.equal(rule.fired, 2, 'both cuts happened');
+    // The parts of one line share its timestamp: joined, they give the line back.
+    const lines: string[] = [];
+    let lastTimestamp: string | undefined;
+    let records = 0;
+    for await (const record of runtime.logs.read(task.id)) {
+      records++;
+      if (record.timestamp === lastTimestamp) lines[lines.length - 1] += record.text;
+      else lines.push(record.text);
+      lastTimestamp = record.timestamp;
+    }
+    assert.ok(records > 20, `the engine split the lines into parts (${records} records)`);
+    const expected = Array.from({ length: 20 }, (_, i) => `line-${i + 1}-${'x'.repeat(40_000)}`);
+    const shape = (line: string): string => `${line.slice(0, 12)}… ${line.length}`;
+    assert.deepEqual(lines.map((line) => shape(line.trimEnd())), expected.map(shape));
+  });
+
+  test('an agent restarted while a task prints resumes its output after the last recorded line: every line exactly once', async () => {
+    const restartDir = await mkdtemp(path.join(os.tmpdir(), 'berth-output-restart-'));
+    let first: AgentRuntime | undefined = await buildAgent(sources(restartDir, undefined), recordingLogger());
+    let second: AgentRuntime | undefined;
+    try {
+      await first.start();
+      const task = first.supervisor.submit({ id: `restart-${run.id}`, spec: { image: TEST_IMAGE, command: numberedLines(300, 'usleep 10000;'), labels: { ...run.labels } } });
+      const agent = first;
+      await pollUntil('lines to be recorded', async () => ((await lineCounts(agent, task.id)).size >= 50 ? true : undefined), { timeoutMs: 60_000, intervalMs: 20 });
+      await first.close();
+      first = undefined;
+      second = await buildAgent(sources(restartDir, undefined), recordingLogger());
+      await second.start();
+      await untilEnded(second, task.id);
+      assert.equal(second.store.tasks.get(task.id)?.exitCode, 0);
+      assert.deepEqual(await outputFaults(second, task.id, 300), { lost: [], repeated: [] });
+    } finally {
+      await first?.close();
+      if (second) {
+        await second.supervisor.idle();
+        await second.close();
+      }
+      await rm(restartDir, { recursive: true, force: true });
+    }
+  });
 });
 
 describe('agent output under a mix of engine faults', { skip: await requireEngine() }, () => {
