@@ -46,6 +46,8 @@ export class TaskLogStore {
   readonly #limits: TaskLogLimits;
   readonly #writers = new Map<string, Promise<OpenWriter>>();
   readonly #live = new EventEmitter();
+  /** Per task and stream, the last timestamp appended and how many records carry it: each live record's place in its group. */
+  readonly #tails = new Map<string, GroupCounter>();
   /** The data directory's free space: output stops before the disk is full. */
   readonly space: DiskSpace;
 
@@ -74,7 +76,7 @@ export class TaskLogStore {
     if (writer.sizeBytes > 0 && writer.sizeBytes + bytes > this.#limits.maxFileBytes) writer = await this.#rotate(taskId, writer);
     await this.#queue(taskId, writer, line);
     writer.sizeBytes += bytes;
-    this.#live.emit(taskId, record);
+    this.#emit(taskId, record);
   }
 
   /**
@@ -97,7 +99,7 @@ export class TaskLogStore {
     try {
       const writer = await this.#writer(taskId);
       await this.#write(taskId, writer, `${JSON.stringify(record)}\n`);
-      this.#live.emit(taskId, record);
+      this.#emit(taskId, record);
       return true;
     } catch {
       return false;
@@ -158,11 +160,20 @@ export class TaskLogStore {
     return { position: cursor.position(), isCut };
   }
 
+  /** Tells followers of a new record, with its place among the records of its stream that share its timestamp. */
+  #emit(taskId: string, record: LogRecord): void {
+    let tail = this.#tails.get(taskId);
+    if (!tail) this.#tails.set(taskId, (tail = new GroupCounter()));
+    const live: LiveRecord = { record, ordinal: tail.count(record) };
+    this.#live.emit(taskId, live);
+  }
+
   /** Marks the task's output as complete: followers finish once they have read everything. */
   async end(taskId: string): Promise<void> {
     const writer = this.#writers.get(taskId);
     this.#writers.delete(taskId);
     if (writer) await closeWriter((await writer.catch(() => undefined))?.stream);
+    this.#tails.delete(taskId);
     this.#live.emit(taskId, ENDED);
   }
 
@@ -192,22 +203,30 @@ export class TaskLogStore {
     const onAbort = (): void => controller.abort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
     const live = on(this.#live, taskId, { signal: controller.signal });
-    let last = options.since;
-    try {
-      for await (const record of this.read(taskId, { since: last })) {
-        last = record.timestamp;
+    // What this follower has yielded, per stream: a live record is new unless its place (timestamp,
+    // and its rank among the records sharing it) is at or before what the files gave.
+    const given = new GroupCounter();
+    const fromFiles = async function* (store: TaskLogStore): AsyncGenerator<LogRecord> {
+      const reread = new GroupCounter();
+      for await (const record of store.read(taskId, { since: options.since })) {
+        if (given.has(record, reread.count(record))) continue;
+        given.count(record);
         yield record;
       }
+    };
+    try {
+      yield* fromFiles(this);
       if (options.isEnded()) {
-        // Lines may have landed between reading the files and this check: read on from the last one.
-        for await (const record of this.read(taskId, { since: last })) yield record;
+        // Lines may have landed between reading the files and this check: read them again, skipping what was given.
+        yield* fromFiles(this);
         return;
       }
-      for await (const [item] of live as AsyncIterable<[LogRecord | typeof ENDED]>) {
+      for await (const [item] of live as AsyncIterable<[LiveRecord | typeof ENDED]>) {
         if (item === ENDED) return;
-        if (last !== undefined && compareLogTimestamps(item.timestamp, last) <= 0) continue;
-        last = item.timestamp;
-        yield item;
+        if (options.since !== undefined && compareLogTimestamps(item.record.timestamp, options.since) <= 0) continue;
+        if (given.has(item.record, item.ordinal)) continue;
+        given.count(item.record);
+        yield item.record;
       }
     } catch (error) {
       if (!controller.signal.aborted) throw error;
@@ -310,4 +329,34 @@ function diskFull(taskId: string, cause?: unknown): BerthError {
 /** The agent's clock as an engine log timestamp (nanosecond digits), for records berth writes itself. */
 function nowTimestamp(): string {
   return new Date().toISOString().replace(/Z$/, '000000Z');
+}
+
+/** A record as followers hear it: with its rank (1, 2, …) among its stream's records that share its timestamp. */
+interface LiveRecord {
+  record: LogRecord;
+  ordinal: number;
+}
+
+/**
+ * Counts, per stream, the records of the current timestamp: the engine gives every part of a long
+ * line one timestamp, so a timestamp alone does not say whether a record was seen.
+ */
+class GroupCounter {
+  readonly #last: Partial<Record<'stdout' | 'stderr', { timestamp: string; count: number }>> = {};
+
+  /** Counts the record; resolves with its rank within its timestamp. */
+  count(record: { stream: 'stdout' | 'stderr'; timestamp: string }): number {
+    const last = this.#last[record.stream];
+    if (last && last.timestamp === record.timestamp) return ++last.count;
+    this.#last[record.stream] = { timestamp: record.timestamp, count: 1 };
+    return 1;
+  }
+
+  /** Whether the record of that rank is at or before what was counted. */
+  has(record: { stream: 'stdout' | 'stderr'; timestamp: string }, ordinal: number): boolean {
+    const last = this.#last[record.stream];
+    if (!last) return false;
+    const order = compareLogTimestamps(record.timestamp, last.timestamp);
+    return order < 0 || (order === 0 && ordinal <= last.count);
+  }
 }

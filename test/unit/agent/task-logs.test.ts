@@ -59,6 +59,21 @@ describe('task log files', () => {
     assert.deepEqual(await followed, ['line 1', 'line 2', 'line 3']);
   });
 
+  test('follow yields every live part of a long line (parts share a timestamp) and a stream stamped earlier than the other', async () => {
+    const store = new TaskLogStore(dir, { maxFileBytes: 1 << 20, maxFiles: 2 });
+    const part = (data: string, n: number, stream: 'stdout' | 'stderr' = 'stdout') => ({ stream, timestamp: ts(n), data: Buffer.from(data) });
+    await store.append('t5', part('a1', 10));
+    let ended = false;
+    const followed = all(store.follow('t5', { isEnded: () => ended }));
+    await store.append('t5', part('a2', 10));
+    await store.append('t5', part('a3', 10));
+    await store.append('t5', part('err', 9, 'stderr'));
+    await store.append('t5', part('b', 11));
+    ended = true;
+    await store.end('t5');
+    assert.deepEqual(await followed, ['a1', 'a2', 'a3', 'err', 'b']);
+  });
+
   test('follow of an ended task returns what is stored', async () => {
     const store = new TaskLogStore(dir, { maxFileBytes: 1 << 20, maxFiles: 2 });
     await store.append('t4', entry(5));
