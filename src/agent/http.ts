@@ -77,6 +77,7 @@ export function buildServer(runtime: AgentRuntime, options: ServerOptions = {}):
     events: runtime.events,
     images: runtime.images,
     supervisorErrors: (listener) => runtime.onError(listener),
+    diskCondition: () => runtime.logs.space.condition,
     processMetrics: options.processMetrics ?? true,
   });
   const openApiDocument = buildOpenApiDocument({ version: options.version });

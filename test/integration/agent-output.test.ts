@@ -240,6 +240,9 @@ describe('agent output on a full data directory', { skip: await requireEngine() 
       assert.equal(agent.store.tasks.get(other.id)?.exitCode, 3, 'the other task was supervised to its end');
       assert.deepEqual(await client.health(), { agent: 'ok', engine: 'ok', disk: 'full' });
       assert.match((await client.get(big.id)).outputTruncated ?? '', /no space left/);
+      const metrics = await client.metrics();
+      assert.match(metrics, /^berth_data_dir_full 1$/m);
+      assert.match(metrics, /^berth_agent_failures_total\{code="BERTH_DISK_FULL"\} [1-9]/m);
       assert.ok(logger.lines.some((l) => /output is cut/.test(l.message)));
 
       // Space freed: the big task's output removed; a new task's output is whole again.
