@@ -91,13 +91,14 @@ describe('error mapping', () => {
       BERTH_ENGINE_UNAVAILABLE: 503,
       BERTH_ENGINE_TIMEOUT: 503,
       BERTH_AGENT_UNAVAILABLE: 503,
+      BERTH_DISK_FULL: 507,
       BERTH_PRUNE_RUNNING: 409,
       BERTH_UNAUTHORIZED: 401,
       BERTH_INTERNAL: 500,
       BERTH_IMAGE_PULL_FAILED: 500,
     };
     for (const [code, status] of Object.entries(expected)) assert.equal(httpStatusFor(code as ErrorCode), status, code);
-    for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) assert.ok([400, 401, 404, 409, 500, 503].includes(httpStatusFor(code)));
+    for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) assert.ok([400, 401, 404, 409, 500, 503, 507].includes(httpStatusFor(code)));
   });
 
   test('a ValidationError keeps its issues; anything not a BerthError is BERTH_INTERNAL', () => {
