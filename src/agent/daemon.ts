@@ -73,6 +73,7 @@ export async function runDaemon(sources: ConfigSources, logger: Logger): Promise
     { agentId: runtime.agentId, socketPath: server.socketPath, ...(server.tcp ? { tcp: `${server.tcp.host}:${server.tcp.port}` } : {}), dataDir: config.dataDir, ...(config.file ? { configFile: config.file } : {}) },
     'agent listening',
   );
+  const uncontain = containStrayRejections(logger);
   const ready = runtime.start().then(() => logger.info({ agentId: runtime.agentId }, 'agent started'));
   // The caller awaits `ready`; this keeps an early failure from counting as unhandled meanwhile.
   ready.catch(() => undefined);
@@ -104,9 +105,29 @@ export async function runDaemon(sources: ConfigSources, logger: Logger): Promise
           logger.warn({ code: isBerthError(error) ? error.code : 'UNKNOWN', error: String(error) }, 'closing the API failed');
         }
         await runtime.close();
+        uncontain();
         logger.info({}, 'agent stopped');
       })();
       return shuttingDown;
     },
   };
+}
+
+/**
+ * The last guard of a daemon that supervises many tasks: a promise rejected with nobody to hear it
+ * (a bug: every background loop contains its own failures) is logged, once per kind, instead of
+ * ending the process and the supervision of every task with it. Returns the uninstall.
+ */
+export function containStrayRejections(logger: Logger): () => void {
+  const seen = new Set<string>();
+  const onRejection = (reason: unknown): void => {
+    const code = isBerthError(reason) ? reason.code : reason instanceof Error ? reason.name : typeof reason;
+    const key = `${code}:${reason instanceof Error ? reason.message : String(reason)}`;
+    if (seen.has(key)) return;
+    if (seen.size >= 100) seen.clear();
+    seen.add(key);
+    logger.error({ code, error: reason instanceof Error ? (reason.stack ?? reason.message) : String(reason) }, 'a background failure was contained (a bug: please report it)');
+  };
+  process.on('unhandledRejection', onRejection);
+  return () => void process.off('unhandledRejection', onRejection);
 }

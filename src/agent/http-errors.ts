@@ -24,6 +24,8 @@ const STATUS_BY_CODE: Readonly<Partial<Record<ErrorCode, number>>> = Object.free
   BERTH_ENGINE_UNAVAILABLE: 503,
   BERTH_ENGINE_TIMEOUT: 503,
   BERTH_AGENT_UNAVAILABLE: 503,
+  // Insufficient Storage: the request was fine and may succeed once space is freed.
+  BERTH_DISK_FULL: 507,
 });
 
 /** The HTTP status the API answers an error code with. */

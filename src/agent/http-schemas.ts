@@ -76,6 +76,7 @@ export const taskViewSchema: JsonSchema = {
     admittedAt: isoTime,
     startedAt: isoTime,
     finishedAt: isoTime,
+    outputTruncated: { type: 'string', description: 'Why the task\'s output was cut (the data directory was full); absent while it is whole.' },
   },
 };
 
@@ -193,6 +194,7 @@ export const healthSchema: JsonSchema = {
       properties: { code: { type: 'string' }, message: { type: 'string' } },
     },
     tasksWaitingForEngine: { type: 'integer', minimum: 1, description: 'Tasks whose start waits for the engine to answer again; absent when none.' },
+    disk: { type: 'string', enum: ['full'], description: 'Present when the data directory has less free space than the agent keeps free: new output is cut.' },
   },
 };
 

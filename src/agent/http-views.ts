@@ -21,6 +21,8 @@ export interface TaskView {
   admittedAt?: string;
   startedAt?: string;
   finishedAt?: string;
+  /** Why the task's output was cut (the data directory was full); absent while it is whole. */
+  outputTruncated?: string;
 }
 
 /** An image the agent holds for its tasks. */
@@ -42,6 +44,8 @@ export interface HealthView {
   engineError?: { code: string; message: string };
   /** Tasks whose start waits for the engine to answer again (absent when none). */
   tasksWaitingForEngine?: number;
+  /** Present when the data directory is (nearly) full: output is being cut and state writes wait. */
+  disk?: 'full';
 }
 
 const iso = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString());
@@ -54,6 +58,7 @@ export function toTaskView(record: TaskRecord): TaskView {
   if (record.admittedAtMs !== undefined) view.admittedAt = iso(record.admittedAtMs);
   if (record.startedAtMs !== undefined) view.startedAt = iso(record.startedAtMs);
   if (record.finishedAtMs !== undefined) view.finishedAt = iso(record.finishedAtMs);
+  if (record.outputTruncated !== undefined) view.outputTruncated = record.outputTruncated;
   return view;
 }
 

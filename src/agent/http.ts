@@ -78,6 +78,7 @@ export function buildServer(runtime: AgentRuntime, options: ServerOptions = {}):
     events: runtime.events,
     images: runtime.images,
     supervisorErrors: (listener) => runtime.onError(listener),
+    diskCondition: () => runtime.logs.space.condition,
     processMetrics: options.processMetrics ?? true,
   });
   const openApiDocument = buildOpenApiDocument({ version: options.version });
@@ -209,14 +210,16 @@ export function buildServer(runtime: AgentRuntime, options: ServerOptions = {}):
     },
 
     async health(_request, reply) {
-      const engine = await runtime.engineHealth();
+      const [engine, disk] = await Promise.all([runtime.engineHealth(), runtime.logs.space.check()]);
       const started = runtime.started;
       const waiting = runtime.supervisor.tasksWaitingForEngine;
+      // A full disk does not make the agent unhealthy (it keeps supervising and serving): it is reported.
       const body: HealthView = {
         agent: started ? 'ok' : 'starting',
         engine: engine.ok ? 'ok' : 'unavailable',
         ...(engine.ok ? {} : { engineError: { code: engine.code, message: engine.message } }),
         ...(waiting > 0 ? { tasksWaitingForEngine: waiting } : {}),
+        ...(disk === 'full' ? { disk } : {}),
       };
       return reply.code(engine.ok && started ? 200 : 503).send(body);
     },

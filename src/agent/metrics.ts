@@ -13,6 +13,8 @@ export interface MetricsSources {
   images: Pick<ImageCoordinator, 'on' | 'off'>;
   /** Subscribes to the codes of the errors the supervisor meets; returns the unsubscribe (`AgentRuntime.onError`). */
   supervisorErrors?: (listener: (code: string) => void) => () => void;
+  /** The data directory's last measured condition (`logs.space.condition`), for `berth_data_dir_full`. */
+  diskCondition?: () => 'ok' | 'full';
   /** Whether to add Node's process metrics (memory, CPU, event loop). Default true. */
   processMetrics?: boolean;
 }
@@ -38,6 +40,9 @@ export function isEngineErrorCode(code: string): boolean {
  * - `berth_reconciler_removals_total`: dangling containers the reconciler removed (dry runs excluded).
  * - `berth_reconciler_orphan_removals_total`: containers of short-lived owners whose owner process
  *   was gone, that the reconciler removed (dry runs excluded).
+ * - `berth_agent_failures_total{code}`: failures of the agent's own background work that the
+ *   supervisor met and contained (a full data directory, a bug), by code.
+ * - `berth_data_dir_full`: 1 while the data directory has less free space than the agent keeps free.
  * - `berth_engine_errors_total{code}`: engine and registry errors by code, as the API answered with
  *   them (`countError`), as the supervisor met them (a start, its pull included, a recovery, a
  *   container removal, reading output), as image removals failed with them, and as lost tasks
@@ -46,6 +51,7 @@ export function isEngineErrorCode(code: string): boolean {
 export class AgentMetrics {
   readonly registry = new Registry();
   readonly #engineErrors: Counter<'code'>;
+  readonly #agentFailures: Counter<'code'>;
   readonly #unsubscribe: Array<() => void> = [];
 
   constructor(sources: MetricsSources) {
@@ -94,7 +100,26 @@ export class AgentMetrics {
     };
     this.#unsubscribe.push(sources.events.subscribe(onEvent));
 
-    if (sources.supervisorErrors) this.#unsubscribe.push(sources.supervisorErrors((code) => this.countError(code)));
+    this.#agentFailures = new Counter({ name: 'berth_agent_failures_total', help: 'Failures of the agent\'s own background work, contained to their task, by code.', labelNames: ['code'] as const, registers });
+    const diskCondition = sources.diskCondition;
+    if (diskCondition) {
+      new Gauge({
+        name: 'berth_data_dir_full',
+        help: '1 while the data directory has less free space than the agent keeps free (output is cut).',
+        registers,
+        collect() {
+          this.set(diskCondition() === 'full' ? 1 : 0);
+        },
+      });
+    }
+    if (sources.supervisorErrors) {
+      this.#unsubscribe.push(
+        sources.supervisorErrors((code) => {
+          if (isEngineErrorCode(code)) this.countError(code);
+          else if (code === 'BERTH_DISK_FULL' || code === 'BERTH_INTERNAL') this.#agentFailures.inc({ code });
+        }),
+      );
+    }
 
     const onPullFinished = (e: { outcome: string }): void => {
       pulls.inc({ outcome: e.outcome });

@@ -1,19 +1,27 @@
 import { setMaxListeners } from 'node:events';
+import { setTimeout as delay } from 'node:timers/promises';
 import { BerthError, isBerthError, ValidationError, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
-import { compareLogTimestamps } from '../engine/log-entries.js';
 import { resolveTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import type { Store } from '../state/store.js';
-import type { LogCursor, StoredTaskSpec, TaskRecord, TaskState, TaskTransition } from '../state/tasks.js';
+import type { StoredTaskSpec, TaskRecord, TaskState, TaskTransition } from '../state/tasks.js';
 import type { TaskDriver } from '../tasks/driver.js';
 import type { EndState } from '../tasks/end-state.js';
 import type { TaskHandle } from '../tasks/handle.js';
 import type { AgentEvents } from './events.js';
 import { resolveDemand, type AdmissionBudget, type AdmissionChange, type AdmissionController, type AdmissionEntry, type ResourceDemand } from './admission.js';
+import { fromLogCursor, resumePosition, type OutputPosition } from './output-cursor.js';
+import { pumpOutput } from './output-pump.js';
 import type { TaskLogStore } from './task-logs.js';
 import { canonicalJson } from './canonical-json.js';
 import { asBerthError, isTransientStartError, StartOutage } from './start-outage.js';
+
+/** Where a task's output resumes, and whether it was cut (then it is not read again). */
+interface OutputStart {
+  position: OutputPosition;
+  isCut: boolean;
+}
 
 export interface SupervisorDeps {
   store: Store;
@@ -291,7 +299,7 @@ export class TaskSupervisor {
     } else {
       this.#record(record.id, { to: 'running', containerId: handle.containerId });
     }
-    await this.#supervise(record.id, handle, {});
+    await this.#supervise(record.id, handle, { position: {}, isCut: false });
   }
 
   /**
@@ -349,19 +357,24 @@ export class TaskSupervisor {
   }
 
   /** Follows a running (or just ended) task: pumps its output, waits for its end, records it. */
-  #supervise(taskId: string, handle: TaskHandle, cursor: LogCursor): Promise<void> {
+  #supervise(taskId: string, handle: TaskHandle, output: OutputStart): Promise<void> {
     this.#handles.set(taskId, handle);
     const work = (async () => {
       // Started as the agent shuts down (a start that was under way): the next agent follows it.
       // Never hand the engine an aborted signal: a request created with one fails outside any listener.
       if (this.#closing.signal.aborted) return;
-      const output = this.#pumpOutput(taskId, handle.containerId, cursor);
-      const end = await untilAborted(handle.wait(), this.#closing.signal);
-      // The followed log ends when the container stops; wait for the last lines before recording the end.
-      await output;
+      const ending = untilAborted(handle.wait(), this.#closing.signal);
+      const pumped = this.#pumpOutput(taskId, handle.containerId, output, ending);
+      const end = await ending.catch(async (error: unknown) => {
+        // The pump is contained; the wait's failure is this task's alone. Wait for the pump, then report.
+        await pumped;
+        throw error;
+      });
+      // The pump reads the log to its end once the end is known; wait for the last lines before recording the end.
+      await pumped;
       // Shutting down: the container keeps running and the next agent records its end.
       if (end === undefined) return;
-      this.#finish(taskId, end);
+      if (!(await this.#recordEnd(taskId, end))) return;
       await handle.destroy().catch((error: unknown) => {
         this.#deps.logger.error({ taskId, code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'could not remove the container of an ended task');
         if (isBerthError(error)) this.#deps.onError?.(error.code);
@@ -370,53 +383,71 @@ export class TaskSupervisor {
     return this.#track(work);
   }
 
-  async #pumpOutput(taskId: string, containerId: string, cursor: LogCursor): Promise<void> {
-    const last: LogCursor = { ...cursor };
-    const since = [last.stdout, last.stderr].filter((t): t is string => t !== undefined).sort(compareLogTimestamps)[0];
-    const saveEveryMs = 1000;
-    let savedAt = Date.now();
+  /** Copies the task's output into its files until its end is known and its log read (see pumpOutput). Never rejects. */
+  async #pumpOutput(taskId: string, containerId: string, output: OutputStart, ending: Promise<unknown>): Promise<void> {
     try {
-      for await (const entry of this.#deps.engine.logEntries(containerId, { follow: true, since, signal: this.#closing.signal })) {
-        const previous = last[entry.stream];
-        if (previous !== undefined && compareLogTimestamps(entry.timestamp, previous) <= 0) continue;
-        await this.#deps.logs.append(taskId, entry);
-        last[entry.stream] = entry.timestamp;
-        if (Date.now() - savedAt >= saveEveryMs) {
-          this.#deps.store.tasks.setLogCursor(taskId, last);
-          savedAt = Date.now();
-        }
-      }
+      if (output.isCut) return;
+      await pumpOutput(
+        { engine: this.#deps.engine, logs: this.#deps.logs, store: this.#deps.store, logger: this.#deps.logger, ...(this.#deps.onError ? { onError: this.#deps.onError } : {}) },
+        { taskId, containerId, position: output.position, ended: ending, signal: this.#closing.signal },
+      );
     } catch (error) {
-      if (!this.#closing.signal.aborted) {
-        this.#deps.logger.warn({ taskId, code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'reading the task output failed');
-        if (isBerthError(error)) this.#deps.onError?.(error.code);
-      }
+      // pumpOutput contains its failures; this is the last guard, so that output never ends the agent.
+      this.#deps.logger.error({ taskId, code: isBerthError(error) ? error.code : 'BERTH_INTERNAL', error: String(error) }, 'the task output pump failed');
+      this.#deps.onError?.(isBerthError(error) ? error.code : 'BERTH_INTERNAL');
     } finally {
-      if (last.stdout !== undefined || last.stderr !== undefined) this.#deps.store.tasks.setLogCursor(taskId, last);
-      await this.#deps.logs.end(taskId);
+      await this.#deps.logs.end(taskId).catch(() => undefined);
     }
   }
 
-  /** The cursor to resume from: the store's, or later lines the files already hold (written before a crash). */
-  async #cursorFor(record: TaskRecord): Promise<LogCursor> {
-    const cursor: LogCursor = { ...record.logCursor };
-    for await (const line of this.#deps.logs.read(record.id, { since: earliest(cursor) })) {
-      const known = cursor[line.stream];
-      if (known === undefined || compareLogTimestamps(line.timestamp, known) > 0) cursor[line.stream] = line.timestamp;
+  /**
+   * Where the task's output resumes: the exact position its files hold (they are written before the
+   * store's cursor is saved), or the store's cursor where the files know less (they were removed).
+   */
+  async #cursorFor(record: TaskRecord): Promise<OutputStart> {
+    const files = await this.#deps.logs.position(record.id).catch((error: unknown) => {
+      this.#deps.logger.warn({ taskId: record.id, error: String(error) }, 'could not read the task output files; resuming from the stored cursor');
+      return { position: {}, isCut: false };
+    });
+    return { position: resumePosition(files.position, fromLogCursor(record.logCursor)), isCut: files.isCut || record.outputTruncated !== undefined };
+  }
+
+  /**
+   * Records a task's end; a store that cannot take it (a full disk) is asked again with a backoff
+   * until it does or the agent shuts down (the next agent then finds the end from the engine).
+   * Resolves whether the end is recorded (or was recorded before).
+   */
+  async #recordEnd(taskId: string, end: EndState): Promise<boolean> {
+    for (let waitMs = 250; ; waitMs = Math.min(waitMs * 2, 10_000)) {
+      try {
+        this.#finish(taskId, end);
+        return true;
+      } catch (error) {
+        if (!isBerthError(error, 'BERTH_DISK_FULL') || this.#closing.signal.aborted) throw error;
+        this.#deps.logger.warn({ taskId, code: error.code }, 'could not record the task end; trying again when there is space');
+        this.#deps.onError?.(error.code);
+        await delay(waitMs, undefined, { signal: this.#closing.signal }).catch(() => undefined);
+        if (this.#closing.signal.aborted) return false;
+      }
     }
-    return cursor;
   }
 
   #finish(taskId: string, end: EndState): void {
+    let recorded = false;
     try {
       const record = this.#record(taskId, { to: 'ended', endState: end });
+      recorded = true;
       this.#deps.onEnded?.(record);
     } catch (error) {
       // Stopped while pending, or removed meanwhile: the first recorded end stands.
       if (!isBerthError(error, 'BERTH_TASK_STATE')) throw error;
+      recorded = true;
     } finally {
-      this.#handles.delete(taskId);
-      if (this.#phase !== 'closed') this.#applyChange(this.#deps.admission.release(taskId));
+      // A store that could not take the end (a full disk) keeps the task's share until it does.
+      if (recorded) {
+        this.#handles.delete(taskId);
+        if (this.#phase !== 'closed') this.#applyChange(this.#deps.admission.release(taskId));
+      }
     }
   }
 
@@ -456,9 +487,6 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T | und
   });
 }
 
-function earliest(cursor: LogCursor): string | undefined {
-  return [cursor.stdout, cursor.stderr].filter((t): t is string => t !== undefined).sort(compareLogTimestamps)[0];
-}
 
 /**
  * The recorded task when `spec` (with the agent's defaults applied) is the spec it was submitted

@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import { asDiskFull } from './disk-full.js';
 
 /** One task's hold on one image. */
 export interface ImageHolder {
@@ -37,15 +38,17 @@ export class ImageHolderRepository {
 
   /** Records that `taskId` holds `imageId`. Returns false when it already did (nothing changes). */
   addHolder(holder: { imageId: string; imageRef: string; taskId: string }): boolean {
-    const result = this.#db
-      .prepare('INSERT OR IGNORE INTO image_holders (image_id, image_ref, task_id, added_at_ms) VALUES (?, ?, ?, ?)')
-      .run(holder.imageId, holder.imageRef, holder.taskId, this.#nowMs());
+    const result = asDiskFull(() =>
+      this.#db
+        .prepare('INSERT OR IGNORE INTO image_holders (image_id, image_ref, task_id, added_at_ms) VALUES (?, ?, ?, ?)')
+        .run(holder.imageId, holder.imageRef, holder.taskId, this.#nowMs()),
+    );
     return result.changes === 1;
   }
 
   /** Drops one hold. Returns false when there was none. */
   removeHolder(imageId: string, taskId: string): boolean {
-    return this.#db.prepare('DELETE FROM image_holders WHERE image_id = ? AND task_id = ?').run(imageId, taskId).changes === 1;
+    return asDiskFull(() => this.#db.prepare('DELETE FROM image_holders WHERE image_id = ? AND task_id = ?').run(imageId, taskId)).changes === 1;
   }
 
   /** Drops every hold of a task (it ended or was removed); returns the images it held. */
@@ -58,7 +61,7 @@ export class ImageHolderRepository {
       this.#db.prepare('DELETE FROM image_holders WHERE task_id = ?').run(taskId);
       return images;
     });
-    return run.immediate();
+    return asDiskFull(() => run.immediate());
   }
 
   /** Every hold, ordered by image then by when it was added. */

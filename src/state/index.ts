@@ -19,3 +19,4 @@ export type { ImageHolder } from './images.js';
 export { MetaRepository, META_KEYS } from './meta.js';
 export { MIGRATIONS, SCHEMA_VERSION, migrate } from './migrations.js';
 export type { Migration } from './migrations.js';
+export { asDiskFull, isDiskFullError } from './disk-full.js';

@@ -57,6 +57,14 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       `);
     },
   },
+  {
+    version: 2,
+    name: 'why a task\'s output was cut',
+    up(db) {
+      // NULL while the output is whole; otherwise the reason it was cut (the data directory was full).
+      db.exec('ALTER TABLE tasks ADD COLUMN output_truncated TEXT');
+    },
+  },
 ]);
 
 /** The newest schema version this build of berth knows. */

@@ -105,6 +105,10 @@ export function openStore(file: string, options: StoreOptions = {}): Store {
     if (!isMemory) {
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = NORMAL');
+      // A small data directory must not fill up with journal: checkpoint every 256 pages (1 MiB at
+      // 4 KiB pages), and give the space back after each checkpoint.
+      db.pragma('wal_autocheckpoint = 256');
+      db.pragma('journal_size_limit = 1048576');
     }
     db.pragma('foreign_keys = ON');
     const applied = migrate(db, file, nowMs);

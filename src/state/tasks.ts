@@ -1,7 +1,8 @@
 import type Database from 'better-sqlite3';
 import { BerthError, ValidationError, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
-import { compareLogTimestamps } from '../engine/log-entries.js';
+import { compareLogTimestamps, isLogTimestamp } from '../engine/log-entries.js';
+import { asDiskFull } from './disk-full.js';
 import type { TaskSpec } from '../spec/index.js';
 import type { EndState } from '../tasks/end-state.js';
 
@@ -87,6 +88,8 @@ export interface TaskRecord {
   /** The end state's exit code, when it has one. */
   readonly exitCode?: number;
   readonly logCursor: Readonly<LogCursor>;
+  /** Why the task's output was cut (the data directory was full); undefined while it is whole. */
+  readonly outputTruncated?: string;
   readonly submittedAtMs: number;
   /** When admission let it start (the move to `starting`). */
   readonly admittedAtMs?: number;
@@ -143,6 +146,7 @@ interface TaskRow {
   exit_code: number | null;
   stdout_log_at: string | null;
   stderr_log_at: string | null;
+  output_truncated: string | null;
   submitted_at_ms: number;
   admitted_at_ms: number | null;
   started_at_ms: number | null;
@@ -150,7 +154,6 @@ interface TaskRow {
   updated_at_ms: number;
 }
 
-const LOG_TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
 
 function deepFreeze<T>(value: T): T {
   if (value && typeof value === 'object') {
@@ -174,6 +177,7 @@ function toRecord(row: TaskRow): TaskRecord {
       ...(row.stdout_log_at === null ? {} : { stdout: row.stdout_log_at }),
       ...(row.stderr_log_at === null ? {} : { stderr: row.stderr_log_at }),
     },
+    ...(row.output_truncated === null ? {} : { outputTruncated: row.output_truncated }),
     submittedAtMs: row.submitted_at_ms,
     ...(row.admitted_at_ms === null ? {} : { admittedAtMs: row.admitted_at_ms }),
     ...(row.started_at_ms === null ? {} : { startedAtMs: row.started_at_ms }),
@@ -232,7 +236,7 @@ export class TaskRepository {
         .run(task.id, JSON.stringify(task.spec), task.reservation ? JSON.stringify(task.reservation) : null, now, now);
       return { inserted: true, task: toRecord(this.#select.get(task.id)!) };
     });
-    const result = run.immediate();
+    const result = asDiskFull(() => run.immediate());
     if (result.inserted) this.#logger.debug({ taskId: task.id, to: 'pending' }, 'task submitted');
     return result;
   }
@@ -337,7 +341,7 @@ export class TaskRepository {
       this.#db.prepare(`UPDATE tasks SET ${set.join(', ')} WHERE id = ?`).run(...params, taskId);
       return { from, record: toRecord(this.#select.get(taskId)!) };
     });
-    const { from, record } = run.immediate();
+    const { from, record } = asDiskFull(() => run.immediate());
     this.#logger.debug({ taskId, from, to, ...(record.endState ? { end: record.endState.kind } : {}) }, 'task state changed');
     return record;
   }
@@ -359,7 +363,7 @@ export class TaskRepository {
       this.#db.prepare('UPDATE tasks SET container_id = ?, updated_at_ms = ? WHERE id = ?').run(containerId, this.#nowMs(), taskId);
       return toRecord(this.#select.get(taskId)!);
     });
-    return run.immediate();
+    return asDiskFull(() => run.immediate());
   }
 
   /**
@@ -370,7 +374,7 @@ export class TaskRepository {
    */
   setLogCursor(taskId: string, cursor: LogCursor): TaskRecord {
     const issues = (['stdout', 'stderr'] as const)
-      .filter((stream) => cursor[stream] !== undefined && !LOG_TIMESTAMP.test(cursor[stream]!))
+      .filter((stream) => cursor[stream] !== undefined && !isLogTimestamp(cursor[stream]!))
       .map((stream) => ({ field: `logCursor.${stream}`, rule: 'must be an RFC 3339 UTC timestamp such as 2024-05-01T10:00:00.123456789Z' }));
     if (issues.length > 0) throw new ValidationError(issues);
     const run = this.#db.transaction((): TaskRecord => {
@@ -387,6 +391,22 @@ export class TaskRepository {
       }
       return toRecord(this.#select.get(taskId)!);
     });
-    return run.immediate();
+    return asDiskFull(() => run.immediate());
+  }
+
+  /**
+   * Records that the task's output was cut, and why. The first reason stands; allowed in any state,
+   * since the pump of a task that ended may be the one that meets the full disk.
+   */
+  setOutputTruncated(taskId: string, reason: string): TaskRecord {
+    const run = this.#db.transaction((): TaskRecord => {
+      const row = this.#select.get(taskId);
+      if (!row) throw missingError(taskId);
+      if (row.output_truncated === null) {
+        this.#db.prepare('UPDATE tasks SET output_truncated = ?, updated_at_ms = ? WHERE id = ?').run(reason, this.#nowMs(), taskId);
+      }
+      return toRecord(this.#select.get(taskId)!);
+    });
+    return asDiskFull(() => run.immediate());
   }
 }

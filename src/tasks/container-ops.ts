@@ -1,4 +1,5 @@
-import { BerthError, isBerthError } from '../common/errors.js';
+import { setTimeout as delay } from 'node:timers/promises';
+import { BerthError, cancelledError, isBerthError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
 import { retry } from '../common/retry.js';
@@ -98,26 +99,46 @@ async function adoptOwnContainer(engine: ContainerEngine, name: string, identity
 /**
  * Starts a container, idempotently: "already started" is success, and after an ambiguous failure an
  * inspect decides: a container that is running, or that ran and exited, was started.
+ *
+ * Start is sent again only when an inspect that answered shows the container never started. A
+ * container that ran and exited is not "already started" to the engine: a second start runs it
+ * again, and its output appears twice in its log. So when the inspect itself fails, it is the
+ * inspect that is retried, never the start; if it never answers, the start's error is reported.
  */
 export async function startIdempotent(engine: ContainerEngine, containerId: string, policy: RetryPolicy, logger: Logger, signal?: AbortSignal): Promise<void> {
-  await retry(
-    async () => {
-      try {
-        await engine.startContainer(containerId, { signal });
-      } catch (error) {
-        if (!isAmbiguousFailure(error)) throw error;
-        const state = await engine.inspectContainer(containerId, { signal }).catch(() => undefined);
-        if (state && (state.running || state.paused || state.startedAt !== undefined)) return;
-        throw error;
-      }
-    },
-    {
-      ...policy,
-      signal,
-      shouldRetry: isAmbiguousFailure,
-      onRetry: (error, attempt) => logger.warn({ containerId, attempt, code: codeOf(error) }, 'start failed; retrying'),
-    },
-  );
+  let delayMs = policy.initialDelayMs;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await engine.startContainer(containerId, { signal });
+      return;
+    } catch (error) {
+      if (!isAmbiguousFailure(error) || signal?.aborted) throw error;
+      const state = await retry(() => engine.inspectContainer(containerId, { signal }), { ...policy, signal, shouldRetry: isAmbiguousFailure }).catch(
+        (inspectError: unknown) => {
+          logger.warn({ containerId, code: codeOf(inspectError) }, 'start failed and the container could not be inspected; not starting it again');
+          throw error;
+        },
+      );
+      if (hasStarted(state)) return;
+      if (attempt >= policy.attempts) throw error;
+      logger.warn({ containerId, attempt, code: codeOf(error) }, 'start failed; retrying');
+      await sleep(delayMs * (0.5 + Math.random() / 2), signal);
+      delayMs = Math.min(delayMs * 2, policy.maxDelayMs);
+    }
+  }
+}
+
+/** Whether an inspected container has ever started: running, paused, or ran and exited. */
+function hasStarted(state: { running: boolean; paused: boolean; startedAt?: Date }): boolean {
+  return state.running || state.paused || state.startedAt !== undefined;
+}
+
+async function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  try {
+    await delay(ms, undefined, { signal });
+  } catch {
+    throw cancelledError('start retry', signal?.reason);
+  }
 }
 
 /**

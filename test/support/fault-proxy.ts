@@ -43,7 +43,12 @@ export type Fault =
    * Forward and relay the response head plus `afterBodyBytes` (default 0) bytes of its body, then
    * relay nothing more and never end the client's connection: a stalled stream (e.g. a pull).
    */
-  | { kind: 'stall'; afterBodyBytes?: number };
+  | { kind: 'stall'; afterBodyBytes?: number }
+  /**
+   * Forward and relay the response head plus `afterBodyBytes` bytes of its body, then destroy both
+   * connections: a stream (logs, events) cut mid-way, as a dropped connection or an engine restart does.
+   */
+  | { kind: 'dropAfterBodyBytes'; afterBodyBytes: number };
 
 export type FaultKind = Fault['kind'];
 
@@ -482,7 +487,8 @@ export class FaultProxy {
 
     const holdsResponse = fault?.kind === 'error500AfterForward' || fault?.kind === 'dropAfterForward';
     const actsOnHead = holdsResponse && fault.at === 'head';
-    const stallAfterBodyBytes = fault?.kind === 'stall' ? (fault.afterBodyBytes ?? 0) : undefined;
+    const stallAfterBodyBytes = fault?.kind === 'stall' ? (fault.afterBodyBytes ?? 0) : fault?.kind === 'dropAfterBodyBytes' ? fault.afterBodyBytes : undefined;
+    const dropsWhenStalled = fault?.kind === 'dropAfterBodyBytes';
     let responseHead: Buffer | undefined = Buffer.alloc(0);
     let bodyBytesRelayed = 0;
     let stalled = false;
@@ -508,7 +514,14 @@ export class FaultProxy {
       const allowed = Math.max(0, stallAfterBodyBytes - bodyBytesRelayed);
       if (allowed > 0) relay(upstream, client, chunk.subarray(0, allowed));
       bodyBytesRelayed += Math.min(allowed, chunk.length);
-      if (bodyBytesRelayed >= stallAfterBodyBytes) stalled = true;
+      if (bodyBytesRelayed >= stallAfterBodyBytes) {
+        stalled = true;
+        if (dropsWhenStalled) {
+          // Let the relayed bytes reach the client, then cut both sides.
+          client.end(() => client.destroy());
+          upstream.destroy();
+        }
+      }
     };
 
     upstream.on('data', (chunk: Buffer) => {

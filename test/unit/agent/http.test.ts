@@ -32,6 +32,8 @@ interface FakeOptions {
   submit?: (input: { id: string; spec: unknown }) => TaskRecord | SubmitResult;
   stop?: (taskId: string) => Promise<TaskRecord>;
   engineHealth?: EngineHealth;
+  /** The data directory's condition, as the health check measures it. Default ok. */
+  disk?: 'ok' | 'full';
   started?: boolean;
   tasksWaitingForEngine?: number;
 }
@@ -70,6 +72,7 @@ function fakeRuntime(options: FakeOptions = {}) {
     },
     imageSnapshot: () => ({ images: [{ imageId: 'sha256:abc', refs: ['busybox:latest'], holders: ['t1'], removalDueAt: new Date(Date.UTC(2024, 4, 1)) }], pulls: [] }),
     engineHealth: async (): Promise<EngineHealth> => options.engineHealth ?? { ok: true },
+    logs: { space: { check: async () => options.disk ?? 'ok' } },
     started: options.started ?? true,
     errorListeners: new Set<(code: string) => void>(),
     onError(listener: (code: string) => void) {
@@ -95,13 +98,14 @@ describe('error mapping', () => {
       BERTH_ENGINE_UNAVAILABLE: 503,
       BERTH_ENGINE_TIMEOUT: 503,
       BERTH_AGENT_UNAVAILABLE: 503,
+      BERTH_DISK_FULL: 507,
       BERTH_PRUNE_RUNNING: 409,
       BERTH_UNAUTHORIZED: 401,
       BERTH_INTERNAL: 500,
       BERTH_IMAGE_PULL_FAILED: 500,
     };
     for (const [code, status] of Object.entries(expected)) assert.equal(httpStatusFor(code as ErrorCode), status, code);
-    for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) assert.ok([400, 401, 404, 409, 500, 503].includes(httpStatusFor(code)));
+    for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) assert.ok([400, 401, 404, 409, 500, 503, 507].includes(httpStatusFor(code)));
   });
 
   test('a ValidationError keeps its issues; anything not a BerthError is BERTH_INTERNAL', () => {
@@ -241,6 +245,14 @@ describe('authorization', () => {
 });
 
 describe('responses', () => {
+  test('health reports a full data directory and still answers 200: the agent keeps serving', async () => {
+    const { app } = fakeRuntime({ disk: 'full' });
+    const response = await app.inject({ method: 'GET', url: '/healthz' });
+    assert.equal(response.statusCode, 200);
+    assert.deepEqual(response.json(), { agent: 'ok', engine: 'ok', disk: 'full' });
+    await app.close();
+  });
+
   test('health answers 503 when the engine does not, with the engine\'s condition and the tasks waiting for it', async () => {
     const engineError = { code: 'BERTH_ENGINE_TIMEOUT', message: 'ping did not answer within 2000 ms' } as const;
     const { app } = fakeRuntime({ engineHealth: { ok: false, ...engineError }, tasksWaitingForEngine: 2 });

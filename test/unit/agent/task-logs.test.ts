@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { TaskLogStore, type LogRecord } from '../../../src/agent/task-logs.js';
+import { DiskSpace } from '../../../src/agent/disk-space.js';
+import { OUTPUT_CUT_TEXT, TaskLogStore, type LogRecord } from '../../../src/agent/task-logs.js';
+import { isBerthError } from '../../../src/common/errors.js';
 
 const ts = (n: number): string => `2026-11-23T09:00:00.${String(n).padStart(9, '0')}Z`;
 const entry = (n: number, stream: 'stdout' | 'stderr' = 'stdout') => ({ stream, timestamp: ts(n), data: Buffer.from(`line ${n}\n`) });
@@ -57,6 +59,21 @@ describe('task log files', () => {
     assert.deepEqual(await followed, ['line 1', 'line 2', 'line 3']);
   });
 
+  test('follow yields every live part of a long line (parts share a timestamp) and a stream stamped earlier than the other', async () => {
+    const store = new TaskLogStore(dir, { maxFileBytes: 1 << 20, maxFiles: 2 });
+    const part = (data: string, n: number, stream: 'stdout' | 'stderr' = 'stdout') => ({ stream, timestamp: ts(n), data: Buffer.from(data) });
+    await store.append('t5', part('a1', 10));
+    let ended = false;
+    const followed = all(store.follow('t5', { isEnded: () => ended }));
+    await store.append('t5', part('a2', 10));
+    await store.append('t5', part('a3', 10));
+    await store.append('t5', part('err', 9, 'stderr'));
+    await store.append('t5', part('b', 11));
+    ended = true;
+    await store.end('t5');
+    assert.deepEqual(await followed, ['a1', 'a2', 'a3', 'err', 'b']);
+  });
+
   test('follow of an ended task returns what is stored', async () => {
     const store = new TaskLogStore(dir, { maxFileBytes: 1 << 20, maxFiles: 2 });
     await store.append('t4', entry(5));
@@ -69,5 +86,50 @@ describe('task log files', () => {
     await store.append('t5', entry(1));
     await store.remove('t5');
     assert.deepEqual(await all(store.read('t5')), []);
+  });
+});
+
+describe('task log files on a full disk', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'berth-logs-full-'));
+  });
+  after(() => rm(dir, { recursive: true, force: true }));
+
+  test('refuses output with BERTH_DISK_FULL once less than the kept space is free, and the cut record ends the output', async () => {
+    let freeBytes = 10 * 1024 * 1024;
+    const space = new DiskSpace(dir, { minFreeBytes: 1024 * 1024, checkEveryBytes: 1, freeBytes: async () => freeBytes });
+    const store = new TaskLogStore(dir, { maxFileBytes: 1 << 20, maxFiles: 2 }, space);
+    await store.append('full', entry(1));
+    freeBytes = 1000;
+    await assert.rejects(store.append('full', entry(2)), (error: unknown) => isBerthError(error, 'BERTH_DISK_FULL') && error.retryable);
+    assert.equal(space.condition, 'full');
+    assert.equal(await store.markCut('full'), true);
+    await store.end('full');
+    assert.deepEqual(await all(store.read('full')), ['line 1', OUTPUT_CUT_TEXT.trim()]);
+    const { position, isCut } = await store.position('full');
+    assert.equal(isCut, true);
+    assert.deepEqual(position, { stdout: { timestamp: ts(1), taken: 1 } });
+    freeBytes = 10 * 1024 * 1024;
+    assert.equal(await space.check(), 'ok');
+  });
+
+  test('a line torn by a full disk or a crash is skipped on read and the next record starts on its own line', async () => {
+    const store = new TaskLogStore(dir, { maxFileBytes: 1 << 20, maxFiles: 2 });
+    await store.append('torn', entry(1));
+    await store.end('torn');
+    await appendFile(path.join(dir, 'torn', 'output.log'), '{"stream":"stdout","timestamp":"2026-11-2');
+    const reopened = new TaskLogStore(dir, { maxFileBytes: 1 << 20, maxFiles: 2 });
+    await reopened.append('torn', entry(2));
+    await reopened.end('torn');
+    assert.deepEqual(await all(reopened.read('torn')), ['line 1', 'line 2']);
+  });
+
+  test('counts the records that share the last timestamp, so a resumed reader takes the next part of a long line', async () => {
+    const store = new TaskLogStore(dir, { maxFileBytes: 1 << 20, maxFiles: 2 });
+    for (const data of ['part a', 'part b']) await store.append('parts', { stream: 'stdout', timestamp: ts(5), data: Buffer.from(data) });
+    await store.flush('parts');
+    assert.deepEqual((await store.position('parts')).position, { stdout: { timestamp: ts(5), taken: 2 } });
+    await store.end('parts');
   });
 });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
+import { isBerthError } from '../../../src/common/errors.js';
 import { compareLogTimestamps, parseLogFrames, sinceParameter, type LogEntry } from '../../../src/engine/log-entries.js';
 
 function frame(stream: 1 | 2, text: string): Buffer {
@@ -31,6 +32,21 @@ describe('log entries from the engine', () => {
         `cut at ${cut}`,
       );
     }
+  });
+
+  test('an error the engine writes into the log stream (no timestamp) fails the read instead of becoming a line', async () => {
+    const bytes = Buffer.concat([
+      frame(1, '2026-11-23T09:00:00.000000001Z out one\n'),
+      frame(1, 'Error grabbing logs: error unmarshalling log entry (size=16478): proto: LogEntry: illegal tag 0 (wire type 0)\n'),
+    ]);
+    const seen: string[] = [];
+    await assert.rejects(
+      (async () => {
+        for await (const entry of parseLogFrames(Readable.from([bytes]))) seen.push(entry.data.toString());
+      })(),
+      (error: unknown) => isBerthError(error, 'BERTH_ENGINE_SERVER_ERROR') && error.retryable && /Error grabbing logs/.test(error.message),
+    );
+    assert.deepEqual(seen, ['out one\n']);
   });
 
   test('orders timestamps to the nanosecond, across fraction lengths', () => {

@@ -29,7 +29,7 @@ describe('openStore: schema and pragmas', () => {
   it('runs the migrations once and re-opening is idempotent', () => {
     const file = freshFile();
     const first = openStore(file);
-    assert.deepEqual(first.appliedMigrations, [1]);
+    assert.deepEqual(first.appliedMigrations, [1, 2]);
     assert.equal(first.schemaVersion(), SCHEMA_VERSION);
     first.close();
 
@@ -41,7 +41,10 @@ describe('openStore: schema and pragmas', () => {
     const raw = new Database(file, { readonly: true });
     const history = raw.prepare('SELECT version, name FROM schema_migrations').all();
     raw.close();
-    assert.deepEqual(history, [{ version: 1, name: 'tasks, image holders and meta' }]);
+    assert.deepEqual(history, [
+      { version: 1, name: 'tasks, image holders and meta' },
+      { version: 2, name: "why a task's output was cut" },
+    ]);
   });
 
   it('uses WAL mode with synchronous NORMAL', () => {

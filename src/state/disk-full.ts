@@ -1,0 +1,24 @@
+import { BerthError } from '../common/errors.js';
+
+/** SQLite's result codes for a write that found no room: the disk (or the database's size limit) is full. */
+const FULL_CODES = new Set(['SQLITE_FULL', 'SQLITE_IOERR_WRITE', 'SQLITE_IOERR_FSYNC', 'SQLITE_IOERR_SHMSIZE']);
+
+/** Whether an error is a file system's "no space left" (ENOSPC, EDQUOT) or SQLite's "database or disk is full". */
+export function isDiskFullError(error: unknown): boolean {
+  if (error instanceof BerthError) return error.code === 'BERTH_DISK_FULL';
+  const code = typeof error === 'object' && error !== null && 'code' in error ? String((error as { code: unknown }).code) : '';
+  return code === 'ENOSPC' || code === 'EDQUOT' || FULL_CODES.has(code);
+}
+
+/**
+ * Runs a store write, turning "database or disk is full" into BERTH_DISK_FULL (retryable: the
+ * same write succeeds once space is freed). Other errors pass through unchanged.
+ */
+export function asDiskFull<T>(write: () => T): T {
+  try {
+    return write();
+  } catch (error) {
+    if (!isDiskFullError(error) || error instanceof BerthError) throw error;
+    throw new BerthError('BERTH_DISK_FULL', `the state database could not be written: ${(error as Error).message}`, { cause: error });
+  }
+}
