@@ -419,6 +419,6 @@ describe('OpenAPI', () => {
     assert.match(submit['200']!.description, /same spec/);
     assert.match(submit['409']!.description, /another spec/);
     const unhealthy = document.paths['/healthz']!.get!.responses['503']!;
-    assert.deepEqual(Object.keys(unhealthy.content!['application/json'].schema.properties!), ['agent', 'engine', 'engineError', 'tasksWaitingForEngine']);
+    assert.deepEqual(Object.keys(unhealthy.content!['application/json'].schema.properties!), ['agent', 'engine', 'engineError', 'tasksWaitingForEngine', 'disk']);
   });
 });
