@@ -27,6 +27,8 @@ if ! engine_answers; then
   command -v docker-registry >/dev/null || need+=(docker-registry)
   command -v htpasswd >/dev/null || need+=(apache2-utils)
   command -v iptables >/dev/null || need+=(iptables)
+  # Tests that kill or pause dockerd start an engine of their own on a bridge made with ip(8).
+  command -v ip >/dev/null || need+=(iproute2)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     apt-get update -qq >/dev/null

@@ -14,13 +14,8 @@ import type { TaskView } from '../../src/agent/http-views.js';
 import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
 import { Engine } from '../../src/engine/engine.js';
 import { pollUntil, TEST_IMAGE, testRun } from '../support/engine.js';
-import { ownEngineUnavailable, startOwnEngine, type OwnEngine } from '../support/own-engine.js';
+import { requireOwnEngine, startOwnEngine, type OwnEngine } from '../support/own-engine.js';
 
-function requireOwnEngine(): false | string {
-  const why = ownEngineUnavailable();
-  if (why && process.env.CI === 'true') throw new Error(`CI=true and ${why}`);
-  return why;
-}
 
 const ENDED = ['exited', 'removed', 'lost'];
 

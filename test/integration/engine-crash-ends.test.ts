@@ -15,13 +15,8 @@ import type { EndState } from '../../src/tasks/end-state.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
 import { pollUntil, TEST_IMAGE, testRun } from '../support/engine.js';
 import { FaultProxy } from '../support/fault-proxy.js';
-import { ownEngineUnavailable, startOwnEngine, type OwnEngine } from '../support/own-engine.js';
+import { requireOwnEngine, startOwnEngine, type OwnEngine } from '../support/own-engine.js';
 
-function requireOwnEngine(): false | string {
-  const why = ownEngineUnavailable();
-  if (why && process.env.CI === 'true') throw new Error(`CI=true and ${why}`);
-  return why;
-}
 
 const WAIT_PATH = /^\/containers\/[^/]+\/wait$/;
 const NEVER_MS = 3_600_000;

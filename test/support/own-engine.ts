@@ -32,11 +32,19 @@ export interface OwnEngine {
   destroy(): Promise<void>;
 }
 
-/** Whether this process may start an engine of its own (root, dockerd installed); otherwise the reason not. */
+/** Whether this process may start an engine of its own (root, dockerd and ip installed); otherwise the reason not. */
 export function ownEngineUnavailable(): false | string {
   if (process.getuid?.() !== 0) return 'an engine of the test\'s own needs root';
   if (spawnSync('sh', ['-c', 'command -v dockerd']).status !== 0) return 'an engine of the test\'s own needs dockerd (docker.io)';
+  if (spawnSync('sh', ['-c', 'command -v ip']).status !== 0) return 'an engine of the test\'s own needs ip (iproute2)';
   return false;
+}
+
+/** A suite's skip reason: false when an engine of its own can be started; under CI=true a reason is an error, never a skip. */
+export function requireOwnEngine(): false | string {
+  const why = ownEngineUnavailable();
+  if (why && process.env.CI === 'true') throw new Error(`CI=true and ${why}`);
+  return why;
 }
 
 function paths(slot: string) {
