@@ -233,7 +233,7 @@ export class Pruner {
   }
 
   async #pruneContainers(run: PruneRun): Promise<void> {
-    const { filters, dryRun, signal, report } = run;
+    const { filters, signal, report } = run;
     const rows = await this.#engine.listContainers(
       { all: true, labels: [...this.ownLabels, ...engineLabelFilters(filters)], status: [...OWN_STOPPED_STATES], withSize: true },
       { signal },
@@ -246,19 +246,7 @@ export class Pruner {
         report.kept.push({ kind: 'containers', id: row.id, reason: 'live-task' });
         continue;
       }
-      const reclaimedBytes = row.sizeRwBytes ?? 0;
-      if (!dryRun) {
-        try {
-          // Forced only in the engine's sense (no stop first): the container is stopped already. Its anonymous volumes go with it.
-          if ((await this.#engine.removeContainer(row.id)) === 'absent') continue;
-        } catch (error) {
-          report.failed.push({ kind: 'containers', id: row.id, error: asBerthError(error) });
-          continue;
-        }
-        this.#emit({ kind: 'containers', id: row.id, reclaimedBytes, cause: 'prune' });
-      }
-      report.containers.ids.push(row.id);
-      report.containers.reclaimedBytes += reclaimedBytes;
+      await this.#removeListed(run, row);
     }
     if (this.options.orphans) await this.#pruneOrphans(run, new Set(rows.map((row) => row.id)));
   }
@@ -283,21 +271,31 @@ export class Pruner {
         report.kept.push({ kind: 'containers', id: row.id, reason: judgement.kind === 'live-owner' ? 'live-owner' : 'grace' });
         continue;
       }
-      const reclaimedBytes = row.sizeRwBytes ?? 0;
-      if (!dryRun) {
-        try {
-          // Forced: an orphan may still run (a killed `berth run` leaves its task running).
-          if ((await this.#engine.removeContainer(row.id)) === 'absent') continue;
-        } catch (error) {
-          report.failed.push({ kind: 'containers', id: row.id, error: asBerthError(error) });
-          continue;
-        }
-        this.#emit({ kind: 'containers', id: row.id, reclaimedBytes, cause: 'prune' });
+      if ((await this.#removeListed(run, row)) && !dryRun) {
         this.#logger.debug({ containerId: row.id, ownerId: judgement.container.ownerId, ownerPid: judgement.container.ownerPid, reason: judgement.container.reason }, 'pruned an orphaned container');
       }
-      report.containers.ids.push(row.id);
-      report.containers.reclaimedBytes += reclaimedBytes;
     }
+  }
+
+  /**
+   * Removes a listed container (not in a dry run) and reports it; false when it was gone already
+   * or its removal failed (reported as failed). Forced: a stopped container needs no stop first, and
+   * an orphan may still run (a killed `berth run` leaves its task running). Anonymous volumes go with it.
+   */
+  async #removeListed(run: PruneRun, row: ContainerSummary): Promise<boolean> {
+    const reclaimedBytes = row.sizeRwBytes ?? 0;
+    if (!run.dryRun) {
+      try {
+        if ((await this.#engine.removeContainer(row.id)) === 'absent') return false;
+      } catch (error) {
+        run.report.failed.push({ kind: 'containers', id: row.id, error: asBerthError(error) });
+        return false;
+      }
+      this.#emit({ kind: 'containers', id: row.id, reclaimedBytes, cause: 'prune' });
+    }
+    run.report.containers.ids.push(row.id);
+    run.report.containers.reclaimedBytes += reclaimedBytes;
+    return true;
   }
 
   /**
