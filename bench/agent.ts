@@ -36,7 +36,7 @@ import { AgentClient, type AgentEvent, type EventSubscription, type TaskView } f
 import { LABELS } from '../src/common/labels.js';
 import type { TaskSpec } from '../src/spec/index.js';
 import type { StoredEndState, TaskState } from '../src/state/tasks.js';
-import { BENCH_IMAGE, BENCH_LABEL, elapsedMs, MIB, pairedRatio, quantile, round, runPool, standaloneContext } from './support.js';
+import { BENCH_IMAGE, BENCH_LABEL, type CaseContext, elapsedMs, MIB, pairedRatio, quantile, round, runPool, standaloneContext } from './support.js';
 
 const CONCURRENCY = 8;
 const THROUGHPUT_TASKS = 200;
@@ -60,16 +60,7 @@ const BERTH_BIN = fileURLToPath(new URL('../bin/berth.js', import.meta.url));
 const BUILT_ENTRY = fileURLToPath(new URL('../dist/cli/entry.js', import.meta.url));
 
 /** What this case needs of bench/run.ts's context; without one it prints on its own. */
-export interface AgentBenchContext {
-  runId: string;
-  scale: number;
-  /** Aborted on SIGINT/SIGTERM: no new task is submitted and the case cleans up. */
-  signal?: AbortSignal;
-  /** The raw client; default one on /var/run/docker.sock. */
-  docker?: Dockerode;
-  emit(result: Record<string, unknown>): void;
-  progress(message: string): void;
-}
+export type AgentBenchContext = CaseContext;
 
 
 const scaledCount = (ctx: AgentBenchContext, count: number, minimum: number): number => Math.max(minimum, Math.round(count * ctx.scale));

@@ -34,7 +34,7 @@ import { DEFAULT_DEADLINES } from '../src/engine/engine.js';
 import { addMixedFaults, seededRandom } from '../test/support/fault-mix.js';
 import { FaultProxy } from '../test/support/fault-proxy.js';
 import { DOCKER_CLI } from '../test/support/registry.js';
-import { BENCH_IMAGE, BENCH_LABEL, elapsedMs, quantile, round, standaloneContext } from './support.js';
+import { BENCH_IMAGE, BENCH_LABEL, type CaseContext, elapsedMs, quantile, round, standaloneContext } from './support.js';
 
 const LINES = 20;
 const CONCURRENCY = 4;
@@ -49,14 +49,7 @@ const SIDE_LABEL = 'berth.bench.side';
 const BERTH_BIN = fileURLToPath(new URL('../bin/berth.js', import.meta.url));
 
 /** What this case needs of bench/run.ts's context; without one it prints on its own. */
-export interface FaultsBenchContext {
-  runId: string;
-  scale: number;
-  signal?: AbortSignal;
-  docker?: Dockerode;
-  emit(result: Record<string, unknown>): void;
-  progress(message: string): void;
-}
+export type FaultsBenchContext = CaseContext;
 
 type Side = 'berth-run' | 'agent' | 'docker-cli';
 

@@ -59,6 +59,18 @@ export function createContext(scale: number, signal: AbortSignal): BenchContext 
   };
 }
 
+/** What a case that can also run on its own needs of bench/run.ts's context (which has more). */
+export interface CaseContext {
+  runId: string;
+  scale: number;
+  /** Aborted on SIGINT/SIGTERM: the case starts nothing new and cleans up. */
+  signal?: AbortSignal;
+  /** The raw client; default one on /var/run/docker.sock. */
+  docker?: Dockerode;
+  emit(result: Record<string, unknown>): void;
+  progress(message: string): void;
+}
+
 /** What a case run on its own (`node --import tsx bench/<case>.ts`) gets instead of bench/run.ts's context. */
 export interface StandaloneContext {
   runId: string;

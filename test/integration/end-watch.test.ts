@@ -14,10 +14,6 @@ const WAIT_PATH = /^\/containers\/[^/]+\/wait$/;
 /** Longer than any test here: a wait held this long never answers. */
 const NEVER_MS = 3_600_000;
 
-async function leftovers(): Promise<string[]> {
-  return (await direct.listContainers({ all: true, labels: [run.labelFilter] })).map((c) => c.names[0] ?? c.id);
-}
-
 describe('a task\'s end is seen when its wait connection fails or never answers', { skip: await requireEngine() }, () => {
   let proxy: FaultProxy;
   let driver: TaskDriver;
@@ -33,7 +29,7 @@ describe('a task\'s end is seen when its wait connection fails or never answers'
   });
   afterEach(async () => {
     proxy.reset();
-    assert.deepEqual(await leftovers(), []);
+    assert.deepEqual(await run.leftovers(), []);
   });
   after(async () => {
     await run.cleanup();

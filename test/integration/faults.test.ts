@@ -22,10 +22,6 @@ const run = testRun(direct);
 const spec = (overrides: Partial<TaskSpec> = {}): TaskSpec => ({ image: TEST_IMAGE, labels: { ...run.labels }, command: ['sh', '-c', 'exit 7'], ...overrides });
 const fastRetry = { attempts: 5, initialDelayMs: 20, maxDelayMs: 200 };
 
-async function leftovers(): Promise<string[]> {
-  return (await direct.listContainers({ all: true, labels: [run.labelFilter] })).map((c) => c.names[0] ?? c.id);
-}
-
 describe('engine faults through a proxy in front of the real socket', { skip: await requireEngine() }, () => {
   let proxy: FaultProxy;
   let driver: TaskDriver;
@@ -37,7 +33,7 @@ describe('engine faults through a proxy in front of the real socket', { skip: aw
   afterEach(async () => {
     proxy.reset();
     // Each fault must leave nothing behind; checked after every case, not only at the end.
-    assert.deepEqual(await leftovers(), []);
+    assert.deepEqual(await run.leftovers(), []);
   });
   after(async () => {
     await run.cleanup();

@@ -19,10 +19,6 @@ const driver = new TaskDriver({ engine, ownerId: `test-${run.id}` });
 const spec = (overrides: Partial<TaskSpec>): TaskSpec => ({ image: TEST_IMAGE, labels: { ...run.labels }, ...overrides });
 const taskId = (suffix: string): string => `${run.id}-${suffix}`;
 
-async function leftovers(): Promise<string[]> {
-  return (await engine.listContainers({ all: true, labels: [run.labelFilter] })).map((c) => c.names[0] ?? c.id);
-}
-
 describe('task lifecycle against the real engine', { skip: await requireEngine() }, () => {
   after(() => run.cleanup());
 
@@ -189,7 +185,7 @@ describe('task lifecycle against the real engine', { skip: await requireEngine()
   });
 
   test('every invalid field is rejected before anything is created', async () => {
-    const before = await leftovers();
+    const before = await run.leftovers();
     const invalid: Array<[string, Partial<TaskSpec> & Record<string, unknown>]> = [
       ['image', { image: '' }],
       ['resources.memory', { resources: { memory: '1k' } }],
@@ -212,11 +208,11 @@ describe('task lifecycle against the real engine', { skip: await requireEngine()
         `expected a validation error naming ${field}`,
       );
     }
-    assert.deepEqual(await leftovers(), before);
+    assert.deepEqual(await run.leftovers(), before);
   });
 
   test('no test leaves a container behind', async () => {
-    assert.deepEqual(await leftovers(), []);
+    assert.deepEqual(await run.leftovers(), []);
   });
 });
 

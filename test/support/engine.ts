@@ -27,6 +27,8 @@ export interface TestRun {
   name(suffix?: string): string;
   /** Force-removes every container carrying this run's label. Safe to call more than once. */
   cleanup(): Promise<void>;
+  /** The names of the containers this run left (none, once everything it made was removed). */
+  leftovers(): Promise<string[]>;
 }
 
 let nameCounter = 0;
@@ -44,6 +46,7 @@ export function testRun(engine: Engine = new Engine()): TestRun {
       const leftovers = await engine.listContainers({ all: true, labels: [labelFilter] });
       await Promise.all(leftovers.map((c) => engine.removeContainer(c.id)));
     },
+    leftovers: async () => (await engine.listContainers({ all: true, labels: [labelFilter] })).map((c) => c.names[0] ?? c.id),
   };
 }
 
