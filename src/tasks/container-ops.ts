@@ -16,6 +16,7 @@ export type ContainerEngine = Pick<
   | 'killContainer'
   | 'removeContainer'
   | 'attachContainer'
+  | 'containerLogs'
   | 'streamStats'
   | 'exec'
   | 'pauseContainer'

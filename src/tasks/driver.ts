@@ -181,7 +181,7 @@ export class TaskDriver {
         options.output === 'engine-log'
           ? await this.#attachStdinOnly(containerId, resolved, signal)
           : await this.#engine.attachContainer(containerId, { stdin: resolved.stdin !== undefined, tty: resolved.tty, signal });
-      const handle = this.#newHandle(taskId, containerId, resolved, streams, guardLateCreate);
+      const handle = this.#newHandle(taskId, containerId, resolved, streams, guardLateCreate, options.output !== 'engine-log');
       try {
         await startIdempotent(this.#engine, containerId, this.#retry, log, signal);
       } catch (error) {
@@ -252,9 +252,9 @@ export class TaskDriver {
     return handle;
   }
 
-  #newHandle(taskId: string, containerId: string, spec: ResolvedTaskSpec, streams: AttachedStreams, afterDestroy: () => void): TaskHandle {
+  #newHandle(taskId: string, containerId: string, spec: ResolvedTaskSpec, streams: AttachedStreams, afterDestroy: () => void, attached = false): TaskHandle {
     return new TaskHandle(
-      { taskId, containerId, spec, streams },
+      { taskId, containerId, spec, streams, attached },
       {
         engine: this.#engine,
         retryPolicy: this.#retry,

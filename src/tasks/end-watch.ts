@@ -32,6 +32,8 @@ export interface EndWatchOptions {
   logger: Logger;
   /** Milliseconds now; injectable for tests. */
   now?: () => number;
+  /** Told when the attach connection ended while the container still runs: it was cut, not finished. */
+  onAttachCut?: () => void;
 }
 
 /** Hints after which the engine's inspect decides whether the container stopped. */
@@ -229,6 +231,7 @@ export class EndWatch {
         if (shouldInspect) {
           const verdict = await this.#inspect();
           if (typeof verdict === 'object') return verdict;
+          if (verdict === 'running' && woke.kind === 'hinted' && woke.hints.has('attach-closed')) this.#options.onAttachCut?.();
         }
         const outage = this.#outageLimitPassed();
         if (outage) return outage;

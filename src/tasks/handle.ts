@@ -7,6 +7,7 @@ import type { StatsSample } from '../engine/types.js';
 import type { ResolvedTaskSpec } from '../spec/schema.js';
 import { codeOf, removeContainer, type ContainerEngine, type RetryPolicy } from './container-ops.js';
 import { classifyExit, type EndState } from './end-state.js';
+import { AttachedOutput } from './attached-output.js';
 import { EndWatch, type EndHint } from './end-watch.js';
 import { awaitHealthy } from './health.js';
 import { Lifecycle, type PhaseChange, type TaskPhase } from './lifecycle.js';
@@ -42,6 +43,7 @@ export class TaskHandle implements AsyncDisposable {
   readonly #deps: HandleDeps;
   readonly #lifecycle: Lifecycle;
   readonly #streams: AttachedStreams;
+  readonly #output: AttachedOutput | undefined;
   #ended: Promise<EndState> | undefined;
   #endWatch: EndWatch | undefined;
   #stopIntent: StopIntent | undefined;
@@ -50,13 +52,27 @@ export class TaskHandle implements AsyncDisposable {
   #startedAt: Date | undefined;
   #finishedAt: Date | undefined;
 
-  constructor(init: { taskId: string; containerId: string; spec: ResolvedTaskSpec; streams: AttachedStreams }, deps: HandleDeps) {
+  /**
+   * `attached`: the streams carry the task's output from an attach; a connection cut before the
+   * output ended is then made whole from the engine's log.
+   */
+  constructor(init: { taskId: string; containerId: string; spec: ResolvedTaskSpec; streams: AttachedStreams; attached?: boolean }, deps: HandleDeps) {
     this.taskId = init.taskId;
     this.containerId = init.containerId;
     this.spec = init.spec;
     this.#streams = init.streams;
-    this.stdout = init.streams.stdout;
-    this.stderr = init.streams.stderr;
+    if (init.attached) {
+      this.#output = new AttachedOutput(init.streams, {
+        taskId: init.taskId,
+        containerId: init.containerId,
+        engine: deps.engine,
+        logReadable: init.spec.log.driver !== 'none',
+        tty: init.spec.tty,
+        logger: deps.logger,
+      });
+    }
+    this.stdout = this.#output?.stdout ?? init.streams.stdout;
+    this.stderr = this.#output?.stderr ?? init.streams.stderr;
     this.#deps = deps;
     this.#lifecycle = new Lifecycle(init.taskId, deps.onPhase);
     this.#lifecycle.moveTo('created');
@@ -93,6 +109,7 @@ export class TaskHandle implements AsyncDisposable {
       retryMaxDelayMs: this.#deps.retryPolicy.maxDelayMs,
       lostAfterUnreachableMs: this.#deps.lostAfterUnreachableMs,
       logger: this.#deps.logger,
+      onAttachCut: () => this.#output?.attachCut(),
     });
     this.#ended = this.#watch(this.#endWatch);
     // The promise is also handed out by wait(); this keeps an unobserved end from being "unhandled".
@@ -224,6 +241,8 @@ export class TaskHandle implements AsyncDisposable {
   /** Waits for the container to stop and classifies how it ended; survives dropped connections and engine restarts. */
   async #watch(watch: EndWatch): Promise<EndState> {
     const facts = await watch.ended;
+    // Without an answered wait the engine was away, and the attach connection may have been cut with it.
+    void this.#output?.settle(facts.kind === 'stopped' && facts.seenBy !== 'wait');
     // A task destroyed while running was cancelled by its owner, even if its watch saw the container vanish.
     if (facts.kind === 'lost') return this.#end(this.#stopIntent?.kind === 'cancel' ? { kind: 'cancelled' } : { kind: 'lost', reason: facts.reason, ...(facts.error ? { error: facts.error } : {}) });
     const { exitCode } = facts;
