@@ -13,7 +13,7 @@ export { LABELS, LABEL_PREFIX, containerNameForTask } from './common/labels.js';
 export type { Logger } from './common/logger.js';
 export { parseBytes, parseDurationMs } from './common/units.js';
 export { Engine, DEFAULT_DEADLINES, MINIMUM_API_VERSION } from './engine/engine.js';
-export type { EngineOptions, EngineDeadlines, CallOptions, ExecOptions, ExecSession } from './engine/engine.js';
+export type { EngineOptions, EngineDeadlines, CallOptions, ExecCallOptions, ExecOptions, ExecSession } from './engine/engine.js';
 export { engineOptionsFromEnv } from './engine/connect.js';
 export type { StatsSample, ContainerInspect, ContainerEvent, HealthStatus, HealthProbe } from './engine/types.js';
 export { resolveTaskSpec, taskSpecSchema, toCreatePlan, HEALTHCHECK_DEFAULTS } from './spec/index.js';

@@ -24,6 +24,28 @@ const UNAVAILABLE_SOCKET_CODES = new Set([
   'UND_ERR_SOCKET',
 ]);
 
+/**
+ * Socket errors raised before a request could be sent: the connection was never established, so
+ * the engine cannot have acted on it. (A reset or a hang-up may come after the engine acted.)
+ */
+const NOT_SENT_SOCKET_CODES = new Set(['ECONNREFUSED', 'ENOENT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+
+/**
+ * Statuses with which the engine (or a proxy in front of it) refuses a request it did not act on:
+ * 503 Service Unavailable is the engine saying it cannot serve the request now.
+ */
+const NOT_ACTED_STATUSES = new Set([503]);
+
+/**
+ * Whether a classified engine failure certainly left the engine untouched: the request was never
+ * sent (connection refused, no socket), or the engine refused it as unavailable (503). A call that
+ * must not run twice (an exec's start) may be sent again only then. Read from the classification's
+ * `engineActed: false` context, never from message text.
+ */
+export function engineCertainlyDidNotAct(error: unknown): boolean {
+  return error instanceof BerthError && error.context.engineActed === false;
+}
+
 function codeForStatus(status: number): ErrorCode {
   if (status === 304) return 'BERTH_ENGINE_NOT_MODIFIED';
   if (status === 400) return 'BERTH_ENGINE_BAD_REQUEST';
@@ -82,13 +104,13 @@ export function classifyEngineError(error: unknown, ctx: ClassifyContext): Berth
     const code = codeForStatus(failure.statusCode);
     return new BerthError(code, `${ctx.operation}: ${engineMessage(failure)}`, {
       cause: error,
-      context: { ...context, statusCode: failure.statusCode },
+      context: { ...context, statusCode: failure.statusCode, ...(NOT_ACTED_STATUSES.has(failure.statusCode) ? { engineActed: false } : {}) },
     });
   }
   if ((failure.code && UNAVAILABLE_SOCKET_CODES.has(failure.code)) || failure.message === 'socket hang up') {
     return new BerthError('BERTH_ENGINE_UNAVAILABLE', `${ctx.operation}: the engine is unreachable (${failure.code ?? failure.message})`, {
       cause: error,
-      context: { ...context, socketError: failure.code },
+      context: { ...context, socketError: failure.code, ...(failure.code && NOT_SENT_SOCKET_CODES.has(failure.code) ? { engineActed: false } : {}) },
     });
   }
   return new BerthError('BERTH_ENGINE_UNAVAILABLE', `${ctx.operation}: ${failure.message ?? 'engine call failed'}`, {

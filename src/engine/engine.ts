@@ -2,7 +2,7 @@ import Dockerode from 'dockerode';
 import { Readable, type Duplex } from 'node:stream';
 import { BerthError } from '../common/errors.js';
 import { retry } from '../common/retry.js';
-import { classifyEngineError } from './classify.js';
+import { classifyEngineError, engineCertainlyDidNotAct } from './classify.js';
 import { demultiplex, type DemuxedStreams } from './demux.js';
 import { compareLogTimestamps, parseLogFrames, sinceParameter, type LogEntry } from './log-entries.js';
 import type {
@@ -58,6 +58,11 @@ export interface CallOptions {
   signal?: AbortSignal;
   /** Overrides the default deadline of this kind of call. */
   deadlineMs?: number;
+}
+
+/** Retries of an exec: attempts in all, and the backoff between them. */
+export interface ExecCallOptions extends CallOptions {
+  retry?: { attempts?: number; initialDelayMs?: number; maxDelayMs?: number };
 }
 
 export interface PingOptions extends CallOptions {
@@ -433,6 +438,46 @@ export class Engine {
     });
   }
 
+  /**
+   * Opens a call whose answer is a long-lived stream (attach, exec, stats, pull). The deadline covers
+   * the opening only; the caller's signal closes the stream at any time. One controller owns the
+   * connection, so a call that gave up (deadline passed, caller aborted) also hangs up its request,
+   * and a stream that arrives after that is destroyed at once: no late connection outlives its call
+   * or keeps the process alive.
+   */
+  async #openStream<T extends Readable | Duplex>(
+    operation: string,
+    deadlineMs: number,
+    options: CallOptions,
+    open: (connection: AbortSignal) => Promise<T>,
+    context?: Record<string, unknown>,
+  ): Promise<T> {
+    const connection = new AbortController();
+    let stream: T | undefined;
+    let abandoned = false;
+    const onCallerAbort = (): void => {
+      connection.abort(options.signal?.reason);
+      stream?.destroy();
+    };
+    const release = (): void => options.signal?.removeEventListener('abort', onCallerAbort);
+    if (options.signal?.aborted) connection.abort(options.signal.reason);
+    else options.signal?.addEventListener('abort', onCallerAbort, { once: true });
+    const opening = open(connection.signal).then((opened) => {
+      if (abandoned) opened.destroy();
+      return opened;
+    });
+    try {
+      stream = await this.#call(operation, deadlineMs, options, () => opening, context);
+    } catch (error) {
+      abandoned = true;
+      connection.abort();
+      release();
+      throw error;
+    }
+    stream.once('close', release);
+    return stream;
+  }
+
   async ping(options: PingOptions = {}): Promise<void> {
     await this.#read('ping', options, (abortSignal) => (this.#docker as unknown as SignalledDocker).ping({ abortSignal }));
   }
@@ -588,10 +633,12 @@ export class Engine {
 
   /**
    * Attaches to stdout/stderr (and stdin when asked). Done before start so no output is lost. The
-   * connection has no deadline once established; the signal closes it.
+   * connection has no deadline once established; the signal closes it. A connection that arrives
+   * after the deadline is closed at once. Not retried here: the caller decides (an attach before
+   * start is safe to repeat; see TaskDriver.start).
    */
   async attachContainer(id: string, options: CallOptions & { stdin?: boolean; tty?: boolean } = {}): Promise<AttachedStreams> {
-    const stream = (await this.#call('attach container', this.#deadlines.writeMs, options, (abortSignal) =>
+    const stream = await this.#openStream('attach container', this.#deadlines.writeMs, options, (connection) =>
       this.#docker.getContainer(id).attach({
         stream: true,
         stdout: true,
@@ -599,10 +646,9 @@ export class Engine {
         stdin: options.stdin ?? false,
         // Hijacked, the output arrives on the raw socket: Node's HTTP parser would copy every byte.
         hijack: true,
-        // The deadline covers connecting only: the stream itself lives as long as the task.
-        abortSignal: abortSignal === undefined ? undefined : options.signal,
-      }),
-    { id })) as unknown as Duplex;
+        abortSignal: connection,
+      }) as unknown as Promise<Duplex>,
+    { id });
     return this.#splitOutput(stream, options.tty ?? false, options.stdin ?? false);
   }
 
@@ -679,9 +725,9 @@ export class Engine {
    * newest sample, not a backlog (samples in between are dropped).
    */
   async *streamStats(id: string, options: CallOptions = {}): AsyncGenerator<StatsSample> {
-    const stream = failWhenCut((await this.#call('container stats', this.#deadlines.writeMs, options, (abortSignal) =>
-      this.#docker.getContainer(id).stats({ stream: true, ...signalOption(abortSignal === undefined ? undefined : options.signal) }),
-    { id })) as unknown as Readable, 'container stats');
+    const stream = failWhenCut(await this.#openStream('container stats', this.#deadlines.writeMs, options, (connection) =>
+      this.#docker.getContainer(id).stats({ stream: true, ...signalOption(connection) }) as unknown as Promise<Readable>,
+    { id }), 'container stats');
     try {
       for await (const lines of jsonLineBatches(stream)) {
         const raw = JSON.parse(lines[lines.length - 1]!) as RawStats;
@@ -769,8 +815,23 @@ export class Engine {
     return Object.assign(events(), { close });
   }
 
-  async exec(containerId: string, exec: ExecOptions, options: CallOptions = {}): Promise<ExecSession> {
-    const created = await this.#call('create exec', this.#deadlines.writeMs, options, (abortSignal) =>
+  /**
+   * Runs a command in a running container and attaches to it. Creating the exec instance is retried
+   * on any retryable failure (an instance that never starts is harmless: the engine drops it with its
+   * container). Starting it runs the command, so the start is sent again only when the engine
+   * certainly did not act on it (refused before sending, or a 503: see engineCertainlyDidNotAct);
+   * after a failure that may have followed the engine's action (a 500, a dropped connection, a
+   * deadline) it rejects with the classified error rather than risk running the command twice.
+   * `retry` defaults to the engine's read retries (readAttempts, from 100 ms up to 1 s).
+   */
+  async exec(containerId: string, exec: ExecOptions, options: ExecCallOptions = {}): Promise<ExecSession> {
+    const policy = {
+      attempts: options.retry?.attempts ?? this.#readAttempts,
+      initialDelayMs: options.retry?.initialDelayMs ?? 100,
+      maxDelayMs: options.retry?.maxDelayMs ?? 1000,
+      signal: options.signal,
+    };
+    const created = await retry(() => this.#call('create exec', this.#deadlines.writeMs, options, (abortSignal) =>
       this.#docker.getContainer(containerId).exec({
         Cmd: exec.cmd,
         Tty: exec.tty ?? false,
@@ -782,10 +843,10 @@ export class Engine {
         User: exec.user,
         abortSignal,
       }),
-    { id: containerId });
-    const stream = (await this.#call('start exec', this.#deadlines.writeMs, options, (abortSignal) =>
-      created.start({ hijack: true, stdin: exec.stdin ?? false, Tty: exec.tty ?? false, abortSignal: abortSignal === undefined ? undefined : options.signal }),
-    { id: containerId, execId: created.id })) as unknown as Duplex;
+    { id: containerId }), policy);
+    const stream = await retry(() => this.#openStream('start exec', this.#deadlines.writeMs, options, (connection) =>
+      created.start({ hijack: true, stdin: exec.stdin ?? false, Tty: exec.tty ?? false, abortSignal: connection }) as unknown as Promise<Duplex>,
+    { id: containerId, execId: created.id }), { ...policy, shouldRetry: engineCertainlyDidNotAct });
     // The exec is over when the engine closes its connection, whether or not anyone reads the output.
     const ended = new Promise<void>((resolve) => {
       stream.once('end', resolve);
@@ -936,9 +997,9 @@ export class Engine {
    * stream (and its activity timeout); errors inside the stream are classified by images/.
    */
   async openPull(fromImage: string, tag: string, auth: RegistryAuth | undefined, options: CallOptions = {}): Promise<Readable> {
-    return (await this.#call('pull image', this.#deadlines.writeMs, options, (abortSignal) =>
-      this.#docker.createImage(auth ?? {}, { fromImage, tag, abortSignal: abortSignal === undefined ? undefined : options.signal }),
-    { image: `${fromImage}:${tag}` })) as unknown as Readable;
+    return this.#openStream('pull image', this.#deadlines.writeMs, options, (connection) =>
+      this.#docker.createImage(auth ?? {}, { fromImage, tag, abortSignal: connection }) as unknown as Promise<Readable>,
+    { image: `${fromImage}:${tag}` });
   }
 }
 

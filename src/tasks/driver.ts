@@ -8,7 +8,8 @@ import { silentLogger, type Logger } from '../common/logger.js';
 import { readOwnerProcess, type OwnerProcess } from '../common/owner-process.js';
 import { resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import { toCreatePlan, type TaskIdentity } from '../spec/translate.js';
-import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
+import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
+import { retry } from '../common/retry.js';
 import { listingVerdict } from './end-watch.js';
 import { TaskHandle } from './handle.js';
 import { LateCreateGuard } from './late-create.js';
@@ -180,7 +181,7 @@ export class TaskDriver {
       const streams =
         options.output === 'engine-log'
           ? await this.#attachStdinOnly(containerId, resolved, signal)
-          : await this.#engine.attachContainer(containerId, { stdin: resolved.stdin !== undefined, tty: resolved.tty, signal });
+          : await this.#attach(containerId, { stdin: resolved.stdin !== undefined, tty: resolved.tty }, signal);
       const handle = this.#newHandle(taskId, containerId, resolved, streams, guardLateCreate, options.output !== 'engine-log');
       try {
         await startIdempotent(this.#engine, containerId, this.#retry, log, signal);
@@ -350,9 +351,25 @@ export class TaskDriver {
     this.#events = undefined;
   }
 
+  /**
+   * Attaches to a created container that has not started yet. Safe to repeat: before start no output
+   * has flowed, and a second attach is harmless to the engine. So a retryable failure (a 5xx, a
+   * dropped connection, a deadline) is retried with the driver's retry policy; the connection of a
+   * failed attempt, if the engine made one, is closed (see Engine.attachContainer), so output
+   * reaches the task's streams exactly once, through the one attach that answered.
+   */
+  #attach(containerId: string, options: { stdin: boolean; tty: boolean }, signal: AbortSignal | undefined): Promise<AttachedStreams> {
+    return retry(() => this.#engine.attachContainer(containerId, { ...options, signal }), {
+      ...this.#retry,
+      signal,
+      shouldRetry: isAmbiguousFailure,
+      onRetry: (error, attempt) => this.#logger.warn({ containerId, attempt, code: codeOf(error) }, 'attach failed; retrying'),
+    });
+  }
+
   async #attachStdinOnly(containerId: string, spec: ResolvedTaskSpec, signal: AbortSignal | undefined): Promise<AttachedStreams> {
     if (spec.stdin === undefined) return noStreams();
-    const attached = await this.#engine.attachContainer(containerId, { stdin: true, tty: spec.tty, signal });
+    const attached = await this.#attach(containerId, { stdin: true, tty: spec.tty }, signal);
     // Output is read from the engine's log; the attach connection only carries stdin.
     attached.stdout.resume();
     attached.stderr.resume();

@@ -5,7 +5,7 @@ import { retry } from '../common/retry.js';
 import type { AttachedStreams, ExecOptions, ExecSession } from '../engine/engine.js';
 import type { StatsSample } from '../engine/types.js';
 import type { ResolvedTaskSpec } from '../spec/schema.js';
-import { codeOf, removeContainer, type ContainerEngine, type RetryPolicy } from './container-ops.js';
+import { codeOf, isAmbiguousFailure, removeContainer, type ContainerEngine, type RetryPolicy } from './container-ops.js';
 import { classifyExit, type EndState } from './end-state.js';
 import { AttachedOutput } from './attached-output.js';
 import { EndWatch, type EndHint } from './end-watch.js';
@@ -152,11 +152,30 @@ export class TaskHandle implements AsyncDisposable {
   /**
    * Stops the task with its stop signal, then SIGKILL after the grace period. The task ends as
    * `cancelled`. Never hangs: each stop call has a deadline (the grace period plus the engine's
-   * `stopExtraMs`) and is retried a bounded number of times; a stop that still fails is logged, and
-   * `wait()` decides the end. `signal` cuts the stop short (a caller's own cleanup bound).
+   * `stopExtraMs`) and is retried a bounded number of times. A stop that still fails (or never
+   * answers) does not leave the task running: berth then sends SIGKILL itself, through `kill()` with
+   * its own retries. Only if that fails too is the failure logged, and `wait()` decides the end.
+   * `signal` cuts the stop short (a caller's own cleanup bound); then no kill is sent.
    */
   async stop(options: { graceMs?: number; signal?: AbortSignal } = {}): Promise<void> {
     await this.#stopFor({ kind: 'cancel' }, options.graceMs, options.signal);
+  }
+
+  /**
+   * Sends `signal` (default SIGKILL) to the task's main process, as `docker kill` (or Nomad's
+   * Signal) does: no grace period, no stop signal. Resolves once the engine has delivered it; a task
+   * that ended meanwhile counts as done. Retried, with the driver's retry policy, after failures that
+   * leave it unknown whether the engine delivered the signal (a 5xx, a dropped connection, a call
+   * past its deadline): a second SIGKILL is harmless, and other signals may then arrive twice.
+   * Rejects with BERTH_TASK_STATE when the task is not running or stopping, with the engine's
+   * classified error once the retries are spent, and with BERTH_CANCELLED when `options.signal` aborts.
+   *
+   * A kill is not a cancellation: the task ends as the engine reports it (SIGKILL: `failed` with
+   * exit code 137), unless berth was also stopping it (`stop()`, the run time limit, the start's signal).
+   */
+  async kill(signal = 'SIGKILL', options: { signal?: AbortSignal } = {}): Promise<void> {
+    this.#requirePhase('kill', 'running', 'stopping');
+    await this.#kill(signal, options.signal);
   }
 
   /**
@@ -182,7 +201,7 @@ export class TaskHandle implements AsyncDisposable {
   /** Runs a command inside the running task; with `tty` it supports resize and raw input. */
   exec(options: ExecOptions, signal?: AbortSignal): Promise<ExecSession> {
     this.#requirePhase('exec', 'running');
-    return this.#deps.engine.exec(this.containerId, options, { signal });
+    return this.#deps.engine.exec(this.containerId, options, { signal, retry: this.#deps.retryPolicy });
   }
 
   /** Resource samples while the task runs; a slow consumer gets the newest, not a backlog. */
@@ -233,9 +252,30 @@ export class TaskHandle implements AsyncDisposable {
         shouldRetry: (error) => isBerthError(error) && error.retryable,
       });
     } catch (error) {
-      // wait() still decides the end state; a failed stop that leaves the task running ends as lost at worst.
-      this.#deps.logger.error({ taskId: this.taskId, code: codeOf(error) }, 'could not stop the task');
+      if (signal?.aborted) {
+        // The caller's bound ran out: it leaves what is left to wait(), the reconciler and prune.
+        this.#deps.logger.warn({ taskId: this.taskId, code: codeOf(error) }, 'the stop of the task was cut short');
+        return;
+      }
+      // A stop that failed for good must not leave the task running: SIGKILL is what the stop would
+      // have ended with anyway, and a kill that arrives twice is harmless.
+      this.#deps.logger.warn({ taskId: this.taskId, code: codeOf(error) }, 'could not stop the task; killing it');
+      try {
+        await this.#kill('SIGKILL', undefined);
+      } catch (killError) {
+        // wait() still decides the end state; a task left running ends as lost at worst.
+        this.#deps.logger.error({ taskId: this.taskId, code: codeOf(killError) }, 'could not stop or kill the task');
+      }
     }
+  }
+
+  #kill(signal: string, abort: AbortSignal | undefined): Promise<void> {
+    return retry(() => this.#deps.engine.killContainer(this.containerId, signal, { signal: abort }), {
+      ...this.#deps.retryPolicy,
+      signal: abort,
+      shouldRetry: isAmbiguousFailure,
+      onRetry: (error, attempt) => this.#deps.logger.warn({ taskId: this.taskId, attempt, code: codeOf(error) }, 'kill failed; retrying'),
+    });
   }
 
   /** Waits for the container to stop and classifies how it ended; survives dropped connections and engine restarts. */

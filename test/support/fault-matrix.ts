@@ -7,7 +7,7 @@
  *
  * Calls the plain task path makes by itself (create, attach, start, wait, inspect of the OOM flag,
  * remove) run a task to its end with `runToEnd`; the others are driven through the path that makes
- * them: stop through `handle.stop()`, kill through a stop of a task that ignores SIGTERM, exec
+ * them: stop through `handle.stop()`, kill through `handle.kill('SIGKILL')` of a running task, exec
  * through `handle.exec`, events through a start that waits for health, pull through a registry
  * image with pull policy `always`, and the engine's log through the agent, which reads output from
  * it. The same task-path calls are also made by `berth run` processes (`describeCliMatrix`), which
@@ -213,15 +213,18 @@ async function stopPrintingTask(ctx: LibraryContext): Promise<Outcome> {
   }
 }
 
-/** A task that ignores SIGTERM, so that stopping it takes a kill. */
+/**
+ * A running task killed by its owner with handle.kill('SIGKILL'), as `docker kill` does. A kill is
+ * not a cancellation: the task ends as the engine reports it, failed with 137 (128 + SIGKILL's 9).
+ */
 async function killPrintingTask(ctx: LibraryContext): Promise<Outcome> {
-  const { handle, out, output } = await startPrinting(ctx, `trap '' TERM; ${printLines(LINE_COUNT)}; sleep 60; exit ${EXIT_CODE}`, { stopGracePeriod: '1s' });
+  const { handle, out, output } = await startPrinting(ctx, `${printLines(LINE_COUNT)}; sleep 60; exit ${EXIT_CODE}`);
   try {
     await untilPrinted(out);
-    await handle.stop({ graceMs: 1000 });
+    await handle.kill('SIGKILL');
     const end = await handle.wait();
     await output.catch(() => undefined);
-    return { end, stdout: out.text(), expectedEnd: { kind: 'cancelled', exitCode: 137 } };
+    return { end, stdout: out.text(), expectedEnd: { kind: 'failed', exitCode: 137 } };
   } finally {
     await handle.destroy();
   }
@@ -295,7 +298,7 @@ const HOW: Readonly<Record<CallKind, string>> = {
   remove: 'a task run to its end',
   pull: 'a task whose registry image is pulled (pull always)',
   stop: 'a task stopped with handle.stop()',
-  kill: 'a task that ignores SIGTERM, stopped with handle.stop()',
+  kill: "a running task killed with handle.kill('SIGKILL')",
   exec: 'a command run with handle.exec in a running task',
   events: 'a task started with waitHealthy (it follows the engine events)',
   logs: 'a task run by the agent, which reads its output from the engine log',
@@ -493,7 +496,8 @@ export async function describeCliMatrix(title: string, calls: readonly CallKind[
       for (const fault of FAULT_NAMES) {
         const name = `berth run, ${call}: with ${FAULT_WORDS[fault]}, exits with the task's code, prints its output once, leaves nothing and does not hang`;
         test(name, { timeout: CLI_BOUND_MS + 60_000 }, async () => {
-          const caseLabel = `${TEST_RUN_LABEL}.case=${++caseCounter}`;
+          // Unique across files too: the slices run in parallel, and a case's clean-up removes what carries its label.
+          const caseLabel = `${TEST_RUN_LABEL}.case=${run.id}-${++caseCounter}`;
           const proxy = await FaultProxy.start();
           try {
             const rule = addRule(proxy, call, fault);
@@ -518,7 +522,7 @@ export async function describeCliMatrix(title: string, calls: readonly CallKind[
             assert.deepEqual(left.map((c) => `${c.names[0] ?? c.id} (${c.state})`), [], 'no container of the run is left');
           } finally {
             await proxy.close();
-            const left = await direct.listContainers({ all: true, labels: [caseLabel] });
+            const left = await direct.listContainers({ all: true, labels: [run.labelFilter, caseLabel] });
             await Promise.all(left.map((c) => direct.removeContainer(c.id)));
           }
         });

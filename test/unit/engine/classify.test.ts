@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { BerthError } from '../../../src/common/errors.js';
-import { classifyEngineError, engineMessage } from '../../../src/engine/classify.js';
+import { classifyEngineError, engineCertainlyDidNotAct, engineMessage } from '../../../src/engine/classify.js';
 
 /** An error shaped as docker-modem builds it for a non-2xx answer. */
 function httpError(statusCode: number, reason: string, json: unknown): Error {
@@ -96,6 +96,34 @@ describe('classifyEngineError', () => {
   it("cleans dockerode's \"(HTTP code 404) no such container - \" wrapping off the engine's message", () => {
     const error = classifyEngineError(httpError(404, 'no such container', { message: 'No such container: abc' }), ctx);
     assert.equal(error.message, 'inspect container: No such container: abc');
+  });
+});
+
+describe('engineCertainlyDidNotAct', () => {
+  it('holds for a 503 (the engine says it is unavailable) and for a connection refused or a missing socket', () => {
+    for (const cause of [httpError(503, 'service unavailable', { message: 'not ready' }), socketError('ECONNREFUSED'), socketError('ENOENT')]) {
+      const error = classifyEngineError(cause, ctx);
+      assert.equal(engineCertainlyDidNotAct(error), true, error.message);
+      assert.equal(error.context.engineActed, false);
+    }
+  });
+
+  it('does not hold when the engine may have acted: a 500, a reset or hang-up, a deadline, a cancellation', () => {
+    const controller = new AbortController();
+    controller.abort();
+    const errors = [
+      classifyEngineError(httpError(500, 'server error', { message: 'boom' }), ctx),
+      classifyEngineError(socketError('ECONNRESET'), ctx),
+      classifyEngineError(new Error('socket hang up'), ctx),
+      classifyEngineError(new DOMException('timeout', 'TimeoutError'), { ...ctx, deadlineMs: 10 }),
+      classifyEngineError(socketError('ECONNREFUSED'), { ...ctx, callerSignal: controller.signal }),
+    ];
+    for (const error of errors) assert.equal(engineCertainlyDidNotAct(error), false, error.message);
+  });
+
+  it('reads the classification, never the message: a 500 whose message reads "unavailable" may have acted', () => {
+    assert.equal(engineCertainlyDidNotAct(new BerthError('BERTH_ENGINE_SERVER_ERROR', 'start exec: 503 service unavailable')), false);
+    assert.equal(engineCertainlyDidNotAct(new Error('connect ECONNREFUSED')), false);
   });
 });
 
