@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
-import { TaskDriver } from '../../src/tasks/driver.js';
 import { runToEnd } from '../../src/tasks/run.js';
-import { FaultProxy } from '../support/fault-proxy.js';
+import { useProxiedDriver } from '../support/proxied-driver.js';
 import { readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 
 const direct = new Engine();
@@ -25,35 +24,16 @@ const expected = (prefix: string, every = 1): string[] =>
   Array.from({ length: LINES / every }, (_, i) => `${prefix} ${(i + 1) * every}`);
 
 describe('attached output cut before the task ends is made whole from the engine log', { skip: await requireEngine() }, () => {
-  let proxy: FaultProxy;
-  let driver: TaskDriver;
-
-  before(async () => {
-    proxy = await FaultProxy.start();
-    driver = new TaskDriver({
-      engine: new Engine({ socketPath: proxy.socketPath }),
-      ownerId: `test-${run.id}`,
-      retry: { attempts: 5, initialDelayMs: 20, maxDelayMs: 500 },
-      relistPeriodMs: 300,
-    });
-  });
-  afterEach(async () => {
-    proxy.reset();
-    assert.deepEqual(await run.leftovers(), []);
-  });
-  after(async () => {
-    await run.cleanup();
-    await proxy.close();
-  });
+  const faulty = useProxiedDriver(run, { driver: { retry: { attempts: 5, initialDelayMs: 20, maxDelayMs: 500 }, relistPeriodMs: 300 } });
 
   // 3 bytes into the first frame's header, inside a frame's payload, and after a few whole lines.
   for (const afterBodyBytes of [3, 13, 120]) {
     test(`an attach cut after ${afterBodyBytes} bytes still delivers every line exactly once, in order`, { timeout: 60_000 }, async () => {
-      const rule = proxy.addRule({ method: 'POST', path: ATTACH_PATH, fault: { kind: 'dropAfterBodyBytes', afterBodyBytes }, times: 1 });
+      const rule = faulty.proxy.addRule({ method: 'POST', path: ATTACH_PATH, fault: { kind: 'dropAfterBodyBytes', afterBodyBytes }, times: 1 });
       const stdout = new PassThrough();
       const stderr = new PassThrough();
       const texts = Promise.all([readAll(stdout), readAll(stderr)]);
-      const result = await runToEnd(driver, spec(), { stdout, stderr });
+      const result = await runToEnd(faulty.driver, spec(), { stdout, stderr });
       stdout.end();
       stderr.end();
       const [out, err] = await texts;
@@ -65,10 +45,10 @@ describe('attached output cut before the task ends is made whole from the engine
   }
 
   test('a cut TTY attach is made whole too (one merged stream)', { timeout: 60_000 }, async () => {
-    const rule = proxy.addRule({ method: 'POST', path: ATTACH_PATH, fault: { kind: 'dropAfterBodyBytes', afterBodyBytes: 50 }, times: 1 });
+    const rule = faulty.proxy.addRule({ method: 'POST', path: ATTACH_PATH, fault: { kind: 'dropAfterBodyBytes', afterBodyBytes: 50 }, times: 1 });
     const stdout = new PassThrough();
     const text = readAll(stdout);
-    const result = await runToEnd(driver, spec(true), { stdout });
+    const result = await runToEnd(faulty.driver, spec(true), { stdout });
     stdout.end();
     assert.equal(rule.fired, 1, 'the attach was cut');
     assert.deepEqual(result.end, { kind: 'failed', exitCode: 4 });

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
-import { FaultProxy } from '../support/fault-proxy.js';
+import { useProxiedDriver } from '../support/proxied-driver.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 
 const direct = new Engine();
@@ -15,30 +15,11 @@ const WAIT_PATH = /^\/containers\/[^/]+\/wait$/;
 const NEVER_MS = 3_600_000;
 
 describe('a task\'s end is seen when its wait connection fails or never answers', { skip: await requireEngine() }, () => {
-  let proxy: FaultProxy;
-  let driver: TaskDriver;
-
-  before(async () => {
-    proxy = await FaultProxy.start();
-    driver = new TaskDriver({
-      engine: new Engine({ socketPath: proxy.socketPath }),
-      ownerId: `test-${run.id}`,
-      retry: { attempts: 5, initialDelayMs: 20, maxDelayMs: 500 },
-      relistPeriodMs: 300,
-    });
-  });
-  afterEach(async () => {
-    proxy.reset();
-    assert.deepEqual(await run.leftovers(), []);
-  });
-  after(async () => {
-    await run.cleanup();
-    await proxy.close();
-  });
+  const faulty = useProxiedDriver(run, { driver: { retry: { attempts: 5, initialDelayMs: 20, maxDelayMs: 500 }, relistPeriodMs: 300 } });
 
   test('a wait whose every connection is dropped still yields the real exit code', { timeout: 60_000 }, async () => {
-    const rule = proxy.addRule({ method: 'POST', path: WAIT_PATH, fault: { kind: 'drop' } });
-    const handle = await driver.start(spec('sleep 0.5; exit 9'), { output: 'engine-log' });
+    const rule = faulty.proxy.addRule({ method: 'POST', path: WAIT_PATH, fault: { kind: 'drop' } });
+    const handle = await faulty.driver.start(spec('sleep 0.5; exit 9'), { output: 'engine-log' });
     const end = await handle.wait();
     assert.deepEqual(end, { kind: 'failed', exitCode: 9 });
     assert.ok(rule.fired >= 1, 'the wait was dropped');
@@ -46,29 +27,29 @@ describe('a task\'s end is seen when its wait connection fails or never answers'
   });
 
   test('a wait connection dropped after the engine answered still yields the real exit code', { timeout: 60_000 }, async () => {
-    const rule = proxy.addRule({ method: 'POST', path: WAIT_PATH, fault: { kind: 'dropAfterForward' } });
-    const handle = await driver.start(spec('exit 4'), { output: 'engine-log' });
+    const rule = faulty.proxy.addRule({ method: 'POST', path: WAIT_PATH, fault: { kind: 'dropAfterForward' } });
+    const handle = await faulty.driver.start(spec('exit 4'), { output: 'engine-log' });
     assert.deepEqual(await handle.wait(), { kind: 'failed', exitCode: 4 });
     assert.ok(rule.fired >= 1);
     await handle.destroy();
   });
 
   test('a wait that never answers, with the engine events cut too, ends from the relist with the real exit code', { timeout: 60_000 }, async () => {
-    const wait = proxy.addRule({ method: 'POST', path: WAIT_PATH, fault: { kind: 'delay', delayMs: NEVER_MS } });
-    const events = proxy.addRule({ method: 'GET', path: '/events', fault: { kind: 'drop' } });
-    const handle = await driver.start(spec('sleep 0.5; exit 6'), { output: 'engine-log' });
-    const listsBefore = proxy.count('GET', /^\/containers\/json$/);
+    const wait = faulty.proxy.addRule({ method: 'POST', path: WAIT_PATH, fault: { kind: 'delay', delayMs: NEVER_MS } });
+    const events = faulty.proxy.addRule({ method: 'GET', path: '/events', fault: { kind: 'drop' } });
+    const handle = await faulty.driver.start(spec('sleep 0.5; exit 6'), { output: 'engine-log' });
+    const listsBefore = faulty.proxy.count('GET', /^\/containers\/json$/);
     assert.deepEqual(await handle.wait(), { kind: 'failed', exitCode: 6 });
     assert.ok(wait.fired >= 1, 'the wait was held');
     assert.ok(events.fired >= 1, 'the events stream was cut');
-    assert.ok(proxy.count('GET', /^\/containers\/json$/) > listsBefore, 'the relist listed the containers');
+    assert.ok(faulty.proxy.count('GET', /^\/containers\/json$/) > listsBefore, 'the relist listed the containers');
     await handle.destroy();
   });
 
   test('a task whose container is removed behind berth\'s back while its wait never answers ends as lost, saying so', { timeout: 60_000 }, async () => {
-    proxy.addRule({ method: 'POST', path: WAIT_PATH, fault: { kind: 'delay', delayMs: NEVER_MS } });
-    proxy.addRule({ method: 'GET', path: '/events', fault: { kind: 'drop' } });
-    const handle = await driver.start(spec('sleep 600'), { output: 'engine-log' });
+    faulty.proxy.addRule({ method: 'POST', path: WAIT_PATH, fault: { kind: 'delay', delayMs: NEVER_MS } });
+    faulty.proxy.addRule({ method: 'GET', path: '/events', fault: { kind: 'drop' } });
+    const handle = await faulty.driver.start(spec('sleep 600'), { output: 'engine-log' });
     await direct.removeContainer(handle.containerId);
     const end = await handle.wait();
     assert.equal(end.kind, 'lost');
@@ -78,42 +59,42 @@ describe('a task\'s end is seen when its wait connection fails or never answers'
 
   test('the engine events wake the end of a task whose wait never answers', { timeout: 60_000 }, async () => {
     // A relist period far longer than the test: only the wait or an event can end it, and the wait is held.
-    const slowRelist = new TaskDriver({ engine: new Engine({ socketPath: proxy.socketPath }), ownerId: `test-${run.id}`, relistPeriodMs: NEVER_MS });
-    proxy.addRule({ method: 'POST', path: WAIT_PATH, fault: { kind: 'delay', delayMs: NEVER_MS } });
-    proxy.clearLog();
+    const slowRelist = new TaskDriver({ engine: new Engine({ socketPath: faulty.proxy.socketPath }), ownerId: `test-${run.id}`, relistPeriodMs: NEVER_MS });
+    faulty.proxy.addRule({ method: 'POST', path: WAIT_PATH, fault: { kind: 'delay', delayMs: NEVER_MS } });
+    faulty.proxy.clearLog();
     const handle = await slowRelist.start(spec('sleep 0.5; exit 12'), { output: 'engine-log' });
-    await pollUntil('the events stream to open', () => (proxy.count('GET', /^\/events$/) > 0 ? true : undefined), { timeoutMs: 10_000 });
+    await pollUntil('the events stream to open', () => (faulty.proxy.count('GET', /^\/events$/) > 0 ? true : undefined), { timeoutMs: 10_000 });
     assert.deepEqual(await handle.wait(), { kind: 'failed', exitCode: 12 });
-    assert.equal(proxy.count('GET', /^\/containers\/json$/), 0, 'no relist ran');
+    assert.equal(faulty.proxy.count('GET', /^\/containers\/json$/), 0, 'no relist ran');
     await handle.destroy();
   });
 
   test('destroy rejects with a classified error when the engine never answers the remove, and a later destroy succeeds', { timeout: 60_000 }, async () => {
     const wedged = new TaskDriver({
-      engine: new Engine({ socketPath: proxy.socketPath, deadlines: { writeMs: 300 } }),
+      engine: new Engine({ socketPath: faulty.proxy.socketPath, deadlines: { writeMs: 300 } }),
       ownerId: `test-${run.id}`,
       retry: { attempts: 2, initialDelayMs: 20, maxDelayMs: 50 },
       relistPeriodMs: 300,
     });
     const handle = await wedged.start(spec('exit 0'), { output: 'engine-log' });
     assert.deepEqual(await handle.wait(), { kind: 'success', exitCode: 0 });
-    const removes = proxy.addRule({ method: 'DELETE', path: /^\/containers\/[^/]+$/, fault: { kind: 'delay', delayMs: NEVER_MS } });
+    const removes = faulty.proxy.addRule({ method: 'DELETE', path: /^\/containers\/[^/]+$/, fault: { kind: 'delay', delayMs: NEVER_MS } });
     await assert.rejects(handle.destroy(), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_TIMEOUT') && error.retryable);
     assert.equal(removes.fired, 2, 'each attempt met the wedged engine');
-    proxy.reset();
+    faulty.proxy.reset();
     await handle.destroy();
     assert.equal(handle.phase, 'destroyed');
   });
 
   test('stop returns when the engine never answers it, and the task still ends right once the engine acts', { timeout: 60_000 }, async () => {
     const wedged = new TaskDriver({
-      engine: new Engine({ socketPath: proxy.socketPath, deadlines: { stopExtraMs: 300 } }),
+      engine: new Engine({ socketPath: faulty.proxy.socketPath, deadlines: { stopExtraMs: 300 } }),
       ownerId: `test-${run.id}`,
       retry: { attempts: 2, initialDelayMs: 20, maxDelayMs: 50 },
       relistPeriodMs: 300,
     });
     const handle = await wedged.start(spec('sleep 600'), { output: 'engine-log' });
-    const stops = proxy.addRule({ method: 'POST', path: /^\/containers\/[^/]+\/stop$/, fault: { kind: 'delay', delayMs: NEVER_MS } });
+    const stops = faulty.proxy.addRule({ method: 'POST', path: /^\/containers\/[^/]+\/stop$/, fault: { kind: 'delay', delayMs: NEVER_MS } });
     await handle.stop({ graceMs: 0 });
     assert.equal(stops.fired, 2);
     assert.equal(handle.phase, 'stopping', 'the task has not ended: the engine never acted');
