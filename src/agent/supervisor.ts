@@ -148,9 +148,8 @@ export class TaskSupervisor {
       this.#finish(taskId, { kind: 'cancelled' });
       return this.#require(taskId);
     }
-    if (record.state === 'running' || record.state === 'starting' || record.state === 'stopping') {
-      // Asked again while stopping (an earlier stop the engine failed): ask the engine again.
-      if (record.state !== 'stopping') this.#record(taskId, { to: 'stopping' });
+    if (record.state === 'running' || record.state === 'starting') {
+      this.#record(taskId, { to: 'stopping' });
       // Waiting for the engine to start it: it never ran, and ends now.
       if (this.#outage.cancel(taskId)) {
         this.#endUnstarted(taskId, { kind: 'cancelled' });
@@ -301,11 +300,15 @@ export class TaskSupervisor {
     this.#deps.releaseImages?.(taskId);
   }
 
-  /** Asks the engine to stop a task, in the background; a failure is logged and counted, never thrown (the task may be stopped again). */
+  /**
+   * Asks the engine to stop a task, in the background. The handle logs a stop the engine failed (the
+   * task's wait still decides its end); anything else it throws is logged and counted here, never
+   * left to end the process.
+   */
   #containStop(taskId: string, handle: TaskHandle): void {
     handle.stop().catch((error: unknown) => {
       const berthError = asBerthError(error);
-      this.#deps.logger.error({ taskId, code: berthError.code, error: berthError.message }, 'could not stop the task; stop it again to retry');
+      this.#deps.logger.error({ taskId, code: berthError.code, error: berthError.message }, 'could not stop the task');
       this.#deps.onError?.(berthError.code);
     });
   }
