@@ -145,6 +145,41 @@ describe('an agent restarted while the engine fails the inspect of a running tas
   });
 });
 
+describe('an agent restarted while the engine fails the inspect of a container that is then removed', { skip }, () => {
+  test('records the task as lost only once the engine answers that its container is gone', async () => {
+    const proxy = await FaultProxy.start();
+    const dataDir = await dirs.make('berth-recover-gone-');
+    const gateDir = await dirs.make('berth-recover-gone-gate-');
+    const id = `recover-gone-${process.pid}`;
+    let agent = await startAgent(dataDir, proxy, gateDir);
+    try {
+      await agent.client.submit({ id, spec: { image: TEST_IMAGE, command: ['sh', '-c', `echo one; ${gated('never')}`], mounts: [{ type: 'bind', source: gateDir, target: '/gate', readOnly: true }], labels: { ...run.labels } } });
+      await pollUntil('the task to print its first line', async () => ((await outputOf(agent.client, id)).length === 1 ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
+      const containerId = (await agent.client.get(id)).containerId;
+      assert.ok(containerId);
+      await agent.close();
+
+      const failing = proxy.addRule({ method: 'GET', path: new RegExp(`^/containers/${containerNameForTask(id)}/json$`), fault: { kind: 'error503Before' } });
+      agent = await startAgent(dataDir, proxy, gateDir);
+      await pollUntil('recovery to try again', () => (failing.fired >= 2 ? true : undefined), { timeoutMs: 30_000 });
+      assert.equal((await agent.client.get(id)).state, 'running', 'an outage does not make the task lost');
+      // Someone removes the container while the engine fails the agent's inspects.
+      await engine.removeContainer(containerId);
+      failing.remove();
+      const ended = await pollUntil('the task to end', async () => {
+        const view = await agent.client.get(id);
+        return view.state === 'running' ? undefined : view;
+      }, { timeoutMs: 60_000, intervalMs: 100 });
+      assert.deepEqual({ state: ended.state, endState: ended.endState }, { state: 'lost', endState: { kind: 'lost', reason: 'its container was gone when the agent restarted' } });
+      assert.ok(!agent.runtime.store.images.holders().some((h) => h.taskId === id), 'its image is released');
+      assert.equal(agent.runtime.admission.positionOf(id), undefined, 'its share is free again');
+    } finally {
+      await agent.close();
+      await proxy.close();
+    }
+  });
+});
+
 describe('a removal of an ended task\'s container that the engine fails', { skip }, () => {
   test('is tried again in the background until the container is gone, and only then is the image released', async () => {
     const proxy = await FaultProxy.start();
