@@ -217,3 +217,28 @@ describe('a removal of an ended task\'s container that the engine fails', { skip
     }
   });
 });
+
+describe('a task whose followed log stream stalls', { skip }, () => {
+  test('still has its end recorded, with its output read again from the cursor exactly once', async () => {
+    const proxy = await FaultProxy.start();
+    const dataDir = await dirs.make('berth-log-stall-');
+    const gateDir = await dirs.make('berth-log-stall-gate-');
+    const agent = await startAgent(dataDir, proxy, gateDir);
+    try {
+      // The first log read (the pump's follow) gets its head and then nothing, and never ends.
+      const stalled = proxy.addRule({ method: 'GET', path: /^\/containers\/[^/]+\/logs$/, fault: { kind: 'stall' }, times: 1 });
+      const task = await agent.client.submit({ spec: { image: TEST_IMAGE, command: ['sh', '-c', 'echo a; echo b; exit 2'], labels: { ...run.labels } } });
+      const ended = await pollUntil('the task to end', async () => {
+        const view = await agent.client.get(task.id);
+        return view.state === 'exited' ? view : undefined;
+      }, { timeoutMs: 60_000, intervalMs: 100 });
+      assert.equal(stalled.fired, 1);
+      assert.deepEqual(ended.endState, { kind: 'failed', exitCode: 2 });
+      assert.deepEqual(await outputOf(agent.client, task.id), ['a\n', 'b\n']);
+      await agent.runtime.supervisor.idle();
+    } finally {
+      await agent.close();
+      await proxy.close();
+    }
+  });
+});
