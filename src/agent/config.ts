@@ -106,6 +106,11 @@ export interface AgentConfigInput {
     period?: DurationInput;
     /** Containers younger than this are never touched (they may be being created). Default "5m". */
     creationGrace?: DurationInput;
+    /**
+     * Orphans (containers of a `berth run` or library owner whose process is gone) younger than this
+     * are left for a later sweep, and so is a prune's orphan pass. Default "5m".
+     */
+    orphanGrace?: DurationInput;
     /** Log what would be removed, remove nothing. Default false. */
     dryRun?: boolean;
   };
@@ -145,7 +150,7 @@ export interface AgentConfig {
   readonly images: { readonly removeDelayMs: number; readonly cleanup: boolean; readonly pullActivityTimeoutMs: number };
   readonly logs: { readonly maxFileBytes: number; readonly maxFiles: number };
   readonly engineLog: { readonly maxSizeBytes: number };
-  readonly reconcile: { readonly enabled: boolean; readonly periodMs: number; readonly creationGraceMs: number; readonly dryRun: boolean };
+  readonly reconcile: { readonly enabled: boolean; readonly periodMs: number; readonly creationGraceMs: number; readonly orphanGraceMs: number; readonly dryRun: boolean };
   /** `scheduleMs` undefined means scheduled prunes are off. */
   readonly prune: { readonly scheduleMs?: number; readonly imageBudgetBytes?: number; readonly exemptImages: readonly string[] };
   /** The file the configuration was read from, if any. */
@@ -204,6 +209,7 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'reconcile.enabled': 'boolean',
   'reconcile.period': 'duration',
   'reconcile.creationGrace': 'duration',
+  'reconcile.orphanGrace': 'duration',
   'reconcile.dryRun': 'boolean',
   'prune.schedule': 'duration',
   'prune.imageBudget': 'size',
@@ -257,7 +263,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     images: { removeDelay: '3m', cleanup: true, pullActivityTimeout: '2m' },
     logs: { maxFileSize: '10m', maxFiles: 2 },
     engineLog: { maxSize: '1m' },
-    reconcile: { enabled: true, period: '5m', creationGrace: '5m', dryRun: false },
+    reconcile: { enabled: true, period: '5m', creationGrace: '5m', orphanGrace: '5m', dryRun: false },
     prune: { schedule: 'off', exemptImages: [] },
   };
 }
@@ -372,7 +378,7 @@ function buildSchema(host: HostFacts) {
     images: section({ removeDelay: duration('3m'), cleanup: boolean(), pullActivityTimeout: duration('2m', 1000) }),
     logs: section({ maxFileSize: size('10m', 4096), maxFiles: integer(1, 100) }),
     engineLog: section({ maxSize: size('1m', 1024) }),
-    reconcile: section({ enabled: boolean(), period: duration('5m', 1000), creationGrace: duration('5m'), dryRun: boolean() }),
+    reconcile: section({ enabled: boolean(), period: duration('5m', 1000), creationGrace: duration('5m'), orphanGrace: duration('5m'), dryRun: boolean() }),
     prune: section({ schedule, imageBudget: size('20g').optional(), exemptImages: list(/^\S+$/, 'must be an image reference') }),
   });
 }
@@ -545,7 +551,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     images: { removeDelayMs: c.images.removeDelay, cleanup: c.images.cleanup, pullActivityTimeoutMs: c.images.pullActivityTimeout },
     logs: { maxFileBytes: c.logs.maxFileSize, maxFiles: c.logs.maxFiles },
     engineLog: { maxSizeBytes: c.engineLog.maxSize },
-    reconcile: { enabled: c.reconcile.enabled, periodMs: c.reconcile.period, creationGraceMs: c.reconcile.creationGrace, dryRun: c.reconcile.dryRun },
+    reconcile: { enabled: c.reconcile.enabled, periodMs: c.reconcile.period, creationGraceMs: c.reconcile.creationGrace, orphanGraceMs: c.reconcile.orphanGrace, dryRun: c.reconcile.dryRun },
     prune: {
       ...(c.prune.schedule !== undefined ? { scheduleMs: c.prune.schedule } : {}),
       ...(c.prune.imageBudget !== undefined ? { imageBudgetBytes: c.prune.imageBudget } : {}),

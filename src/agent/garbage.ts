@@ -62,8 +62,8 @@ export class AgentGarbage {
         period: config.reconcile.periodMs,
         creationGrace: config.reconcile.creationGraceMs,
         dryRun: config.reconcile.dryRun,
-        // One grace period for both: a container younger than it is never removed.
-        orphanGrace: config.reconcile.creationGraceMs,
+        // Its own grace: agents with a short creation grace (tests on a shared engine) must not reap the orphans others are still looking at.
+        orphanGrace: config.reconcile.orphanGraceMs,
       },
       logger,
       onRemoved: (event) => events.emit({ type: 'container.reconciled', containerId: event.id, ...(event.taskId ? { taskId: event.taskId } : {}), reason: 'dangling', dryRun: false }),
@@ -89,7 +89,7 @@ export class AgentGarbage {
         berthImages: () => images.snapshot().images.filter((image) => image.pulledByBerth).map((image) => ({ imageId: image.imageId, refs: image.refs })),
         heldImageIds: () => images.snapshot().images.filter((image) => image.holders.length > 0).map((image) => image.imageId),
       },
-      options: { orphanGrace: config.reconcile.creationGraceMs },
+      options: { orphanGrace: config.reconcile.orphanGraceMs },
       logger,
     });
   }

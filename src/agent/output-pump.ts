@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { isBerthError, type ErrorCode } from '../common/errors.js';
+import { BerthError, isBerthError, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
 import { isDiskFullError } from '../state/disk-full.js';
@@ -31,6 +31,12 @@ export interface OutputPumpOptions {
   initialBackoffMs?: number;
   /** Default 5000 ms. */
   maxBackoffMs?: number;
+  /**
+   * Once the task's end is known, a read that brings no line for this long is cut and read again
+   * from the cursor: a log stream that stalls (the engine's, or a proxy's) must not hold the end.
+   * Default 10 000 ms.
+   */
+  quietAfterEndMs?: number;
 }
 
 /** How a pump ended: the log read to its end, output cut (disk full), shutdown, or the container (and its log) gone. */
@@ -53,6 +59,7 @@ export async function pumpOutput(deps: OutputPumpDeps, options: OutputPumpOption
   const saveEveryMs = options.saveEveryMs ?? 1000;
   const maxBackoffMs = options.maxBackoffMs ?? 5000;
   const initialBackoffMs = options.initialBackoffMs ?? 100;
+  const quietAfterEndMs = options.quietAfterEndMs ?? 10_000;
   const cursor = new OutputCursor(options.position);
   let endKnown = false;
   const ended = options.ended.then(
@@ -101,9 +108,27 @@ export async function pumpOutput(deps: OutputPumpDeps, options: OutputPumpOption
     while (!signal.aborted) {
       const finalRead = endKnown;
       cursor.beginRead();
+      // Each read has its own signal: shutdown aborts it, and so does a read gone quiet after the end is known.
+      const read = new AbortController();
+      const onShutdown = (): void => read.abort();
+      signal.addEventListener('abort', onShutdown, { once: true });
+      let isQuiet = false;
+      let isReadDone = false;
+      let quietTimer: NodeJS.Timeout | undefined;
+      const watchQuiet = (): void => {
+        clearTimeout(quietTimer);
+        if (!endKnown || isReadDone || read.signal.aborted) return;
+        quietTimer = setTimeout(() => {
+          isQuiet = true;
+          read.abort();
+        }, quietAfterEndMs);
+      };
+      watchQuiet();
+      void ended.then(watchQuiet);
       try {
         const since = cursor.resumeAfter();
-        for await (const entry of deps.engine.logEntries(containerId, { follow: !finalRead, ...(since === undefined ? {} : { since }), signal })) {
+        for await (const entry of deps.engine.logEntries(containerId, { follow: !finalRead, ...(since === undefined ? {} : { since }), signal: read.signal })) {
+          watchQuiet();
           if (!cursor.take(entry)) continue;
           try {
             await deps.logs.append(taskId, entry);
@@ -116,12 +141,23 @@ export async function pumpOutput(deps: OutputPumpDeps, options: OutputPumpOption
           if (Date.now() - savedAt >= saveEveryMs) await save();
         }
         if (signal.aborted) return 'stopped';
+        if (isQuiet) {
+          // Cut by us, not ended by the engine: the log's end was not reached. Read again from the cursor.
+          report(new BerthError('BERTH_ENGINE_TIMEOUT', `the log stream brought nothing for ${quietAfterEndMs} ms after the task ended`), 'reading the task output broke; reading on from the cursor');
+          await pause(false);
+          continue;
+        }
         // A read begun after the end was known reached the end of the log: nothing more will come.
         if (finalRead) return 'complete';
         // The follow ended: the container stopped, or the stream was cut cleanly. Read once more after the end is known.
         if (!endKnown) await pause(true);
       } catch (error) {
         if (signal.aborted) return 'stopped';
+        if (isQuiet) {
+          report(new BerthError('BERTH_ENGINE_TIMEOUT', `the log stream brought nothing for ${quietAfterEndMs} ms after the task ended`), 'reading the task output broke; reading on from the cursor');
+          await pause(false);
+          continue;
+        }
         if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return 'gone';
         if (isBerthError(error) && FINAL_CODES.has(error.code)) {
           report(error, 'the task output cannot be read from the engine');
@@ -129,6 +165,10 @@ export async function pumpOutput(deps: OutputPumpDeps, options: OutputPumpOption
         }
         report(error, 'reading the task output broke; reading on from the cursor');
         await pause(false);
+      } finally {
+        isReadDone = true;
+        clearTimeout(quietTimer);
+        signal.removeEventListener('abort', onShutdown);
       }
     }
     return 'stopped';

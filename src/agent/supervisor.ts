@@ -15,7 +15,7 @@ import { fromLogCursor, resumePosition, type OutputPosition } from './output-cur
 import { pumpOutput } from './output-pump.js';
 import type { TaskLogStore } from './task-logs.js';
 import { canonicalJson } from './canonical-json.js';
-import { asBerthError, isTransientStartError, StartOutage } from './start-outage.js';
+import { asBerthError, isTransientStartError, StartOutage, TRANSIENT_START_CODES } from './start-outage.js';
 
 /** Where a task's output resumes, and whether it was cut (then it is not read again). */
 interface OutputStart {
@@ -60,6 +60,24 @@ export interface SubmitResult {
 
 const ENDED: readonly TaskState[] = ['exited', 'lost', 'removed'];
 
+/** Pauses between attempts to ask the engine again about a task's container that an outage hid at recovery. */
+const RECOVER_RETRY_MS = { first: 500, max: 5000 };
+
+/**
+ * How long the removal of an ended task's container is tried again in the background when the engine
+ * failed it; after that the container is left to prune and the next agent's start (the task still
+ * holds its image, which is how that start knows to remove it).
+ */
+export const REMOVAL_RETRY_LIMIT_MS = 10 * 60_000;
+
+/** Pauses between attempts to remove an ended task's container. */
+const REMOVAL_RETRY_MS = { first: 500, max: 30_000 };
+
+/** Whether the engine did not answer, lost the connection, or answered 5xx: it may answer later, so nothing is concluded. */
+function isOutage(error: BerthError): boolean {
+  return TRANSIENT_START_CODES.has(error.code);
+}
+
 /**
  * Runs the agent's tasks: every submitted task is recorded before the engine is asked to act, waits
  * its turn in a first-in first-out queue until it fits the admission budget, runs, and has its end
@@ -70,6 +88,8 @@ export class TaskSupervisor {
   readonly #deps: SupervisorDeps;
   readonly #handles = new Map<string, TaskHandle>();
   readonly #running = new Set<Promise<void>>();
+  /** Removals of ended tasks' containers that failed and are tried again in the background (not waited for by idle). */
+  readonly #removals = new Set<Promise<void>>();
   /** Aborted at shutdown: output pumps and waits stop following, and record nothing more. */
   readonly #closing = new AbortController();
   /** Starting until recovery is done (nothing may run before recovered tasks hold their share), then open, then closed. */
@@ -85,8 +105,9 @@ export class TaskSupervisor {
       ping: deps.pingEngine,
       settled: () => deps.driver.settled(),
       limitMs: deps.startOutageLimitMs,
-      retry: (taskIds) => this.#retryStarts(taskIds),
-      expire: (taskId, reason) => this.#endUnstarted(taskId, { kind: 'failed', exitCode: 125, reason }),
+      // Called from the outage's watch loop: a failure here (a full disk) must not end that loop, or the agent.
+      retry: (taskIds) => this.#contained(undefined, 'could not start the tasks that waited for the engine', () => this.#retryStarts(taskIds)),
+      expire: (taskId, reason) => this.#contained(taskId, 'could not record the end of a task that waited too long for the engine', () => this.#endUnstarted(taskId, { kind: 'failed', exitCode: 125, reason })),
       signal: this.#closing.signal,
       logger: deps.logger,
     });
@@ -156,10 +177,15 @@ export class TaskSupervisor {
    * ended while the agent was down gets its real end state, one that is gone is recorded as lost,
    * and pending tasks wait their turn again, in order. A task that was starting and has no
    * container (the agent died before its create reached the engine) is started now, holding the
-   * share it held; one that was being stopped before it had a container ends as cancelled.
+   * share it held; one that was being stopped before it had a container ends as cancelled. A task
+   * whose container the engine could not be asked about (it did not answer, or answered 5xx) is not
+   * lost: it keeps its share and is followed again as soon as the engine answers (`waiting`); only
+   * a container the engine says is gone makes a task lost.
    */
-  async recover(): Promise<{ resumed: number; ended: number; lost: number; pending: number; restarted: number }> {
-    const counts = { resumed: 0, ended: 0, lost: 0, pending: 0, restarted: 0 };
+  async recover(): Promise<{ resumed: number; ended: number; lost: number; pending: number; restarted: number; waiting: number }> {
+    const counts = { resumed: 0, ended: 0, lost: 0, pending: 0, restarted: 0, waiting: 0 };
+    /** Running or stopping tasks the engine could not be asked about: followed again when it answers. */
+    const toRecoverLater: Array<{ record: TaskRecord; error: BerthError }> = [];
     /** Started once the supervisor is open, in submission order, before pending tasks that now fit. */
     const toStart: TaskRecord[] = [];
     /** Starting tasks the engine could not be asked about: they wait for it like a start that failed. */
@@ -183,9 +209,15 @@ export class TaskSupervisor {
         toWait.push({ record, error: recoverError });
         continue;
       }
+      if (recoverError !== undefined && !neverCreated && isOutage(asBerthError(recoverError))) {
+        // An outage is not a failure: the container may well be running. The task keeps its share.
+        counts.waiting++;
+        toRecoverLater.push({ record, error: asBerthError(recoverError) });
+        continue;
+      }
       if (recoverError !== undefined) {
-        this.#deps.logger.error({ taskId: record.id, code: isBerthError(recoverError) ? recoverError.code : 'UNKNOWN' }, 'could not recover the task');
-        if (isBerthError(recoverError)) this.#deps.onError?.(recoverError.code);
+        this.#deps.logger.error({ taskId: record.id, code: asBerthError(recoverError).code }, 'could not recover the task');
+        this.#deps.onError?.(asBerthError(recoverError).code);
       }
       if (!handle && recoverError === undefined && neverCreated) {
         // Its spec is stored and its container never existed: it never ran. A create that was in
@@ -200,22 +232,96 @@ export class TaskSupervisor {
       }
       if (!handle) {
         counts.lost++;
-        this.#finish(record.id, { kind: 'lost', reason: 'its container was gone when the agent restarted' });
-        this.#deps.releaseImages?.(record.id);
+        const reason = recoverError === undefined ? 'its container was gone when the agent restarted' : `its container could not be recovered when the agent restarted: ${asBerthError(recoverError).code}: ${asBerthError(recoverError).message}`;
+        this.#endLost(record.id, reason);
         continue;
       }
-      if (record.state === 'starting') this.#record(record.id, { to: 'running', containerId: handle.containerId });
       if (handle.phase === 'running') counts.resumed++;
       else counts.ended++;
-      // A stop asked for before the crash may not have reached the engine: ask again, so it ends as cancelled.
-      if (record.state === 'stopping') void handle.stop();
-      void this.#supervise(record.id, handle, await this.#cursorFor(record));
+      await this.#follow(record.id, handle);
     }
     if (this.#phase === 'starting') this.#phase = 'open';
     for (const record of toStart) void this.#track(this.#start(record));
     for (const { record, error } of toWait) void this.#track(this.#startFailed(record, error));
+    for (const { record, error } of toRecoverLater) void this.#track(this.#recoverLater(record, error));
     this.#applyChange(change);
     return counts;
+  }
+
+  /**
+   * Follows a recovered task again: a task recorded starting is running now; a stop asked for
+   * before (the crash, or while the engine did not answer) may not have reached the engine, so it
+   * is asked again, and the task ends as cancelled.
+   */
+  async #follow(taskId: string, handle: TaskHandle): Promise<void> {
+    const record = this.#require(taskId);
+    if (record.state === 'starting') this.#record(taskId, { to: 'running', containerId: handle.containerId });
+    if (record.state === 'stopping') this.#containStop(taskId, handle);
+    void this.#supervise(taskId, handle, await this.#cursorFor(record));
+  }
+
+  /**
+   * A running (or stopping) task whose container the engine could not be asked about at recovery:
+   * asks again, with a growing pause, until the engine answers. Its container is then followed to
+   * its real end; a container the engine says is gone makes it lost. At shutdown it stays as it is
+   * recorded, for the next agent.
+   */
+  async #recoverLater(record: TaskRecord, error: BerthError): Promise<void> {
+    this.#deps.logger.warn({ taskId: record.id, code: error.code }, 'could not ask the engine about the task\'s container; following it again when the engine answers');
+    this.#deps.onError?.(error.code);
+    for (let waitMs = RECOVER_RETRY_MS.first; ; waitMs = Math.min(waitMs * 2, RECOVER_RETRY_MS.max)) {
+      await delay(waitMs, undefined, { signal: this.#closing.signal }).catch(() => undefined);
+      if (this.#closing.signal.aborted) return;
+      let handle: TaskHandle | undefined;
+      try {
+        handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec);
+      } catch (retryError) {
+        const berthError = asBerthError(retryError);
+        if (isOutage(berthError)) continue;
+        this.#deps.logger.error({ taskId: record.id, code: berthError.code }, 'could not recover the task');
+        this.#deps.onError?.(berthError.code);
+        this.#endLost(record.id, `its container could not be recovered after the agent restarted: ${berthError.code}: ${berthError.message}`);
+        return;
+      }
+      if (this.#closing.signal.aborted) return;
+      if (!handle) {
+        this.#endLost(record.id, 'its container was gone when the agent restarted');
+        return;
+      }
+      this.#deps.logger.info({ taskId: record.id }, 'the engine answers; following the task again');
+      await this.#follow(record.id, handle);
+      return;
+    }
+  }
+
+  /** Records a task whose container is gone as lost; it has no handle whose removal would release its images. */
+  #endLost(taskId: string, reason: string): void {
+    this.#finish(taskId, { kind: 'lost', reason });
+    this.#deps.releaseImages?.(taskId);
+  }
+
+  /**
+   * Asks the engine to stop a task, in the background. The handle logs a stop the engine failed (the
+   * task's wait still decides its end); anything else it throws is logged and counted here, never
+   * left to end the process.
+   */
+  #containStop(taskId: string, handle: TaskHandle): void {
+    handle.stop().catch((error: unknown) => {
+      const berthError = asBerthError(error);
+      this.#deps.logger.error({ taskId, code: berthError.code, error: berthError.message }, 'could not stop the task');
+      this.#deps.onError?.(berthError.code);
+    });
+  }
+
+  /** Runs `work`; a failure is logged once and counted, never thrown: for callbacks of background loops. */
+  #contained(taskId: string | undefined, message: string, work: () => void): void {
+    try {
+      work();
+    } catch (error) {
+      const berthError = asBerthError(error);
+      this.#deps.logger.error({ ...(taskId ? { taskId } : {}), code: berthError.code, error: berthError.message }, message);
+      this.#deps.onError?.(berthError.code);
+    }
   }
 
   /** Whether the supervisor takes work: recovery is done and shutdown has not begun. */
@@ -245,7 +351,8 @@ export class TaskSupervisor {
     this.#phase = 'closed';
     this.#closing.abort();
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+    // Background removals end at the abort too; waited for so that none touches the store after it closes.
+    await Promise.race([Promise.all([this.idle(), this.removalsSettled()]), new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
     clearTimeout(timer);
   }
 
@@ -295,7 +402,7 @@ export class TaskSupervisor {
     this.#outage.forget(record.id);
     if (this.#require(record.id).state === 'stopping') {
       this.#deps.store.tasks.setContainerId(record.id, handle.containerId);
-      void handle.stop();
+      this.#containStop(record.id, handle);
     } else {
       this.#record(record.id, { to: 'running', containerId: handle.containerId });
     }
@@ -375,12 +482,52 @@ export class TaskSupervisor {
       // Shutting down: the container keeps running and the next agent records its end.
       if (end === undefined) return;
       if (!(await this.#recordEnd(taskId, end))) return;
-      await handle.destroy().catch((error: unknown) => {
-        this.#deps.logger.error({ taskId, code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'could not remove the container of an ended task');
-        if (isBerthError(error)) this.#deps.onError?.(error.code);
-      });
+      await handle.destroy().catch((error: unknown) => this.#removeLater(taskId, handle, asBerthError(error)));
     })();
     return this.#track(work);
+  }
+
+  /**
+   * The removal of an ended task's container failed (the engine did not answer, or failed it): it is
+   * tried again in the background, with a growing pause, for REMOVAL_RETRY_LIMIT_MS, so that the
+   * container goes once the engine answers. The task keeps its image until then (the handle releases
+   * it when the container is removed). Logged once and counted; given up at shutdown or after the
+   * limit, when prune and the next agent's start remove it.
+   */
+  #removeLater(taskId: string, handle: TaskHandle, error: BerthError): void {
+    this.#deps.logger.warn({ taskId, code: error.code, error: error.message }, 'could not remove the container of an ended task; trying again in the background');
+    this.#deps.onError?.(error.code);
+    const signal = this.#closing.signal;
+    const giveUpAt = Date.now() + REMOVAL_RETRY_LIMIT_MS;
+    const removal = (async () => {
+      let lastError = error;
+      for (let waitMs = REMOVAL_RETRY_MS.first; Date.now() < giveUpAt; waitMs = Math.min(waitMs * 2, REMOVAL_RETRY_MS.max)) {
+        await delay(Math.min(waitMs, Math.max(0, giveUpAt - Date.now())), undefined, { signal }).catch(() => undefined);
+        // Never hand the engine an aborted signal; the next agent finishes the removal.
+        if (signal.aborted) return;
+        try {
+          await handle.destroy({ signal });
+          this.#deps.logger.info({ taskId }, 'removed the container of an ended task');
+          return;
+        } catch (retryError) {
+          lastError = asBerthError(retryError);
+          if (signal.aborted) return;
+        }
+      }
+      this.#deps.logger.error({ taskId, code: lastError.code, error: lastError.message }, 'gave up removing the container of an ended task; prune or the next agent start removes it');
+      this.#deps.onError?.(lastError.code);
+    })().catch((unexpected: unknown) => {
+      // The last guard: a removal in the background never ends the agent.
+      this.#deps.logger.error({ taskId, code: asBerthError(unexpected).code, error: String(unexpected) }, 'the background removal of a container failed');
+      this.#deps.onError?.(asBerthError(unexpected).code);
+    });
+    this.#removals.add(removal);
+    void removal.finally(() => this.#removals.delete(removal));
+  }
+
+  /** Resolves when no removal of an ended task's container is being tried again in the background (tests). */
+  async removalsSettled(): Promise<void> {
+    while (this.#removals.size > 0) await Promise.all([...this.#removals]);
   }
 
   /** Copies the task's output into its files until its end is known and its log read (see pumpOutput). Never rejects. */
@@ -469,7 +616,10 @@ export class TaskSupervisor {
 
   #track(work: Promise<void>): Promise<void> {
     const tracked = work.catch((error: unknown) => {
-      this.#deps.logger.error({ code: isBerthError(error) ? error.code : 'UNKNOWN', error: String(error) }, 'task supervision failed');
+      // The last guard: supervision of one task never ends the agent.
+      const code = asBerthError(error).code;
+      this.#deps.logger.error({ code, error: String(error) }, 'task supervision failed');
+      this.#deps.onError?.(code);
     });
     this.#running.add(tracked);
     void tracked.finally(() => this.#running.delete(tracked));

@@ -38,7 +38,7 @@ export interface PrunerOptions {
    * filters. Default true.
    */
   orphans?: boolean;
-  /** An orphan younger than this is kept (reason `grace`). Default `'5m'`, as the reconciler's creation grace; the agent passes its `reconcile.creationGrace`. */
+  /** An orphan younger than this is kept (reason `grace`). Default `'5m'`, as the reconciler's creation grace; the agent passes its `reconcile.orphanGrace`. */
   orphanGrace?: string | number;
 }
 

@@ -155,8 +155,8 @@ describe('no orphans from berth run', { skip: await requireEngine() }, () => {
 
   test('berth prune removes the container of a berth run killed with SIGKILL, and keeps a live run\'s', async () => {
     const dataDir = await dirs.make('berth-orph-');
-    // The reconciler is off, so that only the prune removes; the orphan grace is the creation grace.
-    const config = await writeAgentConfig(dataDir, 'reconcile: { enabled: false, creationGrace: 2s }\n');
+    // The reconciler is off, so that only the prune removes; its orphan pass uses reconcile.orphanGrace.
+    const config = await writeAgentConfig(dataDir, 'reconcile: { enabled: false, orphanGrace: 2s }\n');
     await agents.start(dataDir, ['--config', config]);
     const [killed, live] = await Promise.all([startRun('prune-killed'), startRun('prune-live')]);
     await kill(killed);

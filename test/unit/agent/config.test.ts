@@ -62,7 +62,7 @@ describe('loadAgentConfig: defaults', () => {
     assert.deepEqual(config.images, { removeDelayMs: 180_000, cleanup: true, pullActivityTimeoutMs: 120_000 });
     assert.deepEqual(config.logs, { maxFileBytes: 10 * MiB, maxFiles: 2 });
     assert.deepEqual(config.engineLog, { maxSizeBytes: MiB });
-    assert.deepEqual(config.reconcile, { enabled: true, periodMs: 300_000, creationGraceMs: 300_000, dryRun: false });
+    assert.deepEqual(config.reconcile, { enabled: true, periodMs: 300_000, creationGraceMs: 300_000, orphanGraceMs: 300_000, dryRun: false });
     assert.deepEqual(config.prune, { exemptImages: [] });
     assert.equal(config.file, undefined);
   });
@@ -112,7 +112,7 @@ admission: { memory: 2g, cpuMilli: 2000, maxConcurrent: 8 }
 images: { removeDelay: 90s, cleanup: false, pullActivityTimeout: 1m30s }
 logs: { maxFileSize: 1m, maxFiles: 3 }
 engineLog: { maxSize: 512k }
-reconcile: { enabled: false, period: 1h, creationGrace: 10m, dryRun: true }
+reconcile: { enabled: false, period: 1h, creationGrace: 10m, orphanGrace: 20m, dryRun: true }
 prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
 `);
     const config = loadAgentConfig({ file, host });
@@ -128,7 +128,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
     assert.deepEqual(config.images, { removeDelayMs: 90_000, cleanup: false, pullActivityTimeoutMs: 90_000 });
     assert.deepEqual(config.logs, { maxFileBytes: MiB, maxFiles: 3 });
     assert.deepEqual(config.engineLog, { maxSizeBytes: 512 * 1024 });
-    assert.deepEqual(config.reconcile, { enabled: false, periodMs: 3_600_000, creationGraceMs: 600_000, dryRun: true });
+    assert.deepEqual(config.reconcile, { enabled: false, periodMs: 3_600_000, creationGraceMs: 600_000, orphanGraceMs: 1_200_000, dryRun: true });
     assert.deepEqual(config.prune, { scheduleMs: 86_400_000, imageBudgetBytes: 20 * GiB, exemptImages: ['busybox:latest'] });
   });
 
@@ -140,6 +140,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
     assert.equal(config.reconcile.periodMs, 240_000, 'flag over environment');
     assert.equal(config.logs.maxFiles, 7, 'environment over file');
     assert.equal(config.reconcile.creationGraceMs, 120_000, 'file over default');
+    assert.equal(config.reconcile.orphanGraceMs, 300_000, 'the orphan grace does not follow the creation grace');
     assert.equal(config.logs.maxFileBytes, 2 * MiB, 'file over default');
     assert.equal(config.images.removeDelayMs, 180_000, 'default');
   });
@@ -180,6 +181,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       BERTH_RECONCILE_ENABLED: 'false',
       BERTH_RECONCILE_PERIOD: '10m',
       BERTH_RECONCILE_CREATION_GRACE: '1m',
+      BERTH_RECONCILE_ORPHAN_GRACE: '90s',
       BERTH_RECONCILE_DRY_RUN: '1',
       BERTH_PRUNE_SCHEDULE: '12h',
       BERTH_PRUNE_IMAGE_BUDGET: '5g',
@@ -203,7 +205,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       images: { removeDelayMs: 0, cleanup: false, pullActivityTimeoutMs: 30_000 },
       logs: { maxFileBytes: 100 * 1024, maxFiles: 1 },
       engineLog: { maxSizeBytes: 2 * MiB },
-      reconcile: { enabled: false, periodMs: 600_000, creationGraceMs: 60_000, dryRun: true },
+      reconcile: { enabled: false, periodMs: 600_000, creationGraceMs: 60_000, orphanGraceMs: 90_000, dryRun: true },
       prune: { scheduleMs: 43_200_000, imageBudgetBytes: 5 * GiB, exemptImages: ['a:1', 'b:2'] },
     });
   });
