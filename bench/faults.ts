@@ -34,6 +34,7 @@ import { addMixedFaults, seededRandom } from '../test/support/fault-mix.js';
 import { FaultProxy } from '../test/support/fault-proxy.js';
 import { DOCKER_CLI } from '../test/support/registry.js';
 import { BENCH_IMAGE, BENCH_LABEL, type CaseContext, elapsedMs, quantile, round, standaloneContext } from './support.js';
+import { testHost } from '../test/support/agent.js';
 
 const LINES = 20;
 const CONCURRENCY = 4;
@@ -146,7 +147,7 @@ async function agentTasks(ctx: FaultsBenchContext, proxy: FaultProxy, count: num
         admission: { maxConcurrent: 16 },
         defaults: { resources: { cpuMilli: 100, memory: '64m' } },
       },
-      host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
+      host: testHost(dataDir),
     },
     silentLogger,
   );

@@ -15,6 +15,7 @@ import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
 import { Engine } from '../../src/engine/engine.js';
 import { pollUntil, TEST_IMAGE, testRun } from '../support/engine.js';
 import { requireOwnEngine, startOwnEngine, type OwnEngine } from '../support/own-engine.js';
+import { testHost } from '../support/agent.js';
 
 
 const ENDED = ['exited', 'removed', 'lost'];
@@ -54,7 +55,7 @@ describe('the agent after its engine was killed with SIGKILL and restarted', { s
         // Room for exactly three tasks at once: a budget not freed would keep the fourth pending.
         admission: { memory: '192m', cpuMilli: 300 },
       },
-      host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
+      host: testHost(dataDir),
     }, logger);
     serving = await serveAgent(runtime, { processMetrics: false });
     client = AgentClient.connect({ host: `unix://${serving.socketPath}`, token: runtime.token });

@@ -12,6 +12,7 @@ import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
 import { Engine } from '../../src/engine/engine.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { FaultProxy } from '../support/fault-proxy.js';
+import { testHost } from '../support/agent.js';
 
 const engine = new Engine();
 const run = testRun(engine);
@@ -27,7 +28,7 @@ function recordingLogger(): Logger & { lines: Array<{ level: string; message: st
 function throughProxy(dataDir: string, proxy: FaultProxy, flags: Omit<AgentConfigInput, 'dataDir' | 'socketPath' | 'engine'> = {}): ConfigSources {
   return {
     flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: proxy.socketPath }, ...flags },
-    host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
+    host: testHost(dataDir),
   };
 }
 

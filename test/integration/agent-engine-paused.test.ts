@@ -12,6 +12,7 @@ import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
 import { LABELS } from '../../src/common/labels.js';
 import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
 import { requireOwnEngine, startOwnEngine, type OwnEngine } from '../support/own-engine.js';
+import { testHost } from '../support/agent.js';
 
 /**
  * A wedged engine is an outage, not a failure: dockerd paused with SIGSTOP (it holds every
@@ -44,7 +45,7 @@ function collectingLogger(): Logger & { messages: string[] } {
 function sources(dataDir: string, own: OwnEngine, extra: Omit<AgentConfigInput, 'dataDir' | 'socketPath' | 'engine'> = {}): ConfigSources {
   return {
     flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: own.socketPath, ...ENGINE_TIMEOUTS }, health: { engineTimeout: '1s' }, ...extra },
-    host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
+    host: testHost(dataDir),
   };
 }
 

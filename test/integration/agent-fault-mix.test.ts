@@ -12,6 +12,7 @@ import { assertOutputOnce, finishesWithin, numberedLines, printLines } from '../
 import { addMixedFaults, seededRandom } from '../support/fault-mix.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { testHost } from '../support/agent.js';
 
 const TASKS = 200;
 const LINES = 10;
@@ -43,7 +44,7 @@ describe('the agent under a mix of engine faults', { skip: await requireEngine()
           admission: { maxConcurrent: 16 },
           defaults: { resources: { cpuMilli: 100, memory: '64m' } },
         },
-        host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
+        host: testHost(dataDir),
       },
       silentLogger,
     );

@@ -11,7 +11,7 @@ import { createAgent, type AgentRuntime } from '../../src/agent/agent.js';
 import { AgentClient } from '../../src/agent/client.js';
 import type { AgentEvent } from '../../src/agent/events.js';
 import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
-import { runBerth } from '../support/agent.js';
+import { runBerth, testHost } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testContainerBody, testRun } from '../support/engine.js';
 import { buildUniqueImage, pushImage, removeRunImages, requireRegistryTools, startTestRegistries, untag, type TestRegistries } from '../support/registry.js';
 
@@ -45,7 +45,7 @@ describe('the agent collects its garbage', { skip: (await requireEngine()) || re
           images: { cleanup: true, removeDelay: '1h' },
           reconcile: { enabled: true, period: '1s', creationGrace: '1s' },
         },
-        host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
+        host: testHost(dataDir),
       },
       silentLogger,
     );

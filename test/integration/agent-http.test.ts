@@ -12,6 +12,7 @@ import { AgentClient, type AgentEvent, type LogRecord, type TaskView } from '../
 import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
 import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { testHost } from '../support/agent.js';
 
 const engine = new Engine();
 const run = testRun(engine);
@@ -84,7 +85,7 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
           // its removal is put off past the end of the run (the removal timer does not hold the process).
           images: { cleanup: true, removeDelay: '1h' },
         },
-        host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
+        host: testHost(dataDir),
       },
       silentLogger,
     );

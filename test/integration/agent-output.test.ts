@@ -13,6 +13,7 @@ import { OUTPUT_CUT_TEXT } from '../../src/agent/task-logs.js';
 import { Engine } from '../../src/engine/engine.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { FaultProxy } from '../support/fault-proxy.js';
+import { testHost } from '../support/agent.js';
 
 const engine = new Engine();
 const run = testRun(engine);
@@ -27,7 +28,7 @@ function recordingLogger(): Logger & { lines: Array<{ level: string; message: st
 function sources(dataDir: string, engineSocket: string | undefined, flags: Omit<AgentConfigInput, 'dataDir' | 'socketPath' | 'engine'> = {}): ConfigSources {
   return {
     flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), ...(engineSocket ? { engine: { socket: engineSocket } } : {}), ...flags },
-    host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
+    host: testHost(dataDir),
   };
 }
 

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import type { ErrorCode } from '../../src/common/errors.js';
@@ -11,7 +10,7 @@ import { AgentClient } from '../../src/agent/client.js';
 import type { ConfigSources } from '../../src/agent/config.js';
 import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
 import { Engine } from '../../src/engine/engine.js';
-import { tempDirs } from '../support/agent.js';
+import { tempDirs, testHost } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 
@@ -43,7 +42,7 @@ function recordingLogger(): Logger & { lines: LogLine[] } {
 function sources(dataDir: string, proxy: FaultProxy, gateDir: string): ConfigSources {
   return {
     flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: proxy.socketPath }, policy: { allowedBindSources: [gateDir] } },
-    host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
+    host: testHost(dataDir),
   };
 }
 

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { silentLogger } from '../../src/common/logger.js';
@@ -9,7 +8,7 @@ import { createAgent } from '../../src/agent/agent.js';
 import { AgentClient } from '../../src/agent/client.js';
 import { serveAgent } from '../../src/agent/serve.js';
 import { Engine } from '../../src/engine/engine.js';
-import { tempDirs } from '../support/agent.js';
+import { tempDirs, testHost } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 
@@ -42,7 +41,7 @@ describe('a start whose creates never answer in time', { skip }, () => {
           engine: { socket: proxy.socketPath, readTimeout: '2s', writeTimeout: '1s' },
           policy: { allowedBindSources: [sideDir] },
         },
-        host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
+        host: testHost(dataDir),
       },
       silentLogger,
     );

@@ -174,3 +174,8 @@ export function tempDirs(): TempDirs {
     },
   };
 }
+
+/** The host facts an in-process agent's configuration reads (ConfigSources.host), with `dataDir` as home. */
+export function testHost(dataDir: string): { uid: number; homedir: string; totalMemoryBytes: number; cpuCount: number } {
+  return { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length };
+}

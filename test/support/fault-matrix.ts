@@ -34,7 +34,7 @@ import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { EndState } from '../../src/tasks/end-state.js';
 import { runToEnd } from '../../src/tasks/run.js';
-import { BERTH_CLI, cleanEnv } from './agent.js';
+import { BERTH_CLI, cleanEnv, testHost } from './agent.js';
 import { pollUntil, readAll, requireEngine, TEST_IMAGE, TEST_RUN_LABEL, testRun, type TestRun } from './engine.js';
 import { FaultProxy, type Fault, type FaultRule } from './fault-proxy.js';
 import { buildUniqueImage, pushImage, removeRunImages, requireRegistryTools, startTestRegistries, untag, type TestRegistries } from './registry.js';
@@ -425,7 +425,7 @@ export async function describeAgentLogsMatrix(title: string): Promise<void> {
       runtime = await buildAgent(
         {
           flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: proxy.socketPath } },
-          host: { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length },
+          host: testHost(dataDir),
         },
         silentLogger,
       );
