@@ -584,14 +584,18 @@ export class Engine {
     return { exitCode: raw.StatusCode, error: raw.Error?.Message || undefined };
   }
 
-  /** Stops with the container's stop signal, then SIGKILL after graceSec. Not-modified and not-found are success. */
-  async stopContainer(id: string, graceSec: number, options: CallOptions = {}): Promise<void> {
+  /**
+   * Stops with the container's stop signal, then SIGKILL after graceSec. Not-modified and not-found
+   * are success: `not-running`, the container had stopped (or gone) before the engine was asked.
+   */
+  async stopContainer(id: string, graceSec: number, options: CallOptions = {}): Promise<'stopped' | 'not-running'> {
     try {
       await this.#call('stop container', graceSec * 1000 + this.#deadlines.stopExtraMs, options, (abortSignal) =>
         this.#docker.getContainer(id).stop({ t: graceSec, abortSignal }),
       { id });
+      return 'stopped';
     } catch (error) {
-      if (error instanceof BerthError && (error.code === 'BERTH_ENGINE_NOT_MODIFIED' || error.code === 'BERTH_ENGINE_NOT_FOUND')) return;
+      if (error instanceof BerthError && (error.code === 'BERTH_ENGINE_NOT_MODIFIED' || error.code === 'BERTH_ENGINE_NOT_FOUND')) return 'not-running';
       throw error;
     }
   }

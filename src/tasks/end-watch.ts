@@ -12,10 +12,11 @@ export type EndWatchEngine = Pick<Engine, 'waitContainer' | 'inspectContainer'>;
  * - `relist-stopped`, `relist-gone`: the periodic list of the owner's containers shows it stopped, or not at all;
  * - `event`: the engine announced a `die`, `oom` or `destroy` for it;
  * - `attach-closed`: its attach connection ended;
+ * - `stop-found-stopped`: a stop found nothing to stop (the engine answered "not running");
  * - `engine-answered`: the engine answered a relist (a broken wait may be dialled again at once);
  * - `engine-unreachable`: a relist found the engine unreachable or too slow.
  */
-export type EndHint = 'relist-stopped' | 'relist-gone' | 'event' | 'attach-closed' | 'engine-answered' | 'engine-unreachable';
+export type EndHint = 'relist-stopped' | 'relist-gone' | 'event' | 'attach-closed' | 'stop-found-stopped' | 'engine-answered' | 'engine-unreachable';
 
 /** What an end watch learned: the container stopped, with the engine's facts, or its end cannot be known. */
 export type EndFacts =
@@ -37,7 +38,7 @@ export interface EndWatchOptions {
 }
 
 /** Hints after which the engine's inspect decides whether the container stopped. */
-const HINTS_THAT_NEED_AN_INSPECT: readonly EndHint[] = ['relist-stopped', 'relist-gone', 'event', 'attach-closed'];
+const HINTS_THAT_NEED_AN_INSPECT: readonly EndHint[] = ['relist-stopped', 'relist-gone', 'event', 'attach-closed', 'stop-found-stopped'];
 
 /** Whether an inspected container has stopped for good: not running, not paused, not being restarted. */
 export function hasStopped(state: Pick<ContainerInspect, 'running' | 'paused' | 'status'>): boolean {

@@ -1,7 +1,9 @@
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { BerthError, isBerthError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { retry } from '../common/retry.js';
+import { setLongTimeout, type LongTimer } from '../common/timers.js';
 import type { AttachedStreams, ExecOptions, ExecSession } from '../engine/engine.js';
 import type { StatsSample } from '../engine/types.js';
 import type { ResolvedTaskSpec } from '../spec/schema.js';
@@ -47,7 +49,9 @@ export class TaskHandle implements AsyncDisposable {
   #ended: Promise<EndState> | undefined;
   #endWatch: EndWatch | undefined;
   #stopIntent: StopIntent | undefined;
-  #timeoutTimer: NodeJS.Timeout | undefined;
+  #timeoutTimer: LongTimer | undefined;
+  /** The stop under way, whose answer may show the task had ended on its own before it was asked. */
+  #stopping: Promise<void> | undefined;
   #destroying: Promise<void> | undefined;
   #startedAt: Date | undefined;
   #finishedAt: Date | undefined;
@@ -101,7 +105,8 @@ export class TaskHandle implements AsyncDisposable {
     if (this.spec.timeoutMs !== undefined) {
       const afterMs = this.spec.timeoutMs;
       const remainingMs = Math.max(0, afterMs - (Date.now() - startedAt.getTime()));
-      this.#timeoutTimer = setTimeout(() => void this.#stopFor({ kind: 'timeout', afterMs }), remainingMs);
+      // A long timer: a limit past Node's 24.8-day timer range must not fire at once.
+      this.#timeoutTimer = setLongTimeout(() => void this.#stopFor({ kind: 'timeout', afterMs }), remainingMs);
     }
     this.#endWatch = new EndWatch(this.containerId, this.#deps.engine, {
       taskId: this.taskId,
@@ -242,15 +247,26 @@ export class TaskHandle implements AsyncDisposable {
 
   async #stopFor(intent: StopIntent, graceMs = this.spec.stopGraceMs, signal?: AbortSignal): Promise<void> {
     if (!this.#lifecycle.is('running')) return;
+    const setsIntent = this.#stopIntent === undefined;
     this.#stopIntent ??= intent;
     this.#lifecycle.moveTo('stopping');
-    clearTimeout(this.#timeoutTimer);
+    this.#timeoutTimer?.clear();
+    this.#stopping = this.#stop(graceMs, signal, setsIntent);
+    await this.#stopping;
+  }
+
+  async #stop(graceMs: number, signal: AbortSignal | undefined, setsIntent: boolean): Promise<void> {
     try {
-      await retry(() => this.#deps.engine.stopContainer(this.containerId, Math.ceil(graceMs / 1000), { signal }), {
-        ...this.#deps.retryPolicy,
-        signal,
-        shouldRetry: (error) => isBerthError(error) && error.retryable,
-      });
+      const answer = await retry(
+        async (attempt) => ({ outcome: await this.#deps.engine.stopContainer(this.containerId, Math.ceil(graceMs / 1000), { signal }), attempt }),
+        { ...this.#deps.retryPolicy, signal, shouldRetry: (error) => isBerthError(error) && error.retryable },
+      );
+      // The engine had nothing to stop at the first ask: the task had ended on its own, and its own
+      // end wins the race with the timeout or the stop. (After an ambiguous failure, "not running"
+      // may be the earlier attempt's doing, so the intent stands.)
+      if (answer.outcome === 'not-running' && answer.attempt === 1 && setsIntent) this.#stopIntent = undefined;
+      // Either way a container the engine had nothing to stop has ended: the inspect decides now.
+      if (answer.outcome === 'not-running') this.#endWatch?.hint('stop-found-stopped');
     } catch (error) {
       if (signal?.aborted) {
         // The caller's bound ran out: it leaves what is left to wait(), the reconciler and prune.
@@ -295,6 +311,9 @@ export class TaskHandle implements AsyncDisposable {
         if (!isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) this.#deps.logger.warn({ taskId: this.taskId, code: codeOf(error) }, 'could not read the OOM flag');
       }
     }
+    // A stop under way may yet show that the task had ended before it was asked (see #stop); its
+    // answer is waited for at most one read deadline, so a stop that hangs cannot hold the end.
+    if (this.#stopping) await Promise.race([this.#stopping, sleep(this.#deps.engine.deadlines.readMs, undefined, { ref: false })]);
     const intent = this.#stopIntent;
     return this.#end(
       classifyExit({
@@ -308,14 +327,14 @@ export class TaskHandle implements AsyncDisposable {
   }
 
   #end(state: EndState): EndState {
-    clearTimeout(this.#timeoutTimer);
+    this.#timeoutTimer?.clear();
     this.#finishedAt = new Date();
     if (this.#lifecycle.is('running', 'stopping')) this.#lifecycle.moveTo('exited');
     return state;
   }
 
   async #destroy(signal: AbortSignal | undefined): Promise<void> {
-    clearTimeout(this.#timeoutTimer);
+    this.#timeoutTimer?.clear();
     if (this.#lifecycle.is('running')) this.#stopIntent ??= { kind: 'cancel' };
     try {
       await removeContainer(this.#deps.engine, this.containerId, this.#deps.retryPolicy, signal);

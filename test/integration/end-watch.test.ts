@@ -69,6 +69,26 @@ describe('a task\'s end is seen when its wait connection fails or never answers'
     await handle.destroy();
   });
 
+  test('a stop that finds the task already ended leaves the task its own end, seen at once', { timeout: 60_000 }, async () => {
+    // Nothing but the stop can tell this handle the task ended: the wait never answers, events are
+    // cut, and the relist comes only every minute.
+    const blind = new TaskDriver({
+      engine: new Engine({ socketPath: faulty.proxy.socketPath }),
+      ownerId: `test-${run.id}`,
+      retry: { attempts: 2, initialDelayMs: 20, maxDelayMs: 50 },
+      relistPeriodMs: 60_000,
+    });
+    faulty.proxy.addRule({ method: 'POST', path: WAIT_PATH, fault: { kind: 'delay', delayMs: NEVER_MS } });
+    faulty.proxy.addRule({ method: 'GET', path: '/events', fault: { kind: 'drop' } });
+    const handle = await blind.start(spec('exit 0'), { output: 'engine-log' });
+    await pollUntil('the container to exit on its own', async () => ((await direct.inspectContainer(handle.containerId)).running ? undefined : true), { timeoutMs: 30_000 });
+    assert.equal(handle.phase, 'running', 'the handle has not seen the end yet');
+    await handle.stop();
+    // Its own end wins: it exited 0 before it was asked to stop, so it is not `cancelled`.
+    assert.deepEqual(await handle.wait(), { kind: 'success', exitCode: 0 });
+    await handle.destroy();
+  });
+
   test('destroy rejects with a classified error when the engine never answers the remove, and a later destroy succeeds', { timeout: 60_000 }, async () => {
     const wedged = new TaskDriver({
       engine: new Engine({ socketPath: faulty.proxy.socketPath, deadlines: { writeMs: 300 } }),
