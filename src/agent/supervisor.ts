@@ -481,7 +481,8 @@ export class TaskSupervisor {
       await pumped;
       // Shutting down: the container keeps running and the next agent records its end.
       if (end === undefined) return;
-      if (!(await this.#recordEnd(taskId, end))) return;
+      // The engine's finish time: a task that ended while the agent was down did not end at recovery.
+      if (!(await this.#recordEnd(taskId, end, handle.finishedAt?.getTime()))) return;
       await handle.destroy().catch((error: unknown) => this.#removeLater(taskId, handle, asBerthError(error)));
     })();
     return this.#track(work);
@@ -564,10 +565,10 @@ export class TaskSupervisor {
    * until it does or the agent shuts down (the next agent then finds the end from the engine).
    * Resolves whether the end is recorded (or was recorded before).
    */
-  async #recordEnd(taskId: string, end: EndState): Promise<boolean> {
+  async #recordEnd(taskId: string, end: EndState, finishedAtMs?: number): Promise<boolean> {
     for (let waitMs = 250; ; waitMs = Math.min(waitMs * 2, 10_000)) {
       try {
-        this.#finish(taskId, end);
+        this.#finish(taskId, end, finishedAtMs);
         return true;
       } catch (error) {
         if (!isBerthError(error, 'BERTH_DISK_FULL') || this.#closing.signal.aborted) throw error;
@@ -579,10 +580,10 @@ export class TaskSupervisor {
     }
   }
 
-  #finish(taskId: string, end: EndState): void {
+  #finish(taskId: string, end: EndState, finishedAtMs?: number): void {
     let recorded = false;
     try {
-      const record = this.#record(taskId, { to: 'ended', endState: end });
+      const record = this.#record(taskId, { to: 'ended', endState: end, ...(finishedAtMs === undefined ? {} : { finishedAtMs }) });
       recorded = true;
       this.#deps.onEnded?.(record);
     } catch (error) {

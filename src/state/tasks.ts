@@ -115,7 +115,8 @@ export type TaskTransition =
   | { to: 'starting' }
   | { to: 'running'; containerId?: string }
   | { to: 'stopping' }
-  | { to: 'ended'; endState: EndState | StoredEndState }
+  /** `finishedAtMs`: when the container stopped, as the engine saw it; default now. */
+  | { to: 'ended'; endState: EndState | StoredEndState; finishedAtMs?: number }
   | { to: 'removed' };
 
 export interface TaskFilter {
@@ -331,7 +332,7 @@ export class TaskRepository {
           const end = transition.endState;
           set.push('end_state = ?', 'exit_code = ?', 'finished_at_ms = ?');
           // JSON.stringify turns a BerthError into its toJSON() form: code, message, retryable, context.
-          params.push(JSON.stringify(end), 'exitCode' in end && end.exitCode !== undefined ? end.exitCode : null, now);
+          params.push(JSON.stringify(end), 'exitCode' in end && end.exitCode !== undefined ? end.exitCode : null, transition.finishedAtMs ?? now);
           break;
         }
         case 'stopping':

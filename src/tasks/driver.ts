@@ -247,7 +247,8 @@ export class TaskDriver {
       await startIdempotent(this.#engine, found.id, this.#retry, this.#logger);
       handle.markStarted();
     } else {
-      handle.markStarted(found.startedAt ?? new Date());
+      // A container that stopped while nobody watched ended when the engine says, not now.
+      handle.markStarted(found.startedAt ?? new Date(), found.running || found.paused ? undefined : found.finishedAt);
     }
     this.#watchEnd(handle);
     return handle;

@@ -20,7 +20,15 @@ export type EndHint = 'relist-stopped' | 'relist-gone' | 'event' | 'attach-close
 
 /** What an end watch learned: the container stopped, with the engine's facts, or its end cannot be known. */
 export type EndFacts =
-  | { kind: 'stopped'; exitCode: number; /** Undefined when the end came from the wait, which does not say. */ oomKilled?: boolean; seenBy: 'wait' | 'inspect' }
+  | {
+      kind: 'stopped';
+      exitCode: number;
+      /** Undefined when the end came from the wait, which does not say. */
+      oomKilled?: boolean;
+      /** When the container stopped, from the inspect; undefined when the end came from the wait (it answers then). */
+      finishedAt?: Date;
+      seenBy: 'wait' | 'inspect';
+    }
   | { kind: 'lost'; reason: string; error?: BerthError };
 
 export interface EndWatchOptions {
@@ -165,7 +173,7 @@ export class EndWatch {
       const state = await this.#engine.inspectContainer(this.#containerId);
       this.#reachable();
       if (!hasStopped(state)) return 'running';
-      return { kind: 'stopped', exitCode: state.exitCode, oomKilled: state.oomKilled, seenBy: 'inspect' };
+      return { kind: 'stopped', exitCode: state.exitCode, oomKilled: state.oomKilled, ...(state.finishedAt ? { finishedAt: state.finishedAt } : {}), seenBy: 'inspect' };
     } catch (error) {
       if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return { kind: 'lost', reason: 'the container vanished before its end was seen', error };
       if (isBerthError(error) && error.retryable) {

@@ -55,6 +55,8 @@ export class TaskHandle implements AsyncDisposable {
   #destroying: Promise<void> | undefined;
   #startedAt: Date | undefined;
   #finishedAt: Date | undefined;
+  /** The engine's finish time of a container found already stopped (recovered after a restart). */
+  #knownFinishedAt: Date | undefined;
 
   /**
    * `attached`: the streams carry the task's output from an attach; a connection cut before the
@@ -98,8 +100,9 @@ export class TaskHandle implements AsyncDisposable {
    * @internal Called by the driver once the container is started, or found running or ended after a
    * restart (then `startedAt` is the engine's, and the run time limit counts from it).
    */
-  markStarted(startedAt = new Date()): void {
+  markStarted(startedAt = new Date(), finishedAt?: Date): void {
     this.#startedAt = startedAt;
+    this.#knownFinishedAt = finishedAt;
     this.#lifecycle.moveTo('running');
     this.#feedStdin();
     if (this.spec.timeoutMs !== undefined) {
@@ -323,12 +326,14 @@ export class TaskHandle implements AsyncDisposable {
         timedOutAfterMs: intent?.kind === 'timeout' ? intent.afterMs : undefined,
         memoryLimitBytes: this.spec.resources.memoryBytes,
       }),
+      facts.finishedAt,
     );
   }
 
-  #end(state: EndState): EndState {
+  /** `finishedAt`: the engine's, when known; a wait answers at the end, so now is right for it. */
+  #end(state: EndState, finishedAt?: Date): EndState {
     this.#timeoutTimer?.clear();
-    this.#finishedAt = new Date();
+    this.#finishedAt = finishedAt ?? this.#knownFinishedAt ?? new Date();
     if (this.#lifecycle.is('running', 'stopping')) this.#lifecycle.moveTo('exited');
     return state;
   }

@@ -27,6 +27,7 @@ interface TaskView {
   state: string;
   endState?: { kind: string; exitCode?: number };
   exitCode?: number;
+  finishedAt?: string;
 }
 interface ImageView {
   imageId: string;
@@ -153,12 +154,16 @@ describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
     await pollUntil('long1 to write while the agent is down', async () => ((await engineLines('long1')) >= linesAtCrash + 10 ? true : undefined), { timeoutMs: 30_000, intervalMs: 100 });
     await writeFile(path.join(gateDir, 'short'), '');
     const engineExitCodes = new Map<string, number>();
+    const engineFinishedAt = new Map<string, string>();
     await pollUntil(
       'the short tasks to end in the engine',
       async () => {
         for (const name of ['short1', 'short2']) {
           const container = await engine.inspectContainer(containerNameForTask(id(name)));
-          if (container.status === 'exited') engineExitCodes.set(name, container.exitCode);
+          if (container.status === 'exited') {
+            engineExitCodes.set(name, container.exitCode);
+            engineFinishedAt.set(name, container.finishedAt!.toISOString());
+          }
         }
         return engineExitCodes.size === 2 ? true : undefined;
       },
@@ -183,6 +188,8 @@ describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
       const task = await berthJson<TaskView>(dir, ['inspect', id(name)]);
       assert.equal(task.state, 'exited');
       assert.equal(task.exitCode, engineExitCodes.get(name), `${name} ends with the exit code the engine saw`);
+      // It ended while the agent was down: its recorded end is the engine's, not the recovery's.
+      assert.equal(task.finishedAt, engineFinishedAt.get(name), `${name} ends when the engine saw it end`);
     }
     // The second agent follows the long tasks' output live before they end.
     const linesAtRestart = await engineLines('long1');
