@@ -394,7 +394,8 @@ export class TaskSupervisor {
     let handle: TaskHandle | undefined;
     try {
       if (options.mayHaveContainer) handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec);
-      handle ??= await this.#deps.driver.start(record.spec as TaskSpec, { taskId: record.id, output: 'engine-log' });
+      // One start attempt per task: a create a dead agent (or an earlier try) sent may land, and is adopted.
+      handle ??= await this.#deps.driver.start(record.spec as TaskSpec, { taskId: record.id, startAttempt: record.id, output: 'engine-log' });
     } catch (error) {
       await this.#startFailed(record, error);
       return;

@@ -8,6 +8,8 @@ export const LABELS = {
   taskId: `${LABEL_PREFIX}task-id`,
   /** The id of the driver or agent that owns the container. */
   ownerId: `${LABEL_PREFIX}owner-id`,
+  /** The start that created the container: only that start adopts it after a create whose answer was lost. */
+  startAttempt: `${LABEL_PREFIX}start-attempt`,
   /**
    * The owner process labels below are written only on containers of short-lived owners (`berth
    * run`, a library driver): together they let anyone on the same host tell that the owner process

@@ -12,6 +12,12 @@ export interface TaskIdentity {
   /** The driver or agent that owns the container. */
   ownerId: string;
   /**
+   * The start that creates the container. A create whose answer was lost is retried, and the
+   * container it made is adopted only by the start that sent it (same owner, task and attempt);
+   * any other container under the name is a conflict, as the engine's own name conflict is.
+   */
+  startAttempt: string;
+  /**
    * The process that owns the container, when the owner is short-lived (`berth run`, a library
    * driver): written as the owner-process labels, so that the container can be removed once that
    * process is gone. Absent for owners that outlive their process (the agent).
@@ -108,6 +114,7 @@ export function toCreatePlan(spec: ResolvedTaskSpec, identity: TaskIdentity): Cr
       [LABELS.managed]: 'true',
       [LABELS.taskId]: identity.taskId,
       [LABELS.ownerId]: identity.ownerId,
+      [LABELS.startAttempt]: identity.startAttempt,
       ...(identity.ownerProcess === undefined ? {} : ownerProcessLabels(identity.ownerProcess)),
     },
     Tty: spec.tty,

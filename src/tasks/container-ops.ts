@@ -76,21 +76,35 @@ export async function createIdempotent(
       },
     );
   } catch (error) {
-    if (!isBerthError(error, 'BERTH_NAME_CONFLICT')) {
-      await removeQuietly(engine, plan.name, policy, logger, identity.taskId);
-    }
+    if (!isBerthError(error, 'BERTH_NAME_CONFLICT')) await removeOwnQuietly(engine, plan.name, identity, policy, logger);
     throw error;
   }
 }
 
+/** Whether a container was made by this very start (owner, task and attempt). */
+function isThisStarts(labels: Readonly<Record<string, string>>, identity: TaskIdentity): boolean {
+  return (
+    labels[LABELS.managed] === 'true' &&
+    labels[LABELS.taskId] === identity.taskId &&
+    labels[LABELS.ownerId] === identity.ownerId &&
+    labels[LABELS.startAttempt] === identity.startAttempt
+  );
+}
+
 async function adoptOwnContainer(engine: ContainerEngine, name: string, identity: TaskIdentity, signal?: AbortSignal): Promise<string> {
-  const existing = await engine.inspectContainer(name, { signal });
-  const isOurs =
-    existing.labels[LABELS.managed] === 'true' &&
-    existing.labels[LABELS.taskId] === identity.taskId &&
-    existing.labels[LABELS.ownerId] === identity.ownerId;
-  if (!isOurs) {
-    throw new BerthError('BERTH_NAME_CONFLICT', `a container named ${name} exists and does not belong to task ${identity.taskId} of ${identity.ownerId}`, {
+  let existing;
+  try {
+    existing = await engine.inspectContainer(name, { signal });
+  } catch (error) {
+    // The engine holds the name for a create it has not finished (an earlier attempt of ours, or
+    // another start's): ask again, when the container exists and its labels can decide.
+    if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) {
+      throw new BerthError('BERTH_ENGINE_CONFLICT', `the name ${name} is held by a create the engine has not finished`, { retryable: true, cause: error, context: { name } });
+    }
+    throw error;
+  }
+  if (!isThisStarts(existing.labels, identity)) {
+    throw new BerthError('BERTH_NAME_CONFLICT', `a container named ${name} exists and was not made by this start of task ${identity.taskId} of ${identity.ownerId}`, {
       context: { name, containerId: existing.id, taskId: identity.taskId },
     });
   }
@@ -150,10 +164,17 @@ export async function removeContainer(engine: ContainerEngine, idOrName: string,
   return retry(() => engine.removeContainer(idOrName, { signal }), { ...policy, signal, shouldRetry: isAmbiguousFailure });
 }
 
-async function removeQuietly(engine: ContainerEngine, name: string, policy: RetryPolicy, logger: Logger, taskId: string): Promise<void> {
+/**
+ * After a failed create: removes what this start may have made under the name, and nothing else (a
+ * container another start made under the same name is not ours to remove).
+ */
+async function removeOwnQuietly(engine: ContainerEngine, name: string, identity: TaskIdentity, policy: RetryPolicy, logger: Logger): Promise<void> {
+  const taskId = identity.taskId;
   try {
-    await removeContainer(engine, name, policy);
+    const existing = await retry(() => engine.inspectContainer(name), { ...policy, shouldRetry: isAmbiguousFailure });
+    if (isThisStarts(existing.labels, identity)) await removeContainer(engine, existing.id, policy);
   } catch (error) {
+    if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return;
     // The create error is the one worth reporting; this one is logged so the leak is visible.
     logger.error({ taskId, name, code: codeOf(error) }, 'could not remove a possibly created container after a failed create');
   }

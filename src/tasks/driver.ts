@@ -79,6 +79,14 @@ export interface StartOptions {
   output?: 'attach' | 'engine-log';
   /** Unique per task; names the container. Default: a random UUID. */
   taskId?: string;
+  /**
+   * Names this start of the task (a container label). A container under the task's name is adopted
+   * only when an earlier create of the same start made it (its answer was lost); anything else is a
+   * BERTH_NAME_CONFLICT, as the engine refuses a name in use. An owner that starts a task again after
+   * a crash (the agent) passes the same value each time, so the dead start's late create is adopted.
+   * Default: a random UUID, so two starts with one task id never share a container.
+   */
+  startAttempt?: string;
   /** Aborting it stops the task (end state `cancelled`), or undoes a start still under way. */
   signal?: AbortSignal;
   /**
@@ -160,7 +168,12 @@ export class TaskDriver {
     }
     const { signal } = options;
     if (signal?.aborted) throw cancelledError(`start of task ${taskId}`, signal.reason);
-    const identity: TaskIdentity = { taskId, ownerId: this.ownerId, ...(this.#ownerProcess ? { ownerProcess: this.#ownerProcess } : {}) };
+    const identity: TaskIdentity = {
+      taskId,
+      ownerId: this.ownerId,
+      startAttempt: options.startAttempt ?? randomUUID(),
+      ...(this.#ownerProcess ? { ownerProcess: this.#ownerProcess } : {}),
+    };
     const plan = toCreatePlan(resolved, identity);
     const log = this.#logger;
 

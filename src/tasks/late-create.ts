@@ -38,7 +38,8 @@ export class LateCreateGuard {
       await delay(Math.min(CHECK_INTERVAL_MS, Math.max(0, deadline - Date.now())));
       try {
         const found = await this.engine.inspectContainer(name);
-        if (found.labels[LABELS.taskId] === identity.taskId && found.labels[LABELS.ownerId] === identity.ownerId) {
+        // Only the timed-out create of this very start: a later start of the same task id is not ours to remove.
+        if (found.labels[LABELS.taskId] === identity.taskId && found.labels[LABELS.ownerId] === identity.ownerId && found.labels[LABELS.startAttempt] === identity.startAttempt) {
           await this.engine.removeContainer(found.id);
           this.logger.warn({ taskId: identity.taskId, containerId: found.id }, 'removed a container created late by a timed-out create');
         }

@@ -105,14 +105,37 @@ describe('task lifecycle against the real engine', { skip: await requireEngine()
     await assert.rejects(engine.inspectContainer(handle.containerId), (e: unknown) => isBerthError(e, 'BERTH_ENGINE_NOT_FOUND'));
   });
 
-  test('adopts a container of the same task after a name conflict', async () => {
+  test('adopts a container under the task name only when the same start attempt made it', async () => {
     const id = taskId('adopt');
-    const first = await driver.start(spec({ command: ['sleep', '30'] }), { taskId: id });
+    const first = await driver.start(spec({ command: ['sleep', '30'] }), { taskId: id, startAttempt: 'attempt-1' });
     try {
-      const second = await driver.start(spec({ command: ['sleep', '30'] }), { taskId: id });
-      assert.equal(second.containerId, first.containerId);
+      // An owner starting the task again after a crash passes the same attempt: the container is its own.
+      const again = await driver.start(spec({ command: ['sleep', '30'] }), { taskId: id, startAttempt: 'attempt-1' });
+      assert.equal(again.containerId, first.containerId);
     } finally {
       await first.destroy();
+    }
+  });
+
+  test('refuses a second start with the same task id, sequential or concurrent, and leaves the first alone', async () => {
+    const id = taskId('twice');
+    const first = await driver.start(spec({ command: ['sleep', '30'], env: { RUN: 'first' } }), { taskId: id });
+    try {
+      await assert.rejects(driver.start(spec({ command: ['sleep', '30'], env: { RUN: 'second' } }), { taskId: id }), (e: unknown) => isBerthError(e, 'BERTH_NAME_CONFLICT'));
+      const container = await engine.inspectContainer(first.containerId);
+      assert.equal(container.running, true, 'the first task still runs, in its own container');
+    } finally {
+      await first.destroy();
+    }
+    const concurrent = taskId('concurrent');
+    const starts = await Promise.allSettled([1, 2].map(() => driver.start(spec({ command: ['sleep', '30'] }), { taskId: concurrent })));
+    const started = starts.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+    const refused = starts.flatMap((s) => (s.status === 'rejected' ? [s.reason as unknown] : []));
+    try {
+      assert.equal(started.length, 1, 'one of two concurrent starts with one id runs');
+      assert.ok(refused.length === 1 && isBerthError(refused[0], 'BERTH_NAME_CONFLICT'), `the other is a name conflict: ${String(refused[0])}`);
+    } finally {
+      await Promise.all(started.map((handle) => handle.destroy()));
     }
   });
 

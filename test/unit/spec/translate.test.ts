@@ -4,7 +4,7 @@ import { resolveTaskSpec, type ResolvedTaskSpec, type TaskSpec } from '../../../
 import { CPU_PERIOD_US, toCreatePlan } from '../../../src/spec/translate.js';
 
 const MiB = 1024 * 1024;
-const identity = { taskId: 'task-42', ownerId: 'runner-a' };
+const identity = { taskId: 'task-42', ownerId: 'runner-a', startAttempt: 'attempt-1' };
 
 /** Resolves a spec (privileged allowed) and translates it for `identity`. */
 function plan(spec: TaskSpec) {
@@ -14,10 +14,10 @@ function plan(spec: TaskSpec) {
 describe('toCreatePlan naming and labels', () => {
   test('names the container berth-<taskId>', () => {
     assert.equal(plan({ image: 'a' }).name, 'berth-task-42');
-    assert.equal(toCreatePlan(resolveTaskSpec({ image: 'a' }), { taskId: 'other', ownerId: 'o' }).name, 'berth-other');
+    assert.equal(toCreatePlan(resolveTaskSpec({ image: 'a' }), { taskId: 'other', ownerId: 'o', startAttempt: 'a' }).name, 'berth-other');
   });
 
-  test('labels the container with the user labels plus io.berth.managed, task-id and owner-id', () => {
+  test('labels the container with the user labels plus io.berth.managed, task-id, owner-id and start-attempt', () => {
     const { body } = plan({ image: 'a', labels: { team: 'infra', 'com.example.tier': 'gold' } });
     assert.deepEqual(body.Labels, {
       team: 'infra',
@@ -25,6 +25,7 @@ describe('toCreatePlan naming and labels', () => {
       'io.berth.managed': 'true',
       'io.berth.task-id': 'task-42',
       'io.berth.owner-id': 'runner-a',
+      'io.berth.start-attempt': 'attempt-1',
     });
   });
 
@@ -33,6 +34,7 @@ describe('toCreatePlan naming and labels', () => {
       'io.berth.managed': 'true',
       'io.berth.task-id': 'task-42',
       'io.berth.owner-id': 'runner-a',
+      'io.berth.start-attempt': 'attempt-1',
     });
   });
 
@@ -44,6 +46,7 @@ describe('toCreatePlan naming and labels', () => {
       'io.berth.managed': 'true',
       'io.berth.task-id': 'task-42',
       'io.berth.owner-id': 'runner-a',
+      'io.berth.start-attempt': 'attempt-1',
       'io.berth.owner-host': 'm0123',
       'io.berth.owner-boot-id': 'boot-1',
       'io.berth.owner-pid-ns': '4026531836',
