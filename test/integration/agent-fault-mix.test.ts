@@ -1,18 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { buildAgent, type AgentRuntime } from '../../src/agent/agent.js';
-import { AgentClient, type TaskView } from '../../src/agent/client.js';
-import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
-import { silentLogger } from '../../src/common/logger.js';
+import type { TaskView } from '../../src/agent/client.js';
 import { Engine } from '../../src/engine/engine.js';
 import { assertOutputOnce, finishesWithin, numberedLines, printLines } from '../support/fault-matrix.js';
 import { addMixedFaults, seededRandom } from '../support/fault-mix.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
-import { testHost } from '../support/agent.js';
+import { startServedAgent, type ServedAgent } from '../support/agent.js';
 
 const TASKS = 200;
 const LINES = 10;
@@ -27,48 +21,25 @@ const exitCodeOf = (i: number): number => i % 4;
 
 describe('the agent under a mix of engine faults', { skip: await requireEngine() }, () => {
   let proxy: FaultProxy;
-  let dataDir: string;
-  let runtime: AgentRuntime;
-  let serving: ServingAgent;
-  let client: AgentClient;
+  let agent: ServedAgent;
 
   before(async () => {
     proxy = await FaultProxy.start({ random: seededRandom(SEED) });
-    dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-mix-'));
-    runtime = await buildAgent(
-      {
-        flags: {
-          dataDir,
-          socketPath: path.join(dataDir, 'agent.sock'),
-          engine: { socket: proxy.socketPath },
-          admission: { maxConcurrent: 16 },
-          defaults: { resources: { cpuMilli: 100, memory: '64m' } },
-        },
-        host: testHost(dataDir),
-      },
-      silentLogger,
-    );
-    serving = await serveAgent(runtime, { processMetrics: false });
-    await runtime.start();
-    client = AgentClient.connect({ host: `unix://${serving.socketPath}`, token: runtime.token });
+    agent = await startServedAgent(proxy.socketPath, { admission: { maxConcurrent: 16 }, defaults: { resources: { cpuMilli: 100, memory: '64m' } } });
   });
 
   after(async () => {
     proxy.reset();
-    client.close();
-    await finishesWithin('the agent to go idle', 30_000, runtime.supervisor.idle()).catch(() => undefined);
-    await serving.close();
-    await runtime.close();
+    await agent.close();
     await proxy.close();
     await run.cleanup();
-    await rm(dataDir, { recursive: true, force: true });
   });
 
   test(`${TASKS} tasks under about 10% of faults at once each end right, with output exactly once, nothing leaked and the budget free`, { timeout: BOUND_MS + 120_000 }, async () => {
     const rules = addMixedFaults(proxy, { rate: 0.1, neverAnswering: 2 });
     const ids = await Promise.all(
       Array.from({ length: TASKS }, async (_, i) => {
-        const view = await client.submit({
+        const view = await agent.client.submit({
           id: `mix-${run.id}-${i}`,
           spec: { image: TEST_IMAGE, labels: { ...run.labels }, command: ['sh', '-c', `${printLines(LINES)}; exit ${exitCodeOf(i)}`] },
         });
@@ -80,12 +51,12 @@ describe('the agent under a mix of engine faults', { skip: await requireEngine()
     let views: TaskView[] = [];
     const notEnded: string[] = [];
     await pollUntil('every task to end', async () => {
-      views = await client.list({ label: run.labelFilter, limit: TASKS * 2 }).catch(() => views);
+      views = await agent.client.list({ label: run.labelFilter, limit: TASKS * 2 }).catch(() => views);
       return views.length === TASKS && views.every((v) => ENDED.includes(v.state)) ? true : undefined;
     }, { timeoutMs: BOUND_MS, intervalMs: 500 }).catch(() => {
       for (const v of views) if (!ENDED.includes(v.state)) notEnded.push(`${v.id}: still ${v.state} after ${BOUND_MS / 1000} s`);
     });
-    const idle = await finishesWithin('the agent to remove the containers of ended tasks', 20_000, runtime.supervisor.idle()).then(
+    const idle = await finishesWithin('the agent to remove the containers of ended tasks', 20_000, agent.runtime.supervisor.idle()).then(
       () => 'idle',
       (error: unknown) => String(error),
     );
@@ -110,7 +81,7 @@ describe('the agent under a mix of engine faults', { skip: await requireEngine()
         wrongEnds.push(`${id}: ${view.state} ${JSON.stringify(view.endState)}, expected ${expectedKind} ${code}`);
       }
       let text = '';
-      for await (const record of client.logs(id)) text += `${record.text.replace(/\n$/, '')}\n`;
+      for await (const record of agent.client.logs(id)) text += `${record.text.replace(/\n$/, '')}\n`;
       try {
         assertOutputOnce(text, numberedLines(LINES), id);
       } catch (error) {
@@ -118,7 +89,7 @@ describe('the agent under a mix of engine faults', { skip: await requireEngine()
       }
     }
     const leaked = await direct.listContainers({ all: true, labels: [run.labelFilter] });
-    const admission = runtime.admission.snapshot();
+    const admission = agent.runtime.admission.snapshot();
     assert.deepEqual(
       {
         notEnded,

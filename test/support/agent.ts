@@ -11,6 +11,11 @@ import { request } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildAgent, type AgentRuntime } from '../../src/agent/agent.js';
+import { AgentClient } from '../../src/agent/client.js';
+import type { AgentConfigInput } from '../../src/agent/config.js';
+import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
+import { silentLogger } from '../../src/common/logger.js';
 import { pollUntil } from './engine.js';
 
 /**
@@ -178,4 +183,41 @@ export function tempDirs(): TempDirs {
 /** The host facts an in-process agent's configuration reads (ConfigSources.host), with `dataDir` as home. */
 export function testHost(dataDir: string): { uid: number; homedir: string; totalMemoryBytes: number; cpuCount: number } {
   return { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length };
+}
+
+/** An in-process agent serving its API, with a client: for tests that drive the agent through its real socket. */
+export interface ServedAgent {
+  readonly dataDir: string;
+  readonly runtime: AgentRuntime;
+  readonly serving: ServingAgent;
+  readonly client: AgentClient;
+  /** Waits (at most 30 s) for its tasks, then closes the client, the API and the agent, and removes the data directory. */
+  close(): Promise<void>;
+}
+
+/**
+ * Builds, serves and starts an agent on a fresh data directory whose engine is at `engineSocket`
+ * (a fault proxy's, or an engine of the test's own); `flags` adds configuration.
+ */
+export async function startServedAgent(engineSocket: string, flags: Omit<AgentConfigInput, 'dataDir' | 'socketPath' | 'engine'> = {}): Promise<ServedAgent> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-agent-'));
+  const runtime = await buildAgent({ flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: engineSocket }, ...flags }, host: testHost(dataDir) }, silentLogger);
+  const serving = await serveAgent(runtime, { processMetrics: false });
+  await runtime.start();
+  const client = AgentClient.connect({ host: `unix://${serving.socketPath}`, token: runtime.token });
+  return {
+    dataDir,
+    runtime,
+    serving,
+    client,
+    async close() {
+      client.close();
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([runtime.supervisor.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, 30_000)))]);
+      clearTimeout(timer);
+      await serving.close();
+      await runtime.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
 }

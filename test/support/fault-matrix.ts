@@ -18,23 +18,17 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import { Writable, type Readable } from 'node:stream';
 import { after, afterEach, before, describe, test } from 'node:test';
-import { buildAgent, type AgentRuntime } from '../../src/agent/agent.js';
-import { AgentClient, type TaskView } from '../../src/agent/client.js';
-import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
+import type { TaskView } from '../../src/agent/client.js';
 import { isBerthError } from '../../src/common/errors.js';
-import { silentLogger } from '../../src/common/logger.js';
 import { Engine, type EngineDeadlines } from '../../src/engine/engine.js';
 import { ImageCoordinator } from '../../src/images/index.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { EndState } from '../../src/tasks/end-state.js';
 import { runToEnd } from '../../src/tasks/run.js';
-import { BERTH_CLI, cleanEnv, testHost } from './agent.js';
+import { BERTH_CLI, cleanEnv, startServedAgent, type ServedAgent } from './agent.js';
 import { pollUntil, readAll, requireEngine, TEST_IMAGE, TEST_RUN_LABEL, testRun, type TestRun } from './engine.js';
 import { FaultProxy, type Fault, type FaultRule } from './fault-proxy.js';
 import { buildUniqueImage, pushImage, removeRunImages, requireRegistryTools, startTestRegistries, untag, type TestRegistries } from './registry.js';
@@ -414,62 +408,45 @@ export async function describeAgentLogsMatrix(title: string): Promise<void> {
     const direct = new Engine();
     const run = testRun(direct);
     let proxy: FaultProxy;
-    let dataDir: string;
-    let runtime: AgentRuntime;
-    let serving: ServingAgent;
-    let client: AgentClient;
+    let agent: ServedAgent;
 
     before(async () => {
       proxy = await FaultProxy.start();
-      dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-matrix-'));
-      runtime = await buildAgent(
-        {
-          flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: proxy.socketPath } },
-          host: testHost(dataDir),
-        },
-        silentLogger,
-      );
-      serving = await serveAgent(runtime, { processMetrics: false });
-      await runtime.start();
-      client = AgentClient.connect({ host: `unix://${serving.socketPath}`, token: runtime.token });
+      agent = await startServedAgent(proxy.socketPath);
     });
     afterEach(async () => {
       proxy.reset();
       await run.cleanup();
     });
     after(async () => {
-      client.close();
-      await finishesWithin('the agent to go idle', 30_000, runtime.supervisor.idle()).catch(() => undefined);
-      await serving.close();
-      await runtime.close();
+      await agent.close();
       await proxy.close();
       await run.cleanup();
-      await rm(dataDir, { recursive: true, force: true });
     });
 
     for (const fault of FAULT_NAMES) {
       test(caseName('logs', fault), { timeout: CASE_BOUND_MS + 60_000 }, async () => {
         const rule = addRule(proxy, 'logs', fault);
-        const submitted = await client.submit({
+        const submitted = await agent.client.submit({
           spec: { image: TEST_IMAGE, labels: { ...run.labels }, command: ['sh', '-c', `${printLines(LINE_COUNT)}; exit ${EXIT_CODE}`] },
         });
         const ended = await finishesWithin(
           `the agent's task under ${FAULT_WORDS[fault]} on logs`,
           CASE_BOUND_MS,
           pollUntil('the task to end', async () => {
-            const view = await client.get(submitted.id);
+            const view = await agent.client.get(submitted.id);
             return AGENT_ENDED.includes(view.state) ? view : undefined;
           }, { timeoutMs: CASE_BOUND_MS + 1000, intervalMs: 100 }),
         );
         assert.equal(rule.fired, 1, `the fault was injected on a logs call (${rule.matched} such calls were made)`);
         assert.deepEqual({ state: ended.state, end: ended.endState?.kind, exitCode: ended.exitCode }, { state: 'exited', end: 'failed', exitCode: EXIT_CODE }, JSON.stringify(ended.endState));
         // The end is recorded once the output is; the container is removed right after.
-        await finishesWithin('the agent to remove the container', CASE_BOUND_MS, runtime.supervisor.idle());
+        await finishesWithin('the agent to remove the container', CASE_BOUND_MS, agent.runtime.supervisor.idle());
         let text = '';
-        for await (const record of client.logs(submitted.id)) text += `${record.text.replace(/\n$/, '')}\n`;
+        for await (const record of agent.client.logs(submitted.id)) text += `${record.text.replace(/\n$/, '')}\n`;
         assertOutputOnce(text, numberedLines(LINE_COUNT), 'the task output the agent recorded');
         assert.deepEqual(await leftovers(direct, run), [], 'no container of the run is left');
-        const admission = runtime.admission.snapshot();
+        const admission = agent.runtime.admission.snapshot();
         assert.deepEqual({ tasks: admission.used.tasks, queued: admission.queued.length }, { tasks: 0, queued: 0 }, 'the budget is free');
       });
     }
