@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { BerthError, isBerthError, type ErrorCode } from '../common/errors.js';
+import { BerthError, codeOf, type ErrorCode, isBerthError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { Engine } from '../engine/engine.js';
 import { ImageCoordinator, type ImageCoordinatorSnapshot } from '../images/index.js';
@@ -109,7 +109,7 @@ async function waitForEngine(engine: Engine, logger: Logger, signal: AbortSignal
       return;
     } catch (error) {
       if (isBerthError(error, 'BERTH_ENGINE_VERSION')) throw error;
-      if (!warned) logger.error({ code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'the engine does not answer; waiting for it');
+      if (!warned) logger.error({ code: codeOf(error) }, 'the engine does not answer; waiting for it');
       warned = true;
       await delay(1000, undefined, { signal }).catch(() => undefined);
     }
@@ -276,7 +276,7 @@ async function finishInterruptedRemovals(store: Store, driver: TaskDriver, image
       else imageProvider.release(taskId);
     } catch (error) {
       // The holder stays recorded, so the next start tries again.
-      logger.error({ taskId, code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'could not remove the container of an ended task');
+      logger.error({ taskId, code: codeOf(error) }, 'could not remove the container of an ended task');
     }
   }
 }

@@ -1,6 +1,6 @@
 import type { Writable } from 'node:stream';
 import { pino, type Level, type Logger as PinoLogger } from 'pino';
-import { isBerthError } from '../common/errors.js';
+import { codeOf, isBerthError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { buildAgent, type AgentRuntime } from './agent.js';
 import type { ConfigSources, ReloadResult } from './config.js';
@@ -102,7 +102,7 @@ export async function runDaemon(sources: ConfigSources, logger: Logger): Promise
         try {
           await server.close();
         } catch (error) {
-          logger.warn({ code: isBerthError(error) ? error.code : 'UNKNOWN', error: String(error) }, 'closing the API failed');
+          logger.warn({ code: codeOf(error), error: String(error) }, 'closing the API failed');
         }
         await runtime.close();
         uncontain();

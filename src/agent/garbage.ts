@@ -1,4 +1,4 @@
-import { BerthError, isBerthError } from '../common/errors.js';
+import { BerthError, codeOf, isBerthError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
 import type { ImageCoordinator } from '../images/index.js';
@@ -142,7 +142,7 @@ export class AgentGarbage {
           if (report && report.removed.length > 0) this.#init.logger.info({ removed: report.removed.length, reclaimedBytes: report.reclaimedBytes }, 'image budget enforced');
         })
         .catch((error: unknown) => {
-          if (!isBerthError(error, 'BERTH_PRUNE_RUNNING')) this.#init.logger.warn({ code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'image budget check failed');
+          if (!isBerthError(error, 'BERTH_PRUNE_RUNNING')) this.#init.logger.warn({ code: codeOf(error) }, 'image budget check failed');
         })
         .finally(() => (this.#budgetCheck = undefined));
     }, 1000);
@@ -159,7 +159,7 @@ export class AgentGarbage {
       );
     } catch (error) {
       // A prune already running (on request) is not a failure of the schedule.
-      if (!isBerthError(error, 'BERTH_PRUNE_RUNNING')) this.#init.logger.warn({ code: isBerthError(error) ? error.code : 'UNKNOWN' }, 'scheduled prune failed');
+      if (!isBerthError(error, 'BERTH_PRUNE_RUNNING')) this.#init.logger.warn({ code: codeOf(error) }, 'scheduled prune failed');
     }
   }
 

@@ -239,6 +239,3 @@ export function formatMs(ms: number): string {
 }
 
 /** The error a start threw, as a BerthError (anything else is a bug, BERTH_INTERNAL). */
-export function asBerthError(error: unknown): BerthError {
-  return isBerthError(error) ? error : new BerthError('BERTH_INTERNAL', String(error), { cause: error });
-}

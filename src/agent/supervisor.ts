@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
-import { BerthError, isBerthError, ValidationError, type ErrorCode } from '../common/errors.js';
+import { asBerthError, BerthError, isBerthError, ValidationError, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
 import { resolveTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
@@ -15,7 +15,7 @@ import { fromLogCursor, resumePosition, type OutputPosition } from './output-cur
 import { pumpOutput } from './output-pump.js';
 import type { TaskLogStore } from './task-logs.js';
 import { canonicalJson } from './canonical-json.js';
-import { asBerthError, isTransientStartError, StartOutage, TRANSIENT_START_CODES } from './start-outage.js';
+import { isTransientStartError, StartOutage, TRANSIENT_START_CODES } from './start-outage.js';
 
 /** Where a task's output resumes, and whether it was cut (then it is not read again). */
 interface OutputStart {

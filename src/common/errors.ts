@@ -98,6 +98,16 @@ export function isBerthError(error: unknown, code?: ErrorCode): error is BerthEr
   return error instanceof BerthError && (code === undefined || error.code === code);
 }
 
+/** A thrown value as a BerthError: itself, or BERTH_INTERNAL (a bug) carrying it as the cause. */
+export function asBerthError(error: unknown, what = 'unexpected failure'): BerthError {
+  return isBerthError(error) ? error : new BerthError('BERTH_INTERNAL', `${what}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+}
+
+/** The code of a thrown value, for logs and metrics: its BerthError code, or UNKNOWN. */
+export function codeOf(error: unknown): string {
+  return isBerthError(error) ? error.code : 'UNKNOWN';
+}
+
 /** The error to throw when a caller's signal has aborted. */
 export function cancelledError(what: string, cause?: unknown): BerthError {
   return new BerthError('BERTH_CANCELLED', `${what} was cancelled`, { cause });

@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { BerthError, isBerthError, ValidationError } from '../common/errors.js';
+import { asBerthError, BerthError, isBerthError, ValidationError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { ownerJudge } from '../common/owner-process.js';
@@ -596,9 +596,6 @@ function mergeBerthImages(images: Iterable<{ imageId: string; refs: readonly str
   return [...merged].map(([imageId, refs]) => ({ imageId, refs: [...refs] }));
 }
 
-function asBerthError(error: unknown): BerthError {
-  return error instanceof BerthError ? error : new BerthError('BERTH_INTERNAL', error instanceof Error ? error.message : String(error), { cause: error });
-}
 
 /** An engine failure that stopped a prune, carrying what it had removed before. */
 function partialFailure(error: unknown, report: PruneReport): BerthError {

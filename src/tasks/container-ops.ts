@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { BerthError, cancelledError, isBerthError } from '../common/errors.js';
+import { BerthError, cancelledError, codeOf, isBerthError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
 import { retry } from '../common/retry.js';
@@ -180,6 +180,4 @@ async function removeOwnQuietly(engine: ContainerEngine, name: string, identity:
   }
 }
 
-export function codeOf(error: unknown): string {
-  return isBerthError(error) ? error.code : 'UNKNOWN';
-}
+export { codeOf } from '../common/errors.js';

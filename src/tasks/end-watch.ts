@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BerthError, isBerthError } from '../common/errors.js';
+import { asBerthError, BerthError, isBerthError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
 import type { ContainerInspect, ContainerSummary } from '../engine/types.js';
@@ -180,7 +180,7 @@ export class EndWatch {
         this.#unreachable();
         return 'unknown';
       }
-      return { kind: 'lost', reason: lostReason(error), error: asBerthError(error) };
+      return { kind: 'lost', reason: lostReason(error), error: asBerthError(error, 'unexpected failure while waiting') };
     }
   }
 
@@ -207,7 +207,7 @@ export class EndWatch {
             wait = undefined;
             const error = woke.error;
             if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return { kind: 'lost', reason: 'the container vanished before its end was seen', error };
-            if (!isBerthError(error) || !error.retryable) return { kind: 'lost', reason: lostReason(error), error: asBerthError(error) };
+            if (!isBerthError(error) || !error.retryable) return { kind: 'lost', reason: lostReason(error), error: asBerthError(error, 'unexpected failure while waiting') };
             // Once per outage, not once per attempt: a long outage would otherwise fill the log.
             if (this.#unreachableSince === undefined) logger.warn({ taskId, code: error.code }, 'the wait for the task broke; checking the container, then waiting again');
             else logger.debug({ taskId, code: error.code }, 'the wait for the task broke again');
@@ -253,11 +253,8 @@ export class EndWatch {
   }
 }
 
-function asBerthError(error: unknown): BerthError {
-  return isBerthError(error) ? error : new BerthError('BERTH_INTERNAL', `unexpected failure while waiting: ${String(error)}`, { cause: error });
-}
 
 function lostReason(error: unknown): string {
-  const berthError = asBerthError(error);
+  const berthError = asBerthError(error, 'unexpected failure while waiting');
   return `the engine failed while waiting (${berthError.code}): ${berthError.message}`;
 }
