@@ -316,7 +316,12 @@ export class TaskHandle implements AsyncDisposable {
     }
     // A stop under way may yet show that the task had ended before it was asked (see #stop); its
     // answer is waited for at most one read deadline, so a stop that hangs cannot hold the end.
-    if (this.#stopping) await Promise.race([this.#stopping, sleep(this.#deps.engine.deadlines.readMs, undefined, { ref: false })]);
+    if (this.#stopping) {
+      const bound = new AbortController();
+      const deadline = sleep(this.#deps.engine.deadlines.readMs, undefined, { ref: false, signal: bound.signal }).catch(() => undefined);
+      await Promise.race([this.#stopping, deadline]);
+      bound.abort();
+    }
     const intent = this.#stopIntent;
     return this.#end(
       classifyExit({
