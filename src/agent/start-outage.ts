@@ -14,8 +14,13 @@ export const TRANSIENT_START_CODES: ReadonlySet<ErrorCode> = new Set<ErrorCode>(
  * because the engine (not the registry) did not answer.
  */
 export function isTransientStartError(error: BerthError): boolean {
-  if (TRANSIENT_START_CODES.has(error.code)) return true;
-  return error.code === 'BERTH_IMAGE_PULL_FAILED' && isBerthError(error.cause) && TRANSIENT_START_CODES.has(error.cause.code);
+  if (isEngineOutage(error)) return true;
+  return error.code === 'BERTH_IMAGE_PULL_FAILED' && isBerthError(error.cause) && isEngineOutage(error.cause);
+}
+
+/** Whether the engine did not answer, lost the connection, or answered 5xx: it may answer later, so nothing is concluded. */
+export function isEngineOutage(error: BerthError): boolean {
+  return TRANSIENT_START_CODES.has(error.code);
 }
 
 /**

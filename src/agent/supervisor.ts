@@ -15,7 +15,7 @@ import { fromLogCursor, resumePosition, type OutputPosition } from './output-cur
 import { pumpOutput } from './output-pump.js';
 import type { TaskLogStore } from './task-logs.js';
 import { canonicalJson } from './canonical-json.js';
-import { isTransientStartError, StartOutage, TRANSIENT_START_CODES } from './start-outage.js';
+import { isEngineOutage, isTransientStartError, StartOutage } from './start-outage.js';
 
 /** Where a task's output resumes, and whether it was cut (then it is not read again). */
 interface OutputStart {
@@ -73,10 +73,6 @@ export const REMOVAL_RETRY_LIMIT_MS = 10 * 60_000;
 /** Pauses between attempts to remove an ended task's container. */
 const REMOVAL_RETRY_MS = { first: 500, max: 30_000 };
 
-/** Whether the engine did not answer, lost the connection, or answered 5xx: it may answer later, so nothing is concluded. */
-function isOutage(error: BerthError): boolean {
-  return TRANSIENT_START_CODES.has(error.code);
-}
 
 /**
  * Runs the agent's tasks: every submitted task is recorded before the engine is asked to act, waits
@@ -209,7 +205,7 @@ export class TaskSupervisor {
         toWait.push({ record, error: recoverError });
         continue;
       }
-      if (recoverError !== undefined && !neverCreated && isOutage(asBerthError(recoverError))) {
+      if (recoverError !== undefined && !neverCreated && isEngineOutage(asBerthError(recoverError))) {
         // An outage is not a failure: the container may well be running. The task keeps its share.
         counts.waiting++;
         toRecoverLater.push({ record, error: asBerthError(recoverError) });
@@ -277,7 +273,7 @@ export class TaskSupervisor {
         handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec);
       } catch (retryError) {
         const berthError = asBerthError(retryError);
-        if (isOutage(berthError)) continue;
+        if (isEngineOutage(berthError)) continue;
         this.#deps.logger.error({ taskId: record.id, code: berthError.code }, 'could not recover the task');
         this.#deps.onError?.(berthError.code);
         this.#endLost(record.id, `its container could not be recovered after the agent restarted: ${berthError.code}: ${berthError.message}`);
