@@ -140,7 +140,7 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
   images.on('pull-progress', (e) => view.progress(e));
   images.on('pull-finished', (e) => view.finished(e));
   // The person at the terminal is the caller: the CLI allows what they ask for explicitly. They
-  // reach the engine's socket already, so an explicit -v of it (or of a directory above it) is theirs
+  // reach the engine's socket already, so an explicit --mount of it (or of a directory above it) is theirs
   // to ask for; a library driver and the agent refuse it by default. Sources are still resolved
   // (symlinks followed, the engine given the real path) and must exist.
   // Owned by this process, so that a killed run's container is removed by the reconciler and prune; --keep asks for it to outlive the run.

@@ -10,7 +10,7 @@ import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver, type TaskDriverOptions } from '../../src/tasks/driver.js';
 import { runToEnd } from '../../src/tasks/run.js';
-import { startServedAgent, type ServedAgent } from '../support/agent.js';
+import { cleanEnv, runBerth, startServedAgent, type ServedAgent } from '../support/agent.js';
 import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 
 const ENGINE_SOCKET = '/var/run/docker.sock';
@@ -209,5 +209,41 @@ describe("bind sources through the agent's API, against the real engine", { skip
     const records = [];
     for await (const record of agent.client.logs(task.id)) records.push(record);
     assert.equal(records.map((r) => r.text).join(''), 'from the host');
+  });
+});
+
+describe('bind sources through `berth run`, against the real engine', { skip: await requireEngine() }, () => {
+  let tree: string;
+  const env = cleanEnv({ DOCKER_HOST: `unix://${ENGINE_SOCKET}` });
+  const runArgs = (...rest: string[]): string[] => ['run', '-l', `berth-test.run=${run.id}`, ...rest];
+
+  before(async () => {
+    tree = await realpath(await mkdtemp(path.join(os.tmpdir(), 'berth-binds-cli-')));
+  });
+  after(async () => {
+    await run.cleanup();
+    await rm(tree, { recursive: true, force: true });
+  });
+
+  test("the person at the terminal may mount the engine's socket by naming it", async () => {
+    const result = await runBerth(runArgs('--mount', `type=bind,source=${ENGINE_SOCKET},target=/engine.sock,readonly`, TEST_IMAGE, 'sh', '-c', 'test -S /engine.sock'), env);
+    assert.equal(result.code, 0, result.stderr);
+  });
+
+  test('a source that does not exist is refused before anything is created, naming the field (exit 2)', async () => {
+    const missing = path.join(tree, 'missing');
+    const result = await runBerth(runArgs('--mount', `type=bind,source=${missing},target=/x`, TEST_IMAGE, 'true'), env);
+    assert.equal(result.code, 2, result.stderr);
+    assert.match(result.stderr, /mounts\[0\]\.source: host path .*missing does not exist/);
+    assert.deepEqual(await run.leftovers(), []);
+  });
+
+  test('a symlinked source is resolved on the host and the task sees its target\'s files', async () => {
+    await mkdir(path.join(tree, 'real'));
+    await writeFile(path.join(tree, 'real', 'f'), 'through the link');
+    await symlink(path.join(tree, 'real'), path.join(tree, 'link'));
+    const result = await runBerth(runArgs('--mount', `type=bind,source=${path.join(tree, 'link')},target=/data,readonly`, TEST_IMAGE, 'cat', '/data/f'), env);
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, 'through the link');
   });
 });
