@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { renameSync, symlinkSync } from 'node:fs';
 import { mkdir, mkdtemp, readlink, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import os from 'node:os';
@@ -12,6 +13,7 @@ import { TaskDriver, type TaskDriverOptions } from '../../src/tasks/driver.js';
 import { runToEnd } from '../../src/tasks/run.js';
 import { cleanEnv, runBerth, startServedAgent, type ServedAgent } from '../support/agent.js';
 import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { FaultProxy } from '../support/fault-proxy.js';
 
 const ENGINE_SOCKET = '/var/run/docker.sock';
 const engine = new Engine({ socketPath: ENGINE_SOCKET });
@@ -245,5 +247,52 @@ describe('bind sources through `berth run`, against the real engine', { skip: aw
     const result = await runBerth(runArgs('--mount', `type=bind,source=${path.join(tree, 'link')},target=/data,readonly`, TEST_IMAGE, 'cat', '/data/f'), env);
     assert.equal(result.code, 0, result.stderr);
     assert.equal(result.stdout, 'through the link');
+  });
+});
+
+describe('a source swapped after the create is refused before the start, against the real engine', { skip: await requireEngine() }, () => {
+  let tree: string;
+  let allowed: string;
+  let proxy: FaultProxy;
+
+  before(async () => {
+    tree = await realpath(await mkdtemp(path.join(os.tmpdir(), 'berth-binds-swap-')));
+    allowed = path.join(tree, 'allowed');
+    await mkdir(allowed);
+    proxy = await FaultProxy.start({ upstreamSocketPath: ENGINE_SOCKET });
+  });
+  after(async () => {
+    await run.cleanup();
+    await proxy?.close();
+    await rm(tree, { recursive: true, force: true });
+  });
+
+  test('a directory swapped for a symlink to /run while the container is created is never started, and its container is removed', async () => {
+    const driver = new TaskDriver({ engine: new Engine({ socketPath: proxy.socketPath }), ownerId: `test-${run.id}`, policy: { allowedBindSources: [allowed] } });
+    const source = path.join(allowed, 'swapped');
+    await mkdir(source);
+    const id = taskId('swap-after-create');
+    let swapped = false;
+    // The swap runs in the proxy's notice of the create request, synchronously, before the proxy
+    // forwards it: after berth's last check before the create, before the engine mounts at start.
+    const sawCreate = proxy.waitForRequest((record) => {
+      if (record.method !== 'POST' || record.path !== '/containers/create') return false;
+      if (!swapped) {
+        renameSync(source, `${source}-old`);
+        symlinkSync('/run', source);
+        swapped = true;
+      }
+      return true;
+    }, 60_000);
+    await assert.rejects(driver.start(spec({ command: ['true'], mounts: [bindOf(source)] }), { taskId: id }), (error: unknown) => {
+      assert.ok(error instanceof ValidationError, `expected a ValidationError, got ${String(error)}`);
+      assert.equal(error.issues[0]!.field, 'mounts[0].source');
+      assert.match(error.issues[0]!.rule, /changed on the host/);
+      return true;
+    });
+    await sawCreate;
+    assert.equal(swapped, true);
+    assert.equal(proxy.count('POST', /^\/containers\/[^/]+\/start$/), 0, 'the engine was asked to start the container');
+    assert.deepEqual(await engine.listContainers({ all: true, labels: [`${LABELS.taskId}=${id}`] }), []);
   });
 });
