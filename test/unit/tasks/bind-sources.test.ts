@@ -132,6 +132,14 @@ describe('bind sources are resolved on the host before they are checked', () => 
     assert.match(refusal([bind(at('allowed', 'gone'))], {}).issues[0]!.rule, /does not exist/);
   });
 
+  test('refuses a symlink loop, saying the source cannot be resolved', () => {
+    symlinkSync(at('allowed', 'loop-b'), at('allowed', 'loop-a'));
+    symlinkSync(at('allowed', 'loop-a'), at('allowed', 'loop-b'));
+    const error = refusal([bind(at('allowed', 'loop-a'))], { allowedBindSources: [at('allowed')] });
+    assert.equal(error.issues[0]!.field, 'mounts[0].source');
+    assert.match(error.issues[0]!.rule, /cannot be resolved on the host \(ELOOP\)/);
+  });
+
   test('names every bad source at once and ignores volumes and tmpfs', () => {
     const error = refusal(
       [{ type: 'volume', source: 'v', target: '/v', readOnly: false }, bind(at('allowed', 'out')), { type: 'tmpfs', target: '/t' }, bind(at('allowed', 'missing'), '/m')],
