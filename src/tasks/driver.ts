@@ -164,7 +164,10 @@ export class TaskDriver {
     return this.#lateCreates.settled();
   }
 
-  /** Validates a spec against this driver's policy without touching the engine. */
+  /**
+   * Validates a spec against this driver's policy without touching the engine or the host's file
+   * system; bind sources are resolved on the host by `resolveBindSources` (which `start` calls).
+   */
   resolve(spec: TaskSpec): ResolvedTaskSpec {
     return resolveTaskSpec(spec, this.#policy);
   }
