@@ -126,7 +126,10 @@ export class TaskSupervisor {
     // A client retrying a submit whose answer it lost (or that the agent died answering) gets the task it made.
     const existing = this.#deps.store.tasks.get(input.id);
     if (existing) return { task: sameSubmission(existing, spec), created: false };
-    const resolved = resolveTaskSpec(spec, this.#deps.policy());
+    const policy = this.#deps.policy();
+    const resolved = resolveTaskSpec(spec, policy);
+    // Bind sources are resolved on the host now (and again before the create), so a bad one is refused here and nothing is created.
+    this.#deps.driver.resolveBindSources(resolved, policy);
     const reservation = resolveDemand(resolved.resources, this.#deps.defaultDemand());
     this.#deps.admission.check(reservation);
     const { inserted, task } = this.#deps.store.tasks.insert({ id: input.id, spec, reservation });
@@ -391,7 +394,7 @@ export class TaskSupervisor {
     try {
       if (options.mayHaveContainer) handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec);
       // One start attempt per task: a create a dead agent (or an earlier try) sent may land, and is adopted.
-      handle ??= await this.#deps.driver.start(record.spec as TaskSpec, { taskId: record.id, startAttempt: record.id, output: 'engine-log' });
+      handle ??= await this.#deps.driver.start(record.spec as TaskSpec, { taskId: record.id, startAttempt: record.id, output: 'engine-log', bindPolicy: this.#deps.policy() });
     } catch (error) {
       await this.#startFailed(record, error);
       return;

@@ -139,10 +139,14 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
   images.on('pull-started', (e) => view.started(e));
   images.on('pull-progress', (e) => view.progress(e));
   images.on('pull-finished', (e) => view.finished(e));
-  // The person at the terminal is the caller: the CLI allows what they ask for explicitly.
+  // The person at the terminal is the caller: the CLI allows what they ask for explicitly. They
+  // reach the engine's socket already, so an explicit --mount of it (or of a directory above it) is theirs
+  // to ask for; a library driver and the agent refuse it by default. Sources are still resolved
+  // (symlinks followed, the engine given the real path) and must exist.
   // Owned by this process, so that a killed run's container is removed by the reconciler and prune; --keep asks for it to outlive the run.
-  const driver = new TaskDriver({ engine, ownerId: 'cli', ownerProcess: flags.keep ? 'none' : 'self', policy: { allowPrivileged: true }, images });
+  const driver = new TaskDriver({ engine, ownerId: 'cli', ownerProcess: flags.keep ? 'none' : 'self', policy: { allowPrivileged: true, allowEngineSocket: true }, images });
   const resolved = driver.resolve(spec);
+  driver.resolveBindSources(resolved);
   // Nothing is made before this answers: a signal meanwhile exits at once.
   await engine.checkCompatible();
 

@@ -386,14 +386,21 @@ export class Engine {
   readonly #deadlines: EngineDeadlines;
   readonly #readAttempts: number;
   readonly #minimumApiVersion: string;
+  readonly #socketPath: string | undefined;
 
   constructor(options: EngineOptions = {}) {
+    this.#socketPath = options.host ? undefined : (options.socketPath ?? '/var/run/docker.sock');
     this.#docker = options.host
       ? new Dockerode({ host: options.host, port: options.port ?? 2375, protocol: 'http' })
       : new Dockerode({ socketPath: options.socketPath ?? '/var/run/docker.sock' });
     this.#deadlines = { ...DEFAULT_DEADLINES, ...(options.deadlines ?? {}) };
     this.#readAttempts = options.readAttempts ?? 3;
     this.#minimumApiVersion = options.minimumApiVersion ?? MINIMUM_API_VERSION;
+  }
+
+  /** The unix socket the engine is reached through; undefined when it is reached over TCP. Binds must not expose it. */
+  get socketPath(): string | undefined {
+    return this.#socketPath;
   }
 
   get deadlines(): Readonly<EngineDeadlines> {

@@ -289,8 +289,17 @@ export interface ResolvedTaskSpec {
 export interface SpecPolicy {
   /** Whether `privileged: true` is accepted. Default false. */
   allowPrivileged: boolean;
-  /** Host paths (prefixes) bind mounts may use; undefined allows any. */
+  /**
+   * Host directories bind mounts may use; undefined allows any, an empty list none. A source must
+   * be written under one of them, and (checked on the host when a task is submitted and again just
+   * before its container is created) resolve under one of them too, symlinks followed.
+   */
   allowedBindSources?: readonly string[];
+  /**
+   * Whether a bind may expose the engine's socket (the socket, its directory or any directory above
+   * them). Default false: such a bind is refused unless allowedBindSources names that very path.
+   */
+  allowEngineSocket?: boolean;
   /** Capabilities `capAdd` may name; undefined allows any. */
   allowedCapabilities?: readonly string[];
 }

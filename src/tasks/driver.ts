@@ -8,6 +8,7 @@ import { silentLogger, type Logger } from '../common/logger.js';
 import { readOwnerProcess, type OwnerProcess } from '../common/owner-process.js';
 import { resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import { toCreatePlan, type TaskIdentity } from '../spec/translate.js';
+import { confirmBindSources, engineSocketGuards, resolveBindSources, withResolvedSources, type BindSourcePolicy, type ResolvedBindSource } from './bind-sources.js';
 import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
 import { retry } from '../common/retry.js';
 import { listingVerdict } from './end-watch.js';
@@ -29,7 +30,8 @@ export interface ImageProvider {
 }
 
 export interface TaskDriverOptions {
-  engine: ContainerEngine;
+  /** The engine; its `socketPath` (an Engine reached through a unix socket has one) is never bind-mounted unless the policy allows it. */
+  engine: ContainerEngine & { readonly socketPath?: string };
   /** Written on every container as the owner label; the reconciler removes only its own owner's containers. Default "berth". */
   ownerId?: string;
   /**
@@ -41,7 +43,11 @@ export interface TaskDriverOptions {
    * restart, as the agent does: their containers must not look orphaned while they are away.
    */
   ownerProcess?: 'self' | 'none';
-  /** What specs may ask for. Default: nothing privileged, any bind source, any capability. */
+  /**
+   * What specs may ask for. Default: nothing privileged, any capability, any bind source that
+   * exists and does not expose the engine's socket. Bind sources are resolved on the host (symlinks
+   * followed) before each create, and the engine is given the resolved path.
+   */
   policy?: Partial<SpecPolicy>;
   /** Pulls and holds images; without one, images must already be present. */
   images?: ImageProvider;
@@ -96,6 +102,11 @@ export interface StartOptions {
    * (neither its spec nor its image) is destroyed too, with BERTH_TASK_STATE. Default false.
    */
   waitHealthy?: boolean;
+  /**
+   * The bind policy in force for this start, instead of the driver's: an owner whose policy can
+   * change (the agent reloads its configuration) passes the one in force now. Default: the driver's.
+   */
+  bindPolicy?: BindSourcePolicy;
 }
 
 /** What a task id (and an owner id) may be: it is part of a container name, `berth-<task id>`. */
@@ -107,7 +118,7 @@ export const TASK_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
  */
 export class TaskDriver {
   readonly ownerId: string;
-  readonly #engine: ContainerEngine;
+  readonly #engine: ContainerEngine & { readonly socketPath?: string };
   readonly #policy: SpecPolicy;
   readonly #images: ImageProvider | undefined;
   readonly #retry: RetryPolicy;
@@ -153,9 +164,24 @@ export class TaskDriver {
     return this.#lateCreates.settled();
   }
 
-  /** Validates a spec against this driver's policy without touching the engine. */
+  /**
+   * Validates a spec against this driver's policy without touching the engine or the host's file
+   * system; bind sources are resolved on the host by `resolveBindSources` (which `start` calls).
+   */
   resolve(spec: TaskSpec): ResolvedTaskSpec {
     return resolveTaskSpec(spec, this.#policy);
+  }
+
+  /**
+   * Resolves a spec's bind sources on the host and checks them against a bind policy (default:
+   * this driver's): each must exist, resolve (symlinks followed) under an allowed root, and not
+   * expose the engine's socket unless the policy names it. Throws a ValidationError naming each
+   * `mounts[i].source` at fault. Owners that accept tasks before starting them (the agent's submit)
+   * call it then; `start` calls it again just before the create.
+   */
+  resolveBindSources(spec: ResolvedTaskSpec, policy: BindSourcePolicy = this.#policy): readonly ResolvedBindSource[] {
+    // The guards are read each time: a restarted engine makes its socket anew.
+    return resolveBindSources(spec.mounts, policy, engineSocketGuards(this.#engine.socketPath));
   }
 
   /** Starts a task and returns its handle once the container runs (and, with `waitHealthy`, is healthy). */
@@ -168,13 +194,17 @@ export class TaskDriver {
     }
     const { signal } = options;
     if (signal?.aborted) throw cancelledError(`start of task ${taskId}`, signal.reason);
+    const bindPolicy = options.bindPolicy ?? this.#policy;
+    // Checked before the image is fetched, so that a refused source costs no pull; checked again before the create.
+    this.resolveBindSources(resolved, bindPolicy);
     const identity: TaskIdentity = {
       taskId,
       ownerId: this.ownerId,
       startAttempt: options.startAttempt ?? randomUUID(),
       ...(this.#ownerProcess ? { ownerProcess: this.#ownerProcess } : {}),
     };
-    const plan = toCreatePlan(resolved, identity);
+    // The create plan's name does not depend on the mounts; its body is made from the sources resolved just before the create.
+    let plan = toCreatePlan(resolved, identity);
     const log = this.#logger;
 
     if (this.#images) await this.#images.acquire(resolved.image, taskId, { policy: resolved.pull, signal });
@@ -185,6 +215,9 @@ export class TaskDriver {
       if (createMayArriveLate) this.#lateCreates.watch(plan.name, identity, this.#engine.deadlines.writeMs * 2);
     };
     try {
+      // Resolved again as late as possible, and the resolved paths given to the engine, so that it follows no symlink berth did not check.
+      const binds = this.resolveBindSources(resolved, bindPolicy);
+      plan = toCreatePlan(withResolvedSources(resolved, binds), identity);
       const created = await createIdempotent(this.#engine, plan, identity, this.#retry, log, signal, () => {
         createMayArriveLate = true;
       });
@@ -197,6 +230,8 @@ export class TaskDriver {
           : await this.#attach(containerId, { stdin: resolved.stdin !== undefined, tty: resolved.tty }, signal);
       const handle = this.#newHandle(taskId, containerId, resolved, streams, guardLateCreate, options.output !== 'engine-log');
       try {
+        // The engine mounts at start: a source changed since the check is refused, not followed.
+        confirmBindSources(binds);
         await startIdempotent(this.#engine, containerId, this.#retry, log, signal);
       } catch (error) {
         streams.close();

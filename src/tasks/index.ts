@@ -1,6 +1,8 @@
 export { TaskDriver, TASK_PHASE_CHANNEL, DEFAULT_RELIST_PERIOD_MS } from './driver.js';
 export type { TaskDriverOptions, StartOptions, ImageProvider } from './driver.js';
 export { TaskHandle } from './handle.js';
+export { DEFAULT_ENGINE_SOCKET } from './bind-sources.js';
+export type { BindSourcePolicy, ResolvedBindSource } from './bind-sources.js';
 export { execInTask, findRunningTaskContainer } from './exec.js';
 export type { TaskExecEngine } from './exec.js';
 export { runToEnd } from './run.js';
