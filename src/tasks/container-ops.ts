@@ -104,8 +104,13 @@ async function adoptOwnContainer(engine: ContainerEngine, name: string, identity
     throw error;
   }
   if (!isThisStarts(existing.labels, identity)) {
-    throw new BerthError('BERTH_NAME_CONFLICT', `a container named ${name} exists and was not made by this start of task ${identity.taskId} of ${identity.ownerId}`, {
-      context: { name, containerId: existing.id, taskId: identity.taskId },
+    // As docker words its own name conflict: what holds the name, and how to free it.
+    const sameTask = existing.labels[LABELS.managed] === 'true' && existing.labels[LABELS.taskId] === identity.taskId && existing.labels[LABELS.ownerId] === identity.ownerId;
+    const holder = sameTask
+      ? `task ${identity.taskId} of ${identity.ownerId} already has a container (${name}, ${existing.id.slice(0, 12)}, ${existing.status})`
+      : `the name ${name} is in use by container ${existing.id.slice(0, 12)}, which is not task ${identity.taskId} of ${identity.ownerId}`;
+    throw new BerthError('BERTH_NAME_CONFLICT', `${holder}; remove it (docker rm -f ${name}) or choose another task id`, {
+      context: { name, containerId: existing.id, taskId: identity.taskId, ownerId: identity.ownerId },
     });
   }
   return existing.id;

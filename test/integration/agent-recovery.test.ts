@@ -73,13 +73,20 @@ async function simulateCutShortRemoval(dataDir: string, taskId: string): Promise
     assert.ok(ownerId);
     const containerId = await startTestContainer(engine, run, {
       cmd: ['true'],
-      name: containerNameForTask(taskId),
+      name: containerNameForTask({ taskId, ownerId }),
       labels: { [LABELS.managed]: 'true', [LABELS.taskId]: taskId, [LABELS.ownerId]: ownerId },
     });
     await engine.waitContainer(containerId);
   } finally {
     store.close();
   }
+}
+
+/** The container of a task of this run, found by its labels (the agent's id, part of its name, is the agent's own). */
+async function containerOf(taskId: string): Promise<string> {
+  const rows = await engine.listContainers({ all: true, labels: [RUN_LABEL, `${LABELS.taskId}=${taskId}`] });
+  assert.equal(rows.length, 1, `one container of task ${taskId}`);
+  return rows[0]!.id;
 }
 
 describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
@@ -141,13 +148,13 @@ describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
     first.child.kill('SIGKILL');
     assert.equal(await first.exited, null, 'the agent died of SIGKILL');
     for (const name of ['short1', 'short2', 'long1', 'long2', 'gone']) {
-      assert.equal((await engine.inspectContainer(containerNameForTask(id(name)))).status, 'running', `${name} was running when the agent died`);
+      assert.equal((await engine.inspectContainer(await containerOf(id(name)))).status, 'running', `${name} was running when the agent died`);
     }
 
     // While the agent is down: the long tasks go on writing, the short ones end, and one container vanishes.
     const engineLines = async (name: string): Promise<number> => {
       let count = 0;
-      for await (const entry of engine.logEntries(containerNameForTask(id(name)))) if (entry.data.length > 0) count++;
+      for await (const entry of engine.logEntries(await containerOf(id(name)))) if (entry.data.length > 0) count++;
       return count;
     };
     const linesAtCrash = await engineLines('long1');
@@ -159,7 +166,7 @@ describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
       'the short tasks to end in the engine',
       async () => {
         for (const name of ['short1', 'short2']) {
-          const container = await engine.inspectContainer(containerNameForTask(id(name)));
+          const container = await engine.inspectContainer(await containerOf(id(name)));
           if (container.status === 'exited') {
             engineExitCodes.set(name, container.exitCode);
             engineFinishedAt.set(name, container.finishedAt!.toISOString());
@@ -171,7 +178,7 @@ describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
     );
     assert.equal(engineExitCodes.get('short1'), 3);
     assert.equal(engineExitCodes.get('short2'), 5);
-    assert.equal(await engine.removeContainer(containerNameForTask(id('gone'))), 'removed');
+    assert.equal(await engine.removeContainer(await containerOf(id('gone'))), 'removed');
     await simulateCutShortRemoval(dir, id('quick'));
 
     const second = await agents.start(dir, ['--config', config]);
