@@ -2,7 +2,7 @@ export { TaskDriver, TASK_PHASE_CHANNEL, DEFAULT_RELIST_PERIOD_MS } from './driv
 export type { TaskDriverOptions, StartOptions, ImageProvider } from './driver.js';
 export { TaskHandle } from './handle.js';
 export { execInTask, findRunningTaskContainer } from './exec.js';
-export type { TaskExecEngine } from './exec.js';
+export type { TaskExecEngine, TaskRef } from './exec.js';
 export { runToEnd } from './run.js';
 export { awaitHealthy, healthVerdictDeadlineMs } from './health.js';
 export type { AwaitHealthyOptions, HealthEngine } from './health.js';
