@@ -2,10 +2,10 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { after, describe, test } from 'node:test';
-import { containerNameForTask, LABELS } from '../../src/common/labels.js';
+import { containerNameForTask, LABELS, parseContainerName } from '../../src/common/labels.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { ContainerSummary } from '../../src/engine/types.js';
-import { TaskDriver } from '../../src/tasks/driver.js';
+import { TASK_ID, TaskDriver } from '../../src/tasks/driver.js';
 import { agentProcesses, berth, berthJson, cleanEnv, runBerth, tempDirs, type CliResult } from '../support/agent.js';
 import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { DOCKER_CLI } from '../support/registry.js';
@@ -130,6 +130,31 @@ describe('container names across owners', { skip }, () => {
       await agent.stop('SIGTERM');
     }
     await untilNoContainer(taskId);
+  });
+});
+
+/** The longest id TASK_ID accepts that starts with `prefix` (padded with `pad`). */
+function longestId(prefix: string, pad: string): string {
+  let id = prefix;
+  while (TASK_ID.test(id + pad)) id += pad;
+  return id;
+}
+
+describe('the longest ids', { skip }, () => {
+  test('the longest task and owner ids berth accepts make a name the engine accepts, and the task runs under it', async () => {
+    const driver = new TaskDriver({ engine, ownerId: longestId(`o-${run.id}.`, 'o') });
+    const taskId = longestId(`t-${run.id}.`, 't');
+    const handle = await driver.start({ image: TEST_IMAGE, command: ['echo', 'long'], labels: { ...run.labels }, pull: 'never' }, { taskId });
+    try {
+      const output = readAll(handle.stdout);
+      assert.deepEqual(await handle.wait(), { kind: 'success', exitCode: 0 });
+      assert.equal(await output, 'long\n');
+      const inspect = await engine.inspectContainer(handle.containerId);
+      assert.equal(inspect.name, containerNameForTask({ taskId, ownerId: driver.ownerId }));
+      assert.deepEqual(parseContainerName(inspect.name), { taskId, ownerId: driver.ownerId });
+    } finally {
+      await handle.destroy();
+    }
   });
 });
 
