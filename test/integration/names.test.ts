@@ -274,11 +274,41 @@ describe('containers named by an earlier berth (berth-<task id>)', { skip }, () 
     assert.ok(handle, 'the old-named container is recovered by its labels');
     try {
       assert.equal(handle.containerId, id);
-      await handle.stop();
+      // sleep as pid 1 ignores SIGTERM: a short grace, then SIGKILL.
+      await handle.stop({ graceMs: 500 });
       assert.equal((await handle.wait()).kind, 'cancelled');
     } finally {
       await handle.destroy();
     }
+    await untilNoContainer(taskId);
+  });
+
+  test('of an owner\'s old-named and new-named containers of one task, exec takes the running one and recover the one under the task\'s name', async () => {
+    const taskId = `${run.id}-both`;
+    const ownerId = `both-${run.id}`;
+    const driver = new TaskDriver({ engine, ownerId });
+    const body = (cmd: string[]) => ({
+      Image: TEST_IMAGE, Cmd: cmd, Labels: { ...run.labels, [LABELS.managed]: 'true', [LABELS.taskId]: taskId, [LABELS.ownerId]: ownerId },
+      Tty: false, OpenStdin: false, StdinOnce: false, AttachStdin: false, AttachStdout: false, AttachStderr: false, HostConfig: { NetworkMode: 'none' },
+    });
+    const oldId = await engine.createContainer(`berth-${taskId}`, body(['sleep', '300']));
+    await engine.startContainer(oldId);
+    // Created after the old one and not started: the newest, but not running.
+    const newId = await engine.createContainer(containerNameForTask({ taskId, ownerId }), body(['true']));
+    const viaExec = await cli('exec', '--owner', ownerId, taskId, 'sh', '-c', 'echo $HOSTNAME');
+    assert.equal(viaExec.code, 0, viaExec.stderr);
+    assert.equal(viaExec.stdout, `${oldId.slice(0, 12)}\n`, 'exec ran in the running (old-named) container');
+
+    const spec = { image: TEST_IMAGE, command: ['true'], labels: { ...run.labels }, pull: 'never' as const };
+    const named = await driver.recover(taskId, spec);
+    assert.equal(named?.containerId, newId, 'recover takes the container under the task\'s name first (and starts it, as it was created)');
+    assert.deepEqual(await named.wait(), { kind: 'success', exitCode: 0 });
+    await named.destroy();
+    const old = await driver.recover(taskId, spec);
+    assert.equal(old?.containerId, oldId, 'with that one gone, the old-named one is found by its labels');
+    await old.kill();
+    assert.equal((await old.wait()).kind, 'failed');
+    await old.destroy();
     await untilNoContainer(taskId);
   });
 });
