@@ -4,6 +4,7 @@ import { LABELS } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
 import { retry } from '../common/retry.js';
 import type { Engine } from '../engine/engine.js';
+import type { ContainerSummary } from '../engine/types.js';
 import type { CreatePlan, TaskIdentity } from '../spec/translate.js';
 
 export type ContainerEngine = Pick<
@@ -79,6 +80,14 @@ export async function createIdempotent(
     if (!isBerthError(error, 'BERTH_NAME_CONFLICT')) await removeOwnQuietly(engine, plan.name, identity, policy, logger);
     throw error;
   }
+}
+
+/**
+ * Of several containers of one task of one owner (one an earlier berth named `berth-<task id>`, one
+ * named today): the running one, else the newest. Undefined for none.
+ */
+export function preferredContainer<T extends Pick<ContainerSummary, 'state' | 'createdAt'>>(rows: readonly T[]): T | undefined {
+  return [...rows].sort((a, b) => Number(b.state === 'running') - Number(a.state === 'running') || b.createdAt.getTime() - a.createdAt.getTime())[0];
 }
 
 /** Whether a container was made by this very start (owner, task and attempt). */

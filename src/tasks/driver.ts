@@ -9,7 +9,7 @@ import { silentLogger, type Logger } from '../common/logger.js';
 import { readOwnerProcess, type OwnerProcess } from '../common/owner-process.js';
 import { resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import { toCreatePlan, type TaskIdentity } from '../spec/translate.js';
-import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
+import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, preferredContainer, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
 import { retry } from '../common/retry.js';
 import { listingVerdict } from './end-watch.js';
 import { TaskHandle } from './handle.js';
@@ -241,7 +241,9 @@ export class TaskDriver {
   /**
    * Finds the container of a task started earlier (by this process or one before it) and returns a
    * handle to it: running, or already ended (its wait resolves at once with the engine's verdict).
-   * Resolves undefined when the container is gone, or is not this owner's. Output is not attached:
+   * The container is the one under the task's name, or else the one labelled with the task id and
+   * this owner's id, so a container an earlier berth named `berth-<task id>` is recovered after an
+   * upgrade. Resolves undefined when there is no container of this owner's task. Output is not attached:
    * read it from the engine's log (`engine.logEntries`) from where the previous reader stopped.
    */
   async recover(taskId: string, spec: TaskSpec): Promise<TaskHandle | undefined> {
@@ -265,8 +267,8 @@ export class TaskDriver {
   /**
    * This owner's container of a task: the one under the task's name, or else one found by its labels
    * (managed, task id, owner id), which is how a container named by an earlier version of berth
-   * (`berth-<task id>`) is found after an upgrade. Of several (an old-named and a new-named one), the
-   * running one, else the newest. Undefined when there is none.
+   * (`berth-<task id>`) is found after an upgrade. Of several found by labels, the running one, else
+   * the newest. Undefined when there is none.
    */
   async #findOwnContainer(taskId: string): Promise<ContainerInspect | undefined> {
     const isOurs = (labels: Readonly<Record<string, string>>): boolean =>
@@ -280,7 +282,7 @@ export class TaskDriver {
     const rows = await this.#engine.listContainers({ all: true, labels: [`${LABELS.managed}=true`, `${LABELS.taskId}=${taskId}`, `${LABELS.ownerId}=${this.ownerId}`] });
     const candidates = rows.filter((row) => isOurs(row.labels));
     if (candidates.length === 0) return undefined;
-    const [chosen] = [...candidates].sort((a, b) => Number(b.state === 'running') - Number(a.state === 'running') || b.createdAt.getTime() - a.createdAt.getTime());
+    const chosen = preferredContainer(candidates);
     if (candidates.length > 1) {
       this.#logger.warn({ taskId, containerIds: candidates.map((row) => row.id), chosen: chosen!.id }, 'several containers of one task of this owner; recovering the running (else the newest) one');
     }

@@ -1,7 +1,8 @@
 import { BerthError, isBerthError, ValidationError, type FieldIssue } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import type { Engine, ExecOptions, ExecSession } from '../engine/engine.js';
-import type { ContainerInspect, ContainerSummary } from '../engine/types.js';
+import type { ContainerInspect } from '../engine/types.js';
+import { preferredContainer } from './container-ops.js';
 import { TASK_ID } from './driver.js';
 
 /** What exec into a task needs from the engine. */
@@ -46,7 +47,7 @@ export async function findRunningTaskContainer(engine: Pick<Engine, 'listContain
       context: { taskId, owners },
     });
   }
-  const chosen = preferred(rows);
+  const chosen = preferredContainer(rows);
   let container: ContainerInspect | undefined;
   if (chosen !== undefined) {
     try {
@@ -67,11 +68,6 @@ export async function findRunningTaskContainer(engine: Pick<Engine, 'listContain
     });
   }
   return container;
-}
-
-/** Of one owner's containers of a task: the running one, else the newest. */
-function preferred(rows: readonly ContainerSummary[]): ContainerSummary | undefined {
-  return [...rows].sort((a, b) => Number(b.state === 'running') - Number(a.state === 'running') || b.createdAt.getTime() - a.createdAt.getTime())[0];
 }
 
 /**
