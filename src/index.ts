@@ -9,7 +9,7 @@
  */
 export { BerthError, ValidationError, ERROR_CODES, isBerthError } from './common/errors.js';
 export type { ErrorCode, FieldIssue } from './common/errors.js';
-export { LABELS, LABEL_PREFIX, containerNameForTask } from './common/labels.js';
+export { LABELS, LABEL_PREFIX, containerNameForTask, parseContainerName, type ContainerNameParts } from './common/labels.js';
 export type { Logger } from './common/logger.js';
 export { parseBytes, parseDurationMs } from './common/units.js';
 export { Engine, DEFAULT_DEADLINES, MINIMUM_API_VERSION } from './engine/engine.js';
@@ -21,4 +21,4 @@ export type { TaskSpec, ResolvedTaskSpec, SpecPolicy, MountSpec, ResolvedHealthc
 export { ImageCoordinator, parseImageReference, dockerConfigDirFromEnv, IMAGE_EVENTS_CHANNEL } from './images/index.js';
 export type { AcquireOptions, AcquiredImage, ImageCoordinatorOptions, ImageCoordinatorEvents, ImageReference, PullPolicy, RegistryCredentials } from './images/index.js';
 export { TaskDriver, TaskHandle, runToEnd, execInTask, findRunningTaskContainer, classifyExit, describeEndState, TASK_PHASE_CHANNEL, DEFAULT_RELIST_PERIOD_MS, DEFAULT_ENGINE_SOCKET } from './tasks/index.js';
-export type { TaskDriverOptions, StartOptions, ImageProvider, TaskExecEngine, RunToEndOptions, RunResult, EndState, EndKind, TaskPhase, PhaseChange, BindSourcePolicy, ResolvedBindSource } from './tasks/index.js';
+export type { TaskDriverOptions, StartOptions, ImageProvider, TaskExecEngine, TaskRef, RunToEndOptions, RunResult, EndState, EndKind, TaskPhase, PhaseChange, BindSourcePolicy, ResolvedBindSource } from './tasks/index.js';

@@ -13,10 +13,10 @@ import { enterRawMode, followTerminalSize } from './terminal.js';
 
 /**
  * `berth exec [options] <task-id> <command> [args...]`: runs a command inside the running container
- * of a task, as `docker exec` does, straight through the engine (the container is found by its
- * deterministic name, so it works for tasks of `berth run --name` and of an agent alike). It exits
- * with the command's exit code; 125 when berth refuses (not berth's container, no container, not
- * running) or the engine fails; 2 for a usage error; 130 on Ctrl-C, 143 on SIGTERM.
+ * of a task, as `docker exec` does, straight through the engine (the container is found by its task
+ * id label, so it works for tasks of `berth run --name` and of an agent alike; `--owner` picks the
+ * owner when several have a task of that id). It exits with the command's exit code; 125 when berth
+ * refuses (no container, several owners' and no `--owner`, not running) or the engine fails; 2 for a usage error; 130 on Ctrl-C, 143 on SIGTERM.
  */
 
 export interface ExecFlags {
@@ -25,6 +25,8 @@ export interface ExecFlags {
   env: string[];
   workdir?: string;
   user?: string;
+  /** The owner whose task it is (`cli` for `berth run`, an agent's id), when several owners use one task id. */
+  owner?: string;
 }
 
 /**
@@ -55,7 +57,7 @@ export function addExecCommand(program: Command, io: CliIo, setExitCode: (code: 
   program
     .command('exec')
     .description('Run a command in the running container of a task, and exit with its exit code')
-    .argument('<task-id>', 'the task (its container is berth-<task-id>)')
+    .argument('<task-id>', 'the task (found by its io.berth.task-id label)')
     .argument('<command...>', 'command and arguments')
     // Options after the task id belong to the command: `berth exec t ls -l`.
     .passThroughOptions()
@@ -64,6 +66,7 @@ export function addExecCommand(program: Command, io: CliIo, setExitCode: (code: 
     .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable; KEY alone passes berth\'s own)', collect, [])
     .option('-w, --workdir <dir>', 'working directory inside the container (absolute)')
     .option('-u, --user <user>', 'user[:group] or uid[:gid]')
+    .option('--owner <owner-id>', 'the owner of the task (cli for berth run, an agent\'s id), when several owners have a task of that id')
     .action(async (taskId: string, command: string[], flags: ExecFlags) => {
       setExitCode(await execCommand(taskId, command, flags, io));
     });
@@ -81,7 +84,7 @@ async function execCommand(taskId: string, command: string[], flags: ExecFlags, 
   let restoreTerminal = (): void => undefined;
   try {
     await engine.checkCompatible({ signal: abort.signal });
-    session = await execInTask(engine, taskId, options, abort.signal);
+    session = await execInTask(engine, { taskId, ownerId: flags.owner }, options, abort.signal);
     const started = session;
     if (options.tty) stopFollowingSize = followTerminalSize(io.stdout, (size) => started.resize(size));
     if (options.stdin && started.stdin) {

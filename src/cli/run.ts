@@ -117,7 +117,7 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
     .option('-i, --interactive', 'forward stdin to the task')
     .option('-t, --tty', 'allocate a pseudo-TTY')
     .option('--keep', 'keep the container after the task ends (default: removed)')
-    .option('--name <task-id>', 'task id (names the container berth-<task-id>)')
+    .option('--name <task-id>', 'task id (the container is berth-<task-id>.cli.3); a second run with a task id in use is refused, as docker refuses a name in use')
     .option('--pull <policy>', 'pull the image: missing (default), always or never')
     .option('--health-cmd <command>', 'health check: a shell command run in the container (CMD-SHELL); exit 0 is healthy')
     .option('--health-interval <duration>', 'time between health checks (default 1s with --health-cmd, else the image\'s)')
@@ -152,7 +152,7 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
 
   // Chosen here, not by the driver, so that a forced exit can name the container it leaves behind.
   const taskId = flags.name ?? randomUUID();
-  const containerName = containerNameForTask(taskId);
+  const containerName = containerNameForTask({ taskId, ownerId: driver.ownerId });
   const abort = new AbortController();
   let handle: TaskHandle | undefined;
   let removed = false;

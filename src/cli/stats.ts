@@ -14,8 +14,9 @@ import { formatStatsLine, redrawFrame, renderStatsTable, STATS_HEADERS, statsCel
 
 /**
  * `berth stats [options] <task-id...>`: the resource use of tasks' running containers, as
- * `docker stats` shows it, straight from the engine (each container is found by its deterministic
- * name, so it works for tasks of `berth run --name`, of an agent and of the library alike).
+ * `docker stats` shows it, straight from the engine (each container is found by its task id label,
+ * so it works for tasks of `berth run --name`, of an agent and of the library alike; `--owner` picks
+ * the owner when several have a task of that id).
  *
  * It streams until every task's container has stopped; on a terminal it redraws one table in place,
  * otherwise it prints a line per sample (`--json`: one JSON object per line). `--no-stream` prints
@@ -29,6 +30,8 @@ export interface StatsFlags {
   /** False with `--no-stream`. */
   stream: boolean;
   json?: boolean;
+  /** The owner whose tasks these are (`cli` for `berth run`, an agent's id), when several owners use one task id. */
+  owner?: string;
 }
 
 /** The action named when a task is refused for not running: "cannot read the stats of task …". */
@@ -36,6 +39,7 @@ const STATS_ACTION = 'read the stats of';
 
 interface StatsTask {
   taskId: string;
+  ownerId?: string;
   containerId: string;
 }
 
@@ -49,7 +53,8 @@ export function addStatsCommand(program: Command, io: CliIo, setExitCode: (code:
   program
     .command('stats')
     .description('Display a live stream of the resource use of tasks\' running containers')
-    .argument('<task-id...>', 'the tasks (their containers are berth-<task-id>)')
+    .argument('<task-id...>', 'the tasks (found by their io.berth.task-id label)')
+    .option('--owner <owner-id>', 'the owner of the tasks (cli for berth run, an agent\'s id), when several owners have a task of that id')
     .option('--no-stream', 'print one sample per task and exit')
     .option('--json', 'print one JSON object per sample per line, for scripts')
     .action(async (taskIds: string[], flags: StatsFlags) => {
@@ -72,12 +77,12 @@ async function statsCommand(taskIds: string[], flags: StatsFlags, io: CliIo): Pr
   io.stdout.once('error', onOutputError);
   try {
     await engine.checkCompatible({ signal: interrupt.signal });
-    const found = await Promise.allSettled(ids.map((taskId) => findRunningTaskContainer(engine, taskId, interrupt.signal, STATS_ACTION)));
+    const found = await Promise.allSettled(ids.map((taskId) => findRunningTaskContainer(engine, { taskId, ownerId: flags.owner }, interrupt.signal, STATS_ACTION)));
     if (interrupt.signal.aborted) return endedByUser(io);
     const tasks: StatsTask[] = [];
     const refusals: unknown[] = [];
     found.forEach((result, index) => {
-      if (result.status === 'fulfilled') tasks.push({ taskId: ids[index]!, containerId: result.value.id });
+      if (result.status === 'fulfilled') tasks.push({ taskId: ids[index]!, ownerId: flags.owner, containerId: result.value.id });
       else refusals.push(result.reason);
     });
     if (refusals.length > 0) {
@@ -171,7 +176,7 @@ async function oneSample(engine: Engine, task: StatsTask, signal: AbortSignal): 
   }
   if (signal.aborted || first !== undefined) return first;
   // No sample at all: the container stopped between the check and the stream; say so as the check does.
-  await findRunningTaskContainer(engine, task.taskId, signal, STATS_ACTION);
+  await findRunningTaskContainer(engine, task, signal, STATS_ACTION);
   throw new BerthError('BERTH_TASK_STATE', `the engine ended the stats of task ${task.taskId} without a sample (its container may have restarted)`, {
     context: { taskId: task.taskId, containerId: task.containerId },
   });

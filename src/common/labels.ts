@@ -29,9 +29,47 @@ export const LABELS = {
   ownerStartTime: `${LABEL_PREFIX}owner-start-time`,
 } as const;
 
-/** Container names are derived from the task id so that a retried create finds its own container. */
+/** Every container name berth gives starts with this. */
 export const CONTAINER_NAME_PREFIX = 'berth-';
 
-export function containerNameForTask(taskId: string): string {
-  return `${CONTAINER_NAME_PREFIX}${taskId}`;
+/** Who a container name is for: the task and the driver or agent that owns it. */
+export interface ContainerNameParts {
+  taskId: string;
+  ownerId: string;
+}
+
+/**
+ * The container name of a task of an owner: `berth-<task id>.<owner id>.<length of the owner id>`,
+ * e.g. `berth-build-42.cli.3` for `berth run --name build-42`. Derived from the pair so that a
+ * retried create finds its own container, and distinct for every pair so that owners sharing an
+ * engine never collide on a task id: ids may contain `.` and `-`, so the owner id is found from the
+ * end by its length (the digits after the last `.`), and the task id is what remains. The task id
+ * comes first so that `docker ps` shows it where a reader looks, and a docker name filter for
+ * `berth-<task id>` finds it. Ids match `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, so the name is a valid docker
+ * name. Containers made by earlier versions of berth are named `berth-<task id>`; berth finds its
+ * containers by their labels, never by name, so those are still recovered, exec'd into and pruned.
+ */
+export function containerNameForTask(parts: ContainerNameParts): string {
+  return `${CONTAINER_NAME_PREFIX}${parts.taskId}.${parts.ownerId}.${parts.ownerId.length}`;
+}
+
+/**
+ * The task and owner a container name was made for by `containerNameForTask`, or undefined when the
+ * name is not of that form (a name of berth before owners were part of it, or anyone else's). The
+ * inverse of `containerNameForTask`: `parseContainerName(containerNameForTask(p))` is `p` for every
+ * pair of non-empty ids, which is why no two pairs share a name. Accepts the engine's `/name` form.
+ */
+export function parseContainerName(name: string): ContainerNameParts | undefined {
+  const bare = name.startsWith('/') ? name.slice(1) : name;
+  if (!bare.startsWith(CONTAINER_NAME_PREFIX)) return undefined;
+  const rest = bare.slice(CONTAINER_NAME_PREFIX.length);
+  const lastDot = rest.lastIndexOf('.');
+  const digits = rest.slice(lastDot + 1);
+  // The length is written without leading zeros, so one name has one reading.
+  if (lastDot < 0 || !/^[1-9][0-9]*$/.test(digits)) return undefined;
+  const ownerLength = Number(digits);
+  const ownerStart = lastDot - ownerLength;
+  // At least one character of task id, and the separator before the owner id.
+  if (ownerStart < 2 || rest[ownerStart - 1] !== '.') return undefined;
+  return { taskId: rest.slice(0, ownerStart - 1), ownerId: rest.slice(ownerStart, lastDot) };
 }

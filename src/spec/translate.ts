@@ -132,5 +132,5 @@ export function toCreatePlan(spec: ResolvedTaskSpec, identity: TaskIdentity): Cr
   if (spec.workdir !== undefined) body.WorkingDir = spec.workdir;
   if (spec.user !== undefined) body.User = spec.user;
   if (spec.healthcheck !== undefined) body.Healthcheck = toHealthcheck(spec.healthcheck);
-  return { name: containerNameForTask(identity.taskId), body };
+  return { name: containerNameForTask(identity), body };
 }

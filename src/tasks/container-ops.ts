@@ -4,6 +4,7 @@ import { LABELS } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
 import { retry } from '../common/retry.js';
 import type { Engine } from '../engine/engine.js';
+import type { ContainerSummary } from '../engine/types.js';
 import type { CreatePlan, TaskIdentity } from '../spec/translate.js';
 
 export type ContainerEngine = Pick<
@@ -81,6 +82,14 @@ export async function createIdempotent(
   }
 }
 
+/**
+ * Of several containers of one task of one owner (one an earlier berth named `berth-<task id>`, one
+ * named today): the running one, else the newest. Undefined for none.
+ */
+export function preferredContainer<T extends Pick<ContainerSummary, 'state' | 'createdAt'>>(rows: readonly T[]): T | undefined {
+  return [...rows].sort((a, b) => Number(b.state === 'running') - Number(a.state === 'running') || b.createdAt.getTime() - a.createdAt.getTime())[0];
+}
+
 /** Whether a container was made by this very start (owner, task and attempt). */
 function isThisStarts(labels: Readonly<Record<string, string>>, identity: TaskIdentity): boolean {
   return (
@@ -104,8 +113,13 @@ async function adoptOwnContainer(engine: ContainerEngine, name: string, identity
     throw error;
   }
   if (!isThisStarts(existing.labels, identity)) {
-    throw new BerthError('BERTH_NAME_CONFLICT', `a container named ${name} exists and was not made by this start of task ${identity.taskId} of ${identity.ownerId}`, {
-      context: { name, containerId: existing.id, taskId: identity.taskId },
+    // As docker words its own name conflict: what holds the name, and how to free it.
+    const sameTask = existing.labels[LABELS.managed] === 'true' && existing.labels[LABELS.taskId] === identity.taskId && existing.labels[LABELS.ownerId] === identity.ownerId;
+    const holder = sameTask
+      ? `task ${identity.taskId} of ${identity.ownerId} already has a container (${name}, ${existing.id.slice(0, 12)}, ${existing.status})`
+      : `the name ${name} is in use by container ${existing.id.slice(0, 12)}, which is not task ${identity.taskId} of ${identity.ownerId}`;
+    throw new BerthError('BERTH_NAME_CONFLICT', `${holder}; remove it (docker rm -f ${name}) or choose another task id`, {
+      context: { name, containerId: existing.id, taskId: identity.taskId, ownerId: identity.ownerId },
     });
   }
   return existing.id;

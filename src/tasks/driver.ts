@@ -3,13 +3,14 @@ import diagnostics from 'node:diagnostics_channel';
 import { Readable } from 'node:stream';
 import { containerNameForTask, LABELS } from '../common/labels.js';
 import type { AttachedStreams, ContainerEventStream } from '../engine/engine.js';
+import type { ContainerInspect } from '../engine/types.js';
 import { cancelledError, isBerthError, ValidationError } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { readOwnerProcess, type OwnerProcess } from '../common/owner-process.js';
 import { resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import { toCreatePlan, type TaskIdentity } from '../spec/translate.js';
 import { confirmBindSources, engineSocketGuards, resolveBindSources, withResolvedSources, type BindSourcePolicy, type ResolvedBindSource } from './bind-sources.js';
-import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
+import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, preferredContainer, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
 import { retry } from '../common/retry.js';
 import { listingVerdict } from './end-watch.js';
 import { TaskHandle } from './handle.js';
@@ -83,7 +84,7 @@ export interface StartOptions {
    * resume exactly where it stopped.
    */
   output?: 'attach' | 'engine-log';
-  /** Unique per task; names the container. Default: a random UUID. */
+  /** Unique per task of this owner; with the owner id, names the container (see `containerNameForTask`). Default: a random UUID. */
   taskId?: string;
   /**
    * Names this start of the task (a container label). A container under the task's name is adopted
@@ -109,7 +110,7 @@ export interface StartOptions {
   bindPolicy?: BindSourcePolicy;
 }
 
-/** What a task id (and an owner id) may be: it is part of a container name, `berth-<task id>`. */
+/** What a task id (and an owner id) may be: both are part of a container name (see `containerNameForTask`). */
 export const TASK_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
 
 /**
@@ -275,20 +276,16 @@ export class TaskDriver {
   /**
    * Finds the container of a task started earlier (by this process or one before it) and returns a
    * handle to it: running, or already ended (its wait resolves at once with the engine's verdict).
-   * Resolves undefined when the container is gone, or is not this owner's. Output is not attached:
+   * The container is the one under the task's name, or else the one labelled with the task id and
+   * this owner's id, so a container an earlier berth named `berth-<task id>` is recovered after an
+   * upgrade. Resolves undefined when there is no container of this owner's task. Output is not attached:
    * read it from the engine's log (`engine.logEntries`) from where the previous reader stopped.
    */
   async recover(taskId: string, spec: TaskSpec): Promise<TaskHandle | undefined> {
     // The spec passed the policy when it was submitted; a policy reloaded since must not orphan it.
     const resolved = resolveTaskSpec(spec, { allowPrivileged: true });
-    let found;
-    try {
-      found = await this.#engine.inspectContainer(containerNameForTask(taskId));
-    } catch (error) {
-      if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return undefined;
-      throw error;
-    }
-    if (found.labels[LABELS.taskId] !== taskId || found.labels[LABELS.ownerId] !== this.ownerId) return undefined;
+    const found = await this.#findOwnContainer(taskId);
+    if (found === undefined) return undefined;
     // The image is held again by the caller (which knows the holders it recorded); nothing to acquire.
     const handle = this.#newHandle(taskId, found.id, resolved, noStreams(), () => undefined);
     if (found.status === 'created') {
@@ -300,6 +297,36 @@ export class TaskDriver {
     }
     this.#watchEnd(handle);
     return handle;
+  }
+
+  /**
+   * This owner's container of a task: the one under the task's name, or else one found by its labels
+   * (managed, task id, owner id), which is how a container named by an earlier version of berth
+   * (`berth-<task id>`) is found after an upgrade. Of several found by labels, the running one, else
+   * the newest. Undefined when there is none.
+   */
+  async #findOwnContainer(taskId: string): Promise<ContainerInspect | undefined> {
+    const isOurs = (labels: Readonly<Record<string, string>>): boolean =>
+      labels[LABELS.managed] === 'true' && labels[LABELS.taskId] === taskId && labels[LABELS.ownerId] === this.ownerId;
+    try {
+      const named = await this.#engine.inspectContainer(containerNameForTask({ taskId, ownerId: this.ownerId }));
+      if (isOurs(named.labels)) return named;
+    } catch (error) {
+      if (!isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) throw error;
+    }
+    const rows = await this.#engine.listContainers({ all: true, labels: [`${LABELS.managed}=true`, `${LABELS.taskId}=${taskId}`, `${LABELS.ownerId}=${this.ownerId}`] });
+    const candidates = rows.filter((row) => isOurs(row.labels));
+    if (candidates.length === 0) return undefined;
+    const chosen = preferredContainer(candidates);
+    if (candidates.length > 1) {
+      this.#logger.warn({ taskId, containerIds: candidates.map((row) => row.id), chosen: chosen!.id }, 'several containers of one task of this owner; recovering the running (else the newest) one');
+    }
+    try {
+      return await this.#engine.inspectContainer(chosen!.id);
+    } catch (error) {
+      if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return undefined;
+      throw error;
+    }
   }
 
   #newHandle(taskId: string, containerId: string, spec: ResolvedTaskSpec, streams: AttachedStreams, afterDestroy: () => void, attached = false): TaskHandle {

@@ -1,62 +1,89 @@
-import { BerthError, isBerthError, ValidationError } from '../common/errors.js';
-import { containerNameForTask, LABELS } from '../common/labels.js';
+import { BerthError, isBerthError, ValidationError, type FieldIssue } from '../common/errors.js';
+import { LABELS } from '../common/labels.js';
 import type { Engine, ExecOptions, ExecSession } from '../engine/engine.js';
 import type { ContainerInspect } from '../engine/types.js';
+import { preferredContainer } from './container-ops.js';
 import { TASK_ID } from './driver.js';
 
 /** What exec into a task needs from the engine. */
-export type TaskExecEngine = Pick<Engine, 'inspectContainer' | 'exec'>;
+export type TaskExecEngine = Pick<Engine, 'listContainers' | 'inspectContainer' | 'exec'>;
 
 /**
- * Finds the container of a task by its deterministic name (`berth-<task id>`) and checks that berth
- * may exec in it: it carries berth's marker label and the task's id (berth never touches what it
- * did not create, even under a name that looks like its own), and it is running. Works for any
- * owner: a task of `berth run --name`, of an agent, or of a library driver.
- *
- * Throws `BERTH_VALIDATION` for a malformed task id, `BERTH_TASK_NOT_FOUND` when no container has
- * the name, `BERTH_NAME_CONFLICT` when the container is not this task's berth container, and
- * `BERTH_TASK_STATE` when it is not running (created, paused, restarting, exited, dead). `action`
- * names what the caller wanted in that last message ("cannot exec in task …"); default `exec in`.
+ * Which task: its id, and the owner whose task it is when more than one owner (agents, `berth run`
+ * (owner `cli`), library drivers) on the engine has a task of that id. A string is the task id alone.
  */
-export async function findRunningTaskContainer(engine: Pick<Engine, 'inspectContainer'>, taskId: string, signal?: AbortSignal, action = 'exec in'): Promise<ContainerInspect> {
-  if (!TASK_ID.test(taskId)) throw new ValidationError([{ field: 'task-id', rule: `must match ${TASK_ID.source}` }]);
-  const name = containerNameForTask(taskId);
-  let container: ContainerInspect;
-  try {
-    container = await engine.inspectContainer(name, { signal });
-  } catch (error) {
-    if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) {
-      throw new BerthError('BERTH_TASK_NOT_FOUND', `task ${taskId} has no container (no container is named ${name})`, { cause: error, context: { taskId, name } });
-    }
-    throw error;
+export type TaskRef = string | { taskId: string; ownerId?: string };
+
+/**
+ * Finds the container of a task by its labels (`io.berth.managed` and `io.berth.task-id`, plus
+ * `io.berth.owner-id` when the owner is given), whatever it is named: so containers of any owner, and
+ * those an earlier version of berth named `berth-<task id>`, are found, and a container that is not
+ * berth's is never taken for a task's, even under a name that looks like berth's. Then checks that
+ * it is running.
+ *
+ * When containers of several owners carry the task id and no owner is given, nothing is guessed:
+ * `BERTH_TASK_AMBIGUOUS` names the owners. Of one owner's several containers of a task (one named by
+ * an earlier berth, one by this one), the running one, else the newest.
+ *
+ * Throws `BERTH_VALIDATION` for a malformed task or owner id, `BERTH_TASK_NOT_FOUND` when no container
+ * carries the labels, `BERTH_TASK_AMBIGUOUS` as above, and `BERTH_TASK_STATE` when it is not running
+ * (created, paused, restarting, exited, dead). `action` names what the caller wanted in that last
+ * message ("cannot exec in task …"); default `exec in`.
+ */
+export async function findRunningTaskContainer(engine: Pick<Engine, 'listContainers' | 'inspectContainer'>, task: TaskRef, signal?: AbortSignal, action = 'exec in'): Promise<ContainerInspect> {
+  const { taskId, ownerId } = typeof task === 'string' ? { taskId: task, ownerId: undefined } : task;
+  const issues: FieldIssue[] = [];
+  if (!TASK_ID.test(taskId)) issues.push({ field: 'task-id', rule: `must match ${TASK_ID.source}` });
+  if (ownerId !== undefined && !TASK_ID.test(ownerId)) issues.push({ field: 'owner', rule: `must match ${TASK_ID.source}` });
+  if (issues.length > 0) throw new ValidationError(issues);
+  const whose = ownerId === undefined ? '' : ` of owner ${ownerId}`;
+  const labels = [`${LABELS.managed}=true`, `${LABELS.taskId}=${taskId}`, ...(ownerId === undefined ? [] : [`${LABELS.ownerId}=${ownerId}`])];
+  const rows = (await engine.listContainers({ all: true, labels }, { signal })).filter(
+    (row) => row.labels[LABELS.managed] === 'true' && row.labels[LABELS.taskId] === taskId && (ownerId === undefined || row.labels[LABELS.ownerId] === ownerId),
+  );
+  const owners = [...new Set(rows.map((row) => row.labels[LABELS.ownerId] ?? '(none)'))].sort();
+  if (owners.length > 1) {
+    throw new BerthError('BERTH_TASK_AMBIGUOUS', `task ${taskId} has containers of ${owners.length} owners (${owners.join(', ')}); name the owner (--owner)`, {
+      context: { taskId, owners },
+    });
   }
-  if (container.labels[LABELS.managed] !== 'true' || container.labels[LABELS.taskId] !== taskId) {
-    const whose = container.labels[LABELS.managed] === 'true' ? `berth's task ${container.labels[LABELS.taskId] ?? '(none)'}` : 'not berth\'s (no io.berth.managed label)';
-    throw new BerthError('BERTH_NAME_CONFLICT', `the container named ${name} is ${whose}; berth does not touch it`, {
-      context: { taskId, name, containerId: container.id },
+  const chosen = preferredContainer(rows);
+  let container: ContainerInspect | undefined;
+  if (chosen !== undefined) {
+    try {
+      container = await engine.inspectContainer(chosen.id, { signal });
+    } catch (error) {
+      // Removed between the list and the inspect: as if it had not been listed.
+      if (!isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) throw error;
+    }
+  }
+  if (container === undefined) {
+    throw new BerthError('BERTH_TASK_NOT_FOUND', `task ${taskId}${whose} has no container (none carries ${LABELS.managed}=true and ${LABELS.taskId}=${taskId})`, {
+      context: { taskId, ...(ownerId === undefined ? {} : { ownerId }) },
     });
   }
   if (container.status !== 'running') {
-    throw new BerthError('BERTH_TASK_STATE', `cannot ${action} task ${taskId}: its container is ${container.status}, not running`, {
-      context: { taskId, name, containerId: container.id, status: container.status },
+    throw new BerthError('BERTH_TASK_STATE', `cannot ${action} task ${taskId}${whose}: its container is ${container.status}, not running`, {
+      context: { taskId, name: container.name, containerId: container.id, status: container.status },
     });
   }
   return container;
 }
 
 /**
- * Runs a command inside the running container of a task (see `findRunningTaskContainer` for what is
- * refused). The caller owns the session: read its streams, await `exitCode()`, `close()` it.
+ * Runs a command inside the running container of a task (see `findRunningTaskContainer` for how it
+ * is found and what is refused). The caller owns the session: read its streams, await `exitCode()`,
+ * `close()` it.
  */
-export async function execInTask(engine: TaskExecEngine, taskId: string, options: ExecOptions, signal?: AbortSignal): Promise<ExecSession> {
-  const container = await findRunningTaskContainer(engine, taskId, signal);
+export async function execInTask(engine: TaskExecEngine, task: TaskRef, options: ExecOptions, signal?: AbortSignal): Promise<ExecSession> {
+  const container = await findRunningTaskContainer(engine, task, signal);
   try {
     return await engine.exec(container.id, options, { signal });
   } catch (error) {
     // The container may have stopped or gone between the check and the exec: say so in the task's
     // terms rather than as the engine's conflict or not-found.
     if (isBerthError(error, 'BERTH_ENGINE_CONFLICT') || isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) {
-      await findRunningTaskContainer(engine, taskId, signal);
+      await findRunningTaskContainer(engine, task, signal);
     }
     throw error;
   }

@@ -4,7 +4,7 @@ export { TaskHandle } from './handle.js';
 export { DEFAULT_ENGINE_SOCKET } from './bind-sources.js';
 export type { BindSourcePolicy, ResolvedBindSource } from './bind-sources.js';
 export { execInTask, findRunningTaskContainer } from './exec.js';
-export type { TaskExecEngine } from './exec.js';
+export type { TaskExecEngine, TaskRef } from './exec.js';
 export { runToEnd } from './run.js';
 export { awaitHealthy, healthVerdictDeadlineMs } from './health.js';
 export type { AwaitHealthyOptions, HealthEngine } from './health.js';

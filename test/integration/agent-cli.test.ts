@@ -302,7 +302,8 @@ describe('graceful shutdown', { skip }, () => {
 
     assert.equal(await first.stop('SIGTERM'), 0, first.stderr());
     assert.ok(first.logLines().some((line) => line.msg === 'agent stopped'));
-    assert.equal((await engine.inspectContainer(`berth-${id}`)).status, 'running', 'the task outlives the agent');
+    const [container] = await engine.listContainers({ all: true, labels: [`${LABELS.taskId}=${id}`] });
+    assert.equal(container?.state, 'running', 'the task outlives the agent');
 
     const second = await agents.start(dataDir, ['--config', config]);
     assert.equal(second.logLines().find((line) => line.msg === 'recovered tasks')?.lost, 0);

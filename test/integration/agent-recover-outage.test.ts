@@ -108,7 +108,7 @@ describe('an agent restarted while the engine fails the inspect of a running tas
       await agent.close();
 
       // The inspect that recovery makes (by the container's name) answers 500 until the test lets it through.
-      const inspectPath = new RegExp(`^/containers/${containerNameForTask(id)}/json$`);
+      const inspectPath = new RegExp(`^/containers/${containerNameForTask({ taskId: id, ownerId: agent.runtime.agentId })}/json$`);
       const failing = proxy.addRule({ method: 'GET', path: inspectPath, fault: { kind: 'error500Before' } });
       agent = await startAgent(dataDir, proxy, gateDir);
       const recovered = agent.logger.lines.find((l) => l.message === 'recovered tasks');
@@ -158,7 +158,7 @@ describe('an agent restarted while the engine fails the inspect of a container t
       assert.ok(containerId);
       await agent.close();
 
-      const failing = proxy.addRule({ method: 'GET', path: new RegExp(`^/containers/${containerNameForTask(id)}/json$`), fault: { kind: 'error503Before' } });
+      const failing = proxy.addRule({ method: 'GET', path: new RegExp(`^/containers/${containerNameForTask({ taskId: id, ownerId: agent.runtime.agentId })}/json$`), fault: { kind: 'error503Before' } });
       agent = await startAgent(dataDir, proxy, gateDir);
       await pollUntil('recovery to try again', () => (failing.fired >= 2 ? true : undefined), { timeoutMs: 30_000 });
       assert.equal((await agent.client.get(id)).state, 'running', 'an outage does not make the task lost');

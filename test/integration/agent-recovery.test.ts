@@ -73,13 +73,20 @@ async function simulateCutShortRemoval(dataDir: string, taskId: string): Promise
     assert.ok(ownerId);
     const containerId = await startTestContainer(engine, run, {
       cmd: ['true'],
-      name: containerNameForTask(taskId),
+      name: containerNameForTask({ taskId, ownerId }),
       labels: { [LABELS.managed]: 'true', [LABELS.taskId]: taskId, [LABELS.ownerId]: ownerId },
     });
     await engine.waitContainer(containerId);
   } finally {
     store.close();
   }
+}
+
+/** The container of a task of this run, found by its labels (the agent's id, part of its name, is the agent's own). */
+async function containerOf(taskId: string): Promise<string> {
+  const rows = await engine.listContainers({ all: true, labels: [RUN_LABEL, `${LABELS.taskId}=${taskId}`] });
+  assert.equal(rows.length, 1, `one container of task ${taskId}`);
+  return rows[0]!.id;
 }
 
 describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
@@ -141,13 +148,13 @@ describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
     first.child.kill('SIGKILL');
     assert.equal(await first.exited, null, 'the agent died of SIGKILL');
     for (const name of ['short1', 'short2', 'long1', 'long2', 'gone']) {
-      assert.equal((await engine.inspectContainer(containerNameForTask(id(name)))).status, 'running', `${name} was running when the agent died`);
+      assert.equal((await engine.inspectContainer(await containerOf(id(name)))).status, 'running', `${name} was running when the agent died`);
     }
 
     // While the agent is down: the long tasks go on writing, the short ones end, and one container vanishes.
-    const engineLines = async (name: string): Promise<number> => {
+    const engineLines = async (name: string, stream?: 'stdout' | 'stderr'): Promise<number> => {
       let count = 0;
-      for await (const entry of engine.logEntries(containerNameForTask(id(name)))) if (entry.data.length > 0) count++;
+      for await (const entry of engine.logEntries(await containerOf(id(name)))) if (entry.data.length > 0 && (stream === undefined || entry.stream === stream)) count++;
       return count;
     };
     const linesAtCrash = await engineLines('long1');
@@ -159,7 +166,7 @@ describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
       'the short tasks to end in the engine',
       async () => {
         for (const name of ['short1', 'short2']) {
-          const container = await engine.inspectContainer(containerNameForTask(id(name)));
+          const container = await engine.inspectContainer(await containerOf(id(name)));
           if (container.status === 'exited') {
             engineExitCodes.set(name, container.exitCode);
             engineFinishedAt.set(name, container.finishedAt!.toISOString());
@@ -171,7 +178,7 @@ describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
     );
     assert.equal(engineExitCodes.get('short1'), 3);
     assert.equal(engineExitCodes.get('short2'), 5);
-    assert.equal(await engine.removeContainer(containerNameForTask(id('gone'))), 'removed');
+    assert.equal(await engine.removeContainer(await containerOf(id('gone'))), 'removed');
     await simulateCutShortRemoval(dir, id('quick'));
 
     const second = await agents.start(dir, ['--config', config]);
@@ -193,6 +200,8 @@ describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
     }
     // The second agent follows the long tasks' output live before they end.
     const linesAtRestart = await engineLines('long1');
+    // Each long task is measured against its own count: on a loaded host one may have written fewer lines than the other.
+    const long2ErrLinesAtRestart = await engineLines('long2', 'stderr');
     await pollUntil(
       'the second agent to store new lines of long1',
       async () => {
@@ -234,11 +243,11 @@ describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
       };
     };
     /** `<prefix> 1` … `<prefix> n` then `total n`, where n is what the task says it wrote. */
-    const numberedLines = (lines: string[], prefix: string): string[] => {
+    const numberedLines = (lines: string[], prefix: string, atRestart: number): string[] => {
       const total = /^total (\d+)$/.exec(lines.at(-1) ?? '');
       assert.ok(total, `the last line is the count: ${lines.at(-1)}`);
       const n = Number(total[1]);
-      assert.ok(n > linesAtRestart, `${prefix}: lines were written before, during and after the crash (${n})`);
+      assert.ok(n > atRestart, `${prefix}: lines were written before, during and after the crash (${n}, ${atRestart} at the restart)`);
       return [...Array.from({ length: n }, (_, i) => `${prefix} ${i + 1}`), `total ${n}`];
     };
     assert.deepEqual(await output('quick'), { stdout: ['quick'], stderr: [] });
@@ -246,12 +255,12 @@ describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
     assert.deepEqual(await output('short1'), { stdout: ['done 1'], stderr: [] });
     assert.deepEqual(await output('short2'), { stdout: ['start 2'], stderr: ['done 2'] });
     const long1 = await output('long1');
-    assert.deepEqual(long1.stdout, numberedLines(long1.stdout, 'line'));
+    assert.deepEqual(long1.stdout, numberedLines(long1.stdout, 'line', linesAtRestart));
     assert.deepEqual(long1.stderr, []);
     const long2 = await output('long2');
-    const long2Total = numberedLines(long2.stderr, 'err').length - 1;
+    const long2Total = numberedLines(long2.stderr, 'err', long2ErrLinesAtRestart).length - 1;
     assert.deepEqual(long2.stdout, Array.from({ length: long2Total }, (_, i) => `out ${i + 1}`));
-    assert.deepEqual(long2.stderr, numberedLines(long2.stderr, 'err'));
+    assert.deepEqual(long2.stderr, numberedLines(long2.stderr, 'err', long2ErrLinesAtRestart));
     // The plain command splits the streams the same way.
     const plain = await berth(dir, ['logs', id('long2')]);
     assert.equal(plain.stdout, long2.stdout.map((l) => `${l}\n`).join(''));

@@ -120,15 +120,17 @@ describe('berth exec (the CLI, as a user runs it)', { skip: await requireEngine(
     assert.equal(result.code, 130);
   });
 
-  test('refuses a container under a task\'s name that is not berth\'s, and leaves it alone', async () => {
+  test('does not take a container under a task\'s name that is not berth\'s for the task, and leaves it alone', async () => {
     const taskId = `${run.id}-foreign`;
-    // Same name pattern as a task's container, but no io.berth.* labels: someone else's.
-    const id = await startTestContainer(engine, run, { name: containerNameForTask(taskId), cmd: ['sleep', '300'] });
+    // The name a task's container has (today's and an earlier berth's), but no io.berth.* labels: someone else's.
+    const id = await startTestContainer(engine, run, { name: containerNameForTask({ taskId, ownerId: 'cli' }), cmd: ['sleep', '300'] });
+    const old = await startTestContainer(engine, run, { name: `berth-${taskId}`, cmd: ['sleep', '300'] });
     const result = await berth(['exec', taskId, 'touch', '/tmp/touched']);
     assert.equal(result.code, 125);
-    assert.match(result.stderr, /^berth: .*not berth's.*\[BERTH_NAME_CONFLICT\]\n$/);
+    assert.match(result.stderr, /^berth: task .* has no container .*\[BERTH_TASK_NOT_FOUND\]\n$/);
     assert.equal(result.stdout, '');
     assert.equal((await engine.inspectContainer(id)).running, true);
+    assert.equal((await engine.inspectContainer(old)).running, true);
   });
 
   test('refuses a task whose container has stopped', async () => {

@@ -158,7 +158,7 @@ describe('every berth process exits when asked (SIGINT, SIGTERM)', { skip: await
       cli.child.kill('SIGTERM');
       const exit = await cli.exit();
       assert.equal(exit.code, 143, exit.stderr);
-      assert.match(exit.stderr, new RegExp(`^berth: the cleanup after SIGTERM did not finish within \\d+s: exiting now; left behind: container ${containerNameForTask(taskId)}, for berth prune or an agent's reconciler to remove$`, 'm'));
+      assert.match(exit.stderr, new RegExp(`^berth: the cleanup after SIGTERM did not finish within \\d+s: exiting now; left behind: container ${containerNameForTask({ taskId, ownerId: 'cli' })}, for berth prune or an agent's reconciler to remove$`, 'm'));
       assert.ok(rule.fired > 0, 'the stop reached the wedged engine');
       // What the reconciler and prune would remove is still there; the test removes it.
       assert.equal((await taskContainers(taskId)).length, 1);
@@ -201,7 +201,7 @@ describe('every berth process exits when asked (SIGINT, SIGTERM)', { skip: await
       cli.child.kill('SIGINT');
       const exit = await cli.exit();
       assert.equal(exit.code, 130, exit.stderr);
-      assert.match(exit.stderr, new RegExp(`^berth: SIGINT during the cleanup: exiting now; left behind: container ${containerNameForTask(taskId)}, `, 'm'));
+      assert.match(exit.stderr, new RegExp(`^berth: SIGINT during the cleanup: exiting now; left behind: container ${containerNameForTask({ taskId, ownerId: 'cli' })}, `, 'm'));
       await removeTask(taskId);
     });
 

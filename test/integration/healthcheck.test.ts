@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { isBerthError, ValidationError } from '../../src/common/errors.js';
-import { LABELS } from '../../src/common/labels.js';
+import { containerNameForTask, LABELS } from '../../src/common/labels.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
@@ -58,7 +58,7 @@ describe('health checks against the real engine', { skip: await requireEngine() 
     );
     let handle: TaskHandle | undefined;
     try {
-      const containerName = `berth-${id}`;
+      const containerName = containerNameForTask({ taskId: id, ownerId: driver.ownerId });
       const starting = await pollUntil('a failed health probe', async () => {
         const state = await engine.inspectContainer(containerName).catch(() => undefined);
         return state?.health?.probes.some((probe) => probe.exitCode !== 0) ? state : undefined;
@@ -125,7 +125,7 @@ describe('health checks against the real engine', { skip: await requireEngine() 
     const id = taskId('abort');
     const controller = new AbortController();
     const start = driver.start(spec({ command: ['sleep', '600'], healthcheck: { command: ['cat', '/tmp/never'], startPeriod: '10m' } }), { taskId: id, waitHealthy: true, signal: controller.signal });
-    await pollUntil('the container running', async () => ((await engine.inspectContainer(`berth-${id}`).catch(() => undefined))?.running ? true : undefined));
+    await pollUntil('the container running', async () => ((await engine.inspectContainer(containerNameForTask({ taskId: id, ownerId: driver.ownerId })).catch(() => undefined))?.running ? true : undefined));
     controller.abort();
     await assert.rejects(start, (error: unknown) => isBerthError(error, 'BERTH_CANCELLED'));
     assert.deepEqual(await containersOf(id), []);
@@ -239,7 +239,7 @@ describe('berth run health flags against the real engine', { skip: await require
     const id = `${cliRun.id}-flags`;
     const result = await berth(runArgs('--keep', '--name', id, '--health-cmd', 'cat /tmp/ready || exit 1', '--health-interval', '250ms', '--health-timeout', '2s', '--health-retries', '4', '--health-start-period', '30s', TEST_IMAGE, 'true'));
     assert.equal(result.code, 0, result.stderr);
-    const inspect = await engine.inspectContainer(`berth-${id}`);
+    const inspect = await engine.inspectContainer(containerNameForTask({ taskId: id, ownerId: 'cli' }));
     assert.deepEqual(inspect.healthcheck, {
       test: ['CMD-SHELL', 'cat /tmp/ready || exit 1'],
       intervalNs: 250_000_000,
@@ -254,7 +254,7 @@ describe('berth run health flags against the real engine', { skip: await require
     const id = `${cliRun.id}-none`;
     const result = await berth(runArgs('--keep', '--name', id, '--no-healthcheck', TEST_IMAGE, 'true'));
     assert.equal(result.code, 0, result.stderr);
-    const inspect = await engine.inspectContainer(`berth-${id}`);
+    const inspect = await engine.inspectContainer(containerNameForTask({ taskId: id, ownerId: 'cli' }));
     assert.deepEqual(inspect.healthcheck?.test, ['NONE']);
     await engine.removeContainer(inspect.id);
   });

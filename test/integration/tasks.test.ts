@@ -6,7 +6,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
-import { LABELS } from '../../src/common/labels.js';
+import { containerNameForTask, LABELS } from '../../src/common/labels.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
@@ -62,7 +62,7 @@ describe('task lifecycle against the real engine', { skip: await requireEngine()
       assert.equal(inspect.labels[LABELS.taskId], handle.taskId);
       assert.equal(inspect.labels[LABELS.ownerId], driver.ownerId);
       assert.equal(inspect.labels[LABELS.managed], 'true');
-      assert.equal(inspect.name, `berth-${handle.taskId}`);
+      assert.equal(inspect.name, containerNameForTask({ taskId: handle.taskId, ownerId: driver.ownerId }));
     } finally {
       await handle.destroy();
     }
@@ -141,7 +141,7 @@ describe('task lifecycle against the real engine', { skip: await requireEngine()
 
   test('refuses a name conflict with a container of another owner, and leaves it alone', async () => {
     const id = taskId('foreign');
-    const foreignId = await engine.createContainer(`berth-${id}`, {
+    const foreignId = await engine.createContainer(containerNameForTask({ taskId: id, ownerId: driver.ownerId }), {
       Image: TEST_IMAGE, Cmd: ['true'], Labels: { ...run.labels }, Tty: false, OpenStdin: false, StdinOnce: false,
       AttachStdin: false, AttachStdout: false, AttachStderr: false, HostConfig: { NetworkMode: 'none' },
     });

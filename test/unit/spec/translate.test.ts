@@ -12,9 +12,9 @@ function plan(spec: TaskSpec) {
 }
 
 describe('toCreatePlan naming and labels', () => {
-  test('names the container berth-<taskId>', () => {
-    assert.equal(plan({ image: 'a' }).name, 'berth-task-42');
-    assert.equal(toCreatePlan(resolveTaskSpec({ image: 'a' }), { taskId: 'other', ownerId: 'o', startAttempt: 'a' }).name, 'berth-other');
+  test('names the container for its task and owner: berth-<taskId>.<ownerId>.<owner id length>', () => {
+    assert.equal(plan({ image: 'a' }).name, 'berth-task-42.runner-a.8');
+    assert.equal(toCreatePlan(resolveTaskSpec({ image: 'a' }), { taskId: 'other', ownerId: 'o', startAttempt: 'a' }).name, 'berth-other.o.1');
   });
 
   test('labels the container with the user labels plus io.berth.managed, task-id, owner-id and start-attempt', () => {
