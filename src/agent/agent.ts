@@ -161,6 +161,8 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
     ownerId: agentId,
     ownerProcess: 'none',
     policy: { allowPrivileged: true },
+    // No task may mount the agent's state: its token and API socket would hand it the agent.
+    protectedHostPaths: [initial.dataDir, initial.socketPath],
     images: imageProvider,
     logger,
     relistPeriodMs: initial.tasks.relistPeriodMs,

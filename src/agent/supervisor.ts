@@ -198,13 +198,19 @@ export class TaskSupervisor {
     for (const record of unended) {
       if (record.state === 'pending') continue;
       let recoverError: unknown;
-      const handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec).catch((error: unknown) => {
+      const handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, { bindPolicy: this.#deps.policy() }).catch((error: unknown) => {
         recoverError = error;
         return undefined;
       });
       const neverCreated = record.state === 'starting' || (record.state === 'stopping' && record.containerId === undefined);
       if (recoverError !== undefined && neverCreated && isTransientStartError(asBerthError(recoverError))) {
         counts.restarted++;
+        toWait.push({ record, error: recoverError });
+        continue;
+      }
+      if (isBerthError(recoverError, 'BERTH_VALIDATION')) {
+        // A never-started container whose bind sources no longer pass (a swapped path, a narrower
+        // policy) was removed, not started: the task fails as a refused start does.
         toWait.push({ record, error: recoverError });
         continue;
       }
@@ -273,7 +279,7 @@ export class TaskSupervisor {
       if (this.#closing.signal.aborted) return;
       let handle: TaskHandle | undefined;
       try {
-        handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec);
+        handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, { bindPolicy: this.#deps.policy() });
       } catch (retryError) {
         const berthError = asBerthError(retryError);
         if (isEngineOutage(berthError)) continue;
@@ -392,7 +398,7 @@ export class TaskSupervisor {
   async #start(record: TaskRecord, options: { mayHaveContainer?: boolean } = {}): Promise<void> {
     let handle: TaskHandle | undefined;
     try {
-      if (options.mayHaveContainer) handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec);
+      if (options.mayHaveContainer) handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, { bindPolicy: this.#deps.policy() });
       // One start attempt per task: a create a dead agent (or an earlier try) sent may land, and is adopted.
       handle ??= await this.#deps.driver.start(record.spec as TaskSpec, { taskId: record.id, startAttempt: record.id, output: 'engine-log', bindPolicy: this.#deps.policy() });
     } catch (error) {

@@ -27,8 +27,13 @@ interface FileIdentity {
   readonly ino: bigint;
 }
 
-/** A path the engine's socket can be reached through: the socket, its directory, every directory above. */
+/**
+ * A path a bind must not expose: the engine's socket (its directory and every directory above it
+ * too), or a protected host path such as the agent's data directory (also anything under it).
+ */
 export interface SocketGuard {
+  /** `engine-socket` may be allowed by a policy that names it; `protected` never is. */
+  readonly kind: 'engine-socket' | 'protected';
   readonly socketPath: string;
   readonly resolvedSocket: string;
   /** The socket and each directory above it, by identity: a bind mount or hard link of any of them is caught too. */
@@ -64,7 +69,7 @@ function realPath(hostPath: string): { path: string } | { errorCode: string } {
 }
 
 /** Resolves a socket path as far as the host allows: a missing socket still guards its (resolved) directory. */
-function guardFor(socketPath: string): SocketGuard {
+function guardFor(socketPath: string, kind: SocketGuard['kind'] = 'engine-socket'): SocketGuard {
   const absolute = posix.resolve(socketPath);
   const whole = realPath(absolute);
   let resolvedSocket: string;
@@ -80,16 +85,16 @@ function guardFor(socketPath: string): SocketGuard {
     if (identity) identities.push(identity);
     if (p === '/') break;
   }
-  return { socketPath, resolvedSocket, identities };
+  return { kind, socketPath, resolvedSocket, identities };
 }
 
 /**
  * The engine sockets a bind must not expose: the one the engine was reached through (when known)
  * and always the default one, since a host usually has it whichever socket berth uses.
  */
-export function engineSocketGuards(engineSocketPath: string | undefined): readonly SocketGuard[] {
+export function engineSocketGuards(engineSocketPath: string | undefined, protectedPaths: readonly string[] = []): readonly SocketGuard[] {
   const paths = [...new Set([DEFAULT_ENGINE_SOCKET, ...(engineSocketPath === undefined ? [] : [engineSocketPath])])];
-  return paths.map(guardFor);
+  return [...paths.map((socket) => guardFor(socket)), ...protectedPaths.map((hostPath) => guardFor(hostPath, 'protected'))];
 }
 
 function describe(source: string, resolvedPath: string): string {
@@ -148,7 +153,13 @@ export function resolveBindSources(
       return;
     }
     const namedExplicitly = policy.allowEngineSocket === true || rootsResolved().includes(resolvedPath);
-    const exposed = namedExplicitly ? undefined : guards.find((guard) => isUnder(guard.resolvedSocket, resolvedPath) || guard.identities.some((id) => sameFile(id, identity)));
+    const exposes = (guard: SocketGuard): boolean => isUnder(guard.resolvedSocket, resolvedPath) || guard.identities.some((id) => sameFile(id, identity));
+    const shielded = guards.find((guard) => guard.kind === 'protected' && (exposes(guard) || isUnder(resolvedPath, guard.resolvedSocket)));
+    if (shielded) {
+      issues.push({ field, rule: `${describe(source, resolvedPath)} exposes ${shielded.socketPath}, which berth protects (the agent's own state: its token and socket); no policy allows it` });
+      return;
+    }
+    const exposed = namedExplicitly ? undefined : guards.find((guard) => guard.kind === 'engine-socket' && exposes(guard));
     if (exposed) {
       issues.push({
         field,

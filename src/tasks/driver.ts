@@ -50,6 +50,11 @@ export interface TaskDriverOptions {
    * followed) before each create, and the engine is given the resolved path.
    */
   policy?: Partial<SpecPolicy>;
+  /**
+   * Host paths no bind source may be, lie under or contain, whatever the policy: the agent passes
+   * its data directory (its token and socket would give a task control of the agent).
+   */
+  protectedHostPaths?: readonly string[];
   /** Pulls and holds images; without one, images must already be present. */
   images?: ImageProvider;
   /** Retries of ambiguous engine failures (create, start, stop, remove, wait). Default 5 attempts from 100 ms. */
@@ -121,6 +126,7 @@ export class TaskDriver {
   readonly ownerId: string;
   readonly #engine: ContainerEngine & { readonly socketPath?: string };
   readonly #policy: SpecPolicy;
+  readonly #protectedHostPaths: readonly string[];
   readonly #images: ImageProvider | undefined;
   readonly #retry: RetryPolicy;
   readonly #logger: Logger;
@@ -142,6 +148,7 @@ export class TaskDriver {
       throw new ValidationError([{ field: 'ownerProcess', rule: 'must be "self" or "none"' }]);
     }
     this.#policy = { allowPrivileged: false, ...options.policy };
+    this.#protectedHostPaths = [...(options.protectedHostPaths ?? [])];
     this.#images = options.images;
     this.#retry = { ...DEFAULT_RETRY_POLICY, ...options.retry };
     this.#logger = options.logger ?? silentLogger;
@@ -182,7 +189,7 @@ export class TaskDriver {
    */
   resolveBindSources(spec: ResolvedTaskSpec, policy: BindSourcePolicy = this.#policy): readonly ResolvedBindSource[] {
     // The guards are read each time: a restarted engine makes its socket anew.
-    return resolveBindSources(spec.mounts, policy, engineSocketGuards(this.#engine.socketPath));
+    return resolveBindSources(spec.mounts, policy, engineSocketGuards(this.#engine.socketPath, this.#protectedHostPaths));
   }
 
   /** Starts a task and returns its handle once the container runs (and, with `waitHealthy`, is healthy). */
@@ -281,11 +288,21 @@ export class TaskDriver {
    * upgrade. Resolves undefined when there is no container of this owner's task. Output is not attached:
    * read it from the engine's log (`engine.logEntries`) from where the previous reader stopped.
    */
-  async recover(taskId: string, spec: TaskSpec): Promise<TaskHandle | undefined> {
+  async recover(taskId: string, spec: TaskSpec, options: { bindPolicy?: BindSourcePolicy } = {}): Promise<TaskHandle | undefined> {
     // The spec passed the policy when it was submitted; a policy reloaded since must not orphan it.
     const resolved = resolveTaskSpec(spec, { allowPrivileged: true });
     const found = await this.#findOwnContainer(taskId);
     if (found === undefined) return undefined;
+    if (found.status === 'created') {
+      // The engine mounts at start: bind sources are checked again before a container that never
+      // started is started, as `start` does, and one that now escapes is removed, not started.
+      try {
+        this.resolveBindSources(resolved, options.bindPolicy ?? this.#policy);
+      } catch (error) {
+        await removeContainer(this.#engine, found.id, this.#retry);
+        throw error;
+      }
+    }
     // The image is held again by the caller (which knows the holders it recorded); nothing to acquire.
     const handle = this.#newHandle(taskId, found.id, resolved, noStreams(), () => undefined);
     if (found.status === 'created') {

@@ -9,6 +9,8 @@ import { ValidationError } from '../../src/common/errors.js';
 import { LABELS } from '../../src/common/labels.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
+import { toCreatePlan } from '../../src/spec/translate.js';
+import { withResolvedSources } from '../../src/tasks/bind-sources.js';
 import { TaskDriver, type TaskDriverOptions } from '../../src/tasks/driver.js';
 import { runToEnd } from '../../src/tasks/run.js';
 import { cleanEnv, runBerth, startServedAgent, type ServedAgent } from '../support/agent.js';
@@ -110,6 +112,61 @@ describe('bind sources through the library driver, against the real engine', { s
 
   test('refuses a source that does not exist rather than letting the engine fail or create it', async () => {
     await assertStartRefused(driverWith({ allowedBindSources: [allowed] }), path.join(allowed, 'not-there'), /does not exist/);
+  });
+
+  test('recover() checks the binds of a container that was created but never started, and removes it rather than start it once a source escapes', async () => {
+    const driver = driverWith({ allowedBindSources: [allowed] });
+    const source = path.join(allowed, 'recovered');
+    await mkdir(source);
+    const id = taskId('recover-swapped');
+    const taskSpec = spec({ command: ['true'], mounts: [bindOf(source)] });
+    // What a start that died between its create and its start leaves: the container, created from the checked, resolved source.
+    const resolved = driver.resolve(taskSpec);
+    const plan = toCreatePlan(withResolvedSources(resolved, driver.resolveBindSources(resolved)), { taskId: id, ownerId: driver.ownerId, startAttempt: id });
+    await engine.createContainer(plan.name, plan.body);
+    // Swapped meanwhile for a symlink to /run.
+    await rm(source, { recursive: true });
+    await symlink('/run', source);
+
+    await assert.rejects(driver.recover(id, taskSpec), (error: unknown) => error instanceof ValidationError && /mounts\[0\]\.source/.test(error.issues[0]!.field));
+    assert.deepEqual(await engine.listContainers({ all: true, labels: [`${LABELS.taskId}=${id}`] }), [], 'the never-started container is removed');
+  });
+});
+
+describe("the agent's own state is never a bind source, against the real engine", { skip: await requireEngine() }, () => {
+  let agent: ServedAgent;
+
+  before(async () => {
+    // The allow-list holds the directory that holds the agent's data directory (the system's temporary directory).
+    agent = await startServedAgent(ENGINE_SOCKET, { policy: { allowedBindSources: [os.tmpdir()] } });
+  });
+  after(async () => {
+    await agent?.close();
+    await run.cleanup();
+  });
+
+  test('a submit binding the data directory, its token or a directory above it is refused with 400, and nothing is created', async () => {
+    const planted = await mkdtemp(path.join(os.tmpdir(), 'berth-binds-state-'));
+    await symlink(agent.dataDir, path.join(planted, 'state'));
+    try {
+      const sources = [agent.dataDir, path.join(agent.dataDir, 'token'), os.tmpdir(), path.join(planted, 'state')];
+      for (const [i, source] of sources.entries()) {
+        const id = taskId(`agent-state-${i}`);
+        const answer = await postTask(agent, { id, spec: spec({ command: ['true'], mounts: [bindOf(source)] }) });
+        assert.equal(answer.status, 400, source);
+        assert.match(answer.json.error?.message ?? '', /spec\.mounts\[0\]\.source: .*berth protects/, source);
+        assert.deepEqual(await engine.listContainers({ all: true, labels: [`${LABELS.taskId}=${id}`] }), []);
+      }
+      // A directory beside the data directory under the allowed root is still a bind source.
+      const ok = await agent.client.submit({ id: taskId('agent-state-ok'), spec: spec({ command: ['true'], mounts: [bindOf(planted, '/data', true)] }) });
+      const ended = await pollUntil('the task to end', async () => {
+        const view = await agent.client.get(ok.id);
+        return view.state === 'exited' ? view : undefined;
+      }, { timeoutMs: 60_000, intervalMs: 100 });
+      assert.equal(ended.exitCode, 0);
+    } finally {
+      await rm(planted, { recursive: true, force: true });
+    }
   });
 });
 

@@ -236,3 +236,34 @@ describe('the engine is given the resolved paths', () => {
     assert.equal(original?.type === 'bind' ? original.source : undefined, at('rootlink', 'inner'));
   });
 });
+
+describe('protected host paths (the agent passes its data directory)', () => {
+  const guardsWith = (protectedPath: string) => engineSocketGuards(at('run', 'engine.sock'), [protectedPath]);
+  const refusedRule = (mounts: MountSpec[], policy: BindSourcePolicy, protectedPath: string): string => {
+    try {
+      resolveBindSources(mounts, policy, guardsWith(protectedPath));
+    } catch (error) {
+      assert.ok(error instanceof ValidationError);
+      return error.issues[0]!.rule;
+    }
+    assert.fail('the bind source was accepted');
+  };
+
+  test('refuses the protected directory, anything under it and anything above it, even when the allow-list holds it', () => {
+    const state = at('allowed', 'data');
+    const policy = { allowedBindSources: [at('allowed')], allowEngineSocket: true };
+    for (const source of [state, at('allowed', 'data', 'file'), at('allowed'), at('allowed', 'inner')]) {
+      assert.match(refusedRule([bind(source)], policy, state), /berth protects/, source);
+    }
+  });
+
+  test('naming the protected path itself in the allow-list does not allow it', () => {
+    const state = at('allowed', 'data');
+    assert.match(refusedRule([bind(state)], { allowedBindSources: [state] }, state), /no policy allows it/);
+  });
+
+  test('a sibling of the protected directory is still allowed', () => {
+    const binds = resolveBindSources([bind(at('outside', 'deep'))], { allowedBindSources: [at('outside')] }, guardsWith(at('allowed', 'data')));
+    assert.deepEqual(binds.map((b) => b.resolvedPath), [at('outside', 'deep')]);
+  });
+});
