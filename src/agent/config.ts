@@ -61,6 +61,8 @@ export interface AgentConfigInput {
     allowPrivileged?: boolean;
     /** Capabilities that `capAdd` may name. Default none. */
     allowedCapabilities?: string[];
+    /** Whether tasks may use `network: host`. Default false. */
+    allowHostNetwork?: boolean;
   };
   defaults?: {
     /** Limits of a task that sets none; also what it draws from the admission budget. */
@@ -142,6 +144,7 @@ export interface AgentConfig {
     readonly allowPrivileged: boolean;
     readonly allowedBindSources: readonly string[];
     readonly allowedCapabilities: readonly string[];
+    readonly allowHostNetwork: boolean;
   };
   readonly defaults: {
     readonly resources: { readonly memoryBytes: number; readonly cpuMilli: number; readonly pidsLimit: number };
@@ -193,6 +196,7 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'policy.allowedBindSources': 'list',
   'policy.allowPrivileged': 'boolean',
   'policy.allowedCapabilities': 'list',
+  'policy.allowHostNetwork': 'boolean',
   'defaults.resources.memory': 'size',
   'defaults.resources.cpuMilli': 'integer',
   'defaults.resources.pidsLimit': 'integer',
@@ -257,7 +261,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     engine: { socket: '/var/run/docker.sock', readTimeout: '10s', writeTimeout: '30s' },
     health: { engineTimeout: '2s' },
     tasks: { startOutageLimit: '15m', relistPeriod: '5s' },
-    policy: { allowedBindSources: [], allowPrivileged: false, allowedCapabilities: [] },
+    policy: { allowedBindSources: [], allowPrivileged: false, allowedCapabilities: [], allowHostNetwork: false },
     defaults: { resources: { memory: '256m', cpuMilli: 250, pidsLimit: 1024 } },
     admission: { memory: budget.memoryBytes, cpuMilli: budget.cpuMilli },
     images: { removeDelay: '3m', cleanup: true, pullActivityTimeout: '2m' },
@@ -370,6 +374,7 @@ function buildSchema(host: HostFacts) {
       allowedBindSources: list(/^\//, 'must be an absolute host path'),
       allowPrivileged: boolean(),
       allowedCapabilities: list(capability, 'must be a capability name such as NET_ADMIN'),
+      allowHostNetwork: boolean(),
     }),
     defaults: section({
       resources: section({ memory: size('256m', 6 * MiB), cpuMilli: integer(1, 1_024_000), pidsLimit: integer(1) }),
@@ -539,6 +544,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
       allowPrivileged: c.policy.allowPrivileged,
       allowedBindSources: c.policy.allowedBindSources.map((p) => path.normalize(p)),
       allowedCapabilities: c.policy.allowedCapabilities.map((cap) => cap.toUpperCase().replace(/^CAP_/, '')),
+      allowHostNetwork: c.policy.allowHostNetwork,
     },
     defaults: {
       resources: { memoryBytes: c.defaults.resources.memory, cpuMilli: c.defaults.resources.cpuMilli, pidsLimit: c.defaults.resources.pidsLimit },

@@ -302,6 +302,12 @@ export interface SpecPolicy {
   allowEngineSocket?: boolean;
   /** Capabilities `capAdd` may name; undefined allows any. */
   allowedCapabilities?: readonly string[];
+  /**
+   * Whether `network: "host"` is accepted: a task in the host's network namespace reaches every
+   * service the host does (its loopback listeners included). Undefined allows it; the agent's
+   * default is false.
+   */
+  allowHostNetwork?: boolean;
 }
 
 export const DEFAULT_SPEC_POLICY: Readonly<SpecPolicy> = Object.freeze({ allowPrivileged: false });
@@ -390,9 +396,12 @@ function resolveHealthcheck(check: z.output<typeof healthcheck> | undefined): Re
 function policyIssues(input: unknown, policy: SpecPolicy): FieldIssue[] {
   const issues: FieldIssue[] = [];
   if (typeof input !== 'object' || input === null) return issues;
-  const raw = input as { privileged?: unknown; capAdd?: unknown; mounts?: unknown };
+  const raw = input as { privileged?: unknown; capAdd?: unknown; mounts?: unknown; network?: unknown };
   if (raw.privileged === true && !policy.allowPrivileged) {
     issues.push({ field: 'privileged', rule: 'privileged tasks are not allowed by this driver (allowPrivileged is off)' });
+  }
+  if (raw.network === 'host' && policy.allowHostNetwork === false) {
+    issues.push({ field: 'network', rule: 'the host network is not allowed by this driver (allowHostNetwork is off)' });
   }
   if (policy.allowedCapabilities && Array.isArray(raw.capAdd)) {
     const normalize = (c: string): string => c.toUpperCase().replace(/^CAP_/, '');

@@ -466,6 +466,12 @@ describe('resolveTaskSpec rejects each invalid field with a ValidationError nami
     assertRejectsField({ image: 'a', privileged: true }, 'privileged', /not allowed/, { allowPrivileged: false });
   });
 
+  test('rejects the host network when the policy turns allowHostNetwork off, and accepts it otherwise', () => {
+    assertRejectsField({ image: 'a', network: 'host' }, 'network', /allowHostNetwork is off/, { allowPrivileged: false, allowHostNetwork: false });
+    assert.equal(resolveTaskSpec({ image: 'a', network: 'host' }, { allowPrivileged: false }).network, 'host');
+    assert.equal(resolveTaskSpec({ image: 'a', network: 'bridge' }, { allowPrivileged: false, allowHostNetwork: false }).network, 'bridge');
+  });
+
   test('rejects a bad timeout', () => {
     assertRejectsField({ image: 'a', timeout: 'soon' }, 'timeout', /must be a duration/);
   });
