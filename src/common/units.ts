@@ -123,7 +123,7 @@ export function formatSize(bytes: number): string {
   for (const [unit, size] of [['p', 1024 ** 5], ['t', 1024 ** 4], ['g', 1024 ** 3], ['m', 1024 ** 2], ['k', 1024]] as const) {
     if (bytes >= size && bytes % size === 0) return `${bytes / size}${unit}`;
   }
-  return `${bytes} bytes`;
+  return `${bytes} byte${bytes === 1 ? '' : "s"}`;
 }
 
 /** The rule a duration in milliseconds breaks, in words ("must be at most 365d"), or undefined within bounds. */
@@ -135,7 +135,7 @@ export function durationBoundRule(ms: number, bounds: DurationBounds): string | 
 
 /** The rule a size in bytes breaks, in words ("must be at most 1p"), or undefined within bounds. */
 export function sizeBoundRule(bytes: number, bounds: SizeBounds): string | undefined {
-  const inBytes = (n: number): string => (formatSize(n).endsWith(' bytes') ? formatSize(n) : `${formatSize(n)} (${n} bytes)`);
+  const inBytes = (n: number): string => (/ bytes?$/.test(formatSize(n)) ? formatSize(n) : `${formatSize(n)} (${n} bytes)`);
   if (bytes < bounds.minBytes) return `must be at least ${inBytes(bounds.minBytes)}`;
   if (bytes > bounds.maxBytes) return `must be at most ${inBytes(bounds.maxBytes)}`;
   return undefined;
