@@ -439,7 +439,7 @@ describe('resolveTaskSpec rejects each invalid field with a ValidationError nami
   });
 
   test('rejects a zero tmpfs size', () => {
-    assertRejectsField({ image: 'a', mounts: [{ type: 'tmpfs', target: '/t', size: 0 }] }, 'mounts[0].size', /at least 1 bytes/);
+    assertRejectsField({ image: 'a', mounts: [{ type: 'tmpfs', target: '/t', size: 0 }] }, 'mounts[0].size', /^must be at least 1 byte$/);
   });
 
   test('rejects a field that does not belong to the mount type', () => {
