@@ -80,6 +80,22 @@ describe('values up to every bound work against the real engine', { skip: await 
     }
   });
 
+  test('a stop with a grace period past its bound is refused, naming graceMs, and leaves the task running', async () => {
+    const handle = await driver.start(spec({ command: ['sleep', '300'] }));
+    try {
+      await assert.rejects(handle.stop({ graceMs: SPEC_BOUNDS.stopGracePeriod.maxMs + 1 }), (error: unknown) => {
+        assert.ok(error instanceof ValidationError);
+        assert.deepEqual(error.issues, [{ field: 'graceMs', rule: 'must be at most 24h (86400000 ms)' }]);
+        return true;
+      });
+      assert.equal((await engine.inspectContainer(handle.containerId)).running, true);
+      await handle.stop({ graceMs: 0 });
+      assert.equal((await handle.wait()).kind, 'cancelled');
+    } finally {
+      await handle.destroy();
+    }
+  });
+
   test('the driver refuses an invalid image reference before anything is made, naming image', async () => {
     for (const image of ['Busybox:latest', 'busy..box', `busybox@sha256:${'a'.repeat(63)}`, 'busybox@']) {
       await assert.rejects(driver.start(spec({ image, command: ['true'] })), (error: unknown) => {

@@ -18,6 +18,7 @@ import { PRUNE_ORPHAN_GRACE_BOUNDS, resolvePrunerOptions } from '../../../src/pr
 import { RECONCILE_OPTION_BOUNDS, resolveDanglingReconcilerOptions, type DanglingReconcilerOptions } from '../../../src/reconcile/options.js';
 import { SPEC_BOUNDS } from '../../../src/spec/schema.js';
 import { DRIVER_OPTION_BOUNDS, TaskDriver, type TaskDriverOptions } from '../../../src/tasks/driver.js';
+import { Engine, ENGINE_OPTION_BOUNDS } from '../../../src/engine/engine.js';
 
 function fieldsOf(fn: () => unknown): string[] {
   try {
@@ -141,5 +142,21 @@ describe('library options are bounded', () => {
     assert.deepEqual(fieldsOf(() => driver({ retry: { attempts: 101 } })), ['retry.attempts: must be between 1 and 100']);
     assert.deepEqual(fieldsOf(() => driver({ retry: { maxDelayMs: retryDelayMs.maxMs + 1 } })), ['retry.maxDelayMs: must be at most 24h (86400000 ms)']);
     assert.deepEqual(fieldsOf(() => driver({ relistPeriodMs: Number.NaN })), ['relistPeriodMs: must be a number of milliseconds']);
+  });
+});
+
+describe('the engine\'s options are bounded', () => {
+  it('accepts deadlines of 1 ms and 24 h and 1 to 100 read attempts, and refuses one past, naming the option', () => {
+    const { maxMs } = ENGINE_OPTION_BOUNDS.deadlineMs;
+    assert.deepEqual(fieldsOf(() => new Engine({ deadlines: { readMs: maxMs, writeMs: maxMs, stopExtraMs: maxMs }, readAttempts: 100 })), []);
+    assert.deepEqual(fieldsOf(() => new Engine({ deadlines: { readMs: 1, writeMs: 1, stopExtraMs: 1 }, readAttempts: 1 })), []);
+    assert.deepEqual(fieldsOf(() => new Engine({ deadlines: { readMs: maxMs + 1, writeMs: 0 }, readAttempts: 101 })), [
+      'deadlines.readMs: must be at most 24h (86400000 ms)',
+      'deadlines.writeMs: must be at least 1ms',
+      'readAttempts: must be a whole number from 1 to 100',
+    ]);
+    // A stop's deadline is its grace period (at most the spec's 24 h) plus stopExtraMs, on one timer.
+    assert.ok(SPEC_BOUNDS.stopGracePeriod.maxMs + maxMs < MAX_TIMER_DELAY_MS);
+    assert.ok(2 * maxMs < MAX_TIMER_DELAY_MS, 'the late-create guard waits twice the write deadline');
   });
 });
