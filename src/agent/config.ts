@@ -272,8 +272,8 @@ export const CONFIG_BOUNDS = Object.freeze({
   'reconcile.period': { minMs: SECOND_MS, maxMs: RECONCILE_OPTION_BOUNDS.period.maxMs },
   'reconcile.creationGrace': RECONCILE_OPTION_BOUNDS.creationGrace,
   'reconcile.orphanGrace': RECONCILE_OPTION_BOUNDS.orphanGrace,
-  /** Held by one Node interval timer. */
-  'prune.schedule': { minMs: MINUTE_MS, maxMs: DURATION_LIMITS.timerMs },
+  /** Held by a chained long interval (setLongInterval), so a monthly schedule works. */
+  'prune.schedule': { minMs: MINUTE_MS, maxMs: DURATION_LIMITS.longMs },
   'prune.imageBudget': { minBytes: 0, maxBytes: MAX_SIZE_BYTES },
 } satisfies Record<string, DurationBounds | SizeBounds | CountBounds>);
 

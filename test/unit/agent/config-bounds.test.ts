@@ -58,7 +58,7 @@ describe('every duration, size and count key of the agent configuration has boun
   }
 
   it('a duration key held by a Node timer is bounded below the timer\'s 2^31-1 ms limit', () => {
-    for (const key of ['tasks.relistPeriod', 'images.removeDelay', 'reconcile.period', 'prune.schedule'] as const) {
+    for (const key of ['tasks.relistPeriod', 'images.removeDelay', 'reconcile.period'] as const) {
       assert.ok(CONFIG_BOUNDS[key].maxMs <= DURATION_LIMITS.timerMs, key);
     }
     // An engine deadline goes into AbortSignal.timeout, a write deadline twice over (the late-create guard).
@@ -75,18 +75,18 @@ describe('every duration, size and count key of the agent configuration has boun
         engine: { readTimeout: '24h', writeTimeout: '24h' },
         tasks: { startOutageLimit: '365d', relistPeriod: '24d' },
         reconcile: { period: '24d', creationGrace: '365d', orphanGrace: '365d' },
-        prune: { schedule: '24d', imageBudget: '1p' },
+        prune: { schedule: '30d', imageBudget: '1p' },
         logs: { maxFileSize: '1p', maxFiles: 100 },
       },
     });
     assert.equal(config.tasks.startOutageLimitMs, 365 * 86_400_000);
-    assert.equal(config.prune.scheduleMs, 24 * 86_400_000);
+    assert.equal(config.prune.scheduleMs, 30 * 86_400_000, 'a monthly prune: held by setLongInterval, not one Node timer');
     assert.equal(config.prune.imageBudgetBytes, 1024 ** 5);
   });
 
   it('refuses "off" keys past their bound with the bound in the rule', () => {
-    assert.deepEqual(issuesFor('prune.schedule', '25d'), [
-      { field: 'prune.schedule', rule: 'must be "off" or a duration from 1m to 24d, such as "24h" (must be at most 24d (2073600000 ms)) (from flags)' },
+    assert.deepEqual(issuesFor('prune.schedule', '366d'), [
+      { field: 'prune.schedule', rule: 'must be "off" or a duration from 1m to 365d, such as "24h" (must be at most 365d (31536000000 ms)) (from flags)' },
     ]);
     assert.match(issuesFor('tasks.startOutageLimit', '366d')[0]!.rule, /from 1s to 365d/);
   });
