@@ -18,6 +18,7 @@ import {
 } from '../common/units.js';
 import { IMAGE_OPTION_BOUNDS } from '../images/options.js';
 import { RECONCILE_OPTION_BOUNDS } from '../reconcile/options.js';
+import { parseImageReference } from '../spec/reference.js';
 import { SPEC_BOUNDS, type CountBounds } from '../spec/schema.js';
 
 /**
@@ -363,6 +364,24 @@ const list = (pattern: RegExp, rule: string) =>
 /** "1s to 365d". */
 const formatBounds = (bounds: DurationBounds): string => `${formatDurationMs(bounds.minMs)} to ${formatDurationMs(bounds.maxMs)}`;
 
+/** Image references, each checked against the engine's grammar (the spec's own parser). */
+const imageList = z.unknown().transform((value, ctx): string[] => {
+  if (!Array.isArray(value)) return issue(ctx, 'must be a list');
+  value.forEach((item, i) => {
+    if (typeof item !== 'string') {
+      ctx.addIssue({ code: 'custom', path: [i], message: 'must be an image reference' });
+      return;
+    }
+    try {
+      parseImageReference(item);
+    } catch (error) {
+      if (!(error instanceof ValidationError)) throw error;
+      ctx.addIssue({ code: 'custom', path: [i], message: error.issues.map((it) => it.rule).join('; ') });
+    }
+  });
+  return value as string[];
+});
+
 const section = <T extends z.ZodRawShape>(shape: T) => z.object(shape).strict();
 
 function buildSchema(host: HostFacts) {
@@ -449,7 +468,7 @@ function buildSchema(host: HostFacts) {
     prune: section({
       schedule: durationOrOff('24h', CONFIG_BOUNDS['prune.schedule']),
       imageBudget: size('20g', CONFIG_BOUNDS['prune.imageBudget']).optional(),
-      exemptImages: list(/^\S+$/, 'must be an image reference'),
+      exemptImages: imageList,
     }),
   });
 }

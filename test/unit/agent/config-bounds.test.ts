@@ -102,4 +102,11 @@ describe('every duration, size and count key of the agent configuration has boun
     const big = loadAgentConfig({ host: { ...host, cpuCount: 2048 } });
     assert.equal(big.admission.cpuMilli, CONFIG_BOUNDS['admission.cpuMilli'].max);
   });
+
+  it('checks prune.exemptImages against the image reference grammar, naming the item', () => {
+    assert.deepEqual(issuesFor('prune.exemptImages', ['busybox', 'registry.example.com:5000/team/app:v1']), []);
+    const issues = issuesFor('prune.exemptImages', ['busybox', 'Busy Box', 'a..b']);
+    assert.deepEqual(issues.map((i) => i.field), ['prune.exemptImages[1]', 'prune.exemptImages[2]']);
+    assert.match(issues[0]!.rule, /"Busy Box" is not a valid image reference: it contains whitespace/);
+  });
 });
