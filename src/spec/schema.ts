@@ -6,6 +6,8 @@ import { LABEL_PREFIX } from '../common/labels.js';
 import {
   DURATION_LIMITS,
   durationBoundRule,
+  formatDurationMs,
+  formatSize,
   MAX_SIZE_BYTES,
   parseBytes,
   parseDurationMs,
@@ -69,42 +71,68 @@ const issue = (ctx: z.RefinementCtx, message: string): never => {
 
 /** A duration (`"30s"` or milliseconds) within bounds, in milliseconds; any other type is named with the rule. */
 const duration = (bounds: DurationBounds) =>
-  anyTypedAs<string | number>().transform((value, ctx): number => {
-    const ms = typeof value === 'string' || typeof value === 'number' ? parseDurationMs(value) : undefined;
-    if (ms === undefined) return issue(ctx, 'must be a duration such as "30s", "1m30s" or a number of milliseconds');
-    const broken = durationBoundRule(ms, bounds);
-    return broken === undefined ? ms : issue(ctx, broken);
-  });
+  anyTypedAs<string | number>()
+    .transform((value, ctx): number => {
+      const ms = typeof value === 'string' || typeof value === 'number' ? parseDurationMs(value) : undefined;
+      if (ms === undefined) return issue(ctx, 'must be a duration such as "30s", "1m30s" or a number of milliseconds');
+      const broken = durationBoundRule(ms, bounds);
+      return broken === undefined ? ms : issue(ctx, broken);
+    })
+    // What the JSON Schema (the agent's OpenAPI document) says of it.
+    .meta({
+      description: `A duration, ${formatDurationMs(bounds.minMs)} to ${formatDurationMs(bounds.maxMs)}: "30s", "1h30m", "365d" or milliseconds.`,
+      anyOf: [
+        { type: 'string', pattern: '^\\s*\\d+(\\.\\d+)?((ms|s|m|h|d)(\\d+(\\.\\d+)?(ms|s|m|h|d))*)?\\s*$' },
+        { type: 'number', minimum: bounds.minMs, maximum: bounds.maxMs },
+      ],
+    });
 
 /** A size (`"128m"` or bytes) within bounds, in bytes; any other type is named with the rule. */
 const bytes = (bounds: SizeBounds) =>
-  anyTypedAs<string | number>().transform((value, ctx): number => {
-    const parsed = typeof value === 'string' || typeof value === 'number' ? parseBytes(value) : undefined;
-    if (parsed === undefined) return issue(ctx, 'must be a size such as "128m", "1g" or a whole number of bytes');
-    const broken = sizeBoundRule(parsed, bounds);
-    return broken === undefined ? parsed : issue(ctx, broken);
-  });
+  anyTypedAs<string | number>()
+    .transform((value, ctx): number => {
+      const parsed = typeof value === 'string' || typeof value === 'number' ? parseBytes(value) : undefined;
+      if (parsed === undefined) return issue(ctx, 'must be a size such as "128m", "1g" or a whole number of bytes');
+      const broken = sizeBoundRule(parsed, bounds);
+      return broken === undefined ? parsed : issue(ctx, broken);
+    })
+    .meta({
+      description: `A size, ${formatSize(bounds.minBytes)} to ${formatSize(bounds.maxBytes)}: "128m", "1g", "1p" (binary units) or bytes.`,
+      anyOf: [
+        { type: 'string', pattern: '^\\s*\\d+(\\.\\d+)?\\s*([bBkKmMgGtTpP]([iI]?[bB])?)?\\s*$' },
+        { type: 'integer', minimum: bounds.minBytes, maximum: bounds.maxBytes },
+      ],
+    });
 
 /** A whole number within bounds. */
 const count = (bounds: CountBounds, unit = '') =>
-  anyTypedAs<number>().transform((value, ctx): number => {
-    if (typeof value !== 'number' || !Number.isInteger(value)) return issue(ctx, `must be a whole number${unit}`);
-    if (value < bounds.min) return issue(ctx, `must be at least ${bounds.min}`);
-    if (value > bounds.max) return issue(ctx, `must be at most ${bounds.max}`);
-    return value;
-  });
+  anyTypedAs<number>()
+    .transform((value, ctx): number => {
+      if (typeof value !== 'number' || !Number.isInteger(value)) return issue(ctx, `must be a whole number${unit}`);
+      if (value < bounds.min) return issue(ctx, `must be at least ${bounds.min}`);
+      if (value > bounds.max) return issue(ctx, `must be at most ${bounds.max}`);
+      return value;
+    })
+    .meta({ type: 'integer', minimum: bounds.min, maximum: bounds.max });
 
 /** An image reference in the engine's grammar (distribution's), checked at submit rather than at pull. */
-const imageReference = anyTypedAs<string>().transform((value, ctx): string => {
-  if (typeof value !== 'string') return issue(ctx, 'must be an image reference such as "busybox:1.36" or "registry:5000/team/app@sha256:<64 hex>"');
-  try {
-    parseImageReference(value, 'image');
-    return value;
-  } catch (error) {
-    if (!(error instanceof ValidationError)) throw error;
-    return issue(ctx, error.issues.map((i) => i.rule).join('; '));
-  }
-});
+const imageReference = anyTypedAs<string>()
+  .transform((value, ctx): string => {
+    if (typeof value !== 'string') return issue(ctx, 'must be an image reference such as "busybox:1.36" or "registry:5000/team/app@sha256:<64 hex>"');
+    try {
+      parseImageReference(value, 'image');
+      return value;
+    } catch (error) {
+      if (!(error instanceof ValidationError)) throw error;
+      return issue(ctx, error.issues.map((i) => i.rule).join('; '));
+    }
+  })
+  .meta({
+    type: 'string',
+    minLength: 1,
+    pattern: '^[^\\s@]+(@[a-z0-9]+([.+_-][a-z0-9]+)*:[a-f0-9]+)?$',
+    description: 'An image reference in the engine\'s grammar: [registry[:port]/]path[:tag][@sha256:<64 hex>]; lowercase path components, a tag of up to 128 characters, at most 255 characters of name.',
+  });
 
 /** What a health check given with a command (or a shell line) gets for the settings it leaves out. */
 export const HEALTHCHECK_DEFAULTS = Object.freeze({

@@ -180,3 +180,20 @@ describe('the image is checked against the reference grammar when the spec is re
     assert.deepEqual(issuesOf({}).map((i) => i.field), ['image']);
   });
 });
+
+describe('the agent\'s OpenAPI document states the spec\'s bounds', () => {
+  test('durations, sizes and counts carry their minimum and maximum, and image its type', async () => {
+    const { buildOpenApiDocument } = await import('../../../src/agent/openapi.js');
+    const doc = buildOpenApiDocument() as { components: { schemas: { TaskSpec: { properties: Record<string, Record<string, unknown>> } } } };
+    const props = doc.components.schemas.TaskSpec.properties;
+    const numeric = (schema: Record<string, unknown> | undefined): unknown => (schema?.anyOf as Array<Record<string, unknown>> | undefined)?.find((s) => s.type !== 'string');
+    assert.deepEqual(numeric(props.timeout), { type: 'number', minimum: 1, maximum: 365 * DAY_MS });
+    assert.deepEqual(numeric(props.stopGracePeriod), { type: 'number', minimum: 0, maximum: DAY_MS });
+    const resources = props.resources!.properties as Record<string, Record<string, unknown>>;
+    assert.deepEqual(numeric(resources.memory), { type: 'integer', minimum: 6 * MiB, maximum: MAX_SIZE_BYTES });
+    assert.deepEqual(resources.pidsLimit, { type: 'integer', minimum: 1, maximum: 4_194_304 });
+    assert.deepEqual(resources.cpuMilli, { type: 'integer', minimum: 10, maximum: 1_024_000 });
+    assert.equal(props.image!.type, 'string');
+    assert.match(String(props.image!.description), /reference/);
+  });
+});
