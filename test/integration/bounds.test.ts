@@ -38,6 +38,7 @@ describe('values up to every bound work against the real engine', { skip: await 
       const inspect = await engine.inspectContainer(handle.containerId);
       assert.deepEqual(inspect.healthcheck, { test: ['CMD', 'true'], intervalNs: DAY_NS, timeoutNs: DAY_NS, startPeriodNs: DAY_NS, retries: SPEC_BOUNDS.healthRetries.max });
       assert.equal(inspect.hostConfig.memoryBytes, MAX_SIZE_BYTES);
+      assert.equal(inspect.hostConfig.memorySwapBytes, MAX_SIZE_BYTES);
       assert.equal(inspect.hostConfig.memoryReservationBytes, MAX_SIZE_BYTES);
       assert.equal(inspect.hostConfig.cpuQuota, SPEC_BOUNDS.cpuMilli.max * 100);
       assert.equal(inspect.hostConfig.cpuShares, SPEC_BOUNDS.cpuShares.max);
