@@ -117,8 +117,11 @@ function checkDurationOption(name: string, bounds: DurationBounds, resolve: (val
 describe('library options are bounded', () => {
   for (const [name, bounds] of Object.entries(IMAGE_OPTION_BOUNDS)) {
     checkDurationOption(name, bounds, (value) => resolveImageCoordinatorOptions({ [name]: value } as ImageCoordinatorOptions, 'images.'), 'images.');
-    assert.ok(bounds.maxMs <= DURATION_LIMITS.timerMs);
   }
+  it('every image coordinator duration and the reconciler\'s period fit one Node timer', () => {
+    for (const bounds of Object.values(IMAGE_OPTION_BOUNDS)) assert.ok(bounds.maxMs <= DURATION_LIMITS.timerMs);
+    assert.ok(RECONCILE_OPTION_BOUNDS.period.maxMs <= DURATION_LIMITS.timerMs);
+  });
   for (const [name, bounds] of Object.entries(RECONCILE_OPTION_BOUNDS)) {
     checkDurationOption(name, bounds, (value) => resolveDanglingReconcilerOptions({ [name]: value } as DanglingReconcilerOptions));
   }
