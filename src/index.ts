@@ -11,12 +11,13 @@ export { BerthError, ValidationError, ERROR_CODES, isBerthError } from './common
 export type { ErrorCode, FieldIssue } from './common/errors.js';
 export { LABELS, LABEL_PREFIX, containerNameForTask, parseContainerName, type ContainerNameParts } from './common/labels.js';
 export type { Logger } from './common/logger.js';
-export { parseBytes, parseDurationMs } from './common/units.js';
+export { parseBytes, parseDurationMs, DURATION_LIMITS, MAX_SIZE_BYTES } from './common/units.js';
+export type { DurationBounds, SizeBounds } from './common/units.js';
 export { Engine, DEFAULT_DEADLINES, MINIMUM_API_VERSION } from './engine/engine.js';
 export type { EngineOptions, EngineDeadlines, CallOptions, ExecCallOptions, ExecOptions, ExecSession } from './engine/engine.js';
 export { engineOptionsFromEnv } from './engine/connect.js';
 export type { StatsSample, ContainerInspect, ContainerEvent, HealthStatus, HealthProbe } from './engine/types.js';
-export { resolveTaskSpec, taskSpecSchema, toCreatePlan, HEALTHCHECK_DEFAULTS } from './spec/index.js';
+export { resolveTaskSpec, taskSpecSchema, toCreatePlan, HEALTHCHECK_DEFAULTS, SPEC_BOUNDS } from './spec/index.js';
 export type { TaskSpec, ResolvedTaskSpec, SpecPolicy, MountSpec, ResolvedHealthcheck, HealthcheckTest } from './spec/index.js';
 export { ImageCoordinator, parseImageReference, dockerConfigDirFromEnv, IMAGE_EVENTS_CHANNEL } from './images/index.js';
 export type { AcquireOptions, AcquiredImage, ImageCoordinatorOptions, ImageCoordinatorEvents, ImageReference, PullPolicy, RegistryCredentials } from './images/index.js';

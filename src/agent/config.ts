@@ -3,7 +3,23 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { ValidationError, type FieldIssue } from '../common/errors.js';
-import { parseBytes, parseDurationMs } from '../common/units.js';
+import {
+  DURATION_LIMITS,
+  durationBoundRule,
+  formatDurationMs,
+  MAX_SIZE_BYTES,
+  MINUTE_MS,
+  parseBytes,
+  parseDurationMs,
+  SECOND_MS,
+  sizeBoundRule,
+  type DurationBounds,
+  type SizeBounds,
+} from '../common/units.js';
+import { IMAGE_OPTION_BOUNDS } from '../images/options.js';
+import { RECONCILE_OPTION_BOUNDS } from '../reconcile/options.js';
+import { parseImageReference } from '../spec/reference.js';
+import { SPEC_BOUNDS, type CountBounds } from '../spec/schema.js';
 
 /**
  * The agent's configuration: from a YAML file, BERTH_* environment variables and flags, merged in
@@ -235,6 +251,37 @@ export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 's
 
 const MiB = 1024 * 1024;
 
+/**
+ * The bounds of every duration, size and count key, in one place (README "Configuration"). Deadlines
+ * of one operation go up to a day; periods and delays held by a Node timer up to 24 days (its limit
+ * is 24.8); ages and limits compared with the clock up to a year; sizes up to 1 PiB. Keys that the
+ * task spec or a library component also has take their bounds from there.
+ */
+export const CONFIG_BOUNDS = Object.freeze({
+  'engine.readTimeout': { minMs: 100, maxMs: DURATION_LIMITS.operationMs },
+  'engine.writeTimeout': { minMs: 100, maxMs: DURATION_LIMITS.operationMs },
+  'health.engineTimeout': { minMs: 100, maxMs: DURATION_LIMITS.operationMs },
+  'tasks.startOutageLimit': { minMs: SECOND_MS, maxMs: DURATION_LIMITS.longMs },
+  'tasks.relistPeriod': { minMs: 100, maxMs: DURATION_LIMITS.timerMs },
+  'defaults.resources.memory': SPEC_BOUNDS.memory,
+  'defaults.resources.cpuMilli': SPEC_BOUNDS.cpuMilli,
+  'defaults.resources.pidsLimit': SPEC_BOUNDS.pidsLimit,
+  'admission.memory': { minBytes: 6 * MiB, maxBytes: MAX_SIZE_BYTES },
+  'admission.cpuMilli': SPEC_BOUNDS.cpuMilli,
+  'admission.maxConcurrent': { min: 1, max: 1_000_000 },
+  'images.removeDelay': IMAGE_OPTION_BOUNDS.removeDelay,
+  'images.pullActivityTimeout': { minMs: SECOND_MS, maxMs: IMAGE_OPTION_BOUNDS.pullActivityTimeout.maxMs },
+  'logs.maxFileSize': { minBytes: 4096, maxBytes: MAX_SIZE_BYTES },
+  'logs.maxFiles': { min: 1, max: 100 },
+  'engineLog.maxSize': SPEC_BOUNDS.logMaxSize,
+  'reconcile.period': { minMs: SECOND_MS, maxMs: RECONCILE_OPTION_BOUNDS.period.maxMs },
+  'reconcile.creationGrace': RECONCILE_OPTION_BOUNDS.creationGrace,
+  'reconcile.orphanGrace': RECONCILE_OPTION_BOUNDS.orphanGrace,
+  /** Held by a chained long interval (setLongInterval), so a monthly schedule works. */
+  'prune.schedule': { minMs: MINUTE_MS, maxMs: DURATION_LIMITS.longMs },
+  'prune.imageBudget': { minBytes: 0, maxBytes: MAX_SIZE_BYTES },
+} satisfies Record<string, DurationBounds | SizeBounds | CountBounds>);
+
 /** `~/.local/share/berth` (honouring XDG_DATA_HOME), or `/var/lib/berth` as root. */
 export function defaultDataDir(host: Pick<HostFacts, 'uid' | 'homedir'>, env: Readonly<Record<string, string | undefined>> = {}): string {
   if (host.uid === 0) return '/var/lib/berth';
@@ -248,9 +295,10 @@ export function defaultDataDir(host: Pick<HostFacts, 'uid' | 'homedir'>, env: Re
  */
 export function defaultAdmissionBudget(host: Pick<HostFacts, 'totalMemoryBytes' | 'cpuCount'>): { memoryBytes: number; cpuMilli: number } {
   const headroomBytes = Math.max(256 * MiB, Math.floor(host.totalMemoryBytes * 0.1));
+  // Clamped to the keys' ceilings, so that a host beyond them still starts with its defaults.
   return {
-    memoryBytes: Math.max(0, host.totalMemoryBytes - headroomBytes),
-    cpuMilli: Math.max(100, Math.floor(host.cpuCount * 1000) - 100),
+    memoryBytes: Math.min(MAX_SIZE_BYTES, Math.max(0, host.totalMemoryBytes - headroomBytes)),
+    cpuMilli: Math.min(CONFIG_BOUNDS['admission.cpuMilli'].max, Math.max(100, Math.floor(host.cpuCount * 1000) - 100)),
   };
 }
 
@@ -279,29 +327,29 @@ const issue = (ctx: z.RefinementCtx, message: string): never => {
   return z.NEVER;
 };
 
-const duration = (example: string, minimumMs = 0) =>
+const duration = (example: string, bounds: DurationBounds) =>
   z.unknown().transform((value, ctx): number => {
     const ms = typeof value === 'string' || typeof value === 'number' ? parseDurationMs(value) : undefined;
     if (ms === undefined) return issue(ctx, `must be a duration such as "${example}"`);
-    if (ms < minimumMs) return issue(ctx, `must be at least ${minimumMs} ms`);
-    return ms;
+    const broken = durationBoundRule(ms, bounds);
+    return broken === undefined ? ms : issue(ctx, broken);
   });
 
-const size = (example: string, minimumBytes = 0) =>
+const size = (example: string, bounds: SizeBounds) =>
   z.unknown().transform((value, ctx): number => {
     const bytes = typeof value === 'string' || typeof value === 'number' ? parseBytes(value) : undefined;
     if (bytes === undefined) return issue(ctx, `must be a size such as "${example}"`);
-    if (bytes < minimumBytes) return issue(ctx, `must be at least ${minimumBytes} bytes`);
-    return bytes;
+    const broken = sizeBoundRule(bytes, bounds);
+    return broken === undefined ? bytes : issue(ctx, broken);
   });
 
 const boolean = () =>
   z.unknown().transform((value, ctx): boolean => (typeof value === 'boolean' ? value : issue(ctx, 'must be true or false')));
 
-const integer = (minimum: number, maximum = Number.MAX_SAFE_INTEGER) =>
+const integer = (bounds: CountBounds) =>
   z.unknown().transform((value, ctx): number => {
     if (typeof value !== 'number' || !Number.isInteger(value)) return issue(ctx, 'must be a whole number');
-    if (value < minimum || value > maximum) return issue(ctx, `must be between ${minimum} and ${maximum}`);
+    if (value < bounds.min || value > bounds.max) return issue(ctx, `must be between ${bounds.min} and ${bounds.max}`);
     return value;
   });
 
@@ -316,6 +364,27 @@ const list = (pattern: RegExp, rule: string) =>
     });
     return value as string[];
   });
+
+/** "1s to 365d". */
+const formatBounds = (bounds: DurationBounds): string => `${formatDurationMs(bounds.minMs)} to ${formatDurationMs(bounds.maxMs)}`;
+
+/** Image references, each checked against the engine's grammar (the spec's own parser). */
+const imageList = z.unknown().transform((value, ctx): string[] => {
+  if (!Array.isArray(value)) return issue(ctx, 'must be a list');
+  value.forEach((item, i) => {
+    if (typeof item !== 'string') {
+      ctx.addIssue({ code: 'custom', path: [i], message: 'must be an image reference' });
+      return;
+    }
+    try {
+      parseImageReference(item);
+    } catch (error) {
+      if (!(error instanceof ValidationError)) throw error;
+      ctx.addIssue({ code: 'custom', path: [i], message: error.issues.map((it) => it.rule).join('; ') });
+    }
+  });
+  return value as string[];
+});
 
 const section = <T extends z.ZodRawShape>(shape: T) => z.object(shape).strict();
 
@@ -340,19 +409,18 @@ function buildSchema(host: HostFacts) {
     if (tcp && (tcp[2] === undefined || Number(tcp[2]) <= 65_535)) return { host: tcp[1]!, port: tcp[2] ? Number(tcp[2]) : 2375 };
     return issue(ctx, 'must be unix:///path/to/socket or tcp://host:port');
   });
-  const schedule = z.unknown().transform((value, ctx): number | undefined => {
-    if (value === 'off') return undefined;
-    const ms = typeof value === 'string' || typeof value === 'number' ? parseDurationMs(value) : undefined;
-    if (ms === undefined || ms < 60_000) return issue(ctx, 'must be "off" or a duration of at least 1m, such as "24h"');
-    return ms;
-  });
+  /** "off", or a duration within bounds. */
+  const durationOrOff = (example: string, bounds: DurationBounds) =>
+    z.unknown().transform((value, ctx): number | undefined => {
+      if (value === 'off') return undefined;
+      const ms = typeof value === 'string' || typeof value === 'number' ? parseDurationMs(value) : undefined;
+      const broken = ms === undefined ? undefined : durationBoundRule(ms, bounds);
+      if (ms === undefined || broken !== undefined) {
+        return issue(ctx, `must be "off" or a duration from ${formatBounds(bounds)}, such as "${example}"${broken === undefined ? '' : ` (${broken})`}`);
+      }
+      return ms;
+    });
   const capability = /^(CAP_)?[A-Z_]+$|^ALL$/i;
-  const outageLimit = z.unknown().transform((value, ctx): number | undefined => {
-    if (value === 'off') return undefined;
-    const ms = typeof value === 'string' || typeof value === 'number' ? parseDurationMs(value) : undefined;
-    if (ms === undefined || ms < 1000) return issue(ctx, 'must be "off" or a duration of at least 1s, such as "15m"');
-    return ms;
-  });
 
   return section({
     dataDir: absolutePath(),
@@ -362,14 +430,14 @@ function buildSchema(host: HostFacts) {
     engine: section({
       host: engineHost.optional(),
       socket: absolutePath('must be an absolute path to the engine\'s socket').optional(),
-      readTimeout: duration('10s', 100),
-      writeTimeout: duration('30s', 100),
+      readTimeout: duration('10s', CONFIG_BOUNDS['engine.readTimeout']),
+      writeTimeout: duration('30s', CONFIG_BOUNDS['engine.writeTimeout']),
     }).refine(
       (engine) => engine.host === undefined || engine.socket === undefined,
       { message: 'set engine.host or engine.socket, not both', path: ['host'] },
     ),
-    health: section({ engineTimeout: duration('2s', 100) }),
-    tasks: section({ startOutageLimit: outageLimit, relistPeriod: duration('5s', 100) }),
+    health: section({ engineTimeout: duration('2s', CONFIG_BOUNDS['health.engineTimeout']) }),
+    tasks: section({ startOutageLimit: durationOrOff('15m', CONFIG_BOUNDS['tasks.startOutageLimit']), relistPeriod: duration('5s', CONFIG_BOUNDS['tasks.relistPeriod']) }),
     policy: section({
       allowedBindSources: list(/^\//, 'must be an absolute host path'),
       allowPrivileged: boolean(),
@@ -377,14 +445,36 @@ function buildSchema(host: HostFacts) {
       allowHostNetwork: boolean(),
     }),
     defaults: section({
-      resources: section({ memory: size('256m', 6 * MiB), cpuMilli: integer(1, 1_024_000), pidsLimit: integer(1) }),
+      resources: section({
+        memory: size('256m', CONFIG_BOUNDS['defaults.resources.memory']),
+        cpuMilli: integer(CONFIG_BOUNDS['defaults.resources.cpuMilli']),
+        pidsLimit: integer(CONFIG_BOUNDS['defaults.resources.pidsLimit']),
+      }),
     }),
-    admission: section({ memory: size('16g', 6 * MiB), cpuMilli: integer(1), maxConcurrent: integer(1).optional() }),
-    images: section({ removeDelay: duration('3m'), cleanup: boolean(), pullActivityTimeout: duration('2m', 1000) }),
-    logs: section({ maxFileSize: size('10m', 4096), maxFiles: integer(1, 100) }),
-    engineLog: section({ maxSize: size('1m', 1024) }),
-    reconcile: section({ enabled: boolean(), period: duration('5m', 1000), creationGrace: duration('5m'), orphanGrace: duration('5m'), dryRun: boolean() }),
-    prune: section({ schedule, imageBudget: size('20g').optional(), exemptImages: list(/^\S+$/, 'must be an image reference') }),
+    admission: section({
+      memory: size('16g', CONFIG_BOUNDS['admission.memory']),
+      cpuMilli: integer(CONFIG_BOUNDS['admission.cpuMilli']),
+      maxConcurrent: integer(CONFIG_BOUNDS['admission.maxConcurrent']).optional(),
+    }),
+    images: section({
+      removeDelay: duration('3m', CONFIG_BOUNDS['images.removeDelay']),
+      cleanup: boolean(),
+      pullActivityTimeout: duration('2m', CONFIG_BOUNDS['images.pullActivityTimeout']),
+    }),
+    logs: section({ maxFileSize: size('10m', CONFIG_BOUNDS['logs.maxFileSize']), maxFiles: integer(CONFIG_BOUNDS['logs.maxFiles']) }),
+    engineLog: section({ maxSize: size('1m', CONFIG_BOUNDS['engineLog.maxSize']) }),
+    reconcile: section({
+      enabled: boolean(),
+      period: duration('5m', CONFIG_BOUNDS['reconcile.period']),
+      creationGrace: duration('5m', CONFIG_BOUNDS['reconcile.creationGrace']),
+      orphanGrace: duration('5m', CONFIG_BOUNDS['reconcile.orphanGrace']),
+      dryRun: boolean(),
+    }),
+    prune: section({
+      schedule: durationOrOff('24h', CONFIG_BOUNDS['prune.schedule']),
+      imageBudget: size('20g', CONFIG_BOUNDS['prune.imageBudget']).optional(),
+      exemptImages: imageList,
+    }),
   });
 }
 

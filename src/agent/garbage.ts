@@ -1,5 +1,6 @@
 import { BerthError, codeOf, isBerthError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { setLongInterval, type LongTimer } from '../common/timers.js';
 import type { Engine } from '../engine/engine.js';
 import type { ImageCoordinator } from '../images/index.js';
 import { Pruner, type ImageBudgetReport, type PruneOptions, type PruneReport } from '../prune/index.js';
@@ -43,7 +44,7 @@ export class AgentGarbage {
   readonly reconciler: DanglingReconciler;
   readonly pruner: Pruner;
   readonly #init: GarbageInit;
-  #scheduleTimer: NodeJS.Timeout | undefined;
+  #scheduleTimer: LongTimer | undefined;
   #scheduled: Promise<void> | undefined;
   #budgetTimer: NodeJS.Timeout | undefined;
   #started = false;
@@ -103,10 +104,10 @@ export class AgentGarbage {
     this.#scheduleBudgetCheck();
     const scheduleMs = this.#init.config.prune.scheduleMs;
     if (scheduleMs !== undefined) {
-      this.#scheduleTimer = setInterval(() => {
+      // A long interval: a schedule past Node's 24.8-day timer range (a monthly prune) must not fire every millisecond.
+      this.#scheduleTimer = setLongInterval(() => {
         this.#scheduled ??= this.#scheduledPrune().finally(() => (this.#scheduled = undefined));
-      }, scheduleMs);
-      this.#scheduleTimer.unref();
+      }, scheduleMs).unref();
     }
   }
 
@@ -127,7 +128,7 @@ export class AgentGarbage {
   }
 
   async close(): Promise<void> {
-    clearInterval(this.#scheduleTimer);
+    this.#scheduleTimer?.clear();
     clearTimeout(this.#budgetTimer);
     await this.reconciler.stop();
     await Promise.all([this.#scheduled, this.#budgetCheck]);

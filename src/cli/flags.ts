@@ -1,5 +1,6 @@
 import { ValidationError } from '../common/errors.js';
-import type { TaskSpec } from '../spec/schema.js';
+import { durationBoundRule, parseBytes, parseDurationMs, sizeBoundRule, type DurationBounds, type SizeBounds } from '../common/units.js';
+import { SPEC_BOUNDS, type CountBounds, type TaskSpec } from '../spec/schema.js';
 
 type MountInput = NonNullable<TaskSpec['mounts']>[number];
 
@@ -32,15 +33,52 @@ export function parseLabelFlags(values: readonly string[]): Record<string, strin
   return result;
 }
 
-/** `--cpus 0.5` → 500 milli-CPUs. */
+/** `--cpus 0.5` → 500 milli-CPUs; 0.01 (the engine's smallest CPU quota) to 1024. */
 export function parseCpus(value: string): number {
   const cpus = Number(value);
   if (!/^\d*\.?\d+$/.test(value.trim()) || !Number.isFinite(cpus) || cpus <= 0) {
     throw new ValidationError([{ field: '--cpus', rule: 'must be a positive decimal number of CPUs, such as 0.5 or 2' }]);
   }
   const milli = Math.round(cpus * 1000);
-  if (milli < 1) throw new ValidationError([{ field: '--cpus', rule: 'must be at least 0.001 (one milli-CPU)' }]);
+  const { min, max } = SPEC_BOUNDS.cpuMilli;
+  if (milli < min) throw new ValidationError([{ field: '--cpus', rule: `must be at least ${min / 1000} (${min} milli-CPUs, the engine's smallest CPU quota)` }]);
+  if (milli > max) throw new ValidationError([{ field: '--cpus', rule: `must be at most ${max / 1000}` }]);
   return milli;
+}
+
+/**
+ * A duration flag (`--timeout 30s`). It needs its unit, as docker's do: a bare "5" could mean
+ * seconds or milliseconds. Its bounds are the spec field's, checked here so that the error names
+ * the flag; the text is passed on as written, for the spec to compile.
+ */
+export function durationFlag(value: string, flag: string, bounds: DurationBounds): string {
+  if (/^\s*\d+(\.\d+)?\s*$/.test(value)) throw new ValidationError([{ field: flag, rule: 'must be a duration with a unit, such as 30s, 1m30s or 500ms' }]);
+  const ms = parseDurationMs(value);
+  const rule = ms === undefined ? 'must be a duration such as 30s, 1m30s or 500ms' : durationBoundRule(ms, bounds);
+  if (rule !== undefined) throw new ValidationError([{ field: flag, rule }]);
+  return value;
+}
+
+/** A size flag (`--memory 128m`), checked against the spec field's bounds so that the error names the flag. */
+export function sizeFlag(value: string, flag: string, bounds: SizeBounds): string {
+  const bytes = parseBytes(value);
+  const rule = bytes === undefined ? 'must be a size such as 128m, 1g or a number of bytes' : sizeBoundRule(bytes, bounds);
+  if (rule !== undefined) throw new ValidationError([{ field: flag, rule }]);
+  return value;
+}
+
+/** A whole-number flag (`--pids-limit 64`) within the spec field's bounds. */
+export function countFlag(value: string, flag: string, bounds: CountBounds): number {
+  if (!/^\s*\d+\s*$/.test(value)) throw new ValidationError([{ field: flag, rule: `must be a whole number from ${bounds.min} to ${bounds.max}` }]);
+  const count = Number(value);
+  if (count < bounds.min || count > bounds.max) throw new ValidationError([{ field: flag, rule: `must be a whole number from ${bounds.min} to ${bounds.max}` }]);
+  return count;
+}
+
+/** `--stop-timeout 5` (whole seconds, as docker's) or `--stop-timeout 1m30s`, within the stop grace period's bounds. */
+export function stopTimeoutFlag(value: string): string {
+  const text = /^\s*\d+\s*$/.test(value) ? `${value.trim()}s` : value;
+  return durationFlag(text, '--stop-timeout', SPEC_BOUNDS.stopGracePeriod);
 }
 
 const DOCKER_PROPAGATION: Readonly<Record<string, string>> = {
@@ -85,7 +123,10 @@ export function parseMountFlag(value: string, index: number): MountInput {
     return { type: 'bind', source, target, readOnly, propagation: propagation as 'private' | 'host-to-task' | 'bidirectional' };
   }
   if (type === 'volume') return { type: 'volume', source, target, readOnly };
-  if (type === 'tmpfs') return { type: 'tmpfs', target, size: fields['tmpfs-size'] ?? fields.size };
+  if (type === 'tmpfs') {
+    const size = fields['tmpfs-size'] ?? fields.size;
+    return { type: 'tmpfs', target, size: size === undefined ? undefined : sizeFlag(size, `${field} tmpfs-size`, SPEC_BOUNDS.tmpfsSize) };
+  }
   throw new ValidationError([{ field, rule: 'type must be bind, volume or tmpfs' }]);
 }
 
@@ -108,12 +149,6 @@ const HEALTH_FLAG_NAMES: ReadonlyArray<[keyof HealthFlags, string]> = [
   ['healthRetries', '--health-retries'],
 ];
 
-/** A duration flag needs its unit, as docker's do: a bare "5" could mean seconds or milliseconds. */
-function durationFlag(value: string, flag: string): string {
-  if (/^\s*\d+(\.\d+)?\s*$/.test(value)) throw new ValidationError([{ field: flag, rule: 'must be a duration with a unit, such as 30s, 1m30s or 500ms' }]);
-  return value;
-}
-
 /**
  * `--health-cmd` (a shell line, run as the engine's CMD-SHELL, as docker run does), `--health-interval`,
  * `--health-timeout`, `--health-start-period`, `--health-retries`, or `--no-healthcheck`, to the
@@ -129,12 +164,9 @@ export function healthcheckFromFlags(flags: HealthFlags): TaskSpec['healthcheck'
   if (given.length === 0) return undefined;
   const check: NonNullable<TaskSpec['healthcheck']> = {};
   if (flags.healthCmd !== undefined) check.shell = flags.healthCmd;
-  if (flags.healthInterval !== undefined) check.interval = durationFlag(flags.healthInterval, '--health-interval');
-  if (flags.healthTimeout !== undefined) check.timeout = durationFlag(flags.healthTimeout, '--health-timeout');
-  if (flags.healthStartPeriod !== undefined) check.startPeriod = durationFlag(flags.healthStartPeriod, '--health-start-period');
-  if (flags.healthRetries !== undefined) {
-    if (!/^\s*\d+\s*$/.test(flags.healthRetries)) throw new ValidationError([{ field: '--health-retries', rule: 'must be a whole number of at least 1' }]);
-    check.retries = Number(flags.healthRetries);
-  }
+  if (flags.healthInterval !== undefined) check.interval = durationFlag(flags.healthInterval, '--health-interval', SPEC_BOUNDS.healthcheck);
+  if (flags.healthTimeout !== undefined) check.timeout = durationFlag(flags.healthTimeout, '--health-timeout', SPEC_BOUNDS.healthcheck);
+  if (flags.healthStartPeriod !== undefined) check.startPeriod = durationFlag(flags.healthStartPeriod, '--health-start-period', SPEC_BOUNDS.healthcheck);
+  if (flags.healthRetries !== undefined) check.retries = countFlag(flags.healthRetries, '--health-retries', SPEC_BOUNDS.healthRetries);
   return check;
 }

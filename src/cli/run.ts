@@ -8,14 +8,26 @@ import { Engine } from '../engine/engine.js';
 import { dockerConfigDirFromEnv, ImageCoordinator } from '../images/index.js';
 import { plainPullView, terminalPullView } from './progress.js';
 import { engineOptionsFromEnv } from '../engine/connect.js';
-import type { TaskSpec } from '../spec/schema.js';
+import { SPEC_BOUNDS, type TaskSpec } from '../spec/schema.js';
 import { TaskDriver } from '../tasks/driver.js';
 import type { TaskHandle } from '../tasks/handle.js';
 import { describeEndState } from '../tasks/end-state.js';
 import { EXIT, exitCodeForEnd } from './exit-codes.js';
 import { exitCodeForSignal, type Interrupts } from './interrupts.js';
 import { errorLine } from './output.js';
-import { collect, healthcheckFromFlags, parseCpus, parseEnvFlags, parseLabelFlags, parseMountFlag, type HealthFlags } from './flags.js';
+import {
+  collect,
+  countFlag,
+  durationFlag,
+  healthcheckFromFlags,
+  parseCpus,
+  parseEnvFlags,
+  parseLabelFlags,
+  parseMountFlag,
+  sizeFlag,
+  stopTimeoutFlag,
+  type HealthFlags,
+} from './flags.js';
 
 export interface CliIo {
   stdin: Readable;
@@ -70,16 +82,16 @@ export function specFromRunFlags(image: string, command: readonly string[], flag
   if (flags.entrypoint !== undefined) spec.entrypoint = flags.entrypoint === '' ? [] : [flags.entrypoint];
   if (flags.workdir !== undefined) spec.workdir = flags.workdir;
   if (flags.user !== undefined) spec.user = flags.user;
-  if (flags.memory !== undefined) spec.resources!.memory = flags.memory;
+  if (flags.memory !== undefined) spec.resources!.memory = sizeFlag(flags.memory, '--memory', SPEC_BOUNDS.memory);
   if (flags.cpus !== undefined) spec.resources!.cpuMilli = parseCpus(flags.cpus);
-  if (flags.pidsLimit !== undefined) spec.resources!.pidsLimit = Number(flags.pidsLimit);
+  if (flags.pidsLimit !== undefined) spec.resources!.pidsLimit = countFlag(flags.pidsLimit, '--pids-limit', SPEC_BOUNDS.pidsLimit);
   if (flags.network !== undefined) spec.network = flags.network as TaskSpec['network'];
   if (flags.privileged) spec.privileged = true;
-  if (flags.timeout !== undefined) spec.timeout = flags.timeout;
+  if (flags.timeout !== undefined) spec.timeout = durationFlag(flags.timeout, '--timeout', SPEC_BOUNDS.timeout);
   if (flags.stopSignal !== undefined) spec.stopSignal = flags.stopSignal;
-  if (flags.stopTimeout !== undefined) spec.stopGracePeriod = /^\d+$/.test(flags.stopTimeout) ? `${flags.stopTimeout}s` : flags.stopTimeout;
+  if (flags.stopTimeout !== undefined) spec.stopGracePeriod = stopTimeoutFlag(flags.stopTimeout);
   if (flags.logDriver !== undefined || flags.logMaxSize !== undefined) {
-    spec.log = { driver: (flags.logDriver ?? 'local') as 'local', ...(flags.logMaxSize ? { maxSize: flags.logMaxSize } : {}) };
+    spec.log = { driver: (flags.logDriver ?? 'local') as 'local', ...(flags.logMaxSize ? { maxSize: sizeFlag(flags.logMaxSize, '--log-max-size', SPEC_BOUNDS.logMaxSize) } : {}) };
   }
   if (flags.tty) spec.tty = true;
   if (flags.interactive) spec.stdin = io.stdin;

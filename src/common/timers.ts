@@ -31,3 +31,35 @@ export function setLongTimeout(callback: () => void, delayMs: number): LongTimer
   };
   return handle;
 }
+
+/**
+ * setInterval for any period: each round is a setLongTimeout, so a period past Node's limit (a
+ * monthly schedule) fires every period, not every millisecond. The next round is armed when one
+ * fires; `clear` stops the rounds, `unref` applies to every round.
+ */
+export function setLongInterval(callback: () => void, periodMs: number): LongTimer {
+  let unrefed = false;
+  let current: LongTimer;
+  let cleared = false;
+  const round = (): void => {
+    current = setLongTimeout(() => {
+      if (cleared) return;
+      round();
+      callback();
+    }, periodMs);
+    if (unrefed) current.unref();
+  };
+  round();
+  const handle: LongTimer = {
+    clear: () => {
+      cleared = true;
+      current.clear();
+    },
+    unref: () => {
+      unrefed = true;
+      current.unref();
+      return handle;
+    },
+  };
+  return handle;
+}

@@ -1,4 +1,44 @@
-/** Parsing of the duration and size literals users write ("30s", "128m"), done once at the edge. */
+/**
+ * Parsing of the duration and size literals users write ("30s", "128m"), done once at the edge, and
+ * the bounds every layer shares: each duration and size berth accepts is checked against one of them.
+ */
+
+export const SECOND_MS = 1000;
+export const MINUTE_MS = 60 * SECOND_MS;
+export const HOUR_MS = 60 * MINUTE_MS;
+export const DAY_MS = 24 * HOUR_MS;
+
+/**
+ * The ceilings of durations, by what holds them. Node's setTimeout (and AbortSignal.timeout) fires
+ * a delay past 2^31-1 ms (about 24.8 days) after 1 ms, so a duration a plain timer holds is kept
+ * under it; a longer one needs setLongTimeout (common/timers.ts) or is only compared with the clock.
+ */
+export const DURATION_LIMITS = Object.freeze({
+  /** A deadline of one operation: an engine call, a pull that makes no progress, a helper's answer. */
+  operationMs: DAY_MS,
+  /** A period or a delay held by one Node timer: 24 days, under the timer's 24.8-day limit. */
+  timerMs: 24 * DAY_MS,
+  /** A run time limit (held by setLongTimeout) or an age compared with the clock: a year. */
+  longMs: 365 * DAY_MS,
+});
+
+/**
+ * The ceiling of every size: 1 PiB. Far above any host's memory or disk, a safe integer (exact in
+ * JSON and in JavaScript arithmetic), and within the engine's int64 and the kernel's page counters.
+ */
+export const MAX_SIZE_BYTES = 1024 ** 5;
+
+/** A closed range of milliseconds. */
+export interface DurationBounds {
+  readonly minMs: number;
+  readonly maxMs: number;
+}
+
+/** A closed range of bytes. */
+export interface SizeBounds {
+  readonly minBytes: number;
+  readonly maxBytes: number;
+}
 
 const DURATION_UNITS_MS: Readonly<Record<string, number>> = {
   ms: 1,
@@ -42,9 +82,12 @@ const SIZE_UNITS: Readonly<Record<string, number>> = {
   t: 1024 ** 4,
   tb: 1024 ** 4,
   tib: 1024 ** 4,
+  p: 1024 ** 5,
+  pb: 1024 ** 5,
+  pib: 1024 ** 5,
 };
 
-/** Parses "128m", "1g", "512k", "1.5g" (binary units, as the docker CLI does) or a number of bytes. */
+/** Parses "128m", "1g", "512k", "1.5g", "1p" (binary units, as the docker CLI does) or a number of bytes. */
 export function parseBytes(value: string | number): number | undefined {
   if (typeof value === 'number') return Number.isSafeInteger(value) && value >= 0 ? value : undefined;
   const match = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(value.trim());
@@ -61,4 +104,39 @@ export function formatBytesForEngine(bytes: number): string {
     if (bytes % size === 0) return `${bytes / size}${unit}`;
   }
   return String(bytes);
+}
+
+/**
+ * A duration as people write it: the largest unit that divides it ("365d", "90s"), else
+ * milliseconds; a single day reads as "24h".
+ */
+export function formatDurationMs(ms: number): string {
+  if (ms > DAY_MS && ms % DAY_MS === 0) return `${ms / DAY_MS}d`;
+  for (const [unit, size] of [['h', HOUR_MS], ['m', MINUTE_MS], ['s', SECOND_MS]] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
+/** A size as people write it: the largest binary unit that divides it ("1p", "6m"), else bytes. */
+export function formatSize(bytes: number): string {
+  for (const [unit, size] of [['p', 1024 ** 5], ['t', 1024 ** 4], ['g', 1024 ** 3], ['m', 1024 ** 2], ['k', 1024]] as const) {
+    if (bytes >= size && bytes % size === 0) return `${bytes / size}${unit}`;
+  }
+  return `${bytes} byte${bytes === 1 ? '' : "s"}`;
+}
+
+/** The rule a duration in milliseconds breaks, in words ("must be at most 365d"), or undefined within bounds. */
+export function durationBoundRule(ms: number, bounds: DurationBounds): string | undefined {
+  if (ms < bounds.minMs) return `must be at least ${formatDurationMs(bounds.minMs)}`;
+  if (ms > bounds.maxMs) return `must be at most ${formatDurationMs(bounds.maxMs)} (${bounds.maxMs} ms)`;
+  return undefined;
+}
+
+/** The rule a size in bytes breaks, in words ("must be at most 1p"), or undefined within bounds. */
+export function sizeBoundRule(bytes: number, bounds: SizeBounds): string | undefined {
+  const inBytes = (n: number): string => (/ bytes?$/.test(formatSize(n)) ? formatSize(n) : `${formatSize(n)} (${n} bytes)`);
+  if (bytes < bounds.minBytes) return `must be at least ${inBytes(bounds.minBytes)}`;
+  if (bytes > bounds.maxBytes) return `must be at most ${inBytes(bounds.maxBytes)}`;
+  return undefined;
 }

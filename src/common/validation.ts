@@ -1,5 +1,6 @@
-import type { z } from 'zod';
+import { z } from 'zod';
 import { ValidationError, type FieldIssue } from './errors.js';
+import { durationBoundRule, parseDurationMs, type DurationBounds } from './units.js';
 
 /** The rule a duration option breaks, in words. */
 export const DURATION_RULE = 'must be a duration such as "3m", "1m30s" or a number of milliseconds';
@@ -23,4 +24,20 @@ export function parseOptions<Schema extends z.ZodType>(
     return [{ field, rule: issue.code === 'invalid_union' ? unionRule : issue.message }];
   });
   throw new ValidationError(issues);
+}
+
+/**
+ * A duration option (`'30s'` or milliseconds) within `bounds`, in milliseconds. Anything else, a
+ * wrong type included, is an issue with the rule in words: the option's bounds are part of its rule.
+ */
+export function durationOption(bounds: DurationBounds, rule = DURATION_RULE) {
+  return z.unknown().transform((value, ctx): number => {
+    const ms = typeof value === 'string' || typeof value === 'number' ? parseDurationMs(value) : undefined;
+    const broken = ms === undefined ? rule : durationBoundRule(ms, bounds);
+    if (broken !== undefined) {
+      ctx.addIssue({ code: 'custom', message: broken });
+      return z.NEVER;
+    }
+    return ms!;
+  });
 }

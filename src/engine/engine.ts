@@ -1,6 +1,7 @@
 import Dockerode from 'dockerode';
 import { Readable, type Duplex } from 'node:stream';
-import { BerthError } from '../common/errors.js';
+import { BerthError, ValidationError, type FieldIssue } from '../common/errors.js';
+import { DURATION_LIMITS, durationBoundRule } from '../common/units.js';
 import { retry } from '../common/retry.js';
 import { classifyEngineError, engineCertainlyDidNotAct } from './classify.js';
 import { demultiplex, type DemuxedStreams } from './demux.js';
@@ -26,7 +27,7 @@ import type {
   WaitResult,
 } from './types.js';
 
-/** Default deadlines per kind of call, in milliseconds. Wait, stop and followed streams have none of their own. */
+/** Default deadlines per kind of call, in milliseconds (each 1 ms to 24 h). Wait, stop and followed streams have none of their own. */
 export interface EngineDeadlines {
   /** inspect, list, ping, version. Default 10 s. */
   readMs: number;
@@ -38,6 +39,28 @@ export interface EngineDeadlines {
 
 export const DEFAULT_DEADLINES: Readonly<EngineDeadlines> = Object.freeze({ readMs: 10_000, writeMs: 30_000, stopExtraMs: 30_000 });
 
+/**
+ * The bounds of the engine's options. A deadline is held by AbortSignal.timeout (a Node timer), a
+ * write deadline twice over by the driver's late-create guard, and a stop's by its grace period (up
+ * to a day) plus `stopExtraMs`: a day each keeps all of them under the timer's 24.8-day limit.
+ */
+export const ENGINE_OPTION_BOUNDS = Object.freeze({
+  deadlineMs: { minMs: 1, maxMs: DURATION_LIMITS.operationMs },
+  readAttempts: { min: 1, max: 100 },
+});
+
+function engineOptionIssues(deadlines: EngineDeadlines, readAttempts: number): FieldIssue[] {
+  const issues: FieldIssue[] = [];
+  for (const key of ['readMs', 'writeMs', 'stopExtraMs'] as const) {
+    const value = deadlines[key];
+    const rule = typeof value === 'number' && Number.isFinite(value) ? durationBoundRule(value, ENGINE_OPTION_BOUNDS.deadlineMs) : 'must be a number of milliseconds';
+    if (rule !== undefined) issues.push({ field: `deadlines.${key}`, rule });
+  }
+  const { min, max } = ENGINE_OPTION_BOUNDS.readAttempts;
+  if (!Number.isInteger(readAttempts) || readAttempts < min || readAttempts > max) issues.push({ field: 'readAttempts', rule: `must be a whole number from ${min} to ${max}` });
+  return issues;
+}
+
 /** The oldest engine API berth supports. */
 export const MINIMUM_API_VERSION = '1.40';
 
@@ -48,7 +71,7 @@ export interface EngineOptions {
   host?: string;
   port?: number;
   deadlines?: Partial<EngineDeadlines>;
-  /** Attempts for idempotent reads on unavailable/timeout. Default 3. */
+  /** Attempts for idempotent reads on unavailable/timeout. Default 3; 1 to 100. */
   readAttempts?: number;
   /** The oldest engine API version checkCompatible accepts. Default MINIMUM_API_VERSION. */
   minimumApiVersion?: string;
@@ -395,6 +418,8 @@ export class Engine {
       : new Dockerode({ socketPath: options.socketPath ?? '/var/run/docker.sock' });
     this.#deadlines = { ...DEFAULT_DEADLINES, ...(options.deadlines ?? {}) };
     this.#readAttempts = options.readAttempts ?? 3;
+    const issues = engineOptionIssues(this.#deadlines, this.#readAttempts);
+    if (issues.length > 0) throw new ValidationError(issues);
     this.#minimumApiVersion = options.minimumApiVersion ?? MINIMUM_API_VERSION;
   }
 

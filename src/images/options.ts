@@ -1,53 +1,48 @@
 import { z } from 'zod';
-import { parseOptions } from '../common/validation.js';
-import { parseDurationMs } from '../common/units.js';
+import { durationOption, parseOptions } from '../common/validation.js';
+import { DURATION_LIMITS, type DurationBounds } from '../common/units.js';
 
-const duration = (minimumMs: number) =>
-  z.union([z.string(), z.number()]).transform((value, ctx) => {
-    const ms = parseDurationMs(value);
-    if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', message: 'must be a duration such as "3m", "1m30s" or a number of milliseconds' });
-      return z.NEVER;
-    }
-    if (ms < minimumMs) {
-      ctx.addIssue({ code: 'custom', message: `must be at least ${minimumMs} ms` });
-      return z.NEVER;
-    }
-    return ms;
-  });
+/** The bounds of the coordinator's durations: each is held by one Node timer, so none reaches its 24.8-day limit. */
+export const IMAGE_OPTION_BOUNDS = Object.freeze({
+  removeDelay: { minMs: 0, maxMs: DURATION_LIMITS.timerMs },
+  pullActivityTimeout: { minMs: 100, maxMs: DURATION_LIMITS.operationMs },
+  pullRetryDelay: { minMs: 0, maxMs: DURATION_LIMITS.operationMs },
+  removeRetryDelay: { minMs: 0, maxMs: DURATION_LIMITS.operationMs },
+  credentialHelperTimeout: { minMs: 100, maxMs: DURATION_LIMITS.operationMs },
+} satisfies Record<string, DurationBounds>);
 
 const attempts = z.number().int('must be a whole number').min(1, 'must be at least 1').max(20, 'must be at most 20');
 
 const schema = z
   .object({
-    removeDelay: duration(0).default(180_000),
-    pullActivityTimeout: duration(100).default(120_000),
+    removeDelay: durationOption(IMAGE_OPTION_BOUNDS.removeDelay).default(180_000),
+    pullActivityTimeout: durationOption(IMAGE_OPTION_BOUNDS.pullActivityTimeout).default(120_000),
     cleanup: z.boolean().default(true),
     pullAttempts: attempts.default(3),
-    pullRetryDelay: duration(0).default(1_000),
+    pullRetryDelay: durationOption(IMAGE_OPTION_BOUNDS.pullRetryDelay).default(1_000),
     removeAttempts: attempts.default(3),
-    removeRetryDelay: duration(0).default(500),
+    removeRetryDelay: durationOption(IMAGE_OPTION_BOUNDS.removeRetryDelay).default(500),
     dockerConfigDir: z.string().min(1, 'must be a directory path').optional(),
     credentialHelperEnv: z.record(z.string(), z.string()).optional(),
-    credentialHelperTimeout: duration(100).default(10_000),
+    credentialHelperTimeout: durationOption(IMAGE_OPTION_BOUNDS.credentialHelperTimeout).default(10_000),
   })
   .strict();
 
 /** Options of the image coordinator as users write them; durations take `'3m'` or milliseconds. */
 export interface ImageCoordinatorOptions {
-  /** How long an image nobody holds is kept before it is removed. Default `'3m'`. */
+  /** How long an image nobody holds is kept before it is removed. Default `'3m'`; at most `'24d'`. */
   removeDelay?: string | number;
-  /** A pull that delivers nothing for this long is aborted as stalled. Default `'2m'`; minimum 100 ms. */
+  /** A pull that delivers nothing for this long is aborted as stalled. Default `'2m'`; 100 ms to `'24h'`. */
   pullActivityTimeout?: string | number;
   /** Whether images are reference-counted and removed when unused. Default true; false: nothing is counted or removed. */
   cleanup?: boolean;
   /** Attempts of a pull that fails for a reason that may pass (network, engine, stall). Default 3. */
   pullAttempts?: number;
-  /** Delay before the second pull attempt; doubles after each. Default `'1s'`. */
+  /** Delay before the second pull attempt; doubles after each. Default `'1s'`; at most `'24h'`. */
   pullRetryDelay?: string | number;
   /** Attempts of a removal that fails for a reason that may pass. Default 3. */
   removeAttempts?: number;
-  /** Delay before the second removal attempt; doubles after each. Default `'500ms'`. */
+  /** Delay before the second removal attempt; doubles after each. Default `'500ms'`; at most `'24h'`. */
   removeRetryDelay?: string | number;
   /**
    * The Docker client configuration directory holding config.json, resolved at the edge with
@@ -59,7 +54,7 @@ export interface ImageCoordinatorOptions {
    * found). Default: this process's environment, inherited.
    */
   credentialHelperEnv?: Readonly<Record<string, string>>;
-  /** A credential helper that has not answered in this time is killed. Default `'10s'`. */
+  /** A credential helper that has not answered in this time is killed. Default `'10s'`; 100 ms to `'24h'`. */
   credentialHelperTimeout?: string | number;
 }
 

@@ -145,6 +145,9 @@ export function parsePruneFilters(input: PruneFilterInput | undefined, nowMs: nu
       const untilMs = parseUntil(value, nowMs);
       if (untilMs === undefined) {
         issues.push({ field: `${field}.until`, rule: `"${value}" is not a time: give a duration such as "24h", an RFC 3339 time such as "2024-05-01T12:00:00Z" or a Unix timestamp such as "1714564800.5"` });
+      } else if (untilMs < 0) {
+        // Nothing was created before 1970: such a filter would keep everything, silently.
+        issues.push({ field: `${field}.until`, rule: `"${value}" reaches back before 1970-01-01 (the Unix epoch): a duration must be at most the time since then` });
       } else untils.push(untilMs);
     } else {
       issues.push({ field, rule: `unknown filter "${name}"; accepted filters: ${ACCEPTED_PRUNE_FILTERS.join(', ')}` });

@@ -1,22 +1,16 @@
 import { z } from 'zod';
-import { parseDurationMs } from '../common/units.js';
-import { DURATION_RULE, parseOptions } from '../common/validation.js';
+import { DURATION_LIMITS, type DurationBounds } from '../common/units.js';
+import { durationOption, parseOptions } from '../common/validation.js';
 
-const duration = z.union([z.string(), z.number()]).transform((value, ctx) => {
-  const ms = parseDurationMs(value);
-  if (ms === undefined) {
-    ctx.addIssue({ code: 'custom', message: DURATION_RULE });
-    return z.NEVER;
-  }
-  return ms;
-});
+/** The bound of the orphan grace: an age compared with the clock. */
+export const PRUNE_ORPHAN_GRACE_BOUNDS: DurationBounds = Object.freeze({ minMs: 0, maxMs: DURATION_LIMITS.longMs });
 
 const schema = z
   .object({
     imageBudgetMaxRemovals: z.number().int('must be a whole number').min(1, 'must be at least 1').max(1000, 'must be at most 1000').default(10),
     imageBudgetRemovalsPerSecond: z.number().positive('must be more than 0').max(1000, 'must be at most 1000').default(2),
     orphans: z.boolean().default(true),
-    orphanGrace: duration.default(300_000),
+    orphanGrace: durationOption(PRUNE_ORPHAN_GRACE_BOUNDS).default(300_000),
   })
   .strict();
 
@@ -38,7 +32,7 @@ export interface PrunerOptions {
    * filters. Default true.
    */
   orphans?: boolean;
-  /** An orphan younger than this is kept (reason `grace`). Default `'5m'`, as the reconciler's creation grace; the agent passes its `reconcile.orphanGrace`. */
+  /** An orphan younger than this is kept (reason `grace`). Default `'5m'`, as the reconciler's creation grace; the agent passes its `reconcile.orphanGrace`. At most `'365d'`. */
   orphanGrace?: string | number;
 }
 

@@ -1,32 +1,25 @@
 import { z } from 'zod';
-import { DURATION_RULE, parseOptions } from '../common/validation.js';
-import { parseDurationMs } from '../common/units.js';
-
-const duration = (minimumMs: number) =>
-  z.union([z.string(), z.number()]).transform((value, ctx) => {
-    const ms = parseDurationMs(value);
-    if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', message: DURATION_RULE });
-      return z.NEVER;
-    }
-    if (ms < minimumMs) {
-      ctx.addIssue({ code: 'custom', message: `must be at least ${minimumMs} ms` });
-      return z.NEVER;
-    }
-    return ms;
-  });
+import { durationOption, parseOptions } from '../common/validation.js';
+import { DURATION_LIMITS, type DurationBounds } from '../common/units.js';
 
 /** The smallest period accepted: a sweep lists containers, and listing many times a second only loads the engine. */
 export const MINIMUM_RECONCILE_PERIOD_MS = 100;
 
+/** The bounds of the reconciler's durations: the period is held by one Node timer; the graces are ages compared with the clock. */
+export const RECONCILE_OPTION_BOUNDS = Object.freeze({
+  period: { minMs: MINIMUM_RECONCILE_PERIOD_MS, maxMs: DURATION_LIMITS.timerMs },
+  creationGrace: { minMs: 0, maxMs: DURATION_LIMITS.longMs },
+  orphanGrace: { minMs: 0, maxMs: DURATION_LIMITS.longMs },
+} satisfies Record<string, DurationBounds>);
+
 const schema = z
   .object({
     enabled: z.boolean().default(true),
-    period: duration(MINIMUM_RECONCILE_PERIOD_MS).default(300_000),
-    creationGrace: duration(0).default(300_000),
+    period: durationOption(RECONCILE_OPTION_BOUNDS.period).default(300_000),
+    creationGrace: durationOption(RECONCILE_OPTION_BOUNDS.creationGrace).default(300_000),
     dryRun: z.boolean().default(false),
     orphans: z.boolean().default(true),
-    orphanGrace: duration(0).optional(),
+    orphanGrace: durationOption(RECONCILE_OPTION_BOUNDS.orphanGrace).optional(),
     removeConcurrency: z.number().int('must be a whole number').min(1, 'must be at least 1').max(32, 'must be at most 32').default(4),
   })
   .strict();
@@ -35,11 +28,11 @@ const schema = z
 export interface DanglingReconcilerOptions {
   /** Whether `start()` schedules sweeps at all (`sweepOnce()` works either way). Default true. */
   enabled?: boolean;
-  /** Time between the end of one sweep and the start of the next. Default `'5m'`; minimum 100 ms. */
+  /** Time between the end of one sweep and the start of the next. Default `'5m'`; 100 ms to `'24d'`. */
   period?: string | number;
   /**
    * A container younger than this is never removed: it may be one the driver is creating right
-   * now and has not registered yet. Default `'5m'`.
+   * now and has not registered yet. Default `'5m'`; at most `'365d'`.
    */
   creationGrace?: string | number;
   /** Report what would be removed (and log it from the scheduled sweeps), remove nothing. Default false. */
@@ -51,7 +44,8 @@ export interface DanglingReconcilerOptions {
   orphans?: boolean;
   /**
    * An orphan younger than this is left for a later sweep (a margin for whoever looks at what a
-   * crashed run left, and against misjudging a container made a moment ago). Default: `creationGrace`.
+   * crashed run left, and against misjudging a container made a moment ago). Default: `creationGrace`;
+   * at most `'365d'`.
    */
   orphanGrace?: string | number;
   /** Removals of one sweep in flight at once. Default 4; 1 to 32. */

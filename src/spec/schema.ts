@@ -3,58 +3,136 @@ import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { ValidationError, type FieldIssue } from '../common/errors.js';
 import { LABEL_PREFIX } from '../common/labels.js';
-import { parseBytes, parseDurationMs } from '../common/units.js';
+import {
+  DURATION_LIMITS,
+  durationBoundRule,
+  formatDurationMs,
+  formatSize,
+  MAX_SIZE_BYTES,
+  parseBytes,
+  parseDurationMs,
+  sizeBoundRule,
+  type DurationBounds,
+  type SizeBounds,
+} from '../common/units.js';
+import { parseImageReference } from './reference.js';
 
-const duration = (what: string) =>
-  z.union([z.string(), z.number()]).transform((value, ctx) => {
-    const ms = parseDurationMs(value);
-    if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', message: `must be a duration such as "30s", "1m30s" or a number of milliseconds (${what})` });
-      return z.NEVER;
-    }
-    return ms;
-  });
-
-const bytes = (minimum: number, what: string) =>
-  z.union([z.string(), z.number()]).transform((value, ctx) => {
-    const parsed = parseBytes(value);
-    if (parsed === undefined) {
-      ctx.addIssue({ code: 'custom', message: `must be a size such as "128m", "1g" or a number of bytes (${what})` });
-      return z.NEVER;
-    }
-    if (parsed < minimum) {
-      ctx.addIssue({ code: 'custom', message: `must be at least ${minimum} bytes (${what})` });
-      return z.NEVER;
-    }
-    return parsed;
-  });
-
-/**
- * A duration within [minMs, maxMs], for values the engine takes in nanoseconds and checks itself:
- * berth enforces the engine's own floor, so the engine never refuses a spec berth accepted.
- */
-const boundedDuration = (what: string, minMs: number, maxMs: number, minText: string, maxText: string) =>
-  z.union([z.string(), z.number()]).transform((value, ctx) => {
-    const ms = parseDurationMs(value);
-    if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', message: `must be a duration such as "1s", "500ms" or a number of milliseconds (${what})` });
-      return z.NEVER;
-    }
-    if (ms < minMs) {
-      ctx.addIssue({ code: 'custom', message: `must be at least ${minText}` });
-      return z.NEVER;
-    }
-    if (ms > maxMs) {
-      ctx.addIssue({ code: 'custom', message: `must be at most ${maxText}` });
-      return z.NEVER;
-    }
-    return ms;
-  });
+const MiB = 1024 * 1024;
 
 /** The engine's floor for a health check's interval, timeout and start period (Moby's MinimumDuration). */
 export const HEALTHCHECK_MINIMUM_MS = 1;
 /** berth's ceiling for them: a day, so that their nanoseconds stay exact in a JSON number (and far within the engine's int64). */
-export const HEALTHCHECK_MAXIMUM_MS = 86_400_000;
+export const HEALTHCHECK_MAXIMUM_MS = DURATION_LIMITS.operationMs;
+
+/** A whole number's range. */
+export interface CountBounds {
+  readonly min: number;
+  readonly max: number;
+}
+
+/**
+ * The bounds of every duration, size and count in a spec, in one place (README "Task spec bounds").
+ * Floors are the engine's or the kernel's own where they have one, so that the engine never refuses
+ * a spec berth accepted; ceilings keep each value exact and within what holds it.
+ */
+export const SPEC_BOUNDS = Object.freeze({
+  /** Held by setLongTimeout, so a year-long limit fires after a year, not at once. */
+  timeout: { minMs: 1, maxMs: DURATION_LIMITS.longMs },
+  /** Sent to the engine in whole seconds; berth's stop call waits the grace plus a margin on one Node timer. */
+  stopGracePeriod: { minMs: 0, maxMs: DURATION_LIMITS.operationMs },
+  /** Interval, timeout and start period: sent to the engine in nanoseconds. */
+  healthcheck: { minMs: HEALTHCHECK_MINIMUM_MS, maxMs: HEALTHCHECK_MAXIMUM_MS },
+  healthRetries: { min: 1, max: 1_000_000 },
+  /** The engine refuses a limit under 6 MiB. */
+  memory: { minBytes: 6 * MiB, maxBytes: MAX_SIZE_BYTES },
+  /** The engine refuses a reservation under 6 MiB. */
+  memoryReservation: { minBytes: 6 * MiB, maxBytes: MAX_SIZE_BYTES },
+  /** 10 milli-CPUs is the engine's smallest CFS quota (1 ms in berth's 100 ms period); 1024 CPUs at most. */
+  cpuMilli: { min: 10, max: 1_024_000 },
+  /** The engine's range for relative CPU weight. */
+  cpuShares: { min: 2, max: 262_144 },
+  /** The kernel refuses a pids.max above PID_MAX_LIMIT (2^22). */
+  pidsLimit: { min: 1, max: 4_194_304 },
+  tmpfsSize: { minBytes: 1, maxBytes: MAX_SIZE_BYTES },
+  logMaxSize: { minBytes: 1024, maxBytes: MAX_SIZE_BYTES },
+  logMaxFiles: { min: 1, max: 100 },
+} satisfies Record<string, DurationBounds | SizeBounds | CountBounds>);
+
+/**
+ * Any value, typed as what users should write: the transform that follows checks the type itself,
+ * so that a wrong type is reported with the field's own rule rather than zod's "invalid input".
+ */
+const anyTypedAs = <T>() => z.custom<T>(() => true);
+
+const issue = (ctx: z.RefinementCtx, message: string): never => {
+  ctx.addIssue({ code: 'custom', message });
+  return z.NEVER;
+};
+
+/** A duration (`"30s"` or milliseconds) within bounds, in milliseconds; any other type is named with the rule. */
+const duration = (bounds: DurationBounds) =>
+  anyTypedAs<string | number>()
+    .transform((value, ctx): number => {
+      const ms = typeof value === 'string' || typeof value === 'number' ? parseDurationMs(value) : undefined;
+      if (ms === undefined) return issue(ctx, 'must be a duration such as "30s", "1m30s" or a number of milliseconds');
+      const broken = durationBoundRule(ms, bounds);
+      return broken === undefined ? ms : issue(ctx, broken);
+    })
+    // What the JSON Schema (the agent's OpenAPI document) says of it.
+    .meta({
+      description: `A duration, ${formatDurationMs(bounds.minMs)} to ${formatDurationMs(bounds.maxMs)}: "30s", "1h30m", "365d" or milliseconds.`,
+      anyOf: [
+        { type: 'string', pattern: '^\\s*\\d+(\\.\\d+)?((ms|s|m|h|d)(\\d+(\\.\\d+)?(ms|s|m|h|d))*)?\\s*$' },
+        { type: 'number', minimum: bounds.minMs, maximum: bounds.maxMs },
+      ],
+    });
+
+/** A size (`"128m"` or bytes) within bounds, in bytes; any other type is named with the rule. */
+const bytes = (bounds: SizeBounds) =>
+  anyTypedAs<string | number>()
+    .transform((value, ctx): number => {
+      const parsed = typeof value === 'string' || typeof value === 'number' ? parseBytes(value) : undefined;
+      if (parsed === undefined) return issue(ctx, 'must be a size such as "128m", "1g" or a whole number of bytes');
+      const broken = sizeBoundRule(parsed, bounds);
+      return broken === undefined ? parsed : issue(ctx, broken);
+    })
+    .meta({
+      description: `A size, ${formatSize(bounds.minBytes)} to ${formatSize(bounds.maxBytes)}: "128m", "1g", "1p" (binary units) or bytes.`,
+      anyOf: [
+        { type: 'string', pattern: '^\\s*\\d+(\\.\\d+)?\\s*([bBkKmMgGtTpP]([iI]?[bB])?)?\\s*$' },
+        { type: 'integer', minimum: bounds.minBytes, maximum: bounds.maxBytes },
+      ],
+    });
+
+/** A whole number within bounds. */
+const count = (bounds: CountBounds, unit = '') =>
+  anyTypedAs<number>()
+    .transform((value, ctx): number => {
+      if (typeof value !== 'number' || !Number.isInteger(value)) return issue(ctx, `must be a whole number${unit}`);
+      if (value < bounds.min) return issue(ctx, `must be at least ${bounds.min}`);
+      if (value > bounds.max) return issue(ctx, `must be at most ${bounds.max}`);
+      return value;
+    })
+    .meta({ type: 'integer', minimum: bounds.min, maximum: bounds.max });
+
+/** An image reference in the engine's grammar (distribution's), checked at submit rather than at pull. */
+const imageReference = anyTypedAs<string>()
+  .transform((value, ctx): string => {
+    if (typeof value !== 'string') return issue(ctx, 'must be an image reference such as "busybox:1.36" or "registry:5000/team/app@sha256:<64 hex>"');
+    try {
+      parseImageReference(value, 'image');
+      return value;
+    } catch (error) {
+      if (!(error instanceof ValidationError)) throw error;
+      return issue(ctx, error.issues.map((i) => i.rule).join('; '));
+    }
+  })
+  .meta({
+    type: 'string',
+    minLength: 1,
+    pattern: '^[^\\s@]+(@[a-z0-9]+([.+_-][a-z0-9]+)*:[a-f0-9]+)?$',
+    description: 'An image reference in the engine\'s grammar: [registry[:port]/]path[:tag][@sha256:<64 hex>]; lowercase path components, a tag of up to 128 characters, at most 255 characters of name.',
+  });
 
 /** What a health check given with a command (or a shell line) gets for the settings it leaves out. */
 export const HEALTHCHECK_DEFAULTS = Object.freeze({
@@ -66,7 +144,7 @@ export const HEALTHCHECK_DEFAULTS = Object.freeze({
   retries: 3,
 });
 
-const healthDuration = (what: string) => boundedDuration(what, HEALTHCHECK_MINIMUM_MS, HEALTHCHECK_MAXIMUM_MS, '1ms', '24h');
+const healthDuration = () => duration(SPEC_BOUNDS.healthcheck);
 
 const HEALTHCHECK_SETTINGS = ['command', 'shell', 'interval', 'timeout', 'startPeriod', 'retries'] as const;
 
@@ -84,10 +162,10 @@ const healthcheck = z
       .optional(),
     /** A command line run by the container's /bin/sh -c (the engine's CMD-SHELL form). */
     shell: z.string().regex(/\S/, 'must be a non-empty shell command').optional(),
-    interval: healthDuration('health check interval').optional(),
-    timeout: healthDuration('health check timeout').optional(),
-    startPeriod: healthDuration('health check start period').optional(),
-    retries: z.number().int('must be a whole number').min(1, 'must be at least 1').optional(),
+    interval: healthDuration().optional(),
+    timeout: healthDuration().optional(),
+    startPeriod: healthDuration().optional(),
+    retries: count(SPEC_BOUNDS.healthRetries).optional(),
     /** Switches off the health check, the image's own included. */
     disabled: z.boolean().optional(),
   })
@@ -141,7 +219,7 @@ const tmpfsMount = z
   .object({
     type: z.literal('tmpfs'),
     target: absolutePath,
-    size: bytes(1, 'tmpfs size').optional(),
+    size: bytes(SPEC_BOUNDS.tmpfsSize).optional(),
   })
   .strict();
 
@@ -166,7 +244,7 @@ const envName = /^[A-Za-z_][A-Za-z0-9_]*$/;
 /** The task spec as users write it. Everything but `image` is optional. */
 export const taskSpecSchema = z
   .object({
-    image: z.string().regex(/^[^\s]+$/, 'must be a non-empty image reference without white space'),
+    image: imageReference,
     /** Arguments to the image's entrypoint (the image's CMD when omitted). */
     command: z.array(z.string()).optional(),
     entrypoint: z.array(z.string()).optional(),
@@ -185,13 +263,15 @@ export const taskSpecSchema = z
     tty: z.boolean().default(false),
     resources: z
       .object({
-        /** Hard memory limit; swap is disabled (memory-swap = memory). Minimum 6 MiB, the engine's own. */
-        memory: bytes(6 * 1024 * 1024, 'memory').optional(),
-        memoryReservation: bytes(1, 'memory reservation').optional(),
-        /** CPU in milli-CPUs: 500 = half a core. */
-        cpuMilli: z.number().int('must be a whole number of milli-CPUs').min(1, 'must be at least 1').max(1_024_000).optional(),
-        cpuShares: z.number().int().min(2, 'must be at least 2').max(262_144).optional(),
-        pidsLimit: z.number().int().min(1, 'must be at least 1').optional(),
+        /** Hard memory limit; swap is disabled (memory-swap = memory). 6 MiB (the engine's floor) to 1 PiB. */
+        memory: bytes(SPEC_BOUNDS.memory).optional(),
+        /** Soft limit; 6 MiB (the engine's floor) to 1 PiB, and at most `memory`. */
+        memoryReservation: bytes(SPEC_BOUNDS.memoryReservation).optional(),
+        /** CPU in milli-CPUs: 500 = half a core. 10 to 1,024,000. */
+        cpuMilli: count(SPEC_BOUNDS.cpuMilli, ' of milli-CPUs').optional(),
+        cpuShares: count(SPEC_BOUNDS.cpuShares).optional(),
+        /** 1 to 4,194,304 (the kernel's PID_MAX_LIMIT). */
+        pidsLimit: count(SPEC_BOUNDS.pidsLimit).optional(),
       })
       .strict()
       .refine((r) => r.memory === undefined || r.memoryReservation === undefined || r.memoryReservation <= r.memory, {
@@ -207,15 +287,16 @@ export const taskSpecSchema = z
     log: z
       .object({
         driver: z.enum(['local', 'json-file', 'none']).default('local'),
-        maxSize: bytes(1024, 'log max size').default(1024 * 1024),
-        maxFiles: z.number().int().min(1).max(100).default(1),
+        maxSize: bytes(SPEC_BOUNDS.logMaxSize).default(1024 * 1024),
+        maxFiles: count(SPEC_BOUNDS.logMaxFiles).default(1),
       })
       .strict()
       .default({ driver: 'local', maxSize: 1024 * 1024, maxFiles: 1 }),
-    /** Run time limit; when it passes the task is stopped and ends as timed-out. */
-    timeout: duration('timeout').optional(),
+    /** Run time limit; when it passes the task is stopped and ends as timed-out. 1 ms to 365 days. */
+    timeout: duration(SPEC_BOUNDS.timeout).optional(),
     stopSignal: z.string().regex(/^(SIG)?[A-Z0-9+-]+$|^\d+$/, 'must be a signal such as SIGTERM or 15').default('SIGTERM'),
-    stopGracePeriod: duration('stop grace period').default(10_000),
+    /** Time between the stop signal and SIGKILL. Default 10 s; 0 to 24 h. */
+    stopGracePeriod: duration(SPEC_BOUNDS.stopGracePeriod).default(10_000),
     /** When to pull the image: if-not-present (default), always, never. */
     pull: z.enum(['if-not-present', 'always', 'never']).default('if-not-present'),
     /** A health check run by the engine; `{ disabled: true }` switches off the image's own. Default: the image's. */

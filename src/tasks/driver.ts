@@ -4,7 +4,8 @@ import { Readable } from 'node:stream';
 import { containerNameForTask, LABELS } from '../common/labels.js';
 import type { AttachedStreams, ContainerEventStream } from '../engine/engine.js';
 import type { ContainerInspect } from '../engine/types.js';
-import { cancelledError, isBerthError, ValidationError } from '../common/errors.js';
+import { cancelledError, isBerthError, ValidationError, type FieldIssue } from '../common/errors.js';
+import { DURATION_LIMITS, durationBoundRule, type DurationBounds } from '../common/units.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { readOwnerProcess, type OwnerProcess } from '../common/owner-process.js';
 import { resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
@@ -57,26 +58,48 @@ export interface TaskDriverOptions {
   protectedHostPaths?: readonly string[];
   /** Pulls and holds images; without one, images must already be present. */
   images?: ImageProvider;
-  /** Retries of ambiguous engine failures (create, start, stop, remove, wait). Default 5 attempts from 100 ms. */
+  /** Retries of ambiguous engine failures (create, start, stop, remove, wait). Default 5 attempts from 100 ms; 1 to 100 attempts, delays up to a day. */
   retry?: Partial<RetryPolicy>;
   logger?: Logger;
   /**
    * How often the driver lists its owner's containers, while any task runs, to notice ends that
    * the wait missed (its connection died or stalls, the engine was restarted or paused). A task
    * whose container stopped is ended within two periods of the engine answering again. Default
-   * 5000 ms; at least 100.
+   * 5000 ms; 100 ms to 24 days.
    */
   relistPeriodMs?: number;
   /**
    * End a running task as `lost` once the engine has been unreachable (or too slow to answer) this
    * long without a break while berth waits for the task's end. Default: never: an engine outage is
-   * waited out, and the task ends with its real exit code once the engine answers again.
+   * waited out, and the task ends with its real exit code once the engine answers again. 1 ms to 365 days.
    */
   lostAfterUnreachableMs?: number;
 }
 
 /** Default TaskDriverOptions.relistPeriodMs. */
 export const DEFAULT_RELIST_PERIOD_MS = 5000;
+
+/**
+ * The bounds of the driver's options. The relist period and retry delays are held by one Node timer
+ * each; the unreachable limit is compared with the clock.
+ */
+export const DRIVER_OPTION_BOUNDS = Object.freeze({
+  relistPeriodMs: { minMs: 100, maxMs: DURATION_LIMITS.timerMs },
+  lostAfterUnreachableMs: { minMs: 1, maxMs: DURATION_LIMITS.longMs },
+  retryAttempts: { min: 1, max: 100 },
+  retryDelayMs: { minMs: 0, maxMs: DURATION_LIMITS.operationMs },
+});
+
+/** A millisecond option's issue: not a finite number, or outside its bounds. */
+function msOptionIssues(field: string, value: number, bounds: DurationBounds): FieldIssue[] {
+  const rule = typeof value === 'number' && Number.isFinite(value) ? durationBoundRule(value, bounds) : 'must be a number of milliseconds';
+  return rule === undefined ? [] : [{ field, rule }];
+}
+
+function wholeOptionIssues(field: string, value: number, bounds: { min: number; max: number }): FieldIssue[] {
+  if (!Number.isInteger(value)) return [{ field, rule: 'must be a whole number' }];
+  return value < bounds.min || value > bounds.max ? [{ field, rule: `must be between ${bounds.min} and ${bounds.max}` }] : [];
+}
 
 /** The engine events that may mean a tracked container ended. */
 const END_EVENTS = ['die', 'oom', 'destroy'] as const;
@@ -156,11 +179,15 @@ export class TaskDriver {
     // Read once: this process's identity does not change. Undefined off Linux: then nothing is labelled.
     this.#ownerProcess = options.ownerProcess === 'none' ? undefined : readOwnerProcess();
     this.#relistPeriodMs = options.relistPeriodMs ?? DEFAULT_RELIST_PERIOD_MS;
-    if (!Number.isFinite(this.#relistPeriodMs) || this.#relistPeriodMs < 100) throw new ValidationError([{ field: 'relistPeriodMs', rule: 'must be at least 100' }]);
     this.#lostAfterUnreachableMs = options.lostAfterUnreachableMs;
-    if (this.#lostAfterUnreachableMs !== undefined && !(this.#lostAfterUnreachableMs > 0)) {
-      throw new ValidationError([{ field: 'lostAfterUnreachableMs', rule: 'must be positive' }]);
-    }
+    const issues = [
+      ...msOptionIssues('relistPeriodMs', this.#relistPeriodMs, DRIVER_OPTION_BOUNDS.relistPeriodMs),
+      ...(this.#lostAfterUnreachableMs === undefined ? [] : msOptionIssues('lostAfterUnreachableMs', this.#lostAfterUnreachableMs, DRIVER_OPTION_BOUNDS.lostAfterUnreachableMs)),
+      ...wholeOptionIssues('retry.attempts', this.#retry.attempts, DRIVER_OPTION_BOUNDS.retryAttempts),
+      ...msOptionIssues('retry.initialDelayMs', this.#retry.initialDelayMs, DRIVER_OPTION_BOUNDS.retryDelayMs),
+      ...msOptionIssues('retry.maxDelayMs', this.#retry.maxDelayMs, DRIVER_OPTION_BOUNDS.retryDelayMs),
+    ];
+    if (issues.length > 0) throw new ValidationError(issues);
   }
 
 

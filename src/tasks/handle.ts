@@ -1,12 +1,13 @@
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { BerthError, isBerthError } from '../common/errors.js';
+import { BerthError, isBerthError, ValidationError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { retry } from '../common/retry.js';
 import { setLongTimeout, type LongTimer } from '../common/timers.js';
 import type { AttachedStreams, ExecOptions, ExecSession } from '../engine/engine.js';
 import type { StatsSample } from '../engine/types.js';
-import type { ResolvedTaskSpec } from '../spec/schema.js';
+import { SPEC_BOUNDS, type ResolvedTaskSpec } from '../spec/schema.js';
+import { durationBoundRule } from '../common/units.js';
 import { codeOf, isAmbiguousFailure, removeContainer, type ContainerEngine, type RetryPolicy } from './container-ops.js';
 import { classifyExit, type EndState } from './end-state.js';
 import { AttachedOutput } from './attached-output.js';
@@ -163,9 +164,15 @@ export class TaskHandle implements AsyncDisposable {
    * `stopExtraMs`) and is retried a bounded number of times. A stop that still fails (or never
    * answers) does not leave the task running: berth then sends SIGKILL itself, through `kill()` with
    * its own retries. Only if that fails too is the failure logged, and `wait()` decides the end.
-   * `signal` cuts the stop short (a caller's own cleanup bound); then no kill is sent.
+   * `signal` cuts the stop short (a caller's own cleanup bound); then no kill is sent. `graceMs`
+   * (default: the spec's `stopGracePeriod`) has the spec's bounds, 0 to 24 h.
    */
   async stop(options: { graceMs?: number; signal?: AbortSignal } = {}): Promise<void> {
+    if (options.graceMs !== undefined) {
+      // The spec's own bounds: the grace goes to the engine in seconds and into the stop call's deadline timer.
+      const rule = Number.isFinite(options.graceMs) ? durationBoundRule(options.graceMs, SPEC_BOUNDS.stopGracePeriod) : 'must be a number of milliseconds';
+      if (rule !== undefined) throw new ValidationError([{ field: 'graceMs', rule }]);
+    }
     await this.#stopFor({ kind: 'cancel' }, options.graceMs, options.signal);
   }
 

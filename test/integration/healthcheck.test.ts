@@ -263,7 +263,7 @@ describe('berth run health flags against the real engine', { skip: await require
     const id = `${cliRun.id}-bad`;
     const result = await berth(runArgs('--name', id, '--health-cmd', 'true', '--health-interval', '0s', TEST_IMAGE, 'true'));
     assert.equal(result.code, 2);
-    assert.match(result.stderr, /healthcheck\.interval: must be at least 1ms/);
+    assert.match(result.stderr, /--health-interval: must be at least 1ms/);
     const conflict = await berth(runArgs('--name', id, '--no-healthcheck', '--health-cmd', 'true', TEST_IMAGE, 'true'));
     assert.equal(conflict.code, 2);
     assert.match(conflict.stderr, /--no-healthcheck: cannot be combined with --health-cmd/);

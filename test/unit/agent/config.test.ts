@@ -246,14 +246,14 @@ describe('loadAgentConfig: bad values name their key', () => {
     assertIssue(load('reconcile:\n  period: soon\n'), 'reconcile.period', /^must be a duration such as "5m" \(from .*\.yaml\)$/);
   });
   it('a duration under the minimum', () => {
-    assertIssue(load('reconcile:\n  period: 10ms\n'), 'reconcile.period', /at least 1000 ms/);
+    assertIssue(load('reconcile:\n  period: 10ms\n'), 'reconcile.period', /at least 1s/);
   });
   it('a relist period under 100 ms', () => {
-    assertIssue(load('tasks:\n  relistPeriod: 10ms\n'), 'tasks.relistPeriod', /at least 100 ms/);
+    assertIssue(load('tasks:\n  relistPeriod: 10ms\n'), 'tasks.relistPeriod', /at least 100ms/);
   });
   it('a bad size', () => {
     assertIssue(load('logs:\n  maxFileSize: lots\n'), 'logs.maxFileSize', /must be a size such as "10m"/);
-    assertIssue(load('defaults:\n  resources:\n    memory: 1k\n'), 'defaults.resources.memory', /at least 6291456 bytes/);
+    assertIssue(load('defaults:\n  resources:\n    memory: 1k\n'), 'defaults.resources.memory', /at least 6m \(6291456 bytes\)/);
   });
   it('a bad boolean', () => {
     assertIssue(load('policy:\n  allowPrivileged: "yes please"\n'), 'policy.allowPrivileged', /must be true or false/);
@@ -274,10 +274,10 @@ describe('loadAgentConfig: bad values name their key', () => {
     assertIssue(load('agentId: "has space"\n'), 'agentId', /characters/);
     assertIssue(load('prune:\n  schedule: sometimes\n'), 'prune.schedule', /"off" or a duration/);
   });
-  it('a start outage limit that is neither "off" nor a duration of at least 1s, and engine deadlines under 100 ms', () => {
-    assertIssue(load('tasks:\n  startOutageLimit: never\n'), 'tasks.startOutageLimit', /"off" or a duration of at least 1s/);
-    assertIssue(load('tasks:\n  startOutageLimit: 10ms\n'), 'tasks.startOutageLimit', /"off" or a duration of at least 1s/);
-    assertIssue(load('engine:\n  writeTimeout: 5ms\n'), 'engine.writeTimeout', /at least 100 ms/);
+  it('a start outage limit that is neither "off" nor a duration from 1s to 365d, and engine deadlines under 100 ms', () => {
+    assertIssue(load('tasks:\n  startOutageLimit: never\n'), 'tasks.startOutageLimit', /"off" or a duration from 1s to 365d/);
+    assertIssue(load('tasks:\n  startOutageLimit: 10ms\n'), 'tasks.startOutageLimit', /"off" or a duration from 1s to 365d, such as "15m" \(must be at least 1s\)/);
+    assertIssue(load('engine:\n  writeTimeout: 5ms\n'), 'engine.writeTimeout', /at least 100ms/);
     assertIssue(load('health:\n  engineTimeout: soon\n'), 'health.engineTimeout', /duration such as "2s"/);
   });
   it('engine deadlines set beside a socket from another source keep the socket', () => {

@@ -29,7 +29,7 @@ describe('resolveImageCoordinatorOptions', () => {
         assert.ok(error instanceof ValidationError);
         const fields = error.issues.map((i) => i.field).sort();
         assert.deepEqual(fields, ['images.bogus', 'images.pullActivityTimeout', 'images.pullAttempts', 'images.removeDelay']);
-        assert.match(error.message, /images\.pullActivityTimeout: must be at least 100 ms/);
+        assert.match(error.message, /images\.pullActivityTimeout: must be at least 100ms/);
         return true;
       },
     );

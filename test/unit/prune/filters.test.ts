@@ -143,3 +143,17 @@ describe('engineLabelFilters and formatPruneFilters', () => {
     assert.deepEqual(formatPruneFilters(filters), ['label=a', 'label=b=2', 'label!=c', 'until=2024-05-01T12:00:00.000Z']);
   });
 });
+
+describe('the until filter\'s duration is bounded by the Unix epoch', () => {
+  it('accepts a duration reaching back exactly to 1970, and refuses one a millisecond longer, naming the filter', () => {
+    assert.equal(parsePruneFilters([`until=${NOW}ms`], NOW).untilMs, 0);
+    assert.throws(
+      () => parsePruneFilters([`until=${NOW + 1}ms`], NOW),
+      (error: unknown) =>
+        error instanceof ValidationError &&
+        error.issues.length === 1 &&
+        error.issues[0]!.field.endsWith('until') &&
+        /reaches back before 1970-01-01/.test(error.issues[0]!.rule),
+    );
+  });
+});

@@ -75,7 +75,7 @@ describe('reconciler options', () => {
   });
 
   it('refuses a period below the minimum', () => {
-    assert.throws(() => resolveDanglingReconcilerOptions({ period: '10ms' }), /period: must be at least 100 ms/);
+    assert.throws(() => resolveDanglingReconcilerOptions({ period: '10ms' }), /period: must be at least 100ms/);
   });
 
   it('refuses a reconciler with no source of tracked containers', () => {

@@ -120,11 +120,11 @@ describe('resolveTaskSpec sizes', () => {
   test('resolves the memory reservation, tmpfs size and log max size to bytes', () => {
     const resolved = resolveTaskSpec({
       image: 'a',
-      resources: { memory: '1g', memoryReservation: '512k' },
+      resources: { memory: '1g', memoryReservation: '8m' },
       mounts: [{ type: 'tmpfs', target: '/scratch', size: '64m' }],
       log: { maxSize: '2m' },
     });
-    assert.equal(resolved.resources.memoryReservationBytes, 512 * 1024);
+    assert.equal(resolved.resources.memoryReservationBytes, 8 * MiB);
     assert.deepEqual(resolved.mounts, [{ type: 'tmpfs', target: '/scratch', sizeBytes: 64 * MiB }]);
     assert.equal(resolved.log.maxSizeBytes, 2 * MiB);
   });
@@ -281,19 +281,19 @@ describe('resolveTaskSpec freezing', () => {
 
 describe('resolveTaskSpec rejects each invalid field with a ValidationError naming field and rule', () => {
   test('rejects a missing image', () => {
-    assertRejectsField({}, 'image', /string/);
+    assertRejectsField({}, 'image', /must be an image reference/);
   });
 
   test('rejects an empty image', () => {
-    assertRejectsField({ image: '' }, 'image', /non-empty image reference/);
+    assertRejectsField({ image: '' }, 'image', /not a valid image reference: it is empty/);
   });
 
   test('rejects a whitespace-only image', () => {
-    assertRejectsField({ image: '   ' }, 'image', /without white space/);
+    assertRejectsField({ image: '   ' }, 'image', /not a valid image reference: it contains whitespace/);
   });
 
   test('rejects an image containing white space', () => {
-    assertRejectsField({ image: 'busybox latest' }, 'image', /without white space/);
+    assertRejectsField({ image: 'busybox latest' }, 'image', /not a valid image reference: it contains whitespace/);
   });
 
   test('rejects a command that is not an array', () => {
@@ -346,7 +346,7 @@ describe('resolveTaskSpec rejects each invalid field with a ValidationError nami
   });
 
   test('rejects memory below 6 MiB', () => {
-    assertRejectsField({ image: 'a', resources: { memory: '5m' } }, 'resources.memory', new RegExp(`at least ${6 * MiB} bytes`));
+    assertRejectsField({ image: 'a', resources: { memory: '5m' } }, 'resources.memory', new RegExp(`at least 6m \\(${6 * MiB} bytes\\)`));
   });
 
   test('rejects memory one byte below 6 MiB', () => {
@@ -371,7 +371,7 @@ describe('resolveTaskSpec rejects each invalid field with a ValidationError nami
   });
 
   test('rejects cpuMilli 0', () => {
-    assertRejectsField({ image: 'a', resources: { cpuMilli: 0 } }, 'resources.cpuMilli', /at least 1/);
+    assertRejectsField({ image: 'a', resources: { cpuMilli: 0 } }, 'resources.cpuMilli', /^must be at least 10$/);
   });
 
   test('rejects a fractional cpuMilli', () => {
@@ -439,7 +439,7 @@ describe('resolveTaskSpec rejects each invalid field with a ValidationError nami
   });
 
   test('rejects a zero tmpfs size', () => {
-    assertRejectsField({ image: 'a', mounts: [{ type: 'tmpfs', target: '/t', size: 0 }] }, 'mounts[0].size', /at least 1 bytes/);
+    assertRejectsField({ image: 'a', mounts: [{ type: 'tmpfs', target: '/t', size: 0 }] }, 'mounts[0].size', /^must be at least 1 byte$/);
   });
 
   test('rejects a field that does not belong to the mount type', () => {
@@ -510,7 +510,7 @@ describe('resolveTaskSpec rejects each invalid field with a ValidationError nami
   });
 
   test('rejects a log max size below 1 KiB', () => {
-    assertRejectsField({ image: 'a', log: { maxSize: 100 } }, 'log.maxSize', /at least 1024 bytes/);
+    assertRejectsField({ image: 'a', log: { maxSize: 100 } }, 'log.maxSize', /at least 1k \(1024 bytes\)/);
   });
 
   test('rejects an unknown pull policy', () => {
@@ -734,7 +734,7 @@ describe('resolveTaskSpec health check', () => {
     });
 
     test(`rejects a ${field} above a day`, () => {
-      assertRejectsField({ image: 'a', healthcheck: { command: ['true'], [field]: '25h' } }, `healthcheck.${field}`, /^must be at most 24h$/);
+      assertRejectsField({ image: 'a', healthcheck: { command: ['true'], [field]: '25h' } }, `healthcheck.${field}`, /^must be at most 24h \(86400000 ms\)$/);
     });
 
     test(`rejects a ${field} that is not a duration`, () => {
@@ -746,7 +746,7 @@ describe('resolveTaskSpec health check', () => {
   test('rejects retries below 1 or not whole', () => {
     assertRejectsField({ image: 'a', healthcheck: { command: ['true'], retries: 0 } }, 'healthcheck.retries', /^must be at least 1$/);
     assertRejectsField({ image: 'a', healthcheck: { command: ['true'], retries: 1.5 } }, 'healthcheck.retries', /^must be a whole number$/);
-    assertRejectsField({ image: 'a', healthcheck: { command: ['true'], retries: '3' } }, 'healthcheck.retries', /expected number/);
+    assertRejectsField({ image: 'a', healthcheck: { command: ['true'], retries: '3' } }, 'healthcheck.retries', /^must be a whole number$/);
   });
 
   test('rejects an empty command, or one whose program is empty', () => {
