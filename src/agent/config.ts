@@ -37,6 +37,25 @@ export interface AgentConfigInput {
     /** Deadline of one engine write (create, start, kill, remove). Default "30s". */
     writeTimeout?: DurationInput;
   };
+  http?: {
+    /**
+     * How long a client may take to send a request's headers; a slower one is answered 408 and
+     * dropped. Default "10s"; 100 ms to 10m, at most `http.requestTimeout`.
+     */
+    headersTimeout?: DurationInput;
+    /**
+     * How long a client may take to send a whole request (headers and body); a slower one is
+     * answered 408 and dropped. Responses (followed logs, events) are not bounded by it. Default "30s"; 100 ms to 1h.
+     */
+    requestTimeout?: DurationInput;
+    /** How long an idle keep-alive connection is kept open for a next request. Default "5s"; 100 ms to 10m. */
+    keepAliveTimeout?: DurationInput;
+    /**
+     * Open connections each listener (the unix socket, the TCP address) holds at most; further ones
+     * are closed at once until some end. Default 512; 1 to 65536.
+     */
+    maxConnections?: number;
+  };
   health?: {
     /**
      * How long `/healthz` waits for the engine's answer to one ping (never retried) before it
@@ -134,6 +153,8 @@ export interface AgentConfig {
   readonly engine: { readonly socketPath?: string; readonly host?: string; readonly port?: number };
   /** Deadlines of one engine call (EngineOptions' deadlines). */
   readonly engineDeadlines: { readonly readMs: number; readonly writeMs: number };
+  /** Bounds on the API's clients (ServerLimits), applied to both listeners. */
+  readonly http: { readonly headersTimeoutMs: number; readonly requestTimeoutMs: number; readonly keepAliveTimeoutMs: number; readonly maxConnections: number };
   readonly health: { readonly engineTimeoutMs: number };
   /** `startOutageLimitMs` undefined means a task waits for the engine without bound. */
   readonly tasks: { readonly startOutageLimitMs?: number; readonly relistPeriodMs: number };
@@ -188,6 +209,10 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'engine.socket': 'string',
   'engine.readTimeout': 'duration',
   'engine.writeTimeout': 'duration',
+  'http.headersTimeout': 'duration',
+  'http.requestTimeout': 'duration',
+  'http.keepAliveTimeout': 'duration',
+  'http.maxConnections': 'integer',
   'health.engineTimeout': 'duration',
   'tasks.startOutageLimit': 'duration',
   'policy.allowedBindSources': 'list',
@@ -227,7 +252,7 @@ export const CONFIG_ENV_VARS: Readonly<Record<string, string>> = Object.freeze(
 );
 
 /** Keys a running agent cannot change: a reload keeps their old values and reports them. */
-export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'agentId', 'engine', 'engineDeadlines', 'tasks']);
+export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'agentId', 'engine', 'engineDeadlines', 'tasks', 'http']);
 
 const MiB = 1024 * 1024;
 
@@ -255,6 +280,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
   return {
     dataDir: defaultDataDir(host, env),
     engine: { socket: '/var/run/docker.sock', readTimeout: '10s', writeTimeout: '30s' },
+    http: { headersTimeout: '10s', requestTimeout: '30s', keepAliveTimeout: '5s', maxConnections: 512 },
     health: { engineTimeout: '2s' },
     tasks: { startOutageLimit: '15m', relistPeriod: '5s' },
     policy: { allowedBindSources: [], allowPrivileged: false, allowedCapabilities: [] },
@@ -290,6 +316,9 @@ const size = (example: string, minimumBytes = 0) =>
     if (bytes < minimumBytes) return issue(ctx, `must be at least ${minimumBytes} bytes`);
     return bytes;
   });
+
+/** An upper bound on a duration leaf's milliseconds, named as users write it. */
+const atMost = (maximumMs: number, written: string) => z.number().max(maximumMs, { message: `must be at most ${written}` });
 
 const boolean = () =>
   z.unknown().transform((value, ctx): boolean => (typeof value === 'boolean' ? value : issue(ctx, 'must be true or false')));
@@ -364,6 +393,12 @@ function buildSchema(host: HostFacts) {
       (engine) => engine.host === undefined || engine.socket === undefined,
       { message: 'set engine.host or engine.socket, not both', path: ['host'] },
     ),
+    http: section({
+      headersTimeout: duration('10s', 100).pipe(atMost(10 * 60_000, '10m')),
+      requestTimeout: duration('30s', 100).pipe(atMost(60 * 60_000, '1h')),
+      keepAliveTimeout: duration('5s', 100).pipe(atMost(10 * 60_000, '10m')),
+      maxConnections: integer(1, 65_536),
+    }).refine((http) => http.headersTimeout <= http.requestTimeout, { message: 'must be at most http.requestTimeout', path: ['headersTimeout'] }),
     health: section({ engineTimeout: duration('2s', 100) }),
     tasks: section({ startOutageLimit: outageLimit, relistPeriod: duration('5s', 100) }),
     policy: section({
@@ -533,6 +568,12 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     ...(c.agentId ? { agentId: c.agentId } : {}),
     engine: c.engine.host ?? (c.engine.socket ? { socketPath: c.engine.socket } : { socketPath: '/var/run/docker.sock' }),
     engineDeadlines: { readMs: c.engine.readTimeout, writeMs: c.engine.writeTimeout },
+    http: {
+      headersTimeoutMs: c.http.headersTimeout,
+      requestTimeoutMs: c.http.requestTimeout,
+      keepAliveTimeoutMs: c.http.keepAliveTimeout,
+      maxConnections: c.http.maxConnections,
+    },
     health: { engineTimeoutMs: c.health.engineTimeout },
     tasks: { relistPeriodMs: c.tasks.relistPeriod, ...(c.tasks.startOutageLimit !== undefined ? { startOutageLimitMs: c.tasks.startOutageLimit } : {}) },
     policy: {
