@@ -316,15 +316,7 @@ export class AgentClient {
     } catch {
       body = undefined;
     }
-    const error = body?.error;
-    const context = { status, agent: this.host };
-    if (!error || !isErrorCode(error.code)) {
-      throw new BerthError('BERTH_INTERNAL', `the agent answered ${status}: ${error?.message ?? text.slice(0, 200)}`, { context });
-    }
-    if (error.code === 'BERTH_VALIDATION' && Array.isArray(error.issues) && error.issues.length > 0) {
-      throw new ValidationError(error.issues as FieldIssue[], { context });
-    }
-    throw new BerthError(error.code, error.message ?? `the agent answered ${status}`, { context });
+    throw agentError(status, body?.error, text, this.host);
   }
 
   /** Maps the errors of reading a response (the signal, a dropped connection) to BerthErrors. */
@@ -338,6 +330,29 @@ export class AgentClient {
       if (response && !response.complete) response.destroy();
     }
   }
+}
+
+/**
+ * The BerthError of an error response. The agent answers every error as `{error: {code, message}}`
+ * with one of berth's codes; an answer without one (a proxy's page, a newer agent's code) is
+ * classified by its status, never as berth's own failure unless it is a 5xx: 401
+ * BERTH_UNAUTHORIZED, 408 and 502 to 504 BERTH_AGENT_UNAVAILABLE (it may pass), any other 4xx
+ * BERTH_VALIDATION (the request was refused), and a 5xx BERTH_INTERNAL. `context.agentCode`
+ * keeps a code this client does not know.
+ */
+export function agentError(status: number, error: Partial<ErrorBody['error']> | undefined, text: string, host: string): BerthError {
+  const context: Record<string, unknown> = { status, agent: host };
+  const message = typeof error?.message === 'string' && error.message !== '' ? error.message : `the agent answered ${status}${text.trim() === '' ? '' : `: ${text.trim().slice(0, 200)}`}`;
+  if (error && isErrorCode(error.code)) {
+    if (error.code === 'BERTH_VALIDATION' && Array.isArray(error.issues) && error.issues.length > 0) {
+      return new ValidationError(error.issues as FieldIssue[], { context });
+    }
+    return new BerthError(error.code, message, { context });
+  }
+  if (typeof error?.code === 'string') context.agentCode = error.code;
+  const code: ErrorCode =
+    status === 401 ? 'BERTH_UNAUTHORIZED' : status === 408 || (status >= 502 && status <= 504) ? 'BERTH_AGENT_UNAVAILABLE' : status >= 400 && status < 500 ? 'BERTH_VALIDATION' : 'BERTH_INTERNAL';
+  return new BerthError(code, message, { context });
 }
 
 /** The agent's address and token, as every command finds them. */
