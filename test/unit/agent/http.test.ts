@@ -370,6 +370,11 @@ describe('since and addresses', () => {
     assert.equal(toUtcLogTimestamp('2024-05-01T12:00:00.123456789+02:00'), '2024-05-01T10:00:00.123456789Z');
     assert.equal(toUtcLogTimestamp('2024-05-01T10:00:00Z'), '2024-05-01T10:00:00Z');
     assert.throws(() => toUtcLogTimestamp('2024-13-01T10:00:00Z'), (e: unknown) => e instanceof ValidationError && e.issues[0]!.field === 'since');
+    // Date.parse would roll these over into the next day or month.
+    for (const text of ['2024-02-30T10:00:00Z', '2023-02-29T10:00:00Z', '2024-04-31T10:00:00Z', '2024-05-01T24:00:00Z', '2024-05-01T10:60:00Z', '2024-05-01T10:00:60Z', '2024-05-01T10:00:00+24:00']) {
+      assert.throws(() => toUtcLogTimestamp(text), ValidationError, text);
+    }
+    assert.equal(toUtcLogTimestamp('2024-02-29T23:59:59+23:59'), '2024-02-29T00:00:59Z');
   });
 
   test('agent hosts are unix sockets or http addresses', () => {
