@@ -71,6 +71,11 @@ export function parseAgentHost(host: string): Target {
   throw new ValidationError([{ field: 'host', rule: `must be unix:///absolute/path or http://host:port, not ${JSON.stringify(host)}` }]);
 }
 
+/** Requests that change nothing, or change it the same way however often they are sent: reads, removals and stops. */
+function isRepeatable(method: string, pathAndQuery: string): boolean {
+  return method === 'GET' || method === 'DELETE' || (method === 'POST' && /^\/v1\/tasks\/[^/?]+\/stop$/.test(pathAndQuery));
+}
+
 function isErrorCode(code: unknown): code is ErrorCode {
   return typeof code === 'string' && Object.hasOwn(ERROR_CODES, code);
 }
@@ -279,14 +284,25 @@ export class AgentClient {
       headers['content-type'] = 'application/json';
       headers['content-length'] = String(Buffer.byteLength(payload));
     }
-    return new Promise((resolve, reject) => {
-      const request = httpRequest(
-        { ...this.#target, method, path: pathAndQuery, headers, agent: this.#agent, ...(signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}) },
-        resolve,
-      );
-      request.once('error', (error) => reject(this.#transportError(error, `${method} ${pathAndQuery}`, options.signal, deadline, options.deadlineMs)));
-      request.end(payload);
-    });
+    const attempt = (isRetry: boolean): Promise<IncomingMessage> =>
+      new Promise((resolve, reject) => {
+        const request = httpRequest(
+          { ...this.#target, method, path: pathAndQuery, headers, agent: this.#agent, ...(signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}) },
+          resolve,
+        );
+        request.once('error', (error: NodeJS.ErrnoException) => {
+          // A kept-alive connection the agent closed as idle (http.keepAliveTimeout) just as this
+          // request went out on it: the agent never read the request, so one that is safe to repeat
+          // is sent again, once, on a new connection.
+          if (!isRetry && request.reusedSocket && error.code === 'ECONNRESET' && isRepeatable(method, pathAndQuery) && !signals.some((s) => s.aborted)) {
+            attempt(true).then(resolve, reject);
+            return;
+          }
+          reject(this.#transportError(error, `${method} ${pathAndQuery}`, options.signal, deadline, options.deadlineMs));
+        });
+        request.end(payload);
+      });
+    return attempt(false);
   }
 
   #transportError(error: unknown, what: string, signal: AbortSignal | undefined, deadline: AbortSignal | undefined, deadlineMs: number): BerthError {

@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
 import { isBerthError, ValidationError } from '../../../src/common/errors.js';
-import { agentError } from '../../../src/agent/client.js';
+import { createServer } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import { AgentClient, agentError } from '../../../src/agent/client.js';
 import { answerClientError, clientErrorResponse, toErrorResponse } from '../../../src/agent/http-errors.js';
 import { API_ROUTES, MAX_PARAM_LENGTH, TASK_ID_MAX_LENGTH } from '../../../src/agent/http-schemas.js';
 import { TASK_ID } from '../../../src/tasks/driver.js';
@@ -93,5 +95,35 @@ describe('the client maps every error answer to a BerthError by its code', () =>
     for (const status of [404, 405, 408]) assert.equal(exitCodeForClientError(agentError(status, { code: 'BERTH_VALIDATION', message: 'x' }, '', 'h')), 1, String(status));
     assert.ok(isBerthError(agentError(404, { code: 'BERTH_TASK_NOT_FOUND', message: 'x' }, '', 'h')));
     assert.equal(exitCodeForClientError(agentError(404, { code: 'BERTH_TASK_NOT_FOUND', message: 'x' }, '', 'h')), 1);
+  });
+});
+
+describe('the client and a kept-alive connection the agent closed as idle', () => {
+  test('a repeatable request that meets the closed connection is sent again on a new one; a submit is not', async () => {
+    // Answers the first request on each connection and drops the connection at its second, unread,
+    // as a server whose keep-alive timeout ends just as the request arrives.
+    const served = new Map<Socket, number>();
+    const server = createServer((request, response) => {
+      const count = (served.get(request.socket) ?? 0) + 1;
+      served.set(request.socket, count);
+      if (count > 1) {
+        request.socket.destroy();
+        return;
+      }
+      response.setHeader('content-type', 'application/json');
+      response.end(request.method === 'POST' && request.url === '/v1/tasks' ? JSON.stringify({ task: { id: 't' } }) : JSON.stringify({ tasks: [] }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const client = AgentClient.connect({ host: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, token: 't' });
+    try {
+      assert.deepEqual(await client.list(), []);
+      assert.deepEqual(await client.list(), [], 'sent again on a new connection');
+      assert.equal(served.size, 2);
+      await assert.rejects(client.submit({ spec: { image: 'x' } }), (error: unknown) => isBerthError(error, 'BERTH_AGENT_UNAVAILABLE'));
+    } finally {
+      client.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 });
