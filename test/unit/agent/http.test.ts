@@ -420,7 +420,13 @@ describe('OpenAPI', () => {
     type Responses = Record<string, { description: string; content?: { 'application/json': { schema: { properties?: Record<string, unknown> } } } }>;
     const document = buildOpenApiDocument({}) as { paths: Record<string, Record<string, { responses: Responses }>> };
     const submit = document.paths['/v1/tasks']!.post!.responses;
-    assert.deepEqual(Object.keys(submit).sort(), ['200', '201', '400', '401', '409', '503']);
+    assert.deepEqual(Object.keys(submit).sort(), ['200', '201', '400', '401', '409', '503', 'default']);
+    // Every operation documents the one error shape for what its own statuses leave out.
+    for (const [pathName, operations] of Object.entries(document.paths)) {
+      for (const [method, op] of Object.entries(operations as Record<string, { responses: Record<string, { content?: Record<string, { schema: { $ref?: string } }> }> }>)) {
+        assert.equal(op.responses.default?.content?.['application/json']?.schema.$ref, '#/components/schemas/Error', `${method} ${pathName}`);
+      }
+    }
     assert.match(submit['200']!.description, /same spec/);
     assert.match(submit['409']!.description, /another spec/);
     const unhealthy = document.paths['/healthz']!.get!.responses['503']!;
