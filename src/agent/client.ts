@@ -311,7 +311,9 @@ export class AgentClient {
     const context = { agent: this.host };
     if (deadline?.aborted) return new BerthError('BERTH_AGENT_TIMEOUT', `the agent at ${this.host} did not answer ${what} within ${deadlineMs} ms`, { cause: error, context });
     const code = (error as NodeJS.ErrnoException).code ?? (error instanceof Error ? error.message : String(error));
-    return new BerthError('BERTH_AGENT_UNAVAILABLE', `the agent at ${this.host} does not answer (${code}); is \`berth agent\` running?`, { cause: error, context });
+    // A reset connection reached an agent: one at its connection limit closes new connections at once.
+    const hint = code === 'ECONNRESET' || code === 'EPIPE' ? 'is `berth agent` running, and below its connection limit (http.maxConnections)?' : 'is `berth agent` running?';
+    return new BerthError('BERTH_AGENT_UNAVAILABLE', `the agent at ${this.host} does not answer (${code}); ${hint}`, { cause: error, context });
   }
 
   /** Reads a response body to the end. */

@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { AgentClient } from '../../src/agent/client.js';
-import { startServedAgent, type ServedAgent } from '../support/agent.js';
+import { berth, startServedAgent, type ServedAgent } from '../support/agent.js';
 import { pollUntil, requireEngine } from '../support/engine.js';
 import { assertBerthError, rawRequest, type RawResponse, type Target } from '../support/http.js';
 
@@ -175,6 +175,12 @@ describe('slow and idle clients cannot hold the agent\'s sockets', { skip: await
           (error: NodeJS.ErrnoException) => error.code ?? error.message,
         );
         assert.ok(['ECONNRESET', 'EPIPE'].includes(refused), `${name}: past the limit: ${refused}`);
+        if (name === 'unix socket') {
+          // The CLI says so, by its code, with the limit as a likely cause.
+          const ps = await berth(agent.dataDir, ['ps'], { BERTH_HOST: `unix://${agent.serving.socketPath}`, BERTH_TOKEN: agent.runtime.token });
+          assert.equal(ps.code, 125, ps.stderr);
+          assert.match(ps.stderr, /connection limit \(http\.maxConnections\).*\[BERTH_AGENT_UNAVAILABLE\]/);
+        }
         // The limit is per listener: the other one still serves.
         const [, other] = targetsOf(agent).find(([n]) => n !== name)!;
         assert.equal((await rawRequest(other, 'GET', '/healthz')).status, 200, `${name}: the other listener`);
