@@ -246,6 +246,12 @@ const sizePastAnyBound = fc.constantFrom<Json>('1000000g', 2 ** 53 - 1, '9000000
 const garbageBody = fc.oneof(
   fc.uint8Array({ minLength: 1, maxLength: 512 }).map((bytes) => Buffer.from(bytes)),
   fc.constantFrom(Buffer.from('{"spec":'), Buffer.from('{"spec":{"image":"x"'), Buffer.from([0xff, 0xfe, 0x7b, 0x7d]), Buffer.from('\ufeff{"spec":{}}x'), Buffer.from('{"spec":{}}{"spec":{}}')),
+  // Bytes that are not UTF-8 inside JSON that is otherwise well-formed: in an id, in an env name, as a key.
+  fc.constantFrom(
+    Buffer.concat([Buffer.from('{"id":"a'), Buffer.from([0xff, 0xfe]), Buffer.from('","spec":{"image":"x","pull":"never"}}')]),
+    Buffer.concat([Buffer.from('{"spec":{"image":"x","pull":"never","env":{"A'), Buffer.from([0xc3, 0x28]), Buffer.from('":"1"}}}')]),
+    Buffer.concat([Buffer.from('{"'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('":1,"spec":{"image":"x","pull":"never"}}')]),
+  ),
 );
 /** Content types that are not JSON, for a body that otherwise would be accepted. */
 const notJsonContentType = fc.oneof(
