@@ -285,10 +285,14 @@ async function finishInterruptedRemovals(store: Store, driver: TaskDriver, image
 
 /** Gives a task without limits the agent's defaults, so it draws from the budget what it may use. */
 function withAgentDefaults(spec: StoredTaskSpec, config: AgentConfig): StoredTaskSpec {
+  // Only a field left out takes the default. Anything else, null included, is the spec's own and
+  // is checked by its schema after this: null is a wrong type, not "use the default".
+  const given = spec.resources as unknown;
+  if (given !== undefined && (typeof given !== 'object' || given === null || Array.isArray(given))) return spec;
   const resources = { ...(spec.resources ?? {}) };
-  resources.memory ??= config.defaults.resources.memoryBytes;
-  resources.cpuMilli ??= config.defaults.resources.cpuMilli;
-  resources.pidsLimit ??= config.defaults.resources.pidsLimit;
-  const log = spec.log ?? { driver: 'local', maxSize: config.engineLog.maxSizeBytes };
+  if (resources.memory === undefined) resources.memory = config.defaults.resources.memoryBytes;
+  if (resources.cpuMilli === undefined) resources.cpuMilli = config.defaults.resources.cpuMilli;
+  if (resources.pidsLimit === undefined) resources.pidsLimit = config.defaults.resources.pidsLimit;
+  const log = spec.log === undefined ? { driver: 'local' as const, maxSize: config.engineLog.maxSizeBytes } : spec.log;
   return { ...spec, resources, log };
 }

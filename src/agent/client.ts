@@ -71,6 +71,11 @@ export function parseAgentHost(host: string): Target {
   throw new ValidationError([{ field: 'host', rule: `must be unix:///absolute/path or http://host:port, not ${JSON.stringify(host)}` }]);
 }
 
+/** Requests that change nothing, or change it the same way however often they are sent: reads, removals and stops. */
+function isRepeatable(method: string, pathAndQuery: string): boolean {
+  return method === 'GET' || method === 'DELETE' || (method === 'POST' && /^\/v1\/tasks\/[^/?]+\/stop$/.test(pathAndQuery));
+}
+
 function isErrorCode(code: unknown): code is ErrorCode {
   return typeof code === 'string' && Object.hasOwn(ERROR_CODES, code);
 }
@@ -279,14 +284,25 @@ export class AgentClient {
       headers['content-type'] = 'application/json';
       headers['content-length'] = String(Buffer.byteLength(payload));
     }
-    return new Promise((resolve, reject) => {
-      const request = httpRequest(
-        { ...this.#target, method, path: pathAndQuery, headers, agent: this.#agent, ...(signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}) },
-        resolve,
-      );
-      request.once('error', (error) => reject(this.#transportError(error, `${method} ${pathAndQuery}`, options.signal, deadline, options.deadlineMs)));
-      request.end(payload);
-    });
+    const attempt = (isRetry: boolean): Promise<IncomingMessage> =>
+      new Promise((resolve, reject) => {
+        const request = httpRequest(
+          { ...this.#target, method, path: pathAndQuery, headers, agent: this.#agent, ...(signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}) },
+          resolve,
+        );
+        request.once('error', (error: NodeJS.ErrnoException) => {
+          // A kept-alive connection the agent closed as idle (http.keepAliveTimeout) just as this
+          // request went out on it: the agent never read the request, so one that is safe to repeat
+          // is sent again, once, on a new connection.
+          if (!isRetry && request.reusedSocket && error.code === 'ECONNRESET' && isRepeatable(method, pathAndQuery) && !signals.some((s) => s.aborted)) {
+            attempt(true).then(resolve, reject);
+            return;
+          }
+          reject(this.#transportError(error, `${method} ${pathAndQuery}`, options.signal, deadline, options.deadlineMs));
+        });
+        request.end(payload);
+      });
+    return attempt(false);
   }
 
   #transportError(error: unknown, what: string, signal: AbortSignal | undefined, deadline: AbortSignal | undefined, deadlineMs: number): BerthError {
@@ -295,7 +311,9 @@ export class AgentClient {
     const context = { agent: this.host };
     if (deadline?.aborted) return new BerthError('BERTH_AGENT_TIMEOUT', `the agent at ${this.host} did not answer ${what} within ${deadlineMs} ms`, { cause: error, context });
     const code = (error as NodeJS.ErrnoException).code ?? (error instanceof Error ? error.message : String(error));
-    return new BerthError('BERTH_AGENT_UNAVAILABLE', `the agent at ${this.host} does not answer (${code}); is \`berth agent\` running?`, { cause: error, context });
+    // A reset connection reached an agent: one at its connection limit closes new connections at once.
+    const hint = code === 'ECONNRESET' || code === 'EPIPE' ? 'is `berth agent` running, and below its connection limit (http.maxConnections)?' : 'is `berth agent` running?';
+    return new BerthError('BERTH_AGENT_UNAVAILABLE', `the agent at ${this.host} does not answer (${code}); ${hint}`, { cause: error, context });
   }
 
   /** Reads a response body to the end. */
@@ -316,15 +334,7 @@ export class AgentClient {
     } catch {
       body = undefined;
     }
-    const error = body?.error;
-    const context = { status, agent: this.host };
-    if (!error || !isErrorCode(error.code)) {
-      throw new BerthError('BERTH_INTERNAL', `the agent answered ${status}: ${error?.message ?? text.slice(0, 200)}`, { context });
-    }
-    if (error.code === 'BERTH_VALIDATION' && Array.isArray(error.issues) && error.issues.length > 0) {
-      throw new ValidationError(error.issues as FieldIssue[], { context });
-    }
-    throw new BerthError(error.code, error.message ?? `the agent answered ${status}`, { context });
+    throw agentError(status, body?.error, text, this.host);
   }
 
   /** Maps the errors of reading a response (the signal, a dropped connection) to BerthErrors. */
@@ -338,6 +348,29 @@ export class AgentClient {
       if (response && !response.complete) response.destroy();
     }
   }
+}
+
+/**
+ * The BerthError of an error response. The agent answers every error as `{error: {code, message}}`
+ * with one of berth's codes; an answer without one (a proxy's page, a newer agent's code) is
+ * classified by its status, never as berth's own failure unless it is a 5xx: 401
+ * BERTH_UNAUTHORIZED, 408 and 502 to 504 BERTH_AGENT_UNAVAILABLE (it may pass), any other 4xx
+ * BERTH_VALIDATION (the request was refused), and a 5xx BERTH_INTERNAL. `context.agentCode`
+ * keeps a code this client does not know.
+ */
+export function agentError(status: number, error: Partial<ErrorBody['error']> | undefined, text: string, host: string): BerthError {
+  const context: Record<string, unknown> = { status, agent: host };
+  const message = typeof error?.message === 'string' && error.message !== '' ? error.message : `the agent answered ${status}${text.trim() === '' ? '' : `: ${text.trim().slice(0, 200)}`}`;
+  if (error && isErrorCode(error.code)) {
+    if (error.code === 'BERTH_VALIDATION' && Array.isArray(error.issues) && error.issues.length > 0) {
+      return new ValidationError(error.issues as FieldIssue[], { context });
+    }
+    return new BerthError(error.code, message, { context });
+  }
+  if (typeof error?.code === 'string') context.agentCode = error.code;
+  const code: ErrorCode =
+    status === 401 ? 'BERTH_UNAUTHORIZED' : status === 408 || (status >= 502 && status <= 504) ? 'BERTH_AGENT_UNAVAILABLE' : status >= 400 && status < 500 ? 'BERTH_VALIDATION' : 'BERTH_INTERNAL';
+  return new BerthError(code, message, { context });
 }
 
 /** The agent's address and token, as every command finds them. */

@@ -53,6 +53,25 @@ export interface AgentConfigInput {
     /** Deadline of one engine write (create, start, kill, remove). Default "30s". */
     writeTimeout?: DurationInput;
   };
+  http?: {
+    /**
+     * How long a client may take to send a request's headers; a slower one is answered 408 and
+     * dropped. Default "10s"; 100 ms to 10m, at most `http.requestTimeout`.
+     */
+    headersTimeout?: DurationInput;
+    /**
+     * How long a client may take to send a whole request (headers and body); a slower one is
+     * answered 408 and dropped. Responses (followed logs, events) are not bounded by it. Default "30s"; 100 ms to 1h.
+     */
+    requestTimeout?: DurationInput;
+    /** How long an idle keep-alive connection is kept open for a next request. Default "5s"; 100 ms to 10m. */
+    keepAliveTimeout?: DurationInput;
+    /**
+     * Open connections each listener (the unix socket, the TCP address) holds at most; further ones
+     * are closed at once until some end. Default 512; 1 to 65536.
+     */
+    maxConnections?: number;
+  };
   health?: {
     /**
      * How long `/healthz` waits for the engine's answer to one ping (never retried) before it
@@ -152,6 +171,8 @@ export interface AgentConfig {
   readonly engine: { readonly socketPath?: string; readonly host?: string; readonly port?: number };
   /** Deadlines of one engine call (EngineOptions' deadlines). */
   readonly engineDeadlines: { readonly readMs: number; readonly writeMs: number };
+  /** Bounds on the API's clients (ServerLimits), applied to both listeners. */
+  readonly http: { readonly headersTimeoutMs: number; readonly requestTimeoutMs: number; readonly keepAliveTimeoutMs: number; readonly maxConnections: number };
   readonly health: { readonly engineTimeoutMs: number };
   /** `startOutageLimitMs` undefined means a task waits for the engine without bound. */
   readonly tasks: { readonly startOutageLimitMs?: number; readonly relistPeriodMs: number };
@@ -207,6 +228,10 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'engine.socket': 'string',
   'engine.readTimeout': 'duration',
   'engine.writeTimeout': 'duration',
+  'http.headersTimeout': 'duration',
+  'http.requestTimeout': 'duration',
+  'http.keepAliveTimeout': 'duration',
+  'http.maxConnections': 'integer',
   'health.engineTimeout': 'duration',
   'tasks.startOutageLimit': 'duration',
   'policy.allowedBindSources': 'list',
@@ -247,7 +272,7 @@ export const CONFIG_ENV_VARS: Readonly<Record<string, string>> = Object.freeze(
 );
 
 /** Keys a running agent cannot change: a reload keeps their old values and reports them. */
-export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'agentId', 'engine', 'engineDeadlines', 'tasks']);
+export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'agentId', 'engine', 'engineDeadlines', 'tasks', 'http']);
 
 const MiB = 1024 * 1024;
 
@@ -261,6 +286,10 @@ export const CONFIG_BOUNDS = Object.freeze({
   'engine.readTimeout': { minMs: 100, maxMs: DURATION_LIMITS.operationMs },
   'engine.writeTimeout': { minMs: 100, maxMs: DURATION_LIMITS.operationMs },
   'health.engineTimeout': { minMs: 100, maxMs: DURATION_LIMITS.operationMs },
+  'http.headersTimeout': { minMs: 100, maxMs: 10 * MINUTE_MS },
+  'http.requestTimeout': { minMs: 100, maxMs: 60 * MINUTE_MS },
+  'http.keepAliveTimeout': { minMs: 100, maxMs: 10 * MINUTE_MS },
+  'http.maxConnections': { min: 1, max: 65_536 },
   'tasks.startOutageLimit': { minMs: SECOND_MS, maxMs: DURATION_LIMITS.longMs },
   'tasks.relistPeriod': { minMs: 100, maxMs: DURATION_LIMITS.timerMs },
   'defaults.resources.memory': SPEC_BOUNDS.memory,
@@ -307,6 +336,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
   return {
     dataDir: defaultDataDir(host, env),
     engine: { socket: '/var/run/docker.sock', readTimeout: '10s', writeTimeout: '30s' },
+    http: { headersTimeout: '10s', requestTimeout: '30s', keepAliveTimeout: '5s', maxConnections: 512 },
     health: { engineTimeout: '2s' },
     tasks: { startOutageLimit: '15m', relistPeriod: '5s' },
     policy: { allowedBindSources: [], allowPrivileged: false, allowedCapabilities: [], allowHostNetwork: false },
@@ -342,6 +372,7 @@ const size = (example: string, bounds: SizeBounds) =>
     const broken = sizeBoundRule(bytes, bounds);
     return broken === undefined ? bytes : issue(ctx, broken);
   });
+
 
 const boolean = () =>
   z.unknown().transform((value, ctx): boolean => (typeof value === 'boolean' ? value : issue(ctx, 'must be true or false')));
@@ -436,6 +467,12 @@ function buildSchema(host: HostFacts) {
       (engine) => engine.host === undefined || engine.socket === undefined,
       { message: 'set engine.host or engine.socket, not both', path: ['host'] },
     ),
+    http: section({
+      headersTimeout: duration('10s', CONFIG_BOUNDS['http.headersTimeout']),
+      requestTimeout: duration('30s', CONFIG_BOUNDS['http.requestTimeout']),
+      keepAliveTimeout: duration('5s', CONFIG_BOUNDS['http.keepAliveTimeout']),
+      maxConnections: integer(CONFIG_BOUNDS['http.maxConnections']),
+    }).refine((http) => http.headersTimeout <= http.requestTimeout, { message: 'must be at most http.requestTimeout', path: ['headersTimeout'] }),
     health: section({ engineTimeout: duration('2s', CONFIG_BOUNDS['health.engineTimeout']) }),
     tasks: section({ startOutageLimit: durationOrOff('15m', CONFIG_BOUNDS['tasks.startOutageLimit']), relistPeriod: duration('5s', CONFIG_BOUNDS['tasks.relistPeriod']) }),
     policy: section({
@@ -628,6 +665,12 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     ...(c.agentId ? { agentId: c.agentId } : {}),
     engine: c.engine.host ?? (c.engine.socket ? { socketPath: c.engine.socket } : { socketPath: '/var/run/docker.sock' }),
     engineDeadlines: { readMs: c.engine.readTimeout, writeMs: c.engine.writeTimeout },
+    http: {
+      headersTimeoutMs: c.http.headersTimeout,
+      requestTimeoutMs: c.http.requestTimeout,
+      keepAliveTimeoutMs: c.http.keepAliveTimeout,
+      maxConnections: c.http.maxConnections,
+    },
     health: { engineTimeoutMs: c.health.engineTimeout },
     tasks: { relistPeriodMs: c.tasks.relistPeriod, ...(c.tasks.startOutageLimit !== undefined ? { startOutageLimitMs: c.tasks.startOutageLimit } : {}) },
     policy: {

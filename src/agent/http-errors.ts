@@ -1,3 +1,5 @@
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { isBerthError, type ErrorCode, type FieldIssue } from '../common/errors.js';
 
 /** The body of every error response. */
@@ -97,10 +99,68 @@ export function toErrorResponse(error: unknown): ErrorResponse {
     const issues = schemaIssues(error);
     return { status: 400, body: { error: { code: 'BERTH_VALIDATION', message: issues.map((i) => `${i.field}: ${i.rule}`).join('; '), issues } } };
   }
-  const statusCode = (error as { statusCode?: unknown } | null)?.statusCode;
+  const { statusCode, code } = (typeof error === 'object' && error !== null ? error : {}) as { statusCode?: unknown; code?: unknown };
   const message = error instanceof Error ? error.message : String(error);
   if (typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500) {
-    return { status: statusCode, body: { error: { code: 'BERTH_VALIDATION', message, issues: [{ field: 'body', rule: message }] } } };
+    return requestError(statusCode, (typeof code === 'string' ? FASTIFY_CLIENT_ERRORS[code] : undefined) ?? { field: 'body', rule: message });
   }
   return { status: 500, body: { error: { code: 'BERTH_INTERNAL', message } } };
+}
+
+/** A request the server refused before any route saw it: BERTH_VALIDATION with this status, naming the part at fault. */
+export function requestError(status: number, issue: FieldIssue): ErrorResponse {
+  return { status, body: { error: { code: 'BERTH_VALIDATION', message: `${issue.field}: ${issue.rule}`, issues: [issue] } } };
+}
+
+/**
+ * fastify's own errors about a request (its parser's and router's), by their code: the part of
+ * the request at fault and the rule it broke, in berth's words. Codes not listed keep fastify's
+ * message, about the body.
+ */
+const FASTIFY_CLIENT_ERRORS: Readonly<Record<string, FieldIssue>> = Object.freeze({
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: { field: 'content-type', rule: 'must be application/json' },
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: { field: 'content-length', rule: 'must be the length of the body' },
+  FST_ERR_CTP_EMPTY_JSON_BODY: { field: 'body', rule: 'must not be empty when the content type is application/json' },
+  FST_ERR_CTP_INVALID_JSON_BODY: { field: 'body', rule: 'must be valid JSON' },
+  FST_ERR_BAD_URL: { field: 'url', rule: 'must be percent-encoded correctly' },
+});
+
+/**
+ * What the server answers an error of Node's HTTP parser with, by the error's code, as Node's own
+ * handler does (431, 413, 408, else 400), in berth's shape. `undefined` for a connection that is
+ * gone (reset): there is no one to answer.
+ */
+export function clientErrorResponse(error: NodeJS.ErrnoException): ErrorResponse | undefined {
+  switch (error.code) {
+    case 'ECONNRESET':
+    case 'EPIPE':
+      return undefined;
+    case 'HPE_HEADER_OVERFLOW':
+      return requestError(431, { field: 'headers', rule: 'must be smaller: the request line and headers exceed the largest size the agent reads' });
+    case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
+      return requestError(413, { field: 'body', rule: 'has chunk extensions larger than the agent reads' });
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return requestError(408, { field: 'request', rule: 'must arrive within the agent\'s http.headersTimeout (headers) and http.requestTimeout (the whole request)' });
+    default:
+      return requestError(400, { field: 'request', rule: `is not a well-formed HTTP/1.1 request (${error.code ?? error.message})` });
+  }
+}
+
+/**
+ * The `clientError` listener of every server the API listens with: a request Node's parser
+ * refuses (headers too large, malformed, too slow) is answered in berth's shape rather than with
+ * Node's bare status line, and the connection is closed.
+ */
+export function answerClientError(error: NodeJS.ErrnoException, socket: Duplex): void {
+  const response = socket.destroyed ? undefined : clientErrorResponse(error);
+  // As Node does: nothing is written where a response has begun already (its headers went out).
+  const pending = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+  if (response && socket.writable && !pending?.headersSent) {
+    const json = JSON.stringify(response.body);
+    socket.write(
+      `HTTP/1.1 ${response.status} ${STATUS_CODES[response.status] ?? 'Error'}\r\n` +
+        `content-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(json)}\r\nconnection: close\r\n\r\n${json}`,
+    );
+  }
+  socket.destroy();
 }

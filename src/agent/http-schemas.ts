@@ -9,8 +9,19 @@ import { TASK_STATES } from '../state/tasks.js';
 /** A JSON Schema (draft-07 keywords that OpenAPI 3.1 reads the same way). */
 export type JsonSchema = Readonly<Record<string, unknown>>;
 
+/** The longest task id the driver accepts (TASK_ID in tasks/driver.ts). */
+export const TASK_ID_MAX_LENGTH = 128;
+
 /** The task ids the driver accepts: container names derive from them. */
-export const TASK_ID_PATTERN = '^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$';
+export const TASK_ID_PATTERN = `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,${TASK_ID_MAX_LENGTH - 1}}$`;
+
+/**
+ * The longest path parameter the router matches (fastify's `maxParamLength`, 100 by default); a
+ * longer one is answered 414. It must cover every id the API accepts, or a task could be
+ * submitted and then never reached again: the longest id even when a client percent-encodes every
+ * character of it (three characters each), with room to spare.
+ */
+export const MAX_PARAM_LENGTH = 4 * TASK_ID_MAX_LENGTH;
 
 const END_KINDS = ['success', 'failed', 'oom', 'timed-out', 'cancelled', 'lost'] as const;
 
@@ -109,7 +120,7 @@ export const taskIdParamsSchema: JsonSchema = {
   type: 'object',
   required: ['id'],
   additionalProperties: false,
-  properties: { id: { type: 'string', minLength: 1, maxLength: 128 } },
+  properties: { id: { type: 'string', pattern: TASK_ID_PATTERN, maxLength: TASK_ID_MAX_LENGTH } },
 };
 
 const stateAlternatives = TASK_STATES.join('|');
@@ -317,7 +328,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     operationId: 'getTask',
     summary: 'One task.',
     params: taskIdParamsSchema,
-    responses: { 200: { description: 'The task.', schema: taskEnvelopeSchema }, 401: errors.unauthorized, 404: errors.notFound },
+    responses: { 200: { description: 'The task.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound },
   },
   {
     method: 'POST',
@@ -325,7 +336,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     operationId: 'stopTask',
     summary: 'Stop a task: a pending one ends as cancelled without running; a running one is sent its stop signal.',
     params: taskIdParamsSchema,
-    responses: { 200: { description: 'The task after the stop.', schema: taskEnvelopeSchema }, 401: errors.unauthorized, 404: errors.notFound, 503: errors.unavailable },
+    responses: { 200: { description: 'The task after the stop.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 503: errors.unavailable },
   },
   {
     method: 'DELETE',
@@ -333,7 +344,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     operationId: 'removeTask',
     summary: 'Remove an ended task and its stored output.',
     params: taskIdParamsSchema,
-    responses: { 204: { description: 'Removed.' }, 401: errors.unauthorized, 404: errors.notFound, 409: { description: 'The task has not ended: stop it first.', schema: errorBodySchema } },
+    responses: { 204: { description: 'Removed.' }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 409: { description: 'The task has not ended: stop it first.', schema: errorBodySchema } },
   },
   {
     method: 'GET',

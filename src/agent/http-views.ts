@@ -74,13 +74,25 @@ export function toImageView(image: ImageSnapshot): ImageView {
 const RFC3339 = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|z|[+-]\d{2}:\d{2})$/;
 
 /**
+ * Whether the date and time of an RFC 3339 text name a real moment: Date.parse rolls 2024-02-30
+ * over to March 1st rather than refusing it. A leap second (:60) is not one the engine writes.
+ */
+function isCalendarTime(dateTime: string, offset: string): boolean {
+  const [year, month, day, hour, minute, second] = dateTime.split(/[-T:]/).map(Number) as [number, number, number, number, number, number];
+  // setUTCFullYear, not Date.UTC, which reads years 0 to 99 as 1900 to 1999.
+  const daysInMonth = new Date(new Date(0).setUTCFullYear(year, month, 0)).getUTCDate();
+  const offsetOk = /^[Zz]$/.test(offset) || (Number(offset.slice(1, 3)) <= 23 && Number(offset.slice(4, 6)) <= 59);
+  return month >= 1 && month <= 12 && day >= 1 && day <= daysInMonth && hour <= 23 && minute <= 59 && second <= 59 && offsetOk;
+}
+
+/**
  * An RFC 3339 time with any offset, as the engine writes its log timestamps: in UTC, with the
  * fraction kept to the nanosecond (Date would round it to milliseconds), so that it compares
  * correctly with `compareLogTimestamps`.
  */
 export function toUtcLogTimestamp(text: string, field = 'since'): string {
   const match = RFC3339.exec(text);
-  const ms = match ? Date.parse(`${match[1]}${match[3]!.toUpperCase()}`) : Number.NaN;
+  const ms = match && isCalendarTime(match[1]!, match[3]!) ? Date.parse(`${match[1]}${match[3]!.toUpperCase()}`) : Number.NaN;
   if (!match || Number.isNaN(ms)) {
     throw new ValidationError([{ field, rule: 'must be an RFC 3339 time such as 2024-05-01T10:00:00.123456789Z' }]);
   }

@@ -5,8 +5,9 @@ import { BerthError, ValidationError } from '../common/errors.js';
 import type { TaskRecord, TaskState } from '../state/tasks.js';
 import type { SubmitResult } from './supervisor.js';
 import type { AgentRuntime } from './agent.js';
-import { toErrorResponse, type ErrorBody } from './http-errors.js';
-import { API_ROUTES, type ApiRoute } from './http-schemas.js';
+import { answerClientError, requestError, toErrorResponse, type ErrorBody, type ErrorResponse } from './http-errors.js';
+import { typedQuery } from './http-query.js';
+import { API_ROUTES, MAX_PARAM_LENGTH, type ApiRoute } from './http-schemas.js';
 import { agentEventStream, ndjsonStream } from './http-streams.js';
 import { toImageView, toPruneView, toTaskView, toUtcLogTimestamp, type HealthView } from './http-views.js';
 import type { LogRecord } from './task-logs.js';
@@ -65,13 +66,28 @@ type Handler = (request: FastifyRequest, reply: FastifyReply) => Promise<unknown
  * statuses in one error handler (`toErrorResponse`). The caller listens (see `serveAgent`).
  */
 export function buildServer(runtime: AgentRuntime, options: ServerOptions = {}): FastifyInstance {
+  const bodyLimitBytes = options.bodyLimitBytes ?? 1024 * 1024;
   const app = Fastify({
     logger: false,
-    bodyLimit: options.bodyLimitBytes ?? 1024 * 1024,
-    // An unknown field is refused and named, not silently dropped.
-    ajv: { customOptions: { removeAdditional: false } },
+    bodyLimit: bodyLimitBytes,
+    // An unknown field is refused and named, not silently dropped; a value of the wrong type is
+    // refused and named, never converted (`"id": 5` is not the id "5"). Query strings, which are
+    // text, are typed before validation by `typedQuery`, from text that is exactly a number or boolean.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
+    // Every id the API accepts must reach its routes (fastify's default, 100, is shorter than an id may be).
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
+    // What the router refuses before any route runs is answered in berth's shape too.
+    frameworkErrors: (error, request, reply) => {
+      const response = frameworkErrorResponse(error);
+      metrics.countError(response.body.error.code);
+      void (reply as FastifyReply).code(response.status).send(response.body);
+    },
+    // Node's parser errors (431, 408, malformed requests) as well; serveAgent sets it on its TCP server too.
+    clientErrorHandler: answerClientError,
     ...(options.serverFactory ? { serverFactory: options.serverFactory } : {}),
   });
+  // The API takes JSON only: a text body is refused (415), not validated as a string.
+  app.removeContentTypeParser('text/plain');
   const metrics = new AgentMetrics({
     taskCounts: () => runtime.store.tasks.counts(),
     task: (taskId) => runtime.store.tasks.get(taskId),
@@ -109,8 +125,14 @@ export function buildServer(runtime: AgentRuntime, options: ServerOptions = {}):
     return reply.code(status).send(body);
   });
   app.setNotFoundHandler(async (request, reply) => {
-    const message = `no route ${request.method} ${request.url.split('?')[0]}`;
-    return reply.code(404).send({ error: { code: 'BERTH_VALIDATION', message, issues: [{ field: 'url', rule: 'names no route of the API' }] } } satisfies ErrorBody);
+    const urlPath = request.url.split('?')[0] ?? '';
+    const allowed = allowedMethods(urlPath);
+    if (allowed.length > 0) {
+      const { status, body } = requestError(405, { field: 'method', rule: `${request.method} is not allowed on ${urlPath}; it takes ${allowed.join(', ')}` });
+      return reply.code(status).header('allow', allowed.join(', ')).send(body);
+    }
+    const { status, body } = requestError(404, { field: 'url', rule: `${request.method} ${urlPath} names no route of the API` });
+    return reply.code(status).send(body);
   });
 
   /** A task the API can show: a removed one is gone, as far as the API is concerned. */
@@ -237,9 +259,48 @@ export function buildServer(runtime: AgentRuntime, options: ServerOptions = {}):
   for (const route of API_ROUTES) {
     const handler = handlers[route.operationId];
     if (!handler) throw new BerthError('BERTH_INTERNAL', `no handler for the route ${route.operationId}`);
-    app.route({ method: route.method, url: route.url, schema: fastifySchema(route), config: { isPublic: route.isPublic ?? false }, handler });
+    const querySchema = route.querystring;
+    app.route({
+      method: route.method,
+      url: route.url,
+      schema: fastifySchema(route),
+      config: { isPublic: route.isPublic ?? false },
+      ...(querySchema
+        ? {
+            preValidation: async (request: FastifyRequest) => {
+              request.query = typedQuery(querySchema, request.query);
+            },
+          }
+        : {}),
+      handler,
+    });
   }
   return app;
+}
+
+/** The router's refusals (fastify's frameworkErrors) in berth's shape: a bad URL 400, a path parameter too long 414. */
+function frameworkErrorResponse(error: unknown): ErrorResponse {
+  if ((error as { code?: unknown } | null)?.code === 'FST_ERR_MAX_PARAM_LENGTH') {
+    return requestError(414, { field: 'url', rule: `has a path segment longer than ${MAX_PARAM_LENGTH} characters; task ids are at most 128` });
+  }
+  return toErrorResponse(error);
+}
+
+/** Each route's path as a pattern, to tell a path with another method (405) from no path at all (404). */
+const ROUTE_PATTERNS = API_ROUTES.map((route) => ({
+  method: route.method,
+  pattern: new RegExp(`^${route.url.replace(/[.*+?^${}()|[\]\\]/g, '\\$&').replace(/:[A-Za-z0-9_]+/g, '[^/]+')}$`),
+}));
+
+/** The methods the API serves on a path (HEAD with GET, as fastify exposes it); none for a path it does not know. */
+function allowedMethods(urlPath: string): string[] {
+  const methods = new Set<string>();
+  for (const { method, pattern } of ROUTE_PATTERNS) {
+    if (!pattern.test(urlPath)) continue;
+    methods.add(method);
+    if (method === 'GET') methods.add('HEAD');
+  }
+  return [...methods];
 }
 
 function fastifySchema(route: ApiRoute): FastifySchema {

@@ -68,6 +68,12 @@ function responses(route: ApiRoute): Record<string, unknown> {
       ...(response.schema ? { content: { 'application/json': { schema: response.schema } } } : {}),
     };
   }
+  // Every error, the router's and the HTTP parser's included, has the one shape.
+  out.default = {
+    description:
+      'Any other error, in the same shape: 404 no such route, 405 a method the path does not take, 408 a request too slow, 413 a body past 1 MiB, 414 a path segment past 512 characters, 415 a body that is not JSON, 431 headers too large (BERTH_VALIDATION, with `issues` naming the part at fault), 500 BERTH_INTERNAL, 503 unavailable.',
+    content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+  };
   return out;
 }
 

@@ -2,9 +2,37 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect } from 'node:net';
 import { chmod, lstat, rm } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
-import { ValidationError } from '../common/errors.js';
+import { BerthError, ValidationError } from '../common/errors.js';
 import type { AgentRuntime } from './agent.js';
+import type { AgentConfig } from './config.js';
+import { answerClientError } from './http-errors.js';
 import { buildServer, type ServerOptions } from './http.js';
+
+/** The bounds on one listener's clients: the agent configuration's `http` keys. */
+export type ServerLimits = AgentConfig['http'];
+
+/**
+ * An HTTP server for the API with the configured bounds on its clients, so that slow or idle
+ * clients cannot hold the agent's sockets: headers must arrive within `headersTimeoutMs` and the
+ * whole request within `requestTimeoutMs` (else 408 and the connection is closed), an idle
+ * keep-alive connection is closed after `keepAliveTimeoutMs`, and connections past
+ * `maxConnections` are closed as they are accepted. Node checks the two request timeouts on a
+ * timer (every 30 s by default, which would let a slow client stay 30 s past its bound): here it
+ * runs every tenth of the shorter one, between 50 ms and 1 s.
+ */
+export function createApiServer(handler: (request: IncomingMessage, response: ServerResponse) => void, limits: ServerLimits): Server {
+  const server = createServer(
+    {
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs) / 10))),
+    },
+    handler,
+  );
+  server.maxConnections = limits.maxConnections;
+  return server;
+}
 
 /** An agent's API, listening. */
 export interface ServingAgent {
@@ -71,7 +99,8 @@ export async function serveAgent(runtime: AgentRuntime, options: Omit<ServerOpti
     ...options,
     serverFactory: (handler) => {
       handle = handler;
-      return createServer(handler);
+      // fastify adds its clientErrorHandler (answerClientError) to this one itself.
+      return createApiServer(handler, config.http);
     },
   });
   await removeStaleSocket(config.socketPath);
@@ -81,9 +110,9 @@ export async function serveAgent(runtime: AgentRuntime, options: Omit<ServerOpti
   try {
     await chmod(config.socketPath, 0o600);
     if (config.listen) {
-      tcpServer = createServer(handle);
-      // As fastify sets its own server's: longer than a load balancer's usual idle timeout.
-      tcpServer.keepAliveTimeout = app.server.keepAliveTimeout;
+      if (!handle) throw new BerthError('BERTH_INTERNAL', 'fastify did not hand over its request handler');
+      tcpServer = createApiServer(handle, config.http);
+      tcpServer.on('clientError', answerClientError);
       tcp = await listenTcp(tcpServer, config.listen.host, config.listen.port);
     }
   } catch (error) {

@@ -27,14 +27,17 @@ export interface AgentFlags {
   json?: boolean;
 }
 
+const MALFORMED_REQUEST_STATUSES: ReadonlySet<number> = new Set([400, 413, 414, 415, 431]);
+
 /** The exit code for an error of a client command. */
 export function exitCodeForClientError(error: unknown): number {
   if (!isBerthError(error)) return EXIT.berthFailure;
   const status = error.context.status;
   // No HTTP status: the agent never answered (refused, reset, past the deadline).
   if ((error.code === 'BERTH_AGENT_UNAVAILABLE' || error.code === 'BERTH_AGENT_TIMEOUT') && status === undefined) return EXIT.berthFailure;
-  // A bad request (400) or a bad flag, caught before anything was sent: the caller's to fix.
-  if (error.code === 'BERTH_VALIDATION' && (status === undefined || status === 400)) return EXIT.usage;
+  // A bad request or a bad flag, caught before anything was sent: the caller's to fix. The agent
+  // refuses a malformed request with 400, and one too large with 413, 414 (a path segment) or 431 (headers).
+  if (error.code === 'BERTH_VALIDATION' && (status === undefined || MALFORMED_REQUEST_STATUSES.has(status as number))) return EXIT.usage;
   return EXIT_API_ERROR;
 }
 

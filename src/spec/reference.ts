@@ -95,7 +95,8 @@ export function parseImageReference(text: string, field = 'image'): ImageReferen
   const slash = rest.indexOf('/');
   if (slash !== -1) {
     const first = rest.slice(0, slash);
-    if (first.includes('.') || first.includes(':') || first === 'localhost' || first !== first.toLowerCase()) {
+    // As the engine (20.10) splits it: an uppercase first component is not a registry, so `UPPER/app` is a repository name the engine refuses.
+    if (first.includes('.') || first.includes(':') || first === 'localhost') {
       if (!DOMAIN_RE.test(first)) throw invalid(field, text, `${JSON.stringify(first)} is not a valid registry host`);
       registry = DOCKER_HUB_ALIASES.has(first.toLowerCase()) ? DOCKER_HUB : first;
       repository = rest.slice(slash + 1);

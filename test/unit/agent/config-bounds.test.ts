@@ -18,9 +18,22 @@ function input(key: string, value: unknown): AgentConfigInput {
   return root as AgentConfigInput;
 }
 
+/**
+ * Keys bounded by another key as well: the other is set to let the value under test through
+ * (http.headersTimeout must not exceed http.requestTimeout).
+ */
+const COMPANIONS: Readonly<Record<string, AgentConfigInput>> = {
+  'http.headersTimeout': { http: { requestTimeout: CONFIG_BOUNDS['http.requestTimeout'].maxMs } },
+  'http.requestTimeout': { http: { headersTimeout: CONFIG_BOUNDS['http.headersTimeout'].minMs } },
+};
+
 function issuesFor(key: string, value: unknown): Array<{ field: string; rule: string }> {
+  const own = input(key, value) as Record<string, Record<string, unknown>>;
+  const companion = (COMPANIONS[key] ?? {}) as Record<string, Record<string, unknown>>;
+  const flags: Record<string, Record<string, unknown>> = { ...companion, ...own };
+  for (const section of Object.keys(companion)) if (own[section]) flags[section] = { ...companion[section], ...own[section] };
   try {
-    loadAgentConfig({ host, flags: input(key, value) });
+    loadAgentConfig({ host, flags: flags as AgentConfigInput });
     return [];
   } catch (error) {
     assert.ok(error instanceof ValidationError, String(error));

@@ -161,6 +161,10 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       BERTH_ENGINE_READ_TIMEOUT: '3s',
       BERTH_ENGINE_WRITE_TIMEOUT: '1m',
       BERTH_HEALTH_ENGINE_TIMEOUT: '500ms',
+      BERTH_HTTP_HEADERS_TIMEOUT: '4s',
+      BERTH_HTTP_REQUEST_TIMEOUT: '20s',
+      BERTH_HTTP_KEEP_ALIVE_TIMEOUT: '2s',
+      BERTH_HTTP_MAX_CONNECTIONS: '100',
       BERTH_TASKS_START_OUTAGE_LIMIT: 'off',
       BERTH_POLICY_ALLOWED_BIND_SOURCES: '/srv, /data',
       BERTH_POLICY_ALLOW_PRIVILEGED: 'yes',
@@ -198,6 +202,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       agentId: 'a1',
       engine: { socketPath: '/run/docker.sock' },
       engineDeadlines: { readMs: 3000, writeMs: 60_000 },
+      http: { headersTimeoutMs: 4000, requestTimeoutMs: 20_000, keepAliveTimeoutMs: 2000, maxConnections: 100 },
       health: { engineTimeoutMs: 500 },
       tasks: { relistPeriodMs: 2000 },
       policy: { allowPrivileged: true, allowedBindSources: ['/srv', '/data'], allowedCapabilities: ['NET_ADMIN'], allowHostNetwork: true },
@@ -377,5 +382,46 @@ describe('ConfigHolder', () => {
 
   it('the constructor throws for an invalid configuration', () => {
     assertIssue(() => new ConfigHolder({ env: { BERTH_LISTEN: 'nowhere' }, host }), 'listen', /^must be host:port.*\(from BERTH_LISTEN\)$/);
+  });
+});
+
+describe('loadAgentConfig: bounds on the API\'s clients (http.*)', () => {
+  it('defaults to a 10 s header timeout, a 30 s request timeout, a 5 s keep-alive and 512 connections per listener', () => {
+    assert.deepEqual(loadAgentConfig({ host }).http, { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, keepAliveTimeoutMs: 5000, maxConnections: 512 });
+  });
+  it('reads them from the file, the environment and flags', () => {
+    const file = yamlFile('http:\n  headersTimeout: 2s\n  requestTimeout: 1m\n');
+    const config = loadAgentConfig({ file, env: { BERTH_HTTP_KEEP_ALIVE_TIMEOUT: '750ms', BERTH_HTTP_MAX_CONNECTIONS: '64' }, host });
+    assert.deepEqual(config.http, { headersTimeoutMs: 2000, requestTimeoutMs: 60_000, keepAliveTimeoutMs: 750, maxConnections: 64 });
+    assert.equal(CONFIG_ENV_VARS['http.headersTimeout'], 'BERTH_HTTP_HEADERS_TIMEOUT');
+    assert.equal(loadAgentConfig({ flags: { http: { maxConnections: 1 } }, host }).http.maxConnections, 1);
+  });
+  it('values at their bounds are accepted', () => {
+    const atMinimum = loadAgentConfig({ flags: { http: { headersTimeout: 100, requestTimeout: 100, keepAliveTimeout: 100, maxConnections: 1 } }, host }).http;
+    assert.deepEqual(atMinimum, { headersTimeoutMs: 100, requestTimeoutMs: 100, keepAliveTimeoutMs: 100, maxConnections: 1 });
+    const atMaximum = loadAgentConfig({ flags: { http: { headersTimeout: '10m', requestTimeout: '1h', keepAliveTimeout: '10m', maxConnections: 65_536 } }, host }).http;
+    assert.deepEqual(atMaximum, { headersTimeoutMs: 600_000, requestTimeoutMs: 3_600_000, keepAliveTimeoutMs: 600_000, maxConnections: 65_536 });
+  });
+  it('values past their bounds, of the wrong type, or a header timeout longer than the request timeout are refused naming the key', () => {
+    const flags = (http: NonNullable<AgentConfigInput['http']>) => () => loadAgentConfig({ flags: { http }, host });
+    assertIssue(flags({ headersTimeout: '99ms' }), 'http.headersTimeout', /at least 100 ?ms/);
+    assertIssue(flags({ headersTimeout: '11m', requestTimeout: '1h' }), 'http.headersTimeout', /at most 10m/);
+    assertIssue(flags({ requestTimeout: '61m' }), 'http.requestTimeout', /at most 1h/);
+    assertIssue(flags({ keepAliveTimeout: '10m1s' }), 'http.keepAliveTimeout', /at most 10m/);
+    assertIssue(flags({ keepAliveTimeout: 'a while' }), 'http.keepAliveTimeout', /duration such as "5s"/);
+    assertIssue(flags({ maxConnections: 0 }), 'http.maxConnections', /between 1 and 65536/);
+    assertIssue(flags({ maxConnections: 65_537 }), 'http.maxConnections', /between 1 and 65536/);
+    assertIssue(flags({ maxConnections: '5' as unknown as number }), 'http.maxConnections', /whole number/);
+    assertIssue(flags({ headersTimeout: '40s' }), 'http.headersTimeout', /at most http\.requestTimeout/);
+    assertIssue(() => loadAgentConfig({ env: { BERTH_HTTP_MAX_CONNECTIONS: 'many' }, host }), 'http.maxConnections', /from BERTH_HTTP_MAX_CONNECTIONS/);
+  });
+  it('a reload keeps them until a restart (the listeners are made once)', () => {
+    const file = yamlFile('http:\n  maxConnections: 10\n');
+    const holder = new ConfigHolder({ file, host });
+    writeFileSync(file, 'http:\n  maxConnections: 20\n');
+    const result = holder.reload();
+    assert.ok(result.ok);
+    assert.deepEqual(result.needsRestart, ['http.maxConnections']);
+    assert.equal(holder.current().http.maxConnections, 10);
   });
 });

@@ -370,6 +370,11 @@ describe('since and addresses', () => {
     assert.equal(toUtcLogTimestamp('2024-05-01T12:00:00.123456789+02:00'), '2024-05-01T10:00:00.123456789Z');
     assert.equal(toUtcLogTimestamp('2024-05-01T10:00:00Z'), '2024-05-01T10:00:00Z');
     assert.throws(() => toUtcLogTimestamp('2024-13-01T10:00:00Z'), (e: unknown) => e instanceof ValidationError && e.issues[0]!.field === 'since');
+    // Date.parse would roll these over into the next day or month.
+    for (const text of ['2024-02-30T10:00:00Z', '2023-02-29T10:00:00Z', '2024-04-31T10:00:00Z', '2024-05-01T24:00:00Z', '2024-05-01T10:60:00Z', '2024-05-01T10:00:60Z', '2024-05-01T10:00:00+24:00']) {
+      assert.throws(() => toUtcLogTimestamp(text), ValidationError, text);
+    }
+    assert.equal(toUtcLogTimestamp('2024-02-29T23:59:59+23:59'), '2024-02-29T00:00:59Z');
   });
 
   test('agent hosts are unix sockets or http addresses', () => {
@@ -415,7 +420,13 @@ describe('OpenAPI', () => {
     type Responses = Record<string, { description: string; content?: { 'application/json': { schema: { properties?: Record<string, unknown> } } } }>;
     const document = buildOpenApiDocument({}) as { paths: Record<string, Record<string, { responses: Responses }>> };
     const submit = document.paths['/v1/tasks']!.post!.responses;
-    assert.deepEqual(Object.keys(submit).sort(), ['200', '201', '400', '401', '409', '503']);
+    assert.deepEqual(Object.keys(submit).sort(), ['200', '201', '400', '401', '409', '503', 'default']);
+    // Every operation documents the one error shape for what its own statuses leave out.
+    for (const [pathName, operations] of Object.entries(document.paths)) {
+      for (const [method, op] of Object.entries(operations as Record<string, { responses: Record<string, { content?: Record<string, { schema: { $ref?: string } }> }> }>)) {
+        assert.equal(op.responses.default?.content?.['application/json']?.schema.$ref, '#/components/schemas/Error', `${method} ${pathName}`);
+      }
+    }
     assert.match(submit['200']!.description, /same spec/);
     assert.match(submit['409']!.description, /another spec/);
     const unhealthy = document.paths['/healthz']!.get!.responses['503']!;

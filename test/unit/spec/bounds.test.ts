@@ -144,6 +144,7 @@ describe('the image is checked against the reference grammar when the spec is re
 
   const refused: Array<[string, string, RegExp]> = [
     ['uppercase in the repository', 'BusyBox', /lowercase/],
+    ['an uppercase first component without a dot, which the engine reads as a repository', 'UPPER/case', /lowercase/],
     ['a space', 'busy box', /whitespace/],
     ['a trailing newline', 'busybox\n', /whitespace/],
     ['".." in a component', 'team/a..b', /repository is lowercase letters/],
