@@ -194,6 +194,8 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
     assert.deepEqual(await fieldsOf({ spec: [] }), ['spec']);
     assert.deepEqual(await fieldsOf({ spec: spec(['true'], { resources: { memory: 'lots' } }) }), ['spec.resources.memory']);
     assert.deepEqual(await fieldsOf({ spec: spec(['true']), extra: 1 }), ['extra']);
+    // The host network is off unless the agent's policy allows it (policy.allowHostNetwork).
+    assert.deepEqual(await fieldsOf({ spec: spec(['true'], { network: 'host' }) }), ['spec.network']);
     assert.deepEqual(await fieldsOf({ id: 'not a valid id', spec: spec(['true']) }), ['id']);
     const target = { socketPath: serving.socketPath };
     const badJson = await rawRequest(target, 'POST', '/v1/tasks', { headers: { authorization: `Bearer ${runtime.token}`, 'content-type': 'application/json' }, body: '{"spec": ' });
