@@ -8,10 +8,14 @@
  * nothing until the test takes the call (`next`) and decides: act and answer, act and lose the
  * answer, or fail before acting. Methods the tasks' coordination never calls throw.
  */
+import { Readable } from 'node:stream';
 import { BerthError } from '../../../src/common/errors.js';
+import { silentLogger } from '../../../src/common/logger.js';
 import type { ContainerEventStream } from '../../../src/engine/engine.js';
 import type { ContainerCreateBody, ContainerInspect, ContainerStatus, ContainerSummary, WaitResult } from '../../../src/engine/types.js';
+import { resolveTaskSpec, type TaskSpec } from '../../../src/spec/schema.js';
 import type { ContainerEngine } from '../../../src/tasks/container-ops.js';
+import { TaskHandle } from '../../../src/tasks/handle.js';
 import { inspectFixture } from '../../support/inspect.js';
 
 /** The calls a test can hold. */
@@ -267,4 +271,32 @@ export class ScriptedEngine implements ContainerEngine {
       for (const wake of this.#onArrival.splice(0)) wake();
     });
   }
+}
+
+/** A handle to a container of the scripted engine, as the driver makes one after the create; `start()` starts it as the driver does. */
+export function scriptedHandle(engine: ScriptedEngine, spec: TaskSpec = { image: 'img' }) {
+  const containerId = engine.addContainer('berth-t1', {});
+  const phases: string[] = [];
+  let destroyedCalls = 0;
+  const handle = new TaskHandle(
+    { taskId: 't1', containerId, spec: resolveTaskSpec(spec, { allowPrivileged: false }), streams: { stdout: Readable.from([]), stderr: Readable.from([]), close: () => undefined } },
+    {
+      engine,
+      retryPolicy: { attempts: 3, initialDelayMs: 1, maxDelayMs: 2 },
+      logger: silentLogger,
+      onPhase: (change) => phases.push(`${change.from}->${change.to}`),
+      onDestroyed: () => destroyedCalls++,
+    },
+  );
+  return {
+    handle,
+    containerId,
+    /** Every phase change the handle reported, as `from->to`. */
+    phases,
+    destroyedCalls: () => destroyedCalls,
+    start: async (): Promise<void> => {
+      await engine.startContainer(containerId);
+      handle.markStarted();
+    },
+  };
 }
