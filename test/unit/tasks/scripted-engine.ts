@@ -11,7 +11,7 @@
 import { Readable } from 'node:stream';
 import { BerthError } from '../../../src/common/errors.js';
 import { silentLogger } from '../../../src/common/logger.js';
-import type { ContainerEventStream } from '../../../src/engine/engine.js';
+import type { ContainerEventStream, StartOutcome } from '../../../src/engine/engine.js';
 import type { ContainerCreateBody, ContainerInspect, ContainerStatus, ContainerSummary, WaitResult } from '../../../src/engine/types.js';
 import { resolveTaskSpec, type TaskSpec } from '../../../src/spec/schema.js';
 import type { ContainerEngine } from '../../../src/tasks/container-ops.js';
@@ -49,16 +49,15 @@ interface Waiter {
 
 /** An event stream that yields nothing until it is closed. */
 class SilentEvents implements ContainerEventStream {
-  #close: (() => void) | undefined;
-  #closed = false;
+  #close!: () => void;
+  readonly #closed = new Promise<void>((resolve) => (this.#close = resolve));
 
   close(): void {
-    this.#closed = true;
-    this.#close?.();
+    this.#close();
   }
 
-  async *[Symbol.asyncIterator](): AsyncGenerator<never> {
-    if (!this.#closed) await new Promise<void>((resolve) => (this.#close = resolve));
+  [Symbol.asyncIterator](): AsyncIterator<never> {
+    return { next: async () => (await this.#closed, { done: true, value: undefined }) };
   }
 }
 
@@ -134,10 +133,10 @@ export class ScriptedEngine implements ContainerEngine {
     });
   }
 
-  startContainer(id: string): Promise<'started' | 'already-started'> {
+  startContainer(id: string): Promise<StartOutcome> {
     return this.#call('startContainer', id, () => {
       const container = this.#require(id);
-      if (container.status === 'running') return 'already-started' as const;
+      if (container.status === 'running') return 'already-running' as const;
       container.status = 'running';
       container.startedAt = new Date();
       return 'started' as const;
