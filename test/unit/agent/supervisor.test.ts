@@ -16,7 +16,7 @@ import { TaskLogStore } from '../../../src/agent/task-logs.js';
 import { BerthError } from '../../../src/common/errors.js';
 import { containerNameForTask, LABELS } from '../../../src/common/labels.js';
 import { silentLogger } from '../../../src/common/logger.js';
-import type { LogEntry } from '../../../src/engine/types.js';
+import type { LogEntry } from '../../../src/engine/log-entries.js';
 import { openStore } from '../../../src/state/store.js';
 import type { TaskRecord } from '../../../src/state/tasks.js';
 import { TaskDriver } from '../../../src/tasks/driver.js';
