@@ -6,27 +6,20 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { BerthError } from '../../../src/common/errors.js';
-import { ScriptedEngine, scriptedHandle } from './scripted-engine.js';
+import { ScriptedEngine, scriptedHandle, startedHandle, stoppingHandle } from './scripted-engine.js';
 
 const serverError = (): BerthError => new BerthError('BERTH_ENGINE_SERVER_ERROR', 'injected fault');
 
 describe('a task handle’s stop intents', () => {
   test('a stopped task ends as cancelled, with the exit code the stop left', async () => {
-    const engine = new ScriptedEngine();
-    const { handle, start } = scriptedHandle(engine);
-    await start();
+    const { engine, handle } = await startedHandle();
     await handle.stop();
     assert.deepEqual(await handle.wait(), { kind: 'cancelled', exitCode: 143 });
     assert.equal(engine.count('stopContainer'), 1);
   });
 
   test('a stop answered "not running" at its first ask leaves the end the task’s own: it had ended before it was asked', async () => {
-    const engine = new ScriptedEngine();
-    const { handle, containerId, start } = scriptedHandle(engine);
-    await start();
-    engine.hold('stopContainer');
-    const stopping = handle.stop();
-    const stop = await engine.next('stopContainer');
+    const { engine, handle, containerId, stopping, stop } = await stoppingHandle();
     engine.exit(containerId, 3);
     stop.proceed();
     await stopping;
@@ -34,9 +27,7 @@ describe('a task handle’s stop intents', () => {
   });
 
   test('a stop whose first answer was lost and whose retry finds the task stopped still ends it as cancelled', async () => {
-    const engine = new ScriptedEngine();
-    const { handle, start } = scriptedHandle(engine);
-    await start();
+    const { engine, handle } = await startedHandle();
     engine.hold('stopContainer');
     const stopping = handle.stop();
     // The engine stopped the task, but berth never heard: "not running" on the retry is the first stop's doing.
@@ -68,9 +59,7 @@ describe('a task handle’s stop intents', () => {
   });
 
   test('a stop the engine refuses for good is followed by SIGKILL, and the task still ends as cancelled', async () => {
-    const engine = new ScriptedEngine();
-    const { handle, start } = scriptedHandle(engine);
-    await start();
+    const { engine, handle } = await startedHandle();
     engine.hold('stopContainer');
     const stopping = handle.stop();
     (await engine.next('stopContainer')).fail(new BerthError('BERTH_ENGINE_BAD_REQUEST', 'refused'));
@@ -80,13 +69,8 @@ describe('a task handle’s stop intents', () => {
   });
 
   test('a stop cut short by the caller’s signal sends no kill and leaves the task stopping', async () => {
-    const engine = new ScriptedEngine();
-    const { handle, start } = scriptedHandle(engine);
-    await start();
-    engine.hold('stopContainer');
     const bound = new AbortController();
-    const stopping = handle.stop({ signal: bound.signal });
-    const stop = await engine.next('stopContainer');
+    const { engine, handle, stopping, stop } = await stoppingHandle({ signal: bound.signal });
     bound.abort();
     stop.fail(new BerthError('BERTH_CANCELLED', 'stop container was cancelled'));
     await stopping;
@@ -95,43 +79,29 @@ describe('a task handle’s stop intents', () => {
   });
 
   test('a second stop while one is under way asks the engine nothing more', async () => {
-    const engine = new ScriptedEngine();
-    const { handle, start } = scriptedHandle(engine);
-    await start();
-    engine.hold('stopContainer');
-    const first = handle.stop();
-    const stop = await engine.next('stopContainer');
+    const { engine, handle, stopping, stop } = await stoppingHandle();
     await handle.stop();
     stop.proceed();
-    await first;
+    await stopping;
     assert.equal(engine.count('stopContainer'), 1);
     assert.deepEqual(await handle.wait(), { kind: 'cancelled', exitCode: 143 });
   });
 
   test('a task destroyed while running ends as cancelled', async () => {
-    const engine = new ScriptedEngine();
-    const { handle, containerId, start } = scriptedHandle(engine);
-    await start();
+    const { engine, handle, containerId } = await startedHandle();
     await handle.destroy();
     assert.deepEqual(await handle.wait(), { kind: 'cancelled', exitCode: 137 });
     assert.equal(engine.statusOf(containerId), undefined);
   });
 
   test('a kill is not a cancellation: the task ends as the engine reports it', async () => {
-    const engine = new ScriptedEngine();
-    const { handle, start } = scriptedHandle(engine);
-    await start();
+    const { handle } = await startedHandle();
     await handle.kill();
     assert.deepEqual(await handle.wait(), { kind: 'failed', exitCode: 137 });
   });
 
   test('a kill while berth is stopping the task leaves it cancelled', async () => {
-    const engine = new ScriptedEngine();
-    const { handle, start } = scriptedHandle(engine);
-    await start();
-    engine.hold('stopContainer');
-    const stopping = handle.stop();
-    const stop = await engine.next('stopContainer');
+    const { handle, stopping, stop } = await stoppingHandle();
     await handle.kill();
     stop.proceed();
     await stopping;

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { BerthError, isBerthError } from '../../../src/common/errors.js';
 import { Lifecycle, type PhaseChange } from '../../../src/tasks/lifecycle.js';
-import { ScriptedEngine, scriptedHandle } from './scripted-engine.js';
+import { ScriptedEngine, scriptedHandle, startedHandle, stoppingHandle } from './scripted-engine.js';
 
 const refused = (operation: string, phase: string) => (error: unknown) =>
   isBerthError(error, 'BERTH_TASK_STATE') && error.message === `cannot ${operation} task t1: it is ${phase}`;
@@ -47,9 +47,7 @@ describe('a task handle through its life', () => {
   });
 
   test('when the task exits on its own it is exited, with its end state and end time', async () => {
-    const engine = new ScriptedEngine();
-    const { handle, containerId, phases, start } = scriptedHandle(engine);
-    await start();
+    const { engine, handle, containerId, phases } = await startedHandle();
     engine.exit(containerId, 0);
     assert.deepEqual(await handle.wait(), { kind: 'success', exitCode: 0 });
     assert.equal(handle.phase, 'exited');
@@ -58,9 +56,7 @@ describe('a task handle through its life', () => {
   });
 
   test('once exited it refuses kill and exec, and a stop asks the engine nothing', async () => {
-    const engine = new ScriptedEngine();
-    const { handle, containerId, start } = scriptedHandle(engine);
-    await start();
+    const { engine, handle, containerId } = await startedHandle();
     engine.exit(containerId, 1);
     await handle.wait();
     await assert.rejects(handle.kill(), refused('kill', 'exited'));
@@ -71,12 +67,7 @@ describe('a task handle through its life', () => {
   });
 
   test('a stop takes it through stopping to exited', async () => {
-    const engine = new ScriptedEngine();
-    const { handle, phases, start } = scriptedHandle(engine);
-    await start();
-    engine.hold('stopContainer');
-    const stopping = handle.stop();
-    const stop = await engine.next('stopContainer');
+    const { handle, phases, stopping, stop } = await stoppingHandle();
     assert.equal(handle.phase, 'stopping');
     stop.proceed();
     await stopping;
@@ -86,12 +77,7 @@ describe('a task handle through its life', () => {
   });
 
   test('while stopping it still takes a kill', async () => {
-    const engine = new ScriptedEngine();
-    const { handle, start } = scriptedHandle(engine);
-    await start();
-    engine.hold('stopContainer');
-    const stopping = handle.stop();
-    const stop = await engine.next('stopContainer');
+    const { engine, handle, stopping, stop } = await stoppingHandle();
     await handle.kill();
     assert.equal(engine.count('killContainer'), 1);
     stop.proceed();
@@ -99,9 +85,7 @@ describe('a task handle through its life', () => {
   });
 
   test('destroyed after its end it is destroyed, its container removed, its owner told once', async () => {
-    const engine = new ScriptedEngine();
-    const { handle, containerId, phases, destroyedCalls, start } = scriptedHandle(engine);
-    await start();
+    const { engine, handle, containerId, phases, destroyedCalls } = await startedHandle();
     engine.exit(containerId, 0);
     await handle.wait();
     await handle.destroy();

@@ -299,3 +299,20 @@ export function scriptedHandle(engine: ScriptedEngine, spec: TaskSpec = { image:
     },
   };
 }
+
+/** A handle to a running task of a fresh scripted engine. */
+export async function startedHandle(spec?: TaskSpec) {
+  const engine = new ScriptedEngine();
+  const scripted = scriptedHandle(engine, spec);
+  await scripted.start();
+  return { engine, ...scripted };
+}
+
+/** A handle to a running task whose `stop()` is under way, its stop call held for the test to answer. */
+export async function stoppingHandle(options: { signal?: AbortSignal } = {}) {
+  const started = await startedHandle();
+  started.engine.hold('stopContainer');
+  const stopping = started.handle.stop(options);
+  const stop = await started.engine.next('stopContainer');
+  return { ...started, stopping, stop };
+}
