@@ -53,6 +53,8 @@ export class TaskHandle implements AsyncDisposable {
   #timeoutTimer: LongTimer | undefined;
   /** The stop under way, whose answer may show the task had ended on its own before it was asked. */
   #stopping: Promise<void> | undefined;
+  /** Whether the owner killed the task while berth was stopping it: then a stop that finds it ended did not find its own end. */
+  #killedWhileStopping = false;
   #destroying: Promise<void> | undefined;
   #startedAt: Date | undefined;
   #finishedAt: Date | undefined;
@@ -190,6 +192,7 @@ export class TaskHandle implements AsyncDisposable {
    */
   async kill(signal = 'SIGKILL', options: { signal?: AbortSignal } = {}): Promise<void> {
     this.#requirePhase('kill', 'running', 'stopping');
+    if (this.#lifecycle.is('stopping')) this.#killedWhileStopping = true;
     await this.#kill(signal, options.signal);
   }
 
@@ -274,7 +277,8 @@ export class TaskHandle implements AsyncDisposable {
       // The engine had nothing to stop at the first ask: the task had ended on its own, and its own
       // end wins the race with the timeout or the stop. (After an ambiguous failure, "not running"
       // may be the earlier attempt's doing, so the intent stands.)
-      if (answer.outcome === 'not-running' && answer.attempt === 1 && setsIntent) this.#stopIntent = undefined;
+      // (After a kill of the owner's, "not running" is the kill's doing, so the intent stands too.)
+      if (answer.outcome === 'not-running' && answer.attempt === 1 && setsIntent && !this.#killedWhileStopping) this.#stopIntent = undefined;
       // Either way a container the engine had nothing to stop has ended: the inspect decides now.
       if (answer.outcome === 'not-running') this.#endWatch?.hint('stop-found-stopped');
     } catch (error) {

@@ -6,6 +6,8 @@ import type { TaskSpec } from '../../src/spec/schema.js';
 import { runToEnd } from '../../src/tasks/run.js';
 import { useProxiedDriver } from '../support/proxied-driver.js';
 import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { recordingLogger } from '../support/logger.js';
+import { until } from '../support/time.js';
 
 /** A seeded generator, so a probabilistic fault run is the same every time. */
 function seededRandom(seed: number): () => number {
@@ -20,15 +22,33 @@ const direct = new Engine();
 const run = testRun(direct);
 const spec = (overrides: Partial<TaskSpec> = {}): TaskSpec => ({ image: TEST_IMAGE, labels: { ...run.labels }, command: ['sh', '-c', 'exit 7'], ...overrides });
 const fastRetry = { attempts: 5, initialDelayMs: 20, maxDelayMs: 200 };
+/** The driver's line for a create answered "conflict" by the container an earlier attempt of the same start made. */
+const ADOPTED = 'adopted the container an earlier create made';
+let taskCounter = 0;
+const taskId = (what: string): string => `${what}-${run.id}-${++taskCounter}`;
 
 describe('engine faults through a proxy in front of the real socket', { skip: await requireEngine() }, () => {
   // Each fault must leave nothing behind: checked after every case, not only at the end.
-  const faulty = useProxiedDriver(run, { proxy: { random: seededRandom(42) }, engine: { deadlines: { writeMs: 2000 } }, driver: { retry: fastRetry } });
+  const logger = recordingLogger();
+  const faulty = useProxiedDriver(run, { proxy: { random: seededRandom(42) }, engine: { deadlines: { writeMs: 2000 } }, driver: { retry: fastRetry, logger } });
+
+  /** The sequence number of the last request the proxy saw: later requests are this test's. */
+  const lastSeq = (): number => faulty.proxy.requests.at(-1)?.seq ?? 0;
+  /** The engine's answer to each create sent after `afterSeq` (undefined: it never answered). */
+  const createAnswersAfter = (afterSeq: number): Array<number | undefined> =>
+    faulty.proxy.requests.filter((r) => r.seq > afterSeq && r.method === 'POST' && r.path === '/containers/create').map((r) => r.engineStatus);
+  /** The containers the driver logged adopting for a task. */
+  const adoptedBy = (id: string): unknown[] => logger.lines.filter((l) => l.message === ADOPTED && l.meta.taskId === id).map((l) => l.meta.containerId);
 
   test('a 500 after the engine created the container is retried and the container adopted', async () => {
+    const mark = lastSeq();
+    const id = taskId('adopt-500');
     const rule = faulty.proxy.addRule({ method: 'POST', path: '/containers/create', fault: { kind: 'error500AfterForward' }, times: 1 });
-    const result = await runToEnd(faulty.driver, spec());
+    const result = await runToEnd(faulty.driver, spec(), { taskId: id });
     assert.equal(rule.fired, 1);
+    // The engine made the container at the first create, and refused the retry a second one.
+    assert.deepEqual(createAnswersAfter(mark), [201, 409]);
+    assert.deepEqual(adoptedBy(id), [result.containerId], 'the task ran in the container the first create made');
     assert.deepEqual(result.end, { kind: 'failed', exitCode: 7 });
   });
 
@@ -47,9 +67,13 @@ describe('engine faults through a proxy in front of the real socket', { skip: aw
   });
 
   test('a dropped connection on create is retried and adopts what the engine made', async () => {
+    const mark = lastSeq();
+    const id = taskId('adopt-drop');
     const rule = faulty.proxy.addRule({ method: 'POST', path: '/containers/create', fault: { kind: 'dropAfterForward' }, times: 1 });
-    const result = await runToEnd(faulty.driver, spec());
+    const result = await runToEnd(faulty.driver, spec(), { taskId: id });
     assert.equal(rule.fired, 1);
+    assert.deepEqual(createAnswersAfter(mark), [201, 409]);
+    assert.deepEqual(adoptedBy(id), [result.containerId]);
     assert.deepEqual(result.end, { kind: 'failed', exitCode: 7 });
   });
 
@@ -60,15 +84,24 @@ describe('engine faults through a proxy in front of the real socket', { skip: aw
     assert.deepEqual(result.end, { kind: 'failed', exitCode: 9 });
   });
 
-  test('a create delayed past its deadline is retried, and the late one does no harm', async () => {
-    const rule = faulty.proxy.addRule({ method: 'POST', path: '/containers/create', fault: { kind: 'delay', delayMs: 4000, forwardIfClientGone: true }, times: 1 });
+  test('a create held past its deadline is retried, and the container it makes when it lands after the task was removed is removed', async () => {
+    const mark = lastSeq();
+    // Held until the test lets it through: the create that berth gave up on reaches the engine exactly when the test says.
+    const rule = faulty.proxy.addRule({ method: 'POST', path: '/containers/create', fault: { kind: 'hold', forwardIfClientGone: true }, times: 1 });
     const result = await runToEnd(faulty.driver, spec());
     assert.equal(rule.fired, 1);
     assert.deepEqual(result.end, { kind: 'failed', exitCode: 7 });
-    // The late create reaches the engine after the task was removed; the driver's guard removes what it makes.
+    const late = faulty.proxy.requests.find((r) => r.seq > mark && r.fault === 'hold');
+    assert.ok(late, 'the first create was held');
+    assert.equal(late.engineStatus, undefined, 'the held create had not reached the engine while the task ran');
+    // The task is run and removed: now the late create lands, under the name it freed.
+    rule.release();
+    await until(() => late.engineStatus !== undefined, 'the late create to reach the engine', 30_000);
+    assert.equal(late.engineStatus, 201, 'the late create reached the engine and created a container');
     await faulty.driver.settled();
-    const late = faulty.proxy.requests.find((r) => r.fault === 'delay');
-    assert.equal(late?.engineStatus, 201, 'the late create reached the engine and created a container');
+    // The driver's guard removed it (afterEach checks that nothing of the run is left).
+    const removals = faulty.proxy.requests.filter((r) => r.seq > late.seq && r.method === 'DELETE' && /^\/containers\/[^/]+$/.test(r.path));
+    assert.ok(removals.some((r) => r.engineStatus === 204), 'the late container was removed');
   });
 
   test('a create that keeps failing reports a typed error and removes what it may have made', async () => {

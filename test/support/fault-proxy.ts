@@ -40,6 +40,12 @@ export type Fault =
    */
   | { kind: 'delay'; delayMs: number; forwardIfClientGone?: boolean }
   /**
+   * Hold the request until the test calls the rule's `release()`, then forward it: a request that
+   * reaches the engine exactly when the test says (e.g. a create that lands after berth gave up on
+   * it). `forwardIfClientGone` as for `delay`. Requests the rule matches after the release pass at once.
+   */
+  | { kind: 'hold'; forwardIfClientGone?: boolean }
+  /**
    * Forward and relay the response head plus `afterBodyBytes` (default 0) bytes of its body, then
    * relay nothing more and never end the client's connection: a stalled stream (e.g. a pull).
    */
@@ -76,6 +82,8 @@ export interface FaultRule {
   readonly fired: number;
   /** Whether `times` is used up. */
   readonly exhausted: boolean;
+  /** Forwards the requests a `hold` rule holds, and lets later ones through at once. */
+  release(): void;
   remove(): void;
 }
 
@@ -139,6 +147,7 @@ interface InternalRule {
   probability: number;
   matched: number;
   fired: number;
+  released: boolean;
 }
 
 /** Splits a head into its first line and header lines (no blank line at the end). */
@@ -260,9 +269,11 @@ export class FaultProxy {
       probability: input.probability ?? 1,
       matched: 0,
       fired: 0,
+      released: false,
     };
     this.#rules.push(rule);
     const rules = this.#rules;
+    const events = this.#events;
     return {
       id: rule.id,
       get matched() {
@@ -273,6 +284,10 @@ export class FaultProxy {
       },
       get exhausted() {
         return rule.fired >= rule.times;
+      },
+      release() {
+        rule.released = true;
+        events.emit('release', rule.id);
       },
       remove() {
         const index = rules.indexOf(rule);
@@ -384,7 +399,7 @@ export class FaultProxy {
     client.on('data', onData);
   }
 
-  #match(head: ParsedRequestHead): Fault | undefined {
+  #match(head: ParsedRequestHead): InternalRule | undefined {
     for (const rule of this.#rules) {
       if (rule.method !== undefined && rule.method !== head.method) continue;
       if (!rule.path.test(head.path)) continue;
@@ -392,13 +407,14 @@ export class FaultProxy {
       if (rule.fired >= rule.times) continue;
       if (rule.probability < 1 && this.#random() >= rule.probability) continue;
       rule.fired++;
-      return rule.fault;
+      return rule;
     }
     return undefined;
   }
 
   async #handleRequest(client: net.Socket, head: ParsedRequestHead, bodyStart: Buffer): Promise<void> {
-    const fault = this.#match(head);
+    const rule = this.#match(head);
+    const fault = rule?.fault;
     const record: RequestRecord = {
       seq: this.#nextSeq++,
       method: head.method,
@@ -428,7 +444,7 @@ export class FaultProxy {
     }
 
     let pending = bodyStart;
-    if (fault?.kind === 'delay') {
+    if ((fault?.kind === 'delay' || (fault?.kind === 'hold' && !rule?.released)) && rule) {
       // Keep reading during the delay so that a client giving up is noticed; a client that gave up
       // (or the proxy closing) ends the delay early, so no timer outlives the test.
       let clientGone = false;
@@ -440,15 +456,20 @@ export class FaultProxy {
           clientGone = true;
           if (!fault.forwardIfClientGone) finish();
         };
+        const onRelease = (ruleId: number): void => {
+          if (ruleId === rule.id) finish();
+        };
         const finish = (): void => {
           clearTimeout(timer);
+          this.#events.off('release', onRelease);
           client.off('data', collect);
           client.off('end', gone);
           client.off('close', gone);
           this.#events.off('closing', finish);
           resolve();
         };
-        const timer = setTimeout(finish, fault.delayMs);
+        const timer = fault.kind === 'delay' ? setTimeout(finish, fault.delayMs) : undefined;
+        if (fault.kind === 'hold') this.#events.on('release', onRelease);
         client.on('data', collect);
         client.once('end', gone);
         client.once('close', gone);

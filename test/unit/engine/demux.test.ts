@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { PassThrough, type Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { demultiplex, STDERR_STREAM, STDOUT_STREAM } from '../../../src/engine/demux.js';
+import { until } from '../../support/time.js';
 
 /** One frame of the engine's multiplexed stream: 8-byte header (stream type, 3 zero bytes, big-endian length), then the payload. */
 function frame(streamType: number, payload: string | Buffer): Buffer {
@@ -63,13 +64,14 @@ describe('demultiplex', () => {
     assert.equal(err, '');
   });
 
-  it('ends both outputs when the source ends', async () => {
+  it('ends both outputs when the source ends, the one that carried no frame too', async () => {
     const source = new PassThrough();
     const { stdout, stderr } = demultiplex(source);
-    stdout.resume();
-    stderr.resume();
+    const outputs = Promise.all([text(stdout), text(stderr)]);
     source.end(frame(STDOUT_STREAM, 'only stdout'));
-    await Promise.all([once(stdout, 'end'), once(stderr, 'end')]);
+    // A deadline, not a threshold: an output left open fails here instead of hanging the run.
+    await until(() => stdout.readableEnded && stderr.readableEnded, 'both outputs to end');
+    assert.deepEqual(await outputs, ['only stdout', '']);
   });
 
   it('pauses the source while a consumer does not read, and resumes it when the consumer reads', async () => {

@@ -5,7 +5,6 @@
  */
 import { BerthError } from '../../../src/common/errors.js';
 import { LABELS } from '../../../src/common/labels.js';
-import type { Logger } from '../../../src/common/logger.js';
 import type { CallOptions } from '../../../src/engine/engine.js';
 import type { ContainerListFilter, ContainerSummary } from '../../../src/engine/types.js';
 import type { ReconcileEngine } from '../../../src/reconcile/reconciler.js';
@@ -66,22 +65,4 @@ export const unavailable = (): BerthError => new BerthError('BERTH_ENGINE_UNAVAI
  */
 export const CLOCK_START_MS = 1_700_000_000_000;
 
-export interface LogLine {
-  level: 'debug' | 'info' | 'warn' | 'error';
-  meta: Record<string, unknown>;
-  message: string;
-}
-
-/** A logger that keeps every line, for counting. */
-export function recordingLogger(): Logger & { lines: LogLine[]; count(level: LogLine['level']): number } {
-  const lines: LogLine[] = [];
-  const at = (level: LogLine['level']) => (meta: Record<string, unknown>, message: string) => void lines.push({ level, meta, message });
-  return {
-    lines,
-    count: (level) => lines.filter((l) => l.level === level).length,
-    debug: at('debug'),
-    info: at('info'),
-    warn: at('warn'),
-    error: at('error'),
-  };
-}
+export { recordingLogger, type LogLine } from '../../support/logger.js';

@@ -1,9 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { BerthError } from '../../../src/common/errors.js';
+import { BerthError, isBerthError } from '../../../src/common/errors.js';
+import { LABELS } from '../../../src/common/labels.js';
 import { silentLogger } from '../../../src/common/logger.js';
 import type { ContainerInspect } from '../../../src/engine/types.js';
-import { startIdempotent, type ContainerEngine } from '../../../src/tasks/container-ops.js';
+import { resolveTaskSpec } from '../../../src/spec/schema.js';
+import { toCreatePlan, type TaskIdentity } from '../../../src/spec/translate.js';
+import { createIdempotent, startIdempotent, type ContainerEngine } from '../../../src/tasks/container-ops.js';
+import { ScriptedEngine } from './scripted-engine.js';
 
 const policy = { attempts: 5, initialDelayMs: 1, maxDelayMs: 2 };
 const serverError = (): BerthError => new BerthError('BERTH_ENGINE_SERVER_ERROR', 'injected fault');
@@ -56,5 +60,90 @@ describe('starting a container idempotently', () => {
     } as unknown as ContainerEngine;
     await startIdempotent(engine, 'c1', policy, silentLogger);
     assert.equal(starts, 2);
+  });
+});
+
+describe('creating a container idempotently', () => {
+  const identity: TaskIdentity = { taskId: 't1', ownerId: 'owner-a', startAttempt: 'attempt-1' };
+  const plan = toCreatePlan(resolveTaskSpec({ image: 'img' }, { allowPrivileged: false }), identity);
+  const labelsOf = (overrides: Partial<TaskIdentity>): Record<string, string> => {
+    const who = { ...identity, ...overrides };
+    return { [LABELS.managed]: 'true', [LABELS.taskId]: who.taskId, [LABELS.ownerId]: who.ownerId, [LABELS.startAttempt]: who.startAttempt };
+  };
+  const create = (engine: ScriptedEngine, onRequestInFlight?: () => void) => createIdempotent(engine, plan, identity, policy, silentLogger, undefined, onRequestInFlight);
+
+  test('a create whose answer is lost after the engine made the container adopts that container on the retry', async () => {
+    const engine = new ScriptedEngine();
+    engine.hold('createContainer');
+    const creating = create(engine);
+    (await engine.next('createContainer')).proceedThenFail(serverError());
+    engine.release('createContainer');
+    const created = await creating;
+    assert.deepEqual(created, { containerId: 'c1', adopted: true });
+    assert.deepEqual(engine.names, [plan.name], 'one container, the one the lost create made');
+    assert.equal(engine.count('createContainer'), 2);
+  });
+
+  test('a create that failed before the engine acted is sent again and makes the container, not adopting anything', async () => {
+    const engine = new ScriptedEngine();
+    engine.hold('createContainer');
+    const creating = create(engine);
+    (await engine.next('createContainer')).fail(serverError());
+    engine.release('createContainer');
+    assert.deepEqual(await creating, { containerId: 'c1', adopted: false });
+  });
+
+  test('a conflict with a container another start of the same task made is refused with BERTH_NAME_CONFLICT, and that container is left alone', async () => {
+    const engine = new ScriptedEngine();
+    const theirs = engine.addContainer(plan.name, labelsOf({ startAttempt: 'attempt-0' }), 'running');
+    await assert.rejects(create(engine), (error: unknown) => {
+      assert.ok(isBerthError(error, 'BERTH_NAME_CONFLICT'));
+      assert.match(error.message, /task t1 of owner-a already has a container/);
+      assert.equal(error.context.containerId, theirs);
+      return true;
+    });
+    assert.equal(engine.statusOf(theirs), 'running');
+    assert.equal(engine.count('removeContainer'), 0);
+  });
+
+  test('a conflict with a container of another owner is refused with BERTH_NAME_CONFLICT naming the holder, and it is left alone', async () => {
+    const engine = new ScriptedEngine();
+    const theirs = engine.addContainer(plan.name, labelsOf({ ownerId: 'owner-b' }));
+    await assert.rejects(create(engine), (error: unknown) => isBerthError(error, 'BERTH_NAME_CONFLICT') && /is in use by container c\d+, which is not task t1 of owner-a/.test(error.message));
+    assert.equal(engine.statusOf(theirs), 'created');
+    assert.equal(engine.count('removeContainer'), 0);
+  });
+
+  test('a create that keeps failing after it made the container removes that container before reporting the error', async () => {
+    const engine = new ScriptedEngine();
+    engine.hold('createContainer');
+    const creating = createIdempotent(engine, plan, identity, { ...policy, attempts: 2 }, silentLogger);
+    (await engine.next('createContainer')).proceedThenFail(serverError());
+    // The retry fails before it reaches the engine: the attempts are spent.
+    (await engine.next('createContainer')).fail(serverError());
+    await assert.rejects(creating, (error: unknown) => isBerthError(error, 'BERTH_ENGINE_SERVER_ERROR'));
+    assert.deepEqual(engine.names, [], 'the container the lost create made is removed');
+  });
+
+  test('a create that timed out is reported as possibly still in flight, and the retry goes on', async () => {
+    const engine = new ScriptedEngine();
+    engine.hold('createContainer');
+    let inFlight = 0;
+    const creating = create(engine, () => inFlight++);
+    (await engine.next('createContainer')).fail(new BerthError('BERTH_ENGINE_TIMEOUT', 'create container did not answer within 1000 ms'));
+    engine.release('createContainer');
+    assert.deepEqual(await creating, { containerId: 'c1', adopted: false });
+    assert.equal(inFlight, 1);
+  });
+
+  test('a create answered 500 before acting is not reported as in flight', async () => {
+    const engine = new ScriptedEngine();
+    engine.hold('createContainer');
+    let inFlight = 0;
+    const creating = create(engine, () => inFlight++);
+    (await engine.next('createContainer')).fail(serverError());
+    engine.release('createContainer');
+    await creating;
+    assert.equal(inFlight, 0);
   });
 });

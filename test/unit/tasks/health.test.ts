@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { afterEach, describe, test, mock } from 'node:test';
 import { BerthError, isBerthError } from '../../../src/common/errors.js';
 import { silentLogger } from '../../../src/common/logger.js';
 import type { ContainerEventStream } from '../../../src/engine/engine.js';
 import type { ContainerEvent, ContainerInspect, HealthStatus } from '../../../src/engine/types.js';
 import type { EndState } from '../../../src/tasks/end-state.js';
 import { inspectFixture } from '../../support/inspect.js';
+import { settle, until } from '../../support/time.js';
 import { awaitHealthy, healthPollMs, healthVerdictDeadlineMs, type AwaitHealthyOptions, type HealthEngine } from '../../../src/tasks/health.js';
 
 const SECOND_NS = 1_000_000_000;
@@ -48,15 +49,16 @@ class ScriptedEvents implements ContainerEventStream {
 
 /**
  * A narrow scripted engine: each inspect answers with the next scripted container (or error), the
- * last one repeating; `onInspect` lets a test act after a given inspect.
+ * last one repeating; `onInspect` lets a test act during a given inspect, which answers once what it returns settles.
  */
-function scriptedEngine(script: Array<ContainerInspect | Error>, options: { events?: ScriptedEvents | Error; onInspect?: (count: number) => void } = {}) {
+function scriptedEngine(script: Array<ContainerInspect | Error>, options: { events?: ScriptedEvents | Error; onInspect?: (count: number) => unknown } = {}) {
   let inspects = 0;
   const engine: HealthEngine = {
     inspectContainer: async () => {
       const answer = script[Math.min(inspects, script.length - 1)]!;
       inspects++;
-      options.onInspect?.(inspects);
+      // An inspect stays in flight until what onInspect returns settles.
+      await options.onInspect?.(inspects);
       if (answer instanceof Error) throw answer;
       return answer;
     },
@@ -78,7 +80,29 @@ function isUnhealthy(reason: string) {
   return (error: unknown): boolean => isBerthError(error, 'BERTH_TASK_UNHEALTHY') && error.context.reason === reason;
 }
 
+/**
+ * Puts the wait's poll timer under the test's control (node:test mock timers): no poll fires unless
+ * the test ticks, so a wait that settles did so because of an event, an end or an abort.
+ */
+function freezePolls(): void {
+  mock.timers.enable({ apis: ['setTimeout'] });
+}
+
+/**
+ * Waits (with a deadline, not a threshold) for `promise` to settle while no mocked time passes; a
+ * regression that leaves it waiting for a poll fails here instead of hanging.
+ */
+async function settlesWithoutPolling<T>(promise: Promise<T>, what: string): Promise<T> {
+  let settled = false;
+  const observed = promise.finally(() => (settled = true));
+  observed.catch(() => undefined);
+  await until(() => settled, what);
+  return observed;
+}
+
 describe('awaitHealthy', () => {
+  afterEach(() => mock.timers.reset());
+
   test('resolves once inspect reports the container healthy', async () => {
     const { engine, inspects } = scriptedEngine([container('starting'), container('starting'), container('healthy')]);
     await wait(engine);
@@ -103,29 +127,55 @@ describe('awaitHealthy', () => {
   });
 
   test('is woken by the engine’s events, not only by the poll', async () => {
+    freezePolls();
     const events = new ScriptedEvents();
-    // The poll would take an hour: only an event can bring the second inspect.
-    const { engine } = scriptedEngine([container('starting'), container('healthy')], { events, onInspect: (n) => n === 1 && setImmediate(() => events.push('health_status: healthy')) });
-    await wait(engine, { pollMs: 3_600_000 });
+    // No poll fires: only the event can bring the second inspect.
+    const { engine, inspects } = scriptedEngine([container('starting'), container('healthy')], { events, onInspect: (n) => n === 1 && setImmediate(() => events.push('health_status: healthy')) });
+    await settlesWithoutPolling(wait(engine, { pollMs: 1000 }), 'the event to wake the wait');
+    assert.equal(inspects(), 2);
     assert.equal(events.closed, true);
   });
 
   test('keeps the event stream’s wake for the next wait when it arrives during an inspect', async () => {
+    freezePolls();
     const events = new ScriptedEvents();
-    const { engine } = scriptedEngine([container('starting'), container('healthy')], { events, onInspect: (n) => n === 1 && events.push('health_status: healthy') });
-    await wait(engine, { pollMs: 3_600_000 });
+    // The event is delivered while the first inspect is still in flight, before the wait sleeps: it must not be lost.
+    const { engine, inspects } = scriptedEngine([container('starting'), container('healthy')], {
+      events,
+      onInspect: async (n) => {
+        if (n !== 1) return;
+        events.push('health_status: healthy');
+        await settle();
+      },
+    });
+    await settlesWithoutPolling(wait(engine, { pollMs: 1000 }), 'the kept wake to end the next wait');
+    assert.equal(inspects(), 2);
   });
 
-  test('polls when the event stream cannot be opened', async () => {
-    const { engine } = scriptedEngine([container('starting'), container('starting'), container('healthy')], { events: new BerthError('BERTH_ENGINE_UNAVAILABLE', 'down') });
-    await wait(engine);
+  test('polls at its interval when the event stream cannot be opened', async () => {
+    freezePolls();
+    const { engine, inspects } = scriptedEngine([container('starting'), container('starting'), container('healthy')], { events: new BerthError('BERTH_ENGINE_UNAVAILABLE', 'down') });
+    let settled = false;
+    const waiting = wait(engine, { pollMs: 1000 }).finally(() => (settled = true));
+    for (const inspectsBefore of [1, 2]) {
+      await until(() => inspects() === inspectsBefore, `inspect ${inspectsBefore}`);
+      await settle();
+      mock.timers.tick(999);
+      await settle();
+      assert.equal(inspects(), inspectsBefore, 'no inspect before the poll interval has passed');
+      mock.timers.tick(1);
+    }
+    await until(() => settled, 'the third inspect to find the container healthy');
+    await waiting;
+    assert.equal(inspects(), 3);
   });
 
   test('rejects with reason ended when the task ends first, with its end state', async () => {
     let end!: (state: EndState) => void;
     const ended = new Promise<EndState>((resolve) => (end = resolve));
+    freezePolls();
     const { engine } = scriptedEngine([container('starting')], { onInspect: (n) => n === 1 && setImmediate(() => end({ kind: 'failed', exitCode: 3 })) });
-    await assert.rejects(wait(engine, { ended, pollMs: 3_600_000 }), (error: unknown) => {
+    await assert.rejects(settlesWithoutPolling(wait(engine, { ended, pollMs: 1000 }), 'the end to wake the wait'), (error: unknown) => {
       assert.ok(isUnhealthy('ended')(error));
       assert.deepEqual((error as BerthError).context.endState, { kind: 'failed', exitCode: 3 });
       assert.match((error as BerthError).message, /ended before it was healthy/);
@@ -162,10 +212,11 @@ describe('awaitHealthy', () => {
   });
 
   test('rejects with BERTH_CANCELLED when the signal aborts, and closes the event stream', async () => {
+    freezePolls();
     const events = new ScriptedEvents();
     const abort = new AbortController();
     const { engine } = scriptedEngine([container('starting')], { events, onInspect: (n) => n === 1 && setImmediate(() => abort.abort()) });
-    await assert.rejects(wait(engine, { signal: abort.signal, pollMs: 3_600_000 }), (error: unknown) => isBerthError(error, 'BERTH_CANCELLED'));
+    await assert.rejects(settlesWithoutPolling(wait(engine, { signal: abort.signal, pollMs: 1000 }), 'the abort to end the wait'), (error: unknown) => isBerthError(error, 'BERTH_CANCELLED'));
     assert.equal(events.closed, true);
   });
 
