@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { systemClock, type Clock, type TimerHandle } from '../common/clock.js';
 import { BerthError, cancelledError, isBerthError, ValidationError } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { retry } from '../common/retry.js';
 import type { Engine } from '../engine/engine.js';
 import { RegistryAuthResolver, type RegistryCredentials } from './auth.js';
-import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { IMAGE_EVENTS_CHANNEL, type ImageCoordinatorEvents, type ImageEventType } from './events.js';
 import { ResolutionLock } from './lock.js';
 import { resolveImageCoordinatorOptions, type ImageCoordinatorOptions, type ResolvedImageCoordinatorOptions } from './options.js';
@@ -74,7 +74,7 @@ export interface ImageCoordinatorInit {
   /** Default: silent. */
   logger?: Logger;
   /** Default: the system clock. Tests pass their own to fire removals and activity timeouts when they choose. */
-  clock?: Clock;
+  clock?: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
 }
 
 interface Waiter {
@@ -131,7 +131,7 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
   readonly options: ResolvedImageCoordinatorOptions;
   readonly #engine: ImageEngine;
   readonly #logger: Logger;
-  readonly #clock: Clock;
+  readonly #clock: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
   readonly #auth: RegistryAuthResolver;
   readonly #lock = new ResolutionLock();
   readonly #resolutions = new Map<string, Resolution>();

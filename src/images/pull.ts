@@ -3,7 +3,7 @@ import { BerthError, cancelledError, isBerthError } from '../common/errors.js';
 import { engineMessage } from '../engine/classify.js';
 import type { Engine } from '../engine/engine.js';
 import type { PullProgressEvent, RegistryAuth } from '../engine/types.js';
-import type { Clock } from './clock.js';
+import type { Clock } from '../common/clock.js';
 import { pullArguments, type ImageReference } from './reference.js';
 
 /** What one layer of a pull is doing. */
@@ -90,7 +90,7 @@ export function classifyPullFailure(error: unknown, ref: ImageReference): BerthE
 export interface RunPullOptions {
   /** The pull is aborted as stalled when the stream delivers nothing for this long. */
   activityTimeoutMs: number;
-  clock: Clock;
+  clock: Pick<Clock, 'setTimeout' | 'clearTimeout'>;
   signal?: AbortSignal;
   onProgress?: (progress: PullProgress) => void;
 }

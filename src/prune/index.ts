@@ -1,9 +1,7 @@
 /** Prune with Moby's filters, scoped to what berth created, and the image cache budget. */
 export {
   Pruner,
-  systemPruneClock,
   type ImageBudgetOptions,
-  type PruneClock,
   type PruneEngine,
   type PruneOptions,
   type PrunerInit,

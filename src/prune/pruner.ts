@@ -1,4 +1,4 @@
-import { setTimeout as delay } from 'node:timers/promises';
+import { systemClock, type Clock } from '../common/clock.js';
 import { asBerthError, BerthError, isBerthError, ValidationError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import { silentLogger, type Logger } from '../common/logger.js';
@@ -41,24 +41,6 @@ export type PruneEngine = Pick<
   | 'deleteImage'
 >;
 
-/** Time as the pruner sees it: `until` durations count back from `now()`, and the image budget paces itself with `sleep`. */
-export interface PruneClock {
-  now(): number;
-  /** Resolves after `ms`, or early (without rejecting) when `signal` aborts. */
-  sleep(ms: number, signal?: AbortSignal): Promise<void>;
-}
-
-export const systemPruneClock: PruneClock = Object.freeze({
-  now: () => Date.now(),
-  sleep: async (ms: number, signal?: AbortSignal) => {
-    try {
-      await delay(ms, undefined, { signal });
-    } catch {
-      // Aborted: the caller checks its signal.
-    }
-  },
-});
-
 export interface PrunerInit {
   engine: PruneEngine;
   /** Only objects labelled with berth's managed label and this owner id are ever considered. */
@@ -76,8 +58,8 @@ export interface PrunerInit {
   options?: PrunerOptions;
   /** Default: silent. The pruner returns reports; it logs only at debug level. */
   logger?: Logger;
-  /** Default: the system clock. */
-  clock?: PruneClock;
+  /** Default: the system clock. `until` durations count back from `now()`; the image budget paces itself with `sleep`. */
+  clock?: Pick<Clock, 'now' | 'sleep'>;
   /** Called for each object removed (not in a dry run): the agent makes it an event and a metric. Must not throw. */
   onRemoved?: (event: PruneRemovedEvent) => void;
 }
@@ -124,7 +106,7 @@ export class Pruner {
   readonly #isTaskLive: (taskId: string) => boolean;
   readonly #images: PruneImageSource | undefined;
   readonly #logger: Logger;
-  readonly #clock: PruneClock;
+  readonly #clock: Pick<Clock, 'now' | 'sleep'>;
   readonly #onRemoved: ((event: PruneRemovedEvent) => void) | undefined;
   readonly #ownerJudge: () => OwnerJudge;
   #running: 'prune' | 'image budget' | undefined;
@@ -137,7 +119,7 @@ export class Pruner {
     this.#isTaskLive = init.isTaskLive;
     this.#images = init.images;
     this.#logger = init.logger ?? silentLogger;
-    this.#clock = init.clock ?? systemPruneClock;
+    this.#clock = init.clock ?? systemClock;
     this.#onRemoved = init.onRemoved;
     this.#ownerJudge = init.ownerJudge ?? (() => ownerJudge());
   }

@@ -1,9 +1,9 @@
+import { systemClock, type Clock } from '../common/clock.js';
 import { BerthError, cancelledError, ValidationError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { ownerJudge } from '../common/owner-process.js';
 import type { Engine } from '../engine/engine.js';
-import { systemReconcileClock, type ReconcileClock } from './clock.js';
 import { decideDangling, isTracked, type DanglingContainer, type TrackedSnapshot } from './decide.js';
 import {
   RECONCILE_EVENTS_CHANNEL,
@@ -52,7 +52,7 @@ export interface DanglingReconcilerInit {
   /** Default: silent. */
   logger?: Logger;
   /** Default: the system clock. */
-  clock?: ReconcileClock;
+  clock?: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
   /** Called for each dangling container removed (not in a dry run): the agent makes it an event and a metric. Must not throw. */
   onRemoved?: (event: DanglingContainerRemovedEvent) => void;
   /** Called for each orphan removed (not in a dry run): the agent makes it an event and a metric. Must not throw. */
@@ -88,7 +88,7 @@ export class DanglingReconciler {
   readonly #trackedTaskIds: (() => Iterable<string>) | undefined;
   readonly #isEngineHealthy: () => Promise<boolean>;
   readonly #logger: Logger;
-  readonly #clock: ReconcileClock;
+  readonly #clock: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
   readonly #onRemoved: ((event: DanglingContainerRemovedEvent) => void) | undefined;
   readonly #onOrphanRemoved: ((event: OrphanedContainerRemovedEvent) => void) | undefined;
   readonly #scopeLabels: readonly string[];
@@ -121,7 +121,7 @@ export class DanglingReconciler {
     this.#trackedTaskIds = init.trackedTaskIds;
     this.#isEngineHealthy = init.isEngineHealthy ?? (() => pingEngine(this.#engine));
     this.#logger = init.logger ?? silentLogger;
-    this.#clock = init.clock ?? systemReconcileClock;
+    this.#clock = init.clock ?? systemClock;
     this.#onRemoved = init.onRemoved;
     this.#onOrphanRemoved = init.onOrphanRemoved;
     this.#scopeLabels = Object.freeze([...(init.labels ?? [])]);

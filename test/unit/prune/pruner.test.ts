@@ -4,7 +4,8 @@ import { BerthError, isBerthError } from '../../../src/common/errors.js';
 import { LABELS } from '../../../src/common/labels.js';
 import type { ContainerListFilter, ContainerSummary, ImageDeleteOutcome, ImageInspect } from '../../../src/engine/types.js';
 import type { PruneImageSource } from '../../../src/prune/images.js';
-import { Pruner, type PruneClock, type PruneEngine, type PrunerInit } from '../../../src/prune/pruner.js';
+import type { Clock } from '../../../src/common/clock.js';
+import { Pruner, type PruneEngine, type PrunerInit } from '../../../src/prune/pruner.js';
 import { ownerJudge, ownerProcessLabels, readHostIdentity, type OwnerProcess } from '../../../src/common/owner-process.js';
 import { fakeProc } from '../../support/proc.js';
 
@@ -89,7 +90,7 @@ class FakePruneEngine {
   };
 }
 
-function manualSleepClock(): PruneClock & { sleeps: number[] } {
+function manualSleepClock(): Pick<Clock, 'now' | 'sleep'> & { sleeps: number[] } {
   const sleeps: number[] = [];
   return { sleeps, now: () => NOW, sleep: async (ms) => void sleeps.push(ms) };
 }
