@@ -5,7 +5,7 @@ import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
 import { resolveTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import type { Store } from '../state/store.js';
-import type { StoredTaskSpec, TaskRecord, TaskState, TaskTransition } from '../state/tasks.js';
+import { hasEnded, type StoredTaskSpec, type TaskRecord, type TaskTransition } from '../state/tasks.js';
 import type { TaskDriver } from '../tasks/driver.js';
 import type { EndState } from '../tasks/end-state.js';
 import type { TaskHandle } from '../tasks/handle.js';
@@ -57,8 +57,6 @@ export interface SubmitResult {
   task: TaskRecord;
   created: boolean;
 }
-
-const ENDED: readonly TaskState[] = ['exited', 'lost', 'removed'];
 
 /** Pauses between attempts to ask the engine again about a task's container that an outage hid at recovery. */
 const RECOVER_RETRY_MS = { first: 500, max: 5000 };
@@ -164,7 +162,7 @@ export class TaskSupervisor {
   async remove(taskId: string): Promise<void> {
     this.#requireOpen();
     const record = this.#require(taskId);
-    if (!ENDED.includes(record.state)) {
+    if (!hasEnded(record.state)) {
       throw new BerthError('BERTH_TASK_STATE', `task ${taskId} is ${record.state}; stop it before removing it`, { context: { taskId, state: record.state } });
     }
     if (record.state !== 'removed') this.#record(taskId, { to: 'removed' });
@@ -372,7 +370,7 @@ export class TaskSupervisor {
 
   isEnded(taskId: string): boolean {
     const state = this.#deps.store.tasks.get(taskId)?.state;
-    return state === undefined || ENDED.includes(state);
+    return state === undefined || hasEnded(state);
   }
 
   /** Starts what admission let in; records the end of queued tasks that can no longer ever fit. */
