@@ -37,6 +37,7 @@ import { LABELS } from '../src/common/labels.js';
 import type { TaskSpec } from '../src/spec/index.js';
 import type { StoredEndState, TaskState } from '../src/state/tasks.js';
 import { BENCH_IMAGE, BENCH_LABEL, type CaseContext, elapsedMs, MIB, pairedRatio, quantile, round, runPool, standaloneContext } from './support.js';
+import { messageOf, stackOf } from '../src/common/errors.js';
 
 const CONCURRENCY = 8;
 const THROUGHPUT_TASKS = 200;
@@ -303,7 +304,7 @@ class TaskWatcher {
       for await (const event of this.#subscription) this.#dispatch(event);
       if (!this.#closed) this.#fail(new Error('bench agent: the agent ended its event stream'));
     } catch (error) {
-      if (!this.#closed) this.#fail(new Error(`bench agent: the event stream broke: ${error instanceof Error ? error.message : String(error)}`));
+      if (!this.#closed) this.#fail(new Error(`bench agent: the event stream broke: ${messageOf(error)}`));
     }
   }
 
@@ -769,7 +770,7 @@ export async function benchAgent(context?: AgentBenchContext): Promise<void> {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   benchAgent().catch((error: unknown) => {
-    process.stderr.write(`bench agent: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.stderr.write(`bench agent: ${stackOf(error)}\n`);
     process.exitCode = 1;
   });
 }

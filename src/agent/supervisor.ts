@@ -545,8 +545,9 @@ export class TaskSupervisor {
       );
     } catch (error) {
       // pumpOutput contains its failures; this is the last guard, so that output never ends the agent.
-      this.#deps.logger.error({ taskId, code: isBerthError(error) ? error.code : 'BERTH_INTERNAL', error: String(error) }, 'the task output pump failed');
-      this.#deps.onError?.(isBerthError(error) ? error.code : 'BERTH_INTERNAL');
+      const { code } = asBerthError(error);
+      this.#deps.logger.error({ taskId, code, error: String(error) }, 'the task output pump failed');
+      this.#deps.onError?.(code);
     } finally {
       await this.#deps.logs.end(taskId).catch(() => undefined);
     }

@@ -1,5 +1,5 @@
 import type { Writable } from 'node:stream';
-import { isBerthError } from '../common/errors.js';
+import { isBerthError, messageOf } from '../common/errors.js';
 
 /**
  * Terminal output of the client commands: aligned tables for people, one JSON document (or one
@@ -213,5 +213,5 @@ export function errorLine(error: unknown): string {
   if (isBerthError(error)) return `berth: ${error.message} [${error.code}]`;
   const coded = error as { message?: unknown; code?: unknown } | null;
   if (coded && typeof coded.message === 'string' && typeof coded.code === 'string') return `berth: ${coded.message} [${coded.code}]`;
-  return `berth: ${error instanceof Error ? error.message : String(error)}`;
+  return `berth: ${messageOf(error)}`;
 }

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { systemClock, type Clock, type TimerHandle } from '../common/clock.js';
-import { BerthError, cancelledError, isBerthError, ValidationError } from '../common/errors.js';
+import { asBerthError, BerthError, cancelledError, codeOf, isBerthError, messageOf, ValidationError } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { retry } from '../common/retry.js';
 import type { Engine } from '../engine/engine.js';
@@ -359,7 +359,7 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
             signal,
             onRetry: (error, attempt) =>
               this.#logger.warn(
-                { image: ref.canonical, attempt, code: isBerthError(error) ? error.code : undefined, reason: errorMessage(error) },
+                { image: ref.canonical, attempt, code: codeOf(error), reason: messageOf(error) },
                 'pull failed; retrying',
               ),
           },
@@ -398,7 +398,7 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
       try {
         waiter.onProgress(progress);
       } catch (error) {
-        this.#logger.warn({ holderId: waiter.holderId, reason: errorMessage(error) }, 'an onProgress callback threw; ignored');
+        this.#logger.warn({ holderId: waiter.holderId, reason: messageOf(error) }, 'an onProgress callback threw; ignored');
       }
     }
     this.#emit('pull-progress', { ref: resolution.ref.canonical, ...progress });
@@ -515,12 +515,12 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
         maxDelayMs: Math.max(this.options.removeRetryDelayMs, 10_000),
         signal: this.#closing.signal,
         onRetry: (error, attempt) =>
-          this.#logger.warn({ imageId, attempt, code: isBerthError(error) ? error.code : undefined, reason: errorMessage(error) }, 'image removal failed; retrying'),
+          this.#logger.warn({ imageId, attempt, code: codeOf(error), reason: messageOf(error) }, 'image removal failed; retrying'),
       });
     } catch (error) {
       if (this.#closing.signal.aborted || record.holders.size > 0) return;
       this.#images.delete(imageId);
-      const failure = isBerthError(error) ? error : new BerthError('BERTH_INTERNAL', errorMessage(error), { cause: error });
+      const failure = asBerthError(error, 'image removal failed');
       // Not thrown to anyone (a timer started it): logged once, and reported as an event.
       this.#logger.warn({ imageId, code: failure.code, reason: failure.message }, 'could not remove an unused image; it stays');
       this.#emit('image-removal-failed', { imageId, refs: [...record.refs], error: { code: failure.code, message: failure.message } });
@@ -580,7 +580,7 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
     try {
       (this.emit as (type: K, ...args: ImageCoordinatorEvents[K]) => boolean)(type, ...args);
     } catch (error) {
-      this.#logger.warn({ event: type, reason: errorMessage(error) }, 'an image event listener threw; ignored');
+      this.#logger.warn({ event: type, reason: messageOf(error) }, 'an image event listener threw; ignored');
     }
     if (IMAGE_EVENTS_CHANNEL.hasSubscribers) IMAGE_EVENTS_CHANNEL.publish({ type, ...args[0] });
   }
@@ -605,8 +605,4 @@ function resolutionKey(ref: ImageReference, credentials: RegistryCredentials | u
     .update(JSON.stringify([credentials.username ?? '', credentials.password ?? '', credentials.identityToken ?? '', credentials.serverAddress ?? '']))
     .digest('hex');
   return `${ref.canonical}#${fingerprint}`;
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -1,5 +1,5 @@
 import { systemClock, type Clock } from '../common/clock.js';
-import { asBerthError, BerthError, isBerthError, ValidationError } from '../common/errors.js';
+import { asBerthError, BerthError, isBerthError, messageOf, ValidationError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { ownerJudge } from '../common/owner-process.js';
@@ -547,7 +547,7 @@ export class Pruner {
     try {
       this.#onRemoved?.(event);
     } catch (error) {
-      this.#logger.warn({ kind: event.kind, id: event.id, reason: error instanceof Error ? error.message : String(error) }, 'the onRemoved callback threw; ignored');
+      this.#logger.warn({ kind: event.kind, id: event.id, reason: messageOf(error) }, 'the onRemoved callback threw; ignored');
     }
     if (PRUNE_EVENTS_CHANNEL.hasSubscribers) PRUNE_EVENTS_CHANNEL.publish({ type: 'removed', ...event });
   }

@@ -1,5 +1,5 @@
 import { systemClock, type Clock } from '../common/clock.js';
-import { BerthError, cancelledError, ValidationError } from '../common/errors.js';
+import { asBerthError, BerthError, cancelledError, messageOf, ValidationError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { ownerJudge } from '../common/owner-process.js';
@@ -405,12 +405,4 @@ function orphanLogMeta(container: OrphanedContainer): Record<string, unknown> {
     state: container.state,
     ageMs: container.ageMs,
   };
-}
-
-function asBerthError(error: unknown): BerthError {
-  return error instanceof BerthError ? error : new BerthError('BERTH_INTERNAL', messageOf(error), { cause: error });
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
