@@ -67,18 +67,6 @@ export function ago(time: string | number | undefined, nowMs: number): string {
   return span === 'Less than a second' ? 'Less than a second ago' : `${span} ago`;
 }
 
-/** A size in binary units, as the configuration writes them: "512 B", "1.5 MiB". */
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(1).replace(/\.0$/, '')} ${units[unit]}`;
-}
-
 /** The shape of a task that the table reads: a subset of the agent's TaskView. */
 export interface TaskRowInput {
   id: string;
