@@ -905,29 +905,16 @@ export class Engine {
     }));
   }
 
-  /** Removes an image. Not-found is success; a conflict (in use) is reported as 'in-use', not thrown. */
-  async removeImage(ref: string, options: CallOptions & { force?: boolean } = {}): Promise<'removed' | 'absent' | 'in-use'> {
-    try {
-      await this.#call('remove image', this.#deadlines.writeMs, options, (abortSignal) =>
-        this.#docker.getImage(ref).remove({ force: options.force ?? false, abortSignal }),
-      { image: ref });
-      return 'removed';
-    } catch (error) {
-      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return 'absent';
-      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_CONFLICT') return 'in-use';
-      throw error;
-    }
-  }
-
   /**
-   * Removes an image or one of its names, without force, and reports what the engine did: the
-   * names it untagged and the image ids it deleted (an image goes with its last name). Not-found is
-   * `absent`; a conflict (a container uses it, or an id with several names) is `in-use`.
+   * Removes an image or one of its names (`DELETE /images/{name}`) and reports what the engine did:
+   * the names it untagged and the image ids it deleted (an image goes with its last name). Not-found
+   * is `absent`; a conflict (a container uses it, or an id with several names and no `force`) is
+   * `in-use`. Not forced unless `force` (default false): berth's own removals never force.
    */
-  async deleteImage(ref: string, options: CallOptions = {}): Promise<ImageDeleteOutcome> {
+  async removeImage(ref: string, options: CallOptions & { force?: boolean } = {}): Promise<ImageDeleteOutcome> {
     try {
       const raw = (await this.#call('remove image', this.#deadlines.writeMs, options, (abortSignal) =>
-        this.#docker.getImage(ref).remove({ abortSignal }),
+        this.#docker.getImage(ref).remove({ force: options.force ?? false, abortSignal }),
       { image: ref })) as Array<{ Untagged?: string; Deleted?: string }> | null;
       const rows = Array.isArray(raw) ? raw : [];
       return {

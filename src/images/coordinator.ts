@@ -11,6 +11,7 @@ import { ResolutionLock } from './lock.js';
 import { resolveImageCoordinatorOptions, type ImageCoordinatorOptions, type ResolvedImageCoordinatorOptions } from './options.js';
 import { runPull, type PullProgress } from './pull.js';
 import { parseImageReference, type ImageReference } from './reference.js';
+import { removeBerthImage, type ImageRemoval } from './removal.js';
 
 /** The engine calls the coordinator makes; a narrow port, so tests can script it. */
 export type ImageEngine = Pick<Engine, 'openPull' | 'inspectImage' | 'removeImage'>;
@@ -113,7 +114,6 @@ interface ImageRecord {
   pulledByBerth: boolean;
 }
 
-type RemovalOutcome = { kind: 'held' } | { kind: 'removed'; refs: string[] } | { kind: 'in-use'; refs: string[] };
 
 /**
  * Makes images present and keeps track of who uses them (Nomad's image coordinator, in Node):
@@ -507,7 +507,8 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
 
   async #remove(record: ImageRecord): Promise<void> {
     const { imageId } = record;
-    let outcome: RemovalOutcome;
+    const refs = [...record.refs];
+    let outcome: ImageRemoval | { kind: 'held' };
     try {
       outcome = await retry(() => this.#lock.exclusive(() => this.#removeOnce(record)), {
         attempts: this.options.removeAttempts,
@@ -529,51 +530,20 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
     if (outcome.kind === 'held') return;
     this.#images.delete(imageId);
     if (outcome.kind === 'in-use') {
-      this.#logger.info({ imageId, refs: outcome.refs }, 'unused image kept: something outside berth uses it');
-      this.#emit('image-kept', { imageId, refs: outcome.refs, reason: 'in-use' });
+      this.#logger.info({ imageId, refs: outcome.kept }, 'unused image kept: something outside berth uses it');
+      this.#emit('image-kept', { imageId, refs: outcome.kept, reason: 'in-use' });
       return;
     }
-    const deleted = (await this.#imageExists(imageId)) === false;
-    this.#logger.info({ imageId, refs: outcome.refs, deleted }, 'unused image removed');
-    this.#emit('image-removed', { imageId, refs: outcome.refs, deleted });
+    // 'named': berth's names are gone, the image stays because someone else names it.
+    const deleted = outcome.kind !== 'named';
+    this.#logger.info({ imageId, refs, deleted }, 'unused image removed');
+    this.#emit('image-removed', { imageId, refs, deleted });
   }
 
   /** One removal attempt, alone under the lock: no acquire can be resolving meanwhile. */
-  async #removeOnce(record: ImageRecord): Promise<RemovalOutcome> {
+  async #removeOnce(record: ImageRecord): Promise<ImageRemoval | { kind: 'held' }> {
     if (record.holders.size > 0 || this.#images.get(record.imageId) !== record) return { kind: 'held' };
-    const signal = this.#closing.signal;
-    const refs = [...record.refs];
-    if (refs.length === 0) {
-      const result = await this.#engine.removeImage(record.imageId, { signal });
-      return result === 'in-use' ? { kind: 'in-use', refs } : { kind: 'removed', refs };
-    }
-    const inUse: string[] = [];
-    for (const name of refs) {
-      let current: string | undefined;
-      try {
-        current = (await this.#engine.inspectImage(name, { signal })).id;
-      } catch (error) {
-        if (!isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) throw error;
-      }
-      // Gone, or the name now means another image (re-pulled, re-tagged): nothing of ours to remove.
-      if (current !== record.imageId) {
-        record.refs.delete(name);
-        continue;
-      }
-      const result = await this.#engine.removeImage(name, { signal });
-      if (result === 'in-use') inUse.push(name);
-      else record.refs.delete(name);
-    }
-    return inUse.length > 0 ? { kind: 'in-use', refs: inUse } : { kind: 'removed', refs };
-  }
-
-  async #imageExists(imageId: string): Promise<boolean | undefined> {
-    try {
-      await this.#engine.inspectImage(imageId, { signal: this.#closing.signal });
-      return true;
-    } catch (error) {
-      return isBerthError(error, 'BERTH_ENGINE_NOT_FOUND') ? false : undefined;
-    }
+    return removeBerthImage(this.#engine, { imageId: record.imageId, refs: [...record.refs] }, this.#closing.signal);
   }
 
   #emit<K extends ImageEventType>(type: K, ...args: ImageCoordinatorEvents[K]): void {

@@ -25,6 +25,7 @@ import {
   type PruneRemovedEvent,
   type PruneReport,
 } from './report.js';
+import { removeBerthImage, type ImageRemoval } from '../images/removal.js';
 
 /** The engine calls the pruner makes: a narrow port. */
 export type PruneEngine = Pick<
@@ -38,7 +39,7 @@ export type PruneEngine = Pick<
   | 'listVolumes'
   | 'removeVolume'
   | 'inspectImage'
-  | 'deleteImage'
+  | 'removeImage'
 >;
 
 export interface PrunerInit {
@@ -384,10 +385,12 @@ export class Pruner {
         report.images.reclaimedBytes += facts.sizeBytes;
         continue;
       }
-      const outcome = await this.#removeImage(facts, report.failed, 'prune');
-      report.images.untagged.push(...outcome.untagged);
-      if (outcome.inUse) report.kept.push({ kind: 'images', id: facts.imageId, reason: 'in-use' });
-      if (outcome.deleted) {
+      const removal = await this.#removeImage(facts, report.failed, 'prune');
+      if (!removal) continue;
+      report.images.untagged.push(...removal.untagged);
+      if (removal.kind === 'in-use') report.kept.push({ kind: 'images', id: facts.imageId, reason: 'in-use' });
+      if (removal.kind === 'named') report.kept.push({ kind: 'images', id: facts.imageId, reason: 'shared' });
+      if (removal.kind === 'deleted') {
         report.images.ids.push(facts.imageId);
         report.images.reclaimedBytes += facts.sizeBytes;
       }
@@ -457,11 +460,13 @@ export class Pruner {
         }
         attempts++;
         const outcome = await this.#removeImage(image, report.failed, 'image-budget');
+        if (!outcome) continue;
         report.untagged.push(...outcome.untagged);
-        if (outcome.inUse) report.kept.push({ kind: 'images', id: image.imageId, reason: 'in-use' });
-        if (outcome.deleted || outcome.gone) {
+        if (outcome.kind === 'in-use') report.kept.push({ kind: 'images', id: image.imageId, reason: 'in-use' });
+        if (outcome.kind === 'named') report.kept.push({ kind: 'images', id: image.imageId, reason: 'shared' });
+        if (outcome.kind === 'deleted' || outcome.kind === 'absent') {
           remaining -= image.sizeBytes;
-          if (outcome.deleted) {
+          if (outcome.kind === 'deleted') {
             report.removed.push(removal);
             report.reclaimedBytes += image.sizeBytes;
           }
@@ -501,46 +506,27 @@ export class Pruner {
   }
 
   /**
-   * Untags the names berth acquired the image by (the image goes with its last one), then removes
-   * by id what is left nameless. Never forced: "in use" (409) keeps the image.
+   * Removes the image by the one removal rule (`removeBerthImage`: berth's names, then the image if
+   * nobody else names it; never forced) and records what became of it: a failure in `failed`, an
+   * untag or deletion as an event.
    */
   async #removeImage(
     image: BerthImageFacts,
     failed: Array<{ kind: PruneKind; id: string; error: BerthError }>,
     cause: PruneRemovedEvent['cause'],
-  ): Promise<{ untagged: string[]; deleted: boolean; gone: boolean; inUse: boolean }> {
-    const untagged: string[] = [];
-    let deleted = false;
-    let inUse = false;
-    let gone = false;
+  ): Promise<ImageRemoval | undefined> {
+    let removal: ImageRemoval;
     try {
-      for (const ref of image.refs) {
-        const outcome = await this.#engine.deleteImage(ref);
-        if (outcome.kind === 'in-use') {
-          inUse = true;
-          break;
-        }
-        if (outcome.kind === 'removed') {
-          untagged.push(...outcome.untagged);
-          if (outcome.deleted.includes(image.imageId)) deleted = true;
-        }
-      }
-      if (!deleted && !inUse) {
-        const outcome = await this.#engine.deleteImage(image.imageId);
-        if (outcome.kind === 'in-use') inUse = true;
-        else if (outcome.kind === 'absent') gone = true;
-        else {
-          untagged.push(...outcome.untagged);
-          deleted = outcome.deleted.includes(image.imageId);
-        }
-      }
+      removal = await removeBerthImage(this.#engine, image);
     } catch (error) {
       failed.push({ kind: 'images', id: image.imageId, error: asBerthError(error) });
+      return undefined;
     }
-    if (deleted || untagged.length > 0) {
-      this.#emit({ kind: 'images', id: image.imageId, reclaimedBytes: deleted ? image.sizeBytes : 0, untagged, cause });
+    const deleted = removal.kind === 'deleted';
+    if (deleted || removal.untagged.length > 0) {
+      this.#emit({ kind: 'images', id: image.imageId, reclaimedBytes: deleted ? image.sizeBytes : 0, untagged: removal.untagged, cause });
     }
-    return { untagged, deleted, gone, inUse };
+    return removal;
   }
 
   #emit(event: PruneRemovedEvent): void {
