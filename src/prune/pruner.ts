@@ -4,7 +4,7 @@ import { LABELS } from '../common/labels.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { ownerJudge } from '../common/owner-process.js';
 import type { Engine } from '../engine/engine.js';
-import type { ContainerSummary } from '../engine/types.js';
+import type { ContainerSummary, RemovalOutcome } from '../engine/types.js';
 import { engineLabelFilters, formatPruneFilters, matchesPruneFilters, parsePruneFilters, type PruneFilterInput, type PruneFilters } from './filters.js';
 import {
   isExemptImage,
@@ -14,6 +14,7 @@ import {
   type BerthImageFacts,
   type PruneImageSource,
 } from './images.js';
+import { removeBerthImage, type ImageRemoval } from '../images/removal.js';
 import { judgeOrphan, ORPHAN_CANDIDATE_LABELS, type OwnerJudge } from '../reconcile/orphans.js';
 import { resolvePrunerOptions, type PrunerOptions, type ResolvedPrunerOptions } from './options.js';
 import {
@@ -25,7 +26,6 @@ import {
   type PruneRemovedEvent,
   type PruneReport,
 } from './report.js';
-import { removeBerthImage, type ImageRemoval } from '../images/removal.js';
 
 /** The engine calls the pruner makes: a narrow port. */
 export type PruneEngine = Pick<
@@ -261,23 +261,42 @@ export class Pruner {
   }
 
   /**
-   * Removes a listed container (not in a dry run) and reports it; false when it was gone already
-   * or its removal failed (reported as failed). Forced: a stopped container needs no stop first, and
-   * an orphan may still run (a killed `berth run` leaves its task running). Anonymous volumes go with it.
+   * Removes a listed container. Forced: a stopped container needs no stop first, and an orphan may
+   * still run (a killed `berth run` leaves its task running). Anonymous volumes go with it.
    */
-  async #removeListed(run: PruneRun, row: ContainerSummary): Promise<boolean> {
-    const reclaimedBytes = row.sizeRwBytes ?? 0;
+  #removeListed(run: PruneRun, row: ContainerSummary): Promise<boolean> {
+    return this.#removeListedObject(run, 'containers', row.id, row.sizeRwBytes ?? 0, () => this.#engine.removeContainer(row.id));
+  }
+
+  /**
+   * Removes one listed container, network or volume (not in a dry run) and reports it. False when it
+   * was gone already, in use (reported as kept: the engine refused) or its removal failed (reported
+   * as failed): the prune goes on with the next.
+   */
+  async #removeListedObject(
+    run: PruneRun,
+    kind: 'containers' | 'networks' | 'volumes',
+    id: string,
+    reclaimedBytes: number,
+    remove: () => Promise<RemovalOutcome>,
+  ): Promise<boolean> {
     if (!run.dryRun) {
+      let outcome: RemovalOutcome;
       try {
-        if ((await this.#engine.removeContainer(row.id)) === 'absent') return false;
+        outcome = await remove();
       } catch (error) {
-        run.report.failed.push({ kind: 'containers', id: row.id, error: asBerthError(error) });
+        run.report.failed.push({ kind, id, error: asBerthError(error) });
         return false;
       }
-      this.#emit({ kind: 'containers', id: row.id, reclaimedBytes, cause: 'prune' });
+      if (outcome === 'absent') return false;
+      if (outcome === 'in-use') {
+        run.report.kept.push({ kind, id, reason: 'in-use' });
+        return false;
+      }
+      this.#emit({ kind, id, reclaimedBytes, cause: 'prune' });
     }
-    run.report.containers.ids.push(row.id);
-    run.report.containers.reclaimedBytes += reclaimedBytes;
+    run.report[kind].ids.push(id);
+    run.report[kind].reclaimedBytes += reclaimedBytes;
     return true;
   }
 
@@ -299,7 +318,7 @@ export class Pruner {
   }
 
   async #pruneNetworks(run: PruneRun): Promise<void> {
-    const { filters, dryRun, signal, report } = run;
+    const { filters, signal, report } = run;
     const rows = await this.#engine.listNetworks({ labels: [...this.ownLabels, ...engineLabelFilters(filters)] }, { signal });
     for (const row of rows) {
       if (this.#stopped(run)) return;
@@ -312,53 +331,18 @@ export class Pruner {
         if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) continue;
         throw error;
       }
-      if (attached > 0) {
-        report.kept.push({ kind: 'networks', id: row.id, reason: 'in-use' });
-        continue;
-      }
-      if (!dryRun) {
-        let outcome;
-        try {
-          outcome = await this.#engine.removeNetwork(row.id);
-        } catch (error) {
-          report.failed.push({ kind: 'networks', id: row.id, error: asBerthError(error) });
-          continue;
-        }
-        if (outcome === 'absent') continue;
-        if (outcome === 'in-use') {
-          report.kept.push({ kind: 'networks', id: row.id, reason: 'in-use' });
-          continue;
-        }
-        this.#emit({ kind: 'networks', id: row.id, reclaimedBytes: 0, cause: 'prune' });
-      }
-      report.networks.ids.push(row.id);
+      if (attached > 0) report.kept.push({ kind: 'networks', id: row.id, reason: 'in-use' });
+      else await this.#removeListedObject(run, 'networks', row.id, 0, () => this.#engine.removeNetwork(row.id));
     }
   }
 
   async #pruneVolumes(run: PruneRun): Promise<void> {
-    const { filters, dryRun, signal, report } = run;
+    const { filters, signal } = run;
     const rows = await this.#engine.listVolumes({ labels: [...this.ownLabels, ...engineLabelFilters(filters)], dangling: true }, { signal });
     for (const row of rows) {
       if (this.#stopped(run)) return;
       if (!matchesPruneFilters(filters, { labels: row.labels, createdAtMs: row.createdAt?.getTime() })) continue;
-      const reclaimedBytes = row.sizeBytes ?? 0;
-      if (!dryRun) {
-        let outcome;
-        try {
-          outcome = await this.#engine.removeVolume(row.name);
-        } catch (error) {
-          report.failed.push({ kind: 'volumes', id: row.name, error: asBerthError(error) });
-          continue;
-        }
-        if (outcome === 'absent') continue;
-        if (outcome === 'in-use') {
-          report.kept.push({ kind: 'volumes', id: row.name, reason: 'in-use' });
-          continue;
-        }
-        this.#emit({ kind: 'volumes', id: row.name, reclaimedBytes, cause: 'prune' });
-      }
-      report.volumes.ids.push(row.name);
-      report.volumes.reclaimedBytes += reclaimedBytes;
+      await this.#removeListedObject(run, 'volumes', row.name, row.sizeBytes ?? 0, () => this.#engine.removeVolume(row.name));
     }
   }
 
