@@ -1,7 +1,6 @@
 /** Prune with Moby's filters, scoped to what berth created, and the image cache budget. */
 export {
   Pruner,
-  type ImageBudgetOptions,
   type PruneEngine,
   type PruneOptions,
   type PrunerInit,
@@ -24,12 +23,10 @@ export {
   canonicalImageName,
   isExemptImage,
   isSharedImage,
+  mergeBerthImages,
   parseExemptImages,
-  selectBudgetVictims,
   type BerthImage,
   type BerthImageFacts,
-  type BudgetCandidate,
-  type BudgetSelection,
   type ExemptImages,
   type PruneImageSource,
 } from './images.js';
@@ -46,3 +43,4 @@ export {
   type PruneRemovedEvent,
   type PruneReport,
 } from './report.js';
+export { selectBudgetVictims, type BudgetCandidate, type BudgetSelection, type ImageBudgetOptions } from './image-budget.js';

@@ -7,14 +7,14 @@ import type { Engine } from '../engine/engine.js';
 import type { ContainerSummary, RemovalOutcome } from '../engine/types.js';
 import { engineLabelFilters, formatPruneFilters, matchesPruneFilters, parsePruneFilters, type PruneFilterInput, type PruneFilters } from './filters.js';
 import {
-  isExemptImage,
   isSharedImage,
+  mergeBerthImages,
   parseExemptImages,
-  selectBudgetVictims,
   type BerthImageFacts,
   type PruneImageSource,
 } from './images.js';
 import { removeBerthImage, type ImageRemoval } from '../images/removal.js';
+import { enforceImageBudget, type ImageBudgetOptions } from './image-budget.js';
 import { judgeOrphan, ORPHAN_CANDIDATE_LABELS, type OwnerJudge } from '../reconcile/orphans.js';
 import { resolvePrunerOptions, type PrunerOptions, type ResolvedPrunerOptions } from './options.js';
 import {
@@ -74,17 +74,6 @@ export interface PruneOptions {
   signal?: AbortSignal;
   /** The kinds to prune. Default: all (containers, networks, volumes, images, in that order). */
   kinds?: readonly PruneKind[];
-}
-
-export interface ImageBudgetOptions {
-  /** The size the images berth pulled and nobody holds may take, in bytes. */
-  budgetBytes: number;
-  /** Never removed: references (`busybox`, `registry/app:1`) or image ids (`sha256:…`). */
-  exempt?: readonly string[];
-  /** Report what would be removed; remove nothing. Default false. */
-  dryRun?: boolean;
-  /** Aborting stops at the next image; resolves with what was removed so far and `cancelled: true`. */
-  signal?: AbortSignal;
 }
 
 const OWN_STOPPED_STATES = ['created', 'exited', 'dead'] as const;
@@ -171,7 +160,17 @@ export class Pruner {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#enforceBudget(options.budgetBytes, exempt, options.dryRun ?? false, options.signal).finally(() => (this.#running = undefined));
+    const deps = {
+      images: this.#images,
+      maxRemovals: this.options.imageBudgetMaxRemovals,
+      removalIntervalMs: this.options.imageBudgetRemovalIntervalMs,
+      clock: this.#clock,
+      logger: this.#logger,
+      imageFacts: (image: { imageId: string; refs: string[] }, signal: AbortSignal | undefined) => this.#imageFacts(image, signal),
+      removeImage: (image: BerthImageFacts, failed: ImageBudgetReport['failed']) => this.#removeImage(image, failed, 'image-budget'),
+    };
+    const request = { budgetBytes: options.budgetBytes, exempt, dryRun: options.dryRun ?? false, signal: options.signal };
+    return enforceImageBudget(deps, request).finally(() => (this.#running = undefined));
   }
 
   #begin(what: 'prune' | 'image budget'): void {
@@ -381,89 +380,6 @@ export class Pruner {
     }
   }
 
-  async #enforceBudget(budgetBytes: number, exempt: ReturnType<typeof parseExemptImages>, dryRun: boolean, signal: AbortSignal | undefined): Promise<ImageBudgetReport> {
-    const report: ImageBudgetReport = {
-      budgetBytes,
-      unheldBytesBefore: 0,
-      unheldBytesAfter: 0,
-      removed: [],
-      untagged: [],
-      reclaimedBytes: 0,
-      withinBudget: true,
-      limitReached: false,
-      kept: [],
-      failed: [],
-      dryRun,
-      cancelled: false,
-    };
-    const images = this.#images;
-    if (!images) return report;
-    const held = new Set(images.heldImageIds());
-    const facts = new Map<string, BerthImageFacts>();
-    try {
-      for (const image of mergeBerthImages(images.berthImages())) {
-        if (this.#stopped({ signal, report })) break;
-        if (held.has(image.imageId)) continue;
-        const found = await this.#imageFacts(image, signal);
-        if (!found) continue;
-        if (found.shared) report.kept.push({ kind: 'images', id: found.imageId, reason: 'shared' });
-        else facts.set(found.imageId, found);
-      }
-    } catch (error) {
-      if (signal?.aborted && isBerthError(error, 'BERTH_CANCELLED')) report.cancelled = true;
-      else throw error;
-    }
-    const candidates = [...facts.values()].map((f) => ({ imageId: f.imageId, sizeBytes: f.sizeBytes, lastUsedAtMs: f.lastUsedAtMs, exempt: isExemptImage(f, exempt) }));
-    const selection = selectBudgetVictims(candidates, budgetBytes);
-    report.unheldBytesBefore = selection.totalBytes;
-    let remaining = selection.totalBytes;
-    if (!report.cancelled && remaining > budgetBytes) {
-      for (const candidate of candidates) if (candidate.exempt) report.kept.push({ kind: 'images', id: candidate.imageId, reason: 'exempt' });
-      let attempts = 0;
-      for (const victim of selection.order) {
-        if (remaining <= budgetBytes) break;
-        if (report.removed.length >= this.options.imageBudgetMaxRemovals) {
-          report.limitReached = true;
-          break;
-        }
-        // Paced: each removal makes the engine delete layers from disk, competing with running tasks.
-        if (attempts > 0 && !dryRun) await this.#clock.sleep(this.options.imageBudgetRemovalIntervalMs, signal);
-        if (this.#stopped({ signal, report })) break;
-        const image = facts.get(victim.imageId)!;
-        // Asked again just before removing: a task may have acquired it since.
-        if (new Set(images.heldImageIds()).has(image.imageId)) {
-          report.kept.push({ kind: 'images', id: image.imageId, reason: 'held' });
-          continue;
-        }
-        const removal = { imageId: image.imageId, refs: image.refs, sizeBytes: image.sizeBytes, lastUsedAt: new Date(image.lastUsedAtMs) };
-        if (dryRun) {
-          report.removed.push(removal);
-          report.untagged.push(...image.refs);
-          remaining -= image.sizeBytes;
-          continue;
-        }
-        attempts++;
-        const outcome = await this.#removeImage(image, report.failed, 'image-budget');
-        if (!outcome) continue;
-        report.untagged.push(...outcome.untagged);
-        if (outcome.kind === 'in-use') report.kept.push({ kind: 'images', id: image.imageId, reason: 'in-use' });
-        if (outcome.kind === 'named') report.kept.push({ kind: 'images', id: image.imageId, reason: 'shared' });
-        if (outcome.kind === 'deleted' || outcome.kind === 'absent') {
-          remaining -= image.sizeBytes;
-          if (outcome.kind === 'deleted') {
-            report.removed.push(removal);
-            report.reclaimedBytes += image.sizeBytes;
-          }
-        }
-      }
-    }
-    report.unheldBytesAfter = remaining;
-    report.withinBudget = remaining <= budgetBytes;
-    if (report.withinBudget) report.limitReached = false;
-    this.#logger.debug({ budgetBytes, before: report.unheldBytesBefore, after: remaining, removed: report.removed.length, dryRun }, 'image budget enforced');
-    return report;
-  }
-
   /** One inspect of a berth image: its size, times, labels and other names. Undefined when it is gone. */
   async #imageFacts(image: { imageId: string; refs: string[] }, signal: AbortSignal | undefined): Promise<BerthImageFacts | undefined> {
     let inspected;
@@ -536,18 +452,6 @@ function parseKinds(kinds: readonly PruneKind[] | undefined): ReadonlySet<PruneK
   if (unknown.length > 0) throw new ValidationError([{ field: 'kinds', rule: `unknown kind ${unknown.map((k) => `"${k}"`).join(', ')}; accepted: ${PRUNE_KINDS.join(', ')}` }]);
   return new Set(kinds);
 }
-
-/** The coordinator may list one image under several entries: one per image, with every name. */
-function mergeBerthImages(images: Iterable<{ imageId: string; refs: readonly string[] }>): Array<{ imageId: string; refs: string[] }> {
-  const merged = new Map<string, Set<string>>();
-  for (const image of images) {
-    const refs = merged.get(image.imageId) ?? new Set<string>();
-    for (const ref of image.refs) refs.add(ref);
-    merged.set(image.imageId, refs);
-  }
-  return [...merged].map(([imageId, refs]) => ({ imageId, refs: [...refs] }));
-}
-
 
 /** An engine failure that stopped a prune, carrying what it had removed before. */
 function partialFailure(error: unknown, report: PruneReport): BerthError {
