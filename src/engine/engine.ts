@@ -2,7 +2,7 @@ import Dockerode from 'dockerode';
 import { Readable, type Duplex } from 'node:stream';
 import { BerthError } from '../common/errors.js';
 import { retry } from '../common/retry.js';
-import { classifyEngineError, engineCertainlyDidNotAct } from './classify.js';
+import { classifyEngineError, engineCertainlyDidNotAct, forcedRemovalConflict } from './classify.js';
 import { demultiplex, type DemuxedStreams } from './demux.js';
 import { compareLogTimestamps, parseLogFrames, sinceParameter, type LogEntry } from './log-entries.js';
 import type {
@@ -619,18 +619,33 @@ export class Engine {
     }
   }
 
-  /** Force-removes a container and its anonymous volumes. Not-found is success. */
+  /**
+   * Force-removes a container and its anonymous volumes. Not-found is success; so is a removal the
+   * engine is finishing already (a 409 whose container state says so: `forcedRemovalConflict`).
+   */
   async removeContainer(id: string, options: CallOptions = {}): Promise<'removed' | 'absent'> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#call('remove container', this.#deadlines.writeMs, options, (abortSignal) =>
+          this.#docker.getContainer(id).remove({ force: true, v: true, abortSignal }),
+        { id });
+        return 'removed';
+      } catch (error) {
+        if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return 'absent';
+        if (!(error instanceof BerthError && error.code === 'BERTH_ENGINE_CONFLICT')) throw error;
+        if (forcedRemovalConflict(await this.#statusAfterConflict(id, options, error)) === 'removed') return 'removed';
+        if (attempt === 2) throw error;
+      }
+    }
+  }
+
+  /** The container's status after a conflict; undefined when it is gone. An inspect that fails throws the conflict itself. */
+  async #statusAfterConflict(id: string, options: CallOptions, conflict: BerthError): Promise<ContainerStatus | undefined> {
     try {
-      await this.#call('remove container', this.#deadlines.writeMs, options, (abortSignal) =>
-        this.#docker.getContainer(id).remove({ force: true, v: true, abortSignal }),
-      { id });
-      return 'removed';
+      return (await this.inspectContainer(id, options)).status;
     } catch (error) {
-      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return 'absent';
-      // "removal already in progress" is the engine finishing what an earlier attempt asked for.
-      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_CONFLICT' && /already in progress/.test(error.message)) return 'removed';
-      throw error;
+      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return undefined;
+      throw conflict;
     }
   }
 
