@@ -102,7 +102,7 @@ export async function runDaemon(sources: ConfigSources, logger: Logger): Promise
         try {
           await server.close();
         } catch (error) {
-          logger.warn({ code: codeOf(error), error: String(error) }, 'closing the API failed');
+          logger.warn({ code: codeOf(error), error: messageOf(error) }, 'closing the API failed');
         }
         await runtime.close();
         uncontain();

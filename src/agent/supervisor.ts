@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
-import { asBerthError, BerthError, isBerthError, ValidationError, type ErrorCode } from '../common/errors.js';
+import { asBerthError, BerthError, isBerthError, messageOf, stackOf, ValidationError, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
 import { resolveTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
@@ -523,7 +523,7 @@ export class TaskSupervisor {
       this.#deps.onError?.(lastError.code);
     })().catch((unexpected: unknown) => {
       // The last guard: a removal in the background never ends the agent.
-      this.#deps.logger.error({ taskId, code: asBerthError(unexpected).code, error: String(unexpected) }, 'the background removal of a container failed');
+      this.#deps.logger.error({ taskId, code: asBerthError(unexpected).code, error: stackOf(unexpected) }, 'the background removal of a container failed');
       this.#deps.onError?.(asBerthError(unexpected).code);
     });
     this.#removals.add(removal);
@@ -546,7 +546,7 @@ export class TaskSupervisor {
     } catch (error) {
       // pumpOutput contains its failures; this is the last guard, so that output never ends the agent.
       const { code } = asBerthError(error);
-      this.#deps.logger.error({ taskId, code, error: String(error) }, 'the task output pump failed');
+      this.#deps.logger.error({ taskId, code, error: messageOf(error) }, 'the task output pump failed');
       this.#deps.onError?.(code);
     } finally {
       await this.#deps.logs.end(taskId).catch(() => undefined);
@@ -559,7 +559,7 @@ export class TaskSupervisor {
    */
   async #cursorFor(record: TaskRecord): Promise<OutputStart> {
     const files = await this.#deps.logs.position(record.id).catch((error: unknown) => {
-      this.#deps.logger.warn({ taskId: record.id, error: String(error) }, 'could not read the task output files; resuming from the stored cursor');
+      this.#deps.logger.warn({ taskId: record.id, error: messageOf(error) }, 'could not read the task output files; resuming from the stored cursor');
       return { position: {}, isCut: false };
     });
     return { position: resumePosition(files.position, fromLogCursor(record.logCursor)), isCut: files.isCut || record.outputTruncated !== undefined };
@@ -624,7 +624,7 @@ export class TaskSupervisor {
     const tracked = work.catch((error: unknown) => {
       // The last guard: supervision of one task never ends the agent.
       const code = asBerthError(error).code;
-      this.#deps.logger.error({ code, error: String(error) }, 'task supervision failed');
+      this.#deps.logger.error({ code, error: stackOf(error) }, 'task supervision failed');
       this.#deps.onError?.(code);
     });
     this.#running.add(tracked);
