@@ -11,6 +11,7 @@ import type {
   ContainerSummary,
   EngineVersion,
   HealthStatus,
+  HostConfigBody,
   ImageDeleteOutcome,
   ImageInspect,
   ImageSummary,
@@ -53,18 +54,8 @@ export interface RawInspect {
       Log?: Array<{ Start?: string; End?: string; ExitCode: number; Output?: string }> | null;
     } | null;
   };
-  HostConfig: {
-    Memory?: number;
-    MemorySwap?: number;
-    MemoryReservation?: number;
-    CpuQuota?: number;
-    CpuPeriod?: number;
-    CpuShares?: number;
-    PidsLimit?: number | null;
-    NetworkMode?: string;
-    Privileged?: boolean;
-    CapAdd?: string[] | null;
-    CapDrop?: string[] | null;
+  /** What create was given (HostConfigBody) comes back, but a limit or a list may be null, and the log driver may be any. */
+  HostConfig: { [K in Exclude<keyof HostConfigBody, 'Mounts' | 'LogConfig' | 'AutoRemove'>]?: HostConfigBody[K] | null } & {
     LogConfig?: { Type: string; Config?: Record<string, string> };
   };
   Mounts?: Array<{ Type: string; Source: string; Destination: string; RW: boolean; Propagation: string }>;
