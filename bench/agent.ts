@@ -23,8 +23,7 @@
  *
  * Runnable alone (`node --import tsx bench/agent.ts`) or from bench/run.ts, which passes its context.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -35,8 +34,10 @@ import Dockerode from 'dockerode';
 import { AgentClient, type AgentEvent, type EventSubscription, type TaskView } from '../src/agent/client.js';
 import { LABELS } from '../src/common/labels.js';
 import type { TaskSpec } from '../src/spec/index.js';
-import type { StoredEndState, TaskState } from '../src/state/tasks.js';
+import { hasEnded, type StoredEndState, type TaskState } from '../src/state/tasks.js';
 import { BENCH_IMAGE, BENCH_LABEL, type CaseContext, elapsedMs, MIB, pairedRatio, quantile, round, runPool, standaloneContext } from './support.js';
+import { messageOf, stackOf } from '../src/common/errors.js';
+import { startAgentProcess, type RunningAgent } from '../test/support/agent.js';
 
 const CONCURRENCY = 8;
 const THROUGHPUT_TASKS = 200;
@@ -62,19 +63,9 @@ const BUILT_ENTRY = fileURLToPath(new URL('../dist/cli/entry.js', import.meta.ur
 /** What this case needs of bench/run.ts's context; without one it prints on its own. */
 export type AgentBenchContext = CaseContext;
 
-
 const scaledCount = (ctx: AgentBenchContext, count: number, minimum: number): number => Math.max(minimum, Math.round(count * ctx.scale));
 
-const ENDED_STATES: readonly TaskState[] = ['exited', 'lost', 'removed'];
-
 // ---- the agent process ----
-
-/** The environment without any BERTH_* variable of the developer's: only the bench's configuration applies. */
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('BERTH_')) env[key] = value;
-  return env;
-}
 
 /** Memory figures of a process from /proc/<pid>/status, in bytes. */
 interface ProcMemory {
@@ -159,91 +150,15 @@ class PeakTracker {
 
 const toMiB = (bytes: number): number => round(bytes / MIB, 1);
 
-/** A `berth agent` child process, its address and its last output lines (for a failure's message). */
-class AgentProcess {
-  readonly child: ChildProcess;
-  readonly pid: number;
-  readonly socketPath: string;
-  readonly exited: Promise<number | null>;
-  #exitCode: number | null | undefined;
-  readonly #tail: string[] = [];
-
-  private constructor(child: ChildProcess, socketPath: string) {
-    this.child = child;
-    if (child.pid === undefined) throw new Error('bench agent: the agent process did not start');
-    this.pid = child.pid;
-    this.socketPath = socketPath;
-    this.exited = once(child, 'exit').then(([code, signal]) => (this.#exitCode = (code as number | null) ?? (signal === null ? null : -1)));
-    // The agent's JSON logs are kept (the last lines) for a failure's message, not printed: stdout is for results.
-    for (const stream of [child.stdout, child.stderr]) {
-      let partial = '';
-      stream?.setEncoding('utf8').on('data', (chunk: string) => {
-        const lines = (partial + chunk).split('\n');
-        partial = lines.pop() ?? '';
-        this.#tail.push(...lines.filter((line) => line !== ''));
-        if (this.#tail.length > 40) this.#tail.splice(0, this.#tail.length - 40);
-      });
-    }
-  }
-
-  static start(entry: string, dataDir: string, configFile: string): AgentProcess {
-    const child = spawn(process.execPath, [entry, 'agent', '--data-dir', dataDir, '--config', configFile], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: cleanEnv(),
-    });
-    return new AgentProcess(child, path.join(dataDir, 'agent.sock'));
-  }
-
-  get running(): boolean {
-    return this.#exitCode === undefined;
-  }
-
-  /** The agent's last output lines, for an error message. */
-  tail(lines = 10): string {
-    return this.#tail.slice(-lines).join('\n');
-  }
-
-  throwIfExited(): void {
-    if (!this.running) throw new Error(`bench agent: the agent exited (${String(this.#exitCode)}); its last output:\n${this.tail()}`);
-  }
-
-  /** SIGTERM and wait for the exit; SIGKILL after `graceMs`. Resolves with the exit code. */
-  async stop(graceMs = 20_000): Promise<number | null> {
-    if (!this.running) return this.#exitCode ?? null;
-    this.child.kill('SIGTERM');
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), graceMs);
-    try {
-      return await this.exited;
-    } finally {
-      clearTimeout(timer);
-    }
-  }
+/** Fails the bench with the agent's last output when the agent has exited. */
+function throwIfExited(agent: RunningAgent): void {
+  if (agent.hasExited) throw new Error(`bench agent: the agent exited; its last output:\n${agent.tail()}`);
 }
 
-/** Polls until the agent's socket exists, its token is written and /healthz answers 200, within the deadline. */
-async function connectWhenReady(agent: AgentProcess, dataDir: string, signal: AbortSignal | undefined): Promise<AgentClient> {
-  const deadline = Date.now() + READY_DEADLINE_MS;
-  const tokenFile = path.join(dataDir, 'token');
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    signal?.throwIfAborted();
-    agent.throwIfExited();
-    if (existsSync(agent.socketPath) && existsSync(tokenFile)) {
-      const token = (await readFile(tokenFile, 'utf8')).trim();
-      const client = AgentClient.connect({ host: `unix://${agent.socketPath}`, token, deadlineMs: 5000 });
-      try {
-        const health = await client.health();
-        if (health.engine === 'ok' && health.agent === 'ok') return AgentClient.connect({ host: `unix://${agent.socketPath}`, token });
-        lastError = new Error(`the agent is not ready: ${JSON.stringify(health)}`);
-      } catch (error) {
-        lastError = error;
-      } finally {
-        client.close();
-      }
-    }
-    await delay(50);
-  }
-  throw new Error(`bench agent: the agent was not ready within ${READY_DEADLINE_MS / 1000} s (${String(lastError ?? 'no socket')}); its last output:\n${agent.tail()}`);
+/** Connects to a ready agent with the token it wrote. */
+async function connect(agent: RunningAgent): Promise<AgentClient> {
+  const token = (await readFile(path.join(agent.dataDir, 'token'), 'utf8')).trim();
+  return AgentClient.connect({ host: `unix://${agent.socketPath}`, token });
 }
 
 // ---- following tasks on the event stream ----
@@ -303,7 +218,7 @@ class TaskWatcher {
       for await (const event of this.#subscription) this.#dispatch(event);
       if (!this.#closed) this.#fail(new Error('bench agent: the agent ended its event stream'));
     } catch (error) {
-      if (!this.#closed) this.#fail(new Error(`bench agent: the event stream broke: ${error instanceof Error ? error.message : String(error)}`));
+      if (!this.#closed) this.#fail(new Error(`bench agent: the event stream broke: ${messageOf(error)}`));
     }
   }
 
@@ -312,7 +227,7 @@ class TaskWatcher {
     const waiter = this.#waiters.get(event.taskId);
     if (!waiter) return;
     if (event.state === 'running') waiter.onRunning();
-    else if (ENDED_STATES.includes(event.state)) waiter.onEnded({ state: event.state, ...(event.endState ? { endState: event.endState } : {}) });
+    else if (hasEnded(event.state)) waiter.onEnded({ state: event.state, ...(event.endState ? { endState: event.endState } : {}) });
   }
 
   #fail(error: Error): void {
@@ -371,7 +286,7 @@ class TaskWatcher {
   async #lookUp(taskId: string, waiter: Waiter): Promise<void> {
     try {
       const task = await this.#client.get(taskId);
-      if (ENDED_STATES.includes(task.state)) {
+      if (hasEnded(task.state)) {
         this.missedEvents++;
         if (task.startedAt !== undefined) waiter.onRunning();
         waiter.onEnded({ state: task.state, ...(task.endState ? { endState: task.endState } : {}) });
@@ -403,7 +318,7 @@ class TaskWatcher {
 interface Setup {
   ctx: AgentBenchContext;
   docker: Dockerode;
-  agent: AgentProcess;
+  agent: RunningAgent;
   client: AgentClient;
   watcher: TaskWatcher;
   agentId: string;
@@ -525,7 +440,7 @@ async function throughput(setup: Setup): Promise<void> {
       });
     }
     const ms = elapsedMs(started);
-    setup.agent.throwIfExited();
+    throwIfExited(setup.agent);
     if (!measured) return;
     wallMs[mode].push(ms);
     if (mode === 'berth') {
@@ -619,7 +534,7 @@ async function memory(setup: Setup): Promise<void> {
   const allRunningMs = elapsedMs(started);
   // Let the output followers and waits of the last tasks settle before reading.
   await delay(2000);
-  agent.throwIfExited();
+  throwIfExited(agent);
   const running = await client.list({ state: 'running', label: `${BENCH_LABEL}=${ctx.runId}`, limit: 100_000 });
   if (running.length !== count) throw new Error(`bench agent: ${running.length} of the ${count} sleeping tasks are running, not all`);
   // The peak from the first submit until every task runs: what the target is about.
@@ -714,18 +629,24 @@ export async function benchAgent(context?: AgentBenchContext): Promise<void> {
     ].join('\n'),
   );
   const entry = process.env.BENCH_AGENT_ENTRY?.trim() || BERTH_BIN;
-  let agent: AgentProcess | undefined;
+  let agent: RunningAgent | undefined;
+  let child: ChildProcess | undefined;
   let client: AgentClient | undefined;
   let watcher: TaskWatcher | undefined;
   let peaks: PeakTracker | undefined;
   // A bench that exits abruptly (a second interrupt) must not leave the agent behind.
-  const killOnExit = (): void => void agent?.child.kill('SIGKILL');
+  const killOnExit = (): void => void child?.kill('SIGKILL');
   process.once('exit', killOnExit);
   try {
     ctx.progress(`agent: starting ${path.relative(process.cwd(), entry) || entry} agent --data-dir ${dataDir}`);
     const startedAt = process.hrtime.bigint();
-    agent = AgentProcess.start(entry, dataDir, configFile);
-    client = await connectWhenReady(agent, dataDir, ctx.signal);
+    agent = await startAgentProcess(dataDir, ['--config', configFile], {
+      command: [entry],
+      readyTimeoutMs: READY_DEADLINE_MS,
+      signal: ctx.signal,
+      onSpawn: (spawned) => (child = spawned),
+    });
+    client = await connect(agent);
     ctx.progress(`agent: ready in ${round(elapsedMs(startedAt) / 1000)} s (pid ${agent.pid})`);
     watcher = await TaskWatcher.open(client, ctx.signal);
     peaks = new PeakTracker(agent.pid);
@@ -769,7 +690,7 @@ export async function benchAgent(context?: AgentBenchContext): Promise<void> {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   benchAgent().catch((error: unknown) => {
-    process.stderr.write(`bench agent: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.stderr.write(`bench agent: ${stackOf(error)}\n`);
     process.exitCode = 1;
   });
 }

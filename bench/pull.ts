@@ -12,6 +12,7 @@ import { Engine } from '../src/engine/engine.js';
 import { ImageCoordinator } from '../src/images/index.js';
 import { buildUniqueImage, pushImage, removeRunImages, requireRegistryTools, startTestRegistries } from '../test/support/registry.js';
 import { elapsedMs, median, MIB, pairedRatio, round, standaloneContext } from './support.js';
+import { stackOf } from '../src/common/errors.js';
 
 const CONCURRENT_ACQUIRES = 50;
 const TARGET_MANIFEST_REQUESTS = 1;
@@ -105,7 +106,7 @@ export async function benchPull(context?: PullBenchContext): Promise<void> {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   benchPull().catch((error: unknown) => {
-    process.stderr.write(`bench pull: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.stderr.write(`bench pull: ${stackOf(error)}\n`);
     process.exitCode = 1;
   });
 }

@@ -16,6 +16,7 @@ import type { ContainerCreateBody } from '../src/engine/types.js';
 import { DanglingReconciler } from '../src/reconcile/index.js';
 import { FaultProxy } from '../test/support/fault-proxy.js';
 import { BENCH_IMAGE, BENCH_LABEL, elapsedMs, median, round, runPool, standaloneContext } from './support.js';
+import { stackOf } from '../src/common/errors.js';
 
 const FOREIGN_CONTAINERS = 1000;
 const DANGLING_CONTAINERS = 20;
@@ -151,7 +152,7 @@ export async function benchReconcile(context?: ReconcileBenchContext): Promise<v
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   benchReconcile().catch((error: unknown) => {
-    process.stderr.write(`bench reconcile: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.stderr.write(`bench reconcile: ${stackOf(error)}\n`);
     process.exitCode = 1;
   });
 }

@@ -15,6 +15,7 @@ import { benchLifecycle } from './lifecycle.js';
 import { benchLogs } from './logs.js';
 import { benchReconcile } from './reconcile.js';
 import { BENCH_LABEL, createContext, removeRunContainers, type BenchContext } from './support.js';
+import { messageOf, stackOf } from '../src/common/errors.js';
 
 type BenchCase = (ctx: BenchContext) => Promise<void>;
 
@@ -108,8 +109,8 @@ async function main(): Promise<number> {
       } catch (error) {
         failed = true;
         if (interrupt.signal.aborted) break;
-        ctx.emit({ case: name, error: error instanceof Error ? error.message : String(error), pass: false });
-        process.stderr.write(`bench: case ${name} failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+        ctx.emit({ case: name, error: messageOf(error), pass: false });
+        process.stderr.write(`bench: case ${name} failed: ${stackOf(error)}\n`);
       }
     }
   } finally {

@@ -1,4 +1,5 @@
 import { BerthError, ValidationError, type FieldIssue } from '../common/errors.js';
+import { formatBytes } from '../common/format-bytes.js';
 
 /** What one task draws from the budget while it starts and runs. */
 export interface ResourceDemand {
@@ -49,12 +50,6 @@ export function resolveDemand(
     memoryBytes: resources.memoryBytes ?? defaults.memoryBytes,
     cpuMilli: resources.cpuMilli ?? defaults.cpuMilli,
   });
-}
-
-function formatBytes(bytes: number): string {
-  if (bytes >= 1024 ** 3) return `${(bytes / 1024 ** 3).toFixed(1).replace(/\.0$/, '')} GiB`;
-  if (bytes >= 1024 ** 2) return `${(bytes / 1024 ** 2).toFixed(1).replace(/\.0$/, '')} MiB`;
-  return `${bytes} bytes`;
 }
 
 const EMPTY_CHANGE: AdmissionChange = Object.freeze({ admitted: Object.freeze([]), refused: Object.freeze([]) });

@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { BerthError, codeOf, type ErrorCode, isBerthError } from '../common/errors.js';
+import { asBerthError, codeOf, isBerthError, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { Engine } from '../engine/engine.js';
 import { ImageCoordinator, type ImageCoordinatorSnapshot } from '../images/index.js';
@@ -195,7 +195,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
       .then(
         (): EngineHealth => ({ ok: true }),
         (error: unknown): EngineHealth => {
-          const berthError = isBerthError(error) ? error : new BerthError('BERTH_INTERNAL', String(error), { cause: error });
+          const berthError = asBerthError(error);
           return { ok: false, code: berthError.code, message: berthError.message };
         },
       )

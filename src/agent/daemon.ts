@@ -1,6 +1,6 @@
 import type { Writable } from 'node:stream';
 import { pino, type Level, type Logger as PinoLogger } from 'pino';
-import { codeOf, isBerthError } from '../common/errors.js';
+import { codeOf, isBerthError, messageOf, stackOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { buildAgent, type AgentRuntime } from './agent.js';
 import type { ConfigSources, ReloadResult } from './config.js';
@@ -102,7 +102,7 @@ export async function runDaemon(sources: ConfigSources, logger: Logger): Promise
         try {
           await server.close();
         } catch (error) {
-          logger.warn({ code: codeOf(error), error: String(error) }, 'closing the API failed');
+          logger.warn({ code: codeOf(error), error: messageOf(error) }, 'closing the API failed');
         }
         await runtime.close();
         uncontain();
@@ -122,11 +122,11 @@ export function containStrayRejections(logger: Logger): () => void {
   const seen = new Set<string>();
   const onRejection = (reason: unknown): void => {
     const code = isBerthError(reason) ? reason.code : reason instanceof Error ? reason.name : typeof reason;
-    const key = `${code}:${reason instanceof Error ? reason.message : String(reason)}`;
+    const key = `${code}:${messageOf(reason)}`;
     if (seen.has(key)) return;
     if (seen.size >= 100) seen.clear();
     seen.add(key);
-    logger.error({ code, error: reason instanceof Error ? (reason.stack ?? reason.message) : String(reason) }, 'a background failure was contained (a bug: please report it)');
+    logger.error({ code, error: stackOf(reason) }, 'a background failure was contained (a bug: please report it)');
   };
   process.on('unhandledRejection', onRejection);
   return () => void process.off('unhandledRejection', onRejection);

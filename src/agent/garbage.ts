@@ -6,7 +6,7 @@ import type { ImageCoordinator } from '../images/index.js';
 import { Pruner, type ImageBudgetReport, type PruneOptions, type PruneReport } from '../prune/index.js';
 import { DanglingReconciler, type OrphanedContainer } from '../reconcile/index.js';
 import type { Store } from '../state/store.js';
-import { UNENDED_STATES } from '../state/tasks.js';
+import { hasEnded, UNENDED_STATES } from '../state/tasks.js';
 import type { AgentConfig } from './config.js';
 import type { AgentEvent, AgentEvents } from './events.js';
 
@@ -83,7 +83,7 @@ export class AgentGarbage {
       ownerId: agentId,
       isTaskLive: (taskId) => {
         const state = store.tasks.get(taskId)?.state;
-        return state !== undefined && UNENDED_STATES.includes(state);
+        return state !== undefined && !hasEnded(state);
       },
       images: {
         // Only images berth pulled: one that was on the host before is someone else's.

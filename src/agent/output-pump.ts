@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { BerthError, isBerthError, type ErrorCode } from '../common/errors.js';
+import { asBerthError, BerthError, isBerthError, messageOf, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
 import { isDiskFullError } from '../state/disk-full.js';
@@ -88,9 +88,9 @@ export async function pumpOutput(deps: OutputPumpDeps, options: OutputPumpOption
   };
 
   const report = (error: unknown, message: string): void => {
-    const code: ErrorCode = isBerthError(error) ? error.code : 'BERTH_INTERNAL';
+    const { code } = asBerthError(error);
     deps.onError?.(code);
-    const meta = { taskId, containerId, code, error: isBerthError(error) ? error.message : String(error) };
+    const meta = { taskId, containerId, code, error: messageOf(error) };
     if (!warned) deps.logger.warn(meta, message);
     else deps.logger.debug(meta, message);
     warned = true;
@@ -189,7 +189,7 @@ async function cut(deps: OutputPumpDeps, taskId: string, signal: AbortSignal): P
       return;
     } catch (error) {
       if (!isDiskFullError(error)) {
-        deps.logger.error({ taskId, code: isBerthError(error) ? error.code : 'BERTH_INTERNAL' }, 'could not record that the task output was cut');
+        deps.logger.error({ taskId, code: asBerthError(error).code }, 'could not record that the task output was cut');
         return;
       }
       await delay(waitMs, undefined, { signal }).catch(() => undefined);

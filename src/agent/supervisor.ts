@@ -1,11 +1,11 @@
 import { setMaxListeners } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
-import { asBerthError, BerthError, isBerthError, ValidationError, type ErrorCode } from '../common/errors.js';
+import { asBerthError, BerthError, isBerthError, messageOf, stackOf, ValidationError, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
 import { resolveTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import type { Store } from '../state/store.js';
-import type { StoredTaskSpec, TaskRecord, TaskState, TaskTransition } from '../state/tasks.js';
+import { hasEnded, type StoredTaskSpec, type TaskRecord, type TaskTransition } from '../state/tasks.js';
 import type { TaskDriver } from '../tasks/driver.js';
 import type { EndState } from '../tasks/end-state.js';
 import type { TaskHandle } from '../tasks/handle.js';
@@ -57,8 +57,6 @@ export interface SubmitResult {
   task: TaskRecord;
   created: boolean;
 }
-
-const ENDED: readonly TaskState[] = ['exited', 'lost', 'removed'];
 
 /** Pauses between attempts to ask the engine again about a task's container that an outage hid at recovery. */
 const RECOVER_RETRY_MS = { first: 500, max: 5000 };
@@ -164,7 +162,7 @@ export class TaskSupervisor {
   async remove(taskId: string): Promise<void> {
     this.#requireOpen();
     const record = this.#require(taskId);
-    if (!ENDED.includes(record.state)) {
+    if (!hasEnded(record.state)) {
       throw new BerthError('BERTH_TASK_STATE', `task ${taskId} is ${record.state}; stop it before removing it`, { context: { taskId, state: record.state } });
     }
     if (record.state !== 'removed') this.#record(taskId, { to: 'removed' });
@@ -372,7 +370,7 @@ export class TaskSupervisor {
 
   isEnded(taskId: string): boolean {
     const state = this.#deps.store.tasks.get(taskId)?.state;
-    return state === undefined || ENDED.includes(state);
+    return state === undefined || hasEnded(state);
   }
 
   /** Starts what admission let in; records the end of queued tasks that can no longer ever fit. */
@@ -525,7 +523,7 @@ export class TaskSupervisor {
       this.#deps.onError?.(lastError.code);
     })().catch((unexpected: unknown) => {
       // The last guard: a removal in the background never ends the agent.
-      this.#deps.logger.error({ taskId, code: asBerthError(unexpected).code, error: String(unexpected) }, 'the background removal of a container failed');
+      this.#deps.logger.error({ taskId, code: asBerthError(unexpected).code, error: stackOf(unexpected) }, 'the background removal of a container failed');
       this.#deps.onError?.(asBerthError(unexpected).code);
     });
     this.#removals.add(removal);
@@ -547,8 +545,9 @@ export class TaskSupervisor {
       );
     } catch (error) {
       // pumpOutput contains its failures; this is the last guard, so that output never ends the agent.
-      this.#deps.logger.error({ taskId, code: isBerthError(error) ? error.code : 'BERTH_INTERNAL', error: String(error) }, 'the task output pump failed');
-      this.#deps.onError?.(isBerthError(error) ? error.code : 'BERTH_INTERNAL');
+      const { code } = asBerthError(error);
+      this.#deps.logger.error({ taskId, code, error: messageOf(error) }, 'the task output pump failed');
+      this.#deps.onError?.(code);
     } finally {
       await this.#deps.logs.end(taskId).catch(() => undefined);
     }
@@ -560,7 +559,7 @@ export class TaskSupervisor {
    */
   async #cursorFor(record: TaskRecord): Promise<OutputStart> {
     const files = await this.#deps.logs.position(record.id).catch((error: unknown) => {
-      this.#deps.logger.warn({ taskId: record.id, error: String(error) }, 'could not read the task output files; resuming from the stored cursor');
+      this.#deps.logger.warn({ taskId: record.id, error: messageOf(error) }, 'could not read the task output files; resuming from the stored cursor');
       return { position: {}, isCut: false };
     });
     return { position: resumePosition(files.position, fromLogCursor(record.logCursor)), isCut: files.isCut || record.outputTruncated !== undefined };
@@ -625,7 +624,7 @@ export class TaskSupervisor {
     const tracked = work.catch((error: unknown) => {
       // The last guard: supervision of one task never ends the agent.
       const code = asBerthError(error).code;
-      this.#deps.logger.error({ code, error: String(error) }, 'task supervision failed');
+      this.#deps.logger.error({ code, error: stackOf(error) }, 'task supervision failed');
       this.#deps.onError?.(code);
     });
     this.#running.add(tracked);

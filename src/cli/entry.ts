@@ -1,12 +1,12 @@
-import { isBerthError } from '../common/errors.js';
 import { cleanupBoundFromEnv, installInterrupts } from './interrupts.js';
+import { errorLine } from './output.js';
 
 /** The process entry point: the only place the CLI touches process globals. */
 let boundMs: number;
 try {
   boundMs = cleanupBoundFromEnv(process.env);
 } catch (error) {
-  process.stderr.write(`berth: ${isBerthError(error) ? `${error.message} [${error.code}]` : String(error)}\n`);
+  process.stderr.write(`${errorLine(error)}\n`);
   process.exit(2);
 }
 const interrupts = installInterrupts(

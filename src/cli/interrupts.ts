@@ -1,4 +1,4 @@
-import { ValidationError } from '../common/errors.js';
+import { messageOf, ValidationError } from '../common/errors.js';
 import { parseDurationMs } from '../common/units.js';
 
 /**
@@ -154,7 +154,7 @@ export function installInterrupts(source: SignalSource, options: { boundMs?: num
         handler(signal);
       } catch (error) {
         // One cleanup that throws must not keep the others from starting; the bound still ends the process.
-        source.writeError(`berth: the cleanup after ${signal} failed to start: ${String(error)}\n`);
+        source.writeError(`berth: the cleanup after ${signal} failed to start: ${messageOf(error)}\n`);
       }
     }
   };

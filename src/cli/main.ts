@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { isBerthError } from '../common/errors.js';
+import { errorLine } from './output.js';
 import { EXIT, exitCodeForError } from './exit-codes.js';
 import { addAgentCommand } from './agent.js';
 import { addExecCommand } from './exec.js';
@@ -41,7 +41,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       // Help and version are successes; every other commander error is a usage error.
       return error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help' ? 0 : EXIT.usage;
     }
-    io.stderr.write(`berth: ${isBerthError(error) ? `${error.message} [${error.code}]` : String(error)}\n`);
+    io.stderr.write(`${errorLine(error)}\n`);
     return exitCodeForError(error);
   }
 }

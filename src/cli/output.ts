@@ -1,5 +1,5 @@
 import type { Writable } from 'node:stream';
-import { isBerthError } from '../common/errors.js';
+import { isBerthError, messageOf } from '../common/errors.js';
 
 /**
  * Terminal output of the client commands: aligned tables for people, one JSON document (or one
@@ -65,18 +65,6 @@ export function ago(time: string | number | undefined, nowMs: number): string {
   if (ms === undefined) return '';
   const span = humanDuration(nowMs - ms);
   return span === 'Less than a second' ? 'Less than a second ago' : `${span} ago`;
-}
-
-/** A size in binary units, as the configuration writes them: "512 B", "1.5 MiB". */
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return unit === 0 ? `${bytes} B` : `${value.toFixed(1).replace(/\.0$/, '')} ${units[unit]}`;
 }
 
 /** The shape of a task that the table reads: a subset of the agent's TaskView. */
@@ -213,5 +201,5 @@ export function errorLine(error: unknown): string {
   if (isBerthError(error)) return `berth: ${error.message} [${error.code}]`;
   const coded = error as { message?: unknown; code?: unknown } | null;
   if (coded && typeof coded.message === 'string' && typeof coded.code === 'string') return `berth: ${coded.message} [${coded.code}]`;
-  return `berth: ${error instanceof Error ? error.message : String(error)}`;
+  return `berth: ${messageOf(error)}`;
 }

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import type { PruneView } from '../agent/http-views.js';
 import { collect } from './flags.js';
-import { formatBytes, renderTable, shortId, writeJson } from './output.js';
+import { formatBytes } from '../common/format-bytes.js';
+import { renderTable, shortId, writeJson } from './output.js';
 import type { CliIo } from './run.js';
 import { agentCommand, withClient, type AgentFlags } from './tasks.js';
 

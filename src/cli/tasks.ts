@@ -3,7 +3,7 @@ import os from 'node:os';
 import type { Readable, Writable } from 'node:stream';
 import { isBerthError, ValidationError } from '../common/errors.js';
 import { AgentClient, resolveAgentAddress, type AgentEvent, type TaskView } from '../agent/client.js';
-import { TASK_STATES, type StoredTaskSpec, type TaskState } from '../state/tasks.js';
+import { TASK_STATES, UNENDED_STATES, type StoredTaskSpec, type TaskState } from '../state/tasks.js';
 import { EXIT } from './exit-codes.js';
 import { endedByUser } from './interrupts.js';
 import { errorLine, formatEventLine, renderImageTable, renderTaskTable, writeJson } from './output.js';
@@ -171,8 +171,6 @@ function parseFilters(values: readonly string[]): { state: TaskState[]; label: s
   return { state, label };
 }
 
-const UNENDED: readonly TaskState[] = ['pending', 'starting', 'running', 'stopping'];
-
 /** Options of berth run that make no sense for a task the agent runs. */
 const RUN_ONLY_OPTIONS = new Set(['--keep', '--tty', '--detach']);
 
@@ -220,7 +218,7 @@ export function addTaskCommands(program: Command, io: CliIo, setExitCode: (code:
           const filters = parseFilters(flags.filter);
           const limit = flags.last === undefined ? undefined : Number(flags.last);
           if (limit !== undefined && (!Number.isInteger(limit) || limit < 0)) throw new ValidationError([{ field: '--last', rule: 'must be a whole number, 0 or more' }]);
-          const state = filters.state.length > 0 ? filters.state : flags.all ? undefined : UNENDED;
+          const state = filters.state.length > 0 ? filters.state : flags.all ? undefined : UNENDED_STATES;
           const tasks = await client.list({ ...(state ? { state } : {}), label: filters.label, ...(limit !== undefined ? { limit } : {}) });
           if (flags.json) writeJson(io.stdout, tasks);
           else if (flags.quiet) io.stdout.write(tasks.map((t) => `${t.id}\n`).join(''));

@@ -99,9 +99,19 @@ export function isBerthError(error: unknown, code?: ErrorCode): error is BerthEr
   return error instanceof BerthError && (code === undefined || error.code === code);
 }
 
+/** The message of a thrown value: an Error's message, or the value itself as text (anything may be thrown). */
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** What to log of a thrown value nobody expected (a bug): its stack where it has one, else its message. */
+export function stackOf(error: unknown): string {
+  return error instanceof Error ? (error.stack ?? error.message) : String(error);
+}
+
 /** A thrown value as a BerthError: itself, or BERTH_INTERNAL (a bug) carrying it as the cause. */
 export function asBerthError(error: unknown, what = 'unexpected failure'): BerthError {
-  return isBerthError(error) ? error : new BerthError('BERTH_INTERNAL', `${what}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  return isBerthError(error) ? error : new BerthError('BERTH_INTERNAL', `${what}: ${messageOf(error)}`, { cause: error });
 }
 
 /** The code of a thrown value, for logs and metrics: its BerthError code, or UNKNOWN. */

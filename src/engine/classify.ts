@@ -1,4 +1,5 @@
 import { BerthError, cancelledError, type ErrorCode } from '../common/errors.js';
+import type { ContainerStatus } from './types.js';
 
 /** What a failed engine call is classified by: its HTTP status, or its socket error. Never message text. */
 interface EngineFailure {
@@ -117,4 +118,16 @@ export function classifyEngineError(error: unknown, ctx: ClassifyContext): Berth
     cause: error,
     context,
   });
+}
+
+/**
+ * What a 409 to a forced container removal means, told by the container's state after it (undefined:
+ * it is gone), never by the message. The engine answers 409 to a forced removal when it is removing
+ * the container already (its state is `removing`, or still `running` while that removal kills it),
+ * and, rarely, when its kill raced the container's own exit (the container is `exited` or `created`,
+ * and nobody removes it). `removed`: the engine is finishing an earlier removal; `ask-again`: a new
+ * removal will do it.
+ */
+export function forcedRemovalConflict(statusAfter: ContainerStatus | undefined): 'removed' | 'ask-again' {
+  return statusAfter === 'exited' || statusAfter === 'created' ? 'ask-again' : 'removed';
 }

@@ -1,8 +1,26 @@
 import { PassThrough, type Readable } from 'node:stream';
 
-const HEADER_BYTES = 8;
+/** Bytes of the header before every frame of the engine's multiplexed attach and log streams. */
+export const FRAME_HEADER_BYTES = 8;
 const STDOUT = 1;
 const STDERR = 2;
+
+/** What a frame header says: whose payload follows, and how many bytes of it. */
+export interface FrameHeader {
+  stream: 'stdout' | 'stderr';
+  payloadBytes: number;
+}
+
+/**
+ * Reads the frame header at `offset`: byte 0 is the stream (1 stdout, 2 stderr), bytes 4 to 7 the
+ * payload length, big-endian. Undefined while fewer than 8 bytes have arrived. stdin frames (0) never
+ * come back; anything unknown counts as stdout rather than being lost. The one reader of the header,
+ * for the demultiplexer and the log entry parser alike.
+ */
+export function readFrameHeader(buffer: Buffer, offset = 0): FrameHeader | undefined {
+  if (buffer.length - offset < FRAME_HEADER_BYTES) return undefined;
+  return { stream: buffer[offset] === STDERR ? 'stderr' : 'stdout', payloadBytes: buffer.readUInt32BE(offset + 4) };
+}
 
 export interface DemuxedStreams {
   stdout: Readable;
@@ -18,7 +36,7 @@ export function demultiplex(source: Readable, highWaterMark = 256 * 1024): Demux
   const stdout = new PassThrough({ highWaterMark });
   const stderr = new PassThrough({ highWaterMark });
   let pending: Buffer | undefined;
-  let frameStream = 0;
+  let frameStream: FrameHeader['stream'] = 'stdout';
   let frameRemaining = 0;
   let waitingForDrain = 0;
 
@@ -27,9 +45,8 @@ export function demultiplex(source: Readable, highWaterMark = 256 * 1024): Demux
     if (waitingForDrain === 0) source.resume();
   };
 
-  const deliver = (streamType: number, payload: Buffer): void => {
-    // stdin frames (0) never come back; anything unknown goes to stdout rather than being lost.
-    const target = streamType === STDERR ? stderr : stdout;
+  const deliver = (stream: FrameHeader['stream'], payload: Buffer): void => {
+    const target = stream === 'stderr' ? stderr : stdout;
     if (!target.write(payload)) {
       waitingForDrain++;
       source.pause();
@@ -49,13 +66,14 @@ export function demultiplex(source: Readable, highWaterMark = 256 * 1024): Demux
         offset += take;
         continue;
       }
-      if (buffer.length - offset < HEADER_BYTES) {
+      const header = readFrameHeader(buffer, offset);
+      if (!header) {
         pending = Buffer.from(buffer.subarray(offset));
         break;
       }
-      frameStream = buffer[offset]!;
-      frameRemaining = buffer.readUInt32BE(offset + 4);
-      offset += HEADER_BYTES;
+      frameStream = header.stream;
+      frameRemaining = header.payloadBytes;
+      offset += FRAME_HEADER_BYTES;
     }
     buffer = Buffer.alloc(0);
   });

@@ -3,7 +3,24 @@ import { Readable, type Duplex } from 'node:stream';
 import { BerthError, ValidationError, type FieldIssue } from '../common/errors.js';
 import { DURATION_LIMITS, durationBoundRule } from '../common/units.js';
 import { retry } from '../common/retry.js';
-import { classifyEngineError, engineCertainlyDidNotAct } from './classify.js';
+import { classifyEngineError, engineCertainlyDidNotAct, forcedRemovalConflict } from './classify.js';
+import {
+  containerEventFromRaw,
+  containerInspectFromRaw,
+  containerSummaryFromRaw,
+  imageInspectFromRaw,
+  imageRemovedFromRaw,
+  imageSummaryFromRaw,
+  isZeroTime,
+  networkFromRaw,
+  statsFromRaw,
+  versionFromRaw,
+  volumeFromRaw,
+  waitResultFromRaw,
+  type RawEvent,
+  type RawInspect,
+  type RawStats,
+} from './decode.js';
 import { demultiplex, type DemuxedStreams } from './demux.js';
 import { compareLogTimestamps, parseLogFrames, sinceParameter, type LogEntry } from './log-entries.js';
 import type {
@@ -14,7 +31,6 @@ import type {
   ContainerSummary,
   ContainerEvent,
   EngineVersion,
-  HealthStatus,
   ImageDeleteOutcome,
   ImageInspect,
   ImageSummary,
@@ -206,198 +222,10 @@ function readWaitBody(response: Readable, signal: AbortSignal | undefined): Prom
   });
 }
 
-function toDate(value: string | number | undefined): Date | undefined {
-  if (value === undefined || value === '' || value === '0001-01-01T00:00:00Z') return undefined;
-  return typeof value === 'number' ? new Date(value * 1000) : new Date(value);
-}
-
 function compareVersions(a: string, b: string): number {
   const [aMajor = 0, aMinor = 0] = a.split('.').map(Number);
   const [bMajor = 0, bMinor = 0] = b.split('.').map(Number);
   return aMajor - bMajor || aMinor - bMinor;
-}
-
-/** Shape of the engine's container inspect JSON, for the fields berth reads. */
-interface RawInspect {
-  Id: string;
-  Name: string;
-  Created: string;
-  Config: {
-    Image: string;
-    Labels?: Record<string, string> | null;
-    Tty?: boolean;
-    OpenStdin?: boolean;
-    Healthcheck?: { Test?: string[] | null; Interval?: number; Timeout?: number; StartPeriod?: number; Retries?: number } | null;
-  };
-  State: {
-    Status: ContainerStatus;
-    Running: boolean;
-    Paused: boolean;
-    ExitCode: number;
-    OOMKilled: boolean;
-    StartedAt?: string;
-    FinishedAt?: string;
-    Error?: string;
-    Health?: {
-      Status: HealthStatus;
-      FailingStreak?: number;
-      Log?: Array<{ Start?: string; End?: string; ExitCode: number; Output?: string }> | null;
-    } | null;
-  };
-  HostConfig: {
-    Memory?: number;
-    MemorySwap?: number;
-    MemoryReservation?: number;
-    CpuQuota?: number;
-    CpuPeriod?: number;
-    CpuShares?: number;
-    PidsLimit?: number | null;
-    NetworkMode?: string;
-    Privileged?: boolean;
-    CapAdd?: string[] | null;
-    CapDrop?: string[] | null;
-    LogConfig?: { Type: string; Config?: Record<string, string> };
-  };
-  Mounts?: Array<{ Type: string; Source: string; Destination: string; RW: boolean; Propagation: string }>;
-}
-
-function fromRawInspect(raw: RawInspect): ContainerInspect {
-  const host = raw.HostConfig;
-  return {
-    id: raw.Id,
-    name: raw.Name.replace(/^\//, ''),
-    image: raw.Config.Image,
-    labels: raw.Config.Labels ?? {},
-    createdAt: new Date(raw.Created),
-    status: raw.State.Status,
-    running: raw.State.Running,
-    paused: raw.State.Paused,
-    exitCode: raw.State.ExitCode,
-    oomKilled: raw.State.OOMKilled,
-    startedAt: toDate(raw.State.StartedAt),
-    finishedAt: toDate(raw.State.FinishedAt),
-    error: raw.State.Error ?? '',
-    tty: raw.Config.Tty ?? false,
-    openStdin: raw.Config.OpenStdin ?? false,
-    ...healthFromRaw(raw),
-    hostConfig: {
-      memoryBytes: host.Memory ?? 0,
-      memorySwapBytes: host.MemorySwap ?? 0,
-      memoryReservationBytes: host.MemoryReservation ?? 0,
-      cpuQuota: host.CpuQuota ?? 0,
-      cpuPeriod: host.CpuPeriod ?? 0,
-      cpuShares: host.CpuShares ?? 0,
-      pidsLimit: host.PidsLimit ?? 0,
-      networkMode: host.NetworkMode ?? '',
-      privileged: host.Privileged ?? false,
-      capAdd: host.CapAdd ?? [],
-      capDrop: host.CapDrop ?? [],
-      logType: host.LogConfig?.Type ?? '',
-      logConfig: host.LogConfig?.Config ?? {},
-    },
-    mounts: (raw.Mounts ?? []).map((m) => ({
-      type: m.Type,
-      source: m.Source,
-      destination: m.Destination,
-      readWrite: m.RW,
-      propagation: m.Propagation,
-    })),
-  };
-}
-
-function healthFromRaw(raw: RawInspect): Pick<ContainerInspect, 'healthcheck' | 'health'> {
-  const check = raw.Config.Healthcheck;
-  const health = raw.State.Health;
-  return {
-    ...(check
-      ? {
-          healthcheck: {
-            test: check.Test ?? [],
-            intervalNs: check.Interval ?? 0,
-            timeoutNs: check.Timeout ?? 0,
-            startPeriodNs: check.StartPeriod ?? 0,
-            retries: check.Retries ?? 0,
-          },
-        }
-      : {}),
-    ...(health
-      ? {
-          health: {
-            status: health.Status,
-            failingStreak: health.FailingStreak ?? 0,
-            probes: (health.Log ?? []).map((probe) => ({
-              start: toDate(probe.Start),
-              end: toDate(probe.End),
-              exitCode: probe.ExitCode,
-              output: probe.Output ?? '',
-            })),
-          },
-        }
-      : {}),
-  };
-}
-
-interface RawStats {
-  read: string;
-  preread?: string;
-  memory_stats?: { usage?: number; limit?: number; stats?: { inactive_file?: number; total_inactive_file?: number } };
-  cpu_stats?: { cpu_usage?: { total_usage?: number; percpu_usage?: number[] | null }; system_cpu_usage?: number; online_cpus?: number };
-  precpu_stats?: { cpu_usage?: { total_usage?: number }; system_cpu_usage?: number };
-  pids_stats?: { current?: number };
-  networks?: Record<string, { rx_bytes: number; tx_bytes: number }>;
-  blkio_stats?: { io_service_bytes_recursive?: Array<{ op?: string; value?: number }> | null };
-}
-
-/** The engine writes Go's zero time where it has no time ("0001-01-01T00:00:00Z"). */
-const isZeroTime = (time: string | undefined): boolean => time === undefined || time === '' || time.startsWith('0001-');
-
-/**
- * The working set, as the docker CLI computes MEM USAGE: usage less the inactive page cache, which
- * the kernel reclaims first (cgroup v1 reports it as total_inactive_file, v2 as inactive_file).
- */
-function memoryWorkingSetBytes(memory: NonNullable<RawStats['memory_stats']>): number {
-  const usage = memory.usage ?? 0;
-  const cgroupV1Inactive = memory.stats?.total_inactive_file;
-  if (cgroupV1Inactive !== undefined && cgroupV1Inactive < usage) return usage - cgroupV1Inactive;
-  const inactive = memory.stats?.inactive_file ?? 0;
-  return inactive < usage ? usage - inactive : usage;
-}
-
-export function statsFromRaw(raw: RawStats): StatsSample {
-  const cpuDelta = (raw.cpu_stats?.cpu_usage?.total_usage ?? 0) - (raw.precpu_stats?.cpu_usage?.total_usage ?? 0);
-  const systemDelta = (raw.cpu_stats?.system_cpu_usage ?? 0) - (raw.precpu_stats?.system_cpu_usage ?? 0);
-  const cpus = raw.cpu_stats?.online_cpus || raw.cpu_stats?.cpu_usage?.percpu_usage?.length || 1;
-  const cpuMilli = systemDelta > 0 && cpuDelta > 0 ? Math.round((cpuDelta / systemDelta) * cpus * 1000) : 0;
-  let rx = 0;
-  let tx = 0;
-  for (const net of Object.values(raw.networks ?? {})) {
-    rx += net.rx_bytes;
-    tx += net.tx_bytes;
-  }
-  // cgroup v1 names the operations "Read"/"Write", v2 "read"/"write"; the docker CLI sums both.
-  let blockRead = 0;
-  let blockWrite = 0;
-  for (const entry of raw.blkio_stats?.io_service_bytes_recursive ?? []) {
-    const op = (entry.op ?? '').toLowerCase();
-    if (op === 'read') blockRead += entry.value ?? 0;
-    else if (op === 'write') blockWrite += entry.value ?? 0;
-  }
-  const sample: StatsSample = {
-    at: new Date(raw.read),
-    memoryBytes: raw.memory_stats ? memoryWorkingSetBytes(raw.memory_stats) : 0,
-    memoryLimitBytes: raw.memory_stats?.limit ?? 0,
-    cpuMilli,
-    pids: raw.pids_stats?.current ?? 0,
-    networkRxBytes: rx,
-    networkTxBytes: tx,
-    blockReadBytes: blockRead,
-    blockWriteBytes: blockWrite,
-    cpuDeltaNanos: cpuDelta,
-    systemCpuDeltaNanos: systemDelta,
-    onlineCpus: cpus,
-  };
-  if (!isZeroTime(raw.preread)) sample.previousAt = new Date(raw.preread!);
-  return sample;
 }
 
 /**
@@ -516,7 +344,7 @@ export class Engine {
 
   async version(options: CallOptions = {}): Promise<EngineVersion> {
     const raw = await this.#read('version', options, (abortSignal) => (this.#docker as unknown as SignalledDocker).version({ abortSignal }));
-    return { apiVersion: raw.ApiVersion, version: raw.Version, os: raw.Os, arch: raw.Arch };
+    return versionFromRaw(raw);
   }
 
   /** Checks that the engine answers and speaks at least the minimum API version. */
@@ -562,7 +390,7 @@ export class Engine {
       (abortSignal) => this.#docker.getContainer(idOrName).inspect({ abortSignal }) as unknown as Promise<RawInspect>,
       { id: idOrName },
     );
-    return fromRawInspect(raw);
+    return containerInspectFromRaw(raw);
   }
 
   async listContainers(filter: ContainerListFilter = {}, options: CallOptions = {}): Promise<ContainerSummary[]> {
@@ -573,16 +401,7 @@ export class Engine {
     const rows = await this.#read('list containers', options, (abortSignal) =>
       this.#docker.listContainers({ all: filter.all ?? true, filters: JSON.stringify(filters), abortSignal, ...(filter.withSize ? { size: true } : {}) }),
     );
-    return rows.map((row) => ({
-      id: row.Id,
-      names: row.Names.map((n) => n.replace(/^\//, '')),
-      image: row.Image,
-      labels: row.Labels ?? {},
-      createdAt: new Date(row.Created * 1000),
-      state: row.State as ContainerStatus,
-      status: row.Status,
-      ...(filter.withSize ? { sizeRwBytes: (row as { SizeRw?: number }).SizeRw ?? 0 } : {}),
-    }));
+    return rows.map((row) => containerSummaryFromRaw(row, filter.withSize ?? false));
   }
 
   /**
@@ -613,7 +432,7 @@ export class Engine {
         );
       }),
     { id });
-    return { exitCode: raw.StatusCode, error: raw.Error?.Message || undefined };
+    return waitResultFromRaw(raw);
   }
 
   /**
@@ -644,18 +463,33 @@ export class Engine {
     }
   }
 
-  /** Force-removes a container and its anonymous volumes. Not-found is success. */
+  /**
+   * Force-removes a container and its anonymous volumes. Not-found is success; so is a removal the
+   * engine is finishing already (a 409 whose container state says so: `forcedRemovalConflict`).
+   */
   async removeContainer(id: string, options: CallOptions = {}): Promise<'removed' | 'absent'> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#call('remove container', this.#deadlines.writeMs, options, (abortSignal) =>
+          this.#docker.getContainer(id).remove({ force: true, v: true, abortSignal }),
+        { id });
+        return 'removed';
+      } catch (error) {
+        if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return 'absent';
+        if (!(error instanceof BerthError && error.code === 'BERTH_ENGINE_CONFLICT')) throw error;
+        if (forcedRemovalConflict(await this.#statusAfterConflict(id, options, error)) === 'removed') return 'removed';
+        if (attempt === 2) throw error;
+      }
+    }
+  }
+
+  /** The container's status after a conflict; undefined when it is gone. An inspect that fails throws the conflict itself. */
+  async #statusAfterConflict(id: string, options: CallOptions, conflict: BerthError): Promise<ContainerStatus | undefined> {
     try {
-      await this.#call('remove container', this.#deadlines.writeMs, options, (abortSignal) =>
-        this.#docker.getContainer(id).remove({ force: true, v: true, abortSignal }),
-      { id });
-      return 'removed';
+      return (await this.inspectContainer(id, options)).status;
     } catch (error) {
-      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return 'absent';
-      // "removal already in progress" is the engine finishing what an earlier attempt asked for.
-      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_CONFLICT' && /already in progress/.test(error.message)) return 'removed';
-      throw error;
+      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return undefined;
+      throw conflict;
     }
   }
 
@@ -833,12 +667,7 @@ export class Engine {
       try {
         for await (const lines of jsonLineBatches(stream)) {
           for (const line of lines) {
-            const raw = JSON.parse(line) as { Action?: string; status?: string; id?: string; Actor?: { ID?: string }; timeNano?: number; time?: number };
-            yield {
-              action: raw.Action ?? raw.status ?? '',
-              at: new Date(raw.timeNano !== undefined ? raw.timeNano / 1e6 : (raw.time ?? 0) * 1000),
-              containerId: raw.Actor?.ID ?? raw.id ?? '',
-            };
+            yield containerEventFromRaw(JSON.parse(line) as RawEvent);
           }
         }
       } catch (error) {
@@ -905,15 +734,7 @@ export class Engine {
 
   async inspectImage(ref: string, options: CallOptions = {}): Promise<ImageInspect> {
     const raw = await this.#read('inspect image', options, (abortSignal) => this.#docker.getImage(ref).inspect(signalOption(abortSignal)), { image: ref });
-    return {
-      id: raw.Id,
-      repoTags: raw.RepoTags ?? [],
-      repoDigests: raw.RepoDigests ?? [],
-      sizeBytes: raw.Size,
-      createdAt: new Date(raw.Created),
-      labels: raw.Config?.Labels ?? {},
-      lastTagTime: toDate((raw as { Metadata?: { LastTagTime?: string } }).Metadata?.LastTagTime),
-    };
+    return imageInspectFromRaw(raw);
   }
 
   async listImages(filter: { labels?: string[]; reference?: string[] } = {}, options: CallOptions = {}): Promise<ImageSummary[]> {
@@ -921,45 +742,21 @@ export class Engine {
     if (filter.labels?.length) filters.label = filter.labels;
     if (filter.reference?.length) filters.reference = filter.reference;
     const rows = await this.#read('list images', options, (abortSignal) => this.#docker.listImages({ filters: JSON.stringify(filters), abortSignal }));
-    return rows.map((row) => ({
-      id: row.Id,
-      repoTags: row.RepoTags ?? [],
-      sizeBytes: row.Size,
-      createdAt: new Date(row.Created * 1000),
-      labels: row.Labels ?? {},
-    }));
-  }
-
-  /** Removes an image. Not-found is success; a conflict (in use) is reported as 'in-use', not thrown. */
-  async removeImage(ref: string, options: CallOptions & { force?: boolean } = {}): Promise<'removed' | 'absent' | 'in-use'> {
-    try {
-      await this.#call('remove image', this.#deadlines.writeMs, options, (abortSignal) =>
-        this.#docker.getImage(ref).remove({ force: options.force ?? false, abortSignal }),
-      { image: ref });
-      return 'removed';
-    } catch (error) {
-      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return 'absent';
-      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_CONFLICT') return 'in-use';
-      throw error;
-    }
+    return rows.map(imageSummaryFromRaw);
   }
 
   /**
-   * Removes an image or one of its names, without force, and reports what the engine did: the
-   * names it untagged and the image ids it deleted (an image goes with its last name). Not-found is
-   * `absent`; a conflict (a container uses it, or an id with several names) is `in-use`.
+   * Removes an image or one of its names (`DELETE /images/{name}`) and reports what the engine did:
+   * the names it untagged and the image ids it deleted (an image goes with its last name). Not-found
+   * is `absent`; a conflict (a container uses it, or an id with several names and no `force`) is
+   * `in-use`. Not forced unless `force` (default false): berth's own removals never force.
    */
-  async deleteImage(ref: string, options: CallOptions = {}): Promise<ImageDeleteOutcome> {
+  async removeImage(ref: string, options: CallOptions & { force?: boolean } = {}): Promise<ImageDeleteOutcome> {
     try {
-      const raw = (await this.#call('remove image', this.#deadlines.writeMs, options, (abortSignal) =>
-        this.#docker.getImage(ref).remove({ abortSignal }),
-      { image: ref })) as Array<{ Untagged?: string; Deleted?: string }> | null;
-      const rows = Array.isArray(raw) ? raw : [];
-      return {
-        kind: 'removed',
-        untagged: rows.flatMap((row) => (row.Untagged ? [row.Untagged] : [])),
-        deleted: rows.flatMap((row) => (row.Deleted ? [row.Deleted] : [])),
-      };
+      const raw: unknown = await this.#call('remove image', this.#deadlines.writeMs, options, (abortSignal) =>
+        this.#docker.getImage(ref).remove({ force: options.force ?? false, abortSignal }),
+      { image: ref });
+      return imageRemovedFromRaw(raw);
     } catch (error) {
       if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return { kind: 'absent' };
       if (error instanceof BerthError && error.code === 'BERTH_ENGINE_CONFLICT') return { kind: 'in-use' };
@@ -1002,18 +799,7 @@ export class Engine {
     if (filter.labels?.length) filters.label = filter.labels;
     if (filter.dangling !== undefined) filters.dangling = [String(filter.dangling)];
     const raw = await this.#read('list volumes', options, (abortSignal) => this.#docker.listVolumes({ filters: JSON.stringify(filters), abortSignal } as Dockerode.VolumeListOptions));
-    return (raw.Volumes ?? []).map((volume) => {
-      const size = volume.UsageData?.Size;
-      const createdAt = toDate((volume as { CreatedAt?: string }).CreatedAt);
-      return {
-        name: volume.Name,
-        driver: volume.Driver,
-        labels: volume.Labels ?? {},
-        ...(createdAt ? { createdAt } : {}),
-        // The engine reports -1 when it has not computed the size.
-        ...(size !== undefined && size >= 0 ? { sizeBytes: size } : {}),
-      };
-    });
+    return (raw.Volumes ?? []).map(volumeFromRaw);
   }
 
   /** Removes a volume (not forced). Not-found is `absent`; in use by a container (409) is `in-use`. */
@@ -1037,17 +823,6 @@ export class Engine {
       this.#docker.createImage(auth ?? {}, { fromImage, tag, abortSignal: connection }) as unknown as Promise<Readable>,
     { image: `${fromImage}:${tag}` });
   }
-}
-
-function networkFromRaw(raw: Dockerode.NetworkInspectInfo): NetworkSummary {
-  return {
-    id: raw.Id,
-    name: raw.Name,
-    driver: raw.Driver,
-    scope: raw.Scope,
-    labels: raw.Labels ?? {},
-    createdAt: new Date(raw.Created),
-  };
 }
 
 /** The dockerode calls whose typings omit the options object they accept. */

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import { BerthError } from '../common/errors.js';
+import { FRAME_HEADER_BYTES, readFrameHeader } from './demux.js';
 
 /** One message of a container's log, with the engine's own timestamp. */
 export interface LogEntry {
@@ -9,7 +10,6 @@ export interface LogEntry {
   data: Buffer;
 }
 
-const HEADER_BYTES = 8;
 /** The engine's timestamp prefix (RFC 3339 in UTC, up to nine fractional digits). */
 const LOG_TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
 
@@ -32,12 +32,10 @@ export async function* parseLogFrames(source: Readable): AsyncGenerator<LogEntry
   for await (const chunk of source) {
     buffered = buffered.length === 0 ? (chunk as Buffer) : Buffer.concat([buffered, chunk as Buffer]);
     let offset = 0;
-    while (buffered.length - offset >= HEADER_BYTES) {
-      const length = buffered.readUInt32BE(offset + 4);
-      if (buffered.length - offset - HEADER_BYTES < length) break;
-      const streamType = buffered[offset];
-      const payload = buffered.subarray(offset + HEADER_BYTES, offset + HEADER_BYTES + length);
-      offset += HEADER_BYTES + length;
+    for (let header = readFrameHeader(buffered, offset); header; header = readFrameHeader(buffered, offset)) {
+      if (buffered.length - offset - FRAME_HEADER_BYTES < header.payloadBytes) break;
+      const payload = buffered.subarray(offset + FRAME_HEADER_BYTES, offset + FRAME_HEADER_BYTES + header.payloadBytes);
+      offset += FRAME_HEADER_BYTES + header.payloadBytes;
       const space = payload.indexOf(0x20);
       const timestamp = space <= 0 ? '' : payload.subarray(0, space).toString('latin1');
       if (!isLogTimestamp(timestamp)) {
@@ -45,7 +43,7 @@ export async function* parseLogFrames(source: Readable): AsyncGenerator<LogEntry
         throw new BerthError('BERTH_ENGINE_SERVER_ERROR', `the engine failed to read the container's log: ${said}`, { context: { operation: 'container logs' } });
       }
       yield {
-        stream: streamType === 2 ? 'stderr' : 'stdout',
+        stream: header.stream,
         timestamp,
         data: Buffer.from(payload.subarray(space + 1)),
       };

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { BerthError, cancelledError, throwIfAborted, ValidationError } from '../common/errors.js';
+import { BerthError, cancelledError, messageOf, throwIfAborted, ValidationError } from '../common/errors.js';
 import type { RegistryAuth } from '../engine/types.js';
 import { DOCKER_HUB, normalizeRegistryHost } from './reference.js';
 
@@ -137,7 +137,7 @@ export class RegistryAuthResolver {
       text = await readFile(path, 'utf8');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw new BerthError('BERTH_VALIDATION', `cannot read the Docker configuration ${path}: ${(error as Error).message}`, { cause: error, context: { path } });
+      throw new BerthError('BERTH_VALIDATION', `cannot read the Docker configuration ${path}: ${messageOf(error)}`, { cause: error, context: { path } });
     }
     let parsed: unknown;
     try {

@@ -1,16 +1,17 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { BerthError, cancelledError, isBerthError, ValidationError } from '../common/errors.js';
+import { systemClock, type Clock, type TimerHandle } from '../common/clock.js';
+import { asBerthError, BerthError, cancelledError, codeOf, isBerthError, messageOf, ValidationError } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { retry } from '../common/retry.js';
 import type { Engine } from '../engine/engine.js';
 import { RegistryAuthResolver, type RegistryCredentials } from './auth.js';
-import { systemClock, type Clock, type TimerHandle } from './clock.js';
 import { IMAGE_EVENTS_CHANNEL, type ImageCoordinatorEvents, type ImageEventType } from './events.js';
 import { ResolutionLock } from './lock.js';
 import { resolveImageCoordinatorOptions, type ImageCoordinatorOptions, type ResolvedImageCoordinatorOptions } from './options.js';
 import { runPull, type PullProgress } from './pull.js';
 import { parseImageReference, type ImageReference } from './reference.js';
+import { removeBerthImage, type ImageRemoval } from './removal.js';
 
 /** The engine calls the coordinator makes; a narrow port, so tests can script it. */
 export type ImageEngine = Pick<Engine, 'openPull' | 'inspectImage' | 'removeImage'>;
@@ -74,7 +75,7 @@ export interface ImageCoordinatorInit {
   /** Default: silent. */
   logger?: Logger;
   /** Default: the system clock. Tests pass their own to fire removals and activity timeouts when they choose. */
-  clock?: Clock;
+  clock?: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
 }
 
 interface Waiter {
@@ -113,7 +114,6 @@ interface ImageRecord {
   pulledByBerth: boolean;
 }
 
-type RemovalOutcome = { kind: 'held' } | { kind: 'removed'; refs: string[] } | { kind: 'in-use'; refs: string[] };
 
 /**
  * Makes images present and keeps track of who uses them (Nomad's image coordinator, in Node):
@@ -131,7 +131,7 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
   readonly options: ResolvedImageCoordinatorOptions;
   readonly #engine: ImageEngine;
   readonly #logger: Logger;
-  readonly #clock: Clock;
+  readonly #clock: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
   readonly #auth: RegistryAuthResolver;
   readonly #lock = new ResolutionLock();
   readonly #resolutions = new Map<string, Resolution>();
@@ -359,7 +359,7 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
             signal,
             onRetry: (error, attempt) =>
               this.#logger.warn(
-                { image: ref.canonical, attempt, code: isBerthError(error) ? error.code : undefined, reason: errorMessage(error) },
+                { image: ref.canonical, attempt, code: codeOf(error), reason: messageOf(error) },
                 'pull failed; retrying',
               ),
           },
@@ -398,7 +398,7 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
       try {
         waiter.onProgress(progress);
       } catch (error) {
-        this.#logger.warn({ holderId: waiter.holderId, reason: errorMessage(error) }, 'an onProgress callback threw; ignored');
+        this.#logger.warn({ holderId: waiter.holderId, reason: messageOf(error) }, 'an onProgress callback threw; ignored');
       }
     }
     this.#emit('pull-progress', { ref: resolution.ref.canonical, ...progress });
@@ -507,7 +507,8 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
 
   async #remove(record: ImageRecord): Promise<void> {
     const { imageId } = record;
-    let outcome: RemovalOutcome;
+    const refs = [...record.refs];
+    let outcome: ImageRemoval | { kind: 'held' };
     try {
       outcome = await retry(() => this.#lock.exclusive(() => this.#removeOnce(record)), {
         attempts: this.options.removeAttempts,
@@ -515,12 +516,12 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
         maxDelayMs: Math.max(this.options.removeRetryDelayMs, 10_000),
         signal: this.#closing.signal,
         onRetry: (error, attempt) =>
-          this.#logger.warn({ imageId, attempt, code: isBerthError(error) ? error.code : undefined, reason: errorMessage(error) }, 'image removal failed; retrying'),
+          this.#logger.warn({ imageId, attempt, code: codeOf(error), reason: messageOf(error) }, 'image removal failed; retrying'),
       });
     } catch (error) {
       if (this.#closing.signal.aborted || record.holders.size > 0) return;
       this.#images.delete(imageId);
-      const failure = isBerthError(error) ? error : new BerthError('BERTH_INTERNAL', errorMessage(error), { cause: error });
+      const failure = asBerthError(error, 'image removal failed');
       // Not thrown to anyone (a timer started it): logged once, and reported as an event.
       this.#logger.warn({ imageId, code: failure.code, reason: failure.message }, 'could not remove an unused image; it stays');
       this.#emit('image-removal-failed', { imageId, refs: [...record.refs], error: { code: failure.code, message: failure.message } });
@@ -529,58 +530,27 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
     if (outcome.kind === 'held') return;
     this.#images.delete(imageId);
     if (outcome.kind === 'in-use') {
-      this.#logger.info({ imageId, refs: outcome.refs }, 'unused image kept: something outside berth uses it');
-      this.#emit('image-kept', { imageId, refs: outcome.refs, reason: 'in-use' });
+      this.#logger.info({ imageId, refs: outcome.kept }, 'unused image kept: something outside berth uses it');
+      this.#emit('image-kept', { imageId, refs: outcome.kept, reason: 'in-use' });
       return;
     }
-    const deleted = (await this.#imageExists(imageId)) === false;
-    this.#logger.info({ imageId, refs: outcome.refs, deleted }, 'unused image removed');
-    this.#emit('image-removed', { imageId, refs: outcome.refs, deleted });
+    // 'named': berth's names are gone, the image stays because someone else names it.
+    const deleted = outcome.kind !== 'named';
+    this.#logger.info({ imageId, refs, deleted }, 'unused image removed');
+    this.#emit('image-removed', { imageId, refs, deleted });
   }
 
   /** One removal attempt, alone under the lock: no acquire can be resolving meanwhile. */
-  async #removeOnce(record: ImageRecord): Promise<RemovalOutcome> {
+  async #removeOnce(record: ImageRecord): Promise<ImageRemoval | { kind: 'held' }> {
     if (record.holders.size > 0 || this.#images.get(record.imageId) !== record) return { kind: 'held' };
-    const signal = this.#closing.signal;
-    const refs = [...record.refs];
-    if (refs.length === 0) {
-      const result = await this.#engine.removeImage(record.imageId, { signal });
-      return result === 'in-use' ? { kind: 'in-use', refs } : { kind: 'removed', refs };
-    }
-    const inUse: string[] = [];
-    for (const name of refs) {
-      let current: string | undefined;
-      try {
-        current = (await this.#engine.inspectImage(name, { signal })).id;
-      } catch (error) {
-        if (!isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) throw error;
-      }
-      // Gone, or the name now means another image (re-pulled, re-tagged): nothing of ours to remove.
-      if (current !== record.imageId) {
-        record.refs.delete(name);
-        continue;
-      }
-      const result = await this.#engine.removeImage(name, { signal });
-      if (result === 'in-use') inUse.push(name);
-      else record.refs.delete(name);
-    }
-    return inUse.length > 0 ? { kind: 'in-use', refs: inUse } : { kind: 'removed', refs };
-  }
-
-  async #imageExists(imageId: string): Promise<boolean | undefined> {
-    try {
-      await this.#engine.inspectImage(imageId, { signal: this.#closing.signal });
-      return true;
-    } catch (error) {
-      return isBerthError(error, 'BERTH_ENGINE_NOT_FOUND') ? false : undefined;
-    }
+    return removeBerthImage(this.#engine, { imageId: record.imageId, refs: [...record.refs] }, this.#closing.signal);
   }
 
   #emit<K extends ImageEventType>(type: K, ...args: ImageCoordinatorEvents[K]): void {
     try {
       (this.emit as (type: K, ...args: ImageCoordinatorEvents[K]) => boolean)(type, ...args);
     } catch (error) {
-      this.#logger.warn({ event: type, reason: errorMessage(error) }, 'an image event listener threw; ignored');
+      this.#logger.warn({ event: type, reason: messageOf(error) }, 'an image event listener threw; ignored');
     }
     if (IMAGE_EVENTS_CHANNEL.hasSubscribers) IMAGE_EVENTS_CHANNEL.publish({ type, ...args[0] });
   }
@@ -605,8 +575,4 @@ function resolutionKey(ref: ImageReference, credentials: RegistryCredentials | u
     .update(JSON.stringify([credentials.username ?? '', credentials.password ?? '', credentials.identityToken ?? '', credentials.serverAddress ?? '']))
     .digest('hex');
   return `${ref.canonical}#${fingerprint}`;
-}
-
-function errorMessage(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -42,4 +42,3 @@ export {
   type RegistryCredentials,
   type ResolvedRegistryAuth,
 } from './auth.js';
-export { systemClock, type Clock, type TimerHandle } from './clock.js';

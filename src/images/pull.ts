@@ -1,9 +1,9 @@
 import type { Readable } from 'node:stream';
-import { BerthError, cancelledError, isBerthError } from '../common/errors.js';
+import { BerthError, cancelledError, isBerthError, messageOf } from '../common/errors.js';
 import { engineMessage } from '../engine/classify.js';
 import type { Engine } from '../engine/engine.js';
 import type { PullProgressEvent, RegistryAuth } from '../engine/types.js';
-import type { Clock } from './clock.js';
+import type { Clock } from '../common/clock.js';
 import { pullArguments, type ImageReference } from './reference.js';
 
 /** What one layer of a pull is doing. */
@@ -56,7 +56,7 @@ export function classifyPullFailure(error: unknown, ref: ImageReference): BerthE
   const reasonOf = (e: unknown): string => {
     if (e instanceof PullStreamError) return e.message;
     if (isBerthError(e) && e.cause !== undefined && typeof e.cause === 'object' && e.cause !== null) return engineMessage(e.cause);
-    return e instanceof Error ? e.message : String(e);
+    return messageOf(e);
   };
   const reason = reasonOf(error);
   const notFound = (): BerthError =>
@@ -90,7 +90,7 @@ export function classifyPullFailure(error: unknown, ref: ImageReference): BerthE
 export interface RunPullOptions {
   /** The pull is aborted as stalled when the stream delivers nothing for this long. */
   activityTimeoutMs: number;
-  clock: Clock;
+  clock: Pick<Clock, 'setTimeout' | 'clearTimeout'>;
   signal?: AbortSignal;
   onProgress?: (progress: PullProgress) => void;
 }

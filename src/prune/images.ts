@@ -1,7 +1,7 @@
 /**
  * The images berth may prune: those it pulled (the coordinator says which, and by which names),
- * that no task holds, and that nobody else names. Pure helpers for exemption and least-recently-used
- * selection, kept apart from the engine calls so that they can be tested on their own.
+ * that no task holds, and that nobody else names. Pure helpers for exemption and shared names,
+ * kept apart from the engine calls so that they can be tested on their own.
  */
 import { ValidationError, type FieldIssue } from '../common/errors.js';
 import { parseImageReference } from '../images/reference.js';
@@ -128,38 +128,13 @@ export function isExemptImage(image: Pick<BerthImageFacts, 'imageId' | 'refs' | 
   });
 }
 
-export interface BudgetCandidate {
-  imageId: string;
-  sizeBytes: number;
-  lastUsedAtMs: number;
-  exempt: boolean;
-}
-
-export interface BudgetSelection {
-  /** The size of every candidate, exempt ones included: the cache's size. */
-  totalBytes: number;
-  /** What to remove, least recently used first, to bring the total within the budget (or as near as exemptions allow). */
-  victims: BudgetCandidate[];
-  /** Every candidate that may go, least recently used first: where to go on when a victim turns out to be in use. */
-  order: BudgetCandidate[];
-}
-
-/**
- * Fn's image cleaner: when the cache is over budget, the least recently used images go first.
- * Exempt images count toward the cache's size but are never chosen. Ties go to the larger image,
- * then by id, so the choice is stable.
- */
-export function selectBudgetVictims(candidates: readonly BudgetCandidate[], budgetBytes: number): BudgetSelection {
-  const totalBytes = candidates.reduce((sum, c) => sum + c.sizeBytes, 0);
-  const order = candidates
-    .filter((c) => !c.exempt)
-    .sort((a, b) => a.lastUsedAtMs - b.lastUsedAtMs || b.sizeBytes - a.sizeBytes || (a.imageId < b.imageId ? -1 : a.imageId > b.imageId ? 1 : 0));
-  const victims: BudgetCandidate[] = [];
-  let remaining = totalBytes;
-  for (const candidate of order) {
-    if (remaining <= budgetBytes) break;
-    victims.push(candidate);
-    remaining -= candidate.sizeBytes;
+/** The coordinator may list one image under several entries: one per image, with every name. */
+export function mergeBerthImages(images: Iterable<BerthImage>): Array<{ imageId: string; refs: string[] }> {
+  const merged = new Map<string, Set<string>>();
+  for (const image of images) {
+    const refs = merged.get(image.imageId) ?? new Set<string>();
+    for (const ref of image.refs) refs.add(ref);
+    merged.set(image.imageId, refs);
   }
-  return { totalBytes, victims, order };
+  return [...merged].map(([imageId, refs]) => ({ imageId, refs: [...refs] }));
 }

@@ -1,9 +1,6 @@
 /** Prune with Moby's filters, scoped to what berth created, and the image cache budget. */
 export {
   Pruner,
-  systemPruneClock,
-  type ImageBudgetOptions,
-  type PruneClock,
   type PruneEngine,
   type PruneOptions,
   type PrunerInit,
@@ -26,12 +23,10 @@ export {
   canonicalImageName,
   isExemptImage,
   isSharedImage,
+  mergeBerthImages,
   parseExemptImages,
-  selectBudgetVictims,
   type BerthImage,
   type BerthImageFacts,
-  type BudgetCandidate,
-  type BudgetSelection,
   type ExemptImages,
   type PruneImageSource,
 } from './images.js';
@@ -48,3 +43,4 @@ export {
   type PruneRemovedEvent,
   type PruneReport,
 } from './report.js';
+export { selectBudgetVictims, type BudgetCandidate, type BudgetSelection, type ImageBudgetOptions } from './image-budget.js';

@@ -1,19 +1,20 @@
-import { setTimeout as delay } from 'node:timers/promises';
-import { asBerthError, BerthError, isBerthError, ValidationError } from '../common/errors.js';
+import { systemClock, type Clock } from '../common/clock.js';
+import { asBerthError, BerthError, isBerthError, messageOf, ValidationError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { ownerJudge } from '../common/owner-process.js';
 import type { Engine } from '../engine/engine.js';
-import type { ContainerSummary } from '../engine/types.js';
+import type { ContainerSummary, RemovalOutcome } from '../engine/types.js';
 import { engineLabelFilters, formatPruneFilters, matchesPruneFilters, parsePruneFilters, type PruneFilterInput, type PruneFilters } from './filters.js';
 import {
-  isExemptImage,
   isSharedImage,
+  mergeBerthImages,
   parseExemptImages,
-  selectBudgetVictims,
   type BerthImageFacts,
   type PruneImageSource,
 } from './images.js';
+import { removeBerthImage, type ImageRemoval } from '../images/removal.js';
+import { enforceImageBudget, type ImageBudgetOptions } from './image-budget.js';
 import { judgeOrphan, ORPHAN_CANDIDATE_LABELS, type OwnerJudge } from '../reconcile/orphans.js';
 import { resolvePrunerOptions, type PrunerOptions, type ResolvedPrunerOptions } from './options.js';
 import {
@@ -38,26 +39,8 @@ export type PruneEngine = Pick<
   | 'listVolumes'
   | 'removeVolume'
   | 'inspectImage'
-  | 'deleteImage'
+  | 'removeImage'
 >;
-
-/** Time as the pruner sees it: `until` durations count back from `now()`, and the image budget paces itself with `sleep`. */
-export interface PruneClock {
-  now(): number;
-  /** Resolves after `ms`, or early (without rejecting) when `signal` aborts. */
-  sleep(ms: number, signal?: AbortSignal): Promise<void>;
-}
-
-export const systemPruneClock: PruneClock = Object.freeze({
-  now: () => Date.now(),
-  sleep: async (ms: number, signal?: AbortSignal) => {
-    try {
-      await delay(ms, undefined, { signal });
-    } catch {
-      // Aborted: the caller checks its signal.
-    }
-  },
-});
 
 export interface PrunerInit {
   engine: PruneEngine;
@@ -76,8 +59,8 @@ export interface PrunerInit {
   options?: PrunerOptions;
   /** Default: silent. The pruner returns reports; it logs only at debug level. */
   logger?: Logger;
-  /** Default: the system clock. */
-  clock?: PruneClock;
+  /** Default: the system clock. `until` durations count back from `now()`; the image budget paces itself with `sleep`. */
+  clock?: Pick<Clock, 'now' | 'sleep'>;
   /** Called for each object removed (not in a dry run): the agent makes it an event and a metric. Must not throw. */
   onRemoved?: (event: PruneRemovedEvent) => void;
 }
@@ -91,17 +74,6 @@ export interface PruneOptions {
   signal?: AbortSignal;
   /** The kinds to prune. Default: all (containers, networks, volumes, images, in that order). */
   kinds?: readonly PruneKind[];
-}
-
-export interface ImageBudgetOptions {
-  /** The size the images berth pulled and nobody holds may take, in bytes. */
-  budgetBytes: number;
-  /** Never removed: references (`busybox`, `registry/app:1`) or image ids (`sha256:…`). */
-  exempt?: readonly string[];
-  /** Report what would be removed; remove nothing. Default false. */
-  dryRun?: boolean;
-  /** Aborting stops at the next image; resolves with what was removed so far and `cancelled: true`. */
-  signal?: AbortSignal;
 }
 
 const OWN_STOPPED_STATES = ['created', 'exited', 'dead'] as const;
@@ -124,7 +96,7 @@ export class Pruner {
   readonly #isTaskLive: (taskId: string) => boolean;
   readonly #images: PruneImageSource | undefined;
   readonly #logger: Logger;
-  readonly #clock: PruneClock;
+  readonly #clock: Pick<Clock, 'now' | 'sleep'>;
   readonly #onRemoved: ((event: PruneRemovedEvent) => void) | undefined;
   readonly #ownerJudge: () => OwnerJudge;
   #running: 'prune' | 'image budget' | undefined;
@@ -137,7 +109,7 @@ export class Pruner {
     this.#isTaskLive = init.isTaskLive;
     this.#images = init.images;
     this.#logger = init.logger ?? silentLogger;
-    this.#clock = init.clock ?? systemPruneClock;
+    this.#clock = init.clock ?? systemClock;
     this.#onRemoved = init.onRemoved;
     this.#ownerJudge = init.ownerJudge ?? (() => ownerJudge());
   }
@@ -188,7 +160,17 @@ export class Pruner {
     } catch (error) {
       return Promise.reject(error);
     }
-    return this.#enforceBudget(options.budgetBytes, exempt, options.dryRun ?? false, options.signal).finally(() => (this.#running = undefined));
+    const deps = {
+      images: this.#images,
+      maxRemovals: this.options.imageBudgetMaxRemovals,
+      removalIntervalMs: this.options.imageBudgetRemovalIntervalMs,
+      clock: this.#clock,
+      logger: this.#logger,
+      imageFacts: (image: { imageId: string; refs: string[] }, signal: AbortSignal | undefined) => this.#imageFacts(image, signal),
+      removeImage: (image: BerthImageFacts, failed: ImageBudgetReport['failed']) => this.#removeImage(image, failed, 'image-budget'),
+    };
+    const request = { budgetBytes: options.budgetBytes, exempt, dryRun: options.dryRun ?? false, signal: options.signal };
+    return enforceImageBudget(deps, request).finally(() => (this.#running = undefined));
   }
 
   #begin(what: 'prune' | 'image budget'): void {
@@ -278,23 +260,42 @@ export class Pruner {
   }
 
   /**
-   * Removes a listed container (not in a dry run) and reports it; false when it was gone already
-   * or its removal failed (reported as failed). Forced: a stopped container needs no stop first, and
-   * an orphan may still run (a killed `berth run` leaves its task running). Anonymous volumes go with it.
+   * Removes a listed container. Forced: a stopped container needs no stop first, and an orphan may
+   * still run (a killed `berth run` leaves its task running). Anonymous volumes go with it.
    */
-  async #removeListed(run: PruneRun, row: ContainerSummary): Promise<boolean> {
-    const reclaimedBytes = row.sizeRwBytes ?? 0;
+  #removeListed(run: PruneRun, row: ContainerSummary): Promise<boolean> {
+    return this.#removeListedObject(run, 'containers', row.id, row.sizeRwBytes ?? 0, () => this.#engine.removeContainer(row.id));
+  }
+
+  /**
+   * Removes one listed container, network or volume (not in a dry run) and reports it. False when it
+   * was gone already, in use (reported as kept: the engine refused) or its removal failed (reported
+   * as failed): the prune goes on with the next.
+   */
+  async #removeListedObject(
+    run: PruneRun,
+    kind: 'containers' | 'networks' | 'volumes',
+    id: string,
+    reclaimedBytes: number,
+    remove: () => Promise<RemovalOutcome>,
+  ): Promise<boolean> {
     if (!run.dryRun) {
+      let outcome: RemovalOutcome;
       try {
-        if ((await this.#engine.removeContainer(row.id)) === 'absent') return false;
+        outcome = await remove();
       } catch (error) {
-        run.report.failed.push({ kind: 'containers', id: row.id, error: asBerthError(error) });
+        run.report.failed.push({ kind, id, error: asBerthError(error) });
         return false;
       }
-      this.#emit({ kind: 'containers', id: row.id, reclaimedBytes, cause: 'prune' });
+      if (outcome === 'absent') return false;
+      if (outcome === 'in-use') {
+        run.report.kept.push({ kind, id, reason: 'in-use' });
+        return false;
+      }
+      this.#emit({ kind, id, reclaimedBytes, cause: 'prune' });
     }
-    run.report.containers.ids.push(row.id);
-    run.report.containers.reclaimedBytes += reclaimedBytes;
+    run.report[kind].ids.push(id);
+    run.report[kind].reclaimedBytes += reclaimedBytes;
     return true;
   }
 
@@ -316,7 +317,7 @@ export class Pruner {
   }
 
   async #pruneNetworks(run: PruneRun): Promise<void> {
-    const { filters, dryRun, signal, report } = run;
+    const { filters, signal, report } = run;
     const rows = await this.#engine.listNetworks({ labels: [...this.ownLabels, ...engineLabelFilters(filters)] }, { signal });
     for (const row of rows) {
       if (this.#stopped(run)) return;
@@ -329,53 +330,18 @@ export class Pruner {
         if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) continue;
         throw error;
       }
-      if (attached > 0) {
-        report.kept.push({ kind: 'networks', id: row.id, reason: 'in-use' });
-        continue;
-      }
-      if (!dryRun) {
-        let outcome;
-        try {
-          outcome = await this.#engine.removeNetwork(row.id);
-        } catch (error) {
-          report.failed.push({ kind: 'networks', id: row.id, error: asBerthError(error) });
-          continue;
-        }
-        if (outcome === 'absent') continue;
-        if (outcome === 'in-use') {
-          report.kept.push({ kind: 'networks', id: row.id, reason: 'in-use' });
-          continue;
-        }
-        this.#emit({ kind: 'networks', id: row.id, reclaimedBytes: 0, cause: 'prune' });
-      }
-      report.networks.ids.push(row.id);
+      if (attached > 0) report.kept.push({ kind: 'networks', id: row.id, reason: 'in-use' });
+      else await this.#removeListedObject(run, 'networks', row.id, 0, () => this.#engine.removeNetwork(row.id));
     }
   }
 
   async #pruneVolumes(run: PruneRun): Promise<void> {
-    const { filters, dryRun, signal, report } = run;
+    const { filters, signal } = run;
     const rows = await this.#engine.listVolumes({ labels: [...this.ownLabels, ...engineLabelFilters(filters)], dangling: true }, { signal });
     for (const row of rows) {
       if (this.#stopped(run)) return;
       if (!matchesPruneFilters(filters, { labels: row.labels, createdAtMs: row.createdAt?.getTime() })) continue;
-      const reclaimedBytes = row.sizeBytes ?? 0;
-      if (!dryRun) {
-        let outcome;
-        try {
-          outcome = await this.#engine.removeVolume(row.name);
-        } catch (error) {
-          report.failed.push({ kind: 'volumes', id: row.name, error: asBerthError(error) });
-          continue;
-        }
-        if (outcome === 'absent') continue;
-        if (outcome === 'in-use') {
-          report.kept.push({ kind: 'volumes', id: row.name, reason: 'in-use' });
-          continue;
-        }
-        this.#emit({ kind: 'volumes', id: row.name, reclaimedBytes, cause: 'prune' });
-      }
-      report.volumes.ids.push(row.name);
-      report.volumes.reclaimedBytes += reclaimedBytes;
+      await this.#removeListedObject(run, 'volumes', row.name, row.sizeBytes ?? 0, () => this.#engine.removeVolume(row.name));
     }
   }
 
@@ -402,95 +368,16 @@ export class Pruner {
         report.images.reclaimedBytes += facts.sizeBytes;
         continue;
       }
-      const outcome = await this.#removeImage(facts, report.failed, 'prune');
-      report.images.untagged.push(...outcome.untagged);
-      if (outcome.inUse) report.kept.push({ kind: 'images', id: facts.imageId, reason: 'in-use' });
-      if (outcome.deleted) {
+      const removal = await this.#removeImage(facts, report.failed, 'prune');
+      if (!removal) continue;
+      report.images.untagged.push(...removal.untagged);
+      if (removal.kind === 'in-use') report.kept.push({ kind: 'images', id: facts.imageId, reason: 'in-use' });
+      if (removal.kind === 'named') report.kept.push({ kind: 'images', id: facts.imageId, reason: 'shared' });
+      if (removal.kind === 'deleted') {
         report.images.ids.push(facts.imageId);
         report.images.reclaimedBytes += facts.sizeBytes;
       }
     }
-  }
-
-  async #enforceBudget(budgetBytes: number, exempt: ReturnType<typeof parseExemptImages>, dryRun: boolean, signal: AbortSignal | undefined): Promise<ImageBudgetReport> {
-    const report: ImageBudgetReport = {
-      budgetBytes,
-      unheldBytesBefore: 0,
-      unheldBytesAfter: 0,
-      removed: [],
-      untagged: [],
-      reclaimedBytes: 0,
-      withinBudget: true,
-      limitReached: false,
-      kept: [],
-      failed: [],
-      dryRun,
-      cancelled: false,
-    };
-    const images = this.#images;
-    if (!images) return report;
-    const held = new Set(images.heldImageIds());
-    const facts = new Map<string, BerthImageFacts>();
-    try {
-      for (const image of mergeBerthImages(images.berthImages())) {
-        if (this.#stopped({ signal, report })) break;
-        if (held.has(image.imageId)) continue;
-        const found = await this.#imageFacts(image, signal);
-        if (!found) continue;
-        if (found.shared) report.kept.push({ kind: 'images', id: found.imageId, reason: 'shared' });
-        else facts.set(found.imageId, found);
-      }
-    } catch (error) {
-      if (signal?.aborted && isBerthError(error, 'BERTH_CANCELLED')) report.cancelled = true;
-      else throw error;
-    }
-    const candidates = [...facts.values()].map((f) => ({ imageId: f.imageId, sizeBytes: f.sizeBytes, lastUsedAtMs: f.lastUsedAtMs, exempt: isExemptImage(f, exempt) }));
-    const selection = selectBudgetVictims(candidates, budgetBytes);
-    report.unheldBytesBefore = selection.totalBytes;
-    let remaining = selection.totalBytes;
-    if (!report.cancelled && remaining > budgetBytes) {
-      for (const candidate of candidates) if (candidate.exempt) report.kept.push({ kind: 'images', id: candidate.imageId, reason: 'exempt' });
-      let attempts = 0;
-      for (const victim of selection.order) {
-        if (remaining <= budgetBytes) break;
-        if (report.removed.length >= this.options.imageBudgetMaxRemovals) {
-          report.limitReached = true;
-          break;
-        }
-        // Paced: each removal makes the engine delete layers from disk, competing with running tasks.
-        if (attempts > 0 && !dryRun) await this.#clock.sleep(this.options.imageBudgetRemovalIntervalMs, signal);
-        if (this.#stopped({ signal, report })) break;
-        const image = facts.get(victim.imageId)!;
-        // Asked again just before removing: a task may have acquired it since.
-        if (new Set(images.heldImageIds()).has(image.imageId)) {
-          report.kept.push({ kind: 'images', id: image.imageId, reason: 'held' });
-          continue;
-        }
-        const removal = { imageId: image.imageId, refs: image.refs, sizeBytes: image.sizeBytes, lastUsedAt: new Date(image.lastUsedAtMs) };
-        if (dryRun) {
-          report.removed.push(removal);
-          report.untagged.push(...image.refs);
-          remaining -= image.sizeBytes;
-          continue;
-        }
-        attempts++;
-        const outcome = await this.#removeImage(image, report.failed, 'image-budget');
-        report.untagged.push(...outcome.untagged);
-        if (outcome.inUse) report.kept.push({ kind: 'images', id: image.imageId, reason: 'in-use' });
-        if (outcome.deleted || outcome.gone) {
-          remaining -= image.sizeBytes;
-          if (outcome.deleted) {
-            report.removed.push(removal);
-            report.reclaimedBytes += image.sizeBytes;
-          }
-        }
-      }
-    }
-    report.unheldBytesAfter = remaining;
-    report.withinBudget = remaining <= budgetBytes;
-    if (report.withinBudget) report.limitReached = false;
-    this.#logger.debug({ budgetBytes, before: report.unheldBytesBefore, after: remaining, removed: report.removed.length, dryRun }, 'image budget enforced');
-    return report;
   }
 
   /** One inspect of a berth image: its size, times, labels and other names. Undefined when it is gone. */
@@ -519,53 +406,34 @@ export class Pruner {
   }
 
   /**
-   * Untags the names berth acquired the image by (the image goes with its last one), then removes
-   * by id what is left nameless. Never forced: "in use" (409) keeps the image.
+   * Removes the image by the one removal rule (`removeBerthImage`: berth's names, then the image if
+   * nobody else names it; never forced) and records what became of it: a failure in `failed`, an
+   * untag or deletion as an event.
    */
   async #removeImage(
     image: BerthImageFacts,
     failed: Array<{ kind: PruneKind; id: string; error: BerthError }>,
     cause: PruneRemovedEvent['cause'],
-  ): Promise<{ untagged: string[]; deleted: boolean; gone: boolean; inUse: boolean }> {
-    const untagged: string[] = [];
-    let deleted = false;
-    let inUse = false;
-    let gone = false;
+  ): Promise<ImageRemoval | undefined> {
+    let removal: ImageRemoval;
     try {
-      for (const ref of image.refs) {
-        const outcome = await this.#engine.deleteImage(ref);
-        if (outcome.kind === 'in-use') {
-          inUse = true;
-          break;
-        }
-        if (outcome.kind === 'removed') {
-          untagged.push(...outcome.untagged);
-          if (outcome.deleted.includes(image.imageId)) deleted = true;
-        }
-      }
-      if (!deleted && !inUse) {
-        const outcome = await this.#engine.deleteImage(image.imageId);
-        if (outcome.kind === 'in-use') inUse = true;
-        else if (outcome.kind === 'absent') gone = true;
-        else {
-          untagged.push(...outcome.untagged);
-          deleted = outcome.deleted.includes(image.imageId);
-        }
-      }
+      removal = await removeBerthImage(this.#engine, image);
     } catch (error) {
       failed.push({ kind: 'images', id: image.imageId, error: asBerthError(error) });
+      return undefined;
     }
-    if (deleted || untagged.length > 0) {
-      this.#emit({ kind: 'images', id: image.imageId, reclaimedBytes: deleted ? image.sizeBytes : 0, untagged, cause });
+    const deleted = removal.kind === 'deleted';
+    if (deleted || removal.untagged.length > 0) {
+      this.#emit({ kind: 'images', id: image.imageId, reclaimedBytes: deleted ? image.sizeBytes : 0, untagged: removal.untagged, cause });
     }
-    return { untagged, deleted, gone, inUse };
+    return removal;
   }
 
   #emit(event: PruneRemovedEvent): void {
     try {
       this.#onRemoved?.(event);
     } catch (error) {
-      this.#logger.warn({ kind: event.kind, id: event.id, reason: error instanceof Error ? error.message : String(error) }, 'the onRemoved callback threw; ignored');
+      this.#logger.warn({ kind: event.kind, id: event.id, reason: messageOf(error) }, 'the onRemoved callback threw; ignored');
     }
     if (PRUNE_EVENTS_CHANNEL.hasSubscribers) PRUNE_EVENTS_CHANNEL.publish({ type: 'removed', ...event });
   }
@@ -584,18 +452,6 @@ function parseKinds(kinds: readonly PruneKind[] | undefined): ReadonlySet<PruneK
   if (unknown.length > 0) throw new ValidationError([{ field: 'kinds', rule: `unknown kind ${unknown.map((k) => `"${k}"`).join(', ')}; accepted: ${PRUNE_KINDS.join(', ')}` }]);
   return new Set(kinds);
 }
-
-/** The coordinator may list one image under several entries: one per image, with every name. */
-function mergeBerthImages(images: Iterable<{ imageId: string; refs: readonly string[] }>): Array<{ imageId: string; refs: string[] }> {
-  const merged = new Map<string, Set<string>>();
-  for (const image of images) {
-    const refs = merged.get(image.imageId) ?? new Set<string>();
-    for (const ref of image.refs) refs.add(ref);
-    merged.set(image.imageId, refs);
-  }
-  return [...merged].map(([imageId, refs]) => ({ imageId, refs: [...refs] }));
-}
-
 
 /** An engine failure that stopped a prune, carrying what it had removed before. */
 function partialFailure(error: unknown, report: PruneReport): BerthError {

@@ -30,4 +30,3 @@ export {
   type DanglingReconcilerOptions,
   type ResolvedDanglingReconcilerOptions,
 } from './options.js';
-export { systemReconcileClock, type ReconcileClock } from './clock.js';

@@ -1,9 +1,9 @@
-import { BerthError, cancelledError, ValidationError } from '../common/errors.js';
+import { systemClock, type Clock } from '../common/clock.js';
+import { asBerthError, BerthError, cancelledError, messageOf, ValidationError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { ownerJudge } from '../common/owner-process.js';
 import type { Engine } from '../engine/engine.js';
-import { systemReconcileClock, type ReconcileClock } from './clock.js';
 import { decideDangling, isTracked, type DanglingContainer, type TrackedSnapshot } from './decide.js';
 import {
   RECONCILE_EVENTS_CHANNEL,
@@ -52,7 +52,7 @@ export interface DanglingReconcilerInit {
   /** Default: silent. */
   logger?: Logger;
   /** Default: the system clock. */
-  clock?: ReconcileClock;
+  clock?: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
   /** Called for each dangling container removed (not in a dry run): the agent makes it an event and a metric. Must not throw. */
   onRemoved?: (event: DanglingContainerRemovedEvent) => void;
   /** Called for each orphan removed (not in a dry run): the agent makes it an event and a metric. Must not throw. */
@@ -88,7 +88,7 @@ export class DanglingReconciler {
   readonly #trackedTaskIds: (() => Iterable<string>) | undefined;
   readonly #isEngineHealthy: () => Promise<boolean>;
   readonly #logger: Logger;
-  readonly #clock: ReconcileClock;
+  readonly #clock: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
   readonly #onRemoved: ((event: DanglingContainerRemovedEvent) => void) | undefined;
   readonly #onOrphanRemoved: ((event: OrphanedContainerRemovedEvent) => void) | undefined;
   readonly #scopeLabels: readonly string[];
@@ -121,7 +121,7 @@ export class DanglingReconciler {
     this.#trackedTaskIds = init.trackedTaskIds;
     this.#isEngineHealthy = init.isEngineHealthy ?? (() => pingEngine(this.#engine));
     this.#logger = init.logger ?? silentLogger;
-    this.#clock = init.clock ?? systemReconcileClock;
+    this.#clock = init.clock ?? systemClock;
     this.#onRemoved = init.onRemoved;
     this.#onOrphanRemoved = init.onOrphanRemoved;
     this.#scopeLabels = Object.freeze([...(init.labels ?? [])]);
@@ -286,46 +286,52 @@ export class DanglingReconciler {
       result.skippedTracked++;
       return;
     }
-    try {
-      // Not the sweep's signal: once asked, a removal runs to its outcome (under its own deadline), so the result is known.
-      const outcome = await this.#engine.removeContainer(container.id);
-      if (outcome === 'absent') {
-        result.alreadyGone++;
-        return;
-      }
-      result.removed.push(container);
-      this.#loggedRemovalFailures.delete(container.id);
+    await this.#removeTallied(container, result, () => {
       const event: DanglingContainerRemovedEvent = { ...container, ownerId: this.ownerId, removedAt: new Date(this.#clock.now()) };
-      try {
-        this.#onRemoved?.(event);
-      } catch (error) {
-        this.#logger.warn({ containerId: container.id, reason: messageOf(error) }, 'the onRemoved callback threw; ignored');
-      }
+      this.#announce('onRemoved', () => this.#onRemoved?.(event), container.id);
       if (RECONCILE_EVENTS_CHANNEL.hasSubscribers) RECONCILE_EVENTS_CHANNEL.publish({ type: 'removed', ...event });
-    } catch (error) {
-      result.failed.push({ container, error: asBerthError(error) });
-    }
+    });
   }
 
   async #removeOrphan(container: OrphanedContainer, result: SweepResult): Promise<void> {
     // No second look before removing: an owner process that is gone never comes back.
+    await this.#removeTallied(container, result.orphans, () => {
+      const event: OrphanedContainerRemovedEvent = { ...container, removedAt: new Date(this.#clock.now()) };
+      this.#announce('onOrphanRemoved', () => this.#onOrphanRemoved?.(event), container.id);
+      if (RECONCILE_EVENTS_CHANNEL.hasSubscribers) RECONCILE_EVENTS_CHANNEL.publish({ type: 'orphan-removed', ...event });
+    });
+  }
+
+  /**
+   * Removes one container of a sweep and tallies the outcome: gone already, removed (then
+   * `announce`d), or failed (the next sweep tries again).
+   */
+  async #removeTallied<C extends { id: string }>(
+    container: C,
+    tally: { alreadyGone: number; removed: C[]; failed: Array<{ container: C; error: BerthError }> },
+    announce: () => void,
+  ): Promise<void> {
     try {
       // Not the sweep's signal: once asked, a removal runs to its outcome (under its own deadline), so the result is known.
       if ((await this.#engine.removeContainer(container.id)) === 'absent') {
-        result.orphans.alreadyGone++;
+        tally.alreadyGone++;
         return;
       }
-      result.orphans.removed.push(container);
-      this.#loggedRemovalFailures.delete(container.id);
-      const event: OrphanedContainerRemovedEvent = { ...container, removedAt: new Date(this.#clock.now()) };
-      try {
-        this.#onOrphanRemoved?.(event);
-      } catch (error) {
-        this.#logger.warn({ containerId: container.id, reason: messageOf(error) }, 'the onOrphanRemoved callback threw; ignored');
-      }
-      if (RECONCILE_EVENTS_CHANNEL.hasSubscribers) RECONCILE_EVENTS_CHANNEL.publish({ type: 'orphan-removed', ...event });
     } catch (error) {
-      result.orphans.failed.push({ container, error: asBerthError(error) });
+      tally.failed.push({ container, error: asBerthError(error) });
+      return;
+    }
+    tally.removed.push(container);
+    this.#loggedRemovalFailures.delete(container.id);
+    announce();
+  }
+
+  /** Calls a caller's callback; one that throws is logged and ignored. */
+  #announce(callbackName: string, callback: () => void, containerId: string): void {
+    try {
+      callback();
+    } catch (error) {
+      this.#logger.warn({ containerId, reason: messageOf(error) }, `the ${callbackName} callback threw; ignored`);
     }
   }
 
@@ -405,12 +411,4 @@ function orphanLogMeta(container: OrphanedContainer): Record<string, unknown> {
     state: container.state,
     ageMs: container.ageMs,
   };
-}
-
-function asBerthError(error: unknown): BerthError {
-  return error instanceof BerthError ? error : new BerthError('BERTH_INTERNAL', messageOf(error), { cause: error });
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -1,4 +1,4 @@
-import { BerthError } from '../common/errors.js';
+import { BerthError, messageOf } from '../common/errors.js';
 
 /** SQLite's result codes for a write that found no room: the disk (or the database's size limit) is full. */
 const FULL_CODES = new Set(['SQLITE_FULL', 'SQLITE_IOERR_WRITE', 'SQLITE_IOERR_FSYNC', 'SQLITE_IOERR_SHMSIZE']);
@@ -19,6 +19,6 @@ export function asDiskFull<T>(write: () => T): T {
     return write();
   } catch (error) {
     if (!isDiskFullError(error) || error instanceof BerthError) throw error;
-    throw new BerthError('BERTH_DISK_FULL', `the state database could not be written: ${(error as Error).message}`, { cause: error });
+    throw new BerthError('BERTH_DISK_FULL', `the state database could not be written: ${messageOf(error)}`, { cause: error });
   }
 }

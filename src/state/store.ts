@@ -1,7 +1,7 @@
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { BerthError } from '../common/errors.js';
+import { BerthError, messageOf } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { ImageHolderRepository } from './images.js';
 import { MetaRepository } from './meta.js';
@@ -94,7 +94,7 @@ export function openStore(file: string, options: StoreOptions = {}): Store {
       // and shared-memory files SQLite adds copy the database file's permissions.
       closeSync(openSync(file, 'a', 0o600));
     } catch (error) {
-      throw new BerthError('BERTH_VALIDATION', `cannot create the state database ${file}: ${(error as Error).message}`, {
+      throw new BerthError('BERTH_VALIDATION', `cannot create the state database ${file}: ${messageOf(error)}`, {
         cause: error,
         context: { location: file },
       });

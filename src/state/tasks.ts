@@ -24,6 +24,11 @@ export type TaskState = (typeof TASK_STATES)[number];
 /** States of a task that has not ended: what recovery reloads on start. */
 export const UNENDED_STATES: readonly TaskState[] = Object.freeze(['pending', 'starting', 'running', 'stopping']);
 
+/** Whether a task in this state has ended: `exited`, `lost`, or `removed` (a removed task ended before it was removed). */
+export function hasEnded(state: TaskState): boolean {
+  return !UNENDED_STATES.includes(state);
+}
+
 /**
  * The legal moves. Anything else is refused with BERTH_TASK_STATE, so that a race (a stop that
  * arrives after the task ended, a second end) cannot overwrite what is already recorded.

@@ -21,11 +21,16 @@ import type { PhaseChange } from './lifecycle.js';
 /** Published on every task phase change: `{ taskId, from, to }`. */
 export const TASK_PHASE_CHANNEL = diagnostics.channel('berth:task:phase');
 
-/** What the driver needs from an image coordinator: make the image present, and hold it for a task. */
+/**
+ * Streams for a task with no attach connection: stdout and stderr that end at once, nothing to
+ * close. For a task whose output is read from the engine's log (`output: 'engine-log'`) and that has
+ * no stdin to write, and for a recovered task (the driver never attached to it).
+ */
 function noStreams(): AttachedStreams {
   return { stdout: Readable.from([]), stderr: Readable.from([]), close: () => undefined };
 }
 
+/** What the driver needs from an image coordinator: make the image present, and hold it for a task. */
 export interface ImageProvider {
   acquire(image: string, holderId: string, options: { policy: ResolvedTaskSpec['pull']; signal?: AbortSignal }): Promise<unknown>;
   release(holderId: string): void;

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { asBerthError, BerthError, isBerthError } from '../common/errors.js';
+import { asBerthError, BerthError, isBerthError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
 import type { ContainerInspect, ContainerSummary } from '../engine/types.js';
@@ -94,8 +94,8 @@ export class EndWatch {
     this.#now = options.now ?? Date.now;
     this.ended = this.#run().catch((error: unknown) => ({
       kind: 'lost' as const,
-      reason: `watching the container failed: ${String(error)}`,
-      error: isBerthError(error) ? error : new BerthError('BERTH_INTERNAL', `watching the container failed: ${String(error)}`, { cause: error }),
+      reason: `watching the container failed: ${messageOf(error)}`,
+      error: asBerthError(error, 'watching the container failed'),
     }));
   }
 

@@ -7,6 +7,7 @@ import { addMixedFaults, seededRandom } from '../support/fault-mix.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { startServedAgent, type ServedAgent } from '../support/agent.js';
+import { hasEnded } from '../../src/state/tasks.js';
 
 const TASKS = 200;
 const LINES = 10;
@@ -16,7 +17,6 @@ const SEED = Number(process.env.BERTH_MIX_SEED ?? Date.now() % 1_000_000);
 
 const direct = new Engine();
 const run = testRun(direct);
-const ENDED: ReadonlyArray<TaskView['state']> = ['exited', 'lost', 'removed'];
 const exitCodeOf = (i: number): number => i % 4;
 
 describe('the agent under a mix of engine faults', { skip: await requireEngine() }, () => {
@@ -52,9 +52,9 @@ describe('the agent under a mix of engine faults', { skip: await requireEngine()
     const notEnded: string[] = [];
     await pollUntil('every task to end', async () => {
       views = await agent.client.list({ label: run.labelFilter, limit: TASKS * 2 }).catch(() => views);
-      return views.length === TASKS && views.every((v) => ENDED.includes(v.state)) ? true : undefined;
+      return views.length === TASKS && views.every((v) => hasEnded(v.state)) ? true : undefined;
     }, { timeoutMs: BOUND_MS, intervalMs: 500 }).catch(() => {
-      for (const v of views) if (!ENDED.includes(v.state)) notEnded.push(`${v.id}: still ${v.state} after ${BOUND_MS / 1000} s`);
+      for (const v of views) if (!hasEnded(v.state)) notEnded.push(`${v.id}: still ${v.state} after ${BOUND_MS / 1000} s`);
     });
     const idle = await finishesWithin('the agent to remove the containers of ended tasks', 20_000, agent.runtime.supervisor.idle()).then(
       () => 'idle',
@@ -76,7 +76,7 @@ describe('the agent under a mix of engine faults', { skip: await requireEngine()
         continue;
       }
       const expectedKind = code === 0 ? 'success' : 'failed';
-      if (!ENDED.includes(view.state)) continue;
+      if (!hasEnded(view.state)) continue;
       if (view.state !== 'exited' || view.endState?.kind !== expectedKind || view.exitCode !== code) {
         wrongEnds.push(`${id}: ${view.state} ${JSON.stringify(view.endState)}, expected ${expectedKind} ${code}`);
       }

@@ -138,6 +138,15 @@ describe('Engine (real engine)', { skip }, () => {
       assert.equal(await engine.startContainer(id), 'already-running');
     });
 
+    it('concurrent forced removals of one running container all succeed: the engine finishing one is not a failure of the others', async (t) => {
+      const run = runFor(t);
+      const id = await startTestContainer(engine, run, { cmd: ['sleep', '60'] });
+      // The engine answers 409 "removal … already in progress" to all but one of these (classified by the container's state, not the text).
+      const outcomes = await Promise.all([1, 2, 3, 4].map(() => engine.removeContainer(id)));
+      for (const outcome of outcomes) assert.ok(outcome === 'removed' || outcome === 'absent', outcome);
+      await assert.rejects(engine.inspectContainer(id), hasCode('BERTH_ENGINE_NOT_FOUND'));
+    });
+
     it('removing a missing container reports absent', async () => {
       assert.equal(await engine.removeContainer('berth-test-no-such-container'), 'absent');
     });

@@ -12,7 +12,7 @@ import { isBerthError, type BerthError } from '../../src/common/errors.js';
 import { Engine } from '../../src/engine/engine.js';
 import { ImageCoordinator, type ImageEngine } from '../../src/images/coordinator.js';
 import type { ImageCoordinatorEvents, ImageEventType } from '../../src/images/events.js';
-import { systemClock, type Clock } from '../../src/images/clock.js';
+import { systemClock, type Clock } from '../../src/common/clock.js';
 import type { ImageCoordinatorOptions } from '../../src/images/options.js';
 import type { PullProgress } from '../../src/images/pull.js';
 import { TaskDriver } from '../../src/tasks/driver.js';

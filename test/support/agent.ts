@@ -88,14 +88,106 @@ export async function writeAgentConfig(dir: string, yaml: string): Promise<strin
 
 export interface RunningAgent {
   readonly child: ChildProcess;
+  readonly pid: number;
   readonly dataDir: string;
   readonly socketPath: string;
   /** The JSON log lines the agent wrote so far. */
   logLines(): Array<Record<string, unknown>>;
   stderr(): string;
+  /** The agent's last lines of output (stdout and stderr as they came), for a failure's message. */
+  tail(lines?: number): string;
+  /** Resolves with the exit code (null when a signal ended it). */
   readonly exited: Promise<number | null>;
+  /** Whether it has exited. */
+  readonly hasExited: boolean;
   /** Sends a signal and waits for the exit; SIGKILL after 20 s. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export interface AgentProcessOptions {
+  /** What node runs before `agent`: the CLI from source (BERTH_CLI) unless given, e.g. `[bin/berth.js]` for a build. */
+  command?: readonly string[];
+  /** How long it may take to answer /healthz with 200 (the engine answers, recovery is done). Default 60 s. */
+  readyTimeoutMs?: number;
+  /** Aborting stops the wait for readiness, and the agent. */
+  signal?: AbortSignal;
+  /** Told the child process as soon as it is spawned, before readiness: for a caller that must kill it on an abrupt exit. */
+  onSpawn?: (child: ChildProcess) => void;
+}
+
+/**
+ * Starts `berth agent --data-dir <dataDir> …args` as a child process with no BERTH_* variable of the
+ * developer's, and waits (bounded) until its socket answers /healthz with 200. Rejects with its
+ * output when it exits first. Shared by the agent tests and bench/agent.ts.
+ */
+export async function startAgentProcess(dataDir: string, args: readonly string[] = [], options: AgentProcessOptions = {}): Promise<RunningAgent> {
+  const command = options.command ?? BERTH_CLI;
+  const child = spawn(process.execPath, [...command, 'agent', '--data-dir', dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv() });
+  if (child.pid === undefined) throw new Error('the agent process did not start');
+  options.onSpawn?.(child);
+  let stdout = '';
+  let stderr = '';
+  const lines: string[] = [];
+  // The last lines of both streams as they came (a chunk may end mid-line: close enough for a message).
+  const keepTail = (chunk: string): void => {
+    lines.push(...chunk.split('\n').filter((line) => line !== ''));
+    if (lines.length > 200) lines.splice(0, lines.length - 200);
+  };
+  child.stdout.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+    keepTail(d);
+  });
+  child.stderr.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+    keepTail(d);
+  });
+  let exitCode: number | null | undefined;
+  const exited = once(child, 'exit').then(([code]) => (exitCode = code as number | null));
+  const socketPath = path.join(dataDir, 'agent.sock');
+  const agent: RunningAgent = {
+    child,
+    pid: child.pid,
+    dataDir,
+    socketPath,
+    logLines: () =>
+      stdout
+        .split('\n')
+        .filter((line) => line.startsWith('{'))
+        .map((line) => JSON.parse(line) as Record<string, unknown>),
+    stderr: () => stderr,
+    tail: (count = 10) => lines.slice(-count).join('\n'),
+    exited,
+    get hasExited() {
+      return exitCode !== undefined;
+    },
+    async stop(signal = 'SIGTERM') {
+      if (exitCode !== undefined) return exitCode;
+      child.kill(signal);
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      try {
+        return await exited;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+  };
+  try {
+    await pollUntil(
+      'the agent to answer /healthz',
+      async () => {
+        options.signal?.throwIfAborted();
+        if (exitCode !== undefined) throw new Error(`the agent exited with ${exitCode}: ${stderr}${stdout}`);
+        const health = await httpGet(socketPath, '/healthz').catch(() => undefined);
+        return health?.status === 200 ? true : undefined;
+      },
+      { timeoutMs: options.readyTimeoutMs ?? 60_000, intervalMs: 50 },
+    );
+  } catch (error) {
+    // Not ready: the caller never gets the agent to stop, so it is stopped here.
+    await agent.stop('SIGKILL');
+    throw error;
+  }
+  return agent;
 }
 
 export interface AgentProcesses {
@@ -110,46 +202,8 @@ export function agentProcesses(): AgentProcesses {
   const agents: RunningAgent[] = [];
   return {
     async start(dataDir, args = []) {
-      const child = spawn(process.execPath, [...BERTH_CLI, 'agent', '--data-dir', dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv() });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      let exitCode: number | null | undefined;
-      const exited = once(child, 'exit').then(([code]) => (exitCode = code as number | null));
-      const socketPath = path.join(dataDir, 'agent.sock');
-      const agent: RunningAgent = {
-        child,
-        dataDir,
-        socketPath,
-        logLines: () =>
-          stdout
-            .split('\n')
-            .filter((line) => line.startsWith('{'))
-            .map((line) => JSON.parse(line) as Record<string, unknown>),
-        stderr: () => stderr,
-        exited,
-        async stop(signal = 'SIGTERM') {
-          if (exitCode !== undefined) return exitCode;
-          child.kill(signal);
-          const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-          try {
-            return await exited;
-          } finally {
-            clearTimeout(timer);
-          }
-        },
-      };
+      const agent = await startAgentProcess(dataDir, args);
       agents.push(agent);
-      await pollUntil(
-        'the agent to answer /healthz',
-        async () => {
-          if (exitCode !== undefined) throw new Error(`the agent exited with ${exitCode}: ${stderr}${stdout}`);
-          const health = await httpGet(socketPath, '/healthz').catch(() => undefined);
-          return health?.status === 200 ? true : undefined;
-        },
-        { timeoutMs: 60_000, intervalMs: 50 },
-      );
       return agent;
     },
     async killAll() {

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Engine, type EngineOptions } from '../../src/engine/engine.js';
 import type { ContainerCreateBody, HostConfigBody } from '../../src/engine/types.js';
+import { messageOf } from '../../src/common/errors.js';
 
 /** Built by scripts/test-engine.sh from a static busybox: sh, cat, sleep, echo, dd, … */
 export const TEST_IMAGE = 'berth-test/busybox:latest';
@@ -57,7 +58,7 @@ export async function probeEngine(options: EngineOptions = {}, timeoutMs = 5000)
     await engine.ping({ deadlineMs: timeoutMs });
     return { ok: true };
   } catch (error) {
-    return { ok: false, reason: error instanceof Error ? error.message : String(error) };
+    return { ok: false, reason: messageOf(error) };
   }
 }
 

@@ -20,7 +20,6 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { Writable, type Readable } from 'node:stream';
 import { after, afterEach, before, describe, test } from 'node:test';
-import type { TaskView } from '../../src/agent/client.js';
 import { isBerthError } from '../../src/common/errors.js';
 import { Engine, type EngineDeadlines } from '../../src/engine/engine.js';
 import { ImageCoordinator } from '../../src/images/index.js';
@@ -32,6 +31,7 @@ import { BERTH_CLI, cleanEnv, startServedAgent, type ServedAgent } from './agent
 import { pollUntil, readAll, requireEngine, TEST_IMAGE, TEST_RUN_LABEL, testRun, type TestRun } from './engine.js';
 import { FaultProxy, type Fault, type FaultRule } from './fault-proxy.js';
 import { buildUniqueImage, pushImage, removeRunImages, requireRegistryTools, startTestRegistries, untag, type TestRegistries } from './registry.js';
+import { hasEnded } from '../../src/state/tasks.js';
 
 export type CallKind = 'create' | 'start' | 'attach' | 'wait' | 'inspect' | 'logs' | 'stop' | 'kill' | 'remove' | 'pull' | 'events' | 'exec';
 export type FaultName = '500-after' | 'drop-after' | '503-before' | 'never-answers';
@@ -397,7 +397,6 @@ export async function describeLibraryMatrix(title: string, calls: ReadonlyArray<
   });
 }
 
-const AGENT_ENDED: ReadonlyArray<TaskView['state']> = ['exited', 'lost', 'removed'];
 
 /**
  * Registers the matrix for the engine's log, read by an in-process agent whose engine is the proxy:
@@ -435,7 +434,7 @@ export async function describeAgentLogsMatrix(title: string): Promise<void> {
           CASE_BOUND_MS,
           pollUntil('the task to end', async () => {
             const view = await agent.client.get(submitted.id);
-            return AGENT_ENDED.includes(view.state) ? view : undefined;
+            return hasEnded(view.state) ? view : undefined;
           }, { timeoutMs: CASE_BOUND_MS + 1000, intervalMs: 100 }),
         );
         assert.equal(rule.fired, 1, `the fault was injected on a logs call (${rule.matched} such calls were made)`);

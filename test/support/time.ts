@@ -1,12 +1,11 @@
 /**
  * Time under the test's control: a manual clock for the ports that take one (the image coordinator,
- * the image pull, the reconciler), and waits that let the event loop run instead of sleeping.
+ * the image pull, the reconciler, the pruner), and waits that let the event loop run instead of sleeping.
  */
-import type { Clock, TimerHandle } from '../../src/images/clock.js';
-import type { ReconcileClock } from '../../src/reconcile/clock.js';
+import type { Clock, TimerHandle } from '../../src/common/clock.js';
 
 /** A clock whose time moves only when the test says so. Starts at `startMs` (default 0). */
-export class ManualClock implements Clock, ReconcileClock {
+export class ManualClock implements Clock {
   #now: number;
   readonly #timers = new Map<number, { at: number; callback: () => void }>();
   #nextId = 1;
@@ -27,6 +26,22 @@ export class ManualClock implements Clock, ReconcileClock {
 
   clearTimeout(handle: TimerHandle): void {
     this.#timers.delete(handle as number);
+  }
+
+  /** Resolves when time is advanced past `delayMs`, or at once when `signal` aborts. */
+  sleep(delayMs: number, signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      if (signal?.aborted) return resolve();
+      const onAbort = (): void => {
+        this.clearTimeout(handle);
+        resolve();
+      };
+      const handle = this.setTimeout(() => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      }, delayMs);
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
   }
 
   /** Timers pending now. */

@@ -4,7 +4,6 @@ import { BerthError, ValidationError } from '../../../src/common/errors.js';
 import {
   ago,
   errorLine,
-  formatBytes,
   formatCommand,
   formatEventLine,
   humanDuration,
@@ -58,12 +57,6 @@ describe('small formats', () => {
     assert.equal(shortId('sha256:0123456789abcdef0123'), '0123456789ab');
     assert.equal(shortId('abc'), 'abc');
     assert.equal(shortId(undefined), '');
-  });
-
-  test('formatBytes uses binary units', () => {
-    assert.equal(formatBytes(512), '512 B');
-    assert.equal(formatBytes(1536), '1.5 KiB');
-    assert.equal(formatBytes(256 * 1024 * 1024), '256 MiB');
   });
 
   test('formatCommand quotes words a shell would split', () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { BerthError } from '../../../src/common/errors.js';
-import { classifyEngineError, engineCertainlyDidNotAct, engineMessage } from '../../../src/engine/classify.js';
+import { classifyEngineError, engineCertainlyDidNotAct, engineMessage, forcedRemovalConflict } from '../../../src/engine/classify.js';
 
 /** An error shaped as docker-modem builds it for a non-2xx answer. */
 function httpError(statusCode: number, reason: string, json: unknown): Error {
@@ -151,5 +151,15 @@ describe('engineMessage', () => {
   it("falls back to dockerode's reason when the engine's body is empty (304)", () => {
     const failure = httpError(304, 'container already started', Buffer.alloc(0));
     assert.equal(engineMessage(failure), 'container already started');
+  });
+});
+
+describe('forcedRemovalConflict', () => {
+  it('reads a 409 to a forced removal as the engine finishing an earlier removal when the container is gone, removing, or still being killed', () => {
+    for (const status of [undefined, 'removing', 'running', 'paused', 'restarting', 'dead'] as const) assert.equal(forcedRemovalConflict(status), 'removed', String(status));
+  });
+
+  it('reads it as a kill that raced the container’s own exit when the container is exited or created and nobody removes it: ask again', () => {
+    for (const status of ['exited', 'created'] as const) assert.equal(forcedRemovalConflict(status), 'ask-again', status);
   });
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { statsFromRaw } from '../../../src/engine/engine.js';
+import { statsFromRaw } from '../../../src/engine/decode.js';
 
 const READ = '2026-01-01T12:00:01.5Z';
 const PREREAD = '2026-01-01T12:00:00.5Z';

@@ -6,7 +6,7 @@
 import { PassThrough } from 'node:stream';
 import { BerthError } from '../../../src/common/errors.js';
 import type { CallOptions } from '../../../src/engine/engine.js';
-import type { ImageInspect, RegistryAuth } from '../../../src/engine/types.js';
+import type { ImageDeleteOutcome, ImageInspect, RegistryAuth } from '../../../src/engine/types.js';
 import type { ImageEngine } from '../../../src/images/coordinator.js';
 
 export interface ScriptedPull {
@@ -23,7 +23,7 @@ export interface ScriptedPull {
   failInStream(message: string): void;
 }
 
-type RemoveAnswer = 'removed' | 'absent' | 'in-use' | Error;
+type RemoveAnswer = 'absent' | 'in-use' | Error;
 
 export class FakeImageEngine implements ImageEngine {
   /** Local name → image id. */
@@ -31,7 +31,7 @@ export class FakeImageEngine implements ImageEngine {
   readonly pulls: ScriptedPull[] = [];
   readonly removals: string[] = [];
   inspections = 0;
-  /** Answers for removeImage calls in order; when empty, the image's names are dropped and 'removed' is answered. */
+  /** Answers for removeImage calls in order ('absent' drops the name too); when empty, the name (or an id's every name) is untagged, and the image deleted with its last name. */
   readonly removeAnswers: RemoveAnswer[] = [];
   /** When set, openPull rejects with this error instead of opening a stream. */
   openError: ((attempt: number) => Error | undefined) | undefined;
@@ -68,15 +68,18 @@ export class FakeImageEngine implements ImageEngine {
     return { id, repoTags: [], repoDigests: [], sizeBytes: 1, createdAt: new Date(0), labels: {} };
   };
 
-  removeImage = async (ref: string, _options: CallOptions & { force?: boolean } = {}): Promise<'removed' | 'absent' | 'in-use'> => {
+  removeImage = async (ref: string, _options: CallOptions & { force?: boolean } = {}): Promise<ImageDeleteOutcome> => {
     this.removals.push(ref);
     await Promise.resolve();
     const answer = this.removeAnswers.shift();
     if (answer instanceof Error) throw answer;
-    if (answer !== undefined) return answer;
-    const existed = this.names.delete(ref);
-    for (const [name, id] of this.names) if (id === ref) this.names.delete(name);
-    return existed ? 'removed' : 'absent';
+    if (answer === 'in-use') return { kind: 'in-use' };
+    const imageId = this.names.get(ref) ?? ref;
+    const untagged = [...this.names].filter(([name, id]) => name === ref || id === ref).map(([name]) => name);
+    for (const name of untagged) this.names.delete(name);
+    if (answer === 'absent' || untagged.length === 0) return { kind: 'absent' };
+    const deleted = [...this.names.values()].includes(imageId) ? [] : [imageId];
+    return { kind: 'removed', untagged, deleted };
   };
 
   /** Resolves once `count` pulls have been opened in all. */

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { ValidationError } from '../../../src/common/errors.js';
-import { canonicalImageName, isExemptImage, isSharedImage, parseExemptImages, selectBudgetVictims } from '../../../src/prune/images.js';
+import { selectBudgetVictims } from '../../../src/prune/image-budget.js';
+import { canonicalImageName, isExemptImage, isSharedImage, parseExemptImages } from '../../../src/prune/images.js';
 
 const ID = `sha256:${'a'.repeat(64)}`;
 

@@ -4,7 +4,8 @@ import { BerthError, isBerthError } from '../../../src/common/errors.js';
 import { LABELS } from '../../../src/common/labels.js';
 import type { ContainerListFilter, ContainerSummary, ImageDeleteOutcome, ImageInspect } from '../../../src/engine/types.js';
 import type { PruneImageSource } from '../../../src/prune/images.js';
-import { Pruner, type PruneClock, type PruneEngine, type PrunerInit } from '../../../src/prune/pruner.js';
+import type { Clock } from '../../../src/common/clock.js';
+import { Pruner, type PruneEngine, type PrunerInit } from '../../../src/prune/pruner.js';
 import { ownerJudge, ownerProcessLabels, readHostIdentity, type OwnerProcess } from '../../../src/common/owner-process.js';
 import { fakeProc } from '../../support/proc.js';
 
@@ -67,11 +68,11 @@ class FakePruneEngine {
     listVolumes: async () => [],
     removeVolume: async () => 'absent',
     inspectImage: async (ref) => {
-      const found = this.images.get(ref);
+      const found = this.images.get(ref) ?? [...this.images.values()].find((image) => image.inspect.repoTags.includes(ref));
       if (!found) throw new BerthError('BERTH_ENGINE_NOT_FOUND', 'no such image');
       return found.inspect;
     },
-    deleteImage: async (ref): Promise<ImageDeleteOutcome> => {
+    removeImage: async (ref): Promise<ImageDeleteOutcome> => {
       this.calls.push(`delete image ${ref}`);
       for (const [imageId, image] of this.images) {
         const tagged = image.inspect.repoTags.includes(ref);
@@ -89,7 +90,7 @@ class FakePruneEngine {
   };
 }
 
-function manualSleepClock(): PruneClock & { sleeps: number[] } {
+function manualSleepClock(): Pick<Clock, 'now' | 'sleep'> & { sleeps: number[] } {
   const sleeps: number[] = [];
   return { sleeps, now: () => NOW, sleep: async (ms) => void sleeps.push(ms) };
 }
@@ -386,8 +387,8 @@ describe('Pruner: image budget', () => {
   it('asks again whether an image is held just before removing it', async () => {
     const { pruner, heldIds, images, engine } = budgetSetup();
     let asked = 0;
-    const original = engine.port.deleteImage;
-    engine.port.deleteImage = async (ref, options) => {
+    const original = engine.port.removeImage;
+    engine.port.removeImage = async (ref, options) => {
       // A task acquires b while a is being removed.
       if (++asked === 1) heldIds.add(images[1]!.imageId);
       return original(ref, options);

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { BerthError, isBerthError } from '../../../src/common/errors.js';
-import { META_KEYS, openStore, SCHEMA_VERSION, type Store } from '../../../src/state/index.js';
+import { hasEnded, META_KEYS, openStore, SCHEMA_VERSION, TASK_STATES, type Store } from '../../../src/state/index.js';
 
 let dir: string;
 let counter = 0;
@@ -78,6 +78,12 @@ describe('openStore: schema and pragmas', () => {
     store.close();
     store.close();
     assert.equal(store.isOpen, false);
+  });
+});
+
+describe('hasEnded', () => {
+  it('says a task has ended once it is exited, lost or removed, and not before', () => {
+    assert.deepEqual(TASK_STATES.filter((state) => hasEnded(state)), ['exited', 'lost', 'removed']);
   });
 });
 
