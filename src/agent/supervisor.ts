@@ -196,7 +196,7 @@ export class TaskSupervisor {
     for (const record of unended) {
       if (record.state === 'pending') continue;
       let recoverError: unknown;
-      const handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, { bindPolicy: this.#deps.policy() }).catch((error: unknown) => {
+      const handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, { bindPolicy: this.#deps.policy(), stopRequested: record.state === 'stopping' }).catch((error: unknown) => {
         recoverError = error;
         return undefined;
       });
@@ -277,7 +277,7 @@ export class TaskSupervisor {
       if (this.#closing.signal.aborted) return;
       let handle: TaskHandle | undefined;
       try {
-        handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, { bindPolicy: this.#deps.policy() });
+        handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, { bindPolicy: this.#deps.policy(), stopRequested: record.state === 'stopping' });
       } catch (retryError) {
         const berthError = asBerthError(retryError);
         if (isEngineOutage(berthError)) continue;
@@ -396,7 +396,7 @@ export class TaskSupervisor {
   async #start(record: TaskRecord, options: { mayHaveContainer?: boolean } = {}): Promise<void> {
     let handle: TaskHandle | undefined;
     try {
-      if (options.mayHaveContainer) handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, { bindPolicy: this.#deps.policy() });
+      if (options.mayHaveContainer) handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, { bindPolicy: this.#deps.policy(), stopRequested: record.state === 'stopping' });
       // One start attempt per task: a create a dead agent (or an earlier try) sent may land, and is adopted.
       handle ??= await this.#deps.driver.start(record.spec as TaskSpec, { taskId: record.id, startAttempt: record.id, output: 'engine-log', bindPolicy: this.#deps.policy() });
     } catch (error) {

@@ -319,8 +319,10 @@ export class TaskDriver {
    * this owner's id, so a container an earlier berth named `berth-<task id>` is recovered after an
    * upgrade. Resolves undefined when there is no container of this owner's task. Output is not attached:
    * read it from the engine's log (`engine.logEntries`) from where the previous reader stopped.
+   * `stopRequested`: the caller had asked the task to stop before it lost track of it; the task then
+   * ends `cancelled` even if that earlier stop already ended it.
    */
-  async recover(taskId: string, spec: TaskSpec, options: { bindPolicy?: BindSourcePolicy } = {}): Promise<TaskHandle | undefined> {
+  async recover(taskId: string, spec: TaskSpec, options: { bindPolicy?: BindSourcePolicy; stopRequested?: boolean } = {}): Promise<TaskHandle | undefined> {
     // The spec passed the policy when it was submitted; a policy reloaded since must not orphan it.
     const resolved = resolveTaskSpec(spec, { allowPrivileged: true });
     const found = await this.#findOwnContainer(taskId);
@@ -337,6 +339,8 @@ export class TaskDriver {
     }
     // The image is held again by the caller (which knows the holders it recorded); nothing to acquire.
     const handle = this.#newHandle(taskId, found.id, resolved, noStreams(), () => undefined);
+    // A stop the caller's earlier self asked for may have ended the task already: the intent stands.
+    if (options.stopRequested) handle.markStopRequested();
     if (found.status === 'created') {
       await startIdempotent(this.#engine, found.id, this.#retry, this.#logger);
       handle.markStarted();

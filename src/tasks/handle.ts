@@ -100,6 +100,15 @@ export class TaskHandle implements AsyncDisposable {
   }
 
   /**
+   * @internal Called by the driver when it recovers a task that an earlier owner had asked to stop:
+   * that stop may have reached the engine (and ended the task) before this handle existed, so the
+   * task ends `cancelled` whatever its own end looks like, as after an ambiguous stop.
+   */
+  markStopRequested(): void {
+    this.#stopIntent ??= { kind: 'cancel' };
+  }
+
+  /**
    * @internal Called by the driver once the container is started, or found running or ended after a
    * restart (then `startedAt` is the engine's, and the run time limit counts from it).
    */

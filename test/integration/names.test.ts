@@ -30,6 +30,11 @@ const dirs = tempDirs();
 const execFileAsync = promisify(execFile);
 
 /** Prints "I am $WHO", waits for /tmp/go in its own container, prints "done $WHO", exits with `exitCode`. */
+/**
+ * What an exec runs to let a waiting task end: /tmp/go appears only after the exec's own shell has
+ * exited, so the task's end (which ends every process in its container) cannot cut the exec short.
+ */
+const RELEASE = '(sleep 0.2; touch /tmp/go) >/dev/null 2>&1 &';
 const waitingScript = (exitCode: number): string => `echo "I am $WHO"; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo "done $WHO"; exit ${exitCode}`;
 
 /** `berth run` with this run's label, no pull, as a user types it. */
@@ -109,7 +114,7 @@ describe('container names across owners', { skip }, () => {
       assert.equal(stats.code, 0, stats.stderr);
       assert.equal((JSON.parse(stats.stdout) as { containerId: string }).containerId, cliContainer.id);
       for (const [owner, who] of [['cli', 'cli'], [lib.ownerId, 'lib'], [agentId, 'agent']] as const) {
-        const released = await cli('exec', '--owner', owner, taskId, 'sh', '-c', 'echo $WHO; touch /tmp/go');
+        const released = await cli('exec', '--owner', owner, taskId, 'sh', '-c', `echo $WHO; ${RELEASE}`);
         assert.equal(released.code, 0, released.stderr);
         assert.equal(released.stdout, `${who}\n`);
       }
@@ -175,7 +180,7 @@ describe('one task id twice under one owner (berth run --name X twice)', { skip 
     assert.equal(still!.id, container!.id, 'the first run keeps its container');
     assert.equal((await engine.inspectContainer(container!.id)).hostConfig.memoryBytes, 0, 'with its own settings');
 
-    const released = await cli('exec', taskId, 'sh', '-c', 'touch /tmp/go');
+    const released = await cli('exec', taskId, 'sh', '-c', RELEASE);
     assert.equal(released.code, 0, released.stderr);
     const firstResult = await first;
     assert.equal(firstResult.code, 0, firstResult.stderr);
@@ -210,7 +215,7 @@ describe('one task id twice under one owner (berth run --name X twice)', { skip 
     assert.equal(loser.result.stdout, '');
     assert.match(loser.result.stderr, /^berth: task \S+ of cli already has a container .*\[BERTH_NAME_CONFLICT\]\n$/);
     assert.equal((await containersOf(taskId)).length, 1, 'the loser left no container');
-    const released = await cli('exec', taskId, 'sh', '-c', 'touch /tmp/go');
+    const released = await cli('exec', taskId, 'sh', '-c', RELEASE);
     assert.equal(released.code, 0, released.stderr);
     const won = await runs[1 - loser.index]!;
     const who = String(2 - loser.index);
@@ -243,7 +248,7 @@ describe('containers named by an earlier berth (berth-<task id>)', { skip }, () 
       assert.equal(recovered?.lost, 0, JSON.stringify(recovered));
       assert.equal((await berthJson<TaskView>(dataDir, ['inspect', taskId])).state, 'running');
       // exec finds it by its labels too.
-      const released = await cli('exec', taskId, 'sh', '-c', 'echo $WHO; touch /tmp/go');
+      const released = await cli('exec', taskId, 'sh', '-c', `echo $WHO; ${RELEASE}`);
       assert.equal(released.code, 0, released.stderr);
       assert.equal(released.stdout, 'old\n');
       const logs = await berth(dataDir, ['logs', '-f', taskId]);

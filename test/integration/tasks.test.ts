@@ -150,6 +150,18 @@ describe('task lifecycle against the real engine', { skip: await requireEngine()
     await engine.removeContainer(foreignId);
   });
 
+  test('a task recovered with a stop its owner had asked for ends cancelled even if that stop already ended it; without one, as the engine says', async () => {
+    // Stands for a task an earlier agent's stop had SIGKILLed before the new agent recovered it.
+    const first = await driver.start(spec({ command: ['sh', '-c', 'exit 137'] }), { taskId: taskId('recover-stopped') });
+    assert.deepEqual(await first.wait(), { kind: 'failed', exitCode: 137 });
+    const stopped = await driver.recover(first.taskId, spec({ command: ['sh', '-c', 'exit 137'] }), { stopRequested: true });
+    assert.ok(stopped, 'the ended container is found');
+    assert.deepEqual(await stopped.wait(), { kind: 'cancelled', exitCode: 137 });
+    const asIs = await driver.recover(first.taskId, spec({ command: ['sh', '-c', 'exit 137'] }));
+    assert.deepEqual(await asIs!.wait(), { kind: 'failed', exitCode: 137 });
+    await asIs!.destroy();
+  });
+
   test('bind mount propagation modes map to rprivate, rslave and rshared', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'berth-bind-'));
     // rslave and rshared need a source on a shared mount (the host's / here is private): make one.
