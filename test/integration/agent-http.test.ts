@@ -9,7 +9,7 @@ import { silentLogger } from '../../src/common/logger.js';
 import { Engine } from '../../src/engine/engine.js';
 import { createAgent, type AgentRuntime } from '../../src/agent/agent.js';
 import { AgentClient, type AgentEvent, type LogRecord, type TaskView } from '../../src/agent/client.js';
-import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
+import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
 import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { testHost } from '../support/agent.js';

@@ -2,11 +2,11 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect } from 'node:net';
 import { chmod, lstat, rm } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
-import { BerthError, ValidationError } from '../common/errors.js';
-import type { AgentRuntime } from './agent.js';
-import type { AgentConfig } from './config.js';
-import { answerClientError } from './http-errors.js';
-import { buildServer, type ServerOptions } from './http.js';
+import { BerthError, ValidationError } from '../../common/errors.js';
+import type { AgentRuntime } from '../agent.js';
+import type { AgentConfig } from '../config.js';
+import { answerClientError } from './errors.js';
+import { buildServer, type ServerOptions } from './server.js';
 
 /** The bounds on one listener's clients: the agent configuration's `http` keys. */
 export type ServerLimits = AgentConfig['http'];

@@ -1,6 +1,6 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { isBerthError, type ErrorCode, type FieldIssue } from '../common/errors.js';
+import { isBerthError, type ErrorCode, type FieldIssue } from '../../common/errors.js';
 
 /** The body of every error response. */
 export interface ErrorBody {

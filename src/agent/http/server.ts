@@ -1,17 +1,17 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchema, type FastifyServerFactory } from 'fastify';
-import { BerthError, ValidationError } from '../common/errors.js';
-import type { TaskRecord, TaskState } from '../state/tasks.js';
-import type { SubmitResult } from './supervisor.js';
-import type { AgentRuntime } from './agent.js';
-import { answerClientError, requestError, toErrorResponse, type ErrorBody, type ErrorResponse } from './http-errors.js';
-import { typedQuery } from './http-query.js';
-import { API_ROUTES, MAX_PARAM_LENGTH, type ApiRoute } from './http-schemas.js';
-import { agentEventStream, ndjsonStream } from './http-streams.js';
-import { toImageView, toPruneView, toTaskView, toUtcLogTimestamp, type HealthView } from './http-views.js';
-import type { LogRecord } from './task-logs.js';
-import { AgentMetrics } from './metrics.js';
+import { BerthError, ValidationError } from '../../common/errors.js';
+import type { TaskRecord, TaskState } from '../../state/tasks.js';
+import type { SubmitResult } from '../supervisor.js';
+import type { AgentRuntime } from '../agent.js';
+import { answerClientError, requestError, toErrorResponse, type ErrorBody, type ErrorResponse } from './errors.js';
+import { typedQuery } from './query.js';
+import { API_ROUTES, MAX_PARAM_LENGTH, type ApiRoute } from './schemas.js';
+import { agentEventStream, ndjsonStream } from './streams.js';
+import { toImageView, toPruneView, toTaskView, toUtcLogTimestamp, type HealthView } from './views.js';
+import type { LogRecord } from '../task-logs.js';
+import { AgentMetrics } from '../metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
 
 export interface ServerOptions {

@@ -1,8 +1,8 @@
-import type { PruneReport } from '../prune/index.js';
-import type { BerthError } from '../common/errors.js';
-import { ValidationError } from '../common/errors.js';
-import type { ImageSnapshot } from '../images/index.js';
-import type { StoredEndState, StoredTaskSpec, TaskRecord, TaskState } from '../state/tasks.js';
+import type { PruneReport } from '../../prune/index.js';
+import type { BerthError } from '../../common/errors.js';
+import { ValidationError } from '../../common/errors.js';
+import type { ImageSnapshot } from '../../images/index.js';
+import type { StoredEndState, StoredTaskSpec, TaskRecord, TaskState } from '../../state/tasks.js';
 
 /**
  * What the API shows and the client returns. Types only, so that the client does not load the

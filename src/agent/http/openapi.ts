@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { taskSpecSchema } from '../spec/schema.js';
-import { agentEventSchema, API_ROUTES, errorBodySchema, logRecordSchema, taskViewSchema, type ApiRoute, type JsonSchema } from './http-schemas.js';
+import { taskSpecSchema } from '../../spec/schema.js';
+import { agentEventSchema, API_ROUTES, errorBodySchema, logRecordSchema, taskViewSchema, type ApiRoute, type JsonSchema } from './schemas.js';
 
 /** The OpenAPI document's own fields that berth fills in; everything else comes from the route table. */
 export interface OpenApiInfo {
@@ -79,7 +79,7 @@ function responses(route: ApiRoute): Record<string, unknown> {
 
 /**
  * The OpenAPI 3.1 document of the agent's API, built from the route table and schemas the server
- * validates and serializes with (`http-schemas.ts`).
+ * validates and serializes with (`schemas.ts`).
  */
 export function buildOpenApiDocument(info: OpenApiInfo = {}): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
