@@ -3,7 +3,7 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { isBerthError, ValidationError } from '../../src/common/errors.js';
+import { isBerthError, messageOf, ValidationError } from '../../src/common/errors.js';
 import { silentLogger } from '../../src/common/logger.js';
 import { Engine } from '../../src/engine/engine.js';
 import { createAgent, type AgentRuntime } from '../../src/agent/agent.js';
@@ -49,10 +49,11 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
 
   /** Polls the task through the API until it satisfies the predicate, for at most a minute. */
   async function waitForTask(id: string, predicate: (task: TaskView) => boolean): Promise<TaskView> {
+    let last: TaskView | undefined;
     return pollUntil(`task ${id} to reach the expected state`, async () => {
-      const task = await client.get(id);
-      return predicate(task) ? task : undefined;
-    }, { timeoutMs: 60_000, intervalMs: 100 });
+      last = await client.get(id);
+      return predicate(last) ? last : undefined;
+    }, { timeoutMs: 60_000, intervalMs: 100 }).catch((error: unknown) => assert.fail(`${messageOf(error)}; it is still ${last?.state}`));
   }
   const ended = (task: TaskView): boolean => hasEnded(task.state);
 
