@@ -5,6 +5,9 @@ import importX from 'eslint-plugin-import-x';
 
 /** Layers may only import inward: cli → agent → tasks/images/reconcile/prune → spec/engine → common. */
 const restrict = (patterns) => ({ 'no-restricted-imports': ['error', { patterns }] });
+const dockerode = { group: ['dockerode', 'docker-modem'], message: 'Only src/engine talks to the Docker API.' };
+/** Only agent/http serves the API; the rest of the agent reaches it through buildServer and serveAgent. */
+const fastify = { group: ['fastify', '@fastify/*'], message: 'Only src/agent/http serves HTTP.' };
 
 export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'coverage/**'] },
@@ -21,11 +24,12 @@ export default tseslint.config(
       'import-x/no-cycle': 'error',
     },
   },
-  { files: ['src/**/*.ts'], ignores: ['src/engine/**'], rules: restrict([{ group: ['dockerode', 'docker-modem'], message: 'Only src/engine talks to the Docker API.' }]) },
-  { files: ['src/common/**/*.ts'], rules: restrict([{ group: ['../*/**', '!../common/**'], message: 'common/ depends on nothing.' }, { group: ['dockerode'], message: 'Only src/engine talks to the Docker API.' }]) },
-  { files: ['src/engine/**/*.ts', 'src/spec/**/*.ts'], rules: restrict([{ group: ['../tasks/**', '../images/**', '../reconcile/**', '../prune/**', '../state/**', '../agent/**', '../cli/**'], message: 'Dependencies point inward.' }]) },
-  { files: ['src/tasks/**/*.ts', 'src/images/**/*.ts', 'src/reconcile/**/*.ts', 'src/prune/**/*.ts', 'src/state/**/*.ts'], rules: restrict([{ group: ['../agent/**', '../cli/**'], message: 'Dependencies point inward.' }, { group: ['dockerode'], message: 'Only src/engine talks to the Docker API.' }]) },
-  { files: ['src/agent/**/*.ts'], rules: restrict([{ group: ['../cli/**'], message: 'Nothing imports cli.' }, { group: ['dockerode'], message: 'Only src/engine talks to the Docker API.' }]) },
+  { files: ['src/**/*.ts'], ignores: ['src/engine/**'], rules: restrict([dockerode, fastify]) },
+  { files: ['src/common/**/*.ts'], rules: restrict([{ group: ['../*/**', '!../common/**'], message: 'common/ depends on nothing.' }, dockerode, fastify]) },
+  { files: ['src/engine/**/*.ts', 'src/spec/**/*.ts'], rules: restrict([{ group: ['../tasks/**', '../images/**', '../reconcile/**', '../prune/**', '../state/**', '../agent/**', '../cli/**'], message: 'Dependencies point inward.' }, fastify]) },
+  { files: ['src/tasks/**/*.ts', 'src/images/**/*.ts', 'src/reconcile/**/*.ts', 'src/prune/**/*.ts', 'src/state/**/*.ts'], rules: restrict([{ group: ['../agent/**', '../cli/**'], message: 'Dependencies point inward.' }, dockerode, fastify]) },
+  { files: ['src/agent/**/*.ts'], ignores: ['src/agent/http/**'], rules: restrict([{ group: ['../cli/**'], message: 'Nothing imports cli.' }, dockerode, fastify]) },
+  { files: ['src/agent/http/**/*.ts'], rules: restrict([{ group: ['../../cli/**'], message: 'Nothing imports cli.' }, dockerode]) },
   // node:test's test() and describe() return promises the runner awaits itself.
   { files: ['test/**/*.ts'], rules: { '@typescript-eslint/no-floating-promises': 'off' } },
   { files: ['**/*.js'], ...tseslint.configs.disableTypeChecked },

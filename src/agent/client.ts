@@ -8,11 +8,11 @@ import type { StoredTaskSpec, TaskState } from '../state/tasks.js';
 import { TOKEN_FILE_NAME } from './agent.js';
 import { defaultDataDir, type HostFacts } from './config.js';
 import type { AgentEvent } from './events.js';
-import type { ErrorBody } from './http-errors.js';
-import type { HealthView, ImageView, PruneView, TaskView } from './http-views.js';
+import type { ErrorBody } from './http/errors.js';
+import type { HealthView, ImageView, PruneView, TaskView } from './http/views.js';
 import type { LogRecord } from './task-logs.js';
 
-export type { HealthView, ImageView, TaskView } from './http-views.js';
+export type { HealthView, ImageView, TaskView } from './http/views.js';
 export type { LogRecord } from './task-logs.js';
 export type { AgentEvent } from './events.js';
 

@@ -4,7 +4,7 @@ import { codeOf, isBerthError, messageOf, stackOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { buildAgent, type AgentRuntime } from './agent.js';
 import type { ConfigSources, ReloadResult } from './config.js';
-import { serveAgent } from './serve.js';
+import { serveAgent } from './http/serve.js';
 
 /** pino's levels that the agent accepts for `--log-level`. */
 export const LOG_LEVELS: readonly Level[] = Object.freeze(['trace', 'debug', 'info', 'warn', 'error', 'fatal']);

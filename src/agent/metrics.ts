@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { ImageCoordinator } from '../images/index.js';
+import type { EventEmitter } from 'node:events';
+import type { ImageCoordinatorEvents } from '../images/index.js';
 import { TASK_STATES, type TaskRecord, type TaskState } from '../state/tasks.js';
 import type { AgentEvent, AgentEvents } from './events.js';
 
@@ -10,7 +11,8 @@ export interface MetricsSources {
   /** A task's record, for its timestamps when its state changes (`store.tasks.get`). */
   task: (taskId: string) => TaskRecord | undefined;
   events: Pick<AgentEvents, 'subscribe'>;
-  images: Pick<ImageCoordinator, 'on' | 'off'>;
+  /** The image coordinator's events (an `ImageCoordinator` is such an emitter). */
+  images: Pick<EventEmitter<ImageCoordinatorEvents>, 'on' | 'off'>;
   /** Subscribes to the codes of the errors the supervisor meets; returns the unsubscribe (`AgentRuntime.onError`). */
   supervisorErrors?: (listener: (code: string) => void) => () => void;
   /** The data directory's last measured condition (`logs.space.condition`), for `berth_data_dir_full`. */

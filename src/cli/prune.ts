@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import type { PruneView } from '../agent/http-views.js';
+import type { PruneView } from '../agent/http/views.js';
 import { collect } from './flags.js';
 import { formatBytes } from '../common/format-bytes.js';
 import { renderTable, shortId, writeJson } from './output.js';

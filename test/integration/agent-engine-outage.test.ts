@@ -8,7 +8,7 @@ import type { Logger } from '../../src/common/logger.js';
 import { buildAgent, createAgent, type AgentRuntime } from '../../src/agent/agent.js';
 import { AgentClient } from '../../src/agent/client.js';
 import type { AgentConfigInput, ConfigSources } from '../../src/agent/config.js';
-import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
+import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
 import { Engine } from '../../src/engine/engine.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { FaultProxy } from '../support/fault-proxy.js';

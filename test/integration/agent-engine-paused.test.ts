@@ -8,7 +8,7 @@ import type { Logger } from '../../src/common/logger.js';
 import { createAgent, type AgentRuntime } from '../../src/agent/agent.js';
 import { AgentClient, type TaskView } from '../../src/agent/client.js';
 import type { AgentConfigInput, ConfigSources } from '../../src/agent/config.js';
-import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
+import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
 import { LABELS } from '../../src/common/labels.js';
 import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
 import { requireOwnEngine, startOwnEngine, type OwnEngine } from '../support/own-engine.js';

@@ -10,7 +10,7 @@ import { Engine } from '../../src/engine/engine.js';
 import { createAgent, type AgentRuntime } from '../../src/agent/agent.js';
 import { AgentClient } from '../../src/agent/client.js';
 import type { AgentEvent } from '../../src/agent/events.js';
-import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
+import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
 import { runBerth, testHost } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testContainerBody, testRun } from '../support/engine.js';
 import { buildUniqueImage, pushImage, removeRunImages, requireRegistryTools, startTestRegistries, untag, type TestRegistries } from '../support/registry.js';

@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { isBerthError, ValidationError } from '../../src/common/errors.js';
 import { LABELS } from '../../src/common/labels.js';
 import { Engine } from '../../src/engine/engine.js';
-import { API_ROUTES, MAX_PARAM_LENGTH, TASK_ID_MAX_LENGTH } from '../../src/agent/http-schemas.js';
+import { API_ROUTES, MAX_PARAM_LENGTH, TASK_ID_MAX_LENGTH } from '../../src/agent/http/schemas.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
 import { berth, startServedAgent, type ServedAgent } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';

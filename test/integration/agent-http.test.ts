@@ -1,18 +1,18 @@
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { isBerthError, ValidationError } from '../../src/common/errors.js';
+import { isBerthError, messageOf, ValidationError } from '../../src/common/errors.js';
 import { silentLogger } from '../../src/common/logger.js';
 import { Engine } from '../../src/engine/engine.js';
 import { createAgent, type AgentRuntime } from '../../src/agent/agent.js';
 import { AgentClient, type AgentEvent, type LogRecord, type TaskView } from '../../src/agent/client.js';
-import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
-import type { StoredTaskSpec } from '../../src/state/tasks.js';
-import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
+import { hasEnded, UNENDED_STATES, type StoredTaskSpec } from '../../src/state/tasks.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { testHost } from '../support/agent.js';
+import { rawRequest } from '../support/http.js';
 
 const engine = new Engine();
 const run = testRun(engine);
@@ -25,20 +25,6 @@ const spec = (command: string[], extra: Partial<StoredTaskSpec> = {}): StoredTas
   ...extra,
 });
 const taskId = (suffix: string): string => `${run.id}-${suffix}`;
-
-/** A raw request over a socket or TCP, for what the typed client cannot send (no token, bad JSON). */
-function rawRequest(target: { socketPath?: string; host?: string; port?: number }, method: string, url: string, options: { headers?: Record<string, string>; body?: string } = {}): Promise<{ status: number; headers: Record<string, unknown>; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ ...target, method, path: url, headers: options.headers }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
-    req.on('error', reject);
-    req.end(options.body);
-  });
-}
 
 async function collect<T>(items: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
@@ -63,15 +49,13 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
 
   /** Polls the task through the API until it satisfies the predicate, for at most a minute. */
   async function waitForTask(id: string, predicate: (task: TaskView) => boolean): Promise<TaskView> {
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      const task = await client.get(id);
-      if (predicate(task)) return task;
-      if (Date.now() > deadline) assert.fail(`task ${id} is still ${task.state}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    let last: TaskView | undefined;
+    return pollUntil(`task ${id} to reach the expected state`, async () => {
+      last = await client.get(id);
+      return predicate(last) ? last : undefined;
+    }, { timeoutMs: 60_000, intervalMs: 100 }).catch((error: unknown) => assert.fail(`${messageOf(error)}; it is still ${last?.state}`));
   }
-  const ended = (task: TaskView): boolean => task.state === 'exited' || task.state === 'lost';
+  const ended = (task: TaskView): boolean => hasEnded(task.state);
 
   before(async () => {
     dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-http-'));
@@ -95,7 +79,7 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
 
   after(async () => {
     // Through the runtime, not the API: a failed test may leave a task running, and the server may be closed.
-    for (const task of runtime.store.tasks.list({ label: run.labelFilter, state: ['pending', 'starting', 'running'] })) {
+    for (const task of runtime.store.tasks.list({ label: run.labelFilter, state: UNENDED_STATES })) {
       await runtime.supervisor.stop(task.id).catch(() => undefined);
     }
     await runtime.supervisor.idle();

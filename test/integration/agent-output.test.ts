@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import type { Logger } from '../../src/common/logger.js';
 import { buildAgent, type AgentRuntime } from '../../src/agent/agent.js';
 import { AgentClient } from '../../src/agent/client.js';
-import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
+import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
 import type { AgentConfigInput, ConfigSources } from '../../src/agent/config.js';
 import { OUTPUT_CUT_TEXT } from '../../src/agent/task-logs.js';
 import { Engine } from '../../src/engine/engine.js';

@@ -8,7 +8,7 @@ import type { Logger } from '../../src/common/logger.js';
 import { buildAgent, type AgentRuntime } from '../../src/agent/agent.js';
 import { AgentClient } from '../../src/agent/client.js';
 import type { ConfigSources } from '../../src/agent/config.js';
-import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
+import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
 import { Engine } from '../../src/engine/engine.js';
 import { tempDirs, testHost } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';

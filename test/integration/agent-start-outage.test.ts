@@ -6,7 +6,7 @@ import { silentLogger } from '../../src/common/logger.js';
 import { LABELS } from '../../src/common/labels.js';
 import { createAgent } from '../../src/agent/agent.js';
 import { AgentClient } from '../../src/agent/client.js';
-import { serveAgent } from '../../src/agent/serve.js';
+import { serveAgent } from '../../src/agent/http/serve.js';
 import { Engine } from '../../src/engine/engine.js';
 import { tempDirs, testHost } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';

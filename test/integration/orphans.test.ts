@@ -11,7 +11,7 @@ import { isBerthError } from '../../src/common/errors.js';
 import { LABELS } from '../../src/common/labels.js';
 import { readHostIdentity } from '../../src/common/owner-process.js';
 import { Engine } from '../../src/engine/engine.js';
-import type { PruneView } from '../../src/agent/http-views.js';
+import type { PruneView } from '../../src/agent/http/views.js';
 import { createdAtUpperBoundMs } from '../../src/reconcile/decide.js';
 import type { OrphanedContainerRemovedEvent } from '../../src/reconcile/events.js';
 import { DanglingReconciler } from '../../src/reconcile/reconciler.js';

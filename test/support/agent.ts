@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { buildAgent, type AgentRuntime } from '../../src/agent/agent.js';
 import { AgentClient } from '../../src/agent/client.js';
 import type { AgentConfigInput } from '../../src/agent/config.js';
-import { serveAgent, type ServingAgent } from '../../src/agent/serve.js';
+import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
 import { silentLogger } from '../../src/common/logger.js';
 import { pollUntil } from './engine.js';
 

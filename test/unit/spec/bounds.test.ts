@@ -184,7 +184,7 @@ describe('the image is checked against the reference grammar when the spec is re
 
 describe('the agent\'s OpenAPI document states the spec\'s bounds', () => {
   test('durations, sizes and counts carry their minimum and maximum, and image its type', async () => {
-    const { buildOpenApiDocument } = await import('../../../src/agent/openapi.js');
+    const { buildOpenApiDocument } = await import('../../../src/agent/http/openapi.js');
     const doc = buildOpenApiDocument() as { components: { schemas: { TaskSpec: { properties: Record<string, Record<string, unknown>> } } } };
     const props = doc.components.schemas.TaskSpec.properties;
     const numeric = (schema: Record<string, unknown> | undefined): unknown => (schema?.anyOf as Array<Record<string, unknown>> | undefined)?.find((s) => s.type !== 'string');

@@ -1,4 +1,4 @@
-import type { JsonSchema } from './http-schemas.js';
+import type { JsonSchema } from './schemas.js';
 
 /**
  * A query string's values as its schema types them. The API's validator coerces nothing (a JSON

@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
-import type { Logger } from '../common/logger.js';
-import type { AgentEvent, AgentEvents } from './events.js';
+import type { Logger } from '../../common/logger.js';
+import type { AgentEvent, AgentEvents } from '../events.js';
 
 /**
  * Turns records into `application/x-ndjson`: one JSON object per line. The stream pulls from the

@@ -1,12 +1,13 @@
-import type { PruneReport } from '../prune/index.js';
-import type { BerthError } from '../common/errors.js';
-import { ValidationError } from '../common/errors.js';
-import type { ImageSnapshot } from '../images/index.js';
-import type { StoredEndState, StoredTaskSpec, TaskRecord, TaskState } from '../state/tasks.js';
+import type { PruneReport } from '../../prune/index.js';
+import type { BerthError } from '../../common/errors.js';
+import { ValidationError } from '../../common/errors.js';
+import type { ImageSnapshot } from '../../images/index.js';
+import type { StoredEndState, StoredTaskSpec, TaskRecord, TaskState } from '../../state/tasks.js';
 
 /**
- * What the API shows and the client returns. Types only, so that the client does not load the
- * server's code.
+ * What the API shows and the client returns (the view types), and the functions that turn the
+ * agent's records into them. The client imports only the types (`import type`), so it does not
+ * load this module, nor the server's code behind it.
  */
 
 /** A task as the API shows it: the store's record with ISO 8601 times. */

@@ -1,18 +1,36 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchema, type FastifyServerFactory } from 'fastify';
-import { BerthError, ValidationError } from '../common/errors.js';
-import type { TaskRecord, TaskState } from '../state/tasks.js';
-import type { SubmitResult } from './supervisor.js';
-import type { AgentRuntime } from './agent.js';
-import { answerClientError, requestError, toErrorResponse, type ErrorBody, type ErrorResponse } from './http-errors.js';
-import { typedQuery } from './http-query.js';
-import { API_ROUTES, MAX_PARAM_LENGTH, type ApiRoute } from './http-schemas.js';
-import { agentEventStream, ndjsonStream } from './http-streams.js';
-import { toImageView, toPruneView, toTaskView, toUtcLogTimestamp, type HealthView } from './http-views.js';
-import type { LogRecord } from './task-logs.js';
-import { AgentMetrics } from './metrics.js';
+import { BerthError, ValidationError } from '../../common/errors.js';
+import type { ImageCoordinatorSnapshot } from '../../images/index.js';
+import { TASK_STATES, type TaskRecord, type TaskRepository, type TaskState } from '../../state/tasks.js';
+import type { SubmitResult, TaskSupervisor } from '../supervisor.js';
+import type { AgentRuntime } from '../agent.js';
+import type { DiskSpace } from '../disk-space.js';
+import type { AgentGarbage } from '../garbage.js';
+import type { TaskLogStore } from '../task-logs.js';
+import { answerClientError, requestError, toErrorResponse, type ErrorBody, type ErrorResponse } from './errors.js';
+import { typedQuery } from './query.js';
+import { API_ROUTES, MAX_PARAM_LENGTH, type ApiRoute } from './schemas.js';
+import { agentEventStream, ndjsonStream } from './streams.js';
+import { toImageView, toPruneView, toTaskView, toUtcLogTimestamp, type HealthView } from './views.js';
+import type { LogRecord } from '../task-logs.js';
+import { AgentMetrics, type MetricsSources } from '../metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
+
+/**
+ * What the HTTP layer uses of the agent runtime: a narrow port (an `AgentRuntime` is one), so that
+ * the server can be tested against a scripted runtime.
+ */
+export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | 'started' | 'onError' | 'engineHealth'> {
+  readonly store: { readonly tasks: Pick<TaskRepository, 'get' | 'list' | 'counts'> };
+  readonly supervisor: Pick<TaskSupervisor, 'submit' | 'stop' | 'remove' | 'isEnded' | 'tasksWaitingForEngine'>;
+  readonly logs: Pick<TaskLogStore, 'read' | 'follow'> & { readonly space: Pick<DiskSpace, 'condition' | 'check'> };
+  readonly garbage: Pick<AgentGarbage, 'prune'>;
+  readonly events: MetricsSources['events'];
+  readonly images: MetricsSources['images'];
+  imageSnapshot(): Pick<ImageCoordinatorSnapshot, 'images'>;
+}
 
 export interface ServerOptions {
   /** How often the event stream sends a keep-alive comment. Default 15 s. */
@@ -33,6 +51,9 @@ declare module 'fastify' {
     isPublic?: boolean;
   }
 }
+
+/** The states a list shows when none is asked for: every state but `removed` (a removed task is gone, as far as the API is concerned). */
+const LISTED_BY_DEFAULT: readonly TaskState[] = Object.freeze(TASK_STATES.filter((state) => state !== 'removed'));
 
 /** Compares in constant time; hashing first makes the lengths equal, so the length leaks nothing either. */
 function tokenMatches(header: string | undefined, token: string): boolean {
@@ -65,7 +86,7 @@ type Handler = (request: FastifyRequest, reply: FastifyReply) => Promise<unknown
  * validates and serializes with, a bearer token on every route but health, and errors mapped to
  * statuses in one error handler (`toErrorResponse`). The caller listens (see `serveAgent`).
  */
-export function buildServer(runtime: AgentRuntime, options: ServerOptions = {}): FastifyInstance {
+export function buildServer(runtime: ServerRuntime, options: ServerOptions = {}): FastifyInstance {
   const bodyLimitBytes = options.bodyLimitBytes ?? 1024 * 1024;
   const app = Fastify({
     logger: false,
@@ -169,8 +190,7 @@ export function buildServer(runtime: AgentRuntime, options: ServerOptions = {}):
       const query = request.query as { state?: string[]; label?: string[]; limit?: number };
       const states = query.state?.flatMap((s) => s.split(',')) as TaskState[] | undefined;
       const records = runtime.store.tasks.list({
-        // Removed tasks are listed only when asked for by state.
-        state: states ?? ['pending', 'starting', 'running', 'stopping', 'exited', 'lost'],
+        state: states ?? LISTED_BY_DEFAULT,
         ...(query.label ? { label: query.label } : {}),
         ...(query.limit !== undefined ? { limit: query.limit } : {}),
       });

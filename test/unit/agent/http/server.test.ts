@@ -2,21 +2,24 @@ import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
 import { describe, test } from 'node:test';
 import type { InjectOptions } from 'fastify';
-import { BerthError, ERROR_CODES, ValidationError, type ErrorCode } from '../../../src/common/errors.js';
-import type { Logger } from '../../../src/common/logger.js';
-import type { AgentRuntime, EngineHealth } from '../../../src/agent/agent.js';
-import type { SubmitResult } from '../../../src/agent/supervisor.js';
-import { AgentEvents } from '../../../src/agent/events.js';
-import { buildServer } from '../../../src/agent/http.js';
-import { httpStatusFor, toErrorResponse } from '../../../src/agent/http-errors.js';
-import { agentEventStream, formatServerSentEvent } from '../../../src/agent/http-streams.js';
-import { toTaskView, toUtcLogTimestamp } from '../../../src/agent/http-views.js';
-import { buildOpenApiDocument } from '../../../src/agent/openapi.js';
-import { resolveTaskSpec } from '../../../src/spec/schema.js';
-import { API_ROUTES } from '../../../src/agent/http-schemas.js';
-import { parseAgentHost, resolveAgentAddress } from '../../../src/agent/client.js';
-import type { TaskFilter, TaskRecord } from '../../../src/state/tasks.js';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { BerthError, ERROR_CODES, ValidationError, type ErrorCode } from '../../../../src/common/errors.js';
+import type { Logger } from '../../../../src/common/logger.js';
+import type { EngineHealth } from '../../../../src/agent/agent.js';
+import type { SubmitResult } from '../../../../src/agent/supervisor.js';
+import { AgentEvents } from '../../../../src/agent/events.js';
+import { buildServer, type ServerRuntime } from '../../../../src/agent/http/server.js';
+import { httpStatusFor, toErrorResponse } from '../../../../src/agent/http/errors.js';
+import { agentEventStream, formatServerSentEvent } from '../../../../src/agent/http/streams.js';
+import { toTaskView, toUtcLogTimestamp } from '../../../../src/agent/http/views.js';
+import { buildOpenApiDocument } from '../../../../src/agent/http/openapi.js';
+import { resolveTaskSpec } from '../../../../src/spec/schema.js';
+import { API_ROUTES } from '../../../../src/agent/http/schemas.js';
+import { parseAgentHost, resolveAgentAddress } from '../../../../src/agent/client.js';
+import type { TaskFilter, TaskRecord } from '../../../../src/state/tasks.js';
+import type { LogRecord } from '../../../../src/agent/task-logs.js';
+import type { PruneOptions, PruneReport } from '../../../../src/prune/index.js';
+import type { ImageCoordinatorEvents } from '../../../../src/images/index.js';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
@@ -36,6 +39,9 @@ interface FakeOptions {
   disk?: 'ok' | 'full';
   started?: boolean;
   tasksWaitingForEngine?: number;
+  /** Every task's output, as the log store reads it back. */
+  output?: LogRecord[];
+  prune?: (options: PruneOptions) => Promise<PruneReport>;
 }
 
 /** A narrow scripted runtime: only what the routes under test touch. */
@@ -45,11 +51,12 @@ function fakeRuntime(options: FakeOptions = {}) {
   const logger: Logger = { debug: () => undefined, info: log('info'), warn: log('warn'), error: log('error') };
   const tasks = new Map((options.tasks ?? []).map((t) => [t.id, t]));
   const listCalls: TaskFilter[] = [];
+  const errorListeners = new Set<(code: ErrorCode) => void>();
   const runtime = {
     token: TOKEN,
     logger,
     events: new AgentEvents(),
-    images: new EventEmitter(),
+    images: new EventEmitter<ImageCoordinatorEvents>(),
     store: {
       tasks: {
         get: (id: string) => tasks.get(id),
@@ -70,42 +77,58 @@ function fakeRuntime(options: FakeOptions = {}) {
       remove: async () => undefined,
       isEnded: () => true,
     },
-    imageSnapshot: () => ({ images: [{ imageId: 'sha256:abc', refs: ['busybox:latest'], holders: ['t1'], removalDueAt: new Date(Date.UTC(2024, 4, 1)) }], pulls: [] }),
+    imageSnapshot: () => ({ images: [{ imageId: 'sha256:abc', refs: ['busybox:latest'], holders: ['t1'], pulledByBerth: true, removalDueAt: new Date(Date.UTC(2024, 4, 1)) }] }),
     engineHealth: async (): Promise<EngineHealth> => options.engineHealth ?? { ok: true },
-    logs: { space: { check: async () => options.disk ?? 'ok' } },
-    started: options.started ?? true,
-    errorListeners: new Set<(code: string) => void>(),
-    onError(listener: (code: string) => void) {
-      this.errorListeners.add(listener);
-      return () => this.errorListeners.delete(listener);
+    logs: {
+      space: { condition: options.disk ?? 'ok', check: async () => options.disk ?? 'ok' },
+      async *read(): AsyncGenerator<LogRecord> {
+        yield* options.output ?? [];
+      },
+      async *follow(): AsyncGenerator<LogRecord> {
+        yield* options.output ?? [];
+      },
     },
-  };
-  const app = buildServer(runtime as unknown as AgentRuntime, { processMetrics: false });
-  return { app, logged, listCalls, runtime };
+    garbage: { prune: options.prune ?? (async () => { throw new BerthError('BERTH_PRUNE_RUNNING', 'a prune is running'); }) },
+    started: options.started ?? true,
+    onError(listener: (code: ErrorCode) => void) {
+      errorListeners.add(listener);
+      return () => void errorListeners.delete(listener);
+    },
+  } satisfies ServerRuntime;
+  const app = buildServer(runtime, { processMetrics: false });
+  return { app, logged, listCalls, runtime, errorListeners };
 }
 
 const auth = { authorization: `Bearer ${TOKEN}` };
 
 describe('error mapping', () => {
-  test('maps codes to statuses in one table', () => {
-    const expected: Partial<Record<ErrorCode, number>> = {
-      BERTH_VALIDATION: 400,
-      BERTH_ENGINE_NOT_FOUND: 404,
-      BERTH_TASK_NOT_FOUND: 404,
-      BERTH_ENGINE_CONFLICT: 409,
-      BERTH_TASK_STATE: 409,
-      BERTH_TASK_EXISTS: 409,
-      BERTH_ENGINE_UNAVAILABLE: 503,
-      BERTH_ENGINE_TIMEOUT: 503,
-      BERTH_AGENT_UNAVAILABLE: 503,
-      BERTH_DISK_FULL: 507,
-      BERTH_PRUNE_RUNNING: 409,
-      BERTH_UNAUTHORIZED: 401,
-      BERTH_INTERNAL: 500,
-      BERTH_IMAGE_PULL_FAILED: 500,
-    };
-    for (const [code, status] of Object.entries(expected)) assert.equal(httpStatusFor(code as ErrorCode), status, code);
-    for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) assert.ok([400, 401, 404, 409, 500, 503, 507].includes(httpStatusFor(code)));
+  test('every error code answers the status README\'s API error table gives it', async () => {
+    const readme = await readFile(new URL('../../../../README.md', import.meta.url), 'utf8');
+    const agent = readme.slice(readme.indexOf('## The agent'));
+    const table = agent.slice(agent.indexOf('| status | code |'));
+    const rows = table.slice(0, table.indexOf('\n\n')).split('\n').slice(2);
+    const documented = new Map<string, number[]>();
+    for (const row of rows) {
+      const [, status, codes] = row.split('|').map((cell) => cell.trim());
+      for (const [, code] of (codes ?? '').matchAll(/`(BERTH_[A-Z_]+)`/g)) documented.set(code!, [...(documented.get(code!) ?? []), Number(status)]);
+    }
+    for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) {
+      assert.ok(documented.get(code)?.includes(httpStatusFor(code)), `${code} answers ${httpStatusFor(code)}; README's table gives ${documented.get(code)?.join(', ') ?? 'nothing'}`);
+      // BERTH_VALIDATION is also the code of the request checks (404 no route, 413 too large …).
+      if (code !== 'BERTH_VALIDATION') assert.deepEqual(documented.get(code), [httpStatusFor(code)], code);
+      const response = toErrorResponse(new BerthError(code, 'x'));
+      assert.equal(response.status, httpStatusFor(code), code);
+      assert.equal(response.body.error.code, code);
+    }
+  });
+
+  test('a code that may pass on a retry never answers 4xx, so a client does not give up on it', () => {
+    for (const code of Object.keys(ERROR_CODES) as ErrorCode[]) {
+      if (new BerthError(code, 'x').retryable) assert.ok(httpStatusFor(code) >= 500, `${code} is retryable and answers ${httpStatusFor(code)}`);
+    }
+    assert.equal(httpStatusFor('BERTH_INTERNAL'), 500);
+    assert.equal(httpStatusFor('BERTH_IMAGE_NOT_FOUND'), 404);
+    assert.equal(httpStatusFor('BERTH_IMAGE_PULL_FAILED'), 502);
   });
 
   test('a ValidationError keeps its issues; anything not a BerthError is BERTH_INTERNAL', () => {
@@ -295,13 +318,13 @@ describe('responses', () => {
   });
 
   test('metrics count pulls, shared pulls, reconciler removals (dangling and orphaned apart), phases and the supervisor\'s engine errors', async () => {
-    const { app, runtime } = fakeRuntime({ tasks: [record('t1', { startedAtMs: Date.UTC(2024, 4, 1, 10, 0, 2) })] });
+    const { app, runtime, errorListeners } = fakeRuntime({ tasks: [record('t1', { startedAtMs: Date.UTC(2024, 4, 1, 10, 0, 2) })] });
     runtime.images.emit('pull-finished', { ref: 'busybox', outcome: 'pulled', durationMs: 1, attempts: 1, waiters: 2 });
     runtime.images.emit('pull-shared', { ref: 'busybox', holderId: 't2', waiters: 2 });
     runtime.images.emit('pull-finished', { ref: 'nope', outcome: 'failed', durationMs: 1, attempts: 3, waiters: 1, error: { code: 'BERTH_IMAGE_NOT_FOUND', message: 'no' } });
     // The supervisor reports the failed start of the task that waited on the pull: counted once.
-    for (const listener of runtime.errorListeners) listener('BERTH_IMAGE_NOT_FOUND');
-    for (const listener of runtime.errorListeners) listener('BERTH_VALIDATION');
+    for (const listener of errorListeners) listener('BERTH_IMAGE_NOT_FOUND');
+    for (const listener of errorListeners) listener('BERTH_VALIDATION');
     runtime.events.emit({ type: 'container.reconciled', containerId: 'c', dryRun: false });
     runtime.events.emit({ type: 'container.reconciled', containerId: 'c', dryRun: true });
     runtime.events.emit({ type: 'container.reconciled', containerId: 'o', reason: 'orphaned', ownerId: 'cli', ownerPid: 4242, dryRun: false });
@@ -315,6 +338,44 @@ describe('responses', () => {
     assert.match(text, /^berth_engine_errors_total\{code="BERTH_IMAGE_NOT_FOUND"\} 1$/m);
     assert.doesNotMatch(text, /BERTH_VALIDATION/);
     assert.match(text, /^berth_task_phase_seconds_sum\{phase="submit_to_start"\} 2$/m);
+    await app.close();
+  });
+
+  test('logs answer one JSON line per record, only the stream asked for', async () => {
+    const output: LogRecord[] = [
+      { stream: 'stdout', timestamp: '2024-05-01T10:00:00.000000001Z', text: 'one\n' },
+      { stream: 'stderr', timestamp: '2024-05-01T10:00:00.000000002Z', text: 'two\n' },
+      { stream: 'stdout', timestamp: '2024-05-01T10:00:00.000000003Z', text: 'three\n' },
+    ];
+    const { app } = fakeRuntime({ tasks: [record('t1', { state: 'exited' })], output });
+    for (const [query, expected] of [['', output], ['?stream=stderr', [output[1]]], ['?follow=true&stream=stdout', [output[0], output[2]]]] as const) {
+      const response = await app.inject({ method: 'GET', url: `/v1/tasks/t1/logs${query}`, headers: auth });
+      assert.equal(response.statusCode, 200, response.body);
+      assert.match(String(response.headers['content-type']), /^application\/x-ndjson/);
+      assert.deepEqual(response.body.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line)), expected, query);
+    }
+    await app.close();
+  });
+
+  test('a prune while another runs answers 409; a finished one its report with the bytes summed', async () => {
+    const busy = fakeRuntime();
+    const refused = await busy.app.inject({ method: 'POST', url: '/v1/prune', headers: auth, payload: {} });
+    assert.equal(refused.statusCode, 409);
+    assert.equal(refused.json().error.code, 'BERTH_PRUNE_RUNNING');
+    await busy.app.close();
+    let asked: PruneOptions | undefined;
+    const kind = (ids: string[], reclaimedBytes: number) => ({ ids, reclaimedBytes });
+    const { app } = fakeRuntime({
+      prune: async (options) => {
+        asked = options;
+        return { containers: kind(['c1'], 10), networks: kind([], 0), volumes: kind(['v1'], 5), images: { ...kind([], 0), untagged: [] }, kept: [], failed: [], dryRun: true, cancelled: false, filters: ['until=1h'], startedAt: new Date(0), durationMs: 1 };
+      },
+    });
+    const response = await app.inject({ method: 'POST', url: '/v1/prune', headers: auth, payload: { filters: ['until=1h'], dryRun: true } });
+    assert.equal(response.statusCode, 200, response.body);
+    assert.deepEqual({ filters: asked?.filters, dryRun: asked?.dryRun }, { filters: ['until=1h'], dryRun: true });
+    assert.equal(response.json().reclaimedBytes, 15);
+    assert.deepEqual(response.json().containers, { ids: ['c1'], reclaimedBytes: 10 });
     await app.close();
   });
 

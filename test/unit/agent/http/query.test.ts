@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { typedQuery } from '../../../src/agent/http-query.js';
-import { listQuerySchema, logsQuerySchema } from '../../../src/agent/http-schemas.js';
+import { typedQuery } from '../../../../src/agent/http/query.js';
+import { listQuerySchema, logsQuerySchema } from '../../../../src/agent/http/schemas.js';
 
 describe('typedQuery: a query string typed by its schema, never guessed at', () => {
   test('an integer only from text that is exactly one', () => {

@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
-import { isBerthError, ValidationError } from '../../../src/common/errors.js';
+import { isBerthError, ValidationError } from '../../../../src/common/errors.js';
 import { createServer } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { AgentClient, agentError } from '../../../src/agent/client.js';
-import { answerClientError, clientErrorResponse, toErrorResponse } from '../../../src/agent/http-errors.js';
-import { API_ROUTES, MAX_PARAM_LENGTH, TASK_ID_MAX_LENGTH } from '../../../src/agent/http-schemas.js';
-import { TASK_ID } from '../../../src/tasks/driver.js';
-import { exitCodeForClientError } from '../../../src/cli/tasks.js';
+import { AgentClient, agentError } from '../../../../src/agent/client.js';
+import { answerClientError, clientErrorResponse, toErrorResponse } from '../../../../src/agent/http/errors.js';
+import { API_ROUTES, MAX_PARAM_LENGTH, TASK_ID_MAX_LENGTH } from '../../../../src/agent/http/schemas.js';
+import { TASK_ID } from '../../../../src/tasks/driver.js';
+import { exitCodeForClientError } from '../../../../src/cli/tasks.js';
 
 const errnoError = (code: string): NodeJS.ErrnoException => Object.assign(new Error(code), { code });
 

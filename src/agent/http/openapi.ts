@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { taskSpecSchema } from '../spec/schema.js';
-import { agentEventSchema, API_ROUTES, errorBodySchema, logRecordSchema, taskViewSchema, type ApiRoute, type JsonSchema } from './http-schemas.js';
+import { taskSpecSchema } from '../../spec/schema.js';
+import { agentEventSchema, API_ROUTES, errorBodySchema, logRecordSchema, taskViewSchema, type ApiRoute, type JsonSchema } from './schemas.js';
 
 /** The OpenAPI document's own fields that berth fills in; everything else comes from the route table. */
 export interface OpenApiInfo {
@@ -71,7 +71,7 @@ function responses(route: ApiRoute): Record<string, unknown> {
   // Every error, the router's and the HTTP parser's included, has the one shape.
   out.default = {
     description:
-      'Any other error, in the same shape: 404 no such route, 405 a method the path does not take, 408 a request too slow, 413 a body past 1 MiB, 414 a path segment past 512 characters, 415 a body that is not JSON, 431 headers too large (BERTH_VALIDATION, with `issues` naming the part at fault), 500 BERTH_INTERNAL, 503 unavailable.',
+      'Any other error, in the same shape: 404 no such route, 405 a method the path does not take, 408 a request too slow, 413 a body past 1 MiB, 414 a path segment past 512 characters, 415 a body that is not JSON, 431 headers too large (BERTH_VALIDATION, with `issues` naming the part at fault); otherwise the status follows the code: 403 the engine or a registry refused the agent\'s credentials, 500 BERTH_INTERNAL (a bug), 502 the engine or a registry failed, 503 the engine or the agent is unavailable, 504 no progress in time, 507 the data directory is full.',
     content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
   };
   return out;
@@ -79,7 +79,7 @@ function responses(route: ApiRoute): Record<string, unknown> {
 
 /**
  * The OpenAPI 3.1 document of the agent's API, built from the route table and schemas the server
- * validates and serializes with (`http-schemas.ts`).
+ * validates and serializes with (`schemas.ts`).
  */
 export function buildOpenApiDocument(info: OpenApiInfo = {}): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};

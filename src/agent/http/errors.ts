@@ -1,6 +1,6 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { isBerthError, type ErrorCode, type FieldIssue } from '../common/errors.js';
+import { isBerthError, messageOf, type ErrorCode, type FieldIssue } from '../../common/errors.js';
 
 /** The body of every error response. */
 export interface ErrorBody {
@@ -12,28 +12,59 @@ export interface ErrorResponse {
   body: ErrorBody;
 }
 
-/** Codes the API answers with a status other than 500. Everything else is the agent's failure. */
-const STATUS_BY_CODE: Readonly<Partial<Record<ErrorCode, number>>> = Object.freeze({
+/**
+ * The HTTP status of every error code, in this one table (README, "The agent", lists it). It is
+ * exhaustive: a new code without a status here fails to compile, rather than silently answering 500.
+ *
+ * A 4xx says the request, or what it names, is at fault: sending it again unchanged will not help.
+ * A 5xx says the agent, its engine or a registry is: 500 is a bug, 502 an engine or registry that
+ * failed or that the agent cannot work with, 503 one that does not answer (or an agent that is not
+ * taking work), 504 one that made no progress in time, 507 a full data directory.
+ */
+const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = Object.freeze({
   BERTH_VALIDATION: 400,
-  BERTH_ENGINE_NOT_FOUND: 404,
+  // The engine refused what the request (its spec) asked of it as malformed or impossible.
+  BERTH_ENGINE_BAD_REQUEST: 400,
+  BERTH_UNAUTHORIZED: 401,
+  // The engine or a registry refused the agent access: the credentials it was given are wrong or
+  // missing. Not 401: the agent's own token was right.
+  BERTH_ENGINE_FORBIDDEN: 403,
+  BERTH_IMAGE_ACCESS_DENIED: 403,
   BERTH_TASK_NOT_FOUND: 404,
-  BERTH_ENGINE_CONFLICT: 409,
-  BERTH_NAME_CONFLICT: 409,
+  BERTH_ENGINE_NOT_FOUND: 404,
+  BERTH_IMAGE_NOT_FOUND: 404,
   BERTH_TASK_EXISTS: 409,
   BERTH_TASK_STATE: 409,
   BERTH_TASK_AMBIGUOUS: 409,
+  BERTH_NAME_CONFLICT: 409,
+  BERTH_ENGINE_CONFLICT: 409,
+  // The object is already as the request would have left it (started, stopped): a conflict with
+  // its state, as BERTH_TASK_STATE is, where the operation could not treat it as done.
+  BERTH_ENGINE_NOT_MODIFIED: 409,
+  // The task is not in the state (healthy) the operation needed.
+  BERTH_TASK_UNHEALTHY: 409,
   BERTH_PRUNE_RUNNING: 409,
-  BERTH_UNAUTHORIZED: 401,
+  BERTH_INTERNAL: 500,
+  BERTH_ENGINE_SERVER_ERROR: 502,
+  BERTH_IMAGE_PULL_FAILED: 502,
+  // An engine older than berth supports: nothing the request can change, and not a bug.
+  BERTH_ENGINE_VERSION: 502,
   BERTH_ENGINE_UNAVAILABLE: 503,
   BERTH_ENGINE_TIMEOUT: 503,
   BERTH_AGENT_UNAVAILABLE: 503,
+  // The agent aborted the work itself (it is shutting down); a client that went away reads no answer.
+  BERTH_CANCELLED: 503,
+  BERTH_IMAGE_PULL_STALLED: 504,
+  // Raised by the client (an agent past the call's deadline), not by the agent: 504 is what a
+  // gateway in front of an agent that does not answer says.
+  BERTH_AGENT_TIMEOUT: 504,
   // Insufficient Storage: the request was fine and may succeed once space is freed.
   BERTH_DISK_FULL: 507,
 });
 
 /** The HTTP status the API answers an error code with. */
 export function httpStatusFor(code: ErrorCode): number {
-  return STATUS_BY_CODE[code] ?? 500;
+  return STATUS_BY_CODE[code];
 }
 
 /** What fastify attaches to a request that failed its schema (ajv's errors). */
@@ -101,7 +132,7 @@ export function toErrorResponse(error: unknown): ErrorResponse {
     return { status: 400, body: { error: { code: 'BERTH_VALIDATION', message: issues.map((i) => `${i.field}: ${i.rule}`).join('; '), issues } } };
   }
   const { statusCode, code } = (typeof error === 'object' && error !== null ? error : {}) as { statusCode?: unknown; code?: unknown };
-  const message = error instanceof Error ? error.message : String(error);
+  const message = messageOf(error);
   if (typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500) {
     return requestError(statusCode, (typeof code === 'string' ? FASTIFY_CLIENT_ERRORS[code] : undefined) ?? { field: 'body', rule: message });
   }

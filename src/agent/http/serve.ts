@@ -2,11 +2,11 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect } from 'node:net';
 import { chmod, lstat, rm } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
-import { BerthError, ValidationError } from '../common/errors.js';
-import type { AgentRuntime } from './agent.js';
-import type { AgentConfig } from './config.js';
-import { answerClientError } from './http-errors.js';
-import { buildServer, type ServerOptions } from './http.js';
+import { BerthError, ValidationError } from '../../common/errors.js';
+import type { AgentRuntime } from '../agent.js';
+import type { AgentConfig } from '../config.js';
+import { answerClientError } from './errors.js';
+import { buildServer, type ServerOptions, type ServerRuntime } from './server.js';
 
 /** The bounds on one listener's clients: the agent configuration's `http` keys. */
 export type ServerLimits = AgentConfig['http'];
@@ -92,7 +92,7 @@ function closeServer(server: Server): Promise<void> {
  * first; the socket is made 0600) and, when the configuration has `listen`, on that TCP address
  * too. Both addresses are served by one fastify instance, so they share metrics and open streams.
  */
-export async function serveAgent(runtime: AgentRuntime, options: Omit<ServerOptions, 'serverFactory'> = {}): Promise<ServingAgent> {
+export async function serveAgent(runtime: ServerRuntime & Pick<AgentRuntime, 'config'>, options: Omit<ServerOptions, 'serverFactory'> = {}): Promise<ServingAgent> {
   const config = runtime.config.current();
   let handle: ((request: IncomingMessage, response: ServerResponse) => void) | undefined;
   const app = buildServer(runtime, {

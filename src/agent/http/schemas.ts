@@ -1,4 +1,4 @@
-import { TASK_STATES } from '../state/tasks.js';
+import { TASK_STATES } from '../../state/tasks.js';
 
 /**
  * The JSON schemas of the agent's HTTP API: fastify validates request bodies and query strings with
