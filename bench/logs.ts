@@ -63,12 +63,12 @@ function countReadable(stream: Readable): Promise<{ bytes: number; firstByteNs: 
 async function berthRun(ctx: BenchContext, driver: LogDriver): Promise<Measurement & { peakRssGrowthMib: number }> {
   const taskId = ctx.nextTaskId(`logs-${driver}`);
   const spec: TaskSpec = { image: BENCH_IMAGE, command: COMMAND, network: 'none', labels: { ...ctx.labels }, log: { driver, maxSize: '1m' } };
-  // The handle enters "created" right after attach and right before the start request.
+  // The handle is born "starting" right after attach and right before the start request.
   let startNs: bigint | undefined;
   let startCpu: NodeJS.CpuUsage | undefined;
   const onPhase = (message: unknown): void => {
     const change = message as PhaseChange;
-    if (change.taskId === taskId && change.to === 'created') {
+    if (change.taskId === taskId && change.from === undefined && change.to === 'starting') {
       startNs = process.hrtime.bigint();
       startCpu = process.cpuUsage();
     }

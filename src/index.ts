@@ -21,5 +21,5 @@ export { resolveTaskSpec, taskSpecSchema, toCreatePlan, HEALTHCHECK_DEFAULTS, SP
 export type { TaskSpec, ResolvedTaskSpec, SpecPolicy, MountSpec, ResolvedHealthcheck, HealthcheckTest } from './spec/index.js';
 export { ImageCoordinator, parseImageReference, dockerConfigDirFromEnv, IMAGE_EVENTS_CHANNEL } from './images/index.js';
 export type { AcquireOptions, AcquiredImage, ImageCoordinatorOptions, ImageCoordinatorEvents, ImageReference, PullPolicy, RegistryCredentials } from './images/index.js';
-export { TaskDriver, TaskHandle, runToEnd, execInTask, findRunningTaskContainer, classifyExit, describeEndState, TASK_PHASE_CHANNEL, DEFAULT_RELIST_PERIOD_MS, DEFAULT_ENGINE_SOCKET } from './tasks/index.js';
-export type { TaskDriverOptions, StartOptions, ImageProvider, TaskExecEngine, TaskRef, RunToEndOptions, RunResult, EndState, EndKind, TaskPhase, PhaseChange, BindSourcePolicy, ResolvedBindSource } from './tasks/index.js';
+export { TaskDriver, TaskHandle, runToEnd, execInTask, findRunningTaskContainer, classifyExit, describeEndState, TASK_STATES, hasEnded, TASK_PHASE_CHANNEL, DEFAULT_RELIST_PERIOD_MS, DEFAULT_ENGINE_SOCKET } from './tasks/index.js';
+export type { TaskDriverOptions, StartOptions, ImageProvider, TaskExecEngine, TaskRef, RunToEndOptions, RunResult, EndState, EndKind, TaskState, TaskPhase, PhaseChange, BindSourcePolicy, ResolvedBindSource } from './tasks/index.js';

@@ -18,8 +18,11 @@ import { TaskLogStore } from './task-logs.js';
 import { UNENDED_STATES, type StoredTaskSpec } from '../state/tasks.js';
 import type { TaskSpec } from '../spec/schema.js';
 
-/** Everything a running agent is made of; the HTTP layer and tests reach the parts through it. */
-export interface AgentRuntime {
+/**
+ * Everything a running agent is made of; the HTTP layer and tests reach the parts through it.
+ * Disposable like a task handle: `await using agent = await createAgent(…)` closes it on scope exit.
+ */
+export interface AgentRuntime extends AsyncDisposable {
   readonly agentId: string;
   readonly config: ConfigHolder;
   readonly store: Store;
@@ -53,9 +56,16 @@ export interface AgentRuntime {
   start(): Promise<void>;
   /** Whether start has finished: recovery is done and the agent takes work. */
   readonly started: boolean;
-  /** Stops taking work and closes the store; running containers keep running. */
+  /** Stops taking work and closes the store; running containers keep running. Idempotent: every call gets the one close. */
   close(): Promise<void>;
 }
+
+/**
+ * The agent's own state (not a task's: see tasks/lifecycle.ts): built (it answers reads and refuses
+ * work) → recovering (it waits for the engine, then recovers its tasks) → open (it takes work);
+ * closed from any of them, and final. The supervisor's own `recovering | open | closed` follows it.
+ */
+type AgentState = 'built' | 'recovering' | 'open' | 'closed';
 
 /** The engine's condition as health reports it. */
 export type EngineHealth = { ok: true } | { ok: false; code: ErrorCode; message: string };
@@ -203,8 +213,15 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
 
   const closing = new AbortController();
   const garbage = new AgentGarbage({ engine, store, images, events, logger, agentId, config: initial, current: () => config.current() });
-  let started = false;
+  let state: AgentState = 'built';
+  const moveTo = (to: AgentState): void => {
+    // Only forward; closed is final (a start that finishes after a close leaves it closed).
+    if (state === 'closed') return;
+    logger.debug({ agentId, from: state, to }, 'agent state changed');
+    state = to;
+  };
   const start = async (): Promise<void> => {
+    moveTo('recovering');
     await waitForEngine(engine, logger, closing.signal);
     if (closing.signal.aborted) return;
     // Image holders come back from the store, so nobody is counted twice after a restart.
@@ -217,9 +234,19 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
     // After recovery, so the reconciler's first sweep sees every task re-attached.
     if (closing.signal.aborted) return;
     garbage.start();
-    started = true;
+    moveTo('open');
   };
   let starting: Promise<void> | undefined;
+  const close = async (): Promise<void> => {
+    moveTo('closed');
+    closing.abort();
+    // A start under way finishes what it began (a recovery writes to the store) before the store closes.
+    await starting?.catch(() => undefined);
+    await garbage.close();
+    await supervisor.shutdown();
+    store.close();
+  };
+  let closed: Promise<void> | undefined;
 
   return {
     agentId,
@@ -243,21 +270,15 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
     imageSnapshot: () => images.snapshot(),
     start: () => (starting ??= start()),
     get started() {
-      return started;
+      return state === 'open';
     },
     reload() {
       const result = config.reload();
       if (result.ok) supervisor.setBudget(result.config.admission);
       return result;
     },
-    async close() {
-      closing.abort();
-      // A start under way finishes what it began (a recovery writes to the store) before the store closes.
-      await starting?.catch(() => undefined);
-      await garbage.close();
-      await supervisor.shutdown();
-      store.close();
-    },
+    close: () => (closed ??= close()),
+    [Symbol.asyncDispose]: () => (closed ??= close()),
   };
 }
 

@@ -5,7 +5,7 @@ import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
 import { resolveTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import type { Store } from '../state/store.js';
-import { hasEnded, type StoredTaskSpec, type TaskRecord, type TaskTransition } from '../state/tasks.js';
+import { endTransition, hasEnded, type StoredTaskSpec, type TaskRecord, type TaskTransition } from '../state/tasks.js';
 import type { TaskDriver } from '../tasks/driver.js';
 import type { EndState } from '../tasks/end-state.js';
 import type { TaskHandle } from '../tasks/handle.js';
@@ -86,8 +86,11 @@ export class TaskSupervisor {
   readonly #removals = new Set<Promise<void>>();
   /** Aborted at shutdown: output pumps and waits stop following, and record nothing more. */
   readonly #closing = new AbortController();
-  /** Starting until recovery is done (nothing may run before recovered tasks hold their share), then open, then closed. */
-  #phase: 'starting' | 'open' | 'closed' = 'starting';
+  /**
+   * The supervisor's own state, not a task's: recovering until recovery is done (nothing may run
+   * before recovered tasks hold their share), then open, then closed. Only forward.
+   */
+  #phase: 'recovering' | 'open' | 'closed' = 'recovering';
   /** Tasks whose start failed because the engine did not answer: they wait for it, holding their share. */
   readonly #outage: StartOutage;
 
@@ -243,7 +246,7 @@ export class TaskSupervisor {
       else counts.ended++;
       await this.#follow(record.id, handle);
     }
-    if (this.#phase === 'starting') this.#phase = 'open';
+    if (this.#phase === 'recovering') this.#phase = 'open';
     for (const record of toStart) void this.#track(this.#start(record));
     for (const { record, error } of toWait) void this.#track(this.#startFailed(record, error));
     for (const { record, error } of toRecoverLater) void this.#track(this.#recoverLater(record, error));
@@ -333,7 +336,7 @@ export class TaskSupervisor {
   }
 
   #requireOpen(): void {
-    if (this.#phase === 'starting') {
+    if (this.#phase === 'recovering') {
       throw new BerthError('BERTH_AGENT_UNAVAILABLE', 'the agent is starting (waiting for the engine, then recovering its tasks) and takes no work yet; try again shortly');
     }
     if (this.#phase === 'closed') throw new BerthError('BERTH_AGENT_UNAVAILABLE', 'the agent is shutting down and takes no new work');
@@ -588,7 +591,7 @@ export class TaskSupervisor {
   #finish(taskId: string, end: EndState, finishedAtMs?: number): void {
     let recorded = false;
     try {
-      const record = this.#record(taskId, { to: 'ended', endState: end, ...(finishedAtMs === undefined ? {} : { finishedAtMs }) });
+      const record = this.#record(taskId, endTransition(end, finishedAtMs));
       recorded = true;
       this.#deps.onEnded?.(record);
     } catch (error) {

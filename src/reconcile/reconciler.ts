@@ -68,8 +68,18 @@ export interface SweepOptions {
   dryRun?: boolean;
 }
 
-/** idle → running → stopped; stopped is final (a new configuration makes a new reconciler). */
-export type ReconcilerState = 'idle' | 'running' | 'stopped';
+/**
+ * The reconciler's own state (not a task's: see tasks/lifecycle.ts): idle → active (its periodic
+ * sweeps are scheduled) → stopped, or idle → stopped; stopped is final (a new configuration makes
+ * a new reconciler). Moves are checked and logged in `#transition`.
+ */
+export type ReconcilerState = 'idle' | 'active' | 'stopped';
+
+const RECONCILER_TRANSITIONS: Readonly<Record<ReconcilerState, readonly ReconcilerState[]>> = Object.freeze({
+  idle: ['active', 'stopped'],
+  active: ['stopped'],
+  stopped: [],
+});
 
 /**
  * Removes dangling containers (Nomad's reconcile_dangling, in Node): running containers that carry
@@ -147,16 +157,16 @@ export class DanglingReconciler {
    * Starts the periodic sweeps. The first waits max(period, creation grace), so that the agent's
    * recovery re-attaches its tasks before anything of theirs can look dangling (as Nomad does);
    * each next one starts a period after the previous ended. A no-op when not `enabled` or already
-   * running; refused once stopped.
+   * active; refused once stopped (BERTH_INTERNAL).
    */
   start(): void {
-    if (this.#state === 'running') return;
-    if (this.#state === 'stopped') throw new BerthError('BERTH_INTERNAL', 'the dangling-container reconciler was stopped; make a new one');
-    if (!this.options.enabled) {
+    if (this.#state === 'active') return;
+    // A stopped one is refused below, disabled or not.
+    if (!this.options.enabled && this.#state === 'idle') {
       this.#logger.info({ ownerId: this.ownerId }, 'dangling-container reconciler disabled');
       return;
     }
-    this.#transition('running');
+    this.#transition('active');
     this.#schedule(Math.max(this.options.periodMs, this.options.creationGraceMs));
   }
 
@@ -212,10 +222,10 @@ export class DanglingReconciler {
   #schedule(delayMs: number): void {
     this.#timer = this.#clock.setTimeout(() => {
       this.#timer = undefined;
-      if (this.#state !== 'running') return;
+      if (this.#state !== 'active') return;
       const tick = this.runScheduledSweep().finally(() => {
         this.#scheduled = undefined;
-        if (this.#state === 'running') this.#schedule(this.options.periodMs);
+        if (this.#state === 'active') this.#schedule(this.options.periodMs);
       });
       this.#scheduled = tick;
     }, delayMs);
@@ -386,6 +396,11 @@ export class DanglingReconciler {
   }
 
   #transition(to: ReconcilerState): void {
+    if (!RECONCILER_TRANSITIONS[this.#state].includes(to)) {
+      throw new BerthError('BERTH_INTERNAL', `the dangling-container reconciler cannot go from ${this.#state} to ${to}${this.#state === 'stopped' ? '; make a new one' : ''}`, {
+        context: { state: this.#state, requested: to },
+      });
+    }
     this.#logger.debug({ from: this.#state, to, ownerId: this.ownerId }, 'dangling-container reconciler state');
     this.#state = to;
   }

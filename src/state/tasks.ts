@@ -5,49 +5,10 @@ import { compareLogTimestamps, isLogTimestamp } from '../engine/log-entries.js';
 import { asDiskFull } from './disk-full.js';
 import type { TaskSpec } from '../spec/index.js';
 import type { EndState } from '../tasks/end-state.js';
+import { logTransition, refusedTransition, TASK_STATES, UNENDED_STATES, type TaskState } from '../tasks/lifecycle.js';
 
-/**
- * Where a task is in its life, as the store records it.
- *
- * - `pending`: submitted, waiting in the admission queue (FIFO by `seq`).
- * - `starting`: admitted; the image is being pulled and the container created and started.
- * - `running`: the container has started.
- * - `stopping`: a stop was asked for; the stop signal is on its way.
- * - `exited`: the task ended with a known end state (success, failed, oom, timed-out, cancelled).
- * - `lost`: the task ended as lost: the engine could not say how it ended, or its container vanished.
- * - `removed`: the task was removed; its container is removed or being removed. The record stays
- *   for history and for its logs.
- */
-export const TASK_STATES = ['pending', 'starting', 'running', 'stopping', 'exited', 'lost', 'removed'] as const;
-export type TaskState = (typeof TASK_STATES)[number];
-
-/** States of a task that has not ended: what recovery reloads on start. */
-export const UNENDED_STATES: readonly TaskState[] = Object.freeze(['pending', 'starting', 'running', 'stopping']);
-
-/** Whether a task in this state has ended: `exited`, `lost`, or `removed` (a removed task ended before it was removed). */
-export function hasEnded(state: TaskState): boolean {
-  return !UNENDED_STATES.includes(state);
-}
-
-/**
- * The legal moves. Anything else is refused with BERTH_TASK_STATE, so that a race (a stop that
- * arrives after the task ended, a second end) cannot overwrite what is already recorded.
- */
-const LEGAL_TRANSITIONS: Readonly<Record<TaskState, readonly TaskState[]>> = Object.freeze({
-  // A pending task may end without running: cancelled in the queue, or refused when it came to start.
-  pending: ['starting', 'exited'],
-  starting: ['running', 'stopping', 'exited', 'lost'],
-  running: ['stopping', 'exited', 'lost'],
-  stopping: ['exited', 'lost'],
-  exited: ['removed'],
-  lost: ['removed'],
-  removed: [],
-});
-
-/** Whether the store accepts a move from one state to another. */
-export function isLegalTransition(from: TaskState, to: TaskState): boolean {
-  return LEGAL_TRANSITIONS[from].includes(to);
-}
+// The task's states and their one machine live with the tasks (see tasks/lifecycle.ts, docs/states.md).
+export { TASK_STATES, UNENDED_STATES, hasEnded, isLegalTransition, type TaskState } from '../tasks/lifecycle.js';
 
 /**
  * The task spec as it is stored: the user's input (sizes and durations may still be strings), with
@@ -112,17 +73,29 @@ export interface NewTask {
   reservation?: Reservation;
 }
 
+/** An end state that is not lost (it moves the task to `exited`). */
+type KnownEndState = Exclude<EndState | StoredEndState, { kind: 'lost' }>;
+/** A lost end state (it moves the task to `lost`). */
+type LostEndState = Extract<EndState | StoredEndState, { kind: 'lost' }>;
+
 /**
- * A change of state. `ended` records the end state and moves the task to `exited`, or to `lost`
- * when the end state is lost.
+ * A move of a task's record, named by the state it goes to. A move to `exited` or `lost` records
+ * the end state (`endTransition` picks the one the end state belongs to); `finishedAtMs` is when
+ * the container stopped, as the engine saw it (default now).
  */
 export type TaskTransition =
   | { to: 'starting' }
   | { to: 'running'; containerId?: string }
   | { to: 'stopping' }
-  /** `finishedAtMs`: when the container stopped, as the engine saw it; default now. */
-  | { to: 'ended'; endState: EndState | StoredEndState; finishedAtMs?: number }
+  | { to: 'exited'; endState: KnownEndState; finishedAtMs?: number }
+  | { to: 'lost'; endState: LostEndState; finishedAtMs?: number }
   | { to: 'removed' };
+
+/** The move that records this end: to `lost` when the end state is lost, else to `exited`. */
+export function endTransition(endState: EndState | StoredEndState, finishedAtMs?: number): Extract<TaskTransition, { to: 'exited' | 'lost' }> {
+  const at = finishedAtMs === undefined ? {} : { finishedAtMs };
+  return endState.kind === 'lost' ? { to: 'lost', endState, ...at } : { to: 'exited', endState, ...at };
+}
 
 export interface TaskFilter {
   /** One state or any of several. */
@@ -191,12 +164,6 @@ function toRecord(row: TaskRow): TaskRecord {
     updatedAtMs: row.updated_at_ms,
   };
   return deepFreeze(record);
-}
-
-function stateError(taskId: string, from: TaskState, to: TaskState): BerthError {
-  return new BerthError('BERTH_TASK_STATE', `task ${taskId} cannot move from ${from} to ${to}`, {
-    context: { taskId, state: from, requested: to },
-  });
 }
 
 function missingError(taskId: string): BerthError {
@@ -310,13 +277,13 @@ export class TaskRepository {
    * BERTH_TASK_STATE (context: taskId, state, requested). Returns the updated record.
    */
   update(taskId: string, transition: TaskTransition): TaskRecord {
-    const to: TaskState =
-      transition.to === 'ended' ? (transition.endState.kind === 'lost' ? 'lost' : 'exited') : transition.to;
+    const to: TaskState = transition.to;
     const run = this.#db.transaction((): { from: TaskState; record: TaskRecord } => {
       const row = this.#select.get(taskId);
       if (!row) throw missingError(taskId);
       const from = row.state as TaskState;
-      if (!isLegalTransition(from, to)) throw stateError(taskId, from, to);
+      const refusal = refusedTransition({ taskId, from, to }, 'record');
+      if (refusal) throw refusal;
       const now = this.#nowMs();
       const set: string[] = ['state = ?', 'updated_at_ms = ?'];
       const params: Array<string | number | null> = [to, now];
@@ -333,7 +300,8 @@ export class TaskRepository {
             params.push(transition.containerId);
           }
           break;
-        case 'ended': {
+        case 'exited':
+        case 'lost': {
           const end = transition.endState;
           set.push('end_state = ?', 'exit_code = ?', 'finished_at_ms = ?');
           // JSON.stringify turns a BerthError into its toJSON() form: code, message, retryable, context.
@@ -348,7 +316,7 @@ export class TaskRepository {
       return { from, record: toRecord(this.#select.get(taskId)!) };
     });
     const { from, record } = asDiskFull(() => run.immediate());
-    this.#logger.debug({ taskId, from, to, ...(record.endState ? { end: record.endState.kind } : {}) }, 'task state changed');
+    logTransition(this.#logger, { taskId, from, to, mover: 'record', ...(record.endState ? { end: record.endState.kind } : {}) });
     return record;
   }
 

@@ -516,7 +516,6 @@ export class TaskDriver {
   }
 
   #onPhase(change: PhaseChange): void {
-    this.#logger.debug({ ...change }, 'task phase');
     if (TASK_PHASE_CHANNEL.hasSubscribers) TASK_PHASE_CHANNEL.publish(change);
   }
 }

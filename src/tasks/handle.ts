@@ -83,8 +83,8 @@ export class TaskHandle implements AsyncDisposable {
     this.stdout = this.#output?.stdout ?? init.streams.stdout;
     this.stderr = this.#output?.stderr ?? init.streams.stderr;
     this.#deps = deps;
-    this.#lifecycle = new Lifecycle(init.taskId, deps.onPhase);
-    this.#lifecycle.moveTo('created');
+    // Born starting: the handle exists once its container does (see lifecycle.ts).
+    this.#lifecycle = new Lifecycle(init.taskId, deps.logger, deps.onPhase);
   }
 
   get phase(): TaskPhase {
@@ -359,7 +359,7 @@ export class TaskHandle implements AsyncDisposable {
   #end(state: EndState, finishedAt?: Date): EndState {
     this.#timeoutTimer?.clear();
     this.#finishedAt = finishedAt ?? this.#knownFinishedAt ?? new Date();
-    if (this.#lifecycle.is('running', 'stopping')) this.#lifecycle.moveTo('exited');
+    if (this.#lifecycle.is('running', 'stopping')) this.#lifecycle.moveTo(state.kind === 'lost' ? 'lost' : 'exited');
     return state;
   }
 
@@ -373,7 +373,7 @@ export class TaskHandle implements AsyncDisposable {
     } finally {
       this.#streams.close();
     }
-    if (!this.#lifecycle.is('destroyed')) this.#lifecycle.moveTo('destroyed');
+    if (!this.#lifecycle.is('removed')) this.#lifecycle.moveTo('removed');
     this.#deps.onDestroyed(this.taskId);
   }
 }

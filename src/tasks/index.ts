@@ -11,6 +11,7 @@ export type { AwaitHealthyOptions, HealthEngine } from './health.js';
 export type { RunToEndOptions, RunResult } from './run.js';
 export { classifyExit, describeEndState } from './end-state.js';
 export type { EndState, EndKind, ExitFacts } from './end-state.js';
-export type { TaskPhase, PhaseChange } from './lifecycle.js';
+export { TASK_STATES, hasEnded } from './lifecycle.js';
+export type { TaskState, TaskPhase, PhaseChange } from './lifecycle.js';
 export { DEFAULT_RETRY_POLICY } from './container-ops.js';
 export type { RetryPolicy, ContainerEngine } from './container-ops.js';

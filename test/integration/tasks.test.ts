@@ -100,7 +100,7 @@ describe('task lifecycle against the real engine', { skip: await requireEngine()
     const handle = await driver.start(spec({ command: ['sleep', '30'] }));
     await handle.destroy();
     await handle.destroy();
-    assert.equal(handle.phase, 'destroyed');
+    assert.equal(handle.phase, 'removed');
     assert.equal((await handle.wait()).kind, 'cancelled');
     await assert.rejects(engine.inspectContainer(handle.containerId), (e: unknown) => isBerthError(e, 'BERTH_ENGINE_NOT_FOUND'));
   });

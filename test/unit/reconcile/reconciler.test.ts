@@ -218,10 +218,17 @@ describe('DanglingReconciler schedule', () => {
     await reconciler.stop();
   });
 
-  it('refuses to start again once stopped', async () => {
+  it('refuses to start again once stopped, enabled or not', async () => {
     const { reconciler } = setup();
+    reconciler.start();
+    assert.equal(reconciler.state, 'active');
     await reconciler.stop();
-    assert.throws(() => reconciler.start(), (error: unknown) => isBerthError(error, 'BERTH_INTERNAL'));
+    assert.equal(reconciler.state, 'stopped');
+    assert.throws(() => reconciler.start(), (error: unknown) => isBerthError(error, 'BERTH_INTERNAL') && error.context.state === 'stopped' && error.context.requested === 'active');
+    assert.equal(reconciler.state, 'stopped');
+    const disabled = setup({ options: { enabled: false } }).reconciler;
+    await disabled.stop();
+    assert.throws(() => disabled.start(), (error: unknown) => isBerthError(error, 'BERTH_INTERNAL'));
   });
 
   it('skips sweeps while the engine fails its health check, logging once, and logs the recovery once', async () => {

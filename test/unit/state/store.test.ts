@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { BerthError, isBerthError } from '../../../src/common/errors.js';
-import { hasEnded, META_KEYS, openStore, SCHEMA_VERSION, TASK_STATES, type Store } from '../../../src/state/index.js';
+import { endTransition, hasEnded, META_KEYS, openStore, SCHEMA_VERSION, TASK_STATES, type Store } from '../../../src/state/index.js';
 
 let dir: string;
 let counter = 0;
@@ -138,7 +138,7 @@ describe('store.tasks', () => {
     assert.equal(running.state, 'running');
     assert.ok(running.startedAtMs! > running.admittedAtMs!);
     store.tasks.update('t', { to: 'stopping' });
-    const ended = store.tasks.update('t', { to: 'ended', endState: { kind: 'cancelled', exitCode: 143 } });
+    const ended = store.tasks.update('t', { to: 'exited', endState: { kind: 'cancelled', exitCode: 143 } });
     assert.equal(ended.state, 'exited');
     assert.deepEqual(ended.endState, { kind: 'cancelled', exitCode: 143 });
     assert.equal(ended.exitCode, 143);
@@ -153,7 +153,7 @@ describe('store.tasks', () => {
     store.tasks.update('l', { to: 'starting' });
     store.tasks.update('l', { to: 'running', containerId: 'abc' });
     const error = new BerthError('BERTH_ENGINE_UNAVAILABLE', 'socket closed', { context: { containerId: 'abc' } });
-    const lost = store.tasks.update('l', { to: 'ended', endState: { kind: 'lost', reason: 'the container vanished', error } });
+    const lost = store.tasks.update('l', { to: 'lost', endState: { kind: 'lost', reason: 'the container vanished', error } });
     assert.equal(lost.state, 'lost');
     assert.equal(lost.exitCode, undefined);
     assert.deepEqual(lost.endState, {
@@ -173,14 +173,46 @@ describe('store.tasks', () => {
     for (const attempt of illegalFromPending) {
       assert.throws(attempt, (error: unknown) => isBerthError(error, 'BERTH_TASK_STATE') && error.context.state === 'pending');
     }
-    store.tasks.update('t', { to: 'ended', endState: { kind: 'cancelled' } });
+    store.tasks.update('t', { to: 'exited', endState: { kind: 'cancelled' } });
     assert.throws(
-      () => store.tasks.update('t', { to: 'ended', endState: { kind: 'success', exitCode: 0 } }),
+      () => store.tasks.update('t', { to: 'exited', endState: { kind: 'success', exitCode: 0 } }),
       (error: unknown) => isBerthError(error, 'BERTH_TASK_STATE') && /cannot move from exited to exited/.test(error.message),
     );
     assert.throws(() => store.tasks.update('t', { to: 'starting' }), (error: unknown) => isBerthError(error, 'BERTH_TASK_STATE'));
     assert.throws(() => store.tasks.setContainerId('t', 'x'), (error: unknown) => isBerthError(error, 'BERTH_TASK_STATE'));
     assert.deepEqual(store.tasks.get('t')!.endState, { kind: 'cancelled' });
+  });
+
+  it('refuses to record a removal before the end is recorded (a handle may destroy a running task; a record keeps its end)', () => {
+    store.tasks.insert({ id: 'r', spec: spec() });
+    store.tasks.update('r', { to: 'starting' });
+    store.tasks.update('r', { to: 'running', containerId: 'abc' });
+    assert.throws(
+      () => store.tasks.update('r', { to: 'removed' }),
+      (error: unknown) => isBerthError(error, 'BERTH_TASK_STATE') && error.context.state === 'running' && error.context.requested === 'removed',
+    );
+    assert.equal(store.tasks.get('r')!.state, 'running');
+    store.tasks.update('r', endTransition({ kind: 'lost', reason: 'the container vanished' }));
+    assert.equal(store.tasks.update('r', { to: 'removed' }).state, 'removed');
+  });
+
+  it('logs every recorded move once, with its end, and a refused move not at all', () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const ignore = (): void => undefined;
+    const logged = openStore(freshFile(), { nowMs: clock(), logger: { debug: (meta, message) => lines.push({ ...meta, message }), info: ignore, warn: ignore, error: ignore } });
+    try {
+      logged.tasks.insert({ id: 'g', spec: spec() });
+      logged.tasks.update('g', { to: 'starting' });
+      logged.tasks.update('g', endTransition({ kind: 'failed', exitCode: 125, reason: 'no image' }));
+      assert.throws(() => logged.tasks.update('g', { to: 'running' }), (error: unknown) => isBerthError(error, 'BERTH_TASK_STATE'));
+      const moves = lines.filter((line) => line.message === 'task state changed').map(({ from, to, mover, end }) => ({ from, to, mover, end }));
+      assert.deepEqual(moves, [
+        { from: 'pending', to: 'starting', mover: 'record', end: undefined },
+        { from: 'starting', to: 'exited', mover: 'record', end: 'failed' },
+      ]);
+    } finally {
+      logged.close();
+    }
   });
 
   it('reports an update of an unknown task as an internal error', () => {
@@ -192,7 +224,7 @@ describe('store.tasks', () => {
     assert.equal(store.tasks.nextPending()!.id, 'c');
     store.tasks.update('c', { to: 'starting' });
     assert.equal(store.tasks.nextPending()!.id, 'a');
-    store.tasks.update('b', { to: 'ended', endState: { kind: 'cancelled' } });
+    store.tasks.update('b', { to: 'exited', endState: { kind: 'cancelled' } });
     store.tasks.update('a', { to: 'starting' });
     assert.equal(store.tasks.nextPending()!.id, 'd');
     assert.deepEqual(store.tasks.list({ state: 'pending' }).map((t) => t.id), ['d']);
@@ -226,7 +258,7 @@ describe('store.tasks', () => {
     store.tasks.update('r', { to: 'running' });
     store.tasks.update('x', { to: 'starting' });
     store.tasks.update('x', { to: 'stopping' });
-    store.tasks.update('e', { to: 'ended', endState: { kind: 'cancelled' } });
+    store.tasks.update('e', { to: 'exited', endState: { kind: 'cancelled' } });
     assert.deepEqual(store.tasks.listUnended().map((t) => `${t.id}:${t.state}`), ['p:pending', 's:starting', 'r:running', 'x:stopping']);
     assert.deepEqual(store.tasks.counts(), { pending: 1, starting: 1, running: 1, stopping: 1, exited: 1, lost: 0, removed: 0 });
   });
