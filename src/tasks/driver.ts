@@ -5,7 +5,7 @@ import { containerNameForTask, LABELS } from '../common/labels.js';
 import type { AttachedStreams, ContainerEventStream } from '../engine/engine.js';
 import type { ContainerInspect } from '../engine/types.js';
 import { cancelledError, isBerthError, ValidationError, type FieldIssue } from '../common/errors.js';
-import { DURATION_LIMITS, durationBoundRule, type DurationBounds } from '../common/units.js';
+import { countBoundRule, DURATION_LIMITS, durationBoundRule, type CountBounds, type DurationBounds } from '../common/units.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { readOwnerProcess, type OwnerProcess } from '../common/owner-process.js';
 import { resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
@@ -101,9 +101,9 @@ function msOptionIssues(field: string, value: number, bounds: DurationBounds): F
   return rule === undefined ? [] : [{ field, rule }];
 }
 
-function wholeOptionIssues(field: string, value: number, bounds: { min: number; max: number }): FieldIssue[] {
-  if (!Number.isInteger(value)) return [{ field, rule: 'must be a whole number' }];
-  return value < bounds.min || value > bounds.max ? [{ field, rule: `must be between ${bounds.min} and ${bounds.max}` }] : [];
+function wholeOptionIssues(field: string, value: number, bounds: CountBounds): FieldIssue[] {
+  const rule = Number.isInteger(value) ? countBoundRule(value, bounds) : 'must be a whole number';
+  return rule === undefined ? [] : [{ field, rule }];
 }
 
 /** The engine events that may mean a tracked container ended. */
@@ -143,8 +143,14 @@ export interface StartOptions {
   bindPolicy?: BindSourcePolicy;
 }
 
-/** What a task id (and an owner id) may be: both are part of a container name (see `containerNameForTask`). */
-export const TASK_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
+/** The longest task id (and owner id) accepted. */
+export const TASK_ID_MAX_LENGTH = 128;
+
+/**
+ * What a task id (and an owner id) may be: both are part of a container name (see
+ * `containerNameForTask`). The one definition: the agent's HTTP schemas use its `source`.
+ */
+export const TASK_ID = new RegExp(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,${TASK_ID_MAX_LENGTH - 1}}$`);
 
 /**
  * Runs task specs as containers: validate, acquire the image, create (idempotently), attach, start.
