@@ -366,9 +366,27 @@ function isUnder(hostPath: string, prefix: string): boolean {
  * naming every field at fault and its rule.
  */
 export function resolveTaskSpec(input: unknown, policy: SpecPolicy = DEFAULT_SPEC_POLICY): ResolvedTaskSpec {
-  const parsed = taskSpecSchema.safeParse(input);
   // Policy is checked on the raw input too, so one answer names every problem, schema and policy alike.
-  const issues = policyIssues(input, policy);
+  return compileTaskSpec(input, policyIssues(input, policy));
+}
+
+/**
+ * Re-reads a spec its owner accepted earlier under its policy (`resolveTaskSpec`), such as a task
+ * the agent stored at submit and starts or recovers later, into the same ResolvedTaskSpec. The
+ * schema is applied (the stored text is compiled again, so a stored spec needs no second, derived
+ * copy that could drift from it); the policy is skipped on purpose, rather than checked again
+ * under a permissive stand-in. It was checked when the spec was accepted, and a policy tightened
+ * since (the agent reloads its configuration) must not strand a task already accepted: it could
+ * neither start nor be recovered and removed. Bind sources are another matter: they are host state
+ * that can change, so their owner checks them against the policy in force before each create.
+ */
+export function resolveAcceptedTaskSpec(stored: unknown): ResolvedTaskSpec {
+  return compileTaskSpec(stored, []);
+}
+
+/** The schema, then the policy's issues found beforehand; a ValidationError names them all. */
+function compileTaskSpec(input: unknown, issues: readonly FieldIssue[]): ResolvedTaskSpec {
+  const parsed = taskSpecSchema.safeParse(input);
   if (!parsed.success) {
     const schemaIssues: FieldIssue[] = parsed.error.issues.map((issue) => ({
       field: fieldName(issue.path),

@@ -8,7 +8,7 @@ import { cancelledError, isBerthError, ValidationError, type FieldIssue } from '
 import { countBoundRule, DURATION_LIMITS, durationBoundRule, type CountBounds, type DurationBounds } from '../common/units.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { readOwnerProcess, type OwnerProcess } from '../common/owner-process.js';
-import { resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
+import { resolveAcceptedTaskSpec, resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import { toCreatePlan, type TaskIdentity } from '../spec/translate.js';
 import { confirmBindSources, engineSocketGuards, resolveBindSources, withResolvedSources, type BindSourcePolicy, type ResolvedBindSource } from './bind-sources.js';
 import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, preferredContainer, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
@@ -104,6 +104,12 @@ function msOptionIssues(field: string, value: number, bounds: DurationBounds): F
 function wholeOptionIssues(field: string, value: number, bounds: CountBounds): FieldIssue[] {
   const rule = Number.isInteger(value) ? countBoundRule(value, bounds) : 'must be a whole number';
   return rule === undefined ? [] : [{ field, rule }];
+}
+
+/** The task id to start under (a random UUID when none is given), checked against TASK_ID. */
+function checkedTaskId(taskId: string = randomUUID()): string {
+  if (!TASK_ID.test(taskId)) throw new ValidationError([{ field: 'taskId', rule: `must match ${TASK_ID.source}` }]);
+  return taskId;
 }
 
 /** The engine events that may mean a tracked container ended. */
@@ -232,9 +238,22 @@ export class TaskDriver {
 
   /** Starts a task and returns its handle once the container runs (and, with `waitHealthy`, is healthy). */
   async start(spec: TaskSpec, options: StartOptions = {}): Promise<TaskHandle> {
-    const taskId = options.taskId ?? randomUUID();
-    if (!TASK_ID.test(taskId)) throw new ValidationError([{ field: 'taskId', rule: `must match ${TASK_ID.source}` }]);
-    const resolved = this.resolve(spec);
+    const taskId = checkedTaskId(options.taskId);
+    return this.#start(taskId, this.resolve(spec), options);
+  }
+
+  /**
+   * Starts a task whose spec its owner accepted earlier under the owner's own policy (the agent
+   * checks each spec against the policy in force at submit, stores it, and starts it later):
+   * the spec is re-read with `resolveAcceptedTaskSpec`, so this driver's policy is not applied
+   * to it again. Its bind sources are still checked, against `options.bindPolicy`.
+   */
+  async startAccepted(spec: TaskSpec, options: StartOptions = {}): Promise<TaskHandle> {
+    const taskId = checkedTaskId(options.taskId);
+    return this.#start(taskId, resolveAcceptedTaskSpec(spec), options);
+  }
+
+  async #start(taskId: string, resolved: ResolvedTaskSpec, options: StartOptions): Promise<TaskHandle> {
     if (options.waitHealthy && resolved.healthcheck?.disabled) {
       throw new ValidationError([{ field: 'waitHealthy', rule: 'needs a health check, and the spec disables it (healthcheck.disabled)' }]);
     }
@@ -327,8 +346,9 @@ export class TaskDriver {
    * read it from the engine's log (`engine.logEntries`) from where the previous reader stopped.
    */
   async recover(taskId: string, spec: TaskSpec, options: { bindPolicy?: BindSourcePolicy } = {}): Promise<TaskHandle | undefined> {
-    // The spec passed the policy when it was submitted; a policy reloaded since must not orphan it.
-    const resolved = resolveTaskSpec(spec, { allowPrivileged: true });
+    // The spec passed its owner's policy when it was accepted: re-read without it (resolveAcceptedTaskSpec
+    // says why), so a policy reloaded since cannot orphan the task's container.
+    const resolved = resolveAcceptedTaskSpec(spec);
     const found = await this.#findOwnContainer(taskId);
     if (found === undefined) return undefined;
     if (found.status === 'created') {
