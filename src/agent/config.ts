@@ -356,8 +356,6 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
 
 const duration = (example: string, bounds: DurationBounds) => durationOption(bounds, durationRule(example));
 const size = (example: string, bounds: SizeBounds) => sizeOption(bounds, sizeRule(example));
-const integer = (bounds: CountBounds) => countOption(bounds);
-const boolean = () => booleanOption();
 
 const text = (pattern: RegExp, rule: string) =>
   z.unknown().transform((value, ctx): string => (typeof value === 'string' && pattern.test(value) ? value : issue(ctx, rule)));
@@ -407,7 +405,6 @@ function buildSchema(host: HostFacts) {
   });
   // The engine reads DOCKER_HOST with this very parser (engine/connect.ts), so both accept the same addresses.
   const engineHost = z.unknown().transform((value, ctx): EngineEndpoint => (typeof value === 'string' ? parseDockerHost(value) : undefined) ?? issue(ctx, DOCKER_HOST_RULE));
-  const durationOrOff = (example: string, bounds: DurationBounds) => durationOrOffOption(bounds, example);
   const capability = /^(CAP_)?[A-Z_]+$|^ALL$/i;
 
   return section({
@@ -428,27 +425,27 @@ function buildSchema(host: HostFacts) {
       headersTimeout: duration('10s', CONFIG_BOUNDS['http.headersTimeout']),
       requestTimeout: duration('30s', CONFIG_BOUNDS['http.requestTimeout']),
       keepAliveTimeout: duration('5s', CONFIG_BOUNDS['http.keepAliveTimeout']),
-      maxConnections: integer(CONFIG_BOUNDS['http.maxConnections']),
+      maxConnections: countOption(CONFIG_BOUNDS['http.maxConnections']),
     }).refine((http) => http.headersTimeout <= http.requestTimeout, { message: 'must be at most http.requestTimeout', path: ['headersTimeout'] }),
     health: section({ engineTimeout: duration('2s', CONFIG_BOUNDS['health.engineTimeout']) }),
-    tasks: section({ startOutageLimit: durationOrOff('15m', CONFIG_BOUNDS['tasks.startOutageLimit']), relistPeriod: duration('5s', CONFIG_BOUNDS['tasks.relistPeriod']) }),
+    tasks: section({ startOutageLimit: durationOrOffOption(CONFIG_BOUNDS['tasks.startOutageLimit'], '15m'), relistPeriod: duration('5s', CONFIG_BOUNDS['tasks.relistPeriod']) }),
     policy: section({
       allowedBindSources: list(/^\//, 'must be an absolute host path'),
-      allowPrivileged: boolean(),
+      allowPrivileged: booleanOption(),
       allowedCapabilities: list(capability, 'must be a capability name such as NET_ADMIN'),
-      allowHostNetwork: boolean(),
+      allowHostNetwork: booleanOption(),
     }),
     defaults: section({
       resources: section({
         memory: size('256m', CONFIG_BOUNDS['defaults.resources.memory']),
-        cpuMilli: integer(CONFIG_BOUNDS['defaults.resources.cpuMilli']),
-        pidsLimit: integer(CONFIG_BOUNDS['defaults.resources.pidsLimit']),
+        cpuMilli: countOption(CONFIG_BOUNDS['defaults.resources.cpuMilli']),
+        pidsLimit: countOption(CONFIG_BOUNDS['defaults.resources.pidsLimit']),
       }),
     }),
     admission: section({
       memory: size('16g', CONFIG_BOUNDS['admission.memory']),
-      cpuMilli: integer(CONFIG_BOUNDS['admission.cpuMilli']),
-      maxConcurrent: integer(CONFIG_BOUNDS['admission.maxConcurrent']).optional(),
+      cpuMilli: countOption(CONFIG_BOUNDS['admission.cpuMilli']),
+      maxConcurrent: countOption(CONFIG_BOUNDS['admission.maxConcurrent']).optional(),
     }),
     // The image coordinator's own option fields: the same rule (and default) as the library's.
     images: section({
@@ -456,7 +453,7 @@ function buildSchema(host: HostFacts) {
       cleanup: IMAGE_OPTION_FIELDS.cleanup,
       pullActivityTimeout: IMAGE_OPTION_FIELDS.pullActivityTimeout,
     }),
-    logs: section({ maxFileSize: size('10m', CONFIG_BOUNDS['logs.maxFileSize']), maxFiles: integer(CONFIG_BOUNDS['logs.maxFiles']) }),
+    logs: section({ maxFileSize: size('10m', CONFIG_BOUNDS['logs.maxFileSize']), maxFiles: countOption(CONFIG_BOUNDS['logs.maxFiles']) }),
     engineLog: section({ maxSize: size('1m', CONFIG_BOUNDS['engineLog.maxSize']) }),
     // The reconciler's own option fields: the same rule (and default) as the library's.
     reconcile: section({
@@ -469,7 +466,7 @@ function buildSchema(host: HostFacts) {
       dryRun: RECONCILE_OPTION_FIELDS.dryRun,
     }),
     prune: section({
-      schedule: durationOrOff('24h', CONFIG_BOUNDS['prune.schedule']),
+      schedule: durationOrOffOption(CONFIG_BOUNDS['prune.schedule'], '24h'),
       imageBudget: size('20g', CONFIG_BOUNDS['prune.imageBudget']).optional(),
       exemptImages: imageList,
     }),
