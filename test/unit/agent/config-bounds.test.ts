@@ -5,6 +5,7 @@ import { MAX_TIMER_DELAY_MS } from '../../../src/common/timers.js';
 import { DURATION_LIMITS, formatDurationMs, type DurationBounds, type SizeBounds } from '../../../src/common/units.js';
 import { CONFIG_BOUNDS, loadAgentConfig, type AgentConfigInput, type HostFacts } from '../../../src/agent/config.js';
 import { parseDockerHost } from '../../../src/engine/connect.js';
+import { resolvePrunerOptions } from '../../../src/prune/options.js';
 import { resolveImageCoordinatorOptions } from '../../../src/images/options.js';
 import { resolveDanglingReconcilerOptions } from '../../../src/reconcile/options.js';
 
@@ -150,6 +151,10 @@ describe('every duration, size and count key of the agent configuration has boun
       assert.equal(issues.length, 1, `${key}=${String(value)}: ${JSON.stringify(issues)}`);
       assert.deepEqual(issues, libraryIssues(library));
     }
+    // reconcile.orphanGrace is also the pruner's orphanGrace (agent/garbage.ts passes it to both): both accept its bounds.
+    const { maxMs } = CONFIG_BOUNDS['reconcile.orphanGrace'];
+    assert.equal(resolvePrunerOptions({ orphanGrace: maxMs }).orphanGraceMs, maxMs);
+    assert.deepEqual(issuesFor('reconcile.orphanGrace', maxMs + 1), libraryIssues(() => resolvePrunerOptions({ orphanGrace: maxMs + 1 }, 'reconcile.')));
     // The floors the agent once raised above the library's (1s) are the library's now.
     assert.equal(loadAgentConfig({ host, flags: { images: { pullActivityTimeout: 100 }, reconcile: { period: '100ms' } } }).images.pullActivityTimeoutMs, 100);
   });
