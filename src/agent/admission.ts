@@ -1,5 +1,5 @@
 import { BerthError, ValidationError, type FieldIssue } from '../common/errors.js';
-import { formatBytes } from '../common/format-bytes.js';
+import { formatBytes } from '../common/units.js';
 
 /** What one task draws from the budget while it starts and runs. */
 export interface ResourceDemand {

@@ -163,14 +163,14 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
   images.on('pull-shared', (e) => events.emit({ type: 'image.pull', phase: 'shared', image: e.ref }));
   images.on('pull-finished', (e) => events.emit({ type: 'image.pull', phase: e.error ? 'failed' : 'finished', image: e.ref, ...(e.imageId ? { imageId: e.imageId } : {}), ...(e.error ? { error: e.error.message } : {}) }));
   images.on('image-removed', (e) => events.emit({ type: 'image.removed', imageId: e.imageId }));
-  // The agent checks each spec against the policy in force at submit; the driver re-resolves it as accepted.
+  // The agent checks each spec against the policy in force at submit (the supervisor); the driver
+  // starts and recovers it as accepted (startAccepted, recover), so the driver's own policy never applies to it.
   const imageProvider = durableImageProvider(images, store);
   // No owner-process labels: the agent's containers outlive its process (a restarted agent recovers them), and its reconciler tracks them by owner id.
   const driver = new TaskDriver({
     engine,
     ownerId: agentId,
     ownerProcess: 'none',
-    policy: { allowPrivileged: true },
     // No task may mount the agent's state: its token and API socket would hand it the agent.
     protectedHostPaths: [initial.dataDir, initial.socketPath],
     images: imageProvider,

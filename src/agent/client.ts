@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { Agent, request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
 import { homedir } from 'node:os';
 import path from 'node:path';
-import { BerthError, cancelledError, ERROR_CODES, ValidationError, type ErrorCode, type FieldIssue } from '../common/errors.js';
+import { BerthError, cancelledError, ERROR_CODES, messageOf, ValidationError, type ErrorCode, type FieldIssue } from '../common/errors.js';
 import type { TaskSpec } from '../spec/schema.js';
 import type { StoredTaskSpec, TaskState } from '../state/tasks.js';
 import { TOKEN_FILE_NAME } from './agent.js';
@@ -310,7 +310,7 @@ export class AgentClient {
     if (signal?.aborted) return cancelledError(what, signal.reason);
     const context = { agent: this.host };
     if (deadline?.aborted) return new BerthError('BERTH_AGENT_TIMEOUT', `the agent at ${this.host} did not answer ${what} within ${deadlineMs} ms`, { cause: error, context });
-    const code = (error as NodeJS.ErrnoException).code ?? (error instanceof Error ? error.message : String(error));
+    const code = (error as NodeJS.ErrnoException).code ?? messageOf(error);
     // A reset connection reached an agent: one at its connection limit closes new connections at once.
     const hint = code === 'ECONNRESET' || code === 'EPIPE' ? 'is `berth agent` running, and below its connection limit (http.maxConnections)?' : 'is `berth agent` running?';
     return new BerthError('BERTH_AGENT_UNAVAILABLE', `the agent at ${this.host} does not answer (${code}); ${hint}`, { cause: error, context });

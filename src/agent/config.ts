@@ -2,24 +2,24 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
-import { ValidationError, type FieldIssue } from '../common/errors.js';
+import { messageOf, ValidationError, type FieldIssue } from '../common/errors.js';
+import { DURATION_LIMITS, MAX_SIZE_BYTES, MINUTE_MS, SECOND_MS, type CountBounds, type DurationBounds, type SizeBounds } from '../common/units.js';
 import {
-  DURATION_LIMITS,
-  durationBoundRule,
-  formatDurationMs,
-  MAX_SIZE_BYTES,
-  MINUTE_MS,
-  parseBytes,
-  parseDurationMs,
-  SECOND_MS,
-  sizeBoundRule,
-  type DurationBounds,
-  type SizeBounds,
-} from '../common/units.js';
-import { IMAGE_OPTION_BOUNDS } from '../images/options.js';
-import { RECONCILE_OPTION_BOUNDS } from '../reconcile/options.js';
+  booleanOption,
+  countOption,
+  durationOption,
+  durationOrOffOption,
+  durationRule,
+  issue,
+  sizeOption,
+  sizeRule,
+} from '../common/validation.js';
+import { DOCKER_HOST_RULE, parseDockerHost, type EngineEndpoint } from '../engine/connect.js';
+import { IMAGE_OPTION_BOUNDS, IMAGE_OPTION_FIELDS } from '../images/options.js';
+import { RECONCILE_OPTION_BOUNDS, RECONCILE_OPTION_FIELDS } from '../reconcile/options.js';
 import { parseImageReference } from '../spec/reference.js';
-import { SPEC_BOUNDS, type CountBounds } from '../spec/schema.js';
+import { SPEC_BOUNDS } from '../spec/schema.js';
+import { DRIVER_OPTION_BOUNDS } from '../tasks/driver.js';
 
 /**
  * The agent's configuration: from a YAML file, BERTH_* environment variables and flags, merged in
@@ -280,7 +280,8 @@ const MiB = 1024 * 1024;
  * The bounds of every duration, size and count key, in one place (README "Configuration"). Deadlines
  * of one operation go up to a day; periods and delays held by a Node timer up to 24 days (its limit
  * is 24.8); ages and limits compared with the clock up to a year; sizes up to 1 PiB. Keys that the
- * task spec or a library component also has take their bounds from there.
+ * task spec or a library component also has take their bounds from there (and the `images.*` and
+ * `reconcile.*` keys their whole rule: the schema composes the components' own option fields).
  */
 export const CONFIG_BOUNDS = Object.freeze({
   'engine.readTimeout': { minMs: 100, maxMs: DURATION_LIMITS.operationMs },
@@ -291,7 +292,7 @@ export const CONFIG_BOUNDS = Object.freeze({
   'http.keepAliveTimeout': { minMs: 100, maxMs: 10 * MINUTE_MS },
   'http.maxConnections': { min: 1, max: 65_536 },
   'tasks.startOutageLimit': { minMs: SECOND_MS, maxMs: DURATION_LIMITS.longMs },
-  'tasks.relistPeriod': { minMs: 100, maxMs: DURATION_LIMITS.timerMs },
+  'tasks.relistPeriod': DRIVER_OPTION_BOUNDS.relistPeriodMs,
   'defaults.resources.memory': SPEC_BOUNDS.memory,
   'defaults.resources.cpuMilli': SPEC_BOUNDS.cpuMilli,
   'defaults.resources.pidsLimit': SPEC_BOUNDS.pidsLimit,
@@ -299,11 +300,11 @@ export const CONFIG_BOUNDS = Object.freeze({
   'admission.cpuMilli': SPEC_BOUNDS.cpuMilli,
   'admission.maxConcurrent': { min: 1, max: 1_000_000 },
   'images.removeDelay': IMAGE_OPTION_BOUNDS.removeDelay,
-  'images.pullActivityTimeout': { minMs: SECOND_MS, maxMs: IMAGE_OPTION_BOUNDS.pullActivityTimeout.maxMs },
+  'images.pullActivityTimeout': IMAGE_OPTION_BOUNDS.pullActivityTimeout,
   'logs.maxFileSize': { minBytes: 4096, maxBytes: MAX_SIZE_BYTES },
   'logs.maxFiles': { min: 1, max: 100 },
   'engineLog.maxSize': SPEC_BOUNDS.logMaxSize,
-  'reconcile.period': { minMs: SECOND_MS, maxMs: RECONCILE_OPTION_BOUNDS.period.maxMs },
+  'reconcile.period': RECONCILE_OPTION_BOUNDS.period,
   'reconcile.creationGrace': RECONCILE_OPTION_BOUNDS.creationGrace,
   'reconcile.orphanGrace': RECONCILE_OPTION_BOUNDS.orphanGrace,
   /** Held by a chained long interval (setLongInterval), so a monthly schedule works. */
@@ -342,47 +343,19 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     policy: { allowedBindSources: [], allowPrivileged: false, allowedCapabilities: [], allowHostNetwork: false },
     defaults: { resources: { memory: '256m', cpuMilli: 250, pidsLimit: 1024 } },
     admission: { memory: budget.memoryBytes, cpuMilli: budget.cpuMilli },
-    images: { removeDelay: '3m', cleanup: true, pullActivityTimeout: '2m' },
+    // The image coordinator's and the reconciler's own defaults apply (their option fields carry them).
+    images: {},
     logs: { maxFileSize: '10m', maxFiles: 2 },
     engineLog: { maxSize: '1m' },
-    reconcile: { enabled: true, period: '5m', creationGrace: '5m', orphanGrace: '5m', dryRun: false },
+    reconcile: {},
     prune: { schedule: 'off', exemptImages: [] },
   };
 }
 
-// ---- leaves: each reports its own rule, in words, with the key's default as the example ----
+// ---- leaves: the shared ones (common/validation.ts), with the key's default as the example ----
 
-const issue = (ctx: z.RefinementCtx, message: string): never => {
-  ctx.addIssue({ code: 'custom', message });
-  return z.NEVER;
-};
-
-const duration = (example: string, bounds: DurationBounds) =>
-  z.unknown().transform((value, ctx): number => {
-    const ms = typeof value === 'string' || typeof value === 'number' ? parseDurationMs(value) : undefined;
-    if (ms === undefined) return issue(ctx, `must be a duration such as "${example}"`);
-    const broken = durationBoundRule(ms, bounds);
-    return broken === undefined ? ms : issue(ctx, broken);
-  });
-
-const size = (example: string, bounds: SizeBounds) =>
-  z.unknown().transform((value, ctx): number => {
-    const bytes = typeof value === 'string' || typeof value === 'number' ? parseBytes(value) : undefined;
-    if (bytes === undefined) return issue(ctx, `must be a size such as "${example}"`);
-    const broken = sizeBoundRule(bytes, bounds);
-    return broken === undefined ? bytes : issue(ctx, broken);
-  });
-
-
-const boolean = () =>
-  z.unknown().transform((value, ctx): boolean => (typeof value === 'boolean' ? value : issue(ctx, 'must be true or false')));
-
-const integer = (bounds: CountBounds) =>
-  z.unknown().transform((value, ctx): number => {
-    if (typeof value !== 'number' || !Number.isInteger(value)) return issue(ctx, 'must be a whole number');
-    if (value < bounds.min || value > bounds.max) return issue(ctx, `must be between ${bounds.min} and ${bounds.max}`);
-    return value;
-  });
+const duration = (example: string, bounds: DurationBounds) => durationOption(bounds, durationRule(example));
+const size = (example: string, bounds: SizeBounds) => sizeOption(bounds, sizeRule(example));
 
 const text = (pattern: RegExp, rule: string) =>
   z.unknown().transform((value, ctx): string => (typeof value === 'string' && pattern.test(value) ? value : issue(ctx, rule)));
@@ -395,9 +368,6 @@ const list = (pattern: RegExp, rule: string) =>
     });
     return value as string[];
   });
-
-/** "1s to 365d". */
-const formatBounds = (bounds: DurationBounds): string => `${formatDurationMs(bounds.minMs)} to ${formatDurationMs(bounds.maxMs)}`;
 
 /** Image references, each checked against the engine's grammar (the spec's own parser). */
 const imageList = z.unknown().transform((value, ctx): string[] => {
@@ -433,24 +403,8 @@ function buildSchema(host: HostFacts) {
     if (!match || port > 65_535) return issue(ctx, 'must be host:port, such as "127.0.0.1:7070" or "[::1]:7070"');
     return { host: (match[1] ?? match[2])!, port };
   });
-  const engineHost = z.unknown().transform((value, ctx): { socketPath?: string; host?: string; port?: number } => {
-    const text = typeof value === 'string' ? value.trim() : '';
-    if (text.startsWith('unix:///')) return { socketPath: text.slice('unix://'.length) };
-    const tcp = /^(?:tcp|http):\/\/([^:/\s]+)(?::(\d{1,5}))?\/?$/.exec(text);
-    if (tcp && (tcp[2] === undefined || Number(tcp[2]) <= 65_535)) return { host: tcp[1]!, port: tcp[2] ? Number(tcp[2]) : 2375 };
-    return issue(ctx, 'must be unix:///path/to/socket or tcp://host:port');
-  });
-  /** "off", or a duration within bounds. */
-  const durationOrOff = (example: string, bounds: DurationBounds) =>
-    z.unknown().transform((value, ctx): number | undefined => {
-      if (value === 'off') return undefined;
-      const ms = typeof value === 'string' || typeof value === 'number' ? parseDurationMs(value) : undefined;
-      const broken = ms === undefined ? undefined : durationBoundRule(ms, bounds);
-      if (ms === undefined || broken !== undefined) {
-        return issue(ctx, `must be "off" or a duration from ${formatBounds(bounds)}, such as "${example}"${broken === undefined ? '' : ` (${broken})`}`);
-      }
-      return ms;
-    });
+  // The engine reads DOCKER_HOST with this very parser (engine/connect.ts), so both accept the same addresses.
+  const engineHost = z.unknown().transform((value, ctx): EngineEndpoint => (typeof value === 'string' ? parseDockerHost(value) : undefined) ?? issue(ctx, DOCKER_HOST_RULE));
   const capability = /^(CAP_)?[A-Z_]+$|^ALL$/i;
 
   return section({
@@ -471,44 +425,48 @@ function buildSchema(host: HostFacts) {
       headersTimeout: duration('10s', CONFIG_BOUNDS['http.headersTimeout']),
       requestTimeout: duration('30s', CONFIG_BOUNDS['http.requestTimeout']),
       keepAliveTimeout: duration('5s', CONFIG_BOUNDS['http.keepAliveTimeout']),
-      maxConnections: integer(CONFIG_BOUNDS['http.maxConnections']),
+      maxConnections: countOption(CONFIG_BOUNDS['http.maxConnections']),
     }).refine((http) => http.headersTimeout <= http.requestTimeout, { message: 'must be at most http.requestTimeout', path: ['headersTimeout'] }),
     health: section({ engineTimeout: duration('2s', CONFIG_BOUNDS['health.engineTimeout']) }),
-    tasks: section({ startOutageLimit: durationOrOff('15m', CONFIG_BOUNDS['tasks.startOutageLimit']), relistPeriod: duration('5s', CONFIG_BOUNDS['tasks.relistPeriod']) }),
+    tasks: section({ startOutageLimit: durationOrOffOption(CONFIG_BOUNDS['tasks.startOutageLimit'], '15m'), relistPeriod: duration('5s', CONFIG_BOUNDS['tasks.relistPeriod']) }),
     policy: section({
       allowedBindSources: list(/^\//, 'must be an absolute host path'),
-      allowPrivileged: boolean(),
+      allowPrivileged: booleanOption(),
       allowedCapabilities: list(capability, 'must be a capability name such as NET_ADMIN'),
-      allowHostNetwork: boolean(),
+      allowHostNetwork: booleanOption(),
     }),
     defaults: section({
       resources: section({
         memory: size('256m', CONFIG_BOUNDS['defaults.resources.memory']),
-        cpuMilli: integer(CONFIG_BOUNDS['defaults.resources.cpuMilli']),
-        pidsLimit: integer(CONFIG_BOUNDS['defaults.resources.pidsLimit']),
+        cpuMilli: countOption(CONFIG_BOUNDS['defaults.resources.cpuMilli']),
+        pidsLimit: countOption(CONFIG_BOUNDS['defaults.resources.pidsLimit']),
       }),
     }),
     admission: section({
       memory: size('16g', CONFIG_BOUNDS['admission.memory']),
-      cpuMilli: integer(CONFIG_BOUNDS['admission.cpuMilli']),
-      maxConcurrent: integer(CONFIG_BOUNDS['admission.maxConcurrent']).optional(),
+      cpuMilli: countOption(CONFIG_BOUNDS['admission.cpuMilli']),
+      maxConcurrent: countOption(CONFIG_BOUNDS['admission.maxConcurrent']).optional(),
     }),
+    // The image coordinator's own option fields: the same rule (and default) as the library's.
     images: section({
-      removeDelay: duration('3m', CONFIG_BOUNDS['images.removeDelay']),
-      cleanup: boolean(),
-      pullActivityTimeout: duration('2m', CONFIG_BOUNDS['images.pullActivityTimeout']),
+      removeDelay: IMAGE_OPTION_FIELDS.removeDelay,
+      cleanup: IMAGE_OPTION_FIELDS.cleanup,
+      pullActivityTimeout: IMAGE_OPTION_FIELDS.pullActivityTimeout,
     }),
-    logs: section({ maxFileSize: size('10m', CONFIG_BOUNDS['logs.maxFileSize']), maxFiles: integer(CONFIG_BOUNDS['logs.maxFiles']) }),
+    logs: section({ maxFileSize: size('10m', CONFIG_BOUNDS['logs.maxFileSize']), maxFiles: countOption(CONFIG_BOUNDS['logs.maxFiles']) }),
     engineLog: section({ maxSize: size('1m', CONFIG_BOUNDS['engineLog.maxSize']) }),
+    // The reconciler's own option fields: the same rule (and default) as the library's.
     reconcile: section({
-      enabled: boolean(),
-      period: duration('5m', CONFIG_BOUNDS['reconcile.period']),
-      creationGrace: duration('5m', CONFIG_BOUNDS['reconcile.creationGrace']),
-      orphanGrace: duration('5m', CONFIG_BOUNDS['reconcile.orphanGrace']),
-      dryRun: boolean(),
+      enabled: RECONCILE_OPTION_FIELDS.enabled,
+      period: RECONCILE_OPTION_FIELDS.period,
+      creationGrace: RECONCILE_OPTION_FIELDS.creationGrace,
+      // The reconciler's rule; the agent's own default, 5m whatever the creation grace (the library's
+      // default is the creation grace): the agent passes it to prune's orphan pass as well.
+      orphanGrace: RECONCILE_OPTION_FIELDS.orphanGrace.unwrap().default(300_000),
+      dryRun: RECONCILE_OPTION_FIELDS.dryRun,
     }),
     prune: section({
-      schedule: durationOrOff('24h', CONFIG_BOUNDS['prune.schedule']),
+      schedule: durationOrOffOption(CONFIG_BOUNDS['prune.schedule'], '24h'),
       imageBudget: size('20g', CONFIG_BOUNDS['prune.imageBudget']).optional(),
       exemptImages: imageList,
     }),
@@ -586,7 +544,7 @@ function readFileInput(file: string): Plain {
   try {
     text = readFileSync(file, 'utf8');
   } catch (error) {
-    throw new ValidationError([{ field: file, rule: `cannot be read: ${(error as Error).message}` }], { cause: error });
+    throw new ValidationError([{ field: file, rule: `cannot be read: ${messageOf(error)}` }], { cause: error });
   }
   const doc = parseDocument(text, { uniqueKeys: true });
   if (doc.errors.length > 0) {
@@ -663,7 +621,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     socketPath,
     ...(c.listen ? { listen: c.listen } : {}),
     ...(c.agentId ? { agentId: c.agentId } : {}),
-    engine: c.engine.host ?? (c.engine.socket ? { socketPath: c.engine.socket } : { socketPath: '/var/run/docker.sock' }),
+    engine: c.engine.host ? { ...c.engine.host } : { socketPath: c.engine.socket ?? '/var/run/docker.sock' },
     engineDeadlines: { readMs: c.engine.readTimeout, writeMs: c.engine.writeTimeout },
     http: {
       headersTimeoutMs: c.http.headersTimeout,

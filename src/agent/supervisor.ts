@@ -401,7 +401,7 @@ export class TaskSupervisor {
     try {
       if (options.mayHaveContainer) handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, { bindPolicy: this.#deps.policy(), stopRequested: record.state === 'stopping' });
       // One start attempt per task: a create a dead agent (or an earlier try) sent may land, and is adopted.
-      handle ??= await this.#deps.driver.start(record.spec as TaskSpec, { taskId: record.id, startAttempt: record.id, output: 'engine-log', bindPolicy: this.#deps.policy() });
+      handle ??= await this.#deps.driver.startAccepted(record.spec as TaskSpec, { taskId: record.id, startAttempt: record.id, output: 'engine-log', bindPolicy: this.#deps.policy() });
     } catch (error) {
       await this.#startFailed(record, error);
       return;

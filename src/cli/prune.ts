@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { PruneView } from '../agent/http/views.js';
 import { collect } from './flags.js';
-import { formatBytes } from '../common/format-bytes.js';
+import { formatBytes } from '../common/units.js';
 import { renderTable, shortId, writeJson } from './output.js';
 import type { CliIo } from './run.js';
 import { agentCommand, withClient, type AgentFlags } from './tasks.js';

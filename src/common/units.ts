@@ -40,6 +40,12 @@ export interface SizeBounds {
   readonly maxBytes: number;
 }
 
+/** A whole number's closed range. */
+export interface CountBounds {
+  readonly min: number;
+  readonly max: number;
+}
+
 const DURATION_UNITS_MS: Readonly<Record<string, number>> = {
   ms: 1,
   s: 1000,
@@ -139,4 +145,27 @@ export function sizeBoundRule(bytes: number, bounds: SizeBounds): string | undef
   if (bytes < bounds.minBytes) return `must be at least ${inBytes(bounds.minBytes)}`;
   if (bytes > bounds.maxBytes) return `must be at most ${inBytes(bounds.maxBytes)}`;
   return undefined;
+}
+
+/** The rule a whole number breaks, in words ("must be at least 1"), or undefined within bounds. */
+export function countBoundRule(count: number, bounds: CountBounds): string | undefined {
+  if (count < bounds.min) return `must be at least ${bounds.min}`;
+  if (count > bounds.max) return `must be at most ${bounds.max}`;
+  return undefined;
+}
+
+/**
+ * A size for people to read, in binary units: `512 B`, `1.5 KiB`, `256 MiB`, `2 GiB` (one decimal,
+ * none when it is zero). The CLI's tables and the agent's refusals print sizes the same way. Its
+ * inverse for input is `parseBytes`; `formatSize` writes a size as users type it ("256m").
+ */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return unit === 0 ? `${bytes} B` : `${value.toFixed(1).replace(/\.0$/, '')} ${units[unit]}`;
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { durationOption, parseOptions } from '../common/validation.js';
+import { booleanOption, countOption, durationOption, durationRule, parseOptions } from '../common/validation.js';
 import { DURATION_LIMITS, type DurationBounds } from '../common/units.js';
 
 /** The bounds of the coordinator's durations: each is held by one Node timer, so none reaches its 24.8-day limit. */
@@ -11,22 +11,26 @@ export const IMAGE_OPTION_BOUNDS = Object.freeze({
   credentialHelperTimeout: { minMs: 100, maxMs: DURATION_LIMITS.operationMs },
 } satisfies Record<string, DurationBounds>);
 
-const attempts = z.number().int('must be a whole number').min(1, 'must be at least 1').max(20, 'must be at most 20');
+const attempts = () => countOption({ min: 1, max: 20 });
 
-const schema = z
-  .object({
-    removeDelay: durationOption(IMAGE_OPTION_BOUNDS.removeDelay).default(180_000),
-    pullActivityTimeout: durationOption(IMAGE_OPTION_BOUNDS.pullActivityTimeout).default(120_000),
-    cleanup: z.boolean().default(true),
-    pullAttempts: attempts.default(3),
-    pullRetryDelay: durationOption(IMAGE_OPTION_BOUNDS.pullRetryDelay).default(1_000),
-    removeAttempts: attempts.default(3),
-    removeRetryDelay: durationOption(IMAGE_OPTION_BOUNDS.removeRetryDelay).default(500),
-    dockerConfigDir: z.string().min(1, 'must be a directory path').optional(),
-    credentialHelperEnv: z.record(z.string(), z.string()).optional(),
-    credentialHelperTimeout: durationOption(IMAGE_OPTION_BOUNDS.credentialHelperTimeout).default(10_000),
-  })
-  .strict();
+/**
+ * The rule of each option, defaulted: the coordinator resolves its options with them, and the
+ * agent's configuration composes the ones it exposes (`images.*`), so both hold the same rule.
+ */
+export const IMAGE_OPTION_FIELDS = Object.freeze({
+  removeDelay: durationOption(IMAGE_OPTION_BOUNDS.removeDelay, durationRule('3m')).default(180_000),
+  pullActivityTimeout: durationOption(IMAGE_OPTION_BOUNDS.pullActivityTimeout, durationRule('2m')).default(120_000),
+  cleanup: booleanOption().default(true),
+  pullAttempts: attempts().default(3),
+  pullRetryDelay: durationOption(IMAGE_OPTION_BOUNDS.pullRetryDelay, durationRule('1s')).default(1_000),
+  removeAttempts: attempts().default(3),
+  removeRetryDelay: durationOption(IMAGE_OPTION_BOUNDS.removeRetryDelay, durationRule('500ms')).default(500),
+  dockerConfigDir: z.string().min(1, 'must be a directory path').optional(),
+  credentialHelperEnv: z.record(z.string(), z.string()).optional(),
+  credentialHelperTimeout: durationOption(IMAGE_OPTION_BOUNDS.credentialHelperTimeout, durationRule('10s')).default(10_000),
+});
+
+const schema = z.object(IMAGE_OPTION_FIELDS).strict();
 
 /** Options of the image coordinator as users write them; durations take `'3m'` or milliseconds. */
 export interface ImageCoordinatorOptions {

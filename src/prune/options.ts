@@ -1,16 +1,16 @@
 import { z } from 'zod';
 import { DURATION_LIMITS, type DurationBounds } from '../common/units.js';
-import { durationOption, parseOptions } from '../common/validation.js';
+import { booleanOption, countOption, durationOption, durationRule, parseOptions } from '../common/validation.js';
 
 /** The bound of the orphan grace: an age compared with the clock. */
 export const PRUNE_ORPHAN_GRACE_BOUNDS: DurationBounds = Object.freeze({ minMs: 0, maxMs: DURATION_LIMITS.longMs });
 
 const schema = z
   .object({
-    imageBudgetMaxRemovals: z.number().int('must be a whole number').min(1, 'must be at least 1').max(1000, 'must be at most 1000').default(10),
+    imageBudgetMaxRemovals: countOption({ min: 1, max: 1000 }).default(10),
     imageBudgetRemovalsPerSecond: z.number().positive('must be more than 0').max(1000, 'must be at most 1000').default(2),
-    orphans: z.boolean().default(true),
-    orphanGrace: durationOption(PRUNE_ORPHAN_GRACE_BOUNDS).default(300_000),
+    orphans: booleanOption().default(true),
+    orphanGrace: durationOption(PRUNE_ORPHAN_GRACE_BOUNDS, durationRule('5m')).default(300_000),
   })
   .strict();
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { durationOption, parseOptions } from '../common/validation.js';
+import { booleanOption, countOption, durationOption, durationRule, parseOptions } from '../common/validation.js';
 import { DURATION_LIMITS, type DurationBounds } from '../common/units.js';
 
 /** The smallest period accepted: a sweep lists containers, and listing many times a second only loads the engine. */
@@ -12,17 +12,21 @@ export const RECONCILE_OPTION_BOUNDS = Object.freeze({
   orphanGrace: { minMs: 0, maxMs: DURATION_LIMITS.longMs },
 } satisfies Record<string, DurationBounds>);
 
-const schema = z
-  .object({
-    enabled: z.boolean().default(true),
-    period: durationOption(RECONCILE_OPTION_BOUNDS.period).default(300_000),
-    creationGrace: durationOption(RECONCILE_OPTION_BOUNDS.creationGrace).default(300_000),
-    dryRun: z.boolean().default(false),
-    orphans: z.boolean().default(true),
-    orphanGrace: durationOption(RECONCILE_OPTION_BOUNDS.orphanGrace).optional(),
-    removeConcurrency: z.number().int('must be a whole number').min(1, 'must be at least 1').max(32, 'must be at most 32').default(4),
-  })
-  .strict();
+/**
+ * The rule of each option, defaulted: the reconciler resolves its options with them, and the
+ * agent's configuration composes the ones it exposes (`reconcile.*`), so both hold the same rule.
+ */
+export const RECONCILE_OPTION_FIELDS = Object.freeze({
+  enabled: booleanOption().default(true),
+  period: durationOption(RECONCILE_OPTION_BOUNDS.period, durationRule('5m')).default(300_000),
+  creationGrace: durationOption(RECONCILE_OPTION_BOUNDS.creationGrace, durationRule('5m')).default(300_000),
+  dryRun: booleanOption().default(false),
+  orphans: booleanOption().default(true),
+  orphanGrace: durationOption(RECONCILE_OPTION_BOUNDS.orphanGrace, durationRule('5m')).optional(),
+  removeConcurrency: countOption({ min: 1, max: 32 }).default(4),
+});
+
+const schema = z.object(RECONCILE_OPTION_FIELDS).strict();
 
 /** Options of the dangling-container reconciler as users write them; durations take `'5m'` or milliseconds. */
 export interface DanglingReconcilerOptions {

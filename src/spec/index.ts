@@ -1,4 +1,4 @@
-export { resolveTaskSpec, taskSpecSchema, DEFAULT_SPEC_POLICY, PROPAGATION, HEALTHCHECK_DEFAULTS, HEALTHCHECK_MINIMUM_MS, HEALTHCHECK_MAXIMUM_MS, SPEC_BOUNDS } from './schema.js';
+export { resolveTaskSpec, resolveAcceptedTaskSpec, taskSpecSchema, DEFAULT_SPEC_POLICY, PROPAGATION, HEALTHCHECK_DEFAULTS, HEALTHCHECK_MINIMUM_MS, HEALTHCHECK_MAXIMUM_MS, SPEC_BOUNDS } from './schema.js';
 export type { CountBounds } from './schema.js';
 export { parseImageReference, MAX_TAG_LENGTH, MAX_NAME_LENGTH } from './reference.js';
 export type { ImageReference } from './reference.js';

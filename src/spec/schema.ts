@@ -3,18 +3,8 @@ import { Readable } from 'node:stream';
 import { z } from 'zod';
 import { ValidationError, type FieldIssue } from '../common/errors.js';
 import { LABEL_PREFIX } from '../common/labels.js';
-import {
-  DURATION_LIMITS,
-  durationBoundRule,
-  formatDurationMs,
-  formatSize,
-  MAX_SIZE_BYTES,
-  parseBytes,
-  parseDurationMs,
-  sizeBoundRule,
-  type DurationBounds,
-  type SizeBounds,
-} from '../common/units.js';
+import { DURATION_LIMITS, formatDurationMs, formatSize, MAX_SIZE_BYTES, type CountBounds, type DurationBounds, type SizeBounds } from '../common/units.js';
+import { anyTypedAs, countOption, durationOption, issue, sizeOption } from '../common/validation.js';
 import { parseImageReference } from './reference.js';
 
 const MiB = 1024 * 1024;
@@ -24,11 +14,7 @@ export const HEALTHCHECK_MINIMUM_MS = 1;
 /** berth's ceiling for them: a day, so that their nanoseconds stay exact in a JSON number (and far within the engine's int64). */
 export const HEALTHCHECK_MAXIMUM_MS = DURATION_LIMITS.operationMs;
 
-/** A whole number's range. */
-export interface CountBounds {
-  readonly min: number;
-  readonly max: number;
-}
+export type { CountBounds } from '../common/units.js';
 
 /**
  * The bounds of every duration, size and count in a spec, in one place (README "Task spec bounds").
@@ -58,26 +44,9 @@ export const SPEC_BOUNDS = Object.freeze({
   logMaxFiles: { min: 1, max: 100 },
 } satisfies Record<string, DurationBounds | SizeBounds | CountBounds>);
 
-/**
- * Any value, typed as what users should write: the transform that follows checks the type itself,
- * so that a wrong type is reported with the field's own rule rather than zod's "invalid input".
- */
-const anyTypedAs = <T>() => z.custom<T>(() => true);
-
-const issue = (ctx: z.RefinementCtx, message: string): never => {
-  ctx.addIssue({ code: 'custom', message });
-  return z.NEVER;
-};
-
 /** A duration (`"30s"` or milliseconds) within bounds, in milliseconds; any other type is named with the rule. */
 const duration = (bounds: DurationBounds) =>
-  anyTypedAs<string | number>()
-    .transform((value, ctx): number => {
-      const ms = typeof value === 'string' || typeof value === 'number' ? parseDurationMs(value) : undefined;
-      if (ms === undefined) return issue(ctx, 'must be a duration such as "30s", "1m30s" or a number of milliseconds');
-      const broken = durationBoundRule(ms, bounds);
-      return broken === undefined ? ms : issue(ctx, broken);
-    })
+  durationOption(bounds, 'must be a duration such as "30s", "1m30s" or a number of milliseconds')
     // What the JSON Schema (the agent's OpenAPI document) says of it.
     .meta({
       description: `A duration, ${formatDurationMs(bounds.minMs)} to ${formatDurationMs(bounds.maxMs)}: "30s", "1h30m", "365d" or milliseconds.`,
@@ -89,13 +58,7 @@ const duration = (bounds: DurationBounds) =>
 
 /** A size (`"128m"` or bytes) within bounds, in bytes; any other type is named with the rule. */
 const bytes = (bounds: SizeBounds) =>
-  anyTypedAs<string | number>()
-    .transform((value, ctx): number => {
-      const parsed = typeof value === 'string' || typeof value === 'number' ? parseBytes(value) : undefined;
-      if (parsed === undefined) return issue(ctx, 'must be a size such as "128m", "1g" or a whole number of bytes');
-      const broken = sizeBoundRule(parsed, bounds);
-      return broken === undefined ? parsed : issue(ctx, broken);
-    })
+  sizeOption(bounds)
     .meta({
       description: `A size, ${formatSize(bounds.minBytes)} to ${formatSize(bounds.maxBytes)}: "128m", "1g", "1p" (binary units) or bytes.`,
       anyOf: [
@@ -106,13 +69,7 @@ const bytes = (bounds: SizeBounds) =>
 
 /** A whole number within bounds. */
 const count = (bounds: CountBounds, unit = '') =>
-  anyTypedAs<number>()
-    .transform((value, ctx): number => {
-      if (typeof value !== 'number' || !Number.isInteger(value)) return issue(ctx, `must be a whole number${unit}`);
-      if (value < bounds.min) return issue(ctx, `must be at least ${bounds.min}`);
-      if (value > bounds.max) return issue(ctx, `must be at most ${bounds.max}`);
-      return value;
-    })
+  countOption(bounds, unit)
     .meta({ type: 'integer', minimum: bounds.min, maximum: bounds.max });
 
 /** An image reference in the engine's grammar (distribution's), checked at submit rather than at pull. */
@@ -409,9 +366,27 @@ function isUnder(hostPath: string, prefix: string): boolean {
  * naming every field at fault and its rule.
  */
 export function resolveTaskSpec(input: unknown, policy: SpecPolicy = DEFAULT_SPEC_POLICY): ResolvedTaskSpec {
-  const parsed = taskSpecSchema.safeParse(input);
   // Policy is checked on the raw input too, so one answer names every problem, schema and policy alike.
-  const issues = policyIssues(input, policy);
+  return compileTaskSpec(input, policyIssues(input, policy));
+}
+
+/**
+ * Re-reads a spec its owner accepted earlier under its policy (`resolveTaskSpec`), such as a task
+ * the agent stored at submit and starts or recovers later, into the same ResolvedTaskSpec. The
+ * schema is applied (the stored text is compiled again, so a stored spec needs no second, derived
+ * copy that could drift from it); the policy is skipped on purpose, rather than checked again
+ * under a permissive stand-in. It was checked when the spec was accepted, and a policy tightened
+ * since (the agent reloads its configuration) must not strand a task already accepted: it could
+ * neither start nor be recovered and removed. Bind sources are another matter: they are host state
+ * that can change, so their owner checks them against the policy in force before each create.
+ */
+export function resolveAcceptedTaskSpec(stored: unknown): ResolvedTaskSpec {
+  return compileTaskSpec(stored, []);
+}
+
+/** The schema, then the policy's issues found beforehand; a ValidationError names them all. */
+function compileTaskSpec(input: unknown, issues: readonly FieldIssue[]): ResolvedTaskSpec {
+  const parsed = taskSpecSchema.safeParse(input);
   if (!parsed.success) {
     const schemaIssues: FieldIssue[] = parsed.error.issues.map((issue) => ({
       field: fieldName(issue.path),

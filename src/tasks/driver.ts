@@ -5,10 +5,10 @@ import { containerNameForTask, LABELS } from '../common/labels.js';
 import type { AttachedStreams, ContainerEventStream } from '../engine/engine.js';
 import type { ContainerInspect } from '../engine/types.js';
 import { cancelledError, isBerthError, ValidationError, type FieldIssue } from '../common/errors.js';
-import { DURATION_LIMITS, durationBoundRule, type DurationBounds } from '../common/units.js';
+import { countBoundRule, DURATION_LIMITS, durationBoundRule, type CountBounds, type DurationBounds } from '../common/units.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { readOwnerProcess, type OwnerProcess } from '../common/owner-process.js';
-import { resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
+import { resolveAcceptedTaskSpec, resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import { toCreatePlan, type TaskIdentity } from '../spec/translate.js';
 import { confirmBindSources, engineSocketGuards, resolveBindSources, withResolvedSources, type BindSourcePolicy, type ResolvedBindSource } from './bind-sources.js';
 import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, preferredContainer, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
@@ -101,9 +101,15 @@ function msOptionIssues(field: string, value: number, bounds: DurationBounds): F
   return rule === undefined ? [] : [{ field, rule }];
 }
 
-function wholeOptionIssues(field: string, value: number, bounds: { min: number; max: number }): FieldIssue[] {
-  if (!Number.isInteger(value)) return [{ field, rule: 'must be a whole number' }];
-  return value < bounds.min || value > bounds.max ? [{ field, rule: `must be between ${bounds.min} and ${bounds.max}` }] : [];
+function wholeOptionIssues(field: string, value: number, bounds: CountBounds): FieldIssue[] {
+  const rule = Number.isInteger(value) ? countBoundRule(value, bounds) : 'must be a whole number';
+  return rule === undefined ? [] : [{ field, rule }];
+}
+
+/** The task id to start under (a random UUID when none is given), checked against TASK_ID. */
+function checkedTaskId(taskId: string = randomUUID()): string {
+  if (!TASK_ID.test(taskId)) throw new ValidationError([{ field: 'taskId', rule: `must match ${TASK_ID.source}` }]);
+  return taskId;
 }
 
 /** The engine events that may mean a tracked container ended. */
@@ -143,8 +149,14 @@ export interface StartOptions {
   bindPolicy?: BindSourcePolicy;
 }
 
-/** What a task id (and an owner id) may be: both are part of a container name (see `containerNameForTask`). */
-export const TASK_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
+/** The longest task id (and owner id) accepted. */
+export const TASK_ID_MAX_LENGTH = 128;
+
+/**
+ * What a task id (and an owner id) may be: both are part of a container name (see
+ * `containerNameForTask`). The one definition: the agent's HTTP schemas use its `source`.
+ */
+export const TASK_ID = new RegExp(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,${TASK_ID_MAX_LENGTH - 1}}$`);
 
 /**
  * Runs task specs as containers: validate, acquire the image, create (idempotently), attach, start.
@@ -226,9 +238,22 @@ export class TaskDriver {
 
   /** Starts a task and returns its handle once the container runs (and, with `waitHealthy`, is healthy). */
   async start(spec: TaskSpec, options: StartOptions = {}): Promise<TaskHandle> {
-    const taskId = options.taskId ?? randomUUID();
-    if (!TASK_ID.test(taskId)) throw new ValidationError([{ field: 'taskId', rule: `must match ${TASK_ID.source}` }]);
-    const resolved = this.resolve(spec);
+    const taskId = checkedTaskId(options.taskId);
+    return this.#start(taskId, this.resolve(spec), options);
+  }
+
+  /**
+   * Starts a task whose spec its owner accepted earlier under the owner's own policy (the agent
+   * checks each spec against the policy in force at submit, stores it, and starts it later):
+   * the spec is re-read with `resolveAcceptedTaskSpec`, so this driver's policy is not applied
+   * to it again. Its bind sources are still checked, against `options.bindPolicy`.
+   */
+  async startAccepted(spec: TaskSpec, options: StartOptions = {}): Promise<TaskHandle> {
+    const taskId = checkedTaskId(options.taskId);
+    return this.#start(taskId, resolveAcceptedTaskSpec(spec), options);
+  }
+
+  async #start(taskId: string, resolved: ResolvedTaskSpec, options: StartOptions): Promise<TaskHandle> {
     if (options.waitHealthy && resolved.healthcheck?.disabled) {
       throw new ValidationError([{ field: 'waitHealthy', rule: 'needs a health check, and the spec disables it (healthcheck.disabled)' }]);
     }
@@ -323,8 +348,9 @@ export class TaskDriver {
    * ends `cancelled` even if that earlier stop already ended it.
    */
   async recover(taskId: string, spec: TaskSpec, options: { bindPolicy?: BindSourcePolicy; stopRequested?: boolean } = {}): Promise<TaskHandle | undefined> {
-    // The spec passed the policy when it was submitted; a policy reloaded since must not orphan it.
-    const resolved = resolveTaskSpec(spec, { allowPrivileged: true });
+    // The spec passed its owner's policy when it was accepted: re-read without it (resolveAcceptedTaskSpec
+    // says why), so a policy reloaded since cannot orphan the task's container.
+    const resolved = resolveAcceptedTaskSpec(spec);
     const found = await this.#findOwnContainer(taskId);
     if (found === undefined) return undefined;
     if (found.status === 'created') {

@@ -1,4 +1,5 @@
 import { TASK_STATES } from '../../state/tasks.js';
+import { TASK_ID, TASK_ID_MAX_LENGTH } from '../../tasks/driver.js';
 
 /**
  * The JSON schemas of the agent's HTTP API: fastify validates request bodies and query strings with
@@ -9,11 +10,11 @@ import { TASK_STATES } from '../../state/tasks.js';
 /** A JSON Schema (draft-07 keywords that OpenAPI 3.1 reads the same way). */
 export type JsonSchema = Readonly<Record<string, unknown>>;
 
-/** The longest task id the driver accepts (TASK_ID in tasks/driver.ts). */
-export const TASK_ID_MAX_LENGTH = 128;
+/** The longest task id the driver accepts. */
+export { TASK_ID_MAX_LENGTH };
 
-/** The task ids the driver accepts: container names derive from them. */
-export const TASK_ID_PATTERN = `^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,${TASK_ID_MAX_LENGTH - 1}}$`;
+/** The task ids the driver accepts (TASK_ID in tasks/driver.ts): container names derive from them. */
+export const TASK_ID_PATTERN = TASK_ID.source;
 
 /**
  * The longest path parameter the router matches (fastify's `maxParamLength`, 100 by default); a

@@ -4,6 +4,10 @@ import { ValidationError } from '../../../src/common/errors.js';
 import { MAX_TIMER_DELAY_MS } from '../../../src/common/timers.js';
 import { DURATION_LIMITS, formatDurationMs, type DurationBounds, type SizeBounds } from '../../../src/common/units.js';
 import { CONFIG_BOUNDS, loadAgentConfig, type AgentConfigInput, type HostFacts } from '../../../src/agent/config.js';
+import { parseDockerHost } from '../../../src/engine/connect.js';
+import { resolvePrunerOptions } from '../../../src/prune/options.js';
+import { resolveImageCoordinatorOptions } from '../../../src/images/options.js';
+import { resolveDanglingReconcilerOptions } from '../../../src/reconcile/options.js';
 
 const GiB = 1024 ** 3;
 const host: HostFacts = { uid: 1000, homedir: '/home/ada', totalMemoryBytes: 8 * GiB, cpuCount: 4 };
@@ -121,5 +125,46 @@ describe('every duration, size and count key of the agent configuration has boun
     const issues = issuesFor('prune.exemptImages', ['busybox', 'Busy Box', 'a..b']);
     assert.deepEqual(issues.map((i) => i.field), ['prune.exemptImages[1]', 'prune.exemptImages[2]']);
     assert.match(issues[0]!.rule, /"Busy Box" is not a valid image reference: it contains whitespace/);
+  });
+
+  it('the images.* and reconcile.* keys hold the library components\' own rules: a value one refuses the other refuses in the same words', () => {
+    const libraryIssues = (load: () => unknown): Array<{ field: string; rule: string }> => {
+      try {
+        load();
+        return [];
+      } catch (error) {
+        assert.ok(error instanceof ValidationError, String(error));
+        return error.issues.map((i) => ({ field: i.field, rule: `${i.rule} (from flags)` }));
+      }
+    };
+    const cases: Array<[string, unknown, () => unknown]> = [
+      ['images.pullActivityTimeout', 99, () => resolveImageCoordinatorOptions({ pullActivityTimeout: 99 }, 'images.')],
+      ['images.pullActivityTimeout', 'soon', () => resolveImageCoordinatorOptions({ pullActivityTimeout: 'soon' }, 'images.')],
+      ['images.removeDelay', '25d', () => resolveImageCoordinatorOptions({ removeDelay: '25d' }, 'images.')],
+      ['images.cleanup', 'yes', () => resolveImageCoordinatorOptions({ cleanup: 'yes' as never }, 'images.')],
+      ['reconcile.period', 99, () => resolveDanglingReconcilerOptions({ period: 99 }, 'reconcile.')],
+      ['reconcile.creationGrace', '366d', () => resolveDanglingReconcilerOptions({ creationGrace: '366d' }, 'reconcile.')],
+      ['reconcile.dryRun', 1, () => resolveDanglingReconcilerOptions({ dryRun: 1 as never }, 'reconcile.')],
+    ];
+    for (const [key, value, library] of cases) {
+      const issues = issuesFor(key, value);
+      assert.equal(issues.length, 1, `${key}=${String(value)}: ${JSON.stringify(issues)}`);
+      assert.deepEqual(issues, libraryIssues(library));
+    }
+    // reconcile.orphanGrace is also the pruner's orphanGrace (agent/garbage.ts passes it to both): both accept its bounds.
+    const { maxMs } = CONFIG_BOUNDS['reconcile.orphanGrace'];
+    assert.equal(resolvePrunerOptions({ orphanGrace: maxMs }).orphanGraceMs, maxMs);
+    assert.deepEqual(issuesFor('reconcile.orphanGrace', maxMs + 1), libraryIssues(() => resolvePrunerOptions({ orphanGrace: maxMs + 1 }, 'reconcile.')));
+    // The floors the agent once raised above the library's (1s) are the library's now.
+    assert.equal(loadAgentConfig({ host, flags: { images: { pullActivityTimeout: 100 }, reconcile: { period: '100ms' } } }).images.pullActivityTimeoutMs, 100);
+  });
+
+  it('engine.host accepts exactly the addresses DOCKER_HOST may hold (engine/connect.ts parseDockerHost)', () => {
+    for (const address of ['unix:///run/docker.sock', 'tcp://10.0.0.5:2376', 'tcp://engine', 'http://engine:2375/', 'unix://relative', 'tcp://engine:70000', 'ssh://engine', 'tcp://:2375']) {
+      const endpoint = parseDockerHost(address);
+      const issues = issuesFor('engine.host', address);
+      if (endpoint === undefined) assert.match(issues[0]?.rule ?? '', /must be unix:\/\/\/path\/to\/socket or tcp:\/\/host:port \(from flags\)/, address);
+      else assert.deepEqual(loadAgentConfig({ host, flags: { engine: { host: address } } }).engine, endpoint, address);
+    }
   });
 });

@@ -17,6 +17,7 @@ import { BerthError } from '../../../src/common/errors.js';
 import { containerNameForTask, LABELS } from '../../../src/common/labels.js';
 import { silentLogger } from '../../../src/common/logger.js';
 import type { LogEntry } from '../../../src/engine/log-entries.js';
+import type { SpecPolicy } from '../../../src/spec/schema.js';
 import { openStore } from '../../../src/state/store.js';
 import type { TaskRecord } from '../../../src/state/tasks.js';
 import { TaskDriver } from '../../../src/tasks/driver.js';
@@ -44,7 +45,7 @@ after(async () => {
 });
 
 /** A supervisor, open (recovered with nothing to recover), over a scripted engine. */
-async function scriptedSupervisor(budget: AdmissionBudget = { memoryBytes: 64 * GiB, cpuMilli: 64_000 }) {
+async function scriptedSupervisor(budget: AdmissionBudget = { memoryBytes: 64 * GiB, cpuMilli: 64_000 }, policy: () => SpecPolicy = () => ({ allowPrivileged: false })) {
   const engine = new ScriptedEngine();
   const store = openStore(':memory:');
   const states = new Map<string, string[]>();
@@ -58,7 +59,7 @@ async function scriptedSupervisor(budget: AdmissionBudget = { memoryBytes: 64 * 
     engine: { logEntries: emptyLog },
     logs: new TaskLogStore(await mkdtemp(path.join(logsDir, 'logs-')), { maxFileBytes: 1 << 20, maxFiles: 2 }),
     admission: new AdmissionController(budget),
-    policy: () => ({ allowPrivileged: false }),
+    policy,
     defaultDemand: () => ({ memoryBytes: 256 * 1024 ** 2, cpuMilli: 500 }),
     events,
     logger: silentLogger,
@@ -195,5 +196,22 @@ describe('the task supervisor over a scripted engine', () => {
     await allEnded();
     assert.equal(engine.count('createContainer'), 2, 'the stopped task never had a container');
     assert.equal(record('job-9').containerId, undefined);
+  });
+
+  test('a task accepted under the policy starts later though the policy was tightened since, and the driver applies no policy of its own to it', async () => {
+    let allowPrivileged = true;
+    // The driver keeps its default policy (privileged refused): the supervisor's policy is the one that decides.
+    const { engine, supervisor, record, allEnded } = await scriptedSupervisor({ memoryBytes: 64 * GiB, cpuMilli: 64_000, maxConcurrent: 1 }, () => ({ allowPrivileged }));
+    supervisor.submit({ id: 'job-11', spec });
+    supervisor.submit({ id: 'job-12', spec: { ...spec, privileged: true } });
+    assert.equal(record('job-12').state, 'pending');
+    allowPrivileged = false;
+    assert.throws(() => supervisor.submit({ id: 'job-13', spec: { ...spec, privileged: true } }), (error: unknown) => error instanceof BerthError && error.code === 'BERTH_VALIDATION');
+    await until(() => record('job-11').state === 'running', 'the first task to run');
+    engine.exit(record('job-11').containerId!, 0);
+    await until(() => record('job-12').state === 'running', 'the accepted privileged task to run once the first ended');
+    engine.exit(record('job-12').containerId!, 0);
+    await allEnded();
+    assert.deepEqual(record('job-12').endState, { kind: 'success', exitCode: 0 });
   });
 });

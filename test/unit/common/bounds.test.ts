@@ -130,7 +130,7 @@ describe('library options are bounded', () => {
   it('takes a bounded duration written as text, and refuses a wrong type by its rule', () => {
     assert.equal(resolveDanglingReconcilerOptions({ period: '24d' }).periodMs, 24 * DAY_MS);
     assert.deepEqual(fieldsOf(() => resolveDanglingReconcilerOptions({ period: '25d' })), ['period: must be at most 24d (2073600000 ms)']);
-    assert.deepEqual(fieldsOf(() => resolveDanglingReconcilerOptions({ period: true as unknown as string })), ['period: must be a duration such as "3m", "1m30s" or a number of milliseconds']);
+    assert.deepEqual(fieldsOf(() => resolveDanglingReconcilerOptions({ period: true as unknown as string })), ['period: must be a duration such as "5m"']);
   });
 
   const driver = (options: Partial<TaskDriverOptions>) => new TaskDriver({ engine: {} as TaskDriverOptions['engine'], ownerProcess: 'none', ...options });
@@ -142,7 +142,7 @@ describe('library options are bounded', () => {
     assert.deepEqual(fieldsOf(() => driver({ relistPeriodMs: 99 })), ['relistPeriodMs: must be at least 100ms']);
     assert.deepEqual(fieldsOf(() => driver({ lostAfterUnreachableMs: lostAfterUnreachableMs.maxMs + 1 })), ['lostAfterUnreachableMs: must be at most 365d (31536000000 ms)']);
     assert.deepEqual(fieldsOf(() => driver({ lostAfterUnreachableMs: 0 })), ['lostAfterUnreachableMs: must be at least 1ms']);
-    assert.deepEqual(fieldsOf(() => driver({ retry: { attempts: 101 } })), ['retry.attempts: must be between 1 and 100']);
+    assert.deepEqual(fieldsOf(() => driver({ retry: { attempts: 101 } })), ['retry.attempts: must be at most 100']);
     assert.deepEqual(fieldsOf(() => driver({ retry: { maxDelayMs: retryDelayMs.maxMs + 1 } })), ['retry.maxDelayMs: must be at most 24h (86400000 ms)']);
     assert.deepEqual(fieldsOf(() => driver({ relistPeriodMs: Number.NaN })), ['relistPeriodMs: must be a number of milliseconds']);
   });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { formatBytesForEngine, parseBytes, parseDurationMs } from '../../../src/common/units.js';
+import { formatBytes, formatBytesForEngine, parseBytes, parseDurationMs } from '../../../src/common/units.js';
 
 describe('parseDurationMs', () => {
   const valid: Array<[string | number, number]> = [
@@ -78,5 +78,15 @@ describe('formatBytesForEngine', () => {
     for (const bytes of [1, 1023, 1024, 5 * 1024 ** 2 + 1024, 7 * 1024 ** 3]) {
       assert.equal(parseBytes(formatBytesForEngine(bytes)), bytes);
     }
+  });
+});
+
+describe('formatBytes', () => {
+  it('prints sizes in binary units with at most one decimal', () => {
+    assert.equal(formatBytes(512), '512 B');
+    assert.equal(formatBytes(1536), '1.5 KiB');
+    assert.equal(formatBytes(256 * 1024 * 1024), '256 MiB');
+    assert.equal(formatBytes(2 * 1024 ** 3), '2 GiB');
+    assert.equal(formatBytes(3 * 1024 ** 4), '3 TiB');
   });
 });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
 import { ValidationError, type FieldIssue } from '../../../src/common/errors.js';
-import { resolveTaskSpec, type SpecPolicy } from '../../../src/spec/schema.js';
+import { resolveAcceptedTaskSpec, resolveTaskSpec, type SpecPolicy } from '../../../src/spec/schema.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -777,5 +777,23 @@ describe('resolveTaskSpec health check', () => {
   test('names every bad health check field in one error', () => {
     const error = rejectionOf({ image: 'a', healthcheck: { command: ['true'], interval: 0, retries: 0 } });
     assert.deepEqual(error.issues.map((i) => i.field).sort(), ['healthcheck.interval', 'healthcheck.retries']);
+  });
+});
+
+describe('resolveAcceptedTaskSpec', () => {
+  const accepted = { image: 'a', privileged: true, network: 'host', capAdd: ['NET_ADMIN'], mounts: [{ type: 'bind', source: '/srv/data', target: '/data' }] };
+  const refusing: SpecPolicy = { allowPrivileged: false, allowHostNetwork: false, allowedCapabilities: [], allowedBindSources: [] };
+
+  test('re-reads a spec accepted under a policy into what resolveTaskSpec made of it, whatever the policy says now', () => {
+    const atSubmit = resolveTaskSpec(accepted, { allowPrivileged: true });
+    assert.throws(() => resolveTaskSpec(accepted, refusing), ValidationError);
+    assert.deepEqual(resolveAcceptedTaskSpec(accepted), atSubmit);
+  });
+
+  test('still applies the schema, naming the field', () => {
+    assert.throws(
+      () => resolveAcceptedTaskSpec({ ...accepted, timeout: 'soon' }),
+      (error: unknown) => error instanceof ValidationError && error.issues.some((i) => i.field === 'timeout'),
+    );
   });
 });
