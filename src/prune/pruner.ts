@@ -1,5 +1,5 @@
 import { systemClock, type Clock } from '../common/clock.js';
-import { asBerthError, BerthError, isBerthError, messageOf, ValidationError } from '../common/errors.js';
+import { asBerthError, BerthError, isBerthError, ValidationError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import { PRUNE_CHANNEL } from '../common/diagnostics.js';
 import { Events, type EventListener, type EventSource, type Unsubscribe } from '../common/events.js';

@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
 import { describe, test } from 'node:test';
 import type { InjectOptions } from 'fastify';
 import { BerthError, ERROR_CODES, ValidationError, type ErrorCode } from '../../../src/common/errors.js';
+import { Events } from '../../../src/common/events.js';
 import type { Logger } from '../../../src/common/logger.js';
+import type { ImageCoordinatorEvents } from '../../../src/images/events.js';
 import type { AgentRuntime, EngineHealth } from '../../../src/agent/agent.js';
 import type { SubmitResult } from '../../../src/agent/supervisor.js';
 import { AgentEvents } from '../../../src/agent/events.js';
@@ -49,7 +50,7 @@ function fakeRuntime(options: FakeOptions = {}) {
     token: TOKEN,
     logger,
     events: new AgentEvents(),
-    images: new EventEmitter(),
+    images: new Events<ImageCoordinatorEvents>(),
     store: {
       tasks: {
         get: (id: string) => tasks.get(id),
