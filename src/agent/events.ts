@@ -1,5 +1,4 @@
-import { EventEmitter } from 'node:events';
-import type { Unsubscribe } from '../common/events.js';
+import { Events, type Unsubscribe } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import type { ImageCoordinator } from '../images/index.js';
 import type { DanglingContainer, DanglingReconciler, OrphanedContainer } from '../reconcile/index.js';
@@ -24,22 +23,21 @@ export type AgentEvent =
     }
   | { type: 'prune'; removed: Record<string, number>; reclaimedBytes: number; at: string };
 
-/** Distributes agent events to subscribers (the SSE endpoint, metrics). */
+/**
+ * Distributes agent events to subscribers (the SSE endpoint, metrics), with the library's one event
+ * mechanism: a subscriber that throws is skipped, never thrown into the supervisor that published.
+ */
 export class AgentEvents {
-  readonly #emitter = new EventEmitter();
-
-  constructor() {
-    this.#emitter.setMaxListeners(0);
-  }
+  readonly #events = new Events<{ event: AgentEvent }>();
 
   /** Publishes an event; `at` is filled in when omitted. */
   emit(event: DistributiveOmit<AgentEvent, 'at'> & { at?: string }): void {
-    this.#emitter.emit('event', { ...event, at: event.at ?? new Date().toISOString() } as AgentEvent);
+    this.#events.emit('event', { ...event, at: event.at ?? new Date().toISOString() } as AgentEvent);
   }
 
-  subscribe(listener: (event: AgentEvent) => void): () => void {
-    this.#emitter.on('event', listener);
-    return () => this.#emitter.off('event', listener);
+  /** Calls `listener` with every later event; returns its unsubscribe. */
+  subscribe(listener: (event: AgentEvent) => void): Unsubscribe {
+    return this.#events.on('event', listener);
   }
 }
 
