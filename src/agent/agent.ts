@@ -11,7 +11,7 @@ import { openStore, STORE_FILE_NAME, type Store } from '../state/store.js';
 import { TaskDriver, type ImageProvider } from '../tasks/driver.js';
 import { AdmissionController } from './admission.js';
 import { ConfigHolder, type AgentConfig, type ConfigSources, type ReloadResult } from './config.js';
-import { AgentEvents } from './events.js';
+import { AgentEvents, announce } from './events.js';
 import { AgentGarbage } from './garbage.js';
 import { TaskSupervisor } from './supervisor.js';
 import { TaskLogStore } from './task-logs.js';
@@ -159,10 +159,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
       pullActivityTimeout: initial.images.pullActivityTimeoutMs,
     },
   });
-  images.on('pull-started', (e) => events.emit({ type: 'image.pull', phase: 'started', image: e.ref }));
-  images.on('pull-shared', (e) => events.emit({ type: 'image.pull', phase: 'shared', image: e.ref }));
-  images.on('pull-finished', (e) => events.emit({ type: 'image.pull', phase: e.error ? 'failed' : 'finished', image: e.ref, ...(e.imageId ? { imageId: e.imageId } : {}), ...(e.error ? { error: e.error.message } : {}) }));
-  images.on('image-removed', (e) => events.emit({ type: 'image.removed', imageId: e.imageId }));
+  announce.images(images, events);
   // The agent checks each spec against the policy in force at submit (the supervisor); the driver
   // starts and recovers it as accepted (startAccepted, recover), so the driver's own policy never applies to it.
   const imageProvider = durableImageProvider(images, store);
@@ -194,7 +191,6 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
     onError: (code) => {
       for (const listener of errorListeners) listener(code);
     },
-    releaseImages: (taskId) => imageProvider.release(taskId),
     pingEngine: (signal) => engine.ping({ attempts: 1, deadlineMs: config.current().health.engineTimeoutMs, signal }),
     startOutageLimitMs: () => config.current().tasks.startOutageLimitMs,
   });
@@ -228,7 +224,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
     for (const holder of store.images.holders()) {
       images.restoreHolder(holder.imageId, holder.taskId, holder.imageRef, store.meta.get(pulledImageKey(holder.imageId)) !== undefined);
     }
-    await finishInterruptedRemovals(store, driver, imageProvider, logger);
+    await finishInterruptedRemovals(store, driver, logger);
     const recovered = await supervisor.recover();
     logger.info({ agentId, ...recovered }, 'recovered tasks');
     // After recovery, so the reconciler's first sweep sees every task re-attached.
@@ -288,7 +284,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
  * remove its container now, which releases the image, or release it if the container is gone.
  * Without this, such a holder would be restored on every start and keep the image forever.
  */
-async function finishInterruptedRemovals(store: Store, driver: TaskDriver, imageProvider: ImageProvider, logger: Logger): Promise<void> {
+async function finishInterruptedRemovals(store: Store, driver: TaskDriver, logger: Logger): Promise<void> {
   const taskIds = new Set(store.images.holders().map((holder) => holder.taskId));
   for (const taskId of taskIds) {
     const record = store.tasks.get(taskId);
@@ -296,7 +292,7 @@ async function finishInterruptedRemovals(store: Store, driver: TaskDriver, image
     try {
       const handle = record ? await driver.recover(taskId, record.spec as TaskSpec) : undefined;
       if (handle) await handle.destroy();
-      else imageProvider.release(taskId);
+      else driver.releaseImages(taskId);
     } catch (error) {
       // The holder stays recorded, so the next start tries again.
       logger.error({ taskId, code: codeOf(error) }, 'could not remove the container of an ended task');

@@ -4,24 +4,11 @@ import { setLongInterval, type LongTimer } from '../common/timers.js';
 import type { Engine } from '../engine/engine.js';
 import type { ImageCoordinator } from '../images/index.js';
 import { Pruner, type ImageBudgetReport, type PruneOptions, type PruneReport } from '../prune/index.js';
-import { DanglingReconciler, type OrphanedContainer } from '../reconcile/index.js';
+import { DanglingReconciler } from '../reconcile/index.js';
 import type { Store } from '../state/store.js';
 import { hasEnded, UNENDED_STATES } from '../state/tasks.js';
 import type { AgentConfig } from './config.js';
-import type { AgentEvent, AgentEvents } from './events.js';
-
-/** The event of an orphan the reconciler removed (or, in a dry run, would remove). */
-function orphanEvent(container: OrphanedContainer, dryRun: boolean): Omit<Extract<AgentEvent, { type: 'container.reconciled' }>, 'at'> {
-  return {
-    type: 'container.reconciled',
-    containerId: container.id,
-    ...(container.taskId ? { taskId: container.taskId } : {}),
-    reason: 'orphaned',
-    ...(container.ownerId ? { ownerId: container.ownerId } : {}),
-    ownerPid: container.ownerPid,
-    dryRun,
-  };
-}
+import { announce, type AgentEvents } from './events.js';
 
 export interface GarbageInit {
   engine: Engine;
@@ -49,6 +36,7 @@ export class AgentGarbage {
   #budgetTimer: NodeJS.Timeout | undefined;
   #started = false;
   #budgetCheck: Promise<void> | undefined;
+  #unsubscribe: Array<() => void> = [];
 
   constructor(init: GarbageInit) {
     this.#init = init;
@@ -67,17 +55,8 @@ export class AgentGarbage {
         orphanGrace: config.reconcile.orphanGraceMs,
       },
       logger,
-      onRemoved: (event) => events.emit({ type: 'container.reconciled', containerId: event.id, ...(event.taskId ? { taskId: event.taskId } : {}), reason: 'dangling', dryRun: false }),
-      onOrphanRemoved: (event) => events.emit(orphanEvent(event, false)),
-      onSweep: (outcome) => {
-        if (outcome.kind !== 'swept') return;
-        for (const container of outcome.result.wouldRemove) {
-          logger.info({ containerId: container.id, taskId: container.taskId }, 'dry run: the reconciler would remove this dangling container');
-          events.emit({ type: 'container.reconciled', containerId: container.id, ...(container.taskId ? { taskId: container.taskId } : {}), reason: 'dangling', dryRun: true });
-        }
-        for (const container of outcome.result.orphans.wouldRemove) events.emit(orphanEvent(container, true));
-      },
     });
+    announce.reconciler(this.reconciler, events, logger);
     this.pruner = new Pruner({
       engine,
       ownerId: agentId,
@@ -100,7 +79,7 @@ export class AgentGarbage {
     this.#started = true;
     this.reconciler.start();
     // New images grow the cache: check the budget shortly after each pull (coalesced).
-    this.#init.images.on('pull-finished', () => this.#scheduleBudgetCheck());
+    this.#unsubscribe.push(this.#init.images.on('pull-finished', () => this.#scheduleBudgetCheck()));
     this.#scheduleBudgetCheck();
     const scheduleMs = this.#init.config.prune.scheduleMs;
     if (scheduleMs !== undefined) {
@@ -129,6 +108,7 @@ export class AgentGarbage {
 
   async close(): Promise<void> {
     this.#scheduleTimer?.clear();
+    for (const unsubscribe of this.#unsubscribe.splice(0)) unsubscribe();
     clearTimeout(this.#budgetTimer);
     await this.reconciler.stop();
     await Promise.all([this.#scheduled, this.#budgetCheck]);

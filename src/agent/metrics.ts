@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { EventEmitter } from 'node:events';
+import type { EventSource } from '../common/events.js';
 import type { ImageCoordinatorEvents } from '../images/index.js';
 import { TASK_STATES, type TaskRecord, type TaskState } from '../state/tasks.js';
 import type { AgentEvent, AgentEvents } from './events.js';
@@ -11,8 +11,8 @@ export interface MetricsSources {
   /** A task's record, for its timestamps when its state changes (`store.tasks.get`). */
   task: (taskId: string) => TaskRecord | undefined;
   events: Pick<AgentEvents, 'subscribe'>;
-  /** The image coordinator's events (an `ImageCoordinator` is such an emitter). */
-  images: Pick<EventEmitter<ImageCoordinatorEvents>, 'on' | 'off'>;
+  /** The image coordinator's events (an `ImageCoordinator` is such a source). */
+  images: EventSource<ImageCoordinatorEvents>;
   /** Subscribes to the codes of the errors the supervisor meets; returns the unsubscribe (`AgentRuntime.onError`). */
   supervisorErrors?: (listener: (code: string) => void) => () => void;
   /** The data directory's last measured condition (`logs.space.condition`), for `berth_data_dir_full`. */
@@ -128,14 +128,11 @@ export class AgentMetrics {
     };
     const onPullShared = (): void => shared.inc();
     const onRemovalFailed = (e: { error: { code: string } }): void => this.countError(e.error.code);
-    sources.images.on('pull-finished', onPullFinished);
-    sources.images.on('pull-shared', onPullShared);
-    sources.images.on('image-removal-failed', onRemovalFailed);
-    this.#unsubscribe.push(() => {
-      sources.images.off('pull-finished', onPullFinished);
-      sources.images.off('pull-shared', onPullShared);
-      sources.images.off('image-removal-failed', onRemovalFailed);
-    });
+    this.#unsubscribe.push(
+      sources.images.on('pull-finished', onPullFinished),
+      sources.images.on('pull-shared', onPullShared),
+      sources.images.on('image-removal-failed', onRemovalFailed),
+    );
   }
 
   /** Counts an error by its code, when it is an engine or registry error (see `isEngineErrorCode`). */

@@ -41,11 +41,6 @@ export interface SupervisorDeps {
   onEnded?: (record: TaskRecord) => void;
   /** Called with the code of every error the supervisor meets and logs, e.g. for metrics. */
   onError?: (code: ErrorCode) => void;
-  /**
-   * Releases the images a task holds. Called for a task found lost at recovery: it has no container
-   * and so no handle whose removal would release them.
-   */
-  releaseImages?: (taskId: string) => void;
   /** One engine ping, never retried, with a short deadline: whether a task waiting for the engine may start. */
   pingEngine: (signal: AbortSignal) => Promise<void>;
   /** `tasks.startOutageLimit` in force: how long a task may wait for the engine to start; undefined is no bound. */
@@ -303,7 +298,7 @@ export class TaskSupervisor {
   /** Records a task whose container is gone as lost; it has no handle whose removal would release its images. */
   #endLost(taskId: string, reason: string): void {
     this.#finish(taskId, { kind: 'lost', reason });
-    this.#deps.releaseImages?.(taskId);
+    this.#deps.driver.releaseImages(taskId);
   }
 
   /**
@@ -401,6 +396,7 @@ export class TaskSupervisor {
     try {
       if (options.mayHaveContainer) handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, { bindPolicy: this.#deps.policy(), stopRequested: record.state === 'stopping' });
       // One start attempt per task: a create a dead agent (or an earlier try) sent may land, and is adopted.
+      // The engine's log is the output's one path (#pumpOutput reads it); the handle carries none (handle.output is 'engine-log').
       handle ??= await this.#deps.driver.startAccepted(record.spec as TaskSpec, { taskId: record.id, startAttempt: record.id, output: 'engine-log', bindPolicy: this.#deps.policy() });
     } catch (error) {
       await this.#startFailed(record, error);
@@ -453,7 +449,7 @@ export class TaskSupervisor {
   #endUnstarted(taskId: string, end: EndState): void {
     this.#outage.forget(taskId);
     this.#finish(taskId, end);
-    this.#deps.releaseImages?.(taskId);
+    this.#deps.driver.releaseImages(taskId);
   }
 
   /** Starts again, in the order given, tasks that waited for the engine. */

@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
-import { EventEmitter } from 'node:events';
 import { systemClock, type Clock, type TimerHandle } from '../common/clock.js';
 import { asBerthError, BerthError, cancelledError, codeOf, isBerthError, messageOf, ValidationError } from '../common/errors.js';
+import { IMAGES_CHANNEL } from '../common/diagnostics.js';
+import { Events, type EventListener, type EventSource, type Unsubscribe } from '../common/events.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { retry } from '../common/retry.js';
 import type { Engine } from '../engine/engine.js';
 import { RegistryAuthResolver, type RegistryCredentials } from './auth.js';
-import { IMAGE_EVENTS_CHANNEL, type ImageCoordinatorEvents, type ImageEventType } from './events.js';
+import type { ImageCoordinatorEvents, ImageEventType } from './events.js';
 import { ResolutionLock } from './lock.js';
 import { resolveImageCoordinatorOptions, type ImageCoordinatorOptions, type ResolvedImageCoordinatorOptions } from './options.js';
 import { runPull, type PullProgress } from './pull.js';
@@ -127,8 +128,9 @@ interface ImageRecord {
  *   image goes with its last name); not-found is done, in use (a container berth does not own) keeps it.
  * - With `cleanup: false` nothing is counted and nothing is removed.
  */
-export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
+export class ImageCoordinator implements EventSource<ImageCoordinatorEvents> {
   readonly options: ResolvedImageCoordinatorOptions;
+  readonly #events: Events<ImageCoordinatorEvents>;
   readonly #engine: ImageEngine;
   readonly #logger: Logger;
   readonly #clock: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
@@ -143,10 +145,10 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
   readonly #closing = new AbortController();
 
   constructor(init: ImageCoordinatorInit) {
-    super();
     this.options = resolveImageCoordinatorOptions(init.options);
     this.#engine = init.engine;
     this.#logger = init.logger ?? silentLogger;
+    this.#events = new Events(this.#logger);
     this.#clock = init.clock ?? systemClock;
     this.#auth = new RegistryAuthResolver({
       dockerConfigDir: this.options.dockerConfigDir,
@@ -546,13 +548,14 @@ export class ImageCoordinator extends EventEmitter<ImageCoordinatorEvents> {
     return removeBerthImage(this.#engine, { imageId: record.imageId, refs: [...record.refs] }, this.#closing.signal);
   }
 
-  #emit<K extends ImageEventType>(type: K, ...args: ImageCoordinatorEvents[K]): void {
-    try {
-      (this.emit as (type: K, ...args: ImageCoordinatorEvents[K]) => boolean)(type, ...args);
-    } catch (error) {
-      this.#logger.warn({ event: type, reason: messageOf(error) }, 'an image event listener threw; ignored');
-    }
-    if (IMAGE_EVENTS_CHANNEL.hasSubscribers) IMAGE_EVENTS_CHANNEL.publish({ type, ...args[0] });
+  /** Calls `listener` with every later event of `type` (see ImageCoordinatorEvents); returns its unsubscribe. */
+  on<K extends ImageEventType>(type: K, listener: EventListener<ImageCoordinatorEvents[K]>): Unsubscribe {
+    return this.#events.on(type, listener);
+  }
+
+  #emit<K extends ImageEventType>(type: K, event: ImageCoordinatorEvents[K]): void {
+    this.#events.emit(type, event);
+    if (IMAGES_CHANNEL.hasSubscribers) IMAGES_CHANNEL.publish({ type, ...event });
   }
 }
 

@@ -1,4 +1,4 @@
-import diagnostics from 'node:diagnostics_channel';
+import { IMAGES_CHANNEL } from '../common/diagnostics.js';
 import type { ErrorCode } from '../common/errors.js';
 import type { AuthSource } from './auth.js';
 import type { PullProgress } from './pull.js';
@@ -61,18 +61,18 @@ export interface ImageRemovalFailedEvent {
   error: { code: ErrorCode; message: string };
 }
 
-/** Events of an ImageCoordinator (an EventEmitter), also published on IMAGE_EVENTS_CHANNEL as `{ type, ...event }`. */
+/** Events of an ImageCoordinator (`coordinator.on(type, listener)`), also published on IMAGE_EVENTS_CHANNEL as `{ type, ...event }`. */
 export interface ImageCoordinatorEvents {
-  'pull-started': [PullStartedEvent];
-  'pull-progress': [PullProgressNotice];
-  'pull-finished': [PullFinishedEvent];
-  'pull-shared': [PullSharedEvent];
-  'image-removed': [ImageRemovedEvent];
-  'image-kept': [ImageKeptEvent];
-  'image-removal-failed': [ImageRemovalFailedEvent];
+  'pull-started': PullStartedEvent;
+  'pull-progress': PullProgressNotice;
+  'pull-finished': PullFinishedEvent;
+  'pull-shared': PullSharedEvent;
+  'image-removed': ImageRemovedEvent;
+  'image-kept': ImageKeptEvent;
+  'image-removal-failed': ImageRemovalFailedEvent;
 }
 
 export type ImageEventType = keyof ImageCoordinatorEvents;
 
 /** Every coordinator's events, for observers that do not hold the coordinator (metrics, tracing). */
-export const IMAGE_EVENTS_CHANNEL = diagnostics.channel('berth:images');
+export const IMAGE_EVENTS_CHANNEL = IMAGES_CHANNEL;

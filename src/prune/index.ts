@@ -38,6 +38,7 @@ export {
   type ImageBudgetReport,
   type KeptObject,
   type PrunedImages,
+  type PrunerEvents,
   type PrunedKind,
   type PruneKind,
   type PruneRemovedEvent,

@@ -1,6 +1,8 @@
 import { systemClock, type Clock } from '../common/clock.js';
-import { asBerthError, BerthError, isBerthError, messageOf, ValidationError } from '../common/errors.js';
+import { asBerthError, BerthError, isBerthError, ValidationError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
+import { PRUNE_CHANNEL } from '../common/diagnostics.js';
+import { Events, type EventListener, type EventSource, type Unsubscribe } from '../common/events.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { ownerJudge } from '../common/owner-process.js';
 import type { Engine } from '../engine/engine.js';
@@ -19,7 +21,7 @@ import { judgeOrphan, ORPHAN_CANDIDATE_LABELS, type OwnerJudge } from '../reconc
 import { resolvePrunerOptions, type PrunerOptions, type ResolvedPrunerOptions } from './options.js';
 import {
   emptyPruneReport,
-  PRUNE_EVENTS_CHANNEL,
+  type PrunerEvents,
   PRUNE_KINDS,
   type ImageBudgetReport,
   type PruneKind,
@@ -61,8 +63,6 @@ export interface PrunerInit {
   logger?: Logger;
   /** Default: the system clock. `until` durations count back from `now()`; the image budget paces itself with `sleep`. */
   clock?: Pick<Clock, 'now' | 'sleep'>;
-  /** Called for each object removed (not in a dry run): the agent makes it an event and a metric. Must not throw. */
-  onRemoved?: (event: PruneRemovedEvent) => void;
 }
 
 export interface PruneOptions {
@@ -89,7 +89,7 @@ const OWN_STOPPED_STATES = ['created', 'exited', 'dead'] as const;
  * One prune (or budget enforcement) runs at a time: another call meanwhile rejects with
  * BERTH_PRUNE_RUNNING at once, rather than queueing.
  */
-export class Pruner {
+export class Pruner implements EventSource<PrunerEvents> {
   readonly options: ResolvedPrunerOptions;
   readonly ownerId: string;
   readonly #engine: PruneEngine;
@@ -97,7 +97,7 @@ export class Pruner {
   readonly #images: PruneImageSource | undefined;
   readonly #logger: Logger;
   readonly #clock: Pick<Clock, 'now' | 'sleep'>;
-  readonly #onRemoved: ((event: PruneRemovedEvent) => void) | undefined;
+  readonly #events: Events<PrunerEvents>;
   readonly #ownerJudge: () => OwnerJudge;
   #running: 'prune' | 'image budget' | undefined;
 
@@ -110,8 +110,13 @@ export class Pruner {
     this.#images = init.images;
     this.#logger = init.logger ?? silentLogger;
     this.#clock = init.clock ?? systemClock;
-    this.#onRemoved = init.onRemoved;
+    this.#events = new Events(this.#logger);
     this.#ownerJudge = init.ownerJudge ?? (() => ownerJudge());
+  }
+
+  /** Calls `listener` with every later event of `type` (see PrunerEvents); returns its unsubscribe. */
+  on<K extends keyof PrunerEvents>(type: K, listener: EventListener<PrunerEvents[K]>): Unsubscribe {
+    return this.#events.on(type, listener);
   }
 
   /** Whether a prune or a budget enforcement is under way. */
@@ -430,12 +435,8 @@ export class Pruner {
   }
 
   #emit(event: PruneRemovedEvent): void {
-    try {
-      this.#onRemoved?.(event);
-    } catch (error) {
-      this.#logger.warn({ kind: event.kind, id: event.id, reason: messageOf(error) }, 'the onRemoved callback threw; ignored');
-    }
-    if (PRUNE_EVENTS_CHANNEL.hasSubscribers) PRUNE_EVENTS_CHANNEL.publish({ type: 'removed', ...event });
+    this.#events.emit('removed', event);
+    if (PRUNE_CHANNEL.hasSubscribers) PRUNE_CHANNEL.publish({ type: 'removed', ...event });
   }
 }
 

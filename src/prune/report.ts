@@ -1,4 +1,4 @@
-import diagnostics from 'node:diagnostics_channel';
+import { PRUNE_CHANNEL } from '../common/diagnostics.js';
 import type { BerthError } from '../common/errors.js';
 
 /** The kinds of object a prune removes, in the order it removes them. */
@@ -100,8 +100,13 @@ export interface PruneRemovedEvent {
   cause: 'prune' | 'image-budget';
 }
 
+/** Events of a Pruner (`pruner.on(type, listener)`): each object removed by a prune or the image budget (never in a dry run). */
+export interface PrunerEvents {
+  removed: PruneRemovedEvent;
+}
+
 /** `node:diagnostics_channel` on which the pruner publishes `{ type: 'removed', ...event }`. */
-export const PRUNE_EVENTS_CHANNEL = diagnostics.channel('berth:prune');
+export const PRUNE_EVENTS_CHANNEL = PRUNE_CHANNEL;
 
 export function emptyPruneReport(dryRun: boolean, filters: string[], startedAt: Date): PruneReport {
   const kind = (): PrunedKind => ({ ids: [], reclaimedBytes: 0 });

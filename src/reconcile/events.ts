@@ -1,4 +1,4 @@
-import diagnostics from 'node:diagnostics_channel';
+import { RECONCILE_CHANNEL } from '../common/diagnostics.js';
 import type { BerthError } from '../common/errors.js';
 import type { DanglingContainer } from './decide.js';
 import type { OrphanedContainer } from './orphans.js';
@@ -69,8 +69,19 @@ export type ScheduledSweepOutcome =
   | { kind: 'failed'; error: BerthError };
 
 /**
+ * Events of a DanglingReconciler (`reconciler.on(type, listener)`): each dangling container and
+ * each orphan removed (never in a dry run), and the outcome of each scheduled sweep (a dry run's
+ * `wouldRemove` lists are in it).
+ */
+export interface ReconcilerEvents {
+  removed: DanglingContainerRemovedEvent;
+  'orphan-removed': OrphanedContainerRemovedEvent;
+  sweep: ScheduledSweepOutcome;
+}
+
+/**
  * `node:diagnostics_channel` on which the reconciler publishes `{ type: 'removed', ...event }`,
  * `{ type: 'orphan-removed', ...event }` and `{ type: 'sweep', outcome }`, for observers that hold
  * no reference to it.
  */
-export const RECONCILE_EVENTS_CHANNEL = diagnostics.channel('berth:reconcile');
+export const RECONCILE_EVENTS_CHANNEL = RECONCILE_CHANNEL;

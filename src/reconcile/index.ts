@@ -12,6 +12,7 @@ export {
   type DanglingContainerRemovedEvent,
   type OrphanedContainerRemovedEvent,
   type OrphanSweepResult,
+  type ReconcilerEvents,
   type ScheduledSweepOutcome,
   type SweepResult,
 } from './events.js';

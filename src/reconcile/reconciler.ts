@@ -1,17 +1,13 @@
 import { systemClock, type Clock } from '../common/clock.js';
-import { asBerthError, BerthError, cancelledError, messageOf, ValidationError } from '../common/errors.js';
+import { asBerthError, BerthError, cancelledError, ValidationError } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
+import { RECONCILE_CHANNEL } from '../common/diagnostics.js';
+import { Events, type EventListener, type EventSource, type Unsubscribe } from '../common/events.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { ownerJudge } from '../common/owner-process.js';
 import type { Engine } from '../engine/engine.js';
 import { decideDangling, isTracked, type DanglingContainer, type TrackedSnapshot } from './decide.js';
-import {
-  RECONCILE_EVENTS_CHANNEL,
-  type DanglingContainerRemovedEvent,
-  type OrphanedContainerRemovedEvent,
-  type ScheduledSweepOutcome,
-  type SweepResult,
-} from './events.js';
+import type { DanglingContainerRemovedEvent, OrphanedContainerRemovedEvent, ReconcilerEvents, ScheduledSweepOutcome, SweepResult } from './events.js';
 import { decideOrphans, ORPHAN_CANDIDATE_LABELS, type OrphanedContainer, type OwnerJudge } from './orphans.js';
 import { resolveDanglingReconcilerOptions, type DanglingReconcilerOptions, type ResolvedDanglingReconcilerOptions } from './options.js';
 
@@ -53,12 +49,6 @@ export interface DanglingReconcilerInit {
   logger?: Logger;
   /** Default: the system clock. */
   clock?: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
-  /** Called for each dangling container removed (not in a dry run): the agent makes it an event and a metric. Must not throw. */
-  onRemoved?: (event: DanglingContainerRemovedEvent) => void;
-  /** Called for each orphan removed (not in a dry run): the agent makes it an event and a metric. Must not throw. */
-  onOrphanRemoved?: (event: OrphanedContainerRemovedEvent) => void;
-  /** Called after each scheduled sweep with its outcome, for metrics. Must not throw. */
-  onSweep?: (outcome: ScheduledSweepOutcome) => void;
 }
 
 export interface SweepOptions {
@@ -90,7 +80,7 @@ const RECONCILER_TRANSITIONS: Readonly<Record<ReconcilerState, readonly Reconcil
  * One sweep is one engine list call, filtered on the engine side by label and status, plus one
  * force-removal per dangling container; foreign containers are never inspected or touched.
  */
-export class DanglingReconciler {
+export class DanglingReconciler implements EventSource<ReconcilerEvents> {
   readonly options: ResolvedDanglingReconcilerOptions;
   readonly ownerId: string;
   readonly #engine: ReconcileEngine;
@@ -99,11 +89,9 @@ export class DanglingReconciler {
   readonly #isEngineHealthy: () => Promise<boolean>;
   readonly #logger: Logger;
   readonly #clock: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
-  readonly #onRemoved: ((event: DanglingContainerRemovedEvent) => void) | undefined;
-  readonly #onOrphanRemoved: ((event: OrphanedContainerRemovedEvent) => void) | undefined;
+  readonly #events: Events<ReconcilerEvents>;
   readonly #scopeLabels: readonly string[];
   readonly #ownerJudge: () => OwnerJudge;
-  readonly #onSweep: ((outcome: ScheduledSweepOutcome) => void) | undefined;
   /** Aborted by stop(): the scheduled sweep under way starts no new removal. */
   readonly #stopping = new AbortController();
   #state: ReconcilerState = 'idle';
@@ -132,11 +120,14 @@ export class DanglingReconciler {
     this.#isEngineHealthy = init.isEngineHealthy ?? (() => pingEngine(this.#engine));
     this.#logger = init.logger ?? silentLogger;
     this.#clock = init.clock ?? systemClock;
-    this.#onRemoved = init.onRemoved;
-    this.#onOrphanRemoved = init.onOrphanRemoved;
+    this.#events = new Events(this.#logger);
     this.#scopeLabels = Object.freeze([...(init.labels ?? [])]);
     this.#ownerJudge = init.ownerJudge ?? (() => ownerJudge());
-    this.#onSweep = init.onSweep;
+  }
+
+  /** Calls `listener` with every later event of `type` (see ReconcilerEvents); returns its unsubscribe. */
+  on<K extends keyof ReconcilerEvents>(type: K, listener: EventListener<ReconcilerEvents[K]>): Unsubscribe {
+    return this.#events.on(type, listener);
   }
 
   get state(): ReconcilerState {
@@ -210,12 +201,8 @@ export class DanglingReconciler {
       outcome = { kind: 'failed', error: asBerthError(error) };
     }
     if (!(outcome.kind === 'failed' && outcome.error.code === 'BERTH_CANCELLED' && this.#stopping.signal.aborted)) this.#report(outcome);
-    try {
-      this.#onSweep?.(outcome);
-    } catch (error) {
-      this.#logger.warn({ reason: messageOf(error) }, 'the onSweep callback threw; ignored');
-    }
-    if (RECONCILE_EVENTS_CHANNEL.hasSubscribers) RECONCILE_EVENTS_CHANNEL.publish({ type: 'sweep', outcome });
+    this.#events.emit('sweep', outcome);
+    if (RECONCILE_CHANNEL.hasSubscribers) RECONCILE_CHANNEL.publish({ type: 'sweep', outcome });
     return outcome;
   }
 
@@ -298,8 +285,8 @@ export class DanglingReconciler {
     }
     await this.#removeTallied(container, result, () => {
       const event: DanglingContainerRemovedEvent = { ...container, ownerId: this.ownerId, removedAt: new Date(this.#clock.now()) };
-      this.#announce('onRemoved', () => this.#onRemoved?.(event), container.id);
-      if (RECONCILE_EVENTS_CHANNEL.hasSubscribers) RECONCILE_EVENTS_CHANNEL.publish({ type: 'removed', ...event });
+      this.#events.emit('removed', event);
+      if (RECONCILE_CHANNEL.hasSubscribers) RECONCILE_CHANNEL.publish({ type: 'removed', ...event });
     });
   }
 
@@ -307,8 +294,8 @@ export class DanglingReconciler {
     // No second look before removing: an owner process that is gone never comes back.
     await this.#removeTallied(container, result.orphans, () => {
       const event: OrphanedContainerRemovedEvent = { ...container, removedAt: new Date(this.#clock.now()) };
-      this.#announce('onOrphanRemoved', () => this.#onOrphanRemoved?.(event), container.id);
-      if (RECONCILE_EVENTS_CHANNEL.hasSubscribers) RECONCILE_EVENTS_CHANNEL.publish({ type: 'orphan-removed', ...event });
+      this.#events.emit('orphan-removed', event);
+      if (RECONCILE_CHANNEL.hasSubscribers) RECONCILE_CHANNEL.publish({ type: 'orphan-removed', ...event });
     });
   }
 
@@ -334,15 +321,6 @@ export class DanglingReconciler {
     tally.removed.push(container);
     this.#loggedRemovalFailures.delete(container.id);
     announce();
-  }
-
-  /** Calls a caller's callback; one that throws is logged and ignored. */
-  #announce(callbackName: string, callback: () => void, containerId: string): void {
-    try {
-      callback();
-    } catch (error) {
-      this.#logger.warn({ containerId, reason: messageOf(error) }, `the ${callbackName} callback threw; ignored`);
-    }
   }
 
   #tracked(): TrackedSnapshot {

@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
-import diagnostics from 'node:diagnostics_channel';
 import { Readable } from 'node:stream';
 import { containerNameForTask, LABELS } from '../common/labels.js';
 import type { AttachedStreams, ContainerEventStream } from '../engine/engine.js';
 import type { ContainerInspect } from '../engine/types.js';
 import { cancelledError, isBerthError, ValidationError, type FieldIssue } from '../common/errors.js';
 import { countBoundRule, DURATION_LIMITS, durationBoundRule, type CountBounds, type DurationBounds } from '../common/units.js';
+import { TASK_PHASE_CHANNEL } from '../common/diagnostics.js';
+import { Events, type EventListener, type EventSource, type Unsubscribe } from '../common/events.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { readOwnerProcess, type OwnerProcess } from '../common/owner-process.js';
 import { resolveAcceptedTaskSpec, resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
@@ -18,8 +19,13 @@ import { TaskHandle } from './handle.js';
 import { LateCreateGuard } from './late-create.js';
 import type { PhaseChange } from './lifecycle.js';
 
-/** Published on every task phase change: `{ taskId, from, to }`. */
-export const TASK_PHASE_CHANNEL = diagnostics.channel('berth:task:phase');
+/** Published on every task phase change: `{ taskId, from, to }` (its name is in common/diagnostics.ts). */
+export { TASK_PHASE_CHANNEL };
+
+/** Events of a TaskDriver (`driver.on(type, listener)`): every phase change of its handles. */
+export interface TaskDriverEvents {
+  phase: PhaseChange;
+}
 
 /**
  * Streams for a task with no attach connection: stdout and stderr that end at once, nothing to
@@ -120,7 +126,8 @@ export interface StartOptions {
    * How the task's output is read. `attach` (default): `handle.stdout`/`stderr`, attached before
    * start. `engine-log`: nothing is attached (but stdin, when the spec has one); the output is read
    * from the engine's own log with timestamps (`engine.logEntries`), which lets a restarted reader
-   * resume exactly where it stopped.
+   * resume exactly where it stopped. The handle then says so (`handle.output === 'engine-log'`)
+   * and its `stdout`/`stderr` end at once: the engine's log is the output's only path.
    */
   output?: 'attach' | 'engine-log';
   /** Unique per task of this owner; with the owner id, names the container (see `containerNameForTask`). Default: a random UUID. */
@@ -162,7 +169,7 @@ export const TASK_ID = new RegExp(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,${TASK_ID_MAX_LE
  * Runs task specs as containers: validate, acquire the image, create (idempotently), attach, start.
  * Every failure path removes what may have been created.
  */
-export class TaskDriver {
+export class TaskDriver implements EventSource<TaskDriverEvents> {
   readonly ownerId: string;
   readonly #engine: ContainerEngine & { readonly socketPath?: string };
   readonly #policy: SpecPolicy;
@@ -170,6 +177,7 @@ export class TaskDriver {
   readonly #images: ImageProvider | undefined;
   readonly #retry: RetryPolicy;
   readonly #logger: Logger;
+  readonly #published: Events<TaskDriverEvents>;
   readonly #lateCreates: LateCreateGuard;
   readonly #ownerProcess: OwnerProcess | undefined;
   readonly #relistPeriodMs: number;
@@ -192,6 +200,7 @@ export class TaskDriver {
     this.#images = options.images;
     this.#retry = { ...DEFAULT_RETRY_POLICY, ...options.retry };
     this.#logger = options.logger ?? silentLogger;
+    this.#published = new Events(this.#logger);
     this.#lateCreates = new LateCreateGuard(this.#engine, this.#logger);
     // Read once: this process's identity does not change. Undefined off Linux: then nothing is labelled.
     this.#ownerProcess = options.ownerProcess === 'none' ? undefined : readOwnerProcess();
@@ -418,7 +427,7 @@ export class TaskDriver {
         lostAfterUnreachableMs: this.#lostAfterUnreachableMs,
         onPhase: (change) => this.#onPhase(change),
         onDestroyed: (id) => {
-          this.#images?.release(id);
+          this.releaseImages(id);
           afterDestroy();
         },
       },
@@ -531,8 +540,23 @@ export class TaskDriver {
     return { ...attached, stdout: Readable.from([]), stderr: Readable.from([]) };
   }
 
-  async #undoStart(taskId: string, containerId: string | undefined): Promise<void> {
+  /** Calls `listener` with every later event of `type` (see TaskDriverEvents); returns its unsubscribe. */
+  on<K extends keyof TaskDriverEvents>(type: K, listener: EventListener<TaskDriverEvents[K]>): Unsubscribe {
+    return this.#published.on(type, listener);
+  }
+
+  /**
+   * Releases the images a task holds: the one place holds end. The driver calls it when a task's
+   * container is removed (`destroy()`) or its start is undone; call it yourself only for a task that
+   * has no container whose removal would (recorded as holding an image by an earlier process, and
+   * found ended or gone). Releasing a task that holds nothing does nothing.
+   */
+  releaseImages(taskId: string): void {
     this.#images?.release(taskId);
+  }
+
+  async #undoStart(taskId: string, containerId: string | undefined): Promise<void> {
+    this.releaseImages(taskId);
     if (containerId === undefined) return;
     try {
       await removeContainer(this.#engine, containerId, this.#retry);
@@ -542,6 +566,7 @@ export class TaskDriver {
   }
 
   #onPhase(change: PhaseChange): void {
+    this.#published.emit('phase', change);
     if (TASK_PHASE_CHANNEL.hasSubscribers) TASK_PHASE_CHANNEL.publish(change);
   }
 }

@@ -38,9 +38,17 @@ export class TaskHandle implements AsyncDisposable {
   readonly taskId: string;
   readonly containerId: string;
   readonly spec: ResolvedTaskSpec;
-  /** The task's stdout (on a TTY: all of its output). */
+  /**
+   * Where the task's output goes. `attached`: `stdout` and `stderr` carry it (a task started with
+   * `output: 'attach'`, the default). `engine-log`: nothing carries it here (a task started with
+   * `output: 'engine-log'`, and every recovered task): it is only in the engine's log, read with
+   * `engine.logEntries` (the agent's one output path), and `stdout`/`stderr` are streams that end
+   * at once, so code that drains them never waits.
+   */
+  readonly output: 'attached' | 'engine-log';
+  /** The task's stdout (on a TTY: all of its output); ends at once when `output` is `engine-log`. */
   readonly stdout: Readable;
-  /** The task's stderr (empty on a TTY). */
+  /** The task's stderr (empty on a TTY); ends at once when `output` is `engine-log`. */
   readonly stderr: Readable;
 
   readonly #deps: HandleDeps;
@@ -80,6 +88,7 @@ export class TaskHandle implements AsyncDisposable {
         logger: deps.logger,
       });
     }
+    this.output = this.#output ? 'attached' : 'engine-log';
     this.stdout = this.#output?.stdout ?? init.streams.stdout;
     this.stderr = this.#output?.stderr ?? init.streams.stderr;
     this.#deps = deps;

@@ -1,4 +1,4 @@
-export { TaskDriver, TASK_PHASE_CHANNEL, DEFAULT_RELIST_PERIOD_MS } from './driver.js';
+export { TaskDriver, TASK_PHASE_CHANNEL, DEFAULT_RELIST_PERIOD_MS, type TaskDriverEvents } from './driver.js';
 export type { TaskDriverOptions, StartOptions, ImageProvider } from './driver.js';
 export { TaskHandle } from './handle.js';
 export { DEFAULT_ENGINE_SOCKET } from './bind-sources.js';

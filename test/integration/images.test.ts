@@ -53,7 +53,7 @@ describe('image coordinator against the real engine and registry', { skip }, () 
     coordinators.push(created);
     const events: Array<{ type: ImageEventType; event: unknown }> = [];
     for (const type of ['pull-started', 'pull-finished', 'pull-shared', 'image-removed', 'image-kept', 'image-removal-failed'] as const) {
-      created.on(type, (event: ImageCoordinatorEvents[typeof type][0]) => events.push({ type, event }));
+      created.on(type, (event: ImageCoordinatorEvents[typeof type]) => events.push({ type, event }));
     }
     const count = (type: ImageEventType): number => events.filter((e) => e.type === type).length;
     return { coordinator: created, clock: clock as ManualClock, events, count };

@@ -130,8 +130,8 @@ describe('no orphans from berth run', { skip: await requireEngine() }, () => {
       // Only this test's containers: the engine is shared, and other runs' orphans are not this test's to remove.
       labels: [run.labelFilter],
       options: { creationGrace: GRACE_MS },
-      onOrphanRemoved: (event) => removed.push(event),
     });
+    reconciler.on('orphan-removed', (event) => removed.push(event));
     await pastGrace(live.containerId);
     const before = await reconciler.sweepOnce();
     assert.deepEqual(before.orphans.removed, [], 'both owners run: nothing is an orphan');

@@ -147,7 +147,8 @@ describe('prune against the real engine', { skip: await requireEngine() }, () =>
     for (let i = 0; i < 5; i++) ids.push(await stoppedBerthContainer(owner, `cancel-${i}`));
     const controller = new AbortController();
     let removed = 0;
-    const p = pruner(owner, { onRemoved: () => void (++removed === 2 && controller.abort()) });
+    const p = pruner(owner);
+    p.on('removed', () => void (++removed === 2 && controller.abort()));
     const report = await p.prune({ signal: controller.signal });
     assert.equal(report.cancelled, true);
     assert.equal(report.containers.ids.length, 2);
@@ -239,8 +240,8 @@ describe('image prune and the image budget against the real engine', { skip: (aw
       isTaskLive: () => false,
       images: source(entries, new Set(['h'])),
       options: { imageBudgetRemovalsPerSecond: 50 },
-      onRemoved: (event) => removedEvents.push(event.id),
     });
+    p.on('removed', (event) => removedEvents.push(event.id));
 
     const dryRun = await p.enforceImageBudget({ budgetBytes, exempt: [repository('e')], dryRun: true });
     assert.deepEqual(dryRun.removed.map((r) => r.imageId), [images.get('a')!.id, images.get('b')!.id]);

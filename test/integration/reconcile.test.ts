@@ -108,10 +108,10 @@ describe('dangling-container reconciler against the real engine', { skip: await 
       ownerId: `${OWNER}-faults`,
       trackedContainerIds: () => [],
       logger,
-      onSweep: (outcome) => outcomes.push(outcome),
       // Orphans off: with no grace, this reconciler would otherwise remove any orphan on the shared engine.
       options: { period: '100ms', creationGrace: 0, orphans: false },
     });
+    faulty.on('sweep', (outcome) => outcomes.push(outcome));
     proxy.refuseAll = true;
     try {
       faulty.start();

@@ -31,6 +31,37 @@ describe('task lifecycle against the real engine', { skip: await requireEngine()
     assert.equal(stderr, 'to-err\n');
   });
 
+  test('a task started with output engine-log says so, its handle streams end empty, and the engine log holds its output', async () => {
+    const handle = await driver.start(spec({ command: ['sh', '-c', 'echo to-out; echo to-err >&2'] }), { output: 'engine-log' });
+    try {
+      const [stdout, stderr, end] = await Promise.all([readAll(handle.stdout), readAll(handle.stderr), handle.wait()]);
+      assert.deepEqual([handle.output, stdout, stderr, end.kind], ['engine-log', '', '', 'success']);
+      const logged: string[] = [];
+      for await (const entry of engine.logEntries(handle.containerId)) logged.push(`${entry.stream}:${entry.data.toString()}`);
+      assert.deepEqual(logged.sort(), ['stderr:to-err\n', 'stdout:to-out\n']);
+    } finally {
+      await handle.destroy();
+    }
+  });
+
+  test('a driver announces each phase change of its handles to on(\'phase\') listeners until they unsubscribe', async () => {
+    const phases: string[] = [];
+    const id = taskId('phases');
+    const unsubscribe = driver.on('phase', (change) => {
+      if (change.taskId === id) phases.push(`${change.from}->${change.to}`);
+    });
+    const handle = await driver.start(spec({ command: ['true'] }), { taskId: id });
+    assert.equal(handle.output, 'attached');
+    await handle.wait();
+    const beforeUnsubscribe = phases.length;
+    const phaseAtUnsubscribe = handle.phase;
+    unsubscribe();
+    await handle.destroy();
+    assert.ok(beforeUnsubscribe > 0, 'phase changes were announced');
+    assert.equal(phases.length, beforeUnsubscribe, 'no change announced after the unsubscribe');
+    assert.equal(phases.at(-1)?.split('->')[1], phaseAtUnsubscribe, `the last announced change is the handle's phase: ${phases.join(', ')}`);
+  });
+
   test('a successful task ends as success and its container is removed', async () => {
     const result = await runToEnd(driver, spec({ command: ['true'] }));
     assert.deepEqual(result.end, { kind: 'success', exitCode: 0 });

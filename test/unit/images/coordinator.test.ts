@@ -18,7 +18,7 @@ function setup(options: ImageCoordinatorOptions = {}) {
   const coordinator = new ImageCoordinator({ engine, clock, options: { removeDelay: '3m', pullRetryDelay: 1, removeRetryDelay: 1, ...options } });
   const events: Array<{ type: ImageEventType; event: unknown }> = [];
   for (const type of ['pull-started', 'pull-finished', 'pull-shared', 'image-removed', 'image-kept', 'image-removal-failed'] as const) {
-    coordinator.on(type, (event: ImageCoordinatorEvents[typeof type][0]) => events.push({ type, event }));
+    coordinator.on(type, (event: ImageCoordinatorEvents[typeof type]) => events.push({ type, event }));
   }
   const count = (type: ImageEventType): number => events.filter((e) => e.type === type).length;
   return { engine, clock, coordinator, events, count };

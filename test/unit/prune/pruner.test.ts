@@ -156,9 +156,9 @@ describe('Pruner: containers', () => {
       engine: engine.port,
       ownerId: OWNER,
       isTaskLive: () => false,
-      onRemoved: (event) => {
-        if (event.id === 'b') controller.abort();
-      },
+    });
+    pruner.on('removed', (event) => {
+      if (event.id === 'b') controller.abort();
     });
     const report = await pruner.prune({ signal: controller.signal });
     assert.equal(report.cancelled, true);
@@ -278,7 +278,9 @@ describe('Pruner: orphans', () => {
     const engine = filteringEngine();
     engine.containers = [orphanCandidate('both', DEAD, { state: 'exited', labels: { [LABELS.ownerId]: OWNER } })];
     const removed: string[] = [];
-    const report = await orphanPruner(engine, { onRemoved: (event) => removed.push(event.id) }).prune({ kinds: ['containers'], dryRun: false });
+    const pruner = orphanPruner(engine);
+    pruner.on('removed', (event) => removed.push(event.id));
+    const report = await pruner.prune({ kinds: ['containers'], dryRun: false });
     assert.deepEqual([report.containers.ids, removed], [['both'], ['both']]);
   });
 

@@ -103,10 +103,10 @@ function setup(options: { dryRun?: boolean; labels?: string[] } = {}) {
     ownerJudge: () => ownerJudge(host),
     clock,
     logger,
-    onOrphanRemoved: (event) => removed.push(event),
     ...(options.labels ? { labels: options.labels } : {}),
     options: { creationGrace: '2m', orphanGrace: '1m', ...(options.dryRun ? { dryRun: true } : {}) },
   });
+  reconciler.on('orphan-removed', (event) => removed.push(event));
   return { engine, clock, logger, host, removed, reconciler };
 }
 

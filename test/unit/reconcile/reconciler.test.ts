@@ -25,12 +25,12 @@ function setup(init: Partial<DanglingReconcilerInit> = {}) {
     trackedContainerIds: () => tracked,
     clock,
     logger,
-    onSweep: (outcome) => outcomes.push(outcome),
-    onRemoved: (event) => removedEvents.push(event.id),
     ...init,
     // Orphans have tests of their own (orphans.test.ts): here a sweep is the dangling pass alone.
     options: { period: '5m', creationGrace: '2m', orphans: false, ...(init.options ?? {}) },
   });
+  reconciler.on('sweep', (outcome) => outcomes.push(outcome));
+  reconciler.on('removed', (event) => removedEvents.push(event.id));
   return { engine, clock, logger, tracked, outcomes, removedEvents, reconciler };
 }
 

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
 import { describe, test } from 'node:test';
 import type { InjectOptions } from 'fastify';
 import { BerthError, ERROR_CODES, ValidationError, type ErrorCode } from '../../../../src/common/errors.js';
+import { Events } from '../../../../src/common/events.js';
 import type { Logger } from '../../../../src/common/logger.js';
 import type { EngineHealth } from '../../../../src/agent/agent.js';
 import type { SubmitResult } from '../../../../src/agent/supervisor.js';
@@ -56,7 +56,7 @@ function fakeRuntime(options: FakeOptions = {}) {
     token: TOKEN,
     logger,
     events: new AgentEvents(),
-    images: new EventEmitter<ImageCoordinatorEvents>(),
+    images: new Events<ImageCoordinatorEvents>(),
     store: {
       tasks: {
         get: (id: string) => tasks.get(id),
