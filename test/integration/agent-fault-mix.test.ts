@@ -11,7 +11,16 @@ import { hasEnded } from '../../src/state/tasks.js';
 
 const TASKS = 200;
 const LINES = 10;
-/** Generous: the mix holds a few calls that never answer, each costing the agent's default deadline. */
+/**
+ * The engine deadlines of the mix's agent: each call that never answers costs one of them, and a
+ * create that never answered is watched for twice the write deadline before the task starts again.
+ */
+const DEADLINES = { readTimeout: '5s', writeTimeout: '10s' };
+/**
+ * Generous: a task whose create and a retry both never answer waits about 2 × 10 s, then 2 × 10 s
+ * of late-create watch, then starts; on a loaded host, with the default 30 s deadlines, one such
+ * task took longer than 120 s while the other 199 ended within 84 s.
+ */
 const BOUND_MS = 120_000;
 const SEED = Number(process.env.BERTH_MIX_SEED ?? Date.now() % 1_000_000);
 
@@ -25,7 +34,7 @@ describe('the agent under a mix of engine faults', { skip: await requireEngine()
 
   before(async () => {
     proxy = await FaultProxy.start({ random: seededRandom(SEED) });
-    agent = await startServedAgent(proxy.socketPath, { admission: { maxConcurrent: 16 }, defaults: { resources: { cpuMilli: 100, memory: '64m' } } });
+    agent = await startServedAgent(proxy.socketPath, { admission: { maxConcurrent: 16 }, defaults: { resources: { cpuMilli: 100, memory: '64m' } }, engineDeadlines: DEADLINES });
   });
 
   after(async () => {

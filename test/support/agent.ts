@@ -253,9 +253,13 @@ export interface ServedAgent {
  * Builds, serves and starts an agent on a fresh data directory whose engine is at `engineSocket`
  * (a fault proxy's, or an engine of the test's own); `flags` adds configuration.
  */
-export async function startServedAgent(engineSocket: string, flags: Omit<AgentConfigInput, 'dataDir' | 'socketPath' | 'engine'> = {}): Promise<ServedAgent> {
+export async function startServedAgent(
+  engineSocket: string,
+  flags: Omit<AgentConfigInput, 'dataDir' | 'socketPath' | 'engine'> & { engineDeadlines?: { readTimeout?: string; writeTimeout?: string } } = {},
+): Promise<ServedAgent> {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-agent-'));
-  const runtime = await buildAgent({ flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: engineSocket }, ...flags }, host: testHost(dataDir) }, silentLogger);
+  const { engineDeadlines, ...rest } = flags;
+  const runtime = await buildAgent({ flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: engineSocket, ...engineDeadlines }, ...rest }, host: testHost(dataDir) }, silentLogger);
   const serving = await serveAgent(runtime, { processMetrics: false });
   await runtime.start();
   const client = AgentClient.connect({ host: `unix://${serving.socketPath}`, token: runtime.token });
