@@ -109,3 +109,19 @@ export function parseOptions<Schema extends z.ZodType>(schema: Schema, input: un
   });
   throw new ValidationError(issues);
 }
+
+/** A component's `resolve…Options`: options as users write them, and a field prefix for its errors. */
+export type OptionsResolver<Options, Resolved> = (input?: Options, fieldPrefix?: string) => Resolved;
+
+/**
+ * Makes a component's `resolve…Options`, the one step that turns options as users write them into
+ * resolved options: it parses them with `schema` (a ValidationError names every field at fault,
+ * under `fieldPrefix`, e.g. `images.` in the agent's configuration), compiles the parsed values into
+ * the resolved shape (`…Ms` names, derived values) and freezes the result. Input defaults to `{}`.
+ */
+export function optionsResolver<Schema extends z.ZodType, Resolved extends object>(
+  schema: Schema,
+  compile: (parsed: z.output<Schema>) => Resolved,
+): OptionsResolver<unknown, Readonly<Resolved>> {
+  return (input = {}, fieldPrefix = '') => Object.freeze(compile(parseOptions(schema, input, fieldPrefix)));
+}

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { booleanOption, countOption, durationOption, durationRule, parseOptions } from '../common/validation.js';
+import { booleanOption, countOption, durationOption, durationRule, optionsResolver, type OptionsResolver } from '../common/validation.js';
 import { DURATION_LIMITS, type DurationBounds } from '../common/units.js';
 
 /** The bounds of the coordinator's durations: each is held by one Node timer, so none reaches its 24.8-day limit. */
@@ -76,22 +76,16 @@ export interface ResolvedImageCoordinatorOptions {
   readonly credentialHelperTimeoutMs: number;
 }
 
-/**
- * Validates the coordinator's options once: a ValidationError names every field at fault, under
- * `fieldPrefix` (e.g. `images.` in the agent's configuration).
- */
-export function resolveImageCoordinatorOptions(input: ImageCoordinatorOptions = {}, fieldPrefix = ''): ResolvedImageCoordinatorOptions {
-  const o = parseOptions(schema, input, fieldPrefix);
-  return Object.freeze({
-    removeDelayMs: o.removeDelay,
-    pullActivityTimeoutMs: o.pullActivityTimeout,
-    cleanup: o.cleanup,
-    pullAttempts: o.pullAttempts,
-    pullRetryDelayMs: o.pullRetryDelay,
-    removeAttempts: o.removeAttempts,
-    removeRetryDelayMs: o.removeRetryDelay,
-    dockerConfigDir: o.dockerConfigDir,
-    credentialHelperEnv: o.credentialHelperEnv === undefined ? undefined : Object.freeze({ ...o.credentialHelperEnv }),
-    credentialHelperTimeoutMs: o.credentialHelperTimeout,
-  });
-}
+/** Validates the coordinator's options once (see `optionsResolver`); `fieldPrefix` is e.g. `images.` in the agent's configuration. */
+export const resolveImageCoordinatorOptions: OptionsResolver<ImageCoordinatorOptions, ResolvedImageCoordinatorOptions> = optionsResolver(schema, (o) => ({
+  removeDelayMs: o.removeDelay,
+  pullActivityTimeoutMs: o.pullActivityTimeout,
+  cleanup: o.cleanup,
+  pullAttempts: o.pullAttempts,
+  pullRetryDelayMs: o.pullRetryDelay,
+  removeAttempts: o.removeAttempts,
+  removeRetryDelayMs: o.removeRetryDelay,
+  dockerConfigDir: o.dockerConfigDir,
+  credentialHelperEnv: o.credentialHelperEnv === undefined ? undefined : Object.freeze({ ...o.credentialHelperEnv }),
+  credentialHelperTimeoutMs: o.credentialHelperTimeout,
+}));

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { DURATION_LIMITS, type DurationBounds } from '../common/units.js';
-import { booleanOption, countOption, durationOption, durationRule, parseOptions } from '../common/validation.js';
+import { booleanOption, countOption, durationOption, durationRule, optionsResolver, type OptionsResolver } from '../common/validation.js';
 
 /** The bound of the orphan grace: an age compared with the clock. */
 export const PRUNE_ORPHAN_GRACE_BOUNDS: DurationBounds = Object.freeze({ minMs: 0, maxMs: DURATION_LIMITS.longMs });
@@ -45,13 +45,10 @@ export interface ResolvedPrunerOptions {
   readonly orphanGraceMs: number;
 }
 
-/** Validates the pruner's options once; a ValidationError names every field at fault, under `fieldPrefix`. */
-export function resolvePrunerOptions(input: PrunerOptions = {}, fieldPrefix = ''): ResolvedPrunerOptions {
-  const data = parseOptions(schema, input, fieldPrefix);
-  return Object.freeze({
-    imageBudgetMaxRemovals: data.imageBudgetMaxRemovals,
-    imageBudgetRemovalIntervalMs: 1000 / data.imageBudgetRemovalsPerSecond,
-    orphans: data.orphans,
-    orphanGraceMs: data.orphanGrace,
-  });
-}
+/** Validates the pruner's options once (see `optionsResolver`); a ValidationError names every field at fault, under `fieldPrefix`. */
+export const resolvePrunerOptions: OptionsResolver<PrunerOptions, ResolvedPrunerOptions> = optionsResolver(schema, (o) => ({
+  imageBudgetMaxRemovals: o.imageBudgetMaxRemovals,
+  imageBudgetRemovalIntervalMs: 1000 / o.imageBudgetRemovalsPerSecond,
+  orphans: o.orphans,
+  orphanGraceMs: o.orphanGrace,
+}));

@@ -1,7 +1,7 @@
 import { RECONCILE_CHANNEL } from '../common/diagnostics.js';
 import type { BerthError } from '../common/errors.js';
 import type { DanglingContainer } from './decide.js';
-import type { OrphanedContainer } from './orphans.js';
+import type { OrphanedContainer, OrphanSkipCounts } from './orphans.js';
 
 /** One dangling container the reconciler removed (never sent for a dry run). */
 export interface DanglingContainerRemovedEvent extends DanglingContainer {
@@ -15,37 +15,30 @@ export interface OrphanedContainerRemovedEvent extends OrphanedContainer {
   removedAt: Date;
 }
 
-/** What one sweep did with orphans: containers of short-lived owners on this host (any owner id). */
-export interface OrphanSweepResult {
-  /** Orphans removed by this sweep. */
-  removed: OrphanedContainer[];
-  /** In a dry run, the orphans a real sweep would remove; otherwise empty. */
-  wouldRemove: OrphanedContainer[];
-  /** Orphans whose removal failed; the next sweep tries again. */
-  failed: Array<{ container: OrphanedContainer; error: BerthError }>;
-  /** Orphans that were gone by the time of their removal. */
+/**
+ * What a sweep's removals of one kind came to. The reconciler tallies each removal into one of
+ * these: dangling containers into the `SweepResult`, orphans into its `orphans`.
+ */
+export interface RemovalTally<Container> {
+  /** Containers removed by this sweep. */
+  removed: Container[];
+  /** In a dry run, the containers a real sweep would remove; otherwise empty. */
+  wouldRemove: Container[];
+  /** Containers whose removal failed; the next sweep tries again. */
+  failed: Array<{ container: Container; error: BerthError }>;
+  /** Containers that were gone by the time of their removal (someone else removed them). */
   alreadyGone: number;
-  /** Candidates spared because their owner process runs. */
-  skippedLiveOwner: number;
-  /** Candidates spared because their owner cannot be judged from here (another host or pid namespace, /proc hidden). */
-  skippedUnknownOwner: number;
-  /** Candidates whose owner is gone, spared because they are younger than the orphan grace period. */
-  skippedGrace: number;
+}
+
+/** What one sweep did with orphans: containers of short-lived owners on this host (any owner id). */
+export interface OrphanSweepResult extends RemovalTally<OrphanedContainer>, OrphanSkipCounts {
   /** Candidates the engine listed (berth's, with owner-process labels); 0 when orphans are off. */
   listed: number;
 }
 
-/** What one sweep did. */
-export interface SweepResult {
+/** What one sweep did: its dangling containers (the tally), and its orphans. */
+export interface SweepResult extends RemovalTally<DanglingContainer> {
   dryRun: boolean;
-  /** Dangling containers removed by this sweep. */
-  removed: DanglingContainer[];
-  /** In a dry run, the dangling containers a real sweep would remove; otherwise empty. */
-  wouldRemove: DanglingContainer[];
-  /** Dangling containers whose removal failed; the next sweep tries again. */
-  failed: Array<{ container: DanglingContainer; error: BerthError }>;
-  /** Dangling containers that were gone by the time of their removal (someone else removed them). */
-  alreadyGone: number;
   /** Candidates spared because the driver or the agent tracks them. */
   skippedTracked: number;
   /** Candidates spared because they are younger than the creation grace period. */

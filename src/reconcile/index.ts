@@ -13,6 +13,7 @@ export {
   type OrphanedContainerRemovedEvent,
   type OrphanSweepResult,
   type ReconcilerEvents,
+  type RemovalTally,
   type ScheduledSweepOutcome,
   type SweepResult,
 } from './events.js';
@@ -21,6 +22,7 @@ export {
   judgeOrphan,
   ORPHAN_CANDIDATE_LABELS,
   type OrphanDecision,
+  type OrphanSkipCounts,
   type OrphanedContainer,
   type OwnerJudge,
   type OrphanJudgement,

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { booleanOption, countOption, durationOption, durationRule, parseOptions } from '../common/validation.js';
+import { booleanOption, countOption, durationOption, durationRule, optionsResolver, type OptionsResolver } from '../common/validation.js';
 import { DURATION_LIMITS, type DurationBounds } from '../common/units.js';
 
 /** The smallest period accepted: a sweep lists containers, and listing many times a second only loads the engine. */
@@ -67,19 +67,13 @@ export interface ResolvedDanglingReconcilerOptions {
   readonly removeConcurrency: number;
 }
 
-/**
- * Validates the reconciler's options once: a ValidationError names every field at fault, under
- * `fieldPrefix` (e.g. `reconcile.` in the agent's configuration).
- */
-export function resolveDanglingReconcilerOptions(input: DanglingReconcilerOptions = {}, fieldPrefix = ''): ResolvedDanglingReconcilerOptions {
-  const o = parseOptions(schema, input, fieldPrefix);
-  return Object.freeze({
-    enabled: o.enabled,
-    periodMs: o.period,
-    creationGraceMs: o.creationGrace,
-    dryRun: o.dryRun,
-    orphans: o.orphans,
-    orphanGraceMs: o.orphanGrace ?? o.creationGrace,
-    removeConcurrency: o.removeConcurrency,
-  });
-}
+/** Validates the reconciler's options once (see `optionsResolver`); `fieldPrefix` is e.g. `reconcile.` in the agent's configuration. */
+export const resolveDanglingReconcilerOptions: OptionsResolver<DanglingReconcilerOptions, ResolvedDanglingReconcilerOptions> = optionsResolver(schema, (o) => ({
+  enabled: o.enabled,
+  periodMs: o.period,
+  creationGraceMs: o.creationGrace,
+  dryRun: o.dryRun,
+  orphans: o.orphans,
+  orphanGraceMs: o.orphanGrace ?? o.creationGrace,
+  removeConcurrency: o.removeConcurrency,
+}));

@@ -72,14 +72,18 @@ export function judgeOrphan(container: ContainerSummary, judge: OwnerJudge, nowM
   };
 }
 
-export interface OrphanDecision {
-  orphans: OrphanedContainer[];
-  /** Candidates whose owner process runs. */
+/** The orphan candidates a decision spares, by reason: a decision's and a sweep's (`OrphanSweepResult`) counts. */
+export interface OrphanSkipCounts {
+  /** Candidates spared because their owner process runs. */
   skippedLiveOwner: number;
-  /** Candidates whose owner cannot be judged from here. */
+  /** Candidates spared because their owner cannot be judged from here (another host or pid namespace, /proc hidden). */
   skippedUnknownOwner: number;
-  /** Candidates whose owner is gone but that are younger than the grace period. */
+  /** Candidates whose owner is gone, spared because they are younger than the orphan grace period. */
   skippedGrace: number;
+}
+
+export interface OrphanDecision extends OrphanSkipCounts {
+  orphans: OrphanedContainer[];
 }
 
 /** Splits the candidates into orphans to remove and the ones spared, and why. */

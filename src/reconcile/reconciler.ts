@@ -7,7 +7,7 @@ import { silentLogger, type Logger } from '../common/logger.js';
 import { ownerJudge } from '../common/owner-process.js';
 import type { Engine } from '../engine/engine.js';
 import { decideDangling, isTracked, type DanglingContainer, type TrackedSnapshot } from './decide.js';
-import type { DanglingContainerRemovedEvent, OrphanedContainerRemovedEvent, ReconcilerEvents, ScheduledSweepOutcome, SweepResult } from './events.js';
+import type { DanglingContainerRemovedEvent, OrphanedContainerRemovedEvent, ReconcilerEvents, RemovalTally, ScheduledSweepOutcome, SweepResult } from './events.js';
 import { decideOrphans, ORPHAN_CANDIDATE_LABELS, type OrphanedContainer, type OwnerJudge } from './orphans.js';
 import { resolveDanglingReconcilerOptions, type DanglingReconcilerOptions, type ResolvedDanglingReconcilerOptions } from './options.js';
 
@@ -305,7 +305,7 @@ export class DanglingReconciler implements EventSource<ReconcilerEvents> {
    */
   async #removeTallied<C extends { id: string }>(
     container: C,
-    tally: { alreadyGone: number; removed: C[]; failed: Array<{ container: C; error: BerthError }> },
+    tally: RemovalTally<C>,
     announce: () => void,
   ): Promise<void> {
     try {
