@@ -32,6 +32,29 @@ function sources(dataDir: string, engineSocket: string | undefined, flags: Omit<
   };
 }
 
+/**
+ * An agent (built, not started) on a fresh data directory whose engine is a fresh fault proxy.
+ * `close` clears the proxy's rules, waits for the agent's tasks, closes the agent and the proxy,
+ * removes what the run created and the data directory.
+ */
+async function agentBehindProxy(prefix: string, logger: Logger, flags: Omit<AgentConfigInput, 'dataDir' | 'socketPath' | 'engine'> = {}): Promise<{ proxy: FaultProxy; runtime: AgentRuntime; close(): Promise<void> }> {
+  const proxy = await FaultProxy.start();
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), prefix));
+  const runtime = await buildAgent(sources(dataDir, proxy.socketPath, flags), logger);
+  return {
+    proxy,
+    runtime,
+    async close() {
+      proxy.reset();
+      await runtime.supervisor.idle();
+      await runtime.close();
+      await proxy.close();
+      await run.cleanup();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
 /** A shell command printing `line-1` … `line-<count>`, optionally pausing between lines. */
 function numberedLines(count: number, pause = ''): string[] {
   return ['sh', '-c', `i=1; while [ $i -le ${count} ]; do echo line-$i; ${pause} i=$((i+1)); done`];
@@ -59,25 +82,16 @@ async function untilEnded(runtime: AgentRuntime, taskId: string, timeoutMs = 120
 
 describe('agent output through a broken log stream', { skip: await requireEngine() }, () => {
   let proxy: FaultProxy;
-  let dataDir: string;
   let runtime: AgentRuntime;
+  let close: () => Promise<void>;
   const logger = recordingLogger();
 
   before(async () => {
-    proxy = await FaultProxy.start();
-    dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-output-'));
-    runtime = await buildAgent(sources(dataDir, proxy.socketPath), logger);
+    ({ proxy, runtime, close } = await agentBehindProxy('berth-output-', logger));
     await runtime.start();
   });
 
-  after(async () => {
-    proxy.reset();
-    await runtime.supervisor.idle();
-    await runtime.close();
-    await proxy.close();
-    await run.cleanup();
-    await rm(dataDir, { recursive: true, force: true });
-  });
+  after(() => close());
 
   test('a log stream dropped twice is read again from the cursor: every line exactly once', async () => {
     const rule = proxy.addRule({ method: 'GET', path: new RegExp(`^/containers/${CONTAINER}/logs$`), fault: { kind: 'dropAfterForward' }, times: 2 });
@@ -155,9 +169,7 @@ describe('agent output under a mix of engine faults', { skip: await requireEngin
   // before the fix (4 of 200 tasks): a start answered 500 after the engine ran the container, an
   // inspect answered 500, and the start was sent again to the exited container, which ran again.
   test('200 tasks under 10% of 500s after create, start and remove, dropped waits, failed inspects and delays: every line exactly once', async () => {
-    const proxy = await FaultProxy.start();
-    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-output-mix-'));
-    const runtime = await buildAgent(sources(dataDir, proxy.socketPath, { admission: { maxConcurrent: 16 } }), recordingLogger());
+    const { proxy, runtime, close } = await agentBehindProxy('berth-output-mix-', recordingLogger(), { admission: { maxConcurrent: 16 } });
     try {
       await runtime.start();
       const p = 0.1;
@@ -184,12 +196,7 @@ describe('agent output under a mix of engine faults', { skip: await requireEngin
       }
       assert.deepEqual(wrong, []);
     } finally {
-      proxy.reset();
-      await runtime.supervisor.idle();
-      await runtime.close();
-      await proxy.close();
-      await run.cleanup();
-      await rm(dataDir, { recursive: true, force: true });
+      await close();
     }
   });
 });

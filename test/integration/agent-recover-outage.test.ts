@@ -1,18 +1,14 @@
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { ErrorCode } from '../../src/common/errors.js';
 import { containerNameForTask, LABELS } from '../../src/common/labels.js';
 import type { Logger } from '../../src/common/logger.js';
-import { buildAgent, type AgentRuntime } from '../../src/agent/agent.js';
-import { AgentClient } from '../../src/agent/client.js';
-import type { ConfigSources } from '../../src/agent/config.js';
-import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
 import { Engine } from '../../src/engine/engine.js';
-import { tempDirs, testHost } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
-import { FaultProxy } from '../support/fault-proxy.js';
+import { agentTestFile, serveAgentIn, taskOutput, withAgentBehindProxy, type ServedAgent } from '../support/agent.js';
+import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import type { FaultProxy } from '../support/fault-proxy.js';
 
 /**
  * An engine outage is not the end of a task: an agent restarted while the engine fails the inspect
@@ -21,14 +17,8 @@ import { FaultProxy } from '../support/fault-proxy.js';
  */
 
 const engine = new Engine();
-const run = testRun(engine);
-const dirs = tempDirs();
+const { run, dirs } = agentTestFile(engine);
 const skip = await requireEngine();
-
-after(async () => {
-  await run.cleanup();
-  await dirs.removeAll();
-});
 
 type LogLine = { level: string; message: string; meta: Record<string, unknown> };
 
@@ -39,61 +29,23 @@ function recordingLogger(): Logger & { lines: LogLine[] } {
   return { lines, debug: () => undefined, info: at('info'), warn: at('warn'), error: at('error') };
 }
 
-function sources(dataDir: string, proxy: FaultProxy, gateDir: string): ConfigSources {
-  return {
-    flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: proxy.socketPath }, policy: { allowedBindSources: [gateDir] } },
-    host: testHost(dataDir),
-  };
-}
+type Agent = ServedAgent & { logger: ReturnType<typeof recordingLogger>; errors: ErrorCode[] };
 
-interface Agent {
-  runtime: AgentRuntime;
-  serving: ServingAgent;
-  client: AgentClient;
-  logger: ReturnType<typeof recordingLogger>;
-  errors: ErrorCode[];
-  close(): Promise<void>;
-}
-
-async function startAgent(dataDir: string, proxy: FaultProxy, gateDir: string): Promise<Agent> {
+/** An agent on `dataDir` behind `proxy` that may bind `gateDir`, recording its log lines and the error codes it counts. */
+async function startRecordingAgent(proxy: FaultProxy, dataDir: string, gateDir: string): Promise<Agent> {
   const logger = recordingLogger();
-  const runtime = await buildAgent(sources(dataDir, proxy, gateDir), logger);
-  // Listening before the start, so that what recovery meets is counted too.
   const errors: ErrorCode[] = [];
-  runtime.onError((code) => errors.push(code));
-  await runtime.start();
-  const serving = await serveAgent(runtime, { processMetrics: false });
-  const client = AgentClient.connect({ host: `unix://${serving.socketPath}`, token: runtime.token });
-  return {
-    runtime,
-    serving,
-    client,
-    logger,
-    errors,
-    async close() {
-      client.close();
-      await serving.close();
-      await runtime.close();
-    },
-  };
-}
-
-async function outputOf(client: AgentClient, taskId: string): Promise<string[]> {
-  const lines: string[] = [];
-  for await (const record of client.logs(taskId)) lines.push(record.text);
-  return lines;
+  const agent = await serveAgentIn(dataDir, proxy.socketPath, { policy: { allowedBindSources: [gateDir] } }, { logger, onError: (code) => errors.push(code) });
+  return { ...agent, logger, errors };
 }
 
 const gated = (gate: string): string => `while [ ! -e /gate/${gate} ]; do sleep 0.05; done`;
 
 describe('an agent restarted while the engine fails the inspect of a running task\'s container', { skip }, () => {
-  test('keeps the task running with its share, follows it once the engine answers, and records its real end with its output once', async () => {
-    const proxy = await FaultProxy.start();
-    const dataDir = await dirs.make('berth-recover-outage-');
-    const gateDir = await dirs.make('berth-recover-gate-');
-    const id = `recover-outage-${process.pid}`;
-    let agent = await startAgent(dataDir, proxy, gateDir);
-    try {
+  test('keeps the task running with its share, follows it once the engine answers, and records its real end with its output once', () =>
+    withAgentBehindProxy(dirs, 'recover-outage', startRecordingAgent, async ({ proxy, bindDir: gateDir, startAgent }) => {
+      const id = `recover-outage-${process.pid}`;
+      let agent = await startAgent();
       await agent.client.submit({
         id,
         spec: {
@@ -103,14 +55,14 @@ describe('an agent restarted while the engine fails the inspect of a running tas
           labels: { ...run.labels },
         },
       });
-      await pollUntil('the task to print its first line', async () => ((await outputOf(agent.client, id)).length === 1 ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
+      await pollUntil('the task to print its first line', async () => ((await taskOutput(agent.client, id)).length === 1 ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
       // The agent goes; its task's container keeps running.
       await agent.close();
 
       // The inspect that recovery makes (by the container's name) answers 500 until the test lets it through.
       const inspectPath = new RegExp(`^/containers/${containerNameForTask({ taskId: id, ownerId: agent.runtime.agentId })}/json$`);
       const failing = proxy.addRule({ method: 'GET', path: inspectPath, fault: { kind: 'error500Before' } });
-      agent = await startAgent(dataDir, proxy, gateDir);
+      agent = await startAgent();
       const recovered = agent.logger.lines.find((l) => l.message === 'recovered tasks');
       assert.deepEqual({ lost: recovered?.meta.lost, waiting: recovered?.meta.waiting }, { lost: 0, waiting: 1 });
       // Several attempts meet the failing engine, and the task stays as it was, holding its share.
@@ -131,35 +83,28 @@ describe('an agent restarted while the engine fails the inspect of a running tas
         return view.state === 'running' ? undefined : view;
       }, { timeoutMs: 60_000, intervalMs: 100 });
       assert.deepEqual({ state: ended.state, endState: ended.endState }, { state: 'exited', endState: { kind: 'failed', exitCode: 3 } });
-      assert.deepEqual(await outputOf(agent.client, id), ['one\n', 'two\n'], 'every line exactly once');
+      assert.deepEqual(await taskOutput(agent.client, id), ['one\n', 'two\n'], 'every line exactly once');
       assert.equal(agent.logger.lines.filter((l) => /could not ask the engine about the task's container/.test(l.message)).length, 1, 'the outage is logged once');
       assert.deepEqual(agent.errors, ['BERTH_ENGINE_SERVER_ERROR'], 'and counted once');
       await agent.runtime.supervisor.idle();
       await pollUntil('the container to be removed', async () => ((await engine.listContainers({ all: true, labels: [`${LABELS.taskId}=${id}`] })).length === 0 ? true : undefined), { timeoutMs: 30_000 });
       assert.equal(agent.runtime.admission.positionOf(id), undefined, 'its share is free again');
-    } finally {
-      await agent.close();
-      await proxy.close();
-    }
-  });
+    }));
 });
 
 describe('an agent restarted while the engine fails the inspect of a container that is then removed', { skip }, () => {
-  test('records the task as lost only once the engine answers that its container is gone', async () => {
-    const proxy = await FaultProxy.start();
-    const dataDir = await dirs.make('berth-recover-gone-');
-    const gateDir = await dirs.make('berth-recover-gone-gate-');
-    const id = `recover-gone-${process.pid}`;
-    let agent = await startAgent(dataDir, proxy, gateDir);
-    try {
+  test('records the task as lost only once the engine answers that its container is gone', () =>
+    withAgentBehindProxy(dirs, 'recover-gone', startRecordingAgent, async ({ proxy, bindDir: gateDir, startAgent }) => {
+      const id = `recover-gone-${process.pid}`;
+      let agent = await startAgent();
       await agent.client.submit({ id, spec: { image: TEST_IMAGE, command: ['sh', '-c', `echo one; ${gated('never')}`], mounts: [{ type: 'bind', source: gateDir, target: '/gate', readOnly: true }], labels: { ...run.labels } } });
-      await pollUntil('the task to print its first line', async () => ((await outputOf(agent.client, id)).length === 1 ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
+      await pollUntil('the task to print its first line', async () => ((await taskOutput(agent.client, id)).length === 1 ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
       const containerId = (await agent.client.get(id)).containerId;
       assert.ok(containerId);
       await agent.close();
 
       const failing = proxy.addRule({ method: 'GET', path: new RegExp(`^/containers/${containerNameForTask({ taskId: id, ownerId: agent.runtime.agentId })}/json$`), fault: { kind: 'error503Before' } });
-      agent = await startAgent(dataDir, proxy, gateDir);
+      agent = await startAgent();
       await pollUntil('recovery to try again', () => (failing.fired >= 2 ? true : undefined), { timeoutMs: 30_000 });
       assert.equal((await agent.client.get(id)).state, 'running', 'an outage does not make the task lost');
       // Someone removes the container while the engine fails the agent's inspects.
@@ -172,20 +117,13 @@ describe('an agent restarted while the engine fails the inspect of a container t
       assert.deepEqual({ state: ended.state, endState: ended.endState }, { state: 'lost', endState: { kind: 'lost', reason: 'its container was gone when the agent restarted' } });
       assert.ok(!agent.runtime.store.images.holders().some((h) => h.taskId === id), 'its image is released');
       assert.equal(agent.runtime.admission.positionOf(id), undefined, 'its share is free again');
-    } finally {
-      await agent.close();
-      await proxy.close();
-    }
-  });
+    }));
 });
 
 describe('a removal of an ended task\'s container that the engine fails', { skip }, () => {
-  test('is tried again in the background until the container is gone, and only then is the image released', async () => {
-    const proxy = await FaultProxy.start();
-    const dataDir = await dirs.make('berth-removal-retry-');
-    const gateDir = await dirs.make('berth-removal-gate-');
-    const agent = await startAgent(dataDir, proxy, gateDir);
-    try {
+  test('is tried again in the background until the container is gone, and only then is the image released', () =>
+    withAgentBehindProxy(dirs, 'removal-retry', startRecordingAgent, async ({ proxy, startAgent }) => {
+      const agent = await startAgent();
       const failing = proxy.addRule({ method: 'DELETE', path: /^\/containers\/[0-9a-f]{64}$/, fault: { kind: 'error500Before' } });
       const task = await agent.client.submit({ spec: { image: TEST_IMAGE, command: ['sh', '-c', 'echo done; exit 4'], labels: { ...run.labels } } });
       const ended = await pollUntil('the task to end', async () => {
@@ -206,24 +144,17 @@ describe('a removal of an ended task\'s container that the engine fails', { skip
       await agent.runtime.supervisor.removalsSettled();
       assert.deepEqual(await engine.listContainers({ all: true, labels: [`${LABELS.taskId}=${task.id}`] }), [], 'the container is removed once the engine answers');
       assert.ok(!agent.runtime.store.images.holders().some((h) => h.taskId === task.id), 'the image is released');
-      assert.deepEqual(await outputOf(agent.client, task.id), ['done\n']);
+      assert.deepEqual(await taskOutput(agent.client, task.id), ['done\n']);
       assert.equal(agent.logger.lines.filter((l) => /could not remove the container of an ended task/.test(l.message)).length, 1, 'logged once');
       assert.ok(agent.logger.lines.some((l) => l.message === 'removed the container of an ended task'));
       assert.deepEqual(agent.errors, ['BERTH_ENGINE_SERVER_ERROR'], 'counted once');
-    } finally {
-      await agent.close();
-      await proxy.close();
-    }
-  });
+    }));
 });
 
 describe('a task whose followed log stream stalls', { skip }, () => {
-  test('still has its end recorded, with its output read again from the cursor exactly once', async () => {
-    const proxy = await FaultProxy.start();
-    const dataDir = await dirs.make('berth-log-stall-');
-    const gateDir = await dirs.make('berth-log-stall-gate-');
-    const agent = await startAgent(dataDir, proxy, gateDir);
-    try {
+  test('still has its end recorded, with its output read again from the cursor exactly once', () =>
+    withAgentBehindProxy(dirs, 'log-stall', startRecordingAgent, async ({ proxy, startAgent }) => {
+      const agent = await startAgent();
       // The first log read (the pump's follow) gets its head and then nothing, and never ends.
       const stalled = proxy.addRule({ method: 'GET', path: /^\/containers\/[^/]+\/logs$/, fault: { kind: 'stall' }, times: 1 });
       const task = await agent.client.submit({ spec: { image: TEST_IMAGE, command: ['sh', '-c', 'echo a; echo b; exit 2'], labels: { ...run.labels } } });
@@ -233,11 +164,7 @@ describe('a task whose followed log stream stalls', { skip }, () => {
       }, { timeoutMs: 60_000, intervalMs: 100 });
       assert.equal(stalled.fired, 1);
       assert.deepEqual(ended.endState, { kind: 'failed', exitCode: 2 });
-      assert.deepEqual(await outputOf(agent.client, task.id), ['a\n', 'b\n']);
+      assert.deepEqual(await taskOutput(agent.client, task.id), ['a\n', 'b\n']);
       await agent.runtime.supervisor.idle();
-    } finally {
-      await agent.close();
-      await proxy.close();
-    }
-  });
+    }));
 });

@@ -1,16 +1,12 @@
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { after, describe, test } from 'node:test';
-import { silentLogger } from '../../src/common/logger.js';
+import { describe, test } from 'node:test';
 import { LABELS } from '../../src/common/labels.js';
-import { createAgent } from '../../src/agent/agent.js';
-import { AgentClient } from '../../src/agent/client.js';
-import { serveAgent } from '../../src/agent/http/serve.js';
 import { Engine } from '../../src/engine/engine.js';
-import { tempDirs, testHost } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
-import { FaultProxy } from '../support/fault-proxy.js';
+import { agentTestFile, serveAgentIn, taskOutput, withAgentBehindProxy, type ServedAgent } from '../support/agent.js';
+import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import type { FaultProxy } from '../support/fault-proxy.js';
 
 /**
  * A start that fails because the engine did not answer waits for it, and a create that was in
@@ -19,35 +15,17 @@ import { FaultProxy } from '../support/fault-proxy.js';
  */
 
 const engine = new Engine();
-const run = testRun(engine);
-const dirs = tempDirs();
+const { run, dirs } = agentTestFile(engine);
 const skip = await requireEngine();
 
-after(async () => {
-  await run.cleanup();
-  await dirs.removeAll();
-});
+/** An agent whose engine (the proxy) must answer a write within 1 s and a read within 2 s, and whose tasks may bind `sideDir`. */
+const startLateAgent = (proxy: FaultProxy, dataDir: string, sideDir: string): Promise<ServedAgent> =>
+  serveAgentIn(dataDir, proxy.socketPath, { engineDeadlines: { readTimeout: '2s', writeTimeout: '1s' }, policy: { allowedBindSources: [sideDir] } });
 
 describe('a start whose creates never answer in time', { skip }, () => {
-  test('waits instead of failing, and runs exactly once though the timed-out creates land late', async () => {
-    const proxy = await FaultProxy.start();
-    const dataDir = await dirs.make('berth-late-');
-    const sideDir = await dirs.make('berth-late-side-');
-    const runtime = await createAgent(
-      {
-        flags: {
-          dataDir,
-          socketPath: path.join(dataDir, 'agent.sock'),
-          engine: { socket: proxy.socketPath, readTimeout: '2s', writeTimeout: '1s' },
-          policy: { allowedBindSources: [sideDir] },
-        },
-        host: testHost(dataDir),
-      },
-      silentLogger,
-    );
-    const serving = await serveAgent(runtime, { processMetrics: false });
-    const client = AgentClient.connect({ host: `unix://${serving.socketPath}`, token: runtime.token });
-    try {
+  test('waits instead of failing, and runs exactly once though the timed-out creates land late', () =>
+    withAgentBehindProxy(dirs, 'late', startLateAgent, async ({ proxy, bindDir: sideDir, startAgent }) => {
+      const { runtime, client } = await startAgent();
       // Every create the driver tries for its first start (five attempts) answers after the deadline, and lands.
       const late = proxy.addRule({ method: 'POST', path: '/containers/create', fault: { kind: 'delay', delayMs: 2500, forwardIfClientGone: true }, times: 5 });
       const id = `late-create-${process.pid}`;
@@ -66,17 +44,9 @@ describe('a start whose creates never answer in time', { skip }, () => {
       assert.ok(proxy.count('POST', /^\/containers\/create$/) >= 5);
       assert.deepEqual({ endState: view.endState, exitCode: view.exitCode }, { endState: { kind: 'success', exitCode: 0 }, exitCode: 0 });
       assert.equal(await readFile(path.join(sideDir, id), 'utf8'), 'ran\n', 'the task ran exactly once');
-      const lines = [];
-      for await (const record of client.logs(id)) lines.push(record.text);
-      assert.deepEqual(lines, ['hello\n']);
+      assert.deepEqual(await taskOutput(client, id), ['hello\n']);
       await runtime.supervisor.idle();
       await runtime.driver.settled();
       assert.deepEqual(await engine.listContainers({ all: true, labels: [`${LABELS.taskId}=${id}`] }), [], 'no container of the task is left');
-    } finally {
-      client.close();
-      await serving.close();
-      await runtime.close();
-      await proxy.close();
-    }
-  });
+    }));
 });

@@ -1,10 +1,7 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
 import { Engine } from '../../src/engine/engine.js';
-import { BERTH_CLI, cleanEnv } from '../support/agent.js';
-import { assertOutputOnce, numberedLines, printLines } from '../support/fault-matrix.js';
+import { assertOutputOnce, numberedLines, printLines, runBerthWithin, type BoundedRun } from '../support/fault-matrix.js';
 import { addMixedFaults, seededRandom } from '../support/fault-mix.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
@@ -23,31 +20,10 @@ const direct = new Engine();
 const run = testRun(direct);
 const exitCodeOf = (i: number): number => i % 4;
 
-interface RunOutcome {
-  index: number;
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  hung: boolean;
-  stdout: string;
-  stderr: string;
-}
-
 /** `berth run` from source, on the proxy (DOCKER_HOST), killed when it outlives the bound. */
-async function berthRun(socketPath: string, index: number): Promise<RunOutcome> {
+async function berthRun(socketPath: string, index: number): Promise<BoundedRun & { index: number }> {
   const args = ['run', '-l', `${Object.keys(run.labels)[0]}=${run.id}`, TEST_IMAGE, 'sh', '-c', `${printLines(LINES)}; exit ${exitCodeOf(index)}`];
-  const child = spawn(process.execPath, [...BERTH_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ DOCKER_HOST: `unix://${socketPath}` }) });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  let hung = false;
-  const timer = setTimeout(() => {
-    hung = true;
-    child.kill('SIGKILL');
-  }, RUN_BOUND_MS);
-  const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
-  clearTimeout(timer);
-  return { index, code, signal, hung, stdout, stderr };
+  return { index, ...(await runBerthWithin(socketPath, args, RUN_BOUND_MS)) };
 }
 
 describe('berth run under a mix of engine faults', { skip: await requireEngine() }, () => {
@@ -63,7 +39,7 @@ describe('berth run under a mix of engine faults', { skip: await requireEngine()
 
   test(`${RUNS} runs under about 10% of faults each exit with their task's code, print its output once, leave nothing and none hangs`, { timeout: RUN_BOUND_MS * 3 + 60_000 }, async () => {
     const rules = addMixedFaults(proxy, { rate: 0.1, neverAnswering: 2 });
-    const outcomes: RunOutcome[] = [];
+    const outcomes: Array<BoundedRun & { index: number }> = [];
     let next = 0;
     await Promise.all(
       Array.from({ length: CONCURRENCY }, async () => {

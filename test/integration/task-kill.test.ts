@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
-import { after, afterEach, before, beforeEach, describe, test } from 'node:test';
+import { beforeEach, describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
-import { NEVER_MS } from '../support/fault-matrix.js';
-import { FaultProxy } from '../support/fault-proxy.js';
+import { NEVER_MS, shareFaultProxy } from '../support/fault-matrix.js';
+import type { FaultProxy } from '../support/fault-proxy.js';
 
 const direct = new Engine();
 const run = testRun(direct);
@@ -30,22 +30,14 @@ describe('handle.kill and the stop that falls back to a kill', { skip: await req
   let killsBefore = 0;
   const killsInCase = (): number => proxy.count('POST', KILL_PATH) - killsBefore;
 
-  before(async () => {
-    proxy = await FaultProxy.start();
+  shareFaultProxy(run, (started) => {
+    proxy = started;
     // Short stop deadlines and two stop attempts, so that a stop that never answers gives up in seconds.
     const engine = new Engine({ socketPath: proxy.socketPath, deadlines: { readMs: 2000, writeMs: 3000, stopExtraMs: 1000 } });
     driver = new TaskDriver({ engine, ownerId: `kill-${run.id}`, retry: { attempts: 2, initialDelayMs: 20, maxDelayMs: 100 } });
   });
   beforeEach(() => {
     killsBefore = proxy.count('POST', KILL_PATH);
-  });
-  afterEach(async () => {
-    proxy.reset();
-    await run.cleanup();
-  });
-  after(async () => {
-    await proxy.close();
-    await run.cleanup();
   });
 
   test('kill() sends SIGKILL: the task ends as the engine reports it, failed with 137, not cancelled', async () => {

@@ -10,13 +10,17 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { buildAgent, type AgentRuntime } from '../../src/agent/agent.js';
 import { AgentClient } from '../../src/agent/client.js';
 import type { AgentConfigInput } from '../../src/agent/config.js';
 import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
-import { silentLogger } from '../../src/common/logger.js';
-import { pollUntil } from './engine.js';
+import type { ErrorCode } from '../../src/common/errors.js';
+import { silentLogger, type Logger } from '../../src/common/logger.js';
+import type { Engine } from '../../src/engine/engine.js';
+import { pollUntil, testRun, type TestRun } from './engine.js';
+import { FaultProxy } from './fault-proxy.js';
 
 /**
  * Node's arguments that run the CLI from its TypeScript source, as `node bin/berth.js` does in a
@@ -234,6 +238,20 @@ export function tempDirs(): TempDirs {
   };
 }
 
+/**
+ * What an agent test file works in: its run on `engine` (labels, clean-up) and its temporary
+ * directories, both cleaned up after the file's last test (registers a node:test `after` hook).
+ */
+export function agentTestFile(engine: Engine): { run: TestRun; dirs: TempDirs } {
+  const run = testRun(engine);
+  const dirs = tempDirs();
+  after(async () => {
+    await run.cleanup();
+    await dirs.removeAll();
+  });
+  return { run, dirs };
+}
+
 /** The host facts an in-process agent's configuration reads (ConfigSources.host), with `dataDir` as home. */
 export function testHost(dataDir: string): { uid: number; homedir: string; totalMemoryBytes: number; cpuCount: number } {
   return { uid: process.getuid?.() ?? 1000, homedir: dataDir, totalMemoryBytes: os.totalmem(), cpuCount: os.cpus().length };
@@ -245,21 +263,32 @@ export interface ServedAgent {
   readonly runtime: AgentRuntime;
   readonly serving: ServingAgent;
   readonly client: AgentClient;
-  /** Waits (at most 30 s) for its tasks, then closes the client, the API and the agent, and removes the data directory. */
+  /** Closes the client, the API and the agent (startServedAgent's: after waiting at most 30 s for its tasks, and removes the data directory). */
   close(): Promise<void>;
 }
 
+/** An in-process agent's configuration besides its data directory, socket and engine; engine deadlines as the configuration spells them. */
+export type AgentFlags = Omit<AgentConfigInput, 'dataDir' | 'socketPath' | 'engine'> & { engineDeadlines?: { readTimeout?: string; writeTimeout?: string } };
+
+export interface ServeAgentInOptions {
+  /** The agent's logger; silent unless given. */
+  logger?: Logger;
+  /** Told every error code the agent counts, from before its start, so that what recovery meets is counted too. */
+  onError?: (code: ErrorCode) => void;
+}
+
 /**
- * Builds, serves and starts an agent on a fresh data directory whose engine is at `engineSocket`
- * (a fault proxy's, or an engine of the test's own); `flags` adds configuration.
+ * Builds, serves and starts an agent on `dataDir` (kept on close, so that a test can start another
+ * agent on it) whose engine is at `engineSocket` (a fault proxy's, or an engine of the test's own);
+ * `flags` adds configuration.
  */
-export async function startServedAgent(
-  engineSocket: string,
-  flags: Omit<AgentConfigInput, 'dataDir' | 'socketPath' | 'engine'> & { engineDeadlines?: { readTimeout?: string; writeTimeout?: string } } = {},
-): Promise<ServedAgent> {
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-agent-'));
+export async function serveAgentIn(dataDir: string, engineSocket: string, flags: AgentFlags = {}, options: ServeAgentInOptions = {}): Promise<ServedAgent> {
   const { engineDeadlines, ...rest } = flags;
-  const runtime = await buildAgent({ flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: engineSocket, ...engineDeadlines }, ...rest }, host: testHost(dataDir) }, silentLogger);
+  const runtime = await buildAgent(
+    { flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: engineSocket, ...engineDeadlines }, ...rest }, host: testHost(dataDir) },
+    options.logger ?? silentLogger,
+  );
+  if (options.onError) runtime.onError(options.onError);
   const serving = await serveAgent(runtime, { processMetrics: false });
   await runtime.start();
   const client = AgentClient.connect({ host: `unix://${serving.socketPath}`, token: runtime.token });
@@ -270,12 +299,84 @@ export async function startServedAgent(
     client,
     async close() {
       client.close();
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([runtime.supervisor.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, 30_000)))]);
-      clearTimeout(timer);
       await serving.close();
       await runtime.close();
+    },
+  };
+}
+
+/**
+ * Builds, serves and starts an agent on a fresh data directory whose engine is at `engineSocket`
+ * (a fault proxy's, or an engine of the test's own); `flags` adds configuration.
+ */
+export async function startServedAgent(engineSocket: string, flags: AgentFlags = {}): Promise<ServedAgent> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-agent-'));
+  const agent = await serveAgentIn(dataDir, engineSocket, flags);
+  return {
+    ...agent,
+    async close() {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([agent.runtime.supervisor.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, 30_000)))]);
+      clearTimeout(timer);
+      await agent.close();
       await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** The texts of a task's recorded output, in order, read through the agent's API. */
+export async function taskOutput(client: AgentClient, taskId: string): Promise<string[]> {
+  const texts: string[] = [];
+  for await (const record of client.logs(taskId)) texts.push(record.text);
+  return texts;
+}
+
+/** One case of an agent behind a fault proxy on the real engine (see withAgentBehindProxy). */
+export interface ProxiedAgentCase<A extends ServedAgent> {
+  readonly proxy: FaultProxy;
+  /** The agent's data directory: every agent of the case starts on it, so a second one is a restart. */
+  readonly dataDir: string;
+  /** A directory the case's tasks may bind (the agent's policy must allow it: `start` is told it). */
+  readonly bindDir: string;
+  /** Starts an agent on `dataDir` behind the proxy; it is closed at the end of the case unless the case closed it. */
+  startAgent(): Promise<A>;
+}
+
+/**
+ * Runs one case against a fresh fault proxy, with a fresh data directory and a directory to bind
+ * (from `dirs`, named after `name`); `start` starts an agent on them. Afterwards, whether the case
+ * passed or not, closes every agent it left open and then the proxy.
+ */
+export async function withAgentBehindProxy<A extends ServedAgent>(
+  dirs: TempDirs,
+  name: string,
+  start: (proxy: FaultProxy, dataDir: string, bindDir: string) => Promise<A>,
+  body: (tested: ProxiedAgentCase<A>) => Promise<void>,
+): Promise<void> {
+  const proxy = await FaultProxy.start();
+  const open = new Set<ServedAgent>();
+  try {
+    const dataDir = await dirs.make(`berth-${name}-`);
+    const bindDir = await dirs.make(`berth-${name}-bind-`);
+    await body({
+      proxy,
+      dataDir,
+      bindDir,
+      async startAgent() {
+        const agent = await start(proxy, dataDir, bindDir);
+        const tracked: A = {
+          ...agent,
+          async close() {
+            open.delete(tracked);
+            await agent.close();
+          },
+        };
+        open.add(tracked);
+        return tracked;
+      },
+    });
+  } finally {
+    for (const agent of open) await agent.close();
+    await proxy.close();
+  }
 }

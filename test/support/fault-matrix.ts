@@ -322,6 +322,58 @@ function checkOutcome(call: CallKind, fault: FaultName, outcome: Outcome): void 
   assert.ok(isBerthError(exec.error), `the exec failed with an untyped error: ${String(exec.error)}`);
 }
 
+/**
+ * Registers the hooks of a describe whose cases share one fault proxy: it is started before the
+ * first case and told to `onStart` (which builds what runs on it), its rules are reset and the run's
+ * objects removed after each case, and it is closed and the run cleaned up after the last. Hooks the
+ * caller registers later run after these.
+ */
+export function shareFaultProxy(run: TestRun, onStart: (proxy: FaultProxy) => void | Promise<void>): void {
+  let proxy: FaultProxy | undefined;
+  before(async () => {
+    proxy = await FaultProxy.start();
+    await onStart(proxy);
+  });
+  afterEach(async () => {
+    proxy?.reset();
+    await run.cleanup();
+  });
+  after(async () => {
+    await proxy?.close();
+    await run.cleanup();
+  });
+}
+
+/** How a `berth` process run by `runBerthWithin` ended. */
+export interface BoundedRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** Whether it outlived the bound and was killed (SIGKILL). */
+  hung: boolean;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs the CLI from source with `args` on the engine at `socketPath` (DOCKER_HOST, no other BERTH_*
+ * variable), to its end, and kills it when it outlives `boundMs`: a hang is reported, never waited for.
+ */
+export async function runBerthWithin(socketPath: string, args: readonly string[], boundMs: number): Promise<BoundedRun> {
+  const child = spawn(process.execPath, [...BERTH_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ DOCKER_HOST: `unix://${socketPath}` }) });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  let hung = false;
+  const timer = setTimeout(() => {
+    hung = true;
+    child.kill('SIGKILL');
+  }, boundMs);
+  const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
+  clearTimeout(timer);
+  return { code, signal, hung, stdout, stderr };
+}
+
 function addRule(proxy: FaultProxy, call: CallKind, fault: FaultName): FaultRule {
   const target = CALLS[call];
   return proxy.addRule({ method: target.method, path: target.path, fault: faultFor(fault, call), times: 1 });
@@ -346,8 +398,8 @@ export async function describeLibraryMatrix(title: string, calls: ReadonlyArray<
     let images: ImageCoordinator | undefined;
     const ctx = {} as LibraryContext;
 
-    before(async () => {
-      proxy = await FaultProxy.start();
+    shareFaultProxy(run, async (started) => {
+      proxy = started;
       const engine = new Engine({ socketPath: proxy.socketPath, deadlines: SHORT_DEADLINES });
       let image = TEST_IMAGE;
       if (usesRegistry) {
@@ -367,13 +419,7 @@ export async function describeLibraryMatrix(title: string, calls: ReadonlyArray<
         pull: usesRegistry ? 'always' : 'if-not-present',
       } satisfies LibraryContext);
     });
-    afterEach(async () => {
-      proxy.reset();
-      await run.cleanup();
-    });
     after(async () => {
-      await proxy.close();
-      await run.cleanup();
       await images?.close();
       if (registries) {
         await removeRunImages(direct, run.id).catch(() => undefined);
@@ -478,18 +524,7 @@ export async function describeCliMatrix(title: string, calls: readonly CallKind[
           try {
             const rule = addRule(proxy, call, fault);
             const args = ['run', '-l', `${TEST_RUN_LABEL}=${run.id}`, '-l', caseLabel, TEST_IMAGE, 'sh', '-c', `${printLines(LINE_COUNT)}; exit ${EXIT_CODE}`];
-            const child = spawn(process.execPath, [...BERTH_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ DOCKER_HOST: `unix://${proxy.socketPath}` }) });
-            let stdout = '';
-            let stderr = '';
-            child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-            child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-            let hung = false;
-            const timer = setTimeout(() => {
-              hung = true;
-              child.kill('SIGKILL');
-            }, CLI_BOUND_MS);
-            const [code] = (await once(child, 'close')) as [number | null];
-            clearTimeout(timer);
+            const { code, hung, stderr, stdout } = await runBerthWithin(proxy.socketPath, args, CLI_BOUND_MS);
             assert.equal(hung, false, `berth run did not exit within ${CLI_BOUND_MS / 1000} s (killed); stderr: ${stderr}`);
             assert.equal(rule.fired, 1, `the fault was injected on a ${call} call (${rule.matched} such calls were made)`);
             assert.equal(code, EXIT_CODE, `berth run exited ${code}; stderr: ${stderr}`);
