@@ -241,6 +241,8 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
    * call it then; `start` calls it again just before the create.
    */
   resolveBindSources(spec: ResolvedTaskSpec, policy: BindSourcePolicy = this.#policy): readonly ResolvedBindSource[] {
+    // Without a bind there is nothing to resolve: the guards' file system calls are skipped.
+    if (!spec.mounts.some((mount) => mount.type === 'bind')) return [];
     // The guards are read each time: a restarted engine makes its socket anew.
     return resolveBindSources(spec.mounts, policy, engineSocketGuards(this.#engine.socketPath, this.#protectedHostPaths));
   }
