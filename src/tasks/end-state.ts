@@ -16,6 +16,12 @@ export type EndState =
 
 export type EndKind = EndState['kind'];
 
+/** Every end kind, for schemas and filters; the type below fails to compile if the list and EndState part. */
+export const END_KINDS = ['success', 'failed', 'oom', 'timed-out', 'cancelled', 'lost'] as const satisfies readonly EndKind[];
+type MissingEndKind = Exclude<EndKind, (typeof END_KINDS)[number]>;
+const everyEndKindListed: MissingEndKind extends never ? true : never = true;
+void everyEndKindListed;
+
 export interface ExitFacts {
   exitCode: number;
   oomKilled: boolean;

@@ -1,5 +1,6 @@
 import { TASK_STATES } from '../../state/tasks.js';
 import { TASK_ID, TASK_ID_MAX_LENGTH } from '../../tasks/driver.js';
+import { END_KINDS } from '../../tasks/end-state.js';
 
 /**
  * The JSON schemas of the agent's HTTP API: fastify validates request bodies and query strings with
@@ -23,8 +24,6 @@ export const TASK_ID_PATTERN = TASK_ID.source;
  * character of it (three characters each), with room to spare.
  */
 export const MAX_PARAM_LENGTH = 4 * TASK_ID_MAX_LENGTH;
-
-const END_KINDS = ['success', 'failed', 'oom', 'timed-out', 'cancelled', 'lost'] as const;
 
 const isoTime: JsonSchema = { type: 'string', format: 'date-time' };
 
