@@ -6,7 +6,8 @@ import { addExecCommand } from './exec.js';
 import { addPruneCommand } from './prune.js';
 import { addRunCommand, type CliIo } from './run.js';
 import { addStatsCommand } from './stats.js';
-import { addTaskCommands, describeDetachOnRun, runDetached } from './tasks.js';
+import { describeDetachOnRun, runDetached } from './submit.js';
+import { addTaskCommands } from './tasks.js';
 
 /** Runs the berth CLI and resolves with its exit code. Writes to io; never calls process.exit. */
 export async function main(argv: readonly string[], io: CliIo): Promise<number> {

@@ -4,7 +4,7 @@ import { collect } from './flags.js';
 import { formatBytes } from '../common/units.js';
 import { renderTable, shortId, writeJson } from './output.js';
 import type { CliIo } from './run.js';
-import { agentCommand, withClient, type AgentFlags } from './tasks.js';
+import { agentCommand, withClient, type AgentFlags } from './client.js';
 
 /** What a prune removed, one row per kind, then the total. */
 export function renderPruneReport(report: PruneView): string {

@@ -8,7 +8,7 @@ import { AgentClient, agentError } from '../../../../src/agent/client.js';
 import { answerClientError, clientErrorResponse, toErrorResponse } from '../../../../src/agent/http/errors.js';
 import { API_ROUTES, MAX_PARAM_LENGTH, TASK_ID_MAX_LENGTH } from '../../../../src/agent/http/schemas.js';
 import { TASK_ID } from '../../../../src/tasks/driver.js';
-import { exitCodeForClientError } from '../../../../src/cli/tasks.js';
+import { exitCodeForClientError } from '../../../../src/cli/client.js';
 
 const errnoError = (code: string): NodeJS.ErrnoException => Object.assign(new Error(code), { code });
 

@@ -1,0 +1,39 @@
+import type { Command } from 'commander';
+import type { Writable } from 'node:stream';
+import { agentCommand, withClient, write, type AgentFlags } from './client.js';
+import { endedByUser } from './interrupts.js';
+import type { CliIo } from './run.js';
+
+/** `berth logs`: a task's output, its stdout to stdout and its stderr to stderr. */
+export function addLogsCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
+  const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
+agentCommand(program, 'logs', 'Print a task\'s output: its stdout to stdout, its stderr to stderr')
+  .argument('<task-id>')
+  .option('-f, --follow', 'keep printing new output until the task\'s output ends')
+  .option('--since <time>', 'only output after this time (RFC 3339, e.g. a timestamp printed by -t)')
+  .option('-t, --timestamps', 'prefix each line with the engine\'s timestamp')
+  .action((taskId: string, flags: AgentFlags & { follow?: boolean; since?: string; timestamps?: boolean }) =>
+    run(() =>
+      withClient(io, flags, async (client) => {
+        const abort = new AbortController();
+        const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
+        try {
+          for await (const record of client.logs(taskId, { follow: flags.follow ?? false, ...(flags.since !== undefined ? { since: flags.since } : {}), signal: abort.signal })) {
+            if (flags.json) {
+              io.stdout.write(`${JSON.stringify(record)}\n`);
+            } else {
+              const out: Writable = record.stream === 'stderr' ? io.stderr : io.stdout;
+              await write(out, flags.timestamps ? `${record.timestamp} ${record.text}` : record.text);
+            }
+          }
+        } catch (error) {
+          // Ctrl-C ends a follow (exit 0): that is how people stop one; SIGTERM exits 143.
+          if (!abort.signal.aborted) throw error;
+        } finally {
+          removeInterrupt();
+        }
+        return endedByUser(io);
+      }),
+    ),
+  );
+}

@@ -1,0 +1,112 @@
+import { Command } from 'commander';
+import type { Readable } from 'node:stream';
+import { ValidationError } from '../common/errors.js';
+import type { StoredTaskSpec } from '../state/tasks.js';
+import { agentCommand, exitCodeForClientError, withClient, type AgentFlags } from './client.js';
+import { errorLine, writeJson } from './output.js';
+import { addRunCommand, specFromRunFlags, type CliIo } from './run.js';
+
+/** Reads stdin to its end as text, for `submit -i`: the agent keeps a task's stdin as text. */
+async function readText(stream: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+type RunFlags = Parameters<typeof specFromRunFlags>[2] & { interactive?: boolean; name?: string; keep?: boolean; detach?: boolean };
+
+async function submitTask(io: CliIo, image: string, command: string[], flags: RunFlags & AgentFlags): Promise<number> {
+  if (flags.tty) throw new ValidationError([{ field: '--tty', rule: 'is not supported by the agent (it reads output from the engine log); use berth run -t' }]);
+  const { interactive, ...rest } = flags;
+  const spec = specFromRunFlags(image, command, { ...rest, interactive: false }, io) as StoredTaskSpec;
+  if (interactive) spec.stdin = await readText(io.stdin);
+  return withClient(io, flags, async (client) => {
+    const { task, created } = await client.submitTask({ ...(flags.name !== undefined ? { id: flags.name } : {}), spec });
+    // Submitting is idempotent: the same name and spec again is that task, not a second one.
+    if (!created) io.stderr.write(`task ${task.id} was submitted before with the same spec (it is ${task.state}); not submitted again\n`);
+    if (flags.json) writeJson(io.stdout, task);
+    else io.stdout.write(`${task.id}\n`);
+    return 0;
+  });
+}
+
+/** A run command on a silent program of its own: its options and parsing, without its action. */
+function scratchRunCommand(io: CliIo): { program: Command; run: Command } {
+  const program = new Command('berth')
+    .enablePositionalOptions()
+    .exitOverride()
+    .configureOutput({ writeOut: () => undefined, writeErr: () => undefined });
+  addRunCommand(program, io, () => undefined);
+  const run = program.commands.find((c) => c.name() === 'run');
+  if (!run) throw new Error('addRunCommand added no run command');
+  return { program, run };
+}
+
+/**
+ * Parses argv as `berth run` would and says whether it is a detached run, with its arguments. The
+ * run command's own options are reused (addRunCommand on a scratch program whose action only
+ * captures), so `run --detach` accepts exactly what `run` accepts.
+ */
+function parseDetachedRun(argv: readonly string[], io: CliIo): Promise<{ image: string; command: string[]; flags: RunFlags } | undefined> {
+  if (argv[0] !== 'run') return Promise.resolve(undefined);
+  const { program: scratch, run } = scratchRunCommand(io);
+  let captured: { image: string; command: string[]; flags: RunFlags } | undefined;
+  run.option('-d, --detach', 'submit the task to the agent and print its id, as berth submit does').action((image: string, command: string[], flags: RunFlags) => {
+    captured = { image, command, flags };
+  });
+  // A usage error is the real parse's to report.
+  return scratch.parseAsync([...argv], { from: 'user' }).then(
+    () => (captured?.flags.detach ? captured : undefined),
+    () => undefined,
+  );
+}
+
+/**
+ * Handles `berth run --detach …` (or `-d`) as `berth submit …`; resolves undefined for anything
+ * else, which the program then parses as usual.
+ */
+export async function runDetached(argv: readonly string[], io: CliIo): Promise<number | undefined> {
+  const detached = await parseDetachedRun(argv, io);
+  if (!detached) return undefined;
+  if (detached.flags.keep) io.stderr.write('berth: --keep has no effect with --detach: the agent removes a task\'s container when it ends\n');
+  return submitTask(io, detached.image, detached.command, detached.flags);
+}
+
+/** Adds `-d, --detach` to the run command's help; the work is `runDetached`'s. */
+export function describeDetachOnRun(program: Command): void {
+  program.commands.find((c) => c.name() === 'run')?.option('-d, --detach', 'submit the task to the agent and print its id, as berth submit does');
+}
+
+/** Options of berth run that make no sense for a task the agent runs. */
+const RUN_ONLY_OPTIONS = new Set(['--keep', '--tty', '--detach']);
+
+/**
+ * Gives a command the same flags as berth run, taken from the run command itself, so that a
+ * command line moves between run and submit unchanged and a flag added to run reaches submit.
+ */
+function addRunStyleOptions(command: Command, io: CliIo): Command {
+  for (const option of scratchRunCommand(io).run.options) {
+    if (!RUN_ONLY_OPTIONS.has(option.long ?? '')) command.addOption(option);
+  }
+  return command;
+}
+
+/** `berth submit`: the task goes to the agent, which starts it when it fits its budget. */
+export function addSubmitCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
+  const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
+addRunStyleOptions(agentCommand(program, 'submit', 'Submit a task to the agent and print its id; it starts when it fits the agent\'s budget'), io)
+  .argument('<image>', 'image to run')
+  .argument('[command...]', 'command and arguments (default: the image\'s)')
+  .passThroughOptions()
+  .action((image: string, command: string[], flags: RunFlags & AgentFlags) =>
+    run(async () => {
+      try {
+        return await submitTask(io, image, command, flags);
+      } catch (error) {
+        // A bad flag, caught before anything was sent.
+        io.stderr.write(`${errorLine(error)}\n`);
+        return exitCodeForClientError(error);
+      }
+    }),
+  );
+}
