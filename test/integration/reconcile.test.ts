@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { systemClock } from '../../src/common/clock.js';
 import { LABELS } from '../../src/common/labels.js';
 import type { Logger } from '../../src/common/logger.js';
 import { Engine } from '../../src/engine/engine.js';
@@ -42,6 +43,9 @@ async function remaining(): Promise<Set<string>> {
 describe('dangling-container reconciler against the real engine', { skip: await requireEngine() }, () => {
   let proxy: FaultProxy;
   const ids = { dangling: '', otherOwner: '', unlabelled: '', tracked: '', young: '' };
+  // The sweeps' "now": the moment the young container was made. A loaded machine may take longer than
+  // the grace between that and a sweep; a frozen clock keeps it young, and the others stay old.
+  let sweepNowMs = 0;
 
   before(async () => {
     proxy = await FaultProxy.start();
@@ -61,6 +65,7 @@ describe('dangling-container reconciler against the real engine', { skip: await 
       { timeoutMs: 15_000, intervalMs: 100 },
     );
     ids.young = await startTestContainer(direct, run, { cmd: sleep, name: run.name('young'), labels: berthLabels(OWNER, 'being-created') });
+    sweepNowMs = Date.now();
   });
 
   after(async () => {
@@ -73,6 +78,7 @@ describe('dangling-container reconciler against the real engine', { skip: await 
       engine: new Engine({ socketPath: proxy.socketPath }),
       ownerId: OWNER,
       trackedContainerIds: () => [ids.tracked],
+      clock: { ...systemClock, now: () => sweepNowMs },
       // The dangling pass alone (orphans have test/integration/orphans.test.ts): one list per sweep, and no other run's orphan touched.
       options: { creationGrace: GRACE_MS, orphans: false, ...options },
     });
