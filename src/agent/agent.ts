@@ -136,6 +136,9 @@ export async function createAgent(sources: ConfigSources, logger: Logger): Promi
   return runtime;
 }
 
+/** How often the event log is trimmed to its window (`events.window`, `events.maxCount`). */
+const EVENT_TRIM_PERIOD_MS = 10_000;
+
 /**
  * Builds the agent's parts (store, token, engine client, supervisor …) without waiting for the
  * engine: the caller may serve the API first, so that health and reads answer while a wedged engine
@@ -149,7 +152,12 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
   const agentId = initial.agentId ?? store.meta.ensure(META_KEYS.agentId, () => `agent-${randomUUID().slice(0, 8)}`);
   const token = await ensureToken(initial.dataDir);
   const engine = new Engine({ ...initial.engine, deadlines: initial.engineDeadlines });
-  const events = new AgentEvents();
+  const events = new AgentEvents({ log: store.events, logger });
+  // The window is trimmed now and every few seconds, so the log stays within it on a busy host too.
+  const trimEvents = (): number => events.trim({ maxAgeMs: config.current().events.windowMs, maxCount: config.current().events.maxCount });
+  trimEvents();
+  const eventTrimmer = setInterval(trimEvents, EVENT_TRIM_PERIOD_MS);
+  eventTrimmer.unref();
   const images = new ImageCoordinator({
     engine,
     logger,
@@ -240,6 +248,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
     await starting?.catch(() => undefined);
     await garbage.close();
     await supervisor.shutdown();
+    clearInterval(eventTrimmer);
     store.close();
   };
   let closed: Promise<void> | undefined;

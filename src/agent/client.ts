@@ -220,10 +220,12 @@ export class AgentClient {
 
   /**
    * Subscribes to the agent's events. Resolves once the agent has subscribed, so that every event
-   * after that is delivered: subscribe, then act, then read.
+   * after that is delivered: subscribe, then act, then read. With `since` (an event id, or an RFC 3339
+   * time), the logged events after it come first; BERTH_EVENTS_EXPIRED when they are no longer kept.
    */
-  async events(options: CallOptions = {}): Promise<EventSubscription> {
-    const response = await this.#send('GET', '/v1/events', { signal: options.signal, deadlineMs: 0 });
+  async events(options: CallOptions & { since?: string | number } = {}): Promise<EventSubscription> {
+    const query = options.since === undefined ? '' : `?since=${encodeURIComponent(String(options.since))}`;
+    const response = await this.#send('GET', `/v1/events${query}`, { signal: options.signal, deadlineMs: 0 });
     await this.#throwIfFailed(response);
     const guard = this.#guard.bind(this);
     return {

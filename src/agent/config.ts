@@ -72,6 +72,15 @@ export interface AgentConfigInput {
      */
     maxConnections?: number;
   };
+  events?: {
+    /**
+     * How long events are kept for clients that resume a stream (`Last-Event-ID`, `since`); a client
+     * that asks for older ones is told they are gone (410). Default "1h"; 1m to 30d.
+     */
+    window?: DurationInput;
+    /** At most this many events are kept, newest first. Default 100000; 100 to 10000000. */
+    maxCount?: number;
+  };
   health?: {
     /**
      * How long `/healthz` waits for the engine's answer to one ping (never retried) before it
@@ -174,6 +183,8 @@ export interface AgentConfig {
   /** Bounds on the API's clients (ServerLimits), applied to both listeners. */
   readonly http: { readonly headersTimeoutMs: number; readonly requestTimeoutMs: number; readonly keepAliveTimeoutMs: number; readonly maxConnections: number };
   readonly health: { readonly engineTimeoutMs: number };
+  /** The event log's window: events older or beyond the count are trimmed. */
+  readonly events: { readonly windowMs: number; readonly maxCount: number };
   /** `startOutageLimitMs` undefined means a task waits for the engine without bound. */
   readonly tasks: { readonly startOutageLimitMs?: number; readonly relistPeriodMs: number };
   /** The SpecPolicy every submitted spec is checked against. */
@@ -233,6 +244,8 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'http.keepAliveTimeout': 'duration',
   'http.maxConnections': 'integer',
   'health.engineTimeout': 'duration',
+  'events.window': 'duration',
+  'events.maxCount': 'integer',
   'tasks.startOutageLimit': 'duration',
   'policy.allowedBindSources': 'list',
   'policy.allowPrivileged': 'boolean',
@@ -291,6 +304,8 @@ export const CONFIG_BOUNDS = Object.freeze({
   'http.requestTimeout': { minMs: 100, maxMs: 60 * MINUTE_MS },
   'http.keepAliveTimeout': { minMs: 100, maxMs: 10 * MINUTE_MS },
   'http.maxConnections': { min: 1, max: 65_536 },
+  'events.window': { minMs: MINUTE_MS, maxMs: 30 * 24 * 60 * MINUTE_MS },
+  'events.maxCount': { min: 100, max: 10_000_000 },
   'tasks.startOutageLimit': { minMs: SECOND_MS, maxMs: DURATION_LIMITS.longMs },
   'tasks.relistPeriod': DRIVER_OPTION_BOUNDS.relistPeriodMs,
   'defaults.resources.memory': SPEC_BOUNDS.memory,
@@ -339,6 +354,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     engine: { socket: '/var/run/docker.sock', readTimeout: '10s', writeTimeout: '30s' },
     http: { headersTimeout: '10s', requestTimeout: '30s', keepAliveTimeout: '5s', maxConnections: 512 },
     health: { engineTimeout: '2s' },
+    events: { window: '1h', maxCount: 100_000 },
     tasks: { startOutageLimit: '15m', relistPeriod: '5s' },
     policy: { allowedBindSources: [], allowPrivileged: false, allowedCapabilities: [], allowHostNetwork: false },
     defaults: { resources: { memory: '256m', cpuMilli: 250, pidsLimit: 1024 } },
@@ -428,6 +444,7 @@ function buildSchema(host: HostFacts) {
       maxConnections: countOption(CONFIG_BOUNDS['http.maxConnections']),
     }).refine((http) => http.headersTimeout <= http.requestTimeout, { message: 'must be at most http.requestTimeout', path: ['headersTimeout'] }),
     health: section({ engineTimeout: duration('2s', CONFIG_BOUNDS['health.engineTimeout']) }),
+    events: section({ window: duration('1h', CONFIG_BOUNDS['events.window']), maxCount: countOption(CONFIG_BOUNDS['events.maxCount']) }),
     tasks: section({ startOutageLimit: durationOrOffOption(CONFIG_BOUNDS['tasks.startOutageLimit'], '15m'), relistPeriod: duration('5s', CONFIG_BOUNDS['tasks.relistPeriod']) }),
     policy: section({
       allowedBindSources: list(/^\//, 'must be an absolute host path'),
@@ -630,6 +647,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
       maxConnections: c.http.maxConnections,
     },
     health: { engineTimeoutMs: c.health.engineTimeout },
+    events: { windowMs: c.events.window, maxCount: c.events.maxCount },
     tasks: { relistPeriodMs: c.tasks.relistPeriod, ...(c.tasks.startOutageLimit !== undefined ? { startOutageLimitMs: c.tasks.startOutageLimit } : {}) },
     policy: {
       allowPrivileged: c.policy.allowPrivileged,

@@ -1,11 +1,22 @@
+import { BerthError } from '../common/errors.js';
 import { Events, type Unsubscribe } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import type { ImageCoordinator } from '../images/index.js';
 import type { DanglingContainer, DanglingReconciler, OrphanedContainer } from '../reconcile/index.js';
+import type { EventLogRepository } from '../state/events.js';
 import type { StoredEndState, TaskState } from '../state/tasks.js';
 
-/** Everything the agent announces on its event stream (`GET /v1/events`). */
-export type AgentEvent =
+/** Everything the agent announces on its event stream (`GET /v1/events`), each with its id. */
+export type AgentEvent = AgentEventBody & {
+  /**
+   * Increasing, never reused (kept in the event log across restarts): a client that lost its stream
+   * resumes after the last id it saw. Absent only when the event could not be logged (a full disk).
+   */
+  id?: number;
+};
+
+/** An event as a component announces it. */
+export type AgentEventBody =
   | { type: 'task.state'; taskId: string; state: TaskState; endState?: StoredEndState; at: string }
   | { type: 'image.pull'; phase: 'started' | 'shared' | 'finished' | 'failed'; image: string; imageId?: string; error?: string; at: string }
   | { type: 'image.removed'; imageId: string; at: string }
@@ -23,25 +34,106 @@ export type AgentEvent =
     }
   | { type: 'prune'; removed: Record<string, number>; reclaimedBytes: number; at: string };
 
+/** Where events are kept for replay: the state's event log (see src/state/events.ts). */
+export type EventLog = Pick<EventLogRepository, 'append' | 'after' | 'idBefore' | 'bounds' | 'trim'>;
+
+/** How long and how many events are kept for clients that resume (`events.window`, `events.maxCount`). */
+export interface EventWindow {
+  readonly maxAgeMs: number;
+  readonly maxCount: number;
+}
+
+/** Where a resumed stream starts: after an event id, or after a time. */
+export type EventResume = { readonly afterId: number } | { readonly afterMs: number };
+
+/** A page of a replay. */
+const REPLAY_PAGE = 500;
+
 /**
  * Distributes agent events to subscribers (the SSE endpoint, metrics), with the library's one event
  * mechanism: a subscriber that throws is skipped, never thrown into the supervisor that published.
+ * With a log, each event gets its id there first, so a client can resume after it.
  */
 export class AgentEvents {
   readonly #events = new Events<{ event: AgentEvent }>();
+  readonly #log: EventLog | undefined;
+  readonly #logger: Logger | undefined;
+  #nextId = 1;
+  #logFailing = false;
+
+  constructor(init: { log?: EventLog; logger?: Logger } = {}) {
+    this.#log = init.log;
+    this.#logger = init.logger;
+  }
 
   /** Publishes an event; `at` is filled in when omitted. */
-  emit(event: DistributiveOmit<AgentEvent, 'at'> & { at?: string }): void {
-    this.#events.emit('event', { ...event, at: event.at ?? new Date().toISOString() } as AgentEvent);
+  emit(event: DistributiveOmit<AgentEventBody, 'at'> & { at?: string }): void {
+    const at = event.at ?? new Date().toISOString();
+    const body = { ...event, at } as AgentEventBody;
+    this.#events.emit('event', { id: this.#record(body), ...body });
   }
 
   /** Calls `listener` with every later event; returns its unsubscribe. */
   subscribe(listener: (event: AgentEvent) => void): Unsubscribe {
     return this.#events.on('event', listener);
   }
+
+  /**
+   * Where a replay from `resume` starts (the id it comes after), or BERTH_EVENTS_EXPIRED when events
+   * after it were trimmed away: the client has missed events it can no longer get.
+   */
+  replayStart(resume: EventResume): number {
+    if (!this.#log) throw new BerthError('BERTH_EVENTS_EXPIRED', 'this agent keeps no event log: events cannot be replayed');
+    const bounds = this.#log.bounds();
+    if ('afterId' in resume) {
+      if (resume.afterId + 1 < bounds.firstKeptId) {
+        throw new BerthError('BERTH_EVENTS_EXPIRED', `events after ${resume.afterId} are no longer kept: the oldest kept is ${bounds.firstKeptId}; read the current state (GET /v1/tasks) and subscribe again without Last-Event-ID`, {
+          context: { afterId: resume.afterId, firstKeptId: bounds.firstKeptId },
+        });
+      }
+      return Math.min(resume.afterId, bounds.lastId);
+    }
+    if (bounds.trimmedThroughMs !== undefined && resume.afterMs < bounds.trimmedThroughMs) {
+      throw new BerthError('BERTH_EVENTS_EXPIRED', `events since ${new Date(resume.afterMs).toISOString()} are no longer all kept: the oldest kept are from after ${new Date(bounds.trimmedThroughMs).toISOString()}`, {
+        context: { afterMs: resume.afterMs, trimmedThroughMs: bounds.trimmedThroughMs },
+      });
+    }
+    return this.#log.idBefore(resume.afterMs);
+  }
+
+  /** Up to a page of the logged events after `id`, oldest first. */
+  replayPage(afterId: number): AgentEvent[] {
+    return (this.#log?.after(afterId, REPLAY_PAGE) ?? []).map((stored) => ({ ...(JSON.parse(stored.body) as AgentEventBody), id: stored.id }));
+  }
+
+  /** Drops the logged events outside the window; returns how many. A failure is logged, not thrown. */
+  trim(window: EventWindow, nowMs: number = Date.now()): number {
+    if (!this.#log) return 0;
+    try {
+      return this.#log.trim(nowMs - window.maxAgeMs, window.maxCount);
+    } catch (error) {
+      this.#logger?.warn({ err: error }, 'could not trim the event log; it is tried again at the next trim');
+      return 0;
+    }
+  }
+
+  #record(body: AgentEventBody): number | undefined {
+    if (!this.#log) return this.#nextId++;
+    try {
+      const id = this.#log.append(Date.parse(body.at), JSON.stringify(body));
+      if (this.#logFailing) this.#logger?.info({}, 'the event log takes events again');
+      this.#logFailing = false;
+      return id;
+    } catch (error) {
+      // The live stream goes on without an id: such an event cannot be resumed after, nothing else is lost.
+      if (!this.#logFailing) this.#logger?.warn({ err: error }, 'could not log an event (it is sent live without an id); a client that resumes will miss it');
+      this.#logFailing = true;
+      return undefined;
+    }
+  }
 }
 
-type ReconciledEvent = DistributiveOmit<Extract<AgentEvent, { type: 'container.reconciled' }>, 'at'>;
+type ReconciledEvent = DistributiveOmit<Extract<AgentEventBody, { type: 'container.reconciled' }>, 'at'>;
 
 /** The event of a dangling container the reconciler removed (or, in a dry run, would remove). */
 function danglingEvent(container: DanglingContainer, dryRun: boolean): ReconciledEvent {

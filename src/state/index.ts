@@ -16,6 +16,8 @@ export type {
 } from './tasks.js';
 export { ImageHolderRepository } from './images.js';
 export type { ImageHolder } from './images.js';
+export { EventLogRepository } from './events.js';
+export type { EventLogBounds, StoredEvent } from './events.js';
 export { MetaRepository, META_KEYS } from './meta.js';
 export { MIGRATIONS, SCHEMA_VERSION, migrate } from './migrations.js';
 export type { Migration } from './migrations.js';

@@ -65,6 +65,22 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       db.exec('ALTER TABLE tasks ADD COLUMN output_truncated TEXT');
     },
   },
+  {
+    version: 3,
+    name: 'the event log, for clients that resume a stream',
+    up(db) {
+      // AUTOINCREMENT: an id is never reused, even after the oldest events are trimmed, so a client's
+      // Last-Event-ID always means the same event. at_ms indexes the window's trim and `since=<time>`.
+      db.exec(`
+        CREATE TABLE events (
+          id    INTEGER PRIMARY KEY AUTOINCREMENT,
+          at_ms INTEGER NOT NULL,
+          body  TEXT    NOT NULL
+        );
+        CREATE INDEX events_by_time ON events (at_ms);
+      `);
+    },
+  },
 ]);
 
 /** The newest schema version this build of berth knows. */

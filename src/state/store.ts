@@ -3,6 +3,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { BerthError, messageOf } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
+import { EventLogRepository } from './events.js';
 import { ImageHolderRepository } from './images.js';
 import { MetaRepository } from './meta.js';
 import { migrate } from './migrations.js';
@@ -38,6 +39,7 @@ export class Store {
   readonly tasks: TaskRepository;
   readonly images: ImageHolderRepository;
   readonly meta: MetaRepository;
+  readonly events: EventLogRepository;
   /** Where the database lives (`:memory:` for a throw-away store). */
   readonly location: string;
   /** Schema versions applied by this open (empty when the schema was already current). */
@@ -52,6 +54,7 @@ export class Store {
     this.tasks = new TaskRepository(db, nowMs, logger);
     this.images = new ImageHolderRepository(db, nowMs);
     this.meta = new MetaRepository(db);
+    this.events = new EventLogRepository(db);
   }
 
   /** The SQLite journal mode in force (`wal` for a file store). */

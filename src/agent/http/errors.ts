@@ -44,6 +44,7 @@ const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = Object.freeze({
   // The task is not in the state (healthy) the operation needed.
   BERTH_TASK_UNHEALTHY: 409,
   BERTH_PRUNE_RUNNING: 409,
+  BERTH_EVENTS_EXPIRED: 410,
   BERTH_INTERNAL: 500,
   BERTH_ENGINE_SERVER_ERROR: 502,
   BERTH_IMAGE_PULL_FAILED: 502,

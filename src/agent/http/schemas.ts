@@ -156,6 +156,18 @@ export const logsQuerySchema: JsonSchema = {
   },
 };
 
+export const eventsQuerySchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    since: {
+      type: 'string',
+      pattern: `^(0|[1-9][0-9]{0,15})$|${RFC3339_PATTERN}`,
+      description: 'Resume: the events after this event id, or after this RFC 3339 time, then live ones. A `Last-Event-ID` header wins over it.',
+    },
+  },
+};
+
 /** One line of `application/x-ndjson` from the logs endpoint. */
 export const logRecordSchema: JsonSchema = {
   type: 'object',
@@ -215,6 +227,7 @@ export const agentEventSchema: JsonSchema = {
   required: ['type', 'at'],
   additionalProperties: true,
   properties: {
+    id: { type: 'integer', minimum: 1, description: 'Increasing, never reused; absent only for an event the agent could not log (a full disk).' },
     type: { type: 'string', enum: ['task.state', 'image.pull', 'image.removed', 'container.reconciled', 'prune'] },
     at: isoTime,
     taskId: { type: 'string' },
@@ -367,12 +380,17 @@ export const API_ROUTES: readonly ApiRoute[] = [
     method: 'GET',
     url: '/v1/events',
     operationId: 'events',
-    summary: 'Server-sent events: task state changes, pulls, image removals, reconciler removals, prunes.',
-    responses: { 401: errors.unauthorized },
+    summary: 'Server-sent events: task state changes, pulls, image removals, reconciler removals, prunes. A client that lost its stream resumes with `Last-Event-ID` (or `since`) and gets what it missed, within the event window.',
+    querystring: eventsQuerySchema,
+    responses: {
+      400: errors.badRequest,
+      401: errors.unauthorized,
+      410: { description: 'BERTH_EVENTS_EXPIRED: events after the one asked for are no longer kept (the window `events.window` / `events.maxCount` was exceeded); read the current state and subscribe again without it.', schema: errorBodySchema },
+    },
     stream: {
       status: 200,
       contentType: 'text/event-stream',
-      description: 'Each event is `event: <type>` and `data: <AgentEvent as JSON>`; a comment line every 15 s keeps the connection alive.',
+      description: 'Each event is `id: <id>`, `event: <type>` and `data: <AgentEvent as JSON>`; ids increase and are never reused. A resumed stream first replays the logged events after the asked one, then goes on live, each event once. A comment line every 15 s keeps the connection alive. The `Last-Event-ID` request header (an event id) wins over `since`.',
       itemSchema: agentEventSchema,
     },
   },

@@ -7,12 +7,13 @@ import { TASK_STATES, type TaskRecord, type TaskRepository, type TaskState } fro
 import type { SubmitResult, TaskSupervisor } from '../supervisor.js';
 import type { AgentRuntime } from '../agent.js';
 import type { DiskSpace } from '../disk-space.js';
+import type { AgentEvents } from '../events.js';
 import type { AgentGarbage } from '../garbage.js';
 import type { TaskLogStore } from '../task-logs.js';
 import { answerClientError, requestError, toErrorResponse, type ErrorBody, type ErrorResponse } from './errors.js';
 import { typedQuery } from './query.js';
 import { API_ROUTES, MAX_PARAM_LENGTH, type ApiRoute } from './schemas.js';
-import { agentEventStream, ndjsonStream } from './streams.js';
+import { agentEventStream, eventResume, ndjsonStream } from './streams.js';
 import { toImageView, toPruneView, toTaskView, toUtcLogTimestamp, type HealthView } from './views.js';
 import type { LogRecord } from '../task-logs.js';
 import { AgentMetrics, type MetricsSources } from '../metrics.js';
@@ -27,7 +28,7 @@ export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | '
   readonly supervisor: Pick<TaskSupervisor, 'submit' | 'stop' | 'remove' | 'isEnded' | 'tasksWaitingForEngine'>;
   readonly logs: Pick<TaskLogStore, 'read' | 'follow'> & { readonly space: Pick<DiskSpace, 'condition' | 'check'> };
   readonly garbage: Pick<AgentGarbage, 'prune'>;
-  readonly events: MetricsSources['events'];
+  readonly events: MetricsSources['events'] & Pick<AgentEvents, 'replayStart' | 'replayPage'>;
   readonly images: MetricsSources['images'];
   imageSnapshot(): Pick<ImageCoordinatorSnapshot, 'images'>;
 }
@@ -233,8 +234,11 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
       return { images: runtime.imageSnapshot().images.map(toImageView) };
     },
 
-    async events(_request, reply) {
-      const stream = agentEventStream({ events: runtime.events, heartbeatMs: options.heartbeatMs, logger: runtime.logger });
+    async events(request, reply) {
+      // Checked before the response starts, so that a client whose events are gone gets a 410, not a stream.
+      const resume = eventResume(request.headers['last-event-id'], (request.query as { since?: string }).since);
+      const replayAfterId = resume === undefined ? undefined : runtime.events.replayStart(resume);
+      const stream = agentEventStream({ events: runtime.events, heartbeatMs: options.heartbeatMs, logger: runtime.logger, ...(replayAfterId !== undefined ? { replayAfterId } : {}) });
       reply.type('text/event-stream').header('cache-control', 'no-store').header('x-accel-buffering', 'no');
       // Ending the stream (rather than destroying it) lets the client read the events already sent.
       return sendStream(reply, stream, () => stream.push(null));

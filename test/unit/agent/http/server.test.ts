@@ -398,7 +398,7 @@ describe('streams', () => {
   test('the event stream sends heartbeats and unsubscribes when destroyed', async () => {
     const events = new AgentEvents();
     let subscribers = 0;
-    const counting = { subscribe: (listener: Parameters<AgentEvents['subscribe']>[0]) => { subscribers++; const off = events.subscribe(listener); return () => { subscribers--; off(); }; } };
+    const counting = { replayPage: () => [], subscribe: (listener: Parameters<AgentEvents['subscribe']>[0]) => { subscribers++; const off = events.subscribe(listener); return () => { subscribers--; off(); }; } };
     const stream = agentEventStream({ events: counting, heartbeatMs: 5, logger: { debug() {}, info() {}, warn() {}, error() {} } });
     const chunks: string[] = [];
     // The heartbeat timer is unref'd (it must not keep an agent alive): this deadline keeps the test's loop alive, and fails it if no heartbeat comes.

@@ -1,0 +1,83 @@
+import type Database from 'better-sqlite3';
+
+/** One stored event: its id (increasing, never reused), when it happened, and its JSON body. */
+export interface StoredEvent {
+  readonly id: number;
+  readonly atMs: number;
+  readonly body: string;
+}
+
+/** What is kept of the log: the first id still stored, the last id ever given, and the newest trimmed event's time. */
+export interface EventLogBounds {
+  /** The id the next replay from the very start begins with: the oldest kept, or lastId + 1 when none is kept. */
+  readonly firstKeptId: number;
+  /** The last id given out; 0 when none ever was. */
+  readonly lastId: number;
+  /** The time of the newest event trimmed away; undefined when nothing was ever trimmed. */
+  readonly trimmedThroughMs: number | undefined;
+}
+
+const TRIMMED_THROUGH_KEY = 'events-trimmed-through-ms';
+
+/**
+ * The agent's event log: every event it announces, kept for a window (an age and a count) so that a
+ * client that lost its stream can ask for what it missed (`Last-Event-ID`). Ids come from SQLite's
+ * AUTOINCREMENT, so they increase across restarts and are never reused.
+ */
+export class EventLogRepository {
+  readonly #db: Database.Database;
+  readonly #insert: Database.Statement<[number, string]>;
+  readonly #after: Database.Statement<[number, number], StoredEvent>;
+
+  constructor(db: Database.Database) {
+    this.#db = db;
+    this.#insert = db.prepare('INSERT INTO events (at_ms, body) VALUES (?, ?)');
+    this.#after = db.prepare('SELECT id, at_ms AS atMs, body FROM events WHERE id > ? ORDER BY id LIMIT ?');
+  }
+
+  /** Stores one event and returns its id. */
+  append(atMs: number, body: string): number {
+    return Number(this.#insert.run(atMs, body).lastInsertRowid);
+  }
+
+  /** Up to `limit` events after `id`, oldest first. */
+  after(id: number, limit: number): StoredEvent[] {
+    return this.#after.all(id, limit);
+  }
+
+  /** The id just before the first event later than `atMs`, for a replay from a time. */
+  idBefore(atMs: number): number {
+    const row = this.#db.prepare<[number], { id: number }>('SELECT id FROM events WHERE at_ms > ? ORDER BY at_ms, id LIMIT 1').get(atMs);
+    return row ? row.id - 1 : this.bounds().lastId;
+  }
+
+  bounds(): EventLogBounds {
+    const lastId = this.#db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'events'").get()?.seq ?? 0;
+    const first = this.#db.prepare<[], { id: number | null }>('SELECT MIN(id) AS id FROM events').get()?.id ?? null;
+    const trimmed = this.#db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?').get(TRIMMED_THROUGH_KEY)?.value;
+    return { firstKeptId: first ?? lastId + 1, lastId, trimmedThroughMs: trimmed === undefined ? undefined : Number(trimmed) };
+  }
+
+  /**
+   * Removes the events older than `olderThanMs` and those beyond the newest `keepCount`, and records
+   * the newest removed event's time (a replay from before it cannot be whole). Returns how many went.
+   */
+  trim(olderThanMs: number, keepCount: number): number {
+    const run = this.#db.transaction((): number => {
+      const lastId = this.bounds().lastId;
+      const cutId = this.#db
+        .prepare<[number, number], { id: number | null }>('SELECT MAX(id) AS id FROM events WHERE at_ms < ? OR id <= ?')
+        .get(olderThanMs, lastId - keepCount)?.id;
+      if (cutId === null || cutId === undefined) return 0;
+      const newestCut = this.#db.prepare<[number], { atMs: number }>('SELECT MAX(at_ms) AS atMs FROM events WHERE id <= ?').get(cutId)?.atMs;
+      const removed = this.#db.prepare('DELETE FROM events WHERE id <= ?').run(cutId).changes;
+      if (newestCut !== undefined && newestCut !== null) {
+        this.#db
+          .prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))')
+          .run(TRIMMED_THROUGH_KEY, String(newestCut));
+      }
+      return removed;
+    });
+    return run.immediate();
+  }
+}
