@@ -216,7 +216,9 @@ export interface ConfigSources {
   host: HostFacts;
 }
 
-type LeafKind = 'string' | 'duration' | 'size' | 'boolean' | 'integer' | 'list';
+/** What a configuration key holds: how its environment variable is read, and which rule it follows. */
+export type ConfigKeyKind = 'string' | 'duration' | 'size' | 'boolean' | 'integer' | 'list';
+type LeafKind = ConfigKeyKind;
 
 /** Every key, with how an environment variable's text is read for it. */
 const LEAVES: Readonly<Record<string, LeafKind>> = {
@@ -260,6 +262,9 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'prune.imageBudget': 'size',
   'prune.exemptImages': 'list',
 };
+
+/** Every configuration key (dotted) and what it holds (README "Configuration and environment"). */
+export const CONFIG_KEY_KINDS: Readonly<Record<string, ConfigKeyKind>> = Object.freeze({ ...LEAVES });
 
 /** `reconcile.creationGrace` → `BERTH_RECONCILE_CREATION_GRACE`. */
 export function envVarForKey(key: string): string {

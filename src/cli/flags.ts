@@ -35,17 +35,19 @@ export function parseLabelFlags(values: readonly string[]): Record<string, strin
 
 /**
  * `--cpus 0.5` → 500 milli-CPUs; 0.01 (the engine's smallest CPU quota) to 1024. `--cpus 0` is no
- * limit, as in docker (undefined).
+ * limit, as in docker (undefined), unless a `refusal` says why there is none.
  */
-export function parseCpus(value: string, flag = '--cpus'): number | undefined {
+export function parseCpus(value: string, refusal?: NoLimitRefusal): number | undefined {
+  const flag = '--cpus';
   const cpus = Number(value);
+  const zero = refusal === undefined ? ', or 0 for no limit' : '';
   if (!/^\d*\.?\d+$/.test(value.trim()) || !Number.isFinite(cpus)) {
-    throw new ValidationError([{ field: flag, rule: `"${value.trim()}" is not a number of CPUs; use e.g. 0.5 or 2, or 0 for no limit` }]);
+    throw new ValidationError([{ field: flag, rule: `"${value.trim()}" is not a number of CPUs; use e.g. 0.5 or 2${zero}` }]);
   }
-  if (cpus === 0) return undefined;
+  if (cpus === 0) return zeroLimit(flag, refusal);
   const milli = Math.round(cpus * 1000);
   const { min, max } = SPEC_BOUNDS.cpuMilli;
-  if (milli < min) throw new ValidationError([{ field: flag, rule: `must be at least ${min / 1000} (the engine's smallest CPU quota), or 0 for no limit` }]);
+  if (milli < min) throw new ValidationError([{ field: flag, rule: `must be at least ${min / 1000} (the engine's smallest CPU quota)${zero}` }]);
   if (milli > max) throw new ValidationError([{ field: flag, rule: `must be at most ${max / 1000}` }]);
   return milli;
 }
@@ -79,12 +81,27 @@ export function sizeFlag(value: string, flag: string, bounds: SizeBounds): strin
   return value.trim();
 }
 
-/** A size limit flag where 0 means no limit, as docker's `-m 0`: undefined for 0, else as `sizeFlag`. */
-export function limitSizeFlag(value: string, flag: string, bounds: SizeBounds): string | undefined {
+/**
+ * Why a limit flag's 0 ("no limit") is refused where it is (a task the agent runs always has a
+ * limit), or undefined where 0 is no limit.
+ */
+export type NoLimitRefusal = string | undefined;
+
+/** Refuses a limit flag's 0 with `refusal`, or answers undefined (no limit). */
+function zeroLimit(flag: string, refusal: NoLimitRefusal): undefined {
+  if (refusal !== undefined) throw new ValidationError([{ field: flag, rule: refusal }]);
+  return undefined;
+}
+
+/**
+ * A size limit flag where 0 means no limit, as docker's `-m 0`: undefined for 0 (or, given a
+ * `refusal`, a ValidationError saying why there is no "no limit"), else as `sizeFlag`.
+ */
+export function limitSizeFlag(value: string, flag: string, bounds: SizeBounds, refusal?: NoLimitRefusal): string | undefined {
   const read = readTypedSize(value);
-  if (read.ok && read.value === 0) return undefined;
+  if (read.ok && read.value === 0) return zeroLimit(flag, refusal);
   const rule = read.ok ? typedSizeBoundRule(read.value, bounds) : read.problem;
-  if (rule !== undefined) throw new ValidationError([{ field: flag, rule: read.ok ? `${rule}, or 0 for no limit` : rule }]);
+  if (rule !== undefined) throw new ValidationError([{ field: flag, rule: read.ok && refusal === undefined ? `${rule}, or 0 for no limit` : rule }]);
   return value.trim();
 }
 
@@ -97,11 +114,15 @@ export function countFlag(value: string, flag: string, bounds: CountBounds): num
   return count;
 }
 
-/** A count limit flag where 0 (or docker's -1) means no limit (`--pids-limit 0`): undefined for those, else as `countFlag`. */
-export function limitCountFlag(value: string, flag: string, bounds: CountBounds): number | undefined {
+/**
+ * A count limit flag where 0 (or docker's -1) means no limit (`--pids-limit 0`): undefined for
+ * those (or, given a `refusal`, a ValidationError saying why), else as `countFlag`.
+ */
+export function limitCountFlag(value: string, flag: string, bounds: CountBounds, refusal?: NoLimitRefusal): number | undefined {
   const text = value.trim();
-  if (text === '0' || text === '-1') return undefined;
-  if (!/^\d+$/.test(text)) throw new ValidationError([{ field: flag, rule: `"${text}" is not a whole number; use one from ${bounds.min} to ${bounds.max}, or 0 for no limit` }]);
+  if (text === '0' || text === '-1') return zeroLimit(flag, refusal);
+  const zero = refusal === undefined ? ', or 0 for no limit' : '';
+  if (!/^\d+$/.test(text)) throw new ValidationError([{ field: flag, rule: `"${text}" is not a whole number; use one from ${bounds.min} to ${bounds.max}${zero}` }]);
   return countFlag(text, flag, bounds);
 }
 

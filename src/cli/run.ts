@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { randomUUID } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
-import { isBerthError, ValidationError } from '../common/errors.js';
+import { isBerthError } from '../common/errors.js';
 import { containerNameForTask } from '../common/labels.js';
 import { pipeline } from 'node:stream/promises';
 import { Engine } from '../engine/engine.js';
@@ -29,6 +29,7 @@ import {
   stopTimeoutFlag,
   withFlagNames,
   type HealthFlags,
+  type NoLimitRefusal,
 } from './flags.js';
 
 export interface CliIo {
@@ -83,10 +84,10 @@ const AGENT_DEFAULT_KEYS: Readonly<Record<string, string>> = {
   '--pids-limit': 'defaults.resources.pidsLimit',
 };
 
-/** A limit flag's "no limit" (0), as the target allows it: undefined for berth run, refused for the agent. */
-function noLimit(flag: string, target: FlagTarget): undefined {
+/** Why a limit flag's 0 ("no limit") is refused for the target: never for berth run; for the agent, always. */
+function noLimitRefusal(flag: string, target: FlagTarget): NoLimitRefusal {
   if (target === 'engine') return undefined;
-  throw new ValidationError([{ field: flag, rule: `0 (no limit) is not available for a task the agent runs: it gives every task a limit (its ${AGENT_DEFAULT_KEYS[flag]} key) and reserves it; give a limit, or leave the flag out for the agent's default` }]);
+  return `0 (no limit) is not available for a task the agent runs: it gives every task a limit (its ${AGENT_DEFAULT_KEYS[flag]} key) and reserves it; give a limit, or leave the flag out for the agent's default`;
 }
 
 /**
@@ -108,15 +109,15 @@ export function specFromRunFlags(image: string, command: readonly string[], flag
   if (flags.workdir !== undefined) spec.workdir = flags.workdir;
   if (flags.user !== undefined) spec.user = flags.user;
   if (flags.memory !== undefined) {
-    const memory = limitSizeFlag(flags.memory, '-m/--memory', SPEC_BOUNDS.memory) ?? noLimit('-m/--memory', target);
+    const memory = limitSizeFlag(flags.memory, '-m/--memory', SPEC_BOUNDS.memory, noLimitRefusal('-m/--memory', target));
     if (memory !== undefined) spec.resources!.memory = memory;
   }
   if (flags.cpus !== undefined) {
-    const cpuMilli = parseCpus(flags.cpus) ?? noLimit('--cpus', target);
+    const cpuMilli = parseCpus(flags.cpus, noLimitRefusal('--cpus', target));
     if (cpuMilli !== undefined) spec.resources!.cpuMilli = cpuMilli;
   }
   if (flags.pidsLimit !== undefined) {
-    const pidsLimit = limitCountFlag(flags.pidsLimit, '--pids-limit', SPEC_BOUNDS.pidsLimit) ?? noLimit('--pids-limit', target);
+    const pidsLimit = limitCountFlag(flags.pidsLimit, '--pids-limit', SPEC_BOUNDS.pidsLimit, noLimitRefusal('--pids-limit', target));
     if (pidsLimit !== undefined) spec.resources!.pidsLimit = pidsLimit;
   }
   if (flags.network !== undefined) spec.network = flags.network as TaskSpec['network'];
