@@ -137,8 +137,6 @@ export function stopTimeoutFlag(value: string, flag = '--stop-timeout'): string 
 
 /** Each spec field a `berth run`/`submit` flag sets, by the field's dotted path, with the flag as typed. */
 const FLAG_OF_SPEC_FIELD: ReadonlyArray<readonly [RegExp, string]> = [
-  [/^image$/, '<image>'],
-  [/^command(\[\d+\])?$/, '[command...]'],
   [/^entrypoint(\[\d+\])?$/, '--entrypoint'],
   [/^env(\.|$)/, '-e/--env'],
   [/^workdir$/, '-w/--workdir'],

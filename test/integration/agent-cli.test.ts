@@ -243,7 +243,7 @@ describe('berth agent with the client commands', { skip }, () => {
     assert.match(badFilter.stderr, /--filter\[0\]: must be state=<state> or label=/);
     const badMemory = await berth(dataDir, ['submit', '-l', RUN_LABEL, '-m', 'lots', TEST_IMAGE, 'true']);
     assert.equal(badMemory.code, 2);
-    assert.match(badMemory.stderr, /--memory: must be a size/);
+    assert.match(badMemory.stderr, /^berth: -m\/--memory: "lots" is not a size; use e\.g\. 512m or 1g/);
     const missing = await berth(dataDir, ['inspect']);
     assert.equal(missing.code, 2);
   });
