@@ -167,14 +167,15 @@ const FLAG_OF_SPEC_FIELD: ReadonlyArray<readonly [RegExp, string]> = [
 
 /**
  * The flag that set a spec field, as users type it (`-m/--memory` for `resources.memory` or
- * `spec.resources.memory`, `--mount[0]` for `mounts[0].source`), or the field itself when no flag
+ * `spec.resources.memory`, `--mount[0] source` for `mounts[0].source`), or the field itself when no flag
  * sets it. `extra` names fields of the request around the spec (submit's `id` is `--name`).
  */
 export function flagForSpecField(field: string, extra: Readonly<Record<string, string>> = {}): string {
   if (Object.hasOwn(extra, field)) return extra[field]!;
   const bare = field.replace(/^spec\./, '');
-  const mount = /^mounts\[(\d+)\]/.exec(bare);
-  if (mount) return `--mount[${mount[1]}]`;
+  // `--mount[0] source`, as parseMountFlag names a mount's own keys (`--mount[1] tmpfs-size`).
+  const mount = /^mounts\[(\d+)\](?:\.(\w+))?/.exec(bare);
+  if (mount) return `--mount[${mount[1]}]${mount[2] === undefined ? '' : ` ${mount[2]}`}`;
   return FLAG_OF_SPEC_FIELD.find(([pattern]) => pattern.test(bare))?.[1] ?? field;
 }
 

@@ -77,7 +77,7 @@ describe('berth run (the CLI, as a user runs it)', { skip: await requireEngine()
     assert.match(result.stderr, /^berth: -m\/--memory: "lots" is not a size; use e\.g\. 512m or 1g/);
     const bad = await berth(runArgs('--mount', 'type=bind,source=/tmp,target=/x,readonly,propagation=bidirectional', TEST_IMAGE, 'true'));
     assert.equal(bad.code, 2);
-    assert.match(bad.stderr, /--mount\[0\]: .*read-write/);
+    assert.match(bad.stderr, /^berth: --mount\[0\] propagation: .*read-write/);
     assert.equal(await leftovers(), 0);
   });
 

@@ -196,7 +196,8 @@ describe('the error texts the issue names', () => {
   test('spec fields in a validation error are restated as the flags that set them', () => {
     assert.equal(flagForSpecField('spec.resources.memory'), '-m/--memory');
     assert.equal(flagForSpecField('resources.pidsLimit'), '--pids-limit');
-    assert.equal(flagForSpecField('spec.mounts[2].source'), '--mount[2]');
+    assert.equal(flagForSpecField('spec.mounts[2].source'), '--mount[2] source');
+    assert.equal(flagForSpecField('mounts[0]'), '--mount[0]');
     assert.equal(flagForSpecField('capAdd[0]'), '--cap-add');
     assert.equal(flagForSpecField('stopGracePeriod'), '--stop-timeout');
     assert.equal(flagForSpecField('healthcheck.interval'), '--health-interval');
