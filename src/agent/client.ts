@@ -387,8 +387,9 @@ export interface AgentAddress {
 /**
  * Finds the agent the way every command does. The host: flag `--host`, else `BERTH_HOST`, else
  * `unix://` and the agent's socket (`BERTH_SOCKET_PATH`, else `<dataDir>/agent.sock`). The token:
- * flag `--token`, else `BERTH_TOKEN`, else the file `<dataDir>/token`. The data directory:
- * `BERTH_DATA_DIR`, else the agent's default for this user.
+ * flag `--token`, else `BERTH_TOKEN`, else the file `<dataDir>/token` (without BERTH_DATA_DIR, the
+ * token beside a unix socket host is tried first). The data directory: `BERTH_DATA_DIR`, else the
+ * agent's default for this user.
  */
 export async function resolveAgentAddress(
   env: Readonly<Record<string, string | undefined>>,
@@ -399,15 +400,37 @@ export async function resolveAgentAddress(
   // The agent's default socket path (AgentConfig.socketPath).
   const host = flags.host ?? (env.BERTH_HOST?.trim() || `unix://${env.BERTH_SOCKET_PATH?.trim() || path.join(dataDir, 'agent.sock')}`);
   parseAgentHost(host);
-  let token = flags.token ?? (env.BERTH_TOKEN?.trim() || undefined);
-  if (token === undefined) {
-    const file = path.join(dataDir, TOKEN_FILE_NAME);
-    token = await readFile(file, 'utf8').then(
-      (text) => text.trim(),
-      (error: NodeJS.ErrnoException) => {
-        throw new ValidationError([{ field: 'token', rule: `give --token or BERTH_TOKEN, or make ${file} readable (${error.code ?? error.message})` }], { cause: error });
-      },
-    );
-  }
+  const token = flags.token ?? (env.BERTH_TOKEN?.trim() || undefined) ?? (await readTokenFile(tokenFiles(host, dataDir, Boolean(env.BERTH_DATA_DIR?.trim()))));
   return { host, token, dataDir };
+}
+
+/**
+ * Where the token is looked for, in order: `<dataDir>/token`, and, when no BERTH_DATA_DIR is set
+ * and the host is a unix socket elsewhere, first the socket's own directory (the agent keeps its
+ * socket and its token in its data directory by default, so BERTH_HOST alone finds an agent with
+ * another data directory).
+ */
+function tokenFiles(host: string, dataDir: string, isDataDirGiven: boolean): string[] {
+  const own = path.join(dataDir, TOKEN_FILE_NAME);
+  if (isDataDirGiven || !host.startsWith('unix://')) return [own];
+  const besideSocket = path.join(path.dirname(host.slice('unix://'.length)), TOKEN_FILE_NAME);
+  return besideSocket === own ? [own] : [besideSocket, own];
+}
+
+/** The first token file that reads; else a ValidationError naming the files and the ways to give the token. */
+async function readTokenFile(files: readonly string[]): Promise<string> {
+  const failures: string[] = [];
+  let cause: unknown;
+  for (const file of files) {
+    try {
+      return (await readFile(file, 'utf8')).trim();
+    } catch (error) {
+      cause = error;
+      failures.push(`${file} (${(error as NodeJS.ErrnoException).code ?? messageOf(error)})`);
+    }
+  }
+  const rule =
+    `cannot read the agent's token from ${failures.join(' or ')}. An agent started with another data directory ` +
+    '(berth agent --data-dir DIR) keeps its token in DIR/token: set BERTH_DATA_DIR=DIR, or pass --token TOKEN (or set BERTH_TOKEN)';
+  throw new ValidationError([{ field: 'token', rule }], { cause });
 }

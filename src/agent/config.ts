@@ -3,7 +3,7 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { messageOf, ValidationError, type FieldIssue } from '../common/errors.js';
-import { DURATION_LIMITS, MAX_SIZE_BYTES, MINUTE_MS, SECOND_MS, type CountBounds, type DurationBounds, type SizeBounds } from '../common/units.js';
+import { DURATION_LIMITS, MAX_SIZE_BYTES, MINUTE_MS, readTypedDuration, readTypedSize, SECOND_MS, type CountBounds, type DurationBounds, type SizeBounds } from '../common/units.js';
 import {
   booleanOption,
   countOption,
@@ -227,7 +227,9 @@ export interface ConfigSources {
   host: HostFacts;
 }
 
-type LeafKind = 'string' | 'duration' | 'size' | 'boolean' | 'integer' | 'list';
+/** What a configuration key holds: how its environment variable is read, and which rule it follows. */
+export type ConfigKeyKind = 'string' | 'duration' | 'size' | 'boolean' | 'integer' | 'list';
+type LeafKind = ConfigKeyKind;
 
 /** Every key, with how an environment variable's text is read for it. */
 const LEAVES: Readonly<Record<string, LeafKind>> = {
@@ -273,6 +275,9 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'prune.imageBudget': 'size',
   'prune.exemptImages': 'list',
 };
+
+/** Every configuration key (dotted) and what it holds (README "Configuration and environment"). */
+export const CONFIG_KEY_KINDS: Readonly<Record<string, ConfigKeyKind>> = Object.freeze({ ...LEAVES });
 
 /** `reconcile.creationGrace` → `BERTH_RECONCILE_CREATION_GRACE`. */
 export function envVarForKey(key: string): string {
@@ -556,6 +561,30 @@ function coerce(raw: string, kind: LeafKind): unknown {
   }
 }
 
+/**
+ * The one rule for durations and sizes (common/units.ts) applied to the keys users set: no key's
+ * name carries a unit, so a bare number ("5000" in BERTH_ENGINE_READ_TIMEOUT, `readTimeout: 5000`
+ * in the file) is refused with the units named, rather than read as milliseconds or bytes. A bare
+ * 0 is zero in any unit and is left to the key's bounds. Defaults are berth's own and not checked;
+ * a number given in code (`flags`, typed `DurationInput`/`SizeInput`) is milliseconds or bytes.
+ */
+function unitIssues(merged: Plain, origins: Origins): FieldIssue[] {
+  const issues: FieldIssue[] = [];
+  for (const [key, kind] of Object.entries(LEAVES)) {
+    if (kind !== 'duration' && kind !== 'size') continue;
+    const origin = origins.get(key);
+    if (origin === undefined || origin === 'default') continue;
+    const value = key.split('.').reduce<unknown>((node, part) => (isPlain(node) ? node[part] : undefined), merged);
+    const bareText = typeof value === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(value);
+    // A number from the programmatic flags (AgentConfigInput in code) is milliseconds or bytes, as the library's options are.
+    const bareNumber = typeof value === 'number' && origin !== 'flags';
+    if (!bareText && !bareNumber) continue;
+    const read = kind === 'duration' ? readTypedDuration(String(value)) : readTypedSize(String(value));
+    if (!read.ok) issues.push({ field: key, rule: `${read.problem} (from ${origin})` });
+  }
+  return issues;
+}
+
 function readFileInput(file: string): Plain {
   let text: string;
   try {
@@ -610,9 +639,12 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
   for (const [key, variable] of envOrigins) origins.set(key, variable);
   if (sources.flags) mergeInto(merged, sources.flags as Plain, 'flags', origins);
 
+  const unitless = unitIssues(merged, origins);
   const parsed = buildSchema(sources.host).safeParse(merged);
-  if (!parsed.success) {
-    const issues: FieldIssue[] = parsed.error.issues.flatMap((i): FieldIssue[] => {
+  if (!parsed.success || unitless.length > 0) {
+    const schemaIssues = parsed.success ? [] : parsed.error.issues;
+    const issues: FieldIssue[] = [...unitless];
+    issues.push(...schemaIssues.flatMap((i): FieldIssue[] => {
       const keys = i.code === 'unrecognized_keys' ? i.keys.map((k) => issueField([...i.path, k])) : [issueField(i.path)];
       return keys.map((field) => {
         const rule =
@@ -620,10 +652,10 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
         const origin = originOf(origins, field);
         return { field, rule: origin && origin !== 'default' ? `${rule} (from ${origin})` : rule };
       });
-    });
+    }).filter((issue) => !unitless.some((u) => u.field === issue.field)));
     throw new ValidationError(issues, { context: { file } });
   }
-  const c = parsed.data;
+  const c = parsed.data!;
   const socketPath = c.socketPath ?? path.join(c.dataDir, 'agent.sock');
   // sun_path holds 108 bytes with the terminating NUL; a longer path fails only at listen time.
   if (Buffer.byteLength(socketPath) > 107) {

@@ -1,5 +1,6 @@
 import type { Writable } from 'node:stream';
 import { pino, type Level, type Logger as PinoLogger } from 'pino';
+import pinoPretty from 'pino-pretty';
 import { codeOf, isBerthError, messageOf, stackOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { buildAgent, type AgentRuntime } from './agent.js';
@@ -9,13 +10,37 @@ import { serveAgent } from './http/serve.js';
 /** pino's levels that the agent accepts for `--log-level`. */
 export const LOG_LEVELS: readonly Level[] = Object.freeze(['trace', 'debug', 'info', 'warn', 'error', 'fatal']);
 
+/** How the agent writes its log: one JSON object per line (for a collector), or a line for people (pino-pretty). */
+export type LogFormat = 'json' | 'pretty';
+
+/** The formats `--log-format` and BERTH_LOG_FORMAT take: `auto` is pretty on a terminal, JSON otherwise. */
+export const LOG_FORMAT_CHOICES: readonly string[] = Object.freeze(['auto', 'json', 'pretty']);
+
 /**
- * The agent's structured log: one JSON object per line (pino) on `destination`, adapted to the
- * library's Logger interface. Writes are synchronous when the destination is, so nothing logged
- * before an exit is lost. Default level "info".
+ * The format the agent logs in: the one asked for (`json` or `pretty`), else pretty when its log
+ * goes to a terminal (someone is reading it) and JSON otherwise (a file, a pipe, journald).
  */
-export function createAgentLogger(destination: Writable, level: Level = 'info'): Logger & { readonly pino: PinoLogger } {
-  const log = pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, destination);
+export function chooseLogFormat(asked: string | undefined, isTerminal: boolean): LogFormat {
+  if (asked === 'json' || asked === 'pretty') return asked;
+  return isTerminal ? 'pretty' : 'json';
+}
+
+/**
+ * The agent's structured log (pino) on `destination`, adapted to the library's Logger interface:
+ * one JSON object per line, or with `format: 'pretty'` one line for people (time, level, message,
+ * then the fields; colours with `colors`). Writes are synchronous, so nothing logged before an exit
+ * is lost. Default level "info", format "json".
+ */
+export function createAgentLogger(
+  destination: Writable,
+  level: Level = 'info',
+  options: { format?: LogFormat; colors?: boolean } = {},
+): Logger & { readonly pino: PinoLogger } {
+  const stream =
+    options.format === 'pretty'
+      ? pinoPretty({ destination, sync: true, colorize: options.colors ?? false, translateTime: 'SYS:yyyy-mm-dd HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true })
+      : destination;
+  const log = pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, stream);
   return {
     pino: log,
     debug: (meta, message) => log.debug(meta, message),

@@ -1,7 +1,8 @@
 import type { Command } from 'commander';
 import os from 'node:os';
 import { Option } from 'commander';
-import { createAgentLogger, LOG_LEVELS, runDaemon, type DaemonHandle } from '../agent/daemon.js';
+import { chooseLogFormat, createAgentLogger, LOG_FORMAT_CHOICES, LOG_LEVELS, runDaemon, type DaemonHandle } from '../agent/daemon.js';
+import { ValidationError } from '../common/errors.js';
 import type { AgentConfigInput, HostFacts } from '../agent/config.js';
 import type { CliIo } from './run.js';
 import type { StopSignal } from './interrupts.js';
@@ -37,17 +38,31 @@ interface AgentFlags {
   listen?: string;
   socket?: string;
   logLevel: (typeof LOG_LEVELS)[number];
+  logFormat?: string;
+}
+
+/** The environment variable that sets the agent's log format when `--log-format` is not given. */
+export const LOG_FORMAT_ENV = 'BERTH_LOG_FORMAT';
+
+/** The log format asked for: `--log-format`, else BERTH_LOG_FORMAT (checked here, so its error names it), else `auto`. */
+function askedLogFormat(flags: AgentFlags, env: CliIo['env']): string {
+  if (flags.logFormat !== undefined) return flags.logFormat;
+  const fromEnv = env[LOG_FORMAT_ENV]?.trim();
+  if (fromEnv === undefined || fromEnv === '') return 'auto';
+  if (!LOG_FORMAT_CHOICES.includes(fromEnv)) throw new ValidationError([{ field: LOG_FORMAT_ENV, rule: `must be ${LOG_FORMAT_CHOICES.join(', ')}, not "${fromEnv}"` }]);
+  return fromEnv;
 }
 
 export function addAgentCommand(program: Command, io: CliIo, setExitCode: (code: number) => void, proc: AgentProcess = nodeAgentProcess): void {
   program
     .command('agent')
-    .description('Run the berth agent in the foreground: the API on a unix socket (and optionally TCP), JSON logs on stdout')
+    .description('Run the berth agent in the foreground: the API on a unix socket (and optionally TCP), logs on stdout (lines for people on a terminal, else JSON)')
     .option('-c, --config <file>', 'YAML configuration file (default: $BERTH_CONFIG, else none)')
     .option('--data-dir <dir>', 'state, logs, socket and token (default ~/.local/share/berth, or /var/lib/berth as root)')
     .option('--listen <host:port>', 'also listen on TCP, e.g. 127.0.0.1:7070')
     .option('--socket <path>', 'the API\'s unix socket (default <data-dir>/agent.sock)')
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
+    .addOption(new Option('--log-format <format>', `log lines for people (pretty) or JSON; auto: pretty on a terminal, else JSON (default $${LOG_FORMAT_ENV}, else auto)`).choices(LOG_FORMAT_CHOICES))
     .action(async (flags: AgentFlags) => {
       setExitCode(await agentCommand(flags, io, proc));
     });
@@ -60,7 +75,10 @@ export function addAgentCommand(program: Command, io: CliIo, setExitCode: (code:
  * 130/143. Running containers keep running either way; the next agent follows them.
  */
 async function agentCommand(flags: AgentFlags, io: CliIo, proc: AgentProcess): Promise<number> {
-  const logger = createAgentLogger(io.stdout, flags.logLevel);
+  const isTerminal = (io.stdout as Partial<NodeJS.WriteStream>).isTTY === true;
+  const format = chooseLogFormat(askedLogFormat(flags, io.env), isTerminal);
+  // Colours only for a terminal that wants them (https://no-color.org).
+  const logger = createAgentLogger(io.stdout, flags.logLevel, { format, colors: isTerminal && !io.env.NO_COLOR });
   const configFlags: AgentConfigInput = {
     ...(flags.dataDir !== undefined ? { dataDir: flags.dataDir } : {}),
     ...(flags.listen !== undefined ? { listen: flags.listen } : {}),

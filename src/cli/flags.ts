@@ -1,5 +1,5 @@
 import { ValidationError } from '../common/errors.js';
-import { durationBoundRule, parseBytes, parseDurationMs, sizeBoundRule, type DurationBounds, type SizeBounds } from '../common/units.js';
+import { readTypedDuration, readTypedSize, typedDurationBoundRule, typedSizeBoundRule, type BareNumberReading, type DurationBounds, type SizeBounds } from '../common/units.js';
 import { SPEC_BOUNDS, type CountBounds, type TaskSpec } from '../spec/schema.js';
 
 type MountInput = NonNullable<TaskSpec['mounts']>[number];
@@ -33,52 +33,160 @@ export function parseLabelFlags(values: readonly string[]): Record<string, strin
   return result;
 }
 
-/** `--cpus 0.5` → 500 milli-CPUs; 0.01 (the engine's smallest CPU quota) to 1024. */
-export function parseCpus(value: string): number {
+/**
+ * `--cpus 0.5` → 500 milli-CPUs; 0.01 (the engine's smallest CPU quota) to 1024. `--cpus 0` is no
+ * limit, as in docker (undefined), unless a `refusal` says why there is none.
+ */
+export function parseCpus(value: string, refusal?: NoLimitRefusal): number | undefined {
+  const flag = '--cpus';
   const cpus = Number(value);
-  if (!/^\d*\.?\d+$/.test(value.trim()) || !Number.isFinite(cpus) || cpus <= 0) {
-    throw new ValidationError([{ field: '--cpus', rule: 'must be a positive decimal number of CPUs, such as 0.5 or 2' }]);
+  const zero = refusal === undefined ? ', or 0 for no limit' : '';
+  if (!/^\d*\.?\d+$/.test(value.trim()) || !Number.isFinite(cpus)) {
+    throw new ValidationError([{ field: flag, rule: `"${value.trim()}" is not a number of CPUs; use e.g. 0.5 or 2${zero}` }]);
   }
+  if (cpus === 0) return zeroLimit(flag, refusal);
   const milli = Math.round(cpus * 1000);
   const { min, max } = SPEC_BOUNDS.cpuMilli;
-  if (milli < min) throw new ValidationError([{ field: '--cpus', rule: `must be at least ${min / 1000} (${min} milli-CPUs, the engine's smallest CPU quota)` }]);
-  if (milli > max) throw new ValidationError([{ field: '--cpus', rule: `must be at most ${max / 1000}` }]);
+  if (milli < min) throw new ValidationError([{ field: flag, rule: `must be at least ${min / 1000} (the engine's smallest CPU quota)${zero}` }]);
+  if (milli > max) throw new ValidationError([{ field: flag, rule: `must be at most ${max / 1000}` }]);
   return milli;
 }
 
 /**
- * A duration flag (`--timeout 30s`). It needs its unit, as docker's do: a bare "5" could mean
- * seconds or milliseconds. Its bounds are the spec field's, checked here so that the error names
- * the flag; the text is passed on as written, for the spec to compile.
+ * A duration flag (`--health-interval 30s`), read by the one rule (common/units.ts
+ * `readTypedDuration`): it needs its unit, as a bare "5" could mean seconds or milliseconds; 0 is
+ * checked against the field's bounds like any value. The bounds are the spec field's, checked here
+ * so that the error names the flag as typed (`flag`, e.g. `--health-interval`); the text is passed
+ * on as written, for the spec to compile.
  */
-export function durationFlag(value: string, flag: string, bounds: DurationBounds): string {
-  if (/^\s*\d+(\.\d+)?\s*$/.test(value)) throw new ValidationError([{ field: flag, rule: 'must be a duration with a unit, such as 30s, 1m30s or 500ms' }]);
-  const ms = parseDurationMs(value);
-  const rule = ms === undefined ? 'must be a duration such as 30s, 1m30s or 500ms' : durationBoundRule(ms, bounds);
+export function durationFlag(value: string, flag: string, bounds: DurationBounds, bare: BareNumberReading = 'unit-required'): string {
+  const read = readTypedDuration(value, bare);
+  const rule = read.ok ? typedDurationBoundRule(read.value, bounds) : read.problem;
   if (rule !== undefined) throw new ValidationError([{ field: flag, rule }]);
-  return value;
+  // A bare number of seconds is handed on with its unit, so the spec reads it as seconds too.
+  return bare === 'seconds' && /^\s*\d+\s*$/.test(value) ? `${value.trim()}s` : value.trim();
 }
 
-/** A size flag (`--memory 128m`), checked against the spec field's bounds so that the error names the flag. */
+/** A duration limit flag where 0 means no limit, as docker's (`--timeout 0`): undefined for 0, else as `durationFlag`. */
+export function limitDurationFlag(value: string, flag: string, bounds: DurationBounds): string | undefined {
+  const read = readTypedDuration(value);
+  return read.ok && read.value === 0 ? undefined : durationFlag(value, flag, bounds);
+}
+
+/** A size flag (`--log-max-size 1m`), read by the one rule (`readTypedSize`) and checked against the spec field's bounds, the error naming the flag. */
 export function sizeFlag(value: string, flag: string, bounds: SizeBounds): string {
-  const bytes = parseBytes(value);
-  const rule = bytes === undefined ? 'must be a size such as 128m, 1g or a number of bytes' : sizeBoundRule(bytes, bounds);
+  const read = readTypedSize(value);
+  const rule = read.ok ? typedSizeBoundRule(read.value, bounds) : read.problem;
   if (rule !== undefined) throw new ValidationError([{ field: flag, rule }]);
-  return value;
+  return value.trim();
 }
 
-/** A whole-number flag (`--pids-limit 64`) within the spec field's bounds. */
+/**
+ * Why a limit flag's 0 ("no limit") is refused where it is (a task the agent runs always has a
+ * limit), or undefined where 0 is no limit.
+ */
+export type NoLimitRefusal = string | undefined;
+
+/** Refuses a limit flag's 0 with `refusal`, or answers undefined (no limit). */
+function zeroLimit(flag: string, refusal: NoLimitRefusal): undefined {
+  if (refusal !== undefined) throw new ValidationError([{ field: flag, rule: refusal }]);
+  return undefined;
+}
+
+/**
+ * A size limit flag where 0 means no limit, as docker's `-m 0`: undefined for 0 (or, given a
+ * `refusal`, a ValidationError saying why there is no "no limit"), else as `sizeFlag`.
+ */
+export function limitSizeFlag(value: string, flag: string, bounds: SizeBounds, refusal?: NoLimitRefusal): string | undefined {
+  const read = readTypedSize(value);
+  if (read.ok && read.value === 0) return zeroLimit(flag, refusal);
+  const rule = read.ok ? typedSizeBoundRule(read.value, bounds) : read.problem;
+  if (rule !== undefined) throw new ValidationError([{ field: flag, rule: read.ok && refusal === undefined ? `${rule}, or 0 for no limit` : rule }]);
+  return value.trim();
+}
+
+/** A whole-number flag (`--health-retries 3`) within the spec field's bounds. */
 export function countFlag(value: string, flag: string, bounds: CountBounds): number {
-  if (!/^\s*\d+\s*$/.test(value)) throw new ValidationError([{ field: flag, rule: `must be a whole number from ${bounds.min} to ${bounds.max}` }]);
-  const count = Number(value);
+  const text = value.trim();
+  if (!/^\d+$/.test(text)) throw new ValidationError([{ field: flag, rule: `"${text}" is not a whole number; use one from ${bounds.min} to ${bounds.max}` }]);
+  const count = Number(text);
   if (count < bounds.min || count > bounds.max) throw new ValidationError([{ field: flag, rule: `must be a whole number from ${bounds.min} to ${bounds.max}` }]);
   return count;
 }
 
-/** `--stop-timeout 5` (whole seconds, as docker's) or `--stop-timeout 1m30s`, within the stop grace period's bounds. */
-export function stopTimeoutFlag(value: string): string {
-  const text = /^\s*\d+\s*$/.test(value) ? `${value.trim()}s` : value;
-  return durationFlag(text, '--stop-timeout', SPEC_BOUNDS.stopGracePeriod);
+/**
+ * A count limit flag where 0 (or docker's -1) means no limit (`--pids-limit 0`): undefined for
+ * those (or, given a `refusal`, a ValidationError saying why), else as `countFlag`.
+ */
+export function limitCountFlag(value: string, flag: string, bounds: CountBounds, refusal?: NoLimitRefusal): number | undefined {
+  const text = value.trim();
+  if (text === '0' || text === '-1') return zeroLimit(flag, refusal);
+  const zero = refusal === undefined ? ', or 0 for no limit' : '';
+  if (!/^\d+$/.test(text)) throw new ValidationError([{ field: flag, rule: `"${text}" is not a whole number; use one from ${bounds.min} to ${bounds.max}${zero}` }]);
+  return countFlag(text, flag, bounds);
+}
+
+/**
+ * A grace period in docker's seconds (`--stop-timeout 5`, `stop -t 5`): a bare whole number is
+ * seconds, as docker reads it; a duration with a unit (`1m30s`) is read as such. 0 stops at once
+ * (SIGKILL without a grace period). Within the stop grace period's bounds.
+ */
+export function stopTimeoutFlag(value: string, flag = '--stop-timeout'): string {
+  return durationFlag(value, flag, SPEC_BOUNDS.stopGracePeriod, 'seconds');
+}
+
+/** Each spec field a `berth run`/`submit` flag sets, by the field's dotted path, with the flag as typed. */
+const FLAG_OF_SPEC_FIELD: ReadonlyArray<readonly [RegExp, string]> = [
+  [/^entrypoint(\[\d+\])?$/, '--entrypoint'],
+  [/^env(\.|$)/, '-e/--env'],
+  [/^workdir$/, '-w/--workdir'],
+  [/^user$/, '-u/--user'],
+  [/^labels(\.|$)/, '-l/--label'],
+  [/^stdin$/, '-i/--interactive'],
+  [/^tty$/, '-t/--tty'],
+  [/^resources\.memory$/, '-m/--memory'],
+  [/^resources\.cpuMilli$/, '--cpus'],
+  [/^resources\.pidsLimit$/, '--pids-limit'],
+  [/^network$/, '--network'],
+  [/^capAdd(\[\d+\])?$/, '--cap-add'],
+  [/^capDrop(\[\d+\])?$/, '--cap-drop'],
+  [/^privileged$/, '--privileged'],
+  [/^log\.driver$/, '--log-driver'],
+  [/^log\.maxSize$/, '--log-max-size'],
+  [/^timeout$/, '--timeout'],
+  [/^stopSignal$/, '--stop-signal'],
+  [/^stopGracePeriod$/, '--stop-timeout'],
+  [/^pull$/, '--pull'],
+  [/^healthcheck\.shell$/, '--health-cmd'],
+  [/^healthcheck\.interval$/, '--health-interval'],
+  [/^healthcheck\.timeout$/, '--health-timeout'],
+  [/^healthcheck\.startPeriod$/, '--health-start-period'],
+  [/^healthcheck\.retries$/, '--health-retries'],
+  [/^healthcheck\.disabled$/, '--no-healthcheck'],
+];
+
+/**
+ * The flag that set a spec field, as users type it (`-m/--memory` for `resources.memory` or
+ * `spec.resources.memory`, `--mount[0] source` for `mounts[0].source`), or the field itself when no flag
+ * sets it. `extra` names fields of the request around the spec (submit's `id` is `--name`).
+ */
+export function flagForSpecField(field: string, extra: Readonly<Record<string, string>> = {}): string {
+  if (Object.hasOwn(extra, field)) return extra[field]!;
+  const bare = field.replace(/^spec\./, '');
+  // `--mount[0] source`, as parseMountFlag names a mount's own keys (`--mount[1] tmpfs-size`).
+  const mount = /^mounts\[(\d+)\](?:\.(\w+))?/.exec(bare);
+  if (mount) return `--mount[${mount[1]}]${mount[2] === undefined ? '' : ` ${mount[2]}`}`;
+  return FLAG_OF_SPEC_FIELD.find(([pattern]) => pattern.test(bare))?.[1] ?? field;
+}
+
+/**
+ * A spec's ValidationError (from the driver or the agent) restated with the flags that set each
+ * field, so that the CLI names `-m/--memory`, not `spec.resources.memory`. Anything else is returned as it is.
+ */
+export function withFlagNames(error: unknown, extra: Readonly<Record<string, string>> = {}): unknown {
+  if (!(error instanceof ValidationError)) return error;
+  const issues = error.issues.map((issue) => ({ field: flagForSpecField(issue.field, extra), rule: issue.rule }));
+  return issues.every((issue, i) => issue.field === error.issues[i]!.field) ? error : new ValidationError(issues, { cause: error, context: error.context });
 }
 
 const DOCKER_PROPAGATION: Readonly<Record<string, string>> = {

@@ -1,5 +1,5 @@
 import { messageOf, ValidationError } from '../common/errors.js';
-import { parseDurationMs } from '../common/units.js';
+import { readTypedDuration } from '../common/units.js';
 
 /**
  * How every berth process ends when asked: one mechanism for all commands, so that `run`, `exec`,
@@ -53,9 +53,10 @@ export const CLEANUP_BOUND_ENV = 'BERTH_CLEANUP_TIMEOUT';
 export function cleanupBoundFromEnv(env: Readonly<Record<string, string | undefined>>): number {
   const value = env[CLEANUP_BOUND_ENV];
   if (value === undefined || value.trim() === '') return DEFAULT_CLEANUP_BOUND_MS;
-  const ms = parseDurationMs(value);
-  if (ms === undefined || ms <= 0) throw new ValidationError([{ field: CLEANUP_BOUND_ENV, rule: 'must be a duration above zero, e.g. 15s' }]);
-  return ms;
+  const read = readTypedDuration(value);
+  if (!read.ok) throw new ValidationError([{ field: CLEANUP_BOUND_ENV, rule: read.problem }]);
+  if (read.value <= 0) throw new ValidationError([{ field: CLEANUP_BOUND_ENV, rule: 'must be a duration above zero, e.g. 15s' }]);
+  return read.value;
 }
 
 /** What commands see of the process's stop signals. */

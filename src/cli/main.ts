@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { BERTH_VERSION } from '../common/version.js';
 import { errorLine } from './output.js';
 import { EXIT, exitCodeForError } from './exit-codes.js';
 import { addAgentCommand } from './agent.js';
@@ -14,7 +15,7 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   let exitCode = 0;
   const program = new Command('berth')
     .description('Run tasks in Docker containers without leaking anything')
-    .version('0.1.0')
+    .version(BERTH_VERSION)
     .enablePositionalOptions()
     .exitOverride()
     .configureOutput({

@@ -6,7 +6,7 @@ import { renderTable, shortId, writeJson } from './output.js';
 import type { CliIo } from './run.js';
 import { agentCommand, withClient, type AgentFlags } from './client.js';
 
-/** What a prune removed, one row per kind, then the total. */
+/** What a prune removed (a dry run: would remove), one row per kind, then the total. */
 export function renderPruneReport(report: PruneView): string {
   const kinds = [
     ['containers', report.containers],
@@ -14,17 +14,21 @@ export function renderPruneReport(report: PruneView): string {
     ['networks', report.networks],
     ['volumes', report.volumes],
   ] as const;
+  // A dry run removed nothing: every line says what a prune would do.
   const verb = report.dryRun ? 'Would remove' : 'Removed';
   const lines = kinds.flatMap(([kind, pruned]) => pruned.ids.map((id) => `${verb} ${kind.slice(0, -1)} ${shortId(id.replace(/^sha256:/, ''))}`));
   const table = renderTable(
-    ['KIND', 'REMOVED', 'RECLAIMED'],
+    ['KIND', report.dryRun ? 'WOULD REMOVE' : 'REMOVED', report.dryRun ? 'WOULD RECLAIM' : 'RECLAIMED'],
     kinds.map(([kind, pruned]) => [kind, String(pruned.ids.length), formatBytes(pruned.reclaimedBytes)]),
   );
+  const total = report.dryRun
+    ? `Dry run, nothing removed: ${formatBytes(report.reclaimedBytes)} would be reclaimed`
+    : `Total reclaimed space: ${formatBytes(report.reclaimedBytes)}`;
   const notes = [
     ...(report.cancelled ? ['The prune was cancelled: what it removed until then is listed.'] : []),
     ...report.failed.map((failure) => `Could not remove ${failure.kind} ${shortId(failure.id)}: ${failure.error.message}`),
   ];
-  return [...lines, table.trimEnd(), `Total reclaimed space: ${formatBytes(report.reclaimedBytes)}`, ...notes].join('\n') + '\n';
+  return [...lines, table.trimEnd(), total, ...notes].join('\n') + '\n';
 }
 
 export function addPruneCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {

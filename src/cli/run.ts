@@ -17,16 +17,19 @@ import { exitCodeForSignal, type Interrupts } from './interrupts.js';
 import { errorLine } from './output.js';
 import {
   collect,
-  countFlag,
-  durationFlag,
   healthcheckFromFlags,
+  limitCountFlag,
+  limitDurationFlag,
+  limitSizeFlag,
   parseCpus,
   parseEnvFlags,
   parseLabelFlags,
   parseMountFlag,
   sizeFlag,
   stopTimeoutFlag,
+  withFlagNames,
   type HealthFlags,
+  type NoLimitRefusal,
 } from './flags.js';
 
 export interface CliIo {
@@ -67,8 +70,31 @@ interface RunFlags extends HealthFlags {
 /** `--pull` words, as the docker CLI spells them, to the spec's pull policy. */
 const PULL_FLAG: Readonly<Record<string, TaskSpec['pull']>> = { missing: 'if-not-present', always: 'always', never: 'never' };
 
-/** Builds a task spec from `berth run` flags; the spec's own validation names any bad value. */
-export function specFromRunFlags(image: string, command: readonly string[], flags: RunFlags, io: Pick<CliIo, 'env' | 'stdin'>): TaskSpec {
+/**
+ * Who runs the task the flags describe: `berth run` itself (the engine, where no limit is no limit)
+ * or the agent (`submit`, `run -d`), which gives a task without a limit its configured default and
+ * reserves it from its budget, so that `-m 0`, `--cpus 0` and `--pids-limit 0` (no limit) are refused.
+ */
+export type FlagTarget = 'engine' | 'agent';
+
+/** Agent keys whose default a task without that limit gets, by flag. */
+const AGENT_DEFAULT_KEYS: Readonly<Record<string, string>> = {
+  '-m/--memory': 'defaults.resources.memory',
+  '--cpus': 'defaults.resources.cpuMilli',
+  '--pids-limit': 'defaults.resources.pidsLimit',
+};
+
+/** Why a limit flag's 0 ("no limit") is refused for the target: never for berth run; for the agent, always. */
+function noLimitRefusal(flag: string, target: FlagTarget): NoLimitRefusal {
+  if (target === 'engine') return undefined;
+  return `0 (no limit) is not available for a task the agent runs: it gives every task a limit (its ${AGENT_DEFAULT_KEYS[flag]} key) and reserves it; give a limit, or leave the flag out for the agent's default`;
+}
+
+/**
+ * Builds a task spec from `berth run` flags (and submit's, with `target: 'agent'`); a bad value is
+ * named by its flag. Durations and sizes follow the one rule of common/units.ts.
+ */
+export function specFromRunFlags(image: string, command: readonly string[], flags: RunFlags, io: Pick<CliIo, 'env' | 'stdin'>, target: FlagTarget = 'engine'): TaskSpec {
   const spec: TaskSpec = {
     image,
     env: parseEnvFlags(flags.env, io.env),
@@ -82,12 +108,25 @@ export function specFromRunFlags(image: string, command: readonly string[], flag
   if (flags.entrypoint !== undefined) spec.entrypoint = flags.entrypoint === '' ? [] : [flags.entrypoint];
   if (flags.workdir !== undefined) spec.workdir = flags.workdir;
   if (flags.user !== undefined) spec.user = flags.user;
-  if (flags.memory !== undefined) spec.resources!.memory = sizeFlag(flags.memory, '--memory', SPEC_BOUNDS.memory);
-  if (flags.cpus !== undefined) spec.resources!.cpuMilli = parseCpus(flags.cpus);
-  if (flags.pidsLimit !== undefined) spec.resources!.pidsLimit = countFlag(flags.pidsLimit, '--pids-limit', SPEC_BOUNDS.pidsLimit);
+  if (flags.memory !== undefined) {
+    const memory = limitSizeFlag(flags.memory, '-m/--memory', SPEC_BOUNDS.memory, noLimitRefusal('-m/--memory', target));
+    if (memory !== undefined) spec.resources!.memory = memory;
+  }
+  if (flags.cpus !== undefined) {
+    const cpuMilli = parseCpus(flags.cpus, noLimitRefusal('--cpus', target));
+    if (cpuMilli !== undefined) spec.resources!.cpuMilli = cpuMilli;
+  }
+  if (flags.pidsLimit !== undefined) {
+    const pidsLimit = limitCountFlag(flags.pidsLimit, '--pids-limit', SPEC_BOUNDS.pidsLimit, noLimitRefusal('--pids-limit', target));
+    if (pidsLimit !== undefined) spec.resources!.pidsLimit = pidsLimit;
+  }
   if (flags.network !== undefined) spec.network = flags.network as TaskSpec['network'];
   if (flags.privileged) spec.privileged = true;
-  if (flags.timeout !== undefined) spec.timeout = durationFlag(flags.timeout, '--timeout', SPEC_BOUNDS.timeout);
+  if (flags.timeout !== undefined) {
+    // 0 is no run time limit (the default), not a limit that ends the task at once.
+    const timeout = limitDurationFlag(flags.timeout, '--timeout', SPEC_BOUNDS.timeout);
+    if (timeout !== undefined) spec.timeout = timeout;
+  }
   if (flags.stopSignal !== undefined) spec.stopSignal = flags.stopSignal;
   if (flags.stopTimeout !== undefined) spec.stopGracePeriod = stopTimeoutFlag(flags.stopTimeout);
   if (flags.logDriver !== undefined || flags.logMaxSize !== undefined) {
@@ -108,9 +147,9 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
     .argument('<image>', 'image to run')
     .argument('[command...]', 'command and arguments (default: the image\'s)')
     .passThroughOptions()
-    .option('-m, --memory <size>', 'memory limit, e.g. 128m or 1g (swap disabled)')
-    .option('--cpus <n>', 'CPUs, e.g. 0.5')
-    .option('--pids-limit <n>', 'maximum number of processes')
+    .option('-m, --memory <size>', 'memory limit with a unit, e.g. 512m or 1g (swap disabled); 0 for no limit')
+    .option('--cpus <n>', 'CPUs, e.g. 0.5; 0 for no limit')
+    .option('--pids-limit <n>', 'maximum number of processes; 0 for no limit')
     .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable; KEY alone passes berth\'s own)', collect, [])
     .option('-w, --workdir <dir>', 'working directory inside the container')
     .option('-u, --user <user>', 'user[:group] or uid[:gid]')
@@ -120,11 +159,11 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
     .option('--cap-add <cap>', 'add a Linux capability (repeatable)', collect, [])
     .option('--cap-drop <cap>', 'drop a Linux capability (repeatable)', collect, [])
     .option('--privileged', 'give the task extended privileges')
-    .option('--timeout <duration>', 'run time limit, e.g. 30s; the task is stopped and berth exits 124')
+    .option('--timeout <duration>', 'run time limit with a unit, e.g. 30s or 5m; 0 for none (default); the task is stopped and berth exits 124')
     .option('--stop-signal <signal>', 'signal that stops the task (default SIGTERM)')
-    .option('--stop-timeout <duration>', 'grace period before SIGKILL (default 10s)')
+    .option('--stop-timeout <seconds>', 'grace period before SIGKILL, in seconds as docker (10) or with a unit (1m30s); default 10')
     .option('--log-driver <driver>', 'the engine\'s own log: local (default), json-file or none')
-    .option('--log-max-size <size>', 'bound of the engine\'s own log (default 1m)')
+    .option('--log-max-size <size>', 'bound of the engine\'s own log, with a unit, e.g. 1m (default)')
     .option('--entrypoint <cmd>', 'override the image\'s entrypoint')
     .option('-i, --interactive', 'forward stdin to the task')
     .option('-t, --tty', 'allocate a pseudo-TTY')
@@ -157,8 +196,14 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
   // (symlinks followed, the engine given the real path) and must exist.
   // Owned by this process, so that a killed run's container is removed by the reconciler and prune; --keep asks for it to outlive the run.
   const driver = new TaskDriver({ engine, ownerId: 'cli', ownerProcess: flags.keep ? 'none' : 'self', policy: { allowPrivileged: true, allowEngineSocket: true }, images });
-  const resolved = driver.resolve(spec);
-  driver.resolveBindSources(resolved);
+  let resolved: ReturnType<TaskDriver['resolve']>;
+  try {
+    resolved = driver.resolve(spec);
+    driver.resolveBindSources(resolved);
+  } catch (error) {
+    // Named by the flags that set the fields (`-m/--memory`, not `resources.memory`).
+    throw withFlagNames(error);
+  }
   // Nothing is made before this answers: a signal meanwhile exits at once.
   await engine.checkCompatible();
 

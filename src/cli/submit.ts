@@ -4,6 +4,7 @@ import { ValidationError } from '../common/errors.js';
 import type { StoredTaskSpec } from '../state/tasks.js';
 import { agentCommand, exitCodeForClientError, withClient, type AgentFlags } from './client.js';
 import { errorLine, writeJson } from './output.js';
+import { withFlagNames } from './flags.js';
 import { addRunCommand, specFromRunFlags, type CliIo } from './run.js';
 
 /** Reads stdin to its end as text, for `submit -i`: the agent keeps a task's stdin as text. */
@@ -18,10 +19,13 @@ type RunFlags = Parameters<typeof specFromRunFlags>[2] & { interactive?: boolean
 async function submitTask(io: CliIo, image: string, command: string[], flags: RunFlags & AgentFlags): Promise<number> {
   if (flags.tty) throw new ValidationError([{ field: '--tty', rule: 'is not supported by the agent (it reads output from the engine log); use berth run -t' }]);
   const { interactive, ...rest } = flags;
-  const spec = specFromRunFlags(image, command, { ...rest, interactive: false }, io) as StoredTaskSpec;
+  const spec = specFromRunFlags(image, command, { ...rest, interactive: false }, io, 'agent') as StoredTaskSpec;
   if (interactive) spec.stdin = await readText(io.stdin);
   return withClient(io, flags, async (client) => {
-    const { task, created } = await client.submitTask({ ...(flags.name !== undefined ? { id: flags.name } : {}), spec });
+    const { task, created } = await client.submitTask({ ...(flags.name !== undefined ? { id: flags.name } : {}), spec }).catch((error: unknown) => {
+      // The agent names spec fields (`spec.resources.memory`); the user typed flags.
+      throw withFlagNames(error, { id: '--name' });
+    });
     // Submitting is idempotent: the same name and spec again is that task, not a second one.
     if (!created) io.stderr.write(`task ${task.id} was submitted before with the same spec (it is ${task.state}); not submitted again\n`);
     if (flags.json) writeJson(io.stdout, task);
@@ -81,12 +85,31 @@ export function describeDetachOnRun(program: Command): void {
 const RUN_ONLY_OPTIONS = new Set(['--keep', '--tty', '--detach']);
 
 /**
+ * Help of run's options that says something else of a task the agent runs: berth submit returns
+ * at once (it never exits 124), and the agent gives a task without a limit its configured default.
+ */
+export const SUBMIT_OPTION_HELP: Readonly<Record<string, string>> = Object.freeze({
+  '--memory': 'memory limit with a unit, e.g. 512m or 1g (swap disabled); default the agent\'s defaults.resources.memory',
+  '--cpus': 'CPUs, e.g. 0.5; default the agent\'s defaults.resources.cpuMilli',
+  '--pids-limit': 'maximum number of processes; default the agent\'s defaults.resources.pidsLimit',
+  '--timeout': 'run time limit with a unit, e.g. 30s or 5m; 0 for none (default); the agent stops the task, which ends as timed-out (see berth inspect)',
+  '--interactive': 'read stdin to its end and give it to the task as its input',
+  '--name': 'task id; submitting the same id with the same spec again is that task, not a second one',
+});
+
+/**
  * Gives a command the same flags as berth run, taken from the run command itself, so that a
  * command line moves between run and submit unchanged and a flag added to run reaches submit.
+ * Where the help says something of `berth run` only, submit's own wording replaces it.
  */
 function addRunStyleOptions(command: Command, io: CliIo): Command {
   for (const option of scratchRunCommand(io).run.options) {
-    if (!RUN_ONLY_OPTIONS.has(option.long ?? '')) command.addOption(option);
+    const long = option.long ?? '';
+    if (RUN_ONLY_OPTIONS.has(long)) continue;
+    // The scratch command's options are this command's alone: their help can be reworded in place.
+    const help = SUBMIT_OPTION_HELP[long];
+    if (help !== undefined) option.description = help;
+    command.addOption(option);
   }
   return command;
 }

@@ -169,3 +169,85 @@ export function formatBytes(bytes: number): string {
   }
   return unit === 0 ? `${bytes} B` : `${value.toFixed(1).replace(/\.0$/, '')} ${units[unit]}`;
 }
+
+// ---- the one rule for durations and sizes that people type (flags, configuration, environment) ----
+
+/** The units a typed duration takes. */
+export const DURATION_UNIT_NAMES: readonly string[] = Object.freeze(['ms', 's', 'm', 'h', 'd']);
+
+/** The units a typed size takes: binary, as the docker CLI's (1k = 1024 bytes); kb/kib and so on are read the same. */
+export const SIZE_UNIT_NAMES: readonly string[] = Object.freeze(['b', 'k', 'm', 'g', 't', 'p']);
+
+/** What reading a typed duration or size gave: its value, or the problem in words (without the field's name). */
+export type TypedQuantity = { readonly ok: true; readonly value: number } | { readonly ok: false; readonly problem: string };
+
+const BARE_NUMBER = /^\d+(\.\d+)?$/;
+
+/**
+ * How a duration text is read where no unit is given: `unit-required` (the rule everywhere: a bare
+ * "30" could mean seconds or milliseconds) or `seconds` (the flags docker defines in seconds,
+ * `--stop-timeout` and `stop -t`, where "10" is ten seconds as in docker).
+ */
+export type BareNumberReading = 'unit-required' | 'seconds';
+
+/**
+ * The one rule for a duration people type (a flag, a configuration key, an environment variable):
+ * a number with a unit, "30s", "1m30s", "500ms", "1.5h", "7d"; a bare number is refused with the
+ * units named, except "0" (zero in any unit) and, with `bare: 'seconds'`, a whole number of seconds.
+ * Whether 0 is allowed, or means "no limit", is the caller's (the field's bounds) to say.
+ */
+export function readTypedDuration(text: string, bare: BareNumberReading = 'unit-required'): TypedQuantity {
+  const trimmed = text.trim();
+  const units = `units: ${DURATION_UNIT_NAMES.join(', ')}`;
+  if (BARE_NUMBER.test(trimmed)) {
+    if (Number(trimmed) === 0) return { ok: true, value: 0 };
+    if (bare === 'seconds' && /^\d+$/.test(trimmed)) return seconds(Number(trimmed));
+    return { ok: false, problem: `"${trimmed}" has no unit; use e.g. ${trimmed}s or ${trimmed}ms (${units})` };
+  }
+  const ms = trimmed === '' ? undefined : parseDurationMs(trimmed);
+  if (ms === undefined) return { ok: false, problem: `"${trimmed}" is not a duration; use e.g. 30s, 1m30s or 500ms (${units})` };
+  return { ok: true, value: ms };
+}
+
+function seconds(count: number): TypedQuantity {
+  const ms = count * SECOND_MS;
+  return Number.isSafeInteger(ms) ? { ok: true, value: ms } : { ok: false, problem: `"${count}" is too many seconds` };
+}
+
+/**
+ * The one rule for a size people type: a number with a binary unit, "512m", "1g", "1.5g", "64k",
+ * "100b"; a bare number is refused with the units named, except "0" (zero in any unit). Whether 0
+ * is allowed, or means "no limit", is the caller's (the field's bounds) to say.
+ */
+export function readTypedSize(text: string): TypedQuantity {
+  const trimmed = text.trim();
+  const units = `units: ${SIZE_UNIT_NAMES.join(', ')}`;
+  if (BARE_NUMBER.test(trimmed)) {
+    if (Number(trimmed) === 0) return { ok: true, value: 0 };
+    return { ok: false, problem: `"${trimmed}" has no unit; use e.g. ${trimmed}m or ${trimmed}k (${units}; 1k = 1024 bytes)` };
+  }
+  const bytes = trimmed === '' ? undefined : parseBytes(trimmed);
+  if (bytes === undefined) return { ok: false, problem: `"${trimmed}" is not a size; use e.g. 512m or 1g (${units})` };
+  return { ok: true, value: bytes };
+}
+
+/** What 0 means for a field: no limit at all (docker's `-m 0`, `--pids-limit 0`), or just its value (checked against the bounds). */
+export type ZeroMeaning = 'no-limit' | 'value';
+
+/**
+ * The rule a typed duration breaks against its field's bounds, in human units ("must be at least
+ * 1ms; 0 is not allowed here"), or undefined within them.
+ */
+export function typedDurationBoundRule(ms: number, bounds: DurationBounds): string | undefined {
+  if (ms < bounds.minMs) return `must be at least ${formatDurationMs(bounds.minMs)}${ms === 0 ? '; 0 is not allowed here' : ''}`;
+  if (ms > bounds.maxMs) return `must be at most ${formatDurationMs(bounds.maxMs)}`;
+  return undefined;
+}
+
+/** The rule a typed size breaks against its field's bounds, in human units ("must be at least 6m"), or undefined within them. */
+export function typedSizeBoundRule(bytes: number, bounds: SizeBounds): string | undefined {
+  const human = (n: number): string => formatSize(n).replace(/ bytes?$/, 'b');
+  if (bytes < bounds.minBytes) return `must be at least ${human(bounds.minBytes)}${bytes === 0 ? '; 0 is not allowed here' : ''}`;
+  if (bytes > bounds.maxBytes) return `must be at most ${human(bounds.maxBytes)}`;
+  return undefined;
+}

@@ -112,7 +112,11 @@ describe('the agent collects its garbage', { skip: (await requireEngine()) || re
     const dry = await cli(['prune', '--dry-run', '--filter', 'label=team=blue']);
     assert.equal(dry.code, 0, dry.stderr);
     assert.match(dry.stdout, new RegExp(`Would remove container ${stale.slice(0, 12)}`));
-    assert.match(dry.stdout, /Total reclaimed space/);
+    // A dry run removed nothing, and its output does not say it did.
+    assert.match(dry.stdout, /^KIND +WOULD REMOVE +WOULD RECLAIM$/m);
+    assert.match(dry.stdout, /^Dry run, nothing removed: .+ would be reclaimed$/m);
+    assert.doesNotMatch(dry.stdout, /REMOVED|Removed|Total reclaimed space/);
+    assert.equal((await engine.inspectContainer(stale)).id, stale);
     const json = await cli(['prune', '--json', '--filter', 'label!=team=red']);
     assert.equal(json.code, 0, json.stderr);
     assert.deepEqual((JSON.parse(json.stdout) as { containers: { ids: string[] } }).containers.ids, [stale]);

@@ -293,7 +293,7 @@ describe('bind sources through `berth run`, against the real engine', { skip: aw
     const missing = path.join(tree, 'missing');
     const result = await runBerth(runArgs('--mount', `type=bind,source=${missing},target=/x`, TEST_IMAGE, 'true'), env);
     assert.equal(result.code, 2, result.stderr);
-    assert.match(result.stderr, /mounts\[0\]\.source: host path .*missing does not exist/);
+    assert.match(result.stderr, /^berth: --mount\[0\] source: host path .*missing does not exist/);
     assert.deepEqual(await run.leftovers(), []);
   });
 

@@ -74,10 +74,10 @@ describe('berth run (the CLI, as a user runs it)', { skip: await requireEngine()
   test('a validation error exits 2 and names the field', async () => {
     const result = await berth(runArgs('-m', 'lots', TEST_IMAGE, 'true'));
     assert.equal(result.code, 2);
-    assert.match(result.stderr, /--memory: must be a size/);
+    assert.match(result.stderr, /^berth: -m\/--memory: "lots" is not a size; use e\.g\. 512m or 1g/);
     const bad = await berth(runArgs('--mount', 'type=bind,source=/tmp,target=/x,readonly,propagation=bidirectional', TEST_IMAGE, 'true'));
     assert.equal(bad.code, 2);
-    assert.match(bad.stderr, /mounts\[0\]\.propagation.*read-write/);
+    assert.match(bad.stderr, /^berth: --mount\[0\] propagation: .*read-write/);
     assert.equal(await leftovers(), 0);
   });
 

@@ -1,6 +1,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { isBerthError, messageOf, type ErrorCode, type FieldIssue } from '../../common/errors.js';
+import { RFC3339_PATTERN, TASK_ID_PATTERN } from './schemas.js';
 
 /** The body of every error response. */
 export interface ErrorBody {
@@ -97,8 +98,19 @@ function fieldOf(failure: SchemaFailure['validation'][number], context: string |
   return field === '' ? (context ?? 'body') : field;
 }
 
+/**
+ * The forms the API's patterns stand for, in words: a pattern failure names the form (`since: must
+ * be an RFC 3339 time, such as …`), never the regular expression itself.
+ */
+const PATTERN_FORMS: ReadonlyMap<string, string> = new Map([
+  [RFC3339_PATTERN, 'must be an RFC 3339 time, such as 2024-05-01T10:00:00Z or 2024-05-01T12:00:00.123+02:00'],
+  [TASK_ID_PATTERN, 'must be a task id: letters, digits, "_", "." and "-", starting with a letter or digit'],
+]);
+
 function ruleOf(failure: SchemaFailure['validation'][number]): string {
   switch (failure.keyword) {
+    case 'pattern':
+      return PATTERN_FORMS.get(String(failure.params?.pattern)) ?? 'is not in the form this field takes (see /v1/openapi.json)';
     case 'required':
       return 'is required';
     case 'additionalProperties':

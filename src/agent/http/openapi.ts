@@ -1,10 +1,11 @@
 import { z } from 'zod';
 import { taskSpecSchema } from '../../spec/schema.js';
 import { agentEventSchema, API_ROUTES, errorBodySchema, logRecordSchema, taskViewSchema, type ApiRoute, type JsonSchema } from './schemas.js';
+import { BERTH_VERSION } from '../../common/version.js';
 
 /** The OpenAPI document's own fields that berth fills in; everything else comes from the route table. */
 export interface OpenApiInfo {
-  /** The agent's version. Default `0.0.0`. */
+  /** The agent's version. Default berth's own (package.json). */
   version?: string;
 }
 
@@ -100,7 +101,7 @@ export function buildOpenApiDocument(info: OpenApiInfo = {}): Record<string, unk
     openapi: '3.1.0',
     info: {
       title: 'berth agent',
-      version: info.version ?? '0.0.0',
+      version: info.version ?? BERTH_VERSION,
       description: 'Runs tasks as Docker containers. Every request but /healthz needs `Authorization: Bearer <token>`; the token is in `<dataDir>/token`.',
     },
     security: [{ bearer: [] }],

@@ -40,7 +40,7 @@ export interface ServerOptions {
   bodyLimitBytes?: number;
   /** Whether `/metrics` includes Node's process metrics (memory, CPU, event loop). Default true. */
   processMetrics?: boolean;
-  /** The version the OpenAPI document states. Default `0.0.0`. */
+  /** The version the OpenAPI document states. Default berth's own (package.json). */
   version?: string;
   /** Creates the HTTP server fastify listens with; `serveAgent` uses it to serve one API on a second address. */
   serverFactory?: FastifyServerFactory;

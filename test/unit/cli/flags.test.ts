@@ -107,9 +107,15 @@ describe('parseCpus', () => {
     });
   }
 
-  for (const input of ['abc', '0', '-1', '', '0.0', '1e3', '1,5', '2 cpus', 'Infinity']) {
-    test(`rejects --cpus ${JSON.stringify(input)} with a ValidationError naming --cpus`, () => {
-      assertValidationError(() => parseCpus(input), '--cpus', /positive decimal number of CPUs/);
+  for (const input of ['abc', '-1', '', '1e3', '1,5', '2 cpus', 'Infinity']) {
+    test(`rejects --cpus ${JSON.stringify(input)} with a ValidationError naming --cpus and its forms`, () => {
+      assertValidationError(() => parseCpus(input), '--cpus', /is not a number of CPUs; use e\.g\. 0\.5 or 2, or 0 for no limit$/);
+    });
+  }
+
+  for (const input of ['0', '0.0']) {
+    test(`reads --cpus ${JSON.stringify(input)} as no limit, as docker does`, () => {
+      assert.equal(parseCpus(input), undefined);
     });
   }
 
@@ -305,7 +311,7 @@ describe('specFromRunFlags', () => {
   });
 
   test('throws a ValidationError naming --cpus for a bad --cpus', () => {
-    assertValidationError(() => specFromRunFlags('busybox', [], { ...noFlags(), cpus: 'abc' }, io()), '--cpus', /positive/);
+    assertValidationError(() => specFromRunFlags('busybox', [], { ...noFlags(), cpus: 'abc' }, io()), '--cpus', /"abc" is not a number of CPUs/);
   });
 
   test('sets stdin to the CLI’s stdin with -i', () => {
@@ -478,7 +484,7 @@ describe('health check flags', () => {
   for (const flag of ['healthInterval', 'healthTimeout', 'healthStartPeriod'] as const) {
     test(`a ${flag} without a unit is refused, naming the flag`, () => {
       const name = `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
-      assertValidationError(() => healthcheckFromFlags({ [flag]: '5' }), name, /with a unit/);
+      assertValidationError(() => healthcheckFromFlags({ [flag]: '5' }), name, /^"5" has no unit; use e\.g\. 5s or 5ms \(units: ms, s, m, h, d\)$/);
     });
   }
 
@@ -489,7 +495,7 @@ describe('health check flags', () => {
   }
 
   test('values out of the spec\'s bounds name the flag and the rule', () => {
-    assertValidationError(() => specFromRunFlags('busybox', [], { ...noFlags(), healthCmd: 'true', healthInterval: '0s' }, io()), '--health-interval', /^must be at least 1ms$/);
+    assertValidationError(() => specFromRunFlags('busybox', [], { ...noFlags(), healthCmd: 'true', healthInterval: '0s' }, io()), '--health-interval', /^must be at least 1ms; 0 is not allowed here$/);
     assertValidationError(() => specFromRunFlags('busybox', [], { ...noFlags(), healthCmd: 'true', healthRetries: '0' }, io()), '--health-retries', /from 1 to 1000000/);
   });
 
