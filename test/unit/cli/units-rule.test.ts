@@ -233,8 +233,8 @@ describe('every duration and size key of the agent configuration follows the rul
   const dir = mkdtempSync(path.join(tmpdir(), 'berth-units-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
   const keys = Object.entries(CONFIG_KEY_KINDS).filter(([, kind]) => kind === 'duration' || kind === 'size');
-  /** A valid value with a unit for each key: within every key's bounds (prune.schedule's floor is 1m; http.headersTimeout's ceiling the request timeout, 30s). */
-  const VALID: Readonly<Record<string, string>> = { duration: '20s', size: '64m', 'prune.schedule': '2m' };
+  /** A valid value with a unit for each key: within every key's bounds (prune.schedule's and events.window's floor is 1m; http.headersTimeout's ceiling the request timeout, 30s). */
+  const VALID: Readonly<Record<string, string>> = { duration: '20s', size: '64m', 'prune.schedule': '2m', 'events.window': '2m' };
 
   function issues(load: () => unknown): Array<{ field: string; rule: string }> {
     try {
