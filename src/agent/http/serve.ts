@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { connect, type Server as NetServer, type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { chmod, lstat, rm } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
 import { BerthError, ValidationError } from '../../common/errors.js';
@@ -46,20 +47,46 @@ const PLAIN_HTTP_REFUSED = JSON.stringify({
 });
 
 /**
+ * Answers a request that came over TLS without a client certificate signed by `tls.clientCa`, and
+ * closes the connection: the request never reaches the API.
+ */
+function refuseClientCertificate(request: IncomingMessage, response: ServerResponse, logger: Logger): void {
+  const socket = request.socket as TLSSocket;
+  const given = Object.keys(socket.getPeerCertificate()).length > 0;
+  const reason = given ? `the client certificate was refused (${String(socket.authorizationError)})` : 'no client certificate was given';
+  logger.info({ remote: socket.remoteAddress, reason: given ? String(socket.authorizationError) : 'none' }, `a client was refused: ${reason}`);
+  const body = JSON.stringify({ error: { code: 'BERTH_AGENT_TLS', message: `${reason}: the agent requires one signed by its tls.clientCa (--tlscert and --tlskey)` } });
+  response.writeHead(403, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
+  response.end(body);
+}
+
+/**
  * The HTTPS server of the TCP listener: createApiServer's bounds, plus the TLS handshake bounded by
- * `headersTimeoutMs`, and client certificates required when `material.ca` is set (mutual TLS). A
- * client that speaks plain HTTP to it (its first byte does not start a TLS handshake) is answered
- * `400` with a message that says to use https, as Go's servers do, rather than with Node's bare
- * reset; a client that sends nothing at all is dropped after `headersTimeoutMs`. A failed
- * handshake (an untrusted or missing client certificate) is logged at info and the connection closed.
+ * `headersTimeoutMs`, and client certificates required when `material.ca` is set (mutual TLS).
+ *
+ * A client without a certificate signed by that CA is refused with `403 BERTH_AGENT_TLS` saying
+ * so, over TLS, and its request never reaches the API: Node would otherwise close such a
+ * connection without a TLS alert right after the handshake (a bad certificate) and the client would
+ * see only a reset. A client that speaks plain HTTP to the listener (its first byte does not start a
+ * TLS handshake) is answered `400` with a message that says to use https, as Go's servers do,
+ * rather than with Node's bare reset; a client that sends nothing at all is dropped after
+ * `headersTimeoutMs`. Other failed handshakes are logged at info and the connection closed.
  */
 export function createTlsApiServer(handler: (request: IncomingMessage, response: ServerResponse) => void, limits: ServerLimits, material: TlsMaterial, logger: Logger): HttpsServer {
   const requireClientCert = material.ca !== undefined;
+  const guarded = requireClientCert
+    ? (request: IncomingMessage, response: ServerResponse): void => {
+        // `authorized` is Node's verdict on the client's certificate against `ca`: strictly true.
+        if ((request.socket as TLSSocket).authorized === true) handler(request, response);
+        else refuseClientCertificate(request, response, logger);
+      }
+    : handler;
   const server = createHttpsServer(
     {
       ...material,
       requestCert: requireClientCert,
-      rejectUnauthorized: requireClientCert,
+      // Checked per request (guarded), so that the refusal can say why.
+      rejectUnauthorized: false,
       minVersion: 'TLSv1.2',
       handshakeTimeout: limits.headersTimeoutMs,
       // The first byte is read before TLS takes the connection (see below).
@@ -69,7 +96,7 @@ export function createTlsApiServer(handler: (request: IncomingMessage, response:
       keepAliveTimeout: limits.keepAliveTimeoutMs,
       connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs) / 10))),
     },
-    handler,
+    guarded,
   );
   server.maxConnections = limits.maxConnections;
   // https forwards a failed handshake to `clientError`, whose listener answers in HTTP: over a
