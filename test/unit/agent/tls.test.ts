@@ -11,7 +11,7 @@ const host: HostFacts = { uid: 1000, homedir: '/home/ada', totalMemoryBytes: 8 *
 const dir = mkdtempSync(path.join(tmpdir(), 'berth-tls-unit-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-function issuesOf(run: () => unknown): FieldIssue[] {
+function issuesOf(run: () => unknown): readonly FieldIssue[] {
   try {
     run();
   } catch (error) {
