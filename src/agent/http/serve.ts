@@ -145,7 +145,7 @@ export interface ServingAgent {
   readonly server: FastifyInstance;
   /**
    * Re-reads the TLS files (`tls.cert`, `tls.key`, `tls.clientCa`) and serves new connections with
-   * them; open connections keep theirs. Resolves false when the TCP listener has no TLS. Throws the
+   * them; open connections keep theirs. Returns false when the TCP listener has no TLS. Throws the
    * ValidationError naming the key and file when one is wrong, and the old files stay in use.
    */
   reloadTls(): boolean;
