@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest, type RequestOptions } from 'node:https';
+import { connect as netConnect } from 'node:net';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
@@ -152,6 +154,30 @@ describe('HTTPS on the TCP listener', { skip }, () => {
     assert.equal(accepted.code, 0, accepted.stderr);
     const afterSubmit = await berth(dataDir, ['ps', '-a', '-q', ...withCert]);
     assert.equal(afterSubmit.stdout.trim().split('\n').length, 1, afterSubmit.stdout);
+  });
+});
+
+describe('the TLS listener bounds its clients as the plain one does', { skip }, () => {
+  test('a client that sends nothing is dropped, and one that sends its headers too slowly over TLS is answered 408', async () => {
+    const dataDir = await dirs.make('berth-tlsslow-');
+    const config = await writeAgentConfig(dataDir, `${tlsYaml({ cert: certs.server.cert, key: certs.server.key })}http:\n  headersTimeout: 1s\n`);
+    const agent = await agents.start(dataDir, ['--config', config]);
+    const [host, port] = tcpAddress(agent).split(':') as [string, string];
+
+    const silent = netConnect({ host, port: Number(port) });
+    silent.on('error', () => undefined);
+    await once(silent, 'connect');
+    await pollUntil('the silent connection to be closed by the agent', () => (silent.destroyed || silent.readableEnded ? true : undefined), { timeoutMs: 30_000, intervalMs: 50 });
+    silent.destroy();
+
+    const slow = tlsConnect({ host, port: Number(port), ca: await readFile(certs.ca.cert) });
+    slow.on('error', () => undefined);
+    await once(slow, 'secureConnect');
+    slow.write('GET /healthz HTTP/1.1\r\nhost: x\r\n');
+    let answer = '';
+    slow.setEncoding('utf8').on('data', (d: string) => (answer += d));
+    await once(slow, 'close');
+    assert.match(answer, /^HTTP\/1\.1 408 /);
   });
 });
 
