@@ -52,6 +52,18 @@ if ! engine_answers; then
   done
 fi
 
+# The TLS tests make their CA and certificates with openssl(1).
+if ! command -v openssl >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing openssl"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null
+  else
+    echo "test-engine: the TLS tests need openssl (Debian package openssl)." >&2
+    exit 1
+  fi
+fi
+
 # Debian's busybox-static gives a static /bin/busybox; it is needed to build the test image.
 if ! "$DOCKER_BIN" image inspect "$IMAGE" >/dev/null 2>&1; then
   if ! { [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx dd; }; then

@@ -1,8 +1,9 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { asBerthError, codeOf, isBerthError, type ErrorCode } from '../common/errors.js';
+import { asBerthError, codeOf, isBerthError, ValidationError, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { Engine } from '../engine/engine.js';
 import { ImageCoordinator, type ImageCoordinatorSnapshot } from '../images/index.js';
@@ -36,8 +37,15 @@ export interface AgentRuntime extends AsyncDisposable {
   readonly admission: AdmissionController;
   readonly events: AgentEvents;
   readonly logger: Logger;
-  /** The bearer token every API request but health must carry. */
+  /** The bearer token every API request but health must carry: the one `reloadToken` read last. */
   readonly token: string;
+  /**
+   * Re-reads the token file (SIGHUP), so that an operator rotates the token by writing a new one
+   * there: from then on requests need the new token, while open connections and streams (followed
+   * logs, events) stay open. A file that cannot be read or is empty is refused and the old token
+   * stays. Nothing is logged here: the caller logs the result once.
+   */
+  reloadToken(): TokenReload;
   /** Calls the listener with the code of every error the supervisor meets (metrics); returns the unsubscribe. */
   onError(listener: (code: ErrorCode) => void): () => void;
   /**
@@ -71,6 +79,23 @@ type AgentState = 'built' | 'recovering' | 'open' | 'closed';
 export type EngineHealth = { ok: true } | { ok: false; code: ErrorCode; message: string };
 
 export const TOKEN_FILE_NAME = 'token';
+
+/** What re-reading the token file did: `rotated` when it holds another token than the one in force. */
+export type TokenReload = { ok: true; rotated: boolean } | { ok: false; error: ValidationError };
+
+/** Reads the token file as `reloadToken` does: synchronously (it is a line), refusing an empty one. */
+function readTokenFile(dataDir: string): { ok: true; token: string } | { ok: false; error: ValidationError } {
+  const file = path.join(dataDir, TOKEN_FILE_NAME);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    return { ok: false, error: new ValidationError([{ field: 'token', rule: `${file} cannot be read (${(error as NodeJS.ErrnoException).code ?? String(error)})` }], { cause: error }) };
+  }
+  const token = text.trim();
+  if (token === '' || /\s/.test(token)) return { ok: false, error: new ValidationError([{ field: 'token', rule: `${file} must hold one token: a line without spaces` }]) };
+  return { ok: true, token };
+}
 
 /** Reads the API token, creating it (mode 0600) at first start. */
 export async function ensureToken(dataDir: string): Promise<string> {
@@ -150,7 +175,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
   await mkdir(initial.dataDir, { recursive: true, mode: 0o700 });
   const store = openStore(path.join(initial.dataDir, STORE_FILE_NAME), { logger });
   const agentId = initial.agentId ?? store.meta.ensure(META_KEYS.agentId, () => `agent-${randomUUID().slice(0, 8)}`);
-  const token = await ensureToken(initial.dataDir);
+  let token = await ensureToken(initial.dataDir);
   const engine = new Engine({ ...initial.engine, deadlines: initial.engineDeadlines });
   const events = new AgentEvents({ log: store.events, logger });
   // The window is trimmed now and every few seconds, so the log stays within it on a busy host too.
@@ -266,7 +291,16 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
     admission,
     events,
     logger,
-    token,
+    get token() {
+      return token;
+    },
+    reloadToken() {
+      const read = readTokenFile(initial.dataDir);
+      if (!read.ok) return read;
+      const rotated = read.token !== token;
+      token = read.token;
+      return { ok: true, rotated };
+    },
     onError(listener) {
       errorListeners.add(listener);
       return () => errorListeners.delete(listener);

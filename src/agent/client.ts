@@ -1,5 +1,7 @@
+import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { Agent, request as httpRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import { Agent, request as httpRequest, type ClientRequest, type IncomingMessage, type RequestOptions } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { homedir } from 'node:os';
 import path from 'node:path';
 import { BerthError, cancelledError, ERROR_CODES, messageOf, ValidationError, type ErrorCode, type FieldIssue } from '../common/errors.js';
@@ -11,6 +13,7 @@ import type { AgentEvent } from './events.js';
 import type { ErrorBody } from './http/errors.js';
 import type { HealthView, ImageView, PruneView, TaskView } from './http/views.js';
 import type { LogRecord } from './task-logs.js';
+import { readCertificateFile, readKeyPair } from './tls.js';
 
 export type { HealthView, ImageView, TaskView } from './http/views.js';
 export type { LogRecord } from './task-logs.js';
@@ -19,10 +22,18 @@ export type { AgentEvent } from './events.js';
 /** Where a client finds the agent. */
 export interface AgentClientOptions {
   /**
-   * `unix:///path/to/agent.sock` or `http://host:port`. Default: the agent's default socket for
-   * this user, `unix://<default dataDir>/agent.sock` (see `resolveAgentAddress` for the full search).
+   * `unix:///path/to/agent.sock`, `http://host:port`, `https://host:port`, or `tcp://host:port`
+   * (HTTPS when `tls` is given, else plain HTTP, as docker reads it). Default: the agent's default
+   * socket for this user, `unix://<default dataDir>/agent.sock` (see `resolveAgentAddress` for the
+   * full search).
    */
   host?: string;
+  /**
+   * TLS for an `https://` (or `tcp://`) host: the CA that signed the agent's certificate (default:
+   * the system's CAs), and the client's certificate and key when the agent asks for one (mutual
+   * TLS). The agent's certificate is always verified, its name (or IP address) included.
+   */
+  tls?: AgentTlsOptions;
   /** The agent's bearer token (`<dataDir>/token`). */
   token: string;
   /** Deadline of each call but stop, followed logs and events, which may take as long as they take. Default 30 s. */
@@ -55,20 +66,74 @@ export interface EventSubscription extends AsyncIterable<AgentEvent> {
   close(): void;
 }
 
+/** The PEM texts of a client's TLS (see AgentClientOptions.tls). */
+export interface AgentTlsOptions {
+  /** CA certificates the agent's certificate must be signed by. Default: the system's CAs. */
+  ca?: string | Buffer;
+  /** The client's certificate, for an agent that requires one (`tls.clientCa`); with `key`. */
+  cert?: string | Buffer;
+  key?: string | Buffer;
+}
+
 type Target = Pick<RequestOptions, 'socketPath' | 'host' | 'port'>;
 
-/** Parses `unix:///path` or `http://host:port` into node:http request options. */
+/** How an agent address is spoken to: `tcp` is HTTPS when TLS material is given, else plain HTTP. */
+export type AgentScheme = 'unix' | 'http' | 'https' | 'tcp';
+
+const HOST_RULE = 'must be unix:///absolute/path, http://host:port, https://host:port or tcp://host:port';
+
+/** The scheme of an agent address (`unix://`, `http://`, `https://`, `tcp://`); throws for any other. */
+export function agentScheme(host: string): AgentScheme {
+  const scheme = /^(unix|http|https|tcp):\/\//.exec(host)?.[1];
+  if (scheme === undefined) throw new ValidationError([{ field: 'host', rule: `${HOST_RULE}, not ${JSON.stringify(host)}` }]);
+  return scheme as AgentScheme;
+}
+
+/** Parses `unix:///path` or `http(s)://host:port` (or `tcp://host:port`) into node:http request options. */
 export function parseAgentHost(host: string): Target {
-  if (host.startsWith('unix://')) {
+  const scheme = /^(unix|http|https|tcp):\/\//.exec(host)?.[1];
+  if (scheme === 'unix') {
     const socketPath = host.slice('unix://'.length);
     if (path.isAbsolute(socketPath)) return { socketPath };
-  } else if (host.startsWith('http://')) {
+  } else if (scheme !== undefined) {
     const url = new URL(host);
-    if (url.pathname === '/' && url.search === '' && url.port !== '') {
+    // `tcp:` is not a special scheme to URL: its empty path is '', not '/'.
+    if ((url.pathname === '/' || url.pathname === '') && url.search === '' && url.port !== '' && url.username === '' && url.hash === '') {
       return { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port) };
     }
   }
-  throw new ValidationError([{ field: 'host', rule: `must be unix:///absolute/path or http://host:port, not ${JSON.stringify(host)}` }]);
+  throw new ValidationError([{ field: 'host', rule: `${HOST_RULE}, not ${JSON.stringify(host)}` }]);
+}
+
+/**
+ * Codes of a TLS failure as Node reports them: OpenSSL's (ERR_SSL_…, the verification codes) and
+ * Node's own (ERR_TLS_…). The agent refused the client's certificate, or its absence, when it sent an
+ * alert about it; the client refused the agent's certificate when verification failed.
+ */
+const CLIENT_CERT_REFUSED = /^ERR_SSL_(TLSV13_ALERT_CERTIFICATE_REQUIRED|TLSV1_ALERT_UNKNOWN_CA|SSLV3_ALERT_BAD_CERTIFICATE|SSLV3_ALERT_CERTIFICATE_UNKNOWN|TLSV1_ALERT_ACCESS_DENIED|TLSV1_ALERT_DECRYPT_ERROR|SSLV3_ALERT_UNSUPPORTED_CERTIFICATE|SSLV3_ALERT_CERTIFICATE_EXPIRED)$/;
+const NOT_TLS = /^(ERR_SSL_WRONG_VERSION_NUMBER|ERR_SSL_PACKET_LENGTH_TOO_LONG|ERR_SSL_RECORD_LAYER_FAILURE|EPROTO)$/;
+const AGENT_CERT_UNTRUSTED = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'INVALID_CA',
+]);
+const AGENT_CERT_DATES = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
+
+/** Why TLS with the agent failed, for a person, when `code` is a TLS failure's; else undefined. */
+function tlsFailureHint(code: string): string | undefined {
+  if (AGENT_CERT_UNTRUSTED.has(code)) return 'the agent\'s certificate is not signed by a trusted CA: give the CA that signed it (--tlscacert, or ca.pem in $BERTH_CERT_PATH)';
+  if (AGENT_CERT_DATES.has(code)) return 'the agent\'s certificate has expired or is not valid yet';
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return 'the agent\'s certificate is not for this address (its subjectAltName names other hosts or IPs)';
+  if (CLIENT_CERT_REFUSED.test(code)) return 'the agent refused the client\'s certificate, or its absence: give one signed by the agent\'s tls.clientCa (--tlscert and --tlskey, or cert.pem and key.pem in $BERTH_CERT_PATH)';
+  if (NOT_TLS.test(code)) return 'the address does not speak TLS: does the agent serve plain HTTP there (http://)?';
+  if (code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_')) return 'the TLS handshake failed';
+  return undefined;
 }
 
 /** Requests that change nothing, or change it the same way however often they are sent: reads, removals and stops. */
@@ -126,13 +191,23 @@ export class AgentClient {
   readonly #target: Target;
   readonly #token: string;
   readonly #deadlineMs: number;
-  readonly #agent = new Agent({ keepAlive: true });
+  /** Whether the client speaks HTTPS to the agent. */
+  readonly secure: boolean;
+  readonly #agent: Agent;
+  readonly #request: (options: RequestOptions, onResponse: (response: IncomingMessage) => void) => ClientRequest;
 
   private constructor(options: AgentClientOptions & { host: string }) {
     this.host = options.host;
+    const scheme = agentScheme(options.host);
     this.#target = parseAgentHost(options.host);
+    if (options.tls && (scheme === 'unix' || scheme === 'http')) {
+      throw new ValidationError([{ field: 'tls', rule: `applies to https:// and tcp:// addresses, not ${options.host}` }]);
+    }
+    this.secure = scheme === 'https' || (scheme === 'tcp' && options.tls !== undefined);
     this.#token = options.token;
     this.#deadlineMs = options.deadlineMs ?? 30_000;
+    this.#agent = this.secure ? new HttpsAgent({ keepAlive: true, ...options.tls }) : new Agent({ keepAlive: true });
+    this.#request = this.secure ? httpsRequest : httpRequest;
   }
 
   static connect(options: AgentClientOptions): AgentClient {
@@ -288,7 +363,7 @@ export class AgentClient {
     }
     const attempt = (isRetry: boolean): Promise<IncomingMessage> =>
       new Promise((resolve, reject) => {
-        const request = httpRequest(
+        const request = this.#request(
           { ...this.#target, method, path: pathAndQuery, headers, agent: this.#agent, ...(signals.length > 0 ? { signal: AbortSignal.any(signals) } : {}) },
           resolve,
         );
@@ -313,6 +388,8 @@ export class AgentClient {
     const context = { agent: this.host };
     if (deadline?.aborted) return new BerthError('BERTH_AGENT_TIMEOUT', `the agent at ${this.host} did not answer ${what} within ${deadlineMs} ms`, { cause: error, context });
     const code = (error as NodeJS.ErrnoException).code ?? messageOf(error);
+    const tlsHint = this.secure ? tlsFailureHint(code) : undefined;
+    if (tlsHint !== undefined) return new BerthError('BERTH_AGENT_TLS', `TLS with the agent at ${this.host} failed (${code}): ${tlsHint}`, { cause: error, context });
     // A reset connection reached an agent: one at its connection limit closes new connections at once.
     const hint = code === 'ECONNRESET' || code === 'EPIPE' ? 'is `berth agent` running, and below its connection limit (http.maxConnections)?' : 'is `berth agent` running?';
     return new BerthError('BERTH_AGENT_UNAVAILABLE', `the agent at ${this.host} does not answer (${code}); ${hint}`, { cause: error, context });
@@ -433,4 +510,58 @@ async function readTokenFile(files: readonly string[]): Promise<string> {
     `cannot read the agent's token from ${failures.join(' or ')}. An agent started with another data directory ` +
     '(berth agent --data-dir DIR) keeps its token in DIR/token: set BERTH_DATA_DIR=DIR, or pass --token TOKEN (or set BERTH_TOKEN)';
   throw new ValidationError([{ field: 'token', rule }], { cause });
+}
+
+/** The TLS flags of a client command, as docker spells them. */
+export interface AgentTlsFlags {
+  /** The CA that signed the agent's certificate (PEM file). */
+  tlscacert?: string;
+  /** The client's certificate (PEM file), for an agent that requires one. */
+  tlscert?: string;
+  /** The client certificate's private key (PEM file). */
+  tlskey?: string;
+  /** Use TLS for a `tcp://` address (the agent's certificate is always verified). */
+  tlsverify?: boolean;
+}
+
+/** The files `BERTH_CERT_PATH` may hold, as DOCKER_CERT_PATH does. */
+const CERT_PATH_FILES = Object.freeze({ ca: 'ca.pem', cert: 'cert.pem', key: 'key.pem' });
+
+/**
+ * The TLS material of a client command, read from its files, or undefined when the address is spoken
+ * to without TLS. As docker: `https://` always speaks TLS; `tcp://` does when a TLS flag is given
+ * or `BERTH_TLS_VERIFY` is set (non-empty) or `BERTH_CERT_PATH` is; each file comes from its flag
+ * (`--tlscacert`, `--tlscert`, `--tlskey`), else from `BERTH_CERT_PATH` (`ca.pem`, `cert.pem`,
+ * `key.pem`, each when it exists). Without a CA the system's CAs verify the agent. TLS flags with a
+ * `unix://` or `http://` address are refused (the environment is ignored there). Every file problem
+ * is a ValidationError naming the flag (or BERTH_CERT_PATH) and the file.
+ */
+export function resolveAgentTls(host: string, env: Readonly<Record<string, string | undefined>>, flags: AgentTlsFlags): AgentTlsOptions | undefined {
+  const scheme = agentScheme(host);
+  const given = (['tlscacert', 'tlscert', 'tlskey', 'tlsverify'] as const).filter((flag) => flags[flag] !== undefined && flags[flag] !== false);
+  if (scheme === 'unix' || scheme === 'http') {
+    if (given.length > 0) {
+      throw new ValidationError(given.map((flag) => ({ field: `--${flag}`, rule: `applies to https:// and tcp:// addresses, not ${host}${scheme === 'http' ? ' (use https://)' : ''}` })));
+    }
+    return undefined;
+  }
+  const certPath = env.BERTH_CERT_PATH?.trim() || undefined;
+  const verifyEnv = (env.BERTH_TLS_VERIFY ?? '') !== '';
+  if (scheme === 'tcp' && given.length === 0 && !verifyEnv && certPath === undefined) return undefined;
+  const fromCertPath = (name: keyof typeof CERT_PATH_FILES): { field: string; file: string } | undefined => {
+    if (certPath === undefined) return undefined;
+    const file = path.join(certPath, CERT_PATH_FILES[name]);
+    return existsSync(file) ? { field: 'BERTH_CERT_PATH', file } : undefined;
+  };
+  const ca = flags.tlscacert !== undefined ? { field: '--tlscacert', file: flags.tlscacert } : fromCertPath('ca');
+  const cert = flags.tlscert !== undefined ? { field: '--tlscert', file: flags.tlscert } : fromCertPath('cert');
+  const key = flags.tlskey !== undefined ? { field: '--tlskey', file: flags.tlskey } : fromCertPath('key');
+  if ((cert === undefined) !== (key === undefined)) {
+    const [present, missing] = cert ? [cert, '--tlskey'] : [key!, '--tlscert'];
+    throw new ValidationError([{ field: missing, rule: `is needed with ${present.field} (${present.file}): a client certificate goes with its key` }]);
+  }
+  return {
+    ...(ca ? { ca: readCertificateFile(ca.field, ca.file).pem } : {}),
+    ...(cert && key ? readKeyPair(cert.field, cert.file, key.field, key.file) : {}),
+  };
 }

@@ -39,8 +39,22 @@ export interface AgentConfigInput {
   dataDir?: string;
   /** The API's unix socket. Default `<dataDir>/agent.sock`. */
   socketPath?: string;
-  /** Also listen on TCP, `host:port` (e.g. `127.0.0.1:7070`, `[::1]:7070`). Default: no TCP. */
+  /**
+   * Also listen on TCP, `host:port` (e.g. `127.0.0.1:7070`, `[::1]:7070`). Default: no TCP. A
+   * non-loopback address needs `tls.cert` and `tls.key`, or `tls.allowInsecure: true`.
+   */
   listen?: string;
+  /** TLS on the TCP listener (`listen`); the unix socket stays plain (its file mode guards it). */
+  tls?: {
+    /** The agent's certificate (PEM; a chain may follow it). With `tls.key`, the TCP listener serves HTTPS. Default none. */
+    cert?: string;
+    /** The private key of `tls.cert` (PEM, unencrypted). Default none. */
+    key?: string;
+    /** CA certificates (PEM): clients must present a certificate one of them signed (mutual TLS). Default none. */
+    clientCa?: string;
+    /** Whether `listen` may be a non-loopback address without TLS (the token then crosses the network in clear). Default false. */
+    allowInsecure?: boolean;
+  };
   /** The agent's id, written on its containers. Default: generated at first start and stored. */
   agentId?: string;
   engine?: {
@@ -175,6 +189,12 @@ export interface AgentConfig {
   readonly dataDir: string;
   readonly socketPath: string;
   readonly listen?: { readonly host: string; readonly port: number };
+  /**
+   * The files of the TCP listener's TLS (absolute paths), when `tls.cert` and `tls.key` are set;
+   * `clientCaFile` when clients must present a certificate. The files are read (and checked) when
+   * the agent listens and again on SIGHUP.
+   */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile?: string };
   readonly agentId?: string;
   /** Engine options (EngineOptions' connection fields): a unix socket, or a TCP host and port. */
   readonly engine: { readonly socketPath?: string; readonly host?: string; readonly port?: number };
@@ -236,6 +256,10 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   dataDir: 'string',
   socketPath: 'string',
   listen: 'string',
+  'tls.cert': 'string',
+  'tls.key': 'string',
+  'tls.clientCa': 'string',
+  'tls.allowInsecure': 'boolean',
   agentId: 'string',
   'engine.host': 'string',
   'engine.socket': 'string',
@@ -290,7 +314,7 @@ export const CONFIG_ENV_VARS: Readonly<Record<string, string>> = Object.freeze(
 );
 
 /** Keys a running agent cannot change: a reload keeps their old values and reports them. */
-export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'agentId', 'engine', 'engineDeadlines', 'tasks', 'http']);
+export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'tls', 'agentId', 'engine', 'engineDeadlines', 'tasks', 'http']);
 
 const MiB = 1024 * 1024;
 
@@ -332,6 +356,18 @@ export const CONFIG_BOUNDS = Object.freeze({
   'prune.imageBudget': { minBytes: 0, maxBytes: MAX_SIZE_BYTES },
 } satisfies Record<string, DurationBounds | SizeBounds | CountBounds>);
 
+/**
+ * Whether a listen host reaches this machine only: `localhost`, an IPv4 address in 127.0.0.0/8, or
+ * `::1` (also as an IPv4-mapped address). Any other name or address, `0.0.0.0` and `::` included, is
+ * taken as reachable from the network.
+ */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.toLowerCase().replace(/^\[(.*)\]$/, '$1');
+  if (bare === 'localhost' || bare === '::1' || bare === '0:0:0:0:0:0:0:1') return true;
+  const v4 = /^(?:::ffff:)?(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(bare);
+  return v4 !== null && v4.slice(1).every((part) => Number(part) <= 255) && v4[1] === '127';
+}
+
 /** `~/.local/share/berth` (honouring XDG_DATA_HOME), or `/var/lib/berth` as root. */
 export function defaultDataDir(host: Pick<HostFacts, 'uid' | 'homedir'>, env: Readonly<Record<string, string | undefined>> = {}): string {
   if (host.uid === 0) return '/var/lib/berth';
@@ -356,6 +392,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
   const budget = defaultAdmissionBudget(host);
   return {
     dataDir: defaultDataDir(host, env),
+    tls: { allowInsecure: false },
     engine: { socket: '/var/run/docker.sock', readTimeout: '10s', writeTimeout: '30s' },
     http: { headersTimeout: '10s', requestTimeout: '30s', keepAliveTimeout: '5s', maxConnections: 512 },
     health: { engineTimeout: '2s' },
@@ -432,6 +469,18 @@ function buildSchema(host: HostFacts) {
     dataDir: absolutePath(),
     socketPath: absolutePath().optional(),
     listen: listen.optional(),
+    tls: section({
+      cert: absolutePath('must be an absolute path to a PEM certificate (or start with ~/)').optional(),
+      key: absolutePath('must be an absolute path to a PEM private key (or start with ~/)').optional(),
+      clientCa: absolutePath('must be an absolute path to PEM CA certificates (or start with ~/)').optional(),
+      allowInsecure: booleanOption(),
+    }).superRefine((tls, ctx) => {
+      if (tls.cert !== undefined && tls.key === undefined) ctx.addIssue({ code: 'custom', path: ['key'], message: 'must be set with tls.cert (the certificate\'s private key)' });
+      if (tls.key !== undefined && tls.cert === undefined) ctx.addIssue({ code: 'custom', path: ['cert'], message: 'must be set with tls.key (the key\'s certificate)' });
+      if (tls.clientCa !== undefined && tls.cert === undefined && tls.key === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['clientCa'], message: 'needs tls.cert and tls.key: client certificates are asked for over TLS only' });
+      }
+    }),
     agentId: text(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/, 'must be 1 to 64 characters of [a-zA-Z0-9_.-], starting with a letter or digit').optional(),
     engine: section({
       host: engineHost.optional(),
@@ -665,10 +714,25 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
       { context: { file } },
     );
   }
+  const tls = c.tls.cert !== undefined && c.tls.key !== undefined ? { certFile: c.tls.cert, keyFile: c.tls.key, ...(c.tls.clientCa !== undefined ? { clientCaFile: c.tls.clientCa } : {}) } : undefined;
+  // The bearer token would cross the network in clear: only an explicit opt-out allows that.
+  if (c.listen && !tls && !c.tls.allowInsecure && !isLoopbackHost(c.listen.host)) {
+    const origin = originOf(origins, 'listen');
+    throw new ValidationError(
+      [
+        {
+          field: 'listen',
+          rule: `${c.listen.host} is not a loopback address: set tls.cert and tls.key to serve HTTPS, or tls.allowInsecure: true to serve plain HTTP (the token crosses the network in clear)${origin && origin !== 'default' ? ` (from ${origin})` : ''}`,
+        },
+      ],
+      { context: { file } },
+    );
+  }
   const config: AgentConfig = {
     dataDir: c.dataDir,
     socketPath,
     ...(c.listen ? { listen: c.listen } : {}),
+    ...(tls ? { tls } : {}),
     ...(c.agentId ? { agentId: c.agentId } : {}),
     engine: c.engine.host ? { ...c.engine.host } : { socketPath: c.engine.socket ?? '/var/run/docker.sock' },
     engineDeadlines: { readMs: c.engine.readTimeout, writeMs: c.engine.writeTimeout },

@@ -66,7 +66,10 @@ export interface DaemonHandle {
   /**
    * Re-reads the configuration file and swaps it atomically. Logs the keys that changed (and those
    * that need a restart), or the error naming the bad keys, in which case the old configuration
-   * stays. Never throws for an invalid file.
+   * stays. Then re-reads the token file (a new token is logged once, as "API token rotated": new
+   * requests need it, open connections and streams stay open) and the TLS files of the TCP
+   * listener (new connections use them). Each part that fails keeps its old value and is logged
+   * with the error. Never throws for an invalid file.
    */
   reload(): ReloadResult;
   /**
@@ -118,6 +121,14 @@ export async function runDaemon(sources: ConfigSources, logger: Logger): Promise
           { code: result.error.code, keys: result.error.issues.map((issue) => issue.field), error: result.error.message },
           `configuration not reloaded, the old one stays: ${result.error.message}`,
         );
+      }
+      const token = runtime.reloadToken();
+      if (!token.ok) logger.error({ code: token.error.code, error: token.error.message }, `API token not rotated, the old one stays: ${token.error.message}`);
+      else if (token.rotated) logger.info({}, 'API token rotated: new requests need the new token; open connections and streams stay open');
+      try {
+        if (server.reloadTls()) logger.info({}, 'TLS certificate and key reloaded: new connections use them');
+      } catch (error) {
+        logger.error({ code: codeOf(error), error: messageOf(error) }, `TLS files not reloaded, the old ones stay: ${messageOf(error)}`);
       }
       return result;
     },

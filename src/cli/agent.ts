@@ -59,7 +59,7 @@ export function addAgentCommand(program: Command, io: CliIo, setExitCode: (code:
     .description('Run the berth agent in the foreground: the API on a unix socket (and optionally TCP), logs on stdout (lines for people on a terminal, else JSON)')
     .option('-c, --config <file>', 'YAML configuration file (default: $BERTH_CONFIG, else none)')
     .option('--data-dir <dir>', 'state, logs, socket and token (default ~/.local/share/berth, or /var/lib/berth as root)')
-    .option('--listen <host:port>', 'also listen on TCP, e.g. 127.0.0.1:7070')
+    .option('--listen <host:port>', 'also listen on TCP, e.g. 127.0.0.1:7070 (not loopback: needs tls.cert and tls.key, or tls.allowInsecure)')
     .option('--socket <path>', 'the API\'s unix socket (default <data-dir>/agent.sock)')
     .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--log-format <format>', `log lines for people (pretty) or JSON; auto: pretty on a terminal, else JSON (default $${LOG_FORMAT_ENV}, else auto)`).choices(LOG_FORMAT_CHOICES))

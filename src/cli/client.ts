@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import os from 'node:os';
 import type { Writable } from 'node:stream';
 import { isBerthError } from '../common/errors.js';
-import { AgentClient, resolveAgentAddress, type TaskView } from '../agent/client.js';
+import { AgentClient, resolveAgentAddress, resolveAgentTls, type AgentTlsFlags, type TaskView } from '../agent/client.js';
 import { EXIT } from './exit-codes.js';
 import { errorLine, writeJson } from './output.js';
 import type { CliIo } from './run.js';
@@ -19,7 +19,7 @@ import type { CliIo } from './run.js';
 /** Exit code when the agent answered with an error (not found, wrong state, wrong token). */
 export const EXIT_API_ERROR = 1;
 
-export interface AgentFlags {
+export interface AgentFlags extends AgentTlsFlags {
   host?: string;
   token?: string;
   json?: boolean;
@@ -44,7 +44,8 @@ const currentUser = (): { uid: number; homedir: string } => ({ uid: process.getu
 
 async function connectClient(io: CliIo, flags: AgentFlags): Promise<AgentClient> {
   const address = await resolveAgentAddress(io.env, { ...(flags.host !== undefined ? { host: flags.host } : {}), ...(flags.token !== undefined ? { token: flags.token } : {}) }, currentUser());
-  return AgentClient.connect({ host: address.host, token: address.token });
+  const tls = resolveAgentTls(address.host, io.env, flags);
+  return AgentClient.connect({ host: address.host, token: address.token, ...(tls ? { tls } : {}) });
 }
 
 /** The options every client command has. */
@@ -52,8 +53,12 @@ export function agentCommand(program: Command, name: string, description: string
   return program
     .command(name)
     .description(description)
-    .option('-H, --host <address>', 'the agent: unix:///path/agent.sock or http://host:port (default $BERTH_HOST, else <data dir>/agent.sock)')
+    .option('-H, --host <address>', 'the agent: unix:///path/agent.sock, http://host:port, https://host:port or tcp://host:port (default $BERTH_HOST, else <data dir>/agent.sock)')
     .option('--token <token>', 'the agent\'s API token (default $BERTH_TOKEN, else <data dir>/token)')
+    .option('--tlscacert <file>', 'trust only agent certificates signed by this CA (PEM; default $BERTH_CERT_PATH/ca.pem, else the system\'s CAs)')
+    .option('--tlscert <file>', 'the client certificate for an agent that requires one (PEM; default $BERTH_CERT_PATH/cert.pem)')
+    .option('--tlskey <file>', 'the client certificate\'s key (PEM; default $BERTH_CERT_PATH/key.pem)')
+    .option('--tlsverify', 'use TLS with a tcp:// address, verifying the agent (default $BERTH_TLS_VERIFY; https:// always does)')
     .option('--json', 'print JSON for scripts instead of text for people');
 }
 

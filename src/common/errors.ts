@@ -29,6 +29,7 @@ export const ERROR_CODES = {
   BERTH_UNAUTHORIZED: 'The agent refused the request: the bearer token is missing or wrong.',
   BERTH_AGENT_UNAVAILABLE: 'The agent could not be reached, or it is shutting down and takes no new work.',
   BERTH_AGENT_TIMEOUT: 'The agent did not answer within the call\'s deadline.',
+  BERTH_AGENT_TLS: 'TLS with the agent failed: the agent\'s certificate is not trusted or not for its address, the agent refused the client\'s certificate (or its absence), or the address does not speak TLS.',
   BERTH_DISK_FULL: 'The agent\'s data directory has no space left: a state write waits for space, output beyond it is cut.',
   BERTH_INTERNAL: 'A bug in berth: an invariant did not hold.',
 } as const;

@@ -60,6 +60,9 @@ const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = Object.freeze({
   // Raised by the client (an agent past the call's deadline), not by the agent: 504 is what a
   // gateway in front of an agent that does not answer says.
   BERTH_AGENT_TIMEOUT: 504,
+  // Answered by the TLS listener itself (serve.ts), before any route, to a client without a
+  // certificate signed by tls.clientCa; the client raises it too when a handshake fails.
+  BERTH_AGENT_TLS: 403,
   // Insufficient Storage: the request was fine and may succeed once space is freed.
   BERTH_DISK_FULL: 507,
 });

@@ -1,10 +1,14 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connect } from 'node:net';
+import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import { connect, type Server as NetServer, type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { chmod, lstat, rm } from 'node:fs/promises';
 import type { FastifyInstance } from 'fastify';
 import { BerthError, ValidationError } from '../../common/errors.js';
 import type { AgentRuntime } from '../agent.js';
 import type { AgentConfig } from '../config.js';
+import type { Logger } from '../../common/logger.js';
+import { readServerTls, type TlsMaterial } from '../tls.js';
 import { answerClientError } from './errors.js';
 import { buildServer, type ServerOptions, type ServerRuntime } from './server.js';
 
@@ -34,13 +38,117 @@ export function createApiServer(handler: (request: IncomingMessage, response: Se
   return server;
 }
 
+/** The first byte of every TLS connection: a handshake record. */
+const TLS_HANDSHAKE_RECORD = 0x16;
+
+/** What a client speaking plain HTTP to the HTTPS listener is told, in berth's error shape. */
+const PLAIN_HTTP_REFUSED = JSON.stringify({
+  error: { code: 'BERTH_VALIDATION', message: 'this address serves HTTPS: connect with https://host:port (and the CA of the agent\'s certificate, --tlscacert)' },
+});
+
+/**
+ * Answers a request that came over TLS without a client certificate signed by `tls.clientCa`, and
+ * closes the connection: the request never reaches the API.
+ */
+function refuseClientCertificate(request: IncomingMessage, response: ServerResponse, logger: Logger): void {
+  const socket = request.socket as TLSSocket;
+  const given = Object.keys(socket.getPeerCertificate()).length > 0;
+  const reason = given ? `the client certificate was refused (${String(socket.authorizationError)})` : 'no client certificate was given';
+  logger.info({ remote: socket.remoteAddress, reason: given ? String(socket.authorizationError) : 'none' }, `a client was refused: ${reason}`);
+  const body = JSON.stringify({ error: { code: 'BERTH_AGENT_TLS', message: `${reason}: the agent requires one signed by its tls.clientCa (--tlscert and --tlskey)` } });
+  response.writeHead(403, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' });
+  response.end(body);
+}
+
+/**
+ * The HTTPS server of the TCP listener: createApiServer's bounds, plus the TLS handshake bounded by
+ * `headersTimeoutMs`, and client certificates required when `material.ca` is set (mutual TLS).
+ *
+ * A client without a certificate signed by that CA is refused with `403 BERTH_AGENT_TLS` saying
+ * so, over TLS, and its request never reaches the API: Node would otherwise close such a
+ * connection without a TLS alert right after the handshake (a bad certificate) and the client would
+ * see only a reset. A client that speaks plain HTTP to the listener (its first byte does not start a
+ * TLS handshake) is answered `400` with a message that says to use https, as Go's servers do,
+ * rather than with Node's bare reset; a client that sends nothing at all is dropped after
+ * `headersTimeoutMs`. Other failed handshakes are logged at info and the connection closed.
+ */
+export function createTlsApiServer(handler: (request: IncomingMessage, response: ServerResponse) => void, limits: ServerLimits, material: TlsMaterial, logger: Logger): HttpsServer {
+  const requireClientCert = material.ca !== undefined;
+  const guarded = requireClientCert
+    ? (request: IncomingMessage, response: ServerResponse): void => {
+        // `authorized` is Node's verdict on the client's certificate against `ca`: strictly true.
+        if ((request.socket as TLSSocket).authorized === true) handler(request, response);
+        else refuseClientCertificate(request, response, logger);
+      }
+    : handler;
+  const server = createHttpsServer(
+    {
+      ...material,
+      requestCert: requireClientCert,
+      // Checked per request (guarded), so that the refusal can say why.
+      rejectUnauthorized: false,
+      minVersion: 'TLSv1.2',
+      handshakeTimeout: limits.headersTimeoutMs,
+      // The first byte is read before TLS takes the connection (see below).
+      pauseOnConnect: true,
+      headersTimeout: limits.headersTimeoutMs,
+      requestTimeout: limits.requestTimeoutMs,
+      keepAliveTimeout: limits.keepAliveTimeoutMs,
+      connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs) / 10))),
+    },
+    guarded,
+  );
+  server.maxConnections = limits.maxConnections;
+  // https forwards a failed handshake to `clientError`, whose listener answers in HTTP: over a
+  // connection that never became TLS that answer would be noise. It is logged and closed instead.
+  server.removeAllListeners('tlsClientError');
+  server.on('tlsClientError', (error: NodeJS.ErrnoException, socket) => {
+    logger.info({ code: error.code ?? 'TLS', remote: socket.remoteAddress, error: error.message }, 'a TLS handshake failed; the connection is closed');
+    socket.destroy();
+  });
+  // tls.Server's own listener wraps each accepted socket; it gets the sockets that start a handshake.
+  const wrapInTls = server.listeners('connection')[0] as ((socket: Socket) => void) | undefined;
+  if (!wrapInTls) throw new BerthError('BERTH_INTERNAL', 'the TLS server has no connection listener to hand sockets to');
+  server.removeAllListeners('connection');
+  server.on('connection', (socket: Socket) => {
+    // Until TLS owns it, the socket's errors (a reset while sniffing) are this listener's.
+    socket.on('error', () => socket.destroy());
+    socket.setTimeout(limits.headersTimeoutMs, () => socket.destroy());
+    socket.once('readable', () => {
+      const head = socket.read(1) as Buffer | null;
+      if (head === null) {
+        socket.destroy();
+        return;
+      }
+      socket.unshift(head);
+      socket.setTimeout(0);
+      if (head[0] === TLS_HANDSHAKE_RECORD) {
+        wrapInTls.call(server, socket);
+        return;
+      }
+      socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(PLAIN_HTTP_REFUSED)}\r\nconnection: close\r\n\r\n${PLAIN_HTTP_REFUSED}`);
+      // What the client still sends is read and dropped, so that closing does not reset the
+      // connection under the answer before the client has read it; a client that never closes is dropped.
+      socket.resume();
+      socket.setTimeout(limits.headersTimeoutMs, () => socket.destroy());
+    });
+  });
+  return server;
+}
+
 /** An agent's API, listening. */
 export interface ServingAgent {
   /** The unix socket the API listens on (mode 0600). */
   readonly socketPath: string;
-  /** The TCP address, when the configuration has `listen`; the port is the bound one. */
-  readonly tcp?: { readonly host: string; readonly port: number };
+  /** The TCP address, when the configuration has `listen`; the port is the bound one; `tls` when it serves HTTPS. */
+  readonly tcp?: { readonly host: string; readonly port: number; readonly tls: boolean };
   readonly server: FastifyInstance;
+  /**
+   * Re-reads the TLS files (`tls.cert`, `tls.key`, `tls.clientCa`) and serves new connections with
+   * them; open connections keep theirs. Returns false when the TCP listener has no TLS. Throws the
+   * ValidationError naming the key and file when one is wrong, and the old files stay in use.
+   */
+  reloadTls(): boolean;
   /** Ends open streams (log followers, event streams), stops listening on both addresses and removes the socket. */
   close(): Promise<void>;
 }
@@ -72,7 +180,7 @@ async function removeStaleSocket(socketPath: string): Promise<void> {
   await rm(socketPath, { force: true });
 }
 
-function listenTcp(server: Server, host: string, port: number): Promise<{ host: string; port: number }> {
+function listenTcp(server: NetServer, host: string, port: number): Promise<{ host: string; port: number }> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen({ host, port }, () => {
@@ -83,7 +191,7 @@ function listenTcp(server: Server, host: string, port: number): Promise<{ host: 
   });
 }
 
-function closeServer(server: Server): Promise<void> {
+function closeServer(server: NetServer): Promise<void> {
   return new Promise((resolve) => server.close(() => resolve()));
 }
 
@@ -94,6 +202,9 @@ function closeServer(server: Server): Promise<void> {
  */
 export async function serveAgent(runtime: ServerRuntime & Pick<AgentRuntime, 'config'>, options: Omit<ServerOptions, 'serverFactory'> = {}): Promise<ServingAgent> {
   const config = runtime.config.current();
+  // Read before anything listens: a wrong file stops the agent at its start, naming the key.
+  const tlsFiles = config.listen ? config.tls : undefined;
+  const tlsMaterial = tlsFiles ? readServerTls(tlsFiles) : undefined;
   let handle: ((request: IncomingMessage, response: ServerResponse) => void) | undefined;
   const app = buildServer(runtime, {
     ...options,
@@ -105,27 +216,38 @@ export async function serveAgent(runtime: ServerRuntime & Pick<AgentRuntime, 'co
   });
   await removeStaleSocket(config.socketPath);
   await app.listen({ path: config.socketPath });
-  let tcpServer: Server | undefined;
-  let tcp: { host: string; port: number } | undefined;
+  let tcpServer: Server | HttpsServer | undefined;
+  let tlsServer: HttpsServer | undefined;
+  let tcp: { host: string; port: number; tls: boolean } | undefined;
   try {
     await chmod(config.socketPath, 0o600);
     if (config.listen) {
       if (!handle) throw new BerthError('BERTH_INTERNAL', 'fastify did not hand over its request handler');
-      tcpServer = createApiServer(handle, config.http);
+      if (tlsMaterial) tcpServer = tlsServer = createTlsApiServer(handle, config.http, tlsMaterial, runtime.logger);
+      else tcpServer = createApiServer(handle, config.http);
       tcpServer.on('clientError', answerClientError);
-      tcp = await listenTcp(tcpServer, config.listen.host, config.listen.port);
+      tcp = { ...(await listenTcp(tcpServer, config.listen.host, config.listen.port)), tls: tlsServer !== undefined };
     }
   } catch (error) {
     await app.close();
     throw error;
   }
-  runtime.logger.info({ socketPath: config.socketPath, ...(tcp ? { tcp: `${tcp.host}:${tcp.port}` } : {}) }, 'the API is listening');
+  runtime.logger.info(
+    { socketPath: config.socketPath, ...(tcp ? { tcp: `${tcp.host}:${tcp.port}`, tls: tcp.tls ? (tlsMaterial?.ca ? 'mutual' : 'server') : 'off' } : {}) },
+    'the API is listening',
+  );
 
   let closing: Promise<void> | undefined;
   return {
     socketPath: config.socketPath,
     ...(tcp ? { tcp } : {}),
     server: app,
+    reloadTls() {
+      if (!tlsServer || !tlsFiles) return false;
+      const material = readServerTls(tlsFiles);
+      tlsServer.setSecureContext({ ...material, minVersion: 'TLSv1.2' });
+      return true;
+    },
     close() {
       closing ??= (async () => {
         // fastify's close ends the open streams first (preClose), which lets both servers drain.

@@ -438,11 +438,14 @@ describe('since and addresses', () => {
     assert.equal(toUtcLogTimestamp('2024-02-29T23:59:59+23:59'), '2024-02-29T00:00:59Z');
   });
 
-  test('agent hosts are unix sockets or http addresses', () => {
+  test('agent hosts are unix sockets, or http, https or tcp addresses with a port', () => {
     assert.deepEqual(parseAgentHost('unix:///run/berth/agent.sock'), { socketPath: '/run/berth/agent.sock' });
     assert.deepEqual(parseAgentHost('http://127.0.0.1:7070'), { host: '127.0.0.1', port: 7070 });
     assert.deepEqual(parseAgentHost('http://[::1]:7070'), { host: '::1', port: 7070 });
-    for (const bad of ['tcp://x:1', 'unix://relative', 'http://host', 'https://h:1']) assert.throws(() => parseAgentHost(bad), ValidationError, bad);
+    assert.deepEqual(parseAgentHost('https://agent.example:7443'), { host: 'agent.example', port: 7443 });
+    assert.deepEqual(parseAgentHost('tcp://10.0.0.5:7070'), { host: '10.0.0.5', port: 7070 });
+    assert.deepEqual(parseAgentHost('tcp://[::1]:7070'), { host: '::1', port: 7070 });
+    for (const bad of ['ftp://x:1', 'unix://relative', 'http://host', 'https://h', 'tcp://h', 'https://h:1/path', 'tcp://u@h:1']) assert.throws(() => parseAgentHost(bad), ValidationError, bad);
   });
 
   test('the address comes from flags, then the environment, then the data directory', async () => {
