@@ -112,6 +112,18 @@ describe('the agent\'s commands in docker\'s spellings', { skip }, () => {
     assert.equal(follow.stdout(), 'b\nc\n');
   });
 
+  test('logs -f --until a time to come ends when it comes, though the task runs on', async () => {
+    const id = await submit([TEST_IMAGE, 'sh', '-c', 'echo a; sleep 300']);
+    try {
+      await pollUntil('the line to be stored', async () => ((await berth(dataDir, ['logs', id])).stdout === 'a\n' ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
+      // Far enough ahead that the CLI, slow to start on a loaded host, asks before it comes: the follow is then open when it comes.
+      const follow = await berth(dataDir, ['logs', '-f', '--until', new Date(Date.now() + 8000).toISOString(), id]);
+      assert.deepEqual([follow.code, follow.stdout, follow.stderr], [0, 'a\n', '']);
+    } finally {
+      await berth(dataDir, ['stop', id]);
+    }
+  });
+
   test('events --filter takes docker\'s keys and --format a template; an unknown key names the allowed ones', async () => {
     const bad = await berth(dataDir, ['events', '--filter', 'colour=red']);
     assert.equal(bad.code, 2);
