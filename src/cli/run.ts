@@ -21,9 +21,9 @@ import {
   durationFlag,
   healthcheckFromFlags,
   parseCpus,
+  parseEnvFiles,
   parseEnvFlags,
   parseLabelFlags,
-  parseEnvFiles,
   parseMountFlag,
   parseVolumeFlag,
   pullFlag,
@@ -70,7 +70,6 @@ interface RunFlags extends HealthFlags {
   name?: string;
   pull?: string;
 }
-
 
 /** Builds a task spec from `berth run` flags; the spec's own validation names any bad value. */
 export function specFromRunFlags(image: string, command: readonly string[], flags: RunFlags, io: Pick<CliIo, 'env' | 'stdin'>): TaskSpec {
