@@ -8,9 +8,9 @@ import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine
 
 /**
  * Docker's spellings of issue 12 in the agent's commands, through the real binary against a real
- * agent and the real engine: submit -v through the agent's policy; logs --tail, -t, --since and
- * --until; events --filter keys; stats with no ids; --format on ps, inspect, images, events and
- * stats; -q and --no-trunc on images. (run's spellings and --help: cli-docker-spellings-run.)
+ * agent and the real engine: submit -v through the agent's policy; events --filter keys; stats with
+ * no ids; --format on ps, inspect, images, events and stats; -q and --no-trunc on images. (run's
+ * spellings and --help: cli-docker-spellings-run; logs: cli-docker-spellings-logs.)
  */
 
 const engine = new Engine();
@@ -68,60 +68,6 @@ describe('the agent\'s commands in docker\'s spellings', { skip }, () => {
     assert.equal(viaVolume.stderr.replace(/\[\d+\]/g, ''), viaMount.stderr.replace(/\[\d+\]/g, ''));
     const allowed = await submit(['-v', `${allowedDir}:/x:ro`, TEST_IMAGE, 'ls', '/x']);
     await waitForState(allowed, 'exited');
-  });
-
-  test('logs --tail, -n, -t, --since and --until in docker\'s forms; a bad time names the flag and the forms', async () => {
-    const id = await submit([TEST_IMAGE, 'sh', '-c', 'echo one; echo two; echo three; echo four']);
-    await waitForState(id, 'exited');
-    const records = (await berth(dataDir, ['logs', id, '--json'])).stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { stream: string; timestamp: string; text: string });
-    assert.deepEqual(records.map((r) => r.text), ['one\n', 'two\n', 'three\n', 'four\n']);
-    const logs = (...args: string[]) => berth(dataDir, ['logs', id, ...args]);
-
-    const tail = await logs('--tail', '2');
-    assert.deepEqual([tail.code, tail.stdout, tail.stderr], [0, 'three\nfour\n', '']);
-    assert.equal((await logs('-n', '0')).stdout, '');
-
-    const stamped = await logs('-t', '--tail', '1');
-    assert.equal(stamped.stdout, `${records[3]!.timestamp} four\n`);
-    assert.match(records[3]!.timestamp, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{9}Z$/);
-
-    assert.equal((await logs('--until', records[1]!.timestamp)).stdout, 'one\ntwo\n');
-    assert.equal((await logs('--since', records[0]!.timestamp, '--until', records[2]!.timestamp, '--tail', '1')).stdout, 'three\n');
-    const unixBefore = String(Math.floor(Date.parse(records[0]!.timestamp) / 1000) - 60);
-    assert.equal((await logs('--since', unixBefore)).stdout, 'one\ntwo\nthree\nfour\n');
-    assert.equal((await logs('--until', '1h')).stdout, '');
-
-    for (const [flag, value] of [['--since', '10x'], ['--until', 'yesterday']] as const) {
-      const bad = await logs(flag, value);
-      assert.equal(bad.code, 2);
-      assert.equal(bad.stderr, `berth: ${flag}: "${value}" is not a time: use an RFC 3339 timestamp (2024-05-01T10:00:00Z), Unix seconds (1714557600) or a duration before now (10s, 10m, 1h30m) [BERTH_VALIDATION]\n`);
-    }
-    const badTail = await logs('--tail', 'last');
-    assert.equal(badTail.code, 2);
-    assert.match(badTail.stderr, /-n\/--tail: "last" must be a number of lines/);
-  });
-
-  test('logs -f --tail 1 prints the last stored line, then the new ones until the output ends', async () => {
-    const id = await submit([TEST_IMAGE, 'sh', '-c', 'echo a; echo b; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo c']);
-    await pollUntil('the first lines to be stored', async () => ((await berth(dataDir, ['logs', id])).stdout === 'a\nb\n' ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
-    const follow = spawnBerth(dataDir, ['logs', '-f', '--tail', '1', id]);
-    await pollUntil('the tail to be printed', () => (follow.stdout() === 'b\n' ? true : undefined), { timeoutMs: 30_000 });
-    const exec = await berth(dataDir, ['exec', id, 'sh', '-c', ': > /tmp/go']);
-    assert.equal(exec.code, 0, exec.stderr);
-    assert.equal(await follow.closed, 0, follow.stderr());
-    assert.equal(follow.stdout(), 'b\nc\n');
-  });
-
-  test('logs -f --until a time to come ends when it comes, though the task runs on', async () => {
-    const id = await submit([TEST_IMAGE, 'sh', '-c', 'echo a; sleep 300']);
-    try {
-      await pollUntil('the line to be stored', async () => ((await berth(dataDir, ['logs', id])).stdout === 'a\n' ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
-      // Far enough ahead that the CLI, slow to start on a loaded host, asks before it comes: the follow is then open when it comes.
-      const follow = await berth(dataDir, ['logs', '-f', '--until', new Date(Date.now() + 8000).toISOString(), id]);
-      assert.deepEqual([follow.code, follow.stdout, follow.stderr], [0, 'a\n', '']);
-    } finally {
-      await berth(dataDir, ['stop', id]);
-    }
   });
 
   test('events --filter takes docker\'s keys and --format a template; an unknown key names the allowed ones', async () => {
