@@ -1,4 +1,6 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --
+// `node --`: node reads a missing `--env-file` among a script's own arguments as its own option and exits 9
+// (nodejs/node#54232); after `--` it leaves them to the script, so `berth run --env-file` is berth's.
 // Runs the built CLI; in a source checkout without a build, runs the TypeScript through tsx.
 import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';

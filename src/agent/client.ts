@@ -57,6 +57,10 @@ export interface LogsOptions extends CallOptions {
   follow?: boolean;
   /** Only lines after this time (exclusive): RFC 3339, e.g. a record's `timestamp`. */
   since?: string;
+  /** Only lines up to this time (inclusive): RFC 3339. A follow ends when it comes. */
+  until?: string;
+  /** Only the last N lines of the stored output (then, with follow, the new ones). Default all. */
+  tail?: number;
   /** Only this stream. Default both. */
   stream?: 'stdout' | 'stderr';
 }
@@ -267,6 +271,8 @@ export class AgentClient {
     const query = new URLSearchParams();
     if (options.follow) query.set('follow', 'true');
     if (options.since !== undefined) query.set('since', options.since);
+    if (options.until !== undefined) query.set('until', options.until);
+    if (options.tail !== undefined) query.set('tail', String(options.tail));
     if (options.stream !== undefined) query.set('stream', options.stream);
     const search = query.size > 0 ? `?${query}` : '';
     const response = await this.#send('GET', `/v1/tasks/${encodeURIComponent(taskId)}/logs${search}`, {

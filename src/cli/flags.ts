@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { ValidationError } from '../common/errors.js';
 import { readTypedDuration, readTypedSize, typedDurationBoundRule, typedSizeBoundRule, type BareNumberReading, type DurationBounds, type SizeBounds } from '../common/units.js';
 import { SPEC_BOUNDS, type CountBounds, type TaskSpec } from '../spec/schema.js';
@@ -277,4 +278,90 @@ export function healthcheckFromFlags(flags: HealthFlags): TaskSpec['healthcheck'
   if (flags.healthStartPeriod !== undefined) check.startPeriod = durationFlag(flags.healthStartPeriod, '--health-start-period', SPEC_BOUNDS.healthcheck);
   if (flags.healthRetries !== undefined) check.retries = countFlag(flags.healthRetries, '--health-retries', SPEC_BOUNDS.healthRetries);
   return check;
+}
+
+/** `--pull` words, as the docker CLI spells them, to the spec's pull policy. */
+const PULL_FLAG: Readonly<Record<string, NonNullable<TaskSpec['pull']>>> = { missing: 'if-not-present', always: 'always', never: 'never' };
+
+/** `--pull missing|always|never` (docker's words) to the spec's pull policy. */
+export function pullFlag(value: string): NonNullable<TaskSpec['pull']> {
+  const policy = PULL_FLAG[value.trim()];
+  if (policy === undefined) throw new ValidationError([{ field: '--pull', rule: `"${value}" is not a pull policy: use missing (the default), always or never` }]);
+  return policy;
+}
+
+const VOLUME_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+
+/**
+ * `-v/--volume` in docker's short syntax, to the same mount `--mount` gives (so the same policy
+ * applies): `/host:/ctr[:opts]` a bind mount, `name:/ctr[:opts]` a named volume, `/ctr` an anonymous
+ * volume. Options, comma-separated: `ro` or `rw`, and for a bind a propagation (`rprivate`,
+ * `private`, `rslave`, `slave`, `rshared`, `shared`).
+ */
+export function parseVolumeFlag(value: string, index: number): MountInput {
+  const field = `-v/--volume[${index}]`;
+  const parts = value.split(':');
+  if (parts.some((part) => part === '') || parts.length > 3) throw new ValidationError([{ field, rule: `"${value}" is not /host/path:/container/path[:ro], volume-name:/container/path[:ro] or /container/path` }]);
+  if (parts.length === 1) {
+    if (!parts[0]!.startsWith('/')) throw new ValidationError([{ field, rule: `"${value}": an anonymous volume needs an absolute container path, such as /data` }]);
+    return { type: 'volume', target: parts[0]!, readOnly: false };
+  }
+  const [source, target, options = ''] = parts as [string, string, string?];
+  if (!target.startsWith('/')) throw new ValidationError([{ field, rule: `"${target}" must be an absolute container path` }]);
+  const isBind = source.startsWith('/');
+  if (!isBind && !VOLUME_NAME.test(source)) {
+    throw new ValidationError([{ field, rule: `"${source}" is neither an absolute host path nor a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*); a bind mount needs an absolute path` }]);
+  }
+  let readOnly = false;
+  let propagation: string | undefined;
+  let access: string | undefined;
+  for (const option of options === '' ? [] : options.split(',')) {
+    if (option === 'ro' || option === 'rw') {
+      if (access !== undefined && access !== option) throw new ValidationError([{ field, rule: 'cannot be both ro and rw' }]);
+      access = option;
+      readOnly = option === 'ro';
+    } else if (DOCKER_PROPAGATION[option] !== undefined && !['host-to-task', 'bidirectional'].includes(option)) {
+      if (!isBind) throw new ValidationError([{ field, rule: `propagation "${option}" applies to a bind mount (a host path), not to volume "${source}"` }]);
+      propagation = DOCKER_PROPAGATION[option];
+    } else {
+      throw new ValidationError([{ field, rule: `unknown option "${option}" (known: ro, rw, and for a bind mount rprivate, private, rslave, slave, rshared, shared)` }]);
+    }
+  }
+  if (isBind) return { type: 'bind', source, target, readOnly, propagation: (propagation ?? 'private') as 'private' | 'host-to-task' | 'bidirectional' };
+  return { type: 'volume', source, target, readOnly };
+}
+
+/**
+ * `--env-file FILE` in docker's format: `KEY=VALUE` lines (the value as written, quotes and all),
+ * `#` comment lines and blank lines skipped, `KEY` alone passing the variable from berth's own
+ * environment. Files are read in order, later ones overriding earlier ones; `-e` overrides them all.
+ * An unreadable file or a bad line is a usage error naming the file and line.
+ */
+export function parseEnvFiles(paths: readonly string[], env: Readonly<Record<string, string | undefined>>, readText: (path: string) => string = (path) => readFileSync(path, 'utf8')): Record<string, string> {
+  const result: Record<string, string> = {};
+  for (const path of paths) {
+    let text: string;
+    try {
+      text = readText(path);
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      throw new ValidationError([{ field: '--env-file', rule: `cannot read ${path}${typeof code === 'string' ? ` (${code})` : ''}` }]);
+    }
+    text.split(/\r?\n/).forEach((raw, index) => {
+      const line = raw.replace(/^\s+/, '');
+      if (line === '' || line.startsWith('#')) return;
+      const eq = line.indexOf('=');
+      const key = eq === -1 ? line.trimEnd() : line.slice(0, eq);
+      const where = `${path}:${index + 1}`;
+      if (key === '') throw new ValidationError([{ field: '--env-file', rule: `${where}: "${raw}" has no variable name before "="` }]);
+      if (/\s/.test(key)) throw new ValidationError([{ field: '--env-file', rule: `${where}: variable name "${key}" contains whitespace` }]);
+      if (eq === -1) {
+        const inherited = env[key];
+        if (inherited !== undefined) result[key] = inherited;
+      } else {
+        result[key] = line.slice(eq + 1);
+      }
+    });
+  }
+  return result;
 }

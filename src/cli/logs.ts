@@ -2,23 +2,40 @@ import type { Command } from 'commander';
 import type { Writable } from 'node:stream';
 import { agentCommand, withClient, write, type AgentFlags } from './client.js';
 import { endedByUser } from './interrupts.js';
+import { parseLogTime, parseTail } from './log-times.js';
 import type { CliIo } from './run.js';
+
+interface LogsFlags extends AgentFlags {
+  follow?: boolean;
+  since?: string;
+  until?: string;
+  tail?: string;
+  timestamps?: boolean;
+}
 
 /** `berth logs`: a task's output, its stdout to stdout and its stderr to stderr. */
 export function addLogsCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
   const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
 agentCommand(program, 'logs', 'Print a task\'s output: its stdout to stdout, its stderr to stderr')
   .argument('<task-id>')
-  .option('-f, --follow', 'keep printing new output until the task\'s output ends')
-  .option('--since <time>', 'only output after this time (RFC 3339, e.g. a timestamp printed by -t)')
+  .option('-f, --follow', 'keep printing new output until the task\'s output ends (or --until comes)')
+  .option('--since <time>', 'only output after this time: RFC 3339 (e.g. a timestamp printed by -t), Unix seconds, or a duration before now (10m, 1h30m)')
+  .option('--until <time>', 'only output up to this time, in the same forms as --since')
+  .option('-n, --tail <n>', 'only the last n lines (or all, the default)')
   .option('-t, --timestamps', 'prefix each line with the engine\'s timestamp')
-  .action((taskId: string, flags: AgentFlags & { follow?: boolean; since?: string; timestamps?: boolean }) =>
+  .action((taskId: string, flags: LogsFlags) =>
     run(() =>
       withClient(io, flags, async (client) => {
+        // Usage errors first, before the agent is asked anything.
+        const nowMs = Date.now();
+        const since = flags.since === undefined ? undefined : parseLogTime(flags.since, '--since', nowMs);
+        const until = flags.until === undefined ? undefined : parseLogTime(flags.until, '--until', nowMs);
+        const tail = flags.tail === undefined ? undefined : parseTail(flags.tail);
         const abort = new AbortController();
         const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
         try {
-          for await (const record of client.logs(taskId, { follow: flags.follow ?? false, ...(flags.since !== undefined ? { since: flags.since } : {}), signal: abort.signal })) {
+          const options = { follow: flags.follow ?? false, signal: abort.signal, ...(since !== undefined ? { since } : {}), ...(until !== undefined ? { until } : {}), ...(tail !== undefined ? { tail } : {}) };
+          for await (const record of client.logs(taskId, options)) {
             if (flags.json) {
               io.stdout.write(`${JSON.stringify(record)}\n`);
             } else {

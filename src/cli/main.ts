@@ -10,9 +10,11 @@ import { addStatsCommand } from './stats.js';
 import { describeDetachOnRun, runDetached } from './submit.js';
 import { addTaskCommands } from './tasks.js';
 
-/** Runs the berth CLI and resolves with its exit code. Writes to io; never calls process.exit. */
-export async function main(argv: readonly string[], io: CliIo): Promise<number> {
-  let exitCode = 0;
+/**
+ * The berth program: every command and option, with `setExitCode` receiving each action's exit
+ * code. Output goes to io; parse errors throw (exitOverride). `run -d` is handled before it (runDetached).
+ */
+export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Command {
   const program = new Command('berth')
     .description('Run tasks in Docker containers without leaking anything')
     .version(BERTH_VERSION)
@@ -22,9 +24,6 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
       writeOut: (text) => io.stdout.write(text),
       writeErr: (text) => io.stderr.write(text),
     });
-  const setExitCode = (code: number): void => {
-    exitCode = code;
-  };
   addRunCommand(program, io, setExitCode);
   describeDetachOnRun(program);
   addExecCommand(program, io, setExitCode);
@@ -32,6 +31,15 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
   addAgentCommand(program, io, setExitCode);
   addTaskCommands(program, io, setExitCode);
   addPruneCommand(program, io, setExitCode);
+  return program;
+}
+
+/** Runs the berth CLI and resolves with its exit code. Writes to io; never calls process.exit. */
+export async function main(argv: readonly string[], io: CliIo): Promise<number> {
+  let exitCode = 0;
+  const program = buildProgram(io, (code) => {
+    exitCode = code;
+  });
   try {
     // `run --detach` is submit in run's clothes; anything else is parsed as usual.
     const detached = await runDetached(argv, io);

@@ -151,13 +151,13 @@ export interface ImageRowInput {
 }
 
 /** `berth images`: IMAGE ID, REFERENCES, HOLDERS, REMOVAL (when an unheld image goes). */
-export function renderImageTable(images: readonly ImageRowInput[], nowMs: number): string {
+export function renderImageTable(images: readonly ImageRowInput[], nowMs: number, noTrunc = false): string {
   return renderTable(
     ['IMAGE ID', 'REFERENCES', 'HOLDERS', 'REMOVAL'],
     images.map((image) => {
       const due = toMs(image.removalDueAt);
       return [
-        shortId(image.imageId),
+        noTrunc ? image.imageId : shortId(image.imageId),
         image.refs.join(', '),
         image.holders.length === 0 ? '0' : `${image.holders.length} (${truncate(image.holders.join(', '), 40)})`,
         due === undefined ? '' : due <= nowMs ? 'due now' : `in ${humanDuration(due - nowMs).toLowerCase()}`,

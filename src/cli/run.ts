@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { randomUUID } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
-import { isBerthError } from '../common/errors.js';
+import { isBerthError, ValidationError } from '../common/errors.js';
 import { containerNameForTask } from '../common/labels.js';
 import { pipeline } from 'node:stream/promises';
 import { Engine } from '../engine/engine.js';
@@ -22,9 +22,12 @@ import {
   limitDurationFlag,
   limitSizeFlag,
   parseCpus,
+  parseEnvFiles,
   parseEnvFlags,
   parseLabelFlags,
   parseMountFlag,
+  parseVolumeFlag,
+  pullFlag,
   sizeFlag,
   stopTimeoutFlag,
   withFlagNames,
@@ -50,6 +53,10 @@ interface RunFlags extends HealthFlags {
   user?: string;
   label: string[];
   mount: string[];
+  /** `-v`; absent in callers that build flags by hand. */
+  volume?: string[];
+  envFile?: string[];
+  rm?: boolean;
   network?: string;
   capAdd: string[];
   capDrop: string[];
@@ -67,8 +74,6 @@ interface RunFlags extends HealthFlags {
   pull?: string;
 }
 
-/** `--pull` words, as the docker CLI spells them, to the spec's pull policy. */
-const PULL_FLAG: Readonly<Record<string, TaskSpec['pull']>> = { missing: 'if-not-present', always: 'always', never: 'never' };
 
 /**
  * Who runs the task the flags describe: `berth run` itself (the engine, where no limit is no limit)
@@ -95,11 +100,14 @@ function noLimitRefusal(flag: string, target: FlagTarget): NoLimitRefusal {
  * named by its flag. Durations and sizes follow the one rule of common/units.ts.
  */
 export function specFromRunFlags(image: string, command: readonly string[], flags: RunFlags, io: Pick<CliIo, 'env' | 'stdin'>, target: FlagTarget = 'engine'): TaskSpec {
+  if (flags.rm && flags.keep) throw new ValidationError([{ field: '--rm', rule: 'cannot be combined with --keep (--rm, removing the container when the task ends, is the default)' }]);
+  const mounts = flags.mount.map(parseMountFlag);
   const spec: TaskSpec = {
     image,
-    env: parseEnvFlags(flags.env, io.env),
+    // docker's order: the files first, then -e over them.
+    env: { ...parseEnvFiles(flags.envFile ?? [], io.env), ...parseEnvFlags(flags.env, io.env) },
     labels: parseLabelFlags(flags.label),
-    mounts: flags.mount.map(parseMountFlag),
+    mounts: [...mounts, ...(flags.volume ?? []).map((value, index) => parseVolumeFlag(value, index))],
     capAdd: flags.capAdd,
     capDrop: flags.capDrop,
     resources: {},
@@ -134,7 +142,7 @@ export function specFromRunFlags(image: string, command: readonly string[], flag
   }
   if (flags.tty) spec.tty = true;
   if (flags.interactive) spec.stdin = io.stdin;
-  if (flags.pull !== undefined) spec.pull = PULL_FLAG[flags.pull] ?? (flags.pull as TaskSpec['pull']);
+  if (flags.pull !== undefined) spec.pull = pullFlag(flags.pull);
   const healthcheck = healthcheckFromFlags(flags);
   if (healthcheck !== undefined) spec.healthcheck = healthcheck;
   return spec;
@@ -151,10 +159,12 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
     .option('--cpus <n>', 'CPUs, e.g. 0.5; 0 for no limit')
     .option('--pids-limit <n>', 'maximum number of processes; 0 for no limit')
     .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable; KEY alone passes berth\'s own)', collect, [])
+    .option('--env-file <file>', 'read environment variables from a file of KEY=VALUE lines (# comments; KEY alone passes berth\'s own; repeatable; -e overrides)', collect, [])
     .option('-w, --workdir <dir>', 'working directory inside the container')
     .option('-u, --user <user>', 'user[:group] or uid[:gid]')
     .option('-l, --label <key=value>', 'add a label (repeatable)', collect, [])
     .option('--mount <spec>', 'type=bind|volume|tmpfs,source=…,target=…[,readonly][,propagation=private|host-to-task|bidirectional]', collect, [])
+    .option('-v, --volume <src:dst[:opts]>', 'docker\'s short mount syntax: /host/path:/path[:ro|rw][,rslave…] (bind), name:/path[:ro] (named volume) or /path (anonymous volume); the same policy as --mount (repeatable)', collect, [])
     .option('--network <mode>', 'none (default), bridge or host')
     .option('--cap-add <cap>', 'add a Linux capability (repeatable)', collect, [])
     .option('--cap-drop <cap>', 'drop a Linux capability (repeatable)', collect, [])
@@ -168,6 +178,7 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
     .option('-i, --interactive', 'forward stdin to the task')
     .option('-t, --tty', 'allocate a pseudo-TTY')
     .option('--keep', 'keep the container after the task ends (default: removed)')
+    .option('--rm', 'remove the container when the task ends: berth\'s default, accepted for docker\'s command lines (refused with --keep)')
     .option('--name <task-id>', 'task id (the container is berth-<task-id>.cli.3); a second run with a task id in use is refused, as docker refuses a name in use')
     .option('--pull <policy>', 'pull the image: missing (default), always or never')
     .option('--health-cmd <command>', 'health check: a shell command run in the container (CMD-SHELL); exit 0 is healthy')

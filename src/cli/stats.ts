@@ -4,16 +4,19 @@ import { BerthError, ValidationError } from '../common/errors.js';
 import { engineOptionsFromEnv } from '../engine/connect.js';
 import { Engine } from '../engine/engine.js';
 import type { StatsSample } from '../engine/types.js';
+import { LABELS } from '../common/labels.js';
 import { TASK_ID } from '../tasks/driver.js';
 import { findRunningTaskContainer } from '../tasks/exec.js';
 import { exitCodeForError } from './exit-codes.js';
 import { endedByUser } from './interrupts.js';
-import { errorLine } from './output.js';
+import { errorLine, renderTable } from './output.js';
 import type { CliIo } from './run.js';
-import { formatStatsLine, redrawFrame, renderStatsTable, STATS_HEADERS, statsCells, statsLineWidths, statsRecord } from './stats-format.js';
+import { formatStatsLine, redrawFrame, STATS_HEADERS, statsCells, statsLineWidths, statsRecord } from './stats-format.js';
+import { displayTaskId, FORMAT_HELP, parseFormat, renderFormatted, STATS_FIELDS, statsFormatRow, type OutputFormat } from './format.js';
 
 /**
- * `berth stats [options] <task-id...>`: the resource use of tasks' running containers, as
+ * `berth stats [options] [task-id...]`: the resource use of tasks' running containers (with no ids, of
+ * every task running now), as
  * `docker stats` shows it, straight from the engine (each container is found by its task id label,
  * so it works for tasks of `berth run --name`, of an agent and of the library alike; `--owner` picks
  * the owner when several have a task of that id).
@@ -32,6 +35,16 @@ export interface StatsFlags {
   json?: boolean;
   /** The owner whose tasks these are (`cli` for `berth run`, an agent's id), when several owners use one task id. */
   owner?: string;
+  /** False with `--no-trunc`: ids in full. */
+  trunc?: boolean;
+  format?: string;
+}
+
+/** How samples are printed: `--json` (berth's numbers), or `--format` (table, json or a template), ids cut or not. */
+interface StatsOutput {
+  json: boolean;
+  format: OutputFormat;
+  noTrunc: boolean;
 }
 
 /** The action named when a task is refused for not running: "cannot read the stats of task …". */
@@ -53,10 +66,12 @@ export function addStatsCommand(program: Command, io: CliIo, setExitCode: (code:
   program
     .command('stats')
     .description('Display a live stream of the resource use of tasks\' running containers')
-    .argument('<task-id...>', 'the tasks (found by their io.berth.task-id label)')
+    .argument('[task-id...]', 'the tasks (found by their io.berth.task-id label); none: every task running now')
     .option('--owner <owner-id>', 'the owner of the tasks (cli for berth run, an agent\'s id), when several owners have a task of that id')
     .option('--no-stream', 'print one sample per task and exit')
-    .option('--json', 'print one JSON object per sample per line, for scripts')
+    .option('--no-trunc', 'print task and container ids in full')
+    .option('--format <format>', FORMAT_HELP)
+    .option('--json', 'print one JSON object per sample per line, with berth\'s numbers, for scripts')
     .action(async (taskIds: string[], flags: StatsFlags) => {
       setExitCode(await statsCommand(taskIds, flags, io));
     });
@@ -68,6 +83,7 @@ async function statsCommand(taskIds: string[], flags: StatsFlags, io: CliIo): Pr
   // A usage error is reported before the engine is asked anything.
   const malformed = ids.filter((id) => !TASK_ID.test(id));
   if (malformed.length > 0) throw new ValidationError(malformed.map((id) => ({ field: 'task-id', rule: `"${id}" must match ${TASK_ID.source}` })));
+  const output: StatsOutput = { json: flags.json ?? false, format: parseFormat(flags.format, STATS_FIELDS), noTrunc: flags.trunc === false };
   const engine = new Engine(engineOptionsFromEnv(io.env));
   const interrupt = new AbortController();
   const interrupted = new Promise<'interrupted'>((resolve) => interrupt.signal.addEventListener('abort', () => resolve('interrupted'), { once: true }));
@@ -77,6 +93,14 @@ async function statsCommand(taskIds: string[], flags: StatsFlags, io: CliIo): Pr
   io.stdout.once('error', onOutputError);
   try {
     await engine.checkCompatible({ signal: interrupt.signal });
+    if (ids.length === 0) {
+      // As docker stats with no names: every task running now (not those that start later).
+      const running = await runningTasks(engine, flags.owner, interrupt.signal);
+      const work = flags.stream ? streamStats(engine, running, pickView(io.stdout, running, output), interrupt.signal) : printOneSample(engine, running, io.stdout, output, interrupt.signal);
+      work.catch(() => undefined);
+      await Promise.race([work, interrupted]);
+      return endedByUser(io);
+    }
     const found = await Promise.allSettled(ids.map((taskId) => findRunningTaskContainer(engine, { taskId, ownerId: flags.owner }, interrupt.signal, STATS_ACTION)));
     if (interrupt.signal.aborted) return endedByUser(io);
     const tasks: StatsTask[] = [];
@@ -90,7 +114,7 @@ async function statsCommand(taskIds: string[], flags: StatsFlags, io: CliIo): Pr
       for (const refusal of refusals) io.stderr.write(`${errorLine(refusal)}\n`);
       return exitCodeForError(refusals[0]);
     }
-    const work = flags.stream ? streamStats(engine, tasks, pickView(io.stdout, tasks, flags.json ?? false), interrupt.signal) : printOneSample(engine, tasks, io.stdout, flags.json ?? false, interrupt.signal);
+    const work = flags.stream ? streamStats(engine, tasks, pickView(io.stdout, tasks, output), interrupt.signal) : printOneSample(engine, tasks, io.stdout, output, interrupt.signal);
     // After Ctrl-C nobody awaits it; its failure then is no news.
     work.catch(() => undefined);
     await Promise.race([work, interrupted]);
@@ -104,23 +128,52 @@ async function statsCommand(taskIds: string[], flags: StatsFlags, io: CliIo): Pr
   }
 }
 
-function pickView(stdout: Writable, tasks: readonly StatsTask[], json: boolean): StatsView {
-  if (json) return { start: () => undefined, show: (task, sample) => void stdout.write(`${JSON.stringify(statsRecord(task.taskId, task.containerId, sample))}\n`) };
+/** The running containers of berth's tasks (of one owner with --owner), oldest first. */
+async function runningTasks(engine: Engine, ownerId: string | undefined, signal: AbortSignal): Promise<StatsTask[]> {
+  const labels = [`${LABELS.managed}=true`, LABELS.taskId, ...(ownerId === undefined ? [] : [`${LABELS.ownerId}=${ownerId}`])];
+  const rows = await engine.listContainers({ all: false, labels }, { signal });
+  return rows
+    .filter((row) => row.state === 'running' && row.labels[LABELS.taskId] !== undefined)
+    .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime())
+    .map((row) => ({ taskId: row.labels[LABELS.taskId]!, ownerId: row.labels[LABELS.ownerId], containerId: row.id }));
+}
+
+/** A sample (or none yet) as the output asks: a table row's cells, or a `--format` row. */
+function cellsOf(task: StatsTask, sample: StatsSample | undefined, output: StatsOutput): string[] {
+  const cells = statsCells(task.taskId, sample);
+  cells[0] = displayTaskId(task.taskId, output.noTrunc);
+  return cells;
+}
+
+function formattedLine(task: StatsTask, sample: StatsSample, output: StatsOutput): string {
+  const format = output.format as Exclude<OutputFormat, { kind: 'table' }>;
+  const row = statsFormatRow(task.taskId, task.containerId, statsCells(task.taskId, sample), output.noTrunc);
+  return renderFormatted(format.kind === 'template' ? { ...format, table: false } : format, [row]);
+}
+
+function pickView(stdout: Writable, tasks: readonly StatsTask[], output: StatsOutput): StatsView {
+  if (output.json) return { start: () => undefined, show: (task, sample) => void stdout.write(`${JSON.stringify(statsRecord(task.taskId, task.containerId, sample))}\n`) };
+  const format = output.format;
+  if (format.kind === 'json' || format.kind === 'template') {
+    // A stream cannot align columns to rows yet to come: a table template prints its header once, then tab-separated lines.
+    const header = format.kind === 'template' && format.table ? `${format.headers.join('\t')}\n` : '';
+    return { start: () => void stdout.write(header), show: (task, sample) => void stdout.write(formattedLine(task, sample, output)) };
+  }
   if ((stdout as Partial<NodeJS.WriteStream>).isTTY) {
-    const latest = new Map<string, StatsSample | undefined>(tasks.map((task) => [task.taskId, undefined]));
-    const redraw = (): void => void stdout.write(redrawFrame(renderStatsTable([...latest].map(([taskId, sample]) => ({ taskId, sample })))));
+    const latest = new Map<StatsTask, StatsSample | undefined>(tasks.map((task) => [task, undefined]));
+    const redraw = (): void => void stdout.write(redrawFrame(renderTable(STATS_HEADERS, [...latest].map(([task, sample]) => cellsOf(task, sample, output)))));
     return {
       start: redraw,
       show: (task, sample) => {
-        latest.set(task.taskId, sample);
+        latest.set(task, sample);
         redraw();
       },
     };
   }
-  const widths = statsLineWidths(tasks.map((task) => task.taskId));
+  const widths = statsLineWidths(tasks.map((task) => displayTaskId(task.taskId, output.noTrunc)));
   return {
     start: () => void stdout.write(formatStatsLine(STATS_HEADERS, widths)),
-    show: (task, sample) => void stdout.write(formatStatsLine(statsCells(task.taskId, sample), widths)),
+    show: (task, sample) => void stdout.write(formatStatsLine(cellsOf(task, sample, output), widths)),
   };
 }
 
@@ -151,13 +204,16 @@ async function streamStats(engine: Engine, tasks: readonly StatsTask[], view: St
 }
 
 /** `--no-stream`: one sample per task, printed together once every task has one. */
-async function printOneSample(engine: Engine, tasks: readonly StatsTask[], stdout: Writable, json: boolean, signal: AbortSignal): Promise<void> {
+async function printOneSample(engine: Engine, tasks: readonly StatsTask[], stdout: Writable, output: StatsOutput, signal: AbortSignal): Promise<void> {
   const samples = await Promise.all(tasks.map((task) => oneSample(engine, task, signal)));
   if (signal.aborted) return;
-  if (json) {
+  if (output.json) {
     tasks.forEach((task, index) => stdout.write(`${JSON.stringify(statsRecord(task.taskId, task.containerId, samples[index]!))}\n`));
+  } else if (output.format.kind !== 'table') {
+    const rows = tasks.map((task, index) => statsFormatRow(task.taskId, task.containerId, statsCells(task.taskId, samples[index]), output.noTrunc));
+    stdout.write(renderFormatted(output.format, rows));
   } else {
-    stdout.write(renderStatsTable(tasks.map((task, index) => ({ taskId: task.taskId, sample: samples[index] }))));
+    stdout.write(renderTable(STATS_HEADERS, tasks.map((task, index) => cellsOf(task, samples[index], output))));
   }
 }
 

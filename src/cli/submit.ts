@@ -51,7 +51,7 @@ function scratchRunCommand(io: CliIo): { program: Command; run: Command } {
  * run command's own options are reused (addRunCommand on a scratch program whose action only
  * captures), so `run --detach` accepts exactly what `run` accepts.
  */
-function parseDetachedRun(argv: readonly string[], io: CliIo): Promise<{ image: string; command: string[]; flags: RunFlags } | undefined> {
+export function parseDetachedRun(argv: readonly string[], io: CliIo): Promise<{ image: string; command: string[]; flags: RunFlags } | undefined> {
   if (argv[0] !== 'run') return Promise.resolve(undefined);
   const { program: scratch, run } = scratchRunCommand(io);
   let captured: { image: string; command: string[]; flags: RunFlags } | undefined;

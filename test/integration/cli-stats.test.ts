@@ -107,6 +107,18 @@ describe('berth stats (the CLI, as a user runs it)', { skip: await requireEngine
     assert.equal(record.networkRxBytes, 0, 'the task has no network');
   });
 
+  test('with no task ids, shows every running berth task (a library driver\'s too), not the stopped ones, and --format picks the columns', async () => {
+    const running = await startTask('all-running', ['sleep', '300']);
+    const stopped = await startTask('all-stopped', ['true']);
+    await stopped.wait();
+    const result = await berth(['stats', '--no-stream', '--no-trunc', '--format', '{{.Name}} {{.Container}} {{.PIDs}}']);
+    assert.equal(result.code, 0, result.stderr);
+    const lines = result.stdout.split('\n');
+    assert.ok(lines.includes(`${running.taskId} ${running.containerId} 1`), result.stdout);
+    assert.ok(!lines.some((line) => line.startsWith(`${stopped.taskId} `)), result.stdout);
+    await stopTask(running);
+  });
+
   test('--no-stream prints a table of every task in the order given, each once', async () => {
     const limited = await startTask('table-a', ['sleep', '300'], { memory: '64m' });
     const other = await startTask('table-b', ['sleep', '300']);
@@ -199,9 +211,9 @@ describe('berth stats (the CLI, as a user runs it)', { skip: await requireEngine
     const unknown = await berth(['stats', '--no-such-flag', `${run.id}-x`]);
     assert.equal(unknown.code, 2);
     assert.match(unknown.stderr, /--no-such-flag/);
-    const missing = await berth(['stats', '--no-stream']);
-    assert.equal(missing.code, 2);
-    assert.match(missing.stderr, /task-id/);
+    const badFormat = await berth(['stats', '--no-stream', '--format', '{{.Nope}}']);
+    assert.equal(badFormat.code, 2);
+    assert.match(badFormat.stderr, /^berth: --format: unknown field "Nope" .*known: ID, Name, Container, CPUPerc/);
     const malformed = await berth(['stats', 'not/a task']);
     assert.equal(malformed.code, 2);
     assert.match(malformed.stderr, /task-id: "not\/a task" must match/);

@@ -31,6 +31,8 @@ export const BERTH_CLI: readonly string[] = Object.freeze([
   // tsx resolved here, so that a child with another working directory finds it too.
   '--import',
   import.meta.resolve('tsx'),
+  // As bin/berth.js's shebang: node must not take the CLI's own --env-file for its option.
+  '--',
   fileURLToPath(new URL('../../src/cli/entry.ts', import.meta.url)),
 ]);
 

@@ -152,6 +152,8 @@ export const logsQuerySchema: JsonSchema = {
   properties: {
     follow: { type: 'boolean', default: false, description: 'Keep the response open and send new lines until the task\'s output ends.' },
     since: { type: 'string', pattern: RFC3339_PATTERN, description: 'Only lines after this time (exclusive), RFC 3339, e.g. `2024-05-01T10:00:00.123456789Z`.' },
+    until: { type: 'string', pattern: RFC3339_PATTERN, description: 'Only lines up to this time (inclusive), RFC 3339. A follow ends when this time comes.' },
+    tail: { type: 'integer', minimum: 0, maximum: 1_000_000, description: 'Only the last N lines of the stored output (after since/until/stream); with follow, then the new ones.' },
     stream: { type: 'string', enum: ['stdout', 'stderr'], description: 'Only this stream. Default both.' },
   },
 };

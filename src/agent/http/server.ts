@@ -16,6 +16,7 @@ import { API_ROUTES, MAX_PARAM_LENGTH, type ApiRoute } from './schemas.js';
 import { agentEventStream, eventResume, ndjsonStream } from './streams.js';
 import { toImageView, toPruneView, toTaskView, toUtcLogTimestamp, type HealthView } from './views.js';
 import type { LogRecord } from '../task-logs.js';
+import { lastRecords, msUntil, selectRecords } from '../log-window.js';
 import { AgentMetrics, type MetricsSources } from '../metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
 
@@ -74,10 +75,6 @@ function scopeToSpec(error: unknown): unknown {
     error.issues.map((issue) => ({ field: issue.field === 'spec' ? 'spec' : `spec.${issue.field}`, rule: issue.rule })),
     { cause: error },
   );
-}
-
-async function* onlyStream(records: AsyncIterable<LogRecord>, stream: LogRecord['stream']): AsyncGenerator<LogRecord> {
-  for await (const record of records) if (record.stream === stream) yield record;
 }
 
 type Handler = (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
@@ -217,17 +214,40 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
 
     async taskLogs(request, reply) {
       const { id } = request.params as { id: string };
-      const query = request.query as { follow: boolean; since?: string; stream?: LogRecord['stream'] };
+      const query = request.query as { follow: boolean; since?: string; until?: string; tail?: number; stream?: LogRecord['stream'] };
       visibleTask(id);
-      const since = query.since === undefined ? undefined : toUtcLogTimestamp(query.since);
+      let since = query.since === undefined ? undefined : toUtcLogTimestamp(query.since);
+      const until = query.until === undefined ? undefined : toUtcLogTimestamp(query.until, 'until');
+      const window = { until, stream: query.stream };
       // Aborts a follow waiting on new output when the client goes away or the server closes.
       const abort = new AbortController();
-      const records = query.follow
-        ? runtime.logs.follow(id, { since, signal: abort.signal, isEnded: () => runtime.supervisor.isEnded(id) })
-        : runtime.logs.read(id, { since });
-      const stream = ndjsonStream(query.stream ? onlyStream(records, query.stream) : records);
+      // A follow ends at `until` (docker's): one whose `until` has passed is a plain read.
+      const untilMs = until === undefined ? undefined : msUntil(until, Date.now());
+      const follow = query.follow && (untilMs === undefined || untilMs > 0);
+      // `tail`: the last N of the stored output, then (with follow) what comes after the latest stored line.
+      let head: LogRecord[] = [];
+      if (query.tail !== undefined) {
+        const last = await lastRecords(runtime.logs.read(id, { since }), query.tail, window);
+        head = last.records;
+        if (last.latest !== undefined) since = last.latest;
+      }
+      const rest =
+        query.tail !== undefined && !follow
+          ? undefined
+          : follow
+            ? runtime.logs.follow(id, { since, signal: abort.signal, isEnded: () => runtime.supervisor.isEnded(id) })
+            : runtime.logs.read(id, { since });
+      const records = (async function* (): AsyncGenerator<LogRecord> {
+        yield* head;
+        if (rest) yield* selectRecords(rest, window);
+      })();
+      const timer = follow && untilMs !== undefined ? setTimeout(() => abort.abort(), untilMs) : undefined;
+      timer?.unref();
       reply.type('application/x-ndjson').header('cache-control', 'no-store');
-      return sendStream(reply, stream, () => abort.abort());
+      return sendStream(reply, ndjsonStream(records), () => {
+        if (timer) clearTimeout(timer);
+        abort.abort();
+      });
     },
 
     async listImages() {

@@ -357,6 +357,34 @@ describe('responses', () => {
     await app.close();
   });
 
+  test('logs take tail (the last N of what the stream and until select) and until (inclusive); bad values are refused naming the parameter', async () => {
+    const output: LogRecord[] = [
+      { stream: 'stdout', timestamp: '2024-05-01T10:00:00.000000001Z', text: 'one\n' },
+      { stream: 'stderr', timestamp: '2024-05-01T10:00:00.000000002Z', text: 'two\n' },
+      { stream: 'stdout', timestamp: '2024-05-01T10:00:00.000000003Z', text: 'three\n' },
+    ];
+    const { app } = fakeRuntime({ tasks: [record('t1', { state: 'exited' })], output });
+    const cases: ReadonlyArray<readonly [string, readonly LogRecord[]]> = [
+      ['?tail=2', [output[1]!, output[2]!]],
+      ['?tail=0', []],
+      ['?tail=1&stream=stdout', [output[2]!]],
+      ['?until=2024-05-01T10:00:00.000000002Z', [output[0]!, output[1]!]],
+      ['?until=2024-05-01T10:00:00.000000002Z&tail=1', [output[1]!]],
+      ['?until=2024-05-01T12:00:00.000000002%2B02:00&tail=1', [output[1]!]],
+    ];
+    for (const [query, expected] of cases) {
+      const response = await app.inject({ method: 'GET', url: `/v1/tasks/t1/logs${query}`, headers: auth });
+      assert.equal(response.statusCode, 200, response.body);
+      assert.deepEqual(response.body.split('\n').filter((line) => line !== '').map((line) => JSON.parse(line)), expected, query);
+    }
+    for (const [query, field] of [['?tail=-1', 'tail'], ['?tail=1000001', 'tail'], ['?tail=all', 'tail'], ['?until=10m', 'until']] as const) {
+      const response = await app.inject({ method: 'GET', url: `/v1/tasks/t1/logs${query}`, headers: auth });
+      assert.equal(response.statusCode, 400, query);
+      assert.equal(response.json().error.issues[0].field, field, query);
+    }
+    await app.close();
+  });
+
   test('a prune while another runs answers 409; a finished one its report with the bytes summed', async () => {
     const busy = fakeRuntime();
     const refused = await busy.app.inject({ method: 'POST', url: '/v1/prune', headers: auth, payload: {} });
@@ -475,7 +503,7 @@ describe('OpenAPI', () => {
       assert.ok(operation, `${route.method} ${route.url}`);
     }
     assert.deepEqual(document.paths['/healthz']!.get!.security, []);
-    assert.deepEqual(document.paths['/v1/tasks/{id}/logs']!.get!.parameters!.map((p) => p.name), ['id', 'follow', 'since', 'stream']);
+    assert.deepEqual(document.paths['/v1/tasks/{id}/logs']!.get!.parameters!.map((p) => p.name), ['id', 'follow', 'since', 'until', 'tail', 'stream']);
     assert.ok(document.components.schemas.TaskSpec!.properties!.image);
     assert.doesNotThrow(() => JSON.parse(JSON.stringify(document)));
   });
