@@ -74,7 +74,6 @@ interface RunFlags extends HealthFlags {
   pull?: string;
 }
 
-
 /**
  * Who runs the task the flags describe: `berth run` itself (the engine, where no limit is no limit)
  * or the agent (`submit`, `run -d`), which gives a task without a limit its configured default and
