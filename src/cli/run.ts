@@ -129,7 +129,7 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
     .option('--log-max-size <size>', 'bound of the engine\'s own log (default 1m)')
     .option('--entrypoint <cmd>', 'override the image\'s entrypoint')
     .option('-i, --interactive', 'forward stdin to the task')
-    .option('-t, --tty', 'allocate a pseudo-TTY')
+    .option('-t, --tty', 'allocate a pseudo-TTY sized as the terminal (with -i on a terminal: raw mode, as docker run -it)')
     .option('--keep', 'keep the container after the task ends (default: removed)')
     .option('--name <task-id>', 'task id (the container is berth-<task-id>.cli.3); a second run with a task id in use is refused, as docker refuses a name in use')
     .option('--pull <policy>', 'pull the image: missing (default), always or never')
@@ -202,7 +202,7 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
       stdout: io.stdout,
       interactive: flags.interactive ?? false,
       tty: flags.tty ?? false,
-      // A resize the engine refuses (the task has just ended) is no reason to end the session.
+      // A refused resize (the task has just ended) is ignored: no reason to end the session.
       resize: (size) => started.resize(size),
     });
     return await followTask(io, started, stoppedOnSignal, endTerminalSession);
