@@ -252,7 +252,7 @@ async function followTask(io: CliIo, handle: TaskHandle, stoppedOnSignal: Promis
   const exitCode = end.kind === 'cancelled' && signal !== undefined ? exitCodeForSignal(signal) : exitCodeForEnd(end);
   // A task's own exit code needs no words; any other end says what happened and the code berth exits with.
   if (end.kind !== 'success' && end.kind !== 'failed') {
-    io.stderr.write(`berth: task ${describeEndState(end, { stopGraceMs: handle.spec.stopGraceMs })}; exiting ${exitCode}\n`);
+    io.stderr.write(`berth: task ${describeEndState(end, { stopGraceMs: handle.spec.stopGraceMs, stopSignal: handle.spec.stopSignal })}; exiting ${exitCode}\n`);
   }
   return exitCode;
 }

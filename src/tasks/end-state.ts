@@ -51,6 +51,8 @@ export function classifyExit(facts: ExitFacts): EndState {
 export interface DescribeEndOptions {
   /** The task's stop grace period, named when a timed-out task had to be killed after it. */
   stopGraceMs?: number;
+  /** The task's stop signal (default SIGTERM): when it is SIGKILL, a kill is what stopping it means. */
+  stopSignal?: string;
 }
 
 /** 128 + SIGKILL: how a container that was killed (not stopped by its stop signal) exits. */
@@ -72,6 +74,9 @@ export function describeEndState(end: EndState, options: DescribeEndOptions = {}
       return `out of memory (exit code ${end.exitCode}): ${end.hint}`;
     case 'timed-out': {
       const after = `timed out after ${formatDurationMs(end.timeoutMs)}`;
+      if (end.exitCode === KILLED_EXIT_CODE && options.stopSignal !== undefined && /^(SIG)?KILL$|^9$/.test(options.stopSignal)) {
+        return `${after} and was killed by its stop signal (${options.stopSignal})`;
+      }
       if (end.exitCode === KILLED_EXIT_CODE) {
         const grace = options.stopGraceMs === undefined ? 'its stop grace period' : `the ${formatDurationMs(options.stopGraceMs)} stop grace period`;
         return `${after} and was killed after ${grace}, for it did not stop on its stop signal`;

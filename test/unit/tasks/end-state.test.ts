@@ -127,6 +127,13 @@ describe('describeEndState', () => {
     assert.equal(describeEndState(killed, { stopGraceMs: 10_000 }), 'timed out after 2s and was killed after the 10s stop grace period, for it did not stop on its stop signal');
     assert.equal(describeEndState(killed), 'timed out after 2s and was killed after its stop grace period, for it did not stop on its stop signal');
     assert.doesNotMatch(describeEndState(killed), /exit code/);
+    assert.equal(describeEndState(killed, { stopGraceMs: 10_000, stopSignal: 'SIGTERM' }), describeEndState(killed, { stopGraceMs: 10_000 }));
+  });
+
+  test('a timed-out task whose stop signal is SIGKILL is described as killed by it, with no grace period', () => {
+    for (const stopSignal of ['SIGKILL', 'KILL', '9']) {
+      assert.equal(describeEndState({ kind: 'timed-out', exitCode: 137, timeoutMs: 2000 }, { stopGraceMs: 10_000, stopSignal }), `timed out after 2s and was killed by its stop signal (${stopSignal})`);
+    }
   });
 
   test('describes cancelled', () => {
