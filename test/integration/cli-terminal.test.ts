@@ -143,13 +143,14 @@ async function checkInteractiveShell(session: PtySession): Promise<void> {
 }
 
 /**
- * Runs `sleep 60` (then `rest`) in the shell and types Ctrl-C once the line runs: the shell gives
- * the terminal back its signal keys only when it runs the line (a Ctrl-C before that is a character
- * for its line editor), which the `echo` before the sleep tells.
+ * Runs a `sleep 60` job (then `rest`) in the shell and types Ctrl-C once the job is the terminal's
+ * foreground: a Ctrl-C before the shell runs the line is a character for its line editor, and one
+ * before the job has the terminal goes to the shell alone. The job says when it has it: a job
+ * control shell hands the terminal to the job's process group before the job runs its command.
  */
 async function interruptSleep(session: PtySession, rest = ''): Promise<void> {
   const from = session.screen.length;
-  session.write(`echo sleep-starts; sleep 60${rest}\r`);
+  session.write(`sh -c 'echo sleep-starts; exec sleep 60'${rest}\r`);
   await session.waitFor(new RegExp(`^sleep-starts${EOL}`, 'm'), { from });
   session.write('\x03');
 }
