@@ -17,7 +17,8 @@ Its stdout gives one JSON object per line:
   {"out": "<base64>"}              bytes the command wrote to the terminal
   {"termios": {...}}               the settings asked for (icanon, echo, isig, icrnl, opost)
   {"exit": code, "signal": n|null, "termios": {...}}   the command ended; the settings it left
-After the exit line the driver ends.
+After the exit line the driver ends. When its stdin ends first (the test went away), the command
+gets SIGTERM, so that it stops what it started.
 """
 import base64
 import fcntl
@@ -93,7 +94,12 @@ def main():
         if control_open and control in readable:
             chunk = os.read(control, 65536)
             if not chunk:
+                # The test went away: stop the command as a closed terminal would, so that it cleans up.
                 control_open = False
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except OSError:
+                    pass
             pending += chunk
             while b'\n' in pending:
                 line, pending = pending.split(b'\n', 1)
