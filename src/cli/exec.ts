@@ -1,21 +1,21 @@
 import type { Command } from 'commander';
-import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { ValidationError, type FieldIssue } from '../common/errors.js';
 import { engineOptionsFromEnv } from '../engine/connect.js';
 import { Engine, type ExecOptions, type ExecSession } from '../engine/engine.js';
 import { execInTask } from '../tasks/exec.js';
-import { EXIT } from './exit-codes.js';
+import { commandFailureLine, EXIT } from './exit-codes.js';
 import { exitCodeForSignal } from './interrupts.js';
 import { collect, parseEnvFlags } from './flags.js';
 import type { CliIo } from './run.js';
-import { enterRawMode, followTerminalSize } from './terminal.js';
+import { startTerminalSession } from './terminal.js';
 
 /**
  * `berth exec [options] <task-id> <command> [args...]`: runs a command inside the running container
  * of a task, as `docker exec` does, straight through the engine (the container is found by its task
  * id label, so it works for tasks of `berth run --name` and of an agent alike; `--owner` picks the
- * owner when several have a task of that id). It exits with the command's exit code; 125 when berth
+ * owner when several have a task of that id). It exits with the command's exit code (127 when the
+ * command is not found, 126 when it is not executable, as docker); 125 when berth
  * refuses (no container, several owners' and no `--owner`, not running) or the engine fails; 2 for a usage error; 130 on Ctrl-C, 143 on SIGTERM.
  */
 
@@ -79,37 +79,38 @@ async function execCommand(taskId: string, command: string[], flags: ExecFlags, 
   const interrupted = new Promise<'interrupted'>((resolve) => abort.signal.addEventListener('abort', () => resolve('interrupted'), { once: true }));
   const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
   let session: ExecSession | undefined;
-  let stopFollowingSize = (): void => undefined;
-  let stopForwarding = (): void => undefined;
-  let restoreTerminal = (): void => undefined;
+  let endTerminalSession = (): void => undefined;
   try {
     await engine.checkCompatible({ signal: abort.signal });
     session = await execInTask(engine, { taskId, ownerId: flags.owner }, options, abort.signal);
     const started = session;
-    if (options.tty) stopFollowingSize = followTerminalSize(io.stdout, (size) => started.resize(size));
-    if (options.stdin && started.stdin) {
-      // As docker does: raw mode only when keys go somewhere. Without -i, a raw stdin would swallow Ctrl-C.
-      if (options.tty) restoreTerminal = enterRawMode(io.stdin);
-      stopForwarding = forwardStdin(io.stdin, started.stdin);
-    }
+    endTerminalSession = startTerminalSession({
+      stdin: io.stdin,
+      stdout: io.stdout,
+      interactive: (options.stdin ?? false) && started.stdin !== undefined,
+      tty: options.tty ?? false,
+      resize: (size) => started.resize(size),
+      ...(started.stdin ? { forwardTo: started.stdin } : {}),
+    });
     const output = Promise.all([pipeline(started.stdout, io.stdout, { end: false }), pipeline(started.stderr, io.stderr, { end: false })]);
     output.catch(() => undefined);
-    const exited = started.exitCode();
+    const exited = started.exitStatus();
     // After Ctrl-C nobody awaits it; its failure then is no news.
     exited.catch(() => undefined);
     const outcome = await Promise.race([exited, interrupted]);
     if (outcome === 'interrupted') return interruptedExitCode(io);
     // The exit code is known once the engine closed the connection; what it sent may still be on its way out.
     await output.catch(() => undefined);
-    return outcome;
+    endTerminalSession();
+    // The runtime's own words are on stdout already (as with docker); this line says what berth makes of them.
+    if (outcome.commandFailure) io.stderr.write(`${commandFailureLine(outcome.commandFailure)}\n`);
+    return outcome.exitCode;
   } catch (error) {
     if (abort.signal.aborted) return interruptedExitCode(io);
     throw error;
   } finally {
     removeInterrupt();
-    stopFollowingSize();
-    stopForwarding();
-    restoreTerminal();
+    endTerminalSession();
     session?.close();
   }
 }
@@ -117,20 +118,4 @@ async function execCommand(taskId: string, command: string[], flags: ExecFlags, 
 /** 130 after SIGINT, 143 after SIGTERM: the command itself goes on in the container, as with docker exec. */
 function interruptedExitCode(io: CliIo): number {
   return io.interrupts.received ? exitCodeForSignal(io.interrupts.received) : EXIT.interrupted;
-}
-
-/**
- * Pipes the user's stdin to the command; its end closes the command's stdin. Returns the function
- * that stops forwarding and stops reading, so that a stdin nobody needs any more (a terminal, say)
- * does not keep the process alive after the command ended.
- */
-function forwardStdin(input: Readable, target: NodeJS.WritableStream): () => void {
-  const endTarget = (): void => void target.end();
-  input.once('error', endTarget);
-  input.pipe(target);
-  return () => {
-    input.off('error', endTarget);
-    input.unpipe(target);
-    input.pause();
-  };
 }

@@ -12,7 +12,9 @@ import { SPEC_BOUNDS, type TaskSpec } from '../spec/schema.js';
 import { TaskDriver } from '../tasks/driver.js';
 import type { TaskHandle } from '../tasks/handle.js';
 import { describeEndState } from '../tasks/end-state.js';
-import { EXIT, exitCodeForEnd } from './exit-codes.js';
+import { commandFailureOf } from '../engine/classify.js';
+import { commandFailureLine, EXIT, exitCodeForEnd } from './exit-codes.js';
+import { startTerminalSession } from './terminal.js';
 import { exitCodeForSignal, type Interrupts } from './interrupts.js';
 import { errorLine } from './output.js';
 import {
@@ -175,7 +177,7 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
     .option('--log-max-size <size>', 'bound of the engine\'s own log, with a unit, e.g. 1m (default)')
     .option('--entrypoint <cmd>', 'override the image\'s entrypoint')
     .option('-i, --interactive', 'forward stdin to the task')
-    .option('-t, --tty', 'allocate a pseudo-TTY')
+    .option('-t, --tty', 'allocate a pseudo-TTY sized as the terminal (with -i on a terminal: raw mode, as docker run -it)')
     .option('--keep', 'keep the container after the task ends (default: removed)')
     .option('--rm', 'remove the container when the task ends: berth\'s default, accepted for docker\'s command lines (refused with --keep)')
     .option('--name <task-id>', 'task id (the container is berth-<task-id>.cli.3); a second run with a task id in use is refused, as docker refuses a name in use')
@@ -228,7 +230,14 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
   io.interrupts.extendBound(resolved.stopGraceMs);
   let markStopped: () => void = () => undefined;
   const stoppedOnSignal = new Promise<void>((resolve) => (markStopped = resolve));
-  const removeInterrupt = io.interrupts.onInterrupt(() => {
+  const removeInterrupt = io.interrupts.onInterrupt((signal) => {
+    // Feedback for the person who pressed Ctrl-C (in raw mode Ctrl-C is a byte for the task's TTY,
+    // not a signal, so this is the case without one): the stop takes up to the grace period.
+    if (signal === 'SIGINT') {
+      const what = handle ? 'stopping the task' : 'cancelling the start';
+      const leave = flags.keep ? 'exit now' : 'exit now and leave the container to berth prune or an agent';
+      io.stderr.write(`berth: ${what}; press Ctrl-C again to ${leave}\n`);
+    }
     // Stopped here rather than by the driver's abort listener, so that the cleanup knows when the
     // stop is done even if the engine never reports the end (a wedged wait).
     if (handle) void handle.stop().then(markStopped);
@@ -239,15 +248,32 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
     const which = handle ? `container ${containerName}` : `container ${containerName} (if the engine created it)`;
     return `${which}, for berth prune or an agent's reconciler to remove`;
   });
+  let endTerminalSession = (): void => undefined;
   try {
     const started = (handle = await driver.start(spec, { taskId, signal: abort.signal }));
-    return await followTask(io, started, stoppedOnSignal);
+    // Once the task runs: before that, Ctrl-C must stay a signal that cancels the pull or the start.
+    endTerminalSession = startTerminalSession({
+      stdin: io.stdin,
+      stdout: io.stdout,
+      interactive: flags.interactive ?? false,
+      tty: flags.tty ?? false,
+      // A refused resize (the task has just ended) is ignored: no reason to end the session.
+      resize: (size) => started.resize(size),
+    });
+    return await followTask(io, started, stoppedOnSignal, endTerminalSession);
   } catch (error) {
+    endTerminalSession();
     const signal = io.interrupts.received;
+    const commandFailure = signal === undefined ? commandFailureOf(error) : undefined;
+    if (commandFailure) {
+      io.stderr.write(`${commandFailureLine(commandFailure)}\n`);
+      return commandFailure.exitCode;
+    }
     if (signal === undefined) throw error;
     io.stderr.write(isBerthError(error, 'BERTH_CANCELLED') ? 'berth: cancelled\n' : `${errorLine(error)}\n`);
     return exitCodeForSignal(signal);
   } finally {
+    endTerminalSession();
     try {
       if (handle && !flags.keep) await handle.destroy();
       if (handle) removed = true;
@@ -266,7 +292,7 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
  * Streams the task's output and resolves with the exit code its end calls for; after a stop signal,
  * with the signal's code once the task was stopped, whether or not the engine reported its end.
  */
-async function followTask(io: CliIo, handle: TaskHandle, stoppedOnSignal: Promise<void>): Promise<number> {
+async function followTask(io: CliIo, handle: TaskHandle, stoppedOnSignal: Promise<void>, endTerminalSession: () => void): Promise<number> {
   const output = Promise.all([
     pipeline(handle.stdout, io.stdout, { end: false }),
     pipeline(handle.stderr, io.stderr, { end: false }),
@@ -275,10 +301,15 @@ async function followTask(io: CliIo, handle: TaskHandle, stoppedOnSignal: Promis
   const signal = io.interrupts.received;
   if (end === undefined) return exitCodeForSignal(signal ?? 'SIGINT');
   await output.catch(() => undefined);
-  if (end.kind !== 'success' && end.kind !== 'failed') io.stderr.write(`berth: task ${describeEndState(end)}\n`);
+  // The terminal is the user's again before berth says anything of its own.
+  endTerminalSession();
   // Stopped because berth was asked to stop: the signal's code (130 for SIGINT, 143 for SIGTERM).
-  if (end.kind === 'cancelled' && signal !== undefined) return exitCodeForSignal(signal);
-  return exitCodeForEnd(end);
+  const exitCode = end.kind === 'cancelled' && signal !== undefined ? exitCodeForSignal(signal) : exitCodeForEnd(end);
+  // A task's own exit code needs no words; any other end says what happened and the code berth exits with.
+  if (end.kind !== 'success' && end.kind !== 'failed') {
+    io.stderr.write(`berth: task ${describeEndState(end, { stopGraceMs: handle.spec.stopGraceMs, stopSignal: handle.spec.stopSignal })}; exiting ${exitCode}\n`);
+  }
+  return exitCode;
 }
 
 export { EXIT };

@@ -103,9 +103,17 @@ export function classifyEngineError(error: unknown, ctx: ClassifyContext): Berth
   }
   if (typeof failure.statusCode === 'number') {
     const code = codeForStatus(failure.statusCode);
-    return new BerthError(code, `${ctx.operation}: ${engineMessage(failure)}`, {
+    const message = engineMessage(failure);
+    // A container whose command cannot be run fails its start with the runtime's words and no status of its own.
+    const commandFailure = code === 'BERTH_ENGINE_BAD_REQUEST' || code === 'BERTH_ENGINE_SERVER_ERROR' ? commandFailureIn(message) : undefined;
+    return new BerthError(code, `${ctx.operation}: ${message}`, {
       cause: error,
-      context: { ...context, statusCode: failure.statusCode, ...(NOT_ACTED_STATUSES.has(failure.statusCode) ? { engineActed: false } : {}) },
+      context: {
+        ...context,
+        statusCode: failure.statusCode,
+        ...(NOT_ACTED_STATUSES.has(failure.statusCode) ? { engineActed: false } : {}),
+        ...(commandFailure ? { commandFailure } : {}),
+      },
     });
   }
   if ((failure.code && UNAVAILABLE_SOCKET_CODES.has(failure.code)) || failure.message === 'socket hang up') {
@@ -130,4 +138,44 @@ export function classifyEngineError(error: unknown, ctx: ClassifyContext): Berth
  */
 export function forcedRemovalConflict(statusAfter: ContainerStatus | undefined): 'removed' | 'ask-again' {
   return statusAfter === 'exited' || statusAfter === 'created' ? 'ask-again' : 'removed';
+}
+
+/**
+ * A command the container runtime could not start: `not-found` (no such file, or not on $PATH; a
+ * shell's 127) or `not-executable` (no permission to run it; a shell's 126). `detail` is the
+ * runtime's own words, e.g. `exec: "nosuch": executable file not found in $PATH`.
+ */
+export interface CommandFailure {
+  kind: 'not-found' | 'not-executable';
+  /** The command as the runtime named it. */
+  command: string;
+  detail: string;
+  /** The exit code a shell (and the docker CLI) gives it: 127 or 126. */
+  exitCode: 127 | 126;
+}
+
+/**
+ * Reads a command-start failure out of the runtime's message, for the engine reports it with no
+ * status of its own (a 400 to a container start; for an exec, a line on the output and exit code
+ * 126). The words are runc's (`exec: "<cmd>": executable file not found in $PATH`, `stat <cmd>: no
+ * such file or directory`, `permission denied`), the ones the docker CLI maps to 127 and 126: this
+ * is the one place berth reads them, because there is nothing else to read.
+ */
+export function commandFailureIn(message: string): CommandFailure | undefined {
+  const match = /exec: "((?:[^"\\]|\\.)*)": ([^\r\n]*)/.exec(message);
+  if (!match) return undefined;
+  const command = match[1]!;
+  const reason = match[2]!.replace(/: unknown\s*$/, '').trim();
+  const detail = `exec: "${command}": ${reason}`;
+  if (/executable file not found|no such file or directory/.test(reason)) return { kind: 'not-found', command, detail, exitCode: 127 };
+  if (/permission denied/.test(reason)) return { kind: 'not-executable', command, detail, exitCode: 126 };
+  return undefined;
+}
+
+/** The command-start failure an engine error carries (see {@link classifyEngineError}), if any. */
+export function commandFailureOf(error: unknown): CommandFailure | undefined {
+  if (!(error instanceof BerthError)) return undefined;
+  const failure = error.context.commandFailure as Partial<CommandFailure> | undefined;
+  if (!failure || typeof failure !== 'object' || (failure.kind !== 'not-found' && failure.kind !== 'not-executable')) return undefined;
+  return failure as CommandFailure;
 }

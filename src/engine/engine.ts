@@ -1,9 +1,9 @@
 import Dockerode from 'dockerode';
-import { Readable, type Duplex } from 'node:stream';
+import { pipeline as streamPipeline, Readable, Transform, type Duplex } from 'node:stream';
 import { BerthError, ValidationError, type FieldIssue } from '../common/errors.js';
 import { DURATION_LIMITS, durationBoundRule } from '../common/units.js';
 import { retry } from '../common/retry.js';
-import { classifyEngineError, engineCertainlyDidNotAct, forcedRemovalConflict } from './classify.js';
+import { classifyEngineError, commandFailureIn, engineCertainlyDidNotAct, forcedRemovalConflict, type CommandFailure } from './classify.js';
 import {
   containerEventFromRaw,
   containerInspectFromRaw,
@@ -135,8 +135,20 @@ export interface ExecOptions {
 export interface ExecSession extends AttachedStreams {
   id: string;
   resize(size: { rows: number; columns: number }): Promise<void>;
-  /** Resolves with the exec's exit code once its output has ended. */
+  /**
+   * Resolves with the exec's exit code once its output has ended: the command's own, or, when the
+   * command could not be started, 127 (not found) or 126 (not executable, or another start failure),
+   * as a shell and the docker CLI give them.
+   */
   exitCode(): Promise<number>;
+  /** The exit code and, when the command could not be started, why (see `exitCode`). */
+  exitStatus(): Promise<ExecExitStatus>;
+}
+
+export interface ExecExitStatus {
+  exitCode: number;
+  /** Set when the runtime could not start the command (not found, not executable). */
+  commandFailure?: CommandFailure;
 }
 
 /** A followed stream of a container's events; `close()` ends it (so does the call's signal). */
@@ -502,6 +514,17 @@ export class Engine {
   }
 
   /**
+   * Sets the window size of a running container's TTY (`POST /containers/{id}/resize`); the engine
+   * passes it on as SIGWINCH to the process. Refused (BERTH_ENGINE_SERVER_ERROR or NOT_FOUND) for a
+   * container without a TTY or that is not running. Not retried: the next size change sends it again.
+   */
+  async resizeContainer(id: string, size: { rows: number; columns: number }, options: CallOptions = {}): Promise<void> {
+    await this.#call('resize container', this.#deadlines.writeMs, options, (abortSignal) =>
+      this.#docker.getContainer(id).resize({ h: size.rows, w: size.columns, ...signalOption(abortSignal) }),
+    { id });
+  }
+
+  /**
    * Attaches to stdout/stderr (and stdin when asked). Done before start so no output is lost. The
    * connection has no deadline once established; the signal closes it. A connection that arrives
    * after the deadline is closed at once. Not retried here: the caller decides (an attach before
@@ -717,18 +740,29 @@ export class Engine {
       stream.once('end', resolve);
       stream.once('close', resolve);
     });
-    const streams = this.#splitOutput(stream, exec.tty ?? false, exec.stdin ?? false);
+    const split = this.#splitOutput(stream, exec.tty ?? false, exec.stdin ?? false);
+    // A command the runtime cannot start gets one line of the runtime's words on stdout and exit
+    // code 126: the first bytes are kept to tell not-found from not-executable.
+    const head = recordHead(split.stdout, 1024);
+    const streams = { ...split, stdout: head.stream };
+    let status: Promise<ExecExitStatus> | undefined;
+    const exitStatus = (): Promise<ExecExitStatus> =>
+      (status ??= (async () => {
+        await ended;
+        const info = await this.#read('inspect exec', {}, (abortSignal) => created.inspect({ abortSignal }), { execId: created.id });
+        const exitCode = info.ExitCode ?? -1;
+        // Pid 0: the process never started, so the exit code is the engine's, not the command's.
+        const commandFailure = info.Pid === 0 && exitCode !== 0 ? commandFailureIn(head.text()) : undefined;
+        return commandFailure ? { exitCode: commandFailure.exitCode, commandFailure } : { exitCode };
+      })());
     return {
       ...streams,
       id: created.id,
       resize: async ({ rows, columns }) => {
         await this.#call('resize exec', this.#deadlines.writeMs, {}, (abortSignal) => created.resize({ h: rows, w: columns, ...signalOption(abortSignal) }), { execId: created.id });
       },
-      exitCode: async () => {
-        await ended;
-        const info = await this.#read('inspect exec', {}, (abortSignal) => created.inspect({ abortSignal }), { execId: created.id });
-        return info.ExitCode ?? -1;
-      },
+      exitCode: async () => (await exitStatus()).exitCode,
+      exitStatus,
     };
   }
 
@@ -852,6 +886,27 @@ function raceAbort<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
       },
     );
   });
+}
+
+/**
+ * Passes `source` through unchanged and keeps its first `limit` bytes, for reading a message the
+ * engine wrote there. Errors of the source reach the returned stream.
+ */
+function recordHead(source: Readable, limit: number): { stream: Readable; text(): string } {
+  const kept: Buffer[] = [];
+  let keptBytes = 0;
+  const tap = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      if (keptBytes < limit) {
+        const part = chunk.subarray(0, limit - keptBytes);
+        kept.push(Buffer.from(part));
+        keptBytes += part.length;
+      }
+      callback(null, chunk);
+    },
+  });
+  streamPipeline(source, tap, () => undefined);
+  return { stream: tap, text: () => Buffer.concat(kept).toString('utf8') };
 }
 
 /** For TTY sessions: everything arrives on stdout; stderr is an ended stream. */

@@ -22,6 +22,7 @@ export type ContainerEngine = Pick<
   | 'exec'
   | 'pauseContainer'
   | 'unpauseContainer'
+  | 'resizeContainer'
   | 'openContainerEvents'
   | 'openLabelledContainerEvents'
   | 'listContainers'

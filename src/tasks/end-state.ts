@@ -1,4 +1,5 @@
 import type { BerthError } from '../common/errors.js';
+import { formatDurationMs } from '../common/units.js';
 
 /** How a task ended. Every task reaches exactly one of these. */
 export type EndState =
@@ -46,8 +47,24 @@ export function classifyExit(facts: ExitFacts): EndState {
   return { kind: 'failed', exitCode: facts.exitCode };
 }
 
-/** A one-line description of an end state, for people. */
-export function describeEndState(end: EndState): string {
+/** What describing an end state may know besides the end state. */
+export interface DescribeEndOptions {
+  /** The task's stop grace period, named when a timed-out task had to be killed after it. */
+  stopGraceMs?: number;
+  /** The task's stop signal (default SIGTERM): when it is SIGKILL, a kill is what stopping it means. */
+  stopSignal?: string;
+}
+
+/** 128 + SIGKILL: how a container that was killed (not stopped by its stop signal) exits. */
+const KILLED_EXIT_CODE = 137;
+
+/**
+ * A one-line description of an end state, for people. It names the task's own exit code where that
+ * is the news (failed, out of memory); a timed-out task is described by what berth did to it (stopped
+ * by its stop signal, or killed after the grace period), since the caller's exit code for a timeout
+ * (124 for the CLI) is not the container's.
+ */
+export function describeEndState(end: EndState, options: DescribeEndOptions = {}): string {
   switch (end.kind) {
     case 'success':
       return 'succeeded';
@@ -55,8 +72,17 @@ export function describeEndState(end: EndState): string {
       return end.reason ? `failed to start: ${end.reason}` : `failed with exit code ${end.exitCode}`;
     case 'oom':
       return `out of memory (exit code ${end.exitCode}): ${end.hint}`;
-    case 'timed-out':
-      return `timed out after ${end.timeoutMs} ms (exit code ${end.exitCode})`;
+    case 'timed-out': {
+      const after = `timed out after ${formatDurationMs(end.timeoutMs)}`;
+      if (end.exitCode === KILLED_EXIT_CODE && options.stopSignal !== undefined && /^(SIG)?KILL$|^9$/.test(options.stopSignal)) {
+        return `${after} and was killed by its stop signal (${options.stopSignal})`;
+      }
+      if (end.exitCode === KILLED_EXIT_CODE) {
+        const grace = options.stopGraceMs === undefined ? 'its stop grace period' : `the ${formatDurationMs(options.stopGraceMs)} stop grace period`;
+        return `${after} and was killed after ${grace}, for it did not stop on its stop signal`;
+      }
+      return `${after} and was stopped by its stop signal (the task exited with ${end.exitCode})`;
+    }
     case 'cancelled':
       return 'cancelled';
     case 'lost':

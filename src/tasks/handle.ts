@@ -256,6 +256,16 @@ export class TaskHandle implements AsyncDisposable {
     await this.#deps.engine.unpauseContainer(this.containerId);
   }
 
+  /**
+   * Sets the window size of the task's TTY (a spec with `tty: true`), as a terminal resize would:
+   * the task's processes get SIGWINCH. BERTH_TASK_STATE unless the task is running; the engine
+   * refuses a task without a TTY.
+   */
+  async resize(size: { rows: number; columns: number }, signal?: AbortSignal): Promise<void> {
+    this.#requirePhase('resize', 'running');
+    await this.#deps.engine.resizeContainer(this.containerId, size, { signal });
+  }
+
   #requirePhase(operation: string, ...phases: TaskPhase[]): void {
     if (!this.#lifecycle.is(...phases)) {
       throw new BerthError('BERTH_TASK_STATE', `cannot ${operation} task ${this.taskId}: it is ${this.#lifecycle.phase}`, {

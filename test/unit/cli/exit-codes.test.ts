@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { BerthError, ValidationError } from '../../../src/common/errors.js';
-import { EXIT, exitCodeForEnd, exitCodeForError } from '../../../src/cli/exit-codes.js';
+import { commandFailureLine, EXIT, exitCodeForEnd, exitCodeForError } from '../../../src/cli/exit-codes.js';
 
 describe('exitCodeForEnd', () => {
   test('exits 0 for success', () => {
@@ -51,6 +51,15 @@ describe('exitCodeForError', () => {
       assert.equal(exitCodeForError(new BerthError(code, 'x')), 125);
     });
   }
+
+  test('exits 127 or 126 for a start the engine refused because the command is not found or not executable, and its line names that code', () => {
+    const notFound = { kind: 'not-found', command: 'nosuch', detail: 'exec: "nosuch": executable file not found in $PATH', exitCode: 127 } as const;
+    const notExecutable = { kind: 'not-executable', command: '/etc/passwd', detail: 'exec: "/etc/passwd": permission denied', exitCode: 126 } as const;
+    assert.equal(exitCodeForError(new BerthError('BERTH_ENGINE_BAD_REQUEST', 'start container: …', { context: { commandFailure: notFound } })), 127);
+    assert.equal(exitCodeForError(new BerthError('BERTH_ENGINE_BAD_REQUEST', 'start container: …', { context: { commandFailure: notExecutable } })), 126);
+    assert.equal(commandFailureLine(notFound), 'berth: command not found in the container: exec: "nosuch": executable file not found in $PATH; exiting 127');
+    assert.equal(commandFailureLine(notExecutable), 'berth: command not executable in the container: exec: "/etc/passwd": permission denied; exiting 126');
+  });
 
   test('exits 125 for an error that is not berth’s', () => {
     assert.equal(exitCodeForError(new Error('boom')), 125);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
-import { enterRawMode, followTerminalSize, terminalSize, type TerminalSize } from '../../../src/cli/terminal.js';
+import { enterRawMode, followTerminalSize, startTerminalSession, terminalSize, type TerminalSize } from '../../../src/cli/terminal.js';
 
 /** A stdin that pretends to be a terminal and records every raw-mode change. */
 function fakeTerminalInput(initiallyRaw = false): PassThrough & { isTTY: boolean; isRaw: boolean; modes: boolean[]; setRawMode(mode: boolean): void } {
@@ -85,22 +85,46 @@ describe('followTerminalSize', () => {
     ]);
   });
 
-  test('a failed resize is reported and following goes on', async () => {
+  test('the first size is sent again when the engine refuses it (an exec still starting)', async () => {
     const stdout = fakeTerminalOutput({ rows: 24, columns: 80 });
     const errors: unknown[] = [];
+    const sent: TerminalSize[] = [];
     let calls = 0;
+    let settle: () => void = () => undefined;
+    const settled = new Promise<void>((resolve) => (settle = resolve));
     const stop = followTerminalSize(
       stdout,
-      async () => {
+      async (size) => {
         calls++;
-        if (calls === 1) throw new Error('exec not running yet');
+        if (calls <= 2) throw new Error('exec not running yet');
+        sent.push(size);
+        settle();
       },
       (error) => errors.push(error),
     );
-    await new Promise((resolve) => setImmediate(resolve));
-    stdout.resizeTo({ rows: 30, columns: 90 });
+    await settled;
     stop();
-    assert.equal(calls, 2);
+    assert.deepEqual(sent, [{ rows: 24, columns: 80 }]);
+    assert.deepEqual(errors, []);
+  });
+
+  test('a failed resize after the first is reported and following goes on', async () => {
+    const stdout = fakeTerminalOutput({ rows: 24, columns: 80 });
+    const errors: unknown[] = [];
+    const sent: TerminalSize[] = [];
+    const stop = followTerminalSize(
+      stdout,
+      async (size) => {
+        if (size.rows === 30) throw new Error('the task has just ended');
+        sent.push(size);
+      },
+      (error) => errors.push(error),
+    );
+    stdout.resizeTo({ rows: 30, columns: 90 });
+    stdout.resizeTo({ rows: 40, columns: 100 });
+    await new Promise((resolve) => setImmediate(resolve));
+    stop();
+    assert.deepEqual(sent, [{ rows: 24, columns: 80 }, { rows: 40, columns: 100 }]);
     assert.equal(errors.length, 1);
   });
 
@@ -109,5 +133,56 @@ describe('followTerminalSize', () => {
     followTerminalSize(new PassThrough(), async (size) => void sent.push(size))();
     assert.deepEqual(sent, []);
     assert.equal(terminalSize(new PassThrough()), undefined);
+  });
+});
+
+describe('startTerminalSession', () => {
+  test('-i and -t on a terminal: raw mode, the size sent, stdin forwarded; the teardown undoes all of it, once', async () => {
+    const stdin = fakeTerminalInput();
+    const stdout = fakeTerminalOutput({ rows: 24, columns: 80 });
+    const target = new PassThrough();
+    const sent: TerminalSize[] = [];
+    const end = startTerminalSession({ stdin, stdout, interactive: true, tty: true, resize: async (size) => void sent.push(size), forwardTo: target });
+    assert.equal(stdin.isRaw, true);
+    stdin.write('ls\r');
+    assert.equal(String(await new Promise((resolve) => target.once('data', resolve))), 'ls\r');
+    end();
+    end();
+    assert.deepEqual(stdin.modes, [true, false]);
+    stdout.resizeTo({ rows: 30, columns: 100 });
+    assert.deepEqual(sent, [{ rows: 24, columns: 80 }]);
+    stdin.write('after');
+    assert.equal(target.read(), null, 'nothing is forwarded after the teardown');
+  });
+
+  test('-t without -i: the size is followed, the terminal is not made raw (Ctrl-C stays a signal for berth)', () => {
+    const stdin = fakeTerminalInput();
+    const stdout = fakeTerminalOutput({ rows: 24, columns: 80 });
+    const sent: TerminalSize[] = [];
+    const end = startTerminalSession({ stdin, stdout, interactive: false, tty: true, resize: async (size) => void sent.push(size) });
+    assert.deepEqual(stdin.modes, []);
+    end();
+    assert.deepEqual(sent, [{ rows: 24, columns: 80 }]);
+  });
+
+  test('-i without -t: stdin is forwarded, the terminal is not made raw and no size is sent', () => {
+    const stdin = fakeTerminalInput();
+    const stdout = fakeTerminalOutput({ rows: 24, columns: 80 });
+    const sent: TerminalSize[] = [];
+    const end = startTerminalSession({ stdin, stdout, interactive: true, tty: false, resize: async (size) => void sent.push(size), forwardTo: new PassThrough() });
+    end();
+    assert.deepEqual(stdin.modes, []);
+    assert.deepEqual(sent, []);
+  });
+
+  test('with stdin forwarded by someone else (a task handle), the teardown stops that forwarding too', () => {
+    const stdin = fakeTerminalInput();
+    const elsewhere = new PassThrough();
+    stdin.pipe(elsewhere);
+    const end = startTerminalSession({ stdin, stdout: fakeTerminalOutput({ rows: 1, columns: 1 }), interactive: true, tty: true });
+    end();
+    stdin.write('late');
+    assert.equal(elsewhere.read(), null);
+    assert.deepEqual(stdin.modes, [true, false]);
   });
 });

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { BerthError } from '../../../src/common/errors.js';
-import { classifyEngineError, engineCertainlyDidNotAct, engineMessage, forcedRemovalConflict } from '../../../src/engine/classify.js';
+import { classifyEngineError, commandFailureIn, commandFailureOf, engineCertainlyDidNotAct, engineMessage, forcedRemovalConflict } from '../../../src/engine/classify.js';
 
 /** An error shaped as docker-modem builds it for a non-2xx answer. */
 function httpError(statusCode: number, reason: string, json: unknown): Error {
@@ -161,5 +161,47 @@ describe('forcedRemovalConflict', () => {
 
   it('reads it as a kill that raced the container’s own exit when the container is exited or created and nobody removes it: ask again', () => {
     for (const status of ['exited', 'created'] as const) assert.equal(forcedRemovalConflict(status), 'ask-again', status);
+  });
+});
+
+describe('command-start failures', () => {
+  const runc = (tail: string): string => `failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: ${tail}: unknown`;
+
+  it('reads a command that is not on $PATH, or a path that does not exist, as not found (127)', () => {
+    assert.deepEqual(commandFailureIn(runc('exec: "nosuch": executable file not found in $PATH')), {
+      kind: 'not-found',
+      command: 'nosuch',
+      detail: 'exec: "nosuch": executable file not found in $PATH',
+      exitCode: 127,
+    });
+    assert.equal(commandFailureIn(runc('exec: "/no/such": stat /no/such: no such file or directory'))?.exitCode, 127);
+  });
+
+  it('reads a command without execute permission as not executable (126)', () => {
+    assert.deepEqual(commandFailureIn(runc('exec: "/etc/passwd": permission denied')), {
+      kind: 'not-executable',
+      command: '/etc/passwd',
+      detail: 'exec: "/etc/passwd": permission denied',
+      exitCode: 126,
+    });
+  });
+
+  it('reads an exec\'s failure line (OCI runtime exec failed) the same way', () => {
+    const line = 'OCI runtime exec failed: exec failed: unable to start container process: exec: "nosuch": executable file not found in $PATH: unknown\r\n';
+    assert.equal(commandFailureIn(line)?.kind, 'not-found');
+  });
+
+  it('takes no other failure for a command failure: a mount\'s missing file, another exec error', () => {
+    assert.equal(commandFailureIn(runc('error mounting "/a" to rootfs at "/b": stat /a: no such file or directory')), undefined);
+    assert.equal(commandFailureIn(runc('exec: "/bin/x": exec format error')), undefined);
+    assert.equal(commandFailureIn('no such container'), undefined);
+  });
+
+  it('puts the failure on the classified start error, with the engine\'s code unchanged', () => {
+    const error = classifyEngineError(httpError(400, 'bad parameter', { message: runc('exec: "nosuch": executable file not found in $PATH') }), { operation: 'start container' });
+    assert.equal(error.code, 'BERTH_ENGINE_BAD_REQUEST');
+    assert.equal(commandFailureOf(error)?.exitCode, 127);
+    assert.equal(commandFailureOf(classifyEngineError(httpError(400, 'bad parameter', { message: 'invalid mount' }), { operation: 'start container' })), undefined);
+    assert.equal(commandFailureOf(new Error('exec: "nosuch": executable file not found in $PATH')), undefined);
   });
 });

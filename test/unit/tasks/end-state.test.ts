@@ -117,11 +117,23 @@ describe('describeEndState', () => {
     assert.match(text, /64 MiB/);
   });
 
-  test('describes timed-out with its limit and exit code', () => {
-    const text = describeEndState({ kind: 'timed-out', exitCode: 143, timeoutMs: 30_000 });
-    assert.match(text, /^timed out/);
-    assert.match(text, /30000 ms/);
-    assert.match(text, /exit code 143/);
+  test('describes timed-out with its limit in human units and how the task was stopped', () => {
+    assert.equal(describeEndState({ kind: 'timed-out', exitCode: 143, timeoutMs: 30_000 }), 'timed out after 30s and was stopped by its stop signal (the task exited with 143)');
+    assert.equal(describeEndState({ kind: 'timed-out', exitCode: 0, timeoutMs: 1500 }), 'timed out after 1500ms and was stopped by its stop signal (the task exited with 0)');
+  });
+
+  test('a timed-out task that was killed (137) is described as killed after the grace period, not by an exit code', () => {
+    const killed: EndState = { kind: 'timed-out', exitCode: 137, timeoutMs: 2000 };
+    assert.equal(describeEndState(killed, { stopGraceMs: 10_000 }), 'timed out after 2s and was killed after the 10s stop grace period, for it did not stop on its stop signal');
+    assert.equal(describeEndState(killed), 'timed out after 2s and was killed after its stop grace period, for it did not stop on its stop signal');
+    assert.doesNotMatch(describeEndState(killed), /exit code/);
+    assert.equal(describeEndState(killed, { stopGraceMs: 10_000, stopSignal: 'SIGTERM' }), describeEndState(killed, { stopGraceMs: 10_000 }));
+  });
+
+  test('a timed-out task whose stop signal is SIGKILL is described as killed by it, with no grace period', () => {
+    for (const stopSignal of ['SIGKILL', 'KILL', '9']) {
+      assert.equal(describeEndState({ kind: 'timed-out', exitCode: 137, timeoutMs: 2000 }, { stopGraceMs: 10_000, stopSignal }), `timed out after 2s and was killed by its stop signal (${stopSignal})`);
+    }
   });
 
   test('describes cancelled', () => {
@@ -147,7 +159,7 @@ describe('describeEndState', () => {
       { kind: 'cancelled' },
       { kind: 'lost', reason: 'r' },
     ];
-    const descriptions = ends.map(describeEndState);
+    const descriptions = ends.map((end) => describeEndState(end));
     assert.equal(new Set(descriptions).size, ends.length);
   });
 });

@@ -26,6 +26,7 @@ const fakeSession = (): ExecSession => ({
   close: () => undefined,
   resize: async () => undefined,
   exitCode: async () => 0,
+  exitStatus: async () => ({ exitCode: 0 }),
 });
 
 /**

@@ -223,6 +223,7 @@ export class ScriptedEngine implements ContainerEngine {
   readonly exec = unscripted('exec');
   readonly pauseContainer = unscripted('pauseContainer');
   readonly unpauseContainer = unscripted('unpauseContainer');
+  readonly resizeContainer = unscripted('resizeContainer');
 
   #find(idOrName: string): FakeContainer | undefined {
     return this.#containers.get(idOrName) ?? [...this.#containers.values()].find((c) => c.name === idOrName);
