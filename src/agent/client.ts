@@ -258,6 +258,42 @@ export class AgentClient {
     return (await this.#json<{ task: TaskView }>('POST', `/v1/tasks/${encodeURIComponent(taskId)}/stop`, { ...options, deadlineMs: 0 })).task;
   }
 
+  /** Pauses a running task; its run time limit stands still until `unpause`. */
+  async pause(taskId: string, options: CallOptions = {}): Promise<TaskView> {
+    return (await this.#json<{ task: TaskView }>('POST', `/v1/tasks/${encodeURIComponent(taskId)}/pause`, options)).task;
+  }
+
+  /** Resumes a paused task. */
+  async unpause(taskId: string, options: CallOptions = {}): Promise<TaskView> {
+    return (await this.#json<{ task: TaskView }>('POST', `/v1/tasks/${encodeURIComponent(taskId)}/unpause`, options)).task;
+  }
+
+  /** Sends `signal` (default SIGKILL) to a running task's main process, as `docker kill -s`. */
+  async kill(taskId: string, signal = 'SIGKILL', options: CallOptions = {}): Promise<TaskView> {
+    return (await this.#json<{ task: TaskView }>('POST', `/v1/tasks/${encodeURIComponent(taskId)}/kill`, { ...options, body: { signal } })).task;
+  }
+
+  /**
+   * One long poll: resolves as soon as the task has ended, or with `ended: false` once `timeoutMs`
+   * (whole seconds, at most 10 minutes) has passed.
+   */
+  async waitOnce(taskId: string, timeoutMs: number, options: CallOptions = {}): Promise<{ task: TaskView; ended: boolean }> {
+    const seconds = Math.max(0, Math.min(600, Math.round(timeoutMs / 1000)));
+    return this.#json<{ task: TaskView; ended: boolean }>('GET', `/v1/tasks/${encodeURIComponent(taskId)}/wait?timeout=${seconds}s`, {
+      ...options,
+      // The poll's own length, plus the usual deadline for the answer to arrive.
+      deadlineMs: seconds * 1000 + this.#deadlineMs,
+    });
+  }
+
+  /** Waits for a task to end and resolves with it: long polls of `pollMs` (default 30 s), asked again until it ends or `signal` aborts. */
+  async wait(taskId: string, options: CallOptions & { pollMs?: number } = {}): Promise<TaskView> {
+    for (;;) {
+      const answer = await this.waitOnce(taskId, options.pollMs ?? 30_000, options);
+      if (answer.ended) return answer.task;
+    }
+  }
+
   /** Removes an ended task and its output; a task that has not ended is refused (BERTH_TASK_STATE). */
   async remove(taskId: string, options: CallOptions = {}): Promise<void> {
     await this.#json<undefined>('DELETE', `/v1/tasks/${encodeURIComponent(taskId)}`, options);

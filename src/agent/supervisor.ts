@@ -5,7 +5,7 @@ import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
 import { resolveTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import type { Store } from '../state/store.js';
-import { endTransition, hasEnded, type StoredTaskSpec, type TaskRecord, type TaskTransition } from '../state/tasks.js';
+import { endTransition, hasEnded, type StoredTaskSpec, type TaskRecord, type TaskState, type TaskTransition } from '../state/tasks.js';
 import type { TaskDriver } from '../tasks/driver.js';
 import type { EndState } from '../tasks/end-state.js';
 import type { TaskHandle } from '../tasks/handle.js';
@@ -156,6 +156,75 @@ export class TaskSupervisor {
     return this.#require(taskId);
   }
 
+  /**
+   * Pauses a running task (the engine's freezer); its run time limit stands still until it is
+   * resumed, and a restarted agent finds it paused with the pause recorded.
+   */
+  async pause(taskId: string): Promise<TaskRecord> {
+    const handle = this.#handleIn(taskId, 'pause');
+    await handle.pause();
+    return this.#deps.store.tasks.setPaused(taskId, true);
+  }
+
+  /** Resumes a paused task; its run time limit goes on with what was left of it. */
+  async unpause(taskId: string): Promise<TaskRecord> {
+    const handle = this.#handleIn(taskId, 'unpause');
+    await handle.unpause();
+    return this.#deps.store.tasks.setPaused(taskId, false);
+  }
+
+  /** Sends a signal to a running (or stopping) task's main process, as `docker kill -s`. */
+  async kill(taskId: string, signal: string): Promise<TaskRecord> {
+    const handle = this.#handleIn(taskId, 'kill', ['running', 'stopping']);
+    await handle.kill(signal);
+    return this.#require(taskId);
+  }
+
+  /**
+   * Resolves with the task's record once it has ended, or as it is when `timeoutMs` passes first
+   * (a long poll: the caller asks again). `signal` ends the wait early (the client went away).
+   */
+  async wait(taskId: string, timeoutMs: number, signal?: AbortSignal): Promise<TaskRecord> {
+    this.#require(taskId);
+    if (this.isEnded(taskId)) return this.#require(taskId);
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        off();
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      const off = this.#deps.events.subscribe((event) => {
+        if (event.type === 'task.state' && event.taskId === taskId && hasEnded(event.state)) done();
+      });
+      signal?.addEventListener('abort', done, { once: true });
+      // Ended between the check above and the subscription.
+      if (this.isEnded(taskId)) done();
+    });
+    return this.#require(taskId);
+  }
+
+  /** The handle of a task in one of `states`, else BERTH_TASK_STATE naming the operation. */
+  #handleIn(taskId: string, operation: string, states: readonly TaskState[] = ['running']): TaskHandle {
+    this.#requireOpen();
+    const record = this.#require(taskId);
+    const handle = this.#handles.get(taskId);
+    if (!states.includes(record.state) || !handle) {
+      throw new BerthError('BERTH_TASK_STATE', `cannot ${operation} task ${taskId}: it is ${record.state}`, { context: { taskId, state: record.state, operation } });
+    }
+    return handle;
+  }
+
+  /** How the driver recovers a task: its policy, a recorded stop, and its recorded pauses. */
+  #recoverOptions(record: TaskRecord): { bindPolicy: ReturnType<SupervisorDeps['policy']>; stopRequested: boolean; pause: { pausedForMs: number; pausedSinceMs?: number } } {
+    return {
+      bindPolicy: this.#deps.policy(),
+      stopRequested: record.state === 'stopping',
+      pause: { pausedForMs: record.pausedForMs, ...(record.pausedAtMs !== undefined ? { pausedSinceMs: record.pausedAtMs } : {}) },
+    };
+  }
+
   /** Removes an ended task's record and output. A task that has not ended is refused (stop it first). */
   async remove(taskId: string): Promise<void> {
     this.#requireOpen();
@@ -194,7 +263,7 @@ export class TaskSupervisor {
     for (const record of unended) {
       if (record.state === 'pending') continue;
       let recoverError: unknown;
-      const handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, { bindPolicy: this.#deps.policy(), stopRequested: record.state === 'stopping' }).catch((error: unknown) => {
+      const handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, this.#recoverOptions(record)).catch((error: unknown) => {
         recoverError = error;
         return undefined;
       });
@@ -258,6 +327,8 @@ export class TaskSupervisor {
     const record = this.#require(taskId);
     if (record.state === 'starting') this.#record(taskId, { to: 'running', containerId: handle.containerId });
     if (record.state === 'stopping') this.#containStop(taskId, handle);
+    // The engine says whether it is paused now; the record follows (a pause it missed, or one ended meanwhile).
+    if (handle.paused !== (record.pausedAtMs !== undefined)) this.#deps.store.tasks.setPaused(taskId, handle.paused);
     void this.#supervise(taskId, handle, await this.#cursorFor(record));
   }
 
@@ -275,7 +346,7 @@ export class TaskSupervisor {
       if (this.#closing.signal.aborted) return;
       let handle: TaskHandle | undefined;
       try {
-        handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, { bindPolicy: this.#deps.policy(), stopRequested: record.state === 'stopping' });
+        handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, this.#recoverOptions(record));
       } catch (retryError) {
         const berthError = asBerthError(retryError);
         if (isEngineOutage(berthError)) continue;

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { addControlCommands } from './control.js';
 import { addEventsCommand } from './events.js';
 import { addImagesCommand } from './images.js';
 import { addInspectCommand } from './inspect.js';
@@ -15,6 +16,7 @@ export function addTaskCommands(program: Command, io: CliIo, setExitCode: (code:
   addInspectCommand(program, io, setExitCode);
   addLogsCommand(program, io, setExitCode);
   addStopAndRemoveCommands(program, io, setExitCode);
+  addControlCommands(program, io, setExitCode);
   addImagesCommand(program, io, setExitCode);
   addEventsCommand(program, io, setExitCode);
 }

@@ -81,6 +81,18 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       `);
     },
   },
+  {
+    version: 4,
+    name: 'paused tasks',
+    up(db) {
+      // A paused task's run time limit stands still: when the pause began (NULL while it runs) and
+      // how long its earlier pauses lasted, so that a restarted agent knows both.
+      db.exec(`
+        ALTER TABLE tasks ADD COLUMN paused_at_ms INTEGER;
+        ALTER TABLE tasks ADD COLUMN paused_ms INTEGER NOT NULL DEFAULT 0;
+      `);
+    },
+  },
 ]);
 
 /** The newest schema version this build of berth knows. */

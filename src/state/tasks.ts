@@ -56,6 +56,10 @@ export interface TaskRecord {
   readonly logCursor: Readonly<LogCursor>;
   /** Why the task's output was cut (the data directory was full); undefined while it is whole. */
   readonly outputTruncated?: string;
+  /** When its current pause began; undefined while it is not paused. */
+  readonly pausedAtMs?: number;
+  /** How long its ended pauses lasted in all (the current one not included). */
+  readonly pausedForMs: number;
   readonly submittedAtMs: number;
   /** When admission let it start (the move to `starting`). */
   readonly admittedAtMs?: number;
@@ -126,6 +130,8 @@ interface TaskRow {
   stdout_log_at: string | null;
   stderr_log_at: string | null;
   output_truncated: string | null;
+  paused_at_ms: number | null;
+  paused_ms: number;
   submitted_at_ms: number;
   admitted_at_ms: number | null;
   started_at_ms: number | null;
@@ -157,6 +163,8 @@ function toRecord(row: TaskRow): TaskRecord {
       ...(row.stderr_log_at === null ? {} : { stderr: row.stderr_log_at }),
     },
     ...(row.output_truncated === null ? {} : { outputTruncated: row.output_truncated }),
+    ...(row.paused_at_ms === null ? {} : { pausedAtMs: row.paused_at_ms }),
+    pausedForMs: row.paused_ms,
     submittedAtMs: row.submitted_at_ms,
     ...(row.admitted_at_ms === null ? {} : { admittedAtMs: row.admitted_at_ms }),
     ...(row.started_at_ms === null ? {} : { startedAtMs: row.started_at_ms }),
@@ -362,6 +370,25 @@ export class TaskRepository {
         this.#db
           .prepare('UPDATE tasks SET stdout_log_at = ?, stderr_log_at = ?, updated_at_ms = ? WHERE id = ?')
           .run(stdout, stderr, this.#nowMs(), taskId);
+      }
+      return toRecord(this.#select.get(taskId)!);
+    });
+    return asDiskFull(() => run.immediate());
+  }
+
+  /**
+   * Records a pause of a running task (`paused` true, from `atMs`) or its end (false: the pause's
+   * length is added to the paused time). A second pause or unpause changes nothing.
+   */
+  setPaused(taskId: string, paused: boolean, atMs: number = this.#nowMs()): TaskRecord {
+    const run = this.#db.transaction((): TaskRecord => {
+      const row = this.#select.get(taskId);
+      if (!row) throw missingError(taskId);
+      if (paused && row.paused_at_ms === null) {
+        this.#db.prepare('UPDATE tasks SET paused_at_ms = ?, updated_at_ms = ? WHERE id = ?').run(atMs, this.#nowMs(), taskId);
+      } else if (!paused && row.paused_at_ms !== null) {
+        const pausedMs = row.paused_ms + Math.max(0, atMs - row.paused_at_ms);
+        this.#db.prepare('UPDATE tasks SET paused_at_ms = NULL, paused_ms = ?, updated_at_ms = ? WHERE id = ?').run(pausedMs, this.#nowMs(), taskId);
       }
       return toRecord(this.#select.get(taskId)!);
     });

@@ -15,7 +15,7 @@ import { confirmBindSources, engineSocketGuards, resolveBindSources, withResolve
 import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, preferredContainer, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
 import { retry } from '../common/retry.js';
 import { listingVerdict } from './end-watch.js';
-import { TaskHandle } from './handle.js';
+import { TaskHandle, type TaskPause } from './handle.js';
 import { LateCreateGuard } from './late-create.js';
 import type { PhaseChange } from './lifecycle.js';
 
@@ -356,9 +356,12 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
    * upgrade. Resolves undefined when there is no container of this owner's task. Output is not attached:
    * read it from the engine's log (`engine.logEntries`) from where the previous reader stopped.
    * `stopRequested`: the caller had asked the task to stop before it lost track of it; the task then
-   * ends `cancelled` even if that earlier stop already ended it.
+   * ends `cancelled` even if that earlier stop already ended it. `pause`: the task's pauses as the
+   * caller recorded them, so that its run time limit does not count them; the engine decides whether
+   * it is paused now (a pause nobody recorded began now; a recorded one the engine no longer shows
+   * counts until now).
    */
-  async recover(taskId: string, spec: TaskSpec, options: { bindPolicy?: BindSourcePolicy; stopRequested?: boolean } = {}): Promise<TaskHandle | undefined> {
+  async recover(taskId: string, spec: TaskSpec, options: { bindPolicy?: BindSourcePolicy; stopRequested?: boolean; pause?: TaskPause } = {}): Promise<TaskHandle | undefined> {
     // The spec passed its owner's policy when it was accepted: re-read without it (resolveAcceptedTaskSpec
     // says why), so a policy reloaded since cannot orphan the task's container.
     const resolved = resolveAcceptedTaskSpec(spec);
@@ -383,7 +386,7 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
       handle.markStarted();
     } else {
       // A container that stopped while nobody watched ended when the engine says, not now.
-      handle.markStarted(found.startedAt ?? new Date(), found.running || found.paused ? undefined : found.finishedAt);
+      handle.markStarted(found.startedAt ?? new Date(), found.running || found.paused ? undefined : found.finishedAt, recoveredPause(options.pause, found.paused, Date.now()));
     }
     this.#watchEnd(handle);
     return handle;
@@ -571,4 +574,13 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     this.#published.emit('phase', change);
     if (TASK_PHASE_CHANNEL.hasSubscribers) TASK_PHASE_CHANNEL.publish(change);
   }
+}
+
+/** A recovered task's pauses: what the owner recorded, reconciled with whether the engine shows it paused now. */
+export function recoveredPause(recorded: TaskPause | undefined, pausedNow: boolean, nowMs: number): TaskPause {
+  const pausedForMs = recorded?.pausedForMs ?? 0;
+  const since = recorded?.pausedSinceMs;
+  if (pausedNow) return { pausedForMs, pausedSinceMs: since ?? nowMs };
+  // Unpaused while nobody watched: when is unknown, so the pause counts until now (the task loses no time it was owed).
+  return { pausedForMs: since === undefined ? pausedForMs : pausedForMs + Math.max(0, nowMs - since) };
 }

@@ -16,6 +16,12 @@ import { awaitHealthy } from './health.js';
 import { Lifecycle, type PhaseChange, type TaskPhase } from './lifecycle.js';
 
 /** Why berth itself stopped the task, which decides its end state. */
+/** A task's pauses, as a recovering owner knows them: their length so far, and the current one's start. */
+export interface TaskPause {
+  pausedForMs: number;
+  pausedSinceMs?: number | undefined;
+}
+
 type StopIntent = { kind: 'timeout'; afterMs: number } | { kind: 'cancel' };
 
 export interface HandleDeps {
@@ -68,6 +74,10 @@ export class TaskHandle implements AsyncDisposable {
   #finishedAt: Date | undefined;
   /** The engine's finish time of a container found already stopped (recovered after a restart). */
   #knownFinishedAt: Date | undefined;
+  /** When the current pause began (epoch ms); undefined while not paused. */
+  #pausedSinceMs: number | undefined;
+  /** How long the ended pauses lasted: the run time limit does not count them. */
+  #pausedForMs = 0;
 
   /**
    * `attached`: the streams carry the task's output from an attach; a connection cut before the
@@ -121,17 +131,14 @@ export class TaskHandle implements AsyncDisposable {
    * @internal Called by the driver once the container is started, or found running or ended after a
    * restart (then `startedAt` is the engine's, and the run time limit counts from it).
    */
-  markStarted(startedAt = new Date(), finishedAt?: Date): void {
+  markStarted(startedAt = new Date(), finishedAt?: Date, pause: TaskPause = { pausedForMs: 0 }): void {
     this.#startedAt = startedAt;
     this.#knownFinishedAt = finishedAt;
+    this.#pausedForMs = pause.pausedForMs;
+    this.#pausedSinceMs = pause.pausedSinceMs;
     this.#lifecycle.moveTo('running');
     this.#feedStdin();
-    if (this.spec.timeoutMs !== undefined) {
-      const afterMs = this.spec.timeoutMs;
-      const remainingMs = Math.max(0, afterMs - (Date.now() - startedAt.getTime()));
-      // A long timer: a limit past Node's 24.8-day timer range must not fire at once.
-      this.#timeoutTimer = setLongTimeout(() => void this.#stopFor({ kind: 'timeout', afterMs }), remainingMs);
-    }
+    this.#armTimeout();
     this.#endWatch = new EndWatch(this.containerId, this.#deps.engine, {
       taskId: this.taskId,
       retryInitialDelayMs: this.#deps.retryPolicy.initialDelayMs,
@@ -245,15 +252,48 @@ export class TaskHandle implements AsyncDisposable {
     return this.#deps.engine.streamStats(this.containerId, { signal });
   }
 
-  /** Freezes every process of the task (cgroup freezer); its run time limit keeps counting. */
+  /**
+   * Freezes every process of the task (cgroup freezer). Its run time limit stands still until
+   * `unpause`: a paused task is not using its time. A second pause is the engine's to refuse.
+   */
   async pause(): Promise<void> {
     this.#requirePhase('pause', 'running');
     await this.#deps.engine.pauseContainer(this.containerId);
+    this.#pausedSinceMs ??= Date.now();
+    this.#timeoutTimer?.clear();
+    this.#timeoutTimer = undefined;
   }
 
+  /** Thaws the task; its run time limit goes on from where the pause stopped it. */
   async unpause(): Promise<void> {
     this.#requirePhase('unpause', 'running');
     await this.#deps.engine.unpauseContainer(this.containerId);
+    if (this.#pausedSinceMs !== undefined) {
+      this.#pausedForMs += Math.max(0, Date.now() - this.#pausedSinceMs);
+      this.#pausedSinceMs = undefined;
+    }
+    this.#armTimeout();
+  }
+
+  /** Whether the task is paused (as far as this handle paused it, or found it paused at recovery). */
+  get paused(): boolean {
+    return this.#pausedSinceMs !== undefined;
+  }
+
+  /** How long the task has been paused in all, the current pause included. */
+  get pausedForMs(): number {
+    return this.#pausedForMs + (this.#pausedSinceMs === undefined ? 0 : Math.max(0, Date.now() - this.#pausedSinceMs));
+  }
+
+  /** (Re)arms the run time limit with what is left of it: time paused does not count. */
+  #armTimeout(): void {
+    this.#timeoutTimer?.clear();
+    this.#timeoutTimer = undefined;
+    if (this.spec.timeoutMs === undefined || this.#startedAt === undefined || this.#pausedSinceMs !== undefined || !this.#lifecycle.is('running')) return;
+    const afterMs = this.spec.timeoutMs;
+    const remainingMs = Math.max(0, afterMs - (Date.now() - this.#startedAt.getTime() - this.#pausedForMs));
+    // A long timer: a limit past Node's 24.8-day timer range must not fire at once.
+    this.#timeoutTimer = setLongTimeout(() => void this.#stopFor({ kind: 'timeout', afterMs }), remainingMs);
   }
 
   /**

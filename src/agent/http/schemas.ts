@@ -88,7 +88,35 @@ export const taskViewSchema: JsonSchema = {
     startedAt: isoTime,
     finishedAt: isoTime,
     outputTruncated: { type: 'string', description: 'Why the task\'s output was cut (the data directory was full); absent while it is whole.' },
+    pausedAt: { ...isoTime, description: 'When the current pause began; absent while the task is not paused.' },
+    pausedForMs: { type: 'integer', minimum: 0, description: 'How long the task has been paused in all, the current pause included; its run time limit does not count this time.' },
   },
+};
+
+/** `POST /v1/tasks/:id/kill`. */
+export const killBodySchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    signal: { type: 'string', pattern: '^(SIG)?[A-Z0-9+-]{1,16}$|^[0-9]{1,2}$', default: 'SIGKILL', description: 'A signal name such as SIGHUP (or HUP) or a number such as 1. Default SIGKILL.' },
+  },
+};
+
+/** `GET /v1/tasks/:id/wait`. */
+export const waitQuerySchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    timeout: { type: 'string', pattern: '^[0-9]+(ms|s|m)$', default: '30s', description: 'How long to wait for the end before answering with the task as it is (`ended: false`): 0s to 10m, e.g. `30s`. Default 30s.' },
+  },
+};
+
+/** The answer of a wait: the task, and whether it has ended. */
+export const waitAnswerSchema: JsonSchema = {
+  type: 'object',
+  required: ['task', 'ended'],
+  additionalProperties: false,
+  properties: { task: taskViewSchema, ended: { type: 'boolean' } },
 };
 
 export const taskEnvelopeSchema: JsonSchema = {
@@ -352,6 +380,40 @@ export const API_ROUTES: readonly ApiRoute[] = [
     summary: 'Stop a task: a pending one ends as cancelled without running; a running one is sent its stop signal.',
     params: taskIdParamsSchema,
     responses: { 200: { description: 'The task after the stop.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 503: errors.unavailable },
+  },
+  {
+    method: 'POST',
+    url: '/v1/tasks/:id/pause',
+    operationId: 'pauseTask',
+    summary: 'Pause a running task (the engine\'s freezer). Its run time limit stands still while it is paused, also across an agent restart.',
+    params: taskIdParamsSchema,
+    responses: { 200: { description: 'The task, paused.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 409: { description: 'The task is not running, or is paused already.', schema: errorBodySchema } },
+  },
+  {
+    method: 'POST',
+    url: '/v1/tasks/:id/unpause',
+    operationId: 'unpauseTask',
+    summary: 'Resume a paused task; its run time limit goes on with what was left of it.',
+    params: taskIdParamsSchema,
+    responses: { 200: { description: 'The task, running again.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 409: { description: 'The task is not running, or is not paused.', schema: errorBodySchema } },
+  },
+  {
+    method: 'POST',
+    url: '/v1/tasks/:id/kill',
+    operationId: 'killTask',
+    summary: 'Send a signal to a running task\'s main process, as `docker kill -s`: no grace period; the task goes on unless the signal ends it.',
+    params: taskIdParamsSchema,
+    body: killBodySchema,
+    responses: { 200: { description: 'The task after the signal was delivered.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 409: { description: 'The task is not running.', schema: errorBodySchema } },
+  },
+  {
+    method: 'GET',
+    url: '/v1/tasks/:id/wait',
+    operationId: 'waitTask',
+    summary: 'Wait for a task to end (a long poll): answers as soon as it has ended, or with `ended: false` once `timeout` passes; ask again to go on waiting.',
+    params: taskIdParamsSchema,
+    querystring: waitQuerySchema,
+    responses: { 200: { description: 'The task, and whether it has ended.', schema: waitAnswerSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound },
   },
   {
     method: 'DELETE',

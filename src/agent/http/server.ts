@@ -3,7 +3,8 @@ import type { Readable } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchema, type FastifyServerFactory } from 'fastify';
 import { BerthError, ValidationError } from '../../common/errors.js';
 import type { ImageCoordinatorSnapshot } from '../../images/index.js';
-import { TASK_STATES, type TaskRecord, type TaskRepository, type TaskState } from '../../state/tasks.js';
+import { hasEnded, TASK_STATES, type TaskRecord, type TaskRepository, type TaskState } from '../../state/tasks.js';
+import { parseDurationMs } from '../../common/units.js';
 import type { SubmitResult, TaskSupervisor } from '../supervisor.js';
 import type { AgentRuntime } from '../agent.js';
 import type { DiskSpace } from '../disk-space.js';
@@ -26,13 +27,16 @@ import { buildOpenApiDocument } from './openapi.js';
  */
 export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | 'started' | 'onError' | 'engineHealth'> {
   readonly store: { readonly tasks: Pick<TaskRepository, 'get' | 'list' | 'counts'> };
-  readonly supervisor: Pick<TaskSupervisor, 'submit' | 'stop' | 'remove' | 'isEnded' | 'tasksWaitingForEngine'>;
+  readonly supervisor: Pick<TaskSupervisor, 'submit' | 'stop' | 'remove' | 'isEnded' | 'tasksWaitingForEngine' | 'pause' | 'unpause' | 'kill' | 'wait'>;
   readonly logs: Pick<TaskLogStore, 'read' | 'follow'> & { readonly space: Pick<DiskSpace, 'condition' | 'check'> };
   readonly garbage: Pick<AgentGarbage, 'prune'>;
   readonly events: MetricsSources['events'] & Pick<AgentEvents, 'replayStart' | 'replayPage'>;
   readonly images: MetricsSources['images'];
   imageSnapshot(): Pick<ImageCoordinatorSnapshot, 'images'>;
 }
+
+/** The longest a wait (`GET /v1/tasks/:id/wait`) holds its request before answering `ended: false`. */
+const WAIT_TIMEOUT_MAX_MS = 10 * 60_000;
 
 export interface ServerOptions {
   /** How often the event stream sends a keep-alive comment. Default 15 s. */
@@ -203,6 +207,40 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
       const { id } = request.params as { id: string };
       visibleTask(id);
       return { task: toTaskView(await runtime.supervisor.stop(id)) };
+    },
+
+    async pauseTask(request) {
+      const { id } = request.params as { id: string };
+      visibleTask(id);
+      return { task: toTaskView(await runtime.supervisor.pause(id)) };
+    },
+
+    async unpauseTask(request) {
+      const { id } = request.params as { id: string };
+      visibleTask(id);
+      return { task: toTaskView(await runtime.supervisor.unpause(id)) };
+    },
+
+    async killTask(request) {
+      const { id } = request.params as { id: string };
+      visibleTask(id);
+      const { signal } = (request.body ?? {}) as { signal?: string };
+      return { task: toTaskView(await runtime.supervisor.kill(id, signal ?? 'SIGKILL')) };
+    },
+
+    async waitTask(request, reply) {
+      const { id } = request.params as { id: string };
+      visibleTask(id);
+      const { timeout } = request.query as { timeout: string };
+      const timeoutMs = parseDurationMs(timeout);
+      if (timeoutMs === undefined || timeoutMs > WAIT_TIMEOUT_MAX_MS) throw new ValidationError([{ field: 'timeout', rule: 'must be a duration from 0s to 10m, e.g. 30s' }]);
+      // A client that goes away ends the wait at once.
+      const gone = new AbortController();
+      reply.raw.once('close', () => {
+        if (!reply.raw.writableEnded) gone.abort();
+      });
+      const record = await runtime.supervisor.wait(id, timeoutMs, gone.signal);
+      return { task: toTaskView(record), ended: hasEnded(record.state) };
     },
 
     async removeTask(request, reply) {

@@ -24,6 +24,10 @@ export interface TaskView {
   finishedAt?: string;
   /** Why the task's output was cut (the data directory was full); absent while it is whole. */
   outputTruncated?: string;
+  /** When the current pause began; absent while the task is not paused. */
+  pausedAt?: string;
+  /** How long the task has been paused in all, the current pause included (its run time limit does not count it). */
+  pausedForMs?: number;
 }
 
 /** An image the agent holds for its tasks. */
@@ -51,7 +55,7 @@ export interface HealthView {
 
 const iso = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString());
 
-export function toTaskView(record: TaskRecord): TaskView {
+export function toTaskView(record: TaskRecord, nowMs: number = Date.now()): TaskView {
   const view: TaskView = { id: record.id, state: record.state, spec: record.spec, submittedAt: iso(record.submittedAtMs)! };
   if (record.containerId !== undefined) view.containerId = record.containerId;
   if (record.endState !== undefined) view.endState = record.endState;
@@ -60,6 +64,9 @@ export function toTaskView(record: TaskRecord): TaskView {
   if (record.startedAtMs !== undefined) view.startedAt = iso(record.startedAtMs);
   if (record.finishedAtMs !== undefined) view.finishedAt = iso(record.finishedAtMs);
   if (record.outputTruncated !== undefined) view.outputTruncated = record.outputTruncated;
+  if (record.pausedAtMs !== undefined) view.pausedAt = iso(record.pausedAtMs);
+  const pausedForMs = record.pausedForMs + (record.pausedAtMs === undefined ? 0 : Math.max(0, nowMs - record.pausedAtMs));
+  if (pausedForMs > 0) view.pausedForMs = pausedForMs;
   return view;
 }
 

@@ -26,7 +26,7 @@ import path from 'node:path';
 const TOKEN = 'secret-token';
 
 function record(id: string, overrides: Partial<TaskRecord> = {}): TaskRecord {
-  return { id, seq: 1, spec: { image: 'busybox' }, state: 'running', logCursor: {}, submittedAtMs: Date.UTC(2024, 4, 1, 10), updatedAtMs: Date.UTC(2024, 4, 1, 10), ...overrides };
+  return { id, seq: 1, spec: { image: 'busybox' }, state: 'running', logCursor: {}, pausedForMs: 0, submittedAtMs: Date.UTC(2024, 4, 1, 10), updatedAtMs: Date.UTC(2024, 4, 1, 10), ...overrides };
 }
 
 interface FakeOptions {
@@ -51,6 +51,7 @@ function fakeRuntime(options: FakeOptions = {}) {
   const logger: Logger = { debug: () => undefined, info: log('info'), warn: log('warn'), error: log('error') };
   const tasks = new Map((options.tasks ?? []).map((t) => [t.id, t]));
   const listCalls: TaskFilter[] = [];
+  const killed: Array<{ id: string; signal: string }> = [];
   const errorListeners = new Set<(code: ErrorCode) => void>();
   const runtime = {
     token: TOKEN,
@@ -76,6 +77,13 @@ function fakeRuntime(options: FakeOptions = {}) {
       stop: options.stop ?? (async (id: string) => tasks.get(id)!),
       remove: async () => undefined,
       isEnded: () => true,
+      pause: async (id: string) => ({ ...tasks.get(id)!, pausedAtMs: Date.UTC(2024, 4, 1, 11) }),
+      unpause: async (id: string) => tasks.get(id)!,
+      kill: async (id: string, signal: string) => {
+        killed.push({ id, signal });
+        return tasks.get(id)!;
+      },
+      wait: async (id: string) => tasks.get(id)!,
     },
     imageSnapshot: () => ({ images: [{ imageId: 'sha256:abc', refs: ['busybox:latest'], holders: ['t1'], pulledByBerth: true, removalDueAt: new Date(Date.UTC(2024, 4, 1)) }] }),
     engineHealth: async (): Promise<EngineHealth> => options.engineHealth ?? { ok: true },
@@ -96,7 +104,7 @@ function fakeRuntime(options: FakeOptions = {}) {
     },
   } satisfies ServerRuntime;
   const app = buildServer(runtime, { processMetrics: false });
-  return { app, logged, listCalls, runtime, errorListeners };
+  return { app, logged, listCalls, runtime, errorListeners, killed };
 }
 
 const auth = { authorization: `Bearer ${TOKEN}` };
@@ -523,5 +531,37 @@ describe('OpenAPI', () => {
     assert.match(submit['409']!.description, /another spec/);
     const unhealthy = document.paths['/healthz']!.get!.responses['503']!;
     assert.deepEqual(Object.keys(unhealthy.content!['application/json'].schema.properties!), ['agent', 'engine', 'engineError', 'tasksWaitingForEngine', 'disk']);
+  });
+});
+
+describe('pause, kill and wait routes', () => {
+  test('kill passes the signal on (default SIGKILL) and refuses one that is not a signal, naming the field', async () => {
+    const { app, killed } = fakeRuntime({ tasks: [record('t1')] });
+    assert.equal((await app.inject({ method: 'POST', url: '/v1/tasks/t1/kill', headers: auth, payload: { signal: 'SIGHUP' } })).statusCode, 200);
+    assert.equal((await app.inject({ method: 'POST', url: '/v1/tasks/t1/kill', headers: auth, payload: {} })).statusCode, 200);
+    assert.deepEqual(killed, [{ id: 't1', signal: 'SIGHUP' }, { id: 't1', signal: 'SIGKILL' }]);
+    const bad = await app.inject({ method: 'POST', url: '/v1/tasks/t1/kill', headers: auth, payload: { signal: 'rm -rf' } });
+    assert.equal(bad.statusCode, 400);
+    assert.match(bad.json().error.message, /signal/);
+  });
+
+  test('pause answers the task with when its pause began', async () => {
+    const { app } = fakeRuntime({ tasks: [record('t1')] });
+    const answer = await app.inject({ method: 'POST', url: '/v1/tasks/t1/pause', headers: auth });
+    assert.equal(answer.statusCode, 200);
+    assert.equal(answer.json().task.pausedAt, '2024-05-01T11:00:00.000Z');
+    assert.ok(answer.json().task.pausedForMs > 0);
+  });
+
+  test('wait answers whether the task ended, and refuses a timeout past 10m or without a unit', async () => {
+    const { app } = fakeRuntime({ tasks: [record('t1'), record('t2', { state: 'exited', endState: { kind: 'success', exitCode: 0 }, exitCode: 0 })] });
+    const running = await app.inject({ method: 'GET', url: '/v1/tasks/t1/wait?timeout=0s', headers: auth });
+    assert.deepEqual([running.statusCode, running.json().ended], [200, false]);
+    const ended = await app.inject({ method: 'GET', url: '/v1/tasks/t2/wait', headers: auth });
+    assert.deepEqual([ended.statusCode, ended.json().ended, ended.json().task.exitCode], [200, true, 0]);
+    for (const timeout of ['11m', '30']) {
+      const bad = await app.inject({ method: 'GET', url: `/v1/tasks/t1/wait?timeout=${timeout}`, headers: auth });
+      assert.equal(bad.statusCode, 400, timeout);
+    }
   });
 });
