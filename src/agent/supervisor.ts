@@ -2,6 +2,7 @@ import { setMaxListeners } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
 import { asBerthError, BerthError, isBerthError, messageOf, stackOf, ValidationError, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { commandFailureOf } from '../engine/classify.js';
 import type { Engine } from '../engine/engine.js';
 import { resolveTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import type { Store } from '../state/store.js';
@@ -510,7 +511,8 @@ export class TaskSupervisor {
       return;
     }
     this.#deps.logger.warn({ taskId: record.id, code: berthError.code }, 'task could not start');
-    this.#endUnstarted(record.id, { kind: 'failed', exitCode: 125, reason: verdict.reason });
+    // A command that is missing (127) or not executable (126) fails as a shell, and `berth run`, say.
+    this.#endUnstarted(record.id, { kind: 'failed', exitCode: commandFailureOf(berthError)?.exitCode ?? 125, reason: verdict.reason });
   }
 
   /**

@@ -69,6 +69,21 @@ describe('signals, pause and wait through the agent', { skip: await requireEngin
     client.close();
   });
 
+  test('a task whose command is missing ends failed with 127, and one that is not executable with 126, as a shell says', async () => {
+    const dataDir = await dirs.make('berth-cmd-');
+    const agent = await agents.start(dataDir);
+    const client = await clientOf(agent);
+    await client.submit({ id: `${run.id}-missing`, spec: spec(['no-such-command']) });
+    await client.submit({ id: `${run.id}-noexec`, spec: spec(['/etc/passwd']) });
+    const missing = await client.wait(`${run.id}-missing`);
+    const noexec = await client.wait(`${run.id}-noexec`);
+    assert.deepEqual([missing.endState?.kind, missing.exitCode], ['failed', 127], JSON.stringify(missing.endState));
+    assert.deepEqual([noexec.endState?.kind, noexec.exitCode], ['failed', 126], JSON.stringify(noexec.endState));
+    const waited = await berth(dataDir, ['wait', `${run.id}-missing`, `${run.id}-noexec`]);
+    assert.equal(waited.stdout, '127\n126\n', waited.stderr);
+    client.close();
+  });
+
   test('a paused task\'s time limit stands still, across an agent restart too, and goes on after unpause', async () => {
     const dataDir = await dirs.make('berth-pau-');
     let agent = await agents.start(dataDir);
