@@ -46,11 +46,17 @@ describe('the agent API: one error shape, no coercion, every accepted id reachab
     assert.equal(created.id, id);
     // Every route with an id parameter, from the router's own table: a new one fails here until it is covered.
     const withId = API_ROUTES.filter((route) => route.url.includes(':id')).map((route) => route.operationId).sort();
-    assert.deepEqual(withId, ['getTask', 'removeTask', 'stopTask', 'taskLogs']);
+    assert.deepEqual(withId, ['getTask', 'killTask', 'pauseTask', 'removeTask', 'stopTask', 'taskLogs', 'unpauseTask', 'waitTask']);
     assert.equal((await agent.client.get(id)).id, id);
     const logs = [];
     for await (const record of agent.client.logs(id)) logs.push(record);
     assert.deepEqual(logs, []);
+    await pollUntil('the task to run', async () => ((await agent.client.get(id)).state === 'running' ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
+    assert.ok((await agent.client.pause(id)).pausedAt);
+    assert.equal((await agent.client.unpause(id)).pausedAt, undefined);
+    // A signal sleep ignores: the task goes on.
+    assert.equal((await agent.client.kill(id, 'SIGCONT')).id, id);
+    assert.equal((await agent.client.waitOnce(id, 0)).ended, false);
     assert.equal((await agent.client.stop(id)).id, id);
     await pollUntil('the stopped task to end', async () => ((await agent.client.get(id)).state === 'exited' ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
     // The same id with every character percent-encoded (three times as long) is still within the router's bound.

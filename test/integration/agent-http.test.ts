@@ -277,8 +277,12 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
       '/v1/prune',
       '/v1/tasks',
       '/v1/tasks/{id}',
+      '/v1/tasks/{id}/kill',
       '/v1/tasks/{id}/logs',
+      '/v1/tasks/{id}/pause',
       '/v1/tasks/{id}/stop',
+      '/v1/tasks/{id}/unpause',
+      '/v1/tasks/{id}/wait',
     ]);
     const raw = await rawRequest({ socketPath: serving.socketPath }, 'GET', '/v1/openapi.json', { headers: { authorization: `Bearer ${runtime.token}` } });
     assert.doesNotThrow(() => JSON.parse(raw.body));
