@@ -135,8 +135,11 @@ export class TaskSupervisor {
     return { task: this.#deps.store.tasks.get(task.id) ?? task, created: true };
   }
 
-  /** Stops a task: a pending one ends as cancelled without running; a running one is stopped. */
-  async stop(taskId: string): Promise<TaskRecord> {
+  /**
+   * Stops a task: a pending one ends as cancelled without running; a running one is stopped, given
+   * `graceMs` (default its spec's stopGracePeriod) between its stop signal and SIGKILL.
+   */
+  async stop(taskId: string, options: { graceMs?: number } = {}): Promise<TaskRecord> {
     this.#requireOpen();
     const record = this.#require(taskId);
     if (record.state === 'pending') {
@@ -151,7 +154,7 @@ export class TaskSupervisor {
         return this.#require(taskId);
       }
       // A task still starting has no handle yet: #start stops it as soon as it has one.
-      await this.#handles.get(taskId)?.stop();
+      await this.#handles.get(taskId)?.stop(options.graceMs === undefined ? {} : { graceMs: options.graceMs });
     }
     return this.#require(taskId);
   }

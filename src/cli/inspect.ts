@@ -1,18 +1,33 @@
 import type { Command } from 'commander';
-import { agentCommand, withClient, type AgentFlags } from './client.js';
-import { writeJson } from './output.js';
+import type { TaskView } from '../agent/client.js';
+import { agentCommand, exitCodeForClientError, withClient, type AgentFlags } from './client.js';
+import { errorLine, writeJson } from './output.js';
 import type { CliIo } from './run.js';
 
-/** `berth inspect`: a task as JSON. */
+/**
+ * `berth inspect`: tasks as one JSON array, as docker inspect prints (an array of one for one id).
+ * Every id is looked up; one that fails is a line on stderr while the others are printed, and the
+ * exit code is then the first failure's.
+ */
 export function addInspectCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
   const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
-agentCommand(program, 'inspect', 'Print a task as JSON: its spec, state, times, container and how it ended')
-  .argument('<task-id>')
-  .action((taskId: string, flags: AgentFlags) =>
+agentCommand(program, 'inspect', 'Print tasks as a JSON array: each one\'s spec, state, times, container and how it ended')
+  .argument('<task-id...>', 'task ids or unique prefixes of them')
+  .action((taskIds: string[], flags: AgentFlags) =>
     run(() =>
       withClient(io, flags, async (client) => {
-        writeJson(io.stdout, await client.get(taskId));
-        return 0;
+        const tasks: TaskView[] = [];
+        let exitCode = 0;
+        for (const taskId of taskIds) {
+          try {
+            tasks.push(await client.get(taskId));
+          } catch (error) {
+            io.stderr.write(`${errorLine(error)}\n`);
+            if (exitCode === 0) exitCode = exitCodeForClientError(error);
+          }
+        }
+        writeJson(io.stdout, tasks);
+        return exitCode;
       }),
     ),
   );

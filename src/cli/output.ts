@@ -90,12 +90,26 @@ export function formatCommand(words: readonly string[] | undefined): string {
   return words.map((word) => (/^[\w@%+=:,./-]+$/.test(word) ? word : `"${word.replace(/(["\\$`])/g, '\\$1')}"`)).join(' ');
 }
 
+/** How long the reason of a failed start may be in the STATUS column (--no-trunc shows it whole). */
+export const START_REASON_WIDTH = 60;
+
+/**
+ * Why a task could not start, for people: the reason the agent recorded, without its error code
+ * (`BERTH_IMAGE_NOT_FOUND: …`), on one line; undefined for a task that started.
+ */
+export function startFailureReason(task: Pick<TaskRowInput, 'endState'>): string | undefined {
+  const end = task.endState;
+  if (end?.kind !== 'failed' || end.reason === undefined) return undefined;
+  return end.reason.replace(/^BERTH_[A-Z_]+: /, '').replace(/\s+/g, ' ').trim();
+}
+
 /**
  * A task's status in docker's words: "Pending", "Starting", "Up 5 seconds", "Stopping",
  * "Exited (3) 2 seconds ago", "Out of memory (137) …", "Timed out …", "Cancelled …", "Lost …",
- * "Removed".
+ * "Removed"; a task that could not start says why: "Failed to start: <reason>", cut to
+ * `reasonWidth` characters.
  */
-export function taskStatus(task: TaskRowInput, nowMs: number): string {
+export function taskStatus(task: TaskRowInput, nowMs: number, reasonWidth = START_REASON_WIDTH): string {
   const endedAgo = task.finishedAt !== undefined ? ` ${ago(task.finishedAt, nowMs)}` : '';
   switch (task.state) {
     case 'pending':
@@ -121,6 +135,11 @@ export function taskStatus(task: TaskRowInput, nowMs: number): string {
           return `Cancelled${exit}${endedAgo}`;
         case 'lost':
           return `Lost${endedAgo}`;
+        case 'failed': {
+          const reason = startFailureReason(task);
+          if (reason !== undefined) return `Failed to start: ${truncate(reason, reasonWidth)}`;
+          return `Exited${exit}${endedAgo}`;
+        }
         default:
           return `Exited${exit}${endedAgo}`;
       }
@@ -128,15 +147,19 @@ export function taskStatus(task: TaskRowInput, nowMs: number): string {
   }
 }
 
-/** `berth ps`: TASK ID, IMAGE, COMMAND, STATUS, CREATED (docker ps's columns). */
-export function renderTaskTable(tasks: readonly TaskRowInput[], nowMs: number): string {
+/**
+ * `berth ps`: TASK ID, IMAGE, COMMAND, STATUS, CREATED (docker ps's columns). Ids are cut to 12
+ * characters and long commands and reasons with an ellipsis, as docker's; `noTrunc` shows them whole.
+ */
+export function renderTaskTable(tasks: readonly TaskRowInput[], nowMs: number, options: { noTrunc?: boolean } = {}): string {
+  const whole = options.noTrunc ?? false;
   return renderTable(
     ['TASK ID', 'IMAGE', 'COMMAND', 'STATUS', 'CREATED'],
     tasks.map((task) => [
-      task.id,
+      whole ? task.id : shortId(task.id),
       task.spec.image ?? '',
-      truncate(formatCommand([...(task.spec.entrypoint ?? []), ...(task.spec.command ?? [])]), 30),
-      taskStatus(task, nowMs),
+      whole ? formatCommand([...(task.spec.entrypoint ?? []), ...(task.spec.command ?? [])]) : truncate(formatCommand([...(task.spec.entrypoint ?? []), ...(task.spec.command ?? [])]), 30),
+      taskStatus(task, nowMs, whole ? Number.POSITIVE_INFINITY : START_REASON_WIDTH),
       ago(task.submittedAt, nowMs),
     ]),
   );

@@ -4,6 +4,7 @@ import { BerthError, ValidationError } from '../common/errors.js';
 import { engineOptionsFromEnv } from '../engine/connect.js';
 import { Engine } from '../engine/engine.js';
 import type { StatsSample } from '../engine/types.js';
+import { LABELS } from '../common/labels.js';
 import { TASK_ID } from '../tasks/driver.js';
 import { findRunningTaskContainer } from '../tasks/exec.js';
 import { exitCodeForError } from './exit-codes.js';
@@ -82,7 +83,8 @@ async function statsCommand(taskIds: string[], flags: StatsFlags, io: CliIo): Pr
     const tasks: StatsTask[] = [];
     const refusals: unknown[] = [];
     found.forEach((result, index) => {
-      if (result.status === 'fulfilled') tasks.push({ taskId: ids[index]!, ownerId: flags.owner, containerId: result.value.id });
+      // The task's whole id (what was typed may be a prefix of it), as its container's label gives it.
+      if (result.status === 'fulfilled') tasks.push({ taskId: result.value.labels[LABELS.taskId] ?? ids[index]!, ownerId: flags.owner, containerId: result.value.id });
       else refusals.push(result.reason);
     });
     if (refusals.length > 0) {

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Engine } from '../../src/engine/engine.js';
 import { LABELS } from '../../src/common/labels.js';
-import { agentProcesses, berth, BERTH_CLI, berthJson, cleanEnv, httpGet, tempDirs, writeAgentConfig, type RunningAgent } from '../support/agent.js';
+import { agentProcesses, berth, BERTH_CLI, berthInspect, berthJson, cleanEnv, httpGet, tempDirs, writeAgentConfig, type RunningAgent } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { hasEnded, TASK_STATES, type TaskState } from '../../src/state/tasks.js';
 
@@ -46,7 +46,7 @@ async function waitForState(dataDir: string, taskId: string, states: readonly Ta
   return pollUntil(
     `task ${taskId} to be ${states.join(' or ')}`,
     async () => {
-      const task = await berthJson<TaskView>(dataDir, ['inspect', taskId]);
+      const task = await berthInspect<TaskView>(dataDir, taskId);
       return states.includes(task.state) ? task : undefined;
     },
     { timeoutMs: 60_000, intervalMs: 100 },

@@ -4,6 +4,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, 
 import { BerthError, ValidationError } from '../../common/errors.js';
 import type { ImageCoordinatorSnapshot } from '../../images/index.js';
 import { TASK_STATES, type TaskRecord, type TaskRepository, type TaskState } from '../../state/tasks.js';
+import type { EndKind } from '../../tasks/end-state.js';
 import type { SubmitResult, TaskSupervisor } from '../supervisor.js';
 import type { AgentRuntime } from '../agent.js';
 import type { DiskSpace } from '../disk-space.js';
@@ -23,7 +24,7 @@ import { buildOpenApiDocument } from './openapi.js';
  * the server can be tested against a scripted runtime.
  */
 export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | 'started' | 'onError' | 'engineHealth'> {
-  readonly store: { readonly tasks: Pick<TaskRepository, 'get' | 'list' | 'counts'> };
+  readonly store: { readonly tasks: Pick<TaskRepository, 'get' | 'list' | 'counts' | 'resolve'> };
   readonly supervisor: Pick<TaskSupervisor, 'submit' | 'stop' | 'remove' | 'isEnded' | 'tasksWaitingForEngine'>;
   readonly logs: Pick<TaskLogStore, 'read' | 'follow'> & { readonly space: Pick<DiskSpace, 'condition' | 'check'> };
   readonly garbage: Pick<AgentGarbage, 'prune'>;
@@ -156,12 +157,11 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     return reply.code(status).send(body);
   });
 
-  /** A task the API can show: a removed one is gone, as far as the API is concerned. */
-  const visibleTask = (taskId: string): TaskRecord => {
-    const record = runtime.store.tasks.get(taskId);
-    if (!record || record.state === 'removed') throw new BerthError('BERTH_TASK_NOT_FOUND', `no task ${taskId}`, { context: { taskId } });
-    return record;
-  };
+  /**
+   * The task a route's id names: the task of exactly that id, else the one whose id starts with it
+   * (409 BERTH_TASK_AMBIGUOUS when several do). A removed one is gone, as far as the API is concerned.
+   */
+  const visibleTask = (idOrPrefix: string): TaskRecord => runtime.store.tasks.resolve(idOrPrefix, { exceptStates: ['removed'] });
 
   /** Streams a body until it ends, the client goes away, or the server closes. */
   const sendStream = (reply: FastifyReply, stream: Readable, end: () => void): FastifyReply => {
@@ -187,12 +187,15 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     },
 
     async listTasks(request) {
-      const query = request.query as { state?: string[]; label?: string[]; limit?: number };
+      const query = request.query as { state?: string[]; label?: string[]; end?: string[]; limit?: number; order?: 'oldest-first' | 'newest-first' };
       const states = query.state?.flatMap((s) => s.split(',')) as TaskState[] | undefined;
+      const endKinds = query.end?.flatMap((s) => s.split(',')) as EndKind[] | undefined;
       const records = runtime.store.tasks.list({
         state: states ?? LISTED_BY_DEFAULT,
         ...(query.label ? { label: query.label } : {}),
+        ...(endKinds ? { endKind: endKinds } : {}),
         ...(query.limit !== undefined ? { limit: query.limit } : {}),
+        ...(query.order !== undefined ? { order: query.order } : {}),
       });
       return { tasks: records.map(toTaskView) };
     },
@@ -202,22 +205,20 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     },
 
     async stopTask(request) {
-      const { id } = request.params as { id: string };
-      visibleTask(id);
-      return { task: toTaskView(await runtime.supervisor.stop(id)) };
+      const { id } = visibleTask((request.params as { id: string }).id);
+      const { graceMs } = request.query as { graceMs?: number };
+      return { task: toTaskView(await runtime.supervisor.stop(id, graceMs === undefined ? {} : { graceMs })) };
     },
 
     async removeTask(request, reply) {
-      const { id } = request.params as { id: string };
-      visibleTask(id);
+      const { id } = visibleTask((request.params as { id: string }).id);
       await runtime.supervisor.remove(id);
       return reply.code(204).send();
     },
 
     async taskLogs(request, reply) {
-      const { id } = request.params as { id: string };
+      const { id } = visibleTask((request.params as { id: string }).id);
       const query = request.query as { follow: boolean; since?: string; stream?: LogRecord['stream'] };
-      visibleTask(id);
       const since = query.since === undefined ? undefined : toUtcLogTimestamp(query.since);
       // Aborts a follow waiting on new output when the client goes away or the server closes.
       const abort = new AbortController();

@@ -15,7 +15,7 @@ import { buildOpenApiDocument } from '../../../../src/agent/http/openapi.js';
 import { resolveTaskSpec } from '../../../../src/spec/schema.js';
 import { API_ROUTES } from '../../../../src/agent/http/schemas.js';
 import { parseAgentHost, resolveAgentAddress } from '../../../../src/agent/client.js';
-import type { TaskFilter, TaskRecord } from '../../../../src/state/tasks.js';
+import { ambiguousPrefixError, type TaskFilter, type TaskRecord, type TaskState } from '../../../../src/state/tasks.js';
 import type { LogRecord } from '../../../../src/agent/task-logs.js';
 import type { PruneOptions, PruneReport } from '../../../../src/prune/index.js';
 import type { ImageCoordinatorEvents } from '../../../../src/images/index.js';
@@ -65,6 +65,15 @@ function fakeRuntime(options: FakeOptions = {}) {
           return [...tasks.values()];
         },
         counts: () => ({ pending: 0, starting: 0, running: tasks.size, stopping: 0, exited: 0, lost: 0, removed: 0 }),
+        resolve: (idOrPrefix: string, opts: { exceptStates?: readonly TaskState[] } = {}) => {
+          const seen = [...tasks.values()].filter((t) => !(opts.exceptStates ?? []).includes(t.state));
+          const exact = seen.find((t) => t.id === idOrPrefix);
+          if (exact) return exact;
+          const matches = seen.filter((t) => t.id.startsWith(idOrPrefix));
+          if (matches.length === 1) return matches[0]!;
+          if (matches.length === 0) throw new BerthError('BERTH_TASK_NOT_FOUND', `no task ${idOrPrefix}`);
+          throw ambiguousPrefixError(idOrPrefix, matches.map((t) => t.id), matches.length);
+        },
       },
     },
     supervisor: {
