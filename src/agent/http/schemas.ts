@@ -157,7 +157,6 @@ export const listQuerySchema: JsonSchema = {
     order: {
       type: 'string',
       enum: ['oldest-first', 'newest-first'],
-      default: 'oldest-first',
       description: 'Submission order, oldest first (the default) or newest first; `limit` keeps the first tasks of this order, so `order=newest-first&limit=N` gives the newest N.',
     },
     limit: { type: 'integer', minimum: 0, maximum: 100_000, description: 'At most this many tasks, the first of `order`.' },
