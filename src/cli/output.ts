@@ -39,6 +39,18 @@ export function shortId(id: string | undefined, length = 12): string {
   return bare.slice(0, length);
 }
 
+/** A random UUID, as the agent makes a task id when none is given. */
+const GENERATED_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * A task id as `ps` shows it: an id the agent generated (a UUID) by its first 12 characters, as
+ * docker shows container ids; an id given at submit (`--name`) whole, as docker shows names, since
+ * names that share their first 12 characters would otherwise look alike. `noTrunc` shows every id whole.
+ */
+export function displayTaskId(id: string, noTrunc = false): string {
+  return !noTrunc && GENERATED_ID.test(id) ? shortId(id) : id;
+}
+
 /** A time as milliseconds, from an ISO string or milliseconds; undefined when absent or unreadable. */
 export function toMs(time: string | number | undefined): number | undefined {
   if (time === undefined) return undefined;
@@ -148,15 +160,16 @@ export function taskStatus(task: TaskRowInput, nowMs: number, reasonWidth = STAR
 }
 
 /**
- * `berth ps`: TASK ID, IMAGE, COMMAND, STATUS, CREATED (docker ps's columns). Ids are cut to 12
- * characters and long commands and reasons with an ellipsis, as docker's; `noTrunc` shows them whole.
+ * `berth ps`: TASK ID, IMAGE, COMMAND, STATUS, CREATED (docker ps's columns). Generated ids are cut
+ * to 12 characters (`displayTaskId`) and long commands and reasons end in an ellipsis, as docker's;
+ * `noTrunc` shows them whole.
  */
 export function renderTaskTable(tasks: readonly TaskRowInput[], nowMs: number, options: { noTrunc?: boolean } = {}): string {
   const whole = options.noTrunc ?? false;
   return renderTable(
     ['TASK ID', 'IMAGE', 'COMMAND', 'STATUS', 'CREATED'],
     tasks.map((task) => [
-      whole ? task.id : shortId(task.id),
+      displayTaskId(task.id, whole),
       task.spec.image ?? '',
       whole ? formatCommand([...(task.spec.entrypoint ?? []), ...(task.spec.command ?? [])]) : truncate(formatCommand([...(task.spec.entrypoint ?? []), ...(task.spec.command ?? [])]), 30),
       taskStatus(task, nowMs, whole ? Number.POSITIVE_INFINITY : START_REASON_WIDTH),

@@ -5,7 +5,7 @@ import { END_KINDS, type EndKind } from '../tasks/end-state.js';
 import type { ListFilter } from '../agent/client.js';
 import { agentCommand, withClient, type AgentFlags } from './client.js';
 import { collect } from './flags.js';
-import { renderTaskTable, shortId, writeJson } from './output.js';
+import { displayTaskId, renderTaskTable, writeJson } from './output.js';
 import type { CliIo } from './run.js';
 
 /** The keys `ps --filter` takes. */
@@ -92,7 +92,7 @@ agentCommand(program, 'ps', 'List tasks that have not ended, newest first (-a: a
       withClient(io, flags, async (client) => {
         const tasks = await client.list(psListFilter(flags));
         if (flags.json) writeJson(io.stdout, tasks);
-        else if (flags.quiet) io.stdout.write(tasks.map((t) => `${flags.trunc ? shortId(t.id) : t.id}\n`).join(''));
+        else if (flags.quiet) io.stdout.write(tasks.map((t) => `${displayTaskId(t.id, !flags.trunc)}\n`).join(''));
         else io.stdout.write(renderTaskTable(tasks, Date.now(), { noTrunc: !flags.trunc }));
         return 0;
       }),

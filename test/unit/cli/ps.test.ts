@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isBerthError } from '../../../src/common/errors.js';
-import { renderTaskTable, startFailureReason, taskStatus, type TaskRowInput } from '../../../src/cli/output.js';
+import { displayTaskId, renderTaskTable, startFailureReason, taskStatus, type TaskRowInput } from '../../../src/cli/output.js';
 import { parsePsFilters, psListFilter } from '../../../src/cli/ps.js';
 import { stopGraceFlagMs } from '../../../src/cli/stop-remove.js';
 import { UNENDED_STATES } from '../../../src/state/tasks.js';
@@ -69,7 +69,11 @@ describe('ps: what is asked of the agent', () => {
 });
 
 describe('ps table', () => {
-  test('shows the first 12 characters of a task id, and the whole id with --no-trunc', () => {
+  test('shows a generated id by its first 12 characters and a given one (a name) whole; --no-trunc shows every id whole', () => {
+    assert.equal(displayTaskId(UUID), '8cd09326-5f0');
+    assert.equal(displayTaskId(UUID, true), UUID);
+    assert.equal(displayTaskId('nightly-backup-eu-west-1'), 'nightly-backup-eu-west-1');
+    assert.match(renderTaskTable([task({ id: 'nightly-backup-eu-west-1' })], NOW).split('\n')[1]!, /^nightly-backup-eu-west-1\s+busybox/);
     const short = renderTaskTable([task({ startedAt: at(3) })], NOW).split('\n')[1]!;
     assert.match(short, /^8cd09326-5f0\s+busybox\s+sleep 30\s+Up 3 seconds\s+10 seconds ago$/);
     const whole = renderTaskTable([task({ startedAt: at(3) })], NOW, { noTrunc: true }).split('\n')[1]!;
