@@ -126,33 +126,32 @@ describe('task ids and listings through the CLI', { skip }, () => {
 
     // `<stem>-a` is an exact id (it would win), so the ambiguous prefix is one character shorter.
     const ambiguous = new RegExp(`^berth: task id prefix ${stem}- is ambiguous: 3 tasks start with it \\(${stem}-a, ${stem}-a1, ${stem}-a2\\); type more of the id \\[BERTH_TASK_AMBIGUOUS\\]$`);
-    for (const command of [['logs'], ['stop'], ['rm'], ['rm', '-f']]) {
-      const result = await berth(dataDir, [...command, `${stem}-`]);
-      assert.equal(result.code, 1, `${command.join(' ')}: ${result.stderr}`);
-      assert.match(result.stderr.trim(), ambiguous, command.join(' '));
-    }
+    const commands = [['logs'], ['stop'], ['rm'], ['rm', '-f']];
+    const refusals = await Promise.all(commands.map((command) => berth(dataDir, [...command, `${stem}-`])));
+    refusals.forEach((result, index) => {
+      const command = commands[index]!.join(' ');
+      assert.equal(result.code, 1, `${command}: ${result.stderr}`);
+      assert.match(result.stderr.trim(), ambiguous, command);
+    });
     const inspect = await berth(dataDir, ['inspect', `${stem}-`]);
     assert.equal(inspect.code, 1);
     assert.match(inspect.stderr, /3 tasks start with it .*\[BERTH_TASK_AMBIGUOUS\]/);
     assert.equal(JSON.parse(inspect.stdout).length, 0);
     assert.equal((await berthInspect<TaskView>(dataDir, `${stem}-a`)).id, exact, 'the exact id wins');
 
-    // exec and stats refuse a prefix that two tasks' containers start with, naming both, and run nothing.
-    const exec = await berth(dataDir, ['exec', `${stem}-a`, 'true']);
-    assert.notEqual(exec.code, 0);
-    const containers = await engine.listContainers({ all: true, labels: [`${LABELS.taskId}=${exact}`] });
-    if (containers.length === 0) {
-      // The exact task's container is gone (it ran `true`): the prefix matches a1 and a2 alone.
-      assert.match(exec.stderr, new RegExp(`task id prefix ${stem}-a is ambiguous: 2 tasks start with it \\(${stem}-a1, ${stem}-a2\\).*\\[BERTH_TASK_AMBIGUOUS\\]`));
-    }
-    const stats = await berth(dataDir, ['stats', '--no-stream', `${stem}-a`]);
-    assert.notEqual(stats.code, 0);
-    const statsAmbiguous = await berth(dataDir, ['stats', '--no-stream', `${stem}-`]);
-    assert.notEqual(statsAmbiguous.code, 0);
-    assert.match(statsAmbiguous.stderr, new RegExp(`task id prefix ${stem}- is ambiguous: \\d tasks start with it \\(.*${stem}-a1, ${stem}-a2.*\\[BERTH_TASK_AMBIGUOUS\\]`));
-    const execAmbiguous = await berth(dataDir, ['exec', `${stem}-`, 'true']);
-    assert.notEqual(execAmbiguous.code, 0);
-    assert.match(execAmbiguous.stderr, /\[BERTH_TASK_AMBIGUOUS\]/);
+    // exec and stats go by the containers on the engine: once the exact task's container is gone
+    // (it ran `true`; the agent removes it), its id is a prefix of a1's and a2's alone.
+    await waitForState(exact, ENDED);
+    await pollUntil('the exact task\'s container to be removed', async () => ((await engine.listContainers({ all: true, labels: [`${LABELS.taskId}=${exact}`] })).length === 0 ? true : undefined));
+    const onEngine = new RegExp(`^berth: task id prefix ${stem}-a is ambiguous: 2 tasks start with it \\(${stem}-a1, ${stem}-a2\\); type more of the id \\[BERTH_TASK_AMBIGUOUS\\]$`);
+    const [exec, stats] = await Promise.all([berth(dataDir, ['exec', `${stem}-a`, 'touch', '/tmp/ran']), berth(dataDir, ['stats', '--no-stream', `${stem}-a`])]);
+    assert.equal(exec.code, 125, exec.stderr);
+    assert.match(exec.stderr.trim(), onEngine);
+    assert.equal(stats.code, 125, stats.stderr);
+    assert.match(stats.stderr.trim(), onEngine);
+    // Nothing ran: the file the refused exec would have made is in neither container.
+    const checks = await Promise.all([a1, a2].map((id) => berth(dataDir, ['exec', id, 'sh', '-c', 'test ! -e /tmp/ran'])));
+    for (const check of checks) assert.equal(check.code, 0, check.stderr);
 
     // rm -f stops a running task and removes it, in one command.
     const force = await berth(dataDir, ['rm', '-f', a1, a2]);
