@@ -201,6 +201,8 @@ export class TaskRepository {
   readonly #nowMs: () => number;
   readonly #logger: Logger;
   readonly #select: Database.Statement<[string], TaskRow>;
+  /** Prefix lookups' statements by their SQL (one per number of states passed over), prepared once. */
+  readonly #prefixStatements = new Map<string, Database.Statement>();
 
   constructor(db: Database.Database, nowMs: () => number, logger: Logger) {
     this.#db = db;
@@ -288,12 +290,20 @@ export class TaskRepository {
     const except = options.exceptStates ?? [];
     const notIn = except.length > 0 ? ` AND state NOT IN (${except.map(() => '?').join(', ')})` : '';
     const range = [prefix, prefixUpperBound(prefix), ...except];
-    const count = this.#db.prepare<Array<string>, { n: number }>(`SELECT COUNT(*) AS n FROM tasks WHERE id >= ? AND id < ?${notIn}`).get(...range)?.n ?? 0;
-    const tasks = this.#db
-      .prepare<Array<string | number>, TaskRow>(`SELECT * FROM tasks WHERE id >= ? AND id < ?${notIn} ORDER BY id LIMIT ?`)
-      .all(...range, options.limit ?? AMBIGUOUS_CANDIDATES_SHOWN)
-      .map(toRecord);
+    const limit = options.limit ?? AMBIGUOUS_CANDIDATES_SHOWN;
+    const tasks = (this.#prefixStatement(`SELECT * FROM tasks WHERE id >= ? AND id < ?${notIn} ORDER BY id LIMIT ?`).all(...range, limit) as TaskRow[]).map(toRecord);
+    // Counted only when there may be more than were read: a unique prefix costs one query.
+    const count = tasks.length < limit ? tasks.length : ((this.#prefixStatement(`SELECT COUNT(*) AS n FROM tasks WHERE id >= ? AND id < ?${notIn}`).get(...range) as { n: number } | undefined)?.n ?? 0);
     return { tasks, count };
+  }
+
+  #prefixStatement(sql: string): Database.Statement {
+    let statement = this.#prefixStatements.get(sql);
+    if (!statement) {
+      statement = this.#db.prepare(sql);
+      this.#prefixStatements.set(sql, statement);
+    }
+    return statement;
   }
 
   /**
