@@ -80,28 +80,29 @@ describe('task ids and listings through the CLI', { skip }, () => {
     assert.match(id, UUID, 'submit prints the whole id, as docker run -d');
     await waitForState(id, ['running']);
 
-    const table = await berth(dataDir, ['ps', '-f', `label=${run.labelFilter}`]);
+    const ps = (...flags: string[]) => berth(dataDir, ['ps', ...flags, '-f', `label=${run.labelFilter}`]);
+    const [table, quiet, whole, wideTable] = await Promise.all([ps(), ps('-q'), ps('-q', '--no-trunc'), ps('--no-trunc')]);
     assert.equal(table.code, 0, table.stderr);
     assert.match(table.stdout, new RegExp(`^${id.slice(0, 12)}\\s+${TEST_IMAGE}\\s+`, 'm'));
     assert.ok(!table.stdout.includes(id), 'the table shows no whole id');
-    const quiet = await berth(dataDir, ['ps', '-q', '-f', `label=${run.labelFilter}`]);
     assert.ok(quiet.stdout.split('\n').includes(id.slice(0, 12)), quiet.stdout);
-    const whole = await berth(dataDir, ['ps', '-q', '--no-trunc', '-f', `label=${run.labelFilter}`]);
     assert.ok(whole.stdout.split('\n').includes(id), whole.stdout);
-    const wideTable = await berth(dataDir, ['ps', '--no-trunc', '-f', `label=${run.labelFilter}`]);
     assert.match(wideTable.stdout, new RegExp(`^${id}\\s+${TEST_IMAGE}\\s+`, 'm'));
 
-    // The short id as printed, and shorter prefixes, name the task everywhere a task id is taken.
+    // The short id as printed, and shorter prefixes, name the task everywhere a task id is taken;
+    // exec and stats find the container on the engine by the same rule.
     const prefix = id.slice(0, 8);
-    assert.equal((await berthInspect<TaskView>(dataDir, id.slice(0, 12))).id, id);
-    const logs = await berth(dataDir, ['logs', prefix]);
+    const [inspected, logs, exec, stats] = await Promise.all([
+      berthInspect<TaskView>(dataDir, id.slice(0, 12)),
+      berth(dataDir, ['logs', prefix]),
+      berth(dataDir, ['exec', prefix, 'echo', 'inside']),
+      berth(dataDir, ['stats', '--no-stream', '--json', prefix]),
+    ]);
+    assert.equal(inspected.id, id);
     assert.equal(logs.code, 0, logs.stderr);
     assert.equal(logs.stdout, 'hello from the task\n');
-    // exec and stats find the container on the engine by the same rule.
-    const exec = await berth(dataDir, ['exec', prefix, 'echo', 'inside']);
     assert.equal(exec.code, 0, exec.stderr);
     assert.equal(exec.stdout, 'inside\n');
-    const stats = await berth(dataDir, ['stats', '--no-stream', '--json', prefix]);
     assert.equal(stats.code, 0, stats.stderr);
     assert.ok(stats.stdout.includes(id), `stats names the whole task id: ${stats.stdout}`);
 
@@ -117,9 +118,11 @@ describe('task ids and listings through the CLI', { skip }, () => {
   });
 
   test('an ambiguous prefix is refused by every command with its candidates; the exact id wins over longer ids', async () => {
-    const a1 = await submit(['--name', `${stem}-a1`, TEST_IMAGE, 'sleep', '60']);
-    const a2 = await submit(['--name', `${stem}-a2`, TEST_IMAGE, 'sleep', '60']);
-    const exact = await submit(['--name', `${stem}-a`, TEST_IMAGE, 'true']);
+    const [a1, a2, exact] = await Promise.all([
+      submit(['--name', `${stem}-a1`, TEST_IMAGE, 'sleep', '60']),
+      submit(['--name', `${stem}-a2`, TEST_IMAGE, 'sleep', '60']),
+      submit(['--name', `${stem}-a`, TEST_IMAGE, 'true']),
+    ]);
     assert.deepEqual([a1, a2, exact], [`${stem}-a1`, `${stem}-a2`, `${stem}-a`], 'an explicit id is a name: kept as given');
     await waitForState(a1, ['running']);
     await waitForState(a2, ['running']);
@@ -133,11 +136,11 @@ describe('task ids and listings through the CLI', { skip }, () => {
       assert.equal(result.code, 1, `${command}: ${result.stderr}`);
       assert.match(result.stderr.trim(), ambiguous, command);
     });
-    const inspect = await berth(dataDir, ['inspect', `${stem}-`]);
+    const [inspect, exactOne] = await Promise.all([berth(dataDir, ['inspect', `${stem}-`]), berthInspect<TaskView>(dataDir, `${stem}-a`)]);
     assert.equal(inspect.code, 1);
     assert.match(inspect.stderr, /3 tasks start with it .*\[BERTH_TASK_AMBIGUOUS\]/);
     assert.equal(JSON.parse(inspect.stdout).length, 0);
-    assert.equal((await berthInspect<TaskView>(dataDir, `${stem}-a`)).id, exact, 'the exact id wins');
+    assert.equal(exactOne.id, exact, 'the exact id wins');
 
     // exec and stats go by the containers on the engine: once the exact task's container is gone
     // (it ran `true`; the agent removes it), its id is a prefix of a1's and a2's alone.

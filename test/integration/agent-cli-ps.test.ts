@@ -83,23 +83,29 @@ describe('ps, its filters and stop -t through the CLI', { skip }, () => {
     const submitted = [ok, failed, oom, late, unstarted];
     for (const id of submitted) await waitForState(id, ENDED);
 
-    const listed = await berth(dataDir, ['ps', '-a', '-q', '--no-trunc', '-f', `label=${label}`]);
-    assert.equal(listed.code, 0, listed.stderr);
-    assert.deepEqual(listed.stdout.trim().split('\n'), [...submitted].reverse(), 'newest first');
-    const lastTwo = await berth(dataDir, ['ps', '-n', '2', '-q', '--no-trunc', '-f', `label=${label}`]);
-    assert.deepEqual(lastTwo.stdout.trim().split('\n'), [unstarted, late], '-n 2: the two newest, ended ones included, as docker ps -n');
-    const latest = await berth(dataDir, ['ps', '-l', '-q', '--no-trunc', '-f', `label=${label}`]);
-    assert.equal(latest.stdout, `${unstarted}\n`);
-
+    const ps = (...flags: string[]) => berth(dataDir, ['ps', ...flags, '-f', `label=${label}`]);
     const byEnd = async (...kinds: string[]): Promise<string[]> =>
       (await berthJson<TaskView[]>(dataDir, ['ps', ...kinds.flatMap((kind) => ['-f', `end=${kind}`]), '-f', `label=${label}`])).map((t) => t.id);
-    assert.deepEqual(await byEnd('oom'), [oom]);
-    assert.deepEqual(await byEnd('timed-out'), [late]);
-    assert.deepEqual(await byEnd('success'), [ok]);
-    assert.deepEqual(await byEnd('failed'), [unstarted, failed], 'a failed start is a failed end');
-    assert.deepEqual(await byEnd('oom', 'timed-out'), [late, oom]);
+    const [listed, lastTwo, latest, table, logs, ranLogs] = await Promise.all([
+      ps('-a', '-q', '--no-trunc'),
+      ps('-n', '2', '-q', '--no-trunc'),
+      ps('-l', '-q', '--no-trunc'),
+      ps('-a'),
+      berth(dataDir, ['logs', unstarted]),
+      berth(dataDir, ['logs', failed]),
+    ]);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.deepEqual(listed.stdout.trim().split('\n'), [...submitted].reverse(), 'newest first');
+    assert.deepEqual(lastTwo.stdout.trim().split('\n'), [unstarted, late], '-n 2: the two newest, ended ones included, as docker ps -n');
+    assert.equal(latest.stdout, `${unstarted}\n`);
 
-    const table = await berth(dataDir, ['ps', '-a', '-f', `label=${label}`]);
+    const [oomOnly, lateOnly, successOnly, failedOnly, oomOrLate] = await Promise.all([byEnd('oom'), byEnd('timed-out'), byEnd('success'), byEnd('failed'), byEnd('oom', 'timed-out')]);
+    assert.deepEqual(oomOnly, [oom]);
+    assert.deepEqual(lateOnly, [late]);
+    assert.deepEqual(successOnly, [ok]);
+    assert.deepEqual(failedOnly, [unstarted, failed], 'a failed start is a failed end');
+    assert.deepEqual(oomOrLate, [late, oom]);
+
     // Ids given with --name are names: shown whole, as docker shows names.
     const rowOf = (id: string): string => table.stdout.split('\n').find((line) => line.startsWith(`${id} `)) ?? '';
     assert.match(rowOf(unstarted), /\sFailed to start: .*no-such-image/, table.stdout);
@@ -108,26 +114,26 @@ describe('ps, its filters and stop -t through the CLI', { skip }, () => {
     assert.match(rowOf(oom), /\sOut of memory \(137\)/);
     assert.match(rowOf(late), /\sTimed out/);
 
-    const logs = await berth(dataDir, ['logs', unstarted]);
     assert.equal(logs.code, 0, 'logs exits as before');
     assert.equal(logs.stdout, '');
     assert.match(logs.stderr, new RegExp(`^berth: task ${unstarted} failed to start: .*no-such-image.*\\n$`));
     assert.equal(logs.stderr.split('\n').length, 2, 'one line');
-    const ranLogs = await berth(dataDir, ['logs', failed]);
     assert.equal(ranLogs.stderr, '', 'a task that ran gets no such line');
   });
 
   test('filters and -n are validated naming what is allowed', async () => {
-    const badKey = await berth(dataDir, ['ps', '-f', 'colour=red']);
+    const [badKey, badEnd, badLast, badGrace] = await Promise.all([
+      berth(dataDir, ['ps', '-f', 'colour=red']),
+      berth(dataDir, ['ps', '-f', 'end=crashed']),
+      berth(dataDir, ['ps', '-n', 'two']),
+      berth(dataDir, ['stop', '-t', 'soon', 'anything']),
+    ]);
     assert.equal(badKey.code, 2);
     assert.match(badKey.stderr, /--filter\[0\]: unknown filter key "colour"; the keys are state, status, end, label/);
-    const badEnd = await berth(dataDir, ['ps', '-f', 'end=crashed']);
     assert.equal(badEnd.code, 2);
     assert.match(badEnd.stderr, /end must be one of success, failed, oom, timed-out, cancelled, lost; got "crashed"/);
-    const badLast = await berth(dataDir, ['ps', '-n', 'two']);
     assert.equal(badLast.code, 2);
     assert.match(badLast.stderr, /-n\/--last: must be a whole number/);
-    const badGrace = await berth(dataDir, ['stop', '-t', 'soon', 'anything']);
     assert.equal(badGrace.code, 2);
     assert.match(badGrace.stderr, /-t\/--time: must be whole seconds/);
   });
