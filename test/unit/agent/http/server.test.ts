@@ -302,6 +302,23 @@ describe('task id prefixes and list order', () => {
     await app.close();
   });
 
+  test('the OpenAPI document says every task route takes a unique id prefix, with its 409, and documents order, end and graceMs', () => {
+    type Operation = { parameters?: Array<{ name: string; in: string; description?: string }>; responses: Record<string, { description: string }> };
+    const document = buildOpenApiDocument() as { paths: Record<string, Record<string, Operation>> };
+    const taskRoutes = Object.entries(document.paths).filter(([url]) => url.startsWith('/v1/tasks/{id}'));
+    assert.equal(taskRoutes.length, 3);
+    for (const [url, operations] of taskRoutes) {
+      for (const [method, operation] of Object.entries(operations)) {
+        const id = operation.parameters?.find((p) => p.name === 'id' && p.in === 'path');
+        assert.match(id?.description ?? '', /any unique prefix/, `${method} ${url}`);
+        assert.match(operation.responses['409']?.description ?? '', /BERTH_TASK_AMBIGUOUS/, `${method} ${url}`);
+      }
+    }
+    const list = document.paths['/v1/tasks']!.get!.parameters!.map((p) => p.name);
+    assert.deepEqual(list, ['state', 'label', 'end', 'order', 'limit']);
+    assert.deepEqual(document.paths['/v1/tasks/{id}/stop']!.post!.parameters!.map((p) => p.name), ['id', 'graceMs']);
+  });
+
   test('the list passes order, limit and end kinds to the store; an unknown end kind or order is refused', async () => {
     const { app, listCalls } = fakeRuntime();
     const ok = await app.inject({ method: 'GET', url: '/v1/tasks?order=newest-first&limit=2&end=oom,timed-out&end=failed', headers: auth });
