@@ -76,6 +76,8 @@ const REMOVAL_RETRY_MS = { first: 500, max: 30_000 };
 export class TaskSupervisor {
   readonly #deps: SupervisorDeps;
   readonly #handles = new Map<string, TaskHandle>();
+  /** The grace period a stop asked for while its task had no handle yet (still starting): #start's stop uses it. */
+  readonly #pendingStopGraceMs = new Map<string, number>();
   readonly #running = new Set<Promise<void>>();
   /** Removals of ended tasks' containers that failed and are tried again in the background (not waited for by idle). */
   readonly #removals = new Set<Promise<void>>();
@@ -153,8 +155,10 @@ export class TaskSupervisor {
         this.#endUnstarted(taskId, { kind: 'cancelled' });
         return this.#require(taskId);
       }
-      // A task still starting has no handle yet: #start stops it as soon as it has one.
-      await this.#handles.get(taskId)?.stop(options.graceMs === undefined ? {} : { graceMs: options.graceMs });
+      // A task still starting has no handle yet: #start stops it as soon as it has one, with this grace.
+      const handle = this.#handles.get(taskId);
+      if (!handle && options.graceMs !== undefined) this.#pendingStopGraceMs.set(taskId, options.graceMs);
+      await handle?.stop(options.graceMs === undefined ? {} : { graceMs: options.graceMs });
     }
     return this.#require(taskId);
   }
@@ -310,7 +314,9 @@ export class TaskSupervisor {
    * left to end the process.
    */
   #containStop(taskId: string, handle: TaskHandle): void {
-    handle.stop().catch((error: unknown) => {
+    const graceMs = this.#pendingStopGraceMs.get(taskId);
+    this.#pendingStopGraceMs.delete(taskId);
+    handle.stop(graceMs === undefined ? {} : { graceMs }).catch((error: unknown) => {
       const berthError = asBerthError(error);
       this.#deps.logger.error({ taskId, code: berthError.code, error: berthError.message }, 'could not stop the task');
       this.#deps.onError?.(berthError.code);
@@ -601,6 +607,7 @@ export class TaskSupervisor {
       // A store that could not take the end (a full disk) keeps the task's share until it does.
       if (recorded) {
         this.#handles.delete(taskId);
+        this.#pendingStopGraceMs.delete(taskId);
         if (this.#phase !== 'closed') this.#applyChange(this.#deps.admission.release(taskId));
       }
     }
