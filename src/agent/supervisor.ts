@@ -139,7 +139,8 @@ export class TaskSupervisor {
 
   /**
    * Stops a task: a pending one ends as cancelled without running; a running one is stopped, given
-   * `graceMs` (default its spec's stopGracePeriod) between its stop signal and SIGKILL.
+   * `graceMs` (default its spec's stopGracePeriod) between its stop signal and SIGKILL. A task being
+   * stopped already is killed at once by a stop with `graceMs` 0, and otherwise left to its stop.
    */
   async stop(taskId: string, options: { graceMs?: number } = {}): Promise<TaskRecord> {
     this.#requireOpen();
@@ -159,6 +160,10 @@ export class TaskSupervisor {
       const handle = this.#handles.get(taskId);
       if (!handle && options.graceMs !== undefined) this.#pendingStopGraceMs.set(taskId, options.graceMs);
       await handle?.stop(options.graceMs === undefined ? {} : { graceMs: options.graceMs });
+    } else if (record.state === 'stopping' && options.graceMs === 0) {
+      // Being stopped already, with its grace running: a stop with no grace (rm -f) kills it now.
+      // The stop's intent stands, so it still ends as cancelled.
+      await this.#handles.get(taskId)?.kill('SIGKILL');
     }
     return this.#require(taskId);
   }

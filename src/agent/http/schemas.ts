@@ -172,7 +172,7 @@ export const stopQuerySchema: JsonSchema = {
       type: 'integer',
       minimum: SPEC_BOUNDS.stopGracePeriod.minMs,
       maximum: SPEC_BOUNDS.stopGracePeriod.maxMs,
-      description: 'Milliseconds between the stop signal and SIGKILL for this stop (the engine counts whole seconds, rounded up); default the task spec\'s stopGracePeriod.',
+      description: 'Milliseconds between the stop signal and SIGKILL for this stop (the engine counts whole seconds, rounded up); default the task spec\'s stopGracePeriod. On a task being stopped already, 0 kills it at once (it still ends as cancelled); another value leaves its stop as it is.',
     },
   },
 };
