@@ -350,8 +350,8 @@ describe('admission', { skip }, () => {
       ['first', 'second', 'third'].map((name) => berth(dataDir, ['submit', '-l', RUN_LABEL, '-l', label, '--mount', gate, TEST_IMAGE, 'sh', '-c', `${waitForGate} ${name}`])),
     );
     for (const result of submits) assert.equal(result.code, 0, result.stderr);
-    // ps lists in submission order, which is the order admission must keep.
-    const submitted = await berthJson<TaskView[]>(dataDir, ['ps', '-a', '--filter', `label=${label}`]);
+    // ps lists newest first; reversed, that is submission order, the order admission must keep.
+    const submitted = (await berthJson<TaskView[]>(dataDir, ['ps', '-a', '--filter', `label=${label}`])).reverse();
     assert.equal(submitted.length, 3);
     // The first holds the only slot until the gate opens; the two behind it wait, durably, as pending.
     assert.ok(['starting', 'running'].includes(submitted[0]!.state), submitted[0]!.state);
@@ -361,7 +361,7 @@ describe('admission', { skip }, () => {
     const ended = await pollUntil(
       'all three to end',
       async () => {
-        const tasks = await berthJson<TaskView[]>(dataDir, ['ps', '-a', '--filter', `label=${label}`]);
+        const tasks = (await berthJson<TaskView[]>(dataDir, ['ps', '-a', '--filter', `label=${label}`])).reverse();
         return tasks.every((t) => ENDED.includes(t.state)) ? tasks : undefined;
       },
       { timeoutMs: 60_000, intervalMs: 200 },
