@@ -7,6 +7,7 @@ import path from 'node:path';
 import { BerthError, cancelledError, ERROR_CODES, messageOf, ValidationError, type ErrorCode, type FieldIssue } from '../common/errors.js';
 import type { TaskSpec } from '../spec/schema.js';
 import type { StoredTaskSpec, TaskState } from '../state/tasks.js';
+import type { EndKind } from '../tasks/end-state.js';
 import { TOKEN_FILE_NAME } from './agent.js';
 import { defaultDataDir, type HostFacts } from './config.js';
 import type { AgentEvent } from './events.js';
@@ -49,6 +50,10 @@ export interface ListFilter {
   state?: TaskState | readonly TaskState[];
   /** Spec labels that must all match: `key` or `key=value`. */
   label?: string | readonly string[];
+  /** Only ended tasks that ended so: `oom`, `timed-out`, `failed`, `success`, `cancelled`, `lost`. */
+  end?: EndKind | readonly EndKind[];
+  /** Submission order. Default `oldest-first`; `limit` keeps the first tasks of it. */
+  order?: 'oldest-first' | 'newest-first';
   limit?: number;
 }
 
@@ -244,6 +249,8 @@ export class AgentClient {
     const query = new URLSearchParams();
     for (const state of typeof filter.state === 'string' ? [filter.state] : (filter.state ?? [])) query.append('state', state);
     for (const label of typeof filter.label === 'string' ? [filter.label] : (filter.label ?? [])) query.append('label', label);
+    for (const kind of typeof filter.end === 'string' ? [filter.end] : (filter.end ?? [])) query.append('end', kind);
+    if (filter.order !== undefined) query.set('order', filter.order);
     if (filter.limit !== undefined) query.set('limit', String(filter.limit));
     const search = query.size > 0 ? `?${query}` : '';
     return (await this.#json<{ tasks: TaskView[] }>('GET', `/v1/tasks${search}`, options)).tasks;
@@ -253,9 +260,14 @@ export class AgentClient {
     return (await this.#json<{ task: TaskView }>('GET', `/v1/tasks/${encodeURIComponent(taskId)}`, options)).task;
   }
 
-  /** Stops a task. No deadline: a running task is given its stop grace period. */
-  async stop(taskId: string, options: CallOptions = {}): Promise<TaskView> {
-    return (await this.#json<{ task: TaskView }>('POST', `/v1/tasks/${encodeURIComponent(taskId)}/stop`, { ...options, deadlineMs: 0 })).task;
+  /**
+   * Stops a task. No deadline: a running task is given its stop grace period, `graceMs` when given
+   * (0 to 24 h), else its spec's stopGracePeriod.
+   */
+  async stop(taskId: string, options: CallOptions & { graceMs?: number } = {}): Promise<TaskView> {
+    const { graceMs, ...call } = options;
+    const search = graceMs === undefined ? '' : `?graceMs=${graceMs}`;
+    return (await this.#json<{ task: TaskView }>('POST', `/v1/tasks/${encodeURIComponent(taskId)}/stop${search}`, { ...call, deadlineMs: 0 })).task;
   }
 
   /** Pauses a running task; its run time limit stands still until `unpause`. */

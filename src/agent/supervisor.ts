@@ -77,6 +77,8 @@ const REMOVAL_RETRY_MS = { first: 500, max: 30_000 };
 export class TaskSupervisor {
   readonly #deps: SupervisorDeps;
   readonly #handles = new Map<string, TaskHandle>();
+  /** The grace period a stop asked for while its task had no handle yet (still starting): #start's stop uses it. */
+  readonly #pendingStopGraceMs = new Map<string, number>();
   readonly #running = new Set<Promise<void>>();
   /** Removals of ended tasks' containers that failed and are tried again in the background (not waited for by idle). */
   readonly #removals = new Set<Promise<void>>();
@@ -136,8 +138,12 @@ export class TaskSupervisor {
     return { task: this.#deps.store.tasks.get(task.id) ?? task, created: true };
   }
 
-  /** Stops a task: a pending one ends as cancelled without running; a running one is stopped. */
-  async stop(taskId: string): Promise<TaskRecord> {
+  /**
+   * Stops a task: a pending one ends as cancelled without running; a running one is stopped, given
+   * `graceMs` (default its spec's stopGracePeriod) between its stop signal and SIGKILL. A task being
+   * stopped already is killed at once by a stop with `graceMs` 0, and otherwise left to its stop.
+   */
+  async stop(taskId: string, options: { graceMs?: number } = {}): Promise<TaskRecord> {
     this.#requireOpen();
     const record = this.#require(taskId);
     if (record.state === 'pending') {
@@ -151,8 +157,14 @@ export class TaskSupervisor {
         this.#endUnstarted(taskId, { kind: 'cancelled' });
         return this.#require(taskId);
       }
-      // A task still starting has no handle yet: #start stops it as soon as it has one.
-      await this.#handles.get(taskId)?.stop();
+      // A task still starting has no handle yet: #start stops it as soon as it has one, with this grace.
+      const handle = this.#handles.get(taskId);
+      if (!handle && options.graceMs !== undefined) this.#pendingStopGraceMs.set(taskId, options.graceMs);
+      await handle?.stop(options.graceMs === undefined ? {} : { graceMs: options.graceMs });
+    } else if (record.state === 'stopping' && options.graceMs === 0) {
+      // Being stopped already, with its grace running: a stop with no grace (rm -f) kills it now.
+      // The stop's intent stands, so it still ends as cancelled.
+      await this.#handles.get(taskId)?.kill('SIGKILL');
     }
     return this.#require(taskId);
   }
@@ -379,7 +391,9 @@ export class TaskSupervisor {
    * left to end the process.
    */
   #containStop(taskId: string, handle: TaskHandle): void {
-    handle.stop().catch((error: unknown) => {
+    const graceMs = this.#pendingStopGraceMs.get(taskId);
+    this.#pendingStopGraceMs.delete(taskId);
+    handle.stop(graceMs === undefined ? {} : { graceMs }).catch((error: unknown) => {
       const berthError = asBerthError(error);
       this.#deps.logger.error({ taskId, code: berthError.code, error: berthError.message }, 'could not stop the task');
       this.#deps.onError?.(berthError.code);
@@ -671,6 +685,7 @@ export class TaskSupervisor {
       // A store that could not take the end (a full disk) keeps the task's share until it does.
       if (recorded) {
         this.#handles.delete(taskId);
+        this.#pendingStopGraceMs.delete(taskId);
         if (this.#phase !== 'closed') this.#applyChange(this.#deps.admission.release(taskId));
       }
     }

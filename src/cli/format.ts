@@ -1,5 +1,5 @@
 import { ValidationError } from '../common/errors.js';
-import { ago, formatCommand, renderTable, shortId, taskStatus, toMs, truncate, type ImageRowInput, type TaskRowInput } from './output.js';
+import { ago, displayTaskId, formatCommand, renderTable, shortId, taskStatus, toMs, truncate, type ImageRowInput, type TaskRowInput } from './output.js';
 
 /**
  * `--format` of ps, inspect, images, events and stats, as the docker CLI spells it:
@@ -232,11 +232,6 @@ export function fieldsOf(keys: readonly string[]): FormatFields {
 }
 
 // ---- The rows of each command, with docker's field names ----
-
-/** A UUID task id (the agent's default) is shown by its first 12 characters, as docker shows ids; a chosen name in full. */
-export function displayTaskId(id: string, noTrunc = false): string {
-  return !noTrunc && /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(id) ? id.slice(0, 12) : id;
-}
 
 /** `ps`'s fields, as docker ps names them (`Names` is the task id too: a task's name is its id). */
 export const TASK_FIELDS: FormatFields = Object.freeze({

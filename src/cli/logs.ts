@@ -3,6 +3,7 @@ import type { Writable } from 'node:stream';
 import { agentCommand, withClient, write, type AgentFlags } from './client.js';
 import { endedByUser } from './interrupts.js';
 import { parseLogTime, parseTail } from './log-times.js';
+import { startFailureReason } from './output.js';
 import type { CliIo } from './run.js';
 
 interface LogsFlags extends AgentFlags {
@@ -17,7 +18,7 @@ interface LogsFlags extends AgentFlags {
 export function addLogsCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
   const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
 agentCommand(program, 'logs', 'Print a task\'s output: its stdout to stdout, its stderr to stderr')
-  .argument('<task-id>')
+  .argument('<task-id>', 'a task id or a unique prefix of one')
   .option('-f, --follow', 'keep printing new output until the task\'s output ends (or --until comes)')
   .option('--since <time>', 'only output after this time: RFC 3339 (e.g. a timestamp printed by -t), Unix seconds, or a duration before now (10m, 1h30m)')
   .option('--until <time>', 'only output up to this time, in the same forms as --since')
@@ -48,6 +49,12 @@ agentCommand(program, 'logs', 'Print a task\'s output: its stdout to stdout, its
           if (!abort.signal.aborted) throw error;
         } finally {
           removeInterrupt();
+        }
+        // A task that could not start has no output: say why, rather than print nothing.
+        if (!abort.signal.aborted) {
+          const task = await client.get(taskId);
+          const reason = startFailureReason(task);
+          if (reason !== undefined) io.stderr.write(`berth: task ${task.id} failed to start: ${reason}\n`);
         }
         return endedByUser(io);
       }),

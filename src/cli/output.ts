@@ -39,6 +39,18 @@ export function shortId(id: string | undefined, length = 12): string {
   return bare.slice(0, length);
 }
 
+/** A random UUID, as the agent makes a task id when none is given. */
+const GENERATED_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * A task id as `ps` shows it: an id the agent generated (a UUID) by its first 12 characters, as
+ * docker shows container ids; an id given at submit (`--name`) whole, as docker shows names, since
+ * names that share their first 12 characters would otherwise look alike. `noTrunc` shows every id whole.
+ */
+export function displayTaskId(id: string, noTrunc = false): string {
+  return !noTrunc && GENERATED_ID.test(id) ? shortId(id) : id;
+}
+
 /** A time as milliseconds, from an ISO string or milliseconds; undefined when absent or unreadable. */
 export function toMs(time: string | number | undefined): number | undefined {
   if (time === undefined) return undefined;
@@ -90,12 +102,26 @@ export function formatCommand(words: readonly string[] | undefined): string {
   return words.map((word) => (/^[\w@%+=:,./-]+$/.test(word) ? word : `"${word.replace(/(["\\$`])/g, '\\$1')}"`)).join(' ');
 }
 
+/** How long the reason of a failed start may be in the STATUS column (--no-trunc shows it whole). */
+export const START_REASON_WIDTH = 60;
+
+/**
+ * Why a task could not start, for people: the reason the agent recorded, without its error code
+ * (`BERTH_IMAGE_NOT_FOUND: …`), on one line; undefined for a task that started.
+ */
+export function startFailureReason(task: Pick<TaskRowInput, 'endState'>): string | undefined {
+  const end = task.endState;
+  if (end?.kind !== 'failed' || end.reason === undefined) return undefined;
+  return end.reason.replace(/^BERTH_[A-Z_]+: /, '').replace(/\s+/g, ' ').trim();
+}
+
 /**
  * A task's status in docker's words: "Pending", "Starting", "Up 5 seconds", "Stopping",
  * "Exited (3) 2 seconds ago", "Out of memory (137) …", "Timed out …", "Cancelled …", "Lost …",
- * "Removed".
+ * "Removed"; a task that could not start says why: "Failed to start: <reason>", cut to
+ * `reasonWidth` characters.
  */
-export function taskStatus(task: TaskRowInput, nowMs: number): string {
+export function taskStatus(task: TaskRowInput, nowMs: number, reasonWidth = START_REASON_WIDTH): string {
   const endedAgo = task.finishedAt !== undefined ? ` ${ago(task.finishedAt, nowMs)}` : '';
   switch (task.state) {
     case 'pending':
@@ -121,6 +147,11 @@ export function taskStatus(task: TaskRowInput, nowMs: number): string {
           return `Cancelled${exit}${endedAgo}`;
         case 'lost':
           return `Lost${endedAgo}`;
+        case 'failed': {
+          const reason = startFailureReason(task);
+          if (reason !== undefined) return `Failed to start: ${truncate(reason, reasonWidth)}`;
+          return `Exited${exit}${endedAgo}`;
+        }
         default:
           return `Exited${exit}${endedAgo}`;
       }
@@ -128,15 +159,20 @@ export function taskStatus(task: TaskRowInput, nowMs: number): string {
   }
 }
 
-/** `berth ps`: TASK ID, IMAGE, COMMAND, STATUS, CREATED (docker ps's columns). */
-export function renderTaskTable(tasks: readonly TaskRowInput[], nowMs: number): string {
+/**
+ * `berth ps`: TASK ID, IMAGE, COMMAND, STATUS, CREATED (docker ps's columns). Generated ids are cut
+ * to 12 characters (`displayTaskId`) and long commands and reasons end in an ellipsis, as docker's;
+ * `noTrunc` shows them whole.
+ */
+export function renderTaskTable(tasks: readonly TaskRowInput[], nowMs: number, options: { noTrunc?: boolean } = {}): string {
+  const whole = options.noTrunc ?? false;
   return renderTable(
     ['TASK ID', 'IMAGE', 'COMMAND', 'STATUS', 'CREATED'],
     tasks.map((task) => [
-      task.id,
+      displayTaskId(task.id, whole),
       task.spec.image ?? '',
-      truncate(formatCommand([...(task.spec.entrypoint ?? []), ...(task.spec.command ?? [])]), 30),
-      taskStatus(task, nowMs),
+      whole ? formatCommand([...(task.spec.entrypoint ?? []), ...(task.spec.command ?? [])]) : truncate(formatCommand([...(task.spec.entrypoint ?? []), ...(task.spec.command ?? [])]), 30),
+      taskStatus(task, nowMs, whole ? Number.POSITIVE_INFINITY : START_REASON_WIDTH),
       ago(task.submittedAt, nowMs),
     ]),
   );

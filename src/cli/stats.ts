@@ -9,10 +9,10 @@ import { TASK_ID } from '../tasks/driver.js';
 import { findRunningTaskContainer } from '../tasks/exec.js';
 import { exitCodeForError } from './exit-codes.js';
 import { endedByUser } from './interrupts.js';
-import { errorLine, renderTable } from './output.js';
+import { displayTaskId, errorLine, renderTable } from './output.js';
 import type { CliIo } from './run.js';
 import { formatStatsLine, redrawFrame, STATS_HEADERS, statsCells, statsLineWidths, statsRecord } from './stats-format.js';
-import { displayTaskId, FORMAT_HELP, parseFormat, renderFormatted, STATS_FIELDS, statsFormatRow, type OutputFormat } from './format.js';
+import { FORMAT_HELP, parseFormat, renderFormatted, STATS_FIELDS, statsFormatRow, type OutputFormat } from './format.js';
 
 /**
  * `berth stats [options] [task-id...]`: the resource use of tasks' running containers (with no ids, of
@@ -106,7 +106,8 @@ async function statsCommand(taskIds: string[], flags: StatsFlags, io: CliIo): Pr
     const tasks: StatsTask[] = [];
     const refusals: unknown[] = [];
     found.forEach((result, index) => {
-      if (result.status === 'fulfilled') tasks.push({ taskId: ids[index]!, ownerId: flags.owner, containerId: result.value.id });
+      // The task's whole id (what was typed may be a prefix of it), as its container's label gives it.
+      if (result.status === 'fulfilled') tasks.push({ taskId: result.value.labels[LABELS.taskId] ?? ids[index]!, ownerId: flags.owner, containerId: result.value.id });
       else refusals.push(result.reason);
     });
     if (refusals.length > 0) {

@@ -1,20 +1,84 @@
 import type { Command } from 'commander';
-import { agentCommand, eachTask, type AgentFlags } from './client.js';
+import { ValidationError } from '../common/errors.js';
+import { durationBoundRule, parseDurationMs } from '../common/units.js';
+import { SPEC_BOUNDS } from '../spec/schema.js';
+import { hasEnded } from '../state/tasks.js';
+import type { AgentClient, TaskView } from '../agent/client.js';
+import { agentCommand, eachTask, exitCodeForClientError, type AgentFlags } from './client.js';
+import { errorLine } from './output.js';
 import type { CliIo } from './run.js';
+
+/**
+ * `stop -t 5` in whole seconds, as docker's, or a duration with its unit (`-t 1m30s`), within the
+ * spec's stopGracePeriod bounds (0 to 24 h); the flag is named as typed.
+ */
+export function stopGraceFlagMs(value: string, flag: string): number {
+  const text = /^\s*\d+\s*$/.test(value) ? `${value.trim()}s` : value;
+  const ms = parseDurationMs(text);
+  const rule = ms === undefined ? `must be whole seconds (e.g. 10) or a duration with its unit (e.g. 1m30s); got "${value}"` : durationBoundRule(ms, SPEC_BOUNDS.stopGracePeriod);
+  if (rule !== undefined || ms === undefined) throw new ValidationError([{ field: flag, rule: rule ?? 'must be a duration' }]);
+  return ms;
+}
+
+/**
+ * Waits for a task to end after a stop: subscribed before the stop is sent, so that its end is
+ * not missed; a stop that answers with the task ended already needs no wait.
+ */
+async function stopAndAwaitEnd(client: AgentClient, task: TaskView, graceMs: number | undefined): Promise<void> {
+  const events = await client.events();
+  try {
+    const stopped = await client.stop(task.id, graceMs === undefined ? {} : { graceMs });
+    if (hasEnded(stopped.state)) return;
+    for await (const event of events) {
+      if (event.type === 'task.state' && event.taskId === task.id && hasEnded(event.state)) return;
+    }
+  } finally {
+    events.close();
+  }
+}
+
+/**
+ * `rm -f`: a task that has not ended is stopped first, killed at once as docker rm -f does (its
+ * stop signal, then SIGKILL with no grace), then removed when it has ended.
+ */
+async function forceRemove(client: AgentClient, idOrPrefix: string): Promise<void> {
+  // The whole id from here on: a prefix could come to match a task submitted meanwhile too.
+  const task = await client.get(idOrPrefix);
+  if (!hasEnded(task.state)) await stopAndAwaitEnd(client, task, 0);
+  await client.remove(task.id);
+}
 
 /** `berth stop` and `berth rm`, each on several tasks, as docker's. */
 export function addStopAndRemoveCommands(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
   const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
 agentCommand(program, 'stop', 'Stop tasks: a pending one is cancelled, a running one gets its stop signal, then SIGKILL after its grace period')
-  .argument('<task-id...>')
-  .action((taskIds: string[], flags: AgentFlags) => run(() => eachTask(io, flags, taskIds, async (client, id) => client.stop(id))));
+  .argument('<task-id...>', 'task ids or unique prefixes of them')
+  .option('-t, --time <seconds>', 'the grace period between the stop signal and SIGKILL for this stop: whole seconds as docker\'s, or a duration such as 1m30s (default: the task\'s --stop-timeout)')
+  .option('--timeout <seconds>', 'the same as -t (docker\'s newer spelling)')
+  .action((taskIds: string[], flags: AgentFlags & { time?: string; timeout?: string }) =>
+    run(async () => {
+      let graceMs: number | undefined;
+      try {
+        if (flags.time !== undefined && flags.timeout !== undefined) throw new ValidationError([{ field: '-t/--time', rule: 'and --timeout are one flag: give one of them' }]);
+        if (flags.time !== undefined) graceMs = stopGraceFlagMs(flags.time, '-t/--time');
+        if (flags.timeout !== undefined) graceMs = stopGraceFlagMs(flags.timeout, '--timeout');
+      } catch (error) {
+        // A bad flag, caught before anything was sent.
+        io.stderr.write(`${errorLine(error)}\n`);
+        return exitCodeForClientError(error);
+      }
+      return eachTask(io, flags, taskIds, async (client, id) => client.stop(id, graceMs === undefined ? {} : { graceMs }));
+    }),
+  );
 
-agentCommand(program, 'rm', 'Remove ended tasks and their output')
-  .argument('<task-id...>')
-  .action((taskIds: string[], flags: AgentFlags) =>
+agentCommand(program, 'rm', 'Remove ended tasks and their output (-f: stop a running one first)')
+  .argument('<task-id...>', 'task ids or unique prefixes of them')
+  .option('-f, --force', 'stop a task that has not ended (killed at once, as docker rm -f), then remove it')
+  .action((taskIds: string[], flags: AgentFlags & { force?: boolean }) =>
     run(() =>
       eachTask(io, flags, taskIds, async (client, id) => {
-        await client.remove(id);
+        if (flags.force) await forceRemove(client, id);
+        else await client.remove(id);
         return { id, removed: true };
       }),
     ),

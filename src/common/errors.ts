@@ -18,7 +18,7 @@ export const ERROR_CODES = {
   BERTH_TASK_STATE: 'The operation is not allowed in the task\'s current state.',
   BERTH_TASK_EXISTS: 'A task with that id was submitted already, with another spec.',
   BERTH_TASK_UNHEALTHY: 'The task did not become healthy: its health check reported unhealthy, or the task ended (or gave no verdict in time) before it passed.',
-  BERTH_TASK_AMBIGUOUS: 'Containers of several owners carry the task id (exec, stats): the owner must be named.',
+  BERTH_TASK_AMBIGUOUS: 'A task id prefix matches several tasks (the message names some and the count): type more of the id; or containers of several owners carry the task id (exec, stats): the owner must be named.',
   BERTH_TASK_NOT_FOUND: 'No task with that id: the agent has no record of it, or (for exec) the engine has no container of it.',
   BERTH_IMAGE_NOT_FOUND: 'The image or its tag does not exist in the registry, or is missing locally with pull policy never.',
   BERTH_IMAGE_ACCESS_DENIED: 'The registry refused the pull: the credentials are wrong or missing.',

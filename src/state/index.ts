@@ -1,10 +1,11 @@
 export { openStore, Store, STORE_FILE_NAME } from './store.js';
 export type { StoreOptions } from './store.js';
-export { TaskRepository, TASK_STATES, UNENDED_STATES, hasEnded, isLegalTransition, endTransition } from './tasks.js';
+export { TaskRepository, TASK_STATES, UNENDED_STATES, hasEnded, isLegalTransition, endTransition, ambiguousPrefixError, AMBIGUOUS_CANDIDATES_SHOWN } from './tasks.js';
 export type {
   InsertResult,
   LogCursor,
   NewTask,
+  PrefixMatches,
   Reservation,
   StoredEndState,
   StoredError,

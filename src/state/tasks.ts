@@ -4,11 +4,13 @@ import type { Logger } from '../common/logger.js';
 import { compareLogTimestamps, isLogTimestamp } from '../engine/log-entries.js';
 import { asDiskFull } from './disk-full.js';
 import type { TaskSpec } from '../spec/index.js';
-import type { EndState } from '../tasks/end-state.js';
+import type { EndKind, EndState } from '../tasks/end-state.js';
+import { AMBIGUOUS_CANDIDATES_SHOWN, ambiguousPrefixError } from '../tasks/id-prefix.js';
 import { logTransition, refusedTransition, TASK_STATES, UNENDED_STATES, type TaskState } from '../tasks/lifecycle.js';
 
 // The task's states and their one machine live with the tasks (see tasks/lifecycle.ts, docs/states.md).
 export { TASK_STATES, UNENDED_STATES, hasEnded, isLegalTransition, type TaskState } from '../tasks/lifecycle.js';
+export { AMBIGUOUS_CANDIDATES_SHOWN, ambiguousPrefixError } from '../tasks/id-prefix.js';
 
 /**
  * The task spec as it is stored: the user's input (sizes and durations may still be strings), with
@@ -110,6 +112,14 @@ export interface TaskFilter {
   limit?: number;
   /** Default `oldest-first` (submission order). */
   order?: 'oldest-first' | 'newest-first';
+  /** Only ended tasks whose end state is one of these kinds (`oom`, `timed-out`, `failed` …). */
+  endKind?: EndKind | readonly EndKind[];
+}
+
+/** The tasks an id prefix matches: the first few in id order, and how many there are in all. */
+export interface PrefixMatches {
+  tasks: TaskRecord[];
+  count: number;
 }
 
 export interface InsertResult {
@@ -180,6 +190,14 @@ function missingError(taskId: string): BerthError {
 }
 
 /**
+ * The least string above every string that starts with `prefix`: the prefix with its last
+ * character raised by one. Task ids are ASCII (TASK_ID), where character order is SQLite's byte order.
+ */
+function prefixUpperBound(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+}
+
+/**
  * The tasks table. Every write is one transaction. Write before acting: record `starting` before
  * asking the engine to create, `stopping` before stop, `removed` before remove; so that a crash
  * between the record and the engine's answer leaves a record that recovery can act on (the
@@ -191,6 +209,8 @@ export class TaskRepository {
   readonly #nowMs: () => number;
   readonly #logger: Logger;
   readonly #select: Database.Statement<[string], TaskRow>;
+  /** Prefix lookups' statements by their SQL (one per number of states passed over), prepared once. */
+  readonly #prefixStatements = new Map<string, Database.Statement>();
 
   constructor(db: Database.Database, nowMs: () => number, logger: Logger) {
     this.#db = db;
@@ -236,6 +256,12 @@ export class TaskRepository {
       where.push(`state IN (${states.map(() => '?').join(', ')})`);
       params.push(...states);
     }
+    if (filter.endKind !== undefined) {
+      const kinds = typeof filter.endKind === 'string' ? [filter.endKind] : [...filter.endKind];
+      if (kinds.length === 0) return [];
+      where.push(`json_extract(end_state, '$.kind') IN (${kinds.map(() => '?').join(', ')})`);
+      params.push(...kinds);
+    }
     const labels = filter.label === undefined ? [] : typeof filter.label === 'string' ? [filter.label] : [...filter.label];
     for (const label of labels) {
       const equals = label.indexOf('=');
@@ -260,6 +286,48 @@ export class TaskRepository {
       params.push(filter.limit);
     }
     return this.#db.prepare<Array<string | number>, TaskRow>(sql).all(...params).map(toRecord);
+  }
+
+  /**
+   * The tasks whose id starts with `prefix`, in any state but those in `exceptStates`: the first
+   * `limit` in id order, and the count of all. A range over the id's unique index (ids sort by
+   * their bytes), so a lookup reads only the matching rows, however many tasks the store holds.
+   */
+  findByIdPrefix(prefix: string, options: { limit?: number; exceptStates?: readonly TaskState[] } = {}): PrefixMatches {
+    if (prefix === '') throw new ValidationError([{ field: 'id', rule: 'must be a non-empty task id or id prefix' }]);
+    const except = options.exceptStates ?? [];
+    const notIn = except.length > 0 ? ` AND state NOT IN (${except.map(() => '?').join(', ')})` : '';
+    const range = [prefix, prefixUpperBound(prefix), ...except];
+    const limit = options.limit ?? AMBIGUOUS_CANDIDATES_SHOWN;
+    const tasks = (this.#prefixStatement(`SELECT * FROM tasks WHERE id >= ? AND id < ?${notIn} ORDER BY id LIMIT ?`).all(...range, limit) as TaskRow[]).map(toRecord);
+    // Counted only when there may be more than were read: a unique prefix costs one query.
+    const count = tasks.length < limit ? tasks.length : ((this.#prefixStatement(`SELECT COUNT(*) AS n FROM tasks WHERE id >= ? AND id < ?${notIn}`).get(...range) as { n: number } | undefined)?.n ?? 0);
+    return { tasks, count };
+  }
+
+  #prefixStatement(sql: string): Database.Statement {
+    let statement = this.#prefixStatements.get(sql);
+    if (!statement) {
+      statement = this.#db.prepare(sql);
+      this.#prefixStatements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  /**
+   * The task a user means by `idOrPrefix`, as docker resolves container ids: the task with exactly
+   * that id, else the one task whose id starts with it. Tasks in `exceptStates` (the API passes
+   * `removed`: gone, as far as it is concerned) are not seen. Throws BERTH_TASK_NOT_FOUND when none
+   * matches and BERTH_TASK_AMBIGUOUS (context: prefix, count, candidates) when several do.
+   */
+  resolve(idOrPrefix: string, options: { exceptStates?: readonly TaskState[] } = {}): TaskRecord {
+    const except = options.exceptStates ?? [];
+    const exact = this.get(idOrPrefix);
+    if (exact && !except.includes(exact.state)) return exact;
+    const { tasks, count } = idOrPrefix === '' ? { tasks: [], count: 0 } : this.findByIdPrefix(idOrPrefix, { exceptStates: except });
+    if (count === 1 && tasks[0]) return tasks[0];
+    if (count === 0) throw new BerthError('BERTH_TASK_NOT_FOUND', `no task ${idOrPrefix}`, { context: { taskId: idOrPrefix } });
+    throw ambiguousPrefixError(idOrPrefix, tasks.map((task) => task.id), count);
   }
 
   /** Every task that has not ended, in submission order: what recovery reloads. */

@@ -4,6 +4,7 @@ import type { Engine, ExecOptions, ExecSession } from '../engine/engine.js';
 import type { ContainerInspect } from '../engine/types.js';
 import { preferredContainer } from './container-ops.js';
 import { TASK_ID } from './driver.js';
+import { taskIdOfPrefix } from './id-prefix.js';
 
 /** What exec into a task needs from the engine. */
 export type TaskExecEngine = Pick<Engine, 'listContainers' | 'inspectContainer' | 'exec'>;
@@ -25,22 +26,30 @@ export type TaskRef = string | { taskId: string; ownerId?: string };
  * `BERTH_TASK_AMBIGUOUS` names the owners. Of one owner's several containers of a task (one named by
  * an earlier berth, one by this one), the running one, else the newest.
  *
+ * `task`'s id may be a unique prefix of the task's id, as in the agent's API (`taskIdOfPrefix`): a
+ * container whose task id is exactly it wins, and a prefix that several tasks' containers start
+ * with is refused with `BERTH_TASK_AMBIGUOUS` naming them.
+ *
  * Throws `BERTH_VALIDATION` for a malformed task or owner id, `BERTH_TASK_NOT_FOUND` when no container
  * carries the labels, `BERTH_TASK_AMBIGUOUS` as above, and `BERTH_TASK_STATE` when it is not running
  * (created, paused, restarting, exited, dead). `action` names what the caller wanted in that last
  * message ("cannot exec in task …"); default `exec in`.
  */
 export async function findRunningTaskContainer(engine: Pick<Engine, 'listContainers' | 'inspectContainer'>, task: TaskRef, signal?: AbortSignal, action = 'exec in'): Promise<ContainerInspect> {
-  const { taskId, ownerId } = typeof task === 'string' ? { taskId: task, ownerId: undefined } : task;
+  const { taskId: typedId, ownerId } = typeof task === 'string' ? { taskId: task, ownerId: undefined } : task;
   const issues: FieldIssue[] = [];
-  if (!TASK_ID.test(taskId)) issues.push({ field: 'task-id', rule: `must match ${TASK_ID.source}` });
+  if (!TASK_ID.test(typedId)) issues.push({ field: 'task-id', rule: `must match ${TASK_ID.source}` });
   if (ownerId !== undefined && !TASK_ID.test(ownerId)) issues.push({ field: 'owner', rule: `must match ${TASK_ID.source}` });
   if (issues.length > 0) throw new ValidationError(issues);
   const whose = ownerId === undefined ? '' : ` of owner ${ownerId}`;
-  const labels = [`${LABELS.managed}=true`, `${LABELS.taskId}=${taskId}`, ...(ownerId === undefined ? [] : [`${LABELS.ownerId}=${ownerId}`])];
-  const rows = (await engine.listContainers({ all: true, labels }, { signal })).filter(
-    (row) => row.labels[LABELS.managed] === 'true' && row.labels[LABELS.taskId] === taskId && (ownerId === undefined || row.labels[LABELS.ownerId] === ownerId),
+  // Every berth container with a task id (of the owner): the engine's label filter matches whole
+  // values only, so a prefix is matched here.
+  const labels = [`${LABELS.managed}=true`, LABELS.taskId, ...(ownerId === undefined ? [] : [`${LABELS.ownerId}=${ownerId}`])];
+  const candidates = (await engine.listContainers({ all: true, labels }, { signal })).filter(
+    (row) => row.labels[LABELS.managed] === 'true' && (row.labels[LABELS.taskId] ?? '').startsWith(typedId) && (ownerId === undefined || row.labels[LABELS.ownerId] === ownerId),
   );
+  const taskId = taskIdOfPrefix(typedId, candidates.map((row) => row.labels[LABELS.taskId] ?? ''));
+  const rows = candidates.filter((row) => row.labels[LABELS.taskId] === taskId);
   const owners = [...new Set(rows.map((row) => row.labels[LABELS.ownerId] ?? '(none)'))].sort();
   if (owners.length > 1) {
     throw new BerthError('BERTH_TASK_AMBIGUOUS', `task ${taskId} has containers of ${owners.length} owners (${owners.join(', ')}); name the owner (--owner)`, {

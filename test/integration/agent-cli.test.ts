@@ -6,7 +6,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Engine } from '../../src/engine/engine.js';
 import { LABELS } from '../../src/common/labels.js';
-import { agentProcesses, berth, BERTH_CLI, berthJson, cleanEnv, httpGet, tempDirs, writeAgentConfig, type RunningAgent } from '../support/agent.js';
+import { agentProcesses, berth, BERTH_CLI, berthInspect, berthJson, cleanEnv, httpGet, tempDirs, writeAgentConfig, type RunningAgent } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { hasEnded, TASK_STATES, type TaskState } from '../../src/state/tasks.js';
 
@@ -46,7 +46,7 @@ async function waitForState(dataDir: string, taskId: string, states: readonly Ta
   return pollUntil(
     `task ${taskId} to be ${states.join(' or ')}`,
     async () => {
-      const task = await berthJson<TaskView>(dataDir, ['inspect', taskId]);
+      const task = await berthInspect<TaskView>(dataDir, taskId);
       return states.includes(task.state) ? task : undefined;
     },
     { timeoutMs: 60_000, intervalMs: 100 },
@@ -108,7 +108,8 @@ describe('berth agent with the client commands', { skip }, () => {
     const table = await berth(dataDir, ['ps', '-a', '--filter', `label=${RUN_LABEL}`]);
     assert.equal(table.code, 0);
     assert.match(table.stdout, /^TASK ID\s+IMAGE\s+COMMAND\s+STATUS\s+CREATED$/m);
-    assert.match(table.stdout, new RegExp(`^${id}\\s+${TEST_IMAGE}\\s+.*Exited \\(3\\)`, 'm'));
+    // A generated id shows by its first 12 characters, as docker's container ids.
+    assert.match(table.stdout, new RegExp(`^${id.slice(0, 12)}\\s+${TEST_IMAGE}\\s+.*Exited \\(3\\)`, 'm'));
     const byState = await berthJson<TaskView[]>(dataDir, ['ps', '--filter', 'state=exited', '--filter', `label=${RUN_LABEL}`]);
     assert.ok(byState.some((t) => t.id === id) && byState.every((t) => t.state === 'exited'));
 
@@ -240,7 +241,7 @@ describe('berth agent with the client commands', { skip }, () => {
   test('usage errors exit 2 before anything is sent', async () => {
     const badFilter = await berth(dataDir, ['ps', '--filter', 'colour=red']);
     assert.equal(badFilter.code, 2);
-    assert.match(badFilter.stderr, /--filter\[0\]: must be state=<state> or label=/);
+    assert.match(badFilter.stderr, /--filter\[0\]: unknown filter key "colour"; the keys are state, status, end, label/);
     const badMemory = await berth(dataDir, ['submit', '-l', RUN_LABEL, '-m', 'lots', TEST_IMAGE, 'true']);
     assert.equal(badMemory.code, 2);
     assert.match(badMemory.stderr, /^berth: -m\/--memory: "lots" is not a size; use e\.g\. 512m or 1g/);
@@ -349,8 +350,8 @@ describe('admission', { skip }, () => {
       ['first', 'second', 'third'].map((name) => berth(dataDir, ['submit', '-l', RUN_LABEL, '-l', label, '--mount', gate, TEST_IMAGE, 'sh', '-c', `${waitForGate} ${name}`])),
     );
     for (const result of submits) assert.equal(result.code, 0, result.stderr);
-    // ps lists in submission order, which is the order admission must keep.
-    const submitted = await berthJson<TaskView[]>(dataDir, ['ps', '-a', '--filter', `label=${label}`]);
+    // ps lists newest first; reversed, that is submission order, the order admission must keep.
+    const submitted = (await berthJson<TaskView[]>(dataDir, ['ps', '-a', '--filter', `label=${label}`])).reverse();
     assert.equal(submitted.length, 3);
     // The first holds the only slot until the gate opens; the two behind it wait, durably, as pending.
     assert.ok(['starting', 'running'].includes(submitted[0]!.state), submitted[0]!.state);
@@ -360,7 +361,7 @@ describe('admission', { skip }, () => {
     const ended = await pollUntil(
       'all three to end',
       async () => {
-        const tasks = await berthJson<TaskView[]>(dataDir, ['ps', '-a', '--filter', `label=${label}`]);
+        const tasks = (await berthJson<TaskView[]>(dataDir, ['ps', '-a', '--filter', `label=${label}`])).reverse();
         return tasks.every((t) => ENDED.includes(t.state)) ? tasks : undefined;
       },
       { timeoutMs: 60_000, intervalMs: 200 },

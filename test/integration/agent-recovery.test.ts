@@ -6,7 +6,7 @@ import { containerNameForTask, LABELS } from '../../src/common/labels.js';
 import { META_KEYS } from '../../src/state/meta.js';
 import { openStore, STORE_FILE_NAME } from '../../src/state/store.js';
 import { Engine } from '../../src/engine/engine.js';
-import { agentProcesses, berth, berthJson, httpGet, tempDirs, writeAgentConfig } from '../support/agent.js';
+import { agentProcesses, berth, berthInspect, berthJson, httpGet, tempDirs, writeAgentConfig } from '../support/agent.js';
 import { pollUntil, requireEngine, startTestContainer, TEST_IMAGE, testRun } from '../support/engine.js';
 
 /**
@@ -192,7 +192,7 @@ describe('recovery after the agent is killed with SIGKILL', { skip }, () => {
     // does the quick one whose removal was cut short: the long ones hold the image once each.
     await expectHolders('holders to be the two long tasks', [id('long1'), id('long2')]);
     for (const name of ['short1', 'short2']) {
-      const task = await berthJson<TaskView>(dir, ['inspect', id(name)]);
+      const task = await berthInspect<TaskView>(dir, id(name));
       assert.equal(task.state, 'exited');
       assert.equal(task.exitCode, engineExitCodes.get(name), `${name} ends with the exit code the engine saw`);
       // It ended while the agent was down: its recorded end is the engine's, not the recovery's.
@@ -287,7 +287,7 @@ describe('a stop cut short by a crash', { skip }, () => {
     // The shell is PID 1 and ignores SIGTERM: only the SIGKILL after the grace period ends it.
     const submitted = await berth(dir, ['submit', '-l', RUN_LABEL, '--name', taskId, '--stop-timeout', '8', TEST_IMAGE, 'sh', '-c', 'echo up; while true; do sleep 0.05; done']);
     assert.equal(submitted.code, 0, submitted.stderr);
-    await pollUntil('the task to run', async () => ((await berthJson<TaskView>(dir, ['inspect', taskId])).state === 'running' ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
+    await pollUntil('the task to run', async () => ((await berthInspect<TaskView>(dir, taskId)).state === 'running' ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
 
     // `berth stop` waits out the grace period; the agent dies while the task is stopping.
     const stopping = berth(dir, ['stop', taskId]);
@@ -310,7 +310,7 @@ describe('a stop cut short by a crash', { skip }, () => {
     const task = await pollUntil(
       'the task to end',
       async () => {
-        const view = await berthJson<TaskView>(dir, ['inspect', taskId]);
+        const view = await berthInspect<TaskView>(dir, taskId);
         return view.state === 'exited' || view.state === 'lost' ? view : undefined;
       },
       { timeoutMs: 60_000, intervalMs: 200 },

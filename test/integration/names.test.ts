@@ -6,7 +6,7 @@ import { containerNameForTask, LABELS, parseContainerName } from '../../src/comm
 import { Engine } from '../../src/engine/engine.js';
 import type { ContainerSummary } from '../../src/engine/types.js';
 import { TASK_ID, TaskDriver } from '../../src/tasks/driver.js';
-import { agentProcesses, berth, berthJson, cleanEnv, runBerth, tempDirs, type CliResult } from '../support/agent.js';
+import { agentProcesses, berth, berthInspect, cleanEnv, runBerth, tempDirs, type CliResult } from '../support/agent.js';
 import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { DOCKER_CLI } from '../support/registry.js';
 
@@ -125,7 +125,7 @@ describe('container names across owners', { skip }, () => {
       assert.deepEqual(await libHandle.wait(), { kind: 'failed', exitCode: 5 });
       assert.equal(await libOutput, 'I am lib\ndone lib\n');
       const ended = await pollUntil('the agent\'s task to end', async () => {
-        const task = await berthJson<TaskView>(dataDir, ['inspect', taskId]);
+        const task = await berthInspect<TaskView>(dataDir, taskId);
         return task.state === 'exited' ? task : undefined;
       }, { timeoutMs: 60_000, intervalMs: 100 });
       assert.equal(ended.exitCode, 3);
@@ -246,7 +246,7 @@ describe('containers named by an earlier berth (berth-<task id>)', { skip }, () 
     try {
       const recovered = second.logLines().find((line) => line.msg === 'recovered tasks');
       assert.equal(recovered?.lost, 0, JSON.stringify(recovered));
-      assert.equal((await berthJson<TaskView>(dataDir, ['inspect', taskId])).state, 'running');
+      assert.equal((await berthInspect<TaskView>(dataDir, taskId)).state, 'running');
       // exec finds it by its labels too.
       const released = await cli('exec', taskId, 'sh', '-c', `echo $WHO; ${RELEASE}`);
       assert.equal(released.code, 0, released.stderr);
@@ -254,7 +254,7 @@ describe('containers named by an earlier berth (berth-<task id>)', { skip }, () 
       const logs = await berth(dataDir, ['logs', '-f', taskId]);
       assert.equal(logs.stdout, 'I am old\ndone old\n');
       const ended = await pollUntil('the task to end', async () => {
-        const task = await berthJson<TaskView>(dataDir, ['inspect', taskId]);
+        const task = await berthInspect<TaskView>(dataDir, taskId);
         return task.state === 'exited' ? task : undefined;
       }, { timeoutMs: 60_000, intervalMs: 100 });
       assert.equal(ended.exitCode, 9);

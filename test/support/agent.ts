@@ -72,6 +72,13 @@ export async function berthJson<T>(dataDir: string, args: string[]): Promise<T> 
   return JSON.parse(result.stdout) as T;
 }
 
+/** `berth inspect <id> --json`, which prints an array (as docker inspect): the one task in it. */
+export async function berthInspect<T>(dataDir: string, taskId: string): Promise<T> {
+  const tasks = await berthJson<T[]>(dataDir, ['inspect', taskId]);
+  assert.equal(tasks.length, 1, `berth inspect ${taskId} printed ${tasks.length} tasks`);
+  return tasks[0]!;
+}
+
 /** GET on the agent's unix socket, with or without a token. */
 export function httpGet(socketPath: string, urlPath: string, token?: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {

@@ -102,7 +102,8 @@ export function buildOpenApiDocument(info: OpenApiInfo = {}): Record<string, unk
     info: {
       title: 'berth agent',
       version: info.version ?? BERTH_VERSION,
-      description: 'Runs tasks as Docker containers. Every request but /healthz needs `Authorization: Bearer <token>`; the token is in `<dataDir>/token`.',
+      description:
+        'Runs tasks as Docker containers. Every request but /healthz needs `Authorization: Bearer <token>`; the token is in `<dataDir>/token`. Every `{id}` of a task route is a task id or any unique prefix of one: the task with exactly that id wins; a prefix several tasks start with is answered 409 BERTH_TASK_AMBIGUOUS, naming some of them and the count.',
     },
     security: [{ bearer: [] }],
     paths,

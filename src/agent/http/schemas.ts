@@ -1,6 +1,7 @@
 import { TASK_STATES } from '../../state/tasks.js';
 import { TASK_ID, TASK_ID_MAX_LENGTH } from '../../tasks/driver.js';
 import { END_KINDS } from '../../tasks/end-state.js';
+import { SPEC_BOUNDS } from '../../spec/schema.js';
 
 /**
  * The JSON schemas of the agent's HTTP API: fastify validates request bodies and query strings with
@@ -148,10 +149,19 @@ export const taskIdParamsSchema: JsonSchema = {
   type: 'object',
   required: ['id'],
   additionalProperties: false,
-  properties: { id: { type: 'string', pattern: TASK_ID_PATTERN, maxLength: TASK_ID_MAX_LENGTH } },
+  properties: {
+    id: {
+      type: 'string',
+      pattern: TASK_ID_PATTERN,
+      maxLength: TASK_ID_MAX_LENGTH,
+      description:
+        'A task id, or any unique prefix of one (as docker takes container ids): the task with exactly this id wins; a prefix that several tasks start with is refused (409 BERTH_TASK_AMBIGUOUS, its message naming some of them and the count).',
+    },
+  },
 };
 
 const stateAlternatives = TASK_STATES.join('|');
+const endAlternatives = END_KINDS.join('|');
 
 export const listQuerySchema: JsonSchema = {
   type: 'object',
@@ -167,7 +177,31 @@ export const listQuerySchema: JsonSchema = {
       items: { type: 'string', minLength: 1 },
       description: 'Spec labels that must all match: `key` (present) or `key=value`; repeat it for several.',
     },
-    limit: { type: 'integer', minimum: 0, maximum: 100_000 },
+    end: {
+      type: 'array',
+      items: { type: 'string', pattern: `^(${endAlternatives})(,(${endAlternatives}))*$` },
+      description: `Only ended tasks that ended so (${END_KINDS.join(', ')}); repeat it or separate kinds with commas.`,
+    },
+    order: {
+      type: 'string',
+      enum: ['oldest-first', 'newest-first'],
+      description: 'Submission order, oldest first (the default) or newest first; `limit` keeps the first tasks of this order, so `order=newest-first&limit=N` gives the newest N.',
+    },
+    limit: { type: 'integer', minimum: 0, maximum: 100_000, description: 'At most this many tasks, the first of `order`.' },
+  },
+};
+
+/** `POST /v1/tasks/{id}/stop`: the grace period of this stop, with the spec's stopGracePeriod bounds. */
+export const stopQuerySchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    graceMs: {
+      type: 'integer',
+      minimum: SPEC_BOUNDS.stopGracePeriod.minMs,
+      maximum: SPEC_BOUNDS.stopGracePeriod.maxMs,
+      description: 'Milliseconds between the stop signal and SIGKILL for this stop (the engine counts whole seconds, rounded up); default the task spec\'s stopGracePeriod. On a task being stopped already, 0 kills it at once (it still ends as cancelled); another value leaves its stop as it is.',
+    },
   },
 };
 
@@ -334,7 +368,8 @@ export interface ApiRoute {
 const errors = {
   badRequest: { description: 'The request broke a rule; `issues` names the fields.', schema: errorBodySchema },
   unauthorized: { description: 'No bearer token, or the wrong one.', schema: errorBodySchema },
-  notFound: { description: 'No task with that id.', schema: errorBodySchema },
+  notFound: { description: 'No task with that id or id prefix.', schema: errorBodySchema },
+  ambiguous: { description: 'Several tasks start with this id prefix (BERTH_TASK_AMBIGUOUS); the message names some of them and the count.', schema: errorBodySchema },
   conflict: { description: 'The task\'s state does not allow it, or the id is taken.', schema: errorBodySchema },
   unavailable: { description: 'The engine does not answer, or the agent is shutting down.', schema: errorBodySchema },
 } as const;
@@ -361,7 +396,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     method: 'GET',
     url: '/v1/tasks',
     operationId: 'listTasks',
-    summary: 'List tasks, oldest first, filtered by state and spec labels.',
+    summary: 'List tasks in submission order (oldest first unless `order=newest-first`), filtered by state, end kind and spec labels.',
     querystring: listQuerySchema,
     responses: { 200: { description: 'The matching tasks.', schema: taskListSchema }, 400: errors.badRequest, 401: errors.unauthorized },
   },
@@ -371,15 +406,23 @@ export const API_ROUTES: readonly ApiRoute[] = [
     operationId: 'getTask',
     summary: 'One task.',
     params: taskIdParamsSchema,
-    responses: { 200: { description: 'The task.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound },
+    responses: { 200: { description: 'The task.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 409: errors.ambiguous },
   },
   {
     method: 'POST',
     url: '/v1/tasks/:id/stop',
     operationId: 'stopTask',
-    summary: 'Stop a task: a pending one ends as cancelled without running; a running one is sent its stop signal.',
+    summary: 'Stop a task: a pending one ends as cancelled without running; a running one is sent its stop signal, then SIGKILL after its grace period (`graceMs`, default its spec\'s stopGracePeriod).',
     params: taskIdParamsSchema,
-    responses: { 200: { description: 'The task after the stop.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 503: errors.unavailable },
+    querystring: stopQuerySchema,
+    responses: {
+      200: { description: 'The task after the stop.', schema: taskEnvelopeSchema },
+      400: errors.badRequest,
+      401: errors.unauthorized,
+      404: errors.notFound,
+      409: errors.ambiguous,
+      503: errors.unavailable,
+    },
   },
   {
     method: 'POST',
@@ -387,7 +430,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     operationId: 'pauseTask',
     summary: 'Pause a running task (the engine\'s freezer). Its run time limit stands still while it is paused, also across an agent restart.',
     params: taskIdParamsSchema,
-    responses: { 200: { description: 'The task, paused.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 409: { description: 'The task is not running, or is paused already.', schema: errorBodySchema } },
+    responses: { 200: { description: 'The task, paused.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 409: { description: 'The task is not running, or is paused already (BERTH_TASK_STATE); or several tasks start with this id prefix (BERTH_TASK_AMBIGUOUS).', schema: errorBodySchema } },
   },
   {
     method: 'POST',
@@ -395,7 +438,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     operationId: 'unpauseTask',
     summary: 'Resume a paused task; its run time limit goes on with what was left of it.',
     params: taskIdParamsSchema,
-    responses: { 200: { description: 'The task, running again.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 409: { description: 'The task is not running, or is not paused.', schema: errorBodySchema } },
+    responses: { 200: { description: 'The task, running again.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 409: { description: 'The task is not running, or is not paused (BERTH_TASK_STATE); or several tasks start with this id prefix (BERTH_TASK_AMBIGUOUS).', schema: errorBodySchema } },
   },
   {
     method: 'POST',
@@ -404,7 +447,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     summary: 'Send a signal to a running task\'s main process, as `docker kill -s`: no grace period; the task goes on unless the signal ends it.',
     params: taskIdParamsSchema,
     body: killBodySchema,
-    responses: { 200: { description: 'The task after the signal was delivered.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 409: { description: 'The task is not running.', schema: errorBodySchema } },
+    responses: { 200: { description: 'The task after the signal was delivered.', schema: taskEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 409: { description: 'The task is not running (BERTH_TASK_STATE); or several tasks start with this id prefix (BERTH_TASK_AMBIGUOUS).', schema: errorBodySchema } },
   },
   {
     method: 'GET',
@@ -413,7 +456,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     summary: 'Wait for a task to end (a long poll): answers as soon as it has ended, or with `ended: false` once `timeout` passes; ask again to go on waiting.',
     params: taskIdParamsSchema,
     querystring: waitQuerySchema,
-    responses: { 200: { description: 'The task, and whether it has ended.', schema: waitAnswerSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound },
+    responses: { 200: { description: 'The task, and whether it has ended.', schema: waitAnswerSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 409: errors.ambiguous },
   },
   {
     method: 'DELETE',
@@ -421,7 +464,13 @@ export const API_ROUTES: readonly ApiRoute[] = [
     operationId: 'removeTask',
     summary: 'Remove an ended task and its stored output.',
     params: taskIdParamsSchema,
-    responses: { 204: { description: 'Removed.' }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 409: { description: 'The task has not ended: stop it first.', schema: errorBodySchema } },
+    responses: {
+      204: { description: 'Removed.' },
+      400: errors.badRequest,
+      401: errors.unauthorized,
+      404: errors.notFound,
+      409: { description: 'The task has not ended: stop it first (BERTH_TASK_STATE); or several tasks start with this id prefix (BERTH_TASK_AMBIGUOUS).', schema: errorBodySchema },
+    },
   },
   {
     method: 'GET',
@@ -430,7 +479,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     summary: 'A task\'s output, one JSON object per line; with `follow`, streamed until its output ends.',
     params: taskIdParamsSchema,
     querystring: logsQuerySchema,
-    responses: { 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound },
+    responses: { 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 409: errors.ambiguous },
     stream: { status: 200, contentType: 'application/x-ndjson', description: 'One LogRecord per line, oldest first.', itemSchema: logRecordSchema },
   },
   {

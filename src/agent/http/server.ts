@@ -5,6 +5,7 @@ import { BerthError, ValidationError } from '../../common/errors.js';
 import type { ImageCoordinatorSnapshot } from '../../images/index.js';
 import { hasEnded, TASK_STATES, type TaskRecord, type TaskRepository, type TaskState } from '../../state/tasks.js';
 import { parseDurationMs } from '../../common/units.js';
+import type { EndKind } from '../../tasks/end-state.js';
 import type { SubmitResult, TaskSupervisor } from '../supervisor.js';
 import type { AgentRuntime } from '../agent.js';
 import type { DiskSpace } from '../disk-space.js';
@@ -26,7 +27,7 @@ import { buildOpenApiDocument } from './openapi.js';
  * the server can be tested against a scripted runtime.
  */
 export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | 'started' | 'onError' | 'engineHealth'> {
-  readonly store: { readonly tasks: Pick<TaskRepository, 'get' | 'list' | 'counts'> };
+  readonly store: { readonly tasks: Pick<TaskRepository, 'get' | 'list' | 'counts' | 'resolve'> };
   readonly supervisor: Pick<TaskSupervisor, 'submit' | 'stop' | 'remove' | 'isEnded' | 'tasksWaitingForEngine' | 'pause' | 'unpause' | 'kill' | 'wait'>;
   readonly logs: Pick<TaskLogStore, 'read' | 'follow'> & { readonly space: Pick<DiskSpace, 'condition' | 'check'> };
   readonly garbage: Pick<AgentGarbage, 'prune'>;
@@ -158,12 +159,11 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     return reply.code(status).send(body);
   });
 
-  /** A task the API can show: a removed one is gone, as far as the API is concerned. */
-  const visibleTask = (taskId: string): TaskRecord => {
-    const record = runtime.store.tasks.get(taskId);
-    if (!record || record.state === 'removed') throw new BerthError('BERTH_TASK_NOT_FOUND', `no task ${taskId}`, { context: { taskId } });
-    return record;
-  };
+  /**
+   * The task a route's id names: the task of exactly that id, else the one whose id starts with it
+   * (409 BERTH_TASK_AMBIGUOUS when several do). A removed one is gone, as far as the API is concerned.
+   */
+  const visibleTask = (idOrPrefix: string): TaskRecord => runtime.store.tasks.resolve(idOrPrefix, { exceptStates: ['removed'] });
 
   /** Streams a body until it ends, the client goes away, or the server closes. */
   const sendStream = (reply: FastifyReply, stream: Readable, end: () => void): FastifyReply => {
@@ -189,12 +189,15 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     },
 
     async listTasks(request) {
-      const query = request.query as { state?: string[]; label?: string[]; limit?: number };
+      const query = request.query as { state?: string[]; label?: string[]; end?: string[]; limit?: number; order?: 'oldest-first' | 'newest-first' };
       const states = query.state?.flatMap((s) => s.split(',')) as TaskState[] | undefined;
+      const endKinds = query.end?.flatMap((s) => s.split(',')) as EndKind[] | undefined;
       const records = runtime.store.tasks.list({
         state: states ?? LISTED_BY_DEFAULT,
         ...(query.label ? { label: query.label } : {}),
+        ...(endKinds ? { endKind: endKinds } : {}),
         ...(query.limit !== undefined ? { limit: query.limit } : {}),
+        ...(query.order !== undefined ? { order: query.order } : {}),
       });
       return { tasks: records.map(toTaskView) };
     },
@@ -204,33 +207,29 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     },
 
     async stopTask(request) {
-      const { id } = request.params as { id: string };
-      visibleTask(id);
-      return { task: toTaskView(await runtime.supervisor.stop(id)) };
+      const { id } = visibleTask((request.params as { id: string }).id);
+      const { graceMs } = request.query as { graceMs?: number };
+      return { task: toTaskView(await runtime.supervisor.stop(id, graceMs === undefined ? {} : { graceMs })) };
     },
 
     async pauseTask(request) {
-      const { id } = request.params as { id: string };
-      visibleTask(id);
+      const { id } = visibleTask((request.params as { id: string }).id);
       return { task: toTaskView(await runtime.supervisor.pause(id)) };
     },
 
     async unpauseTask(request) {
-      const { id } = request.params as { id: string };
-      visibleTask(id);
+      const { id } = visibleTask((request.params as { id: string }).id);
       return { task: toTaskView(await runtime.supervisor.unpause(id)) };
     },
 
     async killTask(request) {
-      const { id } = request.params as { id: string };
-      visibleTask(id);
+      const { id } = visibleTask((request.params as { id: string }).id);
       const { signal } = (request.body ?? {}) as { signal?: string };
       return { task: toTaskView(await runtime.supervisor.kill(id, signal ?? 'SIGKILL')) };
     },
 
     async waitTask(request, reply) {
-      const { id } = request.params as { id: string };
-      visibleTask(id);
+      const { id } = visibleTask((request.params as { id: string }).id);
       const { timeout } = request.query as { timeout: string };
       const timeoutMs = parseDurationMs(timeout);
       if (timeoutMs === undefined || timeoutMs > WAIT_TIMEOUT_MAX_MS) throw new ValidationError([{ field: 'timeout', rule: 'must be a duration from 0s to 10m, e.g. 30s' }]);
@@ -244,16 +243,14 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     },
 
     async removeTask(request, reply) {
-      const { id } = request.params as { id: string };
-      visibleTask(id);
+      const { id } = visibleTask((request.params as { id: string }).id);
       await runtime.supervisor.remove(id);
       return reply.code(204).send();
     },
 
     async taskLogs(request, reply) {
-      const { id } = request.params as { id: string };
+      const { id } = visibleTask((request.params as { id: string }).id);
       const query = request.query as { follow: boolean; since?: string; until?: string; tail?: number; stream?: LogRecord['stream'] };
-      visibleTask(id);
       let since = query.since === undefined ? undefined : toUtcLogTimestamp(query.since);
       const until = query.until === undefined ? undefined : toUtcLogTimestamp(query.until, 'until');
       const window = { until, stream: query.stream };

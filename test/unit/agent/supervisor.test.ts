@@ -112,6 +112,37 @@ describe('the task supervisor over a scripted engine', () => {
     });
   }
 
+  test('a stop\'s own grace period reaches the engine, also when the stop came while the container was being created', async () => {
+    const { engine, supervisor, record, allEnded } = await scriptedSupervisor();
+    supervisor.submit({ id: 'job-g1', spec: { ...spec, stopGracePeriod: '30s' } });
+    await until(() => record('job-g1').state === 'running', 'the task to run');
+    await supervisor.stop('job-g1', { graceMs: 2000 });
+    engine.hold('createContainer');
+    supervisor.submit({ id: 'job-g2', spec: { ...spec, stopGracePeriod: '30s' } });
+    const held = await engine.next('createContainer');
+    assert.equal((await supervisor.stop('job-g2', { graceMs: 0 })).state, 'stopping');
+    held.proceed();
+    await allEnded();
+    assert.deepEqual(engine.stopTimeouts, [2, 0], 'not the spec\'s 30 s');
+    assert.equal(record('job-g2').endState?.kind, 'cancelled');
+  });
+
+  test('a stop with no grace kills a task that is being stopped already, and it still ends as cancelled', async () => {
+    const { engine, supervisor, record, allEnded } = await scriptedSupervisor();
+    supervisor.submit({ id: 'job-k', spec: { ...spec, stopGracePeriod: '30s' } });
+    await until(() => record('job-k').state === 'running', 'the task to run');
+    engine.hold('stopContainer');
+    const firstStop = supervisor.stop('job-k');
+    const stopCall = await engine.next('stopContainer');
+    assert.equal(engine.count('killContainer'), 0);
+    await supervisor.stop('job-k', { graceMs: 0 });
+    assert.equal(engine.count('killContainer'), 1, 'killed, not left to its 30 s grace');
+    stopCall.proceed();
+    await firstStop;
+    await allEnded();
+    assert.equal(record('job-k').endState?.kind, 'cancelled');
+  });
+
   test('a task stopped while a start the engine did not answer waits for it ends as cancelled, never having run', async () => {
     const { engine, supervisor, record, allEnded } = await scriptedSupervisor();
     engine.hold('startContainer');

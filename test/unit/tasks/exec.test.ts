@@ -88,8 +88,32 @@ describe('findRunningTaskContainer', () => {
     const engine = fakeEngine([{ id: 'c1', labels: berthLabels(), status: 'running' }]);
     const found = await findRunningTaskContainer(engine, 't1');
     assert.equal(found.id, 'c1');
-    assert.deepEqual(engine.listed, [{ all: true, labels: ['io.berth.managed=true', 'io.berth.task-id=t1'] }]);
+    // The engine's label filter matches whole values: every berth task container is listed, the id matched here.
+    assert.deepEqual(engine.listed, [{ all: true, labels: ['io.berth.managed=true', 'io.berth.task-id'] }]);
     assert.deepEqual(engine.inspected, ['c1']);
+  });
+
+  test('finds a task by a unique prefix of its id', async () => {
+    const engine = fakeEngine([
+      { id: 'c1', labels: berthLabels('8cd09326-aaaa'), status: 'running' },
+      { id: 'c2', labels: berthLabels('91ab0000-bbbb'), status: 'running' },
+    ]);
+    assert.equal((await findRunningTaskContainer(engine, '8cd')).id, 'c1');
+    await assertRejectsWith(findRunningTaskContainer(engine, '8ce'), 'BERTH_TASK_NOT_FOUND', /task 8ce has no container/);
+  });
+
+  test('the exact id wins over a longer id it is a prefix of', async () => {
+    const engine = fakeEngine([
+      { id: 'long', labels: berthLabels('job-10'), status: 'running' },
+      { id: 'short', labels: berthLabels('job-1'), status: 'running' },
+    ]);
+    assert.equal((await findRunningTaskContainer(engine, 'job-1')).id, 'short');
+  });
+
+  test('refuses a prefix that several tasks start with, naming them and the count, and execs in none', async () => {
+    const engine = fakeEngine(['abc1', 'abc2', 'abc3', 'abc4', 'abc5', 'abc6', 'abc7'].map((taskId, i) => ({ id: `c${i}`, labels: berthLabels(taskId), status: 'running' as const })));
+    await assertRejectsWith(execInTask(engine, 'abc', { cmd: ['true'] }), 'BERTH_TASK_AMBIGUOUS', /^task id prefix abc is ambiguous: 7 tasks start with it \(abc1, abc2, abc3, abc4, abc5, and 2 more\); type more of the id$/);
+    assert.deepEqual(engine.execs, []);
   });
 
   test('accepts a task of any owner (berth run, an agent, a library driver)', async () => {
@@ -113,7 +137,7 @@ describe('findRunningTaskContainer', () => {
     ]);
     assert.equal((await findRunningTaskContainer(engine, { taskId: 't1', ownerId: 'cli' })).id, 'cb');
     assert.equal((await findRunningTaskContainer(engine, { taskId: 't1', ownerId: 'agent-a' })).id, 'ca');
-    assert.deepEqual(engine.listed[0]?.labels, ['io.berth.managed=true', 'io.berth.task-id=t1', 'io.berth.owner-id=cli']);
+    assert.deepEqual(engine.listed[0]?.labels, ['io.berth.managed=true', 'io.berth.task-id', 'io.berth.owner-id=cli']);
     await assertRejectsWith(findRunningTaskContainer(engine, { taskId: 't1', ownerId: 'agent-z' }), 'BERTH_TASK_NOT_FOUND', /task t1 of owner agent-z has no container/);
   });
 

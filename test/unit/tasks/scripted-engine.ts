@@ -182,7 +182,11 @@ export class ScriptedEngine implements ContainerEngine {
     });
   }
 
-  stopContainer(id: string): Promise<'stopped' | 'not-running'> {
+  /** The grace period (seconds) of each stop call, in order. */
+  readonly stopTimeouts: Array<number | undefined> = [];
+
+  stopContainer(id: string, timeoutSeconds?: number): Promise<'stopped' | 'not-running'> {
+    this.stopTimeouts.push(timeoutSeconds);
     return this.#call('stopContainer', id, () => {
       const container = this.#require(id);
       if (container.status !== 'running') return 'not-running' as const;

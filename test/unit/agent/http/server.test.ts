@@ -15,7 +15,7 @@ import { buildOpenApiDocument } from '../../../../src/agent/http/openapi.js';
 import { resolveTaskSpec } from '../../../../src/spec/schema.js';
 import { API_ROUTES } from '../../../../src/agent/http/schemas.js';
 import { parseAgentHost, resolveAgentAddress } from '../../../../src/agent/client.js';
-import type { TaskFilter, TaskRecord } from '../../../../src/state/tasks.js';
+import { ambiguousPrefixError, type TaskFilter, type TaskRecord, type TaskState } from '../../../../src/state/tasks.js';
 import type { LogRecord } from '../../../../src/agent/task-logs.js';
 import type { PruneOptions, PruneReport } from '../../../../src/prune/index.js';
 import type { ImageCoordinatorEvents } from '../../../../src/images/index.js';
@@ -33,7 +33,7 @@ interface FakeOptions {
   tasks?: TaskRecord[];
   /** A record alone is a task this submit created (201). */
   submit?: (input: { id: string; spec: unknown }) => TaskRecord | SubmitResult;
-  stop?: (taskId: string) => Promise<TaskRecord>;
+  stop?: (taskId: string, options?: { graceMs?: number }) => Promise<TaskRecord>;
   engineHealth?: EngineHealth;
   /** The data directory's condition, as the health check measures it. Default ok. */
   disk?: 'ok' | 'full';
@@ -66,6 +66,15 @@ function fakeRuntime(options: FakeOptions = {}) {
           return [...tasks.values()];
         },
         counts: () => ({ pending: 0, starting: 0, running: tasks.size, stopping: 0, exited: 0, lost: 0, removed: 0 }),
+        resolve: (idOrPrefix: string, opts: { exceptStates?: readonly TaskState[] } = {}) => {
+          const seen = [...tasks.values()].filter((t) => !(opts.exceptStates ?? []).includes(t.state));
+          const exact = seen.find((t) => t.id === idOrPrefix);
+          if (exact) return exact;
+          const matches = seen.filter((t) => t.id.startsWith(idOrPrefix));
+          if (matches.length === 1) return matches[0]!;
+          if (matches.length === 0) throw new BerthError('BERTH_TASK_NOT_FOUND', `no task ${idOrPrefix}`);
+          throw ambiguousPrefixError(idOrPrefix, matches.map((t) => t.id), matches.length);
+        },
       },
     },
     supervisor: {
@@ -247,6 +256,84 @@ describe('request validation', () => {
     await app.inject({ method: 'GET', url: '/v1/tasks', headers: auth });
     assert.deepEqual(listCalls[0], { state: ['running', 'pending', 'exited'], label: ['a=b'], limit: 3 });
     assert.ok(!(listCalls[1]!.state as string[]).includes('removed'));
+    await app.close();
+  });
+});
+
+describe('task id prefixes and list order', () => {
+  test('every task route resolves a unique id prefix to the task, and acts on its whole id', async () => {
+    const stopped: Array<{ id: string; graceMs?: number }> = [];
+    const { app } = fakeRuntime({
+      tasks: [record('8cd09326-aaaa'), record('91ab0000-bbbb', { state: 'exited', endState: { kind: 'success', exitCode: 0 } })],
+      stop: async (id: string, options?: { graceMs?: number }) => {
+        stopped.push({ id, ...(options?.graceMs === undefined ? {} : { graceMs: options.graceMs }) });
+        return record(id);
+      },
+    });
+    const get = await app.inject({ method: 'GET', url: '/v1/tasks/8cd', headers: auth });
+    assert.equal(get.statusCode, 200, get.body);
+    assert.equal(get.json().task.id, '8cd09326-aaaa');
+    const stop = await app.inject({ method: 'POST', url: '/v1/tasks/8c/stop', headers: auth });
+    assert.equal(stop.statusCode, 200, stop.body);
+    assert.deepEqual(stopped, [{ id: '8cd09326-aaaa' }]);
+    const logs = await app.inject({ method: 'GET', url: '/v1/tasks/91/logs', headers: auth });
+    assert.equal(logs.statusCode, 200, logs.body);
+    const remove = await app.inject({ method: 'DELETE', url: '/v1/tasks/91a', headers: auth });
+    assert.equal(remove.statusCode, 204, remove.body);
+    await app.close();
+  });
+
+  test('an ambiguous prefix is refused on every task route with 409 BERTH_TASK_AMBIGUOUS naming the candidates', async () => {
+    const { app } = fakeRuntime({ tasks: [record('ab-1'), record('ab-2'), record('abc')] });
+    for (const route of API_ROUTES.filter((r) => r.url.startsWith('/v1/tasks/:id'))) {
+      const response = await app.inject({ method: route.method, url: route.url.replace(':id', 'ab'), headers: auth, ...(route.body ? { payload: {} } : {}) });
+      assert.equal(response.statusCode, 409, `${route.operationId}: ${response.body}`);
+      assert.equal(response.json().error.code, 'BERTH_TASK_AMBIGUOUS');
+      assert.match(response.json().error.message, /task id prefix ab is ambiguous: 3 tasks start with it \(ab-1, ab-2, abc\)/);
+    }
+    // The exact id wins over the ids it is a prefix of.
+    assert.equal((await app.inject({ method: 'GET', url: '/v1/tasks/abc', headers: auth })).json().task.id, 'abc');
+    await app.close();
+  });
+
+  test('stop takes this stop\'s grace period in milliseconds, within the spec\'s stopGracePeriod bounds', async () => {
+    const stopped: Array<number | undefined> = [];
+    const { app } = fakeRuntime({ tasks: [record('t1')], stop: async (id: string, options?: { graceMs?: number }) => (stopped.push(options?.graceMs), record(id)) });
+    assert.equal((await app.inject({ method: 'POST', url: '/v1/tasks/t1/stop?graceMs=2000', headers: auth })).statusCode, 200);
+    assert.deepEqual(stopped, [2000]);
+    for (const bad of ['-1', '86400001', '1.5', 'ten']) {
+      const response = await app.inject({ method: 'POST', url: `/v1/tasks/t1/stop?graceMs=${bad}`, headers: auth });
+      assert.equal(response.statusCode, 400, `graceMs=${bad}: ${response.body}`);
+      assert.equal(response.json().error.issues[0].field, 'graceMs');
+    }
+    assert.deepEqual(stopped, [2000]);
+    await app.close();
+  });
+
+  test('the OpenAPI document says every task route takes a unique id prefix, with its 409, and documents order, end and graceMs', () => {
+    type Operation = { parameters?: Array<{ name: string; in: string; description?: string }>; responses: Record<string, { description: string }> };
+    const document = buildOpenApiDocument() as { paths: Record<string, Record<string, Operation>> };
+    const taskRoutes = Object.entries(document.paths).filter(([url]) => url.startsWith('/v1/tasks/{id}'));
+    assert.equal(taskRoutes.length, 7);
+    for (const [url, operations] of taskRoutes) {
+      for (const [method, operation] of Object.entries(operations)) {
+        const id = operation.parameters?.find((p) => p.name === 'id' && p.in === 'path');
+        assert.match(id?.description ?? '', /any unique prefix/, `${method} ${url}`);
+        assert.match(operation.responses['409']?.description ?? '', /BERTH_TASK_AMBIGUOUS/, `${method} ${url}`);
+      }
+    }
+    const list = document.paths['/v1/tasks']!.get!.parameters!.map((p) => p.name);
+    assert.deepEqual(list, ['state', 'label', 'end', 'order', 'limit']);
+    assert.deepEqual(document.paths['/v1/tasks/{id}/stop']!.post!.parameters!.map((p) => p.name), ['id', 'graceMs']);
+  });
+
+  test('the list passes order, limit and end kinds to the store; an unknown end kind or order is refused', async () => {
+    const { app, listCalls } = fakeRuntime();
+    const ok = await app.inject({ method: 'GET', url: '/v1/tasks?order=newest-first&limit=2&end=oom,timed-out&end=failed', headers: auth });
+    assert.equal(ok.statusCode, 200, ok.body);
+    assert.deepEqual(listCalls[0], { state: listCalls[0]!.state, endKind: ['oom', 'timed-out', 'failed'], limit: 2, order: 'newest-first' });
+    assert.equal((await app.inject({ method: 'GET', url: '/v1/tasks?end=crashed', headers: auth })).json().error.issues[0].field, 'end');
+    assert.equal((await app.inject({ method: 'GET', url: '/v1/tasks?order=random', headers: auth })).json().error.issues[0].field, 'order');
     await app.close();
   });
 });
