@@ -4,6 +4,9 @@ import type { ImageCoordinator } from '../images/index.js';
 import type { DanglingContainer, DanglingReconciler, OrphanedContainer } from '../reconcile/index.js';
 import type { StoredEndState, TaskState } from '../state/tasks.js';
 
+/** Why retention removed a task: it ended too long ago, too many ended tasks are kept, or the disk is above its watermark. */
+export type ExpiryReason = 'age' | 'count' | 'disk';
+
 /** Everything the agent announces on its event stream (`GET /v1/events`). */
 export type AgentEvent =
   | { type: 'task.state'; taskId: string; state: TaskState; endState?: StoredEndState; at: string }
@@ -21,7 +24,9 @@ export type AgentEvent =
       dryRun: boolean;
       at: string;
     }
-  | { type: 'prune'; removed: Record<string, number>; reclaimedBytes: number; at: string };
+  | { type: 'prune'; removed: Record<string, number>; reclaimedBytes: number; at: string }
+  /** Retention removed an ended task for good (record and output): `reason` says which limit it passed; `endedAt` is when it ended. */
+  | { type: 'task.expired'; taskId: string; reason: ExpiryReason; endedAt: string; at: string };
 
 /**
  * Distributes agent events to subscribers (the SSE endpoint, metrics), with the library's one event

@@ -215,7 +215,7 @@ export const agentEventSchema: JsonSchema = {
   required: ['type', 'at'],
   additionalProperties: true,
   properties: {
-    type: { type: 'string', enum: ['task.state', 'image.pull', 'image.removed', 'container.reconciled', 'prune'] },
+    type: { type: 'string', enum: ['task.state', 'image.pull', 'image.removed', 'container.reconciled', 'prune', 'task.expired'] },
     at: isoTime,
     taskId: { type: 'string' },
     state: { type: 'string', enum: TASK_STATES },
@@ -225,6 +225,8 @@ export const agentEventSchema: JsonSchema = {
     imageId: { type: 'string' },
     containerId: { type: 'string' },
     dryRun: { type: 'boolean' },
+    reason: { type: 'string', description: 'task.expired: why retention removed the task (age, count, disk); container.reconciled: dangling or orphaned.' },
+    endedAt: { ...isoTime, description: 'task.expired: when the task ended.' },
   },
 };
 
@@ -367,7 +369,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     method: 'GET',
     url: '/v1/events',
     operationId: 'events',
-    summary: 'Server-sent events: task state changes, pulls, image removals, reconciler removals, prunes.',
+    summary: 'Server-sent events: task state changes, pulls, image removals, reconciler removals, prunes, tasks removed by retention.',
     responses: { 401: errors.unauthorized },
     stream: {
       status: 200,

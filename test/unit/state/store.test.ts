@@ -29,7 +29,7 @@ describe('openStore: schema and pragmas', () => {
   it('runs the migrations once and re-opening is idempotent', () => {
     const file = freshFile();
     const first = openStore(file);
-    assert.deepEqual(first.appliedMigrations, [1, 2]);
+    assert.deepEqual(first.appliedMigrations, [1, 2, 3]);
     assert.equal(first.schemaVersion(), SCHEMA_VERSION);
     first.close();
 
@@ -44,6 +44,7 @@ describe('openStore: schema and pragmas', () => {
     assert.deepEqual(history, [
       { version: 1, name: 'tasks, image holders and meta' },
       { version: 2, name: "why a task's output was cut" },
+      { version: 3, name: 'ended tasks by end time, for retention' },
     ]);
   });
 
