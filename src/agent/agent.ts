@@ -228,6 +228,9 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     events,
     logger,
     settings: () => config.current().retention,
+    onError: (code) => {
+      for (const listener of errorListeners) listener(code);
+    },
   });
   let state: AgentState = 'built';
   const moveTo = (to: AgentState): void => {

@@ -1,5 +1,5 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
-import { codeOf, messageOf } from '../common/errors.js';
+import { asBerthError, messageOf, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { Store } from '../state/store.js';
 import type { EndedTask } from '../state/tasks.js';
@@ -94,6 +94,8 @@ export interface RetentionDeps {
   diskUsage: () => Promise<DiskUsage>;
   events: Pick<AgentEvents, 'emit'>;
   logger: Logger;
+  /** Told the code of a pass's failure (metrics: `berth_agent_failures_total`). */
+  onError?: (code: ErrorCode) => void;
   /** The limits and interval in force (read at every pass and round, so a reload applies). */
   settings: () => RetentionLimits & { readonly intervalMs: number };
   /** Default Date.now. */
@@ -121,6 +123,10 @@ export class TaskRetention {
   readonly #closing = new AbortController();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<RetentionReport> | undefined;
+  /** The code of the last pass's failure, so that one repeated at every pass is logged once. */
+  #lastFailure: ErrorCode | undefined;
+  /** Whether the last measure of the disk failed, likewise. */
+  #diskUnreadable = false;
 
   constructor(deps: RetentionDeps) {
     this.#deps = deps;
@@ -178,8 +184,13 @@ export class TaskRetention {
         await yieldToEventLoop();
       }
       if (reclaimedPages > 0) this.#deps.store.checkpoint();
+      if (this.#lastFailure !== undefined) this.#deps.logger.info({}, 'retention passes work again');
+      this.#lastFailure = undefined;
     } catch (error) {
-      this.#deps.logger.warn({ code: codeOf(error), error: messageOf(error), removed }, 'retention pass failed; the next one tries again');
+      const code = asBerthError(error).code;
+      this.#deps.onError?.(code);
+      if (code !== this.#lastFailure) this.#deps.logger.warn({ code, error: messageOf(error), removed }, 'retention pass failed; the next one tries again');
+      this.#lastFailure = code;
     }
     const total = removed.age + removed.count + removed.disk;
     if (total > 0) this.#deps.logger.info({ removed, reclaimedPages }, 'retention removed ended tasks');
@@ -191,10 +202,7 @@ export class TaskRetention {
     const settings = this.#deps.settings();
     const limits: RetentionLimits = settings;
     if (limits.maxAgeMs === undefined && limits.maxCount === undefined && limits.diskWatermark === undefined) return [];
-    const disk = limits.diskWatermark === undefined ? undefined : await this.#deps.diskUsage().catch((error: unknown) => {
-      this.#deps.logger.warn({ error: messageOf(error) }, 'could not measure the data directory\'s disk; retention by watermark waits for the next pass');
-      return undefined;
-    });
+    const disk = limits.diskWatermark === undefined ? undefined : await this.#measureDisk();
     const oldest: EndedTask[] = this.#deps.store.tasks.oldestEnded(this.#batchSize);
     if (oldest.length === 0) return [];
     // Only a disk over its watermark needs the sizes (a stat per file): age and count do not.
@@ -210,6 +218,19 @@ export class TaskRetention {
       this.#deps.events.emit({ type: 'task.expired', taskId: victim.id, reason: victim.reason, endedAt: new Date(endedAt.get(victim.id)!).toISOString() });
     }
     return done;
+  }
+
+  /** The data directory's file system; undefined when it cannot be measured (logged once while that lasts). */
+  async #measureDisk(): Promise<DiskUsage | undefined> {
+    try {
+      const usage = await this.#deps.diskUsage();
+      this.#diskUnreadable = false;
+      return usage;
+    } catch (error) {
+      if (!this.#diskUnreadable) this.#deps.logger.warn({ error: messageOf(error) }, 'could not measure the data directory\'s disk; retention by watermark waits until it can');
+      this.#diskUnreadable = true;
+      return undefined;
+    }
   }
 
   /** Gives one step of free pages back; resolves with how many. */

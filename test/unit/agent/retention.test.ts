@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { BerthError } from '../../../src/common/errors.js';
 import { silentLogger } from '../../../src/common/logger.js';
 import type { DiskUsage } from '../../../src/agent/disk-space.js';
 import { AgentEvents, type AgentEvent } from '../../../src/agent/events.js';
@@ -10,6 +11,7 @@ import { bytesOverWatermark, chooseVictims, TaskRetention, type RetentionCandida
 import { TaskLogStore } from '../../../src/agent/task-logs.js';
 import { openStore, type Store } from '../../../src/state/index.js';
 import { pollUntil } from '../../support/engine.js';
+import { recordingLogger } from '../../support/logger.js';
 
 const DAY = 86_400_000;
 const NOW = 100 * DAY;
@@ -209,6 +211,43 @@ describe('TaskRetention: passes over a real store and real output files', () => 
     await endedWithOutput(f, 'd', NOW);
     assert.equal(f.store.tasks.countEnded(), 2, 'nothing runs after close');
     f.store.close();
+  });
+
+  it('a pass that fails is logged once while the failure repeats, counted each time, and the next pass that works says so', async () => {
+    const store = openStore(path.join(dir, `case-${++counter}`, 'berth.db'));
+    store.tasks.insert({ id: 'a', spec: { image: 'busybox' } });
+    store.tasks.update('a', { to: 'exited', endState: { kind: 'cancelled' }, finishedAtMs: NOW - 10 * DAY });
+    const logger = recordingLogger();
+    const codes: string[] = [];
+    let failing = true;
+    const retention = new TaskRetention({
+      store,
+      forget: async (taskIds) => {
+        if (failing) throw new BerthError('BERTH_DISK_FULL', 'no space left');
+        return store.tasks.deleteEnded(taskIds);
+      },
+      outputBytes: async () => 0,
+      diskUsage: async () => {
+        throw new Error('statfs failed');
+      },
+      events: new AgentEvents(),
+      logger,
+      onError: (code) => codes.push(code),
+      settings: () => ({ intervalMs: 60_000, maxAgeMs: DAY, diskWatermark: 0.9 }),
+      nowMs: () => NOW,
+    });
+    assert.deepEqual((await retention.runNow()).removed, { age: 0, count: 0, disk: 0 });
+    assert.deepEqual((await retention.runNow()).removed, { age: 0, count: 0, disk: 0 });
+    assert.deepEqual(codes, ['BERTH_DISK_FULL', 'BERTH_DISK_FULL']);
+    assert.deepEqual(logger.lines.filter((l) => l.level === 'warn').map((l) => l.message), [
+      'could not measure the data directory\'s disk; retention by watermark waits until it can',
+      'retention pass failed; the next one tries again',
+    ]);
+    failing = false;
+    assert.deepEqual((await retention.runNow()).removed, { age: 1, count: 0, disk: 0 });
+    assert.ok(logger.lines.some((l) => l.level === 'info' && l.message === 'retention passes work again'));
+    await retention.close();
+    store.close();
   });
 
   it('gives the space of many removed records back: the database file shrinks', async () => {
