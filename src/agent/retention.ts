@@ -102,7 +102,7 @@ export interface RetentionDeps {
   nowMs?: () => number;
   /** Tasks weighed and removed per batch. Default 500. */
   batchSize?: number;
-  /** Free pages given back per step (each step holds the write lock while it moves them). Default 1024 (4 MiB of 4 KiB pages). */
+  /** Free pages given back per step (each step holds the write lock while it moves them). Default 256 (1 MiB of 4 KiB pages). */
   reclaimPagesPerStep?: number;
 }
 
@@ -132,7 +132,7 @@ export class TaskRetention {
     this.#deps = deps;
     this.#nowMs = deps.nowMs ?? Date.now;
     this.#batchSize = deps.batchSize ?? 500;
-    this.#reclaimPagesPerStep = deps.reclaimPagesPerStep ?? 1024;
+    this.#reclaimPagesPerStep = deps.reclaimPagesPerStep ?? 256;
   }
 
   /** Runs a first pass now, then one every `retention.interval` (read again at every round). */
@@ -168,10 +168,15 @@ export class TaskRetention {
     const removed: Record<ExpiryReason, number> = { age: 0, count: 0, disk: 0 };
     let reclaimedPages = 0;
     const signal = this.#closing.signal;
+    // Counted once per pass (a scan of the ended tasks' index), then less what the pass removes: a
+    // task that ends during the pass is counted by the next one.
+    let endedCount: number | undefined;
     try {
       while (!signal.aborted) {
-        const batch = await this.#batch();
+        endedCount ??= this.#deps.store.tasks.countEnded();
+        const batch = await this.#batch(endedCount);
         if (batch.length === 0) break;
+        endedCount -= batch.length;
         for (const victim of batch) removed[victim.reason]++;
         reclaimedPages += this.#reclaimStep();
         // Between batches the API and the supervisor run: a backlog never holds the event loop.
@@ -198,7 +203,7 @@ export class TaskRetention {
   }
 
   /** Chooses and removes one batch; resolves with the tasks removed (none: nothing more to do). */
-  async #batch(): Promise<RetentionVictim[]> {
+  async #batch(endedCount: number): Promise<RetentionVictim[]> {
     const settings = this.#deps.settings();
     const limits: RetentionLimits = settings;
     if (limits.maxAgeMs === undefined && limits.maxCount === undefined && limits.diskWatermark === undefined) return [];
@@ -209,7 +214,7 @@ export class TaskRetention {
     const overWatermark = bytesOverWatermark(disk, limits.diskWatermark) > 0;
     const candidates: RetentionCandidate[] = [];
     for (const task of oldest) candidates.push({ id: task.id, endedAtMs: task.endedAtMs, bytes: overWatermark ? await this.#deps.outputBytes(task.id).catch(() => 0) : 0 });
-    const victims = chooseVictims({ nowMs: this.#nowMs(), endedCount: this.#deps.store.tasks.countEnded(), candidates, ...(disk ? { disk } : {}) }, limits);
+    const victims = chooseVictims({ nowMs: this.#nowMs(), endedCount, candidates, ...(disk ? { disk } : {}) }, limits);
     if (victims.length === 0) return [];
     const forgotten = new Set(await this.#deps.forget(victims.map((victim) => victim.id)));
     const endedAt = new Map(oldest.map((task) => [task.id, task.endedAtMs]));
