@@ -254,6 +254,8 @@ describe('the agent removes ended tasks by its retention limits', { skip: await 
       await agent.runtime.retention.runNow();
       const afterBytes = (await stat(path.join(agent.dataDir, STORE_FILE_NAME))).size;
       assert.ok(afterBytes < before / 10, `the database file went from ${before} to ${afterBytes} bytes`);
+      const gauge = /^berth_state_database_bytes (\d+)$/m.exec(await agent.client.metrics());
+      assert.equal(Number(gauge?.[1]), afterBytes, 'the metric shows the database\'s size');
       const kept = await agent.client.list({ state: ['exited'] });
       assert.deepEqual(kept.map((t) => t.id), ids.slice(-100));
       for (const id of ids.slice(0, withOutput)) assert.equal(await exists(path.join(agent.dataDir, 'logs', id)), false, id);
