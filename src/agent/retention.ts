@@ -168,13 +168,15 @@ export class TaskRetention {
     const removed: Record<ExpiryReason, number> = { age: 0, count: 0, disk: 0 };
     let reclaimedPages = 0;
     const signal = this.#closing.signal;
-    // Counted once per pass (a scan of the ended tasks' index), then less what the pass removes: a
-    // task that ends during the pass is counted by the next one.
+    // Counted once per pass, and only for a count limit (a scan of the ended tasks' index), then
+    // less what the pass removes: a task that ends during the pass is counted by the next one.
     let endedCount: number | undefined;
     try {
       while (!signal.aborted) {
-        endedCount ??= this.#deps.store.tasks.countEnded();
-        const batch = await this.#batch(endedCount);
+        const limits = this.#deps.settings();
+        if (limits.maxAgeMs === undefined && limits.maxCount === undefined && limits.diskWatermark === undefined) break;
+        endedCount ??= limits.maxCount === undefined ? 0 : this.#deps.store.tasks.countEnded();
+        const batch = await this.#batch(limits, endedCount);
         if (batch.length === 0) break;
         endedCount -= batch.length;
         for (const victim of batch) removed[victim.reason]++;
@@ -203,10 +205,7 @@ export class TaskRetention {
   }
 
   /** Chooses and removes one batch; resolves with the tasks removed (none: nothing more to do). */
-  async #batch(endedCount: number): Promise<RetentionVictim[]> {
-    const settings = this.#deps.settings();
-    const limits: RetentionLimits = settings;
-    if (limits.maxAgeMs === undefined && limits.maxCount === undefined && limits.diskWatermark === undefined) return [];
+  async #batch(limits: RetentionLimits, endedCount: number): Promise<RetentionVictim[]> {
     const disk = limits.diskWatermark === undefined ? undefined : await this.#measureDisk();
     const oldest: EndedTask[] = this.#deps.store.tasks.oldestEnded(this.#batchSize);
     if (oldest.length === 0) return [];
