@@ -133,7 +133,7 @@ async function treeBytes(dir: string): Promise<number> {
 }
 
 describe('the agent removes ended tasks by its retention limits', { skip: await requireEngine() }, () => {
-  test('beyond maxCount the oldest ended tasks go, records and output, with an event and a metric each; a running task older than all stays', async () => {
+  test('beyond maxCount the oldest ended tasks go (one removed by berth rm among them), records and output, with an event and a metric each; a running task older than all stays', async () => {
     const agent = await startAgent({ maxAge: 'off', maxCount: 2, diskWatermark: 'off', interval: '1s' });
     try {
       const live = `${run.id}-count-live`;
@@ -145,6 +145,11 @@ describe('the agent removes ended tasks by its retention limits', { skip: await 
         await agent.client.submit({ id, spec: spec(['sh', '-c', `echo out-${i}`]) });
         await waitForEnd(agent, id);
         assert.ok(await exists(path.join(agent.dataDir, 'logs', id)), `the output of ${id} was written`);
+        if (i === 1) {
+          // Removed by a user (berth rm): gone from the API, its record kept as removed, until retention deletes it too.
+          await agent.client.remove(id);
+          assert.equal(agent.runtime.store.tasks.get(id)?.state, 'removed');
+        }
       }
       await pollUntil('retention to remove the two oldest', () => (agent.expired().length >= 2 ? true : undefined), { timeoutMs: 30_000 });
       assert.deepEqual(agent.expired(), [[ids[0], 'count'], [ids[1], 'count']]);
