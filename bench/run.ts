@@ -3,7 +3,8 @@
  * engine and prints one JSON line per result on stdout, nothing else; progress goes to stderr.
  * Cases, in the order they run: lifecycle, logs, pull (when bench/pull.ts is present), reconcile,
  * agent (a real `berth agent` process driven through its API), faults (berth run, the agent and the
- * docker CLI under a mixed fault profile in front of the engine).
+ * docker CLI under a mixed fault profile in front of the engine), retention (ps and submit through an
+ * agent with 100,000 ended tasks against an empty one, and a retention pass over them).
  *
  * Env BENCH_N scales every case's counts (default 1; e.g. BENCH_N=0.2 for a quick look). Every
  * container created carries a label unique to the run and is removed at the end, even on failure.
@@ -14,6 +15,7 @@ import { benchFaults } from './faults.js';
 import { benchLifecycle } from './lifecycle.js';
 import { benchLogs } from './logs.js';
 import { benchReconcile } from './reconcile.js';
+import { benchRetention } from './retention.js';
 import { BENCH_LABEL, createContext, removeRunContainers, type BenchContext } from './support.js';
 import { messageOf, stackOf } from '../src/common/errors.js';
 
@@ -57,6 +59,8 @@ async function main(): Promise<number> {
   cases.set('agent', benchAgent);
   // Faults after the agent: berth run, an agent and the docker CLI behind fault proxies.
   cases.set('faults', benchFaults);
+  // Two agents, one with 100,000 ended tasks filled in its database: last, as the fill takes a while.
+  cases.set('retention', benchRetention);
 
   const selected = process.argv.slice(2);
   const unknown = selected.filter((name) => !cases.has(name));

@@ -13,7 +13,9 @@ import { TaskDriver, type ImageProvider } from '../tasks/driver.js';
 import { AdmissionController } from './admission.js';
 import { ConfigHolder, type AgentConfig, type ConfigSources, type ReloadResult } from './config.js';
 import { AgentEvents, announce } from './events.js';
+import { readDiskUsage, type DiskUsageReader } from './disk-space.js';
 import { AgentGarbage } from './garbage.js';
+import { TaskRetention } from './retention.js';
 import { TaskSupervisor } from './supervisor.js';
 import { TaskLogStore } from './task-logs.js';
 import { UNENDED_STATES, type StoredTaskSpec } from '../state/tasks.js';
@@ -33,6 +35,8 @@ export interface AgentRuntime extends AsyncDisposable {
   readonly supervisor: TaskSupervisor;
   /** The reconciler, prune and the image budget. */
   readonly garbage: AgentGarbage;
+  /** Removal of ended tasks by age, count and disk watermark (`retention.*`). */
+  readonly retention: TaskRetention;
   readonly logs: TaskLogStore;
   readonly admission: AdmissionController;
   readonly events: AgentEvents;
@@ -151,12 +155,18 @@ async function waitForEngine(engine: Engine, logger: Logger, signal: AbortSignal
   }
 }
 
+/** Parts of the agent a test may replace; nothing else is configurable this way. */
+export interface AgentHooks {
+  /** How full the data directory's file system is (retention's watermark). Default statfs. */
+  diskUsage?: DiskUsageReader;
+}
+
 /**
  * Builds the agent's parts from its configuration, recovers the tasks of an earlier run, and
  * returns the runtime. Serving HTTP is the caller's (see `serveAgent`).
  */
-export async function createAgent(sources: ConfigSources, logger: Logger): Promise<AgentRuntime> {
-  const runtime = await buildAgent(sources, logger);
+export async function createAgent(sources: ConfigSources, logger: Logger, hooks: AgentHooks = {}): Promise<AgentRuntime> {
+  const runtime = await buildAgent(sources, logger, hooks);
   await runtime.start();
   return runtime;
 }
@@ -169,7 +179,7 @@ const EVENT_TRIM_PERIOD_MS = 10_000;
  * engine: the caller may serve the API first, so that health and reads answer while a wedged engine
  * holds up recovery, then calls `start()`.
  */
-export async function buildAgent(sources: ConfigSources, logger: Logger): Promise<AgentRuntime> {
+export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: AgentHooks = {}): Promise<AgentRuntime> {
   const config = new ConfigHolder(sources);
   const initial: AgentConfig = config.current();
   await mkdir(initial.dataDir, { recursive: true, mode: 0o700 });
@@ -242,6 +252,19 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
 
   const closing = new AbortController();
   const garbage = new AgentGarbage({ engine, store, images, events, logger, agentId, config: initial, current: () => config.current() });
+  const diskUsage = hooks.diskUsage ?? readDiskUsage;
+  const retention = new TaskRetention({
+    store,
+    forget: (taskIds) => supervisor.forget(taskIds),
+    outputBytes: (taskId) => logs.outputBytes(taskId),
+    diskUsage: () => diskUsage(initial.dataDir),
+    events,
+    logger,
+    settings: () => config.current().retention,
+    onError: (code) => {
+      for (const listener of errorListeners) listener(code);
+    },
+  });
   let state: AgentState = 'built';
   const moveTo = (to: AgentState): void => {
     // Only forward; closed is final (a start that finishes after a close leaves it closed).
@@ -263,6 +286,8 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
     // After recovery, so the reconciler's first sweep sees every task re-attached.
     if (closing.signal.aborted) return;
     garbage.start();
+    // After recovery too: only ended tasks are removed, and recovery is what ends the tasks of the last run.
+    retention.start();
     moveTo('open');
   };
   let starting: Promise<void> | undefined;
@@ -272,6 +297,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
     // A start under way finishes what it began (a recovery writes to the store) before the store closes.
     await starting?.catch(() => undefined);
     await garbage.close();
+    await retention.close();
     await supervisor.shutdown();
     clearInterval(eventTrimmer);
     store.close();
@@ -287,6 +313,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger): Promis
     driver,
     supervisor,
     garbage,
+    retention,
     logs,
     admission,
     events,

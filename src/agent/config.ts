@@ -3,8 +3,9 @@ import path from 'node:path';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { messageOf, ValidationError, type FieldIssue } from '../common/errors.js';
-import { DURATION_LIMITS, MAX_SIZE_BYTES, MINUTE_MS, readTypedDuration, readTypedSize, SECOND_MS, type CountBounds, type DurationBounds, type SizeBounds } from '../common/units.js';
+import { countBoundRule, DURATION_LIMITS, MAX_SIZE_BYTES, MINUTE_MS, readTypedDuration, readTypedSize, SECOND_MS, type CountBounds, type DurationBounds, type SizeBounds } from '../common/units.js';
 import {
+  anyTypedAs,
   booleanOption,
   countOption,
   durationOption,
@@ -182,6 +183,24 @@ export interface AgentConfigInput {
     /** Image references a prune never removes. Default none. */
     exemptImages?: string[];
   };
+  /**
+   * Ended tasks (exited, lost, removed) are removed for good — record, output files and all —
+   * oldest first, by age, by count and when the data directory's disk fills up. Tasks that have
+   * not ended are never touched.
+   */
+  retention?: {
+    /** An ended task is removed this long after its end; "off" keeps tasks whatever their age. Default "7d". */
+    maxAge?: DurationInput;
+    /** At most this many ended tasks are kept (the oldest go first); "off" keeps any number. Default 10000. */
+    maxCount?: number | 'off';
+    /**
+     * Above this share of the data directory's file system in use, the oldest ended tasks are
+     * removed early, until it is below again: "90%" or 0.9; "off" never. Default "90%".
+     */
+    diskWatermark?: string | number;
+    /** How often retention runs (and once after start). Default "1m". */
+    interval?: DurationInput;
+  };
 }
 
 /** The configuration the agent runs with: validated, defaulted, compiled, deep-frozen. */
@@ -224,6 +243,8 @@ export interface AgentConfig {
   readonly reconcile: { readonly enabled: boolean; readonly periodMs: number; readonly creationGraceMs: number; readonly orphanGraceMs: number; readonly dryRun: boolean };
   /** `scheduleMs` undefined means scheduled prunes are off. */
   readonly prune: { readonly scheduleMs?: number; readonly imageBudgetBytes?: number; readonly exemptImages: readonly string[] };
+  /** Each limit undefined is off; `diskWatermark` is a fraction (0.9 for "90%"). */
+  readonly retention: { readonly maxAgeMs?: number; readonly maxCount?: number; readonly diskWatermark?: number; readonly intervalMs: number };
   /** The file the configuration was read from, if any. */
   readonly file?: string;
 }
@@ -298,6 +319,10 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'prune.schedule': 'duration',
   'prune.imageBudget': 'size',
   'prune.exemptImages': 'list',
+  'retention.maxAge': 'duration',
+  'retention.maxCount': 'integer',
+  'retention.diskWatermark': 'string',
+  'retention.interval': 'duration',
 };
 
 /** Every configuration key (dotted) and what it holds (README "Configuration and environment"). */
@@ -354,7 +379,19 @@ export const CONFIG_BOUNDS = Object.freeze({
   /** Held by a chained long interval (setLongInterval), so a monthly schedule works. */
   'prune.schedule': { minMs: MINUTE_MS, maxMs: DURATION_LIMITS.longMs },
   'prune.imageBudget': { minBytes: 0, maxBytes: MAX_SIZE_BYTES },
-} satisfies Record<string, DurationBounds | SizeBounds | CountBounds>);
+  /** An age compared with the clock. */
+  'retention.maxAge': { minMs: SECOND_MS, maxMs: DURATION_LIMITS.longMs },
+  'retention.maxCount': { min: 1, max: 100_000_000 },
+  /** A share of the file system: 1% to 99% (a full disk is what the watermark is there to prevent). */
+  'retention.diskWatermark': { min: 0.01, max: 0.99 },
+  'retention.interval': { minMs: SECOND_MS, maxMs: DURATION_LIMITS.timerMs },
+} satisfies Record<string, DurationBounds | SizeBounds | CountBounds | FractionBounds>);
+
+/** A closed range of fractions (0.9 is 90%). */
+export interface FractionBounds {
+  readonly min: number;
+  readonly max: number;
+}
 
 /**
  * Whether a listen host reaches this machine only: `localhost`, an IPv4 address in 127.0.0.0/8, or
@@ -407,6 +444,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     engineLog: { maxSize: '1m' },
     reconcile: {},
     prune: { schedule: 'off', exemptImages: [] },
+    retention: { maxAge: '7d', maxCount: 10_000, diskWatermark: '90%', interval: '1m' },
   };
 }
 
@@ -446,6 +484,30 @@ const imageList = z.unknown().transform((value, ctx): string[] => {
 });
 
 const section = <T extends z.ZodRawShape>(shape: T) => z.object(shape).strict();
+
+/** `"off"` (undefined) or a whole number within `bounds`. */
+const countOrOff = (bounds: CountBounds, example: number) =>
+  anyTypedAs<number | 'off'>().transform((value, ctx): number | undefined => {
+    if (value === 'off') return undefined;
+    const broken = typeof value === 'number' && Number.isInteger(value) ? countBoundRule(value, bounds) : 'is not a whole number';
+    if (broken === undefined) return value as number;
+    return issue(ctx, `must be "off" or a whole number from ${bounds.min} to ${bounds.max}, such as ${example} (${broken})`);
+  });
+
+/**
+ * `"off"` (undefined) or a share within `bounds`, as a percentage (`"90%"`) or a fraction (`0.9`,
+ * `"0.9"`), compiled to the fraction.
+ */
+const fractionOrOff = (bounds: FractionBounds, example: string) =>
+  anyTypedAs<string | number>().transform((value, ctx): number | undefined => {
+    if (value === 'off') return undefined;
+    const text = typeof value === 'string' ? value.trim() : undefined;
+    const percent = text === undefined ? undefined : /^(\d+(?:\.\d+)?)\s*%$/.exec(text);
+    const fraction = percent ? Number(percent[1]) / 100 : typeof value === 'number' ? value : text !== undefined && /^\d*\.?\d+$/.test(text) ? Number(text) : NaN;
+    const range = `${bounds.min * 100}% to ${bounds.max * 100}% (${bounds.min} to ${bounds.max})`;
+    if (Number.isFinite(fraction) && fraction >= bounds.min && fraction <= bounds.max) return fraction;
+    return issue(ctx, `must be "off" or a share of the disk from ${range}, such as "${example}"`);
+  });
 
 function buildSchema(host: HostFacts) {
   const expandHome = (p: string): string => (p === '~' ? host.homedir : p.startsWith('~/') ? path.join(host.homedir, p.slice(2)) : p);
@@ -540,6 +602,12 @@ function buildSchema(host: HostFacts) {
       schedule: durationOrOffOption(CONFIG_BOUNDS['prune.schedule'], '24h'),
       imageBudget: size('20g', CONFIG_BOUNDS['prune.imageBudget']).optional(),
       exemptImages: imageList,
+    }),
+    retention: section({
+      maxAge: durationOrOffOption(CONFIG_BOUNDS['retention.maxAge'], '7d'),
+      maxCount: countOrOff(CONFIG_BOUNDS['retention.maxCount'], 10_000),
+      diskWatermark: fractionOrOff(CONFIG_BOUNDS['retention.diskWatermark'], '90%'),
+      interval: duration('1m', CONFIG_BOUNDS['retention.interval']),
     }),
   });
 }
@@ -767,6 +835,12 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
       ...(c.prune.schedule !== undefined ? { scheduleMs: c.prune.schedule } : {}),
       ...(c.prune.imageBudget !== undefined ? { imageBudgetBytes: c.prune.imageBudget } : {}),
       exemptImages: c.prune.exemptImages,
+    },
+    retention: {
+      ...(c.retention.maxAge !== undefined ? { maxAgeMs: c.retention.maxAge } : {}),
+      ...(c.retention.maxCount !== undefined ? { maxCount: c.retention.maxCount } : {}),
+      ...(c.retention.diskWatermark !== undefined ? { diskWatermark: c.retention.diskWatermark } : {}),
+      intervalMs: c.retention.interval,
     },
     ...(file !== undefined ? { file } : {}),
   };

@@ -17,6 +17,24 @@ export interface DiskSpaceOptions {
 
 export const DEFAULT_MIN_FREE_BYTES = 2 * 1024 * 1024;
 
+/** How full a file system is, as `df` counts it: the share in use is `usedBytes / totalBytes`. */
+export interface DiskUsage {
+  /** Bytes in use (by anyone). */
+  readonly usedBytes: number;
+  /** Bytes in use plus those the agent may still use: blocks reserved for root (when the agent is not root) are left out, as df's Use% does. */
+  readonly totalBytes: number;
+}
+
+/** Reads how full the file system holding `dir` is (retention's watermark); tests pass their own. */
+export type DiskUsageReader = (dir: string) => Promise<DiskUsage>;
+
+/** The file system holding `dir`, from statfs. */
+export const readDiskUsage: DiskUsageReader = async (dir) => {
+  const stats = await statfs(dir);
+  const usedBytes = (stats.blocks - stats.bfree) * stats.bsize;
+  return { usedBytes, totalBytes: usedBytes + stats.bavail * stats.bsize };
+};
+
 /**
  * Watches the free space of the agent's data directory, so that a full disk is a condition the
  * agent reports and works around (output is cut, state writes wait) rather than a crash.

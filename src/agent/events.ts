@@ -6,6 +6,9 @@ import type { DanglingContainer, DanglingReconciler, OrphanedContainer } from '.
 import type { EventLogRepository } from '../state/events.js';
 import type { StoredEndState, TaskState } from '../state/tasks.js';
 
+/** Why retention removed a task: it ended too long ago, too many ended tasks are kept, or the disk is above its watermark. */
+export type ExpiryReason = 'age' | 'count' | 'disk';
+
 /** Everything the agent announces on its event stream (`GET /v1/events`), each with its id. */
 export type AgentEvent = AgentEventBody & {
   /**
@@ -32,7 +35,9 @@ export type AgentEventBody =
       dryRun: boolean;
       at: string;
     }
-  | { type: 'prune'; removed: Record<string, number>; reclaimedBytes: number; at: string };
+  | { type: 'prune'; removed: Record<string, number>; reclaimedBytes: number; at: string }
+  /** Retention removed an ended task for good (record and output): `reason` says which limit it passed; `endedAt` is when it ended. */
+  | { type: 'task.expired'; taskId: string; reason: ExpiryReason; endedAt: string; at: string };
 
 /** Where events are kept for replay: the state's event log (see src/state/events.ts). */
 export type EventLog = Pick<EventLogRepository, 'append' | 'after' | 'idBefore' | 'bounds' | 'trim'>;

@@ -3,6 +3,7 @@ import type { EventSource } from '../common/events.js';
 import type { ImageCoordinatorEvents } from '../images/index.js';
 import { TASK_STATES, type TaskRecord, type TaskState } from '../state/tasks.js';
 import type { AgentEvent, AgentEvents } from './events.js';
+import { EXPIRY_REASONS } from './retention.js';
 
 /** What the metrics read and listen to: a narrow view of the agent runtime. */
 export interface MetricsSources {
@@ -17,6 +18,8 @@ export interface MetricsSources {
   supervisorErrors?: (listener: (code: string) => void) => () => void;
   /** The data directory's last measured condition (`logs.space.condition`), for `berth_data_dir_full`. */
   diskCondition?: () => 'ok' | 'full';
+  /** The state database's size in bytes (`store.sizeBytes`), for `berth_state_database_bytes`. */
+  stateDatabaseBytes?: () => number;
   /** Whether to add Node's process metrics (memory, CPU, event loop). Default true. */
   processMetrics?: boolean;
 }
@@ -45,6 +48,9 @@ export function isEngineErrorCode(code: string): boolean {
  * - `berth_agent_failures_total{code}`: failures of the agent's own background work that the
  *   supervisor met and contained (a full data directory, a bug), by code.
  * - `berth_data_dir_full`: 1 while the data directory has less free space than the agent keeps free.
+ * - `berth_tasks_expired_total{reason}`: ended tasks retention removed for good, by reason (`age`,
+ *   `count`, `disk`).
+ * - `berth_state_database_bytes`: the state database's size (free pages included), read at each scrape.
  * - `berth_engine_errors_total{code}`: engine and registry errors by code, as the API answered with
  *   them (`countError`), as the supervisor met them (a start, its pull included, a recovery, a
  *   container removal, reading output), as image removals failed with them, and as lost tasks
@@ -83,12 +89,19 @@ export class AgentMetrics {
       help: 'Containers of short-lived owners (berth run, library drivers) whose owner process was gone, that the reconciler removed.',
       registers,
     });
+    const expired = new Counter({ name: 'berth_tasks_expired_total', help: 'Ended tasks that retention removed for good (record and output), by reason: age, count or disk.', labelNames: ['reason'] as const, registers });
+    // Every reason from the start, at 0, so a rate over it is defined before the first removal.
+    for (const reason of EXPIRY_REASONS) expired.inc({ reason }, 0);
     this.#engineErrors = new Counter({ name: 'berth_engine_errors_total', help: 'Engine and registry errors, by code.', labelNames: ['code'] as const, registers });
     if (sources.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
 
     const onEvent = (event: AgentEvent): void => {
       if (event.type === 'container.reconciled') {
         if (!event.dryRun) (event.reason === 'orphaned' ? orphanRemovals : removals).inc();
+        return;
+      }
+      if (event.type === 'task.expired') {
+        expired.inc({ reason: event.reason });
         return;
       }
       if (event.type !== 'task.state') return;
@@ -111,6 +124,17 @@ export class AgentMetrics {
         registers,
         collect() {
           this.set(diskCondition() === 'full' ? 1 : 0);
+        },
+      });
+    }
+    const databaseBytes = sources.stateDatabaseBytes;
+    if (databaseBytes) {
+      new Gauge({
+        name: 'berth_state_database_bytes',
+        help: 'Size of the agent\'s state database, free pages included (retention gives them back).',
+        registers,
+        collect() {
+          this.set(databaseBytes());
         },
       });
     }

@@ -246,6 +246,27 @@ export class TaskSupervisor {
       throw new BerthError('BERTH_TASK_STATE', `task ${taskId} is ${record.state}; stop it before removing it`, { context: { taskId, state: record.state } });
     }
     if (record.state !== 'removed') this.#record(taskId, { to: 'removed' });
+    await this.#removeOutput(taskId);
+  }
+
+  /**
+   * Removes ended tasks for good (retention): the output as `remove` removes it, then the records,
+   * in one transaction. Output goes first, so that a crash in between leaves a record for the next
+   * pass, never files nobody knows of. A task that has not ended is left (and so is the record of
+   * one that still holds an image, which retention does not choose: see TaskRepository.oldestEnded).
+   * Resolves with the ids removed.
+   */
+  async forget(taskIds: readonly string[]): Promise<string[]> {
+    const ended = taskIds.filter((taskId) => {
+      const state = this.#deps.store.tasks.get(taskId)?.state;
+      return state !== undefined && hasEnded(state);
+    });
+    for (const taskId of ended) await this.#removeOutput(taskId);
+    return this.#deps.store.tasks.deleteEnded(ended);
+  }
+
+  /** What removing an ended task removes besides its record: its output files (and ends their followers). */
+  async #removeOutput(taskId: string): Promise<void> {
     await this.#deps.logs.remove(taskId);
   }
 

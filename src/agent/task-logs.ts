@@ -236,6 +236,15 @@ export class TaskLogStore {
     }
   }
 
+  /** The bytes of a task's stored output files (0 when it has none). */
+  async outputBytes(taskId: string): Promise<number> {
+    let total = 0;
+    for (let generation = 0; generation < this.#limits.maxFiles; generation++) {
+      total += await stat(this.#file(taskId, generation)).then((s) => s.size, () => 0);
+    }
+    return total;
+  }
+
   /** Deletes a task's stored output. */
   async remove(taskId: string): Promise<void> {
     await this.end(taskId);

@@ -3,6 +3,7 @@ import path from 'node:path';
 import Database from 'better-sqlite3';
 import { BerthError, messageOf } from '../common/errors.js';
 import { silentLogger, type Logger } from '../common/logger.js';
+import { asDiskFull } from './disk-full.js';
 import { EventLogRepository } from './events.js';
 import { ImageHolderRepository } from './images.js';
 import { MetaRepository } from './meta.js';
@@ -16,6 +17,25 @@ export interface StoreOptions {
   nowMs?: () => number;
   /** Receives every task state change (debug level). Default silent. */
   logger?: Logger;
+}
+
+/** SQLite's `PRAGMA auto_vacuum` value for incremental. */
+const AUTO_VACUUM_INCREMENTAL = 2;
+
+/**
+ * Turns on incremental auto-vacuum in a store made before berth set it: only a VACUUM can, which
+ * rewrites the file once (it needs as much free space again, and no other connection reading).
+ * When it fails the store works as before, keeping freed pages for reuse rather than giving them
+ * back; the next open tries again.
+ */
+function convertToIncrementalVacuum(db: Database.Database, file: string, logger: Logger): void {
+  try {
+    db.pragma('auto_vacuum = INCREMENTAL');
+    db.exec('VACUUM');
+    logger.info({ location: file }, 'the state database now gives the space of deleted records back (incremental auto-vacuum)');
+  } catch (error) {
+    logger.warn({ location: file, error: messageOf(error) }, 'could not turn on incremental auto-vacuum in the state database; freed space is reused but not given back');
+  }
 }
 
 /** Conventional file name of the store inside the agent's data directory. */
@@ -60,6 +80,51 @@ export class Store {
   /** The SQLite journal mode in force (`wal` for a file store). */
   journalMode(): string {
     return String(this.#db.pragma('journal_mode', { simple: true }));
+  }
+
+  /**
+   * Runs `work` as one transaction: several writes (each of which is a transaction of its own
+   * otherwise) commit together or not at all. For bulk imports (a bench filling the store); the
+   * agent's own writes stay one per change.
+   */
+  transaction<T>(work: () => T): T {
+    return asDiskFull(() => this.#db.transaction(work).immediate());
+  }
+
+  /** SQLite's auto_vacuum mode (`incremental` for a store opened by this berth, unless its conversion failed). */
+  autoVacuum(): 'none' | 'full' | 'incremental' {
+    const mode = this.#db.pragma('auto_vacuum', { simple: true }) as number;
+    return mode === 2 ? 'incremental' : mode === 1 ? 'full' : 'none';
+  }
+
+  /** The database's size, in bytes: its pages, free ones included (what the file holds after a checkpoint). */
+  sizeBytes(): number {
+    return (this.#db.pragma('page_count', { simple: true }) as number) * (this.#db.pragma('page_size', { simple: true }) as number);
+  }
+
+  /** Pages of the database that deleted rows freed and that are not given back to the file system yet. */
+  freePages(): number {
+    return this.#db.pragma('freelist_count', { simple: true }) as number;
+  }
+
+  /**
+   * Gives up to `maxPages` free pages back to the file system (SQLite's incremental vacuum), so the
+   * database file shrinks after many deletions; a few at a time, as each call holds the write lock
+   * while it moves pages. Returns the free pages left. Does nothing on a database without
+   * incremental auto-vacuum (see openStore).
+   */
+  reclaimSpace(maxPages: number): number {
+    if (this.autoVacuum() === 'incremental' && maxPages > 0) asDiskFull(() => this.#db.pragma(`incremental_vacuum(${Math.floor(maxPages)})`));
+    return this.freePages();
+  }
+
+  /**
+   * Copies the write-ahead log into the database and truncates the log: the database file takes
+   * its smaller size (a vacuum's truncation lands here) and the log its least. Best effort: a
+   * reader in another connection may hold it back, and the next checkpoint finishes the work.
+   */
+  checkpoint(): void {
+    if (this.journalMode() === 'wal') this.#db.pragma('wal_checkpoint(TRUNCATE)');
   }
 
   /** The schema version of the database. */
@@ -114,7 +179,13 @@ export function openStore(file: string, options: StoreOptions = {}): Store {
       db.pragma('journal_size_limit = 1048576');
     }
     db.pragma('foreign_keys = ON');
+    // Deleted records (retention) must give their space back: with incremental auto-vacuum, free
+    // pages can be returned a few at a time (Store.reclaimSpace) instead of by a VACUUM that
+    // rewrites the whole file under the write lock. The mode takes effect in a database without
+    // tables; an older store is converted once by a VACUUM below.
+    if ((db.pragma('auto_vacuum', { simple: true }) as number) !== AUTO_VACUUM_INCREMENTAL) db.pragma('auto_vacuum = INCREMENTAL');
     const applied = migrate(db, file, nowMs);
+    if (!isMemory && (db.pragma('auto_vacuum', { simple: true }) as number) !== AUTO_VACUUM_INCREMENTAL) convertToIncrementalVacuum(db, file, logger);
     return new Store(db, file, applied, nowMs, logger);
   } catch (error) {
     db.close();

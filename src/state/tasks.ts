@@ -184,8 +184,23 @@ function toRecord(row: TaskRow): TaskRecord {
   return deepFreeze(record);
 }
 
+/**
+ * The ended states as SQL, word for word the WHERE of the partial index `tasks_ended_by_finish`
+ * (migration 3): SQLite uses a partial index only for a query whose WHERE contains its terms.
+ */
+export const ENDED_STATES_SQL = `state IN ('exited', 'lost', 'removed')`;
+
+/** An ended task as retention sees it (TaskRepository.oldestEnded). */
+export interface EndedTask {
+  readonly id: string;
+  readonly state: TaskState;
+  /** When it ended (its record's `finishedAtMs`; the last update for a record without one). */
+  readonly endedAtMs: number;
+}
+
 function missingError(taskId: string): BerthError {
-  // Records are never deleted (removal is a state), so an unknown id here is the caller's bug.
+  // A record is deleted only after its task ended (retention), and the supervisor checks a task
+  // exists in the same tick as it moves it, so an unknown id here is the caller's bug.
   return new BerthError('BERTH_INTERNAL', `task ${taskId} is not in the store`, { context: { taskId } });
 }
 
@@ -346,6 +361,43 @@ export class TaskRepository {
     const rows = this.#db.prepare<[], { state: string; n: number }>('SELECT state, COUNT(*) AS n FROM tasks GROUP BY state').all();
     for (const row of rows) counts[row.state as TaskState] = row.n;
     return counts;
+  }
+
+  /** How many tasks have ended (exited, lost or removed): what `retention.maxCount` bounds. Reads the ended-tasks index only. */
+  countEnded(): number {
+    return this.#db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM tasks INDEXED BY tasks_ended_by_finish WHERE ${ENDED_STATES_SQL}`).get()!.n;
+  }
+
+  /**
+   * The `limit` ended tasks that ended first (then in submission order), oldest first: retention's
+   * candidates. A task that still holds an image is left out: its container's removal is still to
+   * be finished (by the supervisor, or the next agent's start, which needs its record).
+   */
+  oldestEnded(limit: number): EndedTask[] {
+    return this.#db
+      .prepare<[number], { id: string; state: string; ended_at_ms: number }>(
+        // INDEXED BY: without statistics the planner would sort every ended task by end time.
+        `SELECT id, state, COALESCE(finished_at_ms, updated_at_ms) AS ended_at_ms FROM tasks INDEXED BY tasks_ended_by_finish
+         WHERE ${ENDED_STATES_SQL} AND NOT EXISTS (SELECT 1 FROM image_holders WHERE image_holders.task_id = tasks.id)
+         ORDER BY finished_at_ms, seq LIMIT ?`,
+      )
+      .all(limit)
+      .map((row) => Object.freeze({ id: row.id, state: row.state as TaskState, endedAtMs: row.ended_at_ms }));
+  }
+
+  /**
+   * Deletes the records of ended tasks for good, in one transaction: a task that has not ended
+   * (or that holds an image again) is left as it is. Returns the ids deleted. Their output files
+   * are the caller's to remove first (see TaskSupervisor.forget).
+   */
+  deleteEnded(taskIds: readonly string[]): string[] {
+    const remove = this.#db.prepare<[string], { id: string }>(
+      `DELETE FROM tasks WHERE id = ? AND ${ENDED_STATES_SQL} AND NOT EXISTS (SELECT 1 FROM image_holders WHERE image_holders.task_id = tasks.id) RETURNING id`,
+    );
+    const run = this.#db.transaction((): string[] => taskIds.flatMap((id) => remove.all(id).map((row) => row.id)));
+    const deleted = asDiskFull(() => run.immediate());
+    for (const taskId of deleted) this.#logger.debug({ taskId }, 'task record deleted');
+    return deleted;
   }
 
   /**

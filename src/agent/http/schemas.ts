@@ -292,7 +292,7 @@ export const agentEventSchema: JsonSchema = {
   additionalProperties: true,
   properties: {
     id: { type: 'integer', minimum: 1, description: 'Increasing, never reused; absent only for an event the agent could not log (a full disk).' },
-    type: { type: 'string', enum: ['task.state', 'image.pull', 'image.removed', 'container.reconciled', 'prune'] },
+    type: { type: 'string', enum: ['task.state', 'image.pull', 'image.removed', 'container.reconciled', 'prune', 'task.expired'] },
     at: isoTime,
     taskId: { type: 'string' },
     state: { type: 'string', enum: TASK_STATES },
@@ -302,6 +302,8 @@ export const agentEventSchema: JsonSchema = {
     imageId: { type: 'string' },
     containerId: { type: 'string' },
     dryRun: { type: 'boolean' },
+    reason: { type: 'string', description: 'task.expired: why retention removed the task (age, count, disk); container.reconciled: dangling or orphaned.' },
+    endedAt: { ...isoTime, description: 'task.expired: when the task ended.' },
   },
 };
 
@@ -493,7 +495,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     method: 'GET',
     url: '/v1/events',
     operationId: 'events',
-    summary: 'Server-sent events: task state changes, pulls, image removals, reconciler removals, prunes. A client that lost its stream resumes with `Last-Event-ID` (or `since`) and gets what it missed, within the event window.',
+    summary: 'Server-sent events: task state changes, pulls, image removals, reconciler removals, prunes, tasks removed by retention. A client that lost its stream resumes with `Last-Event-ID` (or `since`) and gets what it missed, within the event window.',
     querystring: eventsQuerySchema,
     responses: {
       400: errors.badRequest,

@@ -197,6 +197,10 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       BERTH_PRUNE_SCHEDULE: '12h',
       BERTH_PRUNE_IMAGE_BUDGET: '5g',
       BERTH_PRUNE_EXEMPT_IMAGES: 'a:1,b:2',
+      BERTH_RETENTION_MAX_AGE: '2d',
+      BERTH_RETENTION_MAX_COUNT: '500',
+      BERTH_RETENTION_DISK_WATERMARK: '80%',
+      BERTH_RETENTION_INTERVAL: '30s',
     };
     // BERTH_ENGINE_HOST is the alternative to BERTH_ENGINE_SOCKET, covered below.
     assert.deepEqual(Object.values(CONFIG_ENV_VARS).filter((v) => v !== 'BERTH_ENGINE_HOST').sort(), Object.keys(env).sort(), 'the test covers every variable');
@@ -221,6 +225,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       engineLog: { maxSizeBytes: 2 * MiB },
       reconcile: { enabled: false, periodMs: 600_000, creationGraceMs: 60_000, orphanGraceMs: 90_000, dryRun: true },
       prune: { scheduleMs: 43_200_000, imageBudgetBytes: 5 * GiB, exemptImages: ['a:1', 'b:2'] },
+      retention: { maxAgeMs: 2 * 86_400_000, maxCount: 500, diskWatermark: 0.8, intervalMs: 30_000 },
     });
   });
 
