@@ -96,7 +96,7 @@ async function statsCommand(taskIds: string[], flags: StatsFlags, io: CliIo): Pr
     if (ids.length === 0) {
       // As docker stats with no names: every task running now (not those that start later).
       const running = await runningTasks(engine, flags.owner, interrupt.signal);
-      const work = flags.stream ? streamStats(engine, running, pickView(io.stdout, running, output), interrupt.signal) : printOneSample(engine, running, io.stdout, output, interrupt.signal);
+      const work = flags.stream ? streamStats(engine, running, pickView(io.stdout, running, output), interrupt.signal) : printOneSample(engine, running, io.stdout, output, interrupt.signal, true);
       work.catch(() => undefined);
       await Promise.race([work, interrupted]);
       return endedByUser(io);
@@ -204,9 +204,21 @@ async function streamStats(engine: Engine, tasks: readonly StatsTask[], view: St
   }
 }
 
-/** `--no-stream`: one sample per task, printed together once every task has one. */
-async function printOneSample(engine: Engine, tasks: readonly StatsTask[], stdout: Writable, output: StatsOutput, signal: AbortSignal): Promise<void> {
-  const samples = await Promise.all(tasks.map((task) => oneSample(engine, task, signal)));
+/**
+ * `--no-stream`: one sample per task, printed together once every task has one. `dropVanished` (stats
+ * with no ids, of whatever runs): a task whose container stopped between the list and its sample is
+ * left out, as docker stats leaves it out; a task named by the user fails the command instead.
+ */
+async function printOneSample(engine: Engine, listed: readonly StatsTask[], stdout: Writable, output: StatsOutput, signal: AbortSignal, dropVanished = false): Promise<void> {
+  let tasks = listed;
+  let samples: Array<StatsSample | undefined>;
+  if (dropVanished) {
+    const settled = await Promise.allSettled(listed.map((task) => oneSample(engine, task, signal)));
+    tasks = listed.filter((_, index) => settled[index]!.status === 'fulfilled');
+    samples = settled.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+  } else {
+    samples = await Promise.all(listed.map((task) => oneSample(engine, task, signal)));
+  }
   if (signal.aborted) return;
   if (output.json) {
     tasks.forEach((task, index) => stdout.write(`${JSON.stringify(statsRecord(task.taskId, task.containerId, samples[index]!))}\n`));

@@ -54,6 +54,14 @@ describe('signals, pause and wait through the agent', { skip: await requireEngin
     await pollUntil('the trap to see SIGHUP', async () => ((await outputOf(client, id)).includes('got-hup') ? true : undefined), { timeoutMs: 30_000, intervalMs: 100 });
     assert.equal((await client.get(id)).state, 'running', 'a signal the task handles does not end it');
 
+    // berth pause and unpause freeze and thaw it in the engine.
+    const paused = await berth(dataDir, ['pause', id]);
+    assert.equal(paused.code, 0, paused.stderr);
+    assert.equal((await engine.inspectContainer((await client.get(id)).containerId!)).paused, true);
+    const resumed = await berth(dataDir, ['unpause', id]);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.equal((await engine.inspectContainer((await client.get(id)).containerId!)).paused, false);
+
     const killed = await berth(dataDir, ['kill', id]);
     assert.equal(killed.code, 0, killed.stderr);
     const waited = await berth(dataDir, ['wait', id]);
@@ -89,11 +97,12 @@ describe('signals, pause and wait through the agent', { skip: await requireEngin
     let agent = await agents.start(dataDir);
     let client = await clientOf(agent);
     const id = `${run.id}-pause`;
-    const timeoutMs = 4000;
+    // Long enough for the pause to come first on a loaded machine; the long poll below outlasts it.
+    const timeoutMs = 8000;
     await client.submit({ id, spec: spec(['sleep', '600'], { timeout: `${timeoutMs}ms` }) });
     const started = await untilRunning(client, id);
-    const paused = await berth(dataDir, ['pause', id]);
-    assert.equal(paused.code, 0, paused.stderr);
+    // Through the API, at once (the CLI's own pause is in the test above).
+    await client.pause(id);
     const view = await client.get(id);
     assert.ok(view.pausedAt, 'the view says since when it is paused');
     const containerId = view.containerId!;
@@ -113,8 +122,7 @@ describe('signals, pause and wait through the agent', { skip: await requireEngin
     assert.equal(recovered.pausedAt, view.pausedAt, 'the pause survives the restart');
     assert.equal((await engine.inspectContainer(containerId)).paused, true);
 
-    const resumed = await berth(dataDir, ['unpause', id]);
-    assert.equal(resumed.code, 0, resumed.stderr);
+    await client.unpause(id);
     const ended = await client.wait(id);
     assert.equal(ended.endState?.kind, 'timed-out');
     assert.ok(ended.pausedForMs! > 0);
