@@ -74,43 +74,43 @@ export function eventMatches(event: Readonly<Record<string, unknown>>, filters: 
 /** `berth events`: the agent's events as they happen, until Ctrl-C. */
 export function addEventsCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
   const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
-agentCommand(program, 'events', 'Print the agent\'s events as they happen (task states, pulls, removals) until Ctrl-C')
-  .addOption(new Option('-f, --filter <key=value>', 'type=task|image|container|prune (or a full type such as task.state), event=<state or phase>, task=<id>, image=<ref or id>, container=<id> (repeatable: one key\'s values are alternatives, different keys must all match)').argParser(collect).default([]))
-  .option('--since <id|time>', 'first the events after this one: an event id (as --json prints it), an RFC 3339 time, Unix seconds, or a duration before now such as 10m')
-  .option('--format <format>', FORMAT_HELP)
-  .action((flags: AgentFlags & { filter: string[]; format?: string; since?: string }) =>
-    run(() =>
-      withClient(io, flags, async (client) => {
-        const filters = parseEventFilters(flags.filter);
-        const format = parseFormat(flags.format, EVENT_FIELDS);
-        const abort = new AbortController();
-        const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
-        try {
-          const since = flags.since === undefined ? undefined : eventsSince(flags.since, Date.now());
-          const subscription = await client.events({ signal: abort.signal, ...(since !== undefined ? { since } : {}) });
-          // Says when the subscription is in place: every event after this line is printed.
-          io.stderr.write('berth: listening for events (Ctrl-C to stop)\n');
-          let headerDone = false;
-          for await (const event of subscription) {
-            const record = event as AgentEvent & Record<string, unknown>;
-            if (!eventMatches(record, filters)) continue;
-            let line: string;
-            if (flags.json || format.kind === 'json') line = `${JSON.stringify(event)}\n`;
-            else if (format.kind === 'table') line = `${formatEventLine(record)}\n`;
-            else if (format.table) {
-              // A live stream cannot align columns to rows yet to come: the header once, then tab-separated lines.
-              line = `${headerDone ? '' : `${format.headers.join('\t')}\n`}${renderFormatted({ ...format, table: false }, [eventFormatRow(record)])}`;
-              headerDone = true;
-            } else line = renderFormatted(format, [eventFormatRow(record)]);
-            await write(io.stdout, line);
+  agentCommand(program, 'events', 'Print the agent\'s events as they happen (task states, pulls, removals) until Ctrl-C')
+    .addOption(new Option('-f, --filter <key=value>', 'type=task|image|container|prune (or a full type such as task.state), event=<state or phase>, task=<id>, image=<ref or id>, container=<id> (repeatable: one key\'s values are alternatives, different keys must all match)').argParser(collect).default([]))
+    .option('--since <id|time>', 'first the events after this one: an event id (as --json prints it), an RFC 3339 time, Unix seconds, or a duration before now such as 10m')
+    .option('--format <format>', FORMAT_HELP)
+    .action((flags: AgentFlags & { filter: string[]; format?: string; since?: string }) =>
+      run(() =>
+        withClient(io, flags, async (client) => {
+          const filters = parseEventFilters(flags.filter);
+          const format = parseFormat(flags.format, EVENT_FIELDS);
+          const abort = new AbortController();
+          const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
+          try {
+            const since = flags.since === undefined ? undefined : eventsSince(flags.since, Date.now());
+            const subscription = await client.events({ signal: abort.signal, ...(since !== undefined ? { since } : {}) });
+            // Says when the subscription is in place: every event after this line is printed.
+            io.stderr.write('berth: listening for events (Ctrl-C to stop)\n');
+            let headerDone = false;
+            for await (const event of subscription) {
+              const record = event as AgentEvent & Record<string, unknown>;
+              if (!eventMatches(record, filters)) continue;
+              let line: string;
+              if (flags.json || format.kind === 'json') line = `${JSON.stringify(event)}\n`;
+              else if (format.kind === 'table') line = `${formatEventLine(record)}\n`;
+              else if (format.table) {
+                // A live stream cannot align columns to rows yet to come: the header once, then tab-separated lines.
+                line = `${headerDone ? '' : `${format.headers.join('\t')}\n`}${renderFormatted({ ...format, table: false }, [eventFormatRow(record)])}`;
+                headerDone = true;
+              } else line = renderFormatted(format, [eventFormatRow(record)]);
+              await write(io.stdout, line);
+            }
+          } catch (error) {
+            if (!abort.signal.aborted) throw error;
+          } finally {
+            removeInterrupt();
           }
-        } catch (error) {
-          if (!abort.signal.aborted) throw error;
-        } finally {
-          removeInterrupt();
-        }
-        return endedByUser(io);
-      }),
-    ),
-  );
+          return endedByUser(io);
+        }),
+      ),
+    );
 }

@@ -17,47 +17,47 @@ interface LogsFlags extends AgentFlags {
 /** `berth logs`: a task's output, its stdout to stdout and its stderr to stderr. */
 export function addLogsCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
   const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
-agentCommand(program, 'logs', 'Print a task\'s output: its stdout to stdout, its stderr to stderr')
-  .argument('<task-id>', 'a task id or a unique prefix of one')
-  .option('-f, --follow', 'keep printing new output until the task\'s output ends (or --until comes)')
-  .option('--since <time>', 'only output after this time: RFC 3339 (e.g. a timestamp printed by -t), Unix seconds, or a duration before now (10m, 1h30m)')
-  .option('--until <time>', 'only output up to this time, in the same forms as --since')
-  .option('-n, --tail <n>', 'only the last n lines (or all, the default)')
-  .option('-t, --timestamps', 'prefix each line with the engine\'s timestamp')
-  .action((taskId: string, flags: LogsFlags) =>
-    run(() =>
-      withClient(io, flags, async (client) => {
-        // Usage errors first, before the agent is asked anything.
-        const nowMs = Date.now();
-        const since = flags.since === undefined ? undefined : parseLogTime(flags.since, '--since', nowMs);
-        const until = flags.until === undefined ? undefined : parseLogTime(flags.until, '--until', nowMs);
-        const tail = flags.tail === undefined ? undefined : parseTail(flags.tail);
-        const abort = new AbortController();
-        const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
-        try {
-          const options = { follow: flags.follow ?? false, signal: abort.signal, ...(since !== undefined ? { since } : {}), ...(until !== undefined ? { until } : {}), ...(tail !== undefined ? { tail } : {}) };
-          for await (const record of client.logs(taskId, options)) {
-            if (flags.json) {
-              io.stdout.write(`${JSON.stringify(record)}\n`);
-            } else {
-              const out: Writable = record.stream === 'stderr' ? io.stderr : io.stdout;
-              await write(out, flags.timestamps ? `${record.timestamp} ${record.text}` : record.text);
+  agentCommand(program, 'logs', 'Print a task\'s output: its stdout to stdout, its stderr to stderr')
+    .argument('<task-id>', 'a task id or a unique prefix of one')
+    .option('-f, --follow', 'keep printing new output until the task\'s output ends (or --until comes)')
+    .option('--since <time>', 'only output after this time: RFC 3339 (e.g. a timestamp printed by -t), Unix seconds, or a duration before now (10m, 1h30m)')
+    .option('--until <time>', 'only output up to this time, in the same forms as --since')
+    .option('-n, --tail <n>', 'only the last n lines (or all, the default)')
+    .option('-t, --timestamps', 'prefix each line with the engine\'s timestamp')
+    .action((taskId: string, flags: LogsFlags) =>
+      run(() =>
+        withClient(io, flags, async (client) => {
+          // Usage errors first, before the agent is asked anything.
+          const nowMs = Date.now();
+          const since = flags.since === undefined ? undefined : parseLogTime(flags.since, '--since', nowMs);
+          const until = flags.until === undefined ? undefined : parseLogTime(flags.until, '--until', nowMs);
+          const tail = flags.tail === undefined ? undefined : parseTail(flags.tail);
+          const abort = new AbortController();
+          const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
+          try {
+            const options = { follow: flags.follow ?? false, signal: abort.signal, ...(since !== undefined ? { since } : {}), ...(until !== undefined ? { until } : {}), ...(tail !== undefined ? { tail } : {}) };
+            for await (const record of client.logs(taskId, options)) {
+              if (flags.json) {
+                io.stdout.write(`${JSON.stringify(record)}\n`);
+              } else {
+                const out: Writable = record.stream === 'stderr' ? io.stderr : io.stdout;
+                await write(out, flags.timestamps ? `${record.timestamp} ${record.text}` : record.text);
+              }
             }
+          } catch (error) {
+            // Ctrl-C ends a follow (exit 0): that is how people stop one; SIGTERM exits 143.
+            if (!abort.signal.aborted) throw error;
+          } finally {
+            removeInterrupt();
           }
-        } catch (error) {
-          // Ctrl-C ends a follow (exit 0): that is how people stop one; SIGTERM exits 143.
-          if (!abort.signal.aborted) throw error;
-        } finally {
-          removeInterrupt();
-        }
-        // A task that could not start has no output: say why, rather than print nothing.
-        if (!abort.signal.aborted) {
-          const task = await client.get(taskId);
-          const reason = startFailureReason(task);
-          if (reason !== undefined) io.stderr.write(`berth: task ${task.id} failed to start: ${reason}\n`);
-        }
-        return endedByUser(io);
-      }),
-    ),
-  );
+          // A task that could not start has no output: say why, rather than print nothing.
+          if (!abort.signal.aborted) {
+            const task = await client.get(taskId);
+            const reason = startFailureReason(task);
+            if (reason !== undefined) io.stderr.write(`berth: task ${task.id} failed to start: ${reason}\n`);
+          }
+          return endedByUser(io);
+        }),
+      ),
+    );
 }

@@ -221,11 +221,17 @@ export function formatEventLine(event: Readonly<Record<string, unknown>>): strin
     case 'image.removed':
       detail = shortId(text(event.imageId));
       break;
-    case 'container.reconciled':
-      detail = `${shortId(text(event.containerId))}${event.taskId ? ` (task ${text(event.taskId)})` : ''}${event.dryRun ? ' dry run' : ''}`;
+    case 'container.reconciled': {
+      // An orphan's reason says whose it was: the owner id and the process that is gone.
+      const why = event.reason === 'orphaned' ? ` orphaned (owner ${text(event.ownerId) || '?'}, pid ${text(event.ownerPid) || '?'} gone)` : event.reason ? ` ${text(event.reason)}` : '';
+      detail = `${shortId(text(event.containerId))}${event.taskId ? ` (task ${text(event.taskId)})` : ''}${why}${event.dryRun ? ' dry run' : ''}`;
+      break;
+    }
+    case 'task.expired':
+      detail = `${text(event.taskId)} removed by retention (${text(event.reason)}; ended ${text(event.endedAt)})`;
       break;
     default: {
-      const rest = Object.entries(event).filter(([key]) => key !== 'at' && key !== 'type');
+      const rest = Object.entries(event).filter(([key]) => key !== 'at' && key !== 'type' && key !== 'id');
       detail = rest.map(([key, value]) => `${key}=${typeof value === 'object' ? JSON.stringify(value) : String(value)}`).join(' ');
     }
   }

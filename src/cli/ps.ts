@@ -81,25 +81,25 @@ export function psListFilter(flags: PsSelection): ListFilter {
 /** `berth ps`: the agent's tasks, newest first, as a table, ids or JSON. */
 export function addPsCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
   const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
-agentCommand(program, 'ps', 'List tasks that have not ended, newest first (-a: all)')
-  .option('-a, --all', 'also tasks that ended')
-  .option('-f, --filter <key=value>', `state=<state>, end=<${END_KINDS.join('|')}> (how it ended) or label=<key>[=<value>] (repeatable; the values of one key are alternatives, different keys must all match)`, collect, [])
-  .option('-q, --quiet', 'print task ids only')
-  .option('-n, --last <n>', 'the newest n tasks, in any state')
-  .option('-l, --latest', 'the newest task, in any state (as -n 1)')
-  .option('--no-trunc', 'print whole task ids, commands and reasons')
-  .option('--format <format>', FORMAT_HELP)
-  .action((flags: AgentFlags & PsSelection & { quiet?: boolean; trunc: boolean; format?: string }) =>
-    run(() =>
-      withClient(io, flags, async (client) => {
-        const format = parseFormat(flags.format, TASK_FIELDS);
-        const tasks = await client.list(psListFilter(flags));
-        if (format.kind !== 'table' && !flags.quiet) io.stdout.write(renderFormatted(format, tasks.map((t) => taskFormatRow(t, Date.now(), !flags.trunc))));
-        else if (flags.json) writeJson(io.stdout, tasks);
-        else if (flags.quiet) io.stdout.write(tasks.map((t) => `${displayTaskId(t.id, !flags.trunc)}\n`).join(''));
-        else io.stdout.write(renderTaskTable(tasks, Date.now(), { noTrunc: !flags.trunc }));
-        return 0;
-      }),
-    ),
-  );
+  agentCommand(program, 'ps', 'List tasks that have not ended, newest first (-a: all)')
+    .option('-a, --all', 'also tasks that ended')
+    .option('-f, --filter <key=value>', `state=<state>, end=<${END_KINDS.join('|')}> (how it ended) or label=<key>[=<value>] (repeatable; the values of one key are alternatives, different keys must all match)`, collect, [])
+    .option('-q, --quiet', 'print task ids only')
+    .option('-n, --last <n>', 'the newest n tasks, in any state')
+    .option('-l, --latest', 'the newest task, in any state (as -n 1)')
+    .option('--no-trunc', 'print whole task ids, commands and reasons')
+    .option('--format <format>', FORMAT_HELP)
+    .action((flags: AgentFlags & PsSelection & { quiet?: boolean; trunc: boolean; format?: string }) =>
+      run(() =>
+        withClient(io, flags, async (client) => {
+          const format = parseFormat(flags.format, TASK_FIELDS);
+          const tasks = await client.list(psListFilter(flags));
+          if (format.kind !== 'table' && !flags.quiet) io.stdout.write(renderFormatted(format, tasks.map((t) => taskFormatRow(t, Date.now(), !flags.trunc))));
+          else if (flags.json) writeJson(io.stdout, tasks);
+          else if (flags.quiet) io.stdout.write(tasks.map((t) => `${displayTaskId(t.id, !flags.trunc)}\n`).join(''));
+          else io.stdout.write(renderTaskTable(tasks, Date.now(), { noTrunc: !flags.trunc }));
+          return 0;
+        }),
+      ),
+    );
 }

@@ -51,36 +51,36 @@ async function forceRemove(client: AgentClient, idOrPrefix: string): Promise<voi
 /** `berth stop` and `berth rm`, each on several tasks, as docker's. */
 export function addStopAndRemoveCommands(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
   const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
-agentCommand(program, 'stop', 'Stop tasks: a pending one is cancelled, a running one gets its stop signal, then SIGKILL after its grace period')
-  .argument('<task-id...>', 'task ids or unique prefixes of them')
-  .option('-t, --time <seconds>', 'the grace period between the stop signal and SIGKILL for this stop: whole seconds as docker\'s, or a duration such as 1m30s (default: the task\'s --stop-timeout)')
-  .option('--timeout <seconds>', 'the same as -t (docker\'s newer spelling)')
-  .action((taskIds: string[], flags: AgentFlags & { time?: string; timeout?: string }) =>
-    run(async () => {
-      let graceMs: number | undefined;
-      try {
-        if (flags.time !== undefined && flags.timeout !== undefined) throw new ValidationError([{ field: '-t/--time', rule: 'and --timeout are one flag: give one of them' }]);
-        if (flags.time !== undefined) graceMs = stopGraceFlagMs(flags.time, '-t/--time');
-        if (flags.timeout !== undefined) graceMs = stopGraceFlagMs(flags.timeout, '--timeout');
-      } catch (error) {
-        // A bad flag, caught before anything was sent.
-        io.stderr.write(`${errorLine(error)}\n`);
-        return exitCodeForClientError(error);
-      }
-      return eachTask(io, flags, taskIds, async (client, id) => client.stop(id, graceMs === undefined ? {} : { graceMs }));
-    }),
-  );
-
-agentCommand(program, 'rm', 'Remove ended tasks and their output (-f: stop a running one first)')
-  .argument('<task-id...>', 'task ids or unique prefixes of them')
-  .option('-f, --force', 'stop a task that has not ended (killed at once, as docker rm -f), then remove it')
-  .action((taskIds: string[], flags: AgentFlags & { force?: boolean }) =>
-    run(() =>
-      eachTask(io, flags, taskIds, async (client, id) => {
-        if (flags.force) await forceRemove(client, id);
-        else await client.remove(id);
-        return { id, removed: true };
+  agentCommand(program, 'stop', 'Stop tasks: a pending one is cancelled, a running one gets its stop signal, then SIGKILL after its grace period')
+    .argument('<task-id...>', 'task ids or unique prefixes of them')
+    .option('-t, --time <seconds>', 'the grace period between the stop signal and SIGKILL for this stop: whole seconds as docker\'s, or a duration such as 1m30s (default: the task\'s --stop-timeout)')
+    .option('--timeout <seconds>', 'the same as -t (docker\'s newer spelling)')
+    .action((taskIds: string[], flags: AgentFlags & { time?: string; timeout?: string }) =>
+      run(async () => {
+        let graceMs: number | undefined;
+        try {
+          if (flags.time !== undefined && flags.timeout !== undefined) throw new ValidationError([{ field: '-t/--time', rule: 'and --timeout are one flag: give one of them' }]);
+          if (flags.time !== undefined) graceMs = stopGraceFlagMs(flags.time, '-t/--time');
+          if (flags.timeout !== undefined) graceMs = stopGraceFlagMs(flags.timeout, '--timeout');
+        } catch (error) {
+          // A bad flag, caught before anything was sent.
+          io.stderr.write(`${errorLine(error)}\n`);
+          return exitCodeForClientError(error);
+        }
+        return eachTask(io, flags, taskIds, async (client, id) => client.stop(id, graceMs === undefined ? {} : { graceMs }));
       }),
-    ),
-  );
+    );
+
+  agentCommand(program, 'rm', 'Remove ended tasks and their output (-f: stop a running one first)')
+    .argument('<task-id...>', 'task ids or unique prefixes of them')
+    .option('-f, --force', 'stop a task that has not ended (killed at once, as docker rm -f), then remove it')
+    .action((taskIds: string[], flags: AgentFlags & { force?: boolean }) =>
+      run(() =>
+        eachTask(io, flags, taskIds, async (client, id) => {
+          if (flags.force) await forceRemove(client, id);
+          else await client.remove(id);
+          return { id, removed: true };
+        }),
+      ),
+    );
 }

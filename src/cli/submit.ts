@@ -117,19 +117,19 @@ function addRunStyleOptions(command: Command, io: CliIo): Command {
 /** `berth submit`: the task goes to the agent, which starts it when it fits its budget. */
 export function addSubmitCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
   const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
-addRunStyleOptions(agentCommand(program, 'submit', 'Submit a task to the agent and print its id; it starts when it fits the agent\'s budget'), io)
-  .argument('<image>', 'image to run')
-  .argument('[command...]', 'command and arguments (default: the image\'s)')
-  .passThroughOptions()
-  .action((image: string, command: string[], flags: RunFlags & AgentFlags) =>
-    run(async () => {
-      try {
-        return await submitTask(io, image, command, flags);
-      } catch (error) {
-        // A bad flag, caught before anything was sent.
-        io.stderr.write(`${errorLine(error)}\n`);
-        return exitCodeForClientError(error);
-      }
-    }),
-  );
+  addRunStyleOptions(agentCommand(program, 'submit', 'Submit a task to the agent and print its id; it starts when it fits the agent\'s budget'), io)
+    .argument('<image>', 'image to run')
+    .argument('[command...]', 'command and arguments (default: the image\'s)')
+    .passThroughOptions()
+    .action((image: string, command: string[], flags: RunFlags & AgentFlags) =>
+      run(async () => {
+        try {
+          return await submitTask(io, image, command, flags);
+        } catch (error) {
+          // A bad flag, caught before anything was sent.
+          io.stderr.write(`${errorLine(error)}\n`);
+          return exitCodeForClientError(error);
+        }
+      }),
+    );
 }

@@ -131,8 +131,17 @@ describe('formatEventLine', () => {
     );
   });
 
-  test('an event of a type it does not know is still printed, key by key', () => {
-    assert.equal(formatEventLine({ type: 'new.kind', n: 1, at: 'T' }), 'T  new.kind  n=1');
+  test('an event of a type it does not know is still printed, key by key, without its id', () => {
+    assert.equal(formatEventLine({ id: 7, type: 'new.kind', n: 1, at: 'T' }), 'T  new.kind  n=1');
+  });
+
+  test('an orphan the reconciler removed says whose it was; a task retention removed says why', () => {
+    assert.equal(
+      formatEventLine({ type: 'container.reconciled', containerId: 'abcdef0123456789', taskId: 't1', reason: 'orphaned', ownerId: 'cli', ownerPid: 42, dryRun: false, at: 'T' }),
+      'T  container.reconciled  abcdef012345 (task t1) orphaned (owner cli, pid 42 gone)',
+    );
+    assert.equal(formatEventLine({ type: 'container.reconciled', containerId: 'abcdef0123456789', reason: 'dangling', dryRun: true, at: 'T' }), 'T  container.reconciled  abcdef012345 dangling dry run');
+    assert.equal(formatEventLine({ type: 'task.expired', taskId: 't2', reason: 'age', endedAt: 'E', at: 'T' }), 'T  task.expired  t2 removed by retention (age; ended E)');
   });
 });
 
