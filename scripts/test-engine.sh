@@ -52,6 +52,19 @@ if ! engine_answers; then
   done
 fi
 
+# The terminal tests drive berth in a pseudo-terminal through python3's pty module
+# (test/support/pty-driver.py); python3 comes with these machines, and Debian has it otherwise.
+if ! command -v python3 >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing python3"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 >/dev/null
+  else
+    echo "test-engine: the terminal tests need python3 (Debian package python3)." >&2
+    exit 1
+  fi
+fi
+
 # The TLS tests make their CA and certificates with openssl(1).
 if ! command -v openssl >/dev/null; then
   if [ "$(id -u)" = 0 ]; then
