@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { AgentClient } from '../../src/agent/client.js';
-import { TOKEN_FILE_NAME } from '../../src/agent/agent.js';
+import type { AgentClient, TaskView } from '../../src/agent/client.js';
 import { Engine } from '../../src/engine/engine.js';
 import { LABELS } from '../../src/common/labels.js';
-import { agentProcesses, berth, berthInspect, tempDirs, type RunningAgent } from '../support/agent.js';
+import { agentClientOf, agentProcesses, berth, berthInspect, submitViaCli, tempDirs, waitForTaskState, type RunningAgent } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { hasEnded, TASK_STATES, type TaskState } from '../../src/state/tasks.js';
 
@@ -21,15 +18,6 @@ const run = testRun(engine);
 const agents = agentProcesses();
 const dirs = tempDirs();
 let client: AgentClient | undefined;
-
-interface TaskView {
-  id: string;
-  state: TaskState;
-  spec: Record<string, unknown>;
-  containerId?: string;
-  endState?: { kind: string; exitCode?: number; reason?: string };
-  exitCode?: number;
-}
 
 const ENDED = TASK_STATES.filter(hasEnded);
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -49,31 +37,14 @@ describe('task ids and listings through the CLI', { skip }, () => {
   /** Names of this file's tasks start with it, so that prefixes are this run's alone. */
   const stem = `ids-${run.id}`;
 
-
   before(async () => {
     dataDir = await dirs.make('berth-ids-');
     agent = await agents.start(dataDir);
-    client = AgentClient.connect({ host: `unix://${agent.socketPath}`, token: (await readFile(path.join(dataDir, TOKEN_FILE_NAME), 'utf8')).trim() });
+    client = await agentClientOf(agent);
   });
 
-  async function submit(args: string[], label = run.labelFilter): Promise<string> {
-    const result = await berth(dataDir, ['submit', '-l', label, ...args]);
-    assert.equal(result.code, 0, result.stderr);
-    return result.stdout.trim();
-  }
-
-  /** Waits through the agent's API (the CLI's own answers are what the tests assert). */
-  async function waitForState(taskId: string, states: readonly TaskState[]): Promise<TaskView> {
-    return pollUntil(
-      `task ${taskId} to be ${states.join(' or ')}`,
-      async () => {
-        const task = await client!.get(taskId);
-        return states.includes(task.state) ? (task as TaskView) : undefined;
-      },
-      { timeoutMs: 60_000, intervalMs: 100 },
-    );
-  }
-
+  const submit = (args: string[], label = run.labelFilter): Promise<string> => submitViaCli(dataDir, label, args);
+  const waitForState = (taskId: string, states: readonly TaskState[]): Promise<TaskView> => waitForTaskState(client!, taskId, states);
 
   test('submit prints the whole id; ps shows 12 characters (-q too), --no-trunc the whole id; a unique prefix works on every command', async () => {
     const id = await submit([TEST_IMAGE, 'sh', '-c', 'echo hello from the task; sleep 60']);

@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { AgentClient } from '../../src/agent/client.js';
-import { TOKEN_FILE_NAME } from '../../src/agent/agent.js';
+import type { AgentClient, TaskView } from '../../src/agent/client.js';
 import { Engine } from '../../src/engine/engine.js';
-import { agentProcesses, berth, berthJson, tempDirs, type RunningAgent } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { agentClientOf, agentProcesses, berth, berthJson, submitViaCli, tempDirs, waitForTaskState, type RunningAgent } from '../support/agent.js';
+import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { hasEnded, TASK_STATES, type TaskState } from '../../src/state/tasks.js';
 
 /**
@@ -20,15 +17,6 @@ const run = testRun(engine);
 const agents = agentProcesses();
 const dirs = tempDirs();
 let client: AgentClient | undefined;
-
-interface TaskView {
-  id: string;
-  state: TaskState;
-  spec: Record<string, unknown>;
-  containerId?: string;
-  endState?: { kind: string; exitCode?: number; reason?: string };
-  exitCode?: number;
-}
 
 const ENDED = TASK_STATES.filter(hasEnded);
 
@@ -47,31 +35,14 @@ describe('ps, its filters and stop -t through the CLI', { skip }, () => {
   /** Names of this file's tasks start with it, so that prefixes are this run's alone. */
   const stem = `ps-${run.id}`;
 
-
   before(async () => {
     dataDir = await dirs.make('berth-ps-');
     agent = await agents.start(dataDir);
-    client = AgentClient.connect({ host: `unix://${agent.socketPath}`, token: (await readFile(path.join(dataDir, TOKEN_FILE_NAME), 'utf8')).trim() });
+    client = await agentClientOf(agent);
   });
 
-  async function submit(args: string[], label = run.labelFilter): Promise<string> {
-    const result = await berth(dataDir, ['submit', '-l', label, ...args]);
-    assert.equal(result.code, 0, result.stderr);
-    return result.stdout.trim();
-  }
-
-  /** Waits through the agent's API (the CLI's own answers are what the tests assert). */
-  async function waitForState(taskId: string, states: readonly TaskState[]): Promise<TaskView> {
-    return pollUntil(
-      `task ${taskId} to be ${states.join(' or ')}`,
-      async () => {
-        const task = await client!.get(taskId);
-        return states.includes(task.state) ? (task as TaskView) : undefined;
-      },
-      { timeoutMs: 60_000, intervalMs: 100 },
-    );
-  }
-
+  const submit = (args: string[], label = run.labelFilter): Promise<string> => submitViaCli(dataDir, label, args);
+  const waitForState = (taskId: string, states: readonly TaskState[]): Promise<TaskView> => waitForTaskState(client!, taskId, states);
 
   test('ps lists newest first; -n N gives the newest N in any state; -f end= selects by outcome, and a failed start says why in ps and logs', async () => {
     const label = `${run.labelFilter}-outcomes`;

@@ -1,13 +1,11 @@
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
-import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
 import { Engine } from '../../src/engine/engine.js';
 import { AgentClient, type TaskView } from '../../src/agent/client.js';
 import { hasEnded, type StoredTaskSpec } from '../../src/state/tasks.js';
 import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
-import { agentProcesses, agentTestFile, berth, type RunningAgent } from '../support/agent.js';
+import { agentClientOf, agentProcesses, agentTestFile, berth } from '../support/agent.js';
 
 /**
  * Signals, pause and resume, and wait, through a real agent process on the real engine, by its
@@ -18,11 +16,6 @@ const engine = new Engine();
 const { run, dirs } = agentTestFile(engine);
 const agents = agentProcesses();
 after(() => agents.killAll());
-
-async function clientOf(agent: RunningAgent): Promise<AgentClient> {
-  const token = (await readFile(path.join(agent.dataDir, 'token'), 'utf8')).trim();
-  return AgentClient.connect({ host: `unix://${agent.socketPath}`, token });
-}
 
 const spec = (command: string[], extra: Partial<StoredTaskSpec> = {}): StoredTaskSpec => ({ image: TEST_IMAGE, command, labels: { ...run.labels }, stopGracePeriod: '1s', ...extra });
 
@@ -43,7 +36,7 @@ describe('signals, pause and wait through the agent', { skip: await requireEngin
   test('berth kill -s delivers a signal a trap sees; berth kill ends the task, and berth wait prints its exit code', async () => {
     const dataDir = await dirs.make('berth-ctl-');
     const agent = await agents.start(dataDir);
-    const client = await clientOf(agent);
+    const client = await agentClientOf(agent);
     const id = `${run.id}-trap`;
     // The trap runs between short sleeps; "ready" says it is in place.
     await client.submit({ id, spec: spec(['sh', '-c', 'trap "echo got-hup" HUP; echo ready; while true; do sleep 0.1; done']) });
@@ -80,7 +73,7 @@ describe('signals, pause and wait through the agent', { skip: await requireEngin
   test('a task whose command is missing ends failed with 127, and one that is not executable with 126, as a shell says', async () => {
     const dataDir = await dirs.make('berth-cmd-');
     const agent = await agents.start(dataDir);
-    const client = await clientOf(agent);
+    const client = await agentClientOf(agent);
     await client.submit({ id: `${run.id}-missing`, spec: spec(['no-such-command']) });
     await client.submit({ id: `${run.id}-noexec`, spec: spec(['/etc/passwd']) });
     const missing = await client.wait(`${run.id}-missing`);
@@ -95,7 +88,7 @@ describe('signals, pause and wait through the agent', { skip: await requireEngin
   test('a paused task\'s time limit stands still, across an agent restart too, and goes on after unpause', async () => {
     const dataDir = await dirs.make('berth-pau-');
     let agent = await agents.start(dataDir);
-    let client = await clientOf(agent);
+    let client = await agentClientOf(agent);
     const id = `${run.id}-pause`;
     // Long enough for the pause to come first on a loaded machine; the long poll below outlasts it.
     const timeoutMs = 8000;
@@ -116,7 +109,7 @@ describe('signals, pause and wait through the agent', { skip: await requireEngin
     client.close();
     await agent.stop('SIGTERM');
     agent = await agents.start(dataDir);
-    client = await clientOf(agent);
+    client = await agentClientOf(agent);
     const recovered = await client.get(id);
     assert.equal(recovered.state, 'running');
     assert.equal(recovered.pausedAt, view.pausedAt, 'the pause survives the restart');

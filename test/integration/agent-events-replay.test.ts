@@ -7,10 +7,10 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
 import { Engine } from '../../src/engine/engine.js';
-import { AgentClient, type AgentEvent } from '../../src/agent/client.js';
+import { type AgentEvent } from '../../src/agent/client.js';
 import { hasEnded } from '../../src/state/tasks.js';
 import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
-import { agentProcesses, agentTestFile, berth, BERTH_CLI, cleanEnv, httpGet, writeAgentConfig, type RunningAgent } from '../support/agent.js';
+import { agentClientOf, agentProcesses, agentTestFile, berth, BERTH_CLI, cleanEnv, httpGet, writeAgentConfig } from '../support/agent.js';
 
 /**
  * Events that a client missed while it was away: replayed after Last-Event-ID or `since`, across an
@@ -21,11 +21,6 @@ const engine = new Engine();
 const { run, dirs } = agentTestFile(engine);
 const agents = agentProcesses();
 after(() => agents.killAll());
-
-async function clientOf(agent: RunningAgent): Promise<AgentClient> {
-  const token = (await readFile(path.join(agent.dataDir, 'token'), 'utf8')).trim();
-  return AgentClient.connect({ host: `unix://${agent.socketPath}`, token });
-}
 
 /** Reads a subscription until `done` says so (or a minute passes), then closes it. */
 async function readUntil(subscription: AsyncIterable<AgentEvent> & { close(): void }, done: (seen: AgentEvent[]) => boolean): Promise<AgentEvent[]> {
@@ -69,7 +64,7 @@ describe('resuming the agent\'s event stream', { skip: await requireEngine() }, 
   test('a client that reconnects with Last-Event-ID or since gets exactly what it missed, also after an agent restart', async () => {
     const dataDir = await dirs.make('berth-ev-');
     let agent = await agents.start(dataDir);
-    let client = await clientOf(agent);
+    let client = await agentClientOf(agent);
     const spec = { image: TEST_IMAGE, command: ['true'], labels: { ...run.labels } };
 
     // Seen live: the first task's events, each with an increasing id.
@@ -88,7 +83,7 @@ describe('resuming the agent\'s event stream', { skip: await requireEngine() }, 
     client.close();
     await agent.stop('SIGTERM');
     agent = await agents.start(dataDir);
-    client = await clientOf(agent);
+    client = await agentClientOf(agent);
 
     // Back: since=<last id seen> replays the second task's whole life, after the first's, each once.
     const resumed = await readUntil(await client.events({ since: lastSeen }), endOf(second));
@@ -142,7 +137,7 @@ describe('resuming the agent\'s event stream', { skip: await requireEngine() }, 
     const dataDir = await dirs.make('berth-ew-');
     const config = await writeAgentConfig(dataDir, 'events:\n  maxCount: 100\n');
     const agent = await agents.start(dataDir, ['--config', config]);
-    const client = await clientOf(agent);
+    const client = await agentClientOf(agent);
     // Prunes that match nothing of anyone's, each announced as one event: 120 events, past the window of 100.
     const nothing = `label=io.berth.test-nothing=${run.id}`;
     for (let i = 0; i < 120; i++) await client.prune({ filters: [nothing] });

@@ -1,9 +1,7 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
 import { Engine } from '../../src/engine/engine.js';
-import { agentProcesses, berth, BERTH_CLI, cleanEnv, tempDirs } from '../support/agent.js';
+import { agentProcesses, berth, spawnBerth, tempDirs } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 
 /**
@@ -23,17 +21,6 @@ after(async () => {
   await run.cleanup();
   await dirs.removeAll();
 });
-
-/** A long-running CLI command (logs -f, events), read as it goes. */
-function spawnBerth(dataDir: string, args: string[]): { stdout: () => string; stderr: () => string; closed: Promise<number | null>; interrupt: () => void } {
-  const child = spawn(process.execPath, [...BERTH_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ BERTH_DATA_DIR: dataDir }) });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const closed = once(child, 'close').then(([code]) => code as number | null);
-  return { stdout: () => stdout, stderr: () => stderr, closed, interrupt: () => void child.kill('SIGINT') };
-}
 
 const skip = await requireEngine();
 

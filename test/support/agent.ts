@@ -6,14 +6,15 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { buildAgent, type AgentRuntime } from '../../src/agent/agent.js';
-import { AgentClient } from '../../src/agent/client.js';
+import { buildAgent, TOKEN_FILE_NAME, type AgentRuntime } from '../../src/agent/agent.js';
+import { AgentClient, type TaskView } from '../../src/agent/client.js';
+import type { TaskState } from '../../src/state/tasks.js';
 import type { AgentConfigInput } from '../../src/agent/config.js';
 import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
 import type { ErrorCode } from '../../src/common/errors.js';
@@ -90,6 +91,42 @@ export function httpGet(socketPath: string, urlPath: string, token?: string): Pr
     req.once('error', reject);
     req.end();
   });
+}
+
+/** A client of a running agent process, with the token from its data directory. Close it when done. */
+export async function agentClientOf(agent: Pick<RunningAgent, 'dataDir' | 'socketPath'>): Promise<AgentClient> {
+  const token = (await readFile(path.join(agent.dataDir, TOKEN_FILE_NAME), 'utf8')).trim();
+  return AgentClient.connect({ host: `unix://${agent.socketPath}`, token });
+}
+
+/** `berth submit -l <label> …args` against the agent of `dataDir`; resolves with the printed task id. */
+export async function submitViaCli(dataDir: string, label: string, args: readonly string[]): Promise<string> {
+  const result = await berth(dataDir, ['submit', '-l', label, ...args]);
+  assert.equal(result.code, 0, result.stderr);
+  return result.stdout.trim();
+}
+
+/** Polls a task through the agent's API (for at most a minute) until it is in one of `states`. */
+export async function waitForTaskState(client: AgentClient, taskId: string, states: readonly TaskState[]): Promise<TaskView> {
+  return pollUntil(
+    `task ${taskId} to be ${states.join(' or ')}`,
+    async () => {
+      const task = await client.get(taskId);
+      return states.includes(task.state) ? task : undefined;
+    },
+    { timeoutMs: 60_000, intervalMs: 100 },
+  );
+}
+
+/** A long-running CLI command (`logs -f`, `events`) against the agent of `dataDir`, read as it goes; `interrupt` sends SIGINT. */
+export function spawnBerth(dataDir: string, args: readonly string[]): { stdout: () => string; stderr: () => string; closed: Promise<number | null>; interrupt: () => void } {
+  const child = spawn(process.execPath, [...BERTH_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ BERTH_DATA_DIR: dataDir }) });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const closed = once(child, 'close').then(([code]) => code as number | null);
+  return { stdout: () => stdout, stderr: () => stderr, closed, interrupt: () => void child.kill('SIGINT') };
 }
 
 /** Writes an agent configuration file, `<dir>/config.yaml`, and resolves with its path (for `--config`). */
