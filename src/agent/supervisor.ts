@@ -199,19 +199,21 @@ export class TaskSupervisor {
    */
   async wait(taskId: string, timeoutMs: number, signal?: AbortSignal): Promise<TaskRecord> {
     this.#require(taskId);
-    if (this.isEnded(taskId)) return this.#require(taskId);
+    const stops = [signal, this.#closing.signal].filter((s): s is AbortSignal => s !== undefined);
+    if (this.isEnded(taskId) || stops.some((s) => s.aborted)) return this.#require(taskId);
     await new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
         off();
-        signal?.removeEventListener('abort', done);
+        for (const stop of stops) stop.removeEventListener('abort', done);
         resolve();
       };
       const timer = setTimeout(done, timeoutMs);
       const off = this.#deps.events.subscribe((event) => {
         if (event.type === 'task.state' && event.taskId === taskId && hasEnded(event.state)) done();
       });
-      signal?.addEventListener('abort', done, { once: true });
+      // The client went away, or the agent is shutting down: answer with the task as it is.
+      for (const stop of stops) stop.addEventListener('abort', done, { once: true });
       // Ended between the check above and the subscription.
       if (this.isEnded(taskId)) done();
     });

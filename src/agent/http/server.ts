@@ -234,13 +234,20 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
       const { timeout } = request.query as { timeout: string };
       const timeoutMs = parseDurationMs(timeout);
       if (timeoutMs === undefined || timeoutMs > WAIT_TIMEOUT_MAX_MS) throw new ValidationError([{ field: 'timeout', rule: 'must be a duration from 0s to 10m, e.g. 30s' }]);
-      // A client that goes away ends the wait at once.
+      // A client that goes away ends the wait at once, and so does the server closing (a long poll
+      // must not hold a shutdown for its whole timeout): it then answers with the task as it is.
       const gone = new AbortController();
+      const end = (): void => gone.abort();
+      openStreams.add(end);
       reply.raw.once('close', () => {
         if (!reply.raw.writableEnded) gone.abort();
       });
-      const record = await runtime.supervisor.wait(id, timeoutMs, gone.signal);
-      return { task: toTaskView(record), ended: hasEnded(record.state) };
+      try {
+        const record = await runtime.supervisor.wait(id, timeoutMs, gone.signal);
+        return { task: toTaskView(record), ended: hasEnded(record.state) };
+      } finally {
+        openStreams.delete(end);
+      }
     },
 
     async removeTask(request, reply) {

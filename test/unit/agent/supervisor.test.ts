@@ -127,6 +127,21 @@ describe('the task supervisor over a scripted engine', () => {
     assert.equal(record('job-g2').endState?.kind, 'cancelled');
   });
 
+  test('a wait answers with the task as it is once its client goes away or the agent shuts down, not after its whole timeout', async () => {
+    const { supervisor, record } = await scriptedSupervisor();
+    supervisor.submit({ id: 'job-w', spec });
+    await until(() => record('job-w').state === 'running', 'the task to run');
+    const gone = new AbortController();
+    const byClient = supervisor.wait('job-w', 600_000, gone.signal);
+    gone.abort();
+    assert.equal((await byClient).state, 'running');
+    // An already aborted signal answers at once too.
+    assert.equal((await supervisor.wait('job-w', 600_000, gone.signal)).state, 'running');
+    const byShutdown = supervisor.wait('job-w', 600_000);
+    await supervisor.shutdown(0);
+    assert.equal((await byShutdown).state, 'running');
+  });
+
   test('a stop with no grace kills a task that is being stopped already, and it still ends as cancelled', async () => {
     const { engine, supervisor, record, allEnded } = await scriptedSupervisor();
     supervisor.submit({ id: 'job-k', spec: { ...spec, stopGracePeriod: '30s' } });
