@@ -1,40 +1,20 @@
 import type { Command } from 'commander';
 import { ValidationError } from '../common/errors.js';
-import { durationBoundRule, parseDurationMs } from '../common/units.js';
-import { SPEC_BOUNDS } from '../spec/schema.js';
+import { parseDurationMs } from '../common/units.js';
 import { hasEnded } from '../state/tasks.js';
-import type { AgentClient, TaskView } from '../agent/client.js';
+import type { AgentClient } from '../agent/client.js';
 import { agentCommand, eachTask, exitCodeForClientError, type AgentFlags } from './client.js';
+import { stopTimeoutFlag } from './flags.js';
 import { errorLine } from './output.js';
 import type { CliIo } from './run.js';
 
 /**
- * `stop -t 5` in whole seconds, as docker's, or a duration with its unit (`-t 1m30s`), within the
- * spec's stopGracePeriod bounds (0 to 24 h); the flag is named as typed.
+ * `stop -t 5` in whole seconds, as docker's, or a duration with its unit (`-t 1m30s`), in
+ * milliseconds: `--stop-timeout`'s rule and bounds (stopTimeoutFlag), so `-t 1.5` is refused as a
+ * number without a unit there, never read as 1.5 ms.
  */
 export function stopGraceFlagMs(value: string, flag: string): number {
-  const text = /^\s*\d+\s*$/.test(value) ? `${value.trim()}s` : value;
-  const ms = parseDurationMs(text);
-  const rule = ms === undefined ? `must be whole seconds (e.g. 10) or a duration with its unit (e.g. 1m30s); got "${value}"` : durationBoundRule(ms, SPEC_BOUNDS.stopGracePeriod);
-  if (rule !== undefined || ms === undefined) throw new ValidationError([{ field: flag, rule: rule ?? 'must be a duration' }]);
-  return ms;
-}
-
-/**
- * Waits for a task to end after a stop: subscribed before the stop is sent, so that its end is
- * not missed; a stop that answers with the task ended already needs no wait.
- */
-async function stopAndAwaitEnd(client: AgentClient, task: TaskView, graceMs: number | undefined): Promise<void> {
-  const events = await client.events();
-  try {
-    const stopped = await client.stop(task.id, graceMs === undefined ? {} : { graceMs });
-    if (hasEnded(stopped.state)) return;
-    for await (const event of events) {
-      if (event.type === 'task.state' && event.taskId === task.id && hasEnded(event.state)) return;
-    }
-  } finally {
-    events.close();
-  }
+  return parseDurationMs(stopTimeoutFlag(value, flag))!;
 }
 
 /**
@@ -44,7 +24,8 @@ async function stopAndAwaitEnd(client: AgentClient, task: TaskView, graceMs: num
 async function forceRemove(client: AgentClient, idOrPrefix: string): Promise<void> {
   // The whole id from here on: a prefix could come to match a task submitted meanwhile too.
   const task = await client.get(idOrPrefix);
-  if (!hasEnded(task.state)) await stopAndAwaitEnd(client, task, 0);
+  // The wait is a long poll on the task's state: an end that comes between the stop and the wait is not missed.
+  if (!hasEnded((await client.stop(task.id, { graceMs: 0 })).state)) await client.wait(task.id);
   await client.remove(task.id);
 }
 
