@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
 import { Engine } from '../../src/engine/engine.js';
 import { AgentClient, type TaskView } from '../../src/agent/client.js';
 import { hasEnded, type StoredTaskSpec } from '../../src/state/tasks.js';
 import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
-import { agentClientOf, agentProcesses, agentTestFile, berth } from '../support/agent.js';
+import { agentClientOf, agentTestFile, berth } from '../support/agent.js';
 
 /**
  * Signals, pause and resume, and wait, through a real agent process on the real engine, by its
@@ -13,9 +13,7 @@ import { agentClientOf, agentProcesses, agentTestFile, berth } from '../support/
  * (also across an agent restart), and wait answers with the end.
  */
 const engine = new Engine();
-const { run, dirs } = agentTestFile(engine);
-const agents = agentProcesses();
-after(() => agents.killAll());
+const { run, dirs, agents } = agentTestFile(engine);
 
 const spec = (command: string[], extra: Partial<StoredTaskSpec> = {}): StoredTaskSpec => ({ image: TEST_IMAGE, command, labels: { ...run.labels }, stopGracePeriod: '1s', ...extra });
 

@@ -1,16 +1,15 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import path from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
 import { Engine } from '../../src/engine/engine.js';
 import { type AgentEvent } from '../../src/agent/client.js';
 import { hasEnded } from '../../src/state/tasks.js';
 import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
-import { agentClientOf, agentProcesses, agentTestFile, berth, BERTH_CLI, cleanEnv, httpGet, writeAgentConfig } from '../support/agent.js';
+import { agentClientOf, agentTestFile, berth, httpGet, spawnBerth, writeAgentConfig } from '../support/agent.js';
+import { TOKEN_FILE_NAME } from '../../src/agent/agent.js';
 
 /**
  * Events that a client missed while it was away: replayed after Last-Event-ID or `since`, across an
@@ -18,24 +17,22 @@ import { agentClientOf, agentProcesses, agentTestFile, berth, BERTH_CLI, cleanEn
  * engine, through its real socket, the client library and the CLI.
  */
 const engine = new Engine();
-const { run, dirs } = agentTestFile(engine);
-const agents = agentProcesses();
-after(() => agents.killAll());
+const { run, dirs, agents } = agentTestFile(engine);
 
-/** Reads a subscription until `done` says so (or a minute passes), then closes it. */
+/** Reads a subscription until `done` says so, then closes it; fails, naming what came, when the stream ends or a minute passes first. */
 async function readUntil(subscription: AsyncIterable<AgentEvent> & { close(): void }, done: (seen: AgentEvent[]) => boolean): Promise<AgentEvent[]> {
   const seen: AgentEvent[] = [];
   const deadline = setTimeout(() => subscription.close(), 60_000);
   try {
     for await (const event of subscription) {
       seen.push(event);
-      if (done(seen)) break;
+      if (done(seen)) return seen;
     }
   } finally {
     clearTimeout(deadline);
     subscription.close();
   }
-  return seen;
+  throw new Error(`the event stream ended (or 60 s passed) before the expected events; it gave ${seen.map((e) => `${e.id} ${e.type}`).join(', ') || 'nothing'}`);
 }
 
 /** The first event of a stream resumed with the Last-Event-ID header (and a since it must lose to). */
@@ -98,37 +95,33 @@ describe('resuming the agent\'s event stream', { skip: await requireEngine() }, 
     const resumedIds = resumed.map((e) => e.id!);
     assert.deepEqual(resumedIds, [...resumedIds].sort((a, b) => a - b), 'in id order');
 
+    assert.equal(new Set(resumedIds).size, resumedIds.length, 'each event once');
+
     // The header an EventSource sends when it reconnects gives the same replay (and wins over since).
-    const viaHeader = await firstEventWithHeader(agent.socketPath, (await readFile(path.join(dataDir, 'token'), 'utf8')).trim(), lastSeen);
+    const token = (await readFile(path.join(dataDir, TOKEN_FILE_NAME), 'utf8')).trim();
+    const viaHeader = await firstEventWithHeader(agent.socketPath, token, lastSeen);
     assert.equal(viaHeader.id, resumedIds[0]);
 
     // A since that is neither an id nor a time is refused, naming it.
-    const token = (await readFile(path.join(dataDir, 'token'), 'utf8')).trim();
     const refused = await httpGet(agent.socketPath, '/v1/events?since=not-an-id', token);
     assert.equal(refused.status, 400);
     assert.match(refused.body, /since/);
 
     // And through the CLI: `berth events --since <id> --json` prints the missed events first, then goes on live.
-    const child = spawn(process.execPath, [...BERTH_CLI, 'events', '--since', String(lastSeen), '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ BERTH_DATA_DIR: dataDir }) });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const closed = once(child, 'close');
+    const cli = spawnBerth(dataDir, ['events', '--since', String(lastSeen), '--json']);
     try {
       const printed = await pollUntil(
         'the CLI to print the second task\'s end',
         () => {
-          const parsed = stdout.split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as AgentEvent);
+          const parsed = cli.stdout().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as AgentEvent);
           return endOf(second)(parsed) ? parsed : undefined;
         },
         { timeoutMs: 30_000 },
       );
       assert.deepEqual(printed.slice(0, resumed.length).map((e) => e.id), resumedIds, 'the CLI prints what the client replayed');
     } finally {
-      child.kill('SIGINT');
-      const [code] = (await closed) as [number | null];
-      assert.equal(code, 0, stderr);
+      cli.interrupt();
+      assert.equal(await cli.closed, 0, cli.stderr());
     }
     client.close();
   });
@@ -140,7 +133,10 @@ describe('resuming the agent\'s event stream', { skip: await requireEngine() }, 
     const client = await agentClientOf(agent);
     // Prunes that match nothing of anyone's, each announced as one event: 120 events, past the window of 100.
     const nothing = `label=io.berth.test-nothing=${run.id}`;
+    // Their ids as the live stream gives them: whatever the agent announced before does not shift them.
+    const live = await client.events();
     for (let i = 0; i < 120; i++) await client.prune({ filters: [nothing] });
+    const pruneIds = (await readUntil(live, (seen) => seen.filter((e) => e.type === 'prune').length === 120)).filter((e) => e.type === 'prune').map((e) => e.id!);
     // The window is trimmed every few seconds: wait for it.
     const refusal = await pollUntil(
       'the event log to be trimmed to its window',
@@ -157,9 +153,9 @@ describe('resuming the agent\'s event stream', { skip: await requireEngine() }, 
     assert.ok(isBerthError(refusal, 'BERTH_EVENTS_EXPIRED') && refusal.context.status === 410, String(refusal));
     assert.match(refusal.message, /no longer kept/);
     // The newest events are still there to resume from.
-    const recent = await client.events({ since: 115 });
-    const replayed = await readUntil(recent, (seen) => seen.some((e) => e.id === 120));
-    assert.deepEqual(replayed.map((e) => e.id), [116, 117, 118, 119, 120]);
+    const recent = await client.events({ since: pruneIds[114]! });
+    const replayed = await readUntil(recent, (seen) => seen.some((e) => e.id === pruneIds[119]));
+    assert.deepEqual(replayed.map((e) => e.id), pruneIds.slice(115));
     const cli = await berth(dataDir, ['events', '--since', '1']);
     assert.equal(cli.code, 1);
     assert.match(cli.stderr, /BERTH_EVENTS_EXPIRED|no longer kept/);

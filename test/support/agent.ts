@@ -286,16 +286,21 @@ export function tempDirs(): TempDirs {
 
 /**
  * What an agent test file works in: its run on `engine` (labels, clean-up) and its temporary
- * directories, both cleaned up after the file's last test (registers a node:test `after` hook).
+ * directories and its agent processes, all cleaned up after the file's last test, the agents first
+ * (registers a node:test `after` hook).
  */
-export function agentTestFile(engine: Engine): { run: TestRun; dirs: TempDirs } {
+export function agentTestFile(engine: Engine): { run: TestRun; dirs: TempDirs; agents: AgentProcesses } {
   const run = testRun(engine);
   const dirs = tempDirs();
+  const agents = agentProcesses();
   after(async () => {
+    // The agents first: a live agent would record its tasks lost and write to its data directory
+    // while they are removed under it.
+    await agents.killAll();
     await run.cleanup();
     await dirs.removeAll();
   });
-  return { run, dirs };
+  return { run, dirs, agents };
 }
 
 /** The host facts an in-process agent's configuration reads (ConfigSources.host), with `dataDir` as home. */
