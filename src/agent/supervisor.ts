@@ -503,7 +503,7 @@ export class TaskSupervisor {
   async #start(record: TaskRecord, options: { mayHaveContainer?: boolean } = {}): Promise<void> {
     let handle: TaskHandle | undefined;
     try {
-      if (options.mayHaveContainer) handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, { bindPolicy: this.#deps.policy(), stopRequested: record.state === 'stopping' });
+      if (options.mayHaveContainer) handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, this.#recoverOptions(record));
       // One start attempt per task: a create a dead agent (or an earlier try) sent may land, and is adopted.
       // The engine's log is the output's one path (#pumpOutput reads it); the handle carries none (handle.output is 'engine-log').
       handle ??= await this.#deps.driver.startAccepted(record.spec as TaskSpec, { taskId: record.id, startAttempt: record.id, output: 'engine-log', bindPolicy: this.#deps.policy() });

@@ -26,13 +26,32 @@ const TRIMMED_THROUGH_KEY = 'events-trimmed-through-ms';
  */
 export class EventLogRepository {
   readonly #db: Database.Database;
+  // Prepared once: the insert runs for every event, bounds and trim every few seconds.
   readonly #insert: Database.Statement<[number, string]>;
   readonly #after: Database.Statement<[number, number], StoredEvent>;
+  readonly #firstAfterTime: Database.Statement<[number], { id: number }>;
+  readonly #lastId: Database.Statement<[], { seq: number }>;
+  readonly #firstId: Database.Statement<[], { id: number | null }>;
+  readonly #trimmedThrough: Database.Statement<[], { value: string }>;
+  readonly #cutId: Database.Statement<[number, number], { id: number | null }>;
+  readonly #newestAtThrough: Database.Statement<[number], { atMs: number | null }>;
+  readonly #deleteThrough: Database.Statement<[number]>;
+  readonly #recordTrimmed: Database.Statement<[string]>;
 
   constructor(db: Database.Database) {
     this.#db = db;
     this.#insert = db.prepare('INSERT INTO events (at_ms, body) VALUES (?, ?)');
     this.#after = db.prepare('SELECT id, at_ms AS atMs, body FROM events WHERE id > ? ORDER BY id LIMIT ?');
+    this.#firstAfterTime = db.prepare('SELECT id FROM events WHERE at_ms > ? ORDER BY at_ms, id LIMIT 1');
+    this.#lastId = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'");
+    this.#firstId = db.prepare('SELECT MIN(id) AS id FROM events');
+    this.#trimmedThrough = db.prepare(`SELECT value FROM meta WHERE key = '${TRIMMED_THROUGH_KEY}'`);
+    this.#cutId = db.prepare('SELECT MAX(id) AS id FROM events WHERE at_ms < ? OR id <= ?');
+    this.#newestAtThrough = db.prepare('SELECT MAX(at_ms) AS atMs FROM events WHERE id <= ?');
+    this.#deleteThrough = db.prepare('DELETE FROM events WHERE id <= ?');
+    this.#recordTrimmed = db.prepare(
+      `INSERT INTO meta (key, value) VALUES ('${TRIMMED_THROUGH_KEY}', ?) ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))`,
+    );
   }
 
   /** Stores one event and returns its id. */
@@ -47,14 +66,14 @@ export class EventLogRepository {
 
   /** The id just before the first event later than `atMs`, for a replay from a time. */
   idBefore(atMs: number): number {
-    const row = this.#db.prepare<[number], { id: number }>('SELECT id FROM events WHERE at_ms > ? ORDER BY at_ms, id LIMIT 1').get(atMs);
+    const row = this.#firstAfterTime.get(atMs);
     return row ? row.id - 1 : this.bounds().lastId;
   }
 
   bounds(): EventLogBounds {
-    const lastId = this.#db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'events'").get()?.seq ?? 0;
-    const first = this.#db.prepare<[], { id: number | null }>('SELECT MIN(id) AS id FROM events').get()?.id ?? null;
-    const trimmed = this.#db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?').get(TRIMMED_THROUGH_KEY)?.value;
+    const lastId = this.#lastId.get()?.seq ?? 0;
+    const first = this.#firstId.get()?.id ?? null;
+    const trimmed = this.#trimmedThrough.get()?.value;
     return { firstKeptId: first ?? lastId + 1, lastId, trimmedThroughMs: trimmed === undefined ? undefined : Number(trimmed) };
   }
 
@@ -64,18 +83,11 @@ export class EventLogRepository {
    */
   trim(olderThanMs: number, keepCount: number): number {
     const run = this.#db.transaction((): number => {
-      const lastId = this.bounds().lastId;
-      const cutId = this.#db
-        .prepare<[number, number], { id: number | null }>('SELECT MAX(id) AS id FROM events WHERE at_ms < ? OR id <= ?')
-        .get(olderThanMs, lastId - keepCount)?.id;
+      const cutId = this.#cutId.get(olderThanMs, this.bounds().lastId - keepCount)?.id;
       if (cutId === null || cutId === undefined) return 0;
-      const newestCut = this.#db.prepare<[number], { atMs: number }>('SELECT MAX(at_ms) AS atMs FROM events WHERE id <= ?').get(cutId)?.atMs;
-      const removed = this.#db.prepare('DELETE FROM events WHERE id <= ?').run(cutId).changes;
-      if (newestCut !== undefined && newestCut !== null) {
-        this.#db
-          .prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))')
-          .run(TRIMMED_THROUGH_KEY, String(newestCut));
-      }
+      const newestCut = this.#newestAtThrough.get(cutId)?.atMs;
+      const removed = this.#deleteThrough.run(cutId).changes;
+      if (newestCut !== undefined && newestCut !== null) this.#recordTrimmed.run(String(newestCut));
       return removed;
     });
     return run.immediate();

@@ -7,7 +7,7 @@ import { LABELS } from '../../src/common/labels.js';
 import { Engine } from '../../src/engine/engine.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
-import { BERTH_CLI } from '../support/agent.js';
+import { BERTH_CLI, cleanEnv } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { CURSOR_QUERY, CURSOR_REPORT, startOnPty, type PtySession, type TerminalSettings } from '../support/pty.js';
 
@@ -37,7 +37,7 @@ const EOL = '\r+\n';
 const runArgs = (...rest: string[]): string[] => ['run', '-l', `berth-test.run=${run.id}`, '--pull', 'never', ...rest];
 
 function berthOnPty(args: string[], size = { rows: 31, columns: 97 }): PtySession {
-  return startOnPty(process.execPath, [...BERTH_CLI, ...args], { ...size, cwd: REPO });
+  return startOnPty(process.execPath, [...BERTH_CLI, ...args], { ...size, cwd: REPO, env: cleanEnv() });
 }
 
 function pick(settings: TerminalSettings): Partial<TerminalSettings> {
@@ -63,7 +63,7 @@ interface CliResult {
 }
 
 function berth(args: string[], options: { onStdout?: (text: string, pid: number) => void } = {}): Promise<CliResult> {
-  const child = spawn(process.execPath, [...BERTH_CLI, ...args], { cwd: REPO, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...BERTH_CLI, ...args], { cwd: REPO, stdio: ['pipe', 'pipe', 'pipe'], env: cleanEnv() });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => {

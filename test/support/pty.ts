@@ -103,6 +103,13 @@ export function startOnPty(command: string, args: readonly string[], options: Pt
     notify();
   });
   child.on('close', notify);
+  // python3 missing or not runnable: every wait fails, naming it, instead of an uncaught error.
+  let spawnFailed = false;
+  child.on('error', (error) => {
+    spawnFailed = true;
+    driverErrors += `cannot run the pty driver (python3): ${error.message}`;
+    notify();
+  });
   const until = <T>(what: string, check: () => T | undefined, deadlineMs: number): Promise<T> =>
     new Promise<T>((resolve, reject) => {
       const finish = (): void => {
@@ -114,7 +121,7 @@ export function startOnPty(command: string, args: readonly string[], options: Pt
         if (value !== undefined) {
           finish();
           resolve(value);
-        } else if (child.exitCode !== null && exit === undefined) {
+        } else if ((child.exitCode !== null || spawnFailed) && exit === undefined) {
           finish();
           reject(new Error(`the pty driver ended before ${what}: ${driverErrors}\nscreen: ${JSON.stringify(screen)}`));
         }
@@ -133,11 +140,12 @@ export function startOnPty(command: string, args: readonly string[], options: Pt
     write: (text) => send({ write: Buffer.from(text, 'utf8').toString('base64') }),
     resize: (rows, columns) => send({ resize: [rows, columns] }),
     signal: (name) => send({ signal: name }),
-    settings: () =>
-      new Promise<TerminalSettings>((resolve) => {
-        settingsWaiters.push(resolve);
-        send({ termios: true });
-      }),
+    settings: () => {
+      let got: TerminalSettings | undefined;
+      settingsWaiters.push((settings) => (got = settings));
+      send({ termios: true });
+      return until('the terminal settings', () => got, 10_000);
+    },
     waitFor: (test, { from = 0, deadlineMs = 30_000 } = {}) =>
       until(`${String(test)} on the screen`, () => {
         const rest = screen.slice(from);
