@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import { setTimeout as delay } from 'node:timers/promises';
-import { asBerthError, BerthError, isBerthError, messageOf, stackOf, ValidationError, type ErrorCode } from '../common/errors.js';
+import { asBerthError, BerthError, codeOf, isBerthError, messageOf, stackOf, ValidationError, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { commandFailureOf } from '../engine/classify.js';
 import type { Engine } from '../engine/engine.js';
@@ -263,8 +263,18 @@ export class TaskSupervisor {
       const state = this.#deps.store.tasks.get(taskId)?.state;
       return state !== undefined && hasEnded(state);
     });
-    for (const taskId of ended) await this.#removeOutput(taskId);
-    return this.#deps.store.tasks.deleteEnded(ended);
+    // One task whose output cannot be removed keeps its record (the next pass tries again) and
+    // does not hold up the others: retention picks the oldest first, so it would come first every time.
+    const removable: string[] = [];
+    for (const taskId of ended) {
+      try {
+        await this.#removeOutput(taskId);
+        removable.push(taskId);
+      } catch (error) {
+        this.#deps.logger.warn({ taskId, code: codeOf(error) }, 'could not remove the output of an ended task; its record is kept for the next try');
+      }
+    }
+    return this.#deps.store.tasks.deleteEnded(removable);
   }
 
   /** What removing an ended task removes besides its record: its output files (and ends their followers). */

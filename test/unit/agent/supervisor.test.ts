@@ -53,11 +53,12 @@ async function scriptedSupervisor(budget: AdmissionBudget = { memoryBytes: 64 * 
   events.subscribe((event) => {
     if (event.type === 'task.state') states.set(event.taskId, [...(states.get(event.taskId) ?? []), event.state]);
   });
+  const logs = new TaskLogStore(await mkdtemp(path.join(logsDir, 'logs-')), { maxFileBytes: 1 << 20, maxFiles: 2 });
   const supervisor = new TaskSupervisor({
     store,
     driver: new TaskDriver({ engine, ownerId: OWNER, ownerProcess: 'none', retry: RETRY }),
     engine: { logEntries: emptyLog },
-    logs: new TaskLogStore(await mkdtemp(path.join(logsDir, 'logs-')), { maxFileBytes: 1 << 20, maxFiles: 2 }),
+    logs,
     admission: new AdmissionController(budget),
     policy,
     defaultDemand: () => ({ memoryBytes: 256 * 1024 ** 2, cpuMilli: 500 }),
@@ -83,7 +84,7 @@ async function scriptedSupervisor(budget: AdmissionBudget = { memoryBytes: 64 * 
     await supervisor.shutdown();
     store.close();
   });
-  return { engine, supervisor, record, states: (taskId: string) => states.get(taskId) ?? [], allEnded };
+  return { engine, supervisor, store, logs, record, states: (taskId: string) => states.get(taskId) ?? [], allEnded };
 }
 
 const spec = { image: 'img' };
@@ -140,6 +141,22 @@ describe('the task supervisor over a scripted engine', () => {
     const byShutdown = supervisor.wait('job-w', 600_000);
     await supervisor.shutdown(0);
     assert.equal((await byShutdown).state, 'running');
+  });
+
+  test('retention forgets the ended tasks whose output it can remove, and keeps the record of one it cannot for the next try', async () => {
+    const { supervisor, store, logs, record, allEnded } = await scriptedSupervisor();
+    for (const id of ['job-f1', 'job-f2']) supervisor.submit({ id, spec });
+    await until(() => record('job-f1').state === 'running' && record('job-f2').state === 'running', 'the tasks to run');
+    await Promise.all([supervisor.stop('job-f1'), supervisor.stop('job-f2')]);
+    await allEnded();
+    const remove = logs.remove.bind(logs);
+    logs.remove = async (taskId: string) => {
+      if (taskId === 'job-f1') throw new Error('EACCES: permission denied');
+      return remove(taskId);
+    };
+    assert.deepEqual(await supervisor.forget(['job-f1', 'job-f2']), ['job-f2']);
+    assert.equal(store.tasks.get('job-f2'), undefined);
+    assert.equal(record('job-f1').state, 'exited', 'kept for the next pass');
   });
 
   test('a stop with no grace kills a task that is being stopped already, and it still ends as cancelled', async () => {
