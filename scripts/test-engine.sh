@@ -52,30 +52,21 @@ if ! engine_answers; then
   done
 fi
 
-# The terminal tests drive berth in a pseudo-terminal through python3's pty module
-# (test/support/pty-driver.py); python3 comes with these machines, and Debian has it otherwise.
-if ! command -v python3 >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    log "installing python3"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 >/dev/null
-  else
-    echo "test-engine: the terminal tests need python3 (Debian package python3)." >&2
+# A tool the tests run, installed from Debian when it is missing: ensure_tool <command> <package> <why>.
+ensure_tool() {
+  command -v "$1" >/dev/null && return 0
+  if [ "$(id -u)" != 0 ]; then
+    echo "test-engine: $3 need $1 (Debian package $2)." >&2
     exit 1
   fi
-fi
-
+  log "installing $2"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+}
+# The terminal tests drive berth in a pseudo-terminal through python3's pty module (test/support/pty-driver.py).
+ensure_tool python3 python3 "the terminal tests"
 # The TLS tests make their CA and certificates with openssl(1).
-if ! command -v openssl >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then
-    log "installing openssl"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null
-  else
-    echo "test-engine: the TLS tests need openssl (Debian package openssl)." >&2
-    exit 1
-  fi
-fi
+ensure_tool openssl openssl "the TLS tests"
 
 # Debian's busybox-static gives a static /bin/busybox; it is needed to build the test image.
 if ! "$DOCKER_BIN" image inspect "$IMAGE" >/dev/null 2>&1; then

@@ -25,17 +25,19 @@ export type ServerLimits = AgentConfig['http'];
  * runs every tenth of the shorter one, between 50 ms and 1 s.
  */
 export function createApiServer(handler: (request: IncomingMessage, response: ServerResponse) => void, limits: ServerLimits): Server {
-  const server = createServer(
-    {
-      headersTimeout: limits.headersTimeoutMs,
-      requestTimeout: limits.requestTimeoutMs,
-      keepAliveTimeout: limits.keepAliveTimeoutMs,
-      connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs) / 10))),
-    },
-    handler,
-  );
+  const server = createServer(clientBounds(limits), handler);
   server.maxConnections = limits.maxConnections;
   return server;
+}
+
+/** The HTTP server options that bound slow and idle clients, for the plain and the TLS listener alike. */
+function clientBounds(limits: ServerLimits): { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number; connectionsCheckingInterval: number } {
+  return {
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs) / 10))),
+  };
 }
 
 /** The first byte of every TLS connection: a handshake record. */
@@ -91,10 +93,7 @@ export function createTlsApiServer(handler: (request: IncomingMessage, response:
       handshakeTimeout: limits.headersTimeoutMs,
       // The first byte is read before TLS takes the connection (see below).
       pauseOnConnect: true,
-      headersTimeout: limits.headersTimeoutMs,
-      requestTimeout: limits.requestTimeoutMs,
-      keepAliveTimeout: limits.keepAliveTimeoutMs,
-      connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(Math.min(limits.headersTimeoutMs, limits.requestTimeoutMs) / 10))),
+      ...clientBounds(limits),
     },
     guarded,
   );
