@@ -34,11 +34,13 @@ export function addLogsCommand(program: Command, io: CliIo, setExitCode: (code: 
           const tail = flags.tail === undefined ? undefined : parseTail(flags.tail);
           const abort = new AbortController();
           const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
+          let printed = 0;
           try {
             const options = { follow: flags.follow ?? false, signal: abort.signal, ...(since !== undefined ? { since } : {}), ...(until !== undefined ? { until } : {}), ...(tail !== undefined ? { tail } : {}) };
             for await (const record of client.logs(taskId, options)) {
+              printed++;
               if (flags.json) {
-                io.stdout.write(`${JSON.stringify(record)}\n`);
+                await write(io.stdout, `${JSON.stringify(record)}\n`);
               } else {
                 const out: Writable = record.stream === 'stderr' ? io.stderr : io.stdout;
                 await write(out, flags.timestamps ? `${record.timestamp} ${record.text}` : record.text);
@@ -50,11 +52,12 @@ export function addLogsCommand(program: Command, io: CliIo, setExitCode: (code: 
           } finally {
             removeInterrupt();
           }
-          // A task that could not start has no output: say why, rather than print nothing.
-          if (!abort.signal.aborted) {
-            const task = await client.get(taskId);
-            const reason = startFailureReason(task);
-            if (reason !== undefined) io.stderr.write(`berth: task ${task.id} failed to start: ${reason}\n`);
+          // A task that could not start has no output: say why, rather than print nothing. Only then
+          // is the task asked for, and a failure to ask changes nothing of what was printed.
+          if (!abort.signal.aborted && printed === 0) {
+            const task = await client.get(taskId).catch(() => undefined);
+            const reason = task && startFailureReason(task);
+            if (task && reason !== undefined) io.stderr.write(`berth: task ${task.id} failed to start: ${reason}\n`);
           }
           return endedByUser(io);
         }),
