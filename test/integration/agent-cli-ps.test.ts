@@ -106,7 +106,8 @@ describe('ps, its filters and stop -t through the CLI', { skip }, () => {
     assert.equal(badLast.code, 2);
     assert.match(badLast.stderr, /-n\/--last: must be a whole number/);
     assert.equal(badGrace.code, 2);
-    assert.match(badGrace.stderr, /-t\/--time: must be whole seconds/);
+    // The rule of --stop-timeout (stopTimeoutFlag), naming the flag as typed.
+    assert.match(badGrace.stderr, /-t\/--time: "soon" is not a duration/);
   });
 
   test('stop -t gives this stop its grace period: a task ignoring SIGTERM with a 10-minute stop timeout is killed after 1 s', async () => {
