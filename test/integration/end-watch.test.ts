@@ -117,8 +117,12 @@ describe('a task\'s end is seen when its wait connection fails or never answers'
     const stops = faulty.proxy.addRule({ method: 'POST', path: /^\/containers\/[^/]+\/stop$/, fault: { kind: 'delay', delayMs: NEVER_MS } });
     await handle.stop({ graceMs: 0 });
     assert.equal(stops.fired, 2);
-    assert.equal(handle.phase, 'stopping', 'the task has not ended: the engine never acted');
-    await direct.killContainer(handle.containerId);
+    // A stop that failed for good is followed by berth's own SIGKILL (the kill is not wedged here),
+    // so the task may already be ending; the engine is asked to act as well, and either way the end
+    // is the stop's: cancelled.
+    await direct.killContainer(handle.containerId).catch((error: unknown) => {
+      if (!isBerthError(error, 'BERTH_ENGINE_CONFLICT') && !isBerthError(error, 'BERTH_ENGINE_NOT_MODIFIED')) throw error;
+    });
     const end = await handle.wait();
     assert.equal(end.kind, 'cancelled');
     await handle.destroy();
