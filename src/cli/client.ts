@@ -42,24 +42,27 @@ export function exitCodeForClientError(error: unknown): number {
 /** The user's identity, for the default data directory (as the agent computes it). */
 const currentUser = (): { uid: number; homedir: string } => ({ uid: process.getuid?.() ?? -1, homedir: os.homedir() });
 
-async function connectClient(io: CliIo, flags: AgentFlags): Promise<AgentClient> {
+/** Connects to the agent the command names (or the default one), with its token and TLS material. */
+export async function connectClient(io: CliIo, flags: AgentFlags): Promise<AgentClient> {
   const address = await resolveAgentAddress(io.env, { ...(flags.host !== undefined ? { host: flags.host } : {}), ...(flags.token !== undefined ? { token: flags.token } : {}) }, currentUser());
   const tls = resolveAgentTls(address.host, io.env, flags);
   return AgentClient.connect({ host: address.host, token: address.token, ...(tls ? { tls } : {}) });
 }
 
-/** The options every client command has. */
-export function agentCommand(program: Command, name: string, description: string): Command {
-  return program
-    .command(name)
-    .description(description)
+/** The options that find an agent (address, token, TLS), on a command that may also work without one. */
+export function withAgentOptions(command: Command): Command {
+  return command
     .option('-H, --host <address>', 'the agent: unix:///path/agent.sock, http://host:port, https://host:port or tcp://host:port (default $BERTH_HOST, else <data dir>/agent.sock)')
     .option('--token <token>', 'the agent\'s API token (default $BERTH_TOKEN, else <data dir>/token)')
     .option('--tlscacert <file>', 'trust only agent certificates signed by this CA (PEM; default $BERTH_CERT_PATH/ca.pem, else the system\'s CAs)')
     .option('--tlscert <file>', 'the client certificate for an agent that requires one (PEM; default $BERTH_CERT_PATH/cert.pem)')
     .option('--tlskey <file>', 'the client certificate\'s key (PEM; default $BERTH_CERT_PATH/key.pem)')
-    .option('--tlsverify', 'use TLS with a tcp:// address, verifying the agent (default $BERTH_TLS_VERIFY; https:// always does)')
-    .option('--json', 'print JSON for scripts instead of text for people');
+    .option('--tlsverify', 'use TLS with a tcp:// address, verifying the agent (default $BERTH_TLS_VERIFY; https:// always does)');
+}
+
+/** The options every client command has. */
+export function agentCommand(program: Command, name: string, description: string): Command {
+  return withAgentOptions(program.command(name).description(description)).option('--json', 'print JSON for scripts instead of text for people');
 }
 
 /**
