@@ -171,15 +171,27 @@ async function* lines(source: AsyncIterable<Buffer | string>): AsyncGenerator<st
 /** The events of a `text/event-stream`: comments (heartbeats) are skipped; each `data` is one AgentEvent as JSON. */
 async function* serverSentEvents(source: AsyncIterable<Buffer | string>): AsyncGenerator<AgentEvent> {
   let data: string[] = [];
+  let name: string | undefined;
   for await (const line of lines(source)) {
     if (line === '') {
+      if (data.length > 0 && name === 'error') throw streamError(JSON.parse(data.join('\n')) as Partial<ErrorBody>);
       if (data.length > 0) yield JSON.parse(data.join('\n')) as AgentEvent;
       data = [];
+      name = undefined;
     } else if (line.startsWith('data:')) {
       data.push(line.slice(5).replace(/^ /, ''));
+    } else if (line.startsWith('event:')) {
+      name = line.slice(6).trim();
     }
-    // `event:` repeats the data's type; comments and other fields carry nothing berth needs.
+    // `event:` otherwise repeats the data's type; comments and other fields carry nothing berth needs.
   }
+}
+
+/** The error an event stream ended with (`event: error`), as the client's error of its code. */
+function streamError(body: Partial<ErrorBody>): BerthError {
+  const code = body.error?.code;
+  const known = code !== undefined && (ERROR_CODES as Readonly<Record<string, unknown>>)[code] !== undefined;
+  return new BerthError(known ? (code as ErrorCode) : 'BERTH_INTERNAL', body.error?.message ?? 'the event stream ended with an error', { context: { inStream: true } });
 }
 
 /**

@@ -106,8 +106,17 @@ export class AgentEvents {
     return this.#log.idBefore(resume.afterMs);
   }
 
-  /** Up to a page of the logged events after `id`, oldest first. */
+  /**
+   * Up to a page of the logged events after `id`, oldest first. BERTH_EVENTS_EXPIRED when events
+   * right after `id` were trimmed while a slow replay was under way: the rest would skip them.
+   */
   replayPage(afterId: number): AgentEvent[] {
+    const firstKeptId = this.#log?.bounds().firstKeptId;
+    if (firstKeptId !== undefined && afterId + 1 < firstKeptId) {
+      throw new BerthError('BERTH_EVENTS_EXPIRED', `events after ${afterId} were trimmed during the replay: the oldest kept is ${firstKeptId}; read the current state (GET /v1/tasks) and subscribe again without Last-Event-ID`, {
+        context: { afterId, firstKeptId },
+      });
+    }
     return (this.#log?.after(afterId, REPLAY_PAGE) ?? []).map((stored) => ({ ...(JSON.parse(stored.body) as AgentEventBody), id: stored.id }));
   }
 

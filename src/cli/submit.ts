@@ -2,7 +2,7 @@ import { Command } from 'commander';
 import type { Readable } from 'node:stream';
 import { ValidationError } from '../common/errors.js';
 import type { StoredTaskSpec } from '../state/tasks.js';
-import { agentCommand, exitCodeForClientError, withClient, type AgentFlags } from './client.js';
+import { agentCommand, exitCodeForClientError, withAgentOptions, withClient, type AgentFlags } from './client.js';
 import { errorLine, writeJson } from './output.js';
 import { withFlagNames } from './flags.js';
 import { addRunCommand, specFromRunFlags, type CliIo } from './run.js';
@@ -51,11 +51,11 @@ function scratchRunCommand(io: CliIo): { program: Command; run: Command } {
  * run command's own options are reused (addRunCommand on a scratch program whose action only
  * captures), so `run --detach` accepts exactly what `run` accepts.
  */
-export function parseDetachedRun(argv: readonly string[], io: CliIo): Promise<{ image: string; command: string[]; flags: RunFlags } | undefined> {
+export function parseDetachedRun(argv: readonly string[], io: CliIo): Promise<{ image: string; command: string[]; flags: RunFlags & AgentFlags } | undefined> {
   if (argv[0] !== 'run') return Promise.resolve(undefined);
   const { program: scratch, run } = scratchRunCommand(io);
-  let captured: { image: string; command: string[]; flags: RunFlags } | undefined;
-  run.option('-d, --detach', 'submit the task to the agent and print its id, as berth submit does').action((image: string, command: string[], flags: RunFlags) => {
+  let captured: { image: string; command: string[]; flags: RunFlags & AgentFlags } | undefined;
+  addDetachOptions(run).action((image: string, command: string[], flags: RunFlags & AgentFlags) => {
     captured = { image, command, flags };
   });
   // A usage error is the real parse's to report.
@@ -76,9 +76,32 @@ export async function runDetached(argv: readonly string[], io: CliIo): Promise<n
   return submitTask(io, detached.image, detached.command, detached.flags);
 }
 
-/** Adds `-d, --detach` to the run command's help; the work is `runDetached`'s. */
+/** `-d` and what a detached run needs to find its agent (address, token, TLS, `--json`), as submit has them. */
+function addDetachOptions(run: Command): Command {
+  return withAgentOptions(run.option('-d, --detach', 'submit the task to the agent and print its id, as berth submit does')).option(
+    '--json',
+    'with --detach: print the submitted task as JSON',
+  );
+}
+
+/** The agent's options, which only a detached run uses. */
+const AGENT_ONLY_FLAGS = ['host', 'token', 'tlscacert', 'tlscert', 'tlskey', 'tlsverify', 'json'] as const;
+
+/**
+ * Adds `-d, --detach` and the agent's options to the run command's help; the work is `runDetached`'s.
+ * A run that reaches the command itself is not detached: an agent option there would be ignored
+ * while the task runs here, so it is refused, naming the flag.
+ */
 export function describeDetachOnRun(program: Command): void {
-  program.commands.find((c) => c.name() === 'run')?.option('-d, --detach', 'submit the task to the agent and print its id, as berth submit does');
+  const run = program.commands.find((c) => c.name() === 'run');
+  if (!run) return;
+  addDetachOptions(run).hook('preAction', (command) => {
+    const flags = command.opts<AgentFlags & { tlsverify?: boolean }>();
+    const given = AGENT_ONLY_FLAGS.filter((flag) => flags[flag] !== undefined && flags[flag] !== false);
+    if (given.length > 0) {
+      throw new ValidationError(given.map((flag) => ({ field: `--${flag}`, rule: 'needs --detach: berth run without it runs the task here, through the engine, not on an agent' })));
+    }
+  });
 }
 
 /** Options of berth run that make no sense for a task the agent runs. */

@@ -258,7 +258,7 @@ export class TaskHandle implements AsyncDisposable {
    */
   async pause(): Promise<void> {
     this.#requirePhase('pause', 'running');
-    await this.#deps.engine.pauseContainer(this.containerId);
+    await this.#deps.engine.pauseContainer(this.containerId).catch((error: unknown) => this.#unlessReached(error, { paused: true }));
     this.#pausedSinceMs ??= Date.now();
     this.#timeoutTimer?.clear();
     this.#timeoutTimer = undefined;
@@ -267,12 +267,25 @@ export class TaskHandle implements AsyncDisposable {
   /** Thaws the task; its run time limit goes on from where the pause stopped it. */
   async unpause(): Promise<void> {
     this.#requirePhase('unpause', 'running');
-    await this.#deps.engine.unpauseContainer(this.containerId);
+    await this.#deps.engine.unpauseContainer(this.containerId).catch((error: unknown) => this.#unlessReached(error, { paused: false }));
     if (this.#pausedSinceMs !== undefined) {
       this.#pausedForMs += Math.max(0, Date.now() - this.#pausedSinceMs);
       this.#pausedSinceMs = undefined;
     }
     this.#armTimeout();
+  }
+
+  /**
+   * A pause or unpause failed: when its answer was lost (a timeout, a dropped connection, a 500 after
+   * the engine acted) or refused as done already (409 on a retry), the container may be as asked all
+   * the same. An inspect tells: then it worked, and the handle's clock must know it; else the error stands.
+   */
+  async #unlessReached(error: unknown, wanted: { paused: boolean }): Promise<void> {
+    const code = isBerthError(error) ? error.code : undefined;
+    if (code === undefined || code === 'BERTH_ENGINE_NOT_FOUND' || code === 'BERTH_CANCELLED') throw error;
+    const state = await this.#deps.engine.inspectContainer(this.containerId).catch(() => undefined);
+    if (state === undefined || !state.running || state.paused !== wanted.paused) throw error;
+    this.#deps.logger.debug({ taskId: this.taskId, code }, wanted.paused ? 'the pause worked though its answer failed' : 'the unpause worked though its answer failed');
   }
 
   /** Whether the task is paused (as far as this handle paused it, or found it paused at recovery). */

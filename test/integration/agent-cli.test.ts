@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Engine } from '../../src/engine/engine.js';
@@ -154,6 +154,22 @@ describe('berth agent with the client commands', { skip }, () => {
     const logs = await berth(dataDir, ['logs', '-f', id]);
     assert.equal(logs.stdout, 'hello detached\n');
     assert.equal((await waitForState(dataDir, id, ENDED)).exitCode, 0);
+  });
+
+  test('run --detach takes the agent\'s address, token and --json as submit does; a run without --detach refuses them', async () => {
+    const token = (await readFile(path.join(dataDir, 'token'), 'utf8')).trim();
+    const agentFlags = ['-H', `unix://${path.join(dataDir, 'agent.sock')}`, '--token', token];
+    // BERTH_DATA_DIR names no agent: the flags alone find it.
+    const result = await berth(path.join(dataDir, 'elsewhere'), ['run', '-d', ...agentFlags, '--json', '-l', RUN_LABEL, TEST_IMAGE, 'true']);
+    assert.equal(result.code, 0, result.stderr);
+    const task = JSON.parse(result.stdout) as TaskView;
+    assert.equal(task.spec.image, TEST_IMAGE);
+    assert.equal((await waitForState(dataDir, task.id, ENDED)).exitCode, 0);
+
+    const here = await berth(path.join(dataDir, 'elsewhere'), ['run', ...agentFlags, '--rm', '-l', RUN_LABEL, TEST_IMAGE, 'true']);
+    assert.equal(here.code, 2, here.stderr);
+    assert.match(here.stderr, /--host: needs --detach/);
+    assert.match(here.stderr, /--token: needs --detach/);
   });
 
   test('images lists the image with each running task as a holder, once, until it ends', async () => {

@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import type { Logger } from '../../common/logger.js';
-import { ValidationError } from '../../common/errors.js';
+import { asBerthError, ValidationError } from '../../common/errors.js';
 import type { AgentEvent, AgentEvents, EventResume } from '../events.js';
 
 /**
@@ -79,7 +79,17 @@ export function agentEventStream(options: EventStreamOptions): Readable {
   const replay = (): void => {
     continueReplay = undefined;
     while (!stream.destroyed) {
-      const page = options.events.replayPage(lastSentId);
+      let page: AgentEvent[];
+      try {
+        page = options.events.replayPage(lastSentId);
+      } catch (error) {
+        // Events the client has not had were trimmed under a slow replay: it is told, in the stream
+        // (its 200 is sent already), and the stream ends, rather than going on past the gap.
+        const { code, message } = asBerthError(error);
+        stream.push(`event: error\ndata: ${JSON.stringify({ error: { code, message } })}\n\n`);
+        stream.push(null);
+        return;
+      }
       if (page.length === 0) break;
       let room = true;
       for (const event of page) {

@@ -159,6 +159,22 @@ describe('a resumed event stream', () => {
     store.close();
   });
 
+  it('a replay whose next events are trimmed while it is paced ends with an in-stream BERTH_EVENTS_EXPIRED, skipping nothing', async () => {
+    const store = freshStore();
+    const events = new AgentEvents({ log: store.events });
+    for (let n = 1; n <= 1200; n++) events.emit(removed(n));
+    const stream = agentEventStream({ events, replayAfterId: 0, logger: quiet, maxBufferedBytes: 16 * 1024 * 1024 });
+    // The first page is buffered; the rest waits for the reader. Meanwhile the log keeps only its newest 100.
+    events.trim({ maxAgeMs: 3_600_000, maxCount: 100 });
+    let text = '';
+    for await (const chunk of stream) text += String(chunk);
+    const ids = [...text.matchAll(/^id: (\d+)$/gm)].map((match) => Number(match[1]));
+    assert.deepEqual(ids, Array.from({ length: ids.length }, (_, i) => i + 1), 'the events sent are the first ones, in order, with no gap');
+    assert.ok(ids.length < 1100, `the replay stopped at the gap (sent ${ids.length})`);
+    assert.match(text, /event: error\ndata: \{"error":\{"code":"BERTH_EVENTS_EXPIRED"/);
+    store.close();
+  });
+
   it('a stream that is not resumed sends only what comes after it', async () => {
     const store = freshStore();
     const events = new AgentEvents({ log: store.events });
