@@ -70,11 +70,16 @@ describe('berth logs in docker\'s spellings', { skip }, () => {
     const id = await submit([TEST_IMAGE, 'sh', '-c', 'echo a; echo b; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo c']);
     await pollUntil('the first lines to be stored', async () => ((await berth(dataDir, ['logs', id])).stdout === 'a\nb\n' ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
     const follow = spawnBerth(dataDir, ['logs', '-f', '--tail', '1', id]);
-    await pollUntil('the tail to be printed', () => (follow.stdout() === 'b\n' ? true : undefined), { timeoutMs: 30_000 });
-    const exec = await berth(dataDir, ['exec', id, 'sh', '-c', ': > /tmp/go']);
-    assert.equal(exec.code, 0, exec.stderr);
-    assert.equal(await follow.closed, 0, follow.stderr());
-    assert.equal(follow.stdout(), 'b\nc\n');
+    try {
+      await pollUntil('the tail to be printed', () => (follow.stdout() === 'b\n' ? true : undefined), { timeoutMs: 30_000 });
+      const exec = await berth(dataDir, ['exec', id, 'sh', '-c', ': > /tmp/go']);
+      assert.equal(exec.code, 0, exec.stderr);
+      assert.equal(await follow.closed, 0, follow.stderr());
+      assert.equal(follow.stdout(), 'b\nc\n');
+    } finally {
+      // A failed step leaves no follower behind (it would hold the test file open).
+      follow.interrupt();
+    }
   });
 
   test('logs -f --until a time to come ends when it comes, though the task runs on', async () => {

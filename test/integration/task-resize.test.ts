@@ -12,8 +12,8 @@ const run = testRun(engine);
 const driver = new TaskDriver({ engine, ownerId: 'cli' });
 const handles: TaskHandle[] = [];
 
-/** Collects a stream's text; `until` resolves once the text matches. */
-function collect(stream: NodeJS.ReadableStream): { text(): string; until(pattern: RegExp): Promise<void> } {
+/** Collects a stream's text; `until` resolves once the text matches, and fails naming the pattern and the text after `timeoutMs`. */
+function collect(stream: NodeJS.ReadableStream, timeoutMs = 30_000): { text(): string; until(pattern: RegExp): Promise<void> } {
   let text = '';
   const waiters = new Set<() => void>();
   stream.on('data', (chunk: Buffer) => {
@@ -23,10 +23,15 @@ function collect(stream: NodeJS.ReadableStream): { text(): string; until(pattern
   return {
     text: () => text,
     until: (pattern) =>
-      new Promise<void>((resolve) => {
+      new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`the task's output did not match ${pattern} within ${timeoutMs} ms; it was ${JSON.stringify(text)}`));
+        }, timeoutMs);
         const check = (): void => {
           if (!pattern.test(text)) return;
           waiters.delete(check);
+          clearTimeout(timer);
           resolve();
         };
         waiters.add(check);

@@ -51,14 +51,27 @@ export interface CliResult {
 }
 
 /** Runs the CLI with `args` in exactly the environment `env`, to its end, collecting its output. */
-export async function runBerth(args: string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
+export async function runBerth(args: string[], env: NodeJS.ProcessEnv, options: { timeoutMs?: number } = {}): Promise<CliResult> {
   const child = spawn(process.execPath, [...BERTH_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const [code] = (await once(child, 'close')) as [number | null];
-  return { code, stdout, stderr };
+  // A command that should end but does not (an agent that should have refused its config, a follow
+  // that never ends) fails its test, naming it, rather than holding the file until the runner's timeout.
+  const timeoutMs = options.timeoutMs ?? 180_000;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, timeoutMs);
+  try {
+    const [code] = (await once(child, 'close')) as [number | null];
+    if (timedOut) throw new Error(`berth ${args.join(' ')} did not end within ${timeoutMs / 1000} s; stderr: ${stderr}`);
+    return { code, stdout, stderr };
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Runs the CLI against the agent of `dataDir` (BERTH_DATA_DIR), to its end, with no other BERTH_* variable than `env`'s. */
