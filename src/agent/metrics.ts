@@ -92,12 +92,17 @@ export class AgentMetrics {
     const expired = new Counter({ name: 'berth_tasks_expired_total', help: 'Ended tasks that retention removed for good (record and output), by reason: age, count or disk.', labelNames: ['reason'] as const, registers });
     // Every reason from the start, at 0, so a rate over it is defined before the first removal.
     for (const reason of EXPIRY_REASONS) expired.inc({ reason }, 0);
+    const restarts = new Counter({ name: 'berth_task_restarts_total', help: 'Restarts of tasks by their restart policy, by the end of the attempt restarted (failed, oom, timed-out, lost).', labelNames: ['end'] as const, registers });
     this.#engineErrors = new Counter({ name: 'berth_engine_errors_total', help: 'Engine and registry errors, by code.', labelNames: ['code'] as const, registers });
     if (sources.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
 
     const onEvent = (event: AgentEvent): void => {
       if (event.type === 'container.reconciled') {
         if (!event.dryRun) (event.reason === 'orphaned' ? orphanRemovals : removals).inc();
+        return;
+      }
+      if (event.type === 'task.restart') {
+        restarts.inc({ end: event.previousEnd.kind });
         return;
       }
       if (event.type === 'task.expired') {
