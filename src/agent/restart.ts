@@ -121,7 +121,7 @@ interface Waiting {
  * The tasks waiting for their next attempt. A task is marked waiting as soon as its restart is
  * recorded (`arm`), before its old container is removed, so that a stop in between already
  * finds it (and ends it as cancelled: no new container is made). A wait holds one timer, which
- * never keeps the process alive. The caller checks the task is still `starting` before and after
+ * the agent's shutdown (its closing signal) clears. The caller checks the task is still `starting` before and after
  * a wait: a stop may have ended it meanwhile.
  */
 export class RestartWaits {
@@ -152,8 +152,8 @@ export class RestartWaits {
       const delayMs = Math.max(0, dueAtMs - Date.now());
       this.logger.debug({ taskId, delayMs }, 'task waits for its next attempt');
       return await new Promise<RestartWaitOutcome>((resolve) => {
+        // Not unref'd: the wait is work under way (idle() waits for it); shutdown ends it.
         const timer = setTimeout(() => wake('due'), delayMs);
-        timer.unref();
         const onAbort = (): void => wake('closing');
         const wake = (result: RestartWaitOutcome): void => {
           clearTimeout(timer);
