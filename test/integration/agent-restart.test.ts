@@ -6,7 +6,7 @@ import type { AgentClient, TaskView } from '../../src/agent/client.js';
 import type { AgentEvent } from '../../src/agent/events.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
 import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
-import { agentClientOf, agentTestFile, berth, waitForTaskState } from '../support/agent.js';
+import { agentClientOf, agentTestFile, berth, waitForTaskState, writeAgentConfig } from '../support/agent.js';
 
 /**
  * The restart policy (a spec's `restart`), through a real agent process on the real engine: each
@@ -30,9 +30,12 @@ const spec = (command: string[], extra: Partial<StoredTaskSpec> = {}): StoredTas
  */
 const countedRun = (succeedOn: number): string[] => ['sh', '-c', `n=$(cat /count/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /count/n; echo "attempt $n"; [ "$n" -ge ${succeedOn} ] || exit 1`];
 
-async function countDir(): Promise<{ mounts: StoredTaskSpec['mounts'] }> {
-  const dir = await dirs.make('berth-rs-count-');
-  return { mounts: [{ type: 'bind', source: dir, target: '/count' }] };
+/** A data directory and the config of an agent that allows a fresh directory for countedRun as a bind source, and the mount of it. */
+async function countingAgentSetup(): Promise<{ dataDir: string; args: string[]; mounts: StoredTaskSpec['mounts'] }> {
+  const dataDir = await dirs.make('berth-rs-');
+  const countDir = await dirs.make('berth-rs-count-');
+  const config = await writeAgentConfig(dataDir, `policy:\n  allowedBindSources: [${JSON.stringify(countDir)}]\n`);
+  return { dataDir, args: ['--config', config], mounts: [{ type: 'bind', source: countDir, target: '/count' }] };
 }
 
 async function outputOf(client: AgentClient, id: string): Promise<string> {
@@ -71,11 +74,11 @@ const endsOf = (task: TaskView): Array<[number, string | undefined, number | und
 
 describe('restart policy through the agent', { skip: await requireEngine() }, () => {
   test('a task that fails twice then succeeds ends success with three attempts, each a new container, its logs holding all three, its delays (with backoff) honoured', async () => {
-    const dataDir = await dirs.make('berth-rs-');
-    const agent = await agents.start(dataDir);
+    const { dataDir, args, mounts } = await countingAgentSetup();
+    const agent = await agents.start(dataDir, args);
     const client = await agentClientOf(agent);
     const id = `${run.id}-thrice`;
-    await client.submit({ id, spec: spec(countedRun(3), { ...(await countDir()), restart: { policy: 'on-failure', attempts: 3, delay: RESTART_DELAY_MS, backoff: 2 } }) });
+    await client.submit({ id, spec: spec(countedRun(3), { mounts, restart: { policy: 'on-failure', attempts: 3, delay: RESTART_DELAY_MS, backoff: 2 } }) });
     const task = await waitForTaskState(client, id, ENDED);
     assert.deepEqual([task.state, task.endState?.kind, task.exitCode, task.restarts], ['exited', 'success', 0, 2], JSON.stringify(task));
     assert.deepEqual(endsOf(task), [[1, 'failed', 1], [2, 'failed', 1], [3, 'success', 0]]);
@@ -164,12 +167,12 @@ describe('restart policy through the agent', { skip: await requireEngine() }, ()
   });
 
   test('an agent killed (SIGKILL) while a task waits for its next attempt: the next agent resumes the wait and the task finishes', async () => {
-    const dataDir = await dirs.make('berth-rs-');
-    const first = await agents.start(dataDir);
+    const { dataDir, args, mounts } = await countingAgentSetup();
+    const first = await agents.start(dataDir, args);
     let client = await agentClientOf(first);
     const id = `${run.id}-crash`;
     const restartDelayMs = 3000;
-    await client.submit({ id, spec: spec(countedRun(2), { ...(await countDir()), restart: { policy: 'on-failure', attempts: 2, delay: restartDelayMs } }) });
+    await client.submit({ id, spec: spec(countedRun(2), { mounts, restart: { policy: 'on-failure', attempts: 2, delay: restartDelayMs } }) });
     const waiting = await pollUntil('the task to wait for its second attempt', async () => {
       const task = await client.get(id);
       return task.state === 'starting' && task.restarts === 1 ? task : undefined;
@@ -177,7 +180,7 @@ describe('restart policy through the agent', { skip: await requireEngine() }, ()
     client.close();
     await first.stop('SIGKILL');
 
-    const second = await agents.start(dataDir);
+    const second = await agents.start(dataDir, args);
     client = await agentClientOf(second);
     const task = await waitForTaskState(client, id, ENDED);
     assert.deepEqual([task.endState?.kind, task.restarts], ['success', 1], JSON.stringify(task));
