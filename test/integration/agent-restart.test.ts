@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { Engine } from '../../src/engine/engine.js';
 import { LABELS } from '../../src/common/labels.js';
+import { startAttemptKey } from '../../src/agent/restart.js';
+import { TaskDriver } from '../../src/tasks/driver.js';
 import type { AgentClient, TaskView } from '../../src/agent/client.js';
 import type { AgentEvent } from '../../src/agent/events.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
@@ -190,6 +192,25 @@ describe('restart policy through the agent', { skip: await requireEngine() }, ()
     assert.equal(await outputOf(client, id), 'attempt 1\nattempt 2\n');
     await untilNoContainer(id);
     client.close();
+  });
+
+  test('recovering a restarted task removes the container an earlier attempt left (a crash cut its removal short) and recovers only the current attempt\'s', async () => {
+    const driver = new TaskDriver({ engine, ownerId: `test-${run.id}` });
+    const taskId = `${run.id}-attempts`;
+    const taskSpec = { image: TEST_IMAGE, labels: { ...run.labels }, stopGracePeriod: 0 };
+    const first = await driver.start({ ...taskSpec, command: ['sh', '-c', 'exit 1'] }, { taskId, startAttempt: startAttemptKey(taskId, 1) });
+    assert.equal((await first.wait()).kind, 'failed');
+    // The agent recorded the restart (attempt 2 is current) and died before removing attempt 1's container.
+    assert.equal(await driver.recover(taskId, taskSpec, { startAttempt: startAttemptKey(taskId, 2) }), undefined);
+    assert.deepEqual(await containersOf(taskId), [], 'the dead attempt\'s container is removed');
+    // Attempt 2 runs; a recovery asking for it finds it (and never takes it for a dead attempt's).
+    const second = await driver.start({ ...taskSpec, command: ['sleep', '30'] }, { taskId, startAttempt: startAttemptKey(taskId, 2) });
+    const recovered = await driver.recover(taskId, taskSpec, { startAttempt: startAttemptKey(taskId, 2) });
+    assert.equal(recovered?.containerId, second.containerId);
+    assert.equal(recovered?.phase, 'running');
+    await second.destroy();
+    await recovered?.destroy();
+    assert.deepEqual(await containersOf(taskId), []);
   });
 
   test('no attempt of any task of this file left a container behind', async () => {
