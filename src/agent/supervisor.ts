@@ -700,7 +700,7 @@ export class TaskSupervisor {
   }
 
   /** Copies the task's output into its files until its end is known and its log read (see pumpOutput). Never rejects. */
-  async #pumpOutput(taskId: string, containerId: string, output: OutputStart, ending: Promise<unknown>): Promise<void> {
+  async #pumpOutput(taskId: string, containerId: string, output: OutputStart, ending: Promise<EndState | undefined>): Promise<void> {
     try {
       if (output.isCut) return;
       await pumpOutput(
@@ -713,8 +713,17 @@ export class TaskSupervisor {
       this.#deps.logger.error({ taskId, code, error: messageOf(error) }, 'the task output pump failed');
       this.#deps.onError?.(code);
     } finally {
-      await this.#deps.logs.end(taskId).catch(() => undefined);
+      // An attempt its restart policy may follow with another keeps the task's output open, so that
+      // followers (logs -f) go on with the next attempt; #finish ends it once the task ends.
+      if (!(await this.#mayRestart(taskId, ending))) await this.#deps.logs.end(taskId).catch(() => undefined);
     }
+  }
+
+  /** Whether the attempt's end may be followed by another (an on-failure policy and an end that is not a success or a stop). */
+  async #mayRestart(taskId: string, ending: Promise<EndState | undefined>): Promise<boolean> {
+    const end = await ending.catch(() => undefined);
+    if (end === undefined || end.kind === 'success' || end.kind === 'cancelled') return false;
+    return this.#deps.store.tasks.get(taskId)?.spec.restart?.policy === 'on-failure';
   }
 
   /**
@@ -762,6 +771,8 @@ export class TaskSupervisor {
     } finally {
       // A store that could not take the end (a full disk) keeps the task's share until it does.
       if (recorded) {
+        // A task under a restart policy may have its output kept open for an attempt that never came (see #pumpOutput).
+        if (this.#deps.store.tasks.get(taskId)?.spec.restart !== undefined) void this.#deps.logs.end(taskId).catch(() => undefined);
         this.#handles.delete(taskId);
         this.#pendingStopGraceMs.delete(taskId);
         if (this.#phase !== 'closed') this.#applyChange(this.#deps.admission.release(taskId));

@@ -81,6 +81,12 @@ describe('restart policy through the agent', { skip: await requireEngine() }, ()
     const client = await agentClientOf(agent);
     const id = `${run.id}-thrice`;
     await client.submit({ id, spec: spec(countedRun(3), { mounts, restart: { policy: 'on-failure', attempts: 3, delay: RESTART_DELAY_MS, backoff: 2 } }) });
+    // A follower (logs -f) follows the task through its restarts, and ends with the task.
+    const followed = (async () => {
+      let text = '';
+      for await (const record of client.logs(id, { follow: true, signal: AbortSignal.timeout(60_000) })) text += record.text;
+      return text;
+    })();
     const task = await waitForTaskState(client, id, ENDED);
     assert.deepEqual([task.state, task.endState?.kind, task.exitCode, task.restarts], ['exited', 'success', 0, 2], JSON.stringify(task));
     assert.deepEqual(endsOf(task), [[1, 'failed', 1], [2, 'failed', 1], [3, 'success', 0]]);
@@ -92,6 +98,7 @@ describe('restart policy through the agent', { skip: await requireEngine() }, ()
     assert.ok(ms(second!.startedAt) - ms(first!.finishedAt) >= RESTART_DELAY_MS, `second attempt ${second!.startedAt} after ${first!.finishedAt}`);
     assert.ok(ms(third!.startedAt) - ms(second!.finishedAt) >= RESTART_DELAY_MS * 2, `third attempt ${third!.startedAt} after ${second!.finishedAt}`);
     assert.equal(await outputOf(client, id), 'attempt 1\nattempt 2\nattempt 3\n');
+    assert.equal(await followed, 'attempt 1\nattempt 2\nattempt 3\n');
 
     const events = await restartEvents(client, id, 2);
     assert.deepEqual(events.map((e) => [e.attempt, e.delayMs, e.previousEnd.kind]), [[2, RESTART_DELAY_MS, 'failed'], [3, RESTART_DELAY_MS * 2, 'failed']]);
