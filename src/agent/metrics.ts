@@ -113,7 +113,10 @@ export class AgentMetrics {
       if (event.state !== 'running' && event.state !== 'exited' && event.state !== 'lost') return;
       const record = sources.task(event.taskId);
       if (!record?.startedAtMs) return;
-      if (event.state === 'running') phases.observe({ phase: 'submit_to_start' }, (record.startedAtMs - record.submittedAtMs) / 1000);
+      // A restarted task's later attempts are not its start (restarts are berth_task_restarts_total).
+      if (event.state === 'running') {
+        if (record.attempts === undefined) phases.observe({ phase: 'submit_to_start' }, (record.startedAtMs - record.submittedAtMs) / 1000);
+      }
       else if (record.finishedAtMs) phases.observe({ phase: 'start_to_end' }, (record.finishedAtMs - record.startedAtMs) / 1000);
       const lostError = record.endState?.kind === 'lost' ? record.endState.error : undefined;
       if (event.state === 'lost' && lostError) this.countError(lostError.code);

@@ -622,7 +622,8 @@ export class TaskSupervisor {
         // The attempt's container goes before the next one is made under the same name.
         this.#handles.delete(taskId);
         await handle.destroy().catch((error: unknown) => this.#removeLater(taskId, handle, asBerthError(error)));
-        void this.#track(this.#start(this.#require(taskId)));
+        // mayHaveContainer: an attempt's container whose removal failed is removed then (driver.recover), not met as a name conflict.
+        void this.#track(this.#start(this.#require(taskId), { mayHaveContainer: true }));
         return;
       }
       // The engine's finish time: a task that ended while the agent was down did not end at recovery.
