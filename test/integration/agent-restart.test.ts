@@ -8,7 +8,7 @@ import type { AgentClient, TaskView } from '../../src/agent/client.js';
 import type { AgentEvent } from '../../src/agent/events.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
 import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
-import { agentClientOf, agentTestFile, berth, waitForTaskState, writeAgentConfig } from '../support/agent.js';
+import { agentClientOf, agentTestFile, berth, submitViaCli, waitForTaskState, writeAgentConfig } from '../support/agent.js';
 
 /**
  * The restart policy (a spec's `restart`), through a real agent process on the real engine: each
@@ -116,8 +116,8 @@ describe('restart policy through the agent', { skip: await requireEngine() }, ()
     const dataDir = await dirs.make('berth-rs-');
     const agent = await agents.start(dataDir);
     const client = await agentClientOf(agent);
-    const id = `${run.id}-exhaust`;
-    await client.submit({ id, spec: spec(['sh', '-c', 'echo try; exit 3'], { restart: { policy: 'on-failure', attempts: 2, delay: RESTART_DELAY_MS } }) });
+    // Through the CLI, in docker's words: --restart on-failure:2.
+    const id = await submitViaCli(dataDir, run.labelFilter, ['--name', `${run.id}-exhaust`, '--stop-timeout', '0', '--restart', 'on-failure:2', '--restart-delay', `${RESTART_DELAY_MS}ms`, TEST_IMAGE, 'sh', '-c', 'echo try; exit 3']);
     const task = await waitForTaskState(client, id, ENDED);
     assert.deepEqual([task.endState?.kind, task.exitCode, task.restarts], ['failed', 3, 2], JSON.stringify(task));
     assert.deepEqual(endsOf(task), [[1, 'failed', 3], [2, 'failed', 3], [3, 'failed', 3]]);
@@ -145,6 +145,9 @@ describe('restart policy through the agent', { skip: await requireEngine() }, ()
     }, { timeoutMs: 60_000, intervalMs: 100 });
     assert.ok(waiting.restartAt, JSON.stringify(waiting));
     assert.equal(waiting.containerId, undefined, 'no container while it waits');
+    // berth ps says so, as docker ps does.
+    const ps = await berth(dataDir, ['ps', '-a', '--no-trunc', '-f', `label=${run.labelFilter}`]);
+    assert.match(ps.stdout.split('\n').find((line) => line.startsWith(`${id} `)) ?? '', /\sRestarting \(1\) /, ps.stdout);
     await untilNoContainer(id);
     const stopped = await client.stop(id);
     assert.deepEqual([stopped.state, stopped.endState?.kind], ['exited', 'cancelled'], JSON.stringify(stopped));

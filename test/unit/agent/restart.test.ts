@@ -9,6 +9,7 @@ import { decideRestart, planRestart, RestartWaits, startAttemptKey, type Attempt
 import { toTaskView } from '../../../src/agent/http/views.js';
 import { resolveTaskSpec, type ResolvedRestartPolicy } from '../../../src/spec/schema.js';
 import { endTransition, openStore } from '../../../src/state/index.js';
+import { restartFlag } from '../../../src/cli/flags.js';
 
 const dir = mkdtempSync(path.join(tmpdir(), 'berth-restart-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -232,5 +233,31 @@ describe('the waits between attempts', () => {
     closing.abort();
     assert.equal(await waiting, 'closing');
     assert.equal(waits.size, 0);
+  });
+});
+
+describe('berth submit --restart, in docker\'s words', () => {
+  test('no and on-failure[:max-restarts], with --restart-delay', () => {
+    assert.deepEqual(restartFlag('no'), { policy: 'never' });
+    assert.deepEqual(restartFlag('on-failure'), { policy: 'on-failure' });
+    assert.deepEqual(restartFlag('on-failure:3', '500ms'), { policy: 'on-failure', attempts: 3, delay: '500ms' });
+  });
+
+  test('refuses always and unless-stopped (a task runs to its end), other words, and a delay without a restart', () => {
+    const rule = (value: string, delay?: string): string => {
+      try {
+        restartFlag(value, delay);
+      } catch (error) {
+        assert.ok(error instanceof ValidationError);
+        return `${error.issues[0]!.field}: ${error.issues[0]!.rule}`;
+      }
+      return 'accepted';
+    };
+    assert.match(rule('always'), /^--restart: .*always and unless-stopped do not apply/);
+    assert.match(rule('unless-stopped'), /^--restart: /);
+    assert.match(rule('on-failure:x'), /^--restart: must be no or on-failure\[:max-restarts\]/);
+    assert.match(rule('no:3'), /^--restart: /);
+    assert.match(rule('no', '1s'), /^--restart-delay: needs --restart on-failure/);
+    assert.match(rule('on-failure', '25h'), /^--restart-delay: must be at most 24h/);
   });
 });
