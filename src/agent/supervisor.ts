@@ -640,10 +640,11 @@ export class TaskSupervisor {
    */
   #restartIfDue(taskId: string, end: EndState, finishedAtMs: number | undefined): boolean {
     const nowMs = Date.now();
-    const plan = planRestart(this.#require(taskId), end, finishedAtMs ?? nowMs, nowMs);
-    if (!plan) return false;
+    let plan: ReturnType<typeof planRestart>;
     let record: TaskRecord;
     try {
+      plan = planRestart(this.#require(taskId), end, finishedAtMs ?? nowMs, nowMs);
+      if (!plan) return false;
       record = this.#deps.store.tasks.recordRestart(taskId, plan.ended, plan.restartAtMs);
     } catch (error) {
       this.#deps.logger.warn({ taskId, code: codeOf(error) }, 'could not record the restart of a task; it ends instead');
