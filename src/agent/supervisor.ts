@@ -354,8 +354,14 @@ export class TaskSupervisor {
         continue;
       }
       if (!handle) {
-        counts.lost++;
         const reason = recoverError === undefined ? 'its container was gone when the agent restarted' : `its container could not be recovered when the agent restarted: ${asBerthError(recoverError).code}: ${asBerthError(recoverError).message}`;
+        // A lost attempt is a failure its restart policy may answer with another (started once recovery is done).
+        if (recoverError === undefined && this.#restartIfDue(record.id, { kind: 'lost', reason }, undefined)) {
+          counts.restarted++;
+          toStart.push(this.#require(record.id));
+          continue;
+        }
+        counts.lost++;
         this.#endLost(record.id, reason);
         continue;
       }

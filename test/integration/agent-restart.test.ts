@@ -204,6 +204,29 @@ describe('restart policy through the agent', { skip: await requireEngine() }, ()
     client.close();
   });
 
+  test('a task whose container vanished while the agent was down is lost, and its restart policy restarts it', async () => {
+    const { dataDir, args, mounts } = await countingAgentSetup();
+    const first = await agents.start(dataDir, args);
+    let client = await agentClientOf(first);
+    const id = `${run.id}-lost`;
+    // The first attempt runs until the test removes its container; the second succeeds.
+    const script = 'n=$(cat /count/n 2>/dev/null || echo 0); n=$((n+1)); echo $n > /count/n; echo "attempt $n"; [ "$n" -ge 2 ] || sleep 120';
+    await client.submit({ id, spec: spec(['sh', '-c', script], { mounts, restart: { policy: 'on-failure', attempts: 1, delay: RESTART_DELAY_MS } }) });
+    const running = await waitForTaskState(client, id, ['running']);
+    client.close();
+    await first.stop('SIGKILL');
+    await engine.removeContainer(running.containerId!);
+
+    const second = await agents.start(dataDir, args);
+    client = await agentClientOf(second);
+    const task = await waitForTaskState(client, id, ENDED);
+    assert.deepEqual([task.endState?.kind, task.restarts], ['success', 1], JSON.stringify(task));
+    assert.deepEqual(endsOf(task).map(([n, kind]) => [n, kind]), [[1, 'lost'], [2, 'success']]);
+    assert.match(task.attempts![0]!.reason ?? '', /gone when the agent restarted/);
+    await untilNoContainer(id);
+    client.close();
+  });
+
   test('recovering a restarted task removes the container an earlier attempt left (a crash cut its removal short) and recovers only the current attempt\'s', async () => {
     const driver = new TaskDriver({ engine, ownerId: `test-${run.id}` });
     const taskId = `${run.id}-attempts`;
