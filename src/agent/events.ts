@@ -36,6 +36,11 @@ export type AgentEventBody =
       at: string;
     }
   | { type: 'prune'; removed: Record<string, number>; reclaimedBytes: number; at: string }
+  /**
+   * The restart policy restarts a task: attempt `attempt - 1` ended with `previousEnd`, and attempt
+   * `attempt` starts after `delayMs`, at `restartAt` (a new container; the task stays one task).
+   */
+  | { type: 'task.restart'; taskId: string; attempt: number; delayMs: number; restartAt: string; previousEnd: StoredEndState; at: string }
   /** Retention removed an ended task for good (record and output): `reason` says which limit it passed; `endedAt` is when it ended. */
   | { type: 'task.expired'; taskId: string; reason: ExpiryReason; endedAt: string; at: string };
 

@@ -92,12 +92,17 @@ export class AgentMetrics {
     const expired = new Counter({ name: 'berth_tasks_expired_total', help: 'Ended tasks that retention removed for good (record and output), by reason: age, count or disk.', labelNames: ['reason'] as const, registers });
     // Every reason from the start, at 0, so a rate over it is defined before the first removal.
     for (const reason of EXPIRY_REASONS) expired.inc({ reason }, 0);
+    const restarts = new Counter({ name: 'berth_task_restarts_total', help: 'Restarts of tasks by their restart policy, by the end of the attempt restarted (failed, oom, timed-out, lost).', labelNames: ['end'] as const, registers });
     this.#engineErrors = new Counter({ name: 'berth_engine_errors_total', help: 'Engine and registry errors, by code.', labelNames: ['code'] as const, registers });
     if (sources.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
 
     const onEvent = (event: AgentEvent): void => {
       if (event.type === 'container.reconciled') {
         if (!event.dryRun) (event.reason === 'orphaned' ? orphanRemovals : removals).inc();
+        return;
+      }
+      if (event.type === 'task.restart') {
+        restarts.inc({ end: event.previousEnd.kind });
         return;
       }
       if (event.type === 'task.expired') {
@@ -108,7 +113,10 @@ export class AgentMetrics {
       if (event.state !== 'running' && event.state !== 'exited' && event.state !== 'lost') return;
       const record = sources.task(event.taskId);
       if (!record?.startedAtMs) return;
-      if (event.state === 'running') phases.observe({ phase: 'submit_to_start' }, (record.startedAtMs - record.submittedAtMs) / 1000);
+      // A restarted task's later attempts are not its start (restarts are berth_task_restarts_total).
+      if (event.state === 'running') {
+        if (record.attempts === undefined) phases.observe({ phase: 'submit_to_start' }, (record.startedAtMs - record.submittedAtMs) / 1000);
+      }
       else if (record.finishedAtMs) phases.observe({ phase: 'start_to_end' }, (record.finishedAtMs - record.startedAtMs) / 1000);
       const lostError = record.endState?.kind === 'lost' ? record.endState.error : undefined;
       if (event.state === 'lost' && lostError) this.countError(lostError.code);

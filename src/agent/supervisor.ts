@@ -17,6 +17,7 @@ import { pumpOutput } from './output-pump.js';
 import type { TaskLogStore } from './task-logs.js';
 import { canonicalJson } from './canonical-json.js';
 import { isEngineOutage, isTransientStartError, StartOutage } from './start-outage.js';
+import { currentAttempt, planRestart, RestartWaits, startAttemptKey } from './restart.js';
 
 /** Where a task's output resumes, and whether it was cut (then it is not read again). */
 interface OutputStart {
@@ -91,9 +92,12 @@ export class TaskSupervisor {
   #phase: 'recovering' | 'open' | 'closed' = 'recovering';
   /** Tasks whose start failed because the engine did not answer: they wait for it, holding their share. */
   readonly #outage: StartOutage;
+  /** Tasks their restart policy restarted, waiting for their next attempt, holding their share (see restart.ts). */
+  readonly #restarts: RestartWaits;
 
   constructor(deps: SupervisorDeps) {
     this.#deps = deps;
+    this.#restarts = new RestartWaits(deps.logger);
     // Every running task listens on the one closing signal.
     setMaxListeners(0, this.#closing.signal);
     this.#outage = new StartOutage({
@@ -152,8 +156,8 @@ export class TaskSupervisor {
     }
     if (record.state === 'running' || record.state === 'starting') {
       this.#record(taskId, { to: 'stopping' });
-      // Waiting for the engine to start it: it never ran, and ends now.
-      if (this.#outage.cancel(taskId)) {
+      // Waiting for the engine to start it, or for its next attempt: that never runs, and it ends now.
+      if (this.#outage.cancel(taskId) || this.#restarts.cancel(taskId)) {
         this.#endUnstarted(taskId, { kind: 'cancelled' });
         return this.#require(taskId);
       }
@@ -232,8 +236,11 @@ export class TaskSupervisor {
   }
 
   /** How the driver recovers a task: its policy, a recorded stop, and its recorded pauses. */
-  #recoverOptions(record: TaskRecord): { bindPolicy: ReturnType<SupervisorDeps['policy']>; stopRequested: boolean; pause: { pausedForMs: number; pausedSinceMs?: number } } {
+  #recoverOptions(record: TaskRecord): { bindPolicy: ReturnType<SupervisorDeps['policy']>; stopRequested: boolean; pause: { pausedForMs: number; pausedSinceMs?: number }; startAttempt?: string } {
+    const attempt = currentAttempt(record);
     return {
+      // A restarted task's container is its current attempt's; an earlier attempt's is removed.
+      ...(attempt > 1 ? { startAttempt: startAttemptKey(record.id, attempt) } : {}),
       bindPolicy: this.#deps.policy(),
       stopRequested: record.state === 'stopping',
       pause: { pausedForMs: record.pausedForMs, ...(record.pausedAtMs !== undefined ? { pausedSinceMs: record.pausedAtMs } : {}) },
@@ -347,8 +354,14 @@ export class TaskSupervisor {
         continue;
       }
       if (!handle) {
-        counts.lost++;
         const reason = recoverError === undefined ? 'its container was gone when the agent restarted' : `its container could not be recovered when the agent restarted: ${asBerthError(recoverError).code}: ${asBerthError(recoverError).message}`;
+        // A lost attempt is a failure its restart policy may answer with another (started once recovery is done).
+        if (recoverError === undefined && this.#restartIfDue(record.id, { kind: 'lost', reason }, undefined)) {
+          counts.restarted++;
+          toStart.push(this.#require(record.id));
+          continue;
+        }
+        counts.lost++;
         this.#endLost(record.id, reason);
         continue;
       }
@@ -511,12 +524,18 @@ export class TaskSupervisor {
    * and never start a container that ran already.
    */
   async #start(record: TaskRecord, options: { mayHaveContainer?: boolean } = {}): Promise<void> {
+    if (record.restartAtMs !== undefined) {
+      // A restart: it waits out its delay (a stop cancels it; at shutdown the next agent resumes it).
+      if (this.#require(record.id).state !== 'starting' || (await this.#restarts.until(record.id, record.restartAtMs, this.#closing.signal)) !== 'due') return;
+      if (this.#require(record.id).state !== 'starting') return;
+    }
     let handle: TaskHandle | undefined;
     try {
       if (options.mayHaveContainer) handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, this.#recoverOptions(record));
-      // One start attempt per task: a create a dead agent (or an earlier try) sent may land, and is adopted.
+      // One start attempt per attempt of the task: a create a dead agent (or an earlier try) sent may land, and is adopted.
       // The engine's log is the output's one path (#pumpOutput reads it); the handle carries none (handle.output is 'engine-log').
-      handle ??= await this.#deps.driver.startAccepted(record.spec as TaskSpec, { taskId: record.id, startAttempt: record.id, output: 'engine-log', bindPolicy: this.#deps.policy() });
+      const startAttempt = startAttemptKey(record.id, currentAttempt(record));
+      handle ??= await this.#deps.driver.startAccepted(record.spec as TaskSpec, { taskId: record.id, startAttempt, output: 'engine-log', bindPolicy: this.#deps.policy() });
     } catch (error) {
       await this.#startFailed(record, error);
       return;
@@ -528,7 +547,8 @@ export class TaskSupervisor {
     } else {
       this.#record(record.id, { to: 'running', containerId: handle.containerId });
     }
-    await this.#supervise(record.id, handle, { position: {}, isCut: false });
+    // A new container's log is read from its start; output cut for good (a restarted task's) stays cut.
+    await this.#supervise(record.id, handle, { position: {}, isCut: this.#require(record.id).outputTruncated !== undefined });
   }
 
   /**
@@ -604,11 +624,44 @@ export class TaskSupervisor {
       await pumped;
       // Shutting down: the container keeps running and the next agent records its end.
       if (end === undefined) return;
+      if (this.#restartIfDue(taskId, end, handle.finishedAt?.getTime())) {
+        // The attempt's container goes before the next one is made under the same name.
+        this.#handles.delete(taskId);
+        await handle.destroy().catch((error: unknown) => this.#removeLater(taskId, handle, asBerthError(error)));
+        // mayHaveContainer: an attempt's container whose removal failed is removed then (driver.recover), not met as a name conflict.
+        void this.#track(this.#start(this.#require(taskId), { mayHaveContainer: true }));
+        return;
+      }
       // The engine's finish time: a task that ended while the agent was down did not end at recovery.
       if (!(await this.#recordEnd(taskId, end, handle.finishedAt?.getTime()))) return;
       await handle.destroy().catch((error: unknown) => this.#removeLater(taskId, handle, asBerthError(error)));
     })();
     return this.#track(work);
+  }
+
+  /**
+   * Asks the task's restart policy about the attempt that ended: a restart is recorded (the task is
+   * `starting` again, the attempt listed, its share kept) and announced; resolves whether there is
+   * one. A restart the store cannot take (a full disk) is not made: the task ends instead.
+   */
+  #restartIfDue(taskId: string, end: EndState, finishedAtMs: number | undefined): boolean {
+    const nowMs = Date.now();
+    let plan: ReturnType<typeof planRestart>;
+    let record: TaskRecord;
+    try {
+      plan = planRestart(this.#require(taskId), end, finishedAtMs ?? nowMs, nowMs);
+      if (!plan) return false;
+      record = this.#deps.store.tasks.recordRestart(taskId, plan.ended, plan.restartAtMs);
+    } catch (error) {
+      this.#deps.logger.warn({ taskId, code: codeOf(error) }, 'could not record the restart of a task; it ends instead');
+      this.#deps.onError?.(asBerthError(error).code);
+      return false;
+    }
+    this.#restarts.arm(taskId);
+    this.#deps.logger.info({ taskId, attempt: plan.attempt, delayMs: plan.delayMs, end: end.kind }, 'restarting the task');
+    this.#announce(record);
+    this.#deps.events.emit({ type: 'task.restart', taskId, attempt: plan.attempt, delayMs: plan.delayMs, restartAt: new Date(plan.restartAtMs).toISOString(), previousEnd: plan.ended.endState });
+    return true;
   }
 
   /**
@@ -655,7 +708,7 @@ export class TaskSupervisor {
   }
 
   /** Copies the task's output into its files until its end is known and its log read (see pumpOutput). Never rejects. */
-  async #pumpOutput(taskId: string, containerId: string, output: OutputStart, ending: Promise<unknown>): Promise<void> {
+  async #pumpOutput(taskId: string, containerId: string, output: OutputStart, ending: Promise<EndState | undefined>): Promise<void> {
     try {
       if (output.isCut) return;
       await pumpOutput(
@@ -668,8 +721,17 @@ export class TaskSupervisor {
       this.#deps.logger.error({ taskId, code, error: messageOf(error) }, 'the task output pump failed');
       this.#deps.onError?.(code);
     } finally {
-      await this.#deps.logs.end(taskId).catch(() => undefined);
+      // An attempt its restart policy may follow with another keeps the task's output open, so that
+      // followers (logs -f) go on with the next attempt; #finish ends it once the task ends.
+      if (!(await this.#mayRestart(taskId, ending))) await this.#deps.logs.end(taskId).catch(() => undefined);
     }
+  }
+
+  /** Whether the attempt's end may be followed by another (an on-failure policy and an end that is not a success or a stop). */
+  async #mayRestart(taskId: string, ending: Promise<EndState | undefined>): Promise<boolean> {
+    const end = await ending.catch(() => undefined);
+    if (end === undefined || end.kind === 'success' || end.kind === 'cancelled') return false;
+    return this.#deps.store.tasks.get(taskId)?.spec.restart?.policy === 'on-failure';
   }
 
   /**
@@ -717,6 +779,8 @@ export class TaskSupervisor {
     } finally {
       // A store that could not take the end (a full disk) keeps the task's share until it does.
       if (recorded) {
+        // A task under a restart policy may have its output kept open for an attempt that never came (see #pumpOutput).
+        if (this.#deps.store.tasks.get(taskId)?.spec.restart !== undefined) void this.#deps.logs.end(taskId).catch(() => undefined);
         this.#handles.delete(taskId);
         this.#pendingStopGraceMs.delete(taskId);
         if (this.#phase !== 'closed') this.#applyChange(this.#deps.admission.release(taskId));

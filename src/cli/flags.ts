@@ -68,6 +68,30 @@ export function durationFlag(value: string, flag: string, bounds: DurationBounds
   return bare === 'seconds' && /^\s*\d+\s*$/.test(value) ? `${value.trim()}s` : value.trim();
 }
 
+/**
+ * `berth submit --restart`, in docker's words: `no`, or `on-failure[:max-restarts]` (the spec's
+ * `restart.attempts`; without a count, the spec's default); `--restart-delay` is the pause before
+ * each restart. `always` and `unless-stopped` are refused: a task runs to its end, it is no service.
+ */
+export function restartFlag(value: string, delay?: string): NonNullable<TaskSpec['restart']> {
+  const match = /^\s*(no|on-failure)(?::(\d+))?\s*$/.exec(value);
+  if (!match || (match[1] === 'no' && match[2] !== undefined)) {
+    const rule = /^\s*(always|unless-stopped)\b/.test(value)
+      ? 'must be no or on-failure[:max-restarts]: a task runs to its end, so always and unless-stopped do not apply'
+      : 'must be no or on-failure[:max-restarts], e.g. on-failure:3';
+    throw new ValidationError([{ field: '--restart', rule }]);
+  }
+  if (match[1] === 'no') {
+    if (delay !== undefined) throw new ValidationError([{ field: '--restart-delay', rule: 'needs --restart on-failure' }]);
+    return { policy: 'never' };
+  }
+  return {
+    policy: 'on-failure',
+    ...(match[2] !== undefined ? { attempts: Number(match[2]) } : {}),
+    ...(delay !== undefined ? { delay: durationFlag(delay, '--restart-delay', SPEC_BOUNDS.restartDelay) } : {}),
+  };
+}
+
 /** A duration limit flag where 0 means no limit, as docker's (`--timeout 0`): undefined for 0, else as `durationFlag`. */
 export function limitDurationFlag(value: string, flag: string, bounds: DurationBounds): string | undefined {
   const read = readTypedDuration(value);
@@ -164,6 +188,8 @@ const FLAG_OF_SPEC_FIELD: ReadonlyArray<readonly [RegExp, string]> = [
   [/^healthcheck\.startPeriod$/, '--health-start-period'],
   [/^healthcheck\.retries$/, '--health-retries'],
   [/^healthcheck\.disabled$/, '--no-healthcheck'],
+  [/^restart\.delay$/, '--restart-delay'],
+  [/^restart(\.|$)/, '--restart'],
 ];
 
 /**

@@ -86,6 +86,10 @@ export interface TaskRowInput {
   spec: { image?: string; command?: readonly string[]; entrypoint?: readonly string[]; labels?: Readonly<Record<string, string>> };
   endState?: { kind: string; exitCode?: number; reason?: string; signal?: string } | undefined;
   exitCode?: number | undefined;
+  /** Under a restart policy: restarts so far, the attempts' ends, and when the next attempt is due while it waits. */
+  restarts?: number | undefined;
+  attempts?: ReadonlyArray<{ exitCode?: number; finishedAt?: string }> | undefined;
+  restartAt?: string | undefined;
   submittedAt: string | number;
   startedAt?: string | number | undefined;
   finishedAt?: string | number | undefined;
@@ -126,8 +130,14 @@ export function taskStatus(task: TaskRowInput, nowMs: number, reasonWidth = STAR
   switch (task.state) {
     case 'pending':
       return 'Pending';
-    case 'starting':
-      return 'Starting';
+    case 'starting': {
+      // Waiting for its next attempt (its restart policy), as docker's "Restarting (1) 2 seconds ago": the last attempt's exit code and end.
+      if (task.restartAt === undefined) return 'Starting';
+      const last = task.attempts?.[task.attempts.length - 1];
+      const lastExit = last?.exitCode !== undefined ? ` (${last.exitCode})` : '';
+      const endedAgo = last?.finishedAt !== undefined ? ` ${ago(last.finishedAt, nowMs)}` : '';
+      return `Restarting${lastExit}${endedAgo}`;
+    }
     case 'running': {
       const started = toMs(task.startedAt);
       return started === undefined ? 'Up' : `Up ${humanDuration(nowMs - started)}`;

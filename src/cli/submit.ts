@@ -4,7 +4,7 @@ import { ValidationError } from '../common/errors.js';
 import type { StoredTaskSpec } from '../state/tasks.js';
 import { agentCommand, exitCodeForClientError, withAgentOptions, withClient, type AgentFlags } from './client.js';
 import { errorLine, writeJson } from './output.js';
-import { withFlagNames } from './flags.js';
+import { restartFlag, withFlagNames } from './flags.js';
 import { addRunCommand, specFromRunFlags, type CliIo } from './run.js';
 
 /** Reads stdin to its end as text, for `submit -i`: the agent keeps a task's stdin as text. */
@@ -14,12 +14,14 @@ async function readText(stream: Readable): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-type RunFlags = Parameters<typeof specFromRunFlags>[2] & { interactive?: boolean; name?: string; keep?: boolean; detach?: boolean };
+type RunFlags = Parameters<typeof specFromRunFlags>[2] & { interactive?: boolean; name?: string; keep?: boolean; detach?: boolean; restart?: string; restartDelay?: string };
 
 async function submitTask(io: CliIo, image: string, command: string[], flags: RunFlags & AgentFlags): Promise<number> {
   if (flags.tty) throw new ValidationError([{ field: '--tty', rule: 'is not supported by the agent (it reads output from the engine log); use berth run -t' }]);
-  const { interactive, ...rest } = flags;
+  const { interactive, restart, restartDelay, ...rest } = flags;
   const spec = specFromRunFlags(image, command, { ...rest, interactive: false }, io, 'agent') as StoredTaskSpec;
+  if (restart !== undefined) spec.restart = restartFlag(restart, restartDelay);
+  else if (restartDelay !== undefined) throw new ValidationError([{ field: '--restart-delay', rule: 'needs --restart on-failure' }]);
   if (interactive) spec.stdin = await readText(io.stdin);
   return withClient(io, flags, async (client) => {
     const { task, created } = await client.submitTask({ ...(flags.name !== undefined ? { id: flags.name } : {}), spec }).catch((error: unknown) => {
@@ -141,6 +143,8 @@ function addRunStyleOptions(command: Command, io: CliIo): Command {
 export function addSubmitCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
   const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
   addRunStyleOptions(agentCommand(program, 'submit', 'Submit a task to the agent and print its id; it starts when it fits the agent\'s budget'), io)
+    .option('--restart <policy>', 'restart policy: no (default) or on-failure[:max-restarts], as docker run --restart; each restart is a new container of the one task (see berth inspect)')
+    .option('--restart-delay <duration>', 'pause before each restart with a unit, e.g. 500ms or 10s (default 15s); with --restart on-failure')
     .argument('<image>', 'image to run')
     .argument('[command...]', 'command and arguments (default: the image\'s)')
     .passThroughOptions()

@@ -42,6 +42,12 @@ export const SPEC_BOUNDS = Object.freeze({
   tmpfsSize: { minBytes: 1, maxBytes: MAX_SIZE_BYTES },
   logMaxSize: { minBytes: 1024, maxBytes: MAX_SIZE_BYTES },
   logMaxFiles: { min: 1, max: 100 },
+  /** Restarts allowed (in all, or per `restart.interval`). */
+  restartAttempts: { min: 0, max: 100 },
+  /** The pause before a restart, and its ceiling under backoff: one Node timer. */
+  restartDelay: { minMs: 0, maxMs: DURATION_LIMITS.operationMs },
+  /** The window restarts are counted in: a restart waits at most this long, on one Node timer. */
+  restartInterval: { minMs: 1, maxMs: DURATION_LIMITS.timerMs },
 } satisfies Record<string, DurationBounds | SizeBounds | CountBounds>);
 
 /** A duration (`"30s"` or milliseconds) within bounds, in milliseconds; any other type is named with the rule. */
@@ -136,6 +142,93 @@ const healthcheck = z
       if (given.length > 0) ctx.addIssue({ code: 'custom', path: ['disabled'], message: `cannot be combined with ${given.join(', ')}: a disabled health check has no settings` });
     }
   });
+
+/** The task ends the restart policy may answer with a new attempt (`restart.on`). */
+export const RESTART_ON = ['failed', 'oom', 'timed-out', 'lost'] as const;
+export type RestartOn = (typeof RESTART_ON)[number];
+
+/** Defaults of the restart policy's settings (Nomad's restart stanza, for a batch job, where it has one). */
+export const RESTART_DEFAULTS = Object.freeze({
+  attempts: 2,
+  delayMs: 15_000,
+  backoff: 1,
+  maxDelayMs: 5 * 60_000,
+  mode: 'fail' as const,
+  on: RESTART_ON,
+});
+
+/**
+ * What the agent does when a task's container ends (Nomad's restart stanza, simplified): `never`
+ * (default), or `on-failure`: an end listed in `on` (a failure, by default any of failed, oom,
+ * timed-out, lost) starts a new container after `delay`, growing by the `backoff` factor per
+ * restart up to `maxDelay`, at most `attempts` times in all, or per `interval` when one is given.
+ * Past that, mode `fail` ends the task with the last attempt's end; mode `delay` (which needs an
+ * interval) waits until the interval lets another restart in. A success and a stop never restart.
+ */
+const restartPolicy = z
+  .object({
+    policy: z.enum(['never', 'on-failure']).default('never'),
+    /** Restarts allowed: 0 to 100. Default 2. */
+    attempts: count(SPEC_BOUNDS.restartAttempts).optional(),
+    /** The pause before the first restart. Default 15 s; 0 to 24 h. */
+    delay: duration(SPEC_BOUNDS.restartDelay).optional(),
+    /** The factor the pause grows by with each restart: 1 (constant, default) to 10; 2 doubles it. */
+    backoff: z.number().min(1, 'must be 1 (a constant delay) to 10').max(10, 'must be 1 (a constant delay) to 10').optional(),
+    /** The longest pause backoff grows to. Default 5 m; 0 to 24 h, and at least the delay. */
+    maxDelay: duration(SPEC_BOUNDS.restartDelay).optional(),
+    /** The window `attempts` counts restarts in; without one they count over the task's whole life. 1 ms to 24 days. */
+    interval: duration(SPEC_BOUNDS.restartInterval).optional(),
+    /** When the attempts are used up: `fail` (default) ends the task; `delay` waits for the interval to let another in. */
+    mode: z.enum(['fail', 'delay']).optional(),
+    /** Which ends restart; default every failure: failed, oom, timed-out, lost. */
+    on: z
+      .array(z.enum(RESTART_ON, { message: `must be one of ${RESTART_ON.join(', ')}` }))
+      .min(1, 'must name at least one end (failed, oom, timed-out, lost); use policy "never" to restart on none')
+      .refine((ends) => new Set(ends).size === ends.length, 'must not name an end twice')
+      .optional(),
+  })
+  .strict()
+  .superRefine((restart, ctx) => {
+    const delayMs = restart.delay ?? RESTART_DEFAULTS.delayMs;
+    if (restart.maxDelay !== undefined && restart.maxDelay < delayMs) {
+      ctx.addIssue({ code: 'custom', path: ['maxDelay'], message: `must be at least the delay (${formatDurationMs(delayMs)})` });
+    }
+    if (restart.mode === 'delay' && restart.interval === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['interval'], message: 'is required with mode "delay": attempts are counted per interval, and the wait lasts until it lets another in' });
+    }
+    if (restart.policy === 'never') {
+      const given = (['attempts', 'delay', 'backoff', 'maxDelay', 'interval', 'mode', 'on'] as const).filter((key) => restart[key] !== undefined);
+      if (given.length > 0) ctx.addIssue({ code: 'custom', path: ['policy'], message: `is "never", which takes no ${given.join(', ')}: set policy "on-failure"` });
+    }
+  });
+
+/** A resolved restart policy: every setting in milliseconds, defaults applied. */
+export type ResolvedRestartPolicy =
+  | { readonly policy: 'never' }
+  | {
+      readonly policy: 'on-failure';
+      readonly attempts: number;
+      readonly delayMs: number;
+      readonly backoff: number;
+      readonly maxDelayMs: number;
+      readonly intervalMs?: number;
+      readonly mode: 'fail' | 'delay';
+      readonly on: readonly RestartOn[];
+    };
+
+function resolveRestart(restart: z.output<typeof restartPolicy> | undefined): ResolvedRestartPolicy {
+  if (restart === undefined || restart.policy === 'never') return { policy: 'never' };
+  return {
+    policy: 'on-failure',
+    attempts: restart.attempts ?? RESTART_DEFAULTS.attempts,
+    delayMs: restart.delay ?? RESTART_DEFAULTS.delayMs,
+    backoff: restart.backoff ?? RESTART_DEFAULTS.backoff,
+    maxDelayMs: restart.maxDelay ?? Math.max(RESTART_DEFAULTS.maxDelayMs, restart.delay ?? RESTART_DEFAULTS.delayMs),
+    ...(restart.interval !== undefined ? { intervalMs: restart.interval } : {}),
+    mode: restart.mode ?? RESTART_DEFAULTS.mode,
+    on: restart.on ?? RESTART_DEFAULTS.on,
+  };
+}
 
 const absolutePath = z.string().regex(/^\//, 'must be an absolute path');
 const capability = z
@@ -258,6 +351,8 @@ export const taskSpecSchema = z
     pull: z.enum(['if-not-present', 'always', 'never']).default('if-not-present'),
     /** A health check run by the engine; `{ disabled: true }` switches off the image's own. Default: the image's. */
     healthcheck: healthcheck.optional(),
+    /** What the agent does when the task's container ends: never (default) or on-failure, with attempts, delay and backoff. */
+    restart: restartPolicy.optional(),
   })
   .strict();
 
@@ -321,6 +416,8 @@ export interface ResolvedTaskSpec {
   readonly pull: 'if-not-present' | 'always' | 'never';
   /** Undefined: whatever the image defines. */
   readonly healthcheck?: ResolvedHealthcheck;
+  /** The agent's restart policy; the library's driver does not restart tasks (its owner decides). */
+  readonly restart: ResolvedRestartPolicy;
 }
 
 /** What the caller's driver permits; the spec is checked against it. */
@@ -427,6 +524,7 @@ function compileTaskSpec(input: unknown, issues: readonly FieldIssue[]): Resolve
     stopGraceMs: spec.stopGracePeriod,
     pull: spec.pull,
     healthcheck: resolveHealthcheck(spec.healthcheck),
+    restart: resolveRestart(spec.restart),
   };
   return deepFreeze(resolved);
 }

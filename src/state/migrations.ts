@@ -104,6 +104,18 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       db.exec(`CREATE INDEX tasks_ended_by_finish ON tasks (finished_at_ms, seq) WHERE state IN ('exited', 'lost', 'removed')`);
     },
   },
+  {
+    version: 7,
+    name: 'restart attempts',
+    up(db) {
+      // The attempts a task's restart policy restarted (JSON, oldest first; NULL: none) and, while it
+      // waits for its next attempt, when that attempt is due, so that a restarted agent resumes the wait.
+      db.exec(`
+        ALTER TABLE tasks ADD COLUMN attempts TEXT;
+        ALTER TABLE tasks ADD COLUMN restart_at_ms INTEGER;
+      `);
+    },
+  },
 ]);
 
 /** The newest schema version this build of berth knows. */

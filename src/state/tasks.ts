@@ -42,6 +42,21 @@ export interface LogCursor {
   stderr?: string;
 }
 
+/**
+ * One attempt of a task that its restart policy restarted: its container (removed since), when it
+ * ran and how it ended. The task's current (or last) attempt is the record's own containerId,
+ * startedAtMs, finishedAtMs and endState.
+ */
+export interface TaskAttempt {
+  /** 1 for the first container, 2 for the first restart's, … */
+  readonly attempt: number;
+  readonly containerId?: string;
+  readonly startedAtMs?: number;
+  readonly finishedAtMs: number;
+  readonly endState: StoredEndState;
+  readonly exitCode?: number;
+}
+
 /** One task as the store records it. Every record is frozen. */
 export interface TaskRecord {
   readonly id: string;
@@ -70,6 +85,10 @@ export interface TaskRecord {
   /** When it ended (the move to `exited` or `lost`). */
   readonly finishedAtMs?: number;
   readonly updatedAtMs: number;
+  /** The attempts its restart policy restarted, oldest first; undefined when it never restarted. */
+  readonly attempts?: readonly TaskAttempt[];
+  /** While it waits to be restarted (`starting`): when its next attempt is due. */
+  readonly restartAtMs?: number;
 }
 
 export interface NewTask {
@@ -147,6 +166,8 @@ interface TaskRow {
   started_at_ms: number | null;
   finished_at_ms: number | null;
   updated_at_ms: number;
+  attempts: string | null;
+  restart_at_ms: number | null;
 }
 
 
@@ -180,6 +201,8 @@ function toRecord(row: TaskRow): TaskRecord {
     ...(row.started_at_ms === null ? {} : { startedAtMs: row.started_at_ms }),
     ...(row.finished_at_ms === null ? {} : { finishedAtMs: row.finished_at_ms }),
     updatedAtMs: row.updated_at_ms,
+    ...(row.attempts === null ? {} : { attempts: JSON.parse(row.attempts) as TaskAttempt[] }),
+    ...(row.restart_at_ms === null ? {} : { restartAtMs: row.restart_at_ms }),
   };
   return deepFreeze(record);
 }
@@ -421,7 +444,8 @@ export class TaskRepository {
           params.push(now);
           break;
         case 'running':
-          set.push('started_at_ms = ?');
+          // A restarted task's next attempt is no longer due: it runs.
+          set.push('started_at_ms = ?', 'restart_at_ms = NULL');
           params.push(now);
           if (transition.containerId !== undefined) {
             set.push('container_id = ?');
@@ -445,6 +469,32 @@ export class TaskRepository {
     });
     const { from, record } = asDiskFull(() => run.immediate());
     logTransition(this.#logger, { taskId, from, to, mover: 'record', ...(record.endState ? { end: record.endState.kind } : {}) });
+    return record;
+  }
+
+  /**
+   * Records a restart in one transaction: the attempt that ended joins the task's attempts, and the
+   * task moves from `running` back to `starting` (refused otherwise, as `update` refuses a move),
+   * without a container, to wait until `restartAtMs` for its next one. Its run time limit starts
+   * afresh with that attempt, so its pauses are forgotten.
+   */
+  recordRestart(taskId: string, ended: TaskAttempt, restartAtMs: number): TaskRecord {
+    const run = this.#db.transaction((): { from: TaskState; record: TaskRecord } => {
+      const row = this.#select.get(taskId);
+      if (!row) throw missingError(taskId);
+      const from = row.state as TaskState;
+      const refusal = refusedTransition({ taskId, from, to: 'starting' }, 'record');
+      if (refusal) throw refusal;
+      const attempts = [...(row.attempts === null ? [] : (JSON.parse(row.attempts) as TaskAttempt[])), ended];
+      this.#db
+        .prepare(
+          `UPDATE tasks SET state = 'starting', attempts = ?, restart_at_ms = ?, container_id = NULL, paused_at_ms = NULL, paused_ms = 0, updated_at_ms = ? WHERE id = ?`,
+        )
+        .run(JSON.stringify(attempts), restartAtMs, this.#nowMs(), taskId);
+      return { from, record: toRecord(this.#select.get(taskId)!) };
+    });
+    const { from, record } = asDiskFull(() => run.immediate());
+    logTransition(this.#logger, { taskId, from, to: 'starting', mover: 'record', end: ended.endState.kind });
     return record;
   }
 

@@ -359,14 +359,22 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
    * ends `cancelled` even if that earlier stop already ended it. `pause`: the task's pauses as the
    * caller recorded them, so that its run time limit does not count them; the engine decides whether
    * it is paused now (a pause nobody recorded began now; a recorded one the engine no longer shows
-   * counts until now).
+   * counts until now). `startAttempt`: only a container of that start is the task's; one of another
+   * start (an earlier attempt of a restarted task) is removed, and undefined resolved.
    */
-  async recover(taskId: string, spec: TaskSpec, options: { bindPolicy?: BindSourcePolicy; stopRequested?: boolean; pause?: TaskPause } = {}): Promise<TaskHandle | undefined> {
+  async recover(taskId: string, spec: TaskSpec, options: { bindPolicy?: BindSourcePolicy; stopRequested?: boolean; pause?: TaskPause; startAttempt?: string } = {}): Promise<TaskHandle | undefined> {
     // The spec passed its owner's policy when it was accepted: re-read without it (resolveAcceptedTaskSpec
     // says why), so a policy reloaded since cannot orphan the task's container.
     const resolved = resolveAcceptedTaskSpec(spec);
     const found = await this.#findOwnContainer(taskId);
     if (found === undefined) return undefined;
+    if (options.startAttempt !== undefined && found.labels[LABELS.startAttempt] !== options.startAttempt) {
+      // An earlier start of the task (an attempt its owner restarted, whose removal a crash cut
+      // short): not the start asked about. It ended; removed, so the start asked for can be made.
+      this.#logger.info({ taskId, containerId: found.id }, 'removed the container of an earlier start of the task');
+      await removeContainer(this.#engine, found.id, this.#retry);
+      return undefined;
+    }
     if (found.status === 'created') {
       // The engine mounts at start: bind sources are checked again before a container that never
       // started is started, as `start` does, and one that now escapes is removed, not started.

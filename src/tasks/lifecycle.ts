@@ -13,7 +13,8 @@ import type { Logger } from '../common/logger.js';
  *
  * - `pending`: submitted, waiting in the agent's admission queue (FIFO). A handle is never pending.
  * - `starting`: admitted; the image is pulled and the container created and started. A handle is
- *   born here: it exists once its container does.
+ *   born here: it exists once its container does. A task the agent restarts (its restart policy)
+ *   comes back here from `running` and waits out the restart's delay, holding its share.
  * - `running`: the container has started.
  * - `stopping`: berth asked it to stop (a stop, the run time limit, a cancelled start).
  * - `exited`: it ended with a known end state (success, failed, oom, timed-out, cancelled).
@@ -40,7 +41,7 @@ export function hasEnded(state: TaskState): boolean {
 const TRANSITIONS: Readonly<Record<TaskState, readonly TaskState[]>> = Object.freeze({
   pending: ['starting', 'exited'],
   starting: ['running', 'stopping', 'exited', 'lost', 'removed'],
-  running: ['stopping', 'exited', 'lost', 'removed'],
+  running: ['starting', 'stopping', 'exited', 'lost', 'removed'],
   stopping: ['exited', 'lost', 'removed'],
   exited: ['removed'],
   lost: ['removed'],
@@ -58,6 +59,9 @@ export type Mover = 'handle' | 'record';
 export function isLegalTransition(from: TaskState, to: TaskState, mover: Mover = 'record'): boolean {
   if (!TRANSITIONS[from].includes(to)) return false;
   if (mover === 'record' && to === 'removed') return hasEnded(from);
+  // A restart (the agent's restart policy): the attempt's container ended and the task waits for its
+  // next one. A handle is one container, so it never goes back.
+  if (from === 'running' && to === 'starting') return mover === 'record';
   return true;
 }
 

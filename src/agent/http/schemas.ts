@@ -91,6 +91,26 @@ export const taskViewSchema: JsonSchema = {
     outputTruncated: { type: 'string', description: 'Why the task\'s output was cut (the data directory was full); absent while it is whole.' },
     pausedAt: { ...isoTime, description: 'When the current pause began; absent while the task is not paused.' },
     pausedForMs: { type: 'integer', minimum: 0, description: 'How long the task has been paused in all, the current pause included; its run time limit does not count this time.' },
+    restarts: { type: 'integer', minimum: 0, description: 'How many times its restart policy restarted it; present when its spec has a restart policy.' },
+    attempts: {
+      type: 'array',
+      description: 'Its attempts (one container each), oldest first, the current or last one included; present when its spec has a restart policy.',
+      items: {
+        type: 'object',
+        required: ['attempt'],
+        additionalProperties: false,
+        properties: {
+          attempt: { type: 'integer', minimum: 1 },
+          containerId: { type: 'string', description: 'The attempt\'s container (removed once the attempt ended).' },
+          startedAt: isoTime,
+          finishedAt: { ...isoTime, description: 'Absent while the attempt runs.' },
+          endState: endStateSchema,
+          exitCode: { type: 'integer' },
+          reason: { type: 'string', description: 'The end state\'s reason, when it has one.' },
+        },
+      },
+    },
+    restartAt: { ...isoTime, description: 'While it waits for its next attempt (state starting): when that attempt is due.' },
   },
 };
 
@@ -292,7 +312,7 @@ export const agentEventSchema: JsonSchema = {
   additionalProperties: true,
   properties: {
     id: { type: 'integer', minimum: 1, description: 'Increasing, never reused; absent only for an event the agent could not log (a full disk).' },
-    type: { type: 'string', enum: ['task.state', 'image.pull', 'image.removed', 'container.reconciled', 'prune', 'task.expired'] },
+    type: { type: 'string', enum: ['task.state', 'task.restart', 'image.pull', 'image.removed', 'container.reconciled', 'prune', 'task.expired'] },
     at: isoTime,
     taskId: { type: 'string' },
     state: { type: 'string', enum: TASK_STATES },
@@ -304,6 +324,10 @@ export const agentEventSchema: JsonSchema = {
     dryRun: { type: 'boolean' },
     reason: { type: 'string', description: 'task.expired: why retention removed the task (age, count, disk); container.reconciled: dangling or orphaned.' },
     endedAt: { ...isoTime, description: 'task.expired: when the task ended.' },
+    attempt: { type: 'integer', minimum: 2, description: 'task.restart: the number of the attempt to come.' },
+    delayMs: { type: 'integer', minimum: 0, description: 'task.restart: how long the task waits for it.' },
+    restartAt: { ...isoTime, description: 'task.restart: when it is due.' },
+    previousEnd: { ...endStateSchema, description: 'task.restart: how the attempt before it ended.' },
   },
 };
 
@@ -495,7 +519,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     method: 'GET',
     url: '/v1/events',
     operationId: 'events',
-    summary: 'Server-sent events: task state changes, pulls, image removals, reconciler removals, prunes, tasks removed by retention. A client that lost its stream resumes with `Last-Event-ID` (or `since`) and gets what it missed, within the event window.',
+    summary: 'Server-sent events: task state changes, task restarts, pulls, image removals, reconciler removals, prunes, tasks removed by retention. A client that lost its stream resumes with `Last-Event-ID` (or `since`) and gets what it missed, within the event window.',
     querystring: eventsQuerySchema,
     responses: {
       400: errors.badRequest,

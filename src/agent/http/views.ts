@@ -2,7 +2,7 @@ import type { PruneReport } from '../../prune/index.js';
 import type { BerthError } from '../../common/errors.js';
 import { ValidationError } from '../../common/errors.js';
 import type { ImageSnapshot } from '../../images/index.js';
-import type { StoredEndState, StoredTaskSpec, TaskRecord, TaskState } from '../../state/tasks.js';
+import type { StoredEndState, StoredTaskSpec, TaskAttempt, TaskRecord, TaskState } from '../../state/tasks.js';
 
 /**
  * What the API shows and the client returns (the view types), and the functions that turn the
@@ -28,6 +28,26 @@ export interface TaskView {
   pausedAt?: string;
   /** How long the task has been paused in all, the current pause included (its run time limit does not count it). */
   pausedForMs?: number;
+  /** How many times its restart policy restarted it (present when its spec has a restart policy). */
+  restarts?: number;
+  /** Its attempts, oldest first, the current (or last) one included (present when its spec has a restart policy). */
+  attempts?: AttemptView[];
+  /** While it waits for its next attempt (state `starting`): when that attempt is due. */
+  restartAt?: string;
+}
+
+/** One attempt of a task under a restart policy: one container. */
+export interface AttemptView {
+  /** 1 for the first container, 2 for the first restart's, … */
+  attempt: number;
+  containerId?: string;
+  startedAt?: string;
+  /** Absent while the attempt runs. */
+  finishedAt?: string;
+  endState?: StoredEndState;
+  exitCode?: number;
+  /** The end state's reason (a lost attempt, a failed start), when it has one. */
+  reason?: string;
 }
 
 /** An image the agent holds for its tasks. */
@@ -67,7 +87,49 @@ export function toTaskView(record: TaskRecord, nowMs: number = Date.now()): Task
   if (record.pausedAtMs !== undefined) view.pausedAt = iso(record.pausedAtMs);
   const pausedForMs = record.pausedForMs + (record.pausedAtMs === undefined ? 0 : Math.max(0, nowMs - record.pausedAtMs));
   if (pausedForMs > 0) view.pausedForMs = pausedForMs;
+  if (record.spec.restart !== undefined) {
+    view.restarts = record.attempts?.length ?? 0;
+    view.attempts = attemptViews(record);
+  }
+  if (record.restartAtMs !== undefined && record.state === 'starting') view.restartAt = iso(record.restartAtMs);
   return view;
+}
+
+function attemptView(attempt: Omit<TaskAttempt, 'finishedAtMs' | 'endState'> & { finishedAtMs?: number; endState?: StoredEndState }): AttemptView {
+  const view: AttemptView = { attempt: attempt.attempt };
+  if (attempt.containerId !== undefined) view.containerId = attempt.containerId;
+  if (attempt.startedAtMs !== undefined) view.startedAt = iso(attempt.startedAtMs);
+  if (attempt.finishedAtMs !== undefined) view.finishedAt = iso(attempt.finishedAtMs);
+  if (attempt.endState !== undefined) view.endState = attempt.endState;
+  if (attempt.exitCode !== undefined) view.exitCode = attempt.exitCode;
+  const reason = attempt.endState && 'reason' in attempt.endState ? attempt.endState.reason : undefined;
+  if (reason !== undefined) view.reason = reason;
+  return view;
+}
+
+/**
+ * The attempts the store lists (those restarted), then the current one: the record's own container,
+ * start and end. A task waiting for its next attempt has no current one yet (nor one that a stop
+ * during the wait cancelled, nor one cancelled in the queue: no container was made for them).
+ */
+function attemptViews(record: TaskRecord): AttemptView[] {
+  const views = (record.attempts ?? []).map(attemptView);
+  const current = (record.attempts?.length ?? 0) + 1;
+  // A container was made for it, or it ended otherwise than cancelled before one was (a start that failed).
+  const hasCurrent = record.containerId !== undefined || (record.endState !== undefined && record.endState.kind !== 'cancelled');
+  if (hasCurrent) {
+    views.push(
+      attemptView({
+        attempt: current,
+        ...(record.containerId !== undefined ? { containerId: record.containerId } : {}),
+        ...(record.startedAtMs !== undefined && record.containerId !== undefined ? { startedAtMs: record.startedAtMs } : {}),
+        ...(record.endState !== undefined && record.finishedAtMs !== undefined ? { finishedAtMs: record.finishedAtMs } : {}),
+        ...(record.endState !== undefined ? { endState: record.endState } : {}),
+        ...(record.exitCode !== undefined ? { exitCode: record.exitCode } : {}),
+      }),
+    );
+  }
+  return views;
 }
 
 export function toImageView(image: ImageSnapshot): ImageView {

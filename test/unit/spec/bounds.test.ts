@@ -50,6 +50,10 @@ const cases: BoundCase[] = [
   { field: 'mounts[0].size', spec: (v) => ({ image: 'a', mounts: [{ type: 'tmpfs', target: '/t', size: v }] }), atMin: 1, belowMin: 0, minRule: /^must be at least 1 byte$/, atMax: '1p', aboveMax: MAX_SIZE_BYTES + 1, maxRule: /^must be at most 1p \(1125899906842624 bytes\)$/ },
   { field: 'log.maxSize', spec: (v) => ({ image: 'a', log: { maxSize: v } }), atMin: '1k', belowMin: 1023, minRule: /^must be at least 1k \(1024 bytes\)$/, atMax: MAX_SIZE_BYTES, aboveMax: MAX_SIZE_BYTES + 1, maxRule: /^must be at most 1p/ },
   { field: 'log.maxFiles', spec: (v) => ({ image: 'a', log: { maxFiles: v as number } }), atMin: 1, belowMin: 0, minRule: /^must be at least 1$/, atMax: 100, aboveMax: 101, maxRule: /^must be at most 100$/ },
+  { field: 'restart.attempts', spec: (v) => ({ image: 'a', restart: { policy: 'on-failure', attempts: v as number } }), atMin: 0, belowMin: -1, minRule: /^must be at least 0$/, atMax: 100, aboveMax: 101, maxRule: /^must be at most 100$/ },
+  { field: 'restart.delay', spec: (v) => ({ image: 'a', restart: { policy: 'on-failure', delay: v, maxDelay: '24h' } }), atMin: 0, atMax: '24h', aboveMax: '24h1ms', maxRule: /^must be at most 24h/ },
+  { field: 'restart.maxDelay', spec: (v) => ({ image: 'a', restart: { policy: 'on-failure', delay: 0, maxDelay: v } }), atMin: 0, atMax: '24h', aboveMax: '24h1ms', maxRule: /^must be at most 24h/ },
+  { field: 'restart.interval', spec: (v) => ({ image: 'a', restart: { policy: 'on-failure', interval: v } }), atMin: '1ms', belowMin: 0, minRule: /^must be at least 1ms$/, atMax: '24d', aboveMax: '24d1ms', maxRule: /^must be at most 24d/ },
 ];
 
 describe('every duration, size and count of a task spec has bounds, and values up to them are accepted', () => {
@@ -77,7 +81,7 @@ describe('every duration, size and count of a task spec has bounds, and values u
   }
 
   test('the bounds table covers every bound the schema declares', () => {
-    const covered = new Set(['timeout', 'stopGracePeriod', 'healthcheck', 'healthRetries', 'memory', 'memoryReservation', 'cpuMilli', 'cpuShares', 'pidsLimit', 'tmpfsSize', 'logMaxSize', 'logMaxFiles']);
+    const covered = new Set(['timeout', 'stopGracePeriod', 'healthcheck', 'healthRetries', 'memory', 'memoryReservation', 'cpuMilli', 'cpuShares', 'pidsLimit', 'tmpfsSize', 'logMaxSize', 'logMaxFiles', 'restartAttempts', 'restartDelay', 'restartInterval']);
     assert.deepEqual(Object.keys(SPEC_BOUNDS).sort(), [...covered].sort());
   });
 
