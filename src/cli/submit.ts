@@ -78,16 +78,23 @@ export async function runDetached(argv: readonly string[], io: CliIo): Promise<n
   return submitTask(io, detached.image, detached.command, detached.flags);
 }
 
-/** `-d` and what a detached run needs to find its agent (address, token, TLS, `--json`), as submit has them. */
+/** `-d` and what a detached run needs to find its agent (address, token, TLS, `--json`) and restart its task, as submit has them. */
 function addDetachOptions(run: Command): Command {
-  return withAgentOptions(run.option('-d, --detach', 'submit the task to the agent and print its id, as berth submit does')).option(
+  return addRestartOptions(withAgentOptions(run.option('-d, --detach', 'submit the task to the agent and print its id, as berth submit does')).option(
     '--json',
     'with --detach: print the submitted task as JSON',
-  );
+  ));
 }
 
-/** The agent's options, which only a detached run uses. */
-const AGENT_ONLY_FLAGS = ['host', 'token', 'tlscacert', 'tlscert', 'tlskey', 'tlsverify', 'json'] as const;
+/** The restart policy's flags, as docker run spells them; only the agent restarts tasks. */
+function addRestartOptions(command: Command): Command {
+  return command
+    .option('--restart <policy>', 'restart policy: no (default) or on-failure[:max-restarts], as docker run --restart; each restart is a new container of the one task (see berth inspect)')
+    .option('--restart-delay <duration>', 'pause before each restart with a unit, e.g. 500ms or 10s (default 15s); with --restart on-failure');
+}
+
+/** The options only a detached run uses (the agent's, and its restart policy). */
+const AGENT_ONLY_FLAGS = ['host', 'token', 'tlscacert', 'tlscert', 'tlskey', 'tlsverify', 'json', 'restart', 'restartDelay'] as const;
 
 /**
  * Adds `-d, --detach` and the agent's options to the run command's help; the work is `runDetached`'s.
@@ -98,7 +105,7 @@ export function describeDetachOnRun(program: Command): void {
   const run = program.commands.find((c) => c.name() === 'run');
   if (!run) return;
   addDetachOptions(run).hook('preAction', (command) => {
-    const flags = command.opts<AgentFlags & { tlsverify?: boolean }>();
+    const flags = command.opts<Record<string, unknown>>();
     const given = AGENT_ONLY_FLAGS.filter((flag) => flags[flag] !== undefined && flags[flag] !== false);
     if (given.length > 0) {
       throw new ValidationError(given.map((flag) => ({ field: `--${flag}`, rule: 'needs --detach: berth run without it runs the task here, through the engine, not on an agent' })));
@@ -142,9 +149,7 @@ function addRunStyleOptions(command: Command, io: CliIo): Command {
 /** `berth submit`: the task goes to the agent, which starts it when it fits its budget. */
 export function addSubmitCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
   const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
-  addRunStyleOptions(agentCommand(program, 'submit', 'Submit a task to the agent and print its id; it starts when it fits the agent\'s budget'), io)
-    .option('--restart <policy>', 'restart policy: no (default) or on-failure[:max-restarts], as docker run --restart; each restart is a new container of the one task (see berth inspect)')
-    .option('--restart-delay <duration>', 'pause before each restart with a unit, e.g. 500ms or 10s (default 15s); with --restart on-failure')
+  addRestartOptions(addRunStyleOptions(agentCommand(program, 'submit', 'Submit a task to the agent and print its id; it starts when it fits the agent\'s budget'), io))
     .argument('<image>', 'image to run')
     .argument('[command...]', 'command and arguments (default: the image\'s)')
     .passThroughOptions()

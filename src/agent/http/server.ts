@@ -200,7 +200,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
         ...(query.limit !== undefined ? { limit: query.limit } : {}),
         ...(query.order !== undefined ? { order: query.order } : {}),
       });
-      return { tasks: records.map(toTaskView) };
+      return { tasks: records.map((record) => toTaskView(record)) };
     },
 
     async getTask(request) {
