@@ -258,8 +258,18 @@ export const taskSpecSchema = z
     pull: z.enum(['if-not-present', 'always', 'never']).default('if-not-present'),
     /** A health check run by the engine; `{ disabled: true }` switches off the image's own. Default: the image's. */
     healthcheck: healthcheck.optional(),
+    /**
+     * Report the task running only once the engine says it is healthy (its health check, or its
+     * image's own); until then it is starting. One that turns unhealthy, or gives no verdict in
+     * time, is stopped and removed, and ends failed (BERTH_TASK_UNHEALTHY). Default false.
+     */
+    waitHealthy: z.boolean().default(false),
   })
-  .strict();
+  .strict()
+  .refine((spec) => !(spec.waitHealthy && spec.healthcheck?.disabled === true), {
+    message: 'needs a health check, and healthcheck.disabled switches it off',
+    path: ['waitHealthy'],
+  });
 
 /** The task spec as users write it: sizes and durations may be strings. */
 export type TaskSpec = z.input<typeof taskSpecSchema>;
@@ -321,6 +331,8 @@ export interface ResolvedTaskSpec {
   readonly pull: 'if-not-present' | 'always' | 'never';
   /** Undefined: whatever the image defines. */
   readonly healthcheck?: ResolvedHealthcheck;
+  /** Whether the task counts as running only once healthy. */
+  readonly waitHealthy: boolean;
 }
 
 /** What the caller's driver permits; the spec is checked against it. */
@@ -427,6 +439,7 @@ function compileTaskSpec(input: unknown, issues: readonly FieldIssue[]): Resolve
     stopGraceMs: spec.stopGracePeriod,
     pull: spec.pull,
     healthcheck: resolveHealthcheck(spec.healthcheck),
+    waitHealthy: spec.waitHealthy,
   };
   return deepFreeze(resolved);
 }

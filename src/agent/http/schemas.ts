@@ -72,6 +72,29 @@ export const endStateSchema: JsonSchema = {
   },
 };
 
+/** A task's health as the engine last reported it (TaskHealthView). */
+export const taskHealthSchema: JsonSchema = {
+  type: 'object',
+  required: ['status', 'failingStreak', 'log'],
+  additionalProperties: false,
+  description: 'The health of a task whose container has a health check (its spec\'s or its image\'s), as the engine last reported it; kept after the task ends.',
+  properties: {
+    status: { type: 'string', enum: ['starting', 'healthy', 'unhealthy'] },
+    failingStreak: { type: 'integer', minimum: 0, description: 'Consecutive failed checks.' },
+    log: {
+      type: 'array',
+      maxItems: 5,
+      description: 'The last checks, oldest first; each output is cut to its last 1024 characters.',
+      items: {
+        type: 'object',
+        required: ['exitCode', 'output'],
+        additionalProperties: false,
+        properties: { start: isoTime, end: isoTime, exitCode: { type: 'integer' }, output: { type: 'string' } },
+      },
+    },
+  },
+};
+
 /** A task as the API shows it. */
 export const taskViewSchema: JsonSchema = {
   type: 'object',
@@ -91,6 +114,7 @@ export const taskViewSchema: JsonSchema = {
     outputTruncated: { type: 'string', description: 'Why the task\'s output was cut (the data directory was full); absent while it is whole.' },
     pausedAt: { ...isoTime, description: 'When the current pause began; absent while the task is not paused.' },
     pausedForMs: { type: 'integer', minimum: 0, description: 'How long the task has been paused in all, the current pause included; its run time limit does not count this time.' },
+    health: taskHealthSchema,
   },
 };
 
@@ -292,7 +316,7 @@ export const agentEventSchema: JsonSchema = {
   additionalProperties: true,
   properties: {
     id: { type: 'integer', minimum: 1, description: 'Increasing, never reused; absent only for an event the agent could not log (a full disk).' },
-    type: { type: 'string', enum: ['task.state', 'image.pull', 'image.removed', 'container.reconciled', 'prune', 'task.expired'] },
+    type: { type: 'string', enum: ['task.state', 'task.health', 'image.pull', 'image.removed', 'container.reconciled', 'prune', 'task.expired'] },
     at: isoTime,
     taskId: { type: 'string' },
     state: { type: 'string', enum: TASK_STATES },
@@ -304,6 +328,10 @@ export const agentEventSchema: JsonSchema = {
     dryRun: { type: 'boolean' },
     reason: { type: 'string', description: 'task.expired: why retention removed the task (age, count, disk); container.reconciled: dangling or orphaned.' },
     endedAt: { ...isoTime, description: 'task.expired: when the task ended.' },
+    status: { type: 'string', enum: ['starting', 'healthy', 'unhealthy'], description: 'task.health: the new health status.' },
+    failingStreak: { type: 'integer', minimum: 0, description: 'task.health: consecutive failed checks.' },
+    exitCode: { type: 'integer', description: 'task.health: the last check\'s exit code.' },
+    output: { type: 'string', description: 'task.health: the end of the last check\'s output (at most 300 characters).' },
   },
 };
 
@@ -495,7 +523,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     method: 'GET',
     url: '/v1/events',
     operationId: 'events',
-    summary: 'Server-sent events: task state changes, pulls, image removals, reconciler removals, prunes, tasks removed by retention. A client that lost its stream resumes with `Last-Event-ID` (or `since`) and gets what it missed, within the event window.',
+    summary: 'Server-sent events: task state and health changes, pulls, image removals, reconciler removals, prunes, tasks removed by retention. A client that lost its stream resumes with `Last-Event-ID` (or `since`) and gets what it missed, within the event window.',
     querystring: eventsQuerySchema,
     responses: {
       400: errors.badRequest,

@@ -28,6 +28,15 @@ export interface TaskView {
   pausedAt?: string;
   /** How long the task has been paused in all, the current pause included (its run time limit does not count it). */
   pausedForMs?: number;
+  /** Its health as the engine last reported it (kept after its end); absent for a task without a health check. */
+  health?: TaskHealthView;
+}
+
+/** A task's health: the engine's status, the consecutive failed checks, and the last checks (oldest first, at most 5). */
+export interface TaskHealthView {
+  status: 'starting' | 'healthy' | 'unhealthy';
+  failingStreak: number;
+  log: Array<{ start?: string; end?: string; exitCode: number; output: string }>;
 }
 
 /** An image the agent holds for its tasks. */
@@ -67,6 +76,18 @@ export function toTaskView(record: TaskRecord, nowMs: number = Date.now()): Task
   if (record.pausedAtMs !== undefined) view.pausedAt = iso(record.pausedAtMs);
   const pausedForMs = record.pausedForMs + (record.pausedAtMs === undefined ? 0 : Math.max(0, nowMs - record.pausedAtMs));
   if (pausedForMs > 0) view.pausedForMs = pausedForMs;
+  if (record.health !== undefined) {
+    view.health = {
+      status: record.health.status,
+      failingStreak: record.health.failingStreak,
+      log: record.health.log.map((probe) => ({
+        ...(probe.startedAtMs !== undefined ? { start: iso(probe.startedAtMs)! } : {}),
+        ...(probe.endedAtMs !== undefined ? { end: iso(probe.endedAtMs)! } : {}),
+        exitCode: probe.exitCode,
+        output: probe.output,
+      })),
+    };
+  }
   return view;
 }
 
