@@ -58,8 +58,9 @@ export class HealthWatch {
   }
 
   /**
-   * Follows a task's health until `ended` settles (then reads it once more, as its last word) or
-   * the agent shuts down. A container without a health check is left alone. Never rejects.
+   * Follows a task's health until `ended` settles or the agent shuts down; the last health seen
+   * while the container ran stays recorded. A container without a health check is left alone.
+   * Never rejects.
    */
   async follow(taskId: string, containerId: string, ended: Promise<unknown>): Promise<void> {
     const { signal } = this.#deps;
@@ -85,15 +86,12 @@ export class HealthWatch {
       const pollMs = Math.min(POLL_MS.max, Math.max(POLL_MS.min, effectiveHealthSettings(first.healthcheck).intervalMs));
       events = await this.#deps.engine.openContainerEvents(containerId, ['health_status'], { signal: watch.signal }).catch(() => undefined);
       if (events) void wakeOn(events, wakeup);
-      for (;;) {
-        if (!hasEnded) await wakeup.wait(pollMs);
-        if (watch.signal.aborted) return;
-        // Once the end is known, one last read: the container is removed only after its end is recorded.
-        const isLastRead = hasEnded;
+      while (!hasEnded) {
+        await wakeup.wait(pollMs);
+        if (watch.signal.aborted || hasEnded) return;
         const state = await this.#inspect(taskId, containerId, watch.signal);
         if (state === 'gone') return;
         if (state) this.#record(taskId, state);
-        if (isLastRead) return;
       }
     } catch (error) {
       // The last guard: a health watch never ends the agent.
@@ -169,8 +167,13 @@ export class HealthWatch {
     }
   }
 
-  /** Records the health when it changed; announces a change of status. A store that cannot take it (a full disk) is tried at the next read. */
+  /**
+   * Records the health when it changed; announces a change of status. A store that cannot take it
+   * (a full disk) is tried at the next read. A container that stopped is not read: the engine calls
+   * every stopped container unhealthy, which says nothing of how the task was while it ran.
+   */
   #record(taskId: string, state: ContainerInspect): void {
+    if (!state.running) return;
     const health = healthOf(state);
     if (!health) return;
     const previous = this.#last.has(taskId) ? this.#last.get(taskId) : this.#deps.tasks.get(taskId)?.health;

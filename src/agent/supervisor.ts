@@ -533,7 +533,8 @@ export class TaskSupervisor {
       if (options.mayHaveContainer) handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, this.#recoverOptions(record));
       // One start attempt per task: a create a dead agent (or an earlier try) sent may land, and is adopted.
       // The engine's log is the output's one path (#pumpOutput reads it); the handle carries none (handle.output is 'engine-log').
-      handle ??= await this.#deps.driver.startAccepted(record.spec as TaskSpec, { taskId: record.id, startAttempt: record.id, output: 'engine-log', bindPolicy: this.#deps.policy() });
+      // waitHealthy false: the supervisor waits for health itself (#markStarted), with the task's container known.
+      handle ??= await this.#deps.driver.startAccepted(record.spec as TaskSpec, { taskId: record.id, startAttempt: record.id, output: 'engine-log', bindPolicy: this.#deps.policy(), waitHealthy: false });
     } catch (error) {
       await this.#startFailed(record, error);
       return;
