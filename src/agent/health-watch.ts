@@ -128,29 +128,43 @@ export class HealthWatch {
     const { signal, logger } = this.#deps;
     for (;;) {
       if (signal.aborted || !gate.isWaiting()) return;
+      let verdict: BerthError | undefined;
       try {
         await handle.healthy(signal);
-        if (gate.isWaiting()) gate.healthy();
-        return;
       } catch (error) {
-        if (signal.aborted || !gate.isWaiting()) return;
-        const berthError = asBerthError(error);
-        if (berthError.code === 'BERTH_TASK_UNHEALTHY' && berthError.context.reason === 'ended') return;
-        if (berthError.retryable && berthError.code !== 'BERTH_TASK_UNHEALTHY') {
-          logger.warn({ taskId: handle.taskId, code: berthError.code }, 'could not ask the engine about the task health; asking again');
-          this.#deps.onError?.(berthError.code);
-          await delay(GATE_RETRY_MS, undefined, { signal }).catch(() => undefined);
-          continue;
-        }
-        try {
-          await gate.unhealthy(berthError);
-        } catch (failure) {
-          const code = asBerthError(failure).code;
-          logger.error({ taskId: handle.taskId, code }, 'could not end the task that never became healthy');
-          this.#deps.onError?.(code);
-        }
+        verdict = asBerthError(error);
+      }
+      if (signal.aborted || !gate.isWaiting()) return;
+      if (verdict === undefined) {
+        this.#contained(handle.taskId, 'could not record the task running once healthy', () => gate.healthy());
         return;
       }
+      if (verdict.code === 'BERTH_TASK_UNHEALTHY' && verdict.context.reason === 'ended') return;
+      if (verdict.retryable && verdict.code !== 'BERTH_TASK_UNHEALTHY') {
+        logger.warn({ taskId: handle.taskId, code: verdict.code }, 'could not ask the engine about the task health; asking again');
+        this.#deps.onError?.(verdict.code);
+        await delay(GATE_RETRY_MS, undefined, { signal }).catch(() => undefined);
+        continue;
+      }
+      try {
+        await gate.unhealthy(verdict);
+      } catch (failure) {
+        this.#contained(handle.taskId, 'could not end the task that never became healthy', () => {
+          throw failure;
+        });
+      }
+      return;
+    }
+  }
+
+  /** Runs `work`; a failure is logged once and counted, never thrown. */
+  #contained(taskId: string, message: string, work: () => void): void {
+    try {
+      work();
+    } catch (error) {
+      const code = asBerthError(error).code;
+      this.#deps.logger.error({ taskId, code, error: asBerthError(error).message }, message);
+      this.#deps.onError?.(code);
     }
   }
 
