@@ -80,8 +80,14 @@ export class HealthWatch {
     ended.then(onEnded, onEnded);
     let events: ContainerEventStream | undefined;
     try {
-      const first = await this.#inspect(taskId, containerId, watch.signal);
-      if (first === 'gone' || first === undefined || !hasActiveHealthcheck(first.healthcheck)) return;
+      // The engine may not answer yet (an outage at recovery): ask again until it does or the task ends.
+      let first = await this.#inspect(taskId, containerId, watch.signal);
+      while (first === undefined) {
+        await wakeup.wait(POLL_MS.min);
+        if (watch.signal.aborted || hasEnded) return;
+        first = await this.#inspect(taskId, containerId, watch.signal);
+      }
+      if (first === 'gone' || !hasActiveHealthcheck(first.healthcheck)) return;
       this.#record(taskId, first);
       const pollMs = Math.min(POLL_MS.max, Math.max(POLL_MS.min, effectiveHealthSettings(first.healthcheck).intervalMs));
       events = await this.#deps.engine.openContainerEvents(containerId, ['health_status'], { signal: watch.signal }).catch(() => undefined);
