@@ -16,7 +16,7 @@ import type { HealthView, ImageView, PruneView, TaskView } from './http/views.js
 import type { LogRecord } from './task-logs.js';
 import { readCertificateFile, readKeyPair } from './tls.js';
 
-export type { HealthView, ImageView, TaskView } from './http/views.js';
+export type { HealthView, ImageView, TaskHealthView, TaskView } from './http/views.js';
 export type { LogRecord } from './task-logs.js';
 export type { AgentEvent } from './events.js';
 

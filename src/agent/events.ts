@@ -4,7 +4,7 @@ import type { Logger } from '../common/logger.js';
 import type { ImageCoordinator } from '../images/index.js';
 import type { DanglingContainer, DanglingReconciler, OrphanedContainer } from '../reconcile/index.js';
 import type { EventLogRepository } from '../state/events.js';
-import type { StoredEndState, TaskState } from '../state/tasks.js';
+import type { StoredEndState, TaskHealth, TaskState } from '../state/tasks.js';
 
 /** Why retention removed a task: it ended too long ago, too many ended tasks are kept, or the disk is above its watermark. */
 export type ExpiryReason = 'age' | 'count' | 'disk';
@@ -41,6 +41,11 @@ export type AgentEventBody =
    * `attempt` starts after `delayMs`, at `restartAt` (a new container; the task stays one task).
    */
   | { type: 'task.restart'; taskId: string; attempt: number; delayMs: number; restartAt: string; previousEnd: StoredEndState; at: string }
+  /**
+   * A task's health status changed, as its container's health check reports it: `failingStreak`
+   * and the last probe's exit code and output (its end, capped) come with it.
+   */
+  | { type: 'task.health'; taskId: string; status: TaskHealth['status']; failingStreak: number; exitCode?: number; output?: string; at: string }
   /** Retention removed an ended task for good (record and output): `reason` says which limit it passed; `endedAt` is when it ended. */
   | { type: 'task.expired'; taskId: string; reason: ExpiryReason; endedAt: string; at: string };
 

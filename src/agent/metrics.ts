@@ -20,9 +20,13 @@ export interface MetricsSources {
   diskCondition?: () => 'ok' | 'full';
   /** The state database's size in bytes (`store.sizeBytes`), for `berth_state_database_bytes`. */
   stateDatabaseBytes?: () => number;
+  /** How many tasks that have not ended are unhealthy (`store.tasks.countUnhealthy`), for `berth_tasks_unhealthy`. */
+  unhealthyTasks?: () => number;
   /** Whether to add Node's process metrics (memory, CPU, event loop). Default true. */
   processMetrics?: boolean;
 }
+
+const HEALTH_STATUSES = ['starting', 'healthy', 'unhealthy'] as const;
 
 /** Bounds of the phase histogram, in seconds: from a cached image's start to an hour-long task. */
 const PHASE_BUCKETS_SECONDS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600];
@@ -51,6 +55,9 @@ export function isEngineErrorCode(code: string): boolean {
  * - `berth_tasks_expired_total{reason}`: ended tasks retention removed for good, by reason (`age`,
  *   `count`, `disk`).
  * - `berth_state_database_bytes`: the state database's size (free pages included), read at each scrape.
+ * - `berth_task_health_changes_total{status}`: changes of tasks' health status (`task.health`
+ *   events), by the new status (`starting`, `healthy`, `unhealthy`).
+ * - `berth_tasks_unhealthy`: tasks that have not ended whose health check last said unhealthy.
  * - `berth_engine_errors_total{code}`: engine and registry errors by code, as the API answered with
  *   them (`countError`), as the supervisor met them (a start, its pull included, a recovery, a
  *   container removal, reading output), as image removals failed with them, and as lost tasks
@@ -93,6 +100,19 @@ export class AgentMetrics {
     // Every reason from the start, at 0, so a rate over it is defined before the first removal.
     for (const reason of EXPIRY_REASONS) expired.inc({ reason }, 0);
     const restarts = new Counter({ name: 'berth_task_restarts_total', help: 'Restarts of tasks by their restart policy, by the end of the attempt restarted (failed, oom, timed-out, lost).', labelNames: ['end'] as const, registers });
+    const healthChanges = new Counter({ name: 'berth_task_health_changes_total', help: 'Changes of tasks\' health status, by the new status: starting, healthy or unhealthy.', labelNames: ['status'] as const, registers });
+    for (const status of HEALTH_STATUSES) healthChanges.inc({ status }, 0);
+    const unhealthyTasks = sources.unhealthyTasks;
+    if (unhealthyTasks) {
+      new Gauge({
+        name: 'berth_tasks_unhealthy',
+        help: 'Tasks that have not ended whose health check last said unhealthy.',
+        registers,
+        collect() {
+          this.set(unhealthyTasks());
+        },
+      });
+    }
     this.#engineErrors = new Counter({ name: 'berth_engine_errors_total', help: 'Engine and registry errors, by code.', labelNames: ['code'] as const, registers });
     if (sources.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
 
@@ -107,6 +127,10 @@ export class AgentMetrics {
       }
       if (event.type === 'task.expired') {
         expired.inc({ reason: event.reason });
+        return;
+      }
+      if (event.type === 'task.health') {
+        healthChanges.inc({ status: event.status });
         return;
       }
       if (event.type !== 'task.state') return;

@@ -18,6 +18,7 @@ import type { TaskLogStore } from './task-logs.js';
 import { canonicalJson } from './canonical-json.js';
 import { isEngineOutage, isTransientStartError, StartOutage } from './start-outage.js';
 import { currentAttempt, planRestart, RestartWaits, startAttemptKey } from './restart.js';
+import { HealthWatch } from './health-watch.js';
 
 /** Where a task's output resumes, and whether it was cut (then it is not read again). */
 interface OutputStart {
@@ -28,7 +29,8 @@ interface OutputStart {
 export interface SupervisorDeps {
   store: Store;
   driver: TaskDriver;
-  engine: Pick<Engine, 'logEntries'>;
+  /** Output is read from the engine's log; health from its inspect data and events (see HealthWatch). */
+  engine: Pick<Engine, 'logEntries' | 'inspectContainer' | 'openContainerEvents'>;
   logs: TaskLogStore;
   admission: AdmissionController;
   /** The policy in force now: specs are checked against it at submit. */
@@ -94,6 +96,13 @@ export class TaskSupervisor {
   readonly #outage: StartOutage;
   /** Tasks their restart policy restarted, waiting for their next attempt, holding their share (see restart.ts). */
   readonly #restarts: RestartWaits;
+  /** Follows the health of tasks with a health check; gates `waitHealthy` tasks' move to running. */
+  readonly #health: HealthWatch;
+  /**
+   * Ends decided before the container's: a `waitHealthy` task that never became healthy is stopped
+   * and ends failed, whatever its container's end says (the stop would make it cancelled).
+   */
+  readonly #decidedEnds = new Map<string, (containerEnd: EndState) => EndState>();
 
   constructor(deps: SupervisorDeps) {
     this.#deps = deps;
@@ -109,6 +118,14 @@ export class TaskSupervisor {
       expire: (taskId, reason) => this.#contained(taskId, 'could not record the end of a task that waited too long for the engine', () => this.#endUnstarted(taskId, { kind: 'failed', exitCode: 125, reason })),
       signal: this.#closing.signal,
       logger: deps.logger,
+    });
+    this.#health = new HealthWatch({
+      engine: deps.engine,
+      tasks: deps.store.tasks,
+      events: deps.events,
+      logger: deps.logger,
+      ...(deps.onError ? { onError: deps.onError } : {}),
+      signal: this.#closing.signal,
     });
   }
 
@@ -384,7 +401,7 @@ export class TaskSupervisor {
    */
   async #follow(taskId: string, handle: TaskHandle): Promise<void> {
     const record = this.#require(taskId);
-    if (record.state === 'starting') this.#record(taskId, { to: 'running', containerId: handle.containerId });
+    if (record.state === 'starting') this.#markStarted(taskId, handle);
     if (record.state === 'stopping') this.#containStop(taskId, handle);
     // The engine says whether it is paused now; the record follows (a pause it missed, or one ended meanwhile).
     if (handle.paused !== (record.pausedAtMs !== undefined)) this.#deps.store.tasks.setPaused(taskId, handle.paused);
@@ -535,7 +552,8 @@ export class TaskSupervisor {
       // One start attempt per attempt of the task: a create a dead agent (or an earlier try) sent may land, and is adopted.
       // The engine's log is the output's one path (#pumpOutput reads it); the handle carries none (handle.output is 'engine-log').
       const startAttempt = startAttemptKey(record.id, currentAttempt(record));
-      handle ??= await this.#deps.driver.startAccepted(record.spec as TaskSpec, { taskId: record.id, startAttempt, output: 'engine-log', bindPolicy: this.#deps.policy() });
+      // waitHealthy false: the supervisor waits for health itself (#markStarted), with the task's container known.
+      handle ??= await this.#deps.driver.startAccepted(record.spec as TaskSpec, { taskId: record.id, startAttempt, output: 'engine-log', bindPolicy: this.#deps.policy(), waitHealthy: false });
     } catch (error) {
       await this.#startFailed(record, error);
       return;
@@ -545,7 +563,7 @@ export class TaskSupervisor {
       this.#deps.store.tasks.setContainerId(record.id, handle.containerId);
       this.#containStop(record.id, handle);
     } else {
-      this.#record(record.id, { to: 'running', containerId: handle.containerId });
+      this.#markStarted(record.id, handle);
     }
     // A new container's log is read from its start; output cut for good (a restarted task's) stays cut.
     await this.#supervise(record.id, handle, { position: {}, isCut: this.#require(record.id).outputTruncated !== undefined });
@@ -606,6 +624,38 @@ export class TaskSupervisor {
     }
   }
 
+  /**
+   * The container of a starting task runs: the task is running, or, when its spec asks to wait for
+   * health (`waitHealthy`), stays starting (holding its share) until the engine says it is healthy.
+   * A recovered task still waiting waits again. One that never becomes healthy is stopped and ends
+   * failed with BERTH_TASK_UNHEALTHY (its container removed as any ended task's is).
+   */
+  #markStarted(taskId: string, handle: TaskHandle): void {
+    if (this.#require(taskId).spec.waitHealthy !== true) {
+      this.#record(taskId, { to: 'running', containerId: handle.containerId });
+      return;
+    }
+    this.#deps.store.tasks.setContainerId(taskId, handle.containerId);
+    // A container that ended already never became healthy; its supervision records its real end.
+    if (handle.phase !== 'running') return;
+    const isWaiting = (): boolean => this.#deps.store.tasks.get(taskId)?.state === 'starting';
+    void this.#track(
+      this.#health.gate(handle, {
+        isWaiting,
+        healthy: () => this.#record(taskId, { to: 'running', containerId: handle.containerId }),
+        unhealthy: async (error) => {
+          this.#deps.logger.warn({ taskId, code: error.code, error: error.message }, 'the task never became healthy; stopping it');
+          await this.#health.refresh(taskId, handle.containerId);
+          if (!isWaiting()) return;
+          const reason = `${error.code}: ${error.message}`;
+          this.#decidedEnds.set(taskId, (end) => ({ kind: 'failed', exitCode: 'exitCode' in end && end.exitCode !== undefined ? end.exitCode : 125, reason }));
+          this.#record(taskId, { to: 'stopping' });
+          this.#containStop(taskId, handle);
+        },
+      }),
+    );
+  }
+
   /** Follows a running (or just ended) task: pumps its output, waits for its end, records it. */
   #supervise(taskId: string, handle: TaskHandle, output: OutputStart): Promise<void> {
     this.#handles.set(taskId, handle);
@@ -615,6 +665,7 @@ export class TaskSupervisor {
       if (this.#closing.signal.aborted) return;
       const ending = untilAborted(handle.wait(), this.#closing.signal);
       const pumped = this.#pumpOutput(taskId, handle.containerId, output, ending);
+      void this.#track(this.#health.follow(taskId, handle.containerId, ending));
       const end = await ending.catch(async (error: unknown) => {
         // The pump is contained; the wait's failure is this task's alone. Wait for the pump, then report.
         await pumped;
@@ -624,7 +675,11 @@ export class TaskSupervisor {
       await pumped;
       // Shutting down: the container keeps running and the next agent records its end.
       if (end === undefined) return;
-      if (this.#restartIfDue(taskId, end, handle.finishedAt?.getTime())) {
+      const decided = this.#decidedEnds.get(taskId);
+      this.#decidedEnds.delete(taskId);
+      // A waitHealthy task that never became healthy ends failed (its stop would say cancelled), and its policy may restart it.
+      const taskEnd = decided ? decided(end) : end;
+      if (this.#restartIfDue(taskId, taskEnd, handle.finishedAt?.getTime())) {
         // The attempt's container goes before the next one is made under the same name.
         this.#handles.delete(taskId);
         await handle.destroy().catch((error: unknown) => this.#removeLater(taskId, handle, asBerthError(error)));
@@ -633,7 +688,7 @@ export class TaskSupervisor {
         return;
       }
       // The engine's finish time: a task that ended while the agent was down did not end at recovery.
-      if (!(await this.#recordEnd(taskId, end, handle.finishedAt?.getTime()))) return;
+      if (!(await this.#recordEnd(taskId, taskEnd, handle.finishedAt?.getTime()))) return;
       await handle.destroy().catch((error: unknown) => this.#removeLater(taskId, handle, asBerthError(error)));
     })();
     return this.#track(work);

@@ -24,7 +24,7 @@ export function eventsSince(value: string, nowMs: number): string {
 }
 
 /** The agent's event types; `type=task` stands for `task.state`, as docker's `type=container`. */
-const EVENT_TYPES = ['task.state', 'image.pull', 'image.removed', 'container.reconciled', 'prune'] as const;
+const EVENT_TYPES = ['task.state', 'task.health', 'image.pull', 'image.removed', 'container.reconciled', 'prune'] as const;
 
 /** The keys `events --filter` takes. */
 export const EVENT_FILTER_KEYS = ['type', 'event', 'task', 'image', 'container'] as const;

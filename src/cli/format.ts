@@ -247,6 +247,7 @@ export const TASK_FIELDS: FormatFields = Object.freeze({
   Names: 'NAMES',
   ContainerID: 'CONTAINER ID',
   ExitCode: 'EXIT CODE',
+  Health: 'HEALTH',
 });
 
 /** `images`' fields: docker's Repository, Tag, ID, Digest, plus berth's References, Holders and Removal. */
@@ -305,6 +306,7 @@ export function taskFormatRow(task: TaskRowInput & { containerId?: string | unde
     Names: task.id,
     ContainerID: task.containerId === undefined ? '' : noTrunc ? task.containerId : shortId(task.containerId),
     ExitCode: task.exitCode ?? '',
+    Health: task.health?.status ?? '',
   };
 }
 
@@ -337,7 +339,7 @@ export function eventFormatRow(event: Readonly<Record<string, unknown>>): Format
   const text = (value: unknown): string => (typeof value === 'string' || typeof value === 'number' ? String(value) : '');
   const end = event.endState as { kind?: string; exitCode?: number } | undefined;
   const type = text(event.type);
-  const action = type === 'task.state' ? text(event.state) : type === 'image.pull' ? text(event.phase) : type.split('.').pop() ?? '';
+  const action = type === 'task.state' || type === 'task.health' ? text(event.state ?? event.status) : type === 'image.pull' ? text(event.phase) : type.split('.').pop() ?? '';
   return {
     Time: text(event.at),
     Type: type,

@@ -93,6 +93,8 @@ export interface TaskRowInput {
   submittedAt: string | number;
   startedAt?: string | number | undefined;
   finishedAt?: string | number | undefined;
+  /** Absent for a task without a health check. */
+  health?: { status: string } | undefined;
 }
 
 /** Long cells are cut with an ellipsis so that a table stays one line per task. */
@@ -119,11 +121,18 @@ export function startFailureReason(task: Pick<TaskRowInput, 'endState'>): string
   return end.reason.replace(/^BERTH_[A-Z_]+: /, '').replace(/\s+/g, ' ').trim();
 }
 
+/** docker ps's health suffix: " (healthy)", " (unhealthy)", " (health: starting)"; empty without a health check. */
+export function healthSuffix(health: TaskRowInput['health']): string {
+  if (!health) return '';
+  return health.status === 'starting' ? ' (health: starting)' : ` (${health.status})`;
+}
+
 /**
  * A task's status in docker's words: "Pending", "Starting", "Up 5 seconds", "Stopping",
  * "Exited (3) 2 seconds ago", "Out of memory (137) …", "Timed out …", "Cancelled …", "Lost …",
  * "Removed"; a task that could not start says why: "Failed to start: <reason>", cut to
- * `reasonWidth` characters.
+ * `reasonWidth` characters. A starting or running task with a health check says how it is, as
+ * docker does: "Up 5 seconds (healthy)", "Starting (health: starting)" (a `waitHealthy` task).
  */
 export function taskStatus(task: TaskRowInput, nowMs: number, reasonWidth = START_REASON_WIDTH): string {
   const endedAgo = task.finishedAt !== undefined ? ` ${ago(task.finishedAt, nowMs)}` : '';
@@ -132,7 +141,7 @@ export function taskStatus(task: TaskRowInput, nowMs: number, reasonWidth = STAR
       return 'Pending';
     case 'starting': {
       // Waiting for its next attempt (its restart policy), as docker's "Restarting (1) 2 seconds ago": the last attempt's exit code and end.
-      if (task.restartAt === undefined) return 'Starting';
+      if (task.restartAt === undefined) return `Starting${healthSuffix(task.health)}`;
       const last = task.attempts?.[task.attempts.length - 1];
       const lastExit = last?.exitCode !== undefined ? ` (${last.exitCode})` : '';
       const endedAgo = last?.finishedAt !== undefined ? ` ${ago(last.finishedAt, nowMs)}` : '';
@@ -140,7 +149,7 @@ export function taskStatus(task: TaskRowInput, nowMs: number, reasonWidth = STAR
     }
     case 'running': {
       const started = toMs(task.startedAt);
-      return started === undefined ? 'Up' : `Up ${humanDuration(nowMs - started)}`;
+      return `${started === undefined ? 'Up' : `Up ${humanDuration(nowMs - started)}`}${healthSuffix(task.health)}`;
     }
     case 'stopping':
       return 'Stopping';
@@ -223,6 +232,13 @@ export function formatEventLine(event: Readonly<Record<string, unknown>>): strin
       const end = event.endState as { kind?: string; exitCode?: number } | undefined;
       const endText = end?.kind ? ` (${end.kind}${end.exitCode !== undefined ? ` ${end.exitCode}` : ''})` : '';
       detail = `${text(event.taskId)} ${text(event.state)}${endText}`;
+      break;
+    }
+    case 'task.health': {
+      // The last check's exit code and the end of its output, on one line.
+      const output = text(event.output).replace(/\s+/g, ' ').trim();
+      const probe = event.exitCode !== undefined ? ` (last check exit ${text(event.exitCode)}${output ? `: ${output}` : ''})` : '';
+      detail = `${text(event.taskId)} ${text(event.status)}${Number(event.failingStreak) > 0 ? `, failing streak ${text(event.failingStreak)}` : ''}${probe}`;
       break;
     }
     case 'image.pull':

@@ -10,13 +10,26 @@ import { FORMAT_HELP, parseFormat, renderFormatted, TASK_FIELDS, taskFormatRow }
 import type { CliIo } from './run.js';
 
 /** The keys `ps --filter` takes. */
-export const PS_FILTER_KEYS = ['state', 'status', 'end', 'label'] as const;
+export const PS_FILTER_KEYS = ['state', 'status', 'end', 'label', 'health'] as const;
 
-/** What `ps --filter` selects: states, end kinds and labels (each key ORs its values; the keys AND). */
+/** The values of `ps --filter health=`: a health status, or `none` (no health check), as docker's. */
+export const PS_HEALTH_VALUES = ['starting', 'healthy', 'unhealthy', 'none'] as const;
+export type PsHealth = (typeof PS_HEALTH_VALUES)[number];
+
+/** What `ps --filter` selects: states, end kinds, labels and health (each key ORs its values; the keys AND). */
 export interface PsFilters {
   state: TaskState[];
   end: EndKind[];
   label: string[];
+  health: PsHealth[];
+}
+
+/**
+ * Whether a task passes `--filter health=`: the agent lists by state, end and label; health is
+ * chosen here, from the listed tasks' views.
+ */
+export function matchesHealth(task: { health?: { status: string } | undefined }, wanted: readonly PsHealth[]): boolean {
+  return wanted.length === 0 || wanted.includes((task.health?.status ?? 'none') as PsHealth);
 }
 
 /**
@@ -24,7 +37,7 @@ export interface PsFilters {
  * (`status` is docker's name for state). An unknown key or value is refused, naming what is allowed.
  */
 export function parsePsFilters(values: readonly string[]): PsFilters {
-  const filters: PsFilters = { state: [], end: [], label: [] };
+  const filters: PsFilters = { state: [], end: [], label: [], health: [] };
   values.forEach((value, index) => {
     const field = `--filter[${index}]`;
     const eq = value.indexOf('=');
@@ -36,11 +49,14 @@ export function parsePsFilters(values: readonly string[]): PsFilters {
     } else if (key === 'end') {
       if (!(END_KINDS as readonly string[]).includes(rest)) throw new ValidationError([{ field, rule: `end must be one of ${END_KINDS.join(', ')}; got "${rest}"` }]);
       filters.end.push(rest as EndKind);
+    } else if (key === 'health') {
+      if (!(PS_HEALTH_VALUES as readonly string[]).includes(rest)) throw new ValidationError([{ field, rule: `health must be one of ${PS_HEALTH_VALUES.join(', ')}; got "${rest}"` }]);
+      filters.health.push(rest as PsHealth);
     } else if (key === 'label') {
       if (rest === '') throw new ValidationError([{ field, rule: 'label needs a key: label=key or label=key=value' }]);
       filters.label.push(rest);
     } else {
-      throw new ValidationError([{ field, rule: `unknown filter key "${key}"; the keys are ${PS_FILTER_KEYS.join(', ')} (state=<state>, end=<${END_KINDS.join('|')}>, label=<key>[=<value>])` }]);
+      throw new ValidationError([{ field, rule: `unknown filter key "${key}"; the keys are ${PS_FILTER_KEYS.join(', ')} (state=<state>, end=<${END_KINDS.join('|')}>, label=<key>[=<value>], health=<${PS_HEALTH_VALUES.join('|')}>)` }]);
     }
   });
   return filters;
@@ -83,7 +99,7 @@ export function addPsCommand(program: Command, io: CliIo, setExitCode: (code: nu
   const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
   agentCommand(program, 'ps', 'List tasks that have not ended, newest first (-a: all)')
     .option('-a, --all', 'also tasks that ended')
-    .option('-f, --filter <key=value>', `state=<state>, end=<${END_KINDS.join('|')}> (how it ended) or label=<key>[=<value>] (repeatable; the values of one key are alternatives, different keys must all match)`, collect, [])
+    .option('-f, --filter <key=value>', `state=<state>, end=<${END_KINDS.join('|')}> (how it ended), label=<key>[=<value>] or health=<${PS_HEALTH_VALUES.join('|')}> (repeatable; the values of one key are alternatives, different keys must all match)`, collect, [])
     .option('-q, --quiet', 'print task ids only')
     .option('-n, --last <n>', 'the newest n tasks, in any state')
     .option('-l, --latest', 'the newest task, in any state (as -n 1)')
@@ -93,7 +109,8 @@ export function addPsCommand(program: Command, io: CliIo, setExitCode: (code: nu
       run(() =>
         withClient(io, flags, async (client) => {
           const format = parseFormat(flags.format, TASK_FIELDS);
-          const tasks = await client.list(psListFilter(flags));
+          const health = parsePsFilters(flags.filter).health;
+          const tasks = (await client.list(psListFilter(flags))).filter((task) => matchesHealth(task, health));
           if (format.kind !== 'table' && !flags.quiet) io.stdout.write(renderFormatted(format, tasks.map((t) => taskFormatRow(t, Date.now(), !flags.trunc))));
           else if (flags.json) writeJson(io.stdout, tasks);
           else if (flags.quiet) io.stdout.write(tasks.map((t) => `${displayTaskId(t.id, !flags.trunc)}\n`).join(''));

@@ -353,8 +353,18 @@ export const taskSpecSchema = z
     healthcheck: healthcheck.optional(),
     /** What the agent does when the task's container ends: never (default) or on-failure, with attempts, delay and backoff. */
     restart: restartPolicy.optional(),
+    /**
+     * Report the task running only once the engine says it is healthy (its health check, or its
+     * image's own); until then it is starting. One that turns unhealthy, or gives no verdict in
+     * time, is stopped and removed, and ends failed (BERTH_TASK_UNHEALTHY). Default false.
+     */
+    waitHealthy: z.boolean().default(false),
   })
-  .strict();
+  .strict()
+  .refine((spec) => !(spec.waitHealthy && spec.healthcheck?.disabled === true), {
+    message: 'needs a health check, and healthcheck.disabled switches it off',
+    path: ['waitHealthy'],
+  });
 
 /** The task spec as users write it: sizes and durations may be strings. */
 export type TaskSpec = z.input<typeof taskSpecSchema>;
@@ -418,6 +428,8 @@ export interface ResolvedTaskSpec {
   readonly healthcheck?: ResolvedHealthcheck;
   /** The agent's restart policy; the library's driver does not restart tasks (its owner decides). */
   readonly restart: ResolvedRestartPolicy;
+  /** Whether the task counts as running only once healthy. */
+  readonly waitHealthy: boolean;
 }
 
 /** What the caller's driver permits; the spec is checked against it. */
@@ -525,6 +537,7 @@ function compileTaskSpec(input: unknown, issues: readonly FieldIssue[]): Resolve
     pull: spec.pull,
     healthcheck: resolveHealthcheck(spec.healthcheck),
     restart: resolveRestart(spec.restart),
+    waitHealthy: spec.waitHealthy,
   };
   return deepFreeze(resolved);
 }

@@ -3,6 +3,8 @@ export type { StoreOptions } from './store.js';
 export { TaskRepository, TASK_STATES, UNENDED_STATES, ENDED_STATES_SQL, hasEnded, isLegalTransition, endTransition, ambiguousPrefixError, AMBIGUOUS_CANDIDATES_SHOWN } from './tasks.js';
 export type {
   EndedTask,
+  HealthProbeRecord,
+  TaskHealth,
   InsertResult,
   LogCursor,
   NewTask,

@@ -116,10 +116,20 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       `);
     },
   },
+  {
+    version: 8,
+    name: 'task health',
+    up(db) {
+      // The last health the engine reported for the task (status, failing streak, last probes) as
+      // JSON; NULL for a task without a health check. Touches no column of another step, so it may
+      // be applied before or after versions 6 and 7 (see migrate).
+      db.exec('ALTER TABLE tasks ADD COLUMN health TEXT');
+    },
+  },
 ]);
 
 /** The newest schema version this build of berth knows. */
-export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+export const SCHEMA_VERSION = Math.max(...MIGRATIONS.map((migration) => migration.version));
 
 /**
  * Brings the database to SCHEMA_VERSION. Runs under BEGIN IMMEDIATE so that two processes opening
@@ -143,12 +153,17 @@ export function migrate(db: Database.Database, location: string, nowMs: () => nu
     }
     const applied: number[] = [];
     const record = db.prepare('INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)');
-    for (const migration of MIGRATIONS) {
-      if (migration.version <= current) continue;
+    // Steps developed side by side may be released out of order (8 before 6 and 7): a step is
+    // applied when the history does not list it, even below user_version. A database whose history
+    // lists nothing (made before the history existed) has every step up to user_version.
+    const recorded = new Set(db.prepare<[], { version: number }>('SELECT version FROM schema_migrations').all().map((row) => row.version));
+    const isApplied = (version: number): boolean => recorded.has(version) || (recorded.size === 0 && version <= current);
+    for (const migration of [...MIGRATIONS].sort((a, b) => a.version - b.version)) {
+      if (isApplied(migration.version)) continue;
       migration.up(db);
       record.run(migration.version, migration.name, nowMs());
-      // user_version is the source of truth; schema_migrations is the human-readable history.
-      db.pragma(`user_version = ${migration.version}`);
+      // user_version is the newest step applied; schema_migrations is the history of every step.
+      db.pragma(`user_version = ${Math.max(migration.version, db.pragma('user_version', { simple: true }) as number)}`);
       applied.push(migration.version);
     }
     return applied;

@@ -57,6 +57,23 @@ export interface TaskAttempt {
   readonly exitCode?: number;
 }
 
+/** One run of a task's health check, as the engine kept it (its output capped, see agent/health-snapshot.ts). */
+export interface HealthProbeRecord {
+  readonly startedAtMs?: number;
+  readonly endedAtMs?: number;
+  readonly exitCode: number;
+  readonly output: string;
+}
+
+/** A task's health as the engine last reported it: only tasks whose container has a health check have one. */
+export interface TaskHealth {
+  readonly status: 'starting' | 'healthy' | 'unhealthy';
+  /** Consecutive failed checks (0 after a pass). */
+  readonly failingStreak: number;
+  /** The last checks, oldest first (the engine keeps 5). */
+  readonly log: readonly HealthProbeRecord[];
+}
+
 /** One task as the store records it. Every record is frozen. */
 export interface TaskRecord {
   readonly id: string;
@@ -77,6 +94,8 @@ export interface TaskRecord {
   readonly pausedAtMs?: number;
   /** How long its ended pauses lasted in all (the current one not included). */
   readonly pausedForMs: number;
+  /** Its health as last seen (kept after its end); undefined for a task without a health check. */
+  readonly health?: TaskHealth;
   readonly submittedAtMs: number;
   /** When admission let it start (the move to `starting`). */
   readonly admittedAtMs?: number;
@@ -161,6 +180,7 @@ interface TaskRow {
   output_truncated: string | null;
   paused_at_ms: number | null;
   paused_ms: number;
+  health: string | null;
   submitted_at_ms: number;
   admitted_at_ms: number | null;
   started_at_ms: number | null;
@@ -196,6 +216,7 @@ function toRecord(row: TaskRow): TaskRecord {
     ...(row.output_truncated === null ? {} : { outputTruncated: row.output_truncated }),
     ...(row.paused_at_ms === null ? {} : { pausedAtMs: row.paused_at_ms }),
     pausedForMs: row.paused_ms,
+    ...(row.health === null ? {} : { health: JSON.parse(row.health) as TaskHealth }),
     submittedAtMs: row.submitted_at_ms,
     ...(row.admitted_at_ms === null ? {} : { admittedAtMs: row.admitted_at_ms }),
     ...(row.started_at_ms === null ? {} : { startedAtMs: row.started_at_ms }),
@@ -563,6 +584,25 @@ export class TaskRepository {
       return toRecord(this.#select.get(taskId)!);
     });
     return asDiskFull(() => run.immediate());
+  }
+
+  /**
+   * Records the task's health as last seen. Allowed in any state, so that the last word of a task
+   * that just ended is kept; a task whose record is gone (retention) is skipped, not an error.
+   */
+  setHealth(taskId: string, health: TaskHealth): TaskRecord | undefined {
+    const run = this.#db.transaction((): TaskRecord | undefined => {
+      const changes = this.#db.prepare('UPDATE tasks SET health = ?, updated_at_ms = ? WHERE id = ?').run(JSON.stringify(health), this.#nowMs(), taskId).changes;
+      return changes === 0 ? undefined : toRecord(this.#select.get(taskId)!);
+    });
+    return asDiskFull(() => run.immediate());
+  }
+
+  /** How many tasks that have not ended are unhealthy, as last seen (for metrics). */
+  countUnhealthy(): number {
+    return this.#db
+      .prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM tasks WHERE state IN ('starting', 'running', 'stopping') AND health IS NOT NULL AND json_extract(health, '$.status') = 'unhealthy'`)
+      .get()!.n;
   }
 
   /**

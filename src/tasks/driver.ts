@@ -146,7 +146,8 @@ export interface StartOptions {
    * Resolve only once the engine reports the task healthy (`handle.healthy()`), as a function call
    * is served only by a healthy container. A task that is unhealthy, ends first or gives no verdict
    * in time is destroyed and start rejects with BERTH_TASK_UNHEALTHY; one without a health check
-   * (neither its spec nor its image) is destroyed too, with BERTH_TASK_STATE. Default false.
+   * (neither its spec nor its image) is destroyed too, with BERTH_TASK_STATE. Default: the spec's
+   * `waitHealthy` (false).
    */
   waitHealthy?: boolean;
   /**
@@ -265,6 +266,8 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
   }
 
   async #start(taskId: string, resolved: ResolvedTaskSpec, options: StartOptions): Promise<TaskHandle> {
+    // The spec's own waitHealthy, unless the caller decides (the agent waits for health itself).
+    options = { ...options, waitHealthy: options.waitHealthy ?? resolved.waitHealthy };
     if (options.waitHealthy && resolved.healthcheck?.disabled) {
       throw new ValidationError([{ field: 'waitHealthy', rule: 'needs a health check, and the spec disables it (healthcheck.disabled)' }]);
     }

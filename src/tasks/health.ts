@@ -76,7 +76,7 @@ export interface AwaitHealthyOptions {
  * A one-slot alarm: `wait(ms)` resolves after ms or at the next `wake()`, whichever is first; a
  * wake with nobody waiting is kept for the next wait, so that none is lost between two inspects.
  */
-class Wakeup {
+export class Wakeup {
   #pending = false;
   #wake: (() => void) | undefined;
 

@@ -72,6 +72,29 @@ export const endStateSchema: JsonSchema = {
   },
 };
 
+/** A task's health as the engine last reported it (TaskHealthView). */
+export const taskHealthSchema: JsonSchema = {
+  type: 'object',
+  required: ['status', 'failingStreak', 'log'],
+  additionalProperties: false,
+  description: 'The health of a task whose container has a health check (its spec\'s or its image\'s), as the engine last reported it; kept after the task ends.',
+  properties: {
+    status: { type: 'string', enum: ['starting', 'healthy', 'unhealthy'] },
+    failingStreak: { type: 'integer', minimum: 0, description: 'Consecutive failed checks.' },
+    log: {
+      type: 'array',
+      maxItems: 5,
+      description: 'The last checks, oldest first; each output is cut to its last 1024 characters.',
+      items: {
+        type: 'object',
+        required: ['exitCode', 'output'],
+        additionalProperties: false,
+        properties: { start: isoTime, end: isoTime, exitCode: { type: 'integer' }, output: { type: 'string' } },
+      },
+    },
+  },
+};
+
 /** A task as the API shows it. */
 export const taskViewSchema: JsonSchema = {
   type: 'object',
@@ -111,6 +134,7 @@ export const taskViewSchema: JsonSchema = {
       },
     },
     restartAt: { ...isoTime, description: 'While it waits for its next attempt (state starting): when that attempt is due.' },
+    health: taskHealthSchema,
   },
 };
 
@@ -312,7 +336,7 @@ export const agentEventSchema: JsonSchema = {
   additionalProperties: true,
   properties: {
     id: { type: 'integer', minimum: 1, description: 'Increasing, never reused; absent only for an event the agent could not log (a full disk).' },
-    type: { type: 'string', enum: ['task.state', 'task.restart', 'image.pull', 'image.removed', 'container.reconciled', 'prune', 'task.expired'] },
+    type: { type: 'string', enum: ['task.state', 'task.restart', 'task.health', 'image.pull', 'image.removed', 'container.reconciled', 'prune', 'task.expired'] },
     at: isoTime,
     taskId: { type: 'string' },
     state: { type: 'string', enum: TASK_STATES },
@@ -328,6 +352,10 @@ export const agentEventSchema: JsonSchema = {
     delayMs: { type: 'integer', minimum: 0, description: 'task.restart: how long the task waits for it.' },
     restartAt: { ...isoTime, description: 'task.restart: when it is due.' },
     previousEnd: { ...endStateSchema, description: 'task.restart: how the attempt before it ended.' },
+    status: { type: 'string', enum: ['starting', 'healthy', 'unhealthy'], description: 'task.health: the new health status.' },
+    failingStreak: { type: 'integer', minimum: 0, description: 'task.health: consecutive failed checks.' },
+    exitCode: { type: 'integer', description: 'task.health: the last check\'s exit code.' },
+    output: { type: 'string', description: 'task.health: the end of the last check\'s output (at most 300 characters).' },
   },
 };
 
@@ -519,7 +547,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     method: 'GET',
     url: '/v1/events',
     operationId: 'events',
-    summary: 'Server-sent events: task state changes, task restarts, pulls, image removals, reconciler removals, prunes, tasks removed by retention. A client that lost its stream resumes with `Last-Event-ID` (or `since`) and gets what it missed, within the event window.',
+    summary: 'Server-sent events: task state and health changes, task restarts, pulls, image removals, reconciler removals, prunes, tasks removed by retention. A client that lost its stream resumes with `Last-Event-ID` (or `since`) and gets what it missed, within the event window.',
     querystring: eventsQuerySchema,
     responses: {
       400: errors.badRequest,

@@ -27,7 +27,7 @@ import { buildOpenApiDocument } from './openapi.js';
  * the server can be tested against a scripted runtime.
  */
 export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | 'started' | 'onError' | 'engineHealth'> {
-  readonly store: { readonly tasks: Pick<TaskRepository, 'get' | 'list' | 'counts' | 'resolve'>; sizeBytes?(): number };
+  readonly store: { readonly tasks: Pick<TaskRepository, 'get' | 'list' | 'counts' | 'resolve'> & Partial<Pick<TaskRepository, 'countUnhealthy'>>; sizeBytes?(): number };
   readonly supervisor: Pick<TaskSupervisor, 'submit' | 'stop' | 'remove' | 'isEnded' | 'tasksWaitingForEngine' | 'pause' | 'unpause' | 'kill' | 'wait'>;
   readonly logs: Pick<TaskLogStore, 'read' | 'follow'> & { readonly space: Pick<DiskSpace, 'condition' | 'check'> };
   readonly garbage: Pick<AgentGarbage, 'prune'>;
@@ -120,6 +120,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     supervisorErrors: (listener) => runtime.onError(listener),
     diskCondition: () => runtime.logs.space.condition,
     ...(runtime.store.sizeBytes ? { stateDatabaseBytes: () => runtime.store.sizeBytes!() } : {}),
+    ...(runtime.store.tasks.countUnhealthy ? { unhealthyTasks: () => runtime.store.tasks.countUnhealthy!() } : {}),
     processMetrics: options.processMetrics ?? true,
   });
   const openApiDocument = buildOpenApiDocument({ version: options.version });

@@ -34,6 +34,8 @@ export interface TaskView {
   attempts?: AttemptView[];
   /** While it waits for its next attempt (state `starting`): when that attempt is due. */
   restartAt?: string;
+  /** Its health as the engine last reported it (kept after its end); absent for a task without a health check. */
+  health?: TaskHealthView;
 }
 
 /** One attempt of a task under a restart policy: one container. */
@@ -48,6 +50,13 @@ export interface AttemptView {
   exitCode?: number;
   /** The end state's reason (a lost attempt, a failed start), when it has one. */
   reason?: string;
+}
+
+/** A task's health: the engine's status, the consecutive failed checks, and the last checks (oldest first, at most 5). */
+export interface TaskHealthView {
+  status: 'starting' | 'healthy' | 'unhealthy';
+  failingStreak: number;
+  log: Array<{ start?: string; end?: string; exitCode: number; output: string }>;
 }
 
 /** An image the agent holds for its tasks. */
@@ -92,6 +101,18 @@ export function toTaskView(record: TaskRecord, nowMs: number = Date.now()): Task
     view.attempts = attemptViews(record);
   }
   if (record.restartAtMs !== undefined && record.state === 'starting') view.restartAt = iso(record.restartAtMs);
+  if (record.health !== undefined) {
+    view.health = {
+      status: record.health.status,
+      failingStreak: record.health.failingStreak,
+      log: record.health.log.map((probe) => ({
+        ...(probe.startedAtMs !== undefined ? { start: iso(probe.startedAtMs)! } : {}),
+        ...(probe.endedAtMs !== undefined ? { end: iso(probe.endedAtMs)! } : {}),
+        exitCode: probe.exitCode,
+        output: probe.output,
+      })),
+    };
+  }
   return view;
 }
 

@@ -57,7 +57,7 @@ async function scriptedSupervisor(budget: AdmissionBudget = { memoryBytes: 64 * 
   const supervisor = new TaskSupervisor({
     store,
     driver: new TaskDriver({ engine, ownerId: OWNER, ownerProcess: 'none', retry: RETRY }),
-    engine: { logEntries: emptyLog },
+    engine: { logEntries: emptyLog, inspectContainer: (id) => engine.inspectContainer(id), openContainerEvents: () => engine.openContainerEvents() },
     logs,
     admission: new AdmissionController(budget),
     policy,

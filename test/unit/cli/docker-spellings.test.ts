@@ -124,7 +124,7 @@ describe('events --filter', () => {
 
   test('an unknown key, an unknown type or an empty value is a usage error naming what is allowed', () => {
     assertUsage(() => parseEventFilters(['colour=red']), '--filter[0]', /unknown key "colour" \(known: type=, event=, task=, image=, container=\)/);
-    assertUsage(() => parseEventFilters(['type=task', 'type=volume']), '--filter[1]', /type must be one of task, task\.state, image, image\.pull, image\.removed, container, container\.reconciled, prune/);
+    assertUsage(() => parseEventFilters(['type=task', 'type=volume']), '--filter[1]', /type must be one of task, task\.state, task\.health, image, image\.pull, image\.removed, container, container\.reconciled, prune/);
     assertUsage(() => parseEventFilters(['task=']), '--filter[0]', /task= needs a value/);
   });
 });

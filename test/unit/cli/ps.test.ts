@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isBerthError } from '../../../src/common/errors.js';
 import { displayTaskId, renderTaskTable, startFailureReason, taskStatus, type TaskRowInput } from '../../../src/cli/output.js';
-import { parsePsFilters, psListFilter } from '../../../src/cli/ps.js';
+import { matchesHealth, parsePsFilters, psListFilter } from '../../../src/cli/ps.js';
 import { stopGraceFlagMs } from '../../../src/cli/stop-remove.js';
 import { UNENDED_STATES } from '../../../src/state/tasks.js';
 
@@ -31,16 +31,28 @@ function refusedWith(rule: RegExp, field?: string): (error: unknown) => boolean 
 }
 
 describe('ps --filter', () => {
-  test('takes state (or status), end and label; each key may repeat', () => {
-    assert.deepEqual(parsePsFilters(['state=running', 'status=exited', 'end=oom', 'end=timed-out', 'label=team=a', 'label=gpu']), {
+  test('takes state (or status), end, label and health; each key may repeat', () => {
+    assert.deepEqual(parsePsFilters(['state=running', 'status=exited', 'end=oom', 'end=timed-out', 'label=team=a', 'label=gpu', 'health=healthy', 'health=none']), {
       state: ['running', 'exited'],
       end: ['oom', 'timed-out'],
       label: ['team=a', 'gpu'],
+      health: ['healthy', 'none'],
     });
   });
 
+  test('health= selects by the last health status; none is a task without a health check; an unknown one is refused', () => {
+    const healthy = { health: { status: 'healthy' } };
+    const none = {};
+    assert.equal(matchesHealth(healthy, ['healthy']), true);
+    assert.equal(matchesHealth(healthy, ['unhealthy', 'starting']), false);
+    assert.equal(matchesHealth(none, ['none']), true);
+    assert.equal(matchesHealth(none, ['healthy']), false);
+    assert.equal(matchesHealth(none, []), true);
+    assert.throws(() => parsePsFilters(['health=sick']), refusedWith(/^health must be one of starting, healthy, unhealthy, none; got "sick"$/));
+  });
+
   test('an unknown key is refused naming the keys allowed', () => {
-    assert.throws(() => parsePsFilters(['label=a', 'colour=red']), refusedWith(/^unknown filter key "colour"; the keys are state, status, end, label /, '--filter[1]'));
+    assert.throws(() => parsePsFilters(['label=a', 'colour=red']), refusedWith(/^unknown filter key "colour"; the keys are state, status, end, label, health /, '--filter[1]'));
   });
 
   test('an unknown end kind or state is refused naming the values allowed', () => {
@@ -88,6 +100,18 @@ describe('ps table', () => {
     assert.equal(taskStatus(task(failedStart(long)), NOW, Number.POSITIVE_INFINITY), `Failed to start: ${'x'.repeat(200)}`);
     // A task that ran and failed keeps docker's words.
     assert.equal(taskStatus(task({ state: 'exited', exitCode: 3, endState: { kind: 'failed', exitCode: 3 }, finishedAt: at(2) }), NOW), 'Exited (3) 2 seconds ago');
+  });
+
+  test('a task with a health check shows it in STATUS as docker ps does; one without shows nothing more', () => {
+    assert.equal(taskStatus(task({ startedAt: at(3), health: { status: 'healthy' } }), NOW), 'Up 3 seconds (healthy)');
+    assert.equal(taskStatus(task({ startedAt: at(3), health: { status: 'unhealthy' } }), NOW), 'Up 3 seconds (unhealthy)');
+    assert.equal(taskStatus(task({ startedAt: at(3), health: { status: 'starting' } }), NOW), 'Up 3 seconds (health: starting)');
+    assert.equal(taskStatus(task({ startedAt: at(3) }), NOW), 'Up 3 seconds');
+    // A waitHealthy task is starting until healthy.
+    assert.equal(taskStatus(task({ state: 'starting', health: { status: 'starting' } }), NOW), 'Starting (health: starting)');
+    // An ended task says how it ended, not how healthy it last was.
+    assert.equal(taskStatus(task({ state: 'exited', exitCode: 0, endState: { kind: 'success', exitCode: 0 }, finishedAt: at(2), health: { status: 'healthy' } }), NOW), 'Exited (0) 2 seconds ago');
+    assert.match(renderTaskTable([task({ startedAt: at(3), health: { status: 'healthy' } })], NOW).split('\n')[1]!, /\sUp 3 seconds \(healthy\)\s+10 seconds ago$/);
   });
 
   test('the reason of a failed start is one line without its error code', () => {

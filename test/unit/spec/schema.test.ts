@@ -720,6 +720,14 @@ describe('resolveTaskSpec health check', () => {
     assert.equal(enabled?.disabled, false);
   });
 
+  test('waitHealthy defaults to false, is kept, and is refused with a disabled health check', () => {
+    assert.equal(resolveTaskSpec({ image: 'a' }).waitHealthy, false);
+    assert.equal(resolveTaskSpec({ image: 'a', waitHealthy: true }).waitHealthy, true);
+    assert.equal(resolveTaskSpec({ image: 'a', waitHealthy: true, healthcheck: { shell: 'true' } }).waitHealthy, true);
+    assertRejectsField({ image: 'a', waitHealthy: true, healthcheck: { disabled: true } }, 'waitHealthy', /needs a health check, and healthcheck\.disabled switches it off/);
+    assertRejectsField({ image: 'a', waitHealthy: 'yes' }, 'waitHealthy', /expected boolean/);
+  });
+
   test('freezes the resolved health check', () => {
     const check = resolveTaskSpec({ image: 'a', healthcheck: { command: ['true'] } }).healthcheck;
     assert.ok(check && !check.disabled && Object.isFrozen(check) && Object.isFrozen(check.test));

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { BerthError, isBerthError } from '../../../src/common/errors.js';
-import { endTransition, hasEnded, META_KEYS, openStore, SCHEMA_VERSION, TASK_STATES, type Store } from '../../../src/state/index.js';
+import { endTransition, hasEnded, META_KEYS, MIGRATIONS, openStore, SCHEMA_VERSION, TASK_STATES, type Store } from '../../../src/state/index.js';
 
 let dir: string;
 let counter = 0;
@@ -29,7 +29,7 @@ describe('openStore: schema and pragmas', () => {
   it('runs the migrations once and re-opening is idempotent', () => {
     const file = freshFile();
     const first = openStore(file);
-    assert.deepEqual(first.appliedMigrations, [1, 2, 3, 4, 5, 7]);
+    assert.deepEqual(first.appliedMigrations, MIGRATIONS.map((m) => m.version));
     assert.equal(first.schemaVersion(), SCHEMA_VERSION);
     first.close();
 
@@ -48,7 +48,25 @@ describe('openStore: schema and pragmas', () => {
       { version: 4, name: 'paused tasks' },
       { version: 5, name: 'ended tasks by end time, for retention' },
       { version: 7, name: 'restart attempts' },
+      { version: 8, name: 'task health' },
     ]);
+  });
+
+  it('applies a step the history does not list even below the schema version (steps released out of order)', () => {
+    const file = freshFile();
+    openStore(file).close();
+    // As a database made by a berth that had step 8 before it had step 5 would be.
+    const raw = new Database(file);
+    raw.exec('DROP INDEX tasks_ended_by_finish');
+    raw.prepare('DELETE FROM schema_migrations WHERE version = 5').run();
+    raw.close();
+    const store = openStore(file);
+    assert.deepEqual(store.appliedMigrations, [5]);
+    assert.equal(store.schemaVersion(), SCHEMA_VERSION);
+    store.close();
+    const check = new Database(file, { readonly: true });
+    assert.ok(check.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = 'tasks_ended_by_finish'").get());
+    check.close();
   });
 
   it('uses WAL mode with synchronous NORMAL', () => {
