@@ -17,6 +17,7 @@ import { pumpOutput } from './output-pump.js';
 import type { TaskLogStore } from './task-logs.js';
 import { canonicalJson } from './canonical-json.js';
 import { isEngineOutage, isTransientStartError, StartOutage } from './start-outage.js';
+import type { UsageSampler } from './usage.js';
 
 /** Where a task's output resumes, and whether it was cut (then it is not read again). */
 interface OutputStart {
@@ -46,6 +47,8 @@ export interface SupervisorDeps {
   pingEngine: (signal: AbortSignal) => Promise<void>;
   /** `tasks.startOutageLimit` in force: how long a task may wait for the engine to start; undefined is no bound. */
   startOutageLimitMs: () => number | undefined;
+  /** Reads what running tasks use, for the usage recorded at their end (none: no usage is recorded). */
+  usage?: Pick<UsageSampler, 'track' | 'forget' | 'end'>;
 }
 
 /** The outcome of a submit: the task, and whether this submit created it (false: the same task was submitted before). */
@@ -593,6 +596,7 @@ export class TaskSupervisor {
       // Started as the agent shuts down (a start that was under way): the next agent follows it.
       // Never hand the engine an aborted signal: a request created with one fails outside any listener.
       if (this.#closing.signal.aborted) return;
+      this.#deps.usage?.track(taskId, handle.containerId);
       const ending = untilAborted(handle.wait(), this.#closing.signal);
       const pumped = this.#pumpOutput(taskId, handle.containerId, output, ending);
       const end = await ending.catch(async (error: unknown) => {
@@ -604,11 +608,26 @@ export class TaskSupervisor {
       await pumped;
       // Shutting down: the container keeps running and the next agent records its end.
       if (end === undefined) return;
+      // Before the end, so that whoever sees the end (the view, metrics) sees the usage too.
+      await this.#recordUsage(taskId, end);
       // The engine's finish time: a task that ended while the agent was down did not end at recovery.
       if (!(await this.#recordEnd(taskId, end, handle.finishedAt?.getTime()))) return;
       await handle.destroy().catch((error: unknown) => this.#removeLater(taskId, handle, asBerthError(error)));
-    })();
+    })().finally(() => this.#deps.usage?.forget(taskId));
     return this.#track(work);
+  }
+
+  /** Records what an ended task used, from the sampler's readings; a store that cannot take it is logged, and the end goes on. */
+  async #recordUsage(taskId: string, end: EndState): Promise<void> {
+    const outcome = await this.#deps.usage?.end(taskId, { oomKilled: end.kind === 'oom' });
+    if (!outcome) return;
+    try {
+      this.#deps.store.tasks.setUsage(taskId, outcome);
+    } catch (error) {
+      const { code } = asBerthError(error);
+      this.#deps.logger.warn({ taskId, code }, 'could not record the usage of an ended task');
+      this.#deps.onError?.(code);
+    }
   }
 
   /**

@@ -104,6 +104,15 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       db.exec(`CREATE INDEX tasks_ended_by_finish ON tasks (finished_at_ms, seq) WHERE state IN ('exited', 'lost', 'removed')`);
     },
   },
+  {
+    version: 6,
+    name: 'what a task used, recorded at its end',
+    up(db) {
+      // JSON: {"usage": {...}} (CPU time, peak memory, throttling) or {"missing": "<why>"}; NULL for a
+      // task that never ran, or whose end was recorded before the agent recorded usage.
+      db.exec('ALTER TABLE tasks ADD COLUMN usage TEXT');
+    },
+  },
 ]);
 
 /** The newest schema version this build of berth knows. */

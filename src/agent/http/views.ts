@@ -2,7 +2,7 @@ import type { PruneReport } from '../../prune/index.js';
 import type { BerthError } from '../../common/errors.js';
 import { ValidationError } from '../../common/errors.js';
 import type { ImageSnapshot } from '../../images/index.js';
-import type { StoredEndState, StoredTaskSpec, TaskRecord, TaskState } from '../../state/tasks.js';
+import type { StoredEndState, StoredTaskSpec, TaskRecord, TaskState, TaskUsage } from '../../state/tasks.js';
 
 /**
  * What the API shows and the client returns (the view types), and the functions that turn the
@@ -28,6 +28,10 @@ export interface TaskView {
   pausedAt?: string;
   /** How long the task has been paused in all, the current pause included (its run time limit does not count it). */
   pausedForMs?: number;
+  /** What the task used (CPU time, peak memory, throttling), recorded at its end; absent while it runs. */
+  usage?: TaskUsage;
+  /** Why no usage was recorded for a task that ran. */
+  usageMissing?: string;
 }
 
 /** An image the agent holds for its tasks. */
@@ -67,6 +71,8 @@ export function toTaskView(record: TaskRecord, nowMs: number = Date.now()): Task
   if (record.pausedAtMs !== undefined) view.pausedAt = iso(record.pausedAtMs);
   const pausedForMs = record.pausedForMs + (record.pausedAtMs === undefined ? 0 : Math.max(0, nowMs - record.pausedAtMs));
   if (pausedForMs > 0) view.pausedForMs = pausedForMs;
+  if (record.usage !== undefined) view.usage = { ...record.usage };
+  if (record.usageMissing !== undefined) view.usageMissing = record.usageMissing;
   return view;
 }
 

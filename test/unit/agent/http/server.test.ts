@@ -19,6 +19,7 @@ import { ambiguousPrefixError, type TaskFilter, type TaskRecord, type TaskState 
 import type { LogRecord } from '../../../../src/agent/task-logs.js';
 import type { PruneOptions, PruneReport } from '../../../../src/prune/index.js';
 import type { ImageCoordinatorEvents } from '../../../../src/images/index.js';
+import type { StatsSample } from '../../../../src/engine/types.js';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -42,6 +43,8 @@ interface FakeOptions {
   /** Every task's output, as the log store reads it back. */
   output?: LogRecord[];
   prune?: (options: PruneOptions) => Promise<PruneReport>;
+  /** The engine's stats of a container. */
+  streamStats?: (containerId: string, options?: { signal?: AbortSignal }) => AsyncGenerator<StatsSample>;
 }
 
 /** A narrow scripted runtime: only what the routes under test touch. */
@@ -96,6 +99,7 @@ function fakeRuntime(options: FakeOptions = {}) {
     },
     imageSnapshot: () => ({ images: [{ imageId: 'sha256:abc', refs: ['busybox:latest'], holders: ['t1'], pulledByBerth: true, removalDueAt: new Date(Date.UTC(2024, 4, 1)) }] }),
     engineHealth: async (): Promise<EngineHealth> => options.engineHealth ?? { ok: true },
+    engine: { streamStats: options.streamStats ?? (async function* (): AsyncGenerator<StatsSample> {}) },
     logs: {
       space: { condition: options.disk ?? 'ok', check: async () => options.disk ?? 'ok' },
       async *read(): AsyncGenerator<LogRecord> {
