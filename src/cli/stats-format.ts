@@ -1,5 +1,5 @@
 import type { StatsSample } from '../engine/types.js';
-import { cpuPercent, memoryPercent } from '../tasks/stats-figures.js';
+import { statsRecord, type StatsRecord } from '../tasks/stats-figures.js';
 import { renderTable } from './output.js';
 
 export { cpuPercent, memoryPercent, statsRecord, type StatsRecord } from '../tasks/stats-figures.js';
@@ -96,15 +96,20 @@ export function binarySize(bytes: number): string {
 
 /** A task's row: its id and docker stats' columns for one sample, or "--" before its first sample. */
 export function statsCells(taskId: string, sample: StatsSample | undefined): string[] {
-  if (sample === undefined) return [taskId, ...STATS_HEADERS.slice(1).map(() => NO_VALUE)];
+  return recordCells(taskId, sample === undefined ? undefined : statsRecord(taskId, '', sample));
+}
+
+/** A task's row from a sample as a record (what the agent's stats stream sends), or "--" before its first. */
+export function recordCells(taskId: string, record: StatsRecord | undefined): string[] {
+  if (record === undefined) return [taskId, ...STATS_HEADERS.slice(1).map(() => NO_VALUE)];
   return [
     taskId,
-    formatPercent(cpuPercent(sample)),
-    `${binarySize(sample.memoryBytes)} / ${binarySize(sample.memoryLimitBytes)}`,
-    formatPercent(memoryPercent(sample)),
-    `${humanSize(sample.networkRxBytes)} / ${humanSize(sample.networkTxBytes)}`,
-    `${humanSize(sample.blockReadBytes)} / ${humanSize(sample.blockWriteBytes)}`,
-    String(sample.pids),
+    formatPercent(record.cpuPercent),
+    `${binarySize(record.memoryBytes)} / ${binarySize(record.memoryLimitBytes)}`,
+    formatPercent(record.memoryPercent),
+    `${humanSize(record.networkRxBytes)} / ${humanSize(record.networkTxBytes)}`,
+    `${humanSize(record.blockReadBytes)} / ${humanSize(record.blockWriteBytes)}`,
+    String(record.pids),
   ];
 }
 
