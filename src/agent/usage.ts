@@ -243,6 +243,12 @@ export class UsageSampler {
     }
   }
 
+  /** What a running task used up to its latest reading; undefined before the first one, or when it is not tracked. */
+  current(taskId: string): TaskUsage | undefined {
+    const tally = this.#tracked.get(taskId)?.tally;
+    return tally ? usageOf(tally, { oomKilled: false }) : undefined;
+  }
+
   /** Stops reading a task without recording anything (the agent shuts down: the next agent follows it). */
   forget(taskId: string): void {
     this.#tracked.delete(taskId);

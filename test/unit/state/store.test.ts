@@ -29,7 +29,7 @@ describe('openStore: schema and pragmas', () => {
   it('runs the migrations once and re-opening is idempotent', () => {
     const file = freshFile();
     const first = openStore(file);
-    assert.deepEqual(first.appliedMigrations, [1, 2, 3, 4, 5]);
+    assert.deepEqual(first.appliedMigrations, [1, 2, 3, 4, 5, 6]);
     assert.equal(first.schemaVersion(), SCHEMA_VERSION);
     first.close();
 
@@ -47,6 +47,7 @@ describe('openStore: schema and pragmas', () => {
       { version: 3, name: 'the event log, for clients that resume a stream' },
       { version: 4, name: 'paused tasks' },
       { version: 5, name: 'ended tasks by end time, for retention' },
+      { version: 6, name: 'what a task used, recorded at its end' },
     ]);
   });
 
