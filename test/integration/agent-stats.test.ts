@@ -7,7 +7,7 @@ import { Engine } from '../../src/engine/engine.js';
 import type { AgentClient, StatsRecord, TaskView } from '../../src/agent/client.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
 import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
-import { agentClientOf, agentTestFile, berth, berthInspect, httpGet, type RunningAgent } from '../support/agent.js';
+import { agentClientOf, agentTestFile, berth, berthInspect, httpGet, spawnBerth, type RunningAgent } from '../support/agent.js';
 
 /**
  * Stats and usage through a real agent process on the real engine: the stats stream of a task that
@@ -157,6 +157,16 @@ describe('stats and usage through the agent', { skip: await requireEngine() }, (
     assert.deepEqual(records.map((r) => r.taskId), [id], 'with no ids: the agent\'s running tasks');
     assert.equal(records[0]!.containerId, (await client.get(id)).containerId);
 
+    // Streaming: a line per sample until the task ends, then the command exits 0.
+    const streamId = `${run.id}-cli-stream`;
+    await client.submit({ id: streamId, spec: spec(['sleep', '600']) });
+    await untilRunning(streamId);
+    const streaming = spawnBerth(elsewhere, ['stats', '--json', ...via, streamId]);
+    await pollUntil('two streamed samples', async () => (streaming.stdout().trim().split('\n').filter((line) => line !== '').length >= 2 ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
+    await client.stop(streamId);
+    assert.equal(await streaming.closed, 0, streaming.stderr());
+    for (const line of streaming.stdout().trim().split('\n')) assert.equal((JSON.parse(line) as StatsRecord).taskId, streamId);
+
     const wrongToken = await berth(elsewhere, ['stats', '--no-stream', '-H', `unix://${agent.socketPath}`, '--token', 'not-the-token', id]);
     assert.notEqual(wrongToken.code, 0);
     assert.match(wrongToken.stderr, /BERTH_UNAUTHORIZED/);
@@ -170,5 +180,30 @@ describe('stats and usage through the agent', { skip: await requireEngine() }, (
     // berth inspect prints the view, usage and all (through the default agent of its data directory).
     const inspected = await berthInspect<TaskView>(agent.dataDir, id);
     assert.ok(inspected.usage && inspected.usage.samples >= 1, JSON.stringify(inspected));
+  });
+
+  test('across an agent restart: a task that ran on keeps its whole usage; one that ended while the agent was down says why it has none', async () => {
+    const runsOn = `${run.id}-rec-runs`;
+    const endsWhileDown = `${run.id}-rec-ends`;
+    await client.submit({ id: runsOn, spec: spec(['sh', '-c', 'dd if=/dev/zero of=/dev/shm/fill bs=1M count=24 2>/dev/null && echo filled && sleep 600']) });
+    await client.submit({ id: endsWhileDown, spec: spec(['sleep', '3']) });
+    await untilRunning(runsOn);
+    const ending = await untilRunning(endsWhileDown);
+    await pollUntil('the memory to be filled', async () => ((await outputOf(runsOn)).includes('filled') ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
+    client.close();
+    await agent.stop('SIGTERM');
+    await pollUntil('the short task to end while the agent is down', async () => ((await engine.inspectContainer(ending.containerId!)).running ? undefined : true), { timeoutMs: 60_000, intervalMs: 200 });
+    agent = await agents.start(agent.dataDir);
+    client = await agentClientOf(agent);
+    const ended = await client.wait(endsWhileDown);
+    assert.equal(ended.usage, undefined);
+    assert.match(ended.usageMissing ?? '', /ended before the agent's first reading/);
+    await untilRunning(runsOn);
+    await client.stop(runsOn);
+    const stopped = await client.wait(runsOn);
+    assert.ok(stopped.usage, JSON.stringify(stopped));
+    // The counters are the container's own: what it filled before the restart is in its usage.
+    assert.ok(stopped.usage.peakMemoryBytes >= 24 * MiB, `peak ${stopped.usage.peakMemoryBytes} bytes`);
+    client.close();
   });
 });
