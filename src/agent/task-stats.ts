@@ -29,17 +29,23 @@ export async function* taskStatsRecords(
   options: { stream: boolean; signal: AbortSignal },
 ): AsyncGenerator<StatsRecord> {
   let first: StatsSample | undefined;
-  // Leaving the loop early (one sample, or the consumer returned) closes the engine's stream.
-  for await (const sample of engine.streamStats(task.containerId, { signal: options.signal })) {
-    if (options.stream) {
-      yield statsRecord(task.taskId, task.containerId, sample);
-      continue;
+  try {
+    // Leaving the loop early (one sample, or the consumer returned) closes the engine's stream.
+    for await (const sample of engine.streamStats(task.containerId, { signal: options.signal })) {
+      if (options.stream) {
+        yield statsRecord(task.taskId, task.containerId, sample);
+        continue;
+      }
+      if (sample.previousAt !== undefined) {
+        yield statsRecord(task.taskId, task.containerId, sample);
+        return;
+      }
+      first ??= sample;
     }
-    if (sample.previousAt !== undefined) {
-      yield statsRecord(task.taskId, task.containerId, sample);
-      return;
-    }
-    first ??= sample;
+  } catch (error) {
+    // Ended on purpose (the server closes): the client gets a stream that ends, not one cut off.
+    if (options.signal.aborted) return;
+    throw error;
   }
   if (!options.stream && first !== undefined) yield statsRecord(task.taskId, task.containerId, first);
 }

@@ -20,6 +20,7 @@ import type { LogRecord } from '../../../../src/agent/task-logs.js';
 import type { PruneOptions, PruneReport } from '../../../../src/prune/index.js';
 import type { ImageCoordinatorEvents } from '../../../../src/images/index.js';
 import type { StatsSample } from '../../../../src/engine/types.js';
+import { pollUntil } from '../../../support/engine.js';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -711,6 +712,28 @@ describe('task stats', () => {
     const bad = await app.inject({ method: 'GET', url: '/v1/tasks/t1/stats?stream=maybe', headers: auth });
     assert.equal(bad.statusCode, 400);
     await app.close();
+  });
+
+  test('a stream the server closes ends cleanly after the samples sent, and the engine\'s stream is aborted', async () => {
+    let isWaiting = false;
+    let wasAborted = false;
+    const { app } = fakeRuntime({
+      tasks: [record('t1', { containerId: 'c4' })],
+      streamStats: async function* (_containerId, options) {
+        yield sampleAt(1, false);
+        isWaiting = true;
+        await new Promise((resolve) => options?.signal?.addEventListener('abort', resolve, { once: true }));
+        wasAborted = true;
+        throw new Error('the engine stream was aborted');
+      },
+    });
+    const answer = app.inject({ method: 'GET', url: '/v1/tasks/t1/stats', headers: auth });
+    await pollUntil('the stream to wait for a second sample', async () => (isWaiting ? true : undefined), { timeoutMs: 10_000, intervalMs: 5 });
+    await app.close();
+    const response = await answer;
+    assert.equal(response.statusCode, 200);
+    assert.equal(response.body.trim().split('\n').length, 1);
+    assert.equal(wasAborted, true);
   });
 
   test('a container that stopped before its first sample is 409 BERTH_TASK_STATE, not an empty stream', async () => {
