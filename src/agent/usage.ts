@@ -1,4 +1,4 @@
-import { readFile, stat } from 'node:fs/promises';
+import { closeSync, existsSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../common/logger.js';
 import { messageOf } from '../common/errors.js';
@@ -137,10 +137,33 @@ export function usageOf(tally: UsageTally, end: { oomKilled: boolean }): TaskUsa
 const CONTAINER_CGROUP_PATHS = [(id: string) => path.join('docker', id), (id: string) => path.join('system.slice', `docker-${id}.scope`)];
 
 /** Reads one container's cgroup counters; undefined when its cgroup is not (or no longer) there. */
-type CgroupReader = (containerId: string) => Promise<CgroupReading | undefined>;
+type CgroupReader = (containerId: string) => CgroupReading | undefined;
 
-const readText = (file: string): Promise<string> => readFile(file, 'utf8');
-const readOptional = (file: string): Promise<string | undefined> => readFile(file, 'utf8').catch(() => undefined);
+/**
+ * One buffer for every read: the reads are synchronous, so it is never shared by two at once. The
+ * files are a few hundred bytes at most; reading them synchronously (open, read, close) costs a few
+ * microseconds each, far less than the thread pool's round trips and buffers of fs/promises, and
+ * leaves no garbage but the text.
+ */
+const READ_BUFFER = Buffer.alloc(8192);
+
+function readSmallFile(file: string): string {
+  const fd = openSync(file, 'r');
+  try {
+    const length = readSync(fd, READ_BUFFER, 0, READ_BUFFER.length, 0);
+    return READ_BUFFER.toString('latin1', 0, length);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function readOptionalFile(file: string): string | undefined {
+  try {
+    return readSmallFile(file);
+  } catch {
+    return undefined;
+  }
+}
 
 /** Whether the error says the file is not there (the cgroup went away). */
 function isGone(error: unknown): boolean {
@@ -149,44 +172,51 @@ function isGone(error: unknown): boolean {
 }
 
 /**
- * The reader for the cgroup hierarchy mounted at `root` (cgroup v2 when it has cgroup.controllers,
- * else v1 with one directory per controller), or undefined when none is there.
+ * A reader that tries each layout's path, the one that worked last first (a host uses one cgroup
+ * driver), and reads a container's files there: the first file a gone cgroup lacks ends the try.
  */
-async function cgroupReader(root: string): Promise<CgroupReader | undefined> {
-  const exists = (file: string): Promise<boolean> => stat(file).then(() => true, () => false);
-  if (await exists(path.join(root, 'cgroup.controllers'))) {
-    return async (containerId) => {
-      for (const relative of CONTAINER_CGROUP_PATHS) {
-        const dir = path.join(root, relative(containerId));
-        try {
-          const [cpuStat, memoryCurrent, memoryPeak] = await Promise.all([readText(path.join(dir, 'cpu.stat')), readText(path.join(dir, 'memory.current')), readOptional(path.join(dir, 'memory.peak'))]);
-          return readingFromV2({ cpuStat, memoryCurrent, ...(memoryPeak === undefined ? {} : { memoryPeak }) });
-        } catch (error) {
-          if (!isGone(error)) throw error;
-        }
-      }
-      return undefined;
-    };
-  }
-  // v1: cpu and cpuacct may be one mount (cpu,cpuacct) or two; each name resolves either way.
-  if (!(await exists(path.join(root, 'cpuacct'))) || !(await exists(path.join(root, 'memory')))) return undefined;
-  return async (containerId) => {
-    for (const relative of CONTAINER_CGROUP_PATHS) {
-      const at = (controller: string, file: string): string => path.join(root, controller, relative(containerId), file);
+function layoutReader(read: (relative: string) => CgroupReading): CgroupReader {
+  let preferred = 0;
+  return (containerId) => {
+    for (let offset = 0; offset < CONTAINER_CGROUP_PATHS.length; offset++) {
+      const index = (preferred + offset) % CONTAINER_CGROUP_PATHS.length;
       try {
-        const [cpuacctUsage, cpuStat, memoryMaxUsage, memoryUsage] = await Promise.all([
-          readText(at('cpuacct', 'cpuacct.usage')),
-          readText(at('cpu', 'cpu.stat')),
-          readText(at('memory', 'memory.max_usage_in_bytes')),
-          readText(at('memory', 'memory.usage_in_bytes')),
-        ]);
-        return readingFromV1({ cpuacctUsage, cpuStat, memoryMaxUsage, memoryUsage });
+        const reading = read(CONTAINER_CGROUP_PATHS[index]!(containerId));
+        preferred = index;
+        return reading;
       } catch (error) {
         if (!isGone(error)) throw error;
       }
     }
     return undefined;
   };
+}
+
+/**
+ * The reader for the cgroup hierarchy mounted at `root` (cgroup v2 when it has cgroup.controllers,
+ * else v1 with one directory per controller), or undefined when none is there.
+ */
+function cgroupReader(root: string): CgroupReader | undefined {
+  if (existsSync(path.join(root, 'cgroup.controllers'))) {
+    return layoutReader((relative) => {
+      const dir = path.join(root, relative);
+      const cpuStat = readSmallFile(path.join(dir, 'cpu.stat'));
+      const memoryCurrent = readSmallFile(path.join(dir, 'memory.current'));
+      const memoryPeak = readOptionalFile(path.join(dir, 'memory.peak'));
+      return readingFromV2({ cpuStat, memoryCurrent, ...(memoryPeak === undefined ? {} : { memoryPeak }) });
+    });
+  }
+  // v1: cpu and cpuacct may be one mount (cpu,cpuacct) or two; each name resolves either way.
+  if (!existsSync(path.join(root, 'cpuacct')) || !existsSync(path.join(root, 'memory'))) return undefined;
+  return layoutReader((relative) => {
+    const at = (controller: string, file: string): string => path.join(root, controller, relative, file);
+    return readingFromV1({
+      cpuacctUsage: readSmallFile(at('cpuacct', 'cpuacct.usage')),
+      cpuStat: readSmallFile(at('cpu', 'cpu.stat')),
+      memoryMaxUsage: readSmallFile(at('memory', 'memory.max_usage_in_bytes')),
+      memoryUsage: readSmallFile(at('memory', 'memory.usage_in_bytes')),
+    });
+  });
 }
 
 export interface UsageSamplerOptions {
@@ -206,8 +236,6 @@ interface Tracked {
   tally?: UsageTally;
   /** Set once a reading found the cgroup gone: the container has ended, and later readings would find nothing. */
   isGone: boolean;
-  /** The reading under way, if any. */
-  pending?: Promise<void>;
 }
 
 /**
@@ -220,25 +248,26 @@ export class UsageSampler {
   readonly #intervalMs: number;
   readonly #logger: Logger;
   readonly #nowMs: () => number;
-  readonly #reader: Promise<CgroupReader | undefined>;
+  readonly #reader: CgroupReader | undefined;
   #timer: NodeJS.Timeout | undefined;
-  #isTicking = false;
   #warned = false;
 
   constructor(options: UsageSamplerOptions) {
     this.#intervalMs = options.intervalMs ?? USAGE_SAMPLE_INTERVAL_MS;
     this.#logger = options.logger;
     this.#nowMs = options.nowMs ?? Date.now;
-    this.#reader = cgroupReader(options.cgroupRoot ?? '/sys/fs/cgroup').catch(() => undefined);
+    this.#reader = cgroupReader(options.cgroupRoot ?? '/sys/fs/cgroup');
   }
 
   /** Starts reading a task's container (a task followed again after a restart is read from where its counters are). */
   track(taskId: string, containerId: string): void {
     const tracked: Tracked = { containerId, isGone: false };
     this.#tracked.set(taskId, tracked);
-    void this.#read(taskId, tracked);
+    // Nothing to read on this host: no reading, no timer.
+    if (!this.#reader) return;
+    this.#read(taskId, tracked);
     if (!this.#timer) {
-      this.#timer = setInterval(() => void this.#readAll(), this.#intervalMs);
+      this.#timer = setInterval(() => this.#readAll(), this.#intervalMs);
       this.#timer.unref();
     }
   }
@@ -259,13 +288,10 @@ export class UsageSampler {
   async end(taskId: string, end: { oomKilled: boolean }): Promise<UsageOutcome | undefined> {
     const tracked = this.#tracked.get(taskId);
     if (!tracked) return undefined;
-    // A reading under way may be the last one with figures.
-    await tracked.pending;
     this.#tracked.delete(taskId);
     this.#stopWhenIdle();
     if (tracked.tally) return { usage: usageOf(tracked.tally, end) };
-    const reader = await this.#reader;
-    if (!reader) return { missing: 'the engine\'s cgroups are not readable on the agent\'s host (cgroup v1 or v2 under /sys/fs/cgroup, cgroupfs or systemd driver)' };
+    if (!this.#reader) return { missing: 'the engine\'s cgroups are not readable on the agent\'s host (cgroup v1 or v2 under /sys/fs/cgroup, cgroupfs or systemd driver)' };
     return { missing: 'the container ended before the agent\'s first reading of its cgroup (a task shorter than a moment, or one that ended while the agent was not running)' };
   }
 
@@ -280,33 +306,16 @@ export class UsageSampler {
     this.#timer = undefined;
   }
 
-  async #readAll(): Promise<void> {
-    // A slow file system never stacks readings.
-    if (this.#isTicking) return;
-    this.#isTicking = true;
-    try {
-      await Promise.all([...this.#tracked].map(([taskId, tracked]) => this.#read(taskId, tracked)));
-    } finally {
-      this.#isTicking = false;
-    }
+  #readAll(): void {
+    for (const [taskId, tracked] of this.#tracked) this.#read(taskId, tracked);
   }
 
-  /** Reads a task's cgroup once (one reading at a time per task). */
-  #read(taskId: string, tracked: Tracked): Promise<void> {
-    if (tracked.isGone || tracked.pending) return tracked.pending ?? Promise.resolve();
-    const pending = this.#readNow(taskId, tracked).finally(() => {
-      tracked.pending = undefined;
-    });
-    tracked.pending = pending;
-    return pending;
-  }
-
-  async #readNow(taskId: string, tracked: Tracked): Promise<void> {
-    const reader = await this.#reader;
-    if (!reader) return;
+  /** Reads a task's cgroup once, synchronously (see READ_BUFFER). */
+  #read(taskId: string, tracked: Tracked): void {
+    if (tracked.isGone || !this.#reader) return;
     try {
       const atMs = this.#nowMs();
-      const reading = await reader(tracked.containerId);
+      const reading = this.#reader(tracked.containerId);
       if (reading === undefined) tracked.isGone = true;
       else tracked.tally = addReading(tracked.tally, reading, atMs);
     } catch (error) {
