@@ -18,6 +18,7 @@ import { AgentGarbage } from './garbage.js';
 import { TaskRetention } from './retention.js';
 import { TaskSupervisor } from './supervisor.js';
 import { TaskLogStore } from './task-logs.js';
+import { UsageSampler } from './usage.js';
 import { UNENDED_STATES, type StoredTaskSpec } from '../state/tasks.js';
 import type { TaskSpec } from '../spec/schema.js';
 
@@ -220,6 +221,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
   const logs = new TaskLogStore(path.join(initial.dataDir, 'logs'), { maxFileBytes: initial.logs.maxFileBytes, maxFiles: initial.logs.maxFiles });
   const admission = new AdmissionController(initial.admission);
   const errorListeners = new Set<(code: ErrorCode) => void>();
+  const usage = new UsageSampler({ logger });
   const supervisor = new TaskSupervisor({
     store,
     driver,
@@ -236,6 +238,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     },
     pingEngine: (signal) => engine.ping({ attempts: 1, deadlineMs: config.current().health.engineTimeoutMs, signal }),
     startOutageLimitMs: () => config.current().tasks.startOutageLimitMs,
+    usage,
   });
   let healthPing: Promise<EngineHealth> | undefined;
   const engineHealth = (): Promise<EngineHealth> =>
@@ -299,6 +302,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     await garbage.close();
     await retention.close();
     await supervisor.shutdown();
+    usage.close();
     clearInterval(eventTrimmer);
     store.close();
   };

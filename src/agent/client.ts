@@ -14,10 +14,12 @@ import type { AgentEvent } from './events.js';
 import type { ErrorBody } from './http/errors.js';
 import type { HealthView, ImageView, PruneView, TaskView } from './http/views.js';
 import type { LogRecord } from './task-logs.js';
+import type { StatsRecord } from '../tasks/stats-figures.js';
 import { readCertificateFile, readKeyPair } from './tls.js';
 
 export type { HealthView, ImageView, TaskHealthView, TaskView } from './http/views.js';
 export type { LogRecord } from './task-logs.js';
+export type { StatsRecord } from '../tasks/stats-figures.js';
 export type { AgentEvent } from './events.js';
 
 /** Where a client finds the agent. */
@@ -343,6 +345,28 @@ export class AgentClient {
     try {
       for await (const line of this.#guard(lines(response), options.signal)) {
         if (line !== '') yield JSON.parse(line) as LogRecord;
+      }
+    } finally {
+      response.destroy();
+    }
+  }
+
+  /**
+   * A running task's resource use, one record per engine sample (about one a second) until the task
+   * ends, as `berth stats --json` prints them; `stream: false` gives one sample (docker's
+   * --no-stream). A task that is not running is refused (BERTH_TASK_STATE). Breaking out of the
+   * loop, or the signal, ends the request.
+   */
+  async *stats(taskId: string, options: CallOptions & { stream?: boolean } = {}): AsyncGenerator<StatsRecord> {
+    const stream = options.stream ?? true;
+    const response = await this.#send('GET', `/v1/tasks/${encodeURIComponent(taskId)}/stats${stream ? '' : '?stream=false'}`, {
+      signal: options.signal,
+      deadlineMs: stream ? 0 : this.#deadlineMs,
+    });
+    await this.#throwIfFailed(response);
+    try {
+      for await (const line of this.#guard(lines(response), options.signal)) {
+        if (line !== '') yield JSON.parse(line) as StatsRecord;
       }
     } finally {
       response.destroy();

@@ -31,6 +31,9 @@ const HEALTH_STATUSES = ['starting', 'healthy', 'unhealthy'] as const;
 /** Bounds of the phase histogram, in seconds: from a cached image's start to an hour-long task. */
 const PHASE_BUCKETS_SECONDS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600];
 
+/** Bounds of the peak memory histogram, in bytes: 4 MiB to 16 GiB. */
+const PEAK_MEMORY_BUCKETS_BYTES = [4, 16, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384].map((mib) => mib * 1024 * 1024);
+
 /** The codes `berth_engine_errors_total` counts: failures of the engine and of registries, not callers' mistakes. */
 export function isEngineErrorCode(code: string): boolean {
   return code.startsWith('BERTH_ENGINE_') || code.startsWith('BERTH_IMAGE_');
@@ -54,6 +57,9 @@ export function isEngineErrorCode(code: string): boolean {
  * - `berth_data_dir_full`: 1 while the data directory has less free space than the agent keeps free.
  * - `berth_tasks_expired_total{reason}`: ended tasks retention removed for good, by reason (`age`,
  *   `count`, `disk`).
+ * - `berth_task_cpu_seconds_total`, `berth_task_peak_memory_bytes` (histogram),
+ *   `berth_tasks_throttled_total`: from the usage recorded when a task ends (see usage.ts);
+ *   `berth_task_usage_missing_total`: ended tasks that ran but have none.
  * - `berth_state_database_bytes`: the state database's size (free pages included), read at each scrape.
  * - `berth_task_health_changes_total{status}`: changes of tasks' health status (`task.health`
  *   events), by the new status (`starting`, `healthy`, `unhealthy`).
@@ -115,6 +121,10 @@ export class AgentMetrics {
     }
     this.#engineErrors = new Counter({ name: 'berth_engine_errors_total', help: 'Engine and registry errors, by code.', labelNames: ['code'] as const, registers });
     if (sources.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    const cpuSeconds = new Counter({ name: 'berth_task_cpu_seconds_total', help: 'CPU time (user + system) of ended tasks, as recorded in their usage.', registers });
+    const peakMemory = new Histogram({ name: 'berth_task_peak_memory_bytes', help: 'Peak memory use of ended tasks, as recorded in their usage.', buckets: PEAK_MEMORY_BUCKETS_BYTES, registers });
+    const throttled = new Counter({ name: 'berth_tasks_throttled_total', help: 'Ended tasks that the CPU quota held back at least once, or that ran out of memory.', registers });
+    const usageMissing = new Counter({ name: 'berth_task_usage_missing_total', help: 'Ended tasks that ran but have no usage recorded (see usageMissing in their view).', registers });
 
     const onEvent = (event: AgentEvent): void => {
       if (event.type === 'container.reconciled') {
@@ -136,6 +146,13 @@ export class AgentMetrics {
       if (event.type !== 'task.state') return;
       if (event.state !== 'running' && event.state !== 'exited' && event.state !== 'lost') return;
       const record = sources.task(event.taskId);
+      if (event.state !== 'running' && record?.usage) {
+        cpuSeconds.inc(record.usage.cpuTimeMs / 1000);
+        peakMemory.observe(record.usage.peakMemoryBytes);
+        if (record.usage.throttled) throttled.inc();
+      } else if (event.state !== 'running' && record?.usageMissing !== undefined) {
+        usageMissing.inc();
+      }
       if (!record?.startedAtMs) return;
       // A restarted task's later attempts are not its start (restarts are berth_task_restarts_total).
       if (event.state === 'running') {

@@ -19,6 +19,7 @@ import { canonicalJson } from './canonical-json.js';
 import { isEngineOutage, isTransientStartError, StartOutage } from './start-outage.js';
 import { currentAttempt, planRestart, RestartWaits, startAttemptKey } from './restart.js';
 import { HealthWatch } from './health-watch.js';
+import type { UsageSampler } from './usage.js';
 
 /** Where a task's output resumes, and whether it was cut (then it is not read again). */
 interface OutputStart {
@@ -49,6 +50,8 @@ export interface SupervisorDeps {
   pingEngine: (signal: AbortSignal) => Promise<void>;
   /** `tasks.startOutageLimit` in force: how long a task may wait for the engine to start; undefined is no bound. */
   startOutageLimitMs: () => number | undefined;
+  /** Reads what running tasks use, for the usage recorded at their end (none: no usage is recorded). */
+  usage?: Pick<UsageSampler, 'track' | 'forget' | 'end'>;
 }
 
 /** The outcome of a submit: the task, and whether this submit created it (false: the same task was submitted before). */
@@ -663,6 +666,7 @@ export class TaskSupervisor {
       // Started as the agent shuts down (a start that was under way): the next agent follows it.
       // Never hand the engine an aborted signal: a request created with one fails outside any listener.
       if (this.#closing.signal.aborted) return;
+      this.#deps.usage?.track(taskId, handle.containerId);
       const ending = untilAborted(handle.wait(), this.#closing.signal);
       const pumped = this.#pumpOutput(taskId, handle.containerId, output, ending);
       void this.#track(this.#health.follow(taskId, handle.containerId, ending));
@@ -687,11 +691,27 @@ export class TaskSupervisor {
         void this.#track(this.#start(this.#require(taskId), { mayHaveContainer: true }));
         return;
       }
+      // Before the end, so that whoever sees the end (the view, metrics) sees the usage too. Under a restart
+      // policy it is the last attempt's (each attempt is a container of its own, with its own cgroup).
+      await this.#recordUsage(taskId, taskEnd);
       // The engine's finish time: a task that ended while the agent was down did not end at recovery.
       if (!(await this.#recordEnd(taskId, taskEnd, handle.finishedAt?.getTime()))) return;
       await handle.destroy().catch((error: unknown) => this.#removeLater(taskId, handle, asBerthError(error)));
-    })();
+    })().finally(() => this.#deps.usage?.forget(taskId));
     return this.#track(work);
+  }
+
+  /** Records what an ended task used, from the sampler's readings; a store that cannot take it is logged, and the end goes on. */
+  async #recordUsage(taskId: string, end: EndState): Promise<void> {
+    const outcome = await this.#deps.usage?.end(taskId, { oomKilled: end.kind === 'oom' });
+    if (!outcome) return;
+    try {
+      this.#deps.store.tasks.setUsage(taskId, outcome);
+    } catch (error) {
+      const { code } = asBerthError(error);
+      this.#deps.logger.warn({ taskId, code }, 'could not record the usage of an ended task');
+      this.#deps.onError?.(code);
+    }
   }
 
   /**

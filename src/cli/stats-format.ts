@@ -1,5 +1,8 @@
 import type { StatsSample } from '../engine/types.js';
+import { statsRecord, type StatsRecord } from '../tasks/stats-figures.js';
 import { renderTable } from './output.js';
+
+export { cpuPercent, memoryPercent, statsRecord, type StatsRecord } from '../tasks/stats-figures.js';
 
 /**
  * What `berth stats` computes and prints from the engine's samples, as `docker stats` does: CPU %
@@ -12,21 +15,6 @@ export const STATS_HEADERS: readonly string[] = Object.freeze(['TASK ID', 'CPU %
 
 /** What is printed in every column but the task id before a task's first sample arrives, as docker does. */
 const NO_VALUE = '--';
-
-/**
- * CPU use in percent of one CPU, as the docker CLI computes it: the container's share of the CPU
- * time the whole host spent between two readings, times the CPUs online (so 200% is two full
- * cores). 0 when either delta is not positive (the first reading, or a counter reset).
- */
-export function cpuPercent(sample: Pick<StatsSample, 'cpuDeltaNanos' | 'systemCpuDeltaNanos' | 'onlineCpus'>): number {
-  if (sample.systemCpuDeltaNanos <= 0 || sample.cpuDeltaNanos <= 0) return 0;
-  return (sample.cpuDeltaNanos / sample.systemCpuDeltaNanos) * sample.onlineCpus * 100;
-}
-
-/** Memory use in percent of the limit (the host's memory when the task has none); 0 without a limit. */
-export function memoryPercent(sample: Pick<StatsSample, 'memoryBytes' | 'memoryLimitBytes'>): number {
-  return sample.memoryLimitBytes > 0 ? (sample.memoryBytes / sample.memoryLimitBytes) * 100 : 0;
-}
 
 /**
  * The decimal digits of a non-negative finite value rounded to `count` significant digits, and the
@@ -108,15 +96,20 @@ export function binarySize(bytes: number): string {
 
 /** A task's row: its id and docker stats' columns for one sample, or "--" before its first sample. */
 export function statsCells(taskId: string, sample: StatsSample | undefined): string[] {
-  if (sample === undefined) return [taskId, ...STATS_HEADERS.slice(1).map(() => NO_VALUE)];
+  return recordCells(taskId, sample === undefined ? undefined : statsRecord(taskId, '', sample));
+}
+
+/** A task's row from a sample as a record (what the agent's stats stream sends), or "--" before its first. */
+export function recordCells(taskId: string, record: StatsRecord | undefined): string[] {
+  if (record === undefined) return [taskId, ...STATS_HEADERS.slice(1).map(() => NO_VALUE)];
   return [
     taskId,
-    formatPercent(cpuPercent(sample)),
-    `${binarySize(sample.memoryBytes)} / ${binarySize(sample.memoryLimitBytes)}`,
-    formatPercent(memoryPercent(sample)),
-    `${humanSize(sample.networkRxBytes)} / ${humanSize(sample.networkTxBytes)}`,
-    `${humanSize(sample.blockReadBytes)} / ${humanSize(sample.blockWriteBytes)}`,
-    String(sample.pids),
+    formatPercent(record.cpuPercent),
+    `${binarySize(record.memoryBytes)} / ${binarySize(record.memoryLimitBytes)}`,
+    formatPercent(record.memoryPercent),
+    `${humanSize(record.networkRxBytes)} / ${humanSize(record.networkTxBytes)}`,
+    `${humanSize(record.blockReadBytes)} / ${humanSize(record.blockWriteBytes)}`,
+    String(record.pids),
   ];
 }
 
@@ -151,43 +144,4 @@ export function statsLineWidths(taskIds: readonly string[]): number[] {
 /** One line of cells at fixed widths; the last column is not padded, so no line ends in spaces. */
 export function formatStatsLine(cells: readonly string[], widths: readonly number[]): string {
   return `${cells.map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd((widths[column] ?? 0) + COLUMN_GAP))).join('').trimEnd()}\n`;
-}
-
-/** One sample for scripts (`--json`): raw numbers, the percentages unrounded. */
-export interface StatsRecord {
-  taskId: string;
-  containerId: string;
-  /** When the engine took the reading (ISO 8601). */
-  at: string;
-  /** When it took the previous one; null on the first sample of a stream, whose CPU % then spans the container's life. */
-  previousAt: string | null;
-  cpuPercent: number;
-  onlineCpus: number;
-  memoryBytes: number;
-  memoryLimitBytes: number;
-  memoryPercent: number;
-  pids: number;
-  networkRxBytes: number;
-  networkTxBytes: number;
-  blockReadBytes: number;
-  blockWriteBytes: number;
-}
-
-export function statsRecord(taskId: string, containerId: string, sample: StatsSample): StatsRecord {
-  return {
-    taskId,
-    containerId,
-    at: sample.at.toISOString(),
-    previousAt: sample.previousAt?.toISOString() ?? null,
-    cpuPercent: cpuPercent(sample),
-    onlineCpus: sample.onlineCpus,
-    memoryBytes: sample.memoryBytes,
-    memoryLimitBytes: sample.memoryLimitBytes,
-    memoryPercent: memoryPercent(sample),
-    pids: sample.pids,
-    networkRxBytes: sample.networkRxBytes,
-    networkTxBytes: sample.networkTxBytes,
-    blockReadBytes: sample.blockReadBytes,
-    blockWriteBytes: sample.blockWriteBytes,
-  };
 }

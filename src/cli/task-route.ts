@@ -55,3 +55,27 @@ export async function routeTask(io: CliIo, flags: AgentFlags & { owner?: string 
 function isNoAgent(error: unknown): boolean {
   return (isBerthError(error, 'BERTH_AGENT_UNAVAILABLE') || isBerthError(error, 'BERTH_AGENT_TIMEOUT')) && error.context.status === undefined;
 }
+
+/**
+ * Where a command about every running task (`berth stats` with no ids) goes: the agent named by the
+ * command, whose answer is final; else the default agent when one answers there; else the engine.
+ * `--owner` addresses the engine's containers of one owner: engine only. The caller closes the client.
+ */
+export async function routeAllTasks(io: CliIo, flags: AgentFlags & { owner?: string }): Promise<{ via: 'agent'; client: AgentClient; running: TaskView[] } | { via: 'engine' }> {
+  if (flags.owner !== undefined && !namesAgent(io, flags)) return { via: 'engine' };
+  const isNamed = namesAgent(io, flags);
+  let client: AgentClient;
+  try {
+    client = await connectClient(io, flags);
+  } catch (error) {
+    if (!isNamed && isBerthError(error, 'BERTH_VALIDATION')) return { via: 'engine' };
+    throw error;
+  }
+  try {
+    return { via: 'agent', client, running: await client.list({ state: 'running' }) };
+  } catch (error) {
+    client.close();
+    if (!isNamed && isNoAgent(error)) return { via: 'engine' };
+    throw error;
+  }
+}

@@ -105,6 +105,15 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
     },
   },
   {
+    version: 6,
+    name: 'what a task used, recorded at its end',
+    up(db) {
+      // JSON: {"usage": {...}} (CPU time, peak memory, throttling) or {"missing": "<why>"}; NULL for a
+      // task that never ran, or whose end was recorded before the agent recorded usage.
+      db.exec('ALTER TABLE tasks ADD COLUMN usage TEXT');
+    },
+  },
+  {
     version: 7,
     name: 'restart attempts',
     up(db) {

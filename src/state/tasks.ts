@@ -96,6 +96,10 @@ export interface TaskRecord {
   readonly pausedForMs: number;
   /** Its health as last seen (kept after its end); undefined for a task without a health check. */
   readonly health?: TaskHealth;
+  /** What it used, recorded at its end (see agent/usage.ts); undefined while it runs, and for a task that never ran. */
+  readonly usage?: Readonly<TaskUsage>;
+  /** Why no usage was recorded at its end, when it ran but none could be read. */
+  readonly usageMissing?: string;
   readonly submittedAtMs: number;
   /** When admission let it start (the move to `starting`). */
   readonly admittedAtMs?: number;
@@ -109,6 +113,29 @@ export interface TaskRecord {
   /** While it waits to be restarted (`starting`): when its next attempt is due. */
   readonly restartAtMs?: number;
 }
+
+/** What a task used, as the agent records it when the task ends. */
+export interface TaskUsage {
+  /** CPU time (user + system) up to the last reading, in milliseconds. */
+  cpuTimeMs: number;
+  /** The highest memory use (page cache included, as the kernel counts it against the limit). */
+  peakMemoryBytes: number;
+  /** Whether the CPU quota held it back at least once, or it ran out of memory. */
+  throttled: boolean;
+  /** Scheduler periods in which the CPU quota held it back. */
+  throttledPeriods: number;
+  /** How long the CPU quota held it back in all, in milliseconds. */
+  throttledTimeMs: number;
+  /** Whether it ended killed for lack of memory. */
+  oomKilled: boolean;
+  /** How many readings the figures come from. */
+  samples: number;
+  /** When the last reading was taken (ISO 8601): what came after it, up to the end, is not counted. */
+  sampledAt: string;
+}
+
+/** What the store keeps at a task's end: its usage, or why there is none. */
+export type UsageOutcome = { usage: TaskUsage } | { missing: string };
 
 export interface NewTask {
   /** The caller's id (unique). */
@@ -181,6 +208,7 @@ interface TaskRow {
   paused_at_ms: number | null;
   paused_ms: number;
   health: string | null;
+  usage: string | null;
   submitted_at_ms: number;
   admitted_at_ms: number | null;
   started_at_ms: number | null;
@@ -197,6 +225,12 @@ function deepFreeze<T>(value: T): T {
     Object.freeze(value);
   }
   return value;
+}
+
+function usageFields(column: string | null): { usage?: TaskUsage; usageMissing?: string } {
+  if (column === null) return {};
+  const outcome = JSON.parse(column) as UsageOutcome;
+  return 'usage' in outcome ? { usage: outcome.usage } : { usageMissing: outcome.missing };
 }
 
 function toRecord(row: TaskRow): TaskRecord {
@@ -217,6 +251,7 @@ function toRecord(row: TaskRow): TaskRecord {
     ...(row.paused_at_ms === null ? {} : { pausedAtMs: row.paused_at_ms }),
     pausedForMs: row.paused_ms,
     ...(row.health === null ? {} : { health: JSON.parse(row.health) as TaskHealth }),
+    ...usageFields(row.usage),
     submittedAtMs: row.submitted_at_ms,
     ...(row.admitted_at_ms === null ? {} : { admittedAtMs: row.admitted_at_ms }),
     ...(row.started_at_ms === null ? {} : { startedAtMs: row.started_at_ms }),
@@ -615,6 +650,19 @@ export class TaskRepository {
       if (!row) throw missingError(taskId);
       if (row.output_truncated === null) {
         this.#db.prepare('UPDATE tasks SET output_truncated = ?, updated_at_ms = ? WHERE id = ?').run(reason, this.#nowMs(), taskId);
+      }
+      return toRecord(this.#select.get(taskId)!);
+    });
+    return asDiskFull(() => run.immediate());
+  }
+
+  /** Records what a task used (or why that is unknown), at its end; the first record stands. */
+  setUsage(taskId: string, outcome: UsageOutcome): TaskRecord {
+    const run = this.#db.transaction((): TaskRecord => {
+      const row = this.#select.get(taskId);
+      if (!row) throw missingError(taskId);
+      if (row.usage === null) {
+        this.#db.prepare('UPDATE tasks SET usage = ?, updated_at_ms = ? WHERE id = ?').run(JSON.stringify(outcome), this.#nowMs(), taskId);
       }
       return toRecord(this.#select.get(taskId)!);
     });

@@ -280,6 +280,7 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
       '/v1/tasks/{id}/kill',
       '/v1/tasks/{id}/logs',
       '/v1/tasks/{id}/pause',
+      '/v1/tasks/{id}/stats',
       '/v1/tasks/{id}/stop',
       '/v1/tasks/{id}/unpause',
       '/v1/tasks/{id}/wait',

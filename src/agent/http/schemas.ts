@@ -95,6 +95,55 @@ export const taskHealthSchema: JsonSchema = {
   },
 };
 
+/** `GET /v1/tasks/:id/stats`. */
+export const statsQuerySchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    stream: { type: 'boolean', default: true, description: 'false: one sample, then the response ends (docker\'s --no-stream).' },
+  },
+};
+
+/** One line of `GET /v1/tasks/:id/stats`: a sample as `berth stats --json` prints it. */
+export const statsRecordSchema: JsonSchema = {
+  type: 'object',
+  required: ['taskId', 'containerId', 'at', 'previousAt', 'cpuPercent', 'onlineCpus', 'memoryBytes', 'memoryLimitBytes', 'memoryPercent', 'pids', 'networkRxBytes', 'networkTxBytes', 'blockReadBytes', 'blockWriteBytes'],
+  additionalProperties: false,
+  properties: {
+    taskId: { type: 'string' },
+    containerId: { type: 'string' },
+    at: { ...isoTime, description: 'When the engine took the reading.' },
+    previousAt: { type: ['string', 'null'], format: 'date-time', description: 'When it took the previous one; null on the first sample, whose CPU % spans the container\'s life.' },
+    cpuPercent: { type: 'number', description: 'CPU use since the previous reading in percent of one CPU (200 is two full cores), as docker stats computes it.' },
+    onlineCpus: { type: 'integer' },
+    memoryBytes: { type: 'integer', description: 'Memory in use (the working set: page cache that can be dropped is not counted), as docker stats shows it.' },
+    memoryLimitBytes: { type: 'integer', description: 'The task\'s memory limit, or the host\'s memory without one.' },
+    memoryPercent: { type: 'number' },
+    pids: { type: 'integer' },
+    networkRxBytes: { type: 'integer' },
+    networkTxBytes: { type: 'integer' },
+    blockReadBytes: { type: 'integer' },
+    blockWriteBytes: { type: 'integer' },
+  },
+};
+
+/** What a task used, recorded at its end. */
+export const usageSchema: JsonSchema = {
+  type: 'object',
+  required: ['cpuTimeMs', 'peakMemoryBytes', 'throttled', 'throttledPeriods', 'throttledTimeMs', 'oomKilled', 'samples', 'sampledAt'],
+  additionalProperties: false,
+  properties: {
+    cpuTimeMs: { type: 'integer', minimum: 0, description: 'CPU time (user + system) up to the last reading of its cgroup.' },
+    peakMemoryBytes: { type: 'integer', minimum: 0, description: 'The highest memory use, page cache included (as the kernel counts it against the limit).' },
+    throttled: { type: 'boolean', description: 'Whether the CPU quota held it back at least once, or it ran out of memory.' },
+    throttledPeriods: { type: 'integer', minimum: 0, description: 'Scheduler periods in which the CPU quota held it back.' },
+    throttledTimeMs: { type: 'integer', minimum: 0 },
+    oomKilled: { type: 'boolean' },
+    samples: { type: 'integer', minimum: 1, description: 'How many readings of its cgroup the figures come from.' },
+    sampledAt: { ...isoTime, description: 'When the last reading was taken: what the task did after it, up to its end (at most a second), is not counted.' },
+  },
+};
+
 /** A task as the API shows it. */
 export const taskViewSchema: JsonSchema = {
   type: 'object',
@@ -135,6 +184,8 @@ export const taskViewSchema: JsonSchema = {
     },
     restartAt: { ...isoTime, description: 'While it waits for its next attempt (state starting): when that attempt is due.' },
     health: taskHealthSchema,
+    usage: { ...usageSchema, description: 'What the task used (CPU time, peak memory, throttling), recorded at its end; absent while it runs and for a task that never ran.' },
+    usageMissing: { type: 'string', description: 'Why no usage was recorded for a task that ran (its cgroup was not readable, or it ended before the first reading or while the agent was down).' },
   },
 };
 
@@ -535,6 +586,23 @@ export const API_ROUTES: readonly ApiRoute[] = [
     querystring: logsQuerySchema,
     responses: { 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 409: errors.ambiguous },
     stream: { status: 200, contentType: 'application/x-ndjson', description: 'One LogRecord per line, oldest first.', itemSchema: logRecordSchema },
+  },
+  {
+    method: 'GET',
+    url: '/v1/tasks/:id/stats',
+    operationId: 'taskStats',
+    summary:
+      'A running task\'s resource use, one sample per line as `berth stats --json` prints it (CPU %, memory use and limit, PIDs, network and block I/O), about once a second until the task ends; `stream=false`: one sample (docker\'s --no-stream).',
+    params: taskIdParamsSchema,
+    querystring: statsQuerySchema,
+    responses: {
+      400: errors.badRequest,
+      401: errors.unauthorized,
+      404: errors.notFound,
+      409: { description: 'The task is not running (BERTH_TASK_STATE); or several tasks start with this id prefix (BERTH_TASK_AMBIGUOUS).', schema: errorBodySchema },
+      503: errors.unavailable,
+    },
+    stream: { status: 200, contentType: 'application/x-ndjson', description: 'One StatsRecord per line, as the engine samples the task\'s container.', itemSchema: statsRecordSchema },
   },
   {
     method: 'GET',

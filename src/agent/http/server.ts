@@ -21,12 +21,16 @@ import type { LogRecord } from '../task-logs.js';
 import { lastRecords, msUntil, selectRecords } from '../log-window.js';
 import { AgentMetrics, type MetricsSources } from '../metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
+import type { Engine } from '../../engine/engine.js';
+import { runningContainerOf, taskStatsRecords } from '../task-stats.js';
 
 /**
  * What the HTTP layer uses of the agent runtime: a narrow port (an `AgentRuntime` is one), so that
  * the server can be tested against a scripted runtime.
  */
 export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | 'started' | 'onError' | 'engineHealth'> {
+  /** The engine's stats of a task's container (`GET /v1/tasks/:id/stats`). */
+  readonly engine: Pick<Engine, 'streamStats'>;
   readonly store: { readonly tasks: Pick<TaskRepository, 'get' | 'list' | 'counts' | 'resolve'> & Partial<Pick<TaskRepository, 'countUnhealthy'>>; sizeBytes?(): number };
   readonly supervisor: Pick<TaskSupervisor, 'submit' | 'stop' | 'remove' | 'isEnded' | 'tasksWaitingForEngine' | 'pause' | 'unpause' | 'kill' | 'wait'>;
   readonly logs: Pick<TaskLogStore, 'read' | 'follow'> & { readonly space: Pick<DiskSpace, 'condition' | 'check'> };
@@ -292,6 +296,33 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
         if (timer) clearTimeout(timer);
         abort.abort();
       });
+    },
+
+    async taskStats(request, reply) {
+      const task = visibleTask((request.params as { id: string }).id);
+      const containerId = runningContainerOf(task);
+      const { stream } = request.query as { stream: boolean };
+      // Ends the engine's stream when the client goes away or the server closes.
+      const abort = new AbortController();
+      const records = taskStatsRecords(runtime.engine, { taskId: task.id, containerId }, { stream, signal: abort.signal });
+      let first: IteratorResult<unknown>;
+      try {
+        // The first sample before the answer starts, so that an engine failure is a status, not a cut stream.
+        first = await records.next();
+      } catch (error) {
+        abort.abort();
+        throw error;
+      }
+      if (first.done) {
+        // The container stopped between the record and the engine's answer: no sample to give.
+        throw new BerthError('BERTH_TASK_STATE', `cannot read the stats of task ${task.id}: its container stopped`, { context: { taskId: task.id, state: 'running' } });
+      }
+      const all = (async function* (): AsyncGenerator<unknown> {
+        yield first.value;
+        yield* records;
+      })();
+      reply.type('application/x-ndjson').header('cache-control', 'no-store');
+      return sendStream(reply, ndjsonStream(all), () => abort.abort());
     },
 
     async listImages() {

@@ -2,7 +2,7 @@ import type { PruneReport } from '../../prune/index.js';
 import type { BerthError } from '../../common/errors.js';
 import { ValidationError } from '../../common/errors.js';
 import type { ImageSnapshot } from '../../images/index.js';
-import type { StoredEndState, StoredTaskSpec, TaskAttempt, TaskRecord, TaskState } from '../../state/tasks.js';
+import type { StoredEndState, StoredTaskSpec, TaskAttempt, TaskRecord, TaskState, TaskUsage } from '../../state/tasks.js';
 
 /**
  * What the API shows and the client returns (the view types), and the functions that turn the
@@ -36,6 +36,10 @@ export interface TaskView {
   restartAt?: string;
   /** Its health as the engine last reported it (kept after its end); absent for a task without a health check. */
   health?: TaskHealthView;
+  /** What the task used (CPU time, peak memory, throttling), recorded at its end; absent while it runs. */
+  usage?: TaskUsage;
+  /** Why no usage was recorded for a task that ran. */
+  usageMissing?: string;
 }
 
 /** One attempt of a task under a restart policy: one container. */
@@ -113,6 +117,8 @@ export function toTaskView(record: TaskRecord, nowMs: number = Date.now()): Task
       })),
     };
   }
+  if (record.usage !== undefined) view.usage = { ...record.usage };
+  if (record.usageMissing !== undefined) view.usageMissing = record.usageMissing;
   return view;
 }
 

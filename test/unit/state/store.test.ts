@@ -47,6 +47,7 @@ describe('openStore: schema and pragmas', () => {
       { version: 3, name: 'the event log, for clients that resume a stream' },
       { version: 4, name: 'paused tasks' },
       { version: 5, name: 'ended tasks by end time, for retention' },
+      { version: 6, name: 'what a task used, recorded at its end' },
       { version: 7, name: 'restart attempts' },
       { version: 8, name: 'task health' },
     ]);

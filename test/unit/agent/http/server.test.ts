@@ -19,6 +19,8 @@ import { ambiguousPrefixError, type TaskFilter, type TaskRecord, type TaskState 
 import type { LogRecord } from '../../../../src/agent/task-logs.js';
 import type { PruneOptions, PruneReport } from '../../../../src/prune/index.js';
 import type { ImageCoordinatorEvents } from '../../../../src/images/index.js';
+import type { StatsSample } from '../../../../src/engine/types.js';
+import { pollUntil } from '../../../support/engine.js';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -42,6 +44,8 @@ interface FakeOptions {
   /** Every task's output, as the log store reads it back. */
   output?: LogRecord[];
   prune?: (options: PruneOptions) => Promise<PruneReport>;
+  /** The engine's stats of a container. */
+  streamStats?: (containerId: string, options?: { signal?: AbortSignal }) => AsyncGenerator<StatsSample>;
 }
 
 /** A narrow scripted runtime: only what the routes under test touch. */
@@ -96,6 +100,7 @@ function fakeRuntime(options: FakeOptions = {}) {
     },
     imageSnapshot: () => ({ images: [{ imageId: 'sha256:abc', refs: ['busybox:latest'], holders: ['t1'], pulledByBerth: true, removalDueAt: new Date(Date.UTC(2024, 4, 1)) }] }),
     engineHealth: async (): Promise<EngineHealth> => options.engineHealth ?? { ok: true },
+    engine: { streamStats: options.streamStats ?? (async function* (): AsyncGenerator<StatsSample> {}) },
     logs: {
       space: { condition: options.disk ?? 'ok', check: async () => options.disk ?? 'ok' },
       async *read(): AsyncGenerator<LogRecord> {
@@ -314,7 +319,7 @@ describe('task id prefixes and list order', () => {
     type Operation = { parameters?: Array<{ name: string; in: string; description?: string }>; responses: Record<string, { description: string }> };
     const document = buildOpenApiDocument() as { paths: Record<string, Record<string, Operation>> };
     const taskRoutes = Object.entries(document.paths).filter(([url]) => url.startsWith('/v1/tasks/{id}'));
-    assert.equal(taskRoutes.length, 7);
+    assert.equal(taskRoutes.length, 8);
     for (const [url, operations] of taskRoutes) {
       for (const [method, operation] of Object.entries(operations)) {
         const id = operation.parameters?.find((p) => p.name === 'id' && p.in === 'path');
@@ -650,5 +655,92 @@ describe('pause, kill and wait routes', () => {
       const bad = await app.inject({ method: 'GET', url: `/v1/tasks/t1/wait?timeout=${timeout}`, headers: auth });
       assert.equal(bad.statusCode, 400, timeout);
     }
+  });
+});
+
+describe('task stats', () => {
+  const sampleAt = (second: number, withPrevious: boolean): StatsSample => ({
+    at: new Date(Date.UTC(2024, 4, 1, 10, 0, second)),
+    ...(withPrevious ? { previousAt: new Date(Date.UTC(2024, 4, 1, 10, 0, second - 1)) } : {}),
+    memoryBytes: 16 * 1024 * 1024,
+    memoryLimitBytes: 64 * 1024 * 1024,
+    cpuMilli: 500,
+    pids: 3,
+    networkRxBytes: 1,
+    networkTxBytes: 2,
+    blockReadBytes: 3,
+    blockWriteBytes: 4,
+    cpuDeltaNanos: 5e8,
+    systemCpuDeltaNanos: 2e9,
+    onlineCpus: 2,
+  });
+  const streamed: string[] = [];
+  const streamStats = async function* (containerId: string): AsyncGenerator<StatsSample> {
+    streamed.push(containerId);
+    yield sampleAt(1, false);
+    yield sampleAt(2, true);
+    yield sampleAt(3, true);
+  };
+
+  test('streams the engine\'s samples of the task\'s container as NDJSON records, and one sample with stream=false', async () => {
+    const { app } = fakeRuntime({ tasks: [record('t1', { containerId: 'c0ffee' })], streamStats });
+    const all = await app.inject({ method: 'GET', url: '/v1/tasks/t1/stats', headers: auth });
+    assert.equal(all.statusCode, 200, all.body);
+    assert.match(String(all.headers['content-type']), /application\/x-ndjson/);
+    const records = all.body.trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    assert.deepEqual(records.map((r) => [r.taskId, r.containerId, r.previousAt === null, r.cpuPercent, r.memoryPercent]), [
+      ['t1', 'c0ffee', true, 50, 25],
+      ['t1', 'c0ffee', false, 50, 25],
+      ['t1', 'c0ffee', false, 50, 25],
+    ]);
+    // One sample: the first that measures CPU over an interval, as docker's --no-stream.
+    const one = await app.inject({ method: 'GET', url: '/v1/tasks/t1/stats?stream=false', headers: auth });
+    const lines = one.body.trim().split('\n');
+    assert.equal(lines.length, 1);
+    assert.equal((JSON.parse(lines[0]!) as { at: string }).at, sampleAt(2, true).at.toISOString());
+    assert.deepEqual(streamed, ['c0ffee', 'c0ffee']);
+    await app.close();
+  });
+
+  test('refuses a task that is not running with 409 BERTH_TASK_STATE, and a bad stream flag with 400', async () => {
+    const { app } = fakeRuntime({ tasks: [record('done', { state: 'exited', containerId: 'c1' }), record('queued', { state: 'pending' }), record('t1', { containerId: 'c2' })], streamStats });
+    for (const id of ['done', 'queued']) {
+      const response = await app.inject({ method: 'GET', url: `/v1/tasks/${id}/stats`, headers: auth });
+      assert.equal(response.statusCode, 409, response.body);
+      assert.equal(response.json().error.code, 'BERTH_TASK_STATE');
+    }
+    const bad = await app.inject({ method: 'GET', url: '/v1/tasks/t1/stats?stream=maybe', headers: auth });
+    assert.equal(bad.statusCode, 400);
+    await app.close();
+  });
+
+  test('a stream the server closes ends cleanly after the samples sent, and the engine\'s stream is aborted', async () => {
+    let isWaiting = false;
+    let wasAborted = false;
+    const { app } = fakeRuntime({
+      tasks: [record('t1', { containerId: 'c4' })],
+      streamStats: async function* (_containerId, options) {
+        yield sampleAt(1, false);
+        isWaiting = true;
+        await new Promise((resolve) => options?.signal?.addEventListener('abort', resolve, { once: true }));
+        wasAborted = true;
+        throw new Error('the engine stream was aborted');
+      },
+    });
+    const answer = app.inject({ method: 'GET', url: '/v1/tasks/t1/stats', headers: auth });
+    await pollUntil('the stream to wait for a second sample', async () => (isWaiting ? true : undefined), { timeoutMs: 10_000, intervalMs: 5 });
+    await app.close();
+    const response = await answer;
+    assert.equal(response.statusCode, 200);
+    assert.equal(response.body.trim().split('\n').length, 1);
+    assert.equal(wasAborted, true);
+  });
+
+  test('a container that stopped before its first sample is 409 BERTH_TASK_STATE, not an empty stream', async () => {
+    const { app } = fakeRuntime({ tasks: [record('t1', { containerId: 'c3' })], streamStats: async function* () {} });
+    const response = await app.inject({ method: 'GET', url: '/v1/tasks/t1/stats', headers: auth });
+    assert.equal(response.statusCode, 409);
+    assert.equal(response.json().error.code, 'BERTH_TASK_STATE');
+    await app.close();
   });
 });
