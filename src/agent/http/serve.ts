@@ -225,6 +225,15 @@ export async function serveAgent(runtime: ServerRuntime & Pick<AgentRuntime, 'co
       if (tlsMaterial) tcpServer = tlsServer = createTlsApiServer(handle, config.http, tlsMaterial, runtime.logger);
       else tcpServer = createApiServer(handle, config.http);
       tcpServer.on('clientError', answerClientError);
+      // WebSocket upgrades (exec) on the TCP listener go where fastify's websocket plugin listens:
+      // its own server's 'upgrade'. With mutual TLS, only a client whose certificate was accepted.
+      tcpServer.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => {
+        if (tlsMaterial?.ca !== undefined && (socket as TLSSocket).authorized !== true) {
+          socket.end('HTTP/1.1 403 Forbidden\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+          return;
+        }
+        app.server.emit('upgrade', request, socket, head);
+      });
       tcp = { ...(await listenTcp(tcpServer, config.listen.host, config.listen.port)), tls: tlsServer !== undefined };
     }
   } catch (error) {

@@ -21,6 +21,7 @@ import type { LogRecord } from '../task-logs.js';
 import { lastRecords, msUntil, selectRecords } from '../log-window.js';
 import { AgentMetrics, type MetricsSources } from '../metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
+import { registerExecRoutes, type ExecEngine } from './exec-route.js';
 
 /**
  * What the HTTP layer uses of the agent runtime: a narrow port (an `AgentRuntime` is one), so that
@@ -33,6 +34,8 @@ export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | '
   readonly garbage: Pick<AgentGarbage, 'prune'>;
   readonly events: MetricsSources['events'] & Pick<AgentEvents, 'replayStart' | 'replayPage'>;
   readonly images: MetricsSources['images'];
+  /** The engine exec runs on (an AgentRuntime's); without it exec answers 503. */
+  readonly engine?: ExecEngine;
   imageSnapshot(): Pick<ImageCoordinatorSnapshot, 'images'>;
 }
 
@@ -344,6 +347,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
   };
 
   for (const route of API_ROUTES) {
+    if (route.declaredBy === 'exec') continue;
     const handler = handlers[route.operationId];
     if (!handler) throw new BerthError('BERTH_INTERNAL', `no handler for the route ${route.operationId}`);
     const querySchema = route.querystring;
@@ -362,6 +366,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
       handler,
     });
   }
+  registerExecRoutes(app, { visibleTask, engine: runtime.engine, logger: runtime.logger, countError: (code) => metrics.countError(code) });
   return app;
 }
 
