@@ -98,8 +98,11 @@ export function openExecSession(dial: ExecDial, taskId: string, options: AgentEx
   const stderr = new PassThrough();
   let settle: { resolve: (exit: AgentExecExit) => void; reject: (error: unknown) => void } | undefined;
   const exit = new Promise<AgentExecExit>((resolve, reject) => (settle = { resolve, reject }));
-  // Nobody may await it (a caller that only reads stdout); a failure is then no news.
+  const exitCode = exit.then((outcome) => outcome.exitCode);
+  // Nobody may await them (a caller that only reads stdout); a failure is then no news.
   exit.catch(() => undefined);
+  exitCode.catch(() => undefined);
+  let isClosedByClient = false;
   let ended: AgentExecExit | BerthError | undefined;
   const finish = (outcome: AgentExecExit | BerthError): void => {
     if (ended !== undefined) return;
@@ -144,8 +147,9 @@ export function openExecSession(dial: ExecDial, taskId: string, options: AgentEx
       ...(stdin ? { stdin } : {}),
       resize: ({ rows, columns }) => send({ type: 'resize', rows, cols: columns }),
       exit,
-      exitCode: exit.then((outcome) => outcome.exitCode),
+      exitCode,
       close: () => {
+        isClosedByClient = true;
         if (socket.readyState === WebSocket.CONNECTING || socket.readyState === WebSocket.OPEN) socket.close(1000, 'closed');
       },
     });
@@ -197,8 +201,8 @@ export function openExecSession(dial: ExecDial, taskId: string, options: AgentEx
     });
     socket.once('close', (code: number, reason: Buffer) => {
       options.signal?.removeEventListener('abort', onAbort);
-      const failure = options.signal?.aborted
-        ? cancelledError(what, options.signal.reason)
+      const failure = options.signal?.aborted || isClosedByClient
+        ? cancelledError(what, options.signal?.reason)
         : new BerthError('BERTH_AGENT_UNAVAILABLE', `the agent at ${dial.host} closed ${what} before the command's exit (${code}${reason.length > 0 ? ` ${reason.toString('utf8')}` : ''})`, { context: { agent: dial.host } });
       finish(failure);
       if (!isOpen) reject(failure);
