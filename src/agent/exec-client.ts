@@ -70,7 +70,9 @@ export interface ExecDial {
 /** The query of an exec: `cmd` repeated, flags as true, `env` repeated. */
 export function execQuery(options: AgentExecOptions): string {
   const query = new URLSearchParams();
-  for (const word of options.cmd) query.append('cmd', word);
+  // One word starting with `[` would read as a JSON array: such a command is sent as one.
+  if (options.cmd.length === 1 && options.cmd[0]!.startsWith('[')) query.set('cmd', JSON.stringify(options.cmd));
+  else for (const word of options.cmd) query.append('cmd', word);
   if (options.tty) query.set('tty', 'true');
   if (options.stdin) query.set('stdin', 'true');
   for (const entry of options.env ?? []) query.append('env', entry);

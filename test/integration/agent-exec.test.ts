@@ -185,11 +185,11 @@ describe('exec through the agent', { skip: await requireEngine() }, () => {
   test('berth exec -it on a terminal goes over the WebSocket in raw mode and follows the terminal\'s size', async () => {
     const session = startOnPty(process.execPath, [...BERTH_CLI, 'exec', '-it', taskId, 'sh'], { rows: 30, columns: 90, cwd: REPO, env: cleanEnv({ BERTH_DATA_DIR: agent.dataDir }) });
     try {
-      let from = await session.waitFor('/ # ', { deadlineMs: 30_000 });
+      const from = await session.waitFor('/ # ', { deadlineMs: 30_000 });
       const settings = await session.settings();
       assert.deepEqual([settings.icanon, settings.echo, settings.isig], [false, false, false], 'raw mode during the session');
       session.write('stty size\r');
-      from = await session.waitFor(/30 90/, { from, deadlineMs: 30_000 });
+      await session.waitFor(/30 90/, { from, deadlineMs: 30_000 });
       session.resize(35, 95);
       await pollUntil('the remote TTY to follow the resize', async () => {
         const at = session.screen.length;
