@@ -12,7 +12,8 @@ import { TOKEN_FILE_NAME } from '../../src/agent/agent.js';
 import { decodeData, encodeData } from '../../src/agent/stream-frames.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
 import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
-import { agentClientOf, agentTestFile, berth, BERTH_CLI, cleanEnv, waitForTaskState, type RunningAgent } from '../support/agent.js';
+import { agentClientOf, agentTestFile, berth, BERTH_CLI, cleanEnv, waitForTaskState, writeAgentConfig, type RunningAgent } from '../support/agent.js';
+import { makeTestCertificates, type TestCertificates } from '../support/tls.js';
 import { startOnPty } from '../support/pty.js';
 
 /**
@@ -29,6 +30,7 @@ const spec = (command: string[]): StoredTaskSpec => ({ image: TEST_IMAGE, comman
 let agent: RunningAgent;
 let client: AgentClient;
 let token: string;
+let certs: TestCertificates;
 const taskId = `${run.id}-exec`;
 
 /** Reads a session's stdout and stderr to their ends. */
@@ -59,7 +61,10 @@ async function isRunningInTask(marker: string): Promise<boolean> {
 describe('exec through the agent', { skip: await requireEngine() }, () => {
   before(async () => {
     const dataDir = await dirs.make('berth-exec-');
-    agent = await agents.start(dataDir);
+    certs = await makeTestCertificates(await dirs.make('berth-exec-certs-'));
+    // Mutual TLS on a TCP listener besides the unix socket: exec must work over wss:// too.
+    const tls = `tls:\n  cert: ${JSON.stringify(certs.server.cert)}\n  key: ${JSON.stringify(certs.server.key)}\n  clientCa: ${JSON.stringify(certs.ca.cert)}\n`;
+    agent = await agents.start(dataDir, ['--config', await writeAgentConfig(dataDir, `listen: 127.0.0.1:0\n${tls}`)]);
     client = await agentClientOf(agent);
     token = (await readFile(path.join(dataDir, TOKEN_FILE_NAME), 'utf8')).trim();
     await client.submit({ id: taskId, spec: spec(['sleep', '3600']) });
@@ -150,6 +155,27 @@ describe('exec through the agent', { skip: await requireEngine() }, () => {
     await waitForTaskState(client, endedId, ['exited']);
     await assert.rejects(client.exec(endedId, { cmd: ['true'] }), (error: unknown) => isBerthError(error, 'BERTH_TASK_STATE') && error.context.status === 409);
     await assert.rejects(client.execOnce(endedId, { cmd: ['true'] }), (error: unknown) => isBerthError(error, 'BERTH_TASK_STATE') && error.context.status === 409);
+  });
+
+  test('exec over wss:// with mutual TLS: a client certificate the CA signed gets the exec, none is refused before the upgrade', async () => {
+    const address = String(agent.logLines().find((line) => line.msg === 'agent listening')?.tcp);
+    assert.match(address, /^127\.0\.0\.1:\d+$/, agent.tail());
+    const ca = await readFile(certs.ca.cert);
+    const withCert = AgentClient.connect({ host: `https://${address}`, token, tls: { ca, cert: await readFile(certs.client.cert), key: await readFile(certs.client.key) } });
+    try {
+      const session = await withCert.exec(taskId, { cmd: ['sh', '-c', 'echo over-tls; echo err-tls >&2; exit 6'] });
+      assert.deepEqual(await outputOf(session), { stdout: 'over-tls\n', stderr: 'err-tls\n' });
+      assert.equal(await session.exitCode, 6);
+      assert.equal((await withCert.execOnce(taskId, { cmd: ['echo', 'plain-tls'] })).stdout, 'plain-tls\n');
+    } finally {
+      withCert.close();
+    }
+    const noCert = AgentClient.connect({ host: `https://${address}`, token, tls: { ca } });
+    await assert.rejects(noCert.exec(taskId, { cmd: ['true'] }), (error: unknown) => isBerthError(error, 'BERTH_AGENT_TLS') && error.context.status === 403);
+    noCert.close();
+    // The CLI, remote as a user would run it.
+    const cli = await berth(await dirs.make('berth-exec-remote-'), ['exec', '-H', `https://${address}`, '--token', token, '--tlscacert', certs.ca.cert, '--tlscert', certs.client.cert, '--tlskey', certs.client.key, taskId, 'echo', 'cli-tls']);
+    assert.deepEqual([cli.code, cli.stdout], [0, 'cli-tls\n'], cli.stderr);
   });
 
   test('a plain exec answers with its output and exit code, takes stdin, and a timeout kills the command with BERTH_EXEC_TIMEOUT', async () => {

@@ -160,8 +160,10 @@ async function serveSocketExec(deps: ExecRouteDeps, socket: WebSocket, task: Tas
     started.close();
     return;
   }
+  // The TTY has its size before the client hears that the command runs, and before any of its
+  // input is passed on: a command reading its size first (`stty size`) sees the one asked for.
+  if (exec.size && exec.options.tty) await firstResize(started, exec.size).catch((error: unknown) => deps.logger.debug({ execId: started.id, error: messageOf(error) }, 'the first exec resize failed'));
   sendControl(socket, { type: 'started', execId: started.id });
-  if (exec.size && exec.options.tty) firstResize(started, exec.size).catch((error: unknown) => deps.logger.debug({ execId: started.id, error: messageOf(error) }, 'the first exec resize failed'));
   for (const message of early.splice(0)) onMessage(message.data, message.isBinary);
   const output = Promise.all([forward(socket, started.stdout, 'stdout'), forward(socket, started.stderr, 'stderr')]);
   try {
