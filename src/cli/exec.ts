@@ -15,11 +15,14 @@ import { routeTask } from './task-route.js';
 
 /**
  * `berth exec [options] <task-id> <command> [args...]`: runs a command inside the running container
- * of a task, as `docker exec` does, straight through the engine (the container is found by its task
- * id label, so it works for tasks of `berth run --name` and of an agent alike; `--owner` picks the
- * owner when several have a task of that id). It exits with the command's exit code (127 when the
- * command is not found, 126 when it is not executable, as docker); 125 when berth
- * refuses (no container, several owners' and no `--owner`, not running) or the engine fails; 2 for a usage error; 130 on Ctrl-C, 143 on SIGTERM.
+ * of a task, as `docker exec` does. A task of an agent goes through that agent's WebSocket exec
+ * (`routeTask`: the agent named by -H/BERTH_HOST, else the default one when it knows the task), so it
+ * works from another host and behind the agent's token; otherwise straight through the engine (the
+ * container is found by its task id label, so it works for tasks of `berth run --name`; `--owner`
+ * picks the owner when several have a task of that id). It exits with the command's exit code (127
+ * when the command is not found, 126 when it is not executable, as docker); 125 when berth refuses
+ * (no container, several owners' and no `--owner`, not running) or the engine or agent fails; 2 for
+ * a usage error; 130 on Ctrl-C, 143 on SIGTERM.
  */
 
 export interface ExecFlags {
@@ -60,7 +63,7 @@ export function addExecCommand(program: Command, io: CliIo, setExitCode: (code: 
   withAgentOptions(program
     .command('exec'))
     .description('Run a command in the running container of a task, and exit with its exit code')
-    .argument('<task-id>', 'the task (found by its io.berth.task-id label)')
+    .argument('<task-id>', 'the task: an agent\'s (through the agent), else found on the engine by its io.berth.task-id label')
     .argument('<command...>', 'command and arguments')
     // Options after the task id belong to the command: `berth exec t ls -l`.
     .passThroughOptions()
