@@ -124,8 +124,15 @@ async function serveSocketExec(deps: ExecRouteDeps, socket: WebSocket, task: Tas
   });
   // Messages may arrive while the exec is being started: held until it runs.
   const early: Array<{ data: Buffer; isBinary: boolean }> = [];
+  let earlyBytes = 0;
   const onMessage = (data: Buffer, isBinary: boolean): void => {
     if (!session) {
+      earlyBytes += data.length;
+      // A client that sends more than a socket's buffer before the command runs is not waiting for `started`.
+      if (earlyBytes > MAX_BUFFERED_BYTES) {
+        closeWithError(socket, new ValidationError([{ field: 'message', rule: `at most ${MAX_BUFFERED_BYTES} bytes may be sent before the "started" message` }]));
+        return;
+      }
       early.push({ data, isBinary });
       return;
     }
