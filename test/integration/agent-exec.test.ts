@@ -187,6 +187,13 @@ describe('exec through the agent', { skip: await requireEngine() }, () => {
     assert.equal(big.stdoutTruncated, true);
     await assert.rejects(client.execOnce(taskId, { cmd: ['sleep', '3219'], timeout: '1s' }), (error: unknown) => isBerthError(error, 'BERTH_EXEC_TIMEOUT') && error.context.status === 504);
     assert.equal(await isRunningInTask('sleep 3219'), false, 'the timed-out command is gone');
+    // A client that gives up on a plain exec ends its command too.
+    const abort = new AbortController();
+    const givenUp = client.execOnce(taskId, { cmd: ['sleep', '3220'] }, { signal: abort.signal });
+    await pollUntil('the command to run', async () => ((await isRunningInTask('sleep 3220')) ? true : undefined), { timeoutMs: 30_000, intervalMs: 200 });
+    abort.abort();
+    await assert.rejects(givenUp, (error: unknown) => isBerthError(error, 'BERTH_CANCELLED'));
+    await pollUntil('the abandoned command to end', async () => ((await isRunningInTask('sleep 3220')) ? undefined : true), { timeoutMs: 30_000, intervalMs: 200 });
     await assert.rejects(client.execOnce(taskId, { cmd: [] }), (error: unknown) => isBerthError(error, 'BERTH_VALIDATION') && /cmd/.test(error.message));
   });
 
