@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -210,6 +211,13 @@ describe('exec through the agent', { skip: await requireEngine() }, () => {
     const wrong = await berth(elsewhere, ['exec', '-H', `unix://${agent.socketPath}`, '--token', 'wrong', taskId, 'true']);
     assert.equal(wrong.code, 125);
     assert.match(wrong.stderr, /BERTH_UNAUTHORIZED|token/);
+    // -i with piped stdin: the input reaches the command, and its end closes the command's stdin.
+    const piped = spawn(process.execPath, [...BERTH_CLI, 'exec', '-i', taskId, 'sh', '-c', 'wc -c; exit 2'], { cwd: REPO, env: cleanEnv({ BERTH_DATA_DIR: agent.dataDir }) });
+    let pipedOut = '';
+    piped.stdout.setEncoding('utf8').on('data', (d: string) => (pipedOut += d));
+    piped.stdin.end('twelve bytes');
+    const [pipedCode] = (await once(piped, 'close')) as [number | null];
+    assert.deepEqual([pipedCode, pipedOut.trim()], [2, '12']);
     const notRunning = await berth(agent.dataDir, ['exec', `${run.id}-ended`, 'true']);
     assert.equal(notRunning.code, 125);
     assert.match(notRunning.stderr, /not running/);
