@@ -16,11 +16,35 @@ import type { HealthView, ImageView, PruneView, TaskView } from './http/views.js
 import type { LogRecord } from './task-logs.js';
 import type { StatsRecord } from '../tasks/stats-figures.js';
 import { readCertificateFile, readKeyPair } from './tls.js';
+import { openExecSession, type AgentExecOptions, type AgentExecSession } from './exec-client.js';
 
 export type { HealthView, ImageView, TaskHealthView, TaskView } from './http/views.js';
 export type { LogRecord } from './task-logs.js';
 export type { StatsRecord } from '../tasks/stats-figures.js';
 export type { AgentEvent } from './events.js';
+export type { AgentExecExit, AgentExecOptions, AgentExecSession } from './exec-client.js';
+
+/** A plain exec's request (`execOnce`). */
+export interface PlainExecInput {
+  cmd: readonly string[];
+  /** `KEY=VALUE` each. */
+  env?: readonly string[];
+  workdir?: string;
+  user?: string;
+  /** Text given to the command's stdin, which is then closed. */
+  stdin?: string;
+  /** How long it may run before the agent kills it: `30s`, `5m`. Default 10m, at most 24h. */
+  timeout?: string;
+}
+
+/** A plain exec's answer. */
+export interface PlainExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  stdoutTruncated?: boolean;
+  stderrTruncated?: boolean;
+}
 
 /** Where a client finds the agent. */
 export interface AgentClientOptions {
@@ -217,6 +241,7 @@ export class AgentClient {
   /** Whether the client speaks HTTPS to the agent. */
   readonly secure: boolean;
   readonly #agent: Agent;
+  readonly #tls: AgentTlsOptions | undefined;
   readonly #request: (options: RequestOptions, onResponse: (response: IncomingMessage) => void) => ClientRequest;
 
   private constructor(options: AgentClientOptions & { host: string }) {
@@ -229,6 +254,7 @@ export class AgentClient {
     this.secure = scheme === 'https' || (scheme === 'tcp' && options.tls !== undefined);
     this.#token = options.token;
     this.#deadlineMs = options.deadlineMs ?? 30_000;
+    this.#tls = options.tls;
     this.#agent = this.secure ? new HttpsAgent({ keepAlive: true, ...options.tls }) : new Agent({ keepAlive: true });
     this.#request = this.secure ? httpsRequest : httpRequest;
   }
@@ -403,6 +429,40 @@ export class AgentClient {
         }
       },
     };
+  }
+
+  /**
+   * Runs a command in a running task over the agent's WebSocket, as `docker exec` does: resolves
+   * once it runs, with its stdout and stderr (apart without a TTY), its stdin (with `stdin`), its
+   * TTY's `resize`, and its `exit`. Closing the session (or aborting `signal`) before the exit ends
+   * the command. A task that is not running is BERTH_TASK_STATE.
+   */
+  async exec(taskId: string, options: AgentExecOptions): Promise<AgentExecSession> {
+    const target = this.#target;
+    const base = target.socketPath !== undefined
+      ? `ws+unix://${target.socketPath}:`
+      : `${this.secure ? 'wss' : 'ws'}://${target.host!.includes(':') ? `[${target.host}]` : target.host}:${target.port}`;
+    return openExecSession(
+      {
+        base,
+        token: this.#token,
+        host: this.host,
+        ...(this.secure && this.#tls ? { tls: this.#tls } : {}),
+        deadlineMs: this.#deadlineMs,
+        errorOf: (status, body, text) => agentError(status, body, text, this.host),
+      },
+      taskId,
+      options,
+    );
+  }
+
+  /**
+   * Runs a command in a running task to its end, without a TTY (`POST /v1/tasks/:id/exec`), and
+   * resolves with its exit code and output (each stream at most 1 MiB; `…Truncated` when cut).
+   * Past `timeout` (default 10m) the agent kills it: BERTH_EXEC_TIMEOUT.
+   */
+  async execOnce(taskId: string, input: PlainExecInput, options: CallOptions = {}): Promise<PlainExecResult> {
+    return this.#json<PlainExecResult>('POST', `/v1/tasks/${encodeURIComponent(taskId)}/exec`, { ...options, body: input, deadlineMs: 0 });
   }
 
   /** The agent's health; an unavailable engine or a starting agent is a result, not an error. */

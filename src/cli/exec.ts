@@ -2,21 +2,27 @@ import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
 import { ValidationError, type FieldIssue } from '../common/errors.js';
 import { engineOptionsFromEnv } from '../engine/connect.js';
-import { Engine, type ExecOptions, type ExecSession } from '../engine/engine.js';
+import { Engine, type ExecExitStatus, type ExecOptions, type ExecSession } from '../engine/engine.js';
+import type { AgentClient, AgentExecExit, AgentExecSession } from '../agent/client.js';
 import { execInTask } from '../tasks/exec.js';
 import { commandFailureLine, EXIT } from './exit-codes.js';
 import { exitCodeForSignal } from './interrupts.js';
 import { collect, parseEnvFlags } from './flags.js';
 import type { CliIo } from './run.js';
-import { startTerminalSession } from './terminal.js';
+import { startTerminalSession, terminalSize } from './terminal.js';
+import { withAgentOptions, type AgentFlags } from './client.js';
+import { routeTask } from './task-route.js';
 
 /**
  * `berth exec [options] <task-id> <command> [args...]`: runs a command inside the running container
- * of a task, as `docker exec` does, straight through the engine (the container is found by its task
- * id label, so it works for tasks of `berth run --name` and of an agent alike; `--owner` picks the
- * owner when several have a task of that id). It exits with the command's exit code (127 when the
- * command is not found, 126 when it is not executable, as docker); 125 when berth
- * refuses (no container, several owners' and no `--owner`, not running) or the engine fails; 2 for a usage error; 130 on Ctrl-C, 143 on SIGTERM.
+ * of a task, as `docker exec` does. A task of an agent goes through that agent's WebSocket exec
+ * (`routeTask`: the agent named by -H/BERTH_HOST, else the default one when it knows the task), so it
+ * works from another host and behind the agent's token; otherwise straight through the engine (the
+ * container is found by its task id label, so it works for tasks of `berth run --name`; `--owner`
+ * picks the owner when several have a task of that id). It exits with the command's exit code (127
+ * when the command is not found, 126 when it is not executable, as docker); 125 when berth refuses
+ * (no container, several owners' and no `--owner`, not running) or the engine or agent fails; 2 for
+ * a usage error; 130 on Ctrl-C, 143 on SIGTERM.
  */
 
 export interface ExecFlags {
@@ -54,10 +60,10 @@ export function execOptionsFromFlags(command: readonly string[], flags: ExecFlag
 }
 
 export function addExecCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
-  program
-    .command('exec')
+  withAgentOptions(program
+    .command('exec'))
     .description('Run a command in the running container of a task, and exit with its exit code')
-    .argument('<task-id>', 'the task (found by its io.berth.task-id label)')
+    .argument('<task-id>', 'the task: an agent\'s (through the agent), else found on the engine by its io.berth.task-id label')
     .argument('<command...>', 'command and arguments')
     // Options after the task id belong to the command: `berth exec t ls -l`.
     .passThroughOptions()
@@ -67,34 +73,92 @@ export function addExecCommand(program: Command, io: CliIo, setExitCode: (code: 
     .option('-w, --workdir <dir>', 'working directory inside the container (absolute)')
     .option('-u, --user <user>', 'user[:group] or uid[:gid]')
     .option('--owner <owner-id>', 'the owner of the task (cli for berth run, an agent\'s id), when several owners have a task of that id')
-    .action(async (taskId: string, command: string[], flags: ExecFlags) => {
+    .action(async (taskId: string, command: string[], flags: ExecFlags & AgentFlags) => {
       setExitCode(await execCommand(taskId, command, flags, io));
     });
 }
 
-async function execCommand(taskId: string, command: string[], flags: ExecFlags, io: CliIo): Promise<number> {
+async function execCommand(taskId: string, command: string[], flags: ExecFlags & AgentFlags, io: CliIo): Promise<number> {
   const options = execOptionsFromFlags(command, flags, io.env);
+  const route = await routeTask(io, flags, taskId);
+  if (route.via === 'agent') {
+    try {
+      return await execThroughAgent(route.client, route.task.id, options, io);
+    } finally {
+      route.client.close();
+    }
+  }
+  return execThroughEngine(taskId, options, flags.owner, io);
+}
+
+/** The parts of an exec the terminal and the output need, whichever way it runs. */
+interface RunningExec {
+  stdout: NodeJS.ReadableStream;
+  stderr: NodeJS.ReadableStream;
+  stdin?: NodeJS.WritableStream;
+  resize(size: { rows: number; columns: number }): Promise<void>;
+  exitStatus: Promise<ExecExitStatus | AgentExecExit>;
+}
+
+/** `berth exec` through the agent's WebSocket: the task is the agent's. */
+async function execThroughAgent(client: AgentClient, taskId: string, options: ExecOptions, io: CliIo): Promise<number> {
+  const abort = new AbortController();
+  const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
+  const size = options.tty ? terminalSize(io.stdout) : undefined;
+  let session: AgentExecSession | undefined;
+  try {
+    session = await client.exec(taskId, { ...options, ...(size ? { size } : {}), signal: abort.signal });
+    const started = session;
+    return await followExec({ stdout: started.stdout, stderr: started.stderr, ...(started.stdin ? { stdin: started.stdin } : {}), resize: (next) => started.resize(next), exitStatus: started.exit }, options, io, abort.signal);
+  } catch (error) {
+    if (abort.signal.aborted) return interruptedExitCode(io);
+    throw error;
+  } finally {
+    removeInterrupt();
+    // After Ctrl-C the agent ends the command with the session (docker leaves it running; a
+    // remote exec has nobody left to end it).
+    session?.close();
+  }
+}
+
+/** `berth exec` straight to the engine: no agent here, or the task is not the agent's. */
+async function execThroughEngine(taskId: string, options: ExecOptions, owner: string | undefined, io: CliIo): Promise<number> {
   const engine = new Engine(engineOptionsFromEnv(io.env));
   const abort = new AbortController();
-  const interrupted = new Promise<'interrupted'>((resolve) => abort.signal.addEventListener('abort', () => resolve('interrupted'), { once: true }));
   const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
   let session: ExecSession | undefined;
-  let endTerminalSession = (): void => undefined;
   try {
     await engine.checkCompatible({ signal: abort.signal });
-    session = await execInTask(engine, { taskId, ownerId: flags.owner }, options, abort.signal);
+    session = await execInTask(engine, { taskId, ownerId: owner }, options, abort.signal);
     const started = session;
-    endTerminalSession = startTerminalSession({
-      stdin: io.stdin,
-      stdout: io.stdout,
-      interactive: (options.stdin ?? false) && started.stdin !== undefined,
-      tty: options.tty ?? false,
-      resize: (size) => started.resize(size),
-      ...(started.stdin ? { forwardTo: started.stdin } : {}),
-    });
+    return await followExec({ stdout: started.stdout, stderr: started.stderr, ...(started.stdin ? { stdin: started.stdin } : {}), resize: (size) => started.resize(size), exitStatus: started.exitStatus() }, options, io, abort.signal);
+  } catch (error) {
+    if (abort.signal.aborted) return interruptedExitCode(io);
+    throw error;
+  } finally {
+    removeInterrupt();
+    session?.close();
+  }
+}
+
+/** Connects the terminal to a started exec, copies its output, and resolves with its exit code. */
+async function followExec(started: RunningExec, options: ExecOptions, io: CliIo, signal: AbortSignal): Promise<number> {
+  const interrupted = new Promise<'interrupted'>((resolve) => {
+    if (signal.aborted) resolve('interrupted');
+    signal.addEventListener('abort', () => resolve('interrupted'), { once: true });
+  });
+  const endTerminalSession = startTerminalSession({
+    stdin: io.stdin,
+    stdout: io.stdout,
+    interactive: (options.stdin ?? false) && started.stdin !== undefined,
+    tty: options.tty ?? false,
+    resize: (size) => started.resize(size),
+    ...(started.stdin ? { forwardTo: started.stdin } : {}),
+  });
+  try {
     const output = Promise.all([pipeline(started.stdout, io.stdout, { end: false }), pipeline(started.stderr, io.stderr, { end: false })]);
     output.catch(() => undefined);
-    const exited = started.exitStatus();
+    const exited = started.exitStatus;
     // After Ctrl-C nobody awaits it; its failure then is no news.
     exited.catch(() => undefined);
     const outcome = await Promise.race([exited, interrupted]);
@@ -105,13 +169,8 @@ async function execCommand(taskId: string, command: string[], flags: ExecFlags, 
     // The runtime's own words are on stdout already (as with docker); this line says what berth makes of them.
     if (outcome.commandFailure) io.stderr.write(`${commandFailureLine(outcome.commandFailure)}\n`);
     return outcome.exitCode;
-  } catch (error) {
-    if (abort.signal.aborted) return interruptedExitCode(io);
-    throw error;
   } finally {
-    removeInterrupt();
     endTerminalSession();
-    session?.close();
   }
 }
 

@@ -25,6 +25,7 @@ export const ERROR_CODES = {
   BERTH_IMAGE_PULL_FAILED: 'The pull failed for a reason that may pass (network, engine).',
   BERTH_IMAGE_PULL_STALLED: 'The pull made no progress within the activity timeout and was aborted.',
   BERTH_PRUNE_RUNNING: 'A prune (or an image budget check) is already running; prunes do not queue.',
+  BERTH_EXEC_TIMEOUT: 'A plain exec (POST /v1/tasks/:id/exec) did not end within its timeout; its process was killed.',
   BERTH_EVENTS_EXPIRED: 'The events after the one asked for are no longer kept (the event window was exceeded): resume from the current state instead.',
   BERTH_UNAUTHORIZED: 'The agent refused the request: the bearer token is missing or wrong.',
   BERTH_AGENT_UNAVAILABLE: 'The agent could not be reached, or it is shutting down and takes no new work.',

@@ -145,6 +145,18 @@ export interface ExecSession extends AttachedStreams {
   exitStatus(): Promise<ExecExitStatus>;
 }
 
+/** What `inspectExec` tells of an exec instance. */
+export interface ExecInspect {
+  id: string;
+  /** Whether its process is running now. */
+  running: boolean;
+  /** Its process id on the engine's host; 0 when it never started. */
+  pid: number;
+  /** Its exit code once it ended; null while it runs (or before it started). */
+  exitCode: number | null;
+  containerId: string;
+}
+
 export interface ExecExitStatus {
   exitCode: number;
   /** Set when the runtime could not start the command (not found, not executable). */
@@ -764,6 +776,16 @@ export class Engine {
       exitCode: async () => (await exitStatus()).exitCode,
       exitStatus,
     };
+  }
+
+  /**
+   * An exec instance as the engine sees it: whether its process runs, its process id on the
+   * engine's host (0 before it started), and its exit code once it ended. The engine has no way to
+   * kill an exec; the agent signals this pid itself (see `endExecProcess` in tasks/exec.ts).
+   */
+  async inspectExec(execId: string, options: CallOptions = {}): Promise<ExecInspect> {
+    const info = await this.#read('inspect exec', options, (abortSignal) => this.#docker.getExec(execId).inspect({ abortSignal }), { execId });
+    return { id: execId, running: info.Running === true, pid: info.Pid ?? 0, exitCode: info.ExitCode ?? null, containerId: info.ContainerID ?? '' };
   }
 
   async inspectImage(ref: string, options: CallOptions = {}): Promise<ImageInspect> {

@@ -1,3 +1,4 @@
+import { readdir, readFile } from 'node:fs/promises';
 import { BerthError, isBerthError, ValidationError, type FieldIssue } from '../common/errors.js';
 import { LABELS } from '../common/labels.js';
 import type { Engine, ExecOptions, ExecSession } from '../engine/engine.js';
@@ -96,4 +97,69 @@ export async function execInTask(engine: TaskExecEngine, task: TaskRef, options:
     }
     throw error;
   }
+}
+
+/**
+ * Ends an exec's process, and the processes it started, with SIGKILL: the engine has no call that
+ * ends an exec (closing its connection leaves the process running), so its host pid is taken from
+ * the engine's inspect and signalled here. This works where berth runs on the engine's host with the
+ * right to signal the engine's processes (root, as the engine's socket needs). Resolves with
+ * whether a process was signalled; one that has ended already (or never started) is no failure.
+ */
+export async function endExecProcess(engine: Pick<Engine, 'inspectExec'>, execId: string, signal?: AbortSignal): Promise<boolean> {
+  let info;
+  try {
+    info = await engine.inspectExec(execId, { signal });
+  } catch (error) {
+    // The exec went with its container: nothing left to end.
+    if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return false;
+    throw error;
+  }
+  if (!info.running || info.pid <= 0) return false;
+  // Children first would let the parent start more; all at once, the parent included.
+  const pids = [info.pid, ...(await descendantsOf(info.pid))];
+  let signalled = false;
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+      signalled = true;
+    } catch (error) {
+      // Gone between the listing and the signal.
+      if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw new BerthError('BERTH_INTERNAL', `cannot end the process ${pid} of exec ${execId}: ${(error as Error).message}`, { cause: error, context: { execId, pid } });
+    }
+  }
+  return signalled;
+}
+
+/** The processes descended from `rootPid`, from /proc (Linux); none where /proc cannot be read. */
+async function descendantsOf(rootPid: number): Promise<number[]> {
+  let entries: string[];
+  try {
+    entries = await readdir('/proc');
+  } catch {
+    return [];
+  }
+  const children = new Map<number, number[]>();
+  await Promise.all(
+    entries
+      .filter((name) => /^[0-9]+$/.test(name))
+      .map(async (name) => {
+        const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
+        // The fields after the command (which may hold spaces and parentheses): state, then ppid.
+        const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+        if (!Number.isInteger(ppid)) return;
+        const list = children.get(ppid) ?? [];
+        list.push(Number(name));
+        children.set(ppid, list);
+      }),
+  );
+  const found: number[] = [];
+  const queue = [rootPid];
+  while (queue.length > 0) {
+    for (const child of children.get(queue.shift()!) ?? []) {
+      found.push(child);
+      queue.push(child);
+    }
+  }
+  return found;
 }

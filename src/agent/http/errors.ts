@@ -57,6 +57,7 @@ const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = Object.freeze({
   // The agent aborted the work itself (it is shutting down); a client that went away reads no answer.
   BERTH_CANCELLED: 503,
   BERTH_IMAGE_PULL_STALLED: 504,
+  BERTH_EXEC_TIMEOUT: 504,
   // Raised by the client (an agent past the call's deadline), not by the agent: 504 is what a
   // gateway in front of an agent that does not answer says.
   BERTH_AGENT_TIMEOUT: 504,

@@ -2,6 +2,7 @@ import { TASK_STATES } from '../../state/tasks.js';
 import { TASK_ID, TASK_ID_MAX_LENGTH } from '../../tasks/driver.js';
 import { END_KINDS } from '../../tasks/end-state.js';
 import { SPEC_BOUNDS } from '../../spec/schema.js';
+import { PLAIN_EXEC_OUTPUT_LIMIT_BYTES } from './exec.js';
 
 /**
  * The JSON schemas of the agent's HTTP API: fastify validates request bodies and query strings with
@@ -444,6 +445,51 @@ export const pruneReportSchema: JsonSchema = {
   },
 };
 
+/** The query of the WebSocket exec (`GET /v1/tasks/:id/exec`); checked by `parseExecQuery`, which names every field at fault. */
+export const execSocketQuerySchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['cmd'],
+  properties: {
+    cmd: { type: 'array', items: { type: 'string' }, description: 'The command and its arguments: the parameter repeated (`cmd=ls&cmd=-l`), or once as a JSON array (`cmd=["ls","-l"]`).' },
+    tty: { type: 'boolean', default: false, description: 'Give the command a TTY (stdout and stderr then come as one stream, stdout).' },
+    stdin: { type: 'boolean', default: false, description: 'Forward stdin frames to the command.' },
+    env: { type: 'array', items: { type: 'string' }, description: '`KEY=VALUE`, repeated.' },
+    workdir: { type: 'string', description: 'Working directory inside the container (absolute).' },
+    user: { type: 'string', description: '`user[:group]` or `uid[:gid]`.' },
+    rows: { type: 'integer', minimum: 1, maximum: 65535, description: 'The TTY\'s first height (with `tty` and `cols`).' },
+    cols: { type: 'integer', minimum: 1, maximum: 65535, description: 'The TTY\'s first width (with `tty` and `rows`).' },
+  },
+};
+
+/** The body of a plain exec (`POST /v1/tasks/:id/exec`). */
+export const execBodySchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    cmd: { type: 'array', items: { type: 'string' }, maxItems: 4096, description: 'The command and its arguments (required).' },
+    env: { type: 'array', items: { type: 'string' }, description: '`KEY=VALUE` each.' },
+    workdir: { type: 'string', description: 'Working directory inside the container (absolute).' },
+    user: { type: 'string', description: '`user[:group]` or `uid[:gid]`.' },
+    stdin: { type: 'string', description: 'Text given to the command\'s stdin, which is then closed. Default: no stdin.' },
+    timeout: { type: 'string', pattern: '^([0-9]+(ms|s|m|h))+$', description: 'How long the command may run before it is killed: above 0, at most 24h, e.g. `30s`. Default 10m.' },
+  },
+};
+
+/** What a plain exec answers. */
+export const execResultSchema: JsonSchema = {
+  type: 'object',
+  required: ['exitCode', 'stdout', 'stderr'],
+  additionalProperties: false,
+  properties: {
+    exitCode: { type: 'integer', description: 'The command\'s exit code; 127 when it was not found, 126 when it is not executable.' },
+    stdout: { type: 'string', description: `The command's stdout as UTF-8, at most ${PLAIN_EXEC_OUTPUT_LIMIT_BYTES} bytes.` },
+    stderr: { type: 'string', description: `The command's stderr as UTF-8, at most ${PLAIN_EXEC_OUTPUT_LIMIT_BYTES} bytes.` },
+    stdoutTruncated: { type: 'boolean', description: 'Present (true) when stdout was longer and was cut.' },
+    stderrTruncated: { type: 'boolean', description: 'Present (true) when stderr was longer and was cut.' },
+  },
+};
+
 /** A response that is not one JSON document: documented in OpenAPI, written by the handler. */
 export interface StreamResponse {
   contentType: string;
@@ -468,6 +514,8 @@ export interface ApiRoute {
   responses: Readonly<Record<number, { description: string; schema?: JsonSchema }>>;
   /** The success response when it is a stream or text rather than JSON. */
   stream?: StreamResponse & { status: number };
+  /** The module that declares the route itself (a WebSocket route, and its plain sibling): the server's route loop skips it. */
+  declaredBy?: 'exec';
 }
 
 const errors = {
@@ -562,6 +610,40 @@ export const API_ROUTES: readonly ApiRoute[] = [
     params: taskIdParamsSchema,
     querystring: waitQuerySchema,
     responses: { 200: { description: 'The task, and whether it has ended.', schema: waitAnswerSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: errors.notFound, 409: errors.ambiguous },
+  },
+  {
+    method: 'GET',
+    url: '/v1/tasks/:id/exec',
+    operationId: 'execTaskSocket',
+    declaredBy: 'exec',
+    summary:
+      'Exec in a running task over a WebSocket (send `Connection: Upgrade`, `Upgrade: websocket`). Binary messages carry data: one byte naming the stream (0 stdin, 1 stdout, 2 stderr), then the bytes; stdout and stderr stay apart without a TTY. Text messages are JSON control: in, `{"type":"resize","rows":R,"cols":C}` and `{"type":"close-stdin"}`; out, `{"type":"started","execId"}`, then `{"type":"exit","exitCode":N}` (127 command not found, 126 not executable) or `{"type":"error","error":{code,message}}` as the last message, after which the agent closes the socket (1000 after the exit). Closing the socket before the exit kills the exec\'s process. The query is checked, and the task must be running, before the upgrade.',
+    params: taskIdParamsSchema,
+    querystring: execSocketQuerySchema,
+    responses: {
+      101: { description: 'Switching Protocols: the exec runs; the messages are as above.' },
+      400: errors.badRequest,
+      401: errors.unauthorized,
+      404: errors.notFound,
+      409: { description: 'The task is not running (BERTH_TASK_STATE); or several tasks start with this id prefix (BERTH_TASK_AMBIGUOUS).', schema: errorBodySchema },
+    },
+  },
+  {
+    method: 'POST',
+    url: '/v1/tasks/:id/exec',
+    operationId: 'execTask',
+    declaredBy: 'exec',
+    summary: `Run a command in a running task to its end, without a TTY, and answer with its exit code and output (each stream at most ${PLAIN_EXEC_OUTPUT_LIMIT_BYTES} bytes; \`stdoutTruncated\`/\`stderrTruncated\` when cut). \`stdin\` is given to the command, then closed. Past \`timeout\` the command is killed and the answer is 504 BERTH_EXEC_TIMEOUT; a client that goes away kills it too.`,
+    params: taskIdParamsSchema,
+    body: execBodySchema,
+    responses: {
+      200: { description: 'The command ended.', schema: execResultSchema },
+      400: errors.badRequest,
+      401: errors.unauthorized,
+      404: errors.notFound,
+      409: { description: 'The task is not running (BERTH_TASK_STATE); or several tasks start with this id prefix (BERTH_TASK_AMBIGUOUS).', schema: errorBodySchema },
+      504: { description: 'The command did not end within `timeout` and was killed (BERTH_EXEC_TIMEOUT).', schema: errorBodySchema },
+    },
   },
   {
     method: 'DELETE',

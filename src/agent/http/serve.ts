@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, ServerResponse, type IncomingMessage, type Server } from 'node:http';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import { connect, type Server as NetServer, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
@@ -225,6 +225,19 @@ export async function serveAgent(runtime: ServerRuntime & Pick<AgentRuntime, 'co
       if (tlsMaterial) tcpServer = tlsServer = createTlsApiServer(handle, config.http, tlsMaterial, runtime.logger);
       else tcpServer = createApiServer(handle, config.http);
       tcpServer.on('clientError', answerClientError);
+      // WebSocket upgrades (exec) on the TCP listener go where fastify's websocket plugin listens:
+      // its own server's 'upgrade'. With mutual TLS, only a client whose certificate was accepted.
+      tcpServer.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => {
+        if (tlsMaterial?.ca !== undefined && (socket as TLSSocket).authorized !== true) {
+          // Answered as a plain request would be: 403 BERTH_AGENT_TLS, then closed.
+          const response = new ServerResponse(request);
+          response.assignSocket(socket);
+          response.once('finish', () => socket.destroySoon());
+          refuseClientCertificate(request, response, runtime.logger);
+          return;
+        }
+        app.server.emit('upgrade', request, socket, head);
+      });
       tcp = { ...(await listenTcp(tcpServer, config.listen.host, config.listen.port)), tls: tlsServer !== undefined };
     }
   } catch (error) {

@@ -23,14 +23,15 @@ import { AgentMetrics, type MetricsSources } from '../metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
 import type { Engine } from '../../engine/engine.js';
 import { runningContainerOf, taskStatsRecords } from '../task-stats.js';
+import { registerExecRoutes, type ExecEngine } from './exec-route.js';
 
 /**
  * What the HTTP layer uses of the agent runtime: a narrow port (an `AgentRuntime` is one), so that
  * the server can be tested against a scripted runtime.
  */
 export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | 'started' | 'onError' | 'engineHealth'> {
-  /** The engine's stats of a task's container (`GET /v1/tasks/:id/stats`). */
-  readonly engine: Pick<Engine, 'streamStats'>;
+  /** The engine: the stats of a task's container (`GET /v1/tasks/:id/stats`), and exec in it. */
+  readonly engine: Pick<Engine, 'streamStats'> & ExecEngine;
   readonly store: { readonly tasks: Pick<TaskRepository, 'get' | 'list' | 'counts' | 'resolve'> & Partial<Pick<TaskRepository, 'countUnhealthy'>>; sizeBytes?(): number };
   readonly supervisor: Pick<TaskSupervisor, 'submit' | 'stop' | 'remove' | 'isEnded' | 'tasksWaitingForEngine' | 'pause' | 'unpause' | 'kill' | 'wait'>;
   readonly logs: Pick<TaskLogStore, 'read' | 'follow'> & { readonly space: Pick<DiskSpace, 'condition' | 'check'> };
@@ -376,6 +377,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
   };
 
   for (const route of API_ROUTES) {
+    if (route.declaredBy === 'exec') continue;
     const handler = handlers[route.operationId];
     if (!handler) throw new BerthError('BERTH_INTERNAL', `no handler for the route ${route.operationId}`);
     const querySchema = route.querystring;
@@ -394,6 +396,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
       handler,
     });
   }
+  registerExecRoutes(app, { visibleTask, engine: runtime.engine, logger: runtime.logger, countError: (code) => metrics.countError(code) });
   return app;
 }
 

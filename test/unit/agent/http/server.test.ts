@@ -100,7 +100,16 @@ function fakeRuntime(options: FakeOptions = {}) {
     },
     imageSnapshot: () => ({ images: [{ imageId: 'sha256:abc', refs: ['busybox:latest'], holders: ['t1'], pulledByBerth: true, removalDueAt: new Date(Date.UTC(2024, 4, 1)) }] }),
     engineHealth: async (): Promise<EngineHealth> => options.engineHealth ?? { ok: true },
-    engine: { streamStats: options.streamStats ?? (async function* (): AsyncGenerator<StatsSample> {}) },
+    engine: {
+      streamStats: options.streamStats ?? (async function* (): AsyncGenerator<StatsSample> {}),
+      // Exec is proven against the real engine (test/integration/agent-exec.test.ts); these routes never reach it here.
+      exec: async () => {
+        throw new Error('exec is not scripted in this test');
+      },
+      inspectExec: async () => {
+        throw new Error('exec is not scripted in this test');
+      },
+    },
     logs: {
       space: { condition: options.disk ?? 'ok', check: async () => options.disk ?? 'ok' },
       async *read(): AsyncGenerator<LogRecord> {
@@ -319,7 +328,7 @@ describe('task id prefixes and list order', () => {
     type Operation = { parameters?: Array<{ name: string; in: string; description?: string }>; responses: Record<string, { description: string }> };
     const document = buildOpenApiDocument() as { paths: Record<string, Record<string, Operation>> };
     const taskRoutes = Object.entries(document.paths).filter(([url]) => url.startsWith('/v1/tasks/{id}'));
-    assert.equal(taskRoutes.length, 8);
+    assert.equal(taskRoutes.length, 9);
     for (const [url, operations] of taskRoutes) {
       for (const [method, operation] of Object.entries(operations)) {
         const id = operation.parameters?.find((p) => p.name === 'id' && p.in === 'path');
