@@ -1,5 +1,6 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchema, type FastifyServerFactory } from 'fastify';
 import { BerthError, ValidationError } from '../../common/errors.js';
 import type { ImageCoordinatorSnapshot } from '../../images/index.js';
@@ -21,6 +22,8 @@ import type { LogRecord } from '../task-logs.js';
 import { lastRecords, msUntil, selectRecords } from '../log-window.js';
 import { AgentMetrics, type MetricsSources } from '../metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
+import { attachRoutes } from './attach-route.js';
+import type { Engine } from '../../engine/engine.js';
 
 /**
  * What the HTTP layer uses of the agent runtime: a narrow port (an `AgentRuntime` is one), so that
@@ -34,6 +37,8 @@ export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | '
   readonly events: MetricsSources['events'] & Pick<AgentEvents, 'replayStart' | 'replayPage'>;
   readonly images: MetricsSources['images'];
   imageSnapshot(): Pick<ImageCoordinatorSnapshot, 'images'>;
+  /** The attach route's engine calls (an attach to a running task's container). */
+  readonly engine: Pick<Engine, 'attachContainer'>;
 }
 
 /** The longest a wait (`GET /v1/tasks/:id/wait`) holds its request before answering `ended: false`. */
@@ -344,6 +349,8 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
   };
 
   for (const route of API_ROUTES) {
+    // WebSocket routes are registered by their own plugins, below.
+    if (route.websocket) continue;
     const handler = handlers[route.operationId];
     if (!handler) throw new BerthError('BERTH_INTERNAL', `no handler for the route ${route.operationId}`);
     const querySchema = route.querystring;
@@ -362,7 +369,17 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
       handler,
     });
   }
+  // WebSocket routes go in plugins registered after the websocket plugin (its route hook makes the upgrade).
+  void app.register(fastifyWebsocket);
+  void app.register(attachRoutes({ engine: runtime.engine, supervisor: runtime.supervisor, logger: runtime.logger, visibleTask }, websocketRoute('attachTask')));
   return app;
+}
+
+/** The route table's entry of a WebSocket route. */
+function websocketRoute(operationId: string): ApiRoute {
+  const route = API_ROUTES.find((r) => r.operationId === operationId && r.websocket);
+  if (!route) throw new BerthError('BERTH_INTERNAL', `no WebSocket route ${operationId} in API_ROUTES`);
+  return route;
 }
 
 /** The router's refusals (fastify's frameworkErrors) in berth's shape: a bad URL 400, a path parameter too long 414. */

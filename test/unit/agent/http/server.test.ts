@@ -107,6 +107,7 @@ function fakeRuntime(options: FakeOptions = {}) {
     },
     garbage: { prune: options.prune ?? (async () => { throw new BerthError('BERTH_PRUNE_RUNNING', 'a prune is running'); }) },
     started: options.started ?? true,
+    engine: { attachContainer: async () => { throw new BerthError('BERTH_ENGINE_UNAVAILABLE', 'no engine in this test'); } },
     onError(listener: (code: ErrorCode) => void) {
       errorListeners.add(listener);
       return () => void errorListeners.delete(listener);
