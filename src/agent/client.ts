@@ -15,10 +15,12 @@ import type { ErrorBody } from './http/errors.js';
 import type { HealthView, ImageView, PruneView, TaskView } from './http/views.js';
 import type { LogRecord } from './task-logs.js';
 import { readCertificateFile, readKeyPair } from './tls.js';
+import { attachSession, openAgentSocket, type AgentSocketTarget, type AttachOptions, type AttachSession } from './attach-client.js';
 
 export type { HealthView, ImageView, TaskView } from './http/views.js';
 export type { LogRecord } from './task-logs.js';
 export type { AgentEvent } from './events.js';
+export type { AttachEnd, AttachOptions, AttachSession } from './attach-client.js';
 
 /** Where a client finds the agent. */
 export interface AgentClientOptions {
@@ -204,6 +206,7 @@ export class AgentClient {
   readonly secure: boolean;
   readonly #agent: Agent;
   readonly #request: (options: RequestOptions, onResponse: (response: IncomingMessage) => void) => ClientRequest;
+  readonly #tls: AgentTlsOptions | undefined;
 
   private constructor(options: AgentClientOptions & { host: string }) {
     this.host = options.host;
@@ -217,6 +220,7 @@ export class AgentClient {
     this.#deadlineMs = options.deadlineMs ?? 30_000;
     this.#agent = this.secure ? new HttpsAgent({ keepAlive: true, ...options.tls }) : new Agent({ keepAlive: true });
     this.#request = this.secure ? httpsRequest : httpRequest;
+    this.#tls = options.tls;
   }
 
   static connect(options: AgentClientOptions): AgentClient {
@@ -304,6 +308,35 @@ export class AgentClient {
       const answer = await this.waitOnce(taskId, options.pollMs ?? 30_000, options);
       if (answer.ended) return answer.task;
     }
+  }
+
+  /**
+   * Attaches to a running task, as `docker attach`: its live output on `stdout` and `stderr` (with
+   * `logs`, what it printed before first), its stdin on `stdin` when its spec has `openStdin`, and
+   * `end` with its exit code and end state when it ends. Resolves once the agent has upgraded the
+   * connection; a task that is not running is refused (BERTH_TASK_STATE). `detach()` (or the
+   * signal) leaves the task running. The attach itself has no deadline.
+   */
+  async attach(taskId: string, options: AttachOptions = {}): Promise<AttachSession> {
+    const query = options.logs ? '?logs=true' : '';
+    const socket = await openAgentSocket(this.#socketTarget(), `/v1/tasks/${encodeURIComponent(taskId)}/attach${query}`, {
+      ...(options.signal ? { signal: options.signal } : {}),
+      deadlineMs: options.deadlineMs ?? this.#deadlineMs,
+    });
+    return attachSession(socket, this.host, options.signal);
+  }
+
+  /** How a WebSocket reaches the agent: this client's address, token and TLS, and its error mapping. */
+  #socketTarget(): AgentSocketTarget {
+    return {
+      host: this.host,
+      ...(this.#target.socketPath !== undefined ? { socketPath: this.#target.socketPath } : { hostname: this.#target.host ?? 'localhost', port: Number(this.#target.port) }),
+      secure: this.secure,
+      ...(this.#tls ? { tls: this.#tls } : {}),
+      token: this.#token,
+      refusal: (status, error, text) => agentError(status, error, text, this.host),
+      transportError: (error, what, signal, deadline, deadlineMs) => this.#transportError(error, what, signal, deadline, deadlineMs),
+    };
   }
 
   /** Removes an ended task and its output; a task that has not ended is refused (BERTH_TASK_STATE). */

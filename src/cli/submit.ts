@@ -14,13 +14,14 @@ async function readText(stream: Readable): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-type RunFlags = Parameters<typeof specFromRunFlags>[2] & { interactive?: boolean; name?: string; keep?: boolean; detach?: boolean };
+type RunFlags = Parameters<typeof specFromRunFlags>[2] & { interactive?: boolean; name?: string; keep?: boolean; detach?: boolean; openStdin?: boolean };
 
 async function submitTask(io: CliIo, image: string, command: string[], flags: RunFlags & AgentFlags): Promise<number> {
   if (flags.tty) throw new ValidationError([{ field: '--tty', rule: 'is not supported by the agent (it reads output from the engine log); use berth run -t' }]);
   const { interactive, ...rest } = flags;
   const spec = specFromRunFlags(image, command, { ...rest, interactive: false }, io, 'agent') as StoredTaskSpec;
   if (interactive) spec.stdin = await readText(io.stdin);
+  if (flags.openStdin) spec.openStdin = true;
   return withClient(io, flags, async (client) => {
     const { task, created } = await client.submitTask({ ...(flags.name !== undefined ? { id: flags.name } : {}), spec }).catch((error: unknown) => {
       // The agent names spec fields (`spec.resources.memory`); the user typed flags.
@@ -118,6 +119,7 @@ function addRunStyleOptions(command: Command, io: CliIo): Command {
 export function addSubmitCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
   const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
   addRunStyleOptions(agentCommand(program, 'submit', 'Submit a task to the agent and print its id; it starts when it fits the agent\'s budget'), io)
+    .option('--open-stdin', 'keep the task\'s stdin open for berth attach to write to, as docker run -di (with -i: after the input read)')
     .argument('<image>', 'image to run')
     .argument('[command...]', 'command and arguments (default: the image\'s)')
     .passThroughOptions()

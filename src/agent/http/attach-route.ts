@@ -133,10 +133,54 @@ async function runAttach(socket: WebSocket, runtime: AttachRuntime, idOrPrefix: 
   socket.once('close', () => end(CLOSE.normal, 'detached'));
   socket.on('error', () => end(CLOSE.internal, 'socket error'));
 
+  // Input is listened to from the first moment: a client may write as soon as it is upgraded, before
+  // the engine's attach is made; what it writes meanwhile waits in `pending`.
+  let taskId = idOrPrefix;
+  let isStdinClosed = false;
+  let pending: Buffer[] | undefined = [];
+  const refuseStdin = (): void => {
+    closeWithError(
+      socket,
+      CLOSE.policy,
+      new ValidationError([{ field: 'stdin', rule: `task ${taskId} does not keep its stdin open (its spec has no "openStdin": true), so nothing can be written to it; attach without stdin (berth attach --no-stdin)` }]),
+    );
+    end(CLOSE.policy, 'stdin is not open');
+  };
+  const writeStdin = (data: Buffer): void => {
+    const stdin = attached?.stdin;
+    if (!stdin) return refuseStdin();
+    // A task that reads slowly slows this client's input, not the agent's memory.
+    if (!stdin.write(data)) {
+      socket.pause();
+      stdin.once('drain', () => socket.resume());
+    }
+  };
+  socket.on('message', (data: RawData, isBinary: boolean) => {
+    if (abort.signal.aborted) return;
+    const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+    if (!isBinary) {
+      try {
+        const control = parseClientControl(bytes.toString('utf8'));
+        // A client's end of input is its own: the task's stdin stays open for the others (and for later attaches).
+        if (control.type === 'close-stdin') isStdinClosed = true;
+        // resize: the agent's tasks have no TTY, so there is nothing to resize.
+      } catch (error) {
+        closeWithError(socket, CLOSE.policy, error);
+        end(CLOSE.policy, 'bad control message');
+      }
+      return;
+    }
+    const frame = decodeData(bytes);
+    if (frame?.stream !== 'stdin' || isStdinClosed) return;
+    if (pending) pending.push(frame.data);
+    else writeStdin(frame.data);
+  });
+
   let record: TaskRecord;
   try {
     // Read again after the upgrade: the task may have moved on while the client was being upgraded.
     record = runtime.visibleTask(idOrPrefix);
+    taskId = record.id;
     requireAttachable(record);
     attached = await runtime.engine.attachContainer(record.containerId!, { stdin: hasOpenStdin(record), logs, signal: abort.signal });
   } catch (error) {
@@ -151,7 +195,6 @@ async function runAttach(socket: WebSocket, runtime: AttachRuntime, idOrPrefix: 
     attached.close();
     return;
   }
-  const taskId = record.id;
   const streams = attached;
 
   // Output: read from the engine at once, whatever the client's pace (see the module's comment).
@@ -176,42 +219,13 @@ async function runAttach(socket: WebSocket, runtime: AttachRuntime, idOrPrefix: 
         }),
     ),
   );
-
-  // Input: stdin frames go to the task's stdin, when its spec keeps it open.
-  const stdin = streams.stdin;
-  let isStdinClosed = false;
-  socket.on('message', (data: RawData, isBinary: boolean) => {
-    if (abort.signal.aborted) return;
-    const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
-    if (!isBinary) {
-      try {
-        const control = parseClientControl(bytes.toString('utf8'));
-        // A client's end of input is its own: the task's stdin stays open for the others (and for later attaches).
-        if (control.type === 'close-stdin') isStdinClosed = true;
-        // resize: the agent's tasks have no TTY, so there is nothing to resize.
-      } catch (error) {
-        closeWithError(socket, CLOSE.policy, error);
-        end(CLOSE.policy, 'bad control message');
-      }
-      return;
-    }
-    const frame = decodeData(bytes);
-    if (frame?.stream !== 'stdin' || isStdinClosed) return;
-    if (!stdin) {
-      closeWithError(
-        socket,
-        CLOSE.policy,
-        new ValidationError([{ field: 'stdin', rule: `task ${taskId} does not keep its stdin open (its spec has no "openStdin": true), so nothing can be written to it; attach without stdin (berth attach --no-stdin)` }]),
-      );
-      end(CLOSE.policy, 'stdin is not open');
-      return;
-    }
-    // A task that reads slowly slows this client's input, not the agent's memory.
-    if (!stdin.write(frame.data)) {
-      socket.pause();
-      stdin.once('drain', () => socket.resume());
-    }
-  });
+  // What the client wrote before the engine's attach was made, in order, then the rest as it comes.
+  const early = pending;
+  pending = undefined;
+  for (const data of early) {
+    if (abort.signal.aborted) break;
+    writeStdin(data);
+  }
 
   // The end: the engine closes the attach when the task's process ends; the exit message waits for
   // the end the agent records (exit code and end state), which follows it.
