@@ -3,6 +3,7 @@ import { pipeline } from 'node:stream/promises';
 import { isBerthError, ValidationError } from '../common/errors.js';
 import type { AgentClient, AttachEnd } from '../agent/client.js';
 import { withAgentOptions, withClient, type AgentFlags } from './client.js';
+import { EXIT } from './exit-codes.js';
 import { exitCodeForSignal, type StopSignal } from './interrupts.js';
 import { errorLine } from './output.js';
 import type { CliIo } from './run.js';
@@ -38,9 +39,18 @@ export function addAttachCommand(program: Command, io: CliIo, setExitCode: (code
     .argument('<task>', 'the task: its id or a unique prefix of it')
     .option('--no-stdin', 'do not forward stdin to the task')
     .option('--sig-proxy [bool]', 'send Ctrl-C (SIGINT) and SIGTERM to the task (true, the default); false: Ctrl-C detaches and the task goes on', (value: string) => value, 'true')
-    .action((taskId: string, raw: AgentFlags & { stdin: boolean; sigProxy: string | boolean }) =>
-      withClient(io, raw, async (client) => attach(io, client, taskId, { ...raw, sigProxy: sigProxyFlag(raw.sigProxy === true ? undefined : String(raw.sigProxy)) })).then(setExitCode),
-    );
+    .action((taskId: string, raw: AgentFlags & { stdin: boolean; sigProxy: string | boolean }) => {
+      let sigProxy: boolean;
+      try {
+        sigProxy = sigProxyFlag(raw.sigProxy === true ? undefined : String(raw.sigProxy));
+      } catch (error) {
+        // A bad flag, caught before anything was sent.
+        io.stderr.write(`${errorLine(error)}\n`);
+        setExitCode(EXIT.usage);
+        return;
+      }
+      return withClient(io, raw, async (client) => attach(io, client, taskId, { ...raw, sigProxy })).then(setExitCode);
+    });
 }
 
 /** Attaches to one task until it ends (its exit code) or this client detaches (128 + the signal). */
