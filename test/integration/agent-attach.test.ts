@@ -11,7 +11,8 @@ import { AgentClient, type AttachSession, type TaskView } from '../../src/agent/
 import { TOKEN_FILE_NAME } from '../../src/agent/agent.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
 import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
-import { agentClientOf, agentTestFile, BERTH_CLI, cleanEnv, httpGet, waitForTaskState, type RunningAgent } from '../support/agent.js';
+import { agentClientOf, agentTestFile, BERTH_CLI, cleanEnv, httpGet, waitForTaskState, writeAgentConfig, type RunningAgent } from '../support/agent.js';
+import { makeTestCertificates } from '../support/tls.js';
 
 /**
  * Attach to a running task's live output and stdin, through a real agent process on the real
@@ -172,6 +173,32 @@ describe('attach to a task through the agent', { skip: await requireEngine() }, 
     await client.stop(task.id, { graceMs: 0 });
     await waitForTaskState(client, task.id, ['exited']);
     await assert.rejects(client.attach(task.id), (error: unknown) => isBerthError(error, 'BERTH_TASK_STATE') && error.context.status === 409 && /berth logs/.test(error.message));
+  });
+
+  test('over mutual TLS on the TCP listener: a client with a certificate the agent\'s CA signed attaches (wss) and writes stdin; one without is refused 403 before the upgrade', async () => {
+    const certs = await makeTestCertificates(await dirs.make('berth-att-certs-'));
+    const dataDir = await dirs.make('berth-att-tls-');
+    const config = await writeAgentConfig(dataDir, `listen: 127.0.0.1:0\ntls:\n  cert: ${JSON.stringify(certs.server.cert)}\n  key: ${JSON.stringify(certs.server.key)}\n  clientCa: ${JSON.stringify(certs.ca.cert)}\n`);
+    const tlsAgent = await agents.start(dataDir, ['--config', config]);
+    const tcp = String(tlsAgent.logLines().find((line) => line.msg === 'agent listening')?.tcp);
+    assert.match(tcp, /^127\.0\.0\.1:\d+$/, tlsAgent.tail());
+    const tlsToken = (await readFile(path.join(dataDir, TOKEN_FILE_NAME), 'utf8')).trim();
+    const ca = await readFile(certs.ca.cert);
+    const remote = AgentClient.connect({ host: `https://${tcp}`, token: tlsToken, tls: { ca, cert: await readFile(certs.client.cert), key: await readFile(certs.client.key) } });
+    const id = `${run.id}-tls`;
+    await remote.submit({ id, spec: spec(['sh', '-c', 'read x; echo tls-$x; exit 6'], { openStdin: true }) });
+    await waitForTaskState(remote, id, ['running']);
+
+    const noCert = AgentClient.connect({ host: `https://${tcp}`, token: tlsToken, tls: { ca } });
+    await assert.rejects(noCert.attach(id), (error: unknown) => isBerthError(error, 'BERTH_AGENT_TLS') && error.context.status === 403);
+    noCert.close();
+
+    const session = await remote.attach(id);
+    const text = collect(session);
+    session.stdin.end('ok\n');
+    const end = await session.end;
+    assert.deepEqual([end.kind, end.kind === 'exit' && end.exitCode, text.stdout()], ['exit', 6, 'tls-ok\n']);
+    remote.close();
   });
 
   /** `berth attach …` as a child process with its stdin a pipe; read as it goes. */
