@@ -175,10 +175,10 @@ describe('attach to a task through the agent', { skip: await requireEngine() }, 
     await assert.rejects(client.attach(task.id), (error: unknown) => isBerthError(error, 'BERTH_TASK_STATE') && error.context.status === 409 && /berth logs/.test(error.message));
   });
 
-  test('over mutual TLS on the TCP listener: a client with a certificate the agent\'s CA signed attaches (wss) and writes stdin; one without is refused 403 before the upgrade', async () => {
+  test('over mutual TLS on the TCP listener: a client with a certificate the agent\'s CA signed attaches (wss), stays attached past the HTTP request timeouts and writes stdin; one without is refused 403 before the upgrade', async () => {
     const certs = await makeTestCertificates(await dirs.make('berth-att-certs-'));
     const dataDir = await dirs.make('berth-att-tls-');
-    const config = await writeAgentConfig(dataDir, `listen: 127.0.0.1:0\ntls:\n  cert: ${JSON.stringify(certs.server.cert)}\n  key: ${JSON.stringify(certs.server.key)}\n  clientCa: ${JSON.stringify(certs.ca.cert)}\n`);
+    const config = await writeAgentConfig(dataDir, `listen: 127.0.0.1:0\ntls:\n  cert: ${JSON.stringify(certs.server.cert)}\n  key: ${JSON.stringify(certs.server.key)}\n  clientCa: ${JSON.stringify(certs.ca.cert)}\nhttp:\n  headersTimeout: 500ms\n  requestTimeout: 1s\n  keepAliveTimeout: 500ms\n`);
     const tlsAgent = await agents.start(dataDir, ['--config', config]);
     const tcp = String(tlsAgent.logLines().find((line) => line.msg === 'agent listening')?.tcp);
     assert.match(tcp, /^127\.0\.0\.1:\d+$/, tlsAgent.tail());
@@ -186,7 +186,8 @@ describe('attach to a task through the agent', { skip: await requireEngine() }, 
     const ca = await readFile(certs.ca.cert);
     const remote = AgentClient.connect({ host: `https://${tcp}`, token: tlsToken, tls: { ca, cert: await readFile(certs.client.cert), key: await readFile(certs.client.key) } });
     const id = `${run.id}-tls`;
-    await remote.submit({ id, spec: spec(['sh', '-c', 'read x; echo tls-$x; exit 6'], { openStdin: true }) });
+    // Three seconds of ticks before it reads: an attach is no request, and outlives the request timeout (1 s).
+    await remote.submit({ id, spec: spec(['sh', '-c', 'echo ready; read go; i=0; while [ $i -lt 15 ]; do echo tick-$i; i=$((i+1)); sleep 0.2; done; read x; echo tls-$x; exit 6'], { openStdin: true }) });
     await waitForTaskState(remote, id, ['running']);
 
     const noCert = AgentClient.connect({ host: `https://${tcp}`, token: tlsToken, tls: { ca } });
@@ -195,9 +196,12 @@ describe('attach to a task through the agent', { skip: await requireEngine() }, 
 
     const session = await remote.attach(id);
     const text = collect(session);
+    session.stdin.write('go\n');
+    await pollUntil('the ticks', async () => (text.stdout().includes('tick-14\n') ? true : undefined), { timeoutMs: 30_000, intervalMs: 50 });
     session.stdin.end('ok\n');
     const end = await session.end;
-    assert.deepEqual([end.kind, end.kind === 'exit' && end.exitCode, text.stdout()], ['exit', 6, 'tls-ok\n']);
+    assert.deepEqual([end.kind, end.kind === 'exit' && end.exitCode], ['exit', 6]);
+    assert.match(text.stdout(), /(^|\n)tick-0\n(.|\n)*tick-14\ntls-ok\n$/);
     remote.close();
   });
 
