@@ -64,7 +64,11 @@ export interface AttachSession {
   detach(): void;
 }
 
-/** Opens a WebSocket on the agent at `pathAndQuery`; resolves once upgraded, rejects with the agent's refusal (401, 404, 409 …). */
+/**
+ * Opens a WebSocket on the agent at `pathAndQuery`; resolves once upgraded, with the socket paused
+ * (the caller resumes it once it listens for messages), or rejects with the agent's refusal (401,
+ * 404, 409 …).
+ */
 export function openAgentSocket(target: AgentSocketTarget, pathAndQuery: string, options: { signal?: AbortSignal; deadlineMs: number }): Promise<WebSocket> {
   const what = `GET ${pathAndQuery.split('?')[0]} (WebSocket)`;
   if (options.signal?.aborted) return Promise.reject(cancelledError(what, options.signal.reason));
@@ -94,7 +98,12 @@ export function openAgentSocket(target: AgentSocketTarget, pathAndQuery: string,
     };
     options.signal?.addEventListener('abort', onAbort, { once: true });
     deadline?.addEventListener('abort', onAbort, { once: true });
-    socket.once('open', () => settle(() => resolve(socket)));
+    socket.once('open', () => {
+      // Paused until the caller listens: messages that came with the upgrade (an attach's earlier
+      // output) would otherwise be emitted before the promise's continuation runs, and lost.
+      socket.pause();
+      settle(() => resolve(socket));
+    });
     socket.once('unexpected-response', (_request, response: IncomingMessage) => {
       const chunks: Buffer[] = [];
       response.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -184,5 +193,7 @@ export function attachSession(socket: WebSocket, host: string, signal?: AbortSig
   }
   if (signal?.aborted) detach();
   else signal?.addEventListener('abort', detach, { once: true });
+  // Listening now: what arrived with the upgrade is delivered.
+  socket.resume();
   return { stdout, stderr, stdin, end, detach };
 }

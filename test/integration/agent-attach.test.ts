@@ -60,6 +60,10 @@ function numbersOf(lines: readonly string[], prefix: string): number[] {
   });
 }
 
+function assertIncreasing(numbers: readonly number[], what: string): void {
+  numbers.forEach((n, i) => assert.ok(i === 0 || n > numbers[i - 1]!, `${what}: ${numbers.join(',')}`));
+}
+
 function assertConsecutive(numbers: readonly number[], what: string): void {
   numbers.forEach((n, i) => assert.equal(n, numbers[0]! + i, `${what}: ${numbers.join(',')}`));
 }
@@ -109,12 +113,14 @@ describe('attach to a task through the agent', { skip: await requireEngine() }, 
     assertConsecutive(numbersOf(liveOut, 'out'), 'live stdout');
     assertConsecutive(numbersOf(liveErr, 'err'), 'live stderr');
 
-    // With logs=true: from the task's first line on, nothing lost or doubled between the log and the live output.
+    // With logs=true: the earlier output from the task's first line on, then the live output, in
+    // order and nothing twice (the engine replays its log, then attaches, as docker attach --logs).
     const rawLines = await untilLines('stdout with logs', () => rawOut.stdout, liveOut.length + 5);
     const rawNumbers = numbersOf(rawLines, 'out');
-    assert.equal(rawNumbers[0], 0);
-    assertConsecutive(rawNumbers, 'stdout with logs');
-    assertConsecutive(numbersOf(await untilLines('stderr with logs', () => rawOut.stderr, 3), 'err'), 'stderr with logs');
+    assert.deepEqual(rawNumbers.slice(0, 3), [0, 1, 2], rawNumbers.join(','));
+    assertIncreasing(rawNumbers, 'stdout with logs');
+    assert.ok(rawNumbers.at(-1)! > liveOut.length, 'the live output follows the log');
+    assertIncreasing(numbersOf(await untilLines('stderr with logs', () => rawOut.stderr, 3), 'err'), 'stderr with logs');
 
     // One client detaches: the task goes on, and so does the other client's output.
     live.detach();
@@ -127,6 +133,14 @@ describe('attach to a task through the agent', { skip: await requireEngine() }, 
     assert.equal((await client.get(task.id)).state, 'running', 'detaching never stops the task');
     assert.deepEqual(rawOut.controls, []);
     await client.stop(task.id, { graceMs: 0 });
+    await waitForTaskState(client, task.id, ['exited']);
+    // The agent's own copy of the output (its log files, read from the engine's log) is whole: the attaches took nothing from it.
+    let stored = '';
+    for await (const record of client.logs(task.id, { stream: 'stdout' })) stored += record.text;
+    const storedNumbers = numbersOf(linesOf(stored), 'out');
+    assert.equal(storedNumbers[0], 0);
+    assertConsecutive(storedNumbers, 'stored stdout');
+    assert.ok(storedNumbers.length >= linesOf(rawOut.stdout).length, `${storedNumbers.length} stored lines, ${linesOf(rawOut.stdout).length} attached`);
   });
 
   test('stdin frames reach a task with open stdin, after its stdin content; the exit message carries its exit code and end state; stdin is refused for a task without', async () => {

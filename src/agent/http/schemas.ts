@@ -210,7 +210,7 @@ export const attachQuerySchema: JsonSchema = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    logs: { type: 'boolean', default: false, description: 'First send what the task printed before the attach (the engine\'s log of it, as `docker attach --logs`), then the live output, nothing lost or doubled between them.' },
+    logs: { type: 'boolean', default: false, description: 'First send what the task printed before the attach (the engine replays its log of the task, then attaches, as `docker attach --logs`): in order and nothing twice, though a line printed in the instant between the two can be missed; the complete record is the task\'s logs.' },
   },
 };
 
