@@ -171,7 +171,7 @@ export function attachSession(socket: WebSocket, host: string, signal?: AbortSig
         outcome = { error: new BerthError(code, control.error.message, { context: { agent: host, ...(code === control.error.code ? {} : { agentCode: control.error.code }) } }) };
       }
     });
-    socket.once('close', (code: number) => {
+    socket.once('close', (code: number, reason: Buffer) => {
       signal?.removeEventListener('abort', detach);
       stdout.push(null);
       stderr.push(null);
@@ -179,7 +179,8 @@ export function attachSession(socket: WebSocket, host: string, signal?: AbortSig
       if (outcome && 'error' in outcome) return reject(outcome.error);
       if (outcome) return resolve(outcome.end);
       if (isDetached) return resolve({ kind: 'detached' });
-      reject(new BerthError('BERTH_AGENT_UNAVAILABLE', `the attach to the agent at ${host} closed (${code}) before the task ended`, { context: { agent: host, closeCode: code } }));
+      const why = reason.length > 0 ? `${code}: ${reason.toString('utf8')}` : String(code);
+      reject(new BerthError('BERTH_AGENT_UNAVAILABLE', `the attach to the agent at ${host} closed (${why}) before the task ended; the task goes on`, { context: { agent: host, closeCode: code } }));
     });
     socket.on('error', (error) => {
       outcome ??= { error: new BerthError('BERTH_AGENT_UNAVAILABLE', `the attach to the agent at ${host} failed: ${messageOf(error)}`, { cause: error, context: { agent: host } }) };

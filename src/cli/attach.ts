@@ -31,7 +31,7 @@ export interface AttachFlags extends AgentFlags {
 export function sigProxyFlag(value: string | undefined): boolean {
   if (value === undefined || value === 'true') return true;
   if (value === 'false') return false;
-  throw new ValidationError([{ field: '--sig-proxy', rule: `must be true or false, not ${JSON.stringify(value)}` }]);
+  throw new ValidationError([{ field: '--sig-proxy', rule: `must be true or false, as --sig-proxy=false (a task id right after --sig-proxy is taken for its value), not ${JSON.stringify(value)}` }]);
 }
 
 export function addAttachCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
