@@ -189,7 +189,7 @@ describe('attach to a task through the agent', { skip: await requireEngine() }, 
     await assert.rejects(client.attach(task.id), (error: unknown) => isBerthError(error, 'BERTH_TASK_STATE') && error.context.status === 409 && /berth logs/.test(error.message));
   });
 
-  test('over mutual TLS on the TCP listener: a client with a certificate the agent\'s CA signed attaches (wss), stays attached past the HTTP request timeouts and writes stdin; one without is refused 403 before the upgrade', async () => {
+  test('over mutual TLS on the TCP listener: a client with a certificate the agent\'s CA signed attaches (wss), stays attached past the HTTP request timeouts and writes stdin; one without is refused 403 before the upgrade; the agent shutting down closes attaches (1001) and the task goes on', async () => {
     const certs = await makeTestCertificates(await dirs.make('berth-att-certs-'));
     const dataDir = await dirs.make('berth-att-tls-');
     const config = await writeAgentConfig(dataDir, `listen: 127.0.0.1:0\ntls:\n  cert: ${JSON.stringify(certs.server.cert)}\n  key: ${JSON.stringify(certs.server.key)}\n  clientCa: ${JSON.stringify(certs.ca.cert)}\nhttp:\n  headersTimeout: 500ms\n  requestTimeout: 1s\n  keepAliveTimeout: 500ms\n`);
@@ -216,7 +216,17 @@ describe('attach to a task through the agent', { skip: await requireEngine() }, 
     const end = await session.end;
     assert.deepEqual([end.kind, end.kind === 'exit' && end.exitCode], ['exit', 6]);
     assert.match(text.stdout(), /(^|\n)tick-0\n(.|\n)*tick-14\ntls-ok\n$/);
+
+    // The agent shutting down closes its attaches (1001, saying so); the task goes on.
+    const ticker = `${run.id}-tls-ticker`;
+    await remote.submit({ id: ticker, spec: spec(TICKER) });
+    const { containerId } = await waitForTaskState(remote, ticker, ['running']);
+    const held = await remote.attach(ticker);
+    await untilLines('output before the shutdown', collect(held).stdout, 1);
     remote.close();
+    await tlsAgent.stop('SIGTERM');
+    await assert.rejects(held.end, (error: unknown) => isBerthError(error, 'BERTH_AGENT_UNAVAILABLE') && /1001: the agent is shutting down/.test(error.message));
+    assert.equal((await engine.inspectContainer(containerId!)).running, true);
   });
 
   /** `berth attach …` as a child process with its stdin a pipe; read as it goes. */

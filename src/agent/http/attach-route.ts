@@ -105,6 +105,16 @@ export function attachRoutes(runtime: AttachRuntime, route: ApiRoute): (app: Fas
   };
 }
 
+/**
+ * The websocket plugin's preClose (its `preClose` option): every WebSocket is closed with 1001 and
+ * a reason a client can show, rather than the plugin's default close without a code (1005).
+ */
+export function closeWebSocketsGoingAway(this: FastifyInstance, done: () => void): void {
+  for (const client of this.websocketServer.clients) client.close(CLOSE.goingAway, 'the agent is shutting down');
+  this.websocketServer.close();
+  done();
+}
+
 /** Sends a control message (a text message of one JSON object). */
 function sendControl(socket: WebSocket, message: AgentControl): void {
   if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(message));

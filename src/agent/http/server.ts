@@ -22,7 +22,7 @@ import type { LogRecord } from '../task-logs.js';
 import { lastRecords, msUntil, selectRecords } from '../log-window.js';
 import { AgentMetrics, type MetricsSources } from '../metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
-import { attachRoutes } from './attach-route.js';
+import { attachRoutes, closeWebSocketsGoingAway } from './attach-route.js';
 import type { Engine } from '../../engine/engine.js';
 
 /**
@@ -370,7 +370,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     });
   }
   // WebSocket routes go in plugins registered after the websocket plugin (its route hook makes the upgrade).
-  void app.register(fastifyWebsocket);
+  void app.register(fastifyWebsocket, { preClose: closeWebSocketsGoingAway });
   void app.register(attachRoutes({ engine: runtime.engine, supervisor: runtime.supervisor, logger: runtime.logger, visibleTask }, websocketRoute('attachTask')));
   return app;
 }
