@@ -17,6 +17,7 @@ import type { LogRecord } from './task-logs.js';
 import type { StatsRecord } from '../tasks/stats-figures.js';
 import { readCertificateFile, readKeyPair } from './tls.js';
 import { openExecSession, type AgentExecOptions, type AgentExecSession } from './exec-client.js';
+import { attachSession, openAgentSocket, type AgentSocketTarget, type AttachOptions, type AttachSession } from './attach-client.js';
 
 export type { HealthView, ImageView, TaskHealthView, TaskView } from './http/views.js';
 export type { LogRecord } from './task-logs.js';
@@ -45,6 +46,7 @@ export interface PlainExecResult {
   stdoutTruncated?: boolean;
   stderrTruncated?: boolean;
 }
+export type { AttachEnd, AttachOptions, AttachSession } from './attach-client.js';
 
 /** Where a client finds the agent. */
 export interface AgentClientOptions {
@@ -344,6 +346,35 @@ export class AgentClient {
       const answer = await this.waitOnce(taskId, options.pollMs ?? 30_000, options);
       if (answer.ended) return answer.task;
     }
+  }
+
+  /**
+   * Attaches to a running task, as `docker attach`: its live output on `stdout` and `stderr` (with
+   * `logs`, what it printed before first), its stdin on `stdin` when its spec has `openStdin`, and
+   * `end` with its exit code and end state when it ends. Resolves once the agent has upgraded the
+   * connection; a task that is not running is refused (BERTH_TASK_STATE). `detach()` (or the
+   * signal) leaves the task running. The attach itself has no deadline.
+   */
+  async attach(taskId: string, options: AttachOptions = {}): Promise<AttachSession> {
+    const query = options.logs ? '?logs=true' : '';
+    const socket = await openAgentSocket(this.#socketTarget(), `/v1/tasks/${encodeURIComponent(taskId)}/attach${query}`, {
+      ...(options.signal ? { signal: options.signal } : {}),
+      deadlineMs: options.deadlineMs ?? this.#deadlineMs,
+    });
+    return attachSession(socket, this.host, options.signal);
+  }
+
+  /** How a WebSocket reaches the agent: this client's address, token and TLS, and its error mapping. */
+  #socketTarget(): AgentSocketTarget {
+    return {
+      host: this.host,
+      ...(this.#target.socketPath !== undefined ? { socketPath: this.#target.socketPath } : { hostname: this.#target.host ?? 'localhost', port: Number(this.#target.port) }),
+      secure: this.secure,
+      ...(this.#tls ? { tls: this.#tls } : {}),
+      token: this.#token,
+      refusal: (status, error, text) => agentError(status, error, text, this.host),
+      transportError: (error, what, signal, deadline, deadlineMs) => this.#transportError(error, what, signal, deadline, deadlineMs),
+    };
   }
 
   /** Removes an ended task and its output; a task that has not ended is refused (BERTH_TASK_STATE). */

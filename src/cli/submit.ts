@@ -14,7 +14,7 @@ async function readText(stream: Readable): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-type RunFlags = Parameters<typeof specFromRunFlags>[2] & { interactive?: boolean; name?: string; keep?: boolean; detach?: boolean; restart?: string; restartDelay?: string };
+type RunFlags = Parameters<typeof specFromRunFlags>[2] & { interactive?: boolean; name?: string; keep?: boolean; detach?: boolean; restart?: string; restartDelay?: string; openStdin?: boolean };
 
 async function submitTask(io: CliIo, image: string, command: string[], flags: RunFlags & AgentFlags): Promise<number> {
   if (flags.tty) throw new ValidationError([{ field: '--tty', rule: 'is not supported by the agent (it reads output from the engine log); use berth run -t' }]);
@@ -23,6 +23,7 @@ async function submitTask(io: CliIo, image: string, command: string[], flags: Ru
   if (restart !== undefined) spec.restart = restartFlag(restart, restartDelay);
   else if (restartDelay !== undefined) throw new ValidationError([{ field: '--restart-delay', rule: 'needs --restart on-failure' }]);
   if (interactive) spec.stdin = await readText(io.stdin);
+  if (flags.openStdin) spec.openStdin = true;
   return withClient(io, flags, async (client) => {
     const { task, created } = await client.submitTask({ ...(flags.name !== undefined ? { id: flags.name } : {}), spec }).catch((error: unknown) => {
       // The agent names spec fields (`spec.resources.memory`); the user typed flags.
@@ -150,6 +151,7 @@ function addRunStyleOptions(command: Command, io: CliIo): Command {
 export function addSubmitCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
   const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
   addRestartOptions(addRunStyleOptions(agentCommand(program, 'submit', 'Submit a task to the agent and print its id; it starts when it fits the agent\'s budget'), io))
+    .option('--open-stdin', 'keep the task\'s stdin open for berth attach to write to, as docker run -di (with -i: after the input read)')
     .argument('<image>', 'image to run')
     .argument('[command...]', 'command and arguments (default: the image\'s)')
     .passThroughOptions()

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { addAttachCommand } from './attach.js';
 import { addControlCommands } from './control.js';
 import { addEventsCommand } from './events.js';
 import { addImagesCommand } from './images.js';
@@ -17,6 +18,7 @@ export function addTaskCommands(program: Command, io: CliIo, setExitCode: (code:
   addLogsCommand(program, io, setExitCode);
   addStopAndRemoveCommands(program, io, setExitCode);
   addControlCommands(program, io, setExitCode);
+  addAttachCommand(program, io, setExitCode);
   addImagesCommand(program, io, setExitCode);
   addEventsCommand(program, io, setExitCode);
 }

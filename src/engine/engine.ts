@@ -537,18 +537,21 @@ export class Engine {
   }
 
   /**
-   * Attaches to stdout/stderr (and stdin when asked). Done before start so no output is lost. The
-   * connection has no deadline once established; the signal closes it. A connection that arrives
-   * after the deadline is closed at once. Not retried here: the caller decides (an attach before
+   * Attaches to stdout/stderr (and stdin when asked; `logs` replays the container's log first). The
+   * task driver attaches before start, so that no output is lost; the agent's attach route attaches
+   * to a running container, from then on. The connection has no deadline once established; the
+   * signal closes it. A connection that arrives after the deadline is closed at once. Not retried here: the caller decides (an attach before
    * start is safe to repeat; see TaskDriver.start).
    */
-  async attachContainer(id: string, options: CallOptions & { stdin?: boolean; tty?: boolean } = {}): Promise<AttachedStreams> {
+  async attachContainer(id: string, options: CallOptions & { stdin?: boolean; tty?: boolean; logs?: boolean } = {}): Promise<AttachedStreams> {
     const stream = await this.#openStream('attach container', this.#deadlines.writeMs, options, (connection) =>
       this.#docker.getContainer(id).attach({
         stream: true,
         stdout: true,
         stderr: true,
         stdin: options.stdin ?? false,
+        // The engine's log first, then the live output (docker attach --logs): the engine replays, then attaches.
+        ...(options.logs ? { logs: true } : {}),
         // Hijacked, the output arrives on the raw socket: Node's HTTP parser would copy every byte.
         hijack: true,
         abortSignal: connection,

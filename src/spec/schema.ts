@@ -308,8 +308,15 @@ export const taskSpecSchema = z
       (key) => key !== '' && !key.startsWith(LABEL_PREFIX),
       `must be a non-empty label key outside berth's own prefix "${LABEL_PREFIX}"`,
     ).default({}),
-    /** Input piped to the task's stdin, which is closed at its end. */
+    /** Input piped to the task's stdin, which is closed at its end (unless `openStdin`). */
     stdin: stdinInput.optional(),
+    /**
+     * Keeps the task's stdin open for its whole life, as docker's `-i` (OpenStdin) does, so that
+     * clients that attach to it (the agent's attach route) can write to it. `stdin` content, when
+     * given, is written first and stdin then stays open. While no client writes, the task reads
+     * nothing (a read waits); stdin closes only with the task. Default false.
+     */
+    openStdin: z.boolean().default(false),
     tty: z.boolean().default(false),
     resources: z
       .object({
@@ -406,6 +413,8 @@ export interface ResolvedTaskSpec {
   readonly user?: string;
   readonly labels: Readonly<Record<string, string>>;
   readonly stdin?: string | Uint8Array | Readable;
+  /** Whether stdin stays open after `stdin` (if any) is written, for attach clients. */
+  readonly openStdin: boolean;
   readonly tty: boolean;
   readonly resources: {
     readonly memoryBytes?: number;
@@ -515,6 +524,7 @@ function compileTaskSpec(input: unknown, issues: readonly FieldIssue[]): Resolve
     user: spec.user,
     labels: spec.labels,
     stdin: spec.stdin,
+    openStdin: spec.openStdin,
     tty: spec.tty,
     resources: {
       memoryBytes: spec.resources.memory,

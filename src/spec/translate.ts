@@ -106,6 +106,10 @@ export function toCreatePlan(spec: ResolvedTaskSpec, identity: TaskIdentity): Cr
   if (resources.pidsLimit !== undefined) hostConfig.PidsLimit = resources.pidsLimit;
 
   const hasStdin = spec.stdin !== undefined;
+  // Stdin is open when there is content to write or the spec keeps it open for attach clients. With
+  // content alone it closes once the content is written (StdinOnce: when berth's attach ends it);
+  // with openStdin it stays open whoever attaches and detaches, until the task ends.
+  const isStdinOpen = hasStdin || spec.openStdin;
   const body: ContainerCreateBody = {
     Image: spec.image,
     Env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
@@ -118,9 +122,9 @@ export function toCreatePlan(spec: ResolvedTaskSpec, identity: TaskIdentity): Cr
       ...(identity.ownerProcess === undefined ? {} : ownerProcessLabels(identity.ownerProcess)),
     },
     Tty: spec.tty,
-    OpenStdin: hasStdin,
-    StdinOnce: hasStdin,
-    AttachStdin: hasStdin,
+    OpenStdin: isStdinOpen,
+    StdinOnce: hasStdin && !spec.openStdin,
+    AttachStdin: isStdinOpen,
     AttachStdout: true,
     AttachStderr: true,
     StopSignal: spec.stopSignal,

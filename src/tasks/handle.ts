@@ -331,9 +331,14 @@ export class TaskHandle implements AsyncDisposable {
     const stdin = this.#streams.stdin;
     const input = this.spec.stdin;
     if (!stdin || input === undefined) return;
+    // With openStdin the task's stdin outlives the content: it is written, not ended, so that the
+    // attach stays whole (the engine ends an attach whose stdin ends when StdinOnce is off).
+    const keepOpen = this.spec.openStdin;
     if (input instanceof Readable) {
-      input.once('error', () => stdin.end());
-      input.pipe(stdin);
+      if (!keepOpen) input.once('error', () => stdin.end());
+      input.pipe(stdin, { end: !keepOpen });
+    } else if (keepOpen) {
+      stdin.write(input);
     } else {
       stdin.end(input);
     }

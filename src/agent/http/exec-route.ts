@@ -1,4 +1,3 @@
-import fastifyWebsocket from '@fastify/websocket';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import { BerthError, isBerthError, messageOf, ValidationError } from '../../common/errors.js';
@@ -290,6 +289,5 @@ export function registerExecRoutes(app: FastifyInstance, deps: ExecRouteDeps): v
   if (!plain?.body || !plain.params) throw new BerthError('BERTH_INTERNAL', 'the route table has no plain exec route');
   const responses: Record<number, unknown> = {};
   for (const [status, { schema }] of Object.entries(plain.responses)) if (schema) responses[Number(status)] = schema;
-  void app.register(fastifyWebsocket, { options: { maxPayload: 1024 * 1024 } });
   void app.register(async (scope) => declareExecRoutes(scope, deps, { params: plain.params, body: plain.body, responses }));
 }

@@ -19,7 +19,7 @@ function taskSpecJsonSchema(): JsonSchema {
   const { $schema: _dialect, ...schema } = z.toJSONSchema(taskSpecSchema, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
   const properties = { ...(schema.properties as Record<string, unknown>) };
   // The library also takes a stream or bytes; over HTTP stdin is text.
-  properties.stdin = { type: 'string', description: 'Input piped to the task\'s stdin, which is closed at its end.' };
+  properties.stdin = { type: 'string', description: 'Input piped to the task\'s stdin, which is closed at its end (unless openStdin: then it stays open for attach clients).' };
   return { ...schema, properties };
 }
 

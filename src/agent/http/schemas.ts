@@ -301,6 +301,15 @@ export const stopQuerySchema: JsonSchema = {
   },
 };
 
+/** The query of an attach (`GET /v1/tasks/:id/attach`, upgraded to a WebSocket). */
+export const attachQuerySchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    logs: { type: 'boolean', default: false, description: 'First send what the task printed before the attach (the engine replays its log of the task, then attaches, as `docker attach --logs`): in order and nothing twice, though a line printed in the instant between the two can be missed; the complete record is the task\'s logs.' },
+  },
+};
+
 /** RFC 3339 with an offset and up to nine fractional digits. */
 export const RFC3339_PATTERN = '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,9})?(Z|z|[+-]\\d{2}:\\d{2})$';
 
@@ -516,6 +525,13 @@ export interface ApiRoute {
   stream?: StreamResponse & { status: number };
   /** The module that declares the route itself (a WebSocket route, and its plain sibling): the server's route loop skips it. */
   declaredBy?: 'exec';
+  /**
+   * Served as a WebSocket: a GET with `Upgrade: websocket`, answered 101 and then spoken in the
+   * frames of stream-frames.ts. Its handler is registered by its own plugin (after
+   * @fastify/websocket), not by the route loop; the token and the refusals before the upgrade are
+   * the same as any route's.
+   */
+  websocket?: boolean;
 }
 
 const errors = {
@@ -643,6 +659,24 @@ export const API_ROUTES: readonly ApiRoute[] = [
       404: errors.notFound,
       409: { description: 'The task is not running (BERTH_TASK_STATE); or several tasks start with this id prefix (BERTH_TASK_AMBIGUOUS).', schema: errorBodySchema },
       504: { description: 'The command did not end within `timeout` and was killed (BERTH_EXEC_TIMEOUT).', schema: errorBodySchema },
+    },
+  },
+  {
+    method: 'GET',
+    url: '/v1/tasks/:id/attach',
+    operationId: 'attachTask',
+    summary:
+      'Attach to a running task\'s live output (and its stdin, when its spec has `openStdin`), as `docker attach`: a WebSocket (GET with `Upgrade: websocket`). The agent sends binary messages, one byte naming the stream (1 stdout, 2 stderr) then the bytes, from the moment of attaching (with `logs=true`, what the task printed before first); the client sends binary messages with stream byte 0 for stdin, and `{"type":"close-stdin"}` when it has no more to write (the task\'s stdin stays open for other clients). When the task ends the agent sends `{"type":"exit","exitCode":N,"endState":{...}}` and closes with 1000. Several clients may attach at once; closing the socket detaches and never stops the task. Stdin for a task without open stdin is answered `{"type":"error","error":{"code":"BERTH_VALIDATION",...}}` and the socket closed (1008).',
+    params: taskIdParamsSchema,
+    querystring: attachQuerySchema,
+    websocket: true,
+    responses: {
+      101: { description: 'Switching Protocols: the WebSocket is open; the frames are described above.' },
+      400: { description: 'A bad query, or a request without `Upgrade: websocket` (this route speaks WebSocket only).', schema: errorBodySchema },
+      401: errors.unauthorized,
+      404: errors.notFound,
+      409: { description: 'The task is not running (BERTH_TASK_STATE): pending or starting (nothing to attach to yet), paused (unpause it first), or ended (read its output with `GET /v1/tasks/{id}/logs`); or several tasks start with this id prefix (BERTH_TASK_AMBIGUOUS).', schema: errorBodySchema },
+      503: errors.unavailable,
     },
   },
   {

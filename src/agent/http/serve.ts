@@ -135,6 +135,24 @@ export function createTlsApiServer(handler: (request: IncomingMessage, response:
   return server;
 }
 
+/**
+ * Hands the TCP listener's WebSocket upgrades (attach) to fastify's own server, whose websocket
+ * plugin routes them through the API's hooks (the token) like any request. With mutual TLS an
+ * upgrade passes the same client-certificate check as a request, which Node's request handler
+ * (`guarded`) never sees for an upgrade.
+ */
+function forwardUpgrades(server: Server | HttpsServer, app: FastifyInstance, requireClientCert: boolean, logger: Logger): void {
+  server.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => {
+    if (requireClientCert && (socket as TLSSocket).authorized !== true) {
+      logger.info({ remote: socket.remoteAddress }, 'a WebSocket client without a valid client certificate was refused');
+      const body = JSON.stringify({ error: { code: 'BERTH_AGENT_TLS', message: 'the agent requires a client certificate signed by its tls.clientCa (--tlscert and --tlskey)' } });
+      socket.end(`HTTP/1.1 403 Forbidden\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+      return;
+    }
+    app.server.emit('upgrade', request, socket, head);
+  });
+}
+
 /** An agent's API, listening. */
 export interface ServingAgent {
   /** The unix socket the API listens on (mode 0600). */
@@ -225,19 +243,7 @@ export async function serveAgent(runtime: ServerRuntime & Pick<AgentRuntime, 'co
       if (tlsMaterial) tcpServer = tlsServer = createTlsApiServer(handle, config.http, tlsMaterial, runtime.logger);
       else tcpServer = createApiServer(handle, config.http);
       tcpServer.on('clientError', answerClientError);
-      // WebSocket upgrades (exec) on the TCP listener go where fastify's websocket plugin listens:
-      // its own server's 'upgrade'. With mutual TLS, only a client whose certificate was accepted.
-      tcpServer.on('upgrade', (request: IncomingMessage, socket: Socket, head: Buffer) => {
-        if (tlsMaterial?.ca !== undefined && (socket as TLSSocket).authorized !== true) {
-          // Answered as a plain request would be: 403 BERTH_AGENT_TLS, then closed.
-          const response = new ServerResponse(request);
-          response.assignSocket(socket);
-          response.once('finish', () => socket.destroySoon());
-          refuseClientCertificate(request, response, runtime.logger);
-          return;
-        }
-        app.server.emit('upgrade', request, socket, head);
-      });
+      forwardUpgrades(tcpServer, app, tlsMaterial?.ca !== undefined, runtime.logger);
       tcp = { ...(await listenTcp(tcpServer, config.listen.host, config.listen.port)), tls: tlsServer !== undefined };
     }
   } catch (error) {

@@ -1,5 +1,6 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchema, type FastifyServerFactory } from 'fastify';
 import { BerthError, ValidationError } from '../../common/errors.js';
 import type { ImageCoordinatorSnapshot } from '../../images/index.js';
@@ -24,14 +25,15 @@ import { buildOpenApiDocument } from './openapi.js';
 import type { Engine } from '../../engine/engine.js';
 import { runningContainerOf, taskStatsRecords } from '../task-stats.js';
 import { registerExecRoutes, type ExecEngine } from './exec-route.js';
+import { attachRoutes, closeWebSocketsGoingAway } from './attach-route.js';
 
 /**
  * What the HTTP layer uses of the agent runtime: a narrow port (an `AgentRuntime` is one), so that
  * the server can be tested against a scripted runtime.
  */
 export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | 'started' | 'onError' | 'engineHealth'> {
-  /** The engine: the stats of a task's container (`GET /v1/tasks/:id/stats`), and exec in it. */
-  readonly engine: Pick<Engine, 'streamStats'> & ExecEngine;
+  /** The engine: the stats of a task's container (`GET /v1/tasks/:id/stats`), exec in it, and attach to it. */
+  readonly engine: Pick<Engine, 'streamStats' | 'attachContainer'> & ExecEngine;
   readonly store: { readonly tasks: Pick<TaskRepository, 'get' | 'list' | 'counts' | 'resolve'> & Partial<Pick<TaskRepository, 'countUnhealthy'>>; sizeBytes?(): number };
   readonly supervisor: Pick<TaskSupervisor, 'submit' | 'stop' | 'remove' | 'isEnded' | 'tasksWaitingForEngine' | 'pause' | 'unpause' | 'kill' | 'wait'>;
   readonly logs: Pick<TaskLogStore, 'read' | 'follow'> & { readonly space: Pick<DiskSpace, 'condition' | 'check'> };
@@ -377,7 +379,8 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
   };
 
   for (const route of API_ROUTES) {
-    if (route.declaredBy === 'exec') continue;
+    // Routes their own plugins register, below: exec (plain and WebSocket) and the other WebSocket routes.
+    if (route.declaredBy === 'exec' || route.websocket) continue;
     const handler = handlers[route.operationId];
     if (!handler) throw new BerthError('BERTH_INTERNAL', `no handler for the route ${route.operationId}`);
     const querySchema = route.querystring;
@@ -396,8 +399,19 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
       handler,
     });
   }
+  // WebSocket routes go in plugins registered after the websocket plugin (its route hook makes the
+  // upgrade), which is registered once for all of them; closing the server closes their sockets (1001).
+  void app.register(fastifyWebsocket, { options: { maxPayload: 1024 * 1024 }, preClose: closeWebSocketsGoingAway });
   registerExecRoutes(app, { visibleTask, engine: runtime.engine, logger: runtime.logger, countError: (code) => metrics.countError(code) });
+  void app.register(attachRoutes({ engine: runtime.engine, supervisor: runtime.supervisor, logger: runtime.logger, visibleTask }, websocketRoute('attachTask')));
   return app;
+}
+
+/** The route table's entry of a WebSocket route. */
+function websocketRoute(operationId: string): ApiRoute {
+  const route = API_ROUTES.find((r) => r.operationId === operationId && r.websocket);
+  if (!route) throw new BerthError('BERTH_INTERNAL', `no WebSocket route ${operationId} in API_ROUTES`);
+  return route;
 }
 
 /** The router's refusals (fastify's frameworkErrors) in berth's shape: a bad URL 400, a path parameter too long 414. */

@@ -250,6 +250,22 @@ describe('toCreatePlan container settings', () => {
     assert.equal(body.AttachStdin, false);
   });
 
+  test('keeps stdin open, not closing once, for a spec with openStdin (docker -i): attach clients write to it', () => {
+    const { body } = plan({ image: 'a', openStdin: true });
+    assert.deepEqual([body.OpenStdin, body.StdinOnce, body.AttachStdin], [true, false, true]);
+  });
+
+  test('with openStdin and stdin content, stdin is open and stays open after the content (no StdinOnce)', () => {
+    const { body } = plan({ image: 'a', stdin: 'first line\n', openStdin: true });
+    assert.deepEqual([body.OpenStdin, body.StdinOnce, body.AttachStdin], [true, false, true]);
+  });
+
+  test('openStdin defaults to false and must be a boolean', () => {
+    assert.equal(resolveTaskSpec({ image: 'a' }).openStdin, false);
+    assert.equal(resolveTaskSpec({ image: 'a', openStdin: true }).openStdin, true);
+    assert.throws(() => resolveTaskSpec({ image: 'a', openStdin: 'yes' } as unknown as TaskSpec), (error: Error & { issues?: Array<{ field: string }> }) => error.issues?.[0]?.field === 'openStdin');
+  });
+
   test('always attaches stdout and stderr', () => {
     const { body } = plan({ image: 'a' });
     assert.equal(body.AttachStdout, true);

@@ -109,6 +109,9 @@ function fakeRuntime(options: FakeOptions = {}) {
       inspectExec: async () => {
         throw new Error('exec is not scripted in this test');
       },
+      attachContainer: async () => {
+        throw new BerthError('BERTH_ENGINE_UNAVAILABLE', 'no engine in this test');
+      },
     },
     logs: {
       space: { condition: options.disk ?? 'ok', check: async () => options.disk ?? 'ok' },
@@ -328,7 +331,7 @@ describe('task id prefixes and list order', () => {
     type Operation = { parameters?: Array<{ name: string; in: string; description?: string }>; responses: Record<string, { description: string }> };
     const document = buildOpenApiDocument() as { paths: Record<string, Record<string, Operation>> };
     const taskRoutes = Object.entries(document.paths).filter(([url]) => url.startsWith('/v1/tasks/{id}'));
-    assert.equal(taskRoutes.length, 9);
+    assert.equal(taskRoutes.length, 10);
     for (const [url, operations] of taskRoutes) {
       for (const [method, operation] of Object.entries(operations)) {
         const id = operation.parameters?.find((p) => p.name === 'id' && p.in === 'path');
