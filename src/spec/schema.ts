@@ -6,6 +6,7 @@ import { LABEL_PREFIX } from '../common/labels.js';
 import { DURATION_LIMITS, formatDurationMs, formatSize, MAX_SIZE_BYTES, type CountBounds, type DurationBounds, type SizeBounds } from '../common/units.js';
 import { anyTypedAs, countOption, durationOption, issue, sizeOption } from '../common/validation.js';
 import { parseImageReference } from './reference.js';
+import { registryAuthPolicyIssues, registryAuthSchema, type RegistryAuthPolicy, type RegistryAuthSpec } from './registry-auth.js';
 
 const MiB = 1024 * 1024;
 
@@ -258,6 +259,8 @@ export const taskSpecSchema = z
     pull: z.enum(['if-not-present', 'always', 'never']).default('if-not-present'),
     /** A health check run by the engine; `{ disabled: true }` switches off the image's own. Default: the image's. */
     healthcheck: healthcheck.optional(),
+    /** The task's own credentials for its image's registry (src/spec/registry-auth.ts). Default: the driver's (the Docker configuration). */
+    registryAuth: registryAuthSchema.optional(),
   })
   .strict();
 
@@ -321,10 +324,12 @@ export interface ResolvedTaskSpec {
   readonly pull: 'if-not-present' | 'always' | 'never';
   /** Undefined: whatever the image defines. */
   readonly healthcheck?: ResolvedHealthcheck;
+  /** The task's own registry credentials, for its pull only; undefined: the driver's. */
+  readonly registryAuth?: RegistryAuthSpec;
 }
 
 /** What the caller's driver permits; the spec is checked against it. */
-export interface SpecPolicy {
+export interface SpecPolicy extends RegistryAuthPolicy {
   /** Whether `privileged: true` is accepted. Default false. */
   allowPrivileged: boolean;
   /**
@@ -427,6 +432,7 @@ function compileTaskSpec(input: unknown, issues: readonly FieldIssue[]): Resolve
     stopGraceMs: spec.stopGracePeriod,
     pull: spec.pull,
     healthcheck: resolveHealthcheck(spec.healthcheck),
+    ...(spec.registryAuth !== undefined ? { registryAuth: spec.registryAuth } : {}),
   };
   return deepFreeze(resolved);
 }
@@ -453,6 +459,7 @@ function policyIssues(input: unknown, policy: SpecPolicy): FieldIssue[] {
   const issues: FieldIssue[] = [];
   if (typeof input !== 'object' || input === null) return issues;
   const raw = input as { privileged?: unknown; capAdd?: unknown; mounts?: unknown; network?: unknown };
+  issues.push(...registryAuthPolicyIssues(input as { image?: unknown; registryAuth?: unknown }, policy));
   if (raw.privileged === true && !policy.allowPrivileged) {
     issues.push({ field: 'privileged', rule: 'privileged tasks are not allowed by this driver (allowPrivileged is off)' });
   }

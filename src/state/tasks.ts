@@ -70,6 +70,11 @@ export interface TaskRecord {
   /** When it ended (the move to `exited` or `lost`). */
   readonly finishedAtMs?: number;
   readonly updatedAtMs: number;
+  /**
+   * The secrets `spec` holds redacted (inline registry credentials), sealed with the agent's key;
+   * undefined when it has none. Never shown by the API.
+   */
+  readonly sealedSecrets?: string;
 }
 
 export interface NewTask {
@@ -77,6 +82,8 @@ export interface NewTask {
   id: string;
   spec: StoredTaskSpec;
   reservation?: Reservation;
+  /** The secrets `spec` holds redacted, sealed (see TaskRecord.sealedSecrets). */
+  sealedSecrets?: string;
 }
 
 /** An end state that is not lost (it moves the task to `exited`). */
@@ -147,6 +154,7 @@ interface TaskRow {
   started_at_ms: number | null;
   finished_at_ms: number | null;
   updated_at_ms: number;
+  sealed_secrets: string | null;
 }
 
 
@@ -180,6 +188,7 @@ function toRecord(row: TaskRow): TaskRecord {
     ...(row.started_at_ms === null ? {} : { startedAtMs: row.started_at_ms }),
     ...(row.finished_at_ms === null ? {} : { finishedAtMs: row.finished_at_ms }),
     updatedAtMs: row.updated_at_ms,
+    ...(row.sealed_secrets === null ? {} : { sealedSecrets: row.sealed_secrets }),
   };
   return deepFreeze(record);
 }
@@ -246,10 +255,10 @@ export class TaskRepository {
       const now = this.#nowMs();
       this.#db
         .prepare(
-          `INSERT INTO tasks (id, spec, state, reservation, submitted_at_ms, updated_at_ms)
-           VALUES (?, ?, 'pending', ?, ?, ?)`,
+          `INSERT INTO tasks (id, spec, state, reservation, submitted_at_ms, updated_at_ms, sealed_secrets)
+           VALUES (?, ?, 'pending', ?, ?, ?, ?)`,
         )
-        .run(task.id, JSON.stringify(task.spec), task.reservation ? JSON.stringify(task.reservation) : null, now, now);
+        .run(task.id, JSON.stringify(task.spec), task.reservation ? JSON.stringify(task.reservation) : null, now, now, task.sealedSecrets ?? null);
       return { inserted: true, task: toRecord(this.#select.get(task.id)!) };
     });
     const result = asDiskFull(() => run.immediate());

@@ -47,6 +47,7 @@ describe('openStore: schema and pragmas', () => {
       { version: 3, name: 'the event log, for clients that resume a stream' },
       { version: 4, name: 'paused tasks' },
       { version: 5, name: 'ended tasks by end time, for retention' },
+      { version: 9, name: 'sealed task secrets' },
     ]);
   });
 
