@@ -154,8 +154,8 @@ export function registryMismatch(image: unknown, host: string): string | undefin
  * The spec with the secrets of inline credentials replaced by REDACTED, and the secrets taken out
  * (undefined when it has none: no `registryAuth`, or a `ref`). What the agent stores and shows.
  */
-export function separateRegistrySecrets<T extends { registryAuth?: unknown }>(spec: T): { redacted: T; secrets?: Partial<Record<RegistrySecretField, string>> } {
-  const auth = spec.registryAuth;
+export function separateRegistrySecrets<T extends object>(spec: T): { redacted: T; secrets?: Partial<Record<RegistrySecretField, string>> } {
+  const auth = (spec as { registryAuth?: unknown }).registryAuth;
   if (typeof auth !== 'object' || auth === null || Array.isArray(auth)) return { redacted: spec };
   const raw = auth as Record<string, unknown>;
   const secrets: Partial<Record<RegistrySecretField, string>> = {};
@@ -171,8 +171,8 @@ export function separateRegistrySecrets<T extends { registryAuth?: unknown }>(sp
 }
 
 /** The stored (redacted) spec with its secrets put back: the spec as it was submitted. */
-export function restoreRegistrySecrets<T extends { registryAuth?: unknown }>(spec: T, secrets: Partial<Record<RegistrySecretField, string>>): T {
-  const auth = spec.registryAuth;
+export function restoreRegistrySecrets<T extends object>(spec: T, secrets: Partial<Record<RegistrySecretField, string>>): T {
+  const auth = (spec as { registryAuth?: unknown }).registryAuth;
   if (typeof auth !== 'object' || auth === null || Array.isArray(auth)) {
     throw new ValidationError([{ field: 'registryAuth', rule: 'the stored spec has no inline credentials to restore' }]);
   }
