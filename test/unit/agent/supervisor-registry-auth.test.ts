@@ -68,6 +68,7 @@ async function supervisorWith(store: Store, secrets: SecretBox | undefined) {
   await supervisor.recover();
   closers.push(async () => {
     await supervisor.shutdown();
+    store.close();
   });
   const ended = (taskId: string) => until(() => supervisor.isEnded(taskId), `task ${taskId} to end`, 10_000);
   return { supervisor, acquired, ended };
