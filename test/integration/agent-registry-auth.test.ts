@@ -69,10 +69,12 @@ describe('per-task registry credentials through the agent', { skip }, () => {
     await removeRunImages(engine, run.id);
 
     dataDir = await dirs.make('berth-regauth-');
-    const passwordFile = path.join(dataDir, '..', `${path.basename(dataDir)}-ci-password`);
+    const configDir = await dirs.make('berth-regauth-cfg-');
+    // Outside the data directory: the agent reads it at each pull that uses the credentials.
+    const passwordFile = path.join(configDir, 'ci-password');
     await writeFile(passwordFile, `${registries.password}\n`, { mode: 0o600 });
     configFile = await writeAgentConfig(
-      await dirs.make('berth-regauth-cfg-'),
+      configDir,
       [
         'policy:',
         '  allowInlineRegistryAuth: true',
