@@ -19,6 +19,8 @@ export { engineOptionsFromEnv } from './engine/connect.js';
 export type { StatsSample, ContainerInspect, ContainerEvent, HealthStatus, HealthProbe } from './engine/types.js';
 export { resolveTaskSpec, taskSpecSchema, toCreatePlan, HEALTHCHECK_DEFAULTS, SPEC_BOUNDS } from './spec/index.js';
 export type { TaskSpec, ResolvedTaskSpec, SpecPolicy, MountSpec, ResolvedHealthcheck, HealthcheckTest } from './spec/index.js';
+export { REDACTED } from './spec/index.js';
+export type { RegistryAuthSpec, InlineRegistryAuth, RegistryAuthRef } from './spec/index.js';
 export { ImageCoordinator, parseImageReference, dockerConfigDirFromEnv, IMAGE_EVENTS_CHANNEL } from './images/index.js';
 export type { AcquireOptions, AcquiredImage, ImageCoordinatorOptions, ImageCoordinatorEvents, ImageReference, PullPolicy, RegistryCredentials } from './images/index.js';
 export { TaskDriver, TaskHandle, runToEnd, execInTask, findRunningTaskContainer, classifyExit, describeEndState, TASK_STATES, hasEnded, TASK_PHASE_CHANNEL, DEFAULT_RELIST_PERIOD_MS, DEFAULT_ENGINE_SOCKET } from './tasks/index.js';

@@ -19,6 +19,8 @@ import { TaskRetention } from './retention.js';
 import { TaskSupervisor } from './supervisor.js';
 import { TaskLogStore } from './task-logs.js';
 import { UsageSampler } from './usage.js';
+import { SecretBox } from './secret-box.js';
+import { agentSpecPolicy, configuredRegistryCredentials } from './registry-credentials.js';
 import { UNENDED_STATES, type StoredTaskSpec } from '../state/tasks.js';
 import type { TaskSpec } from '../spec/schema.js';
 
@@ -187,6 +189,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
   const store = openStore(path.join(initial.dataDir, STORE_FILE_NAME), { logger });
   const agentId = initial.agentId ?? store.meta.ensure(META_KEYS.agentId, () => `agent-${randomUUID().slice(0, 8)}`);
   let token = await ensureToken(initial.dataDir);
+  const secrets = await SecretBox.openIn(initial.dataDir);
   const engine = new Engine({ ...initial.engine, deadlines: initial.engineDeadlines });
   const events = new AgentEvents({ log: store.events, logger });
   // The window is trimmed now and every few seconds, so the log stays within it on a busy host too.
@@ -217,6 +220,8 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     images: imageProvider,
     logger,
     relistPeriodMs: initial.tasks.relistPeriodMs,
+    // `registryAuth: { ref }` is resolved against the configuration in force when the task pulls.
+    registryCredentials: (ref) => configuredRegistryCredentials(config.current(), ref),
   });
   const logs = new TaskLogStore(path.join(initial.dataDir, 'logs'), { maxFileBytes: initial.logs.maxFileBytes, maxFiles: initial.logs.maxFiles });
   const admission = new AdmissionController(initial.admission);
@@ -230,7 +235,8 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     admission,
     events,
     logger,
-    policy: () => config.current().policy,
+    policy: () => agentSpecPolicy(config.current()),
+    secrets,
     defaultDemand: () => config.current().defaults.resources,
     withDefaults: (spec) => withAgentDefaults(spec, config.current()),
     onError: (code) => {

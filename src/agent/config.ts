@@ -18,7 +18,8 @@ import {
 import { DOCKER_HOST_RULE, parseDockerHost, type EngineEndpoint } from '../engine/connect.js';
 import { IMAGE_OPTION_BOUNDS, IMAGE_OPTION_FIELDS } from '../images/options.js';
 import { RECONCILE_OPTION_BOUNDS, RECONCILE_OPTION_FIELDS } from '../reconcile/options.js';
-import { parseImageReference } from '../spec/reference.js';
+import { normalizeRegistryHost, parseImageReference } from '../spec/reference.js';
+import { REGISTRY_NAME, REGISTRY_NAME_RULE } from '../spec/registry-auth.js';
 import { SPEC_BOUNDS } from '../spec/schema.js';
 import { DRIVER_OPTION_BOUNDS } from '../tasks/driver.js';
 
@@ -122,7 +123,18 @@ export interface AgentConfigInput {
     allowedCapabilities?: string[];
     /** Whether tasks may use `network: host`. Default false. */
     allowHostNetwork?: boolean;
+    /**
+     * Whether a spec may carry registry credentials inline (`registryAuth: { username, password }`)
+     * rather than name ones configured here (`registryAuth: { ref }`). Default false.
+     */
+    allowInlineRegistryAuth?: boolean;
   };
+  /**
+   * Registry credentials tasks may name in their spec (`registryAuth: { ref: "<name>" }`), by name.
+   * Used only for the pull of a task that names them, and only when its image is on `server`.
+   * Never logged nor shown by the API.
+   */
+  registries?: Record<string, RegistryCredentialsInput>;
   defaults?: {
     /** Limits of a task that sets none; also what it draws from the admission budget. */
     resources?: {
@@ -203,6 +215,29 @@ export interface AgentConfigInput {
   };
 }
 
+/** One entry of `registries`: the registry, and one secret (a password, inline or in a file, or an identity token). */
+export interface RegistryCredentialsInput {
+  /** The registry host, as image references name it: `registry.example.com:5000`, `docker.io`. */
+  server: string;
+  /** Needed with `password` or `passwordFile`. */
+  username?: string;
+  /** The password, in the configuration file itself (keep the file 0600). */
+  password?: string;
+  /** A file holding the password (one trailing newline is ignored), read at each pull that uses it. */
+  passwordFile?: string;
+  /** An OAuth identity token, instead of a username and password. */
+  identityToken?: string;
+}
+
+/** An entry of `registries`, compiled: `host` normalised as image references are. */
+export interface RegistryCredentialsConfig {
+  readonly host: string;
+  readonly username?: string;
+  readonly password?: string;
+  readonly passwordFile?: string;
+  readonly identityToken?: string;
+}
+
 /** The configuration the agent runs with: validated, defaulted, compiled, deep-frozen. */
 export interface AgentConfig {
   readonly dataDir: string;
@@ -232,7 +267,10 @@ export interface AgentConfig {
     readonly allowedBindSources: readonly string[];
     readonly allowedCapabilities: readonly string[];
     readonly allowHostNetwork: boolean;
+    readonly allowInlineRegistryAuth: boolean;
   };
+  /** Registry credentials by name (`registries.<name>`). */
+  readonly registries: Readonly<Record<string, RegistryCredentialsConfig>>;
   readonly defaults: {
     readonly resources: { readonly memoryBytes: number; readonly cpuMilli: number; readonly pidsLimit: number };
   };
@@ -298,6 +336,7 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'policy.allowPrivileged': 'boolean',
   'policy.allowedCapabilities': 'list',
   'policy.allowHostNetwork': 'boolean',
+  'policy.allowInlineRegistryAuth': 'boolean',
   'defaults.resources.memory': 'size',
   'defaults.resources.cpuMilli': 'integer',
   'defaults.resources.pidsLimit': 'integer',
@@ -435,7 +474,8 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     health: { engineTimeout: '2s' },
     events: { window: '1h', maxCount: 100_000 },
     tasks: { startOutageLimit: '15m', relistPeriod: '5s' },
-    policy: { allowedBindSources: [], allowPrivileged: false, allowedCapabilities: [], allowHostNetwork: false },
+    policy: { allowedBindSources: [], allowPrivileged: false, allowedCapabilities: [], allowHostNetwork: false, allowInlineRegistryAuth: false },
+    registries: {},
     defaults: { resources: { memory: '256m', cpuMilli: 250, pidsLimit: 1024 } },
     admission: { memory: budget.memoryBytes, cpuMilli: budget.cpuMilli },
     // The image coordinator's and the reconciler's own defaults apply (their option fields carry them).
@@ -509,6 +549,55 @@ const fractionOrOff = (bounds: FractionBounds, example: string) =>
     return issue(ctx, `must be "off" or a share of the disk from ${range}, such as "${example}"`);
   });
 
+/**
+ * `registries`: a mapping of names to credentials. No rule quotes a value (a bad entry may hold a
+ * password), and a key that is not a field is named, never echoed with its value.
+ */
+const registries = (passwordFile: z.ZodType<string, unknown>) =>
+  z.unknown().transform((value, ctx): Record<string, RegistryCredentialsConfig> => {
+    if (!isPlain(value)) return issue(ctx, 'must be a mapping of names to { server, username, password | passwordFile | identityToken }');
+    const compiled: Record<string, RegistryCredentialsConfig> = {};
+    for (const [name, entry] of Object.entries(value)) {
+      const fail = (field: string | undefined, message: string): void => ctx.addIssue({ code: 'custom', path: field === undefined ? [name] : [name, field], message });
+      if (!REGISTRY_NAME.test(name)) fail(undefined, `is not a registry credentials name: ${REGISTRY_NAME_RULE}`);
+      if (!isPlain(entry)) {
+        fail(undefined, 'must be a mapping: { server, username, password | passwordFile | identityToken }');
+        continue;
+      }
+      const unknown = Object.keys(entry).filter((key) => !REGISTRY_ENTRY_KEYS.includes(key));
+      for (const key of unknown) fail(key, 'is not a configuration key');
+      for (const key of ['server', 'username', 'password', 'identityToken'] as const) {
+        if (entry[key] !== undefined && (typeof entry[key] !== 'string' || entry[key] === '')) fail(key, 'must be a non-empty string');
+      }
+      let server: string | undefined;
+      if (typeof entry.server !== 'string' || entry.server === '') {
+        if (entry.server === undefined) fail('server', 'must be set: the registry host the credentials are for, as image references name it (registry.example.com:5000, docker.io)');
+      } else {
+        server = normalizeRegistryHost(entry.server.replace(/^https?:\/\//, '').replace(/\/.*$/, ''));
+      }
+      let file: string | undefined;
+      if (entry.passwordFile !== undefined) {
+        const parsed = passwordFile.safeParse(entry.passwordFile);
+        if (parsed.success) file = parsed.data;
+        else fail('passwordFile', parsed.error.issues[0]?.message ?? 'must be an absolute path');
+      }
+      const secrets = (['password', 'passwordFile', 'identityToken'] as const).filter((key) => entry[key] !== undefined);
+      if (secrets.length !== 1) fail(undefined, `must have exactly one of password, passwordFile and identityToken${secrets.length > 1 ? ` (has ${secrets.join(', ')})` : ''}`);
+      if ((entry.password !== undefined || entry.passwordFile !== undefined) && entry.username === undefined) fail('username', 'must be set with password or passwordFile');
+      if (server === undefined) continue;
+      compiled[name] = {
+        host: server,
+        ...(typeof entry.username === 'string' ? { username: entry.username } : {}),
+        ...(typeof entry.password === 'string' ? { password: entry.password } : {}),
+        ...(file !== undefined ? { passwordFile: file } : {}),
+        ...(typeof entry.identityToken === 'string' ? { identityToken: entry.identityToken } : {}),
+      };
+    }
+    return compiled;
+  });
+
+const REGISTRY_ENTRY_KEYS: readonly string[] = ['server', 'username', 'password', 'passwordFile', 'identityToken'];
+
 function buildSchema(host: HostFacts) {
   const expandHome = (p: string): string => (p === '~' ? host.homedir : p.startsWith('~/') ? path.join(host.homedir, p.slice(2)) : p);
   const absolutePath = (rule = 'must be an absolute path (or start with ~/)') =>
@@ -567,7 +656,9 @@ function buildSchema(host: HostFacts) {
       allowPrivileged: booleanOption(),
       allowedCapabilities: list(capability, 'must be a capability name such as NET_ADMIN'),
       allowHostNetwork: booleanOption(),
+      allowInlineRegistryAuth: booleanOption(),
     }),
+    registries: registries(absolutePath('must be an absolute path to a file holding the password (or start with ~/)')),
     defaults: section({
       resources: section({
         memory: size('256m', CONFIG_BOUNDS['defaults.resources.memory']),
@@ -818,7 +909,9 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
       allowedBindSources: c.policy.allowedBindSources.map((p) => path.normalize(p)),
       allowedCapabilities: c.policy.allowedCapabilities.map((cap) => cap.toUpperCase().replace(/^CAP_/, '')),
       allowHostNetwork: c.policy.allowHostNetwork,
+      allowInlineRegistryAuth: c.policy.allowInlineRegistryAuth,
     },
+    registries: c.registries,
     defaults: {
       resources: { memoryBytes: c.defaults.resources.memory, cpuMilli: c.defaults.resources.cpuMilli, pidsLimit: c.defaults.resources.pidsLimit },
     },

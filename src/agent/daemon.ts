@@ -3,6 +3,7 @@ import { pino, type Level, type Logger as PinoLogger } from 'pino';
 import pinoPretty from 'pino-pretty';
 import { codeOf, isBerthError, messageOf, stackOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
+import { REDACTED } from '../spec/registry-auth.js';
 import { buildAgent, type AgentRuntime } from './agent.js';
 import type { ConfigSources, ReloadResult } from './config.js';
 import { serveAgent } from './http/serve.js';
@@ -26,6 +27,15 @@ export function chooseLogFormat(asked: string | undefined, isTerminal: boolean):
 }
 
 /**
+ * Fields the agent's log never shows, at any of the first four levels of a log line's fields: the
+ * secrets of registry credentials. Nothing the agent logs carries them (a spec is never logged,
+ * errors name the registry and the credentials' source only); this is the guard should one slip in.
+ */
+export const LOG_REDACT_PATHS: readonly string[] = Object.freeze(
+  ['password', 'identityToken', 'identitytoken'].flatMap((key) => [key, `*.${key}`, `*.*.${key}`, `*.*.*.${key}`]),
+);
+
+/**
  * The agent's structured log (pino) on `destination`, adapted to the library's Logger interface:
  * one JSON object per line, or with `format: 'pretty'` one line for people (time, level, message,
  * then the fields; colours with `colors`). Writes are synchronous, so nothing logged before an exit
@@ -40,7 +50,7 @@ export function createAgentLogger(
     options.format === 'pretty'
       ? pinoPretty({ destination, sync: true, colorize: options.colors ?? false, translateTime: 'SYS:yyyy-mm-dd HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true })
       : destination;
-  const log = pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime }, stream);
+  const log = pino({ level, base: { pid: process.pid }, timestamp: pino.stdTimeFunctions.isoTime, redact: { paths: [...LOG_REDACT_PATHS], censor: REDACTED } }, stream);
   return {
     pino: log,
     debug: (meta, message) => log.debug(meta, message),

@@ -20,6 +20,8 @@ import { isEngineOutage, isTransientStartError, StartOutage } from './start-outa
 import { currentAttempt, planRestart, RestartWaits, startAttemptKey } from './restart.js';
 import { HealthWatch } from './health-watch.js';
 import type { UsageSampler } from './usage.js';
+import { restoreRegistrySecrets, separateRegistrySecrets } from '../spec/registry-auth.js';
+import { sameSecret, type SecretSealer } from './secret-box.js';
 
 /** Where a task's output resumes, and whether it was cut (then it is not read again). */
 interface OutputStart {
@@ -52,6 +54,11 @@ export interface SupervisorDeps {
   startOutageLimitMs: () => number | undefined;
   /** Reads what running tasks use, for the usage recorded at their end (none: no usage is recorded). */
   usage?: Pick<UsageSampler, 'track' | 'forget' | 'end'>;
+  /**
+   * Seals the secrets of a spec (inline registry credentials) before they are stored: the stored
+   * spec holds them redacted. Without one, a spec with inline credentials is refused.
+   */
+  secrets?: SecretSealer;
 }
 
 /** The outcome of a submit: the task, and whether this submit created it (false: the same task was submitted before). */
@@ -146,20 +153,48 @@ export class TaskSupervisor {
   submit(input: { id: string; spec: unknown }): SubmitResult {
     this.#requireOpen();
     const spec = this.#deps.withDefaults(checkAgentSpec(input.spec));
+    // Inline registry credentials are stored redacted, their secrets sealed apart (never in the clear).
+    const { redacted, secrets } = separateRegistrySecrets(spec);
+    const secretText = secrets === undefined ? undefined : canonicalJson(secrets);
     // A client retrying a submit whose answer it lost (or that the agent died answering) gets the task it made.
     const existing = this.#deps.store.tasks.get(input.id);
-    if (existing) return { task: sameSubmission(existing, spec), created: false };
+    if (existing) return { task: this.#sameSubmission(existing, redacted, secretText), created: false };
     const policy = this.#deps.policy();
     const resolved = resolveTaskSpec(spec, policy);
     // Bind sources are resolved on the host now (and again before the create), so a bad one is refused here and nothing is created.
     this.#deps.driver.resolveBindSources(resolved, policy);
     const reservation = resolveDemand(resolved.resources, this.#deps.defaultDemand());
     this.#deps.admission.check(reservation);
-    const { inserted, task } = this.#deps.store.tasks.insert({ id: input.id, spec, reservation });
-    if (!inserted) return { task: sameSubmission(task, spec), created: false };
+    const sealedSecrets = secretText === undefined ? undefined : this.#sealer().seal(secretText);
+    const { inserted, task } = this.#deps.store.tasks.insert({ id: input.id, spec: redacted, reservation, ...(sealedSecrets !== undefined ? { sealedSecrets } : {}) });
+    if (!inserted) return { task: this.#sameSubmission(task, redacted, secretText), created: false };
     this.#announce(task);
     if (this.#deps.admission.submit(task.id, reservation) === 'admitted') this.#startAdmitted([task.id]);
     return { task: this.#deps.store.tasks.get(task.id) ?? task, created: true };
+  }
+
+  /**
+   * The recorded task when `spec` (with the agent's defaults applied, its secrets redacted) is the
+   * spec it was submitted with, key order aside, and its secrets are the same; BERTH_TASK_EXISTS
+   * when either differs.
+   */
+  #sameSubmission(existing: TaskRecord, spec: StoredTaskSpec, secretText: string | undefined): TaskRecord {
+    const task = sameSubmission(existing, spec);
+    const stored = existing.sealedSecrets === undefined ? undefined : this.#sealer().open(existing.sealedSecrets);
+    if (stored === secretText || (stored !== undefined && secretText !== undefined && sameSecret(stored, secretText))) return task;
+    throw new BerthError('BERTH_TASK_EXISTS', `a task with id ${existing.id} exists already, with other registry credentials`, { context: { taskId: existing.id } });
+  }
+
+  #sealer(): SecretSealer {
+    if (!this.#deps.secrets) throw new ValidationError([{ field: 'registryAuth', rule: 'inline registry credentials cannot be kept by this agent (it has no secret key)' }]);
+    return this.#deps.secrets;
+  }
+
+  /** The spec a task starts with: its stored spec, with the secrets it holds redacted opened again. */
+  #specToStart(record: TaskRecord): TaskSpec {
+    if (record.sealedSecrets === undefined) return record.spec as TaskSpec;
+    const secrets = JSON.parse(this.#sealer().open(record.sealedSecrets)) as Record<string, string>;
+    return restoreRegistrySecrets(record.spec, secrets) as TaskSpec;
   }
 
   /**
@@ -551,12 +586,12 @@ export class TaskSupervisor {
     }
     let handle: TaskHandle | undefined;
     try {
-      if (options.mayHaveContainer) handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, this.#recoverOptions(record));
+      if (options.mayHaveContainer) handle = await this.#deps.driver.recover(record.id, this.#specToStart(record), this.#recoverOptions(record));
       // One start attempt per attempt of the task: a create a dead agent (or an earlier try) sent may land, and is adopted.
       // The engine's log is the output's one path (#pumpOutput reads it); the handle carries none (handle.output is 'engine-log').
       const startAttempt = startAttemptKey(record.id, currentAttempt(record));
       // waitHealthy false: the supervisor waits for health itself (#markStarted), with the task's container known.
-      handle ??= await this.#deps.driver.startAccepted(record.spec as TaskSpec, { taskId: record.id, startAttempt, output: 'engine-log', bindPolicy: this.#deps.policy(), waitHealthy: false });
+      handle ??= await this.#deps.driver.startAccepted(this.#specToStart(record), { taskId: record.id, startAttempt, output: 'engine-log', bindPolicy: this.#deps.policy(), waitHealthy: false });
     } catch (error) {
       await this.#startFailed(record, error);
       return;

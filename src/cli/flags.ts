@@ -182,6 +182,7 @@ const FLAG_OF_SPEC_FIELD: ReadonlyArray<readonly [RegExp, string]> = [
   [/^stopSignal$/, '--stop-signal'],
   [/^stopGracePeriod$/, '--stop-timeout'],
   [/^pull$/, '--pull'],
+  [/^registryAuth\.ref$/, '--registry-auth'],
   [/^healthcheck\.shell$/, '--health-cmd'],
   [/^healthcheck\.interval$/, '--health-interval'],
   [/^healthcheck\.timeout$/, '--health-timeout'],

@@ -74,6 +74,8 @@ interface RunFlags extends HealthFlags {
   keep?: boolean;
   name?: string;
   pull?: string;
+  /** `--registry-auth NAME`: credentials configured in the agent (`registries.NAME`), for a task the agent runs. */
+  registryAuth?: string;
 }
 
 /**
@@ -144,6 +146,17 @@ export function specFromRunFlags(image: string, command: readonly string[], flag
   if (flags.tty) spec.tty = true;
   if (flags.interactive) spec.stdin = io.stdin;
   if (flags.pull !== undefined) spec.pull = pullFlag(flags.pull);
+  if (flags.registryAuth !== undefined) {
+    if (target === 'engine') {
+      throw new ValidationError([
+        {
+          field: '--registry-auth',
+          rule: 'names registry credentials configured in the agent (registries.<name>): use it with --detach (-d) or berth submit; berth run itself pulls with the Docker configuration\'s credentials (docker login)',
+        },
+      ]);
+    }
+    spec.registryAuth = { ref: flags.registryAuth };
+  }
   const healthcheck = healthcheckFromFlags(flags);
   if (healthcheck !== undefined) spec.healthcheck = healthcheck;
   return spec;
@@ -182,6 +195,7 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
     .option('--rm', 'remove the container when the task ends: berth\'s default, accepted for docker\'s command lines (refused with --keep)')
     .option('--name <task-id>', 'task id (the container is berth-<task-id>.cli.3); a second run with a task id in use is refused, as docker refuses a name in use')
     .option('--pull <policy>', 'pull the image: missing (default), always or never')
+    .option('--registry-auth <name>', 'pull with the registry credentials configured in the agent under registries.<name> (with -d/--detach)')
     .option('--health-cmd <command>', 'health check: a shell command run in the container (CMD-SHELL); exit 0 is healthy')
     .option('--health-interval <duration>', 'time between health checks (default 1s with --health-cmd, else the image\'s)')
     .option('--health-timeout <duration>', 'longest a health check may run (default 5s with --health-cmd, else the image\'s)')

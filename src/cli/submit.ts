@@ -128,6 +128,7 @@ export const SUBMIT_OPTION_HELP: Readonly<Record<string, string>> = Object.freez
   '--timeout': 'run time limit with a unit, e.g. 30s or 5m; 0 for none (default); the agent stops the task, which ends as timed-out (see berth inspect)',
   '--interactive': 'read stdin to its end and give it to the task as its input',
   '--name': 'task id; submitting the same id with the same spec again is that task, not a second one',
+  '--registry-auth': 'pull with the registry credentials configured in the agent under registries.<name>',
 });
 
 /**

@@ -321,6 +321,8 @@ export class ImageCoordinator implements EventSource<ImageCoordinatorEvents> {
   async #resolve(resolution: Resolution): Promise<void> {
     const { ref } = resolution;
     const signal = resolution.controller.signal;
+    /** Where the pull's credentials came from, once known: a refusal names it. */
+    let authSource: string | undefined;
     try {
       if (!resolution.mustPull) {
         const present = await this.#lock.shared(async () => {
@@ -334,6 +336,7 @@ export class ImageCoordinator implements EventSource<ImageCoordinatorEvents> {
       }
       resolution.phase = 'pulling';
       const auth = await this.#auth.resolve(ref.registry, resolution.credentials, signal);
+      authSource = auth?.source ?? 'none';
       // Pulled, then removed by a removal that got the lock between the pull and the inspect (it
       // happens only to an image nobody held): one more pull brings it back.
       for (let round = 1; ; round++) {
@@ -380,7 +383,7 @@ export class ImageCoordinator implements EventSource<ImageCoordinatorEvents> {
         }
       }
     } catch (error) {
-      this.#fail(resolution, signal.aborted ? cancelledError(`pull of ${ref.canonical}`, error) : error);
+      this.#fail(resolution, signal.aborted ? cancelledError(`pull of ${ref.canonical}`, error) : withAuthSource(error, authSource));
     }
   }
 
@@ -557,6 +560,25 @@ export class ImageCoordinator implements EventSource<ImageCoordinatorEvents> {
     this.#events.emit(type, event);
     if (IMAGES_CHANNEL.hasSubscribers) IMAGES_CHANNEL.publish({ type, ...event });
   }
+}
+
+/** What a refused pull's message says of its credentials: where they came from, never what they are. */
+const AUTH_SOURCE_WORDS: Readonly<Record<string, string>> = {
+  none: 'no credentials were sent (an anonymous pull): give the task registryAuth, or configure credentials for the registry',
+  task: 'the task\'s own credentials (registryAuth) were sent',
+  'credential-helper': 'credentials from a Docker credential helper were sent',
+  'credentials-store': 'credentials from the Docker credentials store were sent',
+  'config-auths': 'credentials from the Docker configuration (auths) were sent',
+};
+
+/** A refused pull (BERTH_IMAGE_ACCESS_DENIED) with the source of its credentials in its message and context. */
+function withAuthSource(error: unknown, authSource: string | undefined): unknown {
+  if (authSource === undefined || !isBerthError(error, 'BERTH_IMAGE_ACCESS_DENIED')) return error;
+  return new BerthError('BERTH_IMAGE_ACCESS_DENIED', `${error.message}; ${AUTH_SOURCE_WORDS[authSource] ?? `credentials: ${authSource}`}`, {
+    cause: error.cause ?? error,
+    retryable: false,
+    context: { ...error.context, authSource },
+  });
 }
 
 const HOLDER_ID = /^[^\s]{1,256}$/;

@@ -5,3 +5,5 @@ export type { ImageReference } from './reference.js';
 export type { TaskSpec, ResolvedTaskSpec, MountSpec, Propagation, SpecPolicy, ResolvedHealthcheck, HealthcheckTest } from './schema.js';
 export { toCreatePlan, toHealthcheck, CPU_PERIOD_US } from './translate.js';
 export type { CreatePlan, TaskIdentity } from './translate.js';
+export { REDACTED, registryMismatch, separateRegistrySecrets, restoreRegistrySecrets, isRegistryAuthRef } from './registry-auth.js';
+export type { RegistryAuthSpec, InlineRegistryAuth, RegistryAuthRef, RegistryAuthPolicy } from './registry-auth.js';

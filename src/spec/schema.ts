@@ -6,6 +6,7 @@ import { LABEL_PREFIX } from '../common/labels.js';
 import { DURATION_LIMITS, formatDurationMs, formatSize, MAX_SIZE_BYTES, type CountBounds, type DurationBounds, type SizeBounds } from '../common/units.js';
 import { anyTypedAs, countOption, durationOption, issue, sizeOption } from '../common/validation.js';
 import { parseImageReference } from './reference.js';
+import { registryAuthPolicyIssues, registryAuthSchema, type RegistryAuthPolicy, type RegistryAuthSpec } from './registry-auth.js';
 
 const MiB = 1024 * 1024;
 
@@ -366,6 +367,8 @@ export const taskSpecSchema = z
      * time, is stopped and removed, and ends failed (BERTH_TASK_UNHEALTHY). Default false.
      */
     waitHealthy: z.boolean().default(false),
+    /** The task's own credentials for its image's registry (src/spec/registry-auth.ts). Default: the driver's (the Docker configuration). */
+    registryAuth: registryAuthSchema.optional(),
   })
   .strict()
   .refine((spec) => !(spec.waitHealthy && spec.healthcheck?.disabled === true), {
@@ -439,10 +442,12 @@ export interface ResolvedTaskSpec {
   readonly restart: ResolvedRestartPolicy;
   /** Whether the task counts as running only once healthy. */
   readonly waitHealthy: boolean;
+  /** The task's own registry credentials, for its pull only; undefined: the driver's. */
+  readonly registryAuth?: RegistryAuthSpec;
 }
 
 /** What the caller's driver permits; the spec is checked against it. */
-export interface SpecPolicy {
+export interface SpecPolicy extends RegistryAuthPolicy {
   /** Whether `privileged: true` is accepted. Default false. */
   allowPrivileged: boolean;
   /**
@@ -548,6 +553,7 @@ function compileTaskSpec(input: unknown, issues: readonly FieldIssue[]): Resolve
     healthcheck: resolveHealthcheck(spec.healthcheck),
     restart: resolveRestart(spec.restart),
     waitHealthy: spec.waitHealthy,
+    ...(spec.registryAuth !== undefined ? { registryAuth: spec.registryAuth } : {}),
   };
   return deepFreeze(resolved);
 }
@@ -574,6 +580,7 @@ function policyIssues(input: unknown, policy: SpecPolicy): FieldIssue[] {
   const issues: FieldIssue[] = [];
   if (typeof input !== 'object' || input === null) return issues;
   const raw = input as { privileged?: unknown; capAdd?: unknown; mounts?: unknown; network?: unknown };
+  issues.push(...registryAuthPolicyIssues(input as { image?: unknown; registryAuth?: unknown }, policy));
   if (raw.privileged === true && !policy.allowPrivileged) {
     issues.push({ field: 'privileged', rule: 'privileged tasks are not allowed by this driver (allowPrivileged is off)' });
   }

@@ -135,6 +135,15 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       db.exec('ALTER TABLE tasks ADD COLUMN health TEXT');
     },
   },
+  {
+    version: 9,
+    name: 'sealed task secrets',
+    up(db) {
+      // A task's inline registry credentials, encrypted with the agent's key (agent/secret-box.ts);
+      // NULL when it has none. The spec column holds them redacted: never the secret itself.
+      db.exec('ALTER TABLE tasks ADD COLUMN sealed_secrets TEXT');
+    },
+  },
 ]);
 
 /** The newest schema version this build of berth knows. */

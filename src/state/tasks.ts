@@ -112,6 +112,11 @@ export interface TaskRecord {
   readonly attempts?: readonly TaskAttempt[];
   /** While it waits to be restarted (`starting`): when its next attempt is due. */
   readonly restartAtMs?: number;
+  /**
+   * The secrets `spec` holds redacted (inline registry credentials), sealed with the agent's key;
+   * undefined when it has none. Never shown by the API.
+   */
+  readonly sealedSecrets?: string;
 }
 
 /** What a task used, as the agent records it when the task ends. */
@@ -142,6 +147,8 @@ export interface NewTask {
   id: string;
   spec: StoredTaskSpec;
   reservation?: Reservation;
+  /** The secrets `spec` holds redacted, sealed (see TaskRecord.sealedSecrets). */
+  sealedSecrets?: string;
 }
 
 /** An end state that is not lost (it moves the task to `exited`). */
@@ -216,6 +223,7 @@ interface TaskRow {
   updated_at_ms: number;
   attempts: string | null;
   restart_at_ms: number | null;
+  sealed_secrets: string | null;
 }
 
 
@@ -259,6 +267,7 @@ function toRecord(row: TaskRow): TaskRecord {
     updatedAtMs: row.updated_at_ms,
     ...(row.attempts === null ? {} : { attempts: JSON.parse(row.attempts) as TaskAttempt[] }),
     ...(row.restart_at_ms === null ? {} : { restartAtMs: row.restart_at_ms }),
+    ...(row.sealed_secrets === null ? {} : { sealedSecrets: row.sealed_secrets }),
   };
   return deepFreeze(record);
 }
@@ -325,10 +334,10 @@ export class TaskRepository {
       const now = this.#nowMs();
       this.#db
         .prepare(
-          `INSERT INTO tasks (id, spec, state, reservation, submitted_at_ms, updated_at_ms)
-           VALUES (?, ?, 'pending', ?, ?, ?)`,
+          `INSERT INTO tasks (id, spec, state, reservation, submitted_at_ms, updated_at_ms, sealed_secrets)
+           VALUES (?, ?, 'pending', ?, ?, ?, ?)`,
         )
-        .run(task.id, JSON.stringify(task.spec), task.reservation ? JSON.stringify(task.reservation) : null, now, now);
+        .run(task.id, JSON.stringify(task.spec), task.reservation ? JSON.stringify(task.reservation) : null, now, now, task.sealedSecrets ?? null);
       return { inserted: true, task: toRecord(this.#select.get(task.id)!) };
     });
     const result = asDiskFull(() => run.immediate());

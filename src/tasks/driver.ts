@@ -10,6 +10,7 @@ import { Events, type EventListener, type EventSource, type Unsubscribe } from '
 import { silentLogger, type Logger } from '../common/logger.js';
 import { readOwnerProcess, type OwnerProcess } from '../common/owner-process.js';
 import { resolveAcceptedTaskSpec, resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
+import { isRegistryAuthRef, registryMismatch, type InlineRegistryAuth } from '../spec/registry-auth.js';
 import { toCreatePlan, type TaskIdentity } from '../spec/translate.js';
 import { confirmBindSources, engineSocketGuards, resolveBindSources, withResolvedSources, type BindSourcePolicy, type ResolvedBindSource } from './bind-sources.js';
 import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, preferredContainer, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
@@ -38,7 +39,8 @@ function noStreams(): AttachedStreams {
 
 /** What the driver needs from an image coordinator: make the image present, and hold it for a task. */
 export interface ImageProvider {
-  acquire(image: string, holderId: string, options: { policy: ResolvedTaskSpec['pull']; signal?: AbortSignal }): Promise<unknown>;
+  /** `auth`: the task's own credentials (its spec's registryAuth, a ref resolved), for this pull only. */
+  acquire(image: string, holderId: string, options: { policy: ResolvedTaskSpec['pull']; signal?: AbortSignal; auth?: InlineRegistryAuth }): Promise<unknown>;
   release(holderId: string): void;
 }
 
@@ -69,6 +71,14 @@ export interface TaskDriverOptions {
   protectedHostPaths?: readonly string[];
   /** Pulls and holds images; without one, images must already be present. */
   images?: ImageProvider;
+  /**
+   * Resolves a spec's `registryAuth: { ref }` to credentials, with the registry host they are for,
+   * when the task's image is acquired (so a rotated password file is read afresh); undefined: no
+   * credentials by that name. Credentials are never sent to a registry other than their own: an
+   * image on another registry is refused (BERTH_VALIDATION). Default: none, so a spec with a `ref`
+   * fails to start.
+   */
+  registryCredentials?: (ref: string) => Promise<{ host: string; credentials: InlineRegistryAuth } | undefined>;
   /** Retries of ambiguous engine failures (create, start, stop, remove, wait). Default 5 attempts from 100 ms; 1 to 100 attempts, delays up to a day. */
   retry?: Partial<RetryPolicy>;
   logger?: Logger;
@@ -176,6 +186,7 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
   readonly #policy: SpecPolicy;
   readonly #protectedHostPaths: readonly string[];
   readonly #images: ImageProvider | undefined;
+  readonly #registryCredentials: TaskDriverOptions['registryCredentials'];
   readonly #retry: RetryPolicy;
   readonly #logger: Logger;
   readonly #published: Events<TaskDriverEvents>;
@@ -199,6 +210,7 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     this.#policy = { allowPrivileged: false, ...options.policy };
     this.#protectedHostPaths = [...(options.protectedHostPaths ?? [])];
     this.#images = options.images;
+    this.#registryCredentials = options.registryCredentials;
     this.#retry = { ...DEFAULT_RETRY_POLICY, ...options.retry };
     this.#logger = options.logger ?? silentLogger;
     this.#published = new Events(this.#logger);
@@ -217,6 +229,20 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     if (issues.length > 0) throw new ValidationError(issues);
   }
 
+
+  /** The task's own registry credentials: inline as given, or a `ref` resolved (and checked against the image's registry). */
+  async #taskRegistryAuth(resolved: ResolvedTaskSpec): Promise<InlineRegistryAuth | undefined> {
+    const auth = resolved.registryAuth;
+    if (auth === undefined) return undefined;
+    if (!isRegistryAuthRef(auth)) return auth;
+    const found = this.#registryCredentials ? await this.#registryCredentials(auth.ref) : undefined;
+    if (found === undefined) {
+      throw new ValidationError([{ field: 'registryAuth.ref', rule: `no registry credentials named ${JSON.stringify(auth.ref)} are configured` }]);
+    }
+    const mismatch = registryMismatch(resolved.image, found.host);
+    if (mismatch !== undefined) throw new ValidationError([{ field: 'registryAuth.ref', rule: mismatch }]);
+    return found.credentials;
+  }
 
   /**
    * Resolves when background clean-up has finished: after a create timed out, the task's name is
@@ -286,7 +312,10 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     let plan = toCreatePlan(resolved, identity);
     const log = this.#logger;
 
-    if (this.#images) await this.#images.acquire(resolved.image, taskId, { policy: resolved.pull, signal });
+    if (this.#images) {
+      const auth = await this.#taskRegistryAuth(resolved);
+      await this.#images.acquire(resolved.image, taskId, { policy: resolved.pull, signal, ...(auth ? { auth } : {}) });
+    }
     let containerId: string | undefined;
     let started: TaskHandle;
     let createMayArriveLate = false;

@@ -153,7 +153,7 @@ export const taskViewSchema: JsonSchema = {
   properties: {
     id: { type: 'string' },
     state: { type: 'string', enum: TASK_STATES },
-    spec: { type: 'object', additionalProperties: true, description: 'The spec as submitted, with the agent\'s defaults applied.' },
+    spec: { type: 'object', additionalProperties: true, description: 'The spec as submitted, with the agent\'s defaults applied; the secrets of inline registry credentials (registryAuth.password, registryAuth.identityToken) read "<redacted>".' },
     containerId: { type: 'string' },
     endState: endStateSchema,
     exitCode: { type: 'integer' },

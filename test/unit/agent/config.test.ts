@@ -57,7 +57,8 @@ describe('loadAgentConfig: defaults', () => {
     assert.deepEqual(config.engineDeadlines, { readMs: 10_000, writeMs: 30_000 });
     assert.deepEqual(config.health, { engineTimeoutMs: 2000 });
     assert.deepEqual(config.tasks, { startOutageLimitMs: 900_000, relistPeriodMs: 5000 });
-    assert.deepEqual(config.policy, { allowPrivileged: false, allowedBindSources: [], allowedCapabilities: [], allowHostNetwork: false });
+    assert.deepEqual(config.policy, { allowPrivileged: false, allowedBindSources: [], allowedCapabilities: [], allowHostNetwork: false, allowInlineRegistryAuth: false });
+    assert.deepEqual(config.registries, {});
     assert.deepEqual(config.defaults.resources, { memoryBytes: 256 * MiB, cpuMilli: 250, pidsLimit: 1024 });
     assert.deepEqual(config.images, { removeDelayMs: 180_000, cleanup: true, pullActivityTimeoutMs: 120_000 });
     assert.deepEqual(config.logs, { maxFileBytes: 10 * MiB, maxFiles: 2 });
@@ -122,7 +123,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
     assert.deepEqual(config.listen, { host: '127.0.0.1', port: 7070 });
     assert.equal(config.agentId, 'host-7');
     assert.deepEqual(config.engine, { host: '10.0.0.5', port: 2376 });
-    assert.deepEqual(config.policy, { allowPrivileged: true, allowedBindSources: ['/srv/data', '/tmp/'], allowedCapabilities: ['NET_ADMIN', 'SYS_PTRACE'], allowHostNetwork: false });
+    assert.deepEqual(config.policy, { allowPrivileged: true, allowedBindSources: ['/srv/data', '/tmp/'], allowedCapabilities: ['NET_ADMIN', 'SYS_PTRACE'], allowHostNetwork: false, allowInlineRegistryAuth: false });
     assert.deepEqual(config.defaults.resources, { memoryBytes: 128 * MiB, cpuMilli: 500, pidsLimit: 64 });
     assert.deepEqual(config.admission, { memoryBytes: 2 * GiB, cpuMilli: 2000, maxConcurrent: 8 });
     assert.deepEqual(config.images, { removeDelayMs: 90_000, cleanup: false, pullActivityTimeoutMs: 90_000 });
@@ -176,6 +177,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       BERTH_POLICY_ALLOW_PRIVILEGED: 'yes',
       BERTH_POLICY_ALLOWED_CAPABILITIES: 'NET_ADMIN',
       BERTH_POLICY_ALLOW_HOST_NETWORK: 'true',
+      BERTH_POLICY_ALLOW_INLINE_REGISTRY_AUTH: 'true',
       BERTH_DEFAULTS_RESOURCES_MEMORY: '64m',
       BERTH_DEFAULTS_RESOURCES_CPU_MILLI: '250',
       BERTH_DEFAULTS_RESOURCES_PIDS_LIMIT: '32',
@@ -217,7 +219,8 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       health: { engineTimeoutMs: 500 },
       events: { windowMs: 7_200_000, maxCount: 500 },
       tasks: { relistPeriodMs: 2000 },
-      policy: { allowPrivileged: true, allowedBindSources: ['/srv', '/data'], allowedCapabilities: ['NET_ADMIN'], allowHostNetwork: true },
+      policy: { allowPrivileged: true, allowedBindSources: ['/srv', '/data'], allowedCapabilities: ['NET_ADMIN'], allowHostNetwork: true, allowInlineRegistryAuth: true },
+      registries: {},
       defaults: { resources: { memoryBytes: 64 * MiB, cpuMilli: 250, pidsLimit: 32 } },
       admission: { memoryBytes: GiB, cpuMilli: 1500, maxConcurrent: 3 },
       images: { removeDelayMs: 0, cleanup: false, pullActivityTimeoutMs: 30_000 },

@@ -50,6 +50,7 @@ describe('openStore: schema and pragmas', () => {
       { version: 6, name: 'what a task used, recorded at its end' },
       { version: 7, name: 'restart attempts' },
       { version: 8, name: 'task health' },
+      { version: 9, name: 'sealed task secrets' },
     ]);
   });
 
