@@ -19,6 +19,7 @@ import { TaskRetention } from './retention.js';
 import { TaskSupervisor } from './supervisor.js';
 import { TaskLogStore } from './task-logs.js';
 import { UNENDED_STATES, type StoredTaskSpec } from '../state/tasks.js';
+import { withSandboxPreset } from './sandbox-preset.js';
 import type { TaskSpec } from '../spec/schema.js';
 
 /**
@@ -381,5 +382,6 @@ function withAgentDefaults(spec: StoredTaskSpec, config: AgentConfig): StoredTas
   if (resources.cpuMilli === undefined) resources.cpuMilli = config.defaults.resources.cpuMilli;
   if (resources.pidsLimit === undefined) resources.pidsLimit = config.defaults.resources.pidsLimit;
   const log = spec.log === undefined ? { driver: 'local' as const, maxSize: config.engineLog.maxSizeBytes } : spec.log;
-  return { ...spec, resources, log };
+  const withDefaults = { ...spec, resources, log };
+  return config.defaults.sandbox ? withSandboxPreset(withDefaults, config.defaults.sandbox) : withDefaults;
 }

@@ -19,7 +19,7 @@ import { DOCKER_HOST_RULE, parseDockerHost, type EngineEndpoint } from '../engin
 import { IMAGE_OPTION_BOUNDS, IMAGE_OPTION_FIELDS } from '../images/options.js';
 import { RECONCILE_OPTION_BOUNDS, RECONCILE_OPTION_FIELDS } from '../reconcile/options.js';
 import { parseImageReference } from '../spec/reference.js';
-import { SPEC_BOUNDS } from '../spec/schema.js';
+import { SECCOMP_PROFILE_NAME, SPEC_BOUNDS } from '../spec/schema.js';
 import { DRIVER_OPTION_BOUNDS } from '../tasks/driver.js';
 
 /**
@@ -122,8 +122,32 @@ export interface AgentConfigInput {
     allowedCapabilities?: string[];
     /** Whether tasks may use `network: host`. Default false. */
     allowHostNetwork?: boolean;
+    /** Host device paths that `devices` may name. Default none. */
+    allowedDevices?: string[];
+    /** OCI runtimes that `runtime` may name (a task without one gets the engine's default). Default `runc`. */
+    allowedRuntimes?: string[];
+    /** Sysctls that `sysctls` may set: names, or prefixes ending in `*` (`net.ipv4.*`). Default none. */
+    allowedSysctls?: string[];
+    /**
+     * Seccomp profiles a task may name: name → the profile's JSON file on the agent's host, read
+     * when each task's container is created (a list of `name=/path` in the environment). Default none.
+     */
+    allowedSeccompProfiles?: Record<string, string> | string[];
+    /** Whether a task may run without seccomp (`seccomp: unconfined`). Default false. */
+    allowUnconfinedSeccomp?: boolean;
+    /** Whether a task may run without AppArmor (`apparmor: unconfined`). Default false. */
+    allowUnconfinedApparmor?: boolean;
   };
   defaults?: {
+    /**
+     * The sandbox preset, the safe floor for untrusted code: every task gets a read-only root, a
+     * tmpfs on /tmp of `defaults.sandboxTmpSize`, no-new-privileges, every capability dropped (a
+     * task may add back those in `policy.allowedCapabilities`), `nofile` 1024 and network none,
+     * unless it sets the field itself (README "The sandbox preset"). Default false.
+     */
+    sandbox?: boolean;
+    /** The size of the sandbox preset's /tmp tmpfs. Default "64m". */
+    sandboxTmpSize?: SizeInput;
     /** Limits of a task that sets none; also what it draws from the admission budget. */
     resources?: {
       /** Default "256m". */
@@ -232,9 +256,20 @@ export interface AgentConfig {
     readonly allowedBindSources: readonly string[];
     readonly allowedCapabilities: readonly string[];
     readonly allowHostNetwork: boolean;
+    readonly allowedDevices: readonly string[];
+    readonly allowedRuntimes: readonly string[];
+    readonly allowedSysctls: readonly string[];
+    /** Name → the profile's file. */
+    readonly allowedSeccompProfiles: Readonly<Record<string, string>>;
+    readonly allowUnconfinedSeccomp: boolean;
+    readonly allowUnconfinedApparmor: boolean;
+    /** A profile in the spec itself is never accepted by the agent: an operator's allow-list names each. */
+    readonly allowInlineSeccomp: false;
   };
   readonly defaults: {
     readonly resources: { readonly memoryBytes: number; readonly cpuMilli: number; readonly pidsLimit: number };
+    /** The sandbox preset, when on: the size of its /tmp. */
+    readonly sandbox?: { readonly tmpSizeBytes: number };
   };
   readonly admission: { readonly memoryBytes: number; readonly cpuMilli: number; readonly maxConcurrent?: number };
   readonly images: { readonly removeDelayMs: number; readonly cleanup: boolean; readonly pullActivityTimeoutMs: number };
@@ -298,6 +333,14 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'policy.allowPrivileged': 'boolean',
   'policy.allowedCapabilities': 'list',
   'policy.allowHostNetwork': 'boolean',
+  'policy.allowedDevices': 'list',
+  'policy.allowedRuntimes': 'list',
+  'policy.allowedSysctls': 'list',
+  'policy.allowedSeccompProfiles': 'list',
+  'policy.allowUnconfinedSeccomp': 'boolean',
+  'policy.allowUnconfinedApparmor': 'boolean',
+  'defaults.sandbox': 'boolean',
+  'defaults.sandboxTmpSize': 'size',
   'defaults.resources.memory': 'size',
   'defaults.resources.cpuMilli': 'integer',
   'defaults.resources.pidsLimit': 'integer',
@@ -365,6 +408,7 @@ export const CONFIG_BOUNDS = Object.freeze({
   'defaults.resources.memory': SPEC_BOUNDS.memory,
   'defaults.resources.cpuMilli': SPEC_BOUNDS.cpuMilli,
   'defaults.resources.pidsLimit': SPEC_BOUNDS.pidsLimit,
+  'defaults.sandboxTmpSize': SPEC_BOUNDS.tmpfsSize,
   'admission.memory': { minBytes: 6 * MiB, maxBytes: MAX_SIZE_BYTES },
   'admission.cpuMilli': SPEC_BOUNDS.cpuMilli,
   'admission.maxConcurrent': { min: 1, max: 1_000_000 },
@@ -435,8 +479,19 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     health: { engineTimeout: '2s' },
     events: { window: '1h', maxCount: 100_000 },
     tasks: { startOutageLimit: '15m', relistPeriod: '5s' },
-    policy: { allowedBindSources: [], allowPrivileged: false, allowedCapabilities: [], allowHostNetwork: false },
-    defaults: { resources: { memory: '256m', cpuMilli: 250, pidsLimit: 1024 } },
+    policy: {
+      allowedBindSources: [],
+      allowPrivileged: false,
+      allowedCapabilities: [],
+      allowHostNetwork: false,
+      allowedDevices: [],
+      allowedRuntimes: ['runc'],
+      allowedSysctls: [],
+      allowedSeccompProfiles: {},
+      allowUnconfinedSeccomp: false,
+      allowUnconfinedApparmor: false,
+    },
+    defaults: { resources: { memory: '256m', cpuMilli: 250, pidsLimit: 1024 }, sandbox: false, sandboxTmpSize: '64m' },
     admission: { memory: budget.memoryBytes, cpuMilli: budget.cpuMilli },
     // The image coordinator's and the reconciler's own defaults apply (their option fields carry them).
     images: {},
@@ -481,6 +536,31 @@ const imageList = z.unknown().transform((value, ctx): string[] => {
     }
   });
   return value as string[];
+});
+
+/**
+ * Seccomp profiles by name: a mapping of name to an absolute path to the profile's JSON file, or
+ * (from the environment) a list of `name=/path`. Both compile to the mapping.
+ */
+const seccompProfiles = z.unknown().transform((value, ctx): Record<string, string> => {
+  const rule = 'must be a mapping of profile name to an absolute path to its JSON file (or, in the environment, name=/path,…)';
+  const entries: Array<[string, unknown]> = Array.isArray(value)
+    ? value.map((item): [string, unknown] => {
+        const text = typeof item === 'string' ? item : '';
+        const eq = text.indexOf('=');
+        return eq === -1 ? [text, undefined] : [text.slice(0, eq).trim(), text.slice(eq + 1).trim()];
+      })
+    : typeof value === 'object' && value !== null
+      ? Object.entries(value)
+      : [];
+  if (!Array.isArray(value) && (typeof value !== 'object' || value === null)) return issue(ctx, rule);
+  const result: Record<string, string> = {};
+  for (const [name, file] of entries) {
+    if (!SECCOMP_PROFILE_NAME.test(name) || ['default', 'unconfined'].includes(name)) ctx.addIssue({ code: 'custom', path: [name], message: 'must be a profile name of [a-zA-Z0-9_.-] (not "default" or "unconfined")' });
+    else if (typeof file !== 'string' || !path.isAbsolute(file)) ctx.addIssue({ code: 'custom', path: [name], message: 'must be an absolute path to the profile\'s JSON file' });
+    else result[name] = path.normalize(file);
+  }
+  return result;
 });
 
 const section = <T extends z.ZodRawShape>(shape: T) => z.object(shape).strict();
@@ -567,8 +647,16 @@ function buildSchema(host: HostFacts) {
       allowPrivileged: booleanOption(),
       allowedCapabilities: list(capability, 'must be a capability name such as NET_ADMIN'),
       allowHostNetwork: booleanOption(),
+      allowedDevices: list(/^\//, 'must be an absolute host path such as /dev/fuse'),
+      allowedRuntimes: list(/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/, 'must be a runtime name such as runc or runsc'),
+      allowedSysctls: list(/^[a-z0-9_./-]+\*?$/, 'must be a sysctl name, or a prefix ending in * such as net.ipv4.*'),
+      allowedSeccompProfiles: seccompProfiles,
+      allowUnconfinedSeccomp: booleanOption(),
+      allowUnconfinedApparmor: booleanOption(),
     }),
     defaults: section({
+      sandbox: booleanOption(),
+      sandboxTmpSize: size('64m', CONFIG_BOUNDS['defaults.sandboxTmpSize']),
       resources: section({
         memory: size('256m', CONFIG_BOUNDS['defaults.resources.memory']),
         cpuMilli: countOption(CONFIG_BOUNDS['defaults.resources.cpuMilli']),
@@ -818,9 +906,17 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
       allowedBindSources: c.policy.allowedBindSources.map((p) => path.normalize(p)),
       allowedCapabilities: c.policy.allowedCapabilities.map((cap) => cap.toUpperCase().replace(/^CAP_/, '')),
       allowHostNetwork: c.policy.allowHostNetwork,
+      allowedDevices: c.policy.allowedDevices.map((p) => path.normalize(p)),
+      allowedRuntimes: c.policy.allowedRuntimes,
+      allowedSysctls: c.policy.allowedSysctls,
+      allowedSeccompProfiles: c.policy.allowedSeccompProfiles,
+      allowUnconfinedSeccomp: c.policy.allowUnconfinedSeccomp,
+      allowUnconfinedApparmor: c.policy.allowUnconfinedApparmor,
+      allowInlineSeccomp: false,
     },
     defaults: {
       resources: { memoryBytes: c.defaults.resources.memory, cpuMilli: c.defaults.resources.cpuMilli, pidsLimit: c.defaults.resources.pidsLimit },
+      ...(c.defaults.sandbox ? { sandbox: { tmpSizeBytes: c.defaults.sandboxTmpSize } } : {}),
     },
     admission: {
       memoryBytes: c.admission.memory,
