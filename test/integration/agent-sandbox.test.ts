@@ -145,4 +145,17 @@ describe('the agent\'s sandbox policy and preset (a real agent process, the real
       mkdir: 'refused',
     });
   });
+
+  test('storageSize where the storage driver has no quota ends the task as failed (125), naming the driver, with nothing left', async () => {
+    const info = await engine.storageDriver();
+    const task = await client.submit({ spec: { image: TEST_IMAGE, labels: { ...run.labels }, command: ['true'], storageSize: '16m' } });
+    const ended = await waitForTaskState(client, task.id, ['exited', 'lost']);
+    if (info.supportsSizeQuota) {
+      assert.equal(ended.exitCode, 0, JSON.stringify(ended.endState));
+      return;
+    }
+    assert.equal(ended.exitCode, 125);
+    const reason = JSON.stringify(ended.endState);
+    assert.ok(reason.includes('storageSize') && reason.includes(`storage driver ${info.driver}`), reason);
+  });
 });
