@@ -11,6 +11,7 @@ import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver, type TaskDriverOptions } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
 import { runToEnd } from '../../src/tasks/run.js';
+import { cleanEnv, runBerth } from '../support/agent.js';
 import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 
 const engine = new Engine({ socketPath: '/var/run/docker.sock' });
@@ -186,5 +187,34 @@ describe('the sandbox, against the real engine (library TaskDriver)', { skip: aw
       return true;
     });
     assert.deepEqual(await engine.listContainers({ all: true, labels: [`${LABELS.taskId}=${taskId}`] }), []);
+  });
+
+  test('berth run takes docker\'s sandbox flags, reading a seccomp profile file itself', async () => {
+    const file = path.join(dir, 'cli-no-mkdir.json');
+    await writeFile(file, JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: ['mkdir', 'mkdirat'], action: 'SCMP_ACT_ERRNO' }] }));
+    const script = [
+      'if touch /rootfile 2>/dev/null; then echo root=writable; else echo root=read-only; fi',
+      'grep " /tmp " /proc/mounts | grep -o "size=[0-9]*k"',
+      'if mkdir /tmp/d 2>/dev/null; then echo mkdir=ok; else echo mkdir=refused; fi',
+      'grep NoNewPrivs /proc/self/status | cut -f2',
+      'ulimit -n',
+      'hostname',
+      'grep db.local /etc/hosts | cut -f1',
+      'cat /proc/1/comm',
+    ].join('\n');
+    const result = await runBerth(
+      [
+        'run', '-l', `berth-test.run=${run.id}`,
+        '--read-only', '--tmpfs', '/tmp:size=1m', '--security-opt', 'no-new-privileges', '--security-opt', `seccomp=${file}`,
+        '--ulimit', 'nofile=128:256', '--hostname', 'cli-box', '--add-host', 'db.local:10.0.0.7', '--init',
+        TEST_IMAGE, 'sh', '-c', script,
+      ],
+      cleanEnv(),
+    );
+    assert.equal(result.code, 0, result.stderr);
+    assert.equal(result.stdout, 'root=read-only\nsize=1024k\nmkdir=refused\n1\n128\ncli-box\n10.0.0.7\ndocker-init\n');
+    const bad = await runBerth(['run', '--ulimit', 'nofile=many', TEST_IMAGE, 'true'], cleanEnv());
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--ulimit: "nofile=many" is not name=soft\[:hard\]/);
   });
 });
