@@ -148,6 +148,11 @@ export interface AgentConfigInput {
     sandbox?: boolean;
     /** The size of the sandbox preset's /tmp tmpfs. Default "64m". */
     sandboxTmpSize?: SizeInput;
+    /**
+     * Capabilities the sandbox preset gives back after dropping them all (a task without its own
+     * `capAdd` gets them); each must be in `policy.allowedCapabilities`. Default none.
+     */
+    sandboxCapabilities?: string[];
     /** Limits of a task that sets none; also what it draws from the admission budget. */
     resources?: {
       /** Default "256m". */
@@ -269,7 +274,7 @@ export interface AgentConfig {
   readonly defaults: {
     readonly resources: { readonly memoryBytes: number; readonly cpuMilli: number; readonly pidsLimit: number };
     /** The sandbox preset, when on: the size of its /tmp. */
-    readonly sandbox?: { readonly tmpSizeBytes: number };
+    readonly sandbox?: { readonly tmpSizeBytes: number; readonly capabilities: readonly string[] };
   };
   readonly admission: { readonly memoryBytes: number; readonly cpuMilli: number; readonly maxConcurrent?: number };
   readonly images: { readonly removeDelayMs: number; readonly cleanup: boolean; readonly pullActivityTimeoutMs: number };
@@ -341,6 +346,7 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'policy.allowUnconfinedApparmor': 'boolean',
   'defaults.sandbox': 'boolean',
   'defaults.sandboxTmpSize': 'size',
+  'defaults.sandboxCapabilities': 'list',
   'defaults.resources.memory': 'size',
   'defaults.resources.cpuMilli': 'integer',
   'defaults.resources.pidsLimit': 'integer',
@@ -491,7 +497,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
       allowUnconfinedSeccomp: false,
       allowUnconfinedApparmor: false,
     },
-    defaults: { resources: { memory: '256m', cpuMilli: 250, pidsLimit: 1024 }, sandbox: false, sandboxTmpSize: '64m' },
+    defaults: { resources: { memory: '256m', cpuMilli: 250, pidsLimit: 1024 }, sandbox: false, sandboxTmpSize: '64m', sandboxCapabilities: [] },
     admission: { memory: budget.memoryBytes, cpuMilli: budget.cpuMilli },
     // The image coordinator's and the reconciler's own defaults apply (their option fields carry them).
     images: {},
@@ -657,6 +663,7 @@ function buildSchema(host: HostFacts) {
     defaults: section({
       sandbox: booleanOption(),
       sandboxTmpSize: size('64m', CONFIG_BOUNDS['defaults.sandboxTmpSize']),
+      sandboxCapabilities: list(capability, 'must be a capability name such as CHOWN'),
       resources: section({
         memory: size('256m', CONFIG_BOUNDS['defaults.resources.memory']),
         cpuMilli: countOption(CONFIG_BOUNDS['defaults.resources.cpuMilli']),
@@ -861,6 +868,11 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     throw new ValidationError(issues, { context: { file } });
   }
   const c = parsed.data!;
+  // The preset's capabilities are given to every task, which the policy then checks: one outside it would refuse them all.
+  const outside = c.defaults.sandboxCapabilities.map(normalizeCapability).filter((cap) => !c.policy.allowedCapabilities.map(normalizeCapability).includes(cap));
+  if (outside.length > 0) {
+    throw new ValidationError([{ field: 'defaults.sandboxCapabilities', rule: `${outside.join(', ')} must also be in policy.allowedCapabilities: the policy checks what the preset gives every task` }], { context: { file } });
+  }
   const socketPath = c.socketPath ?? path.join(c.dataDir, 'agent.sock');
   // sun_path holds 108 bytes with the terminating NUL; a longer path fails only at listen time.
   if (Buffer.byteLength(socketPath) > 107) {
@@ -904,7 +916,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     policy: {
       allowPrivileged: c.policy.allowPrivileged,
       allowedBindSources: c.policy.allowedBindSources.map((p) => path.normalize(p)),
-      allowedCapabilities: c.policy.allowedCapabilities.map((cap) => cap.toUpperCase().replace(/^CAP_/, '')),
+      allowedCapabilities: c.policy.allowedCapabilities.map(normalizeCapability),
       allowHostNetwork: c.policy.allowHostNetwork,
       allowedDevices: c.policy.allowedDevices.map((p) => path.normalize(p)),
       allowedRuntimes: c.policy.allowedRuntimes,
@@ -916,7 +928,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     },
     defaults: {
       resources: { memoryBytes: c.defaults.resources.memory, cpuMilli: c.defaults.resources.cpuMilli, pidsLimit: c.defaults.resources.pidsLimit },
-      ...(c.defaults.sandbox ? { sandbox: { tmpSizeBytes: c.defaults.sandboxTmpSize } } : {}),
+      ...(c.defaults.sandbox ? { sandbox: { tmpSizeBytes: c.defaults.sandboxTmpSize, capabilities: c.defaults.sandboxCapabilities.map(normalizeCapability) } } : {}),
     },
     admission: {
       memoryBytes: c.admission.memory,
@@ -941,6 +953,10 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     ...(file !== undefined ? { file } : {}),
   };
   return deepFreeze(config);
+}
+
+function normalizeCapability(cap: string): string {
+  return cap.toUpperCase().replace(/^CAP_/, '');
 }
 
 // ---- reload ----

@@ -9,7 +9,8 @@ export const SANDBOX_NOFILE = 1024;
 /**
  * The agent's `sandbox` preset (`defaults.sandbox: true`), the safe floor for untrusted code,
  * applied to a submitted spec before it is checked against the policy and stored: a read-only root
- * file system, a tmpfs of `tmpSizeBytes` on /tmp, no-new-privileges, every capability dropped, a
+ * file system, a tmpfs of `tmpSizeBytes` on /tmp, no-new-privileges, every capability dropped but
+ * the operator's few (`capabilities`, which the policy allows), a
  * `nofile` limit and network none (the process limit is `defaults.resources.pidsLimit`, applied to
  * every task anyway).
  *
@@ -19,12 +20,14 @@ export const SANDBOX_NOFILE = 1024;
  * stays dropped whatever `capDrop` says, so a capability comes back only through `capAdd`, which
  * the policy's allow-list governs. Input of the wrong type is left as it is, for the schema to name.
  */
-export function withSandboxPreset(spec: StoredTaskSpec, preset: { readonly tmpSizeBytes: number }): StoredTaskSpec {
+export function withSandboxPreset(spec: StoredTaskSpec, preset: { readonly tmpSizeBytes: number; readonly capabilities?: readonly string[] }): StoredTaskSpec {
   const out: StoredTaskSpec = { ...spec };
   out.readOnlyRootfs ??= true;
   out.noNewPrivileges ??= true;
   out.network ??= 'none';
   if (out.ulimits === undefined) out.ulimits = [{ name: 'nofile', soft: SANDBOX_NOFILE, hard: SANDBOX_NOFILE }];
+  // The operator's few (defaults.sandboxCapabilities), for a task that names none of its own.
+  if (out.capAdd === undefined && preset.capabilities !== undefined && preset.capabilities.length > 0) out.capAdd = [...preset.capabilities];
   if (out.capDrop === undefined) out.capDrop = ['ALL'];
   else if (Array.isArray(out.capDrop) && !out.capDrop.some((cap) => typeof cap === 'string' && cap.toUpperCase() === 'ALL')) out.capDrop = [...out.capDrop, 'ALL'];
   if (out.mounts === undefined) out.mounts = [{ type: 'tmpfs', target: SANDBOX_TMP_PATH, size: preset.tmpSizeBytes }];

@@ -58,7 +58,7 @@ describe('the agent\'s sandbox policy and preset (a real agent process, the real
       configDir,
       [
         'policy:',
-        '  allowedCapabilities: [CHOWN]',
+        '  allowedCapabilities: [CHOWN, NET_BIND_SERVICE]',
         '  allowedSysctls: ["net.ipv4.ping_group_range"]',
         `  allowedBindSources: ["${configDir}"]`,
         '  allowedSeccompProfiles:',
@@ -66,6 +66,7 @@ describe('the agent\'s sandbox policy and preset (a real agent process, the real
         'defaults:',
         '  sandbox: true',
         '  sandboxTmpSize: 1m',
+        '  sandboxCapabilities: [CHOWN]',
         '  resources:',
         '    pidsLimit: 64',
       ].join('\n'),
@@ -114,7 +115,8 @@ describe('the agent\'s sandbox policy and preset (a real agent process, the real
     assert.deepEqual(seen, {
       root: 'read-only',
       tmp: 'size=1024k',
-      capeff: '0000000000000000',
+      // Every capability dropped but the operator's few: CAP_CHOWN.
+      capeff: '0000000000000001',
       nnp: '1',
       net: 'lo',
       pids: '64',
@@ -126,7 +128,7 @@ describe('the agent\'s sandbox policy and preset (a real agent process, the real
   test('a task overrides the preset within the policy: a writable root, an allowed capability, a network, a larger /tmp, a named seccomp profile', async () => {
     const seen = await probe(client, {
       readOnlyRootfs: false,
-      capAdd: ['CHOWN'],
+      capAdd: ['NET_BIND_SERVICE'],
       network: 'bridge',
       mounts: [{ type: 'tmpfs', target: '/tmp', size: '2m' }],
       ulimits: [{ name: 'nofile', soft: 512 }],
@@ -136,8 +138,8 @@ describe('the agent\'s sandbox policy and preset (a real agent process, the real
     assert.deepEqual(seen, {
       root: 'writable',
       tmp: 'size=2048k',
-      // CAP_CHOWN alone: every other capability stays dropped.
-      capeff: '0000000000000001',
+      // CAP_NET_BIND_SERVICE alone (the task's capAdd replaces the preset's few): every other capability stays dropped.
+      capeff: '0000000000000400',
       nnp: '1',
       net: 'eth0 lo',
       pids: '64',
@@ -146,7 +148,7 @@ describe('the agent\'s sandbox policy and preset (a real agent process, the real
     });
   });
 
-  test('storageSize where the storage driver has no quota ends the task as failed (125), naming the driver, with nothing left', async () => {
+  test('storageSize where the storage driver has no quota ends the task as failed (125), naming the driver', async () => {
     const info = await engine.storageDriver();
     const task = await client.submit({ spec: { image: TEST_IMAGE, labels: { ...run.labels }, command: ['true'], storageSize: '16m' } });
     const ended = await waitForTaskState(client, task.id, ['exited', 'lost']);

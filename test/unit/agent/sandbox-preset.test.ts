@@ -22,7 +22,15 @@ describe('the agent\'s sandbox policy and preset keys', () => {
     const config = load('policy:\n  allowedSeccompProfiles:\n    strict: /etc/berth/strict.json\n  allowedSysctls: ["net.ipv4.*"]\ndefaults:\n  sandbox: true\n');
     assert.deepEqual(config.policy.allowedSeccompProfiles, { strict: '/etc/berth/strict.json' });
     assert.deepEqual(config.policy.allowedSysctls, ['net.ipv4.*']);
-    assert.deepEqual(config.defaults.sandbox, { tmpSizeBytes: 64 * MiB });
+    assert.deepEqual(config.defaults.sandbox, { tmpSizeBytes: 64 * MiB, capabilities: [] });
+  });
+
+  it('refuses preset capabilities outside policy.allowedCapabilities', () => {
+    assert.throws(
+      () => load('policy:\n  allowedCapabilities: [CHOWN]\ndefaults:\n  sandbox: true\n  sandboxCapabilities: [CHOWN, NET_RAW]\n'),
+      (e: unknown) => e instanceof ValidationError && e.issues[0]!.field === 'defaults.sandboxCapabilities' && /NET_RAW must also be in policy.allowedCapabilities/.test(e.issues[0]!.rule),
+    );
+    assert.deepEqual(load('policy:\n  allowedCapabilities: [CHOWN]\ndefaults:\n  sandbox: true\n  sandboxCapabilities: [cap_chown]\n').defaults.sandbox?.capabilities, ['CHOWN']);
   });
 
   it('refuses a profile with a relative path, or named default, naming the key', () => {
@@ -66,6 +74,11 @@ describe('the sandbox preset', () => {
     assert.deepEqual(resolved.capDrop, ['NET_RAW', 'ALL']);
     assert.deepEqual(resolved.capAdd, ['CHOWN']);
     assert.deepEqual(resolved.mounts, [{ type: 'tmpfs', target: '/tmp', sizeBytes: 128 * MiB }, { type: 'tmpfs', target: '/work', sizeBytes: undefined }]);
+  });
+
+  it('gives back the operator\'s few capabilities to a task that names none', () => {
+    assert.deepEqual(resolveTaskSpec(withSandboxPreset({ image: 'a' }, { ...preset, capabilities: ['CHOWN'] })).capAdd, ['CHOWN']);
+    assert.deepEqual(resolveTaskSpec(withSandboxPreset({ image: 'a', capAdd: [] }, { ...preset, capabilities: ['CHOWN'] })).capAdd, []);
   });
 
   it('adds /tmp beside a task\'s own mounts', () => {
