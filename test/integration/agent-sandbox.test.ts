@@ -63,6 +63,7 @@ describe('the agent\'s sandbox policy and preset (a real agent process, the real
         `  allowedBindSources: ["${configDir}"]`,
         '  allowedSeccompProfiles:',
         `    no-mkdir: ${profile}`,
+        `    missing: ${path.join(configDir, 'missing.json')}`,
         'defaults:',
         '  sandbox: true',
         '  sandboxTmpSize: 1m',
@@ -96,7 +97,9 @@ describe('the agent\'s sandbox policy and preset (a real agent process, the real
     assert.match(issues.get('mounts[0].source') ?? '', /not in the bind-mount allow-list/);
     // A profile of the task's own, or a name the operator did not list, is refused too.
     assert.match((await refusal(client, { seccomp: { defaultAction: 'SCMP_ACT_ALLOW' } })).get('seccomp') ?? '', /name one from its allow-list/);
-    assert.match((await refusal(client, { seccomp: 'other' })).get('seccomp') ?? '', /seccomp profile other is not in the allow-list \(allowedSeccompProfiles: no-mkdir\)/);
+    assert.match((await refusal(client, { seccomp: 'other' })).get('seccomp') ?? '', /seccomp profile other is not in the allow-list \(allowedSeccompProfiles: no-mkdir, missing\)/);
+    // A listed profile whose file cannot be read is refused at submit, not at the start.
+    assert.match((await refusal(client, { seccomp: 'missing' })).get('seccomp') ?? '', /seccomp profile missing: its file .*missing\.json cannot be read \(ENOENT\)/);
     // Nothing was recorded for the refused submissions.
     assert.deepEqual(await client.list(), []);
   });
