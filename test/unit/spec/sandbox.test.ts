@@ -191,3 +191,13 @@ describe('the powerful sandbox knobs need the policy\'s allow-list', () => {
     assert.ok(!sysctlAllowed('kernel.shmmax2', ['kernel.shmmax']));
   });
 });
+
+describe('the engine\'s storage driver: which can bound a container\'s writable layer', () => {
+  test('overlay2 only on xfs; btrfs, zfs and devicemapper always; others not', async () => {
+    const { storageDriverFromRaw } = await import('../../../src/engine/decode.js');
+    assert.deepEqual(storageDriverFromRaw({ Driver: 'overlay2', DriverStatus: [['Backing Filesystem', 'extfs'], ['Supports d_type', 'true']] }), { driver: 'overlay2', backingFilesystem: 'extfs', supportsSizeQuota: false });
+    assert.equal(storageDriverFromRaw({ Driver: 'overlay2', DriverStatus: [['Backing Filesystem', 'xfs']] }).supportsSizeQuota, true);
+    assert.equal(storageDriverFromRaw({ Driver: 'btrfs', DriverStatus: null }).supportsSizeQuota, true);
+    assert.equal(storageDriverFromRaw({ Driver: 'vfs' }).supportsSizeQuota, false);
+  });
+});
