@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { ValidationError } from '../../../src/common/errors.js';
+import { storageDriverFromRaw } from '../../../src/engine/decode.js';
 import { isNamespacedSysctl, resolveTaskSpec, sysctlAllowed, type SpecPolicy, type TaskSpec } from '../../../src/spec/schema.js';
 import { toCreatePlan } from '../../../src/spec/translate.js';
 import { withSeccompProfile } from '../../../src/tasks/seccomp-profiles.js';
@@ -193,8 +194,7 @@ describe('the powerful sandbox knobs need the policy\'s allow-list', () => {
 });
 
 describe('the engine\'s storage driver: which can bound a container\'s writable layer', () => {
-  test('overlay2 only on xfs; btrfs, zfs and devicemapper always; others not', async () => {
-    const { storageDriverFromRaw } = await import('../../../src/engine/decode.js');
+  test('overlay2 only on xfs; btrfs, zfs and devicemapper always; others not', () => {
     assert.deepEqual(storageDriverFromRaw({ Driver: 'overlay2', DriverStatus: [['Backing Filesystem', 'extfs'], ['Supports d_type', 'true']] }), { driver: 'overlay2', backingFilesystem: 'extfs', supportsSizeQuota: false });
     assert.equal(storageDriverFromRaw({ Driver: 'overlay2', DriverStatus: [['Backing Filesystem', 'xfs']] }).supportsSizeQuota, true);
     assert.equal(storageDriverFromRaw({ Driver: 'btrfs', DriverStatus: null }).supportsSizeQuota, true);
