@@ -137,6 +137,8 @@ export interface AgentConfigInput {
     allowUnconfinedSeccomp?: boolean;
     /** Whether a task may run without AppArmor (`apparmor: unconfined`). Default false. */
     allowUnconfinedApparmor?: boolean;
+    /** Whether a task may set a negative `oomScoreAdj` (shielding itself from the OOM killer). Default false. */
+    allowNegativeOomScoreAdj?: boolean;
   };
   defaults?: {
     /**
@@ -268,6 +270,7 @@ export interface AgentConfig {
     readonly allowedSeccompProfiles: Readonly<Record<string, string>>;
     readonly allowUnconfinedSeccomp: boolean;
     readonly allowUnconfinedApparmor: boolean;
+    readonly allowNegativeOomScoreAdj: boolean;
     /** A profile in the spec itself is never accepted by the agent: an operator's allow-list names each. */
     readonly allowInlineSeccomp: false;
   };
@@ -344,6 +347,7 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'policy.allowedSeccompProfiles': 'list',
   'policy.allowUnconfinedSeccomp': 'boolean',
   'policy.allowUnconfinedApparmor': 'boolean',
+  'policy.allowNegativeOomScoreAdj': 'boolean',
   'defaults.sandbox': 'boolean',
   'defaults.sandboxTmpSize': 'size',
   'defaults.sandboxCapabilities': 'list',
@@ -496,6 +500,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
       allowedSeccompProfiles: {},
       allowUnconfinedSeccomp: false,
       allowUnconfinedApparmor: false,
+      allowNegativeOomScoreAdj: false,
     },
     defaults: { resources: { memory: '256m', cpuMilli: 250, pidsLimit: 1024 }, sandbox: false, sandboxTmpSize: '64m', sandboxCapabilities: [] },
     admission: { memory: budget.memoryBytes, cpuMilli: budget.cpuMilli },
@@ -659,6 +664,7 @@ function buildSchema(host: HostFacts) {
       allowedSeccompProfiles: seccompProfiles,
       allowUnconfinedSeccomp: booleanOption(),
       allowUnconfinedApparmor: booleanOption(),
+      allowNegativeOomScoreAdj: booleanOption(),
     }),
     defaults: section({
       sandbox: booleanOption(),
@@ -924,6 +930,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
       allowedSeccompProfiles: c.policy.allowedSeccompProfiles,
       allowUnconfinedSeccomp: c.policy.allowUnconfinedSeccomp,
       allowUnconfinedApparmor: c.policy.allowUnconfinedApparmor,
+      allowNegativeOomScoreAdj: c.policy.allowNegativeOomScoreAdj,
       allowInlineSeccomp: false,
     },
     defaults: {

@@ -552,6 +552,11 @@ export interface SpecPolicy {
   allowInlineSeccomp?: boolean;
   /** Whether `apparmor: "unconfined"` is accepted. Undefined allows it. */
   allowUnconfinedApparmor?: boolean;
+  /**
+   * Whether a negative `oomScoreAdj` is accepted: it shields the task from the OOM killer at the
+   * expense of the host's other processes (-1000 exempts it). Undefined allows it.
+   */
+  allowNegativeOomScoreAdj?: boolean;
 }
 
 export const DEFAULT_SPEC_POLICY: Readonly<SpecPolicy> = Object.freeze({ allowPrivileged: false });
@@ -675,7 +680,7 @@ function resolveHealthcheck(check: z.output<typeof healthcheck> | undefined): Re
 function policyIssues(input: unknown, policy: SpecPolicy): FieldIssue[] {
   const issues: FieldIssue[] = [];
   if (typeof input !== 'object' || input === null) return issues;
-  const raw = input as { privileged?: unknown; capAdd?: unknown; mounts?: unknown; network?: unknown; devices?: unknown; runtime?: unknown; sysctls?: unknown; seccomp?: unknown; apparmor?: unknown };
+  const raw = input as { privileged?: unknown; capAdd?: unknown; mounts?: unknown; network?: unknown; devices?: unknown; runtime?: unknown; sysctls?: unknown; seccomp?: unknown; apparmor?: unknown; oomScoreAdj?: unknown };
   issues.push(...sandboxPolicyIssues(raw, policy));
   if (raw.privileged === true && !policy.allowPrivileged) {
     issues.push({ field: 'privileged', rule: 'privileged tasks are not allowed by this driver (allowPrivileged is off)' });
@@ -708,7 +713,7 @@ export function sysctlAllowed(key: string, patterns: readonly string[]): boolean
 
 /** The powerful knobs of the sandbox fields, each needing the policy's allow-list. */
 function sandboxPolicyIssues(
-  raw: { devices?: unknown; runtime?: unknown; sysctls?: unknown; seccomp?: unknown; apparmor?: unknown },
+  raw: { devices?: unknown; runtime?: unknown; sysctls?: unknown; seccomp?: unknown; apparmor?: unknown; oomScoreAdj?: unknown },
   policy: SpecPolicy,
 ): FieldIssue[] {
   const issues: FieldIssue[] = [];
@@ -738,6 +743,9 @@ function sandboxPolicyIssues(
   }
   if (raw.apparmor === 'unconfined' && policy.allowUnconfinedApparmor === false) {
     issues.push({ field: 'apparmor', rule: 'an unconfined task (no AppArmor profile) is not allowed by this driver (allowUnconfinedApparmor is off)' });
+  }
+  if (typeof raw.oomScoreAdj === 'number' && raw.oomScoreAdj < 0 && policy.allowNegativeOomScoreAdj === false) {
+    issues.push({ field: 'oomScoreAdj', rule: 'a negative value (shielding the task from the OOM killer) is not allowed by this driver (allowNegativeOomScoreAdj is off)' });
   }
   return issues;
 }

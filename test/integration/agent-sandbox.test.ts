@@ -86,6 +86,7 @@ describe('the agent\'s sandbox policy and preset (a real agent process, the real
       privileged: true,
       capAdd: ['SYS_ADMIN'],
       mounts: [{ type: 'bind', source: '/etc', target: '/host-etc' }],
+      oomScoreAdj: -1000,
     });
     assert.match(issues.get('devices[0].source') ?? '', /device \/dev\/null is not in the device allow-list/);
     assert.match(issues.get('runtime') ?? '', /runsc is not in the runtime allow-list \(allowedRuntimes: runc\)/);
@@ -95,6 +96,7 @@ describe('the agent\'s sandbox policy and preset (a real agent process, the real
     assert.match(issues.get('privileged') ?? '', /allowPrivileged is off/);
     assert.match(issues.get('capAdd[0]') ?? '', /SYS_ADMIN is not in the allowed list/);
     assert.match(issues.get('mounts[0].source') ?? '', /not in the bind-mount allow-list/);
+    assert.match(issues.get('oomScoreAdj') ?? '', /allowNegativeOomScoreAdj is off/);
     // A profile of the task's own, or a name the operator did not list, is refused too.
     assert.match((await refusal(client, { seccomp: { defaultAction: 'SCMP_ACT_ALLOW' } })).get('seccomp') ?? '', /name one from its allow-list/);
     assert.match((await refusal(client, { seccomp: 'other' })).get('seccomp') ?? '', /seccomp profile other is not in the allow-list \(allowedSeccompProfiles: no-mkdir, missing\)/);

@@ -57,7 +57,7 @@ describe('loadAgentConfig: defaults', () => {
     assert.deepEqual(config.engineDeadlines, { readMs: 10_000, writeMs: 30_000 });
     assert.deepEqual(config.health, { engineTimeoutMs: 2000 });
     assert.deepEqual(config.tasks, { startOutageLimitMs: 900_000, relistPeriodMs: 5000 });
-    assert.deepEqual(config.policy, { allowPrivileged: false, allowedBindSources: [], allowedCapabilities: [], allowHostNetwork: false, allowedDevices: [], allowedRuntimes: ['runc'], allowedSysctls: [], allowedSeccompProfiles: {}, allowUnconfinedSeccomp: false, allowUnconfinedApparmor: false, allowInlineSeccomp: false });
+    assert.deepEqual(config.policy, { allowPrivileged: false, allowedBindSources: [], allowedCapabilities: [], allowHostNetwork: false, allowedDevices: [], allowedRuntimes: ['runc'], allowedSysctls: [], allowedSeccompProfiles: {}, allowUnconfinedSeccomp: false, allowUnconfinedApparmor: false, allowNegativeOomScoreAdj: false, allowInlineSeccomp: false });
     assert.equal(config.defaults.sandbox, undefined);
     assert.deepEqual(config.defaults.resources, { memoryBytes: 256 * MiB, cpuMilli: 250, pidsLimit: 1024 });
     assert.deepEqual(config.images, { removeDelayMs: 180_000, cleanup: true, pullActivityTimeoutMs: 120_000 });
@@ -123,7 +123,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
     assert.deepEqual(config.listen, { host: '127.0.0.1', port: 7070 });
     assert.equal(config.agentId, 'host-7');
     assert.deepEqual(config.engine, { host: '10.0.0.5', port: 2376 });
-    assert.deepEqual(config.policy, { allowPrivileged: true, allowedBindSources: ['/srv/data', '/tmp/'], allowedCapabilities: ['NET_ADMIN', 'SYS_PTRACE'], allowHostNetwork: false, allowedDevices: [], allowedRuntimes: ['runc'], allowedSysctls: [], allowedSeccompProfiles: {}, allowUnconfinedSeccomp: false, allowUnconfinedApparmor: false, allowInlineSeccomp: false });
+    assert.deepEqual(config.policy, { allowPrivileged: true, allowedBindSources: ['/srv/data', '/tmp/'], allowedCapabilities: ['NET_ADMIN', 'SYS_PTRACE'], allowHostNetwork: false, allowedDevices: [], allowedRuntimes: ['runc'], allowedSysctls: [], allowedSeccompProfiles: {}, allowUnconfinedSeccomp: false, allowUnconfinedApparmor: false, allowNegativeOomScoreAdj: false, allowInlineSeccomp: false });
     assert.deepEqual(config.defaults.resources, { memoryBytes: 128 * MiB, cpuMilli: 500, pidsLimit: 64 });
     assert.deepEqual(config.admission, { memoryBytes: 2 * GiB, cpuMilli: 2000, maxConcurrent: 8 });
     assert.deepEqual(config.images, { removeDelayMs: 90_000, cleanup: false, pullActivityTimeoutMs: 90_000 });
@@ -186,6 +186,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       BERTH_POLICY_ALLOWED_SECCOMP_PROFILES: 'strict=/etc/berth/strict.json',
       BERTH_POLICY_ALLOW_UNCONFINED_SECCOMP: 'true',
       BERTH_POLICY_ALLOW_UNCONFINED_APPARMOR: 'yes',
+      BERTH_POLICY_ALLOW_NEGATIVE_OOM_SCORE_ADJ: 'true',
       BERTH_DEFAULTS_SANDBOX: 'true',
       BERTH_DEFAULTS_SANDBOX_TMP_SIZE: '32m',
       BERTH_DEFAULTS_SANDBOX_CAPABILITIES: 'cap_net_admin',
@@ -238,6 +239,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
         allowedSeccompProfiles: { strict: '/etc/berth/strict.json' },
         allowUnconfinedSeccomp: true,
         allowUnconfinedApparmor: true,
+        allowNegativeOomScoreAdj: true,
         allowInlineSeccomp: false,
       },
       defaults: { resources: { memoryBytes: 64 * MiB, cpuMilli: 250, pidsLimit: 32 }, sandbox: { tmpSizeBytes: 32 * MiB, capabilities: ['NET_ADMIN'] } },

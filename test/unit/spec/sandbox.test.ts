@@ -153,6 +153,7 @@ describe('the powerful sandbox knobs need the policy\'s allow-list', () => {
     allowUnconfinedSeccomp: false,
     allowUnconfinedApparmor: false,
     allowInlineSeccomp: false,
+    allowNegativeOomScoreAdj: false,
   };
 
   test('each knob outside the policy is refused, naming its field, all in one answer', () => {
@@ -163,10 +164,11 @@ describe('the powerful sandbox knobs need the policy\'s allow-list', () => {
         sysctls: { 'net.ipv4.ip_forward': '1', 'kernel.shmmax': '1', 'net.ipv4.ping_group_range': '0 0' },
         seccomp: 'unconfined',
         apparmor: 'unconfined',
+        oomScoreAdj: -500,
       },
       closed,
     );
-    assert.deepEqual(issues.map((i) => i.field).sort(), ['apparmor', 'devices[0].source', 'runtime', 'seccomp', 'sysctls.net.ipv4.ip_forward']);
+    assert.deepEqual(issues.map((i) => i.field).sort(), ['apparmor', 'devices[0].source', 'oomScoreAdj', 'runtime', 'seccomp', 'sysctls.net.ipv4.ip_forward']);
     assert.match(issues.find((i) => i.field === 'runtime')!.rule, /runsc is not in the runtime allow-list \(allowedRuntimes: runc\)/);
     assert.match(issues.find((i) => i.field === 'seccomp')!.rule, /allowUnconfinedSeccomp is off/);
     assert.match(issues.find((i) => i.field === 'apparmor')!.rule, /allowUnconfinedApparmor is off/);
@@ -179,7 +181,7 @@ describe('the powerful sandbox knobs need the policy\'s allow-list', () => {
   });
 
   test('knobs within the policy are accepted', () => {
-    assert.deepEqual(issuesOf({ devices: [{ source: '/dev/fuse' }], runtime: 'runc', sysctls: { 'kernel.shmmax': '1' } }, { ...closed, allowedDevices: ['/dev/fuse'] }), []);
+    assert.deepEqual(issuesOf({ devices: [{ source: '/dev/fuse' }], runtime: 'runc', sysctls: { 'kernel.shmmax': '1' }, oomScoreAdj: 500 }, { ...closed, allowedDevices: ['/dev/fuse'] }), []);
   });
 
   test('a library driver without allow-lists (undefined) allows them', () => {
