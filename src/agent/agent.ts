@@ -22,6 +22,7 @@ import { UsageSampler } from './usage.js';
 import { SecretBox } from './secret-box.js';
 import { agentSpecPolicy, configuredRegistryCredentials } from './registry-credentials.js';
 import { UNENDED_STATES, type StoredTaskSpec } from '../state/tasks.js';
+import { withSandboxPreset } from './sandbox-preset.js';
 import type { TaskSpec } from '../spec/schema.js';
 
 /**
@@ -391,5 +392,6 @@ function withAgentDefaults(spec: StoredTaskSpec, config: AgentConfig): StoredTas
   if (resources.cpuMilli === undefined) resources.cpuMilli = config.defaults.resources.cpuMilli;
   if (resources.pidsLimit === undefined) resources.pidsLimit = config.defaults.resources.pidsLimit;
   const log = spec.log === undefined ? { driver: 'local' as const, maxSize: config.engineLog.maxSizeBytes } : spec.log;
-  return { ...spec, resources, log };
+  const withDefaults = { ...spec, resources, log };
+  return config.defaults.sandbox ? withSandboxPreset(withDefaults, config.defaults.sandbox) : withDefaults;
 }

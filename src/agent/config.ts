@@ -20,7 +20,7 @@ import { IMAGE_OPTION_BOUNDS, IMAGE_OPTION_FIELDS } from '../images/options.js';
 import { RECONCILE_OPTION_BOUNDS, RECONCILE_OPTION_FIELDS } from '../reconcile/options.js';
 import { normalizeRegistryHost, parseImageReference } from '../spec/reference.js';
 import { REGISTRY_NAME, REGISTRY_NAME_RULE } from '../spec/registry-auth.js';
-import { SPEC_BOUNDS } from '../spec/schema.js';
+import { SECCOMP_PROFILE_NAME, SPEC_BOUNDS } from '../spec/schema.js';
 import { DRIVER_OPTION_BOUNDS } from '../tasks/driver.js';
 
 /**
@@ -128,6 +128,23 @@ export interface AgentConfigInput {
      * rather than name ones configured here (`registryAuth: { ref }`). Default false.
      */
     allowInlineRegistryAuth?: boolean;
+    /** Host device paths that `devices` may name. Default none. */
+    allowedDevices?: string[];
+    /** OCI runtimes that `runtime` may name (a task without one gets the engine's default). Default `runc`. */
+    allowedRuntimes?: string[];
+    /** Sysctls that `sysctls` may set: names, or prefixes ending in `*` (`net.ipv4.*`). Default none. */
+    allowedSysctls?: string[];
+    /**
+     * Seccomp profiles a task may name: name → the profile's JSON file on the agent's host, read
+     * when each task's container is created (a list of `name=/path` in the environment). Default none.
+     */
+    allowedSeccompProfiles?: Record<string, string> | string[];
+    /** Whether a task may run without seccomp (`seccomp: unconfined`). Default false. */
+    allowUnconfinedSeccomp?: boolean;
+    /** Whether a task may run without AppArmor (`apparmor: unconfined`). Default false. */
+    allowUnconfinedApparmor?: boolean;
+    /** Whether a task may set a negative `oomScoreAdj` (shielding itself from the OOM killer). Default false. */
+    allowNegativeOomScoreAdj?: boolean;
   };
   /**
    * Registry credentials tasks may name in their spec (`registryAuth: { ref: "<name>" }`), by name.
@@ -136,6 +153,20 @@ export interface AgentConfigInput {
    */
   registries?: Record<string, RegistryCredentialsInput>;
   defaults?: {
+    /**
+     * The sandbox preset, the safe floor for untrusted code: every task gets a read-only root, a
+     * tmpfs on /tmp of `defaults.sandboxTmpSize`, no-new-privileges, every capability dropped (a
+     * task may add back those in `policy.allowedCapabilities`), `nofile` 1024 and network none,
+     * unless it sets the field itself (README "The sandbox preset"). Default false.
+     */
+    sandbox?: boolean;
+    /** The size of the sandbox preset's /tmp tmpfs. Default "64m". */
+    sandboxTmpSize?: SizeInput;
+    /**
+     * Capabilities the sandbox preset gives back after dropping them all (a task without its own
+     * `capAdd` gets them); each must be in `policy.allowedCapabilities`. Default none.
+     */
+    sandboxCapabilities?: string[];
     /** Limits of a task that sets none; also what it draws from the admission budget. */
     resources?: {
       /** Default "256m". */
@@ -268,11 +299,23 @@ export interface AgentConfig {
     readonly allowedCapabilities: readonly string[];
     readonly allowHostNetwork: boolean;
     readonly allowInlineRegistryAuth: boolean;
+    readonly allowedDevices: readonly string[];
+    readonly allowedRuntimes: readonly string[];
+    readonly allowedSysctls: readonly string[];
+    /** Name → the profile's file. */
+    readonly allowedSeccompProfiles: Readonly<Record<string, string>>;
+    readonly allowUnconfinedSeccomp: boolean;
+    readonly allowUnconfinedApparmor: boolean;
+    readonly allowNegativeOomScoreAdj: boolean;
+    /** A profile in the spec itself is never accepted by the agent: an operator's allow-list names each. */
+    readonly allowInlineSeccomp: false;
   };
   /** Registry credentials by name (`registries.<name>`). */
   readonly registries: Readonly<Record<string, RegistryCredentialsConfig>>;
   readonly defaults: {
     readonly resources: { readonly memoryBytes: number; readonly cpuMilli: number; readonly pidsLimit: number };
+    /** The sandbox preset, when on: the size of its /tmp. */
+    readonly sandbox?: { readonly tmpSizeBytes: number; readonly capabilities: readonly string[] };
   };
   readonly admission: { readonly memoryBytes: number; readonly cpuMilli: number; readonly maxConcurrent?: number };
   readonly images: { readonly removeDelayMs: number; readonly cleanup: boolean; readonly pullActivityTimeoutMs: number };
@@ -337,6 +380,16 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'policy.allowedCapabilities': 'list',
   'policy.allowHostNetwork': 'boolean',
   'policy.allowInlineRegistryAuth': 'boolean',
+  'policy.allowedDevices': 'list',
+  'policy.allowedRuntimes': 'list',
+  'policy.allowedSysctls': 'list',
+  'policy.allowedSeccompProfiles': 'list',
+  'policy.allowUnconfinedSeccomp': 'boolean',
+  'policy.allowUnconfinedApparmor': 'boolean',
+  'policy.allowNegativeOomScoreAdj': 'boolean',
+  'defaults.sandbox': 'boolean',
+  'defaults.sandboxTmpSize': 'size',
+  'defaults.sandboxCapabilities': 'list',
   'defaults.resources.memory': 'size',
   'defaults.resources.cpuMilli': 'integer',
   'defaults.resources.pidsLimit': 'integer',
@@ -404,6 +457,7 @@ export const CONFIG_BOUNDS = Object.freeze({
   'defaults.resources.memory': SPEC_BOUNDS.memory,
   'defaults.resources.cpuMilli': SPEC_BOUNDS.cpuMilli,
   'defaults.resources.pidsLimit': SPEC_BOUNDS.pidsLimit,
+  'defaults.sandboxTmpSize': SPEC_BOUNDS.tmpfsSize,
   'admission.memory': { minBytes: 6 * MiB, maxBytes: MAX_SIZE_BYTES },
   'admission.cpuMilli': SPEC_BOUNDS.cpuMilli,
   'admission.maxConcurrent': { min: 1, max: 1_000_000 },
@@ -474,9 +528,22 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     health: { engineTimeout: '2s' },
     events: { window: '1h', maxCount: 100_000 },
     tasks: { startOutageLimit: '15m', relistPeriod: '5s' },
-    policy: { allowedBindSources: [], allowPrivileged: false, allowedCapabilities: [], allowHostNetwork: false, allowInlineRegistryAuth: false },
+    policy: {
+      allowedBindSources: [],
+      allowPrivileged: false,
+      allowedCapabilities: [],
+      allowHostNetwork: false,
+      allowInlineRegistryAuth: false,
+      allowedDevices: [],
+      allowedRuntimes: ['runc'],
+      allowedSysctls: [],
+      allowedSeccompProfiles: {},
+      allowUnconfinedSeccomp: false,
+      allowUnconfinedApparmor: false,
+      allowNegativeOomScoreAdj: false,
+    },
     registries: {},
-    defaults: { resources: { memory: '256m', cpuMilli: 250, pidsLimit: 1024 } },
+    defaults: { resources: { memory: '256m', cpuMilli: 250, pidsLimit: 1024 }, sandbox: false, sandboxTmpSize: '64m', sandboxCapabilities: [] },
     admission: { memory: budget.memoryBytes, cpuMilli: budget.cpuMilli },
     // The image coordinator's and the reconciler's own defaults apply (their option fields carry them).
     images: {},
@@ -521,6 +588,31 @@ const imageList = z.unknown().transform((value, ctx): string[] => {
     }
   });
   return value as string[];
+});
+
+/**
+ * Seccomp profiles by name: a mapping of name to an absolute path to the profile's JSON file, or
+ * (from the environment) a list of `name=/path`. Both compile to the mapping.
+ */
+const seccompProfiles = z.unknown().transform((value, ctx): Record<string, string> => {
+  const rule = 'must be a mapping of profile name to an absolute path to its JSON file (or, in the environment, name=/path,…)';
+  const entries: Array<[string, unknown]> = Array.isArray(value)
+    ? value.map((item): [string, unknown] => {
+        const text = typeof item === 'string' ? item : '';
+        const eq = text.indexOf('=');
+        return eq === -1 ? [text, undefined] : [text.slice(0, eq).trim(), text.slice(eq + 1).trim()];
+      })
+    : typeof value === 'object' && value !== null
+      ? Object.entries(value)
+      : [];
+  if (!Array.isArray(value) && (typeof value !== 'object' || value === null)) return issue(ctx, rule);
+  const result: Record<string, string> = {};
+  for (const [name, file] of entries) {
+    if (!SECCOMP_PROFILE_NAME.test(name) || ['default', 'unconfined'].includes(name)) ctx.addIssue({ code: 'custom', path: [name], message: 'must be a profile name of [a-zA-Z0-9_.-] (not "default" or "unconfined")' });
+    else if (typeof file !== 'string' || !path.isAbsolute(file)) ctx.addIssue({ code: 'custom', path: [name], message: 'must be an absolute path to the profile\'s JSON file' });
+    else result[name] = path.normalize(file);
+  }
+  return result;
 });
 
 const section = <T extends z.ZodRawShape>(shape: T) => z.object(shape).strict();
@@ -657,9 +749,19 @@ function buildSchema(host: HostFacts) {
       allowedCapabilities: list(capability, 'must be a capability name such as NET_ADMIN'),
       allowHostNetwork: booleanOption(),
       allowInlineRegistryAuth: booleanOption(),
+      allowedDevices: list(/^\//, 'must be an absolute host path such as /dev/fuse'),
+      allowedRuntimes: list(/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/, 'must be a runtime name such as runc or runsc'),
+      allowedSysctls: list(/^[a-z0-9_./-]+\*?$/, 'must be a sysctl name, or a prefix ending in * such as net.ipv4.*'),
+      allowedSeccompProfiles: seccompProfiles,
+      allowUnconfinedSeccomp: booleanOption(),
+      allowUnconfinedApparmor: booleanOption(),
+      allowNegativeOomScoreAdj: booleanOption(),
     }),
     registries: registries(absolutePath('must be an absolute path to a file holding the password (or start with ~/)')),
     defaults: section({
+      sandbox: booleanOption(),
+      sandboxTmpSize: size('64m', CONFIG_BOUNDS['defaults.sandboxTmpSize']),
+      sandboxCapabilities: list(capability, 'must be a capability name such as CHOWN'),
       resources: section({
         memory: size('256m', CONFIG_BOUNDS['defaults.resources.memory']),
         cpuMilli: countOption(CONFIG_BOUNDS['defaults.resources.cpuMilli']),
@@ -864,6 +966,11 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     throw new ValidationError(issues, { context: { file } });
   }
   const c = parsed.data!;
+  // The preset's capabilities are given to every task, which the policy then checks: one outside it would refuse them all.
+  const outside = c.defaults.sandboxCapabilities.map(normalizeCapability).filter((cap) => !c.policy.allowedCapabilities.map(normalizeCapability).includes(cap));
+  if (outside.length > 0) {
+    throw new ValidationError([{ field: 'defaults.sandboxCapabilities', rule: `${outside.join(', ')} must also be in policy.allowedCapabilities: the policy checks what the preset gives every task` }], { context: { file } });
+  }
   const socketPath = c.socketPath ?? path.join(c.dataDir, 'agent.sock');
   // sun_path holds 108 bytes with the terminating NUL; a longer path fails only at listen time.
   if (Buffer.byteLength(socketPath) > 107) {
@@ -907,13 +1014,22 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     policy: {
       allowPrivileged: c.policy.allowPrivileged,
       allowedBindSources: c.policy.allowedBindSources.map((p) => path.normalize(p)),
-      allowedCapabilities: c.policy.allowedCapabilities.map((cap) => cap.toUpperCase().replace(/^CAP_/, '')),
+      allowedCapabilities: c.policy.allowedCapabilities.map(normalizeCapability),
       allowHostNetwork: c.policy.allowHostNetwork,
       allowInlineRegistryAuth: c.policy.allowInlineRegistryAuth,
+      allowedDevices: c.policy.allowedDevices.map((p) => path.normalize(p)),
+      allowedRuntimes: c.policy.allowedRuntimes,
+      allowedSysctls: c.policy.allowedSysctls,
+      allowedSeccompProfiles: c.policy.allowedSeccompProfiles,
+      allowUnconfinedSeccomp: c.policy.allowUnconfinedSeccomp,
+      allowUnconfinedApparmor: c.policy.allowUnconfinedApparmor,
+      allowNegativeOomScoreAdj: c.policy.allowNegativeOomScoreAdj,
+      allowInlineSeccomp: false,
     },
     registries: c.registries,
     defaults: {
       resources: { memoryBytes: c.defaults.resources.memory, cpuMilli: c.defaults.resources.cpuMilli, pidsLimit: c.defaults.resources.pidsLimit },
+      ...(c.defaults.sandbox ? { sandbox: { tmpSizeBytes: c.defaults.sandboxTmpSize, capabilities: c.defaults.sandboxCapabilities.map(normalizeCapability) } } : {}),
     },
     admission: {
       memoryBytes: c.admission.memory,
@@ -938,6 +1054,10 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     ...(file !== undefined ? { file } : {}),
   };
   return deepFreeze(config);
+}
+
+function normalizeCapability(cap: string): string {
+  return cap.toUpperCase().replace(/^CAP_/, '');
 }
 
 // ---- reload ----

@@ -5,6 +5,7 @@ import type { Logger } from '../common/logger.js';
 import { commandFailureOf } from '../engine/classify.js';
 import type { Engine } from '../engine/engine.js';
 import { resolveTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
+import { withSeccompProfile } from '../tasks/seccomp-profiles.js';
 import type { Store } from '../state/store.js';
 import { endTransition, hasEnded, type StoredTaskSpec, type TaskRecord, type TaskState, type TaskTransition } from '../state/tasks.js';
 import type { TaskDriver } from '../tasks/driver.js';
@@ -163,6 +164,8 @@ export class TaskSupervisor {
     const resolved = resolveTaskSpec(spec, policy);
     // Bind sources are resolved on the host now (and again before the create), so a bad one is refused here and nothing is created.
     this.#deps.driver.resolveBindSources(resolved, policy);
+    // A named seccomp profile's file is read now too (and again at the create), so a missing or broken one is refused here.
+    withSeccompProfile(resolved, policy);
     const reservation = resolveDemand(resolved.resources, this.#deps.defaultDemand());
     this.#deps.admission.check(reservation);
     const sealedSecrets = secretText === undefined ? undefined : this.#sealer().seal(secretText);

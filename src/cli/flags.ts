@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { ValidationError } from '../common/errors.js';
 import { readTypedDuration, readTypedSize, typedDurationBoundRule, typedSizeBoundRule, type BareNumberReading, type DurationBounds, type SizeBounds } from '../common/units.js';
-import { SPEC_BOUNDS, type CountBounds, type TaskSpec } from '../spec/schema.js';
+import { SPEC_BOUNDS, ULIMIT_NAMES, type CountBounds, type TaskSpec } from '../spec/schema.js';
 
 type MountInput = NonNullable<TaskSpec['mounts']>[number];
 
@@ -191,6 +191,20 @@ const FLAG_OF_SPEC_FIELD: ReadonlyArray<readonly [RegExp, string]> = [
   [/^healthcheck\.disabled$/, '--no-healthcheck'],
   [/^restart\.delay$/, '--restart-delay'],
   [/^restart(\.|$)/, '--restart'],
+  [/^readOnlyRootfs$/, '--read-only'],
+  [/^(noNewPrivileges|seccomp|apparmor)$/, '--security-opt'],
+  [/^ulimits(\[\d+\])?/, '--ulimit'],
+  [/^init$/, '--init'],
+  [/^shmSize$/, '--shm-size'],
+  [/^hostname$/, '--hostname'],
+  [/^dns(\[\d+\])?$/, '--dns'],
+  [/^dnsSearch(\[\d+\])?$/, '--dns-search'],
+  [/^extraHosts(\[\d+\])?$/, '--add-host'],
+  [/^sysctls(\.|$)/, '--sysctl'],
+  [/^devices(\[\d+\])?/, '--device'],
+  [/^runtime$/, '--runtime'],
+  [/^oomScoreAdj$/, '--oom-score-adj'],
+  [/^cpuset$/, '--cpuset-cpus'],
 ];
 
 /**
@@ -391,4 +405,125 @@ export function parseEnvFiles(paths: readonly string[], env: Readonly<Record<str
     });
   }
   return result;
+}
+
+/**
+ * `--tmpfs PATH[:size=64m,mode=1777]`, as docker spells it, to a tmpfs mount. Of docker's mount
+ * options, `size` and `mode` are taken; the others (noexec, nosuid…) are the engine's defaults
+ * for a tmpfs (rw, noexec, nosuid, nodev) and are refused rather than silently dropped.
+ */
+export function parseTmpfsFlag(value: string): MountInput {
+  const flag = '--tmpfs';
+  const colon = value.indexOf(':');
+  const target = (colon === -1 ? value : value.slice(0, colon)).trim();
+  if (!target.startsWith('/')) throw new ValidationError([{ field: flag, rule: `"${value}": needs an absolute container path, such as /tmp or /tmp:size=64m` }]);
+  const mount: MountInput & { type: 'tmpfs' } = { type: 'tmpfs', target };
+  for (const option of colon === -1 ? [] : value.slice(colon + 1).split(',')) {
+    const eq = option.indexOf('=');
+    const key = (eq === -1 ? option : option.slice(0, eq)).trim();
+    const optionValue = eq === -1 ? '' : option.slice(eq + 1).trim();
+    if (key === 'size') mount.size = sizeFlag(optionValue, `${flag} size`, SPEC_BOUNDS.tmpfsSize);
+    else if (key === 'mode') {
+      if (!/^0?[0-7]{3,4}$/.test(optionValue)) throw new ValidationError([{ field: `${flag} mode`, rule: `"${optionValue}" is not an octal file mode such as 1777 or 700` }]);
+      mount.mode = optionValue;
+    } else throw new ValidationError([{ field: flag, rule: `unknown option "${key}" (known: size, mode)` }]);
+  }
+  return mount;
+}
+
+/** What `--security-opt` sets in a spec. */
+export interface SecurityOptFields {
+  noNewPrivileges?: boolean;
+  seccomp?: string;
+  apparmor?: string;
+}
+
+/**
+ * `--security-opt` values as docker takes them: `no-new-privileges[=true|false]` (or `:true`),
+ * `seccomp=unconfined|default|…`, `apparmor=PROFILE` (`=` or the older `:`). For `berth run`
+ * (target `engine`), any other seccomp value is a profile file, read here as the docker CLI does;
+ * for a task the agent runs, it is a profile's name from the agent's `policy.allowedSeccompProfiles`
+ * (a path is refused: the file would be read on this machine, not the agent's).
+ */
+export function parseSecurityOpts(values: readonly string[], target: 'engine' | 'agent', readText: (path: string) => string = (path) => readFileSync(path, 'utf8')): SecurityOptFields {
+  const flag = '--security-opt';
+  const fields: SecurityOptFields = {};
+  for (const raw of values) {
+    const value = raw.trim();
+    const sep = /[=:]/.exec(value);
+    const key = sep === null ? value : value.slice(0, sep.index);
+    const option = sep === null ? undefined : value.slice(sep.index + 1);
+    if (key === 'no-new-privileges') {
+      if (option !== undefined && !['true', 'false'].includes(option)) throw new ValidationError([{ field: flag, rule: `no-new-privileges takes true or false, not "${option}"` }]);
+      fields.noNewPrivileges = option !== 'false';
+    } else if (key === 'seccomp' && option !== undefined && option !== '') {
+      if (option === 'unconfined' || option === 'default' || option === 'builtin') fields.seccomp = option === 'builtin' ? 'default' : option;
+      else if (target === 'agent') {
+        if (option.includes('/') || option.endsWith('.json')) {
+          throw new ValidationError([{ field: flag, rule: `seccomp=${option}: a profile file is read by berth run itself; a task the agent runs names a profile from the agent's policy.allowedSeccompProfiles` }]);
+        }
+        fields.seccomp = option;
+      } else {
+        try {
+          fields.seccomp = readText(option);
+        } catch (error) {
+          const code = (error as { code?: unknown }).code;
+          throw new ValidationError([{ field: flag, rule: `seccomp=${option}: cannot read the profile file${typeof code === 'string' ? ` (${code})` : ''}` }]);
+        }
+        if (!fields.seccomp.trim().startsWith('{')) throw new ValidationError([{ field: flag, rule: `seccomp=${option}: the file is not a JSON seccomp profile` }]);
+      }
+    } else if (key === 'apparmor' && option !== undefined && option !== '') {
+      fields.apparmor = option;
+    } else {
+      throw new ValidationError([{ field: flag, rule: `"${raw}" is not one of no-new-privileges[=true|false], seccomp=PROFILE, apparmor=PROFILE` }]);
+    }
+  }
+  return fields;
+}
+
+const ULIMIT_VALUE = /^-?\d+$/;
+
+/** `--ulimit nofile=1024[:2048]` (docker's syntax; the hard limit defaults to the soft one). */
+export function parseUlimitFlags(values: readonly string[]): NonNullable<TaskSpec['ulimits']> {
+  return values.map((value) => {
+    const flag = '--ulimit';
+    const eq = value.indexOf('=');
+    const name = value.slice(0, eq).trim();
+    const [soft, hard, extra] = value.slice(eq + 1).split(':');
+    if (eq <= 0 || extra !== undefined || soft === undefined || !ULIMIT_VALUE.test(soft) || (hard !== undefined && !ULIMIT_VALUE.test(hard))) {
+      throw new ValidationError([{ field: flag, rule: `"${value}" is not name=soft[:hard], such as nofile=1024:2048 (-1 is unlimited)` }]);
+    }
+    if (!(ULIMIT_NAMES as readonly string[]).includes(name)) throw new ValidationError([{ field: flag, rule: `"${name}" is not a limit name: use one of ${ULIMIT_NAMES.join(', ')}` }]);
+    return { name: name as (typeof ULIMIT_NAMES)[number], soft: Number(soft), ...(hard === undefined ? {} : { hard: Number(hard) }) };
+  });
+}
+
+/** `--sysctl key=value` (repeatable). */
+export function parseSysctlFlags(values: readonly string[]): Record<string, string> {
+  const result: Record<string, string> = {};
+  for (const value of values) {
+    const eq = value.indexOf('=');
+    if (eq <= 0) throw new ValidationError([{ field: '--sysctl', rule: `"${value}" is not key=value, such as net.ipv4.ip_unprivileged_port_start=0` }]);
+    result[value.slice(0, eq).trim()] = value.slice(eq + 1);
+  }
+  return result;
+}
+
+/** `--device /dev/x[:/dev/y][:rwm]` in docker's syntax: host path, container path (default the same), permissions (default rwm). */
+export function parseDeviceFlag(value: string): NonNullable<TaskSpec['devices']>[number] {
+  const parts = value.split(':');
+  const isPermissions = (part: string): boolean => /^[rwm]{1,3}$/.test(part);
+  if (parts.length > 3 || parts.some((part) => part === '')) throw new ValidationError([{ field: '--device', rule: `"${value}" is not /dev/host[:/dev/container][:rwm]` }]);
+  const [source, second, third] = parts as [string, string?, string?];
+  if (third !== undefined) return { source, target: second!, permissions: third };
+  if (second !== undefined && isPermissions(second)) return { source, permissions: second };
+  return second === undefined ? { source } : { source, target: second };
+}
+
+/** `--oom-score-adj -500`: a whole number from -1000 to 1000. */
+export function oomScoreAdjFlag(value: string): number {
+  const text = value.trim();
+  const { min, max } = SPEC_BOUNDS.oomScoreAdj;
+  if (!/^-?\d+$/.test(text) || Number(text) < min || Number(text) > max) throw new ValidationError([{ field: '--oom-score-adj', rule: `"${text}" is not a whole number from ${min} to ${max}` }]);
+  return Number(text);
 }

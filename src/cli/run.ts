@@ -23,7 +23,13 @@ import {
   limitCountFlag,
   limitDurationFlag,
   limitSizeFlag,
+  oomScoreAdjFlag,
   parseCpus,
+  parseDeviceFlag,
+  parseSecurityOpts,
+  parseSysctlFlags,
+  parseTmpfsFlag,
+  parseUlimitFlags,
   parseEnvFiles,
   parseEnvFlags,
   parseLabelFlags,
@@ -76,6 +82,22 @@ interface RunFlags extends HealthFlags {
   pull?: string;
   /** `--registry-auth NAME`: credentials configured in the agent (`registries.NAME`), for a task the agent runs. */
   registryAuth?: string;
+  readOnly?: boolean;
+  /** The sandbox's flags; absent in callers that build flags by hand. */
+  tmpfs?: string[];
+  securityOpt?: string[];
+  ulimit?: string[];
+  init?: boolean;
+  shmSize?: string;
+  hostname?: string;
+  dns?: string[];
+  dnsSearch?: string[];
+  addHost?: string[];
+  sysctl?: string[];
+  device?: string[];
+  runtime?: string;
+  oomScoreAdj?: string;
+  cpusetCpus?: string;
 }
 
 /**
@@ -110,7 +132,7 @@ export function specFromRunFlags(image: string, command: readonly string[], flag
     // docker's order: the files first, then -e over them.
     env: { ...parseEnvFiles(flags.envFile ?? [], io.env), ...parseEnvFlags(flags.env, io.env) },
     labels: parseLabelFlags(flags.label),
-    mounts: [...mounts, ...(flags.volume ?? []).map((value, index) => parseVolumeFlag(value, index))],
+    mounts: [...mounts, ...(flags.volume ?? []).map((value, index) => parseVolumeFlag(value, index)), ...(flags.tmpfs ?? []).map(parseTmpfsFlag)],
     capAdd: flags.capAdd,
     capDrop: flags.capDrop,
     resources: {},
@@ -159,7 +181,26 @@ export function specFromRunFlags(image: string, command: readonly string[], flag
   }
   const healthcheck = healthcheckFromFlags(flags);
   if (healthcheck !== undefined) spec.healthcheck = healthcheck;
+  addSandboxFlags(spec, flags, target);
   return spec;
+}
+
+/** The sandbox's docker flags, each set in the spec only when given (a task the agent runs then gets the agent's defaults). */
+function addSandboxFlags(spec: TaskSpec, flags: RunFlags, target: FlagTarget): void {
+  if (flags.readOnly) spec.readOnlyRootfs = true;
+  Object.assign(spec, parseSecurityOpts(flags.securityOpt ?? [], target));
+  if (flags.ulimit?.length) spec.ulimits = parseUlimitFlags(flags.ulimit);
+  if (flags.init) spec.init = true;
+  if (flags.shmSize !== undefined) spec.shmSize = sizeFlag(flags.shmSize, '--shm-size', SPEC_BOUNDS.shmSize);
+  if (flags.hostname !== undefined) spec.hostname = flags.hostname;
+  if (flags.dns?.length) spec.dns = flags.dns;
+  if (flags.dnsSearch?.length) spec.dnsSearch = flags.dnsSearch;
+  if (flags.addHost?.length) spec.extraHosts = flags.addHost;
+  if (flags.sysctl?.length) spec.sysctls = parseSysctlFlags(flags.sysctl);
+  if (flags.device?.length) spec.devices = flags.device.map(parseDeviceFlag);
+  if (flags.runtime !== undefined) spec.runtime = flags.runtime;
+  if (flags.oomScoreAdj !== undefined) spec.oomScoreAdj = oomScoreAdjFlag(flags.oomScoreAdj);
+  if (flags.cpusetCpus !== undefined) spec.cpuset = flags.cpusetCpus;
 }
 
 export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
@@ -202,6 +243,21 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
     .option('--health-start-period <duration>', 'start-up time in which failed checks do not count (default none)')
     .option('--health-retries <n>', 'consecutive failures that make the task unhealthy (default 3 with --health-cmd, else the image\'s)')
     .option('--no-healthcheck', 'disable any health check, the image\'s own HEALTHCHECK included')
+    .option('--read-only', 'mount the container\'s root file system read-only (writes go to --tmpfs or volumes)')
+    .option('--tmpfs <path[:size=…,mode=…]>', 'mount a tmpfs, e.g. /tmp:size=64m,mode=1777 (repeatable)', collect, [])
+    .option('--security-opt <opt>', 'no-new-privileges[=true], seccomp=default|unconfined|PROFILE, apparmor=PROFILE (repeatable); PROFILE is a JSON file for berth run, a name from the agent\'s policy.allowedSeccompProfiles with -d', collect, [])
+    .option('--ulimit <name=soft[:hard]>', 'a resource limit, e.g. nofile=1024:2048 (repeatable)', collect, [])
+    .option('--init', 'run the engine\'s init as PID 1: it reaps zombies and forwards signals')
+    .option('--shm-size <size>', 'size of /dev/shm with a unit, e.g. 64m (default the engine\'s)')
+    .option('--hostname <name>', 'the container\'s host name (docker\'s -h is berth\'s --help)')
+    .option('--dns <ip>', 'a DNS server (repeatable)', collect, [])
+    .option('--dns-search <domain>', 'a DNS search domain (repeatable)', collect, [])
+    .option('--add-host <host:ip>', 'add a line to /etc/hosts (repeatable)', collect, [])
+    .option('--sysctl <key=value>', 'a namespaced sysctl: net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.* (repeatable)', collect, [])
+    .option('--device <host[:container][:rwm]>', 'give the task a host device (repeatable)', collect, [])
+    .option('--runtime <name>', 'the OCI runtime, e.g. runc or runsc (default the engine\'s)')
+    .option('--oom-score-adj <n>', 'OOM killer preference, -1000 to 1000')
+    .option('--cpuset-cpus <list>', 'CPUs the task may run on, e.g. 0-1,3')
     .action(async (image: string, command: string[], flags: RunFlags) => {
       setExitCode(await runCommand(image, command, flags, io));
     });

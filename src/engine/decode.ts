@@ -19,6 +19,7 @@ import type {
   StatsSample,
   VolumeSummary,
   WaitResult,
+  StorageDriverInfo,
 } from './types.js';
 
 /** A time the engine wrote (RFC 3339, or Unix seconds), or undefined for none (empty, Go's zero time). */
@@ -290,6 +291,14 @@ export function containerEventFromRaw(raw: RawEvent): ContainerEvent {
     at: new Date(raw.timeNano !== undefined ? raw.timeNano / 1e6 : (raw.time ?? 0) * 1000),
     containerId: raw.Actor?.ID ?? raw.id ?? '',
   };
+}
+
+/** The storage driver part of GET /info. */
+export function storageDriverFromRaw(raw: { Driver?: string; DriverStatus?: Array<[string, string]> | null }): StorageDriverInfo {
+  const driver = raw.Driver ?? '';
+  const backingFilesystem = (raw.DriverStatus ?? []).find(([key]) => key === 'Backing Filesystem')?.[1];
+  const supportsSizeQuota = ['btrfs', 'zfs', 'devicemapper'].includes(driver) || ((driver === 'overlay2' || driver === 'overlay') && backingFilesystem === 'xfs');
+  return { driver, ...(backingFilesystem === undefined ? {} : { backingFilesystem }), supportsSizeQuota };
 }
 
 export function versionFromRaw(raw: Dockerode.DockerVersion): EngineVersion {

@@ -20,6 +20,7 @@ import {
   type RawEvent,
   type RawInspect,
   type RawStats,
+  storageDriverFromRaw,
 } from './decode.js';
 import { demultiplex, type DemuxedStreams } from './demux.js';
 import { compareLogTimestamps, parseLogFrames, sinceParameter, type LogEntry } from './log-entries.js';
@@ -41,6 +42,7 @@ import type {
   StatsSample,
   VolumeSummary,
   WaitResult,
+  StorageDriverInfo,
 } from './types.js';
 
 /** Default deadlines per kind of call, in milliseconds (each 1 ms to 24 h). Wait, stop and followed streams have none of their own. */
@@ -369,6 +371,12 @@ export class Engine {
   async version(options: CallOptions = {}): Promise<EngineVersion> {
     const raw = await this.#read('version', options, (abortSignal) => (this.#docker as unknown as SignalledDocker).version({ abortSignal }));
     return versionFromRaw(raw);
+  }
+
+  /** The engine's storage driver (GET /info), and whether it can bound a container's writable layer. */
+  async storageDriver(options: CallOptions = {}): Promise<StorageDriverInfo> {
+    const raw = await this.#read('info', options, (abortSignal) => (this.#docker as unknown as SignalledDocker).info({ abortSignal }));
+    return storageDriverFromRaw(raw);
   }
 
   /** Checks that the engine answers and speaks at least the minimum API version. */
@@ -888,6 +896,7 @@ export class Engine {
 interface SignalledDocker {
   ping(options: { abortSignal?: AbortSignal }): Promise<unknown>;
   version(options: { abortSignal?: AbortSignal }): Promise<Dockerode.DockerVersion>;
+  info(options: { abortSignal?: AbortSignal }): Promise<{ Driver?: string; DriverStatus?: Array<[string, string]> | null }>;
 }
 
 /** @types/dockerode omits the abortSignal option that these dockerode calls accept. */

@@ -35,6 +35,23 @@ export interface HostConfigBody {
   LogConfig?: LogConfigBody;
   /** Removal is berth's job: AutoRemove would race its wait and lose the exit code. */
   AutoRemove?: false;
+  ReadonlyRootfs?: boolean;
+  /** `no-new-privileges`, `seccomp=unconfined`, `seccomp=<profile JSON>`, `apparmor=<profile>`. */
+  SecurityOpt?: string[];
+  Ulimits?: Array<{ Name: string; Soft: number; Hard: number }>;
+  Init?: boolean;
+  ShmSize?: number;
+  Dns?: string[];
+  DnsSearch?: string[];
+  /** `host:ip` lines for /etc/hosts. */
+  ExtraHosts?: string[];
+  Sysctls?: Record<string, string>;
+  Devices?: Array<{ PathOnHost: string; PathInContainer: string; CgroupPermissions: string }>;
+  Runtime?: string;
+  OomScoreAdj?: number;
+  CpusetCpus?: string;
+  /** The storage driver's options: `size` is a quota on the writable layer. */
+  StorageOpt?: Record<string, string>;
 }
 
 /**
@@ -69,6 +86,7 @@ export interface ContainerCreateBody {
   StopSignal?: string;
   StopTimeout?: number;
   NetworkDisabled?: boolean;
+  Hostname?: string;
   Healthcheck?: HealthcheckBody;
   HostConfig: HostConfigBody;
 }
@@ -274,6 +292,20 @@ export interface PullProgressEvent {
   status: string;
   currentBytes?: number;
   totalBytes?: number;
+}
+
+/** The engine's storage driver, from its info endpoint: what bounds a container's writable layer. */
+export interface StorageDriverInfo {
+  /** `overlay2`, `btrfs`, `zfs`, `devicemapper`, `vfs`… */
+  driver: string;
+  /** The file system under it (`extfs`, `xfs`…), when the driver reports one. */
+  backingFilesystem?: string;
+  /**
+   * Whether the driver can take a size quota (`StorageOpt size=`): btrfs, zfs and devicemapper
+   * can; overlay2 only on xfs (mounted with pquota, which the engine does not report: it refuses
+   * the create then).
+   */
+  supportsSizeQuota: boolean;
 }
 
 export interface EngineVersion {

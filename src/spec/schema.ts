@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
@@ -41,6 +42,14 @@ export const SPEC_BOUNDS = Object.freeze({
   /** The kernel refuses a pids.max above PID_MAX_LIMIT (2^22). */
   pidsLimit: { min: 1, max: 4_194_304 },
   tmpfsSize: { minBytes: 1, maxBytes: MAX_SIZE_BYTES },
+  /** The engine refuses a /dev/shm of 0 bytes (it means "the engine's default", 64 MiB). */
+  shmSize: { minBytes: 1, maxBytes: MAX_SIZE_BYTES },
+  /** A quota on the writable layer: under 1 MiB would leave no room for a container's first files. */
+  storageSize: { minBytes: MiB, maxBytes: MAX_SIZE_BYTES },
+  /** A resource limit (setrlimit): -1 is unlimited, as the engine reads it; safe integers otherwise. */
+  ulimit: { min: -1, max: Number.MAX_SAFE_INTEGER },
+  /** The kernel's range for /proc/<pid>/oom_score_adj. */
+  oomScoreAdj: { min: -1000, max: 1000 },
   logMaxSize: { minBytes: 1024, maxBytes: MAX_SIZE_BYTES },
   logMaxFiles: { min: 1, max: 100 },
   /** Restarts allowed (in all, or per `restart.interval`). */
@@ -266,11 +275,22 @@ const volumeMount = z
   })
   .strict();
 
+/** A tmpfs mode, as octal text ("1777") or a number (0o1777): permission bits plus sticky, setgid and setuid. */
+const fileMode = anyTypedAs<number | string>()
+  .transform((value, ctx): number => {
+    if (typeof value === 'string' && /^0?[0-7]{3,4}$/.test(value.trim())) return parseInt(value.trim(), 8);
+    if (typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 0o7777) return value;
+    return issue(ctx, 'must be a file mode in octal text such as "1777" or "700" (or a number up to 0o7777)');
+  })
+  .meta({ anyOf: [{ type: 'string', pattern: '^0?[0-7]{3,4}$' }, { type: 'integer', minimum: 0, maximum: 0o7777 }], description: 'A file mode: octal text such as "1777", or a number.' });
+
 const tmpfsMount = z
   .object({
     type: z.literal('tmpfs'),
     target: absolutePath,
     size: bytes(SPEC_BOUNDS.tmpfsSize).optional(),
+    /** The tmpfs root's mode (the engine's default is 1777). */
+    mode: fileMode.optional(),
   })
   .strict();
 
@@ -291,6 +311,98 @@ const recordWithKeys = (isValidKey: (key: string) => boolean, rule: string) =>
   });
 
 const envName = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+// ---- the sandbox: hardening and the container's own environment (README "The sandbox") ----
+
+/** The resource limits the engine (and docker's --ulimit) knows, by their docker names. */
+export const ULIMIT_NAMES = Object.freeze(['core', 'cpu', 'data', 'fsize', 'locks', 'memlock', 'msgqueue', 'nice', 'nofile', 'nproc', 'rss', 'rtprio', 'rttime', 'sigpending', 'stack'] as const);
+export type UlimitName = (typeof ULIMIT_NAMES)[number];
+
+const ulimit = z
+  .object({
+    name: z.enum(ULIMIT_NAMES, { message: `must be one of ${ULIMIT_NAMES.join(', ')}` }),
+    soft: count(SPEC_BOUNDS.ulimit),
+    /** Default: the soft limit. */
+    hard: count(SPEC_BOUNDS.ulimit).optional(),
+  })
+  .strict()
+  .refine((u) => u.hard === undefined || u.hard === -1 || (u.soft !== -1 && u.soft <= u.hard), { message: 'must be at least soft (-1 is unlimited)', path: ['hard'] });
+
+/** A profile name: in the agent's allow-list (`policy.allowedSeccompProfiles`), or the driver's `seccompProfiles`. */
+export const SECCOMP_PROFILE_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/;
+
+/**
+ * `default` (the engine's profile), `unconfined` (none: needs the policy's allowUnconfinedSeccomp),
+ * a profile's name from the policy's allow-list, or (the library) a profile itself: an object, or
+ * its JSON text, with a `defaultAction`.
+ */
+const seccomp = anyTypedAs<string | Record<string, unknown>>()
+  .transform((value, ctx): SeccompSpec => {
+    const rule = 'must be "default", "unconfined", a profile name from the allow-list, or a seccomp profile (a JSON object with defaultAction)';
+    let profile: unknown = value;
+    if (typeof value === 'string') {
+      const text = value.trim();
+      if (text === 'default') return { kind: 'default' };
+      if (text === 'unconfined') return { kind: 'unconfined' };
+      if (SECCOMP_PROFILE_NAME.test(text)) return { kind: 'named', name: text };
+      if (!text.startsWith('{')) return issue(ctx, rule);
+      try {
+        profile = JSON.parse(text);
+      } catch {
+        return issue(ctx, 'is not valid JSON: a profile given as text must be the JSON of a seccomp profile');
+      }
+    }
+    if (typeof profile !== 'object' || profile === null || Array.isArray(profile)) return issue(ctx, rule);
+    if (typeof (profile as { defaultAction?: unknown }).defaultAction !== 'string') return issue(ctx, 'a seccomp profile needs a defaultAction such as "SCMP_ACT_ALLOW" or "SCMP_ACT_ERRNO"');
+    return { kind: 'profile', json: JSON.stringify(profile) };
+  })
+  .meta({ anyOf: [{ type: 'string' }, { type: 'object' }], description: '"default", "unconfined", a profile name from the agent\'s allow-list, or a seccomp profile (JSON object).' });
+
+/** RFC 1123 host name: labels of letters, digits and hyphens, not at either end, 63 at most each, 253 in all. */
+const HOSTNAME = /^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
+const hostname = z.string().regex(HOSTNAME, 'must be a host name (RFC 1123): letters, digits and hyphens in dot-separated labels of at most 63 characters, 253 in all');
+const ipAddress = z.string().refine((v) => isIP(v) !== 0, 'must be an IPv4 or IPv6 address');
+const searchDomain = z.string().regex(/^\.?$|^(?=.{1,253}$)[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?(\.[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?)*\.?$/, 'must be a domain name such as example.com');
+
+/** `host:ip` as docker's --add-host spells it (the ip may be IPv6, or `host-gateway`). */
+const extraHost = z.string().refine((v) => {
+  const colon = v.indexOf(':');
+  if (colon <= 0) return false;
+  const ip = v.slice(colon + 1).replace(/^\[(.*)\]$/, '$1');
+  return HOSTNAME.test(v.slice(0, colon)) && (isIP(ip) !== 0 || ip === 'host-gateway');
+}, 'must be host:ip, such as db.local:10.0.0.5 (the ip may be IPv6, or host-gateway)');
+
+/**
+ * Sysctls the engine sets per container: those in a namespace the container has its own of
+ * (docker's own list: IPC ones and the network's). Others would change the whole host.
+ */
+export function isNamespacedSysctl(key: string): boolean {
+  return /^net\.[a-zA-Z0-9_./-]+$/.test(key) || /^kernel\.(shm[a-z_]*|msg[a-z_]*|sem)$/.test(key) || /^fs\.mqueue\.[a-z_]+$/.test(key);
+}
+
+const sysctls = z.record(z.string(), z.string()).superRefine((record, ctx) => {
+  for (const key of Object.keys(record)) {
+    if (!isNamespacedSysctl(key)) ctx.addIssue({ code: 'custom', path: [key], message: 'is not a namespaced sysctl: only net.*, kernel.shm*, kernel.msg*, kernel.sem and fs.mqueue.* are set per container' });
+  }
+});
+
+/** A host device given to the task: `source` on the host, `target` in the container (default the same), `permissions` of r, w, m. */
+const device = z
+  .object({
+    source: absolutePath,
+    target: absolutePath.optional(),
+    permissions: z.string().regex(/^(?!.*(.).*\1)[rwm]{1,3}$/, 'must be some of r, w and m, each once (e.g. "rwm", "r")').default('rwm'),
+  })
+  .strict();
+
+const runtime = z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$/, 'must be a runtime name as the engine knows it, such as runc or runsc');
+const apparmor = z.string().regex(/^[a-zA-Z0-9][a-zA-Z0-9_./-]{0,127}$/, 'must be an AppArmor profile name such as docker-default, or unconfined');
+
+/** `0-3`, `1,3`, `0-1,4-5`: CPUs the task may run on, as the kernel's cpuset lists them. */
+const cpuset = z.string().regex(/^\d+(-\d+)?(,\d+(-\d+)?)*$/, 'must be a CPU list such as 0-1,3').refine((list) => list.split(',').every((part) => {
+  const [from, to] = part.split('-').map(Number);
+  return to === undefined || from! <= to;
+}), 'each range must go from low to high, such as 0-3');
 
 /** The task spec as users write it. Everything but `image` is optional. */
 export const taskSpecSchema = z
@@ -369,11 +481,48 @@ export const taskSpecSchema = z
     waitHealthy: z.boolean().default(false),
     /** The task's own credentials for its image's registry (src/spec/registry-auth.ts). Default: the driver's (the Docker configuration). */
     registryAuth: registryAuthSchema.optional(),
+    /** The container's root file system read-only; writes go to tmpfs or volume mounts. Default false. */
+    readOnlyRootfs: z.boolean().default(false),
+    /** No process in the task gains privileges through setuid, setgid or file capabilities. Default false. */
+    noNewPrivileges: z.boolean().default(false),
+    /** The seccomp profile. Default: the engine's (`default`). */
+    seccomp: seccomp.optional(),
+    /** An AppArmor profile by name; `unconfined` needs the policy's allowUnconfinedApparmor. Default: the engine's. */
+    apparmor: apparmor.optional(),
+    ulimits: z.array(ulimit).default([]),
+    /** The engine's init (tini) as PID 1: it reaps zombies and forwards signals. Default false. */
+    init: z.boolean().default(false),
+    /** The size of /dev/shm. Default: the engine's (64 MiB). */
+    shmSize: bytes(SPEC_BOUNDS.shmSize).optional(),
+    hostname: hostname.optional(),
+    dns: z.array(ipAddress).default([]),
+    dnsSearch: z.array(searchDomain).default([]),
+    /** Lines added to /etc/hosts: `host:ip`. */
+    extraHosts: z.array(extraHost).default([]),
+    /** Namespaced sysctls only (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*). */
+    sysctls: sysctls.default({}),
+    devices: z.array(device).default([]),
+    /** The OCI runtime (runc, runsc for gVisor where installed). Default: the engine's. */
+    runtime: runtime.optional(),
+    /** -1000 to 1000; higher is killed first when the host runs out of memory. Default 0. */
+    oomScoreAdj: count(SPEC_BOUNDS.oomScoreAdj).optional(),
+    /** CPUs the task may run on, such as "0-1,3". Default: all. */
+    cpuset: cpuset.optional(),
+    /** A quota on the container's writable layer; only with a storage driver that supports one (overlay2 on xfs with pquota). */
+    storageSize: bytes(SPEC_BOUNDS.storageSize).optional(),
   })
   .strict()
-  .refine((spec) => !(spec.waitHealthy && spec.healthcheck?.disabled === true), {
-    message: 'needs a health check, and healthcheck.disabled switches it off',
-    path: ['waitHealthy'],
+  .superRefine((spec, ctx) => {
+    // The engine refuses these with the host's network (its namespace and files are the host's).
+    if (spec.network === 'host') {
+      if (spec.hostname !== undefined) ctx.addIssue({ code: 'custom', path: ['hostname'], message: 'cannot be set with network "host": the task shares the host\'s UTS namespace' });
+      for (const key of Object.keys(spec.sysctls)) {
+        if (key.startsWith('net.')) ctx.addIssue({ code: 'custom', path: ['sysctls', key], message: 'cannot be set with network "host": it would change the host\'s own network settings' });
+      }
+    }
+    if (spec.waitHealthy && spec.healthcheck?.disabled === true) {
+      ctx.addIssue({ code: 'custom', path: ['waitHealthy'], message: 'needs a health check, and healthcheck.disabled switches it off' });
+    }
   });
 
 /** The task spec as users write it: sizes and durations may be strings. */
@@ -382,7 +531,29 @@ export type TaskSpec = z.input<typeof taskSpecSchema>;
 export type MountSpec =
   | { type: 'bind'; source: string; target: string; readOnly: boolean; propagation: Propagation }
   | { type: 'volume'; source?: string; target: string; readOnly: boolean }
-  | { type: 'tmpfs'; target: string; sizeBytes?: number };
+  | { type: 'tmpfs'; target: string; sizeBytes?: number; mode?: number };
+
+/**
+ * The seccomp profile: the engine's, none, one by name (resolved by the driver from its policy's
+ * profiles just before the create), or the profile's own JSON text.
+ */
+export type SeccompSpec =
+  | { readonly kind: 'default' }
+  | { readonly kind: 'unconfined' }
+  | { readonly kind: 'named'; readonly name: string }
+  | { readonly kind: 'profile'; readonly json: string };
+
+export interface UlimitSpec {
+  readonly name: UlimitName;
+  readonly soft: number;
+  readonly hard: number;
+}
+
+export interface DeviceSpec {
+  readonly source: string;
+  readonly target: string;
+  readonly permissions: string;
+}
 
 /** What a health check runs: argv directly, a shell line, or the image's own HEALTHCHECK command. */
 export type HealthcheckTest =
@@ -444,6 +615,23 @@ export interface ResolvedTaskSpec {
   readonly waitHealthy: boolean;
   /** The task's own registry credentials, for its pull only; undefined: the driver's. */
   readonly registryAuth?: RegistryAuthSpec;
+  readonly readOnlyRootfs: boolean;
+  readonly noNewPrivileges: boolean;
+  readonly seccomp: SeccompSpec;
+  readonly apparmor?: string;
+  readonly ulimits: readonly UlimitSpec[];
+  readonly init: boolean;
+  readonly shmSizeBytes?: number;
+  readonly hostname?: string;
+  readonly dns: readonly string[];
+  readonly dnsSearch: readonly string[];
+  readonly extraHosts: readonly string[];
+  readonly sysctls: Readonly<Record<string, string>>;
+  readonly devices: readonly DeviceSpec[];
+  readonly runtime?: string;
+  readonly oomScoreAdj?: number;
+  readonly cpuset?: string;
+  readonly storageSizeBytes?: number;
 }
 
 /** What the caller's driver permits; the spec is checked against it. */
@@ -469,6 +657,28 @@ export interface SpecPolicy extends RegistryAuthPolicy {
    * default is false.
    */
   allowHostNetwork?: boolean;
+  /** Host device paths `devices[].source` may name; undefined allows any, an empty list none. */
+  allowedDevices?: readonly string[];
+  /** Runtimes `runtime` may name; undefined allows any. The engine's default runtime (no `runtime`) is always allowed. */
+  allowedRuntimes?: readonly string[];
+  /** Sysctl patterns `sysctls` keys must match (`net.ipv4.ping_group_range`, or `net.ipv4.*`); undefined allows any namespaced one. */
+  allowedSysctls?: readonly string[];
+  /**
+   * Seccomp profiles a spec may name: name → the profile's file (JSON) on this host, read when
+   * the container is created. A name not listed is refused; undefined lists none.
+   */
+  allowedSeccompProfiles?: Readonly<Record<string, string>>;
+  /** Whether `seccomp: "unconfined"` is accepted. Undefined allows it. */
+  allowUnconfinedSeccomp?: boolean;
+  /** Whether a seccomp profile given in the spec itself (not by name) is accepted. Undefined allows it. */
+  allowInlineSeccomp?: boolean;
+  /** Whether `apparmor: "unconfined"` is accepted. Undefined allows it. */
+  allowUnconfinedApparmor?: boolean;
+  /**
+   * Whether a negative `oomScoreAdj` is accepted: it shields the task from the OOM killer at the
+   * expense of the host's other processes (-1000 exempts it). Undefined allows it.
+   */
+  allowNegativeOomScoreAdj?: boolean;
 }
 
 export const DEFAULT_SPEC_POLICY: Readonly<SpecPolicy> = Object.freeze({ allowPrivileged: false });
@@ -539,7 +749,7 @@ function compileTaskSpec(input: unknown, issues: readonly FieldIssue[]): Resolve
       pidsLimit: spec.resources.pidsLimit,
     },
     mounts: spec.mounts.map((m): MountSpec =>
-      m.type === 'tmpfs' ? { type: 'tmpfs', target: m.target, sizeBytes: m.size } : m,
+      m.type === 'tmpfs' ? { type: 'tmpfs', target: m.target, sizeBytes: m.size, ...(m.mode === undefined ? {} : { mode: m.mode }) } : m,
     ),
     network: spec.network,
     capAdd: spec.capAdd,
@@ -554,6 +764,23 @@ function compileTaskSpec(input: unknown, issues: readonly FieldIssue[]): Resolve
     restart: resolveRestart(spec.restart),
     waitHealthy: spec.waitHealthy,
     ...(spec.registryAuth !== undefined ? { registryAuth: spec.registryAuth } : {}),
+    readOnlyRootfs: spec.readOnlyRootfs,
+    noNewPrivileges: spec.noNewPrivileges,
+    seccomp: spec.seccomp ?? { kind: 'default' },
+    apparmor: spec.apparmor,
+    ulimits: spec.ulimits.map((u) => ({ name: u.name, soft: u.soft, hard: u.hard ?? u.soft })),
+    init: spec.init,
+    shmSizeBytes: spec.shmSize,
+    hostname: spec.hostname,
+    dns: spec.dns,
+    dnsSearch: spec.dnsSearch,
+    extraHosts: spec.extraHosts,
+    sysctls: spec.sysctls,
+    devices: spec.devices.map((d) => ({ source: d.source, target: d.target ?? d.source, permissions: d.permissions })),
+    runtime: spec.runtime,
+    oomScoreAdj: spec.oomScoreAdj,
+    cpuset: spec.cpuset,
+    storageSizeBytes: spec.storageSize,
   };
   return deepFreeze(resolved);
 }
@@ -579,8 +806,9 @@ function resolveHealthcheck(check: z.output<typeof healthcheck> | undefined): Re
 function policyIssues(input: unknown, policy: SpecPolicy): FieldIssue[] {
   const issues: FieldIssue[] = [];
   if (typeof input !== 'object' || input === null) return issues;
-  const raw = input as { privileged?: unknown; capAdd?: unknown; mounts?: unknown; network?: unknown };
+  const raw = input as { privileged?: unknown; capAdd?: unknown; mounts?: unknown; network?: unknown; devices?: unknown; runtime?: unknown; sysctls?: unknown; seccomp?: unknown; apparmor?: unknown; oomScoreAdj?: unknown };
   issues.push(...registryAuthPolicyIssues(input as { image?: unknown; registryAuth?: unknown }, policy));
+  issues.push(...sandboxPolicyIssues(raw, policy));
   if (raw.privileged === true && !policy.allowPrivileged) {
     issues.push({ field: 'privileged', rule: 'privileged tasks are not allowed by this driver (allowPrivileged is off)' });
   }
@@ -601,6 +829,50 @@ function policyIssues(input: unknown, policy: SpecPolicy): FieldIssue[] {
         issues.push({ field: `mounts[${i}].source`, rule: `host path ${mount.source} is not in the bind-mount allow-list` });
       }
     });
+  }
+  return issues;
+}
+
+/** Whether a sysctl matches an allow-list pattern: the name itself, or a prefix ending in `*` (`net.ipv4.*`). */
+export function sysctlAllowed(key: string, patterns: readonly string[]): boolean {
+  return patterns.some((pattern) => (pattern.endsWith('*') ? key.startsWith(pattern.slice(0, -1)) : key === pattern));
+}
+
+/** The powerful knobs of the sandbox fields, each needing the policy's allow-list. */
+function sandboxPolicyIssues(
+  raw: { devices?: unknown; runtime?: unknown; sysctls?: unknown; seccomp?: unknown; apparmor?: unknown; oomScoreAdj?: unknown },
+  policy: SpecPolicy,
+): FieldIssue[] {
+  const issues: FieldIssue[] = [];
+  if (policy.allowedDevices && Array.isArray(raw.devices)) {
+    const allowed = new Set(policy.allowedDevices.map((d) => posix.normalize(d)));
+    raw.devices.forEach((d: unknown, i) => {
+      const source = (d as { source?: unknown } | null)?.source;
+      if (typeof source === 'string' && !allowed.has(posix.normalize(source))) issues.push({ field: `devices[${i}].source`, rule: `device ${source} is not in the device allow-list (allowedDevices)` });
+    });
+  }
+  if (policy.allowedRuntimes && typeof raw.runtime === 'string' && !policy.allowedRuntimes.includes(raw.runtime)) {
+    issues.push({ field: 'runtime', rule: `runtime ${raw.runtime} is not in the runtime allow-list (allowedRuntimes${policy.allowedRuntimes.length === 0 ? ' is empty' : `: ${policy.allowedRuntimes.join(', ')}`})` });
+  }
+  if (policy.allowedSysctls && typeof raw.sysctls === 'object' && raw.sysctls !== null) {
+    for (const key of Object.keys(raw.sysctls)) {
+      if (!sysctlAllowed(key, policy.allowedSysctls)) issues.push({ field: `sysctls.${key}`, rule: `sysctl ${key} is not in the sysctl allow-list (allowedSysctls)` });
+    }
+  }
+  const seccompText = typeof raw.seccomp === 'string' ? raw.seccomp.trim() : undefined;
+  if (seccompText === 'unconfined' && policy.allowUnconfinedSeccomp === false) {
+    issues.push({ field: 'seccomp', rule: 'an unconfined task (no seccomp profile) is not allowed by this driver (allowUnconfinedSeccomp is off)' });
+  } else if (seccompText !== undefined && seccompText !== 'default' && seccompText !== 'unconfined' && SECCOMP_PROFILE_NAME.test(seccompText) && !Object.hasOwn(policy.allowedSeccompProfiles ?? {}, seccompText)) {
+    const names = Object.keys(policy.allowedSeccompProfiles ?? {});
+    issues.push({ field: 'seccomp', rule: `seccomp profile ${seccompText} is not in the allow-list (allowedSeccompProfiles${names.length === 0 ? ' is empty' : `: ${names.join(', ')}`})` });
+  } else if (raw.seccomp !== undefined && seccompText !== 'default' && seccompText !== 'unconfined' && !(seccompText !== undefined && SECCOMP_PROFILE_NAME.test(seccompText)) && policy.allowInlineSeccomp === false) {
+    issues.push({ field: 'seccomp', rule: 'a seccomp profile given in the spec is not allowed by this driver: name one from its allow-list (allowedSeccompProfiles)' });
+  }
+  if (raw.apparmor === 'unconfined' && policy.allowUnconfinedApparmor === false) {
+    issues.push({ field: 'apparmor', rule: 'an unconfined task (no AppArmor profile) is not allowed by this driver (allowUnconfinedApparmor is off)' });
+  }
+  if (typeof raw.oomScoreAdj === 'number' && raw.oomScoreAdj < 0 && policy.allowNegativeOomScoreAdj === false) {
+    issues.push({ field: 'oomScoreAdj', rule: 'a negative value (shielding the task from the OOM killer) is not allowed by this driver (allowNegativeOomScoreAdj is off)' });
   }
   return issues;
 }

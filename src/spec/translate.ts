@@ -1,3 +1,4 @@
+import { ValidationError } from '../common/errors.js';
 import { containerNameForTask, LABELS } from '../common/labels.js';
 import { ownerProcessLabels, type OwnerProcess } from '../common/owner-process.js';
 import { formatBytesForEngine } from '../common/units.js';
@@ -43,7 +44,11 @@ function toMount(mount: MountSpec): MountBody {
     case 'volume':
       return { Type: 'volume', Source: mount.source, Target: mount.target, ReadOnly: mount.readOnly };
     case 'tmpfs':
-      return { Type: 'tmpfs', Target: mount.target, TmpfsOptions: mount.sizeBytes === undefined ? {} : { SizeBytes: mount.sizeBytes } };
+      return {
+        Type: 'tmpfs',
+        Target: mount.target,
+        TmpfsOptions: { ...(mount.sizeBytes === undefined ? {} : { SizeBytes: mount.sizeBytes }), ...(mount.mode === undefined ? {} : { Mode: mount.mode }) },
+      };
   }
 }
 
@@ -80,6 +85,49 @@ export function toHealthcheck(check: ResolvedHealthcheck): HealthcheckBody {
   return body;
 }
 
+/**
+ * The engine's security options for a spec: no-new-privileges, the seccomp profile (its JSON text
+ * itself, as the docker CLI sends a profile file's content) and the AppArmor profile.
+ */
+export function toSecurityOpt(spec: Pick<ResolvedTaskSpec, 'noNewPrivileges' | 'seccomp' | 'apparmor'>): string[] {
+  const options: string[] = [];
+  if (spec.noNewPrivileges) options.push('no-new-privileges');
+  switch (spec.seccomp.kind) {
+    case 'default':
+      break;
+    case 'unconfined':
+      options.push('seccomp=unconfined');
+      break;
+    case 'profile':
+      options.push(`seccomp=${spec.seccomp.json}`);
+      break;
+    case 'named':
+      // The driver reads a named profile's file just before the create (tasks/seccomp-profiles.ts).
+      throw new ValidationError([{ field: 'seccomp', rule: `profile ${spec.seccomp.name} was not resolved to its file before the create` }]);
+  }
+  if (spec.apparmor !== undefined) options.push(`apparmor=${spec.apparmor}`);
+  return options;
+}
+
+/** The sandbox's host settings: set only where the spec sets them, so that the engine's defaults stay its own. */
+function addSandbox(hostConfig: HostConfigBody, spec: ResolvedTaskSpec): void {
+  if (spec.readOnlyRootfs) hostConfig.ReadonlyRootfs = true;
+  const securityOpt = toSecurityOpt(spec);
+  if (securityOpt.length > 0) hostConfig.SecurityOpt = securityOpt;
+  if (spec.ulimits.length > 0) hostConfig.Ulimits = spec.ulimits.map((u) => ({ Name: u.name, Soft: u.soft, Hard: u.hard }));
+  if (spec.init) hostConfig.Init = true;
+  if (spec.shmSizeBytes !== undefined) hostConfig.ShmSize = spec.shmSizeBytes;
+  if (spec.dns.length > 0) hostConfig.Dns = [...spec.dns];
+  if (spec.dnsSearch.length > 0) hostConfig.DnsSearch = [...spec.dnsSearch];
+  if (spec.extraHosts.length > 0) hostConfig.ExtraHosts = [...spec.extraHosts];
+  if (Object.keys(spec.sysctls).length > 0) hostConfig.Sysctls = { ...spec.sysctls };
+  if (spec.devices.length > 0) hostConfig.Devices = spec.devices.map((d) => ({ PathOnHost: d.source, PathInContainer: d.target, CgroupPermissions: d.permissions }));
+  if (spec.runtime !== undefined) hostConfig.Runtime = spec.runtime;
+  if (spec.oomScoreAdj !== undefined) hostConfig.OomScoreAdj = spec.oomScoreAdj;
+  if (spec.cpuset !== undefined) hostConfig.CpusetCpus = spec.cpuset;
+  if (spec.storageSizeBytes !== undefined) hostConfig.StorageOpt = { size: String(spec.storageSizeBytes) };
+}
+
 /** Translates a resolved spec into the engine's create request. Pure: no I/O, no clock, no environment. */
 export function toCreatePlan(spec: ResolvedTaskSpec, identity: TaskIdentity): CreatePlan {
   const { resources } = spec;
@@ -104,6 +152,7 @@ export function toCreatePlan(spec: ResolvedTaskSpec, identity: TaskIdentity): Cr
   }
   if (resources.cpuShares !== undefined) hostConfig.CpuShares = resources.cpuShares;
   if (resources.pidsLimit !== undefined) hostConfig.PidsLimit = resources.pidsLimit;
+  addSandbox(hostConfig, spec);
 
   const hasStdin = spec.stdin !== undefined;
   // Stdin is open when there is content to write or the spec keeps it open for attach clients. With
@@ -136,5 +185,6 @@ export function toCreatePlan(spec: ResolvedTaskSpec, identity: TaskIdentity): Cr
   if (spec.workdir !== undefined) body.WorkingDir = spec.workdir;
   if (spec.user !== undefined) body.User = spec.user;
   if (spec.healthcheck !== undefined) body.Healthcheck = toHealthcheck(spec.healthcheck);
+  if (spec.hostname !== undefined) body.Hostname = spec.hostname;
   return { name: containerNameForTask(identity), body };
 }

@@ -3,8 +3,11 @@ import { posix } from 'node:path';
 import { ValidationError, type FieldIssue } from '../common/errors.js';
 import type { MountSpec, ResolvedTaskSpec, SpecPolicy } from '../spec/schema.js';
 
-/** What a bind source is checked against on the host: the bind parts of SpecPolicy. */
-export type BindSourcePolicy = Pick<SpecPolicy, 'allowedBindSources' | 'allowEngineSocket'>;
+/**
+ * What is checked against the host just before a create: the bind parts of SpecPolicy, and the
+ * seccomp profiles a spec may name (their files are read then).
+ */
+export type BindSourcePolicy = Pick<SpecPolicy, 'allowedBindSources' | 'allowEngineSocket' | 'allowedSeccompProfiles'>;
 
 /** The engine's default socket: refused whatever socket the engine was actually reached through. */
 export const DEFAULT_ENGINE_SOCKET = '/var/run/docker.sock';

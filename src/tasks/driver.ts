@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { containerNameForTask, LABELS } from '../common/labels.js';
-import type { AttachedStreams, ContainerEventStream } from '../engine/engine.js';
+import type { AttachedStreams, ContainerEventStream, Engine } from '../engine/engine.js';
 import type { ContainerInspect } from '../engine/types.js';
 import { cancelledError, isBerthError, ValidationError, type FieldIssue } from '../common/errors.js';
 import { countBoundRule, DURATION_LIMITS, durationBoundRule, type CountBounds, type DurationBounds } from '../common/units.js';
@@ -12,6 +12,7 @@ import { readOwnerProcess, type OwnerProcess } from '../common/owner-process.js'
 import { resolveAcceptedTaskSpec, resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import { isRegistryAuthRef, registryMismatch, type InlineRegistryAuth } from '../spec/registry-auth.js';
 import { toCreatePlan, type TaskIdentity } from '../spec/translate.js';
+import { withSeccompProfile } from './seccomp-profiles.js';
 import { confirmBindSources, engineSocketGuards, resolveBindSources, withResolvedSources, type BindSourcePolicy, type ResolvedBindSource } from './bind-sources.js';
 import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, preferredContainer, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
 import { retry } from '../common/retry.js';
@@ -46,7 +47,7 @@ export interface ImageProvider {
 
 export interface TaskDriverOptions {
   /** The engine; its `socketPath` (an Engine reached through a unix socket has one) is never bind-mounted unless the policy allows it. */
-  engine: ContainerEngine & { readonly socketPath?: string };
+  engine: ContainerEngine & { readonly socketPath?: string } & Partial<Pick<Engine, 'storageDriver'>>;
   /** Written on every container as the owner label; the reconciler removes only its own owner's containers. Default "berth". */
   ownerId?: string;
   /**
@@ -182,7 +183,7 @@ export const TASK_ID = new RegExp(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,${TASK_ID_MAX_LE
  */
 export class TaskDriver implements EventSource<TaskDriverEvents> {
   readonly ownerId: string;
-  readonly #engine: ContainerEngine & { readonly socketPath?: string };
+  readonly #engine: ContainerEngine & { readonly socketPath?: string } & Partial<Pick<Engine, 'storageDriver'>>;
   readonly #policy: SpecPolicy;
   readonly #protectedHostPaths: readonly string[];
   readonly #images: ImageProvider | undefined;
@@ -291,6 +292,22 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     return this.#start(taskId, resolveAcceptedTaskSpec(spec), options);
   }
 
+  /**
+   * Refuses `storageSize` where the engine's storage driver has no size quota, naming the driver,
+   * rather than leaving the engine to refuse the create: the caller learns what bounds writes there.
+   */
+  async #checkStorageQuota(signal: AbortSignal | undefined): Promise<void> {
+    const info = await this.#engine.storageDriver?.({ signal });
+    if (info?.supportsSizeQuota) return;
+    const driver = info === undefined ? 'an engine that does not report its storage driver' : `the engine's storage driver ${info.driver}${info.backingFilesystem === undefined ? '' : ` on ${info.backingFilesystem}`}`;
+    throw new ValidationError([
+      {
+        field: 'storageSize',
+        rule: `is not supported by ${driver}: a size quota needs overlay2 on xfs mounted with pquota, btrfs, zfs or devicemapper; bound the task's writes with readOnlyRootfs and a sized tmpfs instead`,
+      },
+    ]);
+  }
+
   async #start(taskId: string, resolved: ResolvedTaskSpec, options: StartOptions): Promise<TaskHandle> {
     // The spec's own waitHealthy, unless the caller decides (the agent waits for health itself).
     options = { ...options, waitHealthy: options.waitHealthy ?? resolved.waitHealthy };
@@ -302,6 +319,9 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     const bindPolicy = options.bindPolicy ?? this.#policy;
     // Checked before the image is fetched, so that a refused source costs no pull; checked again before the create.
     this.resolveBindSources(resolved, bindPolicy);
+    // A named seccomp profile's file is read now: a missing one costs no pull.
+    resolved = withSeccompProfile(resolved, bindPolicy);
+    if (resolved.storageSizeBytes !== undefined) await this.#checkStorageQuota(signal);
     const identity: TaskIdentity = {
       taskId,
       ownerId: this.ownerId,

@@ -57,8 +57,9 @@ describe('loadAgentConfig: defaults', () => {
     assert.deepEqual(config.engineDeadlines, { readMs: 10_000, writeMs: 30_000 });
     assert.deepEqual(config.health, { engineTimeoutMs: 2000 });
     assert.deepEqual(config.tasks, { startOutageLimitMs: 900_000, relistPeriodMs: 5000 });
-    assert.deepEqual(config.policy, { allowPrivileged: false, allowedBindSources: [], allowedCapabilities: [], allowHostNetwork: false, allowInlineRegistryAuth: false });
+    assert.deepEqual(config.policy, { allowPrivileged: false, allowedBindSources: [], allowedCapabilities: [], allowHostNetwork: false, allowInlineRegistryAuth: false, allowedDevices: [], allowedRuntimes: ['runc'], allowedSysctls: [], allowedSeccompProfiles: {}, allowUnconfinedSeccomp: false, allowUnconfinedApparmor: false, allowNegativeOomScoreAdj: false, allowInlineSeccomp: false });
     assert.deepEqual(config.registries, {});
+    assert.equal(config.defaults.sandbox, undefined);
     assert.deepEqual(config.defaults.resources, { memoryBytes: 256 * MiB, cpuMilli: 250, pidsLimit: 1024 });
     assert.deepEqual(config.images, { removeDelayMs: 180_000, cleanup: true, pullActivityTimeoutMs: 120_000 });
     assert.deepEqual(config.logs, { maxFileBytes: 10 * MiB, maxFiles: 2 });
@@ -123,7 +124,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
     assert.deepEqual(config.listen, { host: '127.0.0.1', port: 7070 });
     assert.equal(config.agentId, 'host-7');
     assert.deepEqual(config.engine, { host: '10.0.0.5', port: 2376 });
-    assert.deepEqual(config.policy, { allowPrivileged: true, allowedBindSources: ['/srv/data', '/tmp/'], allowedCapabilities: ['NET_ADMIN', 'SYS_PTRACE'], allowHostNetwork: false, allowInlineRegistryAuth: false });
+    assert.deepEqual(config.policy, { allowPrivileged: true, allowedBindSources: ['/srv/data', '/tmp/'], allowedCapabilities: ['NET_ADMIN', 'SYS_PTRACE'], allowHostNetwork: false, allowInlineRegistryAuth: false, allowedDevices: [], allowedRuntimes: ['runc'], allowedSysctls: [], allowedSeccompProfiles: {}, allowUnconfinedSeccomp: false, allowUnconfinedApparmor: false, allowNegativeOomScoreAdj: false, allowInlineSeccomp: false });
     assert.deepEqual(config.defaults.resources, { memoryBytes: 128 * MiB, cpuMilli: 500, pidsLimit: 64 });
     assert.deepEqual(config.admission, { memoryBytes: 2 * GiB, cpuMilli: 2000, maxConcurrent: 8 });
     assert.deepEqual(config.images, { removeDelayMs: 90_000, cleanup: false, pullActivityTimeoutMs: 90_000 });
@@ -181,6 +182,16 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       BERTH_DEFAULTS_RESOURCES_MEMORY: '64m',
       BERTH_DEFAULTS_RESOURCES_CPU_MILLI: '250',
       BERTH_DEFAULTS_RESOURCES_PIDS_LIMIT: '32',
+      BERTH_POLICY_ALLOWED_DEVICES: '/dev/fuse',
+      BERTH_POLICY_ALLOWED_RUNTIMES: 'runc,runsc',
+      BERTH_POLICY_ALLOWED_SYSCTLS: 'net.ipv4.*,kernel.shmmax',
+      BERTH_POLICY_ALLOWED_SECCOMP_PROFILES: 'strict=/etc/berth/strict.json',
+      BERTH_POLICY_ALLOW_UNCONFINED_SECCOMP: 'true',
+      BERTH_POLICY_ALLOW_UNCONFINED_APPARMOR: 'yes',
+      BERTH_POLICY_ALLOW_NEGATIVE_OOM_SCORE_ADJ: 'true',
+      BERTH_DEFAULTS_SANDBOX: 'true',
+      BERTH_DEFAULTS_SANDBOX_TMP_SIZE: '32m',
+      BERTH_DEFAULTS_SANDBOX_CAPABILITIES: 'cap_net_admin',
       BERTH_ADMISSION_MEMORY: '1g',
       BERTH_ADMISSION_CPU_MILLI: '1500',
       BERTH_ADMISSION_MAX_CONCURRENT: '3',
@@ -219,9 +230,23 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       health: { engineTimeoutMs: 500 },
       events: { windowMs: 7_200_000, maxCount: 500 },
       tasks: { relistPeriodMs: 2000 },
-      policy: { allowPrivileged: true, allowedBindSources: ['/srv', '/data'], allowedCapabilities: ['NET_ADMIN'], allowHostNetwork: true, allowInlineRegistryAuth: true },
+      policy: {
+        allowPrivileged: true,
+        allowedBindSources: ['/srv', '/data'],
+        allowedCapabilities: ['NET_ADMIN'],
+        allowHostNetwork: true,
+        allowInlineRegistryAuth: true,
+        allowedDevices: ['/dev/fuse'],
+        allowedRuntimes: ['runc', 'runsc'],
+        allowedSysctls: ['net.ipv4.*', 'kernel.shmmax'],
+        allowedSeccompProfiles: { strict: '/etc/berth/strict.json' },
+        allowUnconfinedSeccomp: true,
+        allowUnconfinedApparmor: true,
+        allowNegativeOomScoreAdj: true,
+        allowInlineSeccomp: false,
+      },
       registries: {},
-      defaults: { resources: { memoryBytes: 64 * MiB, cpuMilli: 250, pidsLimit: 32 } },
+      defaults: { resources: { memoryBytes: 64 * MiB, cpuMilli: 250, pidsLimit: 32 }, sandbox: { tmpSizeBytes: 32 * MiB, capabilities: ['NET_ADMIN'] } },
       admission: { memoryBytes: GiB, cpuMilli: 1500, maxConcurrent: 3 },
       images: { removeDelayMs: 0, cleanup: false, pullActivityTimeoutMs: 30_000 },
       logs: { maxFileBytes: 100 * 1024, maxFiles: 1 },

@@ -39,6 +39,7 @@ const RULES: Readonly<Record<string, { name: string; bare: 'refused' | 'seconds'
   '--timeout': { name: '--timeout', bare: 'refused', zero: 'no-limit' },
   '--stop-timeout': { name: '--stop-timeout', bare: 'seconds', zero: 'zero' },
   '--log-max-size': { name: '--log-max-size', bare: 'refused', zero: 'refused' },
+  '--shm-size': { name: '--shm-size', bare: 'refused', zero: 'refused' },
   '--health-interval': { name: '--health-interval', bare: 'refused', zero: 'refused' },
   '--health-timeout': { name: '--health-timeout', bare: 'refused', zero: 'refused' },
   '--health-start-period': { name: '--health-start-period', bare: 'refused', zero: 'refused' },

@@ -48,6 +48,10 @@ const cases: BoundCase[] = [
   { field: 'resources.cpuShares', spec: (v) => ({ image: 'a', resources: { cpuShares: v as number } }), atMin: 2, belowMin: 1, minRule: /^must be at least 2$/, atMax: 262_144, aboveMax: 262_145, maxRule: /^must be at most 262144$/ },
   { field: 'resources.pidsLimit', spec: (v) => ({ image: 'a', resources: { pidsLimit: v as number } }), atMin: 1, belowMin: 0, minRule: /^must be at least 1$/, atMax: 4_194_304, aboveMax: 4_194_305, maxRule: /^must be at most 4194304$/ },
   { field: 'mounts[0].size', spec: (v) => ({ image: 'a', mounts: [{ type: 'tmpfs', target: '/t', size: v }] }), atMin: 1, belowMin: 0, minRule: /^must be at least 1 byte$/, atMax: '1p', aboveMax: MAX_SIZE_BYTES + 1, maxRule: /^must be at most 1p \(1125899906842624 bytes\)$/ },
+  { field: 'shmSize', spec: (v) => ({ image: 'a', shmSize: v }), atMin: 1, belowMin: 0, minRule: /^must be at least 1 byte$/, atMax: '1p', aboveMax: MAX_SIZE_BYTES + 1, maxRule: /^must be at most 1p/ },
+  { field: 'storageSize', spec: (v) => ({ image: 'a', storageSize: v }), atMin: '1m', belowMin: MiB - 1, minRule: /^must be at least 1m/, atMax: '1p', aboveMax: MAX_SIZE_BYTES + 1, maxRule: /^must be at most 1p/ },
+  { field: 'ulimits[0].soft', spec: (v) => ({ image: 'a', ulimits: [{ name: 'nofile', soft: v as number, hard: -1 }] }), atMin: -1, belowMin: -2, minRule: /^must be at least -1$/, atMax: Number.MAX_SAFE_INTEGER, aboveMax: 2 ** 53, maxRule: /^must be at most 9007199254740991$/ },
+  { field: 'oomScoreAdj', spec: (v) => ({ image: 'a', oomScoreAdj: v as number }), atMin: -1000, belowMin: -1001, minRule: /^must be at least -1000$/, atMax: 1000, aboveMax: 1001, maxRule: /^must be at most 1000$/ },
   { field: 'log.maxSize', spec: (v) => ({ image: 'a', log: { maxSize: v } }), atMin: '1k', belowMin: 1023, minRule: /^must be at least 1k \(1024 bytes\)$/, atMax: MAX_SIZE_BYTES, aboveMax: MAX_SIZE_BYTES + 1, maxRule: /^must be at most 1p/ },
   { field: 'log.maxFiles', spec: (v) => ({ image: 'a', log: { maxFiles: v as number } }), atMin: 1, belowMin: 0, minRule: /^must be at least 1$/, atMax: 100, aboveMax: 101, maxRule: /^must be at most 100$/ },
   { field: 'restart.attempts', spec: (v) => ({ image: 'a', restart: { policy: 'on-failure', attempts: v as number } }), atMin: 0, belowMin: -1, minRule: /^must be at least 0$/, atMax: 100, aboveMax: 101, maxRule: /^must be at most 100$/ },
@@ -81,7 +85,7 @@ describe('every duration, size and count of a task spec has bounds, and values u
   }
 
   test('the bounds table covers every bound the schema declares', () => {
-    const covered = new Set(['timeout', 'stopGracePeriod', 'healthcheck', 'healthRetries', 'memory', 'memoryReservation', 'cpuMilli', 'cpuShares', 'pidsLimit', 'tmpfsSize', 'logMaxSize', 'logMaxFiles', 'restartAttempts', 'restartDelay', 'restartInterval']);
+    const covered = new Set(['timeout', 'stopGracePeriod', 'healthcheck', 'healthRetries', 'memory', 'memoryReservation', 'cpuMilli', 'cpuShares', 'pidsLimit', 'tmpfsSize', 'logMaxSize', 'logMaxFiles', 'restartAttempts', 'restartDelay', 'restartInterval', 'shmSize', 'storageSize', 'ulimit', 'oomScoreAdj']);
     assert.deepEqual(Object.keys(SPEC_BOUNDS).sort(), [...covered].sort());
   });
 
