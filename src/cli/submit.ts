@@ -81,10 +81,17 @@ export async function runDetached(argv: readonly string[], io: CliIo): Promise<n
 
 /** `-d` and what a detached run needs to find its agent (address, token, TLS, `--json`) and restart its task, as submit has them. */
 function addDetachOptions(run: Command): Command {
-  return addRestartOptions(withAgentOptions(run.option('-d, --detach', 'submit the task to the agent and print its id, as berth submit does')).option(
-    '--json',
-    'with --detach: print the submitted task as JSON',
-  ));
+  return addOpenStdinOption(
+    addRestartOptions(withAgentOptions(run.option('-d, --detach', 'submit the task to the agent and print its id, as berth submit does')).option(
+      '--json',
+      'with --detach: print the submitted task as JSON',
+    )),
+  );
+}
+
+/** `--open-stdin`: the task's stdin stays open for `berth attach`; only a task the agent runs has attach clients. */
+function addOpenStdinOption(command: Command): Command {
+  return command.option('--open-stdin', 'keep the task\'s stdin open for berth attach to write to, as docker run -di (with -i: after the input read)');
 }
 
 /** The restart policy's flags, as docker run spells them; only the agent restarts tasks. */
@@ -94,8 +101,8 @@ function addRestartOptions(command: Command): Command {
     .option('--restart-delay <duration>', 'pause before each restart with a unit, e.g. 500ms or 10s (default 15s); with --restart on-failure');
 }
 
-/** The options only a detached run uses (the agent's, and its restart policy). */
-const AGENT_ONLY_FLAGS = ['host', 'token', 'tlscacert', 'tlscert', 'tlskey', 'tlsverify', 'json', 'restart', 'restartDelay'] as const;
+/** The options only a detached run uses (the agent's, its restart policy, and stdin kept open for attach). */
+const AGENT_ONLY_FLAGS = ['host', 'token', 'tlscacert', 'tlscert', 'tlskey', 'tlsverify', 'json', 'restart', 'restartDelay', 'openStdin'] as const;
 
 /**
  * Adds `-d, --detach` and the agent's options to the run command's help; the work is `runDetached`'s.
@@ -151,8 +158,7 @@ function addRunStyleOptions(command: Command, io: CliIo): Command {
 /** `berth submit`: the task goes to the agent, which starts it when it fits its budget. */
 export function addSubmitCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
   const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
-  addRestartOptions(addRunStyleOptions(agentCommand(program, 'submit', 'Submit a task to the agent and print its id; it starts when it fits the agent\'s budget'), io))
-    .option('--open-stdin', 'keep the task\'s stdin open for berth attach to write to, as docker run -di (with -i: after the input read)')
+  addOpenStdinOption(addRestartOptions(addRunStyleOptions(agentCommand(program, 'submit', 'Submit a task to the agent and print its id; it starts when it fits the agent\'s budget'), io)))
     .argument('<image>', 'image to run')
     .argument('[command...]', 'command and arguments (default: the image\'s)')
     .passThroughOptions()

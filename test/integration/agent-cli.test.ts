@@ -160,11 +160,12 @@ describe('berth agent with the client commands', { skip }, () => {
     const token = (await readFile(path.join(dataDir, 'token'), 'utf8')).trim();
     const agentFlags = ['-H', `unix://${path.join(dataDir, 'agent.sock')}`, '--token', token];
     // BERTH_DATA_DIR names no agent: the flags alone find it.
-    const result = await berth(path.join(dataDir, 'elsewhere'), ['run', '-d', ...agentFlags, '--json', '--restart', 'on-failure:1', '-l', RUN_LABEL, TEST_IMAGE, 'true']);
+    const result = await berth(path.join(dataDir, 'elsewhere'), ['run', '-d', ...agentFlags, '--json', '--restart', 'on-failure:1', '--open-stdin', '-l', RUN_LABEL, TEST_IMAGE, 'true']);
     assert.equal(result.code, 0, result.stderr);
     const task = JSON.parse(result.stdout) as TaskView;
     assert.equal(task.spec.image, TEST_IMAGE);
     assert.equal((task.spec.restart as { policy?: string } | undefined)?.policy, 'on-failure');
+    assert.equal(task.spec.openStdin, true);
     assert.equal((await waitForState(dataDir, task.id, ENDED)).exitCode, 0);
 
     const here = await berth(path.join(dataDir, 'elsewhere'), ['run', ...agentFlags, '--restart', 'on-failure', '--rm', '-l', RUN_LABEL, TEST_IMAGE, 'true']);
