@@ -15,7 +15,9 @@ import { EndWatch, type EndHint } from './end-watch.js';
 import { awaitHealthy } from './health.js';
 import { Lifecycle, type PhaseChange, type TaskPhase } from './lifecycle.js';
 
-/** Why berth itself stopped the task, which decides its end state. */
+/** Pauses before each new read of an exited task's OOM flag (see #oomFlagSettled). */
+const OOM_FLAG_REREADS_MS = [100, 200, 400] as const;
+
 /** A task's pauses, as a recovering owner knows them: their length so far, and the current one's start. */
 export interface TaskPause {
   pausedForMs: number;
@@ -410,6 +412,12 @@ export class TaskHandle implements AsyncDisposable {
       } catch (error) {
         if (!isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) this.#deps.logger.warn({ taskId: this.taskId, code: codeOf(error) }, 'could not read the OOM flag');
       }
+      // The engine sets the flag when the kernel's OOM event reaches it, which can come just after the
+      // exit it reports: a SIGKILL (137) that berth did not send, under a memory limit, is read again
+      // for a moment before it is taken for a plain kill.
+      if (!oomKilled && facts.oomKilled === undefined && exitCode === 137 && this.spec.resources.memoryBytes !== undefined && this.#stopIntent === undefined) {
+        oomKilled = await this.#oomFlagSettled();
+      }
     }
     // A stop under way may yet show that the task had ended before it was asked (see #stop); its
     // answer is waited for at most one read deadline, so a stop that hangs cannot hold the end.
@@ -430,6 +438,19 @@ export class TaskHandle implements AsyncDisposable {
       }),
       facts.finishedAt,
     );
+  }
+
+  /** The OOM flag read again a few times over about 700 ms; true as soon as the engine sets it. */
+  async #oomFlagSettled(): Promise<boolean> {
+    for (const waitMs of OOM_FLAG_REREADS_MS) {
+      await sleep(waitMs, undefined, { ref: false });
+      try {
+        if ((await this.#deps.engine.inspectContainer(this.containerId)).oomKilled) return true;
+      } catch {
+        return false;
+      }
+    }
+    return false;
   }
 
   /** `finishedAt`: the engine's, when known; a wait answers at the end, so now is right for it. */

@@ -46,7 +46,7 @@ describe('the agent API: one error shape, no coercion, every accepted id reachab
     assert.equal(created.id, id);
     // Every route with an id parameter, from the router's own table: a new one fails here until it is covered.
     const withId = API_ROUTES.filter((route) => route.url.includes(':id')).map((route) => route.operationId).sort();
-    assert.deepEqual(withId, ['getTask', 'killTask', 'pauseTask', 'removeTask', 'stopTask', 'taskLogs', 'unpauseTask', 'waitTask']);
+    assert.deepEqual(withId, ['attachTask', 'execTask', 'execTaskSocket', 'getTask', 'killTask', 'pauseTask', 'removeTask', 'stopTask', 'taskLogs', 'taskStats', 'unpauseTask', 'waitTask']);
     assert.equal((await agent.client.get(id)).id, id);
     const logs = [];
     for await (const record of agent.client.logs(id)) logs.push(record);
@@ -56,6 +56,19 @@ describe('the agent API: one error shape, no coercion, every accepted id reachab
     assert.equal((await agent.client.unpause(id)).pausedAt, undefined);
     // A signal sleep ignores: the task goes on.
     assert.equal((await agent.client.kill(id, 'SIGCONT')).id, id);
+    assert.equal((await agent.client.execOnce(id, { cmd: ['sh', '-c', 'exit 3'] })).exitCode, 3);
+    const session = await agent.client.exec(id, { cmd: ['sh', '-c', 'exit 4'] });
+    session.stdout.resume();
+    session.stderr.resume();
+    assert.equal(await session.exitCode, 4);
+    const samples = [];
+    for await (const sample of agent.client.stats(id, { stream: false })) samples.push(sample);
+    assert.equal(samples.length, 1);
+    const attached = await agent.client.attach(id);
+    attached.stdout.resume();
+    attached.stderr.resume();
+    attached.detach();
+    assert.equal((await attached.end).kind, 'detached');
     assert.equal((await agent.client.waitOnce(id, 0)).ended, false);
     assert.equal((await agent.client.stop(id)).id, id);
     await pollUntil('the stopped task to end', async () => ((await agent.client.get(id)).state === 'exited' ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
