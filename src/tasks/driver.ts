@@ -560,7 +560,12 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
         if (this.#live.size === 0) return events.close();
         this.#events = events;
         try {
-          for await (const event of events) this.#live.get(event.containerId)?.hintEnd('event');
+          for await (const event of events) {
+            const handle = this.#live.get(event.containerId);
+            // The kernel's OOM kill, as the engine announced it: its state's flag can miss it (see TaskHandle.noteOomEvent).
+            if (event.action === 'oom') handle?.noteOomEvent();
+            handle?.hintEnd('event');
+          }
         } catch (error) {
           this.#logger.debug({ code: codeOf(error) }, 'the engine events stream broke; the relist covers until it is open again');
         } finally {

@@ -78,6 +78,8 @@ export class TaskHandle implements AsyncDisposable {
   #knownFinishedAt: Date | undefined;
   /** When the current pause began (epoch ms); undefined while not paused. */
   #pausedSinceMs: number | undefined;
+  /** Whether the engine announced an OOM kill in the container (noteOomEvent). */
+  #oomEventSeen = false;
   /** How long the ended pauses lasted: the run time limit does not count them. */
   #pausedForMs = 0;
 
@@ -152,6 +154,15 @@ export class TaskHandle implements AsyncDisposable {
     this.#ended = this.#watch(this.#endWatch);
     // The promise is also handed out by wait(); this keeps an unobserved end from being "unhandled".
     this.#ended.catch(() => undefined);
+  }
+
+  /**
+   * @internal The engine announced an `oom` event for the task's container. Its state's OOMKilled
+   * flag can miss an OOM kill whose event reached the engine just before the exit (the exit's own
+   * flag then overwrites it), so the event counts as well when the end is classified.
+   */
+  noteOomEvent(): void {
+    this.#oomEventSeen = true;
   }
 
   /**
@@ -404,11 +415,11 @@ export class TaskHandle implements AsyncDisposable {
     // A task destroyed while running was cancelled by its owner, even if its watch saw the container vanish.
     if (facts.kind === 'lost') return this.#end(this.#stopIntent?.kind === 'cancel' ? { kind: 'cancelled' } : { kind: 'lost', reason: facts.reason, ...(facts.error ? { error: facts.error } : {}) });
     const { exitCode } = facts;
-    let oomKilled = facts.oomKilled ?? false;
+    let oomKilled = (facts.oomKilled ?? false) || this.#oomEventSeen;
     // Only a task that failed or had a memory limit can have been OOM-killed; skip the inspect otherwise.
     if (facts.oomKilled === undefined && (exitCode !== 0 || this.spec.resources.memoryBytes !== undefined)) {
       try {
-        oomKilled = (await this.#deps.engine.inspectContainer(this.containerId)).oomKilled;
+        oomKilled = (await this.#deps.engine.inspectContainer(this.containerId)).oomKilled || this.#oomEventSeen;
       } catch (error) {
         if (!isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) this.#deps.logger.warn({ taskId: this.taskId, code: codeOf(error) }, 'could not read the OOM flag');
       }
@@ -444,6 +455,7 @@ export class TaskHandle implements AsyncDisposable {
   async #oomFlagSettled(): Promise<boolean> {
     for (const waitMs of OOM_FLAG_REREADS_MS) {
       await sleep(waitMs, undefined, { ref: false });
+      if (this.#oomEventSeen) return true;
       try {
         if ((await this.#deps.engine.inspectContainer(this.containerId)).oomKilled) return true;
       } catch {
