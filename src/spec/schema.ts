@@ -6,6 +6,7 @@ import { LABEL_PREFIX } from '../common/labels.js';
 import { DURATION_LIMITS, formatDurationMs, formatSize, MAX_SIZE_BYTES, type CountBounds, type DurationBounds, type SizeBounds } from '../common/units.js';
 import { anyTypedAs, countOption, durationOption, issue, sizeOption } from '../common/validation.js';
 import { parseImageReference } from './reference.js';
+import { filesPolicyIssues, filesSchema, resolveFiles, type FilesPolicy, type ResolvedFile } from './files.js';
 import { registryAuthPolicyIssues, registryAuthSchema, type RegistryAuthPolicy, type RegistryAuthSpec } from './registry-auth.js';
 
 const MiB = 1024 * 1024;
@@ -369,6 +370,8 @@ export const taskSpecSchema = z
     waitHealthy: z.boolean().default(false),
     /** The task's own credentials for its image's registry (src/spec/registry-auth.ts). Default: the driver's (the Docker configuration). */
     registryAuth: registryAuthSchema.optional(),
+    /** Files written into the container after create and before start: inline, or an upload's archive (src/spec/files.ts). */
+    files: filesSchema.default([]),
   })
   .strict()
   .refine((spec) => !(spec.waitHealthy && spec.healthcheck?.disabled === true), {
@@ -444,10 +447,12 @@ export interface ResolvedTaskSpec {
   readonly waitHealthy: boolean;
   /** The task's own registry credentials, for its pull only; undefined: the driver's. */
   readonly registryAuth?: RegistryAuthSpec;
+  /** Written into the container after create, before start. */
+  readonly files: readonly ResolvedFile[];
 }
 
 /** What the caller's driver permits; the spec is checked against it. */
-export interface SpecPolicy extends RegistryAuthPolicy {
+export interface SpecPolicy extends RegistryAuthPolicy, FilesPolicy {
   /** Whether `privileged: true` is accepted. Default false. */
   allowPrivileged: boolean;
   /**
@@ -554,6 +559,7 @@ function compileTaskSpec(input: unknown, issues: readonly FieldIssue[]): Resolve
     restart: resolveRestart(spec.restart),
     waitHealthy: spec.waitHealthy,
     ...(spec.registryAuth !== undefined ? { registryAuth: spec.registryAuth } : {}),
+    files: resolveFiles(spec.files),
   };
   return deepFreeze(resolved);
 }
@@ -581,6 +587,7 @@ function policyIssues(input: unknown, policy: SpecPolicy): FieldIssue[] {
   if (typeof input !== 'object' || input === null) return issues;
   const raw = input as { privileged?: unknown; capAdd?: unknown; mounts?: unknown; network?: unknown };
   issues.push(...registryAuthPolicyIssues(input as { image?: unknown; registryAuth?: unknown }, policy));
+  issues.push(...filesPolicyIssues(input as { files?: unknown }, policy));
   if (raw.privileged === true && !policy.allowPrivileged) {
     issues.push({ field: 'privileged', rule: 'privileged tasks are not allowed by this driver (allowPrivileged is off)' });
   }

@@ -13,6 +13,7 @@ import { resolveAcceptedTaskSpec, resolveTaskSpec, type ResolvedTaskSpec, type S
 import { isRegistryAuthRef, registryMismatch, type InlineRegistryAuth } from '../spec/registry-auth.js';
 import { toCreatePlan, type TaskIdentity } from '../spec/translate.js';
 import { confirmBindSources, engineSocketGuards, resolveBindSources, withResolvedSources, type BindSourcePolicy, type ResolvedBindSource } from './bind-sources.js';
+import { placeFiles, type UploadOpener } from './files-in.js';
 import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, preferredContainer, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
 import { retry } from '../common/retry.js';
 import { listingVerdict } from './end-watch.js';
@@ -79,6 +80,11 @@ export interface TaskDriverOptions {
    * fails to start.
    */
   registryCredentials?: (ref: string) => Promise<{ host: string; credentials: InlineRegistryAuth } | undefined>;
+  /**
+   * Opens an upload named by a spec's `files: [{ upload }]` (the agent's uploads); undefined: none.
+   * Default: no uploads, so such a spec fails to start (BERTH_VALIDATION).
+   */
+  openUpload?: UploadOpener;
   /** Retries of ambiguous engine failures (create, start, stop, remove, wait). Default 5 attempts from 100 ms; 1 to 100 attempts, delays up to a day. */
   retry?: Partial<RetryPolicy>;
   logger?: Logger;
@@ -187,6 +193,7 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
   readonly #protectedHostPaths: readonly string[];
   readonly #images: ImageProvider | undefined;
   readonly #registryCredentials: TaskDriverOptions['registryCredentials'];
+  readonly #openUpload: UploadOpener | undefined;
   readonly #retry: RetryPolicy;
   readonly #logger: Logger;
   readonly #published: Events<TaskDriverEvents>;
@@ -211,6 +218,7 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     this.#protectedHostPaths = [...(options.protectedHostPaths ?? [])];
     this.#images = options.images;
     this.#registryCredentials = options.registryCredentials;
+    this.#openUpload = options.openUpload;
     this.#retry = { ...DEFAULT_RETRY_POLICY, ...options.retry };
     this.#logger = options.logger ?? silentLogger;
     this.#published = new Events(this.#logger);
@@ -331,6 +339,8 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
       });
       containerId = created.containerId;
       if (created.adopted) log.info({ taskId, containerId }, 'adopted the container an earlier create made');
+      // Written after create, before start: the task finds its files in place from its first instruction.
+      if (resolved.files.length > 0) await placeFiles(this.#engine, containerId, resolved.files, this.#openUpload, signal);
       // Attach before start, so that not a byte of output is lost.
       const streams =
         options.output === 'engine-log'
