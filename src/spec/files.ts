@@ -115,6 +115,8 @@ export function resolveFiles(files: z.output<typeof filesSchema>): ResolvedFile[
 export interface FilesPolicy {
   filesMaxCount?: number;
   filesMaxBytes?: number;
+  /** Whether an upload is held: a spec naming one that is not is refused at submit. Undefined: not checked. */
+  uploadExists?: (id: string) => boolean;
 }
 
 /** What the owner's limits refuse, read defensively from raw input. */
@@ -127,6 +129,14 @@ export function filesPolicyIssues(input: { files?: unknown }, policy: FilesPolic
   const total = inlineBytes(input.files);
   if (policy.filesMaxBytes !== undefined && total > policy.filesMaxBytes) {
     issues.push({ field: 'files', rule: `must hold at most ${policy.filesMaxBytes} bytes of inline content (${total} given; the limit is files.maxBytes)` });
+  }
+  if (policy.uploadExists) {
+    input.files.forEach((file: unknown, i) => {
+      const upload = (file as { upload?: unknown } | null)?.upload;
+      if (typeof upload === 'string' && UPLOAD_ID.test(upload) && !policy.uploadExists!(upload)) {
+        issues.push({ field: `files[${i}].upload`, rule: `no upload ${upload} is held (POST /v1/uploads makes one; an unused upload is removed after files.uploadTtl)` });
+      }
+    });
   }
   return issues;
 }

@@ -1,13 +1,18 @@
 import assert from 'node:assert/strict';
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { Readable } from 'node:stream';
-import { after, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
+import type { AgentClient } from '../../src/agent/client.js';
+import type { StoredTaskSpec } from '../../src/state/tasks.js';
 import { isBerthError } from '../../src/common/errors.js';
 import { LABELS } from '../../src/common/labels.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
-import { tarArchive } from '../../src/tasks/tar.js';
-import { readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { tarArchive, tarEnd, tarHeader, tarPadding } from '../../src/tasks/tar.js';
+import { agentClientOf, agentTestFile, taskOutput, waitForTaskState, writeAgentConfig, type RunningAgent } from '../support/agent.js';
+import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 
 const engine = new Engine();
 const run = testRun(engine);
@@ -59,5 +64,109 @@ describe('files placed in a task (library, real engine)', { skip: await requireE
     } finally {
       await handle.destroy();
     }
+  });
+});
+
+/** A tar stream of one file of `size` zero bytes, made as it is read (never held whole). */
+function zeroFileTar(name: string, size: number): Readable {
+  const chunk = Buffer.alloc(1024 * 1024);
+  async function* blocks(): AsyncGenerator<Buffer> {
+    yield tarHeader({ name, type: 'file', mode: 0o644, size });
+    for (let left = size; left > 0; left -= chunk.length) yield left >= chunk.length ? chunk : chunk.subarray(0, left);
+    yield Buffer.alloc(tarPadding(size));
+    yield tarEnd();
+  }
+  return Readable.from(blocks(), { objectMode: false });
+}
+
+/** The peak resident memory of a process so far (VmHWM), in bytes. */
+async function peakRss(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const match = /^VmHWM:\s+(\d+) kB$/m.exec(status);
+  assert.ok(match, status);
+  return Number(match[1]) * 1024;
+}
+
+describe('files placed in a task through a real agent process', { skip: await requireEngine() }, () => {
+  const { run: agentRun, dirs, agents } = agentTestFile(engine);
+  const agentSpec = (overrides: Partial<StoredTaskSpec>): StoredTaskSpec => ({ image: TEST_IMAGE, labels: { ...agentRun.labels }, stopGracePeriod: '1s', ...overrides });
+  let agent: RunningAgent;
+  let client: AgentClient;
+  let dataDir: string;
+  const runningId = `${agentRun.id}-running`;
+
+  before(async () => {
+    dataDir = await dirs.make('berth-files-in-');
+    const config = await writeAgentConfig(dataDir, 'files:\n  maxCount: 3\n  maxBytes: 64k\n  uploadMaxSize: 200m\n');
+    agent = await agents.start(dataDir, ['--config', config]);
+    client = await agentClientOf(agent);
+    await client.submit({ id: runningId, spec: agentSpec({ command: ['sleep', '3600'] }) });
+    await waitForTaskState(client, runningId, ['running']);
+  });
+
+  test('inline files in a submitted spec are in place, with owner and mode, when the task starts', async () => {
+    const id = `${agentRun.id}-inline`;
+    await client.submit({ id, spec: agentSpec({ command: ['sh', '-c', 'stat -c "%a %u %g" /etc/app/conf; cat /etc/app/conf'], files: [{ path: '/etc/app/conf', content: 'from the spec\n', mode: '0600', uid: 7, gid: 8 }] }) });
+    const ended = await client.wait(id);
+    assert.equal(ended.exitCode, 0, JSON.stringify(ended));
+    assert.deepEqual(await taskOutput(client, id), ['600 7 8\n', 'from the spec\n']);
+  });
+
+  test('an upload named by a spec is extracted (directory made) before the task starts, then removed', async () => {
+    const archive = tarArchive([
+      { header: { name: 'src/', type: 'directory', mode: 0o755, uid: 1000, gid: 1000 } },
+      { header: { name: 'src/main.sh', type: 'file', mode: 0o755, uid: 1000, gid: 1000 }, body: Buffer.from('#!/bin/sh\necho uploaded program ran\n') },
+    ]);
+    const { id: upload, sizeBytes } = await client.upload(Readable.from([archive]));
+    assert.equal(sizeBytes, archive.length);
+    const id = `${agentRun.id}-upload`;
+    await client.submit({ id, spec: agentSpec({ command: ['sh', '-c', 'stat -c "%a %u" /work/src/main.sh && /work/src/main.sh'], files: [{ upload, path: '/work' }] }) });
+    const ended = await client.wait(id);
+    assert.equal(ended.exitCode, 0, JSON.stringify(ended));
+    assert.deepEqual(await taskOutput(client, id), ['755 1000\n', 'uploaded program ran\n']);
+    await pollUntil('the used upload to be removed', async () => ((await readdir(path.join(dataDir, 'uploads'))).length === 0 ? true : undefined));
+  });
+
+  test('past files.maxCount, files.maxBytes, or naming no held upload, a submit is refused with the field named and no task is made', async () => {
+    const cases: Array<{ files: NonNullable<StoredTaskSpec['files']>; field: string; rule: RegExp }> = [
+      { files: [1, 2, 3, 4].map((n) => ({ path: `/f${n}`, content: '' })), field: 'spec.files', rule: /files\.maxCount/ },
+      { files: [{ path: '/big', content: 'x'.repeat(65 * 1024) }], field: 'spec.files', rule: /files\.maxBytes/ },
+      { files: [{ upload: 'nosuchupload', path: '/work' }], field: 'spec.files[0].upload', rule: /no upload nosuchupload/ },
+    ];
+    for (const [index, { files, field, rule }] of cases.entries()) {
+      const id = `${agentRun.id}-refused-${index}`;
+      await assert.rejects(client.submit({ id, spec: agentSpec({ command: ['true'], files }) }), (error: unknown) => {
+        assert.ok(isBerthError(error, 'BERTH_VALIDATION'), String(error));
+        const issues = (error.context.issues ?? []) as Array<{ field: string; rule: string }>;
+        assert.ok(issues.some((issue) => issue.field === field && rule.test(issue.rule)), JSON.stringify(issues));
+        return true;
+      });
+      await assert.rejects(client.get(id), (error: unknown) => isBerthError(error, 'BERTH_TASK_NOT_FOUND'));
+    }
+    assert.deepEqual(await engine.listContainers({ labels: [`${LABELS.taskId}=${agentRun.id}-refused-0`] }), []);
+  });
+
+  test('an upload past files.uploadMaxSize is refused with 413 BERTH_UPLOAD_TOO_LARGE and nothing is kept', async () => {
+    await assert.rejects(client.upload(zeroFileTar('big', 201 * 1024 * 1024)), (error: unknown) => isBerthError(error, 'BERTH_UPLOAD_TOO_LARGE'));
+    await pollUntil('the partial upload to be removed', async () => ((await readdir(path.join(dataDir, 'uploads'))).length === 0 ? true : undefined));
+  });
+
+  test('100 MiB uploaded and 100 MiB copied into a running task go through the agent with its peak memory growing by under 8 MiB', async () => {
+    const size = 100 * 1024 * 1024;
+    const before = await peakRss(agent.pid);
+    const { sizeBytes } = await client.upload(zeroFileTar('payload', size));
+    assert.ok(sizeBytes > size);
+    await client.copyIn(runningId, '/tmp', zeroFileTar('copied', size));
+    const grown = (await peakRss(agent.pid)) - before;
+    const seen = await client.execOnce(runningId, { cmd: ['sh', '-c', 'wc -c < /tmp/copied'] });
+    assert.equal(seen.stdout.trim(), String(size));
+    assert.ok(grown < 8 * 1024 * 1024, `the agent's peak RSS grew by ${grown} bytes`);
+  });
+
+  test('a copy into a task that is not running is refused with BERTH_TASK_STATE', async () => {
+    const id = `${agentRun.id}-ended`;
+    await client.submit({ id, spec: agentSpec({ command: ['true'] }) });
+    await client.wait(id);
+    await assert.rejects(client.copyIn(id, '/tmp', Readable.from([tarArchive([])])), (error: unknown) => isBerthError(error, 'BERTH_TASK_STATE'));
   });
 });
