@@ -1,9 +1,11 @@
-import { posix } from 'node:path';
+import { createReadStream } from 'node:fs';
+import { lstat, readdir, readlink } from 'node:fs/promises';
+import { join, posix } from 'node:path';
 import { Readable } from 'node:stream';
-import { isBerthError, ValidationError } from '../common/errors.js';
+import { BerthError, isBerthError, ValidationError } from '../common/errors.js';
 import type { Engine } from '../engine/engine.js';
 import type { ResolvedFile } from '../spec/files.js';
-import { tarArchive } from './tar.js';
+import { tarArchive, tarEnd, tarHeader, tarPadding } from './tar.js';
 
 /** Opens an upload's archive afresh each time it is called; undefined: no upload by that id. */
 export type UploadOpener = (id: string) => Readable | undefined;
@@ -59,5 +61,43 @@ export async function placeFiles(
       await engine.putArchive(containerId, '/', Readable.from([directoryArchive(file.path)]), { signal });
       await engine.putArchive(containerId, file.path, open(), { signal });
     }
+  }
+}
+
+/**
+ * A tar stream of a local file or directory (its whole tree), read as the stream is read, never
+ * held whole: `local` becomes the entry `name` (a directory's contents under it), with its mode
+ * and no owner (root in the container, as `docker cp` gives). Symlinks are kept as links; other
+ * special files are skipped.
+ */
+export function packLocalPath(local: string, name: string): Readable {
+  const entryName = posix.normalize(name).replace(/^\/+/, '').replace(/\/+$/, '');
+  async function* entries(): AsyncGenerator<Buffer> {
+    yield* packEntry(local, entryName);
+    yield tarEnd();
+  }
+  return Readable.from(entries(), { objectMode: false });
+}
+
+async function* packEntry(local: string, name: string): AsyncGenerator<Buffer> {
+  const info = await lstat(local);
+  const mtime = Math.floor(info.mtimeMs / 1000);
+  const mode = info.mode & 0o7777;
+  if (info.isDirectory()) {
+    if (name !== '') yield tarHeader({ name, type: 'directory', mode, mtime });
+    for (const child of (await readdir(local)).sort()) yield* packEntry(join(local, child), name === '' ? child : `${name}/${child}`);
+  } else if (info.isSymbolicLink()) {
+    yield tarHeader({ name, type: 'symlink', mode, mtime, linkname: await readlink(local) });
+  } else if (info.isFile()) {
+    yield tarHeader({ name, type: 'file', mode, mtime, size: info.size });
+    let sent = 0;
+    if (info.size > 0) {
+      for await (const chunk of createReadStream(local, { end: info.size - 1 }) as AsyncIterable<Buffer>) {
+        sent += chunk.length;
+        yield chunk;
+      }
+    }
+    if (sent !== info.size) throw new BerthError('BERTH_VALIDATION', `${local} changed size while it was copied (${info.size} bytes, then ${sent})`, { context: { path: local } });
+    yield Buffer.alloc(tarPadding(info.size));
   }
 }

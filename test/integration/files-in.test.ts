@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -11,7 +11,7 @@ import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import { tarArchive, tarEnd, tarHeader, tarPadding } from '../../src/tasks/tar.js';
-import { agentClientOf, agentTestFile, taskOutput, waitForTaskState, writeAgentConfig, type RunningAgent } from '../support/agent.js';
+import { agentClientOf, agentTestFile, berth, taskOutput, waitForTaskState, writeAgentConfig, type RunningAgent } from '../support/agent.js';
 import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 
 const engine = new Engine();
@@ -161,6 +161,36 @@ describe('files placed in a task through a real agent process', { skip: await re
     const seen = await client.execOnce(runningId, { cmd: ['sh', '-c', 'wc -c < /tmp/copied'] });
     assert.equal(seen.stdout.trim(), String(size));
     assert.ok(grown < 8 * 1024 * 1024, `the agent's peak RSS grew by ${grown} bytes`);
+  });
+
+  test('berth run --copy puts a local directory and file in place before the task starts, plain and detached', async () => {
+    const local = await dirs.make('berth-copy-src-');
+    await mkdir(path.join(local, 'tree', 'sub'), { recursive: true });
+    await writeFile(path.join(local, 'tree', 'sub', 'a.txt'), 'tree file\n');
+    await writeFile(path.join(local, 'run.sh'), '#!/bin/sh\necho script ran\n', { mode: 0o755 });
+    const label = Object.entries(agentRun.labels).map(([k, v]) => `${k}=${v}`)[0]!;
+    const plain = await berth(dataDir, ['run', '-l', label, '--copy', `${path.join(local, 'tree')}:/work/tree`, '--copy', `${path.join(local, 'run.sh')}:/usr/local/bin/run.sh`, TEST_IMAGE, 'sh', '-c', 'cat /work/tree/sub/a.txt && /usr/local/bin/run.sh']);
+    assert.equal(plain.code, 0, plain.stderr);
+    assert.equal(plain.stdout, 'tree file\nscript ran\n');
+    const id = `${agentRun.id}-copy-detached`;
+    const detached = await berth(dataDir, ['run', '-d', '--name', id, '-l', label, '--copy', `${path.join(local, 'tree')}:/work/tree`, TEST_IMAGE, 'cat', '/work/tree/sub/a.txt']);
+    assert.equal(detached.code, 0, detached.stderr);
+    assert.equal((await client.wait(id)).exitCode, 0);
+    assert.deepEqual(await taskOutput(client, id), ['tree file\n']);
+  });
+
+  test('berth cp LOCAL TASK:PATH copies into a running task: into an existing directory under its own name, or as a new path', async () => {
+    const local = await dirs.make('berth-cp-src-');
+    await writeFile(path.join(local, 'notes.txt'), 'copied by berth cp\n', { mode: 0o640 });
+    const into = await berth(dataDir, ['cp', path.join(local, 'notes.txt'), `${runningId}:/tmp`]);
+    assert.equal(into.code, 0, into.stderr);
+    const asPath = await berth(dataDir, ['cp', local, `${runningId}:/srv/fresh`]);
+    assert.equal(asPath.code, 0, asPath.stderr);
+    const seen = await client.execOnce(runningId, { cmd: ['sh', '-c', 'cat /tmp/notes.txt /srv/fresh/notes.txt; stat -c "%a %u" /tmp/notes.txt'] });
+    assert.equal(seen.stdout, 'copied by berth cp\ncopied by berth cp\n640 0\n');
+    const missing = await berth(dataDir, ['cp', path.join(local, 'nope'), `${runningId}:/tmp`]);
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.stderr, /does not exist/);
   });
 
   test('a copy into a task that is not running is refused with BERTH_TASK_STATE', async () => {
