@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
-import { BerthError, isBerthError } from '../../common/errors.js';
+import { BerthError, isBerthError, ValidationError } from '../../common/errors.js';
 import type { Engine } from '../../engine/engine.js';
 import type { TaskRecord } from '../../state/tasks.js';
 import type { UploadStore } from '../uploads.js';
@@ -59,7 +59,8 @@ export function registerFilesRoutes(app: FastifyInstance, deps: FilesRouteDeps):
       schema: { params: archive.params, querystring: archive.querystring, response: responseSchemas(archive) },
       handler: async (request: FastifyRequest, reply: FastifyReply) => {
         const task = deps.visibleTask((request.params as { id: string }).id);
-        const { path } = request.query as { path: string };
+        const { path } = request.query as { path?: string };
+        if (path === undefined || !path.startsWith('/')) throw new ValidationError([{ field: 'path', rule: 'must be an absolute path to a directory in the task\'s container' }]);
         if (task.state !== 'running' || task.containerId === undefined) {
           throw new BerthError('BERTH_TASK_STATE', `cannot copy into task ${task.id}: it is ${task.state}, not running`, { context: { taskId: task.id, state: task.state } });
         }

@@ -557,9 +557,8 @@ export const uploadReceiptSchema: JsonSchema = {
 
 const archiveQuerySchema: JsonSchema = {
   type: 'object',
-  required: ['path'],
   additionalProperties: false,
-  properties: { path: { type: 'string', pattern: '^/', description: 'An existing directory in the task\'s container the archive is extracted into.' } },
+  properties: { path: { type: 'string', description: 'An existing directory in the task\'s container the archive is extracted into.' } },
 };
 
 /** Every route, in the order the OpenAPI document lists them. */
