@@ -76,7 +76,8 @@ export class UploadStore {
     if (!existsSync(file)) return undefined;
     const now = new Date();
     void utimes(file, now, now).catch(() => undefined);
-    return createReadStream(file);
+    // Reads of a MiB: the engine takes a chunked body much faster in large chunks.
+    return createReadStream(file, { highWaterMark: 1024 * 1024 });
   }
 
   has(id: string): boolean {
