@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { isBerthError } from '../../src/common/errors.js';
-import { resolveTaskSpec } from '../../src/spec/schema.js';
-import { inlineFilesArchive } from '../../src/tasks/files-in.js';
+import { isBerthError } from '../../../src/common/errors.js';
+import { resolveTaskSpec } from '../../../src/spec/schema.js';
+import { inlineFilesArchive } from '../../../src/tasks/files-in.js';
 
 const image = 'busybox:latest';
 

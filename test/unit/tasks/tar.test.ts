@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, statSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { tarArchive, tarHeader, TAR_BLOCK } from '../../src/tasks/tar.js';
+import { tarArchive, tarHeader, TAR_BLOCK } from '../../../src/tasks/tar.js';
 
 function listWithTar(archive: Buffer): string {
   const dir = mkdtempSync(join(tmpdir(), 'berth-tar-'));
