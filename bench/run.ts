@@ -13,6 +13,7 @@
 import { existsSync } from 'node:fs';
 import { benchAgent } from './agent.js';
 import { benchExec } from './exec.js';
+import { benchFilesUpload } from './files.js';
 import { benchFaults } from './faults.js';
 import { benchLifecycle } from './lifecycle.js';
 import { benchLogs } from './logs.js';
@@ -61,6 +62,8 @@ async function main(): Promise<number> {
   cases.set('agent', benchAgent);
   // Exec through a real agent against a raw dockerode exec.
   cases.set('exec', benchExec);
+  // Files into a running task through an agent against the engine's own putArchive (the upload half; files-out adds the download half).
+  cases.set('files', benchFilesUpload);
   // Faults after the agent: berth run, an agent and the docker CLI behind fault proxies.
   cases.set('faults', benchFaults);
   // Two agents, one with 100,000 ended tasks filled in its database: last, as the fill takes a while.

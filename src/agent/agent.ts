@@ -20,6 +20,7 @@ import { TaskSupervisor } from './supervisor.js';
 import { TaskLogStore } from './task-logs.js';
 import { UsageSampler } from './usage.js';
 import { SecretBox } from './secret-box.js';
+import { UploadStore, uploadsNamedBy } from './uploads.js';
 import { agentSpecPolicy, configuredRegistryCredentials } from './registry-credentials.js';
 import { UNENDED_STATES, type StoredTaskSpec } from '../state/tasks.js';
 import { withSandboxPreset } from './sandbox-preset.js';
@@ -42,6 +43,8 @@ export interface AgentRuntime extends AsyncDisposable {
   /** Removal of ended tasks by age, count and disk watermark (`retention.*`). */
   readonly retention: TaskRetention;
   readonly logs: TaskLogStore;
+  /** Archives uploaded for specs' `files: [{ upload }]`. */
+  readonly uploads: UploadStore;
   readonly admission: AdmissionController;
   readonly events: AgentEvents;
   readonly logger: Logger;
@@ -212,6 +215,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
   // starts and recovers it as accepted (startAccepted, recover), so the driver's own policy never applies to it.
   const imageProvider = durableImageProvider(images, store);
   // No owner-process labels: the agent's containers outlive its process (a restarted agent recovers them), and its reconciler tracks them by owner id.
+  const uploads = new UploadStore(path.join(initial.dataDir, 'uploads'), () => ({ maxBytes: config.current().files.uploadMaxBytes, ttlMs: config.current().files.uploadTtlMs }), logger);
   const driver = new TaskDriver({
     engine,
     ownerId: agentId,
@@ -223,6 +227,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     relistPeriodMs: initial.tasks.relistPeriodMs,
     // `registryAuth: { ref }` is resolved against the configuration in force when the task pulls.
     registryCredentials: (ref) => configuredRegistryCredentials(config.current(), ref),
+    openUpload: (id) => uploads.open(id),
   });
   const logs = new TaskLogStore(path.join(initial.dataDir, 'logs'), { maxFileBytes: initial.logs.maxFileBytes, maxFiles: initial.logs.maxFiles });
   const admission = new AdmissionController(initial.admission);
@@ -236,7 +241,14 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     admission,
     events,
     logger,
-    policy: () => agentSpecPolicy(config.current()),
+    policy: () => ({ ...agentSpecPolicy(config.current()), uploadExists: (id: string) => uploads.has(id) }),
+    // An upload is extracted when the task's container is made; a task that may be restarted needs it again (it is then removed by files.uploadTtl).
+    onStarted: (record) => {
+      const restart = (record.spec as { restart?: { policy?: unknown } }).restart;
+      if (restart === undefined || restart.policy === undefined || restart.policy === 'never') {
+        for (const id of uploadsNamedBy(record.spec)) void uploads.remove(id).catch(() => undefined);
+      }
+    },
     secrets,
     defaultDemand: () => config.current().defaults.resources,
     withDefaults: (spec) => withAgentDefaults(spec, config.current()),
@@ -296,6 +308,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     // After recovery, so the reconciler's first sweep sees every task re-attached.
     if (closing.signal.aborted) return;
     garbage.start();
+    uploads.startSweeping();
     // After recovery too: only ended tasks are removed, and recovery is what ends the tasks of the last run.
     retention.start();
     moveTo('open');
@@ -308,6 +321,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     await starting?.catch(() => undefined);
     await garbage.close();
     await retention.close();
+    uploads.close();
     await supervisor.shutdown();
     usage.close();
     clearInterval(eventTrimmer);
@@ -326,6 +340,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     garbage,
     retention,
     logs,
+    uploads,
     admission,
     events,
     logger,

@@ -4,6 +4,7 @@ import { Agent, request as httpRequest, type ClientRequest, type IncomingMessage
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { homedir } from 'node:os';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { BerthError, cancelledError, ERROR_CODES, messageOf, ValidationError, type ErrorCode, type FieldIssue } from '../common/errors.js';
 import type { TaskSpec } from '../spec/schema.js';
 import type { StoredTaskSpec, TaskState } from '../state/tasks.js';
@@ -519,6 +520,24 @@ export class AgentClient {
     return this.#json<Record<string, unknown>>('GET', '/v1/openapi.json', options);
   }
 
+  /**
+   * Uploads a tar archive for a spec's `files: [{ upload: id, path }]` (POST /v1/uploads): streamed,
+   * never buffered. No deadline unless given: an archive takes as long as it takes to send.
+   */
+  async upload(tar: Readable, options: CallOptions & { deadlineMs?: number } = {}): Promise<{ id: string; sizeBytes: number }> {
+    const response = await this.#send('POST', '/v1/uploads', { signal: options.signal, deadlineMs: options.deadlineMs ?? 0, stream: { body: tar, contentType: 'application/x-tar' } });
+    await this.#throwIfFailed(response);
+    return JSON.parse(await this.#read(response, options.signal)) as { id: string; sizeBytes: number };
+  }
+
+  /** Extracts a tar archive into a running task at `path`, an existing directory (PUT /v1/tasks/:id/archive), streamed. */
+  async copyIn(taskId: string, path: string, tar: Readable, options: CallOptions & { deadlineMs?: number } = {}): Promise<void> {
+    const url = `/v1/tasks/${encodeURIComponent(taskId)}/archive?path=${encodeURIComponent(path)}`;
+    const response = await this.#send('PUT', url, { signal: options.signal, deadlineMs: options.deadlineMs ?? 0, stream: { body: tar, contentType: 'application/x-tar' } });
+    await this.#throwIfFailed(response);
+    await this.#read(response, options.signal);
+  }
+
   /** Closes the idle connections the client keeps for reuse. */
   close(): void {
     this.#agent.destroy();
@@ -532,12 +551,17 @@ export class AgentClient {
   }
 
   /** Sends a request; resolves with the response once its headers arrive. A deadline of 0 means none. */
-  #send(method: string, pathAndQuery: string, options: { body?: unknown; signal?: AbortSignal | undefined; deadlineMs: number }): Promise<IncomingMessage> {
+  #send(
+    method: string,
+    pathAndQuery: string,
+    options: { body?: unknown; signal?: AbortSignal | undefined; deadlineMs: number; stream?: { body: Readable; contentType: string } },
+  ): Promise<IncomingMessage> {
     if (options.signal?.aborted) return Promise.reject(cancelledError(`${method} ${pathAndQuery}`, options.signal.reason));
     const deadline = options.deadlineMs > 0 ? AbortSignal.timeout(options.deadlineMs) : undefined;
     const signals = [options.signal, deadline].filter((s): s is AbortSignal => s !== undefined);
     const payload = options.body === undefined ? undefined : JSON.stringify(options.body);
     const headers: Record<string, string> = { authorization: `Bearer ${this.#token}`, accept: 'application/json' };
+    if (options.stream) headers['content-type'] = options.stream.contentType;
     if (payload !== undefined) {
       headers['content-type'] = 'application/json';
       headers['content-length'] = String(Buffer.byteLength(payload));
@@ -552,13 +576,20 @@ export class AgentClient {
           // A kept-alive connection the agent closed as idle (http.keepAliveTimeout) just as this
           // request went out on it: the agent never read the request, so one that is safe to repeat
           // is sent again, once, on a new connection.
-          if (!isRetry && request.reusedSocket && error.code === 'ECONNRESET' && isRepeatable(method, pathAndQuery) && !signals.some((s) => s.aborted)) {
+          if (!isRetry && !options.stream && request.reusedSocket && error.code === 'ECONNRESET' && isRepeatable(method, pathAndQuery) && !signals.some((s) => s.aborted)) {
             attempt(true).then(resolve, reject);
             return;
           }
           reject(this.#transportError(error, `${method} ${pathAndQuery}`, options.signal, deadline, options.deadlineMs));
         });
-        request.end(payload);
+        if (options.stream) {
+          const source = options.stream.body;
+          source.once('error', (error) => request.destroy(error));
+          request.once('close', () => source.destroy());
+          source.pipe(request);
+        } else {
+          request.end(payload);
+        }
       });
     return attempt(false);
   }

@@ -21,6 +21,7 @@ import { RECONCILE_OPTION_BOUNDS, RECONCILE_OPTION_FIELDS } from '../reconcile/o
 import { normalizeRegistryHost, parseImageReference } from '../spec/reference.js';
 import { REGISTRY_NAME, REGISTRY_NAME_RULE } from '../spec/registry-auth.js';
 import { SECCOMP_PROFILE_NAME, SPEC_BOUNDS } from '../spec/schema.js';
+import { FILES_BOUNDS } from '../spec/files.js';
 import { DRIVER_OPTION_BOUNDS } from '../tasks/driver.js';
 
 /**
@@ -199,6 +200,17 @@ export interface AgentConfigInput {
     /** Files kept per task, the current one included. Default 2. */
     maxFiles?: number;
   };
+  /** Files a task spec places in its container (`files`), and archives uploaded for them (`POST /v1/uploads`). */
+  files?: {
+    /** Files (inline and upload entries) one spec may carry. Default 100. */
+    maxCount?: number;
+    /** Bytes of inline content (decoded) one spec may carry. Default "512k" (the API's body limit is 1 MiB). */
+    maxBytes?: SizeInput;
+    /** The largest archive one upload may be. Default "1g". */
+    uploadMaxSize?: SizeInput;
+    /** How long an upload no task has used is kept. Default "1h". */
+    uploadTtl?: DurationInput;
+  };
   engineLog?: {
     /** Cap on the engine's own copy of a task's output. Default "1m". */
     maxSize?: SizeInput;
@@ -320,6 +332,7 @@ export interface AgentConfig {
   readonly admission: { readonly memoryBytes: number; readonly cpuMilli: number; readonly maxConcurrent?: number };
   readonly images: { readonly removeDelayMs: number; readonly cleanup: boolean; readonly pullActivityTimeoutMs: number };
   readonly logs: { readonly maxFileBytes: number; readonly maxFiles: number };
+  readonly files: { readonly maxCount: number; readonly maxBytes: number; readonly uploadMaxBytes: number; readonly uploadTtlMs: number };
   readonly engineLog: { readonly maxSizeBytes: number };
   readonly reconcile: { readonly enabled: boolean; readonly periodMs: number; readonly creationGraceMs: number; readonly orphanGraceMs: number; readonly dryRun: boolean };
   /** `scheduleMs` undefined means scheduled prunes are off. */
@@ -401,6 +414,10 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'images.pullActivityTimeout': 'duration',
   'logs.maxFileSize': 'size',
   'logs.maxFiles': 'integer',
+  'files.maxCount': 'integer',
+  'files.maxBytes': 'size',
+  'files.uploadMaxSize': 'size',
+  'files.uploadTtl': 'duration',
   'engineLog.maxSize': 'size',
   'tasks.relistPeriod': 'duration',
   'reconcile.enabled': 'boolean',
@@ -465,6 +482,10 @@ export const CONFIG_BOUNDS = Object.freeze({
   'images.pullActivityTimeout': IMAGE_OPTION_BOUNDS.pullActivityTimeout,
   'logs.maxFileSize': { minBytes: 4096, maxBytes: MAX_SIZE_BYTES },
   'logs.maxFiles': { min: 1, max: 100 },
+  'files.maxCount': { min: 1, max: FILES_BOUNDS.maxCount },
+  'files.maxBytes': { minBytes: 1, maxBytes: FILES_BOUNDS.maxBytes },
+  'files.uploadMaxSize': { minBytes: 1, maxBytes: MAX_SIZE_BYTES },
+  'files.uploadTtl': { minMs: 1000, maxMs: DURATION_LIMITS.timerMs },
   'engineLog.maxSize': SPEC_BOUNDS.logMaxSize,
   'reconcile.period': RECONCILE_OPTION_BOUNDS.period,
   'reconcile.creationGrace': RECONCILE_OPTION_BOUNDS.creationGrace,
@@ -548,6 +569,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     // The image coordinator's and the reconciler's own defaults apply (their option fields carry them).
     images: {},
     logs: { maxFileSize: '10m', maxFiles: 2 },
+    files: { maxCount: 100, maxBytes: '512k', uploadMaxSize: '1g', uploadTtl: '1h' },
     engineLog: { maxSize: '1m' },
     reconcile: {},
     prune: { schedule: 'off', exemptImages: [] },
@@ -780,6 +802,12 @@ function buildSchema(host: HostFacts) {
       pullActivityTimeout: IMAGE_OPTION_FIELDS.pullActivityTimeout,
     }),
     logs: section({ maxFileSize: size('10m', CONFIG_BOUNDS['logs.maxFileSize']), maxFiles: countOption(CONFIG_BOUNDS['logs.maxFiles']) }),
+    files: section({
+      maxCount: countOption(CONFIG_BOUNDS['files.maxCount']),
+      maxBytes: size('512k', CONFIG_BOUNDS['files.maxBytes']),
+      uploadMaxSize: size('1g', CONFIG_BOUNDS['files.uploadMaxSize']),
+      uploadTtl: duration('1h', CONFIG_BOUNDS['files.uploadTtl']),
+    }),
     engineLog: section({ maxSize: size('1m', CONFIG_BOUNDS['engineLog.maxSize']) }),
     // The reconciler's own option fields: the same rule (and default) as the library's.
     reconcile: section({
@@ -1038,6 +1066,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     },
     images: { removeDelayMs: c.images.removeDelay, cleanup: c.images.cleanup, pullActivityTimeoutMs: c.images.pullActivityTimeout },
     logs: { maxFileBytes: c.logs.maxFileSize, maxFiles: c.logs.maxFiles },
+    files: { maxCount: c.files.maxCount, maxBytes: c.files.maxBytes, uploadMaxBytes: c.files.uploadMaxSize, uploadTtlMs: c.files.uploadTtl },
     engineLog: { maxSizeBytes: c.engineLog.maxSize },
     reconcile: { enabled: c.reconcile.enabled, periodMs: c.reconcile.period, creationGraceMs: c.reconcile.creationGrace, orphanGraceMs: c.reconcile.orphanGrace, dryRun: c.reconcile.dryRun },
     prune: {

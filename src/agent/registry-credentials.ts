@@ -11,9 +11,10 @@ import type { AgentConfig } from './config.js';
  */
 
 /** The SpecPolicy the agent checks submitted specs against: its `policy` keys and the names of its `registries`. */
-export function agentSpecPolicy(config: Pick<AgentConfig, 'policy' | 'registries'>): SpecPolicy {
+export function agentSpecPolicy(config: Pick<AgentConfig, 'policy' | 'registries'> & Partial<Pick<AgentConfig, 'files'>>): SpecPolicy {
   return {
     ...config.policy,
+    ...(config.files ? { filesMaxCount: config.files.maxCount, filesMaxBytes: config.files.maxBytes } : {}),
     registries: Object.fromEntries(Object.entries(config.registries).map(([name, entry]) => [name, entry.host])),
   };
 }

@@ -45,6 +45,8 @@ export interface SupervisorDeps {
   logger: Logger;
   /** Applies agent defaults (resources, engine log cap) to a submitted spec. */
   withDefaults: (spec: StoredTaskSpec) => StoredTaskSpec;
+  /** Called when a task's container was created and started by this agent (not recovered): the spec's uploads were used. */
+  onStarted?: (record: TaskRecord) => void;
   /** Called when a task's end is recorded, e.g. for metrics. */
   onEnded?: (record: TaskRecord) => void;
   /** Called with the code of every error the supervisor meets and logs, e.g. for metrics. */
@@ -594,7 +596,10 @@ export class TaskSupervisor {
       // The engine's log is the output's one path (#pumpOutput reads it); the handle carries none (handle.output is 'engine-log').
       const startAttempt = startAttemptKey(record.id, currentAttempt(record));
       // waitHealthy false: the supervisor waits for health itself (#markStarted), with the task's container known.
-      handle ??= await this.#deps.driver.startAccepted(this.#specToStart(record), { taskId: record.id, startAttempt, output: 'engine-log', bindPolicy: this.#deps.policy(), waitHealthy: false });
+      if (handle === undefined) {
+        handle = await this.#deps.driver.startAccepted(this.#specToStart(record), { taskId: record.id, startAttempt, output: 'engine-log', bindPolicy: this.#deps.policy(), waitHealthy: false });
+        this.#deps.onStarted?.(record);
+      }
     } catch (error) {
       await this.#startFailed(record, error);
       return;

@@ -10,6 +10,8 @@ import { plainPullView, terminalPullView } from './progress.js';
 import { engineOptionsFromEnv } from '../engine/connect.js';
 import { SPEC_BOUNDS, type TaskSpec } from '../spec/schema.js';
 import { TaskDriver } from '../tasks/driver.js';
+import { packLocalPath } from '../tasks/files-in.js';
+import { copyUploadId, parseCopyFlag } from './cp-in.js';
 import type { TaskHandle } from '../tasks/handle.js';
 import { describeEndState } from '../tasks/end-state.js';
 import { commandFailureOf } from '../engine/classify.js';
@@ -53,6 +55,8 @@ export interface CliIo {
 }
 
 interface RunFlags extends HealthFlags {
+  /** `--copy LOCAL:PATH` values (cp-in.ts): placed before the task starts. */
+  copy?: string[];
   memory?: string;
   cpus?: string;
   pidsLimit?: string;
@@ -258,6 +262,7 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
     .option('--runtime <name>', 'the OCI runtime, e.g. runc or runsc (default the engine\'s)')
     .option('--oom-score-adj <n>', 'OOM killer preference, -1000 to 1000')
     .option('--cpuset-cpus <list>', 'CPUs the task may run on, e.g. 0-1,3')
+    .option('--copy <LOCAL:PATH>', 'copy a local file or directory into the container before the task starts, as PATH (repeatable; owned by root, modes kept)', collect, [])
     .action(async (image: string, command: string[], flags: RunFlags) => {
       setExitCode(await runCommand(image, command, flags, io));
     });
@@ -265,6 +270,13 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
 
 async function runCommand(image: string, command: string[], flags: RunFlags, io: CliIo): Promise<number> {
   const spec = specFromRunFlags(image, command, flags, io);
+  // Each --copy is an upload this process opens from disk when the container is made: streamed, never held whole.
+  const copies = (flags.copy ?? []).map((value, index) => parseCopyFlag(value, index));
+  if (copies.length > 0) spec.files = copies.map((_copy, index) => ({ upload: copyUploadId(index), path: '/' }));
+  const openUpload = (id: string): Readable | undefined => {
+    const copy = copies.find((_c, index) => copyUploadId(index) === id);
+    return copy && packLocalPath(copy.local, copy.path);
+  };
   const engine = new Engine(engineOptionsFromEnv(io.env));
   // A one-shot CLI does not count references or remove images: the next run may want the same one.
   const images = new ImageCoordinator({ engine, options: { cleanup: false, dockerConfigDir: dockerConfigDirFromEnv(io.env) } });
@@ -277,7 +289,7 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
   // to ask for; a library driver and the agent refuse it by default. Sources are still resolved
   // (symlinks followed, the engine given the real path) and must exist.
   // Owned by this process, so that a killed run's container is removed by the reconciler and prune; --keep asks for it to outlive the run.
-  const driver = new TaskDriver({ engine, ownerId: 'cli', ownerProcess: flags.keep ? 'none' : 'self', policy: { allowPrivileged: true, allowEngineSocket: true }, images });
+  const driver = new TaskDriver({ engine, ownerId: 'cli', ownerProcess: flags.keep ? 'none' : 'self', policy: { allowPrivileged: true, allowEngineSocket: true }, images, openUpload });
   let resolved: ReturnType<TaskDriver['resolve']>;
   try {
     resolved = driver.resolve(spec);

@@ -1,3 +1,5 @@
+import { packLocalPath } from '../tasks/files-in.js';
+import { parseCopyFlag } from './cp-in.js';
 import { Command } from 'commander';
 import type { Readable } from 'node:stream';
 import { ValidationError } from '../common/errors.js';
@@ -18,13 +20,20 @@ type RunFlags = Parameters<typeof specFromRunFlags>[2] & { interactive?: boolean
 
 async function submitTask(io: CliIo, image: string, command: string[], flags: RunFlags & AgentFlags): Promise<number> {
   if (flags.tty) throw new ValidationError([{ field: '--tty', rule: 'is not supported by the agent (it reads output from the engine log); use berth run -t' }]);
-  const { interactive, restart, restartDelay, ...rest } = flags;
+  const { interactive, restart, restartDelay, copy, ...rest } = flags;
+  const copies = (copy ?? []).map((value, index) => parseCopyFlag(value, index));
   const spec = specFromRunFlags(image, command, { ...rest, interactive: false }, io, 'agent') as StoredTaskSpec;
   if (restart !== undefined) spec.restart = restartFlag(restart, restartDelay);
   else if (restartDelay !== undefined) throw new ValidationError([{ field: '--restart-delay', rule: 'needs --restart on-failure' }]);
   if (interactive) spec.stdin = await readText(io.stdin);
   if (flags.openStdin) spec.openStdin = true;
   return withClient(io, flags, async (client) => {
+    // Each --copy is uploaded first (streamed from disk), then named by the spec: the agent extracts it before the task starts.
+    if (copies.length > 0) {
+      const uploads: NonNullable<StoredTaskSpec['files']> = [];
+      for (const entry of copies) uploads.push({ upload: (await client.upload(packLocalPath(entry.local, entry.path))).id, path: '/' });
+      spec.files = uploads;
+    }
     const { task, created } = await client.submitTask({ ...(flags.name !== undefined ? { id: flags.name } : {}), spec }).catch((error: unknown) => {
       // The agent names spec fields (`spec.resources.memory`); the user typed flags.
       throw withFlagNames(error, { id: '--name' });

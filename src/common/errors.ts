@@ -4,6 +4,7 @@
  */
 export const ERROR_CODES = {
   BERTH_VALIDATION: 'The input (a task spec, an option, a flag) broke a rule; the message names the field and the rule.',
+  BERTH_UPLOAD_TOO_LARGE: 'An archive uploaded to the agent (POST /v1/uploads) was larger than files.uploadMaxSize; nothing was kept.',
   BERTH_CANCELLED: 'The caller aborted the operation through its AbortSignal.',
   BERTH_ENGINE_NOT_FOUND: 'The engine has no such object (container, image, exec, network, volume).',
   BERTH_ENGINE_CONFLICT: 'The engine refused because of a conflict (a name in use, an image in use, an operation already running).',

@@ -415,6 +415,38 @@ export class Engine {
     }
   }
 
+  /**
+   * Extracts a tar archive into a container's filesystem at `path` (docker's PUT
+   * /containers/{id}/archive, `docker cp` into a container): the archive is piped to the engine as
+   * it arrives, never buffered. `path` must be an existing directory in the container. A documented
+   * exception to the default deadline: an archive takes as long as its source takes to deliver it,
+   * so only `options.deadlineMs` or the caller's signal bound it. Not retried (the source is consumed).
+   */
+  async putArchive(containerId: string, path: string, tar: Readable, options: CallOptions = {}): Promise<void> {
+    await this.#call(
+      'put archive',
+      undefined,
+      options,
+      async (abortSignal) => {
+        // The engine's answer must not outrun a source that failed: the source's error wins.
+        let sourceError: unknown;
+        const onSourceError = (error: unknown): void => {
+          sourceError ??= error;
+        };
+        tar.once('error', onSourceError);
+        try {
+          await this.#docker.getContainer(containerId).putArchive(tar, { path, abortSignal });
+        } catch (error) {
+          throw sourceError ?? error;
+        } finally {
+          tar.off('error', onSourceError);
+        }
+        if (sourceError !== undefined) throw sourceError;
+      },
+      { id: containerId, path },
+    );
+  }
+
   async inspectContainer(idOrName: string, options: CallOptions = {}): Promise<ContainerInspect> {
     const raw = await this.#read(
       'inspect container',

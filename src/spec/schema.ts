@@ -7,6 +7,7 @@ import { LABEL_PREFIX } from '../common/labels.js';
 import { DURATION_LIMITS, formatDurationMs, formatSize, MAX_SIZE_BYTES, type CountBounds, type DurationBounds, type SizeBounds } from '../common/units.js';
 import { anyTypedAs, countOption, durationOption, issue, sizeOption } from '../common/validation.js';
 import { parseImageReference } from './reference.js';
+import { filesPolicyIssues, filesSchema, resolveFiles, type FilesPolicy, type ResolvedFile } from './files.js';
 import { registryAuthPolicyIssues, registryAuthSchema, type RegistryAuthPolicy, type RegistryAuthSpec } from './registry-auth.js';
 
 const MiB = 1024 * 1024;
@@ -510,6 +511,8 @@ export const taskSpecSchema = z
     cpuset: cpuset.optional(),
     /** A quota on the container's writable layer; only with a storage driver that supports one (overlay2 on xfs with pquota). */
     storageSize: bytes(SPEC_BOUNDS.storageSize).optional(),
+    /** Files written into the container after create and before start: inline, or an upload's archive (src/spec/files.ts). */
+    files: filesSchema.default([]),
   })
   .strict()
   .superRefine((spec, ctx) => {
@@ -632,10 +635,12 @@ export interface ResolvedTaskSpec {
   readonly oomScoreAdj?: number;
   readonly cpuset?: string;
   readonly storageSizeBytes?: number;
+  /** Written into the container after create, before start. */
+  readonly files: readonly ResolvedFile[];
 }
 
 /** What the caller's driver permits; the spec is checked against it. */
-export interface SpecPolicy extends RegistryAuthPolicy {
+export interface SpecPolicy extends RegistryAuthPolicy, FilesPolicy {
   /** Whether `privileged: true` is accepted. Default false. */
   allowPrivileged: boolean;
   /**
@@ -781,6 +786,7 @@ function compileTaskSpec(input: unknown, issues: readonly FieldIssue[]): Resolve
     oomScoreAdj: spec.oomScoreAdj,
     cpuset: spec.cpuset,
     storageSizeBytes: spec.storageSize,
+    files: resolveFiles(spec.files),
   };
   return deepFreeze(resolved);
 }
@@ -809,6 +815,7 @@ function policyIssues(input: unknown, policy: SpecPolicy): FieldIssue[] {
   const raw = input as { privileged?: unknown; capAdd?: unknown; mounts?: unknown; network?: unknown; devices?: unknown; runtime?: unknown; sysctls?: unknown; seccomp?: unknown; apparmor?: unknown; oomScoreAdj?: unknown };
   issues.push(...registryAuthPolicyIssues(input as { image?: unknown; registryAuth?: unknown }, policy));
   issues.push(...sandboxPolicyIssues(raw, policy));
+  issues.push(...filesPolicyIssues(input as { files?: unknown }, policy));
   if (raw.privileged === true && !policy.allowPrivileged) {
     issues.push({ field: 'privileged', rule: 'privileged tasks are not allowed by this driver (allowPrivileged is off)' });
   }

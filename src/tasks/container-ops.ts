@@ -26,6 +26,7 @@ export type ContainerEngine = Pick<
   | 'openContainerEvents'
   | 'openLabelledContainerEvents'
   | 'listContainers'
+  | 'putArchive'
   | 'deadlines'
 >;
 

@@ -14,6 +14,7 @@ import { isRegistryAuthRef, registryMismatch, type InlineRegistryAuth } from '..
 import { toCreatePlan, type TaskIdentity } from '../spec/translate.js';
 import { withSeccompProfile } from './seccomp-profiles.js';
 import { confirmBindSources, engineSocketGuards, resolveBindSources, withResolvedSources, type BindSourcePolicy, type ResolvedBindSource } from './bind-sources.js';
+import { placeFiles, type UploadOpener } from './files-in.js';
 import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, preferredContainer, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
 import { retry } from '../common/retry.js';
 import { listingVerdict } from './end-watch.js';
@@ -80,6 +81,11 @@ export interface TaskDriverOptions {
    * fails to start.
    */
   registryCredentials?: (ref: string) => Promise<{ host: string; credentials: InlineRegistryAuth } | undefined>;
+  /**
+   * Opens an upload named by a spec's `files: [{ upload }]` (the agent's uploads); undefined: none.
+   * Default: no uploads, so such a spec fails to start (BERTH_VALIDATION).
+   */
+  openUpload?: UploadOpener;
   /** Retries of ambiguous engine failures (create, start, stop, remove, wait). Default 5 attempts from 100 ms; 1 to 100 attempts, delays up to a day. */
   retry?: Partial<RetryPolicy>;
   logger?: Logger;
@@ -188,6 +194,7 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
   readonly #protectedHostPaths: readonly string[];
   readonly #images: ImageProvider | undefined;
   readonly #registryCredentials: TaskDriverOptions['registryCredentials'];
+  readonly #openUpload: UploadOpener | undefined;
   readonly #retry: RetryPolicy;
   readonly #logger: Logger;
   readonly #published: Events<TaskDriverEvents>;
@@ -212,6 +219,7 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     this.#protectedHostPaths = [...(options.protectedHostPaths ?? [])];
     this.#images = options.images;
     this.#registryCredentials = options.registryCredentials;
+    this.#openUpload = options.openUpload;
     this.#retry = { ...DEFAULT_RETRY_POLICY, ...options.retry };
     this.#logger = options.logger ?? silentLogger;
     this.#published = new Events(this.#logger);
@@ -351,6 +359,8 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
       });
       containerId = created.containerId;
       if (created.adopted) log.info({ taskId, containerId }, 'adopted the container an earlier create made');
+      // Written after create, before start: the task finds its files in place from its first instruction.
+      if (resolved.files.length > 0) await placeFiles(this.#engine, containerId, resolved.files, this.#openUpload, signal);
       // Attach before start, so that not a byte of output is lost.
       const streams =
         options.output === 'engine-log'

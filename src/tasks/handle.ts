@@ -266,6 +266,15 @@ export class TaskHandle implements AsyncDisposable {
   }
 
   /**
+   * Copies a tar archive into the running task's filesystem, extracted at `path` (an existing
+   * directory), as `docker cp - TASK:PATH` does: streamed to the engine, never buffered.
+   */
+  async copyIn(tar: Readable, path: string, signal?: AbortSignal): Promise<void> {
+    this.#requirePhase('copy into', 'running');
+    await this.#deps.engine.putArchive(this.containerId, path, tar, { signal });
+  }
+
+  /**
    * Freezes every process of the task (cgroup freezer). Its run time limit stands still until
    * `unpause`: a paused task is not using its time. A second pause is the engine's to refuse.
    */

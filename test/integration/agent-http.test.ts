@@ -277,6 +277,7 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
       '/v1/prune',
       '/v1/tasks',
       '/v1/tasks/{id}',
+      '/v1/tasks/{id}/archive',
       '/v1/tasks/{id}/attach',
       '/v1/tasks/{id}/exec',
       '/v1/tasks/{id}/kill',
@@ -286,6 +287,7 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
       '/v1/tasks/{id}/stop',
       '/v1/tasks/{id}/unpause',
       '/v1/tasks/{id}/wait',
+      '/v1/uploads',
     ]);
     const raw = await rawRequest({ socketPath: serving.socketPath }, 'GET', '/v1/openapi.json', { headers: { authorization: `Bearer ${runtime.token}` } });
     assert.doesNotThrow(() => JSON.parse(raw.body));

@@ -24,6 +24,8 @@ export interface ErrorResponse {
  */
 const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = Object.freeze({
   BERTH_VALIDATION: 400,
+  // The uploaded archive was past the agent's limit (files.uploadMaxSize).
+  BERTH_UPLOAD_TOO_LARGE: 413,
   // The engine refused what the request (its spec) asked of it as malformed or impossible.
   BERTH_ENGINE_BAD_REQUEST: 400,
   BERTH_UNAUTHORIZED: 401,

@@ -50,6 +50,7 @@ function parameters(route: ApiRoute): unknown[] {
 }
 
 function requestBody(route: ApiRoute): unknown {
+  if (route.rawBody) return { required: true, description: route.rawBody.description, content: { [route.rawBody.contentType]: { schema: { type: 'string', format: 'binary' } } } };
   if (!route.body) return undefined;
   const properties = { ...(route.body.properties as Record<string, JsonSchema>) };
   // fastify checks that spec is an object; the agent checks the rest against TaskSpec and names the field.

@@ -509,7 +509,7 @@ export interface StreamResponse {
 
 /** One route of the API: what fastify is given, and what the OpenAPI document says. */
 export interface ApiRoute {
-  method: 'GET' | 'POST' | 'DELETE';
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   /** fastify style: `/v1/tasks/:id`. */
   url: string;
   operationId: string;
@@ -517,6 +517,8 @@ export interface ApiRoute {
   /** Whether the route needs the bearer token. Every route but health does. */
   isPublic?: boolean;
   body?: JsonSchema;
+  /** A body that is not JSON (a tar archive): streamed to its handler as it arrives, never parsed. */
+  rawBody?: { contentType: string; description: string };
   querystring?: JsonSchema;
   params?: JsonSchema;
   /** JSON responses by status; fastify serializes with these. */
@@ -524,7 +526,7 @@ export interface ApiRoute {
   /** The success response when it is a stream or text rather than JSON. */
   stream?: StreamResponse & { status: number };
   /** The module that declares the route itself (a WebSocket route, and its plain sibling): the server's route loop skips it. */
-  declaredBy?: 'exec';
+  declaredBy?: 'exec' | 'files';
   /**
    * Served as a WebSocket: a GET with `Upgrade: websocket`, answered 101 and then spoken in the
    * frames of stream-frames.ts. Its handler is registered by its own plugin (after
@@ -543,8 +545,56 @@ const errors = {
   unavailable: { description: 'The engine does not answer, or the agent is shutting down.', schema: errorBodySchema },
 } as const;
 
+export const uploadReceiptSchema: JsonSchema = {
+  type: 'object',
+  required: ['id', 'sizeBytes'],
+  additionalProperties: false,
+  properties: {
+    id: { type: 'string', description: 'Named by a spec\'s `files: [{ "upload": id, "path": "/dir" }]`.' },
+    sizeBytes: { type: 'integer', minimum: 0 },
+  },
+};
+
+const archiveQuerySchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { path: { type: 'string', description: 'An existing directory in the task\'s container the archive is extracted into.' } },
+};
+
 /** Every route, in the order the OpenAPI document lists them. */
 export const API_ROUTES: readonly ApiRoute[] = [
+  {
+    method: 'POST',
+    url: '/v1/uploads',
+    operationId: 'createUpload',
+    summary:
+      'Upload a tar archive for a task spec to extract before its task starts (`files: [{ "upload": id, "path": "/dir" }]`). Streamed to the agent\'s data directory, at most files.uploadMaxSize; an upload no task used within files.uploadTtl is removed, and one a task without restarts used is removed after its start.',
+    rawBody: { contentType: 'application/x-tar', description: 'A tar archive.' },
+    declaredBy: 'files',
+    responses: {
+      201: { description: 'Kept; its id.', schema: uploadReceiptSchema },
+      400: errors.badRequest,
+      401: errors.unauthorized,
+      413: { description: 'The archive is larger than files.uploadMaxSize (BERTH_UPLOAD_TOO_LARGE); nothing is kept.', schema: errorBodySchema },
+    },
+  },
+  {
+    method: 'PUT',
+    url: '/v1/tasks/:id/archive',
+    operationId: 'copyIntoTask',
+    summary: 'Extract a tar archive into a running task\'s container at `path`, an existing directory (docker cp into a container): streamed to the engine as it arrives.',
+    params: taskIdParamsSchema,
+    querystring: archiveQuerySchema,
+    rawBody: { contentType: 'application/x-tar', description: 'A tar archive.' },
+    declaredBy: 'files',
+    responses: {
+      204: { description: 'Extracted.' },
+      400: errors.badRequest,
+      401: errors.unauthorized,
+      404: { description: 'No task with that id or id prefix (BERTH_TASK_NOT_FOUND), or no directory `path` in its container (BERTH_ENGINE_NOT_FOUND).', schema: errorBodySchema },
+      409: { description: 'The task is not running (BERTH_TASK_STATE); or several tasks start with this id prefix (BERTH_TASK_AMBIGUOUS).', schema: errorBodySchema },
+    },
+  },
   {
     method: 'POST',
     url: '/v1/tasks',

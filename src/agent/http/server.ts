@@ -25,6 +25,8 @@ import { buildOpenApiDocument } from './openapi.js';
 import type { Engine } from '../../engine/engine.js';
 import { runningContainerOf, taskStatsRecords } from '../task-stats.js';
 import { registerExecRoutes, type ExecEngine } from './exec-route.js';
+import { registerFilesRoutes } from './files-route.js';
+import type { UploadStore } from '../uploads.js';
 import { attachRoutes, closeWebSocketsGoingAway } from './attach-route.js';
 
 /**
@@ -33,7 +35,9 @@ import { attachRoutes, closeWebSocketsGoingAway } from './attach-route.js';
  */
 export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | 'started' | 'onError' | 'engineHealth'> {
   /** The engine: the stats of a task's container (`GET /v1/tasks/:id/stats`), exec in it, and attach to it. */
-  readonly engine: Pick<Engine, 'streamStats' | 'attachContainer'> & ExecEngine;
+  readonly engine: Pick<Engine, 'streamStats' | 'attachContainer'> & ExecEngine & Partial<Pick<Engine, 'putArchive'>>;
+  /** Uploaded archives for specs' `files: [{ upload }]` (`POST /v1/uploads`); without it, uploads are refused. */
+  readonly uploads?: Pick<UploadStore, 'receive'>;
   readonly store: { readonly tasks: Pick<TaskRepository, 'get' | 'list' | 'counts' | 'resolve'> & Partial<Pick<TaskRepository, 'countUnhealthy'>>; sizeBytes?(): number };
   readonly supervisor: Pick<TaskSupervisor, 'submit' | 'stop' | 'remove' | 'isEnded' | 'tasksWaitingForEngine' | 'pause' | 'unpause' | 'kill' | 'wait'>;
   readonly logs: Pick<TaskLogStore, 'read' | 'follow'> & { readonly space: Pick<DiskSpace, 'condition' | 'check'> };
@@ -380,7 +384,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
 
   for (const route of API_ROUTES) {
     // Routes their own plugins register, below: exec (plain and WebSocket) and the other WebSocket routes.
-    if (route.declaredBy === 'exec' || route.websocket) continue;
+    if (route.declaredBy === 'exec' || route.declaredBy === 'files' || route.websocket) continue;
     const handler = handlers[route.operationId];
     if (!handler) throw new BerthError('BERTH_INTERNAL', `no handler for the route ${route.operationId}`);
     const querySchema = route.querystring;
@@ -402,6 +406,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
   // WebSocket routes go in plugins registered after the websocket plugin (its route hook makes the
   // upgrade), which is registered once for all of them; closing the server closes their sockets (1001).
   void app.register(fastifyWebsocket, { options: { maxPayload: 1024 * 1024 }, preClose: closeWebSocketsGoingAway });
+  registerFilesRoutes(app, { visibleTask, engine: runtime.engine, uploads: runtime.uploads });
   registerExecRoutes(app, { visibleTask, engine: runtime.engine, logger: runtime.logger, countError: (code) => metrics.countError(code) });
   void app.register(attachRoutes({ engine: runtime.engine, supervisor: runtime.supervisor, logger: runtime.logger, visibleTask }, websocketRoute('attachTask')));
   return app;

@@ -226,6 +226,7 @@ export class ScriptedEngine implements ContainerEngine {
   readonly streamStats = unscripted('streamStats');
   readonly exec = unscripted('exec');
   readonly pauseContainer = unscripted('pauseContainer');
+  readonly putArchive = unscripted('putArchive');
   readonly unpauseContainer = unscripted('unpauseContainer');
   readonly resizeContainer = unscripted('resizeContainer');
 
