@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
+import { tarArchive } from '../../src/tasks/tar.js';
 import { after, before, describe, test } from 'node:test';
 import { isBerthError, ValidationError } from '../../src/common/errors.js';
 import { LABELS } from '../../src/common/labels.js';
@@ -46,7 +48,7 @@ describe('the agent API: one error shape, no coercion, every accepted id reachab
     assert.equal(created.id, id);
     // Every route with an id parameter, from the router's own table: a new one fails here until it is covered.
     const withId = API_ROUTES.filter((route) => route.url.includes(':id')).map((route) => route.operationId).sort();
-    assert.deepEqual(withId, ['attachTask', 'execTask', 'execTaskSocket', 'getTask', 'killTask', 'pauseTask', 'removeTask', 'stopTask', 'taskLogs', 'taskStats', 'unpauseTask', 'waitTask']);
+    assert.deepEqual(withId, ['attachTask', 'copyIntoTask', 'execTask', 'execTaskSocket', 'getTask', 'killTask', 'pauseTask', 'removeTask', 'stopTask', 'taskLogs', 'taskStats', 'unpauseTask', 'waitTask']);
     assert.equal((await agent.client.get(id)).id, id);
     const logs = [];
     for await (const record of agent.client.logs(id)) logs.push(record);
@@ -64,6 +66,8 @@ describe('the agent API: one error shape, no coercion, every accepted id reachab
     const samples = [];
     for await (const sample of agent.client.stats(id, { stream: false })) samples.push(sample);
     assert.equal(samples.length, 1);
+    await agent.client.copyIn(id, '/tmp', Readable.from([tarArchive([{ header: { name: 'copied', type: 'file', mode: 0o644 }, body: Buffer.from('in') }])]));
+    assert.equal((await agent.client.execOnce(id, { cmd: ['cat', '/tmp/copied'] })).stdout, 'in');
     const attached = await agent.client.attach(id);
     attached.stdout.resume();
     attached.stderr.resume();
