@@ -22,6 +22,9 @@ export type { CountBounds } from '../common/units.js';
  * Floors are the engine's or the kernel's own where they have one, so that the engine never refuses
  * a spec berth accepted; ceilings keep each value exact and within what holds it.
  */
+/** The most paths a spec's `collect` may name. */
+export const COLLECT_MAX_PATHS = 32;
+
 export const SPEC_BOUNDS = Object.freeze({
   /** Held by setLongTimeout, so a year-long limit fires after a year, not at once. */
   timeout: { minMs: 1, maxMs: DURATION_LIMITS.longMs },
@@ -369,6 +372,15 @@ export const taskSpecSchema = z
     waitHealthy: z.boolean().default(false),
     /** The task's own credentials for its image's registry (src/spec/registry-auth.ts). Default: the driver's (the Docker configuration). */
     registryAuth: registryAuthSchema.optional(),
+    /**
+     * Paths in the container to collect when the task ends (artifacts), whatever its end state,
+     * before its container is removed: absolute, distinct, at most 32, each at most 4096 characters.
+     */
+    collect: z
+      .array(absolutePath.max(4096, 'must be at most 4096 characters'))
+      .max(COLLECT_MAX_PATHS, `must name at most ${COLLECT_MAX_PATHS} paths`)
+      .refine((paths) => new Set(paths).size === paths.length, 'must not name a path twice')
+      .default([]),
   })
   .strict()
   .refine((spec) => !(spec.waitHealthy && spec.healthcheck?.disabled === true), {
@@ -444,6 +456,8 @@ export interface ResolvedTaskSpec {
   readonly waitHealthy: boolean;
   /** The task's own registry credentials, for its pull only; undefined: the driver's. */
   readonly registryAuth?: RegistryAuthSpec;
+  /** Paths collected as artifacts when the task ends (empty: none). */
+  readonly collect: readonly string[];
 }
 
 /** What the caller's driver permits; the spec is checked against it. */
@@ -554,6 +568,7 @@ function compileTaskSpec(input: unknown, issues: readonly FieldIssue[]): Resolve
     restart: resolveRestart(spec.restart),
     waitHealthy: spec.waitHealthy,
     ...(spec.registryAuth !== undefined ? { registryAuth: spec.registryAuth } : {}),
+    collect: spec.collect,
   };
   return deepFreeze(resolved);
 }
