@@ -18,6 +18,7 @@ import { AgentGarbage } from './garbage.js';
 import { TaskRetention } from './retention.js';
 import { TaskSupervisor } from './supervisor.js';
 import { TaskLogStore } from './task-logs.js';
+import { ArtifactStore } from './artifacts.js';
 import { UsageSampler } from './usage.js';
 import { SecretBox } from './secret-box.js';
 import { agentSpecPolicy, configuredRegistryCredentials } from './registry-credentials.js';
@@ -41,6 +42,8 @@ export interface AgentRuntime extends AsyncDisposable {
   /** Removal of ended tasks by age, count and disk watermark (`retention.*`). */
   readonly retention: TaskRetention;
   readonly logs: TaskLogStore;
+  /** Tasks' collected artifacts under `<dataDir>/artifacts`. */
+  readonly artifacts: ArtifactStore;
   readonly admission: AdmissionController;
   readonly events: AgentEvents;
   readonly logger: Logger;
@@ -223,6 +226,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     // `registryAuth: { ref }` is resolved against the configuration in force when the task pulls.
     registryCredentials: (ref) => configuredRegistryCredentials(config.current(), ref),
   });
+  const artifacts = new ArtifactStore(path.join(initial.dataDir, 'artifacts'), logger);
   const logs = new TaskLogStore(path.join(initial.dataDir, 'logs'), { maxFileBytes: initial.logs.maxFileBytes, maxFiles: initial.logs.maxFiles });
   const admission = new AdmissionController(initial.admission);
   const errorListeners = new Set<(code: ErrorCode) => void>();
@@ -245,6 +249,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     pingEngine: (signal) => engine.ping({ attempts: 1, deadlineMs: config.current().health.engineTimeoutMs, signal }),
     startOutageLimitMs: () => config.current().tasks.startOutageLimitMs,
     usage,
+    artifacts: { store: artifacts, maxBytes: () => config.current().artifacts.maxBytes },
   });
   let healthPing: Promise<EngineHealth> | undefined;
   const engineHealth = (): Promise<EngineHealth> =>
@@ -325,6 +330,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     garbage,
     retention,
     logs,
+    artifacts,
     admission,
     events,
     logger,

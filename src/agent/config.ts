@@ -172,6 +172,10 @@ export interface AgentConfigInput {
     /** Cap on the engine's own copy of a task's output. Default "1m". */
     maxSize?: SizeInput;
   };
+  artifacts?: {
+    /** Cap on what is kept of a task's `collect` paths at its end; past it they are cut at a file boundary. Default "64m". */
+    maxBytes?: SizeInput;
+  };
   reconcile?: {
     /** Whether dangling containers are removed. Default true. */
     enabled?: boolean;
@@ -278,6 +282,7 @@ export interface AgentConfig {
   readonly images: { readonly removeDelayMs: number; readonly cleanup: boolean; readonly pullActivityTimeoutMs: number };
   readonly logs: { readonly maxFileBytes: number; readonly maxFiles: number };
   readonly engineLog: { readonly maxSizeBytes: number };
+  readonly artifacts: { readonly maxBytes: number };
   readonly reconcile: { readonly enabled: boolean; readonly periodMs: number; readonly creationGraceMs: number; readonly orphanGraceMs: number; readonly dryRun: boolean };
   /** `scheduleMs` undefined means scheduled prunes are off. */
   readonly prune: { readonly scheduleMs?: number; readonly imageBudgetBytes?: number; readonly exemptImages: readonly string[] };
@@ -349,6 +354,7 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'logs.maxFileSize': 'size',
   'logs.maxFiles': 'integer',
   'engineLog.maxSize': 'size',
+  'artifacts.maxBytes': 'size',
   'tasks.relistPeriod': 'duration',
   'reconcile.enabled': 'boolean',
   'reconcile.period': 'duration',
@@ -412,6 +418,7 @@ export const CONFIG_BOUNDS = Object.freeze({
   'logs.maxFileSize': { minBytes: 4096, maxBytes: MAX_SIZE_BYTES },
   'logs.maxFiles': { min: 1, max: 100 },
   'engineLog.maxSize': SPEC_BOUNDS.logMaxSize,
+  'artifacts.maxBytes': { minBytes: 4096, maxBytes: MAX_SIZE_BYTES },
   'reconcile.period': RECONCILE_OPTION_BOUNDS.period,
   'reconcile.creationGrace': RECONCILE_OPTION_BOUNDS.creationGrace,
   'reconcile.orphanGrace': RECONCILE_OPTION_BOUNDS.orphanGrace,
@@ -482,6 +489,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     images: {},
     logs: { maxFileSize: '10m', maxFiles: 2 },
     engineLog: { maxSize: '1m' },
+    artifacts: { maxBytes: '64m' },
     reconcile: {},
     prune: { schedule: 'off', exemptImages: [] },
     retention: { maxAge: '7d', maxCount: 10_000, diskWatermark: '90%', interval: '1m' },
@@ -679,6 +687,7 @@ function buildSchema(host: HostFacts) {
     }),
     logs: section({ maxFileSize: size('10m', CONFIG_BOUNDS['logs.maxFileSize']), maxFiles: countOption(CONFIG_BOUNDS['logs.maxFiles']) }),
     engineLog: section({ maxSize: size('1m', CONFIG_BOUNDS['engineLog.maxSize']) }),
+    artifacts: section({ maxBytes: size('64m', CONFIG_BOUNDS['artifacts.maxBytes']) }),
     // The reconciler's own option fields: the same rule (and default) as the library's.
     reconcile: section({
       enabled: RECONCILE_OPTION_FIELDS.enabled,
@@ -923,6 +932,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     images: { removeDelayMs: c.images.removeDelay, cleanup: c.images.cleanup, pullActivityTimeoutMs: c.images.pullActivityTimeout },
     logs: { maxFileBytes: c.logs.maxFileSize, maxFiles: c.logs.maxFiles },
     engineLog: { maxSizeBytes: c.engineLog.maxSize },
+    artifacts: { maxBytes: c.artifacts.maxBytes },
     reconcile: { enabled: c.reconcile.enabled, periodMs: c.reconcile.period, creationGraceMs: c.reconcile.creationGrace, orphanGraceMs: c.reconcile.orphanGrace, dryRun: c.reconcile.dryRun },
     prune: {
       ...(c.prune.schedule !== undefined ? { scheduleMs: c.prune.schedule } : {}),
