@@ -112,6 +112,15 @@ function fakeRuntime(options: FakeOptions = {}) {
       attachContainer: async () => {
         throw new BerthError('BERTH_ENGINE_UNAVAILABLE', 'no engine in this test');
       },
+      // Archives are proven against the real engine (test/integration/files-out.test.ts).
+      getArchive: async () => {
+        throw new BerthError('BERTH_ENGINE_UNAVAILABLE', 'no engine in this test');
+      },
+    },
+    artifacts: {
+      open: async () => {
+        throw new BerthError('BERTH_ENGINE_UNAVAILABLE', 'no artifacts in this test');
+      },
     },
     logs: {
       space: { condition: options.disk ?? 'ok', check: async () => options.disk ?? 'ok' },
