@@ -4,6 +4,7 @@ import { Agent, request as httpRequest, type ClientRequest, type IncomingMessage
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { homedir } from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { BerthError, cancelledError, ERROR_CODES, messageOf, ValidationError, type ErrorCode, type FieldIssue } from '../common/errors.js';
 import type { TaskSpec } from '../spec/schema.js';
 import type { StoredTaskSpec, TaskState } from '../state/tasks.js';
@@ -428,6 +429,28 @@ export class AgentClient {
     } finally {
       response.destroy();
     }
+  }
+
+  /**
+   * A tar stream of `path` in a running task's container (GET /v1/tasks/:id/archive, docker cp's
+   * read side). Errors before the stream starts (no such path: BERTH_ENGINE_NOT_FOUND; not running:
+   * BERTH_TASK_STATE) reject; the signal ends the download.
+   */
+  async archive(taskId: string, path: string, options: CallOptions = {}): Promise<Readable> {
+    return this.#tarStream(`/v1/tasks/${encodeURIComponent(taskId)}/archive?${new URLSearchParams({ path })}`, options);
+  }
+
+  /** An ended task's kept artifacts as one tar stream (GET /v1/tasks/:id/artifacts), or one collected `path`'s. */
+  async artifacts(taskId: string, options: CallOptions & { path?: string } = {}): Promise<Readable> {
+    const search = options.path === undefined ? '' : `?${new URLSearchParams({ path: options.path })}`;
+    return this.#tarStream(`/v1/tasks/${encodeURIComponent(taskId)}/artifacts${search}`, options);
+  }
+
+  async #tarStream(pathAndQuery: string, options: CallOptions): Promise<Readable> {
+    // No deadline: a request's deadline would cut a large download; the signal ends it.
+    const response = await this.#send('GET', pathAndQuery, { signal: options.signal, deadlineMs: 0 });
+    await this.#throwIfFailed(response);
+    return Readable.from(this.#guard(response as AsyncIterable<Buffer>, options.signal, response), { objectMode: false });
   }
 
   /** Removes what berth created and nobody uses; only one prune runs at a time (409 otherwise). */
