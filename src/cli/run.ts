@@ -17,6 +17,7 @@ import { commandFailureLine, EXIT, exitCodeForEnd } from './exit-codes.js';
 import { startTerminalSession } from './terminal.js';
 import { exitCodeForSignal, type Interrupts } from './interrupts.js';
 import { errorLine } from './output.js';
+import { collectFromHandle, parseCollectFlag } from './cp.js';
 import {
   collect,
   healthcheckFromFlags,
@@ -47,6 +48,8 @@ export interface CliIo {
 }
 
 interface RunFlags extends HealthFlags {
+  /** `--collect PATH[:LOCAL]`: copied out after the end, before the container is removed (src/cli/cp.ts). */
+  collect?: string[];
   memory?: string;
   cpus?: string;
   pidsLimit?: string;
@@ -172,6 +175,7 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
     .option('-m, --memory <size>', 'memory limit with a unit, e.g. 512m or 1g (swap disabled); 0 for no limit')
     .option('--cpus <n>', 'CPUs, e.g. 0.5; 0 for no limit')
     .option('--pids-limit <n>', 'maximum number of processes; 0 for no limit')
+    .option('--collect <PATH[:LOCAL]>', 'after the task ends (whatever its end), copy PATH out of its container to LOCAL (default ./<basename>), as docker cp does (repeatable)', collect, [])
     .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable; KEY alone passes berth\'s own)', collect, [])
     .option('--env-file <file>', 'read environment variables from a file of KEY=VALUE lines (# comments; KEY alone passes berth\'s own; repeatable; -e overrides)', collect, [])
     .option('-w, --workdir <dir>', 'working directory inside the container')
@@ -230,6 +234,7 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
     // Named by the flags that set the fields (`-m/--memory`, not `resources.memory`).
     throw withFlagNames(error);
   }
+  for (const flag of flags.collect ?? []) parseCollectFlag(flag);
   // Nothing is made before this answers: a signal meanwhile exits at once.
   await engine.checkCompatible();
 
@@ -289,6 +294,8 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
   } finally {
     endTerminalSession();
     try {
+      // Whatever the end (a failed run's reports most of all), before the container goes.
+      if (handle && (flags.collect?.length ?? 0) > 0) await collectFromHandle(io, handle, flags.collect ?? []);
       if (handle && !flags.keep) await handle.destroy();
       if (handle) removed = true;
       // A create that timed out may still land in a wedged engine: wait out the guard before exiting.
