@@ -64,6 +64,12 @@ export function parseCollectFlag(text: string): { path: string; local: string } 
   return { path: source, local: local !== '' ? local : `./${base === '' ? 'root' : base}` };
 }
 
+/** `--collect PATH` of a task for the agent (submit, run -d): kept with the task, so a LOCAL has no place there. */
+export function collectPathForAgent(text: string): string {
+  if (text.includes(':')) throw new ValidationError([{ field: '--collect', rule: `takes PATH alone for a task of the agent's (it keeps the files; copy them with berth cp TASK:PATH LOCAL), not ${JSON.stringify(text)}` }]);
+  return parseCollectFlag(text).path;
+}
+
 /** `berth cp`: copies files out of a task of the agent's (TASK:PATH LOCAL) or into one (LOCAL TASK:PATH). */
 export function addCpCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
   agentCommand(program, 'cp', 'Copy files out of a task (TASK:PATH LOCAL, from a running task, or an ended one\'s artifacts) or into one (LOCAL TASK:PATH), as docker cp does; LOCAL - is a tar on stdout')

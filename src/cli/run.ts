@@ -17,7 +17,7 @@ import { commandFailureLine, EXIT, exitCodeForEnd } from './exit-codes.js';
 import { startTerminalSession } from './terminal.js';
 import { exitCodeForSignal, type Interrupts } from './interrupts.js';
 import { errorLine } from './output.js';
-import { collectFromHandle, parseCollectFlag } from './cp.js';
+import { collectFromHandle, collectPathForAgent, parseCollectFlag } from './cp.js';
 import {
   collect,
   healthcheckFromFlags,
@@ -162,6 +162,8 @@ export function specFromRunFlags(image: string, command: readonly string[], flag
   }
   const healthcheck = healthcheckFromFlags(flags);
   if (healthcheck !== undefined) spec.healthcheck = healthcheck;
+  // Through the agent the paths become the spec's `collect` (kept with the task; berth cp reads them).
+  if (target === 'agent' && (flags.collect?.length ?? 0) > 0) spec.collect = (flags.collect ?? []).map((flag) => collectPathForAgent(flag));
   return spec;
 }
 

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import { promisify } from 'node:util';
@@ -156,5 +156,50 @@ describe('files out of tasks', { skip: await requireEngine() }, () => {
     const removed = await berth(agent.dataDir, ['rm', id]);
     assert.equal(removed.code, 0, removed.stderr);
     assert.equal(existsSync(dir), false);
+  });
+
+  test('berth cp TASK:/out LOCAL copies from a running task, and from an ended task\'s artifacts; - writes the tar to stdout; LOCAL TASK:PATH is refused', async () => {
+    const id = `${run.id}-cp`;
+    const label = Object.entries(run.labels).map(([k, v]) => `${k}=${v}`)[0]!;
+    const submitted = await berth(agent.dataDir, ['submit', '-l', label, '--name', id, '--collect', '/out', TEST_IMAGE, 'sh', '-c', 'mkdir -p /out/sub && echo a > /out/sub/a.txt && touch /tmp/ready; trap "exit 0" TERM; while :; do sleep 0.1; done']);
+    assert.equal(submitted.code, 0, submitted.stderr);
+    await waitForTaskState(client, id, ['running']);
+    await pollUntil('the file to be written', async () => {
+      const probe = await client.archive(id, '/tmp/ready').then((s) => buffer(s), () => undefined);
+      return probe;
+    }, { timeoutMs: 30_000, intervalMs: 100 });
+    const live = path.join(scratch, 'live-out');
+    const copied = await berth(agent.dataDir, ['cp', `${id}:/out`, live]);
+    assert.equal(copied.code, 0, copied.stderr);
+    assert.equal(await readFile(path.join(live, 'sub', 'a.txt'), 'utf8'), 'a\n');
+    // Into an existing directory: as docker cp, the path goes in under its base name.
+    const into = await berth(agent.dataDir, ['cp', `${id}:/out/sub/a.txt`, scratch]);
+    assert.equal(into.code, 0, into.stderr);
+    assert.equal(await readFile(path.join(scratch, 'a.txt'), 'utf8'), 'a\n');
+    const stopped = await berth(agent.dataDir, ['stop', id]);
+    assert.equal(stopped.code, 0, stopped.stderr);
+    const task = await ended(id);
+    assert.deepEqual(task.artifacts?.paths, ['/out']);
+    const kept = path.join(scratch, 'kept-out');
+    const fromArtifacts = await berth(agent.dataDir, ['cp', `${id}:/out`, kept]);
+    assert.equal(fromArtifacts.code, 0, fromArtifacts.stderr);
+    assert.equal(await readFile(path.join(kept, 'sub', 'a.txt'), 'utf8'), 'a\n');
+    const notCollected = await berth(agent.dataDir, ['cp', `${id}:/etc`, path.join(scratch, 'etc')]);
+    assert.notEqual(notCollected.code, 0);
+    assert.match(notCollected.stderr, /no artifact \/etc/);
+    const intoTask = await berth(agent.dataDir, ['cp', live, `${id}:/in`]);
+    assert.notEqual(intoTask.code, 0);
+    assert.match(intoTask.stderr, /not available in this build/);
+  });
+
+  test('berth run --collect PATH:LOCAL extracts the path after the task ends, a failed one included, and the container is removed', async () => {
+    const label = Object.entries(run.labels).map(([k, v]) => `${k}=${v}`)[0]!;
+    const local = path.join(scratch, 'run-reports');
+    const result = await berth(agent.dataDir, ['run', '-l', label, '--collect', `/reports:${local}`, '--collect', '/missing', TEST_IMAGE, 'sh', '-c', 'mkdir -p /reports && echo "<failures/>" > /reports/junit.xml; exit 4']);
+    assert.equal(result.code, 4, result.stderr);
+    assert.equal(await readFile(path.join(local, 'junit.xml'), 'utf8'), '<failures/>\n');
+    assert.match(result.stderr, /no such path in the container: \/missing/);
+    const left = await engine.listContainers({ labels: Object.entries(run.labels).map(([k, v]) => `${k}=${v}`) });
+    assert.equal(left.filter((c) => c.state !== 'removing').length, 0);
   });
 });
