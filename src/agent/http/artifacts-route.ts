@@ -44,7 +44,8 @@ export function artifactHandlers(deps: ArtifactRouteDeps): { taskArtifacts: Hand
 
     async taskArchive(request, reply) {
       const task = deps.visibleTask((request.params as { id: string }).id);
-      const path = archivePath((request.query as { path: string }).path)!;
+      const path = archivePath((request.query as { path?: string }).path);
+      if (path === undefined) throw new ValidationError([{ field: 'path', rule: 'is required' }]);
       if (task.state !== 'running' || task.containerId === undefined) {
         throw new BerthError('BERTH_TASK_STATE', `cannot copy from task ${task.id}: it is ${task.state}, not running (an ended task's files are its artifacts: GET /v1/tasks/${task.id}/artifacts)`, {
           context: { taskId: task.id, state: task.state },

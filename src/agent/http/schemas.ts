@@ -770,8 +770,7 @@ export const API_ROUTES: readonly ApiRoute[] = [
     querystring: {
       type: 'object',
       additionalProperties: false,
-      required: ['path'],
-      properties: { path: { type: 'string', pattern: '^/', maxLength: 4096, description: 'An absolute path in the container.' } },
+      properties: { path: { type: 'string', pattern: '^/', maxLength: 4096, description: 'An absolute path in the container (required).' } },
     },
     responses: {
       400: errors.badRequest,

@@ -340,7 +340,7 @@ describe('task id prefixes and list order', () => {
     type Operation = { parameters?: Array<{ name: string; in: string; description?: string }>; responses: Record<string, { description: string }> };
     const document = buildOpenApiDocument() as { paths: Record<string, Record<string, Operation>> };
     const taskRoutes = Object.entries(document.paths).filter(([url]) => url.startsWith('/v1/tasks/{id}'));
-    assert.equal(taskRoutes.length, 10);
+    assert.equal(taskRoutes.length, 12);
     for (const [url, operations] of taskRoutes) {
       for (const [method, operation] of Object.entries(operations)) {
         const id = operation.parameters?.find((p) => p.name === 'id' && p.in === 'path');
