@@ -3,7 +3,8 @@
  * engine and prints one JSON line per result on stdout, nothing else; progress goes to stderr.
  * Cases, in the order they run: lifecycle, logs, pull (when bench/pull.ts is present), reconcile,
  * agent (a real `berth agent` process driven through its API), exec (exec of `true` through an
- * agent's plain request and WebSocket against a raw dockerode exec), faults (berth run, the agent and the
+ * agent's plain request and WebSocket against a raw dockerode exec), files-download (a 100 MiB
+ * download through an agent against the engine's archive endpoint), faults (berth run, the agent and the
  * docker CLI under a mixed fault profile in front of the engine), retention (ps and submit through an
  * agent with 100,000 ended tasks against an empty one, and a retention pass over them).
  *
@@ -15,6 +16,7 @@ import { benchAgent } from './agent.js';
 import { benchExec } from './exec.js';
 import { benchFilesUpload } from './files.js';
 import { benchFaults } from './faults.js';
+import { benchFilesDownload } from './files-download.js';
 import { benchLifecycle } from './lifecycle.js';
 import { benchLogs } from './logs.js';
 import { benchReconcile } from './reconcile.js';
@@ -62,8 +64,13 @@ async function main(): Promise<number> {
   cases.set('agent', benchAgent);
   // Exec through a real agent against a raw dockerode exec.
   cases.set('exec', benchExec);
-  // Files into a running task through an agent against the engine's own putArchive (the upload half; files-out adds the download half).
-  cases.set('files', benchFilesUpload);
+  // 100 MiB into a running task through an agent against the engine's own putArchive, then out of
+  // one (GET /v1/tasks/:id/archive) against its getArchive; `files-download` runs the second alone.
+  cases.set('files', async (ctx) => {
+    await benchFilesUpload(ctx);
+    await benchFilesDownload(ctx);
+  });
+  cases.set('files-download', benchFilesDownload);
   // Faults after the agent: berth run, an agent and the docker CLI behind fault proxies.
   cases.set('faults', benchFaults);
   // Two agents, one with 100,000 ended tasks filled in its database: last, as the fill takes a while.

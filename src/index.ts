@@ -25,3 +25,5 @@ export { ImageCoordinator, parseImageReference, dockerConfigDirFromEnv, IMAGE_EV
 export type { AcquireOptions, AcquiredImage, ImageCoordinatorOptions, ImageCoordinatorEvents, ImageReference, PullPolicy, RegistryCredentials } from './images/index.js';
 export { TaskDriver, TaskHandle, runToEnd, execInTask, findRunningTaskContainer, classifyExit, describeEndState, TASK_STATES, hasEnded, TASK_PHASE_CHANNEL, DEFAULT_RELIST_PERIOD_MS, DEFAULT_ENGINE_SOCKET } from './tasks/index.js';
 export type { TaskDriverOptions, StartOptions, ImageProvider, TaskExecEngine, TaskRef, RunToEndOptions, RunResult, EndState, EndKind, TaskState, TaskPhase, PhaseChange, BindSourcePolicy, ResolvedBindSource } from './tasks/index.js';
+export { collectArtifacts, copyOut } from './tasks/index.js';
+export type { ArtifactsRecord, ArtifactSink, ArchiveEngine } from './tasks/index.js';

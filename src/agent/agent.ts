@@ -18,6 +18,7 @@ import { AgentGarbage } from './garbage.js';
 import { TaskRetention } from './retention.js';
 import { TaskSupervisor } from './supervisor.js';
 import { TaskLogStore } from './task-logs.js';
+import { ArtifactStore } from './artifacts.js';
 import { UsageSampler } from './usage.js';
 import { SecretBox } from './secret-box.js';
 import { UploadStore, uploadsNamedBy } from './uploads.js';
@@ -45,6 +46,8 @@ export interface AgentRuntime extends AsyncDisposable {
   readonly logs: TaskLogStore;
   /** Archives uploaded for specs' `files: [{ upload }]`. */
   readonly uploads: UploadStore;
+  /** Tasks' collected artifacts under `<dataDir>/artifacts`. */
+  readonly artifacts: ArtifactStore;
   readonly admission: AdmissionController;
   readonly events: AgentEvents;
   readonly logger: Logger;
@@ -229,6 +232,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     registryCredentials: (ref) => configuredRegistryCredentials(config.current(), ref),
     openUpload: (id) => uploads.open(id),
   });
+  const artifacts = new ArtifactStore(path.join(initial.dataDir, 'artifacts'), logger);
   const logs = new TaskLogStore(path.join(initial.dataDir, 'logs'), { maxFileBytes: initial.logs.maxFileBytes, maxFiles: initial.logs.maxFiles });
   const admission = new AdmissionController(initial.admission);
   const errorListeners = new Set<(code: ErrorCode) => void>();
@@ -258,6 +262,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     pingEngine: (signal) => engine.ping({ attempts: 1, deadlineMs: config.current().health.engineTimeoutMs, signal }),
     startOutageLimitMs: () => config.current().tasks.startOutageLimitMs,
     usage,
+    artifacts: { store: artifacts, maxBytes: () => config.current().artifacts.maxBytes },
   });
   let healthPing: Promise<EngineHealth> | undefined;
   const engineHealth = (): Promise<EngineHealth> =>
@@ -341,6 +346,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     retention,
     logs,
     uploads,
+    artifacts,
     admission,
     events,
     logger,

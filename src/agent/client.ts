@@ -431,6 +431,30 @@ export class AgentClient {
     }
   }
 
+  /**
+   * A tar stream of `path` in a running task's container (GET /v1/tasks/:id/archive, docker cp's
+   * read side). Errors before the stream starts (no such path: BERTH_ENGINE_NOT_FOUND; not running:
+   * BERTH_TASK_STATE) reject; the signal ends the download.
+   */
+  async archive(taskId: string, path: string, options: CallOptions = {}): Promise<Readable> {
+    return this.#tarStream(`/v1/tasks/${encodeURIComponent(taskId)}/archive?${new URLSearchParams({ path })}`, options);
+  }
+
+  /** An ended task's kept artifacts as one tar stream (GET /v1/tasks/:id/artifacts), or one collected `path`'s. */
+  async artifacts(taskId: string, options: CallOptions & { path?: string } = {}): Promise<Readable> {
+    const search = options.path === undefined ? '' : `?${new URLSearchParams({ path: options.path })}`;
+    return this.#tarStream(`/v1/tasks/${encodeURIComponent(taskId)}/artifacts${search}`, options);
+  }
+
+  async #tarStream(pathAndQuery: string, options: CallOptions): Promise<Readable> {
+    // No deadline: a request's deadline would cut a large download; the signal ends it.
+    const response = await this.#send('GET', pathAndQuery, { signal: options.signal, deadlineMs: 0 });
+    await this.#throwIfFailed(response);
+    // The response itself, unwrapped (an async-iterator wrapper costs a large download a third of its
+    // throughput); a dropped connection errors it as 'aborted' (ECONNRESET), the signal destroys it.
+    return response;
+  }
+
   /** Removes what berth created and nobody uses; only one prune runs at a time (409 otherwise). */
   async prune(input: { filters?: string[]; dryRun?: boolean } = {}, options: CallOptions = {}): Promise<PruneView> {
     // A prune may take a while; it has no deadline of its own, and aborting cancels it at the next object.

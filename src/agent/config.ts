@@ -215,6 +215,10 @@ export interface AgentConfigInput {
     /** Cap on the engine's own copy of a task's output. Default "1m". */
     maxSize?: SizeInput;
   };
+  artifacts?: {
+    /** Cap on what is kept of a task's `collect` paths at its end; past it they are cut at a file boundary. Default "64m". */
+    maxBytes?: SizeInput;
+  };
   reconcile?: {
     /** Whether dangling containers are removed. Default true. */
     enabled?: boolean;
@@ -334,6 +338,7 @@ export interface AgentConfig {
   readonly logs: { readonly maxFileBytes: number; readonly maxFiles: number };
   readonly files: { readonly maxCount: number; readonly maxBytes: number; readonly uploadMaxBytes: number; readonly uploadTtlMs: number };
   readonly engineLog: { readonly maxSizeBytes: number };
+  readonly artifacts: { readonly maxBytes: number };
   readonly reconcile: { readonly enabled: boolean; readonly periodMs: number; readonly creationGraceMs: number; readonly orphanGraceMs: number; readonly dryRun: boolean };
   /** `scheduleMs` undefined means scheduled prunes are off. */
   readonly prune: { readonly scheduleMs?: number; readonly imageBudgetBytes?: number; readonly exemptImages: readonly string[] };
@@ -419,6 +424,7 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'files.uploadMaxSize': 'size',
   'files.uploadTtl': 'duration',
   'engineLog.maxSize': 'size',
+  'artifacts.maxBytes': 'size',
   'tasks.relistPeriod': 'duration',
   'reconcile.enabled': 'boolean',
   'reconcile.period': 'duration',
@@ -487,6 +493,7 @@ export const CONFIG_BOUNDS = Object.freeze({
   'files.uploadMaxSize': { minBytes: 1, maxBytes: MAX_SIZE_BYTES },
   'files.uploadTtl': { minMs: 1000, maxMs: DURATION_LIMITS.timerMs },
   'engineLog.maxSize': SPEC_BOUNDS.logMaxSize,
+  'artifacts.maxBytes': { minBytes: 4096, maxBytes: MAX_SIZE_BYTES },
   'reconcile.period': RECONCILE_OPTION_BOUNDS.period,
   'reconcile.creationGrace': RECONCILE_OPTION_BOUNDS.creationGrace,
   'reconcile.orphanGrace': RECONCILE_OPTION_BOUNDS.orphanGrace,
@@ -571,6 +578,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     logs: { maxFileSize: '10m', maxFiles: 2 },
     files: { maxCount: 100, maxBytes: '512k', uploadMaxSize: '1g', uploadTtl: '1h' },
     engineLog: { maxSize: '1m' },
+    artifacts: { maxBytes: '64m' },
     reconcile: {},
     prune: { schedule: 'off', exemptImages: [] },
     retention: { maxAge: '7d', maxCount: 10_000, diskWatermark: '90%', interval: '1m' },
@@ -809,6 +817,7 @@ function buildSchema(host: HostFacts) {
       uploadTtl: duration('1h', CONFIG_BOUNDS['files.uploadTtl']),
     }),
     engineLog: section({ maxSize: size('1m', CONFIG_BOUNDS['engineLog.maxSize']) }),
+    artifacts: section({ maxBytes: size('64m', CONFIG_BOUNDS['artifacts.maxBytes']) }),
     // The reconciler's own option fields: the same rule (and default) as the library's.
     reconcile: section({
       enabled: RECONCILE_OPTION_FIELDS.enabled,
@@ -1068,6 +1077,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     logs: { maxFileBytes: c.logs.maxFileSize, maxFiles: c.logs.maxFiles },
     files: { maxCount: c.files.maxCount, maxBytes: c.files.maxBytes, uploadMaxBytes: c.files.uploadMaxSize, uploadTtlMs: c.files.uploadTtl },
     engineLog: { maxSizeBytes: c.engineLog.maxSize },
+    artifacts: { maxBytes: c.artifacts.maxBytes },
     reconcile: { enabled: c.reconcile.enabled, periodMs: c.reconcile.period, creationGraceMs: c.reconcile.creationGrace, orphanGraceMs: c.reconcile.orphanGrace, dryRun: c.reconcile.dryRun },
     prune: {
       ...(c.prune.schedule !== undefined ? { scheduleMs: c.prune.schedule } : {}),

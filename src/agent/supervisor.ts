@@ -23,6 +23,7 @@ import { HealthWatch } from './health-watch.js';
 import type { UsageSampler } from './usage.js';
 import { restoreRegistrySecrets, separateRegistrySecrets } from '../spec/registry-auth.js';
 import { sameSecret, type SecretSealer } from './secret-box.js';
+import type { ArtifactStore } from './artifacts.js';
 
 /** Where a task's output resumes, and whether it was cut (then it is not read again). */
 interface OutputStart {
@@ -62,6 +63,8 @@ export interface SupervisorDeps {
    * spec holds them redacted. Without one, a spec with inline credentials is refused.
    */
   secrets?: SecretSealer;
+  /** Where a task's `collect` paths are kept at its end, and the size limit in force (`artifacts.maxBytes`). None: nothing is collected. */
+  artifacts?: { store: ArtifactStore; maxBytes: () => number };
 }
 
 /** The outcome of a submit: the task, and whether this submit created it (false: the same task was submitted before). */
@@ -347,6 +350,7 @@ export class TaskSupervisor {
   /** What removing an ended task removes besides its record: its output files (and ends their followers). */
   async #removeOutput(taskId: string): Promise<void> {
     await this.#deps.logs.remove(taskId);
+    await this.#deps.artifacts?.store.remove(taskId);
   }
 
   /**
@@ -737,11 +741,27 @@ export class TaskSupervisor {
       // Before the end, so that whoever sees the end (the view, metrics) sees the usage too. Under a restart
       // policy it is the last attempt's (each attempt is a container of its own, with its own cgroup).
       await this.#recordUsage(taskId, taskEnd);
+      // Whatever the end (a failed run's reports most of all), before the container goes.
+      await this.#collectArtifacts(taskId, handle);
       // The engine's finish time: a task that ended while the agent was down did not end at recovery.
       if (!(await this.#recordEnd(taskId, taskEnd, handle.finishedAt?.getTime()))) return;
       await handle.destroy().catch((error: unknown) => this.#removeLater(taskId, handle, asBerthError(error)));
     })().finally(() => this.#deps.usage?.forget(taskId));
     return this.#track(work);
+  }
+
+  /** Collects an ended task's `collect` paths (src/agent/artifacts.ts); a failure is logged, and the end goes on. */
+  async #collectArtifacts(taskId: string, handle: TaskHandle): Promise<void> {
+    const artifacts = this.#deps.artifacts;
+    if (!artifacts || handle.spec.collect.length === 0 || this.#closing.signal.aborted) return;
+    try {
+      const record = await artifacts.store.collect(taskId, handle, artifacts.maxBytes(), this.#closing.signal);
+      this.#deps.store.tasks.setArtifacts(taskId, record);
+    } catch (error) {
+      const { code } = asBerthError(error);
+      this.#deps.logger.warn({ taskId, code }, 'could not collect the artifacts of an ended task');
+      this.#deps.onError?.(code);
+    }
   }
 
   /** Records what an ended task used, from the sampler's readings; a store that cannot take it is logged, and the end goes on. */

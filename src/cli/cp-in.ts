@@ -49,10 +49,3 @@ export async function copyIntoTask(client: AgentClient, local: string, taskId: s
     await client.copyIn(taskId, '/', packLocalPath(local, normalized));
   }
 }
-
-/** Splits `TASK:PATH` at its first colon; undefined when the argument names no task. */
-export function taskPathOf(argument: string): { taskId: string; path: string } | undefined {
-  const at = argument.indexOf(':');
-  if (at <= 0 || argument.startsWith('/') || argument.startsWith('.')) return undefined;
-  return { taskId: argument.slice(0, at), path: argument.slice(at + 1) };
-}

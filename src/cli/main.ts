@@ -3,7 +3,6 @@ import { BERTH_VERSION } from '../common/version.js';
 import { errorLine } from './output.js';
 import { EXIT, exitCodeForError } from './exit-codes.js';
 import { addAgentCommand } from './agent.js';
-import { addCpCommand } from './cp.js';
 import { addExecCommand } from './exec.js';
 import { addPruneCommand } from './prune.js';
 import { addRunCommand, type CliIo } from './run.js';
@@ -32,7 +31,6 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
   addAgentCommand(program, io, setExitCode);
   addTaskCommands(program, io, setExitCode);
   addPruneCommand(program, io, setExitCode);
-  addCpCommand(program, io, setExitCode);
   return program;
 }
 

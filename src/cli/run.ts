@@ -19,6 +19,7 @@ import { commandFailureLine, EXIT, exitCodeForEnd } from './exit-codes.js';
 import { startTerminalSession } from './terminal.js';
 import { exitCodeForSignal, type Interrupts } from './interrupts.js';
 import { errorLine } from './output.js';
+import { collectFromHandle, collectPathForAgent, parseCollectFlag } from './cp.js';
 import {
   collect,
   healthcheckFromFlags,
@@ -57,6 +58,8 @@ export interface CliIo {
 interface RunFlags extends HealthFlags {
   /** `--copy LOCAL:PATH` values (cp-in.ts): placed before the task starts. */
   copy?: string[];
+  /** `--collect PATH[:LOCAL]`: copied out after the end, before the container is removed (src/cli/cp.ts). */
+  collect?: string[];
   memory?: string;
   cpus?: string;
   pidsLimit?: string;
@@ -186,6 +189,8 @@ export function specFromRunFlags(image: string, command: readonly string[], flag
   const healthcheck = healthcheckFromFlags(flags);
   if (healthcheck !== undefined) spec.healthcheck = healthcheck;
   addSandboxFlags(spec, flags, target);
+  // Through the agent the paths become the spec's `collect` (kept with the task; berth cp reads them).
+  if (target === 'agent' && (flags.collect?.length ?? 0) > 0) spec.collect = (flags.collect ?? []).map((flag) => collectPathForAgent(flag));
   return spec;
 }
 
@@ -217,6 +222,7 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
     .option('-m, --memory <size>', 'memory limit with a unit, e.g. 512m or 1g (swap disabled); 0 for no limit')
     .option('--cpus <n>', 'CPUs, e.g. 0.5; 0 for no limit')
     .option('--pids-limit <n>', 'maximum number of processes; 0 for no limit')
+    .option('--collect <PATH[:LOCAL]>', 'after the task ends (whatever its end), copy PATH out of its container to LOCAL (default ./<basename>), as docker cp does (repeatable)', collect, [])
     .option('-e, --env <KEY=VALUE>', 'set an environment variable (repeatable; KEY alone passes berth\'s own)', collect, [])
     .option('--env-file <file>', 'read environment variables from a file of KEY=VALUE lines (# comments; KEY alone passes berth\'s own; repeatable; -e overrides)', collect, [])
     .option('-w, --workdir <dir>', 'working directory inside the container')
@@ -298,6 +304,7 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
     // Named by the flags that set the fields (`-m/--memory`, not `resources.memory`).
     throw withFlagNames(error);
   }
+  for (const flag of flags.collect ?? []) parseCollectFlag(flag);
   // Nothing is made before this answers: a signal meanwhile exits at once.
   await engine.checkCompatible();
 
@@ -357,6 +364,8 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
   } finally {
     endTerminalSession();
     try {
+      // Whatever the end (a failed run's reports most of all), before the container goes.
+      if (handle && (flags.collect?.length ?? 0) > 0) await collectFromHandle(io, handle, flags.collect ?? []);
       if (handle && !flags.keep) await handle.destroy();
       if (handle) removed = true;
       // A create that timed out may still land in a wedged engine: wait out the guard before exiting.

@@ -8,6 +8,7 @@ import { addLogsCommand } from './logs.js';
 import { addPsCommand } from './ps.js';
 import type { CliIo } from './run.js';
 import { addStopAndRemoveCommands } from './stop-remove.js';
+import { addCpCommand } from './cp.js';
 import { addSubmitCommand } from './submit.js';
 
 /** Registers the commands that talk to a running agent (see client.ts), one module each. */
@@ -21,4 +22,5 @@ export function addTaskCommands(program: Command, io: CliIo, setExitCode: (code:
   addAttachCommand(program, io, setExitCode);
   addImagesCommand(program, io, setExitCode);
   addEventsCommand(program, io, setExitCode);
+  addCpCommand(program, io, setExitCode);
 }

@@ -669,6 +669,39 @@ export class Engine {
   }
 
   /**
+   * A tar stream of `path` in the container (docker's GET /containers/{id}/archive, what `docker cp`
+   * reads), on a running or a stopped container. The deadline covers the opening; the caller's
+   * signal closes the stream. A missing path is BERTH_ENGINE_NOT_FOUND with context `missing: 'path'`
+   * (a missing container: `missing: 'container'`), told apart by inspecting the container.
+   */
+  async getArchive(id: string, path: string, options: CallOptions = {}): Promise<Readable> {
+    try {
+      return await this.#openStream('container archive', this.#deadlines.writeMs, options, (connection) =>
+        new Promise<Readable>((resolve, reject) => {
+          this.#docker.modem.dial(
+            {
+              path: `/containers/${id}/archive?`,
+              method: 'GET',
+              isStream: true,
+              abortSignal: connection,
+              statusCodes: { 200: true, 400: 'bad parameter', 404: 'no such container or path', 500: 'server error' },
+              options: { path },
+            },
+            (error, result) => (error ? reject(error) : resolve(failWhenCut(result as Readable, 'container archive'))),
+          );
+        }),
+      { id, path });
+    } catch (error) {
+      if (!(error instanceof BerthError) || error.code !== 'BERTH_ENGINE_NOT_FOUND') throw error;
+      const containerExists = await this.inspectContainer(id, { signal: options.signal }).then(() => true, () => false);
+      throw new BerthError('BERTH_ENGINE_NOT_FOUND', containerExists ? `no such path in the container: ${path}` : `no such container: ${id}`, {
+        cause: error,
+        context: { id, path, missing: containerExists ? 'path' : 'container' },
+      });
+    }
+  }
+
+  /**
    * Streams resource samples. The engine sends one a second; a consumer that reads slowly gets the
    * newest sample, not a backlog (samples in between are dropped).
    */

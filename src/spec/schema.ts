@@ -24,6 +24,9 @@ export type { CountBounds } from '../common/units.js';
  * Floors are the engine's or the kernel's own where they have one, so that the engine never refuses
  * a spec berth accepted; ceilings keep each value exact and within what holds it.
  */
+/** The most paths a spec's `collect` may name. */
+export const COLLECT_MAX_PATHS = 32;
+
 export const SPEC_BOUNDS = Object.freeze({
   /** Held by setLongTimeout, so a year-long limit fires after a year, not at once. */
   timeout: { minMs: 1, maxMs: DURATION_LIMITS.longMs },
@@ -513,6 +516,15 @@ export const taskSpecSchema = z
     storageSize: bytes(SPEC_BOUNDS.storageSize).optional(),
     /** Files written into the container after create and before start: inline, or an upload's archive (src/spec/files.ts). */
     files: filesSchema.default([]),
+    /**
+     * Paths in the container to collect when the task ends (artifacts), whatever its end state,
+     * before its container is removed: absolute, distinct, at most 32, each at most 4096 characters.
+     */
+    collect: z
+      .array(absolutePath.max(4096, 'must be at most 4096 characters'))
+      .max(COLLECT_MAX_PATHS, `must name at most ${COLLECT_MAX_PATHS} paths`)
+      .refine((paths) => new Set(paths).size === paths.length, 'must not name a path twice')
+      .default([]),
   })
   .strict()
   .superRefine((spec, ctx) => {
@@ -637,6 +649,8 @@ export interface ResolvedTaskSpec {
   readonly storageSizeBytes?: number;
   /** Written into the container after create, before start. */
   readonly files: readonly ResolvedFile[];
+  /** Paths collected as artifacts when the task ends (empty: none). */
+  readonly collect: readonly string[];
 }
 
 /** What the caller's driver permits; the spec is checked against it. */
@@ -787,6 +801,7 @@ function compileTaskSpec(input: unknown, issues: readonly FieldIssue[]): Resolve
     cpuset: spec.cpuset,
     storageSizeBytes: spec.storageSize,
     files: resolveFiles(spec.files),
+    collect: spec.collect,
   };
   return deepFreeze(resolved);
 }

@@ -144,6 +144,16 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       db.exec('ALTER TABLE tasks ADD COLUMN sealed_secrets TEXT');
     },
   },
+  {
+    version: 10,
+    name: 'task artifacts',
+    up(db) {
+      // What was collected of the spec's `collect` paths at the task's end (JSON: tasks/files-out.ts
+      // ArtifactsRecord); NULL while it runs and for a task that collects nothing. The files are under
+      // the data directory (agent/artifacts.ts).
+      db.exec('ALTER TABLE tasks ADD COLUMN artifacts TEXT');
+    },
+  },
 ]);
 
 /** The newest schema version this build of berth knows. */

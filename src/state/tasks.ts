@@ -5,6 +5,7 @@ import { compareLogTimestamps, isLogTimestamp } from '../engine/log-entries.js';
 import { asDiskFull } from './disk-full.js';
 import type { TaskSpec } from '../spec/index.js';
 import type { EndKind, EndState } from '../tasks/end-state.js';
+import type { ArtifactsRecord } from '../tasks/files-out.js';
 import { AMBIGUOUS_CANDIDATES_SHOWN, ambiguousPrefixError } from '../tasks/id-prefix.js';
 import { logTransition, refusedTransition, TASK_STATES, UNENDED_STATES, type TaskState } from '../tasks/lifecycle.js';
 
@@ -100,6 +101,8 @@ export interface TaskRecord {
   readonly usage?: Readonly<TaskUsage>;
   /** Why no usage was recorded at its end, when it ran but none could be read. */
   readonly usageMissing?: string;
+  /** What was collected of the spec's `collect` paths at its end (agent/artifacts.ts); undefined before, and when it collects nothing. */
+  readonly artifacts?: Readonly<ArtifactsRecord>;
   readonly submittedAtMs: number;
   /** When admission let it start (the move to `starting`). */
   readonly admittedAtMs?: number;
@@ -224,6 +227,7 @@ interface TaskRow {
   attempts: string | null;
   restart_at_ms: number | null;
   sealed_secrets: string | null;
+  artifacts: string | null;
 }
 
 
@@ -260,6 +264,7 @@ function toRecord(row: TaskRow): TaskRecord {
     pausedForMs: row.paused_ms,
     ...(row.health === null ? {} : { health: JSON.parse(row.health) as TaskHealth }),
     ...usageFields(row.usage),
+    ...(row.artifacts === null || row.artifacts === undefined ? {} : { artifacts: JSON.parse(row.artifacts) as ArtifactsRecord }),
     submittedAtMs: row.submitted_at_ms,
     ...(row.admitted_at_ms === null ? {} : { admittedAtMs: row.admitted_at_ms }),
     ...(row.started_at_ms === null ? {} : { startedAtMs: row.started_at_ms }),
@@ -672,6 +677,19 @@ export class TaskRepository {
       if (!row) throw missingError(taskId);
       if (row.usage === null) {
         this.#db.prepare('UPDATE tasks SET usage = ?, updated_at_ms = ? WHERE id = ?').run(JSON.stringify(outcome), this.#nowMs(), taskId);
+      }
+      return toRecord(this.#select.get(taskId)!);
+    });
+    return asDiskFull(() => run.immediate());
+  }
+
+  /** Records what was collected of the task's `collect` paths at its end; the first record stands. */
+  setArtifacts(taskId: string, artifacts: ArtifactsRecord): TaskRecord {
+    const run = this.#db.transaction((): TaskRecord => {
+      const row = this.#select.get(taskId);
+      if (!row) throw missingError(taskId);
+      if (row.artifacts === null) {
+        this.#db.prepare('UPDATE tasks SET artifacts = ?, updated_at_ms = ? WHERE id = ?').run(JSON.stringify(artifacts), this.#nowMs(), taskId);
       }
       return toRecord(this.#select.get(taskId)!);
     });

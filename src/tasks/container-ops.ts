@@ -19,6 +19,7 @@ export type ContainerEngine = Pick<
   | 'attachContainer'
   | 'containerLogs'
   | 'streamStats'
+  | 'getArchive'
   | 'exec'
   | 'pauseContainer'
   | 'unpauseContainer'

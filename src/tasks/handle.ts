@@ -14,6 +14,7 @@ import { AttachedOutput } from './attached-output.js';
 import { EndWatch, type EndHint } from './end-watch.js';
 import { awaitHealthy } from './health.js';
 import { Lifecycle, type PhaseChange, type TaskPhase } from './lifecycle.js';
+import { collectArtifacts, copyOut, type ArtifactSink, type ArtifactsRecord } from './files-out.js';
 
 /** Pauses before each new read of an exited task's OOM flag (see #oomFlagSettled). */
 const OOM_FLAG_REREADS_MS = [100, 200, 400] as const;
@@ -258,6 +259,25 @@ export class TaskHandle implements AsyncDisposable {
   exec(options: ExecOptions, signal?: AbortSignal): Promise<ExecSession> {
     this.#requirePhase('exec', 'running');
     return this.#deps.engine.exec(this.containerId, options, { signal, retry: this.#deps.retryPolicy });
+  }
+
+  /**
+   * A tar stream of `path` in the task's container, as `docker cp` reads it: while it runs or after
+   * it ended, until `destroy()` removes the container. A missing path rejects with
+   * BERTH_ENGINE_NOT_FOUND (context `missing: 'path'`).
+   */
+  copyOut(path: string, signal?: AbortSignal): Promise<Readable> {
+    if (this.#destroying !== undefined) return Promise.reject(new BerthError('BERTH_TASK_STATE', `task ${this.taskId} is removed: its files are gone`, { context: { taskId: this.taskId } }));
+    return copyOut(this.#deps.engine, this.containerId, path, signal);
+  }
+
+  /**
+   * Collects `paths` (default: the spec's `collect`) from the container into one sink per path,
+   * within `maxBytes` in all (src/tasks/files-out.ts). Call it after `wait()` and before `destroy()`,
+   * whatever the end state.
+   */
+  collectArtifacts(options: { maxBytes: number; open: (path: string, index: number) => ArtifactSink; paths?: readonly string[]; signal?: AbortSignal }): Promise<ArtifactsRecord> {
+    return collectArtifacts(this.#deps.engine, this.containerId, options.paths ?? this.spec.collect, options);
   }
 
   /** Resource samples while the task runs; a slow consumer gets the newest, not a backlog. */

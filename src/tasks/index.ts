@@ -15,3 +15,5 @@ export { TASK_STATES, hasEnded } from './lifecycle.js';
 export type { TaskState, TaskPhase, PhaseChange } from './lifecycle.js';
 export { DEFAULT_RETRY_POLICY } from './container-ops.js';
 export type { RetryPolicy, ContainerEngine } from './container-ops.js';
+export { collectArtifacts, copyOut } from './files-out.js';
+export type { ArtifactsRecord, ArtifactSink, ArchiveEngine } from './files-out.js';

@@ -278,6 +278,7 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
       '/v1/tasks',
       '/v1/tasks/{id}',
       '/v1/tasks/{id}/archive',
+      '/v1/tasks/{id}/artifacts',
       '/v1/tasks/{id}/attach',
       '/v1/tasks/{id}/exec',
       '/v1/tasks/{id}/kill',

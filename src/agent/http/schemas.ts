@@ -186,6 +186,27 @@ export const taskViewSchema: JsonSchema = {
     restartAt: { ...isoTime, description: 'While it waits for its next attempt (state starting): when that attempt is due.' },
     health: taskHealthSchema,
     usage: { ...usageSchema, description: 'What the task used (CPU time, peak memory, throttling), recorded at its end; absent while it runs and for a task that never ran.' },
+    artifacts: {
+      type: 'object',
+      description: 'What was kept of the spec\'s `collect` paths at the task\'s end, within `artifacts.maxBytes` (GET /v1/tasks/:id/artifacts downloads them); absent before its end and for a task that collects nothing.',
+      required: ['bytes', 'paths'],
+      additionalProperties: false,
+      properties: {
+        bytes: { type: 'integer', minimum: 0, description: 'Bytes kept (tar entries).' },
+        paths: { type: 'array', items: { type: 'string' }, description: 'The paths collected, whole or in part.' },
+        missing: { type: 'array', items: { type: 'string' }, description: 'Paths the container did not have.' },
+        truncated: {
+          type: 'array',
+          description: 'Paths cut at the size limit, at a file boundary: `cutAt` is the first entry left out (it and everything after it in that path).',
+          items: { type: 'object', required: ['path', 'cutAt'], additionalProperties: false, properties: { path: { type: 'string' }, cutAt: { type: 'string' } } },
+        },
+        failed: {
+          type: 'array',
+          description: 'Paths that could not be read (the engine failed), with the error code.',
+          items: { type: 'object', required: ['path', 'code'], additionalProperties: false, properties: { path: { type: 'string' }, code: { type: 'string' } } },
+        },
+      },
+    },
     usageMissing: { type: 'string', description: 'Why no usage was recorded for a task that ran (its cgroup was not readable, or it ended before the first reading or while the agent was down).' },
   },
 };
@@ -769,6 +790,46 @@ export const API_ROUTES: readonly ApiRoute[] = [
       503: errors.unavailable,
     },
     stream: { status: 200, contentType: 'application/x-ndjson', description: 'One StatsRecord per line, as the engine samples the task\'s container.', itemSchema: statsRecordSchema },
+  },
+  {
+    method: 'GET',
+    url: '/v1/tasks/:id/artifacts',
+    operationId: 'taskArtifacts',
+    summary:
+      'An ended task\'s artifacts (its spec\'s `collect` paths, collected at its end within `artifacts.maxBytes`) as one tar stream, each path\'s entries named as `docker cp` names them (from the path\'s base name); `path`: one collected path only. The task view\'s `artifacts` lists what was kept, missing and cut.',
+    params: taskIdParamsSchema,
+    querystring: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { path: { type: 'string', pattern: '^/', maxLength: 4096, description: 'Only this collected path (as the spec names it).' } },
+    },
+    responses: {
+      400: errors.badRequest,
+      401: errors.unauthorized,
+      404: { description: 'No such task (BERTH_TASK_NOT_FOUND), or the task has no such collected path (BERTH_ENGINE_NOT_FOUND).', schema: errorBodySchema },
+      409: { description: 'The task has not ended (BERTH_TASK_STATE); or several tasks start with this id prefix (BERTH_TASK_AMBIGUOUS).', schema: errorBodySchema },
+    },
+    stream: { status: 200, contentType: 'application/x-tar', description: 'A tar archive (empty when nothing was kept).' },
+  },
+  {
+    method: 'GET',
+    url: '/v1/tasks/:id/archive',
+    operationId: 'taskArchive',
+    summary: 'A tar stream of `path` in a running task\'s container, as `docker cp TASK:PATH -` reads it (the entries are named from the path\'s base name). An ended task\'s files are its artifacts.',
+    params: taskIdParamsSchema,
+    querystring: {
+      type: 'object',
+      additionalProperties: false,
+      properties: { path: { type: 'string', pattern: '^/', maxLength: 4096, description: 'An absolute path in the container (required).' } },
+    },
+    responses: {
+      400: errors.badRequest,
+      401: errors.unauthorized,
+      404: { description: 'No such task (BERTH_TASK_NOT_FOUND), or no such path in its container (BERTH_ENGINE_NOT_FOUND).', schema: errorBodySchema },
+      409: { description: 'The task is not running (BERTH_TASK_STATE); or several tasks start with this id prefix (BERTH_TASK_AMBIGUOUS).', schema: errorBodySchema },
+      503: errors.unavailable,
+    },
+    stream: { status: 200, contentType: 'application/x-tar', description: 'A tar archive.' },
   },
   {
     method: 'GET',

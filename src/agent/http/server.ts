@@ -28,6 +28,8 @@ import { registerExecRoutes, type ExecEngine } from './exec-route.js';
 import { registerFilesRoutes } from './files-route.js';
 import type { UploadStore } from '../uploads.js';
 import { attachRoutes, closeWebSocketsGoingAway } from './attach-route.js';
+import { artifactHandlers } from './artifacts-route.js';
+import type { ArtifactStore } from '../artifacts.js';
 
 /**
  * What the HTTP layer uses of the agent runtime: a narrow port (an `AgentRuntime` is one), so that
@@ -35,9 +37,11 @@ import { attachRoutes, closeWebSocketsGoingAway } from './attach-route.js';
  */
 export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | 'started' | 'onError' | 'engineHealth'> {
   /** The engine: the stats of a task's container (`GET /v1/tasks/:id/stats`), exec in it, and attach to it. */
-  readonly engine: Pick<Engine, 'streamStats' | 'attachContainer'> & ExecEngine & Partial<Pick<Engine, 'putArchive'>>;
+  readonly engine: Pick<Engine, 'streamStats' | 'attachContainer' | 'getArchive'> & ExecEngine & Partial<Pick<Engine, 'putArchive'>>;
   /** Uploaded archives for specs' `files: [{ upload }]` (`POST /v1/uploads`); without it, uploads are refused. */
   readonly uploads?: Pick<UploadStore, 'receive'>;
+  /** Tasks' kept artifacts (`GET /v1/tasks/:id/artifacts`). */
+  readonly artifacts: Pick<ArtifactStore, 'open'>;
   readonly store: { readonly tasks: Pick<TaskRepository, 'get' | 'list' | 'counts' | 'resolve'> & Partial<Pick<TaskRepository, 'countUnhealthy'>>; sizeBytes?(): number };
   readonly supervisor: Pick<TaskSupervisor, 'submit' | 'stop' | 'remove' | 'isEnded' | 'tasksWaitingForEngine' | 'pause' | 'unpause' | 'kill' | 'wait'>;
   readonly logs: Pick<TaskLogStore, 'read' | 'follow'> & { readonly space: Pick<DiskSpace, 'condition' | 'check'> };
@@ -331,6 +335,8 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
       reply.type('application/x-ndjson').header('cache-control', 'no-store');
       return sendStream(reply, ndjsonStream(all), () => abort.abort());
     },
+
+    ...artifactHandlers({ visibleTask, engine: runtime.engine, artifacts: runtime.artifacts, sendStream }),
 
     async listImages() {
       return { images: runtime.imageSnapshot().images.map(toImageView) };

@@ -3,6 +3,7 @@ import type { BerthError } from '../../common/errors.js';
 import { ValidationError } from '../../common/errors.js';
 import type { ImageSnapshot } from '../../images/index.js';
 import type { StoredEndState, StoredTaskSpec, TaskAttempt, TaskRecord, TaskState, TaskUsage } from '../../state/tasks.js';
+import type { ArtifactsRecord } from '../../tasks/files-out.js';
 
 /**
  * What the API shows and the client returns (the view types), and the functions that turn the
@@ -40,6 +41,8 @@ export interface TaskView {
   usage?: TaskUsage;
   /** Why no usage was recorded for a task that ran. */
   usageMissing?: string;
+  /** What was kept of its spec's `collect` paths at its end (GET /v1/tasks/:id/artifacts); absent before, and for a task that collects nothing. */
+  artifacts?: ArtifactsRecord;
 }
 
 /** One attempt of a task under a restart policy: one container. */
@@ -119,6 +122,7 @@ export function toTaskView(record: TaskRecord, nowMs: number = Date.now()): Task
   }
   if (record.usage !== undefined) view.usage = { ...record.usage };
   if (record.usageMissing !== undefined) view.usageMissing = record.usageMissing;
+  if (record.artifacts !== undefined) view.artifacts = structuredClone(record.artifacts) as ArtifactsRecord;
   return view;
 }
 

@@ -64,6 +64,7 @@ describe('loadAgentConfig: defaults', () => {
     assert.deepEqual(config.images, { removeDelayMs: 180_000, cleanup: true, pullActivityTimeoutMs: 120_000 });
     assert.deepEqual(config.logs, { maxFileBytes: 10 * MiB, maxFiles: 2 });
     assert.deepEqual(config.engineLog, { maxSizeBytes: MiB });
+    assert.deepEqual(config.artifacts, { maxBytes: 64 * MiB });
     assert.deepEqual(config.reconcile, { enabled: true, periodMs: 300_000, creationGraceMs: 300_000, orphanGraceMs: 300_000, dryRun: false });
     assert.deepEqual(config.prune, { exemptImages: [] });
     assert.equal(config.file, undefined);
@@ -205,6 +206,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       BERTH_FILES_MAX_BYTES: '100k',
       BERTH_FILES_UPLOAD_MAX_SIZE: '2g',
       BERTH_FILES_UPLOAD_TTL: '30m',
+      BERTH_ARTIFACTS_MAX_BYTES: '8m',
       BERTH_TASKS_RELIST_PERIOD: '2s',
       BERTH_RECONCILE_ENABLED: 'false',
       BERTH_RECONCILE_PERIOD: '10m',
@@ -256,6 +258,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       logs: { maxFileBytes: 100 * 1024, maxFiles: 1 },
       files: { maxCount: 10, maxBytes: 100 * 1024, uploadMaxBytes: 2 * GiB, uploadTtlMs: 1_800_000 },
       engineLog: { maxSizeBytes: 2 * MiB },
+      artifacts: { maxBytes: 8 * MiB },
       reconcile: { enabled: false, periodMs: 600_000, creationGraceMs: 60_000, orphanGraceMs: 90_000, dryRun: true },
       prune: { scheduleMs: 43_200_000, imageBudgetBytes: 5 * GiB, exemptImages: ['a:1', 'b:2'] },
       retention: { maxAgeMs: 2 * 86_400_000, maxCount: 500, diskWatermark: 0.8, intervalMs: 30_000 },

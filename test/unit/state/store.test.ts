@@ -51,6 +51,7 @@ describe('openStore: schema and pragmas', () => {
       { version: 7, name: 'restart attempts' },
       { version: 8, name: 'task health' },
       { version: 9, name: 'sealed task secrets' },
+      { version: 10, name: 'task artifacts' },
     ]);
   });
 

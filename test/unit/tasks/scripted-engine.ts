@@ -224,6 +224,7 @@ export class ScriptedEngine implements ContainerEngine {
   readonly attachContainer = unscripted('attachContainer');
   readonly containerLogs = unscripted('containerLogs');
   readonly streamStats = unscripted('streamStats');
+  readonly getArchive = unscripted('getArchive');
   readonly exec = unscripted('exec');
   readonly pauseContainer = unscripted('pauseContainer');
   readonly putArchive = unscripted('putArchive');

@@ -112,6 +112,15 @@ function fakeRuntime(options: FakeOptions = {}) {
       attachContainer: async () => {
         throw new BerthError('BERTH_ENGINE_UNAVAILABLE', 'no engine in this test');
       },
+      // Archives are proven against the real engine (test/integration/files-out.test.ts).
+      getArchive: async () => {
+        throw new BerthError('BERTH_ENGINE_UNAVAILABLE', 'no engine in this test');
+      },
+    },
+    artifacts: {
+      open: async () => {
+        throw new BerthError('BERTH_ENGINE_UNAVAILABLE', 'no artifacts in this test');
+      },
     },
     logs: {
       space: { condition: options.disk ?? 'ok', check: async () => options.disk ?? 'ok' },
@@ -331,7 +340,7 @@ describe('task id prefixes and list order', () => {
     type Operation = { parameters?: Array<{ name: string; in: string; description?: string }>; responses: Record<string, { description: string }> };
     const document = buildOpenApiDocument() as { paths: Record<string, Record<string, Operation>> };
     const taskRoutes = Object.entries(document.paths).filter(([url]) => url.startsWith('/v1/tasks/{id}'));
-    assert.equal(taskRoutes.length, 11);
+    assert.equal(taskRoutes.length, 12);
     for (const [url, operations] of taskRoutes) {
       for (const [method, operation] of Object.entries(operations)) {
         const id = operation.parameters?.find((p) => p.name === 'id' && p.in === 'path');
