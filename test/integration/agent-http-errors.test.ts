@@ -8,7 +8,7 @@ import { Engine } from '../../src/engine/engine.js';
 import { API_ROUTES, MAX_PARAM_LENGTH, TASK_ID_MAX_LENGTH } from '../../src/agent/http/schemas.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
 import { berth, startServedAgent, type ServedAgent } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { assertBerthError, rawExchange, rawRequest, type Target } from '../support/http.js';
 
 const engine = new Engine();
@@ -44,11 +44,11 @@ describe('the agent API: one error shape, no coercion, every accepted id reachab
   test('the longest accepted id (128 characters) reaches every route that takes an id', async () => {
     const id = idOfLength(TASK_ID_MAX_LENGTH, 'longest');
     assert.equal(id.length, 128);
-    const created = await agent.client.submit({ id, spec: spec(['sleep', '30']) });
+    const created = await agent.client.submit({ id, spec: { ...spec(['sleep', '30']), collect: ['/tmp/copied'] } });
     assert.equal(created.id, id);
     // Every route with an id parameter, from the router's own table: a new one fails here until it is covered.
     const withId = API_ROUTES.filter((route) => route.url.includes(':id')).map((route) => route.operationId).sort();
-    assert.deepEqual(withId, ['attachTask', 'copyIntoTask', 'execTask', 'execTaskSocket', 'getTask', 'killTask', 'pauseTask', 'removeTask', 'stopTask', 'taskLogs', 'taskStats', 'unpauseTask', 'waitTask']);
+    assert.deepEqual(withId, ['attachTask', 'copyIntoTask', 'execTask', 'execTaskSocket', 'getTask', 'killTask', 'pauseTask', 'removeTask', 'stopTask', 'taskArchive', 'taskArtifacts', 'taskLogs', 'taskStats', 'unpauseTask', 'waitTask']);
     assert.equal((await agent.client.get(id)).id, id);
     const logs = [];
     for await (const record of agent.client.logs(id)) logs.push(record);
@@ -68,6 +68,7 @@ describe('the agent API: one error shape, no coercion, every accepted id reachab
     assert.equal(samples.length, 1);
     await agent.client.copyIn(id, '/tmp', Readable.from([tarArchive([{ header: { name: 'copied', type: 'file', mode: 0o644 }, body: Buffer.from('in') }])]));
     assert.equal((await agent.client.execOnce(id, { cmd: ['cat', '/tmp/copied'] })).stdout, 'in');
+    assert.match((await readAll(await agent.client.archive(id, '/tmp/copied'))), /^copied\0[^]*\0in\0/);
     const attached = await agent.client.attach(id);
     attached.stdout.resume();
     attached.stderr.resume();
@@ -76,6 +77,7 @@ describe('the agent API: one error shape, no coercion, every accepted id reachab
     assert.equal((await agent.client.waitOnce(id, 0)).ended, false);
     assert.equal((await agent.client.stop(id)).id, id);
     await pollUntil('the stopped task to end', async () => ((await agent.client.get(id)).state === 'exited' ? true : undefined), { timeoutMs: 60_000, intervalMs: 100 });
+    assert.match((await readAll(await agent.client.artifacts(id))), /copied\0[^]*\0in\0/);
     // The same id with every character percent-encoded (three times as long) is still within the router's bound.
     const encoded = [...id].map((c) => `%${c.charCodeAt(0).toString(16).padStart(2, '0')}`).join('');
     assert.ok(encoded.length <= MAX_PARAM_LENGTH);
