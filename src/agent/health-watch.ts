@@ -130,7 +130,7 @@ export class HealthWatch {
    * an agent shutting down (the next agent waits on), changes nothing. Engine trouble is waited out.
    * Never rejects.
    */
-  async gate(handle: Pick<TaskHandle, 'taskId' | 'healthy'>, gate: HealthGate): Promise<void> {
+  async gate(handle: Pick<TaskHandle, 'taskId' | 'containerId' | 'healthy'>, gate: HealthGate): Promise<void> {
     const { signal, logger } = this.#deps;
     for (;;) {
       if (signal.aborted || !gate.isWaiting()) return;
@@ -142,6 +142,10 @@ export class HealthWatch {
       }
       if (signal.aborted || !gate.isWaiting()) return;
       if (verdict === undefined) {
+        // The healthy status is recorded before the move to running, so that whoever sees the task
+        // running sees it healthy too (the follower may not have read the engine's verdict yet).
+        await this.refresh(handle.taskId, handle.containerId);
+        if (signal.aborted || !gate.isWaiting()) return;
         this.#contained(handle.taskId, 'could not record the task running once healthy', () => gate.healthy());
         return;
       }

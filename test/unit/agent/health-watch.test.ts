@@ -93,7 +93,7 @@ describe('HealthWatch', () => {
       healthy: () => void outcomes.push('healthy'),
       unhealthy: async (error: BerthError) => void outcomes.push(`unhealthy ${error.code} ${String(error.context.reason)}`),
     });
-    const handle = (verdict: () => Promise<void>) => ({ taskId: 't1', healthy: verdict });
+    const handle = (verdict: () => Promise<void>) => ({ taskId: 't1', containerId: 'c1', healthy: verdict });
     await watch.gate(handle(async () => undefined), gateOf());
     await watch.gate(handle(async () => Promise.reject(new BerthError('BERTH_TASK_UNHEALTHY', 'sick', { context: { reason: 'unhealthy' } }))), gateOf());
     await watch.gate(handle(async () => Promise.reject(new BerthError('BERTH_TASK_UNHEALTHY', 'silent', { context: { reason: 'no-verdict' } }))), gateOf());
