@@ -452,12 +452,12 @@ export class TaskHandle implements AsyncDisposable {
       } catch (error) {
         if (!isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) this.#deps.logger.warn({ taskId: this.taskId, code: codeOf(error) }, 'could not read the OOM flag');
       }
-      // The engine sets the flag when the kernel's OOM event reaches it, which can come just after the
-      // exit it reports: a SIGKILL (137) that berth did not send, under a memory limit, is read again
-      // for a moment before it is taken for a plain kill.
-      if (!oomKilled && facts.oomKilled === undefined && exitCode === 137 && this.spec.resources.memoryBytes !== undefined && this.#stopIntent === undefined) {
-        oomKilled = await this.#oomFlagSettled();
-      }
+    }
+    // The engine sets the flag when the kernel's OOM event reaches it, which can come just after the
+    // exit it reports (also when the end was seen by an inspect): a SIGKILL (137) that berth did not
+    // send, under a memory limit, is read again for a moment before it is taken for a plain kill.
+    if (!oomKilled && exitCode === 137 && this.spec.resources.memoryBytes !== undefined && this.#stopIntent === undefined) {
+      oomKilled = await this.#oomFlagSettled();
     }
     // A stop under way may yet show that the task had ended before it was asked (see #stop); its
     // answer is waited for at most one read deadline, so a stop that hangs cannot hold the end.
