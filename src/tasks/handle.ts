@@ -17,7 +17,7 @@ import { Lifecycle, type PhaseChange, type TaskPhase } from './lifecycle.js';
 import { collectArtifacts, copyOut, type ArtifactSink, type ArtifactsRecord } from './files-out.js';
 
 /** Pauses before each new read of an exited task's OOM flag (see #oomFlagSettled). */
-const OOM_FLAG_REREADS_MS = [100, 200, 400] as const;
+const OOM_FLAG_REREADS_MS = [100, 200, 400, 800, 1500] as const;
 
 /** A task's pauses, as a recovering owner knows them: their length so far, and the current one's start. */
 export interface TaskPause {
@@ -480,7 +480,7 @@ export class TaskHandle implements AsyncDisposable {
     );
   }
 
-  /** The OOM flag read again a few times over about 700 ms; true as soon as the engine sets it. */
+  /** The OOM flag read again a few times over about 3 s (a loaded engine is slow to record it); true as soon as the engine sets it or announces the OOM. */
   async #oomFlagSettled(): Promise<boolean> {
     for (const waitMs of OOM_FLAG_REREADS_MS) {
       await sleep(waitMs, undefined, { ref: false });
