@@ -10,6 +10,16 @@ export const LABELS = {
   ownerId: `${LABEL_PREFIX}owner-id`,
   /** The start that created the container: only that start adopts it after a create whose answer was lost. */
   startAttempt: `${LABEL_PREFIX}start-attempt`,
+  /** The group a container, volume or network belongs to (its tasks, its infrastructure container, its shared volume and network). */
+  groupId: `${LABEL_PREFIX}group-id`,
+  /** A group task's name within its group. */
+  groupTask: `${LABEL_PREFIX}group-task`,
+  /**
+   * What a berth object other than a task container is for: `infra` (a group's infrastructure
+   * container, which owns the group's network namespace), `shared-dir` (a group's shared volume),
+   * `network` (a group's own network). Task containers carry none.
+   */
+  role: `${LABEL_PREFIX}role`,
   /**
    * The owner process labels below are written only on containers of short-lived owners (`berth
    * run`, a library driver): together they let anyone on the same host tell that the owner process
@@ -28,6 +38,10 @@ export const LABELS = {
   /** The owner's start time, field 22 of /proc/<pid>/stat (clock ticks after boot): a reused pid has another. */
   ownerStartTime: `${LABEL_PREFIX}owner-start-time`,
 } as const;
+
+/** The values of LABELS.role. */
+export const ROLES = { infra: 'infra', sharedDir: 'shared-dir', network: 'network' } as const;
+export type BerthRole = (typeof ROLES)[keyof typeof ROLES];
 
 /** Every container name berth gives starts with this. */
 export const CONTAINER_NAME_PREFIX = 'berth-';
@@ -72,4 +86,30 @@ export function parseContainerName(name: string): ContainerNameParts | undefined
   // At least one character of task id, and the separator before the owner id.
   if (ownerStart < 2 || rest[ownerStart - 1] !== '.') return undefined;
   return { taskId: rest.slice(0, ownerStart - 1), ownerId: rest.slice(ownerStart, lastDot) };
+}
+
+/** What a group's engine objects are named for: the group and its owner. */
+export interface GroupNameParts {
+  groupId: string;
+  ownerId: string;
+}
+
+/**
+ * The name of a group's infrastructure container: the container name of a task named
+ * `<group id>.infra` would be the same only if a task id contained `.infra`-suffixed owner parts,
+ * so the role is spelled into the owner part: `berth-<group id>.<owner id>-infra.<length>`.
+ * Derived from the pair, so a retried create finds its own container.
+ */
+export function infraContainerName(parts: GroupNameParts): string {
+  return containerNameForTask({ taskId: parts.groupId, ownerId: `${parts.ownerId}-infra` });
+}
+
+/** The name of a group's shared volume: `berth-<group id>.<owner id>.shared`. */
+export function groupVolumeName(parts: GroupNameParts): string {
+  return `${CONTAINER_NAME_PREFIX}${parts.groupId}.${parts.ownerId}.shared`;
+}
+
+/** The name of a group's own network: `berth-<group id>.<owner id>.net`. */
+export function groupNetworkName(parts: GroupNameParts): string {
+  return `${CONTAINER_NAME_PREFIX}${parts.groupId}.${parts.ownerId}.net`;
 }

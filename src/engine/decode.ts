@@ -16,6 +16,7 @@ import type {
   ImageInspect,
   ImageSummary,
   NetworkSummary,
+  PublishedPort,
   StatsSample,
   VolumeSummary,
   WaitResult,
@@ -60,6 +61,10 @@ export interface RawInspect {
     LogConfig?: { Type: string; Config?: Record<string, string> };
   };
   Mounts?: Array<{ Type: string; Source: string; Destination: string; RW: boolean; Propagation: string }>;
+  NetworkSettings?: {
+    Ports?: Record<string, Array<{ HostIp: string; HostPort: string }> | null> | null;
+    Networks?: Record<string, { Aliases?: string[] | null; IPAddress?: string }> | null;
+  } | null;
 }
 
 /** A container's inspect JSON as berth's ContainerInspect. */
@@ -97,6 +102,8 @@ export function containerInspectFromRaw(raw: RawInspect): ContainerInspect {
       logType: host.LogConfig?.Type ?? '',
       logConfig: host.LogConfig?.Config ?? {},
     },
+    publishedPorts: publishedPortsFromRaw(raw.NetworkSettings?.Ports),
+    networks: Object.entries(raw.NetworkSettings?.Networks ?? {}).map(([name, n]) => ({ name, aliases: n.Aliases ?? [], ipAddress: n.IPAddress ?? '' })),
     mounts: (raw.Mounts ?? []).map((m) => ({
       type: m.Type,
       source: m.Source,
@@ -308,4 +315,16 @@ export function versionFromRaw(raw: Dockerode.DockerVersion): EngineVersion {
 /** The body of POST /containers/{id}/wait. */
 export function waitResultFromRaw(raw: { StatusCode: number; Error?: { Message?: string } | null }): WaitResult {
   return { exitCode: raw.StatusCode, error: raw.Error?.Message || undefined };
+}
+
+/** The host ports the engine published, from NetworkSettings.Ports (`8080/tcp` → bindings; null: exposed, not published). */
+export function publishedPortsFromRaw(raw: Record<string, Array<{ HostIp: string; HostPort: string }> | null> | null | undefined): PublishedPort[] {
+  const ports: PublishedPort[] = [];
+  for (const [key, bindings] of Object.entries(raw ?? {})) {
+    const [port, protocol] = key.split('/');
+    for (const binding of bindings ?? []) {
+      ports.push({ container: Number(port), protocol: protocol === 'udp' ? 'udp' : 'tcp', hostIp: binding.HostIp, host: Number(binding.HostPort) });
+    }
+  }
+  return ports.sort((a, b) => a.container - b.container || a.protocol.localeCompare(b.protocol) || a.hostIp.localeCompare(b.hostIp));
 }

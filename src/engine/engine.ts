@@ -896,6 +896,37 @@ export class Engine {
     }
   }
 
+  /**
+   * Creates a bridge network with `labels`; internal: no route out. Idempotent by name: a network
+   * of that name that exists already (a retried create whose answer was lost) is returned as
+   * `existing` with its labels, for the caller to check it is its own.
+   */
+  async createNetwork(name: string, body: { labels: Record<string, string>; internal?: boolean }, options: CallOptions = {}): Promise<{ id: string; created: boolean; labels: Record<string, string> }> {
+    try {
+      const network = await this.#call('create network', this.#deadlines.writeMs, options, (abortSignal) =>
+        this.#docker.createNetwork({ Name: name, Driver: 'bridge', CheckDuplicate: true, Internal: body.internal ?? false, Labels: body.labels, abortSignal } as Dockerode.NetworkCreateOptions),
+      { network: name });
+      return { id: network.id, created: true, labels: body.labels };
+    } catch (error) {
+      if (!(error instanceof BerthError && error.code === 'BERTH_ENGINE_CONFLICT')) throw error;
+      const existing = await this.inspectNetwork(name, options);
+      return { id: existing.id, created: false, labels: existing.labels };
+    }
+  }
+
+  /** Connects a container to a network with DNS aliases; already connected counts as done. */
+  async connectNetwork(network: string, containerId: string, aliases: readonly string[], options: CallOptions = {}): Promise<void> {
+    try {
+      await this.#call('connect network', this.#deadlines.writeMs, options, (abortSignal) =>
+        this.#docker.getNetwork(network).connect({ Container: containerId, EndpointConfig: { Aliases: [...aliases] }, abortSignal } as Dockerode.NetworkConnectOptions),
+      { network, id: containerId });
+    } catch (error) {
+      // A retried connect whose first answer was lost: the endpoint exists (the engine says 403 "already exists").
+      if (error instanceof BerthError && error.code === 'BERTH_ENGINE_FORBIDDEN' && /already exists/i.test(error.message)) return;
+      throw error;
+    }
+  }
+
   /** Lists networks; `labels` (`key` or `key=value`, all must match) filter engine-side. */
   async listNetworks(filter: { labels?: string[] } = {}, options: CallOptions = {}): Promise<NetworkSummary[]> {
     const filters: Record<string, string[]> = {};
@@ -932,6 +963,32 @@ export class Engine {
     if (filter.dangling !== undefined) filters.dangling = [String(filter.dangling)];
     const raw = await this.#read('list volumes', options, (abortSignal) => this.#docker.listVolumes({ filters: JSON.stringify(filters), abortSignal } as Dockerode.VolumeListOptions));
     return (raw.Volumes ?? []).map(volumeFromRaw);
+  }
+
+  /**
+   * Creates a local volume with `labels`. The engine answers a create of an existing name with that
+   * volume, so a retry is idempotent; its labels are returned for the caller to check it is its own.
+   */
+  async createVolume(name: string, labels: Record<string, string>, options: CallOptions = {}): Promise<VolumeSummary> {
+    const raw = await this.#call('create volume', this.#deadlines.writeMs, options, (abortSignal) =>
+      this.#docker.createVolume({ Name: name, Driver: 'local', Labels: labels, abortSignal } as Dockerode.VolumeCreateOptions),
+    { volume: name });
+    return volumeFromRaw(raw as unknown as Parameters<typeof volumeFromRaw>[0]);
+  }
+
+  /**
+   * Imports a root filesystem tarball as an image (`docker import`): `repo:tag`, with `changes`
+   * (Dockerfile lines such as `LABEL k=v` or `CMD ["/pause"]`). Resolves once the engine has it.
+   */
+  async importImage(tar: Readable, ref: { repo: string; tag: string }, changes: readonly string[], options: CallOptions = {}): Promise<void> {
+    const stream = await this.#call('import image', this.#deadlines.writeMs, options, (abortSignal) =>
+      this.#docker.importImage(tar as NodeJS.ReadableStream, { repo: ref.repo, tag: ref.tag, changes: [...changes], abortSignal } as Record<string, unknown>) as unknown as Promise<Readable>,
+    { image: `${ref.repo}:${ref.tag}` });
+    // The answer is a JSON progress stream; an error comes inside it.
+    let text = '';
+    for await (const chunk of stream) text += String(chunk);
+    const failed = text.split('\n').map((line) => line.trim()).filter(Boolean).map((line) => JSON.parse(line) as { error?: string }).find((line) => line.error !== undefined);
+    if (failed) throw new BerthError('BERTH_ENGINE_SERVER_ERROR', `import of ${ref.repo}:${ref.tag} failed: ${failed.error}`, { context: { image: `${ref.repo}:${ref.tag}` } });
   }
 
   /** Removes a volume (not forced). Not-found is `absent`; in use by a container (409) is `in-use`. */

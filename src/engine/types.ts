@@ -52,6 +52,13 @@ export interface HostConfigBody {
   CpusetCpus?: string;
   /** The storage driver's options: `size` is a quota on the writable layer. */
   StorageOpt?: Record<string, string>;
+  /** `<port>/<protocol>` → where it is published; HostPort "" lets the engine pick one. */
+  PortBindings?: Record<string, Array<{ HostIp: string; HostPort: string }>>;
+}
+
+/** The endpoint settings of one network at create (aliases are the names it answers to there). */
+export interface EndpointSettingsBody {
+  Aliases?: string[];
 }
 
 /**
@@ -88,7 +95,11 @@ export interface ContainerCreateBody {
   NetworkDisabled?: boolean;
   Hostname?: string;
   Healthcheck?: HealthcheckBody;
+  /** `<port>/<protocol>` → {}: the ports PortBindings publishes. */
+  ExposedPorts?: Record<string, Record<string, never>>;
   HostConfig: HostConfigBody;
+  /** The network named by NetworkMode, with its endpoint settings (API 1.41 takes one here). */
+  NetworkingConfig?: { EndpointsConfig: Record<string, EndpointSettingsBody> };
 }
 
 /** A container's health as the engine reports it; `none` when its health check is disabled. */
@@ -146,6 +157,18 @@ export interface ContainerInspect {
     logConfig: Record<string, string>;
   };
   mounts: Array<{ type: string; source: string; destination: string; readWrite: boolean; propagation: string }>;
+  /** The ports the engine published on the host (empty until the container runs, and for network modes without ports). */
+  publishedPorts: PublishedPort[];
+  /** The networks the container has an endpoint on, with its aliases there. */
+  networks: Array<{ name: string; aliases: string[]; ipAddress: string }>;
+}
+
+/** A container port published on the host, as the engine bound it. */
+export interface PublishedPort {
+  container: number;
+  protocol: 'tcp' | 'udp';
+  hostIp: string;
+  host: number;
 }
 
 /** One row of GET /containers/json. */

@@ -364,17 +364,70 @@ const seccomp = anyTypedAs<string | Record<string, unknown>>()
 
 /** RFC 1123 host name: labels of letters, digits and hyphens, not at either end, 63 at most each, 253 in all. */
 const HOSTNAME = /^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
-const hostname = z.string().regex(HOSTNAME, 'must be a host name (RFC 1123): letters, digits and hyphens in dot-separated labels of at most 63 characters, 253 in all');
-const ipAddress = z.string().refine((v) => isIP(v) !== 0, 'must be an IPv4 or IPv6 address');
+export const hostname = z.string().regex(HOSTNAME, 'must be a host name (RFC 1123): letters, digits and hyphens in dot-separated labels of at most 63 characters, 253 in all');
+export const ipAddress = z.string().refine((v) => isIP(v) !== 0, 'must be an IPv4 or IPv6 address');
 const searchDomain = z.string().regex(/^\.?$|^(?=.{1,253}$)[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?(\.[a-zA-Z0-9_]([a-zA-Z0-9_-]{0,61}[a-zA-Z0-9_])?)*\.?$/, 'must be a domain name such as example.com');
 
 /** `host:ip` as docker's --add-host spells it (the ip may be IPv6, or `host-gateway`). */
-const extraHost = z.string().refine((v) => {
+export const extraHost = z.string().refine((v) => {
   const colon = v.indexOf(':');
   if (colon <= 0) return false;
   const ip = v.slice(colon + 1).replace(/^\[(.*)\]$/, '$1');
   return HOSTNAME.test(v.slice(0, colon)) && (isIP(ip) !== 0 || ip === 'host-gateway');
 }, 'must be host:ip, such as db.local:10.0.0.5 (the ip may be IPv6, or host-gateway)');
+
+/** A network's name as the engine takes it (docker's own rule), at most 64 characters. */
+const NETWORK_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/;
+export const networkName = z.string().regex(NETWORK_NAME, 'must be a network name: a letter or digit, then letters, digits, _ . or -, at most 64 characters');
+/** A DNS alias on a network: a host name of at most 63 characters per label. */
+export const networkAlias = hostname;
+export const MAX_PORTS = 64;
+const port = (what: string) => z.number({ message: `must be a ${what} port number` }).int(`must be a whole ${what} port number`).min(1, 'must be at least 1').max(65_535, 'must be at most 65535');
+
+/**
+ * A published port: the container's port, and the host's (static) or none (dynamic: the driver or
+ * the agent picks one from its range). `hostIp` is the host address it is bound to; undefined:
+ * the driver's (loopback unless configured otherwise).
+ */
+export const portSpec = z
+  .object({
+    container: port('container'),
+    host: port('host').optional(),
+    protocol: z.enum(['tcp', 'udp']).default('tcp'),
+    hostIp: ipAddress.optional(),
+  })
+  .strict();
+
+export const portList = z
+  .array(portSpec)
+  .max(MAX_PORTS, `must publish at most ${MAX_PORTS} ports`)
+  .superRefine((ports, ctx) => {
+    const seen = new Set<string>();
+    const hosts = new Set<string>();
+    ports.forEach((p, i) => {
+      const key = `${p.container}/${p.protocol}`;
+      if (seen.has(key)) ctx.addIssue({ code: 'custom', path: [i, 'container'], message: `publishes ${key} twice` });
+      seen.add(key);
+      if (p.host !== undefined) {
+        const hostKey = `${p.host}/${p.protocol}`;
+        if (hosts.has(hostKey)) ctx.addIssue({ code: 'custom', path: [i, 'host'], message: `host port ${hostKey} is asked for twice` });
+        hosts.add(hostKey);
+      }
+    });
+  });
+
+/** A named network the task (or a group's infrastructure container) joins, with its DNS aliases there. */
+export const networkAttachment = z
+  .object({
+    name: networkName,
+    aliases: z.array(networkAlias).max(16, 'must give at most 16 aliases').default([]),
+  })
+  .strict();
+export const networkList = z
+  .array(networkAttachment)
+  .max(8, 'must join at most 8 networks')
+  .refine((list) => new Set(list.map((n) => n.name)).size === list.length, 'must not name a network twice');
+
 
 /**
  * Sysctls the engine sets per container: those in a namespace the container has its own of
@@ -455,6 +508,10 @@ export const taskSpecSchema = z
       .default({}),
     mounts: z.array(mount).default([]),
     network: z.enum(['none', 'bridge', 'host']).default('none'),
+    /** Ports to publish on the host; needs network "bridge". */
+    ports: portList.default([]),
+    /** Named networks to join (instead of the default bridge), with aliases; needs network "bridge". */
+    networks: networkList.default([]),
     capAdd: z.array(capability).default([]),
     capDrop: z.array(capability).default([]),
     privileged: z.boolean().default(false),
@@ -535,6 +592,10 @@ export const taskSpecSchema = z
         if (key.startsWith('net.')) ctx.addIssue({ code: 'custom', path: ['sysctls', key], message: 'cannot be set with network "host": it would change the host\'s own network settings' });
       }
     }
+    if (spec.network !== 'bridge') {
+      if (spec.ports.length > 0) ctx.addIssue({ code: 'custom', path: ['ports'], message: `needs network "bridge" (network is "${spec.network}")` });
+      if (spec.networks.length > 0) ctx.addIssue({ code: 'custom', path: ['networks'], message: `needs network "bridge" (network is "${spec.network}")` });
+    }
     if (spec.waitHealthy && spec.healthcheck?.disabled === true) {
       ctx.addIssue({ code: 'custom', path: ['waitHealthy'], message: 'needs a health check, and healthcheck.disabled switches it off' });
     }
@@ -542,6 +603,19 @@ export const taskSpecSchema = z
 
 /** The task spec as users write it: sizes and durations may be strings. */
 export type TaskSpec = z.input<typeof taskSpecSchema>;
+
+/** A published port; `host` undefined: a dynamic one. `hostIp` undefined: the driver's address. */
+export interface PortSpec {
+  readonly container: number;
+  readonly host?: number;
+  readonly protocol: 'tcp' | 'udp';
+  readonly hostIp?: string;
+}
+
+export interface NetworkAttachmentSpec {
+  readonly name: string;
+  readonly aliases: readonly string[];
+}
 
 export type MountSpec =
   | { type: 'bind'; source: string; target: string; readOnly: boolean; propagation: Propagation }
@@ -614,6 +688,10 @@ export interface ResolvedTaskSpec {
   };
   readonly mounts: readonly MountSpec[];
   readonly network: 'none' | 'bridge' | 'host';
+  /** Published ports (network "bridge" only). */
+  readonly ports: readonly PortSpec[];
+  /** Named networks joined instead of the default bridge (network "bridge" only). */
+  readonly networks: readonly NetworkAttachmentSpec[];
   readonly capAdd: readonly string[];
   readonly capDrop: readonly string[];
   readonly privileged: boolean;
@@ -676,6 +754,11 @@ export interface SpecPolicy extends RegistryAuthPolicy, FilesPolicy {
    * default is false.
    */
   allowHostNetwork?: boolean;
+  /**
+   * Named networks `networks` (and a group's `network.networks`) may join; undefined allows any,
+   * an empty list none. The agent's default is none.
+   */
+  allowedNetworks?: readonly string[];
   /** Host device paths `devices[].source` may name; undefined allows any, an empty list none. */
   allowedDevices?: readonly string[];
   /** Runtimes `runtime` may name; undefined allows any. The engine's default runtime (no `runtime`) is always allowed. */
@@ -702,7 +785,7 @@ export interface SpecPolicy extends RegistryAuthPolicy, FilesPolicy {
 
 export const DEFAULT_SPEC_POLICY: Readonly<SpecPolicy> = Object.freeze({ allowPrivileged: false });
 
-function fieldName(path: readonly PropertyKey[]): string {
+export function fieldName(path: readonly PropertyKey[]): string {
   return path.length === 0 ? '(spec)' : path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[');
 }
 
@@ -771,6 +854,8 @@ function compileTaskSpec(input: unknown, issues: readonly FieldIssue[]): Resolve
       m.type === 'tmpfs' ? { type: 'tmpfs', target: m.target, sizeBytes: m.size, ...(m.mode === undefined ? {} : { mode: m.mode }) } : m,
     ),
     network: spec.network,
+    ports: spec.ports,
+    networks: spec.networks,
     capAdd: spec.capAdd,
     capDrop: spec.capDrop,
     privileged: spec.privileged,
@@ -827,7 +912,7 @@ function resolveHealthcheck(check: z.output<typeof healthcheck> | undefined): Re
 function policyIssues(input: unknown, policy: SpecPolicy): FieldIssue[] {
   const issues: FieldIssue[] = [];
   if (typeof input !== 'object' || input === null) return issues;
-  const raw = input as { privileged?: unknown; capAdd?: unknown; mounts?: unknown; network?: unknown; devices?: unknown; runtime?: unknown; sysctls?: unknown; seccomp?: unknown; apparmor?: unknown; oomScoreAdj?: unknown };
+  const raw = input as { privileged?: unknown; capAdd?: unknown; mounts?: unknown; network?: unknown; networks?: unknown; devices?: unknown; runtime?: unknown; sysctls?: unknown; seccomp?: unknown; apparmor?: unknown; oomScoreAdj?: unknown };
   issues.push(...registryAuthPolicyIssues(input as { image?: unknown; registryAuth?: unknown }, policy));
   issues.push(...sandboxPolicyIssues(raw, policy));
   issues.push(...filesPolicyIssues(input as { files?: unknown }, policy));
@@ -837,6 +922,7 @@ function policyIssues(input: unknown, policy: SpecPolicy): FieldIssue[] {
   if (raw.network === 'host' && policy.allowHostNetwork === false) {
     issues.push({ field: 'network', rule: 'the host network is not allowed by this driver (allowHostNetwork is off)' });
   }
+  issues.push(...networkPolicyIssues(raw.networks, policy, 'networks'));
   if (policy.allowedCapabilities && Array.isArray(raw.capAdd)) {
     const normalize = (c: string): string => c.toUpperCase().replace(/^CAP_/, '');
     const allowed = new Set(policy.allowedCapabilities.map(normalize));
@@ -852,6 +938,18 @@ function policyIssues(input: unknown, policy: SpecPolicy): FieldIssue[] {
       }
     });
   }
+  return issues;
+}
+
+/** Named networks the policy does not list, read defensively (`field` is where the list sits). */
+export function networkPolicyIssues(networks: unknown, policy: Pick<SpecPolicy, 'allowedNetworks'>, field: string): FieldIssue[] {
+  if (policy.allowedNetworks === undefined || !Array.isArray(networks)) return [];
+  const allowed = new Set(policy.allowedNetworks);
+  const issues: FieldIssue[] = [];
+  networks.forEach((n: unknown, i) => {
+    const name = (n as { name?: unknown } | null)?.name;
+    if (typeof name === 'string' && !allowed.has(name)) issues.push({ field: `${field}[${i}].name`, rule: `network ${name} is not in the allowed list (allowedNetworks)` });
+  });
   return issues;
 }
 

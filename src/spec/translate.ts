@@ -3,7 +3,7 @@ import { containerNameForTask, LABELS } from '../common/labels.js';
 import { ownerProcessLabels, type OwnerProcess } from '../common/owner-process.js';
 import { formatBytesForEngine } from '../common/units.js';
 import type { ContainerCreateBody, HealthcheckBody, HostConfigBody, LogConfigBody, MountBody } from '../engine/types.js';
-import { PROPAGATION, type MountSpec, type ResolvedHealthcheck, type ResolvedTaskSpec } from './schema.js';
+import { PROPAGATION, type MountSpec, type NetworkAttachmentSpec, type PortSpec, type ResolvedHealthcheck, type ResolvedTaskSpec } from './schema.js';
 
 /** The CFS period berth uses; quota = milli-CPUs × 100 over it, as Fn does. */
 export const CPU_PERIOD_US = 100_000;
@@ -24,11 +24,60 @@ export interface TaskIdentity {
    * process is gone. Absent for owners that outlive their process (the agent).
    */
   ownerProcess?: OwnerProcess;
+  /** The task's group, when it belongs to one: it joins the group's namespace and shared volume. */
+  group?: GroupMembership;
 }
+
+/** How a task of a group is placed in it. */
+export interface GroupMembership {
+  groupId: string;
+  /** The task's name in its group. */
+  taskName: string;
+  /** The infrastructure container whose network namespace the task joins (`container:<id>`). */
+  infraContainerId: string;
+  /** The group's shared volume and where every task of the group mounts it. */
+  sharedDir?: { volumeName: string; target: string };
+}
+
+/** Where a published port is bound on the host when neither the spec nor the driver says. */
+export const DEFAULT_PUBLISH_ADDRESS = '127.0.0.1';
 
 export interface CreatePlan {
   name: string;
   body: ContainerCreateBody;
+  /**
+   * Named networks to connect the container to after its create and before its start: the engine
+   * takes one network at create (the first of `networks`), the others are connected one by one.
+   */
+  connectNetworks: ReadonlyArray<{ name: string; aliases: readonly string[] }>;
+}
+
+/** The engine's port bindings and exposed ports for `ports`; a port without a host port gets a dynamic one (HostPort ""). */
+export function toPortBindings(ports: readonly PortSpec[]): Pick<ContainerCreateBody, 'ExposedPorts'> & Pick<HostConfigBody, 'PortBindings'> {
+  if (ports.length === 0) return {};
+  const exposed: Record<string, Record<string, never>> = {};
+  const bindings: Record<string, Array<{ HostIp: string; HostPort: string }>> = {};
+  for (const port of ports) {
+    const key = `${port.container}/${port.protocol}`;
+    exposed[key] = {};
+    bindings[key] = [{ HostIp: port.hostIp ?? DEFAULT_PUBLISH_ADDRESS, HostPort: port.host === undefined ? '' : String(port.host) }];
+  }
+  return { ExposedPorts: exposed, PortBindings: bindings };
+}
+
+/** NetworkMode and the create's endpoint for named networks; the rest are connected after the create. */
+export function toNetworkPlacement(networks: readonly NetworkAttachmentSpec[]): {
+  networkMode?: string;
+  networkingConfig?: ContainerCreateBody['NetworkingConfig'];
+  connectNetworks: CreatePlan['connectNetworks'];
+} {
+  const [first, ...rest] = networks;
+  if (first === undefined) return { connectNetworks: [] };
+  return {
+    networkMode: first.name,
+    networkingConfig: { EndpointsConfig: { [first.name]: first.aliases.length > 0 ? { Aliases: [...first.aliases] } : {} } },
+    connectNetworks: rest.map((n) => ({ name: n.name, aliases: [...n.aliases] })),
+  };
 }
 
 function toMount(mount: MountSpec): MountBody {
@@ -153,6 +202,16 @@ export function toCreatePlan(spec: ResolvedTaskSpec, identity: TaskIdentity): Cr
   if (resources.cpuShares !== undefined) hostConfig.CpuShares = resources.cpuShares;
   if (resources.pidsLimit !== undefined) hostConfig.PidsLimit = resources.pidsLimit;
   addSandbox(hostConfig, spec);
+  const { ExposedPorts, PortBindings } = toPortBindings(spec.ports);
+  if (PortBindings !== undefined) hostConfig.PortBindings = PortBindings;
+  const placement = toNetworkPlacement(spec.networks);
+  if (placement.networkMode !== undefined) hostConfig.NetworkMode = placement.networkMode;
+  const group = identity.group;
+  if (group !== undefined) {
+    // A group's task lives in the namespace its infrastructure container owns (ports, DNS, hosts and hostname are the group's).
+    hostConfig.NetworkMode = `container:${group.infraContainerId}`;
+    if (group.sharedDir !== undefined) hostConfig.Mounts = [...(hostConfig.Mounts ?? []), { Type: 'volume', Source: group.sharedDir.volumeName, Target: group.sharedDir.target }];
+  }
 
   const hasStdin = spec.stdin !== undefined;
   // Stdin is open when there is content to write or the spec keeps it open for attach clients. With
@@ -169,6 +228,7 @@ export function toCreatePlan(spec: ResolvedTaskSpec, identity: TaskIdentity): Cr
       [LABELS.ownerId]: identity.ownerId,
       [LABELS.startAttempt]: identity.startAttempt,
       ...(identity.ownerProcess === undefined ? {} : ownerProcessLabels(identity.ownerProcess)),
+      ...(group === undefined ? {} : { [LABELS.groupId]: group.groupId, [LABELS.groupTask]: group.taskName }),
     },
     Tty: spec.tty,
     OpenStdin: isStdinOpen,
@@ -186,5 +246,7 @@ export function toCreatePlan(spec: ResolvedTaskSpec, identity: TaskIdentity): Cr
   if (spec.user !== undefined) body.User = spec.user;
   if (spec.healthcheck !== undefined) body.Healthcheck = toHealthcheck(spec.healthcheck);
   if (spec.hostname !== undefined) body.Hostname = spec.hostname;
-  return { name: containerNameForTask(identity), body };
+  if (ExposedPorts !== undefined) body.ExposedPorts = ExposedPorts;
+  if (placement.networkingConfig !== undefined && group === undefined) body.NetworkingConfig = placement.networkingConfig;
+  return { name: containerNameForTask(identity), body, connectNetworks: group === undefined ? placement.connectNetworks : [] };
 }

@@ -15,7 +15,15 @@ export interface AttachedOutputSource {
   logReadable: boolean;
   tty: boolean;
   logger: Logger;
+  /**
+   * How long, once the end is known, a followed log read may take to reach the log's end before it
+   * is given up for reads of the whole log: a followed read the engine stalls would otherwise hold
+   * the output open for ever. Default 5 s.
+   */
+  followDrainMs?: number;
 }
+
+const FOLLOW_DRAIN_MS = 5_000;
 
 /**
  * A task's attached output, made whole. Bytes come from the attach connection as they are written;
@@ -33,6 +41,8 @@ export class AttachedOutput {
   readonly #attachDone: Promise<boolean>;
   #cut = false;
   #filling: Promise<boolean> | undefined;
+  /** Ends the followed log read; a read that was ended delivers nothing more. */
+  readonly #stopFollow = new AbortController();
   #settled = false;
 
   constructor(attached: DemuxedStreams, source: AttachedOutputSource) {
@@ -59,10 +69,25 @@ export class AttachedOutput {
     if (this.#settled) return;
     this.#settled = true;
     const attachFailed = await this.#attachDone;
-    const followedToTheEnd = this.#filling ? await this.#filling : false;
+    const followedToTheEnd = this.#filling ? await this.#followDrained(this.#filling) : false;
     if (this.#source.logReadable && !followedToTheEnd && (mayHaveCut || attachFailed || this.#cut)) await this.#fillAfterEnd();
     this.stdout.end();
     this.stderr.end();
+  }
+
+  /**
+   * Whether the followed read reached the log's end within the drain time after the end; when it
+   * did not (the engine stalls it), it is stopped, so that it delivers nothing more.
+   */
+  async #followDrained(filling: Promise<boolean>): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), this.#source.followDrainMs ?? FOLLOW_DRAIN_MS)));
+    const outcome = await Promise.race([filling, late]);
+    clearTimeout(timer);
+    if (outcome !== 'late') return outcome;
+    this.#source.logger.warn({ taskId: this.#source.taskId }, 'the followed engine log did not reach its end after the task ended; reading the log whole instead');
+    this.#stopFollow.abort();
+    return false;
   }
 
   /** Copies one attached stream into its output, counting bytes; resolves with whether it failed. */
@@ -91,20 +116,32 @@ export class AttachedOutput {
    */
   async #readLog(follow: boolean): Promise<boolean> {
     const { engine, containerId, tty, logger, taskId } = this.#source;
+    const stop = follow ? this.#stopFollow.signal : undefined;
     try {
-      const streams = await engine.containerLogs(containerId, { follow, tty });
+      const streams = await engine.containerLogs(containerId, { follow, tty, signal: stop });
       const skip: Record<StreamName, number> = { ...this.#delivered };
       const read = async (name: StreamName, from: Readable): Promise<void> => {
         for await (const chunk of from) {
+          if (stop?.aborted) break;
           const buffer = chunk as Buffer;
           const skipped = Math.min(skip[name], buffer.length);
           skip[name] -= skipped;
           await this.#deliver(name, buffer, skipped);
         }
       };
-      await Promise.all([read('stdout', streams.stdout), read('stderr', streams.stderr)]);
-      return true;
+      const hangUp = (): void => {
+        streams.stdout.destroy();
+        streams.stderr.destroy();
+      };
+      stop?.addEventListener('abort', hangUp, { once: true });
+      try {
+        await Promise.all([read('stdout', streams.stdout), read('stderr', streams.stderr)]);
+      } finally {
+        stop?.removeEventListener('abort', hangUp);
+      }
+      return !stop?.aborted;
     } catch (error) {
+      if (stop?.aborted) return false;
       logger.warn({ taskId, code: codeOf(error) }, 'reading the rest of the output from the engine log failed');
       return false;
     }

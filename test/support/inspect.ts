@@ -19,6 +19,8 @@ export function inspectFixture(overrides: Partial<ContainerInspect> = {}): Conta
     error: '',
     tty: false,
     openStdin: false,
+    publishedPorts: [],
+    networks: [],
     hostConfig: {
       memoryBytes: 0,
       memorySwapBytes: 0,

@@ -93,8 +93,15 @@ describe('UsageSampler over a cgroup tree', () => {
     const sampler = new UsageSampler({ cgroupRoot: root, intervalMs: 20, logger: quiet });
     sampler.track('t1', 'c1');
     await v1Container(root, 'c1', 2e9, 20e6);
-    // The counters grow; the timer reads them.
-    await pollUntil('a reading of the new counters', async () => (sampler.current('t1')?.cpuTimeMs === 2000 ? true : undefined), { timeoutMs: 10_000, intervalMs: 10 });
+    // The counters grow; the timer reads them (both: a tick may fall between the two files' writes).
+    await pollUntil(
+      'a reading of the new counters',
+      async () => {
+        const now = sampler.current('t1');
+        return now?.cpuTimeMs === 2000 && now.peakMemoryBytes === 20e6 ? true : undefined;
+      },
+      { timeoutMs: 10_000, intervalMs: 10 },
+    );
     await rm(path.join(root, 'cpuacct', 'docker', 'c1'), { recursive: true });
     const outcome = await sampler.end('t1', { oomKilled: false });
     assert.ok(outcome && 'usage' in outcome, JSON.stringify(outcome));
