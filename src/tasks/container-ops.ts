@@ -137,7 +137,7 @@ async function adoptOwnContainer(engine: ContainerEngine, name: string, identity
  * again, and its output appears twice in its log. So when the inspect itself fails, it is the
  * inspect that is retried, never the start; if it never answers, the start's error is reported.
  */
-export async function startIdempotent(engine: ContainerEngine, containerId: string, policy: RetryPolicy, logger: Logger, signal?: AbortSignal): Promise<void> {
+export async function startIdempotent(engine: Pick<ContainerEngine, 'startContainer' | 'inspectContainer'>, containerId: string, policy: RetryPolicy, logger: Logger, signal?: AbortSignal): Promise<void> {
   let delayMs = policy.initialDelayMs;
   for (let attempt = 1; ; attempt++) {
     try {
@@ -177,7 +177,7 @@ async function sleep(ms: number, signal: AbortSignal | undefined): Promise<void>
  * Force-removes a container with its anonymous volumes; not-found is success; transient failures
  * are retried. Each attempt has the engine's write deadline; `signal` ends the whole (BERTH_CANCELLED).
  */
-export async function removeContainer(engine: ContainerEngine, idOrName: string, policy: RetryPolicy, signal?: AbortSignal): Promise<'removed' | 'absent'> {
+export async function removeContainer(engine: Pick<ContainerEngine, 'removeContainer'>, idOrName: string, policy: RetryPolicy, signal?: AbortSignal): Promise<'removed' | 'absent'> {
   return retry(() => engine.removeContainer(idOrName, { signal }), { ...policy, signal, shouldRetry: isAmbiguousFailure });
 }
 
