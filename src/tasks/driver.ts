@@ -11,7 +11,7 @@ import { silentLogger, type Logger } from '../common/logger.js';
 import { readOwnerProcess, type OwnerProcess } from '../common/owner-process.js';
 import { resolveAcceptedTaskSpec, resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import { isRegistryAuthRef, registryMismatch, type InlineRegistryAuth } from '../spec/registry-auth.js';
-import { toCreatePlan, type TaskIdentity } from '../spec/translate.js';
+import { toCreatePlan, type GroupMembership, type TaskIdentity } from '../spec/translate.js';
 import { withSeccompProfile } from './seccomp-profiles.js';
 import { confirmBindSources, engineSocketGuards, resolveBindSources, withResolvedSources, type BindSourcePolicy, type ResolvedBindSource } from './bind-sources.js';
 import { placeFiles, type UploadOpener } from './files-in.js';
@@ -172,6 +172,12 @@ export interface StartOptions {
    * change (the agent reloads its configuration) passes the one in force now. Default: the driver's.
    */
   bindPolicy?: BindSourcePolicy;
+  /**
+   * The task's place in a group (src/groups): it joins the group's infrastructure container's
+   * network namespace and mounts the group's shared volume, and its container carries the group's
+   * labels. The spec must leave the network to the group (src/spec/group.ts checks that).
+   */
+  group?: GroupMembership;
 }
 
 /** The longest task id (and owner id) accepted. */
@@ -335,6 +341,7 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
       ownerId: this.ownerId,
       startAttempt: options.startAttempt ?? randomUUID(),
       ...(this.#ownerProcess ? { ownerProcess: this.#ownerProcess } : {}),
+      ...(options.group === undefined ? {} : { group: options.group }),
     };
     // The create plan's name does not depend on the mounts; its body is made from the sources resolved just before the create.
     let plan = toCreatePlan(resolved, identity);
