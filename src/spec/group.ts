@@ -136,12 +136,16 @@ function compileGroup(input: unknown, compileTask: (task: unknown) => ResolvedTa
     for (const issue of parsed.error.issues) {
       issues.push({ field: fieldName(issue.path), rule: issue.code === 'unrecognized_keys' ? `unknown field(s): ${issue.keys.join(', ')}` : issue.message });
     }
-    throw new ValidationError(issues);
   }
-  const group = parsed.data;
+  // The members are checked even when the group's own fields are not, so one answer names every problem.
+  const rawTasks = (input as { tasks?: unknown } | null)?.tasks;
+  const isObject = (t: unknown): t is Record<string, unknown> => typeof t === 'object' && t !== null && !Array.isArray(t);
+  const members: unknown[] = Array.isArray(rawTasks) ? rawTasks : [];
   const tasks: ResolvedGroupTask[] = [];
   const names = new Set<string>();
-  group.tasks.forEach((raw, i) => {
+  members.forEach((raw, i) => {
+    // Not an object: the schema named it already.
+    if (!isObject(raw)) return;
     const at = (field: string): string => `tasks[${i}].${field}`;
     const { name, lifecycle, ...spec } = raw;
     const head = groupTaskHead.safeParse({ name, lifecycle });
@@ -165,10 +169,11 @@ function compileGroup(input: unknown, compileTask: (task: unknown) => ResolvedTa
       tasks.push({ name: head.data.name, lifecycle: head.data.lifecycle, spec: resolved, input: spec });
     }
   });
-  if (group.tasks.length > 0 && !group.tasks.some((t) => t.lifecycle === undefined || t.lifecycle === 'main')) {
+  if (members.length > 0 && !members.some((t) => isObject(t) && (t.lifecycle === undefined || t.lifecycle === 'main'))) {
     issues.push({ field: 'tasks', rule: 'must hold at least one main task (lifecycle "main", the default): the main tasks decide the group\'s end' });
   }
-  if (issues.length > 0) throw new ValidationError(issues);
+  if (issues.length > 0 || !parsed.success) throw new ValidationError(issues);
+  const group = parsed.data;
   return Object.freeze({
     name: group.name,
     tasks: Object.freeze(tasks),
