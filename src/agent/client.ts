@@ -494,22 +494,7 @@ export class AgentClient {
    * the command. A task that is not running is BERTH_TASK_STATE.
    */
   async exec(taskId: string, options: AgentExecOptions): Promise<AgentExecSession> {
-    const target = this.#target;
-    const base = target.socketPath !== undefined
-      ? `ws+unix://${target.socketPath}:`
-      : `${this.secure ? 'wss' : 'ws'}://${target.host!.includes(':') ? `[${target.host}]` : target.host}:${target.port}`;
-    return openExecSession(
-      {
-        base,
-        token: this.#token,
-        host: this.host,
-        ...(this.secure && this.#tls ? { tls: this.#tls } : {}),
-        deadlineMs: this.#deadlineMs,
-        errorOf: (status, body, text) => agentError(status, body, text, this.host),
-      },
-      taskId,
-      options,
-    );
+    return openExecSession(this.#socketTarget(), taskId, { ...options, deadlineMs: this.#deadlineMs });
   }
 
   /**

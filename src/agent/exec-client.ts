@@ -1,9 +1,8 @@
-import type { IncomingMessage } from 'node:http';
 import { PassThrough, Writable, type Readable } from 'node:stream';
 import WebSocket from 'ws';
 import { BerthError, cancelledError, messageOf } from '../common/errors.js';
 import type { CommandFailure } from '../engine/classify.js';
-import type { ErrorBody } from './http/errors.js';
+import { openAgentSocket, type AgentSocketTarget } from './attach-client.js';
 import { decodeData, encodeData, parseAgentControl, type ClientControl } from './stream-frames.js';
 
 /**
@@ -54,19 +53,6 @@ export interface AgentExecSession {
   close(): void;
 }
 
-/** How the client reaches the agent (from AgentClient). */
-export interface ExecDial {
-  /** `ws+unix:///path:` for a unix socket, else `ws://host:port` or `wss://host:port`. */
-  base: string;
-  token: string;
-  host: string;
-  tls?: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer };
-  /** Deadline of the upgrade. */
-  deadlineMs: number;
-  /** The BerthError of an error answer (the agent's JSON body, by status). */
-  errorOf(status: number, body: Partial<ErrorBody['error']> | undefined, text: string): BerthError;
-}
-
 /** The query of an exec: `cmd` repeated, flags as true, `env` repeated. */
 export function execQuery(options: AgentExecOptions): string {
   const query = new URLSearchParams();
@@ -85,16 +71,15 @@ export function execQuery(options: AgentExecOptions): string {
   return query.toString();
 }
 
-/** Opens the socket; resolves once the agent upgraded it and said the command started. */
-export function openExecSession(dial: ExecDial, taskId: string, options: AgentExecOptions): Promise<AgentExecSession> {
+/**
+ * Opens the exec's socket (openAgentSocket: the client's address, token, TLS and refusals) and
+ * resolves once the agent said the command started.
+ */
+export async function openExecSession(target: AgentSocketTarget, taskId: string, options: AgentExecOptions & { deadlineMs: number }): Promise<AgentExecSession> {
   const what = `exec in task ${taskId}`;
-  if (options.signal?.aborted) return Promise.reject(cancelledError(what, options.signal.reason));
-  const url = `${dial.base}/v1/tasks/${encodeURIComponent(taskId)}/exec?${execQuery(options)}`;
-  const socket = new WebSocket(url, {
-    headers: { authorization: `Bearer ${dial.token}` },
-    handshakeTimeout: dial.deadlineMs,
-    perMessageDeflate: false,
-    ...(dial.tls ?? {}),
+  const socket = await openAgentSocket(target, `/v1/tasks/${encodeURIComponent(taskId)}/exec?${execQuery(options)}`, {
+    ...(options.signal ? { signal: options.signal } : {}),
+    deadlineMs: options.deadlineMs,
   });
   const stdout = new PassThrough();
   const stderr = new PassThrough();
@@ -116,7 +101,7 @@ export function openExecSession(dial: ExecDial, taskId: string, options: AgentEx
   };
   const send = (control: ClientControl): Promise<void> =>
     new Promise((resolve, reject) => {
-      if (socket.readyState !== WebSocket.OPEN) return reject(new BerthError('BERTH_AGENT_UNAVAILABLE', `${what}: the session is closed`, { context: { agent: dial.host } }));
+      if (socket.readyState !== WebSocket.OPEN) return reject(new BerthError('BERTH_AGENT_UNAVAILABLE', `${what}: the session is closed`, { context: { agent: target.host } }));
       socket.send(JSON.stringify(control), (error) => (error ? reject(error) : resolve()));
     });
   const stdin = options.stdin
@@ -155,23 +140,6 @@ export function openExecSession(dial: ExecDial, taskId: string, options: AgentEx
         if (socket.readyState === WebSocket.CONNECTING || socket.readyState === WebSocket.OPEN) socket.close(1000, 'closed');
       },
     });
-    socket.on('unexpected-response', (_request, response: IncomingMessage) => {
-      const chunks: Buffer[] = [];
-      response.on('data', (chunk: Buffer) => chunks.push(chunk));
-      response.once('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let body: Partial<ErrorBody> | undefined;
-        try {
-          body = JSON.parse(text) as Partial<ErrorBody>;
-        } catch {
-          body = undefined;
-        }
-        const error = dial.errorOf(response.statusCode ?? 0, body?.error, text);
-        finish(error);
-        reject(error);
-        socket.terminate();
-      });
-    });
     socket.on('message', (data: Buffer, isBinary: boolean) => {
       if (isBinary) {
         const frame = decodeData(data);
@@ -187,7 +155,7 @@ export function openExecSession(dial: ExecDial, taskId: string, options: AgentEx
         const { exitCode, commandFailure } = control as { exitCode: number; commandFailure?: AgentExecExit['commandFailure'] };
         finish({ exitCode, ...(commandFailure ? { commandFailure } : {}) });
       } else if (control?.type === 'error') {
-        const error = dial.errorOf(0, control.error, '');
+        const error = target.refusal(0, control.error, '');
         finish(error);
         if (!isOpen) reject(error);
       }
@@ -197,7 +165,7 @@ export function openExecSession(dial: ExecDial, taskId: string, options: AgentEx
         ? cancelledError(what, options.signal.reason)
         : error instanceof BerthError
           ? error
-          : new BerthError('BERTH_AGENT_UNAVAILABLE', `the agent at ${dial.host} does not answer ${what} (${error.code ?? messageOf(error)}); is \`berth agent\` running?`, { cause: error, context: { agent: dial.host } });
+          : new BerthError('BERTH_AGENT_UNAVAILABLE', `the agent at ${target.host} does not answer ${what} (${error.code ?? messageOf(error)}); is \`berth agent\` running?`, { cause: error, context: { agent: target.host } });
       finish(failure);
       if (!isOpen) reject(failure);
     });
@@ -205,9 +173,11 @@ export function openExecSession(dial: ExecDial, taskId: string, options: AgentEx
       options.signal?.removeEventListener('abort', onAbort);
       const failure = options.signal?.aborted || isClosedByClient
         ? cancelledError(what, options.signal?.reason)
-        : new BerthError('BERTH_AGENT_UNAVAILABLE', `the agent at ${dial.host} closed ${what} before the command's exit (${code}${reason.length > 0 ? ` ${reason.toString('utf8')}` : ''})`, { context: { agent: dial.host } });
+        : new BerthError('BERTH_AGENT_UNAVAILABLE', `the agent at ${target.host} closed ${what} before the command's exit (${code}${reason.length > 0 ? ` ${reason.toString('utf8')}` : ''})`, { context: { agent: target.host } });
       finish(failure);
       if (!isOpen) reject(failure);
     });
+    // openAgentSocket hands the socket over paused, so that nothing the agent sent with the upgrade is lost.
+    socket.resume();
   });
 }
