@@ -10,26 +10,17 @@
  * The agent runs from bin/berth.js (dist/ when built; `agentEntry` says which). Runnable alone
  * (`node --import tsx bench/exec.ts`) or from bench/run.ts.
  */
-import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
-import Dockerode from 'dockerode';
-import { AgentClient } from '../src/agent/client.js';
-import { LABELS } from '../src/common/labels.js';
+import type Dockerode from 'dockerode';
+import type { AgentClient } from '../src/agent/client.js';
 import { stackOf } from '../src/common/errors.js';
-import { startAgentProcess, type RunningAgent } from '../test/support/agent.js';
-import { BENCH_IMAGE, BENCH_LABEL, type CaseContext, elapsedMs, pairedRatio, quantile, round, standaloneContext } from './support.js';
+import { withAgentTask } from './agent-task.js';
+import { type CaseContext, elapsedMs, pairedRatio, quantile, round, standaloneContext } from './support.js';
 
 const ROUNDS = 200;
 const WARMUP_ROUNDS = 10;
 const TARGET_MAX_RATIO = 1.1;
-const READY_DEADLINE_MS = 120_000;
-
-const BERTH_BIN = fileURLToPath(new URL('../bin/berth.js', import.meta.url));
-const BUILT_ENTRY = fileURLToPath(new URL('../dist/cli/entry.js', import.meta.url));
 
 /** The raw dockerode exec a platform would write: create, start (hijacked), read to the end, inspect. */
 async function rawExec(container: Dockerode.Container): Promise<number> {
@@ -61,33 +52,11 @@ async function timed(work: () => Promise<number>): Promise<number> {
 
 export async function benchExec(context?: CaseContext): Promise<void> {
   const ctx: CaseContext = context ?? standaloneContext();
-  const docker = ctx.docker ?? new Dockerode({ socketPath: '/var/run/docker.sock' });
-  const agentId = `bench-${ctx.runId}-exec`;
-  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'berth-bench-exec-'));
-  const configFile = path.join(dataDir, 'agent.yaml');
-  await writeFile(configFile, [`agentId: ${agentId}`, 'images: {cleanup: false}', 'reconcile: {enabled: false}', ''].join('\n'));
-  const entry = process.env.BENCH_AGENT_ENTRY?.trim() || BERTH_BIN;
-  let agent: RunningAgent | undefined;
-  let client: AgentClient | undefined;
-  try {
-    agent = await startAgentProcess(dataDir, ['--config', configFile], { command: [entry], readyTimeoutMs: READY_DEADLINE_MS, ...(ctx.signal ? { signal: ctx.signal } : {}) });
-    const token = (await readFile(path.join(dataDir, 'token'), 'utf8')).trim();
-    client = AgentClient.connect({ host: `unix://${agent.socketPath}`, token });
-    const taskId = `bench-${ctx.runId}-exec`;
-    await client.submit({ id: taskId, spec: { image: BENCH_IMAGE, command: ['sleep', '3600'], network: 'none', labels: { [BENCH_LABEL]: ctx.runId }, stopGracePeriod: '1s' } });
-    let containerId: string | undefined;
-    for (const deadline = Date.now() + 60_000; Date.now() < deadline && containerId === undefined; ) {
-      const task = await client.get(taskId);
-      if (task.state === 'running') containerId = task.containerId;
-      else await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    if (containerId === undefined) throw new Error(`task ${taskId} did not run within 60 s`);
-    const container = docker.getContainer(containerId);
-    const agentClient = client;
+  await withAgentTask(ctx, { name: 'exec', command: ['sleep', '3600'] }, async ({ client, taskId, container, agentEntry }) => {
     const ways: Record<'raw' | 'plain' | 'socket', () => Promise<number>> = {
       raw: () => rawExec(container),
-      plain: async () => (await agentClient.execOnce(taskId, { cmd: ['true'] })).exitCode,
-      socket: () => socketExec(agentClient, taskId),
+      plain: async () => (await client.execOnce(taskId, { cmd: ['true'] })).exitCode,
+      socket: () => socketExec(client, taskId),
     };
     const order = ['raw', 'plain', 'socket'] as const;
     const rounds = Math.max(10, Math.round(ROUNDS * ctx.scale));
@@ -106,7 +75,7 @@ export async function benchExec(context?: CaseContext): Promise<void> {
     ctx.emit({
       case: 'exec',
       rounds: times.raw.length,
-      agentEntry: entry !== BERTH_BIN ? entry : existsSync(BUILT_ENTRY) ? 'dist' : 'tsx',
+      agentEntry,
       rawMs: summary(times.raw),
       plainMs: summary(times.plain),
       socketMs: summary(times.socket),
@@ -115,13 +84,7 @@ export async function benchExec(context?: CaseContext): Promise<void> {
       targetMaxRatio: TARGET_MAX_RATIO,
       meetsTarget: plainRatio <= TARGET_MAX_RATIO && socketRatio <= TARGET_MAX_RATIO,
     });
-  } finally {
-    client?.close();
-    if (agent) await agent.stop();
-    const rows = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${LABELS.ownerId}=${agentId}`] }) }).catch(() => []);
-    await Promise.all(rows.map((row) => docker.getContainer(row.Id).remove({ force: true, v: true }).catch(() => undefined)));
-    await rm(dataDir, { recursive: true, force: true });
-  }
+  });
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
