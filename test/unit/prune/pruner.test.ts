@@ -288,7 +288,11 @@ describe('Pruner: orphans', () => {
     const engine = filteringEngine();
     engine.containers = [orphanCandidate('killed-run', DEAD)];
     const report = await orphanPruner(engine, { options: { orphans: false } }).prune({ kinds: ['containers'] });
-    assert.equal(engine.listFilters.length, 1);
+    // Its stopped containers, then its running infrastructure containers of groups.
+    assert.deepEqual(engine.listFilters.map((f) => f.labels?.slice(0, 2)), [
+      [`${LABELS.managed}=true`, `${LABELS.ownerId}=${OWNER}`],
+      [`${LABELS.managed}=true`, `${LABELS.ownerId}=${OWNER}`],
+    ]);
     assert.deepEqual(report.containers.ids, []);
   });
 
