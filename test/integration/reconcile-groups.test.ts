@@ -21,7 +21,8 @@ import type { GroupResourceRemovedEvent, OrphanedContainerRemovedEvent } from '.
 import { DanglingReconciler } from '../../src/reconcile/reconciler.js';
 import { createdAtUpperBoundMs } from '../../src/reconcile/decide.js';
 import { FaultProxy } from '../support/fault-proxy.js';
-import { agentProcesses, berth, tempDirs, writeAgentConfig } from '../support/agent.js';
+import type { AgentEvent } from '../../src/agent/events.js';
+import { agentClientOf, agentProcesses, berth, tempDirs, writeAgentConfig } from '../support/agent.js';
 import { createTestContainer, pollUntil, requireEngine, startTestContainer, testRun } from '../support/engine.js';
 
 const engine = new Engine();
@@ -292,5 +293,44 @@ describe('groups\' objects and the reconciler and prune', { skip: await requireE
     const human = await berth(dataDir, ['prune', '--dry-run', '--filter', `label=${run.labelFilter}`]);
     assert.equal(human.code, 0, human.stderr);
     assert.doesNotMatch(human.stdout, /plain/);
+  });
+
+  test('the agent\'s reconciler announces the removal of a group\'s infrastructure container, network and volume, and counts them by role', async () => {
+    const dataDir = await dirs.make('berth-grp-');
+    const agentId = `t-${run.id}`;
+    // This agent runs no group (none is live): a group labelled with its id is an ended one.
+    const config = await writeAgentConfig(dataDir, `agentId: ${agentId}\nreconcile: { period: 1s, creationGrace: 1s }\n`);
+    const agent = await agents.start(dataDir, ['--config', config]);
+    const client = await agentClientOf(agent);
+    const deadline = AbortSignal.timeout(60_000);
+    const subscription = await client.events({ signal: deadline });
+    try {
+      const group = await makeGroup('agent', { owner: agentId });
+      const seen: AgentEvent[] = [];
+      const wanted = (): boolean =>
+        seen.some((e) => e.type === 'container.reconciled' && e.role === 'infra') &&
+        seen.some((e) => e.type === 'network.reconciled') &&
+        seen.some((e) => e.type === 'volume.reconciled');
+      for await (const event of subscription) {
+        if ('groupId' in event && event.groupId === group.groupId) seen.push(event);
+        if (wanted()) break;
+      }
+      const infraEvent = seen.find((e) => e.type === 'container.reconciled' && e.role === 'infra');
+      assert.deepEqual(infraEvent?.type === 'container.reconciled' && [infraEvent.containerId, infraEvent.reason, infraEvent.dryRun], [group.infraId, 'dangling', false]);
+      const network = seen.find((e) => e.type === 'network.reconciled');
+      assert.deepEqual(network?.type === 'network.reconciled' && [network.networkId, network.network, network.ownerId, network.reason], [group.networkId, group.networkName, agentId, 'group-ended']);
+      const volume = seen.find((e) => e.type === 'volume.reconciled');
+      assert.deepEqual(volume?.type === 'volume.reconciled' && [volume.volume, volume.reason], [group.volumeName, 'group-ended']);
+      const taskEvent = seen.find((e) => e.type === 'container.reconciled' && e.containerId === group.taskContainerId);
+      assert.ok(taskEvent, 'the group\'s untracked task container went too, as a task container');
+      const metrics = await client.metrics();
+      for (const role of ['infra', 'network', 'shared-dir']) assert.match(metrics, new RegExp(`^berth_reconciler_group_removals_total\\{role="${role}"\\} 1$`, 'm'));
+      assert.equal(await containerExists(group.infraId), false);
+      assert.equal(await networkExists(group.networkId), false);
+      assert.equal(await volumeExists(group.volumeName), false);
+    } finally {
+      subscription.close();
+      client.close();
+    }
   });
 });
