@@ -101,8 +101,12 @@ const OWN_STOPPED_STATES = ['created', 'exited', 'dead'] as const;
  * containers whose task is not live (with their anonymous volumes), containers of any short-lived
  * owner on this host whose owner process is gone (orphans, running or not, past the orphan grace
  * period), networks and dangling volumes
- * labelled as berth's, and images berth pulled that no task holds and nobody else names. Removal
- * is never forced past the engine's "in use": such objects are kept and reported.
+ * labelled as berth's, and images berth pulled that no task holds and nobody else names. Groups'
+ * objects: a live group's infrastructure container, network and volume are kept (`isGroupLive`); a
+ * group that is not live loses its stopped infrastructure container at once and a running one past
+ * the orphan grace; another owner's group network or volume goes by the reconciler's rule (see
+ * `judgeGroupResource`). Removal is never forced past the engine's "in use": such objects are kept
+ * and reported.
  *
  * One prune (or budget enforcement) runs at a time: another call meanwhile rejects with
  * BERTH_PRUNE_RUNNING at once, rather than queueing.

@@ -106,7 +106,11 @@ const RECONCILER_TRANSITIONS: Readonly<Record<ReconcilerState, readonly Reconcil
  * timeout): the driver then thinks the task failed while its container runs on, untracked.
  *
  * One sweep is one engine list call, filtered on the engine side by label and status, plus one
- * force-removal per dangling container; foreign containers are never inspected or touched.
+ * force-removal per dangling container; foreign containers are never inspected or touched. A
+ * group's infrastructure container runs no task: it is tracked while its group is live
+ * (`liveGroupIds`), and dangling once not. With `orphans`, a second list finds containers whose
+ * owner process is gone; with `groups`, after every container removal, two more list groups'
+ * networks and shared volumes and remove the orphans among them (see groups.ts), never forced.
  */
 export class DanglingReconciler implements EventSource<ReconcilerEvents> {
   readonly options: ResolvedDanglingReconcilerOptions;
