@@ -349,7 +349,8 @@ export class DanglingReconciler implements EventSource<ReconcilerEvents> {
     if (resources.length === 0) return;
     let occupied = new Set<string>();
     if (needsOccupancy(resources, this.ownerId, this.options.orphans)) {
-      const containers = await this.#engine.listContainers({ all: true, labels: [...GROUP_CONTAINER_LABELS, ...this.#scopeLabels] }, { signal });
+      // Not narrowed by the scope labels: a container of the group without them still uses its network or volume.
+      const containers = await this.#engine.listContainers({ all: true, labels: [...GROUP_CONTAINER_LABELS] }, { signal });
       occupied = occupiedGroups(containers.filter((container) => !containersGoing.has(container.id)));
     }
     const decision = decideGroupResources(resources, {
