@@ -94,8 +94,8 @@ export async function benchReconcile(context?: ReconcileBenchContext): Promise<v
       engine: new Engine({ socketPath: proxy.socketPath }),
       ownerId,
       trackedContainerIds: () => [],
-      // The dangling pass alone, as the raw list it is measured against; and no orphan of anyone else removed.
-      options: { creationGrace: 0, orphans: false },
+      // The dangling pass alone, as the raw list it is measured against (no orphans, no group networks or volumes); and no orphan of anyone else removed.
+      options: { creationGrace: 0, orphans: false, groups: false },
     });
     const dryRunMs: number[] = [];
     for (let i = 0; i < RAW_LIST_ROUNDS; i++) {

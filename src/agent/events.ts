@@ -2,7 +2,7 @@ import { BerthError } from '../common/errors.js';
 import { Events, type Unsubscribe } from '../common/events.js';
 import type { Logger } from '../common/logger.js';
 import type { ImageCoordinator } from '../images/index.js';
-import type { DanglingContainer, DanglingReconciler, OrphanedContainer } from '../reconcile/index.js';
+import type { DanglingContainer, DanglingReconciler, OrphanedContainer, OrphanedGroupResource } from '../reconcile/index.js';
 import type { EventLogRepository } from '../state/events.js';
 import type { StoredEndState, TaskHealth, TaskState } from '../state/tasks.js';
 
@@ -32,9 +32,19 @@ export type AgentEventBody =
       /** For an orphan: the owner id it carried (`cli` for `berth run`) and its owner's pid. */
       ownerId?: string;
       ownerPid?: number;
+      /** For a group's container: its group; `role: "infra"` for the group's infrastructure container (dangling: its group is not live). */
+      groupId?: string;
+      role?: 'infra';
       dryRun: boolean;
       at: string;
     }
+  /**
+   * A group's own network or shared volume the reconciler removed (or, in a dry run, would remove),
+   * after the group's containers: `group-ended` (this agent's, and its group is not live),
+   * `owner-gone` or `abandoned` (another owner's, with no container of its group left).
+   */
+  | { type: 'network.reconciled'; networkId: string; network: string; groupId: string; ownerId: string; reason: OrphanedGroupResource['reason']; dryRun: boolean; at: string }
+  | { type: 'volume.reconciled'; volume: string; groupId: string; ownerId: string; reason: OrphanedGroupResource['reason']; dryRun: boolean; at: string }
   | { type: 'prune'; removed: Record<string, number>; reclaimedBytes: number; at: string }
   /**
    * The restart policy restarts a task: attempt `attempt - 1` ended with `previousEnd`, and attempt
@@ -161,7 +171,20 @@ type ReconciledEvent = DistributiveOmit<Extract<AgentEventBody, { type: 'contain
 
 /** The event of a dangling container the reconciler removed (or, in a dry run, would remove). */
 function danglingEvent(container: DanglingContainer, dryRun: boolean): ReconciledEvent {
-  return { type: 'container.reconciled', containerId: container.id, ...(container.taskId ? { taskId: container.taskId } : {}), reason: 'dangling', dryRun };
+  return { type: 'container.reconciled', containerId: container.id, ...(container.taskId ? { taskId: container.taskId } : {}), reason: 'dangling', ...groupOf(container), dryRun };
+}
+
+/** The group fields of a container's event, when it is a group's. */
+function groupOf(container: { groupId?: string; role?: 'infra' }): { groupId?: string; role?: 'infra' } {
+  return { ...(container.groupId ? { groupId: container.groupId } : {}), ...(container.role ? { role: container.role } : {}) };
+}
+
+/** The event of a group network or volume the reconciler removed (or, in a dry run, would remove). */
+function groupResourceEvent(resource: OrphanedGroupResource, dryRun: boolean): DistributiveOmit<Extract<AgentEventBody, { type: 'network.reconciled' | 'volume.reconciled' }>, 'at'> {
+  const common = { groupId: resource.groupId, ownerId: resource.ownerId, reason: resource.reason, dryRun };
+  return resource.kind === 'network'
+    ? { type: 'network.reconciled', networkId: resource.id, network: resource.name, ...common }
+    : { type: 'volume.reconciled', volume: resource.name, ...common };
 }
 
 /** The event of an orphan the reconciler removed (or, in a dry run, would remove). */
@@ -173,6 +196,7 @@ function orphanEvent(container: OrphanedContainer, dryRun: boolean): ReconciledE
     reason: 'orphaned',
     ...(container.ownerId ? { ownerId: container.ownerId } : {}),
     ownerPid: container.ownerPid,
+    ...groupOf(container),
     dryRun,
   };
 }
@@ -193,11 +217,12 @@ export const announce = {
       images.on('image-removed', (e) => events.emit({ type: 'image.removed', imageId: e.imageId })),
     ];
   },
-  /** Containers the reconciler removed; in a dry run, those it would remove (logged too, as nothing else shows them). */
+  /** Containers, group networks and group volumes the reconciler removed; in a dry run, those it would remove (logged too, as nothing else shows them). */
   reconciler(reconciler: Pick<DanglingReconciler, 'on'>, events: AgentEvents, logger: Logger): Unsubscribe[] {
     return [
       reconciler.on('removed', (container) => events.emit(danglingEvent(container, false))),
       reconciler.on('orphan-removed', (container) => events.emit(orphanEvent(container, false))),
+      reconciler.on('group-resource-removed', (resource) => events.emit(groupResourceEvent(resource, false))),
       reconciler.on('sweep', (outcome) => {
         if (outcome.kind !== 'swept') return;
         for (const container of outcome.result.wouldRemove) {
@@ -205,6 +230,7 @@ export const announce = {
           events.emit(danglingEvent(container, true));
         }
         for (const container of outcome.result.orphans.wouldRemove) events.emit(orphanEvent(container, true));
+        for (const resource of outcome.result.groupResources.wouldRemove) events.emit(groupResourceEvent(resource, true));
       }),
     ];
   },

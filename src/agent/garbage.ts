@@ -21,6 +21,15 @@ export interface GarbageInit {
   config: AgentConfig;
   /** The configuration in force now, for the image budget and exemptions. */
   current: () => AgentConfig;
+  /**
+   * Ids of the agent's groups that have not ended, asked at every reconciler sweep (and again before
+   * each removal) and by every prune: a live group's infrastructure container, network and shared
+   * volume are never removed. Omitted, the agent has no live group, and every infrastructure
+   * container, group network and group volume of this agent is removed as an orphan (the reconciler
+   * after `reconcile.creationGrace`, prune at once, a running infrastructure container after
+   * `reconcile.orphanGrace`).
+   */
+  liveGroupIds?: () => Iterable<string>;
 }
 
 /**
@@ -40,12 +49,13 @@ export class AgentGarbage {
 
   constructor(init: GarbageInit) {
     this.#init = init;
-    const { engine, store, images, events, logger, agentId, config } = init;
+    const { engine, store, images, events, logger, agentId, config, liveGroupIds } = init;
     const liveTaskIds = (): string[] => store.tasks.list({ state: UNENDED_STATES }).map((task) => task.id);
     this.reconciler = new DanglingReconciler({
       engine,
       ownerId: agentId,
       trackedTaskIds: liveTaskIds,
+      ...(liveGroupIds === undefined ? {} : { liveGroupIds }),
       options: {
         enabled: config.reconcile.enabled,
         period: config.reconcile.periodMs,
@@ -64,6 +74,7 @@ export class AgentGarbage {
         const state = store.tasks.get(taskId)?.state;
         return state !== undefined && !hasEnded(state);
       },
+      ...(liveGroupIds === undefined ? {} : { isGroupLive: (groupId: string) => [...liveGroupIds()].includes(groupId) }),
       images: {
         // Only images berth pulled: one that was on the host before is someone else's.
         berthImages: () => images.snapshot().images.filter((image) => image.pulledByBerth).map((image) => ({ imageId: image.imageId, refs: image.refs })),

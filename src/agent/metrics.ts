@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { EventSource } from '../common/events.js';
+import { ROLES } from '../common/labels.js';
 import type { ImageCoordinatorEvents } from '../images/index.js';
 import { TASK_STATES, type TaskRecord, type TaskState } from '../state/tasks.js';
 import type { AgentEvent, AgentEvents } from './events.js';
@@ -52,6 +53,9 @@ export function isEngineErrorCode(code: string): boolean {
  * - `berth_reconciler_removals_total`: dangling containers the reconciler removed (dry runs excluded).
  * - `berth_reconciler_orphan_removals_total`: containers of short-lived owners whose owner process
  *   was gone, that the reconciler removed (dry runs excluded).
+ * - `berth_reconciler_group_removals_total{role}`: groups' objects the reconciler removed, by role:
+ *   `infra` (infrastructure containers, counted in one of the two above as well), `network`,
+ *   `shared-dir` (dry runs excluded).
  * - `berth_agent_failures_total{code}`: failures of the agent's own background work that the
  *   supervisor met and contained (a full data directory, a bug), by code.
  * - `berth_data_dir_full`: 1 while the data directory has less free space than the agent keeps free.
@@ -102,6 +106,14 @@ export class AgentMetrics {
       help: 'Containers of short-lived owners (berth run, library drivers) whose owner process was gone, that the reconciler removed.',
       registers,
     });
+    const groupRemovals = new Counter({
+      name: 'berth_reconciler_group_removals_total',
+      help: 'Groups\' infrastructure containers (infra), networks (network) and shared volumes (shared-dir) that the reconciler removed, by role.',
+      labelNames: ['role'] as const,
+      registers,
+    });
+    // Every role from the start, at 0, so a rate over it is defined before the first removal.
+    for (const role of Object.values(ROLES)) groupRemovals.inc({ role }, 0);
     const expired = new Counter({ name: 'berth_tasks_expired_total', help: 'Ended tasks that retention removed for good (record and output), by reason: age, count or disk.', labelNames: ['reason'] as const, registers });
     // Every reason from the start, at 0, so a rate over it is defined before the first removal.
     for (const reason of EXPIRY_REASONS) expired.inc({ reason }, 0);
@@ -129,6 +141,11 @@ export class AgentMetrics {
     const onEvent = (event: AgentEvent): void => {
       if (event.type === 'container.reconciled') {
         if (!event.dryRun) (event.reason === 'orphaned' ? orphanRemovals : removals).inc();
+        if (!event.dryRun && event.role === ROLES.infra) groupRemovals.inc({ role: ROLES.infra });
+        return;
+      }
+      if (event.type === 'network.reconciled' || event.type === 'volume.reconciled') {
+        if (!event.dryRun) groupRemovals.inc({ role: event.type === 'network.reconciled' ? ROLES.network : ROLES.sharedDir });
         return;
       }
       if (event.type === 'task.restart') {

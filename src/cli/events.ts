@@ -24,7 +24,7 @@ export function eventsSince(value: string, nowMs: number): string {
 }
 
 /** The agent's event types; `type=task` stands for `task.state`, as docker's `type=container`. */
-const EVENT_TYPES = ['task.state', 'task.health', 'image.pull', 'image.removed', 'container.reconciled', 'prune'] as const;
+const EVENT_TYPES = ['task.state', 'task.health', 'image.pull', 'image.removed', 'container.reconciled', 'network.reconciled', 'volume.reconciled', 'prune'] as const;
 
 /** The keys `events --filter` takes. */
 export const EVENT_FILTER_KEYS = ['type', 'event', 'task', 'image', 'container'] as const;
@@ -75,7 +75,7 @@ export function eventMatches(event: Readonly<Record<string, unknown>>, filters: 
 export function addEventsCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): void {
   const run = (work: () => Promise<number>): Promise<void> => work().then(setExitCode);
   agentCommand(program, 'events', 'Print the agent\'s events as they happen (task states, pulls, removals) until Ctrl-C')
-    .addOption(new Option('-f, --filter <key=value>', 'type=task|image|container|prune (or a full type such as task.state), event=<state or phase>, task=<id>, image=<ref or id>, container=<id> (repeatable: one key\'s values are alternatives, different keys must all match)').argParser(collect).default([]))
+    .addOption(new Option('-f, --filter <key=value>', 'type=task|image|container|network|volume|prune (or a full type such as task.state), event=<state or phase>, task=<id>, image=<ref or id>, container=<id> (repeatable: one key\'s values are alternatives, different keys must all match)').argParser(collect).default([]))
     .option('--since <id|time>', 'first the events after this one: an event id (as --json prints it), an RFC 3339 time, Unix seconds, or a duration before now such as 10m')
     .option('--format <format>', FORMAT_HELP)
     .action((flags: AgentFlags & { filter: string[]; format?: string; since?: string }) =>

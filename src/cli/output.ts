@@ -250,9 +250,15 @@ export function formatEventLine(event: Readonly<Record<string, unknown>>): strin
     case 'container.reconciled': {
       // An orphan's reason says whose it was: the owner id and the process that is gone.
       const why = event.reason === 'orphaned' ? ` orphaned (owner ${text(event.ownerId) || '?'}, pid ${text(event.ownerPid) || '?'} gone)` : event.reason ? ` ${text(event.reason)}` : '';
-      detail = `${shortId(text(event.containerId))}${event.taskId ? ` (task ${text(event.taskId)})` : ''}${why}${event.dryRun ? ' dry run' : ''}`;
+      const group = event.groupId ? ` (${event.role === 'infra' ? 'infrastructure of ' : ''}group ${text(event.groupId)})` : '';
+      detail = `${shortId(text(event.containerId))}${event.taskId ? ` (task ${text(event.taskId)})` : ''}${group}${why}${event.dryRun ? ' dry run' : ''}`;
       break;
     }
+    case 'network.reconciled':
+    case 'volume.reconciled':
+      // The name says whose it is (berth-<group>.<owner>.net / .shared); the reason, why it went.
+      detail = `${text(event.type === 'network.reconciled' ? event.network : event.volume)} (group ${text(event.groupId)}, owner ${text(event.ownerId)}) ${text(event.reason)}${event.dryRun ? ' dry run' : ''}`;
+      break;
     case 'task.expired':
       detail = `${text(event.taskId)} removed by retention (${text(event.reason)}; ended ${text(event.endedAt)})`;
       break;

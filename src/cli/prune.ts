@@ -16,7 +16,9 @@ export function renderPruneReport(report: PruneView): string {
   ] as const;
   // A dry run removed nothing: every line says what a prune would do.
   const verb = report.dryRun ? 'Would remove' : 'Removed';
-  const lines = kinds.flatMap(([kind, pruned]) => pruned.ids.map((id) => `${verb} ${kind.slice(0, -1)} ${shortId(id.replace(/^sha256:/, ''))}`));
+  // Networks by name (an id says little); volumes' ids are their names.
+  const label = (pruned: { ids: string[]; names?: string[] }, index: number): string => pruned.names?.[index] ?? shortId(pruned.ids[index]!.replace(/^sha256:/, ''));
+  const lines = kinds.flatMap(([kind, pruned]) => pruned.ids.map((_, index) => `${verb} ${kind.slice(0, -1)} ${label(pruned, index)}`));
   const table = renderTable(
     ['KIND', report.dryRun ? 'WOULD REMOVE' : 'REMOVED', report.dryRun ? 'WOULD RECLAIM' : 'RECLAIMED'],
     kinds.map(([kind, pruned]) => [kind, String(pruned.ids.length), formatBytes(pruned.reclaimedBytes)]),

@@ -970,10 +970,12 @@ export class Engine {
    * volume, so a retry is idempotent; its labels are returned for the caller to check it is its own.
    */
   async createVolume(name: string, labels: Record<string, string>, options: CallOptions = {}): Promise<VolumeSummary> {
-    const raw = await this.#call('create volume', this.#deadlines.writeMs, options, (abortSignal) =>
+    const volume = await this.#call('create volume', this.#deadlines.writeMs, options, (abortSignal) =>
       this.#docker.createVolume({ Name: name, Driver: 'local', Labels: labels, abortSignal } as Dockerode.VolumeCreateOptions),
     { volume: name });
-    return volumeFromRaw(raw as unknown as Parameters<typeof volumeFromRaw>[0]);
+    // dockerode resolves with a handle (`getVolume(Name)`), not the engine's body: the volume as the engine has it comes from an inspect.
+    const raw = await this.#read('inspect volume', options, () => (volume as unknown as Dockerode.Volume).inspect(), { volume: name });
+    return volumeFromRaw(raw);
   }
 
   /**

@@ -40,6 +40,7 @@ export {
   type PrunedImages,
   type PrunerEvents,
   type PrunedKind,
+  type PrunedNamedKind,
   type PruneKind,
   type PruneRemovedEvent,
   type PruneReport,

@@ -1,6 +1,6 @@
 import { systemClock, type Clock } from '../common/clock.js';
 import { asBerthError, BerthError, isBerthError, ValidationError } from '../common/errors.js';
-import { LABELS } from '../common/labels.js';
+import { LABELS, ROLES } from '../common/labels.js';
 import { PRUNE_CHANNEL } from '../common/diagnostics.js';
 import { Events, type EventListener, type EventSource, type Unsubscribe } from '../common/events.js';
 import { silentLogger, type Logger } from '../common/logger.js';
@@ -18,6 +18,17 @@ import {
 import { removeBerthImage, type ImageRemoval } from '../images/removal.js';
 import { enforceImageBudget, type ImageBudgetOptions } from './image-budget.js';
 import { judgeOrphan, ORPHAN_CANDIDATE_LABELS, type OwnerJudge } from '../reconcile/orphans.js';
+import { createdAtUpperBoundMs } from '../reconcile/decide.js';
+import {
+  GROUP_CONTAINER_LABELS,
+  groupRoleLabels,
+  isInfraContainer,
+  judgeGroupResource,
+  networkAsGroupResource,
+  occupiedGroups,
+  volumeAsGroupResource,
+  type GroupResource,
+} from '../reconcile/groups.js';
 import { resolvePrunerOptions, type PrunerOptions, type ResolvedPrunerOptions } from './options.js';
 import {
   emptyPruneReport,
@@ -51,6 +62,13 @@ export interface PrunerInit {
   /** Whether a task's record is live (not ended): its containers are never pruned. A task id without a record is not live. */
   isTaskLive: (taskId: string) => boolean;
   /**
+   * Whether a group of this owner is live (not ended): its infrastructure container, network and
+   * shared volume are never pruned. Required for an owner that runs groups (the agent passes its
+   * group records); omitted, this owner has no live group, and its groups' objects are pruned as
+   * unused.
+   */
+  isGroupLive?: (groupId: string) => boolean;
+  /**
    * Makes the judge of owner processes for one prune (whether a container's owner process is gone).
    * Default: `ownerJudge()` over this host's /proc.
    */
@@ -83,8 +101,12 @@ const OWN_STOPPED_STATES = ['created', 'exited', 'dead'] as const;
  * containers whose task is not live (with their anonymous volumes), containers of any short-lived
  * owner on this host whose owner process is gone (orphans, running or not, past the orphan grace
  * period), networks and dangling volumes
- * labelled as berth's, and images berth pulled that no task holds and nobody else names. Removal
- * is never forced past the engine's "in use": such objects are kept and reported.
+ * labelled as berth's, and images berth pulled that no task holds and nobody else names. Groups'
+ * objects: a live group's infrastructure container, network and volume are kept (`isGroupLive`); a
+ * group that is not live loses its stopped infrastructure container at once and a running one past
+ * the orphan grace; another owner's group network or volume goes by the reconciler's rule (see
+ * `judgeGroupResource`). Removal is never forced past the engine's "in use": such objects are kept
+ * and reported.
  *
  * One prune (or budget enforcement) runs at a time: another call meanwhile rejects with
  * BERTH_PRUNE_RUNNING at once, rather than queueing.
@@ -94,6 +116,7 @@ export class Pruner implements EventSource<PrunerEvents> {
   readonly ownerId: string;
   readonly #engine: PruneEngine;
   readonly #isTaskLive: (taskId: string) => boolean;
+  readonly #isGroupLive: (groupId: string) => boolean;
   readonly #images: PruneImageSource | undefined;
   readonly #logger: Logger;
   readonly #clock: Pick<Clock, 'now' | 'sleep'>;
@@ -107,6 +130,7 @@ export class Pruner implements EventSource<PrunerEvents> {
     this.ownerId = init.ownerId;
     this.#engine = init.engine;
     this.#isTaskLive = init.isTaskLive;
+    this.#isGroupLive = init.isGroupLive ?? (() => false);
     this.#images = init.images;
     this.#logger = init.logger ?? silentLogger;
     this.#clock = init.clock ?? systemClock;
@@ -188,7 +212,7 @@ export class Pruner implements EventSource<PrunerEvents> {
   async #prune(filters: PruneFilters, kinds: ReadonlySet<PruneKind>, dryRun: boolean, signal: AbortSignal | undefined): Promise<PruneReport> {
     const startedAtMs = this.#clock.now();
     const report = emptyPruneReport(dryRun, formatPruneFilters(filters), new Date(startedAtMs));
-    const run = { filters, dryRun, signal, report };
+    const run: PruneRun = { filters, dryRun, signal, report, occupiedGroups: undefined };
     try {
       for (const kind of PRUNE_KINDS) {
         if (!kinds.has(kind)) continue;
@@ -225,9 +249,15 @@ export class Pruner implements EventSource<PrunerEvents> {
       { all: true, labels: [...this.ownLabels, ...engineLabelFilters(filters)], status: [...OWN_STOPPED_STATES], withSize: true },
       { signal },
     );
-    for (const row of rows) {
+    // Task containers before infrastructure containers: a task container lives in its infrastructure container's namespace.
+    for (const row of infraLast(rows)) {
       if (this.#stopped(run)) return;
       if (!(await this.#containerMatches(row, filters, signal))) continue;
+      if (isInfraContainer(row.labels)) {
+        if (this.#isLiveGroupOf(row.labels)) report.kept.push({ kind: 'containers', id: row.id, reason: 'live-group' });
+        else await this.#removeListed(run, row);
+        continue;
+      }
       const taskId = row.labels[LABELS.taskId];
       if (taskId !== undefined && this.#isTaskLive(taskId)) {
         report.kept.push({ kind: 'containers', id: row.id, reason: 'live-task' });
@@ -235,7 +265,39 @@ export class Pruner implements EventSource<PrunerEvents> {
       }
       await this.#removeListed(run, row);
     }
-    if (this.options.orphans) await this.#pruneOrphans(run, new Set(rows.map((row) => row.id)));
+    const seen = new Set(rows.map((row) => row.id));
+    if (this.options.orphans) await this.#pruneOrphans(run, seen);
+    if (this.#stopped(run)) return;
+    await this.#pruneRunningInfra(run, seen);
+  }
+
+  /** Whether an object of this owner belongs to a live group (by its group id label). */
+  #isLiveGroupOf(labels: Readonly<Record<string, string>>): boolean {
+    const groupId = labels[LABELS.groupId];
+    return groupId !== undefined && this.#isGroupLive(groupId);
+  }
+
+  /**
+   * This owner's infrastructure containers that still run (or are paused): one of a live group is
+   * not prune's (running containers never are), one of a group that is not live is an orphan,
+   * force-removed once past the orphan grace period (kept as `grace` before: a group being created
+   * right now). `seen` holds the ones handled already (stopped, and orphans), and gains these.
+   */
+  async #pruneRunningInfra(run: PruneRun, seen: Set<string>): Promise<void> {
+    const { filters, signal, report } = run;
+    const rows = await this.#engine.listContainers({ all: true, labels: [...this.ownLabels, `${LABELS.role}=${ROLES.infra}`, ...engineLabelFilters(filters)], withSize: true }, { signal });
+    for (const row of rows) {
+      if (this.#stopped(run)) return;
+      if (seen.has(row.id) || !isInfraContainer(row.labels) || row.labels[LABELS.ownerId] !== this.ownerId) continue;
+      seen.add(row.id);
+      if (!(await this.#containerMatches(row, filters, signal))) continue;
+      if (this.#isLiveGroupOf(row.labels)) continue;
+      if (this.#clock.now() - createdAtUpperBoundMs(row) < this.options.orphanGraceMs) {
+        report.kept.push({ kind: 'containers', id: row.id, reason: 'grace' });
+        continue;
+      }
+      await this.#removeListed(run, row);
+    }
   }
 
   /**
@@ -244,13 +306,14 @@ export class Pruner implements EventSource<PrunerEvents> {
    * (`live-owner`); one whose owner cannot be judged from here (another host) is not berth's to
    * judge, and is neither removed nor reported.
    */
-  async #pruneOrphans(run: PruneRun, seen: ReadonlySet<string>): Promise<void> {
+  async #pruneOrphans(run: PruneRun, seen: Set<string>): Promise<void> {
     const { filters, dryRun, signal, report } = run;
     const rows = await this.#engine.listContainers({ all: true, labels: [...ORPHAN_CANDIDATE_LABELS, ...engineLabelFilters(filters)], withSize: true }, { signal });
     const judge = this.#ownerJudge();
-    for (const row of rows) {
+    for (const row of infraLast(rows)) {
       if (this.#stopped(run)) return;
       if (seen.has(row.id)) continue;
+      seen.add(row.id);
       if (!(await this.#containerMatches(row, filters, signal))) continue;
       const judgement = judgeOrphan(row, judge, this.#clock.now(), this.options.orphanGraceMs);
       if (judgement.kind === 'unknown-owner') continue;
@@ -283,6 +346,7 @@ export class Pruner implements EventSource<PrunerEvents> {
     id: string,
     reclaimedBytes: number,
     remove: () => Promise<RemovalOutcome>,
+    name?: string,
   ): Promise<boolean> {
     if (!run.dryRun) {
       let outcome: RemovalOutcome;
@@ -301,6 +365,7 @@ export class Pruner implements EventSource<PrunerEvents> {
     }
     run.report[kind].ids.push(id);
     run.report[kind].reclaimedBytes += reclaimedBytes;
+    if (kind !== 'containers') run.report[kind].names.push(name ?? id);
     return true;
   }
 
@@ -321,32 +386,99 @@ export class Pruner implements EventSource<PrunerEvents> {
     return matchesPruneFilters(filters, { labels: row.labels, createdAtMs });
   }
 
+  /**
+   * This owner's networks with no endpoints (a live group's are kept, `live-group`), then, with
+   * `orphans`, other owners' group networks that are orphans (see `judgeGroupResource`).
+   */
   async #pruneNetworks(run: PruneRun): Promise<void> {
     const { filters, signal, report } = run;
     const rows = await this.#engine.listNetworks({ labels: [...this.ownLabels, ...engineLabelFilters(filters)] }, { signal });
     for (const row of rows) {
       if (this.#stopped(run)) return;
       if (!matchesPruneFilters(filters, { labels: row.labels, createdAtMs: row.createdAt.getTime() })) continue;
-      // The list does not say which containers are attached; a network with endpoints is in use.
-      let attached: number;
-      try {
-        attached = (await this.#engine.inspectNetwork(row.id, { signal })).containerIds.length;
-      } catch (error) {
-        if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) continue;
-        throw error;
+      if (this.#isLiveGroupOf(row.labels)) {
+        report.kept.push({ kind: 'networks', id: row.id, reason: 'live-group' });
+        continue;
       }
-      if (attached > 0) report.kept.push({ kind: 'networks', id: row.id, reason: 'in-use' });
-      else await this.#removeListedObject(run, 'networks', row.id, 0, () => this.#engine.removeNetwork(row.id));
+      await this.#removeUnusedNetwork(run, row.id, row.name);
+    }
+    if (!this.options.orphans) return;
+    const groupRows = await this.#engine.listNetworks({ labels: [...groupRoleLabels(ROLES.network), ...engineLabelFilters(filters)] }, { signal });
+    const seen = new Set(rows.map((row) => row.id));
+    for (const row of groupRows) {
+      if (this.#stopped(run)) return;
+      if (seen.has(row.id) || row.labels[LABELS.role] !== ROLES.network) continue;
+      if (!matchesPruneFilters(filters, { labels: row.labels, createdAtMs: row.createdAt.getTime() })) continue;
+      const resource = networkAsGroupResource(row);
+      if (!resource || !(await this.#isOrphanedForeignGroupResource(run, resource))) continue;
+      await this.#removeUnusedNetwork(run, row.id, row.name);
     }
   }
 
+  /** Removes a network unless it has endpoints (kept, `in-use`): the list does not say which containers are attached. */
+  async #removeUnusedNetwork(run: PruneRun, id: string, name: string): Promise<void> {
+    let attached: number;
+    try {
+      attached = (await this.#engine.inspectNetwork(id, { signal: run.signal })).containerIds.length;
+    } catch (error) {
+      if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return;
+      throw error;
+    }
+    if (attached > 0) run.report.kept.push({ kind: 'networks', id, reason: 'in-use' });
+    else await this.#removeListedObject(run, 'networks', id, 0, () => this.#engine.removeNetwork(id), name);
+  }
+
+  /**
+   * Whether another owner's group network or volume is an orphan (see `judgeGroupResource`); one it
+   * spares for a reason a user can act on is reported as kept. Only this owner's objects are judged
+   * by their group's liveness: another owner's groups are unknown here.
+   */
+  async #isOrphanedForeignGroupResource(run: PruneRun, resource: GroupResource): Promise<boolean> {
+    if (resource.ownerId === this.ownerId) return false;
+    run.occupiedGroups ??= occupiedGroups(await this.#engine.listContainers({ all: true, labels: [...GROUP_CONTAINER_LABELS] }, { signal: run.signal }));
+    const judgement = judgeGroupResource(resource, {
+      ownerId: this.ownerId,
+      liveGroupIds: new Set(),
+      orphans: true,
+      occupied: run.occupiedGroups,
+      judge: (run.judge ??= this.#ownerJudge()),
+      nowMs: this.#clock.now(),
+      creationGraceMs: this.options.orphanGraceMs,
+      orphanGraceMs: this.options.orphanGraceMs,
+    });
+    const kind = resource.kind === 'network' ? 'networks' : 'volumes';
+    if (judgement.kind === 'orphan') return true;
+    if (judgement.kind === 'occupied') run.report.kept.push({ kind, id: resource.id, reason: 'in-use' });
+    else if (judgement.kind === 'live-owner' || judgement.kind === 'grace') run.report.kept.push({ kind, id: resource.id, reason: judgement.kind });
+    return false;
+  }
+
+  /**
+   * This owner's volumes no container references (a live group's shared volume is kept,
+   * `live-group`), then, with `orphans`, other owners' group volumes that are orphans.
+   */
   async #pruneVolumes(run: PruneRun): Promise<void> {
-    const { filters, signal } = run;
+    const { filters, signal, report } = run;
     const rows = await this.#engine.listVolumes({ labels: [...this.ownLabels, ...engineLabelFilters(filters)], dangling: true }, { signal });
     for (const row of rows) {
       if (this.#stopped(run)) return;
       if (!matchesPruneFilters(filters, { labels: row.labels, createdAtMs: row.createdAt?.getTime() })) continue;
-      await this.#removeListedObject(run, 'volumes', row.name, row.sizeBytes ?? 0, () => this.#engine.removeVolume(row.name));
+      if (this.#isLiveGroupOf(row.labels)) {
+        report.kept.push({ kind: 'volumes', id: row.name, reason: 'live-group' });
+        continue;
+      }
+      await this.#removeListedObject(run, 'volumes', row.name, row.sizeBytes ?? 0, () => this.#engine.removeVolume(row.name), row.name);
+    }
+    if (!this.options.orphans) return;
+    const groupRows = await this.#engine.listVolumes({ labels: [...groupRoleLabels(ROLES.sharedDir), ...engineLabelFilters(filters)], dangling: true }, { signal });
+    const seen = new Set(rows.map((row) => row.name));
+    for (const row of groupRows) {
+      if (this.#stopped(run)) return;
+      if (seen.has(row.name) || row.labels[LABELS.role] !== ROLES.sharedDir) continue;
+      if (!matchesPruneFilters(filters, { labels: row.labels, createdAtMs: row.createdAt?.getTime() })) continue;
+      const resource = volumeAsGroupResource(row);
+      if (!resource || !(await this.#isOrphanedForeignGroupResource(run, resource))) continue;
+      await this.#removeListedObject(run, 'volumes', row.name, row.sizeBytes ?? 0, () => this.#engine.removeVolume(row.name), row.name);
     }
   }
 
@@ -445,6 +577,15 @@ interface PruneRun {
   dryRun: boolean;
   signal: AbortSignal | undefined;
   report: PruneReport;
+  /** The groups (`groupKey`) that still have a container: listed once, when another owner's group network or volume is first judged. */
+  occupiedGroups: ReadonlySet<string> | undefined;
+  /** The owner judge of this prune, made when first needed. */
+  judge?: OwnerJudge;
+}
+
+/** Task containers first, infrastructure containers last. */
+function infraLast(rows: readonly ContainerSummary[]): ContainerSummary[] {
+  return [...rows.filter((row) => !isInfraContainer(row.labels)), ...rows.filter((row) => isInfraContainer(row.labels))];
 }
 
 function parseKinds(kinds: readonly PruneKind[] | undefined): ReadonlySet<PruneKind> {

@@ -17,6 +17,12 @@ export interface PrunedKind {
   reclaimedBytes: number;
 }
 
+/** Networks and volumes: their names too (a network's id says little; a volume's id is its name). */
+export interface PrunedNamedKind extends PrunedKind {
+  /** The names, in the order of `ids`. */
+  names: string[];
+}
+
 export interface PrunedImages extends PrunedKind {
   /** Names berth untagged; an image goes (and is listed in `ids`) with its last name. */
   untagged: string[];
@@ -29,11 +35,17 @@ export interface KeptObject {
   reason:
     /** A container whose task is live. */
     | 'live-task'
+    /** A group's infrastructure container (stopped), network or shared volume, whose group is live. */
+    | 'live-group'
     /** A container whose owner process (a `berth run`, a library driver) still runs. */
     | 'live-owner'
-    /** A container whose owner process is gone, younger than the orphan grace period: a later prune removes it. */
+    /**
+     * A container whose owner process is gone, a running infrastructure container of a group that is
+     * not live, or another owner's group network or volume whose group has no container left, younger
+     * than the orphan grace period: a later prune removes it.
+     */
     | 'grace'
-    /** The engine refused: a container uses the image, volume or network. */
+    /** The engine refused: a container uses the image, volume or network (or, for another owner's group network or volume, a container of its group is still there). */
     | 'in-use'
     /** A held image. */
     | 'held'
@@ -45,8 +57,8 @@ export interface KeptObject {
 
 export interface PruneReport {
   containers: PrunedKind;
-  networks: PrunedKind;
-  volumes: PrunedKind;
+  networks: PrunedNamedKind;
+  volumes: PrunedNamedKind;
   images: PrunedImages;
   /** Objects that matched but were kept, and why. */
   kept: KeptObject[];
@@ -112,8 +124,8 @@ export function emptyPruneReport(dryRun: boolean, filters: string[], startedAt: 
   const kind = (): PrunedKind => ({ ids: [], reclaimedBytes: 0 });
   return {
     containers: kind(),
-    networks: kind(),
-    volumes: kind(),
+    networks: { ...kind(), names: [] },
+    volumes: { ...kind(), names: [] },
     images: { ...kind(), untagged: [] },
     kept: [],
     failed: [],

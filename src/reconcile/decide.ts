@@ -1,8 +1,9 @@
 /**
  * The reconciler's decision, kept pure: given the candidates the engine listed (already filtered by
- * berth's labels, this owner and status running), which are dangling and which are spared.
+ * berth's labels, this owner and status running), which are dangling and which are spared. A group's
+ * infrastructure container runs no task: it is tracked while its group is live (see groups.ts).
  */
-import { LABELS } from '../common/labels.js';
+import { LABELS, ROLES } from '../common/labels.js';
 import type { ContainerSummary } from '../engine/types.js';
 
 /** A container the reconciler judged dangling: berth's, this owner's, running, untracked, past its grace. */
@@ -12,6 +13,10 @@ export interface DanglingContainer {
   name: string;
   /** The task id in its labels, if any. */
   taskId: string | undefined;
+  /** The group in its labels, for a group's infrastructure container or task container. */
+  groupId?: string;
+  /** `infra` for a group's infrastructure container (whose group is not live); absent for a task container. */
+  role?: typeof ROLES.infra;
   image: string;
   /** The creation time as judged (see {@link createdAtUpperBoundMs}). */
   createdAt: Date;
@@ -23,11 +28,16 @@ export interface DanglingContainer {
 export interface TrackedSnapshot {
   containerIds: ReadonlySet<string>;
   taskIds: ReadonlySet<string>;
+  /** This owner's live groups: their infrastructure containers are tracked. Default none. */
+  liveGroupIds?: ReadonlySet<string>;
 }
 
 export interface DanglingDecision {
   dangling: DanglingContainer[];
+  /** Task containers spared because they are tracked. */
   skippedTracked: number;
+  /** Infrastructure containers spared because their group is live. */
+  skippedLiveGroup: number;
   skippedGrace: number;
 }
 
@@ -41,9 +51,16 @@ export function createdAtUpperBoundMs(container: Pick<ContainerSummary, 'created
   return ms % 1000 === 0 ? ms + 999 : ms;
 }
 
-/** Whether the container is tracked: by its id (full, or the 12-character short form) or by its task id label. */
+/**
+ * Whether the container is tracked: by its id (full, or the 12-character short form) or by its task
+ * id label; a group's infrastructure container, by its group being live (it has no task of its own).
+ */
 export function isTracked(container: Pick<ContainerSummary, 'id' | 'labels'>, tracked: TrackedSnapshot): boolean {
   if (tracked.containerIds.has(container.id) || tracked.containerIds.has(container.id.slice(0, 12))) return true;
+  if (container.labels[LABELS.role] === ROLES.infra) {
+    const groupId = container.labels[LABELS.groupId];
+    return groupId !== undefined && (tracked.liveGroupIds?.has(groupId) ?? false);
+  }
   const taskId = container.labels[LABELS.taskId];
   return taskId !== undefined && tracked.taskIds.has(taskId);
 }
@@ -58,10 +75,12 @@ export function decideDangling(
   nowMs: number,
   creationGraceMs: number,
 ): DanglingDecision {
-  const decision: DanglingDecision = { dangling: [], skippedTracked: 0, skippedGrace: 0 };
+  const decision: DanglingDecision = { dangling: [], skippedTracked: 0, skippedLiveGroup: 0, skippedGrace: 0 };
   for (const container of candidates) {
+    const infra = container.labels[LABELS.role] === ROLES.infra;
     if (isTracked(container, tracked)) {
-      decision.skippedTracked++;
+      if (infra) decision.skippedLiveGroup++;
+      else decision.skippedTracked++;
       continue;
     }
     const createdMs = createdAtUpperBoundMs(container);
@@ -74,10 +93,20 @@ export function decideDangling(
       id: container.id,
       name: container.names[0] ?? container.id,
       taskId: container.labels[LABELS.taskId],
+      ...groupFields(container.labels),
       image: container.image,
       createdAt: new Date(createdMs),
       ageMs,
     });
   }
   return decision;
+}
+
+/** The group fields of a dangling or orphaned container: its group id, and `role: 'infra'` for an infrastructure container. */
+export function groupFields(labels: Readonly<Record<string, string>>): { groupId?: string; role?: typeof ROLES.infra } {
+  const groupId = labels[LABELS.groupId];
+  return {
+    ...(groupId === undefined ? {} : { groupId }),
+    ...(labels[LABELS.role] === ROLES.infra ? { role: ROLES.infra } : {}),
+  };
 }

@@ -1,4 +1,8 @@
-/** The dangling-container reconciler: removes running containers of this owner that nothing tracks, and orphans whose owner process is gone. */
+/**
+ * The dangling-container reconciler: removes running containers of this owner that nothing tracks
+ * (a group's infrastructure container once its group is not live), orphans whose owner process is
+ * gone, and groups' networks and shared volumes that are orphans.
+ */
 export {
   DanglingReconciler,
   type DanglingReconcilerInit,
@@ -8,8 +12,24 @@ export {
 } from './reconciler.js';
 export { createdAtUpperBoundMs, decideDangling, isTracked, type DanglingContainer, type DanglingDecision, type TrackedSnapshot } from './decide.js';
 export {
+  decideGroupResources,
+  GROUP_CONTAINER_LABELS,
+  groupRoleLabels,
+  isInfraContainer,
+  judgeGroupResource,
+  type GroupResource,
+  type GroupResourceContext,
+  type GroupResourceDecision,
+  type GroupResourceJudgement,
+  type GroupResourceReason,
+  type GroupResourceSkipCounts,
+  type OrphanedGroupResource,
+} from './groups.js';
+export {
   RECONCILE_EVENTS_CHANNEL,
   type DanglingContainerRemovedEvent,
+  type GroupResourceRemovedEvent,
+  type GroupResourceSweepResult,
   type OrphanedContainerRemovedEvent,
   type OrphanSweepResult,
   type ReconcilerEvents,

@@ -23,6 +23,7 @@ export const RECONCILE_OPTION_FIELDS = Object.freeze({
   dryRun: booleanOption().default(false),
   orphans: booleanOption().default(true),
   orphanGrace: durationOption(RECONCILE_OPTION_BOUNDS.orphanGrace, durationRule('5m')).optional(),
+  groups: booleanOption().default(true),
   removeConcurrency: countOption({ min: 1, max: 32 }).default(4),
 });
 
@@ -52,6 +53,13 @@ export interface DanglingReconcilerOptions {
    * at most `'365d'`.
    */
   orphanGrace?: string | number;
+  /**
+   * Whether sweeps also remove groups' networks and shared volumes that are orphans: this owner's
+   * whose group is not live (past `creationGrace`), and, with `orphans`, other owners' whose group
+   * has no container left and whose owner process is gone (past `orphanGrace`). Two more list calls
+   * a sweep. Default true. (Infrastructure containers are judged either way: see `liveGroupIds`.)
+   */
+  groups?: boolean;
   /** Removals of one sweep in flight at once. Default 4; 1 to 32. */
   removeConcurrency?: number;
 }
@@ -64,6 +72,7 @@ export interface ResolvedDanglingReconcilerOptions {
   readonly dryRun: boolean;
   readonly orphans: boolean;
   readonly orphanGraceMs: number;
+  readonly groups: boolean;
   readonly removeConcurrency: number;
 }
 
@@ -75,5 +84,6 @@ export const resolveDanglingReconcilerOptions: OptionsResolver<DanglingReconcile
   dryRun: o.dryRun,
   orphans: o.orphans,
   orphanGraceMs: o.orphanGrace ?? o.creationGrace,
+  groups: o.groups,
   removeConcurrency: o.removeConcurrency,
 }));

@@ -3,10 +3,10 @@
  * gone. The decision is pure: the caller lists the candidates (berth's, with owner-process labels)
  * and passes a judge of owners (`ownerJudge()` reads /proc; tests pass a fake).
  */
-import { LABELS } from '../common/labels.js';
+import { LABELS, type ROLES } from '../common/labels.js';
 import type { OwnerGoneReason, OwnerUnknownReason, OwnerVerdict } from '../common/owner-process.js';
 import type { ContainerSummary } from '../engine/types.js';
-import { createdAtUpperBoundMs } from './decide.js';
+import { createdAtUpperBoundMs, groupFields } from './decide.js';
 
 /** Judges a container's owner from its labels: `ownerJudge()` for the real /proc. */
 export type OwnerJudge = (labels: Readonly<Record<string, string>>) => OwnerVerdict;
@@ -23,6 +23,10 @@ export interface OrphanedContainer {
   /** The container's name, without the leading slash. */
   name: string;
   taskId: string | undefined;
+  /** The group in its labels, for a group's infrastructure or task container. */
+  groupId?: string;
+  /** `infra` for a group's infrastructure container; absent for a task container. */
+  role?: typeof ROLES.infra;
   /** The owner id it carries (`cli` for `berth run`). */
   ownerId: string | undefined;
   /** The owner process's pid, as its labels say. */
@@ -61,6 +65,7 @@ export function judgeOrphan(container: ContainerSummary, judge: OwnerJudge, nowM
       id: container.id,
       name: container.names[0] ?? container.id,
       taskId: container.labels[LABELS.taskId],
+      ...groupFields(container.labels),
       ownerId: container.labels[LABELS.ownerId],
       ownerPid: Number(container.labels[LABELS.ownerPid]),
       reason: verdict.reason,

@@ -1,18 +1,38 @@
 import { systemClock, type Clock } from '../common/clock.js';
 import { asBerthError, BerthError, cancelledError, ValidationError } from '../common/errors.js';
-import { LABELS } from '../common/labels.js';
+import { LABELS, ROLES } from '../common/labels.js';
 import { RECONCILE_CHANNEL } from '../common/diagnostics.js';
 import { Events, type EventListener, type EventSource, type Unsubscribe } from '../common/events.js';
 import { silentLogger, type Logger } from '../common/logger.js';
 import { ownerJudge } from '../common/owner-process.js';
 import type { Engine } from '../engine/engine.js';
 import { decideDangling, isTracked, type DanglingContainer, type TrackedSnapshot } from './decide.js';
-import type { DanglingContainerRemovedEvent, OrphanedContainerRemovedEvent, ReconcilerEvents, RemovalTally, ScheduledSweepOutcome, SweepResult } from './events.js';
+import type {
+  DanglingContainerRemovedEvent,
+  GroupResourceRemovedEvent,
+  GroupResourceSweepResult,
+  OrphanedContainerRemovedEvent,
+  ReconcilerEvents,
+  RemovalTally,
+  ScheduledSweepOutcome,
+  SweepResult,
+} from './events.js';
+import {
+  decideGroupResources,
+  GROUP_CONTAINER_LABELS,
+  groupRoleLabels,
+  needsOccupancy,
+  networkAsGroupResource,
+  occupiedGroups,
+  volumeAsGroupResource,
+  type GroupResource,
+  type OrphanedGroupResource,
+} from './groups.js';
 import { decideOrphans, ORPHAN_CANDIDATE_LABELS, type OrphanedContainer, type OwnerJudge } from './orphans.js';
 import { resolveDanglingReconcilerOptions, type DanglingReconcilerOptions, type ResolvedDanglingReconcilerOptions } from './options.js';
 
 /** The engine calls the reconciler makes: a narrow port, so tests can script it. */
-export type ReconcileEngine = Pick<Engine, 'listContainers' | 'removeContainer' | 'ping'>;
+export type ReconcileEngine = Pick<Engine, 'listContainers' | 'removeContainer' | 'listNetworks' | 'removeNetwork' | 'listVolumes' | 'removeVolume' | 'ping'>;
 
 /** How long the default health check waits for the engine's ping. */
 const DEFAULT_HEALTH_CHECK_DEADLINE_MS = 5_000;
@@ -28,6 +48,14 @@ export interface DanglingReconcilerInit {
   trackedContainerIds?: () => Iterable<string>;
   /** Task ids with a live record: a container labelled with one of them is tracked. */
   trackedTaskIds?: () => Iterable<string>;
+  /**
+   * Ids of this owner's groups that are live (not ended), asked at every sweep and again before each
+   * removal: a live group's infrastructure container, network and shared volume are left alone.
+   * Required for an owner that runs groups (the agent passes its group records that have not
+   * ended); omitted, the owner has no live group, and any infrastructure container, group network
+   * or group volume of this owner id is an orphan once past the creation grace period.
+   */
+  liveGroupIds?: () => Iterable<string>;
   /**
    * Whether the engine answers, asked before every scheduled sweep; a sweep runs only when it
    * does. Default: a ping with a 5 s deadline.
@@ -78,7 +106,11 @@ const RECONCILER_TRANSITIONS: Readonly<Record<ReconcilerState, readonly Reconcil
  * timeout): the driver then thinks the task failed while its container runs on, untracked.
  *
  * One sweep is one engine list call, filtered on the engine side by label and status, plus one
- * force-removal per dangling container; foreign containers are never inspected or touched.
+ * force-removal per dangling container; foreign containers are never inspected or touched. A
+ * group's infrastructure container runs no task: it is tracked while its group is live
+ * (`liveGroupIds`), and dangling once not. With `orphans`, a second list finds containers whose
+ * owner process is gone; with `groups`, after every container removal, two more list groups'
+ * networks and shared volumes and remove the orphans among them (see groups.ts), never forced.
  */
 export class DanglingReconciler implements EventSource<ReconcilerEvents> {
   readonly options: ResolvedDanglingReconcilerOptions;
@@ -86,6 +118,7 @@ export class DanglingReconciler implements EventSource<ReconcilerEvents> {
   readonly #engine: ReconcileEngine;
   readonly #trackedContainerIds: (() => Iterable<string>) | undefined;
   readonly #trackedTaskIds: (() => Iterable<string>) | undefined;
+  readonly #liveGroupIds: (() => Iterable<string>) | undefined;
   readonly #isEngineHealthy: () => Promise<boolean>;
   readonly #logger: Logger;
   readonly #clock: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
@@ -117,6 +150,7 @@ export class DanglingReconciler implements EventSource<ReconcilerEvents> {
     this.#engine = init.engine;
     this.#trackedContainerIds = init.trackedContainerIds;
     this.#trackedTaskIds = init.trackedTaskIds;
+    this.#liveGroupIds = init.liveGroupIds;
     this.#isEngineHealthy = init.isEngineHealthy ?? (() => pingEngine(this.#engine));
     this.#logger = init.logger ?? silentLogger;
     this.#clock = init.clock ?? systemClock;
@@ -224,6 +258,7 @@ export class DanglingReconciler implements EventSource<ReconcilerEvents> {
     if (signal?.aborted) throw cancelledError('dangling-container sweep', signal.reason);
     const startedAtMs = this.#clock.now();
     const candidates = await this.#engine.listContainers({ all: false, labels: this.labelFilter, status: ['running'] }, { signal });
+    // A live group's infrastructure container is tracked by its group (it runs no task of its own).
     const decision = decideDangling(candidates, this.#tracked(), this.#clock.now(), this.options.creationGraceMs);
     // Orphans are any owner's, running or stopped, and judged by their owner process alone: what this owner tracks says nothing of them.
     const orphanCandidates = this.options.orphans ? await this.#engine.listContainers({ all: true, labels: this.orphanLabelFilter }, { signal }) : [];
@@ -241,6 +276,7 @@ export class DanglingReconciler implements EventSource<ReconcilerEvents> {
       failed: [],
       alreadyGone: 0,
       skippedTracked: decision.skippedTracked,
+      skippedLiveGroup: decision.skippedLiveGroup,
       skippedGrace: decision.skippedGrace,
       listed: candidates.length,
       orphans: {
@@ -253,34 +289,133 @@ export class DanglingReconciler implements EventSource<ReconcilerEvents> {
         skippedGrace: orphanDecision.skippedGrace,
         listed: orphanCandidates.length,
       },
+      groupResources: emptyGroupResourceResult(),
       cancelled: false,
       startedAt: new Date(startedAtMs),
       durationMs: 0,
     };
     if (!dryRun) {
-      const queue: Array<() => Promise<void>> = [
-        ...decision.dangling.map((container) => () => this.#remove(container, result)),
-        ...orphanDecision.orphans.map((container) => () => this.#removeOrphan(container, result)),
-      ];
-      const worker = async (): Promise<void> => {
-        for (let removal = queue.shift(); removal; removal = queue.shift()) {
-          if (signal?.aborted) {
-            result.cancelled = true;
-            return;
-          }
-          await removal();
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(this.options.removeConcurrency, queue.length) }, worker));
+      // Task containers before infrastructure containers: a task container lives in its infrastructure container's namespace.
+      const isInfra = (container: { role?: string }): boolean => container.role === ROLES.infra;
+      await this.#removeAll(result, signal, [
+        ...decision.dangling.filter((container) => !isInfra(container)).map((container) => () => this.#remove(container, result)),
+        ...orphanDecision.orphans.filter((container) => !isInfra(container)).map((container) => () => this.#removeOrphan(container, result)),
+      ]);
+      await this.#removeAll(result, signal, [
+        ...decision.dangling.filter(isInfra).map((container) => () => this.#remove(container, result)),
+        ...orphanDecision.orphans.filter(isInfra).map((container) => () => this.#removeOrphan(container, result)),
+      ]);
+    }
+    // Networks and volumes after every container removal: one still in use by a live container is never removed (the engine refuses, and it is left for the next sweep).
+    if (this.options.groups && !result.cancelled) {
+      const containersGoing = new Set([...decision.dangling, ...orphanDecision.orphans].map((container) => container.id));
+      await this.#sweepGroupResources(result, dryRun, containersGoing, signal);
     }
     result.durationMs = this.#clock.now() - startedAtMs;
     return result;
   }
 
+  /** Runs removals, at most `removeConcurrency` at once; an abort stops new ones (the sweep is then `cancelled`). */
+  async #removeAll(result: SweepResult, signal: AbortSignal | undefined, removals: Array<() => Promise<void>>): Promise<void> {
+    const queue = [...removals];
+    const worker = async (): Promise<void> => {
+      for (let removal = queue.shift(); removal; removal = queue.shift()) {
+        if (signal?.aborted) {
+          result.cancelled = true;
+          return;
+        }
+        await removal();
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.options.removeConcurrency, queue.length) }, worker));
+  }
+
+  /**
+   * Groups' networks and shared volumes: lists them (two engine calls), and, only when one is
+   * another owner's, the containers of groups (one more), to tell whether its group still has any.
+   * In a dry run, the containers the sweep would remove count as gone.
+   */
+  async #sweepGroupResources(result: SweepResult, dryRun: boolean, containersGoing: ReadonlySet<string>, signal: AbortSignal | undefined): Promise<void> {
+    const [networks, volumes] = await Promise.all([
+      this.#engine.listNetworks({ labels: [...groupRoleLabels(ROLES.network), ...this.#scopeLabels] }, { signal }),
+      this.#engine.listVolumes({ labels: [...groupRoleLabels(ROLES.sharedDir), ...this.#scopeLabels] }, { signal }),
+    ]);
+    const resources: GroupResource[] = [
+      ...networks.filter((row) => row.labels[LABELS.role] === ROLES.network).map(networkAsGroupResource),
+      ...volumes.filter((row) => row.labels[LABELS.role] === ROLES.sharedDir).map(volumeAsGroupResource),
+    ].filter((resource): resource is GroupResource => resource !== undefined);
+    const tally = result.groupResources;
+    tally.listed = resources.length;
+    if (resources.length === 0) return;
+    let occupied = new Set<string>();
+    if (needsOccupancy(resources, this.ownerId, this.options.orphans)) {
+      // Not narrowed by the scope labels: a container of the group without them still uses its network or volume.
+      const containers = await this.#engine.listContainers({ all: true, labels: [...GROUP_CONTAINER_LABELS] }, { signal });
+      occupied = occupiedGroups(containers.filter((container) => !containersGoing.has(container.id)));
+    }
+    const decision = decideGroupResources(resources, {
+      ownerId: this.ownerId,
+      liveGroupIds: this.#liveGroups(),
+      orphans: this.options.orphans,
+      occupied,
+      judge: this.#ownerJudge(),
+      nowMs: this.#clock.now(),
+      creationGraceMs: this.options.creationGraceMs,
+      orphanGraceMs: this.options.orphanGraceMs,
+    });
+    Object.assign(tally, {
+      skippedLiveGroup: decision.skippedLiveGroup,
+      skippedGrace: decision.skippedGrace,
+      skippedOccupied: decision.skippedOccupied,
+      skippedLiveOwner: decision.skippedLiveOwner,
+      skippedForeign: decision.skippedForeign,
+    });
+    if (dryRun) {
+      tally.wouldRemove = decision.orphans;
+      return;
+    }
+    await this.#removeAll(result, signal, decision.orphans.map((resource) => () => this.#removeGroupResource(resource, tally)));
+  }
+
+  async #removeGroupResource(resource: OrphanedGroupResource, tally: GroupResourceSweepResult): Promise<void> {
+    // Asked again just before removing: the agent may have made the group live since the list.
+    if (resource.ownerId === this.ownerId && this.#liveGroups().has(resource.groupId)) {
+      tally.skippedLiveGroup++;
+      return;
+    }
+    let outcome: 'removed' | 'absent' | 'in-use';
+    try {
+      // Never forced: the engine refuses a network with endpoints and a volume in use, and then it stays for the next sweep.
+      outcome = resource.kind === 'network' ? await this.#engine.removeNetwork(resource.id) : await this.#engine.removeVolume(resource.id);
+    } catch (error) {
+      tally.failed.push({ container: resource, error: asBerthError(error) });
+      return;
+    }
+    if (outcome === 'absent') {
+      tally.alreadyGone++;
+      return;
+    }
+    if (outcome === 'in-use') {
+      tally.inUse.push(resource);
+      return;
+    }
+    tally.removed.push(resource);
+    this.#loggedRemovalFailures.delete(resource.id);
+    const event: GroupResourceRemovedEvent = { ...resource, removedAt: new Date(this.#clock.now()) };
+    this.#events.emit('group-resource-removed', event);
+    if (RECONCILE_CHANNEL.hasSubscribers) RECONCILE_CHANNEL.publish({ type: 'group-resource-removed', ...event });
+  }
+
   async #remove(container: DanglingContainer, result: SweepResult): Promise<void> {
     // Asked again just before removing: recovery may have re-attached the task since the list.
-    if (isTracked({ id: container.id, labels: container.taskId === undefined ? {} : { [LABELS.taskId]: container.taskId } }, this.#tracked())) {
-      result.skippedTracked++;
+    const labels: Record<string, string> = {
+      ...(container.taskId === undefined ? {} : { [LABELS.taskId]: container.taskId }),
+      ...(container.groupId === undefined ? {} : { [LABELS.groupId]: container.groupId }),
+      ...(container.role === undefined ? {} : { [LABELS.role]: container.role }),
+    };
+    if (isTracked({ id: container.id, labels }, this.#tracked())) {
+      if (container.role === ROLES.infra) result.skippedLiveGroup++;
+      else result.skippedTracked++;
       return;
     }
     await this.#removeTallied(container, result, () => {
@@ -327,7 +462,12 @@ export class DanglingReconciler implements EventSource<ReconcilerEvents> {
     return {
       containerIds: new Set(this.#trackedContainerIds?.() ?? []),
       taskIds: new Set(this.#trackedTaskIds?.() ?? []),
+      liveGroupIds: this.#liveGroups(),
     };
+  }
+
+  #liveGroups(): ReadonlySet<string> {
+    return new Set(this.#liveGroupIds?.() ?? []);
   }
 
   /** The scheduled path's logging: what was removed, and engine failures once per outage. */
@@ -349,10 +489,12 @@ export class DanglingReconciler implements EventSource<ReconcilerEvents> {
     }
     const { result } = outcome;
     for (const container of result.removed) {
-      this.#logger.info({ containerId: container.id, name: container.name, taskId: container.taskId, ageMs: container.ageMs }, 'removed a dangling container');
+      if (container.role === ROLES.infra) this.#logger.info(infraLogMeta(container), 'removed the infrastructure container of a group that is not live');
+      else this.#logger.info({ containerId: container.id, name: container.name, taskId: container.taskId, ageMs: container.ageMs }, 'removed a dangling container');
     }
     for (const container of result.wouldRemove) {
-      this.#logger.info({ containerId: container.id, name: container.name, taskId: container.taskId, ageMs: container.ageMs }, 'dry run: would remove a dangling container');
+      if (container.role === ROLES.infra) this.#logger.info(infraLogMeta(container), 'dry run: would remove the infrastructure container of a group that is not live');
+      else this.#logger.info({ containerId: container.id, name: container.name, taskId: container.taskId, ageMs: container.ageMs }, 'dry run: would remove a dangling container');
     }
     for (const { container, error } of result.failed) {
       if (this.#loggedRemovalFailures.has(container.id)) continue;
@@ -370,6 +512,18 @@ export class DanglingReconciler implements EventSource<ReconcilerEvents> {
       if (this.#loggedRemovalFailures.has(container.id)) continue;
       this.#loggedRemovalFailures.add(container.id);
       this.#logger.warn({ containerId: container.id, code: error.code, reason: error.message }, 'could not remove an orphaned container; will retry every sweep (logged once)');
+    }
+    const groups = result.groupResources;
+    for (const resource of groups.removed) this.#logger.info(groupResourceLogMeta(resource), `removed a group ${resource.kind}: ${groupResourceWhy(resource)}`);
+    for (const resource of groups.wouldRemove) this.#logger.info(groupResourceLogMeta(resource), `dry run: would remove a group ${resource.kind}: ${groupResourceWhy(resource)}`);
+    for (const resource of groups.inUse) {
+      // Said every sweep at debug level only: a network a user's container joined may stay in use for long.
+      this.#logger.debug(groupResourceLogMeta(resource), `a group ${resource.kind} to remove is still in use; left for the next sweep`);
+    }
+    for (const { container: resource, error } of groups.failed) {
+      if (this.#loggedRemovalFailures.has(resource.id)) continue;
+      this.#loggedRemovalFailures.add(resource.id);
+      this.#logger.warn({ ...groupResourceLogMeta(resource), code: error.code, reason: error.message }, `could not remove a group ${resource.kind}; will retry every sweep (logged once)`);
     }
   }
 
@@ -393,11 +547,51 @@ async function pingEngine(engine: ReconcileEngine): Promise<boolean> {
   }
 }
 
+function infraLogMeta(container: DanglingContainer): Record<string, unknown> {
+  return { containerId: container.id, name: container.name, groupId: container.groupId, role: container.role, ageMs: container.ageMs };
+}
+
+function groupResourceLogMeta(resource: OrphanedGroupResource): Record<string, unknown> {
+  return {
+    [resource.kind === 'network' ? 'networkId' : 'volume']: resource.id,
+    name: resource.name,
+    groupId: resource.groupId,
+    ownerId: resource.ownerId,
+    reason: resource.reason,
+    ...(resource.ownerGoneReason === undefined ? {} : { ownerGoneReason: resource.ownerGoneReason }),
+    ageMs: resource.ageMs,
+  };
+}
+
+function groupResourceWhy(resource: OrphanedGroupResource): string {
+  if (resource.reason === 'group-ended') return 'its group is not live';
+  if (resource.reason === 'owner-gone') return 'its owner process is gone';
+  return 'no container of its group is left';
+}
+
+function emptyGroupResourceResult(): GroupResourceSweepResult {
+  return {
+    removed: [],
+    wouldRemove: [],
+    failed: [],
+    alreadyGone: 0,
+    inUse: [],
+    listed: 0,
+    skippedLiveGroup: 0,
+    skippedGrace: 0,
+    skippedOccupied: 0,
+    skippedLiveOwner: 0,
+    skippedForeign: 0,
+  };
+}
+
 function orphanLogMeta(container: OrphanedContainer): Record<string, unknown> {
   return {
     containerId: container.id,
     name: container.name,
     taskId: container.taskId,
+    ...(container.groupId === undefined ? {} : { groupId: container.groupId }),
+    ...(container.role === undefined ? {} : { role: container.role }),
     ownerId: container.ownerId,
     ownerPid: container.ownerPid,
     reason: container.reason,

@@ -80,7 +80,7 @@ describe('dangling-container reconciler against the real engine', { skip: await 
       trackedContainerIds: () => [ids.tracked],
       clock: { ...systemClock, now: () => sweepNowMs },
       // The dangling pass alone (orphans have test/integration/orphans.test.ts): one list per sweep, and no other run's orphan touched.
-      options: { creationGrace: GRACE_MS, orphans: false, ...options },
+      options: { creationGrace: GRACE_MS, orphans: false, groups: false, ...options },
     });
 
   test('a dry run removes nothing and reports only the dangling container', async () => {

@@ -418,7 +418,7 @@ export const agentEventSchema: JsonSchema = {
   additionalProperties: true,
   properties: {
     id: { type: 'integer', minimum: 1, description: 'Increasing, never reused; absent only for an event the agent could not log (a full disk).' },
-    type: { type: 'string', enum: ['task.state', 'task.restart', 'task.health', 'image.pull', 'image.removed', 'container.reconciled', 'prune', 'task.expired'] },
+    type: { type: 'string', enum: ['task.state', 'task.restart', 'task.health', 'image.pull', 'image.removed', 'container.reconciled', 'network.reconciled', 'volume.reconciled', 'prune', 'task.expired'] },
     at: isoTime,
     taskId: { type: 'string' },
     state: { type: 'string', enum: TASK_STATES },
@@ -428,7 +428,17 @@ export const agentEventSchema: JsonSchema = {
     imageId: { type: 'string' },
     containerId: { type: 'string' },
     dryRun: { type: 'boolean' },
-    reason: { type: 'string', description: 'task.expired: why retention removed the task (age, count, disk); container.reconciled: dangling or orphaned.' },
+    reason: {
+      type: 'string',
+      description: 'task.expired: why retention removed the task (age, count, disk); container.reconciled: dangling or orphaned; network.reconciled and volume.reconciled: group-ended, owner-gone or abandoned.',
+    },
+    ownerId: { type: 'string', description: 'container.reconciled (an orphan), network.reconciled, volume.reconciled: the owner id the object carried.' },
+    ownerPid: { type: 'integer', description: 'container.reconciled (an orphan): the pid of its owner process, which is gone.' },
+    groupId: { type: 'string', description: 'container.reconciled (a group\'s container), network.reconciled, volume.reconciled: the group.' },
+    role: { type: 'string', enum: ['infra'], description: 'container.reconciled: `infra` for a group\'s infrastructure container.' },
+    networkId: { type: 'string', description: 'network.reconciled: the network\'s id.' },
+    network: { type: 'string', description: 'network.reconciled: the network\'s name.' },
+    volume: { type: 'string', description: 'volume.reconciled: the volume\'s name.' },
     endedAt: { ...isoTime, description: 'task.expired: when the task ended.' },
     attempt: { type: 'integer', minimum: 2, description: 'task.restart: the number of the attempt to come.' },
     delayMs: { type: 'integer', minimum: 0, description: 'task.restart: how long the task waits for it.' },
@@ -454,7 +464,12 @@ const prunedKindSchema: JsonSchema = {
   type: 'object',
   required: ['ids', 'reclaimedBytes'],
   additionalProperties: false,
-  properties: { ids: { type: 'array', items: { type: 'string' } }, reclaimedBytes: { type: 'integer' }, untagged: { type: 'array', items: { type: 'string' } } },
+  properties: {
+    ids: { type: 'array', items: { type: 'string' } },
+    names: { type: 'array', items: { type: 'string' }, description: 'Networks and volumes: their names, in the order of `ids`.' },
+    reclaimedBytes: { type: 'integer' },
+    untagged: { type: 'array', items: { type: 'string' } },
+  },
 };
 
 export const pruneReportSchema: JsonSchema = {
@@ -466,7 +481,11 @@ export const pruneReportSchema: JsonSchema = {
     networks: prunedKindSchema,
     volumes: prunedKindSchema,
     images: prunedKindSchema,
-    kept: { type: 'array', items: { type: 'object', additionalProperties: true } },
+    kept: {
+      type: 'array',
+      description: 'Objects that matched but were kept: `{ kind, id, reason }`, reason one of live-task, live-group (a live group\'s infrastructure container, network or volume), live-owner, grace, in-use, held, shared, exempt.',
+      items: { type: 'object', additionalProperties: true },
+    },
     failed: { type: 'array', items: { type: 'object', additionalProperties: true } },
     dryRun: { type: 'boolean' },
     cancelled: { type: 'boolean', description: 'The client went away before the prune was through: what it removed until then.' },

@@ -206,8 +206,8 @@ export function toPruneView(report: PruneReport): PruneView {
   const kinds = [report.containers, report.networks, report.volumes, report.images];
   return {
     containers: { ids: report.containers.ids, reclaimedBytes: report.containers.reclaimedBytes },
-    networks: { ids: report.networks.ids, reclaimedBytes: report.networks.reclaimedBytes },
-    volumes: { ids: report.volumes.ids, reclaimedBytes: report.volumes.reclaimedBytes },
+    networks: { ids: report.networks.ids, names: report.networks.names, reclaimedBytes: report.networks.reclaimedBytes },
+    volumes: { ids: report.volumes.ids, names: report.volumes.names, reclaimedBytes: report.volumes.reclaimedBytes },
     images: { ids: report.images.ids, reclaimedBytes: report.images.reclaimedBytes, untagged: report.images.untagged },
     kept: report.kept.map((kept) => ({ ...kept })),
     failed: report.failed.map((failure) => ({ kind: failure.kind, id: failure.id, error: failure.error.toJSON() })),
@@ -220,8 +220,10 @@ export function toPruneView(report: PruneReport): PruneView {
 
 export interface PruneView {
   containers: { ids: string[]; reclaimedBytes: number };
-  networks: { ids: string[]; reclaimedBytes: number };
-  volumes: { ids: string[]; reclaimedBytes: number };
+  /** `names`: the networks' names, in the order of `ids`. */
+  networks: { ids: string[]; names: string[]; reclaimedBytes: number };
+  /** `names`: the volumes' names (their ids too). */
+  volumes: { ids: string[]; names: string[]; reclaimedBytes: number };
   images: { ids: string[]; reclaimedBytes: number; untagged: string[] };
   kept: Array<Record<string, unknown>>;
   failed: Array<{ kind: string; id: string; error: ReturnType<BerthError['toJSON']> }>;

@@ -124,7 +124,13 @@ describe('events --filter', () => {
 
   test('an unknown key, an unknown type or an empty value is a usage error naming what is allowed', () => {
     assertUsage(() => parseEventFilters(['colour=red']), '--filter[0]', /unknown key "colour" \(known: type=, event=, task=, image=, container=\)/);
-    assertUsage(() => parseEventFilters(['type=task', 'type=volume']), '--filter[1]', /type must be one of task, task\.state, task\.health, image, image\.pull, image\.removed, container, container\.reconciled, prune/);
+    assertUsage(
+      () => parseEventFilters(['type=task', 'type=plugin']),
+      '--filter[1]',
+      /type must be one of task, task\.state, task\.health, image, image\.pull, image\.removed, container, container\.reconciled, network, network\.reconciled, volume, volume\.reconciled, prune/,
+    );
+    // Groups' networks and volumes the reconciler removes have types of their own, as docker's events do.
+    assert.equal(parseEventFilters(['type=network', 'type=volume']).get('type')?.length, 2);
     assertUsage(() => parseEventFilters(['task=']), '--filter[0]', /task= needs a value/);
   });
 });

@@ -53,8 +53,8 @@ describe('getting started', () => {
   test('prune --dry-run says what would be removed and reclaimed, never that it was', () => {
     const view = (dryRun: boolean): PruneView => ({
       containers: { ids: ['a'.repeat(64)], reclaimedBytes: 2048 },
-      networks: { ids: [], reclaimedBytes: 0 },
-      volumes: { ids: [], reclaimedBytes: 0 },
+      networks: { ids: [], names: [], reclaimedBytes: 0 },
+      volumes: { ids: [], names: [], reclaimedBytes: 0 },
       images: { ids: [], reclaimedBytes: 0, untagged: [] },
       kept: [],
       failed: [],

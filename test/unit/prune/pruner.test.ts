@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { BerthError, isBerthError } from '../../../src/common/errors.js';
-import { LABELS } from '../../../src/common/labels.js';
-import type { ContainerListFilter, ContainerSummary, ImageDeleteOutcome, ImageInspect } from '../../../src/engine/types.js';
+import { LABELS, ROLES } from '../../../src/common/labels.js';
+import type { ContainerListFilter, ContainerSummary, ImageDeleteOutcome, ImageInspect, NetworkSummary, VolumeSummary } from '../../../src/engine/types.js';
 import type { PruneImageSource } from '../../../src/prune/images.js';
 import type { Clock } from '../../../src/common/clock.js';
 import { Pruner, type PruneEngine, type PrunerInit } from '../../../src/prune/pruner.js';
@@ -288,7 +288,11 @@ describe('Pruner: orphans', () => {
     const engine = filteringEngine();
     engine.containers = [orphanCandidate('killed-run', DEAD)];
     const report = await orphanPruner(engine, { options: { orphans: false } }).prune({ kinds: ['containers'] });
-    assert.equal(engine.listFilters.length, 1);
+    // Its stopped containers, then its running infrastructure containers of groups.
+    assert.deepEqual(engine.listFilters.map((f) => f.labels?.slice(0, 2)), [
+      [`${LABELS.managed}=true`, `${LABELS.ownerId}=${OWNER}`],
+      [`${LABELS.managed}=true`, `${LABELS.ownerId}=${OWNER}`],
+    ]);
     assert.deepEqual(report.containers.ids, []);
   });
 
@@ -296,6 +300,136 @@ describe('Pruner: orphans', () => {
     const pruner = new Pruner({ engine: new FakePruneEngine().port, ownerId: OWNER, isTaskLive: () => false });
     assert.equal(pruner.options.orphanGraceMs, 300_000);
     assert.equal(pruner.options.orphans, true);
+  });
+});
+
+describe('Pruner: groups', () => {
+  const DEAD = 200;
+  const group = (groupId: string, role: string, owner = OWNER): Record<string, string> => ({
+    [LABELS.managed]: 'true',
+    [LABELS.ownerId]: owner,
+    [LABELS.groupId]: groupId,
+    [LABELS.role]: role,
+  });
+  const infraRow = (containerId: string, groupId: string, state: ContainerSummary['state'], ageMs = 3_600_000): ContainerSummary => ({
+    id: containerId,
+    names: [`berth-${groupId}.${OWNER}-infra.${OWNER.length + 6}`],
+    image: 'berth/pause:1',
+    labels: group(groupId, ROLES.infra),
+    createdAt: new Date(NOW - ageMs),
+    state,
+    status: state,
+    sizeRwBytes: 1,
+  });
+  const networkRow = (groupId: string, owner = OWNER, labels: Record<string, string> = {}): NetworkSummary => ({
+    id: `net-${groupId}-${owner}`,
+    name: `berth-${groupId}.${owner}.net`,
+    driver: 'bridge',
+    scope: 'local',
+    labels: { ...group(groupId, ROLES.network, owner), ...labels },
+    createdAt: new Date(NOW - 3_600_000),
+  });
+  const volumeRow = (groupId: string, owner = OWNER, labels: Record<string, string> = {}): VolumeSummary => ({
+    name: `berth-${groupId}.${owner}.shared`,
+    driver: 'local',
+    labels: { ...group(groupId, ROLES.sharedDir, owner), ...labels },
+    createdAt: new Date(NOW - 3_600_000),
+  });
+  /** An engine with groups' networks and volumes that answers lists by label, as the engine does. */
+  function groupEngine() {
+    const engine = filteringEngine();
+    const state = { networks: [] as NetworkSummary[], volumes: [] as VolumeSummary[], attached: new Map<string, string[]>(), removedResources: [] as string[] };
+    const matches = (labels: Record<string, string>, conditions: string[] | undefined) =>
+      (conditions ?? []).every((condition) => {
+        const [key, value] = condition.split(/=(.*)/s) as [string, string | undefined];
+        return Object.hasOwn(labels, key) && (value === undefined || labels[key] === value);
+      });
+    engine.port.listNetworks = async (filter = {}) => state.networks.filter((n) => matches(n.labels, filter.labels));
+    engine.port.inspectNetwork = async (networkId) => ({ ...state.networks.find((n) => n.id === networkId)!, containerIds: state.attached.get(networkId) ?? [] });
+    engine.port.removeNetwork = async (networkId) => {
+      state.removedResources.push(`network ${networkId}`);
+      state.networks = state.networks.filter((n) => n.id !== networkId);
+      return 'removed';
+    };
+    engine.port.listVolumes = async (filter = {}) => state.volumes.filter((v) => matches(v.labels, filter.labels));
+    engine.port.removeVolume = async (name) => {
+      state.removedResources.push(`volume ${name}`);
+      state.volumes = state.volumes.filter((v) => v.name !== name);
+      return 'removed';
+    };
+    return { engine, state };
+  }
+  const groupPruner = (engine: FakePruneEngine, live: string[]): Pruner =>
+    new Pruner({
+      engine: engine.port,
+      ownerId: OWNER,
+      isTaskLive: () => false,
+      isGroupLive: (groupId) => live.includes(groupId),
+      clock: manualSleepClock(),
+      ownerJudge: () => ownerJudge(fakeProc()),
+      options: { orphanGrace: '1m' },
+    });
+
+  it('keeps a live group\'s stopped infrastructure container, network and volume (live-group), and prunes an ended group\'s, named', async () => {
+    const { engine, state } = groupEngine();
+    engine.containers = [infraRow('live-infra', 'live', 'exited'), infraRow('ended-infra', 'ended', 'exited')];
+    state.networks = [networkRow('live'), networkRow('ended')];
+    state.volumes = [volumeRow('live'), volumeRow('ended')];
+    const report = await groupPruner(engine, ['live']).prune({});
+    assert.deepEqual(report.containers.ids, ['ended-infra']);
+    assert.deepEqual([report.networks.ids, report.networks.names], [[`net-ended-${OWNER}`], [`berth-ended.${OWNER}.net`]]);
+    assert.deepEqual([report.volumes.ids, report.volumes.names], [[`berth-ended.${OWNER}.shared`], [`berth-ended.${OWNER}.shared`]]);
+    assert.deepEqual(
+      report.kept.map((k) => [k.kind, k.reason]),
+      [['containers', 'live-group'], ['networks', 'live-group'], ['volumes', 'live-group']],
+    );
+  });
+
+  it('removes a running infrastructure container of a group that is not live once past the orphan grace; never a live group\'s', async () => {
+    const { engine } = groupEngine();
+    engine.containers = [infraRow('orphan', 'ended', 'running'), infraRow('young', 'new', 'running', 30_000), infraRow('live', 'live', 'running')];
+    const report = await groupPruner(engine, ['live']).prune({ kinds: ['containers'] });
+    assert.deepEqual(report.containers.ids, ['orphan']);
+    assert.deepEqual(report.kept, [{ kind: 'containers', id: 'young', reason: 'grace' }], 'a running live one is not reported, as running task containers are not');
+    assert.deepEqual(engine.containers.map((c) => c.id).sort(), ['live', 'young']);
+  });
+
+  it('removes the stopped task containers of a group before its infrastructure container', async () => {
+    const { engine } = groupEngine();
+    engine.containers = [infraRow('infra', 'ended', 'exited'), stopped('task', 'ended-main', { [LABELS.groupId]: 'ended' })];
+    await groupPruner(engine, []).prune({ kinds: ['containers'] });
+    assert.deepEqual(engine.calls.filter((c) => c.startsWith('remove')), ['remove task', 'remove infra']);
+  });
+
+  it('another owner\'s group network and volume: kept while a container of the group is left, removed once none is and its owner is gone', async () => {
+    const { engine, state } = groupEngine();
+    const deadOwner = ownerProcessLabels({ ...readHostIdentity(fakeProc())!, pid: DEAD, startTime: '5000' });
+    state.networks = [networkRow('busy', 'cli'), networkRow('gone', 'cli', deadOwner)];
+    state.volumes = [volumeRow('busy', 'cli'), volumeRow('gone', 'cli')];
+    engine.containers = [{ ...stopped('cli-task', 'busy-main', { [LABELS.groupId]: 'busy', [LABELS.ownerId]: 'cli' }), state: 'running' }];
+    const report = await groupPruner(engine, []).prune({ kinds: ['networks', 'volumes'] });
+    assert.deepEqual(report.networks.names, ['berth-gone.cli.net']);
+    assert.deepEqual(report.volumes.names, ['berth-gone.cli.shared']);
+    assert.deepEqual(report.kept.map((k) => [k.kind, k.id, k.reason]), [['networks', 'net-busy-cli', 'in-use'], ['volumes', 'berth-busy.cli.shared', 'in-use']]);
+    assert.equal(engine.listFilters.filter((f) => f.labels?.includes(LABELS.groupId)).length, 1, 'the groups\' containers are listed once per prune');
+  });
+
+  it('a network with endpoints is never removed (a container not of berth\'s joined it)', async () => {
+    const { engine, state } = groupEngine();
+    state.networks = [networkRow('ended')];
+    state.attached.set(`net-ended-${OWNER}`, ['someone-elses-container']);
+    const report = await groupPruner(engine, []).prune({ kinds: ['networks'] });
+    assert.deepEqual([report.networks.ids, state.removedResources], [[], []]);
+    assert.deepEqual(report.kept, [{ kind: 'networks', id: `net-ended-${OWNER}`, reason: 'in-use' }]);
+  });
+
+  it('applies the filters to groups\' networks and volumes: label and until; nothing without berth\'s label is listed', async () => {
+    const { engine, state } = groupEngine();
+    state.networks = [networkRow('old'), { ...networkRow('recent'), createdAt: new Date(NOW - 60_000) }];
+    state.volumes = [volumeRow('old', OWNER, { team: 'blue' }), volumeRow('red', OWNER, { team: 'red' })];
+    const report = await groupPruner(engine, []).prune({ kinds: ['networks', 'volumes'], filters: ['until=10m', 'label!=team=red'] });
+    assert.deepEqual(report.networks.names, [`berth-old.${OWNER}.net`]);
+    assert.deepEqual(report.volumes.names, [`berth-old.${OWNER}.shared`]);
   });
 });
 

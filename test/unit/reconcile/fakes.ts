@@ -6,7 +6,7 @@
 import { BerthError } from '../../../src/common/errors.js';
 import { LABELS } from '../../../src/common/labels.js';
 import type { CallOptions } from '../../../src/engine/engine.js';
-import type { ContainerListFilter, ContainerSummary } from '../../../src/engine/types.js';
+import type { ContainerListFilter, ContainerSummary, NetworkSummary, RemovalOutcome, VolumeSummary } from '../../../src/engine/types.js';
 import type { ReconcileEngine } from '../../../src/reconcile/reconciler.js';
 
 export const OWNER = 'agent-1';
@@ -35,6 +35,15 @@ export class FakeReconcileEngine implements ReconcileEngine {
   readonly removeAnswers = new Map<string, Answer<'removed' | 'absent'>>();
   pingAnswer: Answer<void> = undefined;
   pings = 0;
+  /** The engine's networks and volumes (every list answers all of them: the fake ignores filters, as the reconciler must not rely on them alone). */
+  networks: NetworkSummary[] = [];
+  volumes: VolumeSummary[] = [];
+  readonly networkListFilters: Array<string[] | undefined> = [];
+  readonly volumeListFilters: Array<string[] | undefined> = [];
+  /** Removals of networks (by id) and volumes (by name), in order: `network <id>`, `volume <name>`. */
+  readonly resourceRemovals: string[] = [];
+  /** Per network id or volume name: what its removal answers. Default 'removed' (and it goes from the lists). */
+  readonly resourceRemoveAnswers = new Map<string, Answer<RemovalOutcome>>();
 
   listContainers = async (filter: ContainerListFilter = {}, options: CallOptions = {}): Promise<ContainerSummary[]> => {
     this.listCalls.push({ filter, signal: options.signal });
@@ -47,6 +56,32 @@ export class FakeReconcileEngine implements ReconcileEngine {
     this.removals.push(id);
     const answer = this.removeAnswers.get(id) ?? 'removed';
     if (answer instanceof Error) throw answer;
+    return answer;
+  };
+
+  listNetworks = async (filter: { labels?: string[] } = {}): Promise<NetworkSummary[]> => {
+    this.networkListFilters.push(filter.labels);
+    return [...this.networks];
+  };
+
+  listVolumes = async (filter: { labels?: string[] } = {}): Promise<VolumeSummary[]> => {
+    this.volumeListFilters.push(filter.labels);
+    return [...this.volumes];
+  };
+
+  removeNetwork = async (id: string): Promise<RemovalOutcome> => {
+    this.resourceRemovals.push(`network ${id}`);
+    const answer = await (this.resourceRemoveAnswers.get(id) ?? 'removed');
+    if (answer instanceof Error) throw answer;
+    if (answer === 'removed') this.networks = this.networks.filter((n) => n.id !== id);
+    return answer;
+  };
+
+  removeVolume = async (name: string): Promise<RemovalOutcome> => {
+    this.resourceRemovals.push(`volume ${name}`);
+    const answer = await (this.resourceRemoveAnswers.get(name) ?? 'removed');
+    if (answer instanceof Error) throw answer;
+    if (answer === 'removed') this.volumes = this.volumes.filter((v) => v.name !== name);
     return answer;
   };
 

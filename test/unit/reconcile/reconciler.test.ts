@@ -35,7 +35,7 @@ function setup(init: Partial<DanglingReconcilerInit> = {}) {
 }
 
 describe('reconciler options', () => {
-  it('defaults to a 5 minute period and grace, enabled, not a dry run, removing orphans after the same grace', () => {
+  it('defaults to a 5 minute period and grace, enabled, not a dry run, removing orphans after the same grace, and groups\' networks and volumes', () => {
     assert.deepEqual(resolveDanglingReconcilerOptions(), {
       enabled: true,
       periodMs: 300_000,
@@ -43,6 +43,7 @@ describe('reconciler options', () => {
       dryRun: false,
       orphans: true,
       orphanGraceMs: 300_000,
+      groups: true,
       removeConcurrency: 4,
     });
   });

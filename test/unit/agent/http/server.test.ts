@@ -517,7 +517,7 @@ describe('responses', () => {
     const { app } = fakeRuntime({
       prune: async (options) => {
         asked = options;
-        return { containers: kind(['c1'], 10), networks: kind([], 0), volumes: kind(['v1'], 5), images: { ...kind([], 0), untagged: [] }, kept: [], failed: [], dryRun: true, cancelled: false, filters: ['until=1h'], startedAt: new Date(0), durationMs: 1 };
+        return { containers: kind(['c1'], 10), networks: { ...kind(['n1'], 0), names: ['berth-g.a.net'] }, volumes: { ...kind(['v1'], 5), names: ['v1'] }, images: { ...kind([], 0), untagged: [] }, kept: [], failed: [], dryRun: true, cancelled: false, filters: ['until=1h'], startedAt: new Date(0), durationMs: 1 };
       },
     });
     const response = await app.inject({ method: 'POST', url: '/v1/prune', headers: auth, payload: { filters: ['until=1h'], dryRun: true } });
@@ -525,6 +525,7 @@ describe('responses', () => {
     assert.deepEqual({ filters: asked?.filters, dryRun: asked?.dryRun }, { filters: ['until=1h'], dryRun: true });
     assert.equal(response.json().reclaimedBytes, 15);
     assert.deepEqual(response.json().containers, { ids: ['c1'], reclaimedBytes: 10 });
+    assert.deepEqual(response.json().networks, { ids: ['n1'], names: ['berth-g.a.net'], reclaimedBytes: 0 }, 'networks and volumes are named');
     await app.close();
   });
 
