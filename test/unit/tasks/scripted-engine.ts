@@ -228,6 +228,7 @@ export class ScriptedEngine implements ContainerEngine {
   readonly exec = unscripted('exec');
   readonly pauseContainer = unscripted('pauseContainer');
   readonly putArchive = unscripted('putArchive');
+  readonly connectNetwork = unscripted('connectNetwork');
   readonly unpauseContainer = unscripted('unpauseContainer');
   readonly resizeContainer = unscripted('resizeContainer');
 
