@@ -93,7 +93,7 @@ describe('published ports through the agent', { skip: await requireEngine() }, (
       assert.equal((await engine.listContainers({ all: true, labels: [LABEL] })).length, 1, 'no container was created');
 
       // Ended and removed: the host port and the allocator's hold are free; a static ask for it now succeeds.
-      assert.equal((await berth(dataDir, ['stop', web])).code, 0);
+      assert.equal((await berth(dataDir, ['stop', '-t', '0', web])).code, 0);
       await waitForTaskState(client, web, ['exited']);
       await pollUntil('the ended task\'s container to be removed', async () => ((await engine.listContainers({ all: true, labels: [LABEL] })).length === 0 ? true : undefined), { timeoutMs: 30_000, intervalMs: 100 });
       assert.equal(await canBind(port.hostIp, port.host), true, 'the host port is free');
@@ -101,7 +101,7 @@ describe('published ports through the agent', { skip: await requireEngine() }, (
       const second = await waitForTaskState(client, again, ['running']);
       assert.deepEqual(second.ports, [port]);
       assert.equal(await reach(port), 'hello again\n');
-      assert.equal((await berth(dataDir, ['stop', again])).code, 0);
+      assert.equal((await berth(dataDir, ['stop', '-t', '0', again])).code, 0);
       await waitForTaskState(client, again, ['exited']);
     } finally {
       client.close();
@@ -111,8 +111,16 @@ describe('published ports through the agent', { skip: await requireEngine() }, (
   test('no port is handed out twice across an agent SIGKILL and restart', async () => {
     const range = freshRange();
     const { dataDir, args, agent } = await startAgent(range);
-    const submit = (n: number): Promise<string> =>
-      submitViaCli(dataDir, LABEL, ['--name', `sleeper-${n}-${run.id}`, '-p', '80', '-p', '53/udp', '--memory', '8m', '--cpus', '0.05', TEST_IMAGE, 'sleep', '600']);
+    // Through the API (as berth run -d sends it): ten CLI processes would only cost time.
+    const submit = async (n: number): Promise<string> => {
+      const client = await agentClientOf({ dataDir, socketPath: `${dataDir}/agent.sock` });
+      try {
+        const spec = { image: TEST_IMAGE, command: ['sleep', '600'], labels: { ...run.labels }, network: 'bridge' as const, ports: [{ container: 80 }, { container: 53, protocol: 'udp' as const }], resources: { memory: '8m', cpuMilli: 50 } };
+        return (await client.submitTask({ id: `sleeper-${n}-${run.id}`, spec })).task.id;
+      } finally {
+        client.close();
+      }
+    };
     const portsOf = async (taskIds: readonly string[]): Promise<string[]> => {
       const client = await agentClientOf({ dataDir, socketPath: `${dataDir}/agent.sock` });
       try {
