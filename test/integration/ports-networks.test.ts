@@ -6,6 +6,7 @@ import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { spawnBerth } from '../support/agent.js';
 
 /**
  * A single task's published ports and named networks through the library, against the real engine:
@@ -63,6 +64,19 @@ describe('published ports and named networks through the library', { skip: await
       await handle.destroy();
     }
     assert.equal(await canBind(published.hostIp, published.host), true, 'the host port is free once the task is gone');
+  });
+
+  test('berth run -p publishes a dynamic port on the address given, says where, and the page is reachable there', async () => {
+    const cli = spawnBerth('/nonexistent-berth-data', ['run', '-l', run.labelFilter, '-p', '127.0.0.1::8082', '--stop-timeout', '1', '--pull', 'never', TEST_IMAGE, ...httpd('cli', 8082)]);
+    try {
+      const line = await pollUntil('berth run to say the published address', async () => /berth: published 127\.0\.0\.1:(\d+)->8082\/tcp/.exec(cli.stderr()) ?? undefined, { timeoutMs: 60_000, intervalMs: 100 });
+      const host = Number(line[1]);
+      assert.equal(await pollUntil('the page on the published port', () => fetchPage('127.0.0.1', host), { timeoutMs: 30_000, intervalMs: 100 }), 'hello cli\n');
+    } finally {
+      cli.interrupt();
+      await cli.closed;
+    }
+    assert.deepEqual(await run.leftovers(), [], 'berth run removed its container');
   });
 
   test('a task joins two named networks, with an endpoint and its alias on each, resolvable from another container', async () => {
