@@ -20,6 +20,9 @@ const { run, dirs, agents } = agentTestFile(engine);
 const LABEL = run.labelFilter;
 const networks: string[] = [];
 after(async () => {
+  // The networks go once nothing is on them: the agents and the run's containers first (both are idempotent).
+  await agents.killAll();
+  await run.cleanup();
   for (const name of networks) await engine.removeNetwork(name).catch(() => undefined);
 });
 
