@@ -14,7 +14,7 @@ import { AgentEvents } from '../../../src/agent/events.js';
 import { PortAllocator, TASK_PORT_OWNER } from '../../../src/agent/ports.js';
 import { TaskSupervisor, withPortsAsStored } from '../../../src/agent/supervisor.js';
 import { TaskLogStore } from '../../../src/agent/task-logs.js';
-import { isBerthError } from '../../../src/common/errors.js';
+import { BerthError, isBerthError } from '../../../src/common/errors.js';
 import { silentLogger } from '../../../src/common/logger.js';
 import type { LogEntry } from '../../../src/engine/log-entries.js';
 import { openStore, type Store } from '../../../src/state/index.js';
@@ -114,6 +114,16 @@ describe('the supervisor\'s host ports', () => {
     await supervisor.stop('web');
     await allEnded();
     assert.deepEqual(engine.names, [], 'the container is removed');
+    assert.deepEqual(store.ports.all(), []);
+  });
+
+  test('are freed when the task\'s start fails', async () => {
+    const { supervisor, store, engine, allEnded } = await supervisorWithPorts();
+    engine.hold('createContainer');
+    supervisor.submit({ id: 'refused', spec: webSpec });
+    (await engine.next('createContainer')).fail(new BerthError('BERTH_ENGINE_BAD_REQUEST', 'injected: the engine refuses the create'));
+    await allEnded();
+    assert.equal(store.tasks.get('refused')!.endState?.kind, 'failed');
     assert.deepEqual(store.ports.all(), []);
   });
 
