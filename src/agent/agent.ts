@@ -25,6 +25,7 @@ import { UploadStore, uploadsNamedBy } from './uploads.js';
 import { agentSpecPolicy, configuredRegistryCredentials } from './registry-credentials.js';
 import { UNENDED_STATES, type StoredTaskSpec } from '../state/tasks.js';
 import { withSandboxPreset } from './sandbox-preset.js';
+import { PortAllocator } from './ports.js';
 import type { TaskSpec } from '../spec/schema.js';
 
 /**
@@ -39,6 +40,8 @@ export interface AgentRuntime extends AsyncDisposable {
   readonly images: ImageCoordinator;
   readonly driver: TaskDriver;
   readonly supervisor: TaskSupervisor;
+  /** Host ports handed out to tasks (and groups), durably (`ports.range`, `ports.hostIp`). */
+  readonly ports: PortAllocator;
   /** The reconciler, prune and the image budget. */
   readonly garbage: AgentGarbage;
   /** Removal of ended tasks by age, count and disk watermark (`retention.*`). */
@@ -237,8 +240,10 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
   const admission = new AdmissionController(initial.admission);
   const errorListeners = new Set<(code: ErrorCode) => void>();
   const usage = new UsageSampler({ logger });
+  const ports = new PortAllocator(store.ports, { range: initial.ports.range, hostIp: initial.ports.hostIp });
   const supervisor = new TaskSupervisor({
     store,
+    ports,
     driver,
     engine,
     logs,
@@ -342,6 +347,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     images,
     driver,
     supervisor,
+    ports,
     garbage,
     retention,
     logs,
