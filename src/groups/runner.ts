@@ -113,6 +113,8 @@ export class GroupRunner {
   readonly #infraImage: string | undefined;
   readonly #labels: Readonly<Record<string, string>>;
   readonly #logger: Logger;
+  /** The built-in infrastructure image, once made present. */
+  #builtinImage: Promise<string> | undefined;
 
   constructor(options: GroupRunnerOptions) {
     this.#driver = options.driver;
@@ -159,7 +161,15 @@ export class GroupRunner {
     try {
       // Every image first, together: a task whose image cannot be had fails the group before anything is made.
       [image] = await Promise.all([this.#ensureInfraImage(infraHolder, signal), ...resolved.tasks.map((task) => driver.acquireImage(task.spec, taskIdOf(task), signal))]);
-      ({ infraContainerId, names } = await createGroupResources(this.#engine, resolved, identity, image, { policy: driver.retryPolicy, logger: log, signal }));
+      const create = (infraImage: string) => createGroupResources(this.#engine, resolved, identity, infraImage, { policy: driver.retryPolicy, logger: log, signal });
+      try {
+        ({ infraContainerId, names } = await create(image));
+      } catch (error) {
+        // The built-in image is checked once per runner; one removed since (a prune) is imported again.
+        if (this.#infraImage !== undefined || !isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) throw error;
+        this.#builtinImage = undefined;
+        ({ infraContainerId, names } = await create(await this.#ensureInfraImage(infraHolder, signal)));
+      }
     } catch (error) {
       releaseHolds();
       if (signal?.aborted && !isBerthError(error, 'BERTH_CANCELLED')) throw cancelledError(`start of group ${groupId}`, error);
@@ -177,7 +187,15 @@ export class GroupRunner {
   /** The built-in image (imported when missing), or the configured one, made present and held by `holderId`. */
   async #ensureInfraImage(holderId: string, signal: AbortSignal | undefined): Promise<string> {
     const configured = this.#infraImage;
-    if (configured === undefined) return ensureBuiltinInfraImage(this.#engine, { signal });
+    if (configured === undefined) {
+      // Checked (and imported when missing) once: a start needs no engine call for it after the first.
+      // Shared by concurrent starts, so no one start's signal cuts it (the engine's deadlines bound it).
+      const ready = (this.#builtinImage ??= ensureBuiltinInfraImage(this.#engine));
+      return ready.catch((error: unknown) => {
+        if (this.#builtinImage === ready) this.#builtinImage = undefined;
+        throw error;
+      });
+    }
     if (this.#driver.pullsImages) {
       await this.#driver.acquireImage(this.#driver.resolve({ image: configured }), holderId, signal);
       return configured;
