@@ -387,20 +387,24 @@ export class GroupHandle implements AsyncDisposable, EventSource<GroupEvents> {
     for (;;) {
       if (this.#end !== undefined) return;
       const step = planGroup(this.#statuses(), { stopRequested: this.#stopRequested });
+      // Each move checks the phase the step was planned from: a listener called below may have moved the group on (a stop).
       for (const name of step.skip) {
         const member = this.#member(name);
+        if (member.phase !== 'waiting') continue;
         member.phase = 'ended';
         member.end = { kind: 'cancelled' };
         this.#events.emit('task-ended', { groupId: this.id, task: name, taskId: member.taskId, end: member.end });
       }
       for (const name of step.stop) {
         const member = this.#member(name);
+        if (member.phase !== 'starting' && member.phase !== 'running') continue;
         member.phase = 'stopping';
         if (member.handle) void member.handle.stop().catch((error: unknown) => this.#deps.logger.warn({ groupId: this.id, task: name, code: codeOf(error) }, 'could not stop a task of the group'));
         else member.abort.abort(new Error(`group ${this.id} is ending`));
       }
       for (const name of step.start) {
         const member = this.#member(name);
+        if (member.phase !== 'waiting') continue;
         member.phase = 'starting';
         member.starting = this.#startMember(member);
       }
@@ -423,10 +427,11 @@ export class GroupHandle implements AsyncDisposable, EventSource<GroupEvents> {
   async #startMember(member: Member): Promise<void> {
     const { driver, logger } = this.#deps;
     const name = member.task.name;
-    const sinks = this.#output?.(name);
     const spec = { ...member.task.input, labels: { ...this.#labels, ...(member.task.input.labels as Record<string, string> | undefined) } } as TaskSpec;
+    let sinks: TaskOutputSinks | undefined;
     let handle: TaskHandle;
     try {
+      sinks = this.#output?.(name);
       handle = await driver.startAccepted(spec, {
         taskId: member.taskId,
         group: membershipOf(this.spec, { groupId: this.id, ownerId: driver.ownerId }, name, this.infraContainerId),
@@ -479,6 +484,7 @@ export class GroupHandle implements AsyncDisposable, EventSource<GroupEvents> {
   }
 
   #finish(end: GroupEnd): void {
+    if (this.#end !== undefined) return;
     this.#end = end;
     this.#moveTo('exited');
     this.#deps.logger.info({ groupId: this.id, end: end.kind, task: end.task }, 'group ended');
