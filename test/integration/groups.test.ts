@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, describe, test } from 'node:test';
 import { isBerthError, ValidationError } from '../../src/common/errors.js';
+import { groupVolumeName } from '../../src/common/labels.js';
 import { Engine } from '../../src/engine/engine.js';
 import { GroupRunner } from '../../src/groups/runner.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
@@ -207,6 +208,19 @@ describe('task groups through the library against the real engine', { skip: awai
       (error: unknown) => isBerthError(error),
     );
     assert.deepEqual(await groupLeftovers(engine, run), NOTHING);
+  });
+
+  test('a group whose volume name is held by a volume that is not the group\'s fails with BERTH_GROUP_INFRA and leaves that volume alone', async () => {
+    const groupId = `held-${run.id}`;
+    const volume = groupVolumeName({ groupId, ownerId: driver.ownerId });
+    await engine.createVolume(volume, { ...run.labels });
+    try {
+      await assert.rejects(runner.start({ name: 'held', tasks: [task('main', 'true')] }, { groupId }), (error: unknown) => isBerthError(error, 'BERTH_GROUP_INFRA'));
+      const left = await groupLeftovers(engine, run);
+      assert.deepEqual(left, { containers: [], volumes: [volume], networks: [] }, 'only the foreign volume, untouched');
+    } finally {
+      await engine.removeVolume(volume);
+    }
   });
 
   test('a bad group is refused with every field named, and nothing is made', async () => {

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { groupDemand } from '../../../src/groups/demand.js';
-import { BUILTIN_INFRA_IMAGE, elfExecutable } from '../../../src/groups/infra-image.js';
+import { BerthError, isBerthError } from '../../../src/common/errors.js';
+import { BUILTIN_INFRA_IMAGE, elfExecutable, ensureBuiltinInfraImage, infraRootfs } from '../../../src/groups/infra-image.js';
 import { groupObjectLabels, groupObjectNames, membershipOf, toInfraCreatePlan, type GroupIdentity } from '../../../src/groups/infra-plan.js';
 import { isLegalGroupTransition, refusedGroupTransition } from '../../../src/groups/state.js';
 import { resolveGroupSpec } from '../../../src/spec/group.js';
@@ -150,5 +151,47 @@ describe('group state transitions', () => {
     assert.equal(isLegalGroupTransition('starting', 'removed'), false);
     assert.equal(refusedGroupTransition('g', 'removed', 'running')?.code, 'BERTH_INTERNAL');
     assert.equal(refusedGroupTransition('g', 'running', 'running'), undefined);
+  });
+});
+
+describe('ensureBuiltinInfraImage', () => {
+  const notFound = () => new BerthError('BERTH_ENGINE_NOT_FOUND', 'no such image');
+  function fakeEngine(options: { present: boolean; arch?: string }) {
+    const imports: Array<{ ref: { repo: string; tag: string }; changes: readonly string[]; bytes: number }> = [];
+    const engine = {
+      inspectImage: async () => {
+        if (!options.present) throw notFound();
+        return {} as never;
+      },
+      version: async () => ({ arch: options.arch }) as never,
+      importImage: async (tar: NodeJS.ReadableStream, ref: { repo: string; tag: string }, changes: readonly string[]) => {
+        let bytes = 0;
+        for await (const chunk of tar) bytes += (chunk as Buffer).length;
+        imports.push({ ref, changes, bytes });
+      },
+    };
+    return { engine: engine as unknown as Parameters<typeof ensureBuiltinInfraImage>[0], imports };
+  }
+
+  test('imports nothing when the image is present', async () => {
+    const { engine, imports } = fakeEngine({ present: true });
+    assert.equal(await ensureBuiltinInfraImage(engine), BUILTIN_INFRA_IMAGE);
+    assert.deepEqual(imports, []);
+  });
+
+  test('imports the pause program as the image, with its command and berth\'s labels, when it is missing', async () => {
+    const { engine, imports } = fakeEngine({ present: false, arch: 'amd64' });
+    assert.equal(await ensureBuiltinInfraImage(engine), BUILTIN_INFRA_IMAGE);
+    assert.equal(imports.length, 1);
+    assert.deepEqual(imports[0]!.ref, { repo: 'berth-infra', tag: BUILTIN_INFRA_IMAGE.split(':')[1] });
+    assert.ok(imports[0]!.changes.includes('CMD ["/pause"]'));
+    assert.ok(imports[0]!.changes.some((c) => c.includes('io.berth.role=infra')));
+    assert.equal(imports[0]!.bytes, infraRootfs().length);
+  });
+
+  test('refuses an engine of another architecture with BERTH_GROUP_INFRA, naming the setting to use', async () => {
+    const { engine, imports } = fakeEngine({ present: false, arch: 'arm64' });
+    await assert.rejects(ensureBuiltinInfraImage(engine), (error: unknown) => isBerthError(error, 'BERTH_GROUP_INFRA') && /infraImage/.test(error.message));
+    assert.deepEqual(imports, []);
   });
 });
