@@ -412,6 +412,8 @@ export class GroupHandle implements AsyncDisposable, EventSource<GroupEvents> {
         this.#finish(step.end);
         return;
       }
+      // A listener may have ended the group meanwhile (a stop from a task-ended listener).
+      if (this.#end !== undefined) return;
       this.#moveTo(liveGroupState(this.#statuses(), this.#stopRequested));
       // Skipped tasks ended: the plan may have moved on (to the group's end).
       if (step.skip.length === 0) return;
