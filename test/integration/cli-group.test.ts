@@ -56,6 +56,7 @@ describe('berth group run (the CLI, in the foreground on the engine)', { skip: a
         '  - name: client',
         `    image: ${TEST_IMAGE}`,
         '    command: [sh, -c, "until wget -qO- http://127.0.0.1:8080/index.html 2>/dev/null; do sleep 0.1; done; echo oops >&2; printf no-newline; exit 4"]',
+        '    timeout: 60s',
         '',
       ].join('\n'),
     );

@@ -15,12 +15,14 @@ const driver = new TaskDriver({ engine, ownerId: `test-${run.id}` });
 const runner = new GroupRunner({ driver, engine, labels: run.labels });
 const NOTHING = { containers: [], volumes: [], networks: [] };
 
-/** A task of a group: the test image, a shell script, stopped at once (no grace for `sleep`, which ignores SIGTERM). */
+/** A task of a group: the test image, a shell script, stopped at once (no grace for `sleep`, which ignores SIGTERM), at most a minute. */
 const task = (name: string, script: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
   name,
   image: TEST_IMAGE,
   command: ['sh', '-c', script],
   stopSignal: 'SIGKILL',
+  // A task that waits for something that never comes fails its test, not the file's time limit.
+  timeout: '60s',
   ...extra,
 });
 
@@ -167,7 +169,7 @@ describe('task groups through the library against the real engine', { skip: awai
       assert.ok(group.names.network, 'the group has its own network');
       const id = await engine.createContainer(
         run.name('private-client'),
-        testContainerBody(run, { cmd: ['sh', '-c', 'for name in api web; do until wget -qO- http://$name:8080/index.html; do sleep 0.2; done; done'], hostConfig: { NetworkMode: group.names.network } }),
+        testContainerBody(run, { cmd: ['sh', '-c', 'for name in api web; do n=0; until wget -qO- http://$name:8080/index.html; do n=$((n+1)); [ $n -lt 300 ] || exit 9; sleep 0.2; done; done'], hostConfig: { NetworkMode: group.names.network } }),
       );
       try {
         await engine.startContainer(id);
