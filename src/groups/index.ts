@@ -9,3 +9,4 @@ export type { GroupDemand } from './demand.js';
 export { BUILTIN_INFRA_IMAGE, ensureBuiltinInfraImage } from './infra-image.js';
 export { groupObjectNames, groupObjectLabels, toInfraCreatePlan } from './infra-plan.js';
 export type { GroupIdentity, GroupObjectNames } from './infra-plan.js';
+export { GROUPS_CHANNEL as GROUP_EVENTS_CHANNEL } from '../common/diagnostics.js';

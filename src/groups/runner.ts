@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import type { Readable, Writable } from 'node:stream';
 import { finished, pipeline } from 'node:stream/promises';
 import { BerthError, cancelledError, codeOf, isBerthError, messageOf, ValidationError } from '../common/errors.js';
+import { GROUPS_CHANNEL } from '../common/diagnostics.js';
 import { Events, type EventListener, type EventSource, type Unsubscribe } from '../common/events.js';
 import { LABEL_PREFIX } from '../common/labels.js';
 import { silentLogger, type Logger } from '../common/logger.js';
@@ -92,7 +93,7 @@ export interface GroupTaskEnded {
   end: EndState;
 }
 
-/** Events of a GroupHandle (`group.on(type, listener)`). */
+/** Events of a GroupHandle (`group.on(type, listener)`); also published on `berth:groups` (GROUP_EVENTS_CHANNEL) as `{ type, ...event }`. */
 export interface GroupEvents {
   state: GroupStateChange;
   'task-started': GroupTaskStarted;
@@ -393,7 +394,7 @@ export class GroupHandle implements AsyncDisposable, EventSource<GroupEvents> {
         if (member.phase !== 'waiting') continue;
         member.phase = 'ended';
         member.end = { kind: 'cancelled' };
-        this.#events.emit('task-ended', { groupId: this.id, task: name, taskId: member.taskId, end: member.end });
+        this.#emit('task-ended', { groupId: this.id, task: name, taskId: member.taskId, end: member.end });
       }
       for (const name of step.stop) {
         const member = this.#member(name);
@@ -452,7 +453,7 @@ export class GroupHandle implements AsyncDisposable, EventSource<GroupEvents> {
       }
       sinks?.stdout?.end();
       sinks?.stderr?.end();
-      this.#events.emit('task-ended', { groupId: this.id, task: name, taskId: member.taskId, end: member.end });
+      this.#emit('task-ended', { groupId: this.id, task: name, taskId: member.taskId, end: member.end });
       this.#advance();
       return;
     }
@@ -462,14 +463,20 @@ export class GroupHandle implements AsyncDisposable, EventSource<GroupEvents> {
     if (sinks !== undefined) member.output = Promise.all([drain(handle.stdout, sinks.stdout), drain(handle.stderr, sinks.stderr)]).catch(() => undefined);
     if (member.phase === 'stopping') void handle.stop().catch(() => undefined);
     else member.phase = 'running';
-    this.#events.emit('task-started', { groupId: this.id, task: name, taskId: member.taskId, containerId: handle.containerId });
+    this.#emit('task-started', { groupId: this.id, task: name, taskId: member.taskId, containerId: handle.containerId });
     void handle.wait().then((end) => {
       member.phase = 'ended';
       member.end = end;
-      this.#events.emit('task-ended', { groupId: this.id, task: name, taskId: member.taskId, end });
+      this.#emit('task-ended', { groupId: this.id, task: name, taskId: member.taskId, end });
       this.#advance();
     });
     this.#advance();
+  }
+
+  /** Tells the handle's listeners, and tracers on the `berth:groups` channel. */
+  #emit<K extends keyof GroupEvents>(type: K, event: GroupEvents[K]): void {
+    this.#events.emit(type, event);
+    if (GROUPS_CHANNEL.hasSubscribers) GROUPS_CHANNEL.publish({ type, ...event });
   }
 
   #moveTo(to: GroupState): void {
@@ -482,7 +489,7 @@ export class GroupHandle implements AsyncDisposable, EventSource<GroupEvents> {
     }
     this.#state = to;
     this.#deps.logger.debug({ groupId: this.id, from, to }, 'group state changed');
-    this.#events.emit('state', { groupId: this.id, from, to });
+    this.#emit('state', { groupId: this.id, from, to });
   }
 
   #finish(end: GroupEnd): void {

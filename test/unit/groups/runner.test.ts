@@ -4,6 +4,7 @@
  * group in the middle of a step, an output callback that throws.
  */
 import assert from 'node:assert/strict';
+import diagnostics from 'node:diagnostics_channel';
 import { Readable } from 'node:stream';
 import { describe, test } from 'node:test';
 import { BerthError } from '../../../src/common/errors.js';
@@ -81,6 +82,24 @@ describe('GroupRunner coordination', () => {
     assert.ok(last('destroy g-1.web') < last('remove berth-g-1.fake-infra.10') && last('destroy g-1.log') < last('remove berth-g-1.fake-infra.10'), end.join(', '));
     assert.ok(last('remove berth-g-1.fake-infra.10') < last('remove network') && last('remove network') < last('remove volume'), end.join(', '));
     assert.equal(group.state, 'removed');
+  });
+
+  test('publishes its events on the berth:groups channel as { type, ...event }', async () => {
+    const { tasks, runner } = fakes();
+    const seen: string[] = [];
+    const listener = (message: unknown): void => {
+      const event = message as { type: string; groupId: string; task?: string; to?: string };
+      if (event.groupId === 'g-5') seen.push(`${event.type}:${event.task ?? event.to}`);
+    };
+    diagnostics.subscribe('berth:groups', listener);
+    try {
+      const group = await runner.start({ name: 'g', tasks: [task('main')] }, { groupId: 'g-5' });
+      tasks.get('g-5.main')!.end({ kind: 'success', exitCode: 0 });
+      await group.wait();
+    } finally {
+      diagnostics.unsubscribe('berth:groups', listener);
+    }
+    assert.deepEqual(seen, ['task-started:main', 'state:running', 'task-ended:main', 'state:exited', 'state:removed']);
   });
 
   test('a listener that stops the group while a failed prestart skips the others ends it once, cancelled tasks never started', async () => {
