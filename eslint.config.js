@@ -27,7 +27,7 @@ export default tseslint.config(
   { files: ['src/**/*.ts'], ignores: ['src/engine/**'], rules: restrict([dockerode, fastify]) },
   { files: ['src/common/**/*.ts'], rules: restrict([{ group: ['../*/**', '!../common/**'], message: 'common/ depends on nothing.' }, dockerode, fastify]) },
   { files: ['src/engine/**/*.ts', 'src/spec/**/*.ts'], rules: restrict([{ group: ['../tasks/**', '../images/**', '../reconcile/**', '../prune/**', '../state/**', '../agent/**', '../cli/**'], message: 'Dependencies point inward.' }, fastify]) },
-  { files: ['src/tasks/**/*.ts', 'src/images/**/*.ts', 'src/reconcile/**/*.ts', 'src/prune/**/*.ts', 'src/state/**/*.ts'], rules: restrict([{ group: ['../agent/**', '../cli/**'], message: 'Dependencies point inward.' }, dockerode, fastify]) },
+  { files: ['src/groups/**/*.ts', 'src/tasks/**/*.ts', 'src/images/**/*.ts', 'src/reconcile/**/*.ts', 'src/prune/**/*.ts', 'src/state/**/*.ts'], rules: restrict([{ group: ['../agent/**', '../cli/**'], message: 'Dependencies point inward.' }, dockerode, fastify]) },
   { files: ['src/agent/**/*.ts'], ignores: ['src/agent/http/**'], rules: restrict([{ group: ['../cli/**'], message: 'Nothing imports cli.' }, dockerode, fastify]) },
   { files: ['src/agent/http/**/*.ts'], rules: restrict([{ group: ['../../cli/**'], message: 'Nothing imports cli.' }, dockerode]) },
   // node:test's test() and describe() return promises the runner awaits itself.

@@ -2,6 +2,7 @@
  * `npm run bench [case…]`: runs the selected cases (all by default) in sequence against the real
  * engine and prints one JSON line per result on stdout, nothing else; progress goes to stderr.
  * Cases, in the order they run: lifecycle, logs, pull (when bench/pull.ts is present), reconcile,
+ * group (start-to-running of a 3-task group against a pause container and three joiners by hand),
  * agent (a real `berth agent` process driven through its API), exec (exec of `true` through an
  * agent's plain request and WebSocket against a raw dockerode exec), files-download (a 100 MiB
  * download through an agent against the engine's archive endpoint), faults (berth run, the agent and the
@@ -17,6 +18,7 @@ import { benchExec } from './exec.js';
 import { benchFilesUpload } from './files.js';
 import { benchFaults } from './faults.js';
 import { benchFilesDownload } from './files-download.js';
+import { benchGroup } from './group.js';
 import { benchLifecycle } from './lifecycle.js';
 import { benchLogs } from './logs.js';
 import { benchReconcile } from './reconcile.js';
@@ -60,6 +62,8 @@ async function main(): Promise<number> {
   const pull = await loadPullCase();
   if (pull) cases.set('pull', pull);
   cases.set('reconcile', benchReconcile);
+  // A 3-task group through the GroupRunner against a pause container and three joiners by hand.
+  cases.set('group', benchGroup);
   // A real agent process driven through its API: last, as it is the longest.
   cases.set('agent', benchAgent);
   // Exec through a real agent against a raw dockerode exec.

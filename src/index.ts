@@ -27,3 +27,7 @@ export { TaskDriver, TaskHandle, runToEnd, execInTask, findRunningTaskContainer,
 export type { TaskDriverOptions, StartOptions, ImageProvider, TaskExecEngine, TaskRef, RunToEndOptions, RunResult, EndState, EndKind, TaskState, TaskPhase, PhaseChange, BindSourcePolicy, ResolvedBindSource } from './tasks/index.js';
 export { collectArtifacts, copyOut } from './tasks/index.js';
 export type { ArtifactsRecord, ArtifactSink, ArchiveEngine } from './tasks/index.js';
+export { GroupRunner, GroupHandle, planGroup, groupDemand, GROUP_STATES, BUILTIN_INFRA_IMAGE, GROUP_EVENTS_CHANNEL } from './groups/index.js';
+export type { GroupRunnerOptions, GroupRunnerEngine, GroupStartOptions, GroupEvents, GroupStateChange, GroupTaskStarted, GroupTaskEnded, TaskOutputSinks, GroupEnd, GroupState, GroupDemand, MemberStatus } from './groups/index.js';
+export { resolveGroupSpec, groupSpecSchema, LIFECYCLES, DEFAULT_SHARED_DIR } from './spec/group.js';
+export type { GroupSpec, ResolvedGroupSpec, ResolvedGroupTask, Lifecycle } from './spec/group.js';

@@ -16,6 +16,8 @@ export const CHANNEL_NAMES = Object.freeze({
   prune: 'berth:prune',
   /** Task drivers: every phase change of a handle, `{ taskId, from, to, ... }` (no `type`, as before). */
   taskPhase: 'berth:task:phase',
+  /** Task groups: `state`, `task-started`, `task-ended` (`{ type, groupId, ... }`). */
+  groups: 'berth:groups',
 });
 
 /** The channel of image coordinators' events. */
@@ -26,3 +28,5 @@ export const RECONCILE_CHANNEL = diagnostics.channel(CHANNEL_NAMES.reconcile);
 export const PRUNE_CHANNEL = diagnostics.channel(CHANNEL_NAMES.prune);
 /** The channel of task phase changes. */
 export const TASK_PHASE_CHANNEL = diagnostics.channel(CHANNEL_NAMES.taskPhase);
+/** The channel of task groups' events. */
+export const GROUPS_CHANNEL = diagnostics.channel(CHANNEL_NAMES.groups);

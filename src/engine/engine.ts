@@ -970,11 +970,24 @@ export class Engine {
    * volume, so a retry is idempotent; its labels are returned for the caller to check it is its own.
    */
   async createVolume(name: string, labels: Record<string, string>, options: CallOptions = {}): Promise<VolumeSummary> {
-    const volume = await this.#call('create volume', this.#deadlines.writeMs, options, (abortSignal) =>
-      this.#docker.createVolume({ Name: name, Driver: 'local', Labels: labels, abortSignal } as Dockerode.VolumeCreateOptions),
+    // Dialled directly: dockerode's createVolume resolves with a Volume object (a name), not the
+    // engine's answer, and the answer's labels are how a caller tells its own volume from another's
+    // of the same name (the engine answers an existing volume's create with that volume).
+    const raw = await this.#call('create volume', this.#deadlines.writeMs, options, (abortSignal) =>
+      new Promise<Dockerode.VolumeInspectInfo>((resolve, reject) => {
+        this.#docker.modem.dial(
+          {
+            path: '/volumes/create?',
+            method: 'POST',
+            allowEmpty: true,
+            abortSignal,
+            options: { Name: name, Driver: 'local', Labels: labels },
+            statusCodes: { 200: true, 201: true, 500: 'server error' },
+          },
+          (error, result) => (error ? reject(error) : resolve(result as Dockerode.VolumeInspectInfo)),
+        );
+      }),
     { volume: name });
-    // dockerode resolves with a handle (`getVolume(Name)`), not the engine's body: the volume as the engine has it comes from an inspect.
-    const raw = await this.#read('inspect volume', options, () => (volume as unknown as Dockerode.Volume).inspect(), { volume: name });
     return volumeFromRaw(raw);
   }
 

@@ -47,21 +47,39 @@ function exitCodeOf(end: EndState | undefined): number | undefined {
   return end !== undefined && 'exitCode' in end ? end.exitCode : undefined;
 }
 
-/** The next step of a group whose tasks are as `members` say; `stopRequested`: the group was asked to stop. */
+/** Whether a task's end says berth could not start it (a `failed` end with a reason: exit code 125, 126 or 127). */
+export function couldNotStart(end: EndState | undefined): boolean {
+  return end?.kind === 'failed' && end.reason !== undefined;
+}
+
+/**
+ * The next step of a group whose tasks are as `members` say; `stopRequested`: the group was asked to
+ * stop. The group ends early (what runs is stopped, nothing more starts) when it is asked to stop,
+ * when a prestart task ends other than successfully, or when berth could not start one of its tasks
+ * (its image, its command or its create failed: a group missing a task is broken, as Nomad fails
+ * the allocation).
+ */
 export function planGroup(members: readonly MemberStatus[], options: { stopRequested: boolean }): GroupStep {
   const prestarts = members.filter((m) => m.lifecycle === 'prestart');
   const mains = members.filter((m) => m.lifecycle === 'main');
   const sidecars = members.filter((m) => m.lifecycle === 'sidecar');
-  const failedPrestart = prestarts.find((m) => m.phase === 'ended' && m.end?.kind !== 'success');
+  // A task the group's own stop cancelled did not fail: only an end of its own (or a refused start) fails the group.
+  const failedOnItsOwn = (m: MemberStatus): boolean => m.phase === 'ended' && m.end?.kind !== 'success' && !(options.stopRequested && m.end?.kind === 'cancelled');
+  const fatal = prestarts.find(failedOnItsOwn) ?? members.find((m) => m.phase === 'ended' && couldNotStart(m.end));
   const allEnded = members.every((m) => m.phase === 'ended');
 
-  // Ending: asked to stop, or a prestart failed. Stop what runs, start nothing more.
-  if (options.stopRequested || failedPrestart !== undefined) {
-    const end: GroupEnd | undefined = !allEnded
-      ? undefined
-      : options.stopRequested && failedPrestart === undefined
-        ? { kind: 'cancelled' }
-        : { kind: 'failed', ...(exitCodeOf(failedPrestart?.end) === undefined ? {} : { exitCode: exitCodeOf(failedPrestart?.end) }), reason: `prestart task ${failedPrestart!.name} ended ${failedPrestart!.end?.kind ?? 'without an end'}`, task: failedPrestart!.name };
+  // Ending: asked to stop, a prestart failed or a task could not start. Stop what runs, start nothing more.
+  if (options.stopRequested || fatal !== undefined) {
+    let end: GroupEnd | undefined;
+    if (allEnded) {
+      if (fatal === undefined) {
+        end = { kind: 'cancelled' };
+      } else {
+        const code = exitCodeOf(fatal.end);
+        const why = couldNotStart(fatal.end) ? `could not start: ${(fatal.end as { reason: string }).reason}` : `ended ${fatal.end?.kind ?? 'without an end'}${code === undefined ? '' : ` with exit code ${code}`}`;
+        end = { kind: 'failed', ...(code === undefined ? {} : { exitCode: code }), reason: `${fatal.lifecycle} task ${fatal.name} ${why}`, task: fatal.name };
+      }
+    }
     return { start: [], stop: names(members.filter(isLive)), skip: names(members.filter((m) => m.phase === 'waiting')), ...(end === undefined ? {} : { end }) };
   }
 

@@ -64,19 +64,28 @@ export async function createGroupResources(engine: GroupEngine, spec: ResolvedGr
   const names = groupObjectNames(spec, identity);
   const { policy, logger, signal } = options;
   const again = <T>(work: () => Promise<T>): Promise<T> => retry(work, { ...policy, signal, shouldRetry: isAmbiguousFailure });
+  // Objects found under the group's names that are not the group's: never removed by the clean-up below.
+  const foreign = new Set<'volume' | 'network' | 'container'>();
+  let infraContainerId: string | undefined;
   try {
     if (names.volume !== undefined) {
       const volume = names.volume;
       const made = await again(() => engine.createVolume(volume, groupObjectLabels(identity, ROLES.sharedDir), { signal }));
-      if (!isOurs(made.labels, identity, ROLES.sharedDir, true)) throw heldBy('volume', volume, identity);
+      if (!isOurs(made.labels, identity, ROLES.sharedDir, true)) {
+        foreign.add('volume');
+        throw heldBy('volume', volume, identity);
+      }
     }
     if (names.network !== undefined) {
       const network = names.network;
       const made = await again(() => engine.createNetwork(network, { labels: groupObjectLabels(identity, ROLES.network) }, { signal }));
-      if (!isOurs(made.labels, identity, ROLES.network, true)) throw heldBy('network', network, identity);
+      if (!isOurs(made.labels, identity, ROLES.network, true)) {
+        foreign.add('network');
+        throw heldBy('network', network, identity);
+      }
     }
     const plan = toInfraCreatePlan(spec, identity, image);
-    const infraContainerId = await again(async () => {
+    infraContainerId = await again(async () => {
       try {
         return await engine.createContainer(plan.name, plan.body, { signal });
       } catch (error) {
@@ -86,17 +95,56 @@ export async function createGroupResources(engine: GroupEngine, spec: ResolvedGr
           if (isBerthError(inspectError, 'BERTH_ENGINE_NOT_FOUND')) throw new BerthError('BERTH_ENGINE_CONFLICT', `the name ${plan.name} is held by a create the engine has not finished`, { retryable: true, cause: inspectError });
           throw inspectError;
         });
-        if (!isOurs(existing.labels, identity, ROLES.infra)) throw heldBy('container', plan.name, identity);
+        if (!isOurs(existing.labels, identity, ROLES.infra)) {
+          foreign.add('container');
+          throw heldBy('container', plan.name, identity);
+        }
         return existing.id;
       }
     });
-    for (const network of plan.connectNetworks) await again(() => engine.connectNetwork(network.name, infraContainerId, network.aliases, { signal }));
-    await startIdempotent(engine, infraContainerId, policy, logger, signal);
-    return { infraContainerId, names };
+    const id = infraContainerId;
+    for (const network of plan.connectNetworks) await again(() => engine.connectNetwork(network.name, id, network.aliases, { signal }));
+    await startIdempotent(engine, id, policy, logger, signal);
+    return { infraContainerId: id, names };
   } catch (error) {
     logger.warn({ groupId: identity.groupId, code: codeOf(error) }, 'the group\'s infrastructure could not be made; removing what was made');
-    await removeGroupResources(engine, names, { policy, logger }).catch(() => undefined);
+    await removeOwnLeftovers(engine, names, identity, infraContainerId, foreign, policy, logger);
     throw error;
+  }
+}
+
+/**
+ * After a failed creation: removes what this start may have made, and nothing that is not the
+ * group's. The infrastructure container goes by its id when the create answered; by its name only
+ * when the object under that name carries this start's labels (a create whose answer was lost).
+ */
+async function removeOwnLeftovers(
+  engine: GroupEngine,
+  names: GroupObjectNames,
+  identity: GroupIdentity,
+  infraContainerId: string | undefined,
+  foreign: ReadonlySet<'volume' | 'network' | 'container'>,
+  policy: RetryPolicy,
+  logger: Logger,
+): Promise<void> {
+  try {
+    let container: string | undefined = infraContainerId;
+    if (container === undefined && !foreign.has('container')) {
+      const found = await retry(() => engine.inspectContainer(names.infraContainer), { ...policy, shouldRetry: isAmbiguousFailure }).catch((error: unknown) => {
+        if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return undefined;
+        throw error;
+      });
+      if (found !== undefined && isOurs(found.labels, identity, ROLES.infra)) container = found.id;
+    }
+    if (container !== undefined) await removeContainer(engine, container, policy);
+    const { volume, network } = names;
+    await removeGroupResources(
+      engine,
+      { infraContainer: names.infraContainer, ...(volume === undefined || foreign.has('volume') ? {} : { volume }), ...(network === undefined || foreign.has('network') ? {} : { network }) },
+      { policy, logger, skipContainer: true },
+    );
+  } catch (error) {
+    logger.error({ groupId: identity.groupId, code: codeOf(error) }, 'could not remove what a failed group creation made; the reconciler removes it by its labels');
   }
 }
 
@@ -112,9 +160,13 @@ export interface LeftoverGroupObjects {
  * count as removed. A network or volume the engine reports in use (or fails to remove) is returned,
  * not thrown: the reconciler finds it by its labels later. The container's removal failing throws.
  */
-export async function removeGroupResources(engine: GroupEngine, names: GroupObjectNames, options: Omit<GroupResourceOptions, 'signal'> & { signal?: AbortSignal }): Promise<LeftoverGroupObjects> {
+export async function removeGroupResources(
+  engine: GroupEngine,
+  names: GroupObjectNames,
+  options: Omit<GroupResourceOptions, 'signal'> & { signal?: AbortSignal; /** @internal the caller removed the container itself. */ skipContainer?: boolean },
+): Promise<LeftoverGroupObjects> {
   const { policy, logger, signal } = options;
-  await removeContainer(engine, names.infraContainer, policy, signal);
+  if (!options.skipContainer) await removeContainer(engine, names.infraContainer, policy, signal);
   const left: { network?: string; volume?: string } = {};
   const removeOr = async (kind: 'network' | 'volume', name: string, remove: () => Promise<'removed' | 'absent' | 'in-use'>): Promise<void> => {
     try {

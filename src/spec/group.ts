@@ -153,6 +153,9 @@ function compileGroup(input: unknown, compileTask: (task: unknown) => ResolvedTa
       for (const issue of head.error.issues) issues.push({ field: at(fieldName(issue.path)), rule: issue.message });
     } else if (names.has(head.data.name)) {
       issues.push({ field: at('name'), rule: `names task ${head.data.name} twice` });
+    } else {
+      // Named even when the rest of the task is at fault: a second task of that name is refused too.
+      names.add(head.data.name);
     }
     for (const field of GROUP_LEVEL_FIELDS) {
       if (spec[field] !== undefined) issues.push({ field: at(field), rule: 'is set for the whole group, under network' });
@@ -165,7 +168,6 @@ function compileGroup(input: unknown, compileTask: (task: unknown) => ResolvedTa
       for (const issue of error.issues) issues.push({ field: at(issue.field), rule: issue.rule });
     }
     if (head.success && resolved !== undefined) {
-      names.add(head.data.name);
       tasks.push({ name: head.data.name, lifecycle: head.data.lifecycle, spec: resolved, input: spec });
     }
   });

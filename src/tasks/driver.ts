@@ -12,6 +12,7 @@ import { readOwnerProcess, type OwnerProcess } from '../common/owner-process.js'
 import { resolveAcceptedTaskSpec, resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import { isRegistryAuthRef, registryMismatch, type InlineRegistryAuth } from '../spec/registry-auth.js';
 import { toCreatePlan, toNetworkPlacement, type GroupMembership, type TaskIdentity } from '../spec/translate.js';
+import { resolveGroupSpec, type ResolvedGroupSpec } from '../spec/group.js';
 import { withSeccompProfile } from './seccomp-profiles.js';
 import { confirmBindSources, engineSocketGuards, resolveBindSources, withResolvedSources, type BindSourcePolicy, type ResolvedBindSource } from './bind-sources.js';
 import { placeFiles, type UploadOpener } from './files-in.js';
@@ -265,6 +266,41 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
    */
   settled(): Promise<void> {
     return this.#lateCreates.settled();
+  }
+
+  /**
+   * Validates a group (src/spec/group.ts) against this driver's policy, as `resolve` does a task:
+   * a ValidationError names every field at fault (`tasks[1].resources.memory`).
+   */
+  resolveGroup(spec: unknown): ResolvedGroupSpec {
+    return resolveGroupSpec(spec, this.#policy);
+  }
+
+  /** This driver's process as the owner its containers name (undefined with `ownerProcess: 'none'`): a group's objects carry it too. */
+  get ownerProcess(): OwnerProcess | undefined {
+    return this.#ownerProcess;
+  }
+
+  /** The driver's retry policy, for an owner that makes objects next to the tasks (a group's). */
+  get retryPolicy(): RetryPolicy {
+    return this.#retry;
+  }
+
+  /**
+   * Makes a task's image present and held by `holderId`, as `start` does before the create (with
+   * the task's own registry credentials): a group pulls every task's image before it makes
+   * anything. `start` acquires again (holders are a set: one hold; with pull policy `always` it asks
+   * the registry again). Without an image provider, nothing is done. Release with `releaseImages`.
+   */
+  async acquireImage(spec: ResolvedTaskSpec, holderId: string, signal?: AbortSignal): Promise<void> {
+    if (!this.#images) return;
+    const auth = await this.#taskRegistryAuth(spec);
+    await this.#images.acquire(spec.image, holderId, { policy: spec.pull, signal, ...(auth ? { auth } : {}) });
+  }
+
+  /** Whether the driver pulls images (an image provider was given): otherwise they must be present. */
+  get pullsImages(): boolean {
+    return this.#images !== undefined;
   }
 
   /**

@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { CHANNEL_NAMES, IMAGES_CHANNEL, PRUNE_CHANNEL, RECONCILE_CHANNEL, TASK_PHASE_CHANNEL } from '../../../src/common/diagnostics.js';
-import { IMAGE_EVENTS_CHANNEL, TASK_PHASE_CHANNEL as PUBLIC_TASK_PHASE_CHANNEL } from '../../../src/index.js';
+import { CHANNEL_NAMES, GROUPS_CHANNEL, IMAGES_CHANNEL, PRUNE_CHANNEL, RECONCILE_CHANNEL, TASK_PHASE_CHANNEL } from '../../../src/common/diagnostics.js';
+import { GROUP_EVENTS_CHANNEL, IMAGE_EVENTS_CHANNEL, TASK_PHASE_CHANNEL as PUBLIC_TASK_PHASE_CHANNEL } from '../../../src/index.js';
 import { PRUNE_EVENTS_CHANNEL } from '../../../src/prune/index.js';
 import { RECONCILE_EVENTS_CHANNEL } from '../../../src/reconcile/index.js';
 
@@ -27,9 +27,10 @@ describe('diagnostics channels', () => {
     assert.equal(RECONCILE_EVENTS_CHANNEL, RECONCILE_CHANNEL);
     assert.equal(PRUNE_EVENTS_CHANNEL, PRUNE_CHANNEL);
     assert.equal(PUBLIC_TASK_PHASE_CHANNEL, TASK_PHASE_CHANNEL);
+    assert.equal(GROUP_EVENTS_CHANNEL, GROUPS_CHANNEL);
     assert.deepEqual(
-      [IMAGES_CHANNEL.name, RECONCILE_CHANNEL.name, PRUNE_CHANNEL.name, TASK_PHASE_CHANNEL.name],
-      [CHANNEL_NAMES.images, CHANNEL_NAMES.reconcile, CHANNEL_NAMES.prune, CHANNEL_NAMES.taskPhase],
+      [IMAGES_CHANNEL.name, RECONCILE_CHANNEL.name, PRUNE_CHANNEL.name, TASK_PHASE_CHANNEL.name, GROUPS_CHANNEL.name],
+      [CHANNEL_NAMES.images, CHANNEL_NAMES.reconcile, CHANNEL_NAMES.prune, CHANNEL_NAMES.taskPhase, CHANNEL_NAMES.groups],
     );
   });
 });

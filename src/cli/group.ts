@@ -1,0 +1,191 @@
+import type { Command } from 'commander';
+import { readFile } from 'node:fs/promises';
+import type { Readable } from 'node:stream';
+import { parse as parseYaml } from 'yaml';
+import { isBerthError, messageOf, ValidationError } from '../common/errors.js';
+import { engineOptionsFromEnv } from '../engine/connect.js';
+import { Engine } from '../engine/engine.js';
+import type { PublishedPort } from '../engine/types.js';
+import { GroupRunner, type GroupHandle } from '../groups/runner.js';
+import type { GroupEnd } from '../groups/lifecycle.js';
+import { dockerConfigDirFromEnv, ImageCoordinator } from '../images/index.js';
+import type { ResolvedGroupSpec } from '../spec/group.js';
+import { TaskDriver } from '../tasks/driver.js';
+import { commandFailureOf } from '../engine/classify.js';
+import { commandFailureLine, EXIT } from './exit-codes.js';
+import { collect, parseLabelFlags } from './flags.js';
+import { exitCodeForSignal } from './interrupts.js';
+import { errorLine } from './output.js';
+import { linePrefixes, PrefixedLines } from './prefixed-output.js';
+import { plainPullView, terminalPullView } from './progress.js';
+import type { CliIo } from './run.js';
+
+/** `berth group run`'s flags; more modes (e.g. detached, through an agent) add theirs here. */
+export interface GroupRunFlags {
+  /** The group file: YAML or JSON; `-` reads stdin. */
+  file: string;
+  /** `-l KEY=VALUE`: labels on every container, volume and network of the group. */
+  label: string[];
+}
+
+/**
+ * `berth group`: task groups. `group run -f FILE` runs one in the foreground on the engine, as
+ * `berth run` runs a task. Returns the `group` command, for more subcommands.
+ */
+export function addGroupCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): Command {
+  const group = program.command('group').description('Run task groups: tasks that share a network namespace and a directory');
+  addGroupRunCommand(group, io, setExitCode);
+  return group;
+}
+
+/** `group run`: the option list is here, so that other modes can add to it. */
+export function addGroupRunCommand(group: Command, io: CliIo, setExitCode: (code: number) => void): Command {
+  return group
+    .command('run')
+    .description('Run a group from a file (YAML or JSON) in the foreground: stream its tasks\' output prefixed by task name, and exit with the group\'s end')
+    .requiredOption('-f, --file <file>', 'the group file, YAML or JSON; - reads stdin')
+    .option('-l, --label <key=value>', 'a label on every container, volume and network of the group (repeatable)', collect, [])
+    .action(async (flags: GroupRunFlags) => {
+      setExitCode(await groupRunForeground(flags, io));
+    });
+}
+
+/** Reads a group file (or stdin for `-`) and parses it as YAML, of which JSON is a part. */
+export async function readGroupFile(file: string, stdin: Readable): Promise<unknown> {
+  let text: string;
+  try {
+    text = file === '-' ? await readStream(stdin) : await readFile(file, 'utf8');
+  } catch (error) {
+    throw new ValidationError([{ field: '-f/--file', rule: `cannot be read: ${messageOf(error)}` }]);
+  }
+  try {
+    return parseYaml(text) as unknown;
+  } catch (error) {
+    throw new ValidationError([{ field: '-f/--file', rule: `is not YAML or JSON: ${messageOf(error)}` }]);
+  }
+}
+
+async function readStream(stream: Readable): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** The exit code of a group's end: the deciding task's code, as `berth run` exits with its task's. */
+export function exitCodeForGroupEnd(end: GroupEnd): number {
+  switch (end.kind) {
+    case 'success':
+      return 0;
+    case 'failed':
+      return end.exitCode ?? EXIT.berthFailure;
+    case 'oom':
+      return EXIT.outOfMemory;
+    case 'timed-out':
+      return EXIT.timedOut;
+    case 'cancelled':
+      return EXIT.interrupted;
+    case 'lost':
+      return EXIT.berthFailure;
+  }
+}
+
+/** `127.0.0.1:49153->8080/tcp`, as docker ps shows a published port. */
+export function formatPublishedPort(port: PublishedPort): string {
+  const host = port.hostIp.includes(':') ? `[${port.hostIp}]` : port.hostIp;
+  return `${host}:${port.host}->${port.container}/${port.protocol}`;
+}
+
+/**
+ * Runs a group in the foreground on the engine: its tasks' output on stdout and stderr, each line
+ * prefixed by its task's name; the published ports on stderr once it runs. The first Ctrl-C (or
+ * SIGTERM) stops the group and removes everything; exits with the group's end (the deciding main
+ * task's exit code), 125 when it could not start, or the signal's code after a signal.
+ */
+export async function groupRunForeground(flags: GroupRunFlags, io: CliIo): Promise<number> {
+  const document = await readGroupFile(flags.file, io.stdin);
+  const labels = parseLabelFlags(flags.label);
+  const engine = new Engine(engineOptionsFromEnv(io.env));
+  // A one-shot CLI does not count references or remove images: the next run may want the same one.
+  const images = new ImageCoordinator({ engine, options: { cleanup: false, dockerConfigDir: dockerConfigDirFromEnv(io.env) } });
+  const view = (io.stderr as Partial<NodeJS.WriteStream>).isTTY ? terminalPullView(io.stderr) : plainPullView(io.stderr);
+  images.on('pull-started', (e) => view.started(e));
+  images.on('pull-progress', (e) => view.progress(e));
+  images.on('pull-finished', (e) => view.finished(e));
+  // The person at the terminal is the caller, as for berth run: what they ask for explicitly is allowed.
+  const driver = new TaskDriver({ engine, ownerId: 'cli', ownerProcess: 'self', policy: { allowPrivileged: true, allowEngineSocket: true }, images });
+  const runner = new GroupRunner({ driver, engine, labels });
+  const spec: ResolvedGroupSpec = driver.resolveGroup(document);
+  await engine.checkCompatible();
+
+  const names = spec.tasks.map((t) => t.name);
+  const prefixes = linePrefixes(names, (io.stdout as Partial<NodeJS.WriteStream>).isTTY === true);
+  const output = (task: string) => ({ stdout: new PrefixedLines(io.stdout, prefixes.get(task) ?? ''), stderr: new PrefixedLines(io.stderr, prefixes.get(task) ?? '') });
+  const abort = new AbortController();
+  let group: GroupHandle | undefined;
+  let removed = false;
+  io.interrupts.extendBound(Math.max(...spec.tasks.map((t) => t.spec.stopGraceMs)));
+  const removeInterrupt = io.interrupts.onInterrupt((signal) => {
+    if (signal === 'SIGINT') io.stderr.write(`berth: ${group ? 'stopping the group' : 'cancelling the start'}; press Ctrl-C again to exit now and leave its containers to berth prune or an agent\n`);
+    if (group) void group.stop();
+    abort.abort();
+  });
+  const removeLeaving = io.interrupts.leaving(() => {
+    if (removed) return undefined;
+    return group ? `the containers, volume and network of group ${group.id}, for berth prune or an agent's reconciler to remove` : 'what the group\'s start made, for berth prune or an agent\'s reconciler to remove';
+  });
+  try {
+    group = await runner.start(document, { signal: abort.signal, output });
+    const ports = await group.ports().catch(() => []);
+    if (ports.length > 0) io.stderr.write(`berth: group ${group.id} publishes ${ports.map(formatPublishedPort).join(', ')}\n`);
+    const end = await group.wait();
+    removed = true;
+    const signal = io.interrupts.received;
+    const exitCode = end.kind === 'cancelled' && signal !== undefined ? exitCodeForSignal(signal) : exitCodeForGroupEnd(end);
+    // A main task's own exit code needs no words; any other end says what happened.
+    if (end.kind !== 'success' && !(end.kind === 'failed' && end.reason === undefined)) {
+      io.stderr.write(`berth: group ${group.id} ${describeGroupEnd(end)}; exiting ${exitCode}\n`);
+    }
+    return exitCode;
+  } catch (error) {
+    const signal = io.interrupts.received;
+    if (signal !== undefined) {
+      io.stderr.write(isBerthError(error, 'BERTH_CANCELLED') ? 'berth: cancelled\n' : `${errorLine(error)}\n`);
+      return exitCodeForSignal(signal);
+    }
+    if (error instanceof ValidationError) throw error;
+    const commandFailure = commandFailureOf(error);
+    if (commandFailure) {
+      io.stderr.write(`${commandFailureLine(commandFailure)}\n`);
+      return commandFailure.exitCode;
+    }
+    io.stderr.write(`${errorLine(error)}\n`);
+    return EXIT.berthFailure;
+  } finally {
+    try {
+      await group?.wait();
+      removed = true;
+      await driver.settled();
+      await images.close();
+    } finally {
+      removeLeaving();
+      removeInterrupt();
+    }
+  }
+}
+
+/** A group's end in words. */
+export function describeGroupEnd(end: GroupEnd): string {
+  const by = end.task === undefined ? '' : ` (task ${end.task})`;
+  switch (end.kind) {
+    case 'success':
+      return 'succeeded';
+    case 'failed':
+      return end.reason !== undefined ? `failed: ${end.reason}` : `failed with exit code ${end.exitCode ?? 'unknown'}${by}`;
+    case 'cancelled':
+      return 'was stopped';
+    case 'lost':
+      return `lost${by}: ${end.reason ?? 'the engine could not say how it ended'}`;
+    default:
+      return `ended ${end.kind}${end.exitCode === undefined ? '' : ` with exit code ${end.exitCode}`}${by}`;
+  }
+}

@@ -1,0 +1,12 @@
+export { GroupRunner, GroupHandle } from './runner.js';
+export type { GroupRunnerOptions, GroupRunnerEngine, GroupStartOptions, GroupEvents, GroupStateChange, GroupTaskStarted, GroupTaskEnded, TaskOutputSinks } from './runner.js';
+export { planGroup, couldNotStart } from './lifecycle.js';
+export type { GroupEnd, GroupStep, MemberPhase, MemberStatus } from './lifecycle.js';
+export { GROUP_STATES, liveGroupState, isLegalGroupTransition } from './state.js';
+export type { GroupState } from './state.js';
+export { groupDemand } from './demand.js';
+export type { GroupDemand } from './demand.js';
+export { BUILTIN_INFRA_IMAGE, ensureBuiltinInfraImage } from './infra-image.js';
+export { groupObjectNames, groupObjectLabels, toInfraCreatePlan } from './infra-plan.js';
+export type { GroupIdentity, GroupObjectNames } from './infra-plan.js';
+export { GROUPS_CHANNEL as GROUP_EVENTS_CHANNEL } from '../common/diagnostics.js';
