@@ -1,5 +1,6 @@
 import { isBerthError } from '../common/errors.js';
 import { commandFailureOf, type CommandFailure } from '../engine/classify.js';
+import type { GroupEnd } from '../groups/lifecycle.js';
 import type { EndState } from '../tasks/end-state.js';
 
 /** Exit codes of `berth run`, following the docker CLI and coreutils' timeout. */
@@ -17,21 +18,21 @@ export const EXIT = {
   interrupted: 130,
 } as const;
 
+/** berth's codes for the ends that are not a task's own exit. */
+const CODE_BY_END: Readonly<Record<Exclude<EndState['kind'], 'success' | 'failed'>, number>> = {
+  oom: EXIT.outOfMemory,
+  'timed-out': EXIT.timedOut,
+  cancelled: EXIT.interrupted,
+  lost: EXIT.berthFailure,
+};
+
 export function exitCodeForEnd(end: EndState): number {
-  switch (end.kind) {
-    case 'success':
-      return 0;
-    case 'failed':
-      return end.exitCode;
-    case 'oom':
-      return EXIT.outOfMemory;
-    case 'timed-out':
-      return EXIT.timedOut;
-    case 'cancelled':
-      return EXIT.interrupted;
-    case 'lost':
-      return EXIT.berthFailure;
-  }
+  return end.kind === 'success' ? 0 : end.kind === 'failed' ? end.exitCode : CODE_BY_END[end.kind];
+}
+
+/** The exit code of a group's end: the deciding task's code, as `berth run` exits with its task's. */
+export function exitCodeForGroupEnd(end: GroupEnd): number {
+  return end.kind === 'success' ? 0 : end.kind === 'failed' ? (end.exitCode ?? EXIT.berthFailure) : CODE_BY_END[end.kind];
 }
 
 /** 2 for a usage error; 127 or 126 for a command the container could not run (as docker); else 125. */

@@ -5,19 +5,17 @@ import { parse as parseYaml } from 'yaml';
 import { isBerthError, messageOf, ValidationError } from '../common/errors.js';
 import { engineOptionsFromEnv } from '../engine/connect.js';
 import { Engine } from '../engine/engine.js';
-import type { PublishedPort } from '../engine/types.js';
 import { GroupRunner, type GroupHandle } from '../groups/runner.js';
 import type { GroupEnd } from '../groups/lifecycle.js';
-import { dockerConfigDirFromEnv, ImageCoordinator } from '../images/index.js';
 import type { ResolvedGroupSpec } from '../spec/group.js';
 import { TaskDriver } from '../tasks/driver.js';
 import { commandFailureOf } from '../engine/classify.js';
-import { commandFailureLine, EXIT } from './exit-codes.js';
+import { commandFailureLine, EXIT, exitCodeForGroupEnd } from './exit-codes.js';
 import { collect, parseLabelFlags } from './flags.js';
 import { exitCodeForSignal } from './interrupts.js';
-import { errorLine } from './output.js';
+import { errorLine, formatPublishedPort } from './output.js';
 import { linePrefixes, PrefixedLines } from './prefixed-output.js';
-import { plainPullView, terminalPullView } from './progress.js';
+import { oneShotImages } from './progress.js';
 import type { CliIo } from './run.js';
 
 /** `berth group run`'s flags; more modes (e.g. detached, through an agent) add theirs here. */
@@ -71,30 +69,6 @@ async function readStream(stream: Readable): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-/** The exit code of a group's end: the deciding task's code, as `berth run` exits with its task's. */
-export function exitCodeForGroupEnd(end: GroupEnd): number {
-  switch (end.kind) {
-    case 'success':
-      return 0;
-    case 'failed':
-      return end.exitCode ?? EXIT.berthFailure;
-    case 'oom':
-      return EXIT.outOfMemory;
-    case 'timed-out':
-      return EXIT.timedOut;
-    case 'cancelled':
-      return EXIT.interrupted;
-    case 'lost':
-      return EXIT.berthFailure;
-  }
-}
-
-/** `127.0.0.1:49153->8080/tcp`, as docker ps shows a published port. */
-export function formatPublishedPort(port: PublishedPort): string {
-  const host = port.hostIp.includes(':') ? `[${port.hostIp}]` : port.hostIp;
-  return `${host}:${port.host}->${port.container}/${port.protocol}`;
-}
-
 /**
  * Runs a group in the foreground on the engine: its tasks' output on stdout and stderr, each line
  * prefixed by its task's name; the published ports on stderr once it runs. The first Ctrl-C (or
@@ -105,12 +79,7 @@ export async function groupRunForeground(flags: GroupRunFlags, io: CliIo): Promi
   const document = await readGroupFile(flags.file, io.stdin);
   const labels = parseLabelFlags(flags.label);
   const engine = new Engine(engineOptionsFromEnv(io.env));
-  // A one-shot CLI does not count references or remove images: the next run may want the same one.
-  const images = new ImageCoordinator({ engine, options: { cleanup: false, dockerConfigDir: dockerConfigDirFromEnv(io.env) } });
-  const view = (io.stderr as Partial<NodeJS.WriteStream>).isTTY ? terminalPullView(io.stderr) : plainPullView(io.stderr);
-  images.on('pull-started', (e) => view.started(e));
-  images.on('pull-progress', (e) => view.progress(e));
-  images.on('pull-finished', (e) => view.finished(e));
+  const images = oneShotImages(engine, io);
   // The person at the terminal is the caller, as for berth run: what they ask for explicitly is allowed.
   const driver = new TaskDriver({ engine, ownerId: 'cli', ownerProcess: 'self', policy: { allowPrivileged: true, allowEngineSocket: true }, images });
   const runner = new GroupRunner({ driver, engine, labels });

@@ -1,6 +1,8 @@
 import cliProgress from 'cli-progress';
 import type { Writable } from 'node:stream';
+import type { Engine } from '../engine/engine.js';
 import type { PullFinishedEvent, PullProgressNotice, PullStartedEvent } from '../images/events.js';
+import { dockerConfigDirFromEnv, ImageCoordinator } from '../images/index.js';
 
 /** Shows an image pull: a bar per layer on a terminal, a plain line per layer phase otherwise. */
 export interface PullProgressView {
@@ -60,4 +62,18 @@ export function plainPullView(out: Writable): PullProgressView {
       out.write(event.outcome === 'pulled' ? `Pulled ${event.ref} in ${event.durationMs} ms\n` : `Pull of ${event.ref} ${event.outcome}\n`);
     },
   };
+}
+
+/**
+ * The image coordinator of a one-shot command (`berth run`, `berth group run`): it neither counts
+ * references nor removes images (the next run may want the same one), and it shows pulls on
+ * stderr, as bars on a terminal and as lines elsewhere.
+ */
+export function oneShotImages(engine: Engine, io: { env: NodeJS.ProcessEnv; stderr: Writable }): ImageCoordinator {
+  const images = new ImageCoordinator({ engine, options: { cleanup: false, dockerConfigDir: dockerConfigDirFromEnv(io.env) } });
+  const view = (io.stderr as Partial<NodeJS.WriteStream>).isTTY ? terminalPullView(io.stderr) : plainPullView(io.stderr);
+  images.on('pull-started', (e) => view.started(e));
+  images.on('pull-progress', (e) => view.progress(e));
+  images.on('pull-finished', (e) => view.finished(e));
+  return images;
 }

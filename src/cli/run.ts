@@ -5,8 +5,7 @@ import { isBerthError, ValidationError } from '../common/errors.js';
 import { containerNameForTask } from '../common/labels.js';
 import { pipeline } from 'node:stream/promises';
 import { Engine } from '../engine/engine.js';
-import { dockerConfigDirFromEnv, ImageCoordinator } from '../images/index.js';
-import { plainPullView, terminalPullView } from './progress.js';
+import { oneShotImages } from './progress.js';
 import { engineOptionsFromEnv } from '../engine/connect.js';
 import { SPEC_BOUNDS, type TaskSpec } from '../spec/schema.js';
 import { TaskDriver } from '../tasks/driver.js';
@@ -291,12 +290,7 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
     return copy && packLocalPath(copy.local, copy.path);
   };
   const engine = new Engine(engineOptionsFromEnv(io.env));
-  // A one-shot CLI does not count references or remove images: the next run may want the same one.
-  const images = new ImageCoordinator({ engine, options: { cleanup: false, dockerConfigDir: dockerConfigDirFromEnv(io.env) } });
-  const view = (io.stderr as Partial<NodeJS.WriteStream>).isTTY ? terminalPullView(io.stderr) : plainPullView(io.stderr);
-  images.on('pull-started', (e) => view.started(e));
-  images.on('pull-progress', (e) => view.progress(e));
-  images.on('pull-finished', (e) => view.finished(e));
+  const images = oneShotImages(engine, io);
   // The person at the terminal is the caller: the CLI allows what they ask for explicitly. They
   // reach the engine's socket already, so an explicit --mount of it (or of a directory above it) is theirs
   // to ask for; a library driver and the agent refuse it by default. Sources are still resolved

@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, test } from 'node:test';
-import { describeGroupEnd, exitCodeForGroupEnd, formatPublishedPort, readGroupFile } from '../../../src/cli/group.js';
+import { describeGroupEnd, readGroupFile } from '../../../src/cli/group.js';
+import { exitCodeForGroupEnd } from '../../../src/cli/exit-codes.js';
+import { formatPublishedPort } from '../../../src/cli/output.js';
 import { linePrefixes, PrefixedLines } from '../../../src/cli/prefixed-output.js';
 import { ValidationError } from '../../../src/common/errors.js';
 
