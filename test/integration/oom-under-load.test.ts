@@ -1,0 +1,57 @@
+/**
+ * OOM kills against the real engine while it is loaded: several tasks killed at once are each
+ * `oom` (the engine's own OOMKilled flag can miss such a kill, see src/tasks/oom-watch.ts), and the
+ * kernel's OOM counter of a task's memory cgroup is read on this host while the task runs.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, test } from 'node:test';
+import { Engine } from '../../src/engine/engine.js';
+import type { TaskSpec } from '../../src/spec/schema.js';
+import { TaskDriver } from '../../src/tasks/driver.js';
+import { OomWatch } from '../../src/tasks/oom-watch.js';
+import { silentLogger } from '../../src/common/logger.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+
+const engine = new Engine();
+const run = testRun(engine);
+const driver = new TaskDriver({ engine, ownerId: `test-${run.id}` });
+const spec = (command: string[], overrides: Partial<TaskSpec> = {}): TaskSpec => ({ image: TEST_IMAGE, labels: { ...run.labels }, command, ...overrides });
+/** Asks for 64 MiB at once under a 16 MiB limit: the kernel kills it within moments of its start. */
+const oomCommand = ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'];
+const ROUNDS = 3;
+const AT_ONCE = 3;
+
+describe('OOM kills under load', { skip: await requireEngine() }, () => {
+  after(() => run.cleanup());
+
+  test(`${AT_ONCE} tasks OOM-killed at once while busy containers load the engine all end oom, in ${ROUNDS} rounds`, async () => {
+    const busy = await Promise.all([1, 2, 3].map((n) => driver.start(spec(['sh', '-c', 'while :; do :; done']), { taskId: `${run.id}-busy-${n}`, output: 'engine-log' })));
+    try {
+      for (let round = 1; round <= ROUNDS; round++) {
+        const handles = await Promise.all(
+          Array.from({ length: AT_ONCE }, (_, n) => driver.start(spec(oomCommand, { resources: { memory: '16m' } }), { taskId: `${run.id}-oom-${round}-${n}`, output: 'engine-log' })),
+        );
+        const ends = await Promise.all(handles.map((handle) => handle.wait()));
+        await Promise.all(handles.map((handle) => handle.destroy()));
+        assert.deepEqual(ends.map((end) => end.kind), Array(AT_ONCE).fill('oom'), `round ${round}: ${JSON.stringify(ends)}`);
+      }
+    } finally {
+      await Promise.all(busy.map((handle) => handle.destroy()));
+    }
+  });
+
+  test('an OOM kill that a task survives is counted in its memory cgroup on this host while it runs', async () => {
+    // The child dd is killed; the task's shell goes on, so its cgroup stays to be read.
+    const handle = await driver.start(spec(['sh', '-c', `${oomCommand.join(' ')}; sleep 60`], { resources: { memory: '16m' } }), { taskId: `${run.id}-survivor`, output: 'engine-log' });
+    const watch = new OomWatch({ kernelLogPath: false, intervalMs: 100, logger: silentLogger });
+    try {
+      watch.track(handle.containerId);
+      await pollUntil('the OOM kill counted in the task\'s cgroup', () => (watch.countedKill(handle.containerId) ? true : undefined), { timeoutMs: 30_000 });
+      await handle.stop({ graceMs: 0 });
+      assert.equal((await handle.wait()).kind, 'cancelled');
+    } finally {
+      watch.close();
+      await handle.destroy();
+    }
+  });
+});
