@@ -146,6 +146,8 @@ function checkedTaskId(taskId: string = randomUUID()): string {
 
 /** The engine events that may mean a tracked container ended. */
 const END_EVENTS = ['die', 'oom', 'destroy'] as const;
+/** How much earlier than a live task's start the driver's event stream is replayed from (the engine's clock is read in whole seconds). */
+const EVENTS_REPLAY_MARGIN_MS = 2000;
 
 export interface StartOptions {
   /**
@@ -578,8 +580,12 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     if (this.#events || this.#eventsOpening || this.#live.size === 0) return;
     this.#eventsOpening = true;
     const labels = [`${LABELS.managed}=true`, `${LABELS.ownerId}=${this.ownerId}`];
+    // Replayed from the earliest start of a live task (a second early, for the engine's clock): an
+    // event of a task that ended, or was OOM-killed, before this connection was made is not missed.
+    // The engine's `oom` can come after its `die` (see oom-watch.ts), while the end is classified.
+    const sinceMs = Math.min(...[...this.#live.values()].map((handle) => handle.startedAt?.getTime() ?? Date.now())) - EVENTS_REPLAY_MARGIN_MS;
     void this.#engine
-      .openLabelledContainerEvents(labels, END_EVENTS)
+      .openLabelledContainerEvents(labels, END_EVENTS, { sinceMs })
       .then(async (events) => {
         this.#eventsOpening = false;
         if (this.#live.size === 0) return events.close();
