@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
+import { LABELS } from '../../src/common/labels.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
@@ -37,6 +38,28 @@ describe('OOM kills under load', { skip: await requireEngine() }, () => {
       }
     } finally {
       await Promise.all(busy.map((handle) => handle.destroy()));
+    }
+  });
+
+  test('the engine replays a container\'s oom event to a labelled event stream opened after it ended, from a time before its start', async () => {
+    const handle = await driver.start(spec(oomCommand, { resources: { memory: '16m' } }), { taskId: `${run.id}-replay`, output: 'engine-log' });
+    try {
+      assert.equal((await handle.wait()).kind, 'oom');
+      const events = await engine.openLabelledContainerEvents([`${LABELS.ownerId}=test-${run.id}`, `${LABELS.taskId}=${run.id}-replay`], ['oom', 'die'], { sinceMs: handle.startedAt!.getTime() - 2000 });
+      const seen: string[] = [];
+      const timer = setTimeout(() => events.close(), 30_000);
+      try {
+        for await (const event of events) {
+          if (event.containerId === handle.containerId) seen.push(event.action);
+          if (seen.includes('oom') && seen.includes('die')) break;
+        }
+      } finally {
+        clearTimeout(timer);
+        events.close();
+      }
+      assert.deepEqual([...new Set(seen)].sort(), ['die', 'oom']);
+    } finally {
+      await handle.destroy();
     }
   });
 
