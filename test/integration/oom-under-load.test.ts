@@ -22,8 +22,57 @@ const oomCommand = ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'];
 const ROUNDS = 3;
 const AT_ONCE = 3;
 
+/**
+ * The real engine with its OOM word hidden (the OOMKilled flag reads false, its `oom` events are
+ * dropped), as a loaded dockerd can give it: only the kernel's evidence can tell the driver.
+ */
+function withoutOomWord(real: Engine): Engine {
+  return new Proxy(real, {
+    get(target, property) {
+      if (property === 'inspectContainer') {
+        return async (...args: Parameters<Engine['inspectContainer']>) => ({ ...(await target.inspectContainer(...args)), oomKilled: false });
+      }
+      if (property === 'openLabelledContainerEvents') {
+        return async (...args: Parameters<Engine['openLabelledContainerEvents']>) => {
+          const events = await target.openLabelledContainerEvents(...args);
+          return {
+            close: () => events.close(),
+            async *[Symbol.asyncIterator]() {
+              for await (const event of events) if (event.action !== 'oom') yield event;
+            },
+          };
+        };
+      }
+      const value: unknown = Reflect.get(target, property, target);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
 describe('OOM kills under load', { skip: await requireEngine() }, () => {
   after(() => run.cleanup());
+
+  // First in the file: the kernel keeps at most 10 OOM kill records in 5 s across the host, and the rounds below make 9.
+  test('with the engine\'s OOM flag and events hidden, a task killed within moments of its start ends oom by the kernel\'s log', async () => {
+    const masked = new TaskDriver({ engine: withoutOomWord(engine), ownerId: `test-${run.id}-masked` });
+    const handle = await masked.start(spec(oomCommand, { resources: { memory: '16m' } }), { taskId: `${run.id}-masked-log`, output: 'engine-log' });
+    try {
+      assert.deepEqual(await handle.wait(), { kind: 'oom', exitCode: 137, hint: 'the task ran out of memory: raise its memory limit of 16 MiB' });
+    } finally {
+      await handle.destroy();
+    }
+  });
+
+  test('with the engine\'s OOM flag and events hidden and no kernel log, an OOM kill counted in the task\'s cgroup while it ran makes it oom, whatever its exit code', async () => {
+    const masked = new TaskDriver({ engine: withoutOomWord(engine), ownerId: `test-${run.id}-counter`, oomEvidence: { kernelLogPath: false } });
+    // The child dd is killed; the shell lives on for a few of the driver's readings, then exits 3.
+    const handle = await masked.start(spec(['sh', '-c', `${oomCommand.join(' ')}; sleep 3; exit 3`], { resources: { memory: '16m' } }), { taskId: `${run.id}-masked-counter`, output: 'engine-log' });
+    try {
+      assert.deepEqual(await handle.wait(), { kind: 'oom', exitCode: 3, hint: 'the task ran out of memory: raise its memory limit of 16 MiB' });
+    } finally {
+      await handle.destroy();
+    }
+  });
 
   test(`${AT_ONCE} tasks OOM-killed at once while busy containers load the engine all end oom, in ${ROUNDS} rounds`, async () => {
     const busy = await Promise.all([1, 2].map((n) => driver.start(spec(['sh', '-c', 'while :; do :; done'], { resources: { cpuMilli: 500 } }), { taskId: `${run.id}-busy-${n}`, output: 'engine-log' })));
