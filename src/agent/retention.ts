@@ -123,6 +123,8 @@ export class TaskRetention {
   readonly #closing = new AbortController();
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<RetentionReport> | undefined;
+  /** The pass asked for while one was under way: it begins when that one ends, and every ask meanwhile shares it. */
+  #queued: Promise<RetentionReport> | undefined;
   /** The code of the last pass's failure, so that one repeated at every pass is logged once. */
   #lastFailure: ErrorCode | undefined;
   /** Whether the last measure of the disk failed, likewise. */
@@ -150,18 +152,36 @@ export class TaskRetention {
   }
 
   /**
-   * One pass now; a pass already under way is joined, not doubled. Never rejects for a failure of
-   * its own work: that is logged once per pass, and the next pass tries again.
+   * One pass that begins now, or, when one is under way, right after it: the pass under way
+   * measured the disk and chose its tasks before this call, so joining it would report removals
+   * made before the ask (and miss what changed since). Passes never overlap, and asks made while
+   * one waits share it. Never rejects for a failure of its own work: that is logged once per pass,
+   * and the next pass tries again.
    */
   runNow(): Promise<RetentionReport> {
-    return (this.#running ??= this.#pass().finally(() => (this.#running = undefined)));
+    if (this.#queued) return this.#queued;
+    if (!this.#running) return this.#begin();
+    const queued = this.#running.catch(() => undefined).then(() => {
+      this.#queued = undefined;
+      return this.#begin();
+    });
+    this.#queued = queued;
+    return queued;
   }
 
-  /** Stops the schedule and waits for a pass under way, which stops after its current batch. */
+  #begin(): Promise<RetentionReport> {
+    const running = this.#pass().finally(() => {
+      if (this.#running === running) this.#running = undefined;
+    });
+    this.#running = running;
+    return running;
+  }
+
+  /** Stops the schedule and waits for a pass under way (and one asked for after it), which stops after its current batch. */
   async close(): Promise<void> {
     this.#closing.abort();
     clearTimeout(this.#timer);
-    await this.#running?.catch(() => undefined);
+    await (this.#queued ?? this.#running)?.catch(() => undefined);
   }
 
   async #pass(): Promise<RetentionReport> {

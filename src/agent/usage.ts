@@ -1,7 +1,6 @@
-import { closeSync, existsSync, openSync, readSync } from 'node:fs';
-import path from 'node:path';
 import type { Logger } from '../common/logger.js';
 import { messageOf } from '../common/errors.js';
+import { containerCgroupReader, DEFAULT_CGROUP_ROOT, parseFlatKeyed, parseSingleValue, readOptionalFile, readSmallFile, type ContainerCgroupReader } from '../tasks/cgroup.js';
 import type { TaskUsage, UsageOutcome } from '../state/tasks.js';
 
 /**
@@ -39,24 +38,7 @@ export interface CgroupReading {
 
 export type { TaskUsage, UsageOutcome };
 
-/** Parses `key value` lines (cpu.stat, cpuacct.stat, memory.events) into numbers. */
-export function parseFlatKeyed(text: string): Map<string, number> {
-  const values = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const [key, value] = line.trim().split(/\s+/);
-    if (key === undefined || key === '' || value === undefined) continue;
-    const number = Number(value);
-    if (Number.isFinite(number)) values.set(key, number);
-  }
-  return values;
-}
-
-/** A file holding one number (cpuacct.usage, memory.max_usage_in_bytes …); undefined when it holds none ("max"). */
-export function parseSingleValue(text: string): number | undefined {
-  const trimmed = text.trim();
-  if (!/^\d+$/.test(trimmed)) return undefined;
-  return Number(trimmed);
-}
+export { parseFlatKeyed, parseSingleValue };
 
 /** The files of a cgroup v1 container, read as text. */
 export interface CgroupV1Files {
@@ -133,89 +115,26 @@ export function usageOf(tally: UsageTally, end: { oomKilled: boolean }): TaskUsa
   };
 }
 
-/** Where a container's cgroup lives, as the engine's cgroup drivers name it (cgroupfs, systemd). */
-const CONTAINER_CGROUP_PATHS = [(id: string) => path.join('docker', id), (id: string) => path.join('system.slice', `docker-${id}.scope`)];
-
-/** Reads one container's cgroup counters; undefined when its cgroup is not (or no longer) there. */
-type CgroupReader = (containerId: string) => CgroupReading | undefined;
-
 /**
- * One buffer for every read: the reads are synchronous, so it is never shared by two at once. The
- * files are a few hundred bytes at most; reading them synchronously (open, read, close) costs a few
- * microseconds each, far less than the thread pool's round trips and buffers of fs/promises, and
- * leaves no garbage but the text.
+ * The reader of containers' usage counters under the hierarchy mounted at `root` (see
+ * src/tasks/cgroup.ts for the layouts), or undefined when none is there.
  */
-const READ_BUFFER = Buffer.alloc(8192);
-
-function readSmallFile(file: string): string {
-  const fd = openSync(file, 'r');
-  try {
-    const length = readSync(fd, READ_BUFFER, 0, READ_BUFFER.length, 0);
-    return READ_BUFFER.toString('latin1', 0, length);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function readOptionalFile(file: string): string | undefined {
-  try {
-    return readSmallFile(file);
-  } catch {
-    return undefined;
-  }
-}
-
-/** Whether the error says the file is not there (the cgroup went away). */
-function isGone(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return code === 'ENOENT' || code === 'ENODEV' || code === 'ESRCH';
-}
-
-/**
- * A reader that tries each layout's path, the one that worked last first (a host uses one cgroup
- * driver), and reads a container's files there: the first file a gone cgroup lacks ends the try.
- */
-function layoutReader(read: (relative: string) => CgroupReading): CgroupReader {
-  let preferred = 0;
-  return (containerId) => {
-    for (let offset = 0; offset < CONTAINER_CGROUP_PATHS.length; offset++) {
-      const index = (preferred + offset) % CONTAINER_CGROUP_PATHS.length;
-      try {
-        const reading = read(CONTAINER_CGROUP_PATHS[index]!(containerId));
-        preferred = index;
-        return reading;
-      } catch (error) {
-        if (!isGone(error)) throw error;
-      }
-    }
-    return undefined;
-  };
-}
-
-/**
- * The reader for the cgroup hierarchy mounted at `root` (cgroup v2 when it has cgroup.controllers,
- * else v1 with one directory per controller), or undefined when none is there.
- */
-function cgroupReader(root: string): CgroupReader | undefined {
-  if (existsSync(path.join(root, 'cgroup.controllers'))) {
-    return layoutReader((relative) => {
-      const dir = path.join(root, relative);
-      const cpuStat = readSmallFile(path.join(dir, 'cpu.stat'));
-      const memoryCurrent = readSmallFile(path.join(dir, 'memory.current'));
-      const memoryPeak = readOptionalFile(path.join(dir, 'memory.peak'));
+function usageReader(root: string): ContainerCgroupReader<CgroupReading> | undefined {
+  return containerCgroupReader<CgroupReading>(root, {
+    v1Controllers: ['cpuacct', 'memory'],
+    v1: (at) =>
+      readingFromV1({
+        cpuacctUsage: readSmallFile(at('cpuacct', 'cpuacct.usage')),
+        cpuStat: readSmallFile(at('cpu', 'cpu.stat')),
+        memoryMaxUsage: readSmallFile(at('memory', 'memory.max_usage_in_bytes')),
+        memoryUsage: readSmallFile(at('memory', 'memory.usage_in_bytes')),
+      }),
+    v2: (at) => {
+      const cpuStat = readSmallFile(at('cpu.stat'));
+      const memoryCurrent = readSmallFile(at('memory.current'));
+      const memoryPeak = readOptionalFile(at('memory.peak'));
       return readingFromV2({ cpuStat, memoryCurrent, ...(memoryPeak === undefined ? {} : { memoryPeak }) });
-    });
-  }
-  // v1: cpu and cpuacct may be one mount (cpu,cpuacct) or two; each name resolves either way.
-  if (!existsSync(path.join(root, 'cpuacct')) || !existsSync(path.join(root, 'memory'))) return undefined;
-  return layoutReader((relative) => {
-    const at = (controller: string, file: string): string => path.join(root, controller, relative, file);
-    return readingFromV1({
-      cpuacctUsage: readSmallFile(at('cpuacct', 'cpuacct.usage')),
-      cpuStat: readSmallFile(at('cpu', 'cpu.stat')),
-      memoryMaxUsage: readSmallFile(at('memory', 'memory.max_usage_in_bytes')),
-      memoryUsage: readSmallFile(at('memory', 'memory.usage_in_bytes')),
-    });
+    },
   });
 }
 
@@ -248,7 +167,7 @@ export class UsageSampler {
   readonly #intervalMs: number;
   readonly #logger: Logger;
   readonly #nowMs: () => number;
-  readonly #reader: CgroupReader | undefined;
+  readonly #reader: ContainerCgroupReader<CgroupReading> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #warned = false;
 
@@ -256,7 +175,7 @@ export class UsageSampler {
     this.#intervalMs = options.intervalMs ?? USAGE_SAMPLE_INTERVAL_MS;
     this.#logger = options.logger;
     this.#nowMs = options.nowMs ?? Date.now;
-    this.#reader = cgroupReader(options.cgroupRoot ?? '/sys/fs/cgroup');
+    this.#reader = usageReader(options.cgroupRoot ?? DEFAULT_CGROUP_ROOT);
   }
 
   /** Starts reading a task's container (a task followed again after a restart is read from where its counters are). */
@@ -310,7 +229,7 @@ export class UsageSampler {
     for (const [taskId, tracked] of this.#tracked) this.#read(taskId, tracked);
   }
 
-  /** Reads a task's cgroup once, synchronously (see READ_BUFFER). */
+  /** Reads a task's cgroup once, synchronously (see readSmallFile in src/tasks/cgroup.ts). */
   #read(taskId: string, tracked: Tracked): void {
     if (tracked.isGone || !this.#reader) return;
     try {

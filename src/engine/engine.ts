@@ -741,12 +741,16 @@ export class Engine {
    * `key=value`), from now on: one connection for all of an owner's containers. Like
    * openContainerEvents, a wake-up, not the truth, and it ends or fails (classified, retryable) when
    * its connection dies, so the caller notices and opens it again once the engine answers.
+   * `sinceMs` (epoch ms, by the engine's clock): the engine first replays the matching events it
+   * still keeps from then on (dockerd keeps its last 256), so an event that happened before the
+   * connection was made is not missed. Default: from now on.
    */
-  async openLabelledContainerEvents(labels: readonly string[], actions: readonly string[], options: CallOptions = {}): Promise<ContainerEventStream> {
-    return this.#openEvents({ label: [...labels], event: [...actions] }, { labels }, options);
+  async openLabelledContainerEvents(labels: readonly string[], actions: readonly string[], options: CallOptions & { sinceMs?: number } = {}): Promise<ContainerEventStream> {
+    const since = options.sinceMs === undefined ? undefined : String(Math.max(0, Math.floor(options.sinceMs / 1000)));
+    return this.#openEvents({ label: [...labels], event: [...actions] }, { labels }, options, since);
   }
 
-  async #openEvents(filter: Record<string, string[]>, context: Record<string, unknown>, options: CallOptions): Promise<ContainerEventStream> {
+  async #openEvents(filter: Record<string, string[]>, context: Record<string, unknown>, options: CallOptions, since?: string): Promise<ContainerEventStream> {
     // One controller for the connection: the deadline may abort it only until it is established.
     const connection = new AbortController();
     const onCallerAbort = (): void => connection.abort(options.signal?.reason);
@@ -758,6 +762,7 @@ export class Engine {
       stream = (await this.#call('container events', this.#deadlines.readMs, options, () =>
         this.#docker.getEvents({
           filters: JSON.stringify({ type: ['container'], ...filter }),
+          ...(since === undefined ? {} : { since }),
           abortSignal: connection.signal,
         } as Dockerode.GetEventsOptions),
       context)) as unknown as Readable;

@@ -21,6 +21,7 @@ import { retry } from '../common/retry.js';
 import { listingVerdict } from './end-watch.js';
 import { TaskHandle, type TaskPause } from './handle.js';
 import { LateCreateGuard } from './late-create.js';
+import { OomWatch, type OomWatchOptions } from './oom-watch.js';
 import type { PhaseChange } from './lifecycle.js';
 
 /** Published on every task phase change: `{ taskId, from, to }` (its name is in common/diagnostics.ts). */
@@ -103,6 +104,14 @@ export interface TaskDriverOptions {
    * waited out, and the task ends with its real exit code once the engine answers again. 1 ms to 365 days.
    */
   lostAfterUnreachableMs?: number;
+  /**
+   * Where the kernel's out-of-memory evidence is read while tasks run (src/tasks/oom-watch.ts): the
+   * memory cgroup hierarchy (`cgroupRoot`, default /sys/fs/cgroup) and the kernel's log
+   * (`kernelLogPath`, default /dev/kmsg; false: never read). Where they cannot be read (the engine on
+   * another host, no permission), the engine's OOM flag and events decide, as with `false` here.
+   * Default: both, read on this host.
+   */
+  oomEvidence?: Pick<OomWatchOptions, 'cgroupRoot' | 'kernelLogPath'> | false;
 }
 
 /** Default TaskDriverOptions.relistPeriodMs. */
@@ -138,6 +147,8 @@ function checkedTaskId(taskId: string = randomUUID()): string {
 
 /** The engine events that may mean a tracked container ended. */
 const END_EVENTS = ['die', 'oom', 'destroy'] as const;
+/** How much earlier than a live task's start the driver's event stream is replayed from (the engine's clock is read in whole seconds). */
+const EVENTS_REPLAY_MARGIN_MS = 2000;
 
 export interface StartOptions {
   /**
@@ -211,6 +222,8 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
   readonly #lostAfterUnreachableMs: number | undefined;
   /** Started tasks whose end is not known yet: the relist and the events watch these. */
   readonly #live = new Map<string, TaskHandle>();
+  /** The OOM kill counters of the live tasks' cgroups, and the kernel's log (see oom-watch.ts). */
+  readonly #oomWatch: OomWatch | undefined;
   #relistTimer: NodeJS.Timeout | undefined;
   #events: ContainerEventStream | undefined;
   #eventsOpening = false;
@@ -235,6 +248,7 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     this.#ownerProcess = options.ownerProcess === 'none' ? undefined : readOwnerProcess();
     this.#relistPeriodMs = options.relistPeriodMs ?? DEFAULT_RELIST_PERIOD_MS;
     this.#lostAfterUnreachableMs = options.lostAfterUnreachableMs;
+    this.#oomWatch = options.oomEvidence === false ? undefined : new OomWatch({ ...options.oomEvidence, logger: this.#logger });
     const issues = [
       ...msOptionIssues('relistPeriodMs', this.#relistPeriodMs, DRIVER_OPTION_BOUNDS.relistPeriodMs),
       ...(this.#lostAfterUnreachableMs === undefined ? [] : msOptionIssues('lostAfterUnreachableMs', this.#lostAfterUnreachableMs, DRIVER_OPTION_BOUNDS.lostAfterUnreachableMs)),
@@ -547,6 +561,7 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
         retryPolicy: this.#retry,
         logger: this.#logger,
         lostAfterUnreachableMs: this.#lostAfterUnreachableMs,
+        ...(this.#oomWatch ? { oomEvidence: this.#oomWatch } : {}),
         onPhase: (change) => this.#onPhase(change),
         onDestroyed: (id) => {
           this.releaseImages(id);
@@ -562,9 +577,11 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
    */
   #watchEnd(handle: TaskHandle, streams?: AttachedStreams): void {
     this.#live.set(handle.containerId, handle);
+    this.#oomWatch?.track(handle.containerId);
     void streams?.closed?.then(() => handle.hintEnd('attach-closed'));
     void handle.wait().finally(() => {
       this.#live.delete(handle.containerId);
+      this.#oomWatch?.forget(handle.containerId);
       if (this.#live.size === 0) this.#stopWatching();
     });
     this.#scheduleRelist(this.#relistPeriodMs);
@@ -610,8 +627,12 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     if (this.#events || this.#eventsOpening || this.#live.size === 0) return;
     this.#eventsOpening = true;
     const labels = [`${LABELS.managed}=true`, `${LABELS.ownerId}=${this.ownerId}`];
+    // Replayed from the earliest start of a live task (a second early, for the engine's clock): an
+    // event of a task that ended, or was OOM-killed, before this connection was made is not missed.
+    // The engine's `oom` can come after its `die` (see oom-watch.ts), while the end is classified.
+    const sinceMs = Math.min(...[...this.#live.values()].map((handle) => handle.startedAt?.getTime() ?? Date.now())) - EVENTS_REPLAY_MARGIN_MS;
     void this.#engine
-      .openLabelledContainerEvents(labels, END_EVENTS)
+      .openLabelledContainerEvents(labels, END_EVENTS, { sinceMs })
       .then(async (events) => {
         this.#eventsOpening = false;
         if (this.#live.size === 0) return events.close();
@@ -621,6 +642,8 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
             const handle = this.#live.get(event.containerId);
             // The kernel's OOM kill, as the engine announced it: its state's flag can miss it (see TaskHandle.noteOomEvent).
             if (event.action === 'oom') handle?.noteOomEvent();
+            // The container's cgroup may still be there: its OOM counter is read before the engine removes it.
+            if (handle && (event.action === 'oom' || event.action === 'die')) this.#oomWatch?.readNow(handle.containerId);
             handle?.hintEnd('event');
           }
         } catch (error) {

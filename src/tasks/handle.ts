@@ -15,6 +15,7 @@ import { EndWatch, type EndHint } from './end-watch.js';
 import { awaitHealthy } from './health.js';
 import { Lifecycle, type PhaseChange, type TaskPhase } from './lifecycle.js';
 import { collectArtifacts, copyOut, type ArtifactSink, type ArtifactsRecord } from './files-out.js';
+import type { OomEvidence } from './oom-watch.js';
 
 /** Pauses before each new read of an exited task's OOM flag (see #oomFlagSettled). */
 const OOM_FLAG_REREADS_MS = [100, 200, 400, 800, 1500] as const;
@@ -36,6 +37,8 @@ export interface HandleDeps {
   onDestroyed: (taskId: string) => void;
   /** End the task as `lost` once the engine has been unreachable this long while waiting for its end. Default: never. */
   lostAfterUnreachableMs?: number;
+  /** The kernel's OOM evidence (the container's memory cgroup, the kernel's log); without it, the engine's flag and events alone decide. */
+  oomEvidence?: OomEvidence;
 }
 
 /**
@@ -465,20 +468,24 @@ export class TaskHandle implements AsyncDisposable {
     // A task destroyed while running was cancelled by its owner, even if its watch saw the container vanish.
     if (facts.kind === 'lost') return this.#end(this.#stopIntent?.kind === 'cancel' ? { kind: 'cancelled' } : { kind: 'lost', reason: facts.reason, ...(facts.error ? { error: facts.error } : {}) });
     const { exitCode } = facts;
-    let oomKilled = (facts.oomKilled ?? false) || this.#oomEventSeen;
+    // The cgroup may still be there if the engine has not removed it yet: one more reading of its OOM counter.
+    this.#deps.oomEvidence?.readNow(this.containerId);
+    // An OOM kill the kernel counted in the task's cgroup is one, whatever the engine's flag says.
+    let oomKilled = (facts.oomKilled ?? false) || this.#oomEventSeen || (this.#deps.oomEvidence?.countedKill(this.containerId) ?? false);
     // Only a task that failed or had a memory limit can have been OOM-killed; skip the inspect otherwise.
     if (facts.oomKilled === undefined && (exitCode !== 0 || this.spec.resources.memoryBytes !== undefined)) {
       try {
-        oomKilled = (await this.#deps.engine.inspectContainer(this.containerId)).oomKilled || this.#oomEventSeen;
+        oomKilled = (await this.#deps.engine.inspectContainer(this.containerId)).oomKilled || oomKilled || this.#oomEventSeen;
       } catch (error) {
         if (!isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) this.#deps.logger.warn({ taskId: this.taskId, code: codeOf(error) }, 'could not read the OOM flag');
       }
     }
-    // The engine sets the flag when the kernel's OOM event reaches it, which can come just after the
-    // exit it reports (also when the end was seen by an inspect): a SIGKILL (137) that berth did not
-    // send, under a memory limit, is read again for a moment before it is taken for a plain kill.
+    // The engine's flag misses an OOM kill whose news reached it after the exit (see oom-watch.ts): a
+    // SIGKILL (137) that berth did not send, under a memory limit, is asked of the kernel (the
+    // cgroup's counter, the kernel's log), and where the kernel cannot tell, the engine's flag is
+    // read again for a moment before the end is taken for a plain kill.
     if (!oomKilled && exitCode === 137 && this.spec.resources.memoryBytes !== undefined && this.#stopIntent === undefined) {
-      oomKilled = await this.#oomFlagSettled();
+      oomKilled = await this.#oomVerdict();
     }
     // A stop under way may yet show that the task had ended before it was asked (see #stop); its
     // answer is waited for at most one read deadline, so a stop that hangs cannot hold the end.
@@ -501,11 +508,20 @@ export class TaskHandle implements AsyncDisposable {
     );
   }
 
-  /** The OOM flag read again a few times over about 3 s (a loaded engine is slow to record it); true as soon as the engine sets it or announces the OOM. */
+  /** Whether a task killed by a SIGKILL berth did not send was OOM-killed: the kernel's evidence, else the engine's flag settled. */
+  async #oomVerdict(): Promise<boolean> {
+    if (await this.#deps.oomEvidence?.showsOomKill(this.containerId)) {
+      this.#deps.logger.debug({ taskId: this.taskId }, 'the kernel shows the killed task ran out of memory');
+      return true;
+    }
+    return this.#oomFlagSettled();
+  }
+
+  /** The OOM flag read again a few times over about 3 s (a loaded engine is slow to record it); true as soon as the engine sets it or announces the OOM, or the kernel's counter shows it. */
   async #oomFlagSettled(): Promise<boolean> {
     for (const waitMs of OOM_FLAG_REREADS_MS) {
       await sleep(waitMs, undefined, { ref: false });
-      if (this.#oomEventSeen) return true;
+      if (this.#oomEventSeen || this.#deps.oomEvidence?.countedKill(this.containerId)) return true;
       try {
         if ((await this.#deps.engine.inspectContainer(this.containerId)).oomKilled) return true;
       } catch {

@@ -213,6 +213,35 @@ describe('TaskRetention: passes over a real store and real output files', () => 
     f.store.close();
   });
 
+  it('a pass asked for while one is under way runs after it and reports only its own removals, shared by every ask meanwhile (the watermark test raced the pass it joined)', async () => {
+    // The disk is over its watermark until the first pass's removals are done; the first pass is held after measuring.
+    let usedBytes = 2000;
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let measures = 0;
+    const f = fixture({ diskWatermark: 0.5 }, {
+      diskUsage: async () => {
+        const measured = { usedBytes, totalBytes: 2000 };
+        measures++;
+        if (measures === 1) await held;
+        return measured;
+      },
+    });
+    for (let i = 0; i < 3; i++) await endedWithOutput(f, `t${i}`, NOW - (3 - i) * DAY, 20);
+    const first = f.retention.runNow();
+    while (measures === 0) await new Promise((resolve) => setImmediate(resolve));
+    const [second, third] = [f.retention.runNow(), f.retention.runNow()];
+    assert.equal(second, third, 'asks made while a pass waits share it');
+    usedBytes = 500;
+    release();
+    assert.deepEqual((await first).removed, { age: 0, count: 0, disk: 1 });
+    // The later pass measured after the first one's removals: below the watermark, it removes nothing and says so.
+    assert.deepEqual((await second).removed, { age: 0, count: 0, disk: 0 });
+    assert.deepEqual(f.events.flatMap((e) => (e.type === 'task.expired' ? [e.taskId] : [])), ['t0']);
+    await f.retention.close();
+    f.store.close();
+  });
+
   it('a pass that fails is logged once while the failure repeats, counted each time, and the next pass that works says so', async () => {
     const store = openStore(path.join(dir, `case-${++counter}`, 'berth.db'));
     store.tasks.insert({ id: 'a', spec: { image: 'busybox' } });

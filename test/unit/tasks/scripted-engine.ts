@@ -15,7 +15,7 @@ import type { ContainerEventStream, StartOutcome } from '../../../src/engine/eng
 import type { ContainerCreateBody, ContainerInspect, ContainerStatus, ContainerSummary, WaitResult } from '../../../src/engine/types.js';
 import { resolveTaskSpec, type TaskSpec } from '../../../src/spec/schema.js';
 import type { ContainerEngine } from '../../../src/tasks/container-ops.js';
-import { TaskHandle } from '../../../src/tasks/handle.js';
+import { TaskHandle, type HandleDeps } from '../../../src/tasks/handle.js';
 import { inspectFixture } from '../../support/inspect.js';
 
 /** The calls a test can hold. */
@@ -286,7 +286,7 @@ export class ScriptedEngine implements ContainerEngine {
 }
 
 /** A handle to a container of the scripted engine, as the driver makes one after the create; `start()` starts it as the driver does. */
-export function scriptedHandle(engine: ScriptedEngine, spec: TaskSpec = { image: 'img' }) {
+export function scriptedHandle(engine: ScriptedEngine, spec: TaskSpec = { image: 'img' }, extraDeps: Pick<HandleDeps, 'oomEvidence'> = {}) {
   const containerId = engine.addContainer('berth-t1', {});
   const phases: string[] = [];
   let destroyedCalls = 0;
@@ -298,6 +298,7 @@ export function scriptedHandle(engine: ScriptedEngine, spec: TaskSpec = { image:
       logger: silentLogger,
       onPhase: (change) => phases.push(`${change.from}->${change.to}`),
       onDestroyed: () => destroyedCalls++,
+      ...extraDeps,
     },
   );
   return {
