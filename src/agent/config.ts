@@ -260,6 +260,15 @@ export interface AgentConfigInput {
     /** How often retention runs (and once after start). Default "1m". */
     interval?: DurationInput;
   };
+  /** Task groups (`POST /v1/groups`). */
+  groups?: {
+    /**
+     * The image of a group's infrastructure container, which owns the group's network namespace:
+     * any image whose default command sleeps until killed (pulled when missing). Default: berth's
+     * built-in one (129 bytes, imported offline; amd64 engines only).
+     */
+    infraImage?: string;
+  };
 }
 
 /** One entry of `registries`: the registry, and one secret (a password, inline or in a file, or an identity token). */
@@ -344,6 +353,8 @@ export interface AgentConfig {
   readonly prune: { readonly scheduleMs?: number; readonly imageBudgetBytes?: number; readonly exemptImages: readonly string[] };
   /** Each limit undefined is off; `diskWatermark` is a fraction (0.9 for "90%"). */
   readonly retention: { readonly maxAgeMs?: number; readonly maxCount?: number; readonly diskWatermark?: number; readonly intervalMs: number };
+  /** `infraImage` undefined: berth's built-in infrastructure image. */
+  readonly groups: { readonly infraImage?: string };
   /** The file the configuration was read from, if any. */
   readonly file?: string;
 }
@@ -438,6 +449,7 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'retention.maxCount': 'integer',
   'retention.diskWatermark': 'string',
   'retention.interval': 'duration',
+  'groups.infraImage': 'string',
 };
 
 /** Every configuration key (dotted) and what it holds (README "Configuration and environment"). */
@@ -582,6 +594,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     reconcile: {},
     prune: { schedule: 'off', exemptImages: [] },
     retention: { maxAge: '7d', maxCount: 10_000, diskWatermark: '90%', interval: '1m' },
+    groups: {},
   };
 }
 
@@ -601,6 +614,18 @@ const list = (pattern: RegExp, rule: string) =>
     });
     return value as string[];
   });
+
+/** One image reference, checked against the engine's grammar (the spec's own parser). */
+const imageReference = z.unknown().transform((value, ctx): string => {
+  if (typeof value !== 'string') return issue(ctx, 'must be an image reference');
+  try {
+    parseImageReference(value);
+  } catch (error) {
+    if (!(error instanceof ValidationError)) throw error;
+    return issue(ctx, error.issues.map((it) => it.rule).join('; '));
+  }
+  return value;
+});
 
 /** Image references, each checked against the engine's grammar (the spec's own parser). */
 const imageList = z.unknown().transform((value, ctx): string[] => {
@@ -839,6 +864,7 @@ function buildSchema(host: HostFacts) {
       diskWatermark: fractionOrOff(CONFIG_BOUNDS['retention.diskWatermark'], '90%'),
       interval: duration('1m', CONFIG_BOUNDS['retention.interval']),
     }),
+    groups: section({ infraImage: imageReference.optional() }),
   });
 }
 
@@ -1090,6 +1116,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
       ...(c.retention.diskWatermark !== undefined ? { diskWatermark: c.retention.diskWatermark } : {}),
       intervalMs: c.retention.interval,
     },
+    groups: c.groups.infraImage !== undefined ? { infraImage: c.groups.infraImage } : {},
     ...(file !== undefined ? { file } : {}),
   };
   return deepFreeze(config);
