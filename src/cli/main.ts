@@ -9,6 +9,7 @@ import { addRunCommand, type CliIo } from './run.js';
 import { addStatsCommand } from './stats.js';
 import { describeDetachOnRun, runDetached } from './submit.js';
 import { addTaskCommands } from './tasks.js';
+import { addGroupAgentCommands } from './group-agent.js';
 
 /**
  * The berth program: every command and option, with `setExitCode` receiving each action's exit
@@ -31,6 +32,7 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
   addAgentCommand(program, io, setExitCode);
   addTaskCommands(program, io, setExitCode);
   addPruneCommand(program, io, setExitCode);
+  addGroupAgentCommands(program.command('group').description('Task groups: tasks that share a network namespace, published ports and a shared directory'), io, setExitCode);
   return program;
 }
 

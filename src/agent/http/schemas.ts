@@ -294,14 +294,14 @@ export const groupIdParamsSchema: JsonSchema = {
   type: 'object',
   required: ['id'],
   additionalProperties: false,
-  properties: { id: { type: 'string', pattern: GROUP_ID_PATTERN, description: 'A group id.' } },
+  properties: { id: { type: 'string', pattern: GROUP_ID_PATTERN, maxLength: 60, description: 'A group id.' } },
 };
 
 export const groupTaskParamsSchema: JsonSchema = {
   type: 'object',
   required: ['id', 'name'],
   additionalProperties: false,
-  properties: { id: { type: 'string', pattern: GROUP_ID_PATTERN, description: 'A group id.' }, name: { type: 'string', pattern: '^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$', description: 'A task\'s name in the group.' } },
+  properties: { id: { type: 'string', pattern: GROUP_ID_PATTERN, maxLength: 60, description: 'A group id.' }, name: { type: 'string', pattern: '^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$', maxLength: 64, description: 'A task\'s name in the group.' } },
 };
 
 /** `POST /v1/groups`: the id is optional. */

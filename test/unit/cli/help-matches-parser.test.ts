@@ -48,7 +48,7 @@ describe('every command\'s --help against its parser', () => {
   const commands = allCommands(program);
 
   test('the program has the commands the README documents', () => {
-    assert.deepEqual(commands.map((c) => c.name()).sort(), ['agent', 'attach', 'cp', 'events', 'exec', 'images', 'inspect', 'kill', 'logs', 'pause', 'prune', 'ps', 'rm', 'run', 'stats', 'stop', 'submit', 'unpause', 'wait'].sort());
+    assert.deepEqual(commands.map((c) => c.name()).sort(), ['agent', 'attach', 'cp', 'events', 'exec', 'group', 'images', 'inspect', 'inspect', 'kill', 'logs', 'logs', 'pause', 'prune', 'ps', 'ps', 'rm', 'rm', 'run', 'run', 'stats', 'stop', 'stop', 'submit', 'unpause', 'wait'].sort());
   });
 
   for (const command of commands) {
