@@ -970,9 +970,12 @@ export class Engine {
    * volume, so a retry is idempotent; its labels are returned for the caller to check it is its own.
    */
   async createVolume(name: string, labels: Record<string, string>, options: CallOptions = {}): Promise<VolumeSummary> {
-    const raw = await this.#call('create volume', this.#deadlines.writeMs, options, (abortSignal) =>
+    await this.#call('create volume', this.#deadlines.writeMs, options, (abortSignal) =>
       this.#docker.createVolume({ Name: name, Driver: 'local', Labels: labels, abortSignal } as Dockerode.VolumeCreateOptions),
     { volume: name });
+    // dockerode answers a create with a Volume handle, not the engine's data: the volume's own labels
+    // (an existing volume's, when the name was taken) come from an inspect.
+    const raw = await this.#read('inspect volume', options, (abortSignal) => this.#docker.getVolume(name).inspect({ abortSignal } as Record<string, unknown>));
     return volumeFromRaw(raw as unknown as Parameters<typeof volumeFromRaw>[0]);
   }
 
