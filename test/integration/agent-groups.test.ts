@@ -202,7 +202,7 @@ describe('task groups in the agent', { skip }, () => {
     assert.equal(infra.running, true);
     assert.equal(infra.labels[LABELS.role], ROLES.infra);
 
-    const touched = await client.execOnce(`${group.id}.main`, { cmd: ['touch', '/alloc/go'] });
+    const touched = await client.execOnce(`${group.id}.main`, { cmd: ['sh', '-c', ': > /alloc/go'] });
     assert.equal(touched.exitCode, 0, touched.stderr);
     const ended = await waitForGroup(client, group.id, isCleaned, 'the recovered group to end');
     assert.deepEqual(ended.endState, { kind: 'success', exitCode: 0 });
