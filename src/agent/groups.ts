@@ -107,6 +107,8 @@ export interface GroupPortAllocator {
   /** All or none, idempotent per owner; fills in dynamic host ports. Throws BERTH_PORT_UNAVAILABLE. */
   allocate(owner: string, ports: readonly PortSpec[], fieldPrefix: string): PortSpec[];
   release(owner: string): number;
+  /** Frees the ports of owners of `ownerKind` that `isNeeded` says no longer need them (recovery). */
+  sweep?(ownerKind: string, isNeeded: (owner: string) => boolean): string[];
 }
 
 export interface GroupCoordinatorDeps {
@@ -177,6 +179,10 @@ export class GroupCoordinator {
       if (groupId !== undefined) this.#kick(groupId);
     });
     const unfinished = this.#deps.store.groups.listUnfinished();
+    // Ports held for groups that are gone or cleaned up (the agent died between the cleanup and the release).
+    const holding = new Set(unfinished.map((g) => g.id));
+    const freed = this.#deps.ports?.sweep?.('group', (owner) => holding.has(owner)) ?? [];
+    if (freed.length > 0) this.#deps.logger.info({ groups: freed }, 'released the ports of groups that ended while the agent was down');
     for (const group of unfinished) this.#kick(group.id);
     this.#scheduleRetention(0);
     return { groups: unfinished.length };
@@ -229,7 +235,31 @@ export class GroupCoordinator {
     const groupId = input.id ?? newGroupId(resolved.name);
     const existing = this.#deps.store.groups.get(groupId);
     if (existing) return { group: this.#sameGroup(existing, spec), created: false };
-    const { inserted, group } = this.#deps.store.groups.insert({
+    // Ports are held from the submit (a port that is taken refuses the group now, naming it), released at its cleanup.
+    if (this.#deps.ports && resolved.network.ports.length > 0) this.#deps.ports.allocate(groupId, resolved.network.ports, 'network.ports');
+    let recorded: ReturnType<Store['groups']['insert']>;
+    try {
+      recorded = this.#insert(groupId, resolved, spec, demand, prepared, raw);
+    } catch (error) {
+      this.#deps.ports?.release(groupId);
+      throw error;
+    }
+    const { inserted, group } = recorded;
+    if (!inserted) {
+      return { group: this.#sameGroup(group, spec), created: false };
+    }
+    this.#announce(group);
+    try {
+      this.#deps.supervisor.enterAdmission(groupEntryId(groupId), demand);
+    } catch (error) {
+      // The agent closed between the record and admission: the next agent queues it at recovery.
+      this.#deps.logger.warn({ groupId, code: codeOf(error) }, 'could not enter the group into admission');
+    }
+    return { group: this.#deps.store.groups.get(groupId) ?? group, created: true };
+  }
+
+  #insert(groupId: string, resolved: ResolvedGroupSpec, spec: Record<string, unknown>, demand: ResourceDemand, prepared: readonly PreparedSpec[], raw: { tasks: Array<Record<string, unknown>> }): ReturnType<Store['groups']['insert']> {
+    return this.#deps.store.groups.insert({
       id: groupId,
       name: resolved.name,
       spec,
@@ -242,15 +272,6 @@ export class GroupCoordinator {
         return { id, spec: memberSpec(p.spec, raw.tasks[i]), reservation: p.reservation, ...(p.sealedSecrets !== undefined ? { sealedSecrets: p.sealedSecrets } : {}), link: { taskName: task.name, lifecycle: task.lifecycle } };
       }),
     });
-    if (!inserted) return { group: this.#sameGroup(group, spec), created: false };
-    this.#announce(group);
-    try {
-      this.#deps.supervisor.enterAdmission(groupEntryId(groupId), demand);
-    } catch (error) {
-      // The agent closed between the record and admission: the next agent queues it at recovery.
-      this.#deps.logger.warn({ groupId, code: codeOf(error) }, 'could not enter the group into admission');
-    }
-    return { group: this.#deps.store.groups.get(groupId) ?? group, created: true };
   }
 
   #sameGroup(existing: GroupRecord, spec: Record<string, unknown>): GroupRecord {
