@@ -26,6 +26,7 @@ import { UploadStore, uploadsNamedBy } from './uploads.js';
 import { agentSpecPolicy, configuredRegistryCredentials } from './registry-credentials.js';
 import { UNENDED_STATES, type StoredTaskSpec } from '../state/tasks.js';
 import { withSandboxPreset } from './sandbox-preset.js';
+import { PortAllocator } from './ports.js';
 import type { TaskSpec } from '../spec/schema.js';
 
 /**
@@ -42,6 +43,8 @@ export interface AgentRuntime extends AsyncDisposable {
   readonly supervisor: TaskSupervisor;
   /** Task groups (`/v1/groups`): their tasks are the supervisor's, started by the group. */
   readonly groups: GroupCoordinator;
+  /** Host ports handed out to tasks (and groups), durably (`ports.range`, `ports.hostIp`). */
+  readonly ports: PortAllocator;
   /** The reconciler, prune and the image budget. */
   readonly garbage: AgentGarbage;
   /** Removal of ended tasks by age, count and disk watermark (`retention.*`). */
@@ -240,8 +243,10 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
   const admission = new AdmissionController(initial.admission);
   const errorListeners = new Set<(code: ErrorCode) => void>();
   const usage = new UsageSampler({ logger });
+  const ports = new PortAllocator(store.ports, { range: initial.ports.range, hostIp: initial.ports.hostIp });
   const supervisor = new TaskSupervisor({
     store,
+    ports,
     driver,
     engine,
     logs,
@@ -284,6 +289,8 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
       images.release(holderId);
     },
     retention: () => config.current().retention,
+    // A group's ports are held under its id (owner kind `group`) from its submit to its cleanup.
+    ports,
   });
   let healthPing: Promise<EngineHealth> | undefined;
   const engineHealth = (): Promise<EngineHealth> =>
@@ -367,6 +374,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     driver,
     supervisor,
     groups,
+    ports,
     garbage,
     retention,
     logs,

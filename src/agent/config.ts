@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { isIP } from 'node:net';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { messageOf, ValidationError, type FieldIssue } from '../common/errors.js';
@@ -131,6 +132,8 @@ export interface AgentConfigInput {
     allowInlineRegistryAuth?: boolean;
     /** Host device paths that `devices` may name. Default none. */
     allowedDevices?: string[];
+    /** Named (user-defined) networks that a spec's `networks` may join. Default none. */
+    allowedNetworks?: string[];
     /** OCI runtimes that `runtime` may name (a task without one gets the engine's default). Default `runc`. */
     allowedRuntimes?: string[];
     /** Sysctls that `sysctls` may set: names, or prefixes ending in `*` (`net.ipv4.*`). Default none. */
@@ -242,6 +245,17 @@ export interface AgentConfigInput {
     /** Image references a prune never removes. Default none. */
     exemptImages?: string[];
   };
+  /** Published host ports (a spec's `ports`): where dynamic ones come from, and the address they are bound to. */
+  ports?: {
+    /** The range dynamic ports (a `ports` entry without `host`) are picked from, inclusive: "FROM-TO". Default "20000-29999". */
+    range?: string;
+    /**
+     * The host address published ports are bound to when a spec names none. Default "127.0.0.1"
+     * (reachable from this host only); a non-loopback address ("0.0.0.0": every interface)
+     * publishes tasks' ports to the network, and is only ever in force when set here.
+     */
+    hostIp?: string;
+  };
   /**
    * Ended tasks (exited, lost, removed) are removed for good — record, output files and all —
    * oldest first, by age, by count and when the data directory's disk fills up. Tasks that have
@@ -325,6 +339,7 @@ export interface AgentConfig {
     readonly allowHostNetwork: boolean;
     readonly allowInlineRegistryAuth: boolean;
     readonly allowedDevices: readonly string[];
+    readonly allowedNetworks: readonly string[];
     readonly allowedRuntimes: readonly string[];
     readonly allowedSysctls: readonly string[];
     /** Name → the profile's file. */
@@ -351,6 +366,8 @@ export interface AgentConfig {
   readonly reconcile: { readonly enabled: boolean; readonly periodMs: number; readonly creationGraceMs: number; readonly orphanGraceMs: number; readonly dryRun: boolean };
   /** `scheduleMs` undefined means scheduled prunes are off. */
   readonly prune: { readonly scheduleMs?: number; readonly imageBudgetBytes?: number; readonly exemptImages: readonly string[] };
+  /** The dynamic port range (inclusive) and the default publish address. */
+  readonly ports: { readonly range: { readonly from: number; readonly to: number }; readonly hostIp: string };
   /** Each limit undefined is off; `diskWatermark` is a fraction (0.9 for "90%"). */
   readonly retention: { readonly maxAgeMs?: number; readonly maxCount?: number; readonly diskWatermark?: number; readonly intervalMs: number };
   /** `infraImage` undefined: berth's built-in infrastructure image. */
@@ -410,6 +427,7 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'policy.allowHostNetwork': 'boolean',
   'policy.allowInlineRegistryAuth': 'boolean',
   'policy.allowedDevices': 'list',
+  'policy.allowedNetworks': 'list',
   'policy.allowedRuntimes': 'list',
   'policy.allowedSysctls': 'list',
   'policy.allowedSeccompProfiles': 'list',
@@ -445,6 +463,8 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'prune.schedule': 'duration',
   'prune.imageBudget': 'size',
   'prune.exemptImages': 'list',
+  'ports.range': 'string',
+  'ports.hostIp': 'string',
   'retention.maxAge': 'duration',
   'retention.maxCount': 'integer',
   'retention.diskWatermark': 'string',
@@ -466,7 +486,7 @@ export const CONFIG_ENV_VARS: Readonly<Record<string, string>> = Object.freeze(
 );
 
 /** Keys a running agent cannot change: a reload keeps their old values and reports them. */
-export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'tls', 'agentId', 'engine', 'engineDeadlines', 'tasks', 'http']);
+export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'tls', 'agentId', 'engine', 'engineDeadlines', 'tasks', 'http', 'ports']);
 
 const MiB = 1024 * 1024;
 
@@ -575,6 +595,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
       allowHostNetwork: false,
       allowInlineRegistryAuth: false,
       allowedDevices: [],
+      allowedNetworks: [],
       allowedRuntimes: ['runc'],
       allowedSysctls: [],
       allowedSeccompProfiles: {},
@@ -595,6 +616,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     prune: { schedule: 'off', exemptImages: [] },
     retention: { maxAge: '7d', maxCount: 10_000, diskWatermark: '90%', interval: '1m' },
     groups: {},
+    ports: { range: '20000-29999', hostIp: '127.0.0.1' },
   };
 }
 
@@ -805,6 +827,7 @@ function buildSchema(host: HostFacts) {
       allowHostNetwork: booleanOption(),
       allowInlineRegistryAuth: booleanOption(),
       allowedDevices: list(/^\//, 'must be an absolute host path such as /dev/fuse'),
+      allowedNetworks: list(/^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$/, 'must be a network name such as backend'),
       allowedRuntimes: list(/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/, 'must be a runtime name such as runc or runsc'),
       allowedSysctls: list(/^[a-z0-9_./-]+\*?$/, 'must be a sysctl name, or a prefix ending in * such as net.ipv4.*'),
       allowedSeccompProfiles: seccompProfiles,
@@ -865,8 +888,19 @@ function buildSchema(host: HostFacts) {
       interval: duration('1m', CONFIG_BOUNDS['retention.interval']),
     }),
     groups: section({ infraImage: imageReference.optional() }),
+    ports: section({ range: portRange, hostIp: text(/^[0-9a-fA-F.:]+$/, 'must be an IPv4 or IPv6 address such as 127.0.0.1').refine((v) => isIP(v) !== 0, 'must be an IPv4 or IPv6 address such as 127.0.0.1') }),
   });
 }
+
+/** `ports.range`: "FROM-TO", 1 <= FROM <= TO <= 65535, at least 10 ports wide (a narrower range runs out at once). */
+export const PORT_RANGE_RULE = 'must be FROM-TO, such as "20000-29999": port numbers with 1 <= FROM <= TO <= 65535, at least 10 ports';
+const portRange = z.unknown().transform((value, ctx): { from: number; to: number } => {
+  const match = typeof value === 'string' ? /^\s*(\d{1,5})\s*-\s*(\d{1,5})\s*$/.exec(value) : null;
+  const from = match ? Number(match[1]) : NaN;
+  const to = match ? Number(match[2]) : NaN;
+  if (!match || from < 1 || to > 65_535 || to - from + 1 < 10) return issue(ctx, PORT_RANGE_RULE);
+  return { from, to };
+});
 
 // ---- sources and merging ----
 
@@ -1081,6 +1115,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
       allowHostNetwork: c.policy.allowHostNetwork,
       allowInlineRegistryAuth: c.policy.allowInlineRegistryAuth,
       allowedDevices: c.policy.allowedDevices.map((p) => path.normalize(p)),
+      allowedNetworks: c.policy.allowedNetworks,
       allowedRuntimes: c.policy.allowedRuntimes,
       allowedSysctls: c.policy.allowedSysctls,
       allowedSeccompProfiles: c.policy.allowedSeccompProfiles,
@@ -1117,6 +1152,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
       intervalMs: c.retention.interval,
     },
     groups: c.groups.infraImage !== undefined ? { infraImage: c.groups.infraImage } : {},
+    ports: { range: c.ports.range, hostIp: c.ports.hostIp },
     ...(file !== undefined ? { file } : {}),
   };
   return deepFreeze(config);

@@ -25,6 +25,8 @@ import { restoreRegistrySecrets, separateRegistrySecrets } from '../spec/registr
 import { sameSecret, type SecretSealer } from './secret-box.js';
 import type { ArtifactStore } from './artifacts.js';
 import type { GroupMembership } from '../spec/translate.js';
+import { TASK_PORT_OWNER, type PortAllocator } from './ports.js';
+import type { PortSpec } from '../spec/schema.js';
 
 /** Where a task's output resumes, and whether it was cut (then it is not read again). */
 interface OutputStart {
@@ -66,6 +68,12 @@ export interface SupervisorDeps {
   secrets?: SecretSealer;
   /** Where a task's `collect` paths are kept at its end, and the size limit in force (`artifacts.maxBytes`). None: nothing is collected. */
   artifacts?: { store: ArtifactStore; maxBytes: () => number };
+  /**
+   * Hands out the host ports of specs' `ports` at submit (the stored spec gets them filled in, so a
+   * recovered task keeps them) and takes them back once the task has ended and its container is
+   * gone. None: a spec with `ports` is refused.
+   */
+  ports?: Pick<PortAllocator, 'allocate' | 'release' | 'sweep'>;
 }
 
 /**
@@ -234,7 +242,7 @@ export class TaskSupervisor {
     const secretText = secrets === undefined ? undefined : canonicalJson(secrets);
     // A client retrying a submit whose answer it lost (or that the agent died answering) gets the task it made.
     const existing = this.#deps.store.tasks.get(input.id);
-    if (existing) return { task: this.#sameSubmission(existing, redacted, secretText), created: false };
+    if (existing) return { task: this.#sameSubmission(existing, withPortsAsStored(redacted, existing.spec), secretText), created: false };
     const policy = this.#deps.policy();
     const resolved = resolveTaskSpec(spec, policy);
     // Bind sources are resolved on the host now (and again before the create), so a bad one is refused here and nothing is created.
@@ -244,8 +252,17 @@ export class TaskSupervisor {
     const reservation = resolveDemand(resolved.resources, this.#deps.defaultDemand());
     this.#deps.admission.check(reservation);
     const sealedSecrets = secretText === undefined ? undefined : this.#sealer().seal(secretText);
-    const { inserted, task } = this.#deps.store.tasks.insert({ id: input.id, spec: redacted, reservation, ...(sealedSecrets !== undefined ? { sealedSecrets } : {}) });
-    if (!inserted) return { task: this.#sameSubmission(task, redacted, secretText), created: false };
+    // The ports are allocated and the task recorded in one transaction: a refused allocation records
+    // nothing, and a crash cannot leave a task without its ports (nor ports without a task: see recover).
+    const { inserted, task } = this.#deps.store.transaction(() => {
+      const stored = resolved.ports.length === 0 ? redacted : { ...redacted, ports: this.#allocatePorts(input.id, resolved.ports) };
+      return this.#deps.store.tasks.insert({ id: input.id, spec: stored, reservation, ...(sealedSecrets !== undefined ? { sealedSecrets } : {}) });
+    });
+    if (!inserted) {
+      // A task of this id recorded meanwhile: an ended one had freed its ports, so those just taken are this submit's.
+      if (hasEnded(task.state)) this.#releasePorts(task.id);
+      return { task: this.#sameSubmission(task, withPortsAsStored(redacted, task.spec), secretText), created: false };
+    }
     this.#announce(task);
     if (this.#deps.admission.submit(task.id, reservation) === 'admitted') this.#startAdmitted([task.id]);
     return { task: this.#deps.store.tasks.get(task.id) ?? task, created: true };
@@ -261,6 +278,23 @@ export class TaskSupervisor {
     const stored = existing.sealedSecrets === undefined ? undefined : this.#sealer().open(existing.sealedSecrets);
     if (stored === secretText || (stored !== undefined && secretText !== undefined && sameSecret(stored, secretText))) return task;
     throw new BerthError('BERTH_TASK_EXISTS', `a task with id ${existing.id} exists already, with other registry credentials`, { context: { taskId: existing.id } });
+  }
+
+  #allocatePorts(taskId: string, ports: readonly PortSpec[]): PortSpec[] {
+    if (!this.#deps.ports) throw new ValidationError([{ field: 'ports', rule: 'cannot be published by this agent (it has no port allocator)' }]);
+    return this.#deps.ports.allocate(taskId, ports, 'ports', { ownerKind: TASK_PORT_OWNER });
+  }
+
+  /** Frees the task's host ports; a store that cannot take it is logged (recovery frees them later). */
+  #releasePorts(taskId: string): void {
+    try {
+      const released = this.#deps.ports?.release(taskId) ?? 0;
+      if (released > 0) this.#deps.logger.debug({ taskId, released }, 'released the task\'s host ports');
+    } catch (error) {
+      const { code } = asBerthError(error);
+      this.#deps.logger.warn({ taskId, code }, 'could not release the task\'s host ports; the next agent start releases them');
+      this.#deps.onError?.(code);
+    }
   }
 
   #sealer(): SecretSealer {
@@ -388,6 +422,7 @@ export class TaskSupervisor {
       throw new BerthError('BERTH_TASK_STATE', `task ${taskId} is ${record.state}; stop it before removing it`, { context: { taskId, state: record.state } });
     }
     if (record.state !== 'removed') this.#record(taskId, { to: 'removed' });
+    this.#releasePorts(taskId);
     await this.#removeOutput(taskId);
   }
 
@@ -414,7 +449,9 @@ export class TaskSupervisor {
         this.#deps.logger.warn({ taskId, code: codeOf(error) }, 'could not remove the output of an ended task; its record is kept for the next try');
       }
     }
-    return this.#deps.store.tasks.deleteEnded(removable);
+    const deleted = this.#deps.store.tasks.deleteEnded(removable);
+    for (const taskId of deleted) this.#releasePorts(taskId);
+    return deleted;
   }
 
   /** What removing an ended task removes besides its record: its output files (and ends their followers). */
@@ -442,6 +479,11 @@ export class TaskSupervisor {
     /** Starting tasks the engine could not be asked about: they wait for it like a start that failed. */
     const toWait: Array<{ record: TaskRecord; error: unknown }> = [];
     const unended = this.#deps.store.tasks.listUnended();
+    // Ports of tasks that no longer need them: a task whose end was recorded (or whose record went)
+    // before its ports were freed, or a submit the agent died in before its task was recorded.
+    const needsPorts = new Set(unended.map((r) => r.id));
+    const freed = this.#deps.ports?.sweep(TASK_PORT_OWNER, (taskId) => needsPorts.has(taskId)) ?? [];
+    if (freed.length > 0) this.#deps.logger.info({ tasks: freed.length }, 'released the host ports of tasks that no longer need them');
     const entry = (record: TaskRecord): AdmissionEntry => ({ taskId: record.id, demand: record.reservation ?? this.#deps.defaultDemand() });
     // A group's tasks draw from the budget through their group's one entry, and wait for their group, not for admission.
     const own = unended.filter((r) => r.group === undefined);
@@ -823,6 +865,8 @@ export class TaskSupervisor {
       // The engine's finish time: a task that ended while the agent was down did not end at recovery.
       if (!(await this.#recordEnd(taskId, taskEnd, handle.finishedAt?.getTime()))) return;
       await handle.destroy().catch((error: unknown) => this.#removeLater(taskId, handle, asBerthError(error)));
+      // Freed once the container is gone (or, when its removal failed, stopped: a stopped container binds no host port).
+      this.#releasePorts(taskId);
     })().finally(() => this.#deps.usage?.forget(taskId));
     return this.#track(work);
   }
@@ -969,7 +1013,7 @@ export class TaskSupervisor {
   async #recordEnd(taskId: string, end: EndState, finishedAtMs?: number): Promise<boolean> {
     for (let waitMs = 250; ; waitMs = Math.min(waitMs * 2, 10_000)) {
       try {
-        this.#finish(taskId, end, finishedAtMs);
+        this.#finish(taskId, end, finishedAtMs, { portsFreedByCaller: true });
         return true;
       } catch (error) {
         if (!isBerthError(error, 'BERTH_DISK_FULL') || this.#closing.signal.aborted) throw error;
@@ -981,7 +1025,11 @@ export class TaskSupervisor {
     }
   }
 
-  #finish(taskId: string, end: EndState, finishedAtMs?: number): void {
+  /**
+   * Records a task's end. Its host ports are freed here, unless `portsFreedByCaller`: the caller
+   * (#supervise) frees them once it has removed the task's container.
+   */
+  #finish(taskId: string, end: EndState, finishedAtMs?: number, options: { portsFreedByCaller?: boolean } = {}): void {
     let recorded = false;
     try {
       const record = this.#record(taskId, endTransition(end, finishedAtMs));
@@ -998,6 +1046,7 @@ export class TaskSupervisor {
         if (this.#deps.store.tasks.get(taskId)?.spec.restart !== undefined) void this.#deps.logs.end(taskId).catch(() => undefined);
         this.#handles.delete(taskId);
         this.#pendingStopGraceMs.delete(taskId);
+        if (!options.portsFreedByCaller) this.#releasePorts(taskId);
         if (this.#phase !== 'closed') this.#applyChange(this.#deps.admission.release(taskId));
       }
     }
@@ -1050,6 +1099,30 @@ function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T | und
 function sameSubmission(existing: TaskRecord, spec: StoredTaskSpec): TaskRecord {
   if (canonicalJson(existing.spec) === canonicalJson(spec)) return existing;
   throw new BerthError('BERTH_TASK_EXISTS', `a task with id ${existing.id} exists already, with another spec`, { context: { taskId: existing.id } });
+}
+
+/**
+ * `spec` with its `ports` as the stored spec has them where they agree (the same container port and
+ * protocol, and no other host port or address asked for): a retried submit of a spec with dynamic
+ * ports is the same submission as the one whose ports the agent filled in.
+ */
+export function withPortsAsStored(spec: StoredTaskSpec, stored: StoredTaskSpec): StoredTaskSpec {
+  const asked = (spec as { ports?: unknown }).ports;
+  const filled = (stored as { ports?: unknown }).ports;
+  if (!Array.isArray(asked) || !Array.isArray(filled) || asked.length !== filled.length) return spec;
+  const ports = asked.map((raw: unknown, i) => {
+    const port = raw as Partial<PortSpec> | null;
+    const have = filled[i] as PortSpec;
+    const agrees =
+      port !== null &&
+      typeof port === 'object' &&
+      port.container === have.container &&
+      (port.protocol ?? 'tcp') === have.protocol &&
+      (port.host === undefined || port.host === have.host) &&
+      (port.hostIp === undefined || port.hostIp === have.hostIp);
+    return agrees ? have : raw;
+  });
+  return { ...spec, ports } as StoredTaskSpec;
 }
 
 /** What the agent cannot do that the library can: it reads output from the engine's log, and keeps stdin as text. */

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { ValidationError } from '../common/errors.js';
 import { readTypedDuration, readTypedSize, typedDurationBoundRule, typedSizeBoundRule, type BareNumberReading, type DurationBounds, type SizeBounds } from '../common/units.js';
 import { SPEC_BOUNDS, ULIMIT_NAMES, type CountBounds, type TaskSpec } from '../spec/schema.js';
@@ -173,6 +174,9 @@ const FLAG_OF_SPEC_FIELD: ReadonlyArray<readonly [RegExp, string]> = [
   [/^resources\.cpuMilli$/, '--cpus'],
   [/^resources\.pidsLimit$/, '--pids-limit'],
   [/^network$/, '--network'],
+  [/^networks\[\d+\]\.aliases/, '--network-alias'],
+  [/^networks(\[\d+\]\.name|$)/, '--network'],
+  [/^ports(\[\d+\])?/, '-p/--publish'],
   [/^capAdd(\[\d+\])?$/, '--cap-add'],
   [/^capDrop(\[\d+\])?$/, '--cap-drop'],
   [/^privileged$/, '--privileged'],
@@ -526,4 +530,77 @@ export function oomScoreAdjFlag(value: string): number {
   const { min, max } = SPEC_BOUNDS.oomScoreAdj;
   if (!/^-?\d+$/.test(text) || Number(text) < min || Number(text) > max) throw new ValidationError([{ field: '--oom-score-adj', rule: `"${text}" is not a whole number from ${min} to ${max}` }]);
   return Number(text);
+}
+
+type PortInput = NonNullable<TaskSpec['ports']>[number];
+
+/** A port number of a `-p` part: 1 to 65535. */
+function publishPort(text: string, index: number, what: string): number {
+  const port = /^\d{1,5}$/.test(text) ? Number(text) : Number.NaN;
+  if (!(port >= 1 && port <= 65_535)) throw new ValidationError([{ field: `-p/--publish[${index}]`, rule: `${what} must be a port number from 1 to 65535; got "${text}"` }]);
+  return port;
+}
+
+/**
+ * `-p/--publish` in docker's spellings: `CONTAINER`, `HOST:CONTAINER`, `IP:HOST:CONTAINER`,
+ * `IP::CONTAINER` (a dynamic host port on IP), each with an optional `/tcp` or `/udp`; an IPv6
+ * address in brackets (`[::1]:8080:80`). Without a host port the port is dynamic: the engine (berth
+ * run) or the agent (`ports.range`, with -d) picks it. Ranges (`8000-8010:80-90`) are refused.
+ */
+export function parsePublishFlag(value: string, index: number): PortInput {
+  const field = `-p/--publish[${index}]`;
+  const slash = value.lastIndexOf('/');
+  const protocolText = slash === -1 ? 'tcp' : value.slice(slash + 1);
+  if (protocolText !== 'tcp' && protocolText !== 'udp') throw new ValidationError([{ field, rule: `the protocol must be tcp or udp (as in 53:53/udp); got "${protocolText}"` }]);
+  const rest = slash === -1 ? value : value.slice(0, slash);
+  if (/\d-\d/.test(rest)) throw new ValidationError([{ field, rule: 'port ranges (8000-8010:80-90) are not supported: give one -p per port' }]);
+  let hostIp: string | undefined;
+  let parts: string[];
+  const bracketed = /^\[([^\]]+)\]:(.*)$/.exec(rest);
+  if (bracketed) {
+    hostIp = bracketed[1]!;
+    parts = bracketed[2]!.split(':');
+    if (parts.length !== 2) throw new ValidationError([{ field, rule: `must be [IP]:HOST:CONTAINER or [IP]::CONTAINER; got "${value}"` }]);
+  } else {
+    parts = rest.split(':');
+    if (parts.length === 3) hostIp = parts.shift()!;
+    else if (parts.length > 3) throw new ValidationError([{ field, rule: `must be CONTAINER, HOST:CONTAINER, IP:HOST:CONTAINER or IP::CONTAINER (an IPv6 address in brackets); got "${value}"` }]);
+  }
+  if (hostIp !== undefined && isIP(hostIp) === 0) throw new ValidationError([{ field, rule: `the host address must be an IPv4 or IPv6 address; got "${hostIp}"` }]);
+  const containerText = parts[parts.length - 1]!;
+  const hostText = parts.length === 2 ? parts[0]! : '';
+  const port: PortInput = { container: publishPort(containerText, index, 'the container port'), protocol: protocolText };
+  if (hostText !== '') port.host = publishPort(hostText, index, 'the host port');
+  if (hostIp !== undefined) port.hostIp = hostIp;
+  return port;
+}
+
+/** The network modes `--network` takes besides a named network's name. */
+const NETWORK_MODES = new Set(['none', 'bridge', 'host']);
+
+/**
+ * `--network`, `--network-alias` and `-p/--publish` as the spec's `network`, `networks` and `ports`.
+ * `--network none|bridge|host` is the mode (`default` is docker's name for bridge); any other
+ * value is a named (user-defined) network, joined instead of the default bridge, with the aliases.
+ * `-p` needs the bridge: without `--network` it implies it (as docker's default network is the
+ * bridge); with `--network none` or `host` it is refused (docker would drop the ports silently).
+ */
+export function networkFromFlags(flags: { network?: string | undefined; networkAlias?: readonly string[] | undefined; publish?: readonly string[] | undefined }): Pick<TaskSpec, 'network' | 'networks' | 'ports'> {
+  const aliases = flags.networkAlias ?? [];
+  const ports = (flags.publish ?? []).map((value, index) => parsePublishFlag(value, index));
+  const out: Pick<TaskSpec, 'network' | 'networks' | 'ports'> = {};
+  const mode = flags.network === 'default' ? 'bridge' : flags.network;
+  if (mode === undefined) {
+    if (aliases.length > 0) throw new ValidationError([{ field: '--network-alias', rule: 'needs a named network (--network NAME): an alias is a name on a user-defined network' }]);
+    if (ports.length > 0) out.network = 'bridge';
+  } else if (NETWORK_MODES.has(mode)) {
+    if (aliases.length > 0) throw new ValidationError([{ field: '--network-alias', rule: `needs a named network (--network NAME), not --network ${mode}: aliases exist on user-defined networks only` }]);
+    if (ports.length > 0 && mode !== 'bridge') throw new ValidationError([{ field: '-p/--publish', rule: `needs --network bridge or a named network (--network is ${mode}, where a port cannot be published)` }]);
+    out.network = mode as TaskSpec['network'];
+  } else {
+    out.network = 'bridge';
+    out.networks = [{ name: mode, aliases: [...aliases] }];
+  }
+  if (ports.length > 0) out.ports = ports;
+  return out;
 }

@@ -1,5 +1,5 @@
 import { ValidationError } from '../common/errors.js';
-import { ago, displayTaskId, formatCommand, renderTable, shortId, taskStatus, toMs, truncate, type ImageRowInput, type TaskRowInput } from './output.js';
+import { ago, displayTaskId, formatCommand, formatTaskPorts, renderTable, shortId, taskStatus, toMs, truncate, type ImageRowInput, type TaskRowInput } from './output.js';
 
 /**
  * `--format` of ps, inspect, images, events and stats, as the docker CLI spells it:
@@ -248,6 +248,7 @@ export const TASK_FIELDS: FormatFields = Object.freeze({
   ContainerID: 'CONTAINER ID',
   ExitCode: 'EXIT CODE',
   Health: 'HEALTH',
+  Ports: 'PORTS',
 });
 
 /** `images`' fields: docker's Repository, Tag, ID, Digest, plus berth's References, Holders and Removal. */
@@ -307,6 +308,7 @@ export function taskFormatRow(task: TaskRowInput & { containerId?: string | unde
     ContainerID: task.containerId === undefined ? '' : noTrunc ? task.containerId : shortId(task.containerId),
     ExitCode: task.exitCode ?? '',
     Health: task.health?.status ?? '',
+    Ports: formatTaskPorts(task),
   };
 }
 

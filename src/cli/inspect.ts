@@ -6,7 +6,7 @@ import { fieldsOf, FORMAT_HELP, parseFormat, renderFormatted } from './format.js
 import type { CliIo } from './run.js';
 
 /** The fields of a task for `inspect --format` (the agent's task view, as docker inspect's are the engine's). */
-const INSPECT_FIELDS = fieldsOf(['id', 'state', 'spec', 'containerId', 'endState', 'exitCode', 'submittedAt', 'admittedAt', 'startedAt', 'finishedAt', 'outputTruncated', 'pausedAt', 'pausedForMs', 'restarts', 'attempts', 'restartAt']);
+const INSPECT_FIELDS = fieldsOf(['id', 'state', 'spec', 'containerId', 'endState', 'exitCode', 'submittedAt', 'admittedAt', 'startedAt', 'finishedAt', 'outputTruncated', 'pausedAt', 'pausedForMs', 'restarts', 'attempts', 'restartAt', 'ports', 'networks']);
 
 /**
  * `berth inspect`: tasks as one JSON array, as docker inspect prints (an array of one for one id).

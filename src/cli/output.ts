@@ -91,6 +91,8 @@ export interface TaskRowInput {
   attempts?: ReadonlyArray<{ exitCode?: number; finishedAt?: string }> | undefined;
   restartAt?: string | undefined;
   submittedAt: string | number;
+  /** The host ports it publishes (the agent's task view). */
+  ports?: ReadonlyArray<{ container: number; protocol: string; hostIp: string; host: number }> | undefined;
   startedAt?: string | number | undefined;
   finishedAt?: string | number | undefined;
   /** Absent for a task without a health check. */
@@ -186,15 +188,28 @@ export function taskStatus(task: TaskRowInput, nowMs: number, reasonWidth = STAR
 export function renderTaskTable(tasks: readonly TaskRowInput[], nowMs: number, options: { noTrunc?: boolean } = {}): string {
   const whole = options.noTrunc ?? false;
   return renderTable(
-    ['TASK ID', 'IMAGE', 'COMMAND', 'STATUS', 'CREATED'],
+    ['TASK ID', 'IMAGE', 'COMMAND', 'STATUS', 'CREATED', 'PORTS'],
     tasks.map((task) => [
       displayTaskId(task.id, whole),
       task.spec.image ?? '',
       whole ? formatCommand([...(task.spec.entrypoint ?? []), ...(task.spec.command ?? [])]) : truncate(formatCommand([...(task.spec.entrypoint ?? []), ...(task.spec.command ?? [])]), 30),
       taskStatus(task, nowMs, whole ? Number.POSITIVE_INFINITY : START_REASON_WIDTH),
       ago(task.submittedAt, nowMs),
+      formatTaskPorts(task),
     ]),
   );
+}
+
+/** A published port as docker writes it: `127.0.0.1:20001->80/tcp` (an IPv6 address in brackets). */
+export function formatPublishedPort(port: { container: number; protocol: string; hostIp: string; host: number }): string {
+  const address = port.hostIp.includes(':') ? `[${port.hostIp}]` : port.hostIp;
+  return `${address}:${port.host}->${port.container}/${port.protocol}`;
+}
+
+/** A task's published ports, comma-separated, as docker ps shows them: only while it has not ended (an ended task holds none). */
+export function formatTaskPorts(task: Pick<TaskRowInput, 'state' | 'ports'>): string {
+  if (task.state === 'exited' || task.state === 'lost' || task.state === 'removed') return '';
+  return (task.ports ?? []).map(formatPublishedPort).join(', ');
 }
 
 /** The shape of an image that the table reads: the agent's image listing. */

@@ -18,12 +18,13 @@ import { commandFailureOf } from '../engine/classify.js';
 import { commandFailureLine, EXIT, exitCodeForEnd } from './exit-codes.js';
 import { startTerminalSession } from './terminal.js';
 import { exitCodeForSignal, type Interrupts } from './interrupts.js';
-import { errorLine } from './output.js';
+import { errorLine, formatPublishedPort } from './output.js';
 import { collectFromHandle, collectPathForAgent, parseCollectFlag } from './cp.js';
 import {
   collect,
   healthcheckFromFlags,
   limitCountFlag,
+  networkFromFlags,
   limitDurationFlag,
   limitSizeFlag,
   oomScoreAdjFlag,
@@ -73,6 +74,10 @@ interface RunFlags extends HealthFlags {
   envFile?: string[];
   rm?: boolean;
   network?: string;
+  /** `--network-alias`: the task's DNS names on the named network; absent in callers that build flags by hand. */
+  networkAlias?: string[];
+  /** `-p/--publish`; absent in callers that build flags by hand. */
+  publish?: string[];
   capAdd: string[];
   capDrop: string[];
   privileged?: boolean;
@@ -160,7 +165,7 @@ export function specFromRunFlags(image: string, command: readonly string[], flag
     const pidsLimit = limitCountFlag(flags.pidsLimit, '--pids-limit', SPEC_BOUNDS.pidsLimit, noLimitRefusal('--pids-limit', target));
     if (pidsLimit !== undefined) spec.resources!.pidsLimit = pidsLimit;
   }
-  if (flags.network !== undefined) spec.network = flags.network as TaskSpec['network'];
+  Object.assign(spec, networkFromFlags(flags));
   if (flags.privileged) spec.privileged = true;
   if (flags.timeout !== undefined) {
     // 0 is no run time limit (the default), not a limit that ends the task at once.
@@ -230,7 +235,9 @@ export function addRunCommand(program: Command, io: CliIo, setExitCode: (code: n
     .option('-l, --label <key=value>', 'add a label (repeatable)', collect, [])
     .option('--mount <spec>', 'type=bind|volume|tmpfs,source=…,target=…[,readonly][,propagation=private|host-to-task|bidirectional]', collect, [])
     .option('-v, --volume <src:dst[:opts]>', 'docker\'s short mount syntax: /host/path:/path[:ro|rw][,rslave…] (bind), name:/path[:ro] (named volume) or /path (anonymous volume); the same policy as --mount (repeatable)', collect, [])
-    .option('--network <mode>', 'none (default), bridge or host')
+    .option('--network <mode>', 'none (default; bridge with -p), bridge, host, or the name of a user-defined network to join instead of the bridge (with -d, one the agent\'s policy.allowedNetworks lists)')
+    .option('--network-alias <name>', 'a DNS name of the task on the named network of --network (repeatable)', collect, [])
+    .option('-p, --publish <[ip:][host:]container[/udp]>', 'publish a container port on the host, as docker: 80 (a dynamic host port), 8080:80, 127.0.0.1:8080:80, 127.0.0.1::80, 53:53/udp; bound to 127.0.0.1 unless an address is given; implies --network bridge (repeatable)', collect, [])
     .option('--cap-add <cap>', 'add a Linux capability (repeatable)', collect, [])
     .option('--cap-drop <cap>', 'drop a Linux capability (repeatable)', collect, [])
     .option('--privileged', 'give the task extended privileges')
@@ -340,6 +347,11 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
   let endTerminalSession = (): void => undefined;
   try {
     const started = (handle = await driver.start(spec, { taskId, signal: abort.signal }));
+    // A dynamic port's host port is the engine's pick: said once on stderr, as the address to reach the task at.
+    if ((spec.ports?.length ?? 0) > 0) {
+      const published = await started.ports().catch(() => []);
+      if (published.length > 0) io.stderr.write(`berth: published ${published.map(formatPublishedPort).join(', ')}\n`);
+    }
     // Once the task runs: before that, Ctrl-C must stay a signal that cancels the pull or the start.
     endTerminalSession = startTerminalSession({
       stdin: io.stdin,

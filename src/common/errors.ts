@@ -16,6 +16,7 @@ export const ERROR_CODES = {
   BERTH_ENGINE_VERSION: 'The engine\'s API version is older than berth supports.',
   BERTH_ENGINE_FORBIDDEN: 'The engine or a registry refused access (wrong or missing credentials).',
   BERTH_NAME_CONFLICT: 'A container with the task\'s name exists and was not made by this start (another start of the task, or someone else\'s); it is left alone.',
+  BERTH_PORT_UNAVAILABLE: 'A host port the task (or group) asks for is held by another task or group, or something else on the host listens on it, or the agent\'s dynamic range (ports.range) has no free port left; the message names the field and the port. Nothing was created.',
   BERTH_TASK_STATE: 'The operation is not allowed in the task\'s current state.',
   BERTH_TASK_EXISTS: 'A task with that id was submitted already, with another spec.',
   BERTH_TASK_UNHEALTHY: 'The task did not become healthy: its health check reported unhealthy, or the task ended (or gave no verdict in time) before it passed.',

@@ -2,7 +2,7 @@ export { resolveTaskSpec, resolveAcceptedTaskSpec, taskSpecSchema, DEFAULT_SPEC_
 export type { CountBounds } from './schema.js';
 export { parseImageReference, MAX_TAG_LENGTH, MAX_NAME_LENGTH } from './reference.js';
 export type { ImageReference } from './reference.js';
-export type { TaskSpec, ResolvedTaskSpec, MountSpec, Propagation, SpecPolicy, ResolvedHealthcheck, HealthcheckTest, SeccompSpec, UlimitSpec, UlimitName, DeviceSpec } from './schema.js';
+export type { TaskSpec, ResolvedTaskSpec, MountSpec, Propagation, SpecPolicy, ResolvedHealthcheck, HealthcheckTest, SeccompSpec, UlimitSpec, UlimitName, DeviceSpec, PortSpec, NetworkAttachmentSpec } from './schema.js';
 export { toCreatePlan, toHealthcheck, CPU_PERIOD_US } from './translate.js';
 export type { CreatePlan, TaskIdentity } from './translate.js';
 export { REDACTED, registryMismatch, separateRegistrySecrets, restoreRegistrySecrets, isRegistryAuthRef } from './registry-auth.js';

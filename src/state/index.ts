@@ -1,4 +1,6 @@
 export { openStore, Store, STORE_FILE_NAME } from './store.js';
+export { PortRepository } from './ports.js';
+export type { PortHold } from './ports.js';
 export type { StoreOptions } from './store.js';
 export { TaskRepository, TASK_STATES, UNENDED_STATES, ENDED_STATES_SQL, hasEnded, isLegalTransition, endTransition, ambiguousPrefixError, AMBIGUOUS_CANDIDATES_SHOWN } from './tasks.js';
 export type {

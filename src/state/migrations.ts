@@ -155,6 +155,31 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
     },
   },
   {
+    version: 11,
+    name: 'published host ports',
+    up(db) {
+      // The host ports the agent handed out (agent/ports.ts). The primary key (protocol, host port)
+      // is what makes a port impossible to hand out twice, whoever asks and across restarts. Owners
+      // are task ids (owner_kind 'task') or group ids; position is the port's index in the owner's list.
+      // Touches no table of another step, so it may be applied before or after its neighbours.
+      db.exec(`
+        CREATE TABLE ports (
+          protocol        TEXT    NOT NULL,
+          host_port       INTEGER NOT NULL,
+          host_ip         TEXT    NOT NULL,
+          owner           TEXT    NOT NULL,
+          owner_kind      TEXT    NOT NULL,
+          position        INTEGER NOT NULL,
+          container_port  INTEGER NOT NULL,
+          is_dynamic      INTEGER NOT NULL,
+          allocated_at_ms INTEGER NOT NULL,
+          PRIMARY KEY (protocol, host_port)
+        ) WITHOUT ROWID;
+        CREATE INDEX ports_by_owner ON ports (owner, position);
+      `);
+    },
+  },
+  {
     version: 12,
     name: 'task groups',
     up(db) {

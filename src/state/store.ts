@@ -8,6 +8,7 @@ import { EventLogRepository } from './events.js';
 import { ImageHolderRepository } from './images.js';
 import { MetaRepository } from './meta.js';
 import { migrate } from './migrations.js';
+import { PortRepository } from './ports.js';
 import { TaskRepository } from './tasks.js';
 import { GroupRepository } from './groups.js';
 
@@ -63,6 +64,8 @@ export class Store {
   readonly images: ImageHolderRepository;
   readonly meta: MetaRepository;
   readonly events: EventLogRepository;
+  /** Host ports handed out to tasks and groups (agent/ports.ts). */
+  readonly ports: PortRepository;
   /** Where the database lives (`:memory:` for a throw-away store). */
   readonly location: string;
   /** Schema versions applied by this open (empty when the schema was already current). */
@@ -79,6 +82,7 @@ export class Store {
     this.images = new ImageHolderRepository(db, nowMs);
     this.meta = new MetaRepository(db);
     this.events = new EventLogRepository(db);
+    this.ports = new PortRepository(db, nowMs);
   }
 
   /** The SQLite journal mode in force (`wal` for a file store). */

@@ -28,6 +28,7 @@ export type ContainerEngine = Pick<
   | 'openLabelledContainerEvents'
   | 'listContainers'
   | 'putArchive'
+  | 'connectNetwork'
   | 'deadlines'
 >;
 
@@ -82,6 +83,19 @@ export async function createIdempotent(
   } catch (error) {
     if (!isBerthError(error, 'BERTH_NAME_CONFLICT')) await removeOwnQuietly(engine, plan.name, identity, policy, logger);
     throw error;
+  }
+}
+
+/**
+ * Connects a created container to the plan's further named networks (the engine takes one at
+ * create), between its create and its start, so that the task's first instruction finds every
+ * endpoint in place. Idempotent (an endpoint that exists counts as done), so a create that was
+ * retried or adopted, or a recovered container that never started, is connected again safely.
+ * Ambiguous failures are retried.
+ */
+export async function connectNetworks(engine: Pick<ContainerEngine, 'connectNetwork'>, containerId: string, plan: Pick<CreatePlan, 'connectNetworks'>, policy: RetryPolicy, signal?: AbortSignal): Promise<void> {
+  for (const network of plan.connectNetworks) {
+    await retry(() => engine.connectNetwork(network.name, containerId, network.aliases, { signal }), { ...policy, signal, shouldRetry: isAmbiguousFailure });
   }
 }
 

@@ -11,11 +11,11 @@ import { silentLogger, type Logger } from '../common/logger.js';
 import { readOwnerProcess, type OwnerProcess } from '../common/owner-process.js';
 import { resolveAcceptedTaskSpec, resolveTaskSpec, type ResolvedTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import { isRegistryAuthRef, registryMismatch, type InlineRegistryAuth } from '../spec/registry-auth.js';
-import { toCreatePlan, type GroupMembership, type TaskIdentity } from '../spec/translate.js';
+import { toCreatePlan, toNetworkPlacement, type GroupMembership, type TaskIdentity } from '../spec/translate.js';
 import { withSeccompProfile } from './seccomp-profiles.js';
 import { confirmBindSources, engineSocketGuards, resolveBindSources, withResolvedSources, type BindSourcePolicy, type ResolvedBindSource } from './bind-sources.js';
 import { placeFiles, type UploadOpener } from './files-in.js';
-import { codeOf, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, preferredContainer, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
+import { codeOf, connectNetworks, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, preferredContainer, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
 import { retry } from '../common/retry.js';
 import { listingVerdict } from './end-watch.js';
 import { TaskHandle, type TaskPause } from './handle.js';
@@ -366,6 +366,8 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
       });
       containerId = created.containerId;
       if (created.adopted) log.info({ taskId, containerId }, 'adopted the container an earlier create made');
+      // The engine takes one named network at create; the others are joined before the start.
+      await connectNetworks(this.#engine, containerId, plan, this.#retry, signal);
       // Written after create, before start: the task finds its files in place from its first instruction.
       if (resolved.files.length > 0) await placeFiles(this.#engine, containerId, resolved.files, this.#openUpload, signal);
       // Attach before start, so that not a byte of output is lost.
@@ -459,6 +461,8 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     // A stop the caller's earlier self asked for may have ended the task already: the intent stands.
     if (options.stopRequested) handle.markStopRequested();
     if (found.status === 'created') {
+      // A create whose connects a crash cut short: the further networks are joined (again) before the start.
+      await connectNetworks(this.#engine, found.id, toNetworkPlacement(resolved.networks), this.#retry);
       await startIdempotent(this.#engine, found.id, this.#retry, this.#logger);
       handle.markStarted();
     } else {

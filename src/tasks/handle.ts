@@ -5,7 +5,7 @@ import type { Logger } from '../common/logger.js';
 import { retry } from '../common/retry.js';
 import { setLongTimeout, type LongTimer } from '../common/timers.js';
 import type { AttachedStreams, ExecOptions, ExecSession } from '../engine/engine.js';
-import type { StatsSample } from '../engine/types.js';
+import type { PublishedPort, StatsSample } from '../engine/types.js';
 import { SPEC_BOUNDS, type ResolvedTaskSpec } from '../spec/schema.js';
 import { durationBoundRule } from '../common/units.js';
 import { codeOf, isAmbiguousFailure, removeContainer, type ContainerEngine, type RetryPolicy } from './container-ops.js';
@@ -283,6 +283,27 @@ export class TaskHandle implements AsyncDisposable {
   /** Resource samples while the task runs; a slow consumer gets the newest, not a backlog. */
   stats(signal?: AbortSignal): AsyncGenerator<StatsSample> {
     return this.#deps.engine.streamStats(this.containerId, { signal });
+  }
+
+  /**
+   * The host ports the engine published for the task's `ports`, as it bound them (a dynamic port,
+   * one without `host`, shows the host port the engine picked), read from the engine's inspect, as
+   * testcontainers' `getMappedPort` does. Empty for a task that publishes nothing, and once its
+   * container has stopped (the engine unbinds the ports of a stopped container). Sorted by container
+   * port, then protocol.
+   */
+  async ports(signal?: AbortSignal): Promise<PublishedPort[]> {
+    return (await this.#deps.engine.inspectContainer(this.containerId, { signal })).publishedPorts;
+  }
+
+  /**
+   * The host port the engine published for container port `container` (`protocol` default tcp);
+   * BERTH_TASK_STATE when the task publishes no such port or its container no longer runs.
+   */
+  async mappedPort(container: number, protocol: 'tcp' | 'udp' = 'tcp', signal?: AbortSignal): Promise<PublishedPort> {
+    const found = (await this.ports(signal)).find((p) => p.container === container && p.protocol === protocol);
+    if (!found) throw new BerthError('BERTH_TASK_STATE', `task ${this.taskId} has no published port for ${container}/${protocol} (it publishes none such, or its container no longer runs)`, { context: { taskId: this.taskId, container, protocol } });
+    return found;
   }
 
   /**

@@ -107,7 +107,7 @@ describe('berth agent with the client commands', { skip }, () => {
     assert.ok((await berthJson<TaskView[]>(dataDir, ['ps', '-a'])).some((t) => t.id === id), 'ps -a lists ended tasks');
     const table = await berth(dataDir, ['ps', '-a', '--filter', `label=${RUN_LABEL}`]);
     assert.equal(table.code, 0);
-    assert.match(table.stdout, /^TASK ID\s+IMAGE\s+COMMAND\s+STATUS\s+CREATED$/m);
+    assert.match(table.stdout, /^TASK ID\s+IMAGE\s+COMMAND\s+STATUS\s+CREATED\s+PORTS$/m);
     // A generated id shows by its first 12 characters, as docker's container ids.
     assert.match(table.stdout, new RegExp(`^${id.slice(0, 12)}\\s+${TEST_IMAGE}\\s+.*Exited \\(3\\)`, 'm'));
     const byState = await berthJson<TaskView[]>(dataDir, ['ps', '--filter', 'state=exited', '--filter', `label=${RUN_LABEL}`]);

@@ -40,6 +40,8 @@ const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = Object.freeze({
   BERTH_TASK_STATE: 409,
   BERTH_TASK_AMBIGUOUS: 409,
   BERTH_NAME_CONFLICT: 409,
+  // The host port is someone else's (or the range is used up): a conflict with what the host holds now.
+  BERTH_PORT_UNAVAILABLE: 409,
   BERTH_ENGINE_CONFLICT: 409,
   // The object is already as the request would have left it (started, stopped): a conflict with
   // its state, as BERTH_TASK_STATE is, where the operation could not treat it as done.

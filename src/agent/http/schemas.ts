@@ -216,6 +216,31 @@ export const taskViewSchema: JsonSchema = {
       description: 'The group the task belongs to (GET /v1/groups/{groupId}); absent for a task of its own.',
       properties: { groupId: { type: 'string' }, taskName: { type: 'string' }, lifecycle: { type: 'string', enum: ['prestart', 'sidecar', 'main'] } },
     },
+    ports: {
+      type: 'array',
+      description: 'The host ports published for the spec\'s `ports`, as the agent allocated them at submit (a dynamic port shows the host port picked from `ports.range`), as testcontainers\' getMappedPort answers. Held until the task has ended and its container is gone; absent for a task that publishes nothing.',
+      items: {
+        type: 'object',
+        required: ['container', 'protocol', 'hostIp', 'host'],
+        additionalProperties: false,
+        properties: {
+          container: { type: 'integer', minimum: 1, maximum: 65535 },
+          protocol: { type: 'string', enum: ['tcp', 'udp'] },
+          hostIp: { type: 'string', description: 'The host address the port is bound to (`ports.hostIp` unless the spec names one).' },
+          host: { type: 'integer', minimum: 1, maximum: 65535 },
+        },
+      },
+    },
+    networks: {
+      type: 'array',
+      description: 'The named networks the task joins (spec `networks`), with its DNS aliases there; absent when it joins none.',
+      items: {
+        type: 'object',
+        required: ['name', 'aliases'],
+        additionalProperties: false,
+        properties: { name: { type: 'string' }, aliases: { type: 'array', items: { type: 'string' } } },
+      },
+    },
   },
 };
 

@@ -50,6 +50,22 @@ export interface TaskView {
   artifacts?: ArtifactsRecord;
   /** The group the task belongs to (GET /v1/groups/{groupId}); absent for a task of its own. */
   group?: { groupId: string; taskName: string; lifecycle: 'prestart' | 'sidecar' | 'main' };
+  /**
+   * The host ports published for its spec's `ports`, as the agent allocated them at submit (a
+   * dynamic port shows the port picked); held until it has ended and its container is gone. Absent
+   * for a task that publishes nothing.
+   */
+  ports?: PortView[];
+  /** The named networks it joins, with its aliases there; absent when it joins none. */
+  networks?: Array<{ name: string; aliases: string[] }>;
+}
+
+/** A published port, as `docker port` shows it: `hostIp:host->container/protocol`. */
+export interface PortView {
+  container: number;
+  protocol: 'tcp' | 'udp';
+  hostIp: string;
+  host: number;
 }
 
 /** One attempt of a task under a restart policy: one container. */
@@ -131,8 +147,30 @@ export function toTaskView(record: TaskRecord, nowMs: number = Date.now()): Task
   if (record.usageMissing !== undefined) view.usageMissing = record.usageMissing;
   if (record.artifacts !== undefined) view.artifacts = structuredClone(record.artifacts) as ArtifactsRecord;
   if (record.group !== undefined) view.group = { ...record.group };
+  const ports = portViews(record.spec);
+  if (ports.length > 0) view.ports = ports;
+  const networks = (record.spec as { networks?: unknown }).networks;
+  if (Array.isArray(networks) && networks.length > 0) {
+    view.networks = networks.map((n: { name?: unknown; aliases?: unknown }) => ({ name: String(n.name), aliases: Array.isArray(n.aliases) ? n.aliases.map(String) : [] }));
+  }
   return view;
 }
+
+/**
+ * The published ports of a stored spec: the agent fills each port's host port and address in at
+ * submit, so the spec is where they are kept. A port without them (a record older than the
+ * allocator) is left out: nothing is known of it.
+ */
+export function portViews(spec: StoredTaskSpec): PortView[] {
+  const ports = (spec as { ports?: unknown }).ports;
+  if (!Array.isArray(ports)) return [];
+  return ports.flatMap((raw: { container?: unknown; protocol?: unknown; hostIp?: unknown; host?: unknown }) =>
+    typeof raw.container === 'number' && typeof raw.host === 'number' && typeof raw.hostIp === 'string'
+      ? [{ container: raw.container, protocol: raw.protocol === 'udp' ? ('udp' as const) : ('tcp' as const), hostIp: raw.hostIp, host: raw.host }]
+      : [],
+  );
+}
+
 
 function attemptView(attempt: Omit<TaskAttempt, 'finishedAtMs' | 'endState'> & { finishedAtMs?: number; endState?: StoredEndState }): AttemptView {
   const view: AttemptView = { attempt: attempt.attempt };

@@ -57,7 +57,7 @@ describe('loadAgentConfig: defaults', () => {
     assert.deepEqual(config.engineDeadlines, { readMs: 10_000, writeMs: 30_000 });
     assert.deepEqual(config.health, { engineTimeoutMs: 2000 });
     assert.deepEqual(config.tasks, { startOutageLimitMs: 900_000, relistPeriodMs: 5000 });
-    assert.deepEqual(config.policy, { allowPrivileged: false, allowedBindSources: [], allowedCapabilities: [], allowHostNetwork: false, allowInlineRegistryAuth: false, allowedDevices: [], allowedRuntimes: ['runc'], allowedSysctls: [], allowedSeccompProfiles: {}, allowUnconfinedSeccomp: false, allowUnconfinedApparmor: false, allowNegativeOomScoreAdj: false, allowInlineSeccomp: false });
+    assert.deepEqual(config.policy, { allowPrivileged: false, allowedBindSources: [], allowedCapabilities: [], allowHostNetwork: false, allowInlineRegistryAuth: false, allowedDevices: [], allowedNetworks: [], allowedRuntimes: ['runc'], allowedSysctls: [], allowedSeccompProfiles: {}, allowUnconfinedSeccomp: false, allowUnconfinedApparmor: false, allowNegativeOomScoreAdj: false, allowInlineSeccomp: false });
     assert.deepEqual(config.registries, {});
     assert.equal(config.defaults.sandbox, undefined);
     assert.deepEqual(config.defaults.resources, { memoryBytes: 256 * MiB, cpuMilli: 250, pidsLimit: 1024 });
@@ -125,7 +125,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
     assert.deepEqual(config.listen, { host: '127.0.0.1', port: 7070 });
     assert.equal(config.agentId, 'host-7');
     assert.deepEqual(config.engine, { host: '10.0.0.5', port: 2376 });
-    assert.deepEqual(config.policy, { allowPrivileged: true, allowedBindSources: ['/srv/data', '/tmp/'], allowedCapabilities: ['NET_ADMIN', 'SYS_PTRACE'], allowHostNetwork: false, allowInlineRegistryAuth: false, allowedDevices: [], allowedRuntimes: ['runc'], allowedSysctls: [], allowedSeccompProfiles: {}, allowUnconfinedSeccomp: false, allowUnconfinedApparmor: false, allowNegativeOomScoreAdj: false, allowInlineSeccomp: false });
+    assert.deepEqual(config.policy, { allowPrivileged: true, allowedBindSources: ['/srv/data', '/tmp/'], allowedCapabilities: ['NET_ADMIN', 'SYS_PTRACE'], allowHostNetwork: false, allowInlineRegistryAuth: false, allowedDevices: [], allowedNetworks: [], allowedRuntimes: ['runc'], allowedSysctls: [], allowedSeccompProfiles: {}, allowUnconfinedSeccomp: false, allowUnconfinedApparmor: false, allowNegativeOomScoreAdj: false, allowInlineSeccomp: false });
     assert.deepEqual(config.defaults.resources, { memoryBytes: 128 * MiB, cpuMilli: 500, pidsLimit: 64 });
     assert.deepEqual(config.admission, { memoryBytes: 2 * GiB, cpuMilli: 2000, maxConcurrent: 8 });
     assert.deepEqual(config.images, { removeDelayMs: 90_000, cleanup: false, pullActivityTimeoutMs: 90_000 });
@@ -184,6 +184,9 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       BERTH_DEFAULTS_RESOURCES_CPU_MILLI: '250',
       BERTH_DEFAULTS_RESOURCES_PIDS_LIMIT: '32',
       BERTH_POLICY_ALLOWED_DEVICES: '/dev/fuse',
+      BERTH_POLICY_ALLOWED_NETWORKS: 'backend,front-end',
+      BERTH_PORTS_RANGE: '30000-30099',
+      BERTH_PORTS_HOST_IP: '0.0.0.0',
       BERTH_POLICY_ALLOWED_RUNTIMES: 'runc,runsc',
       BERTH_POLICY_ALLOWED_SYSCTLS: 'net.ipv4.*,kernel.shmmax',
       BERTH_POLICY_ALLOWED_SECCOMP_PROFILES: 'strict=/etc/berth/strict.json',
@@ -244,6 +247,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
         allowHostNetwork: true,
         allowInlineRegistryAuth: true,
         allowedDevices: ['/dev/fuse'],
+        allowedNetworks: ['backend', 'front-end'],
         allowedRuntimes: ['runc', 'runsc'],
         allowedSysctls: ['net.ipv4.*', 'kernel.shmmax'],
         allowedSeccompProfiles: { strict: '/etc/berth/strict.json' },
@@ -264,7 +268,20 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       prune: { scheduleMs: 43_200_000, imageBudgetBytes: 5 * GiB, exemptImages: ['a:1', 'b:2'] },
       retention: { maxAgeMs: 2 * 86_400_000, maxCount: 500, diskWatermark: 0.8, intervalMs: 30_000 },
       groups: { infraImage: 'registry.example.com/pause:3.9' },
+      ports: { range: { from: 30_000, to: 30_099 }, hostIp: '0.0.0.0' },
     });
+  });
+
+  it('defaults ports to 20000-29999 on 127.0.0.1, and refuses a bad range or address, naming the key', () => {
+    assert.deepEqual(loadAgentConfig({ host }).ports, { range: { from: 20_000, to: 29_999 }, hostIp: '127.0.0.1' });
+    for (const [env, field] of [
+      [{ BERTH_PORTS_RANGE: '3000-2000' }, 'ports.range'],
+      [{ BERTH_PORTS_RANGE: '1-70000' }, 'ports.range'],
+      [{ BERTH_PORTS_RANGE: '20000' }, 'ports.range'],
+      [{ BERTH_PORTS_HOST_IP: 'localhost' }, 'ports.hostIp'],
+    ] as const) {
+      assert.throws(() => loadAgentConfig({ env, host }), (error: unknown) => error instanceof ValidationError && error.issues.some((i) => i.field === field));
+    }
   });
 
   it('names environment variables after their keys', () => {

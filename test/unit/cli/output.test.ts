@@ -104,7 +104,7 @@ describe('tables of tasks and images', () => {
     const table = renderTaskTable([task({ startedAt: at(3) }), task({ id: 't2', state: 'pending', spec: { image: 'alpine' } })], NOW);
     const lines = table.trimEnd().split('\n');
     assert.equal(lines.length, 3);
-    assert.match(lines[0]!, /^TASK ID\s+IMAGE\s+COMMAND\s+STATUS\s+CREATED$/);
+    assert.match(lines[0]!, /^TASK ID\s+IMAGE\s+COMMAND\s+STATUS\s+CREATED\s+PORTS$/);
     assert.match(lines[1]!, /^t1\s+busybox\s+sleep 30\s+Up 3 seconds\s+10 seconds ago$/);
     assert.match(lines[2]!, /^t2\s+alpine\s+Pending\s+10 seconds ago$/);
   });

@@ -212,7 +212,7 @@ describe('the error texts the issue names', () => {
   test('berth run names the flag when the spec\'s own validation refuses a value', async () => {
     const program = new Command('berth').enablePositionalOptions().exitOverride();
     addRunCommand(program, io, () => undefined);
-    await assert.rejects(program.parseAsync(['run', '--network', 'wide', 'busybox'], { from: 'user' }), (e: unknown) => e instanceof ValidationError && e.issues[0]!.field === '--network');
+    await assert.rejects(program.parseAsync(['run', '--network', 'not/a-name', 'busybox'], { from: 'user' }), (e: unknown) => e instanceof ValidationError && e.issues[0]!.field === '--network');
     await assert.rejects(program.parseAsync(['run', '-u', 'bad user', 'busybox'], { from: 'user' }), (e: unknown) => e instanceof ValidationError && e.issues[0]!.field === '-u/--user');
   });
 

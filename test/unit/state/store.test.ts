@@ -52,6 +52,7 @@ describe('openStore: schema and pragmas', () => {
       { version: 8, name: 'task health' },
       { version: 9, name: 'sealed task secrets' },
       { version: 10, name: 'task artifacts' },
+      { version: 11, name: 'published host ports' },
       { version: 12, name: 'task groups' },
     ]);
   });

@@ -160,6 +160,12 @@ export class ScriptedEngine implements ContainerEngine {
     });
   }
 
+  /** Records the connect (network, container, aliases) in `calls`; the container must exist. */
+  async connectNetwork(network: string, containerId: string, aliases: readonly string[]): Promise<void> {
+    this.calls.push({ method: 'connectNetwork', target: { network, containerId, aliases: [...aliases] } });
+    this.#require(containerId);
+  }
+
   async listContainers(): Promise<ContainerSummary[]> {
     this.calls.push({ method: 'listContainers', target: undefined });
     return [...this.#containers.values()].map((c) => ({ id: c.id, names: [`/${c.name}`], image: 'img', labels: { ...c.labels }, createdAt: new Date(0), state: c.status, status: c.status }));
