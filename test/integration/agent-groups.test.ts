@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import type { AgentClient } from '../../src/agent/client.js';
@@ -177,6 +178,34 @@ describe('task groups in the agent', { skip }, () => {
     assert.deepEqual(trioEnded.endState, { kind: 'success', exitCode: 0 });
     const started = trioEnded.tasks.map((t) => t.containerId !== undefined);
     assert.deepEqual(started, [true, true, true]);
+    assert.deepEqual(await groupObjects(agent.ownerId), []);
+    agent.client.close();
+  });
+
+  test('a group publishes a dynamic port from the agent\'s range, reachable from the host at its published address, and free again after its end', async () => {
+    const agent = await startAgent('e', 'ports:\n  range: 31740-31759\n');
+    const spec = { name: 'pub', network: { ports: [{ container: 8080 }] }, tasks: [SIDECAR, member('main', 'while [ ! -e /alloc/go ]; do sleep 0.1; done')] };
+    const { group } = await agent.client.submitGroup({ spec });
+    const running = await waitForGroup(agent.client, group.id, (g) => g.ports.length === 1 && g.tasks.every((t) => t.state === 'running'), 'the group to run with its port');
+    const port = running.ports[0]!;
+    assert.equal(port.container, 8080);
+    assert.equal(port.hostIp, '127.0.0.1');
+    assert.ok(port.host >= 31740 && port.host <= 31759, `host port ${port.host} is in ports.range`);
+    const body = await pollUntil('the sidecar to answer on the published port', async () => {
+      const response = await fetch(`http://${port.hostIp}:${port.host}/`).catch(() => undefined);
+      return response?.ok ? response.text() : undefined;
+    }, { timeoutMs: 30_000, intervalMs: 100 });
+    assert.equal(body, 'pong\n');
+
+    const touched = await agent.client.execOnce(`${group.id}.main`, { cmd: ['sh', '-c', ': > /alloc/go'] });
+    assert.equal(touched.exitCode, 0, touched.stderr);
+    await waitForGroup(agent.client, group.id, isCleaned, 'the group to end');
+    // Free again: the agent hands it out to another group (static), and nothing holds it on the host.
+    const { group: again } = await agent.client.submitGroup({ spec: { ...spec, name: 'again', network: { ports: [{ container: 8080, host: port.host }] } } });
+    await agent.client.removeGroup(again.id, { force: true });
+    const server = createServer();
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(port.host, port.hostIp, resolve));
+    await new Promise<void>((resolve) => server.close(() => resolve()));
     assert.deepEqual(await groupObjects(agent.ownerId), []);
     agent.client.close();
   });
