@@ -478,7 +478,8 @@ export class TaskRepository {
 
   /** How many tasks have ended (exited, lost or removed): what `retention.maxCount` bounds. Reads the ended-tasks index only. */
   countEnded(): number {
-    return this.#db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM tasks INDEXED BY tasks_ended_by_finish WHERE ${ENDED_STATES_SQL}`).get()!.n;
+    // A group's tasks are counted with their group (GroupRepository.countEnded), not here.
+    return this.#db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM tasks INDEXED BY tasks_ended_by_finish WHERE ${ENDED_STATES_SQL} AND group_id IS NULL`).get()!.n;
   }
 
   /**

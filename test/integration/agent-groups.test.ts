@@ -210,6 +210,20 @@ describe('task groups in the agent', { skip }, () => {
     agent.client.close();
   });
 
+  test('retention removes the oldest ended group with its tasks past retention.maxCount, never a task of a group alone', async () => {
+    const agent = await startAgent('f', 'retention:\n  maxCount: 1\n  interval: 1s\n');
+    const first = (await agent.client.submitGroup({ spec: { name: 'old', tasks: [member('only', 'echo old')] } })).group;
+    await waitForGroup(agent.client, first.id, isCleaned, 'the first group to end');
+    const second = (await agent.client.submitGroup({ spec: { name: 'new', tasks: [member('only', 'echo new')] } })).group;
+    await waitForGroup(agent.client, second.id, isCleaned, 'the second group to end');
+    await pollUntil('retention to remove the first group', async () => (await agent.client.getGroup(first.id).then(() => false, (e: unknown) => isBerthError(e, 'BERTH_GROUP_NOT_FOUND'))) || undefined, { timeoutMs: 30_000, intervalMs: 200 });
+    await assert.rejects(agent.client.get(`${first.id}.only`), (e: unknown) => isBerthError(e, 'BERTH_TASK_NOT_FOUND'));
+    const kept = await agent.client.getGroup(second.id);
+    assert.equal(kept.tasks[0]!.state, 'exited');
+    assert.equal((await agent.client.get(`${second.id}.only`)).state, 'exited');
+    agent.client.close();
+  });
+
   test('after an agent SIGKILL a running group is recovered with its infrastructure and ends properly, leaving nothing', async () => {
     const agent = await startAgent('d');
     // The main task waits for a file in the group-shared directory, which the test creates through exec.

@@ -78,6 +78,7 @@ describe('GroupRepository', () => {
     store.tasks.insert({ id: 'solo', spec: { image: 'busybox' } });
     store.tasks.update('solo', { to: 'exited', endState: { kind: 'success', exitCode: 0 } });
     assert.deepEqual(store.tasks.oldestEnded(10).map((t) => t.id), ['solo']);
+    assert.equal(store.tasks.countEnded(), 1, 'nor counted against retention.maxCount of tasks');
     store.close();
   });
 
