@@ -236,7 +236,7 @@ export class GroupCoordinator {
     const existing = this.#deps.store.groups.get(groupId);
     if (existing) return { group: this.#sameGroup(existing, spec), created: false };
     // Ports are held from the submit (a port that is taken refuses the group now, naming it), released at its cleanup.
-    if (this.#deps.ports && resolved.network.ports.length > 0) this.#deps.ports.allocate(groupId, resolved.network.ports, 'network.ports');
+    const allocated = this.#deps.ports && resolved.network.ports.length > 0 ? this.#deps.ports.allocate(groupId, resolved.network.ports, 'network.ports') : [];
     let recorded: ReturnType<Store['groups']['insert']>;
     try {
       recorded = this.#insert(groupId, resolved, spec, demand, prepared, raw);
@@ -248,6 +248,8 @@ export class GroupCoordinator {
     if (!inserted) {
       return { group: this.#sameGroup(group, spec), created: false };
     }
+    // Shown from the submit, as the allocator holds them (the engine's own view replaces them once the group runs).
+    if (allocated.length > 0) this.#deps.store.groups.update(groupId, { ports: allocated.map((p) => ({ container: p.container, protocol: p.protocol, hostIp: p.hostIp ?? '127.0.0.1', host: p.host ?? 0 })) });
     this.#announce(group);
     try {
       this.#deps.supervisor.enterAdmission(groupEntryId(groupId), demand);
