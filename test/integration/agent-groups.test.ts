@@ -245,6 +245,8 @@ describe('task groups in the agent', { skip }, () => {
     assert.equal(infra.running, true);
     assert.equal(infra.labels[LABELS.role], ROLES.infra);
 
+    // A running group is not removed without force: the task-state code, as for tasks.
+    await assert.rejects(client.removeGroup(group.id), (e: unknown) => isBerthError(e, 'BERTH_TASK_STATE') && e.context.status === 409);
     const touched = await client.execOnce(`${group.id}.main`, { cmd: ['sh', '-c', ': > /alloc/go'] });
     assert.equal(touched.exitCode, 0, touched.stderr);
     const ended = await waitForGroup(client, group.id, isCleaned, 'the recovered group to end');
