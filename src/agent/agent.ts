@@ -17,6 +17,7 @@ import { readDiskUsage, type DiskUsageReader } from './disk-space.js';
 import { AgentGarbage } from './garbage.js';
 import { TaskRetention } from './retention.js';
 import { TaskSupervisor } from './supervisor.js';
+import { GroupCoordinator } from './groups.js';
 import { TaskLogStore } from './task-logs.js';
 import { ArtifactStore } from './artifacts.js';
 import { UsageSampler } from './usage.js';
@@ -40,6 +41,8 @@ export interface AgentRuntime extends AsyncDisposable {
   readonly images: ImageCoordinator;
   readonly driver: TaskDriver;
   readonly supervisor: TaskSupervisor;
+  /** Task groups (`/v1/groups`): their tasks are the supervisor's, started by the group. */
+  readonly groups: GroupCoordinator;
   /** Host ports handed out to tasks (and groups), durably (`ports.range`, `ports.hostIp`). */
   readonly ports: PortAllocator;
   /** The reconciler, prune and the image budget. */
@@ -269,6 +272,26 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     usage,
     artifacts: { store: artifacts, maxBytes: () => config.current().artifacts.maxBytes },
   });
+  const groups = new GroupCoordinator({
+    store,
+    supervisor,
+    admission,
+    engine,
+    events,
+    logger,
+    ownerId: agentId,
+    policy: () => ({ ...agentSpecPolicy(config.current()), uploadExists: (id: string) => uploads.has(id) }),
+    infraImage: () => config.current().groups.infraImage,
+    acquireImage: async (image, holderId) => {
+      await images.acquire(image, holderId);
+    },
+    releaseImage: (holderId) => {
+      images.release(holderId);
+    },
+    retention: () => config.current().retention,
+    // A group's ports are held under its id (owner kind `group`) from its submit to its cleanup.
+    ports,
+  });
   let healthPing: Promise<EngineHealth> | undefined;
   const engineHealth = (): Promise<EngineHealth> =>
     (healthPing ??= engine
@@ -315,6 +338,8 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     await finishInterruptedRemovals(store, driver, logger);
     const recovered = await supervisor.recover();
     logger.info({ agentId, ...recovered }, 'recovered tasks');
+    // After the tasks: a group is driven from its tasks' recovered states.
+    logger.info({ agentId, ...groups.recover() }, 'recovered groups');
     // After recovery, so the reconciler's first sweep sees every task re-attached.
     if (closing.signal.aborted) return;
     garbage.start();
@@ -332,6 +357,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     await garbage.close();
     await retention.close();
     uploads.close();
+    await groups.shutdown();
     await supervisor.shutdown();
     usage.close();
     clearInterval(eventTrimmer);
@@ -347,6 +373,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     images,
     driver,
     supervisor,
+    groups,
     ports,
     garbage,
     retention,

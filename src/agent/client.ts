@@ -13,7 +13,8 @@ import { TOKEN_FILE_NAME } from './agent.js';
 import { defaultDataDir, type HostFacts } from './config.js';
 import type { AgentEvent } from './events.js';
 import type { ErrorBody } from './http/errors.js';
-import type { HealthView, ImageView, PruneView, TaskView } from './http/views.js';
+import type { GroupView, HealthView, ImageView, PruneView, TaskView } from './http/views.js';
+import type { GroupState } from '../state/groups.js';
 import type { LogRecord } from './task-logs.js';
 import type { StatsRecord } from '../tasks/stats-figures.js';
 import { readCertificateFile, readKeyPair } from './tls.js';
@@ -388,6 +389,51 @@ export class AgentClient {
    * output ends. Breaking out of the loop, or the signal, ends the request.
    */
   async *logs(taskId: string, options: LogsOptions = {}): AsyncGenerator<LogRecord> {
+    yield* this.#logRecords(`/v1/tasks/${encodeURIComponent(taskId)}`, options);
+  }
+
+  /** The output records of a group's task, by its name in the group, as `logs` gives a task's. */
+  async *groupTaskLogs(groupId: string, taskName: string, options: LogsOptions = {}): AsyncGenerator<LogRecord> {
+    yield* this.#logRecords(`/v1/groups/${encodeURIComponent(groupId)}/tasks/${encodeURIComponent(taskName)}`, options);
+  }
+
+  /**
+   * Submits a task group (the document `berth group run -f` reads), and says whether this call
+   * created it (201) or found it submitted before under `id` with the same document (200).
+   * Another document under that id is BERTH_GROUP_EXISTS; bad input is BERTH_VALIDATION with
+   * fields such as `tasks[1].resources.memory`.
+   */
+  async submitGroup(input: { id?: string; spec: Record<string, unknown> }, options: CallOptions = {}): Promise<{ group: GroupView; created: boolean }> {
+    const search = input.id === undefined ? '' : `?${new URLSearchParams({ id: input.id })}`;
+    const response = await this.#send('POST', `/v1/groups${search}`, { ...options, body: input.spec, deadlineMs: this.#deadlineMs });
+    await this.#throwIfFailed(response);
+    const { group } = JSON.parse(await this.#read(response, options.signal)) as { group: GroupView };
+    return { group, created: response.statusCode === 201 };
+  }
+
+  async listGroups(filter: { state?: GroupState | readonly GroupState[] } = {}, options: CallOptions = {}): Promise<GroupView[]> {
+    const query = new URLSearchParams();
+    for (const state of typeof filter.state === 'string' ? [filter.state] : (filter.state ?? [])) query.append('state', state);
+    const search = query.size > 0 ? `?${query}` : '';
+    return (await this.#json<{ groups: GroupView[] }>('GET', `/v1/groups${search}`, options)).groups;
+  }
+
+  async getGroup(groupId: string, options: CallOptions = {}): Promise<GroupView> {
+    return (await this.#json<{ group: GroupView }>('GET', `/v1/groups/${encodeURIComponent(groupId)}`, options)).group;
+  }
+
+  /** Asks a group to stop; resolves with it as it is then (its end comes later: `getGroup`, or `group.state` events). */
+  async stopGroup(groupId: string, options: CallOptions = {}): Promise<GroupView> {
+    return (await this.#json<{ group: GroupView }>('POST', `/v1/groups/${encodeURIComponent(groupId)}/stop`, options)).group;
+  }
+
+  /** Removes an ended group with its tasks; `force`: stop it first. Resolves once its engine objects are removed too. */
+  async removeGroup(groupId: string, options: CallOptions & { force?: boolean } = {}): Promise<void> {
+    const { force, ...call } = options;
+    await this.#json<undefined>('DELETE', `/v1/groups/${encodeURIComponent(groupId)}${force ? '?force=true' : ''}`, { ...call, deadlineMs: 0 });
+  }
+
+  async *#logRecords(base: string, options: LogsOptions): AsyncGenerator<LogRecord> {
     const query = new URLSearchParams();
     if (options.follow) query.set('follow', 'true');
     if (options.since !== undefined) query.set('since', options.since);
@@ -395,7 +441,7 @@ export class AgentClient {
     if (options.tail !== undefined) query.set('tail', String(options.tail));
     if (options.stream !== undefined) query.set('stream', options.stream);
     const search = query.size > 0 ? `?${query}` : '';
-    const response = await this.#send('GET', `/v1/tasks/${encodeURIComponent(taskId)}/logs${search}`, {
+    const response = await this.#send('GET', `${base}/logs${search}`, {
       signal: options.signal,
       deadlineMs: options.follow ? 0 : this.#deadlineMs,
     });

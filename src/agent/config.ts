@@ -274,6 +274,15 @@ export interface AgentConfigInput {
     /** How often retention runs (and once after start). Default "1m". */
     interval?: DurationInput;
   };
+  /** Task groups (`POST /v1/groups`). */
+  groups?: {
+    /**
+     * The image of a group's infrastructure container, which owns the group's network namespace:
+     * any image whose default command sleeps until killed (pulled when missing). Default: berth's
+     * built-in one (129 bytes, imported offline; amd64 engines only).
+     */
+    infraImage?: string;
+  };
 }
 
 /** One entry of `registries`: the registry, and one secret (a password, inline or in a file, or an identity token). */
@@ -361,6 +370,8 @@ export interface AgentConfig {
   readonly ports: { readonly range: { readonly from: number; readonly to: number }; readonly hostIp: string };
   /** Each limit undefined is off; `diskWatermark` is a fraction (0.9 for "90%"). */
   readonly retention: { readonly maxAgeMs?: number; readonly maxCount?: number; readonly diskWatermark?: number; readonly intervalMs: number };
+  /** `infraImage` undefined: berth's built-in infrastructure image. */
+  readonly groups: { readonly infraImage?: string };
   /** The file the configuration was read from, if any. */
   readonly file?: string;
 }
@@ -458,6 +469,7 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'retention.maxCount': 'integer',
   'retention.diskWatermark': 'string',
   'retention.interval': 'duration',
+  'groups.infraImage': 'string',
 };
 
 /** Every configuration key (dotted) and what it holds (README "Configuration and environment"). */
@@ -603,6 +615,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     reconcile: {},
     prune: { schedule: 'off', exemptImages: [] },
     retention: { maxAge: '7d', maxCount: 10_000, diskWatermark: '90%', interval: '1m' },
+    groups: {},
     ports: { range: '20000-29999', hostIp: '127.0.0.1' },
   };
 }
@@ -623,6 +636,18 @@ const list = (pattern: RegExp, rule: string) =>
     });
     return value as string[];
   });
+
+/** One image reference, checked against the engine's grammar (the spec's own parser). */
+const imageReference = z.unknown().transform((value, ctx): string => {
+  if (typeof value !== 'string') return issue(ctx, 'must be an image reference');
+  try {
+    parseImageReference(value);
+  } catch (error) {
+    if (!(error instanceof ValidationError)) throw error;
+    return issue(ctx, error.issues.map((it) => it.rule).join('; '));
+  }
+  return value;
+});
 
 /** Image references, each checked against the engine's grammar (the spec's own parser). */
 const imageList = z.unknown().transform((value, ctx): string[] => {
@@ -862,6 +887,7 @@ function buildSchema(host: HostFacts) {
       diskWatermark: fractionOrOff(CONFIG_BOUNDS['retention.diskWatermark'], '90%'),
       interval: duration('1m', CONFIG_BOUNDS['retention.interval']),
     }),
+    groups: section({ infraImage: imageReference.optional() }),
     ports: section({ range: portRange, hostIp: text(/^[0-9a-fA-F.:]+$/, 'must be an IPv4 or IPv6 address such as 127.0.0.1').refine((v) => isIP(v) !== 0, 'must be an IPv4 or IPv6 address such as 127.0.0.1') }),
   });
 }
@@ -1125,6 +1151,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
       ...(c.retention.diskWatermark !== undefined ? { diskWatermark: c.retention.diskWatermark } : {}),
       intervalMs: c.retention.interval,
     },
+    groups: c.groups.infraImage !== undefined ? { infraImage: c.groups.infraImage } : {},
     ports: { range: c.ports.range, hostIp: c.ports.hostIp },
     ...(file !== undefined ? { file } : {}),
   };

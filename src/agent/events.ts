@@ -5,6 +5,8 @@ import type { ImageCoordinator } from '../images/index.js';
 import type { DanglingContainer, DanglingReconciler, OrphanedContainer, OrphanedGroupResource } from '../reconcile/index.js';
 import type { EventLogRepository } from '../state/events.js';
 import type { StoredEndState, TaskHealth, TaskState } from '../state/tasks.js';
+import type { GroupState } from '../state/groups.js';
+import type { GroupEnd } from '../groups/lifecycle.js';
 
 /** Why retention removed a task: it ended too long ago, too many ended tasks are kept, or the disk is above its watermark. */
 export type ExpiryReason = 'age' | 'count' | 'disk';
@@ -57,7 +59,11 @@ export type AgentEventBody =
    */
   | { type: 'task.health'; taskId: string; status: TaskHealth['status']; failingStreak: number; exitCode?: number; output?: string; at: string }
   /** Retention removed an ended task for good (record and output): `reason` says which limit it passed; `endedAt` is when it ended. */
-  | { type: 'task.expired'; taskId: string; reason: ExpiryReason; endedAt: string; at: string };
+  | { type: 'task.expired'; taskId: string; reason: ExpiryReason; endedAt: string; at: string }
+  /** A group's state changed (agent/groups.ts); `endState` once it ended. */
+  | { type: 'group.state'; groupId: string; state: GroupState; endState?: GroupEnd; at: string }
+  /** A group and its tasks were removed for good: by a client (`reason` absent) or by retention (`reason`: the limit it passed). */
+  | { type: 'group.removed'; groupId: string; reason?: ExpiryReason; at: string };
 
 /** Where events are kept for replay: the state's event log (see src/state/events.ts). */
 export type EventLog = Pick<EventLogRepository, 'append' | 'after' | 'idBefore' | 'bounds' | 'trim'>;

@@ -24,6 +24,7 @@ import type { UsageSampler } from './usage.js';
 import { restoreRegistrySecrets, separateRegistrySecrets } from '../spec/registry-auth.js';
 import { sameSecret, type SecretSealer } from './secret-box.js';
 import type { ArtifactStore } from './artifacts.js';
+import type { GroupMembership } from '../spec/translate.js';
 import { TASK_PORT_OWNER, type PortAllocator } from './ports.js';
 import type { PortSpec } from '../spec/schema.js';
 
@@ -73,6 +74,31 @@ export interface SupervisorDeps {
    * gone. None: a spec with `ports` is refused.
    */
   ports?: Pick<PortAllocator, 'allocate' | 'release' | 'sweep'>;
+}
+
+/**
+ * What the supervisor asks of the agent's task groups (agent/groups.ts): a group's tasks are
+ * started by their group, not by admission, and a group enters admission as one unit, under an
+ * entry id of its own (never a task id).
+ */
+export interface SupervisorGroupHooks {
+  /** Whether an admission entry is a group's. */
+  isGroupEntry(entryId: string): boolean;
+  /** How a group's task joins its group; undefined for a task of its own (or a group without infrastructure yet). */
+  membershipOf(record: TaskRecord): GroupMembership | undefined;
+  /** The groups' shares at recovery: held (the group started) and queued (pending), each in submission order. */
+  admissionEntries(): { admitted: AdmissionEntry[]; queued: AdmissionEntry[] };
+  /** Admission let the group in: the group starts. */
+  admitted(entryId: string): void;
+  /** The group can never fit anymore (the budget shrank below it): it ends failed. */
+  refused(entryId: string, error: ValidationError): void;
+}
+
+/** A task spec checked as a submit checks it, ready to be recorded (a group's task: see agent/groups.ts). */
+export interface PreparedSpec {
+  spec: StoredTaskSpec;
+  sealedSecrets?: string;
+  reservation: ResourceDemand;
 }
 
 /** The outcome of a submit: the task, and whether this submit created it (false: the same task was submitted before). */
@@ -127,6 +153,8 @@ export class TaskSupervisor {
    * and ends failed, whatever its container's end says (the stop would make it cancelled).
    */
   readonly #decidedEnds = new Map<string, (containerEnd: EndState) => EndState>();
+  /** The agent's task groups, once attached (attachGroups). */
+  #groups: SupervisorGroupHooks | undefined;
 
   constructor(deps: SupervisorDeps) {
     this.#deps = deps;
@@ -151,6 +179,48 @@ export class TaskSupervisor {
       ...(deps.onError ? { onError: deps.onError } : {}),
       signal: this.#closing.signal,
     });
+  }
+
+  /** Connects the agent's task groups (agent/groups.ts); call before recover. */
+  attachGroups(hooks: SupervisorGroupHooks): void {
+    this.#groups = hooks;
+  }
+
+  /**
+   * Checks a task spec as submit does (the agent's defaults, its limits, the policy, bind sources,
+   * seccomp profile, secrets sealed) and returns what to record, without recording anything: a
+   * group records its tasks itself, all at once. A ValidationError names the spec's fields.
+   */
+  prepare(input: unknown): PreparedSpec {
+    this.#requireOpen();
+    const spec = this.#deps.withDefaults(checkAgentSpec(input));
+    const { redacted, secrets } = separateRegistrySecrets(spec);
+    const policy = this.#deps.policy();
+    const resolved = resolveTaskSpec(spec, policy);
+    this.#deps.driver.resolveBindSources(resolved, policy);
+    withSeccompProfile(resolved, policy);
+    const reservation = resolveDemand(resolved.resources, this.#deps.defaultDemand());
+    const sealedSecrets = secrets === undefined ? undefined : this.#sealer().seal(canonicalJson(secrets));
+    return { spec: redacted, reservation, ...(sealedSecrets !== undefined ? { sealedSecrets } : {}) };
+  }
+
+  /** Enters a group into admission as one unit; the group's `admitted` hook is called once it is let in (maybe at once). */
+  enterAdmission(entryId: string, demand: ResourceDemand): 'admitted' | 'queued' {
+    this.#requireOpen();
+    const outcome = this.#deps.admission.submit(entryId, demand);
+    if (outcome === 'admitted') this.#groups?.admitted(entryId);
+    return outcome;
+  }
+
+  /** A group's share returns to the budget (its end is cleaned up, or it left the queue); queued work that now fits starts. */
+  leaveAdmission(entryId: string): void {
+    if (this.#phase !== 'closed') this.#applyChange(this.#deps.admission.release(entryId));
+  }
+
+  /** Starts a pending task of a group (its group holds the share), in its group (SupervisorGroupHooks.membershipOf). */
+  startMember(taskId: string): void {
+    this.#requireOpen();
+    this.#startAdmitted([taskId]);
   }
 
   /** Tasks that could not start yet because the engine does not answer (for health). */
@@ -415,10 +485,13 @@ export class TaskSupervisor {
     const freed = this.#deps.ports?.sweep(TASK_PORT_OWNER, (taskId) => needsPorts.has(taskId)) ?? [];
     if (freed.length > 0) this.#deps.logger.info({ tasks: freed.length }, 'released the host ports of tasks that no longer need them');
     const entry = (record: TaskRecord): AdmissionEntry => ({ taskId: record.id, demand: record.reservation ?? this.#deps.defaultDemand() });
-    const pending = unended.filter((r) => r.state === 'pending');
+    // A group's tasks draw from the budget through their group's one entry, and wait for their group, not for admission.
+    const own = unended.filter((r) => r.group === undefined);
+    const pending = own.filter((r) => r.state === 'pending');
     counts.pending = pending.length;
+    const groups = this.#groups?.admissionEntries() ?? { admitted: [], queued: [] };
     // Tasks that were starting or running hold their share again; pending ones queue in submission order.
-    const change = this.#deps.admission.restore({ admitted: unended.filter((r) => r.state !== 'pending').map(entry), queued: pending.map(entry) });
+    const change = this.#deps.admission.restore({ admitted: [...own.filter((r) => r.state !== 'pending').map(entry), ...groups.admitted], queued: [...pending.map(entry), ...groups.queued] });
     for (const record of unended) {
       if (record.state === 'pending') continue;
       let recoverError: unknown;
@@ -611,10 +684,13 @@ export class TaskSupervisor {
 
   /** Starts what admission let in; records the end of queued tasks that can no longer ever fit. */
   #applyChange(change: AdmissionChange): void {
+    const groups = this.#groups;
     for (const { taskId, error } of change.refused) {
-      this.#finish(taskId, { kind: 'failed', exitCode: 125, reason: `${error.code}: ${error.message}` });
+      if (groups?.isGroupEntry(taskId)) groups.refused(taskId, error);
+      else this.#finish(taskId, { kind: 'failed', exitCode: 125, reason: `${error.code}: ${error.message}` });
     }
-    this.#startAdmitted(change.admitted);
+    this.#startAdmitted(change.admitted.filter((id) => !groups?.isGroupEntry(id)));
+    for (const id of change.admitted) if (groups?.isGroupEntry(id)) groups.admitted(id);
   }
 
   #startAdmitted(taskIds: readonly string[]): void {
@@ -643,7 +719,8 @@ export class TaskSupervisor {
       const startAttempt = startAttemptKey(record.id, currentAttempt(record));
       // waitHealthy false: the supervisor waits for health itself (#markStarted), with the task's container known.
       if (handle === undefined) {
-        handle = await this.#deps.driver.startAccepted(this.#specToStart(record), { taskId: record.id, startAttempt, output: 'engine-log', bindPolicy: this.#deps.policy(), waitHealthy: false });
+        const group = this.#groups?.membershipOf(record);
+        handle = await this.#deps.driver.startAccepted(this.#specToStart(record), { taskId: record.id, startAttempt, output: 'engine-log', bindPolicy: this.#deps.policy(), waitHealthy: false, ...(group ? { group } : {}) });
         this.#deps.onStarted?.(record);
       }
     } catch (error) {

@@ -1,4 +1,3 @@
-import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { parse as parseYaml } from 'yaml';
@@ -11,7 +10,7 @@ import type { ResolvedGroupSpec } from '../spec/group.js';
 import { TaskDriver } from '../tasks/driver.js';
 import { commandFailureOf } from '../engine/classify.js';
 import { commandFailureLine, EXIT, exitCodeForGroupEnd } from './exit-codes.js';
-import { collect, parseLabelFlags } from './flags.js';
+import { parseLabelFlags } from './flags.js';
 import { exitCodeForSignal } from './interrupts.js';
 import { errorLine, formatPublishedPort } from './output.js';
 import { linePrefixes, PrefixedLines } from './prefixed-output.js';
@@ -24,28 +23,6 @@ export interface GroupRunFlags {
   file: string;
   /** `-l KEY=VALUE`: labels on every container, volume and network of the group. */
   label: string[];
-}
-
-/**
- * `berth group`: task groups. `group run -f FILE` runs one in the foreground on the engine, as
- * `berth run` runs a task. Returns the `group` command, for more subcommands.
- */
-export function addGroupCommand(program: Command, io: CliIo, setExitCode: (code: number) => void): Command {
-  const group = program.command('group').description('Run task groups: tasks that share a network namespace and a directory');
-  addGroupRunCommand(group, io, setExitCode);
-  return group;
-}
-
-/** `group run`: the option list is here, so that other modes can add to it. */
-export function addGroupRunCommand(group: Command, io: CliIo, setExitCode: (code: number) => void): Command {
-  return group
-    .command('run')
-    .description('Run a group from a file (YAML or JSON) in the foreground: stream its tasks\' output prefixed by task name, and exit with the group\'s end')
-    .requiredOption('-f, --file <file>', 'the group file, YAML or JSON; - reads stdin')
-    .option('-l, --label <key=value>', 'a label on every container, volume and network of the group (repeatable)', collect, [])
-    .action(async (flags: GroupRunFlags) => {
-      setExitCode(await groupRunForeground(flags, io));
-    });
 }
 
 /** Reads a group file (or stdin for `-`) and parses it as YAML, of which JSON is a part. */

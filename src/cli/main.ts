@@ -4,12 +4,12 @@ import { errorLine } from './output.js';
 import { EXIT, exitCodeForError } from './exit-codes.js';
 import { addAgentCommand } from './agent.js';
 import { addExecCommand } from './exec.js';
-import { addGroupCommand } from './group.js';
 import { addPruneCommand } from './prune.js';
 import { addRunCommand, type CliIo } from './run.js';
 import { addStatsCommand } from './stats.js';
 import { describeDetachOnRun, runDetached } from './submit.js';
 import { addTaskCommands } from './tasks.js';
+import { addGroupCommands } from './group-agent.js';
 
 /**
  * The berth program: every command and option, with `setExitCode` receiving each action's exit
@@ -32,7 +32,7 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
   addAgentCommand(program, io, setExitCode);
   addTaskCommands(program, io, setExitCode);
   addPruneCommand(program, io, setExitCode);
-  addGroupCommand(program, io, setExitCode);
+  addGroupCommands(program, io, setExitCode);
   return program;
 }
 

@@ -35,6 +35,8 @@ export const ERROR_CODES = {
   BERTH_AGENT_TLS: 'TLS with the agent failed: the agent\'s certificate is not trusted or not for its address, the agent refused the client\'s certificate (or its absence), or the address does not speak TLS.',
   BERTH_DISK_FULL: 'The agent\'s data directory has no space left: a state write waits for space, output beyond it is cut.',
   BERTH_GROUP_INFRA: 'A group\'s infrastructure container (which owns its network namespace), its shared volume or its network could not be made: the infrastructure image does not run on this engine, or a name is held by another object.',
+  BERTH_GROUP_NOT_FOUND: 'No group with that id: the agent has no record of it.',
+  BERTH_GROUP_EXISTS: 'A group with that id was submitted already, with another spec.',
   BERTH_INTERNAL: 'A bug in berth: an invariant did not hold.',
 } as const;
 

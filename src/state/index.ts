@@ -28,3 +28,5 @@ export { MetaRepository, META_KEYS } from './meta.js';
 export { MIGRATIONS, SCHEMA_VERSION, migrate } from './migrations.js';
 export type { Migration } from './migrations.js';
 export { asDiskFull, isDiskFullError } from './disk-full.js';
+export { GroupRepository, GROUP_STATES, LIVE_GROUP_STATES, isLegalGroupMove } from './groups.js';
+export type { GroupRecord, GroupState, GroupUpdate, NewGroup, NewGroupTask } from './groups.js';

@@ -179,6 +179,42 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       `);
     },
   },
+  {
+    version: 12,
+    name: 'task groups',
+    up(db) {
+      // A group of tasks that share a network namespace (agent/groups.ts). Its tasks are ordinary
+      // task records that name it (group_id, group_task, lifecycle); the group keeps the spec as
+      // submitted, its state and end, its infrastructure container, the start attempt its engine
+      // objects carry (a retried create adopts only those), the host ports it published, and when
+      // its engine objects were removed after its end (cleaned_at_ms; NULL: not yet).
+      db.exec(`
+        CREATE TABLE groups (
+          seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
+          id                  TEXT    NOT NULL UNIQUE,
+          name                TEXT    NOT NULL,
+          spec                TEXT    NOT NULL,
+          state               TEXT    NOT NULL,
+          end_state           TEXT,
+          reservation         TEXT,
+          infra_container_id  TEXT,
+          start_attempt       TEXT    NOT NULL,
+          stop_requested      INTEGER NOT NULL DEFAULT 0,
+          ports               TEXT,
+          created_at_ms       INTEGER NOT NULL,
+          started_at_ms       INTEGER,
+          ended_at_ms         INTEGER,
+          cleaned_at_ms       INTEGER,
+          updated_at_ms       INTEGER NOT NULL
+        );
+        CREATE INDEX groups_by_state ON groups (state, seq);
+        ALTER TABLE tasks ADD COLUMN group_id TEXT;
+        ALTER TABLE tasks ADD COLUMN group_task TEXT;
+        ALTER TABLE tasks ADD COLUMN lifecycle TEXT;
+        CREATE INDEX tasks_by_group ON tasks (group_id) WHERE group_id IS NOT NULL;
+      `);
+    },
+  },
 ]);
 
 /** The newest schema version this build of berth knows. */

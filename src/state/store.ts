@@ -10,6 +10,7 @@ import { MetaRepository } from './meta.js';
 import { migrate } from './migrations.js';
 import { PortRepository } from './ports.js';
 import { TaskRepository } from './tasks.js';
+import { GroupRepository } from './groups.js';
 
 export interface StoreOptions {
   /** How long a write waits for another connection's lock before failing. Default 5000 ms. */
@@ -58,6 +59,8 @@ export const STORE_FILE_NAME = 'berth.db';
  */
 export class Store {
   readonly tasks: TaskRepository;
+  /** Task groups (agent/groups.ts); their tasks are task records that name them. */
+  readonly groups: GroupRepository;
   readonly images: ImageHolderRepository;
   readonly meta: MetaRepository;
   readonly events: EventLogRepository;
@@ -75,6 +78,7 @@ export class Store {
     this.location = location;
     this.appliedMigrations = Object.freeze([...appliedMigrations]);
     this.tasks = new TaskRepository(db, nowMs, logger);
+    this.groups = new GroupRepository(db, nowMs, logger);
     this.images = new ImageHolderRepository(db, nowMs);
     this.meta = new MetaRepository(db);
     this.events = new EventLogRepository(db);

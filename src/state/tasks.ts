@@ -120,6 +120,15 @@ export interface TaskRecord {
    * undefined when it has none. Never shown by the API.
    */
   readonly sealedSecrets?: string;
+  /** The group the task belongs to (agent/groups.ts starts it, not admission); undefined for a task of its own. */
+  readonly group?: TaskGroupLink;
+}
+
+/** A group's task: its group, its name in the group and its lifecycle role. */
+export interface TaskGroupLink {
+  readonly groupId: string;
+  readonly taskName: string;
+  readonly lifecycle: 'prestart' | 'sidecar' | 'main';
 }
 
 /** What a task used, as the agent records it when the task ends. */
@@ -189,6 +198,8 @@ export interface TaskFilter {
   order?: 'oldest-first' | 'newest-first';
   /** Only ended tasks whose end state is one of these kinds (`oom`, `timed-out`, `failed` …). */
   endKind?: EndKind | readonly EndKind[];
+  /** Only the tasks of this group (agent/groups.ts); false: only tasks of their own. */
+  group?: string | false;
 }
 
 /** The tasks an id prefix matches: the first few in id order, and how many there are in all. */
@@ -228,6 +239,9 @@ interface TaskRow {
   restart_at_ms: number | null;
   sealed_secrets: string | null;
   artifacts: string | null;
+  group_id?: string | null;
+  group_task?: string | null;
+  lifecycle?: string | null;
 }
 
 
@@ -273,6 +287,7 @@ function toRecord(row: TaskRow): TaskRecord {
     ...(row.attempts === null ? {} : { attempts: JSON.parse(row.attempts) as TaskAttempt[] }),
     ...(row.restart_at_ms === null ? {} : { restartAtMs: row.restart_at_ms }),
     ...(row.sealed_secrets === null ? {} : { sealedSecrets: row.sealed_secrets }),
+    ...(row.group_id === null || row.group_id === undefined ? {} : { group: { groupId: row.group_id, taskName: row.group_task ?? '', lifecycle: (row.lifecycle ?? 'main') as TaskGroupLink['lifecycle'] } }),
   };
   return deepFreeze(record);
 }
@@ -370,6 +385,11 @@ export class TaskRepository {
       where.push(`json_extract(end_state, '$.kind') IN (${kinds.map(() => '?').join(', ')})`);
       params.push(...kinds);
     }
+    if (filter.group === false) where.push('group_id IS NULL');
+    else if (filter.group !== undefined) {
+      where.push('group_id = ?');
+      params.push(filter.group);
+    }
     const labels = filter.label === undefined ? [] : typeof filter.label === 'string' ? [filter.label] : [...filter.label];
     for (const label of labels) {
       const equals = label.indexOf('=');
@@ -458,12 +478,13 @@ export class TaskRepository {
 
   /** How many tasks have ended (exited, lost or removed): what `retention.maxCount` bounds. Reads the ended-tasks index only. */
   countEnded(): number {
-    return this.#db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM tasks INDEXED BY tasks_ended_by_finish WHERE ${ENDED_STATES_SQL}`).get()!.n;
+    // A group's tasks are counted with their group (GroupRepository.countEnded), not here.
+    return this.#db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM tasks INDEXED BY tasks_ended_by_finish WHERE ${ENDED_STATES_SQL} AND group_id IS NULL`).get()!.n;
   }
 
   /**
    * The `limit` ended tasks that ended first (then in submission order), oldest first: retention's
-   * candidates. A task that still holds an image is left out: its container's removal is still to
+   * candidates. A group's task is left out (it goes with its group, see GroupRepository). A task that still holds an image is left out: its container's removal is still to
    * be finished (by the supervisor, or the next agent's start, which needs its record).
    */
   oldestEnded(limit: number): EndedTask[] {
@@ -471,7 +492,7 @@ export class TaskRepository {
       .prepare<[number], { id: string; state: string; ended_at_ms: number }>(
         // INDEXED BY: without statistics the planner would sort every ended task by end time.
         `SELECT id, state, COALESCE(finished_at_ms, updated_at_ms) AS ended_at_ms FROM tasks INDEXED BY tasks_ended_by_finish
-         WHERE ${ENDED_STATES_SQL} AND NOT EXISTS (SELECT 1 FROM image_holders WHERE image_holders.task_id = tasks.id)
+         WHERE ${ENDED_STATES_SQL} AND group_id IS NULL AND NOT EXISTS (SELECT 1 FROM image_holders WHERE image_holders.task_id = tasks.id)
          ORDER BY finished_at_ms, seq LIMIT ?`,
       )
       .all(limit)

@@ -47,7 +47,9 @@ describe('the agent API: one error shape, no coercion, every accepted id reachab
     const created = await agent.client.submit({ id, spec: { ...spec(['sleep', '30']), collect: ['/tmp/copied'] } });
     assert.equal(created.id, id);
     // Every route with an id parameter, from the router's own table: a new one fails here until it is covered.
-    const withId = API_ROUTES.filter((route) => route.url.includes(':id')).map((route) => route.operationId).sort();
+    const withId = API_ROUTES.filter((route) => route.url.startsWith('/v1/tasks/:id')).map((route) => route.operationId).sort();
+    // The group routes take group ids (at most 60 characters): the next test covers them.
+    assert.deepEqual(API_ROUTES.filter((route) => route.url.includes(':id') && !route.url.startsWith('/v1/tasks/:id')).map((route) => route.operationId).sort(), ['getGroup', 'groupTaskLogs', 'removeGroup', 'stopGroup']);
     assert.deepEqual(withId, ['attachTask', 'copyIntoTask', 'execTask', 'execTaskSocket', 'getTask', 'killTask', 'pauseTask', 'removeTask', 'stopTask', 'taskArchive', 'taskArtifacts', 'taskLogs', 'taskStats', 'unpauseTask', 'waitTask']);
     assert.equal((await agent.client.get(id)).id, id);
     const logs = [];
@@ -90,6 +92,25 @@ describe('the agent API: one error shape, no coercion, every accepted id reachab
     const inspect = await berth(agent.dataDir, ['inspect', id], { BERTH_HOST: `unix://${agent.serving.socketPath}`, BERTH_TOKEN: agent.runtime.token });
     assert.equal(inspect.code, 1, inspect.stderr);
     assert.match(inspect.stderr, /\[BERTH_TASK_NOT_FOUND\]/);
+  });
+
+  test('the longest group id (60 characters) reaches every group route; one character more is refused naming the id', async () => {
+    const id = idOfLength(60, 'group');
+    assert.equal(id.length, 60);
+    const { group, created } = await agent.client.submitGroup({ id, spec: { name: 'longest', tasks: [{ ...spec(['sleep', '30']), name: 'only' }] } });
+    assert.equal(created, true);
+    assert.equal(group.id, id);
+    assert.equal((await agent.client.getGroup(id)).tasks[0]!.taskId, `${id}.only`);
+    const logs = [];
+    for await (const record of agent.client.groupTaskLogs(id, 'only')) logs.push(record);
+    assert.deepEqual(logs, []);
+    assert.equal((await agent.client.stopGroup(id)).stopRequested, true);
+    await agent.client.removeGroup(id, { force: true });
+    await assert.rejects(agent.client.getGroup(id), (error: unknown) => isBerthError(error, 'BERTH_GROUP_NOT_FOUND') && error.context.status === 404);
+    const tooLong = idOfLength(61, 'group');
+    for (const [method, url] of [['GET', `/v1/groups/${tooLong}`], ['GET', `/v1/groups/${tooLong}/tasks/only/logs`], ['POST', `/v1/groups/${tooLong}/stop`], ['DELETE', `/v1/groups/${tooLong}`], ['POST', `/v1/groups?id=${tooLong}`]] as const) {
+      assertBerthError(await rawRequest(unix, method, url, { headers: { ...auth, ...(method === 'POST' ? { 'content-type': 'application/json' } : {}) }, ...(method === 'POST' ? { body: '{}' } : {}) }), { status: 400, code: 'BERTH_VALIDATION', field: 'id' }, `${method} ${url}`);
+    }
   });
 
   test('an id one character too long is refused naming the id, at submit and on every route', async () => {

@@ -39,12 +39,14 @@ const skip = await requireEngine();
 describe('every command\'s --help as the binary prints it', () => {
   test('is the help of the command tree the help test walks, for every command', async () => {
     const io = { stdin: new PassThrough(), stdout: new PassThrough(), stderr: new PassThrough(), env: {}, interrupts: NO_INTERRUPTS };
-    const walk = (command: Command): Command[] => command.commands.flatMap((c) => [c, ...walk(c)]);
+    // Subcommands (berth group ps) by their whole path.
+    const walk = (command: Command, path: readonly string[] = []): Array<{ command: Command; path: string[] }> =>
+      command.commands.flatMap((c) => [{ command: c, path: [...path, c.name()] }, ...walk(c, [...path, c.name()])]);
     const commands = walk(buildProgram(io, () => undefined));
-    const results = await Promise.all(commands.map((command) => runBerth([command.name(), '--help'], cleanEnv())));
-    commands.forEach((command, index) => {
+    const results = await Promise.all(commands.map(({ path }) => runBerth([...path, '--help'], cleanEnv())));
+    commands.forEach(({ command, path }, index) => {
       assert.equal(results[index]!.code, 0, results[index]!.stderr);
-      assert.equal(results[index]!.stdout, command.helpInformation(), `berth ${command.name()} --help`);
+      assert.equal(results[index]!.stdout, command.helpInformation(), `berth ${path.join(' ')} --help`);
     });
     const detached = await runBerth(['run', '-d', '--help'], cleanEnv());
     assert.equal(detached.code, 0);

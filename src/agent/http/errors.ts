@@ -57,6 +57,8 @@ const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = Object.freeze({
   BERTH_ENGINE_VERSION: 502,
   // The infrastructure image does not run on the engine, or a group object's name is held: the agent's engine or configuration is at fault.
   BERTH_GROUP_INFRA: 502,
+  BERTH_GROUP_NOT_FOUND: 404,
+  BERTH_GROUP_EXISTS: 409,
   BERTH_ENGINE_UNAVAILABLE: 503,
   BERTH_ENGINE_TIMEOUT: 503,
   BERTH_AGENT_UNAVAILABLE: 503,

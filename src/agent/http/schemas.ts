@@ -1,4 +1,5 @@
 import { TASK_STATES } from '../../state/tasks.js';
+import { GROUP_STATES } from '../../state/groups.js';
 import { TASK_ID, TASK_ID_MAX_LENGTH } from '../../tasks/driver.js';
 import { END_KINDS } from '../../tasks/end-state.js';
 import { SPEC_BOUNDS } from '../../spec/schema.js';
@@ -208,6 +209,13 @@ export const taskViewSchema: JsonSchema = {
       },
     },
     usageMissing: { type: 'string', description: 'Why no usage was recorded for a task that ran (its cgroup was not readable, or it ended before the first reading or while the agent was down).' },
+    group: {
+      type: 'object',
+      required: ['groupId', 'taskName', 'lifecycle'],
+      additionalProperties: false,
+      description: 'The group the task belongs to (GET /v1/groups/{groupId}); absent for a task of its own.',
+      properties: { groupId: { type: 'string' }, taskName: { type: 'string' }, lifecycle: { type: 'string', enum: ['prestart', 'sidecar', 'main'] } },
+    },
     ports: {
       type: 'array',
       description: 'The host ports published for the spec\'s `ports`, as the agent allocated them at submit (a dynamic port shows the host port picked from `ports.range`), as testcontainers\' getMappedPort answers. Held until the task has ended and its container is gone; absent for a task that publishes nothing.',
@@ -234,6 +242,114 @@ export const taskViewSchema: JsonSchema = {
       },
     },
   },
+};
+
+/** How a group ended (GroupEnd): the deciding task's end kind, exit code and reason, and that task. */
+export const groupEndSchema: JsonSchema = {
+  type: 'object',
+  required: ['kind'],
+  additionalProperties: false,
+  properties: {
+    kind: { type: 'string', enum: END_KINDS },
+    exitCode: { type: 'integer' },
+    reason: { type: 'string' },
+    task: { type: 'string', description: 'The task whose end decided the group\'s; absent for a success and a requested stop.' },
+  },
+};
+
+const publishedPortSchema: JsonSchema = {
+  type: 'object',
+  required: ['container', 'protocol', 'hostIp', 'host'],
+  additionalProperties: false,
+  properties: { container: { type: 'integer' }, protocol: { type: 'string', enum: ['tcp', 'udp'] }, hostIp: { type: 'string' }, host: { type: 'integer' } },
+};
+
+/** A group as the API shows it (GroupView). */
+export const groupViewSchema: JsonSchema = {
+  type: 'object',
+  required: ['id', 'name', 'state', 'spec', 'tasks', 'ports', 'network', 'createdAt'],
+  additionalProperties: false,
+  properties: {
+    id: { type: 'string' },
+    name: { type: 'string' },
+    state: { type: 'string', enum: GROUP_STATES, description: 'pending (queued for admission as one unit), starting (its infrastructure is being made), running, stopping (a stop was asked, a prestart failed, or its sidecars are being stopped after its main tasks ended), ended.' },
+    spec: { type: 'object', additionalProperties: true, description: 'The group document as submitted, its tasks with the agent\'s defaults applied.' },
+    stopRequested: { type: 'boolean' },
+    endState: groupEndSchema,
+    tasks: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['name', 'lifecycle', 'taskId', 'state'],
+        additionalProperties: false,
+        properties: {
+          name: { type: 'string' },
+          lifecycle: { type: 'string', enum: ['prestart', 'sidecar', 'main'] },
+          taskId: { type: 'string', description: 'The task\'s id: every task route (logs, exec, stats, attach, wait) takes it.' },
+          state: { type: 'string', enum: TASK_STATES },
+          containerId: { type: 'string' },
+          endState: endStateSchema,
+          exitCode: { type: 'integer' },
+        },
+      },
+    },
+    infraContainerId: { type: 'string', description: 'The container that owns the group\'s network namespace.' },
+    ports: { type: 'array', items: publishedPortSchema, description: 'The host ports published for the group.' },
+    network: {
+      type: 'object',
+      required: ['mode'],
+      additionalProperties: false,
+      properties: { mode: { type: 'string', enum: ['bridge', 'none', 'private'] }, name: { type: 'string', description: 'The group\'s own network (mode private).' } },
+    },
+    sharedDir: { type: 'object', required: ['path', 'volume'], additionalProperties: false, properties: { path: { type: 'string' }, volume: { type: 'string' } } },
+    createdAt: isoTime,
+    startedAt: isoTime,
+    endedAt: isoTime,
+    cleanedAt: { ...isoTime, description: 'When its engine objects were removed and its share of the budget released, after its end.' },
+  },
+};
+
+export const groupEnvelopeSchema: JsonSchema = { type: 'object', required: ['group'], additionalProperties: false, properties: { group: groupViewSchema } };
+export const groupListSchema: JsonSchema = { type: 'object', required: ['groups'], additionalProperties: false, properties: { groups: { type: 'array', items: groupViewSchema } } };
+
+/** The ids groups take (a client's, or the default `<name>-<8 hex digits>`): at most 60 characters, so their tasks' ids stay valid. */
+export const GROUP_ID_PATTERN = '^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,59}$';
+
+export const groupIdParamsSchema: JsonSchema = {
+  type: 'object',
+  required: ['id'],
+  additionalProperties: false,
+  properties: { id: { type: 'string', pattern: GROUP_ID_PATTERN, maxLength: 60, description: 'A group id.' } },
+};
+
+export const groupTaskParamsSchema: JsonSchema = {
+  type: 'object',
+  required: ['id', 'name'],
+  additionalProperties: false,
+  properties: { id: { type: 'string', pattern: GROUP_ID_PATTERN, maxLength: 60, description: 'A group id.' }, name: { type: 'string', pattern: '^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$', maxLength: 64, description: 'A task\'s name in the group.' } },
+};
+
+/** `POST /v1/groups`: the id is optional. */
+export const groupSubmitQuerySchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { id: { type: 'string', pattern: GROUP_ID_PATTERN, description: 'The group\'s id; default `<name>-<8 random hex digits>`. Submitting the same id with the same document again returns the group (200).' } },
+};
+
+/** `GET /v1/groups`. */
+export const groupListQuerySchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    state: { type: 'array', items: { type: 'string', pattern: `^(${GROUP_STATES.join('|')})(,(${GROUP_STATES.join('|')}))*$` }, description: 'Groups in any of these states; repeat it or separate states with commas.' },
+  },
+};
+
+/** `DELETE /v1/groups/:id`. */
+export const groupRemoveQuerySchema: JsonSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { force: { type: 'boolean', default: false, description: 'Stop a group that has not ended first (as `docker rm -f`), then remove it.' } },
 };
 
 /** `POST /v1/tasks/:id/kill`. */
@@ -443,10 +559,10 @@ export const agentEventSchema: JsonSchema = {
   additionalProperties: true,
   properties: {
     id: { type: 'integer', minimum: 1, description: 'Increasing, never reused; absent only for an event the agent could not log (a full disk).' },
-    type: { type: 'string', enum: ['task.state', 'task.restart', 'task.health', 'image.pull', 'image.removed', 'container.reconciled', 'network.reconciled', 'volume.reconciled', 'prune', 'task.expired'] },
+    type: { type: 'string', enum: ['task.state', 'task.restart', 'task.health', 'image.pull', 'image.removed', 'container.reconciled', 'network.reconciled', 'volume.reconciled', 'prune', 'task.expired', 'group.state', 'group.removed'] },
     at: isoTime,
     taskId: { type: 'string' },
-    state: { type: 'string', enum: TASK_STATES },
+    state: { type: 'string', enum: [...new Set<string>([...TASK_STATES, ...GROUP_STATES])], description: 'task.state: the task\'s state; group.state: the group\'s.' },
     endState: endStateSchema,
     phase: { type: 'string', enum: ['started', 'shared', 'finished', 'failed'] },
     image: { type: 'string' },
@@ -459,7 +575,7 @@ export const agentEventSchema: JsonSchema = {
     },
     ownerId: { type: 'string', description: 'container.reconciled (an orphan), network.reconciled, volume.reconciled: the owner id the object carried.' },
     ownerPid: { type: 'integer', description: 'container.reconciled (an orphan): the pid of its owner process, which is gone.' },
-    groupId: { type: 'string', description: 'container.reconciled (a group\'s container), network.reconciled, volume.reconciled: the group.' },
+    groupId: { type: 'string', description: 'group.state, group.removed: the group; container.reconciled (a group\'s container), network.reconciled, volume.reconciled: the group the object belonged to.' },
     role: { type: 'string', enum: ['infra'], description: 'container.reconciled: `infra` for a group\'s infrastructure container.' },
     networkId: { type: 'string', description: 'network.reconciled: the network\'s id.' },
     network: { type: 'string', description: 'network.reconciled: the network\'s name.' },
@@ -874,6 +990,79 @@ export const API_ROUTES: readonly ApiRoute[] = [
       503: errors.unavailable,
     },
     stream: { status: 200, contentType: 'application/x-tar', description: 'A tar archive.' },
+  },
+  {
+    method: 'POST',
+    url: '/v1/groups',
+    operationId: 'submitGroup',
+    summary:
+      'Submit a task group: the body is the group document (as `berth group run -f` reads it: `name`, `tasks` each a task spec with `name` and `lifecycle`, `network`, `sharedDir`), validated as tasks are (issues name fields such as `tasks[1].resources.memory`; nothing is recorded on bad input). The group is admitted as one unit (its tasks\' summed resources), then its infrastructure container, shared volume and network are made and its tasks started by their lifecycle (prestart, then main and sidecar). Its tasks are tasks with ids `<group id>.<task name>`.',
+    querystring: groupSubmitQuerySchema,
+    body: { type: 'object', description: 'A group document.' },
+    responses: {
+      200: { description: 'A group with this id and the same document exists: it is returned as it is now.', schema: groupEnvelopeSchema },
+      201: { description: 'The group as recorded.', schema: groupEnvelopeSchema },
+      400: errors.badRequest,
+      401: errors.unauthorized,
+      409: { description: 'A group with this id and another document exists (BERTH_GROUP_EXISTS), or a task id of the group is taken (BERTH_TASK_EXISTS).', schema: errorBodySchema },
+      503: errors.unavailable,
+    },
+  },
+  {
+    method: 'GET',
+    url: '/v1/groups',
+    operationId: 'listGroups',
+    summary: 'List groups in submission order, with their states, tasks and published ports.',
+    querystring: groupListQuerySchema,
+    responses: { 200: { description: 'The groups.', schema: groupListSchema }, 400: errors.badRequest, 401: errors.unauthorized },
+  },
+  {
+    method: 'GET',
+    url: '/v1/groups/:id',
+    operationId: 'getGroup',
+    summary: 'One group: its state and end, its tasks (ids, states, ends), its infrastructure container, published ports, network and shared directory.',
+    params: groupIdParamsSchema,
+    responses: { 200: { description: 'The group.', schema: groupEnvelopeSchema }, 400: errors.badRequest, 401: errors.unauthorized, 404: { description: 'No group with that id (BERTH_GROUP_NOT_FOUND).', schema: errorBodySchema } },
+  },
+  {
+    method: 'POST',
+    url: '/v1/groups/:id/stop',
+    operationId: 'stopGroup',
+    summary: 'Stop a group: a pending one ends as cancelled without running; a running one has its tasks stopped (each with its grace period) and ends cancelled, unless it ended otherwise first. The answer does not wait for the end (GET the group, or follow `group.state` events).',
+    params: groupIdParamsSchema,
+    responses: {
+      200: { description: 'The group after the stop was asked.', schema: groupEnvelopeSchema },
+      400: errors.badRequest,
+      401: errors.unauthorized,
+      404: { description: 'No group with that id (BERTH_GROUP_NOT_FOUND).', schema: errorBodySchema },
+      503: errors.unavailable,
+    },
+  },
+  {
+    method: 'DELETE',
+    url: '/v1/groups/:id',
+    operationId: 'removeGroup',
+    summary: 'Remove an ended group, with its tasks\' records and output (`force=true`: stop it first and wait for its end). Answers once its engine objects are removed too.',
+    params: groupIdParamsSchema,
+    querystring: groupRemoveQuerySchema,
+    responses: {
+      204: { description: 'Removed.' },
+      400: errors.badRequest,
+      401: errors.unauthorized,
+      404: { description: 'No group with that id (BERTH_GROUP_NOT_FOUND).', schema: errorBodySchema },
+      409: { description: 'The group has not ended: stop it first, or force (BERTH_TASK_STATE).', schema: errorBodySchema },
+      503: errors.unavailable,
+    },
+  },
+  {
+    method: 'GET',
+    url: '/v1/groups/:id/tasks/:name/logs',
+    operationId: 'groupTaskLogs',
+    summary: 'The output of a group\'s task, by its name in the group: the same as `GET /v1/tasks/{id}/logs` with the task\'s id (`<group id>.<name>`), with the same options.',
+    params: groupTaskParamsSchema,
+    querystring: logsQuerySchema,
+    responses: { 400: errors.badRequest, 401: errors.unauthorized, 404: { description: 'No group with that id (BERTH_GROUP_NOT_FOUND), or no task of that name in it (BERTH_TASK_NOT_FOUND).', schema: errorBodySchema } },
+    stream: { status: 200, contentType: 'application/x-ndjson', description: 'One LogRecord per line, oldest first.', itemSchema: logRecordSchema },
   },
   {
     method: 'GET',

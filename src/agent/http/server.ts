@@ -17,11 +17,13 @@ import { answerClientError, requestError, toErrorResponse, type ErrorBody, type 
 import { typedQuery } from './query.js';
 import { API_ROUTES, MAX_PARAM_LENGTH, type ApiRoute } from './schemas.js';
 import { agentEventStream, eventResume, ndjsonStream } from './streams.js';
-import { toImageView, toPruneView, toTaskView, toUtcLogTimestamp, type HealthView } from './views.js';
+import { toGroupView, toImageView, toPruneView, toTaskView, toUtcLogTimestamp, type HealthView, type GroupView } from './views.js';
 import type { LogRecord } from '../task-logs.js';
 import { lastRecords, msUntil, selectRecords } from '../log-window.js';
 import { AgentMetrics, type MetricsSources } from '../metrics.js';
 import { buildOpenApiDocument } from './openapi.js';
+import type { GroupCoordinator } from '../groups.js';
+import type { GroupState } from '../../state/groups.js';
 import type { Engine } from '../../engine/engine.js';
 import { runningContainerOf, taskStatsRecords } from '../task-stats.js';
 import { registerExecRoutes, type ExecEngine } from './exec-route.js';
@@ -49,6 +51,10 @@ export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | '
   readonly events: MetricsSources['events'] & Pick<AgentEvents, 'replayStart' | 'replayPage'>;
   readonly images: MetricsSources['images'];
   imageSnapshot(): Pick<ImageCoordinatorSnapshot, 'images'>;
+  /** Task groups (`/v1/groups`); without them, the group routes answer 503. */
+  readonly groups?: Pick<GroupCoordinator, 'submit' | 'list' | 'get' | 'stop' | 'remove'>;
+  /** The agent's id: the owner part of its groups' network and volume names (the group view). */
+  readonly agentId?: string;
 }
 
 /** The longest a wait (`GET /v1/tasks/:id/wait`) holds its request before answering `ended: false`. */
@@ -192,6 +198,52 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     return reply.send(stream);
   };
 
+  /** A task's output as `GET /v1/tasks/:id/logs` serves it (the group task route too). */
+  const serveTaskLogs = async (id: string, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+      const query = request.query as { follow: boolean; since?: string; until?: string; tail?: number; stream?: LogRecord['stream'] };
+      let since = query.since === undefined ? undefined : toUtcLogTimestamp(query.since);
+      const until = query.until === undefined ? undefined : toUtcLogTimestamp(query.until, 'until');
+      const window = { until, stream: query.stream };
+      // Aborts a follow waiting on new output when the client goes away or the server closes.
+      const abort = new AbortController();
+      // A follow ends at `until` (docker's): one whose `until` has passed is a plain read.
+      const untilMs = until === undefined ? undefined : msUntil(until, Date.now());
+      const follow = query.follow && (untilMs === undefined || untilMs > 0);
+      // `tail`: the last N of the stored output, then (with follow) what comes after the latest stored line.
+      let head: LogRecord[] = [];
+      if (query.tail !== undefined) {
+        const last = await lastRecords(runtime.logs.read(id, { since }), query.tail, window);
+        head = last.records;
+        if (last.latest !== undefined) since = last.latest;
+      }
+      const rest =
+        query.tail !== undefined && !follow
+          ? undefined
+          : follow
+            ? runtime.logs.follow(id, { since, signal: abort.signal, isEnded: () => runtime.supervisor.isEnded(id) })
+            : runtime.logs.read(id, { since });
+      const records = (async function* (): AsyncGenerator<LogRecord> {
+        yield* head;
+        if (rest) yield* selectRecords(rest, window);
+      })();
+      const timer = follow && untilMs !== undefined ? setTimeout(() => abort.abort(), untilMs) : undefined;
+      timer?.unref();
+      reply.type('application/x-ndjson').header('cache-control', 'no-store');
+      return sendStream(reply, ndjsonStream(records), () => {
+        if (timer) clearTimeout(timer);
+        abort.abort();
+      });
+      };
+
+  const requireGroups = (): NonNullable<ServerRuntime['groups']> => {
+    if (!runtime.groups) throw new BerthError('BERTH_AGENT_UNAVAILABLE', 'this agent does not run task groups');
+    return runtime.groups;
+  };
+  const groupView = (groupId: string): GroupView => {
+    const { group, tasks } = requireGroups().get(groupId);
+    return toGroupView(group, tasks, runtime.agentId ?? '');
+  };
+
   const handlers: Record<string, Handler> = {
     async submitTask(request, reply) {
       const body = request.body as { id?: string; spec: Record<string, unknown> };
@@ -274,39 +326,43 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
 
     async taskLogs(request, reply) {
       const { id } = visibleTask((request.params as { id: string }).id);
-      const query = request.query as { follow: boolean; since?: string; until?: string; tail?: number; stream?: LogRecord['stream'] };
-      let since = query.since === undefined ? undefined : toUtcLogTimestamp(query.since);
-      const until = query.until === undefined ? undefined : toUtcLogTimestamp(query.until, 'until');
-      const window = { until, stream: query.stream };
-      // Aborts a follow waiting on new output when the client goes away or the server closes.
-      const abort = new AbortController();
-      // A follow ends at `until` (docker's): one whose `until` has passed is a plain read.
-      const untilMs = until === undefined ? undefined : msUntil(until, Date.now());
-      const follow = query.follow && (untilMs === undefined || untilMs > 0);
-      // `tail`: the last N of the stored output, then (with follow) what comes after the latest stored line.
-      let head: LogRecord[] = [];
-      if (query.tail !== undefined) {
-        const last = await lastRecords(runtime.logs.read(id, { since }), query.tail, window);
-        head = last.records;
-        if (last.latest !== undefined) since = last.latest;
-      }
-      const rest =
-        query.tail !== undefined && !follow
-          ? undefined
-          : follow
-            ? runtime.logs.follow(id, { since, signal: abort.signal, isEnded: () => runtime.supervisor.isEnded(id) })
-            : runtime.logs.read(id, { since });
-      const records = (async function* (): AsyncGenerator<LogRecord> {
-        yield* head;
-        if (rest) yield* selectRecords(rest, window);
-      })();
-      const timer = follow && untilMs !== undefined ? setTimeout(() => abort.abort(), untilMs) : undefined;
-      timer?.unref();
-      reply.type('application/x-ndjson').header('cache-control', 'no-store');
-      return sendStream(reply, ndjsonStream(records), () => {
-        if (timer) clearTimeout(timer);
-        abort.abort();
-      });
+      return serveTaskLogs(id, request, reply);
+    },
+
+    async submitGroup(request, reply) {
+      const { id } = request.query as { id?: string };
+      const result = requireGroups().submit({ ...(id !== undefined ? { id } : {}), spec: request.body });
+      return reply.code(result.created ? 201 : 200).send({ group: groupView(result.group.id) });
+    },
+
+    async listGroups(request) {
+      const query = request.query as { state?: string[] };
+      const states = query.state?.flatMap((s) => s.split(',')) as GroupState[] | undefined;
+      return { groups: requireGroups().list(states ? { state: states } : {}).map(({ group, tasks }) => toGroupView(group, tasks, runtime.agentId ?? '')) };
+    },
+
+    async getGroup(request) {
+      return { group: groupView((request.params as { id: string }).id) };
+    },
+
+    async stopGroup(request) {
+      const { id } = request.params as { id: string };
+      requireGroups().stop(id);
+      return { group: groupView(id) };
+    },
+
+    async removeGroup(request, reply) {
+      const { id } = request.params as { id: string };
+      const { force } = request.query as { force?: boolean };
+      await requireGroups().remove(id, { force: force ?? false });
+      return reply.code(204).send();
+    },
+
+    async groupTaskLogs(request, reply) {
+      const { id, name } = request.params as { id: string; name: string };
+      const task = requireGroups().get(id).tasks.find((t) => t.group?.taskName === name);
+      if (!task) throw new BerthError('BERTH_TASK_NOT_FOUND', `group ${id} has no task ${name}`, { context: { groupId: id, taskName: name } });
+      return serveTaskLogs(task.id, request, reply);
     },
 
     async taskStats(request, reply) {

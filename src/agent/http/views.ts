@@ -4,6 +4,11 @@ import { ValidationError } from '../../common/errors.js';
 import type { ImageSnapshot } from '../../images/index.js';
 import type { StoredEndState, StoredTaskSpec, TaskAttempt, TaskRecord, TaskState, TaskUsage } from '../../state/tasks.js';
 import type { ArtifactsRecord } from '../../tasks/files-out.js';
+import type { PublishedPort } from '../../engine/types.js';
+import type { GroupRecord, GroupState } from '../../state/groups.js';
+import type { GroupEnd } from '../../groups/lifecycle.js';
+import { groupObjectNames } from '../../groups/infra-plan.js';
+import { DEFAULT_SHARED_DIR, type ResolvedGroupSpec } from '../../spec/group.js';
 
 /**
  * What the API shows and the client returns (the view types), and the functions that turn the
@@ -43,6 +48,8 @@ export interface TaskView {
   usageMissing?: string;
   /** What was kept of its spec's `collect` paths at its end (GET /v1/tasks/:id/artifacts); absent before, and for a task that collects nothing. */
   artifacts?: ArtifactsRecord;
+  /** The group the task belongs to (GET /v1/groups/{groupId}); absent for a task of its own. */
+  group?: { groupId: string; taskName: string; lifecycle: 'prestart' | 'sidecar' | 'main' };
   /**
    * The host ports published for its spec's `ports`, as the agent allocated them at submit (a
    * dynamic port shows the port picked); held until it has ended and its container is gone. Absent
@@ -139,6 +146,7 @@ export function toTaskView(record: TaskRecord, nowMs: number = Date.now()): Task
   if (record.usage !== undefined) view.usage = { ...record.usage };
   if (record.usageMissing !== undefined) view.usageMissing = record.usageMissing;
   if (record.artifacts !== undefined) view.artifacts = structuredClone(record.artifacts) as ArtifactsRecord;
+  if (record.group !== undefined) view.group = { ...record.group };
   const ports = portViews(record.spec);
   if (ports.length > 0) view.ports = ports;
   const networks = (record.spec as { networks?: unknown }).networks;
@@ -269,4 +277,74 @@ export interface PruneView {
   cancelled: boolean;
   filters: string[];
   reclaimedBytes: number;
+}
+
+/** A group's task as the group view lists it (the task itself: GET /v1/tasks/{taskId}). */
+export interface GroupTaskView {
+  name: string;
+  lifecycle: 'prestart' | 'sidecar' | 'main';
+  taskId: string;
+  state: TaskState;
+  containerId?: string;
+  endState?: StoredEndState;
+  exitCode?: number;
+}
+
+/** A group as the API shows it. */
+export interface GroupView {
+  id: string;
+  name: string;
+  state: GroupState;
+  /** The group document as submitted (its tasks with the agent's defaults). */
+  spec: Readonly<Record<string, unknown>>;
+  /** Present (true) once a stop was asked. */
+  stopRequested?: boolean;
+  /** How it ended, and the task that decided it; once `ended`. */
+  endState?: GroupEnd;
+  tasks: GroupTaskView[];
+  /** The container that owns the group's network namespace, once made. */
+  infraContainerId?: string;
+  /** The host ports published for the group (on its infrastructure container), as testcontainers' getMappedPort gives them. */
+  ports: PublishedPort[];
+  network: { mode: 'bridge' | 'none' | 'private'; name?: string };
+  /** The group-shared directory: where it is mounted in every task, and its volume. */
+  sharedDir?: { path: string; volume: string };
+  createdAt: string;
+  startedAt?: string;
+  endedAt?: string;
+  /** When its engine objects were removed and its share released, after its end. */
+  cleanedAt?: string;
+}
+
+export function toGroupView(group: GroupRecord, tasks: readonly TaskRecord[], ownerId: string): GroupView {
+  const spec = group.spec as { network?: { mode?: 'bridge' | 'none' | 'private' }; sharedDir?: string | false };
+  const mode = spec.network?.mode ?? 'bridge';
+  const sharedPath = spec.sharedDir === false ? undefined : (spec.sharedDir ?? DEFAULT_SHARED_DIR);
+  const names = groupObjectNames({ network: { mode }, ...(sharedPath === undefined ? {} : { sharedDir: sharedPath }) } as Pick<ResolvedGroupSpec, 'network' | 'sharedDir'>, { groupId: group.id, ownerId });
+  const view: GroupView = {
+    id: group.id,
+    name: group.name,
+    state: group.state,
+    spec: group.spec,
+    tasks: tasks.map((task) => ({
+      name: task.group?.taskName ?? task.id,
+      lifecycle: task.group?.lifecycle ?? 'main',
+      taskId: task.id,
+      state: task.state,
+      ...(task.containerId !== undefined ? { containerId: task.containerId } : {}),
+      ...(task.endState !== undefined ? { endState: task.endState } : {}),
+      ...(task.exitCode !== undefined ? { exitCode: task.exitCode } : {}),
+    })),
+    ports: [...(group.ports ?? [])],
+    network: { mode, ...(names.network !== undefined ? { name: names.network } : {}) },
+    createdAt: iso(group.createdAtMs)!,
+  };
+  if (group.stopRequested) view.stopRequested = true;
+  if (group.endState !== undefined) view.endState = group.endState;
+  if (group.infraContainerId !== undefined) view.infraContainerId = group.infraContainerId;
+  if (sharedPath !== undefined && names.volume !== undefined) view.sharedDir = { path: sharedPath, volume: names.volume };
+  if (group.startedAtMs !== undefined) view.startedAt = iso(group.startedAtMs);
+  if (group.endedAtMs !== undefined) view.endedAt = iso(group.endedAtMs);
+  if (group.cleanedAtMs !== undefined) view.cleanedAt = iso(group.cleanedAtMs);
+  return view;
 }

@@ -223,6 +223,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       BERTH_RETENTION_MAX_COUNT: '500',
       BERTH_RETENTION_DISK_WATERMARK: '80%',
       BERTH_RETENTION_INTERVAL: '30s',
+      BERTH_GROUPS_INFRA_IMAGE: 'registry.example.com/pause:3.9',
     };
     // BERTH_ENGINE_HOST is the alternative to BERTH_ENGINE_SOCKET, covered below.
     assert.deepEqual(Object.values(CONFIG_ENV_VARS).filter((v) => v !== 'BERTH_ENGINE_HOST').sort(), Object.keys(env).sort(), 'the test covers every variable');
@@ -266,6 +267,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       reconcile: { enabled: false, periodMs: 600_000, creationGraceMs: 60_000, orphanGraceMs: 90_000, dryRun: true },
       prune: { scheduleMs: 43_200_000, imageBudgetBytes: 5 * GiB, exemptImages: ['a:1', 'b:2'] },
       retention: { maxAgeMs: 2 * 86_400_000, maxCount: 500, diskWatermark: 0.8, intervalMs: 30_000 },
+      groups: { infraImage: 'registry.example.com/pause:3.9' },
       ports: { range: { from: 30_000, to: 30_099 }, hostIp: '0.0.0.0' },
     });
   });

@@ -53,6 +53,7 @@ describe('openStore: schema and pragmas', () => {
       { version: 9, name: 'sealed task secrets' },
       { version: 10, name: 'task artifacts' },
       { version: 11, name: 'published host ports' },
+      { version: 12, name: 'task groups' },
     ]);
   });
 

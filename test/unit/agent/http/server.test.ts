@@ -621,7 +621,7 @@ describe('OpenAPI', () => {
   test('the document lists every route with the schemas the server validates with', () => {
     const document = buildOpenApiDocument({ version: '1.2.3' }) as { paths: Record<string, Record<string, { requestBody?: unknown; security?: unknown[]; parameters?: Array<{ name: string }> }>>; components: { schemas: Record<string, { properties?: Record<string, unknown> }> } };
     for (const route of API_ROUTES) {
-      const operation = document.paths[route.url.replace(':id', '{id}')]?.[route.method.toLowerCase()];
+      const operation = document.paths[route.url.replace(/:([A-Za-z0-9_]+)/g, '{$1}')]?.[route.method.toLowerCase()];
       assert.ok(operation, `${route.method} ${route.url}`);
     }
     assert.deepEqual(document.paths['/healthz']!.get!.security, []);
