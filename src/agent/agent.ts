@@ -306,7 +306,9 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
       .finally(() => (healthPing = undefined)));
 
   const closing = new AbortController();
-  const garbage = new AgentGarbage({ engine, store, images, events, logger, agentId, config: initial, current: () => config.current() });
+  // A group's infrastructure container, network and volume are live until its cleanup has removed them.
+  const liveGroupIds = (): string[] => store.groups.listUnfinished().map((group) => group.id);
+  const garbage = new AgentGarbage({ engine, store, images, events, logger, agentId, config: initial, current: () => config.current(), liveGroupIds });
   const diskUsage = hooks.diskUsage ?? readDiskUsage;
   const retention = new TaskRetention({
     store,

@@ -18,6 +18,7 @@ import { LABELS, ROLES } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
 import type { Engine } from '../engine/engine.js';
 import type { PublishedPort } from '../engine/types.js';
+import { phasedDemand } from '../groups/demand.js';
 import { BUILTIN_INFRA_IMAGE, ensureBuiltinInfraImage } from '../groups/infra-image.js';
 import { groupObjectNames, membershipOf, type GroupIdentity } from '../groups/infra-plan.js';
 import { planGroup, type GroupEnd, type MemberPhase, type MemberStatus } from '../groups/lifecycle.js';
@@ -84,17 +85,6 @@ export function membersOf(tasks: readonly TaskRecord[]): MemberStatus[] {
   }));
 }
 
-/**
- * What a group draws from the budget as one unit: the sum of its tasks' demands (a prestart's
- * share is held until the group ends too: simple, and never more than the group may use at once
- * plus its prestarts). The library's groupDemand (src/groups) sums the same way.
- */
-export function sumDemand(demands: readonly ResourceDemand[]): ResourceDemand {
-  return Object.freeze({
-    memoryBytes: demands.reduce((sum, d) => sum + d.memoryBytes, 0),
-    cpuMilli: demands.reduce((sum, d) => sum + d.cpuMilli, 0),
-  });
-}
 
 /** The group's state while it runs, from the planner's step: stopping once anything is being stopped or skipped, or a stop was asked. */
 export function runningStateOf(current: GroupState, step: { stop: readonly string[]; skip: readonly string[] }, stopRequested: boolean): GroupState {
@@ -217,7 +207,8 @@ export class GroupCoordinator {
         for (const issue of error.issues) issues.push({ field: `tasks[${i}].${issue.field}`, rule: issue.rule });
       }
     });
-    const demand = sumDemand(prepared.map((p) => p.reservation));
+    // The prestarts run to completion before the rest start: the group's peak is the larger phase (src/groups/demand.ts).
+    const demand = phasedDemand(resolved.tasks.map((task, i) => ({ lifecycle: task.lifecycle, demand: prepared[i]!.reservation })));
     if (issues.length === 0) {
       try {
         this.#deps.admission.check(demand);
@@ -293,7 +284,7 @@ export class GroupCoordinator {
   /** Stops a group: a pending one ends as cancelled without running; a running one has its tasks stopped and ends cancelled (unless it ended otherwise first). */
   stop(groupId: string): GroupRecord {
     const group = this.#require(groupId);
-    if (group.state === 'ended' || group.stopRequested) return group;
+    if (group.state === 'exited' || group.stopRequested) return group;
     const record = this.#deps.store.groups.update(groupId, { stopRequested: true });
     // A queued group leaves the queue now; its step records its end.
     if (record.state === 'pending') this.#deps.supervisor.leaveAdmission(groupEntryId(groupId));
@@ -308,7 +299,7 @@ export class GroupCoordinator {
    */
   async remove(groupId: string, options: { force?: boolean; reason?: ExpiryReason } = {}): Promise<void> {
     const group = this.#require(groupId);
-    if (group.state !== 'ended') {
+    if (group.state !== 'exited') {
       if (!options.force) throw new BerthError('BERTH_TASK_STATE', `group ${groupId} is ${group.state}; stop it before removing it (or force the removal)`, { context: { groupId, state: group.state } });
       this.stop(groupId);
     }
@@ -316,7 +307,7 @@ export class GroupCoordinator {
     const taskIds = this.#tasksOf(groupId).map((t) => t.id);
     await this.#deps.supervisor.forget(taskIds);
     if (!this.#deps.store.groups.delete(groupId)) {
-      throw new BerthError('BERTH_TASK_STATE', `group ${groupId} still has a task whose container is being removed; try again shortly`, { retryable: true, context: { groupId, state: 'ended' } });
+      throw new BerthError('BERTH_TASK_STATE', `group ${groupId} still has a task whose container is being removed; try again shortly`, { retryable: true, context: { groupId, state: 'exited' } });
     }
     this.#deps.events.emit({ type: 'group.removed', groupId, ...(options.reason ? { reason: options.reason } : {}) });
   }
@@ -325,7 +316,7 @@ export class GroupCoordinator {
   async #waitCleaned(groupId: string): Promise<void> {
     for (let waitMs = 50; ; waitMs = Math.min(waitMs * 2, 1000)) {
       const group = this.#require(groupId);
-      if (group.state === 'ended' && group.cleanedAtMs !== undefined) return;
+      if (group.state === 'exited' && group.cleanedAtMs !== undefined) return;
       if (this.#closing.signal.aborted) throw new BerthError('BERTH_AGENT_UNAVAILABLE', 'the agent is shutting down');
       this.#kick(groupId);
       await delay(waitMs, undefined, { signal: this.#closing.signal }).catch(() => undefined);
@@ -389,7 +380,7 @@ export class GroupCoordinator {
 
   #refused(groupId: string, error: ValidationError): void {
     const group = this.#deps.store.groups.get(groupId);
-    if (group === undefined || group.state === 'ended') return;
+    if (group === undefined || group.state === 'exited') return;
     void this.#track(this.#endUnstarted(group, { kind: 'failed', exitCode: 125, reason: `${error.code}: ${error.message}` }));
   }
 
@@ -456,7 +447,7 @@ export class GroupCoordinator {
       case 'stopping':
         await this.#drive(group);
         return;
-      case 'ended':
+      case 'exited':
         if (group.cleanedAtMs === undefined) await this.#cleanup(group);
         return;
     }
@@ -467,7 +458,7 @@ export class GroupCoordinator {
     for (const task of this.#tasksOf(group.id)) {
       if (task.state === 'pending') await this.#deps.supervisor.stop(task.id).catch(() => undefined);
     }
-    const ended = group.state === 'ended' ? group : this.#move(group.id, { state: 'ended', endState: end });
+    const ended = group.state === 'exited' ? group : this.#move(group.id, { state: 'exited', endState: end });
     await this.#cleanup(ended);
   }
 
@@ -538,7 +529,7 @@ export class GroupCoordinator {
       });
     }
     if (step.end !== undefined) {
-      const ended = this.#move(group.id, { state: 'ended', endState: step.end });
+      const ended = this.#move(group.id, { state: 'exited', endState: step.end });
       await this.#cleanup(ended);
     }
   }

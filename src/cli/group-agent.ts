@@ -65,7 +65,7 @@ async function eachGroup(io: CliIo, flags: AgentFlags, ids: readonly string[], o
 async function waitEnded(client: AgentClient, id: string): Promise<GroupView> {
   for (let waitMs = 100; ; waitMs = Math.min(waitMs * 2, 1000)) {
     const group = await client.getGroup(id);
-    if (group.state === 'ended') return group;
+    if (group.state === 'exited') return group;
     await new Promise((resolve) => setTimeout(resolve, waitMs));
   }
 }

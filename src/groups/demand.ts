@@ -10,7 +10,7 @@
  * more than either phase uses (memory from one phase, CPU from the other), never less. The
  * infrastructure container (a sleeping 129-byte program under a 16 MiB limit) is not counted.
  */
-import type { ResolvedGroupSpec } from '../spec/group.js';
+import type { Lifecycle, ResolvedGroupSpec } from '../spec/group.js';
 
 /** Memory and CPU, as the agent's admission counts them. */
 export interface GroupDemand {
@@ -18,22 +18,26 @@ export interface GroupDemand {
   readonly cpuMilli: number;
 }
 
+/** The larger phase's sum per resource, of tasks each with its lifecycle and its own demand. */
+export function phasedDemand(tasks: ReadonlyArray<{ readonly lifecycle: Lifecycle; readonly demand: GroupDemand }>): GroupDemand {
+  const sum = (prestart: boolean): GroupDemand =>
+    tasks
+      .filter((task) => (task.lifecycle === 'prestart') === prestart)
+      .reduce((total, task) => ({ memoryBytes: total.memoryBytes + task.demand.memoryBytes, cpuMilli: total.cpuMilli + task.demand.cpuMilli }), { memoryBytes: 0, cpuMilli: 0 });
+  const prestart = sum(true);
+  const running = sum(false);
+  return Object.freeze({ memoryBytes: Math.max(prestart.memoryBytes, running.memoryBytes), cpuMilli: Math.max(prestart.cpuMilli, running.cpuMilli) });
+}
+
 /**
  * The group's demand: each task's own limits (or `defaults` where it sets none, which the owner
  * must then give the task as limits), summed per phase, the larger phase per resource.
  */
 export function groupDemand(spec: Pick<ResolvedGroupSpec, 'tasks'>, defaults: GroupDemand): GroupDemand {
-  const sum = (phase: 'prestart' | 'running'): GroupDemand => {
-    let memoryBytes = 0;
-    let cpuMilli = 0;
-    for (const task of spec.tasks) {
-      if ((task.lifecycle === 'prestart') !== (phase === 'prestart')) continue;
-      memoryBytes += task.spec.resources.memoryBytes ?? defaults.memoryBytes;
-      cpuMilli += task.spec.resources.cpuMilli ?? defaults.cpuMilli;
-    }
-    return { memoryBytes, cpuMilli };
-  };
-  const prestart = sum('prestart');
-  const running = sum('running');
-  return Object.freeze({ memoryBytes: Math.max(prestart.memoryBytes, running.memoryBytes), cpuMilli: Math.max(prestart.cpuMilli, running.cpuMilli) });
+  return phasedDemand(
+    spec.tasks.map((task) => ({
+      lifecycle: task.lifecycle,
+      demand: { memoryBytes: task.spec.resources.memoryBytes ?? defaults.memoryBytes, cpuMilli: task.spec.resources.cpuMilli ?? defaults.cpuMilli },
+    })),
+  );
 }

@@ -10,9 +10,9 @@ import { ENDED_STATES_SQL, type Reservation, type StoredTaskSpec, type TaskGroup
  * A group's own states (agent/groups.ts): `pending` (waiting for admission, as one unit),
  * `starting` (its infrastructure is being made), `running` (its tasks are driven by the lifecycle
  * planner), `stopping` (a stop was asked, a prestart failed, or its main tasks ended and its
- * sidecars are being stopped), `ended` (every task ended; its end state is recorded). Only forward.
+ * sidecars are being stopped), `exited` (every task ended; its end state is recorded: the word tasks use). Only forward.
  */
-export const GROUP_STATES = ['pending', 'starting', 'running', 'stopping', 'ended'] as const;
+export const GROUP_STATES = ['pending', 'starting', 'running', 'stopping', 'exited'] as const;
 export type GroupState = (typeof GROUP_STATES)[number];
 
 /** The states a group may still move from: a live group holds its share and its engine objects. */
@@ -27,7 +27,7 @@ export interface GroupRecord {
   /** The group document as submitted (its tasks with the agent's defaults applied, secrets redacted). */
   readonly spec: Readonly<Record<string, unknown>>;
   readonly state: GroupState;
-  /** Set once the state is `ended`. */
+  /** Set once the state is `exited`. */
   readonly endState?: GroupEnd;
   /** The share of the admission budget the group draws, as one unit (the sum of its tasks'). */
   readonly reservation?: Reservation;
@@ -114,11 +114,11 @@ function toGroupRecord(row: GroupRow): GroupRecord {
   return Object.freeze(record);
 }
 
-const RANK: Readonly<Record<GroupState, number>> = { pending: 0, starting: 1, running: 2, stopping: 3, ended: 4 };
+const RANK: Readonly<Record<GroupState, number>> = { pending: 0, starting: 1, running: 2, stopping: 3, exited: 4 };
 
-/** Whether a group may move from `from` to `to`: forward only (a state may be skipped), and `ended` is final. */
+/** Whether a group may move from `from` to `to`: forward only (a state may be skipped), and `exited` is final. */
 export function isLegalGroupMove(from: GroupState, to: GroupState): boolean {
-  return from === to ? from !== 'ended' : RANK[to] > RANK[from];
+  return from === to ? from !== 'exited' : RANK[to] > RANK[from];
 }
 
 /**
@@ -194,12 +194,12 @@ export class GroupRepository {
 
   /** Groups whose work is not over: live ones, and ended ones whose engine objects are still to be removed (recovery resumes them). */
   listUnfinished(): GroupRecord[] {
-    return this.#db.prepare<[], GroupRow>(`SELECT * FROM groups WHERE state != 'ended' OR cleaned_at_ms IS NULL ORDER BY seq ASC`).all().map(toGroupRecord);
+    return this.#db.prepare<[], GroupRow>(`SELECT * FROM groups WHERE state != 'exited' OR cleaned_at_ms IS NULL ORDER BY seq ASC`).all().map(toGroupRecord);
   }
 
   /**
    * Changes a group's record in one transaction; a move that is not forward (see isLegalGroupMove)
-   * is refused with BERTH_TASK_STATE. Moving to `running` stamps its start, to `ended` its end.
+   * is refused with BERTH_TASK_STATE. Moving to `running` stamps its start, to `exited` its end.
    */
   update(groupId: string, change: GroupUpdate): GroupRecord {
     const run = this.#db.transaction((): { from: GroupState; record: GroupRecord } => {
@@ -216,7 +216,7 @@ export class GroupRepository {
         set.push('state = ?');
         params.push(change.state);
         if (change.state === 'running') set.push(`started_at_ms = COALESCE(started_at_ms, ${now})`);
-        if (change.state === 'ended') set.push(`ended_at_ms = ${now}`);
+        if (change.state === 'exited') set.push(`ended_at_ms = ${now}`);
       }
       if (change.endState !== undefined) {
         set.push('end_state = ?');
@@ -246,14 +246,14 @@ export class GroupRepository {
   /** Ended groups whose engine objects are removed, ended first: retention's candidates. */
   oldestEnded(limit: number): Array<{ id: string; endedAtMs: number }> {
     return this.#db
-      .prepare<[number], { id: string; ended_at_ms: number }>(`SELECT id, COALESCE(ended_at_ms, updated_at_ms) AS ended_at_ms FROM groups WHERE state = 'ended' AND cleaned_at_ms IS NOT NULL ORDER BY ended_at_ms, seq LIMIT ?`)
+      .prepare<[number], { id: string; ended_at_ms: number }>(`SELECT id, COALESCE(ended_at_ms, updated_at_ms) AS ended_at_ms FROM groups WHERE state = 'exited' AND cleaned_at_ms IS NOT NULL ORDER BY ended_at_ms, seq LIMIT ?`)
       .all(limit)
       .map((row) => Object.freeze({ id: row.id, endedAtMs: row.ended_at_ms }));
   }
 
   /** How many ended groups are kept. */
   countEnded(): number {
-    return this.#db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM groups WHERE state = 'ended'`).get()!.n;
+    return this.#db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM groups WHERE state = 'exited'`).get()!.n;
   }
 
   /**

@@ -59,7 +59,7 @@ async function waitForGroup(client: AgentClient, id: string, accept: (group: Gro
   }, { timeoutMs, intervalMs: 100 });
 }
 
-const isCleaned = (group: GroupView): boolean => group.state === 'ended' && group.cleanedAt !== undefined;
+const isCleaned = (group: GroupView): boolean => group.state === 'exited' && group.cleanedAt !== undefined;
 
 /** Every engine object of the agent's groups (containers, infrastructure included; volumes; networks). */
 async function groupObjects(ownerId: string): Promise<string[]> {
@@ -106,7 +106,7 @@ describe('task groups in the agent', { skip }, () => {
     assert.deepEqual(await groupObjects(agent.ownerId), [], 'no container, volume or network of the group is left');
 
     const ps = await berth(agent.dir, ['group', 'ps', '-a']);
-    assert.match(ps.stdout, new RegExp(`^${id} +pair +ended \\(success 0\\) +0/2`, 'm'));
+    assert.match(ps.stdout, new RegExp(`^${id} +pair +exited \\(success 0\\) +0/2`, 'm'));
     const removed = await berth(agent.dir, ['group', 'rm', id]);
     assert.equal(removed.code, 0, removed.stderr);
     await assert.rejects(agent.client.getGroup(id), (e: unknown) => isBerthError(e, 'BERTH_GROUP_NOT_FOUND'));
@@ -118,7 +118,7 @@ describe('task groups in the agent', { skip }, () => {
     const agent = await startAgent('b');
     const { group } = await agent.client.submitGroup({ spec: { name: 'prep', tasks: [member('setup', 'echo preparing; exit 3', { lifecycle: 'prestart' }), member('main', 'echo must-not-run')] } });
     const ended = await waitForGroup(agent.client, group.id, isCleaned, 'the group to fail');
-    assert.deepEqual(ended.endState, { kind: 'failed', exitCode: 3, reason: 'prestart task setup ended failed', task: 'setup' });
+    assert.deepEqual(ended.endState, { kind: 'failed', exitCode: 3, reason: 'prestart task setup ended failed with exit code 3', task: 'setup' });
     const main = ended.tasks.find((t) => t.name === 'main')!;
     assert.equal(main.endState?.kind, 'cancelled');
     assert.equal(main.containerId, undefined, 'the main task never had a container');

@@ -272,7 +272,7 @@ export const groupViewSchema: JsonSchema = {
   properties: {
     id: { type: 'string' },
     name: { type: 'string' },
-    state: { type: 'string', enum: GROUP_STATES, description: 'pending (queued for admission as one unit), starting (its infrastructure is being made), running, stopping (a stop was asked, a prestart failed, or its sidecars are being stopped after its main tasks ended), ended.' },
+    state: { type: 'string', enum: GROUP_STATES, description: 'pending (queued for admission as one unit), starting (its infrastructure is being made), running, stopping (a stop was asked, a prestart failed, or its sidecars are being stopped after its main tasks ended), exited (every task ended; endState says how).' },
     spec: { type: 'object', additionalProperties: true, description: 'The group document as submitted, its tasks with the agent\'s defaults applied.' },
     stopRequested: { type: 'boolean' },
     endState: groupEndSchema,

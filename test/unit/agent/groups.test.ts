@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { AdmissionController, resolveDemand, type ResourceDemand } from '../../../src/agent/admission.js';
-import { groupEntryId, GroupCoordinator, groupTaskId, isGroupEntry, memberPhase, membersOf, newGroupId, runningStateOf, sumDemand } from '../../../src/agent/groups.js';
+import { groupEntryId, GroupCoordinator, groupTaskId, isGroupEntry, memberPhase, membersOf, newGroupId, runningStateOf } from '../../../src/agent/groups.js';
+import { phasedDemand } from '../../../src/groups/demand.js';
 import { toGroupView } from '../../../src/agent/http/views.js';
 import type { SupervisorGroupHooks } from '../../../src/agent/supervisor.js';
 import { AgentEvents } from '../../../src/agent/events.js';
@@ -27,9 +28,11 @@ describe('group coordinator: pure parts', () => {
     assert.deepEqual((['pending', 'starting', 'running', 'stopping', 'exited', 'lost', 'removed'] as const).map(memberPhase), ['waiting', 'starting', 'running', 'stopping', 'ended', 'ended', 'ended']);
   });
 
-  it('sums the tasks\' demands into one unit', () => {
-    assert.deepEqual(sumDemand([{ memoryBytes: 1, cpuMilli: 10 }, { memoryBytes: 2, cpuMilli: 20 }, { memoryBytes: 3, cpuMilli: 30 }]), { memoryBytes: 6, cpuMilli: 60 });
-    assert.deepEqual(sumDemand([]), { memoryBytes: 0, cpuMilli: 0 });
+  it('sums the tasks\' demands into one unit: the larger of the prestarts\' sum and the others\' sum, per resource', () => {
+    const task = (lifecycle: 'prestart' | 'main' | 'sidecar', memoryBytes: number, cpuMilli: number) => ({ lifecycle, demand: { memoryBytes, cpuMilli } });
+    assert.deepEqual(phasedDemand([task('main', 1, 10), task('sidecar', 2, 20), task('main', 3, 30)]), { memoryBytes: 6, cpuMilli: 60 });
+    assert.deepEqual(phasedDemand([task('prestart', 9, 5), task('main', 3, 30)]), { memoryBytes: 9, cpuMilli: 30 });
+    assert.deepEqual(phasedDemand([]), { memoryBytes: 0, cpuMilli: 0 });
   });
 
   it('calls a group stopping once anything of it is being stopped or skipped, or a stop was asked', () => {

@@ -47,7 +47,7 @@ describe('GroupRepository', () => {
     assert.ok(running.startedAtMs !== undefined);
     assert.equal(running.infraContainerId, 'infra');
     assert.throws(() => store.groups.update('g3', { state: 'starting' }), (e: unknown) => isBerthError(e, 'BERTH_TASK_STATE'));
-    const ended = store.groups.update('g3', { state: 'ended', endState: { kind: 'success', exitCode: 0 } });
+    const ended = store.groups.update('g3', { state: 'exited', endState: { kind: 'success', exitCode: 0 } });
     assert.ok(ended.endedAtMs !== undefined);
     assert.deepEqual(store.groups.listLive(), []);
     assert.deepEqual(store.groups.listUnfinished().map((g) => g.id), ['g3'], 'ended, its objects still to be removed');
@@ -83,10 +83,10 @@ describe('GroupRepository', () => {
   });
 
   it('allows only forward moves, ended being final', () => {
-    assert.equal(isLegalGroupMove('pending', 'ended'), true);
+    assert.equal(isLegalGroupMove('pending', 'exited'), true);
     assert.equal(isLegalGroupMove('running', 'stopping'), true);
     assert.equal(isLegalGroupMove('stopping', 'running'), false);
-    assert.equal(isLegalGroupMove('ended', 'ended'), false);
+    assert.equal(isLegalGroupMove('exited', 'exited'), false);
     assert.equal(isLegalGroupMove('running', 'running'), true);
   });
 });
