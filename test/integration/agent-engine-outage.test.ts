@@ -68,11 +68,11 @@ describe('the agent outlives an engine that stops answering', { skip: await requ
 
     proxy.refuseAll = true;
     proxy.dropOpenConnections();
-    const refusedAtStart = proxy.refusedConnections;
-    // Each paused sweep asks the engine again (its health check): many refusals mean many periods passed.
-    await pollUntil('sweeps to meet the unreachable engine', () => (proxy.refusedConnections - refusedAtStart >= 6 && paused() === 1 ? true : undefined), {
-      timeoutMs: 30_000,
-    });
+    // The first sweep that meets the outage makes several calls (its lists, retried) before it pauses.
+    await pollUntil('a sweep to meet the unreachable engine and pause', () => (paused() === 1 ? true : undefined), { timeoutMs: 30_000 });
+    const refusedAtPause = proxy.refusedConnections;
+    // From then on each paused sweep asks the engine once (its health check): refusals count periods.
+    await pollUntil('more paused sweeps', () => (proxy.refusedConnections - refusedAtPause >= 3 ? true : undefined), { timeoutMs: 30_000 });
     const down = await client.health();
     assert.deepEqual({ agent: down.agent, engine: down.engine, code: down.engineError?.code }, { agent: 'ok', engine: 'unavailable', code: 'BERTH_ENGINE_UNAVAILABLE' });
     assert.equal((await client.list()).length, 0, 'the API answers from the store while the engine is down');
