@@ -7,9 +7,9 @@ import type { Command } from 'commander';
 import { ValidationError } from '../common/errors.js';
 import type { AgentClient } from '../agent/client.js';
 import type { GroupView } from '../agent/http/views.js';
-import { agentCommand, exitCodeForClientError, withAgentOptions, withClient, write, type AgentFlags } from './client.js';
+import { agentCommand, exitCodeForClientError, withAgentOptions, withClient, type AgentFlags } from './client.js';
 import { endedByUser } from './interrupts.js';
-import { parseLogTime, parseTail } from './log-times.js';
+import { printLogs, withLogOptions, type LogsFlags } from './logs.js';
 import { collect } from './flags.js';
 import { groupRunForeground, readGroupFile } from './group.js';
 import { errorLine, formatPublishedPort, renderTable, writeJson } from './output.js';
@@ -137,33 +137,13 @@ export function addGroupCommands(program: Command, io: CliIo, setExitCode: (code
       ),
     );
 
-  withAgentOptions(group.command('logs').description('Print the output of a group\'s task: its stdout to stdout, its stderr to stderr'))
+  withLogOptions(withAgentOptions(group.command('logs').description('Print the output of a group\'s task: its stdout to stdout, its stderr to stderr')))
     .argument('<group-id>', 'a group id')
     .argument('<task>', 'the task\'s name in the group')
-    .option('-f, --follow', 'keep printing new output until the task\'s output ends')
-    .option('--since <time>', 'only output after this time: RFC 3339, Unix seconds, or a duration before now (10m)')
-    .option('--until <time>', 'only output up to this time, in the same forms as --since')
-    .option('-n, --tail <n>', 'only the last n lines (or all, the default)')
-    .option('-t, --timestamps', 'prefix each line with the engine\'s timestamp')
-    .action((groupId: string, taskName: string, flags: AgentFlags & { follow?: boolean; since?: string; until?: string; tail?: string; timestamps?: boolean }) =>
+    .action((groupId: string, taskName: string, flags: LogsFlags) =>
       run(() =>
         withClient(io, flags, async (client) => {
-          const nowMs = Date.now();
-          const since = flags.since === undefined ? undefined : parseLogTime(flags.since, '--since', nowMs);
-          const until = flags.until === undefined ? undefined : parseLogTime(flags.until, '--until', nowMs);
-          const tail = flags.tail === undefined ? undefined : parseTail(flags.tail);
-          const abort = new AbortController();
-          const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
-          try {
-            const options = { follow: flags.follow ?? false, signal: abort.signal, ...(since !== undefined ? { since } : {}), ...(until !== undefined ? { until } : {}), ...(tail !== undefined ? { tail } : {}) };
-            for await (const record of client.groupTaskLogs(groupId, taskName, options)) {
-              await write(record.stream === 'stderr' ? io.stderr : io.stdout, flags.timestamps ? `${record.timestamp} ${record.text}` : record.text);
-            }
-          } catch (error) {
-            if (!abort.signal.aborted) throw error;
-          } finally {
-            removeInterrupt();
-          }
+          await printLogs(io, flags, (options) => client.groupTaskLogs(groupId, taskName, options));
           return endedByUser(io);
         }),
       ),

@@ -364,7 +364,8 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
       io.stderr.write(`${commandFailureLine(commandFailure)}\n`);
       return commandFailure.exitCode;
     }
-    if (signal === undefined) throw error;
+    // A spec refused at start (a named network the engine does not have) is named by its flags too.
+    if (signal === undefined) throw withFlagNames(error);
     io.stderr.write(isBerthError(error, 'BERTH_CANCELLED') ? 'berth: cancelled\n' : `${errorLine(error)}\n`);
     return exitCodeForSignal(signal);
   } finally {

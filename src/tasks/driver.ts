@@ -50,7 +50,7 @@ export interface ImageProvider {
 
 export interface TaskDriverOptions {
   /** The engine; its `socketPath` (an Engine reached through a unix socket has one) is never bind-mounted unless the policy allows it. */
-  engine: ContainerEngine & { readonly socketPath?: string } & Partial<Pick<Engine, 'storageDriver'>>;
+  engine: ContainerEngine & { readonly socketPath?: string } & Partial<Pick<Engine, 'storageDriver' | 'inspectNetwork'>>;
   /** Written on every container as the owner label; the reconciler removes only its own owner's containers. Default "berth". */
   ownerId?: string;
   /**
@@ -207,7 +207,7 @@ export const TASK_ID = new RegExp(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,${TASK_ID_MAX_LE
  */
 export class TaskDriver implements EventSource<TaskDriverEvents> {
   readonly ownerId: string;
-  readonly #engine: ContainerEngine & { readonly socketPath?: string } & Partial<Pick<Engine, 'storageDriver'>>;
+  readonly #engine: ContainerEngine & { readonly socketPath?: string } & Partial<Pick<Engine, 'storageDriver' | 'inspectNetwork'>>;
   readonly #policy: SpecPolicy;
   readonly #protectedHostPaths: readonly string[];
   readonly #images: ImageProvider | undefined;
@@ -372,6 +372,21 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     ]);
   }
 
+  async #checkNetworksExist(resolved: ResolvedTaskSpec, signal: AbortSignal | undefined): Promise<void> {
+    const inspect = this.#engine.inspectNetwork?.bind(this.#engine);
+    if (inspect === undefined) return;
+    const issues: FieldIssue[] = [];
+    for (const [i, network] of resolved.networks.entries()) {
+      try {
+        await inspect(network.name, { signal });
+      } catch (error) {
+        if (!isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) throw error;
+        issues.push({ field: `networks[${i}].name`, rule: `network ${network.name} does not exist in the engine; create it first (docker network create ${network.name})` });
+      }
+    }
+    if (issues.length > 0) throw new ValidationError(issues);
+  }
+
   async #start(taskId: string, resolved: ResolvedTaskSpec, options: StartOptions): Promise<TaskHandle> {
     // The spec's own waitHealthy, unless the caller decides (the agent waits for health itself).
     options = { ...options, waitHealthy: options.waitHealthy ?? resolved.waitHealthy };
@@ -386,6 +401,8 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     // A named seccomp profile's file is read now: a missing one costs no pull.
     resolved = withSeccompProfile(resolved, bindPolicy);
     if (resolved.storageSizeBytes !== undefined) await this.#checkStorageQuota(signal);
+    // A named network that does not exist is the spec's fault: said now, naming the field, with nothing created or pulled.
+    await this.#checkNetworksExist(resolved, signal);
     const identity: TaskIdentity = {
       taskId,
       ownerId: this.ownerId,

@@ -10,6 +10,7 @@ import { AgentClient } from '../../src/agent/client.js';
 import type { AgentConfigInput, ConfigSources } from '../../src/agent/config.js';
 import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
 import { Engine } from '../../src/engine/engine.js';
+import { RECONCILE_EVENTS_CHANNEL } from '../../src/reconcile/index.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import { testHost } from '../support/agent.js';
@@ -68,11 +69,18 @@ describe('the agent outlives an engine that stops answering', { skip: await requ
 
     proxy.refuseAll = true;
     proxy.dropOpenConnections();
-    const refusedAtStart = proxy.refusedConnections;
-    // Each paused sweep asks the engine again (its health check): many refusals mean many periods passed.
-    await pollUntil('sweeps to meet the unreachable engine', () => (proxy.refusedConnections - refusedAtStart >= 6 && paused() === 1 ? true : undefined), {
-      timeoutMs: 30_000,
-    });
+    // Sweeps that did not sweep (the engine failed them, or its health check), as the reconciler publishes them.
+    let missed = 0;
+    const onSweep = (message: unknown): void => {
+      const event = message as { type?: string; outcome?: { kind?: string } };
+      if (event.type === 'sweep' && event.outcome?.kind !== 'swept') missed++;
+    };
+    RECONCILE_EVENTS_CHANNEL.subscribe(onSweep);
+    try {
+      await pollUntil('sweeps to meet the unreachable engine', () => (missed >= 3 && paused() === 1 ? true : undefined), { timeoutMs: 30_000 });
+    } finally {
+      RECONCILE_EVENTS_CHANNEL.unsubscribe(onSweep);
+    }
     const down = await client.health();
     assert.deepEqual({ agent: down.agent, engine: down.engine, code: down.engineError?.code }, { agent: 'ok', engine: 'unavailable', code: 'BERTH_ENGINE_UNAVAILABLE' });
     assert.equal((await client.list()).length, 0, 'the API answers from the store while the engine is down');

@@ -52,7 +52,8 @@ describe('the units rule and its errors, as a user types them', { skip: await re
     [['--health-cmd', 'true', '--health-interval', '5'], 'berth: --health-interval: "5" has no unit; use e.g. 5s or 5ms (units: ms, s, m, h, d) [BERTH_VALIDATION]'],
     [['--log-max-size', '0'], 'berth: --log-max-size: must be at least 1k; 0 is not allowed here [BERTH_VALIDATION]'],
     [['--stop-timeout', '10x'], 'berth: --stop-timeout: "10x" is not a duration; use e.g. 30s, 1m30s or 500ms (units: ms, s, m, h, d) [BERTH_VALIDATION]'],
-    [['--network', 'wide'], 'berth: --network: Invalid option: expected one of "none"|"bridge"|"host" [BERTH_VALIDATION]'],
+    [['--network', 'not/a-name'], 'berth: --network: must be a network name: a letter or digit, then letters, digits, _ . or -, at most 64 characters [BERTH_VALIDATION]'],
+    [['--network', 'no-such-network-for-berth'], 'berth: --network: network no-such-network-for-berth does not exist in the engine; create it first (docker network create no-such-network-for-berth) [BERTH_VALIDATION]'],
   ];
   for (const [flags, line] of refusals) {
     test(`berth run ${flags.join(' ')} exits 2 with one line naming the flag`, async () => {
