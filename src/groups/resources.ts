@@ -5,7 +5,7 @@
  * nothing leaks; what the engine would not remove yet (a network or volume still in use) is named
  * to the caller, and the reconciler knows every object by its labels.
  */
-import { BerthError, codeOf, isBerthError } from '../common/errors.js';
+import { BerthError, codeOf, isBerthError, ValidationError, type FieldIssue } from '../common/errors.js';
 import { LABELS, ROLES } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
 import { retry } from '../common/retry.js';
@@ -25,7 +25,8 @@ export type GroupEngine = Pick<
   | 'inspectContainer'
   | 'startContainer'
   | 'removeContainer'
->;
+> &
+  Partial<Pick<Engine, 'inspectNetwork'>>;
 
 export interface GroupResources {
   readonly infraContainerId: string;
@@ -64,6 +65,7 @@ export async function createGroupResources(engine: GroupEngine, spec: ResolvedGr
   const names = groupObjectNames(spec, identity);
   const { policy, logger, signal } = options;
   const again = <T>(work: () => Promise<T>): Promise<T> => retry(work, { ...policy, signal, shouldRetry: isAmbiguousFailure });
+  await checkNetworksExist(engine, spec, signal);
   // Objects found under the group's names that are not the group's: never removed by the clean-up below.
   const foreign = new Set<'volume' | 'network' | 'container'>();
   let infraContainerId: string | undefined;
@@ -146,6 +148,25 @@ async function removeOwnLeftovers(
   } catch (error) {
     logger.error({ groupId: identity.groupId, code: codeOf(error) }, 'could not remove what a failed group creation made; the reconciler removes it by its labels');
   }
+}
+
+/**
+ * A named network the group joins that the engine does not have is the group file's fault: said
+ * before anything is made, naming the field, as a task's start says it (src/tasks/driver.ts).
+ */
+async function checkNetworksExist(engine: GroupEngine, spec: ResolvedGroupSpec, signal: AbortSignal | undefined): Promise<void> {
+  const inspect = engine.inspectNetwork?.bind(engine);
+  if (inspect === undefined || spec.network.mode === 'none') return;
+  const issues: FieldIssue[] = [];
+  for (const [i, network] of spec.network.networks.entries()) {
+    try {
+      await inspect(network.name, { signal });
+    } catch (error) {
+      if (!isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) throw error;
+      issues.push({ field: `network.networks[${i}].name`, rule: `network ${network.name} does not exist in the engine; create it first (docker network create ${network.name})` });
+    }
+  }
+  if (issues.length > 0) throw new ValidationError(issues);
 }
 
 /** What removeGroupResources could not remove yet (still in use, or the engine failed): for a later pass. */

@@ -102,6 +102,7 @@ describe('task groups in the agent', { skip }, () => {
     assert.equal(logs.stdout, 'pong\n');
     const task = await agent.client.get(`${id}.main`);
     assert.deepEqual(task.group, { groupId: id, taskName: 'main', lifecycle: 'main' });
+    await assert.rejects(agent.client.remove(`${id}.main`), (e: unknown) => isBerthError(e, 'BERTH_TASK_STATE') && e.message.includes(`belongs to group ${id}`), 'a group\'s task goes with its group, never alone');
 
     assert.deepEqual(await groupObjects(agent.ownerId), [], 'no container, volume or network of the group is left');
 

@@ -44,17 +44,19 @@ describe('task groups through the library against the real engine', { skip: awai
 
   test('two tasks of a group reach each other on localhost, and the group ends with its main tasks', async () => {
     const output = new CollectedOutput();
+    // An HTTP server, not `nc -l`: busybox nc may end on its stdin's EOF before the client's bytes arrive.
+    const serve = 'mkdir -p /tmp/www && echo ping-over-localhost > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www';
     const group = await runner.start(
       {
         name: 'localhost',
         network: { mode: 'none' },
-        tasks: [task('server', 'nc -l -p 8080'), task('client', 'until echo ping-over-localhost | nc 127.0.0.1 8080; do sleep 0.1; done')],
+        tasks: [task('server', serve, { lifecycle: 'sidecar' }), task('client', 'until wget -qO- http://127.0.0.1:8080/ 2>/dev/null; do sleep 0.1; done')],
       },
       { output: output.sinks },
     );
     const end = await group.wait();
     assert.deepEqual(end, { kind: 'success', exitCode: 0 });
-    assert.equal(output.of('server').trim(), 'ping-over-localhost');
+    assert.equal(output.of('client').trim(), 'ping-over-localhost');
     assert.equal(group.state, 'removed');
     assert.deepEqual(await groupLeftovers(engine, run), NOTHING);
   });
@@ -223,6 +225,14 @@ describe('task groups through the library against the real engine', { skip: awai
     } finally {
       await engine.removeVolume(volume);
     }
+  });
+
+  test('a group joining a named network the engine does not have is refused naming the field, and nothing is made', async () => {
+    await assert.rejects(
+      runner.start({ name: 'no-network', network: { networks: [{ name: `berth-test-no-such-${run.id}` }] }, tasks: [task('main', 'true')] }),
+      (error: unknown) => error instanceof ValidationError && error.issues.some((i) => i.field === 'network.networks[0].name' && /does not exist/.test(i.rule)),
+    );
+    assert.deepEqual(await groupLeftovers(engine, run), NOTHING);
   });
 
   test('a bad group is refused with every field named, and nothing is made', async () => {

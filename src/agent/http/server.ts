@@ -319,7 +319,13 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     },
 
     async removeTask(request, reply) {
-      const { id } = visibleTask((request.params as { id: string }).id);
+      const { id, group } = visibleTask((request.params as { id: string }).id);
+      // A group's task goes with its group: removed alone, the group would lose a member's record.
+      if (group !== undefined) {
+        throw new BerthError('BERTH_TASK_STATE', `task ${id} belongs to group ${group.groupId}; remove the group instead (DELETE /v1/groups/${group.groupId}, berth group rm ${group.groupId})`, {
+          context: { taskId: id, groupId: group.groupId },
+        });
+      }
       await runtime.supervisor.remove(id);
       return reply.code(204).send();
     },
