@@ -277,17 +277,22 @@ describe('groups\' objects and the reconciler and prune', { skip: await requireE
       assert.equal(result.code, 0, result.stderr);
       return JSON.parse(result.stdout) as PruneView;
     };
-    const report = await pollUntil(
+    // The network was made a moment before the volume: one prune may pass its grace and not yet the volume's.
+    const pruned = { networkIds: [] as string[], networkNames: [] as string[], volumeNames: [] as string[] };
+    await pollUntil(
       'the group\'s network and volume to be past the orphan grace and pruned',
       async () => {
         const view = await prune();
-        return view.volumes.ids.length > 0 ? view : undefined;
+        pruned.networkIds.push(...view.networks.ids);
+        pruned.networkNames.push(...(view.networks.names ?? []));
+        pruned.volumeNames.push(...(view.volumes.names ?? []));
+        return pruned.networkIds.length > 0 && pruned.volumeNames.length > 0 ? true : undefined;
       },
       { timeoutMs: 15_000, intervalMs: 300 },
     );
-    assert.deepEqual(report.networks.ids, [network.id]);
-    assert.deepEqual(report.networks.names, [groupNetworkName({ groupId, ownerId: libOwner })]);
-    assert.deepEqual(report.volumes.names, [volume.name]);
+    assert.deepEqual(pruned.networkIds, [network.id]);
+    assert.deepEqual(pruned.networkNames, [groupNetworkName({ groupId, ownerId: libOwner })]);
+    assert.deepEqual(pruned.volumeNames, [volume.name]);
     assert.equal(await networkExists(network.id), false);
     assert.ok(await volumeExists(plain.name), 'a volume without berth\'s label is never pruned');
     const human = await berth(dataDir, ['prune', '--dry-run', '--filter', `label=${run.labelFilter}`]);
@@ -307,7 +312,9 @@ describe('groups\' objects and the reconciler and prune', { skip: await requireE
     try {
       const group = await makeGroup('agent', { owner: agentId });
       const seen: AgentEvent[] = [];
+      // The task container may be past its creation grace a sweep later than the infrastructure container.
       const wanted = (): boolean =>
+        seen.some((e) => e.type === 'container.reconciled' && e.containerId === group.taskContainerId) &&
         seen.some((e) => e.type === 'container.reconciled' && e.role === 'infra') &&
         seen.some((e) => e.type === 'network.reconciled') &&
         seen.some((e) => e.type === 'volume.reconciled');
