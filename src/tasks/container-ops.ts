@@ -70,7 +70,7 @@ export async function createIdempotent(
         } catch (error) {
           if (isBerthError(error, 'BERTH_ENGINE_TIMEOUT') || isBerthError(error, 'BERTH_ENGINE_UNAVAILABLE')) onRequestInFlight();
           if (!isBerthError(error, 'BERTH_ENGINE_CONFLICT')) throw error;
-          return { containerId: await adoptOwnContainer(engine, plan.name, identity, signal), adopted: true };
+          return { containerId: await adoptOwnContainer(engine, plan.name, identity, policy, signal), adopted: true };
         }
       },
       {
@@ -117,10 +117,12 @@ function isThisStarts(labels: Readonly<Record<string, string>>, identity: TaskId
   );
 }
 
-async function adoptOwnContainer(engine: ContainerEngine, name: string, identity: TaskIdentity, signal?: AbortSignal): Promise<string> {
+async function adoptOwnContainer(engine: ContainerEngine, name: string, identity: TaskIdentity, policy: RetryPolicy, signal?: AbortSignal): Promise<string> {
   let existing;
   try {
-    existing = await engine.inspectContainer(name, { signal });
+    // The inspect that decides is retried on its own: were its failures to spend the create's
+    // attempts, a few faults after one lost create would fail a task whose container exists.
+    existing = await retry(() => engine.inspectContainer(name, { signal }), { ...policy, signal, shouldRetry: isAmbiguousFailure });
   } catch (error) {
     // The engine holds the name for a create it has not finished (an earlier attempt of ours, or
     // another start's): ask again, when the container exists and its labels can decide.

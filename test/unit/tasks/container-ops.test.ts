@@ -84,6 +84,20 @@ describe('creating a container idempotently', () => {
     assert.equal(engine.count('createContainer'), 2);
   });
 
+  test('a lost create whose adopting inspects fail a few times still adopts the container: the inspects are retried, not the create budget spent on them', async () => {
+    const engine = new ScriptedEngine();
+    engine.hold('createContainer');
+    engine.hold('inspectContainer');
+    const creating = create(engine);
+    (await engine.next('createContainer')).proceedThenFail(serverError());
+    engine.release('createContainer');
+    // As many failed inspects as the create has attempts left: each conflict's inspect is retried on its own.
+    for (let i = 0; i < policy.attempts - 1; i++) (await engine.next('inspectContainer')).fail(serverError());
+    engine.release('inspectContainer');
+    assert.deepEqual(await creating, { containerId: 'c1', adopted: true });
+    assert.deepEqual(engine.names, [plan.name]);
+  });
+
   test('a create that failed before the engine acted is sent again and makes the container, not adopting anything', async () => {
     const engine = new ScriptedEngine();
     engine.hold('createContainer');
