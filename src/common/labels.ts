@@ -17,9 +17,12 @@ export const LABELS = {
   /**
    * What a berth object other than a task container is for: `infra` (a group's infrastructure
    * container, which owns the group's network namespace), `shared-dir` (a group's shared volume),
-   * `network` (a group's own network). Task containers carry none.
+   * `network` (a group's own network), `pool` (a warm pool's container, idle or serving a task).
+   * Task containers carry none.
    */
   role: `${LABEL_PREFIX}role`,
+  /** The warm pool a pool container belongs to (role `pool`); it carries no task id, for a task takes it after its create. */
+  pool: `${LABEL_PREFIX}pool`,
   /**
    * The owner process labels below are written only on containers of short-lived owners (`berth
    * run`, a library driver): together they let anyone on the same host tell that the owner process
@@ -40,7 +43,7 @@ export const LABELS = {
 } as const;
 
 /** The values of LABELS.role. */
-export const ROLES = { infra: 'infra', sharedDir: 'shared-dir', network: 'network' } as const;
+export const ROLES = { infra: 'infra', sharedDir: 'shared-dir', network: 'network', pool: 'pool' } as const;
 export type BerthRole = (typeof ROLES)[keyof typeof ROLES];
 
 /** Every container name berth gives starts with this. */
@@ -112,4 +115,20 @@ export function groupVolumeName(parts: GroupNameParts): string {
 /** The name of a group's own network: `berth-<group id>.<owner id>.net`. */
 export function groupNetworkName(parts: GroupNameParts): string {
   return `${CONTAINER_NAME_PREFIX}${parts.groupId}.${parts.ownerId}.net`;
+}
+
+/** What a warm pool's containers are named for: the pool, its owner, and the container's own random id. */
+export interface PoolContainerNameParts {
+  poolName: string;
+  ownerId: string;
+  /** A random id per container (a pool holds many). */
+  slotId: string;
+}
+
+/**
+ * The name of a warm pool's container: `berth-<pool>-<slot>.<owner id>-pool.<length>`, the role spelled
+ * into the owner part as for an infrastructure container, so that no task's container name can equal it.
+ */
+export function poolContainerName(parts: PoolContainerNameParts): string {
+  return containerNameForTask({ taskId: `${parts.poolName}-${parts.slotId}`, ownerId: `${parts.ownerId}-pool` });
 }
