@@ -1001,12 +1001,20 @@ export class Engine {
    * (Dockerfile lines such as `LABEL k=v` or `CMD ["/pause"]`). Resolves once the engine has it.
    */
   async importImage(tar: Readable, ref: { repo: string; tag: string }, changes: readonly string[], options: CallOptions = {}): Promise<void> {
+    const startedMs = Date.now();
     const stream = await this.#call('import image', this.#deadlines.writeMs, options, (abortSignal) =>
       this.#docker.importImage(tar as NodeJS.ReadableStream, { repo: ref.repo, tag: ref.tag, changes: [...changes], abortSignal } as Record<string, unknown>) as unknown as Promise<Readable>,
     { image: `${ref.repo}:${ref.tag}` });
-    // The answer is a JSON progress stream; an error comes inside it.
+    // The answer is a JSON progress stream; an error comes inside it. The call's deadline covers the
+    // stream too: a stream the engine leaves open past it is cut, and that is its timeout.
     let text = '';
-    for await (const chunk of stream) text += String(chunk);
+    try {
+      for await (const chunk of stream) text += String(chunk);
+    } catch (error) {
+      const context = { image: `${ref.repo}:${ref.tag}`, deadlineMs: this.#deadlines.writeMs };
+      if (Date.now() - startedMs < this.#deadlines.writeMs) throw new BerthError('BERTH_ENGINE_UNAVAILABLE', `import image: the connection broke before the engine ended its answer`, { retryable: true, cause: error, context });
+      throw new BerthError('BERTH_ENGINE_TIMEOUT', `import image: the engine did not end its answer within ${this.#deadlines.writeMs} ms`, { retryable: true, cause: error, context });
+    }
     const failed = text.split('\n').map((line) => line.trim()).filter(Boolean).map((line) => JSON.parse(line) as { error?: string }).find((line) => line.error !== undefined);
     if (failed) throw new BerthError('BERTH_ENGINE_SERVER_ERROR', `import of ${ref.repo}:${ref.tag} failed: ${failed.error}`, { context: { image: `${ref.repo}:${ref.tag}` } });
   }

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
 import { LABELS } from '../../src/common/labels.js';
 import { Engine } from '../../src/engine/engine.js';
+import { tarArchive } from '../../src/tasks/tar.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import { pollUntil, requireEngine, startTestContainer, testRun } from '../support/engine.js';
 
@@ -81,5 +83,26 @@ describe('followed engine streams settle when their connection dies', { skip: aw
     }, { timeoutMs: 30_000 });
     events.close();
     assert.deepEqual({ action: seen.action, containerId: seen.containerId }, { action: 'die', containerId: id });
+  });
+});
+
+describe('an image import whose progress stream the engine never ends', { skip: await requireEngine() }, () => {
+  const direct = new Engine();
+  const repo = `berth-test/import-stall-${process.pid}`;
+  let proxy: FaultProxy;
+
+  before(async () => {
+    proxy = await FaultProxy.start();
+  });
+  after(async () => {
+    await direct.removeImage(`${repo}:v1`, { force: true }).catch(() => undefined);
+    await proxy.close();
+  });
+
+  test('fails with a retryable BERTH_ENGINE_TIMEOUT at the write deadline instead of waiting for ever', { timeout: 60_000 }, async () => {
+    proxy.addRule({ method: 'POST', path: /^\/images\/create$/, fault: { kind: 'stall' } });
+    const engine = new Engine({ socketPath: proxy.socketPath, deadlines: { writeMs: 2_000 } });
+    const tar = Readable.from([tarArchive([{ header: { name: 'hello', type: 'file', mode: 0o644 }, body: Buffer.from('hi') }])]);
+    await assert.rejects(engine.importImage(tar, { repo, tag: 'v1' }, []), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_TIMEOUT') && error.retryable);
   });
 });
