@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
-import { createServer } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
 import { Engine } from '../../src/engine/engine.js';
 import type { TaskView } from '../../src/agent/client.js';
 import { agentClientOf, agentTestFile, berth, berthInspect, submitViaCli, waitForTaskState, writeAgentConfig, type RunningAgent } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import { canBind, fetchPage, httpdCommand } from '../support/http.js';
 
 /**
  * Published ports and named networks through a real agent process and the real CLI: the agent
@@ -42,26 +41,9 @@ async function startAgent(range: { from: number; to: number }, extraYaml = ''): 
   return { dataDir, args, agent };
 }
 
-const httpd = (name: string, port: number): string => `mkdir -p /www && echo "hello ${name}" > /www/index.html && exec httpd -f -p ${port} -h /www`;
 
-function fetchPage(hostIp: string, port: number): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const req = request({ host: hostIp, port, path: '/index.html', timeout: 2000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (d: string) => (body += d)).on('end', () => resolve(res.statusCode === 200 ? body : undefined));
-    });
-    req.on('error', () => resolve(undefined)).on('timeout', () => req.destroy());
-    req.end();
-  });
-}
 
-function canBind(hostIp: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen({ host: hostIp, port, exclusive: true }, () => server.close(() => resolve(true)));
-  });
-}
+
 
 const reach = (port: { hostIp: string; host: number }): Promise<string> =>
   pollUntil(`a page on ${port.hostIp}:${port.host}`, () => fetchPage(port.hostIp, port.host), { timeoutMs: 30_000, intervalMs: 100 });
@@ -72,7 +54,7 @@ describe('published ports through the agent', { skip: await requireEngine() }, (
     const { dataDir } = await startAgent(range);
     const client = await agentClientOf({ dataDir, socketPath: `${dataDir}/agent.sock` });
     try {
-      const web = await submitViaCli(dataDir, LABEL, ['--name', `web-${run.id}`, '-p', '8080', '--memory', '16m', TEST_IMAGE, 'sh', '-c', httpd('agent', 8080)]);
+      const web = await submitViaCli(dataDir, LABEL, ['--name', `web-${run.id}`, '-p', '8080', '--memory', '16m', TEST_IMAGE, 'sh', '-c', httpdCommand('agent', 8080)]);
       const running = await waitForTaskState(client, web, ['running']);
       assert.equal(running.ports?.length, 1);
       const port = running.ports![0]!;
@@ -100,7 +82,7 @@ describe('published ports through the agent', { skip: await requireEngine() }, (
       await waitForTaskState(client, web, ['exited']);
       await pollUntil('the ended task\'s container to be removed', async () => ((await engine.listContainers({ all: true, labels: [LABEL] })).length === 0 ? true : undefined), { timeoutMs: 30_000, intervalMs: 100 });
       assert.equal(await canBind(port.hostIp, port.host), true, 'the host port is free');
-      const again = await submitViaCli(dataDir, LABEL, ['--name', `again-${run.id}`, '-p', `${port.host}:8080`, '--memory', '16m', TEST_IMAGE, 'sh', '-c', httpd('again', 8080)]);
+      const again = await submitViaCli(dataDir, LABEL, ['--name', `again-${run.id}`, '-p', `${port.host}:8080`, '--memory', '16m', TEST_IMAGE, 'sh', '-c', httpdCommand('again', 8080)]);
       const second = await waitForTaskState(client, again, ['running']);
       assert.deepEqual(second.ports, [port]);
       assert.equal(await reach(port), 'hello again\n');

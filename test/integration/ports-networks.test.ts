@@ -1,12 +1,11 @@
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
-import { createServer } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
 import { spawnBerth } from '../support/agent.js';
+import { canBind, fetchPage, httpdCommand } from '../support/http.js';
 
 /**
  * A single task's published ports and named networks through the library, against the real engine:
@@ -19,29 +18,10 @@ const run = testRun(engine);
 const driver = new TaskDriver({ engine, ownerId: `test-${run.id}` });
 const spec = (overrides: Partial<TaskSpec>): TaskSpec => ({ image: TEST_IMAGE, pull: 'never', labels: { ...run.labels }, ...overrides });
 /** busybox httpd serving one page, `hello <name>`, on `port`. */
-const httpd = (name: string, port: number): string[] => ['sh', '-c', `mkdir -p /www && echo "hello ${name}" > /www/index.html && exec httpd -f -p ${port} -h /www`];
+const httpd = (name: string, port: number): string[] => ['sh', '-c', httpdCommand(name, port)];
 const networks: string[] = [];
 
-/** GET http://host:port/index.html from this process (the host); undefined while nothing answers. */
-function fetchPage(hostIp: string, port: number): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const req = request({ host: hostIp, port, path: '/index.html', timeout: 2000 }, (res) => {
-      let body = '';
-      res.setEncoding('utf8').on('data', (d: string) => (body += d)).on('end', () => resolve(res.statusCode === 200 ? body : undefined));
-    });
-    req.on('error', () => resolve(undefined)).on('timeout', () => req.destroy());
-    req.end();
-  });
-}
 
-/** Whether this process can bind `port` on `hostIp` (nothing else holds it). */
-function canBind(hostIp: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.once('error', () => resolve(false));
-    server.listen({ host: hostIp, port, exclusive: true }, () => server.close(() => resolve(true)));
-  });
-}
 
 describe('published ports and named networks through the library', { skip: await requireEngine() }, () => {
   after(async () => {

@@ -3,8 +3,8 @@
  * malformed request lines, huge headers), and the check that an answer is in berth's error shape.
  */
 import assert from 'node:assert/strict';
+import { connect, createServer } from 'node:net';
 import { request } from 'node:http';
-import { connect } from 'node:net';
 import { ERROR_CODES } from '../../src/common/errors.js';
 
 /** Where a listener is: a unix socket, or a TCP host and port. */
@@ -94,4 +94,28 @@ export function assertBerthError(response: RawResponse, expected: { status: numb
     assert.ok(fields.includes(expected.field), `${label}: no issue names ${expected.field} (${fields.join(', ')})`);
   }
   return body as BerthErrorBody;
+}
+
+/** busybox httpd serving one page, `hello <name>`, on `port` (a shell command line). */
+export const httpdCommand = (name: string, port: number): string => `mkdir -p /www && echo "hello ${name}" > /www/index.html && exec httpd -f -p ${port} -h /www`;
+
+/** GET http://host:port/index.html from this process (the host); undefined while nothing answers. */
+export function fetchPage(hostIp: string, port: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const req = request({ host: hostIp, port, path: '/index.html', timeout: 2000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (d: string) => (body += d)).on('end', () => resolve(res.statusCode === 200 ? body : undefined));
+    });
+    req.on('error', () => resolve(undefined)).on('timeout', () => req.destroy());
+    req.end();
+  });
+}
+
+/** Whether this process can bind `port` on `hostIp` (nothing else holds it). */
+export function canBind(hostIp: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once('error', () => resolve(false));
+    server.listen({ host: hostIp, port, exclusive: true }, () => server.close(() => resolve(true)));
+  });
 }
