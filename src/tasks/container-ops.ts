@@ -3,6 +3,7 @@ import { BerthError, cancelledError, codeOf, isBerthError } from '../common/erro
 import { LABELS } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
 import { retry } from '../common/retry.js';
+import { engineCertainlyDidNotAct } from '../engine/classify.js';
 import type { Engine } from '../engine/engine.js';
 import type { ContainerSummary } from '../engine/types.js';
 import type { CreatePlan, TaskIdentity } from '../spec/translate.js';
@@ -69,8 +70,15 @@ export async function createIdempotent(
           return { containerId: await engine.createContainer(plan.name, plan.body, { signal }), adopted: false };
         } catch (error) {
           if (isBerthError(error, 'BERTH_ENGINE_TIMEOUT') || isBerthError(error, 'BERTH_ENGINE_UNAVAILABLE')) onRequestInFlight();
-          if (!isBerthError(error, 'BERTH_ENGINE_CONFLICT')) throw error;
-          return { containerId: await adoptOwnContainer(engine, plan.name, identity, policy, signal), adopted: true };
+          if (isBerthError(error, 'BERTH_ENGINE_CONFLICT')) return { containerId: await adoptOwnContainer(engine, plan.name, identity, policy, signal), adopted: true };
+          // A create whose answer was lost may have made the container: asked first, so that faults on
+          // the creates sent again (each a new chance of one) cannot spend the attempts of a task whose
+          // container exists.
+          if (isAmbiguousFailure(error) && !engineCertainlyDidNotAct(error)) {
+            const made = await ownContainerUnder(engine, plan.name, identity, policy, signal);
+            if (made !== undefined) return { containerId: made, adopted: true };
+          }
+          throw error;
         }
       },
       {
@@ -142,6 +150,19 @@ async function adoptOwnContainer(engine: ContainerEngine, name: string, identity
     });
   }
   return existing.id;
+}
+
+/**
+ * The container of this very start under `name`, when the engine has it; undefined when it has none,
+ * another's is there, or the engine does not say (the caller's create is then sent again and decides).
+ */
+async function ownContainerUnder(engine: ContainerEngine, name: string, identity: TaskIdentity, policy: RetryPolicy, signal?: AbortSignal): Promise<string | undefined> {
+  try {
+    const existing = await retry(() => engine.inspectContainer(name, { signal }), { ...policy, signal, shouldRetry: isAmbiguousFailure });
+    return isThisStarts(existing.labels, identity) ? existing.id : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -22,7 +22,7 @@ const direct = new Engine();
 const run = testRun(direct);
 const spec = (overrides: Partial<TaskSpec> = {}): TaskSpec => ({ image: TEST_IMAGE, labels: { ...run.labels }, command: ['sh', '-c', 'exit 7'], ...overrides });
 const fastRetry = { attempts: 5, initialDelayMs: 20, maxDelayMs: 200 };
-/** The driver's line for a create answered "conflict" by the container an earlier attempt of the same start made. */
+/** The driver's line for a container an earlier create of the same start made (found by an inspect after a lost answer, or by a conflict). */
 const ADOPTED = 'adopted the container an earlier create made';
 let taskCounter = 0;
 const taskId = (what: string): string => `${what}-${run.id}-${++taskCounter}`;
@@ -46,8 +46,8 @@ describe('engine faults through a proxy in front of the real socket', { skip: aw
     const rule = faulty.proxy.addRule({ method: 'POST', path: '/containers/create', fault: { kind: 'error500AfterForward' }, times: 1 });
     const result = await runToEnd(faulty.driver, spec(), { taskId: id });
     assert.equal(rule.fired, 1);
-    // The engine made the container at the first create, and refused the retry a second one.
-    assert.deepEqual(createAnswersAfter(mark), [201, 409]);
+    // The engine made the container at the first create; an inspect found it, so no second create was sent.
+    assert.deepEqual(createAnswersAfter(mark), [201]);
     assert.deepEqual(adoptedBy(id), [result.containerId], 'the task ran in the container the first create made');
     assert.deepEqual(result.end, { kind: 'failed', exitCode: 7 });
   });
@@ -72,7 +72,7 @@ describe('engine faults through a proxy in front of the real socket', { skip: aw
     const rule = faulty.proxy.addRule({ method: 'POST', path: '/containers/create', fault: { kind: 'dropAfterForward' }, times: 1 });
     const result = await runToEnd(faulty.driver, spec(), { taskId: id });
     assert.equal(rule.fired, 1);
-    assert.deepEqual(createAnswersAfter(mark), [201, 409]);
+    assert.deepEqual(createAnswersAfter(mark), [201]);
     assert.deepEqual(adoptedBy(id), [result.containerId]);
     assert.deepEqual(result.end, { kind: 'failed', exitCode: 7 });
   });
@@ -104,9 +104,23 @@ describe('engine faults through a proxy in front of the real socket', { skip: aw
     assert.ok(removals.some((r) => r.engineStatus === 204), 'the late container was removed');
   });
 
-  test('a create that keeps failing reports a typed error and removes what it may have made', async () => {
+  test('a create answered 500 every time after the engine acted runs the task in the container the first one made', async () => {
+    const mark = lastSeq();
+    const id = taskId('adopt-always-500');
     faulty.proxy.addRule({ method: 'POST', path: '/containers/create', fault: { kind: 'error500AfterForward' } });
-    await assert.rejects(runToEnd(faulty.driver, spec()), (e: unknown) => isBerthError(e, 'BERTH_ENGINE_CONFLICT') || isBerthError(e, 'BERTH_ENGINE_SERVER_ERROR'));
+    const result = await runToEnd(faulty.driver, spec(), { taskId: id });
+    assert.deepEqual(createAnswersAfter(mark), [201], 'one create reached the engine');
+    assert.deepEqual(adoptedBy(id), [result.containerId]);
+    assert.deepEqual(result.end, { kind: 'failed', exitCode: 7 });
+  });
+
+  test('a create the engine refuses every time before acting reports a typed error and makes nothing', async () => {
+    const mark = lastSeq();
+    faulty.proxy.addRule({ method: 'POST', path: '/containers/create', fault: { kind: 'error503Before' } });
+    await assert.rejects(runToEnd(faulty.driver, spec()), (e: unknown) => isBerthError(e, 'BERTH_ENGINE_SERVER_ERROR') && e.retryable);
+    const answers = createAnswersAfter(mark);
+    assert.equal(answers.length, fastRetry.attempts, 'every attempt was sent');
+    assert.deepEqual(answers.filter((status) => status !== undefined), [], 'no create reached the engine');
   });
 
   test('an unreachable engine is a typed, retryable error and nothing is created', async () => {

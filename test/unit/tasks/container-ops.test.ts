@@ -81,7 +81,25 @@ describe('creating a container idempotently', () => {
     const created = await creating;
     assert.deepEqual(created, { containerId: 'c1', adopted: true });
     assert.deepEqual(engine.names, [plan.name], 'one container, the one the lost create made');
-    assert.equal(engine.count('createContainer'), 2);
+    assert.equal(engine.count('createContainer'), 1, 'found by an inspect, not by a second create');
+  });
+
+  test('a lost create whose container the inspects cannot confirm is sent again; a fault on that create and failing inspects still end in the adopted container', async () => {
+    const engine = new ScriptedEngine();
+    engine.hold('createContainer');
+    engine.hold('inspectContainer');
+    const creating = create(engine);
+    (await engine.next('createContainer')).proceedThenFail(serverError());
+    // The inspects after the lost create all fail: the create is sent again, and its answer is lost too.
+    for (let i = 0; i < policy.attempts; i++) (await engine.next('inspectContainer')).fail(serverError());
+    (await engine.next('createContainer')).fail(serverError());
+    // Its inspects fail as often as they may; the third create conflicts, and the adopting inspect fails four times more.
+    for (let i = 0; i < policy.attempts; i++) (await engine.next('inspectContainer')).fail(serverError());
+    engine.release('createContainer');
+    for (let i = 0; i < policy.attempts - 1; i++) (await engine.next('inspectContainer')).fail(serverError());
+    engine.release('inspectContainer');
+    assert.deepEqual(await creating, { containerId: 'c1', adopted: true });
+    assert.deepEqual(engine.names, [plan.name]);
   });
 
   test('a lost create whose adopting inspects fail a few times still adopts the container: the inspects are retried, not the create budget spent on them', async () => {
@@ -131,10 +149,16 @@ describe('creating a container idempotently', () => {
   test('a create that keeps failing after it made the container removes that container before reporting the error', async () => {
     const engine = new ScriptedEngine();
     engine.hold('createContainer');
-    const creating = createIdempotent(engine, plan, identity, { ...policy, attempts: 2 }, silentLogger);
+    engine.hold('inspectContainer');
+    const attempts = 2;
+    const creating = createIdempotent(engine, plan, identity, { ...policy, attempts }, silentLogger);
     (await engine.next('createContainer')).proceedThenFail(serverError());
-    // The retry fails before it reaches the engine: the attempts are spent.
+    // The inspects that would find the container fail, and the retry fails before it reaches the engine: the attempts are spent.
+    for (let i = 0; i < attempts; i++) (await engine.next('inspectContainer')).fail(serverError());
     (await engine.next('createContainer')).fail(serverError());
+    for (let i = 0; i < attempts; i++) (await engine.next('inspectContainer')).fail(serverError());
+    // The clean-up's inspect answers.
+    engine.release('inspectContainer');
     await assert.rejects(creating, (error: unknown) => isBerthError(error, 'BERTH_ENGINE_SERVER_ERROR'));
     assert.deepEqual(engine.names, [], 'the container the lost create made is removed');
   });
