@@ -21,9 +21,12 @@ const run = testRun(direct);
 const exitCodeOf = (i: number): number => i % 4;
 
 /** `berth run` from source, on the proxy (DOCKER_HOST), killed when it outlives the bound. */
-async function berthRun(socketPath: string, index: number): Promise<BoundedRun & { index: number }> {
+async function berthRun(proxy: FaultProxy, index: number): Promise<BoundedRun & { index: number; openAtHang?: string[] }> {
   const args = ['run', '-l', `${Object.keys(run.labels)[0]}=${run.id}`, TEST_IMAGE, 'sh', '-c', `${printLines(LINES)}; exit ${exitCodeOf(index)}`];
-  return { index, ...(await runBerthWithin(socketPath, args, RUN_BOUND_MS)) };
+  // A hang is diagnosed by the calls still open at the proxy when it is declared (other runs' among them).
+  let openAtHang: string[] | undefined;
+  const outcome = await runBerthWithin(proxy.socketPath, args, RUN_BOUND_MS, () => (openAtHang = proxy.openRequests()));
+  return { index, ...outcome, ...(openAtHang ? { openAtHang } : {}) };
 }
 
 describe('berth run under a mix of engine faults', { skip: await requireEngine() }, () => {
@@ -39,18 +42,18 @@ describe('berth run under a mix of engine faults', { skip: await requireEngine()
 
   test(`${RUNS} runs under about 10% of faults each exit with their task's code, print its output once, leave nothing and none hangs`, { timeout: RUN_BOUND_MS * 3 + 60_000 }, async () => {
     const rules = addMixedFaults(proxy, { rate: 0.1, neverAnswering: 2 });
-    const outcomes: Array<BoundedRun & { index: number }> = [];
+    const outcomes: Array<BoundedRun & { index: number; openAtHang?: string[] }> = [];
     let next = 0;
     await Promise.all(
       Array.from({ length: CONCURRENCY }, async () => {
-        while (next < RUNS) outcomes.push(await berthRun(proxy.socketPath, next++));
+        while (next < RUNS) outcomes.push(await berthRun(proxy, next++));
       }),
     );
     const fired = rules.reduce((n, r) => n + r.fired, 0);
     const problems: string[] = [];
     for (const outcome of outcomes.sort((a, b) => a.index - b.index)) {
       const tail = outcome.stderr.trim().split('\n').slice(-2).join(' | ');
-      if (outcome.hung) problems.push(`run ${outcome.index} hung (killed after ${RUN_BOUND_MS / 1000} s): ${tail}`);
+      if (outcome.hung) problems.push(`run ${outcome.index} hung (killed after ${RUN_BOUND_MS / 1000} s): ${tail}; calls open at the proxy then: ${(outcome.openAtHang ?? []).join('; ')}`);
       else if (outcome.code !== exitCodeOf(outcome.index)) problems.push(`run ${outcome.index} exited ${outcome.code ?? outcome.signal}, expected ${exitCodeOf(outcome.index)}: ${tail}`);
       try {
         assertOutputOnce(outcome.stdout, numberedLines(LINES), `run ${outcome.index}`);

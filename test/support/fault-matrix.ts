@@ -358,7 +358,7 @@ export interface BoundedRun {
  * Runs the CLI from source with `args` on the engine at `socketPath` (DOCKER_HOST, no other BERTH_*
  * variable), to its end, and kills it when it outlives `boundMs`: a hang is reported, never waited for.
  */
-export async function runBerthWithin(socketPath: string, args: readonly string[], boundMs: number): Promise<BoundedRun> {
+export async function runBerthWithin(socketPath: string, args: readonly string[], boundMs: number, onHang?: () => void): Promise<BoundedRun> {
   const child = spawn(process.execPath, [...BERTH_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ DOCKER_HOST: `unix://${socketPath}` }) });
   let stdout = '';
   let stderr = '';
@@ -367,6 +367,7 @@ export async function runBerthWithin(socketPath: string, args: readonly string[]
   let hung = false;
   const timer = setTimeout(() => {
     hung = true;
+    onHang?.();
     child.kill('SIGKILL');
   }, boundMs);
   const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];

@@ -103,6 +103,8 @@ export interface RequestRecord {
   status: number | undefined;
   /** The status the engine answered, when the request was forwarded and the engine's head arrived. */
   engineStatus: number | undefined;
+  /** Whether the client's connection is still open (a request a client still waits on, or a stream it follows). */
+  clientOpen: boolean;
 }
 
 export interface FaultProxyOptions {
@@ -344,6 +346,11 @@ export class FaultProxy {
     });
   }
 
+  /** The requests whose client connections are open now, as lines (`#seq METHOD target fault status`), for a test's diagnosis of a hang. */
+  openRequests(): string[] {
+    return this.#log.filter((r) => r.clientOpen).map((r) => `#${r.seq} ${r.method} ${r.target} fault=${r.fault ?? 'none'} status=${r.status ?? '-'} engine=${r.engineStatus ?? '-'}`);
+  }
+
   clearLog(): void {
     this.#log.length = 0;
   }
@@ -424,7 +431,9 @@ export class FaultProxy {
       fault: fault?.kind,
       status: undefined,
       engineStatus: undefined,
+      clientOpen: !client.destroyed,
     };
+    client.once('close', () => (record.clientOpen = false));
     this.#log.push(record);
     this.#events.emit('request', record);
 
