@@ -21,9 +21,15 @@ export interface AttachedOutputSource {
    * the output open for ever. Default 5 s.
    */
   followDrainMs?: number;
+  /**
+   * How long one read of the whole log (after the end) may take: the engine can stall it after its
+   * head as it can a followed one, and then it is hung up and tried again. Default 30 s.
+   */
+  wholeReadMs?: number;
 }
 
 const FOLLOW_DRAIN_MS = 5_000;
+const WHOLE_READ_MS = 30_000;
 
 /**
  * A task's attached output, made whole. Bytes come from the attach connection as they are written;
@@ -116,13 +122,16 @@ export class AttachedOutput {
    */
   async #readLog(follow: boolean): Promise<boolean> {
     const { engine, containerId, tty, logger, taskId } = this.#source;
-    const stop = follow ? this.#stopFollow.signal : undefined;
+    // A followed read is ended by settle(); a read of the whole log by its own deadline.
+    const deadline = follow ? undefined : new AbortController();
+    const timer = deadline && setTimeout(() => deadline.abort(), this.#source.wholeReadMs ?? WHOLE_READ_MS);
+    const stop = deadline?.signal ?? this.#stopFollow.signal;
     try {
       const streams = await engine.containerLogs(containerId, { follow, tty, signal: stop });
       const skip: Record<StreamName, number> = { ...this.#delivered };
       const read = async (name: StreamName, from: Readable): Promise<void> => {
         for await (const chunk of from) {
-          if (stop?.aborted) break;
+          if (stop.aborted) break;
           const buffer = chunk as Buffer;
           const skipped = Math.min(skip[name], buffer.length);
           skip[name] -= skipped;
@@ -133,17 +142,20 @@ export class AttachedOutput {
         streams.stdout.destroy();
         streams.stderr.destroy();
       };
-      stop?.addEventListener('abort', hangUp, { once: true });
+      stop.addEventListener('abort', hangUp, { once: true });
       try {
         await Promise.all([read('stdout', streams.stdout), read('stderr', streams.stderr)]);
       } finally {
-        stop?.removeEventListener('abort', hangUp);
+        stop.removeEventListener('abort', hangUp);
       }
-      return !stop?.aborted;
+      if (stop.aborted && !follow) logger.warn({ taskId }, 'a read of the whole engine log stalled past its deadline; it is tried again');
+      return !stop.aborted;
     } catch (error) {
-      if (stop?.aborted) return false;
+      if (stop.aborted && follow) return false;
       logger.warn({ taskId, code: codeOf(error) }, 'reading the rest of the output from the engine log failed');
       return false;
+    } finally {
+      clearTimeout(timer);
     }
   }
 

@@ -20,15 +20,17 @@ function cutAttach(): DemuxedStreams {
   return { stdout: cut(), stderr: cut() };
 }
 
-/** An engine whose followed log read is `follow`, and whose whole-log read gives `log`. */
-function engineWith(follow: (options: LogsOptions) => DemuxedStreams, log: string) {
+/** An engine whose followed log read is `follow`, and whose whole-log reads give `log` (or what `whole` returns for the n-th read). */
+function engineWith(follow: (options: LogsOptions) => DemuxedStreams, log: string, whole?: (n: number) => DemuxedStreams | undefined) {
   const calls: LogsOptions[] = [];
+  let wholeReads = 0;
   return {
     calls,
     engine: {
       containerLogs: async (_id: string, options: LogsOptions = {}): Promise<DemuxedStreams> => {
         calls.push(options);
-        return options.follow ? follow(options) : { stdout: Readable.from([Buffer.from(log)]), stderr: Readable.from([]) };
+        if (options.follow) return follow(options);
+        return whole?.(++wholeReads) ?? { stdout: Readable.from([Buffer.from(log)]), stderr: Readable.from([]) };
       },
     },
   };
@@ -62,5 +64,28 @@ describe('AttachedOutput', () => {
     await output.settle(false);
     assert.equal(await stdout, 'a\nb\n');
     assert.deepEqual(calls.map((c) => c.follow), [true]);
+  });
+
+  it('a read of the whole log that the engine stalls after its head is hung up at its deadline and read again: the output ends, complete and once', async () => {
+    const stalled: PassThrough[] = [];
+    const { engine, calls } = engineWith(
+      () => ({ stdout: Readable.from([]), stderr: Readable.from([]) }),
+      'line-1\nline-2\n',
+      (n) => {
+        if (n > 1) return undefined;
+        const out = new PassThrough();
+        const err = new PassThrough();
+        stalled.push(out, err);
+        out.write('line-1\n');
+        return { stdout: out, stderr: err };
+      },
+    );
+    const output = new AttachedOutput(cutAttach(), { taskId: 't', containerId: 'c', engine, logReadable: true, tty: false, logger: quiet, wholeReadMs: 20 });
+    const stdout = text(output.stdout);
+    // The end was learned without the wait (the engine was away): the log decides what is missing.
+    await output.settle(true);
+    assert.equal(await stdout, 'line-1\nline-2\n');
+    assert.deepEqual(calls.map((c) => c.follow ?? false), [false, false]);
+    assert.ok(stalled.every((s) => s.destroyed), 'the stalled read was hung up');
   });
 });
