@@ -25,7 +25,7 @@ import { SecretBox } from './secret-box.js';
 import { UploadStore, uploadsNamedBy } from './uploads.js';
 import { agentSpecPolicy, configuredRegistryCredentials } from './registry-credentials.js';
 import { UNENDED_STATES, type StoredTaskSpec } from '../state/tasks.js';
-import { withSandboxPreset } from './sandbox-preset.js';
+import { withAgentDefaults } from './spec-defaults.js';
 import { PortAllocator } from './ports.js';
 import type { TaskSpec } from '../spec/schema.js';
 
@@ -435,19 +435,4 @@ async function finishInterruptedRemovals(store: Store, driver: TaskDriver, logge
       logger.error({ taskId, code: codeOf(error) }, 'could not remove the container of an ended task');
     }
   }
-}
-
-/** Gives a task without limits the agent's defaults, so it draws from the budget what it may use. */
-function withAgentDefaults(spec: StoredTaskSpec, config: AgentConfig): StoredTaskSpec {
-  // Only a field left out takes the default. Anything else, null included, is the spec's own and
-  // is checked by its schema after this: null is a wrong type, not "use the default".
-  const given = spec.resources as unknown;
-  if (given !== undefined && (typeof given !== 'object' || given === null || Array.isArray(given))) return spec;
-  const resources = { ...(spec.resources ?? {}) };
-  if (resources.memory === undefined) resources.memory = config.defaults.resources.memoryBytes;
-  if (resources.cpuMilli === undefined) resources.cpuMilli = config.defaults.resources.cpuMilli;
-  if (resources.pidsLimit === undefined) resources.pidsLimit = config.defaults.resources.pidsLimit;
-  const log = spec.log === undefined ? { driver: 'local' as const, maxSize: config.engineLog.maxSizeBytes } : spec.log;
-  const withDefaults = { ...spec, resources, log };
-  return config.defaults.sandbox ? withSandboxPreset(withDefaults, config.defaults.sandbox) : withDefaults;
 }

@@ -15,6 +15,7 @@ import type { AgentEvents } from './events.js';
 import { resolveDemand, type AdmissionBudget, type AdmissionChange, type AdmissionController, type AdmissionEntry, type ResourceDemand } from './admission.js';
 import { fromLogCursor, resumePosition, type OutputPosition } from './output-cursor.js';
 import { pumpOutput } from './output-pump.js';
+import { checkAgentSpec } from './spec-defaults.js';
 import type { TaskLogStore } from './task-logs.js';
 import { canonicalJson } from './canonical-json.js';
 import { isEngineOutage, isTransientStartError, StartOutage } from './start-outage.js';
@@ -1123,17 +1124,4 @@ export function withPortsAsStored(spec: StoredTaskSpec, stored: StoredTaskSpec):
     return agrees ? have : raw;
   });
   return { ...spec, ports } as StoredTaskSpec;
-}
-
-/** What the agent cannot do that the library can: it reads output from the engine's log, and keeps stdin as text. */
-function checkAgentSpec(spec: unknown): StoredTaskSpec {
-  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new ValidationError([{ field: 'spec', rule: 'must be an object' }]);
-  const issues = [];
-  const raw = spec as Record<string, unknown>;
-  if (raw.tty === true) issues.push({ field: 'tty', rule: 'is not supported by the agent (it reads output from the engine log)' });
-  if (raw.stdin !== undefined && typeof raw.stdin !== 'string') issues.push({ field: 'stdin', rule: 'must be a string' });
-  const log = raw.log as { driver?: unknown } | undefined;
-  if (log?.driver === 'none') issues.push({ field: 'log.driver', rule: 'must be local or json-file: the agent reads output from the engine log' });
-  if (issues.length > 0) throw new ValidationError(issues);
-  return spec as StoredTaskSpec;
 }
