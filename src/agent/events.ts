@@ -20,9 +20,24 @@ export type AgentEvent = AgentEventBody & {
   id?: number;
 };
 
+/** How a task started, as the API shows it: `warm` (an exec in a container of `pool`) or `cold` (its own container, for `reason`). */
+export interface TaskStartView {
+  path: 'warm' | 'cold';
+  /** The pool whose container it took (warm). */
+  pool?: string;
+  /** Why it started cold: no-pool, no-match, pool-empty, not-poolable. */
+  reason?: string;
+}
+
+/** The view of a stored TaskStart (the exec id stays inside the agent). */
+export function taskStartView(start: { readonly path: 'warm'; readonly pool: string } | { readonly path: 'cold'; readonly reason: string }): TaskStartView {
+  return start.path === 'warm' ? { path: 'warm', pool: start.pool } : { path: 'cold', reason: start.reason };
+}
+
 /** An event as a component announces it. */
 export type AgentEventBody =
-  | { type: 'task.state'; taskId: string; state: TaskState; endState?: StoredEndState; at: string }
+  /** A task's state changed; its move to `running` says how it started (`start`: warm from a pool, or cold and why). */
+  | { type: 'task.state'; taskId: string; state: TaskState; endState?: StoredEndState; start?: TaskStartView; at: string }
   | { type: 'image.pull'; phase: 'started' | 'shared' | 'finished' | 'failed'; image: string; imageId?: string; error?: string; at: string }
   | { type: 'image.removed'; imageId: string; at: string }
   | {
