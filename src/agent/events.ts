@@ -51,7 +51,10 @@ export type AgentEventBody =
       ownerPid?: number;
       /** For a group's container: its group; `role: "infra"` for the group's infrastructure container (dangling: its group is not live). */
       groupId?: string;
-      role?: 'infra';
+      /** `infra`: a group's infrastructure container; `pool`: a warm pool's container that the agent's pools do not know (left by an earlier run, or made by hand). */
+      role?: 'infra' | 'pool';
+      /** For a pool's container: its pool. */
+      pool?: string;
       dryRun: boolean;
       at: string;
     }
@@ -196,8 +199,8 @@ function danglingEvent(container: DanglingContainer, dryRun: boolean): Reconcile
 }
 
 /** The group fields of a container's event, when it is a group's. */
-function groupOf(container: { groupId?: string; role?: 'infra' }): { groupId?: string; role?: 'infra' } {
-  return { ...(container.groupId ? { groupId: container.groupId } : {}), ...(container.role ? { role: container.role } : {}) };
+function groupOf(container: { groupId?: string; role?: 'infra' | 'pool'; pool?: string }): { groupId?: string; role?: 'infra' | 'pool'; pool?: string } {
+  return { ...(container.groupId ? { groupId: container.groupId } : {}), ...(container.role ? { role: container.role } : {}), ...(container.pool ? { pool: container.pool } : {}) };
 }
 
 /** The event of a group network or volume the reconciler removed (or, in a dry run, would remove). */
