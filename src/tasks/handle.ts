@@ -282,31 +282,62 @@ export class TaskHandle implements AsyncDisposable {
     // ignores every signal but SIGKILL): a signal other than SIGKILL goes to the exec's process,
     // SIGKILL to the container (ending the task, as a cold task's SIGKILL does).
     if (this.#warm && !isSigkill(signal)) {
-      await this.#signalExec(signal, options.signal);
+      await this.#signalExecProcess(signal, options.signal);
       return;
     }
     await this.#kill(signal, options.signal);
   }
 
   /**
+   * The graceful part of a warm task's stop: the stop signal to the exec's process (by its host
+   * pid), then up to `graceMs` for the task to end. The container is killed afterwards either way
+   * (its StopSignal is SIGKILL), so nothing the task started outlives the stop. Where the signal
+   * cannot be sent (berth is not on the engine's host, or may not signal its processes), the
+   * container is killed at once.
+   */
+  async #stopExecGracefully(graceMs: number, abort: AbortSignal | undefined): Promise<'ended-before' | 'signalled' | 'not-signalled'> {
+    let outcome: 'ended' | 'signalled';
+    try {
+      outcome = await this.#signalExecProcess(this.spec.stopSignal, abort);
+    } catch (error) {
+      this.#deps.logger.debug({ taskId: this.taskId, code: codeOf(error) }, 'could not send the stop signal to the warm task\'s exec; killing its container');
+      return 'not-signalled';
+    }
+    if (outcome === 'ended') return 'ended-before';
+    if (graceMs <= 0 || this.#ended === undefined) return 'signalled';
+    const bound = new AbortController();
+    const onAbort = (): void => bound.abort();
+    abort?.addEventListener('abort', onAbort, { once: true });
+    await Promise.race([this.#ended, sleep(graceMs, undefined, { ref: false, signal: bound.signal }).catch(() => undefined)]);
+    bound.abort();
+    abort?.removeEventListener('abort', onAbort);
+    return 'signalled';
+  }
+
+  /**
    * Sends a signal to a warm task's exec process, by its host pid (the engine has no call for it;
    * see endExecProcess in exec.ts): berth must run on the engine's host with the right to signal
-   * its processes. An exec that has ended counts as done.
+   * its processes. `ended` when the exec had ended already.
    */
-  async #signalExec(signal: string, abort: AbortSignal | undefined): Promise<void> {
-    const info = await retry(() => this.#warm!.engine.inspectExec(this.#warm!.execId, { signal: abort }), { ...this.#deps.retryPolicy, signal: abort, shouldRetry: isAmbiguousFailure });
-    if (!info.running || info.pid <= 0) return;
+  async #signalExecProcess(signal: string, abort: AbortSignal | undefined): Promise<'ended' | 'signalled'> {
+    const warm = this.#warm;
+    if (!warm) throw new BerthError('BERTH_TASK_STATE', `task ${this.taskId} is not warm`, { context: { taskId: this.taskId } });
+    const info = await retry(() => warm.engine.inspectExec(warm.execId, { signal: abort }), { ...this.#deps.retryPolicy, signal: abort, shouldRetry: isAmbiguousFailure });
+    if (!info.running || info.pid <= 0) return 'ended';
     try {
       process.kill(info.pid, hostSignal(signal));
+      return 'signalled';
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
-      if (code === 'ESRCH') return;
+      if (code === 'ESRCH') return 'ended';
       throw new BerthError(code === 'EINVAL' || code === 'ERR_UNKNOWN_SIGNAL' ? 'BERTH_VALIDATION' : 'BERTH_TASK_STATE', `cannot send ${signal} to the exec of warm task ${this.taskId}: ${(error as Error).message}`, {
         cause: error,
-        context: { taskId: this.taskId, execId: this.#warm!.execId },
+        context: { taskId: this.taskId, execId: warm.execId },
       });
     }
   }
+
+
 
   /**
    * Removes the container and its anonymous volumes. Idempotent; stops a running task first
@@ -491,6 +522,16 @@ export class TaskHandle implements AsyncDisposable {
   }
 
   async #stop(graceMs: number, signal: AbortSignal | undefined, setsIntent: boolean): Promise<void> {
+    if (this.#warm) {
+      const graceful = await this.#stopExecGracefully(graceMs, signal);
+      if (graceful === 'ended-before') {
+        // The exec had ended on its own before the stop: its own end wins, as for a cold task, and
+        // its container is left as it is (hot reuse may take it back).
+        if (setsIntent && !this.#killedWhileStopping) this.#stopIntent = undefined;
+        return;
+      }
+      if (signal?.aborted) return;
+    }
     try {
       const answer = await retry(
         async (attempt) => ({ outcome: await this.#deps.engine.stopContainer(this.containerId, Math.ceil(graceMs / 1000), { signal }), attempt }),
