@@ -51,10 +51,6 @@ export function taskStartOf(path: StartPath): TaskStart {
   return path.kind === 'warm' ? { path: 'warm', pool: path.pool, execId: path.execId } : { path: 'cold', reason: path.reason };
 }
 
-/** The start path a handle carries (src/pools: the driver's warm start); undefined for a handle without one (a recovered cold task). */
-function startPathOf(handle: TaskHandle): StartPath | undefined {
-  return (handle as { readonly startPath?: StartPath }).startPath;
-}
 
 export interface SupervisorDeps {
   store: Store;
@@ -762,8 +758,10 @@ export class TaskSupervisor {
       if (this.#require(record.id).state !== 'starting') return;
     }
     let handle: TaskHandle | undefined;
+    let recovered = false;
     try {
       if (options.mayHaveContainer) handle = await this.#recoverHandle(this.#require(record.id));
+      recovered = handle !== undefined;
       // One start attempt per attempt of the task: a create a dead agent (or an earlier try) sent may land, and is adopted.
       // The engine's log is the output's one path (#pumpOutput reads it); the handle carries none (handle.output is 'engine-log').
       const startAttempt = startAttemptKey(record.id, currentAttempt(record));
@@ -779,8 +777,10 @@ export class TaskSupervisor {
     }
     this.#outage.forget(record.id);
     // How it started, with its container, before anything else: a restarted agent recovers a warm task by its exec.
-    const startPath = startPathOf(handle);
-    if (startPath) this.#deps.store.tasks.setStart(record.id, taskStartOf(startPath), handle.containerId);
+    // A container an earlier try left is followed as it started (a recovered cold handle cannot tell why it went cold).
+    if (!recovered || handle.startPath.kind === 'warm' || this.#require(record.id).start === undefined) {
+      this.#deps.store.tasks.setStart(record.id, taskStartOf(handle.startPath), handle.containerId);
+    }
     if (this.#require(record.id).state === 'stopping') {
       this.#deps.store.tasks.setContainerId(record.id, handle.containerId);
       this.#containStop(record.id, handle);
