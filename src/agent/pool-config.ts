@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { ValidationError, type FieldIssue } from '../common/errors.js';
 import { DURATION_LIMITS, type CountBounds, type DurationBounds } from '../common/units.js';
 import { booleanOption, countOption, durationOrOffOption, issue } from '../common/validation.js';
+import { notPoolableReason } from '../pools/key.js';
 import type { PoolDefinition } from '../pools/types.js';
 import { resolveTaskSpec, type SpecPolicy, type TaskSpec } from '../spec/schema.js';
 import type { StoredTaskSpec } from '../state/tasks.js';
@@ -119,7 +120,11 @@ export function compilePools(pools: readonly ParsedPool[], config: SpecDefaultsC
     }
     const spec = withAgentDefaults(pool.spec as StoredTaskSpec, config);
     try {
-      resolveTaskSpec(spec, policy);
+      const notPoolable = notPoolableReason(resolveTaskSpec(spec, policy));
+      if (notPoolable !== undefined) {
+        issues.push({ field: prefix, rule: `cannot be pooled (${notPoolable}): a pool container is made before its task, see README "Warm pools"` });
+        return;
+      }
     } catch (error) {
       if (!(error instanceof ValidationError)) throw error;
       issues.push(...named(error.issues));

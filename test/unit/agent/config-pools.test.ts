@@ -86,6 +86,13 @@ describe('agent config: pools', () => {
     assert.ok(issues.some((it) => it.field === 'pools[1].spec.stdin'), JSON.stringify(issues));
   });
 
+  it('refuses a spec that cannot be pooled (a health check, published ports), naming it', () => {
+    const issues = issuesOf(() => loadAgentConfig({ host, flags: { pools: [{ name: 'a', spec: { image: 'busybox', network: 'bridge', ports: [{ container: 80 }] } }] } }));
+    const found = issues.find((it) => it.field === 'pools[0].spec');
+    assert.ok(found, JSON.stringify(issues));
+    assert.match(found.rule, /cannot be pooled \(ports\)/);
+  });
+
   it('refuses a spec without an image, naming the field', () => {
     const issues = issuesOf(() => loadAgentConfig({ host, flags: { pools: [{ name: 'a', spec: { command: ['sh'] } }] } }));
     assert.ok(issues.some((it) => it.field === 'pools[0].spec.image'), JSON.stringify(issues));
