@@ -128,6 +128,34 @@ describe('agent warm pools', { skip }, () => {
     assert.deepEqual(tail, ['line 4\n', 'line 5\n']);
   });
 
+  test('a warm task reads its stdin, and a stop ends a running one as cancelled', async () => {
+    await poolFilled(POOL_SIZE);
+    const piped = `warm-stdin-${run.id}`;
+    await client.submit({ id: piped, spec: { ...poolSpec(), stdin: 'from stdin\n', command: ['sh', '-c', 'cat; echo after'] } });
+    const done = await waitForTaskState(client, piped, ENDED);
+    assert.equal(done.exitCode, 0);
+    assert.equal(done.start?.path, 'warm');
+    const texts: string[] = [];
+    for await (const record of client.logs(piped)) texts.push(record.text);
+    assert.deepEqual(texts, ['from stdin\n', 'after\n']);
+
+    await poolFilled(POOL_SIZE);
+    const stopped = `warm-stop-${run.id}`;
+    await client.submit({ id: stopped, spec: { ...poolSpec(), command: ['sh', '-c', 'echo ready; exec sleep 60'] } });
+    const running = await waitForTaskState(client, stopped, ['running']);
+    assert.equal(running.start?.path, 'warm');
+    // Stopped once its process runs (its first line is out).
+    await pollUntil('the warm task\'s first line', async () => {
+      for await (const record of client.logs(stopped)) if (record.text === 'ready\n') return true;
+      return undefined;
+    });
+    await client.stop(stopped, { graceMs: 1000 });
+    const ended = await waitForTaskState(client, stopped, ENDED);
+    assert.equal(ended.state, 'exited');
+    assert.equal(ended.endState?.kind, 'cancelled');
+    await pollUntil('the stopped task\'s container to go', async () => ((await poolContainers()).has(running.containerId!) ? undefined : true), { timeoutMs: 30_000 });
+  });
+
   test('a task that does not match the pool starts cold, and says why', async () => {
     const id = `cold-${run.id}`;
     await client.submit({ id, spec: { ...poolSpec(), resources: { memory: '32m', cpuMilli: 100 }, command: ['sh', '-c', 'echo cold; exit 4'] } });
