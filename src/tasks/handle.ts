@@ -4,7 +4,7 @@ import { BerthError, isBerthError, ValidationError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { retry } from '../common/retry.js';
 import { setLongTimeout, type LongTimer } from '../common/timers.js';
-import type { AttachedStreams, ExecOptions, ExecSession } from '../engine/engine.js';
+import type { AttachedStreams, ExecInspect, ExecOptions, ExecSession } from '../engine/engine.js';
 import type { PublishedPort, StatsSample } from '../engine/types.js';
 import { SPEC_BOUNDS, type ResolvedTaskSpec } from '../spec/schema.js';
 import { durationBoundRule } from '../common/units.js';
@@ -19,6 +19,9 @@ import type { OomEvidence } from './oom-watch.js';
 import { ExecEndWatch, knownEnd, type EndSource, type ExecEndWatchEngine } from './exec-end-watch.js';
 import type { EndFacts } from './end-watch.js';
 import type { StartPath } from '../pools/types.js';
+
+/** How long a signal to a warm task's exec waits for the engine to show the exec's pid (it has none just after its start). */
+const EXEC_PID_WAIT_MS = 1280;
 
 /** Pauses before each new read of an exited task's OOM flag (see #oomFlagSettled). */
 const OOM_FLAG_REREADS_MS = [100, 200, 400, 800, 1500] as const;
@@ -298,17 +301,20 @@ export class TaskHandle implements AsyncDisposable {
   async #stopExecGracefully(graceMs: number, abort: AbortSignal | undefined): Promise<'ended-before' | 'signalled' | 'not-signalled'> {
     let outcome: 'ended' | 'signalled';
     try {
-      outcome = await this.#signalExecProcess(this.spec.stopSignal, abort);
+      // No grace: killed at once, as the engine's stop with no grace does (signal 0 only asks whether the exec still runs).
+      outcome = await this.#signalExecProcess(graceMs > 0 ? this.spec.stopSignal : '0', abort);
     } catch (error) {
       this.#deps.logger.debug({ taskId: this.taskId, code: codeOf(error) }, 'could not send the stop signal to the warm task\'s exec; killing its container');
       return 'not-signalled';
     }
     if (outcome === 'ended') return 'ended-before';
-    if (graceMs <= 0 || this.#ended === undefined) return 'signalled';
+    // The exec's end as its watch sees it (not the handle's end, which waits for this stop).
+    const execEnded = this.#endWatch?.ended;
+    if (graceMs <= 0 || execEnded === undefined) return 'signalled';
     const bound = new AbortController();
     const onAbort = (): void => bound.abort();
     abort?.addEventListener('abort', onAbort, { once: true });
-    await Promise.race([this.#ended, sleep(graceMs, undefined, { ref: false, signal: bound.signal }).catch(() => undefined)]);
+    await Promise.race([execEnded, sleep(graceMs, undefined, { ref: false, signal: bound.signal }).catch(() => undefined)]);
     bound.abort();
     abort?.removeEventListener('abort', onAbort);
     return 'signalled';
@@ -322,8 +328,15 @@ export class TaskHandle implements AsyncDisposable {
   async #signalExecProcess(signal: string, abort: AbortSignal | undefined): Promise<'ended' | 'signalled'> {
     const warm = this.#warm;
     if (!warm) throw new BerthError('BERTH_TASK_STATE', `task ${this.taskId} is not warm`, { context: { taskId: this.taskId } });
-    const info = await retry(() => warm.engine.inspectExec(warm.execId, { signal: abort }), { ...this.#deps.retryPolicy, signal: abort, shouldRetry: isAmbiguousFailure });
-    if (!info.running || info.pid <= 0) return 'ended';
+    const inspect = (): Promise<ExecInspect> => retry(() => warm.engine.inspectExec(warm.execId, { signal: abort }), { ...this.#deps.retryPolicy, signal: abort, shouldRetry: isAmbiguousFailure });
+    let info = await inspect();
+    // Just after its start the engine may show the exec running with no pid yet: asked again, briefly.
+    for (let waitMs = 10; info.running && info.pid <= 0 && waitMs <= EXEC_PID_WAIT_MS; waitMs *= 2) {
+      await sleep(waitMs, undefined, { ref: false });
+      info = await inspect();
+    }
+    if (!info.running) return 'ended';
+    if (info.pid <= 0) throw new BerthError('BERTH_TASK_STATE', `the exec of warm task ${this.taskId} shows no process yet`, { context: { taskId: this.taskId, execId: warm.execId } });
     try {
       process.kill(info.pid, hostSignal(signal));
       return 'signalled';
