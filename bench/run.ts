@@ -2,7 +2,8 @@
  * `npm run bench [case…]`: runs the selected cases (all by default) in sequence against the real
  * engine and prints one JSON line per result on stdout, nothing else; progress goes to stderr.
  * Cases, in the order they run: lifecycle, logs, pull (when bench/pull.ts is present), reconcile,
- * group (start-to-running of a 3-task group against a pause container and three joiners by hand),
+ * group (start-to-running of a 3-task group against a pause container and three joiners by hand), warm
+ * (submit-to-first-output of pooled tasks against cold ones and the raw engine; a frozen pool's CPU),
  * agent (a real `berth agent` process driven through its API), exec (exec of `true` through an
  * agent's plain request and WebSocket against a raw dockerode exec), files-download (a 100 MiB
  * download through an agent against the engine's archive endpoint), faults (berth run, the agent and the
@@ -19,6 +20,7 @@ import { benchFilesUpload } from './files.js';
 import { benchFaults } from './faults.js';
 import { benchFilesDownload } from './files-download.js';
 import { benchGroup } from './group.js';
+import { benchWarm } from './warm.js';
 import { benchLifecycle } from './lifecycle.js';
 import { benchLogs } from './logs.js';
 import { benchReconcile } from './reconcile.js';
@@ -64,6 +66,8 @@ async function main(): Promise<number> {
   cases.set('reconcile', benchReconcile);
   // A 3-task group through the GroupRunner against a pause container and three joiners by hand.
   cases.set('group', benchGroup);
+  // Submit-to-first-output of warm (pooled) tasks against cold ones and the raw engine, and a frozen pool's CPU.
+  cases.set('warm', benchWarm);
   // A real agent process driven through its API: last, as it is the longest.
   cases.set('agent', benchAgent);
   // Exec through a real agent against a raw dockerode exec.

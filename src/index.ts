@@ -27,6 +27,8 @@ export { TaskDriver, TaskHandle, runToEnd, execInTask, findRunningTaskContainer,
 export type { TaskDriverOptions, StartOptions, ImageProvider, TaskExecEngine, TaskRef, RunToEndOptions, RunResult, EndState, EndKind, TaskState, TaskPhase, PhaseChange, BindSourcePolicy, ResolvedBindSource } from './tasks/index.js';
 export { collectArtifacts, copyOut } from './tasks/index.js';
 export type { ArtifactsRecord, ArtifactSink, ArchiveEngine } from './tasks/index.js';
+export { WarmPools, poolKeyOf, notPoolableReason, execArgv, POOL_NAME, POOL_MAX_SIZE } from './pools/index.js';
+export type { PoolDefinition, StartPath, ColdReason, PoolEvent, PoolSnapshot } from './pools/index.js';
 export { GroupRunner, GroupHandle, planGroup, groupDemand, GROUP_STATES, BUILTIN_INFRA_IMAGE, GROUP_EVENTS_CHANNEL } from './groups/index.js';
 export type { GroupRunnerOptions, GroupRunnerEngine, GroupStartOptions, GroupEvents, GroupStateChange, GroupTaskStarted, GroupTaskEnded, TaskOutputSinks, GroupEnd, GroupState, GroupDemand, MemberStatus } from './groups/index.js';
 export { resolveGroupSpec, groupSpecSchema, LIFECYCLES, DEFAULT_SHARED_DIR } from './spec/group.js';

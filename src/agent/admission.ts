@@ -28,8 +28,27 @@ export interface AdmissionEntry {
   readonly demand: ResourceDemand;
 }
 
+/**
+ * A warm pool's share of the budget: its idle containers are started and hold their resources, so
+ * they draw from the budget as tasks do. `size` is what the pool keeps when the budget allows; its
+ * `allowance` (at most `size`) is what admission lets it keep now.
+ */
+export interface PoolShare {
+  readonly name: string;
+  readonly size: number;
+  /** One container's resources. */
+  readonly demand: ResourceDemand;
+}
+
+/** A pool's share as admission holds it: its allowance of idle containers now. */
+export interface PoolShareSnapshot extends PoolShare {
+  readonly allowance: number;
+}
+
 export interface AdmissionSnapshot {
   readonly budget: AdmissionBudget;
+  /** Warm pools, in the order given: what each may keep idle now (its allowance × its demand draws from the budget). */
+  readonly pools: readonly PoolShareSnapshot[];
   /** What admitted tasks draw in all (may exceed the budget after it shrank). */
   readonly used: { readonly memoryBytes: number; readonly cpuMilli: number; readonly tasks: number };
   /** Admitted tasks, in the order they were admitted. */
@@ -72,9 +91,97 @@ export class AdmissionController {
   #queue: AdmissionEntry[] = [];
   #usedMemoryBytes = 0;
   #usedCpuMilli = 0;
+  /** Warm pools by name, in the order given, with their allowance now. */
+  readonly #pools = new Map<string, { share: PoolShare; allowance: number }>();
+  readonly #allowanceListeners = new Set<(pool: string, containers: number) => void>();
 
   constructor(budget: AdmissionBudget) {
     this.#budget = AdmissionController.#checkBudget(budget);
+  }
+
+  /**
+   * Declares the warm pools. Their idle containers hold resources, so each pool's allowance ×
+   * its demand draws from the budget, as a task's demand does (a warm task's container is then the
+   * task's, counted in its demand: the pool refills its idle ones). A pool gets as much of its size
+   * as fits beside what is admitted. When a task would not fit, the pools shrink first (the last
+   * declared first) as far as it takes for it to fit; they grow back towards their size once no
+   * task waits and the budget has room. Every change is told to the `onAllowance` listeners.
+   */
+  setPools(pools: readonly PoolShare[]): AdmissionChange {
+    for (const [name] of this.#pools) this.#setAllowance(name, 0);
+    this.#pools.clear();
+    for (const share of pools) this.#pools.set(share.name, { share: Object.freeze({ ...share, demand: Object.freeze({ ...share.demand }) }), allowance: 0 });
+    return this.#pump([]);
+  }
+
+  /** Calls `listener` whenever a pool's allowance changes (the agent: driver.pools.setAllowance); returns the unsubscribe. */
+  onAllowance(listener: (pool: string, containers: number) => void): () => void {
+    this.#allowanceListeners.add(listener);
+    return () => this.#allowanceListeners.delete(listener);
+  }
+
+  /** What the pools hold now: each allowance × its demand. */
+  #poolsHeld(): { memoryBytes: number; cpuMilli: number } {
+    let memoryBytes = 0;
+    let cpuMilli = 0;
+    for (const { share, allowance } of this.#pools.values()) {
+      memoryBytes += allowance * share.demand.memoryBytes;
+      cpuMilli += allowance * share.demand.cpuMilli;
+    }
+    return { memoryBytes, cpuMilli };
+  }
+
+  #setAllowance(name: string, containers: number): void {
+    const pool = this.#pools.get(name);
+    if (!pool || pool.allowance === containers) return;
+    pool.allowance = containers;
+    for (const listener of this.#allowanceListeners) listener(name, containers);
+  }
+
+  /**
+   * Makes room for `demand` by shrinking the pools (the last declared first, one container at a
+   * time) when that is enough for it to fit; shrinks nothing when it is not. Whether it fits now.
+   */
+  #makeRoom(demand: ResourceDemand): boolean {
+    if (this.#fits(demand)) return true;
+    if (!this.#fitsTasks(demand)) return false;
+    for (const [name, pool] of [...this.#pools].reverse()) {
+      let allowance = pool.allowance;
+      while (allowance > 0 && !this.#fitsWith(demand, name, allowance)) allowance--;
+      this.#setAllowance(name, allowance);
+      if (this.#fits(demand)) return true;
+    }
+    return this.#fits(demand);
+  }
+
+  /** Whether `demand` fits with pool `name` at `allowance` (the others as they are). */
+  #fitsWith(demand: ResourceDemand, name: string, allowance: number): boolean {
+    const pool = this.#pools.get(name)!;
+    const held = this.#poolsHeld();
+    const memory = held.memoryBytes - (pool.allowance - allowance) * pool.share.demand.memoryBytes;
+    const cpu = held.cpuMilli - (pool.allowance - allowance) * pool.share.demand.cpuMilli;
+    return this.#usedMemoryBytes + memory + demand.memoryBytes <= this.#budget.memoryBytes && this.#usedCpuMilli + cpu + demand.cpuMilli <= this.#budget.cpuMilli && this.#underCap();
+  }
+
+  /**
+   * The pools' allowances after a change: shrunk while tasks and pools together are over the
+   * budget (it shrank), grown back towards their sizes (the first declared first) while no task
+   * waits and a container more fits.
+   */
+  #balancePools(): void {
+    for (const [name, pool] of [...this.#pools].reverse()) {
+      let allowance = pool.allowance;
+      while (allowance > 0 && !this.#fitsWith({ memoryBytes: 0, cpuMilli: 0 }, name, allowance)) allowance--;
+      this.#setAllowance(name, allowance);
+    }
+    if (this.#queue.length > 0) return;
+    for (const [name, pool] of this.#pools) {
+      let allowance = pool.allowance;
+      while (allowance < pool.share.size && this.#fits(pool.share.demand, { ignoreCap: true })) {
+        allowance++;
+        this.#setAllowance(name, allowance);
+      }
+    }
   }
 
   static #checkBudget(budget: AdmissionBudget): AdmissionBudget {
@@ -121,7 +228,8 @@ export class AdmissionController {
     this.#assertUnknown(taskId);
     this.check(demand);
     const entry: AdmissionEntry = Object.freeze({ taskId, demand: Object.freeze({ ...demand }) });
-    if (this.#queue.length === 0 && this.#fits(entry.demand)) {
+    // Idle pool containers give way to a task: the pools shrink when that lets it in.
+    if (this.#queue.length === 0 && this.#makeRoom(entry.demand)) {
       this.#admit(entry);
       return 'admitted';
     }
@@ -189,19 +297,31 @@ export class AdmissionController {
   snapshot(): AdmissionSnapshot {
     return Object.freeze({
       budget: this.#budget,
+      pools: Object.freeze([...this.#pools.values()].map(({ share, allowance }) => Object.freeze({ ...share, allowance }))),
       used: Object.freeze({ memoryBytes: this.#usedMemoryBytes, cpuMilli: this.#usedCpuMilli, tasks: this.#admitted.size }),
       admitted: Object.freeze([...this.#admitted].map(([taskId, demand]) => Object.freeze({ taskId, demand }))),
       queued: Object.freeze([...this.#queue]),
     });
   }
 
-  #fits(demand: ResourceDemand): boolean {
+  /** Whether `demand` fits beside the admitted tasks and the pools' allowances (`ignoreCap`: a pool container is not a task, so maxConcurrent does not bound it). */
+  #fits(demand: ResourceDemand, options: { ignoreCap?: boolean } = {}): boolean {
     const budget = this.#budget;
+    const held = this.#poolsHeld();
     return (
-      this.#usedMemoryBytes + demand.memoryBytes <= budget.memoryBytes &&
-      this.#usedCpuMilli + demand.cpuMilli <= budget.cpuMilli &&
-      (budget.maxConcurrent === undefined || this.#admitted.size < budget.maxConcurrent)
+      this.#usedMemoryBytes + held.memoryBytes + demand.memoryBytes <= budget.memoryBytes &&
+      this.#usedCpuMilli + held.cpuMilli + demand.cpuMilli <= budget.cpuMilli &&
+      (options.ignoreCap === true || this.#underCap())
     );
+  }
+
+  /** Whether `demand` would fit were the pools to keep nothing. */
+  #fitsTasks(demand: ResourceDemand): boolean {
+    return this.#usedMemoryBytes + demand.memoryBytes <= this.#budget.memoryBytes && this.#usedCpuMilli + demand.cpuMilli <= this.#budget.cpuMilli && this.#underCap();
+  }
+
+  #underCap(): boolean {
+    return this.#budget.maxConcurrent === undefined || this.#admitted.size < this.#budget.maxConcurrent;
   }
 
   #admit(entry: AdmissionEntry): void {
@@ -210,14 +330,15 @@ export class AdmissionController {
     this.#usedCpuMilli += entry.demand.cpuMilli;
   }
 
-  /** Admits from the head while the head fits: strict FIFO. */
+  /** Admits from the head while the head fits (the pools giving way): strict FIFO. Then the pools take what is left. */
   #pump(refused: AdmissionChange['refused']): AdmissionChange {
     const admitted: string[] = [];
-    while (this.#queue.length > 0 && this.#fits(this.#queue[0]!.demand)) {
+    while (this.#queue.length > 0 && this.#makeRoom(this.#queue[0]!.demand)) {
       const head = this.#queue.shift()!;
       this.#admit(head);
       admitted.push(head.taskId);
     }
+    this.#balancePools();
     if (admitted.length === 0 && refused.length === 0) return EMPTY_CHANGE;
     return Object.freeze({ admitted: Object.freeze(admitted), refused: Object.freeze([...refused]) });
   }

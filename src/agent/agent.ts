@@ -10,7 +10,7 @@ import { ImageCoordinator, type ImageCoordinatorSnapshot } from '../images/index
 import { META_KEYS } from '../state/meta.js';
 import { openStore, STORE_FILE_NAME, type Store } from '../state/store.js';
 import { TaskDriver, type ImageProvider } from '../tasks/driver.js';
-import { AdmissionController } from './admission.js';
+import { AdmissionController, resolveDemand } from './admission.js';
 import { ConfigHolder, type AgentConfig, type ConfigSources, type ReloadResult } from './config.js';
 import { AgentEvents, announce } from './events.js';
 import { readDiskUsage, type DiskUsageReader } from './disk-space.js';
@@ -24,8 +24,8 @@ import { UsageSampler } from './usage.js';
 import { SecretBox } from './secret-box.js';
 import { UploadStore, uploadsNamedBy } from './uploads.js';
 import { agentSpecPolicy, configuredRegistryCredentials } from './registry-credentials.js';
-import { UNENDED_STATES, type StoredTaskSpec } from '../state/tasks.js';
-import { withSandboxPreset } from './sandbox-preset.js';
+import { UNENDED_STATES } from '../state/tasks.js';
+import { withAgentDefaults } from './spec-defaults.js';
 import { PortAllocator } from './ports.js';
 import type { TaskSpec } from '../spec/schema.js';
 
@@ -237,10 +237,16 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     // `registryAuth: { ref }` is resolved against the configuration in force when the task pulls.
     registryCredentials: (ref) => configuredRegistryCredentials(config.current(), ref),
     openUpload: (id) => uploads.open(id),
+    // Warm pools (`pools`): their specs were checked against the policy at load; the driver checks
+    // them again under the same policy (and their bind sources at each create), which applies to them alone.
+    ...(initial.pools.length > 0 ? { pools: initial.pools, holderDir: path.join(initial.dataDir, 'holder'), policy: agentSpecPolicy(initial) } : {}),
   });
   const artifacts = new ArtifactStore(path.join(initial.dataDir, 'artifacts'), logger);
   const logs = new TaskLogStore(path.join(initial.dataDir, 'logs'), { maxFileBytes: initial.logs.maxFileBytes, maxFiles: initial.logs.maxFiles });
   const admission = new AdmissionController(initial.admission);
+  // The pools' idle containers draw from the budget: admission tells the pools how many each may keep.
+  admission.onAllowance((pool, containers) => driver.pools.setAllowance(pool, containers));
+  admission.setPools(initial.pools.map((pool) => ({ name: pool.name, size: pool.size, demand: resolveDemand(driver.pools.demandOf(pool.name), initial.defaults.resources) })));
   const errorListeners = new Set<(code: ErrorCode) => void>();
   const usage = new UsageSampler({ logger });
   const ports = new PortAllocator(store.ports, { range: initial.ports.range, hostIp: initial.ports.hostIp });
@@ -271,6 +277,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     startOutageLimitMs: () => config.current().tasks.startOutageLimitMs,
     usage,
     artifacts: { store: artifacts, maxBytes: () => config.current().artifacts.maxBytes },
+    warm: driver,
   });
   const groups = new GroupCoordinator({
     store,
@@ -308,7 +315,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
   const closing = new AbortController();
   // A group's infrastructure container, network and volume are live until its cleanup has removed them.
   const liveGroupIds = (): string[] => store.groups.listUnfinished().map((group) => group.id);
-  const garbage = new AgentGarbage({ engine, store, images, events, logger, agentId, config: initial, current: () => config.current(), liveGroupIds });
+  const garbage = new AgentGarbage({ engine, store, images, events, logger, agentId, config: initial, current: () => config.current(), liveGroupIds, livePoolContainerIds: () => driver.pools.containerIds() });
   const diskUsage = hooks.diskUsage ?? readDiskUsage;
   const retention = new TaskRetention({
     store,
@@ -338,6 +345,11 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
       images.restoreHolder(holder.imageId, holder.taskId, holder.imageRef, store.meta.get(pulledImageKey(holder.imageId)) !== undefined);
     }
     await finishInterruptedRemovals(store, driver, logger);
+    // The pools of an earlier run: its idle containers go (the pools refill in the background), and
+    // the containers of warm tasks being recovered are kept for their recovery (driver.recoverWarm).
+    await driver.pools.start({ keep: supervisor.warmContainersToRecover() }).catch((error: unknown) => {
+      logger.error({ code: codeOf(error) }, 'could not start the warm pools; tasks start cold');
+    });
     const recovered = await supervisor.recover();
     logger.info({ agentId, ...recovered }, 'recovered tasks');
     // After the tasks: a group is driven from its tasks' recovered states.
@@ -361,6 +373,8 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     uploads.close();
     await groups.shutdown();
     await supervisor.shutdown();
+    // Idle pool containers are removed (a next start would, too); containers serving tasks are left to them.
+    await driver.pools.close().catch((error: unknown) => logger.warn({ code: codeOf(error) }, 'could not remove the idle pool containers'));
     usage.close();
     clearInterval(eventTrimmer);
     store.close();
@@ -435,19 +449,4 @@ async function finishInterruptedRemovals(store: Store, driver: TaskDriver, logge
       logger.error({ taskId, code: codeOf(error) }, 'could not remove the container of an ended task');
     }
   }
-}
-
-/** Gives a task without limits the agent's defaults, so it draws from the budget what it may use. */
-function withAgentDefaults(spec: StoredTaskSpec, config: AgentConfig): StoredTaskSpec {
-  // Only a field left out takes the default. Anything else, null included, is the spec's own and
-  // is checked by its schema after this: null is a wrong type, not "use the default".
-  const given = spec.resources as unknown;
-  if (given !== undefined && (typeof given !== 'object' || given === null || Array.isArray(given))) return spec;
-  const resources = { ...(spec.resources ?? {}) };
-  if (resources.memory === undefined) resources.memory = config.defaults.resources.memoryBytes;
-  if (resources.cpuMilli === undefined) resources.cpuMilli = config.defaults.resources.cpuMilli;
-  if (resources.pidsLimit === undefined) resources.pidsLimit = config.defaults.resources.pidsLimit;
-  const log = spec.log === undefined ? { driver: 'local' as const, maxSize: config.engineLog.maxSizeBytes } : spec.log;
-  const withDefaults = { ...spec, resources, log };
-  return config.defaults.sandbox ? withSandboxPreset(withDefaults, config.defaults.sandbox) : withDefaults;
 }

@@ -24,6 +24,9 @@ import { REGISTRY_NAME, REGISTRY_NAME_RULE } from '../spec/registry-auth.js';
 import { SECCOMP_PROFILE_NAME, SPEC_BOUNDS } from '../spec/schema.js';
 import { FILES_BOUNDS } from '../spec/files.js';
 import { DRIVER_OPTION_BOUNDS } from '../tasks/driver.js';
+import type { PoolDefinition } from '../pools/types.js';
+import { compilePools, poolsOption, type PoolConfigInput } from './pool-config.js';
+import { agentSpecPolicy } from './registry-credentials.js';
 
 /**
  * The agent's configuration: from a YAML file, BERTH_* environment variables and flags, merged in
@@ -283,6 +286,12 @@ export interface AgentConfigInput {
      */
     infraImage?: string;
   };
+  /**
+   * Warm pools (README "Warm pools"): each keeps `size` containers of its spec's pool key started
+   * and idle, so that a task with the same key starts as an exec in one of them. Each spec is
+   * checked as a submitted spec is (defaults, sandbox preset, policy). Default none; changed by a restart only.
+   */
+  pools?: PoolConfigInput[];
 }
 
 /** One entry of `registries`: the registry, and one secret (a password, inline or in a file, or an identity token). */
@@ -372,6 +381,8 @@ export interface AgentConfig {
   readonly retention: { readonly maxAgeMs?: number; readonly maxCount?: number; readonly diskWatermark?: number; readonly intervalMs: number };
   /** `infraImage` undefined: berth's built-in infrastructure image. */
   readonly groups: { readonly infraImage?: string };
+  /** The warm pools, their specs with the agent's defaults applied (as a matching task's spec is stored). */
+  readonly pools: readonly PoolDefinition[];
   /** The file the configuration was read from, if any. */
   readonly file?: string;
 }
@@ -486,7 +497,7 @@ export const CONFIG_ENV_VARS: Readonly<Record<string, string>> = Object.freeze(
 );
 
 /** Keys a running agent cannot change: a reload keeps their old values and reports them. */
-export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'tls', 'agentId', 'engine', 'engineDeadlines', 'tasks', 'http', 'ports']);
+export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'tls', 'agentId', 'engine', 'engineDeadlines', 'tasks', 'http', 'ports', 'pools']);
 
 const MiB = 1024 * 1024;
 
@@ -617,6 +628,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     retention: { maxAge: '7d', maxCount: 10_000, diskWatermark: '90%', interval: '1m' },
     groups: {},
     ports: { range: '20000-29999', hostIp: '127.0.0.1' },
+    pools: [],
   };
 }
 
@@ -888,6 +900,7 @@ function buildSchema(host: HostFacts) {
       interval: duration('1m', CONFIG_BOUNDS['retention.interval']),
     }),
     groups: section({ infraImage: imageReference.optional() }),
+    pools: poolsOption,
     ports: section({ range: portRange, hostIp: text(/^[0-9a-fA-F.:]+$/, 'must be an IPv4 or IPv6 address such as 127.0.0.1').refine((v) => isIP(v) !== 0, 'must be an IPv4 or IPv6 address such as 127.0.0.1') }),
   });
 }
@@ -1091,7 +1104,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
       { context: { file } },
     );
   }
-  const config: AgentConfig = {
+  const config: Omit<AgentConfig, 'pools'> = {
     dataDir: c.dataDir,
     socketPath,
     ...(c.listen ? { listen: c.listen } : {}),
@@ -1155,7 +1168,16 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     ports: { range: c.ports.range, hostIp: c.ports.hostIp },
     ...(file !== undefined ? { file } : {}),
   };
-  return deepFreeze(config);
+  let pools: PoolDefinition[];
+  try {
+    // Checked as a submitted spec is, under the policy and defaults just compiled.
+    pools = compilePools(c.pools, config, agentSpecPolicy(config));
+  } catch (error) {
+    if (!(error instanceof ValidationError)) throw error;
+    const origin = originOf(origins, 'pools');
+    throw new ValidationError(error.issues.map((it) => ({ field: it.field, rule: origin && origin !== 'default' ? `${it.rule} (from ${origin})` : it.rule })), { context: { file } });
+  }
+  return deepFreeze({ ...config, pools });
 }
 
 function normalizeCapability(cap: string): string {

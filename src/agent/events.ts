@@ -20,9 +20,24 @@ export type AgentEvent = AgentEventBody & {
   id?: number;
 };
 
+/** How a task started, as the API shows it: `warm` (an exec in a container of `pool`) or `cold` (its own container, for `reason`). */
+export interface TaskStartView {
+  path: 'warm' | 'cold';
+  /** The pool whose container it took (warm). */
+  pool?: string;
+  /** Why it started cold: no-pool, no-match, pool-empty, not-poolable. */
+  reason?: string;
+}
+
+/** The view of a stored TaskStart (the exec id stays inside the agent). */
+export function taskStartView(start: { readonly path: 'warm'; readonly pool: string } | { readonly path: 'cold'; readonly reason: string }): TaskStartView {
+  return start.path === 'warm' ? { path: 'warm', pool: start.pool } : { path: 'cold', reason: start.reason };
+}
+
 /** An event as a component announces it. */
 export type AgentEventBody =
-  | { type: 'task.state'; taskId: string; state: TaskState; endState?: StoredEndState; at: string }
+  /** A task's state changed; its move to `running` says how it started (`start`: warm from a pool, or cold and why). */
+  | { type: 'task.state'; taskId: string; state: TaskState; endState?: StoredEndState; start?: TaskStartView; at: string }
   | { type: 'image.pull'; phase: 'started' | 'shared' | 'finished' | 'failed'; image: string; imageId?: string; error?: string; at: string }
   | { type: 'image.removed'; imageId: string; at: string }
   | {
@@ -36,7 +51,10 @@ export type AgentEventBody =
       ownerPid?: number;
       /** For a group's container: its group; `role: "infra"` for the group's infrastructure container (dangling: its group is not live). */
       groupId?: string;
-      role?: 'infra';
+      /** `infra`: a group's infrastructure container; `pool`: a warm pool's container that the agent's pools do not know (left by an earlier run, or made by hand). */
+      role?: 'infra' | 'pool';
+      /** For a pool's container: its pool. */
+      pool?: string;
       dryRun: boolean;
       at: string;
     }
@@ -181,8 +199,8 @@ function danglingEvent(container: DanglingContainer, dryRun: boolean): Reconcile
 }
 
 /** The group fields of a container's event, when it is a group's. */
-function groupOf(container: { groupId?: string; role?: 'infra' }): { groupId?: string; role?: 'infra' } {
-  return { ...(container.groupId ? { groupId: container.groupId } : {}), ...(container.role ? { role: container.role } : {}) };
+function groupOf(container: { groupId?: string; role?: 'infra' | 'pool'; pool?: string }): { groupId?: string; role?: 'infra' | 'pool'; pool?: string } {
+  return { ...(container.groupId ? { groupId: container.groupId } : {}), ...(container.role ? { role: container.role } : {}), ...(container.pool ? { pool: container.pool } : {}) };
 }
 
 /** The event of a group network or volume the reconciler removed (or, in a dry run, would remove). */

@@ -30,6 +30,13 @@ export interface GarbageInit {
    * `reconcile.orphanGrace`).
    */
   liveGroupIds?: () => Iterable<string>;
+  /**
+   * The warm pools' containers this agent knows (driver.pools.containerIds(): being made, idle,
+   * frozen, serving a task), asked at every sweep and prune: they are left alone. Any other pool
+   * container of this agent is dangling (the reconciler removes it, in any state, past
+   * `reconcile.creationGrace`; prune removes it once stopped). Omitted: the agent has no pools.
+   */
+  livePoolContainerIds?: () => ReadonlySet<string>;
 }
 
 /**
@@ -49,12 +56,17 @@ export class AgentGarbage {
 
   constructor(init: GarbageInit) {
     this.#init = init;
-    const { engine, store, images, events, logger, agentId, config, liveGroupIds } = init;
+    const { engine, store, images, events, logger, agentId, config, liveGroupIds, livePoolContainerIds } = init;
     const liveTaskIds = (): string[] => store.tasks.list({ state: UNENDED_STATES }).map((task) => task.id);
+    // A warm task's container is a pool's, labelled with no task id: it is tracked by its id, as the pools' own are.
+    const warmTaskContainerIds = (): string[] =>
+      store.tasks.list({ state: UNENDED_STATES }).flatMap((task) => (task.start?.path === 'warm' && task.containerId !== undefined ? [task.containerId] : []));
     this.reconciler = new DanglingReconciler({
       engine,
       ownerId: agentId,
       trackedTaskIds: liveTaskIds,
+      trackedContainerIds: warmTaskContainerIds,
+      ...(livePoolContainerIds === undefined ? {} : { livePoolContainerIds }),
       ...(liveGroupIds === undefined ? {} : { liveGroupIds }),
       options: {
         enabled: config.reconcile.enabled,
@@ -75,6 +87,7 @@ export class AgentGarbage {
         return state !== undefined && !hasEnded(state);
       },
       ...(liveGroupIds === undefined ? {} : { isGroupLive: (groupId: string) => [...liveGroupIds()].includes(groupId) }),
+      isPoolContainerLive: (containerId) => (livePoolContainerIds?.().has(containerId) ?? false) || warmTaskContainerIds().includes(containerId),
       images: {
         // Only images berth pulled: one that was on the host before is someone else's.
         berthImages: () => images.snapshot().images.filter((image) => image.pulledByBerth).map((image) => ({ imageId: image.imageId, refs: image.refs })),

@@ -5,6 +5,8 @@ import type { ImageCoordinatorEvents } from '../images/index.js';
 import { TASK_STATES, type TaskRecord, type TaskState } from '../state/tasks.js';
 import type { AgentEvent, AgentEvents } from './events.js';
 import { EXPIRY_REASONS } from './retention.js';
+import type { WarmPoolsPort } from './pool-port.js';
+import type { ColdReason } from '../pools/types.js';
 
 /** What the metrics read and listen to: a narrow view of the agent runtime. */
 export interface MetricsSources {
@@ -25,7 +27,21 @@ export interface MetricsSources {
   unhealthyTasks?: () => number;
   /** Whether to add Node's process metrics (memory, CPU, event loop). Default true. */
   processMetrics?: boolean;
+  /** The driver's warm pools (`driver.pools`): their containers by state at each scrape, their hits, misses and refills. */
+  pools?: Pick<WarmPoolsPort, 'snapshot' | 'onEvent'>;
 }
+
+/** The states berth_pool_containers counts. */
+const POOL_CONTAINER_STATES = ['idle', 'frozen', 'in_use', 'starting'] as const;
+
+/** Why a task started cold (berth_pool_misses_total's reason), every one present from the start. */
+const COLD_REASONS: readonly ColdReason[] = ['no-pool', 'no-match', 'pool-empty', 'not-poolable'];
+
+/** Bounds of the pool refill histogram, in seconds: a create and start of a container, up to a slow pull. */
+const REFILL_BUCKETS_SECONDS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+/** The roles berth_reconciler_group_removals_total counts: a group's objects (a pool's containers are not a group's). */
+const GROUP_ROLES = [ROLES.infra, ROLES.network, ROLES.sharedDir] as const;
 
 const HEALTH_STATUSES = ['starting', 'healthy', 'unhealthy'] as const;
 
@@ -68,6 +84,13 @@ export function isEngineErrorCode(code: string): boolean {
  * - `berth_task_health_changes_total{status}`: changes of tasks' health status (`task.health`
  *   events), by the new status (`starting`, `healthy`, `unhealthy`).
  * - `berth_tasks_unhealthy`: tasks that have not ended whose health check last said unhealthy.
+ * - `berth_pool_containers{pool,state}`: each warm pool's containers by state (`idle`, `frozen`,
+ *   `in_use`, `starting`), read from the pools at each scrape.
+ * - `berth_pool_hits_total{pool}`: tasks that started warm, in a container of the pool.
+ * - `berth_pool_misses_total{reason}`: tasks that started cold, by why (`no-pool`, `no-match`,
+ *   `pool-empty`, `not-poolable`).
+ * - `berth_pool_refill_seconds{pool}` (histogram): how long a pool took to make a container ready
+ *   (create, start, holder up) after one was taken.
  * - `berth_engine_errors_total{code}`: engine and registry errors by code, as the API answered with
  *   them (`countError`), as the supervisor met them (a start, its pull included, a recovery, a
  *   container removal, reading output), as image removals failed with them, and as lost tasks
@@ -113,7 +136,7 @@ export class AgentMetrics {
       registers,
     });
     // Every role from the start, at 0, so a rate over it is defined before the first removal.
-    for (const role of Object.values(ROLES)) groupRemovals.inc({ role }, 0);
+    for (const role of GROUP_ROLES) groupRemovals.inc({ role }, 0);
     const expired = new Counter({ name: 'berth_tasks_expired_total', help: 'Ended tasks that retention removed for good (record and output), by reason: age, count or disk.', labelNames: ['reason'] as const, registers });
     // Every reason from the start, at 0, so a rate over it is defined before the first removal.
     for (const reason of EXPIRY_REASONS) expired.inc({ reason }, 0);
@@ -130,6 +153,35 @@ export class AgentMetrics {
           this.set(unhealthyTasks());
         },
       });
+    }
+    const pools = sources.pools;
+    if (pools) {
+      new Gauge({
+        name: 'berth_pool_containers',
+        help: 'Warm pools\' containers by state: idle (started, waiting for a task), frozen (idle and paused), in_use (serving a task), starting (being made).',
+        labelNames: ['pool', 'state'] as const,
+        registers,
+        collect() {
+          this.reset();
+          for (const pool of pools.snapshot()) {
+            const counts = { idle: pool.idle, frozen: pool.frozen, in_use: pool.inUse, starting: pool.starting };
+            for (const state of POOL_CONTAINER_STATES) this.set({ pool: pool.name, state }, counts[state]);
+          }
+        },
+      });
+      const hits = new Counter({ name: 'berth_pool_hits_total', help: 'Tasks that started warm, as an exec in an idle container of the pool.', labelNames: ['pool'] as const, registers });
+      const misses = new Counter({ name: 'berth_pool_misses_total', help: 'Tasks that started cold, by why: no-pool, no-match, pool-empty, not-poolable.', labelNames: ['reason'] as const, registers });
+      const refills = new Histogram({ name: 'berth_pool_refill_seconds', help: 'How long a warm pool took to make a container ready after one was taken.', labelNames: ['pool'] as const, buckets: REFILL_BUCKETS_SECONDS, registers });
+      // Every pool and reason from the start, at 0, so a rate over them is defined before the first task.
+      for (const pool of pools.snapshot()) hits.inc({ pool: pool.name }, 0);
+      for (const reason of COLD_REASONS) misses.inc({ reason }, 0);
+      this.#unsubscribe.push(
+        pools.onEvent((event) => {
+          if (event.type === 'pool.hit') hits.inc({ pool: event.pool });
+          else if (event.type === 'pool.miss') misses.inc({ reason: event.reason });
+          else if (event.type === 'pool.refilled') refills.observe({ pool: event.pool }, event.latencyMs / 1000);
+        }),
+      );
     }
     this.#engineErrors = new Counter({ name: 'berth_engine_errors_total', help: 'Engine and registry errors, by code.', labelNames: ['code'] as const, registers });
     if (sources.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });

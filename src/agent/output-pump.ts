@@ -134,7 +134,7 @@ export async function pumpOutput(deps: OutputPumpDeps, options: OutputPumpOption
             await deps.logs.append(taskId, entry);
           } catch (error) {
             if (!isDiskFullError(error)) throw error;
-            await cut(deps, taskId, signal);
+            await cutOutput(deps, taskId, signal);
             return 'cut';
           }
           backoffMs = initialBackoffMs;
@@ -178,7 +178,7 @@ export async function pumpOutput(deps: OutputPumpDeps, options: OutputPumpOption
 }
 
 /** Cuts the task's output: a record in its files (when it fits), and the flag on the task, written as soon as the store takes it. */
-async function cut(deps: OutputPumpDeps, taskId: string, signal: AbortSignal): Promise<void> {
+export async function cutOutput(deps: Pick<OutputPumpDeps, 'store' | 'logger' | 'onError'> & { logs: Pick<TaskLogStore, 'markCut'> }, taskId: string, signal: AbortSignal): Promise<void> {
   const marked = await deps.logs.markCut(taskId);
   deps.logger.error({ taskId, markerWritten: marked, code: 'BERTH_DISK_FULL' }, 'the data directory is full: the task output is cut');
   deps.onError?.('BERTH_DISK_FULL');

@@ -11,10 +11,15 @@ import { endTransition, hasEnded, type StoredTaskSpec, type TaskRecord, type Tas
 import type { TaskDriver } from '../tasks/driver.js';
 import type { EndState } from '../tasks/end-state.js';
 import type { TaskHandle } from '../tasks/handle.js';
-import type { AgentEvents } from './events.js';
+import { taskStartView, type AgentEvents } from './events.js';
 import { resolveDemand, type AdmissionBudget, type AdmissionChange, type AdmissionController, type AdmissionEntry, type ResourceDemand } from './admission.js';
 import { fromLogCursor, resumePosition, type OutputPosition } from './output-cursor.js';
 import { pumpOutput } from './output-pump.js';
+import { checkAgentSpec } from './spec-defaults.js';
+import { pumpStreams } from './stream-pump.js';
+import type { StartPath } from '../pools/types.js';
+import type { TaskStart } from '../state/tasks.js';
+import type { WarmDriverPort } from './pool-port.js';
 import type { TaskLogStore } from './task-logs.js';
 import { canonicalJson } from './canonical-json.js';
 import { isEngineOutage, isTransientStartError, StartOutage } from './start-outage.js';
@@ -33,6 +38,19 @@ interface OutputStart {
   position: OutputPosition;
   isCut: boolean;
 }
+
+/**
+ * Where a supervised task's output comes from: the engine's log from a position (a cold task), the
+ * handle's streams (a warm task: an exec's output is in no log), or nowhere (a warm task recovered
+ * after a restart: its exec's output could not be followed while the agent was down).
+ */
+type OutputSource = { kind: 'engine-log'; start: OutputStart } | { kind: 'streams' } | { kind: 'none' };
+
+/** How a task started, as the store keeps it, from the driver's StartPath. */
+export function taskStartOf(path: StartPath): TaskStart {
+  return path.kind === 'warm' ? { path: 'warm', pool: path.pool, execId: path.execId } : { path: 'cold', reason: path.reason };
+}
+
 
 export interface SupervisorDeps {
   store: Store;
@@ -74,6 +92,8 @@ export interface SupervisorDeps {
    * gone. None: a spec with `ports` is refused.
    */
   ports?: Pick<PortAllocator, 'allocate' | 'release' | 'sweep'>;
+  /** The driver's warm pools and the recovery of warm tasks (the driver itself); none: no task of an earlier run is recovered warm. */
+  warm?: WarmDriverPort;
 }
 
 /**
@@ -495,7 +515,7 @@ export class TaskSupervisor {
     for (const record of unended) {
       if (record.state === 'pending') continue;
       let recoverError: unknown;
-      const handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, this.#recoverOptions(record)).catch((error: unknown) => {
+      const handle = await this.#recoverHandle(record).catch((error: unknown) => {
         recoverError = error;
         return undefined;
       });
@@ -567,7 +587,33 @@ export class TaskSupervisor {
     if (record.state === 'stopping') this.#containStop(taskId, handle);
     // The engine says whether it is paused now; the record follows (a pause it missed, or one ended meanwhile).
     if (handle.paused !== (record.pausedAtMs !== undefined)) this.#deps.store.tasks.setPaused(taskId, handle.paused);
-    void this.#supervise(taskId, handle, await this.#cursorFor(record));
+    // A warm task's exec wrote its output to streams the agent that died held: nothing more can be read of it.
+    const output: OutputSource = record.start?.path === 'warm' ? { kind: 'none' } : { kind: 'engine-log', start: await this.#cursorFor(record) };
+    void this.#supervise(taskId, handle, output);
+  }
+
+  /**
+   * The driver's handle of a task of an earlier run: a warm task's exec in its pool container
+   * (driver.recoverWarm: ended with its exit code, or killed and lost when it still ran, since its
+   * output can no longer be followed), or a cold task's own container.
+   */
+  async #recoverHandle(record: TaskRecord): Promise<TaskHandle | undefined> {
+    const start = record.start;
+    if (start?.path === 'warm' && record.containerId !== undefined) {
+      // Without pools (none configured, or a driver without them) a warm task of an earlier run is not followed: it is lost.
+      if (!this.#deps.warm) return undefined;
+      return this.#deps.warm.recoverWarm(record.id, { spec: record.spec as TaskSpec, containerId: record.containerId, execId: start.execId, stopRequested: record.state === 'stopping' });
+    }
+    return this.#deps.driver.recover(record.id, record.spec as TaskSpec, this.#recoverOptions(record));
+  }
+
+  /** The container ids of the warm tasks a recovery takes back: the pools' start keeps them (driver.pools.start({ keep })). */
+  warmContainersToRecover(): Set<string> {
+    const ids = new Set<string>();
+    for (const record of this.#deps.store.tasks.listUnended()) {
+      if (record.start?.path === 'warm' && record.containerId !== undefined) ids.add(record.containerId);
+    }
+    return ids;
   }
 
   /**
@@ -584,7 +630,7 @@ export class TaskSupervisor {
       if (this.#closing.signal.aborted) return;
       let handle: TaskHandle | undefined;
       try {
-        handle = await this.#deps.driver.recover(record.id, record.spec as TaskSpec, this.#recoverOptions(record));
+        handle = await this.#recoverHandle(record);
       } catch (retryError) {
         const berthError = asBerthError(retryError);
         if (isEngineOutage(berthError)) continue;
@@ -712,8 +758,10 @@ export class TaskSupervisor {
       if (this.#require(record.id).state !== 'starting') return;
     }
     let handle: TaskHandle | undefined;
+    let recovered = false;
     try {
-      if (options.mayHaveContainer) handle = await this.#deps.driver.recover(record.id, this.#specToStart(record), this.#recoverOptions(record));
+      if (options.mayHaveContainer) handle = await this.#recoverHandle(this.#require(record.id));
+      recovered = handle !== undefined;
       // One start attempt per attempt of the task: a create a dead agent (or an earlier try) sent may land, and is adopted.
       // The engine's log is the output's one path (#pumpOutput reads it); the handle carries none (handle.output is 'engine-log').
       const startAttempt = startAttemptKey(record.id, currentAttempt(record));
@@ -728,14 +776,22 @@ export class TaskSupervisor {
       return;
     }
     this.#outage.forget(record.id);
+    // How it started, with its container, before anything else: a restarted agent recovers a warm task by its exec.
+    // A container an earlier try left is followed as it started (a recovered cold handle cannot tell why it went cold).
+    if (!recovered || handle.startPath.kind === 'warm' || this.#require(record.id).start === undefined) {
+      this.#deps.store.tasks.setStart(record.id, taskStartOf(handle.startPath), handle.containerId);
+    }
     if (this.#require(record.id).state === 'stopping') {
       this.#deps.store.tasks.setContainerId(record.id, handle.containerId);
       this.#containStop(record.id, handle);
     } else {
       this.#markStarted(record.id, handle);
     }
-    // A new container's log is read from its start; output cut for good (a restarted task's) stays cut.
-    await this.#supervise(record.id, handle, { position: {}, isCut: this.#require(record.id).outputTruncated !== undefined });
+    const isCut = this.#require(record.id).outputTruncated !== undefined;
+    // A warm task's output is its exec's streams (the engine's log holds none of it); a new
+    // container's log is read from its start. Output cut for good (a restarted task's) stays cut.
+    const output: OutputSource = handle.output === 'attached' ? (isCut ? { kind: 'none' } : { kind: 'streams' }) : { kind: 'engine-log', start: { position: {}, isCut } };
+    await this.#supervise(record.id, handle, output);
   }
 
   /**
@@ -826,7 +882,7 @@ export class TaskSupervisor {
   }
 
   /** Follows a running (or just ended) task: pumps its output, waits for its end, records it. */
-  #supervise(taskId: string, handle: TaskHandle, output: OutputStart): Promise<void> {
+  #supervise(taskId: string, handle: TaskHandle, output: OutputSource): Promise<void> {
     this.#handles.set(taskId, handle);
     const work = (async () => {
       // Started as the agent shuts down (a start that was under way): the next agent follows it.
@@ -834,7 +890,7 @@ export class TaskSupervisor {
       if (this.#closing.signal.aborted) return;
       this.#deps.usage?.track(taskId, handle.containerId);
       const ending = untilAborted(handle.wait(), this.#closing.signal);
-      const pumped = this.#pumpOutput(taskId, handle.containerId, output, ending);
+      const pumped = this.#pumpOutput(taskId, handle, output, ending);
       void this.#track(this.#health.follow(taskId, handle.containerId, ending));
       const end = await ending.catch(async (error: unknown) => {
         // The pump is contained; the wait's failure is this task's alone. Wait for the pump, then report.
@@ -967,12 +1023,17 @@ export class TaskSupervisor {
   }
 
   /** Copies the task's output into its files until its end is known and its log read (see pumpOutput). Never rejects. */
-  async #pumpOutput(taskId: string, containerId: string, output: OutputStart, ending: Promise<EndState | undefined>): Promise<void> {
+  async #pumpOutput(taskId: string, handle: TaskHandle, output: OutputSource, ending: Promise<EndState | undefined>): Promise<void> {
     try {
-      if (output.isCut) return;
+      const onError = this.#deps.onError ? { onError: this.#deps.onError } : {};
+      if (output.kind === 'streams') {
+        await pumpStreams({ logs: this.#deps.logs, store: this.#deps.store, logger: this.#deps.logger, ...onError }, { taskId, stdout: handle.stdout, stderr: handle.stderr, ended: ending, signal: this.#closing.signal });
+        return;
+      }
+      if (output.kind === 'none' || output.start.isCut) return;
       await pumpOutput(
-        { engine: this.#deps.engine, logs: this.#deps.logs, store: this.#deps.store, logger: this.#deps.logger, ...(this.#deps.onError ? { onError: this.#deps.onError } : {}) },
-        { taskId, containerId, position: output.position, ended: ending, signal: this.#closing.signal },
+        { engine: this.#deps.engine, logs: this.#deps.logs, store: this.#deps.store, logger: this.#deps.logger, ...onError },
+        { taskId, containerId: handle.containerId, position: output.start.position, ended: ending, signal: this.#closing.signal },
       );
     } catch (error) {
       // pumpOutput contains its failures; this is the last guard, so that output never ends the agent.
@@ -1059,7 +1120,8 @@ export class TaskSupervisor {
   }
 
   #announce(record: TaskRecord): void {
-    this.#deps.events.emit({ type: 'task.state', taskId: record.id, state: record.state, ...(record.endState ? { endState: record.endState } : {}) });
+    const start = record.state === 'running' && record.start ? { start: taskStartView(record.start) } : {};
+    this.#deps.events.emit({ type: 'task.state', taskId: record.id, state: record.state, ...(record.endState ? { endState: record.endState } : {}), ...start });
   }
 
   #require(taskId: string): TaskRecord {
@@ -1123,17 +1185,4 @@ export function withPortsAsStored(spec: StoredTaskSpec, stored: StoredTaskSpec):
     return agrees ? have : raw;
   });
   return { ...spec, ports } as StoredTaskSpec;
-}
-
-/** What the agent cannot do that the library can: it reads output from the engine's log, and keeps stdin as text. */
-function checkAgentSpec(spec: unknown): StoredTaskSpec {
-  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) throw new ValidationError([{ field: 'spec', rule: 'must be an object' }]);
-  const issues = [];
-  const raw = spec as Record<string, unknown>;
-  if (raw.tty === true) issues.push({ field: 'tty', rule: 'is not supported by the agent (it reads output from the engine log)' });
-  if (raw.stdin !== undefined && typeof raw.stdin !== 'string') issues.push({ field: 'stdin', rule: 'must be a string' });
-  const log = raw.log as { driver?: unknown } | undefined;
-  if (log?.driver === 'none') issues.push({ field: 'log.driver', rule: 'must be local or json-file: the agent reads output from the engine log' });
-  if (issues.length > 0) throw new ValidationError(issues);
-  return spec as StoredTaskSpec;
 }

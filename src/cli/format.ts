@@ -249,6 +249,7 @@ export const TASK_FIELDS: FormatFields = Object.freeze({
   ExitCode: 'EXIT CODE',
   Health: 'HEALTH',
   Ports: 'PORTS',
+  Start: 'START',
 });
 
 /** `images`' fields: docker's Repository, Tag, ID, Digest, plus berth's References, Holders and Removal. */
@@ -309,6 +310,8 @@ export function taskFormatRow(task: TaskRowInput & { containerId?: string | unde
     ExitCode: task.exitCode ?? '',
     Health: task.health?.status ?? '',
     Ports: formatTaskPorts(task),
+    // `warm:<pool>` or `cold:<reason>`; empty before it started.
+    Start: task.start === undefined ? '' : task.start.path === 'warm' ? `warm:${task.start.pool ?? ''}` : `cold:${task.start.reason ?? ''}`,
   };
 }
 

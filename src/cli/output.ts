@@ -93,6 +93,8 @@ export interface TaskRowInput {
   submittedAt: string | number;
   /** The host ports it publishes (the agent's task view). */
   ports?: ReadonlyArray<{ container: number; protocol: string; hostIp: string; host: number }> | undefined;
+  /** How it started (warm from a pool, or cold and why), as the agent's task view says. */
+  start?: { path: string; pool?: string | undefined; reason?: string | undefined } | undefined;
   startedAt?: string | number | undefined;
   finishedAt?: string | number | undefined;
   /** Absent for a task without a health check. */

@@ -246,7 +246,16 @@ export function imageInspectFromRaw(raw: Dockerode.ImageInspectInfo): ImageInspe
     createdAt: new Date(raw.Created),
     labels: raw.Config?.Labels ?? {},
     lastTagTime: toDate((raw as { Metadata?: { LastTagTime?: string } }).Metadata?.LastTagTime),
+    ...imageRunConfig(raw.Config as { Entrypoint?: string[] | string | null; Cmd?: string[] | string | null; WorkingDir?: string } | undefined),
   };
+}
+
+/** The image's own Entrypoint, Cmd and WorkingDir (a string form, as old images may hold, is one argument). */
+function imageRunConfig(config: { Entrypoint?: string[] | string | null; Cmd?: string[] | string | null; WorkingDir?: string } | undefined): Pick<ImageInspect, 'entrypoint' | 'cmd' | 'workingDir'> {
+  const argv = (value: string[] | string | null | undefined): string[] | undefined => (value === null || value === undefined ? undefined : typeof value === 'string' ? [value] : [...value]);
+  const entrypoint = argv(config?.Entrypoint);
+  const cmd = argv(config?.Cmd);
+  return { ...(entrypoint ? { entrypoint } : {}), ...(cmd ? { cmd } : {}), ...(config?.WorkingDir ? { workingDir: config.WorkingDir } : {}) };
 }
 
 export function imageSummaryFromRaw(row: Dockerode.ImageInfo): ImageSummary {

@@ -252,6 +252,10 @@ export interface ImageInspect {
   labels: Record<string, string>;
   /** When the image was last tagged locally (tag, import, commit); undefined when the engine never recorded one. */
   lastTagTime?: Date;
+  /** What a container of the image runs unless its create says otherwise (undefined: the image sets none). */
+  entrypoint?: string[];
+  cmd?: string[];
+  workingDir?: string;
 }
 
 /** What DELETE /images/{name} did: the names it untagged and the image ids it deleted. */

@@ -50,7 +50,8 @@ export function elfExecutable(code: Buffer): Buffer {
   return file;
 }
 
-const PAUSE_BINARY = elfExecutable(PAUSE_CODE_X86_64);
+/** The pause program itself (129 bytes): the groups' infrastructure image runs it, and warm pools bind-mount it as their holder (src/pools/holder.ts). */
+export const PAUSE_BINARY = elfExecutable(PAUSE_CODE_X86_64);
 
 /** The built-in image's reference: its tag is the program's digest, so a changed program is a new image. */
 export const BUILTIN_INFRA_IMAGE = `berth-infra:${createHash('sha256').update(PAUSE_BINARY).digest('hex').slice(0, 12)}`;

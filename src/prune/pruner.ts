@@ -69,6 +69,12 @@ export interface PrunerInit {
    */
   isGroupLive?: (groupId: string) => boolean;
   /**
+   * Whether a warm pool's container of this owner is live: the owner's pools know it (being made,
+   * idle, frozen or serving a task), and it is never pruned, whatever its state (one just created
+   * is not started yet). Omitted: this owner has no pools, and its pool containers are pruned once stopped.
+   */
+  isPoolContainerLive?: (containerId: string) => boolean;
+  /**
    * Makes the judge of owner processes for one prune (whether a container's owner process is gone).
    * Default: `ownerJudge()` over this host's /proc.
    */
@@ -117,6 +123,7 @@ export class Pruner implements EventSource<PrunerEvents> {
   readonly #engine: PruneEngine;
   readonly #isTaskLive: (taskId: string) => boolean;
   readonly #isGroupLive: (groupId: string) => boolean;
+  readonly #isPoolContainerLive: (containerId: string) => boolean;
   readonly #images: PruneImageSource | undefined;
   readonly #logger: Logger;
   readonly #clock: Pick<Clock, 'now' | 'sleep'>;
@@ -131,6 +138,7 @@ export class Pruner implements EventSource<PrunerEvents> {
     this.#engine = init.engine;
     this.#isTaskLive = init.isTaskLive;
     this.#isGroupLive = init.isGroupLive ?? (() => false);
+    this.#isPoolContainerLive = init.isPoolContainerLive ?? (() => false);
     this.#images = init.images;
     this.#logger = init.logger ?? silentLogger;
     this.#clock = init.clock ?? systemClock;
@@ -256,6 +264,10 @@ export class Pruner implements EventSource<PrunerEvents> {
       if (isInfraContainer(row.labels)) {
         if (this.#isLiveGroupOf(row.labels)) report.kept.push({ kind: 'containers', id: row.id, reason: 'live-group' });
         else await this.#removeListed(run, row);
+        continue;
+      }
+      if (row.labels[LABELS.role] === ROLES.pool && this.#isPoolContainerLive(row.id)) {
+        report.kept.push({ kind: 'containers', id: row.id, reason: 'live-pool' });
         continue;
       }
       const taskId = row.labels[LABELS.taskId];

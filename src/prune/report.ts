@@ -35,6 +35,8 @@ export interface KeptObject {
   reason:
     /** A container whose task is live. */
     | 'live-task'
+    /** A warm pool's container that the owner's pools know (being made, idle, or serving a task). */
+    | 'live-pool'
     /** A group's infrastructure container (stopped), network or shared volume, whose group is live. */
     | 'live-group'
     /** A container whose owner process (a `berth run`, a library driver) still runs. */

@@ -15,8 +15,10 @@ export interface DanglingContainer {
   taskId: string | undefined;
   /** The group in its labels, for a group's infrastructure container or task container. */
   groupId?: string;
-  /** `infra` for a group's infrastructure container (whose group is not live); absent for a task container. */
-  role?: typeof ROLES.infra;
+  /** `infra` for a group's infrastructure container (whose group is not live), `pool` for a warm pool's container its pools no longer know; absent for a task container. */
+  role?: typeof ROLES.infra | typeof ROLES.pool;
+  /** For a pool's container: its pool. */
+  pool?: string;
   image: string;
   /** The creation time as judged (see {@link createdAtUpperBoundMs}). */
   createdAt: Date;
@@ -102,11 +104,17 @@ export function decideDangling(
   return decision;
 }
 
-/** The group fields of a dangling or orphaned container: its group id, and `role: 'infra'` for an infrastructure container. */
-export function groupFields(labels: Readonly<Record<string, string>>): { groupId?: string; role?: typeof ROLES.infra } {
+/**
+ * The group fields of a dangling or orphaned container: its group id, and `role: 'infra'` for an
+ * infrastructure container; for a warm pool's container, `role: 'pool'` and its pool.
+ */
+export function groupFields(labels: Readonly<Record<string, string>>): { groupId?: string; role?: typeof ROLES.infra | typeof ROLES.pool; pool?: string } {
   const groupId = labels[LABELS.groupId];
+  const role = labels[LABELS.role];
+  const pool = labels[LABELS.pool];
   return {
     ...(groupId === undefined ? {} : { groupId }),
-    ...(labels[LABELS.role] === ROLES.infra ? { role: ROLES.infra } : {}),
+    ...(role === ROLES.infra ? { role: ROLES.infra } : {}),
+    ...(role === ROLES.pool ? { role: ROLES.pool, ...(pool === undefined ? {} : { pool }) } : {}),
   };
 }

@@ -26,7 +26,9 @@ export interface OrphanedContainer {
   /** The group in its labels, for a group's infrastructure or task container. */
   groupId?: string;
   /** `infra` for a group's infrastructure container; absent for a task container. */
-  role?: typeof ROLES.infra;
+  role?: typeof ROLES.infra | typeof ROLES.pool;
+  /** For a warm pool's container: its pool. */
+  pool?: string;
   /** The owner id it carries (`cli` for `berth run`). */
   ownerId: string | undefined;
   /** The owner process's pid, as its labels say. */

@@ -57,6 +57,15 @@ export interface DanglingReconcilerInit {
    */
   liveGroupIds?: () => Iterable<string>;
   /**
+   * For an owner with warm pools (src/pools): the pool containers its pools know now (being made,
+   * idle, frozen, serving a task; `driver.pools.containerIds()`), asked at every sweep and again
+   * before each removal. Given, the owner's pool containers are listed in any state (an idle one
+   * may be frozen, or its holder gone) and every one the pools do not know is dangling once past
+   * the creation grace. Omitted, pool containers are judged as other containers are (running, by
+   * `trackedContainerIds`).
+   */
+  livePoolContainerIds?: () => Iterable<string>;
+  /**
    * Whether the engine answers, asked before every scheduled sweep; a sweep runs only when it
    * does. Default: a ping with a 5 s deadline.
    */
@@ -119,6 +128,7 @@ export class DanglingReconciler implements EventSource<ReconcilerEvents> {
   readonly #trackedContainerIds: (() => Iterable<string>) | undefined;
   readonly #trackedTaskIds: (() => Iterable<string>) | undefined;
   readonly #liveGroupIds: (() => Iterable<string>) | undefined;
+  readonly #livePoolContainerIds: (() => Iterable<string>) | undefined;
   readonly #isEngineHealthy: () => Promise<boolean>;
   readonly #logger: Logger;
   readonly #clock: Pick<Clock, 'now' | 'setTimeout' | 'clearTimeout'>;
@@ -151,6 +161,7 @@ export class DanglingReconciler implements EventSource<ReconcilerEvents> {
     this.#trackedContainerIds = init.trackedContainerIds;
     this.#trackedTaskIds = init.trackedTaskIds;
     this.#liveGroupIds = init.liveGroupIds;
+    this.#livePoolContainerIds = init.livePoolContainerIds;
     this.#isEngineHealthy = init.isEngineHealthy ?? (() => pingEngine(this.#engine));
     this.#logger = init.logger ?? silentLogger;
     this.#clock = init.clock ?? systemClock;
@@ -257,7 +268,12 @@ export class DanglingReconciler implements EventSource<ReconcilerEvents> {
     const dryRun = options.dryRun ?? this.options.dryRun;
     if (signal?.aborted) throw cancelledError('dangling-container sweep', signal.reason);
     const startedAtMs = this.#clock.now();
-    const candidates = await this.#engine.listContainers({ all: false, labels: this.labelFilter, status: ['running'] }, { signal });
+    const running = await this.#engine.listContainers({ all: false, labels: this.labelFilter, status: ['running'] }, { signal });
+    // A warm pool's containers are this owner's in any state: an idle one may be frozen (paused), or
+    // its holder may have died. One the owner's pools do not know (tracked) is dangling whatever its state.
+    const pooled = this.#livePoolContainerIds ? await this.#engine.listContainers({ all: true, labels: [...this.labelFilter, `${LABELS.role}=${ROLES.pool}`] }, { signal }) : [];
+    const runningIds = new Set(running.map((container) => container.id));
+    const candidates = [...running, ...pooled.filter((container) => container.labels[LABELS.role] === ROLES.pool && !runningIds.has(container.id))];
     // A live group's infrastructure container is tracked by its group (it runs no task of its own).
     const decision = decideDangling(candidates, this.#tracked(), this.#clock.now(), this.options.creationGraceMs);
     // Orphans are any owner's, running or stopped, and judged by their owner process alone: what this owner tracks says nothing of them.
@@ -460,7 +476,7 @@ export class DanglingReconciler implements EventSource<ReconcilerEvents> {
 
   #tracked(): TrackedSnapshot {
     return {
-      containerIds: new Set(this.#trackedContainerIds?.() ?? []),
+      containerIds: new Set([...(this.#trackedContainerIds?.() ?? []), ...(this.#livePoolContainerIds?.() ?? [])]),
       taskIds: new Set(this.#trackedTaskIds?.() ?? []),
       liveGroupIds: this.#liveGroups(),
     };

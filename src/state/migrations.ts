@@ -215,6 +215,20 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       `);
     },
   },
+  {
+    version: 13,
+    name: 'how a task started (warm pools)',
+    up(db) {
+      // start_path: 'warm' (an exec in a pool container, which is the task's container_id) or 'cold';
+      // a warm task's exec id lets a restarted agent find its end (driver.recoverWarm).
+      db.exec(`
+        ALTER TABLE tasks ADD COLUMN start_path TEXT;
+        ALTER TABLE tasks ADD COLUMN pool TEXT;
+        ALTER TABLE tasks ADD COLUMN cold_reason TEXT;
+        ALTER TABLE tasks ADD COLUMN exec_id TEXT;
+      `);
+    },
+  },
 ]);
 
 /** The newest schema version this build of berth knows. */

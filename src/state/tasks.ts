@@ -122,7 +122,16 @@ export interface TaskRecord {
   readonly sealedSecrets?: string;
   /** The group the task belongs to (agent/groups.ts starts it, not admission); undefined for a task of its own. */
   readonly group?: TaskGroupLink;
+  /** How its current (or last) attempt started: warm (an exec in a pool's container) or cold; undefined before it started. */
+  readonly start?: TaskStart;
 }
+
+/**
+ * How a task started (see src/pools): `warm` took an idle container of `pool` and runs as the exec
+ * `execId` in it (the record's containerId is that container); `cold` created its own container,
+ * for `reason` (no pool, no matching pool, the pool was empty, or the spec cannot be pooled).
+ */
+export type TaskStart = { readonly path: 'warm'; readonly pool: string; readonly execId: string } | { readonly path: 'cold'; readonly reason: string };
 
 /** A group's task: its group, its name in the group and its lifecycle role. */
 export interface TaskGroupLink {
@@ -242,6 +251,16 @@ interface TaskRow {
   group_id?: string | null;
   group_task?: string | null;
   lifecycle?: string | null;
+  start_path?: string | null;
+  pool?: string | null;
+  cold_reason?: string | null;
+  exec_id?: string | null;
+}
+
+function startOf(row: TaskRow): TaskStart | undefined {
+  if (row.start_path === 'warm' && row.pool && row.exec_id) return { path: 'warm', pool: row.pool, execId: row.exec_id };
+  if (row.start_path === 'cold') return { path: 'cold', reason: row.cold_reason ?? 'unknown' };
+  return undefined;
 }
 
 
@@ -289,6 +308,8 @@ function toRecord(row: TaskRow): TaskRecord {
     ...(row.sealed_secrets === null ? {} : { sealedSecrets: row.sealed_secrets }),
     ...(row.group_id === null || row.group_id === undefined ? {} : { group: { groupId: row.group_id, taskName: row.group_task ?? '', lifecycle: (row.lifecycle ?? 'main') as TaskGroupLink['lifecycle'] } }),
   };
+  const start = startOf(row);
+  if (start) (record as { start?: TaskStart }).start = start;
   return deepFreeze(record);
 }
 
@@ -579,7 +600,7 @@ export class TaskRepository {
       const attempts = [...(row.attempts === null ? [] : (JSON.parse(row.attempts) as TaskAttempt[])), ended];
       this.#db
         .prepare(
-          `UPDATE tasks SET state = 'starting', attempts = ?, restart_at_ms = ?, container_id = NULL, paused_at_ms = NULL, paused_ms = 0, updated_at_ms = ? WHERE id = ?`,
+          `UPDATE tasks SET state = 'starting', attempts = ?, restart_at_ms = ?, container_id = NULL, start_path = NULL, pool = NULL, exec_id = NULL, cold_reason = NULL, paused_at_ms = NULL, paused_ms = 0, updated_at_ms = ? WHERE id = ?`,
         )
         .run(JSON.stringify(attempts), restartAtMs, this.#nowMs(), taskId);
       return { from, record: toRecord(this.#select.get(taskId)!) };
@@ -604,6 +625,28 @@ export class TaskRepository {
         });
       }
       this.#db.prepare('UPDATE tasks SET container_id = ?, updated_at_ms = ? WHERE id = ?').run(containerId, this.#nowMs(), taskId);
+      return toRecord(this.#select.get(taskId)!);
+    });
+    return asDiskFull(() => run.immediate());
+  }
+
+  /**
+   * Records how the task's attempt started, with its container: written as soon as the start
+   * returns, before the task is recorded running, so that a restarted agent knows a warm task's
+   * exec (recovered with driver.recoverWarm). Allowed while it starts, runs or is being stopped.
+   */
+  setStart(taskId: string, start: TaskStart, containerId: string): TaskRecord {
+    const run = this.#db.transaction((): TaskRecord => {
+      const row = this.#select.get(taskId);
+      if (!row) throw missingError(taskId);
+      const state = row.state as TaskState;
+      if (state !== 'starting' && state !== 'running' && state !== 'stopping') {
+        throw new BerthError('BERTH_TASK_STATE', `task ${taskId} is ${state}; how it started is recorded only while it starts or runs`, { context: { taskId, state } });
+      }
+      const warm = start.path === 'warm' ? start : undefined;
+      this.#db
+        .prepare('UPDATE tasks SET start_path = ?, pool = ?, exec_id = ?, cold_reason = ?, container_id = ?, updated_at_ms = ? WHERE id = ?')
+        .run(start.path, warm?.pool ?? null, warm?.execId ?? null, start.path === 'cold' ? start.reason : null, containerId, this.#nowMs(), taskId);
       return toRecord(this.#select.get(taskId)!);
     });
     return asDiskFull(() => run.immediate());

@@ -33,6 +33,13 @@ export type ContainerEngine = Pick<
   | 'deadlines'
 >;
 
+/**
+ * Who a create is for: a task's start (its TaskIdentity), or a warm pool's container (`poolName`
+ * set): a pool container carries no task id (a task takes it after its create), so its start
+ * attempt, owner and pool name say it is this create's. `taskId` then names the slot in logs only.
+ */
+export type CreateIdentity = Pick<TaskIdentity, 'taskId' | 'ownerId' | 'startAttempt'> & { poolName?: string };
+
 /** How hard berth tries when the engine fails in ways that may have left work done. */
 export interface RetryPolicy {
   attempts: number;
@@ -54,9 +61,9 @@ export function isAmbiguousFailure(error: unknown): boolean {
  * before the error is reported, so a failed create never leaks a container.
  */
 export async function createIdempotent(
-  engine: ContainerEngine,
+  engine: Pick<ContainerEngine, 'createContainer' | 'inspectContainer' | 'removeContainer'>,
   plan: CreatePlan,
-  identity: TaskIdentity,
+  identity: CreateIdentity,
   policy: RetryPolicy,
   logger: Logger,
   signal?: AbortSignal,
@@ -115,17 +122,13 @@ export function preferredContainer<T extends Pick<ContainerSummary, 'state' | 'c
   return [...rows].sort((a, b) => Number(b.state === 'running') - Number(a.state === 'running') || b.createdAt.getTime() - a.createdAt.getTime())[0];
 }
 
-/** Whether a container was made by this very start (owner, task and attempt). */
-function isThisStarts(labels: Readonly<Record<string, string>>, identity: TaskIdentity): boolean {
-  return (
-    labels[LABELS.managed] === 'true' &&
-    labels[LABELS.taskId] === identity.taskId &&
-    labels[LABELS.ownerId] === identity.ownerId &&
-    labels[LABELS.startAttempt] === identity.startAttempt
-  );
+/** Whether a container was made by this very start (owner, task or pool, and attempt). */
+function isThisStarts(labels: Readonly<Record<string, string>>, identity: CreateIdentity): boolean {
+  const isItsOwn = identity.poolName === undefined ? labels[LABELS.taskId] === identity.taskId : labels[LABELS.pool] === identity.poolName && labels[LABELS.taskId] === undefined;
+  return labels[LABELS.managed] === 'true' && isItsOwn && labels[LABELS.ownerId] === identity.ownerId && labels[LABELS.startAttempt] === identity.startAttempt;
 }
 
-async function adoptOwnContainer(engine: ContainerEngine, name: string, identity: TaskIdentity, policy: RetryPolicy, signal?: AbortSignal): Promise<string> {
+async function adoptOwnContainer(engine: Pick<ContainerEngine, 'inspectContainer'>, name: string, identity: CreateIdentity, policy: RetryPolicy, signal?: AbortSignal): Promise<string> {
   let existing;
   try {
     // The inspect that decides is retried on its own: were its failures to spend the create's
@@ -222,7 +225,7 @@ export async function removeContainer(engine: Pick<ContainerEngine, 'removeConta
  * After a failed create: removes what this start may have made under the name, and nothing else (a
  * container another start made under the same name is not ours to remove).
  */
-async function removeOwnQuietly(engine: ContainerEngine, name: string, identity: TaskIdentity, policy: RetryPolicy, logger: Logger): Promise<void> {
+async function removeOwnQuietly(engine: Pick<ContainerEngine, 'inspectContainer' | 'removeContainer'>, name: string, identity: CreateIdentity, policy: RetryPolicy, logger: Logger): Promise<void> {
   const taskId = identity.taskId;
   try {
     const existing = await retry(() => engine.inspectContainer(name), { ...policy, shouldRetry: isAmbiguousFailure });

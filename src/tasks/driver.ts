@@ -19,10 +19,15 @@ import { placeFiles, type UploadOpener } from './files-in.js';
 import { codeOf, connectNetworks, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, preferredContainer, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
 import { retry } from '../common/retry.js';
 import { listingVerdict } from './end-watch.js';
-import { TaskHandle, type TaskPause } from './handle.js';
+import { TaskHandle, type TaskPause, type WarmTaskInit } from './handle.js';
+import type { StartPath } from '../pools/types.js';
 import { LateCreateGuard } from './late-create.js';
 import { OomWatch, type OomWatchOptions } from './oom-watch.js';
 import type { PhaseChange } from './lifecycle.js';
+import { WarmPools, type PoolClaim } from '../pools/pools.js';
+import { execEnv } from '../pools/key.js';
+import type { ColdReason, PoolDefinition } from '../pools/types.js';
+import type { EndFacts } from './end-watch.js';
 
 /** Published on every task phase change: `{ taskId, from, to }` (its name is in common/diagnostics.ts). */
 export { TASK_PHASE_CHANNEL };
@@ -50,7 +55,15 @@ export interface ImageProvider {
 
 export interface TaskDriverOptions {
   /** The engine; its `socketPath` (an Engine reached through a unix socket has one) is never bind-mounted unless the policy allows it. */
-  engine: ContainerEngine & { readonly socketPath?: string } & Partial<Pick<Engine, 'storageDriver' | 'inspectNetwork'>>;
+  engine: ContainerEngine & { readonly socketPath?: string } & Partial<Pick<Engine, 'storageDriver' | 'inspectNetwork' | 'inspectImage' | 'inspectExec'>>;
+  /**
+   * Warm pools (README "Warm pools"): containers kept started and idle for tasks whose spec matches
+   * a pool's create-time parts; such a task runs as an exec in one (`handle.startPath`). Filled once
+   * `driver.pools.start()` is called. Default: none. Needs an engine with `inspectImage` and `inspectExec`.
+   */
+  pools?: readonly PoolDefinition[];
+  /** Where the pools' holder program is written on the host (src/pools/holder.ts). Default: `berth-holder` under the system's temporary directory. */
+  holderDir?: string;
   /** Written on every container as the owner label; the reconciler removes only its own owner's containers. Default "berth". */
   ownerId?: string;
   /**
@@ -190,6 +203,11 @@ export interface StartOptions {
    * labels. The spec must leave the network to the group (src/spec/group.ts checks that).
    */
   group?: GroupMembership;
+  /**
+   * Whether the task may take an idle container of a matching warm pool (`driver.pools`). Default
+   * true; false starts it cold (`handle.startPath` then says `no-pool`).
+   */
+  pool?: boolean;
 }
 
 /** The longest task id (and owner id) accepted. */
@@ -207,7 +225,9 @@ export const TASK_ID = new RegExp(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,${TASK_ID_MAX_LE
  */
 export class TaskDriver implements EventSource<TaskDriverEvents> {
   readonly ownerId: string;
-  readonly #engine: ContainerEngine & { readonly socketPath?: string } & Partial<Pick<Engine, 'storageDriver' | 'inspectNetwork'>>;
+  readonly #engine: ContainerEngine & { readonly socketPath?: string } & Partial<Pick<Engine, 'storageDriver' | 'inspectNetwork' | 'inspectImage' | 'inspectExec'>>;
+  /** The driver's warm pools (none unless `pools` were given): call `pools.start()` to fill them, `pools.close()` to remove their idle containers. */
+  readonly pools: WarmPools;
   readonly #policy: SpecPolicy;
   readonly #protectedHostPaths: readonly string[];
   readonly #images: ImageProvider | undefined;
@@ -257,6 +277,22 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
       ...msOptionIssues('retry.maxDelayMs', this.#retry.maxDelayMs, DRIVER_OPTION_BOUNDS.retryDelayMs),
     ];
     if (issues.length > 0) throw new ValidationError(issues);
+    const engine = this.#engine;
+    const definitions = options.pools ?? [];
+    if (definitions.length > 0 && (engine.inspectImage === undefined || engine.inspectExec === undefined)) {
+      throw new ValidationError([{ field: 'pools', rule: 'need an engine that inspects images and execs' }]);
+    }
+    this.pools = new WarmPools(definitions, (spec) => withSeccompProfile(this.resolve(spec), this.#policy), {
+      engine,
+      ownerId: this.ownerId,
+      ...(this.#ownerProcess ? { ownerProcess: this.#ownerProcess } : {}),
+      retry: this.#retry,
+      logger: this.#logger,
+      ...(options.holderDir === undefined ? {} : { holderDir: options.holderDir }),
+      prepareSpec: (spec) => withResolvedSources(spec, this.resolveBindSources(spec)),
+      acquireImage: (spec, holderId) => this.acquireImage(spec, holderId),
+      releaseImage: (holderId) => this.releaseImages(holderId),
+    });
   }
 
 
@@ -400,6 +436,24 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     this.resolveBindSources(resolved, bindPolicy);
     // A named seccomp profile's file is read now: a missing one costs no pull.
     resolved = withSeccompProfile(resolved, bindPolicy);
+    // A warm start first: an idle container of a matching pool, the task run as an exec in it.
+    let coldReason: ColdReason = 'no-pool';
+    if (options.pool !== false && this.pools.declared) {
+      const claimed = this.pools.claim(resolved, { waitHealthy: options.waitHealthy ?? false, inGroup: options.group !== undefined });
+      let missedPool: string | undefined;
+      if (claimed.kind === 'claimed') {
+        const warm = await this.#startWarm(taskId, resolved, claimed.claim, options);
+        if (warm !== undefined) return warm;
+        // The container could not serve the task (it was removed): the task goes cold, as if the pool had none.
+        coldReason = 'pool-empty';
+        missedPool = claimed.claim.pool;
+      } else {
+        coldReason = claimed.reason;
+        missedPool = claimed.pool;
+        if (claimed.detail !== undefined) this.#logger.debug({ taskId, reason: claimed.reason, detail: claimed.detail }, 'the task starts cold');
+      }
+      this.pools.noteMiss(taskId, coldReason, missedPool);
+    }
     if (resolved.storageSizeBytes !== undefined) await this.#checkStorageQuota(signal);
     // A named network that does not exist is the spec's fault: said now, naming the field, with nothing created or pulled.
     await this.#checkNetworksExist(resolved, signal);
@@ -442,7 +496,7 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
         options.output === 'engine-log'
           ? await this.#attachStdinOnly(containerId, resolved, signal)
           : await this.#attach(containerId, { stdin: resolved.stdin !== undefined, tty: resolved.tty }, signal);
-      const handle = this.#newHandle(taskId, containerId, resolved, streams, guardLateCreate, options.output !== 'engine-log');
+      const handle = this.#newHandle(taskId, containerId, resolved, streams, guardLateCreate, options.output !== 'engine-log', { kind: 'cold', reason: coldReason });
       try {
         // The engine mounts at start: a source changed since the check is refused, not followed.
         confirmBindSources(binds);
@@ -541,6 +595,111 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
   }
 
   /**
+   * Runs a task as an exec in a claimed pool container (thawed first): its command resolved against
+   * the image's entrypoint and command, its working dir, its env (the pool's and its own) and stdin.
+   * Undefined when the container could not serve it: the container is then removed, and the task
+   * starts cold. Never fails a task because of the pool, except that a `signal` that aborted ends the start.
+   */
+  async #startWarm(taskId: string, resolved: ResolvedTaskSpec, claim: PoolClaim, options: StartOptions): Promise<TaskHandle | undefined> {
+    const { signal } = options;
+    const inspectExec = this.#engine.inspectExec?.bind(this.#engine);
+    let session;
+    try {
+      if (inspectExec === undefined) throw new ValidationError([{ field: 'pools', rule: 'need an engine that inspects execs' }]);
+      await this.pools.ready(claim, signal);
+      session = await this.#engine.exec(
+        claim.containerId,
+        { cmd: [...claim.argv], env: execEnv(resolved), ...(resolved.workdir === undefined ? {} : { workdir: resolved.workdir }), stdin: resolved.stdin !== undefined, tty: false },
+        { ...(signal ? { signal } : {}), retry: this.#retry },
+      );
+    } catch (error) {
+      await this.pools.discard(claim.containerId);
+      if (signal?.aborted) throw cancelledError(`start of task ${taskId}`, error);
+      this.#logger.warn({ taskId, pool: claim.pool, containerId: claim.containerId, code: codeOf(error) }, 'a pool container could not serve the task; removed it, starting the task cold');
+      return undefined;
+    }
+    const containerId = claim.containerId;
+    const handle = this.#newHandle(taskId, containerId, resolved, session, () => undefined, true, undefined, {
+      pool: claim.pool,
+      execId: session.id,
+      engine: { inspectExec, waitContainer: this.#engine.waitContainer.bind(this.#engine), inspectContainer: this.#engine.inspectContainer.bind(this.#engine) },
+      session,
+      release: (end) => this.pools.release(containerId, end),
+      removed: () => this.pools.removed(containerId),
+    });
+    handle.markStarted();
+    this.#watchEnd(handle, session);
+    if (signal) {
+      const onAbort = (): void => void handle.stop();
+      signal.addEventListener('abort', onAbort, { once: true });
+      void handle.wait().finally(() => signal.removeEventListener('abort', onAbort));
+    }
+    this.pools.noteHit(claim, taskId);
+    return handle;
+  }
+
+  /**
+   * Takes back a warm task (one that ran as an exec in a pool container, see `handle.startPath`)
+   * after its owner restarted. The exec ended: the handle is ended already, with the exec's exit
+   * code (OOM from the container's memory cgroup, as for a cold task). The exec still runs: its
+   * output can no longer be followed (an exec's streams are not in the engine's log, and cannot be
+   * attached to again), so its container is killed and the task ends `lost`, saying so. Resolves
+   * undefined when the container is gone. `stopRequested`: as for `recover`, the task then ends
+   * `cancelled`. Destroying the handle removes the container.
+   */
+  async recoverWarm(taskId: string, options: { spec: TaskSpec; containerId: string; execId: string; stopRequested?: boolean }): Promise<TaskHandle | undefined> {
+    const resolved = resolveAcceptedTaskSpec(options.spec);
+    const inspectExec = this.#engine.inspectExec?.bind(this.#engine);
+    if (inspectExec === undefined) throw new ValidationError([{ field: 'pools', rule: 'need an engine that inspects execs' }]);
+    let container: ContainerInspect;
+    try {
+      container = await retry(() => this.#engine.inspectContainer(options.containerId), { ...this.#retry, shouldRetry: isAmbiguousFailure });
+    } catch (error) {
+      if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return undefined;
+      throw error;
+    }
+    const exec = await retry(() => inspectExec(options.execId), { ...this.#retry, shouldRetry: isAmbiguousFailure }).catch((error: unknown) => {
+      if (isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) return undefined;
+      throw error;
+    });
+    const containerStopped = !container.running && !container.paused;
+    let facts: EndFacts;
+    if (exec !== undefined && !exec.running && exec.exitCode !== null) {
+      facts = { kind: 'stopped', exitCode: exec.exitCode, ...(containerStopped ? { oomKilled: container.oomKilled } : {}), seenBy: 'inspect' };
+    } else if (containerStopped) {
+      facts = { kind: 'lost', reason: 'the pool container of the warm task stopped while its owner was away, and the engine kept no exit code of its exec' };
+    } else {
+      // Running on with nobody to read its output: ended now, so that it does not run unobserved.
+      await retry(() => this.#engine.killContainer(options.containerId, 'SIGKILL'), { ...this.#retry, shouldRetry: isAmbiguousFailure }).catch((error: unknown) => {
+        if (!isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) throw error;
+      });
+      facts = {
+        kind: 'lost',
+        reason:
+          exec === undefined
+            ? 'the warm task\'s exec was unknown to the engine after its owner restarted; its container was killed'
+            : 'the warm task was still running as an exec when its owner restarted: an exec\'s output cannot be followed again, so its container was killed',
+      };
+    }
+    const poolName = container.labels[LABELS.pool] ?? '';
+    const containerId = container.id;
+    this.pools.adoptInUse(poolName, containerId);
+    const handle = this.#newHandle(taskId, containerId, resolved, noStreams(), () => undefined, false, undefined, {
+      pool: poolName,
+      execId: options.execId,
+      engine: { inspectExec, waitContainer: this.#engine.waitContainer.bind(this.#engine), inspectContainer: this.#engine.inspectContainer.bind(this.#engine) },
+      knownEnd: facts,
+      // A recovered task's container is never reused: what it left behind is not known.
+      release: () => Promise.resolve('remove'),
+      removed: () => this.pools.removed(containerId),
+    });
+    if (options.stopRequested) handle.markStopRequested();
+    handle.markStarted(container.startedAt ?? new Date(), containerStopped ? container.finishedAt : undefined);
+    this.#watchEnd(handle);
+    return handle;
+  }
+
+  /**
    * This owner's container of a task: the one under the task's name, or else one found by its labels
    * (managed, task id, owner id), which is how a container named by an earlier version of berth
    * (`berth-<task id>`) is found after an upgrade. Of several found by labels, the running one, else
@@ -570,9 +729,9 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     }
   }
 
-  #newHandle(taskId: string, containerId: string, spec: ResolvedTaskSpec, streams: AttachedStreams, afterDestroy: () => void, attached = false): TaskHandle {
+  #newHandle(taskId: string, containerId: string, spec: ResolvedTaskSpec, streams: AttachedStreams, afterDestroy: () => void, attached = false, startPath?: StartPath, warm?: WarmTaskInit): TaskHandle {
     return new TaskHandle(
-      { taskId, containerId, spec, streams, attached },
+      { taskId, containerId, spec, streams, attached, ...(startPath ? { startPath } : {}), ...(warm ? { warm } : {}) },
       {
         engine: this.#engine,
         retryPolicy: this.#retry,
@@ -597,8 +756,11 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     this.#oomWatch?.track(handle.containerId);
     void streams?.closed?.then(() => handle.hintEnd('attach-closed'));
     void handle.wait().finally(() => {
-      this.#live.delete(handle.containerId);
-      this.#oomWatch?.forget(handle.containerId);
+      // A pool container with hot reuse may serve the next task already: only this task's entry goes.
+      if (this.#live.get(handle.containerId) === handle) {
+        this.#live.delete(handle.containerId);
+        this.#oomWatch?.forget(handle.containerId);
+      }
       if (this.#live.size === 0) this.#stopWatching();
     });
     this.#scheduleRelist(this.#relistPeriodMs);
@@ -746,3 +908,4 @@ export function recoveredPause(recorded: TaskPause | undefined, pausedNow: boole
   // Unpaused while nobody watched: when is unknown, so the pause counts until now (the task loses no time it was owed).
   return { pausedForMs: since === undefined ? pausedForMs : pausedForMs + Math.max(0, nowMs - since) };
 }
+

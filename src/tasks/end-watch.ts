@@ -86,6 +86,8 @@ export class EndWatch {
   #unreachableSince: number | undefined;
   /** Whether a broken wait waits for its backoff before it is dialled again. */
   #inBackoff = false;
+  /** Set by `abandon`: the end is known elsewhere (an exec's end, see exec-end-watch.ts). */
+  #abandoned: string | undefined;
 
   constructor(containerId: string, engine: EndWatchEngine, options: EndWatchOptions) {
     this.#containerId = containerId;
@@ -112,6 +114,17 @@ export class EndWatch {
       if (!this.#inBackoff) return;
     }
     this.#pendingHints.add(hint);
+    this.#wake?.();
+  }
+
+  /**
+   * Stops watching: `ended` resolves `lost` with `reason` (unless it resolved already) and the
+   * wait's connection closes. For an owner that learned the end elsewhere: a warm task's exec
+   * ended while its pool container runs on.
+   */
+  abandon(reason: string): void {
+    this.#abandoned ??= reason;
+    this.#pendingHints.add('engine-answered');
     this.#wake?.();
   }
 
@@ -198,6 +211,7 @@ export class EndWatch {
           wait = this.#dialWait(attempt.signal);
         }
         const woke = await Promise.race([wait ?? retryDue!, this.#nextHints()]);
+        if (this.#abandoned !== undefined && woke.kind !== 'waited') return { kind: 'lost', reason: this.#abandoned };
         let shouldInspect = false;
         switch (woke.kind) {
           case 'waited':

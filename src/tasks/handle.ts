@@ -4,7 +4,7 @@ import { BerthError, isBerthError, ValidationError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { retry } from '../common/retry.js';
 import { setLongTimeout, type LongTimer } from '../common/timers.js';
-import type { AttachedStreams, ExecOptions, ExecSession } from '../engine/engine.js';
+import type { AttachedStreams, ExecInspect, ExecOptions, ExecSession } from '../engine/engine.js';
 import type { PublishedPort, StatsSample } from '../engine/types.js';
 import { SPEC_BOUNDS, type ResolvedTaskSpec } from '../spec/schema.js';
 import { durationBoundRule } from '../common/units.js';
@@ -16,6 +16,12 @@ import { awaitHealthy } from './health.js';
 import { Lifecycle, type PhaseChange, type TaskPhase } from './lifecycle.js';
 import { collectArtifacts, copyOut, type ArtifactSink, type ArtifactsRecord } from './files-out.js';
 import type { OomEvidence } from './oom-watch.js';
+import { ExecEndWatch, knownEnd, type EndSource, type ExecEndWatchEngine } from './exec-end-watch.js';
+import type { EndFacts } from './end-watch.js';
+import type { StartPath } from '../pools/types.js';
+
+/** How long a signal to a warm task's exec waits for the engine to show the exec's pid (it has none just after its start). */
+const EXEC_PID_WAIT_MS = 1280;
 
 /** Pauses before each new read of an exited task's OOM flag (see #oomFlagSettled). */
 const OOM_FLAG_REREADS_MS = [100, 200, 400, 800, 1500] as const;
@@ -24,6 +30,28 @@ const OOM_FLAG_REREADS_MS = [100, 200, 400, 800, 1500] as const;
 export interface TaskPause {
   pausedForMs: number;
   pausedSinceMs?: number | undefined;
+}
+
+/**
+ * A warm task (src/pools): it runs as an exec in a pool container. Its output is the exec's
+ * streams; its end is the exec's (or its container's, see ExecEndWatch); destroying it hands the
+ * container back to its pool, which removes it (or, with hot reuse, keeps it for the next task).
+ */
+export interface WarmTaskInit {
+  pool: string;
+  execId: string;
+  /** The engine's exec calls, for the exec's end and its signals. */
+  engine: ExecEndWatchEngine;
+  /** The exec's session, when this process started it; absent when `knownEnd` says how it ended (a recovered task). */
+  session?: Pick<ExecSession, 'closed' | 'exitStatus'>;
+  knownEnd?: EndFacts;
+  /**
+   * Asked by destroy: `returned` when the pool took the container back (hot reuse of a task that
+   * ended on its own): then it is not removed; `remove` otherwise.
+   */
+  release(end: EndState | undefined): Promise<'returned' | 'remove'>;
+  /** Told once the container is removed. */
+  removed(): void;
 }
 
 type StopIntent = { kind: 'timeout'; afterMs: number } | { kind: 'cancel' };
@@ -68,7 +96,7 @@ export class TaskHandle implements AsyncDisposable {
   readonly #streams: AttachedStreams;
   readonly #output: AttachedOutput | undefined;
   #ended: Promise<EndState> | undefined;
-  #endWatch: EndWatch | undefined;
+  #endWatch: EndSource | undefined;
   #stopIntent: StopIntent | undefined;
   #timeoutTimer: LongTimer | undefined;
   /** The stop under way, whose answer may show the task had ended on its own before it was asked. */
@@ -86,17 +114,28 @@ export class TaskHandle implements AsyncDisposable {
   #oomEventSeen = false;
   /** How long the ended pauses lasted: the run time limit does not count them. */
   #pausedForMs = 0;
+  readonly #warm: WarmTaskInit | undefined;
+  /** The task's end state once known (destroy tells a warm task's pool). */
+  #endState: EndState | undefined;
+  /** How the task was started: warm (an exec in a pool container) or cold (and why). */
+  readonly startPath: StartPath;
 
   /**
    * `attached`: the streams carry the task's output from an attach; a connection cut before the
    * output ended is then made whole from the engine's log.
    */
-  constructor(init: { taskId: string; containerId: string; spec: ResolvedTaskSpec; streams: AttachedStreams; attached?: boolean }, deps: HandleDeps) {
+  constructor(
+    init: { taskId: string; containerId: string; spec: ResolvedTaskSpec; streams: AttachedStreams; attached?: boolean; warm?: WarmTaskInit; startPath?: StartPath },
+    deps: HandleDeps,
+  ) {
     this.taskId = init.taskId;
     this.containerId = init.containerId;
     this.spec = init.spec;
     this.#streams = init.streams;
-    if (init.attached) {
+    this.#warm = init.warm;
+    this.startPath = init.warm ? { kind: 'warm', pool: init.warm.pool, execId: init.warm.execId, containerId: init.containerId } : (init.startPath ?? { kind: 'cold', reason: 'no-pool' });
+    // A warm task's output is its exec's streams alone: the engine's log of the container holds none of it.
+    if (init.attached && !init.warm) {
       this.#output = new AttachedOutput(init.streams, {
         taskId: init.taskId,
         containerId: init.containerId,
@@ -106,7 +145,7 @@ export class TaskHandle implements AsyncDisposable {
         logger: deps.logger,
       });
     }
-    this.output = this.#output ? 'attached' : 'engine-log';
+    this.output = this.#output || init.warm ? 'attached' : 'engine-log';
     this.stdout = this.#output?.stdout ?? init.streams.stdout;
     this.stderr = this.#output?.stderr ?? init.streams.stderr;
     this.#deps = deps;
@@ -147,14 +186,21 @@ export class TaskHandle implements AsyncDisposable {
     this.#lifecycle.moveTo('running');
     this.#feedStdin();
     this.#armTimeout();
-    this.#endWatch = new EndWatch(this.containerId, this.#deps.engine, {
+    const watchOptions = {
       taskId: this.taskId,
       retryInitialDelayMs: this.#deps.retryPolicy.initialDelayMs,
       retryMaxDelayMs: this.#deps.retryPolicy.maxDelayMs,
       lostAfterUnreachableMs: this.#deps.lostAfterUnreachableMs,
       logger: this.#deps.logger,
       onAttachCut: () => this.#output?.attachCut(),
-    });
+    };
+    const warm = this.#warm;
+    this.#endWatch =
+      warm === undefined
+        ? new EndWatch(this.containerId, this.#deps.engine, watchOptions)
+        : warm.knownEnd !== undefined || warm.session === undefined
+          ? knownEnd(warm.knownEnd ?? { kind: 'lost', reason: 'the exec of the warm task cannot be followed' })
+          : new ExecEndWatch(this.containerId, warm.execId, warm.engine, warm.session, watchOptions);
     this.#ended = this.#watch(this.#endWatch);
     // The promise is also handed out by wait(); this keeps an unobserved end from being "unhandled".
     this.#ended.catch(() => undefined);
@@ -235,8 +281,76 @@ export class TaskHandle implements AsyncDisposable {
   async kill(signal = 'SIGKILL', options: { signal?: AbortSignal } = {}): Promise<void> {
     this.#requirePhase('kill', 'running', 'stopping');
     if (this.#lifecycle.is('stopping')) this.#killedWhileStopping = true;
+    // A warm task's main process is its exec's, not the container's PID 1 (the holder, which
+    // ignores every signal but SIGKILL): a signal other than SIGKILL goes to the exec's process,
+    // SIGKILL to the container (ending the task, as a cold task's SIGKILL does).
+    if (this.#warm && !isSigkill(signal)) {
+      await this.#signalExecProcess(signal, options.signal);
+      return;
+    }
     await this.#kill(signal, options.signal);
   }
+
+  /**
+   * The graceful part of a warm task's stop: the stop signal to the exec's process (by its host
+   * pid), then up to `graceMs` for the task to end. The container is killed afterwards either way
+   * (its StopSignal is SIGKILL), so nothing the task started outlives the stop. Where the signal
+   * cannot be sent (berth is not on the engine's host, or may not signal its processes), the
+   * container is killed at once.
+   */
+  async #stopExecGracefully(graceMs: number, abort: AbortSignal | undefined): Promise<'ended-before' | 'signalled' | 'not-signalled'> {
+    let outcome: 'ended' | 'signalled';
+    try {
+      // No grace: killed at once, as the engine's stop with no grace does (signal 0 only asks whether the exec still runs).
+      outcome = await this.#signalExecProcess(graceMs > 0 ? this.spec.stopSignal : '0', abort);
+    } catch (error) {
+      this.#deps.logger.debug({ taskId: this.taskId, code: codeOf(error) }, 'could not send the stop signal to the warm task\'s exec; killing its container');
+      return 'not-signalled';
+    }
+    if (outcome === 'ended') return 'ended-before';
+    // The exec's end as its watch sees it (not the handle's end, which waits for this stop).
+    const execEnded = this.#endWatch?.ended;
+    if (graceMs <= 0 || execEnded === undefined) return 'signalled';
+    const bound = new AbortController();
+    const onAbort = (): void => bound.abort();
+    abort?.addEventListener('abort', onAbort, { once: true });
+    await Promise.race([execEnded, sleep(graceMs, undefined, { ref: false, signal: bound.signal }).catch(() => undefined)]);
+    bound.abort();
+    abort?.removeEventListener('abort', onAbort);
+    return 'signalled';
+  }
+
+  /**
+   * Sends a signal to a warm task's exec process, by its host pid (the engine has no call for it;
+   * see endExecProcess in exec.ts): berth must run on the engine's host with the right to signal
+   * its processes. `ended` when the exec had ended already.
+   */
+  async #signalExecProcess(signal: string, abort: AbortSignal | undefined): Promise<'ended' | 'signalled'> {
+    const warm = this.#warm;
+    if (!warm) throw new BerthError('BERTH_TASK_STATE', `task ${this.taskId} is not warm`, { context: { taskId: this.taskId } });
+    const inspect = (): Promise<ExecInspect> => retry(() => warm.engine.inspectExec(warm.execId, { signal: abort }), { ...this.#deps.retryPolicy, signal: abort, shouldRetry: isAmbiguousFailure });
+    let info = await inspect();
+    // Just after its start the engine may show the exec running with no pid yet: asked again, briefly.
+    for (let waitMs = 10; info.running && info.pid <= 0 && waitMs <= EXEC_PID_WAIT_MS; waitMs *= 2) {
+      await sleep(waitMs, undefined, { ref: false });
+      info = await inspect();
+    }
+    if (!info.running) return 'ended';
+    if (info.pid <= 0) throw new BerthError('BERTH_TASK_STATE', `the exec of warm task ${this.taskId} shows no process yet`, { context: { taskId: this.taskId, execId: warm.execId } });
+    try {
+      process.kill(info.pid, hostSignal(signal));
+      return 'signalled';
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ESRCH') return 'ended';
+      throw new BerthError(code === 'EINVAL' || code === 'ERR_UNKNOWN_SIGNAL' ? 'BERTH_VALIDATION' : 'BERTH_TASK_STATE', `cannot send ${signal} to the exec of warm task ${this.taskId}: ${(error as Error).message}`, {
+        cause: error,
+        context: { taskId: this.taskId, execId: warm.execId },
+      });
+    }
+  }
+
+
 
   /**
    * Removes the container and its anonymous volumes. Idempotent; stops a running task first
@@ -421,6 +535,16 @@ export class TaskHandle implements AsyncDisposable {
   }
 
   async #stop(graceMs: number, signal: AbortSignal | undefined, setsIntent: boolean): Promise<void> {
+    if (this.#warm) {
+      const graceful = await this.#stopExecGracefully(graceMs, signal);
+      if (graceful === 'ended-before') {
+        // The exec had ended on its own before the stop: its own end wins, as for a cold task, and
+        // its container is left as it is (hot reuse may take it back).
+        if (setsIntent && !this.#killedWhileStopping) this.#stopIntent = undefined;
+        return;
+      }
+      if (signal?.aborted) return;
+    }
     try {
       const answer = await retry(
         async (attempt) => ({ outcome: await this.#deps.engine.stopContainer(this.containerId, Math.ceil(graceMs / 1000), { signal }), attempt }),
@@ -461,7 +585,7 @@ export class TaskHandle implements AsyncDisposable {
   }
 
   /** Waits for the container to stop and classifies how it ended; survives dropped connections and engine restarts. */
-  async #watch(watch: EndWatch): Promise<EndState> {
+  async #watch(watch: EndSource): Promise<EndState> {
     const facts = await watch.ended;
     // Without an answered wait the engine was away, and the attach connection may have been cut with it.
     void this.#output?.settle(facts.kind === 'stopped' && facts.seenBy !== 'wait');
@@ -533,6 +657,7 @@ export class TaskHandle implements AsyncDisposable {
 
   /** `finishedAt`: the engine's, when known; a wait answers at the end, so now is right for it. */
   #end(state: EndState, finishedAt?: Date): EndState {
+    this.#endState = state;
     this.#timeoutTimer?.clear();
     this.#finishedAt = finishedAt ?? this.#knownFinishedAt ?? new Date();
     if (this.#lifecycle.is('running', 'stopping')) this.#lifecycle.moveTo(state.kind === 'lost' ? 'lost' : 'exited');
@@ -543,13 +668,29 @@ export class TaskHandle implements AsyncDisposable {
     this.#timeoutTimer?.clear();
     if (this.#lifecycle.is('running')) this.#stopIntent ??= { kind: 'cancel' };
     try {
-      await removeContainer(this.#deps.engine, this.containerId, this.#deps.retryPolicy, signal);
-      // The container is gone: its watch must not wait for a wait that may never answer.
-      this.#endWatch?.hint('relist-gone');
+      const outcome = this.#warm ? await this.#warm.release(this.#endState) : 'remove';
+      if (outcome === 'remove') {
+        await removeContainer(this.#deps.engine, this.containerId, this.#deps.retryPolicy, signal);
+        this.#warm?.removed();
+        // The container is gone: its watch must not wait for a wait that may never answer.
+        this.#endWatch?.hint('relist-gone');
+      }
     } finally {
       this.#streams.close();
     }
     if (!this.#lifecycle.is('removed')) this.#lifecycle.moveTo('removed');
     this.#deps.onDestroyed(this.taskId);
   }
+}
+
+function isSigkill(signal: string): boolean {
+  const name = signal.toUpperCase();
+  return name === 'SIGKILL' || name === 'KILL' || name === '9';
+}
+
+/** A signal as docker takes it (`SIGTERM`, `TERM`, `15`) in the form process.kill takes. */
+function hostSignal(signal: string): NodeJS.Signals | number {
+  if (/^[0-9]+$/.test(signal)) return Number(signal);
+  const name = signal.toUpperCase();
+  return (name.startsWith('SIG') ? name : `SIG${name}`) as NodeJS.Signals;
 }

@@ -147,6 +147,18 @@ export const usageSchema: JsonSchema = {
 };
 
 /** A task as the API shows it. */
+/** How a task started (TaskStartView): the view's `start` and a task.state event's. */
+const taskStartSchema: JsonSchema = {
+  type: 'object',
+  required: ['path'],
+  additionalProperties: false,
+  properties: {
+    path: { type: 'string', enum: ['warm', 'cold'] },
+    pool: { type: 'string', description: 'warm: the pool whose container the task took.' },
+    reason: { type: 'string', description: 'cold: why (no-pool, no-match, pool-empty, not-poolable).' },
+  },
+};
+
 export const taskViewSchema: JsonSchema = {
   type: 'object',
   required: ['id', 'state', 'spec', 'submittedAt'],
@@ -209,6 +221,7 @@ export const taskViewSchema: JsonSchema = {
       },
     },
     usageMissing: { type: 'string', description: 'Why no usage was recorded for a task that ran (its cgroup was not readable, or it ended before the first reading or while the agent was down).' },
+    start: { ...taskStartSchema, description: 'How its current (or last) attempt started: `warm` took an idle container of `pool` (a warm pool, README "Warm pools") and runs as an exec in it; `cold` created its own container, for `reason` (no-pool, no-match, pool-empty, not-poolable). Absent before it started.' },
     group: {
       type: 'object',
       required: ['groupId', 'taskName', 'lifecycle'],
@@ -564,6 +577,7 @@ export const agentEventSchema: JsonSchema = {
     taskId: { type: 'string' },
     state: { type: 'string', enum: [...new Set<string>([...TASK_STATES, ...GROUP_STATES])], description: 'task.state: the task\'s state; group.state: the group\'s.' },
     endState: endStateSchema,
+    start: { ...taskStartSchema, description: 'task.state to running: how the task started (warm from a pool, or cold and why).' },
     phase: { type: 'string', enum: ['started', 'shared', 'finished', 'failed'] },
     image: { type: 'string' },
     imageId: { type: 'string' },
@@ -576,7 +590,8 @@ export const agentEventSchema: JsonSchema = {
     ownerId: { type: 'string', description: 'container.reconciled (an orphan), network.reconciled, volume.reconciled: the owner id the object carried.' },
     ownerPid: { type: 'integer', description: 'container.reconciled (an orphan): the pid of its owner process, which is gone.' },
     groupId: { type: 'string', description: 'group.state, group.removed: the group; container.reconciled (a group\'s container), network.reconciled, volume.reconciled: the group the object belonged to.' },
-    role: { type: 'string', enum: ['infra'], description: 'container.reconciled: `infra` for a group\'s infrastructure container.' },
+    role: { type: 'string', enum: ['infra', 'pool'], description: 'container.reconciled: `infra` for a group\'s infrastructure container, `pool` for a warm pool\'s container the agent\'s pools did not know.' },
+    pool: { type: 'string', description: 'container.reconciled of a pool\'s container: its pool.' },
     networkId: { type: 'string', description: 'network.reconciled: the network\'s id.' },
     network: { type: 'string', description: 'network.reconciled: the network\'s name.' },
     volume: { type: 'string', description: 'volume.reconciled: the volume\'s name.' },

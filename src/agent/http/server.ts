@@ -55,6 +55,8 @@ export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | '
   readonly groups?: Pick<GroupCoordinator, 'submit' | 'list' | 'get' | 'stop' | 'remove'>;
   /** The agent's id: the owner part of its groups' network and volume names (the group view). */
   readonly agentId?: string;
+  /** The driver's warm pools, for their metrics; without them, no pool metric is shown. */
+  readonly driver?: { readonly pools: NonNullable<MetricsSources['pools']> };
 }
 
 /** The longest a wait (`GET /v1/tasks/:id/wait`) holds its request before answering `ended: false`. */
@@ -143,6 +145,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     ...(runtime.store.sizeBytes ? { stateDatabaseBytes: () => runtime.store.sizeBytes!() } : {}),
     ...(runtime.store.tasks.countUnhealthy ? { unhealthyTasks: () => runtime.store.tasks.countUnhealthy!() } : {}),
     processMetrics: options.processMetrics ?? true,
+    ...(runtime.driver ? { pools: runtime.driver.pools } : {}),
   });
   const openApiDocument = buildOpenApiDocument({ version: options.version });
   /** Ends every open stream, so that closing the server does not wait on followers. */

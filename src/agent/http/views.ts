@@ -8,6 +8,7 @@ import type { PublishedPort } from '../../engine/types.js';
 import type { GroupRecord, GroupState } from '../../state/groups.js';
 import type { GroupEnd } from '../../groups/lifecycle.js';
 import { groupObjectNames } from '../../groups/infra-plan.js';
+import { taskStartView, type TaskStartView } from '../events.js';
 import { DEFAULT_SHARED_DIR, type ResolvedGroupSpec } from '../../spec/group.js';
 
 /**
@@ -48,6 +49,8 @@ export interface TaskView {
   usageMissing?: string;
   /** What was kept of its spec's `collect` paths at its end (GET /v1/tasks/:id/artifacts); absent before, and for a task that collects nothing. */
   artifacts?: ArtifactsRecord;
+  /** How its current (or last) attempt started: warm (an exec in a pool's container) or cold, and why; absent before it started. */
+  start?: TaskStartView;
   /** The group the task belongs to (GET /v1/groups/{groupId}); absent for a task of its own. */
   group?: { groupId: string; taskName: string; lifecycle: 'prestart' | 'sidecar' | 'main' };
   /**
@@ -147,6 +150,7 @@ export function toTaskView(record: TaskRecord, nowMs: number = Date.now()): Task
   if (record.usageMissing !== undefined) view.usageMissing = record.usageMissing;
   if (record.artifacts !== undefined) view.artifacts = structuredClone(record.artifacts) as ArtifactsRecord;
   if (record.group !== undefined) view.group = { ...record.group };
+  if (record.start !== undefined) view.start = taskStartView(record.start);
   const ports = portViews(record.spec);
   if (ports.length > 0) view.ports = ports;
   const networks = (record.spec as { networks?: unknown }).networks;

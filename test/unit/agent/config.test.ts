@@ -268,6 +268,7 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       prune: { scheduleMs: 43_200_000, imageBudgetBytes: 5 * GiB, exemptImages: ['a:1', 'b:2'] },
       retention: { maxAgeMs: 2 * 86_400_000, maxCount: 500, diskWatermark: 0.8, intervalMs: 30_000 },
       groups: { infraImage: 'registry.example.com/pause:3.9' },
+      pools: [],
       ports: { range: { from: 30_000, to: 30_099 }, hostIp: '0.0.0.0' },
     });
   });

@@ -129,6 +129,21 @@ describe('Pruner: one at a time', () => {
 });
 
 describe('Pruner: containers', () => {
+  it('never removes a pool container the owner\'s pools know (one just created is not started yet), and removes a stopped one they do not', async () => {
+    const engine = new FakePruneEngine();
+    const pool = (containerId: string): ContainerSummary => {
+      const row = stopped(containerId, 'unused', { [LABELS.role]: ROLES.pool, [LABELS.pool]: 'py' });
+      const labels = { ...row.labels };
+      delete labels[LABELS.taskId];
+      return { ...row, labels, state: 'created', status: 'Created' };
+    };
+    engine.containers = [pool('being-made'), pool('left-over')];
+    const pruner = new Pruner({ engine: engine.port, ownerId: OWNER, isTaskLive: () => false, isPoolContainerLive: (containerId) => containerId === 'being-made' });
+    const report = await pruner.prune({ kinds: ['containers'] });
+    assert.deepEqual(report.containers.ids, ['left-over']);
+    assert.deepEqual(report.kept, [{ kind: 'containers', id: 'being-made', reason: 'live-pool' }]);
+  });
+
   it('lists stopped containers of this owner engine-side, with sizes, and spares live tasks', async () => {
     const engine = new FakePruneEngine();
     engine.containers = [stopped('ended', 'done'), stopped('live', 'running-task'), stopped('no-record', 'ghost')];

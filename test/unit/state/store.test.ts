@@ -54,6 +54,7 @@ describe('openStore: schema and pragmas', () => {
       { version: 10, name: 'task artifacts' },
       { version: 11, name: 'published host ports' },
       { version: 12, name: 'task groups' },
+      { version: 13, name: 'how a task started (warm pools)' },
     ]);
   });
 
