@@ -159,7 +159,7 @@ async function adoptOwnContainer(engine: Pick<ContainerEngine, 'inspectContainer
  * The container of this very start under `name`, when the engine has it; undefined when it has none,
  * another's is there, or the engine does not say (the caller's create is then sent again and decides).
  */
-async function ownContainerUnder(engine: ContainerEngine, name: string, identity: TaskIdentity, policy: RetryPolicy, signal?: AbortSignal): Promise<string | undefined> {
+async function ownContainerUnder(engine: Pick<ContainerEngine, 'inspectContainer'>, name: string, identity: TaskIdentity, policy: RetryPolicy, signal?: AbortSignal): Promise<string | undefined> {
   try {
     const existing = await retry(() => engine.inspectContainer(name, { signal }), { ...policy, signal, shouldRetry: isAmbiguousFailure });
     return isThisStarts(existing.labels, identity) ? existing.id : undefined;
