@@ -21,6 +21,7 @@ import { benchFaults } from './faults.js';
 import { benchFilesDownload } from './files-download.js';
 import { benchGroup } from './group.js';
 import { benchWarm } from './warm.js';
+import { benchWarmAgent } from './warm-agent.js';
 import { benchLifecycle } from './lifecycle.js';
 import { benchLogs } from './logs.js';
 import { benchReconcile } from './reconcile.js';
@@ -67,7 +68,11 @@ async function main(): Promise<number> {
   // A 3-task group through the GroupRunner against a pause container and three joiners by hand.
   cases.set('group', benchGroup);
   // Submit-to-first-output of warm (pooled) tasks against cold ones and the raw engine, and a frozen pool's CPU.
-  cases.set('warm', benchWarm);
+  // The same through a real agent process (submit to the first line of the followed logs).
+  cases.set('warm', async (ctx) => {
+    await benchWarm(ctx);
+    await benchWarmAgent(ctx);
+  });
   // A real agent process driven through its API: last, as it is the longest.
   cases.set('agent', benchAgent);
   // Exec through a real agent against a raw dockerode exec.
