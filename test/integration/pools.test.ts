@@ -165,6 +165,19 @@ describe('warm pools against the real engine', { skip: await requireEngine() }, 
     await assert.rejects(engine.inspectContainer(first.containerId), (error) => isBerthError(error, 'BERTH_ENGINE_NOT_FOUND'));
   });
 
+  test('a take that meets a broken idle container removes it and starts the task cold; the pool refills', async () => {
+    const { driver, events } = await poolDriver([{ name: 'broken', spec: spec(), size: 1 }]);
+    await filled(driver);
+    const [brokenId] = [...driver.pools.containerIds()];
+    await engine.killContainer(brokenId!, 'SIGKILL');
+    const outcome = await outcomeOf(driver, spec({ command: ['echo', 'still runs'] }));
+    assert.deepEqual([outcome.path, outcome.stdout, outcome.end], ['cold:pool-empty', 'still runs\n', { kind: 'success', exitCode: 0 }]);
+    await assert.rejects(engine.inspectContainer(brokenId!), (error) => isBerthError(error, 'BERTH_ENGINE_NOT_FOUND'));
+    assert.ok(events.some((event) => event.type === 'pool.removed' && event.containerId === brokenId && event.reason === 'failed'));
+    await filled(driver);
+    assert.equal(driver.pools.containerIds().has(brokenId!), false);
+  });
+
   test('an idle pool container is frozen after its idle time and thawed when a task takes it', async () => {
     const { driver } = await poolDriver([{ name: 'freeze', spec: spec(), size: 1, freezeAfterMs: 100 }]);
     await pollUntil('the idle container to be frozen', () => (driver.pools.snapshot()[0]!.frozen === 1 ? true : undefined), { timeoutMs: 30_000 });
