@@ -268,6 +268,30 @@ describe('warm pools against the real engine', { skip: await requireEngine() }, 
     await second.pools.close();
   });
 
+  test('recoverWarm of a task whose exec was OOM-killed ends it oom, from the container\'s memory cgroup', async () => {
+    const ownerId = `pools-${run.id}-recover-oom`;
+    const limited = (): TaskSpec => spec({ resources: { memory: '32m' }, command: ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'] });
+    const pools: PoolDefinition[] = [{ name: 'recover-oom', spec: spec({ resources: { memory: '32m' } }), size: 1 }];
+    const first = new TaskDriver({ engine, ownerId, pools });
+    drivers.push(first);
+    await first.pools.start();
+    await filled(first);
+    const handle = await first.start(limited());
+    assert.equal(handle.startPath.kind, 'warm');
+    assert.equal((await handle.wait()).kind, 'oom');
+    const execId = handle.startPath.kind === 'warm' ? handle.startPath.execId : '';
+    const second = new TaskDriver({ engine, ownerId, pools });
+    drivers.push(second);
+    const recovered = await second.recoverWarm(handle.taskId, { spec: limited(), containerId: handle.containerId, execId });
+    assert.ok(recovered);
+    try {
+      assert.deepEqual(await recovered.wait(), { kind: 'oom', exitCode: 137, hint: 'the task ran out of memory: raise its memory limit of 32 MiB' });
+    } finally {
+      await recovered.destroy();
+    }
+    await first.pools.close();
+  });
+
   test('close removes every idle pool container and stops refilling: nothing of the pool is left', async () => {
     const { driver } = await poolDriver([{ name: 'close', spec: spec(), size: 3, freezeAfterMs: 50 }]);
     await filled(driver);
