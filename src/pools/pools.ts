@@ -455,6 +455,8 @@ export class WarmPools {
       this.#trim(pool);
     } catch (error) {
       logger.warn({ pool: name, code: codeOf(error), error: error instanceof Error ? error.message : String(error) }, 'could not add a container to the pool; trying again after a backoff');
+      // The holder's file may have been removed meanwhile (a temporary directory cleaned): written again next time.
+      this.#holderPath = undefined;
       pool.fillRetryAt = Date.now() + pool.fillBackoffMs;
       pool.fillBackoffMs = Math.min(pool.fillBackoffMs * 2, FILL_BACKOFF_MS.max);
       if (slot.containerId !== undefined) await this.#remove(pool, slot, 'failed');
