@@ -7,7 +7,7 @@
  * ignores SIGTERM: pool containers are stopped with SIGKILL (their StopSignal).
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { messageOf, ValidationError } from '../common/errors.js';
@@ -26,16 +26,25 @@ export function defaultHolderDir(): string {
 
 /**
  * Writes the holder program to `dir` (once: a file that already holds the program is kept) and
- * returns its path. The write is atomic (a temporary file renamed into place) with mode 0555, so
+ * returns its path. The directory is made if missing, and must be this process's user's and
+ * writable by no other (a shared temporary directory's subdirectory made by someone else is refused).
+ * The write is atomic (a temporary file renamed into place) with mode 0555, so
  * that a container never mounts a half-written program and nobody can change the one mounted.
  * Throws BERTH_VALIDATION (field holderDir) when the directory cannot be written.
  */
 export async function ensureHolder(dir: string = defaultHolderDir()): Promise<string> {
   const path = join(dir, `holder-${HOLDER_DIGEST}`);
   try {
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    // Whoever may write the directory may swap the program every pool container runs: it must be
+    // this process's own, a real directory, and writable by nobody else.
+    const info = await lstat(dir);
+    const uid = process.getuid?.();
+    if (!info.isDirectory() || (uid !== undefined && info.uid !== uid) || (info.mode & 0o022) !== 0) {
+      throw new Error(`it must be a directory of this process's user (uid ${uid ?? '?'}) that no other user may write, and is ${info.isDirectory() ? `owned by uid ${info.uid} with mode ${(info.mode & 0o777).toString(8)}` : 'not a directory'}`);
+    }
     const existing = await readFile(path).catch(() => undefined);
     if (existing !== undefined && existing.equals(HOLDER_PROGRAM)) return path;
-    await mkdir(dir, { recursive: true, mode: 0o755 });
     const temporary = join(dir, `.holder-${randomUUID()}`);
     try {
       await writeFile(temporary, HOLDER_PROGRAM, { mode: 0o555 });

@@ -36,6 +36,8 @@ export const POOL_MAX_SIZE = 1000;
 
 /** How many containers of one pool are created at once while it fills. */
 const FILL_CONCURRENCY = 2;
+/** How often the idle containers are checked against the engine's list: one that died while idle is replaced. */
+export const POOL_SWEEP_MS = 15_000;
 /** Backoff of a pool whose creates fail (engine down, image missing): from 1 s, doubling to 30 s. */
 const FILL_BACKOFF_MS = { initial: 1000, max: 30_000 } as const;
 
@@ -62,6 +64,8 @@ interface Slot {
   freezeTimer?: NodeJS.Timeout;
   /** A pause under way: a take waits for it, then thaws. */
   freezing?: Promise<void>;
+  /** When it last became idle (epoch ms): the sweep judges only slots idle before its list. */
+  idleSinceMs?: number;
 }
 
 interface Pool {
@@ -98,6 +102,7 @@ export class WarmPools {
   readonly #inUse = new Map<string, { pool: Pool; slot: Slot }>();
   readonly #removals = new Set<Promise<void>>();
   #holderPath: Promise<string> | undefined;
+  #sweepTimer: NodeJS.Timeout | undefined;
   #started = false;
   #closed = false;
 
@@ -175,6 +180,38 @@ export class WarmPools {
         }),
     );
     for (const pool of this.#pools.values()) void this.#fill(pool);
+    this.#sweepTimer = setInterval(() => void this.#sweep(), POOL_SWEEP_MS);
+    // The sweep serves the pools; it alone must not keep a process alive.
+    this.#sweepTimer.unref();
+  }
+
+  /**
+   * One list of this owner's pool containers: an idle (or frozen) one the engine no longer shows
+   * running or paused (killed, or gone) is forgotten and replaced, so a take rarely meets a broken
+   * container (one that does is removed at the take, and the task starts cold).
+   */
+  async #sweep(): Promise<void> {
+    if (this.#closed) return;
+    const { engine, ownerId, logger } = this.#options;
+    const listedAt = Date.now();
+    let rows;
+    try {
+      rows = await engine.listContainers({ all: true, labels: [`${LABELS.managed}=true`, `${LABELS.ownerId}=${ownerId}`, `${LABELS.role}=${ROLES.pool}`] });
+    } catch (error) {
+      logger.debug({ code: codeOf(error) }, 'could not list the pool containers; the next sweep tries again');
+      return;
+    }
+    const alive = new Set(rows.filter((row) => row.state === 'running' || row.state === 'paused').map((row) => row.id));
+    for (const pool of this.#pools.values()) {
+      const broken = [...pool.slots].filter(
+        (slot) => (slot.state === 'idle' || slot.state === 'frozen') && slot.freezing === undefined && (slot.idleSinceMs ?? listedAt) < listedAt && slot.containerId !== undefined && !alive.has(slot.containerId),
+      );
+      for (const slot of broken) {
+        logger.warn({ pool: pool.definition.name, containerId: slot.containerId }, 'an idle pool container stopped; removing and replacing it');
+        void this.#remove(pool, slot, 'failed');
+      }
+      if (broken.length > 0) void this.#fill(pool);
+    }
   }
 
   /** Every pool's containers by state. */
@@ -218,6 +255,7 @@ export class WarmPools {
   /** Removes the idle containers and stops refilling; containers in use are left to their tasks (destroy removes them). */
   async close(): Promise<void> {
     this.#closed = true;
+    clearInterval(this.#sweepTimer);
     for (const pool of this.#pools.values()) {
       for (const slot of pool.slots) if (slot.state === 'idle' || slot.state === 'frozen') void this.#remove(pool, slot, 'closed');
       this.#options.releaseImage?.(holderIdOf(pool));
@@ -417,6 +455,8 @@ export class WarmPools {
       this.#trim(pool);
     } catch (error) {
       logger.warn({ pool: name, code: codeOf(error), error: error instanceof Error ? error.message : String(error) }, 'could not add a container to the pool; trying again after a backoff');
+      // The holder's file may have been removed meanwhile (a temporary directory cleaned): written again next time.
+      this.#holderPath = undefined;
       pool.fillRetryAt = Date.now() + pool.fillBackoffMs;
       pool.fillBackoffMs = Math.min(pool.fillBackoffMs * 2, FILL_BACKOFF_MS.max);
       if (slot.containerId !== undefined) await this.#remove(pool, slot, 'failed');
@@ -426,6 +466,7 @@ export class WarmPools {
 
   #becomeIdle(pool: Pool, slot: Slot): void {
     slot.state = 'idle';
+    slot.idleSinceMs = Date.now();
     const freezeAfterMs = pool.definition.freezeAfterMs;
     if (freezeAfterMs === undefined) return;
     slot.freezeTimer = setTimeout(() => this.#freeze(pool, slot), freezeAfterMs);

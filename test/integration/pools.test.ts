@@ -165,6 +165,19 @@ describe('warm pools against the real engine', { skip: await requireEngine() }, 
     await assert.rejects(engine.inspectContainer(first.containerId), (error) => isBerthError(error, 'BERTH_ENGINE_NOT_FOUND'));
   });
 
+  test('a take that meets a broken idle container removes it and starts the task cold; the pool refills', async () => {
+    const { driver, events } = await poolDriver([{ name: 'broken', spec: spec(), size: 1 }]);
+    await filled(driver);
+    const [brokenId] = [...driver.pools.containerIds()];
+    await engine.killContainer(brokenId!, 'SIGKILL');
+    const outcome = await outcomeOf(driver, spec({ command: ['echo', 'still runs'] }));
+    assert.deepEqual([outcome.path, outcome.stdout, outcome.end], ['cold:pool-empty', 'still runs\n', { kind: 'success', exitCode: 0 }]);
+    await assert.rejects(engine.inspectContainer(brokenId!), (error) => isBerthError(error, 'BERTH_ENGINE_NOT_FOUND'));
+    assert.ok(events.some((event) => event.type === 'pool.removed' && event.containerId === brokenId && event.reason === 'failed'));
+    await filled(driver);
+    assert.equal(driver.pools.containerIds().has(brokenId!), false);
+  });
+
   test('an idle pool container is frozen after its idle time and thawed when a task takes it', async () => {
     const { driver } = await poolDriver([{ name: 'freeze', spec: spec(), size: 1, freezeAfterMs: 100 }]);
     await pollUntil('the idle container to be frozen', () => (driver.pools.snapshot()[0]!.frozen === 1 ? true : undefined), { timeoutMs: 30_000 });
@@ -253,6 +266,30 @@ describe('warm pools against the real engine', { skip: await requireEngine() }, 
     assert.equal(await second.recoverWarm('gone', { spec: spec(), ...records[0]! }), undefined);
     await first.pools.close();
     await second.pools.close();
+  });
+
+  test('recoverWarm of a task whose exec was OOM-killed ends it oom, from the container\'s memory cgroup', async () => {
+    const ownerId = `pools-${run.id}-recover-oom`;
+    const limited = (): TaskSpec => spec({ resources: { memory: '32m' }, command: ['dd', 'if=/dev/zero', 'of=/dev/null', 'bs=64M', 'count=1'] });
+    const pools: PoolDefinition[] = [{ name: 'recover-oom', spec: spec({ resources: { memory: '32m' } }), size: 1 }];
+    const first = new TaskDriver({ engine, ownerId, pools });
+    drivers.push(first);
+    await first.pools.start();
+    await filled(first);
+    const handle = await first.start(limited());
+    assert.equal(handle.startPath.kind, 'warm');
+    assert.equal((await handle.wait()).kind, 'oom');
+    const execId = handle.startPath.kind === 'warm' ? handle.startPath.execId : '';
+    const second = new TaskDriver({ engine, ownerId, pools });
+    drivers.push(second);
+    const recovered = await second.recoverWarm(handle.taskId, { spec: limited(), containerId: handle.containerId, execId });
+    assert.ok(recovered);
+    try {
+      assert.deepEqual(await recovered.wait(), { kind: 'oom', exitCode: 137, hint: 'the task ran out of memory: raise its memory limit of 32 MiB' });
+    } finally {
+      await recovered.destroy();
+    }
+    await first.pools.close();
   });
 
   test('close removes every idle pool container and stops refilling: nothing of the pool is left', async () => {

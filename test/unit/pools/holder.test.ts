@@ -30,6 +30,13 @@ describe('ensureHolder', async () => {
     assert.deepEqual(await readFile(path), HOLDER_PROGRAM);
   });
 
+  test('a holder directory another user could write is refused, for it could swap the program', async () => {
+    const open = join(dir, 'open');
+    await ensureHolder(open);
+    await chmod(open, 0o777);
+    await assert.rejects(ensureHolder(open), (error) => isBerthError(error, 'BERTH_VALIDATION') && /no other user may write/.test(error.message));
+  });
+
   test('a directory that cannot be made is the holderDir option at fault', async () => {
     const file = join(dir, 'plain-file');
     await writeFile(file, 'x');
