@@ -22,6 +22,7 @@ import {
   type RawStats,
   storageDriverFromRaw,
 } from './decode.js';
+import { describeEngine, engineFactsFromRaw, engineLogDriver, type EngineFacts, type RawInfoBody, type RawVersionBody } from './detect.js';
 import { demultiplex, type DemuxedStreams } from './demux.js';
 import { compareLogTimestamps, parseLogFrames, sinceParameter, type LogEntry } from './log-entries.js';
 import type {
@@ -264,6 +265,8 @@ export class Engine {
   readonly #readAttempts: number;
   readonly #minimumApiVersion: string;
   readonly #socketPath: string | undefined;
+  #facts: EngineFacts | undefined;
+  #detecting: Promise<EngineFacts> | undefined;
 
   constructor(options: EngineOptions = {}) {
     this.#socketPath = options.host ? undefined : (options.socketPath ?? '/var/run/docker.sock');
@@ -379,21 +382,72 @@ export class Engine {
     return storageDriverFromRaw(raw);
   }
 
-  /** Checks that the engine answers and speaks at least the minimum API version. */
+  /**
+   * What the engine is (Docker or Podman), its versions, cgroup version, storage driver and security
+   * options, from GET /version and GET /info; learnt once and kept (`refresh` asks again). Berth
+   * adapts to it where the engines differ (see detect.ts).
+   */
+  async detect(options: CallOptions & { refresh?: boolean } = {}): Promise<EngineFacts> {
+    if (this.#facts !== undefined && options.refresh !== true) return this.#facts;
+    if (this.#detecting !== undefined && options.refresh !== true) return this.#detecting;
+    const detecting = (async () => {
+      const docker = this.#docker as unknown as SignalledDocker;
+      const [version, info] = await Promise.all([
+        this.#read('version', options, (abortSignal) => docker.version({ abortSignal }) as Promise<RawVersionBody>),
+        this.#read('info', options, (abortSignal) => docker.info({ abortSignal })),
+      ]);
+      return engineFactsFromRaw(version, info);
+    })();
+    this.#detecting = detecting;
+    try {
+      this.#facts = await detecting;
+      return this.#facts;
+    } finally {
+      if (this.#detecting === detecting) this.#detecting = undefined;
+    }
+  }
+
+  /** The engine's facts once `detect` (or `checkCompatible`) learnt them; undefined before. */
+  get facts(): EngineFacts | undefined {
+    return this.#facts;
+  }
+
+  /**
+   * Checks that the engine answers and speaks at least the minimum API version, and learns which
+   * engine it is (`detect`, asked afresh: the engine behind an address may have been replaced).
+   */
   async checkCompatible(options: CallOptions = {}): Promise<EngineVersion> {
-    const version = await this.version(options);
+    const facts = await this.detect({ ...options, refresh: true });
+    const version: EngineVersion = { apiVersion: facts.apiVersion, version: facts.version, os: facts.os, arch: facts.arch, engine: facts.kind };
     const minimum = this.#minimumApiVersion;
     if (compareVersions(version.apiVersion, minimum) < 0) {
       throw new BerthError(
         'BERTH_ENGINE_VERSION',
-        `the engine speaks API ${version.apiVersion} (Docker ${version.version}); berth needs API ${minimum} or newer`,
-        { context: { apiVersion: version.apiVersion, minimumApiVersion: minimum } },
+        `the engine speaks API ${version.apiVersion} (${describeEngine(facts)}); berth needs API ${minimum} or newer`,
+        { context: { apiVersion: version.apiVersion, minimumApiVersion: minimum, engine: facts.name, engineVersion: facts.version } },
       );
     }
     return version;
   }
 
-  async createContainer(name: string, body: ContainerCreateBody, options: CallOptions = {}): Promise<string> {
+  /**
+   * The create body as this engine takes it: a `local` log driver (berth's default) becomes
+   * `json-file` on Podman, which has no `local` (see detect.ts `engineLogDriver`). Learns the engine
+   * first when it must and has not yet.
+   */
+  async #adaptCreateBody(body: ContainerCreateBody, options: CallOptions): Promise<ContainerCreateBody> {
+    const log = body.HostConfig?.LogConfig;
+    if (log === undefined || log.Type !== 'local') return body;
+    const facts = this.#facts ?? (await this.detect(options));
+    const driver = engineLogDriver(facts.kind, log.Type);
+    if (driver === log.Type) return body;
+    // `compress` is the local driver's own option.
+    const config = Object.fromEntries(Object.entries(log.Config).filter(([key]) => key !== 'compress'));
+    return { ...body, HostConfig: { ...body.HostConfig, LogConfig: { ...log, Type: driver, Config: config } } };
+  }
+
+  async createContainer(name: string, requested: ContainerCreateBody, options: CallOptions = {}): Promise<string> {
+    const body = await this.#adaptCreateBody(requested, options);
     const created = await this.#call(
       'create container',
       this.#deadlines.writeMs,
@@ -1038,7 +1092,7 @@ export class Engine {
 interface SignalledDocker {
   ping(options: { abortSignal?: AbortSignal }): Promise<unknown>;
   version(options: { abortSignal?: AbortSignal }): Promise<Dockerode.DockerVersion>;
-  info(options: { abortSignal?: AbortSignal }): Promise<{ Driver?: string; DriverStatus?: Array<[string, string]> | null }>;
+  info(options: { abortSignal?: AbortSignal }): Promise<RawInfoBody>;
 }
 
 /** @types/dockerode omits the abortSignal option that these dockerode calls accept. */

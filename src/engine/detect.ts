@@ -1,0 +1,138 @@
+/**
+ * Which engine berth speaks to, learnt at connect from GET /version and GET /info, and the pure
+ * rules that adapt berth to it. Docker and Podman (through its Docker-compatible API) answer the
+ * same endpoints with the same shapes but differ in what they hold: Podman names itself in
+ * /version's Components ("Podman Engine"), knows no `local` log driver, and keeps its containers'
+ * cgroups under `libpod_parent/libpod-<id>` (cgroupfs) or `machine.slice/libpod-<id>.scope`
+ * (systemd) instead of Docker's `docker/<id>` or `system.slice/docker-<id>.scope`.
+ */
+import { BerthError } from '../common/errors.js';
+import { storageDriverFromRaw } from './decode.js';
+import type { StorageDriverInfo } from './types.js';
+
+/** The engines berth knows apart. Anything that is not Podman is taken for Docker (Docker's API is the contract). */
+export type EngineKind = 'docker' | 'podman';
+
+/** The engine's name as people write it, for messages. */
+export const ENGINE_NAMES: Readonly<Record<EngineKind, string>> = Object.freeze({ docker: 'Docker', podman: 'Podman' });
+
+/** What berth learnt about its engine at connect. */
+export interface EngineFacts {
+  kind: EngineKind;
+  /** `Docker` or `Podman`, for messages. */
+  name: string;
+  /** The engine's own version (`20.10.24+dfsg1`, Podman's `4.3.1`). */
+  version: string;
+  /** The Docker API version it speaks (`1.41`; Podman's compatible API too). */
+  apiVersion: string;
+  os: string;
+  arch: string;
+  /** 1 or 2; undefined when the engine does not say. */
+  cgroupVersion?: 1 | 2;
+  /** `cgroupfs` or `systemd`, when the engine says. */
+  cgroupDriver?: string;
+  storageDriver: StorageDriverInfo;
+  /** The security options' names: `seccomp`, `apparmor`, `selinux`, `rootless`, `userns`, `cgroupns`. */
+  securityOptions: string[];
+  /** Whether the engine runs without root (a `rootless` security option). */
+  rootless: boolean;
+  /** The log drivers the engine lists as plugins (Podman also accepts `json-file`, which it does not list). */
+  logDrivers: string[];
+}
+
+/** The parts of GET /version's body read here. */
+export interface RawVersionBody {
+  Version?: string;
+  ApiVersion?: string;
+  Os?: string;
+  Arch?: string;
+  Components?: Array<{ Name?: string; Version?: string }> | null;
+}
+
+/** The parts of GET /info's body read here. */
+export interface RawInfoBody {
+  Driver?: string;
+  DriverStatus?: Array<[string, string]> | null;
+  CgroupVersion?: string;
+  CgroupDriver?: string;
+  SecurityOptions?: string[] | null;
+  Plugins?: { Log?: string[] | null } | null;
+}
+
+/** Podman's compatible API names its own engine among /version's components. */
+export function engineKindOf(version: RawVersionBody): EngineKind {
+  return (version.Components ?? []).some((component) => component.Name === 'Podman Engine') ? 'podman' : 'docker';
+}
+
+/** `name=seccomp,profile=default` → `seccomp`; a bare `apparmor` (old engines) stays. */
+function securityOptionName(option: string): string {
+  const named = /(?:^|,)name=([^,]+)/.exec(option);
+  return named?.[1] ?? option;
+}
+
+/** The facts of an engine from its /version and /info answers. */
+export function engineFactsFromRaw(version: RawVersionBody, info: RawInfoBody): EngineFacts {
+  const kind = engineKindOf(version);
+  const podman = (version.Components ?? []).find((component) => component.Name === 'Podman Engine');
+  const securityOptions = (info.SecurityOptions ?? []).map(securityOptionName);
+  const cgroupVersion = info.CgroupVersion === '2' ? 2 : info.CgroupVersion === '1' ? 1 : undefined;
+  return {
+    kind,
+    name: ENGINE_NAMES[kind],
+    version: podman?.Version ?? version.Version ?? '',
+    apiVersion: version.ApiVersion ?? '',
+    os: version.Os ?? '',
+    arch: version.Arch ?? '',
+    ...(cgroupVersion === undefined ? {} : { cgroupVersion }),
+    ...(info.CgroupDriver ? { cgroupDriver: info.CgroupDriver } : {}),
+    storageDriver: storageDriverFromRaw(info),
+    securityOptions,
+    rootless: securityOptions.includes('rootless'),
+    logDrivers: [...(info.Plugins?.Log ?? [])],
+  };
+}
+
+/** The log drivers a task spec may name. */
+export type SpecLogDriver = 'local' | 'json-file' | 'none';
+
+/**
+ * The log driver to ask the engine for. Podman has no `local` driver ("invalid log driver"); its
+ * `json-file` (a file of its own k8s-file format, rotated at `max-size` as Docker's) keeps what a
+ * task's `local` promised berth: a bounded copy of the output that the logs endpoint reads back. So
+ * a spec's `local` (the default) is mapped to `json-file` on Podman rather than refused: a spec
+ * runs the same on both engines.
+ */
+export function engineLogDriver(kind: EngineKind, driver: SpecLogDriver): SpecLogDriver {
+  return kind === 'podman' && driver === 'local' ? 'json-file' : driver;
+}
+
+/**
+ * Where a container's cgroup lives under a hierarchy (v2) or a controller's directory (v1), for
+ * each engine and cgroup driver: Docker's `docker/<id>` (cgroupfs) and `system.slice/docker-<id>.scope`
+ * (systemd); Podman's `libpod_parent/libpod-<id>` (cgroupfs) and `machine.slice/libpod-<id>.scope` (systemd).
+ */
+export const CONTAINER_CGROUP_DIRS: Readonly<Record<EngineKind, ReadonlyArray<(id: string) => string>>> = Object.freeze({
+  docker: [(id: string) => `docker/${id}`, (id: string) => `system.slice/docker-${id}.scope`],
+  podman: [(id: string) => `libpod_parent/libpod-${id}`, (id: string) => `machine.slice/libpod-${id}.scope`],
+});
+
+/** Features that one engine lacks; `engineUnsupported` names the engine and the feature. */
+export type EngineFeature = string;
+
+/** The error for a feature the engine cannot provide: names the engine and the feature, never the engine's raw message. */
+export function engineUnsupported(facts: Pick<EngineFacts, 'name' | 'version'>, feature: EngineFeature, hint?: string): BerthError {
+  return new BerthError(
+    'BERTH_ENGINE_UNSUPPORTED',
+    `${feature} is not supported by ${facts.name} ${facts.version}${hint ? `: ${hint}` : ''}`,
+    { context: { engine: facts.name, engineVersion: facts.version, feature } },
+  );
+}
+
+/** One line about the engine, for logs and `berth context ls`: `Podman 4.3.1 (API 1.41, cgroup v1, overlay)`. */
+export function describeEngine(facts: EngineFacts): string {
+  const parts = [`API ${facts.apiVersion}`];
+  if (facts.cgroupVersion !== undefined) parts.push(`cgroup v${facts.cgroupVersion}`);
+  if (facts.storageDriver.driver) parts.push(facts.storageDriver.driver);
+  if (facts.rootless) parts.push('rootless');
+  return `${facts.name} ${facts.version} (${parts.join(', ')})`;
+}
