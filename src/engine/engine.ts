@@ -249,6 +249,52 @@ function readWaitBody(response: Readable, signal: AbortSignal | undefined): Prom
   });
 }
 
+/**
+ * The create body as the engine takes it: a `local` log driver (berth's default) becomes `json-file`
+ * on Podman, which has no `local` (see detect.ts `engineLogDriver`).
+ */
+function adaptCreateBody(facts: EngineFacts, body: ContainerCreateBody): ContainerCreateBody {
+  const log = body.HostConfig?.LogConfig;
+  if (log === undefined) return body;
+  const driver = engineLogDriver(facts.kind, log.Type);
+  if (driver === log.Type) return body;
+  // `compress` is the local driver's own option.
+  const config = Object.fromEntries(Object.entries(log.Config).filter(([key]) => key !== 'compress'));
+  return { ...body, HostConfig: { ...body.HostConfig, LogConfig: { Type: driver, Config: config } } };
+}
+
+/** docker-modem's dial, as far as berth uses it directly. */
+interface ModemDial {
+  dial(options: Record<string, unknown>, callback: (error: unknown, stream: Duplex) => void): void;
+}
+
+/**
+ * A hijacked POST (attach) with an empty body (Content-Length: 0) and its parameters in the query
+ * only: docker-modem's own requests carry them as a JSON body too (or a chunked one), which Podman
+ * reads as the container's stdin (or waits on). An empty Buffer as the request's "file" is the one
+ * way docker-modem sends no body with a length.
+ */
+function dialHijacked(docker: Dockerode, path: string, query: Record<string, boolean>, signal: AbortSignal): Promise<Duplex> {
+  const modem = (docker as unknown as { modem: ModemDial }).modem;
+  return new Promise((resolve, reject) => {
+    modem.dial(
+      {
+        path,
+        method: 'POST',
+        isStream: true,
+        hijack: true,
+        openStdin: query.stdin,
+        abortSignal: signal,
+        file: Buffer.alloc(0),
+        headers: { 'Content-Type': 'application/vnd.docker.raw-stream' },
+        statusCodes: { 200: true, 101: true, 404: 'no such container', 409: 'container is not running', 500: 'server error' },
+        options: { _query: query, abortSignal: signal },
+      },
+      (error, stream) => (error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve(stream)),
+    );
+  });
+}
+
 function compareVersions(a: string, b: string): number {
   const [aMajor = 0, aMinor = 0] = a.split('.').map(Number);
   const [bMajor = 0, bMinor = 0] = b.split('.').map(Number);
@@ -430,32 +476,36 @@ export class Engine {
     return version;
   }
 
-  /**
-   * The create body as this engine takes it: a `local` log driver (berth's default) becomes
-   * `json-file` on Podman, which has no `local` (see detect.ts `engineLogDriver`). Learns the engine
-   * first when it must and has not yet.
-   */
-  async #adaptCreateBody(body: ContainerCreateBody, options: CallOptions): Promise<ContainerCreateBody> {
-    const log = body.HostConfig?.LogConfig;
-    if (log === undefined || log.Type !== 'local') return body;
+  async createContainer(name: string, requested: ContainerCreateBody, options: CallOptions = {}): Promise<string> {
     const facts = this.#facts ?? (await this.detect(options));
-    const driver = engineLogDriver(facts.kind, log.Type);
-    if (driver === log.Type) return body;
-    // `compress` is the local driver's own option.
-    const config = Object.fromEntries(Object.entries(log.Config).filter(([key]) => key !== 'compress'));
-    return { ...body, HostConfig: { ...body.HostConfig, LogConfig: { ...log, Type: driver, Config: config } } };
+    const body = adaptCreateBody(facts, requested);
+    try {
+      const created = await this.#call(
+        'create container',
+        this.#deadlines.writeMs,
+        options,
+        (abortSignal) => this.#docker.createContainer({ ...(body as unknown as Dockerode.ContainerCreateOptions), name, abortSignal }),
+        { name },
+      );
+      return created.id;
+    } catch (error) {
+      throw facts.kind === 'podman' ? await this.#podmanCreateConflict(name, error, options) : error;
+    }
   }
 
-  async createContainer(name: string, requested: ContainerCreateBody, options: CallOptions = {}): Promise<string> {
-    const body = await this.#adaptCreateBody(requested, options);
-    const created = await this.#call(
-      'create container',
-      this.#deadlines.writeMs,
-      options,
-      (abortSignal) => this.#docker.createContainer({ ...(body as unknown as Dockerode.ContainerCreateOptions), name, abortSignal }),
-      { name },
-    );
-    return created.id;
+  /**
+   * Podman answers a create whose name is taken with a 500, where Docker answers 409. Told apart by
+   * the engine's state, not its words: when a container holds the name after the failed create, the
+   * failure is the conflict Docker would have reported (and the task driver's adoption rules apply).
+   */
+  async #podmanCreateConflict(name: string, error: unknown, options: CallOptions): Promise<unknown> {
+    if (!(error instanceof BerthError) || error.code !== 'BERTH_ENGINE_SERVER_ERROR') return error;
+    const holder = await this.inspectContainer(name, options).catch(() => undefined);
+    if (holder === undefined) return error;
+    return new BerthError('BERTH_ENGINE_CONFLICT', `create container: the name ${name} is already in use by container ${holder.id}`, {
+      cause: error,
+      context: { ...error.context, statusCode: 409, engineActed: false, holderId: holder.id },
+    });
   }
 
   /** Starts a container; "already started" (304) is an outcome, not an error. */
@@ -638,18 +688,27 @@ export class Engine {
    * start is safe to repeat; see TaskDriver.start).
    */
   async attachContainer(id: string, options: CallOptions & { stdin?: boolean; tty?: boolean; logs?: boolean } = {}): Promise<AttachedStreams> {
+    const query = {
+      stream: true,
+      stdout: true,
+      stderr: true,
+      stdin: options.stdin ?? false,
+      // The engine's log first, then the live output (docker attach --logs): the engine replays, then attaches.
+      ...(options.logs ? { logs: true } : {}),
+    };
+    // docker-modem sends the attach's options as a JSON body too. Docker ignores it; Podman hands
+    // what follows the request's head to the container's stdin, body included (and waits for the
+    // end of a chunked one), so on Podman the request says it has an empty body.
+    const facts = options.stdin ? (this.#facts ?? (await this.detect(options))) : this.#facts;
     const stream = await this.#openStream('attach container', this.#deadlines.writeMs, options, (connection) =>
-      this.#docker.getContainer(id).attach({
-        stream: true,
-        stdout: true,
-        stderr: true,
-        stdin: options.stdin ?? false,
-        // The engine's log first, then the live output (docker attach --logs): the engine replays, then attaches.
-        ...(options.logs ? { logs: true } : {}),
-        // Hijacked, the output arrives on the raw socket: Node's HTTP parser would copy every byte.
-        hijack: true,
-        abortSignal: connection,
-      }) as unknown as Promise<Duplex>,
+      facts?.kind === 'podman'
+        ? dialHijacked(this.#docker, `/containers/${encodeURIComponent(id)}/attach?`, query, connection)
+        : (this.#docker.getContainer(id).attach({
+            ...query,
+            // Hijacked, the output arrives on the raw socket: Node's HTTP parser would copy every byte.
+            hijack: true,
+            abortSignal: connection,
+          }) as unknown as Promise<Duplex>),
     { id });
     return this.#splitOutput(stream, options.tty ?? false, options.stdin ?? false);
   }

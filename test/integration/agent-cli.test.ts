@@ -4,10 +4,9 @@ import { once } from 'node:events';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Engine } from '../../src/engine/engine.js';
 import { LABELS } from '../../src/common/labels.js';
 import { agentProcesses, berth, BERTH_CLI, berthInspect, berthJson, cleanEnv, httpGet, tempDirs, writeAgentConfig, type RunningAgent } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { hasEnded, TASK_STATES, type TaskState } from '../../src/state/tasks.js';
 
 /**
@@ -16,7 +15,7 @@ import { hasEnded, TASK_STATES, type TaskState } from '../../src/state/tasks.js'
  * BERTH_DATA_DIR, against the real engine.
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const RUN_LABEL = run.labelFilter;
 const agents = agentProcesses();

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { Engine } from '../../src/engine/engine.js';
 import { LABELS } from '../../src/common/labels.js';
 import type { AgentClient, AgentEvent, EventSubscription, TaskView } from '../../src/agent/client.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
-import { pollUntil, readAll, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import { pollUntil, readAll, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 import { agentClientOf, agentTestFile, berth, spawnBerth, waitForTaskState, writeAgentConfig } from '../support/agent.js';
 
 /**
@@ -15,7 +14,7 @@ import { agentClientOf, agentTestFile, berth, spawnBerth, waitForTaskState, writ
  * down to 1 ms); a check that must not fail too early has a long start period, in which failures
  * do not count, and passes once the test creates a file in the container.
  */
-const engine = new Engine();
+const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 
 const spec = (extra: Partial<StoredTaskSpec>): StoredTaskSpec => ({ image: TEST_IMAGE, command: ['sleep', '600'], labels: { ...run.labels }, stopGracePeriod: '1s', ...extra });

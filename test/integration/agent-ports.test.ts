@@ -3,10 +3,9 @@ import { request } from 'node:http';
 import { createServer } from 'node:net';
 import { after, describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
-import { Engine } from '../../src/engine/engine.js';
 import type { TaskView } from '../../src/agent/client.js';
 import { agentClientOf, agentTestFile, berth, berthInspect, submitViaCli, waitForTaskState, writeAgentConfig, type RunningAgent } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 
 /**
  * Published ports and named networks through a real agent process and the real CLI: the agent
@@ -15,7 +14,7 @@ import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
  * task is gone; a task joins a network its policy allows, with its alias.
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 const LABEL = run.labelFilter;
 const networks: string[] = [];

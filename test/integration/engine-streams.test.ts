@@ -4,9 +4,9 @@ import { isBerthError } from '../../src/common/errors.js';
 import { LABELS } from '../../src/common/labels.js';
 import { Engine } from '../../src/engine/engine.js';
 import { FaultProxy } from '../support/fault-proxy.js';
-import { pollUntil, requireEngine, startTestContainer, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, startTestContainer, testRun, testEngine } from '../support/engine.js';
 
-const direct = new Engine();
+const direct = testEngine();
 const run = testRun(direct);
 const retryableUnavailable = (error: unknown): boolean => isBerthError(error, 'BERTH_ENGINE_UNAVAILABLE') && error.retryable;
 

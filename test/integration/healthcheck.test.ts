@@ -4,15 +4,14 @@ import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { isBerthError, ValidationError } from '../../src/common/errors.js';
 import { containerNameForTask, LABELS } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
 import { runBerth, type CliResult } from '../support/agent.js';
-import { createTestContainer, pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { createTestContainer, pollUntil, readAll, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { DOCKER_CLI } from '../support/registry.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const driver = new TaskDriver({ engine, ownerId: `test-${run.id}` });
 const spec = (overrides: Partial<TaskSpec>): TaskSpec => ({ image: TEST_IMAGE, labels: { ...run.labels }, ...overrides });

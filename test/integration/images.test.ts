@@ -9,7 +9,6 @@ import path from 'node:path';
 import { inspect } from 'node:util';
 import { after, afterEach, before, describe, test } from 'node:test';
 import { isBerthError, type BerthError } from '../../src/common/errors.js';
-import { Engine } from '../../src/engine/engine.js';
 import { ImageCoordinator, type ImageEngine } from '../../src/images/coordinator.js';
 import type { ImageCoordinatorEvents, ImageEventType } from '../../src/images/events.js';
 import { systemClock, type Clock } from '../../src/common/clock.js';
@@ -17,11 +16,11 @@ import type { ImageCoordinatorOptions } from '../../src/images/options.js';
 import type { PullProgress } from '../../src/images/pull.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import { runToEnd } from '../../src/tasks/run.js';
-import { createTestContainer, requireEngine, testRun } from '../support/engine.js';
+import { createTestContainer, requireEngine, testRun, testEngine } from '../support/engine.js';
 import { buildUniqueImage, pushImage, removeRunImages, requireRegistryTools, startTestRegistries, type TestRegistries } from '../support/registry.js';
 import { ManualClock, until } from '../support/time.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const skip = (await requireEngine()) || requireRegistryTools();
 
