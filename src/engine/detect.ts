@@ -106,6 +106,17 @@ export function engineLogDriver(kind: EngineKind, driver: SpecLogDriver): SpecLo
   return kind === 'podman' && driver === 'local' ? 'json-file' : driver;
 }
 
+/** The container states of Docker's API that Podman has no counterpart of; its list refuses them in a status filter ("unknown container state"). */
+const PODMAN_UNKNOWN_STATES: ReadonlySet<string> = new Set(['dead', 'restarting']);
+
+/**
+ * A container list's status filter as the engine takes it: on Podman, without the states it never
+ * has (and refuses to filter by); an empty result means no container can match.
+ */
+export function engineStatusFilter<T extends string>(kind: EngineKind, statuses: readonly T[]): T[] {
+  return kind === 'podman' ? statuses.filter((status) => !PODMAN_UNKNOWN_STATES.has(status)) : [...statuses];
+}
+
 /**
  * Where a container's cgroup lives under a hierarchy (v2) or a controller's directory (v1), for
  * each engine and cgroup driver: Docker's `docker/<id>` (cgroupfs) and `system.slice/docker-<id>.scope`

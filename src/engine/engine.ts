@@ -1,4 +1,5 @@
 import Dockerode from 'dockerode';
+import https from 'node:https';
 import { pipeline as streamPipeline, Readable, Transform, type Duplex } from 'node:stream';
 import { BerthError, ValidationError, type FieldIssue } from '../common/errors.js';
 import { DURATION_LIMITS, durationBoundRule } from '../common/units.js';
@@ -22,7 +23,8 @@ import {
   type RawStats,
   storageDriverFromRaw,
 } from './decode.js';
-import { describeEngine, engineFactsFromRaw, engineLogDriver, type EngineFacts, type RawInfoBody, type RawVersionBody } from './detect.js';
+import type { EngineTls } from './connect.js';
+import { describeEngine, engineFactsFromRaw, engineLogDriver, engineStatusFilter, type EngineFacts, type RawInfoBody, type RawVersionBody } from './detect.js';
 import { demultiplex, type DemuxedStreams } from './demux.js';
 import { compareLogTimestamps, parseLogFrames, sinceParameter, type LogEntry } from './log-entries.js';
 import type {
@@ -86,9 +88,17 @@ export const MINIMUM_API_VERSION = '1.40';
 export interface EngineOptions {
   /** Unix socket of the engine. Default /var/run/docker.sock. */
   socketPath?: string;
-  /** TCP engine, e.g. from DOCKER_HOST=tcp://host:2375. */
+  /** TCP or SSH engine, e.g. from DOCKER_HOST=tcp://host:2375. */
   host?: string;
   port?: number;
+  /** How `host` is reached: `http` (default), `https` (TLS, with `tls`) or `ssh` (docker-modem's ssh2 runs `docker system dial-stdio` there). */
+  protocol?: 'http' | 'https' | 'ssh';
+  /** TLS material (PEM text) for `https`: the CA the engine's certificate must chain to, the client certificate and key; `verify: false` skips the engine's certificate check. */
+  tls?: EngineTls;
+  /** The SSH user for `ssh`; default the local user. The SSH agent at SSH_AUTH_SOCK authenticates. */
+  username?: string;
+  /** For `ssh`: the SSH agent's socket and a private key (PEM text), passed to ssh2. */
+  ssh?: { agent?: string; privateKey?: string };
   deadlines?: Partial<EngineDeadlines>;
   /** Attempts for idempotent reads on unavailable/timeout. Default 3; 1 to 100. */
   readAttempts?: number;
@@ -263,6 +273,33 @@ function adaptCreateBody(facts: EngineFacts, body: ContainerCreateBody): Contain
   return { ...body, HostConfig: { ...body.HostConfig, LogConfig: { Type: driver, Config: config } } };
 }
 
+/** dockerode's connection options for an engine's address (unix socket, TCP, TLS or SSH). */
+function dockerodeOptions(options: EngineOptions): Dockerode.DockerOptions {
+  if (!options.host) return { socketPath: options.socketPath ?? '/var/run/docker.sock' };
+  const protocol = options.protocol ?? 'http';
+  if (protocol === 'ssh') {
+    return {
+      host: options.host,
+      port: options.port ?? 22,
+      protocol: 'ssh',
+      ...(options.username === undefined ? {} : { username: options.username }),
+      sshOptions: { ...(options.ssh?.agent === undefined ? {} : { agent: options.ssh.agent }), ...(options.ssh?.privateKey === undefined ? {} : { privateKey: options.ssh.privateKey }) },
+    };
+  }
+  if (protocol === 'http') return { host: options.host, port: options.port ?? 2375, protocol: 'http' };
+  const tls = options.tls ?? {};
+  return {
+    host: options.host,
+    port: options.port ?? 2376,
+    protocol: 'https',
+    ...(tls.ca === undefined ? {} : { ca: tls.ca }),
+    ...(tls.cert === undefined ? {} : { cert: tls.cert }),
+    ...(tls.key === undefined ? {} : { key: tls.key }),
+    // Without verification (DOCKER_TLS alone, a context's SkipTLSVerify) the engine's certificate is not checked.
+    ...(tls.verify === false ? { agent: new https.Agent({ rejectUnauthorized: false }) } : {}),
+  };
+}
+
 /** docker-modem's dial, as far as berth uses it directly. */
 interface ModemDial {
   dial(options: Record<string, unknown>, callback: (error: unknown, stream: Duplex) => void): void;
@@ -316,9 +353,7 @@ export class Engine {
 
   constructor(options: EngineOptions = {}) {
     this.#socketPath = options.host ? undefined : (options.socketPath ?? '/var/run/docker.sock');
-    this.#docker = options.host
-      ? new Dockerode({ host: options.host, port: options.port ?? 2375, protocol: 'http' })
-      : new Dockerode({ socketPath: options.socketPath ?? '/var/run/docker.sock' });
+    this.#docker = new Dockerode(dockerodeOptions(options));
     this.#deadlines = { ...DEFAULT_DEADLINES, ...(options.deadlines ?? {}) };
     this.#readAttempts = options.readAttempts ?? 3;
     const issues = engineOptionIssues(this.#deadlines, this.#readAttempts);
@@ -565,7 +600,13 @@ export class Engine {
     const filters: Record<string, string[]> = {};
     if (filter.labels?.length) filters.label = filter.labels;
     if (filter.names?.length) filters.name = filter.names;
-    if (filter.status?.length) filters.status = filter.status;
+    if (filter.status?.length) {
+      const facts = this.#facts ?? (await this.detect(options));
+      const statuses = engineStatusFilter(facts.kind, filter.status);
+      // Only states the engine never has were asked for: nothing can match.
+      if (statuses.length === 0) return [];
+      filters.status = statuses;
+    }
     const rows = await this.#read('list containers', options, (abortSignal) =>
       this.#docker.listContainers({ all: filter.all ?? true, filters: JSON.stringify(filters), abortSignal, ...(filter.withSize ? { size: true } : {}) }),
     );

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { BerthError } from '../../../src/common/errors.js';
-import { CONTAINER_CGROUP_DIRS, describeEngine, engineFactsFromRaw, engineKindOf, engineLogDriver, engineUnsupported, type RawInfoBody, type RawVersionBody } from '../../../src/engine/detect.js';
+import { CONTAINER_CGROUP_DIRS, describeEngine, engineFactsFromRaw, engineKindOf, engineLogDriver, engineStatusFilter, engineUnsupported, type RawInfoBody, type RawVersionBody } from '../../../src/engine/detect.js';
 
 /** A reply recorded from a real engine (test/fixtures/engines/, see its README). */
 function recorded<T>(name: string): T {
@@ -76,6 +76,12 @@ describe('per-engine adaptations', () => {
     assert.equal(engineLogDriver('docker', 'local'), 'local');
     // The mapped driver is one the recorded Podman accepts: json-file is its alias of k8s-file.
     assert.ok(!podman.info.Plugins?.Log?.includes('local'));
+  });
+
+  it('drops the states Podman never has (dead, restarting) from a status filter, which Podman refuses, and keeps Docker\'s filter whole', () => {
+    assert.deepEqual(engineStatusFilter('podman', ['created', 'exited', 'dead']), ['created', 'exited']);
+    assert.deepEqual(engineStatusFilter('podman', ['dead']), []);
+    assert.deepEqual(engineStatusFilter('docker', ['created', 'exited', 'dead']), ['created', 'exited', 'dead']);
   });
 
   it('finds a container\'s cgroup under Docker\'s and Podman\'s own directories, for both cgroup drivers', () => {
