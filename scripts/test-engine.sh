@@ -90,3 +90,11 @@ if ! "$DOCKER_BIN" image inspect "$IMAGE" >/dev/null 2>&1; then
   rm -rf "$d"
   log "created $IMAGE"
 fi
+
+# Podman's Docker-compatible API beside Docker (issue 17): `npm test` runs the Podman suite
+# (scripts/test-podman-suite.sh) in parallel with the Docker files, and `npm run bench` measures both.
+if [ "$(id -u)" = 0 ] || [ "${CI:-}" = true ]; then
+  bash "$(dirname "$0")/test-podman.sh"
+else
+  log "not root: Podman is not set up here (scripts/test-podman.sh needs root to install and start it)"
+fi

@@ -118,6 +118,47 @@ export function engineStatusFilter<T extends string>(kind: EngineKind, statuses:
 }
 
 /**
+ * Whether `labels` pass every label filter, as Docker reads them (`key`, `key=value`, `key!=value`;
+ * all must hold). Podman 4.3's compatible API ORs several label filters of a volume, network or
+ * image list (a volume with any one of the labels passes): on Podman the rows are checked again here.
+ */
+export function matchesLabelFilters(labels: Readonly<Record<string, string>>, filters: readonly string[]): boolean {
+  return filters.every((filter) => {
+    const negated = /^([^=!]+)!=(.*)$/.exec(filter);
+    if (negated) return labels[negated[1]!] !== negated[2];
+    const separator = filter.indexOf('=');
+    if (separator < 0) return Object.hasOwn(labels, filter);
+    const key = filter.slice(0, separator);
+    return Object.hasOwn(labels, key) && labels[key] === filter.slice(separator + 1);
+  });
+}
+
+/**
+ * An image name as Docker spells it: Podman's compatible API names images with their registry
+ * (`docker.io/library/busybox:1`, `docker.io/me/app:1`), where Docker gives the familiar form
+ * (`busybox:1`, `me/app:1`); berth compares names, so Podman's are made familiar. Names of other
+ * registries (`localhost/…`, `127.0.0.1:5000/…`) are the same on both.
+ */
+export function familiarImageName(name: string): string {
+  if (name.startsWith('docker.io/library/')) return name.slice('docker.io/library/'.length);
+  if (name.startsWith('docker.io/')) return name.slice('docker.io/'.length);
+  return name;
+}
+
+/**
+ * Whether the engine leaves a container's health checks to its caller. Podman runs them from
+ * systemd timers; where Podman manages cgroups itself (`cgroupfs`, as it does when systemd is not
+ * the init), there is no systemd to ask, no check ever runs, and a container's health stays
+ * `starting` for ever. berth then runs them itself (Engine's health pump). Docker runs its own.
+ */
+export function podmanLeavesHealthToCaller(facts: Pick<EngineFacts, 'kind' | 'cgroupDriver'>): boolean {
+  return facts.kind === 'podman' && facts.cgroupDriver === 'cgroupfs';
+}
+
+/** Podman's (and Docker's) interval of a health check that sets none: 30 s. */
+export const PODMAN_DEFAULT_HEALTH_INTERVAL_MS = 30_000;
+
+/**
  * Where a container's cgroup lives under a hierarchy (v2) or a controller's directory (v1), for
  * each engine and cgroup driver: Docker's `docker/<id>` (cgroupfs) and `system.slice/docker-<id>.scope`
  * (systemd); Podman's `libpod_parent/libpod-<id>` (cgroupfs) and `machine.slice/libpod-<id>.scope` (systemd).

@@ -24,7 +24,7 @@ import {
   storageDriverFromRaw,
 } from './decode.js';
 import type { EngineTls } from './connect.js';
-import { describeEngine, engineFactsFromRaw, engineLogDriver, engineStatusFilter, type EngineFacts, type RawInfoBody, type RawVersionBody } from './detect.js';
+import { describeEngine, engineFactsFromRaw, engineLogDriver, engineStatusFilter, familiarImageName, matchesLabelFilters, podmanLeavesHealthToCaller, PODMAN_DEFAULT_HEALTH_INTERVAL_MS, type EngineFacts, type RawInfoBody, type RawVersionBody } from './detect.js';
 import { demultiplex, type DemuxedStreams } from './demux.js';
 import { compareLogTimestamps, parseLogFrames, sinceParameter, type LogEntry } from './log-entries.js';
 import type {
@@ -488,6 +488,11 @@ export class Engine {
     }
   }
 
+  /** Whether the engine is Podman, learnt once (see `detect`). */
+  async #isPodman(options: CallOptions): Promise<boolean> {
+    return (this.#facts ?? (await this.detect(options))).kind === 'podman';
+  }
+
   /** The engine's facts once `detect` (or `checkCompatible`) learnt them; undefined before. */
   get facts(): EngineFacts | undefined {
     return this.#facts;
@@ -547,11 +552,54 @@ export class Engine {
   async startContainer(id: string, options: CallOptions = {}): Promise<StartOutcome> {
     try {
       await this.#call('start container', this.#deadlines.writeMs, options, (abortSignal) => this.#docker.getContainer(id).start({ abortSignal }), { id });
+      if (this.#facts !== undefined && podmanLeavesHealthToCaller(this.#facts)) this.#pumpHealth(id);
       return 'started';
     } catch (error) {
       if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_MODIFIED') return 'already-running';
       throw error;
     }
+  }
+
+  /**
+   * Runs a started container's health check at its interval, for an engine that runs none itself
+   * (Podman without systemd: see detect.ts `podmanLeavesHealthToCaller`), through Podman's own
+   * "run the health check now" endpoint, which records the result in the container's health state
+   * as Podman's timer would. Ends when the container stops or goes away; its timers never keep the
+   * process alive. Containers started by another process (an agent before its restart) have none.
+   */
+  #pumpHealth(id: string): void {
+    const modem = (this.#docker as unknown as { modem: ModemDial }).modem;
+    const runOnce = (): Promise<'continue' | 'stop'> =>
+      new Promise((resolve) => {
+        modem.dial(
+          {
+            path: `/v4.0.0/libpod/containers/${encodeURIComponent(id)}/healthcheck`,
+            method: 'GET',
+            abortSignal: AbortSignal.timeout(this.#deadlines.writeMs),
+            statusCodes: { 200: true, 404: 'no such container', 409: 'container not running', 500: 'server error' },
+            options: {},
+          },
+          (error) => {
+            const status = (error as { statusCode?: number } | null)?.statusCode;
+            resolve(status === 404 || status === 409 ? 'stop' : 'continue');
+          },
+        );
+      });
+    void (async () => {
+      let inspect: ContainerInspect;
+      try {
+        inspect = await this.inspectContainer(id);
+      } catch {
+        return;
+      }
+      const test = inspect.healthcheck?.test[0];
+      if (test !== 'CMD' && test !== 'CMD-SHELL') return;
+      const intervalMs = (inspect.healthcheck?.intervalNs ?? 0) > 0 ? inspect.healthcheck!.intervalNs / 1_000_000 : PODMAN_DEFAULT_HEALTH_INTERVAL_MS;
+      for (;;) {
+        await new Promise<void>((resolve) => setTimeout(resolve, intervalMs).unref());
+        if ((await runOnce()) === 'stop') return;
+      }
+    })();
   }
 
   /**
@@ -988,10 +1036,12 @@ export class Engine {
       stream.once('close', resolve);
     });
     const split = this.#splitOutput(stream, exec.tty ?? false, exec.stdin ?? false);
-    // A command the runtime cannot start gets one line of the runtime's words on stdout and exit
-    // code 126: the first bytes are kept to tell not-found from not-executable.
+    // A command the runtime cannot start gets one line of the runtime's words and an exit code of
+    // the engine's: on stdout with 126 from Docker, on stderr with 127 (or 126) from Podman. The
+    // first bytes of both are kept to tell not-found from not-executable.
     const head = recordHead(split.stdout, 1024);
-    const streams = { ...split, stdout: head.stream };
+    const errorHead = recordHead(split.stderr, 1024);
+    const streams = { ...split, stdout: head.stream, stderr: errorHead.stream };
     let status: Promise<ExecExitStatus> | undefined;
     const exitStatus = (): Promise<ExecExitStatus> =>
       (status ??= (async () => {
@@ -999,7 +1049,7 @@ export class Engine {
         const info = await this.#read('inspect exec', {}, (abortSignal) => created.inspect({ abortSignal }), { execId: created.id });
         const exitCode = info.ExitCode ?? -1;
         // Pid 0: the process never started, so the exit code is the engine's, not the command's.
-        const commandFailure = info.Pid === 0 && exitCode !== 0 ? commandFailureIn(head.text()) : undefined;
+        const commandFailure = info.Pid === 0 && exitCode !== 0 ? (commandFailureIn(head.text()) ?? commandFailureIn(errorHead.text())) : undefined;
         return commandFailure ? { exitCode: commandFailure.exitCode, commandFailure } : { exitCode };
       })());
     return {
@@ -1025,15 +1075,16 @@ export class Engine {
 
   async inspectImage(ref: string, options: CallOptions = {}): Promise<ImageInspect> {
     const raw = await this.#read('inspect image', options, (abortSignal) => this.#docker.getImage(ref).inspect(signalOption(abortSignal)), { image: ref });
-    return imageInspectFromRaw(raw);
+    const image = imageInspectFromRaw(raw);
+    return (await this.#isPodman(options)) ? { ...image, repoTags: image.repoTags.map(familiarImageName) } : image;
   }
 
   async listImages(filter: { labels?: string[]; reference?: string[] } = {}, options: CallOptions = {}): Promise<ImageSummary[]> {
     const filters: Record<string, string[]> = {};
     if (filter.labels?.length) filters.label = filter.labels;
     if (filter.reference?.length) filters.reference = filter.reference;
-    const rows = await this.#read('list images', options, (abortSignal) => this.#docker.listImages({ filters: JSON.stringify(filters), abortSignal }));
-    return rows.map(imageSummaryFromRaw);
+    const rows = (await this.#read('list images', options, (abortSignal) => this.#docker.listImages({ filters: JSON.stringify(filters), abortSignal }))).map(imageSummaryFromRaw);
+    return (await this.#isPodman(options)) ? rows.filter((row) => matchesLabelFilters(row.labels, filter.labels ?? [])).map((row) => ({ ...row, repoTags: row.repoTags.map(familiarImageName) })) : rows;
   }
 
   /**
@@ -1090,8 +1141,8 @@ export class Engine {
   async listNetworks(filter: { labels?: string[] } = {}, options: CallOptions = {}): Promise<NetworkSummary[]> {
     const filters: Record<string, string[]> = {};
     if (filter.labels?.length) filters.label = filter.labels;
-    const rows = await this.#read('list networks', options, (abortSignal) => this.#docker.listNetworks({ filters: JSON.stringify(filters), abortSignal } as Dockerode.NetworkListOptions));
-    return rows.map(networkFromRaw);
+    const rows = (await this.#read('list networks', options, (abortSignal) => this.#docker.listNetworks({ filters: JSON.stringify(filters), abortSignal } as Dockerode.NetworkListOptions))).map(networkFromRaw);
+    return (await this.#isPodman(options)) ? rows.filter((row) => matchesLabelFilters(row.labels, filter.labels ?? [])) : rows;
   }
 
   async inspectNetwork(id: string, options: CallOptions = {}): Promise<NetworkInspect> {
@@ -1121,7 +1172,8 @@ export class Engine {
     if (filter.labels?.length) filters.label = filter.labels;
     if (filter.dangling !== undefined) filters.dangling = [String(filter.dangling)];
     const raw = await this.#read('list volumes', options, (abortSignal) => this.#docker.listVolumes({ filters: JSON.stringify(filters), abortSignal } as Dockerode.VolumeListOptions));
-    return (raw.Volumes ?? []).map(volumeFromRaw);
+    const rows = (raw.Volumes ?? []).map(volumeFromRaw);
+    return (await this.#isPodman(options)) ? rows.filter((row) => matchesLabelFilters(row.labels, filter.labels ?? [])) : rows;
   }
 
   /**

@@ -8,7 +8,7 @@ import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
 import { runBerth, type CliResult } from '../support/agent.js';
-import { createTestContainer, pollUntil, readAll, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
+import { createTestContainer, pollUntil, readAll, requireEngine, TEST_ENGINE_KIND, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { DOCKER_CLI } from '../support/registry.js';
 
 const engine = testEngine();
@@ -176,8 +176,16 @@ describe('health checks against the real engine', { skip: await requireEngine() 
 
     before(async () => {
       // The image's check passes once /tmp/ready exists; its start period keeps early failures from counting.
+      const change = 'HEALTHCHECK --interval=100ms --start-period=10m CMD cat /tmp/ready';
+      if (TEST_ENGINE_KIND === 'podman') {
+        // Podman's commit takes no HEALTHCHECK change ("invalid instruction"): the image is made on
+        // the Docker engine and loaded into Podman, as a user would bring a Docker-built image.
+        const docker = ['env', '-u', 'DOCKER_HOST', DOCKER_CLI].join(' ');
+        await exec('sh', ['-ec', `id=$(${docker} create ${TEST_IMAGE} true); ${docker} commit --change '${change}' "$id" ${image} >/dev/null; ${docker} rm "$id" >/dev/null; ${docker} save ${image} | ${DOCKER_CLI} load >/dev/null; ${docker} rmi ${image} >/dev/null`]);
+        return;
+      }
       const source = await createTestContainer(engine, run, { cmd: ['true'] });
-      await exec(DOCKER_CLI, ['commit', '--change', 'HEALTHCHECK --interval=100ms --start-period=10m CMD cat /tmp/ready', source, image]);
+      await exec(DOCKER_CLI, ['commit', '--change', change, source, image]);
       await engine.removeContainer(source);
     });
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { BerthError } from '../../../src/common/errors.js';
-import { CONTAINER_CGROUP_DIRS, describeEngine, engineFactsFromRaw, engineKindOf, engineLogDriver, engineStatusFilter, engineUnsupported, type RawInfoBody, type RawVersionBody } from '../../../src/engine/detect.js';
+import { CONTAINER_CGROUP_DIRS, describeEngine, engineFactsFromRaw, engineKindOf, engineLogDriver, engineStatusFilter, engineUnsupported, familiarImageName, matchesLabelFilters, type RawInfoBody, type RawVersionBody } from '../../../src/engine/detect.js';
 
 /** A reply recorded from a real engine (test/fixtures/engines/, see its README). */
 function recorded<T>(name: string): T {
@@ -82,6 +82,24 @@ describe('per-engine adaptations', () => {
     assert.deepEqual(engineStatusFilter('podman', ['created', 'exited', 'dead']), ['created', 'exited']);
     assert.deepEqual(engineStatusFilter('podman', ['dead']), []);
     assert.deepEqual(engineStatusFilter('docker', ['created', 'exited', 'dead']), ['created', 'exited', 'dead']);
+  });
+
+  it('checks label filters as Docker does, all of them (Podman ORs a volume\'s, network\'s or image\'s)', () => {
+    const labels = { 'io.berth.managed': 'true', 'io.berth.owner': 'a', empty: '' };
+    assert.equal(matchesLabelFilters(labels, []), true);
+    assert.equal(matchesLabelFilters(labels, ['io.berth.managed', 'io.berth.owner=a']), true);
+    assert.equal(matchesLabelFilters(labels, ['io.berth.managed', 'io.berth.owner=b']), false);
+    assert.equal(matchesLabelFilters(labels, ['io.berth.role']), false);
+    assert.equal(matchesLabelFilters(labels, ['empty=']), true);
+    assert.equal(matchesLabelFilters(labels, ['io.berth.owner!=b']), true);
+    assert.equal(matchesLabelFilters(labels, ['io.berth.owner!=a']), false);
+  });
+
+  it('gives Podman\'s image names (docker.io/library/busybox:1) in Docker\'s familiar form, and leaves other registries\' alone', () => {
+    assert.equal(familiarImageName('docker.io/library/busybox:1'), 'busybox:1');
+    assert.equal(familiarImageName('docker.io/me/app:1'), 'me/app:1');
+    assert.equal(familiarImageName('localhost/berth-test/busybox:latest'), 'localhost/berth-test/busybox:latest');
+    assert.equal(familiarImageName('127.0.0.1:5000/busybox:1'), '127.0.0.1:5000/busybox:1');
   });
 
   it('finds a container\'s cgroup under Docker\'s and Podman\'s own directories, for both cgroup drivers', () => {
