@@ -300,6 +300,16 @@ function dockerodeOptions(options: EngineOptions): Dockerode.DockerOptions {
   };
 }
 
+/**
+ * Lets a call pass whose "failure" is a success status docker-modem did not expect: Podman answers
+ * a resize with 201 where Docker answers 200. Anything else is thrown on.
+ */
+function unlessSuccessStatus(error: unknown): void {
+  const status = error instanceof BerthError ? error.context.statusCode : undefined;
+  if (typeof status === 'number' && status >= 200 && status < 300) return;
+  throw error;
+}
+
 /** docker-modem's dial, as far as berth uses it directly. */
 interface ModemDial {
   dial(options: Record<string, unknown>, callback: (error: unknown, stream: Duplex) => void): void;
@@ -766,7 +776,7 @@ export class Engine {
   async resizeContainer(id: string, size: { rows: number; columns: number }, options: CallOptions = {}): Promise<void> {
     await this.#call('resize container', this.#deadlines.writeMs, options, (abortSignal) =>
       this.#docker.getContainer(id).resize({ h: size.rows, w: size.columns, ...signalOption(abortSignal) }),
-    { id });
+    { id }).catch(unlessSuccessStatus);
   }
 
   /**
@@ -1056,7 +1066,7 @@ export class Engine {
       ...streams,
       id: created.id,
       resize: async ({ rows, columns }) => {
-        await this.#call('resize exec', this.#deadlines.writeMs, {}, (abortSignal) => created.resize({ h: rows, w: columns, ...signalOption(abortSignal) }), { execId: created.id });
+        await this.#call('resize exec', this.#deadlines.writeMs, {}, (abortSignal) => created.resize({ h: rows, w: columns, ...signalOption(abortSignal) }), { execId: created.id }).catch(unlessSuccessStatus);
       },
       exitCode: async () => (await exitStatus()).exitCode,
       exitStatus,

@@ -22,6 +22,21 @@ export const TEST_ENGINE_SOCKET: string = TEST_ENGINE_OPTIONS.socketPath ?? '/va
 /** Which engine the tests run against: `podman` when the test engine's socket is Podman's (set by the Podman suite), else `docker`. */
 export const TEST_ENGINE_KIND: 'docker' | 'podman' = process.env.BERTH_TEST_ENGINE === 'podman' ? 'podman' : 'docker';
 
+/** Where scripts/test-podman.sh starts Podman's Docker-compatible API. */
+export const PODMAN_SOCKET = '/run/podman/podman.sock';
+
+/**
+ * For node:test's `skip` in files that speak to Podman directly (beside Docker): false when Podman
+ * answers at PODMAN_SOCKET. Under CI=true a Podman that does not answer is a failure, never a skip.
+ */
+export async function requirePodman(): Promise<false | string> {
+  const probe = await probeEngine({ socketPath: PODMAN_SOCKET });
+  if (probe.ok) return false;
+  const message = `no Podman answers at ${PODMAN_SOCKET} (${probe.reason}); run \`bash scripts/test-podman.sh\` as root`;
+  if (process.env.CI === 'true') throw new Error(`CI=true and ${message}`);
+  return message;
+}
+
 /** An Engine on the test engine (TEST_ENGINE_OPTIONS), with `options` over it. */
 export function testEngine(options: EngineOptions = {}): Engine {
   return new Engine({ ...TEST_ENGINE_OPTIONS, ...options });
