@@ -107,7 +107,8 @@ export function endpointFromDockerHost(env: DockerEnv, home: string | undefined)
   const tls = verify || isSet(env.DOCKER_TLS);
   const endpoint = parseDockerHost(host, { tls });
   if (endpoint === undefined) throw new ValidationError([{ field: 'DOCKER_HOST', rule: DOCKER_HOST_RULE }]);
-  if (!('protocol' in endpoint) || endpoint.protocol !== 'https') return endpoint;
+  // https:// without the TLS variables: verified against Node's own CAs, no client certificate.
+  if (!('protocol' in endpoint) || endpoint.protocol !== 'https' || !tls) return endpoint;
   const certPath = env.DOCKER_CERT_PATH?.trim() || (home === undefined ? undefined : path.join(home, '.docker'));
   if (certPath === undefined) return { ...endpoint, tls: { verify } };
   return { ...endpoint, tls: tlsFromDirectory(certPath, verify, 'DOCKER_CERT_PATH') };
