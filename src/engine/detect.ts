@@ -146,6 +146,18 @@ export function familiarImageName(name: string): string {
 }
 
 /**
+ * An image removal as Docker reports it: Podman names the untagged in full (`docker.io/me/app:1`)
+ * and the deleted ids without their `sha256:` prefix.
+ */
+export function podmanImageRemoval(outcome: { kind: 'removed'; untagged: string[]; deleted: string[] }): { kind: 'removed'; untagged: string[]; deleted: string[] } {
+  return {
+    kind: 'removed',
+    untagged: outcome.untagged.map(familiarImageName),
+    deleted: outcome.deleted.map((id) => (/^[0-9a-f]{64}$/.test(id) ? `sha256:${id}` : id)),
+  };
+}
+
+/**
  * Whether the engine leaves a container's health checks to its caller. Podman runs them from
  * systemd timers; where Podman manages cgroups itself (`cgroupfs`, as it does when systemd is not
  * the init), there is no systemd to ask, no check ever runs, and a container's health stays

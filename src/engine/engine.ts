@@ -24,7 +24,7 @@ import {
   storageDriverFromRaw,
 } from './decode.js';
 import type { EngineTls } from './connect.js';
-import { describeEngine, engineFactsFromRaw, engineLogDriver, engineStatusFilter, familiarImageName, matchesLabelFilters, podmanLeavesHealthToCaller, PODMAN_DEFAULT_HEALTH_INTERVAL_MS, type EngineFacts, type RawInfoBody, type RawVersionBody } from './detect.js';
+import { describeEngine, engineFactsFromRaw, engineLogDriver, engineStatusFilter, familiarImageName, matchesLabelFilters, podmanImageRemoval, podmanLeavesHealthToCaller, PODMAN_DEFAULT_HEALTH_INTERVAL_MS, type EngineFacts, type RawInfoBody, type RawVersionBody } from './detect.js';
 import { demultiplex, type DemuxedStreams } from './demux.js';
 import { compareLogTimestamps, parseLogFrames, sinceParameter, type LogEntry } from './log-entries.js';
 import type {
@@ -46,6 +46,7 @@ import type {
   VolumeSummary,
   WaitResult,
   StorageDriverInfo,
+  HealthcheckBody,
 } from './types.js';
 
 /** Default deadlines per kind of call, in milliseconds (each 1 ms to 24 h). Wait, stop and followed streams have none of their own. */
@@ -310,6 +311,11 @@ function unlessSuccessStatus(error: unknown): void {
   throw error;
 }
 
+/** The fields of `value` that are not undefined. */
+function definedOnly<T extends Record<string, number | undefined>>(value: T): Partial<Record<keyof T, number>> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<Record<keyof T, number>>;
+}
+
 /** docker-modem's dial, as far as berth uses it directly. */
 interface ModemDial {
   dial(options: Record<string, unknown>, callback: (error: unknown, stream: Duplex) => void): void;
@@ -528,7 +534,7 @@ export class Engine {
 
   async createContainer(name: string, requested: ContainerCreateBody, options: CallOptions = {}): Promise<string> {
     const facts = this.#facts ?? (await this.detect(options));
-    const body = adaptCreateBody(facts, requested);
+    const body = await this.#withImageHealthcheck(facts, adaptCreateBody(facts, requested), options);
     try {
       const created = await this.#call(
         'create container',
@@ -541,6 +547,25 @@ export class Engine {
     } catch (error) {
       throw facts.kind === 'podman' ? await this.#podmanCreateConflict(name, error, options) : error;
     }
+  }
+
+  /**
+   * Docker merges a container's health check with its image's: a check without a command takes the
+   * image's, and each setting left at 0 takes the image's. Podman takes the container's as it is
+   * (its own defaults for the rest), so on Podman berth does the merge itself, from the image's check.
+   */
+  async #withImageHealthcheck(facts: EngineFacts, body: ContainerCreateBody, options: CallOptions): Promise<ContainerCreateBody> {
+    const check = body.Healthcheck;
+    if (facts.kind !== 'podman' || check === undefined || check.Test[0] === 'NONE') return body;
+    const image = await this.#read('inspect image', options, (abortSignal) => this.#docker.getImage(body.Image).inspect(signalOption(abortSignal)), { image: body.Image });
+    const own = (image.Config as { Healthcheck?: Partial<HealthcheckBody> } | undefined)?.Healthcheck;
+    if (own === undefined) return body;
+    const pick = (mine: number | undefined, theirs: number | undefined): number | undefined => (mine !== undefined && mine > 0 ? mine : theirs);
+    const merged: HealthcheckBody = {
+      Test: check.Test.length > 0 ? check.Test : (own.Test ?? []),
+      ...definedOnly({ Interval: pick(check.Interval, own.Interval), Timeout: pick(check.Timeout, own.Timeout), StartPeriod: pick(check.StartPeriod, own.StartPeriod), Retries: pick(check.Retries, own.Retries) }),
+    };
+    return { ...body, Healthcheck: merged };
   }
 
   /**
@@ -1108,7 +1133,8 @@ export class Engine {
       const raw: unknown = await this.#call('remove image', this.#deadlines.writeMs, options, (abortSignal) =>
         this.#docker.getImage(ref).remove({ force: options.force ?? false, abortSignal }),
       { image: ref });
-      return imageRemovedFromRaw(raw);
+      const outcome = imageRemovedFromRaw(raw);
+      return outcome.kind === 'removed' && (await this.#isPodman(options)) ? podmanImageRemoval(outcome) : outcome;
     } catch (error) {
       if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return { kind: 'absent' };
       if (error instanceof BerthError && error.code === 'BERTH_ENGINE_CONFLICT') return { kind: 'in-use' };

@@ -301,7 +301,7 @@ describe('image coordinator against the real engine and registry', { skip }, () 
       // Podman's compatible API sends no byte progress (a layer's start and end only): nothing re-arms
       // the activity timer while a layer downloads, which is why README's Engines section says that on
       // Podman the activity timeout bounds each layer's whole download.
-      assert.equal(progress.filter((p) => p.phase === 'downloading').length, 0);
+      assert.ok(progress.filter((p) => p.phase === 'downloading').length <= 1, 'no per-delivery progress');
       assert.ok(progress.some((p) => p.phase === 'waiting'));
       return;
     }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { BerthError } from '../../../src/common/errors.js';
-import { CONTAINER_CGROUP_DIRS, describeEngine, engineFactsFromRaw, engineKindOf, engineLogDriver, engineStatusFilter, engineUnsupported, familiarImageName, matchesLabelFilters, type RawInfoBody, type RawVersionBody } from '../../../src/engine/detect.js';
+import { CONTAINER_CGROUP_DIRS, describeEngine, engineFactsFromRaw, engineKindOf, engineLogDriver, engineStatusFilter, engineUnsupported, familiarImageName, matchesLabelFilters, podmanImageRemoval, type RawInfoBody, type RawVersionBody } from '../../../src/engine/detect.js';
 
 /** A reply recorded from a real engine (test/fixtures/engines/, see its README). */
 function recorded<T>(name: string): T {
@@ -100,6 +100,11 @@ describe('per-engine adaptations', () => {
     assert.equal(familiarImageName('docker.io/me/app:1'), 'me/app:1');
     assert.equal(familiarImageName('localhost/berth-test/busybox:latest'), 'localhost/berth-test/busybox:latest');
     assert.equal(familiarImageName('127.0.0.1:5000/busybox:1'), '127.0.0.1:5000/busybox:1');
+  });
+
+  it('reads Podman\'s image removal as Docker reports one: familiar names untagged, sha256: ids deleted', () => {
+    const id = 'b'.repeat(64);
+    assert.deepEqual(podmanImageRemoval({ kind: 'removed', untagged: ['docker.io/me/app:1'], deleted: [id] }), { kind: 'removed', untagged: ['me/app:1'], deleted: [`sha256:${id}`] });
   });
 
   it('finds a container\'s cgroup under Docker\'s and Podman\'s own directories, for both cgroup drivers', () => {
