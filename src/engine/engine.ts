@@ -2,6 +2,7 @@ import Dockerode from 'dockerode';
 import https from 'node:https';
 import { pipeline as streamPipeline, Readable, Transform, type Duplex } from 'node:stream';
 import { BerthError, ValidationError, type FieldIssue } from '../common/errors.js';
+import { LABELS } from '../common/labels.js';
 import { DURATION_LIMITS, durationBoundRule } from '../common/units.js';
 import { retry } from '../common/retry.js';
 import { classifyEngineError, commandFailureIn, engineCertainlyDidNotAct, forcedRemovalConflict, type CommandFailure } from './classify.js';
@@ -365,6 +366,8 @@ export class Engine {
   readonly #minimumApiVersion: string;
   readonly #socketPath: string | undefined;
   #facts: EngineFacts | undefined;
+  /** The containers whose health checks this process runs (see #pumpHealth). */
+  readonly #healthPumps = new Set<string>();
   #detecting: Promise<EngineFacts> | undefined;
 
   constructor(options: EngineOptions = {}) {
@@ -557,8 +560,17 @@ export class Engine {
   async #withImageHealthcheck(facts: EngineFacts, body: ContainerCreateBody, options: CallOptions): Promise<ContainerCreateBody> {
     const check = body.Healthcheck;
     if (facts.kind !== 'podman' || check === undefined || check.Test[0] === 'NONE') return body;
-    const image = await this.#read('inspect image', options, (abortSignal) => this.#docker.getImage(body.Image).inspect(signalOption(abortSignal)), { image: body.Image });
-    const own = (image.Config as { Healthcheck?: Partial<HealthcheckBody> } | undefined)?.Healthcheck;
+    // Podman's compatible image inspect leaves the check out; its own inspect has it.
+    const modem = (this.#docker as unknown as { modem: ModemDial }).modem;
+    const image = await this.#read('inspect image', options, (abortSignal) =>
+      new Promise<{ Healthcheck?: Partial<HealthcheckBody> }>((resolve, reject) => {
+        modem.dial(
+          { path: `/v4.0.0/libpod/images/${encodeURIComponent(body.Image)}/json`, method: 'GET', abortSignal, statusCodes: { 200: true, 404: 'no such image', 500: 'server error' }, options: {} },
+          (error, data) => (error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve(data as unknown as { Healthcheck?: Partial<HealthcheckBody> })),
+        );
+      }), { image: body.Image }).catch(() => ({}) as { Healthcheck?: Partial<HealthcheckBody> });
+    // (An image that cannot be read is the create's to report.)
+    const own = image.Healthcheck ?? undefined;
     if (own === undefined) return body;
     const pick = (mine: number | undefined, theirs: number | undefined): number | undefined => (mine !== undefined && mine > 0 ? mine : theirs);
     const merged: HealthcheckBody = {
@@ -587,7 +599,8 @@ export class Engine {
   async startContainer(id: string, options: CallOptions = {}): Promise<StartOutcome> {
     try {
       await this.#call('start container', this.#deadlines.writeMs, options, (abortSignal) => this.#docker.getContainer(id).start({ abortSignal }), { id });
-      if (this.#facts !== undefined && podmanLeavesHealthToCaller(this.#facts)) this.#pumpHealth(id);
+      // The inspect starts the health pump where the engine runs no checks of its own.
+      if (this.#facts !== undefined && podmanLeavesHealthToCaller(this.#facts)) void this.inspectContainer(id).catch(() => undefined);
       return 'started';
     } catch (error) {
       if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_MODIFIED') return 'already-running';
@@ -596,19 +609,26 @@ export class Engine {
   }
 
   /**
-   * Runs a started container's health check at its interval, for an engine that runs none itself
+   * Runs a berth container's health check at its interval, for an engine that runs none itself
    * (Podman without systemd: see detect.ts `podmanLeavesHealthToCaller`), through Podman's own
    * "run the health check now" endpoint, which records the result in the container's health state
-   * as Podman's timer would. Ends when the container stops or goes away; its timers never keep the
-   * process alive. Containers started by another process (an agent before its restart) have none.
+   * as Podman's timer would. Started for a running berth container (io.berth.managed) with a check
+   * when berth starts or inspects it, so a container an earlier process started (an agent before its
+   * restart) is checked again from its first inspect. One pump a container; it ends when the
+   * container stops or goes away, and its timers never keep the process alive.
    */
-  #pumpHealth(id: string): void {
+  #pumpHealth(inspect: ContainerInspect): void {
+    const facts = this.#facts;
+    if (facts === undefined || !podmanLeavesHealthToCaller(facts) || !inspect.running || inspect.labels[LABELS.managed] !== 'true') return;
+    const test = inspect.healthcheck?.test[0];
+    if ((test !== 'CMD' && test !== 'CMD-SHELL') || this.#healthPumps.has(inspect.id)) return;
+    this.#healthPumps.add(inspect.id);
     const modem = (this.#docker as unknown as { modem: ModemDial }).modem;
     const runOnce = (): Promise<'continue' | 'stop'> =>
       new Promise((resolve) => {
         modem.dial(
           {
-            path: `/v4.0.0/libpod/containers/${encodeURIComponent(id)}/healthcheck`,
+            path: `/v4.0.0/libpod/containers/${encodeURIComponent(inspect.id)}/healthcheck`,
             method: 'GET',
             abortSignal: AbortSignal.timeout(this.#deadlines.writeMs),
             statusCodes: { 200: true, 404: 'no such container', 409: 'container not running', 500: 'server error' },
@@ -620,19 +640,15 @@ export class Engine {
           },
         );
       });
+    const intervalMs = (inspect.healthcheck?.intervalNs ?? 0) > 0 ? inspect.healthcheck!.intervalNs / 1_000_000 : PODMAN_DEFAULT_HEALTH_INTERVAL_MS;
     void (async () => {
-      let inspect: ContainerInspect;
       try {
-        inspect = await this.inspectContainer(id);
-      } catch {
-        return;
-      }
-      const test = inspect.healthcheck?.test[0];
-      if (test !== 'CMD' && test !== 'CMD-SHELL') return;
-      const intervalMs = (inspect.healthcheck?.intervalNs ?? 0) > 0 ? inspect.healthcheck!.intervalNs / 1_000_000 : PODMAN_DEFAULT_HEALTH_INTERVAL_MS;
-      for (;;) {
-        await new Promise<void>((resolve) => setTimeout(resolve, intervalMs).unref());
-        if ((await runOnce()) === 'stop') return;
+        for (;;) {
+          await new Promise<void>((resolve) => setTimeout(resolve, intervalMs).unref());
+          if ((await runOnce()) === 'stop') return;
+        }
+      } finally {
+        this.#healthPumps.delete(inspect.id);
       }
     })();
   }
@@ -676,7 +692,9 @@ export class Engine {
       (abortSignal) => this.#docker.getContainer(idOrName).inspect({ abortSignal }) as unknown as Promise<RawInspect>,
       { id: idOrName },
     );
-    return containerInspectFromRaw(raw);
+    const inspect = containerInspectFromRaw(raw);
+    this.#pumpHealth(inspect);
+    return inspect;
   }
 
   async listContainers(filter: ContainerListFilter = {}, options: CallOptions = {}): Promise<ContainerSummary[]> {

@@ -224,7 +224,8 @@ describe('health checks against the real engine', { skip: await requireEngine() 
         assert.deepEqual(inspect.healthcheck, {
           test: ['CMD-SHELL', 'cat /tmp/ready'],
           intervalNs: 100_000_000,
-          timeoutNs: 0,
+          // Podman stores its default timeout (30 s) where Docker keeps 0 and applies the same default.
+          timeoutNs: TEST_ENGINE_KIND === 'podman' ? 30_000_000_000 : 0,
           startPeriodNs: 600_000_000_000,
           retries: 5,
         });
