@@ -507,11 +507,6 @@ export class Engine {
     }
   }
 
-  /** Whether the engine is Podman, learnt once (see `detect`). */
-  async #isPodman(options: CallOptions): Promise<boolean> {
-    return (this.#facts ?? (await this.detect(options))).kind === 'podman';
-  }
-
   /** The engine's facts once `detect` (or `checkCompatible`) learnt them; undefined before. */
   get facts(): EngineFacts | undefined {
     return this.#facts;
@@ -536,19 +531,42 @@ export class Engine {
   }
 
   async createContainer(name: string, requested: ContainerCreateBody, options: CallOptions = {}): Promise<string> {
-    const facts = this.#facts ?? (await this.detect(options));
-    const body = await this.#withImageHealthcheck(facts, adaptCreateBody(facts, requested), options);
+    // The engine is learnt before the create only where the body needs it (a health check to merge
+    // with its image's on Podman); otherwise on the create's failure, so that on Docker a create
+    // costs no more requests than before. Podman refuses the `local` log driver: learnt then, the
+    // create is made again as Podman takes it.
+    let facts = this.#facts;
+    const check = requested.Healthcheck;
+    if (facts === undefined && check !== undefined && check.Test[0] !== 'NONE') facts = await this.detect(options);
+    const create = async (body: ContainerCreateBody): Promise<string> =>
+      (
+        await this.#call(
+          'create container',
+          this.#deadlines.writeMs,
+          options,
+          (abortSignal) => this.#docker.createContainer({ ...(body as unknown as Dockerode.ContainerCreateOptions), name, abortSignal }),
+          { name },
+        )
+      ).id;
+    const adapt = (known: EngineFacts): Promise<ContainerCreateBody> => this.#withImageHealthcheck(known, adaptCreateBody(known, requested), options);
     try {
-      const created = await this.#call(
-        'create container',
-        this.#deadlines.writeMs,
-        options,
-        (abortSignal) => this.#docker.createContainer({ ...(body as unknown as Dockerode.ContainerCreateOptions), name, abortSignal }),
-        { name },
-      );
-      return created.id;
+      return await create(facts === undefined ? requested : await adapt(facts));
     } catch (error) {
-      throw facts.kind === 'podman' ? await this.#podmanCreateConflict(name, error, options) : error;
+      const refused = error instanceof BerthError && (error.code === 'BERTH_ENGINE_SERVER_ERROR' || error.code === 'BERTH_ENGINE_BAD_REQUEST');
+      if (facts === undefined && refused) {
+        facts = await this.detect(options).catch(() => undefined);
+        if (facts?.kind === 'podman') {
+          const adapted = await adapt(facts);
+          if (adapted !== requested) {
+            try {
+              return await create(adapted);
+            } catch (again) {
+              throw await this.#podmanCreateConflict(name, again, options);
+            }
+          }
+        }
+      }
+      throw facts?.kind === 'podman' ? await this.#podmanCreateConflict(name, error, options) : error;
     }
   }
 
@@ -701,16 +719,26 @@ export class Engine {
     const filters: Record<string, string[]> = {};
     if (filter.labels?.length) filters.label = filter.labels;
     if (filter.names?.length) filters.name = filter.names;
-    if (filter.status?.length) {
-      const facts = this.#facts ?? (await this.detect(options));
+    if (filter.status?.length) filters.status = this.#facts === undefined ? [...filter.status] : engineStatusFilter(this.#facts.kind, filter.status);
+    // Only states the engine never has were asked for: nothing can match.
+    if (filter.status?.length && filters.status?.length === 0) return [];
+    const list = (): Promise<Dockerode.ContainerInfo[]> =>
+      this.#read('list containers', options, (abortSignal) =>
+        this.#docker.listContainers({ all: filter.all ?? true, filters: JSON.stringify(filters), abortSignal, ...(filter.withSize ? { size: true } : {}) }),
+      );
+    let rows: Dockerode.ContainerInfo[];
+    try {
+      rows = await list();
+    } catch (error) {
+      // Podman refuses a status it does not have (500): learnt here, on the error, so that Docker's lists cost no more requests.
+      if (!(error instanceof BerthError) || error.code !== 'BERTH_ENGINE_SERVER_ERROR' || filter.status === undefined || this.#facts !== undefined) throw error;
+      const facts = await this.detect(options);
       const statuses = engineStatusFilter(facts.kind, filter.status);
-      // Only states the engine never has were asked for: nothing can match.
+      if (statuses.length === filter.status.length) throw error;
       if (statuses.length === 0) return [];
       filters.status = statuses;
+      rows = await list();
     }
-    const rows = await this.#read('list containers', options, (abortSignal) =>
-      this.#docker.listContainers({ all: filter.all ?? true, filters: JSON.stringify(filters), abortSignal, ...(filter.withSize ? { size: true } : {}) }),
-    );
     return rows.map((row) => containerSummaryFromRaw(row, filter.withSize ?? false));
   }
 
@@ -1129,7 +1157,8 @@ export class Engine {
   async inspectImage(ref: string, options: CallOptions = {}): Promise<ImageInspect> {
     const raw = await this.#read('inspect image', options, (abortSignal) => this.#docker.getImage(ref).inspect(signalOption(abortSignal)), { image: ref });
     const image = imageInspectFromRaw(raw);
-    return (await this.#isPodman(options)) ? { ...image, repoTags: image.repoTags.map(familiarImageName) } : image;
+    // Podman names images in full (docker.io/…); Docker's names never start so, and stay as they are.
+    return { ...image, repoTags: image.repoTags.map(familiarImageName) };
   }
 
   async listImages(filter: { labels?: string[]; reference?: string[] } = {}, options: CallOptions = {}): Promise<ImageSummary[]> {
@@ -1137,7 +1166,8 @@ export class Engine {
     if (filter.labels?.length) filters.label = filter.labels;
     if (filter.reference?.length) filters.reference = filter.reference;
     const rows = (await this.#read('list images', options, (abortSignal) => this.#docker.listImages({ filters: JSON.stringify(filters), abortSignal }))).map(imageSummaryFromRaw);
-    return (await this.#isPodman(options)) ? rows.filter((row) => matchesLabelFilters(row.labels, filter.labels ?? [])).map((row) => ({ ...row, repoTags: row.repoTags.map(familiarImageName) })) : rows;
+    // Checked again whatever the engine (Podman ORs label filters; Docker's rows pass unchanged), without asking which it is.
+    return rows.filter((row) => matchesLabelFilters(row.labels, filter.labels ?? [])).map((row) => ({ ...row, repoTags: row.repoTags.map(familiarImageName) }));
   }
 
   /**
@@ -1152,7 +1182,8 @@ export class Engine {
         this.#docker.getImage(ref).remove({ force: options.force ?? false, abortSignal }),
       { image: ref });
       const outcome = imageRemovedFromRaw(raw);
-      return outcome.kind === 'removed' && (await this.#isPodman(options)) ? podmanImageRemoval(outcome) : outcome;
+      // Podman's removal names and ids read as Docker's; Docker's pass unchanged.
+      return outcome.kind === 'removed' ? podmanImageRemoval(outcome) : outcome;
     } catch (error) {
       if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return { kind: 'absent' };
       if (error instanceof BerthError && error.code === 'BERTH_ENGINE_CONFLICT') return { kind: 'in-use' };
@@ -1196,7 +1227,7 @@ export class Engine {
     const filters: Record<string, string[]> = {};
     if (filter.labels?.length) filters.label = filter.labels;
     const rows = (await this.#read('list networks', options, (abortSignal) => this.#docker.listNetworks({ filters: JSON.stringify(filters), abortSignal } as Dockerode.NetworkListOptions))).map(networkFromRaw);
-    return (await this.#isPodman(options)) ? rows.filter((row) => matchesLabelFilters(row.labels, filter.labels ?? [])) : rows;
+    return rows.filter((row) => matchesLabelFilters(row.labels, filter.labels ?? []));
   }
 
   async inspectNetwork(id: string, options: CallOptions = {}): Promise<NetworkInspect> {
@@ -1227,7 +1258,7 @@ export class Engine {
     if (filter.dangling !== undefined) filters.dangling = [String(filter.dangling)];
     const raw = await this.#read('list volumes', options, (abortSignal) => this.#docker.listVolumes({ filters: JSON.stringify(filters), abortSignal } as Dockerode.VolumeListOptions));
     const rows = (raw.Volumes ?? []).map(volumeFromRaw);
-    return (await this.#isPodman(options)) ? rows.filter((row) => matchesLabelFilters(row.labels, filter.labels ?? [])) : rows;
+    return rows.filter((row) => matchesLabelFilters(row.labels, filter.labels ?? []));
   }
 
   /**
