@@ -180,14 +180,29 @@ export const CONTAINER_CGROUP_DIRS: Readonly<Record<EngineKind, ReadonlyArray<(i
   podman: [(id: string) => `libpod_parent/libpod-${id}`, (id: string) => `machine.slice/libpod-${id}.scope`],
 });
 
-/** Features that one engine lacks; `engineUnsupported` names the engine and the feature. */
-export type EngineFeature = string;
+/** Features that one engine (or one set-up of it) lacks; `engineUnsupported` names the engine and the feature. */
+export type EngineFeature = 'pause';
+
+/**
+ * Why the engine cannot provide `feature`, in words, or undefined when it can. Rootless Podman on
+ * cgroup v1 cannot freeze a container (its freezer needs a cgroup it may write, which only cgroup v2
+ * delegates): pause and unpause fail there with the runtime's words, so berth refuses them first.
+ */
+export function engineLimitation(facts: Pick<EngineFacts, 'kind' | 'rootless' | 'cgroupVersion'>, feature: EngineFeature): string | undefined {
+  if (feature === 'pause' && facts.kind === 'podman' && facts.rootless && facts.cgroupVersion === 1) {
+    return 'rootless Podman cannot freeze a container on cgroup v1; run Podman as root, or on a host with cgroup v2';
+  }
+  return undefined;
+}
+
+/** The words a feature has in messages. */
+const FEATURE_WORDS: Readonly<Record<EngineFeature, string>> = Object.freeze({ pause: 'pausing a container' });
 
 /** The error for a feature the engine cannot provide: names the engine and the feature, never the engine's raw message. */
 export function engineUnsupported(facts: Pick<EngineFacts, 'name' | 'version'>, feature: EngineFeature, hint?: string): BerthError {
   return new BerthError(
     'BERTH_ENGINE_UNSUPPORTED',
-    `${feature} is not supported by ${facts.name} ${facts.version}${hint ? `: ${hint}` : ''}`,
+    `${FEATURE_WORDS[feature]} is not supported by ${facts.name} ${facts.version}${hint ? `: ${hint}` : ''}`,
     { context: { engine: facts.name, engineVersion: facts.version, feature } },
   );
 }

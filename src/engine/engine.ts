@@ -25,7 +25,7 @@ import {
   storageDriverFromRaw,
 } from './decode.js';
 import type { EngineTls } from './connect.js';
-import { describeEngine, engineFactsFromRaw, engineLogDriver, engineStatusFilter, familiarImageName, matchesLabelFilters, podmanImageRemoval, podmanLeavesHealthToCaller, PODMAN_DEFAULT_HEALTH_INTERVAL_MS, type EngineFacts, type RawInfoBody, type RawVersionBody } from './detect.js';
+import { describeEngine, engineFactsFromRaw, engineLimitation, engineUnsupported, engineLogDriver, engineStatusFilter, familiarImageName, matchesLabelFilters, podmanImageRemoval, podmanLeavesHealthToCaller, PODMAN_DEFAULT_HEALTH_INTERVAL_MS, type EngineFacts, type RawInfoBody, type RawVersionBody } from './detect.js';
 import { demultiplex, type DemuxedStreams } from './demux.js';
 import { compareLogTimestamps, parseLogFrames, sinceParameter, type LogEntry } from './log-entries.js';
 import type {
@@ -831,8 +831,25 @@ export class Engine {
     }
   }
 
+  /**
+   * Freezes a container. Where the engine cannot (rootless Podman on cgroup v1: detect.ts
+   * `engineLimitation`), BERTH_ENGINE_UNSUPPORTED names the engine and why, not the runtime's words;
+   * the engine is asked what it is only then, so that Docker's pauses cost no more requests.
+   */
   async pauseContainer(id: string, options: CallOptions = {}): Promise<void> {
-    await this.#call('pause container', this.#deadlines.writeMs, options, (abortSignal) => this.#docker.getContainer(id).pause({ abortSignal }), { id });
+    const refuse = (facts: EngineFacts | undefined): void => {
+      const limitation = facts === undefined ? undefined : engineLimitation(facts, 'pause');
+      if (facts !== undefined && limitation !== undefined) throw engineUnsupported(facts, 'pause', limitation);
+    };
+    refuse(this.#facts);
+    try {
+      await this.#call('pause container', this.#deadlines.writeMs, options, (abortSignal) => this.#docker.getContainer(id).pause({ abortSignal }), { id });
+    } catch (error) {
+      if (this.#facts === undefined && error instanceof BerthError && (error.code === 'BERTH_ENGINE_SERVER_ERROR' || error.code === 'BERTH_ENGINE_CONFLICT')) {
+        refuse(await this.detect(options).catch(() => undefined));
+      }
+      throw error;
+    }
   }
 
   async unpauseContainer(id: string, options: CallOptions = {}): Promise<void> {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { BerthError } from '../../../src/common/errors.js';
-import { CONTAINER_CGROUP_DIRS, describeEngine, engineFactsFromRaw, engineKindOf, engineLogDriver, engineStatusFilter, engineUnsupported, familiarImageName, matchesLabelFilters, podmanImageRemoval, type RawInfoBody, type RawVersionBody } from '../../../src/engine/detect.js';
+import { CONTAINER_CGROUP_DIRS, describeEngine, engineFactsFromRaw, engineKindOf, engineLimitation, engineLogDriver, engineStatusFilter, engineUnsupported, familiarImageName, matchesLabelFilters, podmanImageRemoval, type RawInfoBody, type RawVersionBody } from '../../../src/engine/detect.js';
 
 /** A reply recorded from a real engine (test/fixtures/engines/, see its README). */
 function recorded<T>(name: string): T {
@@ -113,13 +113,19 @@ describe('per-engine adaptations', () => {
     assert.deepEqual(CONTAINER_CGROUP_DIRS.podman.map((dir) => dir(id)), [`libpod_parent/libpod-${id}`, `machine.slice/libpod-${id}.scope`]);
   });
 
-  it('names the engine, its version and the feature in BERTH_ENGINE_UNSUPPORTED', () => {
-    const facts = engineFactsFromRaw(podman.version, podman.info);
-    const error = engineUnsupported(facts, 'the local log driver', 'use json-file');
+  it('refuses pause on rootless Podman with cgroup v1 only, with BERTH_ENGINE_UNSUPPORTED naming the engine, its version and the feature', () => {
+    const rootful = engineFactsFromRaw(podman.version, podman.info);
+    assert.equal(engineLimitation(rootful, 'pause'), undefined, 'the recorded (rootful) Podman pauses');
+    assert.equal(engineLimitation(engineFactsFromRaw(docker.version, docker.info), 'pause'), undefined);
+    const rootless = engineFactsFromRaw(podman.version, { ...podman.info, SecurityOptions: ['name=seccomp,profile=default', 'name=rootless'] });
+    assert.equal(engineLimitation({ ...rootless, cgroupVersion: 2 }, 'pause'), undefined, 'cgroup v2 delegates the freezer');
+    const why = engineLimitation(rootless, 'pause');
+    assert.match(why ?? '', /rootless Podman cannot freeze a container on cgroup v1/);
+    const error = engineUnsupported(rootless, 'pause', why);
     assert.ok(error instanceof BerthError);
     assert.equal(error.code, 'BERTH_ENGINE_UNSUPPORTED');
-    assert.equal(error.message, 'the local log driver is not supported by Podman 4.3.1: use json-file');
-    assert.deepEqual(error.context, { engine: 'Podman', engineVersion: '4.3.1', feature: 'the local log driver' });
+    assert.equal(error.message, `pausing a container is not supported by Podman 4.3.1: ${why}`);
+    assert.deepEqual(error.context, { engine: 'Podman', engineVersion: '4.3.1', feature: 'pause' });
     assert.equal(error.retryable, false);
   });
 });
