@@ -67,6 +67,8 @@ ensure_tool() {
 ensure_tool python3 python3 "the terminal tests"
 # The TLS tests make their CA and certificates with openssl(1).
 ensure_tool openssl openssl "the TLS tests"
+# The SSH engine test (test/integration/engine-remote.test.ts) runs a loopback sshd of its own.
+ensure_tool sshd openssh-server "the SSH engine tests"
 
 # Debian's busybox-static gives a static /bin/busybox; it is needed to build the test image.
 if ! "$DOCKER_BIN" image inspect "$IMAGE" >/dev/null 2>&1; then
