@@ -492,10 +492,9 @@ export class Engine {
     if (this.#detecting !== undefined && options.refresh !== true) return this.#detecting;
     const detecting = (async () => {
       const docker = this.#docker as unknown as SignalledDocker;
-      const [version, info] = await Promise.all([
-        this.#read('version', options, (abortSignal) => docker.version({ abortSignal }) as Promise<RawVersionBody>),
-        this.#read('info', options, (abortSignal) => docker.info({ abortSignal })),
-      ]);
+      // One after the other: an engine that does not answer fails the first, as a version check alone would.
+      const version = await this.#read('version', options, (abortSignal) => docker.version({ abortSignal }) as Promise<RawVersionBody>);
+      const info = await this.#read('info', options, (abortSignal) => docker.info({ abortSignal }));
       return engineFactsFromRaw(version, info);
     })();
     this.#detecting = detecting;
@@ -552,8 +551,9 @@ export class Engine {
     try {
       return await create(facts === undefined ? requested : await adapt(facts));
     } catch (error) {
+      // Only a refusal that Podman's differences can explain (a `local` log driver) is worth asking the engine about.
       const refused = error instanceof BerthError && (error.code === 'BERTH_ENGINE_SERVER_ERROR' || error.code === 'BERTH_ENGINE_BAD_REQUEST');
-      if (facts === undefined && refused) {
+      if (facts === undefined && refused && requested.HostConfig?.LogConfig?.Type === 'local') {
         facts = await this.detect(options).catch(() => undefined);
         if (facts?.kind === 'podman') {
           const adapted = await adapt(facts);
@@ -732,6 +732,7 @@ export class Engine {
     } catch (error) {
       // Podman refuses a status it does not have (500): learnt here, on the error, so that Docker's lists cost no more requests.
       if (!(error instanceof BerthError) || error.code !== 'BERTH_ENGINE_SERVER_ERROR' || filter.status === undefined || this.#facts !== undefined) throw error;
+      if (engineStatusFilter('podman', filter.status).length === filter.status.length) throw error;
       const facts = await this.detect(options);
       const statuses = engineStatusFilter(facts.kind, filter.status);
       if (statuses.length === filter.status.length) throw error;
