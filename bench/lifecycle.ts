@@ -163,7 +163,9 @@ async function concurrent(ctx: BenchContext, engine: EngineName): Promise<{ medi
 async function podmanContext(ctx: BenchContext): Promise<BenchContext | undefined> {
   const engine = new Engine({ socketPath: PODMAN_SOCKET, readAttempts: 1 });
   try {
-    await engine.checkCompatible({ deadlineMs: 2000 });
+    await engine.ping({ deadlineMs: 2000 });
+    // Podman's /info takes a second or more (it measures its storage): no short deadline here.
+    await engine.checkCompatible();
   } catch {
     ctx.progress(`lifecycle: no Podman answers at ${PODMAN_SOCKET}; Docker only`);
     return undefined;

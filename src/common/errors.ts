@@ -16,6 +16,7 @@ export const ERROR_CODES = {
   BERTH_ENGINE_VERSION: 'The engine\'s API version is older than berth supports.',
   BERTH_ENGINE_UNSUPPORTED: 'The engine berth speaks to (Docker or Podman, named in the message with its version) cannot provide a feature the request needs; the message names the feature.',
   BERTH_ENGINE_TLS: 'TLS with a remote engine failed: its certificate is not signed by the CA berth was given or not for its address, the engine refused berth\'s client certificate (or its absence), or the address does not speak TLS.',
+  BERTH_ENGINE_SSH: 'SSH to a remote engine (ssh://) failed: the server\'s host key is not in ~/.ssh/known_hosts (or does not match it), or the server refused every key berth offered.',
   BERTH_ENGINE_FORBIDDEN: 'The engine or a registry refused access (wrong or missing credentials).',
   BERTH_NAME_CONFLICT: 'A container with the task\'s name exists and was not made by this start (another start of the task, or someone else\'s); it is left alone.',
   BERTH_PORT_UNAVAILABLE: 'A host port the task (or group) asks for is held by another task or group, or something else on the host listens on it, or the agent\'s dynamic range (ports.range) has no free port left; the message names the field and the port. Nothing was created.',

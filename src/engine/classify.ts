@@ -10,6 +10,8 @@ interface EngineFailure {
   json?: unknown;
   /** dockerode's words for the status ("container already started"). */
   reason?: string;
+  /** ssh2's stage of a failed SSH connection (`handshake`, `client-authentication`, `client-socket`…). */
+  level?: string;
 }
 
 const UNAVAILABLE_SOCKET_CODES = new Set([
@@ -145,6 +147,11 @@ export function classifyEngineError(error: unknown, ctx: ClassifyContext): Berth
         ...(commandFailure ? { commandFailure } : {}),
       },
     });
+  }
+  // ssh2 marks its failures by level: the server's host key refused (handshake) or berth's key refused.
+  if (failure.level === 'handshake' || failure.level === 'client-authentication') {
+    const why = failure.level === 'handshake' ? 'the SSH handshake failed (the server\'s host key was not accepted)' : 'the SSH server refused every key berth offered (the SSH agent\'s, ~/.ssh/id_ed25519, id_ecdsa, id_rsa)';
+    return new BerthError('BERTH_ENGINE_SSH', `${ctx.operation}: ${why}`, { cause: error, context: { ...context, sshLevel: failure.level, engineActed: false } });
   }
   const tlsHint = failure.code === undefined ? undefined : engineTlsHint(failure.code);
   if (tlsHint !== undefined) {

@@ -120,7 +120,8 @@ const DEFAULT_SSH_KEYS = ['id_ed25519', 'id_ecdsa', 'id_rsa'];
 /**
  * Engine options for an endpoint. An SSH endpoint authenticates as OpenSSH would without a config
  * file: through the agent at SSH_AUTH_SOCK, else with the first of `~/.ssh/id_ed25519`, `id_ecdsa`,
- * `id_rsa`; the user is the URL's, else the local one (USER).
+ * `id_rsa`; the user is the URL's, else the local one (USER); the server must have a host key
+ * `~/.ssh/known_hosts` lists for it (known-hosts.ts).
  */
 export function engineOptionsOf(endpoint: EngineEndpoint, env: DockerEnv = {}): EngineOptions {
   if (!('protocol' in endpoint) || endpoint.protocol !== 'ssh') return { ...endpoint };
@@ -137,13 +138,21 @@ export function engineOptionsOf(endpoint: EngineEndpoint, env: DockerEnv = {}): 
       }
     }
   }
+  let knownHosts: string | undefined;
+  if (home) {
+    try {
+      knownHosts = readFileSync(path.join(home, '.ssh', 'known_hosts'), 'utf8');
+    } catch {
+      // No known_hosts: no server is trusted (the error says how to trust one).
+    }
+  }
   const username = endpoint.username ?? (env.USER?.trim() || env.LOGNAME?.trim() || undefined);
   return {
     host: endpoint.host,
     port: endpoint.port,
     protocol: 'ssh',
     ...(username === undefined ? {} : { username }),
-    ssh: { ...(agent === undefined ? {} : { agent }), ...(privateKey === undefined ? {} : { privateKey }) },
+    ssh: { ...(agent === undefined ? {} : { agent }), ...(privateKey === undefined ? {} : { privateKey }), ...(knownHosts === undefined ? {} : { knownHosts }) },
   };
 }
 

@@ -25,7 +25,8 @@ import {
   storageDriverFromRaw,
 } from './decode.js';
 import type { EngineTls } from './connect.js';
-import { describeEngine, engineFactsFromRaw, engineLimitation, engineUnsupported, engineLogDriver, engineStatusFilter, familiarImageName, matchesLabelFilters, podmanImageRemoval, podmanLeavesHealthToCaller, PODMAN_DEFAULT_HEALTH_INTERVAL_MS, type EngineFacts, type RawInfoBody, type RawVersionBody } from './detect.js';
+import { hostKeyVerifier } from './known-hosts.js';
+import { engineFactsFromRaw, engineKindOf, engineLimitation, engineUnsupported, type EngineKind, engineLogDriver, engineStatusFilter, familiarImageName, matchesLabelFilters, podmanImageRemoval, podmanLeavesHealthToCaller, PODMAN_DEFAULT_HEALTH_INTERVAL_MS, type EngineFacts, type RawInfoBody, type RawVersionBody } from './detect.js';
 import { demultiplex, type DemuxedStreams } from './demux.js';
 import { compareLogTimestamps, parseLogFrames, sinceParameter, type LogEntry } from './log-entries.js';
 import type {
@@ -99,8 +100,11 @@ export interface EngineOptions {
   tls?: EngineTls;
   /** The SSH user for `ssh`; default the local user. The SSH agent at SSH_AUTH_SOCK authenticates. */
   username?: string;
-  /** For `ssh`: the SSH agent's socket and a private key (PEM text), passed to ssh2. */
-  ssh?: { agent?: string; privateKey?: string };
+  /**
+   * For `ssh`: the SSH agent's socket and a private key (PEM text), passed to ssh2, and the text of
+   * `~/.ssh/known_hosts`: the server is accepted only with a host key it lists for the host.
+   */
+  ssh?: { agent?: string; privateKey?: string; knownHosts?: string };
   deadlines?: Partial<EngineDeadlines>;
   /** Attempts for idempotent reads on unavailable/timeout. Default 3; 1 to 100. */
   readAttempts?: number;
@@ -265,10 +269,10 @@ function readWaitBody(response: Readable, signal: AbortSignal | undefined): Prom
  * The create body as the engine takes it: a `local` log driver (berth's default) becomes `json-file`
  * on Podman, which has no `local` (see detect.ts `engineLogDriver`).
  */
-function adaptCreateBody(facts: EngineFacts, body: ContainerCreateBody): ContainerCreateBody {
+function adaptCreateBody(kind: EngineKind, body: ContainerCreateBody): ContainerCreateBody {
   const log = body.HostConfig?.LogConfig;
   if (log === undefined) return body;
-  const driver = engineLogDriver(facts.kind, log.Type);
+  const driver = engineLogDriver(kind, log.Type);
   if (driver === log.Type) return body;
   // `compress` is the local driver's own option.
   const config = Object.fromEntries(Object.entries(log.Config).filter(([key]) => key !== 'compress'));
@@ -276,16 +280,22 @@ function adaptCreateBody(facts: EngineFacts, body: ContainerCreateBody): Contain
 }
 
 /** dockerode's connection options for an engine's address (unix socket, TCP, TLS or SSH). */
-function dockerodeOptions(options: EngineOptions): Dockerode.DockerOptions {
+function dockerodeOptions(options: EngineOptions, onHostKeyRefused: (reason: string) => void): Dockerode.DockerOptions {
   if (!options.host) return { socketPath: options.socketPath ?? '/var/run/docker.sock' };
   const protocol = options.protocol ?? 'http';
   if (protocol === 'ssh') {
+    const port = options.port ?? 22;
     return {
       host: options.host,
-      port: options.port ?? 22,
+      port,
       protocol: 'ssh',
       ...(options.username === undefined ? {} : { username: options.username }),
-      sshOptions: { ...(options.ssh?.agent === undefined ? {} : { agent: options.ssh.agent }), ...(options.ssh?.privateKey === undefined ? {} : { privateKey: options.ssh.privateKey }) },
+      sshOptions: {
+        ...(options.ssh?.agent === undefined ? {} : { agent: options.ssh.agent }),
+        ...(options.ssh?.privateKey === undefined ? {} : { privateKey: options.ssh.privateKey }),
+        // As ssh does for the docker CLI: a server whose host key known_hosts does not list for it is refused.
+        hostVerifier: hostKeyVerifier(options.ssh?.knownHosts, options.host, port, onHostKeyRefused),
+      } as Dockerode.DockerOptions['sshOptions'],
     };
   }
   if (protocol === 'http') return { host: options.host, port: options.port ?? 2375, protocol: 'http' };
@@ -366,13 +376,17 @@ export class Engine {
   readonly #minimumApiVersion: string;
   readonly #socketPath: string | undefined;
   #facts: EngineFacts | undefined;
+  /** Which engine it is, from /version alone (checkCompatible, or the first need): cheaper than the facts (Podman's /info takes a second). */
+  #kind: EngineKind | undefined;
+  /** Why the SSH server's host key was last refused (known_hosts), for the error that follows. */
+  #sshRefusal: string | undefined;
   /** The containers whose health checks this process runs (see #pumpHealth). */
   readonly #healthPumps = new Set<string>();
   #detecting: Promise<EngineFacts> | undefined;
 
   constructor(options: EngineOptions = {}) {
     this.#socketPath = options.host ? undefined : (options.socketPath ?? '/var/run/docker.sock');
-    this.#docker = new Dockerode(dockerodeOptions(options));
+    this.#docker = new Dockerode(dockerodeOptions(options, (reason) => (this.#sshRefusal = reason)));
     this.#deadlines = { ...DEFAULT_DEADLINES, ...(options.deadlines ?? {}) };
     this.#readAttempts = options.readAttempts ?? 3;
     const issues = engineOptionIssues(this.#deadlines, this.#readAttempts);
@@ -406,7 +420,13 @@ export class Engine {
       // Racing the signal keeps the deadline even for the few dockerode calls that ignore abortSignal.
       return await (signal ? raceAbort(run(signal), signal) : run(signal));
     } catch (error) {
-      throw classifyEngineError(error, { operation, callerSignal: options.signal, deadlineMs: deadline, context });
+      const classified = classifyEngineError(error, { operation, callerSignal: options.signal, deadlineMs: deadline, context });
+      const refusal = this.#sshRefusal;
+      if (classified.code === 'BERTH_ENGINE_SSH' && refusal !== undefined) {
+        this.#sshRefusal = undefined;
+        throw new BerthError('BERTH_ENGINE_SSH', `${operation}: ${refusal}`, { cause: error, context: classified.context });
+      }
+      throw classified;
     }
   }
 
@@ -500,29 +520,43 @@ export class Engine {
     this.#detecting = detecting;
     try {
       this.#facts = await detecting;
+      this.#kind = this.#facts.kind;
       return this.#facts;
     } finally {
       if (this.#detecting === detecting) this.#detecting = undefined;
     }
   }
 
-  /** The engine's facts once `detect` (or `checkCompatible`) learnt them; undefined before. */
+  /** The engine's facts once `detect` learnt them; undefined before. */
   get facts(): EngineFacts | undefined {
     return this.#facts;
   }
 
+  /** Which engine it is (GET /version), learnt once. */
+  async #learnKind(options: CallOptions): Promise<EngineKind> {
+    if (this.#kind !== undefined) return this.#kind;
+    const raw = await this.#read('version', options, (abortSignal) => (this.#docker as unknown as SignalledDocker).version({ abortSignal }) as Promise<RawVersionBody>);
+    this.#kind = engineKindOf(raw);
+    return this.#kind;
+  }
+
   /**
    * Checks that the engine answers and speaks at least the minimum API version, and learns which
-   * engine it is (`detect`, asked afresh: the engine behind an address may have been replaced).
+   * engine it is (GET /version, asked afresh: the engine behind an address may have been replaced).
+   * The rest of the facts (`detect`, GET /info) are asked only where berth needs them.
    */
   async checkCompatible(options: CallOptions = {}): Promise<EngineVersion> {
-    const facts = await this.detect({ ...options, refresh: true });
-    const version: EngineVersion = { apiVersion: facts.apiVersion, version: facts.version, os: facts.os, arch: facts.arch, engine: facts.kind };
+    const raw = await this.#read('version', options, (abortSignal) => (this.#docker as unknown as SignalledDocker).version({ abortSignal }) as Promise<RawVersionBody>);
+    const kind = engineKindOf(raw);
+    if (this.#kind !== undefined && this.#kind !== kind) this.#facts = undefined;
+    this.#kind = kind;
+    const facts = engineFactsFromRaw(raw, {});
+    const version: EngineVersion = { apiVersion: facts.apiVersion, version: facts.version, os: facts.os, arch: facts.arch, engine: kind };
     const minimum = this.#minimumApiVersion;
     if (compareVersions(version.apiVersion, minimum) < 0) {
       throw new BerthError(
         'BERTH_ENGINE_VERSION',
-        `the engine speaks API ${version.apiVersion} (${describeEngine(facts)}); berth needs API ${minimum} or newer`,
+        `the engine speaks API ${version.apiVersion} (${facts.name} ${facts.version}); berth needs API ${minimum} or newer`,
         { context: { apiVersion: version.apiVersion, minimumApiVersion: minimum, engine: facts.name, engineVersion: facts.version } },
       );
     }
@@ -534,9 +568,9 @@ export class Engine {
     // with its image's on Podman); otherwise on the create's failure, so that on Docker a create
     // costs no more requests than before. Podman refuses the `local` log driver: learnt then, the
     // create is made again as Podman takes it.
-    let facts = this.#facts;
+    let kind = this.#kind;
     const check = requested.Healthcheck;
-    if (facts === undefined && check !== undefined && check.Test[0] !== 'NONE') facts = await this.detect(options);
+    if (kind === undefined && check !== undefined && check.Test[0] !== 'NONE') kind = await this.#learnKind(options);
     const create = async (body: ContainerCreateBody): Promise<string> =>
       (
         await this.#call(
@@ -547,16 +581,16 @@ export class Engine {
           { name },
         )
       ).id;
-    const adapt = (known: EngineFacts): Promise<ContainerCreateBody> => this.#withImageHealthcheck(known, adaptCreateBody(known, requested), options);
+    const adapt = (known: EngineKind): Promise<ContainerCreateBody> => this.#withImageHealthcheck(known, adaptCreateBody(known, requested), options);
     try {
-      return await create(facts === undefined ? requested : await adapt(facts));
+      return await create(kind === undefined ? requested : await adapt(kind));
     } catch (error) {
       // Only a refusal that Podman's differences can explain (a `local` log driver) is worth asking the engine about.
       const refused = error instanceof BerthError && (error.code === 'BERTH_ENGINE_SERVER_ERROR' || error.code === 'BERTH_ENGINE_BAD_REQUEST');
-      if (facts === undefined && refused && requested.HostConfig?.LogConfig?.Type === 'local') {
-        facts = await this.detect(options).catch(() => undefined);
-        if (facts?.kind === 'podman') {
-          const adapted = await adapt(facts);
+      if (kind === undefined && refused && requested.HostConfig?.LogConfig?.Type === 'local') {
+        kind = await this.#learnKind(options).catch(() => undefined);
+        if (kind === 'podman') {
+          const adapted = await adapt(kind);
           if (adapted !== requested) {
             try {
               return await create(adapted);
@@ -566,7 +600,7 @@ export class Engine {
           }
         }
       }
-      throw facts?.kind === 'podman' ? await this.#podmanCreateConflict(name, error, options) : error;
+      throw kind === 'podman' ? await this.#podmanCreateConflict(name, error, options) : error;
     }
   }
 
@@ -575,9 +609,9 @@ export class Engine {
    * image's, and each setting left at 0 takes the image's. Podman takes the container's as it is
    * (its own defaults for the rest), so on Podman berth does the merge itself, from the image's check.
    */
-  async #withImageHealthcheck(facts: EngineFacts, body: ContainerCreateBody, options: CallOptions): Promise<ContainerCreateBody> {
+  async #withImageHealthcheck(kind: EngineKind, body: ContainerCreateBody, options: CallOptions): Promise<ContainerCreateBody> {
     const check = body.Healthcheck;
-    if (facts.kind !== 'podman' || check === undefined || check.Test[0] === 'NONE') return body;
+    if (kind !== 'podman' || check === undefined || check.Test[0] === 'NONE') return body;
     // Podman's compatible image inspect leaves the check out; its own inspect has it.
     const modem = (this.#docker as unknown as { modem: ModemDial }).modem;
     const image = await this.#read('inspect image', options, (abortSignal) =>
@@ -618,7 +652,7 @@ export class Engine {
     try {
       await this.#call('start container', this.#deadlines.writeMs, options, (abortSignal) => this.#docker.getContainer(id).start({ abortSignal }), { id });
       // The inspect starts the health pump where the engine runs no checks of its own.
-      if (this.#facts !== undefined && podmanLeavesHealthToCaller(this.#facts)) void this.inspectContainer(id).catch(() => undefined);
+      if (this.#kind === 'podman') void this.inspectContainer(id).catch(() => undefined);
       return 'started';
     } catch (error) {
       if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_MODIFIED') return 'already-running';
@@ -636,10 +670,16 @@ export class Engine {
    * container stops or goes away, and its timers never keep the process alive.
    */
   #pumpHealth(inspect: ContainerInspect): void {
-    const facts = this.#facts;
-    if (facts === undefined || !podmanLeavesHealthToCaller(facts) || !inspect.running || inspect.labels[LABELS.managed] !== 'true') return;
+    if (this.#kind !== 'podman' || !inspect.running || inspect.labels[LABELS.managed] !== 'true') return;
     const test = inspect.healthcheck?.test[0];
     if ((test !== 'CMD' && test !== 'CMD-SHELL') || this.#healthPumps.has(inspect.id)) return;
+    const facts = this.#facts;
+    if (facts === undefined) {
+      // Whether Podman runs the checks itself is told by its cgroup driver (GET /info): asked once, then decided.
+      void this.detect().then(() => this.#pumpHealth(inspect), () => undefined);
+      return;
+    }
+    if (!podmanLeavesHealthToCaller(facts)) return;
     this.#healthPumps.add(inspect.id);
     const modem = (this.#docker as unknown as { modem: ModemDial }).modem;
     const runOnce = (): Promise<'continue' | 'stop'> =>
@@ -719,7 +759,7 @@ export class Engine {
     const filters: Record<string, string[]> = {};
     if (filter.labels?.length) filters.label = filter.labels;
     if (filter.names?.length) filters.name = filter.names;
-    if (filter.status?.length) filters.status = this.#facts === undefined ? [...filter.status] : engineStatusFilter(this.#facts.kind, filter.status);
+    if (filter.status?.length) filters.status = this.#kind === undefined ? [...filter.status] : engineStatusFilter(this.#kind, filter.status);
     // Only states the engine never has were asked for: nothing can match.
     if (filter.status?.length && filters.status?.length === 0) return [];
     const list = (): Promise<Dockerode.ContainerInfo[]> =>
@@ -731,10 +771,9 @@ export class Engine {
       rows = await list();
     } catch (error) {
       // Podman refuses a status it does not have (500): learnt here, on the error, so that Docker's lists cost no more requests.
-      if (!(error instanceof BerthError) || error.code !== 'BERTH_ENGINE_SERVER_ERROR' || filter.status === undefined || this.#facts !== undefined) throw error;
+      if (!(error instanceof BerthError) || error.code !== 'BERTH_ENGINE_SERVER_ERROR' || filter.status === undefined || this.#kind !== undefined) throw error;
       if (engineStatusFilter('podman', filter.status).length === filter.status.length) throw error;
-      const facts = await this.detect(options);
-      const statuses = engineStatusFilter(facts.kind, filter.status);
+      const statuses = engineStatusFilter(await this.#learnKind(options), filter.status);
       if (statuses.length === filter.status.length) throw error;
       if (statuses.length === 0) return [];
       filters.status = statuses;
@@ -887,9 +926,9 @@ export class Engine {
     // docker-modem sends the attach's options as a JSON body too. Docker ignores it; Podman hands
     // what follows the request's head to the container's stdin, body included (and waits for the
     // end of a chunked one), so on Podman the request says it has an empty body.
-    const facts = options.stdin ? (this.#facts ?? (await this.detect(options))) : this.#facts;
+    const kind = options.stdin ? await this.#learnKind(options) : this.#kind;
     const stream = await this.#openStream('attach container', this.#deadlines.writeMs, options, (connection) =>
-      facts?.kind === 'podman'
+      kind === 'podman'
         ? dialHijacked(this.#docker, `/containers/${encodeURIComponent(id)}/attach?`, query, connection)
         : (this.#docker.getContainer(id).attach({
             ...query,

@@ -172,6 +172,9 @@ describe('a remote engine over SSH (a loopback sshd; the remote side runs docker
       'StrictModes no',
     ].join('\n');
     await writeFile(path.join(dir, 'sshd_config'), `${config}\n`);
+    // The user trusts the server as ssh would after a first connection: its host key in known_hosts.
+    const hostKey = (await readFile(path.join(dir, 'host_key.pub'), 'utf8')).trim().split(/\s+/).slice(0, 2).join(' ');
+    await writeFile(path.join(home, '.ssh', 'known_hosts'), `[127.0.0.1]:${port} ${hostKey}\n`);
     sshd = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', path.join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] });
     let log = '';
     sshd.stderr!.setEncoding('utf8').on('data', (d: string) => (log += d));
@@ -203,12 +206,25 @@ describe('a remote engine over SSH (a loopback sshd; the remote side runs docker
     assert.equal(result.stdout, 'over-ssh\n');
   });
 
-  test('a key the server does not know is refused with a classified engine error', async () => {
+  test('a key the server does not know is refused: BERTH_ENGINE_SSH saying the server refused berth\'s keys', async () => {
     const stranger = path.join(dir, 'stranger');
     await mkdir(path.join(stranger, '.ssh'), { recursive: true });
     const made = spawnSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', path.join(stranger, '.ssh', 'id_ed25519')], { encoding: 'utf8' });
     assert.equal(made.status, 0, made.stderr);
+    await copyFile(path.join(home, '.ssh', 'known_hosts'), path.join(stranger, '.ssh', 'known_hosts'));
     const engine = new Engine({ ...engineOptionsFromEnv({ DOCKER_HOST: `ssh://root@127.0.0.1:${port}`, HOME: stranger }), readAttempts: 1 });
-    await assert.rejects(engine.ping(), (error: unknown) => isBerthError(error) && error.code.startsWith('BERTH_ENGINE_'));
+    await assert.rejects(engine.ping(), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_SSH') && /refused every key/.test(error.message));
+  });
+
+  test('a server whose host key known_hosts does not list is refused before berth authenticates: BERTH_ENGINE_SSH naming known_hosts', async () => {
+    const unknown = path.join(dir, 'unknown-host');
+    await mkdir(path.join(unknown, '.ssh'), { recursive: true });
+    await copyFile(path.join(home, '.ssh', 'id_ed25519'), path.join(unknown, '.ssh', 'id_ed25519'));
+    const engine = new Engine({ ...engineOptionsFromEnv({ DOCKER_HOST: `ssh://root@127.0.0.1:${port}`, HOME: unknown }), readAttempts: 1 });
+    await assert.rejects(engine.ping(), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_SSH') && new RegExp(`\\[127\\.0\\.0\\.1\\]:${port} is not in ~/\\.ssh/known_hosts`).test(error.message));
+    // A different key under the server's name: another server, or its key changed.
+    await writeFile(path.join(unknown, '.ssh', 'known_hosts'), `[127.0.0.1]:${port} ${(await readFile(path.join(home, '.ssh', 'id_ed25519.pub'), 'utf8')).trim().split(/\s+/).slice(0, 2).join(' ')}\n`);
+    const changed = new Engine({ ...engineOptionsFromEnv({ DOCKER_HOST: `ssh://root@127.0.0.1:${port}`, HOME: unknown }), readAttempts: 1 });
+    await assert.rejects(changed.ping(), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_SSH') && /does not match the one in known_hosts/.test(error.message));
   });
 });

@@ -17,10 +17,12 @@ const docker = new Engine({ socketPath: '/var/run/docker.sock' });
 const podman = new Engine({ socketPath: PODMAN_SOCKET });
 
 describe('engine detection against the real engines', { skip: (await requireEngine({ socketPath: '/var/run/docker.sock' })) || (await requirePodman()) }, () => {
-  test('checkCompatible tells Docker from Podman, with each one\'s own version, API version, cgroup and storage driver', async () => {
+  test('checkCompatible tells Docker from Podman, and detect gives each one\'s own version, API version, cgroup and storage driver', async () => {
     const [dockerVersion, podmanVersion] = await Promise.all([docker.checkCompatible(), podman.checkCompatible()]);
     assert.equal(dockerVersion.engine, 'docker');
     assert.equal(podmanVersion.engine, 'podman');
+    assert.match(podmanVersion.version, /^\d+\.\d+\.\d+/, 'Podman\'s own version, not the API\'s');
+    await Promise.all([docker.detect(), podman.detect()]);
     assert.equal(docker.facts?.name, 'Docker');
     assert.equal(podman.facts?.name, 'Podman');
     assert.match(podman.facts!.version, /^\d+\.\d+\.\d+/);
