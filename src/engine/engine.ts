@@ -967,7 +967,11 @@ export class Engine {
    * Requires a log driver that can be read back (local, json-file) and a container without a TTY.
    */
   async *logEntries(id: string, options: CallOptions & { since?: string; follow?: boolean } = {}): AsyncGenerator<LogEntry> {
-    const stream = await this.#openLogs(id, { ...options, since: options.since === undefined ? 0 : sinceParameter(options.since), timestamps: true });
+    // Podman reads a fractional `since` as nothing to send (and stamps its log to the second): the
+    // engine is asked from the start of since's second, and the entries up to since itself are
+    // skipped here, as they would be anyway. On Docker this re-reads at most a second of the log.
+    const since = options.since === undefined ? 0 : sinceParameter(options.since).split('.')[0]!;
+    const stream = await this.#openLogs(id, { ...options, since, timestamps: true });
     try {
       for await (const entry of parseLogFrames(stream)) {
         // The engine's since is inclusive; berth's is exclusive, so a resumed reader sees no line twice.
