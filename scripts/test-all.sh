@@ -7,6 +7,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 podman_pid=
+podman_answers() { [ "$(curl -s --max-time 5 --unix-socket /run/podman/podman.sock http://podman/_ping 2>/dev/null)" = OK ]; }
+# Outside CI, a machine where Podman cannot be set up (not root) and does not answer runs Docker's files only, and says so.
+if [ "${BERTH_PODMAN_SUITE:-1}" != 0 ] && [ "${CI:-}" != true ] && [ "$(id -u)" != 0 ] && ! podman_answers; then
+  echo "test-all: no Podman at /run/podman/podman.sock and not root to start one: the Podman suite is left out (CI runs it)" >&2
+  BERTH_PODMAN_SUITE=0
+fi
 if [ "${BERTH_PODMAN_SUITE:-1}" != 0 ]; then
   podman_log=$(mktemp /tmp/berth-podman-suite.XXXXXX.log)
   bash scripts/test-podman-suite.sh >"$podman_log" 2>&1 &
