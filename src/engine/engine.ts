@@ -380,6 +380,8 @@ export class Engine {
   #kind: EngineKind | undefined;
   /** Why the SSH server's host key was last refused (known_hosts), for the error that follows. */
   #sshRefusal: string | undefined;
+  /** Podman containers this engine created with a health check, until their start (see #pumpHealth). */
+  readonly #createdWithCheck = new Set<string>();
   /** The containers whose health checks this process runs (see #pumpHealth). */
   readonly #healthPumps = new Set<string>();
   #detecting: Promise<EngineFacts> | undefined;
@@ -583,7 +585,12 @@ export class Engine {
       ).id;
     const adapt = (known: EngineKind): Promise<ContainerCreateBody> => this.#withImageHealthcheck(known, adaptCreateBody(known, requested), options);
     try {
-      return await create(kind === undefined ? requested : await adapt(kind));
+      const body = kind === undefined ? requested : await adapt(kind);
+      const id = await create(body);
+      // On Podman its start then begins the health pump (#pumpHealth); other containers get theirs at their first inspect.
+      const test = body.Healthcheck?.Test[0];
+      if (kind === 'podman' && (test === 'CMD' || test === 'CMD-SHELL')) this.#createdWithCheck.add(id);
+      return id;
     } catch (error) {
       // Only a refusal that Podman's differences can explain (a `local` log driver) is worth asking the engine about.
       const refused = error instanceof BerthError && (error.code === 'BERTH_ENGINE_SERVER_ERROR' || error.code === 'BERTH_ENGINE_BAD_REQUEST');
@@ -652,7 +659,7 @@ export class Engine {
     try {
       await this.#call('start container', this.#deadlines.writeMs, options, (abortSignal) => this.#docker.getContainer(id).start({ abortSignal }), { id });
       // The inspect starts the health pump where the engine runs no checks of its own.
-      if (this.#kind === 'podman') void this.inspectContainer(id).catch(() => undefined);
+      if (this.#createdWithCheck.delete(id)) void this.inspectContainer(id).catch(() => undefined);
       return 'started';
     } catch (error) {
       if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_MODIFIED') return 'already-running';
@@ -845,7 +852,8 @@ export class Engine {
    * Force-removes a container and its anonymous volumes. Not-found is success; so is a removal the
    * engine is finishing already (a 409 whose container state says so: `forcedRemovalConflict`).
    */
-  async removeContainer(id: string, options: CallOptions = {}): Promise<'removed' | 'absent'> {
+  async removeContainer(id: string, options: CallOptions = {
+    this.#createdWithCheck.delete(id);}): Promise<'removed' | 'absent'> {
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#call('remove container', this.#deadlines.writeMs, options, (abortSignal) =>
