@@ -852,8 +852,8 @@ export class Engine {
    * Force-removes a container and its anonymous volumes. Not-found is success; so is a removal the
    * engine is finishing already (a 409 whose container state says so: `forcedRemovalConflict`).
    */
-  async removeContainer(id: string, options: CallOptions = {
-    this.#createdWithCheck.delete(id);}): Promise<'removed' | 'absent'> {
+  async removeContainer(id: string, options: CallOptions = {}): Promise<'removed' | 'absent'> {
+    this.#createdWithCheck.delete(id);
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#call('remove container', this.#deadlines.writeMs, options, (abortSignal) =>
