@@ -10,6 +10,9 @@ import type { TaskHandle } from '../../src/tasks/handle.js';
 import { runBerth, type CliResult } from '../support/agent.js';
 import { createTestContainer, pollUntil, readAll, requireEngine, TEST_ENGINE_KIND, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { DOCKER_CLI } from '../support/registry.js';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
 const engine = testEngine();
 const run = testRun(engine);
@@ -178,10 +181,15 @@ describe('health checks against the real engine', { skip: await requireEngine() 
       // The image's check passes once /tmp/ready exists; its start period keeps early failures from counting.
       const change = 'HEALTHCHECK --interval=100ms --start-period=10m CMD cat /tmp/ready';
       if (TEST_ENGINE_KIND === 'podman') {
-        // Podman's commit takes no HEALTHCHECK change ("invalid instruction"): the image is made on
-        // the Docker engine and loaded into Podman, as a user would bring a Docker-built image.
-        const docker = ['env', '-u', 'DOCKER_HOST', DOCKER_CLI].join(' ');
-        await exec('sh', ['-ec', `id=$(${docker} create ${TEST_IMAGE} true); ${docker} commit --change '${change}' "$id" ${image} >/dev/null; ${docker} rm "$id" >/dev/null; ${docker} save ${image} | ${DOCKER_CLI} load >/dev/null; ${docker} rmi ${image} >/dev/null`]);
+        // Podman's commit takes no HEALTHCHECK change ("invalid instruction"); its build does, from a
+        // Dockerfile over the test image (the docker CLI's legacy build through Podman's API, offline).
+        const dir = await mkdtemp(path.join(tmpdir(), 'berth-health-image-'));
+        try {
+          await writeFile(path.join(dir, 'Dockerfile'), `FROM ${TEST_IMAGE}\n${change}\n`);
+          await exec(DOCKER_CLI, ['build', '-q', '-t', image, dir], { env: { ...process.env, DOCKER_BUILDKIT: '0' } });
+        } finally {
+          await rm(dir, { recursive: true, force: true });
+        }
         return;
       }
       const source = await createTestContainer(engine, run, { cmd: ['true'] });
