@@ -5,9 +5,9 @@ import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import { useProxiedDriver } from '../support/proxied-driver.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
-const direct = new Engine();
+const direct = testEngine();
 const run = testRun(direct);
 const spec = (command: string): TaskSpec => ({ image: TEST_IMAGE, labels: { ...run.labels }, command: ['sh', '-c', command] });
 const WAIT_PATH = /^\/containers\/[^/]+\/wait$/;
