@@ -50,7 +50,11 @@ describe('a task\'s end is seen when its wait connection fails or never answers'
     faulty.proxy.addRule({ method: 'POST', path: WAIT_PATH, fault: { kind: 'delay', delayMs: NEVER_MS } });
     faulty.proxy.addRule({ method: 'GET', path: '/events', fault: { kind: 'drop' } });
     const handle = await faulty.driver.start(spec('sleep 600'), { output: 'engine-log' });
+    // The engine kills the container before it removes it: a look in between sees it exited (137)
+    // and rightly ends the task `failed`. Looks are held until it is gone, then reach the engine.
+    const looks = faulty.proxy.addRule({ method: 'GET', path: /^\/containers\/(json|[^/]+\/json)$/, fault: { kind: 'hold' } });
     await direct.removeContainer(handle.containerId);
+    looks.release();
     const end = await handle.wait();
     assert.equal(end.kind, 'lost');
     assert.match(end.kind === 'lost' ? end.reason : '', /vanished/);
