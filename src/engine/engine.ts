@@ -333,6 +333,28 @@ interface ModemDial {
 }
 
 /**
+ * Removes a container at once, running or not, on Podman. Docker's forced removal kills with
+ * SIGKILL; Podman's compatible one stops the container first and waits its stop timeout (10 s for
+ * a task that ignores SIGTERM, as a shell as PID 1 does), which its own endpoint skips with
+ * `timeout=0`. The kind is known by then: berth learns it at its first create.
+ */
+function podmanRemoveNow(docker: Dockerode, id: string, abortSignal: AbortSignal | undefined): Promise<unknown> {
+  const modem = (docker as unknown as { modem: ModemDial }).modem;
+  return new Promise((resolve, reject) => {
+    modem.dial(
+      {
+        path: `/v4.0.0/libpod/containers/${encodeURIComponent(id)}?`,
+        method: 'DELETE',
+        options: { force: true, v: true, timeout: 0 },
+        abortSignal,
+        statusCodes: { 200: true, 204: true, 404: 'no such container', 409: 'conflict', 500: 'server error' },
+      },
+      (error, data) => (error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve(data)),
+    );
+  });
+}
+
+/**
  * A hijacked POST (attach) with an empty body (Content-Length: 0) and its parameters in the query
  * only: docker-modem's own requests carry them as a JSON body too (or a chunked one), which Podman
  * reads as the container's stdin (or waits on). An empty Buffer as the request's "file" is the one
@@ -857,7 +879,7 @@ export class Engine {
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#call('remove container', this.#deadlines.writeMs, options, (abortSignal) =>
-          this.#docker.getContainer(id).remove({ force: true, v: true, abortSignal }),
+          this.#kind === 'podman' ? podmanRemoveNow(this.#docker, id, abortSignal) : this.#docker.getContainer(id).remove({ force: true, v: true, abortSignal }),
         { id });
         return 'removed';
       } catch (error) {

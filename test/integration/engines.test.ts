@@ -11,7 +11,7 @@ import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import { runToEnd } from '../../src/tasks/run.js';
 import { runBerth, cleanEnv } from '../support/agent.js';
-import { PODMAN_SOCKET, readAll, requireEngine, requirePodman, TEST_IMAGE, testRun } from '../support/engine.js';
+import { PODMAN_SOCKET, pollUntil, readAll, requireEngine, requirePodman, TEST_IMAGE, testRun } from '../support/engine.js';
 
 const docker = new Engine({ socketPath: '/var/run/docker.sock' });
 const podman = new Engine({ socketPath: PODMAN_SOCKET });
@@ -79,6 +79,17 @@ describe('engine detection against the real engines', { skip: (await requireEngi
       const [stdout] = await Promise.all([readAll(handle.stdout), handle.wait()]);
       await handle.destroy();
       assert.equal(stdout.trim(), '11');
+    });
+
+    test('destroying a running task kills it at once, as docker rm -f does: its SIGTERM trap never runs', async () => {
+      // Podman's compatible forced removal sends the stop signal and waits the stop timeout first.
+      const handle = await driver.start(spec({ command: ['sh', '-c', 'trap "echo term; exit 3" TERM; echo ready; while :; do sleep 0.1; done'], stopGracePeriod: '30s' }));
+      let output = '';
+      handle.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      await pollUntil('the task to be ready', () => (output.includes('ready') ? true : undefined), { timeoutMs: 30_000 });
+      await handle.destroy();
+      assert.doesNotMatch(output, /term/);
+      await assert.rejects(podman.inspectContainer(handle.containerId), (error) => isBerthError(error, 'BERTH_ENGINE_NOT_FOUND'));
     });
 
     test('pause, unpause, exec and its resize work on a running task', async () => {
