@@ -345,7 +345,8 @@ function podmanRemoveNow(docker: Dockerode, id: string, abortSignal: AbortSignal
       {
         path: `/v4.0.0/libpod/containers/${encodeURIComponent(id)}?`,
         method: 'DELETE',
-        options: { force: true, v: true, timeout: 0 },
+        // libpod names the anonymous volumes flag `volumes` (the compatible API's `v`).
+        options: { force: true, volumes: true, timeout: 0 },
         abortSignal,
         statusCodes: { 200: true, 204: true, 404: 'no such container', 409: 'conflict', 500: 'server error' },
       },
