@@ -66,6 +66,10 @@ export class Database {
           throw classifyPgError(error, what);
         }
         let broken: unknown;
+        // A checked-out connection the server cuts between two statements emits 'error' on the
+        // client (the pool listens only to idle ones): it is destroyed at release.
+        const onError = (error: unknown): void => void (broken ??= error);
+        client.on('error', onError);
         try {
           await client.query('BEGIN');
           const result = await body(client);
@@ -81,6 +85,8 @@ export class Database {
           }
           throw classifyPgError(error, what);
         } finally {
+          // A destroyed connection keeps its listener: it may still report the cut after release.
+          if (broken === undefined) client.removeListener('error', onError);
           client.release(broken === undefined ? undefined : true);
         }
       }

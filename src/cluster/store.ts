@@ -412,9 +412,9 @@ export class ClusterStore {
     const after = options.after ?? START_CURSOR;
     const cursor = parseCursor(after);
     if (cursor === undefined) throw new BerthError('BERTH_VALIDATION', `after: "${after}" is not an event cursor`, { context: { issues: [{ field: 'after', rule: 'must be a cursor from readEvents' }] } });
-    const result = await this.#db.query<EventRow & { xid: string }>(
+    const result = await this.#db.query<EventRow & { xid_text: string }>(
       'read the cluster events',
-      `SELECT seq, xid::text AS xid, at, kind, task_id, node_id, epoch, data FROM berth_events
+      `SELECT seq, xid::text AS xid_text, at, kind, task_id, node_id, epoch, data FROM berth_events
        WHERE (xid, seq) > ($1::text::xid8, $2::bigint) AND xid < pg_snapshot_xmin(pg_current_snapshot())
        ORDER BY xid, seq LIMIT $3`,
       [cursor.xid.toString(), cursor.seq.toString(), options.limit ?? 1000],
@@ -422,7 +422,7 @@ export class ClusterStore {
     const last = result.rows.at(-1);
     return {
       events: result.rows.map(eventFromRow),
-      cursor: last === undefined ? after : formatCursor({ xid: BigInt(last.xid), seq: BigInt(last.seq) }),
+      cursor: last === undefined ? after : formatCursor({ xid: BigInt(last.xid_text), seq: BigInt(last.seq) }),
     };
   }
 
