@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import pg from 'pg';
-import { ClusterStore, QueueWaker, type Budget, type ClusterStoreOptions, type NodeLease, type TaskSubmission, type WakeReason } from '../../src/cluster/index.js';
+import { ClusterStore, mayClaim, QueueWaker, type Budget, type ClusterStoreOptions, type NodeLease, type ClusterEvent, type ClusterEventPage, type PlacementNode, type PlacementStrategy, type TaskSubmission, type WakeReason } from '../../src/cluster/index.js';
 import { isBerthError } from '../../src/common/errors.js';
 import { pollUntil } from '../support/engine.js';
 import { requirePostgres, testDatabaseForFile, type TestDatabase } from '../support/postgres.js';
@@ -32,6 +32,22 @@ async function node(store: ClusterStore, nodeId: string, labels: Record<string, 
 
 function tasks(prefix: string, count: number, extra: Partial<TaskSubmission> = {}): TaskSubmission[] {
   return Array.from({ length: count }, (_, i) => ({ id: `${prefix}-${i}`, spec: { image: 'busybox', cmd: ['true'], n: i }, ...extra }));
+}
+
+/**
+ * Reads events after `after` until `count` have come. Events show once every older transaction on
+ * the server has ended, so one that is still running (an autovacuum's) may hold them back a moment.
+ */
+async function readEventsUntil(store: ClusterStore, count: number, after?: string): Promise<ClusterEventPage> {
+  const events: ClusterEvent[] = [];
+  let cursor = after;
+  await pollUntil(`${count} events`, async () => {
+    const page = await store.readEvents({ after: cursor, limit: count - events.length });
+    cursor = page.cursor;
+    events.push(...page.events);
+    return events.length >= count ? true : undefined;
+  });
+  return { events, cursor: cursor! };
 }
 
 const hasCode = (code: string) => (error: unknown): boolean => isBerthError(error) && error.code === code;
@@ -175,6 +191,58 @@ describe('cluster store on PostgreSQL', { skip }, () => {
     assert.deepEqual((await store.claim({ nodeId: 'b', epoch: b.epoch, free: freeOf(2) })).map((t) => t.id), ['to-b'], 'b is the only node that fits it');
   });
 
+  test('the claim query places as the TypeScript rule does, over random loads, demands and strategies', async () => {
+    const db = await newDatabase();
+    const store = await openStore(db, { placementGrace: '1h' });
+    const setup = await openStore(db, { placementGrace: 0 });
+    // A seeded generator: a failure names its scenario and replays.
+    let seed = 20261130;
+    const random = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    const gib = 1024 ** 3;
+    const winners = new Set<string>();
+    for (let k = 0; k < 24; k++) {
+      const strategy: PlacementStrategy = k % 2 === 0 ? 'binpack' : 'spread';
+      const scenario = `s${k}`;
+      const nodes: PlacementNode[] = [];
+      const leases = new Map<string, NodeLease>();
+      for (const name of ['x', 'y', 'z']) {
+        const nodeId = `${scenario}-${name}`;
+        const capacity: Budget = { memoryBytes: (4 + random(3) * 2) * gib, cpuMilli: 2000 + random(3) * 1000, tasks: 3 + random(4) };
+        // The label `only` lets each node be the one that claims its own held tasks.
+        leases.set(nodeId, await setup.register({ nodeId, address: `https://${nodeId}`, labels: { scenario, only: nodeId }, capacity }));
+        for (let h = random(3); h > 0; h--) {
+          const demand = { memoryBytes: random(3) * gib, cpuMilli: random(3) * 500 };
+          await setup.enqueue({ id: `${nodeId}-held-${h}`, spec: {}, demand, constraints: { 'node.only': nodeId } });
+        }
+        nodes.push({ nodeId, capacity, used: { memoryBytes: 0, cpuMilli: 0, tasks: 0 } });
+      }
+      // Load the nodes: each claims its own held tasks (constraint `only`) with the no-grace store.
+      for (const n of nodes) {
+        const lease = leases.get(n.nodeId)!;
+        const got = await setup.claim({ nodeId: n.nodeId, epoch: lease.epoch, free: n.capacity, limit: 10 });
+        assert.ok(got.every((t) => t.id.startsWith(`${n.nodeId}-held-`)));
+        const used = got.reduce((sum, t) => ({ memoryBytes: sum.memoryBytes + t.demand.memoryBytes, cpuMilli: sum.cpuMilli + t.demand.cpuMilli, tasks: sum.tasks + 1 }), { memoryBytes: 0, cpuMilli: 0, tasks: 0 });
+        (n as { used: Budget }).used = used;
+      }
+      const demand = { memoryBytes: random(4) * gib, cpuMilli: random(4) * 500 };
+      await store.enqueue({ id: `${scenario}-task`, spec: {}, demand, constraints: { 'node.scenario': scenario } });
+      const expected = nodes.filter((n) => mayClaim({ claimer: n, others: nodes.filter((o) => o !== n), demand, strategy, waitedMs: 0, graceMs: 3_600_000 }));
+      assert.ok(expected.length <= 1, `${scenario}: at most one best node`);
+      winners.add(expected[0]?.nodeId.slice(scenario.length + 1) ?? 'none');
+      const order = [...nodes.filter((n) => !expected.includes(n)), ...expected];
+      for (const n of order) {
+        const free = { memoryBytes: n.capacity.memoryBytes - n.used.memoryBytes, cpuMilli: n.capacity.cpuMilli - n.used.cpuMilli, tasks: n.capacity.tasks - n.used.tasks };
+        const got = await store.claim({ nodeId: n.nodeId, epoch: leases.get(n.nodeId)!.epoch, free, strategy });
+        assert.deepEqual(got.map((t) => t.id), expected.includes(n) ? [`${scenario}-task`] : [], `${scenario} (${strategy}), node ${n.nodeId}: ${JSON.stringify({ nodes, demand })}`);
+      }
+    }
+    // The scenarios are not all alike: the best node varies (and sometimes none fits).
+    assert.ok(winners.size >= 3, `winners: ${[...winners].join(', ')}`);
+  });
+
   test('a node whose lease expired cannot report, heartbeat or claim: its reports are fenced, typed', async () => {
     const store = await openStore(await newDatabase(), { lease: '1h' });
     await store.enqueueMany(tasks('fence', 2));
@@ -262,12 +330,12 @@ describe('cluster store on PostgreSQL', { skip }, () => {
     const store = await openStore(await newDatabase());
     const lease = await node(store, 'n1');
     await store.enqueue({ id: 'ev-1', spec: {} });
-    const first = await store.readEvents();
+    const first = await readEventsUntil(store, 2);
     assert.deepEqual(first.events.map((e) => [e.kind, e.taskId ?? e.nodeId]), [['node.registered', 'n1'], ['task.queued', 'ev-1']]);
     await store.claim({ nodeId: 'n1', epoch: lease.epoch, free: BIG });
     await store.report('ev-1', 'n1', lease.epoch, { kind: 'running', containerId: 'abc' });
     await store.report('ev-1', 'n1', lease.epoch, { kind: 'exited', exitCode: 0, end: 'success' });
-    const next = await store.readEvents({ after: first.cursor });
+    const next = await readEventsUntil(store, 3, first.cursor);
     assert.deepEqual(next.events.map((e) => e.kind), ['task.claimed', 'task.running', 'task.exited']);
     assert.deepEqual(next.events[2]!.data, { exitCode: 0, end: 'success' });
     assert.equal(next.events[0]!.epoch, lease.epoch);
@@ -276,9 +344,37 @@ describe('cluster store on PostgreSQL', { skip }, () => {
     assert.equal(empty.cursor, next.cursor);
     const paged = await store.readEvents({ limit: 2 });
     assert.equal(paged.events.length, 2);
-    const rest = await store.readEvents({ after: paged.cursor });
+    const rest = await readEventsUntil(store, 3, paged.cursor);
     assert.deepEqual([...paged.events, ...rest.events].map((e) => e.seq), [...first.events, ...next.events].map((e) => e.seq));
     await assert.rejects(store.readEvents({ after: 'nonsense' }), hasCode('BERTH_VALIDATION'));
+  });
+
+  test('a reader following the cursor never skips an event whose transaction commits after a later one', async () => {
+    const db = await newDatabase();
+    const store = await openStore(db);
+    const slow = new pg.Client({ connectionString: db.url });
+    await slow.connect();
+    try {
+      // A transaction that takes its sequence number first and commits last.
+      await slow.query('BEGIN');
+      await slow.query(`INSERT INTO berth_events (kind, task_id) VALUES ('task.queued', 'late')`);
+      await store.enqueue({ id: 'early', spec: {} });
+      const before = await store.readEvents();
+      assert.deepEqual(before.events, [], 'nothing is read past a transaction still running');
+      await slow.query('COMMIT');
+      // Another transaction on the server (an autovacuum) may hold the view back a moment longer.
+      const read: (string | undefined)[] = [];
+      let cursor = before.cursor;
+      await pollUntil('both events', async () => {
+        const page = await store.readEvents({ after: cursor });
+        cursor = page.cursor;
+        read.push(...page.events.map((e) => e.taskId));
+        return read.length >= 2 ? true : undefined;
+      });
+      assert.deepEqual(read, ['late', 'early']);
+    } finally {
+      await slow.end();
+    }
   });
 
   test('submitting a task again is a no-op with the same content, BERTH_TASK_EXISTS with another', async () => {
