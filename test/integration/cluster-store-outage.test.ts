@@ -83,6 +83,36 @@ describe('cluster store through a PostgreSQL outage', { skip }, () => {
     }
   });
 
+  test('a database that stops answering fails every call at its deadline, typed and retryable, and answers again when it continues', async () => {
+    const { store } = await open();
+    const lease = await store.register({ nodeId: 'frozen', address: 'https://frozen:7443', capacity: BIG });
+    await store.enqueue({ id: 'before-freeze', spec: {} });
+    await server.freeze();
+    try {
+      // Open connections hang and new ones are never answered: only the deadline ends the calls.
+      const calls = await Promise.allSettled([
+        store.enqueue({ id: 'while-frozen', spec: {} }),
+        store.claim({ nodeId: 'frozen', epoch: lease.epoch, free: BIG }),
+        store.heartbeat('frozen', lease.epoch, { memoryBytes: 0, cpuMilli: 0, tasks: 0 }),
+        store.listTasks(),
+      ]);
+      for (const call of calls) {
+        assert.equal(call.status, 'rejected');
+        assert.ok(unavailable(call.status === 'rejected' ? call.reason : undefined), String(call.status === 'rejected' ? call.reason : ''));
+      }
+    } finally {
+      await server.thaw();
+    }
+    await pollUntil('the store to answer again', async () => ((await store.listNodes().catch(() => undefined)) === undefined ? undefined : true), { timeoutMs: 20_000, intervalMs: 100 });
+    await store.heartbeat('frozen', lease.epoch, { memoryBytes: 0, cpuMilli: 0, tasks: 0 });
+    // The submit cut off by the deadline may or may not have landed: sent again, it is queued once.
+    await retrying({ count: 0 }, () => store.enqueue({ id: 'while-frozen', spec: {} }));
+    const claimed = await retrying({ count: 0 }, () => store.claim({ nodeId: 'frozen', epoch: lease.epoch, free: BIG }));
+    const held = await store.heldTasks('frozen', lease.epoch);
+    assert.deepEqual(held.map((t) => t.id).sort(), ['before-freeze', 'while-frozen']);
+    assert.ok(claimed.length <= 2);
+  });
+
   test('a restart in the middle of claiming and reporting loses no task and runs none twice', async () => {
     const { store } = await open();
     const total = 600;

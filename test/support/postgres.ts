@@ -7,7 +7,7 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdtemp, rm } from 'node:fs/promises';
+import { chmod, chown, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -131,6 +131,12 @@ export interface PrivatePostgres {
   /** `pg_ctl stop -m fast`. */
   stop(): Promise<void>;
   start(): Promise<void>;
+  /**
+   * SIGSTOPs the server and all its processes: connections open and connects are accepted by the
+   * kernel, but nothing answers (a hung or partitioned database). `thaw` continues them.
+   */
+  freeze(): Promise<void>;
+  thaw(): Promise<void>;
   /** Stops the server and removes its directory. */
   destroy(): Promise<void>;
 }
@@ -162,6 +168,21 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
   await exec('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres']);
   await ctl('start');
   let running = true;
+  let frozen: number[] = [];
+  const serverPids = async (): Promise<number[]> => {
+    const postmaster = Number((await readFile(path.join(data, 'postmaster.pid'), 'utf8')).split('\n')[0]);
+    const children = await run('pgrep', ['-P', String(postmaster)]).then((r) => r.stdout.split('\n').filter(Boolean).map(Number), () => []);
+    return [postmaster, ...children];
+  };
+  const signalAll = (pids: readonly number[], signal: NodeJS.Signals): void => {
+    for (const pid of pids) {
+      try {
+        process.kill(pid, signal);
+      } catch {
+        // A backend that ended meanwhile.
+      }
+    }
+  };
   return {
     port,
     url: (database = 'postgres') => testPgUrl(database, port),
@@ -177,7 +198,16 @@ export async function startPrivatePostgres(): Promise<PrivatePostgres> {
       await ctl('start');
       running = true;
     },
+    freeze: async () => {
+      frozen = await serverPids();
+      signalAll(frozen, 'SIGSTOP');
+    },
+    thaw: async () => {
+      signalAll(frozen, 'SIGCONT');
+      frozen = [];
+    },
     destroy: async () => {
+      if (frozen.length > 0) signalAll(frozen, 'SIGCONT');
       if (running) await ctl('stop').catch(() => undefined);
       running = false;
       await rm(dir, { recursive: true, force: true });
