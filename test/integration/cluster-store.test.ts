@@ -313,6 +313,46 @@ describe('cluster store on PostgreSQL', { skip }, () => {
     assert.deepEqual(later.requeued, ['unstarted']);
   });
 
+  test('reports racing the expiry of their node\'s lease: each task ends once, exited when its report won, lost when the expiry did', async () => {
+    const db = await newDatabase();
+    const store = await openStore(db, { lease: '1h', poolSize: 12 });
+    const sweeper = await openStore(db);
+    const count = 200;
+    await store.enqueueMany(tasks('race', count));
+    const lease = await node(store, 'racer');
+    const claimed = await store.claim({ nodeId: 'racer', epoch: lease.epoch, free: BIG, limit: count });
+    assert.equal(claimed.length, count);
+    await Promise.all(claimed.map((t) => store.report(t.id, 'racer', lease.epoch, { kind: 'running' })));
+    const outcomes = new Map<string, 'reported' | 'fenced'>();
+    const reports = claimed.map(async (t) => {
+      try {
+        await store.report(t.id, 'racer', lease.epoch, { kind: 'exited', exitCode: 0, end: 'success' });
+        outcomes.set(t.id, 'reported');
+      } catch (error) {
+        assert.ok(hasCode('BERTH_CLUSTER_FENCED')(error), String(error));
+        outcomes.set(t.id, 'fenced');
+      }
+    });
+    // The sweep starts once some reports are in, so both sides win some.
+    const sweep = (async () => {
+      await pollUntil('some reports', () => (outcomes.size >= count / 10 ? true : undefined), { intervalMs: 1 });
+      return sweeper.expireLeases(new Date(Date.now() + 2 * 3600_000));
+    })();
+    const [expiry] = await Promise.all([sweep, ...reports]);
+    const all = await store.listTasks({ limit: count + 1 });
+    for (const task of all) {
+      const outcome = outcomes.get(task.id);
+      assert.equal(task.state, outcome === 'reported' ? 'exited' : 'lost', `${task.id}: ${outcome}`);
+    }
+    assert.deepEqual([...expiry.lost].sort(), all.filter((t) => t.state === 'lost').map((t) => t.id).sort());
+    const ends = await readEventsUntil(store, 1 + count * 4 + 1);
+    const endsPerTask = new Map<string, number>();
+    for (const e of ends.events) if (e.kind === 'task.exited' || e.kind === 'task.lost') endsPerTask.set(e.taskId!, (endsPerTask.get(e.taskId!) ?? 0) + 1);
+    assert.equal(endsPerTask.size, count);
+    assert.deepEqual([...endsPerTask.values()].filter((n) => n !== 1), [], 'one end event per task');
+    assert.ok(outcomes.size === count);
+  });
+
   test('a lease not renewed runs out on the database\'s clock and the sweep declares the node down', async () => {
     const store = await openStore(await newDatabase(), { lease: '300ms' });
     await node(store, 'quiet');
