@@ -353,6 +353,21 @@ describe('cluster store on PostgreSQL', { skip }, () => {
     assert.ok(outcomes.size === count);
   });
 
+  test('a node that registers again while its lease is live gives up what its old epoch held', async () => {
+    const store = await openStore(await newDatabase(), { lease: '1h' });
+    await store.enqueueMany(tasks('restart', 2));
+    const before = await node(store, 'restarted');
+    assert.equal((await store.claim({ nodeId: 'restarted', epoch: before.epoch, free: BIG })).length, 2);
+    await store.report('restart-0', 'restarted', before.epoch, { kind: 'running' });
+    const after = await node(store, 'restarted');
+    assert.equal(after.epoch, before.epoch + 1);
+    const running = (await store.getTask('restart-0'))!;
+    assert.deepEqual([running.state, running.endReason], ['lost', `node restarted registered again (epoch ${before.epoch} replaced)`]);
+    assert.equal((await store.getTask('restart-1'))!.state, 'queued');
+    await assert.rejects(store.report('restart-0', 'restarted', before.epoch, { kind: 'exited', exitCode: 0 }), hasCode('BERTH_CLUSTER_FENCED'));
+    assert.deepEqual((await store.claim({ nodeId: 'restarted', epoch: after.epoch, free: BIG })).map((t) => t.id), ['restart-1']);
+  });
+
   test('a lease not renewed runs out on the database\'s clock and the sweep declares the node down', async () => {
     const store = await openStore(await newDatabase(), { lease: '300ms' });
     await node(store, 'quiet');
