@@ -12,6 +12,8 @@ const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 const PRIORITY_LIMIT = 1_000_000;
 const MAX_RESTARTS_ON_LOST = 100;
 const MAX_CLAIM_LIMIT = 1000;
+/** `\u0000` in JSON text, escaped once (an odd number of backslashes): `\\u0000` is a backslash and text. */
+const NUL_IN_JSON = /(?:^|[^\\])(?:\\\\)*\\u0000/;
 
 /** A submission ready for the queue's row. */
 export interface QueueRow {
@@ -55,6 +57,8 @@ export function queueRowOf(task: TaskSubmission, field = 'task'): QueueRow {
     specJson = undefined;
   }
   if (specJson === undefined) issues.push({ field: `${field}.spec`, rule: 'must be a JSON value' });
+  // PostgreSQL's jsonb cannot hold the NUL character (JSON.stringify writes it as \u0000).
+  else if (NUL_IN_JSON.test(specJson)) issues.push({ field: `${field}.spec`, rule: 'must not contain the NUL character' });
   let labels: Record<string, string> = {};
   try {
     labels = constraintLabels(task.constraints, `${field}.constraints`);

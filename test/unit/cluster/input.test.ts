@@ -55,6 +55,11 @@ describe('submissions and claims', () => {
     );
   });
 
+  test('a spec holding the NUL character, which PostgreSQL cannot store, is refused at the edge', () => {
+    assert.deepEqual(fields(() => queueRowOf({ id: 't', spec: { env: ['A=\u0000'] } })), ['task.spec']);
+    assert.equal(queueRowOf({ id: 't', spec: { text: 'a\\u0000 written out' } }).id, 't', 'a backslash-u text is not NUL');
+  });
+
   test('a claim defaults to 16 tasks under binpack and refuses an unknown strategy', () => {
     const free = { memoryBytes: 1, cpuMilli: 1, tasks: 1 };
     assert.deepEqual(resolveClaim({ nodeId: 'n', epoch: 1, free }), { nodeId: 'n', epoch: 1, free, limit: 16, strategy: 'binpack' });
