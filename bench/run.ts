@@ -2,6 +2,8 @@
  * `npm run bench [case…]`: runs the selected cases (all by default) in sequence against the real
  * engine and prints one JSON line per result on stdout, nothing else; progress goes to stderr.
  * Cases, in the order they run: lifecycle, logs, pull (when bench/pull.ts is present), reconcile,
+ * cluster (submit-to-claimed latency of the PostgreSQL queue with 10,000 tasks queued; starts the test
+ * PostgreSQL with scripts/test-postgres.sh unless BERTH_BENCH_PG_URL names one),
  * group (start-to-running of a 3-task group against a pause container and three joiners by hand), warm
  * (submit-to-first-output of pooled tasks against cold ones and the raw engine; a frozen pool's CPU),
  * agent (a real `berth agent` process driven through its API), exec (exec of `true` through an
@@ -15,6 +17,7 @@
  */
 import { existsSync } from 'node:fs';
 import { benchAgent } from './agent.js';
+import { benchCluster } from './cluster.js';
 import { benchExec } from './exec.js';
 import { benchFilesUpload } from './files.js';
 import { benchFaults } from './faults.js';
@@ -65,6 +68,8 @@ async function main(): Promise<number> {
   const pull = await loadPullCase();
   if (pull) cases.set('pull', pull);
   cases.set('reconcile', benchReconcile);
+  // Submit-to-claimed latency of the cluster store's queue (PostgreSQL) with 10,000 tasks queued.
+  cases.set('cluster', benchCluster);
   // A 3-task group through the GroupRunner against a pause container and three joiners by hand.
   cases.set('group', benchGroup);
   // Submit-to-first-output of warm (pooled) tasks against cold ones and the raw engine, and a frozen pool's CPU.

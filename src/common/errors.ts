@@ -40,6 +40,10 @@ export const ERROR_CODES = {
   BERTH_GROUP_INFRA: 'A group\'s infrastructure container (which owns its network namespace), its shared volume or its network could not be made: the infrastructure image does not run on this engine, or a name is held by another object.',
   BERTH_GROUP_NOT_FOUND: 'No group with that id: the agent has no record of it.',
   BERTH_GROUP_EXISTS: 'A group with that id was submitted already, with another spec.',
+  BERTH_CLUSTER_UNAVAILABLE: 'The cluster\'s PostgreSQL could not be reached, or did not answer within the call\'s deadline; the call may or may not have been applied (a commit whose answer was lost), and it is safe to try again: submits and reports are idempotent, and a node asks what it holds after a failed claim. Calls work again once the database answers.',
+  BERTH_CLUSTER_FENCED: 'A node reported for a task it no longer holds under that lease epoch (its lease expired and the task was declared lost or placed elsewhere): the node must stop and remove that task\'s container and report nothing more for it.',
+  BERTH_CLUSTER_LEASE_LOST: 'A node\'s heartbeat or claim carried a lease epoch that is no longer current: the node was declared down (or registered again); it must drop what it holds and register again for a new epoch.',
+  BERTH_CLUSTER_SCHEMA: 'The cluster database has a schema newer than this berth knows (upgrade berth), or is not a berth cluster database.',
   BERTH_INTERNAL: 'A bug in berth: an invariant did not hold.',
 } as const;
 
@@ -55,6 +59,7 @@ const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'BERTH_AGENT_UNAVAILABLE',
   'BERTH_AGENT_TIMEOUT',
   'BERTH_DISK_FULL',
+  'BERTH_CLUSTER_UNAVAILABLE',
 ]);
 
 export interface BerthErrorOptions {

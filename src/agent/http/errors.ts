@@ -79,6 +79,13 @@ const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = Object.freeze({
   BERTH_AGENT_TLS: 403,
   // Insufficient Storage: the request was fine and may succeed once space is freed.
   BERTH_DISK_FULL: 507,
+  // The cluster's PostgreSQL does not answer: like an engine that does not answer.
+  BERTH_CLUSTER_UNAVAILABLE: 503,
+  // A node's report or lease is stale: a conflict with the task's (or node's) state in the cluster.
+  BERTH_CLUSTER_FENCED: 409,
+  BERTH_CLUSTER_LEASE_LOST: 409,
+  // The cluster database's schema is newer than this agent: the agent cannot work with it.
+  BERTH_CLUSTER_SCHEMA: 502,
 });
 
 /** The HTTP status the API answers an error code with. */

@@ -31,6 +31,7 @@ describe('BerthError', () => {
     assert.deepEqual(retryable.sort(), [
       'BERTH_AGENT_TIMEOUT',
       'BERTH_AGENT_UNAVAILABLE',
+      'BERTH_CLUSTER_UNAVAILABLE',
       'BERTH_DISK_FULL',
       'BERTH_ENGINE_SERVER_ERROR',
       'BERTH_ENGINE_TIMEOUT',
