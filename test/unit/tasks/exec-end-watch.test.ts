@@ -50,6 +50,19 @@ function session(engine: ScriptedExecEngine): { closed: Promise<void>; close(): 
   return { closed, close, exitStatus: async () => ({ exitCode: engine.exec.exitCode ?? -1 }) };
 }
 
+/**
+ * Awaits `promise` with the event loop held open: the watch's own poll timers are unref'd (they must
+ * not keep a process alive), so without this the test could end before the watch's next poll.
+ */
+async function held<T>(promise: Promise<T>): Promise<T> {
+  const keepAlive = setInterval(() => undefined, 1000);
+  try {
+    return await promise;
+  } finally {
+    clearInterval(keepAlive);
+  }
+}
+
 const options = { taskId: 't1', retryInitialDelayMs: 10, retryMaxDelayMs: 10, logger: silentLogger, execPollMs: 5 };
 
 describe('ExecEndWatch', () => {
@@ -59,7 +72,7 @@ describe('ExecEndWatch', () => {
     const watch = new ExecEndWatch('c0ffee', 'e1', engine, exec, options);
     engine.exec = { ...engine.exec, running: false, exitCode: 3 };
     exec.close();
-    assert.deepEqual(await watch.ended, { kind: 'stopped', exitCode: 3, seenBy: 'wait' });
+    assert.deepEqual(await held(watch.ended), { kind: 'stopped', exitCode: 3, seenBy: 'wait' });
     await new Promise((resolve) => setImmediate(resolve));
     assert.equal(engine.waitAborted, true, 'the container runs on: its wait is not kept');
   });
@@ -74,7 +87,7 @@ describe('ExecEndWatch', () => {
     while (engine.execInspects < 3) await new Promise((resolve) => setTimeout(resolve, 5));
     assert.equal(settled, false);
     engine.exec = { ...engine.exec, running: false, exitCode: 0 };
-    assert.deepEqual(await watch.ended, { kind: 'stopped', exitCode: 0, seenBy: 'wait' });
+    assert.deepEqual(await held(watch.ended), { kind: 'stopped', exitCode: 0, seenBy: 'wait' });
   });
 
   it('the container stopping first ends the task with the exec\'s code as the engine recorded it', async () => {
@@ -82,7 +95,7 @@ describe('ExecEndWatch', () => {
     const watch = new ExecEndWatch('c0ffee', 'e1', engine, session(engine), options);
     engine.exec = { ...engine.exec, running: false, exitCode: 143 };
     engine.stopContainer(137);
-    const facts = await watch.ended;
+    const facts = await held(watch.ended);
     assert.equal(facts.kind, 'stopped');
     assert.equal(facts.kind === 'stopped' ? facts.exitCode : undefined, 143);
   });
@@ -92,7 +105,7 @@ describe('ExecEndWatch', () => {
     const watch = new ExecEndWatch('c0ffee', 'e1', engine, session(engine), options);
     engine.inspectContainer = () => Promise.reject(new BerthError('BERTH_ENGINE_NOT_FOUND', 'no such container'));
     watch.hint('relist-gone');
-    const facts = await watch.ended;
+    const facts = await held(watch.ended);
     assert.equal(facts.kind, 'lost');
   });
 });
