@@ -12,21 +12,24 @@ import { Events } from '../common/events.js';
 import { LABELS, ROLES } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
 import type { OwnerProcess } from '../common/owner-process.js';
-import type { Engine } from '../engine/engine.js';
+import type { Engine, ExecSession } from '../engine/engine.js';
 import type { ResolvedTaskSpec } from '../spec/schema.js';
 import { connectNetworks, createIdempotent, isAmbiguousFailure, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from '../tasks/container-ops.js';
 import { retry } from '../common/retry.js';
 import type { EndState } from '../tasks/end-state.js';
 import { ensureHolder } from './holder.js';
-import { execArgv, matchesPool, notPoolableReason, poolContainerPlan, poolKeyOf, type ImageRunConfig } from './key.js';
+import { execArgv, LAUNCHER_ARGV, matchesPool, notPoolableReason, poolContainerPlan, poolKeyOf, type ImageRunConfig } from './key.js';
 import type { ColdReason, PoolDefinition, PoolEvent, PoolSnapshot } from './types.js';
 
 /** What the pools need from the engine. */
 export type PoolEngine = Pick<
   ContainerEngine,
-  'createContainer' | 'startContainer' | 'inspectContainer' | 'removeContainer' | 'listContainers' | 'pauseContainer' | 'unpauseContainer' | 'connectNetwork' | 'deadlines'
+  'createContainer' | 'startContainer' | 'inspectContainer' | 'removeContainer' | 'listContainers' | 'pauseContainer' | 'unpauseContainer' | 'connectNetwork' | 'deadlines' | 'exec'
 > &
-  Partial<Pick<Engine, 'inspectImage'>>;
+  Partial<Pick<Engine, 'inspectImage' | 'inspectExec'>>;
+
+/** How long a launcher may take to be set up in its container before the container is given up. */
+const LAUNCHER_SETUP_MS = 5_000;
 
 /** A pool's name: as a container name's part and a label value. */
 export const POOL_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
@@ -66,6 +69,12 @@ interface Slot {
   freezing?: Promise<void>;
   /** When it last became idle (epoch ms): the sweep judges only slots idle before its list. */
   idleSinceMs?: number;
+  /**
+   * The launcher waiting in the idle container (the holder's launch mode, an exec whose streams are
+   * attached already): a task writes its request to it instead of creating and starting an exec.
+   * Undefined while it is being started, or when its connection was lost (the task then execs).
+   */
+  launcher?: ExecSession;
 }
 
 interface Pool {
@@ -89,6 +98,8 @@ export interface PoolClaim {
   readonly argv: readonly string[];
   /** Whether the container was frozen when taken (it is thawed by `WarmPools.ready`). */
   readonly wasFrozen: boolean;
+  /** The container's launcher, now the task's to use (see Slot.launcher); undefined: run the task as an exec. */
+  readonly launcher?: ExecSession;
 }
 
 export type ClaimResult = { kind: 'claimed'; claim: PoolClaim } | { kind: 'cold'; reason: ColdReason; pool?: string; detail?: string };
@@ -289,9 +300,11 @@ export class WarmPools {
       const wasFrozen = slot.state === 'frozen' || slot.freezing !== undefined;
       clearTimeout(slot.freezeTimer);
       slot.state = 'in-use';
+      const launcher = slot.launcher;
+      slot.launcher = undefined;
       this.#inUse.set(slot.containerId, { pool, slot });
       void this.#fill(pool);
-      return { kind: 'claimed', claim: { pool: pool.definition.name, containerId: slot.containerId, argv, wasFrozen } };
+      return { kind: 'claimed', claim: { pool: pool.definition.name, containerId: slot.containerId, argv, wasFrozen, ...(launcher ? { launcher } : {}) } };
     }
     return { kind: 'cold', reason: 'pool-empty', pool: matching[0]!.definition.name };
   }
@@ -349,7 +362,7 @@ export class WarmPools {
       return 'remove';
     }
     this.#inUse.delete(containerId);
-    this.#becomeIdle(pool, slot);
+    void this.#becomeIdle(pool, slot);
     return 'returned';
   }
 
@@ -449,8 +462,8 @@ export class WarmPools {
         await this.#remove(pool, slot, 'closed');
         return;
       }
+      await this.#becomeIdle(pool, slot);
       this.#emit({ type: 'pool.refilled', pool: name, containerId: created.containerId, latencyMs: Math.round(performance.now() - startedAt) });
-      this.#becomeIdle(pool, slot);
       // Over the allowance meanwhile (it was lowered while this one started): trimmed now.
       this.#trim(pool);
     } catch (error) {
@@ -464,13 +477,54 @@ export class WarmPools {
     }
   }
 
-  #becomeIdle(pool: Pool, slot: Slot): void {
+  /**
+   * A started container becomes idle once its launcher waits in it (or could not be started): a task
+   * that takes it then costs one write. The launcher starts before the freeze, for the engine starts
+   * no exec in a paused container.
+   */
+  async #becomeIdle(pool: Pool, slot: Slot): Promise<void> {
+    slot.state = 'starting';
+    await this.#startLauncher(pool, slot);
+    if (!pool.slots.has(slot) || this.#closed) return;
     slot.state = 'idle';
     slot.idleSinceMs = Date.now();
     const freezeAfterMs = pool.definition.freezeAfterMs;
-    if (freezeAfterMs === undefined) return;
+    // Without a launcher known to run, an exec may still be being set up in it: never frozen then.
+    if (freezeAfterMs === undefined || slot.launcher === undefined) return;
     slot.freezeTimer = setTimeout(() => this.#freeze(pool, slot), freezeAfterMs);
     slot.freezeTimer.unref();
+  }
+
+  /**
+   * Starts the idle container's launcher (an exec of the holder's launch mode, its streams attached),
+   * so that a task taking the container costs one write. A launcher that cannot be started, or whose
+   * connection is lost while it waits, is forgotten: the task taking the container then execs.
+   */
+  async #startLauncher(pool: Pool, slot: Slot): Promise<void> {
+    const containerId = slot.containerId;
+    if (containerId === undefined || slot.launcher !== undefined) return;
+    const inspectExec = this.#options.engine.inspectExec?.bind(this.#options.engine);
+    if (inspectExec === undefined) return;
+    await this.#options.engine
+      .exec(containerId, { cmd: [...LAUNCHER_ARGV], stdin: true, tty: false }, { retry: this.#options.retry })
+      .then(async (launcher) => {
+        // The engine answers an exec's start before its runtime has set the process up; a container
+        // frozen in between wedges the engine (the runtime's setup waits in the frozen cgroup and
+        // holds the container's lock), so the launcher counts only once the engine shows it running.
+        if (!(await launcherRunning(inspectExec, launcher.id))) {
+          launcher.close();
+          throw new Error('the launcher did not start running in time');
+        }
+        // Taken, removed or closed meanwhile: a launcher nobody will use is hung up.
+        if (!pool.slots.has(slot) || this.#closed) return launcher.close();
+        slot.launcher = launcher;
+        void launcher.closed?.then(() => {
+          if (slot.launcher === launcher) slot.launcher = undefined;
+        });
+      })
+      .catch((error: unknown) => {
+        this.#options.logger.debug({ pool: pool.definition.name, containerId, code: codeOf(error) }, 'could not start the launcher of an idle pool container; a task taking it will exec');
+      });
   }
 
   #freeze(pool: Pool, slot: Slot): void {
@@ -498,6 +552,8 @@ export class WarmPools {
   /** Removes a slot's container (if it has one) and forgets the slot; failures are logged (the reconciler removes what is left). */
   #remove(pool: Pool, slot: Slot, reason: 'shrunk' | 'failed' | 'closed'): Promise<void> {
     clearTimeout(slot.freezeTimer);
+    slot.launcher?.close();
+    slot.launcher = undefined;
     pool.slots.delete(slot);
     const containerId = slot.containerId;
     if (containerId === undefined) return Promise.resolve();
@@ -517,4 +573,15 @@ export class WarmPools {
 
 function holderIdOf(pool: Pool): string {
   return `pool-${pool.definition.name}`;
+}
+
+/** Whether the engine shows the exec running (its process set up) within a few seconds. */
+async function launcherRunning(inspectExec: NonNullable<PoolEngine['inspectExec']>, execId: string): Promise<boolean> {
+  for (const deadline = Date.now() + LAUNCHER_SETUP_MS; Date.now() < deadline; ) {
+    const exec = await inspectExec(execId).catch(() => undefined);
+    if (exec?.running === true && exec.pid > 0) return true;
+    if (exec !== undefined && !exec.running && exec.exitCode !== null) return false;
+    await sleep(5);
+  }
+  return false;
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { Readable, type Writable } from 'node:stream';
 import { containerNameForTask, LABELS } from '../common/labels.js';
-import type { AttachedStreams, ContainerEventStream, Engine } from '../engine/engine.js';
+import type { AttachedStreams, ContainerEventStream, Engine, ExecSession } from '../engine/engine.js';
 import type { ContainerInspect } from '../engine/types.js';
 import { cancelledError, isBerthError, ValidationError, type FieldIssue } from '../common/errors.js';
 import { countBoundRule, DURATION_LIMITS, durationBoundRule, type CountBounds, type DurationBounds } from '../common/units.js';
@@ -25,7 +25,7 @@ import { LateCreateGuard } from './late-create.js';
 import { OomWatch, type OomWatchOptions } from './oom-watch.js';
 import type { PhaseChange } from './lifecycle.js';
 import { WarmPools, type PoolClaim } from '../pools/pools.js';
-import { execEnv } from '../pools/key.js';
+import { execEnv, launchRequest } from '../pools/key.js';
 import type { ColdReason, PoolDefinition } from '../pools/types.js';
 import type { EndFacts } from './end-watch.js';
 
@@ -607,11 +607,13 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     try {
       if (inspectExec === undefined) throw new ValidationError([{ field: 'pools', rule: 'need an engine that inspects execs' }]);
       await this.pools.ready(claim, signal);
-      session = await this.#engine.exec(
-        claim.containerId,
-        { cmd: [...claim.argv], env: execEnv(resolved), ...(resolved.workdir === undefined ? {} : { workdir: resolved.workdir }), stdin: resolved.stdin !== undefined, tty: false },
-        { ...(signal ? { signal } : {}), retry: this.#retry },
-      );
+      session =
+        launched(claim, resolved) ??
+        (await this.#engine.exec(
+          claim.containerId,
+          { cmd: [...claim.argv], env: execEnv(resolved), ...(resolved.workdir === undefined ? {} : { workdir: resolved.workdir }), stdin: resolved.stdin !== undefined, tty: false },
+          { ...(signal ? { signal } : {}), retry: this.#retry },
+        ));
     } catch (error) {
       await this.pools.discard(claim.containerId);
       if (signal?.aborted) throw cancelledError(`start of task ${taskId}`, error);
@@ -909,3 +911,19 @@ export function recoveredPause(recorded: TaskPause | undefined, pausedNow: boole
   return { pausedForMs: since === undefined ? pausedForMs : pausedForMs + Math.max(0, nowMs - since) };
 }
 
+/**
+ * The task started through the claimed container's launcher, when it has one that still listens:
+ * its request written (and the launcher's stdin ended when the task has none, so that it reads
+ * end-of-file as a cold task's /dev/null does). Undefined: the task runs as a plain exec.
+ */
+function launched(claim: PoolClaim, spec: ResolvedTaskSpec): ExecSession | undefined {
+  const launcher = claim.launcher;
+  const request = launcher && launchRequest(claim.argv, execEnv(spec), spec.workdir);
+  if (launcher?.stdin === undefined || request === undefined || (launcher.stdin as Writable).writableEnded || (launcher.stdin as Writable).destroyed) {
+    launcher?.close();
+    return undefined;
+  }
+  launcher.stdin.write(request);
+  if (spec.stdin === undefined) launcher.stdin.end();
+  return launcher;
+}
