@@ -14,7 +14,7 @@ import { AgentClient } from '../src/agent/client.js';
 import type { TaskView } from '../src/agent/http/views.js';
 import { LABELS } from '../src/common/labels.js';
 import { startAgentProcess, type RunningAgent } from '../test/support/agent.js';
-import { BENCH_IMAGE, BENCH_LABEL, type CaseContext } from './support.js';
+import { BENCH_IMAGE, BENCH_LABEL, removeLabelledContainers, type CaseContext } from './support.js';
 
 const READY_DEADLINE_MS = 120_000;
 const BERTH_BIN = fileURLToPath(new URL('../bin/berth.js', import.meta.url));
@@ -72,8 +72,7 @@ export async function withAgentTask(ctx: CaseContext, options: AgentTaskOptions,
   } finally {
     client?.close();
     if (agent) await agent.stop();
-    const rows = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${LABELS.ownerId}=${agentId}`] }) }).catch(() => []);
-    await Promise.all(rows.map((row) => docker.getContainer(row.Id).remove({ force: true, v: true }).catch(() => undefined)));
+    await removeLabelledContainers(docker, `${LABELS.ownerId}=${agentId}`).catch(() => undefined);
     await rm(dataDir, { recursive: true, force: true });
   }
 }

@@ -106,7 +106,12 @@ export function scaled(ctx: BenchContext, count: number, minimum = 1): number {
 
 /** Force-removes every container of this run; returns how many there were. */
 export async function removeRunContainers(docker: Dockerode, runId: string): Promise<number> {
-  const rows = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${BENCH_LABEL}=${runId}`] }) });
+  return removeLabelledContainers(docker, `${BENCH_LABEL}=${runId}`);
+}
+
+/** Force-removes every container carrying `label` (`key=value`), e.g. an agent's owner id; resolves with how many there were. */
+export async function removeLabelledContainers(docker: Dockerode, label: string): Promise<number> {
+  const rows = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [label] }) });
   await Promise.all(
     rows.map(async (row) => {
       try {

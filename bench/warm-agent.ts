@@ -12,7 +12,7 @@ import Dockerode from 'dockerode';
 import { AgentClient } from '../src/agent/client.js';
 import { LABELS } from '../src/common/labels.js';
 import { startAgentProcess, type RunningAgent } from '../test/support/agent.js';
-import { BENCH_IMAGE, BENCH_LABEL, elapsedMs, round, scaled, type BenchContext, type CaseContext } from './support.js';
+import { BENCH_IMAGE, BENCH_LABEL, elapsedMs, round, scaled, type BenchContext, removeLabelledContainers, type CaseContext } from './support.js';
 import { latencySummary } from './warm.js';
 
 const BERTH_BIN = fileURLToPath(new URL('../bin/berth.js', import.meta.url));
@@ -76,8 +76,7 @@ export async function measureWarmThroughAgent(ctx: CaseContext, count: number): 
   } finally {
     client?.close();
     if (agent) await agent.stop();
-    const rows = await docker.listContainers({ all: true, filters: JSON.stringify({ label: [`${LABELS.ownerId}=${agentId}`] }) }).catch(() => []);
-    await Promise.all(rows.map((row) => docker.getContainer(row.Id).remove({ force: true, v: true }).catch(() => undefined)));
+    await removeLabelledContainers(docker, `${LABELS.ownerId}=${agentId}`).catch(() => undefined);
     await rm(dataDir, { recursive: true, force: true });
   }
 }

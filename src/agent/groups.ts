@@ -32,7 +32,7 @@ import type { TaskRecord, TaskState } from '../state/tasks.js';
 import { DEFAULT_RETRY_POLICY, type RetryPolicy } from '../tasks/container-ops.js';
 import { TASK_ID } from '../tasks/driver.js';
 import type { AdmissionController, AdmissionEntry, ResourceDemand } from './admission.js';
-import { canonicalJson } from './canonical-json.js';
+import { canonicalJson } from '../common/canonical-json.js';
 import type { AgentEvents, ExpiryReason } from './events.js';
 import type { PreparedSpec, TaskSupervisor } from './supervisor.js';
 

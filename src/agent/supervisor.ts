@@ -21,7 +21,7 @@ import type { StartPath } from '../pools/types.js';
 import type { TaskStart } from '../state/tasks.js';
 import type { WarmDriverPort } from './pool-port.js';
 import type { TaskLogStore } from './task-logs.js';
-import { canonicalJson } from './canonical-json.js';
+import { canonicalJson } from '../common/canonical-json.js';
 import { isEngineOutage, isTransientStartError, StartOutage } from './start-outage.js';
 import { currentAttempt, planRestart, RestartWaits, startAttemptKey } from './restart.js';
 import { HealthWatch } from './health-watch.js';

@@ -11,6 +11,7 @@
  * left (image, resources, mounts, network, security options, user, hostname, log, the user's
  * labels, …) is fixed at create, so a task whose key differs cannot use the container.
  */
+import { canonicalJson } from '../common/canonical-json.js';
 import { LABEL_PREFIX, LABELS, ROLES, poolContainerName } from '../common/labels.js';
 import { ownerProcessLabels, type OwnerProcess } from '../common/owner-process.js';
 import type { ContainerCreateBody } from '../engine/types.js';
@@ -25,19 +26,6 @@ const KEY_IDENTITY = { taskId: 'pool-key', ownerId: 'pool-key', startAttempt: 'p
 
 /** The create body's fields a task chooses itself (or berth sets per task), left out of the key. */
 const TASK_CHOSEN_FIELDS = ['Cmd', 'Entrypoint', 'WorkingDir', 'Env', 'Tty', 'OpenStdin', 'StdinOnce', 'AttachStdin', 'AttachStdout', 'AttachStderr', 'StopSignal', 'StopTimeout', 'Healthcheck', 'Labels'] as const;
-
-/** JSON with object keys sorted at every depth, so that equal values give equal text. */
-export function canonicalJson(value: unknown): string {
-  return JSON.stringify(sortKeys(value));
-}
-
-function sortKeys(value: unknown): unknown {
-  if (Array.isArray(value)) return value.map(sortKeys);
-  if (value === null || typeof value !== 'object') return value;
-  const sorted: Record<string, unknown> = {};
-  for (const key of Object.keys(value).sort()) sorted[key] = sortKeys((value as Record<string, unknown>)[key]);
-  return sorted;
-}
 
 /** The user's own labels (berth's, under io.berth., are identity and left out). */
 function userLabels(labels: Readonly<Record<string, string>> | undefined): Record<string, string> {

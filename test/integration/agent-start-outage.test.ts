@@ -26,7 +26,7 @@ describe('a start whose creates never answer in time', { skip }, () => {
   test('waits instead of failing, and runs exactly once though the timed-out creates land late', () =>
     withAgentBehindProxy(dirs, 'late', startLateAgent, async ({ proxy, bindDir: sideDir, startAgent }) => {
       const { runtime, client } = await startAgent();
-      // Every create the driver tries for its first start (five attempts) answers after the deadline, and lands.
+      // The creates the driver tries for its first start (up to five) answer after the deadline, and land.
       const late = proxy.addRule({ method: 'POST', path: '/containers/create', fault: { kind: 'delay', delayMs: 2500, forwardIfClientGone: true }, times: 5 });
       const id = `late-create-${process.pid}`;
       const spec = {
@@ -40,8 +40,10 @@ describe('a start whose creates never answer in time', { skip }, () => {
         const current = await client.get(id);
         return current.state === 'exited' || current.state === 'lost' ? current : undefined;
       }, { timeoutMs: 120_000, intervalMs: 250 });
-      assert.equal(late.fired, 5, 'every create of the first start timed out');
-      assert.ok(proxy.count('POST', /^\/containers\/create$/) >= 5);
+      // The first create timed out; a later try finds the container it made once it landed (and
+      // adopts it), or the start waits out its outage: either way the task runs once.
+      assert.ok(late.fired >= 1, 'a create timed out');
+      assert.ok(proxy.count('POST', /^\/containers\/create$/) >= late.fired);
       assert.deepEqual({ endState: view.endState, exitCode: view.exitCode }, { endState: { kind: 'success', exitCode: 0 }, exitCode: 0 });
       assert.equal(await readFile(path.join(sideDir, id), 'utf8'), 'ran\n', 'the task ran exactly once');
       assert.deepEqual(await taskOutput(client, id), ['hello\n']);

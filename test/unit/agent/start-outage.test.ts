@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { BerthError } from '../../../src/common/errors.js';
 import { silentLogger } from '../../../src/common/logger.js';
-import { canonicalJson } from '../../../src/agent/canonical-json.js';
+import { canonicalJson } from '../../../src/common/canonical-json.js';
 import { formatMs, isTransientStartError, MAX_ANSWERED_START_FAILURES, StartOutage } from '../../../src/agent/start-outage.js';
 
 /** A scripted engine and clock around a StartOutage: the ping fails until `answers` is set. */
