@@ -108,6 +108,9 @@ export function execEnv(spec: Pick<ResolvedTaskSpec, 'env'>): string[] {
 /** The launcher's command in a pool container: the holder in its launch mode (see holder-program/holder.c). */
 export const LAUNCHER_ARGV: readonly string[] = [HOLDER_TARGET, 'launch'];
 
+/** What a launcher writes to its stderr once it has read a whole request, before anything of the task runs. */
+export const LAUNCH_ACK: Buffer = Buffer.from('BRTH\x06', 'latin1');
+
 /** The most bytes a launch request may hold (the launcher's buffer). */
 export const LAUNCH_REQUEST_MAX_BYTES = 1 << 20;
 

@@ -72,7 +72,7 @@ interface Slot {
   /**
    * The launcher waiting in the idle container (the holder's launch mode, an exec whose streams are
    * attached already): a task writes its request to it instead of creating and starting an exec.
-   * Undefined while it is being started, or when its connection was lost (the task then execs).
+   * Every idle or frozen slot has one; undefined while it is being started and once a task took it.
    */
   launcher?: ExecSession;
 }
@@ -98,8 +98,8 @@ export interface PoolClaim {
   readonly argv: readonly string[];
   /** Whether the container was frozen when taken (it is thawed by `WarmPools.ready`). */
   readonly wasFrozen: boolean;
-  /** The container's launcher, now the task's to use (see Slot.launcher); undefined: run the task as an exec. */
-  readonly launcher?: ExecSession;
+  /** The container's launcher, now the task's to use (see Slot.launcher and launch.ts). */
+  readonly launcher: ExecSession;
 }
 
 export type ClaimResult = { kind: 'claimed'; claim: PoolClaim } | { kind: 'cold'; reason: ColdReason; pool?: string; detail?: string };
@@ -295,8 +295,9 @@ export class WarmPools {
       if (argv === undefined) return { kind: 'cold', reason: 'not-poolable', pool: pool.definition.name, detail: 'no command' };
       // A running idle container first (no thaw), then a frozen one.
       const slots = [...pool.slots];
-      const slot = slots.find((s) => s.state === 'idle' && s.freezing === undefined) ?? slots.find((s) => s.state === 'idle' || s.state === 'frozen');
-      if (slot === undefined || slot.containerId === undefined) continue;
+      const offered = slots.filter((s) => (s.state === 'idle' || s.state === 'frozen') && s.launcher !== undefined);
+      const slot = offered.find((s) => s.state === 'idle' && s.freezing === undefined) ?? offered[0];
+      if (slot === undefined || slot.containerId === undefined || slot.launcher === undefined) continue;
       const wasFrozen = slot.state === 'frozen' || slot.freezing !== undefined;
       clearTimeout(slot.freezeTimer);
       slot.state = 'in-use';
@@ -304,7 +305,7 @@ export class WarmPools {
       slot.launcher = undefined;
       this.#inUse.set(slot.containerId, { pool, slot });
       void this.#fill(pool);
-      return { kind: 'claimed', claim: { pool: pool.definition.name, containerId: slot.containerId, argv, wasFrozen, ...(launcher ? { launcher } : {}) } };
+      return { kind: 'claimed', claim: { pool: pool.definition.name, containerId: slot.containerId, argv, wasFrozen, launcher } };
     }
     return { kind: 'cold', reason: 'pool-empty', pool: matching[0]!.definition.name };
   }
@@ -361,8 +362,15 @@ export class WarmPools {
     } catch {
       return 'remove';
     }
+    // Offered again only with a new launcher running in it, as at fill (the task's became the task).
+    slot.launcher = undefined;
+    if (!(await this.#startLauncher(pool, slot)) || this.#closed || slot.state !== 'in-use') {
+      (slot.launcher as ExecSession | undefined)?.close();
+      slot.launcher = undefined;
+      return 'remove';
+    }
     this.#inUse.delete(containerId);
-    void this.#becomeIdle(pool, slot);
+    this.#markIdle(pool, slot);
     return 'returned';
   }
 
@@ -462,7 +470,14 @@ export class WarmPools {
         await this.#remove(pool, slot, 'closed');
         return;
       }
-      await this.#becomeIdle(pool, slot);
+      const launched = await this.#startLauncher(pool, slot);
+      if (this.#closed || !pool.slots.has(slot)) {
+        await this.#remove(pool, slot, 'closed');
+        return;
+      }
+      // Never offered without a launcher: removed (below) and made again after the backoff.
+      if (!launched) throw new Error('the container\'s launcher could not be started');
+      this.#markIdle(pool, slot);
       this.#emit({ type: 'pool.refilled', pool: name, containerId: created.containerId, latencyMs: Math.round(performance.now() - startedAt) });
       // Over the allowance meanwhile (it was lowered while this one started): trimmed now.
       this.#trim(pool);
@@ -478,53 +493,59 @@ export class WarmPools {
   }
 
   /**
-   * A started container becomes idle once its launcher waits in it (or could not be started): a task
-   * that takes it then costs one write. The launcher starts before the freeze, for the engine starts
-   * no exec in a paused container.
+   * A started container whose launcher runs becomes idle: a task that takes it then costs one
+   * write. Frozen after the pool's idle time (the launcher is known to run, so no exec is being set
+   * up in it: a freeze then would wedge the engine, see #startLauncher).
    */
-  async #becomeIdle(pool: Pool, slot: Slot): Promise<void> {
-    slot.state = 'starting';
-    await this.#startLauncher(pool, slot);
-    if (!pool.slots.has(slot) || this.#closed) return;
+  #markIdle(pool: Pool, slot: Slot): void {
     slot.state = 'idle';
     slot.idleSinceMs = Date.now();
     const freezeAfterMs = pool.definition.freezeAfterMs;
-    // Without a launcher known to run, an exec may still be being set up in it: never frozen then.
-    if (freezeAfterMs === undefined || slot.launcher === undefined) return;
+    if (freezeAfterMs === undefined) return;
     slot.freezeTimer = setTimeout(() => this.#freeze(pool, slot), freezeAfterMs);
     slot.freezeTimer.unref();
   }
 
   /**
-   * Starts the idle container's launcher (an exec of the holder's launch mode, its streams attached),
-   * so that a task taking the container costs one write. A launcher that cannot be started, or whose
-   * connection is lost while it waits, is forgotten: the task taking the container then execs.
+   * Starts the container's launcher (an exec of the holder's launch mode, its streams attached), so
+   * that a task taking the container costs one write. Resolves whether it runs. A container whose
+   * launcher cannot be started is never offered to a task (the caller removes it): its create or
+   * start is not retried, for a lost answer may hide an exec being set up. A launcher that ends or
+   * hangs up while its container is idle gets the container removed and replaced.
    */
-  async #startLauncher(pool: Pool, slot: Slot): Promise<void> {
+  async #startLauncher(pool: Pool, slot: Slot): Promise<boolean> {
     const containerId = slot.containerId;
-    if (containerId === undefined || slot.launcher !== undefined) return;
     const inspectExec = this.#options.engine.inspectExec?.bind(this.#options.engine);
-    if (inspectExec === undefined) return;
-    await this.#options.engine
-      .exec(containerId, { cmd: [...LAUNCHER_ARGV], stdin: true, tty: false }, { retry: this.#options.retry })
-      .then(async (launcher) => {
-        // The engine answers an exec's start before its runtime has set the process up; a container
-        // frozen in between wedges the engine (the runtime's setup waits in the frozen cgroup and
-        // holds the container's lock), so the launcher counts only once the engine shows it running.
-        if (!(await launcherRunning(inspectExec, launcher.id))) {
-          launcher.close();
-          throw new Error('the launcher did not start running in time');
-        }
-        // Taken, removed or closed meanwhile: a launcher nobody will use is hung up.
-        if (!pool.slots.has(slot) || this.#closed) return launcher.close();
-        slot.launcher = launcher;
-        void launcher.closed?.then(() => {
-          if (slot.launcher === launcher) slot.launcher = undefined;
-        });
-      })
-      .catch((error: unknown) => {
-        this.#options.logger.debug({ pool: pool.definition.name, containerId, code: codeOf(error) }, 'could not start the launcher of an idle pool container; a task taking it will exec');
-      });
+    if (containerId === undefined || inspectExec === undefined) return false;
+    let launcher: ExecSession;
+    try {
+      launcher = await this.#options.engine.exec(containerId, { cmd: [...LAUNCHER_ARGV], stdin: true, tty: false }, { retry: { ...this.#options.retry, attempts: 1 } });
+    } catch (error) {
+      this.#options.logger.warn({ pool: pool.definition.name, containerId, code: codeOf(error) }, 'could not start the launcher of a pool container; removing the container');
+      return false;
+    }
+    // The engine answers an exec's start before its runtime has set the process up; a container
+    // frozen in between wedges the engine (the runtime's setup waits in the frozen cgroup and
+    // holds the container's lock), so the launcher counts only once the engine shows it running.
+    if (!(await launcherRunning(inspectExec, launcher.id))) {
+      launcher.close();
+      this.#options.logger.warn({ pool: pool.definition.name, containerId }, 'the launcher of a pool container did not start running; removing the container');
+      return false;
+    }
+    // Removed or closed meanwhile: a launcher nobody will use is hung up.
+    if (!pool.slots.has(slot) || this.#closed) {
+      launcher.close();
+      return false;
+    }
+    slot.launcher = launcher;
+    void (launcher.closed ?? Promise.resolve()).then(() => {
+      // Still the container's (not taken by a task): it cannot serve one now.
+      if (slot.launcher !== launcher || (slot.state !== 'idle' && slot.state !== 'frozen')) return;
+      this.#options.logger.warn({ pool: pool.definition.name, containerId }, 'the launcher of an idle pool container ended; removing and replacing the container');
+      void this.#remove(pool, slot, 'failed');
+      void this.#fill(pool);
+    });
+    return true;
   }
 
   #freeze(pool: Pool, slot: Slot): void {

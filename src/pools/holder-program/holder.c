@@ -10,8 +10,12 @@
  * The request, little-endian: "BRTH", u32 length L, then L bytes: u32 argc, u32 envc, and argc + envc
  * + 1 NUL-terminated strings: the working directory ("" keeps the container's), the arguments, and
  * the task's environment entries (KEY=VALUE), which replace the container's entries of the same key.
- * Whatever stdin holds after the request is the task's stdin. A command that cannot be run fails as
- * a shell (and the docker CLI) does: 127 when it is not found, 126 when it cannot be executed.
+ * Whatever stdin holds after the request is the task's stdin. Once the whole request is read, and
+ * before anything of the task is done, the launcher writes the acknowledgement "BRTH" 0x06 to stderr:
+ * berth takes the task as started only once it reads it, so a launcher that died (or never read the
+ * request) is told from a task that ran, and the task can start elsewhere without running twice.
+ * A command that cannot be run fails as a shell (and the docker CLI) does: 127 when it is not found,
+ * 126 when it cannot be executed.
  *
  * Built by scripts/build-holder.sh into src/pools/holder-binary.ts; the binary is checked in so
  * that berth needs no compiler.
@@ -97,6 +101,8 @@ static void launch(char **own_envp) {
     if (p >= end) fail("launch", "a request cut short", 126);
     p++;
   }
+  /* The request reached the launcher: from here on, whatever happens is the task's. */
+  sys3(SYS_write, 2, (long)"BRTH\x06", 5);
   char *cwd = strings[0];
   for (unsigned i = 0; i < argc; i++) task_argv[i] = strings[1 + i];
   task_argv[argc] = 0;
