@@ -17,6 +17,7 @@ import type { ResolvedTaskSpec } from '../spec/schema.js';
 import { connectNetworks, createIdempotent, isAmbiguousFailure, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from '../tasks/container-ops.js';
 import { retry } from '../common/retry.js';
 import type { EndState } from '../tasks/end-state.js';
+import { execGateOf } from '../tasks/exec-gate.js';
 import { ensureHolder } from './holder.js';
 import { execArgv, LAUNCHER_ARGV, matchesPool, notPoolableReason, poolContainerPlan, poolKeyOf, type ImageRunConfig } from './key.js';
 import type { ColdReason, PoolDefinition, PoolEvent, PoolSnapshot } from './types.js';
@@ -519,7 +520,8 @@ export class WarmPools {
     if (containerId === undefined || inspectExec === undefined) return false;
     let launcher: ExecSession;
     try {
-      launcher = await this.#options.engine.exec(containerId, { cmd: [...LAUNCHER_ARGV], stdin: true, tty: false }, { retry: { ...this.#options.retry, attempts: 1 } });
+      const { engine } = this.#options;
+      launcher = await execGateOf(engine).setup(containerId, () => engine.exec(containerId, { cmd: [...LAUNCHER_ARGV], stdin: true, tty: false }, { retry: { ...this.#options.retry, attempts: 1 } }), inspectExec);
     } catch (error) {
       this.#options.logger.warn({ pool: pool.definition.name, containerId, code: codeOf(error) }, 'could not start the launcher of a pool container; removing the container');
       return false;
@@ -553,7 +555,8 @@ export class WarmPools {
     if (slot.state !== 'idle' || containerId === undefined || this.#closed) return;
     const freezing = (async () => {
       try {
-        await this.#options.engine.pauseContainer(containerId);
+        // Under the container's gate, as every freeze (see tasks/exec-gate.ts).
+        await execGateOf(this.#options.engine).freeze(containerId, () => this.#options.engine.pauseContainer(containerId));
         if (slot.state === 'idle') slot.state = 'frozen';
         this.#emit({ type: 'pool.frozen', pool: pool.definition.name, containerId });
       } catch (error) {

@@ -27,6 +27,7 @@ import type { PhaseChange } from './lifecycle.js';
 import { WarmPools, type PoolClaim } from '../pools/pools.js';
 import { execEnv, launchRequest } from '../pools/key.js';
 import { launchThrough } from '../pools/launch.js';
+import { execGateOf } from './exec-gate.js';
 import type { ColdReason, PoolDefinition } from '../pools/types.js';
 import type { EndFacts } from './end-watch.js';
 
@@ -632,10 +633,15 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
       // A request the launcher cannot take (a NUL in a string, past its buffer): the engine's own exec judges it.
       claim.launcher.close();
       try {
-        session = await this.#engine.exec(
+        session = await execGateOf(this.#engine).setup(
           claim.containerId,
-          { cmd: [...claim.argv], env: execEnv(resolved), ...(resolved.workdir === undefined ? {} : { workdir: resolved.workdir }), stdin: resolved.stdin !== undefined, tty: false },
-          { ...(signal ? { signal } : {}), retry: this.#retry },
+          () =>
+            this.#engine.exec(
+              claim.containerId,
+              { cmd: [...claim.argv], env: execEnv(resolved), ...(resolved.workdir === undefined ? {} : { workdir: resolved.workdir }), stdin: resolved.stdin !== undefined, tty: false },
+              { ...(signal ? { signal } : {}), retry: this.#retry },
+            ),
+          inspectExec,
         );
       } catch (error) {
         return giveUp({ code: codeOf(error) });
