@@ -104,6 +104,7 @@ describe('ExecSetupGate', () => {
     await frozen;
     await secondSession;
     assert.deepEqual(engine.log, ['first create', 'first started', `${first.id} running`, 'pause freeze', 'second create', 'second started']);
+    engine.ended(second.id);
   });
 
   test('an exec whose start fails releases the pause at once', async () => {
