@@ -1,10 +1,20 @@
 /**
  * `lifecycle`: short run-to-completion tasks (`true`, network none) through berth's runToEnd versus
  * the minimal raw dockerode sequence (create, start, wait, remove), interleaved in the same run so
- * that engine drift hits both equally.
+ * that engine drift hits both equally. Against each engine present: the Docker engine, then Podman's
+ * Docker-compatible API at /run/podman/podman.sock when it answers (scripts/test-podman.sh), each
+ * with berth's ratio to that engine's own raw API; a last line sets the two engines' raw figures
+ * side by side.
  */
-import { describeEndState, runToEnd } from '../src/tasks/index.js';
-import { BENCH_IMAGE, elapsedMs, median, pairedRatio, quantile, round, runPool, scaled, type BenchContext } from './support.js';
+import Dockerode from 'dockerode';
+import { Engine } from '../src/engine/engine.js';
+import { describeEndState, runToEnd, TaskDriver } from '../src/tasks/index.js';
+import { removeRunContainers, BENCH_IMAGE, elapsedMs, median, pairedRatio, quantile, round, runPool, scaled, type BenchContext } from './support.js';
+
+/** Where scripts/test-podman.sh starts Podman's Docker-compatible API. */
+const PODMAN_SOCKET = '/run/podman/podman.sock';
+
+type EngineName = 'docker' | 'podman';
 
 /** berth's median per-task time may exceed the raw engine's by at most 5 %. */
 const TARGET_MAX_RATIO = 1.05;
@@ -57,7 +67,7 @@ function summary(ms: readonly number[]): { medianMs: number; p90Ms: number } {
   return { medianMs: round(median(ms)), p90Ms: round(quantile(ms, 0.9)) };
 }
 
-async function sequential(ctx: BenchContext): Promise<void> {
+async function sequential(ctx: BenchContext, engine: EngineName): Promise<{ medianMs: number; p90Ms: number }> {
   const n = scaled(ctx, 30, 2);
   const warmup = 3;
   ctx.progress(`lifecycle/sequential: ${warmup} warm-up and ${n} measured tasks of each`);
@@ -72,6 +82,7 @@ async function sequential(ctx: BenchContext): Promise<void> {
   const ratio = round(berth.medianMs / raw.medianMs, 3);
   ctx.emit({
     case: 'lifecycle.sequential',
+    engine,
     tasks: n,
     berth,
     raw,
@@ -81,13 +92,14 @@ async function sequential(ctx: BenchContext): Promise<void> {
     target: { field: 'ratio', max: TARGET_MAX_RATIO },
     pass: ratio <= TARGET_MAX_RATIO,
   });
+  return raw;
 }
 
 /**
  * Runs batches of tasks with at most CONCURRENCY in flight, alternating berth and raw batches. Each
  * batch is twice the concurrency, so the pool is full most of its time in either mode.
  */
-async function concurrent(ctx: BenchContext): Promise<void> {
+async function concurrent(ctx: BenchContext, engine: EngineName): Promise<{ medianMs: number; tasksPerSec: number }> {
   const total = scaled(ctx, 48, CONCURRENCY);
   const batchSize = CONCURRENCY * 2;
   const batches = Math.max(1, Math.round(total / batchSize));
@@ -131,6 +143,7 @@ async function concurrent(ctx: BenchContext): Promise<void> {
   const ratioThroughput = round(raw.tasksPerSec / berth.tasksPerSec, 3);
   ctx.emit({
     case: 'lifecycle.concurrent',
+    engine,
     tasks: batches * batchSize,
     concurrency: CONCURRENCY,
     berth,
@@ -143,9 +156,39 @@ async function concurrent(ctx: BenchContext): Promise<void> {
     target: { field: 'ratioThroughput', max: TARGET_MAX_RATIO },
     pass: ratioThroughput <= TARGET_MAX_RATIO,
   });
+  return { medianMs: raw.medianMs, tasksPerSec: raw.tasksPerSec };
+}
+
+/** The bench's context on Podman, when Podman answers; undefined otherwise (the Podman half is then left out, and said so). */
+async function podmanContext(ctx: BenchContext): Promise<BenchContext | undefined> {
+  const engine = new Engine({ socketPath: PODMAN_SOCKET, readAttempts: 1 });
+  try {
+    await engine.ping({ deadlineMs: 2000 });
+    // Podman's /info takes a second or more (it measures its storage): no short deadline here.
+    await engine.checkCompatible();
+  } catch {
+    ctx.progress(`lifecycle: no Podman answers at ${PODMAN_SOCKET}; Docker only`);
+    return undefined;
+  }
+  return { ...ctx, engine, driver: new TaskDriver({ engine, ownerId: 'berth-bench' }), docker: new Dockerode({ socketPath: PODMAN_SOCKET }) };
 }
 
 export async function benchLifecycle(ctx: BenchContext): Promise<void> {
-  await sequential(ctx);
-  await concurrent(ctx);
+  const docker = { sequential: await sequential(ctx, 'docker'), concurrent: await concurrent(ctx, 'docker') };
+  const onPodman = await podmanContext(ctx);
+  if (onPodman === undefined) return;
+  try {
+    const podman = { sequential: await sequential(onPodman, 'podman'), concurrent: await concurrent(onPodman, 'podman') };
+    // The engines' own costs side by side (raw API, same tasks, same host): what each engine costs, not berth.
+    ctx.emit({
+      case: 'lifecycle.engines',
+      raw: {
+        sequentialMedianMs: { docker: docker.sequential.medianMs, podman: podman.sequential.medianMs },
+        concurrentTasksPerSec: { docker: docker.concurrent.tasksPerSec, podman: podman.concurrent.tasksPerSec },
+      },
+      podmanOverDocker: round(podman.sequential.medianMs / docker.sequential.medianMs, 3),
+    });
+  } finally {
+    await removeRunContainers(onPodman.docker, ctx.runId);
+  }
 }

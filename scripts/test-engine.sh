@@ -67,6 +67,8 @@ ensure_tool() {
 ensure_tool python3 python3 "the terminal tests"
 # The TLS tests make their CA and certificates with openssl(1).
 ensure_tool openssl openssl "the TLS tests"
+# The SSH engine test (test/integration/engine-remote.test.ts) runs a loopback sshd of its own.
+ensure_tool sshd openssh-server "the SSH engine tests"
 
 # Debian's busybox-static gives a static /bin/busybox; it is needed to build the test image.
 if ! "$DOCKER_BIN" image inspect "$IMAGE" >/dev/null 2>&1; then
@@ -89,4 +91,12 @@ if ! "$DOCKER_BIN" image inspect "$IMAGE" >/dev/null 2>&1; then
   tar -C "$d" -c . | "$DOCKER_BIN" import --change 'ENV PATH=/bin' - "$IMAGE" >/dev/null
   rm -rf "$d"
   log "created $IMAGE"
+fi
+
+# Podman's Docker-compatible API beside Docker (issue 17): `npm test` runs the Podman suite
+# (scripts/test-podman-suite.sh) in parallel with the Docker files, and `npm run bench` measures both.
+if [ "$(id -u)" = 0 ] || [ "${CI:-}" = true ]; then
+  bash "$(dirname "$0")/test-podman.sh"
+else
+  log "not root: Podman is not set up here (scripts/test-podman.sh needs root to install and start it)"
 fi

@@ -15,7 +15,11 @@ export { parseBytes, parseDurationMs, DURATION_LIMITS, MAX_SIZE_BYTES } from './
 export type { DurationBounds, SizeBounds } from './common/units.js';
 export { Engine, DEFAULT_DEADLINES, MINIMUM_API_VERSION } from './engine/engine.js';
 export type { EngineOptions, EngineDeadlines, CallOptions, ExecCallOptions, ExecOptions, ExecSession } from './engine/engine.js';
-export { engineOptionsFromEnv } from './engine/connect.js';
+export { engineOptionsFromEnv, engineOptionsOf, parseDockerHost } from './engine/connect.js';
+export type { EngineEndpoint, EngineTls } from './engine/connect.js';
+export { resolveEngine, listContexts } from './engine/contexts.js';
+export type { EngineSelection, EngineSource, ContextEntry } from './engine/contexts.js';
+export type { EngineFacts, EngineKind } from './engine/detect.js';
 export type { StatsSample, ContainerInspect, ContainerEvent, HealthStatus, HealthProbe, StorageDriverInfo, PublishedPort } from './engine/types.js';
 export { resolveTaskSpec, taskSpecSchema, toCreatePlan, HEALTHCHECK_DEFAULTS, SPEC_BOUNDS, ULIMIT_NAMES, isNamespacedSysctl } from './spec/index.js';
 export type { TaskSpec, ResolvedTaskSpec, SpecPolicy, MountSpec, ResolvedHealthcheck, HealthcheckTest, SeccompSpec, UlimitSpec, DeviceSpec, PortSpec, NetworkAttachmentSpec } from './spec/index.js';

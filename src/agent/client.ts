@@ -629,9 +629,10 @@ export class AgentClient {
         );
         request.once('error', (error: NodeJS.ErrnoException) => {
           // A kept-alive connection the agent closed as idle (http.keepAliveTimeout) just as this
-          // request went out on it: the agent never read the request, so one that is safe to repeat
-          // is sent again, once, on a new connection.
-          if (!isRetry && !options.stream && request.reusedSocket && error.code === 'ECONNRESET' && isRepeatable(method, pathAndQuery) && !signals.some((s) => s.aborted)) {
+          // request went out on it (a reset, or EPIPE when the close came before the write): the
+          // agent never read the request, so one that is safe to repeat is sent again, once, on a
+          // new connection.
+          if (!isRetry && !options.stream && request.reusedSocket && (error.code === 'ECONNRESET' || error.code === 'EPIPE') && isRepeatable(method, pathAndQuery) && !signals.some((s) => s.aborted)) {
             attempt(true).then(resolve, reject);
             return;
           }

@@ -16,7 +16,9 @@ import {
   sizeOption,
   sizeRule,
 } from '../common/validation.js';
-import { DOCKER_HOST_RULE, parseDockerHost, type EngineEndpoint } from '../engine/connect.js';
+import { DOCKER_HOST_RULE, endpointFromDockerHost, engineOptionsOf, parseDockerHost } from '../engine/connect.js';
+import { dockerConfigDir, readContext } from '../engine/contexts.js';
+import type { EngineOptions } from '../engine/engine.js';
 import { IMAGE_OPTION_BOUNDS, IMAGE_OPTION_FIELDS } from '../images/options.js';
 import { RECONCILE_OPTION_BOUNDS, RECONCILE_OPTION_FIELDS } from '../reconcile/options.js';
 import { normalizeRegistryHost, parseImageReference } from '../spec/reference.js';
@@ -65,8 +67,14 @@ export interface AgentConfigInput {
   /** The agent's id, written on its containers. Default: generated at first start and stored. */
   agentId?: string;
   engine?: {
-    /** The engine as DOCKER_HOST spells it: `unix:///path` or `tcp://host:port`. */
+    /** The engine as DOCKER_HOST spells it: `unix:///path`, `tcp://host:port`, `https://host:port` or `ssh://user@host`. */
     host?: string;
+    /** With a tcp:// host: TLS, verifying the engine against `certPath`'s ca.pem and presenting its cert.pem and key.pem (DOCKER_TLS_VERIFY). Default false. */
+    tlsVerify?: boolean;
+    /** The directory of ca.pem, cert.pem and key.pem (DOCKER_CERT_PATH). Default `~/.docker`. */
+    certPath?: string;
+    /** A Docker context (the docker CLI's, under ~/.docker/contexts) naming the engine and its TLS material; not with host or socket. */
+    context?: string;
     /** The engine's unix socket. Default `/var/run/docker.sock` (or DOCKER_HOST). */
     socket?: string;
     /** Deadline of one engine read (inspect, list, version). Default "10s". */
@@ -329,8 +337,8 @@ export interface AgentConfig {
    */
   readonly tls?: { readonly certFile: string; readonly keyFile: string; readonly clientCaFile?: string };
   readonly agentId?: string;
-  /** Engine options (EngineOptions' connection fields): a unix socket, or a TCP host and port. */
-  readonly engine: { readonly socketPath?: string; readonly host?: string; readonly port?: number };
+  /** Engine options (EngineOptions' connection fields): a unix socket, a TCP host and port (over TLS with its material), or an SSH host. */
+  readonly engine: Readonly<Pick<EngineOptions, 'socketPath' | 'host' | 'port' | 'protocol' | 'tls' | 'username' | 'ssh'>>;
   /** Deadlines of one engine call (EngineOptions' deadlines). */
   readonly engineDeadlines: { readonly readMs: number; readonly writeMs: number };
   /** Bounds on the API's clients (ServerLimits), applied to both listeners. */
@@ -422,6 +430,9 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   agentId: 'string',
   'engine.host': 'string',
   'engine.socket': 'string',
+  'engine.tlsVerify': 'boolean',
+  'engine.certPath': 'string',
+  'engine.context': 'string',
   'engine.readTimeout': 'duration',
   'engine.writeTimeout': 'duration',
   'http.headersTimeout': 'duration',
@@ -794,7 +805,8 @@ function buildSchema(host: HostFacts) {
     return { host: (match[1] ?? match[2])!, port };
   });
   // The engine reads DOCKER_HOST with this very parser (engine/connect.ts), so both accept the same addresses.
-  const engineHost = z.unknown().transform((value, ctx): EngineEndpoint => (typeof value === 'string' ? parseDockerHost(value) : undefined) ?? issue(ctx, DOCKER_HOST_RULE));
+  // Kept as text: whether tcp:// means TLS (and port 2376) depends on engine.tlsVerify, read once all keys are.
+  const engineHost = z.unknown().transform((value, ctx): string => (typeof value === 'string' && parseDockerHost(value) !== undefined ? value.trim() : issue(ctx, DOCKER_HOST_RULE)));
   const capability = /^(CAP_)?[A-Z_]+$|^ALL$/i;
 
   return section({
@@ -817,12 +829,17 @@ function buildSchema(host: HostFacts) {
     engine: section({
       host: engineHost.optional(),
       socket: absolutePath('must be an absolute path to the engine\'s socket').optional(),
+      tlsVerify: booleanOption().optional(),
+      certPath: absolutePath('must be an absolute path to a directory of ca.pem, cert.pem and key.pem (or start with ~/)').optional(),
+      context: text(/^[a-zA-Z0-9][a-zA-Z0-9_.+-]*$/, 'must be the name of a Docker context (berth context ls)').optional(),
       readTimeout: duration('10s', CONFIG_BOUNDS['engine.readTimeout']),
       writeTimeout: duration('30s', CONFIG_BOUNDS['engine.writeTimeout']),
-    }).refine(
-      (engine) => engine.host === undefined || engine.socket === undefined,
-      { message: 'set engine.host or engine.socket, not both', path: ['host'] },
-    ),
+    })
+      .refine((engine) => engine.host === undefined || engine.socket === undefined, { message: 'set engine.host or engine.socket, not both', path: ['host'] })
+      .refine((engine) => engine.context === undefined || (engine.host === undefined && engine.socket === undefined), {
+        message: 'names the engine already: set engine.context, engine.host or engine.socket, one only',
+        path: ['context'],
+      }),
     http: section({
       headersTimeout: duration('10s', CONFIG_BOUNDS['http.headersTimeout']),
       requestTimeout: duration('30s', CONFIG_BOUNDS['http.requestTimeout']),
@@ -928,9 +945,10 @@ type Origins = Map<string, string>;
  * and engine.socket are one choice: a source that sets either replaces both.
  */
 function mergeInto(target: Plain, source: Plain, origin: string, origins: Origins, prefix = ''): void {
-  if (prefix === 'engine.' && (source.host !== undefined || source.socket !== undefined)) {
+  if (prefix === 'engine.' && (source.host !== undefined || source.socket !== undefined || source.context !== undefined)) {
     delete target.host;
     delete target.socket;
+    delete target.context;
   }
   for (const [key, value] of Object.entries(source)) {
     if (value === undefined) continue;
@@ -953,8 +971,16 @@ function envInput(env: Readonly<Record<string, string | undefined>>, origins: Ma
     node[parts[parts.length - 1]!] = value;
     origins.set(key, variable);
   };
-  const engineVars = env.BERTH_ENGINE_HOST !== undefined || env.BERTH_ENGINE_SOCKET !== undefined;
-  if (!engineVars && env.DOCKER_HOST?.trim()) put('engine.host', env.DOCKER_HOST.trim(), 'DOCKER_HOST');
+  // The docker CLI's variables, unless a BERTH_ENGINE_* one names the engine: DOCKER_HOST with its
+  // TLS (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), else DOCKER_CONTEXT (DOCKER_HOST wins, as in the docker CLI).
+  const engineVars = env.BERTH_ENGINE_HOST !== undefined || env.BERTH_ENGINE_SOCKET !== undefined || env.BERTH_ENGINE_CONTEXT !== undefined;
+  if (!engineVars && env.DOCKER_HOST?.trim()) {
+    put('engine.host', env.DOCKER_HOST.trim(), 'DOCKER_HOST');
+    if (env.BERTH_ENGINE_TLS_VERIFY === undefined && env.DOCKER_TLS_VERIFY?.trim()) put('engine.tlsVerify', true, 'DOCKER_TLS_VERIFY');
+    if (env.BERTH_ENGINE_CERT_PATH === undefined && env.DOCKER_CERT_PATH?.trim()) put('engine.certPath', env.DOCKER_CERT_PATH.trim(), 'DOCKER_CERT_PATH');
+  } else if (!engineVars && env.DOCKER_CONTEXT?.trim()) {
+    put('engine.context', env.DOCKER_CONTEXT.trim(), 'DOCKER_CONTEXT');
+  }
   for (const [key, kind] of Object.entries(LEAVES)) {
     const variable = envVarForKey(key);
     const raw = env[variable];
@@ -1110,7 +1136,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     ...(c.listen ? { listen: c.listen } : {}),
     ...(tls ? { tls } : {}),
     ...(c.agentId ? { agentId: c.agentId } : {}),
-    engine: c.engine.host ? { ...c.engine.host } : { socketPath: c.engine.socket ?? '/var/run/docker.sock' },
+    engine: agentEngine(c.engine, env, origins),
     engineDeadlines: { readMs: c.engine.readTimeout, writeMs: c.engine.writeTimeout },
     http: {
       headersTimeoutMs: c.http.headersTimeout,
@@ -1178,6 +1204,39 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     throw new ValidationError(error.issues.map((it) => ({ field: it.field, rule: origin && origin !== 'default' ? `${it.rule} (from ${origin})` : it.rule })), { context: { file } });
   }
   return deepFreeze({ ...config, pools });
+}
+
+/**
+ * The engine's connection options from `engine.*`: a context's endpoint and TLS material, a host
+ * (TLS with engine.tlsVerify, from engine.certPath, as DOCKER_TLS_VERIFY and DOCKER_CERT_PATH do),
+ * or the socket. Files are read here, once, so that a missing certificate fails the start naming its key.
+ */
+function agentEngine(
+  engine: { host?: string; socket?: string; tlsVerify?: boolean; certPath?: string; context?: string },
+  env: Readonly<Record<string, string | undefined>>,
+  origins: Origins,
+): AgentConfig['engine'] {
+  const named = (field: string, error: unknown): never => {
+    const origin = originOf(origins, field);
+    const rule = error instanceof ValidationError ? error.issues.map((i) => i.rule).join('; ') : messageOf(error);
+    throw new ValidationError([{ field, rule: origin && origin !== 'default' ? `${rule} (from ${origin})` : rule }]);
+  };
+  if (engine.context !== undefined) {
+    const configDir = dockerConfigDir(env);
+    if (configDir === undefined) return named('engine.context', new Error('cannot be found: neither DOCKER_CONFIG nor HOME is set'));
+    try {
+      return engineOptionsOf(readContext(configDir, engine.context).endpoint, env);
+    } catch (error) {
+      return named('engine.context', error);
+    }
+  }
+  if (engine.host === undefined) return { socketPath: engine.socket ?? '/var/run/docker.sock' };
+  try {
+    const endpoint = endpointFromDockerHost({ DOCKER_HOST: engine.host, DOCKER_TLS_VERIFY: engine.tlsVerify ? '1' : undefined, DOCKER_CERT_PATH: engine.certPath }, env.HOME);
+    return engineOptionsOf(endpoint!, env);
+  } catch (error) {
+    return named(engine.certPath === undefined ? 'engine.host' : 'engine.certPath', error);
+  }
 }
 
 function normalizeCapability(cap: string): string {

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { pipeline } from 'node:stream/promises';
 import { ValidationError, type FieldIssue } from '../common/errors.js';
-import { engineOptionsFromEnv } from '../engine/connect.js';
-import { Engine, type ExecExitStatus, type ExecOptions, type ExecSession } from '../engine/engine.js';
+import { cliEngine } from './engine-choice.js';
+import type { ExecExitStatus, ExecOptions, ExecSession } from '../engine/engine.js';
 import type { AgentClient, AgentExecExit, AgentExecSession } from '../agent/client.js';
 import { execInTask } from '../tasks/exec.js';
 import { commandFailureLine, EXIT } from './exit-codes.js';
@@ -123,7 +123,7 @@ async function execThroughAgent(client: AgentClient, taskId: string, options: Ex
 
 /** `berth exec` straight to the engine: no agent here, or the task is not the agent's. */
 async function execThroughEngine(taskId: string, options: ExecOptions, owner: string | undefined, io: CliIo): Promise<number> {
-  const engine = new Engine(engineOptionsFromEnv(io.env));
+  const engine = await cliEngine(io);
   const abort = new AbortController();
   const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
   let session: ExecSession | undefined;

@@ -2,8 +2,7 @@ import { readFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { parse as parseYaml } from 'yaml';
 import { isBerthError, messageOf, ValidationError } from '../common/errors.js';
-import { engineOptionsFromEnv } from '../engine/connect.js';
-import { Engine } from '../engine/engine.js';
+import { cliEngine } from './engine-choice.js';
 import { GroupRunner, type GroupHandle } from '../groups/runner.js';
 import type { GroupEnd } from '../groups/lifecycle.js';
 import type { ResolvedGroupSpec } from '../spec/group.js';
@@ -55,7 +54,7 @@ async function readStream(stream: Readable): Promise<string> {
 export async function groupRunForeground(flags: GroupRunFlags, io: CliIo): Promise<number> {
   const document = await readGroupFile(flags.file, io.stdin);
   const labels = parseLabelFlags(flags.label);
-  const engine = new Engine(engineOptionsFromEnv(io.env));
+  const engine = await cliEngine(io);
   const images = oneShotImages(engine, io);
   // The person at the terminal is the caller, as for berth run: what they ask for explicitly is allowed.
   const driver = new TaskDriver({ engine, ownerId: 'cli', ownerProcess: 'self', policy: { allowPrivileged: true, allowEngineSocket: true }, images });

@@ -10,6 +10,7 @@ import { addStatsCommand } from './stats.js';
 import { describeDetachOnRun, runDetached } from './submit.js';
 import { addTaskCommands } from './tasks.js';
 import { addGroupCommands } from './group-agent.js';
+import { addContextCommand } from './engine-choice.js';
 
 /**
  * The berth program: every command and option, with `setExitCode` receiving each action's exit
@@ -19,12 +20,18 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
   const program = new Command('berth')
     .description('Run tasks in Docker containers without leaking anything')
     .version(BERTH_VERSION)
+    .option('--context <name>', 'the Docker context of the engine (as docker --context); default DOCKER_HOST, DOCKER_CONTEXT, the docker CLI\'s current context, else the local engine')
     .enablePositionalOptions()
     .exitOverride()
     .configureOutput({
       writeOut: (text) => io.stdout.write(text),
       writeErr: (text) => io.stderr.write(text),
     });
+  // The global --context reaches the commands that speak to the engine through io (engine-choice.ts).
+  program.hook('preAction', () => {
+    const context = program.opts<{ context?: string }>().context;
+    if (context !== undefined) io.context = context;
+  });
   addRunCommand(program, io, setExitCode);
   describeDetachOnRun(program);
   addExecCommand(program, io, setExitCode);
@@ -33,6 +40,7 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
   addTaskCommands(program, io, setExitCode);
   addPruneCommand(program, io, setExitCode);
   addGroupCommands(program, io, setExitCode);
+  addContextCommand(program, io, setExitCode);
   return program;
 }
 

@@ -4,9 +4,8 @@ import type { Readable, Writable } from 'node:stream';
 import { isBerthError, ValidationError } from '../common/errors.js';
 import { containerNameForTask } from '../common/labels.js';
 import { pipeline } from 'node:stream/promises';
-import { Engine } from '../engine/engine.js';
 import { oneShotImages } from './progress.js';
-import { engineOptionsFromEnv } from '../engine/connect.js';
+import { cliEngine } from './engine-choice.js';
 import { SPEC_BOUNDS, type TaskSpec } from '../spec/schema.js';
 import { TaskDriver } from '../tasks/driver.js';
 import { packLocalPath } from '../tasks/files-in.js';
@@ -53,6 +52,8 @@ export interface CliIo {
   env: Readonly<Record<string, string | undefined>>;
   /** The process's stop signals (SIGINT, SIGTERM): see interrupts.ts. */
   interrupts: Interrupts;
+  /** `berth --context <name>`: the Docker context of the engine (engine-choice.ts); set by the program before a command runs. */
+  context?: string;
 }
 
 interface RunFlags extends HealthFlags {
@@ -289,7 +290,7 @@ async function runCommand(image: string, command: string[], flags: RunFlags, io:
     const copy = copies.find((_c, index) => copyUploadId(index) === id);
     return copy && packLocalPath(copy.local, copy.path);
   };
-  const engine = new Engine(engineOptionsFromEnv(io.env));
+  const engine = await cliEngine(io);
   const images = oneShotImages(engine, io);
   // The person at the terminal is the caller: the CLI allows what they ask for explicitly. They
   // reach the engine's socket already, so an explicit --mount of it (or of a directory above it) is theirs

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { Writable } from 'node:stream';
 import { BerthError, ValidationError } from '../common/errors.js';
-import { engineOptionsFromEnv } from '../engine/connect.js';
+import { cliEngine } from './engine-choice.js';
 import { Engine } from '../engine/engine.js';
 import type { AgentClient, TaskView } from '../agent/client.js';
 import { LABELS } from '../common/labels.js';
@@ -99,7 +99,7 @@ async function statsCommand(taskIds: string[], flags: StatsFlags, io: CliIo): Pr
   let engineReady: Promise<Engine> | undefined;
   const engine = (): Promise<Engine> => {
     engineReady ??= (async () => {
-      const created = new Engine(engineOptionsFromEnv(io.env));
+      const created = await cliEngine(io);
       await created.checkCompatible({ signal: interrupt.signal });
       return created;
     })();

@@ -64,17 +64,42 @@ function scratchRunCommand(io: CliIo): { program: Command; run: Command } {
  * captures), so `run --detach` accepts exactly what `run` accepts.
  */
 export function parseDetachedRun(argv: readonly string[], io: CliIo): Promise<{ image: string; command: string[]; flags: RunFlags & AgentFlags } | undefined> {
-  if (argv[0] !== 'run') return Promise.resolve(undefined);
+  const { context, rest } = withoutGlobalOptions(argv);
+  if (rest[0] !== 'run') return Promise.resolve(undefined);
   const { program: scratch, run } = scratchRunCommand(io);
   let captured: { image: string; command: string[]; flags: RunFlags & AgentFlags } | undefined;
   addDetachOptions(run).action((image: string, command: string[], flags: RunFlags & AgentFlags) => {
     captured = { image, command, flags };
   });
   // A usage error is the real parse's to report.
-  return scratch.parseAsync([...argv], { from: 'user' }).then(
-    () => (captured?.flags.detach ? captured : undefined),
-    () => undefined,
+  return scratch.parseAsync([...rest], { from: 'user' }).then(
+    () => {
+      if (!captured?.flags.detach) return undefined;
+      // The agent runs a detached task on the engine of its own configuration (engine.host): a
+      // context given here would be ignored, so it is refused, as agent flags are without -d.
+      if (context !== undefined) {
+        throw new ValidationError([{ field: '--context', rule: 'selects the engine berth run uses itself; with --detach (-d) the agent runs the task on the engine its configuration names (engine.host, engine.context)' }]);
+      }
+      return captured;
+    },
+    (error: unknown) => {
+      if (error instanceof ValidationError) throw error;
+      return undefined;
+    },
   );
+}
+
+/** argv without the program's global options (`--context <name>`, `--context=<name>`) before the command, and the context they name. */
+function withoutGlobalOptions(argv: readonly string[]): { context: string | undefined; rest: readonly string[] } {
+  let context: string | undefined;
+  let i = 0;
+  for (; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--context' && i + 1 < argv.length) context = argv[++i];
+    else if (arg.startsWith('--context=')) context = arg.slice('--context='.length);
+    else break;
+  }
+  return { context, rest: argv.slice(i) };
 }
 
 /**

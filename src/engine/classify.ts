@@ -10,6 +10,8 @@ interface EngineFailure {
   json?: unknown;
   /** dockerode's words for the status ("container already started"). */
   reason?: string;
+  /** ssh2's stage of a failed SSH connection (`handshake`, `client-authentication`, `client-socket`…). */
+  level?: string;
 }
 
 const UNAVAILABLE_SOCKET_CODES = new Set([
@@ -89,6 +91,36 @@ export interface ClassifyContext {
   context?: Record<string, unknown>;
 }
 
+/**
+ * Codes of a TLS failure with the engine as Node reports them: OpenSSL's (ERR_SSL_…, the
+ * verification codes) and Node's own (ERR_TLS_…). The engine refused the client's certificate, or
+ * its absence, when it sent an alert about it; berth refused the engine's when verification failed.
+ */
+const ENGINE_REFUSED_CLIENT = /^ERR_SSL_(TLSV13_ALERT_CERTIFICATE_REQUIRED|TLSV1_ALERT_UNKNOWN_CA|SSLV3_ALERT_BAD_CERTIFICATE|SSLV3_ALERT_CERTIFICATE_UNKNOWN|SSLV3_ALERT_HANDSHAKE_FAILURE|TLSV1_ALERT_ACCESS_DENIED|TLSV1_ALERT_DECRYPT_ERROR|SSLV3_ALERT_UNSUPPORTED_CERTIFICATE|SSLV3_ALERT_CERTIFICATE_EXPIRED)$/;
+const NOT_TLS = /^(ERR_SSL_WRONG_VERSION_NUMBER|ERR_SSL_PACKET_LENGTH_TOO_LONG|ERR_SSL_RECORD_LAYER_FAILURE)$/;
+const ENGINE_CERT_UNTRUSTED = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'INVALID_CA',
+]);
+
+/** Why TLS with the engine failed, for a person, when `code` is a TLS failure's; else undefined. */
+export function engineTlsHint(code: string): string | undefined {
+  if (ENGINE_CERT_UNTRUSTED.has(code)) return 'the engine\'s certificate is not signed by the CA berth was given (ca.pem in DOCKER_CERT_PATH or the context\'s TLS directory)';
+  if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID') return 'the engine\'s certificate has expired or is not valid yet';
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return 'the engine\'s certificate is not for this address (its subjectAltName names other hosts or IPs)';
+  if (ENGINE_REFUSED_CLIENT.test(code)) return 'the engine refused the client certificate, or its absence: give one signed by the engine\'s --tlscacert (cert.pem and key.pem in DOCKER_CERT_PATH)';
+  if (NOT_TLS.test(code)) return 'the address does not speak TLS: is the engine listening in the clear (tcp:// without DOCKER_TLS_VERIFY)?';
+  if (code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_')) return 'the TLS handshake failed';
+  return undefined;
+}
+
 /** Turns whatever dockerode threw into a BerthError with a stable code. The one place this happens. */
 export function classifyEngineError(error: unknown, ctx: ClassifyContext): BerthError {
   if (error instanceof BerthError) return error;
@@ -114,6 +146,18 @@ export function classifyEngineError(error: unknown, ctx: ClassifyContext): Berth
         ...(NOT_ACTED_STATUSES.has(failure.statusCode) ? { engineActed: false } : {}),
         ...(commandFailure ? { commandFailure } : {}),
       },
+    });
+  }
+  // ssh2 marks its failures by level: the server's host key refused (handshake) or berth's key refused.
+  if (failure.level === 'handshake' || failure.level === 'client-authentication') {
+    const why = failure.level === 'handshake' ? 'the SSH handshake failed (the server\'s host key was not accepted)' : 'the SSH server refused every key berth offered (the SSH agent\'s, ~/.ssh/id_ed25519, id_ecdsa, id_rsa)';
+    return new BerthError('BERTH_ENGINE_SSH', `${ctx.operation}: ${why}`, { cause: error, context: { ...context, sshLevel: failure.level, engineActed: false } });
+  }
+  const tlsHint = failure.code === undefined ? undefined : engineTlsHint(failure.code);
+  if (tlsHint !== undefined) {
+    return new BerthError('BERTH_ENGINE_TLS', `${ctx.operation}: TLS with the engine failed (${failure.code}): ${tlsHint}`, {
+      cause: error,
+      context: { ...context, tlsError: failure.code, engineActed: false },
     });
   }
   if ((failure.code && UNAVAILABLE_SOCKET_CODES.has(failure.code)) || failure.message === 'socket hang up') {

@@ -116,7 +116,8 @@ export function containerInspectFromRaw(raw: RawInspect): ContainerInspect {
 
 function healthFromRaw(raw: RawInspect): Pick<ContainerInspect, 'healthcheck' | 'health'> {
   const check = raw.Config.Healthcheck;
-  const health = raw.State.Health;
+  // Podman answers a health state with an empty status for a container without a check; Docker none.
+  const health = raw.State.Health?.Status ? raw.State.Health : undefined;
   return {
     ...(check
       ? {

@@ -1,6 +1,8 @@
 import Dockerode from 'dockerode';
+import https from 'node:https';
 import { pipeline as streamPipeline, Readable, Transform, type Duplex } from 'node:stream';
 import { BerthError, ValidationError, type FieldIssue } from '../common/errors.js';
+import { LABELS } from '../common/labels.js';
 import { DURATION_LIMITS, durationBoundRule } from '../common/units.js';
 import { retry } from '../common/retry.js';
 import { classifyEngineError, commandFailureIn, engineCertainlyDidNotAct, forcedRemovalConflict, type CommandFailure } from './classify.js';
@@ -22,6 +24,9 @@ import {
   type RawStats,
   storageDriverFromRaw,
 } from './decode.js';
+import type { EngineTls } from './connect.js';
+import { hostKeyVerifier } from './known-hosts.js';
+import { engineFactsFromRaw, engineKindOf, engineLimitation, engineUnsupported, type EngineKind, engineLogDriver, engineStatusFilter, familiarImageName, matchesLabelFilters, podmanImageRemoval, podmanLeavesHealthToCaller, PODMAN_DEFAULT_HEALTH_INTERVAL_MS, type EngineFacts, type RawInfoBody, type RawVersionBody } from './detect.js';
 import { demultiplex, type DemuxedStreams } from './demux.js';
 import { compareLogTimestamps, parseLogFrames, sinceParameter, type LogEntry } from './log-entries.js';
 import type {
@@ -43,6 +48,7 @@ import type {
   VolumeSummary,
   WaitResult,
   StorageDriverInfo,
+  HealthcheckBody,
 } from './types.js';
 
 /** Default deadlines per kind of call, in milliseconds (each 1 ms to 24 h). Wait, stop and followed streams have none of their own. */
@@ -85,9 +91,20 @@ export const MINIMUM_API_VERSION = '1.40';
 export interface EngineOptions {
   /** Unix socket of the engine. Default /var/run/docker.sock. */
   socketPath?: string;
-  /** TCP engine, e.g. from DOCKER_HOST=tcp://host:2375. */
+  /** TCP or SSH engine, e.g. from DOCKER_HOST=tcp://host:2375. */
   host?: string;
   port?: number;
+  /** How `host` is reached: `http` (default), `https` (TLS, with `tls`) or `ssh` (docker-modem's ssh2 runs `docker system dial-stdio` there). */
+  protocol?: 'http' | 'https' | 'ssh';
+  /** TLS material (PEM text) for `https`: the CA the engine's certificate must chain to, the client certificate and key; `verify: false` skips the engine's certificate check. */
+  tls?: EngineTls;
+  /** The SSH user for `ssh`; default the local user. The SSH agent at SSH_AUTH_SOCK authenticates. */
+  username?: string;
+  /**
+   * For `ssh`: the SSH agent's socket and a private key (PEM text), passed to ssh2, and the text of
+   * `~/.ssh/known_hosts`: the server is accepted only with a host key it lists for the host.
+   */
+  ssh?: { agent?: string; privateKey?: string; knownHosts?: string };
   deadlines?: Partial<EngineDeadlines>;
   /** Attempts for idempotent reads on unavailable/timeout. Default 3; 1 to 100. */
   readAttempts?: number;
@@ -248,6 +265,122 @@ function readWaitBody(response: Readable, signal: AbortSignal | undefined): Prom
   });
 }
 
+/**
+ * The create body as the engine takes it: a `local` log driver (berth's default) becomes `json-file`
+ * on Podman, which has no `local` (see detect.ts `engineLogDriver`).
+ */
+function adaptCreateBody(kind: EngineKind, body: ContainerCreateBody): ContainerCreateBody {
+  const log = body.HostConfig?.LogConfig;
+  if (log === undefined) return body;
+  const driver = engineLogDriver(kind, log.Type);
+  if (driver === log.Type) return body;
+  // `compress` is the local driver's own option.
+  const config = Object.fromEntries(Object.entries(log.Config).filter(([key]) => key !== 'compress'));
+  return { ...body, HostConfig: { ...body.HostConfig, LogConfig: { Type: driver, Config: config } } };
+}
+
+/** dockerode's connection options for an engine's address (unix socket, TCP, TLS or SSH). */
+function dockerodeOptions(options: EngineOptions, onHostKeyRefused: (reason: string) => void): Dockerode.DockerOptions {
+  if (!options.host) return { socketPath: options.socketPath ?? '/var/run/docker.sock' };
+  const protocol = options.protocol ?? 'http';
+  if (protocol === 'ssh') {
+    const port = options.port ?? 22;
+    return {
+      host: options.host,
+      port,
+      protocol: 'ssh',
+      ...(options.username === undefined ? {} : { username: options.username }),
+      sshOptions: {
+        ...(options.ssh?.agent === undefined ? {} : { agent: options.ssh.agent }),
+        ...(options.ssh?.privateKey === undefined ? {} : { privateKey: options.ssh.privateKey }),
+        // As ssh does for the docker CLI: a server whose host key known_hosts does not list for it is refused.
+        hostVerifier: hostKeyVerifier(options.ssh?.knownHosts, options.host, port, onHostKeyRefused),
+      } as Dockerode.DockerOptions['sshOptions'],
+    };
+  }
+  if (protocol === 'http') return { host: options.host, port: options.port ?? 2375, protocol: 'http' };
+  const tls = options.tls ?? {};
+  return {
+    host: options.host,
+    port: options.port ?? 2376,
+    protocol: 'https',
+    ...(tls.ca === undefined ? {} : { ca: tls.ca }),
+    ...(tls.cert === undefined ? {} : { cert: tls.cert }),
+    ...(tls.key === undefined ? {} : { key: tls.key }),
+    // Without verification (DOCKER_TLS alone, a context's SkipTLSVerify) the engine's certificate is not checked.
+    ...(tls.verify === false ? { agent: new https.Agent({ rejectUnauthorized: false }) } : {}),
+  };
+}
+
+/**
+ * Lets a call pass whose "failure" is a success status docker-modem did not expect: Podman answers
+ * a resize with 201 where Docker answers 200. Anything else is thrown on.
+ */
+function unlessSuccessStatus(error: unknown): void {
+  const status = error instanceof BerthError ? error.context.statusCode : undefined;
+  if (typeof status === 'number' && status >= 200 && status < 300) return;
+  throw error;
+}
+
+/** The fields of `value` that are not undefined. */
+function definedOnly<T extends Record<string, number | undefined>>(value: T): Partial<Record<keyof T, number>> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<Record<keyof T, number>>;
+}
+
+/** docker-modem's dial, as far as berth uses it directly. */
+interface ModemDial {
+  dial(options: Record<string, unknown>, callback: (error: unknown, stream: Duplex) => void): void;
+}
+
+/**
+ * Removes a container at once, running or not, on Podman. Docker's forced removal kills with
+ * SIGKILL; Podman's compatible one stops the container first and waits its stop timeout (10 s for
+ * a task that ignores SIGTERM, as a shell as PID 1 does), which its own endpoint skips with
+ * `timeout=0`. The kind is known by then: berth learns it at its first create.
+ */
+function podmanRemoveNow(docker: Dockerode, id: string, abortSignal: AbortSignal | undefined): Promise<unknown> {
+  const modem = (docker as unknown as { modem: ModemDial }).modem;
+  return new Promise((resolve, reject) => {
+    modem.dial(
+      {
+        path: `/v4.0.0/libpod/containers/${encodeURIComponent(id)}?`,
+        method: 'DELETE',
+        options: { force: true, v: true, timeout: 0 },
+        abortSignal,
+        statusCodes: { 200: true, 204: true, 404: 'no such container', 409: 'conflict', 500: 'server error' },
+      },
+      (error, data) => (error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve(data)),
+    );
+  });
+}
+
+/**
+ * A hijacked POST (attach) with an empty body (Content-Length: 0) and its parameters in the query
+ * only: docker-modem's own requests carry them as a JSON body too (or a chunked one), which Podman
+ * reads as the container's stdin (or waits on). An empty Buffer as the request's "file" is the one
+ * way docker-modem sends no body with a length.
+ */
+function dialHijacked(docker: Dockerode, path: string, query: Record<string, boolean>, signal: AbortSignal): Promise<Duplex> {
+  const modem = (docker as unknown as { modem: ModemDial }).modem;
+  return new Promise((resolve, reject) => {
+    modem.dial(
+      {
+        path,
+        method: 'POST',
+        isStream: true,
+        hijack: true,
+        openStdin: query.stdin,
+        abortSignal: signal,
+        file: Buffer.alloc(0),
+        headers: { 'Content-Type': 'application/vnd.docker.raw-stream' },
+        statusCodes: { 200: true, 101: true, 404: 'no such container', 409: 'container is not running', 500: 'server error' },
+        options: { _query: query, abortSignal: signal },
+      },
+      (error, stream) => (error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve(stream)),
+    );
+  });
+}
+
 function compareVersions(a: string, b: string): number {
   const [aMajor = 0, aMinor = 0] = a.split('.').map(Number);
   const [bMajor = 0, bMinor = 0] = b.split('.').map(Number);
@@ -264,12 +397,20 @@ export class Engine {
   readonly #readAttempts: number;
   readonly #minimumApiVersion: string;
   readonly #socketPath: string | undefined;
+  #facts: EngineFacts | undefined;
+  /** Which engine it is, from /version alone (checkCompatible, or the first need): cheaper than the facts (Podman's /info takes a second). */
+  #kind: EngineKind | undefined;
+  /** Why the SSH server's host key was last refused (known_hosts), for the error that follows. */
+  #sshRefusal: string | undefined;
+  /** Podman containers this engine created with a health check, until their start (see #pumpHealth). */
+  readonly #createdWithCheck = new Set<string>();
+  /** The containers whose health checks this process runs (see #pumpHealth). */
+  readonly #healthPumps = new Set<string>();
+  #detecting: Promise<EngineFacts> | undefined;
 
   constructor(options: EngineOptions = {}) {
     this.#socketPath = options.host ? undefined : (options.socketPath ?? '/var/run/docker.sock');
-    this.#docker = options.host
-      ? new Dockerode({ host: options.host, port: options.port ?? 2375, protocol: 'http' })
-      : new Dockerode({ socketPath: options.socketPath ?? '/var/run/docker.sock' });
+    this.#docker = new Dockerode(dockerodeOptions(options, (reason) => (this.#sshRefusal = reason)));
     this.#deadlines = { ...DEFAULT_DEADLINES, ...(options.deadlines ?? {}) };
     this.#readAttempts = options.readAttempts ?? 3;
     const issues = engineOptionIssues(this.#deadlines, this.#readAttempts);
@@ -303,7 +444,13 @@ export class Engine {
       // Racing the signal keeps the deadline even for the few dockerode calls that ignore abortSignal.
       return await (signal ? raceAbort(run(signal), signal) : run(signal));
     } catch (error) {
-      throw classifyEngineError(error, { operation, callerSignal: options.signal, deadlineMs: deadline, context });
+      const classified = classifyEngineError(error, { operation, callerSignal: options.signal, deadlineMs: deadline, context });
+      const refusal = this.#sshRefusal;
+      if (classified.code === 'BERTH_ENGINE_SSH' && refusal !== undefined) {
+        this.#sshRefusal = undefined;
+        throw new BerthError('BERTH_ENGINE_SSH', `${operation}: ${refusal}`, { cause: error, context: classified.context });
+      }
+      throw classified;
     }
   }
 
@@ -379,40 +526,218 @@ export class Engine {
     return storageDriverFromRaw(raw);
   }
 
-  /** Checks that the engine answers and speaks at least the minimum API version. */
+  /**
+   * What the engine is (Docker or Podman), its versions, cgroup version, storage driver and security
+   * options, from GET /version and GET /info; learnt once and kept (`refresh` asks again). Berth
+   * adapts to it where the engines differ (see detect.ts).
+   */
+  async detect(options: CallOptions & { refresh?: boolean } = {}): Promise<EngineFacts> {
+    if (this.#facts !== undefined && options.refresh !== true) return this.#facts;
+    if (this.#detecting !== undefined && options.refresh !== true) return this.#detecting;
+    const detecting = (async () => {
+      const docker = this.#docker as unknown as SignalledDocker;
+      // One after the other: an engine that does not answer fails the first, as a version check alone would.
+      const version = await this.#read('version', options, (abortSignal) => docker.version({ abortSignal }) as Promise<RawVersionBody>);
+      const info = await this.#read('info', options, (abortSignal) => docker.info({ abortSignal }));
+      return engineFactsFromRaw(version, info);
+    })();
+    this.#detecting = detecting;
+    try {
+      this.#facts = await detecting;
+      this.#kind = this.#facts.kind;
+      return this.#facts;
+    } finally {
+      if (this.#detecting === detecting) this.#detecting = undefined;
+    }
+  }
+
+  /** The engine's facts once `detect` learnt them; undefined before. */
+  get facts(): EngineFacts | undefined {
+    return this.#facts;
+  }
+
+  /** Which engine it is (GET /version), learnt once. */
+  async #learnKind(options: CallOptions): Promise<EngineKind> {
+    if (this.#kind !== undefined) return this.#kind;
+    const raw = await this.#read('version', options, (abortSignal) => (this.#docker as unknown as SignalledDocker).version({ abortSignal }) as Promise<RawVersionBody>);
+    this.#kind = engineKindOf(raw);
+    return this.#kind;
+  }
+
+  /**
+   * Checks that the engine answers and speaks at least the minimum API version, and learns which
+   * engine it is (GET /version, asked afresh: the engine behind an address may have been replaced).
+   * The rest of the facts (`detect`, GET /info) are asked only where berth needs them.
+   */
   async checkCompatible(options: CallOptions = {}): Promise<EngineVersion> {
-    const version = await this.version(options);
+    const raw = await this.#read('version', options, (abortSignal) => (this.#docker as unknown as SignalledDocker).version({ abortSignal }) as Promise<RawVersionBody>);
+    const kind = engineKindOf(raw);
+    if (this.#kind !== undefined && this.#kind !== kind) this.#facts = undefined;
+    this.#kind = kind;
+    const facts = engineFactsFromRaw(raw, {});
+    const version: EngineVersion = { apiVersion: facts.apiVersion, version: facts.version, os: facts.os, arch: facts.arch, engine: kind };
     const minimum = this.#minimumApiVersion;
     if (compareVersions(version.apiVersion, minimum) < 0) {
       throw new BerthError(
         'BERTH_ENGINE_VERSION',
-        `the engine speaks API ${version.apiVersion} (Docker ${version.version}); berth needs API ${minimum} or newer`,
-        { context: { apiVersion: version.apiVersion, minimumApiVersion: minimum } },
+        `the engine speaks API ${version.apiVersion} (${facts.name} ${facts.version}); berth needs API ${minimum} or newer`,
+        { context: { apiVersion: version.apiVersion, minimumApiVersion: minimum, engine: facts.name, engineVersion: facts.version } },
       );
     }
     return version;
   }
 
-  async createContainer(name: string, body: ContainerCreateBody, options: CallOptions = {}): Promise<string> {
-    const created = await this.#call(
-      'create container',
-      this.#deadlines.writeMs,
-      options,
-      (abortSignal) => this.#docker.createContainer({ ...(body as unknown as Dockerode.ContainerCreateOptions), name, abortSignal }),
-      { name },
-    );
-    return created.id;
+  async createContainer(name: string, requested: ContainerCreateBody, options: CallOptions = {}): Promise<string> {
+    // The engine is learnt before the create only where the body needs it (a health check to merge
+    // with its image's on Podman); otherwise on the create's failure, so that on Docker a create
+    // costs no more requests than before. Podman refuses the `local` log driver: learnt then, the
+    // create is made again as Podman takes it.
+    let kind = this.#kind;
+    const check = requested.Healthcheck;
+    if (kind === undefined && check !== undefined && check.Test[0] !== 'NONE') kind = await this.#learnKind(options);
+    const create = async (body: ContainerCreateBody): Promise<string> =>
+      (
+        await this.#call(
+          'create container',
+          this.#deadlines.writeMs,
+          options,
+          (abortSignal) => this.#docker.createContainer({ ...(body as unknown as Dockerode.ContainerCreateOptions), name, abortSignal }),
+          { name },
+        )
+      ).id;
+    const adapt = (known: EngineKind): Promise<ContainerCreateBody> => this.#withImageHealthcheck(known, adaptCreateBody(known, requested), options);
+    try {
+      const body = kind === undefined ? requested : await adapt(kind);
+      const id = await create(body);
+      // On Podman its start then begins the health pump (#pumpHealth); other containers get theirs at their first inspect.
+      const test = body.Healthcheck?.Test[0];
+      if (kind === 'podman' && (test === 'CMD' || test === 'CMD-SHELL')) this.#createdWithCheck.add(id);
+      return id;
+    } catch (error) {
+      // Only a refusal that Podman's differences can explain (a `local` log driver) is worth asking the engine about.
+      const refused = error instanceof BerthError && (error.code === 'BERTH_ENGINE_SERVER_ERROR' || error.code === 'BERTH_ENGINE_BAD_REQUEST');
+      if (kind === undefined && refused && requested.HostConfig?.LogConfig?.Type === 'local') {
+        kind = await this.#learnKind(options).catch(() => undefined);
+        if (kind === 'podman') {
+          const adapted = await adapt(kind);
+          if (adapted !== requested) {
+            try {
+              return await create(adapted);
+            } catch (again) {
+              throw await this.#podmanCreateConflict(name, again, options);
+            }
+          }
+        }
+      }
+      throw kind === 'podman' ? await this.#podmanCreateConflict(name, error, options) : error;
+    }
+  }
+
+  /**
+   * Docker merges a container's health check with its image's: a check without a command takes the
+   * image's, and each setting left at 0 takes the image's. Podman takes the container's as it is
+   * (its own defaults for the rest), so on Podman berth does the merge itself, from the image's check.
+   */
+  async #withImageHealthcheck(kind: EngineKind, body: ContainerCreateBody, options: CallOptions): Promise<ContainerCreateBody> {
+    const check = body.Healthcheck;
+    if (kind !== 'podman' || check === undefined || check.Test[0] === 'NONE') return body;
+    // Podman's compatible image inspect leaves the check out; its own inspect has it.
+    const modem = (this.#docker as unknown as { modem: ModemDial }).modem;
+    const image = await this.#read('inspect image', options, (abortSignal) =>
+      new Promise<{ Healthcheck?: Partial<HealthcheckBody> }>((resolve, reject) => {
+        modem.dial(
+          { path: `/v4.0.0/libpod/images/${encodeURIComponent(body.Image)}/json`, method: 'GET', abortSignal, statusCodes: { 200: true, 404: 'no such image', 500: 'server error' }, options: {} },
+          (error, data) => (error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve(data as unknown as { Healthcheck?: Partial<HealthcheckBody> })),
+        );
+      }), { image: body.Image }).catch(() => ({}) as { Healthcheck?: Partial<HealthcheckBody> });
+    // (An image that cannot be read is the create's to report.)
+    const own = image.Healthcheck ?? undefined;
+    if (own === undefined) return body;
+    const pick = (mine: number | undefined, theirs: number | undefined): number | undefined => (mine !== undefined && mine > 0 ? mine : theirs);
+    const merged: HealthcheckBody = {
+      Test: check.Test.length > 0 ? check.Test : (own.Test ?? []),
+      ...definedOnly({ Interval: pick(check.Interval, own.Interval), Timeout: pick(check.Timeout, own.Timeout), StartPeriod: pick(check.StartPeriod, own.StartPeriod), Retries: pick(check.Retries, own.Retries) }),
+    };
+    return { ...body, Healthcheck: merged };
+  }
+
+  /**
+   * Podman answers a create whose name is taken with a 500, where Docker answers 409. Told apart by
+   * the engine's state, not its words: when a container holds the name after the failed create, the
+   * failure is the conflict Docker would have reported (and the task driver's adoption rules apply).
+   */
+  async #podmanCreateConflict(name: string, error: unknown, options: CallOptions): Promise<unknown> {
+    if (!(error instanceof BerthError) || error.code !== 'BERTH_ENGINE_SERVER_ERROR') return error;
+    const holder = await this.inspectContainer(name, options).catch(() => undefined);
+    if (holder === undefined) return error;
+    return new BerthError('BERTH_ENGINE_CONFLICT', `create container: the name ${name} is already in use by container ${holder.id}`, {
+      cause: error,
+      context: { ...error.context, statusCode: 409, engineActed: false, holderId: holder.id },
+    });
   }
 
   /** Starts a container; "already started" (304) is an outcome, not an error. */
   async startContainer(id: string, options: CallOptions = {}): Promise<StartOutcome> {
     try {
       await this.#call('start container', this.#deadlines.writeMs, options, (abortSignal) => this.#docker.getContainer(id).start({ abortSignal }), { id });
+      // The inspect starts the health pump where the engine runs no checks of its own.
+      if (this.#createdWithCheck.delete(id)) void this.inspectContainer(id).catch(() => undefined);
       return 'started';
     } catch (error) {
       if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_MODIFIED') return 'already-running';
       throw error;
     }
+  }
+
+  /**
+   * Runs a berth container's health check at its interval, for an engine that runs none itself
+   * (Podman without systemd: see detect.ts `podmanLeavesHealthToCaller`), through Podman's own
+   * "run the health check now" endpoint, which records the result in the container's health state
+   * as Podman's timer would. Started for a running berth container (io.berth.managed) with a check
+   * when berth starts or inspects it, so a container an earlier process started (an agent before its
+   * restart) is checked again from its first inspect. One pump a container; it ends when the
+   * container stops or goes away, and its timers never keep the process alive.
+   */
+  #pumpHealth(inspect: ContainerInspect): void {
+    if (this.#kind !== 'podman' || !inspect.running || inspect.labels[LABELS.managed] !== 'true') return;
+    const test = inspect.healthcheck?.test[0];
+    if ((test !== 'CMD' && test !== 'CMD-SHELL') || this.#healthPumps.has(inspect.id)) return;
+    const facts = this.#facts;
+    if (facts === undefined) {
+      // Whether Podman runs the checks itself is told by its cgroup driver (GET /info): asked once, then decided.
+      void this.detect().then(() => this.#pumpHealth(inspect), () => undefined);
+      return;
+    }
+    if (!podmanLeavesHealthToCaller(facts)) return;
+    this.#healthPumps.add(inspect.id);
+    const modem = (this.#docker as unknown as { modem: ModemDial }).modem;
+    const runOnce = (): Promise<'continue' | 'stop'> =>
+      new Promise((resolve) => {
+        modem.dial(
+          {
+            path: `/v4.0.0/libpod/containers/${encodeURIComponent(inspect.id)}/healthcheck`,
+            method: 'GET',
+            abortSignal: AbortSignal.timeout(this.#deadlines.writeMs),
+            statusCodes: { 200: true, 404: 'no such container', 409: 'container not running', 500: 'server error' },
+            options: {},
+          },
+          (error) => {
+            const status = (error as { statusCode?: number } | null)?.statusCode;
+            resolve(status === 404 || status === 409 ? 'stop' : 'continue');
+          },
+        );
+      });
+    const intervalMs = (inspect.healthcheck?.intervalNs ?? 0) > 0 ? inspect.healthcheck!.intervalNs / 1_000_000 : PODMAN_DEFAULT_HEALTH_INTERVAL_MS;
+    void (async () => {
+      try {
+        for (;;) {
+          await new Promise<void>((resolve) => setTimeout(resolve, intervalMs).unref());
+          if ((await runOnce()) === 'stop') return;
+        }
+      } finally {
+        this.#healthPumps.delete(inspect.id);
+      }
+    })();
   }
 
   /**
@@ -454,17 +779,35 @@ export class Engine {
       (abortSignal) => this.#docker.getContainer(idOrName).inspect({ abortSignal }) as unknown as Promise<RawInspect>,
       { id: idOrName },
     );
-    return containerInspectFromRaw(raw);
+    const inspect = containerInspectFromRaw(raw);
+    this.#pumpHealth(inspect);
+    return inspect;
   }
 
   async listContainers(filter: ContainerListFilter = {}, options: CallOptions = {}): Promise<ContainerSummary[]> {
     const filters: Record<string, string[]> = {};
     if (filter.labels?.length) filters.label = filter.labels;
     if (filter.names?.length) filters.name = filter.names;
-    if (filter.status?.length) filters.status = filter.status;
-    const rows = await this.#read('list containers', options, (abortSignal) =>
-      this.#docker.listContainers({ all: filter.all ?? true, filters: JSON.stringify(filters), abortSignal, ...(filter.withSize ? { size: true } : {}) }),
-    );
+    if (filter.status?.length) filters.status = this.#kind === undefined ? [...filter.status] : engineStatusFilter(this.#kind, filter.status);
+    // Only states the engine never has were asked for: nothing can match.
+    if (filter.status?.length && filters.status?.length === 0) return [];
+    const list = (): Promise<Dockerode.ContainerInfo[]> =>
+      this.#read('list containers', options, (abortSignal) =>
+        this.#docker.listContainers({ all: filter.all ?? true, filters: JSON.stringify(filters), abortSignal, ...(filter.withSize ? { size: true } : {}) }),
+      );
+    let rows: Dockerode.ContainerInfo[];
+    try {
+      rows = await list();
+    } catch (error) {
+      // Podman refuses a status it does not have (500): learnt here, on the error, so that Docker's lists cost no more requests.
+      if (!(error instanceof BerthError) || error.code !== 'BERTH_ENGINE_SERVER_ERROR' || filter.status === undefined || this.#kind !== undefined) throw error;
+      if (engineStatusFilter('podman', filter.status).length === filter.status.length) throw error;
+      const statuses = engineStatusFilter(await this.#learnKind(options), filter.status);
+      if (statuses.length === filter.status.length) throw error;
+      if (statuses.length === 0) return [];
+      filters.status = statuses;
+      rows = await list();
+    }
     return rows.map((row) => containerSummaryFromRaw(row, filter.withSize ?? false));
   }
 
@@ -532,10 +875,11 @@ export class Engine {
    * engine is finishing already (a 409 whose container state says so: `forcedRemovalConflict`).
    */
   async removeContainer(id: string, options: CallOptions = {}): Promise<'removed' | 'absent'> {
+    this.#createdWithCheck.delete(id);
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#call('remove container', this.#deadlines.writeMs, options, (abortSignal) =>
-          this.#docker.getContainer(id).remove({ force: true, v: true, abortSignal }),
+          this.#kind === 'podman' ? podmanRemoveNow(this.#docker, id, abortSignal) : this.#docker.getContainer(id).remove({ force: true, v: true, abortSignal }),
         { id });
         return 'removed';
       } catch (error) {
@@ -557,8 +901,25 @@ export class Engine {
     }
   }
 
+  /**
+   * Freezes a container. Where the engine cannot (rootless Podman on cgroup v1: detect.ts
+   * `engineLimitation`), BERTH_ENGINE_UNSUPPORTED names the engine and why, not the runtime's words;
+   * the engine is asked what it is only then, so that Docker's pauses cost no more requests.
+   */
   async pauseContainer(id: string, options: CallOptions = {}): Promise<void> {
-    await this.#call('pause container', this.#deadlines.writeMs, options, (abortSignal) => this.#docker.getContainer(id).pause({ abortSignal }), { id });
+    const refuse = (facts: EngineFacts | undefined): void => {
+      const limitation = facts === undefined ? undefined : engineLimitation(facts, 'pause');
+      if (facts !== undefined && limitation !== undefined) throw engineUnsupported(facts, 'pause', limitation);
+    };
+    refuse(this.#facts);
+    try {
+      await this.#call('pause container', this.#deadlines.writeMs, options, (abortSignal) => this.#docker.getContainer(id).pause({ abortSignal }), { id });
+    } catch (error) {
+      if (this.#facts === undefined && error instanceof BerthError && (error.code === 'BERTH_ENGINE_SERVER_ERROR' || error.code === 'BERTH_ENGINE_CONFLICT')) {
+        refuse(await this.detect(options).catch(() => undefined));
+      }
+      throw error;
+    }
   }
 
   async unpauseContainer(id: string, options: CallOptions = {}): Promise<void> {
@@ -573,7 +934,7 @@ export class Engine {
   async resizeContainer(id: string, size: { rows: number; columns: number }, options: CallOptions = {}): Promise<void> {
     await this.#call('resize container', this.#deadlines.writeMs, options, (abortSignal) =>
       this.#docker.getContainer(id).resize({ h: size.rows, w: size.columns, ...signalOption(abortSignal) }),
-    { id });
+    { id }).catch(unlessSuccessStatus);
   }
 
   /**
@@ -584,18 +945,27 @@ export class Engine {
    * start is safe to repeat; see TaskDriver.start).
    */
   async attachContainer(id: string, options: CallOptions & { stdin?: boolean; tty?: boolean; logs?: boolean } = {}): Promise<AttachedStreams> {
+    const query = {
+      stream: true,
+      stdout: true,
+      stderr: true,
+      stdin: options.stdin ?? false,
+      // The engine's log first, then the live output (docker attach --logs): the engine replays, then attaches.
+      ...(options.logs ? { logs: true } : {}),
+    };
+    // docker-modem sends the attach's options as a JSON body too. Docker ignores it; Podman hands
+    // what follows the request's head to the container's stdin, body included (and waits for the
+    // end of a chunked one), so on Podman the request says it has an empty body.
+    const kind = options.stdin ? await this.#learnKind(options) : this.#kind;
     const stream = await this.#openStream('attach container', this.#deadlines.writeMs, options, (connection) =>
-      this.#docker.getContainer(id).attach({
-        stream: true,
-        stdout: true,
-        stderr: true,
-        stdin: options.stdin ?? false,
-        // The engine's log first, then the live output (docker attach --logs): the engine replays, then attaches.
-        ...(options.logs ? { logs: true } : {}),
-        // Hijacked, the output arrives on the raw socket: Node's HTTP parser would copy every byte.
-        hijack: true,
-        abortSignal: connection,
-      }) as unknown as Promise<Duplex>,
+      kind === 'podman'
+        ? dialHijacked(this.#docker, `/containers/${encodeURIComponent(id)}/attach?`, query, connection)
+        : (this.#docker.getContainer(id).attach({
+            ...query,
+            // Hijacked, the output arrives on the raw socket: Node's HTTP parser would copy every byte.
+            hijack: true,
+            abortSignal: connection,
+          }) as unknown as Promise<Duplex>),
     { id });
     return this.#splitOutput(stream, options.tty ?? false, options.stdin ?? false);
   }
@@ -627,7 +997,11 @@ export class Engine {
    * Requires a log driver that can be read back (local, json-file) and a container without a TTY.
    */
   async *logEntries(id: string, options: CallOptions & { since?: string; follow?: boolean } = {}): AsyncGenerator<LogEntry> {
-    const stream = await this.#openLogs(id, { ...options, since: options.since === undefined ? 0 : sinceParameter(options.since), timestamps: true });
+    // Podman reads a fractional `since` as nothing to send (and stamps its log to the second): the
+    // engine is asked from the start of since's second, and the entries up to since itself are
+    // skipped here, as they would be anyway. On Docker this re-reads at most a second of the log.
+    const since = options.since === undefined ? 0 : sinceParameter(options.since).split('.')[0]!;
+    const stream = await this.#openLogs(id, { ...options, since, timestamps: true });
     try {
       for await (const entry of parseLogFrames(stream)) {
         // The engine's since is inclusive; berth's is exclusive, so a resumed reader sees no line twice.
@@ -834,10 +1208,12 @@ export class Engine {
       stream.once('close', resolve);
     });
     const split = this.#splitOutput(stream, exec.tty ?? false, exec.stdin ?? false);
-    // A command the runtime cannot start gets one line of the runtime's words on stdout and exit
-    // code 126: the first bytes are kept to tell not-found from not-executable.
+    // A command the runtime cannot start gets one line of the runtime's words and an exit code of
+    // the engine's: on stdout with 126 from Docker, on stderr with 127 (or 126) from Podman. The
+    // first bytes of both are kept to tell not-found from not-executable.
     const head = recordHead(split.stdout, 1024);
-    const streams = { ...split, stdout: head.stream };
+    const errorHead = recordHead(split.stderr, 1024);
+    const streams = { ...split, stdout: head.stream, stderr: errorHead.stream };
     let status: Promise<ExecExitStatus> | undefined;
     const exitStatus = (): Promise<ExecExitStatus> =>
       (status ??= (async () => {
@@ -845,14 +1221,14 @@ export class Engine {
         const info = await this.#read('inspect exec', {}, (abortSignal) => created.inspect({ abortSignal }), { execId: created.id });
         const exitCode = info.ExitCode ?? -1;
         // Pid 0: the process never started, so the exit code is the engine's, not the command's.
-        const commandFailure = info.Pid === 0 && exitCode !== 0 ? commandFailureIn(head.text()) : undefined;
+        const commandFailure = info.Pid === 0 && exitCode !== 0 ? (commandFailureIn(head.text()) ?? commandFailureIn(errorHead.text())) : undefined;
         return commandFailure ? { exitCode: commandFailure.exitCode, commandFailure } : { exitCode };
       })());
     return {
       ...streams,
       id: created.id,
       resize: async ({ rows, columns }) => {
-        await this.#call('resize exec', this.#deadlines.writeMs, {}, (abortSignal) => created.resize({ h: rows, w: columns, ...signalOption(abortSignal) }), { execId: created.id });
+        await this.#call('resize exec', this.#deadlines.writeMs, {}, (abortSignal) => created.resize({ h: rows, w: columns, ...signalOption(abortSignal) }), { execId: created.id }).catch(unlessSuccessStatus);
       },
       exitCode: async () => (await exitStatus()).exitCode,
       exitStatus,
@@ -871,15 +1247,18 @@ export class Engine {
 
   async inspectImage(ref: string, options: CallOptions = {}): Promise<ImageInspect> {
     const raw = await this.#read('inspect image', options, (abortSignal) => this.#docker.getImage(ref).inspect(signalOption(abortSignal)), { image: ref });
-    return imageInspectFromRaw(raw);
+    const image = imageInspectFromRaw(raw);
+    // Podman names images in full (docker.io/…); Docker's names never start so, and stay as they are.
+    return { ...image, repoTags: image.repoTags.map(familiarImageName) };
   }
 
   async listImages(filter: { labels?: string[]; reference?: string[] } = {}, options: CallOptions = {}): Promise<ImageSummary[]> {
     const filters: Record<string, string[]> = {};
     if (filter.labels?.length) filters.label = filter.labels;
     if (filter.reference?.length) filters.reference = filter.reference;
-    const rows = await this.#read('list images', options, (abortSignal) => this.#docker.listImages({ filters: JSON.stringify(filters), abortSignal }));
-    return rows.map(imageSummaryFromRaw);
+    const rows = (await this.#read('list images', options, (abortSignal) => this.#docker.listImages({ filters: JSON.stringify(filters), abortSignal }))).map(imageSummaryFromRaw);
+    // Checked again whatever the engine (Podman ORs label filters; Docker's rows pass unchanged), without asking which it is.
+    return rows.filter((row) => matchesLabelFilters(row.labels, filter.labels ?? [])).map((row) => ({ ...row, repoTags: row.repoTags.map(familiarImageName) }));
   }
 
   /**
@@ -893,7 +1272,9 @@ export class Engine {
       const raw: unknown = await this.#call('remove image', this.#deadlines.writeMs, options, (abortSignal) =>
         this.#docker.getImage(ref).remove({ force: options.force ?? false, abortSignal }),
       { image: ref });
-      return imageRemovedFromRaw(raw);
+      const outcome = imageRemovedFromRaw(raw);
+      // Podman's removal names and ids read as Docker's; Docker's pass unchanged.
+      return outcome.kind === 'removed' ? podmanImageRemoval(outcome) : outcome;
     } catch (error) {
       if (error instanceof BerthError && error.code === 'BERTH_ENGINE_NOT_FOUND') return { kind: 'absent' };
       if (error instanceof BerthError && error.code === 'BERTH_ENGINE_CONFLICT') return { kind: 'in-use' };
@@ -936,8 +1317,8 @@ export class Engine {
   async listNetworks(filter: { labels?: string[] } = {}, options: CallOptions = {}): Promise<NetworkSummary[]> {
     const filters: Record<string, string[]> = {};
     if (filter.labels?.length) filters.label = filter.labels;
-    const rows = await this.#read('list networks', options, (abortSignal) => this.#docker.listNetworks({ filters: JSON.stringify(filters), abortSignal } as Dockerode.NetworkListOptions));
-    return rows.map(networkFromRaw);
+    const rows = (await this.#read('list networks', options, (abortSignal) => this.#docker.listNetworks({ filters: JSON.stringify(filters), abortSignal } as Dockerode.NetworkListOptions))).map(networkFromRaw);
+    return rows.filter((row) => matchesLabelFilters(row.labels, filter.labels ?? []));
   }
 
   async inspectNetwork(id: string, options: CallOptions = {}): Promise<NetworkInspect> {
@@ -967,7 +1348,8 @@ export class Engine {
     if (filter.labels?.length) filters.label = filter.labels;
     if (filter.dangling !== undefined) filters.dangling = [String(filter.dangling)];
     const raw = await this.#read('list volumes', options, (abortSignal) => this.#docker.listVolumes({ filters: JSON.stringify(filters), abortSignal } as Dockerode.VolumeListOptions));
-    return (raw.Volumes ?? []).map(volumeFromRaw);
+    const rows = (raw.Volumes ?? []).map(volumeFromRaw);
+    return rows.filter((row) => matchesLabelFilters(row.labels, filter.labels ?? []));
   }
 
   /**
@@ -1046,7 +1428,7 @@ export class Engine {
 interface SignalledDocker {
   ping(options: { abortSignal?: AbortSignal }): Promise<unknown>;
   version(options: { abortSignal?: AbortSignal }): Promise<Dockerode.DockerVersion>;
-  info(options: { abortSignal?: AbortSignal }): Promise<{ Driver?: string; DriverStatus?: Array<[string, string]> | null }>;
+  info(options: { abortSignal?: AbortSignal }): Promise<RawInfoBody>;
 }
 
 /** @types/dockerode omits the abortSignal option that these dockerode calls accept. */

@@ -337,7 +337,10 @@ export interface StorageDriverInfo {
 
 export interface EngineVersion {
   apiVersion: string;
+  /** The engine's own version (Docker's, or Podman's when `engine` is podman). */
   version: string;
   os: string;
   arch: string;
+  /** Which engine answered (see detect.ts); undefined from `version()`, which does not ask /info. */
+  engine?: 'docker' | 'podman';
 }

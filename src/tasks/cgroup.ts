@@ -1,5 +1,6 @@
 import { closeSync, existsSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
+import { CONTAINER_CGROUP_DIRS } from '../engine/detect.js';
 
 /**
  * Where a container's cgroup lives on the engine's host and how its files are read: the one place
@@ -15,8 +16,12 @@ import path from 'node:path';
 /** The cgroup hierarchy mounted under /sys/fs/cgroup by default. */
 export const DEFAULT_CGROUP_ROOT = '/sys/fs/cgroup';
 
-/** Where a container's cgroup lives under a hierarchy (v2) or a controller's directory (v1), as the engine's cgroup drivers name it. */
-const CONTAINER_CGROUP_PATHS = [(id: string) => path.join('docker', id), (id: string) => path.join('system.slice', `docker-${id}.scope`)];
+/**
+ * Where a container's cgroup lives under a hierarchy (v2) or a controller's directory (v1), as the
+ * engines' cgroup drivers name it: Docker's first, then Podman's (the reader keeps to the one that
+ * answered last, so the other engine's paths cost nothing once one was found).
+ */
+const CONTAINER_CGROUP_PATHS = [...CONTAINER_CGROUP_DIRS.docker, ...CONTAINER_CGROUP_DIRS.podman];
 
 /** Parses `key value` lines (cpu.stat, memory.events, memory.oom_control …) into numbers. */
 export function parseFlatKeyed(text: string): Map<string, number> {

@@ -6,11 +6,10 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import WebSocket, { type RawData } from 'ws';
 import { isBerthError } from '../../src/common/errors.js';
-import { Engine } from '../../src/engine/engine.js';
 import { AgentClient, type AttachSession, type TaskView } from '../../src/agent/client.js';
 import { TOKEN_FILE_NAME } from '../../src/agent/agent.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
-import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 import { agentClientOf, agentTestFile, BERTH_CLI, cleanEnv, httpGet, waitForTaskState, writeAgentConfig, type RunningAgent } from '../support/agent.js';
 import { makeTestCertificates } from '../support/tls.js';
 
@@ -18,7 +17,7 @@ import { makeTestCertificates } from '../support/tls.js';
  * Attach to a running task's live output and stdin, through a real agent process on the real
  * engine: with the agent's client, a raw `ws` client speaking the wire format, and the real CLI.
  */
-const engine = new Engine();
+const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 
 const spec = (command: string[], extra: Partial<StoredTaskSpec> = {}): StoredTaskSpec => ({ image: TEST_IMAGE, command, labels: { ...run.labels }, stopGracePeriod: '1s', ...extra });

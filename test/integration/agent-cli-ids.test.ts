@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { AgentClient, TaskView } from '../../src/agent/client.js';
-import { Engine } from '../../src/engine/engine.js';
 import { LABELS } from '../../src/common/labels.js';
 import { agentClientOf, agentProcesses, berth, berthInspect, submitViaCli, tempDirs, waitForTaskState, type RunningAgent } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { hasEnded, TASK_STATES, type TaskState } from '../../src/state/tasks.js';
 
 /**
@@ -13,7 +12,7 @@ import { hasEnded, TASK_STATES, type TaskState } from '../../src/state/tasks.js'
  * the engine), an ambiguous one refused with its candidates; inspect of several ids; rm -f.
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const agents = agentProcesses();
 const dirs = tempDirs();

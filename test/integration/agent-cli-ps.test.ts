@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { AgentClient, TaskView } from '../../src/agent/client.js';
-import { Engine } from '../../src/engine/engine.js';
 import { agentClientOf, agentProcesses, berth, berthJson, submitViaCli, tempDirs, waitForTaskState, type RunningAgent } from '../support/agent.js';
-import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { hasEnded, TASK_STATES, type TaskState } from '../../src/state/tasks.js';
 
 /**
@@ -12,7 +11,7 @@ import { hasEnded, TASK_STATES, type TaskState } from '../../src/state/tasks.js'
  * start's reason in ps and in logs; a stop's own grace period.
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const agents = agentProcesses();
 const dirs = tempDirs();

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
-import { Engine } from '../../src/engine/engine.js';
 import { AgentClient, type TaskView } from '../../src/agent/client.js';
 import { hasEnded, type StoredTaskSpec } from '../../src/state/tasks.js';
-import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 import { agentClientOf, agentTestFile, berth } from '../support/agent.js';
 
 /**
@@ -12,7 +11,7 @@ import { agentClientOf, agentTestFile, berth } from '../support/agent.js';
  * client and its CLI: a trap in the task sees the signal, a paused task's time limit stands still
  * (also across an agent restart), and wait answers with the end.
  */
-const engine = new Engine();
+const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 
 const spec = (command: string[], extra: Partial<StoredTaskSpec> = {}): StoredTaskSpec => ({ image: TEST_IMAGE, command, labels: { ...run.labels }, stopGracePeriod: '1s', ...extra });

@@ -9,13 +9,12 @@ import { buildAgent, createAgent, type AgentRuntime } from '../../src/agent/agen
 import { AgentClient } from '../../src/agent/client.js';
 import type { AgentConfigInput, ConfigSources } from '../../src/agent/config.js';
 import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
-import { Engine } from '../../src/engine/engine.js';
 import { RECONCILE_EVENTS_CHANNEL } from '../../src/reconcile/index.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import { testHost } from '../support/agent.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 
 /** Every log line as level and message, so a test can count what the agent said about an outage. */

@@ -4,10 +4,9 @@ import { request } from 'node:http';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
-import { Engine } from '../../src/engine/engine.js';
 import { type AgentEvent } from '../../src/agent/client.js';
 import { hasEnded } from '../../src/state/tasks.js';
-import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 import { agentClientOf, agentTestFile, berth, httpGet, spawnBerth, writeAgentConfig } from '../support/agent.js';
 import { TOKEN_FILE_NAME } from '../../src/agent/agent.js';
 
@@ -16,7 +15,7 @@ import { TOKEN_FILE_NAME } from '../../src/agent/agent.js';
  * agent restart, and refused with 410 once the window dropped them. A real agent process on the real
  * engine, through its real socket, the client library and the CLI.
  */
-const engine = new Engine();
+const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 
 /** Reads a subscription until `done` says so, then closes it; fails, naming what came, when the stream ends or a minute passes first. */

@@ -7,12 +7,11 @@ import { fileURLToPath } from 'node:url';
 import { before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import { isBerthError } from '../../src/common/errors.js';
-import { Engine } from '../../src/engine/engine.js';
 import { AgentClient, type AgentExecSession } from '../../src/agent/client.js';
 import { TOKEN_FILE_NAME } from '../../src/agent/agent.js';
 import { decodeData, encodeData } from '../../src/agent/stream-frames.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
-import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 import { agentClientOf, agentTestFile, berth, BERTH_CLI, cleanEnv, waitForTaskState, writeAgentConfig, type RunningAgent } from '../support/agent.js';
 import { makeTestCertificates, type TestCertificates } from '../support/tls.js';
 import { startOnPty } from '../support/pty.js';
@@ -23,7 +22,7 @@ import { startOnPty } from '../support/pty.js';
  * pipes, and `-it` on a real pseudo-terminal). One long-running task serves every exec.
  */
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const engine = new Engine();
+const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 
 const spec = (command: string[]): StoredTaskSpec => ({ image: TEST_IMAGE, command, labels: { ...run.labels }, stopGracePeriod: '1s' });

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { TaskView } from '../../src/agent/client.js';
-import { Engine } from '../../src/engine/engine.js';
 import { assertOutputOnce, finishesWithin, numberedLines, printLines } from '../support/fault-matrix.js';
 import { addMixedFaults, seededRandom } from '../support/fault-mix.js';
 import { FaultProxy } from '../support/fault-proxy.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { startServedAgent, type ServedAgent } from '../support/agent.js';
 import { hasEnded } from '../../src/state/tasks.js';
 
@@ -24,7 +23,7 @@ const DEADLINES = { readTimeout: '5s', writeTimeout: '10s' };
 const BOUND_MS = 120_000;
 const SEED = Number(process.env.BERTH_MIX_SEED ?? Date.now() % 1_000_000);
 
-const direct = new Engine();
+const direct = testEngine();
 const run = testRun(direct);
 const exitCodeOf = (i: number): number => i % 4;
 

@@ -11,12 +11,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { LABELS } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import { buildOpenApiDocument } from '../../src/agent/http/openapi.js';
 import { MAX_PARAM_LENGTH, TASK_ID_PATTERN } from '../../src/agent/http/schemas.js';
 import { resolveTaskSpec } from '../../src/spec/schema.js';
 import { startServedAgent, type ServedAgent } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine, TEST_ENGINE_SOCKET } from '../support/engine.js';
 import { assertBerthError, rawRequest, type RawResponse, type Target } from '../support/http.js';
 
 /** The corpus is fixed: the same seed draws the same requests on every run. Override with BERTH_FUZZ_SEED to explore. */
@@ -57,7 +56,7 @@ interface Case {
   body?: string | Buffer;
 }
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const ID_RE = new RegExp(TASK_ID_PATTERN);
 
@@ -290,7 +289,7 @@ describe('a generated corpus of malformed requests', { skip: await requireEngine
 
   before(async () => {
     // Holders are counted only with cleanup on; the test image is shared, so its removal is put off past the run.
-    agent = await startServedAgent('/var/run/docker.sock', { images: { cleanup: true, removeDelay: '1h' } });
+    agent = await startServedAgent(TEST_ENGINE_SOCKET, { images: { cleanup: true, removeDelay: '1h' } });
     target = { socketPath: agent.serving.socketPath };
     auth = { authorization: `Bearer ${agent.runtime.token}` };
     endedTaskId = `${run.id}-ended`;

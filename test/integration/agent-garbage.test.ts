@@ -6,16 +6,15 @@ import { after, before, describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
 import { LABELS } from '../../src/common/labels.js';
 import { silentLogger } from '../../src/common/logger.js';
-import { Engine } from '../../src/engine/engine.js';
 import { createAgent, type AgentRuntime } from '../../src/agent/agent.js';
 import { AgentClient } from '../../src/agent/client.js';
 import type { AgentEvent } from '../../src/agent/events.js';
 import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
 import { runBerth, testHost } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testContainerBody, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testContainerBody, testRun, testEngine } from '../support/engine.js';
 import { buildUniqueImage, pushImage, removeRunImages, requireRegistryTools, startTestRegistries, untag, type TestRegistries } from '../support/registry.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 
 describe('the agent collects its garbage', { skip: (await requireEngine()) || requireRegistryTools() }, () => {

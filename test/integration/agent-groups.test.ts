@@ -7,9 +7,8 @@ import type { AgentClient } from '../../src/agent/client.js';
 import type { GroupView } from '../../src/agent/http/views.js';
 import { isBerthError, ValidationError } from '../../src/common/errors.js';
 import { LABELS, ROLES } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import { agentClientOf, agentTestFile, berth, writeAgentConfig } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 
 /**
  * Task groups in the agent, end to end: real `berth agent` processes on the real engine, groups
@@ -17,7 +16,7 @@ import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
  * scoped by the agent's own id (each agent here has one of its own) and the run's labels.
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 const skip = await requireEngine();
 const ownerIds: string[] = [];

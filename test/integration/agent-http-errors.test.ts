@@ -4,14 +4,13 @@ import { tarArchive } from '../../src/tasks/tar.js';
 import { after, before, describe, test } from 'node:test';
 import { isBerthError, ValidationError } from '../../src/common/errors.js';
 import { LABELS } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import { API_ROUTES, MAX_PARAM_LENGTH, TASK_ID_MAX_LENGTH } from '../../src/agent/http/schemas.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
 import { berth, startServedAgent, type ServedAgent } from '../support/agent.js';
-import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun, testEngine, TEST_ENGINE_SOCKET } from '../support/engine.js';
 import { assertBerthError, rawExchange, rawRequest, type Target } from '../support/http.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const spec = (command: string[]): StoredTaskSpec => ({ image: TEST_IMAGE, command, labels: { ...run.labels }, stopGracePeriod: '1s' });
 
@@ -26,7 +25,7 @@ describe('the agent API: one error shape, no coercion, every accepted id reachab
 
   before(async () => {
     // Holders are counted only with cleanup on; the test image is shared, so its removal is put off past the run.
-    agent = await startServedAgent('/var/run/docker.sock', { listen: '127.0.0.1:0', images: { cleanup: true, removeDelay: '1h' } });
+    agent = await startServedAgent(TEST_ENGINE_SOCKET, { listen: '127.0.0.1:0', images: { cleanup: true, removeDelay: '1h' } });
     unix = { socketPath: agent.serving.socketPath };
     assert.ok(agent.serving.tcp);
     tcp = { host: agent.serving.tcp.host, port: agent.serving.tcp.port };

@@ -5,16 +5,15 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isBerthError, messageOf, ValidationError } from '../../src/common/errors.js';
 import { silentLogger } from '../../src/common/logger.js';
-import { Engine } from '../../src/engine/engine.js';
 import { createAgent, type AgentRuntime } from '../../src/agent/agent.js';
 import { AgentClient, type AgentEvent, type LogRecord, type TaskView } from '../../src/agent/client.js';
 import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
 import { hasEnded, UNENDED_STATES, type StoredTaskSpec } from '../../src/state/tasks.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { testHost } from '../support/agent.js';
 import { rawRequest } from '../support/http.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const spec = (command: string[], extra: Partial<StoredTaskSpec> = {}): StoredTaskSpec => ({
   image: TEST_IMAGE,

@@ -6,9 +6,8 @@ import { AgentClient, type TaskView } from '../../src/agent/client.js';
 import { isBerthError } from '../../src/common/errors.js';
 import { LABELS } from '../../src/common/labels.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
-import { Engine } from '../../src/engine/engine.js';
 import { agentProcesses, berth, tempDirs, writeAgentConfig, type RunningAgent } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
 /**
  * The agent killed (SIGKILL) immediately after it accepted submits, round after round: every
@@ -18,7 +17,7 @@ import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine
  * the key order, 409 for another), through the real API and the real CLI.
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const agents = agentProcesses();
 const dirs = tempDirs();

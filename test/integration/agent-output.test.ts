@@ -10,12 +10,11 @@ import { AgentClient } from '../../src/agent/client.js';
 import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
 import type { AgentConfigInput, ConfigSources } from '../../src/agent/config.js';
 import { OUTPUT_CUT_TEXT } from '../../src/agent/task-logs.js';
-import { Engine } from '../../src/engine/engine.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import { testHost } from '../support/agent.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const CONTAINER = '[^/]+';
 

@@ -3,11 +3,10 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { LABELS, ROLES } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import { openStore, STORE_FILE_NAME } from '../../src/state/store.js';
 import { agentClientOf, agentTestFile, waitForTaskState, writeAgentConfig } from '../support/agent.js';
 import type { AgentClient } from '../../src/agent/client.js';
-import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 
 /**
  * An agent killed (SIGKILL) with warm tasks in flight and idle pool containers, then restarted on
@@ -17,7 +16,7 @@ import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
  * pool refills; nothing is left behind (checked by labels) once the agent stops.
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 const skip = await requireEngine();
 

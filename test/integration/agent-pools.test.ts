@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { LABELS, ROLES } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import type { AgentClient } from '../../src/agent/client.js';
 import type { AgentEvent } from '../../src/agent/events.js';
 import { agentClientOf, agentTestFile, berth, cleanEnv, runBerth, waitForTaskState, writeAgentConfig, type RunningAgent } from '../support/agent.js';
-import { pollUntil, requireEngine, startTestContainer, TEST_IMAGE } from '../support/engine.js';
+import { pollUntil, requireEngine, startTestContainer, TEST_IMAGE, testEngine } from '../support/engine.js';
 
 /**
  * Warm pools through a real agent process on the real engine: a task whose spec matches a pool
@@ -17,7 +16,7 @@ import { pollUntil, requireEngine, startTestContainer, TEST_IMAGE } from '../sup
  * the configuration is refused, naming its field.
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 const skip = await requireEngine();
 

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
-import { Engine } from '../../src/engine/engine.js';
 import type { TaskView } from '../../src/agent/client.js';
 import { agentClientOf, agentTestFile, berth, berthInspect, submitViaCli, waitForTaskState, writeAgentConfig, type RunningAgent } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 import { canBind, fetchPage, httpdCommand } from '../support/http.js';
 
 /**
@@ -14,7 +13,7 @@ import { canBind, fetchPage, httpdCommand } from '../support/http.js';
  * task is gone; a task joins a network its policy allows, with its alias.
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 const LABEL = run.labelFilter;
 const networks: string[] = [];

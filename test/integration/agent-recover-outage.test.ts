@@ -5,9 +5,8 @@ import { describe, test } from 'node:test';
 import type { ErrorCode } from '../../src/common/errors.js';
 import { containerNameForTask, LABELS } from '../../src/common/labels.js';
 import type { Logger } from '../../src/common/logger.js';
-import { Engine } from '../../src/engine/engine.js';
 import { agentTestFile, serveAgentIn, taskOutput, withAgentBehindProxy, type ServedAgent } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 import type { FaultProxy } from '../support/fault-proxy.js';
 
 /**
@@ -16,7 +15,7 @@ import type { FaultProxy } from '../support/fault-proxy.js';
  * ended task's container that the engine fails is tried again until the container is gone.
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const { run, dirs } = agentTestFile(engine);
 const skip = await requireEngine();
 

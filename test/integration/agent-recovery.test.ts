@@ -5,9 +5,8 @@ import { after, describe, test } from 'node:test';
 import { containerNameForTask, LABELS } from '../../src/common/labels.js';
 import { META_KEYS } from '../../src/state/meta.js';
 import { openStore, STORE_FILE_NAME } from '../../src/state/store.js';
-import { Engine } from '../../src/engine/engine.js';
 import { agentProcesses, berth, berthInspect, berthJson, httpGet, tempDirs, writeAgentConfig } from '../support/agent.js';
-import { pollUntil, requireEngine, startTestContainer, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, startTestContainer, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
 /**
  * The agent survives its own crash: tasks submitted through the real CLI to a real agent process,
@@ -16,7 +15,7 @@ import { pollUntil, requireEngine, startTestContainer, TEST_IMAGE, testRun } fro
  * output exactly once, and exact image holders, leaving no container behind.
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const RUN_LABEL = run.labelFilter;
 const agents = agentProcesses();

@@ -17,16 +17,15 @@ import type { AgentClient, TaskView } from '../../src/agent/client.js';
 import { SECRET_KEY_FILE_NAME } from '../../src/agent/secret-box.js';
 import { isBerthError } from '../../src/common/errors.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
-import { Engine } from '../../src/engine/engine.js';
 import { ImageCoordinator } from '../../src/images/coordinator.js';
 import { STORE_FILE_NAME } from '../../src/state/store.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import { runToEnd } from '../../src/tasks/run.js';
 import { agentClientOf, agentTestFile, berth, berthInspect, waitForTaskState, writeAgentConfig, type RunningAgent } from '../support/agent.js';
-import { requireEngine } from '../support/engine.js';
+import { requireEngine, testEngine } from '../support/engine.js';
 import { buildUniqueImage, pushImage, removeRunImages, requireRegistryTools, startTestRegistries, type TestRegistries } from '../support/registry.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 const skip = (await requireEngine()) || requireRegistryTools();
 

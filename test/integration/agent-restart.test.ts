@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { Engine } from '../../src/engine/engine.js';
 import { LABELS } from '../../src/common/labels.js';
 import { startAttemptKey } from '../../src/agent/restart.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { AgentClient, TaskView } from '../../src/agent/client.js';
 import type { AgentEvent } from '../../src/agent/events.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
-import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 import { agentClientOf, agentTestFile, berth, submitViaCli, waitForTaskState, writeAgentConfig } from '../support/agent.js';
 
 /**
@@ -17,7 +16,7 @@ import { agentClientOf, agentTestFile, berth, submitViaCli, waitForTaskState, wr
  * the task; OOM restarts unless the policy leaves it out; an agent killed between attempts is
  * resumed by the next one; and no attempt leaves a container behind.
  */
-const engine = new Engine();
+const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 
 const ENDED = ['exited', 'lost'] as const;

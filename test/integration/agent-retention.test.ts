@@ -18,12 +18,11 @@ import { serveAgent, type ServingAgent } from '../../src/agent/http/serve.js';
 import { TaskLogStore } from '../../src/agent/task-logs.js';
 import { isBerthError, messageOf } from '../../src/common/errors.js';
 import { silentLogger } from '../../src/common/logger.js';
-import { Engine } from '../../src/engine/engine.js';
 import { hasEnded, openStore, STORE_FILE_NAME, UNENDED_STATES, type StoredTaskSpec } from '../../src/state/index.js';
 import { taskOutput, testHost } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const dataDirs: string[] = [];
 

@@ -4,12 +4,11 @@ import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import type { AgentClient } from '../../src/agent/client.js';
 import { ValidationError } from '../../src/common/errors.js';
-import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { agentClientOf, agentTestFile, berth, taskOutput, waitForTaskState, writeAgentConfig, type RunningAgent } from '../support/agent.js';
-import { requireEngine, TEST_IMAGE } from '../support/engine.js';
+import { requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 
-const engine = new Engine({ socketPath: '/var/run/docker.sock' });
+const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 
 /** What a task prints about its own sandbox, one `key=value` line each. */

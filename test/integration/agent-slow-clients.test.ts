@@ -4,7 +4,7 @@ import { connect, type Socket } from 'node:net';
 import { describe, test } from 'node:test';
 import { AgentClient } from '../../src/agent/client.js';
 import { berth, startServedAgent, type ServedAgent } from '../support/agent.js';
-import { pollUntil, requireEngine } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_ENGINE_SOCKET } from '../support/engine.js';
 import { assertBerthError, rawRequest, type RawResponse, type Target } from '../support/http.js';
 
 /** The test image is shared with other tests: its removal is put off past the run. */
@@ -69,7 +69,7 @@ describe('slow and idle clients cannot hold the agent\'s sockets', { skip: await
   test('250 slow connections are dropped within the configured timeouts while other clients are served on both listeners', async (t) => {
     const headersTimeoutMs = 5000;
     const requestTimeoutMs = 8000;
-    const agent = await startServedAgent('/var/run/docker.sock', {
+    const agent = await startServedAgent(TEST_ENGINE_SOCKET, {
       listen: '127.0.0.1:0',
       images: IMAGES,
       http: { headersTimeout: `${headersTimeoutMs}ms`, requestTimeout: `${requestTimeoutMs}ms`, keepAliveTimeout: '1s', maxConnections: 512 },
@@ -135,7 +135,7 @@ describe('slow and idle clients cannot hold the agent\'s sockets', { skip: await
   });
 
   test('an idle keep-alive connection is closed after http.keepAliveTimeout', async () => {
-    const agent = await startServedAgent('/var/run/docker.sock', { listen: '127.0.0.1:0', images: IMAGES, http: { keepAliveTimeout: '1s' } });
+    const agent = await startServedAgent(TEST_ENGINE_SOCKET, { listen: '127.0.0.1:0', images: IMAGES, http: { keepAliveTimeout: '1s' } });
     try {
       for (const [name, target] of targetsOf(agent)) {
         const socket = open(target);
@@ -158,7 +158,7 @@ describe('slow and idle clients cannot hold the agent\'s sockets', { skip: await
 
   test('past http.maxConnections new connections are closed at once, and service resumes when some end', async () => {
     const maxConnections = 20;
-    const agent = await startServedAgent('/var/run/docker.sock', {
+    const agent = await startServedAgent(TEST_ENGINE_SOCKET, {
       listen: '127.0.0.1:0',
       images: IMAGES,
       http: { headersTimeout: '60s', requestTimeout: '60s', keepAliveTimeout: '60s', maxConnections },

@@ -3,9 +3,8 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { LABELS } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import { agentTestFile, serveAgentIn, taskOutput, withAgentBehindProxy, type ServedAgent } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 import type { FaultProxy } from '../support/fault-proxy.js';
 
 /**
@@ -14,7 +13,7 @@ import type { FaultProxy } from '../support/fault-proxy.js';
  * is pushed past the agent's write deadline and still reaches the engine later.
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const { run, dirs } = agentTestFile(engine);
 const skip = await requireEngine();
 

@@ -3,10 +3,9 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
-import { Engine } from '../../src/engine/engine.js';
 import type { AgentClient, StatsRecord, TaskView } from '../../src/agent/client.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
-import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 import { agentClientOf, agentTestFile, berth, berthInspect, httpGet, spawnBerth, type RunningAgent } from '../support/agent.js';
 
 /**
@@ -15,7 +14,7 @@ import { agentClientOf, agentTestFile, berth, berthInspect, httpGet, spawnBerth,
  * recorded when each ends (CPU time, peak memory, throttling) in the view, the metrics and
  * `berth inspect`, and `berth stats` through the agent with -H and a token.
  */
-const engine = new Engine();
+const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 const MiB = 1024 * 1024;
 

@@ -9,9 +9,8 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { connect as tlsConnect } from 'node:tls';
 import { AgentClient, type AgentEvent } from '../../src/agent/client.js';
-import { Engine } from '../../src/engine/engine.js';
 import { agentProcesses, berth, httpGet, tempDirs, writeAgentConfig, type RunningAgent } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { makeTestCertificates, type TestCertificates } from '../support/tls.js';
 
 /**
@@ -20,7 +19,7 @@ import { makeTestCertificates, type TestCertificates } from '../support/tls.js';
  * (`--host https://… --tlscacert …`), and a token rotated with SIGHUP under an open event stream.
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const agents = agentProcesses();
 const dirs = tempDirs();

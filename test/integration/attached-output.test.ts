@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
-import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { runToEnd } from '../../src/tasks/run.js';
 import { useProxiedDriver } from '../support/proxied-driver.js';
-import { readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { readAll, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
-const direct = new Engine();
+const direct = testEngine();
 const run = testRun(direct);
 const ATTACH_PATH = /^\/containers\/[^/]+\/attach$/;
 const LINES = 200;

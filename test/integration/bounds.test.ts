@@ -2,13 +2,12 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { isBerthError, ValidationError } from '../../src/common/errors.js';
 import { MAX_SIZE_BYTES } from '../../src/common/units.js';
-import { Engine } from '../../src/engine/engine.js';
 import { SPEC_BOUNDS, type TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import { cleanEnv, runBerth, startServedAgent, type ServedAgent } from '../support/agent.js';
-import { readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { readAll, requireEngine, TEST_IMAGE, testRun, testEngine, TEST_ENGINE_SOCKET } from '../support/engine.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const driver = new TaskDriver({ engine, ownerId: `test-${run.id}` });
 const spec = (overrides: Partial<TaskSpec>): TaskSpec => ({ image: TEST_IMAGE, labels: { ...run.labels }, ...overrides });
@@ -121,7 +120,7 @@ describe('values up to every bound work against the real engine', { skip: await 
   describe('the agent', () => {
     let agent: ServedAgent;
     before(async () => {
-      agent = await startServedAgent('/var/run/docker.sock');
+      agent = await startServedAgent(TEST_ENGINE_SOCKET);
     });
     after(() => agent.close());
 
@@ -149,7 +148,7 @@ describe('values up to every bound work against the real engine', { skip: await 
 async function rawStopTimeout(containerId: string): Promise<number | undefined> {
   const { request } = await import('node:http');
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath: '/var/run/docker.sock', path: `/containers/${containerId}/json` }, (res) => {
+    const req = request({ socketPath: TEST_ENGINE_SOCKET, path: `/containers/${containerId}/json` }, (res) => {
       let body = '';
       res.setEncoding('utf8').on('data', (d: string) => (body += d)).on('end', () => resolve((JSON.parse(body) as { Config: { StopTimeout?: number } }).Config.StopTimeout));
     });

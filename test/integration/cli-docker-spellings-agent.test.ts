@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Engine } from '../../src/engine/engine.js';
 import { agentProcesses, berth, spawnBerth, tempDirs, writeAgentConfig } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
 /**
  * Docker's spellings of issue 12 in the agent's commands, through the real binary against a real
@@ -11,7 +10,7 @@ import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine
  * spellings and --help: cli-docker-spellings-run; logs: cli-docker-spellings-logs.)
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const RUN_LABEL = run.labelFilter;
 const agents = agentProcesses();

@@ -7,11 +7,10 @@ import { fileURLToPath } from 'node:url';
 import { PassThrough } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import type { Command } from 'commander';
-import { Engine } from '../../src/engine/engine.js';
 import { NO_INTERRUPTS } from '../../src/cli/interrupts.js';
 import { buildProgram } from '../../src/cli/main.js';
 import { cleanEnv, runBerth, tempDirs } from '../support/agent.js';
-import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
 /**
  * Docker's spellings of issue 12 in `berth run`, through the real binary against the real engine:
@@ -19,7 +18,7 @@ import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
  * which is the command tree test/unit/cli/help-matches-parser.test.ts checks against the parser.
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const RUN_LABEL = run.labelFilter;
 const dirs = tempDirs();

@@ -4,11 +4,10 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { containerNameForTask } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
 import { BERTH_CLI } from '../support/agent.js';
-import { requireEngine, startTestContainer, TEST_IMAGE, testRun } from '../support/engine.js';
+import { requireEngine, startTestContainer, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
 /**
  * `berth exec` as a user runs it: the CLI in a child process, against task containers made by a
@@ -16,7 +15,7 @@ import { requireEngine, startTestContainer, TEST_IMAGE, testRun } from '../suppo
  * berth's. The CLI runs from source, so the test exercises this checkout whether or not dist/ is built.
  */
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const driver = new TaskDriver({ engine, ownerId: 'cli' });
 

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { Engine } from '../../src/engine/engine.js';
 import { assertOutputOnce, numberedLines, printLines, runBerthWithin, type BoundedRun } from '../support/fault-matrix.js';
 import { addMixedFaults, seededRandom } from '../support/fault-mix.js';
 import { FaultProxy } from '../support/fault-proxy.js';
-import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
 const RUNS = 24;
 const CONCURRENCY = 4;
@@ -16,7 +15,7 @@ const LINES = 10;
 const RUN_BOUND_MS = 120_000;
 const SEED = Number(process.env.BERTH_MIX_SEED ?? Date.now() % 1_000_000);
 
-const direct = new Engine();
+const direct = testEngine();
 const run = testRun(direct);
 const exitCodeOf = (i: number): number => i % 4;
 

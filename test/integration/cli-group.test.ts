@@ -4,12 +4,11 @@ import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { Engine } from '../../src/engine/engine.js';
 import { BERTH_CLI, cleanEnv, tempDirs } from '../support/agent.js';
-import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { groupLeftovers, removeRunObjects } from '../support/groups.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const dirs = tempDirs();
 const NOTHING = { containers: [], volumes: [], networks: [] };

@@ -2,12 +2,11 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
-import { Engine } from '../../src/engine/engine.js';
 import { BERTH_CLI } from '../support/agent.js';
-import { requireEngine, testRun } from '../support/engine.js';
+import { requireEngine, testRun, testEngine } from '../support/engine.js';
 import { pushImage, requireRegistryTools, startTestRegistries, untag, type TestRegistries } from '../support/registry.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 
 async function berth(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {

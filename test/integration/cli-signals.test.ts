@@ -7,11 +7,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { containerNameForTask, LABELS } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
 import { BERTH_CLI, cleanEnv } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { FaultProxy, type FaultRule } from '../support/fault-proxy.js';
 
 /**
@@ -21,7 +20,7 @@ import { FaultProxy, type FaultRule } from '../support/fault-proxy.js';
  * 143 once the cleanup finished or its bound ran out; a second signal during a stuck cleanup exits
  * at once with its own code. Nothing here asserts a duration: a generous deadline only tells a hang.
  */
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const driver = new TaskDriver({ engine, ownerId: 'cli' });
 const handles: TaskHandle[] = [];

@@ -5,12 +5,11 @@ import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import type { StatsRecord } from '../../src/cli/stats-format.js';
 import { containerNameForTask } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
 import { BERTH_CLI } from '../support/agent.js';
-import { pollUntil, requireEngine, startTestContainer, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, startTestContainer, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
 /**
  * `berth stats` as a user runs it: the CLI in a child process (stdout a pipe, so lines rather than
@@ -21,7 +20,7 @@ const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const MiB = 1024 * 1024;
 /** How long the engine may take to give what a test waits for (it samples once a second). */
 const DEADLINE_MS = 60_000;
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const driver = new TaskDriver({ engine, ownerId: 'cli' });
 const handles: TaskHandle[] = [];

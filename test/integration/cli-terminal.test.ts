@@ -4,11 +4,10 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { after, describe, test } from 'node:test';
 import { LABELS } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
 import { BERTH_CLI, cleanEnv } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { CURSOR_QUERY, CURSOR_REPORT, startOnPty, type PtySession, type TerminalSettings } from '../support/pty.js';
 
 /**
@@ -18,7 +17,7 @@ import { CURSOR_QUERY, CURSOR_REPORT, startOnPty, type PtySession, type Terminal
  * run, of Ctrl-C without a terminal, and of a timed-out task, through the CLI with pipes.
  */
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const driver = new TaskDriver({ engine, ownerId: 'cli' });
 const handles: TaskHandle[] = [];

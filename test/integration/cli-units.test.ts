@@ -5,9 +5,8 @@ import { readFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Engine } from '../../src/engine/engine.js';
 import { agentProcesses, BERTH_CLI, berth, cleanEnv, httpGet, runBerth, tempDirs, type RunningAgent } from '../support/agent.js';
-import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { requireEngine, TEST_ENGINE_SOCKET, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
 /**
  * Issue 12's units, errors and getting-started items through the real CLI (`node … src/cli/entry.ts`,
@@ -16,7 +15,7 @@ import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
  * agent's pretty log on a terminal, the API's pattern errors, and spec errors named by flag.
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const agents = agentProcesses();
 const dirs = tempDirs();
@@ -26,7 +25,7 @@ const cli = (args: string[]) => runBerth(args, cleanEnv());
 /** GET on the engine's API, for a field berth's engine port does not expose. */
 function engineGet(urlPath: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath: '/var/run/docker.sock', path: urlPath }, (res) => {
+    const req = request({ socketPath: TEST_ENGINE_SOCKET, path: urlPath }, (res) => {
       let body = '';
       res.setEncoding('utf8').on('data', (d: string) => (body += d));
       res.once('end', () => (res.statusCode === 200 ? resolve(body) : reject(new Error(`${urlPath}: ${res.statusCode} ${body}`))));

@@ -5,9 +5,9 @@ import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import { useProxiedDriver } from '../support/proxied-driver.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
-const direct = new Engine();
+const direct = testEngine();
 const run = testRun(direct);
 const spec = (command: string): TaskSpec => ({ image: TEST_IMAGE, labels: { ...run.labels }, command: ['sh', '-c', command] });
 const WAIT_PATH = /^\/containers\/[^/]+\/wait$/;
@@ -50,7 +50,11 @@ describe('a task\'s end is seen when its wait connection fails or never answers'
     faulty.proxy.addRule({ method: 'POST', path: WAIT_PATH, fault: { kind: 'delay', delayMs: NEVER_MS } });
     faulty.proxy.addRule({ method: 'GET', path: '/events', fault: { kind: 'drop' } });
     const handle = await faulty.driver.start(spec('sleep 600'), { output: 'engine-log' });
+    // The engine kills the container before it removes it: a look in between sees it exited (137)
+    // and rightly ends the task `failed`. Looks are held until it is gone, then reach the engine.
+    const looks = faulty.proxy.addRule({ method: 'GET', path: /^\/containers\/(json|[^/]+\/json)$/, fault: { kind: 'hold' } });
     await direct.removeContainer(handle.containerId);
+    looks.release();
     const end = await handle.wait();
     assert.equal(end.kind, 'lost');
     assert.match(end.kind === 'lost' ? end.reason : '', /vanished/);

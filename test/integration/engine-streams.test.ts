@@ -6,9 +6,9 @@ import { LABELS } from '../../src/common/labels.js';
 import { Engine } from '../../src/engine/engine.js';
 import { tarArchive } from '../../src/tasks/tar.js';
 import { FaultProxy } from '../support/fault-proxy.js';
-import { pollUntil, requireEngine, startTestContainer, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, startTestContainer, testRun, testEngine } from '../support/engine.js';
 
-const direct = new Engine();
+const direct = testEngine();
 const run = testRun(direct);
 const retryableUnavailable = (error: unknown): boolean => isBerthError(error, 'BERTH_ENGINE_UNAVAILABLE') && error.retryable;
 
@@ -87,7 +87,7 @@ describe('followed engine streams settle when their connection dies', { skip: aw
 });
 
 describe('an image import whose progress stream the engine never ends', { skip: await requireEngine() }, () => {
-  const direct = new Engine();
+  const direct = testEngine();
   const repo = `berth-test/import-stall-${process.pid}`;
   let proxy: FaultProxy;
 

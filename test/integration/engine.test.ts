@@ -6,16 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it, type TestContext } from 'node:test';
 import { isBerthError, type BerthError, type ErrorCode } from '../../src/common/errors.js';
 import { Engine, MINIMUM_API_VERSION } from '../../src/engine/engine.js';
-import {
-  createTestContainer,
-  readAll,
-  requireEngine,
-  startTestContainer,
-  TEST_IMAGE,
-  TEST_RUN_LABEL,
-  testRun,
-  type TestRun,
-} from '../support/engine.js';
+import { createTestContainer, readAll, requireEngine, startTestContainer, TEST_IMAGE, TEST_RUN_LABEL, testRun, type TestRun, testEngine } from '../support/engine.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 
 const skip = await requireEngine();
@@ -31,7 +22,7 @@ function hasCode(code: ErrorCode): (error: unknown) => boolean {
 const MiB = 1024 * 1024;
 
 describe('Engine (real engine)', { skip }, () => {
-  const engine = new Engine();
+  const engine = testEngine();
   let proxy: FaultProxy;
   /** Through the proxy, with the default read retries. */
   let proxied: Engine;
@@ -70,7 +61,7 @@ describe('Engine (real engine)', { skip }, () => {
 
     it('checkCompatible rejects an engine older than the minimum with BERTH_ENGINE_VERSION naming both versions', async () => {
       const actual = await engine.version();
-      const demanding = new Engine({ minimumApiVersion: '9.99' });
+      const demanding = testEngine({ minimumApiVersion: '9.99' });
       await assert.rejects(demanding.checkCompatible(), (error: unknown) => {
         hasCode('BERTH_ENGINE_VERSION')(error);
         const berthError = error as BerthError;
@@ -82,7 +73,7 @@ describe('Engine (real engine)', { skip }, () => {
     });
 
     it('checkCompatible compares minor versions numerically (1.9 is older than 1.41)', async () => {
-      await new Engine({ minimumApiVersion: '1.9' }).checkCompatible();
+      await testEngine({ minimumApiVersion: '1.9' }).checkCompatible();
     });
   });
 

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
-import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { runToEnd } from '../../src/tasks/run.js';
 import { useProxiedDriver } from '../support/proxied-driver.js';
-import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { recordingLogger } from '../support/logger.js';
 import { until } from '../support/time.js';
 
@@ -18,7 +17,7 @@ function seededRandom(seed: number): () => number {
   };
 }
 
-const direct = new Engine();
+const direct = testEngine();
 const run = testRun(direct);
 const spec = (overrides: Partial<TaskSpec> = {}): TaskSpec => ({ image: TEST_IMAGE, labels: { ...run.labels }, command: ['sh', '-c', 'exit 7'], ...overrides });
 const fastRetry = { attempts: 5, initialDelayMs: 20, maxDelayMs: 200 };

@@ -7,14 +7,13 @@ import type { AgentClient } from '../../src/agent/client.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
 import { isBerthError } from '../../src/common/errors.js';
 import { LABELS } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import { tarArchive, tarEnd, tarHeader, tarPadding } from '../../src/tasks/tar.js';
 import { agentClientOf, agentTestFile, berth, taskOutput, waitForTaskState, writeAgentConfig, type RunningAgent } from '../support/agent.js';
-import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const driver = new TaskDriver({ engine, ownerId: `test-${run.id}` });
 const spec = (overrides: Partial<TaskSpec>): TaskSpec => ({ image: TEST_IMAGE, labels: { ...run.labels }, ...overrides });

@@ -7,11 +7,10 @@ import { buffer } from 'node:stream/consumers';
 import { promisify } from 'node:util';
 import { before, describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
-import { Engine } from '../../src/engine/engine.js';
 import type { AgentClient, TaskView } from '../../src/agent/client.js';
 import type { StoredTaskSpec } from '../../src/state/tasks.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
-import { pollUntil, requireEngine, TEST_IMAGE } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 import { agentClientOf, agentTestFile, berth, writeAgentConfig, waitForTaskState, type RunningAgent } from '../support/agent.js';
 
 /**
@@ -21,7 +20,7 @@ import { agentClientOf, agentTestFile, berth, writeAgentConfig, waitForTaskState
  * `berth cp` both from a running task and from an ended task's artifacts, and the artifacts' file
  * gone with `berth rm`.
  */
-const engine = new Engine();
+const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 const exec = promisify(execFile);
 const KiB = 1024;

@@ -4,7 +4,7 @@ import { isBerthError } from '../../src/common/errors.js';
 import { Engine } from '../../src/engine/engine.js';
 import { GroupRunner } from '../../src/groups/runner.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
-import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { FaultProxy, type Fault } from '../support/fault-proxy.js';
 import { groupLeftovers, removeRunObjects } from '../support/groups.js';
 
@@ -14,7 +14,7 @@ import { groupLeftovers, removeRunObjects } from '../support/groups.js';
  * volume is left behind (checked by the run's labels after every case).
  */
 
-const realEngine = new Engine();
+const realEngine = testEngine();
 const run = testRun(realEngine);
 const NOTHING = { containers: [], volumes: [], networks: [] };
 let proxy: FaultProxy | undefined;

@@ -3,13 +3,12 @@ import { request } from 'node:http';
 import { after, describe, test } from 'node:test';
 import { isBerthError, ValidationError } from '../../src/common/errors.js';
 import { groupVolumeName } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import { GroupRunner } from '../../src/groups/runner.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
-import { pollUntil, readAll, requireEngine, TEST_IMAGE, testContainerBody, testRun } from '../support/engine.js';
+import { pollUntil, readAll, requireEngine, TEST_IMAGE, testContainerBody, testRun, testEngine } from '../support/engine.js';
 import { CollectedOutput, groupLeftovers, removeRunObjects } from '../support/groups.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const driver = new TaskDriver({ engine, ownerId: `test-${run.id}` });
 const runner = new GroupRunner({ driver, engine, labels: run.labels });

@@ -4,15 +4,17 @@ import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
 import { isBerthError, ValidationError } from '../../src/common/errors.js';
 import { containerNameForTask, LABELS } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
 import { runBerth, type CliResult } from '../support/agent.js';
-import { createTestContainer, pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { createTestContainer, pollUntil, readAll, requireEngine, TEST_ENGINE_KIND, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { DOCKER_CLI } from '../support/registry.js';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const driver = new TaskDriver({ engine, ownerId: `test-${run.id}` });
 const spec = (overrides: Partial<TaskSpec>): TaskSpec => ({ image: TEST_IMAGE, labels: { ...run.labels }, ...overrides });
@@ -177,8 +179,21 @@ describe('health checks against the real engine', { skip: await requireEngine() 
 
     before(async () => {
       // The image's check passes once /tmp/ready exists; its start period keeps early failures from counting.
+      const change = 'HEALTHCHECK --interval=100ms --start-period=10m CMD cat /tmp/ready';
+      if (TEST_ENGINE_KIND === 'podman') {
+        // Podman's commit takes no HEALTHCHECK change ("invalid instruction"); its build does, from a
+        // Dockerfile over the test image (the docker CLI's legacy build through Podman's API, offline).
+        const dir = await mkdtemp(path.join(tmpdir(), 'berth-health-image-'));
+        try {
+          await writeFile(path.join(dir, 'Dockerfile'), `FROM ${TEST_IMAGE}\n${change}\n`);
+          await exec(DOCKER_CLI, ['build', '-q', '-t', image, dir], { env: { ...process.env, DOCKER_BUILDKIT: '0' } });
+        } finally {
+          await rm(dir, { recursive: true, force: true });
+        }
+        return;
+      }
       const source = await createTestContainer(engine, run, { cmd: ['true'] });
-      await exec(DOCKER_CLI, ['commit', '--change', 'HEALTHCHECK --interval=100ms --start-period=10m CMD cat /tmp/ready', source, image]);
+      await exec(DOCKER_CLI, ['commit', '--change', change, source, image]);
       await engine.removeContainer(source);
     });
 
@@ -217,7 +232,8 @@ describe('health checks against the real engine', { skip: await requireEngine() 
         assert.deepEqual(inspect.healthcheck, {
           test: ['CMD-SHELL', 'cat /tmp/ready'],
           intervalNs: 100_000_000,
-          timeoutNs: 0,
+          // Podman stores its default timeout (30 s) where Docker keeps 0 and applies the same default.
+          timeoutNs: TEST_ENGINE_KIND === 'podman' ? 30_000_000_000 : 0,
           startPeriodNs: 600_000_000_000,
           retries: 5,
         });

@@ -7,13 +7,12 @@ import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import Dockerode from 'dockerode';
 import { isBerthError } from '../../src/common/errors.js';
-import { Engine } from '../../src/engine/engine.js';
 import { removeBerthImage } from '../../src/images/removal.js';
-import { createTestContainer, requireEngine, testRun } from '../support/engine.js';
+import { createTestContainer, requireEngine, TEST_ENGINE_SOCKET, testRun, testEngine } from '../support/engine.js';
 import { buildUniqueImage, removeRunImages } from '../support/registry.js';
 
-const engine = new Engine();
-const docker = new Dockerode({ socketPath: '/var/run/docker.sock' });
+const engine = testEngine();
+const docker = new Dockerode({ socketPath: TEST_ENGINE_SOCKET });
 const run = testRun(engine);
 
 /** A name of this run: `berth-test-removal-<run>/<what>:1`. */

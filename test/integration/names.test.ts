@@ -3,11 +3,10 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { after, describe, test } from 'node:test';
 import { containerNameForTask, LABELS, parseContainerName } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import type { ContainerSummary } from '../../src/engine/types.js';
 import { TASK_ID, TaskDriver } from '../../src/tasks/driver.js';
 import { agentProcesses, berth, berthInspect, cleanEnv, runBerth, tempDirs, type CliResult } from '../support/agent.js';
-import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { DOCKER_CLI } from '../support/registry.js';
 
 // The test image's busybox runs its applets from sh only: exec `sh -c '…'`, not `touch` itself.
@@ -22,7 +21,7 @@ import { DOCKER_CLI } from '../support/registry.js';
  * so the test, not the host's speed, decides when each ends, and a release that reached the wrong
  * container would show.
  */
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const RUN_LABEL = run.labelFilter;
 const agents = agentProcesses();

@@ -10,16 +10,15 @@ import { after, describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
 import { LABELS } from '../../src/common/labels.js';
 import { readHostIdentity } from '../../src/common/owner-process.js';
-import { Engine } from '../../src/engine/engine.js';
 import type { PruneView } from '../../src/agent/http/views.js';
 import { createdAtUpperBoundMs } from '../../src/reconcile/decide.js';
 import type { OrphanedContainerRemovedEvent } from '../../src/reconcile/events.js';
 import { DanglingReconciler } from '../../src/reconcile/reconciler.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import { agentProcesses, BERTH_CLI, berth, cleanEnv, tempDirs, writeAgentConfig } from '../support/agent.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const GRACE_MS = 2000;
 const OWNER_PROCESS_KEYS = [LABELS.ownerHost, LABELS.ownerBootId, LABELS.ownerPidNamespace, LABELS.ownerPid, LABELS.ownerStartTime];

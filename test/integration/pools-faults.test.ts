@@ -15,10 +15,10 @@ import { Engine } from '../../src/engine/engine.js';
 import type { PoolDefinition, PoolEvent } from '../../src/pools/types.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
-import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { FaultProxy, type Fault } from '../support/fault-proxy.js';
 
-const realEngine = new Engine();
+const realEngine = testEngine();
 const run = testRun(realEngine);
 let proxy: FaultProxy | undefined;
 let proxiedEngine: Engine | undefined;

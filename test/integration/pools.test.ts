@@ -9,16 +9,15 @@ import { Readable } from 'node:stream';
 import { after, describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
 import { LABELS, ROLES } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import type { PoolDefinition, PoolEvent } from '../../src/pools/types.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver, type StartOptions } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
 import { tarArchive } from '../../src/tasks/tar.js';
 import { readFileSync } from 'node:fs';
-import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const drivers: TaskDriver[] = [];
 let driverCount = 0;

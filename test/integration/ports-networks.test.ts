@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
-import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
-import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { spawnBerth } from '../support/agent.js';
 import { canBind, fetchPage, httpdCommand } from '../support/http.js';
 
@@ -13,7 +12,7 @@ import { canBind, fetchPage, httpdCommand } from '../support/http.js';
  * the task; a task on two test-made networks with an endpoint (and its alias) on each.
  */
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const driver = new TaskDriver({ engine, ownerId: `test-${run.id}` });
 const spec = (overrides: Partial<TaskSpec>): TaskSpec => ({ image: TEST_IMAGE, pull: 'never', labels: { ...run.labels }, ...overrides });

@@ -3,15 +3,14 @@ import { after, before, describe, test } from 'node:test';
 import Dockerode from 'dockerode';
 import { isBerthError } from '../../src/common/errors.js';
 import { LABELS } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import type { PruneFilterInput } from '../../src/prune/filters.js';
 import type { PruneImageSource } from '../../src/prune/images.js';
 import { Pruner, type PrunerInit } from '../../src/prune/pruner.js';
-import { createTestContainer, pollUntil, requireEngine, startTestContainer, TEST_IMAGE, testRun } from '../support/engine.js';
+import { createTestContainer, pollUntil, requireEngine, startTestContainer, TEST_ENGINE_SOCKET, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { buildUniqueImage, removeRunImages, requireRegistryTools } from '../support/registry.js';
 
-const engine = new Engine();
-const docker = new Dockerode({ socketPath: '/var/run/docker.sock' });
+const engine = testEngine();
+const docker = new Dockerode({ socketPath: TEST_ENGINE_SOCKET });
 const run = testRun(engine);
 let ownerCounter = 0;
 

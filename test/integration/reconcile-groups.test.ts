@@ -23,9 +23,9 @@ import { createdAtUpperBoundMs } from '../../src/reconcile/decide.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import type { AgentEvent } from '../../src/agent/events.js';
 import { agentClientOf, agentProcesses, berth, tempDirs, writeAgentConfig } from '../support/agent.js';
-import { createTestContainer, pollUntil, requireEngine, startTestContainer, testRun } from '../support/engine.js';
+import { createTestContainer, pollUntil, requireEngine, startTestContainer, testRun, testEngine } from '../support/engine.js';
 
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const OWNER = `test-${run.id}`;
 

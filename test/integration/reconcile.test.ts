@@ -8,9 +8,9 @@ import { createdAtUpperBoundMs } from '../../src/reconcile/decide.js';
 import type { ScheduledSweepOutcome } from '../../src/reconcile/events.js';
 import { DanglingReconciler } from '../../src/reconcile/reconciler.js';
 import { FaultProxy } from '../support/fault-proxy.js';
-import { pollUntil, requireEngine, startTestContainer, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, startTestContainer, testRun, testEngine } from '../support/engine.js';
 
-const direct = new Engine();
+const direct = testEngine();
 const run = testRun(direct);
 const OWNER = `test-${run.id}`;
 const GRACE_MS = 2000;

@@ -6,15 +6,14 @@ import { PassThrough } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { ValidationError } from '../../src/common/errors.js';
 import { LABELS } from '../../src/common/labels.js';
-import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver, type TaskDriverOptions } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
 import { runToEnd } from '../../src/tasks/run.js';
 import { cleanEnv, runBerth } from '../support/agent.js';
-import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, readAll, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
-const engine = new Engine({ socketPath: '/var/run/docker.sock' });
+const engine = testEngine();
 const run = testRun(engine);
 const spec = (overrides: Partial<TaskSpec>): TaskSpec => ({ image: TEST_IMAGE, labels: { ...run.labels }, stopGracePeriod: '1s', ...overrides });
 const driverWith = (policy: TaskDriverOptions['policy'] = {}): TaskDriver => new TaskDriver({ engine, ownerId: `test-${run.id}`, policy });

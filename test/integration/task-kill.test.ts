@@ -5,11 +5,11 @@ import { Engine } from '../../src/engine/engine.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
-import { pollUntil, requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { NEVER_MS, shareFaultProxy } from '../support/fault-matrix.js';
 import type { FaultProxy } from '../support/fault-proxy.js';
 
-const direct = new Engine();
+const direct = testEngine();
 const run = testRun(direct);
 const spec = (script: string, overrides: Partial<TaskSpec> = {}): TaskSpec => ({ image: TEST_IMAGE, labels: { ...run.labels }, command: ['sh', '-c', script], ...overrides });
 const STOP_PATH = /^\/containers\/[^/]+\/stop$/;

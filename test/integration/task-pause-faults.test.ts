@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { Engine } from '../../src/engine/engine.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import { FaultProxy, type Fault } from '../support/fault-proxy.js';
-import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { SHORT_DEADLINES } from '../support/fault-matrix.js';
 
 /**
@@ -12,7 +12,7 @@ import { SHORT_DEADLINES } from '../support/fault-matrix.js';
  * on a running one). The engine is the real one, behind the fault proxy.
  */
 describe('pause and unpause whose answer is lost', { skip: await requireEngine() }, () => {
-  const direct = new Engine();
+  const direct = testEngine();
   const run = testRun(direct);
   let proxy: FaultProxy;
   let driver: TaskDriver;

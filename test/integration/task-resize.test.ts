@@ -1,13 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
-import { Engine } from '../../src/engine/engine.js';
 import { TaskDriver } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
-import { requireEngine, TEST_IMAGE, testRun } from '../support/engine.js';
+import { requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
 /** TaskHandle.resize (the engine's container resize) against the real engine: what the task's TTY reports. */
-const engine = new Engine();
+const engine = testEngine();
 const run = testRun(engine);
 const driver = new TaskDriver({ engine, ownerId: 'cli' });
 const handles: TaskHandle[] = [];

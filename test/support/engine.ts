@@ -5,8 +5,42 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Engine, type EngineOptions } from '../../src/engine/engine.js';
+import { engineOptionsFromEnv } from '../../src/engine/connect.js';
 import type { ContainerCreateBody, HostConfigBody } from '../../src/engine/types.js';
 import { messageOf } from '../../src/common/errors.js';
+
+/**
+ * The engine the tests run against: DOCKER_HOST when it is set (scripts/test-podman-suite.sh sets
+ * Podman's socket, unix:///run/podman/podman.sock), else the shared Docker at /var/run/docker.sock.
+ * The CLIs and agents a test spawns inherit DOCKER_HOST, so they use the same engine.
+ */
+export const TEST_ENGINE_OPTIONS: Readonly<EngineOptions> = Object.freeze(engineOptionsFromEnv(process.env));
+
+/** The test engine's unix socket (the tests that proxy or bind it need one). */
+export const TEST_ENGINE_SOCKET: string = TEST_ENGINE_OPTIONS.socketPath ?? '/var/run/docker.sock';
+
+/** Which engine the tests run against: `podman` when the test engine's socket is Podman's (set by the Podman suite), else `docker`. */
+export const TEST_ENGINE_KIND: 'docker' | 'podman' = process.env.BERTH_TEST_ENGINE === 'podman' ? 'podman' : 'docker';
+
+/** Where scripts/test-podman.sh starts Podman's Docker-compatible API. */
+export const PODMAN_SOCKET = '/run/podman/podman.sock';
+
+/**
+ * For node:test's `skip` in files that speak to Podman directly (beside Docker): false when Podman
+ * answers at PODMAN_SOCKET. Under CI=true a Podman that does not answer is a failure, never a skip.
+ */
+export async function requirePodman(): Promise<false | string> {
+  const probe = await probeEngine({ socketPath: PODMAN_SOCKET });
+  if (probe.ok) return false;
+  const message = `no Podman answers at ${PODMAN_SOCKET} (${probe.reason}); run \`bash scripts/test-podman.sh\` as root`;
+  if (process.env.CI === 'true') throw new Error(`CI=true and ${message}`);
+  return message;
+}
+
+/** An Engine on the test engine (TEST_ENGINE_OPTIONS), with `options` over it. */
+export function testEngine(options: EngineOptions = {}): Engine {
+  return new Engine({ ...TEST_ENGINE_OPTIONS, ...options });
+}
 
 /** Built by scripts/test-engine.sh from a static busybox: sh, cat, sleep, echo, dd, … */
 export const TEST_IMAGE = 'berth-test/busybox:latest';
@@ -35,7 +69,7 @@ export interface TestRun {
 let nameCounter = 0;
 
 /** A unique run id, its labels and a cleanup that removes what the run created (through `engine`). */
-export function testRun(engine: Engine = new Engine()): TestRun {
+export function testRun(engine: Engine = testEngine()): TestRun {
   const id = `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
   const labelFilter = `${TEST_RUN_LABEL}=${id}`;
   return {
@@ -52,7 +86,7 @@ export function testRun(engine: Engine = new Engine()): TestRun {
 }
 
 /** Whether an engine answers a ping within `timeoutMs`, and why not. */
-export async function probeEngine(options: EngineOptions = {}, timeoutMs = 5000): Promise<{ ok: true } | { ok: false; reason: string }> {
+export async function probeEngine(options: EngineOptions = TEST_ENGINE_OPTIONS, timeoutMs = 5000): Promise<{ ok: true } | { ok: false; reason: string }> {
   const engine = new Engine({ ...options, readAttempts: 1 });
   try {
     await engine.ping({ deadlineMs: timeoutMs });
@@ -68,10 +102,12 @@ export async function probeEngine(options: EngineOptions = {}, timeoutMs = 5000)
  * Under CI=true a missing engine is a failure, never a skip: it throws. Locally it resolves to a
  * message saying how to start one, and the suite is skipped.
  */
-export async function requireEngine(options: EngineOptions = {}): Promise<false | string> {
+export async function requireEngine(options: EngineOptions = TEST_ENGINE_OPTIONS): Promise<false | string> {
   const probe = await probeEngine(options);
   if (probe.ok) return false;
-  const message = `no Docker engine answers at ${options.socketPath ?? '/var/run/docker.sock'} (${probe.reason}); run \`bash scripts/test-engine.sh\``;
+  const where = options.host === undefined ? (options.socketPath ?? '/var/run/docker.sock') : `${options.host}:${options.port ?? 2375}`;
+  const setUp = TEST_ENGINE_KIND === 'podman' ? 'bash scripts/test-podman.sh' : 'bash scripts/test-engine.sh';
+  const message = `no ${TEST_ENGINE_KIND === 'podman' ? 'Podman' : 'Docker'} engine answers at ${where} (${probe.reason}); run \`${setUp}\``;
   if (process.env.CI === 'true') throw new Error(`CI=true and ${message}`);
   return message;
 }

@@ -28,7 +28,7 @@ import { TaskDriver } from '../../src/tasks/driver.js';
 import type { EndState } from '../../src/tasks/end-state.js';
 import { runToEnd } from '../../src/tasks/run.js';
 import { BERTH_CLI, cleanEnv, startServedAgent, type ServedAgent } from './agent.js';
-import { pollUntil, readAll, requireEngine, TEST_IMAGE, TEST_RUN_LABEL, testRun, type TestRun } from './engine.js';
+import { pollUntil, readAll, requireEngine, TEST_IMAGE, TEST_RUN_LABEL, testEngine, testRun, type TestRun } from './engine.js';
 import { FaultProxy, type Fault, type FaultRule } from './fault-proxy.js';
 import { buildUniqueImage, pushImage, removeRunImages, requireRegistryTools, startTestRegistries, untag, type TestRegistries } from './registry.js';
 import { hasEnded } from '../../src/state/tasks.js';
@@ -392,7 +392,7 @@ export async function describeLibraryMatrix(title: string, calls: ReadonlyArray<
   const usesRegistry = calls.includes('pull');
   const skip = (await requireEngine()) || (usesRegistry ? requireRegistryTools() : false);
   describe(title, { skip }, () => {
-    const direct = new Engine();
+    const direct = testEngine();
     const run = testRun(direct);
     let proxy: FaultProxy;
     let registries: TestRegistries | undefined;
@@ -451,7 +451,7 @@ export async function describeLibraryMatrix(title: string, calls: ReadonlyArray<
  */
 export async function describeAgentLogsMatrix(title: string): Promise<void> {
   describe(title, { skip: await requireEngine() }, () => {
-    const direct = new Engine();
+    const direct = testEngine();
     const run = testRun(direct);
     let proxy: FaultProxy;
     let agent: ServedAgent;
@@ -510,7 +510,7 @@ export const CLI_BOUND_MS = 150_000;
  */
 export async function describeCliMatrix(title: string, calls: readonly CallKind[], concurrency = 4): Promise<void> {
   describe(title, { skip: await requireEngine(), concurrency }, () => {
-    const direct = new Engine();
+    const direct = testEngine();
     const run = testRun(direct);
     after(() => run.cleanup());
     let caseCounter = 0;

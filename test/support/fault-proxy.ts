@@ -16,6 +16,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { TEST_ENGINE_SOCKET } from './engine.js';
 
 /** What a rule does to a request it matches. */
 export type Fault =
@@ -108,7 +109,7 @@ export interface RequestRecord {
 }
 
 export interface FaultProxyOptions {
-  /** The real engine. Default /var/run/docker.sock. */
+  /** The real engine. Default the test engine's socket (TEST_ENGINE_SOCKET: /var/run/docker.sock, or DOCKER_HOST's). */
   upstreamSocketPath?: string;
   /** Source of randomness for `probability`; default Math.random. */
   random?: () => number;
@@ -241,7 +242,7 @@ export class FaultProxy {
     this.#server = server;
     this.#dir = dir;
     this.socketPath = socketPath;
-    this.upstreamSocketPath = options.upstreamSocketPath ?? '/var/run/docker.sock';
+    this.upstreamSocketPath = options.upstreamSocketPath ?? TEST_ENGINE_SOCKET;
     this.#random = options.random ?? Math.random;
     // Every delayed request listens for the proxy closing; a mix holds many at once.
     this.#events.setMaxListeners(0);

@@ -96,8 +96,11 @@ function killStale(pidFile: string): void {
   rmSync(pidFile, { force: true });
 }
 
-/** Starts (or restarts) a dockerd on the slot's socket and waits until it answers; loads the test image once. */
-export async function startOwnEngine(slot: string): Promise<OwnEngine> {
+/**
+ * Starts (or restarts) a dockerd on the slot's socket and waits until it answers; loads the test
+ * image once. `args` are more dockerd flags (e.g. a TLS listener: `-H tcp://127.0.0.1:<port> --tlsverify …`).
+ */
+export async function startOwnEngine(slot: string, options: { args?: readonly string[] } = {}): Promise<OwnEngine> {
   const p = paths(slot);
   killStale(p.pidFile);
   if (spawnSync('ip', ['link', 'show', p.bridge]).status !== 0) {
@@ -118,7 +121,7 @@ export async function startOwnEngine(slot: string): Promise<OwnEngine> {
     const log = openSync(p.logFile, 'a');
     child = spawn(
       'dockerd',
-      ['--data-root', p.dataRoot, '--exec-root', p.execRoot, '--pidfile', p.pidFile, '-H', `unix://${p.socketPath}`, '-b', p.bridge, '--iptables=false', '--ip-masq=false'],
+      ['--data-root', p.dataRoot, '--exec-root', p.execRoot, '--pidfile', p.pidFile, '-H', `unix://${p.socketPath}`, '-b', p.bridge, '--iptables=false', '--ip-masq=false', ...(options.args ?? [])],
       { stdio: ['ignore', log, log], detached: true },
     );
     child.unref();

@@ -55,6 +55,11 @@ const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = Object.freeze({
   BERTH_IMAGE_PULL_FAILED: 502,
   // An engine older than berth supports: nothing the request can change, and not a bug.
   BERTH_ENGINE_VERSION: 502,
+  // The agent's engine (Podman, say) lacks a feature the request needs: the engine is at fault, not the request's form.
+  BERTH_ENGINE_UNSUPPORTED: 502,
+  // The agent's remote engine's TLS failed: the agent's engine configuration is at fault.
+  BERTH_ENGINE_TLS: 502,
+  BERTH_ENGINE_SSH: 502,
   // The infrastructure image does not run on the engine, or a group object's name is held: the agent's engine or configuration is at fault.
   BERTH_GROUP_INFRA: 502,
   BERTH_GROUP_NOT_FOUND: 404,

@@ -4,7 +4,7 @@ import { ValidationError } from '../../../src/common/errors.js';
 import { MAX_TIMER_DELAY_MS } from '../../../src/common/timers.js';
 import { DURATION_LIMITS, formatDurationMs, type DurationBounds, type SizeBounds } from '../../../src/common/units.js';
 import { CONFIG_BOUNDS, loadAgentConfig, type AgentConfigInput, type HostFacts } from '../../../src/agent/config.js';
-import { parseDockerHost } from '../../../src/engine/connect.js';
+import { engineOptionsOf, parseDockerHost } from '../../../src/engine/connect.js';
 import { resolvePrunerOptions } from '../../../src/prune/options.js';
 import { resolveImageCoordinatorOptions } from '../../../src/images/options.js';
 import { resolveDanglingReconcilerOptions } from '../../../src/reconcile/options.js';
@@ -160,11 +160,11 @@ describe('every duration, size and count key of the agent configuration has boun
   });
 
   it('engine.host accepts exactly the addresses DOCKER_HOST may hold (engine/connect.ts parseDockerHost)', () => {
-    for (const address of ['unix:///run/docker.sock', 'tcp://10.0.0.5:2376', 'tcp://engine', 'http://engine:2375/', 'unix://relative', 'tcp://engine:70000', 'ssh://engine', 'tcp://:2375']) {
+    for (const address of ['unix:///run/docker.sock', 'tcp://10.0.0.5:2376', 'tcp://engine', 'http://engine:2375/', 'unix://relative', 'tcp://engine:70000', 'ssh://engine', 'ssh://me@engine:2222', 'https://engine', 'ftp://engine', 'tcp://:2375']) {
       const endpoint = parseDockerHost(address);
       const issues = issuesFor('engine.host', address);
-      if (endpoint === undefined) assert.match(issues[0]?.rule ?? '', /must be unix:\/\/\/path\/to\/socket or tcp:\/\/host:port \(from flags\)/, address);
-      else assert.deepEqual(loadAgentConfig({ host, flags: { engine: { host: address } } }).engine, endpoint, address);
+      if (endpoint === undefined) assert.match(issues[0]?.rule ?? '', /must be unix:\/\/\/path\/to\/socket, tcp:\/\/host\[:port\], https:\/\/host\[:port\] or ssh:\/\/\[user@\]host\[:port\] \(from flags\)/, address);
+      else assert.deepEqual(loadAgentConfig({ host, flags: { engine: { host: address } } }).engine, engineOptionsOf(endpoint), address);
     }
   });
 });

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -225,8 +226,10 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       BERTH_RETENTION_INTERVAL: '30s',
       BERTH_GROUPS_INFRA_IMAGE: 'registry.example.com/pause:3.9',
     };
-    // BERTH_ENGINE_HOST is the alternative to BERTH_ENGINE_SOCKET, covered below.
-    assert.deepEqual(Object.values(CONFIG_ENV_VARS).filter((v) => v !== 'BERTH_ENGINE_HOST').sort(), Object.keys(env).sort(), 'the test covers every variable');
+    // BERTH_ENGINE_HOST and BERTH_ENGINE_CONTEXT are the alternatives to BERTH_ENGINE_SOCKET, and
+    // BERTH_ENGINE_TLS_VERIFY and BERTH_ENGINE_CERT_PATH go with a host: covered below.
+    const engineAlternatives = new Set(['BERTH_ENGINE_HOST', 'BERTH_ENGINE_CONTEXT', 'BERTH_ENGINE_TLS_VERIFY', 'BERTH_ENGINE_CERT_PATH']);
+    assert.deepEqual(Object.values(CONFIG_ENV_VARS).filter((v) => !engineAlternatives.has(v)).sort(), Object.keys(env).sort(), 'the test covers every variable');
     const config = loadAgentConfig({ env, host });
     assert.deepEqual(config, {
       dataDir: '/srv/berth',
@@ -295,6 +298,40 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
     assert.equal(loadAgentConfig({ env: { BERTH_CONFIG: file }, host }).logs.maxFiles, 9);
   });
 
+  it('engine.tlsVerify and engine.certPath (or DOCKER_TLS_VERIFY and DOCKER_CERT_PATH) make a tcp:// engine TLS with the directory\'s ca.pem, cert.pem and key.pem', () => {
+    const certs = mkdtempSync(path.join(tmpdir(), 'berth-engine-certs-'));
+    try {
+      writeFileSync(path.join(certs, 'ca.pem'), 'CA');
+      writeFileSync(path.join(certs, 'cert.pem'), 'CERT');
+      writeFileSync(path.join(certs, 'key.pem'), 'KEY');
+      const tls = { host: 'far', port: 2376, protocol: 'https', tls: { ca: 'CA', cert: 'CERT', key: 'KEY', verify: true } };
+      assert.deepEqual(loadAgentConfig({ flags: { engine: { host: 'tcp://far', tlsVerify: true, certPath: certs } }, host }).engine, tls);
+      assert.deepEqual(loadAgentConfig({ env: { DOCKER_HOST: 'tcp://far', DOCKER_TLS_VERIFY: '1', DOCKER_CERT_PATH: certs }, host }).engine, tls);
+      assert.deepEqual(loadAgentConfig({ env: { BERTH_ENGINE_HOST: 'tcp://far:2376', BERTH_ENGINE_TLS_VERIFY: 'true', BERTH_ENGINE_CERT_PATH: certs }, host }).engine, tls);
+      // DOCKER_TLS_VERIFY goes with DOCKER_HOST only: a BERTH_ENGINE_HOST is plain unless BERTH_ENGINE_TLS_VERIFY says otherwise.
+      assert.deepEqual(loadAgentConfig({ env: { BERTH_ENGINE_HOST: 'tcp://far:2375', DOCKER_TLS_VERIFY: '1' }, host }).engine, { host: 'far', port: 2375 });
+      assertIssue(() => loadAgentConfig({ flags: { engine: { host: 'tcp://far', tlsVerify: true, certPath: path.join(certs, 'none') } }, host }), 'engine.certPath', /ca\.pem/);
+    } finally {
+      rmSync(certs, { recursive: true, force: true });
+    }
+  });
+
+  it('engine.context (or DOCKER_CONTEXT) names a Docker context of the docker CLI, alone', () => {
+    const home = mkdtempSync(path.join(tmpdir(), 'berth-home-'));
+    try {
+      const dir = createHash('sha256').update('remote').digest('hex');
+      mkdirSync(path.join(home, '.docker', 'contexts', 'meta', dir), { recursive: true });
+      writeFileSync(path.join(home, '.docker', 'contexts', 'meta', dir, 'meta.json'), JSON.stringify({ Name: 'remote', Metadata: {}, Endpoints: { docker: { Host: 'tcp://10.9.8.7:2375' } } }));
+      assert.deepEqual(loadAgentConfig({ env: { HOME: home }, flags: { engine: { context: 'remote' } }, host }).engine, { host: '10.9.8.7', port: 2375 });
+      assert.deepEqual(loadAgentConfig({ env: { HOME: home, DOCKER_CONTEXT: 'remote' }, host }).engine, { host: '10.9.8.7', port: 2375 });
+      assert.deepEqual(loadAgentConfig({ env: { HOME: home, DOCKER_CONTEXT: 'remote', DOCKER_HOST: 'unix:///x.sock' }, host }).engine, { socketPath: '/x.sock' }, 'DOCKER_HOST wins over DOCKER_CONTEXT');
+      assertIssue(() => loadAgentConfig({ env: { HOME: home }, flags: { engine: { context: 'nosuch' } }, host }), 'engine.context', /"nosuch" does not exist/);
+      assertIssue(() => loadAgentConfig({ env: { HOME: home }, flags: { engine: { context: 'remote', host: 'tcp://e:1' } }, host }), 'engine.context', /one only/);
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
+  });
+
   it('honours DOCKER_HOST below BERTH_ENGINE_*, and engine.host and engine.socket as one choice', () => {
     assert.deepEqual(loadAgentConfig({ env: { DOCKER_HOST: 'unix:///custom/docker.sock' }, host }).engine, { socketPath: '/custom/docker.sock' });
     assert.deepEqual(loadAgentConfig({ env: { DOCKER_HOST: 'tcp://engine:2375' }, host }).engine, { host: 'engine', port: 2375 });
@@ -344,7 +381,7 @@ describe('loadAgentConfig: bad values name their key', () => {
     assertIssue(load('dataDir: relative/dir\n'), 'dataDir', /absolute path/);
     assertIssue(load('listen: 7070\n'), 'listen', /host:port/);
     assertIssue(load('listen: "localhost:99999"\n'), 'listen', /host:port/);
-    assertIssue(load('engine:\n  host: ftp://x\n'), 'engine.host', /unix:\/\/\/path\/to\/socket or tcp:\/\/host:port/);
+    assertIssue(load('engine:\n  host: ftp://x\n'), 'engine.host', /unix:\/\/\/path\/to\/socket, tcp:\/\/host\[:port\]/);
     assertIssue(load('agentId: "has space"\n'), 'agentId', /characters/);
     assertIssue(load('prune:\n  schedule: sometimes\n'), 'prune.schedule', /"off" or a duration/);
   });

@@ -11,12 +11,12 @@ describe('DOCKER_HOST', () => {
   });
 
   it('refuses a relative socket path, a port past 65535 and other schemes', () => {
-    for (const text of ['unix://docker.sock', 'tcp://engine:65536', 'ssh://me@engine', 'engine:2375', '']) assert.equal(parseDockerHost(text), undefined, text);
+    for (const text of ['unix://docker.sock', 'tcp://engine:65536', 'ssh://me@engine:0', 'ftp://engine', 'engine:2375', '']) assert.equal(parseDockerHost(text), undefined, text);
   });
 
   it('engine options default to the engine\'s socket, and a bad DOCKER_HOST is refused naming it', () => {
     assert.deepEqual(engineOptionsFromEnv({}), { socketPath: '/var/run/docker.sock' });
     assert.deepEqual(engineOptionsFromEnv({ DOCKER_HOST: 'tcp://engine:2375' }), { host: 'engine', port: 2375 });
-    assert.throws(() => engineOptionsFromEnv({ DOCKER_HOST: 'ssh://engine' }), (error: unknown) => error instanceof ValidationError && error.issues[0]?.field === 'DOCKER_HOST');
+    assert.throws(() => engineOptionsFromEnv({ DOCKER_HOST: 'ftp://engine' }), (error: unknown) => error instanceof ValidationError && error.issues[0]?.field === 'DOCKER_HOST');
   });
 });
