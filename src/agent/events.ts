@@ -25,7 +25,7 @@ export interface TaskStartView {
   path: 'warm' | 'cold';
   /** The pool whose container it took (warm). */
   pool?: string;
-  /** Why it started cold: no-pool, no-match, pool-empty, not-poolable. */
+  /** Why it started cold: no-pool, no-match, pool-empty, not-poolable, pool-failed. */
   reason?: string;
 }
 

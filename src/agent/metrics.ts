@@ -35,7 +35,7 @@ export interface MetricsSources {
 const POOL_CONTAINER_STATES = ['idle', 'frozen', 'in_use', 'starting'] as const;
 
 /** Why a task started cold (berth_pool_misses_total's reason), every one present from the start. */
-const COLD_REASONS: readonly ColdReason[] = ['no-pool', 'no-match', 'pool-empty', 'not-poolable'];
+const COLD_REASONS: readonly ColdReason[] = ['no-pool', 'no-match', 'pool-empty', 'not-poolable', 'pool-failed'];
 
 /** Bounds of the pool refill histogram, in seconds: a create and start of a container, up to a slow pull. */
 const REFILL_BUCKETS_SECONDS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -88,7 +88,7 @@ export function isEngineErrorCode(code: string): boolean {
  *   `in_use`, `starting`), read from the pools at each scrape.
  * - `berth_pool_hits_total{pool}`: tasks that started warm, in a container of the pool.
  * - `berth_pool_misses_total{reason}`: tasks that started cold, by why (`no-pool`, `no-match`,
- *   `pool-empty`, `not-poolable`).
+ *   `pool-empty`, `not-poolable`, `pool-failed`).
  * - `berth_pool_refill_seconds{pool}` (histogram): how long a pool took to make a container ready
  *   (create, start, holder up) after one was taken.
  * - `berth_engine_errors_total{code}`: engine and registry errors by code, as the API answered with
@@ -170,7 +170,7 @@ export class AgentMetrics {
         },
       });
       const hits = new Counter({ name: 'berth_pool_hits_total', help: 'Tasks that started warm, as an exec in an idle container of the pool.', labelNames: ['pool'] as const, registers });
-      const misses = new Counter({ name: 'berth_pool_misses_total', help: 'Tasks that started cold, by why: no-pool, no-match, pool-empty, not-poolable.', labelNames: ['reason'] as const, registers });
+      const misses = new Counter({ name: 'berth_pool_misses_total', help: 'Tasks that started cold, by why: no-pool, no-match, pool-empty, not-poolable, pool-failed.', labelNames: ['reason'] as const, registers });
       const refills = new Histogram({ name: 'berth_pool_refill_seconds', help: 'How long a warm pool took to make a container ready after one was taken.', labelNames: ['pool'] as const, buckets: REFILL_BUCKETS_SECONDS, registers });
       // Every pool and reason from the start, at 0, so a rate over them is defined before the first task.
       for (const pool of pools.snapshot()) hits.inc({ pool: pool.name }, 0);

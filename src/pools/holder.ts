@@ -1,20 +1,21 @@
 /**
- * The holder: the program every pool container runs as PID 1 while it waits for a task. It is the
- * groups' 129-byte pause program (src/groups/infra-image.ts), written once to a file on the host
- * and bind-mounted read-only into each pool container as its entrypoint, so images without a shell
- * or `sleep` (distroless, scratch with one static binary) can be pooled too. The program sleeps in
- * `pause()` until a signal ends it; as PID 1 of its namespace it has no default handlers, so it
- * ignores SIGTERM: pool containers are stopped with SIGKILL (their StopSignal).
+ * The holder: the program every pool container runs as PID 1 while it waits for a task, and, as
+ * `holder launch`, the launcher a warm task becomes (src/pools/holder-program/holder.c, built by
+ * scripts/build-holder.sh into holder-binary.ts). It is written once to a file on the host and
+ * bind-mounted read-only into each pool container as its entrypoint, so images without a shell or
+ * `sleep` (distroless, scratch with one static binary) can be pooled too. As PID 1 it sleeps in
+ * `pause()` until a signal ends it; it has no handlers, so it ignores SIGTERM: pool containers are
+ * stopped with SIGKILL (their StopSignal). x86-64 Linux only, as the groups' pause image.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { chmod, lstat, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { messageOf, ValidationError } from '../common/errors.js';
-import { PAUSE_BINARY } from '../groups/infra-image.js';
+import { HOLDER_BINARY_BASE64 } from './holder-binary.js';
 
 /** The holder program's bytes (x86-64 Linux). */
-export const HOLDER_PROGRAM: Buffer = PAUSE_BINARY;
+export const HOLDER_PROGRAM: Buffer = Buffer.from(HOLDER_BINARY_BASE64, 'base64');
 
 /** The program's digest: its file is named by it, so a changed program is a new file. */
 export const HOLDER_DIGEST = createHash('sha256').update(HOLDER_PROGRAM).digest('hex').slice(0, 16);

@@ -105,6 +105,36 @@ export function execEnv(spec: Pick<ResolvedTaskSpec, 'env'>): string[] {
   return Object.entries(spec.env).map(([key, value]) => `${key}=${value}`);
 }
 
+/** The launcher's command in a pool container: the holder in its launch mode (see holder-program/holder.c). */
+export const LAUNCHER_ARGV: readonly string[] = [HOLDER_TARGET, 'launch'];
+
+/** What a launcher writes to its stderr once it has read a whole request, before anything of the task runs. */
+export const LAUNCH_ACK: Buffer = Buffer.from('BRTH\x06', 'latin1');
+
+/** The most bytes a launch request may hold (the launcher's buffer). */
+export const LAUNCH_REQUEST_MAX_BYTES = 1 << 20;
+
+/**
+ * The request a pool container's launcher reads from its stdin before it becomes the task's process:
+ * "BRTH", the payload's length (u32, little-endian), then argc and envc (u32 each) and the working
+ * directory ("" for the container's), the arguments and the task's env entries, each NUL-terminated.
+ * Undefined when it cannot be written: a string holds a NUL, or the whole is past the launcher's
+ * buffer (the task then runs as a plain exec, which the engine checks itself).
+ */
+export function launchRequest(argv: readonly string[], env: readonly string[], workdir: string | undefined): Buffer | undefined {
+  const strings = [workdir ?? '', ...argv, ...env];
+  if (argv.length === 0 || strings.some((s) => s.includes('\0'))) return undefined;
+  const body = Buffer.concat(strings.map((s) => Buffer.from(`${s}\0`, 'utf8')));
+  const payloadLength = 8 + body.length;
+  if (payloadLength > LAUNCH_REQUEST_MAX_BYTES || argv.length > 16_384 || env.length > 16_384) return undefined;
+  const head = Buffer.alloc(16);
+  head.write('BRTH', 0, 'latin1');
+  head.writeUInt32LE(payloadLength, 4);
+  head.writeUInt32LE(argv.length, 8);
+  head.writeUInt32LE(env.length, 12);
+  return Buffer.concat([head, body]);
+}
+
 export interface PoolContainerIdentity {
   poolName: string;
   ownerId: string;

@@ -12,21 +12,25 @@ import { Events } from '../common/events.js';
 import { LABELS, ROLES } from '../common/labels.js';
 import type { Logger } from '../common/logger.js';
 import type { OwnerProcess } from '../common/owner-process.js';
-import type { Engine } from '../engine/engine.js';
+import type { Engine, ExecSession } from '../engine/engine.js';
 import type { ResolvedTaskSpec } from '../spec/schema.js';
 import { connectNetworks, createIdempotent, isAmbiguousFailure, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from '../tasks/container-ops.js';
 import { retry } from '../common/retry.js';
 import type { EndState } from '../tasks/end-state.js';
+import { execGateOf } from '../tasks/exec-gate.js';
 import { ensureHolder } from './holder.js';
-import { execArgv, matchesPool, notPoolableReason, poolContainerPlan, poolKeyOf, type ImageRunConfig } from './key.js';
+import { execArgv, LAUNCHER_ARGV, matchesPool, notPoolableReason, poolContainerPlan, poolKeyOf, type ImageRunConfig } from './key.js';
 import type { ColdReason, PoolDefinition, PoolEvent, PoolSnapshot } from './types.js';
 
 /** What the pools need from the engine. */
 export type PoolEngine = Pick<
   ContainerEngine,
-  'createContainer' | 'startContainer' | 'inspectContainer' | 'removeContainer' | 'listContainers' | 'pauseContainer' | 'unpauseContainer' | 'connectNetwork' | 'deadlines'
+  'createContainer' | 'startContainer' | 'inspectContainer' | 'removeContainer' | 'listContainers' | 'pauseContainer' | 'unpauseContainer' | 'connectNetwork' | 'deadlines' | 'exec'
 > &
-  Partial<Pick<Engine, 'inspectImage'>>;
+  Partial<Pick<Engine, 'inspectImage' | 'inspectExec'>>;
+
+/** How long a launcher may take to be set up in its container before the container is given up. */
+const LAUNCHER_SETUP_MS = 5_000;
 
 /** A pool's name: as a container name's part and a label value. */
 export const POOL_NAME = /^[a-z0-9][a-z0-9_-]{0,31}$/;
@@ -66,6 +70,12 @@ interface Slot {
   freezing?: Promise<void>;
   /** When it last became idle (epoch ms): the sweep judges only slots idle before its list. */
   idleSinceMs?: number;
+  /**
+   * The launcher waiting in the idle container (the holder's launch mode, an exec whose streams are
+   * attached already): a task writes its request to it instead of creating and starting an exec.
+   * Every idle or frozen slot has one; undefined while it is being started and once a task took it.
+   */
+  launcher?: ExecSession;
 }
 
 interface Pool {
@@ -89,6 +99,8 @@ export interface PoolClaim {
   readonly argv: readonly string[];
   /** Whether the container was frozen when taken (it is thawed by `WarmPools.ready`). */
   readonly wasFrozen: boolean;
+  /** The container's launcher, now the task's to use (see Slot.launcher and launch.ts). */
+  readonly launcher: ExecSession;
 }
 
 export type ClaimResult = { kind: 'claimed'; claim: PoolClaim } | { kind: 'cold'; reason: ColdReason; pool?: string; detail?: string };
@@ -284,14 +296,17 @@ export class WarmPools {
       if (argv === undefined) return { kind: 'cold', reason: 'not-poolable', pool: pool.definition.name, detail: 'no command' };
       // A running idle container first (no thaw), then a frozen one.
       const slots = [...pool.slots];
-      const slot = slots.find((s) => s.state === 'idle' && s.freezing === undefined) ?? slots.find((s) => s.state === 'idle' || s.state === 'frozen');
-      if (slot === undefined || slot.containerId === undefined) continue;
+      const offered = slots.filter((s) => (s.state === 'idle' || s.state === 'frozen') && s.launcher !== undefined);
+      const slot = offered.find((s) => s.state === 'idle' && s.freezing === undefined) ?? offered[0];
+      if (slot === undefined || slot.containerId === undefined || slot.launcher === undefined) continue;
       const wasFrozen = slot.state === 'frozen' || slot.freezing !== undefined;
       clearTimeout(slot.freezeTimer);
       slot.state = 'in-use';
+      const launcher = slot.launcher;
+      slot.launcher = undefined;
       this.#inUse.set(slot.containerId, { pool, slot });
       void this.#fill(pool);
-      return { kind: 'claimed', claim: { pool: pool.definition.name, containerId: slot.containerId, argv, wasFrozen } };
+      return { kind: 'claimed', claim: { pool: pool.definition.name, containerId: slot.containerId, argv, wasFrozen, launcher } };
     }
     return { kind: 'cold', reason: 'pool-empty', pool: matching[0]!.definition.name };
   }
@@ -348,8 +363,15 @@ export class WarmPools {
     } catch {
       return 'remove';
     }
+    // Offered again only with a new launcher running in it, as at fill (the task's became the task).
+    slot.launcher = undefined;
+    if (!(await this.#startLauncher(pool, slot)) || this.#closed || slot.state !== 'in-use') {
+      (slot.launcher as ExecSession | undefined)?.close();
+      slot.launcher = undefined;
+      return 'remove';
+    }
     this.#inUse.delete(containerId);
-    this.#becomeIdle(pool, slot);
+    this.#markIdle(pool, slot);
     return 'returned';
   }
 
@@ -449,8 +471,15 @@ export class WarmPools {
         await this.#remove(pool, slot, 'closed');
         return;
       }
+      const launched = await this.#startLauncher(pool, slot);
+      if (this.#closed || !pool.slots.has(slot)) {
+        await this.#remove(pool, slot, 'closed');
+        return;
+      }
+      // Never offered without a launcher: removed (below) and made again after the backoff.
+      if (!launched) throw new Error('the container\'s launcher could not be started');
+      this.#markIdle(pool, slot);
       this.#emit({ type: 'pool.refilled', pool: name, containerId: created.containerId, latencyMs: Math.round(performance.now() - startedAt) });
-      this.#becomeIdle(pool, slot);
       // Over the allowance meanwhile (it was lowered while this one started): trimmed now.
       this.#trim(pool);
     } catch (error) {
@@ -464,7 +493,12 @@ export class WarmPools {
     }
   }
 
-  #becomeIdle(pool: Pool, slot: Slot): void {
+  /**
+   * A started container whose launcher runs becomes idle: a task that takes it then costs one
+   * write. Frozen after the pool's idle time (the launcher is known to run, so no exec is being set
+   * up in it: a freeze then would wedge the engine, see #startLauncher).
+   */
+  #markIdle(pool: Pool, slot: Slot): void {
     slot.state = 'idle';
     slot.idleSinceMs = Date.now();
     const freezeAfterMs = pool.definition.freezeAfterMs;
@@ -473,12 +507,56 @@ export class WarmPools {
     slot.freezeTimer.unref();
   }
 
+  /**
+   * Starts the container's launcher (an exec of the holder's launch mode, its streams attached), so
+   * that a task taking the container costs one write. Resolves whether it runs. A container whose
+   * launcher cannot be started is never offered to a task (the caller removes it): its create or
+   * start is not retried, for a lost answer may hide an exec being set up. A launcher that ends or
+   * hangs up while its container is idle gets the container removed and replaced.
+   */
+  async #startLauncher(pool: Pool, slot: Slot): Promise<boolean> {
+    const containerId = slot.containerId;
+    const inspectExec = this.#options.engine.inspectExec?.bind(this.#options.engine);
+    if (containerId === undefined || inspectExec === undefined) return false;
+    let launcher: ExecSession;
+    try {
+      const { engine } = this.#options;
+      launcher = await execGateOf(engine).setup(containerId, () => engine.exec(containerId, { cmd: [...LAUNCHER_ARGV], stdin: true, tty: false }, { retry: { ...this.#options.retry, attempts: 1 } }), inspectExec);
+    } catch (error) {
+      this.#options.logger.warn({ pool: pool.definition.name, containerId, code: codeOf(error) }, 'could not start the launcher of a pool container; removing the container');
+      return false;
+    }
+    // The engine answers an exec's start before its runtime has set the process up; a container
+    // frozen in between wedges the engine (the runtime's setup waits in the frozen cgroup and
+    // holds the container's lock), so the launcher counts only once the engine shows it running.
+    if (!(await launcherRunning(inspectExec, launcher.id))) {
+      launcher.close();
+      this.#options.logger.warn({ pool: pool.definition.name, containerId }, 'the launcher of a pool container did not start running; removing the container');
+      return false;
+    }
+    // Removed or closed meanwhile: a launcher nobody will use is hung up.
+    if (!pool.slots.has(slot) || this.#closed) {
+      launcher.close();
+      return false;
+    }
+    slot.launcher = launcher;
+    void (launcher.closed ?? Promise.resolve()).then(() => {
+      // Still the container's (not taken by a task): it cannot serve one now.
+      if (slot.launcher !== launcher || (slot.state !== 'idle' && slot.state !== 'frozen')) return;
+      this.#options.logger.warn({ pool: pool.definition.name, containerId }, 'the launcher of an idle pool container ended; removing and replacing the container');
+      void this.#remove(pool, slot, 'failed');
+      void this.#fill(pool);
+    });
+    return true;
+  }
+
   #freeze(pool: Pool, slot: Slot): void {
     const containerId = slot.containerId;
     if (slot.state !== 'idle' || containerId === undefined || this.#closed) return;
     const freezing = (async () => {
       try {
-        await this.#options.engine.pauseContainer(containerId);
+        // Under the container's gate, as every freeze (see tasks/exec-gate.ts).
+        await execGateOf(this.#options.engine).freeze(containerId, () => this.#options.engine.pauseContainer(containerId));
         if (slot.state === 'idle') slot.state = 'frozen';
         this.#emit({ type: 'pool.frozen', pool: pool.definition.name, containerId });
       } catch (error) {
@@ -498,6 +576,8 @@ export class WarmPools {
   /** Removes a slot's container (if it has one) and forgets the slot; failures are logged (the reconciler removes what is left). */
   #remove(pool: Pool, slot: Slot, reason: 'shrunk' | 'failed' | 'closed'): Promise<void> {
     clearTimeout(slot.freezeTimer);
+    slot.launcher?.close();
+    slot.launcher = undefined;
     pool.slots.delete(slot);
     const containerId = slot.containerId;
     if (containerId === undefined) return Promise.resolve();
@@ -517,4 +597,15 @@ export class WarmPools {
 
 function holderIdOf(pool: Pool): string {
   return `pool-${pool.definition.name}`;
+}
+
+/** Whether the engine shows the exec running (its process set up) within a few seconds. */
+async function launcherRunning(inspectExec: NonNullable<PoolEngine['inspectExec']>, execId: string): Promise<boolean> {
+  for (const deadline = Date.now() + LAUNCHER_SETUP_MS; Date.now() < deadline; ) {
+    const exec = await inspectExec(execId).catch(() => undefined);
+    if (exec?.running === true && exec.pid > 0) return true;
+    if (exec !== undefined && !exec.running && exec.exitCode !== null) return false;
+    await sleep(5);
+  }
+  return false;
 }

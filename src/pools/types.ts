@@ -28,8 +28,11 @@ export interface PoolDefinition {
 /** How a task was started: `warm` took a pool container (named `pool`), `cold` created its own. */
 export type StartPath = { kind: 'cold'; reason: ColdReason } | { kind: 'warm'; pool: string; execId: string; containerId: string };
 
-/** Why a task started cold. */
-export type ColdReason = 'no-pool' | 'no-match' | 'pool-empty' | 'not-poolable';
+/**
+ * Why a task started cold: `pool-failed` when the pool containers it took could not serve it (their
+ * thaw or launcher failed before anything of the task ran; they were removed).
+ */
+export type ColdReason = 'no-pool' | 'no-match' | 'pool-empty' | 'not-poolable' | 'pool-failed';
 
 /** What the pools report, for metrics and events. */
 export type PoolEvent =

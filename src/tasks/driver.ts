@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { containerNameForTask, LABELS } from '../common/labels.js';
-import type { AttachedStreams, ContainerEventStream, Engine } from '../engine/engine.js';
+import type { AttachedStreams, ContainerEventStream, Engine, ExecSession } from '../engine/engine.js';
 import type { ContainerInspect } from '../engine/types.js';
 import { cancelledError, isBerthError, ValidationError, type FieldIssue } from '../common/errors.js';
 import { countBoundRule, DURATION_LIMITS, durationBoundRule, type CountBounds, type DurationBounds } from '../common/units.js';
@@ -25,7 +25,9 @@ import { LateCreateGuard } from './late-create.js';
 import { OomWatch, type OomWatchOptions } from './oom-watch.js';
 import type { PhaseChange } from './lifecycle.js';
 import { WarmPools, type PoolClaim } from '../pools/pools.js';
-import { execEnv } from '../pools/key.js';
+import { execEnv, launchRequest } from '../pools/key.js';
+import { launchThrough } from '../pools/launch.js';
+import { execGateOf } from './exec-gate.js';
 import type { ColdReason, PoolDefinition } from '../pools/types.js';
 import type { EndFacts } from './end-watch.js';
 
@@ -218,6 +220,9 @@ export const TASK_ID_MAX_LENGTH = 128;
  * `containerNameForTask`). The one definition: the agent's HTTP schemas use its `source`.
  */
 export const TASK_ID = new RegExp(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,${TASK_ID_MAX_LENGTH - 1}}$`);
+
+/** How many claimed pool containers a task tries (each that cannot serve it is removed) before it starts cold (`pool-failed`). */
+const WARM_START_ATTEMPTS = 3;
 
 /**
  * Runs task specs as containers: validate, acquire the image, create (idempotently), attach, start.
@@ -439,18 +444,23 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     // A warm start first: an idle container of a matching pool, the task run as an exec in it.
     let coldReason: ColdReason = 'no-pool';
     if (options.pool !== false && this.pools.declared) {
-      const claimed = this.pools.claim(resolved, { waitHealthy: options.waitHealthy ?? false, inGroup: options.group !== undefined });
       let missedPool: string | undefined;
-      if (claimed.kind === 'claimed') {
-        const warm = await this.#startWarm(taskId, resolved, claimed.claim, options);
-        if (warm !== undefined) return warm;
-        // The container could not serve the task (it was removed): the task goes cold, as if the pool had none.
-        coldReason = 'pool-empty';
-        missedPool = claimed.claim.pool;
-      } else {
-        coldReason = claimed.reason;
-        missedPool = claimed.pool;
-        if (claimed.detail !== undefined) this.#logger.debug({ taskId, reason: claimed.reason, detail: claimed.detail }, 'the task starts cold');
+      // A claimed container that could not serve the task was removed: the next idle one is tried,
+      // a few times at most, then the task goes cold saying so.
+      for (let failed = 0; ; ) {
+        const claimed = this.pools.claim(resolved, { waitHealthy: options.waitHealthy ?? false, inGroup: options.group !== undefined });
+        if (claimed.kind === 'claimed') {
+          const warm = await this.#startWarm(taskId, resolved, claimed.claim, options);
+          if (warm !== undefined) return warm;
+          coldReason = 'pool-failed';
+          missedPool = claimed.claim.pool;
+          if (++failed < WARM_START_ATTEMPTS) continue;
+        } else if (failed === 0) {
+          coldReason = claimed.reason;
+          missedPool = claimed.pool;
+          if (claimed.detail !== undefined) this.#logger.debug({ taskId, reason: claimed.reason, detail: claimed.detail }, 'the task starts cold');
+        }
+        break;
       }
       this.pools.noteMiss(taskId, coldReason, missedPool);
     }
@@ -603,20 +613,43 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
   async #startWarm(taskId: string, resolved: ResolvedTaskSpec, claim: PoolClaim, options: StartOptions): Promise<TaskHandle | undefined> {
     const { signal } = options;
     const inspectExec = this.#engine.inspectExec?.bind(this.#engine);
-    let session;
-    try {
-      if (inspectExec === undefined) throw new ValidationError([{ field: 'pools', rule: 'need an engine that inspects execs' }]);
-      await this.pools.ready(claim, signal);
-      session = await this.#engine.exec(
-        claim.containerId,
-        { cmd: [...claim.argv], env: execEnv(resolved), ...(resolved.workdir === undefined ? {} : { workdir: resolved.workdir }), stdin: resolved.stdin !== undefined, tty: false },
-        { ...(signal ? { signal } : {}), retry: this.#retry },
-      );
-    } catch (error) {
+    let session: ExecSession;
+    const giveUp = async (why: Record<string, unknown>): Promise<undefined> => {
+      claim.launcher.close();
+      // Removing the container ends whatever it holds: a task that may have started there never runs on.
       await this.pools.discard(claim.containerId);
-      if (signal?.aborted) throw cancelledError(`start of task ${taskId}`, error);
-      this.#logger.warn({ taskId, pool: claim.pool, containerId: claim.containerId, code: codeOf(error) }, 'a pool container could not serve the task; removed it, starting the task cold');
+      if (signal?.aborted) throw cancelledError(`start of task ${taskId}`, signal.reason);
+      this.#logger.warn({ taskId, pool: claim.pool, containerId: claim.containerId, ...why }, 'a pool container could not serve the task; removed it, the task starts elsewhere');
       return undefined;
+    };
+    if (inspectExec === undefined) return giveUp({ why: 'the engine does not inspect execs' });
+    try {
+      await this.pools.ready(claim, signal);
+    } catch (error) {
+      return giveUp({ code: codeOf(error) });
+    }
+    const request = launchRequest(claim.argv, execEnv(resolved), resolved.workdir);
+    if (request === undefined) {
+      // A request the launcher cannot take (a NUL in a string, past its buffer): the engine's own exec judges it.
+      claim.launcher.close();
+      try {
+        session = await execGateOf(this.#engine).setup(
+          claim.containerId,
+          () =>
+            this.#engine.exec(
+              claim.containerId,
+              { cmd: [...claim.argv], env: execEnv(resolved), ...(resolved.workdir === undefined ? {} : { workdir: resolved.workdir }), stdin: resolved.stdin !== undefined, tty: false },
+              { ...(signal ? { signal } : {}), retry: this.#retry },
+            ),
+          inspectExec,
+        );
+      } catch (error) {
+        return giveUp({ code: codeOf(error) });
+      }
+    } else {
+      const outcome = await launchThrough(claim.launcher, request, { endStdin: resolved.stdin === undefined, ...(signal ? { signal } : {}) });
+      if (outcome.kind === 'not-started') return giveUp({ why: outcome.why });
+      session = outcome.session;
     }
     const containerId = claim.containerId;
     const handle = this.#newHandle(taskId, containerId, resolved, session, () => undefined, true, undefined, {
@@ -908,4 +941,3 @@ export function recoveredPause(recorded: TaskPause | undefined, pausedNow: boole
   // Unpaused while nobody watched: when is unknown, so the pause counts until now (the task loses no time it was owed).
   return { pausedForMs: since === undefined ? pausedForMs : pausedForMs + Math.max(0, nowMs - since) };
 }
-

@@ -6,6 +6,7 @@ import type { ContainerInspect } from '../engine/types.js';
 import { preferredContainer } from './container-ops.js';
 import { TASK_ID } from './driver.js';
 import { taskIdOfPrefix } from './id-prefix.js';
+import { execGateOf, inspectExecOf } from './exec-gate.js';
 
 /** What exec into a task needs from the engine. */
 export type TaskExecEngine = Pick<Engine, 'listContainers' | 'inspectContainer' | 'exec'>;
@@ -88,7 +89,8 @@ export async function findRunningTaskContainer(engine: Pick<Engine, 'listContain
 export async function execInTask(engine: TaskExecEngine, task: TaskRef, options: ExecOptions, signal?: AbortSignal): Promise<ExecSession> {
   const container = await findRunningTaskContainer(engine, task, signal);
   try {
-    return await engine.exec(container.id, options, { signal });
+    // Set up under the container's gate: a pause waits for it (see exec-gate.ts).
+    return await execGateOf(engine).setup(container.id, () => engine.exec(container.id, options, { signal }), inspectExecOf(engine));
   } catch (error) {
     // The container may have stopped or gone between the check and the exec: say so in the task's
     // terms rather than as the engine's conflict or not-found.

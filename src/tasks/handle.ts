@@ -6,6 +6,7 @@ import { retry } from '../common/retry.js';
 import { setLongTimeout, type LongTimer } from '../common/timers.js';
 import type { AttachedStreams, ExecInspect, ExecOptions, ExecSession } from '../engine/engine.js';
 import type { PublishedPort, StatsSample } from '../engine/types.js';
+import { execGateOf, inspectExecOf } from './exec-gate.js';
 import { SPEC_BOUNDS, type ResolvedTaskSpec } from '../spec/schema.js';
 import { durationBoundRule } from '../common/units.js';
 import { codeOf, isAmbiguousFailure, removeContainer, type ContainerEngine, type RetryPolicy } from './container-ops.js';
@@ -375,7 +376,9 @@ export class TaskHandle implements AsyncDisposable {
   /** Runs a command inside the running task; with `tty` it supports resize and raw input. */
   exec(options: ExecOptions, signal?: AbortSignal): Promise<ExecSession> {
     this.#requirePhase('exec', 'running');
-    return this.#deps.engine.exec(this.containerId, options, { signal, retry: this.#deps.retryPolicy });
+    const { engine } = this.#deps;
+    // Set up under the container's gate: a pause waits for it (see exec-gate.ts).
+    return execGateOf(engine).setup(this.containerId, () => engine.exec(this.containerId, options, { signal, retry: this.#deps.retryPolicy }), inspectExecOf(engine));
   }
 
   /**
@@ -438,7 +441,10 @@ export class TaskHandle implements AsyncDisposable {
    */
   async pause(): Promise<void> {
     this.#requirePhase('pause', 'running');
-    await this.#deps.engine.pauseContainer(this.containerId).catch((error: unknown) => this.#unlessReached(error, { paused: true }));
+    // Never while an exec is being set up in the container: that freeze would wedge the engine (see exec-gate.ts).
+    await execGateOf(this.#deps.engine).freeze(this.containerId, () =>
+      this.#deps.engine.pauseContainer(this.containerId).catch((error: unknown) => this.#unlessReached(error, { paused: true })),
+    );
     this.#pausedSinceMs ??= Date.now();
     this.#timeoutTimer?.clear();
     this.#timeoutTimer = undefined;

@@ -5,6 +5,7 @@ import { describe, test } from 'node:test';
 import { LABELS, ROLES } from '../../src/common/labels.js';
 import { openStore, STORE_FILE_NAME } from '../../src/state/store.js';
 import { agentClientOf, agentTestFile, waitForTaskState, writeAgentConfig } from '../support/agent.js';
+import type { AgentClient } from '../../src/agent/client.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 
 /**
@@ -29,14 +30,19 @@ async function poolContainers(): Promise<Map<string, string>> {
   return new Map(rows.map((row) => [row.id, row.state]));
 }
 
-/** Waits until `count` running pool containers are idle (not `inUse`) and no other pool container is there. */
-async function idleFilled(count: number, inUse: ReadonlySet<string> = new Set()): Promise<Set<string>> {
+/**
+ * Waits until `count` running pool containers are idle (not `inUse`) and no other pool container is
+ * there, and the agent counts them idle (their launchers run: a container runs before it is offered).
+ */
+async function idleFilled(client: AgentClient, count: number, inUse: ReadonlySet<string> = new Set()): Promise<Set<string>> {
   return pollUntil(
     `${count} idle pool containers`,
     async () => {
       const containers = await poolContainers();
       const idle = [...containers].filter(([id, state]) => state === 'running' && !inUse.has(id)).map(([id]) => id);
-      return idle.length === count && containers.size === count + inUse.size ? new Set(idle) : undefined;
+      if (idle.length !== count || containers.size !== count + inUse.size) return undefined;
+      const counted = new RegExp(`^berth_pool_containers\\{pool="${POOL}",state="idle"\\} (\\d+)$`, 'm').exec(await client.metrics());
+      return Number(counted?.[1]) === count ? new Set(idle) : undefined;
     },
     { timeoutMs: 60_000, intervalMs: 100 },
   );
@@ -58,7 +64,7 @@ describe('agent warm pools across an agent crash', { skip }, () => {
     );
     const first = await agents.start(dataDir, ['--config', config]);
     const client = await agentClientOf(first);
-    await idleFilled(POOL_SIZE);
+    await idleFilled(client, POOL_SIZE);
 
     const endsWhileDown = `ends-${run.id}`;
     const stillRunning = `runs-${run.id}`;
@@ -76,7 +82,7 @@ describe('agent warm pools across an agent crash', { skip }, () => {
       });
     }
     // The pool refilled beside the two taken: idle containers are there when the agent dies.
-    const idleBefore = await idleFilled(POOL_SIZE, inUse);
+    const idleBefore = await idleFilled(client, POOL_SIZE, inUse);
     client.close();
     await first.stop('SIGKILL');
 
@@ -110,7 +116,7 @@ describe('agent warm pools across an agent crash', { skip }, () => {
     assert.match(lost.endState?.kind === 'lost' ? lost.endState.reason : '', /output cannot be followed/);
 
     // The tasks' containers are removed with their ends, the earlier idle ones by the start; the pool refills.
-    const refilled = await idleFilled(POOL_SIZE);
+    const refilled = await idleFilled(again, POOL_SIZE);
     for (const id of [...idleBefore, ...inUse]) assert.ok(!refilled.has(id), `container ${id} of the earlier run is gone`);
     const metrics = await again.metrics();
     assert.match(metrics, new RegExp(`^berth_pool_containers\\{pool="${POOL}",state="idle"\\} ${POOL_SIZE}$`, 'm'));

@@ -36,14 +36,19 @@ async function poolContainers(): Promise<Map<string, string>> {
   return new Map(rows.map((row) => [row.id, row.state]));
 }
 
-/** Waits until the pool holds `count` running (idle) containers and none is being made or removed. */
-async function poolFilled(count: number): Promise<Set<string>> {
+/**
+ * Waits until the pool holds `count` running (idle) containers, none is being made or removed, and
+ * the agent counts them idle (their launchers run: a container runs before it is offered).
+ */
+async function poolFilled(client: AgentClient, count: number): Promise<Set<string>> {
   return pollUntil(
     `the pool to hold ${count} running containers`,
     async () => {
       const containers = await poolContainers();
       const running = [...containers].filter(([, state]) => state === 'running').map(([id]) => id);
-      return running.length === count && containers.size === count ? new Set(running) : undefined;
+      if (running.length !== count || containers.size !== count) return undefined;
+      const idle = metricValue(await client.metrics(), new RegExp(`^berth_pool_containers\\{pool="${POOL}",state="idle"\\} (\\d+)$`, 'm'));
+      return idle === count ? new Set(running) : undefined;
     },
     { timeoutMs: 60_000, intervalMs: 100 },
   );
@@ -73,11 +78,11 @@ describe('agent warm pools', { skip }, () => {
     );
     agent = await agents.start(dataDir, ['--config', config]);
     client = await agentClientOf(agent);
-    await poolFilled(POOL_SIZE);
+    await poolFilled(client, POOL_SIZE);
   });
 
   test('a matching task runs warm in a pool container: exit code, both streams, the started event and the view say so', async () => {
-    const idle = await poolFilled(POOL_SIZE);
+    const idle = await poolFilled(client, POOL_SIZE);
     const events = await client.events();
     const seen: AgentEvent[] = [];
     const id = `warm-${run.id}`;
@@ -103,14 +108,14 @@ describe('agent warm pools', { skip }, () => {
     assert.deepEqual(records.filter((r) => r.stream === 'stderr').map((r) => r.text), ['err 1\n']);
     // The container served this one task and is removed; the pool refills.
     await pollUntil('the served container to go', async () => ((await poolContainers()).has(task.containerId!) ? undefined : true), { timeoutMs: 30_000 });
-    await poolFilled(POOL_SIZE);
+    await poolFilled(client, POOL_SIZE);
     const ps = await berth(agent.dataDir, ['ps', '-a', '--filter', `label=${run.labelFilter}`, '--format', '{{.Names}} {{.Start}}']);
     assert.equal(ps.code, 0, ps.stderr);
     assert.match(ps.stdout, new RegExp(`^${id} warm:${POOL}$`, 'm'));
   });
 
   test('a warm task\'s logs follow it live and resume after a timestamp, as a cold task\'s do', async () => {
-    await poolFilled(POOL_SIZE);
+    await poolFilled(client, POOL_SIZE);
     const id = `warm-follow-${run.id}`;
     await client.submit({ id, spec: { ...poolSpec(), command: ['sh', '-c', 'for i in 1 2 3 4 5; do echo line $i; sleep 0.2; done'] } });
     const followed: Array<{ timestamp: string; text: string }> = [];
@@ -128,7 +133,7 @@ describe('agent warm pools', { skip }, () => {
   });
 
   test('a warm task reads its stdin, and a stop ends a running one as cancelled', async () => {
-    await poolFilled(POOL_SIZE);
+    await poolFilled(client, POOL_SIZE);
     const piped = `warm-stdin-${run.id}`;
     await client.submit({ id: piped, spec: { ...poolSpec(), stdin: 'from stdin\n', command: ['sh', '-c', 'cat; echo after'] } });
     const done = await waitForTaskState(client, piped, ENDED);
@@ -138,7 +143,7 @@ describe('agent warm pools', { skip }, () => {
     for await (const record of client.logs(piped)) texts.push(record.text);
     assert.deepEqual(texts, ['from stdin\n', 'after\n']);
 
-    await poolFilled(POOL_SIZE);
+    await poolFilled(client, POOL_SIZE);
     const stopped = `warm-stop-${run.id}`;
     await client.submit({ id: stopped, spec: { ...poolSpec(), command: ['sh', '-c', 'echo ready; exec sleep 60'] } });
     const running = await waitForTaskState(client, stopped, ['running']);
@@ -168,7 +173,7 @@ describe('agent warm pools', { skip }, () => {
   });
 
   test('metrics show the pool\'s hits, misses and containers', async () => {
-    await poolFilled(POOL_SIZE);
+    await poolFilled(client, POOL_SIZE);
     const text = await client.metrics();
     assert.ok(metricValue(text, new RegExp(`^berth_pool_hits_total\\{pool="${POOL}"\\} (\\d+)$`, 'm')) >= 2, text);
     assert.ok(metricValue(text, /^berth_pool_misses_total\{reason="no-match"\} (\d+)$/m) >= 1);
@@ -178,7 +183,7 @@ describe('agent warm pools', { skip }, () => {
   });
 
   test('a cold task that needs the budget shrinks the pool, which refills once it ended', async () => {
-    await poolFilled(POOL_SIZE);
+    await poolFilled(client, POOL_SIZE);
     const id = `big-${run.id}`;
     // 200 MiB beside the pool's 128 MiB is over the 256 MiB budget: the pool gives its containers up.
     await client.submit({ id, spec: { image: TEST_IMAGE, labels: { ...run.labels }, resources: { memory: '200m', cpuMilli: 100 }, command: ['sleep', '30'] } });
@@ -189,11 +194,11 @@ describe('agent warm pools', { skip }, () => {
     assert.equal(metricValue(text, new RegExp(`^berth_pool_containers\\{pool="${POOL}",state="idle"\\} (\\d+)$`, 'm')), 0);
     await client.stop(id, { graceMs: 0 });
     await waitForTaskState(client, id, ENDED);
-    await poolFilled(POOL_SIZE);
+    await poolFilled(client, POOL_SIZE);
   });
 
   test('the reconciler leaves the live pool containers alone and removes one the pools do not know', async () => {
-    const live = await poolFilled(POOL_SIZE);
+    const live = await poolFilled(client, POOL_SIZE);
     const events = await client.events();
     const orphan = await startTestContainer(engine, run, {
       cmd: ['sleep', '300'],
@@ -219,7 +224,7 @@ describe('agent warm pools', { skip }, () => {
   });
 
   test('stopping the agent removes the idle pool containers', async () => {
-    await poolFilled(POOL_SIZE);
+    await poolFilled(client, POOL_SIZE);
     client.close();
     assert.equal(await agent.stop('SIGTERM'), 0);
     assert.equal((await poolContainers()).size, 0);

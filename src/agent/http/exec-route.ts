@@ -5,6 +5,7 @@ import type { Logger } from '../../common/logger.js';
 import type { Engine, ExecOptions, ExecSession } from '../../engine/engine.js';
 import type { TaskRecord } from '../../state/tasks.js';
 import { endExecProcess } from '../../tasks/exec.js';
+import { execGateOf, inspectExecOf } from '../../tasks/exec-gate.js';
 import { decodeData, encodeData, parseClientControl, type AgentControl } from '../stream-frames.js';
 import { toErrorResponse } from './errors.js';
 import { API_ROUTES } from './schemas.js';
@@ -51,7 +52,8 @@ async function startExec(deps: ExecRouteDeps, task: TaskRecord, options: ExecOpt
   if (!engine) throw new BerthError('BERTH_ENGINE_UNAVAILABLE', 'this agent serves no engine for exec');
   const containerId = runningContainerOf(task);
   try {
-    return { session: await engine.exec(containerId, options, { signal }), engine };
+    // Set up under the container's gate, shared with the task handles' pause (see tasks/exec-gate.ts).
+    return { session: await execGateOf(engine).setup(containerId, () => engine.exec(containerId, options, { signal }), inspectExecOf(engine)), engine };
   } catch (error) {
     if (isBerthError(error, 'BERTH_ENGINE_CONFLICT') || isBerthError(error, 'BERTH_ENGINE_NOT_FOUND')) {
       throw new BerthError('BERTH_TASK_STATE', `cannot exec in task ${task.id}: its container is not running`, { cause: error, context: { taskId: task.id, containerId } });

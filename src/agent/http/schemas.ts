@@ -155,7 +155,7 @@ const taskStartSchema: JsonSchema = {
   properties: {
     path: { type: 'string', enum: ['warm', 'cold'] },
     pool: { type: 'string', description: 'warm: the pool whose container the task took.' },
-    reason: { type: 'string', description: 'cold: why (no-pool, no-match, pool-empty, not-poolable).' },
+    reason: { type: 'string', description: 'cold: why (no-pool, no-match, pool-empty, not-poolable, pool-failed).' },
   },
 };
 
@@ -221,7 +221,7 @@ export const taskViewSchema: JsonSchema = {
       },
     },
     usageMissing: { type: 'string', description: 'Why no usage was recorded for a task that ran (its cgroup was not readable, or it ended before the first reading or while the agent was down).' },
-    start: { ...taskStartSchema, description: 'How its current (or last) attempt started: `warm` took an idle container of `pool` (a warm pool, README "Warm pools") and runs as an exec in it; `cold` created its own container, for `reason` (no-pool, no-match, pool-empty, not-poolable). Absent before it started.' },
+    start: { ...taskStartSchema, description: 'How its current (or last) attempt started: `warm` took an idle container of `pool` (a warm pool, README "Warm pools") and runs as an exec in it; `cold` created its own container, for `reason` (no-pool, no-match, pool-empty, not-poolable, pool-failed). Absent before it started.' },
     group: {
       type: 'object',
       required: ['groupId', 'taskName', 'lifecycle'],

@@ -10,10 +10,12 @@ describe('ensureHolder', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'berth-holder-test-'));
   after(() => rm(dir, { recursive: true, force: true }));
 
-  test('writes the 129-byte pause program once, named by its digest, executable by anyone and writable by none', async () => {
+  test('writes the holder program (a static x86-64 ELF under 16 KiB) once, named by its digest, executable by anyone and writable by none', async () => {
     const path = await ensureHolder(join(dir, 'a'));
     assert.equal(path, join(dir, 'a', `holder-${HOLDER_DIGEST}`));
-    assert.equal(HOLDER_PROGRAM.length, 129);
+    assert.ok(HOLDER_PROGRAM.length < 16 * 1024, `${HOLDER_PROGRAM.length} bytes`);
+    assert.deepEqual([...HOLDER_PROGRAM.subarray(0, 4)], [0x7f, 0x45, 0x4c, 0x46]);
+    assert.equal(HOLDER_PROGRAM.readUInt16LE(18), 62, 'e_machine x86-64');
     assert.deepEqual(await readFile(path), HOLDER_PROGRAM);
     assert.equal((await stat(path)).mode & 0o777, 0o555);
     const again = await ensureHolder(join(dir, 'a'));
