@@ -4,6 +4,7 @@
  * signed by it, and a second CA with a client certificate of its own (one the agent must refuse).
  * EC P-256 keys, so that making them takes milliseconds.
  */
+import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -49,7 +50,10 @@ async function issue(dir: string, ca: CertFiles, name: string, extensions: strin
   const ext = path.join(dir, `${name}.ext`);
   await writeFile(ext, extensions);
   await openssl(['req', ...EC_KEY, '-keyout', files.key, '-out', csr, '-subj', `/CN=berth test ${name}`]);
-  await openssl(['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-CAcreateserial', '-out', files.cert, '-days', '2', '-extfile', ext]);
+  // A random serial of its own: -CAcreateserial shares one serial file per CA, which certificates
+  // issued at the same time read half-written ("Unable to load number").
+  const serial = `0x${randomBytes(16).toString('hex')}`;
+  await openssl(['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', serial, '-out', files.cert, '-days', '2', '-extfile', ext]);
   return files;
 }
 
