@@ -111,6 +111,8 @@ export async function runDaemon(sources: ConfigSources, logger: Logger): Promise
     { agentId: runtime.agentId, socketPath: server.socketPath, ...(server.tcp ? { tcp: `${server.tcp.host}:${server.tcp.port}` } : {}), dataDir: config.dataDir, ...(config.file ? { configFile: config.file } : {}) },
     'agent listening',
   );
+  // Membership begins once the API listens: other nodes reach this one at its TCP address.
+  runtime.joinCluster(server.tcp);
   const uncontain = containStrayRejections(logger);
   const ready = runtime.start().then(() => logger.info({ agentId: runtime.agentId }, 'agent started'));
   // The caller awaits `ready`; this keeps an early failure from counting as unhandled meanwhile.
