@@ -29,7 +29,7 @@ import { DRIVER_OPTION_BOUNDS } from '../tasks/driver.js';
 import type { PoolDefinition } from '../pools/types.js';
 import { compilePools, poolsOption, type PoolConfigInput } from './pool-config.js';
 import { agentSpecPolicy } from './registry-credentials.js';
-import { clusterSection, compileCluster, unreachableAddressRule, type ClusterConfig, type ClusterConfigInput } from './cluster-config.js';
+import { CLUSTER_CONFIG_BOUNDS, clusterSection, compileCluster, unreachableAddressRule, type ClusterConfig, type ClusterConfigInput } from './cluster-config.js';
 
 /**
  * The agent's configuration: from a YAML file, BERTH_* environment variables and flags, merged in
@@ -578,6 +578,7 @@ export const CONFIG_BOUNDS = Object.freeze({
   /** A share of the file system: 1% to 99% (a full disk is what the watermark is there to prevent). */
   'retention.diskWatermark': { min: 0.01, max: 0.99 },
   'retention.interval': { minMs: SECOND_MS, maxMs: DURATION_LIMITS.timerMs },
+  ...CLUSTER_CONFIG_BOUNDS,
 } satisfies Record<string, DurationBounds | SizeBounds | CountBounds | FractionBounds>);
 
 /** A closed range of fractions (0.9 is 90%). */
@@ -1037,7 +1038,8 @@ function unitIssues(merged: Plain, origins: Origins): FieldIssue[] {
   const issues: FieldIssue[] = [];
   for (const [key, kind] of Object.entries(LEAVES)) {
     if (kind !== 'duration' && kind !== 'size') continue;
-    const origin = origins.get(key);
+    // A section that no default holds (cluster) records its origin on the section only.
+    const origin = originOf(origins, key);
     if (origin === undefined || origin === 'default') continue;
     const value = key.split('.').reduce<unknown>((node, part) => (isPlain(node) ? node[part] : undefined), merged);
     const bareText = typeof value === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(value);
