@@ -27,7 +27,7 @@ export interface ClusterConfigInput {
   capacity?: { memory?: string | number; cpuMilli?: number; tasks?: number };
   /** How long the node's lease lasts after each heartbeat. Default "10s"; 100 ms to 24 h. Use one value across the cluster. */
   lease?: string | number;
-  /** How often the node renews its lease and reports its load. Default "3s"; 50 ms to 1 h, less than `cluster.lease`. */
+  /** How often the node renews its lease and reports its load. Default "3s", or a third of `cluster.lease` when that is less; 50 ms to 1 h, less than `cluster.lease`. */
   heartbeat?: string | number;
   /** Placement: `binpack` (fill the busiest node that fits, the default) or `spread`. */
   strategy?: PlacementStrategy;
@@ -140,14 +140,19 @@ export const clusterSection = z
       .strict()
       .default({}),
     lease: durationOption(CLUSTER_CONFIG_BOUNDS['cluster.lease'], durationRule('10s')).default(10_000),
-    heartbeat: durationOption(CLUSTER_CONFIG_BOUNDS['cluster.heartbeat'], durationRule('3s')).default(3_000),
+    heartbeat: durationOption(CLUSTER_CONFIG_BOUNDS['cluster.heartbeat'], durationRule('3s')).optional(),
     strategy: z.unknown().transform((value, ctx): PlacementStrategy => (value === 'binpack' || value === 'spread' ? value : issue(ctx, 'must be "binpack" or "spread"'))).default('binpack'),
   })
   .strict()
   .superRefine((c, ctx) => {
     if (c.postgres === undefined) ctx.addIssue({ code: 'custom', path: ['postgres'], message: 'must be set with any other cluster key: the cluster\'s PostgreSQL URL (postgres://…)' });
-    if (c.heartbeat >= c.lease) ctx.addIssue({ code: 'custom', path: ['heartbeat'], message: 'must be less than cluster.lease: a node renewing its lease less often than it lasts loses it' });
+    if (c.heartbeat !== undefined && c.heartbeat >= c.lease) ctx.addIssue({ code: 'custom', path: ['heartbeat'], message: 'must be less than cluster.lease: a node renewing its lease less often than it lasts loses it' });
   });
+
+/** The heartbeat when `cluster.heartbeat` is not set: 3 s, or a third of the lease when that is less (at least 50 ms), so that a short lease alone is valid. */
+export function defaultHeartbeatMs(leaseMs: number): number {
+  return Math.max(CLUSTER_CONFIG_BOUNDS['cluster.heartbeat'].minMs, Math.min(3_000, Math.floor(leaseMs / 3)));
+}
 
 /** Compiles the parsed section (with `listen` and `tls`, to default the address). */
 export function compileCluster(c: z.output<typeof clusterSection>): ClusterConfig {
@@ -162,7 +167,7 @@ export function compileCluster(c: z.output<typeof clusterSection>): ClusterConfi
       ...(c.capacity.tasks !== undefined ? { tasks: c.capacity.tasks } : {}),
     },
     leaseMs: c.lease,
-    heartbeatMs: c.heartbeat,
+    heartbeatMs: c.heartbeat ?? defaultHeartbeatMs(c.lease),
     strategy: c.strategy,
   };
 }
