@@ -65,8 +65,13 @@ describe('berth nodes', () => {
 
   it('--format takes the node fields, as templates and tables', () => {
     const rows = listing.nodes.map((node) => nodeFormatRow(node, NOW));
-    assert.equal(renderFormatted(parseFormat('{{.ID}} {{.Status}} {{.Epoch}} {{.Self}}', NODE_FIELDS), rows), 'web-1 Ready 3 true\nweb-2 Down (left) 1 false\n');
-    assert.equal(renderFormatted(parseFormat('table {{.ID}}\t{{.DownReason}}', NODE_FIELDS), rows), 'ID      REASON\nweb-1\nweb-2   left\n');
+    const format = (text: string) => {
+      const parsed = parseFormat(text, NODE_FIELDS);
+      assert.notEqual(parsed.kind, 'table');
+      return parsed as Exclude<typeof parsed, { kind: 'table' }>;
+    };
+    assert.equal(renderFormatted(format('{{.ID}} {{.Status}} {{.Epoch}} {{.Self}}'), rows), 'web-1 Ready 3 true\nweb-2 Down (left) 1 false\n');
+    assert.equal(renderFormatted(format('table {{.ID}}\t{{.DownReason}}'), rows), 'ID      REASON\nweb-1\nweb-2   left\n');
     assert.throws(() => parseFormat('{{.Hostname}}', NODE_FIELDS), /unknown field "Hostname"/);
   });
 
