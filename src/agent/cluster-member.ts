@@ -1,6 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import { ClusterStore, type Budget, type ClusterStoreOptions, type NodeLease, type NodeView } from '../cluster/index.js';
-import { codeOf, isBerthError, messageOf } from '../common/errors.js';
+import { BerthError, codeOf, isBerthError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { AdmissionSnapshot } from './admission.js';
 import { DEFAULT_NODE_TASKS, maskPostgresUrl, type ClusterConfig } from './cluster-config.js';
@@ -105,7 +105,7 @@ export class ClusterMember {
   start(listenAddress: string | undefined): void {
     if (this.#loop !== undefined || this.#stopping.signal.aborted) return;
     this.#address = this.#config.address ?? listenAddress;
-    if (this.#address === undefined) throw new Error('a cluster node needs an address (the configuration check lets none through)');
+    if (this.#address === undefined) throw new BerthError('BERTH_INTERNAL', 'a cluster node needs an address (the configuration check lets none through)');
     this.#loop = this.#run();
   }
 
