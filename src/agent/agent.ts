@@ -28,6 +28,8 @@ import { UNENDED_STATES } from '../state/tasks.js';
 import { withAgentDefaults } from './spec-defaults.js';
 import { PortAllocator } from './ports.js';
 import type { TaskSpec } from '../spec/schema.js';
+import { ClusterMember, singleNode, type NodeListing } from './cluster-member.js';
+import { addressFromListener } from './cluster-config.js';
 
 /**
  * Everything a running agent is made of; the HTTP layer and tests reach the parts through it.
@@ -55,6 +57,15 @@ export interface AgentRuntime extends AsyncDisposable {
   /** Tasks' collected artifacts under `<dataDir>/artifacts`. */
   readonly artifacts: ArtifactStore;
   readonly admission: AdmissionController;
+  /** Cluster membership, when `cluster.postgres` is set. */
+  readonly cluster: ClusterMember | undefined;
+  /**
+   * Starts cluster membership (when configured) once the API listens: `tcp` is the TCP listener
+   * bound, whose address is the node's unless `cluster.address` says. Idempotent.
+   */
+  joinCluster(tcp: { host: string; port: number } | undefined): void;
+  /** `GET /v1/nodes`: the cluster's nodes, or this agent alone (mode single). */
+  listNodes(): Promise<NodeListing>;
   readonly events: AgentEvents;
   readonly logger: Logger;
   /** The bearer token every API request but health must carry: the one `reloadToken` read last. */
@@ -329,6 +340,17 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
       for (const listener of errorListeners) listener(code);
     },
   });
+  const cluster = initial.cluster === undefined ? undefined : new ClusterMember({ config: initial.cluster, agentId, admission, logger });
+  const builtAt = new Date();
+  let ownAddress = `unix://${initial.socketPath}`;
+  const joinCluster = (tcp: { host: string; port: number } | undefined): void => {
+    if (tcp !== undefined) ownAddress = addressFromListener(tcp, initial.tls !== undefined);
+    cluster?.start(tcp === undefined ? undefined : ownAddress);
+  };
+  const listNodes = async (): Promise<NodeListing> => {
+    if (cluster === undefined) return { mode: 'single', self: agentId, nodes: [singleNode(agentId, ownAddress, admission.snapshot(), builtAt, new Date())] };
+    return { mode: 'cluster', self: cluster.nodeId, nodes: await cluster.listNodes() };
+  };
   let state: AgentState = 'built';
   const moveTo = (to: AgentState): void => {
     // Only forward; closed is final (a start that finishes after a close leaves it closed).
@@ -366,6 +388,8 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
   const close = async (): Promise<void> => {
     moveTo('closed');
     closing.abort();
+    // The node leaves first (down with reason "left"), so that no node waits out its lease.
+    await cluster?.leave();
     // A start under way finishes what it began (a recovery writes to the store) before the store closes.
     await starting?.catch(() => undefined);
     await garbage.close();
@@ -397,6 +421,9 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     uploads,
     artifacts,
     admission,
+    cluster,
+    joinCluster,
+    listNodes,
     events,
     logger,
     get token() {

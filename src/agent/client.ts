@@ -13,7 +13,7 @@ import { TOKEN_FILE_NAME } from './agent.js';
 import { defaultDataDir, type HostFacts } from './config.js';
 import type { AgentEvent } from './events.js';
 import type { ErrorBody } from './http/errors.js';
-import type { GroupView, HealthView, ImageView, PruneView, TaskView } from './http/views.js';
+import type { GroupView, HealthView, ImageView, NodeListView, PruneView, TaskView } from './http/views.js';
 import type { GroupState } from '../state/groups.js';
 import type { LogRecord } from './task-logs.js';
 import type { StatsRecord } from '../tasks/stats-figures.js';
@@ -505,6 +505,11 @@ export class AgentClient {
   async prune(input: { filters?: string[]; dryRun?: boolean } = {}, options: CallOptions = {}): Promise<PruneView> {
     // A prune may take a while; it has no deadline of its own, and aborting cancels it at the next object.
     return this.#json<PruneView>('POST', '/v1/prune', { ...options, body: input, deadlineMs: 0 });
+  }
+
+  /** `GET /v1/nodes`: the cluster's nodes (the answering one `self`), or this agent alone (mode `single`). */
+  async listNodes(options: CallOptions = {}): Promise<NodeListView> {
+    return this.#json<NodeListView>('GET', '/v1/nodes', options);
   }
 
   async images(options: CallOptions = {}): Promise<ImageView[]> {

@@ -29,6 +29,7 @@ import { DRIVER_OPTION_BOUNDS } from '../tasks/driver.js';
 import type { PoolDefinition } from '../pools/types.js';
 import { compilePools, poolsOption, type PoolConfigInput } from './pool-config.js';
 import { agentSpecPolicy } from './registry-credentials.js';
+import { CLUSTER_CONFIG_BOUNDS, clusterSection, compileCluster, unreachableAddressRule, type ClusterConfig, type ClusterConfigInput } from './cluster-config.js';
 
 /**
  * The agent's configuration: from a YAML file, BERTH_* environment variables and flags, merged in
@@ -300,6 +301,11 @@ export interface AgentConfigInput {
    * checked as a submitted spec is (defaults, sandbox preset, policy). Default none; changed by a restart only.
    */
   pools?: PoolConfigInput[];
+  /**
+   * Cluster mode (README "Cluster mode"): with `cluster.postgres`, the agent registers as a node of
+   * the cluster that PostgreSQL coordinates. Default none: the agent runs alone. Changed by a restart only.
+   */
+  cluster?: ClusterConfigInput;
 }
 
 /** One entry of `registries`: the registry, and one secret (a password, inline or in a file, or an identity token). */
@@ -391,6 +397,8 @@ export interface AgentConfig {
   readonly groups: { readonly infraImage?: string };
   /** The warm pools, their specs with the agent's defaults applied (as a matching task's spec is stored). */
   readonly pools: readonly PoolDefinition[];
+  /** Cluster mode, when `cluster.postgres` is set. */
+  readonly cluster?: ClusterConfig;
   /** The file the configuration was read from, if any. */
   readonly file?: string;
 }
@@ -492,6 +500,16 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'retention.diskWatermark': 'string',
   'retention.interval': 'duration',
   'groups.infraImage': 'string',
+  'cluster.postgres': 'string',
+  'cluster.nodeId': 'string',
+  'cluster.address': 'string',
+  'cluster.labels': 'list',
+  'cluster.capacity.memory': 'size',
+  'cluster.capacity.cpuMilli': 'integer',
+  'cluster.capacity.tasks': 'integer',
+  'cluster.lease': 'duration',
+  'cluster.heartbeat': 'duration',
+  'cluster.strategy': 'string',
 };
 
 /** Every configuration key (dotted) and what it holds (README "Configuration and environment"). */
@@ -508,7 +526,7 @@ export const CONFIG_ENV_VARS: Readonly<Record<string, string>> = Object.freeze(
 );
 
 /** Keys a running agent cannot change: a reload keeps their old values and reports them. */
-export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'tls', 'agentId', 'engine', 'engineDeadlines', 'tasks', 'http', 'ports', 'pools']);
+export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'tls', 'agentId', 'engine', 'engineDeadlines', 'tasks', 'http', 'ports', 'pools', 'cluster']);
 
 const MiB = 1024 * 1024;
 
@@ -560,6 +578,7 @@ export const CONFIG_BOUNDS = Object.freeze({
   /** A share of the file system: 1% to 99% (a full disk is what the watermark is there to prevent). */
   'retention.diskWatermark': { min: 0.01, max: 0.99 },
   'retention.interval': { minMs: SECOND_MS, maxMs: DURATION_LIMITS.timerMs },
+  ...CLUSTER_CONFIG_BOUNDS,
 } satisfies Record<string, DurationBounds | SizeBounds | CountBounds | FractionBounds>);
 
 /** A closed range of fractions (0.9 is 90%). */
@@ -918,6 +937,7 @@ function buildSchema(host: HostFacts) {
     }),
     groups: section({ infraImage: imageReference.optional() }),
     pools: poolsOption,
+    cluster: clusterSection.optional(),
     ports: section({ range: portRange, hostIp: text(/^[0-9a-fA-F.:]+$/, 'must be an IPv4 or IPv6 address such as 127.0.0.1').refine((v) => isIP(v) !== 0, 'must be an IPv4 or IPv6 address such as 127.0.0.1') }),
   });
 }
@@ -1018,7 +1038,8 @@ function unitIssues(merged: Plain, origins: Origins): FieldIssue[] {
   const issues: FieldIssue[] = [];
   for (const [key, kind] of Object.entries(LEAVES)) {
     if (kind !== 'duration' && kind !== 'size') continue;
-    const origin = origins.get(key);
+    // A section that no default holds (cluster) records its origin on the section only.
+    const origin = originOf(origins, key);
     if (origin === undefined || origin === 'default') continue;
     const value = key.split('.').reduce<unknown>((node, part) => (isPlain(node) ? node[part] : undefined), merged);
     const bareText = typeof value === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(value);
@@ -1130,6 +1151,11 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
       { context: { file } },
     );
   }
+  const cluster = c.cluster === undefined ? undefined : compileCluster(c.cluster);
+  const unreachable = cluster === undefined ? undefined : unreachableAddressRule(cluster, c.listen);
+  if (unreachable !== undefined) {
+    throw new ValidationError([{ field: 'cluster.address', rule: unreachable }], { context: { file } });
+  }
   const config: Omit<AgentConfig, 'pools'> = {
     dataDir: c.dataDir,
     socketPath,
@@ -1192,6 +1218,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     },
     groups: c.groups.infraImage !== undefined ? { infraImage: c.groups.infraImage } : {},
     ports: { range: c.ports.range, hostIp: c.ports.hostIp },
+    ...(cluster !== undefined ? { cluster } : {}),
     ...(file !== undefined ? { file } : {}),
   };
   let pools: PoolDefinition[];

@@ -28,11 +28,12 @@ export function chooseLogFormat(asked: string | undefined, isTerminal: boolean):
 
 /**
  * Fields the agent's log never shows, at any of the first four levels of a log line's fields: the
- * secrets of registry credentials. Nothing the agent logs carries them (a spec is never logged,
- * errors name the registry and the credentials' source only); this is the guard should one slip in.
+ * secrets of registry credentials, and the cluster's PostgreSQL URL (it may hold a password). Nothing
+ * the agent logs carries them (a spec is never logged, errors name the registry and the credentials'
+ * source only, the cluster's database is logged masked); this is the guard should one slip in.
  */
 export const LOG_REDACT_PATHS: readonly string[] = Object.freeze(
-  ['password', 'identityToken', 'identitytoken'].flatMap((key) => [key, `*.${key}`, `*.*.${key}`, `*.*.*.${key}`]),
+  ['password', 'identityToken', 'identitytoken', 'postgresUrl'].flatMap((key) => [key, `*.${key}`, `*.*.${key}`, `*.*.*.${key}`]),
 );
 
 /**
@@ -111,6 +112,8 @@ export async function runDaemon(sources: ConfigSources, logger: Logger): Promise
     { agentId: runtime.agentId, socketPath: server.socketPath, ...(server.tcp ? { tcp: `${server.tcp.host}:${server.tcp.port}` } : {}), dataDir: config.dataDir, ...(config.file ? { configFile: config.file } : {}) },
     'agent listening',
   );
+  // Membership begins once the API listens: other nodes reach this one at its TCP address.
+  runtime.joinCluster(server.tcp);
   const uncontain = containStrayRejections(logger);
   const ready = runtime.start().then(() => logger.info({ agentId: runtime.agentId }, 'agent started'));
   // The caller awaits `ready`; this keeps an early failure from counting as unhandled meanwhile.

@@ -7,6 +7,7 @@ import type { AgentEvent, AgentEvents } from './events.js';
 import { EXPIRY_REASONS } from './retention.js';
 import type { WarmPoolsPort } from './pool-port.js';
 import type { ColdReason } from '../pools/types.js';
+import type { ClusterMember } from './cluster-member.js';
 
 /** What the metrics read and listen to: a narrow view of the agent runtime. */
 export interface MetricsSources {
@@ -29,6 +30,8 @@ export interface MetricsSources {
   processMetrics?: boolean;
   /** The driver's warm pools (`driver.pools`): their containers by state at each scrape, their hits, misses and refills. */
   pools?: Pick<WarmPoolsPort, 'snapshot' | 'onEvent'>;
+  /** Cluster membership (`cluster.postgres`): whether the node is a member, its epoch, its failed heartbeats. */
+  cluster?: Pick<ClusterMember, 'isMember' | 'epoch' | 'onHeartbeatFailure'>;
 }
 
 /** The states berth_pool_containers counts. */
@@ -95,6 +98,10 @@ export function isEngineErrorCode(code: string): boolean {
  *   them (`countError`), as the supervisor met them (a start, its pull included, a recovery, a
  *   container removal, reading output), as image removals failed with them, and as lost tasks
  *   recorded them. A failed pull is counted once per task that waited on it, by the supervisor.
+ * - In cluster mode: `berth_cluster_member` (1 while the node's last heartbeat was answered, 0 while
+ *   PostgreSQL is away or the node re-registers), `berth_cluster_node_epoch` (the epoch of its lease;
+ *   0 before the first), `berth_cluster_heartbeat_failures_total` (registrations and heartbeats that
+ *   failed: the database away, the lease lost).
  */
 export class AgentMetrics {
   readonly registry = new Registry();
@@ -184,6 +191,27 @@ export class AgentMetrics {
       );
     }
     this.#engineErrors = new Counter({ name: 'berth_engine_errors_total', help: 'Engine and registry errors, by code.', labelNames: ['code'] as const, registers });
+    const cluster = sources.cluster;
+    if (cluster) {
+      new Gauge({
+        name: 'berth_cluster_member',
+        help: '1 while this node is a member of the cluster (its last heartbeat was answered), else 0.',
+        registers,
+        collect() {
+          this.set(cluster.isMember ? 1 : 0);
+        },
+      });
+      new Gauge({
+        name: 'berth_cluster_node_epoch',
+        help: 'The epoch of this node\'s cluster lease (its fencing token); 0 before its first registration.',
+        registers,
+        collect() {
+          this.set(cluster.epoch ?? 0);
+        },
+      });
+      const failures = new Counter({ name: 'berth_cluster_heartbeat_failures_total', help: 'Cluster registrations and heartbeats that failed (the database away, the lease lost).', registers });
+      this.#unsubscribe.push(cluster.onHeartbeatFailure(() => failures.inc()));
+    }
     if (sources.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
     const cpuSeconds = new Counter({ name: 'berth_task_cpu_seconds_total', help: 'CPU time (user + system) of ended tasks, as recorded in their usage.', registers });
     const peakMemory = new Histogram({ name: 'berth_task_peak_memory_bytes', help: 'Peak memory use of ended tasks, as recorded in their usage.', buckets: PEAK_MEMORY_BUCKETS_BYTES, registers });

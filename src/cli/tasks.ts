@@ -3,6 +3,7 @@ import { addAttachCommand } from './attach.js';
 import { addControlCommands } from './control.js';
 import { addEventsCommand } from './events.js';
 import { addImagesCommand } from './images.js';
+import { addNodesCommand } from './nodes.js';
 import { addInspectCommand } from './inspect.js';
 import { addLogsCommand } from './logs.js';
 import { addPsCommand } from './ps.js';
@@ -21,6 +22,7 @@ export function addTaskCommands(program: Command, io: CliIo, setExitCode: (code:
   addControlCommands(program, io, setExitCode);
   addAttachCommand(program, io, setExitCode);
   addImagesCommand(program, io, setExitCode);
+  addNodesCommand(program, io, setExitCode);
   addEventsCommand(program, io, setExitCode);
   addCpCommand(program, io, setExitCode);
 }

@@ -132,6 +132,27 @@ export class ClusterStore {
     });
   }
 
+  /**
+   * The node leaves the cluster (its agent shuts down): its row is marked `down` with reason
+   * `left` at once, without waiting for its lease to run out, and what it held under `epoch` is
+   * released as an expiry would release it. A stale epoch (the node was replaced or declared down
+   * already) changes nothing and is not an error: `false` says so.
+   */
+  async leave(nodeId: string, epoch: number): Promise<boolean> {
+    checkLease(nodeId, epoch);
+    return this.#db.transaction('leave the cluster', async (client) => {
+      const result = await client.query<{ node_id: string }>(
+        `UPDATE berth_nodes SET state = 'down', down_reason = 'left', lease_expires_at = LEAST(lease_expires_at, now())
+         WHERE node_id = $1 AND epoch = $2 AND state = 'ready' RETURNING node_id`,
+        [nodeId, epoch],
+      );
+      if (result.rows.length === 0) return false;
+      await appendEvent(client, 'node.down', { nodeId, epoch, data: { reason: 'left' } });
+      await releaseHeld(client, [{ nodeId, epoch, reason: `node ${nodeId} left the cluster (epoch ${epoch})` }]);
+      return true;
+    });
+  }
+
   /** Every node ever registered, by id, with its state, its reported load and what the cluster placed on it. */
   async listNodes(): Promise<NodeView[]> {
     const result = await this.#db.query<NodeRow>(

@@ -190,7 +190,7 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
 
   test('every route but health needs the token', async () => {
     const target = { socketPath: serving.socketPath };
-    for (const url of ['/v1/tasks', '/v1/images', '/metrics', '/v1/openapi.json', '/v1/events']) {
+    for (const url of ['/v1/tasks', '/v1/images', '/v1/nodes', '/metrics', '/v1/openapi.json', '/v1/events']) {
       assert.equal((await rawRequest(target, 'GET', url)).status, 401, url);
       assert.equal((await rawRequest(target, 'GET', url, { headers: { authorization: 'Bearer wrong' } })).status, 401, url);
     }
@@ -276,6 +276,7 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
       '/v1/groups/{id}/stop',
       '/v1/groups/{id}/tasks/{name}/logs',
       '/v1/images',
+      '/v1/nodes',
       '/v1/openapi.json',
       '/v1/prune',
       '/v1/tasks',
@@ -295,6 +296,16 @@ describe('the agent API through its real unix socket', { skip: await requireEngi
     ]);
     const raw = await rawRequest({ socketPath: serving.socketPath }, 'GET', '/v1/openapi.json', { headers: { authorization: `Bearer ${runtime.token}` } });
     assert.doesNotThrow(() => JSON.parse(raw.body));
+  });
+
+  test('an agent without a cluster lists itself alone as a ready node (mode single)', async () => {
+    const listing = await client.listNodes();
+    assert.equal(listing.mode, 'single');
+    assert.equal(listing.nodes.length, 1);
+    const [self] = listing.nodes;
+    assert.deepEqual([self!.id, self!.state, self!.epoch, self!.self], [runtime.agentId, 'ready', 0, true]);
+    const budget = runtime.admission.snapshot().budget;
+    assert.deepEqual([self!.capacity.memoryBytes, self!.capacity.cpuMilli], [budget.memoryBytes, budget.cpuMilli]);
   });
 
   test('tasks are listed and filtered by state and label', async () => {

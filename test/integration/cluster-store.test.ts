@@ -368,6 +368,25 @@ describe('cluster store on PostgreSQL', { skip }, () => {
     assert.deepEqual((await store.claim({ nodeId: 'restarted', epoch: after.epoch, free: BIG })).map((t) => t.id), ['restart-1']);
   });
 
+  test('a node that leaves is down at once with reason "left", gives up what it held, and its epoch is fenced', async () => {
+    const store = await openStore(await newDatabase(), { lease: '1h' });
+    await store.enqueueMany(tasks('leave', 2));
+    const lease = await node(store, 'leaving');
+    assert.equal((await store.claim({ nodeId: 'leaving', epoch: lease.epoch, free: BIG })).length, 2);
+    await store.report('leave-0', 'leaving', lease.epoch, { kind: 'running' });
+    assert.equal(await store.leave('leaving', lease.epoch), true);
+    const [view] = await store.listNodes();
+    assert.deepEqual([view!.state, view!.downReason, view!.epoch], ['down', 'left', lease.epoch]);
+    const running = (await store.getTask('leave-0'))!;
+    assert.deepEqual([running.state, running.endReason], ['lost', `node leaving left the cluster (epoch ${lease.epoch})`]);
+    assert.equal((await store.getTask('leave-1'))!.state, 'queued');
+    // Leaving twice, or with a stale epoch, changes nothing.
+    assert.equal(await store.leave('leaving', lease.epoch), false);
+    await assert.rejects(store.heartbeat('leaving', lease.epoch, { memoryBytes: 0, cpuMilli: 0, tasks: 0 }), hasCode('BERTH_CLUSTER_LEASE_LOST'));
+    const back = await node(store, 'leaving');
+    assert.deepEqual([back.epoch, (await store.listNodes())[0]!.state], [lease.epoch + 1, 'ready']);
+  });
+
   test('a lease not renewed runs out on the database\'s clock and the sweep declares the node down', async () => {
     const store = await openStore(await newDatabase(), { lease: '300ms' });
     await node(store, 'quiet');

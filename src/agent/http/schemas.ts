@@ -524,6 +524,43 @@ export const logRecordSchema: JsonSchema = {
   },
 };
 
+const nodeBudgetSchema: JsonSchema = {
+  type: 'object',
+  required: ['memoryBytes', 'cpuMilli', 'tasks'],
+  additionalProperties: false,
+  properties: { memoryBytes: { type: 'integer', minimum: 0 }, cpuMilli: { type: 'integer', minimum: 0 }, tasks: { type: 'integer', minimum: 0 } },
+};
+
+export const nodeListSchema: JsonSchema = {
+  type: 'object',
+  required: ['mode', 'nodes'],
+  additionalProperties: false,
+  properties: {
+    mode: { type: 'string', enum: ['single', 'cluster'], description: '`cluster` when the agent has `cluster.postgres`; `single`: the agent alone.' },
+    nodes: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['id', 'address', 'labels', 'state', 'epoch', 'capacity', 'load', 'lastHeartbeat', 'leaseExpiresAt', 'self'],
+        additionalProperties: false,
+        properties: {
+          id: { type: 'string', description: 'The node id (`cluster.nodeId`, default the agent\'s id).' },
+          address: { type: 'string', description: 'Where other nodes reach its API (`unix://…` for a single agent without a TCP listener).' },
+          labels: { type: 'object', additionalProperties: { type: 'string' }, description: 'Matched by task constraints `node.<label>`.' },
+          state: { type: 'string', enum: ['ready', 'down'] },
+          downReason: { type: 'string', description: 'Why it is down: `left` (it shut down), or the lease it lost.' },
+          epoch: { type: 'integer', minimum: 0, description: 'Its lease epoch (the fencing token); 0 for a single agent.' },
+          capacity: { ...nodeBudgetSchema, description: 'What it offers the cluster.' },
+          load: { ...nodeBudgetSchema, description: 'What its last heartbeat said it runs.' },
+          lastHeartbeat: isoTime,
+          leaseExpiresAt: isoTime,
+          self: { type: 'boolean', description: 'Whether this node answered.' },
+        },
+      },
+    },
+  },
+};
+
 export const imagesSchema: JsonSchema = {
   type: 'object',
   required: ['images'],
@@ -1078,6 +1115,18 @@ export const API_ROUTES: readonly ApiRoute[] = [
     querystring: logsQuerySchema,
     responses: { 400: errors.badRequest, 401: errors.unauthorized, 404: { description: 'No group with that id (BERTH_GROUP_NOT_FOUND), or no task of that name in it (BERTH_TASK_NOT_FOUND).', schema: errorBodySchema } },
     stream: { status: 200, contentType: 'application/x-ndjson', description: 'One LogRecord per line, oldest first.', itemSchema: logRecordSchema },
+  },
+  {
+    method: 'GET',
+    url: '/v1/nodes',
+    operationId: 'listNodes',
+    summary:
+      'The cluster\'s nodes by id (as `docker node ls`): address, labels, state (`down` with its reason), lease epoch, capacity, load, last heartbeat, and which one answered (`self`). An agent without `cluster` lists itself alone (mode `single`).',
+    responses: {
+      200: { description: 'The nodes.', schema: nodeListSchema },
+      401: errors.unauthorized,
+      503: { description: 'The cluster\'s PostgreSQL does not answer (BERTH_CLUSTER_UNAVAILABLE).', schema: errorBodySchema },
+    },
   },
   {
     method: 'GET',

@@ -17,7 +17,7 @@ import { answerClientError, requestError, toErrorResponse, type ErrorBody, type 
 import { typedQuery } from './query.js';
 import { API_ROUTES, MAX_PARAM_LENGTH, type ApiRoute } from './schemas.js';
 import { agentEventStream, eventResume, ndjsonStream } from './streams.js';
-import { toGroupView, toImageView, toPruneView, toTaskView, toUtcLogTimestamp, type HealthView, type GroupView } from './views.js';
+import { toGroupView, toImageView, toNodeListView, toPruneView, toTaskView, toUtcLogTimestamp, type HealthView, type GroupView } from './views.js';
 import type { LogRecord } from '../task-logs.js';
 import { lastRecords, msUntil, selectRecords } from '../log-window.js';
 import { AgentMetrics, type MetricsSources } from '../metrics.js';
@@ -32,6 +32,7 @@ import type { UploadStore } from '../uploads.js';
 import { attachRoutes, closeWebSocketsGoingAway } from './attach-route.js';
 import { artifactHandlers } from './artifacts-route.js';
 import type { ArtifactStore } from '../artifacts.js';
+import type { NodeListing } from '../cluster-member.js';
 
 /**
  * What the HTTP layer uses of the agent runtime: a narrow port (an `AgentRuntime` is one), so that
@@ -57,6 +58,10 @@ export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | '
   readonly agentId?: string;
   /** The driver's warm pools, for their metrics; without them, no pool metric is shown. */
   readonly driver?: { readonly pools: NonNullable<MetricsSources['pools']> };
+  /** Cluster membership, for its metrics. */
+  readonly cluster?: MetricsSources['cluster'];
+  /** `GET /v1/nodes`; without it, the route answers 503. */
+  listNodes?(): Promise<NodeListing>;
 }
 
 /** The longest a wait (`GET /v1/tasks/:id/wait`) holds its request before answering `ended: false`. */
@@ -146,6 +151,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     ...(runtime.store.tasks.countUnhealthy ? { unhealthyTasks: () => runtime.store.tasks.countUnhealthy!() } : {}),
     processMetrics: options.processMetrics ?? true,
     ...(runtime.driver ? { pools: runtime.driver.pools } : {}),
+    ...(runtime.cluster ? { cluster: runtime.cluster } : {}),
   });
   const openApiDocument = buildOpenApiDocument({ version: options.version });
   /** Ends every open stream, so that closing the server does not wait on followers. */
@@ -402,6 +408,11 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     },
 
     ...artifactHandlers({ visibleTask, engine: runtime.engine, artifacts: runtime.artifacts, sendStream }),
+
+    async listNodes() {
+      if (!runtime.listNodes) throw new BerthError('BERTH_AGENT_UNAVAILABLE', 'this agent does not list nodes');
+      return toNodeListView(await runtime.listNodes());
+    },
 
     async listImages() {
       return { images: runtime.imageSnapshot().images.map(toImageView) };

@@ -2,6 +2,7 @@ import type { PruneReport } from '../../prune/index.js';
 import type { BerthError } from '../../common/errors.js';
 import { ValidationError } from '../../common/errors.js';
 import type { ImageSnapshot } from '../../images/index.js';
+import type { NodeListing } from '../cluster-member.js';
 import type { StoredEndState, StoredTaskSpec, TaskAttempt, TaskRecord, TaskState, TaskUsage } from '../../state/tasks.js';
 import type { ArtifactsRecord } from '../../tasks/files-out.js';
 import type { PublishedPort } from '../../engine/types.js';
@@ -211,6 +212,64 @@ function attemptViews(record: TaskRecord): AttemptView[] {
     );
   }
   return views;
+}
+
+/** A node's memory, CPU and task slots. */
+export interface NodeBudgetView {
+  memoryBytes: number;
+  cpuMilli: number;
+  tasks: number;
+}
+
+/** One node of `GET /v1/nodes`. */
+export interface NodeView {
+  id: string;
+  /** Where other nodes reach its API (`unix://…` for a single agent without a TCP listener). */
+  address: string;
+  /** Matched by task constraints `node.<label>`. */
+  labels: Record<string, string>;
+  /** `ready` while its lease is live; `down` once it ran out or the node left. */
+  state: 'ready' | 'down';
+  /** Why it is down: `left` (a graceful shutdown), or its lost lease. */
+  downReason?: string;
+  /** The lease epoch (the fencing token); 0 for a single agent. */
+  epoch: number;
+  capacity: NodeBudgetView;
+  /** What its last heartbeat said it runs. */
+  load: NodeBudgetView;
+  /** Its last heartbeat (ISO 8601). */
+  lastHeartbeat: string;
+  /** When its lease runs out (ISO 8601). */
+  leaseExpiresAt: string;
+  /** Whether this is the node that answered. */
+  self: boolean;
+}
+
+/** `GET /v1/nodes`. */
+export interface NodeListView {
+  /** `cluster` with `cluster.postgres`; `single`: the agent alone. */
+  mode: 'single' | 'cluster';
+  nodes: NodeView[];
+}
+
+/** The nodes as the API shows them, the answering one marked `self`. */
+export function toNodeListView(listing: NodeListing): NodeListView {
+  return {
+    mode: listing.mode,
+    nodes: listing.nodes.map((node) => ({
+      id: node.nodeId,
+      address: node.address,
+      labels: { ...node.labels },
+      state: node.state,
+      ...(node.downReason !== undefined && node.state === 'down' ? { downReason: node.downReason } : {}),
+      epoch: node.epoch,
+      capacity: { ...node.capacity },
+      load: { ...node.load },
+      lastHeartbeat: node.heartbeatAt.toISOString(),
+      leaseExpiresAt: node.leaseExpiresAt.toISOString(),
+      self: node.nodeId === listing.self,
+    })),
+  };
 }
 
 export function toImageView(image: ImageSnapshot): ImageView {

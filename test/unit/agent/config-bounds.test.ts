@@ -29,6 +29,19 @@ function input(key: string, value: unknown): AgentConfigInput {
 const COMPANIONS: Readonly<Record<string, AgentConfigInput>> = {
   'http.headersTimeout': { http: { requestTimeout: CONFIG_BOUNDS['http.requestTimeout'].maxMs } },
   'http.requestTimeout': { http: { headersTimeout: CONFIG_BOUNDS['http.headersTimeout'].minMs } },
+  // A cluster key needs the database and an address; the heartbeat must be shorter than the lease.
+  ...Object.fromEntries(
+    ['cluster.capacity.memory', 'cluster.capacity.cpuMilli', 'cluster.capacity.tasks', 'cluster.lease', 'cluster.heartbeat'].map((key) => [
+      key,
+      {
+        listen: '127.0.0.1:7070',
+        cluster: {
+          postgres: 'postgres://db.example/berth',
+          ...(key === 'cluster.lease' ? { heartbeat: CONFIG_BOUNDS['cluster.heartbeat'].minMs } : key === 'cluster.heartbeat' ? { lease: CONFIG_BOUNDS['cluster.lease'].maxMs } : {}),
+        },
+      },
+    ]),
+  ),
 };
 
 function issuesFor(key: string, value: unknown): Array<{ field: string; rule: string }> {

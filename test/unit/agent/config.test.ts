@@ -225,6 +225,16 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       BERTH_RETENTION_DISK_WATERMARK: '80%',
       BERTH_RETENTION_INTERVAL: '30s',
       BERTH_GROUPS_INFRA_IMAGE: 'registry.example.com/pause:3.9',
+      BERTH_CLUSTER_POSTGRES: 'postgres://berth:s3cret@db.example:5432/berth',
+      BERTH_CLUSTER_NODE_ID: 'n1',
+      BERTH_CLUSTER_ADDRESS: 'https://10.0.0.5:7443',
+      BERTH_CLUSTER_LABELS: 'disk=ssd,node.zone=a',
+      BERTH_CLUSTER_CAPACITY_MEMORY: '2g',
+      BERTH_CLUSTER_CAPACITY_CPU_MILLI: '1000',
+      BERTH_CLUSTER_CAPACITY_TASKS: '20',
+      BERTH_CLUSTER_LEASE: '5s',
+      BERTH_CLUSTER_HEARTBEAT: '1s',
+      BERTH_CLUSTER_STRATEGY: 'spread',
     };
     // BERTH_ENGINE_HOST and BERTH_ENGINE_CONTEXT are the alternatives to BERTH_ENGINE_SOCKET, and
     // BERTH_ENGINE_TLS_VERIFY and BERTH_ENGINE_CERT_PATH go with a host: covered below.
@@ -273,6 +283,16 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       groups: { infraImage: 'registry.example.com/pause:3.9' },
       pools: [],
       ports: { range: { from: 30_000, to: 30_099 }, hostIp: '0.0.0.0' },
+      cluster: {
+        postgresUrl: 'postgres://berth:s3cret@db.example:5432/berth',
+        nodeId: 'n1',
+        address: 'https://10.0.0.5:7443',
+        labels: { disk: 'ssd', zone: 'a' },
+        capacity: { memoryBytes: 2 * GiB, cpuMilli: 1000, tasks: 20 },
+        leaseMs: 5000,
+        heartbeatMs: 1000,
+        strategy: 'spread',
+      },
     });
   });
 

@@ -55,7 +55,7 @@ describe('every command\'s --help against its parser', () => {
   const commands = allCommands(program);
 
   test('the program has the commands the README documents', () => {
-    assert.deepEqual(commands.map(pathOf).sort(), ['agent', 'attach', 'context', 'context ls', 'cp', 'events', 'exec', 'group', 'group inspect', 'group logs', 'group ps', 'group rm', 'group run', 'group stop', 'images', 'inspect', 'kill', 'logs', 'pause', 'prune', 'ps', 'rm', 'run', 'stats', 'stop', 'submit', 'unpause', 'wait'].sort());
+    assert.deepEqual(commands.map(pathOf).sort(), ['agent', 'attach', 'context', 'context ls', 'cp', 'events', 'exec', 'group', 'group inspect', 'group logs', 'group ps', 'group rm', 'group run', 'group stop', 'images', 'inspect', 'kill', 'logs', 'nodes', 'pause', 'prune', 'ps', 'rm', 'run', 'stats', 'stop', 'submit', 'unpause', 'wait'].sort());
   });
 
   // A command that only holds subcommands (`group`) has no options of its own: its subcommands are checked.

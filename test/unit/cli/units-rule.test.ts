@@ -235,7 +235,7 @@ describe('every duration and size key of the agent configuration follows the rul
   after(() => rmSync(dir, { recursive: true, force: true }));
   const keys = Object.entries(CONFIG_KEY_KINDS).filter(([, kind]) => kind === 'duration' || kind === 'size');
   /** A valid value with a unit for each key: within every key's bounds (prune.schedule's and events.window's floor is 1m; http.headersTimeout's ceiling the request timeout, 30s). */
-  const VALID: Readonly<Record<string, string>> = { duration: '20s', size: '64m', 'prune.schedule': '2m', 'events.window': '2m' };
+  const VALID: Readonly<Record<string, string>> = { duration: '20s', size: '64m', 'prune.schedule': '2m', 'events.window': '2m', 'cluster.heartbeat': '2s' };
 
   function issues(load: () => unknown): Array<{ field: string; rule: string }> {
     try {
@@ -248,7 +248,10 @@ describe('every duration and size key of the agent configuration follows the rul
   }
   const yaml = (key: string, value: string): string => {
     const parts = key.split('.');
-    return parts.map((part, i) => `${'  '.repeat(i)}${part}:${i === parts.length - 1 ? ` ${value}` : ''}`).join('\n') + '\n';
+    const lines = parts.map((part, i) => `${'  '.repeat(i)}${part}:${i === parts.length - 1 ? ` ${value}` : ''}`);
+    // A cluster key needs the cluster's database and an address other nodes reach.
+    if (parts[0] === 'cluster') lines.splice(0, 1, 'listen: 127.0.0.1:7070', 'cluster:', '  postgres: postgres://db.example/berth');
+    return lines.join('\n') + '\n';
   };
 
   test('the keys checked are every key with duration or size bounds', () => {
