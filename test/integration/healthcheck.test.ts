@@ -42,7 +42,8 @@ function track<T>(promise: Promise<T>): { readonly settled: boolean; readonly pr
   return state;
 }
 
-describe('health checks against the real engine', { skip: await requireEngine() }, () => {
+// Each test is bounded well below the file's timeout, so a test that hangs is named, and the others still run.
+describe('health checks against the real engine', { skip: await requireEngine(), timeout: 180_000 }, () => {
   after(() => run.cleanup());
 
   test('a waitHealthy start resolves only once the task has created the file its check reads', async () => {
