@@ -20,6 +20,7 @@ import type { StatsRecord } from '../tasks/stats-figures.js';
 import { readCertificateFile, readKeyPair } from './tls.js';
 import { openExecSession, type AgentExecOptions, type AgentExecSession } from './exec-client.js';
 import { attachSession, openAgentSocket, type AgentSocketTarget, type AttachOptions, type AttachSession } from './attach-client.js';
+import { CERT_UNTRUSTED_CODES } from '../common/tls-codes.js';
 
 export type { HealthView, ImageView, TaskHealthView, TaskView } from './http/views.js';
 export type { LogRecord } from './task-logs.js';
@@ -151,22 +152,11 @@ export function parseAgentHost(host: string): Target {
  */
 const CLIENT_CERT_REFUSED = /^ERR_SSL_(TLSV13_ALERT_CERTIFICATE_REQUIRED|TLSV1_ALERT_UNKNOWN_CA|SSLV3_ALERT_BAD_CERTIFICATE|SSLV3_ALERT_CERTIFICATE_UNKNOWN|TLSV1_ALERT_ACCESS_DENIED|TLSV1_ALERT_DECRYPT_ERROR|SSLV3_ALERT_UNSUPPORTED_CERTIFICATE|SSLV3_ALERT_CERTIFICATE_EXPIRED)$/;
 const NOT_TLS = /^(ERR_SSL_WRONG_VERSION_NUMBER|ERR_SSL_PACKET_LENGTH_TOO_LONG|ERR_SSL_RECORD_LAYER_FAILURE|EPROTO)$/;
-const AGENT_CERT_UNTRUSTED = new Set([
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'CERT_SIGNATURE_FAILURE',
-  'CERT_UNTRUSTED',
-  'CERT_REJECTED',
-  'INVALID_CA',
-]);
 const AGENT_CERT_DATES = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
 
 /** Why TLS with the agent failed, for a person, when `code` is a TLS failure's; else undefined. */
 function tlsFailureHint(code: string): string | undefined {
-  if (AGENT_CERT_UNTRUSTED.has(code)) return 'the agent\'s certificate is not signed by a trusted CA: give the CA that signed it (--tlscacert, or ca.pem in $BERTH_CERT_PATH)';
+  if (CERT_UNTRUSTED_CODES.has(code)) return 'the agent\'s certificate is not signed by a trusted CA: give the CA that signed it (--tlscacert, or ca.pem in $BERTH_CERT_PATH)';
   if (AGENT_CERT_DATES.has(code)) return 'the agent\'s certificate has expired or is not valid yet';
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return 'the agent\'s certificate is not for this address (its subjectAltName names other hosts or IPs)';
   if (CLIENT_CERT_REFUSED.test(code)) return 'the agent refused the client\'s certificate, or its absence: give one signed by the agent\'s tls.clientCa (--tlscert and --tlskey, or cert.pem and key.pem in $BERTH_CERT_PATH)';

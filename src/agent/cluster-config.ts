@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { CLUSTER_OPTION_BOUNDS } from '../cluster/options.js';
 import type { PlacementStrategy } from '../cluster/types.js';
 import { HOUR_MS, MAX_SIZE_BYTES, type CountBounds, type DurationBounds, type SizeBounds } from '../common/units.js';
-import { countOption, durationOption, durationRule, issue, sizeOption, sizeRule } from '../common/validation.js';
+import { countOption, durationOption, durationRule, issue, mappingEntries, sizeOption, sizeRule } from '../common/validation.js';
 import { NODE_LABEL_PREFIX } from '../cluster/constraints.js';
 import { REDACTED } from '../spec/registry-auth.js';
 
@@ -104,16 +104,8 @@ const address = z.unknown().transform((value, ctx): string => {
 /** A mapping of label → value, or (from the environment) a list of `label=value`; a `node.` prefix is dropped. */
 const labels = z.unknown().transform((value, ctx): Record<string, string> => {
   const rule = 'must be a mapping of label to value, such as { disk: ssd } (or, in the environment, disk=ssd,…)';
-  const entries: Array<[string, unknown]> = Array.isArray(value)
-    ? value.map((item): [string, unknown] => {
-        const text = typeof item === 'string' ? item : '';
-        const eq = text.indexOf('=');
-        return eq === -1 ? [text, undefined] : [text.slice(0, eq).trim(), text.slice(eq + 1).trim()];
-      })
-    : typeof value === 'object' && value !== null
-      ? Object.entries(value)
-      : [];
-  if (!Array.isArray(value) && (typeof value !== 'object' || value === null)) return issue(ctx, rule);
+  const entries = mappingEntries(value);
+  if (entries === undefined) return issue(ctx, rule);
   const result: Record<string, string> = {};
   for (const [key, labelValue] of entries) {
     const name = key.startsWith(NODE_LABEL_PREFIX) ? key.slice(NODE_LABEL_PREFIX.length) : key;

@@ -13,6 +13,7 @@ import {
   durationOrOffOption,
   durationRule,
   issue,
+  mappingEntries,
   sizeOption,
   sizeRule,
 } from '../common/validation.js';
@@ -715,16 +716,8 @@ const imageList = z.unknown().transform((value, ctx): string[] => {
  */
 const seccompProfiles = z.unknown().transform((value, ctx): Record<string, string> => {
   const rule = 'must be a mapping of profile name to an absolute path to its JSON file (or, in the environment, name=/path,…)';
-  const entries: Array<[string, unknown]> = Array.isArray(value)
-    ? value.map((item): [string, unknown] => {
-        const text = typeof item === 'string' ? item : '';
-        const eq = text.indexOf('=');
-        return eq === -1 ? [text, undefined] : [text.slice(0, eq).trim(), text.slice(eq + 1).trim()];
-      })
-    : typeof value === 'object' && value !== null
-      ? Object.entries(value)
-      : [];
-  if (!Array.isArray(value) && (typeof value !== 'object' || value === null)) return issue(ctx, rule);
+  const entries = mappingEntries(value);
+  if (entries === undefined) return issue(ctx, rule);
   const result: Record<string, string> = {};
   for (const [name, file] of entries) {
     if (!SECCOMP_PROFILE_NAME.test(name) || ['default', 'unconfined'].includes(name)) ctx.addIssue({ code: 'custom', path: [name], message: 'must be a profile name of [a-zA-Z0-9_.-] (not "default" or "unconfined")' });

@@ -125,3 +125,19 @@ export function optionsResolver<Schema extends z.ZodType, Resolved extends objec
 ): OptionsResolver<unknown, Readonly<Resolved>> {
   return (input = {}, fieldPrefix = '') => Object.freeze(compile(parseOptions(schema, input, fieldPrefix)));
 }
+
+/**
+ * The entries of a configuration mapping, given as an object or (from the environment, which holds
+ * only strings) as a list of `name=value`; undefined for anything else. An item without `=` gives
+ * the value undefined, for the caller's rule to refuse.
+ */
+export function mappingEntries(value: unknown): Array<[string, unknown]> | undefined {
+  if (Array.isArray(value)) {
+    return value.map((item): [string, unknown] => {
+      const text = typeof item === 'string' ? item : '';
+      const eq = text.indexOf('=');
+      return eq === -1 ? [text, undefined] : [text.slice(0, eq).trim(), text.slice(eq + 1).trim()];
+    });
+  }
+  return typeof value === 'object' && value !== null ? Object.entries(value) : undefined;
+}

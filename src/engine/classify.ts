@@ -1,5 +1,6 @@
 import { BerthError, cancelledError, type ErrorCode } from '../common/errors.js';
 import type { ContainerStatus } from './types.js';
+import { CERT_UNTRUSTED_CODES } from '../common/tls-codes.js';
 
 /** What a failed engine call is classified by: its HTTP status, or its socket error. Never message text. */
 interface EngineFailure {
@@ -98,21 +99,10 @@ export interface ClassifyContext {
  */
 const ENGINE_REFUSED_CLIENT = /^ERR_SSL_(TLSV13_ALERT_CERTIFICATE_REQUIRED|TLSV1_ALERT_UNKNOWN_CA|SSLV3_ALERT_BAD_CERTIFICATE|SSLV3_ALERT_CERTIFICATE_UNKNOWN|SSLV3_ALERT_HANDSHAKE_FAILURE|TLSV1_ALERT_ACCESS_DENIED|TLSV1_ALERT_DECRYPT_ERROR|SSLV3_ALERT_UNSUPPORTED_CERTIFICATE|SSLV3_ALERT_CERTIFICATE_EXPIRED)$/;
 const NOT_TLS = /^(ERR_SSL_WRONG_VERSION_NUMBER|ERR_SSL_PACKET_LENGTH_TOO_LONG|ERR_SSL_RECORD_LAYER_FAILURE)$/;
-const ENGINE_CERT_UNTRUSTED = new Set([
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'CERT_SIGNATURE_FAILURE',
-  'CERT_UNTRUSTED',
-  'CERT_REJECTED',
-  'INVALID_CA',
-]);
 
 /** Why TLS with the engine failed, for a person, when `code` is a TLS failure's; else undefined. */
 export function engineTlsHint(code: string): string | undefined {
-  if (ENGINE_CERT_UNTRUSTED.has(code)) return 'the engine\'s certificate is not signed by the CA berth was given (ca.pem in DOCKER_CERT_PATH or the context\'s TLS directory)';
+  if (CERT_UNTRUSTED_CODES.has(code)) return 'the engine\'s certificate is not signed by the CA berth was given (ca.pem in DOCKER_CERT_PATH or the context\'s TLS directory)';
   if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID') return 'the engine\'s certificate has expired or is not valid yet';
   if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return 'the engine\'s certificate is not for this address (its subjectAltName names other hosts or IPs)';
   if (ENGINE_REFUSED_CLIENT.test(code)) return 'the engine refused the client certificate, or its absence: give one signed by the engine\'s --tlscacert (cert.pem and key.pem in DOCKER_CERT_PATH)';
