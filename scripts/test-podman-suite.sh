@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the integration files of the areas issue 17 names (tasks, images with the local registry,
 # reconcile, prune, agent, exec, stats, health) against Podman's Docker-compatible API, after
-# scripts/test-podman.sh made sure it answers. `npm test` runs this beside the Docker files.
+# scripts/test-podman.sh made sure it answers. `npm test` runs this after the Docker files.
 # The files are test/podman-suite.txt's `run` lines; its `skip` lines name files of those areas that
 # cannot run on Podman, each with the reason (a feature Podman lacks is then covered by a test that
 # berth says so clearly: BERTH_ENGINE_UNSUPPORTED).
