@@ -8,6 +8,9 @@
  * timed from the start of the submit until the claimer's `claim` returns it; submits go one at a
  * time, so this is latency, not throughput. Targets: p50 <= 10 ms, p99 <= 50 ms.
  *
+ * Then submit-to-running of a three-agent cluster as a ratio to a single agent, measured in the same
+ * run (bench/cluster-agents.ts; target <= 1.1), in a second database of its own.
+ *
  * PostgreSQL: env BERTH_BENCH_PG_URL (a database the bench may create databases in), else the test
  * server that scripts/test-postgres.sh starts (127.0.0.1:5499). The bench's database is dropped at
  * the end. Runnable alone (`node --import tsx bench/cluster.ts`) or from bench/run.ts.
@@ -18,6 +21,7 @@ import { promisify } from 'node:util';
 import pg from 'pg';
 import { ClusterStore, QueueWaker, type Budget } from '../src/cluster/index.js';
 import { stackOf } from '../src/common/errors.js';
+import { benchClusterAgents } from './cluster-agents.js';
 import { type CaseContext, quantile, round, standaloneContext } from './support.js';
 
 const BACKLOG = 10_000;
@@ -35,6 +39,13 @@ async function serverUrl(ctx: Pick<CaseContext, 'progress'>): Promise<string> {
   return 'postgres://postgres@127.0.0.1:5499/postgres';
 }
 
+/** `url` with its database named `database`. */
+function clusterDbUrl(url: string, database: string): string {
+  const dbUrl = new URL(url);
+  dbUrl.pathname = `/${database}`;
+  return dbUrl.toString();
+}
+
 async function admin(url: string, sql: string): Promise<void> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
@@ -49,8 +60,8 @@ export async function benchCluster(ctx: CaseContext = standaloneContext()): Prom
   const url = await serverUrl(ctx);
   const name = `berth_bench_${ctx.runId.replace(/[^a-z0-9]/g, '_')}`;
   await admin(url, `CREATE DATABASE ${name}`);
-  const dbUrl = new URL(url);
-  dbUrl.pathname = `/${name}`;
+  await admin(url, `CREATE DATABASE ${name}_agents`);
+  const dbUrl = new URL(clusterDbUrl(url, name));
   const store = await ClusterStore.open({ connectionString: dbUrl.toString() });
   const waker = new QueueWaker({ connectionString: dbUrl.toString() });
   try {
@@ -110,6 +121,7 @@ export async function benchCluster(ctx: CaseContext = standaloneContext()): Prom
     }
     const p50 = round(quantile(latencies, 0.5), 2);
     const p99 = round(quantile(latencies, 0.99), 2);
+    const agents = await benchClusterAgents(ctx, clusterDbUrl(url, `${name}_agents`));
     ctx.emit({
       case: 'cluster',
       queued: backlog,
@@ -118,11 +130,14 @@ export async function benchCluster(ctx: CaseContext = standaloneContext()): Prom
       targetP50Ms: TARGET_P50_MS,
       targetP99Ms: TARGET_P99_MS,
       meetsTarget: p50 <= TARGET_P50_MS && p99 <= TARGET_P99_MS,
+      ...agents,
     });
   } finally {
     await waker.close();
     await store.close();
-    await admin(url, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch((error: unknown) => ctx.progress(`cluster: could not drop ${name}: ${stackOf(error)}`));
+    for (const db of [name, `${name}_agents`]) {
+      await admin(url, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch((error: unknown) => ctx.progress(`cluster: could not drop ${db}: ${stackOf(error)}`));
+    }
   }
 }
 
