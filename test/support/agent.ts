@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
@@ -22,6 +23,7 @@ import { silentLogger, type Logger } from '../../src/common/logger.js';
 import type { Engine } from '../../src/engine/engine.js';
 import { pollUntil, testRun, type TestRun } from './engine.js';
 import { FaultProxy } from './fault-proxy.js';
+import { ensureTestDatabase } from './postgres.js';
 
 /**
  * Node's arguments that run the CLI from its TypeScript source, as `node bin/berth.js` does in a
@@ -149,6 +151,20 @@ export async function writeAgentConfig(dir: string, yaml: string): Promise<strin
   return file;
 }
 
+/**
+ * The agent suite's cluster-mode run (scripts/test-cluster-suite.sh sets BERTH_TEST_CLUSTER_SUITE=1):
+ * every agent a test starts is then a one-node cluster over a PostgreSQL database of its own, one per
+ * data directory (so an agent restarted on the directory finds its cluster again), and each submit
+ * goes through the cluster's queue, claimer and report outbox while the test sees what it sees of a
+ * single agent. The lease is long so that no restart in a test outlasts it; the address is never
+ * dialled (a one-node cluster forwards nothing).
+ */
+async function clusterSuiteConfig(dataDir: string): Promise<{ postgres: string; address: string; lease: string; heartbeat: string } | undefined> {
+  if (process.env.BERTH_TEST_CLUSTER_SUITE !== '1') return undefined;
+  const name = `berth_suite_${createHash('sha256').update(path.resolve(dataDir)).digest('hex').slice(0, 20)}`;
+  return { postgres: await ensureTestDatabase(name), address: 'http://127.0.0.1:9', lease: '10m', heartbeat: '1s' };
+}
+
 export interface RunningAgent {
   readonly child: ChildProcess;
   readonly pid: number;
@@ -185,7 +201,12 @@ export interface AgentProcessOptions {
  */
 export async function startAgentProcess(dataDir: string, args: readonly string[] = [], options: AgentProcessOptions = {}): Promise<RunningAgent> {
   const command = options.command ?? BERTH_CLI;
-  const child = spawn(process.execPath, [...command, 'agent', '--data-dir', dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv() });
+  const suite = await clusterSuiteConfig(dataDir);
+  const suiteEnv: Record<string, string> =
+    suite === undefined
+      ? {}
+      : { BERTH_CLUSTER_POSTGRES: suite.postgres, BERTH_CLUSTER_ADDRESS: suite.address, BERTH_CLUSTER_LEASE: suite.lease, BERTH_CLUSTER_HEARTBEAT: suite.heartbeat };
+  const child = spawn(process.execPath, [...command, 'agent', '--data-dir', dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv(suiteEnv) });
   if (child.pid === undefined) throw new Error('the agent process did not start');
   options.onSpawn?.(child);
   let stdout = '';
@@ -348,13 +369,15 @@ export interface ServeAgentInOptions {
  */
 export async function serveAgentIn(dataDir: string, engineSocket: string, flags: AgentFlags = {}, options: ServeAgentInOptions = {}): Promise<ServedAgent> {
   const { engineDeadlines, ...rest } = flags;
+  const suite = rest.cluster === undefined ? await clusterSuiteConfig(dataDir) : undefined;
   const runtime = await buildAgent(
-    { flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: engineSocket, ...engineDeadlines }, ...rest }, host: testHost(dataDir) },
+    { flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: engineSocket, ...engineDeadlines }, ...rest, ...(suite ? { cluster: suite } : {}) }, host: testHost(dataDir) },
     options.logger ?? silentLogger,
   );
   if (options.onError) runtime.onError(options.onError);
   const serving = await serveAgent(runtime, { processMetrics: false });
   await runtime.start();
+  runtime.joinCluster(undefined);
   const client = AgentClient.connect({ host: `unix://${serving.socketPath}`, token: runtime.token });
   return {
     dataDir,

@@ -88,6 +88,20 @@ export async function createTestDatabase(port = TEST_PG_PORT): Promise<TestDatab
   };
 }
 
+/**
+ * The database `name` on the shared server, made unless it exists (a second call, or a restarted
+ * agent's, finds it). Its URL.
+ */
+export async function ensureTestDatabase(name: string, port = TEST_PG_PORT): Promise<string> {
+  try {
+    await adminQuery(`CREATE DATABASE ${name}`, port);
+  } catch (error) {
+    // 42P04 duplicate_database: made before.
+    if ((error as { code?: string }).code !== '42P04') throw error;
+  }
+  return testPgUrl(name, port);
+}
+
 /** A fresh database for the test file, dropped after its last test (registers an `after` hook). */
 export function testDatabaseForFile(): () => Promise<TestDatabase> {
   const made: TestDatabase[] = [];
