@@ -14,8 +14,9 @@ if [ "${BERTH_PODMAN_SUITE:-1}" != 0 ] && [ "${CI:-}" != true ] && [ "$(id -u)" 
   echo "test-all: no Podman at /run/podman/podman.sock and not root to start one: the Podman suite is left out (CI runs it)" >&2
   BERTH_PODMAN_SUITE=0
 fi
-node --import tsx --test --test-reporter=spec --test-concurrency=4 --test-timeout=600000 $(find test -name '*.test.ts' | sort)
-docker_rc=$?
+docker_log=$(mktemp /tmp/berth-test-docker.XXXXXX.log)
+node --import tsx --test --test-reporter=spec --test-concurrency=4 --test-timeout=600000 $(find test -name '*.test.ts' | sort) 2>&1 | tee "$docker_log"
+docker_rc=${PIPESTATUS[0]}
 
 podman_rc=0
 if [ "${BERTH_PODMAN_SUITE:-1}" != 0 ]; then
@@ -24,5 +25,12 @@ if [ "${BERTH_PODMAN_SUITE:-1}" != 0 ]; then
   bash scripts/test-podman-suite.sh
   podman_rc=$?
 fi
+# The Docker files' failures again at the very end, where a reader of the last lines (CI) sees them.
+if [ "$docker_rc" != 0 ]; then
+  echo
+  echo "=== the Docker files' failures again (the full output is above) ==="
+  sed -n '/failing tests:/,$p' "$docker_log" | head -300
+fi
+rm -f "$docker_log"
 echo "docker files: exit $docker_rc; Podman suite: exit $podman_rc"
 [ "$docker_rc" = 0 ] && [ "$podman_rc" = 0 ]

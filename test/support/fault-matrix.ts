@@ -352,6 +352,8 @@ export interface BoundedRun {
   hung: boolean;
   stdout: string;
   stderr: string;
+  /** From spawn to close. */
+  durationMs: number;
 }
 
 /**
@@ -359,6 +361,7 @@ export interface BoundedRun {
  * variable), to its end, and kills it when it outlives `boundMs`: a hang is reported, never waited for.
  */
 export async function runBerthWithin(socketPath: string, args: readonly string[], boundMs: number, onHang?: () => void): Promise<BoundedRun> {
+  const startedAt = performance.now();
   const child = spawn(process.execPath, [...BERTH_CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv({ DOCKER_HOST: `unix://${socketPath}` }) });
   let stdout = '';
   let stderr = '';
@@ -372,7 +375,7 @@ export async function runBerthWithin(socketPath: string, args: readonly string[]
   }, boundMs);
   const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
   clearTimeout(timer);
-  return { code, signal, hung, stdout, stderr };
+  return { code, signal, hung, stdout, stderr, durationMs: Math.round(performance.now() - startedAt) };
 }
 
 function addRule(proxy: FaultProxy, call: CallKind, fault: FaultName): FaultRule {
