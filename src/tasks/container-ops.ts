@@ -214,11 +214,20 @@ async function sleep(ms: number, signal: AbortSignal | undefined): Promise<void>
 }
 
 /**
+ * A removal tries at least this often. It is idempotent (not-found is success) and giving up leaks
+ * the container, so it is worth more attempts than a call whose repeat could act twice: after an
+ * answer lost on its way back, the next attempt most often finds the container gone.
+ */
+export const REMOVAL_MIN_ATTEMPTS = 10;
+
+/**
  * Force-removes a container with its anonymous volumes; not-found is success; transient failures
- * are retried. Each attempt has the engine's write deadline; `signal` ends the whole (BERTH_CANCELLED).
+ * are retried, at least REMOVAL_MIN_ATTEMPTS times in all. Each attempt has the engine's write
+ * deadline; `signal` ends the whole (BERTH_CANCELLED).
  */
 export async function removeContainer(engine: Pick<ContainerEngine, 'removeContainer'>, idOrName: string, policy: RetryPolicy, signal?: AbortSignal): Promise<'removed' | 'absent'> {
-  return retry(() => engine.removeContainer(idOrName, { signal }), { ...policy, signal, shouldRetry: isAmbiguousFailure });
+  const attempts = Math.max(policy.attempts, REMOVAL_MIN_ATTEMPTS);
+  return retry(() => engine.removeContainer(idOrName, { signal }), { ...policy, attempts, signal, shouldRetry: isAmbiguousFailure });
 }
 
 /**

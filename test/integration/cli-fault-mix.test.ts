@@ -65,6 +65,7 @@ describe('berth run under a mix of engine faults', { skip: await requireEngine()
     const leaked = await direct.listContainers({ all: true, labels: [run.labelFilter] });
     const slowest = [...outcomes].sort((a, b) => b.durationMs - a.durationMs).slice(0, 3).map((o) => `run ${o.index} ${(o.durationMs / 1000).toFixed(1)} s`);
     t.diagnostic(`seed ${SEED}, ${fired} faults injected; slowest runs: ${slowest.join(', ')}`);
+    if (process.env.BERTH_MIX_VERBOSE === '1') for (const o of outcomes) t.diagnostic(`run ${o.index} ${o.durationMs} ms: ${o.stderr.trim().split('\n').join(' | ')}`);
     assert.deepEqual(
       { problems, leaked: leaked.map((c) => `${c.names[0]} (${c.state})`) },
       { problems: [], leaked: [] },

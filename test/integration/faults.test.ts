@@ -3,19 +3,11 @@ import { describe, test } from 'node:test';
 import { isBerthError } from '../../src/common/errors.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { runToEnd } from '../../src/tasks/run.js';
+import { seededRandom } from '../support/fault-mix.js';
 import { useProxiedDriver } from '../support/proxied-driver.js';
 import { requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 import { recordingLogger } from '../support/logger.js';
 import { until } from '../support/time.js';
-
-/** A seeded generator, so a probabilistic fault run is the same every time. */
-function seededRandom(seed: number): () => number {
-  let state = seed;
-  return () => {
-    state = (state * 1_103_515_245 + 12_345) % 2 ** 31;
-    return state / 2 ** 31;
-  };
-}
 
 const direct = testEngine();
 const run = testRun(direct);

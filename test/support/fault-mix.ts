@@ -17,12 +17,19 @@ export interface MixOptions {
   slowMs?: number;
 }
 
-/** A seeded generator (an LCG), so that a probabilistic fault run draws the same faults every time. */
+/**
+ * A seeded generator (mulberry32), so that a probabilistic fault run draws the same faults every
+ * time. Its arithmetic is 32-bit integer (Math.imul): an LCG multiplied in doubles loses its low bits
+ * past 2^53 and cycles early.
+ */
 export function seededRandom(seed: number): () => number {
-  let state = seed % 2 ** 31;
+  let state = seed >>> 0;
   return () => {
-    state = (state * 1_103_515_245 + 12_345) % 2 ** 31;
-    return state / 2 ** 31;
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
   };
 }
 

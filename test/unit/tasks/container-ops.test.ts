@@ -6,7 +6,7 @@ import { silentLogger } from '../../../src/common/logger.js';
 import type { ContainerInspect } from '../../../src/engine/types.js';
 import { resolveTaskSpec } from '../../../src/spec/schema.js';
 import { toCreatePlan, type TaskIdentity } from '../../../src/spec/translate.js';
-import { createIdempotent, startIdempotent, type ContainerEngine } from '../../../src/tasks/container-ops.js';
+import { createIdempotent, REMOVAL_MIN_ATTEMPTS, removeContainer, startIdempotent, type ContainerEngine } from '../../../src/tasks/container-ops.js';
 import { ScriptedEngine } from './scripted-engine.js';
 
 const policy = { attempts: 5, initialDelayMs: 1, maxDelayMs: 2 };
@@ -183,5 +183,36 @@ describe('creating a container idempotently', () => {
     engine.release('createContainer');
     await creating;
     assert.equal(inFlight, 0);
+  });
+});
+
+describe('removing a container', () => {
+  /** An engine whose removals fail `failures` times with `error` (the first after acting), then find the container gone. */
+  function removals(failures: number, error: () => BerthError) {
+    let calls = 0;
+    const engine = {
+      async removeContainer() {
+        calls++;
+        if (calls <= failures) throw error();
+        return calls === 1 ? ('removed' as const) : ('absent' as const);
+      },
+    };
+    return { engine, calls: () => calls };
+  }
+
+  test('answers lost more often than the retry policy\'s attempts still end in a removal: a removal tries at least REMOVAL_MIN_ATTEMPTS times', async () => {
+    const lost = (): BerthError => new BerthError('BERTH_ENGINE_UNAVAILABLE', 'the engine is unreachable (ECONNRESET)');
+    const { engine, calls } = removals(REMOVAL_MIN_ATTEMPTS - 1, lost);
+    assert.equal(await removeContainer(engine, 'c1', policy), 'absent');
+    assert.equal(calls(), REMOVAL_MIN_ATTEMPTS);
+  });
+
+  test('past REMOVAL_MIN_ATTEMPTS failures the last one is reported; a failure that is not transient is not retried', async () => {
+    const { engine, calls } = removals(REMOVAL_MIN_ATTEMPTS, serverError);
+    await assert.rejects(removeContainer(engine, 'c1', policy), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_SERVER_ERROR'));
+    assert.equal(calls(), REMOVAL_MIN_ATTEMPTS);
+    const refused = removals(1, () => new BerthError('BERTH_ENGINE_FORBIDDEN', 'denied'));
+    await assert.rejects(removeContainer(refused.engine, 'c1', policy), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_FORBIDDEN'));
+    assert.equal(refused.calls(), 1);
   });
 });
