@@ -165,6 +165,7 @@ export const taskViewSchema: JsonSchema = {
   additionalProperties: false,
   properties: {
     id: { type: 'string' },
+    node: { type: ['string', 'null'], description: 'Cluster mode: the node that runs the task (or ran it last); null while it is queued. Absent on an agent without `cluster`.' },
     state: { type: 'string', enum: TASK_STATES },
     spec: { type: 'object', additionalProperties: true, description: 'The spec as submitted, with the agent\'s defaults applied; the secrets of inline registry credentials (registryAuth.password, registryAuth.identityToken) read "<redacted>".' },
     containerId: { type: 'string' },

@@ -17,7 +17,7 @@ import { answerClientError, requestError, toErrorResponse, type ErrorBody, type 
 import { typedQuery } from './query.js';
 import { API_ROUTES, MAX_PARAM_LENGTH, type ApiRoute } from './schemas.js';
 import { agentEventStream, eventResume, ndjsonStream } from './streams.js';
-import { toGroupView, toImageView, toNodeListView, toPruneView, toTaskView, toUtcLogTimestamp, type HealthView, type GroupView } from './views.js';
+import { toGroupView, toImageView, toNodeListView, toPruneView, toTaskView, toUtcLogTimestamp, type HealthView, type GroupView, type TaskView } from './views.js';
 import type { LogRecord } from '../task-logs.js';
 import { lastRecords, msUntil, selectRecords } from '../log-window.js';
 import { AgentMetrics, type MetricsSources } from '../metrics.js';
@@ -32,7 +32,10 @@ import type { UploadStore } from '../uploads.js';
 import { attachRoutes, closeWebSocketsGoingAway } from './attach-route.js';
 import { artifactHandlers } from './artifacts-route.js';
 import type { ArtifactStore } from '../artifacts.js';
-import type { NodeListing } from '../cluster-member.js';
+import type { ClusterMember, NodeListing } from '../cluster-member.js';
+import type { TaskForwarder } from '../cluster-forward.js';
+import { forwardingHook, type ForwardingPort } from './forward-route.js';
+import { mergeClusterTasks } from './task-list.js';
 
 /**
  * What the HTTP layer uses of the agent runtime: a narrow port (an `AgentRuntime` is one), so that
@@ -58,8 +61,10 @@ export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | '
   readonly agentId?: string;
   /** The driver's warm pools, for their metrics; without them, no pool metric is shown. */
   readonly driver?: { readonly pools: NonNullable<MetricsSources['pools']> };
-  /** Cluster membership, for its metrics. */
-  readonly cluster?: MetricsSources['cluster'];
+  /** Cluster membership, for its metrics, and the cluster's task index (`GET /v1/tasks` lists it in cluster mode). */
+  readonly cluster?: MetricsSources['cluster'] & Partial<Pick<ClusterMember, 'listTasks'>>;
+  /** Cluster mode: forwards requests for tasks other nodes run; its token is accepted as the agent's own. */
+  readonly forwarder?: ForwardingPort & Pick<TaskForwarder, 'selfNodeId' | 'token'>;
   /** `GET /v1/nodes`; without it, the route answers 503. */
   listNodes?(): Promise<NodeListing>;
 }
@@ -159,11 +164,18 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
 
   app.addHook('onRequest', async (request, reply) => {
     if (request.routeOptions.config.isPublic) return;
-    if (!tokenMatches(request.headers.authorization, runtime.token)) {
+    // The cluster's token (cluster.token) is accepted as the agent's own: other nodes forward with it.
+    const clusterToken = runtime.forwarder?.token;
+    if (!tokenMatches(request.headers.authorization, runtime.token) && (clusterToken === undefined || !tokenMatches(request.headers.authorization, clusterToken))) {
       await reply.code(401).header('www-authenticate', 'Bearer').send(UNAUTHORIZED);
       return reply;
     }
   });
+  // Cluster mode: a task this node has no record of is served by the node that runs it (after the token check).
+  if (runtime.forwarder) {
+    const hook = forwardingHook({ forwarder: runtime.forwarder, visibleTask: (id) => visibleTask(id) });
+    app.addHook('onRequest', hook);
+  }
   app.addHook('onResponse', async (request, reply) => {
     runtime.logger.debug({ method: request.method, url: request.url, status: reply.statusCode, durationMs: Math.round(reply.elapsedTime) }, 'request');
   });
@@ -196,6 +208,8 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
    * (409 BERTH_TASK_AMBIGUOUS when several do). A removed one is gone, as far as the API is concerned.
    */
   const visibleTask = (idOrPrefix: string): TaskRecord => runtime.store.tasks.resolve(idOrPrefix, { exceptStates: ['removed'] });
+  /** A task record as the API shows it; in cluster mode with this node's id as its `node`. */
+  const taskView = (record: TaskRecord): TaskView => (runtime.forwarder ? { ...toTaskView(record), node: runtime.forwarder.selfNodeId } : toTaskView(record));
 
   /** Streams a body until it ends, the client goes away, or the server closes. */
   const sendStream = (reply: FastifyReply, stream: Readable, end: () => void): FastifyReply => {
@@ -263,7 +277,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
         throw scopeToSpec(error);
       }
       // 200: the same task was submitted before (a retry); it is returned as it is now.
-      return reply.code(result.created ? 201 : 200).send({ task: toTaskView(result.task) });
+      return reply.code(result.created ? 201 : 200).send({ task: taskView(result.task) });
     },
 
     async listTasks(request) {
@@ -277,33 +291,37 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
         ...(query.limit !== undefined ? { limit: query.limit } : {}),
         ...(query.order !== undefined ? { order: query.order } : {}),
       });
-      return { tasks: records.map((record) => toTaskView(record)) };
+      const views = records.map((record) => taskView(record));
+      if (!runtime.forwarder || !runtime.cluster?.listTasks) return { tasks: views };
+      // Cluster mode: the cluster index too, merged with this node's records (which win: they have the detail).
+      const indexed = await runtime.cluster.listTasks({ limit: query.limit ?? 1000 });
+      return { tasks: mergeClusterTasks(views, indexed, { isRecordedHere: (id) => runtime.store.tasks.get(id) !== undefined, states: states ?? LISTED_BY_DEFAULT, labels: query.label ?? [], endKinds: endKinds ?? [], order: query.order ?? 'oldest-first', ...(query.limit !== undefined ? { limit: query.limit } : {}) }) };
     },
 
     async getTask(request) {
-      return { task: toTaskView(visibleTask((request.params as { id: string }).id)) };
+      return { task: taskView(visibleTask((request.params as { id: string }).id)) };
     },
 
     async stopTask(request) {
       const { id } = visibleTask((request.params as { id: string }).id);
       const { graceMs } = request.query as { graceMs?: number };
-      return { task: toTaskView(await runtime.supervisor.stop(id, graceMs === undefined ? {} : { graceMs })) };
+      return { task: taskView(await runtime.supervisor.stop(id, graceMs === undefined ? {} : { graceMs })) };
     },
 
     async pauseTask(request) {
       const { id } = visibleTask((request.params as { id: string }).id);
-      return { task: toTaskView(await runtime.supervisor.pause(id)) };
+      return { task: taskView(await runtime.supervisor.pause(id)) };
     },
 
     async unpauseTask(request) {
       const { id } = visibleTask((request.params as { id: string }).id);
-      return { task: toTaskView(await runtime.supervisor.unpause(id)) };
+      return { task: taskView(await runtime.supervisor.unpause(id)) };
     },
 
     async killTask(request) {
       const { id } = visibleTask((request.params as { id: string }).id);
       const { signal } = (request.body ?? {}) as { signal?: string };
-      return { task: toTaskView(await runtime.supervisor.kill(id, signal ?? 'SIGKILL')) };
+      return { task: taskView(await runtime.supervisor.kill(id, signal ?? 'SIGKILL')) };
     },
 
     async waitTask(request, reply) {
@@ -321,7 +339,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
       });
       try {
         const record = await runtime.supervisor.wait(id, timeoutMs, gone.signal);
-        return { task: toTaskView(record), ended: hasEnded(record.state) };
+        return { task: taskView(record), ended: hasEnded(record.state) };
       } finally {
         openStreams.delete(end);
       }
