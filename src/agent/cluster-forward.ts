@@ -278,9 +278,10 @@ export class TaskForwarder {
   /**
    * Forwards a plain request to `target` and streams its answer back as it comes (backpressure both
    * ways by piping). The caller going away ends the upstream request; the node failing before it
-   * answered is 503 BERTH_NODE_UNREACHABLE.
+   * answered is 503 BERTH_NODE_UNREACHABLE, unless `answerInstead` answers (it returns true: the
+   * cluster index's answer for a node that is gone but not yet declared down).
    */
-  forwardRequest(request: IncomingMessage, response: ServerResponse, target: ForwardTarget): void {
+  forwardRequest(request: IncomingMessage, response: ServerResponse, target: ForwardTarget, answerInstead?: (response: ServerResponse) => boolean): void {
     let upstream: ReturnType<typeof httpRequest>;
     try {
       upstream = this.#open(request, target, false);
@@ -296,6 +297,7 @@ export class TaskForwarder {
       if (response.writableFinished || response.destroyed) return;
       const failure = this.#unreachable(target, error);
       logger.warn({ nodeId: target.nodeId, address: target.address, code: codeOf(error), error: messageOf(error) }, 'could not forward a request to the node that runs the task');
+      if (!response.headersSent && answerInstead?.(response) === true) return;
       this.#answerError(response, failure);
     });
     upstream.on('response', (answer) => {

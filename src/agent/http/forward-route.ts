@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { ClusterTask } from '../../cluster/index.js';
@@ -80,12 +80,27 @@ export function forwardingHook(deps: ForwardingDeps): (request: FastifyRequest, 
         void reply.hijack();
         const raw = request.raw;
         if (String(raw.headers.upgrade ?? '').toLowerCase() === 'websocket') deps.forwarder.forwardUpgrade(raw, raw.socket, upgradeHead(raw), location);
-        else deps.forwarder.forwardRequest(raw, reply.raw, location);
+        else deps.forwarder.forwardRequest(raw, reply.raw, location, indexFallback(request, location.task));
         return reply;
       }
       case 'index':
         return answerFromIndex(request, reply, location);
     }
+  };
+}
+
+/**
+ * For inspect: the cluster index's answer when the node that holds the task does not answer (it died
+ * and its lease has not run out yet), written to the hijacked response. (A wait answers 503, which
+ * is retryable, rather than spin a waiting client on an answer that cannot change.)
+ */
+function indexFallback(request: FastifyRequest, task: ClusterTask): ((response: ServerResponse) => boolean) | undefined {
+  if (request.method !== 'GET' || request.routeOptions.url !== '/v1/tasks/:id') return undefined;
+  return (response) => {
+    const body = JSON.stringify({ task: toIndexTaskView(task) });
+    response.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+    response.end(body);
+    return true;
   };
 }
 
