@@ -216,10 +216,19 @@ describe('reads through any node of a cluster', { skip }, () => {
     await b.client.stop(id);
   });
 
-  test('a queued task (a constraint nobody satisfies) reads as pending with no node; its logs say it is queued', async () => {
+  test('a queued task (a constraint nobody satisfies) reads as pending with no node, its logs say it is queued, and berth events --cluster shows it queued', async () => {
     const a = member('a');
     const id = `${run.id}-queued`;
-    await store.enqueue({ id, spec: spec(['true']), constraints: { 'node.zone': 'nowhere' } });
+    // The cluster's events through A (GET /v1/events?scope=cluster): the queued task shows as it is queued.
+    const events = spawnBerth(a.dataDir, ['events', '--cluster']);
+    try {
+      await pollUntil('berth events --cluster listening', async () => (events.stderr().includes('listening') ? true : undefined), { timeoutMs: 30_000, intervalMs: 50 });
+      await store.enqueue({ id, spec: spec(['true']), constraints: { 'node.zone': 'nowhere' } });
+      await pollUntil('the task.queued event through A', async () => (events.stdout().includes(`task.queued task=${id}`) ? true : undefined), { timeoutMs: 30_000, intervalMs: 50 });
+    } finally {
+      events.interrupt();
+      await events.closed;
+    }
     const task = await a.client.get(id);
     assert.equal(task.state, 'pending');
     assert.equal(task.node, null);

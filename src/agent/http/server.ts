@@ -36,6 +36,7 @@ import type { ClusterMember, NodeListing } from '../cluster-member.js';
 import type { TaskForwarder } from '../cluster-forward.js';
 import { forwardingHook, type ForwardingPort } from './forward-route.js';
 import { mergeClusterTasks } from './task-list.js';
+import { clusterEventResume, clusterEventStream } from './cluster-events.js';
 
 /**
  * What the HTTP layer uses of the agent runtime: a narrow port (an `AgentRuntime` is one), so that
@@ -62,7 +63,7 @@ export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | '
   /** The driver's warm pools, for their metrics; without them, no pool metric is shown. */
   readonly driver?: { readonly pools: NonNullable<MetricsSources['pools']> };
   /** Cluster membership, for its metrics, and the cluster's task index (`GET /v1/tasks` lists it in cluster mode). */
-  readonly cluster?: MetricsSources['cluster'] & Partial<Pick<ClusterMember, 'listTasks'>>;
+  readonly cluster?: MetricsSources['cluster'] & Partial<Pick<ClusterMember, 'listTasks' | 'readEvents'>>;
   /** Cluster mode: forwards requests for tasks other nodes run; its token is accepted as the agent's own. */
   readonly forwarder?: ForwardingPort & Pick<TaskForwarder, 'selfNodeId' | 'token'>;
   /** `GET /v1/nodes`; without it, the route answers 503. */
@@ -437,6 +438,17 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     },
 
     async events(request, reply) {
+      const { scope, since } = request.query as { since?: string; scope?: 'node' | 'cluster' };
+      if (scope === 'cluster') {
+        const cluster = runtime.cluster;
+        if (!runtime.forwarder || !cluster?.readEvents) throw new ValidationError([{ field: 'scope', rule: 'cluster needs an agent in cluster mode (cluster.postgres)' }]);
+        if (since !== undefined) throw new ValidationError([{ field: 'since', rule: 'is not taken with scope=cluster: resume with Last-Event-ID (a cluster cursor)' }]);
+        const after = clusterEventResume(request.headers['last-event-id']);
+        const stream = clusterEventStream({ readEvents: (page) => cluster.readEvents!(page), ...(after !== undefined ? { after } : {}), ...(options.heartbeatMs !== undefined ? { heartbeatMs: options.heartbeatMs } : {}), logger: runtime.logger });
+        reply.type('text/event-stream').header('cache-control', 'no-store').header('x-accel-buffering', 'no');
+        // Destroyed, not ended: a read of the database may still be under way.
+        return sendStream(reply, stream, () => stream.destroy());
+      }
       // Checked before the response starts, so that a client whose events are gone gets a 410, not a stream.
       const resume = eventResume(request.headers['last-event-id'], (request.query as { since?: string }).since);
       const replayAfterId = resume === undefined ? undefined : runtime.events.replayStart(resume);
