@@ -124,7 +124,7 @@ describe('reads through any node of a cluster', { skip }, () => {
     await db?.drop();
   });
 
-  test('a task running on node B reads through node A: inspect, ps with its node, logs and logs -f as lines come, stats, plain exec, stop', async () => {
+  test('a task running on node B reads through node A: inspect, ps with its node, logs and logs -f as lines come, stats once and streamed, plain exec, stop', async () => {
     const [a, b] = [member('a'), member('b')];
     const id = `${run.id}-on-b`;
     await placeOnNode(store, b, { id, spec: spec(['sh', '-c', 'echo first; while [ ! -f /tmp/go ]; do sleep 0.1; done; echo second; exec sleep 3600']) });
@@ -170,6 +170,15 @@ describe('reads through any node of a cluster', { skip }, () => {
     assert.equal(stats.code, 0, stats.stderr);
     const sample = JSON.parse(stats.stdout.trim().split('\n')[0]!) as { taskId?: string; memoryBytes?: number };
     assert.equal(sample.taskId, id, stats.stdout);
+
+    // Streamed stats through A: samples keep coming (one a second) until berth is interrupted.
+    const streamed = spawnBerth(a.dataDir, ['stats', '--json', id]);
+    try {
+      await pollUntil('two streamed samples through A', async () => (streamed.stdout().split('\n').filter((line) => line.includes(`"taskId":"${id}"`)).length >= 2 ? true : undefined), { timeoutMs: 30_000, intervalMs: 100 });
+    } finally {
+      streamed.interrupt();
+      await streamed.closed;
+    }
 
     const stopped = await berth(a.dataDir, ['stop', id]);
     assert.equal(stopped.code, 0, stopped.stderr);

@@ -2,7 +2,7 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchema, type FastifyServerFactory } from 'fastify';
-import { BerthError, ValidationError } from '../../common/errors.js';
+import { BerthError, isBerthError, ValidationError } from '../../common/errors.js';
 import type { ImageCoordinatorSnapshot } from '../../images/index.js';
 import { hasEnded, TASK_STATES, type TaskRecord, type TaskRepository, type TaskState } from '../../state/tasks.js';
 import { parseDurationMs } from '../../common/units.js';
@@ -281,7 +281,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
       return reply.code(result.created ? 201 : 200).send({ task: taskView(result.task) });
     },
 
-    async listTasks(request) {
+    async listTasks(request, reply) {
       const query = request.query as { state?: string[]; label?: string[]; end?: string[]; limit?: number; order?: 'oldest-first' | 'newest-first' };
       const states = query.state?.flatMap((s) => s.split(',')) as TaskState[] | undefined;
       const endKinds = query.end?.flatMap((s) => s.split(',')) as EndKind[] | undefined;
@@ -295,7 +295,15 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
       const views = records.map((record) => taskView(record));
       if (!runtime.forwarder || !runtime.cluster?.listTasks) return { tasks: views };
       // Cluster mode: the cluster index too, merged with this node's records (which win: they have the detail).
-      const indexed = await runtime.cluster.listTasks({ limit: query.limit ?? 1000 });
+      let indexed: Awaited<ReturnType<NonNullable<typeof runtime.cluster.listTasks>>>;
+      try {
+        indexed = await runtime.cluster.listTasks({ limit: query.limit ?? 1000 });
+      } catch (error) {
+        // PostgreSQL away: the node keeps serving its own tasks, and says the list is its own only.
+        if (!isBerthError(error, 'BERTH_CLUSTER_UNAVAILABLE')) throw error;
+        void reply.header('berth-cluster-index', 'unavailable');
+        return { tasks: views };
+      }
       return { tasks: mergeClusterTasks(views, indexed, { isRecordedHere: (id) => runtime.store.tasks.get(id) !== undefined, states: states ?? LISTED_BY_DEFAULT, labels: query.label ?? [], endKinds: endKinds ?? [], order: query.order ?? 'oldest-first', ...(query.limit !== undefined ? { limit: query.limit } : {}) }) };
     },
 
