@@ -9,8 +9,9 @@ import { indexRefusal, isTaskScopedRoute } from '../../../src/agent/http/forward
 import { mergeClusterTasks } from '../../../src/agent/http/task-list.js';
 import { toIndexTaskView, type TaskView } from '../../../src/agent/http/views.js';
 import { renderTaskTable } from '../../../src/cli/output.js';
-import type { ClusterTask } from '../../../src/cluster/index.js';
-import { ValidationError } from '../../../src/common/errors.js';
+import type { ClusterEvent, ClusterEventPage, ClusterTask } from '../../../src/cluster/index.js';
+import { clusterEventResume, clusterEventStream, formatClusterEvents } from '../../../src/agent/http/cluster-events.js';
+import { BerthError, ValidationError } from '../../../src/common/errors.js';
 
 const GiB = 1024 ** 3;
 const host: HostFacts = { uid: 1000, homedir: '/home/ada', totalMemoryBytes: 8 * GiB, cpuCount: 4 };
@@ -252,5 +253,93 @@ describe('the cluster-wide task list', () => {
     assert.doesNotMatch(second!, /node-/);
     const single = renderTaskTable([{ id: 't1', state: 'running', spec: { image: 'busybox' }, submittedAt: '2026-01-01T00:00:00Z' }], now);
     assert.doesNotMatch(single, /NODE/);
+  });
+});
+
+describe('the cluster event stream\'s wire format', () => {
+  const event = (seq: number): ClusterEvent => ({ seq, at: new Date('2026-01-01T00:00:00Z'), kind: 'task.queued', taskId: `t${seq}`, nodeId: undefined, epoch: undefined, data: { priority: 0 } });
+
+  it('writes each event with its kind, and the page\'s cursor as the last one\'s id', () => {
+    const text = formatClusterEvents({ events: [event(1), event(2)], cursor: '900:2' });
+    assert.equal(
+      text,
+      'event: task.queued\ndata: {"seq":1,"at":"2026-01-01T00:00:00.000Z","kind":"task.queued","taskId":"t1","data":{"priority":0}}\n\n' +
+        'id: 900:2\nevent: task.queued\ndata: {"seq":2,"at":"2026-01-01T00:00:00.000Z","kind":"task.queued","taskId":"t2","data":{"priority":0}}\n\n',
+    );
+  });
+
+  it('resumes after a cluster cursor from Last-Event-ID, and refuses anything else naming the header', () => {
+    assert.equal(clusterEventResume(undefined), undefined);
+    assert.equal(clusterEventResume(' 900:2 '), '900:2');
+    assert.throws(() => clusterEventResume('17'), (error: unknown) => error instanceof ValidationError && error.issues[0]!.field === 'last-event-id');
+  });
+});
+
+describe('the cluster event stream', () => {
+  const noLogger = { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined };
+  /** A scripted event log: cursors are `0:<seq>`, a page the events after it. */
+  const log = (): { events: ClusterEvent[]; fail: boolean; failedReads: number; read(options: { after?: string; limit?: number }): Promise<ClusterEventPage> } => {
+    const state = {
+      events: [] as ClusterEvent[],
+      fail: false,
+      failedReads: 0,
+      async read(options: { after?: string; limit?: number }): Promise<ClusterEventPage> {
+        if (state.fail) {
+          state.failedReads += 1;
+          throw new BerthError('BERTH_CLUSTER_UNAVAILABLE', 'away');
+        }
+        const after = Number((options.after ?? '0:0').split(':')[1]);
+        const page = state.events.filter((e) => e.seq > after).slice(0, options.limit ?? 1000);
+        return { events: page, cursor: page.length === 0 ? (options.after ?? '0:0') : `0:${page.at(-1)!.seq}` };
+      },
+    };
+    return state;
+  };
+  const event = (seq: number): ClusterEvent => ({ seq, at: new Date(0), kind: 'task.queued', taskId: `t${seq}`, nodeId: undefined, epoch: undefined, data: {} });
+  const until = async (text: () => string, wanted: string): Promise<void> => {
+    const deadline = Date.now() + 5_000;
+    while (!text().includes(wanted)) {
+      if (Date.now() > deadline) throw new Error(`no ${wanted} in ${text()}`);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  };
+
+  it('starts from now: what was logged before is skipped, what comes after is sent, also after the database was away', async () => {
+    const store = log();
+    store.events.push(event(1), event(2));
+    const stream = clusterEventStream({ readEvents: (o) => store.read(o), pollMs: 5, logger: noLogger });
+    let text = '';
+    stream.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
+    try {
+      await until(() => text, ': connected');
+      store.events.push(event(3));
+      await until(() => text, '"taskId":"t3"');
+      store.fail = true;
+      store.events.push(event(4));
+      // Reads fail for a while (twice: the stream goes on reading); then the database is back.
+      await until(() => (store.failedReads >= 2 ? 'failed twice' : ''), 'failed twice');
+      store.fail = false;
+      await until(() => text, '"taskId":"t4"');
+      assert.equal(text.includes('"taskId":"t1"'), false);
+      assert.equal(text.includes('"taskId":"t2"'), false);
+      assert.equal(text.split('"taskId":"t3"').length, 2, 'each event once');
+    } finally {
+      stream.destroy();
+    }
+  });
+
+  it('resumes after a cursor: the events after it, then new ones', async () => {
+    const store = log();
+    store.events.push(event(1), event(2), event(3));
+    const stream = clusterEventStream({ readEvents: (o) => store.read(o), after: '0:1', pollMs: 5, logger: noLogger });
+    let text = '';
+    stream.setEncoding('utf8').on('data', (chunk: string) => (text += chunk));
+    try {
+      await until(() => text, 'id: 0:3');
+      assert.equal(text.includes('"taskId":"t1"'), false);
+      assert.ok(text.includes('"taskId":"t2"'));
+    } finally {
+      stream.destroy();
+    }
   });
 });
