@@ -177,9 +177,14 @@ function errorBody(error: BerthError): string {
   return JSON.stringify({ error: { code: error.code, message: error.message, retryable: error.retryable } });
 }
 
+/** How a forward went: `forwarded` (the node answered, whatever its status), `unreachable` (it did not), `refused` (it refused this node's credential). */
+export type ForwardOutcome = 'forwarded' | 'unreachable' | 'refused';
+
 export class TaskForwarder {
   readonly selfNodeId: string;
   readonly #options: TaskForwarderOptions;
+  readonly #listeners = new Set<(kind: 'http' | 'websocket', outcome: ForwardOutcome) => void>();
+  #openCount = 0;
   readonly #httpAgent: HttpAgent;
   readonly #httpsAgent: HttpsAgent;
 
@@ -203,6 +208,32 @@ export class TaskForwarder {
     const task = await this.#options.index.getTask(taskId);
     const nodes = task?.nodeId !== undefined && task.nodeId !== this.selfNodeId ? await this.#options.index.listNodes() : [];
     return locateTask({ isLocal, forwardedBy, selfNodeId: this.selfNodeId, task, nodes });
+  }
+
+  /** Forwards under way now (a followed log or an exec session through this node counts until it ends). */
+  get openForwards(): number {
+    return this.#openCount;
+  }
+
+  /** Calls the listener as each forward gets its outcome (a metric); returns the unsubscribe. */
+  onForward(listener: (kind: 'http' | 'websocket', outcome: ForwardOutcome) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #count(kind: 'http' | 'websocket', outcome: ForwardOutcome): void {
+    for (const listener of this.#listeners) listener(kind, outcome);
+  }
+
+  /** Counts a forward open until `done` is called (once). */
+  #opened(): () => void {
+    this.#openCount += 1;
+    let closed = false;
+    return () => {
+      if (closed) return;
+      closed = true;
+      this.#openCount -= 1;
+    };
   }
 
   /** Closes idle connections to other nodes. */
@@ -286,17 +317,21 @@ export class TaskForwarder {
     try {
       upstream = this.#open(request, target, false);
     } catch (error) {
+      this.#count('http', 'unreachable');
       this.#answerError(response, this.#unreachable(target, error));
       return;
     }
     const logger = this.#options.logger;
+    const done = this.#opened();
     response.once('close', () => {
+      done();
       if (!response.writableFinished) upstream.destroy();
     });
     upstream.on('error', (error) => {
       if (response.writableFinished || response.destroyed) return;
       const failure = this.#unreachable(target, error);
       logger.warn({ nodeId: target.nodeId, address: target.address, code: codeOf(error), error: messageOf(error) }, 'could not forward a request to the node that runs the task');
+      if (!response.headersSent) this.#count('http', 'unreachable');
       if (!response.headersSent && answerInstead?.(response) === true) return;
       this.#answerError(response, failure);
     });
@@ -304,10 +339,12 @@ export class TaskForwarder {
       const refusal = this.#refusal(target, answer.statusCode);
       if (refusal !== undefined) {
         answer.resume();
+        this.#count('http', 'refused');
         logger.warn({ nodeId: target.nodeId, status: answer.statusCode }, refusal.message);
         this.#answerError(response, refusal);
         return;
       }
+      this.#count('http', 'forwarded');
       response.writeHead(answer.statusCode ?? 502, answeredHeaders(answer.headers));
       // Each chunk goes out as it comes (a follow's lines): no buffering past the socket's own.
       response.flushHeaders();
@@ -332,9 +369,12 @@ export class TaskForwarder {
     try {
       upstream = this.#open(request, target, true);
     } catch (error) {
+      this.#count('websocket', 'unreachable');
       writeError(this.#unreachable(target, error));
       return;
     }
+    const done = this.#opened();
+    socket.once('close', done);
     let spliced = false;
     const ended = (): void => {
       if (!spliced) upstream.destroy();
@@ -343,6 +383,7 @@ export class TaskForwarder {
     socket.on('error', () => socket.destroy());
     upstream.on('error', (error) => {
       if (spliced || socket.destroyed) return;
+      this.#count('websocket', 'unreachable');
       this.#options.logger.warn({ nodeId: target.nodeId, code: codeOf(error), error: messageOf(error) }, 'could not forward a WebSocket to the node that runs the task');
       writeError(this.#unreachable(target, error));
     });
@@ -350,9 +391,11 @@ export class TaskForwarder {
       const refusal = this.#refusal(target, answer.statusCode);
       if (refusal !== undefined) {
         answer.resume();
+        this.#count('websocket', 'refused');
         writeError(refusal);
         return;
       }
+      this.#count('websocket', 'forwarded');
       // Not a switch: the node's answer (an error in berth's shape) is passed on whole.
       const chunks: Buffer[] = [];
       answer.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -366,6 +409,7 @@ export class TaskForwarder {
     });
     upstream.on('upgrade', (answer, upstreamSocket, upstreamHead) => {
       spliced = true;
+      this.#count('websocket', 'forwarded');
       socket.off('close', ended);
       const lines: string[] = [];
       for (let i = 0; i < answer.rawHeaders.length; i += 2) lines.push(`${answer.rawHeaders[i]}: ${answer.rawHeaders[i + 1]}`);

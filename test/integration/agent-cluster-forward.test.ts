@@ -89,6 +89,12 @@ describe('reads through any node of a cluster', { skip }, () => {
     return member;
   };
   const member = (name: string): Member => members.find((m) => m.name === name)!;
+  /** A sample of the member's /metrics by its name and labels as printed (`name{labels}`); undefined when absent. */
+  const metric = async (m: Member, series: string): Promise<number | undefined> => {
+    const answer = await httpGet(m.agent.socketPath, '/metrics', m.token);
+    const line = answer.body.split('\n').find((l) => l.startsWith(`${series} `));
+    return line === undefined ? undefined : Number(line.slice(series.length + 1));
+  };
 
   /** An HTTPS request to a member's TCP address (its node address), with the given bearer and client certificate. */
   const httpsTo = async (target: Member, urlPath: string, options: { bearer: string; clientCert?: 'own' | 'other'; headers?: Record<string, string> }): Promise<{ status: number; body: string }> => {
@@ -158,6 +164,8 @@ describe('reads through any node of a cluster', { skip }, () => {
       follower.interrupt();
       await follower.closed;
     }
+    // The client going away ends A's forward (and with it the request to B).
+    await pollUntil('no forward open on A', async () => ((await metric(a, 'berth_cluster_forwards_open')) === 0 ? true : undefined), { timeoutMs: 30_000, intervalMs: 100 });
     const logs = await berth(a.dataDir, ['logs', id]);
     assert.equal(logs.code, 0, logs.stderr);
     assert.equal(logs.stdout, 'first\nsecond\n');
@@ -222,6 +230,7 @@ describe('reads through any node of a cluster', { skip }, () => {
     } finally {
       session.kill();
     }
+    assert.ok(((await metric(a, 'berth_cluster_forwarded_requests_total{kind="websocket",outcome="forwarded"}')) ?? 0) >= 1);
     await b.client.stop(id);
   });
 
@@ -277,6 +286,7 @@ describe('reads through any node of a cluster', { skip }, () => {
     assert.notEqual(viaC.code, 0, viaC.stdout);
     assert.match(viaC.stderr, /BERTH_NODE_UNREACHABLE/);
     assert.match(viaC.stderr, /cluster\.token/);
+    assert.ok(((await metric(c, 'berth_cluster_forwarded_requests_total{kind="http",outcome="refused"}')) ?? 0) >= 1);
     const wrongToken = await httpsTo(b, `/v1/tasks/${id}`, { bearer: OTHER_TOKEN });
     assert.equal(wrongToken.status, 401, wrongToken.body);
     const otherCa = await httpsTo(b, `/v1/tasks/${id}`, { bearer: CLUSTER_TOKEN, clientCert: 'other' });

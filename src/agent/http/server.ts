@@ -65,7 +65,7 @@ export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | '
   /** Cluster membership, for its metrics, and the cluster's task index (`GET /v1/tasks` lists it in cluster mode). */
   readonly cluster?: MetricsSources['cluster'] & Partial<Pick<ClusterMember, 'listTasks' | 'readEvents'>>;
   /** Cluster mode: forwards requests for tasks other nodes run; its token is accepted as the agent's own. */
-  readonly forwarder?: ForwardingPort & Pick<TaskForwarder, 'selfNodeId' | 'token'>;
+  readonly forwarder?: ForwardingPort & Pick<TaskForwarder, 'selfNodeId' | 'token' | 'openForwards' | 'onForward'>;
   /** `GET /v1/nodes`; without it, the route answers 503. */
   listNodes?(): Promise<NodeListing>;
 }
@@ -158,6 +158,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     processMetrics: options.processMetrics ?? true,
     ...(runtime.driver ? { pools: runtime.driver.pools } : {}),
     ...(runtime.cluster ? { cluster: runtime.cluster } : {}),
+    ...(runtime.forwarder ? { forwarding: runtime.forwarder } : {}),
   });
   const openApiDocument = buildOpenApiDocument({ version: options.version });
   /** Ends every open stream, so that closing the server does not wait on followers. */
