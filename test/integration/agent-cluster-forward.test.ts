@@ -130,7 +130,7 @@ describe('reads through any node of a cluster', { skip }, () => {
     await db?.drop();
   });
 
-  test('a task running on node B reads through node A: inspect, ps with its node, logs and logs -f as lines come, stats once and streamed, plain exec, stop', async () => {
+  test('a task running on node B reads through node A: inspect, ps with its node, logs and logs -f as lines come, stats once and streamed, plain exec, stop, wait, rm', async () => {
     const [a, b] = [member('a'), member('b')];
     const id = `${run.id}-on-b`;
     await placeOnNode(store, b, { id, spec: spec(['sh', '-c', 'echo first; while [ ! -f /tmp/go ]; do sleep 0.1; done; echo second; exec sleep 3600']) });
@@ -193,6 +193,12 @@ describe('reads through any node of a cluster', { skip }, () => {
     const ended = await waitForTaskState(a.client, id, ['exited']);
     assert.equal(ended.node, b.nodeId);
     assert.equal((await b.client.get(id)).state, 'exited', 'the stop reached B');
+    assert.equal((await a.client.waitOnce(id, 1_000)).ended, true, 'wait through A');
+    // rm through A removes it on B; it is then gone through A too (B answers 404 through A).
+    const removed = await berth(a.dataDir, ['rm', id]);
+    assert.equal(removed.code, 0, removed.stderr);
+    const gone = await httpGet(a.agent.socketPath, `/v1/tasks/${id}`, a.token);
+    assert.equal(gone.status, 404, gone.body);
   });
 
   test('exec -it through node A reaches node B over the WebSocket: the window size, a resize, the exit code', async () => {

@@ -22,6 +22,8 @@ export interface ForwardingDeps {
   readonly forwarder: ForwardingPort;
   /** Throws BERTH_TASK_NOT_FOUND when this node has no (visible) record of the task. */
   visibleTask(idOrPrefix: string): unknown;
+  /** Whether this node ran the task and removed it: it is gone (404), whatever the index still says. */
+  isRemovedHere(taskId: string): boolean;
 }
 
 /** Whether a route's URL is task-scoped: `/v1/tasks/:id` and below. */
@@ -67,6 +69,8 @@ export function forwardingHook(deps: ForwardingDeps): (request: FastifyRequest, 
       // Ambiguous prefixes and the like are the route's to answer.
       if (!isBerthError(error, 'BERTH_TASK_NOT_FOUND')) return undefined;
     }
+    // Removed here (by its owner's rm): the route answers 404, as on a single agent.
+    if (deps.isRemovedHere(id)) return undefined;
     const location = await deps.forwarder.locate(id, false, headerValue(request.headers[FORWARDED_BY_HEADER]));
     switch (location.kind) {
       case 'local':
