@@ -258,6 +258,8 @@ describe('reads through any node of a cluster', { skip }, () => {
     assert.equal(task.node, null);
     const listed = await berthJson<TaskView[]>(a.dataDir, ['ps']);
     assert.equal(listed.find((t) => t.id === id)?.node, null);
+    // ps -n 1 (newest first, limit 1): the newest of the cluster's tasks.
+    assert.deepEqual((await berthJson<TaskView[]>(a.dataDir, ['ps', '-n', '1'])).map((t) => t.id), [id]);
     const logs = await httpGet(a.agent.socketPath, `/v1/tasks/${id}/logs`, a.token);
     assert.equal(logs.status, 409, logs.body);
     assert.equal((JSON.parse(logs.body) as { error: { code: string } }).error.code, 'BERTH_TASK_STATE');

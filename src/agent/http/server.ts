@@ -298,7 +298,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
       // Cluster mode: the cluster index too, merged with this node's records (which win: they have the detail).
       let indexed: Awaited<ReturnType<NonNullable<typeof runtime.cluster.listTasks>>>;
       try {
-        indexed = await runtime.cluster.listTasks({ limit: query.limit ?? 1000 });
+        indexed = await runtime.cluster.listTasks({ limit: query.limit ?? 1000, ...(query.order !== undefined ? { order: query.order } : {}) });
       } catch (error) {
         // PostgreSQL away: the node keeps serving its own tasks, and says the list is its own only.
         if (!isBerthError(error, 'BERTH_CLUSTER_UNAVAILABLE')) throw error;
