@@ -2,13 +2,17 @@
  * Reads through any node (issue 18, "Any node answers"), with real agent processes in cluster mode
  * against a real PostgreSQL and the shared engine. The agents serve HTTPS with mutual TLS and call
  * each other with the cluster's token and client certificate (made by the test). A task running on
- * node B is read through node A with the real CLI: inspect, ps (NODE column), logs and logs -f (lines
- * as they come), stats, plain exec, exec -it over the WebSocket (window size, resize, exit code), and
- * stop. A queued task (a constraint nobody satisfies) reads as pending; a task of a SIGKILLed node
- * reads from the index (lost); a forwarded request is never forwarded twice; a node with another
- * cluster token is refused by the others, and a client certificate of another CA too.
+ * node B is read through node A with the real CLI: inspect, ps (NODE column, -n), logs and logs -f
+ * (lines as they come; closing the client ends the forward), stats once and streamed, plain exec,
+ * exec -it over the WebSocket (window size, resize, exit code), attach (stdin, output, exit code),
+ * stop, wait and rm. A queued task (a constraint nobody satisfies) reads as pending and shows in
+ * `berth events --cluster`; a task of a SIGKILLed node reads from the index (lost); a forwarded
+ * request is never forwarded twice; a node with another cluster token is refused by the others, and
+ * a client certificate of another CA too.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import path from 'node:path';
@@ -238,6 +242,23 @@ describe('reads through any node of a cluster', { skip }, () => {
     }
     assert.ok(((await metric(a, 'berth_cluster_forwarded_requests_total{kind="websocket",outcome="forwarded"}')) ?? 0) >= 1);
     await b.client.stop(id);
+  });
+
+  test('berth attach through node A reaches node B over the WebSocket: stdin in, output out, the task\'s exit code', async () => {
+    const [a, b] = [member('a'), member('b')];
+    const id = `${run.id}-attach-on-b`;
+    await placeOnNode(store, b, { id, spec: { ...spec(['sh', '-c', 'read line; echo got-$line; exit 5']), openStdin: true } });
+    await waitForTaskState(b.client, id, ['running']);
+    const child = spawn(process.execPath, [...BERTH_CLI, 'attach', id], { stdio: ['pipe', 'pipe', 'pipe'], env: cleanEnv({ BERTH_DATA_DIR: a.dataDir }) });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const closed = once(child, 'close');
+    child.stdin.write('hello\n');
+    const [code] = (await closed) as [number | null];
+    assert.equal(code, 5, stderr);
+    assert.equal(stdout, 'got-hello\n');
   });
 
   test('a queued task (a constraint nobody satisfies) reads as pending with no node, its logs say it is queued, and berth events --cluster shows it queued', async () => {
