@@ -325,6 +325,19 @@ describe('reads through any node of a cluster', { skip }, () => {
     await b.client.stop(id);
   });
 
+  test('a node shutting down (SIGTERM) ends the streams it forwards, and exits', async () => {
+    const [b, d] = [member('b'), await startMember('d')];
+    const id = `${run.id}-followed-on-b`;
+    await placeOnNode(store, b, { id, spec: spec(['sh', '-c', 'echo up; exec sleep 3600']) });
+    await waitForTaskState(b.client, id, ['running']);
+    await pollUntil('d ready in the cluster', async () => ((await d.client.listNodes()).nodes.find((n) => n.id === d.nodeId)?.state === 'ready' ? true : undefined), { timeoutMs: 30_000, intervalMs: 100 });
+    const follower = spawnBerth(d.dataDir, ['logs', '-f', id]);
+    await pollUntil('the follow through D', async () => (follower.stdout().includes('up\n') ? true : undefined), { timeoutMs: 30_000, intervalMs: 50 });
+    assert.equal(await d.agent.stop('SIGTERM'), 0, d.agent.tail(20));
+    await follower.closed;
+    await b.client.stop(id);
+  });
+
   test('a task of a SIGKILLed node reads from the cluster index: lost, with the node and the reason', async () => {
     const [a, c] = [member('a'), member('c')];
     const id = `${run.id}-on-c`;

@@ -24,6 +24,8 @@ export interface ForwardingDeps {
   visibleTask(idOrPrefix: string): unknown;
   /** Whether this node ran the task and removed it: it is gone (404), whatever the index still says. */
   isRemovedHere(taskId: string): boolean;
+  /** Registers how to end a forward when the server closes (a shutdown must not wait on a followed log); returns the unregister. */
+  track(end: () => void): () => void;
 }
 
 /** Whether a route's URL is task-scoped: `/v1/tasks/:id` and below. */
@@ -83,8 +85,15 @@ export function forwardingHook(deps: ForwardingDeps): (request: FastifyRequest, 
       case 'forward': {
         void reply.hijack();
         const raw = request.raw;
-        if (String(raw.headers.upgrade ?? '').toLowerCase() === 'websocket') deps.forwarder.forwardUpgrade(raw, raw.socket, upgradeHead(raw), location);
-        else deps.forwarder.forwardRequest(raw, reply.raw, location, indexFallback(request, location.task));
+        if (String(raw.headers.upgrade ?? '').toLowerCase() === 'websocket') {
+          const untrack = deps.track(() => raw.socket.destroy());
+          raw.socket.once('close', untrack);
+          deps.forwarder.forwardUpgrade(raw, raw.socket, upgradeHead(raw), location);
+        } else {
+          const untrack = deps.track(() => reply.raw.destroy());
+          reply.raw.once('close', untrack);
+          deps.forwarder.forwardRequest(raw, reply.raw, location, indexFallback(request, location.task));
+        }
         return reply;
       }
       case 'index':

@@ -175,7 +175,16 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
   });
   // Cluster mode: a task this node has no record of is served by the node that runs it (after the token check).
   if (runtime.forwarder) {
-    const hook = forwardingHook({ forwarder: runtime.forwarder, visibleTask: (id) => visibleTask(id), isRemovedHere: (id) => runtime.store.tasks.get(id)?.state === 'removed' });
+    const hook = forwardingHook({
+      forwarder: runtime.forwarder,
+      visibleTask: (id) => visibleTask(id),
+      isRemovedHere: (id) => runtime.store.tasks.get(id)?.state === 'removed',
+      // Closing the server ends the forwards under way, as it ends this node's own streams.
+      track: (end) => {
+        openStreams.add(end);
+        return () => openStreams.delete(end);
+      },
+    });
     app.addHook('onRequest', hook);
   }
   app.addHook('onResponse', async (request, reply) => {
