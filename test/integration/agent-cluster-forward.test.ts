@@ -242,6 +242,9 @@ describe('reads through any node of a cluster', { skip }, () => {
     }
     assert.ok(((await metric(a, 'berth_cluster_forwarded_requests_total{kind="websocket",outcome="forwarded"}')) ?? 0) >= 1);
     await b.client.stop(id);
+    await waitForTaskState(b.client, id, ['exited']);
+    // B refuses the upgrade (the task is not running): its answer comes through A as it is.
+    await assert.rejects(a.client.exec(id, { cmd: ['true'] }), (error: unknown) => (error as { code?: string }).code === 'BERTH_TASK_STATE');
   });
 
   test('berth attach through node A reaches node B over the WebSocket: stdin in, output out, the task\'s exit code', async () => {
