@@ -30,6 +30,7 @@ import { PortAllocator } from './ports.js';
 import type { TaskSpec } from '../spec/schema.js';
 import { ClusterMember, singleNode, type NodeListing } from './cluster-member.js';
 import { addressFromListener } from './cluster-config.js';
+import { readClusterCredentials, TaskForwarder } from './cluster-forward.js';
 
 /**
  * Everything a running agent is made of; the HTTP layer and tests reach the parts through it.
@@ -66,6 +67,8 @@ export interface AgentRuntime extends AsyncDisposable {
   joinCluster(tcp: { host: string; port: number } | undefined): void;
   /** `GET /v1/nodes`: the cluster's nodes, or this agent alone (mode single). */
   listNodes(): Promise<NodeListing>;
+  /** Reads through any node: forwards requests for tasks other nodes run (cluster mode only). */
+  readonly forwarder: TaskForwarder | undefined;
   readonly events: AgentEvents;
   readonly logger: Logger;
   /** The bearer token every API request but health must carry: the one `reloadToken` read last. */
@@ -341,6 +344,11 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     },
   });
   const cluster = initial.cluster === undefined ? undefined : new ClusterMember({ config: initial.cluster, agentId, admission, logger });
+  // The cluster's credential is read now, so that a wrong file stops the agent at its start, naming the key.
+  const forwarder =
+    cluster === undefined || initial.cluster === undefined
+      ? undefined
+      : new TaskForwarder({ selfNodeId: cluster.nodeId, credentials: readClusterCredentials(initial.cluster), index: cluster, logger });
   const builtAt = new Date();
   let ownAddress = `unix://${initial.socketPath}`;
   const joinCluster = (tcp: { host: string; port: number } | undefined): void => {
@@ -390,6 +398,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     closing.abort();
     // The node leaves first (down with reason "left"), so that no node waits out its lease.
     await cluster?.leave();
+    forwarder?.close();
     // A start under way finishes what it began (a recovery writes to the store) before the store closes.
     await starting?.catch(() => undefined);
     await garbage.close();
@@ -424,6 +433,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     cluster,
     joinCluster,
     listNodes,
+    forwarder,
     events,
     logger,
     get token() {

@@ -511,8 +511,10 @@ export class AgentClient {
    * after that is delivered: subscribe, then act, then read. With `since` (an event id, or an RFC 3339
    * time), the logged events after it come first; BERTH_EVENTS_EXPIRED when they are no longer kept.
    */
-  async events(options: CallOptions & { since?: string | number } = {}): Promise<EventSubscription> {
-    const query = options.since === undefined ? '' : `?since=${encodeURIComponent(String(options.since))}`;
+  async events(options: CallOptions & { since?: string | number; scope?: 'node' | 'cluster' } = {}): Promise<EventSubscription> {
+    // scope=cluster: the cluster's event log (cluster mode), ClusterEventView objects.
+    const params = [...(options.since === undefined ? [] : [`since=${encodeURIComponent(String(options.since))}`]), ...(options.scope === 'cluster' ? ['scope=cluster'] : [])];
+    const query = params.length === 0 ? '' : `?${params.join('&')}`;
     const response = await this.#send('GET', `/v1/events${query}`, { signal: options.signal, deadlineMs: 0 });
     await this.#throwIfFailed(response);
     const guard = this.#guard.bind(this);

@@ -1,3 +1,4 @@
+import path from 'node:path';
 import { z } from 'zod';
 import { CLUSTER_OPTION_BOUNDS } from '../cluster/options.js';
 import type { PlacementStrategy } from '../cluster/types.js';
@@ -31,6 +32,21 @@ export interface ClusterConfigInput {
   heartbeat?: string | number;
   /** Placement: `binpack` (fill the busiest node that fits, the default) or `spread`. */
   strategy?: PlacementStrategy;
+  /**
+   * The cluster's shared secret (at least 16 characters): every node accepts it as it accepts its own
+   * API token, and presents it when it forwards a request to another node. Default none: a forwarded
+   * request carries the caller's own token (which then works only where every node shares one API
+   * token). Never logged nor shown. Set `cluster.tokenFile` instead to keep it out of the file.
+   */
+  token?: string;
+  /** An absolute path to a file holding `cluster.token` (its first line). */
+  tokenFile?: string;
+  /**
+   * TLS towards other nodes when forwarding (their addresses are https://): `ca` verifies their
+   * certificates, `cert` and `key` are the client certificate this node presents (to nodes whose
+   * `tls.clientCa` asks for one). Absolute paths to PEM files. Default none: the system's CAs, no client certificate.
+   */
+  tls?: { ca?: string; cert?: string; key?: string };
 }
 
 /** `cluster`, compiled. Absent: the agent runs alone (mode single). */
@@ -45,7 +61,16 @@ export interface ClusterConfig {
   readonly leaseMs: number;
   readonly heartbeatMs: number;
   readonly strategy: PlacementStrategy;
+  /** Secret: the cluster's shared token (`cluster.token`), when set in the configuration itself. */
+  readonly token?: string;
+  /** `cluster.tokenFile`, read when the agent starts (`readClusterCredentials`). */
+  readonly tokenFile?: string;
+  /** `cluster.tls`'s files, read when the agent starts. */
+  readonly tls?: { readonly caFile?: string; readonly certFile?: string; readonly keyFile?: string };
 }
+
+/** The shortest `cluster.token` accepted: a shared secret guessable by trying is no secret. */
+export const MIN_CLUSTER_TOKEN_LENGTH = 16;
 
 /** The bounds of the cluster keys (README "Configuration"). */
 export const CLUSTER_CONFIG_BOUNDS = Object.freeze({
@@ -116,6 +141,18 @@ const labels = z.unknown().transform((value, ctx): Record<string, string> => {
   return result;
 });
 
+/** An absolute path to a file (`cluster.tokenFile`, `cluster.tls.*`). */
+const filePath = (what: string) =>
+  z.unknown().transform((value, ctx): string => (typeof value === 'string' && path.isAbsolute(value.trim()) ? value.trim() : issue(ctx, `must be an absolute path to ${what}`)));
+
+/** `cluster.token`: never quoted in a rule (it is a secret). */
+const clusterToken = z.unknown().transform((value, ctx): string => {
+  if (typeof value !== 'string' || value.trim().length < MIN_CLUSTER_TOKEN_LENGTH || /\s/.test(value.trim())) {
+    return issue(ctx, `must be a shared secret of at least ${MIN_CLUSTER_TOKEN_LENGTH} characters without spaces`);
+  }
+  return value.trim();
+});
+
 /** The schema of `cluster` (a section of the agent's configuration). */
 export const clusterSection = z
   .object({
@@ -134,10 +171,23 @@ export const clusterSection = z
     lease: durationOption(CLUSTER_CONFIG_BOUNDS['cluster.lease'], durationRule('10s')).default(10_000),
     heartbeat: durationOption(CLUSTER_CONFIG_BOUNDS['cluster.heartbeat'], durationRule('3s')).optional(),
     strategy: z.unknown().transform((value, ctx): PlacementStrategy => (value === 'binpack' || value === 'spread' ? value : issue(ctx, 'must be "binpack" or "spread"'))).default('binpack'),
+    token: clusterToken.optional(),
+    tokenFile: filePath('a file holding the cluster\'s token').optional(),
+    tls: z
+      .object({
+        ca: filePath('PEM CA certificates that sign the other nodes\' certificates').optional(),
+        cert: filePath('the PEM client certificate this node presents to the others').optional(),
+        key: filePath('the PEM private key of cluster.tls.cert').optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .superRefine((c, ctx) => {
     if (c.postgres === undefined) ctx.addIssue({ code: 'custom', path: ['postgres'], message: 'must be set with any other cluster key: the cluster\'s PostgreSQL URL (postgres://…)' });
+    if (c.token !== undefined && c.tokenFile !== undefined) ctx.addIssue({ code: 'custom', path: ['tokenFile'], message: 'must not be set with cluster.token: one of the two holds the cluster\'s token' });
+    if (c.tls?.cert !== undefined && c.tls.key === undefined) ctx.addIssue({ code: 'custom', path: ['tls', 'key'], message: 'must be set with cluster.tls.cert (the certificate\'s private key)' });
+    if (c.tls?.key !== undefined && c.tls.cert === undefined) ctx.addIssue({ code: 'custom', path: ['tls', 'cert'], message: 'must be set with cluster.tls.key (the key\'s certificate)' });
     if (c.heartbeat !== undefined && c.heartbeat >= c.lease) ctx.addIssue({ code: 'custom', path: ['heartbeat'], message: 'must be less than cluster.lease: a node renewing its lease less often than it lasts loses it' });
   });
 
@@ -161,6 +211,11 @@ export function compileCluster(c: z.output<typeof clusterSection>): ClusterConfi
     leaseMs: c.lease,
     heartbeatMs: c.heartbeat ?? defaultHeartbeatMs(c.lease),
     strategy: c.strategy,
+    ...(c.token !== undefined ? { token: c.token } : {}),
+    ...(c.tokenFile !== undefined ? { tokenFile: c.tokenFile } : {}),
+    ...(c.tls !== undefined
+      ? { tls: { ...(c.tls.ca !== undefined ? { caFile: c.tls.ca } : {}), ...(c.tls.cert !== undefined ? { certFile: c.tls.cert } : {}), ...(c.tls.key !== undefined ? { keyFile: c.tls.key } : {}) } }
+      : {}),
   };
 }
 

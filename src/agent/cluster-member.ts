@@ -1,5 +1,5 @@
 import { setTimeout as delay } from 'node:timers/promises';
-import { ClusterStore, type Budget, type ClusterStoreOptions, type NodeLease, type NodeView } from '../cluster/index.js';
+import { ClusterStore, type Budget, type ClusterEventPage, type ClusterStoreOptions, type ClusterTask, type ListTasksFilter, type NodeLease, type NodeView } from '../cluster/index.js';
 import { BerthError, codeOf, isBerthError, messageOf } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { AdmissionSnapshot } from './admission.js';
@@ -16,7 +16,7 @@ import { DEFAULT_NODE_TASKS, maskPostgresUrl, type ClusterConfig } from './clust
  */
 
 /** The cluster store calls membership makes (a `ClusterStore` is one). */
-export type MembershipStore = Pick<ClusterStore, 'register' | 'heartbeat' | 'expireLeases' | 'listNodes' | 'leave' | 'close'>;
+export type MembershipStore = Pick<ClusterStore, 'register' | 'heartbeat' | 'expireLeases' | 'listNodes' | 'leave' | 'close'> & Partial<Pick<ClusterStore, 'getTask' | 'listTasks' | 'readEvents'>>;
 
 /** The membership's state: `joining` until the first registration, `member` while its lease is renewed, `away` while PostgreSQL does not answer, `left` after `leave`. */
 export type MembershipState = 'joining' | 'member' | 'away' | 'left';
@@ -112,6 +112,24 @@ export class ClusterMember {
   /** Every node of the cluster, as the store shows them. BERTH_CLUSTER_UNAVAILABLE while PostgreSQL does not answer. */
   async listNodes(): Promise<NodeView[]> {
     return (await this.#openStore()).listNodes();
+  }
+
+  /** The cluster index's entry of a task (reads through any node). BERTH_CLUSTER_UNAVAILABLE while PostgreSQL does not answer. */
+  async getTask(taskId: string): Promise<ClusterTask | undefined> {
+    const store = await this.#openStore();
+    return store.getTask === undefined ? undefined : store.getTask(taskId);
+  }
+
+  /** The cluster-wide task index (`GET /v1/tasks` in cluster mode). */
+  async listTasks(filter: ListTasksFilter = {}): Promise<ClusterTask[]> {
+    const store = await this.#openStore();
+    return store.listTasks === undefined ? [] : store.listTasks(filter);
+  }
+
+  /** A page of the cluster's event log (`GET /v1/events?scope=cluster`). */
+  async readEvents(options: { after?: string; limit?: number } = {}): Promise<ClusterEventPage> {
+    const store = await this.#openStore();
+    return store.readEvents === undefined ? { events: [], cursor: options.after ?? '' } : store.readEvents(options);
   }
 
   /**

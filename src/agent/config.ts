@@ -511,6 +511,11 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'cluster.lease': 'duration',
   'cluster.heartbeat': 'duration',
   'cluster.strategy': 'string',
+  'cluster.token': 'string',
+  'cluster.tokenFile': 'string',
+  'cluster.tls.ca': 'string',
+  'cluster.tls.cert': 'string',
+  'cluster.tls.key': 'string',
 };
 
 /** Every configuration key (dotted) and what it holds (README "Configuration and environment"). */

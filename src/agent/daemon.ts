@@ -33,7 +33,7 @@ export function chooseLogFormat(asked: string | undefined, isTerminal: boolean):
  * source only, the cluster's database is logged masked); this is the guard should one slip in.
  */
 export const LOG_REDACT_PATHS: readonly string[] = Object.freeze(
-  ['password', 'identityToken', 'identitytoken', 'postgresUrl'].flatMap((key) => [key, `*.${key}`, `*.*.${key}`, `*.*.*.${key}`]),
+  ['password', 'identityToken', 'identitytoken', 'postgresUrl', 'token'].flatMap((key) => [key, `*.${key}`, `*.*.${key}`, `*.*.*.${key}`]),
 );
 
 /**

@@ -8,6 +8,7 @@ import { EXPIRY_REASONS } from './retention.js';
 import type { WarmPoolsPort } from './pool-port.js';
 import type { ColdReason } from '../pools/types.js';
 import type { ClusterMember } from './cluster-member.js';
+import type { TaskForwarder } from './cluster-forward.js';
 
 /** What the metrics read and listen to: a narrow view of the agent runtime. */
 export interface MetricsSources {
@@ -32,6 +33,8 @@ export interface MetricsSources {
   pools?: Pick<WarmPoolsPort, 'snapshot' | 'onEvent'>;
   /** Cluster membership (`cluster.postgres`): whether the node is a member, its epoch, its failed heartbeats. */
   cluster?: Pick<ClusterMember, 'isMember' | 'epoch' | 'onHeartbeatFailure'>;
+  /** Reads through any node (cluster mode): forwards open now, and each forward's outcome. */
+  forwarding?: Pick<TaskForwarder, 'openForwards' | 'onForward'>;
 }
 
 /** The states berth_pool_containers counts. */
@@ -211,6 +214,24 @@ export class AgentMetrics {
       });
       const failures = new Counter({ name: 'berth_cluster_heartbeat_failures_total', help: 'Cluster registrations and heartbeats that failed (the database away, the lease lost).', registers });
       this.#unsubscribe.push(cluster.onHeartbeatFailure(() => failures.inc()));
+    }
+    const forwarding = sources.forwarding;
+    if (forwarding) {
+      new Gauge({
+        name: 'berth_cluster_forwards_open',
+        help: 'Requests this node is forwarding to the node that runs their task right now (followed logs, streamed stats and exec sessions count until they end).',
+        registers,
+        collect() {
+          this.set(forwarding.openForwards);
+        },
+      });
+      const forwarded = new Counter({
+        name: 'berth_cluster_forwarded_requests_total',
+        help: 'Requests forwarded to the node that runs their task, by kind (http, websocket) and outcome (forwarded, unreachable, refused).',
+        labelNames: ['kind', 'outcome'] as const,
+        registers,
+      });
+      this.#unsubscribe.push(forwarding.onForward((kind, outcome) => forwarded.inc({ kind, outcome })));
     }
     if (sources.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
     const cpuSeconds = new Counter({ name: 'berth_task_cpu_seconds_total', help: 'CPU time (user + system) of ended tasks, as recorded in their usage.', registers });

@@ -1,5 +1,6 @@
 import { Option, type Command } from 'commander';
-import type { AgentEvent } from '../agent/client.js';
+import type { AgentClient, AgentEvent } from '../agent/client.js';
+import type { ClusterEventView } from '../agent/http/cluster-events.js';
 import { ValidationError } from '../common/errors.js';
 import { agentCommand, withClient, write, type AgentFlags } from './client.js';
 import { collect } from './flags.js';
@@ -78,9 +79,11 @@ export function addEventsCommand(program: Command, io: CliIo, setExitCode: (code
     .addOption(new Option('-f, --filter <key=value>', 'type=task|image|container|network|volume|prune (or a full type such as task.state), event=<state or phase>, task=<id>, image=<ref or id>, container=<id> (repeatable: one key\'s values are alternatives, different keys must all match)').argParser(collect).default([]))
     .option('--since <id|time>', 'first the events after this one: an event id (as --json prints it), an RFC 3339 time, Unix seconds, or a duration before now such as 10m')
     .option('--format <format>', FORMAT_HELP)
-    .action((flags: AgentFlags & { filter: string[]; format?: string; since?: string }) =>
+    .option('--cluster', 'the cluster\'s events instead (cluster mode): nodes registered and down, tasks queued, claimed, running, exited, lost, requeued')
+    .action((flags: AgentFlags & { filter: string[]; format?: string; since?: string; cluster?: boolean }) =>
       run(() =>
         withClient(io, flags, async (client) => {
+          if (flags.cluster) return clusterEvents(io, client, flags);
           const filters = parseEventFilters(flags.filter);
           const format = parseFormat(flags.format, EVENT_FIELDS);
           const abort = new AbortController();
@@ -113,4 +116,28 @@ export function addEventsCommand(program: Command, io: CliIo, setExitCode: (code
         }),
       ),
     );
+}
+
+/** `berth events --cluster`: the cluster's event log from now on, one line (or JSON object) per event, until Ctrl-C. */
+async function clusterEvents(io: CliIo, client: AgentClient, flags: AgentFlags & { filter: string[]; format?: string; since?: string }): Promise<number> {
+  const refused = [...(flags.filter.length > 0 ? ['--filter'] : []), ...(flags.format !== undefined ? ['--format'] : []), ...(flags.since !== undefined ? ['--since'] : [])];
+  if (refused.length > 0) throw new ValidationError([{ field: refused[0]!, rule: 'is not taken with --cluster (the cluster\'s events print whole, from now on)' }]);
+  const abort = new AbortController();
+  const removeInterrupt = io.interrupts.onInterrupt(() => abort.abort());
+  try {
+    const subscription = await client.events({ signal: abort.signal, scope: 'cluster' });
+    io.stderr.write('berth: listening for the cluster\'s events (Ctrl-C to stop)\n');
+    for await (const event of subscription) {
+      const record = event as unknown as ClusterEventView;
+      const line = flags.json
+        ? `${JSON.stringify(record)}\n`
+        : `${record.at} ${record.kind}${record.taskId !== undefined ? ` task=${record.taskId}` : ''}${record.nodeId !== undefined ? ` node=${record.nodeId}` : ''}${record.epoch !== undefined ? ` epoch=${record.epoch}` : ''}\n`;
+      await write(io.stdout, line);
+    }
+  } catch (error) {
+    if (!abort.signal.aborted) throw error;
+  } finally {
+    removeInterrupt();
+  }
+  return endedByUser(io);
 }

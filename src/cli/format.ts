@@ -250,6 +250,7 @@ export const TASK_FIELDS: FormatFields = Object.freeze({
   Health: 'HEALTH',
   Ports: 'PORTS',
   Start: 'START',
+  Node: 'NODE',
 });
 
 /** `images`' fields: docker's Repository, Tag, ID, Digest, plus berth's References, Holders and Removal. */
@@ -312,6 +313,8 @@ export function taskFormatRow(task: TaskRowInput & { containerId?: string | unde
     Ports: formatTaskPorts(task),
     // `warm:<pool>` or `cold:<reason>`; empty before it started.
     Start: task.start === undefined ? '' : task.start.path === 'warm' ? `warm:${task.start.pool ?? ''}` : `cold:${task.start.reason ?? ''}`,
+    // Cluster mode: the task's node; empty while queued and on a single agent.
+    Node: task.node ?? '',
   };
 }
 

@@ -96,6 +96,8 @@ export interface TaskRowInput {
   /** How it started (warm from a pool, or cold and why), as the agent's task view says. */
   start?: { path: string; pool?: string | undefined; reason?: string | undefined } | undefined;
   startedAt?: string | number | undefined;
+  /** Cluster mode: the node that runs it (null while queued); absent on a single agent. */
+  node?: string | null | undefined;
   finishedAt?: string | number | undefined;
   /** Absent for a task without a health check. */
   health?: { status: string } | undefined;
@@ -189,16 +191,20 @@ export function taskStatus(task: TaskRowInput, nowMs: number, reasonWidth = STAR
  */
 export function renderTaskTable(tasks: readonly TaskRowInput[], nowMs: number, options: { noTrunc?: boolean } = {}): string {
   const whole = options.noTrunc ?? false;
-  return renderTable(
-    ['TASK ID', 'IMAGE', 'COMMAND', 'STATUS', 'CREATED', 'PORTS'],
-    tasks.map((task) => [
+  // A cluster's tasks carry their node: the table gains a NODE column (empty while a task is queued).
+  const inCluster = tasks.some((task) => task.node !== undefined);
+  const rows = tasks.map((task) => [
       displayTaskId(task.id, whole),
       task.spec.image ?? '',
       whole ? formatCommand([...(task.spec.entrypoint ?? []), ...(task.spec.command ?? [])]) : truncate(formatCommand([...(task.spec.entrypoint ?? []), ...(task.spec.command ?? [])]), 30),
       taskStatus(task, nowMs, whole ? Number.POSITIVE_INFINITY : START_REASON_WIDTH),
       ago(task.submittedAt, nowMs),
       formatTaskPorts(task),
-    ]),
+    ]);
+  if (!inCluster) return renderTable(['TASK ID', 'IMAGE', 'COMMAND', 'STATUS', 'CREATED', 'PORTS'], rows);
+  return renderTable(
+    ['TASK ID', 'IMAGE', 'COMMAND', 'STATUS', 'CREATED', 'PORTS', 'NODE'],
+    rows.map((row, index) => [...row, tasks[index]!.node ?? '']),
   );
 }
 

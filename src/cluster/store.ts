@@ -49,6 +49,8 @@ export interface ListTasksFilter {
   readonly nodeId?: string;
   /** Default 1000. */
   readonly limit?: number;
+  /** Default `oldest-first` (submission order); `newest-first` with `limit` gives the newest. */
+  readonly order?: 'oldest-first' | 'newest-first';
 }
 
 export class ClusterStore {
@@ -375,12 +377,12 @@ export class ClusterStore {
     return row === undefined ? undefined : taskFromRow(row);
   }
 
-  /** The cluster-wide task index, in submission order. */
+  /** The cluster-wide task index, in submission order (or newest first). */
   async listTasks(filter: ListTasksFilter = {}): Promise<ClusterTask[]> {
     const result = await this.#db.query<TaskRow>(
       'list the tasks',
       `SELECT * FROM berth_tasks WHERE ($1::text[] IS NULL OR state = ANY($1::text[])) AND ($2::text IS NULL OR node_id = $2)
-       ORDER BY seq LIMIT $3`,
+       ORDER BY seq ${filter.order === 'newest-first' ? 'DESC' : 'ASC'} LIMIT $3`,
       [filter.states === undefined ? null : [...filter.states], filter.nodeId ?? null, filter.limit ?? 1000],
     );
     return result.rows.map(taskFromRow);

@@ -43,6 +43,8 @@ export const ERROR_CODES = {
   BERTH_CLUSTER_UNAVAILABLE: 'The cluster\'s PostgreSQL could not be reached, or did not answer within the call\'s deadline; the call may or may not have been applied (a commit whose answer was lost), and it is safe to try again: submits and reports are idempotent, and a node asks what it holds after a failed claim. Calls work again once the database answers.',
   BERTH_CLUSTER_FENCED: 'A node reported for a task it no longer holds under that lease epoch (its lease expired and the task was declared lost or placed elsewhere): the node must stop and remove that task\'s container and report nothing more for it.',
   BERTH_CLUSTER_LEASE_LOST: 'A node\'s heartbeat or claim carried a lease epoch that is no longer current: the node was declared down (or registered again); it must drop what it holds and register again for a new epoch.',
+  BERTH_NODE_UNREACHABLE: 'The cluster node that runs (or ran) the task could not be reached to forward the request to it, or is down: try again, or read the task\'s state from the cluster index (GET /v1/tasks/:id answers it from there).',
+  BERTH_FORWARD_LOOP: 'A request another node forwarded names a task this node does not hold: a forwarded request is never forwarded again (the cluster index and the node disagree: the task is recorded on a node that has no record of it).',
   BERTH_CLUSTER_SCHEMA: 'The cluster database has a schema newer than this berth knows (upgrade berth), or is not a berth cluster database.',
   BERTH_INTERNAL: 'A bug in berth: an invariant did not hold.',
 } as const;
@@ -60,6 +62,7 @@ const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'BERTH_AGENT_TIMEOUT',
   'BERTH_DISK_FULL',
   'BERTH_CLUSTER_UNAVAILABLE',
+  'BERTH_NODE_UNREACHABLE',
 ]);
 
 export interface BerthErrorOptions {

@@ -165,6 +165,7 @@ export const taskViewSchema: JsonSchema = {
   additionalProperties: false,
   properties: {
     id: { type: 'string' },
+    node: { type: ['string', 'null'], description: 'Cluster mode: the node that runs the task (or ran it last); null while it is queued. Absent on an agent without `cluster`.' },
     state: { type: 'string', enum: TASK_STATES },
     spec: { type: 'object', additionalProperties: true, description: 'The spec as submitted, with the agent\'s defaults applied; the secrets of inline registry credentials (registryAuth.password, registryAuth.identityToken) read "<redacted>".' },
     containerId: { type: 'string' },
@@ -508,6 +509,11 @@ export const eventsQuerySchema: JsonSchema = {
       type: 'string',
       pattern: `^(0|[1-9][0-9]{0,15})$|${RFC3339_PATTERN}`,
       description: 'Resume: the events after this event id, or after this RFC 3339 time, then live ones. A `Last-Event-ID` header wins over it.',
+    },
+    scope: {
+      type: 'string',
+      enum: ['node', 'cluster'],
+      description: '`node` (default): this agent\'s own events. `cluster` (cluster mode): the cluster\'s event log instead — `node.registered`, `node.down`, `task.queued`, `task.claimed`, `task.running`, `task.exited`, `task.lost`, `task.requeued`, `task.released` — each `data: {seq, at, kind, taskId?, nodeId?, epoch?, data}`, from the time of the request; the last event of each page read carries the cluster cursor as its `id`, which `Last-Event-ID` resumes after (`since` is refused). 400 on an agent without `cluster`.',
     },
   },
 };

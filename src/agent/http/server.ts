@@ -2,7 +2,7 @@ import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifySchema, type FastifyServerFactory } from 'fastify';
-import { BerthError, ValidationError } from '../../common/errors.js';
+import { BerthError, isBerthError, ValidationError } from '../../common/errors.js';
 import type { ImageCoordinatorSnapshot } from '../../images/index.js';
 import { hasEnded, TASK_STATES, type TaskRecord, type TaskRepository, type TaskState } from '../../state/tasks.js';
 import { parseDurationMs } from '../../common/units.js';
@@ -17,7 +17,7 @@ import { answerClientError, requestError, toErrorResponse, type ErrorBody, type 
 import { typedQuery } from './query.js';
 import { API_ROUTES, MAX_PARAM_LENGTH, type ApiRoute } from './schemas.js';
 import { agentEventStream, eventResume, ndjsonStream } from './streams.js';
-import { toGroupView, toImageView, toNodeListView, toPruneView, toTaskView, toUtcLogTimestamp, type HealthView, type GroupView } from './views.js';
+import { toGroupView, toImageView, toNodeListView, toPruneView, toTaskView, toUtcLogTimestamp, type HealthView, type GroupView, type TaskView } from './views.js';
 import type { LogRecord } from '../task-logs.js';
 import { lastRecords, msUntil, selectRecords } from '../log-window.js';
 import { AgentMetrics, type MetricsSources } from '../metrics.js';
@@ -32,7 +32,11 @@ import type { UploadStore } from '../uploads.js';
 import { attachRoutes, closeWebSocketsGoingAway } from './attach-route.js';
 import { artifactHandlers } from './artifacts-route.js';
 import type { ArtifactStore } from '../artifacts.js';
-import type { NodeListing } from '../cluster-member.js';
+import type { ClusterMember, NodeListing } from '../cluster-member.js';
+import type { TaskForwarder } from '../cluster-forward.js';
+import { forwardingHook, type ForwardingPort } from './forward-route.js';
+import { mergeClusterTasks } from './task-list.js';
+import { clusterEventResume, clusterEventStream } from './cluster-events.js';
 
 /**
  * What the HTTP layer uses of the agent runtime: a narrow port (an `AgentRuntime` is one), so that
@@ -58,8 +62,10 @@ export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | '
   readonly agentId?: string;
   /** The driver's warm pools, for their metrics; without them, no pool metric is shown. */
   readonly driver?: { readonly pools: NonNullable<MetricsSources['pools']> };
-  /** Cluster membership, for its metrics. */
-  readonly cluster?: MetricsSources['cluster'];
+  /** Cluster membership, for its metrics, and the cluster's task index (`GET /v1/tasks` lists it in cluster mode). */
+  readonly cluster?: MetricsSources['cluster'] & Partial<Pick<ClusterMember, 'listTasks' | 'readEvents'>>;
+  /** Cluster mode: forwards requests for tasks other nodes run; its token is accepted as the agent's own. */
+  readonly forwarder?: ForwardingPort & Pick<TaskForwarder, 'selfNodeId' | 'token' | 'openForwards' | 'onForward'>;
   /** `GET /v1/nodes`; without it, the route answers 503. */
   listNodes?(): Promise<NodeListing>;
 }
@@ -152,6 +158,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     processMetrics: options.processMetrics ?? true,
     ...(runtime.driver ? { pools: runtime.driver.pools } : {}),
     ...(runtime.cluster ? { cluster: runtime.cluster } : {}),
+    ...(runtime.forwarder ? { forwarding: runtime.forwarder } : {}),
   });
   const openApiDocument = buildOpenApiDocument({ version: options.version });
   /** Ends every open stream, so that closing the server does not wait on followers. */
@@ -159,11 +166,27 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
 
   app.addHook('onRequest', async (request, reply) => {
     if (request.routeOptions.config.isPublic) return;
-    if (!tokenMatches(request.headers.authorization, runtime.token)) {
+    // The cluster's token (cluster.token) is accepted as the agent's own: other nodes forward with it.
+    const clusterToken = runtime.forwarder?.token;
+    if (!tokenMatches(request.headers.authorization, runtime.token) && (clusterToken === undefined || !tokenMatches(request.headers.authorization, clusterToken))) {
       await reply.code(401).header('www-authenticate', 'Bearer').send(UNAUTHORIZED);
       return reply;
     }
   });
+  // Cluster mode: a task this node has no record of is served by the node that runs it (after the token check).
+  if (runtime.forwarder) {
+    const hook = forwardingHook({
+      forwarder: runtime.forwarder,
+      visibleTask: (id) => visibleTask(id),
+      isRemovedHere: (id) => runtime.store.tasks.get(id)?.state === 'removed',
+      // Closing the server ends the forwards under way, as it ends this node's own streams.
+      track: (end) => {
+        openStreams.add(end);
+        return () => openStreams.delete(end);
+      },
+    });
+    app.addHook('onRequest', hook);
+  }
   app.addHook('onResponse', async (request, reply) => {
     runtime.logger.debug({ method: request.method, url: request.url, status: reply.statusCode, durationMs: Math.round(reply.elapsedTime) }, 'request');
   });
@@ -196,6 +219,8 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
    * (409 BERTH_TASK_AMBIGUOUS when several do). A removed one is gone, as far as the API is concerned.
    */
   const visibleTask = (idOrPrefix: string): TaskRecord => runtime.store.tasks.resolve(idOrPrefix, { exceptStates: ['removed'] });
+  /** A task record as the API shows it; in cluster mode with this node's id as its `node`. */
+  const taskView = (record: TaskRecord): TaskView => (runtime.forwarder ? { ...toTaskView(record), node: runtime.forwarder.selfNodeId } : toTaskView(record));
 
   /** Streams a body until it ends, the client goes away, or the server closes. */
   const sendStream = (reply: FastifyReply, stream: Readable, end: () => void): FastifyReply => {
@@ -263,10 +288,10 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
         throw scopeToSpec(error);
       }
       // 200: the same task was submitted before (a retry); it is returned as it is now.
-      return reply.code(result.created ? 201 : 200).send({ task: toTaskView(result.task) });
+      return reply.code(result.created ? 201 : 200).send({ task: taskView(result.task) });
     },
 
-    async listTasks(request) {
+    async listTasks(request, reply) {
       const query = request.query as { state?: string[]; label?: string[]; end?: string[]; limit?: number; order?: 'oldest-first' | 'newest-first' };
       const states = query.state?.flatMap((s) => s.split(',')) as TaskState[] | undefined;
       const endKinds = query.end?.flatMap((s) => s.split(',')) as EndKind[] | undefined;
@@ -277,33 +302,45 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
         ...(query.limit !== undefined ? { limit: query.limit } : {}),
         ...(query.order !== undefined ? { order: query.order } : {}),
       });
-      return { tasks: records.map((record) => toTaskView(record)) };
+      const views = records.map((record) => taskView(record));
+      if (!runtime.forwarder || !runtime.cluster?.listTasks) return { tasks: views };
+      // Cluster mode: the cluster index too, merged with this node's records (which win: they have the detail).
+      let indexed: Awaited<ReturnType<NonNullable<typeof runtime.cluster.listTasks>>>;
+      try {
+        indexed = await runtime.cluster.listTasks({ limit: query.limit ?? 1000, ...(query.order !== undefined ? { order: query.order } : {}) });
+      } catch (error) {
+        // PostgreSQL away: the node keeps serving its own tasks, and says the list is its own only.
+        if (!isBerthError(error, 'BERTH_CLUSTER_UNAVAILABLE')) throw error;
+        void reply.header('berth-cluster-index', 'unavailable');
+        return { tasks: views };
+      }
+      return { tasks: mergeClusterTasks(views, indexed, { isRecordedHere: (id) => runtime.store.tasks.get(id) !== undefined, states: states ?? LISTED_BY_DEFAULT, labels: query.label ?? [], endKinds: endKinds ?? [], order: query.order ?? 'oldest-first', ...(query.limit !== undefined ? { limit: query.limit } : {}) }) };
     },
 
     async getTask(request) {
-      return { task: toTaskView(visibleTask((request.params as { id: string }).id)) };
+      return { task: taskView(visibleTask((request.params as { id: string }).id)) };
     },
 
     async stopTask(request) {
       const { id } = visibleTask((request.params as { id: string }).id);
       const { graceMs } = request.query as { graceMs?: number };
-      return { task: toTaskView(await runtime.supervisor.stop(id, graceMs === undefined ? {} : { graceMs })) };
+      return { task: taskView(await runtime.supervisor.stop(id, graceMs === undefined ? {} : { graceMs })) };
     },
 
     async pauseTask(request) {
       const { id } = visibleTask((request.params as { id: string }).id);
-      return { task: toTaskView(await runtime.supervisor.pause(id)) };
+      return { task: taskView(await runtime.supervisor.pause(id)) };
     },
 
     async unpauseTask(request) {
       const { id } = visibleTask((request.params as { id: string }).id);
-      return { task: toTaskView(await runtime.supervisor.unpause(id)) };
+      return { task: taskView(await runtime.supervisor.unpause(id)) };
     },
 
     async killTask(request) {
       const { id } = visibleTask((request.params as { id: string }).id);
       const { signal } = (request.body ?? {}) as { signal?: string };
-      return { task: toTaskView(await runtime.supervisor.kill(id, signal ?? 'SIGKILL')) };
+      return { task: taskView(await runtime.supervisor.kill(id, signal ?? 'SIGKILL')) };
     },
 
     async waitTask(request, reply) {
@@ -321,7 +358,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
       });
       try {
         const record = await runtime.supervisor.wait(id, timeoutMs, gone.signal);
-        return { task: toTaskView(record), ended: hasEnded(record.state) };
+        return { task: taskView(record), ended: hasEnded(record.state) };
       } finally {
         openStreams.delete(end);
       }
@@ -419,6 +456,17 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     },
 
     async events(request, reply) {
+      const { scope, since } = request.query as { since?: string; scope?: 'node' | 'cluster' };
+      if (scope === 'cluster') {
+        const cluster = runtime.cluster;
+        if (!runtime.forwarder || !cluster?.readEvents) throw new ValidationError([{ field: 'scope', rule: 'cluster needs an agent in cluster mode (cluster.postgres)' }]);
+        if (since !== undefined) throw new ValidationError([{ field: 'since', rule: 'is not taken with scope=cluster: resume with Last-Event-ID (a cluster cursor)' }]);
+        const after = clusterEventResume(request.headers['last-event-id']);
+        const stream = clusterEventStream({ readEvents: (page) => cluster.readEvents!(page), ...(after !== undefined ? { after } : {}), ...(options.heartbeatMs !== undefined ? { heartbeatMs: options.heartbeatMs } : {}), logger: runtime.logger });
+        reply.type('text/event-stream').header('cache-control', 'no-store').header('x-accel-buffering', 'no');
+        // Destroyed, not ended: a read of the database may still be under way.
+        return sendStream(reply, stream, () => stream.destroy());
+      }
       // Checked before the response starts, so that a client whose events are gone gets a 410, not a stream.
       const resume = eventResume(request.headers['last-event-id'], (request.query as { since?: string }).since);
       const replayAfterId = resume === undefined ? undefined : runtime.events.replayStart(resume);

@@ -3,6 +3,9 @@ import type { BerthError } from '../../common/errors.js';
 import { ValidationError } from '../../common/errors.js';
 import type { ImageSnapshot } from '../../images/index.js';
 import type { NodeListing } from '../cluster-member.js';
+import type { ClusterTask } from '../../cluster/index.js';
+import { separateRegistrySecrets } from '../../spec/registry-auth.js';
+import { END_KINDS, type EndKind } from '../../tasks/end-state.js';
 import type { StoredEndState, StoredTaskSpec, TaskAttempt, TaskRecord, TaskState, TaskUsage } from '../../state/tasks.js';
 import type { ArtifactsRecord } from '../../tasks/files-out.js';
 import type { PublishedPort } from '../../engine/types.js';
@@ -62,6 +65,11 @@ export interface TaskView {
   ports?: PortView[];
   /** The named networks it joins, with its aliases there; absent when it joins none. */
   networks?: Array<{ name: string; aliases: string[] }>;
+  /**
+   * Cluster mode: the node that runs the task (or ran it last); null while it is queued. Absent on an
+   * agent without `cluster` (every task is its own).
+   */
+  node?: string | null;
 }
 
 /** A published port, as `docker port` shows it: `hostIp:host->container/protocol`. */
@@ -114,6 +122,31 @@ export interface HealthView {
   tasksWaitingForEngine?: number;
   /** Present when the data directory is (nearly) full: output is being cut and state writes wait. */
   disk?: 'full';
+}
+
+/** The task states of the cluster index as the API shows them: queued and claimed read `pending`. */
+const INDEX_STATES: Readonly<Record<ClusterTask['state'], TaskState>> = Object.freeze({ queued: 'pending', claimed: 'pending', running: 'running', exited: 'exited', lost: 'lost' });
+
+/**
+ * A task of the cluster index as the API shows it (a task no local record here describes): its spec
+ * as submitted (registry secrets redacted), its cluster state, its node, its end as the node reported
+ * it. The node that runs it shows it in full (GET /v1/tasks/:id is forwarded there while it is up).
+ */
+export function toIndexTaskView(task: ClusterTask): TaskView {
+  const spec = (typeof task.spec === 'object' && task.spec !== null ? separateRegistrySecrets(task.spec).redacted : {}) as StoredTaskSpec;
+  const view: TaskView = { id: task.id, state: INDEX_STATES[task.state], spec, submittedAt: task.submittedAt.toISOString(), node: task.nodeId ?? null };
+  if (task.containerId !== undefined) view.containerId = task.containerId;
+  if (task.startedAt !== undefined) view.startedAt = task.startedAt.toISOString();
+  if (task.endedAt !== undefined) view.finishedAt = task.endedAt.toISOString();
+  if (task.state === 'exited') {
+    const exitCode = task.exitCode ?? undefined;
+    const reported = (END_KINDS as readonly string[]).includes(task.endReason ?? '') ? (task.endReason as EndKind) : exitCode === 0 ? 'success' : 'failed';
+    view.endState = { kind: reported, ...(exitCode !== undefined ? { exitCode } : {}) } as StoredEndState;
+    if (exitCode !== undefined) view.exitCode = exitCode;
+  } else if (task.state === 'lost') {
+    view.endState = { kind: 'lost', reason: task.endReason ?? 'its node was lost' };
+  }
+  return view;
 }
 
 const iso = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString());

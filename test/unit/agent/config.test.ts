@@ -235,10 +235,15 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       BERTH_CLUSTER_LEASE: '5s',
       BERTH_CLUSTER_HEARTBEAT: '1s',
       BERTH_CLUSTER_STRATEGY: 'spread',
+      BERTH_CLUSTER_TOKEN: 'cluster-secret-0123456789',
+      BERTH_CLUSTER_TLS_CA: '/etc/berth/cluster-ca.pem',
+      BERTH_CLUSTER_TLS_CERT: '/etc/berth/node.pem',
+      BERTH_CLUSTER_TLS_KEY: '/etc/berth/node-key.pem',
     };
     // BERTH_ENGINE_HOST and BERTH_ENGINE_CONTEXT are the alternatives to BERTH_ENGINE_SOCKET, and
     // BERTH_ENGINE_TLS_VERIFY and BERTH_ENGINE_CERT_PATH go with a host: covered below.
-    const engineAlternatives = new Set(['BERTH_ENGINE_HOST', 'BERTH_ENGINE_CONTEXT', 'BERTH_ENGINE_TLS_VERIFY', 'BERTH_ENGINE_CERT_PATH']);
+    // BERTH_CLUSTER_TOKEN_FILE is the alternative to BERTH_CLUSTER_TOKEN (test/unit/agent/cluster-forward.test.ts).
+    const engineAlternatives = new Set(['BERTH_ENGINE_HOST', 'BERTH_ENGINE_CONTEXT', 'BERTH_ENGINE_TLS_VERIFY', 'BERTH_ENGINE_CERT_PATH', 'BERTH_CLUSTER_TOKEN_FILE']);
     assert.deepEqual(Object.values(CONFIG_ENV_VARS).filter((v) => !engineAlternatives.has(v)).sort(), Object.keys(env).sort(), 'the test covers every variable');
     const config = loadAgentConfig({ env, host });
     assert.deepEqual(config, {
@@ -292,6 +297,8 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
         leaseMs: 5000,
         heartbeatMs: 1000,
         strategy: 'spread',
+        token: 'cluster-secret-0123456789',
+        tls: { caFile: '/etc/berth/cluster-ca.pem', certFile: '/etc/berth/node.pem', keyFile: '/etc/berth/node-key.pem' },
       },
     });
   });

@@ -38,6 +38,7 @@ describe('BerthError', () => {
       'BERTH_ENGINE_UNAVAILABLE',
       'BERTH_IMAGE_PULL_FAILED',
       'BERTH_IMAGE_PULL_STALLED',
+      'BERTH_NODE_UNREACHABLE',
     ]);
   });
 
