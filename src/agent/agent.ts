@@ -30,6 +30,7 @@ import { PortAllocator } from './ports.js';
 import type { TaskSpec } from '../spec/schema.js';
 import { ClusterMember, singleNode, type NodeListing } from './cluster-member.js';
 import { addressFromListener } from './cluster-config.js';
+import { ClusterPlacement } from './cluster-placement.js';
 
 /**
  * Everything a running agent is made of; the HTTP layer and tests reach the parts through it.
@@ -59,6 +60,8 @@ export interface AgentRuntime extends AsyncDisposable {
   readonly admission: AdmissionController;
   /** Cluster membership, when `cluster.postgres` is set. */
   readonly cluster: ClusterMember | undefined;
+  /** Cluster placement (the queue, the claimer, the report outbox), when `cluster.postgres` is set. */
+  readonly placement: ClusterPlacement | undefined;
   /**
    * Starts cluster membership (when configured) once the API listens: `tcp` is the TCP listener
    * bound, whose address is the node's unless `cluster.address` says. Idempotent.
@@ -289,6 +292,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     usage,
     artifacts: { store: artifacts, maxBytes: () => config.current().artifacts.maxBytes },
     warm: driver,
+    clusterMode: initial.cluster !== undefined,
   });
   const groups = new GroupCoordinator({
     store,
@@ -341,11 +345,14 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     },
   });
   const cluster = initial.cluster === undefined ? undefined : new ClusterMember({ config: initial.cluster, agentId, admission, logger });
+  const placement =
+    initial.cluster === undefined || cluster === undefined ? undefined : new ClusterPlacement({ config: initial.cluster, member: cluster, supervisor, store, admission, events, logger });
   const builtAt = new Date();
   let ownAddress = `unix://${initial.socketPath}`;
   const joinCluster = (tcp: { host: string; port: number } | undefined): void => {
     if (tcp !== undefined) ownAddress = addressFromListener(tcp, initial.tls !== undefined);
     cluster?.start(tcp === undefined ? undefined : ownAddress);
+    placement?.start();
   };
   const listNodes = async (): Promise<NodeListing> => {
     if (cluster === undefined) return { mode: 'single', self: agentId, nodes: [singleNode(agentId, ownAddress, admission.snapshot(), builtAt, new Date())] };
@@ -388,7 +395,9 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
   const close = async (): Promise<void> => {
     moveTo('closed');
     closing.abort();
-    // The node leaves first (down with reason "left"), so that no node waits out its lease.
+    // Claiming stops and claimed tasks not started go back to the queue; the outbox is sent.
+    await placement?.close();
+    // The node leaves first (down with reason "left"): nothing more is placed on it; its running tasks stay held for its lease.
     await cluster?.leave();
     // A start under way finishes what it began (a recovery writes to the store) before the store closes.
     await starting?.catch(() => undefined);
@@ -422,6 +431,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     artifacts,
     admission,
     cluster,
+    placement,
     joinCluster,
     listNodes,
     events,

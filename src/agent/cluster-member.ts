@@ -56,6 +56,9 @@ export class ClusterMember {
   readonly #backoff: { minMs: number; maxMs: number };
   readonly #stopping = new AbortController();
   readonly #failureListeners = new Set<() => void>();
+  readonly #registeredListeners = new Set<(lease: NodeLease) => Promise<void>>();
+  /** A registration whose listeners have not all run yet (they run again at the next beat until they do). */
+  #unreconciled = false;
   #address: string | undefined;
   #store: MembershipStore | undefined;
   #lease: NodeLease | undefined;
@@ -99,6 +102,16 @@ export class ClusterMember {
   onHeartbeatFailure(listener: () => void): () => void {
     this.#failureListeners.add(listener);
     return () => this.#failureListeners.delete(listener);
+  }
+
+  /**
+   * Calls the listener after every (re)registration, before the node counts as a member (the agent
+   * reconciles its tasks with what the cluster says it holds); a listener that throws makes the
+   * next beat call it again. Returns the unsubscribe.
+   */
+  onRegistered(listener: (lease: NodeLease) => Promise<void>): () => void {
+    this.#registeredListeners.add(listener);
+    return () => this.#registeredListeners.delete(listener);
   }
 
   /** Starts the membership loop with the node's address (`cluster.address` wins over `listenAddress`). Idempotent. */
@@ -180,6 +193,7 @@ export class ClusterMember {
     const store = await this.#openStore();
     if (this.#lease === undefined) {
       this.#lease = await store.register({ nodeId: this.nodeId, address: this.#address!, labels: this.#config.labels, capacity: nodeCapacity(this.#config, this.#options.admission.snapshot().budget) });
+      this.#unreconciled = true;
       this.#back();
       this.#logger.info(
         { nodeId: this.nodeId, epoch: this.#lease.epoch, address: this.#address, labels: this.#config.labels, database: this.database },
@@ -188,6 +202,11 @@ export class ClusterMember {
     } else {
       this.#lease = await store.heartbeat(this.nodeId, this.#lease.epoch, this.#load());
       this.#back();
+    }
+    if (this.#unreconciled) {
+      const lease = this.#lease;
+      for (const listener of this.#registeredListeners) await listener(lease);
+      this.#unreconciled = false;
     }
     this.#state = 'member';
     const expired = await store.expireLeases();

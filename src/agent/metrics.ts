@@ -32,6 +32,8 @@ export interface MetricsSources {
   pools?: Pick<WarmPoolsPort, 'snapshot' | 'onEvent'>;
   /** Cluster membership (`cluster.postgres`): whether the node is a member, its epoch, its failed heartbeats. */
   cluster?: Pick<ClusterMember, 'isMember' | 'epoch' | 'onHeartbeatFailure'>;
+  /** Cluster placement: tasks claimed and fenced since the agent started, reports waiting in the outbox. */
+  placement?: { readonly claimedTotal: number; readonly fencedTotal: number; readonly reportsPending: number };
 }
 
 /** The states berth_pool_containers counts. */
@@ -211,6 +213,35 @@ export class AgentMetrics {
       });
       const failures = new Counter({ name: 'berth_cluster_heartbeat_failures_total', help: 'Cluster registrations and heartbeats that failed (the database away, the lease lost).', registers });
       this.#unsubscribe.push(cluster.onHeartbeatFailure(() => failures.inc()));
+    }
+    const placement = sources.placement;
+    if (placement) {
+      new Counter({
+        name: 'berth_cluster_claimed_total',
+        help: 'Tasks this node claimed from the cluster queue.',
+        registers,
+        collect() {
+          this.reset();
+          this.inc(placement.claimedTotal);
+        },
+      });
+      new Counter({
+        name: 'berth_cluster_fenced_total',
+        help: 'Tasks fenced on this node: the cluster no longer gave them to it (their container was killed and removed).',
+        registers,
+        collect() {
+          this.reset();
+          this.inc(placement.fencedTotal);
+        },
+      });
+      new Gauge({
+        name: 'berth_cluster_reports_pending',
+        help: 'Cluster reports waiting in this node\'s outbox (PostgreSQL away, or not sent yet).',
+        registers,
+        collect() {
+          this.set(placement.reportsPending);
+        },
+      });
     }
     if (sources.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
     const cpuSeconds = new Counter({ name: 'berth_task_cpu_seconds_total', help: 'CPU time (user + system) of ended tasks, as recorded in their usage.', registers });

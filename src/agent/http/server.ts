@@ -60,6 +60,8 @@ export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | '
   readonly driver?: { readonly pools: NonNullable<MetricsSources['pools']> };
   /** Cluster membership, for its metrics. */
   readonly cluster?: MetricsSources['cluster'];
+  /** Cluster mode: `POST /v1/tasks` queues the task in the cluster (agent/cluster-placement.ts). */
+  readonly placement?: { submit(input: { id: string; spec: unknown }): Promise<SubmitResult> } & NonNullable<MetricsSources['placement']>;
   /** `GET /v1/nodes`; without it, the route answers 503. */
   listNodes?(): Promise<NodeListing>;
 }
@@ -152,6 +154,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     processMetrics: options.processMetrics ?? true,
     ...(runtime.driver ? { pools: runtime.driver.pools } : {}),
     ...(runtime.cluster ? { cluster: runtime.cluster } : {}),
+    ...(runtime.placement ? { placement: runtime.placement } : {}),
   });
   const openApiDocument = buildOpenApiDocument({ version: options.version });
   /** Ends every open stream, so that closing the server does not wait on followers. */
@@ -258,7 +261,9 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
       const body = request.body as { id?: string; spec: Record<string, unknown> };
       let result: SubmitResult;
       try {
-        result = runtime.supervisor.submit({ id: body.id ?? randomUUID(), spec: body.spec });
+        const input = { id: body.id ?? randomUUID(), spec: body.spec };
+        // Cluster mode: checked as a local submit is, then queued for whichever node claims it.
+        result = runtime.placement ? await runtime.placement.submit(input) : runtime.supervisor.submit(input);
       } catch (error) {
         throw scopeToSpec(error);
       }
