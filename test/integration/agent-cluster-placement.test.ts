@@ -60,11 +60,20 @@ describe('cluster placement through real agents', { skip }, () => {
   };
   const spec = (command: string, extra: Partial<TaskSpec> = {}): TaskSpec => ({ image: TEST_IMAGE, command: ['sh', '-c', command], labels: { ...run.labels }, ...extra });
   const tasksOf = async (ids: readonly string[]): Promise<ClusterTask[]> => Promise.all(ids.map(async (id) => (await cluster.getTask(id))!));
-  const until = async (what: string, ids: readonly string[], check: (task: ClusterTask) => boolean, timeoutMs = 60_000): Promise<ClusterTask[]> =>
-    pollUntil(what, async () => {
-      const found = await tasksOf(ids);
-      return found.every(check) ? found : undefined;
-    }, { timeoutMs, intervalMs: 200 });
+  const until = async (what: string, ids: readonly string[], check: (task: ClusterTask) => boolean, timeoutMs = 60_000): Promise<ClusterTask[]> => {
+    let last: ClusterTask[] = [];
+    try {
+      return await pollUntil(what, async () => {
+        last = await tasksOf(ids);
+        return last.every(check) ? last : undefined;
+      }, { timeoutMs, intervalMs: 200 });
+    } catch (error) {
+      const states = new Map<string, number>();
+      for (const task of last) states.set(`${task.state}@${task.nodeId ?? '-'}`, (states.get(`${task.state}@${task.nodeId ?? '-'}`) ?? 0) + 1);
+      const odd = last.filter((task) => !check(task)).slice(0, 3).map((task) => `${task.id}: ${task.state} ${task.endReason ?? ''}`);
+      throw new Error(`${String(error)}; tasks by state: ${JSON.stringify([...states])}; ${odd.join('; ')}`, { cause: error });
+    }
+  };
   const allEvents = async (): Promise<ClusterEvent[]> => {
     const events: ClusterEvent[] = [];
     let cursor: string | undefined;
