@@ -59,6 +59,8 @@ export class ClusterMember {
   readonly #registeredListeners = new Set<(lease: NodeLease) => Promise<void>>();
   /** A registration whose listeners have not all run yet (they run again at the next beat until they do). */
   #unreconciled = false;
+  /** When the node last became a member (after joining, or after the database or its lease was away): it sweeps only a lease later. */
+  #memberSinceMs: number | undefined;
   #address: string | undefined;
   #store: MembershipStore | undefined;
   #lease: NodeLease | undefined;
@@ -208,7 +210,12 @@ export class ClusterMember {
       for (const listener of this.#registeredListeners) await listener(lease);
       this.#unreconciled = false;
     }
+    if (this.#state !== 'member' || this.#memberSinceMs === undefined) this.#memberSinceMs = Date.now();
     this.#state = 'member';
+    // A node back from an outage sweeps only once it has been a member for a whole lease: when the
+    // database was away for every node, no lease could be renewed, and the others need that long to
+    // renew theirs before anyone declares them down.
+    if (Date.now() - this.#memberSinceMs < this.#config.leaseMs) return;
     const expired = await store.expireLeases();
     if (expired.nodes.length > 0) {
       this.#logger.info({ nodes: expired.nodes, lost: expired.lost.length, requeued: expired.requeued.length }, `declared down the nodes whose lease ran out: ${expired.nodes.join(', ')}`);

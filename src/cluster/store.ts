@@ -128,7 +128,9 @@ export class ClusterStore {
 
   /**
    * Renews the node's lease and records its load. BERTH_CLUSTER_LEASE_LOST when the epoch is not
-   * the node's current one, or its lease ran out (declared down or about to be): it must register again.
+   * the node's current one, or the node was declared down (an expiry swept it, or it left): it must
+   * register again. A lease that ran out but that no sweep has acted on yet (the database was away
+   * for every node: nobody could sweep) is renewed: nothing it held was given to another node.
    */
   async heartbeat(nodeId: string, epoch: number, load: Budget): Promise<NodeLease> {
     checkLease(nodeId, epoch);
@@ -137,7 +139,7 @@ export class ClusterStore {
       const result = await client.query<{ lease_expires_at: Date }>(
         `UPDATE berth_nodes SET lease_expires_at = now() + $3 * interval '1 millisecond', heartbeat_at = now(),
            load_mem = $4, load_cpu = $5, load_tasks = $6
-         WHERE node_id = $1 AND epoch = $2 AND state = 'ready' AND lease_expires_at > now()
+         WHERE node_id = $1 AND epoch = $2 AND state = 'ready'
          RETURNING lease_expires_at`,
         [nodeId, epoch, this.options.leaseMs, load.memoryBytes, load.cpuMilli, load.tasks],
       );
