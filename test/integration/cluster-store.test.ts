@@ -384,6 +384,17 @@ describe('cluster store on PostgreSQL', { skip }, () => {
     assert.equal((await store.getTask('late-1'))!.state, 'queued');
   });
 
+  test('a lease that ran out with no sweep acting on it (the database away for every node) is renewed by the next heartbeat, keeping what it held', async () => {
+    const store = await openStore(await newDatabase(), { lease: '300ms' });
+    await store.enqueueMany(tasks('outage', 1));
+    const lease = await node(store, 'outaged');
+    assert.equal((await store.claim({ nodeId: 'outaged', epoch: lease.epoch, free: BIG })).length, 1);
+    await pollUntil('the lease to run out', async () => ((await store.listNodes())[0]!.state === 'down' ? true : undefined), { timeoutMs: 10_000, intervalMs: 100 });
+    const renewed = await store.heartbeat('outaged', lease.epoch, { memoryBytes: 0, cpuMilli: 0, tasks: 1 });
+    assert.ok(renewed.leaseExpiresAt.getTime() > Date.now() - 1000);
+    assert.deepEqual([(await store.listNodes())[0]!.state, (await store.getTask('outage-0'))!.state], ['ready', 'claimed']);
+  });
+
   test('a node that leaves is down at once with reason "left", keeps its running tasks for its lease, and is not placed on', async () => {
     const store = await openStore(await newDatabase(), { lease: '1h' });
     await store.enqueueMany(tasks('leave', 2));
