@@ -11,8 +11,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { ClusterStore, type ClusterEvent, type ClusterTask } from '../../src/cluster/index.js';
 import type { AgentClient } from '../../src/agent/client.js';
-import { pollUntil, requireEngine, testEngine, TEST_IMAGE } from '../support/engine.js';
-import { agentClientOf, agentTestFile, taskOutput, writeAgentConfig, type RunningAgent } from '../support/agent.js';
+import { pollUntil, requireEngine, testEngine, TEST_ENGINE_SOCKET, TEST_IMAGE } from '../support/engine.js';
+import { agentClientOf, agentTestFile, startServedAgent, taskOutput, writeAgentConfig, type RunningAgent } from '../support/agent.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { createTestDatabase, requirePostgres, startPrivatePostgres, type PrivatePostgres } from '../support/postgres.js';
 
@@ -275,5 +275,22 @@ describe('cluster placement through real agents', { skip }, () => {
       await pollUntil(`${member.name}'s outbox to drain`, async () => ((await metric(member, 'berth_cluster_reports_pending')) === 0 ? true : undefined), { timeoutMs: 30_000, intervalMs: 200 });
     }
     await pollUntil('no container left', async () => ((await engine.listContainers({ all: true, labels: [run.labelFilter] })).length === 0 ? true : undefined), { timeoutMs: 60_000, intervalMs: 250 });
+  });
+});
+
+describe('a single agent (no cluster)', { skip }, () => {
+  test('refuses a spec with constraints, naming the field (it needs cluster mode), and runs one with a priority as usual', async () => {
+    const single = await startServedAgent(TEST_ENGINE_SOCKET);
+    try {
+      await assert.rejects(
+        single.client.submit({ spec: { image: TEST_IMAGE, command: ['true'], labels: { ...run.labels }, constraints: { 'node.disk': 'ssd' } } }),
+        (error: { code?: string; message?: string }) => error.code === 'BERTH_VALIDATION' && /constraints.*needs cluster mode/.test(error.message ?? ''),
+      );
+      assert.deepEqual(await single.client.list({ state: ['pending', 'starting', 'running', 'exited', 'lost'] }), []);
+      const task = await single.client.submit({ spec: { image: TEST_IMAGE, command: ['true'], labels: { ...run.labels }, priority: 9 } });
+      assert.equal((await single.client.wait(task.id)).exitCode, 0);
+    } finally {
+      await single.close();
+    }
   });
 });

@@ -65,8 +65,9 @@ describe('the cluster report outbox', () => {
 
   it('maps local moves to cluster reports: running, exited with the end kind, lost with its reason; other moves report nothing', () => {
     assert.deepEqual(clusterReportOf({ to: 'running' }, 'c1'), { kind: 'running', containerId: 'c1' });
-    assert.deepEqual(clusterReportOf({ to: 'exited', endState: { kind: 'oom', exitCode: 137 } }, 'c1'), { kind: 'exited', exitCode: 137, end: 'oom' });
-    assert.deepEqual(clusterReportOf({ to: 'exited', endState: { kind: 'timed-out' } }, undefined), { kind: 'exited', exitCode: null, end: 'timed-out' });
+    assert.deepEqual(clusterReportOf({ to: 'exited', endState: { kind: 'oom', exitCode: 137, hint: 'raise resources.memory' } }, 'c1'), { kind: 'exited', exitCode: 137, end: 'oom' });
+    assert.deepEqual(clusterReportOf({ to: 'exited', endState: { kind: 'cancelled' } }, undefined), { kind: 'exited', exitCode: null, end: 'cancelled' });
+    assert.deepEqual(clusterReportOf({ to: 'exited', endState: { kind: 'timed-out', exitCode: 143, timeoutMs: 5 } }, undefined), { kind: 'exited', exitCode: 143, end: 'timed-out' });
     assert.deepEqual(clusterReportOf({ to: 'lost', endState: { kind: 'lost', reason: 'gone' } }, 'c1'), { kind: 'lost', reason: 'gone' });
     for (const to of ['starting', 'stopping', 'removed'] as const) assert.equal(clusterReportOf({ to }, 'c1'), undefined);
   });
