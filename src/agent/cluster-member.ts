@@ -207,7 +207,16 @@ export class ClusterMember {
     }
     if (this.#unreconciled) {
       const lease = this.#lease;
-      for (const listener of this.#registeredListeners) await listener(lease);
+      try {
+        for (const listener of this.#registeredListeners) await listener(lease);
+      } catch (error) {
+        // The database away: as any failed beat. Anything else (the agent still recovering its
+        // tasks): the lease is renewed, and the next beat tries again before the node is a member.
+        if (isBerthError(error, 'BERTH_CLUSTER_UNAVAILABLE') || isBerthError(error, 'BERTH_CLUSTER_LEASE_LOST')) throw error;
+        this.#logger.debug({ nodeId: this.nodeId, code: codeOf(error), error: messageOf(error) }, 'not reconciled with the cluster yet; trying again at the next heartbeat');
+        this.#state = 'joining';
+        return;
+      }
       this.#unreconciled = false;
     }
     if (this.#state !== 'member' || this.#memberSinceMs === undefined) this.#memberSinceMs = Date.now();

@@ -1,4 +1,3 @@
-import { setTimeout as delay } from 'node:timers/promises';
 import { ClusterStore, QueueWaker, type Budget, type ClusterTask } from '../cluster/index.js';
 import { asBerthError, BerthError, codeOf, isBerthError, messageOf, ValidationError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
@@ -344,11 +343,8 @@ export class ClusterPlacement {
    */
   async #reconcile(epoch: number): Promise<void> {
     if (this.#closing.signal.aborted) return;
-    // Recovery first: the local records are what the node knows.
-    while (!this.#options.supervisor.isOpen) {
-      if (this.#closing.signal.aborted) return;
-      await delay(100, undefined, { signal: this.#closing.signal }).catch(() => undefined);
-    }
+    // Recovery first: the local records are what the node knows (the membership tries again at its next beat).
+    if (!this.#options.supervisor.isOpen) throw new BerthError('BERTH_AGENT_UNAVAILABLE', 'the agent is still recovering its tasks');
     const store = await this.#openStore();
     const nodeId = this.#options.member.nodeId;
     const held = await store.heldTasks(nodeId, epoch);
