@@ -31,6 +31,7 @@ import type { TaskSpec } from '../spec/schema.js';
 import { ClusterMember, singleNode, type NodeListing } from './cluster-member.js';
 import { addressFromListener } from './cluster-config.js';
 import { readClusterCredentials, TaskForwarder } from './cluster-forward.js';
+import { ClusterPlacement } from './cluster-placement.js';
 
 /**
  * Everything a running agent is made of; the HTTP layer and tests reach the parts through it.
@@ -60,6 +61,8 @@ export interface AgentRuntime extends AsyncDisposable {
   readonly admission: AdmissionController;
   /** Cluster membership, when `cluster.postgres` is set. */
   readonly cluster: ClusterMember | undefined;
+  /** Cluster placement (the queue, the claimer, the report outbox), when `cluster.postgres` is set. */
+  readonly placement: ClusterPlacement | undefined;
   /**
    * Starts cluster membership (when configured) once the API listens: `tcp` is the TCP listener
    * bound, whose address is the node's unless `cluster.address` says. Idempotent.
@@ -292,6 +295,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     usage,
     artifacts: { store: artifacts, maxBytes: () => config.current().artifacts.maxBytes },
     warm: driver,
+    clusterMode: initial.cluster !== undefined,
   });
   const groups = new GroupCoordinator({
     store,
@@ -349,11 +353,14 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     cluster === undefined || initial.cluster === undefined
       ? undefined
       : new TaskForwarder({ selfNodeId: cluster.nodeId, credentials: readClusterCredentials(initial.cluster), index: cluster, logger });
+  const placement =
+    initial.cluster === undefined || cluster === undefined ? undefined : new ClusterPlacement({ config: initial.cluster, member: cluster, supervisor, store, admission, events, logger });
   const builtAt = new Date();
   let ownAddress = `unix://${initial.socketPath}`;
   const joinCluster = (tcp: { host: string; port: number } | undefined): void => {
     if (tcp !== undefined) ownAddress = addressFromListener(tcp, initial.tls !== undefined);
     cluster?.start(tcp === undefined ? undefined : ownAddress);
+    placement?.start();
   };
   const listNodes = async (): Promise<NodeListing> => {
     if (cluster === undefined) return { mode: 'single', self: agentId, nodes: [singleNode(agentId, ownAddress, admission.snapshot(), builtAt, new Date())] };
@@ -396,7 +403,9 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
   const close = async (): Promise<void> => {
     moveTo('closed');
     closing.abort();
-    // The node leaves first (down with reason "left"), so that no node waits out its lease.
+    // Claiming stops and claimed tasks not started go back to the queue; the outbox is sent.
+    await placement?.close();
+    // The node leaves first (down with reason "left"): nothing more is placed on it; its running tasks stay held for its lease.
     await cluster?.leave();
     forwarder?.close();
     // A start under way finishes what it began (a recovery writes to the store) before the store closes.
@@ -431,6 +440,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
     artifacts,
     admission,
     cluster,
+    placement,
     joinCluster,
     listNodes,
     forwarder,

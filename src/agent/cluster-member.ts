@@ -56,6 +56,11 @@ export class ClusterMember {
   readonly #backoff: { minMs: number; maxMs: number };
   readonly #stopping = new AbortController();
   readonly #failureListeners = new Set<() => void>();
+  readonly #registeredListeners = new Set<(lease: NodeLease) => Promise<void>>();
+  /** A registration whose listeners have not all run yet (they run again at the next beat until they do). */
+  #unreconciled = false;
+  /** When the node last became a member (after joining, or after the database or its lease was away): it sweeps only a lease later. */
+  #memberSinceMs: number | undefined;
   #address: string | undefined;
   #store: MembershipStore | undefined;
   #lease: NodeLease | undefined;
@@ -99,6 +104,16 @@ export class ClusterMember {
   onHeartbeatFailure(listener: () => void): () => void {
     this.#failureListeners.add(listener);
     return () => this.#failureListeners.delete(listener);
+  }
+
+  /**
+   * Calls the listener after every (re)registration, before the node counts as a member (the agent
+   * reconciles its tasks with what the cluster says it holds); a listener that throws makes the
+   * next beat call it again. Returns the unsubscribe.
+   */
+  onRegistered(listener: (lease: NodeLease) => Promise<void>): () => void {
+    this.#registeredListeners.add(listener);
+    return () => this.#registeredListeners.delete(listener);
   }
 
   /** Starts the membership loop with the node's address (`cluster.address` wins over `listenAddress`). Idempotent. */
@@ -198,6 +213,7 @@ export class ClusterMember {
     const store = await this.#openStore();
     if (this.#lease === undefined) {
       this.#lease = await store.register({ nodeId: this.nodeId, address: this.#address!, labels: this.#config.labels, capacity: nodeCapacity(this.#config, this.#options.admission.snapshot().budget) });
+      this.#unreconciled = true;
       this.#back();
       this.#logger.info(
         { nodeId: this.nodeId, epoch: this.#lease.epoch, address: this.#address, labels: this.#config.labels, database: this.database },
@@ -207,7 +223,26 @@ export class ClusterMember {
       this.#lease = await store.heartbeat(this.nodeId, this.#lease.epoch, this.#load());
       this.#back();
     }
+    if (this.#unreconciled) {
+      const lease = this.#lease;
+      try {
+        for (const listener of this.#registeredListeners) await listener(lease);
+      } catch (error) {
+        // The database away: as any failed beat. Anything else (the agent still recovering its
+        // tasks): the lease is renewed, and the next beat tries again before the node is a member.
+        if (isBerthError(error, 'BERTH_CLUSTER_UNAVAILABLE') || isBerthError(error, 'BERTH_CLUSTER_LEASE_LOST')) throw error;
+        this.#logger.debug({ nodeId: this.nodeId, code: codeOf(error), error: messageOf(error) }, 'not reconciled with the cluster yet; trying again at the next heartbeat');
+        this.#state = 'joining';
+        return;
+      }
+      this.#unreconciled = false;
+    }
+    if (this.#state !== 'member' || this.#memberSinceMs === undefined) this.#memberSinceMs = Date.now();
     this.#state = 'member';
+    // A node back from an outage sweeps only once it has been a member for a whole lease: when the
+    // database was away for every node, no lease could be renewed, and the others need that long to
+    // renew theirs before anyone declares them down.
+    if (Date.now() - this.#memberSinceMs < this.#config.leaseMs) return;
     const expired = await store.expireLeases();
     if (expired.nodes.length > 0) {
       this.#logger.info({ nodes: expired.nodes, lost: expired.lost.length, requeued: expired.requeued.length }, `declared down the nodes whose lease ran out: ${expired.nodes.join(', ')}`);

@@ -35,6 +35,8 @@ export interface MetricsSources {
   cluster?: Pick<ClusterMember, 'isMember' | 'epoch' | 'onHeartbeatFailure'>;
   /** Reads through any node (cluster mode): forwards open now, and each forward's outcome. */
   forwarding?: Pick<TaskForwarder, 'openForwards' | 'onForward'>;
+  /** Cluster placement: tasks claimed and fenced since the agent started, reports waiting in the outbox. */
+  placement?: { readonly claimedTotal: number; readonly fencedTotal: number; readonly reportsPending: number };
 }
 
 /** The states berth_pool_containers counts. */
@@ -232,6 +234,35 @@ export class AgentMetrics {
         registers,
       });
       this.#unsubscribe.push(forwarding.onForward((kind, outcome) => forwarded.inc({ kind, outcome })));
+    }
+    const placement = sources.placement;
+    if (placement) {
+      new Counter({
+        name: 'berth_cluster_claimed_total',
+        help: 'Tasks this node claimed from the cluster queue.',
+        registers,
+        collect() {
+          this.reset();
+          this.inc(placement.claimedTotal);
+        },
+      });
+      new Counter({
+        name: 'berth_cluster_fenced_total',
+        help: 'Tasks fenced on this node: the cluster no longer gave them to it (their container was killed and removed).',
+        registers,
+        collect() {
+          this.reset();
+          this.inc(placement.fencedTotal);
+        },
+      });
+      new Gauge({
+        name: 'berth_cluster_reports_pending',
+        help: 'Cluster reports waiting in this node\'s outbox (PostgreSQL away, or not sent yet).',
+        registers,
+        collect() {
+          this.set(placement.reportsPending);
+        },
+      });
     }
     if (sources.processMetrics ?? true) collectDefaultMetrics({ register: this.registry });
     const cpuSeconds = new Counter({ name: 'berth_task_cpu_seconds_total', help: 'CPU time (user + system) of ended tasks, as recorded in their usage.', registers });

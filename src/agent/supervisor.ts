@@ -94,6 +94,15 @@ export interface SupervisorDeps {
   ports?: Pick<PortAllocator, 'allocate' | 'release' | 'sweep'>;
   /** The driver's warm pools and the recovery of warm tasks (the driver itself); none: no task of an earlier run is recovered warm. */
   warm?: WarmDriverPort;
+  /** Cluster mode (`cluster.postgres`): specs may carry `constraints` (placement). Default false: a spec with constraints is refused. */
+  clusterMode?: boolean;
+}
+
+/** A spec's `constraints` where it sets any: they need cluster mode (the cluster places tasks by them). */
+function refuseConstraints(spec: unknown): void {
+  const constraints = (spec as { constraints?: unknown } | null)?.constraints;
+  if (constraints === undefined || (typeof constraints === 'object' && constraints !== null && Object.keys(constraints).length === 0)) return;
+  throw new ValidationError([{ field: 'constraints', rule: 'needs cluster mode (cluster.postgres): a single agent does not place tasks' }]);
 }
 
 /**
@@ -213,6 +222,7 @@ export class TaskSupervisor {
    */
   prepare(input: unknown): PreparedSpec {
     this.#requireOpen();
+    if (this.#deps.clusterMode !== true) refuseConstraints(input);
     const spec = this.#deps.withDefaults(checkAgentSpec(input));
     const { redacted, secrets } = separateRegistrySecrets(spec);
     const policy = this.#deps.policy();
@@ -254,8 +264,10 @@ export class TaskSupervisor {
    * applied, key order aside) is returned as it is, with `created` false; one with another spec is
    * refused (BERTH_TASK_EXISTS).
    */
-  submit(input: { id: string; spec: unknown }): SubmitResult {
+  submit(input: { id: string; spec: unknown; clusterEpoch?: number }): SubmitResult {
     this.#requireOpen();
+    // A claimed task was placed by its constraints; a local submit has nobody to place it.
+    if (input.clusterEpoch === undefined) refuseConstraints(input.spec);
     const spec = this.#deps.withDefaults(checkAgentSpec(input.spec));
     // Inline registry credentials are stored redacted, their secrets sealed apart (never in the clear).
     const { redacted, secrets } = separateRegistrySecrets(spec);
@@ -276,7 +288,13 @@ export class TaskSupervisor {
     // nothing, and a crash cannot leave a task without its ports (nor ports without a task: see recover).
     const { inserted, task } = this.#deps.store.transaction(() => {
       const stored = resolved.ports.length === 0 ? redacted : { ...redacted, ports: this.#allocatePorts(input.id, resolved.ports) };
-      return this.#deps.store.tasks.insert({ id: input.id, spec: stored, reservation, ...(sealedSecrets !== undefined ? { sealedSecrets } : {}) });
+      return this.#deps.store.tasks.insert({
+        id: input.id,
+        spec: stored,
+        reservation,
+        ...(sealedSecrets !== undefined ? { sealedSecrets } : {}),
+        ...(input.clusterEpoch !== undefined ? { clusterEpoch: input.clusterEpoch } : {}),
+      });
     });
     if (!inserted) {
       // A task of this id recorded meanwhile: an ended one had freed its ports, so those just taken are this submit's.
@@ -286,6 +304,56 @@ export class TaskSupervisor {
     this.#announce(task);
     if (this.#deps.admission.submit(task.id, reservation) === 'admitted') this.#startAdmitted([task.id]);
     return { task: this.#deps.store.tasks.get(task.id) ?? task, created: true };
+  }
+
+  /**
+   * Records and starts a task this node claimed from the cluster under `epoch` (cluster mode,
+   * agent/cluster-claimer.ts): recorded in SQLite first with the epoch, then started through
+   * admission as a local submit. A local record of an earlier attempt that ended (the task was
+   * lost here, requeued and placed here again) gives way to the new one. Resolves with the record,
+   * or throws what the local submit threw (the claimer reports the task failed).
+   */
+  async submitClaimed(input: { id: string; spec: unknown; epoch: number }): Promise<TaskRecord> {
+    this.#requireOpen();
+    const existing = this.#deps.store.tasks.get(input.id);
+    if (existing !== undefined) {
+      if (existing.cluster?.epoch === input.epoch && existing.cluster.detached === undefined) return existing;
+      if (!hasEnded(existing.state)) {
+        throw new BerthError('BERTH_TASK_EXISTS', `task ${input.id} still runs here from an earlier claim`, { context: { taskId: input.id } });
+      }
+      const forgotten = await this.forget([input.id]);
+      if (!forgotten.includes(input.id)) throw new BerthError('BERTH_TASK_EXISTS', `the record of an earlier attempt of task ${input.id} could not be removed`, { context: { taskId: input.id } });
+    }
+    return this.submit({ id: input.id, spec: input.spec, clusterEpoch: input.epoch }).task;
+  }
+
+  /**
+   * The cluster no longer gives this node the task (BERTH_CLUSTER_FENCED: declared lost, placed
+   * elsewhere, or released): it is detached (nothing more is reported, its unsent reports are
+   * dropped) and, when it has not ended, ends `lost` with `reason` at once: a pending one without
+   * running, a running one killed without grace (its container is removed as any ended task's is).
+   * Resolves whether it was attached until now.
+   */
+  async fence(taskId: string, reason: string): Promise<boolean> {
+    const record = this.#deps.store.tasks.get(taskId);
+    if (record === undefined) return false;
+    const wasAttached = this.#deps.store.tasks.detachFromCluster(taskId, reason);
+    if (hasEnded(record.state) || this.#phase !== 'open') return wasAttached;
+    const end: EndState = { kind: 'lost', reason };
+    if (record.state === 'pending') {
+      this.#finish(taskId, end);
+      return wasAttached;
+    }
+    if (record.state !== 'stopping') this.#record(taskId, { to: 'stopping' });
+    if (this.#outage.cancel(taskId) || this.#restarts.cancel(taskId)) {
+      this.#endUnstarted(taskId, end);
+      return wasAttached;
+    }
+    this.#decidedEnds.set(taskId, () => end);
+    const handle = this.#handles.get(taskId);
+    if (handle === undefined) this.#pendingStopGraceMs.set(taskId, 0);
+    else await handle.kill('SIGKILL').catch(() => handle.stop({ graceMs: 0 }));
+    return wasAttached;
   }
 
   /**

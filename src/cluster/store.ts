@@ -86,16 +86,22 @@ export class ClusterStore {
 
   /**
    * Registers a node and starts its lease with a new epoch, one more than its last. A previous
-   * registration whose lease was still live is replaced: what it held is released as an expiry
-   * would (the node restarted and lost track of it).
+   * registration whose lease is still live (the agent restarted, or left with SIGTERM, and is back
+   * within its lease) is replaced and what it held (claimed and running) moves to the new epoch, so
+   * the restarted agent goes on with its recovered tasks (`kept` counts them). One whose lease ran
+   * out keeps nothing: what it held is released as an expiry releases it.
    */
   async register(node: NodeRegistration): Promise<NodeLease> {
     checkRegistration(node);
     return this.#db.transaction('register the node', async (client) => {
-      const previous = await client.query<{ epoch: string; state: string }>('SELECT epoch, state FROM berth_nodes WHERE node_id = $1 FOR UPDATE', [node.nodeId]);
+      const previous = await client.query<{ epoch: string; state: string; down_reason: string | null; live: boolean }>(
+        'SELECT epoch, state, down_reason, lease_expires_at > now() AS live FROM berth_nodes WHERE node_id = $1 FOR UPDATE',
+        [node.nodeId],
+      );
       const old = previous.rows[0];
-      if (old?.state === 'ready') {
-        await releaseHeld(client, [{ nodeId: node.nodeId, epoch: Number(old.epoch), reason: `node ${node.nodeId} registered again (epoch ${old.epoch} replaced)` }]);
+      const keeps = old !== undefined && old.live && (old.state === 'ready' || old.down_reason === 'left');
+      if (old !== undefined && !keeps && (old.state === 'ready' || old.down_reason === 'left')) {
+        await releaseHeld(client, [{ nodeId: node.nodeId, epoch: Number(old.epoch), reason: `node ${node.nodeId} registered again after its lease ran out (epoch ${old.epoch} replaced)` }]);
       }
       const result = await client.query<{ epoch: string; lease_expires_at: Date }>(
         `INSERT INTO berth_nodes AS n (node_id, address, labels, cap_mem, cap_cpu, cap_tasks, epoch, state, lease_expires_at, registered_at, heartbeat_at)
@@ -108,14 +114,25 @@ export class ClusterStore {
         [node.nodeId, node.address, JSON.stringify(node.labels ?? {}), node.capacity.memoryBytes, node.capacity.cpuMilli, node.capacity.tasks, this.options.leaseMs],
       );
       const row = result.rows[0]!;
-      await appendEvent(client, 'node.registered', { nodeId: node.nodeId, epoch: Number(row.epoch), data: { address: node.address, labels: node.labels ?? {}, capacity: node.capacity } });
-      return { nodeId: node.nodeId, epoch: Number(row.epoch), leaseExpiresAt: row.lease_expires_at };
+      let kept = 0;
+      if (keeps) {
+        const moved = await client.query('UPDATE berth_tasks SET epoch = $3 WHERE node_id = $1 AND epoch = $2 AND state IN (\'claimed\', \'running\')', [node.nodeId, Number(old.epoch), Number(row.epoch)]);
+        kept = moved.rowCount ?? 0;
+      }
+      await appendEvent(client, 'node.registered', {
+        nodeId: node.nodeId,
+        epoch: Number(row.epoch),
+        data: { address: node.address, labels: node.labels ?? {}, capacity: node.capacity, ...(keeps ? { keptFromEpoch: Number(old.epoch), kept } : {}) },
+      });
+      return { nodeId: node.nodeId, epoch: Number(row.epoch), leaseExpiresAt: row.lease_expires_at, kept };
     });
   }
 
   /**
    * Renews the node's lease and records its load. BERTH_CLUSTER_LEASE_LOST when the epoch is not
-   * the node's current one, or its lease ran out (declared down or about to be): it must register again.
+   * the node's current one, or the node was declared down (an expiry swept it, or it left): it must
+   * register again. A lease that ran out but that no sweep has acted on yet (the database was away
+   * for every node: nobody could sweep) is renewed: nothing it held was given to another node.
    */
   async heartbeat(nodeId: string, epoch: number, load: Budget): Promise<NodeLease> {
     checkLease(nodeId, epoch);
@@ -124,7 +141,7 @@ export class ClusterStore {
       const result = await client.query<{ lease_expires_at: Date }>(
         `UPDATE berth_nodes SET lease_expires_at = now() + $3 * interval '1 millisecond', heartbeat_at = now(),
            load_mem = $4, load_cpu = $5, load_tasks = $6
-         WHERE node_id = $1 AND epoch = $2 AND state = 'ready' AND lease_expires_at > now()
+         WHERE node_id = $1 AND epoch = $2 AND state = 'ready'
          RETURNING lease_expires_at`,
         [nodeId, epoch, this.options.leaseMs, load.memoryBytes, load.cpuMilli, load.tasks],
       );
@@ -135,22 +152,23 @@ export class ClusterStore {
   }
 
   /**
-   * The node leaves the cluster (its agent shuts down): its row is marked `down` with reason
-   * `left` at once, without waiting for its lease to run out, and what it held under `epoch` is
-   * released as an expiry would release it. A stale epoch (the node was replaced or declared down
-   * already) changes nothing and is not an error: `false` says so.
+   * The node leaves the cluster (its agent shuts down gracefully): its row is marked `down` with
+   * reason `left` at once (nothing more is placed on it), and what it still holds stays held, as a
+   * single agent leaves its containers running for the next agent to follow: back within its lease,
+   * the node registers again and keeps it; otherwise the first expiry after its lease time releases
+   * it (running tasks end lost or are requeued, claimed ones are requeued). The agent releases the
+   * claimed tasks it has not started before it leaves. A stale epoch (the node was replaced or
+   * declared down already) changes nothing and is not an error: `false` says so.
    */
   async leave(nodeId: string, epoch: number): Promise<boolean> {
     checkLease(nodeId, epoch);
     return this.#db.transaction('leave the cluster', async (client) => {
       const result = await client.query<{ node_id: string }>(
-        `UPDATE berth_nodes SET state = 'down', down_reason = 'left', lease_expires_at = LEAST(lease_expires_at, now())
-         WHERE node_id = $1 AND epoch = $2 AND state = 'ready' RETURNING node_id`,
+        `UPDATE berth_nodes SET state = 'down', down_reason = 'left' WHERE node_id = $1 AND epoch = $2 AND state = 'ready' RETURNING node_id`,
         [nodeId, epoch],
       );
       if (result.rows.length === 0) return false;
       await appendEvent(client, 'node.down', { nodeId, epoch, data: { reason: 'left' } });
-      await releaseHeld(client, [{ nodeId, epoch, reason: `node ${nodeId} left the cluster (epoch ${epoch})` }]);
       return true;
     });
   }
@@ -405,7 +423,19 @@ export class ClusterStore {
          ORDER BY node_id FOR UPDATE SKIP LOCKED`,
         [at ?? null],
       );
-      if (expired.rows.length === 0) return { nodes: [], lost: [], requeued: [] };
+      // Nodes that left (SIGTERM) and did not come back within their lease: what they still hold is released now.
+      const left = await client.query<{ node_id: string; epoch: string }>(
+        `SELECT n.node_id, n.epoch FROM berth_nodes n
+         WHERE n.state = 'down' AND n.down_reason = 'left' AND n.lease_expires_at <= COALESCE($1::timestamptz, now())
+           AND EXISTS (SELECT 1 FROM berth_tasks t WHERE t.node_id = n.node_id AND t.epoch = n.epoch AND t.state IN ('claimed', 'running'))
+         ORDER BY n.node_id FOR UPDATE OF n SKIP LOCKED`,
+        [at ?? null],
+      );
+      const leftReleased = await releaseHeld(
+        client,
+        left.rows.map((row) => ({ nodeId: row.node_id, epoch: Number(row.epoch), reason: `node ${row.node_id} left the cluster and did not come back within its lease (epoch ${row.epoch})` })),
+      );
+      if (expired.rows.length === 0) return { nodes: [], ...leftReleased };
       const nodes = expired.rows.map((row) => ({
         nodeId: row.node_id,
         epoch: Number(row.epoch),
@@ -420,7 +450,7 @@ export class ClusterStore {
         [nodes.map((n) => n.nodeId), nodes.map((n) => n.reason)],
       );
       const released = await releaseHeld(client, nodes);
-      return { nodes: nodes.map((n) => n.nodeId), ...released };
+      return { nodes: nodes.map((n) => n.nodeId), lost: [...leftReleased.lost, ...released.lost], requeued: [...leftReleased.requeued, ...released.requeued] };
     });
   }
 
@@ -475,6 +505,7 @@ async function appendEvent(client: Queryable, kind: string, fields: { taskId?: s
  * they end `lost` with the node's reason. Wakes the claimers when anything was queued.
  */
 async function releaseHeld(client: Queryable, nodes: readonly { nodeId: string; epoch: number; reason: string }[]): Promise<{ lost: string[]; requeued: string[] }> {
+  if (nodes.length === 0) return { lost: [], requeued: [] };
   const result = await client.query<{ task_id: string; state: ClusterTaskState }>(
     `WITH held AS (
        SELECT t.task_id, t.node_id, t.epoch, t.state AS old_state, x.reason,

@@ -33,6 +33,8 @@ export interface NodeLease {
   /** Strictly increasing per node id: 1 at the first registration, one more at each. */
   readonly epoch: number;
   readonly leaseExpiresAt: Date;
+  /** From `register`: the claimed and running tasks a still-live previous epoch held that moved to this one. */
+  readonly kept?: number;
 }
 
 /** `ready`: its lease is live. `down`: its lease ran out (or it was replaced by a newer registration). */

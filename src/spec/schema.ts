@@ -62,6 +62,8 @@ export const SPEC_BOUNDS = Object.freeze({
   restartDelay: { minMs: 0, maxMs: DURATION_LIMITS.operationMs },
   /** The window restarts are counted in: a restart waits at most this long, on one Node timer. */
   restartInterval: { minMs: 1, maxMs: DURATION_LIMITS.timerMs },
+  /** A task's place in the cluster queue (higher first): the cluster store's own bound. */
+  priority: { min: -1_000_000, max: 1_000_000 },
 } satisfies Record<string, DurationBounds | SizeBounds | CountBounds>);
 
 /** A duration (`"30s"` or milliseconds) within bounds, in milliseconds; any other type is named with the rule. */
@@ -86,6 +88,9 @@ const bytes = (bounds: SizeBounds) =>
         { type: 'integer', minimum: bounds.minBytes, maximum: bounds.maxBytes },
       ],
     });
+
+/** A constraint's key: `node.` and a node label name (the names `cluster.labels` takes). */
+const CONSTRAINT_KEY = /^node\.[a-zA-Z0-9][a-zA-Z0-9_./-]{0,62}$/;
 
 /** A whole number within bounds. */
 const count = (bounds: CountBounds, unit = '') =>
@@ -582,6 +587,16 @@ export const taskSpecSchema = z
       .max(COLLECT_MAX_PATHS, `must name at most ${COLLECT_MAX_PATHS} paths`)
       .refine((paths) => new Set(paths).size === paths.length, 'must not name a path twice')
       .default([]),
+    /**
+     * Cluster mode only: the node labels a node must have to run the task, `{ "node.disk": "ssd" }`
+     * (keys `node.<label>`, text values). A single agent refuses a spec with constraints.
+     */
+    constraints: recordWithKeys(
+      (key) => CONSTRAINT_KEY.test(key),
+      'must be node.<label>, a label name of [a-zA-Z0-9_./-] starting with a letter or digit',
+    ).optional(),
+    /** Cluster mode: the task's place in the queue, higher first (FIFO within one priority). Default 0; a single agent ignores it. */
+    priority: count(SPEC_BOUNDS.priority).default(0),
   })
   .strict()
   .superRefine((spec, ctx) => {
@@ -729,6 +744,10 @@ export interface ResolvedTaskSpec {
   readonly files: readonly ResolvedFile[];
   /** Paths collected as artifacts when the task ends (empty: none). */
   readonly collect: readonly string[];
+  /** Cluster mode: `{ "node.<label>": value }` a node must satisfy (empty: any node). Not the engine's. */
+  readonly constraints: Readonly<Record<string, string>>;
+  /** Cluster mode: the place in the queue, higher first. Not the engine's. */
+  readonly priority: number;
 }
 
 /** What the caller's driver permits; the spec is checked against it. */
@@ -887,6 +906,8 @@ function compileTaskSpec(input: unknown, issues: readonly FieldIssue[]): Resolve
     storageSizeBytes: spec.storageSize,
     files: resolveFiles(spec.files),
     collect: spec.collect,
+    constraints: spec.constraints ?? {},
+    priority: spec.priority,
   };
   return deepFreeze(resolved);
 }

@@ -229,6 +229,29 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       `);
     },
   },
+  {
+    version: 14,
+    name: 'cluster claims and the report outbox',
+    up(db) {
+      // cluster_epoch: the lease epoch a task was claimed under (cluster mode; NULL for a local task).
+      // cluster_detached: why the node reports nothing more of it (fenced, released), NULL while it does.
+      // cluster_outbox: the task's cluster transitions not sent yet, in order (seq), written in the
+      // transaction of the local state change they report (agent/cluster-reporter.ts sends them).
+      db.exec(`
+        ALTER TABLE tasks ADD COLUMN cluster_epoch INTEGER;
+        ALTER TABLE tasks ADD COLUMN cluster_detached TEXT;
+        CREATE TABLE cluster_outbox (
+          seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+          task_id       TEXT    NOT NULL,
+          epoch         INTEGER NOT NULL,
+          transition    TEXT    NOT NULL,
+          created_at_ms INTEGER NOT NULL
+        );
+        CREATE INDEX cluster_outbox_by_task ON cluster_outbox (task_id);
+        CREATE INDEX tasks_by_cluster_epoch ON tasks (cluster_epoch) WHERE cluster_epoch IS NOT NULL;
+      `);
+    },
+  },
 ]);
 
 /** The newest schema version this build of berth knows. */

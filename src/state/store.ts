@@ -11,6 +11,7 @@ import { migrate } from './migrations.js';
 import { PortRepository } from './ports.js';
 import { TaskRepository } from './tasks.js';
 import { GroupRepository } from './groups.js';
+import { ClusterOutboxRepository } from './cluster-outbox.js';
 
 export interface StoreOptions {
   /** How long a write waits for another connection's lock before failing. Default 5000 ms. */
@@ -66,6 +67,8 @@ export class Store {
   readonly events: EventLogRepository;
   /** Host ports handed out to tasks and groups (agent/ports.ts). */
   readonly ports: PortRepository;
+  /** Cluster reports not sent yet (cluster mode: agent/cluster-reporter.ts). */
+  readonly outbox: ClusterOutboxRepository;
   /** Where the database lives (`:memory:` for a throw-away store). */
   readonly location: string;
   /** Schema versions applied by this open (empty when the schema was already current). */
@@ -83,6 +86,7 @@ export class Store {
     this.meta = new MetaRepository(db);
     this.events = new EventLogRepository(db);
     this.ports = new PortRepository(db, nowMs);
+    this.outbox = new ClusterOutboxRepository(db, nowMs);
   }
 
   /** The SQLite journal mode in force (`wal` for a file store). */

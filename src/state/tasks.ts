@@ -3,6 +3,7 @@ import { BerthError, ValidationError, type ErrorCode } from '../common/errors.js
 import type { Logger } from '../common/logger.js';
 import { compareLogTimestamps, isLogTimestamp } from '../engine/log-entries.js';
 import { asDiskFull } from './disk-full.js';
+import { appendOutbox, type OutboxTransition } from './cluster-outbox.js';
 import type { TaskSpec } from '../spec/index.js';
 import type { EndKind, EndState } from '../tasks/end-state.js';
 import type { ArtifactsRecord } from '../tasks/files-out.js';
@@ -124,6 +125,16 @@ export interface TaskRecord {
   readonly group?: TaskGroupLink;
   /** How its current (or last) attempt started: warm (an exec in a pool's container) or cold; undefined before it started. */
   readonly start?: TaskStart;
+  /** Cluster mode: the task was claimed from the cluster queue (agent/cluster-claimer.ts); undefined for a local task. */
+  readonly cluster?: TaskClusterLink;
+}
+
+/** A claimed task's link to the cluster. */
+export interface TaskClusterLink {
+  /** The lease epoch the node holds it under (its claim's, or a re-registration's that kept it). */
+  readonly epoch: number;
+  /** Why the node reports nothing more of it (fenced, released); undefined while it does. */
+  readonly detached?: string;
 }
 
 /**
@@ -170,6 +181,8 @@ export interface NewTask {
   reservation?: Reservation;
   /** The secrets `spec` holds redacted, sealed (see TaskRecord.sealedSecrets). */
   sealedSecrets?: string;
+  /** Cluster mode: the lease epoch the task was claimed under. */
+  clusterEpoch?: number;
 }
 
 /** An end state that is not lost (it moves the task to `exited`). */
@@ -255,6 +268,8 @@ interface TaskRow {
   pool?: string | null;
   cold_reason?: string | null;
   exec_id?: string | null;
+  cluster_epoch?: number | null;
+  cluster_detached?: string | null;
 }
 
 function startOf(row: TaskRow): TaskStart | undefined {
@@ -310,6 +325,9 @@ function toRecord(row: TaskRow): TaskRecord {
   };
   const start = startOf(row);
   if (start) (record as { start?: TaskStart }).start = start;
+  if (row.cluster_epoch !== null && row.cluster_epoch !== undefined) {
+    (record as { cluster?: TaskClusterLink }).cluster = { epoch: row.cluster_epoch, ...(row.cluster_detached ? { detached: row.cluster_detached } : {}) };
+  }
   return deepFreeze(record);
 }
 
@@ -375,10 +393,10 @@ export class TaskRepository {
       const now = this.#nowMs();
       this.#db
         .prepare(
-          `INSERT INTO tasks (id, spec, state, reservation, submitted_at_ms, updated_at_ms, sealed_secrets)
-           VALUES (?, ?, 'pending', ?, ?, ?, ?)`,
+          `INSERT INTO tasks (id, spec, state, reservation, submitted_at_ms, updated_at_ms, sealed_secrets, cluster_epoch)
+           VALUES (?, ?, 'pending', ?, ?, ?, ?, ?)`,
         )
-        .run(task.id, JSON.stringify(task.spec), task.reservation ? JSON.stringify(task.reservation) : null, now, now, task.sealedSecrets ?? null);
+        .run(task.id, JSON.stringify(task.spec), task.reservation ? JSON.stringify(task.reservation) : null, now, now, task.sealedSecrets ?? null, task.clusterEpoch ?? null);
       return { inserted: true, task: toRecord(this.#select.get(task.id)!) };
     });
     const result = asDiskFull(() => run.immediate());
@@ -577,11 +595,50 @@ export class TaskRepository {
           break;
       }
       this.#db.prepare(`UPDATE tasks SET ${set.join(', ')} WHERE id = ?`).run(...params, taskId);
+      // A claimed task's cluster transition goes to the outbox with the change it reports.
+      const report = clusterReportOf(transition, row.container_id);
+      if (report !== undefined && row.cluster_epoch !== null && row.cluster_epoch !== undefined && !row.cluster_detached) {
+        appendOutbox(this.#db, taskId, row.cluster_epoch, report, now);
+      }
       return { from, record: toRecord(this.#select.get(taskId)!) };
     });
     const { from, record } = asDiskFull(() => run.immediate());
     logTransition(this.#logger, { taskId, from, to, mover: 'record', ...(record.endState ? { end: record.endState.kind } : {}) });
     return record;
+  }
+
+  /** Unended tasks claimed from the cluster and not detached from it, in submission order. */
+  listClusterUnended(): TaskRecord[] {
+    return this.#db
+      .prepare<[], TaskRow>(`SELECT * FROM tasks WHERE cluster_epoch IS NOT NULL AND cluster_detached IS NULL AND state NOT IN ('exited', 'lost', 'removed') ORDER BY seq`)
+      .all()
+      .map(toRecord);
+  }
+
+  /**
+   * A re-registration kept the task for the node under a new epoch: the record and its reports not
+   * sent yet move to it, in one transaction.
+   */
+  setClusterEpoch(taskId: string, epoch: number): void {
+    const run = this.#db.transaction(() => {
+      this.#db.prepare('UPDATE tasks SET cluster_epoch = ? WHERE id = ? AND cluster_epoch IS NOT NULL').run(epoch, taskId);
+      this.#db.prepare('UPDATE cluster_outbox SET epoch = ? WHERE task_id = ?').run(epoch, taskId);
+    });
+    asDiskFull(() => run.immediate());
+  }
+
+  /**
+   * The node reports nothing more of the task (fenced: the cluster gave it to another node or
+   * ended it; released: back in the queue): `why` is recorded and its unsent reports are dropped,
+   * in one transaction. Resolves whether it was attached until now.
+   */
+  detachFromCluster(taskId: string, why: string): boolean {
+    const run = this.#db.transaction((): boolean => {
+      const changed = this.#db.prepare('UPDATE tasks SET cluster_detached = ? WHERE id = ? AND cluster_epoch IS NOT NULL AND cluster_detached IS NULL').run(why, taskId).changes;
+      this.#db.prepare('DELETE FROM cluster_outbox WHERE task_id = ?').run(taskId);
+      return changed > 0;
+    });
+    return asDiskFull(() => run.immediate());
   }
 
   /**
@@ -758,5 +815,27 @@ export class TaskRepository {
       return toRecord(this.#select.get(taskId)!);
     });
     return asDiskFull(() => run.immediate());
+  }
+}
+
+/**
+ * The cluster report of a local transition of a claimed task: running with its container, or its
+ * end (exited with the exit code and the end's kind; lost with the reason). Other moves (starting,
+ * stopping, removed, a restart's attempts) are the node's own.
+ */
+export function clusterReportOf(transition: TaskTransition, containerId: string | null | undefined): OutboxTransition | undefined {
+  switch (transition.to) {
+    case 'running': {
+      const id = transition.containerId ?? containerId ?? undefined;
+      return id === undefined ? { kind: 'running' } : { kind: 'running', containerId: id };
+    }
+    case 'exited': {
+      const end = transition.endState;
+      return { kind: 'exited', exitCode: 'exitCode' in end && end.exitCode !== undefined ? end.exitCode : null, end: end.kind };
+    }
+    case 'lost':
+      return { kind: 'lost', reason: transition.endState.reason };
+    default:
+      return undefined;
   }
 }

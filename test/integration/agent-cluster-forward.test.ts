@@ -137,7 +137,8 @@ describe('reads through any node of a cluster', { skip }, () => {
   test('a task running on node B reads through node A: inspect, ps with its node, logs and logs -f as lines come, stats once and streamed, plain exec, stop, wait, rm', async () => {
     const [a, b] = [member('a'), member('b')];
     const id = `${run.id}-on-b`;
-    await placeOnNode(store, b, { id, spec: spec(['sh', '-c', 'echo first; while [ ! -f /tmp/go ]; do sleep 0.1; done; echo second; exec sleep 3600']) });
+    // Submitted through A, placed on B by its constraint.
+    await placeOnNode(store, b, { id, spec: spec(['sh', '-c', 'echo first; while [ ! -f /tmp/go ]; do sleep 0.1; done; echo second; exec sleep 3600']) }, a.client);
     await waitForTaskState(b.client, id, ['running']);
 
     const inspected = await berthInspect<TaskView>(a.dataDir, id);
@@ -271,7 +272,7 @@ describe('reads through any node of a cluster', { skip }, () => {
     const events = spawnBerth(a.dataDir, ['events', '--cluster']);
     try {
       await pollUntil('berth events --cluster listening', async () => (events.stderr().includes('listening') ? true : undefined), { timeoutMs: 30_000, intervalMs: 50 });
-      await store.enqueue({ id, spec: spec(['true']), constraints: { 'node.zone': 'nowhere' } });
+      await a.client.submit({ id, spec: { ...spec(['true']), constraints: { 'node.zone': 'nowhere' } } });
       await pollUntil('the task.queued event through A', async () => (events.stdout().includes(`task.queued task=${id}`) ? true : undefined), { timeoutMs: 30_000, intervalMs: 50 });
     } finally {
       events.interrupt();
@@ -294,10 +295,12 @@ describe('reads through any node of a cluster', { skip }, () => {
   test('a forwarded request is never forwarded twice: a task the index puts on B that B does not hold answers 409 BERTH_FORWARD_LOOP', async () => {
     const [a, b] = [member('a'), member('b')];
     const id = `${run.id}-not-on-b`;
-    // In the index on B, but never submitted to B: B must not send the request on (back to A, or anywhere).
-    const epoch = (await b.client.listNodes()).nodes.find((n) => n.id === b.nodeId)!.epoch;
-    await store.enqueue({ id, spec: spec(['true']), constraints: { [`node.${NODE_NAME_LABEL}`]: b.nodeId } });
-    assert.equal((await store.claim({ nodeId: b.nodeId, epoch, free: { memoryBytes: 1e12, cpuMilli: 1e6, tasks: 1000 }, limit: 1 })).length, 1);
+    // In the index on a node whose address is B's but that B is not (B's claimer cannot take the task):
+    // B has no record of it and must not send the request on (back to A, or anywhere).
+    const bAddress = (await b.client.listNodes()).nodes.find((n) => n.id === b.nodeId)!.address;
+    const ghost = await store.register({ nodeId: `${run.id}-ghost`, address: bAddress, labels: { [NODE_NAME_LABEL]: `${run.id}-ghost` }, capacity: { memoryBytes: 1e12, cpuMilli: 1e6, tasks: 1000 } });
+    await store.enqueue({ id, spec: spec(['true']), constraints: { [`node.${NODE_NAME_LABEL}`]: ghost.nodeId } });
+    assert.equal((await store.claim({ nodeId: ghost.nodeId, epoch: ghost.epoch, free: { memoryBytes: 1e12, cpuMilli: 1e6, tasks: 1000 }, limit: 1 })).length, 1);
     const answer = await httpGet(a.agent.socketPath, `/v1/tasks/${id}`, a.token);
     assert.equal(answer.status, 409, answer.body);
     const body = JSON.parse(answer.body) as { error: { code: string; message: string } };
@@ -306,7 +309,8 @@ describe('reads through any node of a cluster', { skip }, () => {
     // The header alone (a request that says another node forwarded it) is never forwarded either.
     const direct = await httpsTo(a, `/v1/tasks/${id}`, { bearer: CLUSTER_TOKEN, headers: { 'berth-forwarded-by': b.nodeId } });
     assert.equal(direct.status, 409, direct.body);
-    await store.report(id, b.nodeId, epoch, { kind: 'exited', exitCode: 0 });
+    await store.report(id, ghost.nodeId, ghost.epoch, { kind: 'exited', exitCode: 0 });
+    await store.leave(ghost.nodeId, ghost.epoch);
   });
 
   test('the cluster refuses a node with another cluster token, and a client certificate of another CA', async () => {

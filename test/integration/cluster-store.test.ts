@@ -353,22 +353,49 @@ describe('cluster store on PostgreSQL', { skip }, () => {
     assert.ok(outcomes.size === count);
   });
 
-  test('a node that registers again while its lease is live gives up what its old epoch held', async () => {
+  test('a node that registers again while its lease is live keeps what its old epoch held, under the new epoch, and the old epoch is fenced', async () => {
     const store = await openStore(await newDatabase(), { lease: '1h' });
     await store.enqueueMany(tasks('restart', 2));
     const before = await node(store, 'restarted');
     assert.equal((await store.claim({ nodeId: 'restarted', epoch: before.epoch, free: BIG })).length, 2);
     await store.report('restart-0', 'restarted', before.epoch, { kind: 'running' });
     const after = await node(store, 'restarted');
-    assert.equal(after.epoch, before.epoch + 1);
+    assert.deepEqual([after.epoch, after.kept], [before.epoch + 1, 2]);
     const running = (await store.getTask('restart-0'))!;
-    assert.deepEqual([running.state, running.endReason], ['lost', `node restarted registered again (epoch ${before.epoch} replaced)`]);
-    assert.equal((await store.getTask('restart-1'))!.state, 'queued');
+    assert.deepEqual([running.state, running.epoch], ['running', after.epoch]);
+    assert.deepEqual([(await store.getTask('restart-1'))!.state, (await store.getTask('restart-1'))!.epoch], ['claimed', after.epoch]);
+    assert.deepEqual((await store.heldTasks('restarted', after.epoch)).map((t) => t.id).sort(), ['restart-0', 'restart-1']);
     await assert.rejects(store.report('restart-0', 'restarted', before.epoch, { kind: 'exited', exitCode: 0 }), hasCode('BERTH_CLUSTER_FENCED'));
-    assert.deepEqual((await store.claim({ nodeId: 'restarted', epoch: after.epoch, free: BIG })).map((t) => t.id), ['restart-1']);
+    assert.equal((await store.report('restart-0', 'restarted', after.epoch, { kind: 'exited', exitCode: 0, end: 'success' })).state, 'exited');
   });
 
-  test('a node that leaves is down at once with reason "left", gives up what it held, and its epoch is fenced', async () => {
+  test('a node that registers again after its lease ran out keeps nothing: its running tasks end lost, its claims go back to the queue', async () => {
+    const store = await openStore(await newDatabase(), { lease: '300ms' });
+    await store.enqueueMany(tasks('late', 2));
+    const before = await node(store, 'late');
+    assert.equal((await store.claim({ nodeId: 'late', epoch: before.epoch, free: BIG })).length, 2);
+    await store.report('late-0', 'late', before.epoch, { kind: 'running' });
+    await pollUntil('the lease to run out', async () => ((await store.listNodes())[0]!.state === 'down' ? true : undefined), { timeoutMs: 10_000, intervalMs: 100 });
+    const after = await node(store, 'late');
+    assert.equal(after.kept, 0);
+    const lost = (await store.getTask('late-0'))!;
+    assert.equal(lost.state, 'lost');
+    assert.match(lost.endReason!, /registered again after its lease ran out/);
+    assert.equal((await store.getTask('late-1'))!.state, 'queued');
+  });
+
+  test('a lease that ran out with no sweep acting on it (the database away for every node) is renewed by the next heartbeat, keeping what it held', async () => {
+    const store = await openStore(await newDatabase(), { lease: '300ms' });
+    await store.enqueueMany(tasks('outage', 1));
+    const lease = await node(store, 'outaged');
+    assert.equal((await store.claim({ nodeId: 'outaged', epoch: lease.epoch, free: BIG })).length, 1);
+    await pollUntil('the lease to run out', async () => ((await store.listNodes())[0]!.state === 'down' ? true : undefined), { timeoutMs: 10_000, intervalMs: 100 });
+    const renewed = await store.heartbeat('outaged', lease.epoch, { memoryBytes: 0, cpuMilli: 0, tasks: 1 });
+    assert.ok(renewed.leaseExpiresAt.getTime() > Date.now() - 1000);
+    assert.deepEqual([(await store.listNodes())[0]!.state, (await store.getTask('outage-0'))!.state], ['ready', 'claimed']);
+  });
+
+  test('a node that leaves is down at once with reason "left", keeps its running tasks for its lease, and is not placed on', async () => {
     const store = await openStore(await newDatabase(), { lease: '1h' });
     await store.enqueueMany(tasks('leave', 2));
     const lease = await node(store, 'leaving');
@@ -377,14 +404,33 @@ describe('cluster store on PostgreSQL', { skip }, () => {
     assert.equal(await store.leave('leaving', lease.epoch), true);
     const [view] = await store.listNodes();
     assert.deepEqual([view!.state, view!.downReason, view!.epoch], ['down', 'left', lease.epoch]);
-    const running = (await store.getTask('leave-0'))!;
-    assert.deepEqual([running.state, running.endReason], ['lost', `node leaving left the cluster (epoch ${lease.epoch})`]);
-    assert.equal((await store.getTask('leave-1'))!.state, 'queued');
-    // Leaving twice, or with a stale epoch, changes nothing.
+    assert.deepEqual([(await store.getTask('leave-0'))!.state, (await store.getTask('leave-1'))!.state], ['running', 'claimed']);
+    // Leaving twice, or with a stale epoch, changes nothing; the expiry sweep leaves it alone within its lease.
     assert.equal(await store.leave('leaving', lease.epoch), false);
+    assert.deepEqual(await store.expireLeases(), { nodes: [], lost: [], requeued: [] });
     await assert.rejects(store.heartbeat('leaving', lease.epoch, { memoryBytes: 0, cpuMilli: 0, tasks: 0 }), hasCode('BERTH_CLUSTER_LEASE_LOST'));
+    await assert.rejects(store.claim({ nodeId: 'leaving', epoch: lease.epoch, free: BIG }), hasCode('BERTH_CLUSTER_LEASE_LOST'));
+    // Back within its lease: it keeps both under its new epoch.
     const back = await node(store, 'leaving');
-    assert.deepEqual([back.epoch, (await store.listNodes())[0]!.state], [lease.epoch + 1, 'ready']);
+    assert.deepEqual([back.epoch, back.kept, (await store.listNodes())[0]!.state], [lease.epoch + 1, 2, 'ready']);
+    assert.equal((await store.getTask('leave-0'))!.epoch, back.epoch);
+  });
+
+  test('a node that left and is not back within its lease: the sweep ends its running tasks lost and requeues its claims', async () => {
+    const store = await openStore(await newDatabase(), { lease: '300ms' });
+    await store.enqueueMany(tasks('gone', 2));
+    const lease = await node(store, 'gone');
+    assert.equal((await store.claim({ nodeId: 'gone', epoch: lease.epoch, free: BIG })).length, 2);
+    await store.report('gone-0', 'gone', lease.epoch, { kind: 'running' });
+    assert.equal(await store.leave('gone', lease.epoch), true);
+    const swept = await pollUntil('the left node\'s lease time to pass', async () => {
+      const result = await store.expireLeases();
+      return result.lost.length + result.requeued.length > 0 ? result : undefined;
+    }, { timeoutMs: 10_000, intervalMs: 100 });
+    assert.deepEqual([swept.nodes, swept.lost, swept.requeued], [[], ['gone-0'], ['gone-1']]);
+    const lost = (await store.getTask('gone-0'))!;
+    assert.match(lost.endReason!, /left the cluster and did not come back within its lease/);
+    assert.deepEqual(await store.expireLeases(), { nodes: [], lost: [], requeued: [] });
   });
 
   test('a lease not renewed runs out on the database\'s clock and the sweep declares the node down', async () => {

@@ -66,6 +66,8 @@ export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | '
   readonly cluster?: MetricsSources['cluster'] & Partial<Pick<ClusterMember, 'listTasks' | 'readEvents'>>;
   /** Cluster mode: forwards requests for tasks other nodes run; its token is accepted as the agent's own. */
   readonly forwarder?: ForwardingPort & Pick<TaskForwarder, 'selfNodeId' | 'token' | 'openForwards' | 'onForward'>;
+  /** Cluster mode: `POST /v1/tasks` queues the task in the cluster (agent/cluster-placement.ts). */
+  readonly placement?: { submit(input: { id: string; spec: unknown }): Promise<SubmitResult> } & NonNullable<MetricsSources['placement']>;
   /** `GET /v1/nodes`; without it, the route answers 503. */
   listNodes?(): Promise<NodeListing>;
 }
@@ -159,6 +161,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
     ...(runtime.driver ? { pools: runtime.driver.pools } : {}),
     ...(runtime.cluster ? { cluster: runtime.cluster } : {}),
     ...(runtime.forwarder ? { forwarding: runtime.forwarder } : {}),
+    ...(runtime.placement ? { placement: runtime.placement } : {}),
   });
   const openApiDocument = buildOpenApiDocument({ version: options.version });
   /** Ends every open stream, so that closing the server does not wait on followers. */
@@ -283,7 +286,9 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
       const body = request.body as { id?: string; spec: Record<string, unknown> };
       let result: SubmitResult;
       try {
-        result = runtime.supervisor.submit({ id: body.id ?? randomUUID(), spec: body.spec });
+        const input = { id: body.id ?? randomUUID(), spec: body.spec };
+        // Cluster mode: checked as a local submit is, then queued for whichever node claims it.
+        result = runtime.placement ? await runtime.placement.submit(input) : runtime.supervisor.submit(input);
       } catch (error) {
         throw scopeToSpec(error);
       }

@@ -55,14 +55,14 @@ function scriptedStore(script: { heartbeat?: Array<'ok' | 'lost' | 'away'>; regi
 }
 
 describe('cluster membership', () => {
-  it('registers with its labels and capacity, heartbeats with its load, sweeps, and leaves with its epoch', async () => {
+  it('registers with its labels and capacity, heartbeats with its load, sweeps once it has been a member for a lease, and leaves with its epoch', async () => {
     const { store, calls, registrations, loads } = scriptedStore();
-    const member = new ClusterMember({ config, agentId: 'n1', admission, logger: recordingLogger(), openStore: async () => store });
+    const member = new ClusterMember({ config: { ...config, leaseMs: 100 }, agentId: 'n1', admission, logger: recordingLogger(), openStore: async () => store });
     member.start('http://127.0.0.1:7070');
     await pollUntil('two heartbeats', async () => (loads.length >= 2 ? true : undefined), { timeoutMs: 5000, intervalMs: 5 });
     assert.deepEqual(registrations[0], { nodeId: 'n1', address: 'http://127.0.0.1:7070', labels: { disk: 'ssd' }, capacity: { memoryBytes: 4096, cpuMilli: 2000, tasks: 1000 } });
     assert.deepEqual(loads[0], { memoryBytes: 1024, cpuMilli: 500, tasks: 2 });
-    assert.ok(calls.includes('expire'));
+    await pollUntil('a sweep', async () => (calls.includes('expire') ? true : undefined), { timeoutMs: 5000, intervalMs: 5 });
     assert.deepEqual([member.isMember, member.epoch], [true, 1]);
     await member.leave();
     assert.deepEqual(calls.slice(-2), ['leave 1', 'close']);

@@ -57,6 +57,7 @@ const cases: BoundCase[] = [
   { field: 'restart.attempts', spec: (v) => ({ image: 'a', restart: { policy: 'on-failure', attempts: v as number } }), atMin: 0, belowMin: -1, minRule: /^must be at least 0$/, atMax: 100, aboveMax: 101, maxRule: /^must be at most 100$/ },
   { field: 'restart.delay', spec: (v) => ({ image: 'a', restart: { policy: 'on-failure', delay: v, maxDelay: '24h' } }), atMin: 0, atMax: '24h', aboveMax: '24h1ms', maxRule: /^must be at most 24h/ },
   { field: 'restart.maxDelay', spec: (v) => ({ image: 'a', restart: { policy: 'on-failure', delay: 0, maxDelay: v } }), atMin: 0, atMax: '24h', aboveMax: '24h1ms', maxRule: /^must be at most 24h/ },
+  { field: 'priority', spec: (v) => ({ image: 'a', priority: v as number }), atMin: -1_000_000, belowMin: -1_000_001, minRule: /^must be at least -1000000$/, atMax: 1_000_000, aboveMax: 1_000_001, maxRule: /^must be at most 1000000$/ },
   { field: 'restart.interval', spec: (v) => ({ image: 'a', restart: { policy: 'on-failure', interval: v } }), atMin: '1ms', belowMin: 0, minRule: /^must be at least 1ms$/, atMax: '24d', aboveMax: '24d1ms', maxRule: /^must be at most 24d/ },
 ];
 
@@ -85,7 +86,7 @@ describe('every duration, size and count of a task spec has bounds, and values u
   }
 
   test('the bounds table covers every bound the schema declares', () => {
-    const covered = new Set(['timeout', 'stopGracePeriod', 'healthcheck', 'healthRetries', 'memory', 'memoryReservation', 'cpuMilli', 'cpuShares', 'pidsLimit', 'tmpfsSize', 'logMaxSize', 'logMaxFiles', 'restartAttempts', 'restartDelay', 'restartInterval', 'shmSize', 'storageSize', 'ulimit', 'oomScoreAdj']);
+    const covered = new Set(['timeout', 'stopGracePeriod', 'healthcheck', 'healthRetries', 'memory', 'memoryReservation', 'cpuMilli', 'cpuShares', 'pidsLimit', 'tmpfsSize', 'logMaxSize', 'logMaxFiles', 'restartAttempts', 'restartDelay', 'restartInterval', 'shmSize', 'storageSize', 'ulimit', 'oomScoreAdj', 'priority']);
     assert.deepEqual(Object.keys(SPEC_BOUNDS).sort(), [...covered].sort());
   });
 

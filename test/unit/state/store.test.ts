@@ -55,6 +55,7 @@ describe('openStore: schema and pragmas', () => {
       { version: 11, name: 'published host ports' },
       { version: 12, name: 'task groups' },
       { version: 13, name: 'how a task started (warm pools)' },
+      { version: 14, name: 'cluster claims and the report outbox' },
     ]);
   });
 

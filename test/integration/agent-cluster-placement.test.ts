@@ -1,0 +1,317 @@
+/**
+ * Cluster placement through real agent processes (issue 18), three agents with their own node ids,
+ * data directories and labels against a private PostgreSQL of the file's own and the shared engine:
+ * tasks submitted to any agent are queued, claimed and run exactly once with the right end;
+ * constraints are respected; a SIGKILLed agent's tasks end lost after its lease (or run again
+ * elsewhere under a restart policy on `lost`), and the restarted agent removes its fenced
+ * containers; a SIGSTOPped agent past its lease reports nothing stale and removes its fenced
+ * containers; PostgreSQL stopped mid-run loses and doubles nothing. Short leases (4 s: with 1.5 s, 300
+ * containers at once on a loaded 2-core host let heartbeats fall behind and nodes lose their leases for real).
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { ClusterStore, type ClusterEvent, type ClusterTask } from '../../src/cluster/index.js';
+import type { AgentClient } from '../../src/agent/client.js';
+import { pollUntil, requireEngine, testEngine, TEST_ENGINE_SOCKET, TEST_IMAGE } from '../support/engine.js';
+import { agentClientOf, agentTestFile, startServedAgent, taskOutput, writeAgentConfig, type RunningAgent } from '../support/agent.js';
+import type { TaskSpec } from '../../src/spec/schema.js';
+import { createTestDatabase, requirePostgres, startPrivatePostgres, type PrivatePostgres } from '../support/postgres.js';
+
+const engine = testEngine();
+const { run, dirs, agents } = agentTestFile(engine);
+const skip = (await requireEngine()) || (await requirePostgres());
+
+interface Member {
+  readonly name: string;
+  readonly nodeId: string;
+  readonly dataDir: string;
+  readonly config: string;
+  agent: RunningAgent;
+  client: AgentClient;
+}
+
+describe('cluster placement through real agents', { skip }, () => {
+  let server: PrivatePostgres;
+  let url: string;
+  let cluster: ClusterStore;
+  const members: Member[] = [];
+
+  const startMember = async (name: string, labels: Record<string, string>): Promise<Member> => {
+    const dataDir = await dirs.make(`berth-cp-${name}-`);
+    const nodeId = `${run.id}-${name}`;
+    const config = await writeAgentConfig(
+      dataDir,
+      ['listen: 127.0.0.1:0', 'cluster:', `  postgres: ${url}`, `  nodeId: ${nodeId}`, `  labels: ${JSON.stringify(labels)}`, '  capacity: { tasks: 12 }', '  lease: 4s', '  heartbeat: 500ms'].join('\n'),
+    );
+    const agent = await agents.start(dataDir, ['--config', config]);
+    const member: Member = { name, nodeId, dataDir, config, agent, client: await agentClientOf(agent) };
+    members.push(member);
+    return member;
+  };
+  const restart = async (member: Member): Promise<void> => {
+    member.agent = await agents.start(member.dataDir, ['--config', member.config]);
+    member.client = await agentClientOf(member.agent);
+  };
+  const memberOf = (nodeId: string | undefined): Member => members.find((m) => m.nodeId === nodeId)!;
+  const named = (name: string): Member => members.find((m) => m.name === name)!;
+  const allReady = async (): Promise<void> => {
+    await pollUntil('all three nodes ready', async () => {
+      const nodes = await cluster.listNodes();
+      return members.every((m) => nodes.find((n) => n.nodeId === m.nodeId)?.state === 'ready') ? true : undefined;
+    }, { timeoutMs: 30_000, intervalMs: 100 });
+  };
+  const spec = (command: string, extra: Partial<TaskSpec> = {}): TaskSpec => ({ image: TEST_IMAGE, command: ['sh', '-c', command], labels: { ...run.labels }, ...extra });
+  const tasksOf = async (ids: readonly string[]): Promise<ClusterTask[]> => Promise.all(ids.map(async (id) => (await cluster.getTask(id))!));
+  const until = async (what: string, ids: readonly string[], check: (task: ClusterTask) => boolean, timeoutMs = 60_000): Promise<ClusterTask[]> => {
+    let last: ClusterTask[] = [];
+    try {
+      return await pollUntil(what, async () => {
+        last = await tasksOf(ids);
+        return last.every(check) ? last : undefined;
+      }, { timeoutMs, intervalMs: 200 });
+    } catch (error) {
+      const states = new Map<string, number>();
+      for (const task of last) states.set(`${task.state}@${task.nodeId ?? '-'}`, (states.get(`${task.state}@${task.nodeId ?? '-'}`) ?? 0) + 1);
+      const odd = last.filter((task) => !check(task)).slice(0, 3).map((task) => `${task.id}: ${task.state} ${task.endReason ?? ''}`);
+      throw new Error(`${String(error)}; tasks by state: ${JSON.stringify([...states])}; ${odd.join('; ')}`, { cause: error });
+    }
+  };
+  const allEvents = async (): Promise<ClusterEvent[]> => {
+    const events: ClusterEvent[] = [];
+    let cursor: string | undefined;
+    for (;;) {
+      const page = await cluster.readEvents({ ...(cursor === undefined ? {} : { after: cursor }), limit: 1000 });
+      events.push(...page.events);
+      if (page.events.length === 0) return events;
+      cursor = page.cursor;
+    }
+  };
+  const containersOf = async (taskId: string): Promise<string[]> =>
+    (await engine.listContainers({ all: true, labels: [run.labelFilter] })).flatMap((c) => c.names).filter((name) => name.includes(`berth-${taskId}.`) || name.includes(`/${taskId}.`) || name.includes(taskId));
+  const metric = async (member: Member, name: string): Promise<number | undefined> => {
+    const line = (await member.client.metrics()).split('\n').find((l) => l.startsWith(`${name} `));
+    return line === undefined ? undefined : Number(line.split(' ')[1]);
+  };
+
+  before(async () => {
+    server = await startPrivatePostgres();
+    url = (await createTestDatabase(server.port)).url;
+    cluster = await ClusterStore.open({ connectionString: url, lease: 4000 });
+    await Promise.all([startMember('n1', { disk: 'ssd' }), startMember('n2', { disk: 'hdd' }), startMember('n3', { disk: 'hdd' })]);
+    await allReady();
+  });
+  after(async () => {
+    await agents.killAll();
+    await cluster?.close();
+    await server?.destroy();
+  });
+
+  test('300 short tasks submitted round-robin through the three agents each run exactly once, with the right exit code, on every node', async () => {
+    const count = 300;
+    const ids = Array.from({ length: count }, (_, i) => `${run.id}-t${i}`);
+    // Concurrently, a few at a time per agent.
+    let next = 0;
+    await Promise.all(Array.from({ length: 12 }, async () => {
+      for (let i = next++; i < count; i = next++) {
+        const via = members[i % 3]!;
+        const outcome = await via.client.submitTask({ id: ids[i]!, spec: spec(`echo ${i}; exit ${i % 3}`) });
+        assert.equal(outcome.task.state, 'pending');
+      }
+    }));
+    // The same submit again is the same task (200), and another spec under a used id is refused.
+    assert.equal((await members[1]!.client.submitTask({ id: ids[0]!, spec: spec('echo 0; exit 0') })).created, false);
+    await assert.rejects(members[2]!.client.submitTask({ id: ids[0]!, spec: spec('echo other') }), (error: { code?: string }) => error.code === 'BERTH_TASK_EXISTS');
+    const ended = await until('all 300 tasks to exit', ids, (task) => task.state === 'exited', 150_000);
+    for (const [i, task] of ended.entries()) {
+      assert.equal(task.exitCode, i % 3, `${task.id}: ${JSON.stringify(task)}`);
+      assert.equal(task.endReason, i % 3 === 0 ? 'success' : 'failed');
+      assert.equal(task.attempt, 1);
+    }
+    const events = (await allEvents()).filter((e) => e.taskId !== undefined && ids.includes(e.taskId));
+    for (const kind of ['task.claimed', 'task.running', 'task.exited'] as const) {
+      const per = new Map<string, number>();
+      for (const event of events.filter((e) => e.kind === kind)) per.set(event.taskId!, (per.get(event.taskId!) ?? 0) + 1);
+      assert.equal(per.size, count, kind);
+      assert.ok([...per.values()].every((n) => n === 1), `${kind} more than once: ${JSON.stringify([...per].filter(([, n]) => n > 1))}`);
+    }
+    // Each agent ran some, and each task is in exactly one agent's own records, ended as the cluster says, with its output.
+    const byNode = new Map<string, number>();
+    for (const task of ended) byNode.set(task.nodeId!, (byNode.get(task.nodeId!) ?? 0) + 1);
+    assert.deepEqual([...byNode.keys()].sort(), members.map((m) => m.nodeId).sort(), JSON.stringify([...byNode]));
+    const seen = new Map<string, string>();
+    for (const member of members) {
+      for (const view of await member.client.list({ state: ['exited'], label: [`berth-test.run=${run.id}`] })) {
+        assert.equal(seen.has(view.id), false, `${view.id} ran on ${seen.get(view.id)} and ${member.name}`);
+        seen.set(view.id, member.nodeId);
+      }
+    }
+    for (const task of ended) assert.equal(seen.get(task.id), task.nodeId, task.id);
+    const sample = ended[7]!;
+    assert.deepEqual(await taskOutput(memberOf(sample.nodeId).client, sample.id), ['7\n']);
+    await pollUntil('no container left', async () => ((await engine.listContainers({ all: true, labels: [run.labelFilter] })).length === 0 ? true : undefined), { timeoutMs: 60_000, intervalMs: 250 });
+    for (const member of members) {
+      assert.ok((await metric(member, 'berth_cluster_claimed_total'))! > 0, member.name);
+      assert.equal(await metric(member, 'berth_cluster_reports_pending'), 0);
+    }
+  });
+
+  test('tasks constrained to node.disk: ssd run only on the ssd node; one no node satisfies stays queued', async () => {
+    const ids = Array.from({ length: 6 }, (_, i) => `${run.id}-ssd${i}`);
+    for (const [i, id] of ids.entries()) await members[(i + 1) % 3]!.client.submitTask({ id, spec: spec('exit 0', { constraints: { 'node.disk': 'ssd' } }) });
+    const nowhere = `${run.id}-nvme`;
+    await members[1]!.client.submitTask({ id: nowhere, spec: spec('exit 0', { constraints: { 'node.disk': 'nvme' }, priority: 5 }) });
+    const ended = await until('the ssd tasks to exit', ids, (task) => task.state === 'exited');
+    assert.deepEqual([...new Set(ended.map((t) => t.nodeId))], [named('n1').nodeId]);
+    // Past the placement grace and several claim rounds on every node, it is still queued.
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    assert.equal((await cluster.getTask(nowhere))!.state, 'queued');
+    // A bad constraint is refused at submit, naming the field, and nothing is queued.
+    await assert.rejects(members[0]!.client.submitTask({ id: `${run.id}-bad`, spec: spec('exit 0', { constraints: { disk: 'ssd' } }) }), (error: { code?: string; message?: string }) => error.code === 'BERTH_VALIDATION' && /constraints/.test(error.message ?? ''));
+    assert.equal(await cluster.getTask(`${run.id}-bad`), undefined);
+  });
+
+  test('a SIGKILLed agent: after its lease its tasks end lost (or run again once elsewhere under restart on lost); restarted, it removes their containers', async () => {
+    await allReady();
+    const plain = [`${run.id}-k0`, `${run.id}-k1`];
+    const again = [`${run.id}-k2`, `${run.id}-k3`];
+    const restartOnLost: Partial<TaskSpec> = { restart: { policy: 'on-failure', attempts: 1, on: ['lost'] } };
+    for (const id of plain) await members[1]!.client.submitTask({ id, spec: spec('sleep 300') });
+    for (const id of again) await members[2]!.client.submitTask({ id, spec: spec('sleep 300', restartOnLost) });
+    const running = await until('the long tasks to run', [...plain, ...again], (task) => task.state === 'running');
+    // Binpack puts them together; the victim is the node holding the first.
+    const victim = memberOf(running[0]!.nodeId);
+    const onVictim = running.filter((t) => t.nodeId === victim.nodeId).map((t) => t.id);
+    const lostIds = plain.filter((id) => onVictim.includes(id));
+    const againIds = again.filter((id) => onVictim.includes(id));
+    assert.ok(lostIds.length > 0 && againIds.length > 0, `victim ${victim.name} holds ${onVictim.join(', ')}`);
+    await victim.agent.stop('SIGKILL');
+    const lost = await until('the victim\'s plain tasks to end lost', lostIds, (task) => task.state === 'lost');
+    for (const task of lost) assert.match(task.endReason!, new RegExp(`node ${victim.nodeId} lost its lease \\(epoch \\d+`));
+    const moved = await until('the restart-on-lost tasks to run elsewhere', againIds, (task) => task.state === 'running' && task.nodeId !== victim.nodeId);
+    for (const task of moved) assert.deepEqual([task.attempt, task.lostCount], [2, 1]);
+    // Restarted with the same data directory: the fenced containers go, its records end lost with the reason.
+    await restart(victim);
+    for (const id of [...lostIds, ...againIds]) {
+      const view = await pollUntil(`${id} ended lost on the restarted agent`, async () => {
+        const task = await victim.client.get(id);
+        return task.state === 'lost' ? task : undefined;
+      }, { timeoutMs: 30_000, intervalMs: 200 });
+      assert.match((view.endState as { reason?: string }).reason ?? '', /^fenced: /);
+    }
+    await pollUntil('the fenced containers to be removed', async () => {
+      const counts = await Promise.all([...lostIds, ...againIds].map(async (id) => (await containersOf(id)).length));
+      return counts.every((n, i) => n === (i < lostIds.length ? 0 : 1)) ? true : undefined;
+    }, { timeoutMs: 30_000, intervalMs: 250 });
+    assert.ok((await metric(victim, 'berth_cluster_fenced_total'))! >= lostIds.length + againIds.length);
+    // The cluster still says what it said: nothing stale came from the restarted agent.
+    assert.deepEqual((await tasksOf(lostIds)).map((t) => t.state), lostIds.map(() => 'lost'));
+    assert.deepEqual((await tasksOf(againIds)).map((t) => [t.state, t.attempt]), againIds.map(() => ['running', 2]));
+    // Clean up: the moved tasks are stopped through the node that runs them.
+    for (const task of moved) await memberOf(task.nodeId).client.stop(task.id, { graceMs: 0 });
+    await until('the moved tasks to end', againIds, (task) => task.state === 'exited');
+    await allReady();
+  });
+
+  test('an agent SIGSTOPped past its lease and continued reports nothing stale and removes its fenced containers', async () => {
+    const long = [`${run.id}-p0`, `${run.id}-p1`];
+    const short = `${run.id}-p2`;
+    for (const id of long) await members[0]!.client.submitTask({ id, spec: spec('sleep 300') });
+    await members[0]!.client.submitTask({ id: short, spec: spec('sleep 4') });
+    const running = await until('the tasks to run', [...long, short], (task) => task.state === 'running');
+    const victim = memberOf(running[0]!.nodeId);
+    const ids = running.filter((t) => t.nodeId === victim.nodeId).map((t) => t.id);
+    assert.ok(ids.includes(short), `victim ${victim.name} holds ${ids.join(', ')}`);
+    process.kill(victim.agent.pid, 'SIGSTOP');
+    try {
+      await until('the paused node\'s tasks to end lost', ids, (task) => task.state === 'lost');
+      // Past the short task's own end too, while the agent cannot see it.
+      await pollUntil('the short task\'s container to exit', async () => {
+        const found = (await engine.listContainers({ all: true, labels: [run.labelFilter] })).filter((c) => c.names.some((n) => n.includes(short)));
+        return found.length > 0 && found.every((c) => c.state === 'exited') ? true : undefined;
+      }, { timeoutMs: 30_000, intervalMs: 200 });
+    } finally {
+      process.kill(victim.agent.pid, 'SIGCONT');
+    }
+    for (const id of ids.filter((id) => id !== short)) {
+      await pollUntil(`${id} fenced on the continued agent`, async () => {
+        const task = await victim.client.get(id);
+        return task.state === 'lost' && /^fenced: /.test((task.endState as { reason?: string }).reason ?? '') ? true : undefined;
+      }, { timeoutMs: 30_000, intervalMs: 200 });
+    }
+    await pollUntil('its containers to be removed', async () => ((await Promise.all(ids.map(containersOf))).every((names) => names.length === 0) ? true : undefined), { timeoutMs: 30_000, intervalMs: 250 });
+    await pollUntil('its outbox to drain', async () => ((await metric(victim, 'berth_cluster_reports_pending')) === 0 ? true : undefined), { timeoutMs: 30_000, intervalMs: 200 });
+    const states = await tasksOf(ids);
+    for (const task of states) {
+      assert.equal(task.state, 'lost');
+      assert.match(task.endReason!, /lost its lease/);
+    }
+    const stale = (await allEvents()).filter((e) => e.taskId !== undefined && ids.includes(e.taskId) && (e.kind === 'task.exited' || e.kind === 'task.running') && e.at.getTime() > Math.max(...states.map((t) => t.endedAt!.getTime())));
+    assert.deepEqual(stale, []);
+    assert.equal((await allEvents()).filter((e) => e.taskId !== undefined && ids.includes(e.taskId) && e.kind === 'task.exited').length, 0);
+    await allReady();
+  });
+
+  test('a SIGTERMed agent leaves (down, "left") with its running task still running and held; restarted within its lease it goes on reporting it', async () => {
+    await allReady();
+    const id = `${run.id}-term`;
+    await named('n2').client.submitTask({ id, spec: spec('sleep 300') });
+    const [running] = await until('the task to run', [id], (task) => task.state === 'running');
+    const victim = memberOf(running!.nodeId);
+    assert.equal(await victim.agent.stop('SIGTERM'), 0);
+    const node = (await cluster.listNodes()).find((n) => n.nodeId === victim.nodeId)!;
+    assert.deepEqual([node.state, node.downReason], ['down', 'left']);
+    assert.deepEqual([(await cluster.getTask(id))!.state, (await containersOf(id)).length], ['running', 1]);
+    await restart(victim);
+    const [kept] = await until('the task to be kept under the new epoch', [id], (task) => task.state === 'running' && task.epoch! > running!.epoch!);
+    assert.equal(kept!.nodeId, victim.nodeId);
+    await victim.client.stop(id, { graceMs: 0 });
+    const [ended] = await until('the stop to be reported', [id], (task) => task.state === 'exited');
+    assert.equal(ended!.endReason, 'cancelled');
+    await pollUntil('its container to be removed', async () => ((await containersOf(id)).length === 0 ? true : undefined), { timeoutMs: 30_000, intervalMs: 250 });
+  });
+
+  test('PostgreSQL stopped mid-run with tasks queued and running: every task ends exactly once, nothing is lost', async () => {
+    await allReady();
+    const ids = Array.from({ length: 30 }, (_, i) => `${run.id}-pg${i}`);
+    for (const [i, id] of ids.entries()) await members[i % 3]!.client.submitTask({ id, spec: spec(`sleep 2; exit ${i % 2}`) });
+    await pollUntil('some tasks to run', async () => ((await tasksOf(ids)).some((t) => t.state === 'running') ? true : undefined), { timeoutMs: 30_000, intervalMs: 100 });
+    await server.stop();
+    try {
+      // Reports wait in the outboxes while the database is away.
+      await pollUntil('reports to wait in an outbox', async () => {
+        const pending = await Promise.all(members.map((m) => metric(m, 'berth_cluster_reports_pending')));
+        return pending.some((n) => (n ?? 0) > 0) ? true : undefined;
+      }, { timeoutMs: 30_000, intervalMs: 200 });
+    } finally {
+      await server.start();
+    }
+    const ended = await until('every task to end', ids, (task) => task.state === 'exited', 120_000);
+    for (const [i, task] of ended.entries()) assert.equal(task.exitCode, i % 2, task.id);
+    const events = (await allEvents()).filter((e) => e.taskId !== undefined && ids.includes(e.taskId));
+    for (const id of ids) {
+      assert.equal(events.filter((e) => e.taskId === id && e.kind === 'task.running').length, 1, id);
+      assert.equal(events.filter((e) => e.taskId === id && e.kind === 'task.exited').length, 1, id);
+    }
+    for (const member of members) {
+      await pollUntil(`${member.name}'s outbox to drain`, async () => ((await metric(member, 'berth_cluster_reports_pending')) === 0 ? true : undefined), { timeoutMs: 30_000, intervalMs: 200 });
+    }
+    await pollUntil('no container left', async () => ((await engine.listContainers({ all: true, labels: [run.labelFilter] })).length === 0 ? true : undefined), { timeoutMs: 60_000, intervalMs: 250 });
+  });
+});
+
+describe('a single agent (no cluster)', { skip }, () => {
+  test('refuses a spec with constraints, naming the field (it needs cluster mode), and runs one with a priority as usual', async () => {
+    const single = await startServedAgent(TEST_ENGINE_SOCKET);
+    try {
+      await assert.rejects(
+        single.client.submit({ spec: { image: TEST_IMAGE, command: ['true'], labels: { ...run.labels }, constraints: { 'node.disk': 'ssd' } } }),
+        (error: { code?: string; message?: string }) => error.code === 'BERTH_VALIDATION' && /constraints.*needs cluster mode/.test(error.message ?? ''),
+      );
+      assert.deepEqual(await single.client.list({ state: ['pending', 'starting', 'running', 'exited', 'lost'] }), []);
+      const task = await single.client.submit({ spec: { image: TEST_IMAGE, command: ['true'], labels: { ...run.labels }, priority: 9 } });
+      assert.equal((await single.client.wait(task.id)).exitCode, 0);
+    } finally {
+      await single.close();
+    }
+  });
+});
