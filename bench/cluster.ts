@@ -64,6 +64,11 @@ export async function benchCluster(ctx: CaseContext = standaloneContext()): Prom
   const dbUrl = new URL(clusterDbUrl(url, name));
   const store = await ClusterStore.open({ connectionString: dbUrl.toString() });
   const waker = new QueueWaker({ connectionString: dbUrl.toString() });
+  const closeQueueHalf = async (): Promise<void> => {
+    await waker.close();
+    await store.close();
+  };
+  let queueHalfOpen = true;
   try {
     const backlog = Math.max(100, Math.round(BACKLOG * ctx.scale));
     ctx.progress(`cluster: queueing a backlog of ${backlog} tasks`);
@@ -121,6 +126,9 @@ export async function benchCluster(ctx: CaseContext = standaloneContext()): Prom
     }
     const p50 = round(quantile(latencies, 0.5), 2);
     const p99 = round(quantile(latencies, 0.99), 2);
+    // The queue half's claimer goes before the agents' half: its node's lease would run out meanwhile.
+    queueHalfOpen = false;
+    await closeQueueHalf();
     const agents = await benchClusterAgents(ctx, clusterDbUrl(url, `${name}_agents`));
     ctx.emit({
       case: 'cluster',
@@ -133,8 +141,7 @@ export async function benchCluster(ctx: CaseContext = standaloneContext()): Prom
       ...agents,
     });
   } finally {
-    await waker.close();
-    await store.close();
+    if (queueHalfOpen) await closeQueueHalf();
     for (const db of [name, `${name}_agents`]) {
       await admin(url, `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch((error: unknown) => ctx.progress(`cluster: could not drop ${db}: ${stackOf(error)}`));
     }
