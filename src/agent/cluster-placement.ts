@@ -1,5 +1,6 @@
 import { ClusterStore, QueueWaker, type Budget, type ClusterTask } from '../cluster/index.js';
 import { asBerthError, BerthError, codeOf, isBerthError, messageOf, ValidationError } from '../common/errors.js';
+import { canonicalJson } from '../common/canonical-json.js';
 import type { Logger } from '../common/logger.js';
 import { resolveAcceptedTaskSpec, type ResolvedTaskSpec } from '../spec/schema.js';
 import type { Store } from '../state/store.js';
@@ -72,7 +73,7 @@ export interface ClusterPlacementOptions {
   readonly member: ClusterMember;
   readonly supervisor: Pick<TaskSupervisor, 'prepare' | 'submitClaimed' | 'fence' | 'isOpen' | 'stop'>;
   readonly store: Pick<Store, 'tasks' | 'outbox'>;
-  readonly admission: { snapshot(): Pick<AdmissionSnapshot, 'budget' | 'used' | 'queued'> };
+  readonly admission: { snapshot(): Pick<AdmissionSnapshot, 'budget' | 'used' | 'queued'>; check(demand: ResourceDemand): void };
   readonly events: Pick<AgentEvents, 'subscribe'>;
   readonly logger: Logger;
   /** The outbox sender's back-off while PostgreSQL is away. Default 200 ms doubling to 5 s. */
@@ -146,10 +147,39 @@ export class ClusterPlacement {
     const resolved = resolveAcceptedTaskSpec(prepared.spec);
     const submission = queuedSubmission(input, resolved, prepared.reservation);
     const store = await this.#openStore();
-    const { task, created } = await store.enqueue(submission);
+    await this.#mustFitSomeNode(store, prepared.reservation);
+    const { task, created } = await store.enqueue(submission).catch(async (error: unknown) => {
+      // The same id again: the same task when its spec, with this agent's defaults, is the same (key order and defaults spelled out aside).
+      if (!isBerthError(error, 'BERTH_TASK_EXISTS')) throw error;
+      const existing = await store.getTask(input.id);
+      if (existing === undefined || !this.#sameSpec(existing.spec, prepared.spec)) throw error;
+      return { task: existing, created: false };
+    });
     const atMs = task.submittedAt.getTime();
     const record: TaskRecord = { id: task.id, seq: 0, spec: prepared.spec, state: 'pending', reservation: { ...prepared.reservation }, logCursor: {}, pausedForMs: 0, submittedAtMs: atMs, updatedAtMs: atMs };
     return { task: record, created };
+  }
+
+  /**
+   * A task larger than this node's whole budget is refused at submit (as a single agent refuses it,
+   * in its words) unless another ready node of the cluster has the capacity for it.
+   */
+  async #mustFitSomeNode(store: ClusterStore, demand: ResourceDemand): Promise<void> {
+    try {
+      this.#options.admission.check(demand);
+    } catch (error) {
+      const self = this.#options.member.nodeId;
+      const others = (await store.listNodes()).filter((node) => node.nodeId !== self && node.state === 'ready');
+      if (!others.some((node) => node.capacity.memoryBytes >= demand.memoryBytes && node.capacity.cpuMilli >= demand.cpuMilli)) throw error;
+    }
+  }
+
+  #sameSpec(stored: unknown, prepared: unknown): boolean {
+    try {
+      return canonicalJson(this.#options.supervisor.prepare(stored).spec) === canonicalJson(prepared);
+    } catch {
+      return false;
+    }
   }
 
   /**

@@ -5,7 +5,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { LABELS } from '../../src/common/labels.js';
-import { agentProcesses, berth, BERTH_CLI, berthInspect, berthJson, cleanEnv, httpGet, tempDirs, writeAgentConfig, type RunningAgent } from '../support/agent.js';
+import { agentProcesses, berth, BERTH_CLI, CLUSTER_SUITE, berthInspect, berthJson, cleanEnv, httpGet, tempDirs, writeAgentConfig, type RunningAgent } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine, TEST_ENGINE_KIND } from '../support/engine.js';
 import { hasEnded, TASK_STATES, type TaskState } from '../../src/state/tasks.js';
 import { compareLogTimestamps } from '../../src/engine/log-entries.js';
@@ -107,7 +107,8 @@ describe('berth agent with the client commands', { skip }, () => {
     assert.ok((await berthJson<TaskView[]>(dataDir, ['ps', '-a'])).some((t) => t.id === id), 'ps -a lists ended tasks');
     const table = await berth(dataDir, ['ps', '-a', '--filter', `label=${RUN_LABEL}`]);
     assert.equal(table.code, 0);
-    assert.match(table.stdout, /^TASK ID\s+IMAGE\s+COMMAND\s+STATUS\s+CREATED\s+PORTS$/m);
+    // In cluster mode (the agent suite's cluster run) each task has a node, and ps shows it.
+    assert.match(table.stdout, CLUSTER_SUITE ? /^TASK ID\s+IMAGE\s+COMMAND\s+STATUS\s+CREATED\s+PORTS\s+NODE$/m : /^TASK ID\s+IMAGE\s+COMMAND\s+STATUS\s+CREATED\s+PORTS$/m);
     // A generated id shows by its first 12 characters, as docker's container ids.
     assert.match(table.stdout, new RegExp(`^${id.slice(0, 12)}\\s+${TEST_IMAGE}\\s+.*Exited \\(3\\)`, 'm'));
     const byState = await berthJson<TaskView[]>(dataDir, ['ps', '--filter', 'state=exited', '--filter', `label=${RUN_LABEL}`]);

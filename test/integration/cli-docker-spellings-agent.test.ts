@@ -92,7 +92,7 @@ describe('the agent\'s commands in docker\'s spellings', { skip }, () => {
     assert.match(line!, new RegExp(`^${id} +Exited \\(3\\)`));
     const unknown = await ps('--format', '{{.Size}}');
     assert.equal(unknown.code, 2);
-    assert.match(unknown.stderr, /^berth: --format: unknown field "Size" in \{\{\.Size\}\} \(known: ID, Image, Command, CreatedAt, RunningFor, Status, State, Labels, Label, Names, ContainerID, ExitCode, Health, Ports, Start\)/);
+    assert.match(unknown.stderr, /^berth: --format: unknown field "Size" in \{\{\.Size\}\} \(known: ID, Image, Command, CreatedAt, RunningFor, Status, State, Labels, Label, Names, ContainerID, ExitCode, Health, Ports, Start, Node\)/);
 
     const inspect = await berth(dataDir, ['inspect', id, '--format', '{{.state}} {{.exitCode}} {{json .spec.command}} {{index .spec.labels "team"}}']);
     assert.equal(inspect.stdout, 'exited 3 ["sh","-c","exit 3"] infra\n');

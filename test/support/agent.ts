@@ -159,8 +159,11 @@ export async function writeAgentConfig(dir: string, yaml: string): Promise<strin
  * single agent. The lease is long so that no restart in a test outlasts it; the address is never
  * dialled (a one-node cluster forwards nothing).
  */
+/** Whether this is the agent suite's cluster-mode run (a test whose assertions differ there, such as ps's NODE column, asks). */
+export const CLUSTER_SUITE = process.env.BERTH_TEST_CLUSTER_SUITE === '1';
+
 async function clusterSuiteConfig(dataDir: string): Promise<{ postgres: string; address: string; lease: string; heartbeat: string } | undefined> {
-  if (process.env.BERTH_TEST_CLUSTER_SUITE !== '1') return undefined;
+  if (!CLUSTER_SUITE) return undefined;
   const name = `berth_suite_${createHash('sha256').update(path.resolve(dataDir)).digest('hex').slice(0, 20)}`;
   return { postgres: await ensureTestDatabase(name), address: 'http://127.0.0.1:9', lease: '10m', heartbeat: '1s' };
 }

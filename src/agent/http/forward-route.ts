@@ -46,6 +46,25 @@ function upgradeHead(raw: IncomingMessage): Buffer {
   return Buffer.isBuffer(head) ? head : Buffer.alloc(0);
 }
 
+/** How long a request for a task not placed yet waits for its placement, and how often it looks. */
+export const PLACEMENT_WAIT_MS = 10_000;
+const PLACEMENT_POLL_MS = 50;
+
+/** Whether the request waits for the task's placement: the index has it unplaced, and the route is not inspect (which answers it pending). */
+function awaitsPlacement(location: TaskLocation, request: FastifyRequest): boolean {
+  if (location.kind !== 'index' || location.why === 'node-down') return false;
+  return !(request.method === 'GET' && request.routeOptions.url === '/v1/tasks/:id');
+}
+
+function isRecordedHere(deps: Pick<ForwardingDeps, 'visibleTask'>, id: string): boolean {
+  try {
+    deps.visibleTask(id);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Whether a task of the index has ended (the wait's `ended`). */
 const hasEndedInIndex = (task: ClusterTask): boolean => task.state === 'exited' || task.state === 'lost';
 
@@ -73,7 +92,16 @@ export function forwardingHook(deps: ForwardingDeps): (request: FastifyRequest, 
     }
     // Removed here (by its owner's rm): the route answers 404, as on a single agent.
     if (deps.isRemovedHere(id)) return undefined;
-    const location = await deps.forwarder.locate(id, false, headerValue(request.headers[FORWARDED_BY_HEADER]));
+    const forwardedBy = headerValue(request.headers[FORWARDED_BY_HEADER]);
+    let location = await deps.forwarder.locate(id, false, forwardedBy);
+    // A task not placed yet (queued, or claimed here and not recorded yet): a route other than inspect
+    // waits, bounded, for it to be placed, as a client right after its submit expects (logs -f, wait,
+    // exec), then goes where it runs. Claims take milliseconds; a task no node can take yet is refused.
+    for (const deadline = Date.now() + PLACEMENT_WAIT_MS; awaitsPlacement(location, request) && Date.now() < deadline && !request.raw.destroyed; ) {
+      await delay(PLACEMENT_POLL_MS);
+      if (isRecordedHere(deps, id)) return undefined;
+      location = await deps.forwarder.locate(id, false, forwardedBy);
+    }
     switch (location.kind) {
       case 'local':
       case 'unknown':
