@@ -45,9 +45,11 @@ export interface RetryPolicy {
   attempts: number;
   initialDelayMs: number;
   maxDelayMs: number;
+  /** A removal's attempts, when they differ from `attempts` (see REMOVAL_DEFAULT_ATTEMPTS). */
+  removalAttempts?: number;
 }
 
-export const DEFAULT_RETRY_POLICY: Readonly<RetryPolicy> = Object.freeze({ attempts: 5, initialDelayMs: 100, maxDelayMs: 2000 });
+export const DEFAULT_RETRY_POLICY: Readonly<RetryPolicy> = Object.freeze({ attempts: 5, initialDelayMs: 100, maxDelayMs: 2000, removalAttempts: 10 });
 
 /** Failures after which the engine may have acted anyway: a retry must expect to find the work done. */
 export function isAmbiguousFailure(error: unknown): boolean {
@@ -214,19 +216,25 @@ async function sleep(ms: number, signal: AbortSignal | undefined): Promise<void>
 }
 
 /**
- * A removal tries at least this often. It is idempotent (not-found is success) and giving up leaks
- * the container, so it is worth more attempts than a call whose repeat could act twice: after an
- * answer lost on its way back, the next attempt most often finds the container gone.
+ * A removal's attempts when the caller did not set `retry.attempts`. It is idempotent (not-found is
+ * success) and giving up leaks the container, so it is worth more attempts than a call whose repeat
+ * could act twice: after an answer lost on its way back, the next attempt most often finds the
+ * container gone. A caller that sets `retry.attempts` gets exactly that for removals too.
  */
-export const REMOVAL_MIN_ATTEMPTS = 10;
+export const REMOVAL_DEFAULT_ATTEMPTS = 10;
+
+/** `policy` completed with its removal attempts: `retry.attempts` when the caller set it, else REMOVAL_DEFAULT_ATTEMPTS. */
+export function withRemovalAttempts(policy: RetryPolicy, given: Partial<RetryPolicy> | undefined): RetryPolicy {
+  return { ...policy, removalAttempts: given?.removalAttempts ?? given?.attempts ?? Math.max(policy.attempts, REMOVAL_DEFAULT_ATTEMPTS) };
+}
 
 /**
  * Force-removes a container with its anonymous volumes; not-found is success; transient failures
- * are retried, at least REMOVAL_MIN_ATTEMPTS times in all. Each attempt has the engine's write
- * deadline; `signal` ends the whole (BERTH_CANCELLED).
+ * are retried (`policy.removalAttempts`, else `policy.attempts`, in all). Each attempt has the
+ * engine's write deadline; `signal` ends the whole (BERTH_CANCELLED).
  */
 export async function removeContainer(engine: Pick<ContainerEngine, 'removeContainer'>, idOrName: string, policy: RetryPolicy, signal?: AbortSignal): Promise<'removed' | 'absent'> {
-  const attempts = Math.max(policy.attempts, REMOVAL_MIN_ATTEMPTS);
+  const attempts = policy.removalAttempts ?? policy.attempts;
   return retry(() => engine.removeContainer(idOrName, { signal }), { ...policy, attempts, signal, shouldRetry: isAmbiguousFailure });
 }
 

@@ -16,7 +16,7 @@ import { resolveGroupSpec, type ResolvedGroupSpec } from '../spec/group.js';
 import { withSeccompProfile } from './seccomp-profiles.js';
 import { confirmBindSources, engineSocketGuards, resolveBindSources, withResolvedSources, type BindSourcePolicy, type ResolvedBindSource } from './bind-sources.js';
 import { placeFiles, type UploadOpener } from './files-in.js';
-import { codeOf, connectNetworks, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, preferredContainer, removeContainer, startIdempotent, type ContainerEngine, type RetryPolicy } from './container-ops.js';
+import { codeOf, connectNetworks, createIdempotent, DEFAULT_RETRY_POLICY, isAmbiguousFailure, preferredContainer, removeContainer, startIdempotent, withRemovalAttempts, type ContainerEngine, type RetryPolicy } from './container-ops.js';
 import { retry } from '../common/retry.js';
 import { listingVerdict } from './end-watch.js';
 import { TaskHandle, type TaskPause, type WarmTaskInit } from './handle.js';
@@ -265,7 +265,7 @@ export class TaskDriver implements EventSource<TaskDriverEvents> {
     this.#images = options.images;
     this.#registryCredentials = options.registryCredentials;
     this.#openUpload = options.openUpload;
-    this.#retry = { ...DEFAULT_RETRY_POLICY, ...options.retry };
+    this.#retry = withRemovalAttempts({ ...DEFAULT_RETRY_POLICY, ...options.retry }, options.retry);
     this.#logger = options.logger ?? silentLogger;
     this.#published = new Events(this.#logger);
     this.#lateCreates = new LateCreateGuard(this.#engine, this.#logger);

@@ -6,7 +6,7 @@ import { silentLogger } from '../../../src/common/logger.js';
 import type { ContainerInspect } from '../../../src/engine/types.js';
 import { resolveTaskSpec } from '../../../src/spec/schema.js';
 import { toCreatePlan, type TaskIdentity } from '../../../src/spec/translate.js';
-import { createIdempotent, REMOVAL_MIN_ATTEMPTS, removeContainer, startIdempotent, type ContainerEngine } from '../../../src/tasks/container-ops.js';
+import { createIdempotent, DEFAULT_RETRY_POLICY, REMOVAL_DEFAULT_ATTEMPTS, removeContainer, startIdempotent, withRemovalAttempts, type ContainerEngine } from '../../../src/tasks/container-ops.js';
 import { ScriptedEngine } from './scripted-engine.js';
 
 const policy = { attempts: 5, initialDelayMs: 1, maxDelayMs: 2 };
@@ -200,19 +200,25 @@ describe('removing a container', () => {
     return { engine, calls: () => calls };
   }
 
-  test('answers lost more often than the retry policy\'s attempts still end in a removal: a removal tries at least REMOVAL_MIN_ATTEMPTS times', async () => {
+  test('by default a removal tries REMOVAL_DEFAULT_ATTEMPTS times, more than other calls: answers lost that often still end in a removal', async () => {
     const lost = (): BerthError => new BerthError('BERTH_ENGINE_UNAVAILABLE', 'the engine is unreachable (ECONNRESET)');
-    const { engine, calls } = removals(REMOVAL_MIN_ATTEMPTS - 1, lost);
-    assert.equal(await removeContainer(engine, 'c1', policy), 'absent');
-    assert.equal(calls(), REMOVAL_MIN_ATTEMPTS);
+    const defaults = withRemovalAttempts({ ...DEFAULT_RETRY_POLICY, initialDelayMs: 1, maxDelayMs: 2 }, undefined);
+    assert.ok(REMOVAL_DEFAULT_ATTEMPTS > DEFAULT_RETRY_POLICY.attempts);
+    const { engine, calls } = removals(REMOVAL_DEFAULT_ATTEMPTS - 1, lost);
+    assert.equal(await removeContainer(engine, 'c1', defaults), 'absent');
+    assert.equal(calls(), REMOVAL_DEFAULT_ATTEMPTS);
+    const past = removals(REMOVAL_DEFAULT_ATTEMPTS, serverError);
+    await assert.rejects(removeContainer(past.engine, 'c1', defaults), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_SERVER_ERROR'));
+    assert.equal(past.calls(), REMOVAL_DEFAULT_ATTEMPTS);
   });
 
-  test('past REMOVAL_MIN_ATTEMPTS failures the last one is reported; a failure that is not transient is not retried', async () => {
-    const { engine, calls } = removals(REMOVAL_MIN_ATTEMPTS, serverError);
-    await assert.rejects(removeContainer(engine, 'c1', policy), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_SERVER_ERROR'));
-    assert.equal(calls(), REMOVAL_MIN_ATTEMPTS);
+  test('a caller that sets retry.attempts gets exactly that many removal attempts; a failure that is not transient is not retried', async () => {
+    const given = withRemovalAttempts({ ...DEFAULT_RETRY_POLICY, ...policy, attempts: 2 }, { attempts: 2 });
+    const { engine, calls } = removals(5, serverError);
+    await assert.rejects(removeContainer(engine, 'c1', given), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_SERVER_ERROR'));
+    assert.equal(calls(), 2);
     const refused = removals(1, () => new BerthError('BERTH_ENGINE_FORBIDDEN', 'denied'));
-    await assert.rejects(removeContainer(refused.engine, 'c1', policy), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_FORBIDDEN'));
+    await assert.rejects(removeContainer(refused.engine, 'c1', given), (error: unknown) => isBerthError(error, 'BERTH_ENGINE_FORBIDDEN'));
     assert.equal(refused.calls(), 1);
   });
 });
