@@ -166,8 +166,16 @@ function tlsFailureHint(code: string): string | undefined {
 }
 
 /** Requests that change nothing, or change it the same way however often they are sent: reads, removals and stops. */
-function isRepeatable(method: string, pathAndQuery: string): boolean {
-  return method === 'GET' || method === 'DELETE' || (method === 'POST' && /^\/v1\/tasks\/[^/?]+\/stop$/.test(pathAndQuery));
+/**
+ * Whether a request may be sent again after its connection failed: reads, removals, stops, and a
+ * submit that names its task id (the same id with the same spec is the same task, so a second send
+ * answers 200 with it; a submit without an id would make a second task).
+ */
+function isRepeatable(method: string, pathAndQuery: string, body: unknown): boolean {
+  if (method === 'GET' || method === 'DELETE') return true;
+  if (method !== 'POST') return false;
+  if (/^\/v1\/tasks\/[^/?]+\/stop$/.test(pathAndQuery)) return true;
+  return pathAndQuery === '/v1/tasks' && typeof body === 'object' && body !== null && typeof (body as { id?: unknown }).id === 'string';
 }
 
 function isErrorCode(code: unknown): code is ErrorCode {
@@ -629,7 +637,7 @@ export class AgentClient {
           // request went out on it (a reset, or EPIPE when the close came before the write): the
           // agent never read the request, so one that is safe to repeat is sent again, once, on a
           // new connection.
-          if (!isRetry && !options.stream && request.reusedSocket && (error.code === 'ECONNRESET' || error.code === 'EPIPE') && isRepeatable(method, pathAndQuery) && !signals.some((s) => s.aborted)) {
+          if (!isRetry && !options.stream && request.reusedSocket && (error.code === 'ECONNRESET' || error.code === 'EPIPE') && isRepeatable(method, pathAndQuery, options.body) && !signals.some((s) => s.aborted)) {
             attempt(true).then(resolve, reject);
             return;
           }

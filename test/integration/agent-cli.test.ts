@@ -374,10 +374,16 @@ describe('admission', { skip }, () => {
     );
     for (const result of submits) assert.equal(result.code, 0, result.stderr);
     // ps lists newest first; reversed, that is submission order, the order admission must keep.
-    const submitted = (await berthJson<TaskView[]>(dataDir, ['ps', '-a', '--filter', `label=${label}`])).reverse();
-    assert.equal(submitted.length, 3);
-    // The first holds the only slot until the gate opens; the two behind it wait, durably, as pending.
-    assert.ok(['starting', 'running'].includes(submitted[0]!.state), submitted[0]!.state);
+    // The first holds the only slot until the gate opens (in cluster mode once its node claimed it,
+    // a moment after the submit); the two behind it wait, durably, as pending.
+    const submitted = await pollUntil(
+      'the first task to hold the slot',
+      async () => {
+        const tasks = (await berthJson<TaskView[]>(dataDir, ['ps', '-a', '--filter', `label=${label}`])).reverse();
+        return tasks.length === 3 && ['starting', 'running'].includes(tasks[0]!.state) ? tasks : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 100 },
+    );
     assert.deepEqual(submitted.slice(1).map((t) => t.state), ['pending', 'pending']);
     await writeFile(path.join(gateDir, 'open'), '');
 

@@ -53,7 +53,7 @@ describe('AgentClient on a kept-alive connection the agent closes', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  test('a request safe to repeat is sent again on a new connection; one that is not fails typed, sent once', async () => {
+  test('a request safe to repeat (a read, a submit naming its id) is sent again on a new connection; one that is not fails typed, sent once', async () => {
     const host = `unix://${path.join(dir, 'agent.sock')}`;
     const reader = AgentClient.connect({ host, token: 't' });
     try {
@@ -77,11 +77,25 @@ describe('AgentClient on a kept-alive connection the agent closes', () => {
     const submitter = AgentClient.connect({ host, token: 't' });
     try {
       await submitter.get('t1');
-      const submitted = submitter.submit({ id: 't2', spec: { image: 'busybox:latest', command: ['true'] } });
+      // Without an id a second send would make a second task: never sent twice.
+      const submitted = submitter.submit({ spec: { image: 'busybox:latest', command: ['true'] } });
       await assert.rejects(submitted, (error) => isBerthError(error, 'BERTH_AGENT_UNAVAILABLE'));
-      assert.equal(seen.filter(({ head }) => head.startsWith('POST /v1/tasks ')).length, 1, 'a submit is never sent twice');
+      assert.equal(seen.filter(({ head }) => head.startsWith('POST /v1/tasks ')).length, 1, 'a submit without an id is never sent twice');
     } finally {
       submitter.close();
+    }
+
+    seen.length = 0;
+    dropOn = 4;
+    const named = AgentClient.connect({ host, token: 't' });
+    try {
+      await named.get('t1');
+      // With its id the same submit is the same task: sent again on a new connection, it answers.
+      const task = await named.submit({ id: 't1', spec: { image: 'busybox:latest', command: ['true'] } });
+      assert.equal(task.id, 't1');
+      assert.deepEqual(seen.filter(({ head }) => head.startsWith('POST /v1/tasks ')).map(({ connection }) => connection), [4, 5]);
+    } finally {
+      named.close();
     }
   });
 });
