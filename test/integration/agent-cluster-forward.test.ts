@@ -26,7 +26,7 @@ import { agentClientOf, agentTestFile, berth, berthInspect, berthJson, BERTH_CLI
 import { NODE_NAME_LABEL, placeOnNode } from '../support/cluster.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 import { createTestDatabase, requirePostgres, type TestDatabase } from '../support/postgres.js';
-import { CURSOR_QUERY, CURSOR_REPORT, startOnPty, type PtySession } from '../support/pty.js';
+import { BUSYBOX_PROMPT, shellReady, startOnPty, TTY_EOL, type PtySession } from '../support/pty.js';
 import { makeTestCertificates, type TestCertificates } from '../support/tls.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
@@ -49,8 +49,8 @@ interface Member {
 const spec = (command: string[]): StoredTaskSpec => ({ image: TEST_IMAGE, command, labels: { ...run.labels }, stopGracePeriod: '1s' });
 
 /** busybox sh's prompt, as root in / */
-const PROMPT = '/ # ';
-const EOL = '\r+\n';
+const PROMPT = BUSYBOX_PROMPT;
+const EOL = TTY_EOL;
 
 describe('reads through any node of a cluster', { skip }, () => {
   let db: TestDatabase;
@@ -213,17 +213,7 @@ describe('reads through any node of a cluster', { skip }, () => {
     await waitForTaskState(b.client, id, ['running']);
     const session: PtySession = startOnPty(process.execPath, [...BERTH_CLI, 'exec', '-it', id, 'sh'], { rows: 31, columns: 97, cwd: REPO, env: cleanEnv({ BERTH_DATA_DIR: a.dataDir }) });
     try {
-      await session.waitFor(`${PROMPT}${CURSOR_QUERY}`);
-      session.write(CURSOR_REPORT);
-      // As cli-terminal's shellReady: the first keys may reach the shell's line editor before it reads them as a line.
-      let attempt = 0;
-      await pollUntil('the shell to run a command', async () => {
-        const from = session.screen.length;
-        const marker = `ready-${++attempt}`;
-        session.write(`echo ${marker}\r`);
-        const prompted = await session.waitFor(PROMPT, { from });
-        return new RegExp(`^${marker}${EOL}`, 'm').test(session.screen.slice(from, prompted)) ? true : undefined;
-      }, { timeoutMs: 30_000 });
+      await shellReady(session);
       const sizeIs = (size: string): Promise<boolean> =>
         pollUntil(`stty size ${size}`, async () => {
           const from = session.screen.length;

@@ -8,7 +8,7 @@ import { TaskDriver } from '../../src/tasks/driver.js';
 import type { TaskHandle } from '../../src/tasks/handle.js';
 import { BERTH_CLI, cleanEnv } from '../support/agent.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
-import { CURSOR_QUERY, CURSOR_REPORT, startOnPty, type PtySession, type TerminalSettings } from '../support/pty.js';
+import { BUSYBOX_PROMPT, shellReady, startOnPty, TTY_EOL, type PtySession, type TerminalSettings } from '../support/pty.js';
 
 /**
  * `berth run -it` and `berth exec -it` as a person uses them: the real CLI on a real pseudo-terminal
@@ -25,13 +25,8 @@ const handles: TaskHandle[] = [];
 /** What a fresh terminal has, and what berth must leave behind. */
 const COOKED: Partial<TerminalSettings> = { icanon: true, echo: true, isig: true };
 const RAW: Partial<TerminalSettings> = { icanon: false, echo: false, isig: false };
-/** busybox sh's prompt, as root in / */
-const PROMPT = '/ # ';
-/**
- * A line end from the remote TTY ("\r\n"), which Node's raw mode (output processing left on, unlike
- * docker's) may turn into "\r\r\n" on the way out.
- */
-const EOL = '\r+\n';
+const PROMPT = BUSYBOX_PROMPT;
+const EOL = TTY_EOL;
 
 const runArgs = (...rest: string[]): string[] => ['run', '-l', `berth-test.run=${run.id}`, '--pull', 'never', ...rest];
 
@@ -87,25 +82,6 @@ async function startTask(suffix: string): Promise<TaskHandle> {
   return handle;
 }
 
-/**
- * Waits for busybox sh's first prompt, answers its cursor position query as a terminal emulator does,
- * and resolves once the shell runs what is typed. busybox drops the keys that arrive in one read with
- * the answer (a person types after it), so input is typed until a command of it has run; the
- * later prompts' queries stay unanswered, which busybox takes in its stride.
- */
-async function shellReady(session: PtySession): Promise<void> {
-  await session.waitFor(`${PROMPT}${CURSOR_QUERY}`);
-  session.write(CURSOR_REPORT);
-  let attempt = 0;
-  await pollUntil('the shell to run a command', async () => {
-    const from = session.screen.length;
-    const marker = `ready-${++attempt}`;
-    session.write(`echo ${marker}\r`);
-    // Every line typed ends in a prompt, whatever became of its first keys.
-    const prompted = await session.waitFor(PROMPT, { from });
-    return new RegExp(`^${marker}${EOL}`, 'm').test(session.screen.slice(from, prompted)) ? true : undefined;
-  }, { timeoutMs: 30_000 });
-}
 
 /**
  * The checks every interactive shell session gets: raw mode while it runs, a typed line echoed once

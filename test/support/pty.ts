@@ -6,6 +6,7 @@
  */
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { pollUntil } from './engine.js';
 
 const DRIVER = fileURLToPath(new URL('./pty-driver.py', import.meta.url));
 
@@ -65,6 +66,34 @@ export const CURSOR_QUERY = '\x1b[6n';
  * in raw mode, it is echoed back as `^[[1;5R`.
  */
 export const CURSOR_REPORT = '\x1b[1;5R';
+
+/** busybox sh's prompt, as root in / */
+export const BUSYBOX_PROMPT = '/ # ';
+/**
+ * A line end from the remote TTY ("\r\n"), which Node's raw mode (output processing left on, unlike
+ * docker's) may turn into "\r\r\n" on the way out: a regular expression's source.
+ */
+export const TTY_EOL = '\r+\n';
+
+/**
+ * Waits for busybox sh's first prompt, answers its cursor position query as a terminal emulator does,
+ * and resolves once the shell runs what is typed. busybox drops the keys that arrive in one read with
+ * the answer (a person types after it), so input is typed until a command of it has run; the
+ * later prompts' queries stay unanswered, which busybox takes in its stride.
+ */
+export async function shellReady(session: PtySession): Promise<void> {
+  await session.waitFor(`${BUSYBOX_PROMPT}${CURSOR_QUERY}`);
+  session.write(CURSOR_REPORT);
+  let attempt = 0;
+  await pollUntil('the shell to run a command', async () => {
+    const from = session.screen.length;
+    const marker = `ready-${++attempt}`;
+    session.write(`echo ${marker}\r`);
+    // Every line typed ends in a prompt, whatever became of its first keys.
+    const prompted = await session.waitFor(BUSYBOX_PROMPT, { from });
+    return new RegExp(`^${marker}${TTY_EOL}`, 'm').test(session.screen.slice(from, prompted)) ? true : undefined;
+  }, { timeoutMs: 30_000 });
+}
 
 /** Starts `command` with `args` on a new pseudo-terminal of `rows` x `columns` (default 24 x 80). */
 export function startOnPty(command: string, args: readonly string[], options: PtyOptions = {}): PtySession {
