@@ -1145,8 +1145,9 @@ export class TaskSupervisor {
         this.#finish(taskId, end, finishedAtMs, { portsFreedByCaller: true });
         return true;
       } catch (error) {
-        if (!isBerthError(error, 'BERTH_DISK_FULL') || this.#closing.signal.aborted) throw error;
-        this.#deps.logger.warn({ taskId, code: error.code }, 'could not record the task end; trying again when there is space');
+        // A full disk, or a PostgreSQL store that does not answer: the end is recorded once the database takes it.
+        if (!(isBerthError(error, 'BERTH_DISK_FULL') || isBerthError(error, 'BERTH_STORE_UNAVAILABLE')) || this.#closing.signal.aborted) throw error;
+        this.#deps.logger.warn({ taskId, code: error.code }, 'could not record the task end; trying again');
         this.#deps.onError?.(error.code);
         await delay(waitMs, undefined, { signal: this.#closing.signal }).catch(() => undefined);
         if (this.#closing.signal.aborted) return false;
