@@ -678,6 +678,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     groups: {},
     ports: { range: '20000-29999', hostIp: '127.0.0.1' },
     pools: [],
+    state: { deadline: '5s' },
   };
 }
 
