@@ -1,4 +1,4 @@
-import type { SqlConnection, SqlStatement } from './sql.js';
+import type { SqlConnection } from './sql.js';
 import { asDiskFull } from './disk-full.js';
 
 /** One task's hold on one image. */

@@ -1,4 +1,4 @@
-import type { SqlConnection, SqlStatement } from './sql.js';
+import type { SqlConnection } from './sql.js';
 
 /** Well-known keys of the meta table. */
 export const META_KEYS = {

@@ -1,4 +1,4 @@
-import type { SqlConnection, SqlStatement } from './sql.js';
+import type { SqlConnection } from './sql.js';
 import { asDiskFull } from './disk-full.js';
 
 /** One host port held by an owner (a task or a group). */

@@ -23,7 +23,9 @@ import { silentLogger, type Logger } from '../../src/common/logger.js';
 import type { Engine } from '../../src/engine/engine.js';
 import { pollUntil, testRun, type TestRun } from './engine.js';
 import { FaultProxy } from './fault-proxy.js';
-import { ensureTestDatabase } from './postgres.js';
+import { ensureTestDatabase, testPgUrl } from './postgres.js';
+import { openStore, STORE_FILE_NAME, type Store } from '../../src/state/store.js';
+import { openPostgresStore } from '../../src/state/postgres/backend.js';
 
 /**
  * Node's arguments that run the CLI from its TypeScript source, as `node bin/berth.js` does in a
@@ -165,12 +167,25 @@ export const CLUSTER_SUITE = process.env.BERTH_TEST_CLUSTER_SUITE === '1';
 
 async function clusterSuiteConfig(dataDir: string): Promise<{ postgres: string; address: string; lease: string; heartbeat: string } | undefined> {
   if (!CLUSTER_SUITE) return undefined;
-  const name = `berth_suite_${createHash('sha256').update(path.resolve(dataDir)).digest('hex').slice(0, 20)}`;
-  return { postgres: await ensureTestDatabase(name), address: 'http://127.0.0.1:9', lease: '10m', heartbeat: '1s' };
+  return { postgres: await ensureTestDatabase(suiteDatabaseName(dataDir)), address: 'http://127.0.0.1:9', lease: '10m', heartbeat: '1s' };
+}
+
+/** The suite's database of the agent on `dataDir`: one per data directory. */
+function suiteDatabaseName(dataDir: string): string {
+  return `berth_suite_${createHash('sha256').update(path.resolve(dataDir)).digest('hex').slice(0, 20)}`;
 }
 
 /** The agent's records in the suite's database (see clusterSuiteConfig). */
 const SUITE_STATE_SCHEMA = 'berth_agent';
+
+/**
+ * The store the agent on `dataDir` keeps its records in, for a test that reads or prepares them
+ * directly: its SQLite file, or in the cluster suite its schema of the suite's database.
+ */
+export function openAgentStoreIn(dataDir: string): Store {
+  if (!CLUSTER_SUITE) return openStore(path.join(dataDir, STORE_FILE_NAME));
+  return openPostgresStore({ url: testPgUrl(suiteDatabaseName(dataDir)), schema: SUITE_STATE_SCHEMA });
+}
 
 export interface RunningAgent {
   readonly child: ChildProcess;
