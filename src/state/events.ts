@@ -21,8 +21,9 @@ const TRIMMED_THROUGH_KEY = 'events-trimmed-through-ms';
 
 /**
  * The agent's event log: every event it announces, kept for a window (an age and a count) so that a
- * client that lost its stream can ask for what it missed (`Last-Event-ID`). Ids come from the database's
- * AUTOINCREMENT, so they increase across restarts and are never reused.
+ * client that lost its stream can ask for what it missed (`Last-Event-ID`). Ids come from SQLite's
+ * AUTOINCREMENT or PostgreSQL's identity sequence, so they increase across restarts and are never
+ * reused (and commit in order: the agent's one connection appends one event at a time).
  */
 export class EventLogRepository {
   readonly #db: SqlConnection;
