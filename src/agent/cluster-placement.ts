@@ -1,4 +1,4 @@
-import { ClusterStore, QueueWaker, type Budget, type ClusterTask } from '../cluster/index.js';
+import { ClusterStore, QueueWaker, type Budget, type CancelResult, type ClusterTask } from '../cluster/index.js';
 import { asBerthError, BerthError, codeOf, isBerthError, messageOf, ValidationError } from '../common/errors.js';
 import { canonicalJson } from '../common/canonical-json.js';
 import type { Logger } from '../common/logger.js';
@@ -99,6 +99,7 @@ export class ClusterPlacement {
   #fencedTotal = 0;
   #unsubscribe: (() => void) | undefined;
   #unregistered: (() => void) | undefined;
+  readonly #placedListeners = new Set<(taskId: string | undefined) => void>();
 
   constructor(options: ClusterPlacementOptions) {
     this.#options = options;
@@ -129,6 +130,7 @@ export class ClusterPlacement {
     const config = this.#options.config;
     this.#waker = new QueueWaker({ connectionString: config.postgresUrl, pollIntervalMs: Math.min(1_000, config.heartbeatMs) });
     this.#waker.onWork(() => this.#wakeClaimer());
+    this.#waker.onPlacement((taskId) => this.#announce(taskId));
     this.#unregistered = this.#options.member.onRegistered(async (lease) => this.#reconcile(lease.epoch));
     // A local change of a claimed task may have written to the outbox.
     this.#unsubscribe = this.#options.events.subscribe((event) => {
@@ -158,6 +160,32 @@ export class ClusterPlacement {
     const atMs = task.submittedAt.getTime();
     const record: TaskRecord = { id: task.id, seq: 0, spec: prepared.spec, state: 'pending', reservation: { ...prepared.reservation }, logCursor: {}, pausedForMs: 0, submittedAtMs: atMs, updatedAtMs: atMs };
     return { task: record, created };
+  }
+
+  /**
+   * Placement news (placement-wait.ts): a task's id when a node (this one or another) has recorded
+   * it after claiming it, or it was cancelled; `undefined` when the listening connection came up or
+   * went away (news may have been missed). Returns the unsubscribe.
+   */
+  onPlaced(listener: (taskId: string | undefined) => void): () => void {
+    this.#placedListeners.add(listener);
+    return () => void this.#placedListeners.delete(listener);
+  }
+
+  #announce(taskId: string | undefined): void {
+    for (const listener of [...this.#placedListeners]) listener(taskId);
+  }
+
+  /** Stop of a task still queued (through any node): ClusterStore.cancel. */
+  async cancelQueued(taskId: string, reason: string): Promise<CancelResult> {
+    const store = await this.#openStore();
+    return store.cancel(taskId, reason);
+  }
+
+  /** Remove of a task cancelled while queued (the index is its only record): ClusterStore.removeUnplaced. */
+  async removeUnplaced(taskId: string): Promise<boolean> {
+    const store = await this.#openStore();
+    return store.removeUnplaced(taskId);
   }
 
   /**
@@ -253,6 +281,7 @@ export class ClusterPlacement {
         for (const task of held) {
           if (task.state === 'claimed' && this.#options.store.tasks.get(task.id)?.cluster?.epoch !== epoch) await this.#startClaimed(task, epoch);
         }
+        this.#announcePlaced(store, held.map((task) => task.id));
       }
       const free = freeBudget(this.#options.admission.snapshot(), this.#options.config);
       if (free.tasks === 0) return;
@@ -265,8 +294,19 @@ export class ClusterPlacement {
       }
       this.#claimedTotal += claimed.length;
       for (const task of claimed) await this.#startClaimed(task, epoch);
+      this.#announcePlaced(store, claimed.map((task) => task.id));
       if (claimed.length < CLAIM_LIMIT) return;
     }
+  }
+
+  /**
+   * Tells the waiters that the claimed tasks are recorded here: this node's at once, every node's by
+   * NOTIFY on the placement channel (not awaited: a waiter that misses it looks again by its poll).
+   */
+  #announcePlaced(store: ClusterStore, taskIds: readonly string[]): void {
+    if (taskIds.length === 0) return;
+    for (const taskId of taskIds) this.#announce(taskId);
+    void store.announcePlaced(taskIds).catch((error: unknown) => this.#logger.debug({ code: codeOf(error), error: messageOf(error) }, 'could not announce the placed tasks'));
   }
 
   /** Records a claimed task in SQLite (with its epoch) and starts it; one the node cannot take is reported failed. */

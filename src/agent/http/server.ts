@@ -34,6 +34,7 @@ import { artifactHandlers } from './artifacts-route.js';
 import type { ArtifactStore } from '../artifacts.js';
 import type { ClusterMember, NodeListing } from '../cluster-member.js';
 import type { TaskForwarder } from '../cluster-forward.js';
+import type { ClusterPlacement } from '../cluster-placement.js';
 import { forwardingHook, type ForwardingPort } from './forward-route.js';
 import { mergeClusterTasks } from './task-list.js';
 import { clusterEventResume, clusterEventStream } from './cluster-events.js';
@@ -67,7 +68,7 @@ export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | '
   /** Cluster mode: forwards requests for tasks other nodes run; its token is accepted as the agent's own. */
   readonly forwarder?: ForwardingPort & Pick<TaskForwarder, 'selfNodeId' | 'token' | 'openForwards' | 'onForward'>;
   /** Cluster mode: `POST /v1/tasks` queues the task in the cluster (agent/cluster-placement.ts). */
-  readonly placement?: { submit(input: { id: string; spec: unknown }): Promise<SubmitResult> } & NonNullable<MetricsSources['placement']>;
+  readonly placement?: { submit(input: { id: string; spec: unknown }): Promise<SubmitResult> } & Pick<ClusterPlacement, 'onPlaced' | 'cancelQueued' | 'removeUnplaced'> & NonNullable<MetricsSources['placement']>;
   /** `GET /v1/nodes`; without it, the route answers 503. */
   listNodes?(): Promise<NodeListing>;
 }
@@ -187,8 +188,18 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
         openStreams.add(end);
         return () => openStreams.delete(end);
       },
+      queue: {
+        cancelQueued: async (taskId, reason) => requirePlacement().cancelQueued(taskId, reason),
+        removeUnplaced: async (taskId) => requirePlacement().removeUnplaced(taskId),
+      },
+      news: (listener) => runtime.placement?.onPlaced(listener) ?? (() => undefined),
     });
     app.addHook('onRequest', hook);
+  }
+  /** Cluster mode's placement (the queue); present whenever the forwarder is. */
+  function requirePlacement(): NonNullable<ServerRuntime['placement']> {
+    if (!runtime.placement) throw new BerthError('BERTH_AGENT_UNAVAILABLE', 'this agent does not place tasks in a cluster');
+    return runtime.placement;
   }
   app.addHook('onResponse', async (request, reply) => {
     runtime.logger.debug({ method: request.method, url: request.url, status: reply.statusCode, durationMs: Math.round(reply.elapsedTime) }, 'request');
