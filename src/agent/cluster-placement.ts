@@ -22,6 +22,9 @@ import type { AgentEvents } from './events.js';
  * longer gives this node: its container is killed and removed, its record ends `lost`.
  */
 
+/** How many claim refusals (a claimed task this node could not take on) are kept for the submits waiting on them. */
+const CLAIM_REFUSALS_KEPT = 256;
+
 /** How many tasks one claim asks for; the claimer claims again while a claim comes back full. */
 export const CLAIM_LIMIT = 16;
 
@@ -100,6 +103,8 @@ export class ClusterPlacement {
   #unsubscribe: (() => void) | undefined;
   #unregistered: (() => void) | undefined;
   readonly #placedListeners = new Set<(taskId: string | undefined) => void>();
+  /** Why this node could not take tasks it claimed (the newest CLAIM_REFUSALS_KEPT): a submit waiting for its task's placement answers with it. */
+  readonly #claimRefusals = new Map<string, BerthError>();
 
   constructor(options: ClusterPlacementOptions) {
     this.#options = options;
@@ -174,6 +179,11 @@ export class ClusterPlacement {
 
   #announce(taskId: string | undefined): void {
     for (const listener of [...this.#placedListeners]) listener(taskId);
+  }
+
+  /** Why this node could not take the task it claimed (it was reported failed), when it could not and that was lately. */
+  claimRefusal(taskId: string): BerthError | undefined {
+    return this.#claimRefusals.get(taskId);
   }
 
   /** Stop of a task still queued (through any node): ClusterStore.cancel. */
@@ -317,6 +327,8 @@ export class ClusterPlacement {
     } catch (error) {
       const berthError = asBerthError(error);
       this.#logger.warn({ taskId: task.id, code: berthError.code, error: berthError.message }, 'a claimed task could not be taken on here; it is reported failed');
+      this.#claimRefusals.set(task.id, berthError);
+      if (this.#claimRefusals.size > CLAIM_REFUSALS_KEPT) this.#claimRefusals.delete(this.#claimRefusals.keys().next().value!);
       // No local record may exist: the report goes to the outbox alone.
       this.#options.store.outbox.append(task.id, epoch, { kind: 'exited', exitCode: 125, end: 'failed' });
       this.#wakeSender();

@@ -6,7 +6,7 @@ import { BerthError, isBerthError } from '../../common/errors.js';
 import { parseDurationMs } from '../../common/units.js';
 import { FORWARDED_BY_HEADER, type TaskForwarder, type TaskLocation } from '../cluster-forward.js';
 import { waitForPlacement, type PlacementNews } from '../placement-wait.js';
-import { toIndexTaskView } from './views.js';
+import { toIndexTaskView, type TaskView } from './views.js';
 
 /**
  * The API's side of reads through any node (src/agent/cluster-forward.ts): an `onRequest` hook on
@@ -227,4 +227,72 @@ async function answerFromIndex(request: FastifyRequest, reply: FastifyReply, loc
     return reply.send({ task: toIndexTaskView(location.task), ended: hasEndedInIndex(location.task) });
   }
   throw indexRefusal(location);
+}
+
+/** Whether a task spec publishes ports (their host ports are handed out by the node that runs it). */
+export function publishesPorts(spec: unknown): boolean {
+  const ports = typeof spec === 'object' && spec !== null ? (spec as { ports?: unknown }).ports : undefined;
+  return Array.isArray(ports) && ports.length > 0;
+}
+
+/** What the submit of a task that publishes ports needs to answer with its host ports. */
+export interface PlacedViewDeps {
+  readonly forwarder: Pick<TaskForwarder, 'locate' | 'readTaskView'>;
+  /** This node's view of the task when it has its record (it claimed it). */
+  localView(taskId: string): TaskView | undefined;
+  /** Why this node could not take the task it claimed, if so (ClusterPlacement `claimRefusal`). */
+  claimRefusal(taskId: string): BerthError | undefined;
+  readonly news: PlacementNews;
+  /** Registers how to end the wait when the server closes; returns the unregister. */
+  track(end: () => void): () => void;
+  /** Default PLACEMENT_WAIT_MS. */
+  readonly placementWaitMs?: number;
+}
+
+type PlacedLook = { readonly kind: 'view'; readonly view: TaskView } | { readonly kind: 'refused'; readonly error: BerthError } | { readonly kind: 'pending' };
+
+/**
+ * The view a cluster submit answers with for a task that publishes ports: the node that claims it
+ * hands out its host ports, so the submit waits (bounded, on placement news) until that node has
+ * recorded it and answers with that node's view, ports included, as a local submit answers. A claim
+ * this node could not take on (a host port held here) answers its error, as a local submit does; the
+ * deadline passing (no node can take the task yet), the client going away or the agent shutting down
+ * answers `undefined`: the submit then answers the task pending, as without ports.
+ */
+export async function placedTaskView(deps: PlacedViewDeps, taskId: string, authorization: string | undefined, signal: AbortSignal): Promise<TaskView | undefined> {
+  const stop = new AbortController();
+  const untrack = deps.track(() => stop.abort());
+  const onAbort = (): void => stop.abort();
+  signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    const waited = await waitForPlacement<PlacedLook>({
+      taskId,
+      look: async () => {
+        const local = deps.localView(taskId);
+        if (local !== undefined) return { kind: 'view', view: local };
+        const refusal = deps.claimRefusal(taskId);
+        if (refusal !== undefined) return { kind: 'refused', error: refusal };
+        const location = await deps.forwarder.locate(taskId, false, undefined);
+        if (location.kind === 'index' && (location.why === 'never-placed' || location.why === 'node-down')) return { kind: 'view', view: toIndexTaskView(location.task) };
+        if (location.kind !== 'forward') return { kind: 'pending' };
+        // Its node answers once it has recorded it (before that, its news has not come: a look by the poll).
+        const answer = await deps.forwarder.readTaskView(location, taskId, authorization === undefined ? {} : { authorization }).catch(() => undefined);
+        const view = (answer?.body as { task?: TaskView } | undefined)?.task;
+        return answer?.status === 200 && view !== undefined ? { kind: 'view', view } : { kind: 'pending' };
+      },
+      isSettled: (look) => look.kind !== 'pending',
+      news: deps.news,
+      signal: stop.signal,
+      ...(deps.placementWaitMs !== undefined ? { timeoutMs: deps.placementWaitMs } : {}),
+    });
+    if (waited.found.kind === 'refused') throw waited.found.error;
+    return waited.found.kind === 'view' ? waited.found.view : undefined;
+  } catch (error) {
+    // The claim's refusal is the submit's answer; PostgreSQL away is not (the task is queued): it answers pending.
+    if (deps.claimRefusal(taskId) === error) throw error;
+    return undefined;
+  } finally {
+    untrack();
+    signal.removeEventListener('abort', onAbort);
+  }
 }
