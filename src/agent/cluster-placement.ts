@@ -177,6 +177,11 @@ export class ClusterPlacement {
     return () => void this.#placedListeners.delete(listener);
   }
 
+  /** Requests waiting for a task's placement now (each listens to the placement news while it waits). */
+  get placementWaits(): number {
+    return this.#placedListeners.size;
+  }
+
   #announce(taskId: string | undefined): void {
     for (const listener of [...this.#placedListeners]) listener(taskId);
   }
