@@ -22,6 +22,8 @@ import { createTestDatabase, requirePostgres, startPrivatePostgres, type Private
 const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 const skip = (await requireEngine()) || (await requirePostgres());
+/** The nodes' shared credential: requests through one node for a task on another are forwarded with it. */
+const CLUSTER_TOKEN = 'placement-secret-0123456789abcdef';
 
 interface Member {
   readonly name: string;
@@ -43,7 +45,7 @@ describe('cluster placement through real agents', { skip }, () => {
     const nodeId = `${run.id}-${name}`;
     const config = await writeAgentConfig(
       dataDir,
-      ['listen: 127.0.0.1:0', 'cluster:', `  postgres: ${url}`, `  nodeId: ${nodeId}`, `  labels: ${JSON.stringify(labels)}`, '  capacity: { tasks: 12 }', `  lease: ${lease}`, '  heartbeat: 500ms'].join('\n'),
+      ['listen: 127.0.0.1:0', 'cluster:', `  postgres: ${url}`, `  nodeId: ${nodeId}`, `  labels: ${JSON.stringify(labels)}`, '  capacity: { tasks: 12 }', `  lease: ${lease}`, '  heartbeat: 500ms', `  token: ${CLUSTER_TOKEN}`].join('\n'),
     );
     const agent = await agents.start(dataDir, ['--config', config]);
     const member: Member = { name, nodeId, dataDir, config, agent, client: await agentClientOf(agent) };

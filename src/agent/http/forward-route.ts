@@ -249,7 +249,7 @@ export interface PlacedViewDeps {
   readonly placementWaitMs?: number;
 }
 
-type PlacedLook = { readonly kind: 'view'; readonly view: TaskView } | { readonly kind: 'refused'; readonly error: BerthError } | { readonly kind: 'pending' };
+type PlacedLook = { readonly kind: 'view'; readonly view: TaskView } | { readonly kind: 'refused'; readonly error: BerthError } | { readonly kind: 'pending' } | { readonly kind: 'unreadable' };
 
 /**
  * The view a cluster submit answers with for a task that publishes ports: the node that claims it
@@ -275,10 +275,13 @@ export async function placedTaskView(deps: PlacedViewDeps, taskId: string, autho
         const location = await deps.forwarder.locate(taskId, false, undefined);
         if (location.kind === 'index' && (location.why === 'never-placed' || location.why === 'node-down')) return { kind: 'view', view: toIndexTaskView(location.task) };
         if (location.kind !== 'forward') return { kind: 'pending' };
-        // Its node answers once it has recorded it (before that, its news has not come: a look by the poll).
+        // Its node answers once it has recorded it (before that, 409 BERTH_FORWARD_LOOP: its news has not
+        // come, a look by the poll met the gap). A node that cannot be read (unreachable, refusing this
+        // node's credential) is not waited for: the submit answers pending.
         const answer = await deps.forwarder.readTaskView(location, taskId, authorization === undefined ? {} : { authorization }).catch(() => undefined);
         const view = (answer?.body as { task?: TaskView } | undefined)?.task;
-        return answer?.status === 200 && view !== undefined ? { kind: 'view', view } : { kind: 'pending' };
+        if (answer?.status === 200 && view !== undefined) return { kind: 'view', view };
+        return answer?.status === 409 || answer?.status === 404 ? { kind: 'pending' } : { kind: 'unreadable' };
       },
       isSettled: (look) => look.kind !== 'pending',
       news: deps.news,
