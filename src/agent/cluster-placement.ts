@@ -104,7 +104,7 @@ export class ClusterPlacement {
   #unregistered: (() => void) | undefined;
   readonly #placedListeners = new Set<(taskId: string | undefined) => void>();
   /** Why this node could not take tasks it claimed (the newest CLAIM_REFUSALS_KEPT): a submit waiting for its task's placement answers with it. */
-  readonly #claimRefusals = new Map<string, BerthError>();
+  readonly #claimRefusals = new Map<string, { readonly error: BerthError; readonly epoch: number }>();
 
   constructor(options: ClusterPlacementOptions) {
     this.#options = options;
@@ -188,7 +188,22 @@ export class ClusterPlacement {
 
   /** Why this node could not take the task it claimed (it was reported failed), when it could not and that was lately. */
   claimRefusal(taskId: string): BerthError | undefined {
-    return this.#claimRefusals.get(taskId);
+    return this.#claimRefusals.get(taskId)?.error;
+  }
+
+  /**
+   * The submit that waited here for a task this node's claim refused answers the refusal, as a single
+   * agent's submit does, and leaves nothing behind as it does: its failed report is dropped and the
+   * task withdrawn from the cluster (ClusterStore.withdraw). Resolves whether it was.
+   */
+  async withdrawRefused(taskId: string): Promise<boolean> {
+    const refusal = this.#claimRefusals.get(taskId);
+    if (refusal === undefined) return false;
+    for (const entry of this.#options.store.outbox.list(1_000)) if (entry.taskId === taskId && entry.epoch === refusal.epoch) this.#options.store.outbox.delete(entry.seq);
+    const store = await this.#openStore();
+    const withdrawn = await store.withdraw(taskId, this.#options.member.nodeId, refusal.epoch, `its submit was refused: ${refusal.error.message}`);
+    this.#claimRefusals.delete(taskId);
+    return withdrawn;
   }
 
   /** Stop of a task still queued (through any node): ClusterStore.cancel. */
@@ -332,7 +347,7 @@ export class ClusterPlacement {
     } catch (error) {
       const berthError = asBerthError(error);
       this.#logger.warn({ taskId: task.id, code: berthError.code, error: berthError.message }, 'a claimed task could not be taken on here; it is reported failed');
-      this.#claimRefusals.set(task.id, berthError);
+      this.#claimRefusals.set(task.id, { error: berthError, epoch });
       if (this.#claimRefusals.size > CLAIM_REFUSALS_KEPT) this.#claimRefusals.delete(this.#claimRefusals.keys().next().value!);
       // No local record may exist: the report goes to the outbox alone.
       this.#options.store.outbox.append(task.id, epoch, { kind: 'exited', exitCode: 125, end: 'failed' });

@@ -447,6 +447,28 @@ export class ClusterStore {
   }
 
   /**
+   * Withdraws a task this node claimed and could not take on, for the submit that waited for it here
+   * and answered the refusal (as a single agent's submit records nothing it refuses): the row is
+   * deleted while this node holds it under `epoch`, claimed or already reported exited, with a
+   * `task.removed` event carrying `reason`. Resolves false (nothing changed) otherwise.
+   */
+  async withdraw(taskId: string, nodeId: string, epoch: number, reason: string): Promise<boolean> {
+    checkLease(nodeId, epoch);
+    return this.#db.transaction('withdraw the task', async (client) => {
+      const deleted = await client.query<{ task_id: string }>(
+        `WITH del AS (
+           DELETE FROM berth_tasks WHERE task_id = $1 AND node_id = $2 AND epoch = $3 AND state IN ('claimed', 'exited') RETURNING task_id
+         ), ev AS (
+           INSERT INTO berth_events (kind, task_id, node_id, epoch, data) SELECT 'task.removed', task_id, $2, $3, jsonb_build_object('reason', $4::text) FROM del
+         )
+         SELECT task_id FROM del`,
+        [taskId, nodeId, epoch, reason],
+      );
+      return deleted.rows.length > 0;
+    });
+  }
+
+  /**
    * Tells the cluster that this node has recorded the tasks it claimed (NOTIFY on the placement
    * channel, one per task): requests waiting on any node for their placement go on to this node.
    */

@@ -5,7 +5,7 @@ import type { CancelResult, ClusterTask } from '../../cluster/index.js';
 import { BerthError, isBerthError } from '../../common/errors.js';
 import { parseDurationMs } from '../../common/units.js';
 import { FORWARDED_BY_HEADER, type TaskForwarder, type TaskLocation } from '../cluster-forward.js';
-import { waitForPlacement, type PlacementNews } from '../placement-wait.js';
+import { waitForPlacement, type PlacementNews, type PlacementWaitResult } from '../placement-wait.js';
 import { toIndexTaskView, type TaskView } from './views.js';
 
 /**
@@ -242,6 +242,8 @@ export interface PlacedViewDeps {
   localView(taskId: string): TaskView | undefined;
   /** Why this node could not take the task it claimed, if so (ClusterPlacement `claimRefusal`). */
   claimRefusal(taskId: string): BerthError | undefined;
+  /** Withdraws the task whose claim this node refused, once the submit answers the refusal (ClusterPlacement `withdrawRefused`). */
+  withdrawRefused(taskId: string): Promise<boolean>;
   readonly news: PlacementNews;
   /** Registers how to end the wait when the server closes; returns the unregister. */
   track(end: () => void): () => void;
@@ -264,8 +266,9 @@ export async function placedTaskView(deps: PlacedViewDeps, taskId: string, autho
   const untrack = deps.track(() => stop.abort());
   const onAbort = (): void => stop.abort();
   signal.addEventListener('abort', onAbort, { once: true });
+  let waited: PlacementWaitResult<PlacedLook>;
   try {
-    const waited = await waitForPlacement<PlacedLook>({
+    waited = await waitForPlacement<PlacedLook>({
       taskId,
       look: async () => {
         const local = deps.localView(taskId);
@@ -281,6 +284,8 @@ export async function placedTaskView(deps: PlacedViewDeps, taskId: string, autho
         const answer = await deps.forwarder.readTaskView(location, taskId, authorization === undefined ? {} : { authorization }).catch(() => undefined);
         const view = (answer?.body as { task?: TaskView } | undefined)?.task;
         if (answer?.status === 200 && view !== undefined) return { kind: 'view', view };
+        // Ended without a record there (its node could not take it on): the index's view is all there is.
+        if (location.task.state === 'exited' || location.task.state === 'lost') return { kind: 'view', view: toIndexTaskView(location.task) };
         return answer?.status === 409 || answer?.status === 404 ? { kind: 'pending' } : { kind: 'unreadable' };
       },
       isSettled: (look) => look.kind !== 'pending',
@@ -288,14 +293,17 @@ export async function placedTaskView(deps: PlacedViewDeps, taskId: string, autho
       signal: stop.signal,
       ...(deps.placementWaitMs !== undefined ? { timeoutMs: deps.placementWaitMs } : {}),
     });
-    if (waited.found.kind === 'refused') throw waited.found.error;
-    return waited.found.kind === 'view' ? waited.found.view : undefined;
-  } catch (error) {
-    // The claim's refusal is the submit's answer; PostgreSQL away is not (the task is queued): it answers pending.
-    if (deps.claimRefusal(taskId) === error) throw error;
+  } catch {
+    // PostgreSQL away: the task is queued all the same, and the submit answers it pending.
     return undefined;
   } finally {
     untrack();
     signal.removeEventListener('abort', onAbort);
   }
+  if (waited.found.kind === 'refused') {
+    // Refused as a local submit refuses it: nothing of it is left in the cluster either (best effort: else it reads failed there).
+    await deps.withdrawRefused(taskId).catch(() => false);
+    throw waited.found.error;
+  }
+  return waited.found.kind === 'view' ? waited.found.view : undefined;
 }

@@ -68,7 +68,7 @@ export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | '
   /** Cluster mode: forwards requests for tasks other nodes run; its token is accepted as the agent's own. */
   readonly forwarder?: ForwardingPort & Pick<TaskForwarder, 'selfNodeId' | 'token' | 'openForwards' | 'onForward' | 'readTaskView'>;
   /** Cluster mode: `POST /v1/tasks` queues the task in the cluster (agent/cluster-placement.ts). */
-  readonly placement?: { submit(input: { id: string; spec: unknown }): Promise<SubmitResult> } & Pick<ClusterPlacement, 'onPlaced' | 'cancelQueued' | 'removeUnplaced' | 'claimRefusal'> & NonNullable<MetricsSources['placement']>;
+  readonly placement?: { submit(input: { id: string; spec: unknown }): Promise<SubmitResult> } & Pick<ClusterPlacement, 'onPlaced' | 'cancelQueued' | 'removeUnplaced' | 'claimRefusal' | 'withdrawRefused'> & NonNullable<MetricsSources['placement']>;
   /** `GET /v1/nodes`; without it, the route answers 503. */
   listNodes?(): Promise<NodeListing>;
 }
@@ -316,6 +316,7 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
               return record === undefined || record.state === 'removed' ? undefined : taskView(record);
             },
             claimRefusal: (taskId) => placement.claimRefusal(taskId),
+            withdrawRefused: (taskId) => placement.withdrawRefused(taskId),
             news: (listener) => placement.onPlaced(listener),
             track: (end) => {
               openStreams.add(end);
