@@ -614,6 +614,22 @@ describe('cluster store on PostgreSQL', { skip }, () => {
     assert.equal(await store.removeUnplaced('gone'), false);
   });
 
+  test('a node withdraws a task it claimed and could not take on (claimed, or reported exited) under its epoch only; another node or epoch withdraws nothing', async () => {
+    const store = await openStore(await newDatabase());
+    const n1 = await node(store, 'n1');
+    await store.enqueueMany([{ id: 'w1', spec: {} }, { id: 'w2', spec: {} }]);
+    assert.equal((await store.claim({ nodeId: 'n1', epoch: n1.epoch, free: BIG })).length, 2);
+    await store.report('w2', 'n1', n1.epoch, { kind: 'exited', exitCode: 125, end: 'failed' });
+    await node(store, 'n2');
+    assert.equal(await store.withdraw('w1', 'n2', 1, 'not its'), false);
+    assert.equal(await store.withdraw('w1', 'n1', n1.epoch + 1, 'stale'), false);
+    assert.equal((await store.getTask('w1'))?.state, 'claimed');
+    assert.equal(await store.withdraw('w1', 'n1', n1.epoch, 'its submit was refused'), true);
+    assert.equal(await store.withdraw('w2', 'n1', n1.epoch, 'its submit was refused'), true);
+    assert.equal(await store.getTask('w1'), undefined);
+    assert.equal(await store.getTask('w2'), undefined);
+  });
+
   test('placement news: announcePlaced and a cancel notify the placement channel with the task id, and the waker passes them on', async () => {
     const db = await newDatabase();
     const store = await openStore(db);
