@@ -10,6 +10,10 @@
  * alternate between the two sides, so drift in the engine's speed weighs on both alike. The cluster
  * places with `spread`, so that its tasks go to all three nodes. Target: the cluster's p50 at most 1.1
  * times the single agent's.
+ *
+ * A third side is a single agent that keeps its records in PostgreSQL (`state.postgres`, the same
+ * database, a schema of its own): the cost of the PostgreSQL store against SQLite's, on the same
+ * path. Target: its p50 at most 1.1 times the SQLite agent's.
  */
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -108,28 +112,30 @@ export async function benchClusterAgents(ctx: CaseContext, dbUrl: string): Promi
     ctx.progress('cluster: starting a single agent and a three-agent cluster');
     // spread: consecutive tasks go to different nodes, so the figure covers all three (binpack would give every one to the first).
     const clusterConfig = (node: string): string[] => ['cluster:', `  postgres: ${dbUrl}`, `  nodeId: bench-${node}`, '  strategy: spread'];
-    const [single, ...members] = await Promise.all([
+    const [single, pgStore, ...members] = await Promise.all([
       startAgent(ctx, 'single', []),
+      startAgent(ctx, 'pg-store', ['state:', `  postgres: ${dbUrl}`, '  schema: bench_single_agent']),
       startAgent(ctx, 'node-a', clusterConfig('a')),
       startAgent(ctx, 'node-b', clusterConfig('b')),
       startAgent(ctx, 'node-c', clusterConfig('c')),
     ]);
-    started.push(single!, ...members);
+    started.push(single!, pgStore!, ...members);
     await waitForNodes(members[0]!.client, 3);
 
     const submits = Math.max(10, Math.round(SUBMITS * ctx.scale));
     ctx.progress(`cluster: ${submits} submits to each side, one at a time, alternating, each timed until its container starts`);
     const singleMs: number[] = [];
     const clusterMs: number[] = [];
+    const pgStoreMs: number[] = [];
     const perNode = new Map<string, number>();
     for (let i = 0; i < WARMUP + submits && !ctx.signal?.aborted; i++) {
-      for (const side of ['single', 'cluster'] as const) {
-        const via = side === 'single' ? single! : members[i % members.length]!;
+      for (const side of ['single', 'cluster', 'pgStore'] as const) {
+        const via = side === 'single' ? single! : side === 'pgStore' ? pgStore! : members[i % members.length]!;
         const id = `bench-${ctx.runId}-${side}-${i}`;
         const start = performance.now();
         await via.client.submit({ id, spec: { image: BENCH_IMAGE, command: ['sleep', '1'], network: 'none', labels: { [BENCH_LABEL]: ctx.runId }, stopGracePeriod: '1s' } });
         const runningAt = await watch.startOf(id);
-        if (i >= WARMUP) (side === 'single' ? singleMs : clusterMs).push(runningAt - start);
+        if (i >= WARMUP) (side === 'single' ? singleMs : side === 'pgStore' ? pgStoreMs : clusterMs).push(runningAt - start);
         if (side === 'cluster') {
           const node = await nodeOf(docker, id);
           perNode.set(node, (perNode.get(node) ?? 0) + 1);
@@ -139,6 +145,8 @@ export async function benchClusterAgents(ctx: CaseContext, dbUrl: string): Promi
     const singleP50 = quantile(singleMs, 0.5);
     const clusterP50 = quantile(clusterMs, 0.5);
     const ratio = round(clusterP50 / singleP50, 3);
+    const pgStoreP50 = quantile(pgStoreMs, 0.5);
+    const pgStoreRatio = round(pgStoreP50 / singleP50, 3);
     return {
       submitToRunning: {
         single: { p50Ms: round(singleP50, 1), p99Ms: round(quantile(singleMs, 0.99), 1) },
@@ -147,6 +155,13 @@ export async function benchClusterAgents(ctx: CaseContext, dbUrl: string): Promi
         p50Ratio: ratio,
         targetRatio: TARGET_RATIO,
         meetsTarget: ratio <= TARGET_RATIO,
+      },
+      postgresStore: {
+        singleSqlite: { p50Ms: round(singleP50, 1) },
+        singlePostgres: { p50Ms: round(pgStoreP50, 1), p99Ms: round(quantile(pgStoreMs, 0.99), 1) },
+        p50Ratio: pgStoreRatio,
+        targetRatio: TARGET_RATIO,
+        meetsTarget: pgStoreRatio <= TARGET_RATIO,
       },
     };
   } finally {

@@ -3,13 +3,15 @@
 # (BERTH_TEST_CLUSTER_SUITE=1, test/support/agent.ts: a one-node cluster over a PostgreSQL database
 # per data directory), against the Docker engine, after scripts/test-postgres.sh made sure the test
 # server answers. `npm test` runs this after the Docker files. The databases it makes
-# (berth_suite_*) are dropped at the start and the end.
+# (berth_suite_*) are dropped at the start and the end. Before it, the store's unit files
+# (`store` lines) run on PostgreSQL schemas.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/test-postgres.sh
 mapfile -t files < <(awk '$1 == "run" { print "test/integration/" $2 }' test/cluster-suite.txt)
-for f in "${files[@]}"; do
+mapfile -t store_files < <(awk '$1 == "store" { print $2 }' test/cluster-suite.txt)
+for f in "${files[@]}" "${store_files[@]}"; do
   [ -f "$f" ] || { echo "test-cluster-suite: $f (in test/cluster-suite.txt) does not exist" >&2; exit 1; }
 done
 drop_suite_databases() {
@@ -19,5 +21,11 @@ drop_suite_databases() {
 }
 drop_suite_databases
 trap drop_suite_databases EXIT
+echo "=== the store's tests on PostgreSQL (BERTH_TEST_STORE=postgres) ==="
+store_status=0
+BERTH_TEST_STORE=postgres node --import tsx --test --test-reporter=spec --test-timeout=120000 "${store_files[@]}" || store_status=$?
+echo "=== the agent suite in cluster mode, its records in PostgreSQL ==="
 export BERTH_TEST_CLUSTER_SUITE=1
-node --import tsx --test --test-reporter=spec --test-concurrency="${BERTH_CLUSTER_SUITE_CONCURRENCY:-4}" --test-timeout=600000 "${files[@]}"
+suite_status=0
+node --import tsx --test --test-reporter=spec --test-concurrency="${BERTH_CLUSTER_SUITE_CONCURRENCY:-4}" --test-timeout=600000 "${files[@]}" || suite_status=$?
+[ "$store_status" -eq 0 ] && [ "$suite_status" -eq 0 ]

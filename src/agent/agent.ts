@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { mkdir, readFile, writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -9,6 +10,7 @@ import { Engine } from '../engine/engine.js';
 import { ImageCoordinator, type ImageCoordinatorSnapshot } from '../images/index.js';
 import { META_KEYS } from '../state/meta.js';
 import { openStore, STORE_FILE_NAME, type Store } from '../state/store.js';
+import { openPostgresStore } from '../state/postgres/backend.js';
 import { TaskDriver, type ImageProvider } from '../tasks/driver.js';
 import { AdmissionController, resolveDemand } from './admission.js';
 import { ConfigHolder, type AgentConfig, type ConfigSources, type ReloadResult } from './config.js';
@@ -195,6 +197,28 @@ export interface AgentHooks {
 }
 
 /**
+ * The agent's store: the SQLite file in its data directory, or its schema in PostgreSQL
+ * (`state.postgres`). A PostgreSQL schema holds one agent's records: another agent's (another host
+ * or data directory) is refused, naming the key to change, before anything is read or written.
+ */
+export function openAgentStore(config: Pick<AgentConfig, 'dataDir' | 'state'>, logger: Logger): Store {
+  if (config.state === undefined) return openStore(path.join(config.dataDir, STORE_FILE_NAME), { logger });
+  const store = openPostgresStore({ url: config.state.postgresUrl, schema: config.state.schema, deadlineMs: config.state.deadlineMs }, { logger });
+  const self = `${hostname()}:${path.resolve(config.dataDir)}`;
+  try {
+    const owner = store.meta.ensure(META_KEYS.storeOwner, () => self);
+    if (owner !== self) {
+      throw new ValidationError([{ field: 'state.schema', rule: `schema ${config.state.schema} holds the records of the agent at ${owner}; give each agent a schema of its own` }]);
+    }
+  } catch (error) {
+    store.close();
+    throw error;
+  }
+  logger.info({ location: store.location }, 'the agent keeps its records in PostgreSQL');
+  return store;
+}
+
+/**
  * Builds the agent's parts from its configuration, recovers the tasks of an earlier run, and
  * returns the runtime. Serving HTTP is the caller's (see `serveAgent`).
  */
@@ -216,7 +240,7 @@ export async function buildAgent(sources: ConfigSources, logger: Logger, hooks: 
   const config = new ConfigHolder(sources);
   const initial: AgentConfig = config.current();
   await mkdir(initial.dataDir, { recursive: true, mode: 0o700 });
-  const store = openStore(path.join(initial.dataDir, STORE_FILE_NAME), { logger });
+  const store = openAgentStore(initial, logger);
   const agentId = initial.agentId ?? store.meta.ensure(META_KEYS.agentId, () => `agent-${randomUUID().slice(0, 8)}`);
   let token = await ensureToken(initial.dataDir);
   const secrets = await SecretBox.openIn(initial.dataDir);

@@ -99,8 +99,8 @@ export function maskPostgresUrl(url: string): string {
   return `${scheme}${user}${rest!.replace(/([?&]password=)[^&#]*/gi, `$1${REDACTED}`)}`;
 }
 
-/** `cluster.postgres`: a postgres:// or postgresql:// URL with a host. The rule never quotes the value (it may hold a password). */
-const postgresUrl = z.unknown().transform((value, ctx): string => {
+/** `cluster.postgres` (and `state.postgres`): a postgres:// or postgresql:// URL with a host. The rule never quotes the value (it may hold a password). */
+export const postgresUrlOption = z.unknown().transform((value, ctx): string => {
   const rule = 'must be a PostgreSQL URL such as "postgres://berth@db.example:5432/berth"';
   if (typeof value !== 'string' || !/^postgres(ql)?:\/\/[^\s]+$/.test(value.trim())) return issue(ctx, rule);
   try {
@@ -156,7 +156,7 @@ const clusterToken = z.unknown().transform((value, ctx): string => {
 /** The schema of `cluster` (a section of the agent's configuration). */
 export const clusterSection = z
   .object({
-    postgres: postgresUrl.optional(),
+    postgres: postgresUrlOption.optional(),
     nodeId: z.unknown().transform((value, ctx): string => (typeof value === 'string' && NODE_ID.test(value) ? value : issue(ctx, 'must be 1 to 64 characters of [a-zA-Z0-9_.-], starting with a letter or digit'))).optional(),
     address: address.optional(),
     labels: labels.default({}),

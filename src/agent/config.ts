@@ -30,7 +30,8 @@ import { DRIVER_OPTION_BOUNDS } from '../tasks/driver.js';
 import type { PoolDefinition } from '../pools/types.js';
 import { compilePools, poolsOption, type PoolConfigInput } from './pool-config.js';
 import { agentSpecPolicy } from './registry-credentials.js';
-import { CLUSTER_CONFIG_BOUNDS, clusterSection, compileCluster, unreachableAddressRule, type ClusterConfig, type ClusterConfigInput } from './cluster-config.js';
+import { CLUSTER_CONFIG_BOUNDS, clusterSection, compileCluster, postgresUrlOption, unreachableAddressRule, type ClusterConfig, type ClusterConfigInput } from './cluster-config.js';
+import { SCHEMA_NAME } from '../state/postgres/backend.js';
 
 /**
  * The agent's configuration: from a YAML file, BERTH_* environment variables and flags, merged in
@@ -307,6 +308,12 @@ export interface AgentConfigInput {
    * the cluster that PostgreSQL coordinates. Default none: the agent runs alone. Changed by a restart only.
    */
   cluster?: ClusterConfigInput;
+  /**
+   * Where the agent keeps its records (README "State in PostgreSQL"): by default a SQLite file in
+   * `dataDir`; with `state.postgres`, a schema (`state.schema`, default `berth_agent`) of that
+   * PostgreSQL database. The data directory still holds the tasks' output. Changed by a restart only.
+   */
+  state?: { postgres?: string; schema?: string; deadline?: string | number };
 }
 
 /** One entry of `registries`: the registry, and one secret (a password, inline or in a file, or an identity token). */
@@ -400,6 +407,8 @@ export interface AgentConfig {
   readonly pools: readonly PoolDefinition[];
   /** Cluster mode, when `cluster.postgres` is set. */
   readonly cluster?: ClusterConfig;
+  /** The records in PostgreSQL, when `state.postgres` is set; else the SQLite file in dataDir. */
+  readonly state?: { readonly postgresUrl: string; readonly schema: string; readonly deadlineMs: number };
   /** The file the configuration was read from, if any. */
   readonly file?: string;
 }
@@ -502,6 +511,9 @@ const LEAVES: Readonly<Record<string, LeafKind>> = {
   'retention.interval': 'duration',
   'groups.infraImage': 'string',
   'cluster.postgres': 'string',
+  'state.postgres': 'string',
+  'state.schema': 'string',
+  'state.deadline': 'duration',
   'cluster.nodeId': 'string',
   'cluster.address': 'string',
   'cluster.labels': 'list',
@@ -532,7 +544,7 @@ export const CONFIG_ENV_VARS: Readonly<Record<string, string>> = Object.freeze(
 );
 
 /** Keys a running agent cannot change: a reload keeps their old values and reports them. */
-export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'tls', 'agentId', 'engine', 'engineDeadlines', 'tasks', 'http', 'ports', 'pools', 'cluster']);
+export const RESTART_ONLY_KEYS: readonly string[] = Object.freeze(['dataDir', 'socketPath', 'listen', 'tls', 'agentId', 'engine', 'engineDeadlines', 'tasks', 'http', 'ports', 'pools', 'cluster', 'state']);
 
 const MiB = 1024 * 1024;
 
@@ -584,6 +596,7 @@ export const CONFIG_BOUNDS = Object.freeze({
   /** A share of the file system: 1% to 99% (a full disk is what the watermark is there to prevent). */
   'retention.diskWatermark': { min: 0.01, max: 0.99 },
   'retention.interval': { minMs: SECOND_MS, maxMs: DURATION_LIMITS.timerMs },
+  'state.deadline': { minMs: 100, maxMs: 5 * 60 * SECOND_MS },
   ...CLUSTER_CONFIG_BOUNDS,
 } satisfies Record<string, DurationBounds | SizeBounds | CountBounds | FractionBounds>);
 
@@ -665,6 +678,7 @@ function defaultsInput(host: HostFacts, env: Readonly<Record<string, string | un
     groups: {},
     ports: { range: '20000-29999', hostIp: '127.0.0.1' },
     pools: [],
+    state: { deadline: '5s' },
   };
 }
 
@@ -936,8 +950,22 @@ function buildSchema(host: HostFacts) {
     groups: section({ infraImage: imageReference.optional() }),
     pools: poolsOption,
     cluster: clusterSection.optional(),
+    state: section({
+      postgres: postgresUrlOption.optional(),
+      schema: text(SCHEMA_NAME, 'must be a lower-case identifier: a letter or _, then letters, digits or _ (63 at most)').optional(),
+      deadline: duration('5s', CONFIG_BOUNDS['state.deadline']),
+    }),
     ports: section({ range: portRange, hostIp: text(/^[0-9a-fA-F.:]+$/, 'must be an IPv4 or IPv6 address such as 127.0.0.1').refine((v) => isIP(v) !== 0, 'must be an IPv4 or IPv6 address such as 127.0.0.1') }),
   });
+}
+
+/**
+ * `state.schema` when unset: `berth_agent`, or in cluster mode `berth_agent_<node id>`, so that the
+ * nodes of a cluster that share one database keep their records apart.
+ */
+export function defaultStateSchema(nodeId: string | undefined): string {
+  if (nodeId === undefined) return 'berth_agent';
+  return `berth_agent_${nodeId.toLowerCase().replace(/[^a-z0-9_]/g, '_')}`.slice(0, 63);
 }
 
 /** `ports.range`: "FROM-TO", 1 <= FROM <= TO <= 65535, at least 10 ports wide (a narrower range runs out at once). */
@@ -1217,6 +1245,7 @@ export function loadAgentConfig(sources: ConfigSources): AgentConfig {
     groups: c.groups.infraImage !== undefined ? { infraImage: c.groups.infraImage } : {},
     ports: { range: c.ports.range, hostIp: c.ports.hostIp },
     ...(cluster !== undefined ? { cluster } : {}),
+    ...(c.state.postgres !== undefined ? { state: { postgresUrl: c.state.postgres, schema: c.state.schema ?? defaultStateSchema(cluster?.nodeId), deadlineMs: c.state.deadline } } : {}),
     ...(file !== undefined ? { file } : {}),
   };
   let pools: PoolDefinition[];

@@ -991,8 +991,54 @@ export class TaskSupervisor {
       await handle.destroy().catch((error: unknown) => this.#removeLater(taskId, handle, asBerthError(error)));
       // Freed once the container is gone (or, when its removal failed, stopped: a stopped container binds no host port).
       this.#releasePorts(taskId);
-    })().finally(() => this.#deps.usage?.forget(taskId));
+    })()
+      .catch((error: unknown) => {
+        if (!isBerthError(error, 'BERTH_STORE_UNAVAILABLE') || this.#closing.signal.aborted) throw error;
+        return this.#followWhenStoreAnswers(taskId, error);
+      })
+      .finally(() => this.#deps.usage?.forget(taskId));
     return this.#track(work);
+  }
+
+  /**
+   * A task whose supervision met a store that did not answer (a PostgreSQL store away): nothing it
+   * did was lost, since each step is one transaction, but it was left halfway. Once the store
+   * answers, the task is followed again from its record, as a restarted agent follows it: its
+   * container (running, or ended meanwhile) is recovered, the output resumes at its files' position,
+   * and its end is recorded. At shutdown it stays as it is recorded, for the next agent.
+   */
+  async #followWhenStoreAnswers(taskId: string, error: BerthError): Promise<void> {
+    this.#deps.logger.warn({ taskId, code: error.code, error: error.message }, 'the store did not answer while following the task; following it again when it answers');
+    this.#deps.onError?.(error.code);
+    for (let waitMs = RECOVER_RETRY_MS.first; ; waitMs = Math.min(waitMs * 2, RECOVER_RETRY_MS.max)) {
+      await delay(waitMs, undefined, { signal: this.#closing.signal }).catch(() => undefined);
+      if (this.#closing.signal.aborted) return;
+      try {
+        const record = this.#deps.store.tasks.get(taskId);
+        if (record === undefined) return;
+        if (hasEnded(record.state)) {
+          // Its end was recorded; what may be left is the container's removal and its ports.
+          const ended = this.#handles.get(taskId);
+          this.#handles.delete(taskId);
+          await ended?.destroy().catch((destroyError: unknown) => this.#removeLater(taskId, ended, asBerthError(destroyError)));
+          this.#releasePorts(taskId);
+          return;
+        }
+        const handle = await this.#recoverHandle(record);
+        if (this.#closing.signal.aborted) return;
+        if (!handle) {
+          this.#endLost(taskId, 'its container was gone when the agent followed it again after a state database outage');
+          return;
+        }
+        this.#deps.logger.info({ taskId }, 'the store answers; following the task again');
+        await this.#follow(taskId, handle);
+        return;
+      } catch (retryError) {
+        const berthError = asBerthError(retryError);
+        if (berthError.code === 'BERTH_STORE_UNAVAILABLE' || isEngineOutage(berthError)) continue;
+        throw retryError;
+      }
+    }
   }
 
   /** Collects an ended task's `collect` paths (src/agent/artifacts.ts); a failure is logged, and the end goes on. */
@@ -1145,8 +1191,9 @@ export class TaskSupervisor {
         this.#finish(taskId, end, finishedAtMs, { portsFreedByCaller: true });
         return true;
       } catch (error) {
-        if (!isBerthError(error, 'BERTH_DISK_FULL') || this.#closing.signal.aborted) throw error;
-        this.#deps.logger.warn({ taskId, code: error.code }, 'could not record the task end; trying again when there is space');
+        // A full disk, or a PostgreSQL store that does not answer: the end is recorded once the database takes it.
+        if (!(isBerthError(error, 'BERTH_DISK_FULL') || isBerthError(error, 'BERTH_STORE_UNAVAILABLE')) || this.#closing.signal.aborted) throw error;
+        this.#deps.logger.warn({ taskId, code: error.code }, 'could not record the task end; trying again');
         this.#deps.onError?.(error.code);
         await delay(waitMs, undefined, { signal: this.#closing.signal }).catch(() => undefined);
         if (this.#closing.signal.aborted) return false;

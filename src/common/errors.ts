@@ -41,6 +41,7 @@ export const ERROR_CODES = {
   BERTH_GROUP_NOT_FOUND: 'No group with that id: the agent has no record of it.',
   BERTH_GROUP_EXISTS: 'A group with that id was submitted already, with another spec.',
   BERTH_CLUSTER_UNAVAILABLE: 'The cluster\'s PostgreSQL could not be reached, or did not answer within the call\'s deadline; the call may or may not have been applied (a commit whose answer was lost), and it is safe to try again: submits and reports are idempotent, and a node asks what it holds after a failed claim. Calls work again once the database answers.',
+  BERTH_STORE_UNAVAILABLE: 'The agent\'s state database on PostgreSQL (`state.postgres`) could not be reached, or did not answer within its deadline: the write was not recorded, or its answer was lost. The agent records a task\'s end again until the database answers; a submit may be tried again.',
   BERTH_CLUSTER_FENCED: 'A node reported for a task it no longer holds under that lease epoch (its lease expired and the task was declared lost or placed elsewhere): the node must stop and remove that task\'s container and report nothing more for it.',
   BERTH_CLUSTER_LEASE_LOST: 'A node\'s heartbeat or claim carried a lease epoch that is no longer current: the node was declared down (or registered again); it must drop what it holds and register again for a new epoch.',
   BERTH_NODE_UNREACHABLE: 'The cluster node that runs (or ran) the task could not be reached to forward the request to it, or is down: try again, or read the task\'s state from the cluster index (GET /v1/tasks/:id answers it from there).',
@@ -62,6 +63,7 @@ const RETRYABLE: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
   'BERTH_AGENT_TIMEOUT',
   'BERTH_DISK_FULL',
   'BERTH_CLUSTER_UNAVAILABLE',
+  'BERTH_STORE_UNAVAILABLE',
   'BERTH_NODE_UNREACHABLE',
 ]);
 

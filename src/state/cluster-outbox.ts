@@ -1,4 +1,4 @@
-import type Database from 'better-sqlite3';
+import type { SqlConnection } from './sql.js';
 import { asDiskFull } from './disk-full.js';
 
 /**
@@ -34,10 +34,10 @@ interface OutboxRow {
  * the agent's reporter, and deleted once the cluster store took them.
  */
 export class ClusterOutboxRepository {
-  readonly #db: Database.Database;
+  readonly #db: SqlConnection;
   readonly #nowMs: () => number;
 
-  constructor(db: Database.Database, nowMs: () => number) {
+  constructor(db: SqlConnection, nowMs: () => number) {
     this.#db = db;
     this.#nowMs = nowMs;
   }
@@ -67,6 +67,6 @@ export class ClusterOutboxRepository {
 }
 
 /** Writes one outbox entry with the caller's connection (inside the caller's transaction). */
-export function appendOutbox(db: Database.Database, taskId: string, epoch: number, transition: OutboxTransition, nowMs: number): void {
+export function appendOutbox(db: SqlConnection, taskId: string, epoch: number, transition: OutboxTransition, nowMs: number): void {
   db.prepare('INSERT INTO cluster_outbox (task_id, epoch, transition, created_at_ms) VALUES (?, ?, ?, ?)').run(taskId, epoch, JSON.stringify(transition), nowMs);
 }

@@ -1,7 +1,7 @@
 import { BerthError, messageOf } from '../common/errors.js';
 
-/** SQLite's result codes for a write that found no room: the disk (or the database's size limit) is full. */
-const FULL_CODES = new Set(['SQLITE_FULL', 'SQLITE_IOERR_WRITE', 'SQLITE_IOERR_FSYNC', 'SQLITE_IOERR_SHMSIZE']);
+/** SQLite's result codes, and PostgreSQL's SQLSTATE 53100 (disk_full), for a write that found no room. */
+const FULL_CODES = new Set(['SQLITE_FULL', 'SQLITE_IOERR_WRITE', 'SQLITE_IOERR_FSYNC', 'SQLITE_IOERR_SHMSIZE', '53100']);
 
 /** Whether an error is a file system's "no space left" (ENOSPC, EDQUOT) or SQLite's "database or disk is full". */
 export function isDiskFullError(error: unknown): boolean {

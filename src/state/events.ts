@@ -1,4 +1,4 @@
-import type Database from 'better-sqlite3';
+import type { SqlConnection, SqlStatement } from './sql.js';
 
 /** One stored event: its id (increasing, never reused), when it happened, and its JSON body. */
 export interface StoredEvent {
@@ -21,42 +21,45 @@ const TRIMMED_THROUGH_KEY = 'events-trimmed-through-ms';
 
 /**
  * The agent's event log: every event it announces, kept for a window (an age and a count) so that a
- * client that lost its stream can ask for what it missed (`Last-Event-ID`). Ids come from SQLite's
+ * client that lost its stream can ask for what it missed (`Last-Event-ID`). Ids come from the database's
  * AUTOINCREMENT, so they increase across restarts and are never reused.
  */
 export class EventLogRepository {
-  readonly #db: Database.Database;
+  readonly #db: SqlConnection;
   // Prepared once: the insert runs for every event, bounds and trim every few seconds.
-  readonly #insert: Database.Statement<[number, string]>;
-  readonly #after: Database.Statement<[number, number], StoredEvent>;
-  readonly #firstAfterTime: Database.Statement<[number], { id: number }>;
-  readonly #lastId: Database.Statement<[], { seq: number }>;
-  readonly #firstId: Database.Statement<[], { id: number | null }>;
-  readonly #trimmedThrough: Database.Statement<[], { value: string }>;
-  readonly #cutId: Database.Statement<[number, number], { id: number | null }>;
-  readonly #newestAtThrough: Database.Statement<[number], { atMs: number | null }>;
-  readonly #deleteThrough: Database.Statement<[number]>;
-  readonly #recordTrimmed: Database.Statement<[string]>;
+  readonly #insert: SqlStatement<[number, string], { id: number }>;
+  readonly #after: SqlStatement<[number, number], StoredEvent>;
+  readonly #firstAfterTime: SqlStatement<[number], { id: number }>;
+  readonly #lastId: SqlStatement<[], { seq: number }>;
+  readonly #firstId: SqlStatement<[], { id: number | null }>;
+  readonly #trimmedThrough: SqlStatement<[], { value: string }>;
+  readonly #cutId: SqlStatement<[number, number], { id: number | null }>;
+  readonly #newestAtThrough: SqlStatement<[number], { atMs: number | null }>;
+  readonly #deleteThrough: SqlStatement<[number]>;
+  readonly #recordTrimmed: SqlStatement<[string]>;
 
-  constructor(db: Database.Database) {
+  constructor(db: SqlConnection) {
     this.#db = db;
-    this.#insert = db.prepare('INSERT INTO events (at_ms, body) VALUES (?, ?)');
-    this.#after = db.prepare('SELECT id, at_ms AS atMs, body FROM events WHERE id > ? ORDER BY id LIMIT ?');
+    this.#insert = db.prepare('INSERT INTO events (at_ms, body) VALUES (?, ?) RETURNING id');
+    this.#after = db.prepare('SELECT id, at_ms AS "atMs", body FROM events WHERE id > ? ORDER BY id LIMIT ?');
     this.#firstAfterTime = db.prepare('SELECT id FROM events WHERE at_ms > ? ORDER BY at_ms, id LIMIT 1');
-    this.#lastId = db.prepare("SELECT seq FROM sqlite_sequence WHERE name = 'events'");
+    // The last id handed out, even when its event was trimmed since: AUTOINCREMENT's counter, or the sequence's.
+    this.#lastId = db.prepare(
+      db.dialect === 'sqlite' ? "SELECT seq FROM sqlite_sequence WHERE name = 'events'" : 'SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS seq FROM events_id_seq',
+    );
     this.#firstId = db.prepare('SELECT MIN(id) AS id FROM events');
     this.#trimmedThrough = db.prepare(`SELECT value FROM meta WHERE key = '${TRIMMED_THROUGH_KEY}'`);
     this.#cutId = db.prepare('SELECT MAX(id) AS id FROM events WHERE at_ms < ? OR id <= ?');
-    this.#newestAtThrough = db.prepare('SELECT MAX(at_ms) AS atMs FROM events WHERE id <= ?');
+    this.#newestAtThrough = db.prepare('SELECT MAX(at_ms) AS "atMs" FROM events WHERE id <= ?');
     this.#deleteThrough = db.prepare('DELETE FROM events WHERE id <= ?');
     this.#recordTrimmed = db.prepare(
-      `INSERT INTO meta (key, value) VALUES ('${TRIMMED_THROUGH_KEY}', ?) ON CONFLICT (key) DO UPDATE SET value = MAX(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER))`,
+      `INSERT INTO meta (key, value) VALUES ('${TRIMMED_THROUGH_KEY}', ?) ON CONFLICT (key) DO UPDATE SET value = ${db.dialect === 'sqlite' ? 'MAX' : 'GREATEST'}(CAST(meta.value AS BIGINT), CAST(excluded.value AS BIGINT))${db.dialect === 'sqlite' ? '' : '::text'}`,
     );
   }
 
   /** Stores one event and returns its id. */
   append(atMs: number, body: string): number {
-    return Number(this.#insert.run(atMs, body).lastInsertRowid);
+    return Number(this.#insert.get(atMs, body)!.id);
   }
 
   /** Up to `limit` events after `id`, oldest first. */

@@ -1,4 +1,4 @@
-import type Database from 'better-sqlite3';
+import type { SqlConnection, SqlStatement } from './sql.js';
 import { BerthError } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import type { PublishedPort } from '../engine/types.js';
@@ -126,12 +126,12 @@ export function isLegalGroupMove(from: GroupState, to: GroupState): boolean {
  * half a group), and removed in one (its tasks' records with it).
  */
 export class GroupRepository {
-  readonly #db: Database.Database;
+  readonly #db: SqlConnection;
   readonly #nowMs: () => number;
   readonly #logger: Logger;
-  readonly #select: Database.Statement<[string], GroupRow>;
+  readonly #select: SqlStatement<[string], GroupRow>;
 
-  constructor(db: Database.Database, nowMs: () => number, logger: Logger) {
+  constructor(db: SqlConnection, nowMs: () => number, logger: Logger) {
     this.#db = db;
     this.#nowMs = nowMs;
     this.#logger = logger;

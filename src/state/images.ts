@@ -1,4 +1,4 @@
-import type Database from 'better-sqlite3';
+import type { SqlConnection } from './sql.js';
 import { asDiskFull } from './disk-full.js';
 
 /** One task's hold on one image. */
@@ -28,10 +28,10 @@ const toHolder = (row: HolderRow): ImageHolder =>
  * once the task no longer needs it.
  */
 export class ImageHolderRepository {
-  readonly #db: Database.Database;
+  readonly #db: SqlConnection;
   readonly #nowMs: () => number;
 
-  constructor(db: Database.Database, nowMs: () => number) {
+  constructor(db: SqlConnection, nowMs: () => number) {
     this.#db = db;
     this.#nowMs = nowMs;
   }
@@ -40,7 +40,7 @@ export class ImageHolderRepository {
   addHolder(holder: { imageId: string; imageRef: string; taskId: string }): boolean {
     const result = asDiskFull(() =>
       this.#db
-        .prepare('INSERT OR IGNORE INTO image_holders (image_id, image_ref, task_id, added_at_ms) VALUES (?, ?, ?, ?)')
+        .prepare('INSERT INTO image_holders (image_id, image_ref, task_id, added_at_ms) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING')
         .run(holder.imageId, holder.imageRef, holder.taskId, this.#nowMs()),
     );
     return result.changes === 1;

@@ -1,16 +1,18 @@
-import type Database from 'better-sqlite3';
+import type { SqlConnection } from './sql.js';
 
 /** Well-known keys of the meta table. */
 export const META_KEYS = {
   /** The agent's own id, generated at first start and kept for good (it labels its containers). */
   agentId: 'agent-id',
+  /** The host and data directory of the agent whose records these are (a PostgreSQL store: one agent per schema). */
+  storeOwner: 'store-owner',
 } as const;
 
 /** A small key-value table for facts the agent keeps across restarts. */
 export class MetaRepository {
-  readonly #db: Database.Database;
+  readonly #db: SqlConnection;
 
-  constructor(db: Database.Database) {
+  constructor(db: SqlConnection) {
     this.#db = db;
   }
 

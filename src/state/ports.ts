@@ -1,4 +1,4 @@
-import type Database from 'better-sqlite3';
+import type { SqlConnection } from './sql.js';
 import { asDiskFull } from './disk-full.js';
 
 /** One host port held by an owner (a task or a group). */
@@ -49,10 +49,10 @@ const toHold = (row: PortRow): PortHold =>
  * immediate transaction, so that two writers cannot both take a port they each saw free.
  */
 export class PortRepository {
-  readonly #db: Database.Database;
+  readonly #db: SqlConnection;
   readonly #nowMs: () => number;
 
-  constructor(db: Database.Database, nowMs: () => number) {
+  constructor(db: SqlConnection, nowMs: () => number) {
     this.#db = db;
     this.#nowMs = nowMs;
   }

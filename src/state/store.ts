@@ -12,6 +12,7 @@ import { PortRepository } from './ports.js';
 import { TaskRepository } from './tasks.js';
 import { GroupRepository } from './groups.js';
 import { ClusterOutboxRepository } from './cluster-outbox.js';
+import type { SqlConnection } from './sql.js';
 
 export interface StoreOptions {
   /** How long a write waits for another connection's lock before failing. Default 5000 ms. */
@@ -44,14 +45,91 @@ function convertToIncrementalVacuum(db: Database.Database, file: string, logger:
 /** Conventional file name of the store inside the agent's data directory. */
 export const STORE_FILE_NAME = 'berth.db';
 
+/** What differs between the databases a store can live in, beyond its SQL: upkeep and facts about the database. */
+export interface StoreBackend {
+  readonly kind: 'sqlite' | 'postgres';
+  readonly connection: SqlConnection;
+  readonly isOpen: boolean;
+  journalMode(): string;
+  autoVacuum(): 'none' | 'full' | 'incremental';
+  sizeBytes(): number;
+  freePages(): number;
+  /** Gives up to `maxPages` free pages back; returns the free pages left. */
+  reclaimSpace(maxPages: number): number;
+  checkpoint(): void;
+  schemaVersion(): number;
+  close(): void;
+}
+
+/** The embedded default: one SQLite file in the data directory. */
+class SqliteBackend implements StoreBackend {
+  readonly kind = 'sqlite' as const;
+  readonly connection: SqlConnection;
+  readonly #db: Database.Database;
+
+  constructor(db: Database.Database) {
+    this.#db = db;
+    this.connection = sqliteConnection(db);
+  }
+
+  get isOpen(): boolean {
+    return this.#db.open;
+  }
+
+  journalMode(): string {
+    return String(this.#db.pragma('journal_mode', { simple: true }));
+  }
+
+  autoVacuum(): 'none' | 'full' | 'incremental' {
+    const mode = this.#db.pragma('auto_vacuum', { simple: true }) as number;
+    return mode === 2 ? 'incremental' : mode === 1 ? 'full' : 'none';
+  }
+
+  sizeBytes(): number {
+    return (this.#db.pragma('page_count', { simple: true }) as number) * (this.#db.pragma('page_size', { simple: true }) as number);
+  }
+
+  freePages(): number {
+    return this.#db.pragma('freelist_count', { simple: true }) as number;
+  }
+
+  reclaimSpace(maxPages: number): number {
+    if (this.autoVacuum() === 'incremental' && maxPages > 0) asDiskFull(() => this.#db.pragma(`incremental_vacuum(${Math.floor(maxPages)})`));
+    return this.freePages();
+  }
+
+  checkpoint(): void {
+    if (this.journalMode() === 'wal') this.#db.pragma('wal_checkpoint(TRUNCATE)');
+  }
+
+  schemaVersion(): number {
+    return this.#db.pragma('user_version', { simple: true }) as number;
+  }
+
+  close(): void {
+    if (this.#db.open) this.#db.close();
+  }
+}
+
+/** better-sqlite3's database as the repositories' connection: its API is the one they were written for. */
+function sqliteConnection(db: Database.Database): SqlConnection {
+  return {
+    dialect: 'sqlite',
+    prepare: <P extends unknown[], R>(sql: string) => db.prepare<P, R>(sql),
+    exec: (sql) => void db.exec(sql),
+    transaction: (work) => db.transaction(work),
+  };
+}
+
 /**
- * The agent's durable state: tasks, image holders, and a few facts (the agent id), in one SQLite
- * database.
+ * The agent's durable state: tasks, groups, image holders, host ports, events and a few facts (the
+ * agent id), in one database: a SQLite file by default (openStore), or a PostgreSQL schema
+ * (openPostgresStore, postgres/backend.ts). The repositories run the same SQL on both.
  *
- * Durability: WAL mode with `synchronous=NORMAL`. A committed write survives the process being
+ * Durability (SQLite): WAL mode with `synchronous=NORMAL`. A committed write survives the process being
  * killed at any point (kill -9, a crash); only an operating-system crash or power loss can drop the
  * last few commits, which the engine-side recovery (containers are found by name and label)
- * tolerates. Every write is one transaction.
+ * tolerates. PostgreSQL's commits are as durable as its server is set up to make them. Every write is one transaction.
  *
  * Use it as a write-ahead record: write the intent before asking the engine to act (`starting`
  * before create, `stopping` before stop, `removed` before remove, an image hold before the task
@@ -69,15 +147,16 @@ export class Store {
   readonly ports: PortRepository;
   /** Cluster reports not sent yet (cluster mode: agent/cluster-reporter.ts). */
   readonly outbox: ClusterOutboxRepository;
-  /** Where the database lives (`:memory:` for a throw-away store). */
+  /** Where the database lives: a file (`:memory:` for a throw-away store), or `postgres:<schema>`. */
   readonly location: string;
   /** Schema versions applied by this open (empty when the schema was already current). */
   readonly appliedMigrations: readonly number[];
-  readonly #db: Database.Database;
+  readonly #backend: StoreBackend;
 
-  /** @internal Use openStore. */
-  constructor(db: Database.Database, location: string, appliedMigrations: readonly number[], nowMs: () => number, logger: Logger) {
-    this.#db = db;
+  /** @internal Use openStore or openPostgresStore. */
+  constructor(backend: StoreBackend, location: string, appliedMigrations: readonly number[], nowMs: () => number, logger: Logger) {
+    this.#backend = backend;
+    const db = backend.connection;
     this.location = location;
     this.appliedMigrations = Object.freeze([...appliedMigrations]);
     this.tasks = new TaskRepository(db, nowMs, logger);
@@ -89,9 +168,14 @@ export class Store {
     this.outbox = new ClusterOutboxRepository(db, nowMs);
   }
 
-  /** The SQLite journal mode in force (`wal` for a file store). */
+  /** Which database holds the store. */
+  get backend(): 'sqlite' | 'postgres' {
+    return this.#backend.kind;
+  }
+
+  /** The journal mode in force (`wal` for a file store; PostgreSQL always writes ahead). */
   journalMode(): string {
-    return String(this.#db.pragma('journal_mode', { simple: true }));
+    return this.#backend.journalMode();
   }
 
   /**
@@ -100,57 +184,56 @@ export class Store {
    * agent's own writes stay one per change.
    */
   transaction<T>(work: () => T): T {
-    return asDiskFull(() => this.#db.transaction(work).immediate());
+    return asDiskFull(() => this.#backend.connection.transaction(work).immediate());
   }
 
-  /** SQLite's auto_vacuum mode (`incremental` for a store opened by this berth, unless its conversion failed). */
+  /** How the database gives deleted rows' space back: `incremental` for a SQLite store opened by this berth (unless its conversion failed); `full` for PostgreSQL (its autovacuum). */
   autoVacuum(): 'none' | 'full' | 'incremental' {
-    const mode = this.#db.pragma('auto_vacuum', { simple: true }) as number;
-    return mode === 2 ? 'incremental' : mode === 1 ? 'full' : 'none';
+    return this.#backend.autoVacuum();
   }
 
-  /** The database's size, in bytes: its pages, free ones included (what the file holds after a checkpoint). */
+  /** The database's size, in bytes (SQLite: its pages, free ones included; PostgreSQL: the schema's tables and indexes). */
   sizeBytes(): number {
-    return (this.#db.pragma('page_count', { simple: true }) as number) * (this.#db.pragma('page_size', { simple: true }) as number);
+    return this.#backend.sizeBytes();
   }
 
-  /** Pages of the database that deleted rows freed and that are not given back to the file system yet. */
+  /** Pages of the database that deleted rows freed and that are not given back to the file system yet (always 0 on PostgreSQL). */
   freePages(): number {
-    return this.#db.pragma('freelist_count', { simple: true }) as number;
+    return this.#backend.freePages();
   }
 
   /**
    * Gives up to `maxPages` free pages back to the file system (SQLite's incremental vacuum), so the
    * database file shrinks after many deletions; a few at a time, as each call holds the write lock
    * while it moves pages. Returns the free pages left. Does nothing on a database without
-   * incremental auto-vacuum (see openStore).
+   * incremental auto-vacuum (see openStore), nor on PostgreSQL.
    */
   reclaimSpace(maxPages: number): number {
-    if (this.autoVacuum() === 'incremental' && maxPages > 0) asDiskFull(() => this.#db.pragma(`incremental_vacuum(${Math.floor(maxPages)})`));
-    return this.freePages();
+    return this.#backend.reclaimSpace(maxPages);
   }
 
   /**
    * Copies the write-ahead log into the database and truncates the log: the database file takes
    * its smaller size (a vacuum's truncation lands here) and the log its least. Best effort: a
    * reader in another connection may hold it back, and the next checkpoint finishes the work.
+   * PostgreSQL checkpoints by itself.
    */
   checkpoint(): void {
-    if (this.journalMode() === 'wal') this.#db.pragma('wal_checkpoint(TRUNCATE)');
+    this.#backend.checkpoint();
   }
 
   /** The schema version of the database. */
   schemaVersion(): number {
-    return this.#db.pragma('user_version', { simple: true }) as number;
+    return this.#backend.schemaVersion();
   }
 
   get isOpen(): boolean {
-    return this.#db.open;
+    return this.#backend.isOpen;
   }
 
   /** Closes the database; a second call does nothing. */
   close(): void {
-    if (this.#db.open) this.#db.close();
+    this.#backend.close();
   }
 
   [Symbol.dispose](): void {
@@ -198,7 +281,7 @@ export function openStore(file: string, options: StoreOptions = {}): Store {
     if ((db.pragma('auto_vacuum', { simple: true }) as number) !== AUTO_VACUUM_INCREMENTAL) db.pragma('auto_vacuum = INCREMENTAL');
     const applied = migrate(db, file, nowMs);
     if (!isMemory && (db.pragma('auto_vacuum', { simple: true }) as number) !== AUTO_VACUUM_INCREMENTAL) convertToIncrementalVacuum(db, file, logger);
-    return new Store(db, file, applied, nowMs, logger);
+    return new Store(new SqliteBackend(db), file, applied, nowMs, logger);
   } catch (error) {
     db.close();
     throw error;

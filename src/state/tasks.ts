@@ -1,4 +1,4 @@
-import type Database from 'better-sqlite3';
+import type { SqlConnection, SqlDialect, SqlStatement } from './sql.js';
 import { BerthError, ValidationError, type ErrorCode } from '../common/errors.js';
 import type { Logger } from '../common/logger.js';
 import { compareLogTimestamps, isLogTimestamp } from '../engine/log-entries.js';
@@ -353,10 +353,15 @@ function missingError(taskId: string): BerthError {
 
 /**
  * The least string above every string that starts with `prefix`: the prefix with its last
- * character raised by one. Task ids are ASCII (TASK_ID), where character order is SQLite's byte order.
+ * character raised by one. Task ids are ASCII (TASK_ID), where character order is byte order (PostgreSQL's id column collates "C").
  */
 function prefixUpperBound(prefix: string): string {
   return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+}
+
+/** A top-level field of a JSON text column, as text: SQLite's json_extract, PostgreSQL's ->>. */
+function jsonField(dialect: SqlDialect, column: string, field: string): string {
+  return dialect === 'sqlite' ? `json_extract(${column}, '$.${field}')` : `(${column}::jsonb ->> '${field}')`;
 }
 
 /**
@@ -367,15 +372,18 @@ function prefixUpperBound(prefix: string): string {
  * found again).
  */
 export class TaskRepository {
-  readonly #db: Database.Database;
+  readonly #db: SqlConnection;
   readonly #nowMs: () => number;
   readonly #logger: Logger;
-  readonly #select: Database.Statement<[string], TaskRow>;
+  readonly #select: SqlStatement<[string], TaskRow>;
   /** Prefix lookups' statements by their SQL (one per number of states passed over), prepared once. */
-  readonly #prefixStatements = new Map<string, Database.Statement>();
+  readonly #prefixStatements = new Map<string, SqlStatement>();
+  /** SQLite is told to read ended tasks through their index (without statistics it would sort them all); PostgreSQL plans by its own statistics. */
+  readonly #endedIndex: string;
 
-  constructor(db: Database.Database, nowMs: () => number, logger: Logger) {
+  constructor(db: SqlConnection, nowMs: () => number, logger: Logger) {
     this.#db = db;
+    this.#endedIndex = db.dialect === 'sqlite' ? ' INDEXED BY tasks_ended_by_finish' : '';
     this.#nowMs = nowMs;
     this.#logger = logger;
     this.#select = db.prepare<[string], TaskRow>('SELECT * FROM tasks WHERE id = ?');
@@ -421,7 +429,7 @@ export class TaskRepository {
     if (filter.endKind !== undefined) {
       const kinds = typeof filter.endKind === 'string' ? [filter.endKind] : [...filter.endKind];
       if (kinds.length === 0) return [];
-      where.push(`json_extract(end_state, '$.kind') IN (${kinds.map(() => '?').join(', ')})`);
+      where.push(`${jsonField(this.#db.dialect, 'end_state', 'kind')} IN (${kinds.map(() => '?').join(', ')})`);
       params.push(...kinds);
     }
     if (filter.group === false) where.push('group_id IS NULL');
@@ -434,11 +442,12 @@ export class TaskRepository {
       const equals = label.indexOf('=');
       const key = equals < 0 ? label : label.slice(0, equals);
       // json_each rather than a JSON path: label keys have dots and may have quotes.
+      const eachLabel = this.#db.dialect === 'sqlite' ? "json_each(tasks.spec, '$.labels')" : "jsonb_each_text(tasks.spec::jsonb -> 'labels')";
       if (equals < 0) {
-        where.push(`EXISTS (SELECT 1 FROM json_each(tasks.spec, '$.labels') WHERE key = ?)`);
+        where.push(`EXISTS (SELECT 1 FROM ${eachLabel} WHERE key = ?)`);
         params.push(key);
       } else {
-        where.push(`EXISTS (SELECT 1 FROM json_each(tasks.spec, '$.labels') WHERE key = ? AND value = ?)`);
+        where.push(`EXISTS (SELECT 1 FROM ${eachLabel} WHERE key = ? AND value = ?)`);
         params.push(key, label.slice(equals + 1));
       }
     }
@@ -472,7 +481,7 @@ export class TaskRepository {
     return { tasks, count };
   }
 
-  #prefixStatement(sql: string): Database.Statement {
+  #prefixStatement(sql: string): SqlStatement {
     let statement = this.#prefixStatements.get(sql);
     if (!statement) {
       statement = this.#db.prepare(sql);
@@ -518,7 +527,7 @@ export class TaskRepository {
   /** How many tasks have ended (exited, lost or removed): what `retention.maxCount` bounds. Reads the ended-tasks index only. */
   countEnded(): number {
     // A group's tasks are counted with their group (GroupRepository.countEnded), not here.
-    return this.#db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM tasks INDEXED BY tasks_ended_by_finish WHERE ${ENDED_STATES_SQL} AND group_id IS NULL`).get()!.n;
+    return this.#db.prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM tasks${this.#endedIndex} WHERE ${ENDED_STATES_SQL} AND group_id IS NULL`).get()!.n;
   }
 
   /**
@@ -530,7 +539,7 @@ export class TaskRepository {
     return this.#db
       .prepare<[number], { id: string; state: string; ended_at_ms: number }>(
         // INDEXED BY: without statistics the planner would sort every ended task by end time.
-        `SELECT id, state, COALESCE(finished_at_ms, updated_at_ms) AS ended_at_ms FROM tasks INDEXED BY tasks_ended_by_finish
+        `SELECT id, state, COALESCE(finished_at_ms, updated_at_ms) AS ended_at_ms FROM tasks${this.#endedIndex}
          WHERE ${ENDED_STATES_SQL} AND group_id IS NULL AND NOT EXISTS (SELECT 1 FROM image_holders WHERE image_holders.task_id = tasks.id)
          ORDER BY finished_at_ms, seq LIMIT ?`,
       )
@@ -771,7 +780,7 @@ export class TaskRepository {
   /** How many tasks that have not ended are unhealthy, as last seen (for metrics). */
   countUnhealthy(): number {
     return this.#db
-      .prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM tasks WHERE state IN ('starting', 'running', 'stopping') AND health IS NOT NULL AND json_extract(health, '$.status') = 'unhealthy'`)
+      .prepare<[], { n: number }>(`SELECT COUNT(*) AS n FROM tasks WHERE state IN ('starting', 'running', 'stopping') AND health IS NOT NULL AND ${jsonField(this.#db.dialect, 'health', 'status')} = 'unhealthy'`)
       .get()!.n;
   }
 

@@ -3,8 +3,8 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { LABELS, ROLES } from '../../src/common/labels.js';
-import { openStore, STORE_FILE_NAME } from '../../src/state/store.js';
-import { agentClientOf, agentTestFile, waitForTaskState, writeAgentConfig } from '../support/agent.js';
+
+import { agentClientOf, agentTestFile, openAgentStoreIn, waitForTaskState, writeAgentConfig } from '../support/agent.js';
 import type { AgentClient } from '../../src/agent/client.js';
 import { pollUntil, requireEngine, TEST_IMAGE, testEngine } from '../support/engine.js';
 
@@ -87,7 +87,7 @@ describe('agent warm pools across an agent crash', { skip }, () => {
     await first.stop('SIGKILL');
 
     // While the agent is down, one exec ends with 7.
-    const store = openStore(path.join(dataDir, STORE_FILE_NAME));
+    const store = openAgentStoreIn(dataDir);
     const recorded = store.tasks.get(endsWhileDown);
     store.close();
     assert.equal(recorded?.start?.path, 'warm');

@@ -4,8 +4,8 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { containerNameForTask, LABELS } from '../../src/common/labels.js';
 import { META_KEYS } from '../../src/state/meta.js';
-import { openStore, STORE_FILE_NAME } from '../../src/state/store.js';
-import { agentProcesses, berth, berthInspect, berthJson, httpGet, tempDirs, writeAgentConfig } from '../support/agent.js';
+
+import { agentProcesses, berth, berthInspect, berthJson, httpGet, openAgentStoreIn, tempDirs, writeAgentConfig } from '../support/agent.js';
 import { pollUntil, requireEngine, startTestContainer, TEST_IMAGE, testRun, testEngine } from '../support/engine.js';
 
 /**
@@ -63,7 +63,7 @@ const numberedUntilFinish = (body: string): string => `i=0; while [ ! -e /gate/f
  * holder still recorded. The next agent must remove the container and release the image.
  */
 async function simulateCutShortRemoval(dataDir: string, taskId: string): Promise<void> {
-  const store = openStore(path.join(dataDir, STORE_FILE_NAME));
+  const store = openAgentStoreIn(dataDir);
   try {
     assert.equal(store.tasks.get(taskId)?.state, 'exited');
     const imageId = (await engine.inspectImage(TEST_IMAGE)).id;

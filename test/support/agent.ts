@@ -23,7 +23,9 @@ import { silentLogger, type Logger } from '../../src/common/logger.js';
 import type { Engine } from '../../src/engine/engine.js';
 import { pollUntil, testRun, type TestRun } from './engine.js';
 import { FaultProxy } from './fault-proxy.js';
-import { ensureTestDatabase } from './postgres.js';
+import { ensureTestDatabase, testPgUrl } from './postgres.js';
+import { openStore, STORE_FILE_NAME, type Store } from '../../src/state/store.js';
+import { openPostgresStore } from '../../src/state/postgres/backend.js';
 
 /**
  * Node's arguments that run the CLI from its TypeScript source, as `node bin/berth.js` does in a
@@ -157,15 +159,32 @@ export async function writeAgentConfig(dir: string, yaml: string): Promise<strin
  * data directory (so an agent restarted on the directory finds its cluster again), and each submit
  * goes through the cluster's queue, claimer and report outbox while the test sees what it sees of a
  * single agent. The lease is long so that no restart in a test outlasts it; the address is never
- * dialled (a one-node cluster forwards nothing).
+ * dialled (a one-node cluster forwards nothing). The agent keeps its own records in that database
+ * too (`state.postgres`, schema berth_agent), so the suite also proves the PostgreSQL store.
  */
 /** Whether this is the agent suite's cluster-mode run (a test whose assertions differ there, such as ps's NODE column, asks). */
 export const CLUSTER_SUITE = process.env.BERTH_TEST_CLUSTER_SUITE === '1';
 
 async function clusterSuiteConfig(dataDir: string): Promise<{ postgres: string; address: string; lease: string; heartbeat: string } | undefined> {
   if (!CLUSTER_SUITE) return undefined;
-  const name = `berth_suite_${createHash('sha256').update(path.resolve(dataDir)).digest('hex').slice(0, 20)}`;
-  return { postgres: await ensureTestDatabase(name), address: 'http://127.0.0.1:9', lease: '10m', heartbeat: '1s' };
+  return { postgres: await ensureTestDatabase(suiteDatabaseName(dataDir)), address: 'http://127.0.0.1:9', lease: '10m', heartbeat: '1s' };
+}
+
+/** The suite's database of the agent on `dataDir`: one per data directory. */
+function suiteDatabaseName(dataDir: string): string {
+  return `berth_suite_${createHash('sha256').update(path.resolve(dataDir)).digest('hex').slice(0, 20)}`;
+}
+
+/** The agent's records in the suite's database (see clusterSuiteConfig). */
+const SUITE_STATE_SCHEMA = 'berth_agent';
+
+/**
+ * The store the agent on `dataDir` keeps its records in, for a test that reads or prepares them
+ * directly: its SQLite file, or in the cluster suite its schema of the suite's database.
+ */
+export function openAgentStoreIn(dataDir: string): Store {
+  if (!CLUSTER_SUITE) return openStore(path.join(dataDir, STORE_FILE_NAME));
+  return openPostgresStore({ url: testPgUrl(suiteDatabaseName(dataDir)), schema: SUITE_STATE_SCHEMA });
 }
 
 export interface RunningAgent {
@@ -208,7 +227,14 @@ export async function startAgentProcess(dataDir: string, args: readonly string[]
   const suiteEnv: Record<string, string> =
     suite === undefined
       ? {}
-      : { BERTH_CLUSTER_POSTGRES: suite.postgres, BERTH_CLUSTER_ADDRESS: suite.address, BERTH_CLUSTER_LEASE: suite.lease, BERTH_CLUSTER_HEARTBEAT: suite.heartbeat };
+      : {
+          BERTH_CLUSTER_POSTGRES: suite.postgres,
+          BERTH_CLUSTER_ADDRESS: suite.address,
+          BERTH_CLUSTER_LEASE: suite.lease,
+          BERTH_CLUSTER_HEARTBEAT: suite.heartbeat,
+          BERTH_STATE_POSTGRES: suite.postgres,
+          BERTH_STATE_SCHEMA: SUITE_STATE_SCHEMA,
+        };
   const child = spawn(process.execPath, [...command, 'agent', '--data-dir', dataDir, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv(suiteEnv) });
   if (child.pid === undefined) throw new Error('the agent process did not start');
   options.onSpawn?.(child);
@@ -374,7 +400,7 @@ export async function serveAgentIn(dataDir: string, engineSocket: string, flags:
   const { engineDeadlines, ...rest } = flags;
   const suite = rest.cluster === undefined ? await clusterSuiteConfig(dataDir) : undefined;
   const runtime = await buildAgent(
-    { flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: engineSocket, ...engineDeadlines }, ...rest, ...(suite ? { cluster: suite } : {}) }, host: testHost(dataDir) },
+    { flags: { dataDir, socketPath: path.join(dataDir, 'agent.sock'), engine: { socket: engineSocket, ...engineDeadlines }, ...rest, ...(suite ? { cluster: suite, state: { postgres: suite.postgres, schema: SUITE_STATE_SCHEMA } } : {}) }, host: testHost(dataDir) },
     options.logger ?? silentLogger,
   );
   if (options.onError) runtime.onError(options.onError);

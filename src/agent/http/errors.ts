@@ -81,6 +81,7 @@ const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = Object.freeze({
   BERTH_DISK_FULL: 507,
   // The cluster's PostgreSQL does not answer: like an engine that does not answer.
   BERTH_CLUSTER_UNAVAILABLE: 503,
+  BERTH_STORE_UNAVAILABLE: 503,
   BERTH_NODE_UNREACHABLE: 503,
   BERTH_FORWARD_LOOP: 409,
   // A node's report or lease is stale: a conflict with the task's (or node's) state in the cluster.

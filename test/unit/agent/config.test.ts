@@ -239,6 +239,9 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
       BERTH_CLUSTER_TLS_CA: '/etc/berth/cluster-ca.pem',
       BERTH_CLUSTER_TLS_CERT: '/etc/berth/node.pem',
       BERTH_CLUSTER_TLS_KEY: '/etc/berth/node-key.pem',
+      BERTH_STATE_POSTGRES: 'postgres://berth:s3cret@db.example:5432/berth',
+      BERTH_STATE_SCHEMA: 'berth_node_one',
+      BERTH_STATE_DEADLINE: '3s',
     };
     // BERTH_ENGINE_HOST and BERTH_ENGINE_CONTEXT are the alternatives to BERTH_ENGINE_SOCKET, and
     // BERTH_ENGINE_TLS_VERIFY and BERTH_ENGINE_CERT_PATH go with a host: covered below.
@@ -300,7 +303,24 @@ prune: { schedule: 24h, imageBudget: 20g, exemptImages: ['busybox:latest'] }
         token: 'cluster-secret-0123456789',
         tls: { caFile: '/etc/berth/cluster-ca.pem', certFile: '/etc/berth/node.pem', keyFile: '/etc/berth/node-key.pem' },
       },
+      state: { postgresUrl: 'postgres://berth:s3cret@db.example:5432/berth', schema: 'berth_node_one', deadlineMs: 3000 },
     });
+  });
+
+  it('keeps the records in SQLite unless state.postgres is set; the schema defaults per cluster node; a bad schema or URL is refused, naming the key', () => {
+    assert.equal(loadAgentConfig({ host }).state, undefined);
+    const url = 'postgres://berth@db.example:5432/berth';
+    assert.deepEqual(loadAgentConfig({ env: { BERTH_STATE_POSTGRES: url }, host }).state, { postgresUrl: url, schema: 'berth_agent', deadlineMs: 5000 });
+    const clustered = loadAgentConfig({ env: { BERTH_STATE_POSTGRES: url, BERTH_CLUSTER_POSTGRES: url, BERTH_CLUSTER_NODE_ID: 'Node-7.eu', BERTH_CLUSTER_ADDRESS: 'https://10.0.0.5:7443' }, host });
+    assert.equal(clustered.state?.schema, 'berth_agent_node_7_eu');
+    for (const [env, field] of [
+      [{ BERTH_STATE_POSTGRES: url, BERTH_STATE_SCHEMA: 'Upper' }, 'state.schema'],
+      [{ BERTH_STATE_POSTGRES: url, BERTH_STATE_SCHEMA: 'a;drop' }, 'state.schema'],
+      [{ BERTH_STATE_POSTGRES: 'mysql://x' }, 'state.postgres'],
+      [{ BERTH_STATE_POSTGRES: url, BERTH_STATE_DEADLINE: '10ms' }, 'state.deadline'],
+    ] as const) {
+      assert.throws(() => loadAgentConfig({ env, host }), (error: unknown) => error instanceof ValidationError && error.issues.some((i) => i.field === field), field);
+    }
   });
 
   it('defaults ports to 20000-29999 on 127.0.0.1, and refuses a bad range or address, naming the key', () => {

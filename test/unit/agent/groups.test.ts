@@ -10,7 +10,8 @@ import { ValidationError } from '../../../src/common/errors.js';
 import { silentLogger } from '../../../src/common/logger.js';
 import { planGroup } from '../../../src/groups/lifecycle.js';
 import { resolveTaskSpec } from '../../../src/spec/schema.js';
-import { openStore, type StoredTaskSpec } from '../../../src/state/index.js';
+import { type StoredTaskSpec } from '../../../src/state/index.js';
+import { openTestStore } from '../../support/store.js';
 
 const MiB = 1024 * 1024;
 
@@ -44,7 +45,7 @@ describe('group coordinator: pure parts', () => {
   });
 
   it('drives the planner from task records: a main ended, its sidecar is stopped, then the group ends as its main did', () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     store.groups.insert({
       id: 'g',
       name: 'g',
@@ -69,7 +70,7 @@ describe('group coordinator: pure parts', () => {
 
 describe('group view', () => {
   it('shows the group\'s tasks, ports, network and shared directory', () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     store.groups.insert({
       id: 'web-1',
       name: 'web',
@@ -96,7 +97,7 @@ describe('group view', () => {
 
 /** A coordinator over a real store and admission, with a supervisor that checks specs as the agent does and starts nothing. */
 function coordinatorWith(budget: ResourceDemand) {
-  const store = openStore(':memory:');
+  const store = openTestStore();
   const admission = new AdmissionController(budget);
   const defaults = { memoryBytes: 64 * MiB, cpuMilli: 100 };
   let hooks: SupervisorGroupHooks | undefined;

@@ -5,7 +5,7 @@ import { silentLogger } from '../../../src/common/logger.js';
 import { AgentEvents, type AgentEvent } from '../../../src/agent/events.js';
 import { HealthWatch, type HealthWatchEngine } from '../../../src/agent/health-watch.js';
 import type { ContainerInspect } from '../../../src/engine/types.js';
-import { openStore } from '../../../src/state/index.js';
+import { openTestStore } from '../../support/store.js';
 
 const CHECK = { test: ['CMD-SHELL', 'true'], intervalNs: 1e9, timeoutNs: 1e9, startPeriodNs: 0, retries: 2 };
 
@@ -15,7 +15,7 @@ function inspect(health: ContainerInspect['health'], running = true): ContainerI
 }
 
 /** A health watch over an engine whose inspect answers the next scripted state each time. */
-function scripted(states: ContainerInspect[], store = openStore(':memory:')) {
+function scripted(states: ContainerInspect[], store = openTestStore()) {
   const engine: HealthWatchEngine = {
     inspectContainer: async () => {
       const next = states.shift();
@@ -69,7 +69,7 @@ describe('HealthWatch', () => {
   });
 
   test('a restarted agent does not announce again the status its store recorded', async () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     const before = scripted([inspect({ status: 'healthy', failingStreak: 0, probes: [probe(1, 0, 'ok')] })], store);
     await before.watch.refresh('t1', 'c1');
     const after = scripted([inspect({ status: 'healthy', failingStreak: 0, probes: [probe(1, 0, 'ok'), probe(2, 0, 'ok')] })], store);

@@ -4,6 +4,7 @@ import { BerthError, ValidationError } from '../../../src/common/errors.js';
 import { hostPortInUse, parseProcNet, PortAllocator, type HostPortProbe } from '../../../src/agent/ports.js';
 import { openStore, type Store } from '../../../src/state/index.js';
 import { toTaskView } from '../../../src/agent/http/views.js';
+import { openTestStore } from '../../support/store.js';
 
 const RANGE = { from: 20000, to: 20009 };
 const nothingListens: HostPortProbe = () => false;
@@ -26,7 +27,7 @@ function unavailable(fn: () => unknown, field: RegExp): BerthError {
 
 describe('PortAllocator', () => {
   test('fills in dynamic ports from the range and the configured address, static ones as asked', () => {
-    using store = openStore(':memory:');
+    using store = openTestStore();
     const ports = allocatorOn(store).allocate('t1', [{ container: 80, protocol: 'tcp' }, { container: 53, protocol: 'udp', host: 5353 }], 'ports', { ownerKind: 'task' });
     assert.equal(ports.length, 2);
     assert.ok(ports[0]!.host! >= RANGE.from && ports[0]!.host! <= RANGE.to);
@@ -35,7 +36,7 @@ describe('PortAllocator', () => {
   });
 
   test('never hands out a port twice: the range runs out rather than repeat one', () => {
-    using store = openStore(':memory:');
+    using store = openTestStore();
     const allocator = allocatorOn(store);
     const seen = new Set<number>();
     for (let i = 0; i < 10; i++) seen.add(allocator.allocate(`t${i}`, [{ container: 80, protocol: 'tcp' }], 'ports')[0]!.host!);
@@ -47,7 +48,7 @@ describe('PortAllocator', () => {
   });
 
   test('is idempotent: an owner that holds ports gets the same ones back', () => {
-    using store = openStore(':memory:');
+    using store = openTestStore();
     const allocator = allocatorOn(store);
     const first = allocator.allocate('t1', [{ container: 80, protocol: 'tcp' }, { container: 81, protocol: 'tcp' }], 'ports');
     assert.deepEqual(allocator.allocate('t1', [{ container: 80, protocol: 'tcp' }, { container: 81, protocol: 'tcp' }], 'ports'), first);
@@ -56,7 +57,7 @@ describe('PortAllocator', () => {
   });
 
   test('refuses a static port another owner holds, naming the field and the holder, and takes none of the rest', () => {
-    using store = openStore(':memory:');
+    using store = openTestStore();
     const allocator = allocatorOn(store);
     allocator.allocate('holder', [{ container: 80, protocol: 'tcp', host: 8080 }], 'ports', { ownerKind: 'task' });
     const error = unavailable(
@@ -69,27 +70,27 @@ describe('PortAllocator', () => {
   });
 
   test('refuses a static port something else on the host listens on', () => {
-    using store = openStore(':memory:');
+    using store = openTestStore();
     const allocator = allocatorOn(store, { isHostPortInUse: (port) => port === 9000 });
     unavailable(() => allocator.allocate('t', [{ container: 80, protocol: 'tcp', host: 9000 }], 'ports'), /ports\[0\]\.host: something else on the host listens on tcp port 9000/);
   });
 
   test('skips dynamic candidates something else listens on', () => {
-    using store = openStore(':memory:');
+    using store = openTestStore();
     // Every port but the last of the range is taken by another program; the random pick starts at the first.
     const allocator = allocatorOn(store, { isHostPortInUse: (port) => port !== RANGE.to, random: () => 0 });
     assert.equal(allocator.allocate('t', [{ container: 80, protocol: 'tcp' }], 'ports')[0]!.host, RANGE.to);
   });
 
   test('a dynamic pick never takes a static port of the same allocation', () => {
-    using store = openStore(':memory:');
+    using store = openTestStore();
     const allocator = allocatorOn(store, { random: () => 0 });
     const ports = allocator.allocate('t', [{ container: 80, protocol: 'tcp' }, { container: 81, protocol: 'tcp', host: RANGE.from }], 'ports');
     assert.deepEqual(ports.map((p) => p.host), [RANGE.from + 1, RANGE.from]);
   });
 
   test('release frees the ports for others; it returns how many', () => {
-    using store = openStore(':memory:');
+    using store = openTestStore();
     const allocator = allocatorOn(store);
     allocator.allocate('a', [{ container: 80, protocol: 'tcp', host: 8080 }, { container: 81, protocol: 'tcp' }], 'ports');
     assert.equal(allocator.release('a'), 2);
@@ -98,7 +99,7 @@ describe('PortAllocator', () => {
   });
 
   test('sweep frees only owners of its kind that are no longer needed', () => {
-    using store = openStore(':memory:');
+    using store = openTestStore();
     const allocator = allocatorOn(store);
     allocator.allocate('live', [{ container: 80, protocol: 'tcp' }], 'ports', { ownerKind: 'task' });
     allocator.allocate('gone', [{ container: 80, protocol: 'tcp' }], 'ports', { ownerKind: 'task' });
@@ -108,7 +109,7 @@ describe('PortAllocator', () => {
   });
 
   test('a port\'s own address must be loopback or the configured one: only the operator publishes beyond the host', () => {
-    using store = openStore(':memory:');
+    using store = openTestStore();
     const allocator = allocatorOn(store);
     assert.throws(() => allocator.allocate('t', [{ container: 80, protocol: 'tcp', hostIp: '0.0.0.0' }], 'ports'), (error: unknown) => {
       assert.ok(error instanceof ValidationError);
@@ -132,7 +133,7 @@ describe('PortAllocator', () => {
   });
 
   test('refuses a bad range or address', () => {
-    using store = openStore(':memory:');
+    using store = openTestStore();
     assert.throws(() => new PortAllocator(store.ports, { range: { from: 3000, to: 2000 }, hostIp: '127.0.0.1' }), ValidationError);
     assert.throws(() => new PortAllocator(store.ports, { range: RANGE, hostIp: 'localhost' }), ValidationError);
   });
@@ -171,7 +172,7 @@ describe('the host\'s listeners (/proc/net)', () => {
 
 describe('the task view\'s ports and networks', () => {
   test('shows the ports the agent filled in, and the networks with their aliases', () => {
-    using store = openStore(':memory:');
+    using store = openTestStore();
     const { task } = store.tasks.insert({
       id: 'web',
       spec: { image: 'busybox', network: 'bridge', ports: [{ container: 80, protocol: 'tcp', host: 20001, hostIp: '127.0.0.1' }], networks: [{ name: 'backend', aliases: ['web'] }] },
@@ -182,7 +183,7 @@ describe('the task view\'s ports and networks', () => {
   });
 
   test('a task without ports or networks has neither field', () => {
-    using store = openStore(':memory:');
+    using store = openTestStore();
     const view = toTaskView(store.tasks.insert({ id: 'plain', spec: { image: 'busybox' } }).task);
     assert.equal('ports' in view, false);
     assert.equal('networks' in view, false);

@@ -17,10 +17,11 @@ import { TaskLogStore } from '../../../src/agent/task-logs.js';
 import { BerthError, isBerthError } from '../../../src/common/errors.js';
 import { silentLogger } from '../../../src/common/logger.js';
 import type { LogEntry } from '../../../src/engine/log-entries.js';
-import { openStore, type Store } from '../../../src/state/index.js';
+import { type Store } from '../../../src/state/index.js';
 import { TaskDriver } from '../../../src/tasks/driver.js';
 import { until } from '../../support/time.js';
 import { ScriptedEngine } from '../tasks/scripted-engine.js';
+import { openTestStore } from '../../support/store.js';
 
 const GiB = 1024 ** 3;
 const RANGE = { from: 20000, to: 20009 };
@@ -40,7 +41,7 @@ after(async () => {
 
 async function supervisorWithPorts(options: { store?: Store; budget?: { memoryBytes: number; cpuMilli: number } } = {}) {
   const engine = new ScriptedEngine();
-  const store = options.store ?? openStore(':memory:');
+  const store = options.store ?? openTestStore();
   const ports = new PortAllocator(store.ports, { range: RANGE, hostIp: '127.0.0.1', isHostPortInUse: () => false });
   const supervisor = new TaskSupervisor({
     store,
@@ -138,7 +139,7 @@ describe('the supervisor\'s host ports', () => {
   });
 
   test('recovery frees the ports of tasks that no longer need them, and keeps those of others', async () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     const allocator = new PortAllocator(store.ports, { range: RANGE, hostIp: '127.0.0.1', isHostPortInUse: () => false });
     // An agent that died after allocating, before recording its task; a task whose end was recorded; a group's ports.
     allocator.allocate('never-recorded', [{ container: 80, protocol: 'tcp' }], 'ports', { ownerKind: TASK_PORT_OWNER });

@@ -23,6 +23,7 @@ import { openStore, type Store } from '../../../src/state/store.js';
 import { TaskDriver, type ImageProvider } from '../../../src/tasks/driver.js';
 import { until } from '../../support/time.js';
 import { ScriptedEngine } from '../tasks/scripted-engine.js';
+import { openTestStore } from '../../support/store.js';
 
 const SECRET = 'pw-5e4d3c2b1a';
 const GiB = 1024 ** 3;
@@ -83,7 +84,7 @@ describe('the supervisor and inline registry credentials', () => {
   });
 
   test('stores the spec redacted and the secret sealed, and the pull gets the credentials whole', async () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     const { supervisor, acquired, ended } = await supervisorWith(store, await SecretBox.openIn(await mkdtemp(path.join(dir, 'data-'))));
     const { task, created } = supervisor.submit({ id: 't1', spec: inline() });
     assert.equal(created, true);
@@ -97,7 +98,7 @@ describe('the supervisor and inline registry credentials', () => {
   });
 
   test('resubmitting with the same credentials is the same task; with others it is BERTH_TASK_EXISTS', async () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     const { supervisor, ended } = await supervisorWith(store, await SecretBox.openIn(await mkdtemp(path.join(dir, 'data-'))));
     supervisor.submit({ id: 't2', spec: inline() });
     await ended('t2');
@@ -120,7 +121,7 @@ describe('the supervisor and inline registry credentials', () => {
   });
 
   test('without a secret box, inline credentials are refused at submit and nothing is stored', async () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     const { supervisor } = await supervisorWith(store, undefined);
     assert.throws(() => supervisor.submit({ id: 't4', spec: inline() }), (error: unknown) => isBerthError(error, 'BERTH_VALIDATION') && /no secret key/.test(error.message));
     assert.equal(store.tasks.get('t4'), undefined);

@@ -18,11 +18,11 @@ import { containerNameForTask, LABELS } from '../../../src/common/labels.js';
 import { silentLogger } from '../../../src/common/logger.js';
 import type { LogEntry } from '../../../src/engine/log-entries.js';
 import type { SpecPolicy } from '../../../src/spec/schema.js';
-import { openStore } from '../../../src/state/store.js';
 import type { TaskRecord } from '../../../src/state/tasks.js';
 import { TaskDriver } from '../../../src/tasks/driver.js';
 import { until } from '../../support/time.js';
 import { ScriptedEngine } from '../tasks/scripted-engine.js';
+import { openTestStore } from '../../support/store.js';
 
 const OWNER = 'agent-under-test';
 const GiB = 1024 ** 3;
@@ -47,7 +47,7 @@ after(async () => {
 /** A supervisor, open (recovered with nothing to recover), over a scripted engine. */
 async function scriptedSupervisor(budget: AdmissionBudget = { memoryBytes: 64 * GiB, cpuMilli: 64_000 }, policy: () => SpecPolicy = () => ({ allowPrivileged: false })) {
   const engine = new ScriptedEngine();
-  const store = openStore(':memory:');
+  const store = openTestStore();
   const states = new Map<string, string[]>();
   const events = new AgentEvents();
   events.subscribe((event) => {

@@ -1,13 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { openStore } from '../../../src/state/index.js';
 import { clusterReportOf } from '../../../src/state/tasks.js';
+import { openTestStore } from '../../support/store.js';
 
 const spec = { image: 'busybox' };
 
 describe('the cluster report outbox', () => {
   it('a claimed task\'s running and end are written to the outbox with the change, in order, under its epoch', () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     store.tasks.insert({ id: 'a', spec, clusterEpoch: 3 });
     store.tasks.insert({ id: 'b', spec, clusterEpoch: 3 });
     store.tasks.update('a', { to: 'starting' });
@@ -33,7 +33,7 @@ describe('the cluster report outbox', () => {
   });
 
   it('a local task writes nothing to the outbox', () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     store.tasks.insert({ id: 'local', spec });
     store.tasks.update('local', { to: 'starting' });
     store.tasks.update('local', { to: 'running', containerId: 'c' });
@@ -44,7 +44,7 @@ describe('the cluster report outbox', () => {
   });
 
   it('a re-registration moves the task and its unsent reports to the new epoch; a detached task drops them and reports nothing more', () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     store.tasks.insert({ id: 'kept', spec, clusterEpoch: 1 });
     store.tasks.insert({ id: 'fenced', spec, clusterEpoch: 1 });
     for (const id of ['kept', 'fenced']) {

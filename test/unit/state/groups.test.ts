@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isBerthError } from '../../../src/common/errors.js';
-import { isLegalGroupMove, openStore, type NewGroup } from '../../../src/state/index.js';
+import { isLegalGroupMove, type NewGroup } from '../../../src/state/index.js';
+import { openTestStore } from '../../support/store.js';
 
 const group = (id: string, taskIds: readonly string[] = ['a', 'b']): NewGroup => ({
   id,
@@ -14,7 +15,7 @@ const group = (id: string, taskIds: readonly string[] = ['a', 'b']): NewGroup =>
 
 describe('GroupRepository', () => {
   it('records a group and its tasks together, pending, the tasks naming their group', () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     const { inserted, group: record } = store.groups.insert(group('g1'));
     assert.equal(inserted, true);
     assert.equal(record.state, 'pending');
@@ -31,7 +32,7 @@ describe('GroupRepository', () => {
   });
 
   it('records nothing of a group one of whose task ids is taken', () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     store.tasks.insert({ id: 'g2.b', spec: { image: 'busybox' } });
     assert.throws(() => store.groups.insert(group('g2')), (e: unknown) => isBerthError(e, 'BERTH_TASK_EXISTS'));
     assert.equal(store.groups.get('g2'), undefined);
@@ -40,7 +41,7 @@ describe('GroupRepository', () => {
   });
 
   it('moves a group forward only, stamps its start and end, and keeps it unfinished until it is cleaned', () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     store.groups.insert(group('g3'));
     assert.deepEqual(store.groups.listLive().map((g) => g.id), ['g3']);
     const running = store.groups.update('g3', { state: 'running', infraContainerId: 'infra', ports: [{ container: 80, protocol: 'tcp', hostIp: '127.0.0.1', host: 32768 }] });
@@ -60,7 +61,7 @@ describe('GroupRepository', () => {
   });
 
   it('deletes a group with its tasks only once every task has ended', () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     store.groups.insert(group('g4'));
     store.tasks.update('g4.a', { to: 'exited', endState: { kind: 'cancelled' } });
     assert.equal(store.groups.delete('g4'), false, 'g4.b has not ended');
@@ -72,7 +73,7 @@ describe('GroupRepository', () => {
   });
 
   it('leaves group tasks out of task retention (they go with their group)', () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     store.groups.insert(group('g5', ['only']));
     store.tasks.update('g5.only', { to: 'exited', endState: { kind: 'success', exitCode: 0 } });
     store.tasks.insert({ id: 'solo', spec: { image: 'busybox' } });

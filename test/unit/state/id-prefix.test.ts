@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { isBerthError } from '../../../src/common/errors.js';
-import { migrate, openStore, type Store } from '../../../src/state/index.js';
+import { migrate, type Store } from '../../../src/state/index.js';
 import { taskIdOfPrefix } from '../../../src/tasks/id-prefix.js';
+import { openTestStore } from '../../support/store.js';
 
 function clock(startMs = 1_700_000_000_000): () => number {
   let now = startMs;
@@ -13,7 +14,7 @@ function clock(startMs = 1_700_000_000_000): () => number {
 const spec = { image: 'busybox:latest', command: ['true'] };
 
 function storeWith(ids: readonly string[]): Store {
-  const store = openStore(':memory:', { nowMs: clock() });
+  const store = openTestStore({ nowMs: clock() });
   for (const id of ids) store.tasks.insert({ id, spec });
   return store;
 }

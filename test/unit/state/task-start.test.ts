@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isBerthError } from '../../../src/common/errors.js';
-import { openStore } from '../../../src/state/store.js';
+import { openTestStore } from '../../support/store.js';
 
 describe('how a task started (migration 13)', () => {
   it('records a warm start with its pool, exec and container, and a cold one with its reason', () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     try {
       store.tasks.insert({ id: 'w', spec: { image: 'busybox' } });
       store.tasks.update('w', { to: 'starting' });
@@ -27,7 +27,7 @@ describe('how a task started (migration 13)', () => {
   });
 
   it('is refused for a task that is not starting or running, and forgotten when a restart waits for its next attempt', () => {
-    const store = openStore(':memory:');
+    const store = openTestStore();
     try {
       store.tasks.insert({ id: 'p', spec: { image: 'busybox' } });
       assert.throws(() => store.tasks.setStart('p', { path: 'cold', reason: 'no-pool' }, 'x'), (error: unknown) => isBerthError(error, 'BERTH_TASK_STATE'));
