@@ -64,8 +64,11 @@ export type TaskLocation =
   | { readonly kind: 'local' }
   /** Another node that is ready holds it (or held it last): the request goes there. */
   | { readonly kind: 'forward'; readonly nodeId: string; readonly address: string; readonly task: ClusterTask }
-  /** Queued, held by a node that is down (or unknown), or by this node without a record yet: the index answers. */
-  | { readonly kind: 'index'; readonly task: ClusterTask; readonly why: 'queued' | 'node-down' | 'not-recorded-here' }
+  /**
+   * Queued, ended before any node took it (cancelled while queued: `never-placed`), held by a node
+   * that is down (or unknown), or by this node without a record yet: the index answers.
+   */
+  | { readonly kind: 'index'; readonly task: ClusterTask; readonly why: 'queued' | 'never-placed' | 'node-down' | 'not-recorded-here' }
   /** Forwarded by another node, and not here: never forwarded twice. */
   | { readonly kind: 'loop'; readonly forwardedBy: string }
   /** Nowhere: 404 as on a single agent. */
@@ -87,7 +90,7 @@ export function locateTask(input: {
   if (input.forwardedBy !== undefined) return { kind: 'loop', forwardedBy: input.forwardedBy };
   const task = input.task;
   if (task === undefined) return { kind: 'unknown' };
-  if (task.nodeId === undefined) return { kind: 'index', task, why: 'queued' };
+  if (task.nodeId === undefined) return { kind: 'index', task, why: task.state === 'queued' ? 'queued' : 'never-placed' };
   if (task.nodeId === input.selfNodeId) return { kind: 'index', task, why: 'not-recorded-here' };
   const node = input.nodes.find((n) => n.nodeId === task.nodeId);
   if (node === undefined || node.state !== 'ready') return { kind: 'index', task, why: 'node-down' };
@@ -304,6 +307,49 @@ export class TaskForwarder {
     const body = errorBody(error);
     response.writeHead(error.code === 'BERTH_NODE_UNREACHABLE' ? 503 : 500, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
     response.end(body);
+  }
+
+  /**
+   * Reads a task's view from the node that holds it (`GET /v1/tasks/:id` with the cluster's
+   * credential, marked forwarded so that node never sends it on): the submit of a task that publishes
+   * ports answers with the host ports its node handed out. Resolves with the node's status and JSON
+   * body; a node that cannot be reached (or answers no JSON within `timeoutMs`) is BERTH_NODE_UNREACHABLE.
+   */
+  async readTaskView(target: ForwardTarget, taskId: string, options: { authorization?: string; timeoutMs?: number } = {}): Promise<{ status: number; body: unknown }> {
+    const rule = forwardAddressRule(target.address);
+    if (rule !== undefined) throw new BerthError('BERTH_NODE_UNREACHABLE', `cannot read from node ${target.nodeId}: ${rule}`, { retryable: false, context: { nodeId: target.nodeId } });
+    const url = new URL(`/v1/tasks/${encodeURIComponent(taskId)}`, target.address);
+    const isTls = url.protocol === 'https:';
+    const headers = forwardedHeaders(options.authorization === undefined ? {} : { authorization: options.authorization }, { selfNodeId: this.selfNodeId, token: this.token, isUpgrade: false });
+    const timeoutMs = options.timeoutMs ?? this.#options.connectTimeoutMs ?? FORWARD_CONNECT_TIMEOUT_MS;
+    return new Promise((resolve, reject) => {
+      const request = (isTls ? httpsRequest : httpRequest)(
+        { method: 'GET', host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: url.port, path: url.pathname, headers, agent: isTls ? this.#httpsAgent : this.#httpAgent },
+        (answer) => {
+          const chunks: Buffer[] = [];
+          answer.on('data', (chunk: Buffer) => chunks.push(chunk));
+          answer.once('error', (error) => reject(this.#unreachable(target, error)));
+          answer.once('end', () => {
+            clearTimeout(timer);
+            let body: unknown;
+            try {
+              body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+            } catch (error) {
+              reject(this.#unreachable(target, error));
+              return;
+            }
+            resolve({ status: answer.statusCode ?? 0, body });
+          });
+        },
+      );
+      const timer = setTimeout(() => request.destroy(new BerthError('BERTH_NODE_UNREACHABLE', `node ${target.nodeId} at ${target.address} did not answer within ${timeoutMs} ms`, { context: { nodeId: target.nodeId } })), timeoutMs);
+      timer.unref();
+      request.once('error', (error) => {
+        clearTimeout(timer);
+        reject(this.#unreachable(target, error));
+      });
+      request.end();
+    });
   }
 
   /**

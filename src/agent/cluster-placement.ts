@@ -1,4 +1,4 @@
-import { ClusterStore, QueueWaker, type Budget, type ClusterTask } from '../cluster/index.js';
+import { ClusterStore, QueueWaker, type Budget, type CancelResult, type ClusterTask } from '../cluster/index.js';
 import { asBerthError, BerthError, codeOf, isBerthError, messageOf, ValidationError } from '../common/errors.js';
 import { canonicalJson } from '../common/canonical-json.js';
 import type { Logger } from '../common/logger.js';
@@ -21,6 +21,9 @@ import type { AgentEvents } from './events.js';
  * transitions, written with their local state change) in order, and fences a task the cluster no
  * longer gives this node: its container is killed and removed, its record ends `lost`.
  */
+
+/** How many claim refusals (a claimed task this node could not take on) are kept for the submits waiting on them. */
+const CLAIM_REFUSALS_KEPT = 256;
 
 /** How many tasks one claim asks for; the claimer claims again while a claim comes back full. */
 export const CLAIM_LIMIT = 16;
@@ -99,6 +102,9 @@ export class ClusterPlacement {
   #fencedTotal = 0;
   #unsubscribe: (() => void) | undefined;
   #unregistered: (() => void) | undefined;
+  readonly #placedListeners = new Set<(taskId: string | undefined) => void>();
+  /** Why this node could not take tasks it claimed (the newest CLAIM_REFUSALS_KEPT): a submit waiting for its task's placement answers with it. */
+  readonly #claimRefusals = new Map<string, { readonly error: BerthError; readonly epoch: number }>();
 
   constructor(options: ClusterPlacementOptions) {
     this.#options = options;
@@ -129,6 +135,7 @@ export class ClusterPlacement {
     const config = this.#options.config;
     this.#waker = new QueueWaker({ connectionString: config.postgresUrl, pollIntervalMs: Math.min(1_000, config.heartbeatMs) });
     this.#waker.onWork(() => this.#wakeClaimer());
+    this.#waker.onPlacement((taskId) => this.#announce(taskId));
     this.#unregistered = this.#options.member.onRegistered(async (lease) => this.#reconcile(lease.epoch));
     // A local change of a claimed task may have written to the outbox.
     this.#unsubscribe = this.#options.events.subscribe((event) => {
@@ -158,6 +165,57 @@ export class ClusterPlacement {
     const atMs = task.submittedAt.getTime();
     const record: TaskRecord = { id: task.id, seq: 0, spec: prepared.spec, state: 'pending', reservation: { ...prepared.reservation }, logCursor: {}, pausedForMs: 0, submittedAtMs: atMs, updatedAtMs: atMs };
     return { task: record, created };
+  }
+
+  /**
+   * Placement news (placement-wait.ts): a task's id when a node (this one or another) has recorded
+   * it after claiming it, or it was cancelled; `undefined` when the listening connection came up or
+   * went away (news may have been missed). Returns the unsubscribe.
+   */
+  onPlaced(listener: (taskId: string | undefined) => void): () => void {
+    this.#placedListeners.add(listener);
+    return () => void this.#placedListeners.delete(listener);
+  }
+
+  /** Requests waiting for a task's placement now (each listens to the placement news while it waits). */
+  get placementWaits(): number {
+    return this.#placedListeners.size;
+  }
+
+  #announce(taskId: string | undefined): void {
+    for (const listener of [...this.#placedListeners]) listener(taskId);
+  }
+
+  /** Why this node could not take the task it claimed (it was reported failed), when it could not and that was lately. */
+  claimRefusal(taskId: string): BerthError | undefined {
+    return this.#claimRefusals.get(taskId)?.error;
+  }
+
+  /**
+   * The submit that waited here for a task this node's claim refused answers the refusal, as a single
+   * agent's submit does, and leaves nothing behind as it does: its failed report is dropped and the
+   * task withdrawn from the cluster (ClusterStore.withdraw). Resolves whether it was.
+   */
+  async withdrawRefused(taskId: string): Promise<boolean> {
+    const refusal = this.#claimRefusals.get(taskId);
+    if (refusal === undefined) return false;
+    for (const entry of this.#options.store.outbox.list(1_000)) if (entry.taskId === taskId && entry.epoch === refusal.epoch) this.#options.store.outbox.delete(entry.seq);
+    const store = await this.#openStore();
+    const withdrawn = await store.withdraw(taskId, this.#options.member.nodeId, refusal.epoch, `its submit was refused: ${refusal.error.message}`);
+    this.#claimRefusals.delete(taskId);
+    return withdrawn;
+  }
+
+  /** Stop of a task still queued (through any node): ClusterStore.cancel. */
+  async cancelQueued(taskId: string, reason: string): Promise<CancelResult> {
+    const store = await this.#openStore();
+    return store.cancel(taskId, reason);
+  }
+
+  /** Remove of a task cancelled while queued (the index is its only record): ClusterStore.removeUnplaced. */
+  async removeUnplaced(taskId: string): Promise<boolean> {
+    const store = await this.#openStore();
+    return store.removeUnplaced(taskId);
   }
 
   /**
@@ -253,6 +311,7 @@ export class ClusterPlacement {
         for (const task of held) {
           if (task.state === 'claimed' && this.#options.store.tasks.get(task.id)?.cluster?.epoch !== epoch) await this.#startClaimed(task, epoch);
         }
+        this.#announcePlaced(store, held.map((task) => task.id));
       }
       const free = freeBudget(this.#options.admission.snapshot(), this.#options.config);
       if (free.tasks === 0) return;
@@ -265,8 +324,19 @@ export class ClusterPlacement {
       }
       this.#claimedTotal += claimed.length;
       for (const task of claimed) await this.#startClaimed(task, epoch);
+      this.#announcePlaced(store, claimed.map((task) => task.id));
       if (claimed.length < CLAIM_LIMIT) return;
     }
+  }
+
+  /**
+   * Tells the waiters that the claimed tasks are recorded here: this node's at once, every node's by
+   * NOTIFY on the placement channel (not awaited: a waiter that misses it looks again by its poll).
+   */
+  #announcePlaced(store: ClusterStore, taskIds: readonly string[]): void {
+    if (taskIds.length === 0) return;
+    for (const taskId of taskIds) this.#announce(taskId);
+    void store.announcePlaced(taskIds).catch((error: unknown) => this.#logger.debug({ code: codeOf(error), error: messageOf(error) }, 'could not announce the placed tasks'));
   }
 
   /** Records a claimed task in SQLite (with its epoch) and starts it; one the node cannot take is reported failed. */
@@ -277,6 +347,8 @@ export class ClusterPlacement {
     } catch (error) {
       const berthError = asBerthError(error);
       this.#logger.warn({ taskId: task.id, code: berthError.code, error: berthError.message }, 'a claimed task could not be taken on here; it is reported failed');
+      this.#claimRefusals.set(task.id, { error: berthError, epoch });
+      if (this.#claimRefusals.size > CLAIM_REFUSALS_KEPT) this.#claimRefusals.delete(this.#claimRefusals.keys().next().value!);
       // No local record may exist: the report goes to the outbox alone.
       this.#options.store.outbox.append(task.id, epoch, { kind: 'exited', exitCode: 125, end: 'failed' });
       this.#wakeSender();

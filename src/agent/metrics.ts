@@ -36,7 +36,7 @@ export interface MetricsSources {
   /** Reads through any node (cluster mode): forwards open now, and each forward's outcome. */
   forwarding?: Pick<TaskForwarder, 'openForwards' | 'onForward'>;
   /** Cluster placement: tasks claimed and fenced since the agent started, reports waiting in the outbox. */
-  placement?: { readonly claimedTotal: number; readonly fencedTotal: number; readonly reportsPending: number };
+  placement?: { readonly claimedTotal: number; readonly fencedTotal: number; readonly reportsPending: number; readonly placementWaits?: number };
 }
 
 /** The states berth_pool_containers counts. */
@@ -261,6 +261,14 @@ export class AgentMetrics {
         registers,
         collect() {
           this.set(placement.reportsPending);
+        },
+      });
+      new Gauge({
+        name: 'berth_cluster_placement_waits',
+        help: 'Requests on this node waiting for their task to be placed (a request for a task queued a moment ago, a submit that publishes ports).',
+        registers,
+        collect() {
+          this.set(placement.placementWaits ?? 0);
         },
       });
     }

@@ -20,6 +20,22 @@ import type { Budget, ClaimRequest, ClusterEventPage, ClusterTask, ClusterTaskSt
 /** The channel enqueues (and tasks going back to the queue) notify; QueueWaker listens on it. */
 export const QUEUE_CHANNEL = 'berth_queue';
 
+/**
+ * The channel a task's placement news goes on, its id the payload: a node notifies it once it has
+ * recorded the tasks it claimed (`announcePlaced`), and a cancel notifies it. Requests waiting for a
+ * task's placement wait on it (QueueWaker `onPlacement`), not by polling the index.
+ */
+export const PLACEMENT_CHANNEL = 'berth_placement';
+
+/** The end a task cancelled while queued reads back with (state `exited`, no exit code, no node): a local task stopped before it started ends the same. */
+export const CANCELLED_END = 'cancelled';
+
+/** What `cancel` did: `cancelled` true when the task was queued and is now ended; else the task as it is (claimed meanwhile, ended, or unknown). */
+export interface CancelResult {
+  readonly cancelled: boolean;
+  readonly task: ClusterTask | undefined;
+}
+
 const NODE_COLUMNS = `n.node_id, n.address, n.labels, n.cap_mem, n.cap_cpu, n.cap_tasks, n.epoch, n.state,
   n.lease_expires_at > now() AS lease_live, n.lease_expires_at, n.registered_at, n.heartbeat_at,
   n.load_mem, n.load_cpu, n.load_tasks, n.down_reason`;
@@ -376,6 +392,89 @@ export class ClusterStore {
       await client.query('SELECT pg_notify($1, $2)', [QUEUE_CHANNEL, taskId]);
       return taskFromRow(row);
     });
+  }
+
+  /**
+   * Cancels a task still queued: one row update guarded by `state = 'queued'` ends it `exited` with
+   * end `cancelled`, no exit code and no node (a local task stopped before it started ends the
+   * same), with a `task.cancelled` event carrying `reason`, and notifies the placement channel. A
+   * claim racing it either took the row first (the update then finds it claimed and changes nothing:
+   * `cancelled` false, the task as it is, for the caller to stop it on its holder) or finds it ended
+   * (the row is locked by the update, and the claim's own update is guarded by `state = 'queued'`):
+   * exactly one of the two happens.
+   */
+  async cancel(taskId: string, reason: string): Promise<CancelResult> {
+    return this.#db.transaction('cancel the task', async (client) => {
+      const updated = await client.query<TaskRow>(
+        `WITH up AS (
+           UPDATE berth_tasks SET state = 'exited', end_reason = $2, exit_code = NULL, ended_at = now()
+           WHERE task_id = $1 AND state = 'queued' RETURNING *
+         ), ev AS (
+           INSERT INTO berth_events (kind, task_id, data) SELECT 'task.cancelled', task_id, jsonb_build_object('reason', $3::text) FROM up
+         )
+         SELECT * FROM up`,
+        [taskId, CANCELLED_END, reason],
+      );
+      const row = updated.rows[0];
+      if (row !== undefined) {
+        await client.query('SELECT pg_notify($1, $2)', [PLACEMENT_CHANNEL, taskId]);
+        return { cancelled: true, task: taskFromRow(row) };
+      }
+      const found = await client.query<TaskRow>('SELECT * FROM berth_tasks WHERE task_id = $1', [taskId]);
+      const existing = found.rows[0];
+      return { cancelled: false, task: existing === undefined ? undefined : taskFromRow(existing) };
+    });
+  }
+
+  /**
+   * Removes a task that ended without ever being placed (cancelled while queued) from the index,
+   * with a `task.removed` event: no node holds a record of it, so the index is its only one.
+   * Resolves false (and changes nothing) for any other task: one that ran is removed on its node.
+   */
+  async removeUnplaced(taskId: string): Promise<boolean> {
+    return this.#db.transaction('remove the task', async (client) => {
+      const deleted = await client.query<{ task_id: string }>(
+        `WITH del AS (
+           DELETE FROM berth_tasks WHERE task_id = $1 AND state = 'exited' AND node_id IS NULL RETURNING task_id
+         ), ev AS (
+           INSERT INTO berth_events (kind, task_id) SELECT 'task.removed', task_id FROM del
+         )
+         SELECT task_id FROM del`,
+        [taskId],
+      );
+      return deleted.rows.length > 0;
+    });
+  }
+
+  /**
+   * Withdraws a task this node claimed and could not take on, for the submit that waited for it here
+   * and answered the refusal (as a single agent's submit records nothing it refuses): the row is
+   * deleted while this node holds it under `epoch`, claimed or already reported exited, with a
+   * `task.removed` event carrying `reason`. Resolves false (nothing changed) otherwise.
+   */
+  async withdraw(taskId: string, nodeId: string, epoch: number, reason: string): Promise<boolean> {
+    checkLease(nodeId, epoch);
+    return this.#db.transaction('withdraw the task', async (client) => {
+      const deleted = await client.query<{ task_id: string }>(
+        `WITH del AS (
+           DELETE FROM berth_tasks WHERE task_id = $1 AND node_id = $2 AND epoch = $3 AND state IN ('claimed', 'exited') RETURNING task_id
+         ), ev AS (
+           INSERT INTO berth_events (kind, task_id, node_id, epoch, data) SELECT 'task.removed', task_id, $2, $3, jsonb_build_object('reason', $4::text) FROM del
+         )
+         SELECT task_id FROM del`,
+        [taskId, nodeId, epoch, reason],
+      );
+      return deleted.rows.length > 0;
+    });
+  }
+
+  /**
+   * Tells the cluster that this node has recorded the tasks it claimed (NOTIFY on the placement
+   * channel, one per task): requests waiting on any node for their placement go on to this node.
+   */
+  async announcePlaced(taskIds: readonly string[]): Promise<void> {
+    if (taskIds.length === 0) return;
+    await this.#db.query('announce the placed tasks', 'SELECT pg_notify($1, id) FROM unnest($2::text[]) AS id', [PLACEMENT_CHANNEL, [...taskIds]]);
   }
 
   /** What a node holds under its epoch (claimed and running), in claim order: for a node to check its own view after a failed call. */

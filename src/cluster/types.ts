@@ -82,7 +82,7 @@ export interface TaskSubmission {
   readonly restartOnLost?: number;
 }
 
-/** The cluster states of a task (docs/cluster.md). */
+/** The cluster states of a task (docs/cluster.md). A task cancelled while queued is `exited` with end reason `cancelled` and no node. */
 export type ClusterTaskState = 'queued' | 'claimed' | 'running' | 'exited' | 'lost';
 
 /** A task in the cluster-wide index. */
@@ -140,7 +140,11 @@ export type ClusterEventKind =
   | 'task.exited'
   | 'task.lost'
   | 'task.requeued'
-  | 'task.released';
+  | 'task.released'
+  /** A queued task was cancelled (stopped before any node claimed it); `data.reason` says by whom. */
+  | 'task.cancelled'
+  /** A task cancelled while queued was removed from the index. */
+  | 'task.removed';
 
 /** One entry of the append-only cluster event log. */
 export interface ClusterEvent {

@@ -2,10 +2,14 @@
  * Wakes a node's claimer when there may be work: on a NOTIFY of the queue's channel (a task queued,
  * or put back), on every (re)connection of the listening client (notifications sent while it was
  * away are lost), and on a polling timer as the fallback that needs no connection at all.
+ *
+ * The same connection listens on the placement channel (a task recorded by the node that claimed
+ * it, or cancelled): `onPlacement` listeners get the task's id, and `undefined` whenever the
+ * connection comes up or goes away (notifications may have been missed: look again).
  */
 import pg from 'pg';
 import { clientConfig } from './db.js';
-import { QUEUE_CHANNEL } from './store.js';
+import { PLACEMENT_CHANNEL, QUEUE_CHANNEL } from './store.js';
 
 export interface QueueWakerOptions {
   readonly connectionString: string;
@@ -25,6 +29,7 @@ export type WakeReason = 'notify' | 'connected' | 'poll';
 export class QueueWaker {
   readonly #options: Required<QueueWakerOptions>;
   readonly #listeners = new Set<(reason: WakeReason) => void>();
+  readonly #placementListeners = new Set<(taskId: string | undefined) => void>();
   readonly #poll: NodeJS.Timeout;
   #client: pg.Client | undefined;
   #reconnect: NodeJS.Timeout | undefined;
@@ -51,11 +56,21 @@ export class QueueWaker {
     return () => void this.#listeners.delete(listener);
   }
 
+  /**
+   * Calls `listener` with a task's id on each NOTIFY of the placement channel, and with `undefined`
+   * when the listening connection comes up or goes away, until the returned function is called.
+   */
+  onPlacement(listener: (taskId: string | undefined) => void): () => void {
+    this.#placementListeners.add(listener);
+    return () => void this.#placementListeners.delete(listener);
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#poll);
     clearTimeout(this.#reconnect);
     this.#listeners.clear();
+    this.#placementListeners.clear();
     const client = this.#client;
     this.#client = undefined;
     this.#listening = false;
@@ -70,6 +85,10 @@ export class QueueWaker {
     for (const listener of [...this.#listeners]) listener(reason);
   }
 
+  #placed(taskId: string | undefined): void {
+    for (const listener of [...this.#placementListeners]) listener(taskId);
+  }
+
   async #connect(): Promise<void> {
     if (this.#closed) return;
     const client = new pg.Client({ ...clientConfig({ connectionString: this.#options.connectionString, callDeadlineMs: this.#options.connectTimeoutMs }), query_timeout: undefined, statement_timeout: undefined });
@@ -79,6 +98,7 @@ export class QueueWaker {
       if (failed) return;
       failed = true;
       this.#listening = false;
+      this.#placed(undefined);
       void client.end().catch(() => undefined);
       if (this.#client === client) this.#client = undefined;
       this.#scheduleReconnect();
@@ -87,10 +107,11 @@ export class QueueWaker {
     client.on('end', onFailure);
     client.on('notification', (message) => {
       if (message.channel === QUEUE_CHANNEL) this.#wake('notify');
+      else if (message.channel === PLACEMENT_CHANNEL) this.#placed(message.payload === undefined || message.payload === '' ? undefined : message.payload);
     });
     try {
       await client.connect();
-      await client.query(`LISTEN ${QUEUE_CHANNEL}`);
+      await client.query(`LISTEN ${QUEUE_CHANNEL}; LISTEN ${PLACEMENT_CHANNEL}`);
     } catch {
       onFailure();
       return;
@@ -102,6 +123,7 @@ export class QueueWaker {
     this.#listening = true;
     this.#delayMs = this.#options.reconnectDelayMs;
     this.#wake('connected');
+    this.#placed(undefined);
   }
 
   #scheduleReconnect(): void {

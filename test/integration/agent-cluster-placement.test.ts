@@ -9,17 +9,21 @@
  * containers at once on a loaded 2-core host let heartbeats fall behind and nodes lose their leases for real).
  */
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ClusterStore, type ClusterEvent, type ClusterTask } from '../../src/cluster/index.js';
 import type { AgentClient } from '../../src/agent/client.js';
 import { pollUntil, requireEngine, testEngine, TEST_ENGINE_SOCKET, TEST_IMAGE } from '../support/engine.js';
-import { agentClientOf, agentTestFile, startServedAgent, taskOutput, writeAgentConfig, type RunningAgent } from '../support/agent.js';
+import { agentClientOf, agentTestFile, berth, httpGet, startServedAgent, taskOutput, writeAgentConfig, type RunningAgent } from '../support/agent.js';
 import type { TaskSpec } from '../../src/spec/schema.js';
 import { createTestDatabase, requirePostgres, startPrivatePostgres, type PrivatePostgres } from '../support/postgres.js';
 
 const engine = testEngine();
 const { run, dirs, agents } = agentTestFile(engine);
 const skip = (await requireEngine()) || (await requirePostgres());
+/** The nodes' shared credential: requests through one node for a task on another are forwarded with it. */
+const CLUSTER_TOKEN = 'placement-secret-0123456789abcdef';
 
 interface Member {
   readonly name: string;
@@ -41,7 +45,7 @@ describe('cluster placement through real agents', { skip }, () => {
     const nodeId = `${run.id}-${name}`;
     const config = await writeAgentConfig(
       dataDir,
-      ['listen: 127.0.0.1:0', 'cluster:', `  postgres: ${url}`, `  nodeId: ${nodeId}`, `  labels: ${JSON.stringify(labels)}`, '  capacity: { tasks: 12 }', `  lease: ${lease}`, '  heartbeat: 500ms'].join('\n'),
+      ['listen: 127.0.0.1:0', 'cluster:', `  postgres: ${url}`, `  nodeId: ${nodeId}`, `  labels: ${JSON.stringify(labels)}`, '  capacity: { tasks: 12 }', `  lease: ${lease}`, '  heartbeat: 500ms', `  token: ${CLUSTER_TOKEN}`].join('\n'),
     );
     const agent = await agents.start(dataDir, ['--config', config]);
     const member: Member = { name, nodeId, dataDir, config, agent, client: await agentClientOf(agent) };
@@ -299,6 +303,135 @@ describe('cluster placement through real agents', { skip }, () => {
       await pollUntil(`${member.name}'s outbox to drain`, async () => ((await metric(member, 'berth_cluster_reports_pending')) === 0 ? true : undefined), { timeoutMs: 30_000, intervalMs: 200 });
     }
     await pollUntil('no container left', async () => ((await engine.listContainers({ all: true, labels: [run.labelFilter] })).length === 0 ? true : undefined), { timeoutMs: 60_000, intervalMs: 250 });
+  });
+
+  /** A GET on the member's socket with its token: the raw status and body. */
+  const get = async (member: Member, urlPath: string): Promise<{ status: number; body: string }> =>
+    httpGet(member.agent.socketPath, urlPath, (await readFile(path.join(member.dataDir, 'token'), 'utf8')).trim());
+  const errorCode = (body: string): string | undefined => (JSON.parse(body) as { error?: { code?: string } }).error?.code;
+
+  test('a queued task is cancelled by a stop through any node (berth stop, the API): it reads back exited and cancelled everywhere, and no node claims it later', async () => {
+    await allReady();
+    const [n1, n2, n3] = [named('n1'), named('n2'), named('n3')];
+    const viaCli = `${run.id}-cancel-cli`;
+    const viaApi = `${run.id}-cancel-api`;
+    // No node has disk: nvme yet: both stay queued.
+    for (const id of [viaCli, viaApi]) assert.equal((await n1.client.submitTask({ id, spec: spec('exit 0', { constraints: { 'node.disk': 'nvme' } }) })).task.state, 'pending');
+    const stopped = await berth(n2.dataDir, ['stop', viaCli]);
+    assert.equal(stopped.code, 0, stopped.stderr);
+    assert.equal(stopped.stdout.trim(), viaCli);
+    // The stop's answer is a pending task's stop's: the task ended cancelled, without running (no exit code, no container).
+    const view = await n3.client.stop(viaApi);
+    assert.equal(view.id, viaApi);
+    assert.equal(view.state, 'exited');
+    assert.deepEqual(view.endState, { kind: 'cancelled' });
+    assert.equal(view.exitCode, undefined);
+    assert.equal(view.containerId, undefined);
+    assert.equal(view.node, null);
+    assert.ok(view.finishedAt);
+    for (const id of [viaCli, viaApi]) {
+      for (const member of [n1, n2, n3]) {
+        const read = await member.client.get(id);
+        assert.deepEqual([read.state, read.endState?.kind], ['exited', 'cancelled'], `${id} through ${member.name}`);
+        // A wait answers at once: it has ended.
+        assert.equal((await member.client.waitOnce(id, 30_000)).ended, true);
+      }
+      const indexed = (await cluster.getTask(id))!;
+      assert.deepEqual([indexed.state, indexed.endReason, indexed.nodeId], ['exited', 'cancelled', undefined]);
+    }
+    // Stopped again: answered as an ended task's stop is (the task as it is).
+    assert.equal((await n1.client.stop(viaApi)).state, 'exited');
+    const cancelledEvents = (await allEvents()).filter((e) => e.kind === 'task.cancelled' && (e.taskId === viaCli || e.taskId === viaApi));
+    assert.equal(cancelledEvents.length, 2);
+    assert.match(String(cancelledEvents.find((e) => e.taskId === viaCli)!.data.reason), new RegExp(`stopped through node ${n2.nodeId}`));
+
+    // A node that satisfies the constraint joins: it runs a task with the same constraint submitted after the
+    // cancelled ones (which it would have claimed first, in FIFO order), and never the cancelled ones.
+    const nvme = await startMember('n5', { disk: 'nvme' });
+    await allReady();
+    const later = `${run.id}-after-cancel`;
+    await n1.client.submitTask({ id: later, spec: spec('exit 0', { constraints: { 'node.disk': 'nvme' } }) });
+    const [ran] = await until('the later task to run to its end', [later], (task) => task.state === 'exited');
+    assert.equal(ran!.nodeId, nvme.nodeId);
+    for (const id of [viaCli, viaApi]) assert.deepEqual([(await cluster.getTask(id))!.state, (await cluster.getTask(id))!.nodeId], ['exited', undefined]);
+    assert.deepEqual((await allEvents()).filter((e) => e.kind === 'task.claimed' && (e.taskId === viaCli || e.taskId === viaApi)), []);
+    assert.equal((await nvme.client.get(viaCli)).node, null, 'n5 reads it from the index: it has no record of it');
+  });
+
+  test('berth rm refuses a queued task as it refuses a pending one (stop it first); rm -f through another node cancels and removes it; rm removes a cancelled one from the index', async () => {
+    await allReady();
+    const [n1, n2, n3] = [named('n1'), named('n2'), named('n3')];
+    const queued = `${run.id}-rm-queued`;
+    const cancelled = `${run.id}-rm-cancelled`;
+    for (const id of [queued, cancelled]) await n1.client.submitTask({ id, spec: spec('exit 0', { constraints: { 'node.disk': 'none-has-it' } }) });
+    const refused = await berth(n2.dataDir, ['rm', queued]);
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, new RegExp(`task ${queued} is pending; stop it before removing it.*\\[BERTH_TASK_STATE\\]`));
+    assert.equal((await cluster.getTask(queued))!.state, 'queued', 'nothing changed');
+    const forced = await berth(n2.dataDir, ['rm', '-f', queued]);
+    assert.equal(forced.code, 0, forced.stderr);
+    await n3.client.stop(cancelled);
+    const removed = await berth(n3.dataDir, ['rm', cancelled]);
+    assert.equal(removed.code, 0, removed.stderr);
+    for (const id of [queued, cancelled]) {
+      assert.equal(await cluster.getTask(id), undefined, id);
+      for (const member of [n1, n2, n3]) assert.equal((await get(member, `/v1/tasks/${id}`)).status, 404, `${id} through ${member.name}`);
+    }
+    const removedEvents = (await allEvents()).filter((e) => e.kind === 'task.removed' && (e.taskId === queued || e.taskId === cancelled));
+    assert.equal(removedEvents.length, 2);
+  });
+
+  test('a task that publishes a port, submitted through one node and placed on another, is answered with the host port that node handed out', async () => {
+    await allReady();
+    const [n1, n2] = [named('n1'), named('n2')];
+    const id = `${run.id}-ports`;
+    const { task: answered, created } = await n2.client.submitTask({ id, spec: spec('sleep 300', { constraints: { 'node.disk': 'ssd' }, network: 'bridge', ports: [{ container: 8080 }] }) });
+    assert.equal(created, true);
+    assert.equal(answered.node, n1.nodeId);
+    assert.equal(answered.ports?.length, 1, JSON.stringify(answered));
+    const port = answered.ports![0]!;
+    assert.deepEqual({ container: port.container, protocol: port.protocol }, { container: 8080, protocol: 'tcp' });
+    assert.ok(Number.isInteger(port.host) && port.host > 0);
+    assert.deepEqual((await n1.client.get(id)).ports, [port], 'the port its node recorded');
+    await n2.client.stop(id, { graceMs: 0 });
+    await until('the task to end', [id], (task) => task.state === 'exited');
+  });
+
+  test('a request waiting for its task\'s placement answers 503 BERTH_CLUSTER_UNAVAILABLE when PostgreSQL goes away during the wait', async () => {
+    await allReady();
+    const [n1, n3] = [named('n1'), named('n3')];
+    const id = `${run.id}-wait-pg`;
+    await n1.client.submitTask({ id, spec: spec('exit 0', { constraints: { 'node.disk': 'none-has-it' } }) });
+    const waiting = get(n3, `/v1/tasks/${id}/wait?timeout=60s`);
+    await pollUntil('the request to wait for the placement', async () => ((await metric(n3, 'berth_cluster_placement_waits')) === 1 ? true : undefined), { timeoutMs: 30_000, intervalMs: 50 });
+    await server.stop();
+    try {
+      const answer = await waiting;
+      assert.equal(answer.status, 503, answer.body);
+      assert.equal(errorCode(answer.body), 'BERTH_CLUSTER_UNAVAILABLE');
+      assert.equal(await metric(n3, 'berth_cluster_placement_waits'), 0);
+    } finally {
+      await server.start();
+    }
+    await allReady();
+    await n1.client.stop(id);
+  });
+
+  test('a request waiting for its task\'s placement ends at once when its agent shuts down (503 BERTH_AGENT_UNAVAILABLE), and the agent exits', async () => {
+    await allReady();
+    const [n1, n3] = [named('n1'), named('n3')];
+    const id = `${run.id}-wait-term`;
+    await n1.client.submitTask({ id, spec: spec('exit 0', { constraints: { 'node.disk': 'none-has-it' } }) });
+    const waiting = get(n3, `/v1/tasks/${id}/logs?follow=true`);
+    await pollUntil('the request to wait for the placement', async () => ((await metric(n3, 'berth_cluster_placement_waits')) === 1 ? true : undefined), { timeoutMs: 30_000, intervalMs: 50 });
+    const exited = n3.agent.stop('SIGTERM');
+    const answer = await waiting;
+    assert.equal(answer.status, 503, answer.body);
+    assert.equal(errorCode(answer.body), 'BERTH_AGENT_UNAVAILABLE');
+    assert.equal(await exited, 0);
+    await restart(n3);
+    await allReady();
+    await n1.client.stop(id);
   });
 });
 

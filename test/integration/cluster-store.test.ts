@@ -530,4 +530,121 @@ describe('cluster store on PostgreSQL', { skip }, () => {
       await unreachable.close();
     }
   });
+  test('a queued task cancelled reads back ended cancelled with no node, with its event; a claim after the cancel takes nothing; a second cancel changes nothing', async () => {
+    const store = await openStore(await newDatabase());
+    const lease = await node(store, 'n1', { zone: 'a' });
+    await store.enqueue({ id: 'doomed', spec: { cmd: ['true'] }, constraints: { 'node.zone': 'b' } });
+    const result = await store.cancel('doomed', 'stopped through node n1');
+    assert.equal(result.cancelled, true);
+    assert.equal(result.task?.state, 'exited');
+    assert.equal(result.task?.endReason, 'cancelled');
+    assert.equal(result.task?.exitCode, undefined);
+    assert.equal(result.task?.nodeId, undefined);
+    assert.ok(result.task?.endedAt instanceof Date);
+    const read = await store.getTask('doomed');
+    assert.deepEqual({ state: read?.state, endReason: read?.endReason, nodeId: read?.nodeId }, { state: 'exited', endReason: 'cancelled', nodeId: undefined });
+    // A node that satisfies the constraint now: it still takes nothing, the task has ended.
+    await store.register({ nodeId: 'n2', address: 'https://n2.test:7443', labels: { zone: 'b' }, capacity: BIG });
+    const n2 = (await store.listNodes()).find((n) => n.nodeId === 'n2')!;
+    assert.deepEqual(await store.claim({ nodeId: 'n2', epoch: n2.epoch, free: BIG }), []);
+    assert.deepEqual(await store.claim({ nodeId: 'n1', epoch: lease.epoch, free: BIG }), []);
+    const again = await store.cancel('doomed', 'again');
+    assert.equal(again.cancelled, false);
+    assert.equal(again.task?.state, 'exited');
+    assert.deepEqual(await store.cancel('nobody', 'x'), { cancelled: false, task: undefined });
+    // n1 registered, queued, cancelled, n2 registered.
+    const { events } = await readEventsUntil(store, 4);
+    const cancelled = events.filter((e) => e.kind === 'task.cancelled');
+    assert.equal(cancelled.length, 1);
+    assert.deepEqual({ taskId: cancelled[0]!.taskId, reason: cancelled[0]!.data.reason }, { taskId: 'doomed', reason: 'stopped through node n1' });
+  });
+
+  test('a cancel of a task that was claimed changes nothing and says where it is', async () => {
+    const store = await openStore(await newDatabase());
+    const lease = await node(store, 'n1');
+    await store.enqueue({ id: 'taken', spec: {} });
+    assert.deepEqual((await store.claim({ nodeId: 'n1', epoch: lease.epoch, free: BIG })).map((t) => t.id), ['taken']);
+    const result = await store.cancel('taken', 'too late');
+    assert.equal(result.cancelled, false);
+    assert.deepEqual({ state: result.task?.state, nodeId: result.task?.nodeId }, { state: 'claimed', nodeId: 'n1' });
+  });
+
+  test('cancels racing claims: each task ends in exactly one of the two, cancelled or claimed, never both', async () => {
+    const db = await newDatabase();
+    const store = await openStore(db);
+    const other = await openStore(db);
+    const leases = await Promise.all(['n1', 'n2'].map((id) => node(store, id)));
+    const ids = tasks('race', 200).map((t) => t.id);
+    await store.enqueueMany(tasks('race', 200));
+    // Two claimers and a canceller (on its own store, its own connections) go at the queue at once.
+    const claimed: string[] = [];
+    const claimer = async (lease: NodeLease): Promise<void> => {
+      for (;;) {
+        const got = await store.claim({ nodeId: lease.nodeId, epoch: lease.epoch, free: BIG, limit: 7 });
+        claimed.push(...got.map((t) => t.id));
+        if (got.length === 0) return;
+      }
+    };
+    const cancelled: string[] = [];
+    const canceller = async (): Promise<void> => {
+      for (const id of [...ids].reverse()) if ((await other.cancel(id, 'raced')).cancelled) cancelled.push(id);
+    };
+    await Promise.all([claimer(leases[0]!), claimer(leases[1]!), canceller()]);
+    assert.ok(claimed.length > 0 && cancelled.length > 0, `both sides won some (${claimed.length} claimed, ${cancelled.length} cancelled)`);
+    assert.equal(new Set(claimed).size, claimed.length, 'no task claimed twice');
+    assert.deepEqual(claimed.filter((id) => cancelled.includes(id)), [], 'no task both claimed and cancelled');
+    assert.deepEqual([...claimed, ...cancelled].sort(), [...ids].sort(), 'every task one or the other');
+    const index = await store.listTasks({ limit: 1000 });
+    for (const task of index) {
+      if (cancelled.includes(task.id)) assert.deepEqual({ state: task.state, endReason: task.endReason }, { state: 'exited', endReason: 'cancelled' }, task.id);
+      else assert.equal(task.state, 'claimed', task.id);
+    }
+  });
+
+  test('a task cancelled while queued is removed from the index; a queued, claimed or unknown one is not', async () => {
+    const store = await openStore(await newDatabase());
+    const lease = await node(store, 'n1');
+    await store.enqueueMany([{ id: 'gone', spec: {} }, { id: 'held', spec: {} }]);
+    await store.cancel('gone', 'x');
+    assert.equal(await store.claim({ nodeId: 'n1', epoch: lease.epoch, free: BIG }).then((t) => t.map((x) => x.id).join()), 'held');
+    await store.enqueue({ id: 'waiting', spec: {}, constraints: { 'node.zone': 'none' } });
+    for (const id of ['held', 'waiting', 'nobody']) assert.equal(await store.removeUnplaced(id), false, id);
+    assert.equal(await store.removeUnplaced('gone'), true);
+    assert.equal(await store.getTask('gone'), undefined);
+    assert.equal(await store.removeUnplaced('gone'), false);
+  });
+
+  test('a node withdraws a task it claimed and could not take on (claimed, or reported exited) under its epoch only; another node or epoch withdraws nothing', async () => {
+    const store = await openStore(await newDatabase());
+    const n1 = await node(store, 'n1');
+    await store.enqueueMany([{ id: 'w1', spec: {} }, { id: 'w2', spec: {} }]);
+    assert.equal((await store.claim({ nodeId: 'n1', epoch: n1.epoch, free: BIG })).length, 2);
+    await store.report('w2', 'n1', n1.epoch, { kind: 'exited', exitCode: 125, end: 'failed' });
+    await node(store, 'n2');
+    assert.equal(await store.withdraw('w1', 'n2', 1, 'not its'), false);
+    assert.equal(await store.withdraw('w1', 'n1', n1.epoch + 1, 'stale'), false);
+    assert.equal((await store.getTask('w1'))?.state, 'claimed');
+    assert.equal(await store.withdraw('w1', 'n1', n1.epoch, 'its submit was refused'), true);
+    assert.equal(await store.withdraw('w2', 'n1', n1.epoch, 'its submit was refused'), true);
+    assert.equal(await store.getTask('w1'), undefined);
+    assert.equal(await store.getTask('w2'), undefined);
+  });
+
+  test('placement news: announcePlaced and a cancel notify the placement channel with the task id, and the waker passes them on', async () => {
+    const db = await newDatabase();
+    const store = await openStore(db);
+    const waker = new QueueWaker({ connectionString: db.url, pollIntervalMs: 3_600_000 });
+    try {
+      const news: (string | undefined)[] = [];
+      waker.onPlacement((taskId) => news.push(taskId));
+      await pollUntil('the waker to listen', () => (waker.isListening ? true : undefined));
+      await pollUntil('the connection news', () => (news.includes(undefined) ? true : undefined));
+      await store.announcePlaced(['p1', 'p2']);
+      await store.enqueue({ id: 'c1', spec: {} });
+      await store.cancel('c1', 'x');
+      await pollUntil('three placement notifications', () => (['p1', 'p2', 'c1'].every((id) => news.includes(id)) ? true : undefined));
+    } finally {
+      await waker.close();
+    }
+  });
 });

@@ -34,7 +34,8 @@ import { artifactHandlers } from './artifacts-route.js';
 import type { ArtifactStore } from '../artifacts.js';
 import type { ClusterMember, NodeListing } from '../cluster-member.js';
 import type { TaskForwarder } from '../cluster-forward.js';
-import { forwardingHook, type ForwardingPort } from './forward-route.js';
+import type { ClusterPlacement } from '../cluster-placement.js';
+import { forwardingHook, placedTaskView, publishesPorts, type ForwardingPort } from './forward-route.js';
 import { mergeClusterTasks } from './task-list.js';
 import { clusterEventResume, clusterEventStream } from './cluster-events.js';
 
@@ -65,9 +66,9 @@ export interface ServerRuntime extends Pick<AgentRuntime, 'token' | 'logger' | '
   /** Cluster membership, for its metrics, and the cluster's task index (`GET /v1/tasks` lists it in cluster mode). */
   readonly cluster?: MetricsSources['cluster'] & Partial<Pick<ClusterMember, 'listTasks' | 'readEvents'>>;
   /** Cluster mode: forwards requests for tasks other nodes run; its token is accepted as the agent's own. */
-  readonly forwarder?: ForwardingPort & Pick<TaskForwarder, 'selfNodeId' | 'token' | 'openForwards' | 'onForward'>;
+  readonly forwarder?: ForwardingPort & Pick<TaskForwarder, 'selfNodeId' | 'token' | 'openForwards' | 'onForward' | 'readTaskView'>;
   /** Cluster mode: `POST /v1/tasks` queues the task in the cluster (agent/cluster-placement.ts). */
-  readonly placement?: { submit(input: { id: string; spec: unknown }): Promise<SubmitResult> } & NonNullable<MetricsSources['placement']>;
+  readonly placement?: { submit(input: { id: string; spec: unknown }): Promise<SubmitResult> } & Pick<ClusterPlacement, 'onPlaced' | 'cancelQueued' | 'removeUnplaced' | 'claimRefusal' | 'withdrawRefused'> & NonNullable<MetricsSources['placement']>;
   /** `GET /v1/nodes`; without it, the route answers 503. */
   listNodes?(): Promise<NodeListing>;
 }
@@ -187,8 +188,18 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
         openStreams.add(end);
         return () => openStreams.delete(end);
       },
+      queue: {
+        cancelQueued: async (taskId, reason) => requirePlacement().cancelQueued(taskId, reason),
+        removeUnplaced: async (taskId) => requirePlacement().removeUnplaced(taskId),
+      },
+      news: (listener) => runtime.placement?.onPlaced(listener) ?? (() => undefined),
     });
     app.addHook('onRequest', hook);
+  }
+  /** Cluster mode's placement (the queue); present whenever the forwarder is. */
+  function requirePlacement(): NonNullable<ServerRuntime['placement']> {
+    if (!runtime.placement) throw new BerthError('BERTH_AGENT_UNAVAILABLE', 'this agent does not place tasks in a cluster');
+    return runtime.placement;
   }
   app.addHook('onResponse', async (request, reply) => {
     runtime.logger.debug({ method: request.method, url: request.url, status: reply.statusCode, durationMs: Math.round(reply.elapsedTime) }, 'request');
@@ -291,6 +302,34 @@ export function buildServer(runtime: ServerRuntime, options: ServerOptions = {})
         result = runtime.placement ? await runtime.placement.submit(input) : runtime.supervisor.submit(input);
       } catch (error) {
         throw scopeToSpec(error);
+      }
+      // Cluster mode: a task that publishes ports gets them from the node that claims it; the answer waits for them, as a local submit's has them.
+      if (runtime.placement && runtime.forwarder && publishesPorts(result.task.spec)) {
+        const placement = runtime.placement;
+        const gone = new AbortController();
+        reply.raw.once('close', () => gone.abort());
+        const placed = await placedTaskView(
+          {
+            forwarder: runtime.forwarder,
+            localView: (taskId) => {
+              const record = runtime.store.tasks.get(taskId);
+              return record === undefined || record.state === 'removed' ? undefined : taskView(record);
+            },
+            claimRefusal: (taskId) => placement.claimRefusal(taskId),
+            withdrawRefused: (taskId) => placement.withdrawRefused(taskId),
+            news: (listener) => placement.onPlaced(listener),
+            track: (end) => {
+              openStreams.add(end);
+              return () => openStreams.delete(end);
+            },
+          },
+          result.task.id,
+          request.headers.authorization,
+          gone.signal,
+        ).catch((error: unknown) => {
+          throw scopeToSpec(error);
+        });
+        if (placed !== undefined) return reply.code(result.created ? 201 : 200).send({ task: placed });
       }
       // 200: the same task was submitted before (a retry); it is returned as it is now.
       return reply.code(result.created ? 201 : 200).send({ task: taskView(result.task) });

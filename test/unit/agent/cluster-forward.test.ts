@@ -72,6 +72,23 @@ describe('locating a task in the cluster', () => {
     assert.equal((locate(clusterTask({ state: 'claimed', nodeId: 'a' })) as { why: string }).why, 'not-recorded-here');
   });
 
+  it('answers from the index a task cancelled while queued (ended, no node): never placed, not queued', () => {
+    const cancelled = clusterTask({ state: 'exited', endReason: 'cancelled', endedAt: new Date('2026-01-01T00:00:01Z') });
+    assert.deepEqual(locate(cancelled), { kind: 'index', task: cancelled, why: 'never-placed' });
+    const refusal = indexRefusal({ kind: 'index', task: cancelled, why: 'never-placed' });
+    assert.equal(refusal.code, 'BERTH_TASK_STATE');
+    assert.match(refusal.message, /cancelled before any node ran it/);
+  });
+
+  it('shows a task cancelled while queued as a local task stopped before it started: exited, end cancelled, no exit code, no node', () => {
+    const view = toIndexTaskView(clusterTask({ state: 'exited', endReason: 'cancelled', endedAt: new Date('2026-01-01T00:00:01Z') }));
+    assert.equal(view.state, 'exited');
+    assert.deepEqual(view.endState, { kind: 'cancelled' });
+    assert.equal(view.exitCode, undefined);
+    assert.equal(view.node, null);
+    assert.equal(view.finishedAt, '2026-01-01T00:00:01.000Z');
+  });
+
   it('is unknown (404) when neither this node nor the index has the task', () => {
     assert.deepEqual(locate(undefined), { kind: 'unknown' });
   });
