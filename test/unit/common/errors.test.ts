@@ -39,6 +39,7 @@ describe('BerthError', () => {
       'BERTH_IMAGE_PULL_FAILED',
       'BERTH_IMAGE_PULL_STALLED',
       'BERTH_NODE_UNREACHABLE',
+      'BERTH_STORE_UNAVAILABLE',
     ]);
   });
 
