@@ -12,35 +12,13 @@ import { renderTaskTable } from '../../../src/cli/output.js';
 import type { ClusterEvent, ClusterEventPage, ClusterTask } from '../../../src/cluster/index.js';
 import { clusterEventResume, clusterEventStream, formatClusterEvents } from '../../../src/agent/http/cluster-events.js';
 import { BerthError, ValidationError } from '../../../src/common/errors.js';
+import { clusterTaskFixture } from '../../support/cluster-task.js';
 
 const GiB = 1024 ** 3;
 const host: HostFacts = { uid: 1000, homedir: '/home/ada', totalMemoryBytes: 8 * GiB, cpuCount: 4 };
 const POSTGRES = 'postgres://berth@db.example:5432/berth';
 
-function clusterTask(overrides: Partial<ClusterTask> = {}): ClusterTask {
-  return {
-    id: 't1',
-    spec: { image: 'busybox', command: ['true'], labels: { app: 'web' } },
-    priority: 0,
-    constraints: {},
-    demand: { memoryBytes: 0, cpuMilli: 0 },
-    restartOnLost: 0,
-    lostCount: 0,
-    state: 'queued',
-    nodeId: undefined,
-    epoch: undefined,
-    attempt: 0,
-    containerId: undefined,
-    exitCode: undefined,
-    endReason: undefined,
-    submittedAt: new Date('2026-01-01T00:00:00Z'),
-    queuedAt: new Date('2026-01-01T00:00:00Z'),
-    claimedAt: undefined,
-    startedAt: undefined,
-    endedAt: undefined,
-    ...overrides,
-  };
-}
+const clusterTask = clusterTaskFixture;
 
 const nodes = [
   { nodeId: 'a', address: 'https://10.0.0.1:7443', state: 'ready' as const },

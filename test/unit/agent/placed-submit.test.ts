@@ -5,28 +5,9 @@ import { placedTaskView, publishesPorts, type PlacedViewDeps } from '../../../sr
 import type { TaskView } from '../../../src/agent/http/views.js';
 import type { ClusterTask } from '../../../src/cluster/index.js';
 import { BerthError } from '../../../src/common/errors.js';
+import { clusterTaskFixture } from '../../support/cluster-task.js';
 
-const queued: ClusterTask = {
-  id: 't1',
-  spec: { image: 'busybox', ports: [{ container: 80 }] },
-  priority: 0,
-  constraints: {},
-  demand: { memoryBytes: 0, cpuMilli: 0 },
-  restartOnLost: 0,
-  lostCount: 0,
-  state: 'queued',
-  nodeId: undefined,
-  epoch: undefined,
-  attempt: 0,
-  containerId: undefined,
-  exitCode: undefined,
-  endReason: undefined,
-  submittedAt: new Date('2026-01-01T00:00:00Z'),
-  queuedAt: new Date('2026-01-01T00:00:00Z'),
-  claimedAt: undefined,
-  startedAt: undefined,
-  endedAt: undefined,
-};
+const queued: ClusterTask = clusterTaskFixture({ spec: { image: 'busybox', ports: [{ container: 80 }] } });
 const onB: ClusterTask = { ...queued, state: 'claimed', nodeId: 'b', epoch: 1, attempt: 1 };
 const nodes = [{ nodeId: 'a', address: 'https://10.0.0.1:7443', state: 'ready' as const }, { nodeId: 'b', address: 'https://10.0.0.2:7443', state: 'ready' as const }];
 const where = (task: ClusterTask | undefined): TaskLocation => locateTask({ isLocal: false, forwardedBy: undefined, selfNodeId: 'a', task, nodes });
